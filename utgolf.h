@@ -1,0 +1,2473 @@
+/* utgolf.h v0.1.0 - train, compress and evaluate tiny depth-recurrent language models.
+   Single-header C99 library (stb style). No warranty; licence at the end of the file.
+
+   QUICK START
+       #define UTGOLF_IMPLEMENTATION      // in exactly one C or C++ file
+       #include "utgolf.h"
+       utg_model *m; utg_model_desc d = {0}; utg_model_create(&d, &m);   // baseline GPT, CPU
+
+   WHAT IT IS
+       The model, the depth plan, the backend table with its CPU reference implementation and the
+       safetensors bridge to PyTorch. A zeroed utg_config is the Parameter Golf `train_gpt.py`
+       baseline (9 blocks, 512 wide, 8/4 heads, vocab 1024). Later versions add optimizers,
+       quantization and the compressed artifact (see docs/DESIGN.md).
+
+   THREAT MODEL
+       Bytes from outside (safetensors files, token shards) are hostile: every parser here works on
+       memory through a bounds-checked cursor, checks every size computation for overflow, caps
+       header and tensor sizes, and answers bad input with a utg_result and a message; it never
+       aborts or reads out of bounds. Configuration values are validated before a model is built.
+       The backend ops trust their arguments (they are called by the model, not by users).
+
+   CONFIG MACROS (define before including, in the file that defines UTGOLF_IMPLEMENTATION unless
+   noted)
+       UTG_STATIC              every public function static (define wherever the header is included)
+       UTG_MALLOC(sz, user)    default allocator; define UTG_MALLOC and UTG_FREE together
+       UTG_FREE(p, user)
+       UTG_ASSERT(x)           programmer-error checks (default: assert)
+       UTG_NO_STDIO            drop the file helpers (utg_read_file, *_file functions, env parsing)
+       UTG_USER_CONFIG         a header included first, for all of the above
+
+   TABLE OF CONTENTS (grep for the markers)
+       // >>types          results, dtypes, logging, allocator
+       // >>config         the knob table: every knob, its Parameter Golf name, default and doc
+       // >>backend_api    utg_backend: the op-level function table a CPU or CUDA backend fills
+       // >>model          parameters (arena + tensor table), depth plan, forward and backward
+       // >>safetensors    import / export of the parameter arena and gradients
+       // >>data           Parameter Golf token shards
+       // >>public         misc public helpers
+       // >>impl_util      (implementation) allocation, messages, RNG, half floats
+       // >>impl_config
+       // >>backend_cpu    the CPU reference backend (OpenMP over rows and heads)
+       // >>impl_model
+       // >>impl_safetensors
+       // >>impl_data
+
+   BUILD
+       C:     cc -std=c99 -O3 -march=native -fopenmp my.c -lm
+       CUDA:  utgolf_cuda.cu arrives with the GPU backend (not in this version).
+
+   ERRORS AND THREADS
+       Fallible calls return utg_result (0 = UTG_OK, negative = error); utg_result_string() names
+       the code and utg_model_message() holds the details of the last failure of that model. Calls
+       on one model are not thread-safe; distinct models are independent. The CPU backend uses
+       OpenMP inside each op. Same seed and same thread count give the same bits; the CPU ops are
+       written so that results do not depend on the thread count at all.
+
+   NUMERICS
+       Everything runs in fp32. train_gpt.py keeps linear weights in fp32 but multiplies in bf16
+       under autocast and keeps the tied embedding in bf16; the CPU reference does neither, so its
+       losses match PyTorch run in fp32 (tests/test_torch_parity.py checks this).
+
+   RECENT CHANGES
+       0.1.0  first version: config table, parameter arena, CPU backend, baseline GPT forward and
+              backward, safetensors import/export, token shard reader.
+*/
+#ifndef UTGOLF_H
+#define UTGOLF_H
+
+#ifdef UTG_USER_CONFIG
+#include UTG_USER_CONFIG
+#endif
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define UTG_VERSION_MAJOR 0
+#define UTG_VERSION_MINOR 1
+#define UTG_VERSION_PATCH 0
+#define UTG_VERSION_STRING "0.1.0"
+
+#ifndef UTGDEF
+#ifdef UTG_STATIC
+#define UTGDEF static
+#else
+#define UTGDEF extern
+#endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------------------------------
+// >>types
+   ------------------------------------------------------------------------------------------------ */
+
+/* Result codes: one X-macro list keeps the enum and the strings together. */
+#define UTG_RESULTS(X)                                                   \
+    X(UTG_OK, 0, "ok")                                                   \
+    X(UTG_ERR_INVALID, -1, "invalid argument")                           \
+    X(UTG_ERR_CONFIG, -2, "invalid configuration")                       \
+    X(UTG_ERR_NOMEM, -3, "out of memory")                                \
+    X(UTG_ERR_IO, -4, "i/o error")                                       \
+    X(UTG_ERR_FORMAT, -5, "malformed input")                             \
+    X(UTG_ERR_UNSUPPORTED, -6, "unsupported")                            \
+    X(UTG_ERR_MISMATCH, -7, "input does not match the model")            \
+    X(UTG_ERR_BACKEND, -8, "backend error")
+
+typedef enum utg_result {
+#define UTG__RESULT_ENUM(name, value, text) name = value,
+    UTG_RESULTS(UTG__RESULT_ENUM)
+#undef UTG__RESULT_ENUM
+    UTG_RESULT_FORCE_INT = 0x7fffffff
+} utg_result;
+
+/* Logging is a callback; the library prints nothing by itself. */
+typedef enum utg_log_level { UTG_LOG_ERROR = 0, UTG_LOG_WARN, UTG_LOG_INFO, UTG_LOG_DEBUG } utg_log_level;
+typedef void (*utg_log_fn)(utg_log_level level, const char *message, const char *file, int line,
+                           void *user);
+typedef struct utg_logger {
+    utg_log_fn fn; /* NULL: silent */
+    void *user;
+} utg_logger;
+
+/* Allocation is the caller's call: NULL functions fall back to UTG_MALLOC / UTG_FREE. */
+typedef struct utg_allocator {
+    void *(*alloc_fn)(size_t size_bytes, void *user);
+    void (*free_fn)(void *ptr, void *user);
+    void *user;
+} utg_allocator;
+
+/* A message buffer for calls that have no model to hold their error details. */
+typedef struct utg_msg {
+    char text[256];
+} utg_msg;
+
+/* ------------------------------------------------------------------------------------------------
+// >>config
+   The one list of knobs. Each entry: kind, field, Parameter Golf environment name, default, flags,
+   doc line. The struct, the string parser, --help, the logged resolved config and (later) the
+   artifact metadata are all generated from this list; later features add rows here only.
+
+   A field left 0 (or NULL) takes the default. Knobs whose default is non-zero but for which 0 is a
+   meaningful value (flag OFF) take UTG_OFF (-1) to mean "0 / disabled"; the resolved config keeps
+   -1 so that resolving is idempotent, and the library reads such knobs as "> 0 means on". The text
+   parser does this mapping itself: TIE_EMBEDDINGS=0 stores UTG_OFF.
+   ------------------------------------------------------------------------------------------------ */
+
+#define UTG_OFF (-1)
+
+/* kinds: INT (int), BOOL (int: 1 on, UTG_OFF off), REAL (double), STR (const char *)
+   flags: 0, or UTG_KF_OFF when 0 is a meaningful value distinct from the default */
+#define UTG_KF_OFF 1
+
+#define UTG_CONFIG_KNOBS(X)                                                                        \
+    /* model shape (SPEC 1.1, 1.3) */                                                             \
+    X(INT, num_layers, "NUM_LAYERS", 9, 0, "physical transformer blocks")                         \
+    X(INT, model_dim, "MODEL_DIM", 512, 0, "model width d")                                       \
+    X(INT, num_heads, "NUM_HEADS", 8, 0, "query heads (head dim = MODEL_DIM / NUM_HEADS)")        \
+    X(INT, num_kv_heads, "NUM_KV_HEADS", 4, 0, "key/value heads (GQA); must divide NUM_HEADS")    \
+    X(INT, mlp_mult, "MLP_MULT", 2, 0, "MLP hidden width = MLP_MULT * MODEL_DIM")                 \
+    X(INT, vocab_size, "VOCAB_SIZE", 1024, 0, "vocabulary size; must equal the tokenizer's")      \
+    X(BOOL, tie_embeddings, "TIE_EMBEDDINGS", 1, UTG_KF_OFF, "share tok_emb with the output head") \
+    X(REAL, rope_base, "ROPE_BASE", 10000.0, 0, "RoPE frequency base")                            \
+    X(REAL, logit_softcap, "LOGIT_SOFTCAP", 30.0, UTG_KF_OFF, "c in c*tanh(z/c) on the logits; 0 = none") \
+    X(REAL, qk_gain_init, "QK_GAIN_INIT", 1.5, 0, "initial per-head query gain q_gain")           \
+    X(REAL, tied_embed_init_std, "TIED_EMBED_INIT_STD", 0.005, 0, "std of the tied embedding init") \
+    X(REAL, rms_norm_eps, "RMS_NORM_EPS", 1.1920928955078125e-07, 0,                               \
+      "RMSNorm eps (PyTorch's default: fp32 machine epsilon)")                                      \
+    X(INT, train_seq_len, "TRAIN_SEQ_LEN", 1024, 0, "tokens per training sequence")               \
+    X(INT, seed, "SEED", 1337, UTG_KF_OFF, "seed of the init RNG and the data order")             \
+    /* training loop (SPEC 1.1, 1.5; used by the trainer) */                                      \
+    X(INT, iterations, "ITERATIONS", 20000, 0, "optimizer step cap")                              \
+    X(INT, warmdown_iters, "WARMDOWN_ITERS", 1200, UTG_KF_OFF, "length of the linear LR decay in steps") \
+    X(INT, warmup_steps, "WARMUP_STEPS", 20, UTG_KF_OFF, "priming steps run then undone (not an LR warmup)") \
+    X(INT, train_batch_tokens, "TRAIN_BATCH_TOKENS", 524288, 0, "global tokens per optimizer step") \
+    X(REAL, max_wallclock_seconds, "MAX_WALLCLOCK_SECONDS", 600.0, UTG_KF_OFF,                     \
+      "training time cap in seconds; 0 = none")                                                   \
+    X(INT, val_batch_size, "VAL_BATCH_SIZE", 524288, 0, "tokens per validation batch")            \
+    X(INT, val_loss_every, "VAL_LOSS_EVERY", 1000, UTG_KF_OFF, "validate every N steps; 0 = only at the end") \
+    X(INT, train_log_every, "TRAIN_LOG_EVERY", 200, UTG_KF_OFF, "log the train loss every N steps") \
+    /* optimizers (SPEC 1.4) */                                                                   \
+    X(REAL, embed_lr, "EMBED_LR", 0.6, 0, "Adam LR of the untied token embedding")                \
+    X(REAL, head_lr, "HEAD_LR", 0.008, 0, "Adam LR of the untied lm_head")                        \
+    X(REAL, tied_embed_lr, "TIED_EMBED_LR", 0.05, 0, "Adam LR of the tied embedding")             \
+    X(REAL, matrix_lr, "MATRIX_LR", 0.04, 0, "Muon LR of the block matrices")                     \
+    X(REAL, scalar_lr, "SCALAR_LR", 0.04, 0, "Adam LR of vectors, scalars and control tensors")   \
+    X(REAL, muon_momentum, "MUON_MOMENTUM", 0.95, 0, "Muon momentum after warmup")                \
+    X(INT, muon_backend_steps, "MUON_BACKEND_STEPS", 5, 0, "Newton-Schulz iterations")            \
+    X(REAL, muon_momentum_warmup_start, "MUON_MOMENTUM_WARMUP_START", 0.85, UTG_KF_OFF,            \
+      "Muon momentum at step 0")                                                                  \
+    X(INT, muon_momentum_warmup_steps, "MUON_MOMENTUM_WARMUP_STEPS", 500, UTG_KF_OFF,              \
+      "steps of the Muon momentum warmup")                                                        \
+    X(REAL, beta1, "BETA1", 0.9, UTG_KF_OFF, "Adam beta1")                                        \
+    X(REAL, beta2, "BETA2", 0.95, UTG_KF_OFF, "Adam beta2")                                       \
+    X(REAL, adam_eps, "ADAM_EPS", 1e-8, 0, "Adam epsilon")                                        \
+    X(REAL, grad_clip_norm, "GRAD_CLIP_NORM", 0.0, 0, "global gradient-norm clip; 0 = off")       \
+    X(STR, control_tensor_name_patterns, "CONTROL_TENSOR_NAME_PATTERNS",                          \
+      "attn_scale,attn_scales,mlp_scale,mlp_scales,resid_mix,resid_mixes,q_gain,skip_weight,skip_weights", \
+      0, "name substrings that mark scalar/control tensors (Adam, kept in fp32)")                \
+    /* data (SPEC 1.2) */                                                                         \
+    X(STR, data_path, "DATA_PATH", "./data/datasets/fineweb10B_sp1024", 0,                        \
+      "directory of fineweb_train_*.bin and fineweb_val_*.bin")                                   \
+    X(STR, tokenizer_path, "TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model", 0,      \
+      "SentencePiece .model file")                                                                \
+    X(STR, run_id, "RUN_ID", "", 0, "run name for logs (default: generated)")
+
+typedef enum utg_knob_kind { UTG_KNOB_INT, UTG_KNOB_BOOL, UTG_KNOB_REAL, UTG_KNOB_STR } utg_knob_kind;
+
+#define UTG__CTYPE_INT int
+#define UTG__CTYPE_BOOL int
+#define UTG__CTYPE_REAL double
+#define UTG__CTYPE_STR const char *
+#define UTG__KNOB_FIELD(kind, field, env, def, flags, doc) UTG__CTYPE_##kind field;
+
+typedef struct utg_config {
+    UTG_CONFIG_KNOBS(UTG__KNOB_FIELD)
+} utg_config;
+
+typedef struct utg_knob_info {
+    const char *env_name;   /* Parameter Golf environment name, e.g. "NUM_LAYERS" */
+    const char *field_name; /* utg_config field, e.g. "num_layers" */
+    utg_knob_kind kind;
+    int flags;
+    double default_number;      /* INT, BOOL, REAL */
+    const char *default_string; /* STR */
+    const char *doc;
+} utg_knob_info;
+
+UTGDEF int utg_config_knob_count(void);
+UTGDEF const utg_knob_info *utg_config_knob(int index);             /* NULL when out of range */
+UTGDEF int utg_config_find_knob(const char *env_or_field_name);      /* -1 when unknown */
+/* Fill every zero field with its default (idempotent). */
+UTGDEF utg_config utg_config_resolve(const utg_config *desc);
+/* Check a resolved config for consistency (divisibility, ranges). */
+UTGDEF utg_result utg_config_validate(const utg_config *cfg, utg_msg *msg);
+/* Set one knob from text, by env name (NUM_LAYERS) or field name (num_layers). String values are
+   not copied: the caller keeps them alive as long as the config. */
+UTGDEF utg_result utg_config_set(utg_config *cfg, const char *name, const char *value, utg_msg *msg);
+/* Parse "KEY=VALUE" lines (# comments, blank lines, optional "export "). The text is modified in
+   place (string values point into it), so keep it alive with the config. */
+UTGDEF utg_result utg_config_parse_text(utg_config *cfg, char *text, utg_msg *msg);
+/* Format one knob's value of cfg into buf; returns buf. */
+UTGDEF const char *utg_config_format(const utg_config *cfg, int index, char *buf, size_t buf_size);
+#ifndef UTG_NO_STDIO
+/* Apply every knob found in the process environment. */
+UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
+#endif
+
+/* ------------------------------------------------------------------------------------------------
+// >>backend_api
+   The op-level table the model calls. All tensors are row-major float32 in backend memory
+   ("device" pointers). Rule for every backward op: it ADDS into its gradient outputs (callers
+   zero them first); this is what lets shared weights accumulate gradients over several visits.
+   ------------------------------------------------------------------------------------------------ */
+
+#define UTG_BACKEND_ABI_VERSION 1u
+
+typedef enum utg_trans { UTG_NO_TRANS = 0, UTG_TRANS = 1 } utg_trans;
+
+typedef struct utg_backend utg_backend;
+struct utg_backend {
+    uint32_t abi_version; /* UTG_BACKEND_ABI_VERSION */
+    uint32_t struct_size; /* sizeof(utg_backend) as the backend was compiled */
+    const char *name;
+    void *impl; /* backend-private state */
+
+    /* memory */
+    void *(*buf_alloc)(utg_backend *be, size_t size_bytes); /* zero-filled, 64-byte aligned */
+    void (*buf_free)(utg_backend *be, void *buf);
+    void (*upload)(utg_backend *be, void *dst, const void *host_src, size_t size_bytes);
+    void (*download)(utg_backend *be, void *host_dst, const void *src, size_t size_bytes);
+    void (*fill)(utg_backend *be, float *dst, float value, size_t n);
+    void (*copy)(utg_backend *be, float *dst, const float *src, size_t n);
+
+    /* C[M,N] = alpha * op(A) op(B) + beta*C, op(A) is [M,K] (A stored [K,M] when ta), op(B) is
+       [K,N] (B stored [N,K] when tb). beta is 0 or 1. */
+    void (*matmul)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
+                   utg_trans ta, utg_trans tb, float alpha, float beta);
+
+    /* out[i,:] = table[ids[i],:];  dtable[ids[i],:] += dout[i,:] */
+    void (*embed_fwd)(utg_backend *be, float *out, const float *table, const int32_t *ids, int n, int d);
+    void (*embed_bwd)(utg_backend *be, float *dtable, const float *dout, const int32_t *ids, int n, int d);
+
+    /* y = x / sqrt(mean(x^2) + eps) per row; rstd[row] saved for backward */
+    void (*rmsnorm_fwd)(utg_backend *be, float *y, float *rstd, const float *x, int rows, int cols,
+                        float eps);
+    void (*rmsnorm_bwd)(utg_backend *be, float *dx, const float *dy, const float *y,
+                        const float *rstd, int rows, int cols);
+
+    /* RoPE in place on x[n_tok, n_heads*head_dim] with split-half pairs (i, i+head_dim/2); token
+       row r sits at position r % seq_len. cos_sin holds [seq_len, head_dim/2] cosines then as many
+       sines. inverse = 1 rotates by minus the angle (the backward of the forward rotation). */
+    void (*rope)(utg_backend *be, float *x, const float *cos_sin, int n_tok, int seq_len,
+                 int n_heads, int head_dim, int inverse);
+
+    /* y[t,h,:] = gain[h] * x[t,h,:];  backward: dx += gain*dy, dgain[h] += sum dy*x */
+    void (*head_scale_fwd)(utg_backend *be, float *y, const float *x, const float *gain, int n_tok,
+                           int n_heads, int head_dim);
+    void (*head_scale_bwd)(utg_backend *be, float *dx, float *dgain, const float *dy, const float *x,
+                           const float *gain, int n_tok, int n_heads, int head_dim);
+
+    /* Causal attention with GQA: q[B*T, H*hd], k/v[B*T, Hkv*hd], query head h reads kv head
+       h / (H/Hkv). y[B*T, H*hd]; lse[B*T*H] = log-sum-exp of the scaled logits of each query. */
+    void (*attn_fwd)(utg_backend *be, float *y, float *lse, const float *q, const float *k,
+                     const float *v, int B, int T, int H, int Hkv, int hd, float scale);
+    void (*attn_bwd)(utg_backend *be, float *dq, float *dk, float *dv, const float *dy,
+                     const float *q, const float *k, const float *v, const float *y,
+                     const float *lse, int B, int T, int H, int Hkv, int hd, float scale);
+
+    /* y = relu(x)^2;  dx += dy * 2*relu(x) */
+    void (*relu2_fwd)(utg_backend *be, float *y, const float *x, size_t n);
+    void (*relu2_bwd)(utg_backend *be, float *dx, const float *dy, const float *x, size_t n);
+
+    /* Channel mix: out[r,c] = wx[c]*x[r,c] + wz[c]*z[r,c], a NULL weight meaning all ones. out may
+       alias x. Backward adds into any non-NULL dx, dz, dwx, dwz (dw summed over rows). This one op
+       is resid_mix, the scaled residual adds and the U-Net skip adds. */
+    void (*mix_fwd)(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
+                    const float *wz, int rows, int cols);
+    void (*mix_bwd)(utg_backend *be, float *dx, float *dz, float *dwx, float *dwz, const float *dout,
+                    const float *x, const float *wx, const float *z, const float *wz, int rows,
+                    int cols);
+
+    /* Softcapped cross-entropy over rows of raw logits z[rows, V]: z' = c*tanh(z/c) (no cap when
+       c <= 0), row_loss[r] = logsumexp(z'_r) - z'_r[target_r]. When dscale != 0 the logits are
+       overwritten with d(dscale * row_loss[r]) / dz (the gradient, softcap included). */
+    void (*xent_fwd)(utg_backend *be, float *logits, float *row_loss, const int32_t *targets,
+                     int rows, int V, float softcap, float dscale);
+
+    void (*synchronize)(utg_backend *be);
+    void (*destroy)(utg_backend *be);
+};
+
+/* The CPU reference backend (OpenMP inside each op when compiled with -fopenmp). */
+UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend **out);
+UTGDEF void utg_backend_destroy(utg_backend *be);
+
+/* ------------------------------------------------------------------------------------------------
+// >>model
+   ------------------------------------------------------------------------------------------------ */
+
+typedef enum utg_role {
+    UTG_ROLE_MATRIX = 0, /* 2-D block weights: Muon */
+    UTG_ROLE_EMBED,      /* token embedding: Adam (tied or untied LR) */
+    UTG_ROLE_HEAD,       /* untied lm_head: Adam */
+    UTG_ROLE_CONTROL     /* vectors, scalars and control tensors: Adam (SCALAR_LR), kept fp32 */
+} utg_role;
+
+#define UTG_MAX_NAME 64
+#define UTG_MAX_DIMS 4
+
+typedef struct utg_tensor_info {
+    char name[UTG_MAX_NAME]; /* Parameter Golf state-dict name, e.g. "blocks.3.attn.c_q.weight" */
+    int ndim;
+    int64_t shape[UTG_MAX_DIMS];
+    size_t numel;
+    size_t offset; /* in floats, from the start of the arena; 64-byte aligned */
+    utg_role role;
+    int block; /* owning physical block, -1 for model-level tensors */
+} utg_tensor_info;
+
+/* One virtual layer of the depth plan: which physical block runs, and the U-Net skip stack. */
+typedef struct utg_plan_layer {
+    int block;       /* physical block index */
+    int push_slot;   /* push this layer's output into skip slot, or -1 */
+    int pop_slot;    /* before running: h += skip_weights[skip_index] * slot, or -1 */
+    int skip_index;  /* row of skip_weights used by the pop */
+} utg_plan_layer;
+
+typedef struct utg_plan {
+    int n_layers; /* virtual layers */
+    int n_slots;  /* skip slots in use */
+    utg_plan_layer *layers;
+} utg_plan;
+
+typedef struct utg_model_desc {
+    utg_config config;      /* zeroed = train_gpt.py baseline */
+    utg_backend *backend;   /* NULL: a CPU backend owned by the model */
+    utg_allocator allocator;
+    utg_logger logger;
+} utg_model_desc;
+
+typedef struct utg_model utg_model;
+
+UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out);
+UTGDEF void utg_model_destroy(utg_model *m);
+UTGDEF const char *utg_model_message(const utg_model *m); /* details of the last failure */
+UTGDEF const utg_config *utg_model_config(const utg_model *m); /* the resolved config */
+UTGDEF const utg_plan *utg_model_plan(const utg_model *m);
+UTGDEF utg_backend *utg_model_backend(utg_model *m);
+
+UTGDEF int utg_model_tensor_count(const utg_model *m);
+UTGDEF const utg_tensor_info *utg_model_tensor(const utg_model *m, int index);
+UTGDEF int utg_model_find_tensor(const utg_model *m, const char *name); /* -1 if none */
+UTGDEF size_t utg_model_param_count(const utg_model *m); /* sum of numel, no padding */
+UTGDEF size_t utg_model_arena_floats(const utg_model *m);   /* arena length with padding */
+/* Backend pointers to the parameter and gradient arenas (same layout). */
+UTGDEF float *utg_model_params(utg_model *m);
+UTGDEF float *utg_model_grads(utg_model *m);
+
+/* Re-initialise every parameter as train_gpt.py does, from `seed` (deterministic). */
+UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed);
+/* Copy one tensor (or the whole arena when index < 0) between host memory and the model.
+   `which` is 0 for parameters, 1 for gradients. */
+UTGDEF utg_result utg_model_get(utg_model *m, int which, int index, float *host_dst, size_t n_floats);
+UTGDEF utg_result utg_model_set(utg_model *m, int which, int index, const float *host_src, size_t n_floats);
+
+/* Allocate activations for batches of up to n_seqs sequences of TRAIN_SEQ_LEN. The first forward
+   call does this when needed; calling it up front keeps all allocation out of the step loop. */
+UTGDEF utg_result utg_model_reserve(utg_model *m, int n_seqs);
+/* Forward over n_seqs rows of inputs/targets (host arrays, n_seqs*TRAIN_SEQ_LEN ids each); writes
+   the mean cross-entropy (nats) to *loss. Activations are kept for utg_model_backward. */
+UTGDEF utg_result utg_model_forward(utg_model *m, const int32_t *inputs, const int32_t *targets,
+                                    int n_seqs, double *loss);
+/* Backward of loss_scale * (mean loss of the last forward): ADDS into the gradient arena. */
+UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale);
+UTGDEF void utg_model_zero_grads(utg_model *m);
+
+/* ------------------------------------------------------------------------------------------------
+// >>safetensors
+   F32, F16 and BF16 on import; F32 on export. Import is strict: every model tensor must be present
+   with its exact shape, and no other tensor may be (a "__metadata__" object is allowed).
+   ------------------------------------------------------------------------------------------------ */
+
+#define UTG_SAFETENSORS_MAX_HEADER (100u * 1024u * 1024u)
+
+UTGDEF utg_result utg_model_load_safetensors(utg_model *m, const void *bytes, size_t size_bytes);
+/* which: 0 = parameters, 1 = gradients. *out is allocated with the model's allocator; release it
+   with utg_model_free_bytes. Output is deterministic (tensor table order, fixed formatting). */
+UTGDEF utg_result utg_model_save_safetensors(utg_model *m, int which, void **out, size_t *out_size);
+UTGDEF void utg_model_free_bytes(utg_model *m, void *bytes);
+
+/* ------------------------------------------------------------------------------------------------
+// >>data
+   Parameter Golf token shards: 256 little-endian int32 header (magic 20240520, version 1,
+   num_tokens, zeros), then num_tokens little-endian uint16 ids. The file size must match exactly.
+   ------------------------------------------------------------------------------------------------ */
+
+#define UTG_SHARD_MAGIC 20240520
+#define UTG_SHARD_VERSION 1
+#define UTG_SHARD_HEADER_BYTES 1024
+
+/* Validate a shard in memory; *tokens points into `bytes` (little-endian uint16). */
+UTGDEF utg_result utg_shard_parse(const void *bytes, size_t size_bytes, const uint8_t **tokens,
+                                  size_t *n_tokens, utg_msg *msg);
+UTGDEF uint16_t utg_shard_token(const uint8_t *tokens, size_t index);
+/* Write a shard of n ids into out (size UTG_SHARD_HEADER_BYTES + 2n). Fails if n > INT32_MAX. */
+UTGDEF utg_result utg_shard_write(const uint16_t *ids, size_t n, uint8_t *out, size_t out_size);
+
+/* ------------------------------------------------------------------------------------------------
+// >>public
+   ------------------------------------------------------------------------------------------------ */
+
+UTGDEF const char *utg_result_string(utg_result r);
+UTGDEF const char *utg_version(void);
+#ifndef UTG_NO_STDIO
+/* Read a whole file with malloc (free with free()). Fails cleanly past max_bytes. */
+UTGDEF utg_result utg_read_file(const char *path, size_t max_bytes, void **out, size_t *out_size,
+                                utg_msg *msg);
+/* Write atomically: temporary file, fsync where available, rename. */
+UTGDEF utg_result utg_write_file(const char *path, const void *bytes, size_t size_bytes, utg_msg *msg);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UTGOLF_H */
+
+/* ================================================================================================
+   IMPLEMENTATION
+   ================================================================================================ */
+#ifdef UTGOLF_IMPLEMENTATION
+#ifndef UTGOLF_IMPLEMENTATION_INCLUDED
+#define UTGOLF_IMPLEMENTATION_INCLUDED
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(UTG_MALLOC) != defined(UTG_FREE)
+#error "define UTG_MALLOC and UTG_FREE together"
+#endif
+#ifndef UTG_MALLOC
+#define UTG_MALLOC(sz, user) ((void)(user), malloc(sz))
+#define UTG_FREE(p, user) ((void)(user), free(p))
+#endif
+#ifndef UTG_ASSERT
+#include <assert.h>
+#define UTG_ASSERT(x) assert(x)
+#endif
+
+#if defined(__cplusplus)
+#define UTG_RESTRICT __restrict
+#elif defined(__GNUC__) || defined(_MSC_VER)
+#define UTG_RESTRICT __restrict
+#else
+#define UTG_RESTRICT
+#endif
+
+/* OpenMP through _Pragma so that builds without -fopenmp stay free of unknown-pragma warnings. */
+#ifdef _OPENMP
+#define UTG__OMP_FOR _Pragma("omp parallel for schedule(static)")
+#define UTG__OMP_FOR_DYN _Pragma("omp parallel for schedule(dynamic, 1)")
+static int utg__max_threads(void) { return omp_get_max_threads(); }
+static int utg__thread_id(void) { return omp_get_thread_num(); }
+#else
+#define UTG__OMP_FOR
+#define UTG__OMP_FOR_DYN
+static int utg__max_threads(void) { return 1; }
+static int utg__thread_id(void) { return 0; }
+#endif
+
+#if defined(__GNUC__)
+#define UTG__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define UTG__PRINTF(a, b)
+#endif
+
+/* ------------------------------------------------------------------------------------------------
+// >>impl_util
+   ------------------------------------------------------------------------------------------------ */
+
+static void *utg__alloc(const utg_allocator *a, size_t n) {
+    if (n == 0) n = 1;
+    if (a && a->alloc_fn) return a->alloc_fn(n, a->user);
+    return UTG_MALLOC(n, a ? a->user : NULL);
+}
+
+static void utg__free(const utg_allocator *a, void *p) {
+    if (!p) return;
+    if (a && a->free_fn) a->free_fn(p, a->user);
+    else UTG_FREE(p, a ? a->user : NULL);
+}
+
+static void utg__msgf(utg_msg *msg, const char *fmt, ...) UTG__PRINTF(2, 3);
+static void utg__msgf(utg_msg *msg, const char *fmt, ...) {
+    va_list ap;
+    if (!msg) return;
+    va_start(ap, fmt);
+    vsnprintf(msg->text, sizeof msg->text, fmt, ap);
+    va_end(ap);
+}
+
+/* Overflow-checked size arithmetic: returns 0 on overflow. */
+static int utg__mul_ok(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > (size_t)-1 / a) return 0;
+    *out = a * b;
+    return 1;
+}
+static int utg__add_ok(size_t a, size_t b, size_t *out) {
+    if (b > (size_t)-1 - a) return 0;
+    *out = a + b;
+    return 1;
+}
+
+/* RNG: splitmix64 seeding a xoshiro256** state. Small, fast, and the same on every platform. */
+typedef struct utg__rng {
+    uint64_t s[4];
+} utg__rng;
+
+static uint64_t utg__splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static void utg__rng_seed(utg__rng *r, uint64_t seed) {
+    int i;
+    for (i = 0; i < 4; i++) r->s[i] = utg__splitmix64(&seed);
+}
+static uint64_t utg__rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t utg__rng_next(utg__rng *r) {
+    uint64_t *s = r->s, result = utg__rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3]; s[2] ^= t; s[3] = utg__rotl(s[3], 45);
+    return result;
+}
+/* Uniform in [0, 1) with 53 bits. */
+static double utg__rng_uniform(utg__rng *r) { return (double)(utg__rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
+/* Standard normal by Box-Muller (one value per call; simple beats fast here: init only). */
+static double utg__rng_normal(utg__rng *r) {
+    double u1 = utg__rng_uniform(r), u2 = utg__rng_uniform(r);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* Half floats (import only; round-trip exactness matters, speed does not). */
+static float utg__f32_from_bits(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
+static float utg__bf16_to_f32(uint16_t h) { return utg__f32_from_bits((uint32_t)h << 16); }
+static float utg__f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    if (exp == 0) { /* zero or subnormal: man * 2^-24 */
+        float v = (float)man * (1.0f / 16777216.0f);
+        return sign ? -v : v;
+    }
+    if (exp == 31) return utg__f32_from_bits(sign | 0x7f800000u | (man << 13));
+    return utg__f32_from_bits(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+static uint32_t utg__rd_u32le(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static uint64_t utg__rd_u64le(const uint8_t *p) {
+    return (uint64_t)utg__rd_u32le(p) | ((uint64_t)utg__rd_u32le(p + 4) << 32);
+}
+static void utg__wr_u32le(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>impl_config
+   ------------------------------------------------------------------------------------------------ */
+
+#define UTG__DEFNUM_INT(d) (double)(d)
+#define UTG__DEFNUM_BOOL(d) (double)(d)
+#define UTG__DEFNUM_REAL(d) (double)(d)
+#define UTG__DEFNUM_STR(d) 0.0
+#define UTG__DEFSTR_INT(d) NULL
+#define UTG__DEFSTR_BOOL(d) NULL
+#define UTG__DEFSTR_REAL(d) NULL
+#define UTG__DEFSTR_STR(d) d
+
+typedef struct utg__knob {
+    utg_knob_info info;
+    size_t offset;
+} utg__knob;
+
+#define UTG__KNOB_ROW(kind, field, env, def, flags, doc)                                    \
+    {{env, #field, UTG_KNOB_##kind, flags, UTG__DEFNUM_##kind(def), UTG__DEFSTR_##kind(def), doc}, \
+     offsetof(utg_config, field)},
+static const utg__knob utg__knobs[] = {UTG_CONFIG_KNOBS(UTG__KNOB_ROW)};
+#define UTG__N_KNOBS ((int)(sizeof utg__knobs / sizeof utg__knobs[0]))
+
+UTGDEF int utg_config_knob_count(void) { return UTG__N_KNOBS; }
+UTGDEF const utg_knob_info *utg_config_knob(int i) {
+    return (i >= 0 && i < UTG__N_KNOBS) ? &utg__knobs[i].info : NULL;
+}
+
+static int utg__streq_nocase(const char *a, const char *b) {
+    for (; *a && *b; a++, b++) {
+        int ca = (*a >= 'A' && *a <= 'Z') ? *a + 32 : *a, cb = (*b >= 'A' && *b <= 'Z') ? *b + 32 : *b;
+        if (ca != cb) return 0;
+    }
+    return *a == *b;
+}
+
+UTGDEF int utg_config_find_knob(const char *name) {
+    int i;
+    if (!name) return -1;
+    for (i = 0; i < UTG__N_KNOBS; i++)
+        if (strcmp(utg__knobs[i].info.env_name, name) == 0 || utg__streq_nocase(utg__knobs[i].info.field_name, name))
+            return i;
+    return -1;
+}
+
+static void *utg__knob_ptr(utg_config *c, int i) { return (char *)c + utg__knobs[i].offset; }
+static const void *utg__knob_cptr(const utg_config *c, int i) { return (const char *)c + utg__knobs[i].offset; }
+
+UTGDEF utg_config utg_config_resolve(const utg_config *desc) {
+    utg_config c;
+    int i;
+    if (desc) c = *desc;
+    else memset(&c, 0, sizeof c);
+    for (i = 0; i < UTG__N_KNOBS; i++) {
+        const utg_knob_info *k = &utg__knobs[i].info;
+        void *p = utg__knob_ptr(&c, i);
+        switch (k->kind) {
+        case UTG_KNOB_INT:
+        case UTG_KNOB_BOOL:
+            if (*(int *)p == 0) *(int *)p = (int)k->default_number;
+            break;
+        case UTG_KNOB_REAL:
+            if (*(double *)p == 0.0) *(double *)p = k->default_number;
+            break;
+        case UTG_KNOB_STR:
+            if (*(const char **)p == NULL) *(const char **)p = k->default_string;
+            break;
+        }
+    }
+    return c;
+}
+
+UTGDEF utg_result utg_config_validate(const utg_config *c, utg_msg *msg) {
+#define UTG__REQ(cond, ...) do { if (!(cond)) { utg__msgf(msg, __VA_ARGS__); return UTG_ERR_CONFIG; } } while (0)
+    UTG__REQ(c->num_layers >= 1 && c->num_layers <= 1024, "NUM_LAYERS must be in 1..1024 (got %d)", c->num_layers);
+    UTG__REQ(c->model_dim >= 2 && c->model_dim <= 65536, "MODEL_DIM must be in 2..65536 (got %d)", c->model_dim);
+    UTG__REQ(c->num_heads >= 1 && c->model_dim % c->num_heads == 0,
+             "MODEL_DIM (%d) must be divisible by NUM_HEADS (%d)", c->model_dim, c->num_heads);
+    UTG__REQ(c->num_kv_heads >= 1 && c->num_heads % c->num_kv_heads == 0,
+             "NUM_HEADS (%d) must be divisible by NUM_KV_HEADS (%d)", c->num_heads, c->num_kv_heads);
+    UTG__REQ((c->model_dim / c->num_heads) % 2 == 0, "head dim MODEL_DIM/NUM_HEADS (%d) must be even for RoPE",
+             c->model_dim / c->num_heads);
+    UTG__REQ(c->mlp_mult >= 1 && c->mlp_mult <= 64, "MLP_MULT must be in 1..64 (got %d)", c->mlp_mult);
+    UTG__REQ(c->vocab_size >= 2 && c->vocab_size <= 65536, "VOCAB_SIZE must be in 2..65536 (got %d)", c->vocab_size);
+    UTG__REQ(c->tie_embeddings == 1 || c->tie_embeddings == UTG_OFF, "TIE_EMBEDDINGS must be 0 or 1");
+    UTG__REQ(c->rope_base > 1.0 && isfinite(c->rope_base), "ROPE_BASE must be > 1 (got %g)", c->rope_base);
+    UTG__REQ(c->logit_softcap > 0.0 || c->logit_softcap == UTG_OFF, "LOGIT_SOFTCAP must be positive or 0 (none)");
+    UTG__REQ(isfinite(c->logit_softcap) && isfinite(c->qk_gain_init), "LOGIT_SOFTCAP and QK_GAIN_INIT must be finite");
+    UTG__REQ(c->tied_embed_init_std > 0.0 && isfinite(c->tied_embed_init_std), "TIED_EMBED_INIT_STD must be > 0");
+    UTG__REQ(c->rms_norm_eps > 0.0 && c->rms_norm_eps < 1.0, "RMS_NORM_EPS must be in (0, 1)");
+    UTG__REQ(c->train_seq_len >= 1 && c->train_seq_len <= (1 << 20), "TRAIN_SEQ_LEN must be in 1..1048576");
+    UTG__REQ(c->train_batch_tokens >= 1, "TRAIN_BATCH_TOKENS must be >= 1");
+    UTG__REQ(c->iterations >= 1, "ITERATIONS must be >= 1");
+    UTG__REQ(c->muon_backend_steps >= 1 && c->muon_backend_steps <= 100, "MUON_BACKEND_STEPS must be in 1..100");
+    return UTG_OK;
+#undef UTG__REQ
+}
+
+/* Strict number parsing: the whole string must be a number, no garbage, no overflow. */
+static int utg__parse_int(const char *s, int *out) {
+    char *end;
+    long v;
+    if (!s || !*s) return 0;
+    v = strtol(s, &end, 10);
+    while (*end == ' ' || *end == '\t') end++;
+    if (*end || v < -2147483647L || v > 2147483647L) return 0;
+    *out = (int)v;
+    return 1;
+}
+static int utg__parse_real(const char *s, double *out) {
+    char *end;
+    double v;
+    if (!s || !*s) return 0;
+    v = strtod(s, &end);
+    while (*end == ' ' || *end == '\t') end++;
+    if (*end || !isfinite(v)) return 0;
+    *out = v;
+    return 1;
+}
+
+UTGDEF utg_result utg_config_set(utg_config *cfg, const char *name, const char *value, utg_msg *msg) {
+    int i = utg_config_find_knob(name), iv;
+    double dv;
+    const utg_knob_info *k;
+    if (i < 0) { utg__msgf(msg, "unknown knob '%s'", name ? name : "(null)"); return UTG_ERR_CONFIG; }
+    k = &utg__knobs[i].info;
+    switch (k->kind) {
+    case UTG_KNOB_INT:
+    case UTG_KNOB_BOOL:
+        if (k->kind == UTG_KNOB_BOOL && value && (utg__streq_nocase(value, "true") || utg__streq_nocase(value, "false")))
+            iv = utg__streq_nocase(value, "true");
+        else if (!utg__parse_int(value, &iv)) {
+            utg__msgf(msg, "%s: '%s' is not an integer", k->env_name, value ? value : "");
+            return UTG_ERR_CONFIG;
+        }
+        if (k->kind == UTG_KNOB_BOOL && iv != 0 && iv != 1) {
+            utg__msgf(msg, "%s: '%s' must be 0 or 1", k->env_name, value);
+            return UTG_ERR_CONFIG;
+        }
+        if (iv < 0) { utg__msgf(msg, "%s: '%s' must not be negative", k->env_name, value); return UTG_ERR_CONFIG; }
+        if (iv == 0 && k->default_number != 0.0) {
+            if (!(k->flags & UTG_KF_OFF)) {
+                utg__msgf(msg, "%s: 0 is not allowed (default %g)", k->env_name, k->default_number);
+                return UTG_ERR_CONFIG;
+            }
+            iv = UTG_OFF;
+        }
+        *(int *)utg__knob_ptr(cfg, i) = iv;
+        break;
+    case UTG_KNOB_REAL:
+        if (!utg__parse_real(value, &dv)) {
+            utg__msgf(msg, "%s: '%s' is not a finite number", k->env_name, value ? value : "");
+            return UTG_ERR_CONFIG;
+        }
+        if (dv < 0.0) { utg__msgf(msg, "%s: '%s' must not be negative", k->env_name, value); return UTG_ERR_CONFIG; }
+        if (dv == 0.0 && k->default_number != 0.0) {
+            if (!(k->flags & UTG_KF_OFF)) {
+                utg__msgf(msg, "%s: 0 is not allowed (default %g)", k->env_name, k->default_number);
+                return UTG_ERR_CONFIG;
+            }
+            dv = UTG_OFF;
+        }
+        *(double *)utg__knob_ptr(cfg, i) = dv;
+        break;
+    case UTG_KNOB_STR:
+        *(const char **)utg__knob_ptr(cfg, i) = value ? value : "";
+        break;
+    }
+    return UTG_OK;
+}
+
+static char *utg__trim(char *s) {
+    char *e;
+    while (*s == ' ' || *s == '\t' || *s == '\r') s++;
+    e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r')) *--e = 0;
+    return s;
+}
+
+UTGDEF utg_result utg_config_parse_text(utg_config *cfg, char *text, utg_msg *msg) {
+    int line_no = 0;
+    char *line = text;
+    while (line && *line) {
+        char *next = strchr(line, '\n'), *eq, *key, *val;
+        utg_result r;
+        if (next) *next++ = 0;
+        line_no++;
+        line = utg__trim(line);
+        if (*line == 0 || *line == '#') { line = next; continue; }
+        if (strncmp(line, "export ", 7) == 0) line = utg__trim(line + 7);
+        eq = strchr(line, '=');
+        if (!eq) { utg__msgf(msg, "line %d: expected KEY=VALUE", line_no); return UTG_ERR_CONFIG; }
+        *eq = 0;
+        key = utg__trim(line);
+        val = utg__trim(eq + 1);
+        if (strlen(val) >= 2 && (val[0] == '"' || val[0] == '\'') && val[strlen(val) - 1] == val[0]) {
+            val[strlen(val) - 1] = 0;
+            val++;
+        }
+        r = utg_config_set(cfg, key, val, msg);
+        if (r != UTG_OK) {
+            utg_msg inner = *msg;
+            utg__msgf(msg, "line %d: %s", line_no, inner.text);
+            return r;
+        }
+        line = next;
+    }
+    return UTG_OK;
+}
+
+UTGDEF const char *utg_config_format(const utg_config *cfg, int i, char *buf, size_t n) {
+    const utg_knob_info *k = utg_config_knob(i);
+    const void *p;
+    if (!buf || n == 0) return buf;
+    buf[0] = 0;
+    if (!k) return buf;
+    p = utg__knob_cptr(cfg, i);
+    switch (k->kind) {
+    case UTG_KNOB_INT:
+    case UTG_KNOB_BOOL: snprintf(buf, n, "%d", *(const int *)p == UTG_OFF ? 0 : *(const int *)p); break;
+    case UTG_KNOB_REAL: snprintf(buf, n, "%.9g", *(const double *)p == UTG_OFF ? 0.0 : *(const double *)p); break;
+    case UTG_KNOB_STR: snprintf(buf, n, "%s", *(const char *const *)p ? *(const char *const *)p : ""); break;
+    }
+    return buf;
+}
+
+#ifndef UTG_NO_STDIO
+UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg) {
+    int i;
+    for (i = 0; i < UTG__N_KNOBS; i++) {
+        const char *v = getenv(utg__knobs[i].info.env_name);
+        if (v) {
+            utg_result r = utg_config_set(cfg, utg__knobs[i].info.env_name, v, msg);
+            if (r != UTG_OK) return r;
+        }
+    }
+    return UTG_OK;
+}
+#endif
+
+/* ------------------------------------------------------------------------------------------------
+// >>backend_cpu
+   The reference. Every op is written so that its result does not depend on the thread count:
+   each output element is produced by one thread in a fixed order, and reductions over rows go
+   through fixed row chunks summed in order.
+   ------------------------------------------------------------------------------------------------ */
+
+#define UTG__CPU_RED_CHUNKS 32 /* row chunks of the deterministic column reductions */
+
+typedef struct utg__cpu {
+    utg_allocator alloc;
+    float *scratch; /* grown on demand outside parallel regions, reused afterwards */
+    size_t scratch_floats;
+} utg__cpu;
+
+static utg__cpu *utg__cpu_of(utg_backend *be) { return (utg__cpu *)be->impl; }
+
+/* Scratch that stays allocated: the first calls of a step size it, later steps reuse it. */
+static float *utg__cpu_scratch(utg_backend *be, size_t n_floats) {
+    utg__cpu *c = utg__cpu_of(be);
+    if (n_floats > c->scratch_floats) {
+        float *p;
+        size_t bytes;
+        if (!utg__mul_ok(n_floats, sizeof(float), &bytes)) return NULL;
+        p = (float *)utg__alloc(&c->alloc, bytes);
+        if (!p) return NULL;
+        utg__free(&c->alloc, c->scratch);
+        c->scratch = p;
+        c->scratch_floats = n_floats;
+    }
+    return c->scratch;
+}
+
+/* Aligned allocation: over-allocate and keep the original pointer just before the block. */
+static void *utg__cpu_buf_alloc(utg_backend *be, size_t n) {
+    utg__cpu *c = utg__cpu_of(be);
+    size_t total;
+    unsigned char *raw, *p;
+    if (!utg__add_ok(n, 64 + sizeof(void *), &total)) return NULL;
+    raw = (unsigned char *)utg__alloc(&c->alloc, total);
+    if (!raw) return NULL;
+    p = raw + sizeof(void *);
+    p += (64 - ((uintptr_t)p & 63)) & 63;
+    memcpy(p - sizeof(void *), &raw, sizeof(void *));
+    memset(p, 0, n);
+    return p;
+}
+static void utg__cpu_buf_free(utg_backend *be, void *buf) {
+    void *raw;
+    if (!buf) return;
+    memcpy(&raw, (unsigned char *)buf - sizeof(void *), sizeof(void *));
+    utg__free(&utg__cpu_of(be)->alloc, raw);
+}
+static void utg__cpu_memcpy(utg_backend *be, void *dst, const void *src, size_t n) {
+    (void)be;
+    if (n) memcpy(dst, src, n);
+}
+static void utg__cpu_fill(utg_backend *be, float *dst, float v, size_t n) {
+    size_t i;
+    (void)be;
+    if (v == 0.0f) { memset(dst, 0, n * sizeof(float)); return; }
+    for (i = 0; i < n; i++) dst[i] = v;
+}
+static void utg__cpu_copy(utg_backend *be, float *dst, const float *src, size_t n) {
+    (void)be;
+    if (n && dst != src) memmove(dst, src, n * sizeof(float));
+}
+
+/* Transpose src[rows, cols] into dst[cols, rows], in cache blocks. */
+static void utg__transpose(float *UTG_RESTRICT dst, const float *UTG_RESTRICT src, int rows, int cols) {
+    int bi;
+    UTG__OMP_FOR
+    for (bi = 0; bi < rows; bi += 32) {
+        int bj, i, j, ie = bi + 32 < rows ? bi + 32 : rows;
+        for (bj = 0; bj < cols; bj += 32) {
+            int je = bj + 32 < cols ? bj + 32 : cols;
+            for (i = bi; i < ie; i++)
+                for (j = bj; j < je; j++) dst[(size_t)j * rows + i] = src[(size_t)i * cols + j];
+        }
+    }
+}
+
+/* C rows [i0, i0+4) (+)= A rows times B, for one column block [j0, j1) and a k range. Four rows
+   share every load of B; the inner j loop vectorizes without reassociating any sum, so each C
+   element is accumulated in plain k order. */
+static void utg__mm_rows4(float *UTG_RESTRICT C, const float *UTG_RESTRICT A, const float *UTG_RESTRICT B,
+                          int nrows, int N, int K, int j0, int j1, int k0, int k1) {
+    int k, j, r;
+    if (nrows == 4) {
+        float *c0 = C, *c1 = C + N, *c2 = C + 2 * (size_t)N, *c3 = C + 3 * (size_t)N;
+        const float *a0 = A, *a1 = A + K, *a2 = A + 2 * (size_t)K, *a3 = A + 3 * (size_t)K;
+        for (k = k0; k < k1; k++) {
+            const float *b = B + (size_t)k * N;
+            float x0 = a0[k], x1 = a1[k], x2 = a2[k], x3 = a3[k];
+            for (j = j0; j < j1; j++) {
+                float bv = b[j];
+                c0[j] += x0 * bv; c1[j] += x1 * bv; c2[j] += x2 * bv; c3[j] += x3 * bv;
+            }
+        }
+        return;
+    }
+    for (r = 0; r < nrows; r++) {
+        float *c = C + (size_t)r * N;
+        const float *a = A + (size_t)r * K;
+        for (k = k0; k < k1; k++) {
+            const float *b = B + (size_t)k * N;
+            float x = a[k];
+            for (j = j0; j < j1; j++) c[j] += x * b[j];
+        }
+    }
+}
+
+static void utg__cpu_matmul(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
+                            utg_trans ta, utg_trans tb, float alpha, float beta) {
+    const float *Ap = A, *Bp = B;
+    size_t need = 0;
+    float *scr;
+    int ib;
+    if (M <= 0 || N <= 0) return;
+    if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
+    if (K <= 0) return;
+    /* Bring A to [M,K] and B to [K,N] row-major; a transpose costs O(size), the product O(MNK). */
+    if (ta) need += (size_t)M * K;
+    if (tb) need += (size_t)K * N;
+    if (alpha != 1.0f && !ta) need += (size_t)M * K; /* alpha is folded into a scaled copy of A */
+    if (need) {
+        scr = utg__cpu_scratch(be, need);
+        UTG_ASSERT(scr != NULL);
+        if (!scr) return;
+        if (ta) { utg__transpose(scr, A, K, M); Ap = scr; scr += (size_t)M * K; }
+        else if (alpha != 1.0f) { memcpy(scr, A, (size_t)M * K * sizeof(float)); Ap = scr; scr += (size_t)M * K; }
+        if (tb) { utg__transpose(scr, B, N, K); Bp = scr; }
+        if (alpha != 1.0f) {
+            long long i, n = (long long)M * K;
+            float *As = (float *)Ap;
+            UTG__OMP_FOR
+            for (i = 0; i < n; i++) As[i] *= alpha;
+        }
+    }
+    /* Rows of C in blocks of 4 across threads; columns in blocks of 256 and k in blocks of 256 so
+       the working set of B stays in L2. */
+    UTG__OMP_FOR_DYN
+    for (ib = 0; ib < (M + 15) / 16; ib++) {
+        int i0 = ib * 16, i1 = i0 + 16 < M ? i0 + 16 : M, j0, k0, i;
+        for (j0 = 0; j0 < N; j0 += 256) {
+            int j1 = j0 + 256 < N ? j0 + 256 : N;
+            for (k0 = 0; k0 < K; k0 += 256) {
+                int k1 = k0 + 256 < K ? k0 + 256 : K;
+                for (i = i0; i < i1; i += 4) {
+                    int nr = i1 - i < 4 ? i1 - i : 4;
+                    utg__mm_rows4(C + (size_t)i * N, Ap + (size_t)i * K, Bp, nr, N, K, j0, j1, k0, k1);
+                }
+            }
+        }
+    }
+}
+
+static void utg__cpu_embed_fwd(utg_backend *be, float *out, const float *table, const int32_t *ids, int n, int d) {
+    int i;
+    (void)be;
+    UTG__OMP_FOR
+    for (i = 0; i < n; i++) memcpy(out + (size_t)i * d, table + (size_t)ids[i] * d, (size_t)d * sizeof(float));
+}
+
+/* Column blocks per thread: each table entry is written by one thread, in token order. */
+static void utg__cpu_embed_bwd(utg_backend *be, float *dtable, const float *dout, const int32_t *ids, int n, int d) {
+    int cb, nblk = (d + 63) / 64;
+    (void)be;
+    UTG__OMP_FOR
+    for (cb = 0; cb < nblk; cb++) {
+        int c0 = cb * 64, c1 = c0 + 64 < d ? c0 + 64 : d, i, c;
+        for (i = 0; i < n; i++) {
+            float *dst = dtable + (size_t)ids[i] * d;
+            const float *src = dout + (size_t)i * d;
+            for (c = c0; c < c1; c++) dst[c] += src[c];
+        }
+    }
+}
+
+/* Sum of a[i]*b[i] in 16 independent lanes (vectorizes without -ffast-math), then in order. */
+static float utg__dot(const float *UTG_RESTRICT a, const float *UTG_RESTRICT b, int n) {
+    float acc[16] = {0};
+    float s = 0.0f;
+    int i = 0, l;
+    for (; i + 16 <= n; i += 16)
+        for (l = 0; l < 16; l++) acc[l] += a[i + l] * b[i + l];
+    for (; i < n; i++) acc[i & 15] += a[i] * b[i];
+    for (l = 0; l < 16; l++) s += acc[l];
+    return s;
+}
+
+static void utg__cpu_rmsnorm_fwd(utg_backend *be, float *y, float *rstd, const float *x, int rows, int cols, float eps) {
+    int r;
+    (void)be;
+    UTG__OMP_FOR
+    for (r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * cols;
+        float *yr = y + (size_t)r * cols;
+        float rs = 1.0f / sqrtf(utg__dot(xr, xr, cols) / (float)cols + eps);
+        int c;
+        for (c = 0; c < cols; c++) yr[c] = xr[c] * rs;
+        rstd[r] = rs;
+    }
+}
+
+/* dx += rstd * (dy - y * mean(dy*y)) */
+static void utg__cpu_rmsnorm_bwd(utg_backend *be, float *dx, const float *dy, const float *y, const float *rstd,
+                                 int rows, int cols) {
+    int r;
+    (void)be;
+    UTG__OMP_FOR
+    for (r = 0; r < rows; r++) {
+        const float *dyr = dy + (size_t)r * cols, *yr = y + (size_t)r * cols;
+        float *dxr = dx + (size_t)r * cols;
+        float m = utg__dot(dyr, yr, cols) / (float)cols, rs = rstd[r];
+        int c;
+        for (c = 0; c < cols; c++) dxr[c] += rs * (dyr[c] - yr[c] * m);
+    }
+}
+
+static void utg__cpu_rope(utg_backend *be, float *x, const float *cos_sin, int n_tok, int seq_len, int n_heads,
+                          int head_dim, int inverse) {
+    int t, half = head_dim / 2;
+    const float *sin_tab = cos_sin + (size_t)seq_len * half;
+    float sgn = inverse ? -1.0f : 1.0f;
+    (void)be;
+    UTG__OMP_FOR
+    for (t = 0; t < n_tok; t++) {
+        int pos = t % seq_len, h, i;
+        const float *cs = cos_sin + (size_t)pos * half, *sn = sin_tab + (size_t)pos * half;
+        for (h = 0; h < n_heads; h++) {
+            float *p = x + ((size_t)t * n_heads + h) * head_dim;
+            for (i = 0; i < half; i++) {
+                float x1 = p[i], x2 = p[i + half], c = cs[i], s = sgn * sn[i];
+                p[i] = x1 * c + x2 * s;
+                p[i + half] = -x1 * s + x2 * c;
+            }
+        }
+    }
+}
+
+/* out[c] += sum over rows of a[r,c]*b[r,c] (b NULL: of a alone), deterministic for any thread
+   count: fixed row chunks, each summed in order, then the chunks in order. */
+static void utg__colsum_prod(utg_backend *be, float *out, const float *a, const float *b, int rows, int cols) {
+    int nch = rows < UTG__CPU_RED_CHUNKS ? (rows > 0 ? rows : 1) : UTG__CPU_RED_CHUNKS, ch, c;
+    float *part = utg__cpu_scratch(be, (size_t)nch * cols);
+    UTG_ASSERT(part != NULL);
+    if (!part) return;
+    UTG__OMP_FOR
+    for (ch = 0; ch < nch; ch++) {
+        int r0 = (int)((long long)rows * ch / nch), r1 = (int)((long long)rows * (ch + 1) / nch), r, cc;
+        float *p = part + (size_t)ch * cols;
+        memset(p, 0, (size_t)cols * sizeof(float));
+        for (r = r0; r < r1; r++) {
+            const float *ar = a + (size_t)r * cols;
+            if (b) {
+                const float *br = b + (size_t)r * cols;
+                for (cc = 0; cc < cols; cc++) p[cc] += ar[cc] * br[cc];
+            } else {
+                for (cc = 0; cc < cols; cc++) p[cc] += ar[cc];
+            }
+        }
+    }
+    for (ch = 0; ch < nch; ch++)
+        for (c = 0; c < cols; c++) out[c] += part[(size_t)ch * cols + c];
+}
+
+static void utg__cpu_head_scale_fwd(utg_backend *be, float *y, const float *x, const float *gain, int n_tok,
+                                    int n_heads, int head_dim) {
+    int t;
+    (void)be;
+    UTG__OMP_FOR
+    for (t = 0; t < n_tok; t++) {
+        int h, i;
+        for (h = 0; h < n_heads; h++) {
+            size_t o = ((size_t)t * n_heads + h) * head_dim;
+            for (i = 0; i < head_dim; i++) y[o + i] = gain[h] * x[o + i];
+        }
+    }
+}
+
+static void utg__cpu_head_scale_bwd(utg_backend *be, float *dx, float *dgain, const float *dy, const float *x,
+                                    const float *gain, int n_tok, int n_heads, int head_dim) {
+    int t, width = n_heads * head_dim;
+    if (dx) {
+        UTG__OMP_FOR
+        for (t = 0; t < n_tok; t++) {
+            int h, i;
+            for (h = 0; h < n_heads; h++) {
+                size_t o = ((size_t)t * n_heads + h) * head_dim;
+                for (i = 0; i < head_dim; i++) dx[o + i] += gain[h] * dy[o + i];
+            }
+        }
+    }
+    if (dgain) {
+        /* Column sums land in scratch after the chunk partials; then fold each head's columns. */
+        float *cols;
+        int nch = n_tok < UTG__CPU_RED_CHUNKS ? (n_tok > 0 ? n_tok : 1) : UTG__CPU_RED_CHUNKS, h, i;
+        cols = utg__cpu_scratch(be, (size_t)(nch + 1) * width);
+        UTG_ASSERT(cols != NULL);
+        if (!cols) return;
+        cols += (size_t)nch * width; /* colsum_prod uses the first nch*width floats */
+        memset(cols, 0, (size_t)width * sizeof(float));
+        utg__colsum_prod(be, cols, dy, x, n_tok, width);
+        for (h = 0; h < n_heads; h++) {
+            float s = 0.0f;
+            for (i = 0; i < head_dim; i++) s += cols[h * head_dim + i];
+            dgain[h] += s;
+        }
+    }
+}
+
+/* One (batch, kv head) pair per task: the group of query heads that share it runs together, so the
+   backward's dk/dv rows belong to one task and need no atomics. */
+static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float *q, const float *k, const float *v,
+                              int B, int T, int H, int Hkv, int hd, float scale) {
+    int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
+    float *scr = utg__cpu_scratch(be, (size_t)utg__max_threads() * T);
+    UTG_ASSERT(scr != NULL);
+    if (!scr) return;
+    UTG__OMP_FOR_DYN
+    for (task = 0; task < B * Hkv; task++) {
+        int b = task / Hkv, kh = task % Hkv, g, t, s, i;
+        float *p = scr + (size_t)utg__thread_id() * T;
+        for (g = 0; g < group; g++) {
+            int h = kh * group + g;
+            for (t = 0; t < T; t++) {
+                const float *qt = q + ((size_t)b * T + t) * qw + (size_t)h * hd;
+                float *yt = y + ((size_t)b * T + t) * qw + (size_t)h * hd;
+                float mx = -INFINITY, sum = 0.0f, inv;
+                for (s = 0; s <= t; s++) {
+                    p[s] = scale * utg__dot(qt, k + ((size_t)b * T + s) * kw + (size_t)kh * hd, hd);
+                    if (p[s] > mx) mx = p[s];
+                }
+                for (s = 0; s <= t; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
+                inv = 1.0f / sum;
+                for (i = 0; i < hd; i++) yt[i] = 0.0f;
+                for (s = 0; s <= t; s++) {
+                    const float *vs = v + ((size_t)b * T + s) * kw + (size_t)kh * hd;
+                    float w = p[s] * inv;
+                    for (i = 0; i < hd; i++) yt[i] += w * vs[i];
+                }
+                lse[((size_t)b * T + t) * H + h] = mx + logf(sum);
+            }
+        }
+    }
+}
+
+static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, const float *dy, const float *q,
+                              const float *k, const float *v, const float *y, const float *lse, int B, int T, int H,
+                              int Hkv, int hd, float scale) {
+    int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
+    (void)be;
+    UTG__OMP_FOR_DYN
+    for (task = 0; task < B * Hkv; task++) {
+        int b = task / Hkv, kh = task % Hkv, g, t, s, i;
+        for (g = 0; g < group; g++) {
+            int h = kh * group + g;
+            for (t = 0; t < T; t++) {
+                size_t qo = ((size_t)b * T + t) * qw + (size_t)h * hd;
+                const float *qt = q + qo, *dyt = dy + qo;
+                float *dqt = dq + qo;
+                float l = lse[((size_t)b * T + t) * H + h], D = utg__dot(dyt, y + qo, hd);
+                for (s = 0; s <= t; s++) {
+                    size_t ko = ((size_t)b * T + s) * kw + (size_t)kh * hd;
+                    float ps = expf(scale * utg__dot(qt, k + ko, hd) - l);
+                    float ds = ps * (utg__dot(dyt, v + ko, hd) - D) * scale;
+                    float *dks = dk + ko, *dvs = dv + ko;
+                    const float *ks = k + ko;
+                    for (i = 0; i < hd; i++) {
+                        dqt[i] += ds * ks[i];
+                        dks[i] += ds * qt[i];
+                        dvs[i] += ps * dyt[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void utg__cpu_relu2_fwd(utg_backend *be, float *y, const float *x, size_t n) {
+    long long i;
+    (void)be;
+    UTG__OMP_FOR
+    for (i = 0; i < (long long)n; i++) { float r = x[i] > 0.0f ? x[i] : 0.0f; y[i] = r * r; }
+}
+static void utg__cpu_relu2_bwd(utg_backend *be, float *dx, const float *dy, const float *x, size_t n) {
+    long long i;
+    (void)be;
+    UTG__OMP_FOR
+    for (i = 0; i < (long long)n; i++) dx[i] += x[i] > 0.0f ? 2.0f * x[i] * dy[i] : 0.0f;
+}
+
+static void utg__cpu_mix_fwd(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
+                             const float *wz, int rows, int cols) {
+    int r;
+    (void)be;
+    UTG__OMP_FOR
+    for (r = 0; r < rows; r++) {
+        size_t o = (size_t)r * cols;
+        int c;
+        for (c = 0; c < cols; c++) {
+            float a = wx ? wx[c] * x[o + c] : x[o + c], bz = wz ? wz[c] * z[o + c] : z[o + c];
+            out[o + c] = a + bz;
+        }
+    }
+}
+
+static void utg__cpu_mix_bwd(utg_backend *be, float *dx, float *dz, float *dwx, float *dwz, const float *dout,
+                             const float *x, const float *wx, const float *z, const float *wz, int rows, int cols) {
+    int r;
+    if (dx || dz) {
+        UTG__OMP_FOR
+        for (r = 0; r < rows; r++) {
+            size_t o = (size_t)r * cols;
+            int c;
+            if (dx) for (c = 0; c < cols; c++) dx[o + c] += wx ? wx[c] * dout[o + c] : dout[o + c];
+            if (dz) for (c = 0; c < cols; c++) dz[o + c] += wz ? wz[c] * dout[o + c] : dout[o + c];
+        }
+    }
+    if (dwx) utg__colsum_prod(be, dwx, dout, x, rows, cols);
+    if (dwz) utg__colsum_prod(be, dwz, dout, z, rows, cols);
+}
+
+static void utg__cpu_xent_fwd(utg_backend *be, float *logits, float *row_loss, const int32_t *targets, int rows,
+                              int V, float softcap, float dscale) {
+    int r;
+    (void)be;
+    UTG__OMP_FOR
+    for (r = 0; r < rows; r++) {
+        float *z = logits + (size_t)r * V, mx = -INFINITY, sum = 0.0f, inv, lse;
+        int j, tgt = targets[r];
+        if (softcap > 0.0f) {
+            float ic = 1.0f / softcap;
+            for (j = 0; j < V; j++) z[j] = softcap * tanhf(z[j] * ic);
+        }
+        for (j = 0; j < V; j++) if (z[j] > mx) mx = z[j];
+        for (j = 0; j < V; j++) sum += expf(z[j] - mx);
+        lse = mx + logf(sum);
+        row_loss[r] = lse - z[tgt];
+        if (dscale != 0.0f) {
+            inv = dscale / sum;
+            for (j = 0; j < V; j++) {
+                float g = expf(z[j] - mx) * inv - (j == tgt ? dscale : 0.0f);
+                if (softcap > 0.0f) { float th = z[j] / softcap; g *= 1.0f - th * th; }
+                z[j] = g;
+            }
+        }
+    }
+}
+
+static void utg__cpu_synchronize(utg_backend *be) { (void)be; }
+
+static void utg__cpu_destroy(utg_backend *be) {
+    utg__cpu *c;
+    utg_allocator a;
+    if (!be) return;
+    c = utg__cpu_of(be);
+    a = c->alloc;
+    utg__free(&a, c->scratch);
+    utg__free(&a, c);
+    utg__free(&a, be);
+}
+
+UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend **out) {
+    utg_allocator a;
+    utg_backend *be;
+    utg__cpu *c;
+    if (!out) return UTG_ERR_INVALID;
+    *out = NULL;
+    memset(&a, 0, sizeof a);
+    if (alloc) a = *alloc;
+    be = (utg_backend *)utg__alloc(&a, sizeof *be);
+    c = (utg__cpu *)utg__alloc(&a, sizeof *c);
+    if (!be || !c) { utg__free(&a, be); utg__free(&a, c); return UTG_ERR_NOMEM; }
+    memset(be, 0, sizeof *be);
+    memset(c, 0, sizeof *c);
+    c->alloc = a;
+    be->abi_version = UTG_BACKEND_ABI_VERSION;
+    be->struct_size = (uint32_t)sizeof(utg_backend);
+    be->name = "cpu";
+    be->impl = c;
+    be->buf_alloc = utg__cpu_buf_alloc;
+    be->buf_free = utg__cpu_buf_free;
+    be->upload = utg__cpu_memcpy;
+    be->download = utg__cpu_memcpy;
+    be->fill = utg__cpu_fill;
+    be->copy = utg__cpu_copy;
+    be->matmul = utg__cpu_matmul;
+    be->embed_fwd = utg__cpu_embed_fwd;
+    be->embed_bwd = utg__cpu_embed_bwd;
+    be->rmsnorm_fwd = utg__cpu_rmsnorm_fwd;
+    be->rmsnorm_bwd = utg__cpu_rmsnorm_bwd;
+    be->rope = utg__cpu_rope;
+    be->head_scale_fwd = utg__cpu_head_scale_fwd;
+    be->head_scale_bwd = utg__cpu_head_scale_bwd;
+    be->attn_fwd = utg__cpu_attn_fwd;
+    be->attn_bwd = utg__cpu_attn_bwd;
+    be->relu2_fwd = utg__cpu_relu2_fwd;
+    be->relu2_bwd = utg__cpu_relu2_bwd;
+    be->mix_fwd = utg__cpu_mix_fwd;
+    be->mix_bwd = utg__cpu_mix_bwd;
+    be->xent_fwd = utg__cpu_xent_fwd;
+    be->synchronize = utg__cpu_synchronize;
+    be->destroy = utg__cpu_destroy;
+    *out = be;
+    return UTG_OK;
+}
+
+UTGDEF void utg_backend_destroy(utg_backend *be) {
+    if (be && be->destroy) be->destroy(be);
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>impl_model
+   ------------------------------------------------------------------------------------------------ */
+
+typedef struct utg__block_ix { /* tensor-table indexes of one physical block */
+    int attn_scale, mlp_scale, resid_mix, q_gain, c_q, c_k, c_v, proj, fc, mlp_proj;
+} utg__block_ix;
+
+typedef struct utg__acts { /* what one virtual layer keeps for its backward */
+    float *hs;             /* h after the U-Net skip add (NULL when the layer pops nothing) */
+    float *hin, *n1, *r1;  /* resid_mix output, its norm and 1/rms */
+    float *qn, *rq, *kn, *rk; /* q and k after the per-head RMSNorm, with 1/rms */
+    float *qr, *qg, *kr, *v;  /* q after RoPE, q after q_gain, k after RoPE, v */
+    float *y, *lse, *a;       /* attention output, its log-sum-exp, after the output projection */
+    float *hmid, *n2, *r2, *u, *r, *m, *out;
+} utg__acts;
+
+struct utg_model {
+    utg_config cfg;
+    utg_allocator alloc;
+    utg_logger logger;
+    utg_msg msg;
+    utg_backend *be;
+    int own_backend;
+    /* parameters */
+    int n_tensors;
+    utg_tensor_info *tensors;
+    size_t arena_floats, n_params;
+    float *params, *grads;
+    int t_tok_emb, t_skip, t_lm_head; /* t_lm_head = -1 when tied */
+    utg__block_ix *blk;
+    utg_plan plan;
+    /* shape */
+    int d, H, Hkv, hd, kvd, F, V, T;
+    float eps, softcap;
+    float *rope_cs; /* [T, hd/2] cos then sin */
+    /* activations, sized for cap_seqs sequences */
+    int cap_seqs, n_tok;
+    void *act_arena;
+    utg__acts *acts;
+    float *emb, *x0, *r0, *hf, *rf, *logits, *row_loss;
+    int32_t *ids, *tgt;
+    float **slot_src; /* per skip slot: the pushed layer output */
+    /* gradient temporaries, shared by all layers */
+    float *g_h, *g_prev, *g_hmid, *g_hin, *g_d, *g_y, *g_q, *g_f, *g_f2, *g_k, *g_k2, *g_v, *g_x0;
+    float *g_skip; /* [n_slots, N, d] */
+    float *host_loss;
+    int have_forward;
+};
+
+static void utg__log(utg_model *m, utg_log_level lvl, const char *fmt, ...) UTG__PRINTF(3, 4);
+static void utg__log(utg_model *m, utg_log_level lvl, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    if (!m || !m->logger.fn) return;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    m->logger.fn(lvl, buf, __FILE__, __LINE__, m->logger.user);
+}
+
+static int utg__add_tensor(utg_model *m, const char *name, utg_role role, int block, int ndim, int64_t d0, int64_t d1) {
+    utg_tensor_info *t = &m->tensors[m->n_tensors];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = ndim;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    t->numel = (size_t)d0 * (size_t)(ndim > 1 ? d1 : 1);
+    t->role = role;
+    t->block = block;
+    t->offset = m->arena_floats;
+    m->arena_floats += (t->numel + 15) & ~(size_t)15; /* keep every tensor 64-byte aligned */
+    m->n_params += t->numel;
+    return m->n_tensors++;
+}
+
+/* The tensor table, in the order PyTorch's state_dict lists the baseline GPT. */
+static utg_result utg__build_tensors(utg_model *m) {
+    int L = m->cfg.num_layers, i, n_skip = (L / 2 < L - L / 2) ? L / 2 : L - L / 2;
+    int max_tensors = 3 + 10 * L;
+    char nm[UTG_MAX_NAME];
+    m->tensors = (utg_tensor_info *)utg__alloc(&m->alloc, sizeof(utg_tensor_info) * (size_t)max_tensors);
+    m->blk = (utg__block_ix *)utg__alloc(&m->alloc, sizeof(utg__block_ix) * (size_t)L);
+    if (!m->tensors || !m->blk) return UTG_ERR_NOMEM;
+    m->t_skip = utg__add_tensor(m, "skip_weights", UTG_ROLE_CONTROL, -1, 2, n_skip, m->d);
+    m->t_tok_emb = utg__add_tensor(m, "tok_emb.weight", UTG_ROLE_EMBED, -1, 2, m->V, m->d);
+    for (i = 0; i < L; i++) {
+        utg__block_ix *b = &m->blk[i];
+#define UTG__T(field, suffix, role, nd, a, c) \
+    (snprintf(nm, sizeof nm, "blocks.%d.%s", i, suffix), b->field = utg__add_tensor(m, nm, role, i, nd, a, c))
+        UTG__T(attn_scale, "attn_scale", UTG_ROLE_CONTROL, 1, m->d, 0);
+        UTG__T(mlp_scale, "mlp_scale", UTG_ROLE_CONTROL, 1, m->d, 0);
+        UTG__T(resid_mix, "resid_mix", UTG_ROLE_CONTROL, 2, 2, m->d);
+        UTG__T(q_gain, "attn.q_gain", UTG_ROLE_CONTROL, 1, m->H, 0);
+        UTG__T(c_q, "attn.c_q.weight", UTG_ROLE_MATRIX, 2, m->d, m->d);
+        UTG__T(c_k, "attn.c_k.weight", UTG_ROLE_MATRIX, 2, m->kvd, m->d);
+        UTG__T(c_v, "attn.c_v.weight", UTG_ROLE_MATRIX, 2, m->kvd, m->d);
+        UTG__T(proj, "attn.proj.weight", UTG_ROLE_MATRIX, 2, m->d, m->d);
+        UTG__T(fc, "mlp.fc.weight", UTG_ROLE_MATRIX, 2, m->F, m->d);
+        UTG__T(mlp_proj, "mlp.proj.weight", UTG_ROLE_MATRIX, 2, m->d, m->F);
+#undef UTG__T
+    }
+    m->t_lm_head = m->cfg.tie_embeddings > 0 ? -1 : utg__add_tensor(m, "lm_head.weight", UTG_ROLE_HEAD, -1, 2, m->V, m->d);
+    return UTG_OK;
+}
+
+/* The baseline depth plan: L blocks in order, the first L/2 push their outputs, the decoder pops
+   them in reverse, decoder block j using skip_weights[j]. */
+static utg_result utg__build_plan(utg_model *m) {
+    int L = m->cfg.num_layers, n_enc = L / 2, n_dec = L - n_enc, n_skip = n_enc < n_dec ? n_enc : n_dec, i;
+    m->plan.n_layers = L;
+    m->plan.n_slots = n_enc;
+    m->plan.layers = (utg_plan_layer *)utg__alloc(&m->alloc, sizeof(utg_plan_layer) * (size_t)L);
+    if (!m->plan.layers) return UTG_ERR_NOMEM;
+    for (i = 0; i < L; i++) {
+        utg_plan_layer *pl = &m->plan.layers[i];
+        pl->block = i;
+        pl->push_slot = i < n_enc ? i : -1;
+        pl->pop_slot = -1;
+        pl->skip_index = -1;
+        if (i >= n_enc && i - n_enc < n_skip) {
+            pl->skip_index = i - n_enc;
+            pl->pop_slot = n_enc - 1 - (i - n_enc);
+        }
+    }
+    return UTG_OK;
+}
+
+UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed) {
+    float *host;
+    utg__rng rng;
+    int ti;
+    size_t i;
+    if (!m) return UTG_ERR_INVALID;
+    host = (float *)utg__alloc(&m->alloc, m->arena_floats * sizeof(float));
+    if (!host) { utg__msgf(&m->msg, "out of memory for %zu parameters", m->arena_floats); return UTG_ERR_NOMEM; }
+    memset(host, 0, m->arena_floats * sizeof(float));
+    utg__rng_seed(&rng, seed);
+    for (ti = 0; ti < m->n_tensors; ti++) {
+        const utg_tensor_info *t = &m->tensors[ti];
+        float *p = host + t->offset;
+        const char *leaf = strrchr(t->name, '.') ? strrchr(t->name, '.') + 1 : t->name;
+        if (ti == m->t_tok_emb) { /* tied: N(0, TIED_EMBED_INIT_STD); untied: nn.Embedding's N(0, 1) */
+            double std = m->cfg.tie_embeddings > 0 ? m->cfg.tied_embed_init_std : 1.0;
+            for (i = 0; i < t->numel; i++) p[i] = (float)(std * utg__rng_normal(&rng));
+        } else if (ti == m->t_skip || strcmp(leaf, "attn_scale") == 0 || strcmp(leaf, "mlp_scale") == 0) {
+            for (i = 0; i < t->numel; i++) p[i] = 1.0f;
+        } else if (strcmp(leaf, "resid_mix") == 0) {
+            for (i = 0; i < (size_t)t->shape[1]; i++) p[i] = 1.0f; /* row 1 (x0 weight) stays 0 */
+        } else if (strcmp(leaf, "q_gain") == 0) {
+            for (i = 0; i < t->numel; i++) p[i] = (float)m->cfg.qk_gain_init;
+        } else if (t->role == UTG_ROLE_MATRIX && strstr(t->name, "proj.weight") == NULL) {
+            /* nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
+            double bound = 1.0 / sqrt((double)t->shape[1]);
+            for (i = 0; i < t->numel; i++) p[i] = (float)((2.0 * utg__rng_uniform(&rng) - 1.0) * bound);
+        } /* attn.proj, mlp.proj and lm_head start at zero */
+    }
+    m->be->upload(m->be, m->params, host, m->arena_floats * sizeof(float));
+    utg__free(&m->alloc, host);
+    return UTG_OK;
+}
+
+static utg_result utg__rope_table(utg_model *m) {
+    int half = m->hd / 2, t, i;
+    float *host = (float *)utg__alloc(&m->alloc, sizeof(float) * 2 * (size_t)m->T * half);
+    if (!host) return UTG_ERR_NOMEM;
+    for (t = 0; t < m->T; t++)
+        for (i = 0; i < half; i++) {
+            /* float32 throughout, as train_gpt.py's Rotary computes its tables */
+            float inv_freq = 1.0f / powf((float)m->cfg.rope_base, (float)(2 * i) / (float)m->hd);
+            float ang = (float)t * inv_freq;
+            host[(size_t)t * half + i] = cosf(ang);
+            host[(size_t)m->T * half + (size_t)t * half + i] = sinf(ang);
+        }
+    m->rope_cs = (float *)m->be->buf_alloc(m->be, sizeof(float) * 2 * (size_t)m->T * half);
+    if (m->rope_cs) m->be->upload(m->be, m->rope_cs, host, sizeof(float) * 2 * (size_t)m->T * half);
+    utg__free(&m->alloc, host);
+    return m->rope_cs ? UTG_OK : UTG_ERR_NOMEM;
+}
+
+UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) {
+    utg_model_desc zero;
+    utg_model *m;
+    utg_result r;
+    size_t bytes;
+    if (!out) return UTG_ERR_INVALID;
+    *out = NULL;
+    if (!desc) { memset(&zero, 0, sizeof zero); desc = &zero; }
+    m = (utg_model *)utg__alloc(&desc->allocator, sizeof *m);
+    if (!m) return UTG_ERR_NOMEM;
+    memset(m, 0, sizeof *m);
+    m->alloc = desc->allocator;
+    m->logger = desc->logger;
+    m->cfg = utg_config_resolve(&desc->config);
+    *out = m; /* from here on the caller gets the model (and its message) even on failure */
+    if ((r = utg_config_validate(&m->cfg, &m->msg)) != UTG_OK) return r;
+    if (desc->backend) {
+        m->be = desc->backend;
+        if (m->be->abi_version != UTG_BACKEND_ABI_VERSION || m->be->struct_size != sizeof(utg_backend)) {
+            utg__msgf(&m->msg, "backend '%s' has ABI %u/size %u, this header expects %u/%u",
+                      m->be->name ? m->be->name : "?", m->be->abi_version, m->be->struct_size,
+                      UTG_BACKEND_ABI_VERSION, (unsigned)sizeof(utg_backend));
+            m->be = NULL;
+            return UTG_ERR_BACKEND;
+        }
+    } else {
+        if ((r = utg_backend_cpu_create(&m->alloc, &m->be)) != UTG_OK) return r;
+        m->own_backend = 1;
+    }
+    m->d = m->cfg.model_dim;
+    m->H = m->cfg.num_heads;
+    m->Hkv = m->cfg.num_kv_heads;
+    m->hd = m->d / m->H;
+    m->kvd = m->Hkv * m->hd;
+    m->F = m->cfg.mlp_mult * m->d;
+    m->V = m->cfg.vocab_size;
+    m->T = m->cfg.train_seq_len;
+    m->eps = (float)m->cfg.rms_norm_eps;
+    m->softcap = m->cfg.logit_softcap > 0 ? (float)m->cfg.logit_softcap : 0.0f;
+    if ((r = utg__build_tensors(m)) != UTG_OK || (r = utg__build_plan(m)) != UTG_OK) {
+        utg__msgf(&m->msg, "out of memory building the tensor table");
+        return r;
+    }
+    if (!utg__mul_ok(m->arena_floats, sizeof(float), &bytes)) return UTG_ERR_NOMEM;
+    m->params = (float *)m->be->buf_alloc(m->be, bytes);
+    m->grads = (float *)m->be->buf_alloc(m->be, bytes);
+    if (!m->params || !m->grads) {
+        utg__msgf(&m->msg, "out of memory for %zu parameters", m->arena_floats);
+        return UTG_ERR_NOMEM;
+    }
+    if ((r = utg__rope_table(m)) != UTG_OK) return r;
+    if ((r = utg_model_init_params(m, (uint64_t)(m->cfg.seed > 0 ? m->cfg.seed : 0))) != UTG_OK) return r;
+    utg__log(m, UTG_LOG_INFO, "model: %d layers, d=%d, heads %d/%d, vocab %d, %zu parameters, backend %s",
+             m->cfg.num_layers, m->d, m->H, m->Hkv, m->V, m->n_params, m->be->name);
+    return UTG_OK;
+}
+
+static void utg__free_acts(utg_model *m) {
+    if (m->act_arena) m->be->buf_free(m->be, m->act_arena);
+    utg__free(&m->alloc, m->acts);
+    utg__free(&m->alloc, m->slot_src);
+    utg__free(&m->alloc, m->host_loss);
+    m->act_arena = NULL;
+    m->acts = NULL;
+    m->slot_src = NULL;
+    m->host_loss = NULL;
+    m->cap_seqs = 0;
+}
+
+UTGDEF void utg_model_destroy(utg_model *m) {
+    utg_allocator a;
+    if (!m) return;
+    a = m->alloc;
+    if (m->be) {
+        utg__free_acts(m);
+        m->be->buf_free(m->be, m->params);
+        m->be->buf_free(m->be, m->grads);
+        m->be->buf_free(m->be, m->rope_cs);
+        if (m->own_backend) utg_backend_destroy(m->be);
+    }
+    utg__free(&a, m->tensors);
+    utg__free(&a, m->blk);
+    utg__free(&a, m->plan.layers);
+    utg__free(&a, m);
+}
+
+UTGDEF const char *utg_model_message(const utg_model *m) { return m ? m->msg.text : "no model"; }
+UTGDEF const utg_config *utg_model_config(const utg_model *m) { return m ? &m->cfg : NULL; }
+UTGDEF const utg_plan *utg_model_plan(const utg_model *m) { return m ? &m->plan : NULL; }
+UTGDEF utg_backend *utg_model_backend(utg_model *m) { return m ? m->be : NULL; }
+UTGDEF int utg_model_tensor_count(const utg_model *m) { return m ? m->n_tensors : 0; }
+UTGDEF const utg_tensor_info *utg_model_tensor(const utg_model *m, int i) {
+    return (m && i >= 0 && i < m->n_tensors) ? &m->tensors[i] : NULL;
+}
+UTGDEF int utg_model_find_tensor(const utg_model *m, const char *name) {
+    int i;
+    if (!m || !name) return -1;
+    for (i = 0; i < m->n_tensors; i++) if (strcmp(m->tensors[i].name, name) == 0) return i;
+    return -1;
+}
+UTGDEF size_t utg_model_param_count(const utg_model *m) { return m ? m->n_params : 0; }
+UTGDEF size_t utg_model_arena_floats(const utg_model *m) { return m ? m->arena_floats : 0; }
+UTGDEF float *utg_model_params(utg_model *m) { return m ? m->params : NULL; }
+UTGDEF float *utg_model_grads(utg_model *m) { return m ? m->grads : NULL; }
+
+static utg_result utg__span(utg_model *m, int which, int index, size_t n, float **dev) {
+    float *base;
+    if (!m || which < 0 || which > 1 || index >= m->n_tensors) {
+        if (m) utg__msgf(&m->msg, "bad tensor index %d or arena %d", index, which);
+        return UTG_ERR_INVALID;
+    }
+    base = which ? m->grads : m->params;
+    if (index < 0) {
+        if (n != m->arena_floats) { utg__msgf(&m->msg, "arena has %zu floats, not %zu", m->arena_floats, n); return UTG_ERR_INVALID; }
+        *dev = base;
+    } else {
+        if (n != m->tensors[index].numel) {
+            utg__msgf(&m->msg, "%s has %zu elements, not %zu", m->tensors[index].name, m->tensors[index].numel, n);
+            return UTG_ERR_INVALID;
+        }
+        *dev = base + m->tensors[index].offset;
+    }
+    return UTG_OK;
+}
+UTGDEF utg_result utg_model_get(utg_model *m, int which, int index, float *host_dst, size_t n) {
+    float *dev;
+    utg_result r = utg__span(m, which, index, n, &dev);
+    if (r == UTG_OK && n) m->be->download(m->be, host_dst, dev, n * sizeof(float));
+    return r;
+}
+UTGDEF utg_result utg_model_set(utg_model *m, int which, int index, const float *host_src, size_t n) {
+    float *dev;
+    utg_result r = utg__span(m, which, index, n, &dev);
+    if (r == UTG_OK && n) m->be->upload(m->be, dev, host_src, n * sizeof(float));
+    return r;
+}
+UTGDEF void utg_model_zero_grads(utg_model *m) {
+    if (m) m->be->fill(m->be, m->grads, 0.0f, m->arena_floats);
+}
+
+/* Carving one arena: pass 1 runs with base 0 to measure, pass 2 hands out the pointers. */
+typedef struct utg__carver {
+    char *base;
+    size_t used;
+    int overflow;
+} utg__carver;
+static float *utg__carve(utg__carver *c, size_t n_floats) {
+    size_t bytes, start = (c->used + 63) & ~(size_t)63, end;
+    if (!utg__mul_ok(n_floats, sizeof(float), &bytes) || !utg__add_ok(start, bytes, &end)) { c->overflow = 1; return NULL; }
+    c->used = end;
+    return c->base ? (float *)(c->base + start) : NULL;
+}
+
+static void utg__carve_all(utg_model *m, utg__carver *c, size_t N) {
+    size_t d = (size_t)m->d, kv = (size_t)m->kvd, F = (size_t)m->F, V = (size_t)m->V;
+    int l;
+    for (l = 0; l < m->plan.n_layers; l++) {
+        utg__acts *A = &m->acts[l];
+        A->hs = m->plan.layers[l].pop_slot >= 0 ? utg__carve(c, N * d) : NULL;
+        A->hin = utg__carve(c, N * d); A->n1 = utg__carve(c, N * d); A->r1 = utg__carve(c, N);
+        A->qn = utg__carve(c, N * d); A->rq = utg__carve(c, N * m->H);
+        A->kn = utg__carve(c, N * kv); A->rk = utg__carve(c, N * m->Hkv);
+        A->qr = utg__carve(c, N * d); A->qg = utg__carve(c, N * d);
+        A->kr = utg__carve(c, N * kv); A->v = utg__carve(c, N * kv);
+        A->y = utg__carve(c, N * d); A->lse = utg__carve(c, N * m->H); A->a = utg__carve(c, N * d);
+        A->hmid = utg__carve(c, N * d); A->n2 = utg__carve(c, N * d); A->r2 = utg__carve(c, N);
+        A->u = utg__carve(c, N * F); A->r = utg__carve(c, N * F);
+        A->m = utg__carve(c, N * d); A->out = utg__carve(c, N * d);
+    }
+    m->emb = utg__carve(c, N * d); m->x0 = utg__carve(c, N * d); m->r0 = utg__carve(c, N);
+    m->hf = utg__carve(c, N * d); m->rf = utg__carve(c, N);
+    m->logits = utg__carve(c, N * V); m->row_loss = utg__carve(c, N);
+    m->ids = (int32_t *)utg__carve(c, N); m->tgt = (int32_t *)utg__carve(c, N);
+    m->g_h = utg__carve(c, N * d); m->g_prev = utg__carve(c, N * d); m->g_hmid = utg__carve(c, N * d);
+    m->g_hin = utg__carve(c, N * d); m->g_d = utg__carve(c, N * d); m->g_y = utg__carve(c, N * d);
+    m->g_q = utg__carve(c, N * d); m->g_f = utg__carve(c, N * F); m->g_f2 = utg__carve(c, N * F);
+    m->g_k = utg__carve(c, N * kv); m->g_k2 = utg__carve(c, N * kv); m->g_v = utg__carve(c, N * kv);
+    m->g_x0 = utg__carve(c, N * d);
+    m->g_skip = utg__carve(c, (size_t)(m->plan.n_slots > 0 ? m->plan.n_slots : 1) * N * d);
+}
+
+UTGDEF utg_result utg_model_reserve(utg_model *m, int n_seqs) {
+    utg__carver c;
+    size_t N;
+    if (!m || !m->be) return UTG_ERR_INVALID;
+    if (n_seqs <= 0) { utg__msgf(&m->msg, "batch must hold at least one sequence"); return UTG_ERR_INVALID; }
+    if (n_seqs <= m->cap_seqs) return UTG_OK;
+    utg__free_acts(m);
+    if (!utg__mul_ok((size_t)n_seqs, (size_t)m->T, &N) || N > (size_t)INT32_MAX / (size_t)(m->V > m->F ? m->V : m->F)) {
+        utg__msgf(&m->msg, "batch of %d sequences of %d tokens is too large", n_seqs, m->T);
+        return UTG_ERR_INVALID;
+    }
+    m->acts = (utg__acts *)utg__alloc(&m->alloc, sizeof(utg__acts) * (size_t)m->plan.n_layers);
+    m->slot_src = (float **)utg__alloc(&m->alloc, sizeof(float *) * (size_t)(m->plan.n_slots + 1));
+    m->host_loss = (float *)utg__alloc(&m->alloc, sizeof(float) * N);
+    if (!m->acts || !m->slot_src || !m->host_loss) { utg__free_acts(m); return UTG_ERR_NOMEM; }
+    memset(&c, 0, sizeof c);
+    utg__carve_all(m, &c, N);
+    if (c.overflow) { utg__free_acts(m); utg__msgf(&m->msg, "activation size overflows"); return UTG_ERR_NOMEM; }
+    m->act_arena = m->be->buf_alloc(m->be, c.used);
+    if (!m->act_arena) {
+        utg__msgf(&m->msg, "out of memory for %.1f MiB of activations", (double)c.used / 1048576.0);
+        utg__free_acts(m);
+        return UTG_ERR_NOMEM;
+    }
+    c.base = (char *)m->act_arena;
+    c.used = 0;
+    utg__carve_all(m, &c, N);
+    m->cap_seqs = n_seqs;
+    utg__log(m, UTG_LOG_DEBUG, "activations: %.1f MiB for %d sequences", (double)c.used / 1048576.0, n_seqs);
+    return UTG_OK;
+}
+
+#define UTG__W(t) (m->params + m->tensors[t].offset)
+#define UTG__G(t) (m->grads + m->tensors[t].offset)
+
+static void utg__layer_forward(utg_model *m, int l, const float *h, int n_seqs) {
+    utg_backend *be = m->be;
+    const utg_plan_layer *pl = &m->plan.layers[l];
+    const utg__block_ix *b = &m->blk[pl->block];
+    utg__acts *A = &m->acts[l];
+    int N = n_seqs * m->T, d = m->d;
+    const float *rm = UTG__W(b->resid_mix);
+    if (pl->pop_slot >= 0) {
+        be->mix_fwd(be, A->hs, h, NULL, m->slot_src[pl->pop_slot], UTG__W(m->t_skip) + (size_t)pl->skip_index * d, N, d);
+        h = A->hs;
+    }
+    be->mix_fwd(be, A->hin, h, rm, m->x0, rm + d, N, d);
+    be->rmsnorm_fwd(be, A->n1, A->r1, A->hin, N, d, m->eps);
+    /* attention: raw q and k pass through the gradient temporaries, which are free in forward */
+    be->matmul(be, m->g_q, A->n1, UTG__W(b->c_q), N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    be->rmsnorm_fwd(be, A->qn, A->rq, m->g_q, N * m->H, m->hd, m->eps);
+    be->copy(be, A->qr, A->qn, (size_t)N * d);
+    be->rope(be, A->qr, m->rope_cs, N, m->T, m->H, m->hd, 0);
+    be->head_scale_fwd(be, A->qg, A->qr, UTG__W(b->q_gain), N, m->H, m->hd);
+    be->matmul(be, m->g_k, A->n1, UTG__W(b->c_k), N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    be->rmsnorm_fwd(be, A->kn, A->rk, m->g_k, N * m->Hkv, m->hd, m->eps);
+    be->copy(be, A->kr, A->kn, (size_t)N * m->kvd);
+    be->rope(be, A->kr, m->rope_cs, N, m->T, m->Hkv, m->hd, 0);
+    be->matmul(be, A->v, A->n1, UTG__W(b->c_v), N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    be->attn_fwd(be, A->y, A->lse, A->qg, A->kr, A->v, n_seqs, m->T, m->H, m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd));
+    be->matmul(be, A->a, A->y, UTG__W(b->proj), N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    be->mix_fwd(be, A->hmid, A->hin, NULL, A->a, UTG__W(b->attn_scale), N, d);
+    /* MLP */
+    be->rmsnorm_fwd(be, A->n2, A->r2, A->hmid, N, d, m->eps);
+    be->matmul(be, A->u, A->n2, UTG__W(b->fc), N, m->F, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    be->relu2_fwd(be, A->r, A->u, (size_t)N * m->F);
+    be->matmul(be, A->m, A->r, UTG__W(b->mlp_proj), N, d, m->F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    be->mix_fwd(be, A->out, A->hmid, NULL, A->m, UTG__W(b->mlp_scale), N, d);
+    if (pl->push_slot >= 0) m->slot_src[pl->push_slot] = A->out;
+}
+
+UTGDEF utg_result utg_model_forward(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs,
+                                    double *loss) {
+    utg_backend *be;
+    const float *h, *head;
+    size_t N, i;
+    double sum = 0.0;
+    utg_result r;
+    if (!m || !m->be || !inputs || !targets || !loss) return UTG_ERR_INVALID;
+    m->have_forward = 0;
+    if ((r = utg_model_reserve(m, n_seqs)) != UTG_OK) return r;
+    be = m->be;
+    N = (size_t)n_seqs * m->T;
+    for (i = 0; i < N; i++) /* token ids come from files: check them before they index a table */
+        if (inputs[i] < 0 || inputs[i] >= m->V || targets[i] < 0 || targets[i] >= m->V) {
+            utg__msgf(&m->msg, "token id %d at position %zu is outside the vocabulary [0, %d)",
+                      (inputs[i] < 0 || inputs[i] >= m->V) ? inputs[i] : targets[i], i, m->V);
+            return UTG_ERR_MISMATCH;
+        }
+    be->upload(be, m->ids, inputs, N * sizeof(int32_t));
+    be->upload(be, m->tgt, targets, N * sizeof(int32_t));
+    be->embed_fwd(be, m->emb, UTG__W(m->t_tok_emb), m->ids, (int)N, m->d);
+    be->rmsnorm_fwd(be, m->x0, m->r0, m->emb, (int)N, m->d, m->eps);
+    h = m->x0;
+    for (i = 0; i < (size_t)m->plan.n_layers; i++) {
+        utg__layer_forward(m, (int)i, h, n_seqs);
+        h = m->acts[i].out;
+    }
+    be->rmsnorm_fwd(be, m->hf, m->rf, h, (int)N, m->d, m->eps);
+    head = m->t_lm_head >= 0 ? UTG__W(m->t_lm_head) : UTG__W(m->t_tok_emb);
+    be->matmul(be, m->logits, m->hf, head, (int)N, m->V, m->d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    /* the gradient of the mean loss is computed here, in place, while the logits are at hand */
+    be->xent_fwd(be, m->logits, m->row_loss, m->tgt, (int)N, m->V, m->softcap, 1.0f / (float)N);
+    be->download(be, m->host_loss, m->row_loss, N * sizeof(float));
+    for (i = 0; i < N; i++) sum += m->host_loss[i];
+    *loss = sum / (double)N;
+    m->n_tok = (int)N;
+    m->have_forward = 1;
+    if (!isfinite(*loss)) { utg__msgf(&m->msg, "loss is not finite"); return UTG_ERR_BACKEND; }
+    return UTG_OK;
+}
+
+/* Backward of one virtual layer: on entry *gh holds dL/d(output); on exit dL/d(input h). */
+static void utg__layer_backward(utg_model *m, int l, float **gh, float **gprev) {
+    utg_backend *be = m->be;
+    const utg_plan_layer *pl = &m->plan.layers[l];
+    const utg__block_ix *b = &m->blk[pl->block];
+    utg__acts *A = &m->acts[l];
+    int N = m->n_tok, d = m->d, F = m->F, kv = m->kvd, n_seqs = m->n_tok / m->T;
+    size_t Nd = (size_t)N * d;
+    const float *h_prev = l == 0 ? m->x0 : m->acts[l - 1].out, *h_mix = A->hs ? A->hs : h_prev;
+    const float *rm = UTG__W(b->resid_mix);
+    float *g = *gh, *gp = *gprev;
+    if (pl->push_slot >= 0) /* a later layer read this output through the skip stack */
+        be->mix_fwd(be, g, g, NULL, m->g_skip + (size_t)pl->push_slot * Nd, NULL, N, d);
+    /* out = hmid + mlp_scale * m */
+    be->fill(be, m->g_hmid, 0.0f, Nd);
+    be->fill(be, m->g_d, 0.0f, Nd);
+    be->mix_bwd(be, m->g_hmid, m->g_d, NULL, UTG__G(b->mlp_scale), g, A->hmid, NULL, A->m, UTG__W(b->mlp_scale), N, d);
+    /* m = relu(n2 fc^T)^2 proj^T */
+    be->matmul(be, m->g_f, m->g_d, UTG__W(b->mlp_proj), N, F, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+    be->matmul(be, UTG__G(b->mlp_proj), m->g_d, A->r, d, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->fill(be, m->g_f2, 0.0f, (size_t)N * F);
+    be->relu2_bwd(be, m->g_f2, m->g_f, A->u, (size_t)N * F);
+    be->matmul(be, m->g_d, m->g_f2, UTG__W(b->fc), N, d, F, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+    be->matmul(be, UTG__G(b->fc), m->g_f2, A->n2, F, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->rmsnorm_bwd(be, m->g_hmid, m->g_d, A->n2, A->r2, N, d);
+    /* hmid = hin + attn_scale * a */
+    be->fill(be, m->g_hin, 0.0f, Nd);
+    be->fill(be, m->g_d, 0.0f, Nd);
+    be->mix_bwd(be, m->g_hin, m->g_d, NULL, UTG__G(b->attn_scale), m->g_hmid, A->hin, NULL, A->a, UTG__W(b->attn_scale), N, d);
+    /* a = y proj^T */
+    be->matmul(be, m->g_y, m->g_d, UTG__W(b->proj), N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+    be->matmul(be, UTG__G(b->proj), m->g_d, A->y, d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    /* attention core */
+    be->fill(be, m->g_q, 0.0f, Nd);
+    be->fill(be, m->g_k, 0.0f, (size_t)N * kv);
+    be->fill(be, m->g_v, 0.0f, (size_t)N * kv);
+    be->attn_bwd(be, m->g_q, m->g_k, m->g_v, m->g_y, A->qg, A->kr, A->v, A->y, A->lse, n_seqs, m->T, m->H, m->Hkv,
+                 m->hd, 1.0f / sqrtf((float)m->hd));
+    /* q_gain, RoPE and the per-head norms, back to raw q and k */
+    be->fill(be, m->g_y, 0.0f, Nd);
+    be->head_scale_bwd(be, m->g_y, UTG__G(b->q_gain), m->g_q, A->qr, UTG__W(b->q_gain), N, m->H, m->hd);
+    be->rope(be, m->g_y, m->rope_cs, N, m->T, m->H, m->hd, 1);
+    be->rope(be, m->g_k, m->rope_cs, N, m->T, m->Hkv, m->hd, 1);
+    be->fill(be, m->g_q, 0.0f, Nd);
+    be->rmsnorm_bwd(be, m->g_q, m->g_y, A->qn, A->rq, N * m->H, m->hd);
+    be->fill(be, m->g_k2, 0.0f, (size_t)N * kv);
+    be->rmsnorm_bwd(be, m->g_k2, m->g_k, A->kn, A->rk, N * m->Hkv, m->hd);
+    /* q, k, v = n1 W^T */
+    be->matmul(be, m->g_d, m->g_q, UTG__W(b->c_q), N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+    be->matmul(be, m->g_d, m->g_k2, UTG__W(b->c_k), N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->matmul(be, m->g_d, m->g_v, UTG__W(b->c_v), N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->matmul(be, UTG__G(b->c_q), m->g_q, A->n1, d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->matmul(be, UTG__G(b->c_k), m->g_k2, A->n1, kv, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->matmul(be, UTG__G(b->c_v), m->g_v, A->n1, kv, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->rmsnorm_bwd(be, m->g_hin, m->g_d, A->n1, A->r1, N, d);
+    /* hin = resid_mix[0] * h + resid_mix[1] * x0 */
+    be->fill(be, gp, 0.0f, Nd);
+    be->mix_bwd(be, gp, m->g_x0, UTG__G(b->resid_mix), UTG__G(b->resid_mix) + d, m->g_hin, h_mix, rm, m->x0, rm + d, N, d);
+    if (pl->pop_slot >= 0) { /* hs = h_prev + skip_weights[j] * popped */
+        const float *sw = UTG__W(m->t_skip) + (size_t)pl->skip_index * d;
+        be->fill(be, g, 0.0f, Nd);
+        be->mix_bwd(be, g, m->g_skip + (size_t)pl->pop_slot * Nd, NULL, UTG__G(m->t_skip) + (size_t)pl->skip_index * d,
+                    gp, h_prev, NULL, m->slot_src[pl->pop_slot], sw, N, d);
+    } else {
+        *gh = gp;
+        *gprev = g;
+    }
+}
+
+UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
+    utg_backend *be;
+    const float *head;
+    float *dhead, *gh, *gp;
+    size_t Nd;
+    int l, N;
+    if (!m || !m->be) return UTG_ERR_INVALID;
+    if (!m->have_forward) { utg__msgf(&m->msg, "backward needs a successful forward first"); return UTG_ERR_INVALID; }
+    m->have_forward = 0; /* the logits now hold gradients: one backward per forward */
+    be = m->be;
+    N = m->n_tok;
+    Nd = (size_t)N * m->d;
+    be->fill(be, m->g_skip, 0.0f, (size_t)(m->plan.n_slots > 0 ? m->plan.n_slots : 1) * Nd);
+    be->fill(be, m->g_x0, 0.0f, Nd);
+    /* head: logits = hf head^T, the logits buffer holds dloss/dlogits already */
+    head = m->t_lm_head >= 0 ? UTG__W(m->t_lm_head) : UTG__W(m->t_tok_emb);
+    dhead = m->t_lm_head >= 0 ? UTG__G(m->t_lm_head) : UTG__G(m->t_tok_emb);
+    be->matmul(be, m->g_d, m->logits, head, N, m->d, m->V, UTG_NO_TRANS, UTG_NO_TRANS, loss_scale, 0.0f);
+    be->matmul(be, dhead, m->logits, m->hf, m->V, m->d, N, UTG_TRANS, UTG_NO_TRANS, loss_scale, 1.0f);
+    gh = m->g_h;
+    gp = m->g_prev;
+    be->fill(be, gh, 0.0f, Nd);
+    be->rmsnorm_bwd(be, gh, m->g_d, m->hf, m->rf, N, m->d);
+    for (l = m->plan.n_layers - 1; l >= 0; l--) utg__layer_backward(m, l, &gh, &gp);
+    /* x0 = RMSNorm(tok_emb[ids]): x0 fed the first layer and every resid_mix */
+    be->mix_fwd(be, m->g_x0, m->g_x0, NULL, gh, NULL, N, m->d);
+    be->fill(be, m->g_d, 0.0f, Nd);
+    be->rmsnorm_bwd(be, m->g_d, m->g_x0, m->x0, m->r0, N, m->d);
+    be->embed_bwd(be, UTG__G(m->t_tok_emb), m->g_d, m->ids, N, m->d);
+    return UTG_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>impl_safetensors
+   Layout: u64 little-endian header length n, n bytes of JSON, then the data buffer. The JSON maps
+   tensor names to {"dtype", "shape", "data_offsets": [begin, end]} (offsets into the data buffer)
+   and may hold one "__metadata__" object of strings. The reader below accepts exactly that
+   grammar, with caps on every length, and checks the byte ranges tile the buffer.
+   ------------------------------------------------------------------------------------------------ */
+
+#define UTG__ST_MAX_NAME 256
+#define UTG__ST_MAX_DIMS 8
+
+typedef struct utg__st_entry {
+    char name[UTG__ST_MAX_NAME];
+    int dtype; /* 0 F32, 1 F16, 2 BF16 */
+    int ndim;
+    uint64_t shape[UTG__ST_MAX_DIMS];
+    uint64_t begin, end;
+} utg__st_entry;
+
+typedef struct utg__json {
+    const char *p, *end;
+    utg_msg *msg;
+} utg__json;
+
+static void utg__js_ws(utg__json *j) {
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
+}
+static int utg__js_fail(utg__json *j, const char *what, const char *start) {
+    utg__msgf(j->msg, "safetensors header: %s at JSON offset %ld", what, (long)(j->p - start));
+    return 0;
+}
+static int utg__js_peek(utg__json *j, char c) { utg__js_ws(j); return j->p < j->end && *j->p == c; }
+static int utg__js_take(utg__json *j, char c) {
+    if (!utg__js_peek(j, c)) return 0;
+    j->p++;
+    return 1;
+}
+static int utg__hexval(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+/* A JSON string into out (NUL-terminated, UTF-8). *too_long is set when it did not fit. */
+static int utg__js_string(utg__json *j, char *out, size_t cap, int *too_long) {
+    size_t n = 0;
+    *too_long = 0;
+    if (!utg__js_take(j, '"')) return 0;
+    while (j->p < j->end && *j->p != '"') {
+        unsigned cp = (unsigned char)*j->p++;
+        if (cp < 0x20) return 0;
+        if (cp == '\\') {
+            char e;
+            if (j->p >= j->end) return 0;
+            e = *j->p++;
+            switch (e) {
+            case '"': case '\\': case '/': cp = (unsigned char)e; break;
+            case 'b': cp = 8; break;
+            case 'f': cp = 12; break;
+            case 'n': cp = 10; break;
+            case 'r': cp = 13; break;
+            case 't': cp = 9; break;
+            case 'u': {
+                int i, h;
+                if (j->end - j->p < 4) return 0;
+                for (cp = 0, i = 0; i < 4; i++) { if ((h = utg__hexval(j->p[i])) < 0) return 0; cp = cp * 16 + (unsigned)h; }
+                j->p += 4;
+                if (cp == 0) return 0; /* no NUL inside names */
+                break;
+            }
+            default: return 0;
+            }
+            /* encode cp (<= 0xffff; surrogates kept as 3-byte units, names never need them) */
+            if (cp >= 0x80) {
+                char u[3];
+                int k, len = cp < 0x800 ? 2 : 3;
+                if (len == 2) { u[0] = (char)(0xc0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 63)); }
+                else { u[0] = (char)(0xe0 | (cp >> 12)); u[1] = (char)(0x80 | ((cp >> 6) & 63)); u[2] = (char)(0x80 | (cp & 63)); }
+                for (k = 0; k < len; k++) { if (n + 1 < cap) out[n++] = u[k]; else *too_long = 1; }
+                continue;
+            }
+        }
+        if (n + 1 < cap) out[n++] = (char)cp;
+        else *too_long = 1;
+    }
+    if (j->p >= j->end) return 0;
+    j->p++; /* closing quote */
+    if (cap) out[n] = 0;
+    return 1;
+}
+/* A non-negative integer no larger than 2^53 (JSON's exact-integer range). */
+static int utg__js_uint(utg__json *j, uint64_t *out) {
+    uint64_t v = 0;
+    const char *s;
+    utg__js_ws(j);
+    s = j->p;
+    while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
+        v = v * 10 + (uint64_t)(*j->p++ - '0');
+        if (v > ((uint64_t)1 << 53)) return 0;
+    }
+    if (j->p == s || (j->p - s > 1 && *s == '0')) return 0;
+    if (j->p < j->end && (*j->p == '.' || *j->p == 'e' || *j->p == 'E')) return 0;
+    *out = v;
+    return 1;
+}
+static int utg__js_uint_array(utg__json *j, uint64_t *vals, int cap, int *count) {
+    int n = 0;
+    if (!utg__js_take(j, '[')) return 0;
+    if (!utg__js_take(j, ']')) {
+        do {
+            uint64_t v;
+            if (n >= cap || !utg__js_uint(j, &v)) return 0;
+            vals[n++] = v;
+        } while (utg__js_take(j, ','));
+        if (!utg__js_take(j, ']')) return 0;
+    }
+    *count = n;
+    return 1;
+}
+
+static int utg__st_dtype(const char *s) {
+    static const char *other[] = {"F64", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL",
+                                  "F8_E4M3", "F8_E5M2", "C64", "F4", "F6_E2M3", "F6_E3M2", "E8M0"};
+    size_t i;
+    if (strcmp(s, "F32") == 0) return 0;
+    if (strcmp(s, "F16") == 0) return 1;
+    if (strcmp(s, "BF16") == 0) return 2;
+    for (i = 0; i < sizeof other / sizeof other[0]; i++) if (strcmp(s, other[i]) == 0) return -2;
+    return -1;
+}
+
+/* One tensor object: {"dtype": .., "shape": [..], "data_offsets": [b, e]} in any key order. */
+static int utg__st_tensor(utg__json *j, utg__st_entry *e, const char *start) {
+    int seen = 0, too_long, n;
+    char key[32], dt[32];
+    if (!utg__js_take(j, '{')) return utg__js_fail(j, "expected '{' for a tensor entry", start);
+    do {
+        if (!utg__js_string(j, key, sizeof key, &too_long) || !utg__js_take(j, ':'))
+            return utg__js_fail(j, "expected a key", start);
+        if (strcmp(key, "dtype") == 0 && !(seen & 1)) {
+            if (!utg__js_string(j, dt, sizeof dt, &too_long)) return utg__js_fail(j, "bad dtype string", start);
+            e->dtype = too_long ? -1 : utg__st_dtype(dt);
+            if (e->dtype == -1) { utg__msgf(j->msg, "tensor '%s': unknown dtype '%s'", e->name, dt); return 0; }
+            if (e->dtype == -2) {
+                utg__msgf(j->msg, "tensor '%s': dtype %s is not supported (F32, F16, BF16 are)", e->name, dt);
+                return 0;
+            }
+            seen |= 1;
+        } else if (strcmp(key, "shape") == 0 && !(seen & 2)) {
+            if (!utg__js_uint_array(j, e->shape, UTG__ST_MAX_DIMS, &e->ndim))
+                return utg__js_fail(j, "bad shape (at most 8 non-negative integers)", start);
+            seen |= 2;
+        } else if (strcmp(key, "data_offsets") == 0 && !(seen & 4)) {
+            uint64_t off[2];
+            if (!utg__js_uint_array(j, off, 2, &n) || n != 2)
+                return utg__js_fail(j, "data_offsets must be two non-negative integers", start);
+            e->begin = off[0];
+            e->end = off[1];
+            seen |= 4;
+        } else {
+            utg__msgf(j->msg, "tensor '%s': unexpected or repeated key '%s'", e->name, key);
+            return 0;
+        }
+    } while (utg__js_take(j, ','));
+    if (!utg__js_take(j, '}')) return utg__js_fail(j, "expected '}' after a tensor entry", start);
+    if (seen != 7) { utg__msgf(j->msg, "tensor '%s': needs dtype, shape and data_offsets", e->name); return 0; }
+    return 1;
+}
+
+static int utg__st_metadata(utg__json *j, const char *start) {
+    char buf[8];
+    int too_long;
+    if (!utg__js_take(j, '{')) return utg__js_fail(j, "__metadata__ must be an object", start);
+    if (utg__js_take(j, '}')) return 1;
+    do {
+        if (!utg__js_string(j, buf, sizeof buf, &too_long) || !utg__js_take(j, ':') ||
+            !utg__js_string(j, buf, sizeof buf, &too_long))
+            return utg__js_fail(j, "__metadata__ values must be strings", start);
+    } while (utg__js_take(j, ','));
+    if (!utg__js_take(j, '}')) return utg__js_fail(j, "expected '}' after __metadata__", start);
+    return 1;
+}
+
+static int utg__st_cmp_begin(const void *a, const void *b) {
+    const utg__st_entry *x = *(const utg__st_entry *const *)a, *y = *(const utg__st_entry *const *)b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return x->end < y->end ? -1 : x->end > y->end;
+}
+
+/* Parse and check the header; on success *entries (count *n) describe in-bounds, non-overlapping,
+   gap-free ranges of the data buffer that starts at *data. */
+static utg_result utg__st_parse(const utg_allocator *al, const uint8_t *bytes, size_t size, int max_entries,
+                                utg__st_entry **entries, int *n, const uint8_t **data, size_t *data_size, utg_msg *msg) {
+    utg__json j;
+    uint64_t hlen;
+    utg__st_entry *es = NULL, **order = NULL;
+    int count = 0, i, have_meta = 0, too_long;
+    const char *start;
+    *entries = NULL;
+    *n = 0;
+    if (size < 8) { utg__msgf(msg, "safetensors: file of %zu bytes is too short for the 8-byte header length", size); return UTG_ERR_FORMAT; }
+    hlen = utg__rd_u64le(bytes);
+    if (hlen < 2 || hlen > UTG_SAFETENSORS_MAX_HEADER || hlen > (uint64_t)(size - 8)) {
+        utg__msgf(msg, "safetensors: header length %llu does not fit a file of %zu bytes (max %u)",
+                  (unsigned long long)hlen, size, UTG_SAFETENSORS_MAX_HEADER);
+        return UTG_ERR_FORMAT;
+    }
+    *data = bytes + 8 + hlen;
+    *data_size = size - 8 - (size_t)hlen;
+    start = (const char *)bytes + 8;
+    j.p = start;
+    j.end = start + hlen;
+    j.msg = msg;
+    es = (utg__st_entry *)utg__alloc(al, sizeof(utg__st_entry) * (size_t)(max_entries + 1));
+    if (!es) return UTG_ERR_NOMEM;
+    if (!utg__js_take(&j, '{')) { utg__js_fail(&j, "expected '{'", start); goto fail; }
+    if (!utg__js_take(&j, '}')) {
+        do {
+            utg__st_entry *e = &es[count];
+            memset(e, 0, sizeof *e);
+            if (!utg__js_string(&j, e->name, sizeof e->name, &too_long) || !utg__js_take(&j, ':')) {
+                utg__js_fail(&j, "expected a quoted tensor name and ':'", start);
+                goto fail;
+            }
+            if (strcmp(e->name, "__metadata__") == 0) {
+                if (have_meta++) { utg__msgf(msg, "safetensors: two __metadata__ objects"); goto fail; }
+                if (!utg__st_metadata(&j, start)) goto fail;
+                continue;
+            }
+            if (too_long) { utg__msgf(msg, "safetensors: tensor name longer than %d bytes", UTG__ST_MAX_NAME - 1); goto fail; }
+            if (!utg__st_tensor(&j, e, start)) goto fail;
+            for (i = 0; i < count; i++)
+                if (strcmp(es[i].name, e->name) == 0) { utg__msgf(msg, "safetensors: tensor '%s' appears twice", e->name); goto fail; }
+            if (++count > max_entries) {
+                utg__msgf(msg, "safetensors: more than %d tensors (the model has %d)", max_entries, max_entries);
+                goto fail;
+            }
+        } while (utg__js_take(&j, ','));
+        if (!utg__js_take(&j, '}')) { utg__js_fail(&j, "expected ',' or '}'", start); goto fail; }
+    }
+    utg__js_ws(&j);
+    if (j.p != j.end) { utg__js_fail(&j, "trailing bytes after the JSON object", start); goto fail; }
+    /* byte ranges: sizes, bounds, no overlap, no holes */
+    for (i = 0; i < count; i++) {
+        utg__st_entry *e = &es[i];
+        size_t numel = 1, nbytes;
+        int k;
+        for (k = 0; k < e->ndim; k++)
+            if (!utg__mul_ok(numel, (size_t)e->shape[k], &numel)) { utg__msgf(msg, "tensor '%s': shape overflows", e->name); goto fail; }
+        if (!utg__mul_ok(numel, e->dtype == 0 ? 4 : 2, &nbytes)) { utg__msgf(msg, "tensor '%s': size overflows", e->name); goto fail; }
+        if (e->begin > e->end || e->end > (uint64_t)*data_size) {
+            utg__msgf(msg, "tensor '%s': data_offsets [%llu, %llu] outside the %zu-byte data buffer", e->name,
+                      (unsigned long long)e->begin, (unsigned long long)e->end, *data_size);
+            goto fail;
+        }
+        if (e->end - e->begin != (uint64_t)nbytes) {
+            utg__msgf(msg, "tensor '%s': data_offsets span %llu bytes, its shape and dtype need %zu", e->name,
+                      (unsigned long long)(e->end - e->begin), nbytes);
+            goto fail;
+        }
+    }
+    order = (utg__st_entry **)utg__alloc(al, sizeof(utg__st_entry *) * (size_t)(count + 1));
+    if (!order) { utg__free(al, es); return UTG_ERR_NOMEM; }
+    for (i = 0; i < count; i++) order[i] = &es[i];
+    qsort(order, (size_t)count, sizeof *order, utg__st_cmp_begin);
+    for (i = 0; i < count; i++) {
+        uint64_t expect = i == 0 ? 0 : order[i - 1]->end;
+        if (order[i]->begin < expect) {
+            utg__msgf(msg, "safetensors: tensors '%s' and '%s' overlap", order[i - 1]->name, order[i]->name);
+            goto fail;
+        }
+        if (order[i]->begin > expect) {
+            utg__msgf(msg, "safetensors: %llu unused bytes before tensor '%s'", (unsigned long long)(order[i]->begin - expect), order[i]->name);
+            goto fail;
+        }
+    }
+    if ((count ? order[count - 1]->end : 0) != (uint64_t)*data_size) {
+        utg__msgf(msg, "safetensors: %llu unused bytes at the end of the data buffer",
+                  (unsigned long long)(*data_size - (count ? order[count - 1]->end : 0)));
+        goto fail;
+    }
+    utg__free(al, order);
+    *entries = es;
+    *n = count;
+    return UTG_OK;
+fail:
+    utg__free(al, order);
+    utg__free(al, es);
+    return UTG_ERR_FORMAT;
+}
+
+UTGDEF utg_result utg_model_load_safetensors(utg_model *m, const void *bytes, size_t size) {
+    utg__st_entry *es;
+    const uint8_t *data;
+    size_t data_size, k;
+    float *host;
+    char *seen;
+    int n, i, ti;
+    utg_result r;
+    if (!m || (!bytes && size)) return UTG_ERR_INVALID;
+    r = utg__st_parse(&m->alloc, (const uint8_t *)bytes, size, m->n_tensors, &es, &n, &data, &data_size, &m->msg);
+    if (r != UTG_OK) return r;
+    host = (float *)utg__alloc(&m->alloc, m->arena_floats * sizeof(float));
+    seen = (char *)utg__alloc(&m->alloc, (size_t)m->n_tensors);
+    if (!host || !seen) { r = UTG_ERR_NOMEM; goto done; }
+    memset(host, 0, m->arena_floats * sizeof(float));
+    memset(seen, 0, (size_t)m->n_tensors);
+    for (i = 0; i < n; i++) {
+        const utg__st_entry *e = &es[i];
+        const utg_tensor_info *t;
+        const uint8_t *src = data + e->begin;
+        int dims_ok;
+        ti = utg_model_find_tensor(m, e->name);
+        if (ti < 0) { utg__msgf(&m->msg, "safetensors: tensor '%s' is not part of this model", e->name); r = UTG_ERR_MISMATCH; goto done; }
+        t = &m->tensors[ti];
+        dims_ok = e->ndim == t->ndim;
+        for (k = 0; dims_ok && k < (size_t)t->ndim; k++) dims_ok = e->shape[k] == (uint64_t)t->shape[k];
+        if (!dims_ok) {
+            utg__msgf(&m->msg, "safetensors: tensor '%s' has shape [%llu%s], the model needs [%lld%s]", e->name,
+                      (unsigned long long)(e->ndim ? e->shape[0] : 0), e->ndim > 1 ? ",..." : "",
+                      (long long)t->shape[0], t->ndim > 1 ? ",..." : "");
+            r = UTG_ERR_MISMATCH;
+            goto done;
+        }
+        seen[ti] = 1;
+        for (k = 0; k < t->numel; k++) {
+            float v;
+            if (e->dtype == 0) { uint32_t b = utg__rd_u32le(src + 4 * k); memcpy(&v, &b, 4); }
+            else {
+                uint16_t h = (uint16_t)(src[2 * k] | (src[2 * k + 1] << 8));
+                v = e->dtype == 1 ? utg__f16_to_f32(h) : utg__bf16_to_f32(h);
+            }
+            host[t->offset + k] = v;
+        }
+    }
+    for (ti = 0; ti < m->n_tensors; ti++)
+        if (!seen[ti]) { utg__msgf(&m->msg, "safetensors: tensor '%s' is missing", m->tensors[ti].name); r = UTG_ERR_MISMATCH; goto done; }
+    /* all checks passed: only now does the model change */
+    m->be->upload(m->be, m->params, host, m->arena_floats * sizeof(float));
+done:
+    utg__free(&m->alloc, seen);
+    utg__free(&m->alloc, host);
+    utg__free(&m->alloc, es);
+    return r;
+}
+
+UTGDEF utg_result utg_model_save_safetensors(utg_model *m, int which, void **out, size_t *out_size) {
+    size_t hcap, hlen = 0, data_bytes = (size_t)0, total, k;
+    char *hdr;
+    uint8_t *buf;
+    float *host;
+    int ti;
+    if (!m || !out || !out_size || which < 0 || which > 1) return UTG_ERR_INVALID;
+    *out = NULL;
+    *out_size = 0;
+    hcap = 64 + (size_t)m->n_tensors * (UTG_MAX_NAME + 128);
+    hdr = (char *)utg__alloc(&m->alloc, hcap);
+    host = (float *)utg__alloc(&m->alloc, m->arena_floats * sizeof(float));
+    if (!hdr || !host) { utg__free(&m->alloc, hdr); utg__free(&m->alloc, host); return UTG_ERR_NOMEM; }
+    m->be->download(m->be, host, which ? m->grads : m->params, m->arena_floats * sizeof(float));
+    hlen += (size_t)snprintf(hdr + hlen, hcap - hlen, "{\"__metadata__\":{\"format\":\"pt\"}");
+    for (ti = 0; ti < m->n_tensors; ti++) {
+        const utg_tensor_info *t = &m->tensors[ti];
+        hlen += (size_t)snprintf(hdr + hlen, hcap - hlen, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld", t->name, (long long)t->shape[0]);
+        if (t->ndim > 1) hlen += (size_t)snprintf(hdr + hlen, hcap - hlen, ",%lld", (long long)t->shape[1]);
+        hlen += (size_t)snprintf(hdr + hlen, hcap - hlen, "],\"data_offsets\":[%zu,%zu]}", data_bytes, data_bytes + t->numel * 4);
+        data_bytes += t->numel * 4;
+    }
+    hlen += (size_t)snprintf(hdr + hlen, hcap - hlen, "}");
+    while (hlen % 8) hdr[hlen++] = ' '; /* pad so the data buffer starts 8-byte aligned */
+    total = 8 + hlen + data_bytes;
+    buf = (uint8_t *)utg__alloc(&m->alloc, total);
+    if (!buf) { utg__free(&m->alloc, hdr); utg__free(&m->alloc, host); return UTG_ERR_NOMEM; }
+    utg__wr_u32le(buf, (uint32_t)hlen);
+    utg__wr_u32le(buf + 4, (uint32_t)((uint64_t)hlen >> 32));
+    memcpy(buf + 8, hdr, hlen);
+    data_bytes = 8 + hlen;
+    for (ti = 0; ti < m->n_tensors; ti++) {
+        const utg_tensor_info *t = &m->tensors[ti];
+        for (k = 0; k < t->numel; k++) {
+            uint32_t b;
+            memcpy(&b, &host[t->offset + k], 4);
+            utg__wr_u32le(buf + data_bytes + 4 * k, b);
+        }
+        data_bytes += t->numel * 4;
+    }
+    utg__free(&m->alloc, hdr);
+    utg__free(&m->alloc, host);
+    *out = buf;
+    *out_size = total;
+    return UTG_OK;
+}
+
+UTGDEF void utg_model_free_bytes(utg_model *m, void *bytes) {
+    if (m) utg__free(&m->alloc, bytes);
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>impl_data
+   ------------------------------------------------------------------------------------------------ */
+
+UTGDEF utg_result utg_shard_parse(const void *bytes, size_t size, const uint8_t **tokens, size_t *n_tokens, utg_msg *msg) {
+    const uint8_t *b = (const uint8_t *)bytes;
+    uint32_t magic, version, n;
+    if (!bytes || !tokens || !n_tokens) return UTG_ERR_INVALID;
+    if (size < UTG_SHARD_HEADER_BYTES) {
+        utg__msgf(msg, "shard: %zu bytes is shorter than the %d-byte header", size, UTG_SHARD_HEADER_BYTES);
+        return UTG_ERR_FORMAT;
+    }
+    magic = utg__rd_u32le(b);
+    version = utg__rd_u32le(b + 4);
+    n = utg__rd_u32le(b + 8);
+    if (magic != UTG_SHARD_MAGIC) { utg__msgf(msg, "shard: magic %u is not %d", magic, UTG_SHARD_MAGIC); return UTG_ERR_FORMAT; }
+    if (version != UTG_SHARD_VERSION) { utg__msgf(msg, "shard: version %u is not %d", version, UTG_SHARD_VERSION); return UTG_ERR_FORMAT; }
+    if (n > (uint32_t)INT32_MAX || (size - UTG_SHARD_HEADER_BYTES) / 2 != (size_t)n || (size - UTG_SHARD_HEADER_BYTES) % 2) {
+        utg__msgf(msg, "shard: header says %u tokens (%llu bytes) but the file has %zu bytes", n,
+                  (unsigned long long)UTG_SHARD_HEADER_BYTES + 2ull * n, size);
+        return UTG_ERR_FORMAT;
+    }
+    *tokens = b + UTG_SHARD_HEADER_BYTES;
+    *n_tokens = n;
+    return UTG_OK;
+}
+
+UTGDEF uint16_t utg_shard_token(const uint8_t *tokens, size_t i) {
+    return (uint16_t)(tokens[2 * i] | (tokens[2 * i + 1] << 8));
+}
+
+UTGDEF utg_result utg_shard_write(const uint16_t *ids, size_t n, uint8_t *out, size_t out_size) {
+    size_t i;
+    if (!out || (!ids && n) || n > (size_t)INT32_MAX || out_size != UTG_SHARD_HEADER_BYTES + 2 * n) return UTG_ERR_INVALID;
+    memset(out, 0, UTG_SHARD_HEADER_BYTES);
+    utg__wr_u32le(out, UTG_SHARD_MAGIC);
+    utg__wr_u32le(out + 4, UTG_SHARD_VERSION);
+    utg__wr_u32le(out + 8, (uint32_t)n);
+    for (i = 0; i < n; i++) {
+        out[UTG_SHARD_HEADER_BYTES + 2 * i] = (uint8_t)ids[i];
+        out[UTG_SHARD_HEADER_BYTES + 2 * i + 1] = (uint8_t)(ids[i] >> 8);
+    }
+    return UTG_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>impl_public
+   ------------------------------------------------------------------------------------------------ */
+
+UTGDEF const char *utg_result_string(utg_result r) {
+    switch (r) {
+#define UTG__RESULT_CASE(name, value, text) case name: return text;
+        UTG_RESULTS(UTG__RESULT_CASE)
+#undef UTG__RESULT_CASE
+    default: return "unknown result";
+    }
+}
+
+UTGDEF const char *utg_version(void) { return UTG_VERSION_STRING; }
+
+#ifndef UTG_NO_STDIO
+/* fsync and fileno are POSIX: used when the including file asked for POSIX (or is not in strict ISO
+   mode); otherwise the write is still atomic through rename, just not forced to disk. */
+#if (defined(__unix__) || defined(__APPLE__)) && \
+    (defined(_POSIX_C_SOURCE) || defined(_GNU_SOURCE) || defined(_DEFAULT_SOURCE) || !defined(__STRICT_ANSI__))
+#include <unistd.h>
+#define UTG__HAVE_FSYNC 1
+#endif
+
+UTGDEF utg_result utg_read_file(const char *path, size_t max_bytes, void **out, size_t *out_size, utg_msg *msg) {
+    FILE *f;
+    long len;
+    void *buf;
+    if (!path || !out || !out_size) return UTG_ERR_INVALID;
+    *out = NULL;
+    *out_size = 0;
+    f = fopen(path, "rb");
+    if (!f) { utg__msgf(msg, "cannot open '%s'", path); return UTG_ERR_IO; }
+    if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        utg__msgf(msg, "cannot size '%s' (not a regular file?)", path);
+        return UTG_ERR_IO;
+    }
+    if ((unsigned long)len > max_bytes) {
+        fclose(f);
+        utg__msgf(msg, "'%s' has %ld bytes, more than the %zu allowed", path, len, max_bytes);
+        return UTG_ERR_FORMAT;
+    }
+    buf = malloc(len ? (size_t)len : 1);
+    if (!buf) { fclose(f); utg__msgf(msg, "out of memory reading '%s'", path); return UTG_ERR_NOMEM; }
+    if (len && fread(buf, 1, (size_t)len, f) != (size_t)len) {
+        free(buf);
+        fclose(f);
+        utg__msgf(msg, "short read on '%s'", path);
+        return UTG_ERR_IO;
+    }
+    fclose(f);
+    *out = buf;
+    *out_size = (size_t)len;
+    return UTG_OK;
+}
+
+UTGDEF utg_result utg_write_file(const char *path, const void *bytes, size_t size, utg_msg *msg) {
+    char tmp[4096];
+    FILE *f;
+    int ok;
+    if (!path || (!bytes && size)) return UTG_ERR_INVALID;
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) { utg__msgf(msg, "path too long"); return UTG_ERR_INVALID; }
+    f = fopen(tmp, "wb");
+    if (!f) { utg__msgf(msg, "cannot create '%s'", tmp); return UTG_ERR_IO; }
+    ok = fwrite(bytes, 1, size, f) == size && fflush(f) == 0;
+#ifdef UTG__HAVE_FSYNC
+    ok = ok && fsync(fileno(f)) == 0;
+#endif
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        utg__msgf(msg, "cannot write '%s'", path);
+        return UTG_ERR_IO;
+    }
+    return UTG_OK;
+}
+#endif /* UTG_NO_STDIO */
+
+#endif /* UTGOLF_IMPLEMENTATION_INCLUDED */
+#endif /* UTGOLF_IMPLEMENTATION */
+
+/*
+   LICENCE: MIT. Copyright (c) 2026 the utgolf authors.
+   Permission is hereby granted, free of charge, to any person obtaining a copy of this software and
+   associated documentation files (the "Software"), to deal in the Software without restriction,
+   including without limitation the rights to use, copy, modify, merge, publish, distribute,
+   sublicense, and/or sell copies of the Software, and to permit persons to whom the Software is
+   furnished to do so, subject to the following conditions: The above copyright notice and this
+   permission notice shall be included in all copies or substantial portions of the Software.
+   THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED.
+*/
