@@ -1,0 +1,432 @@
+/* Every backend op's backward against central finite differences, on the CPU backend, plus a test
+   of the checker itself: a deliberately wrong backward must be caught. */
+#define UTGOLF_IMPLEMENTATION
+#include "../utgolf.h"
+#include "gradcheck.h"
+#include "test.h"
+#include <stdlib.h>
+
+static utg_backend *be;
+static uint64_t rng_state = 12345;
+
+static double urand(void) { /* uniform in [-1, 1) */
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(rng_state >> 11) * (2.0 / 9007199254740992.0) - 1.0;
+}
+static float *rand_buf(size_t n, double scale) {
+    float *p = (float *)calloc(n ? n : 1, sizeof(float));
+    size_t i;
+    for (i = 0; i < n; i++) p[i] = (float)(scale * urand());
+    return p;
+}
+static float *zeros(size_t n) { return (float *)calloc(n ? n : 1, sizeof(float)); }
+/* sum_i w[i]*y[i] in double: the objective every op case uses, with fixed random weights w */
+static double wdot(const float *w, const float *y, size_t n) {
+    double s = 0.0;
+    size_t i;
+    for (i = 0; i < n; i++) s += (double)w[i] * y[i];
+    return s;
+}
+
+static int check_case(const char *what, gc_case *c, gc_opts o) {
+    const char *where = "";
+    double worst = gc_check(c, &o, &where);
+    if (worst > 1.0) {
+        o.verbose = 1;
+        gc_check(c, &o, &where);
+    }
+    CHECK(worst <= 1.0, "%s: worst error ratio %.3g in input %s", what, worst, where);
+    return worst <= 1.0;
+}
+
+/* ---- matmul: C = alpha*op(A)op(B); dA and dB through matmul itself, as the model does ---- */
+typedef struct { int M, N, K; utg_trans ta, tb; float alpha; float *A, *B, *C, *W, *gA, *gB; } mm_ctx;
+static double mm_obj(void *p) {
+    mm_ctx *c = (mm_ctx *)p;
+    be->matmul(be, c->C, c->A, c->B, c->M, c->N, c->K, c->ta, c->tb, c->alpha, 0.0f);
+    return wdot(c->W, c->C, (size_t)c->M * c->N);
+}
+static void mm_grad(void *p) {
+    mm_ctx *c = (mm_ctx *)p;
+    /* dop(A) = W op(B)^T [M,K]; dop(B) = op(A)^T W [K,N]; stored in A's and B's own layouts */
+    if (!c->ta) be->matmul(be, c->gA, c->W, c->B, c->M, c->K, c->N, UTG_NO_TRANS, c->tb ? UTG_NO_TRANS : UTG_TRANS, c->alpha, 0.0f);
+    else be->matmul(be, c->gA, c->B, c->W, c->K, c->M, c->N, c->tb ? UTG_TRANS : UTG_NO_TRANS, UTG_TRANS, c->alpha, 0.0f);
+    if (!c->tb) be->matmul(be, c->gB, c->A, c->W, c->K, c->N, c->M, c->ta ? UTG_NO_TRANS : UTG_TRANS, UTG_NO_TRANS, c->alpha, 0.0f);
+    else be->matmul(be, c->gB, c->W, c->A, c->N, c->K, c->M, UTG_TRANS, c->ta ? UTG_TRANS : UTG_NO_TRANS, c->alpha, 0.0f);
+}
+static void test_matmul_grad(void) {
+    int combo;
+    for (combo = 0; combo < 4; combo++) {
+        mm_ctx c;
+        gc_case gc;
+        char what[64];
+        c.M = 7; c.N = 9; c.K = 21; c.ta = (utg_trans)(combo & 1); c.tb = (utg_trans)(combo >> 1); c.alpha = 0.7f;
+        c.A = rand_buf((size_t)c.M * c.K, 1); c.B = rand_buf((size_t)c.K * c.N, 1); c.C = zeros((size_t)c.M * c.N);
+        c.W = rand_buf((size_t)c.M * c.N, 1); c.gA = zeros((size_t)c.M * c.K); c.gB = zeros((size_t)c.K * c.N);
+        memset(&gc, 0, sizeof gc);
+        gc.ctx = &c; gc.objective = mm_obj; gc.grad = mm_grad; gc.n_in = 2;
+        gc.in[0].name = "A"; gc.in[0].x = c.A; gc.in[0].g = c.gA; gc.in[0].n = (size_t)c.M * c.K;
+        gc.in[1].name = "B"; gc.in[1].x = c.B; gc.in[1].g = c.gB; gc.in[1].n = (size_t)c.K * c.N;
+        snprintf(what, sizeof what, "matmul ta=%d tb=%d", c.ta, c.tb);
+        check_case(what, &gc, gc_default_opts());
+        free(c.A); free(c.B); free(c.C); free(c.W); free(c.gA); free(c.gB);
+    }
+}
+
+/* matmul against a plain triple loop in double, at sizes that cross the kernel's blocking */
+static void test_matmul_reference(void) {
+    int sizes[3][3] = {{37, 300, 270}, {5, 3, 600}, {64, 257, 33}}, s, combo;
+    for (s = 0; s < 3; s++)
+        for (combo = 0; combo < 4; combo++) {
+            int M = sizes[s][0], N = sizes[s][1], K = sizes[s][2], i, j, k, ta = combo & 1, tb = combo >> 1;
+            float *A = rand_buf((size_t)M * K, 1), *B = rand_buf((size_t)K * N, 1), *C = rand_buf((size_t)M * N, 1);
+            float *C0 = (float *)malloc(sizeof(float) * M * N);
+            double worst = 0.0;
+            memcpy(C0, C, sizeof(float) * M * N);
+            be->matmul(be, C, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
+            for (i = 0; i < M; i++)
+                for (j = 0; j < N; j++) {
+                    double ref = C0[(size_t)i * N + j];
+                    for (k = 0; k < K; k++)
+                        ref += 0.5 * (double)(ta ? A[(size_t)k * M + i] : A[(size_t)i * K + k]) *
+                               (double)(tb ? B[(size_t)j * K + k] : B[(size_t)k * N + j]);
+                    if (fabs(ref - C[(size_t)i * N + j]) > worst) worst = fabs(ref - C[(size_t)i * N + j]);
+                }
+            CHECK(worst < 1e-4, "%dx%dx%d ta=%d tb=%d: max error %.3g against the double reference", M, N, K, ta, tb, worst);
+            free(A); free(B); free(C); free(C0);
+        }
+}
+
+/* ---- embedding ---- */
+typedef struct { int n, d, V; int32_t ids[12]; float *E, *out, *W, *gE; } emb_ctx;
+static double emb_obj(void *p) {
+    emb_ctx *c = (emb_ctx *)p;
+    be->embed_fwd(be, c->out, c->E, c->ids, c->n, c->d);
+    return wdot(c->W, c->out, (size_t)c->n * c->d);
+}
+static void emb_grad(void *p) {
+    emb_ctx *c = (emb_ctx *)p;
+    memset(c->gE, 0, sizeof(float) * c->V * c->d);
+    be->embed_bwd(be, c->gE, c->W, c->ids, c->n, c->d);
+}
+static void test_embed_grad(void) {
+    emb_ctx c;
+    gc_case gc;
+    int i, ids[12] = {3, 0, 5, 3, 3, 1, 7, 0, 2, 6, 5, 3}; /* repeats: gradients must accumulate */
+    c.n = 12; c.d = 70; c.V = 8;
+    for (i = 0; i < 12; i++) c.ids[i] = ids[i];
+    c.E = rand_buf((size_t)c.V * c.d, 1); c.out = zeros((size_t)c.n * c.d); c.W = rand_buf((size_t)c.n * c.d, 1);
+    c.gE = zeros((size_t)c.V * c.d);
+    memset(&gc, 0, sizeof gc);
+    gc.ctx = &c; gc.objective = emb_obj; gc.grad = emb_grad; gc.n_in = 1;
+    gc.in[0].name = "table"; gc.in[0].x = c.E; gc.in[0].g = c.gE; gc.in[0].n = (size_t)c.V * c.d;
+    check_case("embed", &gc, gc_default_opts());
+    free(c.E); free(c.out); free(c.W); free(c.gE);
+}
+
+/* ---- RMSNorm ---- */
+typedef struct { int rows, cols; float *x, *y, *rstd, *W, *gx; } rms_ctx;
+static double rms_obj(void *p) {
+    rms_ctx *c = (rms_ctx *)p;
+    be->rmsnorm_fwd(be, c->y, c->rstd, c->x, c->rows, c->cols, 1.1920929e-7f);
+    return wdot(c->W, c->y, (size_t)c->rows * c->cols);
+}
+static void rms_grad(void *p) {
+    rms_ctx *c = (rms_ctx *)p;
+    rms_obj(c);
+    memset(c->gx, 0, sizeof(float) * c->rows * c->cols);
+    be->rmsnorm_bwd(be, c->gx, c->W, c->y, c->rstd, c->rows, c->cols);
+}
+static gc_case rms_case(rms_ctx *c) {
+    gc_case gc;
+    c->rows = 6; c->cols = 40;
+    c->x = rand_buf(240, 1); c->y = zeros(240); c->rstd = zeros(6); c->W = rand_buf(240, 1); c->gx = zeros(240);
+    memset(&gc, 0, sizeof gc);
+    gc.ctx = c; gc.objective = rms_obj; gc.grad = rms_grad; gc.n_in = 1;
+    gc.in[0].name = "x"; gc.in[0].x = c->x; gc.in[0].g = c->gx; gc.in[0].n = 240;
+    return gc;
+}
+static void rms_free(rms_ctx *c) { free(c->x); free(c->y); free(c->rstd); free(c->W); free(c->gx); }
+static void test_rmsnorm_grad(void) {
+    rms_ctx c;
+    gc_case gc = rms_case(&c);
+    gc_opts o = gc_default_opts();
+    o.max_probe = 0;
+    check_case("rmsnorm", &gc, o);
+    rms_free(&c);
+}
+
+/* The checker itself: a planted error in a backward must be caught. Two plants: RMSNorm's
+   backward without its projection term (dx = rstd*dy), and a 1% scale error. */
+static void rms_grad_wrong(void *p) {
+    rms_ctx *c = (rms_ctx *)p;
+    int i;
+    rms_obj(c);
+    for (i = 0; i < c->rows * c->cols; i++) c->gx[i] = c->rstd[i / c->cols] * c->W[i];
+}
+static void rms_grad_scaled(void *p) {
+    rms_ctx *c = (rms_ctx *)p;
+    int i;
+    rms_grad(c);
+    for (i = 0; i < c->rows * c->cols; i++) c->gx[i] *= 1.05f;
+}
+static void test_checker_catches_planted_errors(void) {
+    rms_ctx c;
+    gc_case gc = rms_case(&c);
+    gc_opts o = gc_default_opts();
+    double worst;
+    o.max_probe = 0;
+    gc.grad = rms_grad_wrong;
+    worst = gc_check(&gc, &o, NULL);
+    CHECK(worst > 10.0, "a backward missing its projection term passed (ratio %.3g)", worst);
+    gc.grad = rms_grad_scaled;
+    worst = gc_check(&gc, &o, NULL);
+    CHECK(worst > 1.0, "a backward off by 5%% passed (ratio %.3g)", worst);
+    gc.grad = rms_grad;
+    worst = gc_check(&gc, &o, NULL);
+    CHECK(worst <= 1.0, "the correct backward failed (ratio %.3g)", worst);
+    rms_free(&c);
+}
+
+/* ---- RoPE (its backward is the inverse rotation) ---- */
+typedef struct { int n_tok, T, H, hd; float *x, *y, *cs, *W, *gx; } rope_ctx;
+static double rope_obj(void *p) {
+    rope_ctx *c = (rope_ctx *)p;
+    size_t n = (size_t)c->n_tok * c->H * c->hd;
+    memcpy(c->y, c->x, n * sizeof(float));
+    be->rope(be, c->y, c->cs, c->n_tok, c->T, c->H, c->hd, 0);
+    return wdot(c->W, c->y, n);
+}
+static void rope_grad(void *p) {
+    rope_ctx *c = (rope_ctx *)p;
+    size_t n = (size_t)c->n_tok * c->H * c->hd;
+    memcpy(c->gx, c->W, n * sizeof(float));
+    be->rope(be, c->gx, c->cs, c->n_tok, c->T, c->H, c->hd, 1);
+}
+static void test_rope_grad(void) {
+    rope_ctx c;
+    gc_case gc;
+    int t, i, half;
+    size_t n;
+    c.T = 5; c.n_tok = 10; c.H = 3; c.hd = 8; half = c.hd / 2;
+    n = (size_t)c.n_tok * c.H * c.hd;
+    c.x = rand_buf(n, 1); c.y = zeros(n); c.W = rand_buf(n, 1); c.gx = zeros(n); c.cs = zeros((size_t)2 * c.T * half);
+    for (t = 0; t < c.T; t++)
+        for (i = 0; i < half; i++) {
+            double ang = t * pow(10000.0, -2.0 * i / c.hd);
+            c.cs[t * half + i] = (float)cos(ang);
+            c.cs[c.T * half + t * half + i] = (float)sin(ang);
+        }
+    memset(&gc, 0, sizeof gc);
+    gc.ctx = &c; gc.objective = rope_obj; gc.grad = rope_grad; gc.n_in = 1;
+    gc.in[0].name = "x"; gc.in[0].x = c.x; gc.in[0].g = c.gx; gc.in[0].n = n;
+    check_case("rope", &gc, gc_default_opts());
+    /* and the forward itself: position 1, pair 0 rotates by angle 1 (inv_freq[0] = 1) */
+    {
+        float v[8] = {1, 0, 0, 0, 0, 0, 0, 0};
+        float cs1[2 * 2 * 4];
+        for (i = 0; i < 4; i++) {
+            double a0 = 0.0, a1 = pow(10000.0, -2.0 * i / 8);
+            cs1[i] = (float)cos(a0); cs1[4 + i] = (float)cos(a1);
+            cs1[8 + i] = (float)sin(a0); cs1[12 + i] = (float)sin(a1);
+        }
+        be->rope(be, v, cs1, 1, 2, 1, 8, 0); /* token 0, position 0: unchanged */
+        CHECK(v[0] == 1.0f && v[4] == 0.0f, "position 0 must not rotate");
+        {
+            float w[16] = {0};
+            w[8] = 1.0f; /* token 1 (position 1), x1 of pair 0 */
+            be->rope(be, w, cs1, 2, 2, 1, 8, 0);
+            /* x1' = x1 cos, x2' = -x1 sin (train_gpt.py's sign convention) */
+            CHECK(fabs(w[8] - cos(1.0)) < 1e-6 && fabs(w[12] + sin(1.0)) < 1e-6, "rotation sign: got %g %g", w[8], w[12]);
+        }
+    }
+    free(c.x); free(c.y); free(c.W); free(c.gx); free(c.cs);
+}
+
+/* ---- per-head gain ---- */
+typedef struct { int n_tok, H, hd; float *x, *g, *y, *W, *gx, *gg; } hs_ctx;
+static double hs_obj(void *p) {
+    hs_ctx *c = (hs_ctx *)p;
+    be->head_scale_fwd(be, c->y, c->x, c->g, c->n_tok, c->H, c->hd);
+    return wdot(c->W, c->y, (size_t)c->n_tok * c->H * c->hd);
+}
+static void hs_grad(void *p) {
+    hs_ctx *c = (hs_ctx *)p;
+    size_t n = (size_t)c->n_tok * c->H * c->hd;
+    memset(c->gx, 0, n * sizeof(float));
+    memset(c->gg, 0, c->H * sizeof(float));
+    be->head_scale_bwd(be, c->gx, c->gg, c->W, c->x, c->g, c->n_tok, c->H, c->hd);
+}
+static void test_head_scale_grad(void) {
+    hs_ctx c;
+    gc_case gc;
+    size_t n;
+    c.n_tok = 70; c.H = 3; c.hd = 4; /* more tokens than reduction chunks */
+    n = (size_t)c.n_tok * c.H * c.hd;
+    c.x = rand_buf(n, 1); c.g = rand_buf(3, 2); c.y = zeros(n); c.W = rand_buf(n, 1); c.gx = zeros(n); c.gg = zeros(3);
+    memset(&gc, 0, sizeof gc);
+    gc.ctx = &c; gc.objective = hs_obj; gc.grad = hs_grad; gc.n_in = 2;
+    gc.in[0].name = "x"; gc.in[0].x = c.x; gc.in[0].g = c.gx; gc.in[0].n = n;
+    gc.in[1].name = "gain"; gc.in[1].x = c.g; gc.in[1].g = c.gg; gc.in[1].n = 3;
+    check_case("head_scale", &gc, gc_default_opts());
+    free(c.x); free(c.g); free(c.y); free(c.W); free(c.gx); free(c.gg);
+}
+
+/* ---- causal GQA attention ---- */
+typedef struct { int B, T, H, Hkv, hd; float scale; float *q, *k, *v, *y, *lse, *W, *gq, *gk, *gv; } at_ctx;
+static double at_obj(void *p) {
+    at_ctx *c = (at_ctx *)p;
+    be->attn_fwd(be, c->y, c->lse, c->q, c->k, c->v, c->B, c->T, c->H, c->Hkv, c->hd, c->scale);
+    return wdot(c->W, c->y, (size_t)c->B * c->T * c->H * c->hd);
+}
+static void at_grad(void *p) {
+    at_ctx *c = (at_ctx *)p;
+    size_t nq = (size_t)c->B * c->T * c->H * c->hd, nk = (size_t)c->B * c->T * c->Hkv * c->hd;
+    at_obj(c);
+    memset(c->gq, 0, nq * sizeof(float));
+    memset(c->gk, 0, nk * sizeof(float));
+    memset(c->gv, 0, nk * sizeof(float));
+    be->attn_bwd(be, c->gq, c->gk, c->gv, c->W, c->q, c->k, c->v, c->y, c->lse, c->B, c->T, c->H, c->Hkv, c->hd, c->scale);
+}
+static void test_attention_grad(void) {
+    int variant;
+    for (variant = 0; variant < 2; variant++) {
+        at_ctx c;
+        gc_case gc;
+        size_t nq, nk;
+        char what[64];
+        c.B = 2; c.T = 6; c.H = 4; c.Hkv = variant ? 4 : 2; c.hd = 8; c.scale = 1.0f / sqrtf(8.0f);
+        nq = (size_t)c.B * c.T * c.H * c.hd; nk = (size_t)c.B * c.T * c.Hkv * c.hd;
+        c.q = rand_buf(nq, 1.5); c.k = rand_buf(nk, 1.5); c.v = rand_buf(nk, 1); c.y = zeros(nq);
+        c.lse = zeros((size_t)c.B * c.T * c.H); c.W = rand_buf(nq, 1); c.gq = zeros(nq); c.gk = zeros(nk); c.gv = zeros(nk);
+        memset(&gc, 0, sizeof gc);
+        gc.ctx = &c; gc.objective = at_obj; gc.grad = at_grad; gc.n_in = 3;
+        gc.in[0].name = "q"; gc.in[0].x = c.q; gc.in[0].g = c.gq; gc.in[0].n = nq;
+        gc.in[1].name = "k"; gc.in[1].x = c.k; gc.in[1].g = c.gk; gc.in[1].n = nk;
+        gc.in[2].name = "v"; gc.in[2].x = c.v; gc.in[2].g = c.gv; gc.in[2].n = nk;
+        snprintf(what, sizeof what, "attention H=%d Hkv=%d", c.H, c.Hkv);
+        check_case(what, &gc, gc_default_opts());
+        /* causality: the first query of each sequence sees only itself, so y = v of that token */
+        at_obj(&c);
+        CHECK(fabs(c.y[0] - c.v[0]) < 1e-6, "first token must attend only to itself");
+        free(c.q); free(c.k); free(c.v); free(c.y); free(c.lse); free(c.W); free(c.gq); free(c.gk); free(c.gv);
+    }
+}
+
+/* ---- relu^2 ---- */
+typedef struct { size_t n; float *x, *y, *W, *gx; } r2_ctx;
+static double r2_obj(void *p) {
+    r2_ctx *c = (r2_ctx *)p;
+    be->relu2_fwd(be, c->y, c->x, c->n);
+    return wdot(c->W, c->y, c->n);
+}
+static void r2_grad(void *p) {
+    r2_ctx *c = (r2_ctx *)p;
+    memset(c->gx, 0, c->n * sizeof(float));
+    be->relu2_bwd(be, c->gx, c->W, c->x, c->n);
+}
+static void test_relu2_grad(void) {
+    r2_ctx c;
+    gc_case gc;
+    size_t i;
+    c.n = 200;
+    c.x = rand_buf(c.n, 2); c.y = zeros(c.n); c.W = rand_buf(c.n, 1); c.gx = zeros(c.n);
+    for (i = 0; i < c.n; i++) if (fabsf(c.x[i]) < 0.05f) c.x[i] = 0.5f; /* stay off the kink */
+    memset(&gc, 0, sizeof gc);
+    gc.ctx = &c; gc.objective = r2_obj; gc.grad = r2_grad; gc.n_in = 1;
+    gc.in[0].name = "x"; gc.in[0].x = c.x; gc.in[0].g = c.gx; gc.in[0].n = c.n;
+    check_case("relu2", &gc, gc_default_opts());
+    free(c.x); free(c.y); free(c.W); free(c.gx);
+}
+
+/* ---- channel mix (resid_mix, scaled residual adds, skip adds) ---- */
+typedef struct { int rows, cols, use_wx; float *x, *wx, *z, *wz, *out, *W, *gx, *gwx, *gz, *gwz; } mix_ctx;
+static double mix_obj(void *p) {
+    mix_ctx *c = (mix_ctx *)p;
+    be->mix_fwd(be, c->out, c->x, c->use_wx ? c->wx : NULL, c->z, c->wz, c->rows, c->cols);
+    return wdot(c->W, c->out, (size_t)c->rows * c->cols);
+}
+static void mix_grad(void *p) {
+    mix_ctx *c = (mix_ctx *)p;
+    size_t n = (size_t)c->rows * c->cols;
+    memset(c->gx, 0, n * 4); memset(c->gz, 0, n * 4); memset(c->gwx, 0, c->cols * 4); memset(c->gwz, 0, c->cols * 4);
+    be->mix_bwd(be, c->gx, c->gz, c->use_wx ? c->gwx : NULL, c->gwz, c->W, c->x, c->use_wx ? c->wx : NULL, c->z, c->wz,
+                c->rows, c->cols);
+}
+static void test_mix_grad(void) {
+    int variant;
+    for (variant = 0; variant < 2; variant++) {
+        mix_ctx c;
+        gc_case gc;
+        size_t n;
+        c.rows = 45; c.cols = 12; c.use_wx = variant == 0;
+        n = (size_t)c.rows * c.cols;
+        c.x = rand_buf(n, 1); c.z = rand_buf(n, 1); c.wx = rand_buf(c.cols, 1); c.wz = rand_buf(c.cols, 1);
+        c.out = zeros(n); c.W = rand_buf(n, 1); c.gx = zeros(n); c.gz = zeros(n); c.gwx = zeros(c.cols); c.gwz = zeros(c.cols);
+        memset(&gc, 0, sizeof gc);
+        gc.ctx = &c; gc.objective = mix_obj; gc.grad = mix_grad;
+        gc.in[0].name = "x"; gc.in[0].x = c.x; gc.in[0].g = c.gx; gc.in[0].n = n;
+        gc.in[1].name = "z"; gc.in[1].x = c.z; gc.in[1].g = c.gz; gc.in[1].n = n;
+        gc.in[2].name = "wz"; gc.in[2].x = c.wz; gc.in[2].g = c.gwz; gc.in[2].n = (size_t)c.cols;
+        gc.in[3].name = "wx"; gc.in[3].x = c.wx; gc.in[3].g = c.gwx; gc.in[3].n = (size_t)c.cols;
+        gc.n_in = c.use_wx ? 4 : 3;
+        check_case(c.use_wx ? "mix with both weights" : "mix with x unweighted", &gc, gc_default_opts());
+        free(c.x); free(c.z); free(c.wx); free(c.wz); free(c.out); free(c.W); free(c.gx); free(c.gz); free(c.gwx); free(c.gwz);
+    }
+}
+
+/* ---- softcapped cross-entropy (the op computes its own gradient in place) ---- */
+typedef struct { int rows, V; float cap; int32_t tgt[5]; float *z, *work, *loss; float *gz; } xe_ctx;
+static double xe_obj(void *p) {
+    xe_ctx *c = (xe_ctx *)p;
+    size_t i;
+    double s = 0.0;
+    memcpy(c->work, c->z, sizeof(float) * c->rows * c->V);
+    be->xent_fwd(be, c->work, c->loss, c->tgt, c->rows, c->V, c->cap, 0.0f);
+    for (i = 0; i < (size_t)c->rows; i++) s += c->loss[i];
+    return s / c->rows;
+}
+static void xe_grad(void *p) {
+    xe_ctx *c = (xe_ctx *)p;
+    memcpy(c->gz, c->z, sizeof(float) * c->rows * c->V);
+    be->xent_fwd(be, c->gz, c->loss, c->tgt, c->rows, c->V, c->cap, 1.0f / c->rows);
+}
+static void test_xent_grad(void) {
+    int variant;
+    for (variant = 0; variant < 2; variant++) {
+        xe_ctx c;
+        gc_case gc;
+        int i;
+        size_t n;
+        c.rows = 5; c.V = 33; c.cap = variant ? 0.0f : 3.0f; /* a small cap so tanh bends */
+        for (i = 0; i < 5; i++) c.tgt[i] = (i * 7) % 33;
+        n = (size_t)c.rows * c.V;
+        c.z = rand_buf(n, 6); c.work = zeros(n); c.loss = zeros(5); c.gz = zeros(n);
+        memset(&gc, 0, sizeof gc);
+        gc.ctx = &c; gc.objective = xe_obj; gc.grad = xe_grad; gc.n_in = 1;
+        gc.in[0].name = "logits"; gc.in[0].x = c.z; gc.in[0].g = c.gz; gc.in[0].n = n;
+        check_case(variant ? "xent without softcap" : "xent with softcap", &gc, gc_default_opts());
+        /* value: with all-zero logits the loss is ln V */
+        memset(c.z, 0, n * sizeof(float));
+        CHECK(fabs(xe_obj(&c) - log(33.0)) < 1e-5, "loss of uniform logits %.7f, expected ln 33", xe_obj(&c));
+        free(c.z); free(c.work); free(c.loss); free(c.gz);
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *filter = argc > 1 ? argv[1] : NULL;
+    if (utg_backend_cpu_create(NULL, &be) != UTG_OK) { printf("cannot create the CPU backend\n0 passed, 1 failed\n"); return 1; }
+    RUN(test_matmul_reference);
+    RUN(test_matmul_grad);
+    RUN(test_embed_grad);
+    RUN(test_rmsnorm_grad);
+    RUN(test_checker_catches_planted_errors);
+    RUN(test_rope_grad);
+    RUN(test_head_scale_grad);
+    RUN(test_attention_grad);
+    RUN(test_relu2_grad);
+    RUN(test_mix_grad);
+    RUN(test_xent_grad);
+    utg_backend_destroy(be);
+    return TEST_SUMMARY();
+}
