@@ -1,0 +1,505 @@
+/* Config table, parameter arena and init, and the whole model: gradients against finite
+   differences on tiny configs, a planted backend error caught, determinism. */
+#define UTGOLF_IMPLEMENTATION
+#include "../utgolf.h"
+#include "gradcheck.h"
+#include "test.h"
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ---------------------------------------------------------------- config */
+
+static void test_config_zero_is_baseline(void) {
+    utg_config z, c;
+    memset(&z, 0, sizeof z);
+    c = utg_config_resolve(&z);
+    /* SPEC 1.1: the train_gpt.py defaults */
+    CHECK(c.num_layers == 9 && c.model_dim == 512 && c.num_heads == 8 && c.num_kv_heads == 4, "shape");
+    CHECK(c.mlp_mult == 2 && c.vocab_size == 1024 && c.tie_embeddings == 1, "mlp/vocab/tie");
+    CHECK(c.rope_base == 10000.0 && c.logit_softcap == 30.0 && c.qk_gain_init == 1.5, "rope/softcap/qk gain");
+    CHECK(c.tied_embed_init_std == 0.005 && c.train_seq_len == 1024 && c.seed == 1337, "init std/seq/seed");
+    CHECK(c.matrix_lr == 0.04 && c.scalar_lr == 0.04 && c.tied_embed_lr == 0.05 && c.embed_lr == 0.6 && c.head_lr == 0.008, "lrs");
+    CHECK(c.muon_momentum == 0.95 && c.muon_backend_steps == 5 && c.muon_momentum_warmup_start == 0.85 &&
+              c.muon_momentum_warmup_steps == 500, "muon");
+    CHECK(c.beta1 == 0.9 && c.beta2 == 0.95 && c.adam_eps == 1e-8 && c.grad_clip_norm == 0.0, "adam");
+    CHECK(c.iterations == 20000 && c.warmdown_iters == 1200 && c.warmup_steps == 20 && c.train_batch_tokens == 524288, "loop");
+    CHECK(c.max_wallclock_seconds == 600.0 && c.val_loss_every == 1000 && c.train_log_every == 200 && c.val_batch_size == 524288, "loop 2");
+    CHECK(c.rms_norm_eps == (double)1.1920928955078125e-07, "eps is fp32 machine epsilon");
+    CHECK(strcmp(c.data_path, "./data/datasets/fineweb10B_sp1024") == 0, "data path");
+    CHECK(strstr(c.control_tensor_name_patterns, "resid_mix") != NULL, "control patterns");
+    /* idempotent, and every knob in the table resolves to its documented default */
+    {
+        utg_config c2 = utg_config_resolve(&c);
+        int i;
+        CHECK(memcmp(&c, &c2, sizeof c) == 0, "resolve is not idempotent");
+        for (i = 0; i < utg_config_knob_count(); i++) {
+            const utg_knob_info *k = utg_config_knob(i);
+            char buf[256], def[256];
+            utg_config_format(&c, i, buf, sizeof buf);
+            if (k->kind == UTG_KNOB_STR) snprintf(def, sizeof def, "%s", k->default_string);
+            else if (k->kind == UTG_KNOB_REAL) snprintf(def, sizeof def, "%.9g", k->default_number);
+            else snprintf(def, sizeof def, "%d", (int)k->default_number);
+            CHECK(strcmp(buf, def) == 0, "%s resolves to %s, table says %s", k->env_name, buf, def);
+            CHECK(k->doc && strlen(k->doc) > 5, "%s has no doc line", k->env_name);
+        }
+    }
+    CHECK(utg_config_validate(&c, NULL) == UTG_OK, "baseline must validate");
+}
+
+static void test_config_set_and_errors(void) {
+    utg_config c;
+    utg_msg msg;
+    char text[] = "# a recipe\nNUM_LAYERS=4\n  export MODEL_DIM = 256\nTIE_EMBEDDINGS=0\nrun_id=\"my run\"\n\nLOGIT_SOFTCAP=0\n";
+    memset(&c, 0, sizeof c);
+    CHECK(utg_config_parse_text(&c, text, &msg) == UTG_OK, "parse: %s", msg.text);
+    c = utg_config_resolve(&c);
+    CHECK(c.num_layers == 4 && c.model_dim == 256, "values");
+    CHECK(c.tie_embeddings == UTG_OFF, "TIE_EMBEDDINGS=0 must store UTG_OFF, got %d", c.tie_embeddings);
+    CHECK(c.logit_softcap == UTG_OFF, "LOGIT_SOFTCAP=0 must mean no cap");
+    CHECK(strcmp(c.run_id, "my run") == 0, "quoted string: '%s'", c.run_id);
+    CHECK(c.num_heads == 8, "untouched knob keeps its default");
+    CHECK(utg_config_set(&c, "NUM_LAYERS", "9x", &msg) == UTG_ERR_CONFIG && strstr(msg.text, "NUM_LAYERS"), "garbage int");
+    CHECK(utg_config_set(&c, "NUM_LAYERS", "0", &msg) == UTG_ERR_CONFIG, "0 layers must be refused");
+    CHECK(utg_config_set(&c, "NUM_LAYERS", "-3", &msg) == UTG_ERR_CONFIG, "negative");
+    CHECK(utg_config_set(&c, "NUM_LAYERS", "99999999999", &msg) == UTG_ERR_CONFIG, "overflow");
+    CHECK(utg_config_set(&c, "MATRIX_LR", "nan", &msg) == UTG_ERR_CONFIG, "nan");
+    CHECK(utg_config_set(&c, "TIE_EMBEDDINGS", "2", &msg) == UTG_ERR_CONFIG, "bool 2");
+    CHECK(utg_config_set(&c, "NO_SUCH_KNOB", "1", &msg) == UTG_ERR_CONFIG && strstr(msg.text, "NO_SUCH_KNOB"), "unknown");
+    CHECK(utg_config_set(&c, "num_heads", "16", &msg) == UTG_OK && c.num_heads == 16, "field name works too");
+    {
+        char bad[] = "NUM_LAYERS=3\nthis line has no equals\n";
+        CHECK(utg_config_parse_text(&c, bad, &msg) == UTG_ERR_CONFIG && strstr(msg.text, "line 2"), "line number: %s", msg.text);
+    }
+    /* validate: inconsistent shapes get a message naming the knobs */
+    memset(&c, 0, sizeof c);
+    c.num_heads = 7;
+    c = utg_config_resolve(&c);
+    CHECK(utg_config_validate(&c, &msg) == UTG_ERR_CONFIG && strstr(msg.text, "NUM_HEADS"), "heads: %s", msg.text);
+    memset(&c, 0, sizeof c);
+    c.num_kv_heads = 3;
+    c = utg_config_resolve(&c);
+    CHECK(utg_config_validate(&c, &msg) == UTG_ERR_CONFIG && strstr(msg.text, "NUM_KV_HEADS"), "kv heads");
+    memset(&c, 0, sizeof c);
+    c.model_dim = 24; c.num_heads = 8; c.num_kv_heads = 4; /* head dim 3: odd */
+    c = utg_config_resolve(&c);
+    CHECK(utg_config_validate(&c, &msg) == UTG_ERR_CONFIG && strstr(msg.text, "even"), "odd head dim");
+    /* a model refuses a bad config without crashing, and says why */
+    {
+        utg_model_desc d;
+        utg_model *m = NULL;
+        memset(&d, 0, sizeof d);
+        d.config.num_heads = 5;
+        CHECK(utg_model_create(&d, &m) == UTG_ERR_CONFIG, "bad config accepted");
+        CHECK(m && strstr(utg_model_message(m), "NUM_HEADS"), "message: %s", utg_model_message(m));
+        utg_model_destroy(m);
+    }
+}
+
+/* ---------------------------------------------------------------- arena */
+
+static void test_arena_baseline(void) {
+    utg_model *m = NULL;
+    int i;
+    CHECK(utg_model_create(NULL, &m) == UTG_OK, "create: %s", utg_model_message(m));
+    /* SPEC 1.3: 17,059,912 = 9 x 1,837,064 + 524,288 + 2,048 */
+    CHECK(utg_model_param_count(m) == 17059912u, "parameter count %zu", utg_model_param_count(m));
+    CHECK(utg_model_tensor_count(m) == 2 + 9 * 10, "tensor count %d", utg_model_tensor_count(m));
+    {
+        const utg_tensor_info *t = utg_model_tensor(m, utg_model_find_tensor(m, "blocks.8.mlp.proj.weight"));
+        CHECK(t && t->shape[0] == 512 && t->shape[1] == 1024 && t->role == UTG_ROLE_MATRIX && t->block == 8, "mlp proj");
+        t = utg_model_tensor(m, utg_model_find_tensor(m, "blocks.0.attn.c_k.weight"));
+        CHECK(t && t->shape[0] == 256 && t->shape[1] == 512, "c_k is [Hkv*hd, d]");
+        t = utg_model_tensor(m, utg_model_find_tensor(m, "skip_weights"));
+        CHECK(t && t->shape[0] == 4 && t->shape[1] == 512 && t->role == UTG_ROLE_CONTROL, "skip_weights [4,512]");
+        t = utg_model_tensor(m, utg_model_find_tensor(m, "blocks.3.attn.q_gain"));
+        CHECK(t && t->ndim == 1 && t->shape[0] == 8 && t->role == UTG_ROLE_CONTROL, "q_gain");
+        t = utg_model_tensor(m, utg_model_find_tensor(m, "tok_emb.weight"));
+        CHECK(t && t->role == UTG_ROLE_EMBED && t->shape[0] == 1024, "tok_emb");
+        CHECK(utg_model_find_tensor(m, "lm_head.weight") < 0, "tied model has no lm_head");
+    }
+    /* offsets: aligned, in order, non-overlapping, inside the arena */
+    for (i = 0; i < utg_model_tensor_count(m); i++) {
+        const utg_tensor_info *t = utg_model_tensor(m, i);
+        CHECK(t->offset % 16 == 0, "%s misaligned", t->name);
+        if (i > 0) {
+            const utg_tensor_info *p = utg_model_tensor(m, i - 1);
+            CHECK(p->offset + p->numel <= t->offset, "%s overlaps %s", t->name, p->name);
+        }
+        CHECK(t->offset + t->numel <= utg_model_arena_floats(m), "%s outside the arena", t->name);
+    }
+    utg_model_destroy(m);
+    {
+        utg_model_desc d;
+        memset(&d, 0, sizeof d);
+        d.config.tie_embeddings = UTG_OFF;
+        CHECK(utg_model_create(&d, &m) == UTG_OK, "untied");
+        CHECK(utg_model_find_tensor(m, "lm_head.weight") >= 0, "untied model needs lm_head");
+        CHECK(utg_model_param_count(m) == 17059912u + 524288u, "untied count %zu", utg_model_param_count(m));
+        utg_model_destroy(m);
+    }
+}
+
+static float *get_tensor(utg_model *m, const char *name, size_t *n) {
+    int ti = utg_model_find_tensor(m, name);
+    const utg_tensor_info *t = utg_model_tensor(m, ti);
+    float *p = (float *)malloc(t->numel * sizeof(float));
+    utg_model_get(m, 0, ti, p, t->numel);
+    *n = t->numel;
+    return p;
+}
+
+static void test_init_matches_train_gpt(void) {
+    utg_model *m = NULL;
+    size_t n, i;
+    float *p;
+    double s = 0, s2 = 0, mx = 0;
+    CHECK(utg_model_create(NULL, &m) == UTG_OK, "create");
+    p = get_tensor(m, "tok_emb.weight", &n);
+    for (i = 0; i < n; i++) { s += p[i]; s2 += (double)p[i] * p[i]; }
+    CHECK(fabs(s / n) < 1e-4 && fabs(sqrt(s2 / n) - 0.005) < 0.0001, "tied embedding N(0, 0.005^2): mean %g std %g", s / n, sqrt(s2 / n));
+    free(p);
+    p = get_tensor(m, "blocks.2.attn.c_q.weight", &n);
+    s = s2 = 0;
+    for (i = 0; i < n; i++) { s += p[i]; s2 += (double)p[i] * p[i]; if (fabs(p[i]) > mx) mx = fabs(p[i]); }
+    /* U(-b, b), b = 1/sqrt(512): max close to b, variance b^2/3 */
+    CHECK(mx <= 1.0 / sqrt(512.0) && mx > 0.99 / sqrt(512.0), "uniform bound: max %g", mx);
+    CHECK(fabs(s2 / n - 1.0 / (3 * 512.0)) < 0.02 / (3 * 512.0), "uniform variance %g", s2 / n);
+    free(p);
+    p = get_tensor(m, "blocks.2.mlp.fc.weight", &n);
+    for (mx = 0, i = 0; i < n; i++) if (fabs(p[i]) > mx) mx = fabs(p[i]);
+    CHECK(mx <= 1.0 / sqrt(512.0) && mx > 0.99 / sqrt(512.0), "fc fan_in is d");
+    free(p);
+    {
+        const char *zero[] = {"blocks.0.attn.proj.weight", "blocks.5.mlp.proj.weight"};
+        for (i = 0; i < 2; i++) {
+            size_t k, nz = 0;
+            p = get_tensor(m, zero[i], &n);
+            for (k = 0; k < n; k++) nz += p[k] != 0.0f;
+            CHECK(nz == 0, "%s must start at zero", zero[i]);
+            free(p);
+        }
+    }
+    p = get_tensor(m, "blocks.4.resid_mix", &n);
+    CHECK(p[0] == 1.0f && p[511] == 1.0f && p[512] == 0.0f && p[1023] == 0.0f, "resid_mix = [ones; zeros]");
+    free(p);
+    p = get_tensor(m, "blocks.4.attn.q_gain", &n);
+    CHECK(n == 8 && p[0] == 1.5f && p[7] == 1.5f, "q_gain = QK_GAIN_INIT");
+    free(p);
+    p = get_tensor(m, "skip_weights", &n);
+    CHECK(p[0] == 1.0f && p[n - 1] == 1.0f, "skip_weights = 1");
+    free(p);
+    utg_model_destroy(m);
+}
+
+static void test_init_deterministic(void) {
+    utg_model *a = NULL, *b = NULL;
+    size_t n;
+    float *pa, *pb;
+    utg_model_create(NULL, &a);
+    utg_model_create(NULL, &b);
+    n = utg_model_arena_floats(a);
+    pa = (float *)malloc(n * 4);
+    pb = (float *)malloc(n * 4);
+    utg_model_get(a, 0, -1, pa, n);
+    utg_model_get(b, 0, -1, pb, n);
+    CHECK(memcmp(pa, pb, n * 4) == 0, "same seed, different parameters");
+    utg_model_init_params(b, 7);
+    utg_model_get(b, 0, -1, pb, n);
+    CHECK(memcmp(pa, pb, n * 4) != 0, "a different seed must change the parameters");
+    utg_model_init_params(b, 1337);
+    utg_model_get(b, 0, -1, pb, n);
+    CHECK(memcmp(pa, pb, n * 4) == 0, "re-init with the same seed must reproduce");
+    free(pa); free(pb);
+    utg_model_destroy(a);
+    utg_model_destroy(b);
+}
+
+/* ---------------------------------------------------------------- whole model */
+
+typedef struct {
+    utg_model *m;
+    int n_seqs;
+    int32_t *x, *y;
+    float *params, *grads;
+    size_t n;
+} mdl_ctx;
+
+static uint64_t lcg = 99;
+static double urand(void) {
+    lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(lcg >> 11) * (2.0 / 9007199254740992.0) - 1.0;
+}
+
+static double mdl_obj(void *p) {
+    mdl_ctx *c = (mdl_ctx *)p;
+    double loss = 0.0;
+    utg_model_set(c->m, 0, -1, c->params, c->n);
+    utg_model_forward(c->m, c->x, c->y, c->n_seqs, &loss);
+    return loss;
+}
+static void mdl_grad(void *p) {
+    mdl_ctx *c = (mdl_ctx *)p;
+    mdl_obj(c);
+    utg_model_zero_grads(c->m);
+    utg_model_backward(c->m, 1.0f);
+    utg_model_get(c->m, 1, -1, c->grads, c->n);
+}
+
+/* A tiny model with every parameter random (zero-init tensors too, so all gradients flow). */
+static int mdl_setup(mdl_ctx *c, const utg_config *cfg, const utg_backend *be_override) {
+    utg_model_desc d;
+    int i, N;
+    size_t k;
+    memset(&d, 0, sizeof d);
+    memset(c, 0, sizeof *c);
+    d.config = *cfg;
+    d.backend = (utg_backend *)be_override;
+    if (utg_model_create(&d, &c->m) != UTG_OK) { printf("    create: %s\n", utg_model_message(c->m)); return 0; }
+    c->n = utg_model_arena_floats(c->m);
+    c->params = (float *)calloc(c->n, 4);
+    c->grads = (float *)calloc(c->n, 4);
+    for (i = 0; i < utg_model_tensor_count(c->m); i++) {
+        const utg_tensor_info *t = utg_model_tensor(c->m, i);
+        int ctrl = t->role == UTG_ROLE_CONTROL;
+        for (k = 0; k < t->numel; k++)
+            c->params[t->offset + k] = (float)(ctrl ? 1.0 + 0.3 * urand() : 0.5 * urand());
+    }
+    c->n_seqs = 2;
+    N = c->n_seqs * utg_model_config(c->m)->train_seq_len;
+    c->x = (int32_t *)malloc(sizeof(int32_t) * N);
+    c->y = (int32_t *)malloc(sizeof(int32_t) * N);
+    for (i = 0; i < N; i++) {
+        c->x[i] = (int32_t)((i * 37 + 11) % utg_model_config(c->m)->vocab_size);
+        c->y[i] = (int32_t)((i * 53 + 5) % utg_model_config(c->m)->vocab_size);
+    }
+    return 1;
+}
+static void mdl_free(mdl_ctx *c) {
+    utg_model_destroy(c->m);
+    free(c->params); free(c->grads); free(c->x); free(c->y);
+}
+
+/* One gc_input per tensor, so a failure names the tensor. */
+static double mdl_check(mdl_ctx *c, int verbose, const char **where) {
+    gc_case gc;
+    gc_opts o = gc_default_opts();
+    int i, n_t = utg_model_tensor_count(c->m), start;
+    double worst = 0.0;
+    o.max_probe = 24;
+    o.verbose = verbose;
+    for (start = 0; start < n_t; start += 8) {
+        double w;
+        const char *wh = "";
+        memset(&gc, 0, sizeof gc);
+        gc.ctx = c; gc.objective = mdl_obj; gc.grad = mdl_grad;
+        for (i = start; i < n_t && i < start + 8; i++) {
+            const utg_tensor_info *t = utg_model_tensor(c->m, i);
+            gc_input *in = &gc.in[gc.n_in++];
+            in->name = t->name; in->x = c->params + t->offset; in->g = c->grads + t->offset; in->n = t->numel;
+        }
+        w = gc_check(&gc, &o, &wh);
+        if (w > worst) { worst = w; *where = wh; }
+    }
+    return worst;
+}
+
+static utg_config tiny_config(int L, int d, int H, int Hkv, int V, int T, int tie, double softcap) {
+    utg_config c;
+    memset(&c, 0, sizeof c);
+    c.num_layers = L; c.model_dim = d; c.num_heads = H; c.num_kv_heads = Hkv; c.vocab_size = V;
+    c.train_seq_len = T; c.tie_embeddings = tie ? 1 : UTG_OFF; c.logit_softcap = softcap; c.mlp_mult = 2;
+    return c;
+}
+
+static void run_model_gradcheck(const char *what, utg_config cfg) {
+    mdl_ctx c;
+    const char *where = "";
+    double worst;
+    if (!mdl_setup(&c, &cfg, NULL)) { CHECK(0, "%s: setup failed", what); return; }
+    worst = mdl_check(&c, 0, &where);
+    if (worst > 1.0) mdl_check(&c, 1, &where);
+    CHECK(worst <= 1.0, "%s: worst error ratio %.3g in %s", what, worst, where);
+    printf("      %s: worst ratio %.3f (pass <= 1)\n", what, worst);
+    mdl_free(&c);
+}
+
+static void test_model_gradcheck_tied_gqa(void) {
+    run_model_gradcheck("3 layers (odd: skip stack), GQA 4/2, tied, softcap 5", tiny_config(3, 16, 4, 2, 32, 8, 1, 5.0));
+}
+static void test_model_gradcheck_untied_mha(void) {
+    run_model_gradcheck("4 layers, MHA 2/2, untied, no softcap", tiny_config(4, 12, 2, 2, 24, 6, 0, UTG_OFF));
+}
+static void test_model_gradcheck_mqa(void) {
+    run_model_gradcheck("2 layers, MQA 4/1, tied, softcap 30", tiny_config(2, 16, 4, 1, 20, 7, 1, 30.0));
+}
+
+/* A planted error in one backend op must make the whole-model check fail. */
+static void bad_rmsnorm_bwd(utg_backend *be, float *dx, const float *dy, const float *y, const float *rstd, int rows, int cols) {
+    int i;
+    (void)be; (void)y;
+    for (i = 0; i < rows * cols; i++) dx[i] += rstd[i / cols] * dy[i]; /* projection term missing */
+}
+static void test_model_gradcheck_catches_planted_error(void) {
+    utg_backend *be;
+    mdl_ctx c;
+    utg_config cfg = tiny_config(2, 16, 4, 2, 32, 8, 1, 5.0);
+    const char *where = "";
+    double worst;
+    utg_backend_cpu_create(NULL, &be);
+    be->rmsnorm_bwd = bad_rmsnorm_bwd;
+    if (!mdl_setup(&c, &cfg, be)) { CHECK(0, "setup"); utg_backend_destroy(be); return; }
+    worst = mdl_check(&c, 0, &where);
+    CHECK(worst > 5.0, "a wrong RMSNorm backward went unnoticed (worst ratio %.3g)", worst);
+    mdl_free(&c);
+    utg_backend_destroy(be);
+}
+
+static void test_model_loss_at_init(void) {
+    utg_model_desc d;
+    utg_model *m = NULL;
+    int32_t x[64], y[64];
+    int i;
+    double loss = 0;
+    memset(&d, 0, sizeof d);
+    d.config = tiny_config(4, 32, 4, 2, 64, 32, 1, 30.0);
+    utg_model_create(&d, &m);
+    for (i = 0; i < 64; i++) { x[i] = (i * 13) % 64; y[i] = (i * 29 + 1) % 64; }
+    CHECK(utg_model_forward(m, x, y, 2, &loss) == UTG_OK, "forward: %s", utg_model_message(m));
+    /* zero-init projections and a 0.005-std embedding: logits are almost 0, the loss ln V */
+    CHECK(fabs(loss - log(64.0)) < 0.01, "loss at init %.5f, expected about ln 64 = %.5f", loss, log(64.0));
+    utg_model_destroy(m);
+}
+
+static void test_model_rejects_bad_use(void) {
+    utg_model_desc d;
+    utg_model *m = NULL;
+    int32_t x[16], y[16];
+    int i;
+    double loss;
+    memset(&d, 0, sizeof d);
+    d.config = tiny_config(2, 16, 4, 2, 32, 8, 1, 30.0);
+    utg_model_create(&d, &m);
+    for (i = 0; i < 16; i++) { x[i] = i; y[i] = i + 1; }
+    CHECK(utg_model_backward(m, 1.0f) == UTG_ERR_INVALID, "backward before forward must fail");
+    x[5] = 32;
+    CHECK(utg_model_forward(m, x, y, 2, &loss) == UTG_ERR_MISMATCH && strstr(utg_model_message(m), "vocabulary"),
+          "token id == V must be refused: %s", utg_model_message(m));
+    x[5] = -1;
+    CHECK(utg_model_forward(m, x, y, 2, &loss) == UTG_ERR_MISMATCH, "negative id");
+    x[5] = 5;
+    CHECK(utg_model_forward(m, x, y, 0, &loss) == UTG_ERR_INVALID, "zero sequences");
+    CHECK(utg_model_forward(m, x, y, 2, &loss) == UTG_OK, "valid forward after errors");
+    CHECK(utg_model_backward(m, 1.0f) == UTG_OK, "backward");
+    CHECK(utg_model_backward(m, 1.0f) == UTG_ERR_INVALID, "second backward without a forward");
+    {
+        utg_backend be;
+        utg_model *m2 = NULL;
+        memset(&be, 0, sizeof be);
+        be.abi_version = 999;
+        be.struct_size = sizeof be;
+        be.name = "alien";
+        d.backend = &be;
+        CHECK(utg_model_create(&d, &m2) == UTG_ERR_BACKEND && strstr(utg_model_message(m2), "ABI"), "ABI mismatch");
+        utg_model_destroy(m2);
+    }
+    utg_model_destroy(m);
+}
+
+/* Same inputs, same bits: across runs, and across thread counts (the CPU ops are written so that
+   no sum depends on how rows are split between threads). */
+static void fwd_bwd_grads(int threads, float *out, size_t n, double *loss) {
+    utg_model_desc d;
+    utg_model *m = NULL;
+    int32_t x[96], y[96];
+    int i;
+    memset(&d, 0, sizeof d);
+    d.config = tiny_config(5, 64, 4, 2, 50, 48, 1, 30.0);
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+    utg_model_create(&d, &m);
+    utg_model_init_params(m, 5);
+    {   /* make the zero-init projections non-zero so every path carries gradient */
+        float *p = (float *)malloc(utg_model_arena_floats(m) * 4);
+        size_t k;
+        utg_model_get(m, 0, -1, p, utg_model_arena_floats(m));
+        for (k = 0; k < utg_model_arena_floats(m); k++) if (p[k] == 0.0f) p[k] = 0.01f * (float)((k % 7) - 3);
+        utg_model_set(m, 0, -1, p, utg_model_arena_floats(m));
+        free(p);
+    }
+    for (i = 0; i < 96; i++) { x[i] = (i * 7) % 50; y[i] = (i * 11 + 3) % 50; }
+    utg_model_forward(m, x, y, 2, loss);
+    utg_model_zero_grads(m);
+    utg_model_backward(m, 1.0f);
+    utg_model_get(m, 1, -1, out, n);
+    utg_model_destroy(m);
+}
+static void test_model_deterministic_across_threads(void) {
+    utg_model_desc d;
+    utg_model *m = NULL;
+    size_t n;
+    float *g1, *g2, *g3;
+    double l1, l2, l3;
+    memset(&d, 0, sizeof d);
+    d.config = tiny_config(5, 64, 4, 2, 50, 48, 1, 30.0);
+    utg_model_create(&d, &m);
+    n = utg_model_arena_floats(m);
+    utg_model_destroy(m);
+    g1 = (float *)malloc(n * 4); g2 = (float *)malloc(n * 4); g3 = (float *)malloc(n * 4);
+    fwd_bwd_grads(2, g1, n, &l1);
+    fwd_bwd_grads(2, g2, n, &l2);
+    fwd_bwd_grads(1, g3, n, &l3);
+    CHECK(l1 == l2 && memcmp(g1, g2, n * 4) == 0, "two runs differ");
+    CHECK(l1 == l3 && memcmp(g1, g3, n * 4) == 0, "1 thread and 2 threads differ (loss %.9g vs %.9g)", l1, l3);
+#ifdef _OPENMP
+    omp_set_num_threads(omp_get_num_procs());
+#endif
+    free(g1); free(g2); free(g3);
+}
+
+/* Gradients accumulate across backward calls (micro-batches): two backwards of the same batch give
+   twice one backward, and loss_scale scales them. */
+static void test_model_grad_accumulation(void) {
+    mdl_ctx c;
+    utg_config cfg = tiny_config(2, 16, 4, 2, 32, 8, 1, 30.0);
+    float *g1;
+    size_t k;
+    double worst = 0, gmax = 0;
+    if (!mdl_setup(&c, &cfg, NULL)) { CHECK(0, "setup"); return; }
+    mdl_grad(&c);
+    g1 = (float *)malloc(c.n * 4);
+    memcpy(g1, c.grads, c.n * 4);
+    utg_model_zero_grads(c.m);
+    mdl_obj(&c); utg_model_backward(c.m, 0.5f);
+    mdl_obj(&c); utg_model_backward(c.m, 1.5f);
+    utg_model_get(c.m, 1, -1, c.grads, c.n);
+    for (k = 0; k < c.n; k++) {
+        if (fabs(g1[k]) > gmax) gmax = fabs(g1[k]);
+        if (fabs(c.grads[k] - 2.0 * g1[k]) > worst) worst = fabs(c.grads[k] - 2.0 * g1[k]);
+    }
+    CHECK(gmax > 0 && worst <= 1e-5 * gmax, "0.5x + 1.5x backward != 2x: error %.3g of %.3g", worst, gmax);
+    free(g1);
+    mdl_free(&c);
+}
+
+int main(int argc, char **argv) {
+    const char *filter = argc > 1 ? argv[1] : NULL;
+    RUN(test_config_zero_is_baseline);
+    RUN(test_config_set_and_errors);
+    RUN(test_arena_baseline);
+    RUN(test_init_matches_train_gpt);
+    RUN(test_init_deterministic);
+    RUN(test_model_loss_at_init);
+    RUN(test_model_rejects_bad_use);
+    RUN(test_model_gradcheck_tied_gqa);
+    RUN(test_model_gradcheck_untied_mha);
+    RUN(test_model_gradcheck_mqa);
+    RUN(test_model_gradcheck_catches_planted_error);
+    RUN(test_model_grad_accumulation);
+    RUN(test_model_deterministic_across_threads);
+    return TEST_SUMMARY();
+}
