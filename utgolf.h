@@ -2079,9 +2079,9 @@ static int utg__st_tensor(utg__json *j, utg__st_entry *e, const char *start) {
         if (strcmp(key, "dtype") == 0 && !(seen & 1)) {
             if (!utg__js_string(j, dt, sizeof dt, &too_long)) return utg__js_fail(j, "bad dtype string", start);
             e->dtype = too_long ? -1 : utg__st_dtype(dt);
-            if (e->dtype == -1) { utg__msgf(j->msg, "tensor '%s': unknown dtype '%s'", e->name, dt); return 0; }
+            if (e->dtype == -1) { utg__msgf(j->msg, "safetensors: tensor '%s': unknown dtype '%s'", e->name, dt); return 0; }
             if (e->dtype == -2) {
-                utg__msgf(j->msg, "tensor '%s': dtype %s is not supported (F32, F16, BF16 are)", e->name, dt);
+                utg__msgf(j->msg, "safetensors: tensor '%s': dtype %s is not supported (F32, F16, BF16 are)", e->name, dt);
                 return 0;
             }
             seen |= 1;
@@ -2097,12 +2097,12 @@ static int utg__st_tensor(utg__json *j, utg__st_entry *e, const char *start) {
             e->end = off[1];
             seen |= 4;
         } else {
-            utg__msgf(j->msg, "tensor '%s': unexpected or repeated key '%s'", e->name, key);
+            utg__msgf(j->msg, "safetensors: tensor '%s': unexpected or repeated key '%s'", e->name, key);
             return 0;
         }
     } while (utg__js_take(j, ','));
     if (!utg__js_take(j, '}')) return utg__js_fail(j, "expected '}' after a tensor entry", start);
-    if (seen != 7) { utg__msgf(j->msg, "tensor '%s': needs dtype, shape and data_offsets", e->name); return 0; }
+    if (seen != 7) { utg__msgf(j->msg, "safetensors: tensor '%s': needs dtype, shape and data_offsets", e->name); return 0; }
     return 1;
 }
 
@@ -2171,7 +2171,7 @@ static utg_result utg__st_parse(const utg_allocator *al, const uint8_t *bytes, s
             for (i = 0; i < count; i++)
                 if (strcmp(es[i].name, e->name) == 0) { utg__msgf(msg, "safetensors: tensor '%s' appears twice", e->name); goto fail; }
             if (++count > max_entries) {
-                utg__msgf(msg, "safetensors: more than %d tensors (the model has %d)", max_entries, max_entries);
+                utg__msgf(msg, "safetensors: more than %d tensors", max_entries);
                 goto fail;
             }
         } while (utg__js_take(&j, ','));
@@ -2185,15 +2185,15 @@ static utg_result utg__st_parse(const utg_allocator *al, const uint8_t *bytes, s
         size_t numel = 1, nbytes;
         int k;
         for (k = 0; k < e->ndim; k++)
-            if (!utg__mul_ok(numel, (size_t)e->shape[k], &numel)) { utg__msgf(msg, "tensor '%s': shape overflows", e->name); goto fail; }
-        if (!utg__mul_ok(numel, e->dtype == 0 ? 4 : 2, &nbytes)) { utg__msgf(msg, "tensor '%s': size overflows", e->name); goto fail; }
+            if (!utg__mul_ok(numel, (size_t)e->shape[k], &numel)) { utg__msgf(msg, "safetensors: tensor '%s': shape overflows", e->name); goto fail; }
+        if (!utg__mul_ok(numel, e->dtype == 0 ? 4 : 2, &nbytes)) { utg__msgf(msg, "safetensors: tensor '%s': size overflows", e->name); goto fail; }
         if (e->begin > e->end || e->end > (uint64_t)*data_size) {
-            utg__msgf(msg, "tensor '%s': data_offsets [%llu, %llu] outside the %zu-byte data buffer", e->name,
+            utg__msgf(msg, "safetensors: tensor '%s': data_offsets [%llu, %llu] outside the %zu-byte data buffer", e->name,
                       (unsigned long long)e->begin, (unsigned long long)e->end, *data_size);
             goto fail;
         }
         if (e->end - e->begin != (uint64_t)nbytes) {
-            utg__msgf(msg, "tensor '%s': data_offsets span %llu bytes, its shape and dtype need %zu", e->name,
+            utg__msgf(msg, "safetensors: tensor '%s': data_offsets span %llu bytes, its shape and dtype need %zu", e->name,
                       (unsigned long long)(e->end - e->begin), nbytes);
             goto fail;
         }
@@ -2237,7 +2237,8 @@ UTGDEF utg_result utg_model_load_safetensors(utg_model *m, const void *bytes, si
     int n, i, ti;
     utg_result r;
     if (!m || (!bytes && size)) return UTG_ERR_INVALID;
-    r = utg__st_parse(&m->alloc, (const uint8_t *)bytes, size, m->n_tensors, &es, &n, &data, &data_size, &m->msg);
+    /* room for extra tensors, so that the error can name them */
+    r = utg__st_parse(&m->alloc, (const uint8_t *)bytes, size, m->n_tensors + 1024, &es, &n, &data, &data_size, &m->msg);
     if (r != UTG_OK) return r;
     host = (float *)utg__alloc(&m->alloc, m->arena_floats * sizeof(float));
     seen = (char *)utg__alloc(&m->alloc, (size_t)m->n_tensors);

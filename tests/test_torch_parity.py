@@ -43,7 +43,8 @@ CASES = [
     ("L2_bf16_weights", dict(NUM_LAYERS=2, MODEL_DIM=32, NUM_HEADS=4, NUM_KV_HEADS=2,
                              VOCAB_SIZE=64, TRAIN_SEQ_LEN=16), 2, "BF16", False, 0.3),
     ("L3_f16_weights", dict(NUM_LAYERS=3, MODEL_DIM=32, NUM_HEADS=4, NUM_KV_HEADS=2,
-                            VOCAB_SIZE=64, TIE_EMBEDDINGS=0, TRAIN_SEQ_LEN=16), 2, "F16", False, 0.3),
+                            VOCAB_SIZE=64, TIE_EMBEDDINGS=0, TRAIN_SEQ_LEN=16),
+     2, "F16", False, 0.3),
 ]
 
 results = []  # one bool per test
@@ -65,7 +66,8 @@ def run_utg_grad(tmp, cfg, B, weights_path, tokens_path, grads_path):
     losses = [l.split()[1] for l in proc.stdout.splitlines() if l.startswith("loss ")]
     if proc.returncode == 0 and losses:
         return float(losses[-1]), ""
-    return None, "exit %d, no 'loss' line; stderr: %s" % (proc.returncode, proc.stderr.strip()[-400:])
+    stderr = proc.stderr.strip()[-400:]
+    return None, "exit %d, no 'loss' line; stderr: %s" % (proc.returncode, stderr)
 
 
 def compare_grads(name, shapes, got, want):
@@ -107,7 +109,7 @@ def run_case(tmp, case_idx, name, cfg_kw, B, dtype, check_grads, emb_scale):
     tokens = torch.randint(0, V, (B * T + 1,), generator=gen)
     x, y = tokens[:-1].reshape(B, T), tokens[1:].reshape(B, T)  # train_gpt.py loader layout
 
-    paths = [os.path.join(tmp, "%s.%s" % (name, ext)) for ext in ("w.safetensors", "bin", "g.safetensors")]
+    paths = [os.path.join(tmp, name + ext) for ext in (".w.safetensors", ".bin", ".g.safetensors")]
     ref.save_safetensors(paths[0], params, dtype)
     ref.write_token_shard(paths[1], tokens.tolist())
     loss_utg, err = run_utg_grad(tmp, cfg, B, *paths)

@@ -65,7 +65,8 @@ def init_params_pg(cfg, gen=None, dtype=torch.float32):
     params = {}
     for name, shape in param_shapes(cfg).items():
         if name == "tok_emb.weight":  # N(0, 0.005^2) when tied, nn.Embedding's N(0, 1) if not
-            t = torch.randn(shape, generator=gen, dtype=dtype) * (0.005 if cfg.TIE_EMBEDDINGS else 1)
+            std = 0.005 if cfg.TIE_EMBEDDINGS else 1.0
+            t = torch.randn(shape, generator=gen, dtype=dtype) * std
         elif name.endswith(("attn.proj.weight", "mlp.proj.weight")) or name == "lm_head.weight":
             t = torch.zeros(shape, dtype=dtype)
         elif name.endswith(".weight"):  # nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))

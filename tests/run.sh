@@ -1,0 +1,54 @@
+#!/bin/sh
+# Runs every suite, echoes its output, and adds up the "N passed, N failed" lines into one closing
+# line. Exit status is non-zero when anything failed.
+BUILD=${BUILD:-build}
+PYTHON=${PYTHON:-/usr/bin/python3}
+total_pass=0
+total_fail=0
+total_skip=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+suite() { # name, command...
+    name=$1
+    shift
+    echo "== $name"
+    "$@" >"$log" 2>&1
+    status=$?
+    cat "$log"
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+    if [ -z "$line" ]; then
+        # a suite that died before its summary counts as one failure
+        echo "   ($name printed no summary; exit status $status)"
+        total_fail=$((total_fail + 1))
+        return
+    fi
+    p=$(echo "$line" | sed -E 's/^([0-9]+) passed.*/\1/')
+    f=$(echo "$line" | sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/')
+    s=$(echo "$line" | sed -nE 's/.*, ([0-9]+) skipped.*/\1/p')
+    total_pass=$((total_pass + p))
+    total_fail=$((total_fail + f))
+    total_skip=$((total_skip + ${s:-0}))
+    if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "   ($name exited with status $status)"
+        total_fail=$((total_fail + 1))
+    fi
+}
+
+compile_check() {
+    if make -s --no-print-directory BUILD="$BUILD" compile-check; then echo "1 passed, 0 failed"; else echo "0 passed, 1 failed"; fi
+}
+
+suite "header compiles as C99 and C++17 (-Werror -pedantic)" compile_check
+suite "ops: finite-difference gradient checks" "$BUILD/test_ops"
+suite "model: config, arena, whole-model gradients" "$BUILD/test_model"
+suite "io: safetensors and shards" "$BUILD/test_io"
+suite "cli: utg-grad and the vendoring example" sh tests/test_cli.sh "$BUILD"
+suite "parity with PyTorch autograd" "$PYTHON" tests/test_torch_parity.py
+
+if [ "$total_skip" -gt 0 ]; then
+    echo "$total_pass passed, $total_fail failed, $total_skip skipped"
+else
+    echo "$total_pass passed, $total_fail failed"
+fi
+[ "$total_fail" -eq 0 ]

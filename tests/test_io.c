@@ -1,0 +1,331 @@
+/* safetensors import/export and token shards: round trips, half-float import, every malformed-input
+   class with its message, and a deterministic mutation run in which every mutant must be either
+   accepted or refused cleanly (run it under ASan/UBSan: make test-asan). */
+#define UTGOLF_IMPLEMENTATION
+#include "../utgolf.h"
+#include "test.h"
+#include <stdlib.h>
+
+static utg_model *tiny_model(int tie) {
+    utg_model_desc d;
+    utg_model *m = NULL;
+    memset(&d, 0, sizeof d);
+    d.config.num_layers = 2; d.config.model_dim = 8; d.config.num_heads = 2; d.config.num_kv_heads = 1;
+    d.config.vocab_size = 16; d.config.train_seq_len = 4; d.config.tie_embeddings = tie ? 1 : UTG_OFF;
+    if (utg_model_create(&d, &m) != UTG_OK) printf("    create: %s\n", utg_model_message(m));
+    return m;
+}
+
+static float *arena_copy(utg_model *m) {
+    size_t n = utg_model_arena_floats(m);
+    float *p = (float *)malloc(n * 4);
+    utg_model_get(m, 0, -1, p, n);
+    return p;
+}
+
+/* Build a safetensors file from a JSON header and a data buffer. */
+static uint8_t *st_build(const char *json, const void *data, size_t data_size, size_t *out_size) {
+    size_t h = strlen(json), i;
+    uint8_t *b = (uint8_t *)malloc(8 + h + data_size + 1);
+    for (i = 0; i < 8; i++) b[i] = (uint8_t)((uint64_t)h >> (8 * i));
+    memcpy(b + 8, json, h);
+    if (data_size) memcpy(b + 8 + h, data, data_size);
+    *out_size = 8 + h + data_size;
+    return b;
+}
+
+/* The JSON of the tiny model's tensors with a given dtype, tensors laid out in table order. */
+static size_t st_json_for(utg_model *m, const char *dtype, size_t elem, char *out, size_t cap) {
+    size_t off = 0, len;
+    int i;
+    len = (size_t)snprintf(out, cap, "{");
+    for (i = 0; i < utg_model_tensor_count(m); i++) {
+        const utg_tensor_info *t = utg_model_tensor(m, i);
+        len += (size_t)snprintf(out + len, cap - len, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld", i ? "," : "", t->name, dtype,
+                                (long long)t->shape[0]);
+        if (t->ndim > 1) len += (size_t)snprintf(out + len, cap - len, ",%lld", (long long)t->shape[1]);
+        len += (size_t)snprintf(out + len, cap - len, "],\"data_offsets\":[%zu,%zu]}", off, off + t->numel * elem);
+        off += t->numel * elem;
+    }
+    snprintf(out + len, cap - len, "}");
+    return off;
+}
+
+static void test_safetensors_round_trip(void) {
+    utg_model *a = tiny_model(1), *b = tiny_model(1);
+    void *bytes = NULL, *bytes2 = NULL;
+    size_t size = 0, size2 = 0;
+    float *pa, *pb;
+    utg_model_init_params(b, 4242); /* b starts different from a */
+    CHECK(utg_model_save_safetensors(a, 0, &bytes, &size) == UTG_OK, "save");
+    CHECK(((uint8_t *)bytes)[8] == '{', "JSON header starts after the length");
+    CHECK(utg_model_load_safetensors(b, bytes, size) == UTG_OK, "load: %s", utg_model_message(b));
+    pa = arena_copy(a);
+    pb = arena_copy(b);
+    CHECK(memcmp(pa, pb, utg_model_arena_floats(a) * 4) == 0, "parameters differ after the round trip");
+    /* the writer is deterministic: saving the loaded model gives the same bytes */
+    CHECK(utg_model_save_safetensors(b, 0, &bytes2, &size2) == UTG_OK && size == size2 && memcmp(bytes, bytes2, size) == 0,
+          "save(load(save(m))) differs from save(m)");
+    {   /* the data buffer starts 8-aligned, as the safetensors writers do */
+        uint64_t h = 0;
+        int i;
+        for (i = 0; i < 8; i++) h |= (uint64_t)((uint8_t *)bytes)[i] << (8 * i);
+        CHECK(h % 8 == 0, "header length %llu not a multiple of 8", (unsigned long long)h);
+    }
+    free(pa); free(pb);
+    utg_model_free_bytes(a, bytes);
+    utg_model_free_bytes(b, bytes2);
+    utg_model_destroy(a);
+    utg_model_destroy(b);
+}
+
+static uint16_t to_bf16(float f) { uint32_t u; memcpy(&u, &f, 4); return (uint16_t)(u >> 16); }
+
+static void test_safetensors_half_import(void) {
+    utg_model *m = tiny_model(0);
+    char json[8192];
+    size_t n = utg_model_param_count(m), size, i, k = 0;
+    uint16_t *data = (uint16_t *)malloc(n * 2);
+    uint8_t *file;
+    float *p;
+    int ti;
+    /* BF16: value i/64 - 1 for element i (exactly representable in bf16 for these magnitudes) */
+    st_json_for(m, "BF16", 2, json, sizeof json);
+    for (i = 0; i < n; i++) data[i] = to_bf16((float)((int)(i % 128) - 64) / 64.0f);
+    file = st_build(json, data, n * 2, &size);
+    CHECK(utg_model_load_safetensors(m, file, size) == UTG_OK, "bf16 load: %s", utg_model_message(m));
+    p = arena_copy(m);
+    for (ti = 0; ti < utg_model_tensor_count(m); ti++) {
+        const utg_tensor_info *t = utg_model_tensor(m, ti);
+        for (i = 0; i < t->numel; i++, k++)
+            if (p[t->offset + i] != (float)((int)(k % 128) - 64) / 64.0f) { CHECK(0, "bf16 value %zu of %s", i, t->name); break; }
+    }
+    free(p);
+    free(file);
+    /* F16: known bit patterns: 1.0 = 0x3c00, -2.0 = 0xc000, 65504 = 0x7bff, smallest subnormal 0x0001 */
+    {
+        uint16_t pats[4] = {0x3c00, 0xc000, 0x7bff, 0x0001};
+        float want[4] = {1.0f, -2.0f, 65504.0f, 5.9604644775390625e-08f};
+        st_json_for(m, "F16", 2, json, sizeof json);
+        for (i = 0; i < n; i++) data[i] = pats[i % 4];
+        file = st_build(json, data, n * 2, &size);
+        CHECK(utg_model_load_safetensors(m, file, size) == UTG_OK, "f16 load: %s", utg_model_message(m));
+        p = arena_copy(m);
+        for (k = 0, ti = 0; ti < utg_model_tensor_count(m); ti++) {
+            const utg_tensor_info *t = utg_model_tensor(m, ti);
+            for (i = 0; i < t->numel; i++, k++)
+                if (p[t->offset + i] != want[k % 4]) { CHECK(0, "f16 value %zu of %s: %g", i, t->name, p[t->offset + i]); break; }
+        }
+        free(p);
+        free(file);
+    }
+    free(data);
+    utg_model_destroy(m);
+}
+
+/* One malformed file: must fail with `code`, a message containing `needle`, and leave the model
+   unchanged. */
+static void expect_refused(utg_model *m, const uint8_t *file, size_t size, utg_result code, const char *needle, const char *what) {
+    float *before = arena_copy(m), *after;
+    utg_result r = utg_model_load_safetensors(m, file, size);
+    after = arena_copy(m);
+    CHECK(r == code, "%s: result %d (%s), expected %d; message: %s", what, r, utg_result_string(r), code, utg_model_message(m));
+    CHECK(strstr(utg_model_message(m), needle) != NULL, "%s: message '%s' lacks '%s'", what, utg_model_message(m), needle);
+    CHECK(memcmp(before, after, utg_model_arena_floats(m) * 4) == 0, "%s: a refused file changed the model", what);
+    free(before);
+    free(after);
+}
+
+static void test_safetensors_malformed(void) {
+    utg_model *m = tiny_model(1);
+    char json[8192], bad[8400];
+    size_t n = utg_model_param_count(m), size, data_size;
+    float *data = (float *)calloc(n + 64, 4);
+    uint8_t *file;
+    const char *first = "\"skip_weights\":{\"dtype\":\"F32\",\"shape\":[1,8],\"data_offsets\":[0,32]}";
+    data_size = st_json_for(m, "F32", 4, json, sizeof json);
+    CHECK(strstr(json, first) != NULL, "test assumption: skip_weights first: %.120s", json);
+    /* the valid file loads */
+    file = st_build(json, data, data_size, &size);
+    CHECK(utg_model_load_safetensors(m, file, size) == UTG_OK, "valid: %s", utg_model_message(m));
+    utg_model_init_params(m, 1);
+    /* header length: short file, larger than the file, absurd */
+    expect_refused(m, file, 5, UTG_ERR_FORMAT, "too short", "5-byte file");
+    {
+        uint8_t *f2 = (uint8_t *)malloc(size);
+        memcpy(f2, file, size);
+        f2[0] = 0xff; f2[1] = 0xff; f2[2] = 0x0f;
+        expect_refused(m, f2, size, UTG_ERR_FORMAT, "header length", "header longer than the file");
+        memset(f2, 0xff, 8);
+        expect_refused(m, f2, size, UTG_ERR_FORMAT, "header length", "2^64-1 header length");
+        free(f2);
+    }
+    expect_refused(m, file, size - 4, UTG_ERR_FORMAT, "outside", "truncated data");
+    free(file);
+#define MALFORMED(from, to, code, needle, what)                               \
+    do {                                                                      \
+        char *at = strstr(json, from);                                        \
+        snprintf(bad, sizeof bad, "%.*s%s%s", (int)(at - json), json, to, at + strlen(from)); \
+        file = st_build(bad, data, data_size, &size);                         \
+        expect_refused(m, file, size, code, needle, what);                    \
+        free(file);                                                           \
+    } while (0)
+    MALFORMED("{\"skip_weights\"", "[\"skip_weights\"", UTG_ERR_FORMAT, "expected '{'", "not an object");
+    MALFORMED("\"F32\",\"shape\":[1,8]", "\"F32\" \"shape\":[1,8]", UTG_ERR_FORMAT, "expected", "missing comma");
+    MALFORMED("[0,32]}", "[0,32]", UTG_ERR_FORMAT, "unexpected", "unclosed entry");
+    MALFORMED("\"F32\",\"shape\":[1,8]", "\"Q7\",\"shape\":[1,8]", UTG_ERR_FORMAT, "unknown dtype", "unknown dtype");
+    MALFORMED("\"F32\",\"shape\":[1,8]", "\"I64\",\"shape\":[1,8]", UTG_ERR_FORMAT, "not supported", "unsupported dtype");
+    MALFORMED("[1,8]", "[1,-8]", UTG_ERR_FORMAT, "shape", "negative dim");
+    MALFORMED("[1,8]", "[1,8.0]", UTG_ERR_FORMAT, "shape", "fractional dim");
+    MALFORMED("[1,8]", "[1,99999999999999999999]", UTG_ERR_FORMAT, "shape", "huge dim");
+    MALFORMED("[1,8]", "[1,4]", UTG_ERR_FORMAT, "need", "shape disagrees with the byte range");
+    MALFORMED("[0,32]", "[0,32,64]", UTG_ERR_FORMAT, "data_offsets", "three offsets");
+    MALFORMED("[0,32]", "[32,0]", UTG_ERR_FORMAT, "outside", "begin after end");
+    MALFORMED("[0,32]", "[0,9007199254740992]", UTG_ERR_FORMAT, "outside", "offset past the buffer");
+    MALFORMED("\"data_offsets\":[0,32]", "\"data_offsets\":[0,32],\"dtype\":\"F32\"", UTG_ERR_FORMAT, "repeated", "repeated key");
+    MALFORMED("\"data_offsets\":[0,32]", "\"data_offsets\":[0,32],\"extra\":1", UTG_ERR_FORMAT, "extra", "unknown key");
+    MALFORMED(",\"data_offsets\":[0,32]", "", UTG_ERR_FORMAT, "needs dtype", "no data_offsets");
+    MALFORMED("\"skip_weights\"", "\"skip_weights\\u0000\"", UTG_ERR_FORMAT, "header", "NUL escape in a name");
+    MALFORMED("{\"skip", "{\"__metadata__\":{\"a\":1},\"skip", UTG_ERR_FORMAT, "strings", "non-string metadata");
+    /* ranges: tok_emb moved 16 bytes back onto skip_weights' bytes (sizes stay right) */
+    MALFORMED("[32,544]", "[16,528]", UTG_ERR_FORMAT, "overlap", "overlapping tensors");
+    /* and a hole: skip_weights moved to the end leaves its old bytes unowned */
+    MALFORMED("[0,32]", "[32,64]", UTG_ERR_FORMAT, "unused bytes", "hole at the start");
+    /* a trailing byte nobody owns */
+    {
+        size_t s2;
+        uint8_t *f3 = st_build(json, data, data_size + 4, &s2);
+        expect_refused(m, f3, s2, UTG_ERR_FORMAT, "unused bytes", "trailing bytes in the data buffer");
+        free(f3);
+    }
+    /* model level: extra tensor, missing tensor, wrong shape, duplicate */
+    {
+        size_t s2;
+        uint8_t *f3;
+        char *end = json + strlen(json) - 1; /* final '}' */
+        snprintf(bad, sizeof bad, "%.*s,\"ghost.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[%zu,%zu]}}",
+                 (int)(end - json), json, data_size, data_size + 4);
+        f3 = st_build(bad, data, data_size + 4, &s2);
+        expect_refused(m, f3, s2, UTG_ERR_MISMATCH, "ghost.weight", "extra tensor");
+        free(f3);
+        /* missing: rename skip_weights so its bytes are still owned */
+        MALFORMED("\"skip_weights\"", "\"skip_weightz\"", UTG_ERR_MISMATCH, "skip_weightz", "unknown name");
+        snprintf(bad, sizeof bad, "{%s}", first);
+        f3 = st_build(bad, data, 32, &s2);
+        expect_refused(m, f3, s2, UTG_ERR_MISMATCH, "missing", "missing tensors");
+        free(f3);
+        snprintf(bad, sizeof bad, "{\"skip_weights\":{\"dtype\":\"F32\",\"shape\":[8,1],\"data_offsets\":[0,32]}}");
+        f3 = st_build(bad, data, 32, &s2);
+        expect_refused(m, f3, s2, UTG_ERR_MISMATCH, "shape", "transposed shape");
+        free(f3);
+        snprintf(bad, sizeof bad, "{%s,%s}", first, first);
+        f3 = st_build(bad, data, 32, &s2);
+        expect_refused(m, f3, s2, UTG_ERR_FORMAT, "twice", "duplicate tensor");
+        free(f3);
+    }
+    free(data);
+    utg_model_destroy(m);
+#undef MALFORMED
+}
+
+/* Deterministic mutation: bit flips, byte overwrites with boundary values, truncations, header
+   length edits. Every mutant must come back OK or with a clean error (ASan checks the "clean"). */
+static void test_safetensors_mutations(void) {
+    utg_model *m = tiny_model(1);
+    void *bytes;
+    size_t size, i;
+    uint8_t *mut;
+    uint64_t s = 2024;
+    int accepted = 0, refused = 0, it, bad_code = 0;
+    static const uint8_t vals[] = {0, 0xff, '"', '{', '}', '[', ']', ',', ':', '9', '-', '\\', 0x80};
+    utg_model_save_safetensors(m, 0, &bytes, &size);
+    mut = (uint8_t *)malloc(size);
+    for (it = 0; it < 3000; it++) {
+        size_t len = size, pos;
+        utg_result r;
+        int kind;
+        memcpy(mut, bytes, size);
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        kind = (int)((s >> 33) % 4);
+        /* mostly hit the header, where the structure is */
+        pos = (size_t)((s >> 13) % (it % 3 ? 200 + 8 : size));
+        if (kind == 0) mut[pos] ^= (uint8_t)(1u << ((s >> 5) % 8));
+        else if (kind == 1) mut[pos] = vals[(s >> 7) % sizeof vals];
+        else if (kind == 2) len = pos;
+        else { size_t k = (s >> 40) % 8; mut[k] = (uint8_t)(s >> 48); }
+        r = utg_model_load_safetensors(m, mut, len);
+        if (r == UTG_OK) accepted++;
+        else {
+            refused++;
+            if (r != UTG_ERR_FORMAT && r != UTG_ERR_MISMATCH) bad_code++;
+            if (utg_model_message(m)[0] == 0) bad_code++;
+        }
+    }
+    printf("      3000 mutants: %d accepted, %d refused\n", accepted, refused);
+    CHECK(refused > 1000, "too few mutants refused (%d): the mutator is not reaching the parser", refused);
+    CHECK(accepted > 0, "no mutant accepted: bit flips in float data should load");
+    CHECK(bad_code == 0, "%d refusals had an unexpected code or no message", bad_code);
+    for (i = 0; i < 8; i++) mut[i] = 0;
+    free(mut);
+    utg_model_free_bytes(m, bytes);
+    utg_model_destroy(m);
+}
+
+static void test_gradients_export(void) {
+    utg_model *m = tiny_model(1);
+    int32_t x[8] = {1, 2, 3, 4, 5, 6, 7, 8}, y[8] = {2, 3, 4, 5, 6, 7, 8, 9};
+    double loss;
+    void *bytes;
+    size_t size;
+    utg_model *m2 = tiny_model(1);
+    float *g, *p2;
+    utg_model_forward(m, x, y, 2, &loss);
+    utg_model_zero_grads(m);
+    utg_model_backward(m, 1.0f);
+    CHECK(utg_model_save_safetensors(m, 1, &bytes, &size) == UTG_OK, "save grads");
+    /* a gradients file has the parameters' names and shapes: it loads as parameters */
+    CHECK(utg_model_load_safetensors(m2, bytes, size) == UTG_OK, "grads file: %s", utg_model_message(m2));
+    g = (float *)malloc(utg_model_arena_floats(m) * 4);
+    utg_model_get(m, 1, -1, g, utg_model_arena_floats(m));
+    p2 = arena_copy(m2);
+    CHECK(memcmp(g, p2, utg_model_arena_floats(m) * 4) == 0, "gradients changed on the way through the file");
+    free(g); free(p2);
+    utg_model_free_bytes(m, bytes);
+    utg_model_destroy(m);
+    utg_model_destroy(m2);
+}
+
+static void test_shards(void) {
+    uint16_t ids[5] = {1, 65535, 0, 513, 7};
+    uint8_t buf[1024 + 10], bad[1024 + 10];
+    const uint8_t *tok;
+    size_t n, i;
+    utg_msg msg;
+    CHECK(utg_shard_write(ids, 5, buf, sizeof buf) == UTG_OK, "write");
+    CHECK(utg_shard_write(ids, 5, buf, sizeof buf - 1) == UTG_ERR_INVALID, "wrong output size");
+    CHECK(utg_shard_parse(buf, sizeof buf, &tok, &n, &msg) == UTG_OK && n == 5, "parse");
+    for (i = 0; i < 5; i++) CHECK(utg_shard_token(tok, i) == ids[i], "token %zu", i);
+    CHECK(buf[0] == (20240520 & 0xff) && buf[4] == 1 && buf[8] == 5, "little-endian header");
+    CHECK(utg_shard_parse(buf, sizeof buf - 1, &tok, &n, &msg) == UTG_ERR_FORMAT && strstr(msg.text, "5 tokens"), "short: %s", msg.text);
+    CHECK(utg_shard_parse(buf, 100, &tok, &n, &msg) == UTG_ERR_FORMAT && strstr(msg.text, "header"), "truncated header");
+    memcpy(bad, buf, sizeof buf);
+    bad[0] ^= 1;
+    CHECK(utg_shard_parse(bad, sizeof bad, &tok, &n, &msg) == UTG_ERR_FORMAT && strstr(msg.text, "magic"), "magic");
+    memcpy(bad, buf, sizeof buf);
+    bad[4] = 2;
+    CHECK(utg_shard_parse(bad, sizeof bad, &tok, &n, &msg) == UTG_ERR_FORMAT && strstr(msg.text, "version"), "version");
+    memcpy(bad, buf, sizeof buf);
+    bad[11] = 0x80; /* num_tokens negative as int32 */
+    CHECK(utg_shard_parse(bad, sizeof bad, &tok, &n, &msg) == UTG_ERR_FORMAT, "huge count");
+}
+
+int main(int argc, char **argv) {
+    const char *filter = argc > 1 ? argv[1] : NULL;
+    RUN(test_safetensors_round_trip);
+    RUN(test_safetensors_half_import);
+    RUN(test_safetensors_malformed);
+    RUN(test_safetensors_mutations);
+    RUN(test_gradients_export);
+    RUN(test_shards);
+    return TEST_SUMMARY();
+}
