@@ -80,7 +80,11 @@
 
 #ifndef UTGDEF
 #ifdef UTG_STATIC
+#if defined(__GNUC__) || defined(__clang__)
+#define UTGDEF static __attribute__((unused)) /* a program uses only part of the API */
+#else
 #define UTGDEF static
+#endif
 #else
 #define UTGDEF extern
 #endif
@@ -1164,36 +1168,58 @@ static void utg__cpu_head_scale_bwd(utg_backend *be, float *dx, float *dgain, co
     }
 }
 
-/* One (batch, kv head) pair per task: the group of query heads that share it runs together, so the
-   backward's dk/dv rows belong to one task and need no atomics. */
+/* Attention works per (batch, kv head) task, so the query heads that share a kv head run together
+   and the backward's dk/dv rows belong to one task (no atomics). Each task first transposes its K
+   and V to [hd, T]: then a row of scores q_t.K^T is a sum of hd contiguous axpys over s, and every
+   inner loop is a plain vectorizable axpy, with no horizontal reductions per (t, s) pair.
+   The backward also accumulates dK and dV transposed and adds them back once per task.
+   Per-thread scratch: Kt, Vt, dKt, dVt [hd*T] and two score rows [T]. */
+static size_t utg__attn_scratch_per_thread(int T, int hd) { return (size_t)4 * hd * T + (size_t)2 * T + 32; }
+
+static void utg__attn_load_kt_vt(float *kt, float *vt, const float *k, const float *v, int b, int kh, int T, int kw,
+                                 int hd) {
+    int s, i;
+    for (s = 0; s < T; s++) {
+        const float *ks = k + ((size_t)b * T + s) * kw + (size_t)kh * hd, *vs = v + ((size_t)b * T + s) * kw + (size_t)kh * hd;
+        for (i = 0; i < hd; i++) { kt[(size_t)i * T + s] = ks[i]; vt[(size_t)i * T + s] = vs[i]; }
+    }
+}
+
+/* row[s] = scale * q . k_s for s in [0, n) */
+static void utg__attn_scores(float *UTG_RESTRICT row, const float *UTG_RESTRICT qt, const float *UTG_RESTRICT kt, int n,
+                             int T, int hd, float scale) {
+    int i, s;
+    for (s = 0; s < n; s++) row[s] = 0.0f;
+    for (i = 0; i < hd; i++) {
+        const float *kr = kt + (size_t)i * T;
+        float qi = qt[i] * scale;
+        for (s = 0; s < n; s++) row[s] += qi * kr[s];
+    }
+}
+
 static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float *q, const float *k, const float *v,
                               int B, int T, int H, int Hkv, int hd, float scale) {
     int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
-    float *scr = utg__cpu_scratch(be, (size_t)utg__max_threads() * T);
+    size_t per = utg__attn_scratch_per_thread(T, hd);
+    float *scr = utg__cpu_scratch(be, (size_t)utg__max_threads() * per);
     UTG_ASSERT(scr != NULL);
     if (!scr) return;
     UTG__OMP_FOR_DYN
     for (task = 0; task < B * Hkv; task++) {
         int b = task / Hkv, kh = task % Hkv, g, t, s, i;
-        float *p = scr + (size_t)utg__thread_id() * T;
+        float *kt = scr + (size_t)utg__thread_id() * per, *vt = kt + (size_t)hd * T, *p = vt + (size_t)hd * T;
+        utg__attn_load_kt_vt(kt, vt, k, v, b, kh, T, kw, hd);
         for (g = 0; g < group; g++) {
             int h = kh * group + g;
             for (t = 0; t < T; t++) {
                 const float *qt = q + ((size_t)b * T + t) * qw + (size_t)h * hd;
                 float *yt = y + ((size_t)b * T + t) * qw + (size_t)h * hd;
                 float mx = -INFINITY, sum = 0.0f, inv;
-                for (s = 0; s <= t; s++) {
-                    p[s] = scale * utg__dot(qt, k + ((size_t)b * T + s) * kw + (size_t)kh * hd, hd);
-                    if (p[s] > mx) mx = p[s];
-                }
+                utg__attn_scores(p, qt, kt, t + 1, T, hd, scale);
+                for (s = 0; s <= t; s++) if (p[s] > mx) mx = p[s];
                 for (s = 0; s <= t; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
                 inv = 1.0f / sum;
-                for (i = 0; i < hd; i++) yt[i] = 0.0f;
-                for (s = 0; s <= t; s++) {
-                    const float *vs = v + ((size_t)b * T + s) * kw + (size_t)kh * hd;
-                    float w = p[s] * inv;
-                    for (i = 0; i < hd; i++) yt[i] += w * vs[i];
-                }
+                for (i = 0; i < hd; i++) yt[i] = utg__dot(p, vt + (size_t)i * T, t + 1) * inv;
                 lse[((size_t)b * T + t) * H + h] = mx + logf(sum);
             }
         }
@@ -1204,10 +1230,17 @@ static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, 
                               const float *k, const float *v, const float *y, const float *lse, int B, int T, int H,
                               int Hkv, int hd, float scale) {
     int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
-    (void)be;
+    size_t per = utg__attn_scratch_per_thread(T, hd);
+    float *scr = utg__cpu_scratch(be, (size_t)utg__max_threads() * per);
+    UTG_ASSERT(scr != NULL);
+    if (!scr) return;
     UTG__OMP_FOR_DYN
     for (task = 0; task < B * Hkv; task++) {
         int b = task / Hkv, kh = task % Hkv, g, t, s, i;
+        float *kt = scr + (size_t)utg__thread_id() * per, *vt = kt + (size_t)hd * T;
+        float *dkt = vt + (size_t)hd * T, *dvt = dkt + (size_t)hd * T, *p = dvt + (size_t)hd * T, *dp = p + T;
+        utg__attn_load_kt_vt(kt, vt, k, v, b, kh, T, kw, hd);
+        memset(dkt, 0, sizeof(float) * 2 * (size_t)hd * T);
         for (g = 0; g < group; g++) {
             int h = kh * group + g;
             for (t = 0; t < T; t++) {
@@ -1215,19 +1248,21 @@ static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, 
                 const float *qt = q + qo, *dyt = dy + qo;
                 float *dqt = dq + qo;
                 float l = lse[((size_t)b * T + t) * H + h], D = utg__dot(dyt, y + qo, hd);
-                for (s = 0; s <= t; s++) {
-                    size_t ko = ((size_t)b * T + s) * kw + (size_t)kh * hd;
-                    float ps = expf(scale * utg__dot(qt, k + ko, hd) - l);
-                    float ds = ps * (utg__dot(dyt, v + ko, hd) - D) * scale;
-                    float *dks = dk + ko, *dvs = dv + ko;
-                    const float *ks = k + ko;
-                    for (i = 0; i < hd; i++) {
-                        dqt[i] += ds * ks[i];
-                        dks[i] += ds * qt[i];
-                        dvs[i] += ps * dyt[i];
-                    }
+                /* p = softmax row recomputed from the saved log-sum-exp; dp[s] = dy_t . v_s */
+                utg__attn_scores(p, qt, kt, t + 1, T, hd, scale);
+                for (s = 0; s <= t; s++) p[s] = expf(p[s] - l);
+                utg__attn_scores(dp, dyt, vt, t + 1, T, hd, 1.0f);
+                for (s = 0; s <= t; s++) dp[s] = p[s] * (dp[s] - D) * scale; /* dS, scale included */
+                for (i = 0; i < hd; i++) {
+                    float *dkr = dkt + (size_t)i * T, *dvr = dvt + (size_t)i * T, qi = qt[i], dyi = dyt[i];
+                    dqt[i] += utg__dot(dp, kt + (size_t)i * T, t + 1);
+                    for (s = 0; s <= t; s++) { dkr[s] += dp[s] * qi; dvr[s] += p[s] * dyi; }
                 }
             }
+        }
+        for (s = 0; s < T; s++) {
+            size_t ko = ((size_t)b * T + s) * kw + (size_t)kh * hd;
+            for (i = 0; i < hd; i++) { dk[ko + i] += dkt[(size_t)i * T + s]; dv[ko + i] += dvt[(size_t)i * T + s]; }
         }
     }
 }

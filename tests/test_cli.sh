@@ -71,6 +71,11 @@ check "batch larger than the shard: refused" sh -c "[ $st -eq 1 ] && grep -q 'ho
 "$G" --tokens "$T/tok.bin" --batch-seqs 1 VOCAB_SIZE=32 NUM_LAYERS=3 MODEL_DIM=32 NUM_HEADS=4 NUM_KV_HEADS=2 TRAIN_SEQ_LEN=16 >"$T/out" 2>&1; st=$?
 check "token ids beyond VOCAB_SIZE: refused" sh -c "[ $st -eq 1 ] && grep -q 'vocabulary' '$T/out'"
 
+# the README's vendoring snippet, extracted verbatim, compiles warning-free and runs
+awk '/^```c$/ { on = 1; next } /^```$/ { if (on) exit } on' README.md > "$T/readme.c"
+check "README vendoring snippet compiles and runs" sh -c "grep -q UTGOLF_IMPLEMENTATION '$T/readme.c' && \
+    ${CC:-cc} -std=c99 -O1 -Wall -Wextra -Werror -I. '$T/readme.c' -o '$T/readme' -lm && '$T/readme'"
+
 "$B/minimal" >"$T/out" 2>&1
 check "the README vendoring example runs" grep -q 'loss at init 6.9' "$T/out"
 
