@@ -1,7 +1,8 @@
 # utgolf: make | make test | make test-asan | make run | make bench | make clean
 CC      ?= cc
 CXX     ?= c++
-OPT     ?= -O3 -march=native
+# -ffp-contract=fast: ISO C mode (-std=c99) otherwise forbids fusing a*b+c into one FMA
+OPT     ?= -O3 -march=native -ffp-contract=fast
 WARN    := -Wall -Wextra -Werror
 CFLAGS  += -std=c99 $(OPT) $(WARN) -fopenmp
 LDLIBS  += -lm
@@ -9,7 +10,7 @@ BUILD   ?= build
 PYTHON  ?= /usr/bin/python3
 
 HDR     := utgolf.h
-TESTS   := $(BUILD)/test_ops $(BUILD)/test_model $(BUILD)/test_io
+TESTS   := $(BUILD)/test_ops $(BUILD)/test_ops_portable $(BUILD)/test_model $(BUILD)/test_io
 TOOLS   := $(BUILD)/utg-grad
 PROGS   := $(TESTS) $(TOOLS) $(BUILD)/minimal $(BUILD)/bench_step
 
@@ -21,6 +22,9 @@ $(BUILD):
 
 $(BUILD)/test_%: tests/test_%.c $(HDR) tests/test.h tests/gradcheck.h | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+# the same op tests on the plain-C paths (no GCC vector extensions)
+$(BUILD)/test_ops_portable: tests/test_ops.c $(HDR) tests/test.h tests/gradcheck.h | $(BUILD)
+	$(CC) $(CFLAGS) -DUTG_NO_VECTOR_EXT -o $@ $< $(LDLIBS)
 $(BUILD)/utg-grad: tools/utg-grad.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 $(BUILD)/minimal: examples/minimal.c $(HDR) | $(BUILD)

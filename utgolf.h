@@ -924,92 +924,126 @@ static void utg__cpu_copy(utg_backend *be, float *dst, const float *src, size_t 
     if (n && dst != src) memmove(dst, src, n * sizeof(float));
 }
 
-/* Transpose src[rows, cols] into dst[cols, rows], in cache blocks. */
-static void utg__transpose(float *UTG_RESTRICT dst, const float *UTG_RESTRICT src, int rows, int cols) {
-    int bi;
-    UTG__OMP_FOR
-    for (bi = 0; bi < rows; bi += 32) {
-        int bj, i, j, ie = bi + 32 < rows ? bi + 32 : rows;
-        for (bj = 0; bj < cols; bj += 32) {
-            int je = bj + 32 < cols ? bj + 32 : cols;
-            for (i = bi; i < ie; i++)
-                for (j = bj; j < je; j++) dst[(size_t)j * rows + i] = src[(size_t)i * cols + j];
-        }
+/* Matmul: packed and register-blocked (the BLIS scheme). For each KC x NC block of op(B), the B
+   block is packed into NR-wide column panels; each thread packs an MR x KC sliver of op(A) and runs
+   the microkernel over every panel, holding an MR x NR tile of C in registers across the k loop.
+   Packing reads A and B in whichever layout they come (trans flags) and folds in alpha, so nothing
+   is transposed or copied beforehand. Every C element is summed in k order by one thread: the
+   result does not depend on the thread count. */
+#define UTG__MR 6
+#define UTG__KC 256
+#define UTG__NC 512
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(UTG_NO_VECTOR_EXT)
+#if defined(__AVX512F__)
+#define UTG__VW 16
+#else
+#define UTG__VW 8
+#endif
+typedef float utg__vf __attribute__((vector_size(UTG__VW * 4)));
+#else
+#define UTG__VW 8
+#endif
+#define UTG__NR (2 * UTG__VW)
+
+/* C[mr x nr] += Ap (k-major, MR per k) times Bp (k-major, NR per k), for kc steps. */
+static void utg__ukernel(int kc, const float *UTG_RESTRICT Ap, const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
+                         int ldc, int mr, int nr) {
+    float tile[UTG__MR][UTG__NR];
+    int k, r, j;
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(UTG_NO_VECTOR_EXT)
+    utg__vf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
+    utg__vf c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
+    for (k = 0; k < kc; k++) {
+        utg__vf b0, b1;
+        const float *a = Ap + (size_t)k * UTG__MR;
+        memcpy(&b0, Bp + (size_t)k * UTG__NR, sizeof b0);
+        memcpy(&b1, Bp + (size_t)k * UTG__NR + UTG__VW, sizeof b1);
+        c00 += a[0] * b0; c01 += a[0] * b1;
+        c10 += a[1] * b0; c11 += a[1] * b1;
+        c20 += a[2] * b0; c21 += a[2] * b1;
+        c30 += a[3] * b0; c31 += a[3] * b1;
+        c40 += a[4] * b0; c41 += a[4] * b1;
+        c50 += a[5] * b0; c51 += a[5] * b1;
     }
+    memcpy(&tile[0][0], &c00, sizeof c00); memcpy(&tile[0][UTG__VW], &c01, sizeof c01);
+    memcpy(&tile[1][0], &c10, sizeof c10); memcpy(&tile[1][UTG__VW], &c11, sizeof c11);
+    memcpy(&tile[2][0], &c20, sizeof c20); memcpy(&tile[2][UTG__VW], &c21, sizeof c21);
+    memcpy(&tile[3][0], &c30, sizeof c30); memcpy(&tile[3][UTG__VW], &c31, sizeof c31);
+    memcpy(&tile[4][0], &c40, sizeof c40); memcpy(&tile[4][UTG__VW], &c41, sizeof c41);
+    memcpy(&tile[5][0], &c50, sizeof c50); memcpy(&tile[5][UTG__VW], &c51, sizeof c51);
+#else
+    memset(tile, 0, sizeof tile);
+    for (k = 0; k < kc; k++)
+        for (r = 0; r < UTG__MR; r++)
+            for (j = 0; j < UTG__NR; j++) tile[r][j] += Ap[(size_t)k * UTG__MR + r] * Bp[(size_t)k * UTG__NR + j];
+#endif
+    for (r = 0; r < mr; r++)
+        for (j = 0; j < nr; j++) C[(size_t)r * ldc + j] += tile[r][j];
 }
 
-/* C rows [i0, i0+4) (+)= A rows times B, for one column block [j0, j1) and a k range. Four rows
-   share every load of B; the inner j loop vectorizes without reassociating any sum, so each C
-   element is accumulated in plain k order. */
-static void utg__mm_rows4(float *UTG_RESTRICT C, const float *UTG_RESTRICT A, const float *UTG_RESTRICT B,
-                          int nrows, int N, int K, int j0, int j1, int k0, int k1) {
-    int k, j, r;
-    if (nrows == 4) {
-        float *c0 = C, *c1 = C + N, *c2 = C + 2 * (size_t)N, *c3 = C + 3 * (size_t)N;
-        const float *a0 = A, *a1 = A + K, *a2 = A + 2 * (size_t)K, *a3 = A + 3 * (size_t)K;
-        for (k = k0; k < k1; k++) {
-            const float *b = B + (size_t)k * N;
-            float x0 = a0[k], x1 = a1[k], x2 = a2[k], x3 = a3[k];
-            for (j = j0; j < j1; j++) {
-                float bv = b[j];
-                c0[j] += x0 * bv; c1[j] += x1 * bv; c2[j] += x2 * bv; c3[j] += x3 * bv;
+/* Floats of pack buffer one serial gemm needs. */
+#define UTG__GEMM_PACK_FLOATS ((size_t)UTG__KC * (((UTG__NC + UTG__NR - 1) / UTG__NR) * UTG__NR) + (size_t)UTG__KC * UTG__MR)
+
+/* Serial core: C[M,N] (leading dim ldc) += alpha * op(A) op(B), with op(A)[i,k] = A[i*lda + k]
+   (or A[k*lda + i] when ta) and op(B)[k,j] = B[k*ldb + j] (or B[j*ldb + k] when tb). */
+static void utg__gemm(float *C, int ldc, const float *A, int lda, utg_trans ta, const float *B, int ldb, utg_trans tb,
+                      int M, int N, int K, float alpha, float *pack) {
+    float *Bp = pack, *ap = pack + (UTG__GEMM_PACK_FLOATS - (size_t)UTG__KC * UTG__MR);
+    int jc, kc;
+    for (jc = 0; jc < N; jc += UTG__NC) {
+        int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + UTG__NR - 1) / UTG__NR;
+        for (kc = 0; kc < K; kc += UTG__KC) {
+            int kb = K - kc < UTG__KC ? K - kc : UTG__KC, pan, i0, k, j, r;
+            for (pan = 0; pan < n_pan; pan++) { /* op(B)[kc:, jc:] into NR-wide panels, zero-padded */
+                float *dst = Bp + (size_t)pan * kb * UTG__NR;
+                int j0 = jc + pan * UTG__NR, nj = N - j0 < UTG__NR ? N - j0 : UTG__NR;
+                for (k = 0; k < kb; k++) {
+                    float *d = dst + (size_t)k * UTG__NR;
+                    for (j = 0; j < nj; j++)
+                        d[j] = tb ? B[(size_t)(j0 + j) * ldb + kc + k] : B[(size_t)(kc + k) * ldb + j0 + j];
+                    for (; j < UTG__NR; j++) d[j] = 0.0f;
+                }
             }
-        }
-        return;
-    }
-    for (r = 0; r < nrows; r++) {
-        float *c = C + (size_t)r * N;
-        const float *a = A + (size_t)r * K;
-        for (k = k0; k < k1; k++) {
-            const float *b = B + (size_t)k * N;
-            float x = a[k];
-            for (j = j0; j < j1; j++) c[j] += x * b[j];
-        }
-    }
-}
-
-static void utg__cpu_matmul(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
-                            utg_trans ta, utg_trans tb, float alpha, float beta) {
-    const float *Ap = A, *Bp = B;
-    size_t need = 0;
-    float *scr;
-    int ib;
-    if (M <= 0 || N <= 0) return;
-    if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
-    if (K <= 0) return;
-    /* Bring A to [M,K] and B to [K,N] row-major; a transpose costs O(size), the product O(MNK). */
-    if (ta) need += (size_t)M * K;
-    if (tb) need += (size_t)K * N;
-    if (alpha != 1.0f && !ta) need += (size_t)M * K; /* alpha is folded into a scaled copy of A */
-    if (need) {
-        scr = utg__cpu_scratch(be, need);
-        UTG_ASSERT(scr != NULL);
-        if (!scr) return;
-        if (ta) { utg__transpose(scr, A, K, M); Ap = scr; scr += (size_t)M * K; }
-        else if (alpha != 1.0f) { memcpy(scr, A, (size_t)M * K * sizeof(float)); Ap = scr; scr += (size_t)M * K; }
-        if (tb) { utg__transpose(scr, B, N, K); Bp = scr; }
-        if (alpha != 1.0f) {
-            long long i, n = (long long)M * K;
-            float *As = (float *)Ap;
-            UTG__OMP_FOR
-            for (i = 0; i < n; i++) As[i] *= alpha;
-        }
-    }
-    /* Rows of C in blocks of 4 across threads; columns in blocks of 256 and k in blocks of 256 so
-       the working set of B stays in L2. */
-    UTG__OMP_FOR_DYN
-    for (ib = 0; ib < (M + 15) / 16; ib++) {
-        int i0 = ib * 16, i1 = i0 + 16 < M ? i0 + 16 : M, j0, k0, i;
-        for (j0 = 0; j0 < N; j0 += 256) {
-            int j1 = j0 + 256 < N ? j0 + 256 : N;
-            for (k0 = 0; k0 < K; k0 += 256) {
-                int k1 = k0 + 256 < K ? k0 + 256 : K;
-                for (i = i0; i < i1; i += 4) {
-                    int nr = i1 - i < 4 ? i1 - i : 4;
-                    utg__mm_rows4(C + (size_t)i * N, Ap + (size_t)i * K, Bp, nr, N, K, j0, j1, k0, k1);
+            for (i0 = 0; i0 < M; i0 += UTG__MR) { /* an MR-row sliver of op(A), alpha folded in */
+                int mr = M - i0 < UTG__MR ? M - i0 : UTG__MR;
+                for (k = 0; k < kb; k++)
+                    for (r = 0; r < UTG__MR; r++)
+                        ap[(size_t)k * UTG__MR + r] =
+                            r < mr ? alpha * (ta ? A[(size_t)(kc + k) * lda + i0 + r] : A[(size_t)(i0 + r) * lda + kc + k]) : 0.0f;
+                for (pan = 0; pan < n_pan; pan++) {
+                    int j0 = jc + pan * UTG__NR, nr = N - j0 < UTG__NR ? N - j0 : UTG__NR;
+                    utg__ukernel(kb, ap, Bp + (size_t)pan * kb * UTG__NR, C + (size_t)(i0)*ldc + j0, ldc, mr, nr);
                 }
             }
         }
+    }
+}
+
+/* The parallel op: C split into (row block, column block) tasks, each a serial gemm with its own
+   pack buffer. Each C element is summed in k order by one task, so the partition (which follows
+   the thread count) does not change any bit. */
+static void utg__cpu_matmul(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
+                            utg_trans ta, utg_trans tb, float alpha, float beta) {
+    int nth = utg__max_threads(), n_cb = (N + UTG__NC - 1) / UTG__NC, n_rb, rb, task;
+    float *pack;
+    if (M <= 0 || N <= 0) return;
+    if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
+    if (K <= 0) return;
+    n_rb = (4 * nth + n_cb - 1) / n_cb;
+    if (n_rb > (M + UTG__MR - 1) / UTG__MR) n_rb = (M + UTG__MR - 1) / UTG__MR;
+    rb = (M + n_rb - 1) / n_rb;
+    rb = (rb + UTG__MR - 1) / UTG__MR * UTG__MR;
+    n_rb = (M + rb - 1) / rb;
+    pack = utg__cpu_scratch(be, (size_t)nth * UTG__GEMM_PACK_FLOATS);
+    UTG_ASSERT(pack != NULL);
+    if (!pack) return;
+    UTG__OMP_FOR_DYN
+    for (task = 0; task < n_rb * n_cb; task++) {
+        int i0 = (task / n_cb) * rb, j0 = (task % n_cb) * UTG__NC;
+        int m = M - i0 < rb ? M - i0 : rb, n = N - j0 < UTG__NC ? N - j0 : UTG__NC;
+        const float *Ab = ta ? A + i0 : A + (size_t)i0 * K, *Bb = tb ? B + (size_t)j0 * K : B + j0;
+        utg__gemm(C + (size_t)i0 * N + j0, N, Ab, ta ? M : K, ta, Bb, tb ? K : N, tb, m, n, K, alpha,
+                  pack + (size_t)utg__thread_id() * UTG__GEMM_PACK_FLOATS);
     }
 }
 
@@ -1033,6 +1067,38 @@ static void utg__cpu_embed_bwd(utg_backend *be, float *dtable, const float *dout
             for (c = c0; c < c1; c++) dst[c] += src[c];
         }
     }
+}
+
+/* e^x without libm (the same bits whatever the C library): Cody-Waite reduction by ln 2 and a
+   degree-6 polynomial, relative error below 3e-7 on [-87, 88] (tests/test_ops.c checks). The
+   caller keeps x inside [-87, 88]; the floor below relies on x*log2(e) > -128. */
+static float utg__expf_core(float x) {
+    int32_t n = (int32_t)(x * 1.44269504088896341f + 128.5f) - 128; /* floor(x log2 e + 1/2) */
+    float r = x - (float)n * 0.693145751953125f, p, two_n;          /* ln 2, high bits (exact) */
+    int32_t e = (n + 127) << 23;
+    r = r - (float)n * 1.42860682030941723e-6f; /* ln 2, low bits */
+    p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    memcpy(&two_n, &e, 4);
+    return p * two_n;
+}
+/* e^x for any x (clamped to [-87, 88]; e^-87 is negligible beside the 1 of a row's maximum). */
+static float utg__expf(float x) { return utg__expf_core(x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x)); }
+/* x[i] = e^(x[i] - shift) in place, in two passes so that GCC vectorizes both (it does not
+   vectorize the clamp and the polynomial in one loop). */
+static void utg__exp_row(float *UTG_RESTRICT x, int n, float shift) {
+    int i;
+    for (i = 0; i < n; i++) {
+        float v = x[i] - shift;
+        v = v < -87.0f ? -87.0f : v;
+        x[i] = v > 88.0f ? 88.0f : v;
+    }
+    for (i = 0; i < n; i++) x[i] = utg__expf_core(x[i]);
 }
 
 /* Sum of a[i]*b[i] in 16 independent lanes (vectorizes without -ffast-math), then in order. */
@@ -1168,59 +1234,60 @@ static void utg__cpu_head_scale_bwd(utg_backend *be, float *dx, float *dgain, co
     }
 }
 
-/* Attention works per (batch, kv head) task, so the query heads that share a kv head run together
-   and the backward's dk/dv rows belong to one task (no atomics). Each task first transposes its K
-   and V to [hd, T]: then a row of scores q_t.K^T is a sum of hd contiguous axpys over s, and every
-   inner loop is a plain vectorizable axpy, with no horizontal reductions per (t, s) pair.
-   The backward also accumulates dK and dV transposed and adds them back once per task.
-   Per-thread scratch: Kt, Vt, dKt, dVt [hd*T] and two score rows [T]. */
-static size_t utg__attn_scratch_per_thread(int T, int hd) { return (size_t)4 * hd * T + (size_t)2 * T + 32; }
+/* Attention, flash style on the CPU: one task per (batch, kv head), so the query heads sharing a
+   kv head run together and dK/dV rows belong to one task. Queries go in blocks of QB; a block only
+   meets keys [0, q1) (causal), as two serial gemms (scores, then P.V) around a row softmax. The
+   backward recomputes P from the saved log-sum-exp. Per-thread scratch: two QB x T score blocks
+   and a gemm pack buffer. */
+#define UTG__ATTN_QB 64
+static size_t utg__attn_scratch_per_thread(int T) { return (size_t)2 * UTG__ATTN_QB * T + UTG__GEMM_PACK_FLOATS + 16; }
 
-static void utg__attn_load_kt_vt(float *kt, float *vt, const float *k, const float *v, int b, int kh, int T, int kw,
-                                 int hd) {
-    int s, i;
-    for (s = 0; s < T; s++) {
-        const float *ks = k + ((size_t)b * T + s) * kw + (size_t)kh * hd, *vs = v + ((size_t)b * T + s) * kw + (size_t)kh * hd;
-        for (i = 0; i < hd; i++) { kt[(size_t)i * T + s] = ks[i]; vt[(size_t)i * T + s] = vs[i]; }
-    }
-}
-
-/* row[s] = scale * q . k_s for s in [0, n) */
-static void utg__attn_scores(float *UTG_RESTRICT row, const float *UTG_RESTRICT qt, const float *UTG_RESTRICT kt, int n,
-                             int T, int hd, float scale) {
-    int i, s;
-    for (s = 0; s < n; s++) row[s] = 0.0f;
-    for (i = 0; i < hd; i++) {
-        const float *kr = kt + (size_t)i * T;
-        float qi = qt[i] * scale;
-        for (s = 0; s < n; s++) row[s] += qi * kr[s];
+/* Scores of query rows [q0, q0+qb) against keys [0, q1): S = scale * Q K^T, then either the causal
+   softmax (lse written) or, with lse given, P recomputed from it. Masked entries become 0. */
+static void utg__attn_probs(float *S, const float *q, const float *k, int qw, int kw, int q0, int qb, int q1, int hd,
+                            float scale, float *lse_out, const float *lse_in, int lse_stride, float *pack) {
+    int r, s;
+    memset(S, 0, sizeof(float) * (size_t)qb * q1);
+    utg__gemm(S, q1, q, qw, UTG_NO_TRANS, k, kw, UTG_TRANS, qb, q1, hd, scale, pack);
+    for (r = 0; r < qb; r++) {
+        float *row = S + (size_t)r * q1, mx = -INFINITY, sum = 0.0f, l;
+        int n = q0 + r + 1; /* keys 0..t */
+        if (lse_in) {
+            l = lse_in[(size_t)r * lse_stride];
+            utg__exp_row(row, n, l);
+        } else { /* exponentiate against the max, sum, then rescale by 1/sum */
+            for (s = 0; s < n; s++) mx = row[s] > mx ? row[s] : mx;
+            utg__exp_row(row, n, mx);
+            for (s = 0; s < n; s++) sum += row[s];
+            l = mx + logf(sum);
+            lse_out[(size_t)r * lse_stride] = l;
+            sum = 1.0f / sum;
+            for (s = 0; s < n; s++) row[s] *= sum;
+        }
+        for (s = n; s < q1; s++) row[s] = 0.0f;
     }
 }
 
 static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float *q, const float *k, const float *v,
                               int B, int T, int H, int Hkv, int hd, float scale) {
     int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
-    size_t per = utg__attn_scratch_per_thread(T, hd);
+    size_t per = utg__attn_scratch_per_thread(T);
     float *scr = utg__cpu_scratch(be, (size_t)utg__max_threads() * per);
     UTG_ASSERT(scr != NULL);
     if (!scr) return;
     UTG__OMP_FOR_DYN
     for (task = 0; task < B * Hkv; task++) {
-        int b = task / Hkv, kh = task % Hkv, g, t, s, i;
-        float *kt = scr + (size_t)utg__thread_id() * per, *vt = kt + (size_t)hd * T, *p = vt + (size_t)hd * T;
-        utg__attn_load_kt_vt(kt, vt, k, v, b, kh, T, kw, hd);
+        int b = task / Hkv, kh = task % Hkv, g, q0, r;
+        float *S = scr + (size_t)utg__thread_id() * per, *pack = S + (size_t)2 * UTG__ATTN_QB * T;
+        const float *kb = k + (size_t)b * T * kw + (size_t)kh * hd, *vb = v + (size_t)b * T * kw + (size_t)kh * hd;
         for (g = 0; g < group; g++) {
             int h = kh * group + g;
-            for (t = 0; t < T; t++) {
-                const float *qt = q + ((size_t)b * T + t) * qw + (size_t)h * hd;
-                float *yt = y + ((size_t)b * T + t) * qw + (size_t)h * hd;
-                float mx = -INFINITY, sum = 0.0f, inv;
-                utg__attn_scores(p, qt, kt, t + 1, T, hd, scale);
-                for (s = 0; s <= t; s++) if (p[s] > mx) mx = p[s];
-                for (s = 0; s <= t; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
-                inv = 1.0f / sum;
-                for (i = 0; i < hd; i++) yt[i] = utg__dot(p, vt + (size_t)i * T, t + 1) * inv;
-                lse[((size_t)b * T + t) * H + h] = mx + logf(sum);
+            for (q0 = 0; q0 < T; q0 += UTG__ATTN_QB) {
+                int qb = T - q0 < UTG__ATTN_QB ? T - q0 : UTG__ATTN_QB, q1 = q0 + qb;
+                size_t ro = ((size_t)b * T + q0) * qw + (size_t)h * hd;
+                utg__attn_probs(S, q + ro, kb, qw, kw, q0, qb, q1, hd, scale, lse + ((size_t)b * T + q0) * H + h, NULL, H, pack);
+                for (r = 0; r < qb; r++) memset(y + ro + (size_t)r * qw, 0, sizeof(float) * hd);
+                utg__gemm(y + ro, qw, S, q1, UTG_NO_TRANS, vb, kw, UTG_NO_TRANS, qb, hd, q1, 1.0f, pack);
             }
         }
     }
@@ -1230,39 +1297,33 @@ static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, 
                               const float *k, const float *v, const float *y, const float *lse, int B, int T, int H,
                               int Hkv, int hd, float scale) {
     int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
-    size_t per = utg__attn_scratch_per_thread(T, hd);
+    size_t per = utg__attn_scratch_per_thread(T);
     float *scr = utg__cpu_scratch(be, (size_t)utg__max_threads() * per);
     UTG_ASSERT(scr != NULL);
     if (!scr) return;
     UTG__OMP_FOR_DYN
     for (task = 0; task < B * Hkv; task++) {
-        int b = task / Hkv, kh = task % Hkv, g, t, s, i;
-        float *kt = scr + (size_t)utg__thread_id() * per, *vt = kt + (size_t)hd * T;
-        float *dkt = vt + (size_t)hd * T, *dvt = dkt + (size_t)hd * T, *p = dvt + (size_t)hd * T, *dp = p + T;
-        utg__attn_load_kt_vt(kt, vt, k, v, b, kh, T, kw, hd);
-        memset(dkt, 0, sizeof(float) * 2 * (size_t)hd * T);
+        int b = task / Hkv, kh = task % Hkv, g, q0, r, s;
+        float *P = scr + (size_t)utg__thread_id() * per, *dS = P + (size_t)UTG__ATTN_QB * T, *pack = dS + (size_t)UTG__ATTN_QB * T;
+        size_t ko = (size_t)b * T * kw + (size_t)kh * hd;
         for (g = 0; g < group; g++) {
             int h = kh * group + g;
-            for (t = 0; t < T; t++) {
-                size_t qo = ((size_t)b * T + t) * qw + (size_t)h * hd;
-                const float *qt = q + qo, *dyt = dy + qo;
-                float *dqt = dq + qo;
-                float l = lse[((size_t)b * T + t) * H + h], D = utg__dot(dyt, y + qo, hd);
-                /* p = softmax row recomputed from the saved log-sum-exp; dp[s] = dy_t . v_s */
-                utg__attn_scores(p, qt, kt, t + 1, T, hd, scale);
-                for (s = 0; s <= t; s++) p[s] = expf(p[s] - l);
-                utg__attn_scores(dp, dyt, vt, t + 1, T, hd, 1.0f);
-                for (s = 0; s <= t; s++) dp[s] = p[s] * (dp[s] - D) * scale; /* dS, scale included */
-                for (i = 0; i < hd; i++) {
-                    float *dkr = dkt + (size_t)i * T, *dvr = dvt + (size_t)i * T, qi = qt[i], dyi = dyt[i];
-                    dqt[i] += utg__dot(dp, kt + (size_t)i * T, t + 1);
-                    for (s = 0; s <= t; s++) { dkr[s] += dp[s] * qi; dvr[s] += p[s] * dyi; }
+            for (q0 = 0; q0 < T; q0 += UTG__ATTN_QB) {
+                int qb = T - q0 < UTG__ATTN_QB ? T - q0 : UTG__ATTN_QB, q1 = q0 + qb;
+                size_t ro = ((size_t)b * T + q0) * qw + (size_t)h * hd;
+                utg__attn_probs(P, q + ro, k + ko, qw, kw, q0, qb, q1, hd, scale, NULL, lse + ((size_t)b * T + q0) * H + h, H, pack);
+                /* dP = dY V^T, then dS = P * (dP - rowsum(dY*Y)) * scale */
+                memset(dS, 0, sizeof(float) * (size_t)qb * q1);
+                utg__gemm(dS, q1, dy + ro, qw, UTG_NO_TRANS, v + ko, kw, UTG_TRANS, qb, q1, hd, 1.0f, pack);
+                for (r = 0; r < qb; r++) {
+                    float D = utg__dot(dy + ro + (size_t)r * qw, y + ro + (size_t)r * qw, hd), *pr = P + (size_t)r * q1,
+                          *dr = dS + (size_t)r * q1;
+                    for (s = 0; s < q1; s++) dr[s] = pr[s] * (dr[s] - D) * scale;
                 }
+                utg__gemm(dq + ro, qw, dS, q1, UTG_NO_TRANS, k + ko, kw, UTG_NO_TRANS, qb, hd, q1, 1.0f, pack);
+                utg__gemm(dk + ko, kw, dS, q1, UTG_TRANS, q + ro, qw, UTG_NO_TRANS, q1, hd, qb, 1.0f, pack);
+                utg__gemm(dv + ko, kw, P, q1, UTG_TRANS, dy + ro, qw, UTG_NO_TRANS, q1, hd, qb, 1.0f, pack);
             }
-        }
-        for (s = 0; s < T; s++) {
-            size_t ko = ((size_t)b * T + s) * kw + (size_t)kh * hd;
-            for (i = 0; i < hd; i++) { dk[ko + i] += dkt[(size_t)i * T + s]; dv[ko + i] += dvt[(size_t)i * T + s]; }
         }
     }
 }
@@ -1324,13 +1385,13 @@ static void utg__cpu_xent_fwd(utg_backend *be, float *logits, float *row_loss, c
             for (j = 0; j < V; j++) z[j] = softcap * tanhf(z[j] * ic);
         }
         for (j = 0; j < V; j++) if (z[j] > mx) mx = z[j];
-        for (j = 0; j < V; j++) sum += expf(z[j] - mx);
+        for (j = 0; j < V; j++) sum += utg__expf(z[j] - mx);
         lse = mx + logf(sum);
         row_loss[r] = lse - z[tgt];
         if (dscale != 0.0f) {
             inv = dscale / sum;
             for (j = 0; j < V; j++) {
-                float g = expf(z[j] - mx) * inv - (j == tgt ? dscale : 0.0f);
+                float g = utg__expf(z[j] - mx) * inv - (j == tgt ? dscale : 0.0f);
                 if (softcap > 0.0f) { float th = z[j] / softcap; g *= 1.0f - th * th; }
                 z[j] = g;
             }

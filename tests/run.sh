@@ -41,6 +41,7 @@ compile_check() {
 
 suite "header compiles as C99 and C++17 (-Werror -pedantic)" compile_check
 suite "ops: finite-difference gradient checks" "$BUILD/test_ops"
+suite "ops again, portable C paths (UTG_NO_VECTOR_EXT)" "$BUILD/test_ops_portable"
 suite "model: config, arena, whole-model gradients" "$BUILD/test_model"
 suite "io: safetensors and shards" "$BUILD/test_io"
 suite "cli: utg-grad and the vendoring example" sh tests/test_cli.sh "$BUILD"
