@@ -29,7 +29,7 @@
        UTG_USER_CONFIG         a header included first, for all of the above
 
    TABLE OF CONTENTS (grep for the markers)
-       // >>types          results, dtypes, logging, allocator
+       // >>types          results, logging, allocator, message buffer
        // >>config         the knob table: every knob, its Parameter Golf name, default and doc
        // >>backend_api    utg_backend: the op-level function table a CPU or CUDA backend fills
        // >>model          parameters (arena + tensor table), depth plan, forward and backward
@@ -38,13 +38,16 @@
        // >>public         misc public helpers
        // >>impl_util      (implementation) allocation, messages, RNG, half floats
        // >>impl_config
-       // >>backend_cpu    the CPU reference backend (OpenMP over rows and heads)
+       // >>backend_cpu    the CPU reference backend: packed gemm, blocked attention, OpenMP
        // >>impl_model
        // >>impl_safetensors
        // >>impl_data
+       // >>impl_public
 
    BUILD
-       C:     cc -std=c99 -O3 -march=native -fopenmp my.c -lm
+       C:     cc -std=c99 -O3 -march=native -ffp-contract=fast -fopenmp my.c -lm
+              (-ffp-contract=fast lets ISO C mode fuse multiply-adds; UTG_NO_VECTOR_EXT selects the
+              plain-C kernels instead of GCC/Clang vector extensions)
        CUDA:  utgolf_cuda.cu arrives with the GPU backend (not in this version).
 
    ERRORS AND THREADS
