@@ -128,6 +128,35 @@ def run_case(tmp, case_idx, name, cfg_kw, B, dtype, check_grads, emb_scale):
         compare_grads(name, ref.param_shapes(cfg), got, grads_ref)
 
 
+def run_export_case(tmp):
+    """utgolf -> PyTorch: weights utgolf initialises (seeded, train_gpt.py's scheme) and writes with
+    --weights-out load into the PyTorch reference and give the loss utgolf printed."""
+    cfg = ref.Config(NUM_LAYERS=3, MODEL_DIM=32, NUM_HEADS=4, NUM_KV_HEADS=2, VOCAB_SIZE=64,
+                     TRAIN_SEQ_LEN=16, ROPE_BASE=10000.0, QK_GAIN_INIT=1.5)
+    B, gen = 2, torch.Generator().manual_seed(77)
+    tokens = torch.randint(0, cfg.VOCAB_SIZE, (B * cfg.TRAIN_SEQ_LEN + 1,), generator=gen)
+    tok_path, w_path = os.path.join(tmp, "export.bin"), os.path.join(tmp, "export.w.safetensors")
+    ref.write_token_shard(tok_path, tokens.tolist())
+    cmd = [UTG_GRAD, "--tokens", tok_path, "--batch-seqs", str(B), "--weights-out", w_path,
+           "SEED=4242"] + cfg.args()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp)
+    losses = [float(l.split()[1]) for l in proc.stdout.splitlines() if l.startswith("loss ")]
+    if proc.returncode != 0 or not losses or not os.path.exists(w_path):
+        report(False, "utgolf_weights_in_torch", "utg-grad failed: " + proc.stderr.strip()[-300:])
+        return
+    params, _ = ref.load_safetensors(w_path)
+    shapes = ref.param_shapes(cfg)
+    if set(params) != set(shapes) or any(tuple(params[k].shape) != shapes[k] for k in shapes):
+        report(False, "utgolf_weights_in_torch", "names/shapes differ from the state dict")
+        return
+    params = {k: v.double() for k, v in params.items()}
+    x, y = tokens[:-1].reshape(B, -1), tokens[1:].reshape(B, -1)
+    loss_ref = ref.gpt_loss(params, cfg, x, y).item()
+    diff = abs(losses[-1] - loss_ref)
+    report(diff <= LOSS_RTOL * max(1.0, abs(loss_ref)), "utgolf_weights_in_torch",
+           "utg %.8f torch %.8f |diff| %.2e (%d tensors)" % (losses[-1], loss_ref, diff, len(params)))
+
+
 def main():
     if not os.path.exists(UTG_GRAD):
         print("FAIL %s not found: build it first (make), or set UTG_GRAD" % UTG_GRAD)
@@ -136,6 +165,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="utg_parity_") as tmp:
         for i, case in enumerate(CASES):
             run_case(tmp, i, *case)
+        run_export_case(tmp)
     n_pass = sum(results)
     print("%d passed, %d failed" % (n_pass, len(results) - n_pass))
     return 0 if n_pass == len(results) else 1
