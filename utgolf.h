@@ -1208,7 +1208,7 @@ static void utg__cpu_head_scale_fwd(utg_backend *be, float *y, const float *x, c
 
 static void utg__cpu_head_scale_bwd(utg_backend *be, float *dx, float *dgain, const float *dy, const float *x,
                                     const float *gain, int n_tok, int n_heads, int head_dim) {
-    int t, width = n_heads * head_dim;
+    int t;
     if (dx) {
         UTG__OMP_FOR
         for (t = 0; t < n_tok; t++) {
@@ -1219,19 +1219,17 @@ static void utg__cpu_head_scale_bwd(utg_backend *be, float *dx, float *dgain, co
             }
         }
     }
-    if (dgain) {
-        /* Column sums land in scratch after the chunk partials; then fold each head's columns. */
-        float *cols;
-        int nch = n_tok < UTG__CPU_RED_CHUNKS ? (n_tok > 0 ? n_tok : 1) : UTG__CPU_RED_CHUNKS, h, i;
-        cols = utg__cpu_scratch(be, (size_t)(nch + 1) * width);
-        UTG_ASSERT(cols != NULL);
-        if (!cols) return;
-        cols += (size_t)nch * width; /* colsum_prod uses the first nch*width floats */
-        memset(cols, 0, (size_t)width * sizeof(float));
-        utg__colsum_prod(be, cols, dy, x, n_tok, width);
+    if (dgain) { /* one head per thread, tokens summed in order: deterministic, no scratch */
+        int h;
+        (void)be;
+        UTG__OMP_FOR
         for (h = 0; h < n_heads; h++) {
             float s = 0.0f;
-            for (i = 0; i < head_dim; i++) s += cols[h * head_dim + i];
+            int tok; /* private to the thread */
+            for (tok = 0; tok < n_tok; tok++) {
+                size_t o = ((size_t)tok * n_heads + h) * head_dim;
+                s += utg__dot(dy + o, x + o, head_dim);
+            }
             dgain[h] += s;
         }
     }
@@ -2392,7 +2390,9 @@ UTGDEF utg_result utg_model_save_safetensors(utg_model *m, int which, void **out
     if (!m || !out || !out_size || which < 0 || which > 1) return UTG_ERR_INVALID;
     *out = NULL;
     *out_size = 0;
-    hcap = 64 + (size_t)m->n_tensors * (UTG_MAX_NAME + 128);
+    /* per tensor: a name (< UTG_MAX_NAME), about 60 bytes of fixed text and four numbers of at most 20
+       digits; 256 + UTG_MAX_NAME bounds it with room to spare, so no snprintf below truncates */
+    hcap = 64 + (size_t)m->n_tensors * (UTG_MAX_NAME + 256);
     hdr = (char *)utg__alloc(&m->alloc, hcap);
     host = (float *)utg__alloc(&m->alloc, m->arena_floats * sizeof(float));
     if (!hdr || !host) { utg__free(&m->alloc, hdr); utg__free(&m->alloc, host); return UTG_ERR_NOMEM; }
