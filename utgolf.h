@@ -33,6 +33,7 @@
        // >>config         the knob table: every knob, its Parameter Golf name, default and doc
        // >>backend_api    utg_backend: the op-level function table a CPU or CUDA backend fills
        // >>model          parameters (arena + tensor table), depth plan, forward and backward
+       // >>optim          Muon, Adam(W), clipping, LR and momentum schedules, EMA and SWA
        // >>safetensors    import / export of the parameter arena and gradients
        // >>data           Parameter Golf token shards
        // >>public         misc public helpers
@@ -40,6 +41,7 @@
        // >>impl_config
        // >>backend_cpu    the CPU reference backend: packed gemm, blocked attention, OpenMP
        // >>impl_model
+       // >>impl_optim
        // >>impl_safetensors
        // >>impl_data
        // >>impl_public
@@ -186,6 +188,14 @@ typedef struct utg_msg {
     X(INT, val_batch_size, "VAL_BATCH_SIZE", 524288, 0, "tokens per validation batch")            \
     X(INT, val_loss_every, "VAL_LOSS_EVERY", 1000, UTG_KF_OFF, "validate every N steps; 0 = only at the end") \
     X(INT, train_log_every, "TRAIN_LOG_EVERY", 200, UTG_KF_OFF, "log the train loss every N steps") \
+    X(REAL, warmdown_frac, "WARMDOWN_FRAC", 0.0, 0,                                                \
+      "warmdown as a fraction of training (time with a cap, else steps); 0 = WARMDOWN_ITERS")     \
+    X(REAL, min_lr, "MIN_LR", 0.0, 0, "floor of the LR scale in a WARMDOWN_FRAC warmdown")         \
+    X(REAL, gptq_reserve_seconds, "GPTQ_RESERVE_SECONDS", 0.0, 0,                                  \
+      "seconds of the cap kept for post-training; the WARMDOWN_FRAC schedule ends this early")    \
+    X(INT, eval_seq_len, "EVAL_SEQ_LEN", 0, 0, "evaluation window length; 0 = TRAIN_SEQ_LEN")      \
+    X(INT, eval_stride, "EVAL_STRIDE", 0, 0,                                                       \
+      "sliding-window eval: score the last EVAL_STRIDE tokens of each window; 0 = disjoint windows") \
     /* optimizers (SPEC 1.4) */                                                                   \
     X(REAL, embed_lr, "EMBED_LR", 0.6, 0, "Adam LR of the untied token embedding")                \
     X(REAL, head_lr, "HEAD_LR", 0.008, 0, "Adam LR of the untied lm_head")                        \
@@ -202,6 +212,18 @@ typedef struct utg_msg {
     X(REAL, beta2, "BETA2", 0.95, UTG_KF_OFF, "Adam beta2")                                       \
     X(REAL, adam_eps, "ADAM_EPS", 1e-8, 0, "Adam epsilon")                                        \
     X(REAL, grad_clip_norm, "GRAD_CLIP_NORM", 0.0, 0, "global gradient-norm clip; 0 = off")       \
+    X(BOOL, muon_nesterov, "MUON_NESTEROV", 1, UTG_KF_OFF, "Nesterov momentum in Muon")            \
+    X(BOOL, muon_eq_r, "MUON_EQ_R", 0, 0, "MuonEq-R: normalise each update row before Newton-Schulz") \
+    X(BOOL, muon_polar_express, "MUON_POLAR_EXPRESS", 0, 0,                                        \
+      "Newton-Schulz with the Polar Express per-step coefficients")                               \
+    X(REAL, muon_wd, "MUON_WD", 0.0, 0, "decoupled weight decay of the Muon matrices")             \
+    X(REAL, adam_wd, "ADAM_WD", 0.0, 0, "decoupled weight decay of scalars and the untied head (AdamW)") \
+    X(REAL, embed_wd, "EMBED_WD", 0.0, 0, "decoupled weight decay of the token embedding (AdamW)") \
+    X(BOOL, ema_enabled, "EMA_ENABLED", 0, 0, "keep an EMA of the weights and use it at the end")  \
+    X(REAL, ema_decay, "EMA_DECAY", 0.997, 0, "EMA decay per optimizer step")                      \
+    X(BOOL, swa_enabled, "SWA_ENABLED", 0, 0, "average weights every SWA_EVERY steps late in training") \
+    X(INT, swa_every, "SWA_EVERY", 50, 0, "SWA sampling interval in steps")                       \
+    X(REAL, swa_start_lr_frac, "SWA_START_LR_FRAC", 0.5, 0, "SWA samples once the LR scale is below this") \
     X(STR, control_tensor_name_patterns, "CONTROL_TENSOR_NAME_PATTERNS",                          \
       "attn_scale,attn_scales,mlp_scale,mlp_scales,resid_mix,resid_mixes,q_gain,skip_weight,skip_weights", \
       0, "name substrings that mark scalar/control tensors (Adam, kept in fp32)")                \
@@ -210,6 +232,10 @@ typedef struct utg_msg {
       "directory of fineweb_train_*.bin and fineweb_val_*.bin")                                   \
     X(STR, tokenizer_path, "TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model", 0,      \
       "SentencePiece .model file")                                                                \
+    X(STR, train_files, "TRAIN_FILES", "", 0, "train shard glob; default DATA_PATH/fineweb_train_*.bin") \
+    X(STR, val_files, "VAL_FILES", "", 0, "validation shard glob; default DATA_PATH/fineweb_val_*.bin") \
+    X(STR, train_loader, "TRAIN_LOADER", "sequential", 0,                                          \
+      "sequential (train_gpt.py's stream) or shuffled (random windows, PR #1394)")                 \
     X(STR, run_id, "RUN_ID", "", 0, "run name for logs (default: generated)")
 
 typedef enum utg_knob_kind { UTG_KNOB_INT, UTG_KNOB_BOOL, UTG_KNOB_REAL, UTG_KNOB_STR } utg_knob_kind;
@@ -261,7 +287,7 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
    zero them first); this is what lets shared weights accumulate gradients over several visits.
    ------------------------------------------------------------------------------------------------ */
 
-#define UTG_BACKEND_ABI_VERSION 1u
+#define UTG_BACKEND_ABI_VERSION 2u
 
 typedef enum utg_trans { UTG_NO_TRANS = 0, UTG_TRANS = 1 } utg_trans;
 
@@ -333,6 +359,20 @@ struct utg_backend {
        overwritten with d(dscale * row_loss[r]) / dz (the gradient, softcap included). */
     void (*xent_fwd)(utg_backend *be, float *logits, float *row_loss, const int32_t *targets,
                      int rows, int V, float softcap, float dscale);
+
+    /* Optimizer and averaging ops (ABI 2). */
+    /* y = alpha*x + beta*y over n floats; x may be NULL when alpha == 0. */
+    void (*axpby)(utg_backend *be, float *y, float alpha, const float *x, float beta, size_t n);
+    /* sum of x^2 in double, returned to the host; deterministic (the same bits for any thread
+       count: fixed-size chunks summed in a fixed order). */
+    double (*sumsq)(utg_backend *be, const float *x, size_t n);
+    /* each row of x[rows, cols] divided by max(||row||_2, eps) (MuonEq-R) */
+    void (*row_normalize)(utg_backend *be, float *x, int rows, int cols, float eps);
+    /* One Adam(W) step, torch.optim.Adam's formula: p *= 1 - lr*wd (decoupled; wd = 0 is plain
+       Adam); m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+       p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps), with bc = 1 - beta^t. */
+    void (*adam_step)(utg_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                      float lr, float beta1, float beta2, float eps, float wd, float bc1, float bc2);
 
     void (*synchronize)(utg_backend *be);
     void (*destroy)(utg_backend *be);
@@ -419,9 +459,70 @@ UTGDEF utg_result utg_model_reserve(utg_model *m, int n_seqs);
    the mean cross-entropy (nats) to *loss. Activations are kept for utg_model_backward. */
 UTGDEF utg_result utg_model_forward(utg_model *m, const int32_t *inputs, const int32_t *targets,
                                     int n_seqs, double *loss);
+/* Forward without gradients, for evaluation: n_seqs rows of seq_len tokens (any length; RoPE
+   tables for a length other than TRAIN_SEQ_LEN are built on first use). token_losses (host, may be
+   NULL) receives the n_seqs*seq_len per-position losses in nats; *loss gets their mean. */
+UTGDEF utg_result utg_model_eval(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs, int seq_len,
+                                 float *token_losses, double *loss);
 /* Backward of loss_scale * (mean loss of the last forward): ADDS into the gradient arena. */
 UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale);
 UTGDEF void utg_model_zero_grads(utg_model *m);
+
+/* ------------------------------------------------------------------------------------------------
+// >>optim
+   Muon for the block matrices, Adam(W) for the rest, split as train_gpt.py splits them (SPEC 1.4):
+   MATRIX tensors (unless a CONTROL_TENSOR_NAME_PATTERNS substring matches the name) go to Muon;
+   the embedding to Adam with TIED_EMBED_LR (EMBED_LR untied) and EMBED_WD; the untied head to
+   Adam with HEAD_LR; every CONTROL tensor to Adam with SCALAR_LR. Both wd knobs are decoupled
+   (W *= 1 - lr*wd before the update). Every array lives in backend memory and every update goes
+   through the backend table; the state arenas share the parameter arena's layout.
+   ------------------------------------------------------------------------------------------------ */
+
+typedef struct utg_optim utg_optim;
+
+/* The optimizer reads its settings from the model's resolved config. */
+UTGDEF utg_result utg_optim_create(utg_model *m, utg_optim **out);
+UTGDEF void utg_optim_destroy(utg_optim *o);
+/* One optimizer step from the model's gradient arena. `step` counts finished steps (0 for the
+   first) and drives the Muon momentum warmup; lr_scale multiplies every group's base LR (see
+   utg_lr_scale). With GRAD_CLIP_NORM > 0 the gradients are clipped as clip_grad_norm_ does. The
+   global gradient norm before clipping goes to *grad_norm when it is not NULL. */
+UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double *grad_norm);
+/* After each step: update the EMA (EMA_ENABLED) and take an SWA sample (SWA_ENABLED, every
+   SWA_EVERY steps once lr_scale < SWA_START_LR_FRAC). `step` counts finished steps. */
+UTGDEF void utg_optim_average(utg_optim *o, int step, double lr_scale);
+/* Load the average into the model's parameters: the EMA when enabled (it wins over SWA, as in the
+   records), else the SWA mean when it has samples. Returns 0 (nothing), 1 (EMA) or 2 (SWA). */
+UTGDEF int utg_optim_apply_average(utg_optim *o);
+/* Back to the state of a fresh optimizer (zero moments, EMA = current parameters, no SWA). */
+UTGDEF void utg_optim_reset(utg_optim *o);
+
+/* Optimizer state for checkpoints: arena `which` (0 = Muon momentum / Adam first moment,
+   1 = Adam second moment, 2 = EMA, 3 = SWA sum), each utg_model_arena_floats() long, and the
+   counters. */
+#define UTG_OPTIM_ARENAS 4
+UTGDEF utg_result utg_optim_get_arena(utg_optim *o, int which, float *host_dst, size_t n_floats);
+UTGDEF utg_result utg_optim_set_arena(utg_optim *o, int which, const float *host_src, size_t n_floats);
+UTGDEF void utg_optim_get_counters(const utg_optim *o, int64_t *adam_steps, int64_t *swa_count);
+UTGDEF void utg_optim_set_counters(utg_optim *o, int64_t adam_steps, int64_t swa_count);
+
+/* Schedules, exactly as train_gpt.py computes them (SPEC 1.5, 2.5).
+   LR scale: with WARMDOWN_FRAC > 0, frac = elapsed / (cap - GPTQ_RESERVE_SECONDS) under a wallclock
+   cap (step / ITERATIONS without one) and scale = max((1 - frac) / WARMDOWN_FRAC, MIN_LR) once
+   frac >= 1 - WARMDOWN_FRAC. Otherwise WARMDOWN_ITERS: under a cap the warmdown is
+   WARMDOWN_ITERS * (elapsed / step) ms long and the scale is remaining / warmdown_ms inside it;
+   without a cap the scale falls linearly over the last WARMDOWN_ITERS iterations. */
+UTGDEF double utg_lr_scale(const utg_config *cfg, int step, double elapsed_ms);
+/* Muon momentum at a step: linear from MUON_MOMENTUM_WARMUP_START to MUON_MOMENTUM. */
+UTGDEF double utg_muon_momentum(const utg_config *cfg, int step);
+
+/* Newton-Schulz orthogonalisation of X[rows, cols] in place (Frobenius-normalised first; a tall X is
+   handled as its transpose). polar_express selects the Polar Express per-step coefficients instead
+   of (3.4445, -4.7750, 2.0315). scratch holds utg_newton_schulz_scratch(rows, cols) floats of
+   backend memory. */
+UTGDEF size_t utg_newton_schulz_scratch(int rows, int cols);
+UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int steps, int polar_express,
+                              float *scratch);
 
 /* ------------------------------------------------------------------------------------------------
 // >>safetensors
@@ -713,6 +814,23 @@ UTGDEF utg_result utg_config_validate(const utg_config *c, utg_msg *msg) {
     UTG__REQ(c->train_batch_tokens >= 1, "TRAIN_BATCH_TOKENS must be >= 1");
     UTG__REQ(c->iterations >= 1, "ITERATIONS must be >= 1");
     UTG__REQ(c->muon_backend_steps >= 1 && c->muon_backend_steps <= 100, "MUON_BACKEND_STEPS must be in 1..100");
+    UTG__REQ(c->warmdown_frac >= 0.0 && c->warmdown_frac <= 1.0, "WARMDOWN_FRAC must be in [0, 1] (got %g)", c->warmdown_frac);
+    UTG__REQ(c->min_lr >= 0.0 && c->min_lr <= 1.0, "MIN_LR must be in [0, 1] (got %g)", c->min_lr);
+    UTG__REQ(c->gptq_reserve_seconds >= 0.0 && isfinite(c->gptq_reserve_seconds), "GPTQ_RESERVE_SECONDS must be >= 0");
+    UTG__REQ(c->eval_seq_len >= 0 && c->eval_seq_len <= (1 << 20), "EVAL_SEQ_LEN must be in 0..1048576");
+    UTG__REQ(c->eval_stride >= 0 && c->eval_stride <= (c->eval_seq_len ? c->eval_seq_len : c->train_seq_len),
+             "EVAL_STRIDE must be in 0..EVAL_SEQ_LEN (got %d)", c->eval_stride);
+    UTG__REQ(c->muon_wd >= 0.0 && c->adam_wd >= 0.0 && c->embed_wd >= 0.0 && isfinite(c->muon_wd + c->adam_wd + c->embed_wd),
+             "MUON_WD, ADAM_WD and EMBED_WD must be >= 0");
+    UTG__REQ(c->ema_decay >= 0.0 && c->ema_decay < 1.0, "EMA_DECAY must be in [0, 1) (got %g)", c->ema_decay);
+    UTG__REQ(c->swa_every >= 1, "SWA_EVERY must be >= 1 (got %d)", c->swa_every);
+    UTG__REQ(c->swa_start_lr_frac > 0.0 && c->swa_start_lr_frac <= 1.0, "SWA_START_LR_FRAC must be in (0, 1]");
+    UTG__REQ(c->matrix_lr >= 0.0 && c->scalar_lr >= 0.0 && c->embed_lr >= 0.0 && c->head_lr >= 0.0 && c->tied_embed_lr >= 0.0,
+             "learning rates must be >= 0");
+    UTG__REQ(c->beta1 < 1.0 && c->beta2 < 1.0 && c->adam_eps > 0.0, "BETA1 and BETA2 must be < 1 and ADAM_EPS > 0");
+    UTG__REQ(c->grad_clip_norm >= 0.0, "GRAD_CLIP_NORM must be >= 0");
+    UTG__REQ(c->train_loader && (!strcmp(c->train_loader, "sequential") || !strcmp(c->train_loader, "shuffled")),
+             "TRAIN_LOADER must be sequential or shuffled (got '%s')", c->train_loader ? c->train_loader : "");
     return UTG_OK;
 #undef UTG__REQ
 }
@@ -1400,6 +1518,69 @@ static void utg__cpu_xent_fwd(utg_backend *be, float *logits, float *row_loss, c
     }
 }
 
+static void utg__cpu_axpby(utg_backend *be, float *y, float alpha, const float *x, float beta, size_t n) {
+    ptrdiff_t i, nn = (ptrdiff_t)n;
+    (void)be;
+    if (alpha == 0.0f || !x) {
+        UTG__OMP_FOR
+        for (i = 0; i < nn; i++) y[i] = beta * y[i];
+        return;
+    }
+    UTG__OMP_FOR
+    for (i = 0; i < nn; i++) y[i] = alpha * x[i] + beta * y[i];
+}
+
+/* Deterministic sum of squares: at most UTG__SUMSQ_PARTS chunks whose size depends only on n, each
+   summed in order in double, then the partial sums added in chunk order. */
+#define UTG__SUMSQ_PARTS 256
+static double utg__cpu_sumsq(utg_backend *be, const float *x, size_t n) {
+    double part[UTG__SUMSQ_PARTS], total = 0.0;
+    size_t chunk = (n + UTG__SUMSQ_PARTS - 1) / UTG__SUMSQ_PARTS;
+    int c, n_parts;
+    (void)be;
+    if (chunk < 4096) chunk = 4096;
+    n_parts = (int)((n + chunk - 1) / chunk);
+    UTG__OMP_FOR
+    for (c = 0; c < n_parts; c++) {
+        size_t i, lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
+        double s = 0.0;
+        for (i = lo; i < hi; i++) s += (double)x[i] * (double)x[i];
+        part[c] = s;
+    }
+    for (c = 0; c < n_parts; c++) total += part[c];
+    return total;
+}
+
+static void utg__cpu_row_normalize(utg_backend *be, float *x, int rows, int cols, float eps) {
+    int r;
+    (void)be;
+    UTG__OMP_FOR
+    for (r = 0; r < rows; r++) {
+        float *row = x + (size_t)r * cols;
+        double s = 0.0;
+        float nrm, inv;
+        int j;
+        for (j = 0; j < cols; j++) s += (double)row[j] * row[j];
+        nrm = (float)sqrt(s);
+        inv = 1.0f / (nrm > eps ? nrm : eps);
+        for (j = 0; j < cols; j++) row[j] *= inv;
+    }
+}
+
+static void utg__cpu_adam_step(utg_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
+                               float beta1, float beta2, float eps, float wd, float bc1, float bc2) {
+    ptrdiff_t i, nn = (ptrdiff_t)n;
+    float step = lr / bc1, rbc2 = 1.0f / sqrtf(bc2), decay = 1.0f - lr * wd;
+    (void)be;
+    UTG__OMP_FOR
+    for (i = 0; i < nn; i++) {
+        float gi = g[i], mi = beta1 * m[i] + (1.0f - beta1) * gi, vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * decay - step * mi / (sqrtf(vi) * rbc2 + eps);
+    }
+}
+
 static void utg__cpu_synchronize(utg_backend *be) { (void)be; }
 
 static void utg__cpu_destroy(utg_backend *be) {
@@ -1452,6 +1633,10 @@ UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend
     be->mix_fwd = utg__cpu_mix_fwd;
     be->mix_bwd = utg__cpu_mix_bwd;
     be->xent_fwd = utg__cpu_xent_fwd;
+    be->axpby = utg__cpu_axpby;
+    be->sumsq = utg__cpu_sumsq;
+    be->row_normalize = utg__cpu_row_normalize;
+    be->adam_step = utg__cpu_adam_step;
     be->synchronize = utg__cpu_synchronize;
     be->destroy = utg__cpu_destroy;
     *out = be;
@@ -1497,9 +1682,13 @@ struct utg_model {
     /* shape */
     int d, H, Hkv, hd, kvd, F, V, T;
     float eps, softcap;
-    float *rope_cs; /* [T, hd/2] cos then sin */
-    /* activations, sized for cap_seqs sequences */
-    int cap_seqs, n_tok;
+    float *rope_cs;   /* [T, hd/2] cos then sin, for the training length */
+    float *rope_eval; /* the same for rope_eval_len (evaluation at another length) */
+    int rope_eval_len;
+    int Tc;           /* sequence length of the current forward */
+    const float *rope_cur;
+    /* activations, sized for cap_tok tokens */
+    int cap_tok, n_tok;
     void *act_arena;
     utg__acts *acts;
     float *emb, *x0, *r0, *hf, *rf, *logits, *row_loss;
@@ -1625,22 +1814,22 @@ UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed) {
     return UTG_OK;
 }
 
-static utg_result utg__rope_table(utg_model *m) {
+static utg_result utg__rope_table(utg_model *m, int T, float **dst) {
     int half = m->hd / 2, t, i;
-    float *host = (float *)utg__alloc(&m->alloc, sizeof(float) * 2 * (size_t)m->T * half);
+    float *host = (float *)utg__alloc(&m->alloc, sizeof(float) * 2 * (size_t)T * half);
     if (!host) return UTG_ERR_NOMEM;
-    for (t = 0; t < m->T; t++)
+    for (t = 0; t < T; t++)
         for (i = 0; i < half; i++) {
             /* float32 throughout, as train_gpt.py's Rotary computes its tables */
             float inv_freq = 1.0f / powf((float)m->cfg.rope_base, (float)(2 * i) / (float)m->hd);
             float ang = (float)t * inv_freq;
             host[(size_t)t * half + i] = cosf(ang);
-            host[(size_t)m->T * half + (size_t)t * half + i] = sinf(ang);
+            host[(size_t)T * half + (size_t)t * half + i] = sinf(ang);
         }
-    m->rope_cs = (float *)m->be->buf_alloc(m->be, sizeof(float) * 2 * (size_t)m->T * half);
-    if (m->rope_cs) m->be->upload(m->be, m->rope_cs, host, sizeof(float) * 2 * (size_t)m->T * half);
+    *dst = (float *)m->be->buf_alloc(m->be, sizeof(float) * 2 * (size_t)T * half);
+    if (*dst) m->be->upload(m->be, *dst, host, sizeof(float) * 2 * (size_t)T * half);
     utg__free(&m->alloc, host);
-    return m->rope_cs ? UTG_OK : UTG_ERR_NOMEM;
+    return *dst ? UTG_OK : UTG_ERR_NOMEM;
 }
 
 UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) {
@@ -1693,7 +1882,7 @@ UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) 
         utg__msgf(&m->msg, "out of memory for %zu parameters", m->arena_floats);
         return UTG_ERR_NOMEM;
     }
-    if ((r = utg__rope_table(m)) != UTG_OK) return r;
+    if ((r = utg__rope_table(m, m->T, &m->rope_cs)) != UTG_OK) return r;
     if ((r = utg_model_init_params(m, (uint64_t)(m->cfg.seed > 0 ? m->cfg.seed : 0))) != UTG_OK) return r;
     utg__log(m, UTG_LOG_INFO, "model: %d layers, d=%d, heads %d/%d, vocab %d, %zu parameters, backend %s",
              m->cfg.num_layers, m->d, m->H, m->Hkv, m->V, m->n_params, m->be->name);
@@ -1709,7 +1898,7 @@ static void utg__free_acts(utg_model *m) {
     m->acts = NULL;
     m->slot_src = NULL;
     m->host_loss = NULL;
-    m->cap_seqs = 0;
+    m->cap_tok = 0;
 }
 
 UTGDEF void utg_model_destroy(utg_model *m) {
@@ -1721,6 +1910,7 @@ UTGDEF void utg_model_destroy(utg_model *m) {
         m->be->buf_free(m->be, m->params);
         m->be->buf_free(m->be, m->grads);
         m->be->buf_free(m->be, m->rope_cs);
+        if (m->rope_eval) m->be->buf_free(m->be, m->rope_eval);
         if (m->own_backend) utg_backend_destroy(m->be);
     }
     utg__free(&a, m->tensors);
@@ -1824,15 +2014,12 @@ static void utg__carve_all(utg_model *m, utg__carver *c, size_t N) {
     m->g_skip = utg__carve(c, (size_t)(m->plan.n_slots > 0 ? m->plan.n_slots : 1) * N * d);
 }
 
-UTGDEF utg_result utg_model_reserve(utg_model *m, int n_seqs) {
+static utg_result utg__reserve_tokens(utg_model *m, size_t N) {
     utg__carver c;
-    size_t N;
-    if (!m || !m->be) return UTG_ERR_INVALID;
-    if (n_seqs <= 0) { utg__msgf(&m->msg, "batch must hold at least one sequence"); return UTG_ERR_INVALID; }
-    if (n_seqs <= m->cap_seqs) return UTG_OK;
+    if (N <= (size_t)m->cap_tok) return UTG_OK;
     utg__free_acts(m);
-    if (!utg__mul_ok((size_t)n_seqs, (size_t)m->T, &N) || N > (size_t)INT32_MAX / (size_t)(m->V > m->F ? m->V : m->F)) {
-        utg__msgf(&m->msg, "batch of %d sequences of %d tokens is too large", n_seqs, m->T);
+    if (N > (size_t)INT32_MAX / (size_t)(m->V > m->F ? m->V : m->F)) {
+        utg__msgf(&m->msg, "batch of %zu tokens is too large", N);
         return UTG_ERR_INVALID;
     }
     m->acts = (utg__acts *)utg__alloc(&m->alloc, sizeof(utg__acts) * (size_t)m->plan.n_layers);
@@ -1851,9 +2038,20 @@ UTGDEF utg_result utg_model_reserve(utg_model *m, int n_seqs) {
     c.base = (char *)m->act_arena;
     c.used = 0;
     utg__carve_all(m, &c, N);
-    m->cap_seqs = n_seqs;
-    utg__log(m, UTG_LOG_DEBUG, "activations: %.1f MiB for %d sequences", (double)c.used / 1048576.0, n_seqs);
+    m->cap_tok = (int)N;
+    utg__log(m, UTG_LOG_DEBUG, "activations: %.1f MiB for %zu tokens", (double)c.used / 1048576.0, N);
     return UTG_OK;
+}
+
+UTGDEF utg_result utg_model_reserve(utg_model *m, int n_seqs) {
+    size_t N;
+    if (!m || !m->be) return UTG_ERR_INVALID;
+    if (n_seqs <= 0) { utg__msgf(&m->msg, "batch must hold at least one sequence"); return UTG_ERR_INVALID; }
+    if (!utg__mul_ok((size_t)n_seqs, (size_t)m->T, &N) || N > (size_t)INT32_MAX) {
+        utg__msgf(&m->msg, "batch of %d sequences of %d tokens is too large", n_seqs, m->T);
+        return UTG_ERR_INVALID;
+    }
+    return utg__reserve_tokens(m, N);
 }
 
 #define UTG__W(t) (m->params + m->tensors[t].offset)
@@ -1864,7 +2062,7 @@ static void utg__layer_forward(utg_model *m, int l, const float *h, int n_seqs) 
     const utg_plan_layer *pl = &m->plan.layers[l];
     const utg__block_ix *b = &m->blk[pl->block];
     utg__acts *A = &m->acts[l];
-    int N = n_seqs * m->T, d = m->d;
+    int N = n_seqs * m->Tc, d = m->d;
     const float *rm = UTG__W(b->resid_mix);
     if (pl->pop_slot >= 0) {
         be->mix_fwd(be, A->hs, h, NULL, m->slot_src[pl->pop_slot], UTG__W(m->t_skip) + (size_t)pl->skip_index * d, N, d);
@@ -1876,14 +2074,14 @@ static void utg__layer_forward(utg_model *m, int l, const float *h, int n_seqs) 
     be->matmul(be, m->g_q, A->n1, UTG__W(b->c_q), N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
     be->rmsnorm_fwd(be, A->qn, A->rq, m->g_q, N * m->H, m->hd, m->eps);
     be->copy(be, A->qr, A->qn, (size_t)N * d);
-    be->rope(be, A->qr, m->rope_cs, N, m->T, m->H, m->hd, 0);
+    be->rope(be, A->qr, m->rope_cur, N, m->Tc, m->H, m->hd, 0);
     be->head_scale_fwd(be, A->qg, A->qr, UTG__W(b->q_gain), N, m->H, m->hd);
     be->matmul(be, m->g_k, A->n1, UTG__W(b->c_k), N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
     be->rmsnorm_fwd(be, A->kn, A->rk, m->g_k, N * m->Hkv, m->hd, m->eps);
     be->copy(be, A->kr, A->kn, (size_t)N * m->kvd);
-    be->rope(be, A->kr, m->rope_cs, N, m->T, m->Hkv, m->hd, 0);
+    be->rope(be, A->kr, m->rope_cur, N, m->Tc, m->Hkv, m->hd, 0);
     be->matmul(be, A->v, A->n1, UTG__W(b->c_v), N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
-    be->attn_fwd(be, A->y, A->lse, A->qg, A->kr, A->v, n_seqs, m->T, m->H, m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd));
+    be->attn_fwd(be, A->y, A->lse, A->qg, A->kr, A->v, n_seqs, m->Tc, m->H, m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd));
     be->matmul(be, A->a, A->y, UTG__W(b->proj), N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
     be->mix_fwd(be, A->hmid, A->hin, NULL, A->a, UTG__W(b->attn_scale), N, d);
     /* MLP */
@@ -1895,8 +2093,10 @@ static void utg__layer_forward(utg_model *m, int l, const float *h, int n_seqs) 
     if (pl->push_slot >= 0) m->slot_src[pl->push_slot] = A->out;
 }
 
-UTGDEF utg_result utg_model_forward(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs,
-                                    double *loss) {
+/* The forward pass over n_seqs rows of seq_len tokens. grad != 0 leaves d(mean loss)/dlogits in
+   the logits buffer for backward; token_losses (host, may be NULL) receives each position's loss. */
+static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs, int seq_len,
+                               int grad, float *token_losses, double *loss) {
     utg_backend *be;
     const float *h, *head;
     size_t N, i;
@@ -1904,9 +2104,26 @@ UTGDEF utg_result utg_model_forward(utg_model *m, const int32_t *inputs, const i
     utg_result r;
     if (!m || !m->be || !inputs || !targets || !loss) return UTG_ERR_INVALID;
     m->have_forward = 0;
-    if ((r = utg_model_reserve(m, n_seqs)) != UTG_OK) return r;
+    if (n_seqs <= 0 || seq_len <= 0) { utg__msgf(&m->msg, "batch must hold at least one sequence"); return UTG_ERR_INVALID; }
+    if (!utg__mul_ok((size_t)n_seqs, (size_t)seq_len, &N) || N > (size_t)INT32_MAX) {
+        utg__msgf(&m->msg, "batch of %d sequences of %d tokens is too large", n_seqs, seq_len);
+        return UTG_ERR_INVALID;
+    }
+    if ((r = utg__reserve_tokens(m, N)) != UTG_OK) return r;
+    if (seq_len == m->T) {
+        m->rope_cur = m->rope_cs;
+    } else {
+        if (seq_len != m->rope_eval_len) {
+            if (m->rope_eval) m->be->buf_free(m->be, m->rope_eval);
+            m->rope_eval = NULL;
+            m->rope_eval_len = 0;
+            if ((r = utg__rope_table(m, seq_len, &m->rope_eval)) != UTG_OK) return r;
+            m->rope_eval_len = seq_len;
+        }
+        m->rope_cur = m->rope_eval;
+    }
+    m->Tc = seq_len;
     be = m->be;
-    N = (size_t)n_seqs * m->T;
     for (i = 0; i < N; i++) /* token ids come from files: check them before they index a table */
         if (inputs[i] < 0 || inputs[i] >= m->V || targets[i] < 0 || targets[i] >= m->V) {
             utg__msgf(&m->msg, "token id %d at position %zu is outside the vocabulary [0, %d)",
@@ -1926,14 +2143,26 @@ UTGDEF utg_result utg_model_forward(utg_model *m, const int32_t *inputs, const i
     head = m->t_lm_head >= 0 ? UTG__W(m->t_lm_head) : UTG__W(m->t_tok_emb);
     be->matmul(be, m->logits, m->hf, head, (int)N, m->V, m->d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
     /* the gradient of the mean loss is computed here, in place, while the logits are at hand */
-    be->xent_fwd(be, m->logits, m->row_loss, m->tgt, (int)N, m->V, m->softcap, 1.0f / (float)N);
+    be->xent_fwd(be, m->logits, m->row_loss, m->tgt, (int)N, m->V, m->softcap, grad ? 1.0f / (float)N : 0.0f);
     be->download(be, m->host_loss, m->row_loss, N * sizeof(float));
     for (i = 0; i < N; i++) sum += m->host_loss[i];
+    if (token_losses) memcpy(token_losses, m->host_loss, N * sizeof(float));
     *loss = sum / (double)N;
     m->n_tok = (int)N;
-    m->have_forward = 1;
+    m->have_forward = grad ? 1 : 0;
     if (!isfinite(*loss)) { utg__msgf(&m->msg, "loss is not finite"); return UTG_ERR_BACKEND; }
     return UTG_OK;
+}
+
+UTGDEF utg_result utg_model_forward(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs,
+                                    double *loss) {
+    if (!m) return UTG_ERR_INVALID;
+    return utg__forward(m, inputs, targets, n_seqs, m->T, 1, NULL, loss);
+}
+
+UTGDEF utg_result utg_model_eval(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs, int seq_len,
+                                 float *token_losses, double *loss) {
+    return utg__forward(m, inputs, targets, n_seqs, seq_len, 0, token_losses, loss);
 }
 
 /* Backward of one virtual layer: on entry *gh holds dL/d(output); on exit dL/d(input h). */
@@ -1942,7 +2171,7 @@ static void utg__layer_backward(utg_model *m, int l, float **gh, float **gprev) 
     const utg_plan_layer *pl = &m->plan.layers[l];
     const utg__block_ix *b = &m->blk[pl->block];
     utg__acts *A = &m->acts[l];
-    int N = m->n_tok, d = m->d, F = m->F, kv = m->kvd, n_seqs = m->n_tok / m->T;
+    int N = m->n_tok, d = m->d, F = m->F, kv = m->kvd, n_seqs = m->n_tok / m->Tc;
     size_t Nd = (size_t)N * d;
     const float *h_prev = l == 0 ? m->x0 : m->acts[l - 1].out, *h_mix = A->hs ? A->hs : h_prev;
     const float *rm = UTG__W(b->resid_mix);
@@ -1972,13 +2201,13 @@ static void utg__layer_backward(utg_model *m, int l, float **gh, float **gprev) 
     be->fill(be, m->g_q, 0.0f, Nd);
     be->fill(be, m->g_k, 0.0f, (size_t)N * kv);
     be->fill(be, m->g_v, 0.0f, (size_t)N * kv);
-    be->attn_bwd(be, m->g_q, m->g_k, m->g_v, m->g_y, A->qg, A->kr, A->v, A->y, A->lse, n_seqs, m->T, m->H, m->Hkv,
+    be->attn_bwd(be, m->g_q, m->g_k, m->g_v, m->g_y, A->qg, A->kr, A->v, A->y, A->lse, n_seqs, m->Tc, m->H, m->Hkv,
                  m->hd, 1.0f / sqrtf((float)m->hd));
     /* q_gain, RoPE and the per-head norms, back to raw q and k */
     be->fill(be, m->g_y, 0.0f, Nd);
     be->head_scale_bwd(be, m->g_y, UTG__G(b->q_gain), m->g_q, A->qr, UTG__W(b->q_gain), N, m->H, m->hd);
-    be->rope(be, m->g_y, m->rope_cs, N, m->T, m->H, m->hd, 1);
-    be->rope(be, m->g_k, m->rope_cs, N, m->T, m->Hkv, m->hd, 1);
+    be->rope(be, m->g_y, m->rope_cur, N, m->Tc, m->H, m->hd, 1);
+    be->rope(be, m->g_k, m->rope_cur, N, m->Tc, m->Hkv, m->hd, 1);
     be->fill(be, m->g_q, 0.0f, Nd);
     be->rmsnorm_bwd(be, m->g_q, m->g_y, A->qn, A->rq, N * m->H, m->hd);
     be->fill(be, m->g_k2, 0.0f, (size_t)N * kv);
@@ -2035,6 +2264,291 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
     be->rmsnorm_bwd(be, m->g_d, m->g_x0, m->x0, m->r0, N, m->d);
     be->embed_bwd(be, UTG__G(m->t_tok_emb), m->g_d, m->ids, N, m->d);
     return UTG_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>impl_optim
+   ------------------------------------------------------------------------------------------------ */
+
+/* knobs whose 0 is stored as UTG_OFF read back as 0 */
+#define UTG__OFF0(x) ((x) < 0 ? 0 : (x))
+
+enum { UTG__GROUP_MUON = 0, UTG__GROUP_EMBED, UTG__GROUP_HEAD, UTG__GROUP_SCALAR };
+
+struct utg_optim {
+    utg_model *m;
+    utg_backend *be;
+    int *group;        /* per tensor */
+    float *arena[UTG_OPTIM_ARENAS];
+    float *upd;        /* Muon update [max numel] */
+    float *ns_scratch; /* Newton-Schulz scratch */
+    int64_t adam_steps, swa_count;
+};
+
+UTGDEF double utg_muon_momentum(const utg_config *c, int step) {
+    int ws = UTG__OFF0(c->muon_momentum_warmup_steps);
+    double start = UTG__OFF0(c->muon_momentum_warmup_start), f;
+    f = ws > 0 ? (double)step / ws : 1.0;
+    if (f > 1.0) f = 1.0;
+    return (1.0 - f) * start + f * c->muon_momentum;
+}
+
+UTGDEF double utg_lr_scale(const utg_config *c, int step, double elapsed_ms) {
+    double cap_ms = c->max_wallclock_seconds > 0 ? 1000.0 * c->max_wallclock_seconds : 0.0;
+    int wd_iters = UTG__OFF0(c->warmdown_iters);
+    if (c->warmdown_frac > 0.0) {
+        double w = c->warmdown_frac, frac, span;
+        if (cap_ms > 0) {
+            span = cap_ms - 1000.0 * c->gptq_reserve_seconds;
+            frac = span > 0 ? elapsed_ms / span : 1.0;
+        } else {
+            frac = (double)step / c->iterations;
+        }
+        if (frac < 1.0 - w) return 1.0;
+        frac = (1.0 - frac) / w;
+        return frac > c->min_lr ? frac : c->min_lr;
+    }
+    if (wd_iters <= 0) return 1.0;
+    if (cap_ms <= 0) {
+        int start = c->iterations - wd_iters > 0 ? c->iterations - wd_iters : 0;
+        double v;
+        if (step < start || step >= c->iterations) return 1.0;
+        v = (double)(c->iterations - step) / (wd_iters > 1 ? wd_iters : 1);
+        return v > 0.0 ? v : 0.0;
+    } else {
+        double step_ms = elapsed_ms / (step > 1 ? step : 1), warmdown_ms = wd_iters * step_ms;
+        double remaining = cap_ms - elapsed_ms > 0 ? cap_ms - elapsed_ms : 0.0;
+        return remaining <= warmdown_ms ? remaining / (warmdown_ms > 1e-9 ? warmdown_ms : 1e-9) : 1.0;
+    }
+}
+
+UTGDEF size_t utg_newton_schulz_scratch(int rows, int cols) {
+    size_t mn = (size_t)(rows < cols ? rows : cols);
+    return 2 * mn * mn + (size_t)rows * cols;
+}
+
+static const float utg__ns_base[3] = {3.4445f, -4.7750f, 2.0315f};
+static const float utg__ns_polar[5][3] = {
+    {8.156554524902461f, -22.48329292557795f, 15.878769915207462f},
+    {4.042929935166739f, -2.808917465908714f, 0.5000178451051316f},
+    {3.8916678022926607f, -2.772484153217685f, 0.5060648178503393f},
+    {3.285753657755655f, -2.3681294933425376f, 0.46449024233003106f},
+    {2.3465413258596377f, -1.7097828382687081f, 0.42323551169305323f}};
+
+UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int steps, int polar_express,
+                              float *scratch) {
+    int tall = rows > cols, mn = tall ? cols : rows, it;
+    size_t n = (size_t)rows * cols;
+    float *A = scratch, *B = A + (size_t)mn * mn, *Y = B + (size_t)mn * mn;
+    double nrm = sqrt(be->sumsq(be, X, n));
+    be->axpby(be, X, 0.0f, NULL, (float)(1.0 / (nrm + 1e-7)), n);
+    for (it = 0; it < steps; it++) {
+        const float *k = polar_express ? utg__ns_polar[it < 5 ? it : 4] : utg__ns_base;
+        if (!tall) { /* A = X X^T; B = b A + c A A; X = a X + B X */
+            be->matmul(be, A, X, X, mn, mn, cols, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+            be->matmul(be, B, A, A, mn, mn, mn, UTG_NO_TRANS, UTG_NO_TRANS, k[2], 0.0f);
+            be->axpby(be, B, k[1], A, 1.0f, (size_t)mn * mn);
+            be->matmul(be, Y, B, X, rows, cols, mn, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+        } else { /* the same on X^T: A = X^T X; X = a X + X B^T */
+            be->matmul(be, A, X, X, mn, mn, rows, UTG_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+            be->matmul(be, B, A, A, mn, mn, mn, UTG_NO_TRANS, UTG_NO_TRANS, k[2], 0.0f);
+            be->axpby(be, B, k[1], A, 1.0f, (size_t)mn * mn);
+            be->matmul(be, Y, X, B, rows, cols, mn, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+        }
+        be->axpby(be, X, 1.0f, Y, k[0], n);
+    }
+}
+
+static int utg__name_matches(const char *name, const char *patterns) {
+    const char *p = patterns;
+    while (p && *p) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len > 0) {
+            const char *h;
+            for (h = name; *h; h++)
+                if (strncmp(h, p, len) == 0) return 1;
+        }
+        p = e ? e + 1 : NULL;
+    }
+    return 0;
+}
+
+UTGDEF void utg_optim_destroy(utg_optim *o) {
+    int i;
+    if (!o) return;
+    for (i = 0; i < UTG_OPTIM_ARENAS; i++) if (o->arena[i]) o->be->buf_free(o->be, o->arena[i]);
+    if (o->upd) o->be->buf_free(o->be, o->upd);
+    if (o->ns_scratch) o->be->buf_free(o->be, o->ns_scratch);
+    utg__free(&o->m->alloc, o->group);
+    utg__free(&o->m->alloc, o);
+}
+
+UTGDEF utg_result utg_optim_create(utg_model *m, utg_optim **out) {
+    utg_optim *o;
+    size_t max_numel = 1, max_ns = 1, bytes;
+    int t, i;
+    if (!m || !out) return UTG_ERR_INVALID;
+    *out = NULL;
+    o = (utg_optim *)utg__alloc(&m->alloc, sizeof *o);
+    if (!o) return UTG_ERR_NOMEM;
+    memset(o, 0, sizeof *o);
+    o->m = m;
+    o->be = m->be;
+    o->group = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)m->n_tensors);
+    if (!o->group) { utg_optim_destroy(o); return UTG_ERR_NOMEM; }
+    for (t = 0; t < m->n_tensors; t++) {
+        const utg_tensor_info *ti = &m->tensors[t];
+        int g = UTG__GROUP_SCALAR;
+        if (ti->role == UTG_ROLE_MATRIX && ti->ndim == 2 &&
+            !utg__name_matches(ti->name, m->cfg.control_tensor_name_patterns)) {
+            size_t ns = utg_newton_schulz_scratch((int)ti->shape[0], (int)ti->shape[1]);
+            g = UTG__GROUP_MUON;
+            if (ti->numel > max_numel) max_numel = ti->numel;
+            if (ns > max_ns) max_ns = ns;
+        } else if (ti->role == UTG_ROLE_EMBED) {
+            g = UTG__GROUP_EMBED;
+        } else if (ti->role == UTG_ROLE_HEAD) {
+            g = UTG__GROUP_HEAD;
+        }
+        o->group[t] = g;
+    }
+    if (!utg__mul_ok(m->arena_floats, sizeof(float), &bytes)) { utg_optim_destroy(o); return UTG_ERR_NOMEM; }
+    for (i = 0; i < UTG_OPTIM_ARENAS; i++) {
+        /* the SWA sum only when SWA is on, the EMA only when EMA is on */
+        if ((i == 2 && m->cfg.ema_enabled <= 0) || (i == 3 && m->cfg.swa_enabled <= 0)) continue;
+        o->arena[i] = (float *)o->be->buf_alloc(o->be, bytes);
+        if (!o->arena[i]) { utg_optim_destroy(o); return UTG_ERR_NOMEM; }
+    }
+    o->upd = (float *)o->be->buf_alloc(o->be, max_numel * sizeof(float));
+    o->ns_scratch = (float *)o->be->buf_alloc(o->be, max_ns * sizeof(float));
+    if (!o->upd || !o->ns_scratch) { utg_optim_destroy(o); return UTG_ERR_NOMEM; }
+    utg_optim_reset(o);
+    *out = o;
+    return UTG_OK;
+}
+
+UTGDEF void utg_optim_reset(utg_optim *o) {
+    utg_backend *be;
+    if (!o) return;
+    be = o->be;
+    be->fill(be, o->arena[0], 0.0f, o->m->arena_floats);
+    be->fill(be, o->arena[1], 0.0f, o->m->arena_floats);
+    if (o->arena[2]) be->copy(be, o->arena[2], o->m->params, o->m->arena_floats);
+    if (o->arena[3]) be->fill(be, o->arena[3], 0.0f, o->m->arena_floats);
+    o->adam_steps = 0;
+    o->swa_count = 0;
+}
+
+UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double *grad_norm) {
+    utg_model *m;
+    utg_backend *be;
+    const utg_config *c;
+    double norm, mu, b1, b2, bc1, bc2;
+    int t;
+    if (!o || step < 0 || !(lr_scale >= 0.0)) return UTG_ERR_INVALID;
+    m = o->m;
+    be = o->be;
+    c = &m->cfg;
+    norm = sqrt(be->sumsq(be, m->grads, m->arena_floats));
+    if (grad_norm) *grad_norm = norm;
+    if (!isfinite(norm)) { utg__msgf(&m->msg, "gradient norm is not finite"); return UTG_ERR_BACKEND; }
+    if (c->grad_clip_norm > 0.0) {
+        double coef = c->grad_clip_norm / (norm + 1e-6);
+        if (coef < 1.0) be->axpby(be, m->grads, 0.0f, NULL, (float)coef, m->arena_floats);
+    }
+    mu = utg_muon_momentum(c, step);
+    b1 = UTG__OFF0(c->beta1);
+    b2 = UTG__OFF0(c->beta2);
+    o->adam_steps++;
+    bc1 = 1.0 - pow(b1, (double)o->adam_steps);
+    bc2 = 1.0 - pow(b2, (double)o->adam_steps);
+    for (t = 0; t < m->n_tensors; t++) {
+        const utg_tensor_info *ti = &m->tensors[t];
+        float *p = m->params + ti->offset, *g = m->grads + ti->offset, *m1 = o->arena[0] + ti->offset;
+        if (o->group[t] == UTG__GROUP_MUON) {
+            int rows = (int)ti->shape[0], cols = (int)ti->shape[1];
+            double lr = c->matrix_lr * lr_scale, shape_scale = sqrt(rows > cols ? (double)rows / cols : 1.0);
+            be->axpby(be, m1, 1.0f, g, (float)mu, ti->numel); /* B = mu B + G */
+            if (c->muon_nesterov > 0) {                        /* U = G + mu B */
+                be->copy(be, o->upd, g, ti->numel);
+                be->axpby(be, o->upd, (float)mu, m1, 1.0f, ti->numel);
+            } else {
+                be->copy(be, o->upd, m1, ti->numel);
+            }
+            if (c->muon_eq_r > 0) be->row_normalize(be, o->upd, rows, cols, 1e-7f);
+            utg_newton_schulz(be, o->upd, rows, cols, c->muon_backend_steps, c->muon_polar_express > 0, o->ns_scratch);
+            be->axpby(be, p, (float)(-lr * shape_scale), o->upd, (float)(1.0 - lr * c->muon_wd), ti->numel);
+        } else {
+            double lr, wd;
+            switch (o->group[t]) {
+            case UTG__GROUP_EMBED:
+                lr = c->tie_embeddings > 0 ? c->tied_embed_lr : c->embed_lr;
+                wd = c->embed_wd;
+                break;
+            case UTG__GROUP_HEAD: lr = c->head_lr; wd = c->adam_wd; break;
+            default: lr = c->scalar_lr; wd = c->adam_wd; break;
+            }
+            lr *= lr_scale;
+            be->adam_step(be, p, g, m1, o->arena[1] + ti->offset, ti->numel, (float)lr, (float)b1, (float)b2,
+                          (float)c->adam_eps, (float)wd, (float)bc1, (float)bc2);
+        }
+    }
+    return UTG_OK;
+}
+
+UTGDEF void utg_optim_average(utg_optim *o, int step, double lr_scale) {
+    utg_backend *be;
+    const utg_config *c;
+    if (!o) return;
+    be = o->be;
+    c = &o->m->cfg;
+    if (o->arena[2]) be->axpby(be, o->arena[2], (float)(1.0 - c->ema_decay), o->m->params, (float)c->ema_decay, o->m->arena_floats);
+    if (o->arena[3] && lr_scale < c->swa_start_lr_frac && step % c->swa_every == 0) {
+        be->axpby(be, o->arena[3], 1.0f, o->m->params, 1.0f, o->m->arena_floats);
+        o->swa_count++;
+    }
+}
+
+UTGDEF int utg_optim_apply_average(utg_optim *o) {
+    utg_backend *be;
+    if (!o) return 0;
+    be = o->be;
+    if (o->arena[2]) {
+        be->copy(be, o->m->params, o->arena[2], o->m->arena_floats);
+        return 1;
+    }
+    if (o->arena[3] && o->swa_count > 0) {
+        be->axpby(be, o->m->params, (float)(1.0 / (double)o->swa_count), o->arena[3], 0.0f, o->m->arena_floats);
+        return 2;
+    }
+    return 0;
+}
+
+static utg_result utg__optim_arena(utg_optim *o, int which, size_t n) {
+    if (!o || which < 0 || which >= UTG_OPTIM_ARENAS) return UTG_ERR_INVALID;
+    if (!o->arena[which]) { utg__msgf(&o->m->msg, "optimizer arena %d is not in use", which); return UTG_ERR_INVALID; }
+    if (n != o->m->arena_floats) { utg__msgf(&o->m->msg, "optimizer arena holds %zu floats, not %zu", o->m->arena_floats, n); return UTG_ERR_MISMATCH; }
+    return UTG_OK;
+}
+UTGDEF utg_result utg_optim_get_arena(utg_optim *o, int which, float *dst, size_t n) {
+    utg_result r = utg__optim_arena(o, which, n);
+    if (r == UTG_OK) o->be->download(o->be, dst, o->arena[which], n * sizeof(float));
+    return r;
+}
+UTGDEF utg_result utg_optim_set_arena(utg_optim *o, int which, const float *src, size_t n) {
+    utg_result r = utg__optim_arena(o, which, n);
+    if (r == UTG_OK) o->be->upload(o->be, o->arena[which], src, n * sizeof(float));
+    return r;
+}
+UTGDEF void utg_optim_get_counters(const utg_optim *o, int64_t *adam_steps, int64_t *swa_count) {
+    if (adam_steps) *adam_steps = o ? o->adam_steps : 0;
+    if (swa_count) *swa_count = o ? o->swa_count : 0;
+}
+UTGDEF void utg_optim_set_counters(utg_optim *o, int64_t adam_steps, int64_t swa_count) {
+    if (!o) return;
+    o->adam_steps = adam_steps;
+    o->swa_count = swa_count;
 }
 
 /* ------------------------------------------------------------------------------------------------
