@@ -183,6 +183,8 @@ typedef struct utg_msg {
     X(INT, warmdown_iters, "WARMDOWN_ITERS", 1200, UTG_KF_OFF, "length of the linear LR decay in steps") \
     X(INT, warmup_steps, "WARMUP_STEPS", 20, UTG_KF_OFF, "priming steps run then undone (not an LR warmup)") \
     X(INT, train_batch_tokens, "TRAIN_BATCH_TOKENS", 524288, 0, "global tokens per optimizer step") \
+    X(INT, grad_accum_steps, "GRAD_ACCUM_STEPS", 8, 0,                                             \
+      "micro-batches per step (train_gpt.py: 8 / WORLD_SIZE); the loss is scaled by 1/steps")     \
     X(REAL, max_wallclock_seconds, "MAX_WALLCLOCK_SECONDS", 600.0, UTG_KF_OFF,                     \
       "training time cap in seconds; 0 = none")                                                   \
     X(INT, val_batch_size, "VAL_BATCH_SIZE", 524288, 0, "tokens per validation batch")            \
@@ -556,6 +558,96 @@ UTGDEF uint16_t utg_shard_token(const uint8_t *tokens, size_t index);
 UTGDEF utg_result utg_shard_write(const uint16_t *ids, size_t n, uint8_t *out, size_t out_size);
 
 /* ------------------------------------------------------------------------------------------------
+// >>tokenizer
+   Tokenizer metadata for byte counting and decoding; the fp64 bits-per-byte accumulator.
+   ------------------------------------------------------------------------------------------------ */
+
+
+#ifndef UTG_MAX_TOKENIZER_PIECES
+#define UTG_MAX_TOKENIZER_PIECES (1 << 20) /* pieces in a model, and the largest table size */
+#endif
+#ifndef UTG_MAX_TOKENIZER_TEXT
+#define UTG_MAX_TOKENIZER_TEXT (64u << 20) /* total bytes of piece text, NULs included */
+#endif
+#ifndef UTG_MAX_TOKENIZER_FILE
+#define UTG_MAX_TOKENIZER_FILE (256u << 20) /* utg_tokenizer_load_spm_file refuses larger files */
+#endif
+#define UTG_MAX_PIECE_BYTES 65535 /* one piece's text; base_bytes is uint16 */
+
+typedef enum utg_tokenizer_kind { UTG_TOKENIZER_SPM = 1, UTG_TOKENIZER_BYTE260 = 2 } utg_tokenizer_kind;
+
+/* sentencepiece_model.proto ModelProto.SentencePiece.Type values */
+typedef enum utg_piece_type {
+    UTG_PIECE_NORMAL = 1,
+    UTG_PIECE_UNKNOWN = 2,
+    UTG_PIECE_CONTROL = 3,
+    UTG_PIECE_USER_DEFINED = 4,
+    UTG_PIECE_UNUSED = 5,
+    UTG_PIECE_BYTE = 6
+} utg_piece_type;
+
+typedef struct utg_tokenizer {
+    int kind;           /* utg_tokenizer_kind */
+    int n_pieces;       /* pieces in the model (sp.vocab_size()) */
+    int table_size;     /* length of the three tables: max(n_pieces, requested table size) */
+    /* Special ids as SentencePieceProcessor reports them (sp.bos_id() etc.): the CONTROL piece
+       named by trainer_spec.bos_piece (default "<s>"), "</s>", "<pad>", and the UNKNOWN piece;
+       -1 when there is none. spm_train writes the numeric trainer_spec ids to match. */
+    int bos_id, eos_id, unk_id, pad_id;
+    /* sp.piece_to_id("▁") unless that is <unk>; -1 if the model has no standalone "▁" (Parameter
+       Golf issue #897: without it every space costs three byte-fallback tokens). For byte260,
+       the id of the space byte (36). */
+    int space_piece_id;
+    int model_type;     /* trainer_spec.model_type: 1 unigram, 2 bpe, 3 word, 4 char; 0 for byte260 */
+    int byte_fallback;  /* trainer_spec.byte_fallback (1 for byte260) */
+    uint8_t *is_boundary;       /* [table_size] */
+    uint8_t *has_leading_space; /* [table_size] */
+    uint16_t *base_bytes;       /* [table_size] */
+    /* piece table for decoding / inspection: */
+    char *piece_text;       /* all piece strings, each NUL-terminated */
+    uint32_t *piece_offset; /* [n_pieces] into piece_text */
+    float *piece_score;     /* [n_pieces] */
+    uint8_t *piece_type;    /* [n_pieces] utg_piece_type */
+    utg_allocator allocator;
+} utg_tokenizer;
+
+/* Parse a SentencePiece .model file held in memory. table_size >= 0 asks for tables at least that
+   long (train_gpt.py passes VOCAB_SIZE); ids from n_pieces up are boundary ids worth 0 bytes.
+   alloc may be NULL. On failure *tok is zeroed and msg says why. */
+UTGDEF utg_result utg_tokenizer_load_spm(utg_tokenizer *tok, const void *model_bytes, size_t size,
+                                         int table_size, const utg_allocator *alloc, utg_msg *msg);
+/* Parameter Golf's pure-byte vocabulary: 0 <pad>, 1 <s>, 2 </s>, 3 <unk>, then byte b at id b + 4. */
+UTGDEF utg_result utg_tokenizer_byte260(utg_tokenizer *tok, int table_size, const utg_allocator *alloc,
+                                        utg_msg *msg);
+UTGDEF void utg_tokenizer_free(utg_tokenizer *tok);
+/* The piece text of id (SentencePiece spelling, "▁" for a space); NULL if id is out of range. */
+UTGDEF const char *utg_tokenizer_piece(const utg_tokenizer *tok, int id);
+/* The byte sum of n (prev, target) pairs by the rule above. Ids outside [0, table_size) count as
+   the padding ids past n_pieces do (boundary, 0 bytes); utg_bpb_add refuses them instead. */
+UTGDEF uint64_t utg_tokenizer_count_bytes(const utg_tokenizer *tok, const int32_t *prev,
+                                          const int32_t *target, size_t n);
+#ifndef UTG_NO_STDIO
+UTGDEF utg_result utg_tokenizer_load_spm_file(utg_tokenizer *tok, const char *path, int table_size,
+                                              const utg_allocator *alloc, utg_msg *msg);
+#endif
+
+/* fp64 bits-per-byte accumulator (zero-initialise). The fields are plain sums, so accumulators of
+   different threads or ranks combine by adding them field by field. */
+typedef struct utg_bpb {
+    double loss_sum; /* sum of per-token cross-entropy, nats */
+    double tokens;   /* scored positions */
+    double bytes;    /* bytes of the scored targets */
+} utg_bpb;
+
+/* Add n scored positions: prev[i] is the token before target[i] (the input token at that
+   position), loss[i] its cross-entropy in nats. Any id outside [0, table_size) gives
+   UTG_ERR_INVALID and adds nothing. */
+UTGDEF utg_result utg_bpb_add(utg_bpb *acc, const utg_tokenizer *tok, const int32_t *prev,
+                              const int32_t *target, const float *loss, size_t n);
+UTGDEF double utg_bpb_loss(const utg_bpb *acc);  /* loss_sum / tokens (val_loss); 0 if empty */
+UTGDEF double utg_bpb_value(const utg_bpb *acc); /* (val_loss / ln 2) * tokens / bytes; 0 if no bytes */
+
+/* ------------------------------------------------------------------------------------------------
 // >>public
    ------------------------------------------------------------------------------------------------ */
 
@@ -581,6 +673,7 @@ UTGDEF utg_result utg_write_file(const char *path, const void *bytes, size_t siz
 #ifndef UTGOLF_IMPLEMENTATION_INCLUDED
 #define UTGOLF_IMPLEMENTATION_INCLUDED
 
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -812,6 +905,10 @@ UTGDEF utg_result utg_config_validate(const utg_config *c, utg_msg *msg) {
     UTG__REQ(c->rms_norm_eps > 0.0 && c->rms_norm_eps < 1.0, "RMS_NORM_EPS must be in (0, 1)");
     UTG__REQ(c->train_seq_len >= 1 && c->train_seq_len <= (1 << 20), "TRAIN_SEQ_LEN must be in 1..1048576");
     UTG__REQ(c->train_batch_tokens >= 1, "TRAIN_BATCH_TOKENS must be >= 1");
+    UTG__REQ(c->grad_accum_steps >= 1 && c->train_batch_tokens % c->grad_accum_steps == 0 &&
+                 (c->train_batch_tokens / c->grad_accum_steps) % c->train_seq_len == 0,
+             "TRAIN_BATCH_TOKENS (%d) must split into GRAD_ACCUM_STEPS (%d) micro-batches of whole TRAIN_SEQ_LEN (%d) sequences",
+             c->train_batch_tokens, c->grad_accum_steps, c->train_seq_len);
     UTG__REQ(c->iterations >= 1, "ITERATIONS must be >= 1");
     UTG__REQ(c->muon_backend_steps >= 1 && c->muon_backend_steps <= 100, "MUON_BACKEND_STEPS must be in 1..100");
     UTG__REQ(c->warmdown_frac >= 0.0 && c->warmdown_frac <= 1.0, "WARMDOWN_FRAC must be in [0, 1] (got %g)", c->warmdown_frac);
@@ -2994,6 +3091,674 @@ UTGDEF utg_result utg_shard_write(const uint16_t *ids, size_t n, uint8_t *out, s
 }
 
 /* ------------------------------------------------------------------------------------------------
+// >>impl_tokenizer
+   A strict protobuf reader for sentencepiece_model.proto, two passes over the bytes: the first
+   validates everything and counts pieces and text, the second (which cannot fail) fills the
+   tables. Field numbers used (SentencePiece 0.1.97):
+       ModelProto      1 pieces (SentencePiece, repeated), 2 trainer_spec, 3 normalizer_spec,
+                       4 self_test_data, 5 denormalizer_spec (messages; only 1 and 2 are read)
+       SentencePiece   1 piece (string), 2 score (float), 3 type (enum, default NORMAL)
+       TrainerSpec     3 model_type, 4 vocab_size, 35 byte_fallback, 40..43 unk/bos/eos/pad_id,
+                       45..48 unk/bos/eos/pad_piece
+   Offsets in messages count from the start of the file.
+   ------------------------------------------------------------------------------------------------ */
+
+#define UTG__SPM_SPACE "\xe2\x96\x81" /* U+2581, SentencePiece's whitespace mark */
+#define UTG__LN2 0.69314718055994530942 /* == math.log(2.0) as a double */
+
+typedef struct utg__pb {
+    const uint8_t *b; /* the whole file */
+    size_t pos, end;  /* the message being read is b[pos, end) */
+    utg_msg *msg;
+} utg__pb;
+
+static int utg__pb_varint(utg__pb *c, uint64_t *out) {
+    size_t at = c->pos;
+    uint64_t v = 0;
+    int i;
+    for (i = 0; i < 10; i++) {
+        uint8_t byte;
+        if (c->pos >= c->end) {
+            utg__msgf(c->msg, "spm model: byte %zu: varint cut off by the end of its message at byte %zu", at, c->end);
+            return 0;
+        }
+        byte = c->b[c->pos++];
+        if (i == 9 && byte > 1) break; /* a 10th byte may only carry bit 63 */
+        v |= (uint64_t)(byte & 0x7f) << (7 * i);
+        if (!(byte & 0x80)) {
+            *out = v;
+            return 1;
+        }
+    }
+    utg__msgf(c->msg, "spm model: byte %zu: varint longer than 10 bytes or above 2^64", at);
+    return 0;
+}
+
+static int utg__pb_key(utg__pb *c, uint32_t *field, int *wire) {
+    size_t at = c->pos;
+    uint64_t k;
+    if (!utg__pb_varint(c, &k)) return 0;
+    *wire = (int)(k & 7);
+    if ((k >> 3) == 0 || (k >> 3) > 0x1fffffffu) {
+        utg__msgf(c->msg, "spm model: byte %zu: field number %llu is outside 1..2^29-1", at, (unsigned long long)(k >> 3));
+        return 0;
+    }
+    *field = (uint32_t)(k >> 3);
+    if (*wire == 3 || *wire == 4) {
+        utg__msgf(c->msg, "spm model: byte %zu: field %u is a group (wire type %d), which this reader refuses", at,
+                  *field, *wire);
+        return 0;
+    }
+    if (*wire > 5) {
+        utg__msgf(c->msg, "spm model: byte %zu: field %u has wire type %d, which does not exist", at, *field, *wire);
+        return 0;
+    }
+    return 1;
+}
+
+/* A length-delimited field: *sub covers its bytes and c moves past them. */
+static int utg__pb_sub(utg__pb *c, utg__pb *sub) {
+    size_t at = c->pos;
+    uint64_t n;
+    if (!utg__pb_varint(c, &n)) return 0;
+    if (n > (uint64_t)(c->end - c->pos)) {
+        utg__msgf(c->msg, "spm model: byte %zu: length %llu runs past the end of its message at byte %zu", at,
+                  (unsigned long long)n, c->end);
+        return 0;
+    }
+    *sub = *c;
+    sub->end = c->pos + (size_t)n;
+    c->pos += (size_t)n;
+    return 1;
+}
+
+static int utg__pb_fixed(utg__pb *c, size_t n_bytes, uint64_t *out) {
+    size_t i;
+    uint64_t v = 0;
+    if (c->end - c->pos < n_bytes) {
+        utg__msgf(c->msg, "spm model: byte %zu: %zu-byte fixed field cut off by the end of its message at byte %zu", c->pos,
+                  n_bytes, c->end);
+        return 0;
+    }
+    for (i = 0; i < n_bytes; i++) v |= (uint64_t)c->b[c->pos + i] << (8 * i);
+    c->pos += n_bytes;
+    *out = v;
+    return 1;
+}
+
+static int utg__pb_skip(utg__pb *c, int wire) {
+    uint64_t v;
+    utg__pb sub;
+    switch (wire) {
+    case 0: return utg__pb_varint(c, &v);
+    case 1: return utg__pb_fixed(c, 8, &v);
+    case 2: return utg__pb_sub(c, &sub);
+    default: return utg__pb_fixed(c, 4, &v); /* 5; utg__pb_key refused the rest */
+    }
+}
+
+static int utg__pb_want(utg__pb *c, size_t at, const char *name, int wire, int want) {
+    if (wire == want) return 1;
+    utg__msgf(c->msg, "spm model: byte %zu: %s has wire type %d, expected %d", at, name, wire, want);
+    return 0;
+}
+
+/* An int32 (or enum) varint: negative values are sign-extended to 10 bytes; anything else outside
+   the int32 range is refused rather than truncated. */
+static int utg__pb_int32(utg__pb *c, size_t at, const char *name, int wire, int32_t *out) {
+    uint64_t v;
+    if (!utg__pb_want(c, at, name, wire, 0) || !utg__pb_varint(c, &v)) return 0;
+    if (v <= 0x7fffffffu) {
+        *out = (int32_t)v;
+    } else if (v >= 0xffffffff80000000ull) {
+        *out = (int32_t)(-(int64_t)(~v) - 1);
+    } else {
+        utg__msgf(c->msg, "spm model: byte %zu: %s = %llu is not an int32", at, name, (unsigned long long)v);
+        return 0;
+    }
+    return 1;
+}
+
+/* Index of the first byte that breaks UTF-8 (overlongs, surrogates and values past U+10FFFF
+   included), or n if s[0, n) is valid. */
+static size_t utg__utf8_bad_at(const uint8_t *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        size_t len, k;
+        uint8_t lo = 0x80, hi = 0xbf;
+        if (c < 0x80) { i++; continue; }
+        if (c >= 0xc2 && c <= 0xdf) len = 2;
+        else if (c >= 0xe0 && c <= 0xef) len = 3;
+        else if (c >= 0xf0 && c <= 0xf4) len = 4;
+        else return i;
+        if (c == 0xe0) lo = 0xa0;
+        if (c == 0xed) hi = 0x9f;
+        if (c == 0xf0) lo = 0x90;
+        if (c == 0xf4) hi = 0x8f;
+        if (n - i < len) return i;
+        for (k = 1; k < len; k++) {
+            uint8_t t = s[i + k];
+            if (t < (k == 1 ? lo : 0x80) || t > (k == 1 ? hi : 0xbf)) return i;
+        }
+        i += len;
+    }
+    return n;
+}
+
+/* The byte of a byte piece, spelled exactly as SentencePiece's ByteToPiece ("<0x%02X>"), else -1. */
+static int utg__spm_byte_value(const uint8_t *s, size_t n) {
+    int v = 0, k;
+    if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
+    for (k = 3; k < 5; k++) {
+        int d = s[k] >= '0' && s[k] <= '9' ? s[k] - '0' : s[k] >= 'A' && s[k] <= 'F' ? s[k] - 'A' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* SentencePiece keeps two name spaces: CONTROL, UNKNOWN and BYTE pieces are "reserved". */
+static int utg__spm_reserved(int type) {
+    return type == UTG_PIECE_CONTROL || type == UTG_PIECE_UNKNOWN || type == UTG_PIECE_BYTE;
+}
+
+typedef struct utg__spm_piece {
+    const uint8_t *text;
+    size_t text_len;
+    float score;
+    int32_t type;
+} utg__spm_piece;
+
+static int utg__spm_check_piece(utg_msg *msg, size_t index, size_t at, size_t text_at, const utg__spm_piece *p) {
+    size_t bad;
+    if (p->type < UTG_PIECE_NORMAL || p->type > UTG_PIECE_BYTE) {
+        utg__msgf(msg, "spm model: piece %zu (byte %zu): type %d is not a SentencePiece type (1..6)", index, at, (int)p->type);
+        return 0;
+    }
+    if (p->text_len == 0) {
+        utg__msgf(msg, "spm model: piece %zu (byte %zu) is empty", index, at);
+        return 0;
+    }
+    if (p->text_len > UTG_MAX_PIECE_BYTES) {
+        utg__msgf(msg, "spm model: piece %zu (byte %zu) is %zu bytes long, more than %d", index, at, p->text_len,
+                  UTG_MAX_PIECE_BYTES);
+        return 0;
+    }
+    if (memchr(p->text, 0, p->text_len)) {
+        utg__msgf(msg, "spm model: piece %zu (byte %zu) contains a NUL byte", index, at);
+        return 0;
+    }
+    bad = utg__utf8_bad_at(p->text, p->text_len);
+    if (bad < p->text_len) {
+        utg__msgf(msg, "spm model: piece %zu (byte %zu) is not valid UTF-8 (at byte %zu)", index, at, text_at + bad);
+        return 0;
+    }
+    if (p->type == UTG_PIECE_BYTE && utg__spm_byte_value(p->text, p->text_len) < 0) {
+        utg__msgf(msg, "spm model: piece %zu (byte %zu) has type BYTE but is not spelled <0xNN>", index, at);
+        return 0;
+    }
+    return 1;
+}
+
+/* One SentencePiece message; m covers exactly its bytes, `start` is where its field begins. */
+static int utg__spm_read_piece(utg__pb *m, size_t index, size_t start, utg__spm_piece *p) {
+    p->text = NULL;
+    p->text_len = 0;
+    p->score = 0.0f;
+    p->type = UTG_PIECE_NORMAL;
+    while (m->pos < m->end) {
+        size_t at = m->pos;
+        uint32_t field;
+        int wire;
+        utg__pb s;
+        uint64_t bits;
+        if (!utg__pb_key(m, &field, &wire)) return 0;
+        if (field == 1) {
+            if (!utg__pb_want(m, at, "piece text (SentencePiece field 1)", wire, 2) || !utg__pb_sub(m, &s)) return 0;
+            p->text = s.b + s.pos;
+            p->text_len = s.end - s.pos;
+        } else if (field == 2) {
+            uint32_t u;
+            if (!utg__pb_want(m, at, "piece score (SentencePiece field 2)", wire, 5) || !utg__pb_fixed(m, 4, &bits)) return 0;
+            u = (uint32_t)bits;
+            memcpy(&p->score, &u, sizeof p->score);
+        } else if (field == 3) {
+            if (!utg__pb_int32(m, at, "piece type (SentencePiece field 3)", wire, &p->type)) return 0;
+        } else if (!utg__pb_skip(m, wire)) {
+            return 0;
+        }
+    }
+    return utg__spm_check_piece(m->msg, index, start, p->text ? (size_t)(p->text - m->b) : start, p);
+}
+
+/* What the first pass learns. */
+typedef struct utg__spm_scan {
+    size_t n_pieces, text_bytes;
+    int unk_index, n_byte_values;
+    int has_byte_pieces;
+    uint8_t byte_seen[256];
+    int32_t model_type, byte_fallback;
+    const uint8_t *name[4]; /* trainer_spec unk/bos/eos/pad_piece; NULL or empty: the default */
+    size_t name_len[4];
+} utg__spm_scan;
+
+static int utg__spm_read_trainer(utg__pb *t, utg__spm_scan *s) {
+    static const char *const id_names[4] = {"trainer_spec.unk_id", "trainer_spec.bos_id", "trainer_spec.eos_id",
+                                            "trainer_spec.pad_id"};
+    while (t->pos < t->end) {
+        size_t at = t->pos;
+        uint32_t field;
+        int wire;
+        int32_t ignored;
+        uint64_t v;
+        utg__pb sub;
+        if (!utg__pb_key(t, &field, &wire)) return 0;
+        if (field == 3) {
+            if (!utg__pb_int32(t, at, "trainer_spec.model_type", wire, &s->model_type)) return 0;
+        } else if (field == 4) {
+            /* vocab_size is what was asked of the trainer; the pieces are what it produced */
+            if (!utg__pb_int32(t, at, "trainer_spec.vocab_size", wire, &ignored)) return 0;
+        } else if (field == 35) {
+            if (!utg__pb_want(t, at, "trainer_spec.byte_fallback", wire, 0) || !utg__pb_varint(t, &v)) return 0;
+            s->byte_fallback = v != 0;
+        } else if (field >= 40 && field <= 43) {
+            /* checked for type only: SentencePieceProcessor resolves special ids by piece name */
+            if (!utg__pb_int32(t, at, id_names[field - 40], wire, &ignored)) return 0;
+        } else if (field >= 45 && field <= 48) {
+            if (!utg__pb_want(t, at, "trainer_spec special piece name", wire, 2) || !utg__pb_sub(t, &sub)) return 0;
+            s->name[field - 45] = sub.b + sub.pos;
+            s->name_len[field - 45] = sub.end - sub.pos;
+        } else if (!utg__pb_skip(t, wire)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int utg__spm_scan_piece(utg__pb *c, size_t at, utg__spm_scan *s) {
+    utg__spm_piece p;
+    utg__pb sub;
+    if (!utg__pb_sub(c, &sub)) return 0;
+    if (s->n_pieces >= (size_t)UTG_MAX_TOKENIZER_PIECES) {
+        utg__msgf(c->msg, "spm model: byte %zu: more than %d pieces", at, UTG_MAX_TOKENIZER_PIECES);
+        return 0;
+    }
+    if (!utg__spm_read_piece(&sub, s->n_pieces, at, &p)) return 0;
+    if (!utg__add_ok(s->text_bytes, p.text_len + 1, &s->text_bytes) || s->text_bytes > (size_t)UTG_MAX_TOKENIZER_TEXT) {
+        utg__msgf(c->msg, "spm model: byte %zu: piece text exceeds %u bytes in total", at, (unsigned)UTG_MAX_TOKENIZER_TEXT);
+        return 0;
+    }
+    if (p.type == UTG_PIECE_UNKNOWN) {
+        if (s->unk_index >= 0) {
+            utg__msgf(c->msg, "spm model: piece %zu (byte %zu) is a second unknown piece (the first is %d)", s->n_pieces, at,
+                      s->unk_index);
+            return 0;
+        }
+        s->unk_index = (int)s->n_pieces;
+    }
+    if (p.type == UTG_PIECE_BYTE) {
+        int b = utg__spm_byte_value(p.text, p.text_len);
+        s->has_byte_pieces = 1;
+        if (!s->byte_seen[b]) s->n_byte_values++;
+        s->byte_seen[b] = 1;
+    }
+    s->n_pieces++;
+    return 1;
+}
+
+/* Pass 1: the wire format and every per-piece rule, then the rules that need the whole model. */
+static int utg__spm_scan_model(const uint8_t *b, size_t size, utg__spm_scan *s, utg_msg *msg) {
+    static const char *const names[6] = {"", "pieces (field 1)", "trainer_spec (field 2)", "normalizer_spec (field 3)",
+                                         "self_test_data (field 4)", "denormalizer_spec (field 5)"};
+    utg__pb c;
+    c.b = b;
+    c.pos = 0;
+    c.end = size;
+    c.msg = msg;
+    memset(s, 0, sizeof *s);
+    s->unk_index = -1;
+    s->model_type = 1; /* proto default UNIGRAM */
+    while (c.pos < c.end) {
+        size_t at = c.pos;
+        uint32_t field;
+        int wire;
+        utg__pb sub;
+        if (!utg__pb_key(&c, &field, &wire)) return 0;
+        if (field >= 1 && field <= 5) {
+            if (!utg__pb_want(&c, at, names[field], wire, 2)) return 0;
+            if (field == 1) {
+                if (!utg__spm_scan_piece(&c, at, s)) return 0;
+            } else {
+                if (!utg__pb_sub(&c, &sub)) return 0;
+                if (field == 2 && !utg__spm_read_trainer(&sub, s)) return 0; /* a repeat merges, as in protobuf */
+            }
+        } else if (!utg__pb_skip(&c, wire)) {
+            return 0;
+        }
+    }
+    if (s->unk_index < 0) {
+        utg__msgf(msg, "spm model: no piece of type UNKNOWN (SentencePiece requires one)");
+        return 0;
+    }
+    if (s->has_byte_pieces && !s->byte_fallback) {
+        utg__msgf(msg, "spm model: byte pieces present but trainer_spec.byte_fallback is false");
+        return 0;
+    }
+    if (s->byte_fallback && s->n_byte_values != 256) {
+        utg__msgf(msg, "spm model: byte_fallback is set but only %d of the 256 byte pieces exist", s->n_byte_values);
+        return 0;
+    }
+    return 1;
+}
+
+/* Store piece `id` and apply build_sentencepiece_luts to it. */
+static void utg__tok_set_piece(utg_tokenizer *t, int id, const uint8_t *text, size_t len, float score, int type,
+                               size_t *text_pos) {
+    t->piece_offset[id] = (uint32_t)*text_pos;
+    memcpy(t->piece_text + *text_pos, text, len);
+    t->piece_text[*text_pos + len] = 0;
+    *text_pos += len + 1;
+    t->piece_score[id] = score;
+    t->piece_type[id] = (uint8_t)type;
+    if (type == UTG_PIECE_CONTROL || type == UTG_PIECE_UNKNOWN || type == UTG_PIECE_UNUSED) return; /* boundary, 0 bytes */
+    t->is_boundary[id] = 0;
+    if (type == UTG_PIECE_BYTE) {
+        t->base_bytes[id] = 1;
+        return;
+    }
+    if (len >= 3 && memcmp(text, UTG__SPM_SPACE, 3) == 0) { /* one ▁ = the space before the piece */
+        t->has_leading_space[id] = 1;
+        len -= 3;
+    }
+    t->base_bytes[id] = (uint16_t)len;
+}
+
+static utg_result utg__tok_alloc(utg_tokenizer *t, int n_pieces, int table_size, size_t text_bytes,
+                                 const utg_allocator *alloc, utg_msg *msg) {
+    size_t nt = (size_t)table_size, np = (size_t)n_pieces, base_size, offset_size, score_size;
+    if (alloc) t->allocator = *alloc;
+    t->n_pieces = n_pieces;
+    t->table_size = table_size;
+    if (!utg__mul_ok(nt, sizeof(uint16_t), &base_size) || !utg__mul_ok(np, sizeof(uint32_t), &offset_size) ||
+        !utg__mul_ok(np, sizeof(float), &score_size)) {
+        utg__msgf(msg, "tokenizer: table sizes overflow");
+        return UTG_ERR_NOMEM;
+    }
+    t->is_boundary = (uint8_t *)utg__alloc(&t->allocator, nt);
+    t->has_leading_space = (uint8_t *)utg__alloc(&t->allocator, nt);
+    t->base_bytes = (uint16_t *)utg__alloc(&t->allocator, base_size);
+    t->piece_text = (char *)utg__alloc(&t->allocator, text_bytes);
+    t->piece_offset = (uint32_t *)utg__alloc(&t->allocator, offset_size);
+    t->piece_score = (float *)utg__alloc(&t->allocator, score_size);
+    t->piece_type = (uint8_t *)utg__alloc(&t->allocator, np);
+    if (!t->is_boundary || !t->has_leading_space || !t->base_bytes || !t->piece_text || !t->piece_offset ||
+        !t->piece_score || !t->piece_type) {
+        utg__msgf(msg, "tokenizer: out of memory (%d pieces, table of %d)", n_pieces, table_size);
+        return UTG_ERR_NOMEM;
+    }
+    memset(t->is_boundary, 1, nt); /* ids past the model: boundary, 0 bytes, no leading space */
+    memset(t->has_leading_space, 0, nt);
+    memset(t->base_bytes, 0, base_size);
+    return UTG_OK;
+}
+
+/* Pass 2 over already validated bytes. */
+static int utg__spm_fill(utg_tokenizer *t, const uint8_t *b, size_t size) {
+    utg__pb c, sub;
+    size_t text_pos = 0;
+    int id = 0;
+    c.b = b;
+    c.pos = 0;
+    c.end = size;
+    c.msg = NULL;
+    while (c.pos < c.end) {
+        uint32_t field;
+        int wire;
+        utg__spm_piece p;
+        if (!utg__pb_key(&c, &field, &wire)) return 0;
+        if (field != 1) {
+            if (!utg__pb_skip(&c, wire)) return 0;
+            continue;
+        }
+        if (id >= t->n_pieces || !utg__pb_sub(&c, &sub) || !utg__spm_read_piece(&sub, (size_t)id, 0, &p)) return 0;
+        utg__tok_set_piece(t, id++, p.text, p.text_len, p.score, (int)p.type, &text_pos);
+    }
+    return id == t->n_pieces;
+}
+
+static uint32_t utg__fnv1a(const char *s, uint32_t seed) {
+    uint32_t h = 2166136261u ^ seed;
+    while (*s) h = (uint32_t)(((uint64_t)(h ^ (uint8_t)*s++) * 16777619u) & 0xffffffffu); /* no wrap: -fsanitize=integer */
+    return h;
+}
+
+/* SentencePiece refuses a model in which two pieces of the same name space share a text. */
+static utg_result utg__tok_check_unique(utg_tokenizer *t, utg_msg *msg) {
+    size_t cap = 16, bytes, j;
+    int32_t *slot;
+    int id;
+    while (cap < 2 * (size_t)t->n_pieces) cap <<= 1;
+    if (!utg__mul_ok(cap, sizeof *slot, &bytes) || !(slot = (int32_t *)utg__alloc(&t->allocator, bytes))) {
+        utg__msgf(msg, "tokenizer: out of memory checking %d pieces for duplicates", t->n_pieces);
+        return UTG_ERR_NOMEM;
+    }
+    for (j = 0; j < cap; j++) slot[j] = -1;
+    for (id = 0; id < t->n_pieces; id++) {
+        const char *text = t->piece_text + t->piece_offset[id];
+        int cls = utg__spm_reserved(t->piece_type[id]);
+        for (j = utg__fnv1a(text, (uint32_t)cls) & (cap - 1); slot[j] >= 0; j = (j + 1) & (cap - 1)) {
+            int other = slot[j];
+            if (utg__spm_reserved(t->piece_type[other]) == cls && strcmp(t->piece_text + t->piece_offset[other], text) == 0) {
+                utg__msgf(msg, "spm model: pieces %d and %d have the same text", other, id);
+                utg__free(&t->allocator, slot);
+                return UTG_ERR_FORMAT;
+            }
+        }
+        slot[j] = id;
+    }
+    utg__free(&t->allocator, slot);
+    return UTG_OK;
+}
+
+/* SentencePiece's ModelInterface::PieceToId: a reserved piece of that text, else a normal one,
+   else the unknown piece. */
+static int utg__tok_piece_to_id(const utg_tokenizer *t, const uint8_t *s, size_t len, int unk_index) {
+    int id, normal = -1;
+    for (id = 0; id < t->n_pieces; id++) {
+        const char *p = t->piece_text + t->piece_offset[id];
+        if (strncmp(p, (const char *)s, len) != 0 || p[len] != 0) continue;
+        if (utg__spm_reserved(t->piece_type[id])) return id;
+        if (normal < 0) normal = id;
+    }
+    return normal >= 0 ? normal : unk_index;
+}
+
+/* sp.unk_id() etc.: PieceToId(name), kept only if that piece has the expected type. */
+static int utg__tok_special(const utg_tokenizer *t, const utg__spm_scan *s, int which, const char *default_name, int type) {
+    const uint8_t *name = s->name[which];
+    size_t len = s->name_len[which];
+    int id;
+    if (!name || len == 0) {
+        name = (const uint8_t *)default_name;
+        len = strlen(default_name);
+    }
+    if (memchr(name, 0, len)) return -1; /* no piece contains NUL */
+    id = utg__tok_piece_to_id(t, name, len, s->unk_index);
+    return t->piece_type[id] == type ? id : -1;
+}
+
+UTGDEF void utg_tokenizer_free(utg_tokenizer *tok) {
+    utg_allocator a;
+    if (!tok) return;
+    a = tok->allocator;
+    utg__free(&a, tok->is_boundary);
+    utg__free(&a, tok->has_leading_space);
+    utg__free(&a, tok->base_bytes);
+    utg__free(&a, tok->piece_text);
+    utg__free(&a, tok->piece_offset);
+    utg__free(&a, tok->piece_score);
+    utg__free(&a, tok->piece_type);
+    memset(tok, 0, sizeof *tok);
+}
+
+static utg_result utg__tok_check_table_size(int table_size, utg_msg *msg) {
+    if (table_size < 0 || table_size > UTG_MAX_TOKENIZER_PIECES) {
+        utg__msgf(msg, "tokenizer: table size %d is outside 0..%d", table_size, UTG_MAX_TOKENIZER_PIECES);
+        return UTG_ERR_INVALID;
+    }
+    return UTG_OK;
+}
+
+UTGDEF utg_result utg_tokenizer_load_spm(utg_tokenizer *tok, const void *model_bytes, size_t size, int table_size,
+                                         const utg_allocator *alloc, utg_msg *msg) {
+    const uint8_t *b = (const uint8_t *)model_bytes;
+    utg__spm_scan s;
+    utg_result r;
+    if (!tok) return UTG_ERR_INVALID;
+    memset(tok, 0, sizeof *tok);
+    if (!model_bytes && size) {
+        utg__msgf(msg, "tokenizer: NULL model bytes");
+        return UTG_ERR_INVALID;
+    }
+    if ((r = utg__tok_check_table_size(table_size, msg)) != UTG_OK) return r;
+    if (!utg__spm_scan_model(b, size, &s, msg)) return UTG_ERR_FORMAT;
+    r = utg__tok_alloc(tok, (int)s.n_pieces, (int)s.n_pieces > table_size ? (int)s.n_pieces : table_size, s.text_bytes,
+                       alloc, msg);
+    if (r == UTG_OK && !utg__spm_fill(tok, b, size)) {
+        utg__msgf(msg, "spm model: second pass disagrees with the first (internal error)");
+        r = UTG_ERR_FORMAT;
+    }
+    if (r == UTG_OK) r = utg__tok_check_unique(tok, msg);
+    if (r != UTG_OK) {
+        utg_tokenizer_free(tok);
+        return r;
+    }
+    tok->kind = UTG_TOKENIZER_SPM;
+    tok->model_type = s.model_type;
+    tok->byte_fallback = s.byte_fallback;
+    tok->unk_id = utg__tok_special(tok, &s, 0, "<unk>", UTG_PIECE_UNKNOWN);
+    tok->bos_id = utg__tok_special(tok, &s, 1, "<s>", UTG_PIECE_CONTROL);
+    tok->eos_id = utg__tok_special(tok, &s, 2, "</s>", UTG_PIECE_CONTROL);
+    tok->pad_id = utg__tok_special(tok, &s, 3, "<pad>", UTG_PIECE_CONTROL);
+    tok->space_piece_id = utg__tok_piece_to_id(tok, (const uint8_t *)UTG__SPM_SPACE, 3, s.unk_index);
+    if (tok->space_piece_id == s.unk_index) tok->space_piece_id = -1;
+    return UTG_OK;
+}
+
+UTGDEF utg_result utg_tokenizer_byte260(utg_tokenizer *tok, int table_size, const utg_allocator *alloc, utg_msg *msg) {
+    static const char *const special[4] = {"<pad>", "<s>", "</s>", "<unk>"};
+    static const int special_type[4] = {UTG_PIECE_CONTROL, UTG_PIECE_CONTROL, UTG_PIECE_CONTROL, UTG_PIECE_UNKNOWN};
+    static const char hex[] = "0123456789ABCDEF";
+    size_t text_pos = 0;
+    utg_result r;
+    int i;
+    if (!tok) return UTG_ERR_INVALID;
+    memset(tok, 0, sizeof *tok);
+    if ((r = utg__tok_check_table_size(table_size, msg)) != UTG_OK) return r;
+    /* text: "<pad>" "<s>" "</s>" "<unk>" and 256 x "<0xNN>", each with its NUL */
+    r = utg__tok_alloc(tok, 260, table_size > 260 ? table_size : 260, 6 + 4 + 5 + 6 + 256 * 7, alloc, msg);
+    if (r != UTG_OK) {
+        utg_tokenizer_free(tok);
+        return r;
+    }
+    for (i = 0; i < 4; i++)
+        utg__tok_set_piece(tok, i, (const uint8_t *)special[i], strlen(special[i]), 0.0f, special_type[i], &text_pos);
+    for (i = 0; i < 256; i++) {
+        uint8_t name[6] = {'<', '0', 'x', 0, 0, '>'};
+        name[3] = (uint8_t)hex[i >> 4];
+        name[4] = (uint8_t)hex[i & 15];
+        utg__tok_set_piece(tok, 4 + i, name, 6, 0.0f, UTG_PIECE_BYTE, &text_pos);
+    }
+    tok->kind = UTG_TOKENIZER_BYTE260;
+    tok->pad_id = 0;
+    tok->bos_id = 1;
+    tok->eos_id = 2;
+    tok->unk_id = 3;
+    tok->space_piece_id = 4 + ' ';
+    tok->model_type = 0;
+    tok->byte_fallback = 1;
+    return UTG_OK;
+}
+
+UTGDEF const char *utg_tokenizer_piece(const utg_tokenizer *tok, int id) {
+    if (!tok || !tok->piece_text || id < 0 || id >= tok->n_pieces) return NULL;
+    return tok->piece_text + tok->piece_offset[id];
+}
+
+UTGDEF uint64_t utg_tokenizer_count_bytes(const utg_tokenizer *tok, const int32_t *prev, const int32_t *target, size_t n) {
+    uint64_t bytes = 0;
+    uint32_t ts;
+    size_t i;
+    if (!tok || !tok->base_bytes || !prev || !target) return 0;
+    ts = (uint32_t)tok->table_size;
+    for (i = 0; i < n; i++) {
+        uint32_t p = (uint32_t)prev[i], t = (uint32_t)target[i];
+        if (t >= ts) continue; /* like an id past the model: 0 bytes */
+        bytes += tok->base_bytes[t];
+        if (tok->has_leading_space[t] && p < ts && !tok->is_boundary[p]) bytes++;
+    }
+    return bytes;
+}
+
+#ifndef UTG_NO_STDIO
+UTGDEF utg_result utg_tokenizer_load_spm_file(utg_tokenizer *tok, const char *path, int table_size,
+                                              const utg_allocator *alloc, utg_msg *msg) {
+    void *buf = NULL;
+    size_t size = 0;
+    utg_result r;
+    if (!tok) return UTG_ERR_INVALID;
+    memset(tok, 0, sizeof *tok);
+    r = utg_read_file(path, UTG_MAX_TOKENIZER_FILE, &buf, &size, msg);
+    if (r != UTG_OK) return r;
+    r = utg_tokenizer_load_spm(tok, buf, size, table_size, alloc, msg);
+    free(buf);
+    if (r != UTG_OK && msg) {
+        utg_msg inner = *msg;
+        utg__msgf(msg, "%s: %s", path, inner.text);
+    }
+    return r;
+}
+#endif
+
+/* eval_val: the loss is summed in fp64 (train_gpt.py sums batch means x counts; this sums the
+   per-token fp32 losses, which differs only in rounding), bytes by the rule above. */
+UTGDEF utg_result utg_bpb_add(utg_bpb *acc, const utg_tokenizer *tok, const int32_t *prev, const int32_t *target,
+                              const float *loss, size_t n) {
+    double loss_sum = 0.0;
+    uint64_t bytes = 0;
+    uint32_t ts;
+    size_t i;
+    if (!acc || !tok || !tok->base_bytes || tok->table_size <= 0) return UTG_ERR_INVALID;
+    if (n == 0) return UTG_OK;
+    if (!prev || !target || !loss) return UTG_ERR_INVALID;
+    ts = (uint32_t)tok->table_size;
+    for (i = 0; i < n; i++) {
+        uint32_t p = (uint32_t)prev[i], t = (uint32_t)target[i]; /* negative ids wrap past ts */
+        if (p >= ts || t >= ts) return UTG_ERR_INVALID;
+        bytes += tok->base_bytes[t] + (uint64_t)(tok->has_leading_space[t] && !tok->is_boundary[p]);
+        loss_sum += (double)loss[i];
+    }
+    acc->loss_sum += loss_sum;
+    acc->tokens += (double)n;
+    acc->bytes += (double)bytes;
+    return UTG_OK;
+}
+
+UTGDEF double utg_bpb_loss(const utg_bpb *acc) {
+    return acc && acc->tokens > 0.0 ? acc->loss_sum / acc->tokens : 0.0;
+}
+
+/* The same operations in the same order as eval_val, so equal sums give the same double. */
+UTGDEF double utg_bpb_value(const utg_bpb *acc) {
+    double bits_per_token, tokens_per_byte;
+    if (!acc || acc->bytes <= 0.0 || acc->tokens <= 0.0) return 0.0;
+    bits_per_token = (acc->loss_sum / acc->tokens) / UTG__LN2;
+    tokens_per_byte = acc->tokens / acc->bytes;
+    return bits_per_token * tokens_per_byte;
+}
+
+/* ------------------------------------------------------------------------------------------------
 // >>impl_public
    ------------------------------------------------------------------------------------------------ */
 
@@ -3026,7 +3791,8 @@ UTGDEF utg_result utg_read_file(const char *path, size_t max_bytes, void **out, 
     *out_size = 0;
     f = fopen(path, "rb");
     if (!f) { utg__msgf(msg, "cannot open '%s'", path); return UTG_ERR_IO; }
-    if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+    /* a directory opens on some systems and reports LONG_MAX: refuse it as not a regular file */
+    if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || len == LONG_MAX || fseek(f, 0, SEEK_SET) != 0) {
         fclose(f);
         utg__msgf(msg, "cannot size '%s' (not a regular file?)", path);
         return UTG_ERR_IO;
