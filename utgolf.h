@@ -36,6 +36,9 @@
        // >>optim          Muon, Adam(W), clipping, LR and momentum schedules, EMA and SWA
        // >>safetensors    import / export of the parameter arena and gradients
        // >>data           Parameter Golf token shards
+       // >>loader         datasets (shard globs), the sequential and shuffled training loaders
+       // >>checkpoint     the whole training state in one file, resumable bit for bit
+       // >>tokenizer      SentencePiece .model reader, byte260, the byte tables and fp64 bpb
        // >>public         misc public helpers
        // >>impl_util      (implementation) allocation, messages, RNG, half floats
        // >>impl_config
@@ -44,6 +47,9 @@
        // >>impl_optim
        // >>impl_safetensors
        // >>impl_data
+       // >>impl_loader
+       // >>impl_checkpoint
+       // >>impl_tokenizer
        // >>impl_public
 
    BUILD
@@ -558,6 +564,126 @@ UTGDEF uint16_t utg_shard_token(const uint8_t *tokens, size_t index);
 UTGDEF utg_result utg_shard_write(const uint16_t *ids, size_t n, uint8_t *out, size_t out_size);
 
 /* ------------------------------------------------------------------------------------------------
+// >>loader
+   Token datasets (globs of Parameter Golf shards) and the two training loaders: the sequential
+   stream of train_gpt.py and the shuffled windows of the records (PR #1394). Everything here reads
+   files, so it sits under #ifndef UTG_NO_STDIO.
+
+   PORTABILITY
+       Glob expansion uses POSIX glob() on Unix and macOS (<glob.h> is usable in strict -std=c99 on
+       glibc). Elsewhere a pattern without wildcards is taken as one path and a pattern with `*`,
+       `?` or `[` is refused with UTG_ERR_UNSUPPORTED.
+       Offsets past 2 GiB: fseeko/ftello are used when the including file asked for POSIX
+       (_POSIX_C_SOURCE >= 200112L or _XOPEN_SOURCE >= 500; define _FILE_OFFSET_BITS 64 too on
+       32-bit systems), _fseeki64 on Windows, else fseek with a `long` offset, which covers every
+       shard on LP64 systems and is refused with a clear message where `long` is too small.
+
+   THREADS
+       A dataset keeps one open FILE and a scratch buffer: calls on one dataset (and on the loaders
+       that read it) must not run concurrently. Loaders are single-threaded and fully determined by
+       (dataset, kind, seq_len, rank, world_size, seed), whatever the OpenMP thread count.
+   ------------------------------------------------------------------------------------------------ */
+typedef struct utg_dataset utg_dataset;
+typedef struct utg_loader utg_loader;
+#ifndef UTG_NO_STDIO
+
+/* A dataset: the shard files a glob names, sorted bytewise (Python's sorted(glob.glob(...))), each
+   header checked against its file size when opened. Token offsets below count in the concatenated
+   stream of all shards, in that order. */
+
+/* Expand `pattern` (e.g. "data/fineweb_train_*.bin"), sort, open every shard and validate its
+   1024-byte header against the file size without reading payloads. No match -> UTG_ERR_IO naming
+   the pattern; a bad header -> UTG_ERR_FORMAT naming the file. vocab_size > 0 makes every read check
+   that ids are < vocab_size (0: no check). The dataset reads shards lazily, one open file at a time. */
+UTGDEF utg_result utg_dataset_open(utg_dataset **out, const char *pattern, int vocab_size,
+                                   const utg_allocator *alloc, utg_msg *msg);
+UTGDEF void utg_dataset_close(utg_dataset *ds);
+UTGDEF int utg_dataset_shard_count(const utg_dataset *ds);
+UTGDEF uint64_t utg_dataset_shard_tokens(const utg_dataset *ds, int shard); /* 0 if out of range */
+UTGDEF uint64_t utg_dataset_tokens(const utg_dataset *ds);                  /* all shards */
+UTGDEF const char *utg_dataset_shard_path(const utg_dataset *ds, int shard); /* NULL if out of range */
+/* Read n ids from stream offset `offset` (crossing shard ends) into out. Past the end ->
+   UTG_ERR_INVALID; an id >= vocab_size -> UTG_ERR_FORMAT naming the shard and the token; a short read
+   (the file changed since it was opened) -> UTG_ERR_IO. */
+UTGDEF utg_result utg_dataset_read(utg_dataset *ds, uint64_t offset, size_t n, int32_t *out, utg_msg *msg);
+/* The validation stream as Parameter Golf scores it: all tokens truncated to
+   ((N - 1) / seq_len) * seq_len + 1, so that (N' - 1) / seq_len sequences of inputs and shifted
+   targets fit. Fewer than seq_len + 1 tokens -> UTG_ERR_INVALID. *out is allocated with `alloc`;
+   release it with utg_dataset_free_val and the same allocator. */
+UTGDEF utg_result utg_dataset_read_val(utg_dataset *ds, int seq_len, int32_t **out, size_t *n_out,
+                                       const utg_allocator *alloc, utg_msg *msg);
+UTGDEF void utg_dataset_free_val(int32_t *tokens, const utg_allocator *alloc);
+
+/* Training loaders. Both fill inputs and targets [n_seqs * seq_len] for one rank, targets being the
+   inputs shifted by one token.
+   SEQUENTIAL is train_gpt.py's TokenStream + DistributedTokenLoader: the stream is every shard in
+     order, wrapping to shard 0 after the last one, forever. Each call takes one contiguous chunk of
+     (n_seqs * seq_len + 1) * world_size tokens; rank r keeps the r-th span of n_seqs * seq_len + 1
+     tokens. Sequences cross document and shard boundaries, and a chunk may wrap.
+   SHUFFLED is PR #1394's ShuffledSequenceLoader, made deterministic: rank r owns shards r,
+     r + world_size, ...; in each epoch every owned shard gets a random phase and a random order of
+     its windows; each sequence picks a shard with probability proportional to the windows it has
+     left and takes its next window; when every owned shard is used up, a new epoch begins. It keeps
+     4 bytes per window of the owned shards (one rank over 80 shards of 10^8 tokens at seq_len 2048:
+     16 MB).
+   The dataset must outlive the loader. */
+typedef enum utg_loader_kind { UTG_LOADER_SEQUENTIAL = 0, UTG_LOADER_SHUFFLED = 1 } utg_loader_kind;
+
+/* seed is used by SHUFFLED only. Fails with UTG_ERR_INVALID (and a message) when the rank owns no
+   usable data: an empty dataset (SEQUENTIAL), or no owned shard of at least seq_len + 1 tokens. */
+UTGDEF utg_result utg_loader_create(utg_loader **out, utg_dataset *ds, utg_loader_kind kind, int seq_len,
+                                    int rank, int world_size, uint64_t seed, const utg_allocator *alloc,
+                                    utg_msg *msg);
+UTGDEF void utg_loader_destroy(utg_loader *ld);
+/* Fill inputs and targets [n_seqs * seq_len] each. On failure the loader does not move. */
+UTGDEF utg_result utg_loader_next(utg_loader *ld, int32_t *inputs, int32_t *targets, int n_seqs, utg_msg *msg);
+/* For logs. SHUFFLED: the current epoch (0 first). SEQUENTIAL: how many times the stream has
+   wrapped from the last shard back to the first. */
+UTGDEF uint64_t utg_loader_epoch(const utg_loader *ld);
+/* Position as bytes, for checkpoints: a versioned little-endian record (layout in the
+   implementation) that names the kind, seq_len, rank, world size, seed and every shard's token count,
+   and ends with a checksum. restore refuses a corrupt record (UTG_ERR_FORMAT) or one from another
+   setup (UTG_ERR_MISMATCH) with a message, and then leaves the loader as it was. */
+UTGDEF size_t utg_loader_state_size(const utg_loader *ld);
+UTGDEF utg_result utg_loader_save(const utg_loader *ld, void *buf, size_t buf_size);
+UTGDEF utg_result utg_loader_restore(utg_loader *ld, const void *buf, size_t size, utg_msg *msg);
+/* Back to the state right after create (Parameter Golf rebuilds its loader after the warmup steps). */
+UTGDEF void utg_loader_reset(utg_loader *ld);
+
+#endif /* UTG_NO_STDIO */
+
+/* ------------------------------------------------------------------------------------------------
+// >>checkpoint
+   The whole training state in one file, so that a resumed run continues bit for bit: parameters,
+   optimizer moments, EMA and SWA, Adam/SWA counters, loader position, step, training time. Layout
+   (little-endian): "UTGCKPT1" | u32 version | u32 section count | u64 file size | sections, each
+   { 4-byte tag, u32 0, u64 size, payload, zero padding to 8 } | u32 CRC-32 of everything before
+   it | u32 0. Sections: CONF (the resolved config as KEY=VALUE lines), STAT (counters), PARM and
+   OPT0..OPT3 (fp32 arenas), LOAD (loader state). Loading checks everything before changing
+   anything; the model knobs must match the running model's.
+   ------------------------------------------------------------------------------------------------ */
+
+typedef struct utg_train_state {
+    int64_t step;        /* optimizer steps done */
+    double train_ms;     /* training time so far (validation excluded) */
+    int64_t tokens_seen; /* training tokens consumed */
+} utg_train_state;
+
+#define UTG_CHECKPOINT_VERSION 1u
+
+/* *out is allocated with the model's allocator (release with utg_model_free_bytes). loader may be
+   NULL (no loader state is stored). */
+UTGDEF utg_result utg_checkpoint_save(utg_model *m, utg_optim *o, const utg_loader *loader, const utg_train_state *ts,
+                                      void **out, size_t *out_size);
+/* Refused with UTG_ERR_FORMAT (corrupt, truncated, bad CRC) or UTG_ERR_MISMATCH (another model,
+   another optimizer setup, another loader), the message in utg_model_message(m); nothing changes
+   unless everything checks. */
+UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *loader, utg_train_state *ts,
+                                      const void *bytes, size_t size);
+/* CRC-32 (IEEE, as zlib's crc32): crc = utg_crc32(0, data, n) */
+UTGDEF uint32_t utg_crc32(uint32_t crc, const void *data, size_t n);
+
+/* ------------------------------------------------------------------------------------------------
 // >>tokenizer
    Tokenizer metadata for byte counting and decoding; the fp64 bits-per-byte accumulator.
    ------------------------------------------------------------------------------------------------ */
@@ -905,10 +1031,7 @@ UTGDEF utg_result utg_config_validate(const utg_config *c, utg_msg *msg) {
     UTG__REQ(c->rms_norm_eps > 0.0 && c->rms_norm_eps < 1.0, "RMS_NORM_EPS must be in (0, 1)");
     UTG__REQ(c->train_seq_len >= 1 && c->train_seq_len <= (1 << 20), "TRAIN_SEQ_LEN must be in 1..1048576");
     UTG__REQ(c->train_batch_tokens >= 1, "TRAIN_BATCH_TOKENS must be >= 1");
-    UTG__REQ(c->grad_accum_steps >= 1 && c->train_batch_tokens % c->grad_accum_steps == 0 &&
-                 (c->train_batch_tokens / c->grad_accum_steps) % c->train_seq_len == 0,
-             "TRAIN_BATCH_TOKENS (%d) must split into GRAD_ACCUM_STEPS (%d) micro-batches of whole TRAIN_SEQ_LEN (%d) sequences",
-             c->train_batch_tokens, c->grad_accum_steps, c->train_seq_len);
+    UTG__REQ(c->grad_accum_steps >= 1 && c->grad_accum_steps <= 65536, "GRAD_ACCUM_STEPS must be in 1..65536");
     UTG__REQ(c->iterations >= 1, "ITERATIONS must be >= 1");
     UTG__REQ(c->muon_backend_steps >= 1 && c->muon_backend_steps <= 100, "MUON_BACKEND_STEPS must be in 1..100");
     UTG__REQ(c->warmdown_frac >= 0.0 && c->warmdown_frac <= 1.0, "WARMDOWN_FRAC must be in [0, 1] (got %g)", c->warmdown_frac);
@@ -1621,6 +1744,11 @@ static void utg__cpu_axpby(utg_backend *be, float *y, float alpha, const float *
     if (alpha == 0.0f || !x) {
         UTG__OMP_FOR
         for (i = 0; i < nn; i++) y[i] = beta * y[i];
+        return;
+    }
+    if (beta == 0.0f) { /* y is not read: a NaN there does not survive */
+        UTG__OMP_FOR
+        for (i = 0; i < nn; i++) y[i] = alpha * x[i];
         return;
     }
     UTG__OMP_FOR
@@ -2396,8 +2524,8 @@ UTGDEF double utg_lr_scale(const utg_config *c, int step, double elapsed_ms) {
     if (c->warmdown_frac > 0.0) {
         double w = c->warmdown_frac, frac, span;
         if (cap_ms > 0) {
-            span = cap_ms - 1000.0 * c->gptq_reserve_seconds;
-            frac = span > 0 ? elapsed_ms / span : 1.0;
+            span = cap_ms - 1000.0 * c->gptq_reserve_seconds; /* the records: max(cap - reserve, 1e-9) */
+            frac = elapsed_ms / (span > 1e-9 ? span : 1e-9);
         } else {
             frac = (double)step / c->iterations;
         }
@@ -3087,6 +3215,1048 @@ UTGDEF utg_result utg_shard_write(const uint16_t *ids, size_t n, uint8_t *out, s
         out[UTG_SHARD_HEADER_BYTES + 2 * i] = (uint8_t)ids[i];
         out[UTG_SHARD_HEADER_BYTES + 2 * i + 1] = (uint8_t)(ids[i] >> 8);
     }
+    return UTG_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>impl_loader
+   ------------------------------------------------------------------------------------------------ */
+#ifndef UTG_NO_STDIO
+
+#include <limits.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <glob.h>
+#define UTG__HAVE_GLOB 1
+#endif
+
+/* 64-bit file positions (see PORTABILITY at the top). */
+#if defined(_WIN32)
+#define UTG__FSEEK64(f, off, whence) _fseeki64((f), (long long)(off), (whence))
+#define UTG__FTELL64(f) ((long long)_ftelli64(f))
+#define UTG__FILE_OFF_MAX ((uint64_t)LLONG_MAX)
+#elif (defined(__unix__) || defined(__APPLE__)) && \
+    ((defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 200112L) || (defined(_XOPEN_SOURCE) && _XOPEN_SOURCE >= 500))
+#include <sys/types.h>
+#define UTG__FSEEK64(f, off, whence) fseeko((f), (off_t)(off), (whence))
+#define UTG__FTELL64(f) ((long long)ftello(f))
+#define UTG__FILE_OFF_MAX (sizeof(off_t) >= 8 ? (uint64_t)INT64_MAX : (uint64_t)INT32_MAX)
+#else
+#define UTG__FSEEK64(f, off, whence) fseek((f), (long)(off), (whence))
+#define UTG__FTELL64(f) ((long long)ftell(f))
+#define UTG__FILE_OFF_MAX ((uint64_t)LONG_MAX)
+#endif
+
+#define UTG__DS_BUF_TOKENS 32768 /* scratch for little-endian decoding: 64 KiB */
+
+struct utg_dataset {
+    utg_allocator alloc;
+    int n_shards;
+    int vocab_size;    /* 0: no id check */
+    char **paths;      /* n_shards pointers into the same block */
+    uint64_t *n_tokens; /* per shard */
+    uint64_t *start;   /* n_shards + 1 prefix sums: stream offset of each shard's first token */
+    FILE *file;        /* the one open shard, or NULL */
+    int file_shard;
+    uint64_t file_pos; /* byte position of `file` */
+    uint8_t *buf;      /* UTG__DS_BUF_TOKENS * 2 bytes */
+};
+
+/* ---- glob expansion: a sorted array of paths in one allocation ---- */
+
+static int utg__ds_path_cmp(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b); /* bytewise: unsigned char */
+}
+
+/* Copy n strings into one block: n pointers, then the bytes. */
+static char **utg__ds_pack_paths(char *const *src, size_t n, const utg_allocator *a) {
+    size_t i, bytes = 0, len;
+    char **out, *p;
+    if (!utg__mul_ok(n, sizeof(char *), &bytes)) return NULL;
+    for (i = 0; i < n; i++)
+        if (!utg__add_ok(bytes, strlen(src[i]) + 1, &bytes)) return NULL;
+    out = (char **)utg__alloc(a, bytes);
+    if (!out) return NULL;
+    p = (char *)(out + n);
+    for (i = 0; i < n; i++) {
+        len = strlen(src[i]) + 1;
+        memcpy(p, src[i], len);
+        out[i] = p;
+        p += len;
+    }
+    qsort(out, n, sizeof(char *), utg__ds_path_cmp);
+    return out;
+}
+
+static utg_result utg__ds_expand(const char *pattern, const utg_allocator *a, char ***paths, int *n, utg_msg *msg) {
+#ifdef UTG__HAVE_GLOB
+    glob_t g;
+    int rc = glob(pattern, 0, NULL, &g);
+    if (rc == GLOB_NOMATCH || (rc == 0 && g.gl_pathc == 0)) {
+        if (rc == 0) globfree(&g);
+        utg__msgf(msg, "no files match '%s'", pattern);
+        return UTG_ERR_IO;
+    }
+    if (rc != 0) {
+        utg__msgf(msg, rc == GLOB_NOSPACE ? "out of memory expanding '%s'" : "cannot read the directories of '%s'", pattern);
+        return rc == GLOB_NOSPACE ? UTG_ERR_NOMEM : UTG_ERR_IO;
+    }
+    if (g.gl_pathc > (size_t)INT_MAX) {
+        globfree(&g);
+        utg__msgf(msg, "'%s' matches too many files", pattern);
+        return UTG_ERR_INVALID;
+    }
+    *paths = utg__ds_pack_paths(g.gl_pathv, g.gl_pathc, a);
+    *n = (int)g.gl_pathc;
+    globfree(&g);
+#else
+    char *one[1];
+    if (strpbrk(pattern, "*?[")) {
+        utg__msgf(msg, "'%s': wildcards need POSIX glob(), not available on this platform", pattern);
+        return UTG_ERR_UNSUPPORTED;
+    }
+    one[0] = (char *)pattern; /* only read */
+    *paths = utg__ds_pack_paths(one, 1, a);
+    *n = 1;
+#endif
+    if (!*paths) { utg__msgf(msg, "out of memory listing '%s'", pattern); return UTG_ERR_NOMEM; }
+    return UTG_OK;
+}
+
+/* ---- shard headers ---- */
+
+static utg_result utg__ds_file_size(FILE *f, const char *path, uint64_t *size, utg_msg *msg) {
+    long long end;
+    if (UTG__FSEEK64(f, 0, SEEK_END) != 0 || (end = UTG__FTELL64(f)) < 0 || UTG__FSEEK64(f, 0, SEEK_SET) != 0) {
+        utg__msgf(msg, "cannot size '%s' (not a regular file?)", path);
+        return UTG_ERR_IO;
+    }
+    *size = (uint64_t)end;
+    return UTG_OK;
+}
+
+/* Parameter Golf's load_data_shard checks: magic, version, file size == 1024 + 2 * num_tokens. */
+static utg_result utg__ds_check_shard(const char *path, uint64_t *n_tokens, utg_msg *msg) {
+    uint8_t h[UTG_SHARD_HEADER_BYTES];
+    uint64_t size = 0;
+    uint32_t magic, version, n;
+    utg_result r;
+    FILE *f = fopen(path, "rb");
+    if (!f) { utg__msgf(msg, "cannot open '%s'", path); return UTG_ERR_IO; }
+    r = utg__ds_file_size(f, path, &size, msg);
+    if (r == UTG_OK && size < UTG_SHARD_HEADER_BYTES) {
+        utg__msgf(msg, "'%s': %llu bytes is shorter than the %d-byte shard header", path,
+                  (unsigned long long)size, UTG_SHARD_HEADER_BYTES);
+        r = UTG_ERR_FORMAT;
+    }
+    if (r == UTG_OK && fread(h, 1, sizeof h, f) != sizeof h) {
+        utg__msgf(msg, "cannot read the header of '%s'", path);
+        r = UTG_ERR_IO;
+    }
+    fclose(f);
+    if (r != UTG_OK) return r;
+    magic = utg__rd_u32le(h);
+    version = utg__rd_u32le(h + 4);
+    n = utg__rd_u32le(h + 8);
+    if (magic != UTG_SHARD_MAGIC) {
+        utg__msgf(msg, "'%s': magic %u is not %d (not a token shard)", path, magic, UTG_SHARD_MAGIC);
+        return UTG_ERR_FORMAT;
+    }
+    if (version != UTG_SHARD_VERSION) {
+        utg__msgf(msg, "'%s': shard version %u is not %d", path, version, UTG_SHARD_VERSION);
+        return UTG_ERR_FORMAT;
+    }
+    if (n > (uint32_t)INT32_MAX || size != UTG_SHARD_HEADER_BYTES + 2ull * n) {
+        utg__msgf(msg, "'%s': header says %d tokens (%llu bytes) but the file has %llu bytes", path,
+                  (int)(int32_t)n, (unsigned long long)UTG_SHARD_HEADER_BYTES + 2ull * n, (unsigned long long)size);
+        return UTG_ERR_FORMAT;
+    }
+    *n_tokens = n;
+    return UTG_OK;
+}
+
+/* ---- dataset ---- */
+
+UTGDEF void utg_dataset_close(utg_dataset *ds) {
+    utg_allocator a;
+    if (!ds) return;
+    a = ds->alloc;
+    if (ds->file) fclose(ds->file);
+    utg__free(&a, ds->paths);
+    utg__free(&a, ds->n_tokens);
+    utg__free(&a, ds->start);
+    utg__free(&a, ds->buf);
+    utg__free(&a, ds);
+}
+
+UTGDEF utg_result utg_dataset_open(utg_dataset **out, const char *pattern, int vocab_size,
+                                   const utg_allocator *alloc, utg_msg *msg) {
+    utg_dataset *ds;
+    utg_result r;
+    int i;
+    if (!out || !pattern || vocab_size < 0) return UTG_ERR_INVALID;
+    *out = NULL;
+    ds = (utg_dataset *)utg__alloc(alloc, sizeof *ds);
+    if (!ds) return UTG_ERR_NOMEM;
+    memset(ds, 0, sizeof *ds);
+    if (alloc) ds->alloc = *alloc;
+    ds->vocab_size = vocab_size;
+    ds->file_shard = -1;
+    r = utg__ds_expand(pattern, &ds->alloc, &ds->paths, &ds->n_shards, msg);
+    if (r != UTG_OK) { utg_dataset_close(ds); return r; }
+    ds->n_tokens = (uint64_t *)utg__alloc(&ds->alloc, sizeof(uint64_t) * (size_t)ds->n_shards);
+    ds->start = (uint64_t *)utg__alloc(&ds->alloc, sizeof(uint64_t) * ((size_t)ds->n_shards + 1));
+    ds->buf = (uint8_t *)utg__alloc(&ds->alloc, 2 * UTG__DS_BUF_TOKENS);
+    if (!ds->n_tokens || !ds->start || !ds->buf) {
+        utg_dataset_close(ds);
+        utg__msgf(msg, "out of memory opening '%s'", pattern);
+        return UTG_ERR_NOMEM;
+    }
+    ds->start[0] = 0;
+    for (i = 0; i < ds->n_shards; i++) {
+        r = utg__ds_check_shard(ds->paths[i], &ds->n_tokens[i], msg);
+        if (r != UTG_OK) { utg_dataset_close(ds); return r; }
+        ds->start[i + 1] = ds->start[i] + ds->n_tokens[i]; /* < 2^31 per shard, < 2^62 in all */
+    }
+    *out = ds;
+    return UTG_OK;
+}
+
+UTGDEF int utg_dataset_shard_count(const utg_dataset *ds) { return ds ? ds->n_shards : 0; }
+UTGDEF uint64_t utg_dataset_tokens(const utg_dataset *ds) { return ds ? ds->start[ds->n_shards] : 0; }
+UTGDEF uint64_t utg_dataset_shard_tokens(const utg_dataset *ds, int shard) {
+    return ds && shard >= 0 && shard < ds->n_shards ? ds->n_tokens[shard] : 0;
+}
+UTGDEF const char *utg_dataset_shard_path(const utg_dataset *ds, int shard) {
+    return ds && shard >= 0 && shard < ds->n_shards ? ds->paths[shard] : NULL;
+}
+
+/* The shard holding stream offset `offset` (< total): the last shard starting at or before it, which
+   skips empty shards. */
+static int utg__ds_find(const utg_dataset *ds, uint64_t offset) {
+    int lo = 0, hi = ds->n_shards;
+    while (hi - lo > 1) {
+        int mid = lo + (hi - lo) / 2;
+        if (ds->start[mid] <= offset) lo = mid;
+        else hi = mid;
+    }
+    return lo;
+}
+
+static void utg__ds_drop_file(utg_dataset *ds) {
+    if (ds->file) fclose(ds->file);
+    ds->file = NULL;
+    ds->file_shard = -1;
+}
+
+/* Position the one open FILE at byte `pos` of `shard`, reopening only on a shard change and seeking
+   only when the position differs (sequential reads then cost no seek). */
+static utg_result utg__ds_seek(utg_dataset *ds, int shard, uint64_t pos, utg_msg *msg) {
+    const char *path = ds->paths[shard];
+    if (ds->file_shard != shard) {
+        utg__ds_drop_file(ds);
+        ds->file = fopen(path, "rb");
+        if (!ds->file) { utg__msgf(msg, "cannot open '%s'", path); return UTG_ERR_IO; }
+        ds->file_shard = shard;
+        ds->file_pos = 0;
+    }
+    if (ds->file_pos == pos) return UTG_OK;
+    if (pos > UTG__FILE_OFF_MAX) {
+        utg__ds_drop_file(ds);
+        utg__msgf(msg, "'%s': byte offset %llu is beyond this build's fseek range (define _POSIX_C_SOURCE "
+                  "200809L and _FILE_OFFSET_BITS 64)", path, (unsigned long long)pos);
+        return UTG_ERR_UNSUPPORTED;
+    }
+    if (UTG__FSEEK64(ds->file, pos, SEEK_SET) != 0) {
+        utg__ds_drop_file(ds);
+        utg__msgf(msg, "cannot seek to byte %llu of '%s'", (unsigned long long)pos, path);
+        return UTG_ERR_IO;
+    }
+    ds->file_pos = pos;
+    return UTG_OK;
+}
+
+/* Read n ids of one shard from its token `first` (all inside the shard). */
+static utg_result utg__ds_read_shard(utg_dataset *ds, int shard, uint64_t first, size_t n, int32_t *out, utg_msg *msg) {
+    utg_result r = utg__ds_seek(ds, shard, UTG_SHARD_HEADER_BYTES + 2 * first, msg);
+    size_t done = 0, i;
+    if (r != UTG_OK) return r;
+    while (done < n) {
+        size_t k = n - done < UTG__DS_BUF_TOKENS ? n - done : UTG__DS_BUF_TOKENS;
+        if (fread(ds->buf, 2, k, ds->file) != k) {
+            utg__ds_drop_file(ds);
+            utg__msgf(msg, "short read in '%s' at token %llu (did the file change?)", ds->paths[shard],
+                      (unsigned long long)(first + done));
+            return UTG_ERR_IO;
+        }
+        ds->file_pos += 2 * (uint64_t)k;
+        for (i = 0; i < k; i++) {
+            int32_t id = (int32_t)(ds->buf[2 * i] | (ds->buf[2 * i + 1] << 8));
+            if (ds->vocab_size > 0 && id >= ds->vocab_size) {
+                utg__msgf(msg, "'%s': token %llu (stream offset %llu) is id %d, outside the vocabulary [0, %d)",
+                          ds->paths[shard], (unsigned long long)(first + done + i),
+                          (unsigned long long)(ds->start[shard] + first + done + i), (int)id, ds->vocab_size);
+                return UTG_ERR_FORMAT;
+            }
+            out[done + i] = id;
+        }
+        done += k;
+    }
+    return UTG_OK;
+}
+
+UTGDEF utg_result utg_dataset_read(utg_dataset *ds, uint64_t offset, size_t n, int32_t *out, utg_msg *msg) {
+    uint64_t total;
+    int s;
+    if (!ds || (!out && n)) return UTG_ERR_INVALID;
+    total = ds->start[ds->n_shards];
+    if (offset > total || (uint64_t)n > total - offset) {
+        utg__msgf(msg, "read of %zu tokens at %llu is past the end of the %llu-token dataset", n,
+                  (unsigned long long)offset, (unsigned long long)total);
+        return UTG_ERR_INVALID;
+    }
+    if (n == 0) return UTG_OK;
+    s = utg__ds_find(ds, offset);
+    while (n > 0) {
+        uint64_t avail = ds->start[s + 1] - offset;
+        size_t k = (uint64_t)n < avail ? n : (size_t)avail;
+        if (k > 0) {
+            utg_result r = utg__ds_read_shard(ds, s, offset - ds->start[s], k, out, msg);
+            if (r != UTG_OK) return r;
+            out += k;
+            n -= k;
+            offset += k;
+        }
+        s++;
+    }
+    return UTG_OK;
+}
+
+/* Read n ids of the endless stream (the dataset repeated) from `pos`, as TokenStream.take does. */
+static utg_result utg__ds_read_wrap(utg_dataset *ds, uint64_t pos, size_t n, int32_t *out, utg_msg *msg) {
+    uint64_t total = ds->start[ds->n_shards];
+    pos %= total;
+    while (n > 0) {
+        size_t k = (uint64_t)n < total - pos ? n : (size_t)(total - pos);
+        utg_result r = utg_dataset_read(ds, pos, k, out, msg);
+        if (r != UTG_OK) return r;
+        out += k;
+        n -= k;
+        pos = 0;
+    }
+    return UTG_OK;
+}
+
+UTGDEF utg_result utg_dataset_read_val(utg_dataset *ds, int seq_len, int32_t **out, size_t *n_out,
+                                       const utg_allocator *alloc, utg_msg *msg) {
+    uint64_t total, keep;
+    size_t bytes;
+    int32_t *p;
+    utg_result r;
+    if (!ds || !out || !n_out || seq_len <= 0) return UTG_ERR_INVALID;
+    *out = NULL;
+    *n_out = 0;
+    total = ds->start[ds->n_shards];
+    if (total < (uint64_t)seq_len + 1) {
+        utg__msgf(msg, "the validation split has %llu tokens, too short for seq_len %d (needs %d)",
+                  (unsigned long long)total, seq_len, seq_len + 1);
+        return UTG_ERR_INVALID;
+    }
+    keep = (total - 1) / (uint64_t)seq_len * (uint64_t)seq_len + 1;
+    if ((uint64_t)(size_t)keep != keep || !utg__mul_ok((size_t)keep, sizeof(int32_t), &bytes) ||
+        !(p = (int32_t *)utg__alloc(alloc, bytes))) {
+        utg__msgf(msg, "out of memory for %llu validation tokens", (unsigned long long)keep);
+        return UTG_ERR_NOMEM;
+    }
+    r = utg_dataset_read(ds, 0, (size_t)keep, p, msg);
+    if (r != UTG_OK) { utg__free(alloc, p); return r; }
+    *out = p;
+    *n_out = (size_t)keep;
+    return UTG_OK;
+}
+
+UTGDEF void utg_dataset_free_val(int32_t *tokens, const utg_allocator *alloc) { utg__free(alloc, tokens); }
+
+/* ---- loaders ---- */
+
+struct utg_loader {
+    utg_allocator alloc;
+    utg_dataset *ds;
+    utg_loader_kind kind;
+    int seq_len, rank, world_size;
+    uint64_t seed;
+    /* SEQUENTIAL */
+    uint64_t pos;      /* stream offset of the next chunk, in [0, tokens) */
+    uint64_t wraps;    /* times the chunk start wrapped past the end */
+    /* SHUFFLED: owned shard i is dataset shard rank + i * world_size */
+    int n_owned;
+    uint64_t epoch;
+    utg__rng rng;           /* shard choice; phases and orders: utg__ld_shard_epoch */
+    uint64_t *taken;        /* windows taken this epoch, per owned shard */
+    uint64_t *taken_snap;   /* copy for undoing a failed next */
+    uint64_t *n_windows;    /* windows this epoch (depends on the phase) */
+    uint64_t *phase;        /* first window's start within the shard */
+    size_t *perm_off;       /* where each owned shard's order starts in perm */
+    uint32_t *perm;         /* window order per owned shard, this epoch */
+};
+
+/* Seeds. The real loader draws from numpy's PCG64 seeded with the rank (some records: seed + rank);
+   numpy's stream cannot be reproduced here and need not be: this one mixes (seed, rank, ...) through
+   splitmix64 into utg__rng (xoshiro256**). Phases and orders come from a generator keyed by (seed,
+   rank, epoch, shard), so a checkpoint stores only the choice RNG, the epoch and per-shard counts. */
+static uint64_t utg__ld_key(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
+    uint64_t x = seed;
+    x = utg__splitmix64(&x) ^ a;
+    x = utg__splitmix64(&x) ^ b;
+    x = utg__splitmix64(&x) ^ c;
+    return utg__splitmix64(&x);
+}
+#define UTG__LD_CHOICE_TAG 0xc401ce5eedull /* as the epoch and shard of the choice RNG's key */
+
+/* Uniform in [0, n), n > 0, without modulo bias. */
+static uint64_t utg__ld_below(utg__rng *r, uint64_t n) {
+    uint64_t reject = (0 - n) % n, x; /* 2^64 mod n: draws below it would bias x % n */
+    do x = utg__rng_next(r);
+    while (x < reject);
+    return x % n;
+}
+
+static int utg__ld_shard(const utg_loader *ld, int i) { return ld->rank + i * ld->world_size; }
+
+/* Windows of a shard of n tokens at phase 0: the most any epoch can have. */
+static uint64_t utg__ld_max_windows(uint64_t n, int seq_len) {
+    return n >= (uint64_t)seq_len + 1 ? (n - 1) / (uint64_t)seq_len : 0;
+}
+
+/* One owned shard's epoch, as ShuffledSequenceLoader._reset_shard: phase uniform in
+   [0, min(T - 1, n - T - 1)], windows starting at phase + k*T for k < (n - 1 - phase) / T, each
+   T + 1 tokens long (inputs and shifted targets; consecutive windows share one token), in random
+   order (Fisher-Yates). perm may be NULL to get the phase and count only. */
+static void utg__ld_shard_epoch(const utg_loader *ld, int i, uint64_t epoch, uint64_t *phase,
+                                uint64_t *n_windows, uint32_t *perm) {
+    uint64_t n = ld->ds->n_tokens[utg__ld_shard(ld, i)], T = (uint64_t)ld->seq_len, max_phase, k;
+    utg__rng r;
+    *phase = 0;
+    *n_windows = 0;
+    if (n < T + 1) return; /* too short for one window: skipped, as remaining = 0 skips it there */
+    utg__rng_seed(&r, utg__ld_key(ld->seed, (uint64_t)ld->rank, epoch, (uint64_t)utg__ld_shard(ld, i)));
+    max_phase = T - 1 < n - T - 1 ? T - 1 : n - T - 1;
+    *phase = max_phase > 0 ? utg__ld_below(&r, max_phase + 1) : 0;
+    *n_windows = (n - 1 - *phase) / T;
+    if (!perm) return;
+    for (k = 0; k < *n_windows; k++) perm[k] = (uint32_t)k;
+    for (k = *n_windows; k > 1; k--) {
+        uint64_t j = utg__ld_below(&r, k);
+        uint32_t t = perm[k - 1];
+        perm[k - 1] = perm[j];
+        perm[j] = t;
+    }
+}
+
+static void utg__ld_begin_epoch(utg_loader *ld, uint64_t epoch) {
+    int i;
+    ld->epoch = epoch;
+    for (i = 0; i < ld->n_owned; i++) {
+        utg__ld_shard_epoch(ld, i, epoch, &ld->phase[i], &ld->n_windows[i], ld->perm + ld->perm_off[i]);
+        ld->taken[i] = 0;
+    }
+}
+
+UTGDEF void utg_loader_reset(utg_loader *ld) {
+    if (!ld) return;
+    ld->pos = 0;
+    ld->wraps = 0;
+    if (ld->kind != UTG_LOADER_SHUFFLED) return;
+    utg__rng_seed(&ld->rng, utg__ld_key(ld->seed, (uint64_t)ld->rank, UTG__LD_CHOICE_TAG, UTG__LD_CHOICE_TAG));
+    utg__ld_begin_epoch(ld, 0);
+}
+
+UTGDEF void utg_loader_destroy(utg_loader *ld) {
+    utg_allocator a;
+    if (!ld) return;
+    a = ld->alloc;
+    utg__free(&a, ld->taken);
+    utg__free(&a, ld->taken_snap);
+    utg__free(&a, ld->n_windows);
+    utg__free(&a, ld->phase);
+    utg__free(&a, ld->perm_off);
+    utg__free(&a, ld->perm);
+    utg__free(&a, ld);
+}
+
+/* Owned shards and the order buffer (4 bytes per window of every owned shard). */
+static utg_result utg__ld_setup_shuffled(utg_loader *ld, utg_msg *msg) {
+    const utg_allocator *a = &ld->alloc;
+    size_t n = (size_t)ld->n_owned, total = 0, bytes;
+    int i;
+    ld->taken = (uint64_t *)utg__alloc(a, n * sizeof(uint64_t));
+    ld->taken_snap = (uint64_t *)utg__alloc(a, n * sizeof(uint64_t));
+    ld->n_windows = (uint64_t *)utg__alloc(a, n * sizeof(uint64_t));
+    ld->phase = (uint64_t *)utg__alloc(a, n * sizeof(uint64_t));
+    ld->perm_off = (size_t *)utg__alloc(a, n * sizeof(size_t));
+    if (!ld->taken || !ld->taken_snap || !ld->n_windows || !ld->phase || !ld->perm_off) {
+        utg__msgf(msg, "out of memory for the loader");
+        return UTG_ERR_NOMEM;
+    }
+    for (i = 0; i < ld->n_owned; i++) {
+        uint64_t w = utg__ld_max_windows(ld->ds->n_tokens[utg__ld_shard(ld, i)], ld->seq_len);
+        ld->perm_off[i] = total;
+        total += (size_t)w; /* w < 2^31 per shard; the sum is checked below */
+        if (total < (size_t)w) total = SIZE_MAX;
+    }
+    if (total == 0) {
+        utg__msgf(msg, "rank %d owns no shard with at least seq_len + 1 = %d tokens", ld->rank, ld->seq_len + 1);
+        return UTG_ERR_INVALID;
+    }
+    if (!utg__mul_ok(total, sizeof(uint32_t), &bytes) || !(ld->perm = (uint32_t *)utg__alloc(a, bytes))) {
+        utg__msgf(msg, "out of memory for the order of %zu windows", total);
+        return UTG_ERR_NOMEM;
+    }
+    return UTG_OK;
+}
+
+UTGDEF utg_result utg_loader_create(utg_loader **out, utg_dataset *ds, utg_loader_kind kind, int seq_len,
+                                    int rank, int world_size, uint64_t seed, const utg_allocator *alloc,
+                                    utg_msg *msg) {
+    utg_loader *ld;
+    utg_result r = UTG_OK;
+    if (!out) return UTG_ERR_INVALID;
+    *out = NULL;
+    if (!ds || (kind != UTG_LOADER_SEQUENTIAL && kind != UTG_LOADER_SHUFFLED) || seq_len <= 0 ||
+        world_size <= 0 || rank < 0 || rank >= world_size) {
+        utg__msgf(msg, "loader: need a dataset, a known kind, seq_len > 0 and 0 <= rank < world_size "
+                  "(got kind %d, seq_len %d, rank %d, world %d)", (int)kind, seq_len, rank, world_size);
+        return UTG_ERR_INVALID;
+    }
+    if (kind == UTG_LOADER_SEQUENTIAL && utg_dataset_tokens(ds) == 0) {
+        utg__msgf(msg, "loader: the dataset has no tokens");
+        return UTG_ERR_INVALID;
+    }
+    if (kind == UTG_LOADER_SHUFFLED && rank >= ds->n_shards) {
+        utg__msgf(msg, "loader: rank %d of %d owns no shard (the dataset has %d)", rank, world_size, ds->n_shards);
+        return UTG_ERR_INVALID;
+    }
+    ld = (utg_loader *)utg__alloc(alloc, sizeof *ld);
+    if (!ld) return UTG_ERR_NOMEM;
+    memset(ld, 0, sizeof *ld);
+    if (alloc) ld->alloc = *alloc;
+    ld->ds = ds;
+    ld->kind = kind;
+    ld->seq_len = seq_len;
+    ld->rank = rank;
+    ld->world_size = world_size;
+    ld->seed = seed;
+    if (kind == UTG_LOADER_SHUFFLED) {
+        ld->n_owned = (ds->n_shards - rank + world_size - 1) / world_size;
+        r = utg__ld_setup_shuffled(ld, msg);
+    }
+    if (r != UTG_OK) { utg_loader_destroy(ld); return r; }
+    utg_loader_reset(ld);
+    *out = ld;
+    return UTG_OK;
+}
+
+UTGDEF uint64_t utg_loader_epoch(const utg_loader *ld) {
+    if (!ld) return 0;
+    return ld->kind == UTG_LOADER_SHUFFLED ? ld->epoch : ld->wraps;
+}
+
+/* n tokens from stream offset `start` into inputs, and the same shifted by one into targets. */
+static utg_result utg__ld_read_pair(utg_dataset *ds, uint64_t start, size_t n, int32_t *inputs, int32_t *targets,
+                                    utg_msg *msg) {
+    utg_result r = utg__ds_read_wrap(ds, start, n, inputs, msg);
+    if (r != UTG_OK) return r;
+    memcpy(targets, inputs + 1, (n - 1) * sizeof(int32_t));
+    return utg__ds_read_wrap(ds, (start % ds->start[ds->n_shards]) + (uint64_t)n, 1, targets + n - 1, msg);
+}
+
+static utg_result utg__ld_next_sequential(utg_loader *ld, int32_t *inputs, int32_t *targets, size_t local, utg_msg *msg) {
+    uint64_t total = utg_dataset_tokens(ld->ds), span = (uint64_t)local + 1, chunk, start;
+    utg_result r;
+    if (span > UINT64_MAX / (uint64_t)ld->world_size) {
+        utg__msgf(msg, "loader: a chunk of %d spans of %llu tokens is too large", ld->world_size, (unsigned long long)span);
+        return UTG_ERR_INVALID;
+    }
+    chunk = span * (uint64_t)ld->world_size;
+    start = (ld->pos + span * (uint64_t)ld->rank % total) % total;
+    r = utg__ld_read_pair(ld->ds, start, local, inputs, targets, msg);
+    if (r != UTG_OK) return r;
+    /* advance only on success, by the whole chunk (every rank's span) */
+    ld->wraps += (ld->pos + chunk % total) / total + chunk / total;
+    ld->pos = (ld->pos + chunk % total) % total;
+    return UTG_OK;
+}
+
+/* Pick an owned shard with probability proportional to its remaining windows; begins a new epoch
+   when all are used up (create guaranteed that an epoch has at least one window). */
+static int utg__ld_pick(utg_loader *ld) {
+    uint64_t left = 0, x;
+    int i;
+    for (i = 0; i < ld->n_owned; i++) left += ld->n_windows[i] - ld->taken[i];
+    if (left == 0) {
+        utg__ld_begin_epoch(ld, ld->epoch + 1);
+        for (i = 0; i < ld->n_owned; i++) left += ld->n_windows[i];
+    }
+    x = utg__ld_below(&ld->rng, left);
+    for (i = 0; i < ld->n_owned - 1; i++) {
+        uint64_t rem = ld->n_windows[i] - ld->taken[i];
+        if (x < rem) break;
+        x -= rem;
+    }
+    return i;
+}
+
+static utg_result utg__ld_next_shuffled(utg_loader *ld, int32_t *inputs, int32_t *targets, int n_seqs, utg_msg *msg) {
+    size_t T = (size_t)ld->seq_len;
+    utg__rng rng0 = ld->rng;
+    uint64_t epoch0 = ld->epoch;
+    utg_result r = UTG_OK;
+    int b;
+    memcpy(ld->taken_snap, ld->taken, sizeof(uint64_t) * (size_t)ld->n_owned);
+    for (b = 0; b < n_seqs && r == UTG_OK; b++) {
+        int i = utg__ld_pick(ld), shard = utg__ld_shard(ld, i);
+        uint64_t w = ld->perm[ld->perm_off[i] + ld->taken[i]++];
+        uint64_t start = ld->ds->start[shard] + ld->phase[i] + w * (uint64_t)T;
+        r = utg__ld_read_pair(ld->ds, start, T, inputs + (size_t)b * T, targets + (size_t)b * T, msg);
+    }
+    if (r != UTG_OK) { /* undo: the loader does not move on failure */
+        if (ld->epoch != epoch0) utg__ld_begin_epoch(ld, epoch0);
+        memcpy(ld->taken, ld->taken_snap, sizeof(uint64_t) * (size_t)ld->n_owned);
+        ld->rng = rng0;
+    }
+    return r;
+}
+
+UTGDEF utg_result utg_loader_next(utg_loader *ld, int32_t *inputs, int32_t *targets, int n_seqs, utg_msg *msg) {
+    size_t local;
+    if (!ld || !inputs || !targets || n_seqs <= 0) return UTG_ERR_INVALID;
+    if (!utg__mul_ok((size_t)n_seqs, (size_t)ld->seq_len, &local) || local == SIZE_MAX) {
+        utg__msgf(msg, "loader: %d sequences of %d tokens overflow", n_seqs, ld->seq_len);
+        return UTG_ERR_INVALID;
+    }
+    if (ld->kind == UTG_LOADER_SEQUENTIAL) return utg__ld_next_sequential(ld, inputs, targets, local, msg);
+    return utg__ld_next_shuffled(ld, inputs, targets, n_seqs, msg);
+}
+
+/* ---- checkpoint state ----
+   Little-endian, version 1:
+       0   "UTGL"
+       4   u32 version (1)
+       8   u32 kind               12  u32 seq_len
+       16  u32 rank               20  u32 world_size
+       24  u32 shard count S      28  u32 owned shard count O (0 for SEQUENTIAL)
+       32  u64 seed               40  u64 dataset tokens
+       48  u64 SEQUENTIAL: stream offset of the next chunk; SHUFFLED: epoch
+       56  u64 SEQUENTIAL: wraps so far; SHUFFLED: 0
+       64  u64 tokens of each shard [S]
+       then, SHUFFLED only: u64 choice RNG state [4], u64 windows taken this epoch per owned shard [O]
+       end u64 FNV-1a 64 of every byte before it */
+#define UTG__LD_STATE_VERSION 1u
+#define UTG__LD_STATE_HEAD 64u
+
+static void utg__ld_wr_u64le(uint8_t *p, uint64_t v) {
+    utg__wr_u32le(p, (uint32_t)v);
+    utg__wr_u32le(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint64_t utg__ld_fnv1a(const uint8_t *p, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    size_t i;
+    for (i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* In 64 bits so that a hostile record's counts cannot wrap on 32-bit hosts. */
+static uint64_t utg__ld_state_bytes(int kind, uint64_t n_shards, uint64_t n_owned) {
+    return UTG__LD_STATE_HEAD + 8 * n_shards + (kind == (int)UTG_LOADER_SHUFFLED ? 32 + 8 * n_owned : 0) + 8;
+}
+
+UTGDEF size_t utg_loader_state_size(const utg_loader *ld) {
+    return ld ? (size_t)utg__ld_state_bytes((int)ld->kind, (uint64_t)ld->ds->n_shards, (uint64_t)ld->n_owned) : 0;
+}
+
+UTGDEF utg_result utg_loader_save(const utg_loader *ld, void *buf, size_t buf_size) {
+    uint8_t *p = (uint8_t *)buf, *q;
+    size_t size = utg_loader_state_size(ld);
+    int i;
+    if (!ld || !buf || buf_size < size) return UTG_ERR_INVALID;
+    memcpy(p, "UTGL", 4);
+    utg__wr_u32le(p + 4, UTG__LD_STATE_VERSION);
+    utg__wr_u32le(p + 8, (uint32_t)ld->kind);
+    utg__wr_u32le(p + 12, (uint32_t)ld->seq_len);
+    utg__wr_u32le(p + 16, (uint32_t)ld->rank);
+    utg__wr_u32le(p + 20, (uint32_t)ld->world_size);
+    utg__wr_u32le(p + 24, (uint32_t)ld->ds->n_shards);
+    utg__wr_u32le(p + 28, (uint32_t)ld->n_owned);
+    utg__ld_wr_u64le(p + 32, ld->seed);
+    utg__ld_wr_u64le(p + 40, utg_dataset_tokens(ld->ds));
+    utg__ld_wr_u64le(p + 48, ld->kind == UTG_LOADER_SHUFFLED ? ld->epoch : ld->pos);
+    utg__ld_wr_u64le(p + 56, ld->kind == UTG_LOADER_SHUFFLED ? 0 : ld->wraps);
+    q = p + UTG__LD_STATE_HEAD;
+    for (i = 0; i < ld->ds->n_shards; i++, q += 8) utg__ld_wr_u64le(q, ld->ds->n_tokens[i]);
+    if (ld->kind == UTG_LOADER_SHUFFLED) {
+        for (i = 0; i < 4; i++, q += 8) utg__ld_wr_u64le(q, ld->rng.s[i]);
+        for (i = 0; i < ld->n_owned; i++, q += 8) utg__ld_wr_u64le(q, ld->taken[i]);
+    }
+    utg__ld_wr_u64le(q, utg__ld_fnv1a(p, size - 8));
+    return UTG_OK;
+}
+
+/* The record's framing: size, magic, version, length, checksum. */
+static utg_result utg__ld_check_frame(const uint8_t *p, size_t size, utg_msg *msg) {
+    uint32_t version, kind;
+    if (size < UTG__LD_STATE_HEAD + 8 || memcmp(p, "UTGL", 4) != 0) {
+        utg__msgf(msg, "loader state: not a loader state record (%zu bytes)", size);
+        return UTG_ERR_FORMAT;
+    }
+    version = utg__rd_u32le(p + 4);
+    if (version != UTG__LD_STATE_VERSION) {
+        utg__msgf(msg, "loader state: version %u, this build reads version %u", version, UTG__LD_STATE_VERSION);
+        return UTG_ERR_FORMAT;
+    }
+    kind = utg__rd_u32le(p + 8);
+    if (kind > (uint32_t)UTG_LOADER_SHUFFLED ||
+        (uint64_t)size != utg__ld_state_bytes((int)kind, utg__rd_u32le(p + 24), utg__rd_u32le(p + 28))) {
+        utg__msgf(msg, "loader state: %zu bytes do not match the record's own counts (truncated?)", size);
+        return UTG_ERR_FORMAT;
+    }
+    if (utg__rd_u64le(p + size - 8) != utg__ld_fnv1a(p, size - 8)) {
+        utg__msgf(msg, "loader state: checksum mismatch (corrupt record)");
+        return UTG_ERR_FORMAT;
+    }
+    return UTG_OK;
+}
+
+/* The record must come from a loader set up like this one, on the same data. */
+static utg_result utg__ld_check_setup(const utg_loader *ld, const uint8_t *p, utg_msg *msg) {
+    uint32_t kind = utg__rd_u32le(p + 8), T = utg__rd_u32le(p + 12), rank = utg__rd_u32le(p + 16);
+    uint32_t world = utg__rd_u32le(p + 20), n_shards = utg__rd_u32le(p + 24);
+    uint64_t seed = utg__rd_u64le(p + 32), tokens = utg__rd_u64le(p + 40);
+    int i;
+    if (kind != (uint32_t)ld->kind || T != (uint32_t)ld->seq_len || rank != (uint32_t)ld->rank ||
+        world != (uint32_t)ld->world_size) {
+        utg__msgf(msg, "loader state is for kind %u, seq_len %u, rank %u of %u; this loader is kind %d, seq_len %d, rank %d of %d",
+                  kind, T, rank, world, (int)ld->kind, ld->seq_len, ld->rank, ld->world_size);
+        return UTG_ERR_MISMATCH;
+    }
+    if (ld->kind == UTG_LOADER_SHUFFLED && seed != ld->seed) {
+        utg__msgf(msg, "loader state has seed %llu, this loader %llu", (unsigned long long)seed, (unsigned long long)ld->seed);
+        return UTG_ERR_MISMATCH;
+    }
+    if (n_shards != (uint32_t)ld->ds->n_shards || tokens != utg_dataset_tokens(ld->ds)) {
+        utg__msgf(msg, "loader state is for %u shards of %llu tokens; the dataset has %d shards of %llu", n_shards,
+                  (unsigned long long)tokens, ld->ds->n_shards, (unsigned long long)utg_dataset_tokens(ld->ds));
+        return UTG_ERR_MISMATCH;
+    }
+    for (i = 0; i < ld->ds->n_shards; i++) {
+        uint64_t n = utg__rd_u64le(p + UTG__LD_STATE_HEAD + 8 * (size_t)i);
+        if (n != ld->ds->n_tokens[i]) {
+            utg__msgf(msg, "loader state: shard %d had %llu tokens, '%s' has %llu", i, (unsigned long long)n,
+                      ld->ds->paths[i], (unsigned long long)ld->ds->n_tokens[i]);
+            return UTG_ERR_MISMATCH;
+        }
+    }
+    if (utg__rd_u32le(p + 28) != (uint32_t)ld->n_owned) { /* implied by the above; checked anyway */
+        utg__msgf(msg, "loader state: %u owned shards, expected %d", utg__rd_u32le(p + 28), ld->n_owned);
+        return UTG_ERR_FORMAT;
+    }
+    return UTG_OK;
+}
+
+/* SHUFFLED: RNG state not all zero and counts within the windows of the saved epoch. */
+static utg_result utg__ld_check_shuffled(const utg_loader *ld, const uint8_t *p, utg_msg *msg) {
+    const uint8_t *q = p + UTG__LD_STATE_HEAD + 8 * (size_t)ld->ds->n_shards;
+    uint64_t epoch = utg__rd_u64le(p + 48), phase, windows, any = 0;
+    int i;
+    for (i = 0; i < 4; i++) any |= utg__rd_u64le(q + 8 * i);
+    if (!any) { utg__msgf(msg, "loader state: the RNG state is all zero"); return UTG_ERR_FORMAT; }
+    for (i = 0; i < ld->n_owned; i++) {
+        uint64_t taken = utg__rd_u64le(q + 32 + 8 * (size_t)i);
+        utg__ld_shard_epoch(ld, i, epoch, &phase, &windows, NULL);
+        if (taken > windows) {
+            utg__msgf(msg, "loader state: %llu windows taken from shard %d, which has %llu in epoch %llu",
+                      (unsigned long long)taken, utg__ld_shard(ld, i), (unsigned long long)windows,
+                      (unsigned long long)epoch);
+            return UTG_ERR_FORMAT;
+        }
+    }
+    return UTG_OK;
+}
+
+UTGDEF utg_result utg_loader_restore(utg_loader *ld, const void *buf, size_t size, utg_msg *msg) {
+    const uint8_t *p = (const uint8_t *)buf, *q;
+    utg_result r;
+    int i;
+    if (!ld || !buf) return UTG_ERR_INVALID;
+    if ((r = utg__ld_check_frame(p, size, msg)) != UTG_OK) return r;
+    if ((r = utg__ld_check_setup(ld, p, msg)) != UTG_OK) return r;
+    if (ld->kind == UTG_LOADER_SEQUENTIAL) {
+        uint64_t pos = utg__rd_u64le(p + 48);
+        if (pos >= utg_dataset_tokens(ld->ds)) {
+            utg__msgf(msg, "loader state: stream offset %llu is past the dataset", (unsigned long long)pos);
+            return UTG_ERR_FORMAT;
+        }
+        ld->pos = pos;
+        ld->wraps = utg__rd_u64le(p + 56);
+        return UTG_OK;
+    }
+    if ((r = utg__ld_check_shuffled(ld, p, msg)) != UTG_OK) return r;
+    /* valid: nothing below can fail */
+    q = p + UTG__LD_STATE_HEAD + 8 * (size_t)ld->ds->n_shards;
+    utg__ld_begin_epoch(ld, utg__rd_u64le(p + 48));
+    for (i = 0; i < 4; i++) ld->rng.s[i] = utg__rd_u64le(q + 8 * i);
+    for (i = 0; i < ld->n_owned; i++) ld->taken[i] = utg__rd_u64le(q + 32 + 8 * (size_t)i);
+    return UTG_OK;
+}
+
+#endif /* UTG_NO_STDIO */
+
+/* ------------------------------------------------------------------------------------------------
+// >>impl_checkpoint
+   ------------------------------------------------------------------------------------------------ */
+
+/* loaders read files: without stdio there are none, and checkpoints hold no loader state */
+#ifndef UTG_NO_STDIO
+static size_t utg__ld_size(const utg_loader *ld) { return utg_loader_state_size(ld); }
+static utg_result utg__ld_save(const utg_loader *ld, void *p, size_t n) { return utg_loader_save(ld, p, n); }
+static utg_result utg__ld_restore(utg_loader *ld, const void *p, size_t n, utg_msg *msg) { return utg_loader_restore(ld, p, n, msg); }
+#else
+static size_t utg__ld_size(const utg_loader *ld) { (void)ld; return 0; }
+static utg_result utg__ld_save(const utg_loader *ld, void *p, size_t n) { (void)ld; (void)p; (void)n; return UTG_ERR_UNSUPPORTED; }
+static utg_result utg__ld_restore(utg_loader *ld, const void *p, size_t n, utg_msg *msg) {
+    (void)ld; (void)p; (void)n; (void)msg;
+    return UTG_ERR_UNSUPPORTED;
+}
+#endif
+
+UTGDEF uint32_t utg_crc32(uint32_t crc, const void *data, size_t n) {
+    uint32_t table[256], c;
+    const uint8_t *p = (const uint8_t *)data;
+    int i, k;
+    for (i = 0; i < 256; i++) {
+        c = (uint32_t)i;
+        for (k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        table[i] = c;
+    }
+    crc = ~crc;
+    while (n--) crc = table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* knobs that shape the parameter arena or the optimizer state: these must match on resume */
+static const char *const utg__ckpt_shape_knobs[] = {"NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "MLP_MULT",
+                                                    "VOCAB_SIZE", "TIE_EMBEDDINGS", "TRAIN_SEQ_LEN", "EMA_ENABLED",
+                                                    "SWA_ENABLED", "TRAIN_LOADER", "SEED"};
+
+#define UTG__CKPT_HDR 24
+#define UTG__CKPT_STAT 48
+
+static void utg__wr_u64le(uint8_t *p, uint64_t v) {
+    int i;
+    for (i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Host copy of the config text: "KEY=VALUE\n" for every knob. Returns the length; buf may be NULL. */
+static size_t utg__ckpt_conf(const utg_config *c, char *buf) {
+    size_t len = 0;
+    int i;
+    for (i = 0; i < utg_config_knob_count(); i++) {
+        char v[1024];
+        const char *name = utg_config_knob(i)->env_name;
+        size_t a = strlen(name), b;
+        utg_config_format(c, i, v, sizeof v);
+        b = strlen(v);
+        if (buf) {
+            memcpy(buf + len, name, a);
+            buf[len + a] = '=';
+            memcpy(buf + len + a + 1, v, b);
+            buf[len + a + 1 + b] = '\n';
+        }
+        len += a + b + 2;
+    }
+    return len;
+}
+
+UTGDEF utg_result utg_checkpoint_save(utg_model *m, utg_optim *o, const utg_loader *ld, const utg_train_state *ts,
+                                      void **out, size_t *out_size) {
+    size_t arena_bytes, conf_len, load_len = 0, total = UTG__CKPT_HDR, pos, sizes[8];
+    uint32_t tags[8], n_sec = 0, s;
+    uint8_t *b;
+    int64_t adam_steps, swa_count;
+    int i;
+    if (!m || !o || !ts || !out || !out_size) return UTG_ERR_INVALID;
+    *out = NULL;
+    *out_size = 0;
+    if (!utg__mul_ok(m->arena_floats, sizeof(float), &arena_bytes)) return UTG_ERR_NOMEM;
+    conf_len = utg__ckpt_conf(&m->cfg, NULL);
+    if (ld) load_len = utg__ld_size(ld);
+#define UTG__SEC(tag, size) (tags[n_sec] = (tag), sizes[n_sec] = (size), n_sec++)
+    UTG__SEC(0x464E4F43u, conf_len);            /* "CONF" */
+    UTG__SEC(0x54415453u, (size_t)UTG__CKPT_STAT); /* "STAT" */
+    UTG__SEC(0x4D524150u, arena_bytes);          /* "PARM" */
+    for (i = 0; i < UTG_OPTIM_ARENAS; i++)
+        if (o->arena[i]) UTG__SEC(0x3054504Fu + ((uint32_t)i << 24), arena_bytes); /* "OPT0".."OPT3" */
+    if (ld) UTG__SEC(0x44414F4Cu, load_len);     /* "LOAD" */
+#undef UTG__SEC
+    for (s = 0; s < n_sec; s++) {
+        size_t padded = (sizes[s] + 7) & ~(size_t)7;
+        if (padded < sizes[s] || !utg__add_ok(total, 16 + padded, &total)) return UTG_ERR_NOMEM;
+    }
+    if (!utg__add_ok(total, 8, &total)) return UTG_ERR_NOMEM;
+    b = (uint8_t *)utg__alloc(&m->alloc, total);
+    if (!b) { utg__msgf(&m->msg, "out of memory for a %zu-byte checkpoint", total); return UTG_ERR_NOMEM; }
+    memset(b, 0, total);
+    memcpy(b, "UTGCKPT1", 8);
+    utg__wr_u32le(b + 8, UTG_CHECKPOINT_VERSION);
+    utg__wr_u32le(b + 12, n_sec);
+    utg__wr_u64le(b + 16, (uint64_t)total);
+    utg_optim_get_counters(o, &adam_steps, &swa_count);
+    pos = UTG__CKPT_HDR;
+    for (s = 0; s < n_sec; s++) {
+        uint8_t *p = b + pos + 16;
+        utg__wr_u32le(b + pos, tags[s]);
+        utg__wr_u64le(b + pos + 8, (uint64_t)sizes[s]);
+        switch (tags[s]) {
+        case 0x464E4F43u: utg__ckpt_conf(&m->cfg, (char *)p); break;
+        case 0x54415453u: {
+            uint64_t d;
+            utg__wr_u64le(p, (uint64_t)ts->step);
+            memcpy(&d, &ts->train_ms, 8);
+            utg__wr_u64le(p + 8, d);
+            utg__wr_u64le(p + 16, (uint64_t)ts->tokens_seen);
+            utg__wr_u64le(p + 24, (uint64_t)adam_steps);
+            utg__wr_u64le(p + 32, (uint64_t)swa_count);
+            utg__wr_u64le(p + 40, (uint64_t)m->arena_floats);
+            break;
+        }
+        case 0x4D524150u: m->be->download(m->be, p, m->params, arena_bytes); break;
+        case 0x44414F4Cu:
+            if (utg__ld_save(ld, p, load_len) != UTG_OK) {
+                utg__free(&m->alloc, b);
+                utg__msgf(&m->msg, "the loader state could not be saved");
+                return UTG_ERR_INVALID;
+            }
+            break;
+        default: m->be->download(m->be, p, o->arena[(int)(tags[s] >> 24) - '0'], arena_bytes); break;
+        }
+        pos += 16 + ((sizes[s] + 7) & ~(size_t)7);
+    }
+    utg__wr_u32le(b + pos, utg_crc32(0, b, pos));
+    *out = b;
+    *out_size = total;
+    return UTG_OK;
+}
+
+/* the value of KEY in a CONF section, copied into v; 0 if absent */
+static int utg__ckpt_conf_get(const uint8_t *conf, size_t n, const char *key, char *v, size_t cap) {
+    size_t kl = strlen(key), i = 0;
+    while (i < n) {
+        size_t e = i;
+        while (e < n && conf[e] != '\n') e++;
+        if (e - i > kl && conf[i + kl] == '=' && memcmp(conf + i, key, kl) == 0) {
+            size_t vl = e - i - kl - 1;
+            if (vl >= cap) vl = cap - 1;
+            memcpy(v, conf + i + kl + 1, vl);
+            v[vl] = 0;
+            return 1;
+        }
+        i = e + 1;
+    }
+    return 0;
+}
+
+UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *ld, utg_train_state *ts,
+                                      const void *bytes, size_t size) {
+    const uint8_t *b = (const uint8_t *)bytes, *sec[8] = {0}, *conf = NULL, *stat = NULL, *parm = NULL, *load = NULL;
+    size_t arena_bytes, pos = UTG__CKPT_HDR, conf_len = 0, load_len = 0;
+    uint32_t n_sec, s;
+    uint64_t total, u;
+    int i;
+    utg_result r;
+    if (!m || !o || !ts || (!bytes && size)) return UTG_ERR_INVALID;
+    arena_bytes = m->arena_floats * sizeof(float);
+#define UTG__BAD(...) do { utg__msgf(&m->msg, __VA_ARGS__); return UTG_ERR_FORMAT; } while (0)
+    if (size < UTG__CKPT_HDR + 8 || memcmp(b, "UTGCKPT1", 8) != 0) UTG__BAD("not a utgolf checkpoint (bad magic or too short)");
+    if (utg__rd_u32le(b + 8) != UTG_CHECKPOINT_VERSION) UTG__BAD("checkpoint version %u is not %u", utg__rd_u32le(b + 8), UTG_CHECKPOINT_VERSION);
+    n_sec = utg__rd_u32le(b + 12);
+    total = utg__rd_u64le(b + 16);
+    if (total != (uint64_t)size) UTG__BAD("checkpoint says %llu bytes but has %zu (truncated?)", (unsigned long long)total, size);
+    if (utg__rd_u32le(b + size - 8) != utg_crc32(0, b, size - 8) || utg__rd_u32le(b + size - 4) != 0)
+        UTG__BAD("checkpoint CRC mismatch: the file is corrupt");
+    if (n_sec > 8) UTG__BAD("checkpoint has %u sections (at most 8)", n_sec);
+    for (s = 0; s < n_sec; s++) {
+        uint32_t tag;
+        uint64_t len, padded;
+        if (size - 8 - pos < 16) UTG__BAD("checkpoint section %u header runs past the end", s);
+        tag = utg__rd_u32le(b + pos);
+        len = utg__rd_u64le(b + pos + 8);
+        padded = (len + 7) & ~(uint64_t)7;
+        if (len > (uint64_t)(size - 8 - pos - 16) || padded > (uint64_t)(size - 8 - pos - 16))
+            UTG__BAD("checkpoint section %u (%llu bytes) runs past the end", s, (unsigned long long)len);
+        if (tag == 0x464E4F43u) { conf = b + pos + 16; conf_len = (size_t)len; }
+        else if (tag == 0x54415453u) { if (len != UTG__CKPT_STAT) UTG__BAD("checkpoint STAT section has %llu bytes", (unsigned long long)len); stat = b + pos + 16; }
+        else if (tag == 0x4D524150u || (tag & 0x00FFFFFFu) == 0x0054504Fu) {
+            if (len != arena_bytes)
+                { utg__msgf(&m->msg, "checkpoint arenas hold %llu bytes, this model's %zu: another model", (unsigned long long)len, arena_bytes); return UTG_ERR_MISMATCH; }
+            if (tag == 0x4D524150u) parm = b + pos + 16;
+            else {
+                int w = (int)(tag >> 24) - '0';
+                if (w < 0 || w >= UTG_OPTIM_ARENAS) UTG__BAD("checkpoint has an unknown section");
+                sec[w] = b + pos + 16;
+            }
+        } else if (tag == 0x44414F4Cu) { load = b + pos + 16; load_len = (size_t)len; }
+        else UTG__BAD("checkpoint has an unknown section tag 0x%08x", tag);
+        pos += 16 + (size_t)padded;
+    }
+    if (pos != size - 8) UTG__BAD("checkpoint has %zu stray bytes after its sections", size - 8 - pos);
+    if (!conf || !stat || !parm) UTG__BAD("checkpoint lacks its CONF, STAT or PARM section");
+#undef UTG__BAD
+    /* the same model and optimizer setup */
+    for (i = 0; i < (int)(sizeof utg__ckpt_shape_knobs / sizeof utg__ckpt_shape_knobs[0]); i++) {
+        char have[1024], want[1024];
+        int k = utg_config_find_knob(utg__ckpt_shape_knobs[i]);
+        utg_config_format(&m->cfg, k, want, sizeof want);
+        if (!utg__ckpt_conf_get(conf, conf_len, utg__ckpt_shape_knobs[i], have, sizeof have) || strcmp(have, want) != 0) {
+            utg__msgf(&m->msg, "checkpoint was made with %s=%s, this run has %s=%s", utg__ckpt_shape_knobs[i], have, utg__ckpt_shape_knobs[i], want);
+            return UTG_ERR_MISMATCH;
+        }
+    }
+    u = utg__rd_u64le(stat + 40);
+    if (u != (uint64_t)m->arena_floats) { utg__msgf(&m->msg, "checkpoint arena has %llu floats, this model %zu", (unsigned long long)u, m->arena_floats); return UTG_ERR_MISMATCH; }
+    for (i = 0; i < UTG_OPTIM_ARENAS; i++)
+        if (!o->arena[i] != !sec[i]) {
+            utg__msgf(&m->msg, "checkpoint %s optimizer arena %d (EMA/SWA settings differ)", sec[i] ? "has" : "lacks", i);
+            return UTG_ERR_MISMATCH;
+        }
+    if (ld && !load) { utg__msgf(&m->msg, "checkpoint holds no loader state"); return UTG_ERR_MISMATCH; }
+    if ((int64_t)utg__rd_u64le(stat) < 0 || (int64_t)utg__rd_u64le(stat + 24) < 0 || (int64_t)utg__rd_u64le(stat + 32) < 0) {
+        utg__msgf(&m->msg, "checkpoint counters are negative");
+        return UTG_ERR_FORMAT;
+    }
+    u = utg__rd_u64le(stat + 8);
+    {
+        double tm;
+        memcpy(&tm, &u, 8);
+        if (!(tm >= 0.0) || !isfinite(tm)) { utg__msgf(&m->msg, "checkpoint training time is not a finite time"); return UTG_ERR_FORMAT; }
+    }
+    /* the loader checks its own state and changes nothing on failure: it goes first */
+    if (ld) {
+        utg_msg lm;
+        memset(&lm, 0, sizeof lm);
+        if ((r = utg__ld_restore(ld, load, load_len, &lm)) != UTG_OK) {
+            utg__msgf(&m->msg, "checkpoint loader state: %s", lm.text);
+            return r;
+        }
+    }
+    m->be->upload(m->be, m->params, parm, arena_bytes);
+    for (i = 0; i < UTG_OPTIM_ARENAS; i++)
+        if (sec[i]) m->be->upload(m->be, o->arena[i], sec[i], arena_bytes);
+    ts->step = (int64_t)utg__rd_u64le(stat);
+    u = utg__rd_u64le(stat + 8);
+    memcpy(&ts->train_ms, &u, 8);
+    ts->tokens_seen = (int64_t)utg__rd_u64le(stat + 16);
+    utg_optim_set_counters(o, (int64_t)utg__rd_u64le(stat + 24), (int64_t)utg__rd_u64le(stat + 32));
+    m->be->fill(m->be, m->grads, 0.0f, m->arena_floats);
+    m->have_forward = 0;
     return UTG_OK;
 }
 

@@ -1,0 +1,743 @@
+/* train.c: the standalone utgolf trainer, in one translation unit.
+
+   It does what Parameter Golf's train_gpt.py does on one process: Muon + Adam, the warmdown LR
+   schedule under a wallclock cap, periodic and final val_loss / val_bpb with the exact byte rule,
+   then writes the weights. On top: checkpoints that resume bit-exactly, a JSONL metrics file, a
+   progress bar on a terminal, and an SVG picture of the loss curves.
+
+   Build:  cc -std=c99 -O3 -march=native -fopenmp -o train examples/train.c -lm
+   Run:    ./train --help
+
+   Knobs: defaults (train_gpt.py's) < --config FILE < environment < arguments. Arguments are
+   KEY=VALUE, --KEY=VALUE or --KEY VALUE, where KEY is the environment name (NUM_LAYERS) or the
+   field name, with '-' for '_' allowed (--num-layers 4). */
+#define _POSIX_C_SOURCE 200809L
+#define UTGOLF_IMPLEMENTATION
+#include "../utgolf.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------------------------------------- */
+/* small utilities */
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+}
+
+static FILE *g_log;         /* out_dir/train.log */
+static int g_progress_live; /* a progress line is on the terminal */
+
+static void clear_progress(void) {
+    if (g_progress_live) {
+        fprintf(stderr, "\r\033[K");
+        g_progress_live = 0;
+    }
+}
+
+/* Log a line to stdout and to the log file (train_gpt.py's log0). */
+static void logf_(const char *fmt, ...) {
+    va_list ap;
+    char buf[2048];
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    clear_progress();
+    fprintf(stdout, "%s\n", buf);
+    fflush(stdout);
+    if (g_log) { fprintf(g_log, "%s\n", buf); fflush(g_log); }
+}
+
+static void fmt_duration(char *buf, size_t n, double s) {
+    if (s < 0 || !isfinite(s)) snprintf(buf, n, "?");
+    else if (s < 60) snprintf(buf, n, "%.0fs", s);
+    else if (s < 3600) snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+    else snprintf(buf, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+}
+
+static void progress(double frac, int step, double eta_s, double loss, double tok_s) {
+    char eta[32];
+    int width = 30, filled, i;
+    if (frac < 0) frac = 0;
+    if (frac > 1) frac = 1;
+    filled = (int)(frac * width + 0.5);
+    fmt_duration(eta, sizeof eta, eta_s);
+    fprintf(stderr, "\r\033[K[");
+    for (i = 0; i < width; i++) fputc(i < filled ? '#' : '.', stderr);
+    fprintf(stderr, "] %3.0f%% step %d  loss %.4f  %.0f tok/s  ETA %s", 100 * frac, step, loss, tok_s, eta);
+    fflush(stderr);
+    g_progress_live = 1;
+}
+
+static int mkdir_p(const char *path) {
+    char buf[4096];
+    size_t i, n = strlen(path);
+    if (n == 0 || n >= sizeof buf) return -1;
+    memcpy(buf, path, n + 1);
+    for (i = 1; i <= n; i++) {
+        if (buf[i] == '/' || buf[i] == 0) {
+            char c = buf[i];
+            buf[i] = 0;
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+            buf[i] = c;
+        }
+    }
+    return 0;
+}
+
+static volatile sig_atomic_t g_interrupted;
+static void on_sigint(int sig) {
+    (void)sig;
+    g_interrupted = 1;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* the loss-curve picture: an SVG line chart of train loss (every logged step) and val loss */
+
+typedef struct curve {
+    int n, cap;
+    double *x, *y;
+} curve;
+
+static void curve_add(curve *c, double x, double y) {
+    if (c->n == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 256;
+        double *nx = (double *)realloc(c->x, sizeof(double) * cap), *ny;
+        if (!nx) return;
+        c->x = nx;
+        ny = (double *)realloc(c->y, sizeof(double) * cap);
+        if (!ny) return;
+        c->y = ny;
+        c->cap = cap;
+    }
+    c->x[c->n] = x;
+    c->y[c->n] = y;
+    c->n++;
+}
+
+static double nice_step(double range, int ticks) {
+    double raw = range / ticks, mag = pow(10, floor(log10(raw))), f = raw / mag;
+    return (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * mag;
+}
+
+static int write_svg(const char *path, const curve *train, const curve *val, const char *title) {
+    const double W = 720, H = 420, L = 64, R = 20, T = 40, B = 50;
+    double x0 = 0, x1 = 1, y0 = 1e300, y1 = -1e300, st;
+    const curve *cs[2];
+    const char *colors[2] = {"#1f77b4", "#d62728"}, *names[2] = {"train loss", "val loss"};
+    FILE *f;
+    int k, i;
+    cs[0] = train;
+    cs[1] = val;
+    for (k = 0; k < 2; k++)
+        for (i = 0; i < cs[k]->n; i++) {
+            if (cs[k]->x[i] > x1) x1 = cs[k]->x[i];
+            if (isfinite(cs[k]->y[i])) {
+                if (cs[k]->y[i] < y0) y0 = cs[k]->y[i];
+                if (cs[k]->y[i] > y1) y1 = cs[k]->y[i];
+            }
+        }
+    if (y0 > y1) { y0 = 0; y1 = 1; }
+    if (y1 - y0 < 1e-6) { y0 -= 0.5; y1 += 0.5; }
+    st = nice_step(y1 - y0, 6);
+    y0 = floor(y0 / st) * st;
+    y1 = ceil(y1 / st) * st;
+    f = fopen(path, "w");
+    if (!f) return -1;
+#define PX(v) (L + ((v) - x0) / (x1 - x0) * (W - L - R))
+#define PY(v) (H - B - ((v) - y0) / (y1 - y0) * (H - T - B))
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
+    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+    fprintf(f, "<text x=\"%.0f\" y=\"24\" font-size=\"15\">", L);
+    for (i = 0; title[i]; i++) { /* escape the title */
+        if (title[i] == '<') fputs("&lt;", f);
+        else if (title[i] == '&') fputs("&amp;", f);
+        else if (title[i] == '>') fputs("&gt;", f);
+        else fputc(title[i], f);
+    }
+    fprintf(f, "</text>\n");
+    for (i = 0; y0 + i * st <= y1 + st * 1e-9; i++) {
+        double v = y0 + i * st;
+        fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>", L, W - R, PY(v), PY(v));
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.3g</text>\n", L - 6, PY(v) + 4, v);
+    }
+    st = nice_step(x1 - x0, 8);
+    for (i = 0; x0 + i * st <= x1 + st * 1e-9; i++) {
+        double v = x0 + i * st;
+        fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>", PX(v), PX(v), T, H - B);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.0f</text>\n", PX(v), H - B + 16, v);
+    }
+    fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#444\"/>\n", L, T, W - L - R, H - T - B);
+    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">step</text>\n", (L + W - R) / 2, H - 12);
+    fprintf(f, "<text x=\"16\" y=\"%.0f\" transform=\"rotate(-90 16 %.0f)\" text-anchor=\"middle\">loss (nats/token)</text>\n",
+            (T + H - B) / 2, (T + H - B) / 2);
+    for (k = 0; k < 2; k++) {
+        if (cs[k]->n == 0) continue;
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\" points=\"", colors[k], k ? "2" : "1.2");
+        for (i = 0; i < cs[k]->n; i++)
+            if (isfinite(cs[k]->y[i])) fprintf(f, "%.1f,%.1f ", PX(cs[k]->x[i]), PY(cs[k]->y[i]));
+        fprintf(f, "\"/>\n");
+        if (k == 1)
+            for (i = 0; i < cs[k]->n; i++)
+                if (isfinite(cs[k]->y[i]))
+                    fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", PX(cs[k]->x[i]), PY(cs[k]->y[i]), colors[k]);
+        fprintf(f, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\"/>", W - R - 130, W - R - 110,
+                T + 16 + 18.0 * k, T + 16 + 18.0 * k, colors[k]);
+        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">%s</text>\n", W - R - 104, T + 20 + 18.0 * k, names[k]);
+    }
+    fprintf(f, "</svg>\n");
+#undef PX
+#undef PY
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* evaluation: disjoint windows (train_gpt.py's eval_val) or a sliding window with a stride */
+
+typedef struct evaluator {
+    const int32_t *tok; /* the validation stream */
+    size_t n_tok;
+    int seq_len, stride, batch_seqs;
+    int32_t *x, *y;
+    float *loss;
+} evaluator;
+
+/* Score positions [s0, s0+len) of rows of length `len` starting at `starts`: n rows, all of the same
+   length, and add positions whose offset in the row is >= score_from to the accumulator. */
+static utg_result eval_rows(utg_model *m, const utg_tokenizer *tk, evaluator *ev, const size_t *starts, int n,
+                            int len, const int *score_from, utg_bpb *acc) {
+    int r, i;
+    double mean;
+    utg_result res;
+    for (r = 0; r < n; r++) {
+        memcpy(ev->x + (size_t)r * len, ev->tok + starts[r], sizeof(int32_t) * len);
+        memcpy(ev->y + (size_t)r * len, ev->tok + starts[r] + 1, sizeof(int32_t) * len);
+    }
+    res = utg_model_eval(m, ev->x, ev->y, n, len, ev->loss, &mean);
+    if (res != UTG_OK) return res;
+    for (r = 0; r < n; r++) {
+        size_t o = (size_t)r * len + score_from[r];
+        i = len - score_from[r];
+        res = utg_bpb_add(acc, tk, ev->x + o, ev->y + o, ev->loss + o, (size_t)i);
+        if (res != UTG_OK) return res;
+    }
+    return UTG_OK;
+}
+
+static utg_result evaluate(utg_model *m, const utg_tokenizer *tk, evaluator *ev, double *val_loss, double *val_bpb,
+                           utg_msg *msg) {
+    utg_bpb acc;
+    size_t N = ev->n_tok - 1; /* scoreable targets */
+    size_t *starts = (size_t *)malloc(sizeof(size_t) * ev->batch_seqs);
+    int *from = (int *)malloc(sizeof(int) * ev->batch_seqs), n = 0;
+    utg_result res = UTG_OK;
+    int T = ev->seq_len;
+    memset(&acc, 0, sizeof acc);
+    if (!starts || !from) { free(starts); free(from); return UTG_ERR_NOMEM; }
+    if (ev->stride <= 0) {
+        /* disjoint rows of T over the stream truncated to whole rows, as train_gpt.py */
+        size_t rows = N / T, s;
+        for (s = 0; s < rows && res == UTG_OK; s++) {
+            starts[n] = s * T;
+            from[n] = 0;
+            if (++n == ev->batch_seqs || s + 1 == rows) { res = eval_rows(m, tk, ev, starts, n, T, from, &acc); n = 0; }
+        }
+    } else {
+        /* windows start every stride while ws + T - stride < N; the first scores every position,
+           later ones their last `stride`; a window running past the stream is shortened */
+        size_t ws;
+        int S = ev->stride;
+        for (ws = 0; ws + (size_t)(T - S) < N && res == UTG_OK; ws += (size_t)S) {
+            size_t end = ws + (size_t)T < N ? ws + (size_t)T : N;
+            int len = (int)(end - ws), sf = ws == 0 ? 0 : T - S;
+            if (len < T) { /* shortened tail window: on its own */
+                if (n) { res = eval_rows(m, tk, ev, starts, n, T, from, &acc); n = 0; }
+                if (res == UTG_OK) {
+                    starts[0] = ws;
+                    from[0] = sf;
+                    res = eval_rows(m, tk, ev, starts, 1, len, from, &acc);
+                }
+                continue;
+            }
+            starts[n] = ws;
+            from[n] = sf;
+            if (++n == ev->batch_seqs) { res = eval_rows(m, tk, ev, starts, n, T, from, &acc); n = 0; }
+        }
+        if (n && res == UTG_OK) res = eval_rows(m, tk, ev, starts, n, T, from, &acc);
+    }
+    free(starts);
+    free(from);
+    if (res != UTG_OK) {
+        snprintf(msg->text, sizeof msg->text, "evaluation: %.200s", utg_model_message(m));
+        return res;
+    }
+    *val_loss = utg_bpb_loss(&acc);
+    *val_bpb = utg_bpb_value(&acc);
+    return UTG_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* command line */
+
+static void usage(FILE *f) {
+    int i;
+    fprintf(f,
+            "usage: train [options] [KEY=VALUE ...]\n"
+            "\n"
+            "Trains a utgolf model as Parameter Golf's train_gpt.py does: Muon + Adam, warmdown under a\n"
+            "wallclock cap, val_loss and val_bpb on the validation shards, then writes the weights.\n"
+            "\n"
+            "options:\n"
+            "  --config FILE          KEY=VALUE lines (# comments); applied before the environment\n"
+            "  --out DIR              run directory (default runs/RUN_ID): train.log, metrics.jsonl,\n"
+            "                         loss.svg, checkpoint.utgc, model.safetensors\n"
+            "  --resume FILE          continue from a checkpoint (same model knobs required)\n"
+            "  --checkpoint-every N   also write the checkpoint every N steps (default: at the end)\n"
+            "  --no-progress          no progress bar even on a terminal\n"
+            "  --max-steps N          stop after N steps of this invocation (for tests and resumes)\n"
+            "  --help                 this text\n"
+            "\n"
+            "Knobs come from defaults < --config < environment < arguments. An argument is KEY=VALUE,\n"
+            "--KEY=VALUE or --KEY VALUE with the environment name (NUM_LAYERS) or the field name\n"
+            "(num_layers, or --num-layers). TOKENIZER_PATH may be a SentencePiece .model or byte260.\n"
+            "\n"
+            "knobs (environment name, default, meaning):\n");
+    for (i = 0; i < utg_config_knob_count(); i++) {
+        const utg_knob_info *k = utg_config_knob(i);
+        char def[64];
+        utg_config zero, r;
+        memset(&zero, 0, sizeof zero);
+        r = utg_config_resolve(&zero);
+        utg_config_format(&r, i, def, sizeof def);
+        fprintf(f, "  %-28s %-12s %s\n", k->env_name, def[0] ? def : "\"\"", k->doc);
+    }
+}
+
+static int set_knob(utg_config *cfg, const char *key, const char *value, utg_msg *msg) {
+    char name[128];
+    size_t i, n = strlen(key);
+    if (n >= sizeof name) { snprintf(msg->text, sizeof msg->text, "knob name too long: %.40s...", key); return 0; }
+    for (i = 0; i <= n; i++) name[i] = key[i] == '-' ? '_' : key[i];
+    return utg_config_set(cfg, name, value, msg) == UTG_OK;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && !strcmp(s + a - b, suffix);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+
+typedef struct run_files {
+    char dir[2048], log[2304], metrics[2304], svg[2304], ckpt[2304], weights[2304];
+} run_files;
+
+static utg_result save_checkpoint(utg_model *m, utg_optim *o, utg_loader *ld, const utg_train_state *ts, const char *path) {
+    void *bytes = NULL;
+    size_t size = 0;
+    utg_msg msg;
+    utg_result r = utg_checkpoint_save(m, o, ld, ts, &bytes, &size);
+    if (r != UTG_OK) { logf_("checkpoint: %s", utg_model_message(m)); return r; }
+    r = utg_write_file(path, bytes, size, &msg);
+    utg_model_free_bytes(m, bytes);
+    if (r != UTG_OK) logf_("checkpoint: %s", msg.text);
+    else logf_("checkpoint: %s (%.1f MB, step %lld)", path, size / 1e6, (long long)ts->step);
+    return r;
+}
+
+int main(int argc, char **argv) {
+    utg_model_desc desc;
+    utg_model *m = NULL;
+    utg_optim *opt = NULL;
+    utg_dataset *train_ds = NULL, *val_ds = NULL;
+    utg_loader *loader = NULL;
+    utg_tokenizer tok;
+    evaluator ev;
+    utg_msg msg;
+    utg_train_state ts;
+    const utg_config *cfg;
+    const char *config_path = NULL, *resume_path = NULL, *out_dir = NULL;
+    char *config_text = NULL, train_glob[2048], val_glob[2048], run_id[128];
+    int32_t *val_tokens = NULL, *bx = NULL, *by = NULL;
+    size_t n_val = 0;
+    float *init_params = NULL;
+    FILE *metrics = NULL;
+    curve train_curve, val_curve;
+    run_files rf;
+    int a, rc = 1, progress_on, checkpoint_every = 0, max_steps = 0, micro_seqs, accum, stop_after = -1, step_start;
+    int last_logged = -1;
+    double t_start_wall, training_ms = 0.0, t0, val_loss = 0, val_bpb = 0, last_train_loss = NAN;
+    int64_t tokens_per_step;
+
+    memset(&desc, 0, sizeof desc);
+    memset(&tok, 0, sizeof tok);
+    memset(&ev, 0, sizeof ev);
+    memset(&ts, 0, sizeof ts);
+    memset(&train_curve, 0, sizeof train_curve);
+    memset(&val_curve, 0, sizeof val_curve);
+    memset(&msg, 0, sizeof msg);
+    progress_on = isatty(2);
+    t_start_wall = now_ms();
+
+    /* pass 1: options */
+    for (a = 1; a < argc; a++) {
+        const char *o = argv[a], *v = a + 1 < argc ? argv[a + 1] : NULL;
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) { usage(stdout); return 0; }
+        if (!strcmp(o, "--no-progress")) { progress_on = 0; continue; }
+        if (!strcmp(o, "--config") || !strcmp(o, "--out") || !strcmp(o, "--resume") || !strcmp(o, "--checkpoint-every") ||
+            !strcmp(o, "--max-steps")) {
+            if (!v) { fprintf(stderr, "train: %s needs a value\n", o); return 2; }
+            if (!strcmp(o, "--config")) config_path = v;
+            else if (!strcmp(o, "--out")) out_dir = v;
+            else if (!strcmp(o, "--resume")) resume_path = v;
+            else {
+                char *end;
+                long n = strtol(v, &end, 10);
+                if (*end || n < 0 || n > 1000000000L) { fprintf(stderr, "train: %s wants a count, got '%s'\n", o, v); return 2; }
+                if (!strcmp(o, "--checkpoint-every")) checkpoint_every = (int)n;
+                else max_steps = (int)n;
+            }
+            a++;
+        }
+    }
+    /* knobs: config file, environment, arguments */
+    if (config_path) {
+        size_t n;
+        void *buf;
+        if (utg_read_file(config_path, 1 << 20, &buf, &n, &msg) != UTG_OK) { fprintf(stderr, "train: %s\n", msg.text); return 2; }
+        config_text = (char *)realloc(buf, n + 1);
+        if (!config_text) { free(buf); return 1; }
+        config_text[n] = 0;
+        if (utg_config_parse_text(&desc.config, config_text, &msg) != UTG_OK) {
+            fprintf(stderr, "train: %s: %s\n", config_path, msg.text);
+            free(config_text);
+            return 2;
+        }
+    }
+    if (utg_config_apply_env(&desc.config, &msg) != UTG_OK) { fprintf(stderr, "train: environment: %s\n", msg.text); free(config_text); return 2; }
+    for (a = 1; a < argc; a++) {
+        const char *o = argv[a], *eq;
+        char key[128];
+        if (!strcmp(o, "--no-progress")) continue;
+        if (!strcmp(o, "--config") || !strcmp(o, "--out") || !strcmp(o, "--resume") || !strcmp(o, "--checkpoint-every") ||
+            !strcmp(o, "--max-steps")) { a++; continue; }
+        while (*o == '-') o++;
+        eq = strchr(o, '=');
+        if (eq) {
+            if ((size_t)(eq - o) >= sizeof key) { fprintf(stderr, "train: argument too long: %.40s\n", argv[a]); goto usage_error; }
+            memcpy(key, o, (size_t)(eq - o));
+            key[eq - o] = 0;
+            if (!set_knob(&desc.config, key, eq + 1, &msg)) { fprintf(stderr, "train: %s\n", msg.text); goto usage_error; }
+        } else if (argv[a][0] == '-' && a + 1 < argc) {
+            if (!set_knob(&desc.config, o, argv[a + 1], &msg)) { fprintf(stderr, "train: %s (try --help)\n", msg.text); goto usage_error; }
+            a++;
+        } else {
+            fprintf(stderr, "train: unexpected argument '%s' (try --help)\n", argv[a]);
+            goto usage_error;
+        }
+    }
+    desc.config = utg_config_resolve(&desc.config);
+    if (utg_config_validate(&desc.config, &msg) != UTG_OK) { fprintf(stderr, "train: %s\n", msg.text); goto usage_error; }
+    cfg = &desc.config;
+
+    /* run directory and files */
+    if (cfg->run_id && cfg->run_id[0]) snprintf(run_id, sizeof run_id, "%s", cfg->run_id);
+    else {
+        time_t t = time(NULL);
+        struct tm tmv;
+        localtime_r(&t, &tmv);
+        strftime(run_id, sizeof run_id, "run-%Y%m%d-%H%M%S", &tmv);
+    }
+    if (out_dir) snprintf(rf.dir, sizeof rf.dir, "%s", out_dir);
+    else snprintf(rf.dir, sizeof rf.dir, "runs/%s", run_id);
+    if (mkdir_p(rf.dir) != 0) { fprintf(stderr, "train: cannot create run directory '%s'\n", rf.dir); goto done; }
+    snprintf(rf.log, sizeof rf.log, "%s/train.log", rf.dir);
+    snprintf(rf.metrics, sizeof rf.metrics, "%s/metrics.jsonl", rf.dir);
+    snprintf(rf.svg, sizeof rf.svg, "%s/loss.svg", rf.dir);
+    snprintf(rf.ckpt, sizeof rf.ckpt, "%s/checkpoint.utgc", rf.dir);
+    snprintf(rf.weights, sizeof rf.weights, "%s/model.safetensors", rf.dir);
+    g_log = fopen(rf.log, resume_path ? "a" : "w");
+    metrics = fopen(rf.metrics, resume_path ? "a" : "w");
+    if (!g_log || !metrics) { fprintf(stderr, "train: cannot write in '%s'\n", rf.dir); goto done; }
+
+    logf_("utgolf %s trainer  run_id:%s  out:%s", utg_version(), run_id, rf.dir);
+    for (a = 0; a < utg_config_knob_count(); a++) {
+        char val[512];
+        utg_config_format(cfg, a, val, sizeof val);
+        logf_("config %s=%s", utg_config_knob(a)->env_name, val);
+    }
+
+    /* data */
+    if (cfg->train_files && cfg->train_files[0]) snprintf(train_glob, sizeof train_glob, "%s", cfg->train_files);
+    else snprintf(train_glob, sizeof train_glob, "%s/fineweb_train_*.bin", cfg->data_path);
+    if (cfg->val_files && cfg->val_files[0]) snprintf(val_glob, sizeof val_glob, "%s", cfg->val_files);
+    else snprintf(val_glob, sizeof val_glob, "%s/fineweb_val_*.bin", cfg->data_path);
+    if (!strcmp(cfg->tokenizer_path, "byte260")) {
+        if (utg_tokenizer_byte260(&tok, cfg->vocab_size, NULL, &msg) != UTG_OK) { logf_("tokenizer: %s", msg.text); goto done; }
+    } else {
+        void *buf;
+        size_t n;
+        if (!ends_with(cfg->tokenizer_path, ".model")) { logf_("TOKENIZER_PATH must be a SentencePiece .model file or byte260 (got '%s')", cfg->tokenizer_path); goto done; }
+        if (utg_read_file(cfg->tokenizer_path, 64u << 20, &buf, &n, &msg) != UTG_OK) { logf_("tokenizer: %s", msg.text); goto done; }
+        if (utg_tokenizer_load_spm(&tok, buf, n, cfg->vocab_size, NULL, &msg) != UTG_OK) {
+            free(buf);
+            logf_("tokenizer: %s: %s", cfg->tokenizer_path, msg.text);
+            goto done;
+        }
+        free(buf);
+        if (tok.space_piece_id < 0) {
+            logf_("tokenizer: %s has no standalone '\xe2\x96\x81' piece: every space would count as byte-fallback "
+                  "bytes and val_bpb would be wrong (Parameter Golf issue #897)", cfg->tokenizer_path);
+            goto done;
+        }
+    }
+    if (tok.n_pieces > cfg->vocab_size) {
+        logf_("tokenizer has %d pieces but VOCAB_SIZE is %d", tok.n_pieces, cfg->vocab_size);
+        goto done;
+    }
+    logf_("val_bpb:enabled tokenizer_kind=%s tokenizer_path=%s pieces:%d", tok.kind == UTG_TOKENIZER_SPM ? "sentencepiece" : "byte260",
+          cfg->tokenizer_path, tok.n_pieces);
+    if (utg_dataset_open(&train_ds, train_glob, cfg->vocab_size, NULL, &msg) != UTG_OK) { logf_("train data: %s", msg.text); goto done; }
+    if (utg_dataset_open(&val_ds, val_glob, cfg->vocab_size, NULL, &msg) != UTG_OK) { logf_("val data: %s", msg.text); goto done; }
+    {
+        uint64_t nv = utg_dataset_tokens(val_ds);
+        if (nv < 2 || nv > (uint64_t)1 << 34) { logf_("val data: %llu tokens is not a usable validation stream", (unsigned long long)nv); goto done; }
+        n_val = (size_t)nv;
+        val_tokens = (int32_t *)malloc(sizeof(int32_t) * n_val);
+        if (!val_tokens) { logf_("out of memory for %zu validation tokens", n_val); goto done; }
+        if (utg_dataset_read(val_ds, 0, n_val, val_tokens, &msg) != UTG_OK) { logf_("val data: %s", msg.text); goto done; }
+    }
+    logf_("train_loader:%s shards:%d tokens:%llu  val_loader:shards:%d tokens:%zu", train_glob, utg_dataset_shard_count(train_ds),
+          (unsigned long long)utg_dataset_tokens(train_ds), utg_dataset_shard_count(val_ds), n_val - 1);
+
+    /* model, optimizer, loader */
+    if (utg_model_create(&desc, &m) != UTG_OK) { logf_("model: %s", utg_model_message(m)); goto done; }
+    if (utg_optim_create(m, &opt) != UTG_OK) { logf_("optimizer: %s", utg_model_message(m)); goto done; }
+    accum = cfg->grad_accum_steps;
+    micro_seqs = cfg->train_batch_tokens / accum / cfg->train_seq_len; /* train_gpt.py's integer divisions */
+    if (micro_seqs < 1) {
+        logf_("TRAIN_BATCH_TOKENS=%d over GRAD_ACCUM_STEPS=%d micro-batches holds no whole TRAIN_SEQ_LEN=%d sequence",
+              cfg->train_batch_tokens, accum, cfg->train_seq_len);
+        goto done;
+    }
+    if ((int64_t)micro_seqs * accum * cfg->train_seq_len != cfg->train_batch_tokens)
+        logf_("note: TRAIN_BATCH_TOKENS=%d rounds down to %d tokens per step (%d x %d sequences of %d)", cfg->train_batch_tokens,
+              micro_seqs * accum * cfg->train_seq_len, accum, micro_seqs, cfg->train_seq_len);
+    tokens_per_step = (int64_t)micro_seqs * accum * cfg->train_seq_len;
+    if (utg_loader_create(&loader, train_ds, strcmp(cfg->train_loader, "shuffled") ? UTG_LOADER_SEQUENTIAL : UTG_LOADER_SHUFFLED,
+                          cfg->train_seq_len, 0, 1, (uint64_t)UTG__OFF0(cfg->seed), NULL, &msg) != UTG_OK) {
+        logf_("train loader: %s", msg.text);
+        goto done;
+    }
+    ev.seq_len = cfg->eval_seq_len > 0 ? cfg->eval_seq_len : cfg->train_seq_len;
+    ev.stride = cfg->eval_stride;
+    ev.tok = val_tokens;
+    ev.n_tok = n_val;
+    if (n_val - 1 < (size_t)ev.seq_len && ev.stride <= 0) { logf_("validation stream (%zu targets) is shorter than one window of %d", n_val - 1, ev.seq_len); goto done; }
+    {
+        int vb = cfg->val_batch_size / ev.seq_len, cap = (micro_seqs * cfg->train_seq_len) / ev.seq_len;
+        if (cap < 1) cap = 1;
+        ev.batch_seqs = vb < 1 ? 1 : vb > cap ? cap : vb; /* eval batches no larger than a training micro-batch */
+    }
+    ev.x = (int32_t *)malloc(sizeof(int32_t) * (size_t)ev.batch_seqs * ev.seq_len);
+    ev.y = (int32_t *)malloc(sizeof(int32_t) * (size_t)ev.batch_seqs * ev.seq_len);
+    ev.loss = (float *)malloc(sizeof(float) * (size_t)ev.batch_seqs * ev.seq_len);
+    bx = (int32_t *)malloc(sizeof(int32_t) * (size_t)micro_seqs * cfg->train_seq_len);
+    by = (int32_t *)malloc(sizeof(int32_t) * (size_t)micro_seqs * cfg->train_seq_len);
+    if (!ev.x || !ev.y || !ev.loss || !bx || !by) { logf_("out of memory for batches"); goto done; }
+    if (utg_model_reserve(m, micro_seqs) != UTG_OK) { logf_("model: %s", utg_model_message(m)); goto done; }
+    {
+        const utg_plan *pl = utg_model_plan(m);
+        logf_("model_params:%zu physical_layers:%d virtual_layers:%d", utg_model_param_count(m), cfg->num_layers, pl->n_layers);
+        logf_("world_size:1 grad_accum_steps:%d micro_batch:%dx%d tokens_per_step:%lld threads:%d", accum, micro_seqs,
+              cfg->train_seq_len, (long long)tokens_per_step, utg__max_threads());
+        logf_("eval: seq_len:%d stride:%d batch:%d windows", ev.seq_len, ev.stride, ev.batch_seqs);
+    }
+
+    /* priming steps, then everything is put back (train_gpt.py's WARMUP_STEPS) */
+    if (UTG__OFF0(cfg->warmup_steps) > 0 && !resume_path) {
+        int w, mi;
+        init_params = (float *)malloc(sizeof(float) * utg_model_arena_floats(m));
+        if (!init_params) { logf_("out of memory"); goto done; }
+        utg_model_get(m, 0, -1, init_params, utg_model_arena_floats(m));
+        for (w = 0; w < cfg->warmup_steps; w++) {
+            double l;
+            utg_model_zero_grads(m);
+            for (mi = 0; mi < accum; mi++) {
+                if (utg_loader_next(loader, bx, by, micro_seqs, &msg) != UTG_OK) { logf_("train data: %s", msg.text); goto done; }
+                if (utg_model_forward(m, bx, by, micro_seqs, &l) != UTG_OK || utg_model_backward(m, 1.0f / accum) != UTG_OK) {
+                    logf_("warmup: %s", utg_model_message(m));
+                    goto done;
+                }
+            }
+            if (utg_optim_step(opt, w, 1.0, NULL) != UTG_OK) { logf_("warmup: %s", utg_model_message(m)); goto done; }
+            if (cfg->warmup_steps <= 20 || (w + 1) % 10 == 0 || w + 1 == cfg->warmup_steps) logf_("warmup_step:%d/%d", w + 1, cfg->warmup_steps);
+        }
+        utg_model_set(m, 0, -1, init_params, utg_model_arena_floats(m));
+        utg_model_zero_grads(m);
+        utg_optim_reset(opt);
+        utg_loader_reset(loader);
+    }
+
+    if (resume_path) {
+        void *buf;
+        size_t n;
+        if (utg_read_file(resume_path, (size_t)1 << 40, &buf, &n, &msg) != UTG_OK) { logf_("resume: %s", msg.text); goto done; }
+        if (utg_checkpoint_load(m, opt, loader, &ts, buf, n) != UTG_OK) {
+            free(buf);
+            logf_("resume: %s: %s", resume_path, utg_model_message(m));
+            goto done;
+        }
+        free(buf);
+        training_ms = ts.train_ms;
+        logf_("resumed from %s at step %lld (train_time %.0fms)", resume_path, (long long)ts.step, ts.train_ms);
+    }
+
+    signal(SIGINT, on_sigint);
+    step_start = (int)ts.step;
+    t0 = now_ms();
+    for (;;) {
+        int step = (int)ts.step;
+        int last_step = step >= cfg->iterations || (stop_after >= 0 && step >= stop_after);
+        int budget_stop = max_steps > 0 && step - step_start >= max_steps;
+        double elapsed, scale, train_loss = 0.0, gnorm = 0.0, approx_ms;
+        int mi;
+        if ((!budget_stop || last_step) &&
+            (last_step || (UTG__OFF0(cfg->val_loss_every) > 0 && step % cfg->val_loss_every == 0))) {
+            double te;
+            training_ms += now_ms() - t0;
+            te = now_ms();
+            if (last_step && utg_optim_apply_average(opt)) logf_("loaded the %s weights for the final evaluation", cfg->ema_enabled > 0 ? "EMA" : "SWA");
+            if (evaluate(m, &tok, &ev, &val_loss, &val_bpb, &msg) != UTG_OK) { logf_("%s", msg.text); goto done; }
+            logf_("step:%d/%d val_loss:%.4f val_bpb:%.4f train_time:%.0fms step_avg:%.2fms eval_time:%.0fms", step, cfg->iterations,
+                  val_loss, val_bpb, training_ms, training_ms / (step > 0 ? step : 1), now_ms() - te);
+            fprintf(metrics, "{\"step\":%d,\"val_loss\":%.6f,\"val_bpb\":%.6f,\"train_time_ms\":%.0f}\n", step, val_loss, val_bpb, training_ms);
+            fflush(metrics);
+            curve_add(&val_curve, step, val_loss);
+            t0 = now_ms();
+        }
+        if (last_step) {
+            if (stop_after >= 0 && step < cfg->iterations)
+                logf_("stopping_early: wallclock_cap train_time:%.0fms step:%d/%d", training_ms, step, cfg->iterations);
+            break;
+        }
+        if (budget_stop || g_interrupted) {
+            training_ms += now_ms() - t0;
+            ts.train_ms = training_ms;
+            logf_("%s at step %d; resume with --resume %s", g_interrupted ? "interrupted" : "step budget reached", step, rf.ckpt);
+            save_checkpoint(m, opt, loader, &ts, rf.ckpt);
+            rc = g_interrupted ? 130 : 0;
+            goto finish_picture;
+        }
+
+        elapsed = training_ms + (now_ms() - t0);
+        scale = utg_lr_scale(cfg, step, elapsed);
+        utg_model_zero_grads(m);
+        for (mi = 0; mi < accum; mi++) {
+            double l;
+            if (utg_loader_next(loader, bx, by, micro_seqs, &msg) != UTG_OK) { logf_("train data: %s", msg.text); goto done; }
+            if (utg_model_forward(m, bx, by, micro_seqs, &l) != UTG_OK || utg_model_backward(m, 1.0f / accum) != UTG_OK) {
+                logf_("step %d: %s", step, utg_model_message(m));
+                goto done;
+            }
+            train_loss += l / accum;
+        }
+        if (utg_optim_step(opt, step, scale, &gnorm) != UTG_OK) { logf_("step %d: %s", step, utg_model_message(m)); goto done; }
+        ts.step = ++step;
+        utg_optim_average(opt, step, scale);
+        ts.tokens_seen += tokens_per_step;
+        approx_ms = training_ms + (now_ms() - t0);
+        ts.train_ms = approx_ms;
+        last_train_loss = train_loss;
+        curve_add(&train_curve, step, train_loss);
+        {
+            double step_avg = approx_ms / step, tok_s = (double)tokens_per_step / (step_avg / 1000.0);
+            if (UTG__OFF0(cfg->train_log_every) > 0 && (step <= 10 || step % cfg->train_log_every == 0 || stop_after >= 0)) {
+                logf_("step:%d/%d train_loss:%.4f lr_scale:%.4f grad_norm:%.3f train_time:%.0fms step_avg:%.2fms tok/s:%.0f", step,
+                      cfg->iterations, train_loss, scale, gnorm, approx_ms, step_avg, tok_s);
+                last_logged = step;
+            }
+            fprintf(metrics, "{\"step\":%d,\"train_loss\":%.6f,\"lr_scale\":%.6f,\"grad_norm\":%.6f,\"train_time_ms\":%.0f,\"tokens_per_s\":%.0f}\n",
+                    step, train_loss, scale, gnorm, approx_ms, tok_s);
+            if (progress_on) {
+                double frac_it = (double)step / cfg->iterations, frac = frac_it, eta;
+                if (cfg->max_wallclock_seconds > 0) {
+                    double ft = approx_ms / (1000.0 * cfg->max_wallclock_seconds);
+                    if (ft > frac) frac = ft;
+                }
+                eta = frac > 0 ? (approx_ms / 1000.0) * (1 - frac) / frac : -1;
+                progress(frac, step, eta, train_loss, tok_s);
+            }
+        }
+        if (checkpoint_every > 0 && step % checkpoint_every == 0) {
+            double tc = now_ms();
+            ts.train_ms = approx_ms;
+            save_checkpoint(m, opt, loader, &ts, rf.ckpt);
+            t0 += now_ms() - tc; /* checkpoint time is not training time */
+        }
+        if (stop_after < 0 && cfg->max_wallclock_seconds > 0 && approx_ms >= 1000.0 * cfg->max_wallclock_seconds) stop_after = step;
+    }
+    (void)last_logged;
+    clear_progress();
+
+    /* the end: weights, checkpoint, summary */
+    {
+        void *bytes = NULL;
+        size_t size = 0;
+        double wall = (now_ms() - t_start_wall) / 1000.0;
+        long long steps_run = ts.step;
+        if (utg_model_save_safetensors(m, 0, &bytes, &size) == UTG_OK) {
+            if (utg_write_file(rf.weights, bytes, size, &msg) != UTG_OK) logf_("weights: %s", msg.text);
+            utg_model_free_bytes(m, bytes);
+        }
+        ts.train_ms = training_ms;
+        save_checkpoint(m, opt, loader, &ts, rf.ckpt);
+        logf_("final val_loss:%.4f val_bpb:%.4f steps:%lld train_time:%.1fs tokens/s:%.0f wall:%.1fs", val_loss, val_bpb, steps_run,
+              training_ms / 1000.0, steps_run > 0 ? (double)(ts.tokens_seen) / (training_ms / 1000.0) : 0.0, wall);
+        logf_("final_exact val_loss:%.8f val_bpb:%.8f", val_loss, val_bpb);
+        logf_("wrote %s, %s, %s, %s", rf.weights, rf.ckpt, rf.metrics, rf.svg);
+        (void)last_train_loss;
+    }
+    rc = 0;
+finish_picture: {
+    char title[256];
+    snprintf(title, sizeof title, "%s: %d layers x %d, %zu params, val_bpb %.4f", run_id, cfg->num_layers, cfg->model_dim,
+             utg_model_param_count(m), val_bpb);
+    if (train_curve.n + val_curve.n > 0 && write_svg(rf.svg, &train_curve, &val_curve, title) != 0) logf_("cannot write %s", rf.svg);
+}
+    goto done;
+usage_error:
+    rc = 2;
+done:
+    clear_progress();
+    if (metrics) fclose(metrics);
+    if (g_log) fclose(g_log);
+    utg_loader_destroy(loader);
+    utg_dataset_close(train_ds);
+    utg_dataset_close(val_ds);
+    utg_tokenizer_free(&tok);
+    utg_optim_destroy(opt);
+    utg_model_destroy(m);
+    free(val_tokens);
+    free(bx);
+    free(by);
+    free(ev.x);
+    free(ev.y);
+    free(ev.loss);
+    free(init_params);
+    free(config_text);
+    free(train_curve.x);
+    free(train_curve.y);
+    free(val_curve.x);
+    free(val_curve.y);
+    return rc;
+}
