@@ -365,6 +365,27 @@ def main():
             if sp:
                 compare_stream("sp1024-val", exe, sp1024, sp, austen_docs(val_txt), 1024, tmp, 4)
 
+        def cli():  # 6. a model trained here by Debian's spm_train with the PG flags (one doc per line)
+            import shutil
+            if not shutil.which("spm_train"):
+                note("spm_train not installed (apt sentencepiece): CLI case left out")
+                return
+            txt = os.path.join(tmp, "cli_docs.txt")
+            with open(txt, "w", encoding="utf-8") as f:
+                for d in docs:
+                    f.write(d.replace("\n", " ").replace("\x00", " ").strip() + "\n")
+            prefix = os.path.join(tmp, "cli")
+            cmd = ["spm_train", "--input=" + txt, "--model_prefix=" + prefix, "--vocab_size=1024",
+                   "--num_threads=1"] + ["--%s=%s" % (k, str(v).lower() if isinstance(v, bool) else v)
+                                         for k, v in PG_FLAGS.items()]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            check(proc.returncode == 0, "spm_train (CLI) with the Parameter Golf flags", proc.stderr.strip()[-600:])
+            if proc.returncode != 0:
+                return
+            sp, _ = compare_model("spm_train", exe, prefix + ".model", 1024)
+            if sp:
+                compare_stream("spm_train", exe, prefix + ".model", sp, docs, 1024, tmp, 6)
+
         def lossless():  # 5. DATA.md's lossless setting: the rule still matches; decoding is only reported
             model = train(tmp, "identity", adocs, 1024, normalization_rule_name="identity",
                           remove_extra_whitespaces=False, allow_whitespace_only_pieces=True)
@@ -383,6 +404,7 @@ def main():
         else:
             note("data/austen/sp1024.model or val.txt not present: left out")
         case("identity", lossless)
+        case("spm_train", cli)
 
 if __name__ == "__main__":
     main()
