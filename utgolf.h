@@ -4169,7 +4169,7 @@ UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *ld
     const uint8_t *b = (const uint8_t *)bytes, *sec[8] = {0}, *conf = NULL, *stat = NULL, *parm = NULL, *load = NULL;
     size_t arena_bytes, pos = UTG__CKPT_HDR, conf_len = 0, load_len = 0;
     uint32_t n_sec, s;
-    uint64_t total, u;
+    uint64_t total, u, arena_len = (uint64_t)-1;
     int i;
     utg_result r;
     if (!m || !o || !ts || (!bytes && size)) return UTG_ERR_INVALID;
@@ -4195,8 +4195,8 @@ UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *ld
         if (tag == 0x464E4F43u) { conf = b + pos + 16; conf_len = (size_t)len; }
         else if (tag == 0x54415453u) { if (len != UTG__CKPT_STAT) UTG__BAD("checkpoint STAT section has %llu bytes", (unsigned long long)len); stat = b + pos + 16; }
         else if (tag == 0x4D524150u || (tag & 0x00FFFFFFu) == 0x0054504Fu) {
-            if (len != arena_bytes)
-                { utg__msgf(&m->msg, "checkpoint arenas hold %llu bytes, this model's %zu: another model", (unsigned long long)len, arena_bytes); return UTG_ERR_MISMATCH; }
+            if (len != arena_len && arena_len != (uint64_t)-1) UTG__BAD("checkpoint arenas differ in size from each other");
+            arena_len = len; /* checked against this model after the knobs, which name the difference */
             if (tag == 0x4D524150u) parm = b + pos + 16;
             else {
                 int w = (int)(tag >> 24) - '0';
@@ -4219,6 +4219,10 @@ UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *ld
             utg__msgf(&m->msg, "checkpoint was made with %s=%s, this run has %s=%s", utg__ckpt_shape_knobs[i], have, utg__ckpt_shape_knobs[i], want);
             return UTG_ERR_MISMATCH;
         }
+    }
+    if (arena_len != (uint64_t)arena_bytes) {
+        utg__msgf(&m->msg, "checkpoint arenas hold %llu bytes, this model's %zu: another model", (unsigned long long)arena_len, arena_bytes);
+        return UTG_ERR_MISMATCH;
     }
     u = utg__rd_u64le(stat + 40);
     if (u != (uint64_t)m->arena_floats) { utg__msgf(&m->msg, "checkpoint arena has %llu floats, this model %zu", (unsigned long long)u, m->arena_floats); return UTG_ERR_MISMATCH; }

@@ -57,6 +57,19 @@ static void logf_(const char *fmt, ...) {
     if (g_log) { fprintf(g_log, "%s\n", buf); fflush(g_log); }
 }
 
+/* The same for failures: to stderr (and the log file), so they show when stdout is redirected. */
+static void errf_(const char *fmt, ...) {
+    va_list ap;
+    char buf[2048];
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    clear_progress();
+    fflush(stdout);
+    fprintf(stderr, "train: %s\n", buf);
+    if (g_log) { fprintf(g_log, "%s\n", buf); fflush(g_log); }
+}
+
 static void fmt_duration(char *buf, size_t n, double s) {
     if (s < 0 || !isfinite(s)) snprintf(buf, n, "?");
     else if (s < 60) snprintf(buf, n, "%.0fs", s);
@@ -122,6 +135,30 @@ static void curve_add(curve *c, double x, double y) {
     c->x[c->n] = x;
     c->y[c->n] = y;
     c->n++;
+}
+
+/* Append a point, first dropping points at or after its step: a resumed run re-logs the steps
+   after its checkpoint, and the later record wins. */
+static void curve_put(curve *c, double x, double y) {
+    while (c->n > 0 && c->x[c->n - 1] >= x) c->n--;
+    curve_add(c, x, y);
+}
+
+/* The curves of the whole run, resumes included, from metrics.jsonl (this program's own format). */
+static void load_curves(const char *path, curve *train, curve *val) {
+    char line[1024];
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    train->n = val->n = 0;
+    while (fgets(line, sizeof line, f)) {
+        const char *ps = strstr(line, "\"step\":"), *pt = strstr(line, "\"train_loss\":"), *pv = strstr(line, "\"val_loss\":");
+        double st;
+        if (!ps) continue;
+        st = atof(ps + 7);
+        if (pt) curve_put(train, st, atof(pt + 13));
+        else if (pv) curve_put(val, st, atof(pv + 11));
+    }
+    fclose(f);
 }
 
 static double nice_step(double range, int ticks) {
@@ -346,10 +383,10 @@ static utg_result save_checkpoint(utg_model *m, utg_optim *o, utg_loader *ld, co
     size_t size = 0;
     utg_msg msg;
     utg_result r = utg_checkpoint_save(m, o, ld, ts, &bytes, &size);
-    if (r != UTG_OK) { logf_("checkpoint: %s", utg_model_message(m)); return r; }
+    if (r != UTG_OK) { errf_("checkpoint: %s", utg_model_message(m)); return r; }
     r = utg_write_file(path, bytes, size, &msg);
     utg_model_free_bytes(m, bytes);
-    if (r != UTG_OK) logf_("checkpoint: %s", msg.text);
+    if (r != UTG_OK) errf_("checkpoint: %s", msg.text);
     else logf_("checkpoint: %s (%.1f MB, step %lld)", path, size / 1e6, (long long)ts->step);
     return r;
 }
@@ -465,9 +502,8 @@ int main(int argc, char **argv) {
     snprintf(rf.svg, sizeof rf.svg, "%s/loss.svg", rf.dir);
     snprintf(rf.ckpt, sizeof rf.ckpt, "%s/checkpoint.utgc", rf.dir);
     snprintf(rf.weights, sizeof rf.weights, "%s/model.safetensors", rf.dir);
-    g_log = fopen(rf.log, resume_path ? "a" : "w");
-    metrics = fopen(rf.metrics, resume_path ? "a" : "w");
-    if (!g_log || !metrics) { fprintf(stderr, "train: cannot write in '%s'\n", rf.dir); goto done; }
+    g_log = fopen(rf.log, "a"); /* appended: a failed start never wipes an earlier run's log */
+    if (!g_log) { fprintf(stderr, "train: cannot write in '%s'\n", rf.dir); goto done; }
 
     logf_("utgolf %s trainer  run_id:%s  out:%s", utg_version(), run_id, rf.dir);
     for (a = 0; a < utg_config_knob_count(); a++) {
@@ -482,50 +518,50 @@ int main(int argc, char **argv) {
     if (cfg->val_files && cfg->val_files[0]) snprintf(val_glob, sizeof val_glob, "%s", cfg->val_files);
     else snprintf(val_glob, sizeof val_glob, "%s/fineweb_val_*.bin", cfg->data_path);
     if (!strcmp(cfg->tokenizer_path, "byte260")) {
-        if (utg_tokenizer_byte260(&tok, cfg->vocab_size, NULL, &msg) != UTG_OK) { logf_("tokenizer: %s", msg.text); goto done; }
+        if (utg_tokenizer_byte260(&tok, cfg->vocab_size, NULL, &msg) != UTG_OK) { errf_("tokenizer: %s", msg.text); goto done; }
     } else {
         void *buf;
         size_t n;
-        if (!ends_with(cfg->tokenizer_path, ".model")) { logf_("TOKENIZER_PATH must be a SentencePiece .model file or byte260 (got '%s')", cfg->tokenizer_path); goto done; }
-        if (utg_read_file(cfg->tokenizer_path, 64u << 20, &buf, &n, &msg) != UTG_OK) { logf_("tokenizer: %s", msg.text); goto done; }
+        if (!ends_with(cfg->tokenizer_path, ".model")) { errf_("TOKENIZER_PATH must be a SentencePiece .model file or byte260 (got '%s')", cfg->tokenizer_path); goto done; }
+        if (utg_read_file(cfg->tokenizer_path, 64u << 20, &buf, &n, &msg) != UTG_OK) { errf_("tokenizer: %s", msg.text); goto done; }
         if (utg_tokenizer_load_spm(&tok, buf, n, cfg->vocab_size, NULL, &msg) != UTG_OK) {
             free(buf);
-            logf_("tokenizer: %s: %s", cfg->tokenizer_path, msg.text);
+            errf_("tokenizer: %s: %s", cfg->tokenizer_path, msg.text);
             goto done;
         }
         free(buf);
         if (tok.space_piece_id < 0) {
-            logf_("tokenizer: %s has no standalone '\xe2\x96\x81' piece: every space would count as byte-fallback "
+            errf_("tokenizer: %s has no standalone '\xe2\x96\x81' piece: every space would count as byte-fallback "
                   "bytes and val_bpb would be wrong (Parameter Golf issue #897)", cfg->tokenizer_path);
             goto done;
         }
     }
     if (tok.n_pieces > cfg->vocab_size) {
-        logf_("tokenizer has %d pieces but VOCAB_SIZE is %d", tok.n_pieces, cfg->vocab_size);
+        errf_("tokenizer has %d pieces but VOCAB_SIZE is %d", tok.n_pieces, cfg->vocab_size);
         goto done;
     }
     logf_("val_bpb:enabled tokenizer_kind=%s tokenizer_path=%s pieces:%d", tok.kind == UTG_TOKENIZER_SPM ? "sentencepiece" : "byte260",
           cfg->tokenizer_path, tok.n_pieces);
-    if (utg_dataset_open(&train_ds, train_glob, cfg->vocab_size, NULL, &msg) != UTG_OK) { logf_("train data: %s", msg.text); goto done; }
-    if (utg_dataset_open(&val_ds, val_glob, cfg->vocab_size, NULL, &msg) != UTG_OK) { logf_("val data: %s", msg.text); goto done; }
+    if (utg_dataset_open(&train_ds, train_glob, cfg->vocab_size, NULL, &msg) != UTG_OK) { errf_("train data: %s", msg.text); goto done; }
+    if (utg_dataset_open(&val_ds, val_glob, cfg->vocab_size, NULL, &msg) != UTG_OK) { errf_("val data: %s", msg.text); goto done; }
     {
         uint64_t nv = utg_dataset_tokens(val_ds);
-        if (nv < 2 || nv > (uint64_t)1 << 34) { logf_("val data: %llu tokens is not a usable validation stream", (unsigned long long)nv); goto done; }
+        if (nv < 2 || nv > (uint64_t)1 << 34) { errf_("val data: %llu tokens is not a usable validation stream", (unsigned long long)nv); goto done; }
         n_val = (size_t)nv;
         val_tokens = (int32_t *)malloc(sizeof(int32_t) * n_val);
-        if (!val_tokens) { logf_("out of memory for %zu validation tokens", n_val); goto done; }
-        if (utg_dataset_read(val_ds, 0, n_val, val_tokens, &msg) != UTG_OK) { logf_("val data: %s", msg.text); goto done; }
+        if (!val_tokens) { errf_("out of memory for %zu validation tokens", n_val); goto done; }
+        if (utg_dataset_read(val_ds, 0, n_val, val_tokens, &msg) != UTG_OK) { errf_("val data: %s", msg.text); goto done; }
     }
     logf_("train_loader:%s shards:%d tokens:%llu  val_loader:shards:%d tokens:%zu", train_glob, utg_dataset_shard_count(train_ds),
           (unsigned long long)utg_dataset_tokens(train_ds), utg_dataset_shard_count(val_ds), n_val - 1);
 
     /* model, optimizer, loader */
-    if (utg_model_create(&desc, &m) != UTG_OK) { logf_("model: %s", utg_model_message(m)); goto done; }
-    if (utg_optim_create(m, &opt) != UTG_OK) { logf_("optimizer: %s", utg_model_message(m)); goto done; }
+    if (utg_model_create(&desc, &m) != UTG_OK) { errf_("model: %s", utg_model_message(m)); goto done; }
+    if (utg_optim_create(m, &opt) != UTG_OK) { errf_("optimizer: %s", utg_model_message(m)); goto done; }
     accum = cfg->grad_accum_steps;
     micro_seqs = cfg->train_batch_tokens / accum / cfg->train_seq_len; /* train_gpt.py's integer divisions */
     if (micro_seqs < 1) {
-        logf_("TRAIN_BATCH_TOKENS=%d over GRAD_ACCUM_STEPS=%d micro-batches holds no whole TRAIN_SEQ_LEN=%d sequence",
+        errf_("TRAIN_BATCH_TOKENS=%d over GRAD_ACCUM_STEPS=%d micro-batches holds no whole TRAIN_SEQ_LEN=%d sequence",
               cfg->train_batch_tokens, accum, cfg->train_seq_len);
         goto done;
     }
@@ -535,14 +571,14 @@ int main(int argc, char **argv) {
     tokens_per_step = (int64_t)micro_seqs * accum * cfg->train_seq_len;
     if (utg_loader_create(&loader, train_ds, strcmp(cfg->train_loader, "shuffled") ? UTG_LOADER_SEQUENTIAL : UTG_LOADER_SHUFFLED,
                           cfg->train_seq_len, 0, 1, (uint64_t)UTG__OFF0(cfg->seed), NULL, &msg) != UTG_OK) {
-        logf_("train loader: %s", msg.text);
+        errf_("train loader: %s", msg.text);
         goto done;
     }
     ev.seq_len = cfg->eval_seq_len > 0 ? cfg->eval_seq_len : cfg->train_seq_len;
     ev.stride = cfg->eval_stride;
     ev.tok = val_tokens;
     ev.n_tok = n_val;
-    if (n_val - 1 < (size_t)ev.seq_len && ev.stride <= 0) { logf_("validation stream (%zu targets) is shorter than one window of %d", n_val - 1, ev.seq_len); goto done; }
+    if (n_val - 1 < (size_t)ev.seq_len && ev.stride <= 0) { errf_("validation stream (%zu targets) is shorter than one window of %d", n_val - 1, ev.seq_len); goto done; }
     {
         int vb = cfg->val_batch_size / ev.seq_len, cap = (micro_seqs * cfg->train_seq_len) / ev.seq_len;
         if (cap < 1) cap = 1;
@@ -553,8 +589,8 @@ int main(int argc, char **argv) {
     ev.loss = (float *)malloc(sizeof(float) * (size_t)ev.batch_seqs * ev.seq_len);
     bx = (int32_t *)malloc(sizeof(int32_t) * (size_t)micro_seqs * cfg->train_seq_len);
     by = (int32_t *)malloc(sizeof(int32_t) * (size_t)micro_seqs * cfg->train_seq_len);
-    if (!ev.x || !ev.y || !ev.loss || !bx || !by) { logf_("out of memory for batches"); goto done; }
-    if (utg_model_reserve(m, micro_seqs) != UTG_OK) { logf_("model: %s", utg_model_message(m)); goto done; }
+    if (!ev.x || !ev.y || !ev.loss || !bx || !by) { errf_("out of memory for batches"); goto done; }
+    if (utg_model_reserve(m, micro_seqs) != UTG_OK) { errf_("model: %s", utg_model_message(m)); goto done; }
     {
         const utg_plan *pl = utg_model_plan(m);
         logf_("model_params:%zu physical_layers:%d virtual_layers:%d", utg_model_param_count(m), cfg->num_layers, pl->n_layers);
@@ -567,19 +603,19 @@ int main(int argc, char **argv) {
     if (UTG__OFF0(cfg->warmup_steps) > 0 && !resume_path) {
         int w, mi;
         init_params = (float *)malloc(sizeof(float) * utg_model_arena_floats(m));
-        if (!init_params) { logf_("out of memory"); goto done; }
+        if (!init_params) { errf_("out of memory"); goto done; }
         utg_model_get(m, 0, -1, init_params, utg_model_arena_floats(m));
         for (w = 0; w < cfg->warmup_steps; w++) {
             double l;
             utg_model_zero_grads(m);
             for (mi = 0; mi < accum; mi++) {
-                if (utg_loader_next(loader, bx, by, micro_seqs, &msg) != UTG_OK) { logf_("train data: %s", msg.text); goto done; }
+                if (utg_loader_next(loader, bx, by, micro_seqs, &msg) != UTG_OK) { errf_("train data: %s", msg.text); goto done; }
                 if (utg_model_forward(m, bx, by, micro_seqs, &l) != UTG_OK || utg_model_backward(m, 1.0f / accum) != UTG_OK) {
-                    logf_("warmup: %s", utg_model_message(m));
+                    errf_("warmup: %s", utg_model_message(m));
                     goto done;
                 }
             }
-            if (utg_optim_step(opt, w, 1.0, NULL) != UTG_OK) { logf_("warmup: %s", utg_model_message(m)); goto done; }
+            if (utg_optim_step(opt, w, 1.0, NULL) != UTG_OK) { errf_("warmup: %s", utg_model_message(m)); goto done; }
             if (cfg->warmup_steps <= 20 || (w + 1) % 10 == 0 || w + 1 == cfg->warmup_steps) logf_("warmup_step:%d/%d", w + 1, cfg->warmup_steps);
         }
         utg_model_set(m, 0, -1, init_params, utg_model_arena_floats(m));
@@ -591,10 +627,10 @@ int main(int argc, char **argv) {
     if (resume_path) {
         void *buf;
         size_t n;
-        if (utg_read_file(resume_path, (size_t)1 << 40, &buf, &n, &msg) != UTG_OK) { logf_("resume: %s", msg.text); goto done; }
+        if (utg_read_file(resume_path, (size_t)1 << 40, &buf, &n, &msg) != UTG_OK) { errf_("resume: %s", msg.text); goto done; }
         if (utg_checkpoint_load(m, opt, loader, &ts, buf, n) != UTG_OK) {
             free(buf);
-            logf_("resume: %s: %s", resume_path, utg_model_message(m));
+            errf_("resume: %s: %s", resume_path, utg_model_message(m));
             goto done;
         }
         free(buf);
@@ -602,6 +638,9 @@ int main(int argc, char **argv) {
         logf_("resumed from %s at step %lld (train_time %.0fms)", resume_path, (long long)ts.step, ts.train_ms);
     }
 
+    /* everything checked: only now is an earlier run's metrics file replaced (or, resuming, extended) */
+    metrics = fopen(rf.metrics, resume_path ? "a" : "w");
+    if (!metrics) { errf_("cannot write '%s'", rf.metrics); goto done; }
     signal(SIGINT, on_sigint);
     step_start = (int)ts.step;
     t0 = now_ms();
@@ -617,12 +656,11 @@ int main(int argc, char **argv) {
             training_ms += now_ms() - t0;
             te = now_ms();
             if (last_step && utg_optim_apply_average(opt)) logf_("loaded the %s weights for the final evaluation", cfg->ema_enabled > 0 ? "EMA" : "SWA");
-            if (evaluate(m, &tok, &ev, &val_loss, &val_bpb, &msg) != UTG_OK) { logf_("%s", msg.text); goto done; }
+            if (evaluate(m, &tok, &ev, &val_loss, &val_bpb, &msg) != UTG_OK) { errf_("%s", msg.text); goto done; }
             logf_("step:%d/%d val_loss:%.4f val_bpb:%.4f train_time:%.0fms step_avg:%.2fms eval_time:%.0fms", step, cfg->iterations,
                   val_loss, val_bpb, training_ms, training_ms / (step > 0 ? step : 1), now_ms() - te);
             fprintf(metrics, "{\"step\":%d,\"val_loss\":%.6f,\"val_bpb\":%.6f,\"train_time_ms\":%.0f}\n", step, val_loss, val_bpb, training_ms);
             fflush(metrics);
-            curve_add(&val_curve, step, val_loss);
             t0 = now_ms();
         }
         if (last_step) {
@@ -644,21 +682,20 @@ int main(int argc, char **argv) {
         utg_model_zero_grads(m);
         for (mi = 0; mi < accum; mi++) {
             double l;
-            if (utg_loader_next(loader, bx, by, micro_seqs, &msg) != UTG_OK) { logf_("train data: %s", msg.text); goto done; }
+            if (utg_loader_next(loader, bx, by, micro_seqs, &msg) != UTG_OK) { errf_("train data: %s", msg.text); goto done; }
             if (utg_model_forward(m, bx, by, micro_seqs, &l) != UTG_OK || utg_model_backward(m, 1.0f / accum) != UTG_OK) {
-                logf_("step %d: %s", step, utg_model_message(m));
+                errf_("step %d: %s", step, utg_model_message(m));
                 goto done;
             }
             train_loss += l / accum;
         }
-        if (utg_optim_step(opt, step, scale, &gnorm) != UTG_OK) { logf_("step %d: %s", step, utg_model_message(m)); goto done; }
+        if (utg_optim_step(opt, step, scale, &gnorm) != UTG_OK) { errf_("step %d: %s", step, utg_model_message(m)); goto done; }
         ts.step = ++step;
         utg_optim_average(opt, step, scale);
         ts.tokens_seen += tokens_per_step;
         approx_ms = training_ms + (now_ms() - t0);
         ts.train_ms = approx_ms;
         last_train_loss = train_loss;
-        curve_add(&train_curve, step, train_loss);
         {
             double step_avg = approx_ms / step, tok_s = (double)tokens_per_step / (step_avg / 1000.0);
             if (UTG__OFF0(cfg->train_log_every) > 0 && (step <= 10 || step % cfg->train_log_every == 0 || stop_after >= 0)) {
@@ -696,7 +733,7 @@ int main(int argc, char **argv) {
         double wall = (now_ms() - t_start_wall) / 1000.0;
         long long steps_run = ts.step;
         if (utg_model_save_safetensors(m, 0, &bytes, &size) == UTG_OK) {
-            if (utg_write_file(rf.weights, bytes, size, &msg) != UTG_OK) logf_("weights: %s", msg.text);
+            if (utg_write_file(rf.weights, bytes, size, &msg) != UTG_OK) errf_("weights: %s", msg.text);
             utg_model_free_bytes(m, bytes);
         }
         ts.train_ms = training_ms;
@@ -712,7 +749,9 @@ finish_picture: {
     char title[256];
     snprintf(title, sizeof title, "%s: %d layers x %d, %zu params, val_bpb %.4f", run_id, cfg->num_layers, cfg->model_dim,
              utg_model_param_count(m), val_bpb);
-    if (train_curve.n + val_curve.n > 0 && write_svg(rf.svg, &train_curve, &val_curve, title) != 0) logf_("cannot write %s", rf.svg);
+    if (metrics) fflush(metrics);
+    load_curves(rf.metrics, &train_curve, &val_curve);
+    if (train_curve.n + val_curve.n > 0 && write_svg(rf.svg, &train_curve, &val_curve, title) != 0) errf_("cannot write %s", rf.svg);
 }
     goto done;
 usage_error:

@@ -48,7 +48,7 @@ suite "cli: utg-grad and the vendoring example" sh tests/test_cli.sh "$BUILD"
 suite "utg-shards: text and ids to shards" sh tests/test_shards_tool.sh "$BUILD"
 suite "optimizers: Newton-Schulz, Muon, Adam, schedules, EMA/SWA" "$BUILD/test_optim"
 suite "datasets and loaders" "$BUILD/test_loader"
-suite "checkpoints and the trainer" sh tests/test_train.sh "$BUILD"
+suite "trainer: CLI, resume bit for bit, checkpoint refusals" sh tests/test_train.sh "$BUILD"
 suite "tokenizer: SentencePiece reader, byte tables, bpb" "$BUILD/test_tokenizer"
 suite "tokenizer parity with python3-sentencepiece" "$PYTHON" tests/test_spm_parity.py
 suite "parity with PyTorch autograd" "$PYTHON" tests/test_torch_parity.py

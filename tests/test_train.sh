@@ -1,0 +1,234 @@
+#!/bin/sh
+# examples/train.c end to end on the embedded Austen corpus with a tiny model: usage errors and bad
+# inputs refused with a message; a 30-step run that learns and fills its run directory; resumes that
+# continue bit for bit (sequential and shuffled loaders, EMA); identical runs giving identical bytes;
+# damaged, foreign and mismatched checkpoints refused and left alone; the sliding-window evaluation.
+# Usage: sh tests/test_train.sh BUILD_DIR   (from the repository root; runs BUILD_DIR/train)
+B=${1:-build}
+TR="$B/train"
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "ok    $1"; }
+no() { fail=$((fail + 1)); echo "FAIL  $1"; }
+check() { # name, then a command that must succeed
+    _check=$1
+    shift
+    if "$@"; then ok "$_check"; else no "$_check"; fi
+}
+start=$(date +%s)
+
+# OpenMP threads spinning at barriers slow a shared machine down tenfold; sleeping ones change no bits
+OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+export OMP_WAIT_POLICY
+
+# 123k parameters: 30 steps take about a second, a validation pass over Persuasion a few seconds;
+# VAL_LOSS_EVERY=0 validates only at the end
+TINY="NUM_LAYERS=2 MODEL_DIM=64 NUM_HEADS=2 NUM_KV_HEADS=1 TRAIN_SEQ_LEN=64 TRAIN_BATCH_TOKENS=512
+GRAD_ACCUM_STEPS=1 MAX_WALLCLOCK_SECONDS=0 ITERATIONS=30 WARMDOWN_ITERS=10 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=1"
+
+# run NAME [args...]: trains into $T/NAME; its stdout, stderr and exit status go to $T/NAME.out,
+# .err and .rc. run_in DIR NAME [args...]: the same with --out DIR.
+run_in() {
+    _dir=$1 _run=$2
+    shift 2
+    # shellcheck disable=SC2086
+    "$TR" --config data/austen/run.env $TINY --no-progress --out "$_dir" "$@" >"$T/$_run.out" 2>"$T/$_run.err"
+    echo $? >"$T/$_run.rc"
+}
+run() { _n=$1; shift; run_in "$T/$_n" "$_n" "$@"; }
+rc_is() { [ "$(cat "$T/$1.rc")" = "$2" ]; }
+rc_fails() { [ "$(cat "$T/$1.rc")" != 0 ]; }
+# NAME REGEX: REGEX (case matters) in what the run printed, leaving out the echo of the resolved
+# config; run names and paths must not contain what REGEX looks for
+said() { cat "$T/$1.out" "$T/$1.err" | grep -v '^config ' | grep -Eq "$2"; }
+fails_saying() { rc_fails "$1" && said "$1" "$2"; }
+usage_error() { rc_is "$1" 2 && grep -Eq "$2" "$T/$1.err"; } # exit 2 and the message on stderr
+
+# "N X" for every `step:N/30 train_loss:X` line of a train.log or stdout (the printed %.4f)
+log_losses() { sed -n 's|^step:\([0-9]*\)/30 train_loss:\([^ ]*\) .*|\1 \2|p' "$1"; }
+# "N X" for every train_loss record of a metrics.jsonl (the printed %.6f)
+jsonl_losses() { sed -n 's|^{"step":\([0-9]*\),"train_loss":\([^,]*\),.*|\1 \2|p' "$1"; }
+from_step() { awk -v s="$1" '$1 >= s'; }
+# the final val_loss / val_bpb fields without the timings; the %.8f line; the metrics record
+final_line() { sed -n 's|^\(final val_loss:[^ ]* val_bpb:[^ ]*\) .*|\1|p' "$1"; }
+final_exact() { grep '^final_exact ' "$1"; }
+jsonl_val() { sed -n 's|^\({"step":[0-9]*,"val_loss":[^,]*,"val_bpb":[^,]*\),.*|\1|p' "$1" | tail -n 1; }
+final_bpb() { sed -n 's|^final_exact val_loss:[^ ]* val_bpb:\([^ ]*\)$|\1|p' "$1"; }
+is_number() { echo "$1" | grep -Eq '^[0-9]+\.[0-9]+$'; } # finite: %f prints nan and inf as words
+less_than() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 < b + 0) }'; }
+
+same_losses() { # DIR_A DIR_B FIRST COUNT: from step FIRST on, COUNT train losses, equal in both files
+    log_losses "$1/train.log" | from_step "$3" >"$T/la"
+    log_losses "$2/train.log" | from_step "$3" >"$T/lb"
+    jsonl_losses "$1/metrics.jsonl" | from_step "$3" >"$T/ja"
+    jsonl_losses "$2/metrics.jsonl" | from_step "$3" >"$T/jb"
+    [ "$(wc -l <"$T/la")" -eq "$4" ] && [ "$(wc -l <"$T/ja")" -eq "$4" ] &&
+        cmp -s "$T/la" "$T/lb" && cmp -s "$T/ja" "$T/jb"
+}
+same_final() { # DIR_A DIR_B: identical final val_loss and val_bpb in train.log and metrics.jsonl
+    [ -n "$(final_line "$1/train.log")" ] && [ -n "$(jsonl_val "$1/metrics.jsonl")" ] &&
+        [ "$(final_line "$1/train.log")" = "$(final_line "$2/train.log")" ] &&
+        [ "$(final_exact "$1/train.log")" = "$(final_exact "$2/train.log")" ] &&
+        [ "$(jsonl_val "$1/metrics.jsonl")" = "$(jsonl_val "$2/metrics.jsonl")" ]
+}
+
+# ---- 1. command line and inputs -----------------------------------------------------------------
+"$TR" --help >"$T/help.out" 2>"$T/help.err"
+echo $? >"$T/help.rc"
+check "--help exits 0 and lists the knobs" sh -c "[ \$(cat '$T/help.rc') = 0 ] && \
+    for k in NUM_LAYERS MUON_WD EVAL_STRIDE TRAIN_LOADER EMA_ENABLED; do grep -q \"^  \$k \" '$T/help.out' || exit 1; done"
+run u1 NUM_LAYERZ=3
+check "unknown knob: exit 2, named on stderr" usage_error u1 "NUM_LAYERZ"
+run u2 NUM_LAYERS=abc
+check "bad value NUM_LAYERS=abc: exit 2, named on stderr" usage_error u2 "NUM_LAYERS.*abc"
+run u3 stray
+check "stray argument: exit 2, named on stderr" usage_error u3 "stray"
+run u4 --max-steps many
+check "--max-steps with a non-count: exit 2, on stderr" usage_error u4 "max-steps.*many"
+run i1 TOKENIZER_PATH="$T/missing.model"
+check "missing TOKENIZER_PATH file: refused, naming it" fails_saying i1 "tokenizer: .*missing\.model"
+run i2 TRAIN_FILES="$T/nothing_*.bin"
+check "TRAIN_FILES glob matching nothing: refused, naming it" fails_saying i2 "train data.*no files match.*nothing_"
+run i3 VAL_FILES="$T/nothing_*.bin"
+check "VAL_FILES glob matching nothing: refused, naming it" fails_saying i3 "val data.*no files match.*nothing_"
+run i4 VOCAB_SIZE=512
+check "tokenizer with more pieces than VOCAB_SIZE: refused, naming both" fails_saying i4 "1024 pieces.*VOCAB_SIZE is 512"
+
+# ---- 2. a full run -------------------------------------------------------------------------------
+run a
+A="$T/a"
+vl=$(sed -n 's|^final val_loss:\([^ ]*\) .*|\1|p' "$A.out")
+vb=$(sed -n 's|^final val_loss:[^ ]* val_bpb:\([^ ]*\) .*|\1|p' "$A.out")
+full_run_ok() { rc_is a 0 && is_number "$vl" && is_number "$vb"; }
+check "30 steps: exit 0, final val_loss:$vl val_bpb:$vb finite" full_run_ok
+l1=$(log_losses "$A/train.log" | awk '$1 == 1 { print $2 }')
+l30=$(log_losses "$A/train.log" | awk '$1 == 30 { print $2 }')
+loss_falls() { is_number "$l1" && is_number "$l30" && less_than "$l30" "$l1"; }
+check "train loss falls: step 30 ($l30) below step 1 ($l1)" loss_falls
+check "run directory: train.log, metrics.jsonl, loss.svg, checkpoint.utgc, model.safetensors" sh -c "\
+    for f in train.log metrics.jsonl loss.svg checkpoint.utgc model.safetensors; do [ -s '$A'/\$f ] || exit 1; done"
+check "train.log holds what stdout printed" cmp -s "$A.out" "$A/train.log"
+check "metrics.jsonl: one JSON object a line, step 30's train_loss among them" sh -c "\
+    awk '!/^[{]\"[a-z_]+\":.*[}]\$/ { bad = 1 } END { exit bad || NR < 31 }' '$A/metrics.jsonl' && \
+    grep -Eq '^[{]\"step\":30,\"train_loss\":[0-9]+[.][0-9]{6},' '$A/metrics.jsonl'"
+if command -v python3 >/dev/null 2>&1; then
+    check "metrics.jsonl: every line parses as JSON (python3)" python3 -c "
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert all(isinstance(r, dict) for r in rows)
+assert [r['step'] for r in rows if 'train_loss' in r] == list(range(1, 31))
+assert any(r['step'] == 30 and 'val_bpb' in r for r in rows)" "$A/metrics.jsonl"
+fi
+check "loss.svg: an <svg> with a polyline" sh -c "head -c 4 '$A/loss.svg' | grep -q '^<svg' && grep -q '<polyline' '$A/loss.svg'"
+
+# ---- 3. determinism and bit-exact resumes --------------------------------------------------------
+run a2
+check "two identical runs: byte-identical model.safetensors" cmp -s "$A/model.safetensors" "$T/a2/model.safetensors"
+# the header promises bits that do not depend on the thread count
+(OMP_NUM_THREADS=1 && export OMP_NUM_THREADS && run a1t)
+one_thread_same() { grep -q 'threads:1$' "$T/a1t.out" && cmp -s "$A/model.safetensors" "$T/a1t/model.safetensors" &&
+    same_losses "$A" "$T/a1t" 1 30 && same_final "$A" "$T/a1t"; }
+check "one OpenMP thread: the same losses, final numbers and model.safetensors" one_thread_same
+
+# resume_case LABEL knobs...: A = $T/aLABEL runs 30 steps uninterrupted; B = $T/bLABEL stops after 12
+# with --max-steps, then the same command resumes from B's checkpoint into B's directory
+resume_case() {
+    label=$1
+    shift
+    [ -d "$T/a$label" ] || run "a$label" "$@"
+    run "b$label" --max-steps 12 "$@"
+    cp "$T/b$label/checkpoint.utgc" "$T/ck12$label.utgc"
+    check "resume$label: --max-steps 12 stops after 12 steps, checkpoint written" sh -c "[ \$(cat '$T/b$label.rc') = 0 ] && \
+        [ \$(grep -c '^step:[0-9]*/30 train_loss' '$T/b$label.out') = 12 ] && \
+        grep -q 'step budget reached at step 12' '$T/b$label.out' && [ -s '$T/b$label/checkpoint.utgc' ]"
+    run_in "$T/b$label" "b${label}r" --resume "$T/b$label/checkpoint.utgc" "$@"
+    check "resume$label: the resumed run goes on from step 13 to the end" sh -c "[ \$(cat '$T/b${label}r.rc') = 0 ] && \
+        grep -q 'resumed from .* at step 12' '$T/b${label}r.out' && grep -q '^final val_loss' '$T/b${label}r.out' && \
+        [ \"\$(sed -n 's|^step:\\([0-9]*\\)/30 train_loss.*|\\1|p' '$T/b${label}r.out' | head -n 1)\" = 13 ]"
+    check "resume$label: train_loss of steps 13..30 identical (train.log %.4f, metrics.jsonl %.6f)" \
+        same_losses "$T/a$label" "$T/b$label" 13 18
+    check "resume$label: final val_loss and val_bpb identical" same_final "$T/a$label" "$T/b$label"
+    check "resume$label: identical model.safetensors" cmp -s "$T/a$label/model.safetensors" "$T/b$label/model.safetensors"
+}
+cp -R "$A" "$T/a_seq" # run a is the sequential loader's uninterrupted run
+resume_case _seq TRAIN_LOADER=sequential
+resume_case _shuf TRAIN_LOADER=shuffled
+resume_case _ema EMA_ENABLED=1 EMA_DECAY=0.9
+other_order() { [ -n "$(log_losses "$T/a_shuf/train.log")" ] &&
+    [ "$(log_losses "$A/train.log" | head -n 3)" != "$(log_losses "$T/a_shuf/train.log" | head -n 3)" ]; }
+check "shuffled loader: another data order than sequential (steps 1..3 differ)" other_order
+check "EMA: the final evaluation loads the EMA weights" grep -q 'loaded the EMA weights' "$T/a_ema.out"
+ema_in_play() { [ -n "$(final_line "$T/a_ema/train.log")" ] &&
+    [ "$(log_losses "$A/train.log")" = "$(log_losses "$T/a_ema/train.log")" ] &&
+    [ "$(final_line "$A/train.log")" != "$(final_line "$T/a_ema/train.log")" ]; }
+check "EMA: the same training losses as without, another final val_loss" ema_in_play
+
+# ---- 4. refusals: damaged, foreign and mismatched checkpoints ------------------------------------
+# refuse NAME FILE REGEX [knobs...]: resume from a copy of FILE placed as the run directory's own
+# checkpoint.utgc (the file a run would write); it must fail, say REGEX, and leave the file alone
+refuse() {
+    _r=$1 _src=$2 _re=$3
+    shift 3
+    mkdir -p "$T/$_r"
+    cp "$_src" "$T/$_r/checkpoint.utgc"
+    cp "$_src" "$T/$_r.orig"
+    run "$_r" --resume "$T/$_r/checkpoint.utgc" "$@"
+    check "refused: $_r (exit non-zero, says /$_re/)" fails_saying "$_r" "$_re"
+    check "refused: $_r leaves the checkpoint untouched" cmp -s "$T/$_r.orig" "$T/$_r/checkpoint.utgc"
+}
+CK="$T/ck12_seq.utgc"
+size=$(wc -c <"$CK")
+head -c $((size - 1000)) "$CK" >"$T/trunc.utgc"
+refuse trunc "$T/trunc.utgc" "truncated"
+cp "$CK" "$T/flip.utgc"
+off=$((size / 2))
+byte=$(od -An -tu1 -j "$off" -N1 "$CK" | tr -d ' ')
+# shellcheck disable=SC2059
+printf "\\$(printf '%03o' $((byte ^ 255)))" | dd of="$T/flip.utgc" bs=1 seek="$off" conv=notrunc 2>/dev/null
+check "the flipped copy differs from the checkpoint in one byte" sh -c "[ \$(cmp -l '$CK' '$T/flip.utgc' | wc -l) = 1 ]"
+refuse flip "$T/flip.utgc" "CRC|corrupt"
+refuse foreign "$A/model.safetensors" "not a utgolf checkpoint"
+refuse empty /dev/null "not a utgolf checkpoint|too short|empty"
+refuse dim32 "$CK" "another model|MODEL_DIM" MODEL_DIM=32
+check "refused: dim32 names the knob (MODEL_DIM=64 in the checkpoint, 32 here)" said dim32 "MODEL_DIM"
+refuse emaon "$CK" "EMA_ENABLED" EMA_ENABLED=1
+refuse emaoff "$T/ck12_ema.utgc" "EMA_ENABLED" EMA_ENABLED=0
+refuse shuf "$CK" "TRAIN_LOADER" TRAIN_LOADER=shuffled
+run missing --resume "$T/no_such.utgc"
+check "resume from a missing file: refused, naming it" fails_saying missing "resume.*no_such\.utgc"
+
+# ---- 5. sliding-window evaluation ----------------------------------------------------------------
+# Resume from run a's final checkpoint with the same ITERATIONS: no step is taken and the final
+# evaluation sees the same weights, disjoint (it must reproduce run a's numbers) or sliding.
+cp "$A/checkpoint.utgc" "$T/ck30.utgc"
+run ev0 --resume "$T/ck30.utgc"
+eval_again() { rc_is ev0 0 && grep -q 'resumed from .* at step 30' "$T/ev0.out" &&
+    [ -n "$(final_exact "$T/ev0.out")" ] && [ "$(final_exact "$T/ev0.out")" = "$(final_exact "$A.out")" ]; }
+check "evaluating the final checkpoint again reproduces the run's val_loss, val_bpb" eval_again
+run ev1 --resume "$T/ck30.utgc" EVAL_SEQ_LEN=64 EVAL_STRIDE=32
+sb=$(final_bpb "$T/ev1.out")
+db=$(final_bpb "$A.out")
+check "sliding eval (EVAL_SEQ_LEN=64 EVAL_STRIDE=32) runs" sh -c "[ \$(cat '$T/ev1.rc') = 0 ] && \
+    grep -q 'eval: seq_len:64 stride:32' '$T/ev1.out'"
+sliding_ok() { is_number "$sb" && is_number "$db" && [ "$sb" != "$db" ] &&
+    less_than "$sb" "$(awk -v d="$db" 'BEGIN { print d + 0.05 }')"; }
+check "sliding val_bpb $sb: finite, not the disjoint $db, not above it by 0.05" sliding_ok
+
+# ---- every run -----------------------------------------------------------------------------------
+quiet_ok() { # runs that succeeded printed nothing on stderr (--no-progress); no run tripped a sanitizer
+    for r in a a2 a1t a_shuf a_ema b_seq b_seqr b_shuf b_shufr b_ema b_emar ev0 ev1; do
+        if [ ! -f "$T/$r.err" ] || [ -s "$T/$r.err" ]; then
+            echo "   stderr of run $r:"
+            head -n 5 "$T/$r.err"
+            return 1
+        fi
+    done
+    ! cat "$T"/*.err | grep -Eq 'Sanitizer|runtime error:'
+}
+check "successful runs: stderr empty; no sanitizer reports anywhere" quiet_ok
+
+echo "(test_train.sh: $(($(date +%s) - start)) s)"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
