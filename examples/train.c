@@ -176,8 +176,13 @@ static int write_svg(const char *path, const curve *train, const curve *val, con
     cs[0] = train;
     cs[1] = val;
     for (k = 0; k < 2; k++)
-        for (i = 0; i < cs[k]->n; i++) {
+        for (i = 0; i < cs[k]->n; i++)
             if (cs[k]->x[i] > x1) x1 = cs[k]->x[i];
+    /* the y range leaves out the train loss of the first 2% of steps (the early transient would
+       flatten everything else); points above the range are drawn at its top edge */
+    for (k = 0; k < 2; k++)
+        for (i = 0; i < cs[k]->n; i++) {
+            if (k == 0 && cs[k]->x[i] < 0.02 * x1 && cs[k]->n > 50) continue;
             if (isfinite(cs[k]->y[i])) {
                 if (cs[k]->y[i] < y0) y0 = cs[k]->y[i];
                 if (cs[k]->y[i] > y1) y1 = cs[k]->y[i];
@@ -191,7 +196,7 @@ static int write_svg(const char *path, const curve *train, const curve *val, con
     f = fopen(path, "w");
     if (!f) return -1;
 #define PX(v) (L + ((v) - x0) / (x1 - x0) * (W - L - R))
-#define PY(v) (H - B - ((v) - y0) / (y1 - y0) * (H - T - B))
+#define PY(v) (H - B - (((v) < y1 ? (v) : y1) - y0) / (y1 - y0) * (H - T - B))
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
     fprintf(f, "<text x=\"%.0f\" y=\"24\" font-size=\"15\">", L);
