@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,30 +45,29 @@ static void clear_progress(void) {
     }
 }
 
-/* Log a line to stdout and to the log file (train_gpt.py's log0). */
-static void logf_(const char *fmt, ...) {
-    va_list ap;
+/* One line to the terminal (out) and to the log file. */
+static void vlog(FILE *out, const char *prefix, const char *fmt, va_list ap) {
     char buf[2048];
-    va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
     clear_progress();
-    fprintf(stdout, "%s\n", buf);
     fflush(stdout);
+    fprintf(out, "%s%s\n", prefix, buf);
+    fflush(out);
     if (g_log) { fprintf(g_log, "%s\n", buf); fflush(g_log); }
 }
-
-/* The same for failures: to stderr (and the log file), so they show when stdout is redirected. */
+/* Progress lines, as train_gpt.py's log0: stdout and the log file. */
+static void logf_(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(stdout, "", fmt, ap);
+    va_end(ap);
+}
+/* Failures: stderr (so they show when stdout is redirected) and the log file. */
 static void errf_(const char *fmt, ...) {
     va_list ap;
-    char buf[2048];
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    vlog(stderr, "train: ", fmt, ap);
     va_end(ap);
-    clear_progress();
-    fflush(stdout);
-    fprintf(stderr, "train: %s\n", buf);
-    if (g_log) { fprintf(g_log, "%s\n", buf); fflush(g_log); }
 }
 
 static void fmt_duration(char *buf, size_t n, double s) {

@@ -2,17 +2,7 @@
 # utg-grad end to end: --help, usage errors, weights and gradients written and read back, bad files
 # refused with a message, identical runs giving identical bytes; and the README example runs.
 B=${1:-build}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok    $1"; }
-no() { fail=$((fail + 1)); echo "FAIL  $1"; }
-check() { # name, then a command that must succeed
-    name=$1
-    shift
-    if "$@"; then ok "$name"; else no "$name"; fi
-}
+. "$(dirname "$0")/lib.sh"
 
 G="$B/utg-grad"
 TINY="NUM_LAYERS=3 MODEL_DIM=32 NUM_HEADS=4 NUM_KV_HEADS=2 VOCAB_SIZE=64 TRAIN_SEQ_LEN=16"
@@ -79,5 +69,4 @@ check "README vendoring snippet compiles and runs" sh -c "grep -q UTGOLF_IMPLEME
 "$B/minimal" >"$T/out" 2>&1
 check "the README vendoring example runs" grep -q 'loss at init 6.9' "$T/out"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary

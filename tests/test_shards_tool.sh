@@ -7,17 +7,7 @@ B=${1:-build}
 U="$B/utg-shards"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 A="$ROOT/data/austen"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok    $1"; }
-no() { fail=$((fail + 1)); echo "FAIL  $1"; }
-check() { # name, then a command that must succeed
-    name=$1
-    shift
-    if "$@"; then ok "$name"; else no "$name"; fi
-}
+. "$(dirname "$0")/lib.sh"
 
 # The ids of a shard, one per line, read as little-endian uint16 whatever the host.
 ids_of() { od -An -v -tu1 -j 1024 "$1" | awk '{ for (i = 1; i < NF; i += 2) print $i + 256 * $(i + 1) }'; }
@@ -120,5 +110,4 @@ print(n)' "$A/$s.txt")
     check "data/austen byte $s shard: $have tokens = paragraph bytes + BOS per paragraph ($want)" [ "$have" -eq "$want" ]
 done
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary

@@ -6,17 +6,7 @@
 # Usage: sh tests/test_train.sh BUILD_DIR   (from the repository root; runs BUILD_DIR/train)
 B=${1:-build}
 TR="$B/train"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok    $1"; }
-no() { fail=$((fail + 1)); echo "FAIL  $1"; }
-check() { # name, then a command that must succeed
-    _check=$1
-    shift
-    if "$@"; then ok "$_check"; else no "$_check"; fi
-}
+. "$(dirname "$0")/lib.sh"
 start=$(date +%s)
 
 # OpenMP threads spinning at barriers slow a shared machine down tenfold; sleeping ones change no bits
@@ -232,5 +222,4 @@ quiet_ok() { # runs that succeeded printed nothing on stderr (--no-progress); no
 check "successful runs: stderr empty; no sanitizer reports anywhere" quiet_ok
 
 echo "(test_train.sh: $(($(date +%s) - start)) s)"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary
