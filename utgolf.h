@@ -283,6 +283,8 @@ UTGDEF utg_result utg_config_set(utg_config *cfg, const char *name, const char *
 UTGDEF utg_result utg_config_parse_text(utg_config *cfg, char *text, utg_msg *msg);
 /* Format one knob's value of cfg into buf; returns buf. */
 UTGDEF const char *utg_config_format(const utg_config *cfg, int index, char *buf, size_t buf_size);
+/* One --help line for a knob: "  ENV_NAME  default  doc" (the default as the resolver fills it). */
+UTGDEF const char *utg_config_help_line(int index, char *buf, size_t buf_size);
 #ifndef UTG_NO_STDIO
 /* Apply every knob found in the process environment. */
 UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
@@ -1180,6 +1182,20 @@ UTGDEF const char *utg_config_format(const utg_config *cfg, int i, char *buf, si
     case UTG_KNOB_REAL: snprintf(buf, n, "%.9g", *(const double *)p == UTG_OFF ? 0.0 : *(const double *)p); break;
     case UTG_KNOB_STR: snprintf(buf, n, "%s", *(const char *const *)p ? *(const char *const *)p : ""); break;
     }
+    return buf;
+}
+
+UTGDEF const char *utg_config_help_line(int i, char *buf, size_t n) {
+    const utg_knob_info *k = utg_config_knob(i);
+    utg_config zero, def;
+    char v[96];
+    if (!buf || n == 0) return buf;
+    buf[0] = 0;
+    if (!k) return buf;
+    memset(&zero, 0, sizeof zero);
+    def = utg_config_resolve(&zero);
+    utg_config_format(&def, i, v, sizeof v);
+    snprintf(buf, n, "  %-28s %-12s %s", k->env_name, v[0] ? v : "\"\"", k->doc);
     return buf;
 }
 

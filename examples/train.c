@@ -121,7 +121,10 @@ typedef struct curve {
     double *x, *y;
 } curve;
 
-static void curve_add(curve *c, double x, double y) {
+/* Append a point, first dropping points at or after its step: a resumed run re-logs the steps
+   after its checkpoint, and the later record wins. */
+static void curve_put(curve *c, double x, double y) {
+    while (c->n > 0 && c->x[c->n - 1] >= x) c->n--;
     if (c->n == c->cap) {
         int cap = c->cap ? 2 * c->cap : 256;
         double *nx = (double *)realloc(c->x, sizeof(double) * cap), *ny;
@@ -135,13 +138,6 @@ static void curve_add(curve *c, double x, double y) {
     c->x[c->n] = x;
     c->y[c->n] = y;
     c->n++;
-}
-
-/* Append a point, first dropping points at or after its step: a resumed run re-logs the steps
-   after its checkpoint, and the later record wins. */
-static void curve_put(curve *c, double x, double y) {
-    while (c->n > 0 && c->x[c->n - 1] >= x) c->n--;
-    curve_add(c, x, y);
 }
 
 /* The curves of the whole run, resumes included, from metrics.jsonl (this program's own format). */
@@ -354,13 +350,8 @@ static void usage(FILE *f) {
             "\n"
             "knobs (environment name, default, meaning):\n");
     for (i = 0; i < utg_config_knob_count(); i++) {
-        const utg_knob_info *k = utg_config_knob(i);
-        char def[64];
-        utg_config zero, r;
-        memset(&zero, 0, sizeof zero);
-        r = utg_config_resolve(&zero);
-        utg_config_format(&r, i, def, sizeof def);
-        fprintf(f, "  %-28s %-12s %s\n", k->env_name, def[0] ? def : "\"\"", k->doc);
+        char line[512];
+        fprintf(f, "%s\n", utg_config_help_line(i, line, sizeof line));
     }
 }
 
@@ -416,8 +407,7 @@ int main(int argc, char **argv) {
     curve train_curve, val_curve;
     run_files rf;
     int a, rc = 1, progress_on, checkpoint_every = 0, max_steps = 0, micro_seqs, accum, stop_after = -1, step_start;
-    int last_logged = -1;
-    double t_start_wall, training_ms = 0.0, t0, val_loss = 0, val_bpb = 0, last_train_loss = NAN;
+    double t_start_wall, training_ms = 0.0, t0, val_loss = 0, val_bpb = 0;
     int64_t tokens_per_step;
 
     memset(&desc, 0, sizeof desc);
@@ -700,13 +690,11 @@ int main(int argc, char **argv) {
         ts.tokens_seen += tokens_per_step;
         approx_ms = training_ms + (now_ms() - t0);
         ts.train_ms = approx_ms;
-        last_train_loss = train_loss;
         {
             double step_avg = approx_ms / step, tok_s = (double)tokens_per_step / (step_avg / 1000.0);
             if (UTG__OFF0(cfg->train_log_every) > 0 && (step <= 10 || step % cfg->train_log_every == 0 || stop_after >= 0)) {
                 logf_("step:%d/%d train_loss:%.4f lr_scale:%.4f grad_norm:%.3f train_time:%.0fms step_avg:%.2fms tok/s:%.0f", step,
                       cfg->iterations, train_loss, scale, gnorm, approx_ms, step_avg, tok_s);
-                last_logged = step;
             }
             fprintf(metrics, "{\"step\":%d,\"train_loss\":%.6f,\"lr_scale\":%.6f,\"grad_norm\":%.6f,\"train_time_ms\":%.0f,\"tokens_per_s\":%.0f}\n",
                     step, train_loss, scale, gnorm, approx_ms, tok_s);
@@ -728,7 +716,6 @@ int main(int argc, char **argv) {
         }
         if (stop_after < 0 && cfg->max_wallclock_seconds > 0 && approx_ms >= 1000.0 * cfg->max_wallclock_seconds) stop_after = step;
     }
-    (void)last_logged;
     clear_progress();
 
     /* the end: weights, checkpoint, summary */
@@ -747,7 +734,6 @@ int main(int argc, char **argv) {
               training_ms / 1000.0, steps_run > 0 ? (double)(ts.tokens_seen) / (training_ms / 1000.0) : 0.0, wall);
         logf_("final_exact val_loss:%.8f val_bpb:%.8f", val_loss, val_bpb);
         logf_("wrote %s, %s, %s, %s", rf.weights, rf.ckpt, rf.metrics, rf.svg);
-        (void)last_train_loss;
     }
     rc = 0;
 finish_picture: {

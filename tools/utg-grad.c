@@ -36,12 +36,8 @@ static void usage(FILE *f) {
             "\n"
             "knobs (environment names; defaults are train_gpt.py's):\n");
     for (i = 0; i < utg_config_knob_count(); i++) {
-        const utg_knob_info *k = utg_config_knob(i);
-        char def[96];
-        if (k->kind == UTG_KNOB_STR) snprintf(def, sizeof def, "%s", k->default_string);
-        else if (k->kind == UTG_KNOB_REAL) snprintf(def, sizeof def, "%g", k->default_number);
-        else snprintf(def, sizeof def, "%d", (int)k->default_number);
-        fprintf(f, "  %-28s %-12s %s\n", k->env_name, def[0] ? def : "\"\"", k->doc);
+        char line[512];
+        fprintf(f, "%s\n", utg_config_help_line(i, line, sizeof line));
     }
 }
 
