@@ -11,9 +11,10 @@ PYTHON  ?= /usr/bin/python3
 
 HDR     := utgolf.h
 TESTS   := $(BUILD)/test_ops $(BUILD)/test_ops_portable $(BUILD)/test_model $(BUILD)/test_io \
-           $(BUILD)/test_optim $(BUILD)/test_tokenizer $(BUILD)/test_loader
+           $(BUILD)/test_optim $(BUILD)/test_tokenizer $(BUILD)/test_loader $(BUILD)/test_plan
 TOOLS   := $(BUILD)/utg-grad $(BUILD)/utg-shards
-PROGS   := $(TESTS) $(TOOLS) $(BUILD)/minimal $(BUILD)/train $(BUILD)/bench_step
+PROGS   := $(TESTS) $(TOOLS) $(BUILD)/minimal $(BUILD)/train $(BUILD)/bench_step \
+           $(BUILD)/bench_depth
 # the default run (make run): its knobs live in one file
 RUN_CONFIG ?= data/austen/run.env
 RUN_OUT    ?= runs/default
@@ -24,10 +25,10 @@ all: $(PROGS)
 $(BUILD):
 	mkdir -p $(BUILD)
 
-$(BUILD)/test_%: tests/test_%.c $(HDR) tests/test.h tests/gradcheck.h | $(BUILD)
+$(BUILD)/test_%: tests/test_%.c $(HDR) tests/test.h tests/gradcheck.h tests/mdl.h | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 # the same op tests on the plain-C paths (no GCC vector extensions)
-$(BUILD)/test_ops_portable: tests/test_ops.c $(HDR) tests/test.h tests/gradcheck.h | $(BUILD)
+$(BUILD)/test_ops_portable: tests/test_ops.c $(HDR) tests/test.h tests/gradcheck.h tests/mdl.h | $(BUILD)
 	$(CC) $(CFLAGS) -DUTG_NO_VECTOR_EXT -o $@ $< $(LDLIBS)
 $(BUILD)/utg-grad: tools/utg-grad.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
@@ -38,6 +39,8 @@ $(BUILD)/train: examples/train.c $(HDR) | $(BUILD)
 $(BUILD)/minimal: examples/minimal.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 $(BUILD)/bench_step: bench/bench_step.c $(HDR) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+$(BUILD)/bench_depth: bench/bench_depth.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 # The header alone, warning-free: C99 and C++17, pedantic, with and without OpenMP, static, no stdio.
@@ -59,8 +62,9 @@ test-asan:
 run: $(BUILD)/train
 	./$(BUILD)/train --config $(RUN_CONFIG) --out $(RUN_OUT) $(ARGS)
 
-bench: $(BUILD)/bench_step
+bench: $(BUILD)/bench_step $(BUILD)/bench_depth
 	./$(BUILD)/bench_step
+	./$(BUILD)/bench_depth
 
 clean:
 	rm -rf build build-asan

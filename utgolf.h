@@ -184,6 +184,44 @@ typedef struct utg_msg {
       "RMSNorm eps (PyTorch's default: fp32 machine epsilon)")                                      \
     X(INT, train_seq_len, "TRAIN_SEQ_LEN", 1024, 0, "tokens per training sequence")               \
     X(INT, seed, "SEED", 1337, UTG_KF_OFF, "seed of the init RNG and the data order")             \
+    /* depth recurrence and parallel residuals (SPEC 2.3, 2.4); see >>model for the plan */       \
+    X(STR, recur_layers, "RECUR_LAYERS", "", 0,                                                    \
+      "cut-and-repeat (PR #1204): physical layers run again after the cut, e.g. 4,5")              \
+    X(INT, recur_start_step, "RECUR_START_STEP", 0, 0,                                             \
+      "step at which the recurrent plan switches on; 0 = from the start")                         \
+    X(STR, repeat_untie_mlp, "REPEAT_UNTIE_MLP", "none", 0,                                        \
+      "none | full | down: repeated visits get their own MLP (or down projection), copied from the shared one when recurrence switches on") \
+    X(STR, repeat_untie_mlp_layers, "REPEAT_UNTIE_MLP_LAYERS", "", 0,                              \
+      "physical layers whose repeats REPEAT_UNTIE_MLP unties; empty = every repeated layer")      \
+    X(INT, num_loops, "NUM_LOOPS", 0, 0, "extra passes over layers LOOP_START..LOOP_END (PR #1394)") \
+    X(INT, loop_start, "LOOP_START", 4, UTG_KF_OFF, "first physical layer of the looped segment") \
+    X(INT, loop_end, "LOOP_END", 5, UTG_KF_OFF, "last physical layer of the looped segment")       \
+    X(REAL, enable_looping_at, "ENABLE_LOOPING_AT", 0.0, 0,                                        \
+      "fraction of training at which recurrence switches on; 0 = from the start")                 \
+    X(REAL, loop_phase2_at, "LOOP_PHASE2_AT", 0.0, 0,                                              \
+      "progressive recurrence (PR #1412): one extra pass from ENABLE_LOOPING_AT, all NUM_LOOPS from this fraction") \
+    X(STR, encoder_layers, "ENCODER_LAYERS", "", 0, "explicit encoder list of physical layers, e.g. 0,1,2,3,4,5,3,4") \
+    X(STR, decoder_layers, "DECODER_LAYERS", "", 0, "explicit decoder list of physical layers, e.g. 5,3,4,5,6,7,8,9,10") \
+    X(INT, universal_unique_blocks, "UNIVERSAL_UNIQUE_BLOCKS", 0, 0,                               \
+      "Universal Transformer (PR #1110): n physical blocks, virtual layer e runs block e mod n (replaces NUM_LAYERS)") \
+    X(INT, universal_iterations, "UNIVERSAL_ITERATIONS", 1, 0, "Universal Transformer: passes over the unique blocks") \
+    X(STR, num_layer_schedule, "NUM_LAYER_SCHEDULE", "", 0,                                        \
+      "depth curriculum step:depth,... (PR #1088): run the first `depth` virtual layers from `step` on") \
+    X(STR, unet_skips, "UNET_SKIPS", "half", 0,                                                    \
+      "half: the first half of the virtual layers push, the second half pops (train_gpt.py); loop: layers before the looped segment push, layers after it pop (stem/core/tail, PR #363); none") \
+    X(STR, control_scope, "CONTROL_SCOPE", "physical", 0,                                          \
+      "physical: control tensors per block, shared by every visit (PR #1394); virtual: one set per virtual layer (PR #1204, #1088)") \
+    X(INT, block_attns, "BLOCK_ATTNS", 1, 0, "attention sublayers per block (2: PR #1088's double attention)") \
+    X(INT, mlp_layers, "MLP_LAYERS", 2, 0, "MLP matrices: 2 (fc, proj) or 3 (fc, mid, proj; PR #1088)") \
+    X(BOOL, norm_bias, "NORM_BIAS", 0, 0, "learned bias after each block pre-norm (PR #1088's depth embedding with CONTROL_SCOPE=virtual)") \
+    X(BOOL, iter_embed, "ITER_EMBED", 0, 0, "per-virtual-layer embedding added to the block input (PR #1110)") \
+    X(BOOL, iter_scale, "ITER_SCALE", 0, 0, "per-virtual-layer scale of the block's residual delta (PR #1110)") \
+    X(BOOL, film, "FILM", 0, 0, "per-virtual-layer FiLM (gamma, beta) on the block input (PR #1640)") \
+    X(STR, parallel_residual, "PARALLEL_RESIDUAL", "none", 0,                                      \
+      "none | gptj | two_lane (PR #1204) | parallel (PR #1530): from decoder layers at PARALLEL_START_LAYER on") \
+    X(INT, parallel_start_layer, "PARALLEL_START_LAYER", 8, UTG_KF_OFF,                            \
+      "first physical layer (of the decoder) with parallel residuals")                            \
+    X(STR, parallel_final_lane, "PARALLEL_FINAL_LANE", "mean", 0, "two lanes: mean | attn | mlp lane feeds the final norm") \
     /* training loop (SPEC 1.1, 1.5; used by the trainer) */                                      \
     X(INT, iterations, "ITERATIONS", 20000, 0, "optimizer step cap")                              \
     X(INT, warmdown_iters, "WARMDOWN_ITERS", 1200, UTG_KF_OFF, "length of the linear LR decay in steps") \
@@ -297,7 +335,10 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
    zero them first); this is what lets shared weights accumulate gradients over several visits.
    ------------------------------------------------------------------------------------------------ */
 
-#define UTG_BACKEND_ABI_VERSION 2u
+#define UTG_BACKEND_ABI_VERSION 3u
+
+#define UTG_MIX_WX_SCALAR 1 /* mix_fwd/mix_bwd flags */
+#define UTG_MIX_WZ_SCALAR 2
 
 typedef enum utg_trans { UTG_NO_TRANS = 0, UTG_TRANS = 1 } utg_trans;
 
@@ -355,14 +396,17 @@ struct utg_backend {
     void (*relu2_fwd)(utg_backend *be, float *y, const float *x, size_t n);
     void (*relu2_bwd)(utg_backend *be, float *dx, const float *dy, const float *x, size_t n);
 
-    /* Channel mix: out[r,c] = wx[c]*x[r,c] + wz[c]*z[r,c], a NULL weight meaning all ones. out may
-       alias x. Backward adds into any non-NULL dx, dz, dwx, dwz (dw summed over rows). This one op
-       is resid_mix, the scaled residual adds and the U-Net skip adds. */
+    /* Channel mix: out[r,c] = WX*x[r,c] + WZ*z[r,c]. A weight is a per-channel vector (wx[c]) or,
+       with UTG_MIX_WX_SCALAR / UTG_MIX_WZ_SCALAR in flags, one scalar (wx[0]); a NULL weight means
+       1. z NULL means a row of ones (out = WX*x + wz, a bias; both z and wz NULL: out = WX*x). out
+       may alias x. Backward adds into any non-NULL dx, dz, dwx, dwz (dw summed over rows, and over
+       channels for a scalar; deterministic). This one op is resid_mix, the scaled residual adds,
+       the U-Net skip adds, norm biases, FiLM and the parallel-residual lane updates. (ABI 3) */
     void (*mix_fwd)(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
-                    const float *wz, int rows, int cols);
+                    const float *wz, int rows, int cols, int flags);
     void (*mix_bwd)(utg_backend *be, float *dx, float *dz, float *dwx, float *dwz, const float *dout,
                     const float *x, const float *wx, const float *z, const float *wz, int rows,
-                    int cols);
+                    int cols, int flags);
 
     /* Softcapped cross-entropy over rows of raw logits z[rows, V]: z' = c*tanh(z/c) (no cap when
        c <= 0), row_loss[r] = logsumexp(z'_r) - z'_r[target_r]. When dscale != 0 the logits are
@@ -416,17 +460,39 @@ typedef struct utg_tensor_info {
     int block; /* owning physical block, -1 for model-level tensors */
 } utg_tensor_info;
 
-/* One virtual layer of the depth plan: which physical block runs, and the U-Net skip stack. */
+/* The depth plan. A model has one or more plans ("phases"); a schedule picks which one runs. Each
+   plan is a list of virtual layers, and forward and backward are a plain loop over it: a virtual
+   layer runs the heavy matrices of one physical block, the control tensors of one owner (the block,
+   or the virtual layer itself with CONTROL_SCOPE=virtual), its own depth conditioning, and takes
+   part in the U-Net skip stack. Every plan the schedule can reach is built at model creation. */
+typedef enum utg_lane_mode {
+    UTG_LANE_SINGLE = 0, /* h -> h + attn, then + mlp (train_gpt.py) */
+    UTG_LANE_GPTJ,       /* attention and MLP both read the block input (GPT-J) */
+    UTG_LANE_TWO,        /* two lanes, attention then MLP on the updated lane (PR #1204) */
+    UTG_LANE_PARALLEL    /* two lanes, both sublayers from the pre-update lanes (PR #1530) */
+} utg_lane_mode;
+
 typedef struct utg_plan_layer {
-    int block;       /* physical block index */
-    int push_slot;   /* push this layer's output into skip slot, or -1 */
-    int pop_slot;    /* before running: h += skip_weights[skip_index] * slot, or -1 */
-    int skip_index;  /* row of skip_weights used by the pop */
+    int block;      /* physical block whose matrices run */
+    int ctrl;       /* owner of the control tensors (attn_scale, mlp_scale, resid_mix, q_gain, norm
+                       bias): the block, or the virtual layer index with CONTROL_SCOPE=virtual */
+    int visit;      /* 0 for the block's first visit in this plan, 1, 2, ... for its repeats */
+    int mlp_set;    /* -1: the block's MLP; k: the untied repeat MLP repeat_mlp.k */
+    int lane;       /* utg_lane_mode */
+    int push_slot;  /* push this layer's output into skip slot, or -1 */
+    int pop_slot;   /* before running: h += skip_weights[skip_index] * slot, or -1 */
+    int skip_index; /* row of skip_weights used by the pop */
 } utg_plan_layer;
 
 typedef struct utg_plan {
-    int n_layers; /* virtual layers */
-    int n_slots;  /* skip slots in use */
+    int n_layers;        /* virtual layers */
+    int n_encoder;       /* virtual layers in the encoder half (the layers that push) */
+    int n_slots;         /* skip slots in use */
+    int lanes_from;      /* first two-lane virtual layer, or -1 */
+    int start_step;      /* the schedule switches to this plan at this step (-1: not by step) */
+    double start_frac;   /* ... or at this fraction of training (-1: not by fraction) */
+    int n_init_sets;     /* untied MLP sets first used by this plan: copied from the shared MLP */
+    int *init_sets;      /* when the schedule switches to it */
     utg_plan_layer *layers;
 } utg_plan;
 
@@ -443,7 +509,21 @@ UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out);
 UTGDEF void utg_model_destroy(utg_model *m);
 UTGDEF const char *utg_model_message(const utg_model *m); /* details of the last failure */
 UTGDEF const utg_config *utg_model_config(const utg_model *m); /* the resolved config */
-UTGDEF const utg_plan *utg_model_plan(const utg_model *m);
+UTGDEF const utg_plan *utg_model_plan(const utg_model *m); /* the plan that runs now */
+UTGDEF int utg_model_plan_count(const utg_model *m);        /* plans the schedule can reach */
+UTGDEF const utg_plan *utg_model_plan_at(const utg_model *m, int index);
+UTGDEF int utg_model_phase(const utg_model *m);             /* index of the plan that runs now */
+UTGDEF int utg_model_physical_blocks(const utg_model *m);
+/* The phase the schedule asks for at `step` with `train_frac` of training done (see
+   utg_train_frac); phases only move forward. */
+UTGDEF int utg_model_schedule_phase(const utg_model *m, int step, double train_frac);
+/* Switch to a phase. activate = 1 is the schedule's switch during training: the untied repeat MLPs
+   that the phases from the current one up to `phase` start using are first copied from their
+   shared MLPs (PR #1204). activate = 0 only selects the plan (evaluation, resuming). Allocates
+   nothing: every plan's activations were reserved together. */
+UTGDEF utg_result utg_model_set_phase(utg_model *m, int phase, int activate);
+/* One line describing a plan, e.g. "13 virtual layers: 0 1 2 3 4 5 | 4 5 6 7 8 9 10". */
+UTGDEF const char *utg_plan_describe(const utg_plan *p, char *buf, size_t buf_size);
 UTGDEF utg_backend *utg_model_backend(utg_model *m);
 
 UTGDEF int utg_model_tensor_count(const utg_model *m);
@@ -523,6 +603,9 @@ UTGDEF void utg_optim_set_counters(utg_optim *o, int64_t adam_steps, int64_t swa
    WARMDOWN_ITERS * (elapsed / step) ms long and the scale is remaining / warmdown_ms inside it;
    without a cap the scale falls linearly over the last WARMDOWN_ITERS iterations. */
 UTGDEF double utg_lr_scale(const utg_config *cfg, int step, double elapsed_ms);
+/* Fraction of training done: elapsed / (cap - GPTQ_RESERVE_SECONDS) under a wallclock cap, else
+   step / ITERATIONS (the frac of WARMDOWN_FRAC and of ENABLE_LOOPING_AT / LOOP_PHASE2_AT). */
+UTGDEF double utg_train_frac(const utg_config *cfg, int step, double elapsed_ms);
 /* Muon momentum at a step: linear from MUON_MOMENTUM_WARMUP_START to MUON_MOMENTUM. */
 UTGDEF double utg_muon_momentum(const utg_config *cfg, int step);
 
@@ -1013,6 +1096,24 @@ UTGDEF utg_config utg_config_resolve(const utg_config *desc) {
     return c;
 }
 
+/* knobs whose 0 is stored as UTG_OFF read back as 0 */
+#define UTG__OFF0(x) ((x) < 0 ? 0 : (x))
+
+/* v is one of the '|'-separated words of list */
+static int utg__oneof(const char *v, const char *list) {
+    size_t n;
+    if (!v) return 0;
+    n = strlen(v);
+    while (*list) {
+        const char *bar = strchr(list, '|');
+        size_t w = bar ? (size_t)(bar - list) : strlen(list);
+        if (w == n && !strncmp(v, list, n)) return 1;
+        if (!bar) break;
+        list = bar + 1;
+    }
+    return 0;
+}
+
 UTGDEF utg_result utg_config_validate(const utg_config *c, utg_msg *msg) {
 #define UTG__REQ(cond, ...) do { if (!(cond)) { utg__msgf(msg, __VA_ARGS__); return UTG_ERR_CONFIG; } } while (0)
     UTG__REQ(c->num_layers >= 1 && c->num_layers <= 1024, "NUM_LAYERS must be in 1..1024 (got %d)", c->num_layers);
@@ -1053,6 +1154,24 @@ UTGDEF utg_result utg_config_validate(const utg_config *c, utg_msg *msg) {
     UTG__REQ(c->grad_clip_norm >= 0.0, "GRAD_CLIP_NORM must be >= 0");
     UTG__REQ(c->train_loader && (!strcmp(c->train_loader, "sequential") || !strcmp(c->train_loader, "shuffled")),
              "TRAIN_LOADER must be sequential or shuffled (got '%s')", c->train_loader ? c->train_loader : "");
+    UTG__REQ(utg__oneof(c->repeat_untie_mlp, "none|full|down"), "REPEAT_UNTIE_MLP must be none, full or down (got '%s')",
+             c->repeat_untie_mlp ? c->repeat_untie_mlp : "");
+    UTG__REQ(utg__oneof(c->unet_skips, "half|loop|none"), "UNET_SKIPS must be half, loop or none (got '%s')",
+             c->unet_skips ? c->unet_skips : "");
+    UTG__REQ(utg__oneof(c->control_scope, "physical|virtual"), "CONTROL_SCOPE must be physical or virtual (got '%s')",
+             c->control_scope ? c->control_scope : "");
+    UTG__REQ(utg__oneof(c->parallel_residual, "none|gptj|two_lane|parallel"),
+             "PARALLEL_RESIDUAL must be none, gptj, two_lane or parallel (got '%s')", c->parallel_residual ? c->parallel_residual : "");
+    UTG__REQ(utg__oneof(c->parallel_final_lane, "mean|attn|mlp"), "PARALLEL_FINAL_LANE must be mean, attn or mlp (got '%s')",
+             c->parallel_final_lane ? c->parallel_final_lane : "");
+    UTG__REQ(c->num_loops >= 0 && c->num_loops <= 64, "NUM_LOOPS must be in 0..64 (got %d)", c->num_loops);
+    UTG__REQ(c->recur_start_step >= 0, "RECUR_START_STEP must be >= 0");
+    UTG__REQ(c->enable_looping_at >= 0.0 && c->enable_looping_at < 1.0, "ENABLE_LOOPING_AT must be in [0, 1) (got %g)", c->enable_looping_at);
+    UTG__REQ(c->loop_phase2_at >= 0.0 && c->loop_phase2_at < 1.0, "LOOP_PHASE2_AT must be in [0, 1) (got %g)", c->loop_phase2_at);
+    UTG__REQ(c->universal_unique_blocks >= 0 && c->universal_unique_blocks <= 1024, "UNIVERSAL_UNIQUE_BLOCKS must be in 0..1024");
+    UTG__REQ(c->universal_iterations >= 1 && c->universal_iterations <= 256, "UNIVERSAL_ITERATIONS must be in 1..256");
+    UTG__REQ(c->block_attns == 1 || c->block_attns == 2, "BLOCK_ATTNS must be 1 or 2 (got %d)", c->block_attns);
+    UTG__REQ(c->mlp_layers == 2 || c->mlp_layers == 3, "MLP_LAYERS must be 2 or 3 (got %d)", c->mlp_layers);
     return UTG_OK;
 #undef UTG__REQ
 }
@@ -1522,7 +1641,10 @@ static void utg__cpu_rope(utg_backend *be, float *x, const float *cos_sin, int n
 
 /* out[c] += sum over rows of a[r,c]*b[r,c] (b NULL: of a alone), deterministic for any thread
    count: fixed row chunks, each summed in order, then the chunks in order. */
-static void utg__colsum_prod(utg_backend *be, float *out, const float *a, const float *b, int rows, int cols) {
+/* out[c] += sum_r a[r,c]*b[r,c] (b NULL: sum of a); scalar != 0: out[0] += the sum over c too. Fixed
+   row chunks summed in order, so the bits do not depend on the thread count. */
+static void utg__colsum_prod(utg_backend *be, float *out, const float *a, const float *b, int rows, int cols,
+                             int scalar) {
     int nch = rows < UTG__CPU_RED_CHUNKS ? (rows > 0 ? rows : 1) : UTG__CPU_RED_CHUNKS, ch, c;
     float *part = utg__cpu_scratch(be, (size_t)nch * cols);
     UTG_ASSERT(part != NULL);
@@ -1541,6 +1663,13 @@ static void utg__colsum_prod(utg_backend *be, float *out, const float *a, const 
                 for (cc = 0; cc < cols; cc++) p[cc] += ar[cc];
             }
         }
+    }
+    if (scalar) {
+        double acc = 0.0;
+        for (ch = 0; ch < nch; ch++)
+            for (c = 0; c < cols; c++) acc += part[(size_t)ch * cols + c];
+        out[0] += (float)acc;
+        return;
     }
     for (ch = 0; ch < nch; ch++)
         for (c = 0; c < cols; c++) out[c] += part[(size_t)ch * cols + c];
@@ -1697,34 +1826,38 @@ static void utg__cpu_relu2_bwd(utg_backend *be, float *dx, const float *dy, cons
 }
 
 static void utg__cpu_mix_fwd(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
-                             const float *wz, int rows, int cols) {
-    int r;
+                             const float *wz, int rows, int cols, int flags) {
+    int r, sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1;
     (void)be;
     UTG__OMP_FOR
     for (r = 0; r < rows; r++) {
         size_t o = (size_t)r * cols;
         int c;
         for (c = 0; c < cols; c++) {
-            float a = wx ? wx[c] * x[o + c] : x[o + c], bz = wz ? wz[c] * z[o + c] : z[o + c];
+            float a = wx ? wx[c * sx] * x[o + c] : x[o + c], bz;
+            if (z) bz = wz ? wz[c * sz] * z[o + c] : z[o + c];
+            else bz = wz ? wz[c * sz] : 0.0f;
             out[o + c] = a + bz;
         }
     }
 }
 
 static void utg__cpu_mix_bwd(utg_backend *be, float *dx, float *dz, float *dwx, float *dwz, const float *dout,
-                             const float *x, const float *wx, const float *z, const float *wz, int rows, int cols) {
-    int r;
+                             const float *x, const float *wx, const float *z, const float *wz, int rows, int cols,
+                             int flags) {
+    int r, sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1;
+    if (!z) dz = NULL;
     if (dx || dz) {
         UTG__OMP_FOR
         for (r = 0; r < rows; r++) {
             size_t o = (size_t)r * cols;
             int c;
-            if (dx) for (c = 0; c < cols; c++) dx[o + c] += wx ? wx[c] * dout[o + c] : dout[o + c];
-            if (dz) for (c = 0; c < cols; c++) dz[o + c] += wz ? wz[c] * dout[o + c] : dout[o + c];
+            if (dx) for (c = 0; c < cols; c++) dx[o + c] += wx ? wx[c * sx] * dout[o + c] : dout[o + c];
+            if (dz) for (c = 0; c < cols; c++) dz[o + c] += wz ? wz[c * sz] * dout[o + c] : dout[o + c];
         }
     }
-    if (dwx) utg__colsum_prod(be, dwx, dout, x, rows, cols);
-    if (dwz) utg__colsum_prod(be, dwz, dout, z, rows, cols);
+    if (dwx) utg__colsum_prod(be, dwx, dout, x, rows, cols, !sx);
+    if (dwz) utg__colsum_prod(be, dwz, dout, z, rows, cols, !sz);
 }
 
 static void utg__cpu_xent_fwd(utg_backend *be, float *logits, float *row_loss, const int32_t *targets, int rows,
@@ -1892,17 +2025,51 @@ UTGDEF void utg_backend_destroy(utg_backend *be) {
 // >>impl_model
    ------------------------------------------------------------------------------------------------ */
 
-typedef struct utg__block_ix { /* tensor-table indexes of one physical block */
-    int attn_scale, mlp_scale, resid_mix, q_gain, c_q, c_k, c_v, proj, fc, mlp_proj;
-} utg__block_ix;
+typedef struct utg__heavy_ix { /* tensor-table indexes of one physical block's matrices (-1: none) */
+    int q_gain[2], c_q[2], c_k[2], c_v[2], proj[2], fc, mid, mlp_proj;
+} utg__heavy_ix;
 
-typedef struct utg__acts { /* what one virtual layer keeps for its backward */
-    float *hs;             /* h after the U-Net skip add (NULL when the layer pops nothing) */
-    float *hin, *n1, *r1;  /* resid_mix output, its norm and 1/rms */
+typedef struct utg__ctrl_ix { /* the control tensors of one owner (a block, or a virtual layer) */
+    int attn_scale[2], mlp_scale, resid_mix, norm_bias;
+} utg__ctrl_ix;
+
+typedef struct utg__rset { /* an untied repeat MLP: the block it copies, and its own matrices (-1: shared) */
+    int block, visit, fc, mid, proj;
+} utg__rset;
+
+typedef struct utg__lw { /* what one virtual layer reads (params) or writes (grads); NULL = absent */
+    float *as[2], *qg[2], *ms, *rm, *nb;          /* control */
+    float *cq[2], *ck[2], *cv[2], *po[2], *fc, *mid, *mp; /* matrices */
+    float *pp, *pr;                               /* parallel_post_lambdas[block], parallel_resid_lambdas[block] */
+    float *ie, *is, *fg, *fb;                     /* iter_embed, iter_scale, FiLM gamma and beta of the depth */
+} utg__lw;
+
+typedef struct utg__attn_acts { /* what one attention sublayer keeps for its backward */
+    float *n, *r, *nb;        /* input norm, 1/rms, norm + bias (NULL without NORM_BIAS) */
     float *qn, *rq, *kn, *rk; /* q and k after the per-head RMSNorm, with 1/rms */
     float *qr, *qg, *kr, *v;  /* q after RoPE, q after q_gain, k after RoPE, v */
     float *y, *lse, *a;       /* attention output, its log-sum-exp, after the output projection */
-    float *hmid, *n2, *r2, *u, *r, *m, *out;
+} utg__attn_acts;
+
+typedef struct utg__mlp_acts {
+    float *n, *r, *nb, *u, *ua, *u2, *ua2, *m; /* norm, 1/rms, +bias, fc out, relu^2, mid out, relu^2, out */
+} utg__mlp_acts;
+
+typedef struct utg__acts { /* what one virtual layer keeps for its backward */
+    const float *in0, *in1;   /* the layer's input (lane 0, lane 1; in1 NULL on one lane) */
+    const float *xs, *xs1;    /* the input after the U-Net skip add (points at hs/hs1 or the input) */
+    const float *xc;          /* the block input after the conditioning (points at hc or xs) */
+    float *hs, *hs1;          /* buffers: input after the U-Net skip add */
+    float *hc;                /* buffer: after the depth conditioning (iteration embedding / FiLM) */
+    float *hin;               /* resid_mix output: the attention input */
+    utg__attn_acts at[2];
+    float *hmid[2];           /* after each attention residual add */
+    float *hin_m;             /* two_lane: the MLP input resid_mix(lane1, x0) */
+    utg__mlp_acts ml;
+    float *sa, *sm;           /* lanes: attn_scale * attention, mlp_scale * MLP */
+    float *l0a, *l1a;         /* two_lane: the lanes after the attention update */
+    float *blk, *delta;       /* ITER_SCALE: the block output and block output - block input */
+    float *out, *out1;        /* output (lane 0, lane 1) */
 } utg__acts;
 
 struct utg_model {
@@ -1913,13 +2080,21 @@ struct utg_model {
     utg_backend *be;
     int own_backend;
     /* parameters */
-    int n_tensors;
+    int n_tensors, max_tensors;
     utg_tensor_info *tensors;
     size_t arena_floats, n_params;
     float *params, *grads;
-    int t_tok_emb, t_skip, t_lm_head; /* t_lm_head = -1 when tied */
-    utg__block_ix *blk;
-    utg_plan plan;
+    int t_tok_emb, t_skip, t_lm_head; /* -1 when absent (t_lm_head: tied) */
+    int t_iter_embed, t_iter_scale, t_film, t_par_post, t_par_resid;
+    int n_phys, n_ctrl, n_depth, n_skip, n_rsets, n_norms, n_attn, mlp3;
+    utg__heavy_ix *heavy;
+    utg__ctrl_ix *ctrl;
+    utg__rset *rsets;
+    /* depth plans */
+    int n_plans, phase;
+    utg_plan *plans;
+    utg_plan plan; /* a copy of plans[phase] */
+    int lane_mode, final_lane, lanes_any, cond_any;
     /* shape */
     int d, H, Hkv, hd, kvd, F, V, T;
     float eps, softcap;
@@ -1928,16 +2103,19 @@ struct utg_model {
     int rope_eval_len;
     int Tc;           /* sequence length of the current forward */
     const float *rope_cur;
+    float *consts;    /* [0] = 0.5, [16 ..] = -1 (d of them) */
     /* activations, sized for cap_tok tokens */
     int cap_tok, n_tok;
     void *act_arena;
     utg__acts *acts;
-    float *emb, *x0, *r0, *hf, *rf, *logits, *row_loss;
+    float *emb, *x0, *r0, *hlast, *hf, *rf, *logits, *row_loss;
     int32_t *ids, *tgt;
     float **slot_src; /* per skip slot: the pushed layer output */
     /* gradient temporaries, shared by all layers */
-    float *g_h, *g_prev, *g_hmid, *g_hin, *g_d, *g_y, *g_q, *g_f, *g_f2, *g_k, *g_k2, *g_v, *g_x0;
-    float *g_skip; /* [n_slots, N, d] */
+    float *g_h, *g_prev, *g_a, *g_hin, *g_d, *g_y, *g_q, *g_f, *g_f2, *g_k, *g_k2, *g_v, *g_x0, *g_hcx;
+    float *g_l1, *g_l1b, *g_la, *g_lb, *g_sa, *g_sm; /* lanes */
+    float *g_skip; /* [max_slots, N, d] */
+    int max_slots; /* the most skip slots any plan uses (at least 1) */
     float *host_loss;
     int have_forward;
 };
@@ -1953,14 +2131,18 @@ static void utg__log(utg_model *m, utg_log_level lvl, const char *fmt, ...) {
     m->logger.fn(lvl, buf, __FILE__, __LINE__, m->logger.user);
 }
 
-static int utg__add_tensor(utg_model *m, const char *name, utg_role role, int block, int ndim, int64_t d0, int64_t d1) {
-    utg_tensor_info *t = &m->tensors[m->n_tensors];
+static int utg__add_tensor(utg_model *m, const char *name, utg_role role, int block, int ndim, int64_t d0, int64_t d1,
+                           int64_t d2) {
+    utg_tensor_info *t;
+    UTG_ASSERT(m->n_tensors < m->max_tensors);
+    t = &m->tensors[m->n_tensors];
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
     t->ndim = ndim;
     t->shape[0] = d0;
     t->shape[1] = d1;
-    t->numel = (size_t)d0 * (size_t)(ndim > 1 ? d1 : 1);
+    t->shape[2] = d2;
+    t->numel = (size_t)d0 * (size_t)(ndim > 1 ? d1 : 1) * (size_t)(ndim > 2 ? d2 : 1);
     t->role = role;
     t->block = block;
     t->offset = m->arena_floats;
@@ -1969,62 +2151,343 @@ static int utg__add_tensor(utg_model *m, const char *name, utg_role role, int bl
     return m->n_tensors++;
 }
 
-/* The tensor table, in the order PyTorch's state_dict lists the baseline GPT. */
+/* ---- the depth plans ---- */
+
+/* "4,5" -> {4, 5}. Returns the count, or -1 on bad syntax or more than cap entries. */
+static int utg__parse_ints(const char *s, int *out, int cap, int pairs) {
+    int n = 0;
+    if (!s) return 0;
+    while (*s == ' ') s++;
+    if (!*s) return 0;
+    for (;;) {
+        char *end;
+        long v;
+        int k;
+        for (k = 0; k < (pairs ? 2 : 1); k++) {
+            while (*s == ' ') s++;
+            if (!(*s >= '0' && *s <= '9')) return -1;
+            v = strtol(s, &end, 10);
+            if (v < 0 || v > 1000000000L || n >= cap) return -1;
+            out[n++] = (int)v;
+            s = end;
+            while (*s == ' ') s++;
+            if (pairs && k == 0) { if (*s != ':') return -1; s++; }
+        }
+        if (!*s) return n;
+        if (*s != ',') return -1;
+        s++;
+    }
+}
+
+#define UTG__MAX_VIRTUAL 4096
+
+typedef struct utg__phase_src { int *list, n, n_enc, pop_start, start_step; double start_frac; } utg__phase_src;
+
+/* Compile the configured recurrence into plans (SPEC 2.3): the virtual->physical list of each
+   phase, its U-Net split, control owners, untied MLP sets and lane modes. */
+static utg_result utg__compile_plans(utg_model *m) {
+    const utg_config *c = &m->cfg;
+    int L = m->n_phys, i, j, p, n_full = 0, n_enc_full = -1, explicit_split = 0, nph = 0, *full, *tmp, ntmp;
+    int looped = c->num_loops > 0, untie = strcmp(c->repeat_untie_mlp, "none") != 0, untie_set[1024];
+    int n_untie_layers, skips_loop = !strcmp(c->unet_skips, "loop"), skips_none = !strcmp(c->unet_skips, "none");
+    int ls = UTG__OFF0(c->loop_start), le = UTG__OFF0(c->loop_end), kinds = 0;
+    int trig_step = c->recur_start_step > 0 ? c->recur_start_step : -1;
+    double trig_frac = c->enable_looping_at > 0 ? c->enable_looping_at : -1.0;
+    utg__phase_src ph[64];
+    utg_result r = UTG_ERR_CONFIG;
+    full = (int *)utg__alloc(&m->alloc, sizeof(int) * 4 * UTG__MAX_VIRTUAL);
+    if (!full) return UTG_ERR_NOMEM;
+    tmp = full + UTG__MAX_VIRTUAL; /* tmp: 3 * UTG__MAX_VIRTUAL ints for parsing and phase lists */
+    memset(ph, 0, sizeof ph);
+#define UTG__FAIL(...) do { utg__msgf(&m->msg, __VA_ARGS__); goto done; } while (0)
+    kinds = (c->encoder_layers[0] || c->decoder_layers[0]) + (c->recur_layers[0] != 0) + looped + (c->universal_unique_blocks > 0);
+    if (kinds > 1)
+        UTG__FAIL("choose one recurrence form: ENCODER_LAYERS/DECODER_LAYERS, RECUR_LAYERS, NUM_LOOPS or UNIVERSAL_UNIQUE_BLOCKS");
+    if (c->encoder_layers[0] || c->decoder_layers[0]) {
+        int ne = utg__parse_ints(c->encoder_layers, full, UTG__MAX_VIRTUAL, 0), nd;
+        if (ne < 0) UTG__FAIL("ENCODER_LAYERS must be a comma-separated list of layer indexes (got '%s')", c->encoder_layers);
+        nd = utg__parse_ints(c->decoder_layers, full + ne, UTG__MAX_VIRTUAL - ne, 0);
+        if (nd < 0) UTG__FAIL("DECODER_LAYERS must be a comma-separated list of layer indexes (got '%s')", c->decoder_layers);
+        if (ne + nd == 0) UTG__FAIL("ENCODER_LAYERS and DECODER_LAYERS are both empty");
+        n_full = ne + nd;
+        n_enc_full = ne;
+        explicit_split = 1;
+    } else if (c->recur_layers[0]) { /* PR #1204: [0 .. cut-1] + recur + [cut .. L-1], cut = max(recur) + 1 */
+        int nr = utg__parse_ints(c->recur_layers, tmp, 1024, 0), cut = 0;
+        if (nr <= 0) UTG__FAIL("RECUR_LAYERS must be a comma-separated list of layer indexes (got '%s')", c->recur_layers);
+        for (i = 0; i < nr; i++) if (tmp[i] + 1 > cut) cut = tmp[i] + 1;
+        if (cut > L) UTG__FAIL("RECUR_LAYERS names layer %d but the model has %d", cut - 1, L);
+        for (i = 0; i < cut; i++) full[n_full++] = i;
+        for (i = 0; i < nr; i++) full[n_full++] = tmp[i];
+        for (i = cut; i < L; i++) full[n_full++] = i;
+    } else if (looped) { /* PR #1394: [0 .. s-1] + (NUM_LOOPS+1) x [s .. e] + [e+1 .. L-1] */
+        if (ls > le || le >= L)
+            UTG__FAIL("the looped segment LOOP_START..LOOP_END (%d..%d) must lie inside 0..%d", ls, le, L - 1);
+        if ((long long)L + (long long)c->num_loops * (le - ls + 1) > UTG__MAX_VIRTUAL) UTG__FAIL("too many virtual layers");
+        for (i = 0; i < ls; i++) full[n_full++] = i;
+        for (j = 0; j <= c->num_loops; j++) for (i = ls; i <= le; i++) full[n_full++] = i;
+        for (i = le + 1; i < L; i++) full[n_full++] = i;
+    } else if (c->universal_unique_blocks > 0) { /* PR #1110: virtual layer e runs block e mod n */
+        if ((long long)L * c->universal_iterations > UTG__MAX_VIRTUAL) UTG__FAIL("too many virtual layers");
+        for (i = 0; i < L * c->universal_iterations; i++) full[n_full++] = i % L;
+    } else {
+        for (i = 0; i < L; i++) full[n_full++] = i;
+    }
+    for (i = 0; i < n_full; i++)
+        if (full[i] < 0 || full[i] >= L) UTG__FAIL("virtual layer %d names physical layer %d, but there are %d", i, full[i], L);
+    if (skips_loop && !looped) UTG__FAIL("UNET_SKIPS=loop needs a looped segment (NUM_LOOPS > 0)");
+    if (c->loop_phase2_at > 0 && !(looped && c->enable_looping_at > 0 && c->loop_phase2_at > c->enable_looping_at && c->num_loops >= 2))
+        UTG__FAIL("LOOP_PHASE2_AT needs NUM_LOOPS >= 2 and a smaller ENABLE_LOOPING_AT");
+    if (trig_step >= 0 && trig_frac >= 0) UTG__FAIL("set RECUR_START_STEP or ENABLE_LOOPING_AT, not both");
+    /* the phases */
+    if (c->num_layer_schedule[0]) {
+        int npairs = utg__parse_ints(c->num_layer_schedule, tmp, 2 * 64, 1);
+        if (npairs <= 0 || npairs % 2)
+            UTG__FAIL("NUM_LAYER_SCHEDULE must look like 0:2,2000:6 (step:depth pairs; got '%s')", c->num_layer_schedule);
+        if (trig_step >= 0 || trig_frac >= 0) UTG__FAIL("NUM_LAYER_SCHEDULE does not combine with RECUR_START_STEP or ENABLE_LOOPING_AT");
+        if (tmp[0] != 0) UTG__FAIL("NUM_LAYER_SCHEDULE must start at step 0 (got %d)", tmp[0]);
+        for (p = 0; p < npairs / 2; p++) {
+            int st = tmp[2 * p], dep = tmp[2 * p + 1];
+            if (dep < 1 || dep > n_full) UTG__FAIL("NUM_LAYER_SCHEDULE depth %d is outside 1..%d (the full plan's virtual layers)", dep, n_full);
+            if (p > 0 && st <= tmp[2 * p - 2]) UTG__FAIL("NUM_LAYER_SCHEDULE steps must increase");
+            ph[nph].list = full;
+            ph[nph].n = dep;
+            ph[nph].start_step = st;
+            ph[nph].start_frac = -1;
+            nph++;
+        }
+    } else if (trig_step >= 0 || trig_frac >= 0) {
+        int progressive = c->loop_phase2_at > 0;
+        if (n_full == L) {
+            for (i = 0; i < L && full[i] == i; i++) {}
+            if (i == L) UTG__FAIL("RECUR_START_STEP / ENABLE_LOOPING_AT need a recurrent plan to switch to");
+        }
+        ntmp = 0; /* phase 0: the flat model, blocks 0 .. L-1 */
+        for (i = 0; i < L; i++) tmp[ntmp++] = i;
+        ph[nph].list = tmp; ph[nph].n = L; ph[nph].start_step = 0; ph[nph].start_frac = -1; nph++;
+        if (progressive) { /* phase 1: one extra pass over the loop (PR #1412) */
+            int *l1 = tmp + ntmp, n1 = 0;
+            for (i = 0; i < ls; i++) l1[n1++] = i;
+            for (j = 0; j < 2; j++) for (i = ls; i <= le; i++) l1[n1++] = i;
+            for (i = le + 1; i < L; i++) l1[n1++] = i;
+            ph[nph].list = l1; ph[nph].n = n1; ph[nph].start_step = -1; ph[nph].start_frac = trig_frac; nph++;
+            ph[nph].list = full; ph[nph].n = n_full; ph[nph].start_step = -1; ph[nph].start_frac = c->loop_phase2_at; nph++;
+        } else {
+            ph[nph].list = full; ph[nph].n = n_full; ph[nph].start_step = trig_step; ph[nph].start_frac = trig_frac; nph++;
+        }
+    } else {
+        ph[nph].list = full; ph[nph].n = n_full; ph[nph].start_step = 0; ph[nph].start_frac = -1; nph++;
+    }
+    /* U-Net split of each phase */
+    for (p = 0; p < nph; p++) {
+        utg__phase_src *q = &ph[p];
+        if (explicit_split && q->list == full && q->n == n_full) q->n_enc = n_enc_full;
+        else q->n_enc = q->n / 2;
+        q->pop_start = q->n_enc;
+        if (skips_loop) { /* stem -> tail: the layers before the loop push, the layers after it pop */
+            q->n_enc = ls;
+            q->pop_start = q->n - (L - 1 - le);
+        }
+    }
+    /* untied repeat MLPs */
+    n_untie_layers = 0;
+    if (untie) {
+        n_untie_layers = utg__parse_ints(c->repeat_untie_mlp_layers, untie_set, 1024, 0);
+        if (n_untie_layers < 0) UTG__FAIL("REPEAT_UNTIE_MLP_LAYERS must be a comma-separated list (got '%s')", c->repeat_untie_mlp_layers);
+        for (i = 0; i < n_untie_layers; i++)
+            if (untie_set[i] >= L) UTG__FAIL("REPEAT_UNTIE_MLP_LAYERS names layer %d but the model has %d", untie_set[i], L);
+    }
+    /* lanes */
+    m->lane_mode = !strcmp(c->parallel_residual, "gptj") ? UTG_LANE_GPTJ
+                 : !strcmp(c->parallel_residual, "two_lane") ? UTG_LANE_TWO
+                 : !strcmp(c->parallel_residual, "parallel") ? UTG_LANE_PARALLEL : UTG_LANE_SINGLE;
+    m->final_lane = !strcmp(c->parallel_final_lane, "attn") ? 1 : !strcmp(c->parallel_final_lane, "mlp") ? 2 : 0;
+    m->lanes_any = m->lane_mode == UTG_LANE_TWO || m->lane_mode == UTG_LANE_PARALLEL;
+    m->cond_any = c->iter_embed > 0 || c->film > 0 || c->iter_scale > 0;
+    if (m->lane_mode != UTG_LANE_SINGLE && m->n_attn != 1) UTG__FAIL("parallel residuals need BLOCK_ATTNS=1");
+    if (c->film > 0 && (c->iter_embed > 0 || c->iter_scale > 0)) UTG__FAIL("FILM does not combine with ITER_EMBED / ITER_SCALE (two forms of the same conditioning)");
+    if (m->lanes_any && m->cond_any) UTG__FAIL("ITER_EMBED, ITER_SCALE and FILM work on one lane: they do not combine with PARALLEL_RESIDUAL=%s", c->parallel_residual);
+    /* build */
+    m->plans = (utg_plan *)utg__alloc(&m->alloc, sizeof(utg_plan) * (size_t)nph);
+    m->rsets = (utg__rset *)utg__alloc(&m->alloc, sizeof(utg__rset) * (size_t)UTG__MAX_VIRTUAL);
+    if (!m->plans || !m->rsets) { r = UTG_ERR_NOMEM; goto done; }
+    memset(m->plans, 0, sizeof(utg_plan) * (size_t)nph);
+    m->n_plans = nph;
+    m->n_depth = m->n_skip = m->n_rsets = 0;
+    m->max_slots = 1;
+    for (p = 0; p < nph; p++) {
+        utg__phase_src *q = &ph[p];
+        utg_plan *P = &m->plans[p];
+        int n_skip = skips_none ? 0 : (q->n_enc < q->n - q->pop_start ? q->n_enc : q->n - q->pop_start), dec_from;
+        if (n_skip < 0) n_skip = 0;
+        P->n_layers = q->n;
+        P->n_encoder = skips_none ? 0 : q->n_enc;
+        P->n_slots = skips_none ? 0 : q->n_enc;
+        P->start_step = q->start_step;
+        P->start_frac = q->start_frac;
+        P->lanes_from = -1;
+        P->layers = (utg_plan_layer *)utg__alloc(&m->alloc, sizeof(utg_plan_layer) * (size_t)q->n);
+        P->init_sets = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)q->n);
+        if (!P->layers || !P->init_sets) { r = UTG_ERR_NOMEM; goto done; }
+        dec_from = skips_none ? q->n / 2 : q->n_enc;
+        for (i = 0; i < q->n; i++) {
+            utg_plan_layer *pl = &P->layers[i];
+            int b = q->list[i], k;
+            pl->block = b;
+            pl->ctrl = !strcmp(c->control_scope, "virtual") ? i : b;
+            pl->visit = 0;
+            for (j = 0; j < i; j++) pl->visit += q->list[j] == b;
+            pl->mlp_set = -1;
+            if (untie && pl->visit > 0) {
+                int listed = n_untie_layers == 0;
+                for (k = 0; k < n_untie_layers; k++) listed |= untie_set[k] == b;
+                if (listed) {
+                    for (k = 0; k < m->n_rsets; k++) if (m->rsets[k].block == b && m->rsets[k].visit == pl->visit) break;
+                    if (k == m->n_rsets) {
+                        m->rsets[k].block = b;
+                        m->rsets[k].visit = pl->visit;
+                        m->n_rsets++;
+                        P->init_sets[P->n_init_sets++] = k;
+                    }
+                    pl->mlp_set = k;
+                }
+            }
+            pl->push_slot = (!skips_none && i < q->n_enc) ? i : -1;
+            pl->pop_slot = pl->skip_index = -1;
+            if (i >= q->pop_start && i - q->pop_start < n_skip) {
+                pl->skip_index = i - q->pop_start;
+                pl->pop_slot = q->n_enc - 1 - pl->skip_index;
+            }
+            pl->lane = UTG_LANE_SINGLE;
+            if (m->lane_mode != UTG_LANE_SINGLE && i >= dec_from && (b >= UTG__OFF0(c->parallel_start_layer) || (P->lanes_from >= 0 || (i > 0 && P->layers[i - 1].lane != UTG_LANE_SINGLE)))) {
+                pl->lane = m->lane_mode;
+                if (m->lanes_any && P->lanes_from < 0) P->lanes_from = i;
+            }
+            if (pl->lane != UTG_LANE_SINGLE && pl->push_slot >= 0) UTG__FAIL("a parallel-residual layer cannot push a U-Net skip");
+        }
+        if (n_skip > m->n_skip) m->n_skip = n_skip;
+        if (P->n_slots > m->max_slots) m->max_slots = P->n_slots;
+        if (q->n > m->n_depth) m->n_depth = q->n;
+    }
+    m->n_ctrl = !strcmp(c->control_scope, "virtual") ? m->n_depth : L;
+    r = UTG_OK;
+done:
+#undef UTG__FAIL
+    utg__free(&m->alloc, full);
+    return r;
+}
+
+static void utg__free_plans(utg_model *m) {
+    int p;
+    if (m->plans)
+        for (p = 0; p < m->n_plans; p++) {
+            utg__free(&m->alloc, m->plans[p].layers);
+            utg__free(&m->alloc, m->plans[p].init_sets);
+        }
+    utg__free(&m->alloc, m->plans);
+    m->plans = NULL;
+    m->n_plans = 0;
+}
+
+UTGDEF const char *utg_plan_describe(const utg_plan *p, char *buf, size_t n) {
+    size_t at = 0;
+    int i;
+    if (!buf || !n) return buf;
+    buf[0] = 0;
+    if (!p) return buf;
+#define UTG__PUT(...) do { int w_ = snprintf(buf + at, n - at, __VA_ARGS__); if (w_ < 0 || (size_t)w_ >= n - at) return buf; at += (size_t)w_; } while (0)
+    UTG__PUT("%d virtual layer%s:", p->n_layers, p->n_layers == 1 ? "" : "s");
+    for (i = 0; i < p->n_layers; i++) {
+        if (i == p->n_encoder && i > 0) UTG__PUT(" |");
+        if (i == p->lanes_from) UTG__PUT(" =");
+        UTG__PUT(" %d%s", p->layers[i].block, p->layers[i].mlp_set >= 0 ? "'" : "");
+    }
+#undef UTG__PUT
+    return buf;
+}
+
+/* The tensor table, in the order PyTorch's state_dict lists the baseline GPT; the recurrence adds
+   its tensors where they belong (control owners beyond the physical blocks come after them). */
 static utg_result utg__build_tensors(utg_model *m) {
-    int L = m->cfg.num_layers, i, n_skip = (L / 2 < L - L / 2) ? L / 2 : L - L / 2;
-    int max_tensors = 3 + 10 * L;
+    const utg_config *c = &m->cfg;
+    int i, k, nown = m->n_phys > m->n_ctrl ? m->n_phys : m->n_ctrl;
     char nm[UTG_MAX_NAME];
-    m->tensors = (utg_tensor_info *)utg__alloc(&m->alloc, sizeof(utg_tensor_info) * (size_t)max_tensors);
-    m->blk = (utg__block_ix *)utg__alloc(&m->alloc, sizeof(utg__block_ix) * (size_t)L);
-    if (!m->tensors || !m->blk) return UTG_ERR_NOMEM;
-    m->t_skip = utg__add_tensor(m, "skip_weights", UTG_ROLE_CONTROL, -1, 2, n_skip, m->d);
-    m->t_tok_emb = utg__add_tensor(m, "tok_emb.weight", UTG_ROLE_EMBED, -1, 2, m->V, m->d);
-    for (i = 0; i < L; i++) {
-        utg__block_ix *b = &m->blk[i];
-#define UTG__T(field, suffix, role, nd, a, c) \
-    (snprintf(nm, sizeof nm, "blocks.%d.%s", i, suffix), b->field = utg__add_tensor(m, nm, role, i, nd, a, c))
-        UTG__T(attn_scale, "attn_scale", UTG_ROLE_CONTROL, 1, m->d, 0);
-        UTG__T(mlp_scale, "mlp_scale", UTG_ROLE_CONTROL, 1, m->d, 0);
-        UTG__T(resid_mix, "resid_mix", UTG_ROLE_CONTROL, 2, 2, m->d);
-        UTG__T(q_gain, "attn.q_gain", UTG_ROLE_CONTROL, 1, m->H, 0);
-        UTG__T(c_q, "attn.c_q.weight", UTG_ROLE_MATRIX, 2, m->d, m->d);
-        UTG__T(c_k, "attn.c_k.weight", UTG_ROLE_MATRIX, 2, m->kvd, m->d);
-        UTG__T(c_v, "attn.c_v.weight", UTG_ROLE_MATRIX, 2, m->kvd, m->d);
-        UTG__T(proj, "attn.proj.weight", UTG_ROLE_MATRIX, 2, m->d, m->d);
-        UTG__T(fc, "mlp.fc.weight", UTG_ROLE_MATRIX, 2, m->F, m->d);
-        UTG__T(mlp_proj, "mlp.proj.weight", UTG_ROLE_MATRIX, 2, m->d, m->F);
+    const char *att[2] = {"attn", "attn2"};
+    m->max_tensors = 16 + 20 * nown + 4 * m->n_rsets;
+    m->tensors = (utg_tensor_info *)utg__alloc(&m->alloc, sizeof(utg_tensor_info) * (size_t)m->max_tensors);
+    m->heavy = (utg__heavy_ix *)utg__alloc(&m->alloc, sizeof(utg__heavy_ix) * (size_t)m->n_phys);
+    m->ctrl = (utg__ctrl_ix *)utg__alloc(&m->alloc, sizeof(utg__ctrl_ix) * (size_t)m->n_ctrl);
+    if (!m->tensors || !m->heavy || !m->ctrl) return UTG_ERR_NOMEM;
+    memset(m->heavy, 0xff, sizeof(utg__heavy_ix) * (size_t)m->n_phys); /* all -1 */
+    memset(m->ctrl, 0xff, sizeof(utg__ctrl_ix) * (size_t)m->n_ctrl);
+    m->t_skip = m->n_skip > 0 ? utg__add_tensor(m, "skip_weights", UTG_ROLE_CONTROL, -1, 2, m->n_skip, m->d, 0) : -1;
+    m->t_tok_emb = utg__add_tensor(m, "tok_emb.weight", UTG_ROLE_EMBED, -1, 2, m->V, m->d, 0);
+    m->t_iter_embed = c->iter_embed > 0 ? utg__add_tensor(m, "iter_embed", UTG_ROLE_CONTROL, -1, 2, m->n_depth, m->d, 0) : -1;
+    m->t_iter_scale = c->iter_scale > 0 ? utg__add_tensor(m, "iter_scale", UTG_ROLE_CONTROL, -1, 2, m->n_depth, m->d, 0) : -1;
+    m->t_film = c->film > 0 ? utg__add_tensor(m, "film", UTG_ROLE_CONTROL, -1, 3, m->n_depth, 2, m->d) : -1;
+    for (i = 0; i < nown; i++) {
+#define UTG__T(dst, suffix, role, blk, nd, a, b2) \
+    (snprintf(nm, sizeof nm, "blocks.%d.%s", i, suffix), (dst) = utg__add_tensor(m, nm, role, blk, nd, a, b2, 0))
+        if (i < m->n_ctrl) {
+            utg__ctrl_ix *o = &m->ctrl[i];
+            int blk = !strcmp(c->control_scope, "virtual") ? -1 : i;
+            UTG__T(o->attn_scale[0], "attn_scale", UTG_ROLE_CONTROL, blk, 1, m->d, 0);
+            if (m->n_attn > 1) UTG__T(o->attn_scale[1], "attn_scale_2", UTG_ROLE_CONTROL, blk, 1, m->d, 0);
+            UTG__T(o->mlp_scale, "mlp_scale", UTG_ROLE_CONTROL, blk, 1, m->d, 0);
+            UTG__T(o->resid_mix, "resid_mix", UTG_ROLE_CONTROL, blk, 2, 2, m->d);
+            if (c->norm_bias > 0) UTG__T(o->norm_bias, "norm_bias", UTG_ROLE_CONTROL, blk, 2, m->n_norms, m->d);
+        }
+        if (i < m->n_phys) {
+            utg__heavy_ix *h = &m->heavy[i];
+            for (k = 0; k < m->n_attn; k++) { /* q_gain lives in the attention module: shared like its matrices */
+                char sfx[32];
+                snprintf(sfx, sizeof sfx, "%s.q_gain", att[k]); UTG__T(h->q_gain[k], sfx, UTG_ROLE_CONTROL, i, 1, m->H, 0);
+            }
+            for (k = 0; k < m->n_attn; k++) {
+                char sfx[32];
+                snprintf(sfx, sizeof sfx, "%s.c_q.weight", att[k]); UTG__T(h->c_q[k], sfx, UTG_ROLE_MATRIX, i, 2, m->d, m->d);
+                snprintf(sfx, sizeof sfx, "%s.c_k.weight", att[k]); UTG__T(h->c_k[k], sfx, UTG_ROLE_MATRIX, i, 2, m->kvd, m->d);
+                snprintf(sfx, sizeof sfx, "%s.c_v.weight", att[k]); UTG__T(h->c_v[k], sfx, UTG_ROLE_MATRIX, i, 2, m->kvd, m->d);
+                snprintf(sfx, sizeof sfx, "%s.proj.weight", att[k]); UTG__T(h->proj[k], sfx, UTG_ROLE_MATRIX, i, 2, m->d, m->d);
+            }
+            UTG__T(h->fc, "mlp.fc.weight", UTG_ROLE_MATRIX, i, 2, m->F, m->d);
+            if (m->mlp3) UTG__T(h->mid, "mlp.mid.weight", UTG_ROLE_MATRIX, i, 2, m->F, m->F);
+            UTG__T(h->mlp_proj, "mlp.proj.weight", UTG_ROLE_MATRIX, i, 2, m->d, m->F);
+        }
 #undef UTG__T
     }
-    m->t_lm_head = m->cfg.tie_embeddings > 0 ? -1 : utg__add_tensor(m, "lm_head.weight", UTG_ROLE_HEAD, -1, 2, m->V, m->d);
+    for (k = 0; k < m->n_rsets; k++) { /* untied repeat MLPs, zero until the schedule copies them */
+        utg__rset *s = &m->rsets[k];
+        int full = !strcmp(c->repeat_untie_mlp, "full");
+        s->fc = s->mid = s->proj = -1;
+        if (full) {
+            snprintf(nm, sizeof nm, "repeat_mlp.%d.fc.weight", k); s->fc = utg__add_tensor(m, nm, UTG_ROLE_MATRIX, s->block, 2, m->F, m->d, 0);
+            if (m->mlp3) { snprintf(nm, sizeof nm, "repeat_mlp.%d.mid.weight", k); s->mid = utg__add_tensor(m, nm, UTG_ROLE_MATRIX, s->block, 2, m->F, m->F, 0); }
+        }
+        snprintf(nm, sizeof nm, "repeat_mlp.%d.proj.weight", k); s->proj = utg__add_tensor(m, nm, UTG_ROLE_MATRIX, s->block, 2, m->d, m->F, 0);
+    }
+    m->t_par_post = m->t_par_resid = -1;
+    if (m->lanes_any) {
+        m->t_par_post = utg__add_tensor(m, "parallel_post_lambdas", UTG_ROLE_CONTROL, -1, 3, m->n_phys, 2, 2);
+        m->t_par_resid = utg__add_tensor(m, "parallel_resid_lambdas", UTG_ROLE_CONTROL, -1, 2, m->n_phys, 2, 0);
+    }
+    m->t_lm_head = c->tie_embeddings > 0 ? -1 : utg__add_tensor(m, "lm_head.weight", UTG_ROLE_HEAD, -1, 2, m->V, m->d, 0);
     return UTG_OK;
 }
 
-/* The baseline depth plan: L blocks in order, the first L/2 push their outputs, the decoder pops
-   them in reverse, decoder block j using skip_weights[j]. */
-static utg_result utg__build_plan(utg_model *m) {
-    int L = m->cfg.num_layers, n_enc = L / 2, n_dec = L - n_enc, n_skip = n_enc < n_dec ? n_enc : n_dec, i;
-    m->plan.n_layers = L;
-    m->plan.n_slots = n_enc;
-    m->plan.layers = (utg_plan_layer *)utg__alloc(&m->alloc, sizeof(utg_plan_layer) * (size_t)L);
-    if (!m->plan.layers) return UTG_ERR_NOMEM;
-    for (i = 0; i < L; i++) {
-        utg_plan_layer *pl = &m->plan.layers[i];
-        pl->block = i;
-        pl->push_slot = i < n_enc ? i : -1;
-        pl->pop_slot = -1;
-        pl->skip_index = -1;
-        if (i >= n_enc && i - n_enc < n_skip) {
-            pl->skip_index = i - n_enc;
-            pl->pop_slot = n_enc - 1 - (i - n_enc);
-        }
-    }
-    return UTG_OK;
+/* Copy the shared MLP of an untied repeat set into it (the moment recurrence switches on). */
+static void utg__init_rset(utg_model *m, int k) {
+    const utg__rset *s = &m->rsets[k];
+    const utg__heavy_ix *h = &m->heavy[s->block];
+    if (s->fc >= 0) m->be->copy(m->be, m->params + m->tensors[s->fc].offset, m->params + m->tensors[h->fc].offset, m->tensors[s->fc].numel);
+    if (s->mid >= 0) m->be->copy(m->be, m->params + m->tensors[s->mid].offset, m->params + m->tensors[h->mid].offset, m->tensors[s->mid].numel);
+    if (s->proj >= 0) m->be->copy(m->be, m->params + m->tensors[s->proj].offset, m->params + m->tensors[h->mlp_proj].offset, m->tensors[s->proj].numel);
 }
 
 UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed) {
     float *host;
     utg__rng rng;
-    int ti;
+    int ti, k;
     size_t i;
     if (!m) return UTG_ERR_INVALID;
     host = (float *)utg__alloc(&m->alloc, m->arena_floats * sizeof(float));
@@ -2038,20 +2501,27 @@ UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed) {
         if (ti == m->t_tok_emb) { /* tied: N(0, TIED_EMBED_INIT_STD); untied: nn.Embedding's N(0, 1) */
             double std = m->cfg.tie_embeddings > 0 ? m->cfg.tied_embed_init_std : 1.0;
             for (i = 0; i < t->numel; i++) p[i] = (float)(std * utg__rng_normal(&rng));
-        } else if (ti == m->t_skip || strcmp(leaf, "attn_scale") == 0 || strcmp(leaf, "mlp_scale") == 0) {
+        } else if (ti == m->t_skip || ti == m->t_iter_scale || ti == m->t_par_post || !strcmp(leaf, "attn_scale") ||
+                   !strcmp(leaf, "attn_scale_2") || !strcmp(leaf, "mlp_scale")) {
             for (i = 0; i < t->numel; i++) p[i] = 1.0f;
+        } else if (ti == m->t_par_resid) { /* PR #1204: sqrt(1.1); PR #1530: 1.1 */
+            for (i = 0; i < t->numel; i++) p[i] = m->lane_mode == UTG_LANE_TWO ? (float)sqrt(1.1) : 1.1f;
+        } else if (ti == m->t_film) { /* gamma 1, beta 0 */
+            for (k = 0; k < m->n_depth; k++) for (i = 0; i < (size_t)m->d; i++) p[(size_t)k * 2 * m->d + i] = 1.0f;
         } else if (strcmp(leaf, "resid_mix") == 0) {
             for (i = 0; i < (size_t)t->shape[1]; i++) p[i] = 1.0f; /* row 1 (x0 weight) stays 0 */
         } else if (strcmp(leaf, "q_gain") == 0) {
             for (i = 0; i < t->numel; i++) p[i] = (float)m->cfg.qk_gain_init;
-        } else if (t->role == UTG_ROLE_MATRIX && strstr(t->name, "proj.weight") == NULL) {
+        } else if (t->role == UTG_ROLE_MATRIX && strstr(t->name, "proj.weight") == NULL && strncmp(t->name, "repeat_mlp.", 11) != 0) {
             /* nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
             double bound = 1.0 / sqrt((double)t->shape[1]);
             for (i = 0; i < t->numel; i++) p[i] = (float)((2.0 * utg__rng_uniform(&rng) - 1.0) * bound);
-        } /* attn.proj, mlp.proj and lm_head start at zero */
+        } /* attn.proj, mlp.proj, lm_head, the repeat MLPs, norm biases and iteration embeddings start at zero */
     }
     m->be->upload(m->be, m->params, host, m->arena_floats * sizeof(float));
     utg__free(&m->alloc, host);
+    /* untied sets the first plan already uses start as copies of their shared MLP */
+    for (k = 0; k < m->plans[0].n_init_sets; k++) utg__init_rset(m, m->plans[0].init_sets[k]);
     return UTG_OK;
 }
 
@@ -2078,6 +2548,9 @@ UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) 
     utg_model *m;
     utg_result r;
     size_t bytes;
+    float *host_consts;
+    int i;
+    char pbuf[256];
     if (!out) return UTG_ERR_INVALID;
     *out = NULL;
     if (!desc) { memset(&zero, 0, sizeof zero); desc = &zero; }
@@ -2112,21 +2585,38 @@ UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) 
     m->T = m->cfg.train_seq_len;
     m->eps = (float)m->cfg.rms_norm_eps;
     m->softcap = m->cfg.logit_softcap > 0 ? (float)m->cfg.logit_softcap : 0.0f;
-    if ((r = utg__build_tensors(m)) != UTG_OK || (r = utg__build_plan(m)) != UTG_OK) {
+    m->n_phys = m->cfg.universal_unique_blocks > 0 ? m->cfg.universal_unique_blocks : m->cfg.num_layers;
+    m->n_attn = m->cfg.block_attns;
+    m->mlp3 = m->cfg.mlp_layers == 3;
+    m->n_norms = m->n_attn + 1;
+    if ((r = utg__compile_plans(m)) != UTG_OK) return r;
+    if ((r = utg__build_tensors(m)) != UTG_OK) {
         utg__msgf(&m->msg, "out of memory building the tensor table");
         return r;
     }
+    m->phase = 0;
+    m->plan = m->plans[0];
     if (!utg__mul_ok(m->arena_floats, sizeof(float), &bytes)) return UTG_ERR_NOMEM;
     m->params = (float *)m->be->buf_alloc(m->be, bytes);
     m->grads = (float *)m->be->buf_alloc(m->be, bytes);
-    if (!m->params || !m->grads) {
+    m->consts = (float *)m->be->buf_alloc(m->be, sizeof(float) * (16 + (size_t)m->d));
+    if (!m->params || !m->grads || !m->consts) {
         utg__msgf(&m->msg, "out of memory for %zu parameters", m->arena_floats);
         return UTG_ERR_NOMEM;
     }
+    host_consts = (float *)utg__alloc(&m->alloc, sizeof(float) * (16 + (size_t)m->d));
+    if (!host_consts) return UTG_ERR_NOMEM;
+    memset(host_consts, 0, sizeof(float) * 16);
+    host_consts[0] = 0.5f;
+    for (i = 0; i < m->d; i++) host_consts[16 + i] = -1.0f;
+    m->be->upload(m->be, m->consts, host_consts, sizeof(float) * (16 + (size_t)m->d));
+    utg__free(&m->alloc, host_consts);
     if ((r = utg__rope_table(m, m->T, &m->rope_cs)) != UTG_OK) return r;
     if ((r = utg_model_init_params(m, (uint64_t)(m->cfg.seed > 0 ? m->cfg.seed : 0))) != UTG_OK) return r;
-    utg__log(m, UTG_LOG_INFO, "model: %d layers, d=%d, heads %d/%d, vocab %d, %zu parameters, backend %s",
-             m->cfg.num_layers, m->d, m->H, m->Hkv, m->V, m->n_params, m->be->name);
+    utg__log(m, UTG_LOG_INFO, "model: %d physical blocks, %d virtual layers, d=%d, heads %d/%d, vocab %d, %zu parameters, backend %s",
+             m->n_phys, m->n_depth, m->d, m->H, m->Hkv, m->V, m->n_params, m->be->name);
+    for (i = 0; i < m->n_plans && m->n_plans > 1; i++)
+        utg__log(m, UTG_LOG_INFO, "plan %d: %s", i, utg_plan_describe(&m->plans[i], pbuf, sizeof pbuf));
     return UTG_OK;
 }
 
@@ -2150,19 +2640,26 @@ UTGDEF void utg_model_destroy(utg_model *m) {
         utg__free_acts(m);
         m->be->buf_free(m->be, m->params);
         m->be->buf_free(m->be, m->grads);
+        m->be->buf_free(m->be, m->consts);
         m->be->buf_free(m->be, m->rope_cs);
         if (m->rope_eval) m->be->buf_free(m->be, m->rope_eval);
         if (m->own_backend) utg_backend_destroy(m->be);
     }
+    utg__free_plans(m);
     utg__free(&a, m->tensors);
-    utg__free(&a, m->blk);
-    utg__free(&a, m->plan.layers);
+    utg__free(&a, m->heavy);
+    utg__free(&a, m->ctrl);
+    utg__free(&a, m->rsets);
     utg__free(&a, m);
 }
 
 UTGDEF const char *utg_model_message(const utg_model *m) { return m ? m->msg.text : "no model"; }
 UTGDEF const utg_config *utg_model_config(const utg_model *m) { return m ? &m->cfg : NULL; }
-UTGDEF const utg_plan *utg_model_plan(const utg_model *m) { return m ? &m->plan : NULL; }
+UTGDEF const utg_plan *utg_model_plan(const utg_model *m) { return m && m->plans ? &m->plan : NULL; }
+UTGDEF int utg_model_plan_count(const utg_model *m) { return m ? m->n_plans : 0; }
+UTGDEF const utg_plan *utg_model_plan_at(const utg_model *m, int i) {
+    return (m && i >= 0 && i < m->n_plans) ? &m->plans[i] : NULL;
+}
 UTGDEF utg_backend *utg_model_backend(utg_model *m) { return m ? m->be : NULL; }
 UTGDEF int utg_model_tensor_count(const utg_model *m) { return m ? m->n_tensors : 0; }
 UTGDEF const utg_tensor_info *utg_model_tensor(const utg_model *m, int i) {
@@ -2178,6 +2675,32 @@ UTGDEF size_t utg_model_param_count(const utg_model *m) { return m ? m->n_params
 UTGDEF size_t utg_model_arena_floats(const utg_model *m) { return m ? m->arena_floats : 0; }
 UTGDEF float *utg_model_params(utg_model *m) { return m ? m->params : NULL; }
 UTGDEF float *utg_model_grads(utg_model *m) { return m ? m->grads : NULL; }
+UTGDEF int utg_model_phase(const utg_model *m) { return m ? m->phase : 0; }
+UTGDEF int utg_model_physical_blocks(const utg_model *m) { return m ? m->n_phys : 0; }
+UTGDEF int utg_model_schedule_phase(const utg_model *m, int step, double frac) {
+    int p, want = 0;
+    if (!m) return 0;
+    for (p = 1; p < m->n_plans; p++) {
+        const utg_plan *P = &m->plans[p];
+        if ((P->start_step >= 0 && step >= P->start_step) || (P->start_frac >= 0 && frac >= P->start_frac)) want = p;
+    }
+    return want;
+}
+UTGDEF utg_result utg_model_set_phase(utg_model *m, int phase, int activate) {
+    int p, k;
+    if (!m || !m->plans) return UTG_ERR_INVALID;
+    if (phase < 0 || phase >= m->n_plans) {
+        utg__msgf(&m->msg, "phase %d is outside 0..%d", phase, m->n_plans - 1);
+        return UTG_ERR_INVALID;
+    }
+    if (activate)
+        for (p = m->phase + 1; p <= phase; p++)
+            for (k = 0; k < m->plans[p].n_init_sets; k++) utg__init_rset(m, m->plans[p].init_sets[k]);
+    m->phase = phase;
+    m->plan = m->plans[phase];
+    m->have_forward = 0;
+    return UTG_OK;
+}
 
 static utg_result utg__span(utg_model *m, int which, int index, size_t n, float **dev) {
     float *base;
@@ -2227,32 +2750,55 @@ static float *utg__carve(utg__carver *c, size_t n_floats) {
     return c->base ? (float *)(c->base + start) : NULL;
 }
 
+/* Every buffer any plan of the model needs: all plans share one arena, so a switch allocates nothing. */
 static void utg__carve_all(utg_model *m, utg__carver *c, size_t N) {
     size_t d = (size_t)m->d, kv = (size_t)m->kvd, F = (size_t)m->F, V = (size_t)m->V;
-    int l;
-    for (l = 0; l < m->plan.n_layers; l++) {
+    int l, k, nb = m->cfg.norm_bias > 0, iter = m->cfg.iter_embed > 0 || m->cfg.iter_scale > 0;
+    for (l = 0; l < m->n_depth; l++) {
         utg__acts *A = &m->acts[l];
-        A->hs = m->plan.layers[l].pop_slot >= 0 ? utg__carve(c, N * d) : NULL;
-        A->hin = utg__carve(c, N * d); A->n1 = utg__carve(c, N * d); A->r1 = utg__carve(c, N);
-        A->qn = utg__carve(c, N * d); A->rq = utg__carve(c, N * m->H);
-        A->kn = utg__carve(c, N * kv); A->rk = utg__carve(c, N * m->Hkv);
-        A->qr = utg__carve(c, N * d); A->qg = utg__carve(c, N * d);
-        A->kr = utg__carve(c, N * kv); A->v = utg__carve(c, N * kv);
-        A->y = utg__carve(c, N * d); A->lse = utg__carve(c, N * m->H); A->a = utg__carve(c, N * d);
-        A->hmid = utg__carve(c, N * d); A->n2 = utg__carve(c, N * d); A->r2 = utg__carve(c, N);
-        A->u = utg__carve(c, N * F); A->r = utg__carve(c, N * F);
-        A->m = utg__carve(c, N * d); A->out = utg__carve(c, N * d);
+        utg__mlp_acts *M = &A->ml;
+        memset(A, 0, sizeof *A);
+        A->hs = utg__carve(c, N * d);
+        if (m->lanes_any) A->hs1 = utg__carve(c, N * d);
+        if (m->cond_any) A->hc = utg__carve(c, N * d);
+        A->hin = utg__carve(c, N * d);
+        for (k = 0; k < m->n_attn; k++) {
+            utg__attn_acts *S = &A->at[k];
+            S->n = utg__carve(c, N * d); S->r = utg__carve(c, N);
+            if (nb) S->nb = utg__carve(c, N * d);
+            S->qn = utg__carve(c, N * d); S->rq = utg__carve(c, N * m->H);
+            S->kn = utg__carve(c, N * kv); S->rk = utg__carve(c, N * m->Hkv);
+            S->qr = utg__carve(c, N * d); S->qg = utg__carve(c, N * d);
+            S->kr = utg__carve(c, N * kv); S->v = utg__carve(c, N * kv);
+            S->y = utg__carve(c, N * d); S->lse = utg__carve(c, N * m->H); S->a = utg__carve(c, N * d);
+            A->hmid[k] = utg__carve(c, N * d);
+        }
+        if (m->lane_mode == UTG_LANE_TWO) { A->hin_m = utg__carve(c, N * d); A->l0a = utg__carve(c, N * d); A->l1a = utg__carve(c, N * d); }
+        if (m->lanes_any) { A->sa = utg__carve(c, N * d); A->sm = utg__carve(c, N * d); A->out1 = utg__carve(c, N * d); }
+        M->n = utg__carve(c, N * d); M->r = utg__carve(c, N);
+        if (nb) M->nb = utg__carve(c, N * d);
+        M->u = utg__carve(c, N * F); M->ua = utg__carve(c, N * F);
+        if (m->mlp3) { M->u2 = utg__carve(c, N * F); M->ua2 = utg__carve(c, N * F); }
+        M->m = utg__carve(c, N * d);
+        if (iter) { A->blk = utg__carve(c, N * d); A->delta = utg__carve(c, N * d); }
+        A->out = utg__carve(c, N * d);
     }
     m->emb = utg__carve(c, N * d); m->x0 = utg__carve(c, N * d); m->r0 = utg__carve(c, N);
+    m->hlast = m->lanes_any ? utg__carve(c, N * d) : NULL;
     m->hf = utg__carve(c, N * d); m->rf = utg__carve(c, N);
     m->logits = utg__carve(c, N * V); m->row_loss = utg__carve(c, N);
     m->ids = (int32_t *)utg__carve(c, N); m->tgt = (int32_t *)utg__carve(c, N);
-    m->g_h = utg__carve(c, N * d); m->g_prev = utg__carve(c, N * d); m->g_hmid = utg__carve(c, N * d);
+    m->g_h = utg__carve(c, N * d); m->g_prev = utg__carve(c, N * d); m->g_a = utg__carve(c, N * d);
     m->g_hin = utg__carve(c, N * d); m->g_d = utg__carve(c, N * d); m->g_y = utg__carve(c, N * d);
     m->g_q = utg__carve(c, N * d); m->g_f = utg__carve(c, N * F); m->g_f2 = utg__carve(c, N * F);
     m->g_k = utg__carve(c, N * kv); m->g_k2 = utg__carve(c, N * kv); m->g_v = utg__carve(c, N * kv);
     m->g_x0 = utg__carve(c, N * d);
-    m->g_skip = utg__carve(c, (size_t)(m->plan.n_slots > 0 ? m->plan.n_slots : 1) * N * d);
+    m->g_hcx = iter ? utg__carve(c, 2 * N * d) : NULL; /* two buffers: the identity path and d(delta) */
+    if (m->lanes_any) {
+        m->g_l1 = utg__carve(c, N * d); m->g_l1b = utg__carve(c, N * d); m->g_la = utg__carve(c, N * d);
+        m->g_lb = utg__carve(c, N * d); m->g_sa = utg__carve(c, N * d); m->g_sm = utg__carve(c, N * d);
+    }
+    m->g_skip = utg__carve(c, (size_t)m->max_slots * N * d);
 }
 
 static utg_result utg__reserve_tokens(utg_model *m, size_t N) {
@@ -2263,8 +2809,8 @@ static utg_result utg__reserve_tokens(utg_model *m, size_t N) {
         utg__msgf(&m->msg, "batch of %zu tokens is too large", N);
         return UTG_ERR_INVALID;
     }
-    m->acts = (utg__acts *)utg__alloc(&m->alloc, sizeof(utg__acts) * (size_t)m->plan.n_layers);
-    m->slot_src = (float **)utg__alloc(&m->alloc, sizeof(float *) * (size_t)(m->plan.n_slots + 1));
+    m->acts = (utg__acts *)utg__alloc(&m->alloc, sizeof(utg__acts) * (size_t)m->n_depth);
+    m->slot_src = (float **)utg__alloc(&m->alloc, sizeof(float *) * (size_t)(m->max_slots + 1));
     m->host_loss = (float *)utg__alloc(&m->alloc, sizeof(float) * N);
     if (!m->acts || !m->slot_src || !m->host_loss) { utg__free_acts(m); return UTG_ERR_NOMEM; }
     memset(&c, 0, sizeof c);
@@ -2298,39 +2844,213 @@ UTGDEF utg_result utg_model_reserve(utg_model *m, int n_seqs) {
 #define UTG__W(t) (m->params + m->tensors[t].offset)
 #define UTG__G(t) (m->grads + m->tensors[t].offset)
 
-static void utg__layer_forward(utg_model *m, int l, const float *h, int n_seqs) {
+/* The weights (which = 0) or gradients (which = 1) virtual layer l of the current plan uses. */
+static void utg__layer_ptrs(utg_model *m, int l, int which, utg__lw *w) {
+    const utg_plan_layer *pl = &m->plan.layers[l];
+    const utg__heavy_ix *h = &m->heavy[pl->block];
+    const utg__ctrl_ix *o = &m->ctrl[pl->ctrl];
+    float *base = which ? m->grads : m->params;
+    int k, fc = h->fc, mid = h->mid, mp = h->mlp_proj;
+#define UTG__P(t) ((t) >= 0 ? base + m->tensors[t].offset : NULL)
+    memset(w, 0, sizeof *w);
+    if (pl->mlp_set >= 0) {
+        const utg__rset *s = &m->rsets[pl->mlp_set];
+        if (s->fc >= 0) fc = s->fc;
+        if (s->mid >= 0) mid = s->mid;
+        if (s->proj >= 0) mp = s->proj;
+    }
+    for (k = 0; k < m->n_attn; k++) {
+        w->as[k] = UTG__P(o->attn_scale[k]);
+        w->qg[k] = UTG__P(h->q_gain[k]);
+        w->cq[k] = UTG__P(h->c_q[k]); w->ck[k] = UTG__P(h->c_k[k]); w->cv[k] = UTG__P(h->c_v[k]); w->po[k] = UTG__P(h->proj[k]);
+    }
+    w->ms = UTG__P(o->mlp_scale);
+    w->rm = UTG__P(o->resid_mix);
+    w->nb = UTG__P(o->norm_bias);
+    w->fc = UTG__P(fc); w->mid = UTG__P(mid); w->mp = UTG__P(mp);
+    if (m->t_par_post >= 0) { w->pp = UTG__P(m->t_par_post) + 4 * (size_t)pl->block; w->pr = UTG__P(m->t_par_resid) + 2 * (size_t)pl->block; }
+    if (m->t_iter_embed >= 0) w->ie = UTG__P(m->t_iter_embed) + (size_t)l * m->d;
+    if (m->t_iter_scale >= 0) w->is = UTG__P(m->t_iter_scale) + (size_t)l * m->d;
+    if (m->t_film >= 0) { w->fg = UTG__P(m->t_film) + (size_t)l * 2 * m->d; w->fb = w->fg + m->d; }
+#undef UTG__P
+}
+
+/* ---- sublayers: a = attention(norm(in) [+ bias]), m = MLP(norm(in) [+ bias]), both unscaled ---- */
+
+static void utg__attn_fwd(utg_model *m, const utg__lw *w, int k, const float *nbias, utg__attn_acts *S, const float *in, int n_seqs) {
+    utg_backend *be = m->be;
+    int N = n_seqs * m->Tc, d = m->d;
+    const float *src;
+    be->rmsnorm_fwd(be, S->n, S->r, in, N, d, m->eps);
+    src = S->n;
+    if (nbias) { be->mix_fwd(be, S->nb, S->n, NULL, NULL, nbias, N, d, 0); src = S->nb; }
+    /* raw q and k pass through gradient temporaries, which are free in forward */
+    be->matmul(be, m->g_q, src, w->cq[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    be->rmsnorm_fwd(be, S->qn, S->rq, m->g_q, N * m->H, m->hd, m->eps);
+    be->copy(be, S->qr, S->qn, (size_t)N * d);
+    be->rope(be, S->qr, m->rope_cur, N, m->Tc, m->H, m->hd, 0);
+    be->head_scale_fwd(be, S->qg, S->qr, w->qg[k], N, m->H, m->hd);
+    be->matmul(be, m->g_k, src, w->ck[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    be->rmsnorm_fwd(be, S->kn, S->rk, m->g_k, N * m->Hkv, m->hd, m->eps);
+    be->copy(be, S->kr, S->kn, (size_t)N * m->kvd);
+    be->rope(be, S->kr, m->rope_cur, N, m->Tc, m->Hkv, m->hd, 0);
+    be->matmul(be, S->v, src, w->cv[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    be->attn_fwd(be, S->y, S->lse, S->qg, S->kr, S->v, n_seqs, m->Tc, m->H, m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd));
+    be->matmul(be, S->a, S->y, w->po[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+}
+
+/* ga = dL/da (may be m->g_d; consumed first); ADDS dL/din into gin. */
+static void utg__attn_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, int k, const float *nbias, float *gbias,
+                          const utg__attn_acts *S, float *ga, float *gin) {
+    utg_backend *be = m->be;
+    int N = m->n_tok, d = m->d, kv = m->kvd, n_seqs = m->n_tok / m->Tc;
+    size_t Nd = (size_t)N * d;
+    const float *src = nbias ? S->nb : S->n;
+    /* a = y proj^T */
+    be->matmul(be, m->g_y, ga, w->po[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+    be->matmul(be, g->po[k], ga, S->y, d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    /* attention core */
+    be->fill(be, m->g_q, 0.0f, Nd);
+    be->fill(be, m->g_k, 0.0f, (size_t)N * kv);
+    be->fill(be, m->g_v, 0.0f, (size_t)N * kv);
+    be->attn_bwd(be, m->g_q, m->g_k, m->g_v, m->g_y, S->qg, S->kr, S->v, S->y, S->lse, n_seqs, m->Tc, m->H, m->Hkv,
+                 m->hd, 1.0f / sqrtf((float)m->hd));
+    /* q_gain, RoPE and the per-head norms, back to raw q and k */
+    be->fill(be, m->g_y, 0.0f, Nd);
+    be->head_scale_bwd(be, m->g_y, g->qg[k], m->g_q, S->qr, w->qg[k], N, m->H, m->hd);
+    be->rope(be, m->g_y, m->rope_cur, N, m->Tc, m->H, m->hd, 1);
+    be->rope(be, m->g_k, m->rope_cur, N, m->Tc, m->Hkv, m->hd, 1);
+    be->fill(be, m->g_q, 0.0f, Nd);
+    be->rmsnorm_bwd(be, m->g_q, m->g_y, S->qn, S->rq, N * m->H, m->hd);
+    be->fill(be, m->g_k2, 0.0f, (size_t)N * kv);
+    be->rmsnorm_bwd(be, m->g_k2, m->g_k, S->kn, S->rk, N * m->Hkv, m->hd);
+    /* q, k, v = src W^T */
+    be->matmul(be, m->g_d, m->g_q, w->cq[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+    be->matmul(be, m->g_d, m->g_k2, w->ck[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->matmul(be, m->g_d, m->g_v, w->cv[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->matmul(be, g->cq[k], m->g_q, src, d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->matmul(be, g->ck[k], m->g_k2, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->matmul(be, g->cv[k], m->g_v, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    if (nbias) be->mix_bwd(be, NULL, NULL, NULL, gbias, m->g_d, NULL, NULL, NULL, nbias, N, d, 0);
+    be->rmsnorm_bwd(be, gin, m->g_d, S->n, S->r, N, d);
+}
+
+static void utg__mlp_fwd(utg_model *m, const utg__lw *w, const float *nbias, utg__mlp_acts *M, const float *in, int N) {
+    utg_backend *be = m->be;
+    int d = m->d, F = m->F;
+    const float *src;
+    be->rmsnorm_fwd(be, M->n, M->r, in, N, d, m->eps);
+    src = M->n;
+    if (nbias) { be->mix_fwd(be, M->nb, M->n, NULL, NULL, nbias, N, d, 0); src = M->nb; }
+    be->matmul(be, M->u, src, w->fc, N, F, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    be->relu2_fwd(be, M->ua, M->u, (size_t)N * F);
+    if (m->mlp3) {
+        be->matmul(be, M->u2, M->ua, w->mid, N, F, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+        be->relu2_fwd(be, M->ua2, M->u2, (size_t)N * F);
+    }
+    be->matmul(be, M->m, m->mlp3 ? M->ua2 : M->ua, w->mp, N, d, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+}
+
+/* gm = dL/dm (may be m->g_d; consumed first); ADDS dL/din into gin. */
+static void utg__mlp_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, const float *nbias, float *gbias,
+                         const utg__mlp_acts *M, float *gm, float *gin) {
+    utg_backend *be = m->be;
+    int N = m->n_tok, d = m->d, F = m->F;
+    const float *src = nbias ? M->nb : M->n;
+    be->matmul(be, m->g_f, gm, w->mp, N, F, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+    be->matmul(be, g->mp, gm, m->mlp3 ? M->ua2 : M->ua, d, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    if (m->mlp3) {
+        be->fill(be, m->g_f2, 0.0f, (size_t)N * F);
+        be->relu2_bwd(be, m->g_f2, m->g_f, M->u2, (size_t)N * F);
+        be->matmul(be, m->g_f, m->g_f2, w->mid, N, F, F, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+        be->matmul(be, g->mid, m->g_f2, M->ua, F, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    }
+    be->fill(be, m->g_f2, 0.0f, (size_t)N * F);
+    be->relu2_bwd(be, m->g_f2, m->g_f, M->u, (size_t)N * F);
+    be->matmul(be, m->g_d, m->g_f2, w->fc, N, d, F, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+    be->matmul(be, g->fc, m->g_f2, src, F, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    if (nbias) be->mix_bwd(be, NULL, NULL, NULL, gbias, m->g_d, NULL, NULL, NULL, nbias, N, d, 0);
+    be->rmsnorm_bwd(be, gin, m->g_d, M->n, M->r, N, d);
+}
+
+#define UTG__SC (UTG_MIX_WX_SCALAR | UTG_MIX_WZ_SCALAR)
+#define UTG__NB(w, k) ((w)->nb ? (w)->nb + (size_t)(k) * m->d : NULL)
+
+/* Forward of virtual layer l from input lanes (h0, h1; h1 NULL on one lane). */
+static void utg__layer_forward(utg_model *m, int l, const float *h0, const float *h1, int n_seqs) {
     utg_backend *be = m->be;
     const utg_plan_layer *pl = &m->plan.layers[l];
-    const utg__block_ix *b = &m->blk[pl->block];
     utg__acts *A = &m->acts[l];
-    int N = n_seqs * m->Tc, d = m->d;
-    const float *rm = UTG__W(b->resid_mix);
-    if (pl->pop_slot >= 0) {
-        be->mix_fwd(be, A->hs, h, NULL, m->slot_src[pl->pop_slot], UTG__W(m->t_skip) + (size_t)pl->skip_index * d, N, d);
-        h = A->hs;
+    utg__lw w;
+    int N = n_seqs * m->Tc, d = m->d, k, iter = m->cfg.iter_embed > 0 || m->cfg.iter_scale > 0;
+    const float *sw = pl->pop_slot >= 0 ? UTG__W(m->t_skip) + (size_t)pl->skip_index * d : NULL, *x, *last;
+    utg__layer_ptrs(m, l, 0, &w);
+    A->in0 = h0;
+    A->in1 = h1;
+    if (pl->lane == UTG_LANE_TWO || pl->lane == UTG_LANE_PARALLEL) {
+        const float *l0 = h0, *l1 = h1 ? h1 : h0; /* lanes start as two copies of h */
+        const float *r = w.pr, *P = w.pp;
+        A->in1 = l1;
+        if (sw) {
+            be->mix_fwd(be, A->hs, l0, NULL, m->slot_src[pl->pop_slot], sw, N, d, 0);
+            l0 = A->hs;
+            if (pl->lane == UTG_LANE_TWO) { /* PR #1204: the skip enters both lanes; PR #1530: lane 0 only */
+                be->mix_fwd(be, A->hs1, l1, NULL, m->slot_src[pl->pop_slot], sw, N, d, 0);
+                l1 = A->hs1;
+            }
+        }
+        A->xs = l0; /* kept for the backward: the lane inputs after the skip */
+        A->xs1 = l1;
+        be->mix_fwd(be, A->hin, l0, w.rm, m->x0, w.rm + d, N, d, 0);
+        utg__attn_fwd(m, &w, 0, UTG__NB(&w, 0), &A->at[0], A->hin, n_seqs);
+        be->mix_fwd(be, A->sa, A->at[0].a, w.as[0], NULL, NULL, N, d, 0);
+        if (pl->lane == UTG_LANE_TWO) {
+            be->mix_fwd(be, A->l0a, l0, r + 0, A->sa, P + 0, N, d, UTG__SC);
+            be->mix_fwd(be, A->l1a, l1, r + 0, A->sa, P + 1, N, d, UTG__SC);
+            be->mix_fwd(be, A->hin_m, A->l1a, w.rm, m->x0, w.rm + d, N, d, 0);
+            utg__mlp_fwd(m, &w, UTG__NB(&w, 1), &A->ml, A->hin_m, N);
+            be->mix_fwd(be, A->sm, A->ml.m, w.ms, NULL, NULL, N, d, 0);
+            be->mix_fwd(be, A->out, A->l0a, r + 1, A->sm, P + 2, N, d, UTG__SC);
+            be->mix_fwd(be, A->out1, A->l1a, r + 1, A->sm, P + 3, N, d, UTG__SC);
+        } else {
+            utg__mlp_fwd(m, &w, UTG__NB(&w, 1), &A->ml, l1, N);
+            be->mix_fwd(be, A->sm, A->ml.m, w.ms, NULL, NULL, N, d, 0);
+            be->mix_fwd(be, A->out, l0, r + 0, A->sa, P + 0, N, d, UTG__SC);
+            be->mix_fwd(be, A->out, A->out, NULL, A->sm, P + 2, N, d, UTG_MIX_WZ_SCALAR);
+            be->mix_fwd(be, A->out1, l1, r + 1, A->sa, P + 1, N, d, UTG__SC);
+            be->mix_fwd(be, A->out1, A->out1, NULL, A->sm, P + 3, N, d, UTG_MIX_WZ_SCALAR);
+        }
+        return;
     }
-    be->mix_fwd(be, A->hin, h, rm, m->x0, rm + d, N, d);
-    be->rmsnorm_fwd(be, A->n1, A->r1, A->hin, N, d, m->eps);
-    /* attention: raw q and k pass through the gradient temporaries, which are free in forward */
-    be->matmul(be, m->g_q, A->n1, UTG__W(b->c_q), N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
-    be->rmsnorm_fwd(be, A->qn, A->rq, m->g_q, N * m->H, m->hd, m->eps);
-    be->copy(be, A->qr, A->qn, (size_t)N * d);
-    be->rope(be, A->qr, m->rope_cur, N, m->Tc, m->H, m->hd, 0);
-    be->head_scale_fwd(be, A->qg, A->qr, UTG__W(b->q_gain), N, m->H, m->hd);
-    be->matmul(be, m->g_k, A->n1, UTG__W(b->c_k), N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
-    be->rmsnorm_fwd(be, A->kn, A->rk, m->g_k, N * m->Hkv, m->hd, m->eps);
-    be->copy(be, A->kr, A->kn, (size_t)N * m->kvd);
-    be->rope(be, A->kr, m->rope_cur, N, m->Tc, m->Hkv, m->hd, 0);
-    be->matmul(be, A->v, A->n1, UTG__W(b->c_v), N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
-    be->attn_fwd(be, A->y, A->lse, A->qg, A->kr, A->v, n_seqs, m->Tc, m->H, m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd));
-    be->matmul(be, A->a, A->y, UTG__W(b->proj), N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
-    be->mix_fwd(be, A->hmid, A->hin, NULL, A->a, UTG__W(b->attn_scale), N, d);
-    /* MLP */
-    be->rmsnorm_fwd(be, A->n2, A->r2, A->hmid, N, d, m->eps);
-    be->matmul(be, A->u, A->n2, UTG__W(b->fc), N, m->F, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
-    be->relu2_fwd(be, A->r, A->u, (size_t)N * m->F);
-    be->matmul(be, A->m, A->r, UTG__W(b->mlp_proj), N, d, m->F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
-    be->mix_fwd(be, A->out, A->hmid, NULL, A->m, UTG__W(b->mlp_scale), N, d);
+    /* one lane */
+    x = h0;
+    if (sw) { be->mix_fwd(be, A->hs, x, NULL, m->slot_src[pl->pop_slot], sw, N, d, 0); x = A->hs; }
+    A->xs = x;
+    if (w.fg) { be->mix_fwd(be, A->hc, x, w.fg, NULL, w.fb, N, d, 0); x = A->hc; }
+    else if (w.ie) { be->mix_fwd(be, A->hc, x, NULL, NULL, w.ie, N, d, 0); x = A->hc; }
+    A->xc = x;
+    be->mix_fwd(be, A->hin, x, w.rm, m->x0, w.rm + d, N, d, 0);
+    if (pl->lane == UTG_LANE_GPTJ) {
+        utg__attn_fwd(m, &w, 0, UTG__NB(&w, 0), &A->at[0], A->hin, n_seqs);
+        utg__mlp_fwd(m, &w, UTG__NB(&w, 1), &A->ml, A->hin, N);
+        be->mix_fwd(be, A->hmid[0], A->hin, NULL, A->at[0].a, w.as[0], N, d, 0);
+    } else {
+        const float *cur = A->hin;
+        for (k = 0; k < m->n_attn; k++) {
+            utg__attn_fwd(m, &w, k, UTG__NB(&w, k), &A->at[k], cur, n_seqs);
+            be->mix_fwd(be, A->hmid[k], cur, NULL, A->at[k].a, w.as[k], N, d, 0);
+            cur = A->hmid[k];
+        }
+        utg__mlp_fwd(m, &w, UTG__NB(&w, m->n_attn), &A->ml, cur, N);
+    }
+    last = A->hmid[pl->lane == UTG_LANE_GPTJ ? 0 : m->n_attn - 1];
+    if (iter) { /* PR #1110: out = h + gamma * (block(hc) - hc), hc = h + iter_embed */
+        be->mix_fwd(be, A->blk, last, NULL, A->ml.m, w.ms, N, d, 0);
+        be->mix_fwd(be, A->delta, A->blk, NULL, A->xc, m->consts + 16, N, d, 0);
+        be->mix_fwd(be, A->out, A->xs, NULL, A->delta, w.is, N, d, 0);
+    } else {
+        be->mix_fwd(be, A->out, last, NULL, A->ml.m, w.ms, N, d, 0);
+    }
     if (pl->push_slot >= 0) m->slot_src[pl->push_slot] = A->out;
 }
 
@@ -2339,7 +3059,7 @@ static void utg__layer_forward(utg_model *m, int l, const float *h, int n_seqs) 
 static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs, int seq_len,
                                int grad, float *token_losses, double *loss) {
     utg_backend *be;
-    const float *h, *head;
+    const float *h0, *h1, *head;
     size_t N, i;
     double sum = 0.0;
     utg_result r;
@@ -2375,12 +3095,22 @@ static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_
     be->upload(be, m->tgt, targets, N * sizeof(int32_t));
     be->embed_fwd(be, m->emb, UTG__W(m->t_tok_emb), m->ids, (int)N, m->d);
     be->rmsnorm_fwd(be, m->x0, m->r0, m->emb, (int)N, m->d, m->eps);
-    h = m->x0;
+    h0 = m->x0;
+    h1 = NULL;
     for (i = 0; i < (size_t)m->plan.n_layers; i++) {
-        utg__layer_forward(m, (int)i, h, n_seqs);
-        h = m->acts[i].out;
+        utg__layer_forward(m, (int)i, h0, h1, n_seqs);
+        h0 = m->acts[i].out;
+        h1 = m->plan.layers[i].lane == UTG_LANE_TWO || m->plan.layers[i].lane == UTG_LANE_PARALLEL ? m->acts[i].out1 : NULL;
     }
-    be->rmsnorm_fwd(be, m->hf, m->rf, h, (int)N, m->d, m->eps);
+    if (h1) { /* two lanes reach the head: their mean (PARALLEL_FINAL_LANE=mean), or one of them */
+        if (m->final_lane == 0) {
+            be->mix_fwd(be, m->hlast, h0, m->consts, h1, m->consts, (int)N, m->d, UTG__SC);
+            h0 = m->hlast;
+        } else if (m->final_lane == 2) {
+            h0 = h1;
+        }
+    }
+    be->rmsnorm_fwd(be, m->hf, m->rf, h0, (int)N, m->d, m->eps);
     head = m->t_lm_head >= 0 ? UTG__W(m->t_lm_head) : UTG__W(m->t_tok_emb);
     be->matmul(be, m->logits, m->hf, head, (int)N, m->V, m->d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
     /* the gradient of the mean loss is computed here, in place, while the logits are at hand */
@@ -2406,101 +3136,160 @@ UTGDEF utg_result utg_model_eval(utg_model *m, const int32_t *inputs, const int3
     return utg__forward(m, inputs, targets, n_seqs, seq_len, 0, token_losses, loss);
 }
 
-/* Backward of one virtual layer: on entry *gh holds dL/d(output); on exit dL/d(input h). */
-static void utg__layer_backward(utg_model *m, int l, float **gh, float **gprev) {
+/* The running gradients of the backward: lane 0 and lane 1 (current and spare buffers). */
+typedef struct utg__gstate { float *g0, *s0, *g1, *s1; } utg__gstate;
+
+/* Backward of virtual layer l: on entry gs->g0 (and g1 on two lanes) hold dL/d(output lanes); on
+   exit dL/d(input lanes). Every weight gradient is added, so shared weights sum their visits. */
+static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
     utg_backend *be = m->be;
     const utg_plan_layer *pl = &m->plan.layers[l];
-    const utg__block_ix *b = &m->blk[pl->block];
     utg__acts *A = &m->acts[l];
-    int N = m->n_tok, d = m->d, F = m->F, kv = m->kvd, n_seqs = m->n_tok / m->Tc;
+    utg__lw w, g;
+    int N = m->n_tok, d = m->d, k, iter = m->cfg.iter_embed > 0 || m->cfg.iter_scale > 0;
     size_t Nd = (size_t)N * d;
-    const float *h_prev = l == 0 ? m->x0 : m->acts[l - 1].out, *h_mix = A->hs ? A->hs : h_prev;
-    const float *rm = UTG__W(b->resid_mix);
-    float *g = *gh, *gp = *gprev;
-    if (pl->push_slot >= 0) /* a later layer read this output through the skip stack */
-        be->mix_fwd(be, g, g, NULL, m->g_skip + (size_t)pl->push_slot * Nd, NULL, N, d);
-    /* out = hmid + mlp_scale * m */
-    be->fill(be, m->g_hmid, 0.0f, Nd);
-    be->fill(be, m->g_d, 0.0f, Nd);
-    be->mix_bwd(be, m->g_hmid, m->g_d, NULL, UTG__G(b->mlp_scale), g, A->hmid, NULL, A->m, UTG__W(b->mlp_scale), N, d);
-    /* m = relu(n2 fc^T)^2 proj^T */
-    be->matmul(be, m->g_f, m->g_d, UTG__W(b->mlp_proj), N, F, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-    be->matmul(be, UTG__G(b->mlp_proj), m->g_d, A->r, d, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
-    be->fill(be, m->g_f2, 0.0f, (size_t)N * F);
-    be->relu2_bwd(be, m->g_f2, m->g_f, A->u, (size_t)N * F);
-    be->matmul(be, m->g_d, m->g_f2, UTG__W(b->fc), N, d, F, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-    be->matmul(be, UTG__G(b->fc), m->g_f2, A->n2, F, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
-    be->rmsnorm_bwd(be, m->g_hmid, m->g_d, A->n2, A->r2, N, d);
-    /* hmid = hin + attn_scale * a */
-    be->fill(be, m->g_hin, 0.0f, Nd);
-    be->fill(be, m->g_d, 0.0f, Nd);
-    be->mix_bwd(be, m->g_hin, m->g_d, NULL, UTG__G(b->attn_scale), m->g_hmid, A->hin, NULL, A->a, UTG__W(b->attn_scale), N, d);
-    /* a = y proj^T */
-    be->matmul(be, m->g_y, m->g_d, UTG__W(b->proj), N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-    be->matmul(be, UTG__G(b->proj), m->g_d, A->y, d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
-    /* attention core */
-    be->fill(be, m->g_q, 0.0f, Nd);
-    be->fill(be, m->g_k, 0.0f, (size_t)N * kv);
-    be->fill(be, m->g_v, 0.0f, (size_t)N * kv);
-    be->attn_bwd(be, m->g_q, m->g_k, m->g_v, m->g_y, A->qg, A->kr, A->v, A->y, A->lse, n_seqs, m->Tc, m->H, m->Hkv,
-                 m->hd, 1.0f / sqrtf((float)m->hd));
-    /* q_gain, RoPE and the per-head norms, back to raw q and k */
-    be->fill(be, m->g_y, 0.0f, Nd);
-    be->head_scale_bwd(be, m->g_y, UTG__G(b->q_gain), m->g_q, A->qr, UTG__W(b->q_gain), N, m->H, m->hd);
-    be->rope(be, m->g_y, m->rope_cur, N, m->Tc, m->H, m->hd, 1);
-    be->rope(be, m->g_k, m->rope_cur, N, m->Tc, m->Hkv, m->hd, 1);
-    be->fill(be, m->g_q, 0.0f, Nd);
-    be->rmsnorm_bwd(be, m->g_q, m->g_y, A->qn, A->rq, N * m->H, m->hd);
-    be->fill(be, m->g_k2, 0.0f, (size_t)N * kv);
-    be->rmsnorm_bwd(be, m->g_k2, m->g_k, A->kn, A->rk, N * m->Hkv, m->hd);
-    /* q, k, v = n1 W^T */
-    be->matmul(be, m->g_d, m->g_q, UTG__W(b->c_q), N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-    be->matmul(be, m->g_d, m->g_k2, UTG__W(b->c_k), N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
-    be->matmul(be, m->g_d, m->g_v, UTG__W(b->c_v), N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
-    be->matmul(be, UTG__G(b->c_q), m->g_q, A->n1, d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
-    be->matmul(be, UTG__G(b->c_k), m->g_k2, A->n1, kv, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
-    be->matmul(be, UTG__G(b->c_v), m->g_v, A->n1, kv, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
-    be->rmsnorm_bwd(be, m->g_hin, m->g_d, A->n1, A->r1, N, d);
-    /* hin = resid_mix[0] * h + resid_mix[1] * x0 */
-    be->fill(be, gp, 0.0f, Nd);
-    be->mix_bwd(be, gp, m->g_x0, UTG__G(b->resid_mix), UTG__G(b->resid_mix) + d, m->g_hin, h_mix, rm, m->x0, rm + d, N, d);
-    if (pl->pop_slot >= 0) { /* hs = h_prev + skip_weights[j] * popped */
-        const float *sw = UTG__W(m->t_skip) + (size_t)pl->skip_index * d;
-        be->fill(be, g, 0.0f, Nd);
-        be->mix_bwd(be, g, m->g_skip + (size_t)pl->pop_slot * Nd, NULL, UTG__G(m->t_skip) + (size_t)pl->skip_index * d,
-                    gp, h_prev, NULL, m->slot_src[pl->pop_slot], sw, N, d);
-    } else {
-        *gh = gp;
-        *gprev = g;
+    const float *sw = pl->pop_slot >= 0 ? UTG__W(m->t_skip) + (size_t)pl->skip_index * d : NULL;
+    float *gsw = pl->pop_slot >= 0 ? UTG__G(m->t_skip) + (size_t)pl->skip_index * d : NULL;
+    float *gslot = pl->pop_slot >= 0 ? m->g_skip + (size_t)pl->pop_slot * Nd : NULL, *G, *t;
+    utg__layer_ptrs(m, l, 0, &w);
+    utg__layer_ptrs(m, l, 1, &g);
+    if (pl->lane == UTG_LANE_TWO) {
+        float *G0 = gs->g0, *G1 = gs->g1, *Ga = m->g_la, *Gb = m->g_lb;
+        /* out = r1*l0a + P[1,0]*sm;  out1 = r1*l1a + P[1,1]*sm;  sm = mlp_scale * MLP(resid_mix(l1a, x0)) */
+        be->fill(be, Ga, 0.0f, Nd); be->fill(be, Gb, 0.0f, Nd); be->fill(be, m->g_sm, 0.0f, Nd);
+        be->mix_bwd(be, Ga, m->g_sm, g.pr + 1, g.pp + 2, G0, A->l0a, w.pr + 1, A->sm, w.pp + 2, N, d, UTG__SC);
+        be->mix_bwd(be, Gb, m->g_sm, g.pr + 1, g.pp + 3, G1, A->l1a, w.pr + 1, A->sm, w.pp + 3, N, d, UTG__SC);
+        be->fill(be, m->g_d, 0.0f, Nd);
+        be->mix_bwd(be, m->g_d, NULL, g.ms, NULL, m->g_sm, A->ml.m, w.ms, NULL, NULL, N, d, 0);
+        be->fill(be, m->g_hin, 0.0f, Nd);
+        utg__mlp_bwd(m, &w, &g, UTG__NB(&w, 1), UTG__NB(&g, 1), &A->ml, m->g_d, m->g_hin);
+        be->mix_bwd(be, Gb, m->g_x0, g.rm, g.rm + d, m->g_hin, A->l1a, w.rm, m->x0, w.rm + d, N, d, 0);
+        /* l0a = r0*xs + P[0,0]*sa;  l1a = r0*xs1 + P[0,1]*sa;  sa = attn_scale * Attn(resid_mix(xs, x0)) */
+        be->fill(be, G0, 0.0f, Nd); be->fill(be, G1, 0.0f, Nd); be->fill(be, m->g_sa, 0.0f, Nd);
+        be->mix_bwd(be, G0, m->g_sa, g.pr, g.pp + 0, Ga, A->xs, w.pr, A->sa, w.pp + 0, N, d, UTG__SC);
+        be->mix_bwd(be, G1, m->g_sa, g.pr, g.pp + 1, Gb, A->xs1, w.pr, A->sa, w.pp + 1, N, d, UTG__SC);
+        be->fill(be, m->g_a, 0.0f, Nd);
+        be->mix_bwd(be, m->g_a, NULL, g.as[0], NULL, m->g_sa, A->at[0].a, w.as[0], NULL, NULL, N, d, 0);
+        be->fill(be, m->g_hin, 0.0f, Nd);
+        utg__attn_bwd(m, &w, &g, 0, UTG__NB(&w, 0), UTG__NB(&g, 0), &A->at[0], m->g_a, m->g_hin);
+        be->mix_bwd(be, G0, m->g_x0, g.rm, g.rm + d, m->g_hin, A->xs, w.rm, m->x0, w.rm + d, N, d, 0);
+        if (sw) {
+            be->mix_bwd(be, NULL, gslot, NULL, gsw, G0, NULL, NULL, m->slot_src[pl->pop_slot], sw, N, d, 0);
+            be->mix_bwd(be, NULL, gslot, NULL, gsw, G1, NULL, NULL, m->slot_src[pl->pop_slot], sw, N, d, 0);
+        }
+        return;
     }
+    if (pl->lane == UTG_LANE_PARALLEL) {
+        float *G0 = gs->g0, *G1 = gs->g1, *Ga = gs->s0, *Gb = gs->s1;
+        /* out = r0*xs + P[0,0]*sa + P[1,0]*sm;  out1 = r1*xs1 + P[0,1]*sa + P[1,1]*sm */
+        be->fill(be, Ga, 0.0f, Nd); be->fill(be, Gb, 0.0f, Nd);
+        be->fill(be, m->g_sa, 0.0f, Nd); be->fill(be, m->g_sm, 0.0f, Nd);
+        be->mix_bwd(be, Ga, m->g_sa, g.pr + 0, g.pp + 0, G0, A->xs, w.pr + 0, A->sa, w.pp + 0, N, d, UTG__SC);
+        be->mix_bwd(be, NULL, m->g_sm, NULL, g.pp + 2, G0, NULL, NULL, A->sm, w.pp + 2, N, d, UTG_MIX_WZ_SCALAR);
+        be->mix_bwd(be, Gb, m->g_sa, g.pr + 1, g.pp + 1, G1, A->xs1, w.pr + 1, A->sa, w.pp + 1, N, d, UTG__SC);
+        be->mix_bwd(be, NULL, m->g_sm, NULL, g.pp + 3, G1, NULL, NULL, A->sm, w.pp + 3, N, d, UTG_MIX_WZ_SCALAR);
+        /* sm = mlp_scale * MLP(xs1): the MLP reads lane 1 directly */
+        be->fill(be, m->g_d, 0.0f, Nd);
+        be->mix_bwd(be, m->g_d, NULL, g.ms, NULL, m->g_sm, A->ml.m, w.ms, NULL, NULL, N, d, 0);
+        utg__mlp_bwd(m, &w, &g, UTG__NB(&w, 1), UTG__NB(&g, 1), &A->ml, m->g_d, Gb);
+        /* sa = attn_scale * Attn(resid_mix(xs, x0)) */
+        be->fill(be, m->g_a, 0.0f, Nd);
+        be->mix_bwd(be, m->g_a, NULL, g.as[0], NULL, m->g_sa, A->at[0].a, w.as[0], NULL, NULL, N, d, 0);
+        be->fill(be, m->g_hin, 0.0f, Nd);
+        utg__attn_bwd(m, &w, &g, 0, UTG__NB(&w, 0), UTG__NB(&g, 0), &A->at[0], m->g_a, m->g_hin);
+        be->mix_bwd(be, Ga, m->g_x0, g.rm, g.rm + d, m->g_hin, A->xs, w.rm, m->x0, w.rm + d, N, d, 0);
+        if (sw) be->mix_bwd(be, NULL, gslot, NULL, gsw, Ga, NULL, NULL, m->slot_src[pl->pop_slot], sw, N, d, 0);
+        gs->g0 = Ga; gs->s0 = G0; gs->g1 = Gb; gs->s1 = G1;
+        return;
+    }
+    /* one lane */
+    G = gs->g0;
+    if (pl->push_slot >= 0) /* a later layer read this output through the skip stack */
+        be->mix_fwd(be, G, G, NULL, m->g_skip + (size_t)pl->push_slot * Nd, NULL, N, d, 0);
+    if (iter) { /* out = xs + gamma * delta, delta = blk - xc */
+        float *ID = m->g_hcx, *DD = m->g_hcx + Nd;
+        be->copy(be, ID, G, Nd);
+        be->fill(be, DD, 0.0f, Nd);
+        be->mix_bwd(be, NULL, DD, NULL, g.is, G, NULL, NULL, A->delta, w.is, N, d, 0);
+        be->copy(be, G, DD, Nd); /* dL/dblk */
+    }
+    /* (blk or out) = last + mlp_scale * m: the identity path keeps G */
+    be->fill(be, m->g_d, 0.0f, Nd);
+    be->mix_bwd(be, NULL, m->g_d, NULL, g.ms, G, NULL, NULL, A->ml.m, w.ms, N, d, 0);
+    if (pl->lane == UTG_LANE_GPTJ) { /* hmid = hin + attn_scale * a; the MLP read hin too */
+        be->fill(be, m->g_a, 0.0f, Nd);
+        be->mix_bwd(be, NULL, m->g_a, NULL, g.as[0], G, NULL, NULL, A->at[0].a, w.as[0], N, d, 0);
+        utg__mlp_bwd(m, &w, &g, UTG__NB(&w, 1), UTG__NB(&g, 1), &A->ml, m->g_d, G);
+        utg__attn_bwd(m, &w, &g, 0, UTG__NB(&w, 0), UTG__NB(&g, 0), &A->at[0], m->g_a, G);
+    } else {
+        utg__mlp_bwd(m, &w, &g, UTG__NB(&w, m->n_attn), UTG__NB(&g, m->n_attn), &A->ml, m->g_d, G);
+        for (k = m->n_attn - 1; k >= 0; k--) { /* hmid[k] = (hmid[k-1] or hin) + attn_scale_k * a_k */
+            be->fill(be, m->g_a, 0.0f, Nd);
+            be->mix_bwd(be, NULL, m->g_a, NULL, g.as[k], G, NULL, NULL, A->at[k].a, w.as[k], N, d, 0);
+            utg__attn_bwd(m, &w, &g, k, UTG__NB(&w, k), UTG__NB(&g, k), &A->at[k], m->g_a, G);
+        }
+    }
+    /* hin = resid_mix[0] * xc + resid_mix[1] * x0 */
+    be->fill(be, gs->s0, 0.0f, Nd);
+    be->mix_bwd(be, gs->s0, m->g_x0, g.rm, g.rm + d, G, A->xc, w.rm, m->x0, w.rm + d, N, d, 0);
+    t = gs->g0; gs->g0 = gs->s0; gs->s0 = t;
+    G = gs->g0;
+    if (iter) { /* xc = xs + iter_embed: dxc = (block path) - d(delta); dxs = dxc + the identity path */
+        float *ID = m->g_hcx, *DD = m->g_hcx + Nd;
+        be->mix_fwd(be, G, G, NULL, DD, m->consts + 16, N, d, 0);
+        if (w.ie) be->mix_bwd(be, NULL, NULL, NULL, g.ie, G, NULL, NULL, NULL, w.ie, N, d, 0);
+        be->mix_fwd(be, G, G, NULL, ID, NULL, N, d, 0);
+    } else if (w.fg) { /* xc = gamma * xs + beta */
+        be->fill(be, gs->s0, 0.0f, Nd);
+        be->mix_bwd(be, gs->s0, NULL, g.fg, g.fb, G, A->xs, w.fg, NULL, w.fb, N, d, 0);
+        t = gs->g0; gs->g0 = gs->s0; gs->s0 = t;
+        G = gs->g0;
+    }
+    if (sw) be->mix_bwd(be, NULL, gslot, NULL, gsw, G, NULL, NULL, m->slot_src[pl->pop_slot], sw, N, d, 0);
 }
 
 UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
     utg_backend *be;
     const float *head;
-    float *dhead, *gh, *gp;
+    float *dhead;
+    utg__gstate gs;
     size_t Nd;
-    int l, N;
+    int l, N, lanes_out;
     if (!m || !m->be) return UTG_ERR_INVALID;
     if (!m->have_forward) { utg__msgf(&m->msg, "backward needs a successful forward first"); return UTG_ERR_INVALID; }
     m->have_forward = 0; /* the logits now hold gradients: one backward per forward */
     be = m->be;
     N = m->n_tok;
     Nd = (size_t)N * m->d;
-    be->fill(be, m->g_skip, 0.0f, (size_t)(m->plan.n_slots > 0 ? m->plan.n_slots : 1) * Nd);
+    be->fill(be, m->g_skip, 0.0f, (size_t)m->max_slots * Nd);
     be->fill(be, m->g_x0, 0.0f, Nd);
     /* head: logits = hf head^T, the logits buffer holds dloss/dlogits already */
     head = m->t_lm_head >= 0 ? UTG__W(m->t_lm_head) : UTG__W(m->t_tok_emb);
     dhead = m->t_lm_head >= 0 ? UTG__G(m->t_lm_head) : UTG__G(m->t_tok_emb);
     be->matmul(be, m->g_d, m->logits, head, N, m->d, m->V, UTG_NO_TRANS, UTG_NO_TRANS, loss_scale, 0.0f);
     be->matmul(be, dhead, m->logits, m->hf, m->V, m->d, N, UTG_TRANS, UTG_NO_TRANS, loss_scale, 1.0f);
-    gh = m->g_h;
-    gp = m->g_prev;
-    be->fill(be, gh, 0.0f, Nd);
-    be->rmsnorm_bwd(be, gh, m->g_d, m->hf, m->rf, N, m->d);
-    for (l = m->plan.n_layers - 1; l >= 0; l--) utg__layer_backward(m, l, &gh, &gp);
+    gs.g0 = m->g_h; gs.s0 = m->g_prev; gs.g1 = m->g_l1; gs.s1 = m->g_l1b;
+    be->fill(be, gs.g0, 0.0f, Nd);
+    be->rmsnorm_bwd(be, gs.g0, m->g_d, m->hf, m->rf, N, m->d);
+    lanes_out = m->plan.lanes_from >= 0;
+    if (lanes_out) { /* split the head's gradient over the lanes it read */
+        if (m->final_lane == 0) {
+            be->mix_fwd(be, gs.g1, gs.g0, m->consts, NULL, NULL, N, m->d, UTG_MIX_WX_SCALAR);
+            be->mix_fwd(be, gs.g0, gs.g0, m->consts, NULL, NULL, N, m->d, UTG_MIX_WX_SCALAR);
+        } else if (m->final_lane == 1) {
+            be->fill(be, gs.g1, 0.0f, Nd);
+        } else {
+            be->copy(be, gs.g1, gs.g0, Nd);
+            be->fill(be, gs.g0, 0.0f, Nd);
+        }
+    }
+    for (l = m->plan.n_layers - 1; l >= 0; l--) {
+        utg__layer_backward(m, l, &gs);
+        if (l == m->plan.lanes_from) /* both lanes started as this layer's input */
+            be->mix_fwd(be, gs.g0, gs.g0, NULL, gs.g1, NULL, N, m->d, 0);
+    }
     /* x0 = RMSNorm(tok_emb[ids]): x0 fed the first layer and every resid_mix */
-    be->mix_fwd(be, m->g_x0, m->g_x0, NULL, gh, NULL, N, m->d);
+    be->mix_fwd(be, m->g_x0, m->g_x0, NULL, gs.g0, NULL, N, m->d, 0);
     be->fill(be, m->g_d, 0.0f, Nd);
     be->rmsnorm_bwd(be, m->g_d, m->g_x0, m->x0, m->r0, N, m->d);
     be->embed_bwd(be, UTG__G(m->t_tok_emb), m->g_d, m->ids, N, m->d);
@@ -2511,8 +3300,6 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
 // >>impl_optim
    ------------------------------------------------------------------------------------------------ */
 
-/* knobs whose 0 is stored as UTG_OFF read back as 0 */
-#define UTG__OFF0(x) ((x) < 0 ? 0 : (x))
 
 enum { UTG__GROUP_MUON = 0, UTG__GROUP_EMBED, UTG__GROUP_HEAD, UTG__GROUP_SCALAR };
 
@@ -2534,17 +3321,19 @@ UTGDEF double utg_muon_momentum(const utg_config *c, int step) {
     return (1.0 - f) * start + f * c->muon_momentum;
 }
 
+UTGDEF double utg_train_frac(const utg_config *c, int step, double elapsed_ms) {
+    if (c->max_wallclock_seconds > 0) {
+        double span = 1000.0 * (c->max_wallclock_seconds - c->gptq_reserve_seconds); /* the records: max(cap - reserve, 1e-9) */
+        return elapsed_ms / (span > 1e-9 ? span : 1e-9);
+    }
+    return (double)step / c->iterations;
+}
+
 UTGDEF double utg_lr_scale(const utg_config *c, int step, double elapsed_ms) {
     double cap_ms = c->max_wallclock_seconds > 0 ? 1000.0 * c->max_wallclock_seconds : 0.0;
     int wd_iters = UTG__OFF0(c->warmdown_iters);
     if (c->warmdown_frac > 0.0) {
-        double w = c->warmdown_frac, frac, span;
-        if (cap_ms > 0) {
-            span = cap_ms - 1000.0 * c->gptq_reserve_seconds; /* the records: max(cap - reserve, 1e-9) */
-            frac = elapsed_ms / (span > 1e-9 ? span : 1e-9);
-        } else {
-            frac = (double)step / c->iterations;
-        }
+        double w = c->warmdown_frac, frac = utg_train_frac(c, step, elapsed_ms);
         if (frac < 1.0 - w) return 1.0;
         frac = (1.0 - frac) / w;
         return frac > c->min_lr ? frac : c->min_lr;

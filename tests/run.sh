@@ -43,6 +43,7 @@ suite "header compiles as C99 and C++17 (-Werror -pedantic)" compile_check
 suite "ops: finite-difference gradient checks" "$BUILD/test_ops"
 suite "ops again, portable C paths (UTG_NO_VECTOR_EXT)" "$BUILD/test_ops_portable"
 suite "model: config, arena, whole-model gradients" "$BUILD/test_model"
+suite "depth plans: recipes, schedules, gradients through recurrence" "$BUILD/test_plan"
 suite "io: safetensors and shards" "$BUILD/test_io"
 suite "cli: utg-grad and the vendoring example" sh tests/test_cli.sh "$BUILD"
 suite "utg-shards: text and ids to shards" sh tests/test_shards_tool.sh "$BUILD"

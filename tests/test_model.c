@@ -4,6 +4,7 @@
 #include "../utgolf.h"
 #include "gradcheck.h"
 #include "test.h"
+#include "mdl.h"
 #include <stdlib.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -218,93 +219,6 @@ static void test_init_deterministic(void) {
 
 /* ---------------------------------------------------------------- whole model */
 
-typedef struct {
-    utg_model *m;
-    int n_seqs;
-    int32_t *x, *y;
-    float *params, *grads;
-    size_t n;
-} mdl_ctx;
-
-static uint64_t lcg = 99;
-static double urand(void) {
-    lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
-    return (double)(lcg >> 11) * (2.0 / 9007199254740992.0) - 1.0;
-}
-
-static double mdl_obj(void *p) {
-    mdl_ctx *c = (mdl_ctx *)p;
-    double loss = 0.0;
-    utg_model_set(c->m, 0, -1, c->params, c->n);
-    utg_model_forward(c->m, c->x, c->y, c->n_seqs, &loss);
-    return loss;
-}
-static void mdl_grad(void *p) {
-    mdl_ctx *c = (mdl_ctx *)p;
-    mdl_obj(c);
-    utg_model_zero_grads(c->m);
-    utg_model_backward(c->m, 1.0f);
-    utg_model_get(c->m, 1, -1, c->grads, c->n);
-}
-
-/* A tiny model with every parameter random (zero-init tensors too, so all gradients flow). */
-static int mdl_setup(mdl_ctx *c, const utg_config *cfg, const utg_backend *be_override) {
-    utg_model_desc d;
-    int i, N;
-    size_t k;
-    memset(&d, 0, sizeof d);
-    memset(c, 0, sizeof *c);
-    d.config = *cfg;
-    d.backend = (utg_backend *)be_override;
-    if (utg_model_create(&d, &c->m) != UTG_OK) { printf("    create: %s\n", utg_model_message(c->m)); return 0; }
-    c->n = utg_model_arena_floats(c->m);
-    c->params = (float *)calloc(c->n, 4);
-    c->grads = (float *)calloc(c->n, 4);
-    for (i = 0; i < utg_model_tensor_count(c->m); i++) {
-        const utg_tensor_info *t = utg_model_tensor(c->m, i);
-        int ctrl = t->role == UTG_ROLE_CONTROL;
-        for (k = 0; k < t->numel; k++)
-            c->params[t->offset + k] = (float)(ctrl ? 1.0 + 0.3 * urand() : 0.5 * urand());
-    }
-    c->n_seqs = 2;
-    N = c->n_seqs * utg_model_config(c->m)->train_seq_len;
-    c->x = (int32_t *)malloc(sizeof(int32_t) * N);
-    c->y = (int32_t *)malloc(sizeof(int32_t) * N);
-    for (i = 0; i < N; i++) {
-        c->x[i] = (int32_t)((i * 37 + 11) % utg_model_config(c->m)->vocab_size);
-        c->y[i] = (int32_t)((i * 53 + 5) % utg_model_config(c->m)->vocab_size);
-    }
-    return 1;
-}
-static void mdl_free(mdl_ctx *c) {
-    utg_model_destroy(c->m);
-    free(c->params); free(c->grads); free(c->x); free(c->y);
-}
-
-/* One gc_input per tensor, so a failure names the tensor. */
-static double mdl_check(mdl_ctx *c, int verbose, const char **where) {
-    gc_case gc;
-    gc_opts o = gc_default_opts();
-    int i, n_t = utg_model_tensor_count(c->m), start;
-    double worst = 0.0;
-    o.max_probe = 24;
-    o.verbose = verbose;
-    for (start = 0; start < n_t; start += 8) {
-        double w;
-        const char *wh = "";
-        memset(&gc, 0, sizeof gc);
-        gc.ctx = c; gc.objective = mdl_obj; gc.grad = mdl_grad;
-        for (i = start; i < n_t && i < start + 8; i++) {
-            const utg_tensor_info *t = utg_model_tensor(c->m, i);
-            gc_input *in = &gc.in[gc.n_in++];
-            in->name = t->name; in->x = c->params + t->offset; in->g = c->grads + t->offset; in->n = t->numel;
-        }
-        w = gc_check(&gc, &o, &wh);
-        if (w > worst) { worst = w; *where = wh; }
-    }
-    return worst;
-}
-
 static utg_config tiny_config(int L, int d, int H, int Hkv, int V, int T, int tie, double softcap) {
     utg_config c;
     memset(&c, 0, sizeof c);
@@ -313,17 +227,7 @@ static utg_config tiny_config(int L, int d, int H, int Hkv, int V, int T, int ti
     return c;
 }
 
-static void run_model_gradcheck(const char *what, utg_config cfg) {
-    mdl_ctx c;
-    const char *where = "";
-    double worst;
-    if (!mdl_setup(&c, &cfg, NULL)) { CHECK(0, "%s: setup failed", what); return; }
-    worst = mdl_check(&c, 0, &where);
-    if (worst > 1.0) mdl_check(&c, 1, &where);
-    CHECK(worst <= 1.0, "%s: worst error ratio %.3g in %s", what, worst, where);
-    printf("      %s: worst ratio %.3f (pass <= 1)\n", what, worst);
-    mdl_free(&c);
-}
+static void run_model_gradcheck(const char *what, utg_config cfg) { mdl_run(what, cfg, 0); }
 
 static void test_model_gradcheck_tied_gqa(void) {
     run_model_gradcheck("3 layers (odd: skip stack), GQA 4/2, tied, softcap 5", tiny_config(3, 16, 4, 2, 32, 8, 1, 5.0));

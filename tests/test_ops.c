@@ -339,38 +339,60 @@ static void test_relu2_grad(void) {
     free(c.x); free(c.y); free(c.W); free(c.gx);
 }
 
-/* ---- channel mix (resid_mix, scaled residual adds, skip adds) ---- */
-typedef struct { int rows, cols, use_wx; float *x, *wx, *z, *wz, *out, *W, *gx, *gwx, *gz, *gwz; } mix_ctx;
+/* ---- channel mix (resid_mix, scaled residual adds, skip adds, biases, lane updates) ---- */
+typedef struct { int rows, cols, use_wx, use_z, flags; float *x, *wx, *z, *wz, *out, *W, *gx, *gwx, *gz, *gwz; } mix_ctx;
 static double mix_obj(void *p) {
     mix_ctx *c = (mix_ctx *)p;
-    be->mix_fwd(be, c->out, c->x, c->use_wx ? c->wx : NULL, c->z, c->wz, c->rows, c->cols);
+    be->mix_fwd(be, c->out, c->x, c->use_wx ? c->wx : NULL, c->use_z ? c->z : NULL, c->wz, c->rows, c->cols, c->flags);
     return wdot(c->W, c->out, (size_t)c->rows * c->cols);
 }
 static void mix_grad(void *p) {
     mix_ctx *c = (mix_ctx *)p;
     size_t n = (size_t)c->rows * c->cols;
     memset(c->gx, 0, n * 4); memset(c->gz, 0, n * 4); memset(c->gwx, 0, c->cols * 4); memset(c->gwz, 0, c->cols * 4);
-    be->mix_bwd(be, c->gx, c->gz, c->use_wx ? c->gwx : NULL, c->gwz, c->W, c->x, c->use_wx ? c->wx : NULL, c->z, c->wz,
-                c->rows, c->cols);
+    be->mix_bwd(be, c->gx, c->gz, c->use_wx ? c->gwx : NULL, c->gwz, c->W, c->x, c->use_wx ? c->wx : NULL,
+                c->use_z ? c->z : NULL, c->wz, c->rows, c->cols, c->flags);
 }
 static void test_mix_grad(void) {
+    /* per-channel and scalar weights, an unweighted x, and z = NULL (a bias) */
+    static const struct { int use_wx, use_z, flags; const char *name; } V[] = {
+        {1, 1, 0, "mix with both weights"},
+        {0, 1, 0, "mix with x unweighted"},
+        {1, 1, UTG_MIX_WX_SCALAR | UTG_MIX_WZ_SCALAR, "mix with scalar weights (lane update)"},
+        {0, 1, UTG_MIX_WZ_SCALAR, "mix with a scalar z weight"},
+        {1, 0, 0, "mix with z = NULL (FiLM: gamma * x + beta)"},
+        {0, 0, 0, "mix with z = NULL (bias add)"},
+    };
     int variant;
-    for (variant = 0; variant < 2; variant++) {
+    for (variant = 0; variant < (int)(sizeof V / sizeof V[0]); variant++) {
         mix_ctx c;
         gc_case gc;
         size_t n;
-        c.rows = 45; c.cols = 12; c.use_wx = variant == 0;
+        int nw;
+        c.rows = 45; c.cols = 12; c.use_wx = V[variant].use_wx; c.use_z = V[variant].use_z; c.flags = V[variant].flags;
         n = (size_t)c.rows * c.cols;
         c.x = rand_buf(n, 1); c.z = rand_buf(n, 1); c.wx = rand_buf(c.cols, 1); c.wz = rand_buf(c.cols, 1);
         c.out = zeros(n); c.W = rand_buf(n, 1); c.gx = zeros(n); c.gz = zeros(n); c.gwx = zeros(c.cols); c.gwz = zeros(c.cols);
         memset(&gc, 0, sizeof gc);
         gc.ctx = &c; gc.objective = mix_obj; gc.grad = mix_grad;
-        gc.in[0].name = "x"; gc.in[0].x = c.x; gc.in[0].g = c.gx; gc.in[0].n = n;
-        gc.in[1].name = "z"; gc.in[1].x = c.z; gc.in[1].g = c.gz; gc.in[1].n = n;
-        gc.in[2].name = "wz"; gc.in[2].x = c.wz; gc.in[2].g = c.gwz; gc.in[2].n = (size_t)c.cols;
-        gc.in[3].name = "wx"; gc.in[3].x = c.wx; gc.in[3].g = c.gwx; gc.in[3].n = (size_t)c.cols;
-        gc.n_in = c.use_wx ? 4 : 3;
-        check_case(c.use_wx ? "mix with both weights" : "mix with x unweighted", &gc, gc_default_opts());
+        gc.n_in = 0;
+        gc.in[gc.n_in].name = "x"; gc.in[gc.n_in].x = c.x; gc.in[gc.n_in].g = c.gx; gc.in[gc.n_in++].n = n;
+        if (c.use_z) { gc.in[gc.n_in].name = "z"; gc.in[gc.n_in].x = c.z; gc.in[gc.n_in].g = c.gz; gc.in[gc.n_in++].n = n; }
+        nw = (c.flags & UTG_MIX_WZ_SCALAR) ? 1 : c.cols;
+        gc.in[gc.n_in].name = "wz"; gc.in[gc.n_in].x = c.wz; gc.in[gc.n_in].g = c.gwz; gc.in[gc.n_in++].n = (size_t)nw;
+        if (c.use_wx) {
+            nw = (c.flags & UTG_MIX_WX_SCALAR) ? 1 : c.cols;
+            gc.in[gc.n_in].name = "wx"; gc.in[gc.n_in].x = c.wx; gc.in[gc.n_in].g = c.gwx; gc.in[gc.n_in++].n = (size_t)nw;
+        }
+        check_case(V[variant].name, &gc, gc_default_opts());
+        if (c.flags & UTG_MIX_WX_SCALAR) { /* only wx[0] may be read: poisoning the rest changes nothing */
+            float before[3];
+            mix_obj(&c);
+            memcpy(before, c.out, sizeof before);
+            c.wx[1] = NAN; c.wz[1] = NAN;
+            mix_obj(&c);
+            CHECK(memcmp(before, c.out, sizeof before) == 0 && isfinite(c.out[1]), "scalar weights read element 0 only");
+        }
         free(c.x); free(c.z); free(c.wx); free(c.wz); free(c.out); free(c.W); free(c.gx); free(c.gz); free(c.gwx); free(c.gwz);
     }
 }
