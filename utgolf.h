@@ -744,8 +744,9 @@ UTGDEF void utg_loader_reset(utg_loader *ld);
    (little-endian): "UTGCKPT1" | u32 version | u32 section count | u64 file size | sections, each
    { 4-byte tag, u32 0, u64 size, payload, zero padding to 8 } | u32 CRC-32 of everything before
    it | u32 0. Sections: CONF (the resolved config as KEY=VALUE lines), STAT (counters), PARM and
-   OPT0..OPT3 (fp32 arenas), LOAD (loader state). Loading checks everything before changing
-   anything; the model knobs must match the running model's.
+   OPT0..OPT3 (fp32 arenas), LOAD (loader state). STAT also holds the depth-plan phase the model
+   was in, restored without re-copying untied MLPs. Loading checks everything before changing
+   anything; the model knobs (shape, recurrence) must match the running model's.
    ------------------------------------------------------------------------------------------------ */
 
 typedef struct utg_train_state {
@@ -754,7 +755,7 @@ typedef struct utg_train_state {
     int64_t tokens_seen; /* training tokens consumed */
 } utg_train_state;
 
-#define UTG_CHECKPOINT_VERSION 1u
+#define UTG_CHECKPOINT_VERSION 2u /* 2 added the depth-plan phase to STAT; version 1 files still load */
 
 /* *out is allocated with the model's allocator (release with utg_model_free_bytes). loader may be
    NULL (no loader state is stored). */
@@ -4848,12 +4849,17 @@ UTGDEF uint32_t utg_crc32(uint32_t crc, const void *data, size_t n) {
 }
 
 /* knobs that shape the parameter arena or the optimizer state: these must match on resume */
-static const char *const utg__ckpt_shape_knobs[] = {"NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "MLP_MULT",
-                                                    "VOCAB_SIZE", "TIE_EMBEDDINGS", "TRAIN_SEQ_LEN", "EMA_ENABLED",
-                                                    "SWA_ENABLED", "TRAIN_LOADER", "SEED"};
+static const char *const utg__ckpt_shape_knobs[] = {
+    "NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "MLP_MULT", "VOCAB_SIZE", "TIE_EMBEDDINGS", "TRAIN_SEQ_LEN",
+    "EMA_ENABLED", "SWA_ENABLED", "TRAIN_LOADER", "SEED",
+    /* the depth plans (a knob missing from a version-1 file reads as its default) */
+    "RECUR_LAYERS", "RECUR_START_STEP", "REPEAT_UNTIE_MLP", "REPEAT_UNTIE_MLP_LAYERS", "NUM_LOOPS", "LOOP_START", "LOOP_END",
+    "ENABLE_LOOPING_AT", "LOOP_PHASE2_AT", "ENCODER_LAYERS", "DECODER_LAYERS", "UNIVERSAL_UNIQUE_BLOCKS",
+    "UNIVERSAL_ITERATIONS", "NUM_LAYER_SCHEDULE", "UNET_SKIPS", "CONTROL_SCOPE", "BLOCK_ATTNS", "MLP_LAYERS", "NORM_BIAS",
+    "ITER_EMBED", "ITER_SCALE", "FILM", "PARALLEL_RESIDUAL", "PARALLEL_START_LAYER", "PARALLEL_FINAL_LANE"};
 
 #define UTG__CKPT_HDR 24
-#define UTG__CKPT_STAT 48
+#define UTG__CKPT_STAT 56 /* version 1: 48 (no phase) */
 
 static void utg__wr_u64le(uint8_t *p, uint64_t v) {
     int i;
@@ -4931,6 +4937,7 @@ UTGDEF utg_result utg_checkpoint_save(utg_model *m, utg_optim *o, const utg_load
             utg__wr_u64le(p + 24, (uint64_t)adam_steps);
             utg__wr_u64le(p + 32, (uint64_t)swa_count);
             utg__wr_u64le(p + 40, (uint64_t)m->arena_floats);
+            utg__wr_u64le(p + 48, (uint64_t)m->phase);
             break;
         }
         case 0x4D524150u: m->be->download(m->be, p, m->params, arena_bytes); break;
@@ -4973,15 +4980,18 @@ UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *ld
                                       const void *bytes, size_t size) {
     const uint8_t *b = (const uint8_t *)bytes, *sec[8] = {0}, *conf = NULL, *stat = NULL, *parm = NULL, *load = NULL;
     size_t arena_bytes, pos = UTG__CKPT_HDR, conf_len = 0, load_len = 0;
-    uint32_t n_sec, s;
-    uint64_t total, u, arena_len = (uint64_t)-1;
+    uint32_t n_sec, s, version;
+    uint64_t total, u, arena_len = (uint64_t)-1, stat_len;
+    int64_t phase;
     int i;
     utg_result r;
     if (!m || !o || !ts || (!bytes && size)) return UTG_ERR_INVALID;
     arena_bytes = m->arena_floats * sizeof(float);
 #define UTG__BAD(...) do { utg__msgf(&m->msg, __VA_ARGS__); return UTG_ERR_FORMAT; } while (0)
     if (size < UTG__CKPT_HDR + 8 || memcmp(b, "UTGCKPT1", 8) != 0) UTG__BAD("not a utgolf checkpoint (bad magic or too short)");
-    if (utg__rd_u32le(b + 8) != UTG_CHECKPOINT_VERSION) UTG__BAD("checkpoint version %u is not %u", utg__rd_u32le(b + 8), UTG_CHECKPOINT_VERSION);
+    version = utg__rd_u32le(b + 8);
+    if (version < 1 || version > UTG_CHECKPOINT_VERSION) UTG__BAD("checkpoint version %u is not 1..%u", version, UTG_CHECKPOINT_VERSION);
+    stat_len = version == 1 ? 48 : UTG__CKPT_STAT;
     n_sec = utg__rd_u32le(b + 12);
     total = utg__rd_u64le(b + 16);
     if (total != (uint64_t)size) UTG__BAD("checkpoint says %llu bytes but has %zu (truncated?)", (unsigned long long)total, size);
@@ -4998,7 +5008,7 @@ UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *ld
         if (len > (uint64_t)(size - 8 - pos - 16) || padded > (uint64_t)(size - 8 - pos - 16))
             UTG__BAD("checkpoint section %u (%llu bytes) runs past the end", s, (unsigned long long)len);
         if (tag == 0x464E4F43u) { conf = b + pos + 16; conf_len = (size_t)len; }
-        else if (tag == 0x54415453u) { if (len != UTG__CKPT_STAT) UTG__BAD("checkpoint STAT section has %llu bytes", (unsigned long long)len); stat = b + pos + 16; }
+        else if (tag == 0x54415453u) { if (len != stat_len) UTG__BAD("checkpoint STAT section has %llu bytes", (unsigned long long)len); stat = b + pos + 16; }
         else if (tag == 0x4D524150u || (tag & 0x00FFFFFFu) == 0x0054504Fu) {
             if (len != arena_len && arena_len != (uint64_t)-1) UTG__BAD("checkpoint arenas differ in size from each other");
             arena_len = len; /* checked against this model after the knobs, which name the difference */
@@ -5020,7 +5030,14 @@ UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *ld
         char have[1024], want[1024];
         int k = utg_config_find_knob(utg__ckpt_shape_knobs[i]);
         utg_config_format(&m->cfg, k, want, sizeof want);
-        if (!utg__ckpt_conf_get(conf, conf_len, utg__ckpt_shape_knobs[i], have, sizeof have) || strcmp(have, want) != 0) {
+        if (!utg__ckpt_conf_get(conf, conf_len, utg__ckpt_shape_knobs[i], have, sizeof have)) {
+            utg_config zero;
+            memset(&zero, 0, sizeof zero);
+            zero = utg_config_resolve(&zero);
+            if (version > 1) { utg__msgf(&m->msg, "checkpoint config lacks %s", utg__ckpt_shape_knobs[i]); return UTG_ERR_FORMAT; }
+            utg_config_format(&zero, k, have, sizeof have); /* older files: the knob did not exist yet */
+        }
+        if (strcmp(have, want) != 0) {
             utg__msgf(&m->msg, "checkpoint was made with %s=%s, this run has %s=%s", utg__ckpt_shape_knobs[i], have, utg__ckpt_shape_knobs[i], want);
             return UTG_ERR_MISMATCH;
         }
@@ -5047,6 +5064,11 @@ UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *ld
         memcpy(&tm, &u, 8);
         if (!(tm >= 0.0) || !isfinite(tm)) { utg__msgf(&m->msg, "checkpoint training time is not a finite time"); return UTG_ERR_FORMAT; }
     }
+    phase = stat_len > 48 ? (int64_t)utg__rd_u64le(stat + 48) : 0;
+    if (phase < 0 || phase >= m->n_plans) {
+        utg__msgf(&m->msg, "checkpoint depth-plan phase %lld is outside this model's 0..%d", (long long)phase, m->n_plans - 1);
+        return UTG_ERR_MISMATCH;
+    }
     /* the loader checks its own state and changes nothing on failure: it goes first */
     if (ld) {
         utg_msg lm;
@@ -5065,7 +5087,7 @@ UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *ld
     ts->tokens_seen = (int64_t)utg__rd_u64le(stat + 16);
     utg_optim_set_counters(o, (int64_t)utg__rd_u64le(stat + 24), (int64_t)utg__rd_u64le(stat + 32));
     m->be->fill(m->be, m->grads, 0.0f, m->arena_floats);
-    m->have_forward = 0;
+    utg_model_set_phase(m, (int)phase, 0);
     return UTG_OK;
 }
 

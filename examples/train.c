@@ -141,18 +141,20 @@ static void curve_put(curve *c, double x, double y) {
 }
 
 /* The curves of the whole run, resumes included, from metrics.jsonl (this program's own format). */
-static void load_curves(const char *path, curve *train, curve *val) {
+static void load_curves(const char *path, curve *train, curve *val, curve *plans) {
     char line[1024];
     FILE *f = fopen(path, "r");
     if (!f) return;
-    train->n = val->n = 0;
+    train->n = val->n = plans->n = 0;
     while (fgets(line, sizeof line, f)) {
         const char *ps = strstr(line, "\"step\":"), *pt = strstr(line, "\"train_loss\":"), *pv = strstr(line, "\"val_loss\":");
+        const char *pp = strstr(line, "\"virtual_layers\":");
         double st;
         if (!ps) continue;
         st = atof(ps + 7);
         if (pt) curve_put(train, st, atof(pt + 13));
         else if (pv) curve_put(val, st, atof(pv + 11));
+        else if (pp) curve_put(plans, st, atof(pp + 17)); /* a depth-plan switch: step, virtual layers */
     }
     fclose(f);
 }
@@ -162,7 +164,7 @@ static double nice_step(double range, int ticks) {
     return (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * mag;
 }
 
-static int write_svg(const char *path, const curve *train, const curve *val, const char *title) {
+static int write_svg(const char *path, const curve *train, const curve *val, const curve *plans, const char *title) {
     const double W = 720, H = 420, L = 64, R = 20, T = 40, B = 50;
     double x0 = 0, x1 = 1, y0 = 1e300, y1 = -1e300, st;
     const curve *cs[2];
@@ -231,6 +233,11 @@ static int write_svg(const char *path, const curve *train, const curve *val, con
         fprintf(f, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\"/>", W - R - 130, W - R - 110,
                 T + 16 + 18.0 * k, T + 16 + 18.0 * k, colors[k]);
         fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">%s</text>\n", W - R - 104, T + 20 + 18.0 * k, names[k]);
+    }
+    for (i = 0; i < plans->n; i++) { /* depth-plan switches: a dashed line, labelled with the new depth */
+        fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#2ca02c\" stroke-dasharray=\"5,4\"/>",
+                PX(plans->x[i]), PX(plans->x[i]), T, H - B);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" fill=\"#2ca02c\">%.0f layers</text>\n", PX(plans->x[i]) + 4, T + 14, plans->y[i]);
     }
     fprintf(f, "</svg>\n");
 #undef PX
@@ -335,7 +342,8 @@ static void usage(FILE *f) {
             "wallclock cap, val_loss and val_bpb on the validation shards, then writes the weights.\n"
             "\n"
             "options:\n"
-            "  --config FILE          KEY=VALUE lines (# comments); applied before the environment\n"
+            "  --config FILE          KEY=VALUE lines (# comments), applied before the environment;\n"
+            "                         repeatable: later files override earlier ones (e.g. data, then a recipe)\n"
             "  --out DIR              run directory (default runs/RUN_ID): train.log, metrics.jsonl,\n"
             "                         loss.svg, checkpoint.utgc, model.safetensors\n"
             "  --resume FILE          continue from a checkpoint (same model knobs required)\n"
@@ -398,13 +406,14 @@ int main(int argc, char **argv) {
     utg_msg msg;
     utg_train_state ts;
     const utg_config *cfg;
-    const char *config_path = NULL, *resume_path = NULL, *out_dir = NULL;
-    char *config_text = NULL, train_glob[2048], val_glob[2048], run_id[128];
+    const char *config_paths[8], *resume_path = NULL, *out_dir = NULL;
+    int n_configs = 0, ci;
+    char *config_texts[8] = {0}, train_glob[2048], val_glob[2048], run_id[128];
     int32_t *val_tokens = NULL, *bx = NULL, *by = NULL;
     size_t n_val = 0;
     float *init_params = NULL;
     FILE *metrics = NULL;
-    curve train_curve, val_curve;
+    curve train_curve, val_curve, plan_curve;
     run_files rf;
     int a, rc = 1, progress_on, checkpoint_every = 0, max_steps = 0, micro_seqs, accum, stop_after = -1, step_start;
     double t_start_wall, training_ms = 0.0, t0, val_loss = 0, val_bpb = 0;
@@ -416,6 +425,7 @@ int main(int argc, char **argv) {
     memset(&ts, 0, sizeof ts);
     memset(&train_curve, 0, sizeof train_curve);
     memset(&val_curve, 0, sizeof val_curve);
+    memset(&plan_curve, 0, sizeof plan_curve);
     memset(&msg, 0, sizeof msg);
     progress_on = isatty(2);
     t_start_wall = now_ms();
@@ -428,7 +438,10 @@ int main(int argc, char **argv) {
         if (!strcmp(o, "--config") || !strcmp(o, "--out") || !strcmp(o, "--resume") || !strcmp(o, "--checkpoint-every") ||
             !strcmp(o, "--max-steps")) {
             if (!v) { fprintf(stderr, "train: %s needs a value\n", o); return 2; }
-            if (!strcmp(o, "--config")) config_path = v;
+            if (!strcmp(o, "--config")) {
+                if (n_configs == 8) { fprintf(stderr, "train: at most 8 --config files\n"); return 2; }
+                config_paths[n_configs++] = v;
+            }
             else if (!strcmp(o, "--out")) out_dir = v;
             else if (!strcmp(o, "--resume")) resume_path = v;
             else {
@@ -442,20 +455,19 @@ int main(int argc, char **argv) {
         }
     }
     /* knobs: config file, environment, arguments */
-    if (config_path) {
+    for (ci = 0; ci < n_configs; ci++) { /* in order: a later file overrides an earlier one */
         size_t n;
         void *buf;
-        if (utg_read_file(config_path, 1 << 20, &buf, &n, &msg) != UTG_OK) { fprintf(stderr, "train: %s\n", msg.text); return 2; }
-        config_text = (char *)realloc(buf, n + 1);
-        if (!config_text) { free(buf); return 1; }
-        config_text[n] = 0;
-        if (utg_config_parse_text(&desc.config, config_text, &msg) != UTG_OK) {
-            fprintf(stderr, "train: %s: %s\n", config_path, msg.text);
-            free(config_text);
-            return 2;
+        if (utg_read_file(config_paths[ci], 1 << 20, &buf, &n, &msg) != UTG_OK) { fprintf(stderr, "train: %s\n", msg.text); goto usage_error; }
+        config_texts[ci] = (char *)realloc(buf, n + 1);
+        if (!config_texts[ci]) { free(buf); goto usage_error; }
+        config_texts[ci][n] = 0;
+        if (utg_config_parse_text(&desc.config, config_texts[ci], &msg) != UTG_OK) {
+            fprintf(stderr, "train: %s: %s\n", config_paths[ci], msg.text);
+            goto usage_error;
         }
     }
-    if (utg_config_apply_env(&desc.config, &msg) != UTG_OK) { fprintf(stderr, "train: environment: %s\n", msg.text); free(config_text); return 2; }
+    if (utg_config_apply_env(&desc.config, &msg) != UTG_OK) { fprintf(stderr, "train: environment: %s\n", msg.text); goto usage_error; }
     for (a = 1; a < argc; a++) {
         const char *o = argv[a], *eq;
         char key[128];
@@ -587,8 +599,18 @@ int main(int argc, char **argv) {
     if (!ev.x || !ev.y || !ev.loss || !bx || !by) { errf_("out of memory for batches"); goto done; }
     if (utg_model_reserve(m, micro_seqs) != UTG_OK) { errf_("model: %s", utg_model_message(m)); goto done; }
     {
-        const utg_plan *pl = utg_model_plan(m);
-        logf_("model_params:%zu physical_layers:%d virtual_layers:%d", utg_model_param_count(m), cfg->num_layers, pl->n_layers);
+        int np = utg_model_plan_count(m), i, vmax = 0;
+        char pbuf[1024];
+        for (i = 0; i < np; i++) if (utg_model_plan_at(m, i)->n_layers > vmax) vmax = utg_model_plan_at(m, i)->n_layers;
+        logf_("model_params:%zu physical_layers:%d virtual_layers:%d", utg_model_param_count(m), utg_model_physical_blocks(m), vmax);
+        for (i = 0; i < np; i++) { /* the depth plans the schedule can reach, all built already */
+            const utg_plan *pl = utg_model_plan_at(m, i);
+            char when[64];
+            if (i == 0) snprintf(when, sizeof when, "from the start");
+            else if (pl->start_step >= 0) snprintf(when, sizeof when, "from step %d", pl->start_step);
+            else snprintf(when, sizeof when, "from %.0f%% of training", 100.0 * pl->start_frac);
+            logf_("depth_plan:%d %s: %s", i, when, utg_plan_describe(pl, pbuf, sizeof pbuf));
+        }
         logf_("world_size:1 grad_accum_steps:%d micro_batch:%dx%d tokens_per_step:%lld threads:%d", accum, micro_seqs,
               cfg->train_seq_len, (long long)tokens_per_step, utg__max_threads());
         logf_("eval: seq_len:%d stride:%d batch:%d windows", ev.seq_len, ev.stride, ev.batch_seqs);
@@ -630,7 +652,8 @@ int main(int argc, char **argv) {
         }
         free(buf);
         training_ms = ts.train_ms;
-        logf_("resumed from %s at step %lld (train_time %.0fms)", resume_path, (long long)ts.step, ts.train_ms);
+        logf_("resumed from %s at step %lld (train_time %.0fms, depth_plan:%d)", resume_path, (long long)ts.step, ts.train_ms,
+              utg_model_phase(m));
     }
 
     /* everything checked: only now is an earlier run's metrics file replaced (or, resuming, extended) */
@@ -674,6 +697,16 @@ int main(int argc, char **argv) {
 
         elapsed = training_ms + (now_ms() - t0);
         scale = utg_lr_scale(cfg, step, elapsed);
+        {   /* the depth schedule: switch plans between steps (nothing is allocated) */
+            int want = utg_model_schedule_phase(m, step, utg_train_frac(cfg, step, elapsed));
+            if (want > utg_model_phase(m)) {
+                char pbuf[1024];
+                if (utg_model_set_phase(m, want, 1) != UTG_OK) { errf_("step %d: %s", step, utg_model_message(m)); goto done; }
+                logf_("depth_plan:%d active at step:%d train_time:%.0fms: %s", want, step, elapsed,
+                      utg_plan_describe(utg_model_plan(m), pbuf, sizeof pbuf));
+                fprintf(metrics, "{\"step\":%d,\"depth_plan\":%d,\"virtual_layers\":%d}\n", step, want, utg_model_plan(m)->n_layers);
+            }
+        }
         utg_model_zero_grads(m);
         for (mi = 0; mi < accum; mi++) {
             double l;
@@ -741,8 +774,9 @@ finish_picture: {
     snprintf(title, sizeof title, "%s: %d layers x %d, %zu params, val_bpb %.4f", run_id, cfg->num_layers, cfg->model_dim,
              utg_model_param_count(m), val_bpb);
     if (metrics) fflush(metrics);
-    load_curves(rf.metrics, &train_curve, &val_curve);
-    if (train_curve.n + val_curve.n > 0 && write_svg(rf.svg, &train_curve, &val_curve, title) != 0) errf_("cannot write %s", rf.svg);
+    load_curves(rf.metrics, &train_curve, &val_curve, &plan_curve);
+    if (train_curve.n + val_curve.n > 0 && write_svg(rf.svg, &train_curve, &val_curve, &plan_curve, title) != 0)
+        errf_("cannot write %s", rf.svg);
 }
     goto done;
 usage_error:
@@ -764,10 +798,12 @@ done:
     free(ev.y);
     free(ev.loss);
     free(init_params);
-    free(config_text);
+    for (ci = 0; ci < 8; ci++) free(config_texts[ci]);
     free(train_curve.x);
     free(train_curve.y);
     free(val_curve.x);
     free(val_curve.y);
+    free(plan_curve.x);
+    free(plan_curve.y);
     return rc;
 }

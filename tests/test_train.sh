@@ -208,9 +208,34 @@ sliding_ok() { is_number "$sb" && is_number "$db" && [ "$sb" != "$db" ] &&
     less_than "$sb" "$(awk -v d="$db" 'BEGIN { print d + 0.05 }')"; }
 check "sliding val_bpb $sb: finite, not the disjoint $db, not above it by 0.05" sliding_ok
 
+# ---- 6. depth recurrence: a recipe switching plans mid-run, resumed across the switch ------------
+# recipes/recur_1204_parallel.env (PR #1204) at the tiny width: 6 blocks, layers 2,3 repeated from
+# step 8 with untied MLPs and two lanes from layer 4; B stops at 12 (after the switch: the
+# checkpoint holds the phase, the resume must not copy the MLPs again); a second pair switches at
+# step 20 (after the resume: the resumed run must make the switch itself).
+REC="--config recipes/recur_1204_parallel.env NUM_LAYERS=6 RECUR_LAYERS=2,3 REPEAT_UNTIE_MLP_LAYERS=2,3 PARALLEL_START_LAYER=4
+MODEL_DIM=64 NUM_HEADS=2 NUM_KV_HEADS=1 MLP_MULT=2 TRAIN_SEQ_LEN=64"
+# shellcheck disable=SC2086
+resume_case _rec $REC RECUR_START_STEP=8
+# shellcheck disable=SC2086
+resume_case _rec2 $REC RECUR_START_STEP=20
+rec_logged() { rc_is a_rec 0 && said a_rec 'model_params:[0-9]+ physical_layers:6 virtual_layers:8' &&
+    said a_rec '^depth_plan:0 from the start: 6 virtual layers: 0 1 2 \| 3 = 4 5$' &&
+    said a_rec "^depth_plan:1 from step 8: 8 virtual layers: 0 1 2 3 \| 2' 3' = 4 5$" &&
+    said a_rec '^depth_plan:1 active at step:8 ' &&
+    [ "$(grep -c '"depth_plan":1,"virtual_layers":8' "$T/a_rec/metrics.jsonl")" = 1 ] &&
+    grep -q '8 layers</text>' "$T/a_rec/loss.svg"; }
+check "recipe: plans printed at start, the switch at step 8 in the log, metrics.jsonl and loss.svg" rec_logged
+rec_learns() { f=$(final_bpb "$T/a_rec.out"); is_number "$f" && less_than "$f" 4.0 &&
+    [ "$(log_losses "$T/a_rec/train.log" | awk '$1 > 8' | wc -l)" = 22 ]; }
+check "recipe: 22 steps on the recurrent plan, finite final val_bpb below 4" rec_learns
+check "resumed after the switch: the phase comes back without a second switch" sh -c \
+    "grep -q 'depth_plan:1)' '$T/b_recr.out' && ! grep -q 'active at step' '$T/b_recr.out'"
+check "resumed before the switch: the resumed run switches at step 20" grep -q '^depth_plan:1 active at step:20 ' "$T/b_rec2r.out"
+
 # ---- every run -----------------------------------------------------------------------------------
 quiet_ok() { # runs that succeeded printed nothing on stderr (--no-progress); no run tripped a sanitizer
-    for r in a a2 a1t a_shuf a_ema b_seq b_seqr b_shuf b_shufr b_ema b_emar ev0 ev1; do
+    for r in a a2 a1t a_shuf a_ema b_seq b_seqr b_shuf b_shufr b_ema b_emar ev0 ev1 a_rec b_rec b_recr a_rec2 b_rec2 b_rec2r; do
         if [ ! -f "$T/$r.err" ] || [ -s "$T/$r.err" ]; then
             echo "   stderr of run $r:"
             head -n 5 "$T/$r.err"
