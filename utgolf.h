@@ -474,8 +474,9 @@ typedef enum utg_lane_mode {
 
 typedef struct utg_plan_layer {
     int block;      /* physical block whose matrices run */
-    int ctrl;       /* owner of the control tensors (attn_scale, mlp_scale, resid_mix, q_gain, norm
-                       bias): the block, or the virtual layer index with CONTROL_SCOPE=virtual */
+    int ctrl;       /* owner of the control tensors (attn_scale, mlp_scale, resid_mix, norm bias):
+                       the block, or the virtual layer index with CONTROL_SCOPE=virtual (q_gain
+                       belongs to the attention module and goes with the block's matrices) */
     int visit;      /* 0 for the block's first visit in this plan, 1, 2, ... for its repeats */
     int mlp_set;    /* -1: the block's MLP; k: the untied repeat MLP repeat_mlp.k */
     int lane;       /* utg_lane_mode */
@@ -2360,7 +2361,9 @@ static utg_result utg__compile_plans(utg_model *m) {
                 pl->pop_slot = q->n_enc - 1 - pl->skip_index;
             }
             pl->lane = UTG_LANE_SINGLE;
-            if (m->lane_mode != UTG_LANE_SINGLE && i >= dec_from && (b >= UTG__OFF0(c->parallel_start_layer) || (P->lanes_from >= 0 || (i > 0 && P->layers[i - 1].lane != UTG_LANE_SINGLE)))) {
+            /* from the first decoder layer at PARALLEL_START_LAYER on, every later layer too */
+            if (m->lane_mode != UTG_LANE_SINGLE && i >= dec_from &&
+                (b >= UTG__OFF0(c->parallel_start_layer) || (i > 0 && P->layers[i - 1].lane != UTG_LANE_SINGLE))) {
                 pl->lane = m->lane_mode;
                 if (m->lanes_any && P->lanes_from < 0) P->lanes_from = i;
             }
@@ -3946,7 +3949,7 @@ UTGDEF utg_result utg_model_save_safetensors(utg_model *m, int which, void **out
     for (ti = 0; ti < m->n_tensors; ti++) {
         const utg_tensor_info *t = &m->tensors[ti];
         hlen += (size_t)snprintf(hdr + hlen, hcap - hlen, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld", t->name, (long long)t->shape[0]);
-        if (t->ndim > 1) hlen += (size_t)snprintf(hdr + hlen, hcap - hlen, ",%lld", (long long)t->shape[1]);
+        for (k = 1; k < (size_t)t->ndim; k++) hlen += (size_t)snprintf(hdr + hlen, hcap - hlen, ",%lld", (long long)t->shape[k]);
         hlen += (size_t)snprintf(hdr + hlen, hcap - hlen, "],\"data_offsets\":[%zu,%zu]}", data_bytes, data_bytes + t->numel * 4);
         data_bytes += t->numel * 4;
     }

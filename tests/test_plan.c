@@ -198,36 +198,98 @@ static void test_plan_universal_forms(void) {
     }
 }
 
-/* Parameter counts where SPEC (or the record's log) gives one. */
-static void test_plan_param_counts(void) {
-    utg_model *m;
+/* A recipes/ file as the trainer loads it; NULL (and a failed check) when it does not build. */
+static utg_model *recipe_model(const char *path) {
     utg_config cfg;
     utg_model_desc d;
+    utg_model *m = NULL;
     utg_msg msg;
+    void *buf;
     size_t n;
-    static char t1088[] = "MODEL_DIM=640\nNUM_HEADS=16\nNUM_KV_HEADS=8\nMLP_MULT=5\nTIE_EMBEDDINGS=0\nVOCAB_SIZE=1024\n"
-                          "UNIVERSAL_UNIQUE_BLOCKS=1\nUNIVERSAL_ITERATIONS=6\nNUM_LAYER_SCHEDULE=0:2,2000:6\nUNET_SKIPS=none\n"
-                          "CONTROL_SCOPE=virtual\nNORM_BIAS=1\nBLOCK_ATTNS=2\nMLP_LAYERS=3\n";
-    static char t1110[] = "MODEL_DIM=512\nNUM_HEADS=8\nNUM_KV_HEADS=4\nMLP_MULT=3\nVOCAB_SIZE=1024\n"
-                          "UNIVERSAL_UNIQUE_BLOCKS=3\nUNIVERSAL_ITERATIONS=4\nITER_EMBED=1\nITER_SCALE=1\n";
-    /* PR #1088 (the fork's log: model_params:18135072): exact */
+    static char text[8][8192];
+    static int used;
+    char *t = text[used++ % 8];
     memset(&cfg, 0, sizeof cfg); memset(&d, 0, sizeof d); memset(&msg, 0, sizeof msg);
-    CHECK(utg_config_parse_text(&cfg, t1088, &msg) == UTG_OK, "%s", msg.text);
+    if (utg_read_file(path, sizeof text[0] - 1, &buf, &n, &msg) != UTG_OK) { CHECK(0, "%s: %s", path, msg.text); return NULL; }
+    memcpy(t, buf, n);
+    t[n] = 0;
+    free(buf);
+    if (utg_config_parse_text(&cfg, t, &msg) != UTG_OK) { CHECK(0, "%s: %s", path, msg.text); return NULL; }
     d.config = cfg;
-    CHECK(utg_model_create(&d, &m) == UTG_OK, "%s", utg_model_message(m));
-    n = utg_model_param_count(m);
-    CHECK(n == 18135072u, "PR #1088: %zu parameters, the record has 18,135,072", n);
-    utg_model_destroy(m);
-    /* PR #1110 (SPEC: 8,115,775). The recurrence part is here; BigramHash (327,681), SmearGate (512),
-       the value embedding (163,843), value residual (11) and the per-layer hc_alpha/hc_beta scalars
-       (24) are record-stack features (issue 6): 8,115,775 - 492,071 = 7,623,704. */
-    memset(&cfg, 0, sizeof cfg); memset(&d, 0, sizeof d);
-    CHECK(utg_config_parse_text(&cfg, t1110, &msg) == UTG_OK, "%s", msg.text);
-    d.config = cfg;
-    CHECK(utg_model_create(&d, &m) == UTG_OK, "%s", utg_model_message(m));
-    n = utg_model_param_count(m);
-    CHECK(n == 8115775u - 492071u, "PR #1110 without the issue-6 features: %zu, expected 7,623,704", n);
-    utg_model_destroy(m);
+    if (utg_model_create(&d, &m) != UTG_OK) { CHECK(0, "%s: %s", path, utg_model_message(m)); utg_model_destroy(m); return NULL; }
+    return m;
+}
+
+/* Every recipe in recipes/ builds, its plans are the record's index lists, and its parameter count
+   is the record's where SPEC (or the record's log) gives one and all the record's features exist. */
+static void test_recipes(void) {
+    utg_model *m;
+    if ((m = recipe_model("recipes/ut_1088_double_attn.env")) != NULL) { /* the fork's log: model_params:18135072 */
+        CHECK(utg_model_param_count(m) == 18135072u, "PR #1088: %zu parameters, the record has 18,135,072", utg_model_param_count(m));
+        CHECK(utg_model_plan_count(m) == 2 && !strcmp(blocks(utg_model_plan_at(m, 1)), "0 0 0 0 0 0") &&
+              utg_model_plan_at(m, 0)->n_layers == 2 && utg_model_plan_at(m, 1)->start_step == 2000, "depth 2, then 6 at step 2000");
+        utg_model_destroy(m);
+    }
+    if ((m = recipe_model("recipes/ut_1110_iter_embed.env")) != NULL) {
+        /* SPEC: 8,115,775. BigramHash (327,681), SmearGate (512), the value embedding (163,843),
+           value residual (11) and hc_alpha/hc_beta (24) are record-stack features still to come */
+        CHECK(utg_model_param_count(m) == 8115775u - 492071u, "PR #1110 without the issue-6 features: %zu, expected 7,623,704",
+              utg_model_param_count(m));
+        CHECK(!strcmp(blocks(utg_model_plan(m)), "0 1 2 0 1 2 | 0 1 2 0 1 2"), "e mod 3: %s", blocks(utg_model_plan(m)));
+        utg_model_destroy(m);
+    }
+    if ((m = recipe_model("recipes/recur_1204_parallel.env")) != NULL) {
+        const utg_plan *p = utg_model_plan_at(m, 1);
+        CHECK(p && !strcmp(blocks(p), "0 1 2 3 4 5 | 4 5 6 7 8 9 10") && p->start_step == 3000 && p->lanes_from == 9 &&
+              p->layers[6].mlp_set >= 0 && p->layers[12].ctrl == 12, "PR #1204's plan");
+        utg_model_destroy(m);
+    }
+    if ((m = recipe_model("recipes/loop3_1493.env")) != NULL) {
+        const utg_plan *p = utg_model_plan_at(m, 1);
+        CHECK(p && !strcmp(blocks(p), "0 1 2 3 4 5 3 4 | 5 3 4 5 6 7 8 9 10") && p->start_frac == 0.35 &&
+              p->layers[14].lane == UTG_LANE_PARALLEL && p->lanes_from == 14, "PR #1493's plan");
+        utg_model_destroy(m);
+    }
+    if ((m = recipe_model("recipes/film_1640.env")) != NULL) {
+        CHECK(!strcmp(blocks(utg_model_plan(m)), "0 1 2 3 4 5 0 1 2 3 4 5 | 0 1 2 3 4 5 0 1 2 3 4 5") &&
+              utg_model_find_tensor(m, "film") >= 0, "PR #1640's plan: %s", blocks(utg_model_plan(m)));
+        utg_model_destroy(m);
+    }
+}
+
+/* The recurrence's 3-D tensors (film [depth, 2, d], parallel_post_lambdas [blocks, 2, 2]) go through
+   safetensors with their full shapes and come back equal. */
+static void test_safetensors_3d(void) {
+    static const char *text = "NUM_LAYERS=3\nFILM=1\nUNIVERSAL_UNIQUE_BLOCKS=3\nUNIVERSAL_ITERATIONS=2\n";
+    static const char *text2 = "NUM_LAYERS=3\nPARALLEL_RESIDUAL=parallel\nPARALLEL_START_LAYER=1\n";
+    const char *texts[2];
+    int k;
+    texts[0] = text;
+    texts[1] = text2;
+    for (k = 0; k < 2; k++) {
+        utg_model *a = make_model(texts[k], NULL, NULL, 0), *b = make_model(texts[k], NULL, NULL, 0);
+        void *bytes = NULL;
+        size_t n = 0, nf, i;
+        float *pa, *pb;
+        CHECK(a && b, "models");
+        if (!a || !b) { utg_model_destroy(a); utg_model_destroy(b); continue; }
+        nf = utg_model_arena_floats(a);
+        pa = (float *)malloc(nf * 4); pb = (float *)malloc(nf * 4);
+        for (i = 0; i < nf; i++) pa[i] = (float)urand();
+        utg_model_set(a, 0, -1, pa, nf);
+        CHECK(utg_model_save_safetensors(a, 0, &bytes, &n) == UTG_OK, "save");
+        CHECK(bytes && strstr((const char *)bytes + 8, k ? "\"shape\":[3,2,2]" : "\"shape\":[6,2,16]") != NULL, "3-D shape written");
+        CHECK(utg_model_load_safetensors(b, bytes, n) == UTG_OK, "load: %s", utg_model_message(b));
+        utg_model_get(a, 0, -1, pa, nf);
+        utg_model_get(b, 0, -1, pb, nf);
+        for (i = 0; i < (size_t)utg_model_tensor_count(a); i++) { /* (the arena's padding is not saved) */
+            const utg_tensor_info *t = utg_model_tensor(a, (int)i);
+            CHECK(memcmp(pa + t->offset, pb + t->offset, t->numel * 4) == 0, "round trip of %s", t->name);
+        }
+        utg_model_free_bytes(a, bytes);
+        free(pa); free(pb);
+        utg_model_destroy(a); utg_model_destroy(b);
+    }
 }
 
 /* Bad recurrence knobs: a clear refusal naming the knob, never a crash. */
@@ -483,7 +545,8 @@ int main(int argc, char **argv) {
     RUN(test_plan_explicit_lists);
     RUN(test_plan_progressive);
     RUN(test_plan_universal_forms);
-    RUN(test_plan_param_counts);
+    RUN(test_recipes);
+    RUN(test_safetensors_3d);
     RUN(test_plan_errors);
     RUN(test_phase_switch);
     RUN(test_grad_loops_shared);
