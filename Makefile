@@ -38,9 +38,9 @@ $(BUILD)/train: examples/train.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 $(BUILD)/minimal: examples/minimal.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
-$(BUILD)/bench_step: bench/bench_step.c $(HDR) | $(BUILD)
+$(BUILD)/bench_step: bench/bench_step.c bench/bench.h $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
-$(BUILD)/bench_depth: bench/bench_depth.c $(HDR) | $(BUILD)
+$(BUILD)/bench_depth: bench/bench_depth.c bench/bench.h $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 # The header alone, warning-free: C99 and C++17, pedantic, with and without OpenMP, static, no stdio.

@@ -604,6 +604,10 @@ UTGDEF void utg_optim_set_counters(utg_optim *o, int64_t adam_steps, int64_t swa
    WARMDOWN_ITERS * (elapsed / step) ms long and the scale is remaining / warmdown_ms inside it;
    without a cap the scale falls linearly over the last WARMDOWN_ITERS iterations. */
 UTGDEF double utg_lr_scale(const utg_config *cfg, int step, double elapsed_ms);
+/* The same, with the step time of a WARMDOWN_ITERS wallclock warmdown measured since the depth plan
+   last switched (at phase_step, phase_ms; PR #1088): a deeper plan has slower steps, and the
+   warmdown must start early enough for them. phase_step 0 is utg_lr_scale. */
+UTGDEF double utg_lr_scale_phase(const utg_config *cfg, int step, double elapsed_ms, int phase_step, double phase_ms);
 /* Fraction of training done: elapsed / (cap - GPTQ_RESERVE_SECONDS) under a wallclock cap, else
    step / ITERATIONS (the frac of WARMDOWN_FRAC and of ENABLE_LOOPING_AT / LOOP_PHASE2_AT). */
 UTGDEF double utg_train_frac(const utg_config *cfg, int step, double elapsed_ms);
@@ -2058,7 +2062,6 @@ typedef struct utg__mlp_acts {
 } utg__mlp_acts;
 
 typedef struct utg__acts { /* what one virtual layer keeps for its backward */
-    const float *in0, *in1;   /* the layer's input (lane 0, lane 1; in1 NULL on one lane) */
     const float *xs, *xs1;    /* the input after the U-Net skip add (points at hs/hs1 or the input) */
     const float *xc;          /* the block input after the conditioning (points at hc or xs) */
     float *hs, *hs1;          /* buffers: input after the U-Net skip add */
@@ -2096,7 +2099,7 @@ struct utg_model {
     int n_plans, phase;
     utg_plan *plans;
     utg_plan plan; /* a copy of plans[phase] */
-    int lane_mode, final_lane, lanes_any, cond_any;
+    int lane_mode, final_lane, lanes_any, cond_any, iter_any; /* cond: FiLM or ITER_*; iter: ITER_* */
     /* shape */
     int d, H, Hkv, hd, kvd, F, V, T;
     float eps, softcap;
@@ -2305,7 +2308,8 @@ static utg_result utg__compile_plans(utg_model *m) {
                  : !strcmp(c->parallel_residual, "parallel") ? UTG_LANE_PARALLEL : UTG_LANE_SINGLE;
     m->final_lane = !strcmp(c->parallel_final_lane, "attn") ? 1 : !strcmp(c->parallel_final_lane, "mlp") ? 2 : 0;
     m->lanes_any = m->lane_mode == UTG_LANE_TWO || m->lane_mode == UTG_LANE_PARALLEL;
-    m->cond_any = c->iter_embed > 0 || c->film > 0 || c->iter_scale > 0;
+    m->iter_any = c->iter_embed > 0 || c->iter_scale > 0;
+    m->cond_any = m->iter_any || c->film > 0;
     if (m->lane_mode != UTG_LANE_SINGLE && m->n_attn != 1) UTG__FAIL("parallel residuals need BLOCK_ATTNS=1");
     if (c->film > 0 && (c->iter_embed > 0 || c->iter_scale > 0)) UTG__FAIL("FILM does not combine with ITER_EMBED / ITER_SCALE (two forms of the same conditioning)");
     if (m->lanes_any && m->cond_any) UTG__FAIL("ITER_EMBED, ITER_SCALE and FILM work on one lane: they do not combine with PARALLEL_RESIDUAL=%s", c->parallel_residual);
@@ -2757,7 +2761,7 @@ static float *utg__carve(utg__carver *c, size_t n_floats) {
 /* Every buffer any plan of the model needs: all plans share one arena, so a switch allocates nothing. */
 static void utg__carve_all(utg_model *m, utg__carver *c, size_t N) {
     size_t d = (size_t)m->d, kv = (size_t)m->kvd, F = (size_t)m->F, V = (size_t)m->V;
-    int l, k, nb = m->cfg.norm_bias > 0, iter = m->cfg.iter_embed > 0 || m->cfg.iter_scale > 0;
+    int l, k, nb = m->cfg.norm_bias > 0, iter = m->iter_any;
     for (l = 0; l < m->n_depth; l++) {
         utg__acts *A = &m->acts[l];
         utg__mlp_acts *M = &A->ml;
@@ -2986,15 +2990,12 @@ static void utg__layer_forward(utg_model *m, int l, const float *h0, const float
     const utg_plan_layer *pl = &m->plan.layers[l];
     utg__acts *A = &m->acts[l];
     utg__lw w;
-    int N = n_seqs * m->Tc, d = m->d, k, iter = m->cfg.iter_embed > 0 || m->cfg.iter_scale > 0;
+    int N = n_seqs * m->Tc, d = m->d, k, iter = m->iter_any;
     const float *sw = pl->pop_slot >= 0 ? UTG__W(m->t_skip) + (size_t)pl->skip_index * d : NULL, *x, *last;
     utg__layer_ptrs(m, l, 0, &w);
-    A->in0 = h0;
-    A->in1 = h1;
     if (pl->lane == UTG_LANE_TWO || pl->lane == UTG_LANE_PARALLEL) {
         const float *l0 = h0, *l1 = h1 ? h1 : h0; /* lanes start as two copies of h */
         const float *r = w.pr, *P = w.pp;
-        A->in1 = l1;
         if (sw) {
             be->mix_fwd(be, A->hs, l0, NULL, m->slot_src[pl->pop_slot], sw, N, d, 0);
             l0 = A->hs;
@@ -3150,7 +3151,7 @@ static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
     const utg_plan_layer *pl = &m->plan.layers[l];
     utg__acts *A = &m->acts[l];
     utg__lw w, g;
-    int N = m->n_tok, d = m->d, k, iter = m->cfg.iter_embed > 0 || m->cfg.iter_scale > 0;
+    int N = m->n_tok, d = m->d, k, iter = m->iter_any;
     size_t Nd = (size_t)N * d;
     const float *sw = pl->pop_slot >= 0 ? UTG__W(m->t_skip) + (size_t)pl->skip_index * d : NULL;
     float *gsw = pl->pop_slot >= 0 ? UTG__G(m->t_skip) + (size_t)pl->skip_index * d : NULL;
@@ -3334,6 +3335,10 @@ UTGDEF double utg_train_frac(const utg_config *c, int step, double elapsed_ms) {
 }
 
 UTGDEF double utg_lr_scale(const utg_config *c, int step, double elapsed_ms) {
+    return utg_lr_scale_phase(c, step, elapsed_ms, 0, 0.0);
+}
+
+UTGDEF double utg_lr_scale_phase(const utg_config *c, int step, double elapsed_ms, int phase_step, double phase_ms) {
     double cap_ms = c->max_wallclock_seconds > 0 ? 1000.0 * c->max_wallclock_seconds : 0.0;
     int wd_iters = UTG__OFF0(c->warmdown_iters);
     if (c->warmdown_frac > 0.0) {
@@ -3350,7 +3355,10 @@ UTGDEF double utg_lr_scale(const utg_config *c, int step, double elapsed_ms) {
         v = (double)(c->iterations - step) / (wd_iters > 1 ? wd_iters : 1);
         return v > 0.0 ? v : 0.0;
     } else {
-        double step_ms = elapsed_ms / (step > 1 ? step : 1), warmdown_ms = wd_iters * step_ms;
+        /* the step time of the current depth plan once it has a step of its own (PR #1088) */
+        double step_ms = step > phase_step && phase_step > 0 ? (elapsed_ms - phase_ms) / (step - phase_step)
+                                                              : elapsed_ms / (step > 1 ? step : 1);
+        double warmdown_ms = wd_iters * step_ms;
         double remaining = cap_ms - elapsed_ms > 0 ? cap_ms - elapsed_ms : 0.0;
         return remaining <= warmdown_ms ? remaining / (warmdown_ms > 1e-9 ? warmdown_ms : 1e-9) : 1.0;
     }

@@ -10,17 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
+#include "bench.h"
 
 static void bench(const char *label, int layers, int dim, int heads, int kv, int seq, int seqs, double peer_tok_s, int reps) {
     utg_model_desc d = {0};
@@ -46,10 +36,8 @@ static void bench(const char *label, int layers, int dim, int heads, int kv, int
         fwd[r] = t1 - t0;
         bwd[r] = t2 - t1;
     }
-    qsort(fwd, (size_t)reps, sizeof(double), cmp_double);
-    qsort(bwd, (size_t)reps, sizeof(double), cmp_double);
-    f = fwd[reps / 2];
-    b = bwd[reps / 2];
+    f = median(fwd, reps);
+    b = median(bwd, reps);
     printf("%-34s %6d tok  fwd %8.1f ms  bwd %8.1f ms  fwd+bwd %8.1f ms  %7.0f tok/s", label, n, f, b, f + b, n / ((f + b) / 1e3));
     if (peer_tok_s > 0) printf("  (ANCHORS peer, full step: %.0f tok/s; ratio %.2f)", peer_tok_s, (n / ((f + b) / 1e3)) / peer_tok_s);
     printf("\n");

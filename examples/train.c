@@ -416,7 +416,8 @@ int main(int argc, char **argv) {
     curve train_curve, val_curve, plan_curve;
     run_files rf;
     int a, rc = 1, progress_on, checkpoint_every = 0, max_steps = 0, micro_seqs, accum, stop_after = -1, step_start;
-    double t_start_wall, training_ms = 0.0, t0, val_loss = 0, val_bpb = 0;
+    double t_start_wall, training_ms = 0.0, t0, val_loss = 0, val_bpb = 0, phase_ms = 0.0;
+    int phase_step = 0; /* where the current depth plan began (its step time drives a wallclock warmdown) */
     int64_t tokens_per_step;
 
     memset(&desc, 0, sizeof desc);
@@ -661,6 +662,10 @@ int main(int argc, char **argv) {
     if (!metrics) { errf_("cannot write '%s'", rf.metrics); goto done; }
     signal(SIGINT, on_sigint);
     step_start = (int)ts.step;
+    if (utg_model_phase(m) > 0) { /* resumed inside a later plan: its step time from here on */
+        phase_step = step_start;
+        phase_ms = training_ms;
+    }
     t0 = now_ms();
     for (;;) {
         int step = (int)ts.step;
@@ -696,17 +701,19 @@ int main(int argc, char **argv) {
         }
 
         elapsed = training_ms + (now_ms() - t0);
-        scale = utg_lr_scale(cfg, step, elapsed);
         {   /* the depth schedule: switch plans between steps (nothing is allocated) */
             int want = utg_model_schedule_phase(m, step, utg_train_frac(cfg, step, elapsed));
             if (want > utg_model_phase(m)) {
                 char pbuf[1024];
                 if (utg_model_set_phase(m, want, 1) != UTG_OK) { errf_("step %d: %s", step, utg_model_message(m)); goto done; }
+                phase_step = step;
+                phase_ms = elapsed;
                 logf_("depth_plan:%d active at step:%d train_time:%.0fms: %s", want, step, elapsed,
                       utg_plan_describe(utg_model_plan(m), pbuf, sizeof pbuf));
                 fprintf(metrics, "{\"step\":%d,\"depth_plan\":%d,\"virtual_layers\":%d}\n", step, want, utg_model_plan(m)->n_layers);
             }
         }
+        scale = utg_lr_scale_phase(cfg, step, elapsed, phase_step, phase_ms);
         utg_model_zero_grads(m);
         for (mi = 0; mi < accum; mi++) {
             double l;

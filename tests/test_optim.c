@@ -840,6 +840,14 @@ static void test_lr_scale_wallclock(void) {
     CHECK(fabs(utg_lr_scale(&c, 100, 300000) - 300.0 / 3600.0) < 1e-15, "mid value %.17g", utg_lr_scale(&c, 100, 300000));
     CHECK(utg_lr_scale(&c, 10000, 600000) == 0.0 && utg_lr_scale(&c, 10000, 700000) == 0.0, "past the cap -> 0");
     CHECK(utg_lr_scale(&c, 0, 0) == 1.0, "step 0 -> 1");
+    /* per-phase step time (PR #1088): 100 steps at 1 s, then a deeper plan from step 100 at 3 s/step;
+       at step 150 (250 s) the phase's 3 s/step gives a 3600 s warmdown: scale 350/3600, where the
+       run's average (1.67 s/step, 2000 s) would still say 350/2000 */
+    CHECK(fabs(utg_lr_scale_phase(&c, 150, 250000, 100, 100000) - 350.0 / 3600.0) < 1e-15, "phase step time %.17g",
+          utg_lr_scale_phase(&c, 150, 250000, 100, 100000));
+    CHECK(fabs(utg_lr_scale(&c, 150, 250000) - 350.0 / 2000.0) < 1e-15, "average step time");
+    CHECK(utg_lr_scale_phase(&c, 100, 100000, 100, 100000) == utg_lr_scale(&c, 100, 100000), "no step of the phase yet: the average");
+    CHECK(utg_lr_scale_phase(&c, 150, 250000, 0, 0) == utg_lr_scale(&c, 150, 250000), "phase 0 is utg_lr_scale");
 }
 
 static void test_lr_scale_warmdown_frac(void) {
