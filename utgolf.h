@@ -2098,7 +2098,7 @@ struct utg_model {
     /* depth plans */
     int n_plans, phase;
     utg_plan *plans;
-    utg_plan plan; /* a copy of plans[phase] */
+    const utg_plan *plan; /* plans + phase */
     int lane_mode, final_lane, lanes_any, cond_any, iter_any; /* cond: FiLM or ITER_*; iter: ITER_* */
     /* shape */
     int d, H, Hkv, hd, kvd, F, V, T;
@@ -2497,7 +2497,7 @@ UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed) {
     utg__rng rng;
     int ti, k;
     size_t i;
-    if (!m) return UTG_ERR_INVALID;
+    if (!m || !m->plans || !m->params) return UTG_ERR_INVALID;
     host = (float *)utg__alloc(&m->alloc, m->arena_floats * sizeof(float));
     if (!host) { utg__msgf(&m->msg, "out of memory for %zu parameters", m->arena_floats); return UTG_ERR_NOMEM; }
     memset(host, 0, m->arena_floats * sizeof(float));
@@ -2603,7 +2603,7 @@ UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) 
         return r;
     }
     m->phase = 0;
-    m->plan = m->plans[0];
+    m->plan = &m->plans[0];
     if (!utg__mul_ok(m->arena_floats, sizeof(float), &bytes)) return UTG_ERR_NOMEM;
     m->params = (float *)m->be->buf_alloc(m->be, bytes);
     m->grads = (float *)m->be->buf_alloc(m->be, bytes);
@@ -2663,7 +2663,7 @@ UTGDEF void utg_model_destroy(utg_model *m) {
 
 UTGDEF const char *utg_model_message(const utg_model *m) { return m ? m->msg.text : "no model"; }
 UTGDEF const utg_config *utg_model_config(const utg_model *m) { return m ? &m->cfg : NULL; }
-UTGDEF const utg_plan *utg_model_plan(const utg_model *m) { return m && m->plans ? &m->plan : NULL; }
+UTGDEF const utg_plan *utg_model_plan(const utg_model *m) { return m ? m->plan : NULL; }
 UTGDEF int utg_model_plan_count(const utg_model *m) { return m ? m->n_plans : 0; }
 UTGDEF const utg_plan *utg_model_plan_at(const utg_model *m, int i) {
     return (m && i >= 0 && i < m->n_plans) ? &m->plans[i] : NULL;
@@ -2705,7 +2705,7 @@ UTGDEF utg_result utg_model_set_phase(utg_model *m, int phase, int activate) {
         for (p = m->phase + 1; p <= phase; p++)
             for (k = 0; k < m->plans[p].n_init_sets; k++) utg__init_rset(m, m->plans[p].init_sets[k]);
     m->phase = phase;
-    m->plan = m->plans[phase];
+    m->plan = &m->plans[phase];
     m->have_forward = 0;
     return UTG_OK;
 }
@@ -2840,7 +2840,7 @@ static utg_result utg__reserve_tokens(utg_model *m, size_t N) {
 
 UTGDEF utg_result utg_model_reserve(utg_model *m, int n_seqs) {
     size_t N;
-    if (!m || !m->be) return UTG_ERR_INVALID;
+    if (!m || !m->be || !m->plan) return UTG_ERR_INVALID;
     if (n_seqs <= 0) { utg__msgf(&m->msg, "batch must hold at least one sequence"); return UTG_ERR_INVALID; }
     if (!utg__mul_ok((size_t)n_seqs, (size_t)m->T, &N) || N > (size_t)INT32_MAX) {
         utg__msgf(&m->msg, "batch of %d sequences of %d tokens is too large", n_seqs, m->T);
@@ -2854,7 +2854,7 @@ UTGDEF utg_result utg_model_reserve(utg_model *m, int n_seqs) {
 
 /* The weights (which = 0) or gradients (which = 1) virtual layer l of the current plan uses. */
 static void utg__layer_ptrs(utg_model *m, int l, int which, utg__lw *w) {
-    const utg_plan_layer *pl = &m->plan.layers[l];
+    const utg_plan_layer *pl = &m->plan->layers[l];
     const utg__heavy_ix *h = &m->heavy[pl->block];
     const utg__ctrl_ix *o = &m->ctrl[pl->ctrl];
     float *base = which ? m->grads : m->params;
@@ -2987,7 +2987,7 @@ static void utg__mlp_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, const
 /* Forward of virtual layer l from input lanes (h0, h1; h1 NULL on one lane). */
 static void utg__layer_forward(utg_model *m, int l, const float *h0, const float *h1, int n_seqs) {
     utg_backend *be = m->be;
-    const utg_plan_layer *pl = &m->plan.layers[l];
+    const utg_plan_layer *pl = &m->plan->layers[l];
     utg__acts *A = &m->acts[l];
     utg__lw w;
     int N = n_seqs * m->Tc, d = m->d, k, iter = m->iter_any;
@@ -3068,7 +3068,7 @@ static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_
     size_t N, i;
     double sum = 0.0;
     utg_result r;
-    if (!m || !m->be || !inputs || !targets || !loss) return UTG_ERR_INVALID;
+    if (!m || !m->be || !m->plan || !inputs || !targets || !loss) return UTG_ERR_INVALID; /* (no plan: a failed create) */
     m->have_forward = 0;
     if (n_seqs <= 0 || seq_len <= 0) { utg__msgf(&m->msg, "batch must hold at least one sequence"); return UTG_ERR_INVALID; }
     if (!utg__mul_ok((size_t)n_seqs, (size_t)seq_len, &N) || N > (size_t)INT32_MAX) {
@@ -3102,10 +3102,10 @@ static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_
     be->rmsnorm_fwd(be, m->x0, m->r0, m->emb, (int)N, m->d, m->eps);
     h0 = m->x0;
     h1 = NULL;
-    for (i = 0; i < (size_t)m->plan.n_layers; i++) {
+    for (i = 0; i < (size_t)m->plan->n_layers; i++) {
         utg__layer_forward(m, (int)i, h0, h1, n_seqs);
         h0 = m->acts[i].out;
-        h1 = m->plan.layers[i].lane == UTG_LANE_TWO || m->plan.layers[i].lane == UTG_LANE_PARALLEL ? m->acts[i].out1 : NULL;
+        h1 = m->plan->layers[i].lane == UTG_LANE_TWO || m->plan->layers[i].lane == UTG_LANE_PARALLEL ? m->acts[i].out1 : NULL;
     }
     if (h1) { /* two lanes reach the head: their mean (PARALLEL_FINAL_LANE=mean), or one of them */
         if (m->final_lane == 0) {
@@ -3148,7 +3148,7 @@ typedef struct utg__gstate { float *g0, *s0, *g1, *s1; } utg__gstate;
    exit dL/d(input lanes). Every weight gradient is added, so shared weights sum their visits. */
 static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
     utg_backend *be = m->be;
-    const utg_plan_layer *pl = &m->plan.layers[l];
+    const utg_plan_layer *pl = &m->plan->layers[l];
     utg__acts *A = &m->acts[l];
     utg__lw w, g;
     int N = m->n_tok, d = m->d, k, iter = m->iter_any;
@@ -3276,7 +3276,7 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
     gs.g0 = m->g_h; gs.s0 = m->g_prev; gs.g1 = m->g_l1; gs.s1 = m->g_l1b;
     be->fill(be, gs.g0, 0.0f, Nd);
     be->rmsnorm_bwd(be, gs.g0, m->g_d, m->hf, m->rf, N, m->d);
-    lanes_out = m->plan.lanes_from >= 0;
+    lanes_out = m->plan->lanes_from >= 0;
     if (lanes_out) { /* split the head's gradient over the lanes it read */
         if (m->final_lane == 0) {
             be->mix_fwd(be, gs.g1, gs.g0, m->consts, NULL, NULL, N, m->d, UTG_MIX_WX_SCALAR);
@@ -3288,9 +3288,9 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
             be->fill(be, gs.g0, 0.0f, Nd);
         }
     }
-    for (l = m->plan.n_layers - 1; l >= 0; l--) {
+    for (l = m->plan->n_layers - 1; l >= 0; l--) {
         utg__layer_backward(m, l, &gs);
-        if (l == m->plan.lanes_from) /* both lanes started as this layer's input */
+        if (l == m->plan->lanes_from) /* both lanes started as this layer's input */
             be->mix_fwd(be, gs.g0, gs.g0, NULL, gs.g1, NULL, N, m->d, 0);
     }
     /* x0 = RMSNorm(tok_emb[ids]): x0 fed the first layer and every resid_mix */
