@@ -11,7 +11,7 @@ PYTHON  ?= /usr/bin/python3
 
 HDR     := utgolf.h
 TESTS   := $(BUILD)/test_ops $(BUILD)/test_ops_portable $(BUILD)/test_model $(BUILD)/test_io \
-           $(BUILD)/test_optim $(BUILD)/test_tokenizer $(BUILD)/test_loader $(BUILD)/test_plan
+           $(BUILD)/test_optim $(BUILD)/test_tokenizer $(BUILD)/test_loader $(BUILD)/test_plan $(BUILD)/test_quant
 TOOLS   := $(BUILD)/utg-grad $(BUILD)/utg-shards
 PROGS   := $(TESTS) $(TOOLS) $(BUILD)/minimal $(BUILD)/train $(BUILD)/bench_step \
            $(BUILD)/bench_depth

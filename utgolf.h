@@ -39,6 +39,7 @@
        // >>loader         datasets (shard globs), the sequential and shuffled training loaders
        // >>checkpoint     the whole training state in one file, resumable bit for bit
        // >>tokenizer      SentencePiece .model reader, byte260, the byte tables and fp64 bpb
+       // >>quant          per-row intN quantizers: max, percentile, SDClip, GPTQ-lite search; fp16
        // >>public         misc public helpers
        // >>impl_util      (implementation) allocation, messages, RNG, half floats
        // >>impl_config
@@ -50,6 +51,7 @@
        // >>impl_loader
        // >>impl_checkpoint
        // >>impl_tokenizer
+       // >>impl_quant
        // >>impl_public
 
    BUILD
@@ -863,6 +865,40 @@ UTGDEF utg_result utg_bpb_add(utg_bpb *acc, const utg_tokenizer *tok, const int3
                               const int32_t *target, const float *loss, size_t n);
 UTGDEF double utg_bpb_loss(const utg_bpb *acc);  /* loss_sum / tokens (val_loss); 0 if empty */
 UTGDEF double utg_bpb_value(const utg_bpb *acc); /* (val_loss / ln 2) * tokens / bytes; 0 if no bytes */
+
+/* ------------------------------------------------------------------------------------------------
+// >>quant
+   Host-side quantizers (SPEC 1.7, 2.7), on a copy of the weights. Per-row symmetric intN: for
+   bits N in 2..8, r = 2^(N-1) - 1, scale_r = max(clip_r / r, 1 / r), q = clamp(round(clamp(w,
+   +-clip_r) / scale_r), -r, r) with round half to even, one symbol per int8; the scale is stored as
+   fp16 and dequantization is w = q * scale (train_gpt.py's quantize_float_tensor, which computes q
+   with the fp32 scale). The clip of a row comes from one of:
+   ------------------------------------------------------------------------------------------------ */
+
+typedef enum utg_clip_mode {
+    UTG_CLIP_MAX = 0,    /* the row's max |w| */
+    UTG_CLIP_PERCENTILE, /* quantile(|w_row|, param) with linear interpolation, as torch.quantile;
+                            train_gpt.py: param = 0.9999984 */
+    UTG_CLIP_SDCLIP,     /* param * std(row) (unbiased std, as torch.std): SDClip */
+    UTG_CLIP_SEARCH      /* GPTQ-lite (PR #414): the quantile in {0.999, 0.9995, 0.9999, 0.99999, 1}
+                            with the lowest reconstruction error, one choice per matrix */
+} utg_clip_mode;
+
+typedef struct utg_quant_spec {
+    int bits;           /* 2..8 */
+    utg_clip_mode clip;
+    double param;       /* the percentile or the SDClip k */
+} utg_quant_spec;
+
+/* Quantize W[rows, cols] into q (rows*cols symbols) and scales (rows fp16). Refuses bad specs and
+   non-finite weights with UTG_ERR_INVALID and a message. *chosen (may be NULL) receives the clip
+   parameter used (the percentile UTG_CLIP_SEARCH picked, else spec->param). */
+UTGDEF utg_result utg_quantize_rows(const float *W, int rows, int cols, const utg_quant_spec *spec, int8_t *q,
+                                    uint16_t *scales, double *chosen, utg_msg *msg);
+UTGDEF void utg_dequantize_rows(const int8_t *q, const uint16_t *scales, int rows, int cols, float *W);
+/* IEEE half floats, round to nearest even (overflow gives infinity, NaN stays NaN) */
+UTGDEF uint16_t utg_f32_to_f16(float x);
+UTGDEF float utg_f16_to_f32(uint16_t h);
 
 /* ------------------------------------------------------------------------------------------------
 // >>public
@@ -5768,6 +5804,144 @@ UTGDEF double utg_bpb_value(const utg_bpb *acc) {
     bits_per_token = (acc->loss_sum / acc->tokens) / UTG__LN2;
     tokens_per_byte = acc->tokens / acc->bytes;
     return bits_per_token * tokens_per_byte;
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>impl_quant
+   ------------------------------------------------------------------------------------------------ */
+
+UTGDEF float utg_f16_to_f32(uint16_t h) { return utg__f16_to_f32(h); }
+
+UTGDEF uint16_t utg_f32_to_f16(float x) {
+    uint32_t b, sign, exp, man;
+    memcpy(&b, &x, 4);
+    sign = (b >> 16) & 0x8000u;
+    exp = (b >> 23) & 0xffu;
+    man = b & 0x7fffffu;
+    if (exp == 0xffu) return (uint16_t)(sign | 0x7c00u | (man ? 0x200u | (man >> 13) : 0u)); /* inf, NaN */
+    if (exp > 142) return (uint16_t)(sign | 0x7c00u);                                          /* overflow */
+    if (exp < 113) { /* subnormal half (or zero): man * 2^-24, rounded to nearest even */
+        uint32_t m = man | 0x800000u, shift;
+        uint32_t h, rem, half;
+        if (exp < 102) return (uint16_t)sign; /* below half of the smallest subnormal */
+        shift = 126 - exp;                     /* 14..24 */
+        h = m >> shift;
+        rem = m & ((1u << shift) - 1u);
+        half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1u))) h++;
+        return (uint16_t)(sign | h);
+    }
+    {
+        uint32_t h = ((exp - 112) << 10) | (man >> 13), rem = man & 0x1fffu;
+        if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++; /* may carry into the exponent: correct */
+        return (uint16_t)(sign | h);
+    }
+}
+
+static int utg__cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* quantile of the sorted values v[0..n-1] at p, torch.quantile's linear interpolation */
+static double utg__quantile_sorted(const float *v, int n, double p) {
+    double pos = p * (double)(n - 1), lo = floor(pos);
+    int i = (int)lo, j = i + 1 < n ? i + 1 : i;
+    return (double)v[i] + ((double)v[j] - (double)v[i]) * (pos - lo);
+}
+
+/* One row with a given clip: q, the fp16 scale; returns the squared reconstruction error. */
+static double utg__quant_row(const float *w, int cols, int r, float clip, int8_t *q, uint16_t *scale16) {
+    float scale = clip / (float)r, s16;
+    double err = 0.0;
+    int c;
+    if (!(scale >= 1.0f / (float)r)) scale = 1.0f / (float)r; /* clamp_min(1/r) */
+    *scale16 = utg_f32_to_f16(scale);
+    s16 = utg__f16_to_f32(*scale16);
+    for (c = 0; c < cols; c++) {
+        float x = w[c] > clip ? clip : w[c] < -clip ? -clip : w[c], v = nearbyintf(x / scale), d;
+        if (v > (float)r) v = (float)r;
+        if (v < (float)-r) v = (float)-r;
+        q[c] = (int8_t)v;
+        d = w[c] - v * s16;
+        err += (double)d * d;
+    }
+    return err;
+}
+
+/* The clip of one row for a mode other than SEARCH; sorted is scratch of cols floats. */
+static float utg__row_clip(const float *w, int cols, utg_clip_mode mode, double param, float *sorted) {
+    int c;
+    if (mode == UTG_CLIP_SDCLIP) {
+        double mean = 0.0, ss = 0.0;
+        for (c = 0; c < cols; c++) mean += w[c];
+        mean /= cols;
+        for (c = 0; c < cols; c++) ss += (w[c] - mean) * (w[c] - mean);
+        return (float)(param * sqrt(cols > 1 ? ss / (cols - 1) : 0.0));
+    }
+    for (c = 0; c < cols; c++) sorted[c] = fabsf(w[c]);
+    if (mode == UTG_CLIP_MAX || param >= 1.0) {
+        float mx = 0.0f;
+        for (c = 0; c < cols; c++) if (sorted[c] > mx) mx = sorted[c];
+        return mx;
+    }
+    qsort(sorted, (size_t)cols, sizeof(float), utg__cmp_float);
+    return (float)utg__quantile_sorted(sorted, cols, param);
+}
+
+UTGDEF utg_result utg_quantize_rows(const float *W, int rows, int cols, const utg_quant_spec *spec, int8_t *q,
+                                    uint16_t *scales, double *chosen, utg_msg *msg) {
+    static const double search[5] = {0.999, 0.9995, 0.9999, 0.99999, 1.0};
+    utg_allocator none;
+    float *sorted;
+    int i, r, k, n_try, best = 0;
+    size_t n, j;
+    double best_err = 0.0;
+    if (!W || !spec || !q || !scales || rows <= 0 || cols <= 0) { utg__msgf(msg, "quantize: bad arguments"); return UTG_ERR_INVALID; }
+    if (spec->bits < 2 || spec->bits > 8) { utg__msgf(msg, "quantize: bits must be in 2..8 (got %d)", spec->bits); return UTG_ERR_INVALID; }
+    if (spec->clip == UTG_CLIP_PERCENTILE && !(spec->param > 0.0 && spec->param <= 1.0)) {
+        utg__msgf(msg, "quantize: the clip percentile must be in (0, 1] (got %g)", spec->param);
+        return UTG_ERR_INVALID;
+    }
+    if (spec->clip == UTG_CLIP_SDCLIP && !(spec->param > 0.0 && isfinite(spec->param))) {
+        utg__msgf(msg, "quantize: the SDClip k must be positive (got %g)", spec->param);
+        return UTG_ERR_INVALID;
+    }
+    if ((int)spec->clip < 0 || spec->clip > UTG_CLIP_SEARCH) { utg__msgf(msg, "quantize: unknown clip mode %d", (int)spec->clip); return UTG_ERR_INVALID; }
+    if (!utg__mul_ok((size_t)rows, (size_t)cols, &n)) { utg__msgf(msg, "quantize: %d x %d overflows", rows, cols); return UTG_ERR_INVALID; }
+    for (j = 0; j < n; j++)
+        if (!isfinite(W[j])) { utg__msgf(msg, "quantize: weight %zu (row %zu) is not finite", j, j / (size_t)cols); return UTG_ERR_INVALID; }
+    memset(&none, 0, sizeof none);
+    sorted = (float *)utg__alloc(&none, sizeof(float) * (size_t)cols);
+    if (!sorted) { utg__msgf(msg, "quantize: out of memory"); return UTG_ERR_NOMEM; }
+    r = (1 << (spec->bits - 1)) - 1;
+    n_try = spec->clip == UTG_CLIP_SEARCH ? 5 : 1;
+    for (k = 0; k < n_try; k++) { /* SEARCH: each candidate over the whole matrix, then the best again */
+        utg_clip_mode mode = spec->clip == UTG_CLIP_SEARCH ? UTG_CLIP_PERCENTILE : spec->clip;
+        double p = spec->clip == UTG_CLIP_SEARCH ? search[k] : spec->param, err = 0.0;
+        for (i = 0; i < rows; i++) {
+            const float *w = W + (size_t)i * cols;
+            err += utg__quant_row(w, cols, r, utg__row_clip(w, cols, mode, p, sorted), q + (size_t)i * cols, scales + i);
+        }
+        if (k == 0 || err < best_err) { best_err = err; best = k; }
+    }
+    if (n_try > 1 && best != n_try - 1) /* q holds the last candidate: redo the best one */
+        for (i = 0; i < rows; i++) {
+            const float *w = W + (size_t)i * cols;
+            utg__quant_row(w, cols, r, utg__row_clip(w, cols, UTG_CLIP_PERCENTILE, search[best], sorted), q + (size_t)i * cols,
+                           scales + i);
+        }
+    if (chosen) *chosen = spec->clip == UTG_CLIP_SEARCH ? search[best] : spec->param;
+    utg__free(&none, sorted);
+    return UTG_OK;
+}
+
+UTGDEF void utg_dequantize_rows(const int8_t *q, const uint16_t *scales, int rows, int cols, float *W) {
+    int i, c;
+    for (i = 0; i < rows; i++) {
+        float s = utg__f16_to_f32(scales[i]);
+        for (c = 0; c < cols; c++) W[(size_t)i * cols + c] = (float)q[(size_t)i * cols + c] * s;
+    }
 }
 
 /* ------------------------------------------------------------------------------------------------
