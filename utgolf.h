@@ -895,6 +895,14 @@ typedef struct utg_quant_spec {
    parameter used (the percentile UTG_CLIP_SEARCH picked, else spec->param). */
 UTGDEF utg_result utg_quantize_rows(const float *W, int rows, int cols, const utg_quant_spec *spec, int8_t *q,
                                     uint16_t *scales, double *chosen, utg_msg *msg);
+/* Full-Hessian GPTQ (SPEC 2.7; Frantar et al.) of W[rows, cols] given H[cols, cols] = sum of X^T X
+   over the calibration inputs of this linear (any positive scale). Dead columns (zero diagonal)
+   are zeroed; H gets 1% of its mean diagonal as damping (`damp`, 0 = 0.01); columns run in
+   act-order (diagonal of H descending) in blocks of 128, each rounded with the row's fixed fp16
+   scale (from spec's clip) and its error spread over the columns not yet quantized through the
+   upper Cholesky factor of H^-1. Output as utg_quantize_rows. H is not modified. */
+UTGDEF utg_result utg_gptq_rows(const float *W, int rows, int cols, const double *H, const utg_quant_spec *spec, double damp,
+                                int8_t *q, uint16_t *scales, utg_msg *msg);
 UTGDEF void utg_dequantize_rows(const int8_t *q, const uint16_t *scales, int rows, int cols, float *W);
 /* IEEE half floats, round to nearest even (overflow gives infinity, NaN stays NaN) */
 UTGDEF uint16_t utg_f32_to_f16(float x);
@@ -5934,6 +5942,129 @@ UTGDEF utg_result utg_quantize_rows(const float *W, int rows, int cols, const ut
     if (chosen) *chosen = spec->clip == UTG_CLIP_SEARCH ? search[best] : spec->param;
     utg__free(&none, sorted);
     return UTG_OK;
+}
+
+/* In-place lower Cholesky of the n x n matrix a (row-major; the upper triangle is left alone).
+   Returns 0 when a is not positive definite. */
+static int utg__cholesky(double *a, int n) {
+    int i, j, k;
+    for (j = 0; j < n; j++) {
+        double d = a[(size_t)j * n + j];
+        for (k = 0; k < j; k++) d -= a[(size_t)j * n + k] * a[(size_t)j * n + k];
+        if (!(d > 0.0)) return 0;
+        d = sqrt(d);
+        a[(size_t)j * n + j] = d;
+        for (i = j + 1; i < n; i++) {
+            double v = a[(size_t)i * n + j];
+            for (k = 0; k < j; k++) v -= a[(size_t)i * n + k] * a[(size_t)j * n + k];
+            a[(size_t)i * n + j] = v / d;
+        }
+    }
+    return 1;
+}
+
+UTGDEF utg_result utg_gptq_rows(const float *W, int rows, int cols, const double *H, const utg_quant_spec *spec, double damp,
+                                int8_t *q, uint16_t *scales, utg_msg *msg) {
+    utg_allocator none;
+    double *h = NULL, *w = NULL, *linv = NULL, mean = 0.0, *err = NULL;
+    int *perm = NULL, i, j, k, r, i1, tries;
+    size_t nn, n;
+    utg_result res = UTG_ERR_NOMEM;
+    if (!W || !H || !spec || !q || !scales || rows <= 0 || cols <= 0) { utg__msgf(msg, "gptq: bad arguments"); return UTG_ERR_INVALID; }
+    if (spec->clip == UTG_CLIP_SEARCH) { utg__msgf(msg, "gptq: give a fixed clip (max, percentile or SDClip), not the search"); return UTG_ERR_INVALID; }
+    /* the scales (and the checks of spec and W) come from the plain quantizer */
+    if ((res = utg_quantize_rows(W, rows, cols, spec, q, scales, NULL, msg)) != UTG_OK) return res;
+    res = UTG_ERR_NOMEM;
+    if (!utg__mul_ok((size_t)cols, (size_t)cols, &nn) || !utg__mul_ok((size_t)rows, (size_t)cols, &n)) {
+        utg__msgf(msg, "gptq: %d x %d overflows", rows, cols);
+        return UTG_ERR_INVALID;
+    }
+    if (damp <= 0.0) damp = 0.01;
+    memset(&none, 0, sizeof none);
+    h = (double *)utg__alloc(&none, sizeof(double) * nn);
+    linv = (double *)utg__alloc(&none, sizeof(double) * nn);
+    w = (double *)utg__alloc(&none, sizeof(double) * n);
+    err = (double *)utg__alloc(&none, sizeof(double) * (size_t)rows * 128);
+    perm = (int *)utg__alloc(&none, sizeof(int) * (size_t)cols);
+    if (!h || !linv || !w || !err || !perm) { utg__msgf(msg, "gptq: out of memory"); goto done; }
+    for (j = 0; j < cols; j++) {
+        double dj = H[(size_t)j * cols + j];
+        if (!isfinite(dj) || dj < 0.0) { utg__msgf(msg, "gptq: H[%d,%d] = %g is not a variance", j, j, dj); res = UTG_ERR_INVALID; goto done; }
+        mean += dj == 0.0 ? 1.0 : dj;
+    }
+    mean /= cols;
+    /* act-order: columns by diagonal, descending (ties by index, so the order is deterministic) */
+    for (j = 0; j < cols; j++) perm[j] = j;
+    for (j = 1; j < cols; j++) {
+        int pj = perm[j];
+        double dv = H[(size_t)pj * cols + pj];
+        for (k = j; k > 0 && H[(size_t)perm[k - 1] * cols + perm[k - 1]] < dv; k--) perm[k] = perm[k - 1];
+        perm[k] = pj;
+    }
+    r = (1 << (spec->bits - 1)) - 1;
+    for (tries = 0;; tries++) { /* H + damping, permuted; the dead columns get a unit diagonal */
+        for (i = 0; i < cols; i++)
+            for (j = 0; j < cols; j++) {
+                double v = H[(size_t)perm[i] * cols + perm[j]];
+                if (!isfinite(v)) { utg__msgf(msg, "gptq: H is not finite"); res = UTG_ERR_INVALID; goto done; }
+                if (i == j) v = (v == 0.0 ? 1.0 : v) + damp * mean;
+                h[(size_t)i * cols + j] = v;
+            }
+        if (utg__cholesky(h, cols)) break;
+        if (tries == 6) { utg__msgf(msg, "gptq: H is not positive definite even with %g damping", damp); res = UTG_ERR_INVALID; goto done; }
+        damp *= 10.0;
+    }
+    /* H^-1 = L^-T L^-1; then its upper Cholesky factor U (H^-1 = U^T U), kept in h's upper triangle */
+    memset(linv, 0, sizeof(double) * nn);
+    for (j = 0; j < cols; j++) {
+        linv[(size_t)j * cols + j] = 1.0 / h[(size_t)j * cols + j];
+        for (i = j + 1; i < cols; i++) {
+            double v = 0.0;
+            for (k = j; k < i; k++) v -= h[(size_t)i * cols + k] * linv[(size_t)k * cols + j];
+            linv[(size_t)i * cols + j] = v / h[(size_t)i * cols + i];
+        }
+    }
+    for (i = 0; i < cols; i++) /* h (lower half) = L^-T L^-1, symmetric, written as its lower triangle */
+        for (j = 0; j <= i; j++) {
+            double v = 0.0;
+            for (k = i; k < cols; k++) v += linv[(size_t)k * cols + i] * linv[(size_t)k * cols + j];
+            h[(size_t)i * cols + j] = v;
+        }
+    if (!utg__cholesky(h, cols)) { utg__msgf(msg, "gptq: H^-1 lost positive definiteness (badly conditioned H)"); res = UTG_ERR_INVALID; goto done; }
+    /* U[i][j] = L'[j][i]: read h[j * cols + i] for j >= i */
+#define UTG__U(i, j) h[(size_t)(j) * cols + (i)]
+    for (i = 0; i < rows; i++)
+        for (j = 0; j < cols; j++) {
+            int pj = perm[j];
+            w[(size_t)i * cols + j] = H[(size_t)pj * cols + pj] == 0.0 ? 0.0 : W[(size_t)i * cols + pj];
+        }
+    for (i1 = 0; i1 < cols; i1 += 128) {
+        int i2 = i1 + 128 < cols ? i1 + 128 : cols;
+        for (j = i1; j < i2; j++) {
+            double d = UTG__U(j, j);
+            for (i = 0; i < rows; i++) {
+                double s = (double)utg__f16_to_f32(scales[i]), x = w[(size_t)i * cols + j], v = nearbyint(x / s), e;
+                if (v > r) v = r;
+                if (v < -r) v = -r;
+                q[(size_t)i * cols + perm[j]] = (int8_t)v;
+                e = (x - v * s) / d;
+                err[(size_t)i * 128 + (j - i1)] = e;
+                for (k = j + 1; k < i2; k++) w[(size_t)i * cols + k] -= e * UTG__U(j, k);
+            }
+        }
+        for (i = 0; i < rows; i++) /* the block's errors onto every later column */
+            for (k = i2; k < cols; k++) {
+                double v = 0.0;
+                for (j = i1; j < i2; j++) v += err[(size_t)i * 128 + (j - i1)] * UTG__U(j, k);
+                w[(size_t)i * cols + k] -= v;
+            }
+    }
+#undef UTG__U
+    res = UTG_OK;
+done:
+    utg__free(&none, h); utg__free(&none, linv); utg__free(&none, w); utg__free(&none, err);
+    utg__free(&none, perm);
+    return res;
 }
 
 UTGDEF void utg_dequantize_rows(const int8_t *q, const uint16_t *scales, int rows, int cols, float *W) {

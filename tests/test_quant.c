@@ -155,6 +155,78 @@ static void test_search(void) {
     printf("      int5 GPTQ-lite picked %g: error %.4g vs row max %.4g\n", chosen, err_best, errs[4]);
 }
 
+/* H-weighted error sum_rows (w - dq) H (w - dq)^T: the output error of the linear on its inputs */
+static double h_err(const float *W, const float *D, const double *H, int rows, int cols) {
+    double e = 0.0;
+    int i, a, b;
+    for (i = 0; i < rows; i++)
+        for (a = 0; a < cols; a++) {
+            double da = (double)W[i * cols + a] - D[i * cols + a];
+            for (b = 0; b < cols; b++) e += da * H[a * cols + b] * ((double)W[i * cols + b] - D[i * cols + b]);
+        }
+    return e;
+}
+
+/* GPTQ against plain rounding with the same scales, on correlated inputs: lower H-weighted error
+   at every bit width; with H = I it is plain rounding exactly; dead columns come out zero. */
+static void test_gptq(void) {
+    enum { R = 24, C = 160, N = 600 }; /* 160 columns: two blocks of the 128-column sweep */
+    static float W[R * C], D[R * C], X[N * C];
+    static double H[C * C], I[C * C];
+    static int8_t q[R * C], q2[R * C];
+    uint16_t sc[R], sc2[R];
+    utg_msg msg;
+    int i, j, k, bits;
+    memset(&msg, 0, sizeof msg);
+    for (i = 0; i < R * C; i++) W[i] = (float)(urand() * 0.1);
+    for (i = 0; i < N; i++) { /* inputs with strong correlations between neighbouring features */
+        double base = urand();
+        for (j = 0; j < C; j++) X[i * C + j] = (float)(0.8 * base + 0.6 * urand() + (j ? 0.5 * X[i * C + j - 1] : 0.0));
+    }
+    for (j = 0; j < C; j++)
+        for (k = 0; k < C; k++) {
+            double v = 0.0;
+            for (i = 0; i < N; i++) v += (double)X[i * C + j] * X[i * C + k];
+            H[j * C + k] = v / N;
+            I[j * C + k] = j == k;
+        }
+    for (bits = 3; bits <= 6; bits++) {
+        utg_quant_spec sp = {bits, UTG_CLIP_MAX, 0.0};
+        double e_rtn, e_gptq;
+        CHECK(utg_quantize_rows(W, R, C, &sp, q, sc, NULL, &msg) == UTG_OK, "%s", msg.text);
+        utg_dequantize_rows(q, sc, R, C, D);
+        e_rtn = h_err(W, D, H, R, C);
+        CHECK(utg_gptq_rows(W, R, C, H, &sp, 0.0, q2, sc2, &msg) == UTG_OK, "%s", msg.text);
+        CHECK(memcmp(sc, sc2, sizeof sc) == 0, "the same scales");
+        utg_dequantize_rows(q2, sc2, R, C, D);
+        e_gptq = h_err(W, D, H, R, C);
+        CHECK(e_gptq < 0.8 * e_rtn, "int%d: GPTQ %.4g not clearly below rounding %.4g", bits, e_gptq, e_rtn);
+        printf("      int%d: H-weighted error GPTQ %.4g vs rounding %.4g (%.0f%%)\n", bits, e_gptq, e_rtn, 100.0 * e_gptq / e_rtn);
+        /* with H = I there is nothing to propagate: exactly rounding with the stored (fp16) scale */
+        CHECK(utg_gptq_rows(W, R, C, I, &sp, 0.0, q2, sc2, &msg) == UTG_OK, "%s", msg.text);
+        for (i = 0, k = 0; i < R * C; i++) {
+            int r = (1 << (bits - 1)) - 1;
+            double v = nearbyint((double)W[i] / utg_f16_to_f32(sc2[i / C]));
+            v = v > r ? r : v < -r ? -r : v;
+            k += q2[i] != (int8_t)v;
+        }
+        CHECK(k == 0, "int%d, H = I: %d symbols differ from rounding", bits, k);
+    }
+    { /* dead column 5: zero in the output; a bad H refused */
+        utg_quant_spec sp = {4, UTG_CLIP_MAX, 0.0};
+        static double Hd[C * C];
+        memcpy(Hd, H, sizeof Hd);
+        for (k = 0; k < C; k++) Hd[5 * C + k] = Hd[k * C + 5] = 0.0;
+        CHECK(utg_gptq_rows(W, R, C, Hd, &sp, 0.0, q2, sc2, &msg) == UTG_OK, "%s", msg.text);
+        for (i = 0, k = 0; i < R; i++) k += q2[i * C + 5] != 0;
+        CHECK(k == 0, "dead column quantized to zero (%d nonzero)", k);
+        Hd[7 * C + 7] = -1.0;
+        CHECK(utg_gptq_rows(W, R, C, Hd, &sp, 0.0, q2, sc2, &msg) == UTG_ERR_INVALID && strstr(msg.text, "H["), "negative variance");
+        sp.clip = UTG_CLIP_SEARCH;
+        CHECK(utg_gptq_rows(W, R, C, H, &sp, 0.0, q2, sc2, &msg) == UTG_ERR_INVALID, "search refused");
+    }
+}
+
 static void test_bad_input(void) {
     float w[4] = {1, 2, 3, 4};
     int8_t q[4];
@@ -179,6 +251,7 @@ int main(int argc, char **argv) {
     RUN(test_error_bounds);
     RUN(test_percentile_and_sdclip);
     RUN(test_search);
+    RUN(test_gptq);
     RUN(test_bad_input);
     return TEST_SUMMARY();
 }
