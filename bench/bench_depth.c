@@ -36,7 +36,7 @@ static void measure(int iters, int seq, int seqs, int reps, row *out) {
     utg_optim *o = NULL;
     int32_t *x, *y;
     int n = seq * seqs, i, r;
-    double fwd[MAX_REPS], bwd[MAX_REPS], opt[MAX_REPS], loss;
+    double opt[MAX_REPS], loss;
     d.config.universal_unique_blocks = 3; d.config.universal_iterations = iters;
     d.config.model_dim = 256; d.config.num_heads = 4; d.config.num_kv_heads = 2; d.config.mlp_mult = 2;
     d.config.vocab_size = 1024; d.config.train_seq_len = seq;
@@ -49,16 +49,7 @@ static void measure(int iters, int seq, int seqs, int reps, row *out) {
     utg_model_zero_grads(m); /* warm-up: first-touch of activations and scratch */
     check(m, utg_model_forward(m, x, y, seqs, &loss), "forward");
     check(m, utg_model_backward(m, 1.0f), "backward");
-    for (r = 0; r < reps; r++) {
-        double t0 = now_ms(), t1, t2;
-        utg_model_zero_grads(m);
-        utg_model_forward(m, x, y, seqs, &loss);
-        t1 = now_ms();
-        utg_model_backward(m, 1.0f);
-        t2 = now_ms();
-        fwd[r] = t1 - t0;
-        bwd[r] = t2 - t1;
-    }
+    time_fwd_bwd(m, x, y, seqs, reps, &out->fwd, &out->bwd);
     /* the optimizer step, from the last gradients (one warm-up step touches the state arenas) */
     check(m, utg_optim_create(m, &o), "optim_create");
     check(m, utg_optim_step(o, 0, 1.0, NULL), "optim_step");
@@ -70,8 +61,6 @@ static void measure(int iters, int seq, int seqs, int reps, row *out) {
     out->iters = iters;
     out->layers = utg_model_plan(m)->n_layers;
     out->params = utg_model_param_count(m);
-    out->fwd = median(fwd, reps);
-    out->bwd = median(bwd, reps);
     out->opt = median(opt, reps);
     utg_optim_destroy(o);
     free(x); free(y);

@@ -16,8 +16,8 @@ static void bench(const char *label, int layers, int dim, int heads, int kv, int
     utg_model_desc d = {0};
     utg_model *m;
     int32_t *x, *y;
-    int n = seq * seqs, i, r;
-    double fwd[16], bwd[16], loss, f, b;
+    int n = seq * seqs, i;
+    double loss, f, b;
     d.config.num_layers = layers; d.config.model_dim = dim; d.config.num_heads = heads; d.config.num_kv_heads = kv;
     d.config.train_seq_len = seq;
     if (utg_model_create(&d, &m) != UTG_OK) { printf("%s: %s\n", label, utg_model_message(m)); exit(1); }
@@ -27,17 +27,7 @@ static void bench(const char *label, int layers, int dim, int heads, int kv, int
     utg_model_reserve(m, seqs);
     utg_model_forward(m, x, y, seqs, &loss); /* warm-up: first-touch of activations and scratch */
     utg_model_backward(m, 1.0f);
-    for (r = 0; r < reps; r++) {
-        double t0 = now_ms(), t1, t2;
-        utg_model_forward(m, x, y, seqs, &loss);
-        t1 = now_ms();
-        utg_model_backward(m, 1.0f);
-        t2 = now_ms();
-        fwd[r] = t1 - t0;
-        bwd[r] = t2 - t1;
-    }
-    f = median(fwd, reps);
-    b = median(bwd, reps);
+    time_fwd_bwd(m, x, y, seqs, reps, &f, &b);
     printf("%-34s %6d tok  fwd %8.1f ms  bwd %8.1f ms  fwd+bwd %8.1f ms  %7.0f tok/s", label, n, f, b, f + b, n / ((f + b) / 1e3));
     if (peer_tok_s > 0) printf("  (ANCHORS peer, full step: %.0f tok/s; ratio %.2f)", peer_tok_s, (n / ((f + b) / 1e3)) / peer_tok_s);
     printf("\n");
