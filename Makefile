@@ -4,14 +4,15 @@ CXX     ?= c++
 # -ffp-contract=fast: ISO C mode (-std=c99) otherwise forbids fusing a*b+c into one FMA
 OPT     ?= -O3 -march=native -ffp-contract=fast
 WARN    := -Wall -Wextra -Werror
-CFLAGS  += -std=c99 $(OPT) $(WARN) -fopenmp
-LDLIBS  += -lm
+# the artifact's brotli binding (UTG_USE_BROTLI; Debian's libbrotli-dev); the header itself needs nothing
+CFLAGS  += -std=c99 $(OPT) $(WARN) -fopenmp -DUTG_USE_BROTLI
+LDLIBS  += -lbrotlienc -lbrotlidec -lm
 BUILD   ?= build
 PYTHON  ?= /usr/bin/python3
 
 HDR     := utgolf.h
 TESTS   := $(BUILD)/test_ops $(BUILD)/test_ops_portable $(BUILD)/test_model $(BUILD)/test_io \
-           $(BUILD)/test_optim $(BUILD)/test_tokenizer $(BUILD)/test_loader $(BUILD)/test_plan $(BUILD)/test_quant
+           $(BUILD)/test_optim $(BUILD)/test_tokenizer $(BUILD)/test_loader $(BUILD)/test_plan $(BUILD)/test_quant $(BUILD)/test_artifact
 TOOLS   := $(BUILD)/utg-grad $(BUILD)/utg-shards
 PROGS   := $(TESTS) $(TOOLS) $(BUILD)/minimal $(BUILD)/train $(BUILD)/bench_step \
            $(BUILD)/bench_depth
@@ -49,6 +50,8 @@ compile-check: | $(BUILD)
 	$(CC) -std=c99 -pedantic $(WARN) -DUTG_STATIC -DUTG_NO_STDIO -c tests/compile_only.c -o $(BUILD)/cc_c99s.o
 	$(CXX) -std=c++17 -pedantic $(WARN) -fopenmp -x c++ -c tests/compile_only.c -o $(BUILD)/cc_cxx17.o
 	$(CXX) -std=c++17 -pedantic $(WARN) -DUTG_STATIC -x c++ -c tests/compile_only.c -o $(BUILD)/cc_cxx17s.o
+	$(CC) -std=c99 -pedantic $(WARN) -DUTG_USE_BROTLI -c tests/compile_only.c -o $(BUILD)/cc_c99b.o
+	$(CXX) -std=c++17 -pedantic $(WARN) -DUTG_USE_BROTLI -x c++ -c tests/compile_only.c -o $(BUILD)/cc_cxx17b.o
 	@echo "compile-check: C99 and C++17 clean"
 
 test: all

@@ -40,6 +40,7 @@
        // >>checkpoint     the whole training state in one file, resumable bit for bit
        // >>tokenizer      SentencePiece .model reader, byte260, the byte tables and fp64 bpb
        // >>quant          per-row intN quantizers: max, percentile, SDClip, GPTQ-lite search; fp16
+       // >>artifact       UTGA v1: codecs, writer, parser; Hessians, the quantization plan, export, QAT
        // >>public         misc public helpers
        // >>impl_util      (implementation) allocation, messages, RNG, half floats
        // >>impl_config
@@ -52,6 +53,7 @@
        // >>impl_checkpoint
        // >>impl_tokenizer
        // >>impl_quant
+       // >>impl_artifact
        // >>impl_public
 
    BUILD
@@ -275,6 +277,35 @@ typedef struct utg_msg {
     X(STR, control_tensor_name_patterns, "CONTROL_TENSOR_NAME_PATTERNS",                          \
       "attn_scale,attn_scales,mlp_scale,mlp_scales,resid_mix,resid_mixes,q_gain,skip_weight,skip_weights", \
       0, "name substrings that mark scalar/control tensors (Adam, kept in fp32)")                \
+    /* quantization, the artifact and the byte budget (SPEC 1.7, 2.7, 2.8) */                      \
+    X(STR, quant_clip, "QUANT_CLIP", "percentile", 0,                                              \
+      "row clip of the quantizer: percentile (train_gpt.py) | max | sdclip (k*std, PR #1394) | search (GPTQ-lite, PR #414)") \
+    X(REAL, quant_clip_percentile, "QUANT_CLIP_PERCENTILE", 0.9999984, 0, "quantile of |w| per row with QUANT_CLIP=percentile") \
+    X(INT, matrix_bits, "MATRIX_BITS", 8, 0, "bits of the block matrices (2..8)")                 \
+    X(INT, attn_bits, "ATTN_BITS", 0, 0, "bits of the attention matrices; 0 = MATRIX_BITS")       \
+    X(INT, mlp_bits, "MLP_BITS", 0, 0, "bits of the MLP matrices; 0 = MATRIX_BITS")               \
+    X(INT, embed_bits, "EMBED_BITS", 8, 0, "bits of the token embedding and an untied head")      \
+    X(STR, quant_layer_bits, "QUANT_LAYER_BITS", "", 0, "bits of the matrices of some physical blocks, e.g. 3:5,4:5") \
+    X(REAL, matrix_clip_sigmas, "MATRIX_CLIP_SIGMAS", 12.85, 0, "SDClip k of the block matrices")  \
+    X(REAL, attn_clip_sigmas, "ATTN_CLIP_SIGMAS", 0.0, 0, "SDClip k of the attention matrices; 0 = MATRIX_CLIP_SIGMAS") \
+    X(REAL, mlp_clip_sigmas, "MLP_CLIP_SIGMAS", 0.0, 0, "SDClip k of the MLP matrices; 0 = MATRIX_CLIP_SIGMAS") \
+    X(REAL, embed_clip_sigmas, "EMBED_CLIP_SIGMAS", 20.0, 0, "SDClip k of the embedding and an untied head") \
+    X(INT, quant_passthrough_numel, "QUANT_PASSTHROUGH_NUMEL", 65536, 0,                           \
+      "float tensors of at most this many elements stay float (fp16, or fp32 for control patterns)") \
+    X(BOOL, gptq_enabled, "GPTQ_ENABLED", 0, 0, "full-Hessian GPTQ for every matrix with calibration data") \
+    X(INT, gptq_calibration_batches, "GPTQ_CALIBRATION_BATCHES", 64, 0, "calibration sequences for the Hessians") \
+    X(STR, gptq_calibration, "GPTQ_CALIBRATION", "train", 0,                                      \
+      "calibration text: train (training batches) | self (sampled from the model, PR #1019) | random (uniform tokens)") \
+    X(REAL, gptq_selfgen_temperature, "GPTQ_SELFGEN_TEMPERATURE", 0.8, 0, "sampling temperature of GPTQ_CALIBRATION=self") \
+    X(REAL, gptq_damp, "GPTQ_DAMP", 0.01, 0, "GPTQ damping: this fraction of the mean Hessian diagonal") \
+    X(STR, qat, "QAT", "none", 0, "quantization-aware training: none | ste (fake-quant, straight-through) | noisy (uniform noise of one step, PR #363)") \
+    X(INT, qat_start_step, "QAT_START_STEP", 0, 0, "first step with QAT (LATE_QAT_THRESHOLD = 0)")  \
+    X(REAL, late_qat_threshold, "LATE_QAT_THRESHOLD", 0.0, 0, "QAT switches on once the LR scale falls below this; 0 = by QAT_START_STEP") \
+    X(INT, qat_bits, "QAT_BITS", 0, 0, "bits QAT simulates; 0 = each tensor's export bits")        \
+    X(STR, compressor, "COMPRESSOR", "brotli", 0, "artifact codec: brotli (quality 11, window 24) | stored") \
+    X(INT, artifact_budget_bytes, "ARTIFACT_BUDGET_BYTES", 16000000, 0, "byte budget of artifact + code") \
+    X(BOOL, budget_mode, "BUDGET_MODE", 0, 0, "choose per-tensor bit widths to fit ARTIFACT_BUDGET_BYTES (minimum error)") \
+    X(INT, budget_min_bits, "BUDGET_MIN_BITS", 4, 0, "lowest bit width BUDGET_MODE may choose")     \
     /* data (SPEC 1.2) */                                                                         \
     X(STR, data_path, "DATA_PATH", "./data/datasets/fineweb10B_sp1024", 0,                        \
       "directory of fineweb_train_*.bin and fineweb_val_*.bin")                                   \
@@ -909,6 +940,231 @@ UTGDEF uint16_t utg_f32_to_f16(float x);
 UTGDEF float utg_f16_to_f32(uint16_t h);
 
 /* ------------------------------------------------------------------------------------------------
+// >>artifact
+   The UTGA v1 artifact (docs/DESIGN.md "Artifact"): what a Parameter Golf submission ships.
+   A 20-byte envelope (magic "UTGA", major version, codec, flags, raw_size, packed_size, CRC-32 of
+   the decoded payload), then the payload as the codec packed it. The payload: a 16-byte header
+   (minor u16, section count u16, plane alignment u16, zeros), a directory of 16-byte entries (tag,
+   flags with bit 0 = critical, offset, size), then the sections, each 64-aligned, tiling the
+   payload with zeroed padding: META (typed key/values), TENS (the tensor table), DATA (the planes)
+   and ancillary sections such as PROV (provenance), which --strip drops. Q symbols are int8, one
+   per byte; float and scale planes are byte-shuffled by element size. All integers little-endian.
+   Brotli is not embedded: codecs are callbacks, with a default binding to libbrotli compiled under
+   UTG_USE_BROTLI (link -lbrotlienc -lbrotlidec).
+   ------------------------------------------------------------------------------------------------ */
+
+#define UTG_ARTIFACT_MAJOR 1
+#define UTG_ARTIFACT_MINOR 0
+#define UTG_ARTIFACT_ENVELOPE 20
+#define UTG_ARTIFACT_ALIGN 64
+#ifndef UTG_MAX_ARTIFACT_RAW
+#define UTG_MAX_ARTIFACT_RAW (1024u * 1024u * 1024u) /* cap on the decoded payload */
+#endif
+#define UTG_ARTIFACT_MAX_SECTIONS 32
+#define UTG_ARTIFACT_MAX_KV 4096
+#define UTG_ARTIFACT_MAX_TENSORS 65536
+#define UTG_ARTIFACT_MAX_KEY 64     /* bytes of a META key */
+#define UTG_ARTIFACT_MAX_ARRAY (1u << 24) /* elements of a META array or bytes of a string */
+#define UTG_PARAM_GOLF_BUDGET 16000000 /* decimal bytes: artifact + code */
+
+typedef enum utg_codec_id { UTG_CODEC_STORED = 0, UTG_CODEC_BROTLI = 1 } utg_codec_id;
+
+/* A codec: compress writes at most *dst_size bytes and sets *dst_size to what it wrote;
+   decompress must fill exactly dst_size bytes from n packed bytes, or fail. */
+typedef struct utg_codec {
+    int id; /* utg_codec_id, written into the envelope */
+    const char *name; /* for reports and PROV, e.g. "brotli 1.0.9 q11 w24" */
+    size_t (*max_packed)(size_t raw_size, void *user);
+    utg_result (*compress)(const void *src, size_t n, void *dst, size_t *dst_size, void *user);
+    utg_result (*decompress)(const void *src, size_t n, void *dst, size_t dst_size, void *user);
+    void *user;
+} utg_codec;
+
+UTGDEF utg_codec utg_codec_stored(void);
+#ifdef UTG_USE_BROTLI
+/* libbrotli with fixed parameters (quality 11, window 24, generic mode): identical input, identical
+   bytes for one brotli version. */
+UTGDEF utg_codec utg_codec_brotli(void);
+#endif
+
+typedef enum utg_dtype { UTG_DT_F32 = 0, UTG_DT_F16 = 1, UTG_DT_BF16 = 2, UTG_DT_Q = 3 } utg_dtype;
+typedef enum utg_scale_kind {
+    UTG_SCALE_NONE = 0,   /* float tensors */
+    UTG_SCALE_TENSOR = 1, /* one fp32 scale */
+    UTG_SCALE_ROW = 2,    /* one fp16 scale per row (dims[0] rows) */
+    UTG_SCALE_GROUP = 3   /* one fp16 scale per `group` consecutive elements */
+} utg_scale_kind;
+typedef enum utg_kv_type {
+    UTG_KV_U32 = 0, UTG_KV_I32, UTG_KV_U64, UTG_KV_F32, UTG_KV_F64, UTG_KV_STR, UTG_KV_U32_ARRAY, UTG_KV_F32_ARRAY
+} utg_kv_type;
+
+/* One META entry of a parsed artifact. Scalars are in u (U32, U64), i (I32) or f (F32, F64);
+   strings and arrays point into the payload (count bytes or elements, little-endian, unaligned:
+   read them with utg_artifact_kv_u32 / _f32). */
+typedef struct utg_artifact_kv {
+    char key[UTG_ARTIFACT_MAX_KEY + 1];
+    utg_kv_type type;
+    uint64_t u;
+    int64_t i;
+    double f;
+    const uint8_t *data;
+    uint32_t count;
+    const char *str; /* STR: a NUL-terminated copy (an embedded NUL ends it early; count is exact) */
+} utg_artifact_kv;
+
+/* One tensor: for the writer a description of host data, for a parsed artifact the view into its
+   payload (values and scales unshuffled, ready to use). */
+typedef struct utg_artifact_tensor {
+    char name[UTG_MAX_NAME + 1];
+    utg_dtype dtype;
+    int qbits;                 /* 2..8 for UTG_DT_Q, else 0 */
+    utg_scale_kind scale_kind; /* UTG_SCALE_NONE for floats; not NONE for UTG_DT_Q */
+    int group;                 /* elements per scale with UTG_SCALE_GROUP */
+    int ndim;                  /* 1..4 */
+    int64_t dims[UTG_MAX_DIMS];
+    const void *values;        /* F32: float, F16/BF16: uint16_t, Q: int8_t; numel of them */
+    const void *scales;        /* TENSOR: one float; ROW/GROUP: uint16_t fp16 */
+    /* filled by the parser and by utg_artifact_add_tensor */
+    size_t numel, n_scales, values_size, scales_size;
+    uint32_t values_offset, scales_offset; /* inside DATA */
+} utg_artifact_tensor;
+
+typedef struct utg_artifact_section {
+    char tag[5];
+    uint32_t flags, offset, size; /* flags bit 0: critical */
+} utg_artifact_section;
+
+typedef struct utg_artifact {
+    /* envelope */
+    int major, codec, flags;
+    uint32_t raw_size, packed_size, crc;
+    /* payload */
+    int minor, n_sections, n_kv, n_tensors;
+    utg_artifact_section sections[UTG_ARTIFACT_MAX_SECTIONS];
+    utg_artifact_kv *kv;
+    utg_artifact_tensor *tensors;
+    const uint8_t *payload; /* raw_size bytes, 64-aligned */
+    uint32_t data_offset, data_size;
+    /* private */
+    utg_allocator alloc;
+    void *block, *strings;
+} utg_artifact;
+
+/* Parse and check an artifact (STYLE.md's loader checklist: envelope, decode into exactly raw_size,
+   CRC, directory tiling, known critical tags, META and TENS syntax, plane bounds and overlap, symbol
+   ranges, finite scales, the required keys and the schedule's block indices). `decoder` decodes a
+   packed payload whose envelope names its id; NULL uses utg_codec_brotli when compiled in. Every
+   failure returns a utg_result with a message; nothing is allocated then. */
+UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_codec *decoder, const utg_allocator *alloc,
+                                     utg_artifact **out, utg_msg *msg);
+UTGDEF void utg_artifact_free(utg_artifact *a);
+UTGDEF int utg_artifact_find_kv(const utg_artifact *a, const char *key);     /* -1 if none */
+UTGDEF int utg_artifact_find_tensor(const utg_artifact *a, const char *name); /* -1 if none */
+UTGDEF uint32_t utg_artifact_kv_u32(const utg_artifact_kv *kv, uint32_t index); /* element of a U32 array */
+UTGDEF float utg_artifact_kv_f32(const utg_artifact_kv *kv, uint32_t index);    /* element of an F32 array */
+/* Dequantize (or convert) tensor `index` into n floats: w = q * scale for Q. */
+UTGDEF utg_result utg_artifact_tensor_floats(const utg_artifact *a, int index, float *dst, size_t n);
+/* Order-0 entropy of a Q tensor's symbols in bits per symbol (0 for float tensors). */
+UTGDEF double utg_artifact_tensor_entropy(const utg_artifact *a, int index);
+/* The model config stored in META (utg.config.*), resolved. String knobs point into the artifact. */
+UTGDEF utg_result utg_artifact_config(const utg_artifact *a, utg_config *cfg, utg_msg *msg);
+
+/* The writer: collect keys, tensors and ancillary sections (all copied), then write. The bytes
+   depend only on what was added and the codec. */
+typedef struct utg_artifact_writer utg_artifact_writer;
+UTGDEF utg_result utg_artifact_writer_create(const utg_allocator *alloc, utg_artifact_writer **out);
+UTGDEF void utg_artifact_writer_destroy(utg_artifact_writer *w);
+/* value: a uint32_t, int32_t, uint64_t, float or double for scalars; count chars for a string;
+   count uint32_t or float for arrays. Keys are dotted lower_snake ([a-z0-9_.], 1..64 bytes), unique. */
+UTGDEF utg_result utg_artifact_add_kv(utg_artifact_writer *w, const char *key, utg_kv_type type, const void *value,
+                                      uint32_t count);
+UTGDEF utg_result utg_artifact_add_tensor(utg_artifact_writer *w, const utg_artifact_tensor *t);
+/* An ancillary section (critical = 0), e.g. "PROV"; META, TENS and DATA are the writer's own. */
+UTGDEF utg_result utg_artifact_add_section(utg_artifact_writer *w, const char tag[4], const void *bytes, size_t size);
+/* Serialize, encode with codec (NULL: stored) and return the artifact in *out (release with
+   utg_artifact_free_bytes). *raw_size (may be NULL) gets the decoded payload size. */
+UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *codec, void **out, size_t *out_size,
+                                     size_t *raw_size);
+UTGDEF const char *utg_artifact_writer_message(const utg_artifact_writer *w);
+UTGDEF void utg_artifact_free_bytes(const utg_allocator *alloc, void *bytes);
+
+/* ---- the model and its artifact ---- */
+
+/* Hessians for GPTQ: H = sum of X^T X over the calibration tokens for the input X of every
+   quantized linear (SPEC 2.7): c_q, c_k and c_v share the attention input's H, the output
+   projection reads the concatenated heads, the MLP down projection the post-activation; a block
+   visited several times in the plan accumulates once per visit; the tied embedding (and an untied
+   head) use the final norm's output. Accumulated on the backend. */
+typedef struct utg_hessians utg_hessians;
+UTGDEF utg_result utg_hessians_create(utg_model *m, utg_hessians **out);
+UTGDEF void utg_hessians_destroy(utg_hessians *h);
+/* Add the inputs of the last utg_model_forward (the plan that ran) into every H. */
+UTGDEF utg_result utg_hessians_accumulate(utg_hessians *h);
+UTGDEF int utg_hessians_batches(const utg_hessians *h);
+/* H of model tensor `index` on the host as doubles (cols x cols, divided by the batch count);
+   returns 0 when the tensor has none. */
+UTGDEF int utg_hessians_get(const utg_hessians *h, int index, double *H, size_t n);
+/* Columns of the H of tensor `index` (0: none). */
+UTGDEF int utg_hessians_cols(const utg_hessians *h, int index);
+
+/* How one model tensor is stored. utg_model_quant_plan fills these from the config: matrices of
+   more than QUANT_PASSTHROUGH_NUMEL elements are quantized per row with MATRIX_BITS / ATTN_BITS /
+   MLP_BITS (QUANT_LAYER_BITS per block), the embedding and an untied head with EMBED_BITS, the
+   clip QUANT_CLIP with the SDClip k of the group; GPTQ_ENABLED uses GPTQ where a Hessian exists.
+   Smaller tensors stay float: fp32 when a CONTROL_TENSOR_NAME_PATTERNS entry matches, else fp16. */
+typedef struct utg_tensor_quant {
+    utg_dtype dtype; /* UTG_DT_Q, UTG_DT_F16 or UTG_DT_F32 */
+    int bits;
+    utg_clip_mode clip;
+    double param;    /* percentile or SDClip k */
+    int gptq;        /* 1: GPTQ with the tensor's Hessian */
+    /* results of utg_model_export */
+    double chosen;   /* the clip parameter used */
+    double rel_err;  /* ||W - Q||^2 / ||W||^2, H-weighted (tr(E H E^T) / tr(W H W^T)) when a Hessian exists */
+    double entropy;  /* order-0 entropy of the symbols, bits each */
+    size_t bytes;    /* raw plane bytes (symbols + scales, or floats) */
+} utg_tensor_quant;
+
+UTGDEF utg_result utg_model_quant_plan(const utg_model *m, const utg_hessians *h, utg_tensor_quant *plan, int n);
+
+typedef struct utg_export_report {
+    size_t artifact_bytes, raw_bytes;   /* the written file, the decoded payload */
+    size_t symbol_bytes, scale_bytes, float_bytes;
+    double entropy_bytes;               /* sum over Q tensors of numel * entropy / 8 */
+    int n_quantized, n_float, budget_rounds;
+    double weighted_err;                /* numel-weighted mean of rel_err over Q tensors */
+} utg_export_report;
+
+/* Quantize the model's parameters as `plan` says (NULL: utg_model_quant_plan; with BUDGET_MODE the
+   bit widths are then chosen to fit `budget_bytes`, see utg_model_budget_plan), write the artifact
+   with META (config, plan, quantizer) and an optional PROV text, and return its bytes (release with
+   utg_model_free_bytes). plan (when given) receives the per-tensor results. */
+UTGDEF utg_result utg_model_export(utg_model *m, const utg_hessians *h, const utg_codec *codec, const char *prov,
+                                   utg_tensor_quant *plan, void **out, size_t *out_size, utg_export_report *rep);
+/* Budget mode: starting from `plan`, choose per-tensor bit widths in [min_bits, max bits of the
+   plan] that minimise the summed H-weighted (else plain) squared error while the estimated
+   artifact (order-0 entropy of the symbols, scales and floats, times the codec's measured ratio)
+   fits `target_bytes`. Writes the choice into plan. */
+UTGDEF utg_result utg_model_budget_plan(utg_model *m, const utg_hessians *h, utg_tensor_quant *plan, int n, int min_bits,
+                                        double target_bytes, double ratio);
+/* Load an artifact's weights into a model with the same shape (the META config must agree on every
+   shape knob; every tensor present with its dims). */
+UTGDEF utg_result utg_model_load_artifact(utg_model *m, const utg_artifact *a);
+
+/* Quantization-aware training. utg_qat_begin replaces the quantized tensors (as
+   utg_model_quant_plan chooses them) by their fake-quantized values (QAT=ste: per-row rounding with
+   the row's scale; QAT=noisy: w + (u - 0.5) * rowmax / r, u uniform from (seed, step), PR #363)
+   and keeps the masters; utg_qat_end puts the masters back. Gradients computed in between are the
+   straight-through estimate. */
+typedef struct utg_qat utg_qat;
+UTGDEF utg_result utg_qat_create(utg_model *m, utg_qat **out);
+UTGDEF void utg_qat_destroy(utg_qat *q);
+UTGDEF void utg_qat_begin(utg_qat *q, int step);
+UTGDEF void utg_qat_end(utg_qat *q);
+/* 1 when the config asks for QAT at this step and LR scale (QAT_START_STEP, LATE_QAT_THRESHOLD). */
+UTGDEF int utg_qat_wanted(const utg_config *cfg, int step, double lr_scale);
+
+/* ------------------------------------------------------------------------------------------------
 // >>public
    ------------------------------------------------------------------------------------------------ */
 
@@ -1164,6 +1420,7 @@ static int utg__oneof(const char *v, const char *list) {
     return 0;
 }
 
+static int utg__layer_bits(const char *s, int block, int *bits);
 UTGDEF utg_result utg_config_validate(const utg_config *c, utg_msg *msg) {
 #define UTG__REQ(cond, ...) do { if (!(cond)) { utg__msgf(msg, __VA_ARGS__); return UTG_ERR_CONFIG; } } while (0)
     UTG__REQ(c->num_layers >= 1 && c->num_layers <= 1024, "NUM_LAYERS must be in 1..1024 (got %d)", c->num_layers);
@@ -1222,6 +1479,28 @@ UTGDEF utg_result utg_config_validate(const utg_config *c, utg_msg *msg) {
     UTG__REQ(c->universal_iterations >= 1 && c->universal_iterations <= 256, "UNIVERSAL_ITERATIONS must be in 1..256");
     UTG__REQ(c->block_attns == 1 || c->block_attns == 2, "BLOCK_ATTNS must be 1 or 2 (got %d)", c->block_attns);
     UTG__REQ(c->mlp_layers == 2 || c->mlp_layers == 3, "MLP_LAYERS must be 2 or 3 (got %d)", c->mlp_layers);
+    UTG__REQ(utg__oneof(c->quant_clip, "percentile|max|sdclip|search"), "QUANT_CLIP must be percentile, max, sdclip or search (got '%s')",
+             c->quant_clip ? c->quant_clip : "");
+    UTG__REQ(c->quant_clip_percentile > 0.5 && c->quant_clip_percentile <= 1.0, "QUANT_CLIP_PERCENTILE must be in (0.5, 1] (got %g)", c->quant_clip_percentile);
+    UTG__REQ(c->matrix_bits >= 2 && c->matrix_bits <= 8 && c->embed_bits >= 2 && c->embed_bits <= 8, "MATRIX_BITS and EMBED_BITS must be in 2..8");
+    UTG__REQ((c->attn_bits == 0 || (c->attn_bits >= 2 && c->attn_bits <= 8)) && (c->mlp_bits == 0 || (c->mlp_bits >= 2 && c->mlp_bits <= 8)),
+             "ATTN_BITS and MLP_BITS must be 0 (= MATRIX_BITS) or in 2..8");
+    { int lb; UTG__REQ(utg__layer_bits(c->quant_layer_bits, -1, &lb) >= 0, "QUANT_LAYER_BITS must look like 3:5,4:5 (block:bits, bits 2..8; got '%s')", c->quant_layer_bits ? c->quant_layer_bits : ""); }
+    UTG__REQ(c->matrix_clip_sigmas > 0 && c->embed_clip_sigmas > 0 && c->attn_clip_sigmas >= 0 && c->mlp_clip_sigmas >= 0 &&
+             isfinite(c->matrix_clip_sigmas + c->embed_clip_sigmas + c->attn_clip_sigmas + c->mlp_clip_sigmas),
+             "the *_CLIP_SIGMAS knobs must be positive (0 = MATRIX_CLIP_SIGMAS for ATTN and MLP)");
+    UTG__REQ(c->quant_passthrough_numel >= 0, "QUANT_PASSTHROUGH_NUMEL must be >= 0");
+    UTG__REQ(c->gptq_calibration_batches >= 1 && c->gptq_calibration_batches <= 1000000, "GPTQ_CALIBRATION_BATCHES must be in 1..1000000");
+    UTG__REQ(utg__oneof(c->gptq_calibration, "train|self|random"), "GPTQ_CALIBRATION must be train, self or random (got '%s')",
+             c->gptq_calibration ? c->gptq_calibration : "");
+    UTG__REQ(c->gptq_selfgen_temperature > 0 && c->gptq_selfgen_temperature <= 100, "GPTQ_SELFGEN_TEMPERATURE must be in (0, 100]");
+    UTG__REQ(c->gptq_damp > 0 && c->gptq_damp < 10, "GPTQ_DAMP must be in (0, 10)");
+    UTG__REQ(utg__oneof(c->qat, "none|ste|noisy"), "QAT must be none, ste or noisy (got '%s')", c->qat ? c->qat : "");
+    UTG__REQ(c->qat_start_step >= 0 && c->late_qat_threshold >= 0 && c->late_qat_threshold <= 1, "QAT_START_STEP must be >= 0 and LATE_QAT_THRESHOLD in [0, 1]");
+    UTG__REQ(c->qat_bits == 0 || (c->qat_bits >= 2 && c->qat_bits <= 8), "QAT_BITS must be 0 or in 2..8");
+    UTG__REQ(utg__oneof(c->compressor, "brotli|stored"), "COMPRESSOR must be brotli or stored (got '%s')", c->compressor ? c->compressor : "");
+    UTG__REQ(c->artifact_budget_bytes >= 1, "ARTIFACT_BUDGET_BYTES must be >= 1");
+    UTG__REQ(c->budget_min_bits >= 2 && c->budget_min_bits <= 8, "BUDGET_MIN_BITS must be in 2..8");
     return UTG_OK;
 #undef UTG__REQ
 }
@@ -6073,6 +6352,1534 @@ UTGDEF void utg_dequantize_rows(const int8_t *q, const uint16_t *scales, int row
         float s = utg__f16_to_f32(scales[i]);
         for (c = 0; c < cols; c++) W[(size_t)i * cols + c] = (float)q[(size_t)i * cols + c] * s;
     }
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>impl_artifact
+   ------------------------------------------------------------------------------------------------ */
+
+static void utg__wr_u16le(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static uint32_t utg__rd_u16le(const uint8_t *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
+static size_t utg__align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+static size_t utg__stored_max(size_t n, void *user) { (void)user; return n; }
+static utg_result utg__stored_compress(const void *src, size_t n, void *dst, size_t *dst_size, void *user) {
+    (void)user;
+    if (*dst_size < n) return UTG_ERR_INVALID;
+    if (n) memcpy(dst, src, n);
+    *dst_size = n;
+    return UTG_OK;
+}
+static utg_result utg__stored_decompress(const void *src, size_t n, void *dst, size_t dst_size, void *user) {
+    (void)user;
+    if (n != dst_size) return UTG_ERR_FORMAT;
+    if (n) memcpy(dst, src, n);
+    return UTG_OK;
+}
+UTGDEF utg_codec utg_codec_stored(void) {
+    utg_codec c;
+    memset(&c, 0, sizeof c);
+    c.id = UTG_CODEC_STORED;
+    c.name = "stored";
+    c.max_packed = utg__stored_max;
+    c.compress = utg__stored_compress;
+    c.decompress = utg__stored_decompress;
+    return c;
+}
+
+#ifdef UTG_USE_BROTLI
+#include <brotli/decode.h>
+#include <brotli/encode.h>
+static size_t utg__brotli_max(size_t n, void *user) {
+    (void)user;
+    return BrotliEncoderMaxCompressedSize(n) ? BrotliEncoderMaxCompressedSize(n) : n + (n >> 2) + 1024;
+}
+static utg_result utg__brotli_compress(const void *src, size_t n, void *dst, size_t *dst_size, void *user) {
+    (void)user;
+    if (!BrotliEncoderCompress(11, 24, BROTLI_MODE_GENERIC, n, (const uint8_t *)src, dst_size, (uint8_t *)dst))
+        return UTG_ERR_NOMEM;
+    return UTG_OK;
+}
+static utg_result utg__brotli_decompress(const void *src, size_t n, void *dst, size_t dst_size, void *user) {
+    size_t got = dst_size;
+    (void)user;
+    if (BrotliDecoderDecompress(n, (const uint8_t *)src, &got, (uint8_t *)dst) != BROTLI_DECODER_RESULT_SUCCESS) return UTG_ERR_FORMAT;
+    return got == dst_size ? UTG_OK : UTG_ERR_FORMAT;
+}
+UTGDEF utg_codec utg_codec_brotli(void) {
+    static char name[48];
+    utg_codec c;
+    uint32_t v = BrotliEncoderVersion();
+    snprintf(name, sizeof name, "brotli %u.%u.%u q11 w24", v >> 24, (v >> 12) & 0xfffu, v & 0xfffu);
+    memset(&c, 0, sizeof c);
+    c.id = UTG_CODEC_BROTLI;
+    c.name = name;
+    c.max_packed = utg__brotli_max;
+    c.compress = utg__brotli_compress;
+    c.decompress = utg__brotli_decompress;
+    return c;
+}
+#endif
+
+static int utg__kv_key_ok(const char *k, size_t n) {
+    size_t i;
+    if (n < 1 || n > UTG_ARTIFACT_MAX_KEY || k[0] == '.' || k[n - 1] == '.') return 0;
+    for (i = 0; i < n; i++) {
+        char c = k[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.')) return 0;
+        if (c == '.' && k[i + 1] == '.') return 0;
+    }
+    return 1;
+}
+static int utg__name_ok(const char *s, size_t n) {
+    size_t i;
+    if (n < 1 || n > UTG_MAX_NAME) return 0;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e) return 0;
+    return 1;
+}
+static size_t utg__dtype_size(int dt) { return dt == UTG_DT_F32 ? 4 : dt == UTG_DT_Q ? 1 : 2; }
+static size_t utg__kv_elem(int type) {
+    switch (type) {
+    case UTG_KV_U32: case UTG_KV_I32: case UTG_KV_F32: case UTG_KV_U32_ARRAY: case UTG_KV_F32_ARRAY: return 4;
+    case UTG_KV_U64: case UTG_KV_F64: return 8;
+    default: return 1;
+    }
+}
+
+/* Check a tensor description (writer and parser share it); computes numel and the plane sizes. */
+static utg_result utg__tensor_check(utg_artifact_tensor *t, utg_msg *msg) {
+    size_t numel = 1, vbytes, rows;
+    int i;
+    if (t->dtype < UTG_DT_F32 || t->dtype > UTG_DT_Q) { utg__msgf(msg, "tensor %s: unknown dtype %d", t->name, (int)t->dtype); return UTG_ERR_FORMAT; }
+    if (t->ndim < 1 || t->ndim > UTG_MAX_DIMS) { utg__msgf(msg, "tensor %s: %d dims (1..4)", t->name, t->ndim); return UTG_ERR_FORMAT; }
+    for (i = 0; i < t->ndim; i++) {
+        if (t->dims[i] < 1 || t->dims[i] > 0xffffffffll || !utg__mul_ok(numel, (size_t)t->dims[i], &numel)) {
+            utg__msgf(msg, "tensor %s: dimension %d is %lld", t->name, i, (long long)t->dims[i]);
+            return UTG_ERR_FORMAT;
+        }
+    }
+    if (numel > 0xffffffffu) { utg__msgf(msg, "tensor %s: %zu elements (at most 2^32 - 1)", t->name, numel); return UTG_ERR_FORMAT; }
+    if (!utg__mul_ok(numel, utg__dtype_size(t->dtype), &vbytes) || vbytes > 0xffffffffu) {
+        utg__msgf(msg, "tensor %s: plane too large", t->name);
+        return UTG_ERR_FORMAT;
+    }
+    t->numel = numel;
+    t->values_size = vbytes;
+    if (t->dtype == UTG_DT_Q) {
+        if (t->qbits < 2 || t->qbits > 8) { utg__msgf(msg, "tensor %s: qbits %d (2..8)", t->name, t->qbits); return UTG_ERR_FORMAT; }
+        rows = (size_t)t->dims[0];
+        switch (t->scale_kind) {
+        case UTG_SCALE_TENSOR: t->n_scales = 1; t->scales_size = 4; break;
+        case UTG_SCALE_ROW: t->n_scales = rows; t->scales_size = 2 * rows; break;
+        case UTG_SCALE_GROUP:
+            if (t->group < 1 || t->group > 65535) { utg__msgf(msg, "tensor %s: scale group %d (1..65535)", t->name, t->group); return UTG_ERR_FORMAT; }
+            t->n_scales = (numel + (size_t)t->group - 1) / (size_t)t->group;
+            t->scales_size = 2 * t->n_scales;
+            break;
+        default: utg__msgf(msg, "tensor %s: Q needs a scale kind (got %d)", t->name, (int)t->scale_kind); return UTG_ERR_FORMAT;
+        }
+        if (t->scale_kind != UTG_SCALE_GROUP && t->group != 0) { utg__msgf(msg, "tensor %s: group %d without group scales", t->name, t->group); return UTG_ERR_FORMAT; }
+    } else {
+        if (t->qbits != 0 || t->scale_kind != UTG_SCALE_NONE || t->group != 0) {
+            utg__msgf(msg, "tensor %s: a float tensor has qbits %d, scale kind %d, group %d", t->name, t->qbits, (int)t->scale_kind, t->group);
+            return UTG_ERR_FORMAT;
+        }
+        t->n_scales = 0;
+        t->scales_size = 0;
+    }
+    return UTG_OK;
+}
+
+/* symbols within +-(2^(bits-1) - 1) and finite scales */
+static utg_result utg__tensor_check_planes(const utg_artifact_tensor *t, utg_msg *msg) {
+    size_t i;
+    if (t->dtype == UTG_DT_Q) {
+        const int8_t *q = (const int8_t *)t->values;
+        int r = (1 << (t->qbits - 1)) - 1;
+        for (i = 0; i < t->numel; i++)
+            if (q[i] > r || q[i] < -r) { utg__msgf(msg, "tensor %s: symbol %d at %zu is outside +-%d", t->name, q[i], i, r); return UTG_ERR_FORMAT; }
+        if (t->scale_kind == UTG_SCALE_TENSOR) {
+            float s;
+            memcpy(&s, t->scales, 4);
+            if (!isfinite(s)) { utg__msgf(msg, "tensor %s: scale is not finite", t->name); return UTG_ERR_FORMAT; }
+        } else {
+            const uint16_t *s = (const uint16_t *)t->scales;
+            for (i = 0; i < t->n_scales; i++)
+                if ((s[i] & 0x7c00u) == 0x7c00u) { utg__msgf(msg, "tensor %s: scale %zu is not finite", t->name, i); return UTG_ERR_FORMAT; }
+        }
+    }
+    return UTG_OK;
+}
+
+/* byte shuffle: element k's byte j goes to j * n + k (all low bytes first) */
+static void utg__shuffle(uint8_t *dst, const uint8_t *src, size_t n, size_t es) {
+    size_t k, j;
+    for (j = 0; j < es; j++)
+        for (k = 0; k < n; k++) dst[j * n + k] = src[k * es + j];
+}
+static void utg__unshuffle(uint8_t *dst, const uint8_t *src, size_t n, size_t es) {
+    size_t k, j;
+    for (j = 0; j < es; j++)
+        for (k = 0; k < n; k++) dst[k * es + j] = src[j * n + k];
+}
+
+/* ---- writer ---- */
+
+typedef struct utg__wkv {
+    char key[UTG_ARTIFACT_MAX_KEY + 1];
+    int type;
+    uint32_t count;
+    uint8_t *bytes; /* the encoded value */
+    size_t n;
+} utg__wkv;
+typedef struct utg__wsect {
+    char tag[4];
+    uint8_t *bytes;
+    size_t n;
+} utg__wsect;
+
+struct utg_artifact_writer {
+    utg_allocator alloc;
+    utg_msg msg;
+    int n_kv, cap_kv, n_t, cap_t, n_s;
+    utg__wkv *kv;
+    utg_artifact_tensor *t; /* values/scales point at owned copies */
+    utg__wsect sect[UTG_ARTIFACT_MAX_SECTIONS];
+};
+
+static int utg__grow(const utg_allocator *a, void **arr, int *cap, int need, size_t elem) {
+    void *p;
+    int nc;
+    if (need <= *cap) return 1;
+    nc = *cap ? *cap * 2 : 16;
+    while (nc < need) nc *= 2;
+    p = utg__alloc(a, (size_t)nc * elem);
+    if (!p) return 0;
+    if (*arr) { memcpy(p, *arr, (size_t)*cap * elem); utg__free(a, *arr); }
+    *arr = p;
+    *cap = nc;
+    return 1;
+}
+
+UTGDEF utg_result utg_artifact_writer_create(const utg_allocator *alloc, utg_artifact_writer **out) {
+    utg_allocator a;
+    utg_artifact_writer *w;
+    if (!out) return UTG_ERR_INVALID;
+    *out = NULL;
+    memset(&a, 0, sizeof a);
+    if (alloc) a = *alloc;
+    w = (utg_artifact_writer *)utg__alloc(&a, sizeof *w);
+    if (!w) return UTG_ERR_NOMEM;
+    memset(w, 0, sizeof *w);
+    w->alloc = a;
+    *out = w;
+    return UTG_OK;
+}
+
+UTGDEF void utg_artifact_writer_destroy(utg_artifact_writer *w) {
+    int i;
+    if (!w) return;
+    for (i = 0; i < w->n_kv; i++) utg__free(&w->alloc, w->kv[i].bytes);
+    for (i = 0; i < w->n_t; i++) { utg__free(&w->alloc, (void *)w->t[i].values); utg__free(&w->alloc, (void *)w->t[i].scales); }
+    for (i = 0; i < w->n_s; i++) utg__free(&w->alloc, w->sect[i].bytes);
+    utg__free(&w->alloc, w->kv);
+    utg__free(&w->alloc, w->t);
+    utg__free(&w->alloc, w);
+}
+
+UTGDEF const char *utg_artifact_writer_message(const utg_artifact_writer *w) { return w ? w->msg.text : ""; }
+
+UTGDEF utg_result utg_artifact_add_kv(utg_artifact_writer *w, const char *key, utg_kv_type type, const void *value, uint32_t count) {
+    utg__wkv *e;
+    size_t kl, n, es, i;
+    int j;
+    if (!w || !key) return UTG_ERR_INVALID;
+    kl = strlen(key);
+    if (!utg__kv_key_ok(key, kl)) { utg__msgf(&w->msg, "META key '%.80s' is not dotted lower_snake of 1..64 bytes", key); return UTG_ERR_INVALID; }
+    for (j = 0; j < w->n_kv; j++)
+        if (!strcmp(w->kv[j].key, key)) { utg__msgf(&w->msg, "META key %s added twice", key); return UTG_ERR_INVALID; }
+    if ((int)type < UTG_KV_U32 || type > UTG_KV_F32_ARRAY) { utg__msgf(&w->msg, "META key %s: unknown type %d", key, (int)type); return UTG_ERR_INVALID; }
+    if (w->n_kv >= UTG_ARTIFACT_MAX_KV) { utg__msgf(&w->msg, "more than %d META keys", UTG_ARTIFACT_MAX_KV); return UTG_ERR_INVALID; }
+    es = utg__kv_elem(type);
+    if (type == UTG_KV_STR || type == UTG_KV_U32_ARRAY || type == UTG_KV_F32_ARRAY) {
+        if (count > UTG_ARTIFACT_MAX_ARRAY || (count && !value)) { utg__msgf(&w->msg, "META key %s: %u elements", key, count); return UTG_ERR_INVALID; }
+        n = 4 + (size_t)count * es;
+    } else {
+        if (!value) return UTG_ERR_INVALID;
+        count = 1;
+        n = es;
+    }
+    if (!utg__grow(&w->alloc, (void **)&w->kv, &w->cap_kv, w->n_kv + 1, sizeof *w->kv)) return UTG_ERR_NOMEM;
+    e = &w->kv[w->n_kv];
+    memset(e, 0, sizeof *e);
+    memcpy(e->key, key, kl + 1);
+    e->type = (int)type;
+    e->count = count;
+    e->n = n;
+    e->bytes = (uint8_t *)utg__alloc(&w->alloc, n ? n : 1);
+    if (!e->bytes) return UTG_ERR_NOMEM;
+    if (n != es || type == UTG_KV_STR || type == UTG_KV_U32_ARRAY || type == UTG_KV_F32_ARRAY) {
+        utg__wr_u32le(e->bytes, count);
+        if (type == UTG_KV_STR) { if (count) memcpy(e->bytes + 4, value, count); }
+        else for (i = 0; i < count; i++) { uint32_t v; memcpy(&v, (const uint8_t *)value + 4 * i, 4); utg__wr_u32le(e->bytes + 4 + 4 * i, v); }
+    } else if (es == 4) {
+        uint32_t v;
+        memcpy(&v, value, 4);
+        if (type == UTG_KV_F32) { float f; memcpy(&f, value, 4); if (!isfinite(f)) { utg__free(&w->alloc, e->bytes); utg__msgf(&w->msg, "META key %s: not finite", key); return UTG_ERR_INVALID; } }
+        utg__wr_u32le(e->bytes, v);
+    } else {
+        uint64_t v;
+        memcpy(&v, value, 8);
+        if (type == UTG_KV_F64) { double f; memcpy(&f, value, 8); if (!isfinite(f)) { utg__free(&w->alloc, e->bytes); utg__msgf(&w->msg, "META key %s: not finite", key); return UTG_ERR_INVALID; } }
+        utg__wr_u32le(e->bytes, (uint32_t)v);
+        utg__wr_u32le(e->bytes + 4, (uint32_t)(v >> 32));
+    }
+    if (type == UTG_KV_F32_ARRAY)
+        for (i = 0; i < count; i++) { float f; memcpy(&f, (const uint8_t *)value + 4 * i, 4); if (!isfinite(f)) { utg__free(&w->alloc, e->bytes); utg__msgf(&w->msg, "META key %s: element %zu not finite", key, i); return UTG_ERR_INVALID; } }
+    w->n_kv++;
+    return UTG_OK;
+}
+
+UTGDEF utg_result utg_artifact_add_tensor(utg_artifact_writer *w, const utg_artifact_tensor *src) {
+    utg_artifact_tensor t;
+    utg_result r;
+    size_t nl;
+    int j;
+    void *v, *s = NULL;
+    if (!w || !src || !src->values) return UTG_ERR_INVALID;
+    t = *src;
+    for (nl = 0; nl < sizeof src->name && src->name[nl]; nl++) {}
+    if (nl >= sizeof src->name || !utg__name_ok(src->name, nl)) { utg__msgf(&w->msg, "tensor name is not 1..64 printable ASCII characters"); return UTG_ERR_INVALID; }
+    for (j = 0; j < w->n_t; j++)
+        if (!strcmp(w->t[j].name, src->name)) { utg__msgf(&w->msg, "tensor %s added twice", src->name); return UTG_ERR_INVALID; }
+    if (w->n_t >= UTG_ARTIFACT_MAX_TENSORS) { utg__msgf(&w->msg, "more than %d tensors", UTG_ARTIFACT_MAX_TENSORS); return UTG_ERR_INVALID; }
+    if ((r = utg__tensor_check(&t, &w->msg)) != UTG_OK) return UTG_ERR_INVALID;
+    if (t.scales_size && !src->scales) { utg__msgf(&w->msg, "tensor %s: no scales", t.name); return UTG_ERR_INVALID; }
+    if (utg__tensor_check_planes(&t, &w->msg) != UTG_OK) return UTG_ERR_INVALID;
+    if (t.dtype == UTG_DT_F32) {
+        size_t i;
+        const float *f = (const float *)t.values;
+        for (i = 0; i < t.numel; i++)
+            if (!isfinite(f[i])) { utg__msgf(&w->msg, "tensor %s: value %zu is not finite", t.name, i); return UTG_ERR_INVALID; }
+    }
+    if (!utg__grow(&w->alloc, (void **)&w->t, &w->cap_t, w->n_t + 1, sizeof *w->t)) return UTG_ERR_NOMEM;
+    v = utg__alloc(&w->alloc, t.values_size);
+    if (t.scales_size) s = utg__alloc(&w->alloc, t.scales_size);
+    if (!v || (t.scales_size && !s)) { utg__free(&w->alloc, v); utg__free(&w->alloc, s); return UTG_ERR_NOMEM; }
+    memcpy(v, t.values, t.values_size);
+    if (s) memcpy(s, t.scales, t.scales_size);
+    t.values = v;
+    t.scales = s;
+    w->t[w->n_t++] = t;
+    return UTG_OK;
+}
+
+UTGDEF utg_result utg_artifact_add_section(utg_artifact_writer *w, const char tag[4], const void *bytes, size_t size) {
+    utg__wsect *s;
+    int i;
+    if (!w || !tag || (size && !bytes) || size > 0xffffffffu) return UTG_ERR_INVALID;
+    for (i = 0; i < 4; i++)
+        if (!((tag[i] >= 'A' && tag[i] <= 'Z') || (tag[i] >= '0' && tag[i] <= '9'))) { utg__msgf(&w->msg, "section tag must be 4 of A-Z 0-9"); return UTG_ERR_INVALID; }
+    if (!memcmp(tag, "META", 4) || !memcmp(tag, "TENS", 4) || !memcmp(tag, "DATA", 4)) { utg__msgf(&w->msg, "%.4s is written by the writer itself", tag); return UTG_ERR_INVALID; }
+    for (i = 0; i < w->n_s; i++)
+        if (!memcmp(w->sect[i].tag, tag, 4)) { utg__msgf(&w->msg, "section %.4s added twice", tag); return UTG_ERR_INVALID; }
+    if (w->n_s >= UTG_ARTIFACT_MAX_SECTIONS - 3) { utg__msgf(&w->msg, "too many sections"); return UTG_ERR_INVALID; }
+    s = &w->sect[w->n_s];
+    s->bytes = (uint8_t *)utg__alloc(&w->alloc, size ? size : 1);
+    if (!s->bytes) return UTG_ERR_NOMEM;
+    memcpy(s->tag, tag, 4);
+    if (size) memcpy(s->bytes, bytes, size);
+    s->n = size;
+    w->n_s++;
+    return UTG_OK;
+}
+
+/* the group of a tensor for plane order: the name without its block number */
+static void utg__plane_group(const char *name, char *out, size_t n) {
+    const char *p = name;
+    size_t o = 0;
+    while (*p && o + 1 < n) {
+        if (*p >= '0' && *p <= '9' && p > name && p[-1] == '.') { while (*p >= '0' && *p <= '9') p++; out[o++] = '#'; continue; }
+        out[o++] = *p++;
+    }
+    out[o] = 0;
+}
+
+typedef struct utg__plane_ord { int t, bits; char group[UTG_MAX_NAME + 1]; } utg__plane_ord;
+static int utg__plane_cmp(const void *a, const void *b) {
+    const utg__plane_ord *x = (const utg__plane_ord *)a, *y = (const utg__plane_ord *)b;
+    int c;
+    if (x->bits != y->bits) return x->bits - y->bits;
+    c = strcmp(x->group, y->group);
+    if (c) return c;
+    return x->t - y->t;
+}
+
+UTGDEF void utg_artifact_free_bytes(const utg_allocator *alloc, void *bytes) { utg__free(alloc, bytes); }
+
+UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *codec, void **out, size_t *out_size, size_t *raw_size_out) {
+    utg_codec stored = utg_codec_stored();
+    size_t meta_n = 4, tens_n = 4, data_n = 0, pos, off_meta, off_tens, off_data, total, packed_cap, packed_n;
+    size_t sect_off[UTG_ARTIFACT_MAX_SECTIONS];
+    utg__plane_ord *ord = NULL;
+    uint8_t *pay = NULL, *env = NULL, *p;
+    int i, n_sections, nq = 0, k;
+    utg_result r = UTG_ERR_NOMEM;
+    if (!w || !out || !out_size) return UTG_ERR_INVALID;
+    *out = NULL;
+    *out_size = 0;
+    if (!codec) codec = &stored;
+    if (!codec->compress || !codec->max_packed || codec->id < 0 || codec->id > 255) { utg__msgf(&w->msg, "codec lacks its callbacks"); return UTG_ERR_INVALID; }
+    /* sizes */
+    for (i = 0; i < w->n_kv; i++) meta_n += 2 + strlen(w->kv[i].key) + 1 + w->kv[i].n;
+    for (i = 0; i < w->n_t; i++) tens_n += 2 + 1 + strlen(w->t[i].name) + 8 + 4 * (size_t)w->t[i].ndim + 16;
+    ord = (utg__plane_ord *)utg__alloc(&w->alloc, sizeof *ord * (size_t)(w->n_t ? w->n_t : 1));
+    if (!ord) goto fail;
+    for (i = 0; i < w->n_t; i++)
+        if (w->t[i].dtype == UTG_DT_Q) { ord[nq].t = i; ord[nq].bits = w->t[i].qbits; utg__plane_group(w->t[i].name, ord[nq].group, sizeof ord[nq].group); nq++; }
+    qsort(ord, (size_t)nq, sizeof *ord, utg__plane_cmp);
+    /* planes: Q symbols (by bits, then group), scales, floats; each 64-aligned inside DATA */
+    for (k = 0; k < nq; k++) { utg_artifact_tensor *t = &w->t[ord[k].t]; data_n = utg__align_up(data_n, UTG_ARTIFACT_ALIGN); t->values_offset = (uint32_t)data_n; data_n += t->values_size; }
+    for (i = 0; i < w->n_t; i++) { utg_artifact_tensor *t = &w->t[i]; if (!t->scales_size) { t->scales_offset = 0; continue; } data_n = utg__align_up(data_n, UTG_ARTIFACT_ALIGN); t->scales_offset = (uint32_t)data_n; data_n += t->scales_size; }
+    for (i = 0; i < w->n_t; i++) { utg_artifact_tensor *t = &w->t[i]; if (t->dtype == UTG_DT_Q) continue; data_n = utg__align_up(data_n, UTG_ARTIFACT_ALIGN); t->values_offset = (uint32_t)data_n; data_n += t->values_size; }
+    n_sections = 3 + w->n_s;
+    pos = 16 + 16 * (size_t)n_sections;
+    off_meta = utg__align_up(pos, UTG_ARTIFACT_ALIGN);
+    off_tens = utg__align_up(off_meta + meta_n, UTG_ARTIFACT_ALIGN);
+    off_data = utg__align_up(off_tens + tens_n, UTG_ARTIFACT_ALIGN);
+    total = off_data + data_n;
+    for (i = 0; i < w->n_s; i++) { sect_off[i] = utg__align_up(total, UTG_ARTIFACT_ALIGN); total = sect_off[i] + w->sect[i].n; }
+    if (total > UTG_MAX_ARTIFACT_RAW || data_n > 0xffffffffu) { utg__msgf(&w->msg, "payload of %zu bytes is over the cap %u", total, (unsigned)UTG_MAX_ARTIFACT_RAW); r = UTG_ERR_INVALID; goto fail; }
+    pay = (uint8_t *)utg__alloc(&w->alloc, total);
+    if (!pay) goto fail;
+    memset(pay, 0, total);
+    /* header and directory */
+    utg__wr_u16le(pay, UTG_ARTIFACT_MINOR);
+    utg__wr_u16le(pay + 2, (uint32_t)n_sections);
+    utg__wr_u16le(pay + 4, UTG_ARTIFACT_ALIGN);
+    p = pay + 16;
+    memcpy(p, "META", 4); utg__wr_u32le(p + 4, 1); utg__wr_u32le(p + 8, (uint32_t)off_meta); utg__wr_u32le(p + 12, (uint32_t)meta_n); p += 16;
+    memcpy(p, "TENS", 4); utg__wr_u32le(p + 4, 1); utg__wr_u32le(p + 8, (uint32_t)off_tens); utg__wr_u32le(p + 12, (uint32_t)tens_n); p += 16;
+    memcpy(p, "DATA", 4); utg__wr_u32le(p + 4, 1); utg__wr_u32le(p + 8, (uint32_t)off_data); utg__wr_u32le(p + 12, (uint32_t)data_n); p += 16;
+    for (i = 0; i < w->n_s; i++) {
+        memcpy(p, w->sect[i].tag, 4); utg__wr_u32le(p + 4, 0); utg__wr_u32le(p + 8, (uint32_t)sect_off[i]); utg__wr_u32le(p + 12, (uint32_t)w->sect[i].n); p += 16;
+        if (w->sect[i].n) memcpy(pay + sect_off[i], w->sect[i].bytes, w->sect[i].n);
+    }
+    /* META */
+    p = pay + off_meta;
+    utg__wr_u32le(p, (uint32_t)w->n_kv); p += 4;
+    for (i = 0; i < w->n_kv; i++) {
+        size_t kl = strlen(w->kv[i].key);
+        utg__wr_u16le(p, (uint32_t)kl); memcpy(p + 2, w->kv[i].key, kl); p += 2 + kl;
+        *p++ = (uint8_t)w->kv[i].type;
+        memcpy(p, w->kv[i].bytes, w->kv[i].n); p += w->kv[i].n;
+    }
+    /* TENS */
+    p = pay + off_tens;
+    utg__wr_u32le(p, (uint32_t)w->n_t); p += 4;
+    for (i = 0; i < w->n_t; i++) {
+        const utg_artifact_tensor *t = &w->t[i];
+        size_t nl = strlen(t->name), rl = 2 + 1 + nl + 8 + 4 * (size_t)t->ndim + 16;
+        int d;
+        utg__wr_u16le(p, (uint32_t)rl);
+        p[2] = (uint8_t)nl; memcpy(p + 3, t->name, nl);
+        p += 3 + nl;
+        p[0] = (uint8_t)t->dtype; p[1] = (uint8_t)t->qbits; p[2] = (uint8_t)t->scale_kind; p[3] = (uint8_t)t->ndim;
+        utg__wr_u16le(p + 4, (uint32_t)t->group); p[6] = 0; p[7] = 0;
+        p += 8;
+        for (d = 0; d < t->ndim; d++) { utg__wr_u32le(p, (uint32_t)t->dims[d]); p += 4; }
+        utg__wr_u32le(p, t->values_offset); utg__wr_u32le(p + 4, (uint32_t)t->values_size);
+        utg__wr_u32le(p + 8, t->scales_offset); utg__wr_u32le(p + 12, (uint32_t)t->scales_size);
+        p += 16;
+        /* planes */
+        if (t->dtype == UTG_DT_Q) memcpy(pay + off_data + t->values_offset, t->values, t->values_size);
+        else utg__shuffle(pay + off_data + t->values_offset, (const uint8_t *)t->values, t->numel, utg__dtype_size(t->dtype));
+        if (t->scales_size) {
+            size_t es = t->scale_kind == UTG_SCALE_TENSOR ? 4 : 2;
+            utg__shuffle(pay + off_data + t->scales_offset, (const uint8_t *)t->scales, t->scales_size / es, es);
+        }
+    }
+    /* envelope + packed payload */
+    packed_cap = codec->max_packed(total, codec->user);
+    if (packed_cap < total / 2 || packed_cap > 0xffffffffu - UTG_ARTIFACT_ENVELOPE) packed_cap = total + (total >> 2) + 1024;
+    env = (uint8_t *)utg__alloc(&w->alloc, UTG_ARTIFACT_ENVELOPE + packed_cap);
+    if (!env) goto fail;
+    packed_n = packed_cap;
+    if ((r = codec->compress(pay, total, env + UTG_ARTIFACT_ENVELOPE, &packed_n, codec->user)) != UTG_OK || packed_n > packed_cap ||
+        packed_n > 0xffffffffu - UTG_ARTIFACT_ENVELOPE) {
+        utg__msgf(&w->msg, "the %s codec failed to compress %zu bytes", codec->name ? codec->name : "given", total);
+        if (r == UTG_OK) r = UTG_ERR_BACKEND;
+        goto fail;
+    }
+    memcpy(env, "UTGA", 4);
+    env[4] = UTG_ARTIFACT_MAJOR;
+    env[5] = (uint8_t)codec->id;
+    utg__wr_u16le(env + 6, 0);
+    utg__wr_u32le(env + 8, (uint32_t)total);
+    utg__wr_u32le(env + 12, (uint32_t)packed_n);
+    utg__wr_u32le(env + 16, utg_crc32(0, pay, total));
+    utg__free(&w->alloc, pay);
+    utg__free(&w->alloc, ord);
+    *out = env;
+    *out_size = UTG_ARTIFACT_ENVELOPE + packed_n;
+    if (raw_size_out) *raw_size_out = total;
+    return UTG_OK;
+fail:
+    utg__free(&w->alloc, ord);
+    utg__free(&w->alloc, pay);
+    utg__free(&w->alloc, env);
+    if (r == UTG_ERR_NOMEM) utg__msgf(&w->msg, "out of memory writing the artifact");
+    return r;
+}
+
+/* ---- parser ---- */
+
+typedef struct utg__pspan { uint32_t off, end; int t; } utg__pspan;
+static int utg__plane_span_cmp(const void *a, const void *b) {
+    const utg__pspan *x = (const utg__pspan *)a, *y = (const utg__pspan *)b;
+    return x->off < y->off ? -1 : x->off > y->off ? 1 : (x->end < y->end ? -1 : x->end > y->end ? 1 : 0);
+}
+
+UTGDEF void utg_artifact_free(utg_artifact *a) {
+    utg_allocator al;
+    if (!a) return;
+    al = a->alloc;
+    utg__free(&al, a->block);
+    utg__free(&al, a->strings);
+    utg__free(&al, a->kv);
+    utg__free(&al, a->tensors);
+    utg__free(&al, a);
+}
+
+UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_codec *decoder, const utg_allocator *alloc,
+                                     utg_artifact **out, utg_msg *msg) {
+    const uint8_t *b = (const uint8_t *)bytes;
+    utg_allocator al;
+    utg_artifact *a = NULL;
+    uint8_t *pay = NULL, *tmp = NULL;
+    utg__pspan *spans = NULL;
+    utg_codec dec;
+    uint32_t flags, raw, packed, crc, nsec, align, i, prev_end;
+    const utg_artifact_section *meta = NULL, *tens = NULL, *data = NULL;
+    utg_result r = UTG_ERR_FORMAT;
+    size_t j, max_plane = 0;
+    int have_dec = 0, k;
+#define UTG__AF(...) do { utg__msgf(msg, __VA_ARGS__); goto fail; } while (0)
+    if (out) *out = NULL;
+    if (!out || (!bytes && size)) { utg__msgf(msg, "no artifact given"); return UTG_ERR_INVALID; }
+    memset(&al, 0, sizeof al);
+    if (alloc) al = *alloc;
+    memset(&dec, 0, sizeof dec);
+    /* envelope */
+    if (size < UTG_ARTIFACT_ENVELOPE) UTG__AF("artifact is %zu bytes, shorter than its 20-byte envelope", size);
+    if (memcmp(b, "UTGA", 4)) UTG__AF("not a UTGA artifact (magic %02x %02x %02x %02x)", b[0], b[1], b[2], b[3]);
+    if (b[4] != UTG_ARTIFACT_MAJOR) { r = UTG_ERR_UNSUPPORTED; UTG__AF("artifact format version %u; this build reads version %d", b[4], UTG_ARTIFACT_MAJOR); }
+    flags = utg__rd_u16le(b + 6);
+    if (flags & 0xffu) { r = UTG_ERR_UNSUPPORTED; UTG__AF("artifact sets must-understand flags 0x%02x this build does not know", flags & 0xffu); }
+    if (b[5] == UTG_CODEC_STORED) { dec = utg_codec_stored(); have_dec = 1; }
+    else if (decoder && decoder->id == b[5] && decoder->decompress) { dec = *decoder; have_dec = 1; }
+#ifdef UTG_USE_BROTLI
+    else if (b[5] == UTG_CODEC_BROTLI) { dec = utg_codec_brotli(); have_dec = 1; }
+#endif
+    if (!have_dec) {
+        r = UTG_ERR_UNSUPPORTED;
+        if (b[5] == UTG_CODEC_BROTLI) UTG__AF("artifact is brotli-compressed and no brotli decoder was given (build with UTG_USE_BROTLI)");
+        UTG__AF("artifact uses codec %u, which this build does not know", b[5]);
+    }
+    raw = utg__rd_u32le(b + 8);
+    packed = utg__rd_u32le(b + 12);
+    crc = utg__rd_u32le(b + 16);
+    if (raw > UTG_MAX_ARTIFACT_RAW) UTG__AF("artifact payload of %u bytes is over the cap of %u", raw, (unsigned)UTG_MAX_ARTIFACT_RAW);
+    if ((uint64_t)packed + UTG_ARTIFACT_ENVELOPE != (uint64_t)size)
+        UTG__AF("artifact envelope says %u packed bytes, the file holds %zu (truncated or padded)", packed, size - UTG_ARTIFACT_ENVELOPE);
+    if (raw < 16) UTG__AF("artifact payload of %u bytes is shorter than its header", raw);
+    a = (utg_artifact *)utg__alloc(&al, sizeof *a);
+    if (!a) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+    memset(a, 0, sizeof *a);
+    a->alloc = al;
+    a->block = utg__alloc(&al, (size_t)raw + UTG_ARTIFACT_ALIGN);
+    if (!a->block) { r = UTG_ERR_NOMEM; UTG__AF("out of memory for a %u-byte payload", raw); }
+    pay = (uint8_t *)a->block + ((UTG_ARTIFACT_ALIGN - ((uintptr_t)a->block % UTG_ARTIFACT_ALIGN)) % UTG_ARTIFACT_ALIGN);
+    if (dec.decompress(b + UTG_ARTIFACT_ENVELOPE, packed, pay, raw, dec.user) != UTG_OK)
+        UTG__AF("artifact payload does not decode to its declared %u bytes", raw);
+    if (utg_crc32(0, pay, raw) != crc) UTG__AF("artifact payload CRC mismatch (stored %08x, computed %08x)", crc, utg_crc32(0, pay, raw));
+    a->major = b[4]; a->codec = b[5]; a->flags = (int)flags; a->raw_size = raw; a->packed_size = packed; a->crc = crc;
+    a->payload = pay;
+    /* payload header and directory */
+    a->minor = (int)utg__rd_u16le(pay);
+    nsec = utg__rd_u16le(pay + 2);
+    align = utg__rd_u16le(pay + 4);
+    if (align != UTG_ARTIFACT_ALIGN) UTG__AF("payload plane alignment is %u, expected 64", align);
+    for (i = 6; i < 16; i++) if (pay[i]) UTG__AF("payload header reserved byte %u is not zero", i);
+    if (nsec < 3 || nsec > UTG_ARTIFACT_MAX_SECTIONS) UTG__AF("payload has %u sections (3..%d)", nsec, UTG_ARTIFACT_MAX_SECTIONS);
+    if (16 + 16 * (size_t)nsec > raw) UTG__AF("section directory runs past the payload");
+    prev_end = 16 + 16 * nsec;
+    for (i = 0; i < nsec; i++) {
+        const uint8_t *e = pay + 16 + 16 * (size_t)i;
+        utg_artifact_section *s = &a->sections[i];
+        uint32_t want, c;
+        memcpy(s->tag, e, 4);
+        s->tag[4] = 0;
+        s->flags = utg__rd_u32le(e + 4);
+        s->offset = utg__rd_u32le(e + 8);
+        s->size = utg__rd_u32le(e + 12);
+        for (k = 0; k < 4; k++) if (!((e[k] >= 'A' && e[k] <= 'Z') || (e[k] >= '0' && e[k] <= '9'))) UTG__AF("section %u has a malformed tag", i);
+        if (s->flags & ~1u) UTG__AF("section %s has unknown flags 0x%x", s->tag, s->flags);
+        want = (uint32_t)utg__align_up(prev_end, UTG_ARTIFACT_ALIGN);
+        if (s->offset != want) UTG__AF("section %s starts at %u; sections must tile the payload (expected %u)", s->tag, s->offset, want);
+        if (s->size > raw - s->offset || s->offset > raw) UTG__AF("section %s (%u bytes at %u) runs past the payload", s->tag, s->size, s->offset);
+        for (c = prev_end; c < s->offset; c++) if (pay[c]) UTG__AF("padding before section %s is not zero", s->tag);
+        prev_end = s->offset + s->size;
+        for (k = 0; k < (int)i; k++) if (!memcmp(a->sections[k].tag, s->tag, 4)) UTG__AF("section %s appears twice", s->tag);
+        if (!memcmp(s->tag, "META", 4)) meta = s;
+        else if (!memcmp(s->tag, "TENS", 4)) tens = s;
+        else if (!memcmp(s->tag, "DATA", 4)) data = s;
+        else if (s->flags & 1u) { r = UTG_ERR_UNSUPPORTED; UTG__AF("critical section %s is unknown to this build", s->tag); }
+        if ((meta == s || tens == s || data == s) && !(s->flags & 1u)) UTG__AF("section %s must be critical", s->tag);
+    }
+    if (prev_end != raw) UTG__AF("payload has %u bytes after its last section", raw - prev_end);
+    if (!meta || !tens || !data) UTG__AF("payload lacks a META, TENS or DATA section");
+    a->n_sections = (int)nsec;
+    a->data_offset = data->offset;
+    a->data_size = data->size;
+    /* META */
+    {
+        const uint8_t *p = pay + meta->offset, *end = p + meta->size;
+        uint32_t n;
+        if (meta->size < 4) UTG__AF("META is too short");
+        n = utg__rd_u32le(p);
+        p += 4;
+        if (n > UTG_ARTIFACT_MAX_KV) UTG__AF("META has %u keys (at most %d)", n, UTG_ARTIFACT_MAX_KV);
+        a->kv = (utg_artifact_kv *)utg__alloc(&al, sizeof *a->kv * (n ? n : 1));
+        if (!a->kv) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+        for (i = 0; i < n; i++) {
+            utg_artifact_kv *kv = &a->kv[i];
+            uint32_t kl, es;
+            memset(kv, 0, sizeof *kv);
+            if (end - p < 3) UTG__AF("META key %u runs past its section", i);
+            kl = utg__rd_u16le(p);
+            if ((size_t)(end - p) < 3 + (size_t)kl) UTG__AF("META key %u runs past its section", i);
+            if (!utg__kv_key_ok((const char *)p + 2, kl)) UTG__AF("META key %u is not dotted lower_snake of 1..64 bytes", i);
+            memcpy(kv->key, p + 2, kl);
+            kv->key[kl] = 0;
+            p += 2 + kl;
+            if (*p > UTG_KV_F32_ARRAY) UTG__AF("META key %s has unknown type %u", kv->key, *p);
+            kv->type = (utg_kv_type)*p++;
+            es = (uint32_t)utg__kv_elem(kv->type);
+            if (kv->type == UTG_KV_STR || kv->type == UTG_KV_U32_ARRAY || kv->type == UTG_KV_F32_ARRAY) {
+                if (end - p < 4) UTG__AF("META key %s runs past its section", kv->key);
+                kv->count = utg__rd_u32le(p);
+                p += 4;
+                if (kv->count > UTG_ARTIFACT_MAX_ARRAY || (uint64_t)kv->count * es > (uint64_t)(end - p))
+                    UTG__AF("META key %s: %u elements run past its section", kv->key, kv->count);
+                kv->data = p;
+                p += (size_t)kv->count * es;
+                if (kv->type == UTG_KV_F32_ARRAY)
+                    for (j = 0; j < kv->count; j++) if (!isfinite(utg_artifact_kv_f32(kv, (uint32_t)j))) UTG__AF("META key %s: element %zu is not finite", kv->key, j);
+            } else {
+                if ((size_t)(end - p) < es) UTG__AF("META key %s runs past its section", kv->key);
+                kv->count = 1;
+                kv->data = p;
+                if (es == 4) {
+                    uint32_t v = utg__rd_u32le(p);
+                    float f;
+                    memcpy(&f, &v, 4);
+                    kv->u = v; kv->i = (int32_t)v; kv->f = f;
+                } else {
+                    uint64_t v = utg__rd_u64le(p);
+                    double f;
+                    memcpy(&f, &v, 8);
+                    kv->u = v; kv->i = (int64_t)v; kv->f = f;
+                }
+                if ((kv->type == UTG_KV_F32 || kv->type == UTG_KV_F64) && !isfinite(kv->f)) UTG__AF("META key %s is not finite", kv->key);
+                p += es;
+            }
+            for (k = 0; k < (int)i; k++) if (!strcmp(a->kv[k].key, kv->key)) UTG__AF("META key %s appears twice", kv->key);
+            a->n_kv = (int)i + 1;
+        }
+        if (p != end) UTG__AF("META has %zu stray bytes", (size_t)(end - p));
+        {
+            size_t sn = 1, so = 0;
+            char *sp;
+            for (k = 0; k < a->n_kv; k++) if (a->kv[k].type == UTG_KV_STR) sn += (size_t)a->kv[k].count + 1;
+            a->strings = utg__alloc(&al, sn);
+            if (!a->strings) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+            sp = (char *)a->strings;
+            for (k = 0; k < a->n_kv; k++) {
+                if (a->kv[k].type != UTG_KV_STR) continue;
+                if (a->kv[k].count) memcpy(sp + so, a->kv[k].data, a->kv[k].count);
+                sp[so + a->kv[k].count] = 0;
+                a->kv[k].str = sp + so;
+                so += (size_t)a->kv[k].count + 1;
+            }
+        }
+    }
+    /* TENS */
+    {
+        const uint8_t *p = pay + tens->offset, *end = p + tens->size;
+        uint32_t n;
+        if (tens->size < 4) UTG__AF("TENS is too short");
+        n = utg__rd_u32le(p);
+        p += 4;
+        if (n > UTG_ARTIFACT_MAX_TENSORS || (size_t)n * 30 > tens->size) UTG__AF("TENS claims %u tensors", n);
+        a->tensors = (utg_artifact_tensor *)utg__alloc(&al, sizeof *a->tensors * (n ? n : 1));
+        spans = (utg__pspan *)utg__alloc(&al, sizeof *spans * 2 * (n ? n : 1));
+        if (!a->tensors || !spans) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+        for (i = 0; i < n; i++) {
+            utg_artifact_tensor *t = &a->tensors[i];
+            uint32_t rl, nl, base, vo, vs, so, ss;
+            const uint8_t *q = p;
+            memset(t, 0, sizeof *t);
+            if (end - p < 3) UTG__AF("tensor record %u runs past TENS", i);
+            rl = utg__rd_u16le(p);
+            nl = p[2];
+            if (rl > (size_t)(end - p)) UTG__AF("tensor record %u (%u bytes) runs past TENS", i, rl);
+            if (rl < 3 + nl + 8) UTG__AF("tensor record %u is too short", i);
+            if (!utg__name_ok((const char *)p + 3, nl)) UTG__AF("tensor record %u has a name that is not 1..64 printable ASCII characters", i);
+            memcpy(t->name, p + 3, nl);
+            t->name[nl] = 0;
+            q = p + 3 + nl;
+            t->dtype = (utg_dtype)q[0];
+            t->qbits = q[1];
+            t->scale_kind = (utg_scale_kind)q[2];
+            t->ndim = q[3];
+            t->group = (int)utg__rd_u16le(q + 4);
+            if (q[6] || q[7]) UTG__AF("tensor %s: reserved bytes are not zero", t->name);
+            if (t->ndim < 1 || t->ndim > UTG_MAX_DIMS) UTG__AF("tensor %s: %d dims (1..4)", t->name, t->ndim);
+            base = 3 + nl + 8;
+            if (rl < base + 4 * (uint32_t)t->ndim + 16) UTG__AF("tensor record %s is too short", t->name);
+            for (k = 0; k < t->ndim; k++) t->dims[k] = utg__rd_u32le(q + 8 + 4 * k);
+            q += 8 + 4 * t->ndim;
+            vo = utg__rd_u32le(q); vs = utg__rd_u32le(q + 4); so = utg__rd_u32le(q + 8); ss = utg__rd_u32le(q + 12);
+            if (utg__tensor_check(t, msg) != UTG_OK) goto fail;
+            if (vs != t->values_size) UTG__AF("tensor %s: value plane of %u bytes, its shape needs %zu", t->name, vs, t->values_size);
+            if (ss != t->scales_size) UTG__AF("tensor %s: scale plane of %u bytes, expected %zu", t->name, ss, t->scales_size);
+            if (vo % UTG_ARTIFACT_ALIGN || (uint64_t)vo + vs > data->size) UTG__AF("tensor %s: value plane at %u is unaligned or outside DATA", t->name, vo);
+            if (ss && (so % UTG_ARTIFACT_ALIGN || (uint64_t)so + ss > data->size)) UTG__AF("tensor %s: scale plane at %u is unaligned or outside DATA", t->name, so);
+            if (!ss && so) UTG__AF("tensor %s: scale offset without scales", t->name);
+            t->values_offset = vo;
+            t->scales_offset = so;
+            t->values = pay + data->offset + vo;
+            t->scales = ss ? pay + data->offset + so : NULL;
+            spans[2 * i].off = vo; spans[2 * i].end = vo + vs; spans[2 * i].t = (int)i;
+            spans[2 * i + 1].off = so; spans[2 * i + 1].end = so + ss; spans[2 * i + 1].t = ss ? (int)i : -1;
+            if (vs > max_plane) max_plane = vs;
+            if (ss > max_plane) max_plane = ss;
+            for (k = 0; k < (int)i; k++) if (!strcmp(a->tensors[k].name, t->name)) UTG__AF("tensor %s appears twice", t->name);
+            p += rl;
+            a->n_tensors = (int)i + 1;
+        }
+        if (p != end) UTG__AF("TENS has %zu stray bytes", (size_t)(end - p));
+        /* planes: no overlaps */
+        {
+            size_t ns = 0;
+            for (j = 0; j < 2 * (size_t)n; j++) if (spans[j].t >= 0 && spans[j].end > spans[j].off) spans[ns++] = spans[j];
+            qsort(spans, ns, sizeof *spans, utg__plane_span_cmp);
+            for (j = 1; j < ns; j++)
+                if (spans[j].off < spans[j - 1].end)
+                    UTG__AF("planes of %s and %s overlap in DATA", a->tensors[spans[j - 1].t].name, a->tensors[spans[j].t].name);
+        }
+    }
+    /* unshuffle float and scale planes in place, then the symbol and scale checks */
+    tmp = (uint8_t *)utg__alloc(&al, max_plane ? max_plane : 1);
+    if (!tmp) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+    for (k = 0; k < a->n_tensors; k++) {
+        utg_artifact_tensor *t = &a->tensors[k];
+        if (t->dtype != UTG_DT_Q && t->values_size) {
+            memcpy(tmp, t->values, t->values_size);
+            utg__unshuffle((uint8_t *)t->values, tmp, t->numel, utg__dtype_size(t->dtype));
+        }
+        if (t->scales_size) {
+            size_t es = t->scale_kind == UTG_SCALE_TENSOR ? 4 : 2;
+            memcpy(tmp, t->scales, t->scales_size);
+            utg__unshuffle((uint8_t *)t->scales, tmp, t->scales_size / es, es);
+        }
+        if (utg__tensor_check_planes(t, msg) != UTG_OK) goto fail;
+    }
+    /* required keys and the schedule */
+    {
+        int ka = utg_artifact_find_kv(a, "utg.arch"), kq = utg_artifact_find_kv(a, "utg.quant.version");
+        int kb = utg_artifact_find_kv(a, "utg.plan.physical_blocks"), kl = utg_artifact_find_kv(a, "utg.plan.layers");
+        if (ka < 0 || a->kv[ka].type != UTG_KV_STR) UTG__AF("META lacks the string utg.arch");
+        if (kq < 0 || a->kv[kq].type != UTG_KV_U32) UTG__AF("META lacks the u32 utg.quant.version");
+        if (kb < 0 || a->kv[kb].type != UTG_KV_U32) UTG__AF("META lacks the u32 utg.plan.physical_blocks");
+        if (kl < 0 || a->kv[kl].type != UTG_KV_U32_ARRAY) UTG__AF("META lacks the u32 array utg.plan.layers");
+        for (j = 0; j < a->kv[kl].count; j++)
+            if (utg_artifact_kv_u32(&a->kv[kl], (uint32_t)j) >= a->kv[kb].u)
+                UTG__AF("utg.plan.layers[%zu] = %u names a block past utg.plan.physical_blocks = %llu", j,
+                        utg_artifact_kv_u32(&a->kv[kl], (uint32_t)j), (unsigned long long)a->kv[kb].u);
+    }
+    utg__free(&al, spans);
+    utg__free(&al, tmp);
+    *out = a;
+    return UTG_OK;
+fail:
+#undef UTG__AF
+    utg__free(&al, spans);
+    utg__free(&al, tmp);
+    utg_artifact_free(a);
+    return r;
+}
+
+UTGDEF int utg_artifact_find_kv(const utg_artifact *a, const char *key) {
+    int i;
+    if (!a || !key) return -1;
+    for (i = 0; i < a->n_kv; i++) if (!strcmp(a->kv[i].key, key)) return i;
+    return -1;
+}
+UTGDEF int utg_artifact_find_tensor(const utg_artifact *a, const char *name) {
+    int i;
+    if (!a || !name) return -1;
+    for (i = 0; i < a->n_tensors; i++) if (!strcmp(a->tensors[i].name, name)) return i;
+    return -1;
+}
+UTGDEF uint32_t utg_artifact_kv_u32(const utg_artifact_kv *kv, uint32_t index) {
+    if (!kv || !kv->data || index >= kv->count || kv->type != UTG_KV_U32_ARRAY) return 0;
+    return utg__rd_u32le(kv->data + 4 * (size_t)index);
+}
+UTGDEF float utg_artifact_kv_f32(const utg_artifact_kv *kv, uint32_t index) {
+    uint32_t v;
+    float f;
+    if (!kv || !kv->data || index >= kv->count || kv->type != UTG_KV_F32_ARRAY) return 0.0f;
+    v = utg__rd_u32le(kv->data + 4 * (size_t)index);
+    memcpy(&f, &v, 4);
+    return f;
+}
+
+UTGDEF utg_result utg_artifact_tensor_floats(const utg_artifact *a, int index, float *dst, size_t n) {
+    const utg_artifact_tensor *t;
+    size_t i;
+    if (!a || index < 0 || index >= a->n_tensors || !dst) return UTG_ERR_INVALID;
+    t = &a->tensors[index];
+    if (n != t->numel) return UTG_ERR_MISMATCH;
+    switch (t->dtype) {
+    case UTG_DT_F32: memcpy(dst, t->values, n * 4); break;
+    case UTG_DT_F16: { const uint16_t *h = (const uint16_t *)t->values; for (i = 0; i < n; i++) dst[i] = utg__f16_to_f32(h[i]); } break;
+    case UTG_DT_BF16: {
+        const uint16_t *h = (const uint16_t *)t->values;
+        for (i = 0; i < n; i++) { uint32_t v = (uint32_t)h[i] << 16; memcpy(&dst[i], &v, 4); }
+    } break;
+    case UTG_DT_Q: {
+        const int8_t *q = (const int8_t *)t->values;
+        const uint16_t *s16 = (const uint16_t *)t->scales;
+        if (t->scale_kind == UTG_SCALE_TENSOR) { float s; memcpy(&s, t->scales, 4); for (i = 0; i < n; i++) dst[i] = (float)q[i] * s; }
+        else if (t->scale_kind == UTG_SCALE_ROW) {
+            size_t rows = (size_t)t->dims[0], cols = n / rows, r2;
+            for (r2 = 0; r2 < rows; r2++) { float s = utg__f16_to_f32(s16[r2]); for (i = 0; i < cols; i++) dst[r2 * cols + i] = (float)q[r2 * cols + i] * s; }
+        } else for (i = 0; i < n; i++) dst[i] = (float)q[i] * utg__f16_to_f32(s16[i / (size_t)t->group]);
+    } break;
+    }
+    return UTG_OK;
+}
+
+static double utg__entropy_i8(const int8_t *q, size_t n) {
+    size_t hist[256], i;
+    double h = 0.0;
+    memset(hist, 0, sizeof hist);
+    for (i = 0; i < n; i++) hist[(uint8_t)q[i]]++;
+    for (i = 0; i < 256; i++) if (hist[i]) { double p = (double)hist[i] / (double)n; h -= p * log2(p); }
+    return h;
+}
+UTGDEF double utg_artifact_tensor_entropy(const utg_artifact *a, int index) {
+    if (!a || index < 0 || index >= a->n_tensors || a->tensors[index].dtype != UTG_DT_Q) return 0.0;
+    return utg__entropy_i8((const int8_t *)a->tensors[index].values, a->tensors[index].numel);
+}
+
+/* ---- the model and its artifact ---- */
+
+/* the knobs an artifact carries: everything that shapes the model or its evaluation */
+static const char *const utg__artifact_knobs[] = {
+    "NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "MLP_MULT", "VOCAB_SIZE", "TIE_EMBEDDINGS", "ROPE_BASE",
+    "LOGIT_SOFTCAP", "RMS_NORM_EPS", "TRAIN_SEQ_LEN", "RECUR_LAYERS", "RECUR_START_STEP", "REPEAT_UNTIE_MLP",
+    "REPEAT_UNTIE_MLP_LAYERS", "NUM_LOOPS", "LOOP_START", "LOOP_END", "ENABLE_LOOPING_AT", "LOOP_PHASE2_AT",
+    "ENCODER_LAYERS", "DECODER_LAYERS", "UNIVERSAL_UNIQUE_BLOCKS", "UNIVERSAL_ITERATIONS", "NUM_LAYER_SCHEDULE",
+    "UNET_SKIPS", "CONTROL_SCOPE", "BLOCK_ATTNS", "MLP_LAYERS", "NORM_BIAS", "ITER_EMBED", "ITER_SCALE", "FILM",
+    "PARALLEL_RESIDUAL", "PARALLEL_START_LAYER", "PARALLEL_FINAL_LANE"};
+#define UTG__N_ART_KNOBS ((int)(sizeof utg__artifact_knobs / sizeof utg__artifact_knobs[0]))
+
+static void utg__art_key(char *key, size_t n, int knob) {
+    size_t i, o = (size_t)snprintf(key, n, "utg.config.");
+    const char *f = utg__knobs[knob].info.field_name;
+    for (i = 0; f[i] && o + 1 < n; i++) key[o++] = f[i];
+    key[o] = 0;
+}
+
+UTGDEF utg_result utg_artifact_config(const utg_artifact *a, utg_config *cfg, utg_msg *msg) {
+    utg_config c;
+    int i;
+    if (!a || !cfg) return UTG_ERR_INVALID;
+    memset(&c, 0, sizeof c);
+    for (i = 0; i < a->n_kv; i++) {
+        const utg_artifact_kv *kv = &a->kv[i];
+        int k;
+        if (strncmp(kv->key, "utg.config.", 11)) continue;
+        k = utg_config_find_knob(kv->key + 11);
+        if (k < 0 || strcmp(utg__knobs[k].info.field_name, kv->key + 11)) continue; /* unknown: ignored */
+        switch (utg__knobs[k].info.kind) {
+        case UTG_KNOB_INT:
+        case UTG_KNOB_BOOL:
+            if (kv->type != UTG_KV_I32) { utg__msgf(msg, "META %s must be i32", kv->key); return UTG_ERR_FORMAT; }
+            *(int *)utg__knob_ptr(&c, k) = (int)kv->i;
+            break;
+        case UTG_KNOB_REAL:
+            if (kv->type != UTG_KV_F64) { utg__msgf(msg, "META %s must be f64", kv->key); return UTG_ERR_FORMAT; }
+            *(double *)utg__knob_ptr(&c, k) = kv->f;
+            break;
+        case UTG_KNOB_STR:
+            if (kv->type != UTG_KV_STR || strlen(kv->str) != kv->count) { utg__msgf(msg, "META %s must be a string without NUL bytes", kv->key); return UTG_ERR_FORMAT; }
+            *(const char **)utg__knob_ptr(&c, k) = kv->str;
+            break;
+        }
+    }
+    c = utg_config_resolve(&c);
+    if (utg_config_validate(&c, msg) != UTG_OK) return UTG_ERR_FORMAT;
+    *cfg = c;
+    return UTG_OK;
+}
+
+/* QUANT_LAYER_BITS "3:5,4:5": 1 and *bits when block is listed, 0 when not, -1 on bad syntax */
+static int utg__layer_bits(const char *s, int block, int *bits) {
+    int found = 0;
+    while (s && *s) {
+        char *e;
+        long b = strtol(s, &e, 10), v;
+        if (e == s || *e != ':' || b < 0) return -1;
+        s = e + 1;
+        v = strtol(s, &e, 10);
+        if (e == s || v < 2 || v > 8 || (*e && *e != ',')) return -1;
+        if (b == block) { *bits = (int)v; found = 1; }
+        s = *e ? e + 1 : e;
+    }
+    return found;
+}
+
+/* ---- Hessians ---- */
+
+struct utg_hessians {
+    utg_model *m;
+    int n_slots, batches;
+    int *slot_of; /* per tensor */
+    int *cols;    /* per slot */
+    float **H;    /* per slot, backend memory */
+    float *host;  /* largest H, for utg_hessians_get */
+};
+
+static int utg__hess_slot(utg_hessians *h, int t, int share_with, int cols) {
+    if (t < 0) return 0;
+    if (share_with >= 0 && h->slot_of[share_with] >= 0) { h->slot_of[t] = h->slot_of[share_with]; return 0; }
+    h->slot_of[t] = h->n_slots;
+    h->cols[h->n_slots++] = cols;
+    return 0;
+}
+
+UTGDEF utg_result utg_hessians_create(utg_model *m, utg_hessians **out) {
+    utg_hessians *h;
+    int b, k, s, maxc = 0;
+    if (!m || !out) return UTG_ERR_INVALID;
+    *out = NULL;
+    h = (utg_hessians *)utg__alloc(&m->alloc, sizeof *h);
+    if (!h) return UTG_ERR_NOMEM;
+    memset(h, 0, sizeof *h);
+    h->m = m;
+    h->slot_of = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)m->n_tensors);
+    h->cols = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)m->n_tensors);
+    h->H = (float **)utg__alloc(&m->alloc, sizeof(float *) * (size_t)m->n_tensors);
+    if (!h->slot_of || !h->cols || !h->H) { utg_hessians_destroy(h); return UTG_ERR_NOMEM; }
+    memset(h->H, 0, sizeof(float *) * (size_t)m->n_tensors);
+    for (k = 0; k < m->n_tensors; k++) h->slot_of[k] = -1;
+    for (b = 0; b < m->n_phys; b++) {
+        const utg__heavy_ix *x = &m->heavy[b];
+        for (k = 0; k < m->n_attn; k++) {
+            utg__hess_slot(h, x->c_q[k], -1, m->d);
+            utg__hess_slot(h, x->c_k[k], x->c_q[k], m->d);
+            utg__hess_slot(h, x->c_v[k], x->c_q[k], m->d);
+            utg__hess_slot(h, x->proj[k], -1, m->d);
+        }
+        utg__hess_slot(h, x->fc, -1, m->d);
+        utg__hess_slot(h, x->mid, -1, m->F);
+        utg__hess_slot(h, x->mlp_proj, -1, m->F);
+    }
+    for (k = 0; k < m->n_rsets; k++) {
+        utg__hess_slot(h, m->rsets[k].fc, -1, m->d);
+        utg__hess_slot(h, m->rsets[k].mid, -1, m->F);
+        utg__hess_slot(h, m->rsets[k].proj, -1, m->F);
+    }
+    utg__hess_slot(h, m->t_lm_head >= 0 ? m->t_lm_head : m->t_tok_emb, -1, m->d);
+    for (s = 0; s < h->n_slots; s++) {
+        h->H[s] = (float *)m->be->buf_alloc(m->be, sizeof(float) * (size_t)h->cols[s] * (size_t)h->cols[s]);
+        if (!h->H[s]) { utg_hessians_destroy(h); return UTG_ERR_NOMEM; }
+        if (h->cols[s] > maxc) maxc = h->cols[s];
+    }
+    h->host = (float *)utg__alloc(&m->alloc, sizeof(float) * (size_t)maxc * (size_t)(maxc ? maxc : 1));
+    if (!h->host) { utg_hessians_destroy(h); return UTG_ERR_NOMEM; }
+    *out = h;
+    return UTG_OK;
+}
+
+UTGDEF void utg_hessians_destroy(utg_hessians *h) {
+    int s;
+    utg_model *m;
+    if (!h) return;
+    m = h->m;
+    if (h->H)
+        for (s = 0; s < h->n_slots; s++) if (h->H[s]) m->be->buf_free(m->be, h->H[s]);
+    utg__free(&m->alloc, h->H);
+    utg__free(&m->alloc, h->slot_of);
+    utg__free(&m->alloc, h->cols);
+    utg__free(&m->alloc, h->host);
+    utg__free(&m->alloc, h);
+}
+
+static void utg__hess_add(utg_hessians *h, int t, const float *X, int N) {
+    int s, c;
+    if (t < 0 || !X || (s = h->slot_of[t]) < 0) return;
+    c = h->cols[s];
+    h->m->be->matmul(h->m->be, h->H[s], X, X, c, c, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+}
+
+UTGDEF utg_result utg_hessians_accumulate(utg_hessians *h) {
+    utg_model *m;
+    int l, k, N;
+    if (!h) return UTG_ERR_INVALID;
+    m = h->m;
+    if (!m->have_forward || !m->acts) { utg__msgf(&m->msg, "utg_hessians_accumulate needs a utg_model_forward first"); return UTG_ERR_INVALID; }
+    N = m->n_tok;
+    for (l = 0; l < m->plan->n_layers; l++) {
+        const utg_plan_layer *pl = &m->plan->layers[l];
+        const utg__heavy_ix *x = &m->heavy[pl->block];
+        const utg__acts *A = &m->acts[l];
+        int fc = x->fc, mid = x->mid, mp = x->mlp_proj;
+        if (pl->mlp_set >= 0) {
+            const utg__rset *s = &m->rsets[pl->mlp_set];
+            if (s->fc >= 0) fc = s->fc;
+            if (s->mid >= 0) mid = s->mid;
+            if (s->proj >= 0) mp = s->proj;
+        }
+        for (k = 0; k < m->n_attn; k++) {
+            const utg__attn_acts *S = &A->at[k];
+            utg__hess_add(h, x->c_q[k], S->nb ? S->nb : S->n, N);
+            utg__hess_add(h, x->proj[k], S->y, N);
+        }
+        utg__hess_add(h, fc, A->ml.nb ? A->ml.nb : A->ml.n, N);
+        if (m->mlp3) { utg__hess_add(h, mid, A->ml.ua, N); utg__hess_add(h, mp, A->ml.ua2, N); }
+        else utg__hess_add(h, mp, A->ml.ua, N);
+    }
+    utg__hess_add(h, m->t_lm_head >= 0 ? m->t_lm_head : m->t_tok_emb, m->hf, N);
+    h->batches++;
+    return UTG_OK;
+}
+
+UTGDEF int utg_hessians_batches(const utg_hessians *h) { return h ? h->batches : 0; }
+UTGDEF int utg_hessians_cols(const utg_hessians *h, int index) {
+    if (!h || index < 0 || index >= h->m->n_tensors || h->slot_of[index] < 0 || h->batches == 0) return 0;
+    return h->cols[h->slot_of[index]];
+}
+UTGDEF int utg_hessians_get(const utg_hessians *h, int index, double *H, size_t n) {
+    int c = utg_hessians_cols(h, index), s;
+    size_t i, cc;
+    if (!c || !H) return 0;
+    cc = (size_t)c * (size_t)c;
+    if (n < cc) return 0;
+    s = h->slot_of[index];
+    h->m->be->download(h->m->be, h->host, h->H[s], sizeof(float) * cc);
+    for (i = 0; i < cc; i++) H[i] = (double)h->host[i] / (double)h->batches;
+    return 1;
+}
+
+/* ---- the quantization plan ---- */
+
+UTGDEF utg_result utg_model_quant_plan(const utg_model *m, const utg_hessians *h, utg_tensor_quant *plan, int n) {
+    const utg_config *c;
+    int i;
+    if (!m || !plan || n != m->n_tensors) return UTG_ERR_INVALID;
+    c = &m->cfg;
+    for (i = 0; i < n; i++) {
+        const utg_tensor_info *t = &m->tensors[i];
+        utg_tensor_quant *p = &plan[i];
+        int lb;
+        memset(p, 0, sizeof *p);
+        if (t->numel <= (size_t)c->quant_passthrough_numel || t->ndim != 2 || t->role == UTG_ROLE_CONTROL) {
+            p->dtype = utg__name_matches(t->name, c->control_tensor_name_patterns) ? UTG_DT_F32 : UTG_DT_F16;
+            continue;
+        }
+        p->dtype = UTG_DT_Q;
+        if (t->role == UTG_ROLE_EMBED || t->role == UTG_ROLE_HEAD) { p->bits = c->embed_bits; p->param = c->embed_clip_sigmas; }
+        else if (strstr(t->name, "attn")) {
+            p->bits = c->attn_bits > 0 ? c->attn_bits : c->matrix_bits;
+            p->param = c->attn_clip_sigmas > 0 ? c->attn_clip_sigmas : c->matrix_clip_sigmas;
+        } else if (strstr(t->name, "mlp")) {
+            p->bits = c->mlp_bits > 0 ? c->mlp_bits : c->matrix_bits;
+            p->param = c->mlp_clip_sigmas > 0 ? c->mlp_clip_sigmas : c->matrix_clip_sigmas;
+        } else { p->bits = c->matrix_bits; p->param = c->matrix_clip_sigmas; }
+        if (t->role == UTG_ROLE_MATRIX && t->block >= 0 && utg__layer_bits(c->quant_layer_bits, t->block, &lb) == 1) p->bits = lb;
+        if (!strcmp(c->quant_clip, "max")) { p->clip = UTG_CLIP_MAX; p->param = 0; }
+        else if (!strcmp(c->quant_clip, "percentile")) { p->clip = UTG_CLIP_PERCENTILE; p->param = c->quant_clip_percentile; }
+        else if (!strcmp(c->quant_clip, "search")) { p->clip = UTG_CLIP_SEARCH; p->param = 0; }
+        else p->clip = UTG_CLIP_SDCLIP;
+        p->gptq = c->gptq_enabled > 0 && utg_hessians_cols(h, i) == (int)t->shape[1];
+    }
+    return UTG_OK;
+}
+
+/* Quantize one tensor as p says; fills rel_err, entropy, bytes, chosen. Hd: H (cols^2) or NULL. */
+static utg_result utg__quant_tensor(const float *W, int rows, int cols, const double *Hd, utg_tensor_quant *p, double damp,
+                                    int8_t *q, uint16_t *scales, float *deq, double *abs_err, utg_msg *msg) {
+    utg_quant_spec spec;
+    utg_result r;
+    size_t n = (size_t)rows * (size_t)cols, i;
+    double num = 0.0, den = 0.0;
+    spec.bits = p->bits;
+    spec.clip = p->clip;
+    spec.param = p->param;
+    p->chosen = p->param;
+    if (p->gptq && Hd) {
+        if (spec.clip == UTG_CLIP_SEARCH) { r = utg_quantize_rows(W, rows, cols, &spec, q, scales, &p->chosen, msg); if (r) return r; spec.clip = UTG_CLIP_PERCENTILE; spec.param = p->chosen; }
+        r = utg_gptq_rows(W, rows, cols, Hd, &spec, damp, q, scales, msg);
+    } else r = utg_quantize_rows(W, rows, cols, &spec, q, scales, &p->chosen, msg);
+    if (r != UTG_OK) return r;
+    utg_dequantize_rows(q, scales, rows, cols, deq);
+    if (Hd) {
+        int rr, a, b;
+        double *e = (double *)UTG_MALLOC(sizeof(double) * (size_t)cols * 2, NULL);
+        if (!e) return UTG_ERR_NOMEM;
+        for (rr = 0; rr < rows; rr++) {
+            const float *w = W + (size_t)rr * cols, *d = deq + (size_t)rr * cols;
+            double *wv = e + cols;
+            for (a = 0; a < cols; a++) { e[a] = (double)w[a] - (double)d[a]; wv[a] = w[a]; }
+            for (a = 0; a < cols; a++) {
+                const double *hr = Hd + (size_t)a * cols;
+                double se = 0.0, sw = 0.0;
+                for (b = 0; b < cols; b++) { se += hr[b] * e[b]; sw += hr[b] * wv[b]; }
+                num += e[a] * se;
+                den += wv[a] * sw;
+            }
+        }
+        UTG_FREE(e, NULL);
+    } else
+        for (i = 0; i < n; i++) { double e = (double)W[i] - (double)deq[i]; num += e * e; den += (double)W[i] * W[i]; }
+    p->rel_err = den > 0.0 ? num / den : 0.0;
+    if (abs_err) *abs_err = num;
+    p->entropy = utg__entropy_i8(q, n);
+    p->bytes = n + 2 * (size_t)rows;
+    return UTG_OK;
+}
+
+static void utg__export_meta(utg_model *m, utg_artifact_writer *w, const utg_tensor_quant *plan) {
+    int i, k, gptq = 0;
+    uint32_t u;
+    uint64_t np = m->n_params;
+    uint32_t *layers = (uint32_t *)utg__alloc(&m->alloc, sizeof(uint32_t) * (size_t)(m->plan->n_layers + 1));
+    utg_artifact_add_kv(w, "utg.arch", UTG_KV_STR, "utgolf.ut", 9);
+    for (i = 0; i < UTG__N_ART_KNOBS; i++) {
+        char key[96];
+        const void *p;
+        k = utg_config_find_knob(utg__artifact_knobs[i]);
+        utg__art_key(key, sizeof key, k);
+        p = utg__knob_cptr(&m->cfg, k);
+        switch (utg__knobs[k].info.kind) {
+        case UTG_KNOB_INT:
+        case UTG_KNOB_BOOL: utg_artifact_add_kv(w, key, UTG_KV_I32, p, 1); break;
+        case UTG_KNOB_REAL: utg_artifact_add_kv(w, key, UTG_KV_F64, p, 1); break;
+        case UTG_KNOB_STR: {
+            const char *s = *(const char *const *)p ? *(const char *const *)p : "";
+            utg_artifact_add_kv(w, key, UTG_KV_STR, s, (uint32_t)strlen(s));
+        } break;
+        }
+    }
+    u = (uint32_t)m->n_phys;
+    utg_artifact_add_kv(w, "utg.plan.physical_blocks", UTG_KV_U32, &u, 1);
+    u = (uint32_t)m->phase;
+    utg_artifact_add_kv(w, "utg.plan.phase", UTG_KV_U32, &u, 1);
+    if (layers) {
+        for (i = 0; i < m->plan->n_layers; i++) layers[i] = (uint32_t)m->plan->layers[i].block;
+        utg_artifact_add_kv(w, "utg.plan.layers", UTG_KV_U32_ARRAY, layers, (uint32_t)m->plan->n_layers);
+        utg__free(&m->alloc, layers);
+    }
+    utg_artifact_add_kv(w, "utg.model.params", UTG_KV_U64, &np, 1);
+    u = 1;
+    utg_artifact_add_kv(w, "utg.quant.version", UTG_KV_U32, &u, 1);
+    for (i = 0; i < m->n_tensors; i++) gptq |= plan[i].dtype == UTG_DT_Q && plan[i].gptq;
+    utg_artifact_add_kv(w, "utg.quant.method", UTG_KV_STR, gptq ? "gptq" : "round", gptq ? 4 : 5);
+    utg_artifact_add_kv(w, "utg.quant.clip", UTG_KV_STR, m->cfg.quant_clip, (uint32_t)strlen(m->cfg.quant_clip));
+}
+
+UTGDEF utg_result utg_model_export(utg_model *m, const utg_hessians *h, const utg_codec *codec, const char *prov,
+                                   utg_tensor_quant *plan_io, void **out, size_t *out_size, utg_export_report *rep) {
+    utg_tensor_quant *plan = plan_io;
+    utg_artifact_writer *w = NULL;
+    float *host = NULL, *deq = NULL;
+    int8_t *q = NULL;
+    uint16_t *sc = NULL;
+    double *Hd = NULL;
+    utg_result r = UTG_ERR_NOMEM;
+    size_t maxn = 0, maxr = 0, maxh = 0, raw = 0;
+    double wsum = 0.0, wn = 0.0;
+    utg_export_report R;
+    int i;
+    if (!m || !out || !out_size) return UTG_ERR_INVALID;
+    *out = NULL;
+    *out_size = 0;
+    memset(&R, 0, sizeof R);
+    if (!plan) {
+        plan = (utg_tensor_quant *)utg__alloc(&m->alloc, sizeof *plan * (size_t)m->n_tensors);
+        if (!plan) goto fail;
+        utg_model_quant_plan(m, h, plan, m->n_tensors);
+    }
+    for (i = 0; i < m->n_tensors; i++) {
+        const utg_tensor_info *t = &m->tensors[i];
+        int hc = plan[i].dtype == UTG_DT_Q ? utg_hessians_cols(h, i) : 0;
+        if (t->numel > maxn) maxn = t->numel;
+        if ((size_t)t->shape[0] > maxr) maxr = (size_t)t->shape[0];
+        if ((size_t)hc * (size_t)hc > maxh) maxh = (size_t)hc * (size_t)hc;
+        if (plan[i].dtype == UTG_DT_Q && (t->ndim != 2 || plan[i].bits < 2 || plan[i].bits > 8)) {
+            utg__msgf(&m->msg, "tensor %s: cannot quantize to %d bits", t->name, plan[i].bits);
+            r = UTG_ERR_INVALID;
+            goto fail;
+        }
+    }
+    host = (float *)utg__alloc(&m->alloc, sizeof(float) * m->arena_floats);
+    deq = (float *)utg__alloc(&m->alloc, sizeof(float) * maxn);
+    q = (int8_t *)utg__alloc(&m->alloc, maxn);
+    sc = (uint16_t *)utg__alloc(&m->alloc, sizeof(uint16_t) * (maxn > maxr ? maxn : maxr));
+    if (maxh) Hd = (double *)utg__alloc(&m->alloc, sizeof(double) * maxh);
+    if (!host || !deq || !q || !sc || (maxh && !Hd)) goto fail;
+    if ((r = utg_model_get(m, 0, -1, host, m->arena_floats)) != UTG_OK) goto fail;
+    if ((r = utg_artifact_writer_create(&m->alloc, &w)) != UTG_OK) goto fail;
+    utg__export_meta(m, w, plan);
+    for (i = 0; i < m->n_tensors; i++) {
+        const utg_tensor_info *ti = &m->tensors[i];
+        utg_tensor_quant *p = &plan[i];
+        const float *W = host + ti->offset;
+        utg_artifact_tensor at;
+        size_t k;
+        memset(&at, 0, sizeof at);
+        snprintf(at.name, sizeof at.name, "%s", ti->name);
+        at.ndim = ti->ndim;
+        for (k = 0; k < (size_t)ti->ndim; k++) at.dims[k] = ti->shape[k];
+        if (p->dtype == UTG_DT_Q) {
+            int rows = (int)ti->shape[0], cols = (int)ti->shape[1];
+            int have_h = p->gptq ? utg_hessians_get(h, i, Hd, maxh) : (utg_hessians_cols(h, i) ? utg_hessians_get(h, i, Hd, maxh) : 0);
+            if (p->gptq && !have_h) { utg__msgf(&m->msg, "tensor %s: GPTQ asked for but no Hessian was gathered", ti->name); r = UTG_ERR_INVALID; goto fail; }
+            if ((r = utg__quant_tensor(W, rows, cols, have_h ? Hd : NULL, p, m->cfg.gptq_damp, q, sc, deq, NULL, &m->msg)) != UTG_OK) {
+                char keep[256];
+                snprintf(keep, sizeof keep, "%s", m->msg.text);
+                utg__msgf(&m->msg, "tensor %s: %s", ti->name, keep);
+                goto fail;
+            }
+            at.dtype = UTG_DT_Q;
+            at.qbits = p->bits;
+            at.scale_kind = UTG_SCALE_ROW;
+            at.values = q;
+            at.scales = sc;
+            R.symbol_bytes += ti->numel;
+            R.scale_bytes += 2 * (size_t)rows;
+            R.entropy_bytes += (double)ti->numel * p->entropy / 8.0;
+            R.n_quantized++;
+            wsum += p->rel_err * (double)ti->numel;
+            wn += (double)ti->numel;
+        } else if (p->dtype == UTG_DT_F16) {
+            for (k = 0; k < ti->numel; k++) sc[k] = utg_f32_to_f16(W[k]);
+            at.dtype = UTG_DT_F16;
+            at.values = sc;
+            p->bytes = 2 * ti->numel;
+            for (k = 0; k < ti->numel; k++) deq[k] = utg_f16_to_f32(sc[k]);
+            { double num = 0, den = 0; for (k = 0; k < ti->numel; k++) { double e = (double)W[k] - deq[k]; num += e * e; den += (double)W[k] * W[k]; } p->rel_err = den > 0 ? num / den : 0; }
+            R.float_bytes += p->bytes;
+            R.n_float++;
+        } else {
+            at.dtype = UTG_DT_F32;
+            at.values = W;
+            p->bytes = 4 * ti->numel;
+            p->rel_err = 0.0;
+            R.float_bytes += p->bytes;
+            R.n_float++;
+        }
+        if ((r = utg_artifact_add_tensor(w, &at)) != UTG_OK) { utg__msgf(&m->msg, "%s", utg_artifact_writer_message(w)); goto fail; }
+    }
+    if (prov && (r = utg_artifact_add_section(w, "PROV", prov, strlen(prov))) != UTG_OK) { utg__msgf(&m->msg, "%s", utg_artifact_writer_message(w)); goto fail; }
+    if ((r = utg_artifact_write(w, codec, out, out_size, &raw)) != UTG_OK) { utg__msgf(&m->msg, "%s", utg_artifact_writer_message(w)); goto fail; }
+    R.artifact_bytes = *out_size;
+    R.raw_bytes = raw;
+    R.weighted_err = wn > 0 ? wsum / wn : 0.0;
+    if (rep) *rep = R;
+    r = UTG_OK;
+fail:
+    if (r == UTG_ERR_NOMEM) utg__msgf(&m->msg, "out of memory exporting the artifact");
+    utg_artifact_writer_destroy(w);
+    utg__free(&m->alloc, host);
+    utg__free(&m->alloc, deq);
+    utg__free(&m->alloc, q);
+    utg__free(&m->alloc, sc);
+    utg__free(&m->alloc, Hd);
+    if (plan != plan_io) utg__free(&m->alloc, plan);
+    return r;
+}
+
+UTGDEF utg_result utg_model_budget_plan(utg_model *m, const utg_hessians *h, utg_tensor_quant *plan, int n, int min_bits,
+                                        double target_bytes, double ratio) {
+    /* per Q tensor and bit width: the estimated bytes and the absolute (H-weighted) error */
+    double *err = NULL, *est = NULL, total = 0.0;
+    float *host = NULL, *deq = NULL;
+    int8_t *q = NULL;
+    uint16_t *sc = NULL;
+    double *Hd = NULL;
+    int *cur = NULL, i, b;
+    size_t maxn = 0, maxh = 0;
+    utg_result r = UTG_ERR_NOMEM;
+    if (!m || !plan || n != m->n_tensors || min_bits < 2 || min_bits > 8 || !(ratio > 0.0) || !(target_bytes > 0.0)) return UTG_ERR_INVALID;
+    for (i = 0; i < n; i++) {
+        int hc = utg_hessians_cols(h, i);
+        if (m->tensors[i].numel > maxn) maxn = m->tensors[i].numel;
+        if ((size_t)hc * hc > maxh) maxh = (size_t)hc * hc;
+    }
+    err = (double *)utg__alloc(&m->alloc, sizeof(double) * 9 * (size_t)n);
+    est = (double *)utg__alloc(&m->alloc, sizeof(double) * 9 * (size_t)n);
+    cur = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)n);
+    host = (float *)utg__alloc(&m->alloc, sizeof(float) * m->arena_floats);
+    deq = (float *)utg__alloc(&m->alloc, sizeof(float) * maxn);
+    q = (int8_t *)utg__alloc(&m->alloc, maxn);
+    sc = (uint16_t *)utg__alloc(&m->alloc, sizeof(uint16_t) * maxn);
+    if (maxh) Hd = (double *)utg__alloc(&m->alloc, sizeof(double) * maxh);
+    if (!err || !est || !cur || !host || !deq || !q || !sc || (maxh && !Hd)) goto done;
+    if ((r = utg_model_get(m, 0, -1, host, m->arena_floats)) != UTG_OK) goto done;
+    for (i = 0; i < n; i++) {
+        const utg_tensor_info *t = &m->tensors[i];
+        cur[i] = 0;
+        if (plan[i].dtype != UTG_DT_Q) { total += (double)(plan[i].dtype == UTG_DT_F32 ? 4 : 2) * (double)t->numel; continue; }
+        {
+            int have_h = utg_hessians_cols(h, i) ? utg_hessians_get(h, i, Hd, maxh) : 0;
+            for (b = min_bits; b <= 8; b++) {
+                utg_tensor_quant p = plan[i];
+                p.bits = b;
+                if ((r = utg__quant_tensor(host + t->offset, (int)t->shape[0], (int)t->shape[1], have_h ? Hd : NULL, &p, m->cfg.gptq_damp,
+                                           q, sc, deq, &err[9 * i + b], &m->msg)) != UTG_OK) goto done;
+                est[9 * i + b] = (double)t->numel * p.entropy / 8.0 + 2.0 * (double)t->shape[0];
+            }
+        }
+        cur[i] = 8;
+        total += est[9 * i + 8];
+    }
+    /* greedy: lower the bits of the tensor that loses the least error per byte saved */
+    while (total * ratio > target_bytes) {
+        int best = -1;
+        double best_cost = 0.0;
+        for (i = 0; i < n; i++) {
+            double saved, cost;
+            if (plan[i].dtype != UTG_DT_Q || cur[i] <= min_bits) continue;
+            saved = est[9 * i + cur[i]] - est[9 * i + cur[i] - 1];
+            cost = (err[9 * i + cur[i] - 1] - err[9 * i + cur[i]]) / (saved > 1.0 ? saved : 1.0);
+            if (best < 0 || cost < best_cost) { best = i; best_cost = cost; }
+        }
+        if (best < 0) {
+            utg__msgf(&m->msg, "the budget of %.0f bytes cannot be met: %.0f estimated with every matrix at %d bits", target_bytes, total * ratio, min_bits);
+            r = UTG_ERR_CONFIG;
+            goto done;
+        }
+        total -= est[9 * best + cur[best]] - est[9 * best + cur[best] - 1];
+        cur[best]--;
+    }
+    for (i = 0; i < n; i++) if (plan[i].dtype == UTG_DT_Q) plan[i].bits = cur[i];
+    r = UTG_OK;
+done:
+    if (r == UTG_ERR_NOMEM) utg__msgf(&m->msg, "out of memory planning the budget");
+    utg__free(&m->alloc, err);
+    utg__free(&m->alloc, est);
+    utg__free(&m->alloc, cur);
+    utg__free(&m->alloc, host);
+    utg__free(&m->alloc, deq);
+    utg__free(&m->alloc, q);
+    utg__free(&m->alloc, sc);
+    utg__free(&m->alloc, Hd);
+    return r;
+}
+
+UTGDEF utg_result utg_model_load_artifact(utg_model *m, const utg_artifact *a) {
+    float *host = NULL;
+    int i, k, kp;
+    utg_result r;
+    if (!m || !a) return UTG_ERR_INVALID;
+    for (i = 0; i < UTG__N_ART_KNOBS; i++) {
+        char key[96], have[1024], want[1024];
+        utg_config one;
+        const utg_artifact_kv *kv;
+        k = utg_config_find_knob(utg__artifact_knobs[i]);
+        utg__art_key(key, sizeof key, k);
+        kp = utg_artifact_find_kv(a, key);
+        memset(&one, 0, sizeof one);
+        if (kp >= 0) {
+            kv = &a->kv[kp];
+            switch (utg__knobs[k].info.kind) {
+            case UTG_KNOB_INT: case UTG_KNOB_BOOL: if (kv->type != UTG_KV_I32) goto badtype; *(int *)utg__knob_ptr(&one, k) = (int)kv->i; break;
+            case UTG_KNOB_REAL: if (kv->type != UTG_KV_F64) goto badtype; *(double *)utg__knob_ptr(&one, k) = kv->f; break;
+            case UTG_KNOB_STR: if (kv->type != UTG_KV_STR) goto badtype; *(const char **)utg__knob_ptr(&one, k) = kv->str; break;
+            }
+        }
+        one = utg_config_resolve(&one);
+        utg_config_format(&one, k, have, sizeof have);
+        utg_config_format(&m->cfg, k, want, sizeof want);
+        if (strcmp(have, want)) {
+            utg__msgf(&m->msg, "artifact was made with %s=%s, this model has %s=%s", utg__artifact_knobs[i], have, utg__artifact_knobs[i], want);
+            return UTG_ERR_MISMATCH;
+        }
+        continue;
+    badtype:
+        utg__msgf(&m->msg, "artifact META %s has the wrong type", key);
+        return UTG_ERR_FORMAT;
+    }
+    if (a->n_tensors != m->n_tensors) { utg__msgf(&m->msg, "artifact holds %d tensors, the model %d", a->n_tensors, m->n_tensors); return UTG_ERR_MISMATCH; }
+    kp = utg_artifact_find_kv(a, "utg.plan.phase");
+    if (kp >= 0 && (a->kv[kp].type != UTG_KV_U32 || a->kv[kp].u >= (uint64_t)m->n_plans)) { utg__msgf(&m->msg, "artifact plan phase is out of range"); return UTG_ERR_FORMAT; }
+    host = (float *)utg__alloc(&m->alloc, sizeof(float) * m->arena_floats);
+    if (!host) { utg__msgf(&m->msg, "out of memory"); return UTG_ERR_NOMEM; }
+    memset(host, 0, sizeof(float) * m->arena_floats);
+    for (i = 0; i < m->n_tensors; i++) {
+        const utg_tensor_info *t = &m->tensors[i];
+        int j = utg_artifact_find_tensor(a, t->name);
+        size_t e;
+        if (j < 0) { utg__msgf(&m->msg, "artifact lacks tensor %s", t->name); r = UTG_ERR_MISMATCH; goto fail; }
+        if (a->tensors[j].ndim != t->ndim) { utg__msgf(&m->msg, "tensor %s has %d dims in the artifact, %d in the model", t->name, a->tensors[j].ndim, t->ndim); r = UTG_ERR_MISMATCH; goto fail; }
+        for (k = 0; k < t->ndim; k++)
+            if (a->tensors[j].dims[k] != t->shape[k]) { utg__msgf(&m->msg, "tensor %s: dimension %d is %lld in the artifact, %lld in the model", t->name, k, (long long)a->tensors[j].dims[k], (long long)t->shape[k]); r = UTG_ERR_MISMATCH; goto fail; }
+        if ((r = utg_artifact_tensor_floats(a, j, host + t->offset, t->numel)) != UTG_OK) goto fail;
+        for (e = 0; e < t->numel; e++)
+            if (!isfinite(host[t->offset + e])) { utg__msgf(&m->msg, "tensor %s: element %zu is not finite", t->name, e); r = UTG_ERR_FORMAT; goto fail; }
+    }
+    if ((r = utg_model_set(m, 0, -1, host, m->arena_floats)) != UTG_OK) goto fail;
+    if (kp >= 0 && (r = utg_model_set_phase(m, (int)a->kv[kp].u, 0)) != UTG_OK) goto fail;
+    r = UTG_OK;
+fail:
+    utg__free(&m->alloc, host);
+    return r;
+}
+
+/* ---- quantization-aware training ---- */
+
+struct utg_qat {
+    utg_model *m;
+    int noisy, n, active;
+    int *idx, *bits;
+    utg_clip_mode *clip;
+    double *param;
+    float *master, *work;
+    int8_t *sym;   /* STE scratch: symbols and row scales of the largest tensor */
+    uint16_t *s16;
+    size_t total;
+};
+
+UTGDEF int utg_qat_wanted(const utg_config *cfg, int step, double lr_scale) {
+    if (!cfg || !cfg->qat || !strcmp(cfg->qat, "none")) return 0;
+    if (cfg->late_qat_threshold > 0.0) return lr_scale < cfg->late_qat_threshold;
+    return step >= cfg->qat_start_step;
+}
+
+UTGDEF utg_result utg_qat_create(utg_model *m, utg_qat **out) {
+    utg_qat *q;
+    utg_tensor_quant *plan;
+    int i, n = 0;
+    size_t maxn = 0, maxr = 0;
+    if (!m || !out) return UTG_ERR_INVALID;
+    *out = NULL;
+    plan = (utg_tensor_quant *)utg__alloc(&m->alloc, sizeof *plan * (size_t)m->n_tensors);
+    q = (utg_qat *)utg__alloc(&m->alloc, sizeof *q);
+    if (!plan || !q) { utg__free(&m->alloc, plan); utg__free(&m->alloc, q); return UTG_ERR_NOMEM; }
+    memset(q, 0, sizeof *q);
+    q->m = m;
+    q->noisy = m->cfg.qat && !strcmp(m->cfg.qat, "noisy");
+    utg_model_quant_plan(m, NULL, plan, m->n_tensors);
+    for (i = 0; i < m->n_tensors; i++)
+        if (plan[i].dtype == UTG_DT_Q) {
+            n++;
+            q->total += m->tensors[i].numel;
+            if (m->tensors[i].numel > maxn) maxn = m->tensors[i].numel;
+            if ((size_t)m->tensors[i].shape[0] > maxr) maxr = (size_t)m->tensors[i].shape[0];
+        }
+    q->sym = (int8_t *)utg__alloc(&m->alloc, maxn ? maxn : 1);
+    q->s16 = (uint16_t *)utg__alloc(&m->alloc, sizeof(uint16_t) * (maxr ? maxr : 1));
+    q->idx = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)(n ? n : 1));
+    q->bits = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)(n ? n : 1));
+    q->clip = (utg_clip_mode *)utg__alloc(&m->alloc, sizeof(utg_clip_mode) * (size_t)(n ? n : 1));
+    q->param = (double *)utg__alloc(&m->alloc, sizeof(double) * (size_t)(n ? n : 1));
+    q->master = (float *)utg__alloc(&m->alloc, sizeof(float) * (q->total ? q->total : 1));
+    q->work = (float *)utg__alloc(&m->alloc, sizeof(float) * (q->total ? q->total : 1));
+    if (!q->idx || !q->bits || !q->clip || !q->param || !q->master || !q->work || !q->sym || !q->s16) { utg__free(&m->alloc, plan); utg_qat_destroy(q); return UTG_ERR_NOMEM; }
+    for (i = 0; i < m->n_tensors; i++) {
+        if (plan[i].dtype != UTG_DT_Q) continue;
+        q->idx[q->n] = i;
+        q->bits[q->n] = m->cfg.qat_bits > 0 ? m->cfg.qat_bits : plan[i].bits;
+        /* the records' STE rounds with the row max; SDClip keeps its k */
+        q->clip[q->n] = plan[i].clip == UTG_CLIP_SDCLIP ? UTG_CLIP_SDCLIP : UTG_CLIP_MAX;
+        q->param[q->n] = plan[i].param;
+        q->n++;
+    }
+    utg__free(&m->alloc, plan);
+    *out = q;
+    return UTG_OK;
+}
+
+UTGDEF void utg_qat_destroy(utg_qat *q) {
+    utg_model *m;
+    if (!q) return;
+    m = q->m;
+    utg__free(&m->alloc, q->idx);
+    utg__free(&m->alloc, q->bits);
+    utg__free(&m->alloc, q->clip);
+    utg__free(&m->alloc, q->param);
+    utg__free(&m->alloc, q->master);
+    utg__free(&m->alloc, q->work);
+    utg__free(&m->alloc, q->sym);
+    utg__free(&m->alloc, q->s16);
+    utg__free(&m->alloc, q);
+}
+
+UTGDEF void utg_qat_begin(utg_qat *q, int step) {
+    utg_model *m;
+    size_t off = 0;
+    int i;
+    if (!q || q->active) return;
+    m = q->m;
+    for (i = 0; i < q->n; i++) {
+        const utg_tensor_info *t = &m->tensors[q->idx[i]];
+        float *w = q->master + off, *o = q->work + off;
+        int rows = (int)t->shape[0], cols = (int)t->shape[1], rr, c, r = (1 << (q->bits[i] - 1)) - 1;
+        m->be->download(m->be, w, m->params + t->offset, sizeof(float) * t->numel);
+        if (q->noisy) {
+            utg__rng rng;
+            utg__rng_seed(&rng, ((uint64_t)(uint32_t)m->cfg.seed << 32) ^ ((uint64_t)(uint32_t)step * 0x9e3779b97f4a7c15ull) ^ (uint64_t)q->idx[i]);
+            for (rr = 0; rr < rows; rr++) {
+                const float *wr = w + (size_t)rr * cols;
+                float mx = 0.0f, stepsz;
+                for (c = 0; c < cols; c++) mx = fabsf(wr[c]) > mx ? fabsf(wr[c]) : mx;
+                stepsz = mx / (float)r;
+                for (c = 0; c < cols; c++) o[(size_t)rr * cols + c] = wr[c] + (float)(utg__rng_uniform(&rng) - 0.5) * stepsz;
+            }
+        } else {
+            /* fake-quant: round per row with the tensor's scale, then back to floats */
+            utg_quant_spec spec;
+            spec.bits = q->bits[i];
+            spec.clip = q->clip[i];
+            spec.param = q->param[i];
+            if (utg_quantize_rows(w, rows, cols, &spec, q->sym, q->s16, NULL, NULL) != UTG_OK) memcpy(o, w, sizeof(float) * t->numel);
+            else utg_dequantize_rows(q->sym, q->s16, rows, cols, o);
+        }
+        m->be->upload(m->be, m->params + t->offset, o, sizeof(float) * t->numel);
+        off += t->numel;
+    }
+    q->active = 1;
+}
+
+UTGDEF void utg_qat_end(utg_qat *q) {
+    utg_model *m;
+    size_t off = 0;
+    int i;
+    if (!q || !q->active) return;
+    m = q->m;
+    for (i = 0; i < q->n; i++) {
+        const utg_tensor_info *t = &m->tensors[q->idx[i]];
+        m->be->upload(m->be, m->params + t->offset, q->master + off, sizeof(float) * t->numel);
+        off += t->numel;
+    }
+    q->active = 0;
 }
 
 /* ------------------------------------------------------------------------------------------------
