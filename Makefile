@@ -13,7 +13,7 @@ PYTHON  ?= /usr/bin/python3
 HDR     := utgolf.h
 TESTS   := $(BUILD)/test_ops $(BUILD)/test_ops_portable $(BUILD)/test_model $(BUILD)/test_io \
            $(BUILD)/test_optim $(BUILD)/test_tokenizer $(BUILD)/test_loader $(BUILD)/test_plan $(BUILD)/test_quant $(BUILD)/test_artifact
-TOOLS   := $(BUILD)/utg-grad $(BUILD)/utg-shards
+TOOLS   := $(BUILD)/utg-grad $(BUILD)/utg-shards $(BUILD)/mk_artifact
 PROGS   := $(TESTS) $(TOOLS) $(BUILD)/minimal $(BUILD)/train $(BUILD)/bench_step \
            $(BUILD)/bench_depth
 # the default run (make run): its knobs live in one file
@@ -34,6 +34,8 @@ $(BUILD)/test_ops_portable: tests/test_ops.c $(HDR) tests/test.h tests/gradcheck
 $(BUILD)/utg-grad: tools/utg-grad.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 $(BUILD)/utg-shards: tools/utg-shards.c $(HDR) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+$(BUILD)/mk_artifact: tests/mk_artifact.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 $(BUILD)/train: examples/train.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
