@@ -45,6 +45,7 @@ suite "ops again, portable C paths (UTG_NO_VECTOR_EXT)" "$BUILD/test_ops_portabl
 suite "model: config, arena, whole-model gradients" "$BUILD/test_model"
 suite "depth plans: recipes, schedules, gradients through recurrence" "$BUILD/test_plan"
 suite "quantizers: fp16, per-row intN, percentile, SDClip, GPTQ-lite" "$BUILD/test_quant"
+suite "artifact: UTGA round trip, export and load, Hessians, GPTQ, QAT, budget" "$BUILD/test_artifact"
 suite "io: safetensors and shards" "$BUILD/test_io"
 suite "cli: utg-grad and the vendoring example" sh tests/test_cli.sh "$BUILD"
 suite "utg-shards: text and ids to shards" sh tests/test_shards_tool.sh "$BUILD"
