@@ -1106,6 +1106,11 @@ UTGDEF int utg_hessians_batches(const utg_hessians *h);
 UTGDEF int utg_hessians_get(const utg_hessians *h, int index, double *H, size_t n);
 /* Columns of the H of tensor `index` (0: none). */
 UTGDEF int utg_hessians_cols(const utg_hessians *h, int index);
+/* Self-generated calibration text (PR #1019): n_seqs sequences of len tokens, the first uniform at
+   random, each next one drawn from softmax(softcapped logits / temperature) of its prefix, which is
+   run again through the model at every position (no KV cache: len forwards of growing length).
+   Seeded: the same seed gives the same text. n_seqs * len must fit the reserved batch. */
+UTGDEF utg_result utg_model_generate(utg_model *m, int n_seqs, int len, double temperature, uint64_t seed, int32_t *out);
 
 /* How one model tensor is stored. utg_model_quant_plan fills these from the config: matrices of
    more than QUANT_PASSTHROUGH_NUMEL elements are quantized per row with MATRIX_BITS / ATTN_BITS /
@@ -7385,6 +7390,46 @@ UTGDEF int utg_hessians_get(const utg_hessians *h, int index, double *H, size_t 
     h->m->be->download(h->m->be, h->host, h->H[s], sizeof(float) * cc);
     for (i = 0; i < cc; i++) H[i] = (double)h->host[i] / (double)h->batches;
     return 1;
+}
+
+UTGDEF utg_result utg_model_generate(utg_model *m, int n_seqs, int len, double temperature, uint64_t seed, int32_t *out) {
+    utg__rng rng;
+    float *row;
+    double *p;
+    int s, t, v, V;
+    utg_result r = UTG_OK;
+    if (!m || !out || n_seqs < 1 || len < 1 || !(temperature > 0.0)) return UTG_ERR_INVALID;
+    V = m->V;
+    row = (float *)utg__alloc(&m->alloc, sizeof(float) * (size_t)V);
+    p = (double *)utg__alloc(&m->alloc, sizeof(double) * (size_t)V);
+    if (!row || !p) { utg__free(&m->alloc, row); utg__free(&m->alloc, p); return UTG_ERR_NOMEM; }
+    utg__rng_seed(&rng, seed);
+    for (s = 0; s < n_seqs; s++) out[(size_t)s * len] = (int32_t)(utg__rng_next(&rng) % (uint64_t)V);
+    for (t = 1; t < len && r == UTG_OK; t++) {
+        double loss;
+        int32_t *pref = (int32_t *)utg__alloc(&m->alloc, sizeof(int32_t) * (size_t)n_seqs * (size_t)t);
+        if (!pref) { r = UTG_ERR_NOMEM; break; }
+        for (s = 0; s < n_seqs; s++) memcpy(pref + (size_t)s * t, out + (size_t)s * len, sizeof(int32_t) * (size_t)t);
+        r = utg_model_eval(m, pref, pref, n_seqs, t, NULL, &loss);
+        for (s = 0; s < n_seqs && r == UTG_OK; s++) {
+            double mx = -1e300, sum = 0.0, u;
+            m->be->download(m->be, row, m->logits + ((size_t)s * t + (size_t)(t - 1)) * (size_t)V, sizeof(float) * (size_t)V);
+            for (v = 0; v < V; v++) {
+                double z = row[v];
+                if (m->softcap > 0) z = m->softcap * tanh(z / m->softcap);
+                p[v] = z / temperature;
+                if (p[v] > mx) mx = p[v];
+            }
+            for (v = 0; v < V; v++) { p[v] = exp(p[v] - mx); sum += p[v]; }
+            u = utg__rng_uniform(&rng) * sum;
+            for (v = 0; v < V - 1 && u >= p[v]; v++) u -= p[v];
+            out[(size_t)s * len + t] = v;
+        }
+        utg__free(&m->alloc, pref);
+    }
+    utg__free(&m->alloc, row);
+    utg__free(&m->alloc, p);
+    return r;
 }
 
 /* ---- the quantization plan ---- */

@@ -333,13 +333,203 @@ static utg_result evaluate(utg_model *m, const utg_tokenizer *tk, evaluator *ev,
 /* ---------------------------------------------------------------------------------------------- */
 /* command line */
 
+/* ---------------------------------------------------------------------------------------------- */
+/* the artifact: calibrate -> quantize -> write -> reload -> evaluate, and the byte budget */
+
+/* The code bytes a submission counts: each file raw, and the whole brotli-compressed then base85
+   encoded, as the records' self-extracting wrappers ship it (5 characters per 4 bytes). */
+static int count_code(const char *files, size_t *raw, size_t *wrapped, char *names, size_t names_n) {
+    char list[1024], *p, *save = NULL;
+    unsigned char *all = NULL;
+    size_t n_all = 0;
+    utg_codec br = utg_codec_brotli();
+    *raw = *wrapped = 0;
+    names[0] = 0;
+    snprintf(list, sizeof list, "%s", files);
+    for (p = strtok_r(list, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        void *b;
+        size_t n;
+        utg_msg msg;
+        unsigned char *grown;
+        if (utg_read_file(p, (size_t)1 << 30, &b, &n, &msg) != UTG_OK) { errf_("code bytes: %s (set --code)", msg.text); free(all); return -1; }
+        grown = (unsigned char *)realloc(all, n_all + n + 1);
+        if (!grown) { free(b); free(all); return -1; }
+        all = grown;
+        memcpy(all + n_all, b, n);
+        n_all += n;
+        free(b);
+        snprintf(names + strlen(names), names_n - strlen(names), "%s%s", names[0] ? ", " : "", p);
+    }
+    *raw = n_all;
+    {
+        size_t cap = br.max_packed(n_all, NULL), got = cap;
+        unsigned char *out = (unsigned char *)malloc(cap ? cap : 1);
+        if (!out || br.compress(all, n_all, out, &got, NULL) != UTG_OK) { free(out); free(all); return -1; }
+        *wrapped = (got + 3) / 4 * 5;
+        free(out);
+    }
+    free(all);
+    return 0;
+}
+
+/* Hessians from GPTQ_CALIBRATION_BATCHES sequences of training data, self-generated text or
+   uniform random tokens. */
+static utg_hessians *calibrate(utg_model *m, utg_loader *loader, int micro_seqs, int32_t *bx, int32_t *by) {
+    const utg_config *cfg = utg_model_config(m);
+    utg_hessians *h = NULL;
+    utg_msg msg;
+    int T = cfg->train_seq_len, done = 0, b, s, t;
+    double t0 = now_ms(), loss;
+    uint64_t rs = 0x5eed0000u + (uint64_t)UTG__OFF0(cfg->seed);
+    int32_t *gen = NULL;
+    if (utg_hessians_create(m, &h) != UTG_OK) { errf_("gptq: %s", utg_model_message(m)); return NULL; }
+    if (!strcmp(cfg->gptq_calibration, "self")) {
+        gen = (int32_t *)malloc(sizeof(int32_t) * (size_t)micro_seqs * (size_t)(T + 1));
+        if (!gen) { utg_hessians_destroy(h); return NULL; }
+    }
+    for (b = 0; done < cfg->gptq_calibration_batches; b++) {
+        int n = cfg->gptq_calibration_batches - done < micro_seqs ? cfg->gptq_calibration_batches - done : micro_seqs;
+        if (!strcmp(cfg->gptq_calibration, "train")) {
+            if (utg_loader_next(loader, bx, by, n, &msg) != UTG_OK) { errf_("gptq calibration: %s", msg.text); goto fail; }
+        } else if (!strcmp(cfg->gptq_calibration, "self")) {
+            if (utg_model_generate(m, n, T + 1, cfg->gptq_selfgen_temperature, rs + (uint64_t)b, gen) != UTG_OK) { errf_("gptq: %s", utg_model_message(m)); goto fail; }
+            for (s = 0; s < n; s++)
+                for (t = 0; t < T; t++) { bx[s * T + t] = gen[s * (T + 1) + t]; by[s * T + t] = gen[s * (T + 1) + t + 1]; }
+        } else {
+            uint64_t x = rs + (uint64_t)b * 0x9e3779b97f4a7c15ull;
+            for (s = 0; s < n * (T + 1); s++) {
+                int v;
+                x = x * 6364136223846793005ull + 1442695040888963407ull;
+                v = (int)((x >> 33) % (uint64_t)cfg->vocab_size);
+                if (s % (T + 1) < T) bx[(s / (T + 1)) * T + s % (T + 1)] = v;
+                if (s % (T + 1) > 0) by[(s / (T + 1)) * T + s % (T + 1) - 1] = v;
+            }
+        }
+        if (utg_model_forward(m, bx, by, n, &loss) != UTG_OK || utg_hessians_accumulate(h) != UTG_OK) { errf_("gptq: %s", utg_model_message(m)); goto fail; }
+        done += n;
+    }
+    logf_("gptq:calibration source:%s sequences:%d forwards:%d time:%.0fms", cfg->gptq_calibration, done, b, now_ms() - t0);
+    free(gen);
+    return h;
+fail:
+    free(gen);
+    utg_hessians_destroy(h);
+    return NULL;
+}
+
+static void describe_bits(utg_model *m, const utg_tensor_quant *plan, char *buf, size_t n) {
+    static const char *groups[] = {"embed", "attn", "mlp", "other"};
+    int g, i;
+    buf[0] = 0;
+    for (g = 0; g < 4; g++) {
+        double bits = 0, numel = 0;
+        int lo = 9, hi = 0;
+        for (i = 0; i < utg_model_tensor_count(m); i++) {
+            const utg_tensor_info *t = utg_model_tensor(m, i);
+            int gi = t->role == UTG_ROLE_EMBED || t->role == UTG_ROLE_HEAD ? 0 : strstr(t->name, "attn") ? 1 : strstr(t->name, "mlp") ? 2 : 3;
+            if (plan[i].dtype != UTG_DT_Q || gi != g) continue;
+            bits += plan[i].bits * (double)t->numel;
+            numel += (double)t->numel;
+            if (plan[i].bits < lo) lo = plan[i].bits;
+            if (plan[i].bits > hi) hi = plan[i].bits;
+        }
+        if (numel > 0)
+            snprintf(buf + strlen(buf), n - strlen(buf), "%s%s:%.2f(%d..%d)", buf[0] ? " " : "", groups[g], bits / numel, lo, hi);
+    }
+}
+
+static int finish_artifact(utg_model *m, utg_loader *loader, int micro_seqs, int32_t *bx, int32_t *by, const utg_tokenizer *tok,
+                           evaluator *ev, double pre_loss, double pre_bpb, const char *path, const char *code_files, FILE *metrics) {
+    const utg_config *cfg = utg_model_config(m);
+    utg_hessians *h = NULL;
+    utg_tensor_quant *plan = NULL;
+    utg_export_report rep;
+    utg_codec codec = strcmp(cfg->compressor, "stored") ? utg_codec_brotli() : utg_codec_stored();
+    utg_artifact *a = NULL;
+    utg_model *m2 = NULL;
+    utg_msg msg;
+    void *bytes = NULL, *back = NULL;
+    size_t size = 0, back_n = 0, code_raw = 0, code_wrapped = 0;
+    int n = utg_model_tensor_count(m), rc = -1, round;
+    double tq, q_loss = 0, q_bpb = 0;
+    char names[1024], bits[256], prov[1024];
+    if (count_code(code_files, &code_raw, &code_wrapped, names, sizeof names) != 0) return -1;
+    tq = now_ms();
+    if ((cfg->gptq_enabled > 0 || cfg->budget_mode > 0) && !(h = calibrate(m, loader, micro_seqs, bx, by))) return -1;
+    plan = (utg_tensor_quant *)calloc((size_t)n, sizeof *plan);
+    if (!plan) goto out;
+    utg_model_quant_plan(m, h, plan, n);
+    snprintf(prov, sizeof prov, "tool=utgolf %s train\nrun_id=%s\nseed=%d\nsteps_val_bpb=%.6f\nquant_clip=%s\ngptq=%d\ncodec=%s\n",
+             utg_version(), cfg->run_id ? cfg->run_id : "", UTG__OFF0(cfg->seed), pre_bpb, cfg->quant_clip, cfg->gptq_enabled > 0, codec.name);
+    if (cfg->budget_mode > 0) { /* bit widths chosen to fit: start everything at 8 bits, lower where it costs least */
+        double target = (double)cfg->artifact_budget_bytes - (double)code_wrapped - 0.001 * cfg->artifact_budget_bytes, ratio;
+        int i;
+        for (i = 0; i < n; i++) if (plan[i].dtype == UTG_DT_Q) plan[i].bits = 8;
+        if (utg_model_export(m, h, &codec, prov, plan, &bytes, &size, &rep) != UTG_OK) { errf_("artifact: %s", utg_model_message(m)); goto out; }
+        if ((double)rep.artifact_bytes <= target) logf_("budget_mode: everything at 8 bits fits the target of %.0f bytes (%zu)", target, rep.artifact_bytes);
+        for (round = 1; round <= 4 && (double)rep.artifact_bytes > target; round++) {
+            /* the codec's bytes per estimated byte (order-0 entropy of the symbols + scales + floats), measured */
+            ratio = (double)rep.artifact_bytes / (rep.entropy_bytes + (double)rep.scale_bytes + (double)rep.float_bytes);
+            for (i = 0; i < n; i++) if (plan[i].dtype == UTG_DT_Q) plan[i].bits = 8;
+            if (utg_model_budget_plan(m, h, plan, n, cfg->budget_min_bits, target, ratio) != UTG_OK) { errf_("budget_mode: %s", utg_model_message(m)); goto out; }
+            utg_model_free_bytes(m, bytes);
+            bytes = NULL;
+            if (utg_model_export(m, h, &codec, prov, plan, &bytes, &size, &rep) != UTG_OK) { errf_("artifact: %s", utg_model_message(m)); goto out; }
+            describe_bits(m, plan, bits, sizeof bits);
+            logf_("budget_mode: round %d target:%.0f bytes (codec ratio %.3f) -> artifact:%zu bytes, bits %s", round, target, ratio, rep.artifact_bytes, bits);
+            if ((double)rep.artifact_bytes > target) target -= (double)rep.artifact_bytes - target + 1000.0;
+        }
+        if ((double)rep.artifact_bytes + (double)code_wrapped > (double)cfg->artifact_budget_bytes) { errf_("budget_mode: could not fit %d bytes", cfg->artifact_budget_bytes); goto out; }
+    } else if (utg_model_export(m, h, &codec, prov, plan, &bytes, &size, &rep) != UTG_OK) { errf_("artifact: %s", utg_model_message(m)); goto out; }
+    if (utg_write_file(path, bytes, size, &msg) != UTG_OK) { errf_("artifact: %s", msg.text); goto out; }
+    describe_bits(m, plan, bits, sizeof bits);
+    logf_("quant: clip:%s gptq:%d bits %s; %d tensors quantized, %d kept float; weighted relative error %.3g; %.1fs",
+          cfg->quant_clip, cfg->gptq_enabled > 0, bits, rep.n_quantized, rep.n_float, rep.weighted_err, (now_ms() - tq) / 1000.0);
+    logf_("artifact: %s %zu bytes (%s; payload %zu: symbols %zu, order-0 entropy %.0f, scales %zu, floats %zu)", path, rep.artifact_bytes,
+          codec.name, rep.raw_bytes, rep.symbol_bytes, rep.entropy_bytes, rep.scale_bytes, rep.float_bytes);
+    logf_("budget: artifact %zu + code %zu (%s: %zu raw, brotli+base85) = %zu of %d bytes, headroom %lld%s", rep.artifact_bytes, code_wrapped, names,
+          code_raw, rep.artifact_bytes + code_wrapped, cfg->artifact_budget_bytes,
+          (long long)cfg->artifact_budget_bytes - (long long)(rep.artifact_bytes + code_wrapped),
+          rep.artifact_bytes + code_wrapped > (size_t)cfg->artifact_budget_bytes ? "  OVER BUDGET" : "");
+    /* reload what was written, into a model built from the artifact alone, and evaluate it */
+    if (utg_read_file(path, (size_t)1 << 32, &back, &back_n, &msg) != UTG_OK) { errf_("artifact: %s", msg.text); goto out; }
+    if (utg_artifact_parse(back, back_n, NULL, NULL, &a, &msg) != UTG_OK) { errf_("artifact reload: %s", msg.text); goto out; }
+    {
+        utg_model_desc d;
+        memset(&d, 0, sizeof d);
+        if (utg_artifact_config(a, &d.config, &msg) != UTG_OK) { errf_("artifact config: %s", msg.text); goto out; }
+        if (utg_model_create(&d, &m2) != UTG_OK || utg_model_load_artifact(m2, a) != UTG_OK || utg_model_reserve(m2, micro_seqs) != UTG_OK) {
+            errf_("artifact reload: %s", utg_model_message(m2));
+            goto out;
+        }
+    }
+    if (evaluate(m2, tok, ev, &q_loss, &q_bpb, &msg) != UTG_OK) { errf_("%s", msg.text); goto out; }
+    logf_("final_quant val_loss:%.4f val_bpb:%.4f pre_quant_val_bpb:%.4f gap:%+.4f artifact:%zu bytes total:%zu", q_loss, q_bpb, pre_bpb,
+          q_bpb - pre_bpb, rep.artifact_bytes, rep.artifact_bytes + code_wrapped);
+    logf_("final_quant_exact val_loss:%.8f val_bpb:%.8f", q_loss, q_bpb);
+    if (metrics)
+        fprintf(metrics, "{\"final_quant_val_loss\":%.6f,\"final_quant_val_bpb\":%.6f,\"pre_quant_val_bpb\":%.6f,\"artifact_bytes\":%zu,\"code_bytes\":%zu}\n",
+                q_loss, q_bpb, pre_bpb, rep.artifact_bytes, code_wrapped);
+    (void)pre_loss;
+    rc = 0;
+out:
+    utg_model_destroy(m2);
+    utg_artifact_free(a);
+    free(back);
+    if (bytes) utg_model_free_bytes(m, bytes);
+    free(plan);
+    utg_hessians_destroy(h);
+    return rc;
+}
+
 static void usage(FILE *f) {
     int i;
     fprintf(f,
             "usage: train [options] [KEY=VALUE ...]\n"
             "\n"
             "Trains a utgolf model as Parameter Golf's train_gpt.py does: Muon + Adam, warmdown under a\n"
-            "wallclock cap, val_loss and val_bpb on the validation shards, then writes the weights.\n"
+            "wallclock cap, val_loss and val_bpb on the validation shards, then quantizes the weights into a\n"
+            "UTGA artifact, reloads it and evaluates it again (the score Parameter Golf counts).\n"
             "\n"
             "options:\n"
             "  --config FILE          KEY=VALUE lines (# comments), applied before the environment;\n"
@@ -350,6 +540,9 @@ static void usage(FILE *f) {
             "  --checkpoint-every N   also write the checkpoint every N steps (default: at the end)\n"
             "  --no-progress          no progress bar even on a terminal\n"
             "  --max-steps N          stop after N steps of this invocation (for tests and resumes)\n"
+            "  --code FILES           the code a submission counts in its 16,000,000 bytes, comma-separated\n"
+            "                         (default utgolf.h,examples/train.c; counted brotli + base85 compressed)\n"
+            "  --no-artifact          skip the quantized artifact and its round-trip evaluation\n"
             "  --help                 this text\n"
             "\n"
             "Knobs come from defaults < --config < environment < arguments. An argument is KEY=VALUE,\n"
@@ -379,7 +572,7 @@ static int ends_with(const char *s, const char *suffix) {
 /* ---------------------------------------------------------------------------------------------- */
 
 typedef struct run_files {
-    char dir[2048], log[2304], metrics[2304], svg[2304], ckpt[2304], weights[2304];
+    char dir[2048], log[2304], metrics[2304], svg[2304], ckpt[2304], weights[2304], artifact[2304];
 } run_files;
 
 static utg_result save_checkpoint(utg_model *m, utg_optim *o, utg_loader *ld, const utg_train_state *ts, const char *path) {
@@ -406,7 +599,9 @@ int main(int argc, char **argv) {
     utg_msg msg;
     utg_train_state ts;
     const utg_config *cfg;
-    const char *config_paths[8], *resume_path = NULL, *out_dir = NULL;
+    const char *config_paths[8], *resume_path = NULL, *out_dir = NULL, *code_files = "utgolf.h,examples/train.c";
+    int no_artifact = 0, qat_on = 0;
+    utg_qat *qat = NULL;
     int n_configs = 0, ci;
     char *config_texts[8] = {0}, train_glob[2048], val_glob[2048], run_id[128];
     int32_t *val_tokens = NULL, *bx = NULL, *by = NULL;
@@ -436,8 +631,9 @@ int main(int argc, char **argv) {
         const char *o = argv[a], *v = a + 1 < argc ? argv[a + 1] : NULL;
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) { usage(stdout); return 0; }
         if (!strcmp(o, "--no-progress")) { progress_on = 0; continue; }
+        if (!strcmp(o, "--no-artifact")) { no_artifact = 1; continue; }
         if (!strcmp(o, "--config") || !strcmp(o, "--out") || !strcmp(o, "--resume") || !strcmp(o, "--checkpoint-every") ||
-            !strcmp(o, "--max-steps")) {
+            !strcmp(o, "--max-steps") || !strcmp(o, "--code")) {
             if (!v) { fprintf(stderr, "train: %s needs a value\n", o); return 2; }
             if (!strcmp(o, "--config")) {
                 if (n_configs == 8) { fprintf(stderr, "train: at most 8 --config files\n"); return 2; }
@@ -445,6 +641,7 @@ int main(int argc, char **argv) {
             }
             else if (!strcmp(o, "--out")) out_dir = v;
             else if (!strcmp(o, "--resume")) resume_path = v;
+            else if (!strcmp(o, "--code")) code_files = v;
             else {
                 char *end;
                 long n = strtol(v, &end, 10);
@@ -472,9 +669,9 @@ int main(int argc, char **argv) {
     for (a = 1; a < argc; a++) {
         const char *o = argv[a], *eq;
         char key[128];
-        if (!strcmp(o, "--no-progress")) continue;
+        if (!strcmp(o, "--no-progress") || !strcmp(o, "--no-artifact")) continue;
         if (!strcmp(o, "--config") || !strcmp(o, "--out") || !strcmp(o, "--resume") || !strcmp(o, "--checkpoint-every") ||
-            !strcmp(o, "--max-steps")) { a++; continue; }
+            !strcmp(o, "--max-steps") || !strcmp(o, "--code")) { a++; continue; }
         while (*o == '-') o++;
         eq = strchr(o, '=');
         if (eq) {
@@ -510,6 +707,7 @@ int main(int argc, char **argv) {
     snprintf(rf.svg, sizeof rf.svg, "%s/loss.svg", rf.dir);
     snprintf(rf.ckpt, sizeof rf.ckpt, "%s/checkpoint.utgc", rf.dir);
     snprintf(rf.weights, sizeof rf.weights, "%s/model.safetensors", rf.dir);
+    snprintf(rf.artifact, sizeof rf.artifact, "%s/final_model.utga", rf.dir);
     g_log = fopen(rf.log, "a"); /* appended: a failed start never wipes an earlier run's log */
     if (!g_log) { fprintf(stderr, "train: cannot write in '%s'\n", rf.dir); goto done; }
 
@@ -566,6 +764,7 @@ int main(int argc, char **argv) {
     /* model, optimizer, loader */
     if (utg_model_create(&desc, &m) != UTG_OK) { errf_("model: %s", utg_model_message(m)); goto done; }
     if (utg_optim_create(m, &opt) != UTG_OK) { errf_("optimizer: %s", utg_model_message(m)); goto done; }
+    if (strcmp(cfg->qat, "none") && utg_qat_create(m, &qat) != UTG_OK) { errf_("QAT: %s", utg_model_message(m)); goto done; }
     accum = cfg->grad_accum_steps;
     micro_seqs = cfg->train_batch_tokens / accum / cfg->train_seq_len; /* train_gpt.py's integer divisions */
     if (micro_seqs < 1) {
@@ -714,6 +913,12 @@ int main(int argc, char **argv) {
             }
         }
         scale = utg_lr_scale_phase(cfg, step, elapsed, phase_step, phase_ms);
+        if (qat && !qat_on && utg_qat_wanted(cfg, step, scale)) { /* once on, QAT stays on */
+            qat_on = 1;
+            logf_("qat:%s active at step:%d lr_scale:%.4f train_time:%.0fms", cfg->qat, step, scale, elapsed);
+            fprintf(metrics, "{\"step\":%d,\"qat\":1}\n", step);
+        }
+        if (qat_on) utg_qat_begin(qat, step); /* forward and backward see the quantized weights */
         utg_model_zero_grads(m);
         for (mi = 0; mi < accum; mi++) {
             double l;
@@ -724,6 +929,7 @@ int main(int argc, char **argv) {
             }
             train_loss += l / accum;
         }
+        if (qat_on) utg_qat_end(qat); /* the optimizer updates the full-precision masters */
         if (utg_optim_step(opt, step, scale, &gnorm) != UTG_OK) { errf_("step %d: %s", step, utg_model_message(m)); goto done; }
         ts.step = ++step;
         utg_optim_average(opt, step, scale);
@@ -775,6 +981,8 @@ int main(int argc, char **argv) {
         logf_("final_exact val_loss:%.8f val_bpb:%.8f", val_loss, val_bpb);
         logf_("wrote %s, %s, %s, %s", rf.weights, rf.ckpt, rf.metrics, rf.svg);
     }
+    if (!no_artifact && finish_artifact(m, loader, micro_seqs, bx, by, &tok, &ev, val_loss, val_bpb, rf.artifact, code_files, metrics) != 0)
+        goto done;
     rc = 0;
 finish_picture: {
     char title[256];
@@ -797,6 +1005,7 @@ done:
     utg_dataset_close(val_ds);
     utg_tokenizer_free(&tok);
     utg_optim_destroy(opt);
+    utg_qat_destroy(qat);
     utg_model_destroy(m);
     free(val_tokens);
     free(bx);
