@@ -233,9 +233,61 @@ check "resumed after the switch: the phase comes back without a second switch" s
     "grep -q 'depth_plan:1)' '$T/b_recr.out' && ! grep -q 'active at step' '$T/b_recr.out'"
 check "resumed before the switch: the resumed run switches at step 20" grep -q '^depth_plan:1 active at step:20 ' "$T/b_rec2r.out"
 
+# ---- 7. the artifact: quantize, write, reload, evaluate; QAT; GPTQ; the budget -------------------
+art_ok() { rc_is a 0 && [ -s "$A/final_model.utga" ] &&
+    said a '^quant: clip:percentile gptq:0 ' &&
+    said a "^artifact: .*final_model\.utga $(wc -c <"$A/final_model.utga") bytes \(brotli" &&
+    said a '^budget: artifact [0-9]+ \+ code [0-9]+ \(utgolf\.h, examples/train\.c: [0-9]+ raw, brotli\+base85\) = [0-9]+ of 16000000 bytes, headroom [0-9]+$' &&
+    said a '^final_quant val_loss:[0-9.]+ val_bpb:[0-9.]+ pre_quant_val_bpb:[0-9.]+ gap:[-+][0-9.]+ artifact:[0-9]+ bytes total:[0-9]+$' &&
+    grep -q '"final_quant_val_bpb":' "$A/metrics.jsonl"; }
+check "every run ends with final_model.utga, its size, the budget and the post-quant val_bpb" art_ok
+check "two identical runs: byte-identical final_model.utga" cmp -s "$A/final_model.utga" "$T/a2/final_model.utga"
+check "one OpenMP thread: byte-identical final_model.utga" cmp -s "$A/final_model.utga" "$T/a1t/final_model.utga"
+Q="QUANT_PASSTHROUGH_NUMEL=1024 MATRIX_BITS=4 EMBED_BITS=6"
+# shellcheck disable=SC2086
+run q_ste $Q QAT=ste QAT_START_STEP=10
+# shellcheck disable=SC2086
+run q_plain $Q
+qat_on() { rc_is q_ste 0 && said q_ste '^qat:ste active at step:10 ' && [ "$(grep -c '"qat":1' "$T/q_ste/metrics.jsonl")" = 1 ] &&
+    [ "$(log_losses "$T/q_ste/train.log" | awk '$1 <= 10')" = "$(log_losses "$T/q_plain/train.log" | awk '$1 <= 10')" ] &&
+    [ "$(log_losses "$T/q_ste/train.log" | awk '$1 == 11')" != "$(log_losses "$T/q_plain/train.log" | awk '$1 == 11')" ]; }
+check "QAT=ste from step 10: logged, in metrics.jsonl, losses equal before and different after" qat_on
+# shellcheck disable=SC2086
+run q_late $Q QAT=noisy LATE_QAT_THRESHOLD=0.5
+late_on() { rc_is q_late 0 && s=$(sed -n 's|^qat:noisy active at step:\([0-9]*\) lr_scale:\([0-9.]*\) .*|\1 \2|p' "$T/q_late.out") &&
+    [ -n "$s" ] && less_than "$(echo "$s" | cut -d' ' -f2)" 0.5 && less_than 19 "$(echo "$s" | cut -d' ' -f1)"; }
+check "late noisy QAT: switches on once the LR scale falls below 0.5 (in the warmdown)" late_on
+# shellcheck disable=SC2086
+run q_gptq $Q GPTQ_ENABLED=1 GPTQ_CALIBRATION_BATCHES=12
+# shellcheck disable=SC2086
+run q_self $Q GPTQ_ENABLED=1 GPTQ_CALIBRATION=self GPTQ_CALIBRATION_BATCHES=4
+q_gap() { sed -n 's|^final_quant .* gap:\([-+][0-9.]*\) .*|\1|p' "$T/$1.out" | tr -d +; }
+gptq_ok() { rc_is q_gptq 0 && said q_gptq '^gptq:calibration source:train sequences:12 forwards:2 ' &&
+    said q_gptq '^quant: clip:percentile gptq:1 bits embed:6.00\(6\.\.6\) attn:4.00\(4\.\.4\) mlp:4.00\(4\.\.4\)' &&
+    g=$(q_gap q_gptq) && p=$(q_gap q_plain) && less_than "$g" "$p"; }
+check "GPTQ at 4 bits: calibrated on 12 training sequences, post-quant gap $(q_gap q_gptq) below rounding's $(q_gap q_plain)" gptq_ok
+check "GPTQ on self-generated text: calibrated and evaluated" sh -c "[ \$(cat '$T/q_self.rc') = 0 ] && \
+    grep -q '^gptq:calibration source:self sequences:4 forwards:1 ' '$T/q_self.out' && grep -q '^final_quant ' '$T/q_self.out'"
+# a budget that 8 bits overshoots: code = run.env only, so the numbers are the artifact's
+cb=$(wc -c <data/austen/run.env)
+# shellcheck disable=SC2086
+run q_budget QUANT_PASSTHROUGH_NUMEL=1024 BUDGET_MODE=1 ARTIFACT_BUDGET_BYTES=70000 --code data/austen/run.env
+budget_ok() { rc_is q_budget 0 && said q_budget '^budget_mode: round 1 target:' &&
+    t=$(sed -n 's|^budget: artifact [0-9]* + code [0-9]* (.*) = \([0-9]*\) of 70000 bytes, headroom [0-9]*$|\1|p' "$T/q_budget.out") &&
+    [ -n "$t" ] && [ "$t" -le 70000 ] && ! said q_budget 'OVER BUDGET'; }
+check "BUDGET_MODE fits 70,000 bytes (artifact + code, $cb code bytes) by lowering bits" budget_ok
+# shellcheck disable=SC2086
+run q_over QUANT_PASSTHROUGH_NUMEL=1024 BUDGET_MODE=1 BUDGET_MIN_BITS=8 ARTIFACT_BUDGET_BYTES=70000 --code data/austen/run.env
+check "BUDGET_MODE that cannot fit: fails, saying so" fails_saying q_over "budget_mode: the budget of .* cannot be met"
+run q_bad QAT=soft
+check "QAT=soft: exit 2, the knob named" usage_error q_bad "QAT must be none, ste or noisy"
+run q_code --code "$T/missing.c"
+check "--code with a missing file: refused, naming it" fails_saying q_code "code bytes: .*missing\.c"
+
 # ---- every run -----------------------------------------------------------------------------------
 quiet_ok() { # runs that succeeded printed nothing on stderr (--no-progress); no run tripped a sanitizer
-    for r in a a2 a1t a_shuf a_ema b_seq b_seqr b_shuf b_shufr b_ema b_emar ev0 ev1 a_rec b_rec b_recr a_rec2 b_rec2 b_rec2r; do
+    for r in a a2 a1t a_shuf a_ema b_seq b_seqr b_shuf b_shufr b_ema b_emar ev0 ev1 a_rec b_rec b_recr a_rec2 b_rec2 b_rec2r \
+        q_ste q_plain q_late q_gptq q_self q_budget; do
         if [ ! -f "$T/$r.err" ] || [ -s "$T/$r.err" ]; then
             echo "   stderr of run $r:"
             head -n 5 "$T/$r.err"
