@@ -903,7 +903,8 @@ UTGDEF double utg_bpb_value(const utg_bpb *acc); /* (val_loss / ln 2) * tokens /
    bits N in 2..8, r = 2^(N-1) - 1, scale_r = max(clip_r / r, 1 / r), q = clamp(round(clamp(w,
    +-clip_r) / scale_r), -r, r) with round half to even, one symbol per int8; the scale is stored as
    fp16 and dequantization is w = q * scale (train_gpt.py's quantize_float_tensor, which computes q
-   with the fp32 scale). The clip of a row comes from one of:
+   with the fp32 scale). SDClip keeps its scale as computed (floor 1e-10, as PR #1394), since its
+   rows are often narrower than 1 / r. The clip of a row comes from one of:
    ------------------------------------------------------------------------------------------------ */
 
 typedef enum utg_clip_mode {
@@ -6143,11 +6144,13 @@ static double utg__quantile_sorted(const float *v, int n, double p) {
 }
 
 /* One row with a given clip: q, the fp16 scale; returns the squared reconstruction error. */
-static double utg__quant_row(const float *w, int cols, int r, float clip, int8_t *q, uint16_t *scale16) {
+/* floor: train_gpt.py's clamp_min(1/r) for the max and percentile clips; SDClip (PR #1394) only keeps
+   the scale above 1e-10 */
+static double utg__quant_row(const float *w, int cols, int r, float clip, float floor, int8_t *q, uint16_t *scale16) {
     float scale = clip / (float)r, s16;
     double err = 0.0;
     int c;
-    if (!(scale >= 1.0f / (float)r)) scale = 1.0f / (float)r; /* clamp_min(1/r) */
+    if (!(scale >= floor)) scale = floor;
     *scale16 = utg_f32_to_f16(scale);
     s16 = utg__f16_to_f32(*scale16);
     for (c = 0; c < cols; c++) {
@@ -6213,15 +6216,16 @@ UTGDEF utg_result utg_quantize_rows(const float *W, int rows, int cols, const ut
         double p = spec->clip == UTG_CLIP_SEARCH ? search[k] : spec->param, err = 0.0;
         for (i = 0; i < rows; i++) {
             const float *w = W + (size_t)i * cols;
-            err += utg__quant_row(w, cols, r, utg__row_clip(w, cols, mode, p, sorted), q + (size_t)i * cols, scales + i);
+            err += utg__quant_row(w, cols, r, utg__row_clip(w, cols, mode, p, sorted), mode == UTG_CLIP_SDCLIP ? 1e-10f : 1.0f / (float)r,
+                                  q + (size_t)i * cols, scales + i);
         }
         if (k == 0 || err < best_err) { best_err = err; best = k; }
     }
     if (n_try > 1 && best != n_try - 1) /* q holds the last candidate: redo the best one */
         for (i = 0; i < rows; i++) {
             const float *w = W + (size_t)i * cols;
-            utg__quant_row(w, cols, r, utg__row_clip(w, cols, UTG_CLIP_PERCENTILE, search[best], sorted), q + (size_t)i * cols,
-                           scales + i);
+            utg__quant_row(w, cols, r, utg__row_clip(w, cols, UTG_CLIP_PERCENTILE, search[best], sorted), 1.0f / (float)r,
+                           q + (size_t)i * cols, scales + i);
         }
     if (chosen) *chosen = spec->clip == UTG_CLIP_SEARCH ? search[best] : spec->param;
     utg__free(&none, sorted);

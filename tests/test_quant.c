@@ -123,6 +123,17 @@ static void test_percentile_and_sdclip(void) {
     CHECK(utg_quantize_rows(w, 1, C, &sd, q, &sc, NULL, &msg) == UTG_OK, "%s", msg.text);
     CHECK(fabs(utg_f16_to_f32(sc) - clip / 31) < 1e-3 * clip / 31, "SDClip scale %g, k*std/31 = %g", utg_f16_to_f32(sc), clip / 31);
     CHECK(q[17] == 31, "SDClip saturates the outlier at 31 (q %d)", q[17]);
+    /* a narrow row (std 0.01): SDClip's scale k*std/31 = 1e-3 stays (the max clip would floor it at 1/31) */
+    for (c = 0; c < C; c++) w[c] = (float)(0.01 * 1.7320508 * urand());
+    for (mean = 0, ss = 0, c = 0; c < C; c++) mean += w[c];
+    mean /= C;
+    for (c = 0; c < C; c++) ss += (w[c] - mean) * (w[c] - mean);
+    clip = 2.5 * sqrt(ss / (C - 1));
+    CHECK(utg_quantize_rows(w, 1, C, &sd, q, &sc, NULL, &msg) == UTG_OK && fabs(utg_f16_to_f32(sc) - clip / 31) < 1e-3 * clip / 31,
+          "narrow row: SDClip scale %g, k*std/31 = %g", utg_f16_to_f32(sc), clip / 31);
+    sd.clip = UTG_CLIP_MAX;
+    CHECK(utg_quantize_rows(w, 1, C, &sd, q, &sc, NULL, &msg) == UTG_OK && utg_f16_to_f32(sc) == utg_f16_to_f32(utg_f32_to_f16(1.0f / 31)),
+          "narrow row: the max clip keeps train_gpt.py's floor 1/31 (%g)", utg_f16_to_f32(sc));
 }
 
 /* GPTQ-lite: the chosen percentile's error is the smallest of the five candidates' */
