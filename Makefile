@@ -12,8 +12,9 @@ PYTHON  ?= /usr/bin/python3
 
 HDR     := utgolf.h
 TESTS   := $(BUILD)/test_ops $(BUILD)/test_ops_portable $(BUILD)/test_model $(BUILD)/test_io \
-           $(BUILD)/test_optim $(BUILD)/test_tokenizer $(BUILD)/test_loader $(BUILD)/test_plan $(BUILD)/test_quant $(BUILD)/test_artifact
-TOOLS   := $(BUILD)/utg-grad $(BUILD)/utg-shards $(BUILD)/mk_artifact
+           $(BUILD)/test_optim $(BUILD)/test_tokenizer $(BUILD)/test_loader $(BUILD)/test_plan $(BUILD)/test_quant $(BUILD)/test_artifact \
+           $(BUILD)/test_artifact_mut
+TOOLS   := $(BUILD)/utg-grad $(BUILD)/utg-shards $(BUILD)/mk_artifact $(BUILD)/utg-inspect
 PROGS   := $(TESTS) $(TOOLS) $(BUILD)/minimal $(BUILD)/train $(BUILD)/bench_step \
            $(BUILD)/bench_depth
 # the default run (make run): its knobs live in one file
@@ -34,6 +35,8 @@ $(BUILD)/test_ops_portable: tests/test_ops.c $(HDR) tests/test.h tests/gradcheck
 $(BUILD)/utg-grad: tools/utg-grad.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 $(BUILD)/utg-shards: tools/utg-shards.c $(HDR) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+$(BUILD)/utg-inspect: tools/utg-inspect.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 $(BUILD)/mk_artifact: tests/mk_artifact.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
@@ -61,6 +64,34 @@ test: all
 
 test-asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" test
+
+# libFuzzer (clang, ASan + UBSan) over utg_artifact_parse for FUZZ_SECONDS; not part of make test.
+# Seeds in $(FUZZ_CORPUS): mk_artifact in several configs (stored and brotli, plus the stored files'
+# payloads, which tests/fuzz_artifact.c wraps in a fresh envelope) and test_artifact_mut's seeds
+# (every dtype, scale kind and META type). New inputs accumulate there; crashes land in $(BUILD)/fuzz-crashes.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 600
+FUZZ_FLAGS   ?=
+FUZZ_CORPUS  ?= $(BUILD)/fuzz-corpus
+FUZZ_SEEDS   := "MODEL_DIM=16 NUM_HEADS=2 NUM_KV_HEADS=1 VOCAB_SIZE=16 NUM_LAYERS=1 QUANT_PASSTHROUGH_NUMEL=64" \
+                "MODEL_DIM=32 VOCAB_SIZE=32 QUANT_PASSTHROUGH_NUMEL=256 MATRIX_BITS=6" \
+                "MODEL_DIM=32 VOCAB_SIZE=32 QUANT_PASSTHROUGH_NUMEL=256 TIE_EMBEDDINGS=0 MATRIX_BITS=4 EMBED_BITS=5" \
+                "MODEL_DIM=32 VOCAB_SIZE=32 QUANT_PASSTHROUGH_NUMEL=256 NUM_LOOPS=1 LOOP_START=0 LOOP_END=1" \
+                "NUM_LAYERS=2"
+.PHONY: fuzz
+$(BUILD)/fuzz_artifact: tests/fuzz_artifact.c $(HDR) | $(BUILD)
+	@which $(FUZZ_CC) >/dev/null || { echo "make fuzz needs clang with libFuzzer (Debian: clang)"; exit 1; }
+	$(FUZZ_CC) -std=c99 -g -O1 $(WARN) -DUTG_USE_BROTLI -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	    -fno-omit-frame-pointer -o $@ $< -lbrotlienc -lbrotlidec -lm
+fuzz: $(BUILD)/fuzz_artifact $(BUILD)/mk_artifact $(BUILD)/test_artifact_mut
+	mkdir -p $(FUZZ_CORPUS) $(BUILD)/fuzz-crashes
+	./$(BUILD)/test_artifact_mut --seeds $(FUZZ_CORPUS)
+	@set -e; i=0; for cfg in $(FUZZ_SEEDS); do i=$$((i + 1)); \
+	    ./$(BUILD)/mk_artifact $(FUZZ_CORPUS)/mk$$i-stored.utga COMPRESSOR=stored $$cfg; \
+	    ./$(BUILD)/mk_artifact $(FUZZ_CORPUS)/mk$$i-brotli.utga COMPRESSOR=brotli $$cfg; \
+	    tail -c +21 $(FUZZ_CORPUS)/mk$$i-stored.utga > $(FUZZ_CORPUS)/mk$$i.payload; done
+	./$(BUILD)/fuzz_artifact -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=$(BUILD)/fuzz-crashes/ $(FUZZ_FLAGS) $(FUZZ_CORPUS)
 
 # Train the default model on the embedded Austen corpus (about 5 minutes on 2 cores), then print
 # val_loss, val_bpb, tokens/s and wall time. Everything lands in $(RUN_OUT)/.

@@ -959,7 +959,7 @@ UTGDEF float utg_f16_to_f32(uint16_t h);
 #define UTG_ARTIFACT_ENVELOPE 20
 #define UTG_ARTIFACT_ALIGN 64
 #ifndef UTG_MAX_ARTIFACT_RAW
-#define UTG_MAX_ARTIFACT_RAW (1024u * 1024u * 1024u) /* cap on the decoded payload */
+#define UTG_MAX_ARTIFACT_RAW (256u * 1024u * 1024u) /* cap on the decoded payload (16x a 16 MB budget) */
 #endif
 #define UTG_ARTIFACT_MAX_SECTIONS 32
 #define UTG_ARTIFACT_MAX_KV 4096
@@ -982,6 +982,9 @@ typedef struct utg_codec {
 } utg_codec;
 
 UTGDEF utg_codec utg_codec_stored(void);
+/* The built-in codec with an envelope id: 1 and *out filled for stored, and for brotli when
+   compiled with UTG_USE_BROTLI; 0 otherwise. */
+UTGDEF int utg_codec_for_id(int id, utg_codec *out);
 #ifdef UTG_USE_BROTLI
 /* libbrotli with fixed parameters (quality 11, window 24, generic mode): identical input, identical
    bytes for one brotli version. */
@@ -1044,7 +1047,9 @@ typedef struct utg_artifact {
     utg_artifact_section sections[UTG_ARTIFACT_MAX_SECTIONS];
     utg_artifact_kv *kv;
     utg_artifact_tensor *tensors;
-    const uint8_t *payload; /* raw_size bytes, 64-aligned */
+    const uint8_t *payload; /* raw_size bytes, 64-aligned: the decoded payload with its float and
+                               scale planes already un-shuffled in place (so no longer the bytes the
+                               CRC covers; decode the file again to see those) */
     uint32_t data_offset, data_size;
     /* private */
     utg_allocator alloc;
@@ -6396,6 +6401,15 @@ UTGDEF utg_codec utg_codec_stored(void) {
     return c;
 }
 
+UTGDEF int utg_codec_for_id(int id, utg_codec *out) {
+    if (!out) return 0;
+    if (id == UTG_CODEC_STORED) { *out = utg_codec_stored(); return 1; }
+#ifdef UTG_USE_BROTLI
+    if (id == UTG_CODEC_BROTLI) { *out = utg_codec_brotli(); return 1; }
+#endif
+    return 0;
+}
+
 #ifdef UTG_USE_BROTLI
 #include <brotli/decode.h>
 #include <brotli/encode.h>
@@ -6410,10 +6424,18 @@ static utg_result utg__brotli_compress(const void *src, size_t n, void *dst, siz
     return UTG_OK;
 }
 static utg_result utg__brotli_decompress(const void *src, size_t n, void *dst, size_t dst_size, void *user) {
-    size_t got = dst_size;
+    /* streaming, so that bytes after the end of the brotli stream are refused (the one-shot decoder
+       ignores them) and the output must fill dst_size exactly */
+    BrotliDecoderState *s = BrotliDecoderCreateInstance(NULL, NULL, NULL);
+    const uint8_t *in = (const uint8_t *)src;
+    uint8_t *out = (uint8_t *)dst;
+    size_t avail_in = n, avail_out = dst_size;
+    BrotliDecoderResult r;
     (void)user;
-    if (BrotliDecoderDecompress(n, (const uint8_t *)src, &got, (uint8_t *)dst) != BROTLI_DECODER_RESULT_SUCCESS) return UTG_ERR_FORMAT;
-    return got == dst_size ? UTG_OK : UTG_ERR_FORMAT;
+    if (!s) return UTG_ERR_NOMEM;
+    r = BrotliDecoderDecompressStream(s, &avail_in, &in, &avail_out, &out, NULL);
+    BrotliDecoderDestroyInstance(s);
+    return r == BROTLI_DECODER_RESULT_SUCCESS && avail_in == 0 && avail_out == 0 ? UTG_OK : UTG_ERR_FORMAT;
 }
 UTGDEF utg_codec utg_codec_brotli(void) {
     static char name[48];
@@ -6500,10 +6522,19 @@ static utg_result utg__tensor_check(utg_artifact_tensor *t, utg_msg *msg) {
     return UTG_OK;
 }
 
-/* symbols within +-(2^(bits-1) - 1) and finite scales */
+/* symbols within +-(2^(bits-1) - 1), finite scales and finite float values */
 static utg_result utg__tensor_check_planes(const utg_artifact_tensor *t, utg_msg *msg) {
     size_t i;
-    if (t->dtype == UTG_DT_Q) {
+    if (t->dtype == UTG_DT_F32) {
+        const uint8_t *v = (const uint8_t *)t->values;
+        for (i = 0; i < t->numel; i++)
+            if ((utg__rd_u32le(v + 4 * i) & 0x7f800000u) == 0x7f800000u) { utg__msgf(msg, "tensor %s: value %zu is not finite", t->name, i); return UTG_ERR_FORMAT; }
+    } else if (t->dtype == UTG_DT_F16 || t->dtype == UTG_DT_BF16) {
+        const uint16_t *v = (const uint16_t *)t->values;
+        uint16_t e = t->dtype == UTG_DT_F16 ? 0x7c00u : 0x7f80u;
+        for (i = 0; i < t->numel; i++)
+            if ((v[i] & e) == e) { utg__msgf(msg, "tensor %s: value %zu is not finite", t->name, i); return UTG_ERR_FORMAT; }
+    } else if (t->dtype == UTG_DT_Q) {
         const int8_t *q = (const int8_t *)t->values;
         int r = (1 << (t->qbits - 1)) - 1;
         for (i = 0; i < t->numel; i++)
@@ -6666,12 +6697,6 @@ UTGDEF utg_result utg_artifact_add_tensor(utg_artifact_writer *w, const utg_arti
     if ((r = utg__tensor_check(&t, &w->msg)) != UTG_OK) return UTG_ERR_INVALID;
     if (t.scales_size && !src->scales) { utg__msgf(&w->msg, "tensor %s: no scales", t.name); return UTG_ERR_INVALID; }
     if (utg__tensor_check_planes(&t, &w->msg) != UTG_OK) return UTG_ERR_INVALID;
-    if (t.dtype == UTG_DT_F32) {
-        size_t i;
-        const float *f = (const float *)t.values;
-        for (i = 0; i < t.numel; i++)
-            if (!isfinite(f[i])) { utg__msgf(&w->msg, "tensor %s: value %zu is not finite", t.name, i); return UTG_ERR_INVALID; }
-    }
     if (!utg__grow(&w->alloc, (void **)&w->t, &w->cap_t, w->n_t + 1, sizeof *w->t)) return UTG_ERR_NOMEM;
     v = utg__alloc(&w->alloc, t.values_size);
     if (t.scales_size) s = utg__alloc(&w->alloc, t.scales_size);
@@ -6845,6 +6870,14 @@ fail:
 /* ---- parser ---- */
 
 typedef struct utg__pspan { uint32_t off, end; int t; } utg__pspan;
+static int utg__strptr_cmp(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+/* the first name that appears twice among n (sorted in place), or NULL */
+static const char *utg__first_duplicate(const char **names, size_t n) {
+    size_t j;
+    qsort(names, n, sizeof *names, utg__strptr_cmp);
+    for (j = 1; j < n; j++) if (!strcmp(names[j - 1], names[j])) return names[j];
+    return NULL;
+}
 static int utg__plane_span_cmp(const void *a, const void *b) {
     const utg__pspan *x = (const utg__pspan *)a, *y = (const utg__pspan *)b;
     return x->off < y->off ? -1 : x->off > y->off ? 1 : (x->end < y->end ? -1 : x->end > y->end ? 1 : 0);
@@ -6868,6 +6901,7 @@ UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_c
     utg_artifact *a = NULL;
     uint8_t *pay = NULL, *tmp = NULL;
     utg__pspan *spans = NULL;
+    const char **names = NULL, *dup;
     utg_codec dec;
     uint32_t flags, raw, packed, crc, nsec, align, i, prev_end;
     const utg_artifact_section *meta = NULL, *tens = NULL, *data = NULL;
@@ -7004,10 +7038,15 @@ UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_c
                 if ((kv->type == UTG_KV_F32 || kv->type == UTG_KV_F64) && !isfinite(kv->f)) UTG__AF("META key %s is not finite", kv->key);
                 p += es;
             }
-            for (k = 0; k < (int)i; k++) if (!strcmp(a->kv[k].key, kv->key)) UTG__AF("META key %s appears twice", kv->key);
             a->n_kv = (int)i + 1;
         }
         if (p != end) UTG__AF("META has %zu stray bytes", (size_t)(end - p));
+        names = (const char **)utg__alloc(&al, sizeof *names * (n ? n : 1));
+        if (!names) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+        for (j = 0; j < n; j++) names[j] = a->kv[j].key;
+        if ((dup = utg__first_duplicate(names, n)) != NULL) UTG__AF("META key %s appears twice", dup);
+        utg__free(&al, names);
+        names = NULL;
         {
             size_t sn = 1, so = 0;
             char *sp;
@@ -7075,11 +7114,14 @@ UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_c
             spans[2 * i + 1].off = so; spans[2 * i + 1].end = so + ss; spans[2 * i + 1].t = ss ? (int)i : -1;
             if (vs > max_plane) max_plane = vs;
             if (ss > max_plane) max_plane = ss;
-            for (k = 0; k < (int)i; k++) if (!strcmp(a->tensors[k].name, t->name)) UTG__AF("tensor %s appears twice", t->name);
             p += rl;
             a->n_tensors = (int)i + 1;
         }
         if (p != end) UTG__AF("TENS has %zu stray bytes", (size_t)(end - p));
+        names = (const char **)utg__alloc(&al, sizeof *names * (n ? n : 1));
+        if (!names) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+        for (j = 0; j < n; j++) names[j] = a->tensors[j].name;
+        if ((dup = utg__first_duplicate(names, n)) != NULL) UTG__AF("tensor %s appears twice", dup);
         /* planes: no overlaps */
         {
             size_t ns = 0;
@@ -7088,6 +7130,15 @@ UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_c
             for (j = 1; j < ns; j++)
                 if (spans[j].off < spans[j - 1].end)
                     UTG__AF("planes of %s and %s overlap in DATA", a->tensors[spans[j - 1].t].name, a->tensors[spans[j].t].name);
+            { /* everything in DATA outside the planes is zero padding */
+                const uint8_t *dp = pay + data->offset;
+                uint32_t at = 0, c;
+                for (j = 0; j <= ns; j++) {
+                    uint32_t to = j < ns ? spans[j].off : data->size;
+                    for (c = at; c < to; c++) if (dp[c]) UTG__AF("DATA has a non-zero byte at %u outside every plane", c);
+                    if (j < ns) at = spans[j].end;
+                }
+            }
         }
     }
     /* unshuffle float and scale planes in place, then the symbol and scale checks */
@@ -7120,12 +7171,14 @@ UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_c
                         utg_artifact_kv_u32(&a->kv[kl], (uint32_t)j), (unsigned long long)a->kv[kb].u);
     }
     utg__free(&al, spans);
+    utg__free(&al, names);
     utg__free(&al, tmp);
     *out = a;
     return UTG_OK;
 fail:
 #undef UTG__AF
     utg__free(&al, spans);
+    utg__free(&al, names);
     utg__free(&al, tmp);
     utg_artifact_free(a);
     return r;
