@@ -1152,10 +1152,11 @@ typedef struct utg_export_report {
    utg_model_free_bytes). plan (when given) receives the per-tensor results. */
 UTGDEF utg_result utg_model_export(utg_model *m, const utg_hessians *h, const utg_codec *codec, const char *prov,
                                    utg_tensor_quant *plan, void **out, size_t *out_size, utg_export_report *rep);
-/* Budget mode: starting from `plan`, choose per-tensor bit widths in [min_bits, max bits of the
-   plan] that minimise the summed H-weighted (else plain) squared error while the estimated
+/* Budget mode: starting from `plan`, choose each block matrix's bit width in [min_bits, its bits in
+   the plan] to minimise the summed H-weighted (else plain) squared error while the estimated
    artifact (order-0 entropy of the symbols, scales and floats, times the codec's measured ratio)
-   fits `target_bytes`. Writes the choice into plan. */
+   fits `target_bytes`; the embedding and an untied head keep their bits. Writes the choice into
+   plan; UTG_ERR_CONFIG when even min_bits does not fit. */
 UTGDEF utg_result utg_model_budget_plan(utg_model *m, const utg_hessians *h, utg_tensor_quant *plan, int n, int min_bits,
                                         double target_bytes, double ratio);
 /* Load an artifact's weights into a model with the same shape (the META config must agree on every
@@ -7726,7 +7727,7 @@ UTGDEF utg_result utg_model_budget_plan(utg_model *m, const utg_hessians *h, utg
     int8_t *q = NULL;
     uint16_t *sc = NULL;
     double *Hd = NULL;
-    int *cur = NULL, i, b;
+    int *cur = NULL, *floor_bits = NULL, i, b;
     size_t maxn = 0, maxh = 0;
     utg_result r = UTG_ERR_NOMEM;
     if (!m || !plan || n != m->n_tensors || min_bits < 2 || min_bits > 8 || !(ratio > 0.0) || !(target_bytes > 0.0)) return UTG_ERR_INVALID;
@@ -7738,20 +7739,26 @@ UTGDEF utg_result utg_model_budget_plan(utg_model *m, const utg_hessians *h, utg
     err = (double *)utg__alloc(&m->alloc, sizeof(double) * 9 * (size_t)n);
     est = (double *)utg__alloc(&m->alloc, sizeof(double) * 9 * (size_t)n);
     cur = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)n);
+    floor_bits = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)n);
     host = (float *)utg__alloc(&m->alloc, sizeof(float) * m->arena_floats);
     deq = (float *)utg__alloc(&m->alloc, sizeof(float) * maxn);
     q = (int8_t *)utg__alloc(&m->alloc, maxn);
     sc = (uint16_t *)utg__alloc(&m->alloc, sizeof(uint16_t) * maxn);
     if (maxh) Hd = (double *)utg__alloc(&m->alloc, sizeof(double) * maxh);
-    if (!err || !est || !cur || !host || !deq || !q || !sc || (maxh && !Hd)) goto done;
+    if (!err || !est || !cur || !floor_bits || !host || !deq || !q || !sc || (maxh && !Hd)) goto done;
     if ((r = utg_model_get(m, 0, -1, host, m->arena_floats)) != UTG_OK) goto done;
     for (i = 0; i < n; i++) {
         const utg_tensor_info *t = &m->tensors[i];
+        int lo;
         cur[i] = 0;
         if (plan[i].dtype != UTG_DT_Q) { total += (double)(plan[i].dtype == UTG_DT_F32 ? 4 : 2) * (double)t->numel; continue; }
+        if (plan[i].bits < 2 || plan[i].bits > 8) { utg__msgf(&m->msg, "tensor %s: %d bits", t->name, plan[i].bits); r = UTG_ERR_INVALID; goto done; }
+        /* the embedding and an untied head keep their bits: their error reaches every position's
+           input or output, which the Hessian of one linear does not see */
+        lo = t->role == UTG_ROLE_MATRIX ? (min_bits < plan[i].bits ? min_bits : plan[i].bits) : plan[i].bits;
         {
             int have_h = utg_hessians_cols(h, i) ? utg_hessians_get(h, i, Hd, maxh) : 0;
-            for (b = min_bits; b <= 8; b++) {
+            for (b = lo; b <= plan[i].bits; b++) {
                 utg_tensor_quant p = plan[i];
                 p.bits = b;
                 if ((r = utg__quant_tensor(host + t->offset, (int)t->shape[0], (int)t->shape[1], have_h ? Hd : NULL, &p, m->cfg.gptq_damp,
@@ -7759,8 +7766,9 @@ UTGDEF utg_result utg_model_budget_plan(utg_model *m, const utg_hessians *h, utg
                 est[9 * i + b] = (double)t->numel * p.entropy / 8.0 + 2.0 * (double)t->shape[0];
             }
         }
-        cur[i] = 8;
-        total += est[9 * i + 8];
+        cur[i] = plan[i].bits;
+        floor_bits[i] = lo;
+        total += est[9 * i + cur[i]];
     }
     /* greedy: lower the bits of the tensor that loses the least error per byte saved */
     while (total * ratio > target_bytes) {
@@ -7768,7 +7776,7 @@ UTGDEF utg_result utg_model_budget_plan(utg_model *m, const utg_hessians *h, utg
         double best_cost = 0.0;
         for (i = 0; i < n; i++) {
             double saved, cost;
-            if (plan[i].dtype != UTG_DT_Q || cur[i] <= min_bits) continue;
+            if (plan[i].dtype != UTG_DT_Q || cur[i] <= floor_bits[i]) continue;
             saved = est[9 * i + cur[i]] - est[9 * i + cur[i] - 1];
             cost = (err[9 * i + cur[i] - 1] - err[9 * i + cur[i]]) / (saved > 1.0 ? saved : 1.0);
             if (best < 0 || cost < best_cost) { best = i; best_cost = cost; }
@@ -7788,6 +7796,7 @@ done:
     utg__free(&m->alloc, err);
     utg__free(&m->alloc, est);
     utg__free(&m->alloc, cur);
+    utg__free(&m->alloc, floor_bits);
     utg__free(&m->alloc, host);
     utg__free(&m->alloc, deq);
     utg__free(&m->alloc, q);

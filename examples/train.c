@@ -461,16 +461,20 @@ static int finish_artifact(utg_model *m, utg_loader *loader, int micro_seqs, int
     utg_model_quant_plan(m, h, plan, n);
     snprintf(prov, sizeof prov, "tool=utgolf %s train\nrun_id=%s\nseed=%d\nsteps_val_bpb=%.6f\nquant_clip=%s\ngptq=%d\ncodec=%s\n",
              utg_version(), cfg->run_id ? cfg->run_id : "", UTG__OFF0(cfg->seed), pre_bpb, cfg->quant_clip, cfg->gptq_enabled > 0, codec.name);
-    if (cfg->budget_mode > 0) { /* bit widths chosen to fit: start everything at 8 bits, lower where it costs least */
+    if (cfg->budget_mode > 0) { /* bit widths chosen to fit: block matrices start at 8 bits and lose bits where it costs least */
         double target = (double)cfg->artifact_budget_bytes - (double)code_wrapped - 0.001 * cfg->artifact_budget_bytes, ratio;
         int i;
-        for (i = 0; i < n; i++) if (plan[i].dtype == UTG_DT_Q) plan[i].bits = 8;
+        for (i = 0; i < n; i++) if (plan[i].dtype == UTG_DT_Q && utg_model_tensor(m, i)->role == UTG_ROLE_MATRIX) plan[i].bits = 8;
         if (utg_model_export(m, h, &codec, prov, plan, &bytes, &size, &rep) != UTG_OK) { errf_("artifact: %s", utg_model_message(m)); goto out; }
         if ((double)rep.artifact_bytes <= target) logf_("budget_mode: everything at 8 bits fits the target of %.0f bytes (%zu)", target, rep.artifact_bytes);
-        for (round = 1; round <= 4 && (double)rep.artifact_bytes > target; round++) {
+        for (round = 1; round <= 4; round++) {
+            /* replan while over the target, and once more when the first plan left more than 0.5%
+               unused (the codec ratio measured at 8 bits overestimates lower widths) */
+            double slack = target - (double)rep.artifact_bytes;
+            if (slack >= 0 && (round > 2 || slack < 0.005 * target)) break;
             /* the codec's bytes per estimated byte (order-0 entropy of the symbols + scales + floats), measured */
             ratio = (double)rep.artifact_bytes / (rep.entropy_bytes + (double)rep.scale_bytes + (double)rep.float_bytes);
-            for (i = 0; i < n; i++) if (plan[i].dtype == UTG_DT_Q) plan[i].bits = 8;
+            for (i = 0; i < n; i++) if (plan[i].dtype == UTG_DT_Q && utg_model_tensor(m, i)->role == UTG_ROLE_MATRIX) plan[i].bits = 8;
             if (utg_model_budget_plan(m, h, plan, n, cfg->budget_min_bits, target, ratio) != UTG_OK) { errf_("budget_mode: %s", utg_model_message(m)); goto out; }
             utg_model_free_bytes(m, bytes);
             bytes = NULL;
