@@ -6921,11 +6921,8 @@ UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_c
     if (b[4] != UTG_ARTIFACT_MAJOR) { r = UTG_ERR_UNSUPPORTED; UTG__AF("artifact format version %u; this build reads version %d", b[4], UTG_ARTIFACT_MAJOR); }
     flags = utg__rd_u16le(b + 6);
     if (flags & 0xffu) { r = UTG_ERR_UNSUPPORTED; UTG__AF("artifact sets must-understand flags 0x%02x this build does not know", flags & 0xffu); }
-    if (b[5] == UTG_CODEC_STORED) { dec = utg_codec_stored(); have_dec = 1; }
-    else if (decoder && decoder->id == b[5] && decoder->decompress) { dec = *decoder; have_dec = 1; }
-#ifdef UTG_USE_BROTLI
-    else if (b[5] == UTG_CODEC_BROTLI) { dec = utg_codec_brotli(); have_dec = 1; }
-#endif
+    if (decoder && decoder->id == b[5] && decoder->decompress && b[5] != UTG_CODEC_STORED) { dec = *decoder; have_dec = 1; }
+    else have_dec = utg_codec_for_id(b[5], &dec);
     if (!have_dec) {
         r = UTG_ERR_UNSUPPORTED;
         if (b[5] == UTG_CODEC_BROTLI) UTG__AF("artifact is brotli-compressed and no brotli decoder was given (build with UTG_USE_BROTLI)");
@@ -7662,7 +7659,7 @@ UTGDEF utg_result utg_model_export(utg_model *m, const utg_hessians *h, const ut
         for (k = 0; k < (size_t)ti->ndim; k++) at.dims[k] = ti->shape[k];
         if (p->dtype == UTG_DT_Q) {
             int rows = (int)ti->shape[0], cols = (int)ti->shape[1];
-            int have_h = p->gptq ? utg_hessians_get(h, i, Hd, maxh) : (utg_hessians_cols(h, i) ? utg_hessians_get(h, i, Hd, maxh) : 0);
+            int have_h = utg_hessians_cols(h, i) ? utg_hessians_get(h, i, Hd, maxh) : 0;
             if (p->gptq && !have_h) { utg__msgf(&m->msg, "tensor %s: GPTQ asked for but no Hessian was gathered", ti->name); r = UTG_ERR_INVALID; goto fail; }
             if ((r = utg__quant_tensor(W, rows, cols, have_h ? Hd : NULL, p, m->cfg.gptq_damp, q, sc, deq, NULL, &m->msg)) != UTG_OK) {
                 char keep[256];

@@ -572,6 +572,28 @@ static void test_budget(void) {
     free(p8); free(pa); free(pb);
 }
 
+/* self-generated calibration text: seeded (same seed, same text), in range, and it follows the
+   model: a model trained on counting sequences continues them at a low temperature */
+static void test_generate(void) {
+    utg_config c = tiny_config();
+    utg_model *m;
+    int32_t a[4 * 33], b[4 * 33], d[4 * 33];
+    int i, s, follows = 0, in_range = 1;
+    if (!(m = make_model(c))) { CHECK(0, "model"); return; }
+    train_some(m, 60);
+    CHECK(utg_model_generate(m, 4, 33, 0.8, 42, a) == UTG_OK && utg_model_generate(m, 4, 33, 0.8, 42, b) == UTG_OK, "generate: %s", utg_model_message(m));
+    CHECK(!memcmp(a, b, sizeof a), "the same seed gives the same text");
+    CHECK(utg_model_generate(m, 4, 33, 0.8, 43, d) == UTG_OK && memcmp(a, d, sizeof a) != 0, "another seed, other text");
+    for (i = 0; i < 4 * 33; i++) if (a[i] < 0 || a[i] >= 64) in_range = 0;
+    CHECK(in_range, "ids in the vocabulary");
+    CHECK(utg_model_generate(m, 4, 33, 0.05, 7, d) == UTG_OK, "cold");
+    for (s = 0; s < 4; s++)
+        for (i = 2; i < 33; i++) follows += (d[s * 33 + i] - d[s * 33 + i - 1] + 64) % 64 == (d[s * 33 + i - 1] - d[s * 33 + i - 2] + 64) % 64;
+    CHECK(follows > 4 * 31 / 2, "at temperature 0.05 the text mostly keeps a constant stride, as trained (%d of %d)", follows, 4 * 31);
+    CHECK(utg_model_generate(m, 4, 33, 0.0, 7, d) == UTG_ERR_INVALID, "temperature 0 refused");
+    utg_model_destroy(m);
+}
+
 /* quantization knobs: bad values are refused with the knob named */
 static void test_knobs(void) {
     static const char *bad[][2] = {{"QUANT_CLIP", "median"}, {"MATRIX_BITS", "9"}, {"EMBED_BITS", "1"}, {"ATTN_BITS", "1"},
@@ -627,6 +649,7 @@ int main(int argc, char **argv) {
     RUN(test_hessian_trace);
     RUN(test_gptq_beats_rounding);
     RUN(test_qat);
+    RUN(test_generate);
     RUN(test_budget);
     return TEST_SUMMARY();
 }

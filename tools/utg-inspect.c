@@ -341,14 +341,6 @@ static uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] 
 static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
 static size_t align_up(size_t v) { return (v + UTG_ARTIFACT_ALIGN - 1) / UTG_ARTIFACT_ALIGN * UTG_ARTIFACT_ALIGN; }
 
-static int codec_for(int id, utg_codec *c) {
-    if (id == UTG_CODEC_STORED) { *c = utg_codec_stored(); return 1; }
-#ifdef UTG_USE_BROTLI
-    if (id == UTG_CODEC_BROTLI) { *c = utg_codec_brotli(); return 1; }
-#endif
-    return 0;
-}
-
 /* ---- the first three checklist stages, read independently of the parser ---- */
 
 static int check_envelope(const uint8_t *b, size_t n, envelope *e, char *msg, size_t cap) {
@@ -363,7 +355,7 @@ static int check_envelope(const uint8_t *b, size_t n, envelope *e, char *msg, si
     e->crc = rd32(b + 16);
     if (e->major != UTG_ARTIFACT_MAJOR) { snprintf(msg, cap, "format version %d; this tool reads version %d", e->major, UTG_ARTIFACT_MAJOR); return 0; }
     if (e->flags & 0xffu) { snprintf(msg, cap, "must-understand flags 0x%02x are set, none is known", e->flags & 0xffu); return 0; }
-    if (!codec_for(e->codec, &c)) { snprintf(msg, cap, "codec %d is unknown to this build", e->codec); return 0; }
+    if (!utg_codec_for_id(e->codec, &c)) { snprintf(msg, cap, "codec %d is unknown to this build", e->codec); return 0; }
     if (e->raw > UTG_MAX_ARTIFACT_RAW) { snprintf(msg, cap, "declared payload of %u bytes is over the cap of %u", e->raw, (unsigned)UTG_MAX_ARTIFACT_RAW); return 0; }
     if ((uint64_t)e->packed + UTG_ARTIFACT_ENVELOPE != (uint64_t)n) {
         snprintf(msg, cap, "the envelope says %u packed bytes, the file holds %zu (truncated or padded)", e->packed, n - UTG_ARTIFACT_ENVELOPE);
@@ -379,7 +371,7 @@ static int decode_payload(const uint8_t *b, const envelope *e, uint8_t **out, ch
     uint8_t *pay;
     uint32_t crc;
     *out = NULL;
-    if (!codec_for(e->codec, &c)) { snprintf(msg, cap, "codec %d is unknown to this build", e->codec); return 0; }
+    if (!utg_codec_for_id(e->codec, &c)) { snprintf(msg, cap, "codec %d is unknown to this build", e->codec); return 0; }
     pay = (uint8_t *)malloc(e->raw ? e->raw : 1);
     if (!pay) { snprintf(msg, cap, "out of memory for a %u-byte payload", e->raw); return 0; }
     if (c.decompress(b + UTG_ARTIFACT_ENVELOPE, e->packed, pay, e->raw, c.user) != UTG_OK) {
@@ -942,7 +934,7 @@ static int compute_budget(const artifact_file *f, budget *b) {
     int n, i;
     memset(b, 0, sizeof *b);
     if (!check_envelope(f->bytes, f->size, &e, m, sizeof m) || !decode_payload(f->bytes, &e, &pay, m, sizeof m)) return fail_file(f->path, m);
-    codec_for(a->codec, &c);
+    utg_codec_for_id(a->codec, &c);
     pl = (plane *)calloc((size_t)a->n_tensors * 2 + UTG_ARTIFACT_MAX_SECTIONS + 1, sizeof *pl);
     n = pl ? collect_planes(a, pay, pl, &rest) : 0;
     if (!n) { free(pl); free(pay); return fail_file(f->path, "out of memory"); }
@@ -1171,7 +1163,7 @@ static int rewrite(const utg_artifact *a, void **out, size_t *out_size, size_t *
     utg_artifact_writer *w = NULL;
     utg_codec c;
     int i, ok = 0;
-    codec_for(a->codec, &c);
+    utg_codec_for_id(a->codec, &c);
     if (utg_artifact_writer_create(NULL, &w) != UTG_OK) { snprintf(why, cap, "out of memory"); return 0; }
     for (i = 0; i < a->n_kv; i++)
         if (add_kv_copy(w, &a->kv[i]) != UTG_OK) { snprintf(why, cap, "META key %s: %.240s", a->kv[i].key, utg_artifact_writer_message(w)); goto done; }
