@@ -12,7 +12,7 @@ PYTHON  ?= /usr/bin/python3
 
 HDR     := utgolf.h
 TESTS   := $(BUILD)/test_ops $(BUILD)/test_ops_portable $(BUILD)/test_model $(BUILD)/test_io \
-           $(BUILD)/test_optim $(BUILD)/test_tokenizer $(BUILD)/test_loader $(BUILD)/test_plan $(BUILD)/test_quant $(BUILD)/test_artifact \
+           $(BUILD)/test_optim $(BUILD)/test_tokenizer $(BUILD)/test_loader $(BUILD)/test_plan $(BUILD)/test_quant $(BUILD)/test_artifact $(BUILD)/test_features \
            $(BUILD)/test_artifact_mut
 TOOLS   := $(BUILD)/utg-grad $(BUILD)/utg-shards $(BUILD)/mk_artifact $(BUILD)/utg-inspect
 PROGS   := $(TESTS) $(TOOLS) $(BUILD)/minimal $(BUILD)/train $(BUILD)/bench_step \

@@ -226,6 +226,16 @@ typedef struct utg_msg {
     X(INT, parallel_start_layer, "PARALLEL_START_LAYER", 8, UTG_KF_OFF,                            \
       "first physical layer (of the decoder) with parallel residuals")                            \
     X(STR, parallel_final_lane, "PARALLEL_FINAL_LANE", "mean", 0, "two lanes: mean | attn | mlp lane feeds the final norm") \
+    /* architecture features of the records (SPEC 2.2) */                                         \
+    X(INT, rope_dims, "ROPE_DIMS", 0, 0, "rotary dims per head (partial RoPE, PR #315: 16 of 64); 0 = the whole head") \
+    X(BOOL, rope_ntk, "ROPE_NTK", 0, 0, "NTK-aware RoPE base rescaling when evaluating past TRAIN_SEQ_LEN") \
+    X(BOOL, ln_scale, "LN_SCALE", 0, 0,                                                             \
+      "scale each block's pre-norm outputs by 1/sqrt(i+1), i = the block (the virtual layer with CONTROL_SCOPE=virtual; PR #315)") \
+    X(STR, mlp_activation, "MLP_ACTIVATION", "relu2", 0, "relu2 (train_gpt.py) | leaky_relu2 (leaky_relu(x, LEAKY_RELU_SLOPE)^2, PR #493)") \
+    X(REAL, leaky_relu_slope, "LEAKY_RELU_SLOPE", 0.5, 0, "negative slope of MLP_ACTIVATION=leaky_relu2") \
+    X(INT, mlp_hidden, "MLP_HIDDEN", 0, 0, "MLP hidden width; 0 = MLP_MULT * MODEL_DIM")            \
+    X(INT, xsa_last_n, "XSA_LAST_N", 0, 0,                                                          \
+      "exclusive self attention (PR #265) in the last N blocks (virtual layers with CONTROL_SCOPE=virtual, as PR #1204)") \
     /* training loop (SPEC 1.1, 1.5; used by the trainer) */                                      \
     X(INT, iterations, "ITERATIONS", 20000, 0, "optimizer step cap")                              \
     X(INT, warmdown_iters, "WARMDOWN_ITERS", 1200, UTG_KF_OFF, "length of the linear LR decay in steps") \
@@ -368,7 +378,7 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
    zero them first); this is what lets shared weights accumulate gradients over several visits.
    ------------------------------------------------------------------------------------------------ */
 
-#define UTG_BACKEND_ABI_VERSION 3u
+#define UTG_BACKEND_ABI_VERSION 4u
 
 #define UTG_MIX_WX_SCALAR 1 /* mix_fwd/mix_bwd flags */
 #define UTG_MIX_WZ_SCALAR 2
@@ -405,11 +415,12 @@ struct utg_backend {
     void (*rmsnorm_bwd)(utg_backend *be, float *dx, const float *dy, const float *y,
                         const float *rstd, int rows, int cols);
 
-    /* RoPE in place on x[n_tok, n_heads*head_dim] with split-half pairs (i, i+head_dim/2); token
-       row r sits at position r % seq_len. cos_sin holds [seq_len, head_dim/2] cosines then as many
-       sines. inverse = 1 rotates by minus the angle (the backward of the forward rotation). */
+    /* RoPE in place on x[n_tok, n_heads*head_dim], on the first rot_dims dims of each head (partial
+       RoPE; rot_dims = head_dim rotates all) with split-half pairs (i, i+rot_dims/2); the other dims
+       pass through. Token row r sits at position r % seq_len. cos_sin holds [seq_len, rot_dims/2]
+       cosines then as many sines. inverse = 1 rotates by minus the angle (the backward). (ABI 4) */
     void (*rope)(utg_backend *be, float *x, const float *cos_sin, int n_tok, int seq_len,
-                 int n_heads, int head_dim, int inverse);
+                 int n_heads, int head_dim, int rot_dims, int inverse);
 
     /* y[t,h,:] = gain[h] * x[t,h,:];  backward: dx += gain*dy, dgain[h] += sum dy*x */
     void (*head_scale_fwd)(utg_backend *be, float *y, const float *x, const float *gain, int n_tok,
@@ -425,9 +436,15 @@ struct utg_backend {
                      const float *q, const float *k, const float *v, const float *y,
                      const float *lse, int B, int T, int H, int Hkv, int hd, float scale);
 
-    /* y = relu(x)^2;  dx += dy * 2*relu(x) */
-    void (*relu2_fwd)(utg_backend *be, float *y, const float *x, size_t n);
-    void (*relu2_bwd)(utg_backend *be, float *dx, const float *dy, const float *x, size_t n);
+    /* y = leaky_relu(x, slope)^2 (slope 0: relu(x)^2);  dx += dy * 2*x * (x > 0 ? 1 : slope^2) (ABI 4) */
+    void (*relu2_fwd)(utg_backend *be, float *y, const float *x, size_t n, float slope);
+    void (*relu2_bwd)(utg_backend *be, float *dx, const float *dy, const float *x, size_t n, float slope);
+
+    /* XSA (exclusive self attention): y[t,h,:] = x[t,h,:] - (x.u) u with u = v[t,j,:] / |v[t,j,:]| of
+       the token's own value, j = h / (H/Hkv). Backward ADDS into dx and dv. (ABI 4) */
+    void (*xsa_fwd)(utg_backend *be, float *y, const float *x, const float *v, int n_tok, int H, int Hkv, int hd);
+    void (*xsa_bwd)(utg_backend *be, float *dx, float *dv, const float *dy, const float *x, const float *v, int n_tok,
+                    int H, int Hkv, int hd);
 
     /* Channel mix: out[r,c] = WX*x[r,c] + WZ*z[r,c]. A weight is a per-channel vector (wx[c]) or,
        with UTG_MIX_WX_SCALAR / UTG_MIX_WZ_SCALAR in flags, one scalar (wx[0]); a NULL weight means
@@ -1491,6 +1508,13 @@ UTGDEF utg_result utg_config_validate(const utg_config *c, utg_msg *msg) {
     UTG__REQ(c->universal_iterations >= 1 && c->universal_iterations <= 256, "UNIVERSAL_ITERATIONS must be in 1..256");
     UTG__REQ(c->block_attns == 1 || c->block_attns == 2, "BLOCK_ATTNS must be 1 or 2 (got %d)", c->block_attns);
     UTG__REQ(c->mlp_layers == 2 || c->mlp_layers == 3, "MLP_LAYERS must be 2 or 3 (got %d)", c->mlp_layers);
+    UTG__REQ(c->rope_dims >= 0 && c->rope_dims % 2 == 0 && c->rope_dims <= c->model_dim / c->num_heads,
+             "ROPE_DIMS must be even and at most the head dim %d (got %d)", c->model_dim / c->num_heads, c->rope_dims);
+    UTG__REQ(utg__oneof(c->mlp_activation, "relu2|leaky_relu2"), "MLP_ACTIVATION must be relu2 or leaky_relu2 (got '%s')",
+             c->mlp_activation ? c->mlp_activation : "");
+    UTG__REQ(c->leaky_relu_slope >= 0.0 && c->leaky_relu_slope < 1.0, "LEAKY_RELU_SLOPE must be in [0, 1) (got %g)", c->leaky_relu_slope);
+    UTG__REQ(c->mlp_hidden >= 0 && c->mlp_hidden <= 1048576, "MLP_HIDDEN must be in 0..1048576 (got %d)", c->mlp_hidden);
+    UTG__REQ(c->xsa_last_n >= 0, "XSA_LAST_N must be >= 0 (got %d)", c->xsa_last_n);
     UTG__REQ(utg__oneof(c->quant_clip, "percentile|max|sdclip|search"), "QUANT_CLIP must be percentile, max, sdclip or search (got '%s')",
              c->quant_clip ? c->quant_clip : "");
     UTG__REQ(c->quant_clip_percentile > 0.5 && c->quant_clip_percentile <= 1.0, "QUANT_CLIP_PERCENTILE must be in (0.5, 1] (got %g)", c->quant_clip_percentile);
@@ -1960,8 +1984,8 @@ static void utg__cpu_rmsnorm_bwd(utg_backend *be, float *dx, const float *dy, co
 }
 
 static void utg__cpu_rope(utg_backend *be, float *x, const float *cos_sin, int n_tok, int seq_len, int n_heads,
-                          int head_dim, int inverse) {
-    int t, half = head_dim / 2;
+                          int head_dim, int rot_dims, int inverse) {
+    int t, half = rot_dims / 2;
     const float *sin_tab = cos_sin + (size_t)seq_len * half;
     float sgn = inverse ? -1.0f : 1.0f;
     (void)be;
@@ -2153,17 +2177,57 @@ static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, 
     }
 }
 
-static void utg__cpu_relu2_fwd(utg_backend *be, float *y, const float *x, size_t n) {
+static void utg__cpu_relu2_fwd(utg_backend *be, float *y, const float *x, size_t n, float slope) {
     long long i;
     (void)be;
     UTG__OMP_FOR
-    for (i = 0; i < (long long)n; i++) { float r = x[i] > 0.0f ? x[i] : 0.0f; y[i] = r * r; }
+    for (i = 0; i < (long long)n; i++) { float r = x[i] > 0.0f ? x[i] : slope * x[i]; y[i] = r * r; }
 }
-static void utg__cpu_relu2_bwd(utg_backend *be, float *dx, const float *dy, const float *x, size_t n) {
+static void utg__cpu_relu2_bwd(utg_backend *be, float *dx, const float *dy, const float *x, size_t n, float slope) {
     long long i;
+    float s2 = slope * slope;
     (void)be;
     UTG__OMP_FOR
-    for (i = 0; i < (long long)n; i++) dx[i] += x[i] > 0.0f ? 2.0f * x[i] * dy[i] : 0.0f;
+    for (i = 0; i < (long long)n; i++) dx[i] += 2.0f * x[i] * dy[i] * (x[i] > 0.0f ? 1.0f : s2);
+}
+
+static void utg__cpu_xsa_fwd(utg_backend *be, float *y, const float *x, const float *v, int n_tok, int H, int Hkv, int hd) {
+    int t, g = H / Hkv;
+    (void)be;
+    UTG__OMP_FOR
+    for (t = 0; t < n_tok; t++) {
+        int h, i;
+        for (h = 0; h < H; h++) {
+            const float *xr = x + ((size_t)t * H + h) * hd, *vr = v + ((size_t)t * Hkv + h / g) * hd;
+            float *yr = y + ((size_t)t * H + h) * hd;
+            float vv = utg__dot(vr, vr, hd), s = vv > 0.0f ? utg__dot(xr, vr, hd) / vv : 0.0f; /* (x.u) u = (x.v / v.v) v */
+            for (i = 0; i < hd; i++) yr[i] = xr[i] - s * vr[i];
+        }
+    }
+}
+/* with u = v/|v| and s = x.u:  dx = dy - (dy.u) u;  du = -(s dy + (dy.u) x);  dv = (du - (du.u) u) / |v| */
+static void utg__cpu_xsa_bwd(utg_backend *be, float *dx, float *dv, const float *dy, const float *x, const float *v, int n_tok,
+                             int H, int Hkv, int hd) {
+    int t, g = H / Hkv;
+    (void)be;
+    UTG__OMP_FOR
+    for (t = 0; t < n_tok; t++) {
+        int h, i;
+        for (h = 0; h < H; h++) {
+            const float *xr = x + ((size_t)t * H + h) * hd, *vr = v + ((size_t)t * Hkv + h / g) * hd;
+            const float *dyr = dy + ((size_t)t * H + h) * hd;
+            float *dxr = dx + ((size_t)t * H + h) * hd, *dvr = dv + ((size_t)t * Hkv + h / g) * hd;
+            float vv = utg__dot(vr, vr, hd), nv, s, a, du_u = 0.0f;
+            if (!(vv > 0.0f)) { for (i = 0; i < hd; i++) dxr[i] += dyr[i]; continue; }
+            nv = sqrtf(vv);
+            s = utg__dot(xr, vr, hd) / nv;
+            a = utg__dot(dyr, vr, hd) / nv; /* dy.u */
+            for (i = 0; i < hd; i++) dxr[i] += dyr[i] - a * vr[i] / nv;
+            for (i = 0; i < hd; i++) du_u += -(s * dyr[i] + a * xr[i]) * vr[i] / nv;
+            /* query heads of one kv head run in order inside this thread's token: deterministic */
+            for (i = 0; i < hd; i++) dvr[i] += (-(s * dyr[i] + a * xr[i]) - du_u * vr[i] / nv) / nv;
+        }
+    }
 }
 
 static void utg__cpu_mix_fwd(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
@@ -2345,6 +2409,8 @@ UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend
     be->attn_bwd = utg__cpu_attn_bwd;
     be->relu2_fwd = utg__cpu_relu2_fwd;
     be->relu2_bwd = utg__cpu_relu2_bwd;
+    be->xsa_fwd = utg__cpu_xsa_fwd;
+    be->xsa_bwd = utg__cpu_xsa_bwd;
     be->mix_fwd = utg__cpu_mix_fwd;
     be->mix_bwd = utg__cpu_mix_bwd;
     be->xent_fwd = utg__cpu_xent_fwd;
@@ -2383,6 +2449,8 @@ typedef struct utg__lw { /* what one virtual layer reads (params) or writes (gra
     float *cq[2], *ck[2], *cv[2], *po[2], *fc, *mid, *mp; /* matrices */
     float *pp, *pr;                               /* parallel_post_lambdas[block], parallel_resid_lambdas[block] */
     float *ie, *is, *fg, *fb;                     /* iter_embed, iter_scale, FiLM gamma and beta of the depth */
+    float lns;                                    /* LN_SCALE: 1/sqrt(owner + 1) on the pre-norm outputs, else 1 */
+    int xsa;                                      /* XSA on this layer's attention */
 } utg__lw;
 
 typedef struct utg__attn_acts { /* what one attention sublayer keeps for its backward */
@@ -2390,6 +2458,7 @@ typedef struct utg__attn_acts { /* what one attention sublayer keeps for its bac
     float *qn, *rq, *kn, *rk; /* q and k after the per-head RMSNorm, with 1/rms */
     float *qr, *qg, *kr, *v;  /* q after RoPE, q after q_gain, k after RoPE, v */
     float *y, *lse, *a;       /* attention output, its log-sum-exp, after the output projection */
+    float *yx;                /* XSA_LAST_N: y with each head's own-value component removed (NULL: no XSA) */
 } utg__attn_acts;
 
 typedef struct utg__mlp_acts {
@@ -2437,6 +2506,9 @@ struct utg_model {
     int lane_mode, final_lane, lanes_any, cond_any, iter_any; /* cond: FiLM or ITER_*; iter: ITER_* */
     /* shape */
     int d, H, Hkv, hd, kvd, F, V, T;
+    int rd;          /* rotary dims per head (ROPE_DIMS) */
+    int xsa_from;    /* control owners from this index on run XSA (n_ctrl: none) */
+    float slope;     /* MLP activation: leaky_relu(x, slope)^2; 0 = relu^2 */
     float eps, softcap;
     float *rope_cs;   /* [T, hd/2] cos then sin, for the training length */
     float *rope_eval; /* the same for rope_eval_len (evaluation at another length) */
@@ -2713,6 +2785,7 @@ static utg_result utg__compile_plans(utg_model *m) {
         if (q->n > m->n_depth) m->n_depth = q->n;
     }
     m->n_ctrl = !strcmp(c->control_scope, "virtual") ? m->n_depth : L;
+    m->xsa_from = c->xsa_last_n >= m->n_ctrl ? 0 : m->n_ctrl - c->xsa_last_n;
     r = UTG_OK;
 done:
 #undef UTG__FAIL
@@ -2869,13 +2942,16 @@ UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed) {
 }
 
 static utg_result utg__rope_table(utg_model *m, int T, float **dst) {
-    int half = m->hd / 2, t, i;
+    int half = m->rd / 2, t, i;
     float *host = (float *)utg__alloc(&m->alloc, sizeof(float) * 2 * (size_t)T * half);
+    double base = m->cfg.rope_base;
     if (!host) return UTG_ERR_NOMEM;
+    /* NTK-aware scaling: past the training length the base grows by (T / T_train)^(rd / (rd - 2)) */
+    if (m->cfg.rope_ntk > 0 && T > m->T && m->rd > 2) base *= pow((double)T / (double)m->T, (double)m->rd / (double)(m->rd - 2));
     for (t = 0; t < T; t++)
         for (i = 0; i < half; i++) {
-            /* float32 throughout, as train_gpt.py's Rotary computes its tables */
-            float inv_freq = 1.0f / powf((float)m->cfg.rope_base, (float)(2 * i) / (float)m->hd);
+            /* float32 throughout, as train_gpt.py's Rotary computes its tables (over the rotary dims) */
+            float inv_freq = 1.0f / powf((float)base, (float)(2 * i) / (float)m->rd);
             float ang = (float)t * inv_freq;
             host[(size_t)t * half + i] = cosf(ang);
             host[(size_t)T * half + (size_t)t * half + i] = sinf(ang);
@@ -2923,7 +2999,9 @@ UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) 
     m->Hkv = m->cfg.num_kv_heads;
     m->hd = m->d / m->H;
     m->kvd = m->Hkv * m->hd;
-    m->F = m->cfg.mlp_mult * m->d;
+    m->F = m->cfg.mlp_hidden > 0 ? m->cfg.mlp_hidden : m->cfg.mlp_mult * m->d;
+    m->rd = m->cfg.rope_dims > 0 ? m->cfg.rope_dims : m->hd;
+    m->slope = !strcmp(m->cfg.mlp_activation, "leaky_relu2") ? (float)m->cfg.leaky_relu_slope : 0.0f;
     m->V = m->cfg.vocab_size;
     m->T = m->cfg.train_seq_len;
     m->eps = (float)m->cfg.rms_norm_eps;
@@ -3114,6 +3192,7 @@ static void utg__carve_all(utg_model *m, utg__carver *c, size_t N) {
             S->qr = utg__carve(c, N * d); S->qg = utg__carve(c, N * d);
             S->kr = utg__carve(c, N * kv); S->v = utg__carve(c, N * kv);
             S->y = utg__carve(c, N * d); S->lse = utg__carve(c, N * m->H); S->a = utg__carve(c, N * d);
+            if (m->cfg.xsa_last_n > 0) S->yx = utg__carve(c, N * d);
             A->hmid[k] = utg__carve(c, N * d);
         }
         if (m->lane_mode == UTG_LANE_TWO) { A->hin_m = utg__carve(c, N * d); A->l0a = utg__carve(c, N * d); A->l1a = utg__carve(c, N * d); }
@@ -3215,6 +3294,8 @@ static void utg__layer_ptrs(utg_model *m, int l, int which, utg__lw *w) {
     if (m->t_iter_embed >= 0) w->ie = UTG__P(m->t_iter_embed) + (size_t)l * m->d;
     if (m->t_iter_scale >= 0) w->is = UTG__P(m->t_iter_scale) + (size_t)l * m->d;
     if (m->t_film >= 0) { w->fg = UTG__P(m->t_film) + (size_t)l * 2 * m->d; w->fb = w->fg + m->d; }
+    w->lns = m->cfg.ln_scale > 0 ? 1.0f / sqrtf((float)pl->ctrl + 1.0f) : 1.0f;
+    w->xsa = m->cfg.xsa_last_n > 0 && pl->ctrl >= m->xsa_from;
 #undef UTG__P
 }
 
@@ -3228,18 +3309,19 @@ static void utg__attn_fwd(utg_model *m, const utg__lw *w, int k, const float *nb
     src = S->n;
     if (nbias) { be->mix_fwd(be, S->nb, S->n, NULL, NULL, nbias, N, d, 0); src = S->nb; }
     /* raw q and k pass through gradient temporaries, which are free in forward */
-    be->matmul(be, m->g_q, src, w->cq[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    be->matmul(be, m->g_q, src, w->cq[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
     be->rmsnorm_fwd(be, S->qn, S->rq, m->g_q, N * m->H, m->hd, m->eps);
     be->copy(be, S->qr, S->qn, (size_t)N * d);
-    be->rope(be, S->qr, m->rope_cur, N, m->Tc, m->H, m->hd, 0);
+    be->rope(be, S->qr, m->rope_cur, N, m->Tc, m->H, m->hd, m->rd, 0);
     be->head_scale_fwd(be, S->qg, S->qr, w->qg[k], N, m->H, m->hd);
-    be->matmul(be, m->g_k, src, w->ck[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    be->matmul(be, m->g_k, src, w->ck[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
     be->rmsnorm_fwd(be, S->kn, S->rk, m->g_k, N * m->Hkv, m->hd, m->eps);
     be->copy(be, S->kr, S->kn, (size_t)N * m->kvd);
-    be->rope(be, S->kr, m->rope_cur, N, m->Tc, m->Hkv, m->hd, 0);
-    be->matmul(be, S->v, src, w->cv[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    be->rope(be, S->kr, m->rope_cur, N, m->Tc, m->Hkv, m->hd, m->rd, 0);
+    be->matmul(be, S->v, src, w->cv[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
     be->attn_fwd(be, S->y, S->lse, S->qg, S->kr, S->v, n_seqs, m->Tc, m->H, m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd));
-    be->matmul(be, S->a, S->y, w->po[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    if (w->xsa) be->xsa_fwd(be, S->yx, S->y, S->v, N, m->H, m->Hkv, m->hd);
+    be->matmul(be, S->a, w->xsa ? S->yx : S->y, w->po[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
 }
 
 /* ga = dL/da (may be m->g_d; consumed first); ADDS dL/din into gin. */
@@ -3249,31 +3331,37 @@ static void utg__attn_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, int 
     int N = m->n_tok, d = m->d, kv = m->kvd, n_seqs = m->n_tok / m->Tc;
     size_t Nd = (size_t)N * d;
     const float *src = nbias ? S->nb : S->n;
-    /* a = y proj^T */
+    const float *gy = m->g_y;
+    /* a = y proj^T (y after XSA when it runs) */
     be->matmul(be, m->g_y, ga, w->po[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-    be->matmul(be, g->po[k], ga, S->y, d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->matmul(be, g->po[k], ga, w->xsa ? S->yx : S->y, d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
     /* attention core */
     be->fill(be, m->g_q, 0.0f, Nd);
     be->fill(be, m->g_k, 0.0f, (size_t)N * kv);
     be->fill(be, m->g_v, 0.0f, (size_t)N * kv);
-    be->attn_bwd(be, m->g_q, m->g_k, m->g_v, m->g_y, S->qg, S->kr, S->v, S->y, S->lse, n_seqs, m->Tc, m->H, m->Hkv,
+    if (w->xsa) { /* g_d is free once ga is consumed: it takes dL/dy, and dL/dv gets XSA's share */
+        be->fill(be, m->g_d, 0.0f, Nd);
+        be->xsa_bwd(be, m->g_d, m->g_v, m->g_y, S->y, S->v, N, m->H, m->Hkv, m->hd);
+        gy = m->g_d;
+    }
+    be->attn_bwd(be, m->g_q, m->g_k, m->g_v, gy, S->qg, S->kr, S->v, S->y, S->lse, n_seqs, m->Tc, m->H, m->Hkv,
                  m->hd, 1.0f / sqrtf((float)m->hd));
     /* q_gain, RoPE and the per-head norms, back to raw q and k */
     be->fill(be, m->g_y, 0.0f, Nd);
     be->head_scale_bwd(be, m->g_y, g->qg[k], m->g_q, S->qr, w->qg[k], N, m->H, m->hd);
-    be->rope(be, m->g_y, m->rope_cur, N, m->Tc, m->H, m->hd, 1);
-    be->rope(be, m->g_k, m->rope_cur, N, m->Tc, m->Hkv, m->hd, 1);
+    be->rope(be, m->g_y, m->rope_cur, N, m->Tc, m->H, m->hd, m->rd, 1);
+    be->rope(be, m->g_k, m->rope_cur, N, m->Tc, m->Hkv, m->hd, m->rd, 1);
     be->fill(be, m->g_q, 0.0f, Nd);
     be->rmsnorm_bwd(be, m->g_q, m->g_y, S->qn, S->rq, N * m->H, m->hd);
     be->fill(be, m->g_k2, 0.0f, (size_t)N * kv);
     be->rmsnorm_bwd(be, m->g_k2, m->g_k, S->kn, S->rk, N * m->Hkv, m->hd);
     /* q, k, v = src W^T */
-    be->matmul(be, m->g_d, m->g_q, w->cq[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-    be->matmul(be, m->g_d, m->g_k2, w->ck[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
-    be->matmul(be, m->g_d, m->g_v, w->cv[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
-    be->matmul(be, g->cq[k], m->g_q, src, d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
-    be->matmul(be, g->ck[k], m->g_k2, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
-    be->matmul(be, g->cv[k], m->g_v, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->matmul(be, m->g_d, m->g_q, w->cq[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 0.0f);
+    be->matmul(be, m->g_d, m->g_k2, w->ck[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
+    be->matmul(be, m->g_d, m->g_v, w->cv[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
+    be->matmul(be, g->cq[k], m->g_q, src, d, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
+    be->matmul(be, g->ck[k], m->g_k2, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
+    be->matmul(be, g->cv[k], m->g_v, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
     if (nbias) be->mix_bwd(be, NULL, NULL, NULL, gbias, m->g_d, NULL, NULL, NULL, nbias, N, d, 0);
     be->rmsnorm_bwd(be, gin, m->g_d, S->n, S->r, N, d);
 }
@@ -3285,11 +3373,11 @@ static void utg__mlp_fwd(utg_model *m, const utg__lw *w, const float *nbias, utg
     be->rmsnorm_fwd(be, M->n, M->r, in, N, d, m->eps);
     src = M->n;
     if (nbias) { be->mix_fwd(be, M->nb, M->n, NULL, NULL, nbias, N, d, 0); src = M->nb; }
-    be->matmul(be, M->u, src, w->fc, N, F, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
-    be->relu2_fwd(be, M->ua, M->u, (size_t)N * F);
+    be->matmul(be, M->u, src, w->fc, N, F, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
+    be->relu2_fwd(be, M->ua, M->u, (size_t)N * F, m->slope);
     if (m->mlp3) {
         be->matmul(be, M->u2, M->ua, w->mid, N, F, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
-        be->relu2_fwd(be, M->ua2, M->u2, (size_t)N * F);
+        be->relu2_fwd(be, M->ua2, M->u2, (size_t)N * F, m->slope);
     }
     be->matmul(be, M->m, m->mlp3 ? M->ua2 : M->ua, w->mp, N, d, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
 }
@@ -3304,14 +3392,14 @@ static void utg__mlp_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, const
     be->matmul(be, g->mp, gm, m->mlp3 ? M->ua2 : M->ua, d, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
     if (m->mlp3) {
         be->fill(be, m->g_f2, 0.0f, (size_t)N * F);
-        be->relu2_bwd(be, m->g_f2, m->g_f, M->u2, (size_t)N * F);
+        be->relu2_bwd(be, m->g_f2, m->g_f, M->u2, (size_t)N * F, m->slope);
         be->matmul(be, m->g_f, m->g_f2, w->mid, N, F, F, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
         be->matmul(be, g->mid, m->g_f2, M->ua, F, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
     }
     be->fill(be, m->g_f2, 0.0f, (size_t)N * F);
-    be->relu2_bwd(be, m->g_f2, m->g_f, M->u, (size_t)N * F);
-    be->matmul(be, m->g_d, m->g_f2, w->fc, N, d, F, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-    be->matmul(be, g->fc, m->g_f2, src, F, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->relu2_bwd(be, m->g_f2, m->g_f, M->u, (size_t)N * F, m->slope);
+    be->matmul(be, m->g_d, m->g_f2, w->fc, N, d, F, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 0.0f);
+    be->matmul(be, g->fc, m->g_f2, src, F, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
     if (nbias) be->mix_bwd(be, NULL, NULL, NULL, gbias, m->g_d, NULL, NULL, NULL, nbias, N, d, 0);
     be->rmsnorm_bwd(be, gin, m->g_d, M->n, M->r, N, d);
 }
@@ -5202,7 +5290,9 @@ static const char *const utg__ckpt_shape_knobs[] = {
     "RECUR_LAYERS", "RECUR_START_STEP", "REPEAT_UNTIE_MLP", "REPEAT_UNTIE_MLP_LAYERS", "NUM_LOOPS", "LOOP_START", "LOOP_END",
     "ENABLE_LOOPING_AT", "LOOP_PHASE2_AT", "ENCODER_LAYERS", "DECODER_LAYERS", "UNIVERSAL_UNIQUE_BLOCKS",
     "UNIVERSAL_ITERATIONS", "NUM_LAYER_SCHEDULE", "UNET_SKIPS", "CONTROL_SCOPE", "BLOCK_ATTNS", "MLP_LAYERS", "NORM_BIAS",
-    "ITER_EMBED", "ITER_SCALE", "FILM", "PARALLEL_RESIDUAL", "PARALLEL_START_LAYER", "PARALLEL_FINAL_LANE"};
+    "ITER_EMBED", "ITER_SCALE", "FILM", "PARALLEL_RESIDUAL", "PARALLEL_START_LAYER", "PARALLEL_FINAL_LANE",
+    /* the record-stack features */
+    "ROPE_DIMS", "LN_SCALE", "MLP_ACTIVATION", "LEAKY_RELU_SLOPE", "MLP_HIDDEN", "XSA_LAST_N"};
 
 #define UTG__CKPT_HDR 24
 #define UTG__CKPT_STAT 56 /* version 1: 48 (no phase) */
@@ -7255,7 +7345,8 @@ static const char *const utg__artifact_knobs[] = {
     "REPEAT_UNTIE_MLP_LAYERS", "NUM_LOOPS", "LOOP_START", "LOOP_END", "ENABLE_LOOPING_AT", "LOOP_PHASE2_AT",
     "ENCODER_LAYERS", "DECODER_LAYERS", "UNIVERSAL_UNIQUE_BLOCKS", "UNIVERSAL_ITERATIONS", "NUM_LAYER_SCHEDULE",
     "UNET_SKIPS", "CONTROL_SCOPE", "BLOCK_ATTNS", "MLP_LAYERS", "NORM_BIAS", "ITER_EMBED", "ITER_SCALE", "FILM",
-    "PARALLEL_RESIDUAL", "PARALLEL_START_LAYER", "PARALLEL_FINAL_LANE"};
+    "PARALLEL_RESIDUAL", "PARALLEL_START_LAYER", "PARALLEL_FINAL_LANE", "ROPE_DIMS", "ROPE_NTK", "LN_SCALE", "MLP_ACTIVATION",
+    "LEAKY_RELU_SLOPE", "MLP_HIDDEN", "XSA_LAST_N"};
 #define UTG__N_ART_KNOBS ((int)(sizeof utg__artifact_knobs / sizeof utg__artifact_knobs[0]))
 
 static void utg__art_key(char *key, size_t n, int knob) {
@@ -7391,11 +7482,12 @@ UTGDEF void utg_hessians_destroy(utg_hessians *h) {
     utg__free(&m->alloc, h);
 }
 
-static void utg__hess_add(utg_hessians *h, int t, const float *X, int N) {
+/* H += alpha X^T X (alpha: the square of a scale the linear applies to X, as LN_SCALE does) */
+static void utg__hess_add(utg_hessians *h, int t, const float *X, int N, float alpha) {
     int s, c;
     if (t < 0 || !X || (s = h->slot_of[t]) < 0) return;
     c = h->cols[s];
-    h->m->be->matmul(h->m->be, h->H[s], X, X, c, c, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    h->m->be->matmul(h->m->be, h->H[s], X, X, c, c, N, UTG_TRANS, UTG_NO_TRANS, alpha, 1.0f);
 }
 
 UTGDEF utg_result utg_hessians_accumulate(utg_hessians *h) {
@@ -7416,16 +7508,18 @@ UTGDEF utg_result utg_hessians_accumulate(utg_hessians *h) {
             if (s->mid >= 0) mid = s->mid;
             if (s->proj >= 0) mp = s->proj;
         }
+        utg__lw w;
+        utg__layer_ptrs(m, l, 0, &w);
         for (k = 0; k < m->n_attn; k++) {
             const utg__attn_acts *S = &A->at[k];
-            utg__hess_add(h, x->c_q[k], S->nb ? S->nb : S->n, N);
-            utg__hess_add(h, x->proj[k], S->y, N);
+            utg__hess_add(h, x->c_q[k], S->nb ? S->nb : S->n, N, w.lns * w.lns);
+            utg__hess_add(h, x->proj[k], w.xsa ? S->yx : S->y, N, 1.0f);
         }
-        utg__hess_add(h, fc, A->ml.nb ? A->ml.nb : A->ml.n, N);
-        if (m->mlp3) { utg__hess_add(h, mid, A->ml.ua, N); utg__hess_add(h, mp, A->ml.ua2, N); }
-        else utg__hess_add(h, mp, A->ml.ua, N);
+        utg__hess_add(h, fc, A->ml.nb ? A->ml.nb : A->ml.n, N, w.lns * w.lns);
+        if (m->mlp3) { utg__hess_add(h, mid, A->ml.ua, N, 1.0f); utg__hess_add(h, mp, A->ml.ua2, N, 1.0f); }
+        else utg__hess_add(h, mp, A->ml.ua, N, 1.0f);
     }
-    utg__hess_add(h, m->t_lm_head >= 0 ? m->t_lm_head : m->t_tok_emb, m->hf, N);
+    utg__hess_add(h, m->t_lm_head >= 0 ? m->t_lm_head : m->t_tok_emb, m->hf, N, 1.0f);
     h->batches++;
     return UTG_OK;
 }

@@ -189,38 +189,54 @@ static void test_checker_catches_planted_errors(void) {
 }
 
 /* ---- RoPE (its backward is the inverse rotation) ---- */
-typedef struct { int n_tok, T, H, hd; float *x, *y, *cs, *W, *gx; } rope_ctx;
+typedef struct { int n_tok, T, H, hd, rd; float *x, *y, *cs, *W, *gx; } rope_ctx;
 static double rope_obj(void *p) {
     rope_ctx *c = (rope_ctx *)p;
     size_t n = (size_t)c->n_tok * c->H * c->hd;
     memcpy(c->y, c->x, n * sizeof(float));
-    be->rope(be, c->y, c->cs, c->n_tok, c->T, c->H, c->hd, 0);
+    be->rope(be, c->y, c->cs, c->n_tok, c->T, c->H, c->hd, c->rd, 0);
     return wdot(c->W, c->y, n);
 }
 static void rope_grad(void *p) {
     rope_ctx *c = (rope_ctx *)p;
     size_t n = (size_t)c->n_tok * c->H * c->hd;
     memcpy(c->gx, c->W, n * sizeof(float));
-    be->rope(be, c->gx, c->cs, c->n_tok, c->T, c->H, c->hd, 1);
+    be->rope(be, c->gx, c->cs, c->n_tok, c->T, c->H, c->hd, c->rd, 1);
 }
 static void test_rope_grad(void) {
     rope_ctx c;
     gc_case gc;
-    int t, i, half;
+    int t, i, half, variant;
     size_t n;
-    c.T = 5; c.n_tok = 10; c.H = 3; c.hd = 8; half = c.hd / 2;
-    n = (size_t)c.n_tok * c.H * c.hd;
-    c.x = rand_buf(n, 1); c.y = zeros(n); c.W = rand_buf(n, 1); c.gx = zeros(n); c.cs = zeros((size_t)2 * c.T * half);
-    for (t = 0; t < c.T; t++)
-        for (i = 0; i < half; i++) {
-            double ang = t * pow(10000.0, -2.0 * i / c.hd);
-            c.cs[t * half + i] = (float)cos(ang);
-            c.cs[c.T * half + t * half + i] = (float)sin(ang);
+    for (variant = 0; variant < 2; variant++) { /* the whole head, then partial RoPE on 4 of 8 dims */
+        c.T = 5; c.n_tok = 10; c.H = 3; c.hd = 8; c.rd = variant ? 4 : 8; half = c.rd / 2;
+        n = (size_t)c.n_tok * c.H * c.hd;
+        c.x = rand_buf(n, 1); c.y = zeros(n); c.W = rand_buf(n, 1); c.gx = zeros(n); c.cs = zeros((size_t)2 * c.T * half);
+        for (t = 0; t < c.T; t++)
+            for (i = 0; i < half; i++) {
+                double ang = t * pow(10000.0, -2.0 * i / c.rd);
+                c.cs[t * half + i] = (float)cos(ang);
+                c.cs[c.T * half + t * half + i] = (float)sin(ang);
+            }
+        memset(&gc, 0, sizeof gc);
+        gc.ctx = &c; gc.objective = rope_obj; gc.grad = rope_grad; gc.n_in = 1;
+        gc.in[0].name = "x"; gc.in[0].x = c.x; gc.in[0].g = c.gx; gc.in[0].n = n;
+        check_case(variant ? "rope partial 4 of 8" : "rope", &gc, gc_default_opts());
+        if (variant) { /* partial: dims rd..hd-1 pass through, pairs are (i, i + rd/2) */
+            int same = 1;
+            rope_obj(&c);
+            for (t = 0; t < c.n_tok * c.H; t++)
+                for (i = c.rd; i < c.hd; i++) if (c.y[(size_t)t * c.hd + i] != c.x[(size_t)t * c.hd + i]) same = 0;
+            CHECK(same, "dims past ROPE_DIMS must pass through unchanged");
+            { /* token at position 1: dims 0 and 2 form pair 0 */
+                size_t o = (size_t)(1 * c.H) * c.hd; /* token 1, head 0 */
+                double a = 1.0, x1 = c.x[o], x2 = c.x[o + 2];
+                CHECK(fabs(c.y[o] - (x1 * cos(a) + x2 * sin(a))) < 1e-5 && fabs(c.y[o + 2] - (-x1 * sin(a) + x2 * cos(a))) < 1e-5,
+                      "partial pair (0, 2) at position 1");
+            }
         }
-    memset(&gc, 0, sizeof gc);
-    gc.ctx = &c; gc.objective = rope_obj; gc.grad = rope_grad; gc.n_in = 1;
-    gc.in[0].name = "x"; gc.in[0].x = c.x; gc.in[0].g = c.gx; gc.in[0].n = n;
-    check_case("rope", &gc, gc_default_opts());
+        free(c.x); free(c.y); free(c.W); free(c.gx); free(c.cs);
+    }
     /* and the forward itself: position 1, pair 0 rotates by angle 1 (inv_freq[0] = 1) */
     {
         float v[8] = {1, 0, 0, 0, 0, 0, 0, 0};
@@ -230,17 +246,16 @@ static void test_rope_grad(void) {
             cs1[i] = (float)cos(a0); cs1[4 + i] = (float)cos(a1);
             cs1[8 + i] = (float)sin(a0); cs1[12 + i] = (float)sin(a1);
         }
-        be->rope(be, v, cs1, 1, 2, 1, 8, 0); /* token 0, position 0: unchanged */
+        be->rope(be, v, cs1, 1, 2, 1, 8, 8, 0); /* token 0, position 0: unchanged */
         CHECK(v[0] == 1.0f && v[4] == 0.0f, "position 0 must not rotate");
         {
             float w[16] = {0};
             w[8] = 1.0f; /* token 1 (position 1), x1 of pair 0 */
-            be->rope(be, w, cs1, 2, 2, 1, 8, 0);
+            be->rope(be, w, cs1, 2, 2, 1, 8, 8, 0);
             /* x1' = x1 cos, x2' = -x1 sin (train_gpt.py's sign convention) */
             CHECK(fabs(w[8] - cos(1.0)) < 1e-6 && fabs(w[12] + sin(1.0)) < 1e-6, "rotation sign: got %g %g", w[8], w[12]);
         }
     }
-    free(c.x); free(c.y); free(c.W); free(c.gx); free(c.cs);
 }
 
 /* ---- per-head gain ---- */
@@ -314,29 +329,77 @@ static void test_attention_grad(void) {
 }
 
 /* ---- relu^2 ---- */
-typedef struct { size_t n; float *x, *y, *W, *gx; } r2_ctx;
+typedef struct { size_t n; float slope; float *x, *y, *W, *gx; } r2_ctx;
 static double r2_obj(void *p) {
     r2_ctx *c = (r2_ctx *)p;
-    be->relu2_fwd(be, c->y, c->x, c->n);
+    be->relu2_fwd(be, c->y, c->x, c->n, c->slope);
     return wdot(c->W, c->y, c->n);
 }
 static void r2_grad(void *p) {
     r2_ctx *c = (r2_ctx *)p;
     memset(c->gx, 0, c->n * sizeof(float));
-    be->relu2_bwd(be, c->gx, c->W, c->x, c->n);
+    be->relu2_bwd(be, c->gx, c->W, c->x, c->n, c->slope);
 }
 static void test_relu2_grad(void) {
     r2_ctx c;
     gc_case gc;
     size_t i;
-    c.n = 200;
-    c.x = rand_buf(c.n, 2); c.y = zeros(c.n); c.W = rand_buf(c.n, 1); c.gx = zeros(c.n);
-    for (i = 0; i < c.n; i++) if (fabsf(c.x[i]) < 0.05f) c.x[i] = 0.5f; /* stay off the kink */
-    memset(&gc, 0, sizeof gc);
-    gc.ctx = &c; gc.objective = r2_obj; gc.grad = r2_grad; gc.n_in = 1;
-    gc.in[0].name = "x"; gc.in[0].x = c.x; gc.in[0].g = c.gx; gc.in[0].n = c.n;
-    check_case("relu2", &gc, gc_default_opts());
-    free(c.x); free(c.y); free(c.W); free(c.gx);
+    int variant;
+    for (variant = 0; variant < 2; variant++) { /* relu^2, then leaky_relu(x, 0.5)^2 (PR #493) */
+        c.n = 200;
+        c.slope = variant ? 0.5f : 0.0f;
+        c.x = rand_buf(c.n, 2); c.y = zeros(c.n); c.W = rand_buf(c.n, 1); c.gx = zeros(c.n);
+        for (i = 0; i < c.n; i++) if (fabsf(c.x[i]) < 0.05f) c.x[i] = 0.5f; /* stay off the kink */
+        memset(&gc, 0, sizeof gc);
+        gc.ctx = &c; gc.objective = r2_obj; gc.grad = r2_grad; gc.n_in = 1;
+        gc.in[0].name = "x"; gc.in[0].x = c.x; gc.in[0].g = c.gx; gc.in[0].n = c.n;
+        check_case(variant ? "leaky_relu2 0.5" : "relu2", &gc, gc_default_opts());
+        c.x[0] = -2.0f;
+        r2_obj(&c);
+        CHECK(c.y[0] == (variant ? 1.0f : 0.0f), "f(-2) = (slope * -2)^2: %g", c.y[0]);
+        free(c.x); free(c.y); free(c.W); free(c.gx);
+    }
+}
+
+/* ---- XSA: remove each head's component along its own token's value (GQA groups share it) ---- */
+typedef struct { int n_tok, H, Hkv, hd; float *x, *v, *y, *W, *gx, *gv; } xsa_ctx;
+static double xsa_obj(void *p) {
+    xsa_ctx *c = (xsa_ctx *)p;
+    be->xsa_fwd(be, c->y, c->x, c->v, c->n_tok, c->H, c->Hkv, c->hd);
+    return wdot(c->W, c->y, (size_t)c->n_tok * c->H * c->hd);
+}
+static void xsa_grad(void *p) {
+    xsa_ctx *c = (xsa_ctx *)p;
+    memset(c->gx, 0, (size_t)c->n_tok * c->H * c->hd * sizeof(float));
+    memset(c->gv, 0, (size_t)c->n_tok * c->Hkv * c->hd * sizeof(float));
+    be->xsa_bwd(be, c->gx, c->gv, c->W, c->x, c->v, c->n_tok, c->H, c->Hkv, c->hd);
+}
+static void test_xsa_grad(void) {
+    int variant;
+    for (variant = 0; variant < 2; variant++) { /* GQA (2 query heads per kv head), then MHA */
+        xsa_ctx c;
+        gc_case gc;
+        size_t nx, nv;
+        int t, h, i;
+        c.n_tok = 7; c.H = 4; c.Hkv = variant ? 4 : 2; c.hd = 8;
+        nx = (size_t)c.n_tok * c.H * c.hd; nv = (size_t)c.n_tok * c.Hkv * c.hd;
+        c.x = rand_buf(nx, 1); c.v = rand_buf(nv, 1); c.y = zeros(nx); c.W = rand_buf(nx, 1); c.gx = zeros(nx); c.gv = zeros(nv);
+        memset(&gc, 0, sizeof gc);
+        gc.ctx = &c; gc.objective = xsa_obj; gc.grad = xsa_grad; gc.n_in = 2;
+        gc.in[0].name = "x"; gc.in[0].x = c.x; gc.in[0].g = c.gx; gc.in[0].n = nx;
+        gc.in[1].name = "v"; gc.in[1].x = c.v; gc.in[1].g = c.gv; gc.in[1].n = nv;
+        check_case(variant ? "xsa MHA" : "xsa GQA", &gc, gc_default_opts());
+        /* the output is orthogonal to the token's own value, for every head of the group */
+        xsa_obj(&c);
+        for (t = 0; t < c.n_tok; t++)
+            for (h = 0; h < c.H; h++) {
+                const float *y = c.y + ((size_t)t * c.H + h) * c.hd, *v = c.v + ((size_t)t * c.Hkv + h / (c.H / c.Hkv)) * c.hd;
+                double dotp = 0, ny = 0;
+                for (i = 0; i < c.hd; i++) { dotp += (double)y[i] * v[i]; ny += (double)y[i] * y[i]; }
+                if (fabs(dotp) > 1e-5 * (1 + sqrt(ny))) { CHECK(0, "token %d head %d: y.v = %g", t, h, dotp); t = c.n_tok; break; }
+            }
+        free(c.x); free(c.v); free(c.y); free(c.W); free(c.gx); free(c.gv);
+    }
 }
 
 /* ---- channel mix (resid_mix, scaled residual adds, skip adds, biases, lane updates) ---- */
@@ -463,6 +526,7 @@ int main(int argc, char **argv) {
     RUN(test_head_scale_grad);
     RUN(test_attention_grad);
     RUN(test_relu2_grad);
+    RUN(test_xsa_grad);
     RUN(test_mix_grad);
     RUN(test_xent_grad);
     utg_backend_destroy(be);

@@ -1,0 +1,148 @@
+/* The record-stack features (issue 6), each through the whole model: finite-difference gradient
+   checks alone and combined (with recurrence), and what each must do besides. */
+#define UTGOLF_IMPLEMENTATION
+#include "../utgolf.h"
+#include "test.h"
+#include "gradcheck.h"
+#include "mdl.h"
+
+static utg_config cfg_of(const char *what, const char *text) {
+    utg_config cfg;
+    utg_msg msg;
+    static char buf[2048];
+    memset(&cfg, 0, sizeof cfg);
+    memset(&msg, 0, sizeof msg);
+    snprintf(buf, sizeof buf, "NUM_LAYERS=2\nMODEL_DIM=16\nNUM_HEADS=4\nNUM_KV_HEADS=2\nVOCAB_SIZE=32\nTRAIN_SEQ_LEN=8\nMLP_MULT=2\n"
+                              "LOGIT_SOFTCAP=5\n%s", text);
+    if (utg_config_parse_text(&cfg, buf, &msg) != UTG_OK) CHECK(0, "%s: %s", what, msg.text);
+    return cfg;
+}
+static void grad(const char *what, const char *text, int phase) { mdl_run(what, cfg_of(what, text), phase); }
+
+static void test_grad_partial_rope(void) { grad("partial RoPE 2 of 4", "ROPE_DIMS=2\n", 0); }
+static void test_grad_ln_scale(void) {
+    grad("LN scale", "LN_SCALE=1\n", 0);
+    grad("LN scale per virtual layer, looped", "LN_SCALE=1\nCONTROL_SCOPE=virtual\nNUM_LOOPS=1\nLOOP_START=1\nLOOP_END=1\n", 0);
+}
+static void test_grad_leaky(void) {
+    grad("LeakyReLU(0.5)^2, MLP_HIDDEN=24", "MLP_ACTIVATION=leaky_relu2\nMLP_HIDDEN=24\n", 0);
+    grad("LeakyReLU(0.3)^2, 3-matrix MLP", "MLP_ACTIVATION=leaky_relu2\nLEAKY_RELU_SLOPE=0.3\nMLP_LAYERS=3\n", 0);
+}
+static void test_grad_xsa(void) {
+    grad("XSA in all blocks", "XSA_LAST_N=2\n", 0);
+    grad("XSA in the last 2 of 3 virtual layers (loop)", "XSA_LAST_N=2\nCONTROL_SCOPE=virtual\nNUM_LOOPS=1\nLOOP_START=1\nLOOP_END=1\n", 0);
+}
+static void test_grad_combined(void) {
+    /* the features together on PR #1394's loop with fully parallel lanes (4 virtual layers: deeper
+       plans are past what fp32 finite differences resolve at this size, with or without features) */
+    grad("partial RoPE + LN scale + leaky^2 + XSA, loop, parallel lanes",
+         "ROPE_DIMS=2\nLN_SCALE=1\nMLP_ACTIVATION=leaky_relu2\nXSA_LAST_N=2\nNUM_LOOPS=1\nLOOP_START=1\nLOOP_END=1\n"
+         "PARALLEL_RESIDUAL=parallel\nPARALLEL_START_LAYER=1\n", 0);
+}
+
+/* every parameter random (the init's zero output projections would hide the attention and MLP),
+   drawn from the tensor's name and index, so tensors of the same name and size agree across models */
+static utg_model *make(utg_config cfg) {
+    utg_model_desc d;
+    utg_model *m = NULL;
+    float *p;
+    int t;
+    size_t i, n;
+    memset(&d, 0, sizeof d);
+    d.config = cfg;
+    if (utg_model_create(&d, &m) != UTG_OK) { printf("    create: %s\n", utg_model_message(m)); utg_model_destroy(m); return NULL; }
+    n = utg_model_arena_floats(m);
+    p = (float *)calloc(n, sizeof(float));
+    for (t = 0; t < utg_model_tensor_count(m); t++) {
+        const utg_tensor_info *ti = utg_model_tensor(m, t);
+        uint64_t hsh = 1469598103934665603ull;
+        const char *c;
+        for (c = ti->name; *c; c++) hsh = (hsh ^ (uint8_t)*c) * 1099511628211ull;
+        for (i = 0; i < ti->numel; i++) {
+            uint64_t z = (hsh + i * 0x9e3779b97f4a7c15ull) * 0xbf58476d1ce4e5b9ull;
+            double u = (double)((z ^ (z >> 31)) >> 11) / 9007199254740992.0 * 2.0 - 1.0;
+            p[ti->offset + i] = (float)(ti->role == UTG_ROLE_CONTROL ? 1.0 + 0.3 * u : 0.5 * u);
+        }
+    }
+    utg_model_set(m, 0, -1, p, n);
+    free(p);
+    return m;
+}
+static double eval_at(utg_model *m, int T) {
+    int32_t x[64], y[64];
+    double loss = 0;
+    int i;
+    for (i = 0; i < T; i++) { x[i] = (i * 7 + 3) % 32; y[i] = (i * 11 + 5) % 32; }
+    utg_model_eval(m, x, y, 1, T, NULL, &loss);
+    return loss;
+}
+
+/* each feature changes the function (so a knob that silently did nothing would fail), and a
+   feature at its neutral setting is the baseline bit for bit */
+static void test_features_act(void) {
+    static const char *feat[] = {"ROPE_DIMS=2\n", "LN_SCALE=1\n", "MLP_ACTIVATION=leaky_relu2\n", "XSA_LAST_N=1\n", "MLP_HIDDEN=24\n"};
+    static const char *neutral[] = {"ROPE_DIMS=4\n", "LN_SCALE=0\n", "MLP_ACTIVATION=relu2\nLEAKY_RELU_SLOPE=0.3\n", "XSA_LAST_N=0\n",
+                                    "MLP_HIDDEN=32\n"};
+    utg_model *b = make(cfg_of("base", "")), *m;
+    double l0 = eval_at(b, 8);
+    int i;
+    for (i = 0; i < 5; i++) {
+        double l;
+        m = make(cfg_of(feat[i], feat[i]));
+        /* random non-zero weights everywhere, identical across models where shapes agree */
+        l = m ? eval_at(m, 8) : 0;
+        CHECK(m && l != l0, "%s changes the loss (%.9f vs %.9f)", feat[i], l, l0);
+        utg_model_destroy(m);
+        m = make(cfg_of(neutral[i], neutral[i]));
+        CHECK(m && eval_at(m, 8) == l0, "%s is the baseline", neutral[i]);
+        utg_model_destroy(m);
+    }
+    utg_model_destroy(b);
+    { /* XSA, LN scale and partial RoPE add no parameters */
+        utg_model *x = make(cfg_of("xsa", "XSA_LAST_N=2\nLN_SCALE=1\nROPE_DIMS=2\n"));
+        b = make(cfg_of("b", ""));
+        CHECK(x && b && utg_model_param_count(x) == utg_model_param_count(b), "no new parameters");
+        utg_model_destroy(x);
+        utg_model_destroy(b);
+    }
+}
+
+/* NTK-aware RoPE: the same tables up to TRAIN_SEQ_LEN, a larger base past it */
+static void test_rope_ntk(void) {
+    utg_model *a = make(cfg_of("plain", "")), *n = make(cfg_of("ntk", "ROPE_NTK=1\n"));
+    if (!a || !n) { CHECK(0, "models"); return; }
+    CHECK(eval_at(a, 8) == eval_at(n, 8), "at TRAIN_SEQ_LEN NTK changes nothing");
+    CHECK(eval_at(a, 6) == eval_at(n, 6), "below TRAIN_SEQ_LEN NTK changes nothing");
+    CHECK(eval_at(a, 32) != eval_at(n, 32), "past TRAIN_SEQ_LEN the base grows");
+    utg_model_destroy(a);
+    utg_model_destroy(n);
+}
+
+static void test_knobs(void) {
+    static const char *bad[][2] = {{"ROPE_DIMS", "3"}, {"ROPE_DIMS", "6"}, {"MLP_ACTIVATION", "gelu"}, {"LEAKY_RELU_SLOPE", "1.5"},
+                                   {"MLP_HIDDEN", "-1"}, {"XSA_LAST_N", "-2"}};
+    int i;
+    for (i = 0; i < (int)(sizeof bad / sizeof bad[0]); i++) {
+        utg_config c = cfg_of("k", "");
+        utg_msg msg;
+        memset(&msg, 0, sizeof msg);
+        if (utg_config_set(&c, bad[i][0], bad[i][1], &msg) == UTG_OK) { /* refused when set, or by the validator */
+            c = utg_config_resolve(&c);
+            CHECK(utg_config_validate(&c, &msg) == UTG_ERR_CONFIG, "%s=%s accepted", bad[i][0], bad[i][1]);
+        }
+        CHECK(strstr(msg.text, bad[i][0]) != NULL, "%s=%s: the message names the knob: %s", bad[i][0], bad[i][1], msg.text);
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *filter = argc > 1 ? argv[1] : NULL;
+    RUN(test_knobs);
+    RUN(test_features_act);
+    RUN(test_rope_ntk);
+    RUN(test_grad_partial_rope);
+    RUN(test_grad_ln_scale);
+    RUN(test_grad_leaky);
+    RUN(test_grad_xsa);
+    RUN(test_grad_combined);
+    return TEST_SUMMARY();
+}
