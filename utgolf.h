@@ -234,6 +234,8 @@ typedef struct utg_msg {
     X(STR, mlp_activation, "MLP_ACTIVATION", "relu2", 0, "relu2 (train_gpt.py) | leaky_relu2 (leaky_relu(x, LEAKY_RELU_SLOPE)^2, PR #493)") \
     X(REAL, leaky_relu_slope, "LEAKY_RELU_SLOPE", 0.5, 0, "negative slope of MLP_ACTIVATION=leaky_relu2") \
     X(INT, mlp_hidden, "MLP_HIDDEN", 0, 0, "MLP hidden width; 0 = MLP_MULT * MODEL_DIM")            \
+    X(BOOL, skip_gates_enabled, "SKIP_GATES_ENABLED", 0, 0,                                         \
+      "U-Net skip gates (PR #1089): a decoder input becomes lerp(skip_weights*skip, h, sigmoid(skip_gates)), gates start at 0") \
     X(INT, xsa_last_n, "XSA_LAST_N", 0, 0,                                                          \
       "exclusive self attention (PR #265) in the last N blocks (virtual layers with CONTROL_SCOPE=virtual, as PR #1204)") \
     /* training loop (SPEC 1.1, 1.5; used by the trainer) */                                      \
@@ -445,6 +447,14 @@ struct utg_backend {
     void (*xsa_fwd)(utg_backend *be, float *y, const float *x, const float *v, int n_tok, int H, int Hkv, int hd);
     void (*xsa_bwd)(utg_backend *be, float *dx, float *dv, const float *dy, const float *x, const float *v, int n_tok,
                     int H, int Hkv, int hd);
+
+    /* Gated skip (PR #1089): out[r,c] = a_c x[r,c] + (1 - a_c) s_c z[r,c] with a = sigmoid(g[c]). The
+       backward reads the output y instead of x (x - s z = (y - s z) / a), ADDS into dz, dg, ds, and
+       OVERWRITES dx = a dout (dx may alias dout). (ABI 4) */
+    void (*lerp_fwd)(utg_backend *be, float *out, const float *x, const float *z, const float *g, const float *s,
+                     int rows, int cols);
+    void (*lerp_bwd)(utg_backend *be, float *dx, float *dz, float *dg, float *ds, const float *dout, const float *y,
+                     const float *z, const float *g, const float *s, int rows, int cols);
 
     /* Channel mix: out[r,c] = WX*x[r,c] + WZ*z[r,c]. A weight is a per-channel vector (wx[c]) or,
        with UTG_MIX_WX_SCALAR / UTG_MIX_WZ_SCALAR in flags, one scalar (wx[0]); a NULL weight means
@@ -2230,6 +2240,46 @@ static void utg__cpu_xsa_bwd(utg_backend *be, float *dx, float *dv, const float 
     }
 }
 
+static void utg__cpu_lerp_fwd(utg_backend *be, float *out, const float *x, const float *z, const float *g, const float *s,
+                              int rows, int cols) {
+    int r;
+    (void)be;
+    UTG__OMP_FOR
+    for (r = 0; r < rows; r++) {
+        int c;
+        for (c = 0; c < cols; c++) {
+            float a = 1.0f / (1.0f + expf(-g[c]));
+            out[(size_t)r * cols + c] = a * x[(size_t)r * cols + c] + (1.0f - a) * s[c] * z[(size_t)r * cols + c];
+        }
+    }
+}
+/* column sums run down the rows in order (one column per thread): the same bits for any thread count */
+static void utg__cpu_lerp_bwd(utg_backend *be, float *dx, float *dz, float *dg, float *ds, const float *dout, const float *y,
+                              const float *z, const float *g, const float *s, int rows, int cols) {
+    int c, r;
+    (void)be;
+    UTG__OMP_FOR
+    for (c = 0; c < cols; c++) {
+        float a = 1.0f / (1.0f + expf(-g[c])), b = 1.0f - a;
+        double sg = 0.0, ss = 0.0;
+        int i;
+        for (i = 0; i < rows; i++) {
+            size_t o = (size_t)i * cols + c;
+            float d = dout[o];
+            sg += (double)d * ((double)y[o] - (double)s[c] * z[o]);
+            ss += (double)d * z[o];
+            dz[o] += d * b * s[c];
+        }
+        dg[c] += (float)(b * sg); /* d out / d g = a (1 - a) (x - s z) = (1 - a) (y - s z) */
+        ds[c] += (float)(b * ss);
+    }
+    UTG__OMP_FOR
+    for (r = 0; r < rows; r++) {
+        int k;
+        for (k = 0; k < cols; k++) dx[(size_t)r * cols + k] = dout[(size_t)r * cols + k] / (1.0f + expf(-g[k]));
+    }
+}
+
 static void utg__cpu_mix_fwd(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
                              const float *wz, int rows, int cols, int flags) {
     int r, sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1;
@@ -2411,6 +2461,8 @@ UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend
     be->relu2_bwd = utg__cpu_relu2_bwd;
     be->xsa_fwd = utg__cpu_xsa_fwd;
     be->xsa_bwd = utg__cpu_xsa_bwd;
+    be->lerp_fwd = utg__cpu_lerp_fwd;
+    be->lerp_bwd = utg__cpu_lerp_bwd;
     be->mix_fwd = utg__cpu_mix_fwd;
     be->mix_bwd = utg__cpu_mix_bwd;
     be->xent_fwd = utg__cpu_xent_fwd;
@@ -2493,7 +2545,7 @@ struct utg_model {
     utg_tensor_info *tensors;
     size_t arena_floats, n_params;
     float *params, *grads;
-    int t_tok_emb, t_skip, t_lm_head; /* -1 when absent (t_lm_head: tied) */
+    int t_tok_emb, t_skip, t_skip_gates, t_lm_head; /* -1 when absent (t_lm_head: tied) */
     int t_iter_embed, t_iter_scale, t_film, t_par_post, t_par_resid;
     int n_phys, n_ctrl, n_depth, n_skip, n_rsets, n_norms, n_attn, mlp3;
     utg__heavy_ix *heavy;
@@ -2837,6 +2889,7 @@ static utg_result utg__build_tensors(utg_model *m) {
     memset(m->heavy, 0xff, sizeof(utg__heavy_ix) * (size_t)m->n_phys); /* all -1 */
     memset(m->ctrl, 0xff, sizeof(utg__ctrl_ix) * (size_t)m->n_ctrl);
     m->t_skip = m->n_skip > 0 ? utg__add_tensor(m, "skip_weights", UTG_ROLE_CONTROL, -1, 2, m->n_skip, m->d, 0) : -1;
+    m->t_skip_gates = m->n_skip > 0 && c->skip_gates_enabled > 0 ? utg__add_tensor(m, "skip_gates", UTG_ROLE_CONTROL, -1, 2, m->n_skip, m->d, 0) : -1;
     m->t_tok_emb = utg__add_tensor(m, "tok_emb.weight", UTG_ROLE_EMBED, -1, 2, m->V, m->d, 0);
     m->t_iter_embed = c->iter_embed > 0 ? utg__add_tensor(m, "iter_embed", UTG_ROLE_CONTROL, -1, 2, m->n_depth, m->d, 0) : -1;
     m->t_iter_scale = c->iter_scale > 0 ? utg__add_tensor(m, "iter_scale", UTG_ROLE_CONTROL, -1, 2, m->n_depth, m->d, 0) : -1;
@@ -3407,6 +3460,19 @@ static void utg__mlp_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, const
 #define UTG__SC (UTG_MIX_WX_SCALAR | UTG_MIX_WZ_SCALAR)
 #define UTG__NB(w, k) ((w)->nb ? (w)->nb + (size_t)(k) * m->d : NULL)
 
+/* The U-Net skip into a lane: h + w*skip, or with skip gates lerp(w*skip, h, sigmoid(gate)). */
+static void utg__skip_fwd(utg_model *m, float *out, const float *h, const float *skip, const float *w, const float *gate, int N) {
+    if (gate) m->be->lerp_fwd(m->be, out, h, skip, gate, w, N, m->d);
+    else m->be->mix_fwd(m->be, out, h, NULL, skip, w, N, m->d, 0);
+}
+/* Its backward: G (dL/dout on entry) becomes dL/dh in place; dL/dskip, dL/dw, dL/dgate are added. */
+static void utg__skip_bwd(utg_model *m, float *G, float *gskip, float *gw, float *ggate, const float *out, const float *skip,
+                          const float *w, const float *gate) {
+    int N = m->n_tok;
+    if (gate) m->be->lerp_bwd(m->be, G, gskip, ggate, gw, G, out, skip, gate, w, N, m->d);
+    else m->be->mix_bwd(m->be, NULL, gskip, NULL, gw, G, NULL, NULL, skip, w, N, m->d, 0); /* dL/dh = G */
+}
+
 /* Forward of virtual layer l from input lanes (h0, h1; h1 NULL on one lane). */
 static void utg__layer_forward(utg_model *m, int l, const float *h0, const float *h1, int n_seqs) {
     utg_backend *be = m->be;
@@ -3415,15 +3481,16 @@ static void utg__layer_forward(utg_model *m, int l, const float *h0, const float
     utg__lw w;
     int N = n_seqs * m->Tc, d = m->d, k, iter = m->iter_any;
     const float *sw = pl->pop_slot >= 0 ? UTG__W(m->t_skip) + (size_t)pl->skip_index * d : NULL, *x, *last;
+    const float *sg = sw && m->t_skip_gates >= 0 ? UTG__W(m->t_skip_gates) + (size_t)pl->skip_index * d : NULL;
     utg__layer_ptrs(m, l, 0, &w);
     if (pl->lane == UTG_LANE_TWO || pl->lane == UTG_LANE_PARALLEL) {
         const float *l0 = h0, *l1 = h1 ? h1 : h0; /* lanes start as two copies of h */
         const float *r = w.pr, *P = w.pp;
         if (sw) {
-            be->mix_fwd(be, A->hs, l0, NULL, m->slot_src[pl->pop_slot], sw, N, d, 0);
+            utg__skip_fwd(m, A->hs, l0, m->slot_src[pl->pop_slot], sw, sg, N);
             l0 = A->hs;
             if (pl->lane == UTG_LANE_TWO) { /* PR #1204: the skip enters both lanes; PR #1530: lane 0 only */
-                be->mix_fwd(be, A->hs1, l1, NULL, m->slot_src[pl->pop_slot], sw, N, d, 0);
+                utg__skip_fwd(m, A->hs1, l1, m->slot_src[pl->pop_slot], sw, sg, N);
                 l1 = A->hs1;
             }
         }
@@ -3452,7 +3519,7 @@ static void utg__layer_forward(utg_model *m, int l, const float *h0, const float
     }
     /* one lane */
     x = h0;
-    if (sw) { be->mix_fwd(be, A->hs, x, NULL, m->slot_src[pl->pop_slot], sw, N, d, 0); x = A->hs; }
+    if (sw) { utg__skip_fwd(m, A->hs, x, m->slot_src[pl->pop_slot], sw, sg, N); x = A->hs; }
     A->xs = x;
     if (w.fg) { be->mix_fwd(be, A->hc, x, w.fg, NULL, w.fb, N, d, 0); x = A->hc; }
     else if (w.ie) { be->mix_fwd(be, A->hc, x, NULL, NULL, w.ie, N, d, 0); x = A->hc; }
@@ -3578,6 +3645,8 @@ static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
     size_t Nd = (size_t)N * d;
     const float *sw = pl->pop_slot >= 0 ? UTG__W(m->t_skip) + (size_t)pl->skip_index * d : NULL;
     float *gsw = pl->pop_slot >= 0 ? UTG__G(m->t_skip) + (size_t)pl->skip_index * d : NULL;
+    const float *sg = sw && m->t_skip_gates >= 0 ? UTG__W(m->t_skip_gates) + (size_t)pl->skip_index * d : NULL;
+    float *gsg = sg ? UTG__G(m->t_skip_gates) + (size_t)pl->skip_index * d : NULL;
     float *gslot = pl->pop_slot >= 0 ? m->g_skip + (size_t)pl->pop_slot * Nd : NULL, *G, *t;
     utg__layer_ptrs(m, l, 0, &w);
     utg__layer_ptrs(m, l, 1, &g);
@@ -3602,8 +3671,8 @@ static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
         utg__attn_bwd(m, &w, &g, 0, UTG__NB(&w, 0), UTG__NB(&g, 0), &A->at[0], m->g_a, m->g_hin);
         be->mix_bwd(be, G0, m->g_x0, g.rm, g.rm + d, m->g_hin, A->xs, w.rm, m->x0, w.rm + d, N, d, 0);
         if (sw) {
-            be->mix_bwd(be, NULL, gslot, NULL, gsw, G0, NULL, NULL, m->slot_src[pl->pop_slot], sw, N, d, 0);
-            be->mix_bwd(be, NULL, gslot, NULL, gsw, G1, NULL, NULL, m->slot_src[pl->pop_slot], sw, N, d, 0);
+            utg__skip_bwd(m, G0, gslot, gsw, gsg, A->hs, m->slot_src[pl->pop_slot], sw, sg);
+            utg__skip_bwd(m, G1, gslot, gsw, gsg, A->hs1, m->slot_src[pl->pop_slot], sw, sg);
         }
         return;
     }
@@ -3626,7 +3695,7 @@ static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
         be->fill(be, m->g_hin, 0.0f, Nd);
         utg__attn_bwd(m, &w, &g, 0, UTG__NB(&w, 0), UTG__NB(&g, 0), &A->at[0], m->g_a, m->g_hin);
         be->mix_bwd(be, Ga, m->g_x0, g.rm, g.rm + d, m->g_hin, A->xs, w.rm, m->x0, w.rm + d, N, d, 0);
-        if (sw) be->mix_bwd(be, NULL, gslot, NULL, gsw, Ga, NULL, NULL, m->slot_src[pl->pop_slot], sw, N, d, 0);
+        if (sw) utg__skip_bwd(m, Ga, gslot, gsw, gsg, A->hs, m->slot_src[pl->pop_slot], sw, sg);
         gs->g0 = Ga; gs->s0 = G0; gs->g1 = Gb; gs->s1 = G1;
         return;
     }
@@ -3673,7 +3742,7 @@ static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
         t = gs->g0; gs->g0 = gs->s0; gs->s0 = t;
         G = gs->g0;
     }
-    if (sw) be->mix_bwd(be, NULL, gslot, NULL, gsw, G, NULL, NULL, m->slot_src[pl->pop_slot], sw, N, d, 0);
+    if (sw) utg__skip_bwd(m, G, gslot, gsw, gsg, A->hs, m->slot_src[pl->pop_slot], sw, sg);
 }
 
 UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
@@ -5292,7 +5361,7 @@ static const char *const utg__ckpt_shape_knobs[] = {
     "UNIVERSAL_ITERATIONS", "NUM_LAYER_SCHEDULE", "UNET_SKIPS", "CONTROL_SCOPE", "BLOCK_ATTNS", "MLP_LAYERS", "NORM_BIAS",
     "ITER_EMBED", "ITER_SCALE", "FILM", "PARALLEL_RESIDUAL", "PARALLEL_START_LAYER", "PARALLEL_FINAL_LANE",
     /* the record-stack features */
-    "ROPE_DIMS", "LN_SCALE", "MLP_ACTIVATION", "LEAKY_RELU_SLOPE", "MLP_HIDDEN", "XSA_LAST_N"};
+    "ROPE_DIMS", "LN_SCALE", "MLP_ACTIVATION", "LEAKY_RELU_SLOPE", "MLP_HIDDEN", "XSA_LAST_N", "SKIP_GATES_ENABLED"};
 
 #define UTG__CKPT_HDR 24
 #define UTG__CKPT_STAT 56 /* version 1: 48 (no phase) */
@@ -7346,7 +7415,7 @@ static const char *const utg__artifact_knobs[] = {
     "ENCODER_LAYERS", "DECODER_LAYERS", "UNIVERSAL_UNIQUE_BLOCKS", "UNIVERSAL_ITERATIONS", "NUM_LAYER_SCHEDULE",
     "UNET_SKIPS", "CONTROL_SCOPE", "BLOCK_ATTNS", "MLP_LAYERS", "NORM_BIAS", "ITER_EMBED", "ITER_SCALE", "FILM",
     "PARALLEL_RESIDUAL", "PARALLEL_START_LAYER", "PARALLEL_FINAL_LANE", "ROPE_DIMS", "ROPE_NTK", "LN_SCALE", "MLP_ACTIVATION",
-    "LEAKY_RELU_SLOPE", "MLP_HIDDEN", "XSA_LAST_N"};
+    "LEAKY_RELU_SLOPE", "MLP_HIDDEN", "XSA_LAST_N", "SKIP_GATES_ENABLED"};
 #define UTG__N_ART_KNOBS ((int)(sizeof utg__artifact_knobs / sizeof utg__artifact_knobs[0]))
 
 static void utg__art_key(char *key, size_t n, int knob) {

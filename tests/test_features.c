@@ -32,11 +32,16 @@ static void test_grad_xsa(void) {
     grad("XSA in all blocks", "XSA_LAST_N=2\n", 0);
     grad("XSA in the last 2 of 3 virtual layers (loop)", "XSA_LAST_N=2\nCONTROL_SCOPE=virtual\nNUM_LOOPS=1\nLOOP_START=1\nLOOP_END=1\n", 0);
 }
+static void test_grad_skip_gates(void) {
+    grad("skip gates", "SKIP_GATES_ENABLED=1\nNUM_LAYERS=4\n", 0);
+    grad("skip gates, two lanes (PR #1204)", "SKIP_GATES_ENABLED=1\nNUM_LAYERS=4\nPARALLEL_RESIDUAL=two_lane\nPARALLEL_START_LAYER=2\n", 0);
+    grad("skip gates, parallel lanes (PR #1530)", "SKIP_GATES_ENABLED=1\nNUM_LAYERS=4\nPARALLEL_RESIDUAL=parallel\nPARALLEL_START_LAYER=2\n", 0);
+}
 static void test_grad_combined(void) {
     /* the features together on PR #1394's loop with fully parallel lanes (4 virtual layers: deeper
        plans are past what fp32 finite differences resolve at this size, with or without features) */
     grad("partial RoPE + LN scale + leaky^2 + XSA, loop, parallel lanes",
-         "ROPE_DIMS=2\nLN_SCALE=1\nMLP_ACTIVATION=leaky_relu2\nXSA_LAST_N=2\nNUM_LOOPS=1\nLOOP_START=1\nLOOP_END=1\n"
+         "ROPE_DIMS=2\nLN_SCALE=1\nMLP_ACTIVATION=leaky_relu2\nXSA_LAST_N=2\nSKIP_GATES_ENABLED=1\nNUM_LOOPS=1\nLOOP_START=1\nLOOP_END=1\n"
          "PARALLEL_RESIDUAL=parallel\nPARALLEL_START_LAYER=1\n", 0);
 }
 
@@ -143,6 +148,7 @@ int main(int argc, char **argv) {
     RUN(test_grad_ln_scale);
     RUN(test_grad_leaky);
     RUN(test_grad_xsa);
+    RUN(test_grad_skip_gates);
     RUN(test_grad_combined);
     return TEST_SUMMARY();
 }

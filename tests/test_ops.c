@@ -402,6 +402,42 @@ static void test_xsa_grad(void) {
     }
 }
 
+/* ---- gated skip: out = a x + (1 - a) s z, a = sigmoid(g) ---- */
+typedef struct { int rows, cols; float *x, *z, *g, *s, *y, *W, *dout, *gx, *gz, *gg, *gs; } lerp_ctx;
+static double lerp_obj(void *p) {
+    lerp_ctx *c = (lerp_ctx *)p;
+    be->lerp_fwd(be, c->y, c->x, c->z, c->g, c->s, c->rows, c->cols);
+    return wdot(c->W, c->y, (size_t)c->rows * c->cols);
+}
+static void lerp_grad(void *p) {
+    lerp_ctx *c = (lerp_ctx *)p;
+    size_t n = (size_t)c->rows * c->cols;
+    lerp_obj(c);
+    memset(c->gz, 0, n * sizeof(float)); memset(c->gg, 0, c->cols * sizeof(float)); memset(c->gs, 0, c->cols * sizeof(float));
+    memcpy(c->gx, c->W, n * sizeof(float)); /* dx overwrites dout in place, as the model calls it */
+    be->lerp_bwd(be, c->gx, c->gz, c->gg, c->gs, c->gx, c->y, c->z, c->g, c->s, c->rows, c->cols);
+}
+static void test_lerp_grad(void) {
+    lerp_ctx c;
+    gc_case gc;
+    size_t n;
+    c.rows = 9; c.cols = 6;
+    n = (size_t)c.rows * c.cols;
+    c.x = rand_buf(n, 1); c.z = rand_buf(n, 1); c.g = rand_buf(6, 1.5); c.s = rand_buf(6, 1); c.y = zeros(n); c.W = rand_buf(n, 1);
+    c.gx = zeros(n); c.gz = zeros(n); c.gg = zeros(6); c.gs = zeros(6);
+    memset(&gc, 0, sizeof gc);
+    gc.ctx = &c; gc.objective = lerp_obj; gc.grad = lerp_grad; gc.n_in = 4;
+    gc.in[0].name = "x"; gc.in[0].x = c.x; gc.in[0].g = c.gx; gc.in[0].n = n;
+    gc.in[1].name = "z"; gc.in[1].x = c.z; gc.in[1].g = c.gz; gc.in[1].n = n;
+    gc.in[2].name = "gate"; gc.in[2].x = c.g; gc.in[2].g = c.gg; gc.in[2].n = 6;
+    gc.in[3].name = "s"; gc.in[3].x = c.s; gc.in[3].g = c.gs; gc.in[3].n = 6;
+    check_case("lerp (skip gates)", &gc, gc_default_opts());
+    c.g[0] = 0.0f; /* gate 0: the mean of h and s*z (PR #1089's start) */
+    lerp_obj(&c);
+    CHECK(fabsf(c.y[0] - 0.5f * (c.x[0] + c.s[0] * c.z[0])) < 1e-6f, "gate 0 gives the midpoint");
+    free(c.x); free(c.z); free(c.g); free(c.s); free(c.y); free(c.W); free(c.gx); free(c.gz); free(c.gg); free(c.gs);
+}
+
 /* ---- channel mix (resid_mix, scaled residual adds, skip adds, biases, lane updates) ---- */
 typedef struct { int rows, cols, use_wx, use_z, flags; float *x, *wx, *z, *wz, *out, *W, *gx, *gwx, *gz, *gwz; } mix_ctx;
 static double mix_obj(void *p) {
@@ -527,6 +563,7 @@ int main(int argc, char **argv) {
     RUN(test_attention_grad);
     RUN(test_relu2_grad);
     RUN(test_xsa_grad);
+    RUN(test_lerp_grad);
     RUN(test_mix_grad);
     RUN(test_xent_grad);
     utg_backend_destroy(be);

@@ -247,7 +247,12 @@ static void test_recipes(void) {
     if ((m = recipe_model("recipes/loop3_1493.env")) != NULL) {
         const utg_plan *p = utg_model_plan_at(m, 1);
         CHECK(p && !strcmp(blocks(p), "0 1 2 3 4 5 3 4 | 5 3 4 5 6 7 8 9 10") && p->start_frac == 0.35 &&
-              p->layers[14].lane == UTG_LANE_PARALLEL && p->lanes_from == 14, "PR #1493's plan");
+              p->layers[12].lane == UTG_LANE_SINGLE && p->layers[13].lane == UTG_LANE_GPTJ && p->layers[16].lane == UTG_LANE_GPTJ &&
+              p->lanes_from == -1, "PR #1493's plan: GPT-J residuals in physical blocks 7..10");
+        CHECK(utg_model_param_count(m) == 35944536u, "PR #1493: %zu parameters, the record prints model_params:35944536",
+              utg_model_param_count(m));
+        CHECK(utg_model_find_tensor(m, "skip_gates") >= 0 && utg_model_tensor(m, utg_model_find_tensor(m, "skip_gates"))->shape[0] == 8,
+              "skip gates sized for the looped graph (8)");
         utg_model_destroy(m);
     }
     if ((m = recipe_model("recipes/film_1640.env")) != NULL) {
