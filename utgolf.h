@@ -236,6 +236,16 @@ typedef struct utg_msg {
     X(INT, mlp_hidden, "MLP_HIDDEN", 0, 0, "MLP hidden width; 0 = MLP_MULT * MODEL_DIM")            \
     X(BOOL, skip_gates_enabled, "SKIP_GATES_ENABLED", 0, 0,                                         \
       "U-Net skip gates (PR #1089): a decoder input becomes lerp(skip_weights*skip, h, sigmoid(skip_gates)), gates start at 0") \
+    X(BOOL, sparse_attn_gate_enabled, "SPARSE_ATTN_GATE_ENABLED", 0, 0,                             \
+      "sparse attention output gate (PR #1787): head h scaled by sigmoid(SPARSE_ATTN_GATE_SCALE * W_h . x[:GATE_WINDOW]), W zero-init") \
+    X(REAL, sparse_attn_gate_scale, "SPARSE_ATTN_GATE_SCALE", 1.0, 0, "logit scale of the sparse attention gate (0.5 in PR #1855)") \
+    X(BOOL, attn_out_gate_enabled, "ATTN_OUT_GATE_ENABLED", 0, 0,                                   \
+      "AttnOutGate (PR #1667): head h scaled by 2 * sigmoid(W_h . x[:GATE_WINDOW]), W zero-init (1 at init)") \
+    X(BOOL, gated_attn_enabled, "GATED_ATTN_ENABLED", 0, 0,                                         \
+      "dense gated attention (Qwen G1, PR #1736): head h scaled by sigmoid(W_h . x), W [H, d] ~ N(0, 0.005^2)") \
+    X(INT, gate_window, "GATE_WINDOW", 12, 0, "input channels the sparse gates read (attention gates and SmearGate)") \
+    X(BOOL, smear_gate_enabled, "SMEAR_GATE_ENABLED", 0, 0,                                         \
+      "input-dependent SmearGate on the raw embedding (PR #1667, BOS-masked as PR #1855): x_t += lambda * sigmoid(w . x_t[:GATE_WINDOW]) * x_{t-1}") \
     X(INT, xsa_last_n, "XSA_LAST_N", 0, 0,                                                          \
       "exclusive self attention (PR #265) in the last N blocks (virtual layers with CONTROL_SCOPE=virtual, as PR #1204)") \
     /* training loop (SPEC 1.1, 1.5; used by the trainer) */                                      \
@@ -455,6 +465,23 @@ struct utg_backend {
                      int rows, int cols);
     void (*lerp_bwd)(utg_backend *be, float *dx, float *dz, float *dg, float *ds, const float *dout, const float *y,
                      const float *z, const float *g, const float *s, int rows, int cols);
+
+    /* Attention output gate: z[t,h] = scale * sum_{i<win} W[h,i] x[t,i] (x rows hold x_cols floats),
+       g = mult * sigmoid(z) (saved), y[t,h,:] = g[t,h] yin[t,h,:]. Backward ADDS dyin = g dy and, with
+       dz = (dy . yin) g (1 - g / mult), dW[h,i] += scale sum_t dz x[t,i], dx[t,i] += scale sum_h dz W[h,i].
+       win = x_cols is the dense gate. (ABI 4) */
+    void (*gate_fwd)(utg_backend *be, float *y, float *g, const float *yin, const float *x, const float *W, int n_tok, int H,
+                     int hd, int x_cols, int win, float scale, float mult);
+    void (*gate_bwd)(utg_backend *be, float *dyin, float *dx, float *dW, const float *dy, const float *yin, const float *x,
+                     const float *W, const float *g, int n_tok, int H, int hd, int x_cols, int win, float scale, float mult);
+
+    /* Input-dependent SmearGate (PR #1667, BOS-masked as PR #1855): for a token at position p >= 1 of
+       its sequence (p = row % seq_len) whose id is not bos, y_t = x_t + lam * sigmoid(w . x_t[0:win]) x_{t-1};
+       otherwise y_t = x_t. Backward ADDS into dx (not aliasing dy), dw and dlam. (ABI 4) */
+    void (*smear_fwd)(utg_backend *be, float *y, const float *x, const float *w, const float *lam, const int32_t *ids,
+                      int n_tok, int seq_len, int d, int win, int bos);
+    void (*smear_bwd)(utg_backend *be, float *dx, float *dw, float *dlam, const float *dy, const float *x, const float *w,
+                      const float *lam, const int32_t *ids, int n_tok, int seq_len, int d, int win, int bos);
 
     /* Channel mix: out[r,c] = WX*x[r,c] + WZ*z[r,c]. A weight is a per-channel vector (wx[c]) or,
        with UTG_MIX_WX_SCALAR / UTG_MIX_WZ_SCALAR in flags, one scalar (wx[0]); a NULL weight means
@@ -1525,6 +1552,10 @@ UTGDEF utg_result utg_config_validate(const utg_config *c, utg_msg *msg) {
     UTG__REQ(c->leaky_relu_slope >= 0.0 && c->leaky_relu_slope < 1.0, "LEAKY_RELU_SLOPE must be in [0, 1) (got %g)", c->leaky_relu_slope);
     UTG__REQ(c->mlp_hidden >= 0 && c->mlp_hidden <= 1048576, "MLP_HIDDEN must be in 0..1048576 (got %d)", c->mlp_hidden);
     UTG__REQ(c->xsa_last_n >= 0, "XSA_LAST_N must be >= 0 (got %d)", c->xsa_last_n);
+    UTG__REQ((c->sparse_attn_gate_enabled > 0) + (c->attn_out_gate_enabled > 0) + (c->gated_attn_enabled > 0) <= 1,
+             "SPARSE_ATTN_GATE_ENABLED, ATTN_OUT_GATE_ENABLED and GATED_ATTN_ENABLED are alternatives: set one");
+    UTG__REQ(c->gate_window >= 1 && c->gate_window <= c->model_dim, "GATE_WINDOW must be in 1..MODEL_DIM (got %d)", c->gate_window);
+    UTG__REQ(isfinite(c->sparse_attn_gate_scale), "SPARSE_ATTN_GATE_SCALE must be finite");
     UTG__REQ(utg__oneof(c->quant_clip, "percentile|max|sdclip|search"), "QUANT_CLIP must be percentile, max, sdclip or search (got '%s')",
              c->quant_clip ? c->quant_clip : "");
     UTG__REQ(c->quant_clip_percentile > 0.5 && c->quant_clip_percentile <= 1.0, "QUANT_CLIP_PERCENTILE must be in (0.5, 1] (got %g)", c->quant_clip_percentile);
@@ -2280,6 +2311,109 @@ static void utg__cpu_lerp_bwd(utg_backend *be, float *dx, float *dz, float *dg, 
     }
 }
 
+static void utg__cpu_gate_fwd(utg_backend *be, float *y, float *g, const float *yin, const float *x, const float *W, int n_tok, int H,
+                              int hd, int x_cols, int win, float scale, float mult) {
+    int t;
+    (void)be;
+    UTG__OMP_FOR
+    for (t = 0; t < n_tok; t++) {
+        int h, i;
+        for (h = 0; h < H; h++) {
+            float z = scale * utg__dot(W + (size_t)h * win, x + (size_t)t * x_cols, win), gv = mult / (1.0f + expf(-z));
+            const float *a = yin + ((size_t)t * H + h) * hd;
+            float *o = y + ((size_t)t * H + h) * hd;
+            g[(size_t)t * H + h] = gv;
+            for (i = 0; i < hd; i++) o[i] = gv * a[i];
+        }
+    }
+}
+/* dz is recomputed where needed (cheap: one dot per head) so every reduction runs in a fixed order */
+static float utg__gate_dz(const float *dy, const float *yin, const float *g, int t, int h, int H, int hd, float mult) {
+    float gv = g[(size_t)t * H + h];
+    return utg__dot(dy + ((size_t)t * H + h) * hd, yin + ((size_t)t * H + h) * hd, hd) * gv * (1.0f - gv / mult);
+}
+static void utg__cpu_gate_bwd(utg_backend *be, float *dyin, float *dx, float *dW, const float *dy, const float *yin, const float *x,
+                              const float *W, const float *g, int n_tok, int H, int hd, int x_cols, int win, float scale, float mult) {
+    int t, hi;
+    (void)be;
+    UTG__OMP_FOR
+    for (t = 0; t < n_tok; t++) { /* per token: dyin and dx */
+        int h, i;
+        for (h = 0; h < H; h++) {
+            float gv = g[(size_t)t * H + h], dz = utg__gate_dz(dy, yin, g, t, h, H, hd, mult);
+            const float *a = dy + ((size_t)t * H + h) * hd;
+            float *o = dyin + ((size_t)t * H + h) * hd;
+            for (i = 0; i < hd; i++) o[i] += gv * a[i];
+            for (i = 0; i < win; i++) dx[(size_t)t * x_cols + i] += scale * dz * W[(size_t)h * win + i];
+        }
+    }
+    UTG__OMP_FOR
+    for (hi = 0; hi < H * win; hi++) { /* per weight: down the tokens in order */
+        int h = hi / win, i = hi % win, k;
+        double s = 0.0;
+        for (k = 0; k < n_tok; k++) s += (double)utg__gate_dz(dy, yin, g, k, h, H, hd, mult) * x[(size_t)k * x_cols + i];
+        dW[hi] += (float)(scale * s);
+    }
+}
+
+static int utg__smear_on(const int32_t *ids, int t, int seq_len, int bos) { return t % seq_len != 0 && ids[t] != bos; }
+static void utg__cpu_smear_fwd(utg_backend *be, float *y, const float *x, const float *w, const float *lam, const int32_t *ids,
+                               int n_tok, int seq_len, int d, int win, int bos) {
+    int t;
+    (void)be;
+    UTG__OMP_FOR
+    for (t = 0; t < n_tok; t++) {
+        const float *xt = x + (size_t)t * d;
+        float *yt = y + (size_t)t * d;
+        int i;
+        if (!utg__smear_on(ids, t, seq_len, bos)) { for (i = 0; i < d; i++) yt[i] = xt[i]; continue; }
+        {
+            float a = lam[0] / (1.0f + expf(-utg__dot(w, xt, win)));
+            for (i = 0; i < d; i++) yt[i] = xt[i] + a * xt[i - d];
+        }
+    }
+}
+static void utg__cpu_smear_bwd(utg_backend *be, float *dx, float *dw, float *dlam, const float *dy, const float *x, const float *w,
+                               const float *lam, const int32_t *ids, int n_tok, int seq_len, int d, int win, int bos) {
+    int t, i;
+    double sl = 0.0;
+    (void)be;
+    /* dx_t += dy_t + (gate of t+1) dy_{t+1} + the gate's own input term: each row written by one thread */
+    UTG__OMP_FOR
+    for (t = 0; t < n_tok; t++) {
+        const float *dyt = dy + (size_t)t * d, *xt = x + (size_t)t * d;
+        float *dxt = dx + (size_t)t * d;
+        int k;
+        for (k = 0; k < d; k++) dxt[k] += dyt[k];
+        if (t + 1 < n_tok && utg__smear_on(ids, t + 1, seq_len, bos)) {
+            float a = lam[0] / (1.0f + expf(-utg__dot(w, xt + d, win)));
+            for (k = 0; k < d; k++) dxt[k] += a * dyt[k + d];
+        }
+        if (utg__smear_on(ids, t, seq_len, bos)) {
+            float s = 1.0f / (1.0f + expf(-utg__dot(w, xt, win)));
+            float dz = lam[0] * utg__dot(dyt, xt - d, d) * s * (1.0f - s);
+            for (k = 0; k < win; k++) dxt[k] += dz * w[k];
+        }
+    }
+    for (i = 0; i < win; i++) { /* the weights: down the tokens in order */
+        double s2 = 0.0;
+        for (t = 0; t < n_tok; t++) {
+            const float *xt = x + (size_t)t * d;
+            float s;
+            if (!utg__smear_on(ids, t, seq_len, bos)) continue;
+            s = 1.0f / (1.0f + expf(-utg__dot(w, xt, win)));
+            s2 += (double)(lam[0] * utg__dot(dy + (size_t)t * d, xt - d, d) * s * (1.0f - s)) * xt[i];
+        }
+        dw[i] += (float)s2;
+    }
+    for (t = 0; t < n_tok; t++) {
+        const float *xt = x + (size_t)t * d;
+        if (!utg__smear_on(ids, t, seq_len, bos)) continue;
+        sl += (double)utg__dot(dy + (size_t)t * d, xt - d, d) / (1.0 + exp(-(double)utg__dot(w, xt, win)));
+    }
+    dlam[0] += (float)sl;
+}
+
 static void utg__cpu_mix_fwd(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
                              const float *wz, int rows, int cols, int flags) {
     int r, sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1;
@@ -2463,6 +2597,10 @@ UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend
     be->xsa_bwd = utg__cpu_xsa_bwd;
     be->lerp_fwd = utg__cpu_lerp_fwd;
     be->lerp_bwd = utg__cpu_lerp_bwd;
+    be->gate_fwd = utg__cpu_gate_fwd;
+    be->gate_bwd = utg__cpu_gate_bwd;
+    be->smear_fwd = utg__cpu_smear_fwd;
+    be->smear_bwd = utg__cpu_smear_bwd;
     be->mix_fwd = utg__cpu_mix_fwd;
     be->mix_bwd = utg__cpu_mix_bwd;
     be->xent_fwd = utg__cpu_xent_fwd;
@@ -2485,7 +2623,7 @@ UTGDEF void utg_backend_destroy(utg_backend *be) {
    ------------------------------------------------------------------------------------------------ */
 
 typedef struct utg__heavy_ix { /* tensor-table indexes of one physical block's matrices (-1: none) */
-    int q_gain[2], c_q[2], c_k[2], c_v[2], proj[2], fc, mid, mlp_proj;
+    int q_gain[2], c_q[2], c_k[2], c_v[2], proj[2], gate[2], fc, mid, mlp_proj;
 } utg__heavy_ix;
 
 typedef struct utg__ctrl_ix { /* the control tensors of one owner (a block, or a virtual layer) */
@@ -2501,6 +2639,7 @@ typedef struct utg__lw { /* what one virtual layer reads (params) or writes (gra
     float *cq[2], *ck[2], *cv[2], *po[2], *fc, *mid, *mp; /* matrices */
     float *pp, *pr;                               /* parallel_post_lambdas[block], parallel_resid_lambdas[block] */
     float *ie, *is, *fg, *fb;                     /* iter_embed, iter_scale, FiLM gamma and beta of the depth */
+    float *ag[2];                                 /* attention output gate weights [H, gate_win] */
     float lns;                                    /* LN_SCALE: 1/sqrt(owner + 1) on the pre-norm outputs, else 1 */
     int xsa;                                      /* XSA on this layer's attention */
 } utg__lw;
@@ -2511,6 +2650,7 @@ typedef struct utg__attn_acts { /* what one attention sublayer keeps for its bac
     float *qr, *qg, *kr, *v;  /* q after RoPE, q after q_gain, k after RoPE, v */
     float *y, *lse, *a;       /* attention output, its log-sum-exp, after the output projection */
     float *yx;                /* XSA_LAST_N: y with each head's own-value component removed (NULL: no XSA) */
+    float *yg, *g;            /* attention gate: the gated heads and the gate values [N, H] (NULL: no gate) */
 } utg__attn_acts;
 
 typedef struct utg__mlp_acts {
@@ -2559,6 +2699,9 @@ struct utg_model {
     /* shape */
     int d, H, Hkv, hd, kvd, F, V, T;
     int rd;          /* rotary dims per head (ROPE_DIMS) */
+    int gate_win;    /* attention gate: input channels read (0: no gate) */
+    float gate_scale, gate_mult;
+    int t_smear_w, t_smear_lam; /* SmearGate tensors, -1 when off */
     int xsa_from;    /* control owners from this index on run XSA (n_ctrl: none) */
     float slope;     /* MLP activation: leaky_relu(x, slope)^2; 0 = relu^2 */
     float eps, softcap;
@@ -2579,6 +2722,8 @@ struct utg_model {
     float *g_h, *g_prev, *g_a, *g_hin, *g_d, *g_y, *g_q, *g_f, *g_f2, *g_k, *g_k2, *g_v, *g_x0, *g_hcx;
     float *g_l1, *g_l1b, *g_la, *g_lb, *g_sa, *g_sm; /* lanes */
     float *g_skip; /* [max_slots, N, d] */
+    float *g_gx;   /* attention gate: dL/d(the gate's input), added to the attention input's gradient */
+    float *emb_s, *g_emb; /* SmearGate: the smeared embedding, and dL/d(the raw embedding) */
     int max_slots; /* the most skip slots any plan uses (at least 1) */
     float *host_loss;
     int have_forward;
@@ -2881,7 +3026,7 @@ static utg_result utg__build_tensors(utg_model *m) {
     int i, k, nown = m->n_phys > m->n_ctrl ? m->n_phys : m->n_ctrl;
     char nm[UTG_MAX_NAME];
     const char *att[2] = {"attn", "attn2"};
-    m->max_tensors = 16 + 20 * nown + 4 * m->n_rsets;
+    m->max_tensors = 18 + 24 * nown + 4 * m->n_rsets;
     m->tensors = (utg_tensor_info *)utg__alloc(&m->alloc, sizeof(utg_tensor_info) * (size_t)m->max_tensors);
     m->heavy = (utg__heavy_ix *)utg__alloc(&m->alloc, sizeof(utg__heavy_ix) * (size_t)m->n_phys);
     m->ctrl = (utg__ctrl_ix *)utg__alloc(&m->alloc, sizeof(utg__ctrl_ix) * (size_t)m->n_ctrl);
@@ -2891,6 +3036,11 @@ static utg_result utg__build_tensors(utg_model *m) {
     m->t_skip = m->n_skip > 0 ? utg__add_tensor(m, "skip_weights", UTG_ROLE_CONTROL, -1, 2, m->n_skip, m->d, 0) : -1;
     m->t_skip_gates = m->n_skip > 0 && c->skip_gates_enabled > 0 ? utg__add_tensor(m, "skip_gates", UTG_ROLE_CONTROL, -1, 2, m->n_skip, m->d, 0) : -1;
     m->t_tok_emb = utg__add_tensor(m, "tok_emb.weight", UTG_ROLE_EMBED, -1, 2, m->V, m->d, 0);
+    m->t_smear_w = m->t_smear_lam = -1;
+    if (c->smear_gate_enabled > 0) { /* zero-init: the gate starts transparent */
+        m->t_smear_w = utg__add_tensor(m, "smear_gate.weight", UTG_ROLE_CONTROL, -1, 2, 1, c->gate_window, 0);
+        m->t_smear_lam = utg__add_tensor(m, "smear_lambda", UTG_ROLE_CONTROL, -1, 1, 1, 0, 0);
+    }
     m->t_iter_embed = c->iter_embed > 0 ? utg__add_tensor(m, "iter_embed", UTG_ROLE_CONTROL, -1, 2, m->n_depth, m->d, 0) : -1;
     m->t_iter_scale = c->iter_scale > 0 ? utg__add_tensor(m, "iter_scale", UTG_ROLE_CONTROL, -1, 2, m->n_depth, m->d, 0) : -1;
     m->t_film = c->film > 0 ? utg__add_tensor(m, "film", UTG_ROLE_CONTROL, -1, 3, m->n_depth, 2, m->d) : -1;
@@ -2918,6 +3068,8 @@ static utg_result utg__build_tensors(utg_model *m) {
                 snprintf(sfx, sizeof sfx, "%s.c_k.weight", att[k]); UTG__T(h->c_k[k], sfx, UTG_ROLE_MATRIX, i, 2, m->kvd, m->d);
                 snprintf(sfx, sizeof sfx, "%s.c_v.weight", att[k]); UTG__T(h->c_v[k], sfx, UTG_ROLE_MATRIX, i, 2, m->kvd, m->d);
                 snprintf(sfx, sizeof sfx, "%s.proj.weight", att[k]); UTG__T(h->proj[k], sfx, UTG_ROLE_MATRIX, i, 2, m->d, m->d);
+                h->gate[k] = -1;
+                if (m->gate_win) { snprintf(sfx, sizeof sfx, "%s.attn_gate_w", att[k]); UTG__T(h->gate[k], sfx, UTG_ROLE_CONTROL, i, 2, m->H, m->gate_win); }
             }
             UTG__T(h->fc, "mlp.fc.weight", UTG_ROLE_MATRIX, i, 2, m->F, m->d);
             if (m->mlp3) UTG__T(h->mid, "mlp.mid.weight", UTG_ROLE_MATRIX, i, 2, m->F, m->F);
@@ -2979,6 +3131,8 @@ UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed) {
             for (k = 0; k < m->n_depth; k++) for (i = 0; i < (size_t)m->d; i++) p[(size_t)k * 2 * m->d + i] = 1.0f;
         } else if (strcmp(leaf, "resid_mix") == 0) {
             for (i = 0; i < (size_t)t->shape[1]; i++) p[i] = 1.0f; /* row 1 (x0 weight) stays 0 */
+        } else if (strcmp(leaf, "attn_gate_w") == 0) { /* dense G1: N(0, 0.005^2); the sparse gates start at 0 */
+            if (m->cfg.gated_attn_enabled > 0) for (i = 0; i < t->numel; i++) p[i] = (float)(0.005 * utg__rng_normal(&rng));
         } else if (strcmp(leaf, "q_gain") == 0) {
             for (i = 0; i < t->numel; i++) p[i] = (float)m->cfg.qk_gain_init;
         } else if (t->role == UTG_ROLE_MATRIX && strstr(t->name, "proj.weight") == NULL && strncmp(t->name, "repeat_mlp.", 11) != 0) {
@@ -3055,6 +3209,10 @@ UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) 
     m->F = m->cfg.mlp_hidden > 0 ? m->cfg.mlp_hidden : m->cfg.mlp_mult * m->d;
     m->rd = m->cfg.rope_dims > 0 ? m->cfg.rope_dims : m->hd;
     m->slope = !strcmp(m->cfg.mlp_activation, "leaky_relu2") ? (float)m->cfg.leaky_relu_slope : 0.0f;
+    m->gate_win = m->cfg.gated_attn_enabled > 0 ? m->cfg.model_dim
+                : (m->cfg.sparse_attn_gate_enabled > 0 || m->cfg.attn_out_gate_enabled > 0) ? m->cfg.gate_window : 0;
+    m->gate_scale = m->cfg.sparse_attn_gate_enabled > 0 ? (float)m->cfg.sparse_attn_gate_scale : 1.0f;
+    m->gate_mult = m->cfg.attn_out_gate_enabled > 0 ? 2.0f : 1.0f;
     m->V = m->cfg.vocab_size;
     m->T = m->cfg.train_seq_len;
     m->eps = (float)m->cfg.rms_norm_eps;
@@ -3246,6 +3404,7 @@ static void utg__carve_all(utg_model *m, utg__carver *c, size_t N) {
             S->kr = utg__carve(c, N * kv); S->v = utg__carve(c, N * kv);
             S->y = utg__carve(c, N * d); S->lse = utg__carve(c, N * m->H); S->a = utg__carve(c, N * d);
             if (m->cfg.xsa_last_n > 0) S->yx = utg__carve(c, N * d);
+            if (m->gate_win) { S->yg = utg__carve(c, N * d); S->g = utg__carve(c, N * m->H); }
             A->hmid[k] = utg__carve(c, N * d);
         }
         if (m->lane_mode == UTG_LANE_TWO) { A->hin_m = utg__carve(c, N * d); A->l0a = utg__carve(c, N * d); A->l1a = utg__carve(c, N * d); }
@@ -3268,6 +3427,9 @@ static void utg__carve_all(utg_model *m, utg__carver *c, size_t N) {
     m->g_q = utg__carve(c, N * d); m->g_f = utg__carve(c, N * F); m->g_f2 = utg__carve(c, N * F);
     m->g_k = utg__carve(c, N * kv); m->g_k2 = utg__carve(c, N * kv); m->g_v = utg__carve(c, N * kv);
     m->g_x0 = utg__carve(c, N * d);
+    m->g_gx = m->gate_win ? utg__carve(c, N * d) : NULL;
+    m->emb_s = m->t_smear_w >= 0 ? utg__carve(c, N * d) : NULL;
+    m->g_emb = m->t_smear_w >= 0 ? utg__carve(c, N * d) : NULL;
     m->g_hcx = iter ? utg__carve(c, 2 * N * d) : NULL; /* two buffers: the identity path and d(delta) */
     if (m->lanes_any) {
         m->g_l1 = utg__carve(c, N * d); m->g_l1b = utg__carve(c, N * d); m->g_la = utg__carve(c, N * d);
@@ -3338,6 +3500,7 @@ static void utg__layer_ptrs(utg_model *m, int l, int which, utg__lw *w) {
         w->as[k] = UTG__P(o->attn_scale[k]);
         w->qg[k] = UTG__P(h->q_gain[k]);
         w->cq[k] = UTG__P(h->c_q[k]); w->ck[k] = UTG__P(h->c_k[k]); w->cv[k] = UTG__P(h->c_v[k]); w->po[k] = UTG__P(h->proj[k]);
+        w->ag[k] = UTG__P(h->gate[k]);
     }
     w->ms = UTG__P(o->mlp_scale);
     w->rm = UTG__P(o->resid_mix);
@@ -3353,6 +3516,15 @@ static void utg__layer_ptrs(utg_model *m, int l, int which, utg__lw *w) {
 }
 
 /* ---- sublayers: a = attention(norm(in) [+ bias]), m = MLP(norm(in) [+ bias]), both unscaled ---- */
+
+/* the id before each document (SentencePiece's bos_id; SPEC appendix A): the SmearGate does not
+   reach across it */
+#define UTG__BOS_ID 1
+
+/* what the output projection reads: the attention output after XSA and the gate, where they run */
+static const float *utg__attn_out(const utg__lw *w, int k, const utg__attn_acts *S) {
+    return w->ag[k] ? S->yg : w->xsa ? S->yx : S->y;
+}
 
 static void utg__attn_fwd(utg_model *m, const utg__lw *w, int k, const float *nbias, utg__attn_acts *S, const float *in, int n_seqs) {
     utg_backend *be = m->be;
@@ -3374,7 +3546,8 @@ static void utg__attn_fwd(utg_model *m, const utg__lw *w, int k, const float *nb
     be->matmul(be, S->v, src, w->cv[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
     be->attn_fwd(be, S->y, S->lse, S->qg, S->kr, S->v, n_seqs, m->Tc, m->H, m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd));
     if (w->xsa) be->xsa_fwd(be, S->yx, S->y, S->v, N, m->H, m->Hkv, m->hd);
-    be->matmul(be, S->a, w->xsa ? S->yx : S->y, w->po[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    if (w->ag[k]) be->gate_fwd(be, S->yg, S->g, w->xsa ? S->yx : S->y, src, w->ag[k], N, m->H, m->hd, d, m->gate_win, m->gate_scale, m->gate_mult);
+    be->matmul(be, S->a, utg__attn_out(w, k, S), w->po[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
 }
 
 /* ga = dL/da (may be m->g_d; consumed first); ADDS dL/din into gin. */
@@ -3384,18 +3557,27 @@ static void utg__attn_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, int 
     int N = m->n_tok, d = m->d, kv = m->kvd, n_seqs = m->n_tok / m->Tc;
     size_t Nd = (size_t)N * d;
     const float *src = nbias ? S->nb : S->n;
-    const float *gy = m->g_y;
-    /* a = y proj^T (y after XSA when it runs) */
+    float *gy = m->g_y;
+    /* a = out proj^T, out = the attention output after XSA and the gate */
     be->matmul(be, m->g_y, ga, w->po[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-    be->matmul(be, g->po[k], ga, w->xsa ? S->yx : S->y, d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->matmul(be, g->po[k], ga, utg__attn_out(w, k, S), d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
     /* attention core */
     be->fill(be, m->g_q, 0.0f, Nd);
     be->fill(be, m->g_k, 0.0f, (size_t)N * kv);
     be->fill(be, m->g_v, 0.0f, (size_t)N * kv);
-    if (w->xsa) { /* g_d is free once ga is consumed: it takes dL/dy, and dL/dv gets XSA's share */
+    /* g_d is free once ga is consumed: g_y and g_d take turns holding dL/d(the attention output) */
+    if (w->ag[k]) {
         be->fill(be, m->g_d, 0.0f, Nd);
-        be->xsa_bwd(be, m->g_d, m->g_v, m->g_y, S->y, S->v, N, m->H, m->Hkv, m->hd);
+        be->fill(be, m->g_gx, 0.0f, Nd);
+        be->gate_bwd(be, m->g_d, m->g_gx, g->ag[k], gy, w->xsa ? S->yx : S->y, src, w->ag[k], S->g, N, m->H, m->hd, d, m->gate_win,
+                     m->gate_scale, m->gate_mult);
         gy = m->g_d;
+    }
+    if (w->xsa) { /* dL/dv gets XSA's share */
+        float *other = gy == m->g_y ? m->g_d : m->g_y;
+        be->fill(be, other, 0.0f, Nd);
+        be->xsa_bwd(be, other, m->g_v, gy, S->y, S->v, N, m->H, m->Hkv, m->hd);
+        gy = other;
     }
     be->attn_bwd(be, m->g_q, m->g_k, m->g_v, gy, S->qg, S->kr, S->v, S->y, S->lse, n_seqs, m->Tc, m->H, m->Hkv,
                  m->hd, 1.0f / sqrtf((float)m->hd));
@@ -3415,6 +3597,7 @@ static void utg__attn_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, int 
     be->matmul(be, g->cq[k], m->g_q, src, d, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
     be->matmul(be, g->ck[k], m->g_k2, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
     be->matmul(be, g->cv[k], m->g_v, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
+    if (w->ag[k]) be->mix_fwd(be, m->g_d, m->g_d, NULL, m->g_gx, NULL, N, d, 0); /* the gate read src too */
     if (nbias) be->mix_bwd(be, NULL, NULL, NULL, gbias, m->g_d, NULL, NULL, NULL, nbias, N, d, 0);
     be->rmsnorm_bwd(be, gin, m->g_d, S->n, S->r, N, d);
 }
@@ -3589,7 +3772,10 @@ static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_
     be->upload(be, m->ids, inputs, N * sizeof(int32_t));
     be->upload(be, m->tgt, targets, N * sizeof(int32_t));
     be->embed_fwd(be, m->emb, UTG__W(m->t_tok_emb), m->ids, (int)N, m->d);
-    be->rmsnorm_fwd(be, m->x0, m->r0, m->emb, (int)N, m->d, m->eps);
+    if (m->t_smear_w >= 0)
+        be->smear_fwd(be, m->emb_s, m->emb, UTG__W(m->t_smear_w), UTG__W(m->t_smear_lam), m->ids, (int)N, m->Tc, m->d, m->cfg.gate_window,
+                      UTG__BOS_ID);
+    be->rmsnorm_fwd(be, m->x0, m->r0, m->t_smear_w >= 0 ? m->emb_s : m->emb, (int)N, m->d, m->eps);
     h0 = m->x0;
     h1 = NULL;
     for (i = 0; i < (size_t)m->plan->n_layers; i++) {
@@ -3789,6 +3975,13 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
     be->mix_fwd(be, m->g_x0, m->g_x0, NULL, gs.g0, NULL, N, m->d, 0);
     be->fill(be, m->g_d, 0.0f, Nd);
     be->rmsnorm_bwd(be, m->g_d, m->g_x0, m->x0, m->r0, N, m->d);
+    if (m->t_smear_w >= 0) { /* through the SmearGate to the raw embedding */
+        be->fill(be, m->g_emb, 0.0f, Nd);
+        be->smear_bwd(be, m->g_emb, UTG__G(m->t_smear_w), UTG__G(m->t_smear_lam), m->g_d, m->emb, UTG__W(m->t_smear_w),
+                      UTG__W(m->t_smear_lam), m->ids, N, m->Tc, m->d, m->cfg.gate_window, UTG__BOS_ID);
+        be->embed_bwd(be, UTG__G(m->t_tok_emb), m->g_emb, m->ids, N, m->d);
+        return UTG_OK;
+    }
     be->embed_bwd(be, UTG__G(m->t_tok_emb), m->g_d, m->ids, N, m->d);
     return UTG_OK;
 }
@@ -5361,7 +5554,9 @@ static const char *const utg__ckpt_shape_knobs[] = {
     "UNIVERSAL_ITERATIONS", "NUM_LAYER_SCHEDULE", "UNET_SKIPS", "CONTROL_SCOPE", "BLOCK_ATTNS", "MLP_LAYERS", "NORM_BIAS",
     "ITER_EMBED", "ITER_SCALE", "FILM", "PARALLEL_RESIDUAL", "PARALLEL_START_LAYER", "PARALLEL_FINAL_LANE",
     /* the record-stack features */
-    "ROPE_DIMS", "LN_SCALE", "MLP_ACTIVATION", "LEAKY_RELU_SLOPE", "MLP_HIDDEN", "XSA_LAST_N", "SKIP_GATES_ENABLED"};
+    "ROPE_DIMS", "LN_SCALE", "MLP_ACTIVATION", "LEAKY_RELU_SLOPE", "MLP_HIDDEN", "XSA_LAST_N", "SKIP_GATES_ENABLED",
+    "SPARSE_ATTN_GATE_ENABLED", "SPARSE_ATTN_GATE_SCALE", "ATTN_OUT_GATE_ENABLED", "GATED_ATTN_ENABLED", "GATE_WINDOW",
+    "SMEAR_GATE_ENABLED"};
 
 #define UTG__CKPT_HDR 24
 #define UTG__CKPT_STAT 56 /* version 1: 48 (no phase) */
@@ -7415,7 +7610,9 @@ static const char *const utg__artifact_knobs[] = {
     "ENCODER_LAYERS", "DECODER_LAYERS", "UNIVERSAL_UNIQUE_BLOCKS", "UNIVERSAL_ITERATIONS", "NUM_LAYER_SCHEDULE",
     "UNET_SKIPS", "CONTROL_SCOPE", "BLOCK_ATTNS", "MLP_LAYERS", "NORM_BIAS", "ITER_EMBED", "ITER_SCALE", "FILM",
     "PARALLEL_RESIDUAL", "PARALLEL_START_LAYER", "PARALLEL_FINAL_LANE", "ROPE_DIMS", "ROPE_NTK", "LN_SCALE", "MLP_ACTIVATION",
-    "LEAKY_RELU_SLOPE", "MLP_HIDDEN", "XSA_LAST_N", "SKIP_GATES_ENABLED"};
+    "LEAKY_RELU_SLOPE", "MLP_HIDDEN", "XSA_LAST_N", "SKIP_GATES_ENABLED",
+    "SPARSE_ATTN_GATE_ENABLED", "SPARSE_ATTN_GATE_SCALE", "ATTN_OUT_GATE_ENABLED", "GATED_ATTN_ENABLED", "GATE_WINDOW",
+    "SMEAR_GATE_ENABLED"};
 #define UTG__N_ART_KNOBS ((int)(sizeof utg__artifact_knobs / sizeof utg__artifact_knobs[0]))
 
 static void utg__art_key(char *key, size_t n, int knob) {
@@ -7582,7 +7779,7 @@ UTGDEF utg_result utg_hessians_accumulate(utg_hessians *h) {
         for (k = 0; k < m->n_attn; k++) {
             const utg__attn_acts *S = &A->at[k];
             utg__hess_add(h, x->c_q[k], S->nb ? S->nb : S->n, N, w.lns * w.lns);
-            utg__hess_add(h, x->proj[k], w.xsa ? S->yx : S->y, N, 1.0f);
+            utg__hess_add(h, x->proj[k], utg__attn_out(&w, k, S), N, 1.0f);
         }
         utg__hess_add(h, fc, A->ml.nb ? A->ml.nb : A->ml.n, N, w.lns * w.lns);
         if (m->mlp3) { utg__hess_add(h, mid, A->ml.ua, N, 1.0f); utg__hess_add(h, mp, A->ml.ua2, N, 1.0f); }

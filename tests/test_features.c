@@ -37,11 +37,20 @@ static void test_grad_skip_gates(void) {
     grad("skip gates, two lanes (PR #1204)", "SKIP_GATES_ENABLED=1\nNUM_LAYERS=4\nPARALLEL_RESIDUAL=two_lane\nPARALLEL_START_LAYER=2\n", 0);
     grad("skip gates, parallel lanes (PR #1530)", "SKIP_GATES_ENABLED=1\nNUM_LAYERS=4\nPARALLEL_RESIDUAL=parallel\nPARALLEL_START_LAYER=2\n", 0);
 }
+static void test_grad_gates(void) {
+    /* scale 2 here: at 0.5 (PR #1855's) these weights move the fp32 loss by about its rounding step, which
+       finite differences cannot resolve at this size; the op check covers scale 0.5 exactly */
+    grad("sparse attention gate (window 6, scale 2)", "SPARSE_ATTN_GATE_ENABLED=1\nSPARSE_ATTN_GATE_SCALE=2\nGATE_WINDOW=6\n", 0);
+    grad("AttnOutGate", "ATTN_OUT_GATE_ENABLED=1\nGATE_WINDOW=6\n", 0);
+    grad("dense gated attention, double attention", "GATED_ATTN_ENABLED=1\nBLOCK_ATTNS=2\n", 0);
+    grad("SmearGate", "SMEAR_GATE_ENABLED=1\nGATE_WINDOW=6\n", 0);
+}
 static void test_grad_combined(void) {
     /* the features together on PR #1394's loop with fully parallel lanes (4 virtual layers: deeper
        plans are past what fp32 finite differences resolve at this size, with or without features) */
     grad("partial RoPE + LN scale + leaky^2 + XSA, loop, parallel lanes",
-         "ROPE_DIMS=2\nLN_SCALE=1\nMLP_ACTIVATION=leaky_relu2\nXSA_LAST_N=2\nSKIP_GATES_ENABLED=1\nNUM_LOOPS=1\nLOOP_START=1\nLOOP_END=1\n"
+         "ROPE_DIMS=2\nLN_SCALE=1\nMLP_ACTIVATION=leaky_relu2\nXSA_LAST_N=2\nSKIP_GATES_ENABLED=1\nSPARSE_ATTN_GATE_ENABLED=1\n"
+         "SPARSE_ATTN_GATE_SCALE=0.5\nGATE_WINDOW=6\nSMEAR_GATE_ENABLED=1\nNUM_LOOPS=1\nLOOP_START=1\nLOOP_END=1\n"
          "PARALLEL_RESIDUAL=parallel\nPARALLEL_START_LAYER=1\n", 0);
 }
 
@@ -149,6 +158,7 @@ int main(int argc, char **argv) {
     RUN(test_grad_leaky);
     RUN(test_grad_xsa);
     RUN(test_grad_skip_gates);
+    RUN(test_grad_gates);
     RUN(test_grad_combined);
     return TEST_SUMMARY();
 }

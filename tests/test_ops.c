@@ -438,6 +438,82 @@ static void test_lerp_grad(void) {
     free(c.x); free(c.z); free(c.g); free(c.s); free(c.y); free(c.W); free(c.gx); free(c.gz); free(c.gg); free(c.gs);
 }
 
+/* ---- attention output gates: sparse (window, scale), AttnOutGate (2 sigmoid), dense ---- */
+typedef struct { int n, H, hd, xc, win; float scale, mult; float *yin, *x, *W, *y, *g, *Wo, *gyin, *gx, *gW; } gate_ctx;
+static double gate_obj(void *p) {
+    gate_ctx *c = (gate_ctx *)p;
+    be->gate_fwd(be, c->y, c->g, c->yin, c->x, c->W, c->n, c->H, c->hd, c->xc, c->win, c->scale, c->mult);
+    return wdot(c->Wo, c->y, (size_t)c->n * c->H * c->hd);
+}
+static void gate_grad(void *p) {
+    gate_ctx *c = (gate_ctx *)p;
+    gate_obj(c);
+    memset(c->gyin, 0, sizeof(float) * (size_t)c->n * c->H * c->hd);
+    memset(c->gx, 0, sizeof(float) * (size_t)c->n * c->xc);
+    memset(c->gW, 0, sizeof(float) * (size_t)c->H * c->win);
+    be->gate_bwd(be, c->gyin, c->gx, c->gW, c->Wo, c->yin, c->x, c->W, c->g, c->n, c->H, c->hd, c->xc, c->win, c->scale, c->mult);
+}
+static void test_gate_grad(void) {
+    static const char *names[3] = {"sparse gate (window 5, scale 0.5)", "AttnOutGate (2 sigmoid)", "dense gate"};
+    int v;
+    for (v = 0; v < 3; v++) {
+        gate_ctx c;
+        gc_case gc;
+        size_t ny;
+        c.n = 7; c.H = 3; c.hd = 4; c.xc = 12; c.win = v == 2 ? 12 : 5; c.scale = v == 0 ? 0.5f : 1.0f; /* PR #1855: 0.5 */ c.mult = v == 1 ? 2.0f : 1.0f;
+        ny = (size_t)c.n * c.H * c.hd;
+        c.yin = rand_buf(ny, 1); c.x = rand_buf((size_t)c.n * c.xc, 1); c.W = rand_buf((size_t)c.H * c.win, 1);
+        c.y = zeros(ny); c.g = zeros((size_t)c.n * c.H); c.Wo = rand_buf(ny, 1);
+        c.gyin = zeros(ny); c.gx = zeros((size_t)c.n * c.xc); c.gW = zeros((size_t)c.H * c.win);
+        memset(&gc, 0, sizeof gc);
+        gc.ctx = &c; gc.objective = gate_obj; gc.grad = gate_grad; gc.n_in = 3;
+        gc.in[0].name = "yin"; gc.in[0].x = c.yin; gc.in[0].g = c.gyin; gc.in[0].n = ny;
+        gc.in[1].name = "x"; gc.in[1].x = c.x; gc.in[1].g = c.gx; gc.in[1].n = (size_t)c.n * c.xc;
+        gc.in[2].name = "W"; gc.in[2].x = c.W; gc.in[2].g = c.gW; gc.in[2].n = (size_t)c.H * c.win;
+        check_case(names[v], &gc, gc_default_opts());
+        memset(c.W, 0, sizeof(float) * (size_t)c.H * c.win);
+        gate_obj(&c);
+        CHECK(fabsf(c.g[0] - 0.5f * c.mult) < 1e-7f, "%s: W = 0 gives %g", names[v], 0.5 * c.mult);
+        free(c.yin); free(c.x); free(c.W); free(c.y); free(c.g); free(c.Wo); free(c.gyin); free(c.gx); free(c.gW);
+    }
+}
+
+/* ---- input-dependent SmearGate, BOS-masked ---- */
+typedef struct { int n, T, d, win; int32_t ids[12]; float *x, *w, *lam, *y, *W, *gx, *gw, *gl; } smear_ctx;
+static double smear_obj(void *p) {
+    smear_ctx *c = (smear_ctx *)p;
+    be->smear_fwd(be, c->y, c->x, c->w, c->lam, c->ids, c->n, c->T, c->d, c->win, 1);
+    return wdot(c->W, c->y, (size_t)c->n * c->d);
+}
+static void smear_grad(void *p) {
+    smear_ctx *c = (smear_ctx *)p;
+    memset(c->gx, 0, sizeof(float) * (size_t)c->n * c->d);
+    memset(c->gw, 0, sizeof(float) * (size_t)c->win);
+    c->gl[0] = 0.0f;
+    be->smear_bwd(be, c->gx, c->gw, c->gl, c->W, c->x, c->w, c->lam, c->ids, c->n, c->T, c->d, c->win, 1);
+}
+static void test_smear_grad(void) {
+    smear_ctx c;
+    gc_case gc;
+    int i;
+    c.n = 12; c.T = 6; c.d = 5; c.win = 3;
+    for (i = 0; i < 12; i++) c.ids[i] = 2 + i;
+    c.ids[3] = 1; /* a BOS inside the first sequence: no smear into it */
+    c.x = rand_buf(60, 1); c.w = rand_buf(3, 1); c.lam = rand_buf(1, 1); c.y = zeros(60); c.W = rand_buf(60, 1);
+    c.gx = zeros(60); c.gw = zeros(3); c.gl = zeros(1);
+    memset(&gc, 0, sizeof gc);
+    gc.ctx = &c; gc.objective = smear_obj; gc.grad = smear_grad; gc.n_in = 3;
+    gc.in[0].name = "x"; gc.in[0].x = c.x; gc.in[0].g = c.gx; gc.in[0].n = 60;
+    gc.in[1].name = "w"; gc.in[1].x = c.w; gc.in[1].g = c.gw; gc.in[1].n = 3;
+    gc.in[2].name = "lambda"; gc.in[2].x = c.lam; gc.in[2].g = c.gl; gc.in[2].n = 1;
+    check_case("smear gate", &gc, gc_default_opts());
+    smear_obj(&c);
+    CHECK(!memcmp(c.y, c.x, 5 * sizeof(float)) && !memcmp(c.y + 15, c.x + 15, 5 * sizeof(float)) && !memcmp(c.y + 30, c.x + 30, 5 * sizeof(float)),
+          "no smear into a sequence start (rows 0, 6) or a BOS (row 3)");
+    CHECK(memcmp(c.y + 20, c.x + 20, 5 * sizeof(float)) != 0, "row 4 takes a share of row 3");
+    free(c.x); free(c.w); free(c.lam); free(c.y); free(c.W); free(c.gx); free(c.gw); free(c.gl);
+}
+
 /* ---- channel mix (resid_mix, scaled residual adds, skip adds, biases, lane updates) ---- */
 typedef struct { int rows, cols, use_wx, use_z, flags; float *x, *wx, *z, *wz, *out, *W, *gx, *gwx, *gz, *gwz; } mix_ctx;
 static double mix_obj(void *p) {
@@ -564,6 +640,8 @@ int main(int argc, char **argv) {
     RUN(test_relu2_grad);
     RUN(test_xsa_grad);
     RUN(test_lerp_grad);
+    RUN(test_gate_grad);
+    RUN(test_smear_grad);
     RUN(test_mix_grad);
     RUN(test_xent_grad);
     utg_backend_destroy(be);

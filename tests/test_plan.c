@@ -255,6 +255,15 @@ static void test_recipes(void) {
               "skip gates sized for the looped graph (8)");
         utg_model_destroy(m);
     }
+    if ((m = recipe_model("recipes/top_1855.env")) != NULL) {
+        const utg_plan *p = utg_model_plan_at(m, 1);
+        CHECK(p && !strcmp(blocks(p), "0 1 2 3 4 5 3 4 | 5 3 4 5 6 7 8 9 10") && p->start_frac == 0.35 &&
+              p->layers[14].lane == UTG_LANE_PARALLEL && p->lanes_from == 14, "PR #1855's plan");
+        CHECK(utg_model_param_count(m) == 35945671u, "PR #1855: %zu parameters, SPEC gives 35,945,671", utg_model_param_count(m));
+        CHECK(utg_model_find_tensor(m, "blocks.0.attn.attn_gate_w") >= 0 && utg_model_find_tensor(m, "smear_lambda") >= 0 &&
+              utg_model_tensor(m, utg_model_find_tensor(m, "smear_gate.weight"))->numel == 12, "sparse gates on every block, the SmearGate");
+        utg_model_destroy(m);
+    }
     if ((m = recipe_model("recipes/film_1640.env")) != NULL) {
         CHECK(!strcmp(blocks(utg_model_plan(m)), "0 1 2 3 4 5 0 1 2 3 4 5 | 0 1 2 3 4 5 0 1 2 3 4 5") &&
               utg_model_find_tensor(m, "film") >= 0, "PR #1640's plan: %s", blocks(utg_model_plan(m)));
