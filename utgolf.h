@@ -1554,7 +1554,9 @@ UTGDEF utg_result utg_config_validate(const utg_config *c, utg_msg *msg) {
     UTG__REQ(c->xsa_last_n >= 0, "XSA_LAST_N must be >= 0 (got %d)", c->xsa_last_n);
     UTG__REQ((c->sparse_attn_gate_enabled > 0) + (c->attn_out_gate_enabled > 0) + (c->gated_attn_enabled > 0) <= 1,
              "SPARSE_ATTN_GATE_ENABLED, ATTN_OUT_GATE_ENABLED and GATED_ATTN_ENABLED are alternatives: set one");
-    UTG__REQ(c->gate_window >= 1 && c->gate_window <= c->model_dim, "GATE_WINDOW must be in 1..MODEL_DIM (got %d)", c->gate_window);
+    UTG__REQ(c->gate_window >= 1 && (c->gate_window <= c->model_dim ||
+                                     (c->sparse_attn_gate_enabled <= 0 && c->attn_out_gate_enabled <= 0 && c->smear_gate_enabled <= 0)),
+             "GATE_WINDOW must be in 1..MODEL_DIM (got %d)", c->gate_window);
     UTG__REQ(isfinite(c->sparse_attn_gate_scale), "SPARSE_ATTN_GATE_SCALE must be finite");
     UTG__REQ(utg__oneof(c->quant_clip, "percentile|max|sdclip|search"), "QUANT_CLIP must be percentile, max, sdclip or search (got '%s')",
              c->quant_clip ? c->quant_clip : "");

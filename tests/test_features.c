@@ -148,9 +148,24 @@ static void test_knobs(void) {
     }
 }
 
+/* GATE_WINDOW matters only when a gate reads it; two output gates at once are refused */
+static void test_gate_knobs(void) {
+    utg_msg msg;
+    utg_config c = cfg_of("w", "SMEAR_GATE_ENABLED=1\nGATE_WINDOW=99\n");
+    c = utg_config_resolve(&c);
+    CHECK(utg_config_validate(&c, &msg) == UTG_ERR_CONFIG && strstr(msg.text, "GATE_WINDOW"), "window past MODEL_DIM: %s", msg.text);
+    c = cfg_of("w", "GATE_WINDOW=99\n");
+    c = utg_config_resolve(&c);
+    CHECK(utg_config_validate(&c, &msg) == UTG_OK, "no gate: the window is not read");
+    c = cfg_of("w", "SPARSE_ATTN_GATE_ENABLED=1\nATTN_OUT_GATE_ENABLED=1\n");
+    c = utg_config_resolve(&c);
+    CHECK(utg_config_validate(&c, &msg) == UTG_ERR_CONFIG && strstr(msg.text, "alternatives"), "two gates: %s", msg.text);
+}
+
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     RUN(test_knobs);
+    RUN(test_gate_knobs);
     RUN(test_features_act);
     RUN(test_rope_ntk);
     RUN(test_grad_partial_rope);

@@ -284,10 +284,26 @@ check "QAT=soft: exit 2, the knob named" usage_error q_bad "QAT must be none, st
 run q_code --code "$T/missing.c"
 check "--code with a missing file: refused, naming it" fails_saying q_code "code bytes: .*missing\.c"
 
+# ---- 8. the record stacks at tiny width: a few hundred steps, no NaN ----------------------------
+# recipes/loop3_1493.env and recipes/top_1855.env (every feature of theirs in utgolf) shrunk to 6
+# blocks of width 32 with the loop on blocks 1..2 and the Austen tokenizer; GPTQ export included
+STACK="NUM_LAYERS=6 LOOP_START=1 LOOP_END=2 PARALLEL_START_LAYER=4 MODEL_DIM=32 NUM_HEADS=2 NUM_KV_HEADS=1 VOCAB_SIZE=1024
+TRAIN_SEQ_LEN=64 TRAIN_BATCH_TOKENS=512 EVAL_SEQ_LEN=64 EVAL_STRIDE=0 ITERATIONS=150 WARMDOWN_FRAC=0.5 GPTQ_CALIBRATION_BATCHES=8
+TRAIN_LOG_EVERY=50 QUANT_PASSTHROUGH_NUMEL=1024 GPTQ_RESERVE_SECONDS=0"
+for rec in loop3_1493 top_1855; do
+    # shellcheck disable=SC2086
+    run "s_$rec" --config "recipes/$rec.env" $STACK
+    stack_ok() { f=$(final_bpb "$T/s_$1.out"); q=$(sed -n 's|^final_quant_exact val_loss:[^ ]* val_bpb:\([^ ]*\)$|\1|p' "$T/s_$1.out");
+        l1=$(sed -n 's|^step:1/150 train_loss:\([^ ]*\) .*|\1|p' "$T/s_$1.out"); l2=$(sed -n 's|^step:150/150 train_loss:\([^ ]*\) .*|\1|p' "$T/s_$1.out");
+        rc_is "s_$1" 0 && is_number "$f" && is_number "$q" && is_number "$l1" && is_number "$l2" && less_than "$l2" "$l1" &&
+        said "s_$1" '^depth_plan:1 active at step:'; }
+    check "recipes/$rec.env at tiny width: 150 steps through the loop switch, loss falls, finite val_bpb before and after GPTQ" stack_ok "$rec"
+done
+
 # ---- every run -----------------------------------------------------------------------------------
 quiet_ok() { # runs that succeeded printed nothing on stderr (--no-progress); no run tripped a sanitizer
     for r in a a2 a1t a_shuf a_ema b_seq b_seqr b_shuf b_shufr b_ema b_emar ev0 ev1 a_rec b_rec b_recr a_rec2 b_rec2 b_rec2r \
-        q_ste q_plain q_late q_gptq q_self q_budget; do
+        q_ste q_plain q_late q_gptq q_self q_budget s_loop3_1493 s_top_1855; do
         if [ ! -f "$T/$r.err" ] || [ -s "$T/$r.err" ]; then
             echo "   stderr of run $r:"
             head -n 5 "$T/$r.err"
