@@ -246,6 +246,9 @@ typedef struct utg_msg {
     X(INT, gate_window, "GATE_WINDOW", 12, 0, "input channels the sparse gates read (attention gates and SmearGate)") \
     X(BOOL, smear_gate_enabled, "SMEAR_GATE_ENABLED", 0, 0,                                         \
       "input-dependent SmearGate on the raw embedding (PR #1667, BOS-masked as PR #1855): x_t += lambda * sigmoid(w . x_t[:GATE_WINDOW]) * x_{t-1}") \
+    X(INT, bigram_vocab_size, "BIGRAM_VOCAB_SIZE", 0, 0,                                            \
+      "BigramHash embedding (PR #162): buckets K of x += scale * proj(B[h(prev, cur)]); 0 = off") \
+    X(INT, bigram_dim, "BIGRAM_DIM", 128, 0, "width of the BigramHash table")                      \
     X(INT, xsa_last_n, "XSA_LAST_N", 0, 0,                                                          \
       "exclusive self attention (PR #265) in the last N blocks (virtual layers with CONTROL_SCOPE=virtual, as PR #1204)") \
     /* training loop (SPEC 1.1, 1.5; used by the trainer) */                                      \
@@ -1558,6 +1561,9 @@ UTGDEF utg_result utg_config_validate(const utg_config *c, utg_msg *msg) {
                                      (c->sparse_attn_gate_enabled <= 0 && c->attn_out_gate_enabled <= 0 && c->smear_gate_enabled <= 0)),
              "GATE_WINDOW must be in 1..MODEL_DIM (got %d)", c->gate_window);
     UTG__REQ(isfinite(c->sparse_attn_gate_scale), "SPARSE_ATTN_GATE_SCALE must be finite");
+    UTG__REQ(c->bigram_vocab_size == 0 || (c->bigram_vocab_size >= 2 && c->bigram_vocab_size <= (1 << 24)),
+             "BIGRAM_VOCAB_SIZE must be 0 (off) or in 2..16777216 (got %d)", c->bigram_vocab_size);
+    UTG__REQ(c->bigram_dim >= 1 && c->bigram_dim <= 65536, "BIGRAM_DIM must be in 1..65536 (got %d)", c->bigram_dim);
     UTG__REQ(utg__oneof(c->quant_clip, "percentile|max|sdclip|search"), "QUANT_CLIP must be percentile, max, sdclip or search (got '%s')",
              c->quant_clip ? c->quant_clip : "");
     UTG__REQ(c->quant_clip_percentile > 0.5 && c->quant_clip_percentile <= 1.0, "QUANT_CLIP_PERCENTILE must be in (0.5, 1] (got %g)", c->quant_clip_percentile);
@@ -2704,6 +2710,9 @@ struct utg_model {
     int gate_win;    /* attention gate: input channels read (0: no gate) */
     float gate_scale, gate_mult;
     int t_smear_w, t_smear_lam; /* SmearGate tensors, -1 when off */
+    int t_bg_embed, t_bg_proj, t_bg_scale; /* BigramHash tensors, -1 when off */
+    int32_t *bg_ids, *host_bg_ids;         /* bucket of every token (backend, host) */
+    float *bg_e, *bg_p, *g_bge, *g_bgp;    /* B[h] rows, their projection; and the gradients */
     int xsa_from;    /* control owners from this index on run XSA (n_ctrl: none) */
     float slope;     /* MLP activation: leaky_relu(x, slope)^2; 0 = relu^2 */
     float eps, softcap;
@@ -3038,6 +3047,12 @@ static utg_result utg__build_tensors(utg_model *m) {
     m->t_skip = m->n_skip > 0 ? utg__add_tensor(m, "skip_weights", UTG_ROLE_CONTROL, -1, 2, m->n_skip, m->d, 0) : -1;
     m->t_skip_gates = m->n_skip > 0 && c->skip_gates_enabled > 0 ? utg__add_tensor(m, "skip_gates", UTG_ROLE_CONTROL, -1, 2, m->n_skip, m->d, 0) : -1;
     m->t_tok_emb = utg__add_tensor(m, "tok_emb.weight", UTG_ROLE_EMBED, -1, 2, m->V, m->d, 0);
+    m->t_bg_embed = m->t_bg_proj = m->t_bg_scale = -1;
+    if (c->bigram_vocab_size > 0) { /* zero tables and projection, scale 0.05 (PR #162) */
+        m->t_bg_embed = utg__add_tensor(m, "bigram.embed.weight", UTG_ROLE_EMBED, -1, 2, c->bigram_vocab_size, c->bigram_dim, 0);
+        m->t_bg_proj = utg__add_tensor(m, "bigram.proj.weight", UTG_ROLE_MATRIX, -1, 2, m->d, c->bigram_dim, 0);
+        m->t_bg_scale = utg__add_tensor(m, "bigram.scale", UTG_ROLE_CONTROL, -1, 1, 1, 0, 0);
+    }
     m->t_smear_w = m->t_smear_lam = -1;
     if (c->smear_gate_enabled > 0) { /* zero-init: the gate starts transparent */
         m->t_smear_w = utg__add_tensor(m, "smear_gate.weight", UTG_ROLE_CONTROL, -1, 2, 1, c->gate_window, 0);
@@ -3133,6 +3148,8 @@ UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed) {
             for (k = 0; k < m->n_depth; k++) for (i = 0; i < (size_t)m->d; i++) p[(size_t)k * 2 * m->d + i] = 1.0f;
         } else if (strcmp(leaf, "resid_mix") == 0) {
             for (i = 0; i < (size_t)t->shape[1]; i++) p[i] = 1.0f; /* row 1 (x0 weight) stays 0 */
+        } else if (ti == m->t_bg_scale) {
+            p[0] = 0.05f;
         } else if (strcmp(leaf, "attn_gate_w") == 0) { /* dense G1: N(0, 0.005^2); the sparse gates start at 0 */
             if (m->cfg.gated_attn_enabled > 0) for (i = 0; i < t->numel; i++) p[i] = (float)(0.005 * utg__rng_normal(&rng));
         } else if (strcmp(leaf, "q_gain") == 0) {
@@ -3259,10 +3276,12 @@ static void utg__free_acts(utg_model *m) {
     utg__free(&m->alloc, m->acts);
     utg__free(&m->alloc, m->slot_src);
     utg__free(&m->alloc, m->host_loss);
+    utg__free(&m->alloc, m->host_bg_ids);
     m->act_arena = NULL;
     m->acts = NULL;
     m->slot_src = NULL;
     m->host_loss = NULL;
+    m->host_bg_ids = NULL;
     m->cap_tok = 0;
 }
 
@@ -3431,6 +3450,12 @@ static void utg__carve_all(utg_model *m, utg__carver *c, size_t N) {
     m->g_x0 = utg__carve(c, N * d);
     m->g_gx = m->gate_win ? utg__carve(c, N * d) : NULL;
     m->emb_s = m->t_smear_w >= 0 ? utg__carve(c, N * d) : NULL;
+    if (m->t_bg_embed >= 0) {
+        size_t db = (size_t)m->cfg.bigram_dim;
+        m->bg_ids = (int32_t *)utg__carve(c, N);
+        m->bg_e = utg__carve(c, N * db); m->bg_p = utg__carve(c, N * d);
+        m->g_bge = utg__carve(c, N * db); m->g_bgp = utg__carve(c, N * d);
+    }
     m->g_emb = m->t_smear_w >= 0 ? utg__carve(c, N * d) : NULL;
     m->g_hcx = iter ? utg__carve(c, 2 * N * d) : NULL; /* two buffers: the identity path and d(delta) */
     if (m->lanes_any) {
@@ -3451,7 +3476,8 @@ static utg_result utg__reserve_tokens(utg_model *m, size_t N) {
     m->acts = (utg__acts *)utg__alloc(&m->alloc, sizeof(utg__acts) * (size_t)m->n_depth);
     m->slot_src = (float **)utg__alloc(&m->alloc, sizeof(float *) * (size_t)(m->max_slots + 1));
     m->host_loss = (float *)utg__alloc(&m->alloc, sizeof(float) * N);
-    if (!m->acts || !m->slot_src || !m->host_loss) { utg__free_acts(m); return UTG_ERR_NOMEM; }
+    if (m->t_bg_embed >= 0) m->host_bg_ids = (int32_t *)utg__alloc(&m->alloc, sizeof(int32_t) * N);
+    if (!m->acts || !m->slot_src || !m->host_loss || (m->t_bg_embed >= 0 && !m->host_bg_ids)) { utg__free_acts(m); return UTG_ERR_NOMEM; }
     memset(&c, 0, sizeof c);
     utg__carve_all(m, &c, N);
     if (c.overflow) { utg__free_acts(m); utg__msgf(&m->msg, "activation size overflows"); return UTG_ERR_NOMEM; }
@@ -3774,6 +3800,16 @@ static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_
     be->upload(be, m->ids, inputs, N * sizeof(int32_t));
     be->upload(be, m->tgt, targets, N * sizeof(int32_t));
     be->embed_fwd(be, m->emb, UTG__W(m->t_tok_emb), m->ids, (int)N, m->d);
+    if (m->t_bg_embed >= 0) { /* emb += scale * proj(B[h(prev, cur)]) */
+        int K = m->cfg.bigram_vocab_size, db = m->cfg.bigram_dim;
+        for (i = 0; i < N; i++) /* the records' hash, in int32: (36313 cur) ^ (27191 prev) mod (K - 1); sequence starts: K - 1 */
+            m->host_bg_ids[i] = i % (size_t)m->Tc == 0 ? K - 1
+                              : (int32_t)((uint32_t)((int32_t)(36313 * inputs[i]) ^ (int32_t)(27191 * inputs[i - 1])) % (uint32_t)(K - 1));
+        be->upload(be, m->bg_ids, m->host_bg_ids, N * sizeof(int32_t));
+        be->embed_fwd(be, m->bg_e, UTG__W(m->t_bg_embed), m->bg_ids, (int)N, db);
+        be->matmul(be, m->bg_p, m->bg_e, UTG__W(m->t_bg_proj), (int)N, m->d, db, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+        be->mix_fwd(be, m->emb, m->emb, NULL, m->bg_p, UTG__W(m->t_bg_scale), (int)N, m->d, UTG_MIX_WZ_SCALAR);
+    }
     if (m->t_smear_w >= 0)
         be->smear_fwd(be, m->emb_s, m->emb, UTG__W(m->t_smear_w), UTG__W(m->t_smear_lam), m->ids, (int)N, m->Tc, m->d, m->cfg.gate_window,
                       UTG__BOS_ID);
@@ -3940,6 +3976,7 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
     utg__gstate gs;
     size_t Nd;
     int l, N, lanes_out;
+    float *gE;
     if (!m || !m->be) return UTG_ERR_INVALID;
     if (!m->have_forward) { utg__msgf(&m->msg, "backward needs a successful forward first"); return UTG_ERR_INVALID; }
     m->have_forward = 0; /* the logits now hold gradients: one backward per forward */
@@ -3977,14 +4014,23 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
     be->mix_fwd(be, m->g_x0, m->g_x0, NULL, gs.g0, NULL, N, m->d, 0);
     be->fill(be, m->g_d, 0.0f, Nd);
     be->rmsnorm_bwd(be, m->g_d, m->g_x0, m->x0, m->r0, N, m->d);
-    if (m->t_smear_w >= 0) { /* through the SmearGate to the raw embedding */
+    gE = m->g_d; /* dL/d(the raw embedding) */
+    if (m->t_smear_w >= 0) { /* through the SmearGate */
         be->fill(be, m->g_emb, 0.0f, Nd);
         be->smear_bwd(be, m->g_emb, UTG__G(m->t_smear_w), UTG__G(m->t_smear_lam), m->g_d, m->emb, UTG__W(m->t_smear_w),
                       UTG__W(m->t_smear_lam), m->ids, N, m->Tc, m->d, m->cfg.gate_window, UTG__BOS_ID);
-        be->embed_bwd(be, UTG__G(m->t_tok_emb), m->g_emb, m->ids, N, m->d);
-        return UTG_OK;
+        gE = m->g_emb;
     }
-    be->embed_bwd(be, UTG__G(m->t_tok_emb), m->g_d, m->ids, N, m->d);
+    if (m->t_bg_embed >= 0) { /* emb = tok_emb[ids] + scale * bg_e P^T */
+        int db = m->cfg.bigram_dim;
+        be->fill(be, m->g_bgp, 0.0f, Nd);
+        be->mix_bwd(be, NULL, m->g_bgp, NULL, UTG__G(m->t_bg_scale), gE, NULL, NULL, m->bg_p, UTG__W(m->t_bg_scale), N, m->d,
+                    UTG_MIX_WZ_SCALAR);
+        be->matmul(be, m->g_bge, m->g_bgp, UTG__W(m->t_bg_proj), N, db, m->d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+        be->matmul(be, UTG__G(m->t_bg_proj), m->g_bgp, m->bg_e, m->d, db, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+        be->embed_bwd(be, UTG__G(m->t_bg_embed), m->g_bge, m->bg_ids, N, db);
+    }
+    be->embed_bwd(be, UTG__G(m->t_tok_emb), gE, m->ids, N, m->d);
     return UTG_OK;
 }
 
@@ -5558,7 +5604,7 @@ static const char *const utg__ckpt_shape_knobs[] = {
     /* the record-stack features */
     "ROPE_DIMS", "LN_SCALE", "MLP_ACTIVATION", "LEAKY_RELU_SLOPE", "MLP_HIDDEN", "XSA_LAST_N", "SKIP_GATES_ENABLED",
     "SPARSE_ATTN_GATE_ENABLED", "SPARSE_ATTN_GATE_SCALE", "ATTN_OUT_GATE_ENABLED", "GATED_ATTN_ENABLED", "GATE_WINDOW",
-    "SMEAR_GATE_ENABLED"};
+    "SMEAR_GATE_ENABLED", "BIGRAM_VOCAB_SIZE", "BIGRAM_DIM"};
 
 #define UTG__CKPT_HDR 24
 #define UTG__CKPT_STAT 56 /* version 1: 48 (no phase) */

@@ -68,26 +68,41 @@ static void mdl_free(mdl_ctx *c) {
     free(c->params); free(c->grads); free(c->x); free(c->y);
 }
 
+/* Gate weights (attention gates, skip gates, the SmearGate's w) move the fp32 loss by little: the loss's
+   rounding (about 2.4e-7 at 3.5) over gradcheck.h's 1e-2 step is a large share of their gradient.
+   They are checked in cases of their own with a 3e-2 step; the rest keep 1e-2 (a larger step
+   would meet the curvature of QK-norm and softmax). */
+static int mdl_small_grad(const char *name) {
+    return strstr(name, "gate") != NULL;
+}
+
 /* One gc_input per tensor, so a failure names the tensor. */
 static double mdl_check(mdl_ctx *c, int verbose, const char **where) {
     gc_case gc;
     gc_opts o = gc_default_opts();
-    int i, n_t = utg_model_tensor_count(c->m), start;
+    int i, n_t = utg_model_tensor_count(c->m), pass;
     double worst = 0.0;
     o.max_probe = 24;
     o.verbose = verbose;
-    for (start = 0; start < n_t; start += 8) {
-        double w;
-        const char *wh = "";
-        memset(&gc, 0, sizeof gc);
-        gc.ctx = c; gc.objective = mdl_obj; gc.grad = mdl_grad;
-        for (i = start; i < n_t && i < start + 8; i++) {
-            const utg_tensor_info *t = utg_model_tensor(c->m, i);
-            gc_input *in = &gc.in[gc.n_in++];
-            in->name = t->name; in->x = c->params + t->offset; in->g = c->grads + t->offset; in->n = t->numel;
+    for (pass = 0; pass < 2; pass++) {
+        o.h = pass ? 3e-2 : gc_default_opts().h;
+        i = 0;
+        while (i < n_t) {
+            double w;
+            const char *wh = "";
+            memset(&gc, 0, sizeof gc);
+            gc.ctx = c; gc.objective = mdl_obj; gc.grad = mdl_grad;
+            for (; i < n_t && gc.n_in < 8; i++) {
+                const utg_tensor_info *t = utg_model_tensor(c->m, i);
+                gc_input *in;
+                if (mdl_small_grad(t->name) != pass) continue;
+                in = &gc.in[gc.n_in++];
+                in->name = t->name; in->x = c->params + t->offset; in->g = c->grads + t->offset; in->n = t->numel;
+            }
+            if (gc.n_in == 0) continue;
+            w = gc_check(&gc, &o, &wh);
+            if (w > worst) { worst = w; *where = wh; }
         }
-        w = gc_check(&gc, &o, &wh);
-        if (w > worst) { worst = w; *where = wh; }
     }
     return worst;
 }
