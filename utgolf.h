@@ -249,6 +249,8 @@ typedef struct utg_msg {
     X(INT, bigram_vocab_size, "BIGRAM_VOCAB_SIZE", 0, 0,                                            \
       "BigramHash embedding (PR #162): buckets K of x += scale * proj(B[h(prev, cur)]); 0 = off") \
     X(INT, bigram_dim, "BIGRAM_DIM", 128, 0, "width of the BigramHash table")                      \
+    X(BOOL, ortho_init, "ORTHO_INIT", 0, 0,                                                         \
+      "orthogonal init (gain 1) of the block matrices with both dims >= 64, output projections staying zero (PR #162)") \
     X(INT, xsa_last_n, "XSA_LAST_N", 0, 0,                                                          \
       "exclusive self attention (PR #265) in the last N blocks (virtual layers with CONTROL_SCOPE=virtual, as PR #1204)") \
     /* training loop (SPEC 1.1, 1.5; used by the trainer) */                                      \
@@ -3122,6 +3124,37 @@ static void utg__init_rset(utg_model *m, int k) {
     if (s->proj >= 0) m->be->copy(m->be, m->params + m->tensors[s->proj].offset, m->params + m->tensors[h->mlp_proj].offset, m->tensors[s->proj].numel);
 }
 
+/* A (semi-)orthogonal W[rows, cols] as nn.init.orthogonal_ (gain 1): Gram-Schmidt, twice for
+   accuracy, in double over the shorter side of a Gaussian matrix. 0 when out of memory. */
+static int utg__orthogonal(utg_model *m, float *W, int rows, int cols, utg__rng *rng) {
+    int tall = rows > cols, n = tall ? cols : rows, len = tall ? rows : cols, a, b, pass;
+    double *v = (double *)utg__alloc(&m->alloc, sizeof(double) * (size_t)n * len);
+    size_t k;
+    if (!v) return 0;
+    for (k = 0; k < (size_t)n * len; k++) v[k] = utg__rng_normal(rng);
+    for (a = 0; a < n; a++) {
+        double *va = v + (size_t)a * len, nr = 0.0;
+        for (pass = 0; pass < 2; pass++)
+            for (b = 0; b < a; b++) {
+                const double *vb = v + (size_t)b * len;
+                double dp = 0.0;
+                for (k = 0; k < (size_t)len; k++) dp += va[k] * vb[k];
+                for (k = 0; k < (size_t)len; k++) va[k] -= dp * vb[k];
+            }
+        for (k = 0; k < (size_t)len; k++) nr += va[k] * va[k];
+        nr = nr > 0.0 ? 1.0 / sqrt(nr) : 0.0;
+        for (k = 0; k < (size_t)len; k++) va[k] *= nr;
+    }
+    /* vectors are rows of W (rows <= cols) or its columns (a tall W) */
+    for (a = 0; a < n; a++)
+        for (k = 0; k < (size_t)len; k++) {
+            if (tall) W[k * (size_t)cols + a] = (float)v[(size_t)a * len + k];
+            else W[(size_t)a * cols + k] = (float)v[(size_t)a * len + k];
+        }
+    utg__free(&m->alloc, v);
+    return 1;
+}
+
 UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed) {
     float *host;
     utg__rng rng;
@@ -3155,9 +3188,12 @@ UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed) {
         } else if (strcmp(leaf, "q_gain") == 0) {
             for (i = 0; i < t->numel; i++) p[i] = (float)m->cfg.qk_gain_init;
         } else if (t->role == UTG_ROLE_MATRIX && strstr(t->name, "proj.weight") == NULL && strncmp(t->name, "repeat_mlp.", 11) != 0) {
-            /* nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
-            double bound = 1.0 / sqrt((double)t->shape[1]);
-            for (i = 0; i < t->numel; i++) p[i] = (float)((2.0 * utg__rng_uniform(&rng) - 1.0) * bound);
+            if (m->cfg.ortho_init > 0 && t->shape[0] >= 64 && t->shape[1] >= 64) {
+                if (!utg__orthogonal(m, p, (int)t->shape[0], (int)t->shape[1], &rng)) { utg__free(&m->alloc, host); return UTG_ERR_NOMEM; }
+            } else { /* nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
+                double bound = 1.0 / sqrt((double)t->shape[1]);
+                for (i = 0; i < t->numel; i++) p[i] = (float)((2.0 * utg__rng_uniform(&rng) - 1.0) * bound);
+            }
         } /* attn.proj, mlp.proj, lm_head, the repeat MLPs, norm biases and iteration embeddings start at zero */
     }
     m->be->upload(m->be, m->params, host, m->arena_floats * sizeof(float));

@@ -197,6 +197,44 @@ static void test_bigram_hash(void) {
     utg_model_destroy(b);
 }
 
+/* ORTHO_INIT: c_q (64 x 64) orthogonal, fc (128 x 64, tall) with orthonormal columns, proj still zero */
+static void test_ortho_init(void) {
+    utg_config c = cfg_of("o", "ORTHO_INIT=1\nMODEL_DIM=64\nNUM_HEADS=2\nNUM_KV_HEADS=1\n");
+    utg_model_desc d;
+    utg_model *m = NULL;
+    float *p;
+    size_t n;
+    int which;
+    memset(&d, 0, sizeof d);
+    d.config = c;
+    if (utg_model_create(&d, &m) != UTG_OK || utg_model_init_params(m, 9) != UTG_OK) { CHECK(0, "model"); utg_model_destroy(m); return; }
+    n = utg_model_arena_floats(m);
+    p = (float *)calloc(n, 4);
+    utg_model_get(m, 0, -1, p, n);
+    for (which = 0; which < 2; which++) {
+        const utg_tensor_info *t = utg_model_tensor(m, utg_model_find_tensor(m, which ? "blocks.0.mlp.fc.weight" : "blocks.1.attn.c_q.weight"));
+        int R = (int)t->shape[0], C = (int)t->shape[1], a, b, k, nn = which ? C : R;
+        double worst = 0.0;
+        for (a = 0; a < nn; a++)
+            for (b = 0; b < nn; b++) { /* rows (square) or columns (tall) are orthonormal */
+                double s = 0.0;
+                for (k = 0; k < (which ? R : C); k++)
+                    s += which ? (double)p[t->offset + (size_t)k * C + a] * p[t->offset + (size_t)k * C + b]
+                               : (double)p[t->offset + (size_t)a * C + k] * p[t->offset + (size_t)b * C + k];
+                if (fabs(s - (a == b)) > worst) worst = fabs(s - (a == b));
+            }
+        CHECK(worst < 1e-5, "%s: largest deviation from orthonormal %g", t->name, worst);
+    }
+    {
+        const utg_tensor_info *t = utg_model_tensor(m, utg_model_find_tensor(m, "blocks.0.attn.proj.weight"));
+        size_t k, nz = 0;
+        for (k = 0; k < t->numel; k++) nz += p[t->offset + k] != 0.0f;
+        CHECK(nz == 0, "output projections stay zero");
+    }
+    free(p);
+    utg_model_destroy(m);
+}
+
 /* GATE_WINDOW matters only when a gate reads it; two output gates at once are refused */
 static void test_gate_knobs(void) {
     utg_msg msg;
@@ -214,6 +252,7 @@ static void test_gate_knobs(void) {
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     RUN(test_knobs);
+    RUN(test_ortho_init);
     RUN(test_gate_knobs);
     RUN(test_features_act);
     RUN(test_rope_ntk);
