@@ -249,6 +249,8 @@ typedef struct utg_msg {
     X(INT, bigram_vocab_size, "BIGRAM_VOCAB_SIZE", 0, 0,                                            \
       "BigramHash embedding (PR #162): buckets K of x += scale * proj(B[h(prev, cur)]); 0 = off") \
     X(INT, bigram_dim, "BIGRAM_DIM", 128, 0, "width of the BigramHash table")                      \
+    X(STR, q_gain_scope, "Q_GAIN_SCOPE", "block", 0,                                                \
+      "block: q_gain goes with the attention matrices (PR #1088, #1394); control: with the control tensors, so per virtual layer under CONTROL_SCOPE=virtual (PR #1204)") \
     X(BOOL, ortho_init, "ORTHO_INIT", 0, 0,                                                         \
       "orthogonal init (gain 1) of the block matrices with both dims >= 64, output projections staying zero (PR #162)") \
     X(INT, xsa_last_n, "XSA_LAST_N", 0, 0,                                                          \
@@ -1557,6 +1559,7 @@ UTGDEF utg_result utg_config_validate(const utg_config *c, utg_msg *msg) {
     UTG__REQ(c->leaky_relu_slope >= 0.0 && c->leaky_relu_slope < 1.0, "LEAKY_RELU_SLOPE must be in [0, 1) (got %g)", c->leaky_relu_slope);
     UTG__REQ(c->mlp_hidden >= 0 && c->mlp_hidden <= 1048576, "MLP_HIDDEN must be in 0..1048576 (got %d)", c->mlp_hidden);
     UTG__REQ(c->xsa_last_n >= 0, "XSA_LAST_N must be >= 0 (got %d)", c->xsa_last_n);
+    UTG__REQ(utg__oneof(c->q_gain_scope, "block|control"), "Q_GAIN_SCOPE must be block or control (got '%s')", c->q_gain_scope ? c->q_gain_scope : "");
     UTG__REQ((c->sparse_attn_gate_enabled > 0) + (c->attn_out_gate_enabled > 0) + (c->gated_attn_enabled > 0) <= 1,
              "SPARSE_ATTN_GATE_ENABLED, ATTN_OUT_GATE_ENABLED and GATED_ATTN_ENABLED are alternatives: set one");
     UTG__REQ(c->gate_window >= 1 && (c->gate_window <= c->model_dim ||
@@ -2638,6 +2641,7 @@ typedef struct utg__heavy_ix { /* tensor-table indexes of one physical block's m
 
 typedef struct utg__ctrl_ix { /* the control tensors of one owner (a block, or a virtual layer) */
     int attn_scale[2], mlp_scale, resid_mix, norm_bias;
+    int q_gain[2]; /* Q_GAIN_SCOPE=control: q_gain lives here instead of with the attention matrices */
 } utg__ctrl_ix;
 
 typedef struct utg__rset { /* an untied repeat MLP: the block it copies, and its own matrices (-1: shared) */
@@ -3072,6 +3076,11 @@ static utg_result utg__build_tensors(utg_model *m) {
             UTG__T(o->attn_scale[0], "attn_scale", UTG_ROLE_CONTROL, blk, 1, m->d, 0);
             if (m->n_attn > 1) UTG__T(o->attn_scale[1], "attn_scale_2", UTG_ROLE_CONTROL, blk, 1, m->d, 0);
             UTG__T(o->mlp_scale, "mlp_scale", UTG_ROLE_CONTROL, blk, 1, m->d, 0);
+            if (!strcmp(c->q_gain_scope, "control"))
+                for (k = 0; k < m->n_attn; k++) {
+                    char sfx[32];
+                    snprintf(sfx, sizeof sfx, "%s.q_gain", att[k]); UTG__T(o->q_gain[k], sfx, UTG_ROLE_CONTROL, blk, 1, m->H, 0);
+                }
             UTG__T(o->resid_mix, "resid_mix", UTG_ROLE_CONTROL, blk, 2, 2, m->d);
             if (c->norm_bias > 0) UTG__T(o->norm_bias, "norm_bias", UTG_ROLE_CONTROL, blk, 2, m->n_norms, m->d);
         }
@@ -3079,7 +3088,7 @@ static utg_result utg__build_tensors(utg_model *m) {
             utg__heavy_ix *h = &m->heavy[i];
             for (k = 0; k < m->n_attn; k++) { /* q_gain lives in the attention module: shared like its matrices */
                 char sfx[32];
-                snprintf(sfx, sizeof sfx, "%s.q_gain", att[k]); UTG__T(h->q_gain[k], sfx, UTG_ROLE_CONTROL, i, 1, m->H, 0);
+                if (strcmp(c->q_gain_scope, "control")) { snprintf(sfx, sizeof sfx, "%s.q_gain", att[k]); UTG__T(h->q_gain[k], sfx, UTG_ROLE_CONTROL, i, 1, m->H, 0); }
             }
             for (k = 0; k < m->n_attn; k++) {
                 char sfx[32];
@@ -3562,7 +3571,7 @@ static void utg__layer_ptrs(utg_model *m, int l, int which, utg__lw *w) {
     }
     for (k = 0; k < m->n_attn; k++) {
         w->as[k] = UTG__P(o->attn_scale[k]);
-        w->qg[k] = UTG__P(h->q_gain[k]);
+        w->qg[k] = UTG__P(h->q_gain[k] >= 0 ? h->q_gain[k] : o->q_gain[k]);
         w->cq[k] = UTG__P(h->c_q[k]); w->ck[k] = UTG__P(h->c_k[k]); w->cv[k] = UTG__P(h->c_v[k]); w->po[k] = UTG__P(h->proj[k]);
         w->ag[k] = UTG__P(h->gate[k]);
     }
@@ -5640,7 +5649,7 @@ static const char *const utg__ckpt_shape_knobs[] = {
     /* the record-stack features */
     "ROPE_DIMS", "LN_SCALE", "MLP_ACTIVATION", "LEAKY_RELU_SLOPE", "MLP_HIDDEN", "XSA_LAST_N", "SKIP_GATES_ENABLED",
     "SPARSE_ATTN_GATE_ENABLED", "SPARSE_ATTN_GATE_SCALE", "ATTN_OUT_GATE_ENABLED", "GATED_ATTN_ENABLED", "GATE_WINDOW",
-    "SMEAR_GATE_ENABLED", "BIGRAM_VOCAB_SIZE", "BIGRAM_DIM"};
+    "SMEAR_GATE_ENABLED", "BIGRAM_VOCAB_SIZE", "BIGRAM_DIM", "Q_GAIN_SCOPE"};
 
 #define UTG__CKPT_HDR 24
 #define UTG__CKPT_STAT 56 /* version 1: 48 (no phase) */

@@ -133,7 +133,7 @@ static void test_rope_ntk(void) {
 }
 
 static void test_knobs(void) {
-    static const char *bad[][2] = {{"ROPE_DIMS", "3"}, {"ROPE_DIMS", "6"}, {"MLP_ACTIVATION", "gelu"}, {"LEAKY_RELU_SLOPE", "1.5"},
+    static const char *bad[][2] = {{"Q_GAIN_SCOPE", "virtual"}, {"ROPE_DIMS", "3"}, {"ROPE_DIMS", "6"}, {"MLP_ACTIVATION", "gelu"}, {"LEAKY_RELU_SLOPE", "1.5"},
                                    {"MLP_HIDDEN", "-1"}, {"XSA_LAST_N", "-2"}};
     int i;
     for (i = 0; i < (int)(sizeof bad / sizeof bad[0]); i++) {
@@ -197,6 +197,20 @@ static void test_bigram_hash(void) {
     utg_model_destroy(b);
 }
 
+static void test_grad_q_gain_scope(void) {
+    const char *loop = "CONTROL_SCOPE=virtual\nNUM_LOOPS=1\nLOOP_START=1\nLOOP_END=1\n";
+    char buf[256];
+    utg_model *a, *b;
+    snprintf(buf, sizeof buf, "Q_GAIN_SCOPE=control\n%s", loop);
+    grad("q_gain per virtual layer (PR #1204), loop", buf, 0);
+    a = make(cfg_of("a", buf));
+    b = make(cfg_of("b", loop));
+    /* 3 virtual layers, 2 blocks: one more q_gain of 4 heads */
+    CHECK(a && b && utg_model_param_count(a) == utg_model_param_count(b) + 4 && utg_model_find_tensor(a, "blocks.2.attn.q_gain") >= 0,
+          "q_gain per virtual layer: %zu vs %zu", a ? utg_model_param_count(a) : 0, b ? utg_model_param_count(b) : 0);
+    utg_model_destroy(a);
+    utg_model_destroy(b);
+}
 /* ORTHO_INIT: c_q (64 x 64) orthogonal, fc (128 x 64, tall) with orthonormal columns, proj still zero */
 static void test_ortho_init(void) {
     utg_config c = cfg_of("o", "ORTHO_INIT=1\nMODEL_DIM=64\nNUM_HEADS=2\nNUM_KV_HEADS=1\n");
@@ -264,6 +278,7 @@ int main(int argc, char **argv) {
     RUN(test_grad_gates);
     RUN(test_bigram_hash);
     RUN(test_grad_bigram);
+    RUN(test_grad_q_gain_scope);
     RUN(test_grad_combined);
     return TEST_SUMMARY();
 }
