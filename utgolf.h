@@ -7319,12 +7319,18 @@ fail:
 
 typedef struct utg__pspan { uint32_t off, end; int t; } utg__pspan;
 static int utg__strptr_cmp(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
-/* the first name that appears twice among n (sorted in place), or NULL */
-static const char *utg__first_duplicate(const char **names, size_t n) {
+/* Names that appear twice among n records (a name field every `stride` bytes from `first`): sorted
+   pointers, so O(n log n). UTG_OK, or UTG_ERR_FORMAT with *dup set, or UTG_ERR_NOMEM. */
+static utg_result utg__find_duplicate(const utg_allocator *al, const char *first, size_t stride, size_t n, const char **dup) {
+    const char **names = (const char **)utg__alloc(al, sizeof *names * (n ? n : 1));
     size_t j;
+    *dup = NULL;
+    if (!names) return UTG_ERR_NOMEM;
+    for (j = 0; j < n; j++) names[j] = first + j * stride;
     qsort(names, n, sizeof *names, utg__strptr_cmp);
-    for (j = 1; j < n; j++) if (!strcmp(names[j - 1], names[j])) return names[j];
-    return NULL;
+    for (j = 1; j < n && !*dup; j++) if (!strcmp(names[j - 1], names[j])) *dup = names[j];
+    utg__free(al, names);
+    return *dup ? UTG_ERR_FORMAT : UTG_OK;
 }
 static int utg__plane_span_cmp(const void *a, const void *b) {
     const utg__pspan *x = (const utg__pspan *)a, *y = (const utg__pspan *)b;
@@ -7349,7 +7355,8 @@ UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_c
     utg_artifact *a = NULL;
     uint8_t *pay = NULL, *tmp = NULL;
     utg__pspan *spans = NULL;
-    const char **names = NULL, *dup;
+    const char *dup;
+    utg_result dr; /* the duplicate checks' result (r stays the format error the checklist reports) */
     utg_codec dec;
     uint32_t flags, raw, packed, crc, nsec, align, i, prev_end;
     const utg_artifact_section *meta = NULL, *tens = NULL, *data = NULL;
@@ -7486,12 +7493,10 @@ UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_c
             a->n_kv = (int)i + 1;
         }
         if (p != end) UTG__AF("META has %zu stray bytes", (size_t)(end - p));
-        names = (const char **)utg__alloc(&al, sizeof *names * (n ? n : 1));
-        if (!names) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
-        for (j = 0; j < n; j++) names[j] = a->kv[j].key;
-        if ((dup = utg__first_duplicate(names, n)) != NULL) UTG__AF("META key %s appears twice", dup);
-        utg__free(&al, names);
-        names = NULL;
+        if (n && (dr = utg__find_duplicate(&al, a->kv[0].key, sizeof *a->kv, n, &dup)) != UTG_OK) {
+            if (dr == UTG_ERR_NOMEM) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+            UTG__AF("META key %s appears twice", dup);
+        }
         {
             size_t sn = 1, so = 0;
             char *sp;
@@ -7563,10 +7568,10 @@ UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_c
             a->n_tensors = (int)i + 1;
         }
         if (p != end) UTG__AF("TENS has %zu stray bytes", (size_t)(end - p));
-        names = (const char **)utg__alloc(&al, sizeof *names * (n ? n : 1));
-        if (!names) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
-        for (j = 0; j < n; j++) names[j] = a->tensors[j].name;
-        if ((dup = utg__first_duplicate(names, n)) != NULL) UTG__AF("tensor %s appears twice", dup);
+        if (n && (dr = utg__find_duplicate(&al, a->tensors[0].name, sizeof *a->tensors, n, &dup)) != UTG_OK) {
+            if (dr == UTG_ERR_NOMEM) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+            UTG__AF("tensor %s appears twice", dup);
+        }
         /* planes: no overlaps */
         {
             size_t ns = 0;
@@ -7616,14 +7621,12 @@ UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_c
                         utg_artifact_kv_u32(&a->kv[kl], (uint32_t)j), (unsigned long long)a->kv[kb].u);
     }
     utg__free(&al, spans);
-    utg__free(&al, names);
     utg__free(&al, tmp);
     *out = a;
     return UTG_OK;
 fail:
 #undef UTG__AF
     utg__free(&al, spans);
-    utg__free(&al, names);
     utg__free(&al, tmp);
     utg_artifact_free(a);
     return r;
@@ -8259,34 +8262,19 @@ UTGDEF utg_result utg_model_load_artifact(utg_model *m, const utg_artifact *a) {
     float *host = NULL;
     int i, k, kp;
     utg_result r;
+    utg_config acfg;
     if (!m || !a) return UTG_ERR_INVALID;
+    /* the model the artifact describes must be this one: every knob that shapes it agrees */
+    if ((r = utg_artifact_config(a, &acfg, &m->msg)) != UTG_OK) return r;
     for (i = 0; i < UTG__N_ART_KNOBS; i++) {
-        char key[96], have[1024], want[1024];
-        utg_config one;
-        const utg_artifact_kv *kv;
+        char have[1024], want[1024];
         k = utg_config_find_knob(utg__artifact_knobs[i]);
-        utg__art_key(key, sizeof key, k);
-        kp = utg_artifact_find_kv(a, key);
-        memset(&one, 0, sizeof one);
-        if (kp >= 0) {
-            kv = &a->kv[kp];
-            switch (utg__knobs[k].info.kind) {
-            case UTG_KNOB_INT: case UTG_KNOB_BOOL: if (kv->type != UTG_KV_I32) goto badtype; *(int *)utg__knob_ptr(&one, k) = (int)kv->i; break;
-            case UTG_KNOB_REAL: if (kv->type != UTG_KV_F64) goto badtype; *(double *)utg__knob_ptr(&one, k) = kv->f; break;
-            case UTG_KNOB_STR: if (kv->type != UTG_KV_STR) goto badtype; *(const char **)utg__knob_ptr(&one, k) = kv->str; break;
-            }
-        }
-        one = utg_config_resolve(&one);
-        utg_config_format(&one, k, have, sizeof have);
+        utg_config_format(&acfg, k, have, sizeof have);
         utg_config_format(&m->cfg, k, want, sizeof want);
         if (strcmp(have, want)) {
             utg__msgf(&m->msg, "artifact was made with %s=%s, this model has %s=%s", utg__artifact_knobs[i], have, utg__artifact_knobs[i], want);
             return UTG_ERR_MISMATCH;
         }
-        continue;
-    badtype:
-        utg__msgf(&m->msg, "artifact META %s has the wrong type", key);
-        return UTG_ERR_FORMAT;
     }
     if (a->n_tensors != m->n_tensors) { utg__msgf(&m->msg, "artifact holds %d tensors, the model %d", a->n_tensors, m->n_tensors); return UTG_ERR_MISMATCH; }
     kp = utg_artifact_find_kv(a, "utg.plan.phase");
