@@ -168,92 +168,100 @@ typedef struct utg_msg {
 #define UTG_OFF (-1)
 
 /* kinds: INT (int), BOOL (int: 1 on, UTG_OFF off), REAL (double), STR (const char *)
-   flags: 0, or UTG_KF_OFF when 0 is a meaningful value distinct from the default */
+   flags, or-ed:
+     UTG_KF_OFF    0 is a meaningful value distinct from the default
+     UTG_KF_ARENA  shapes the parameter arena: a checkpoint resumes and an artifact loads only
+                   into a model with the same value; an artifact's META carries it
+     UTG_KF_EVAL   changes what the model computes but not its arena: carried in META
+     UTG_KF_STATE  shapes the optimizer state or the data order: must match on resume */
 #define UTG_KF_OFF 1
+#define UTG_KF_ARENA 2
+#define UTG_KF_EVAL 4
+#define UTG_KF_STATE 8
 
 #define UTG_CONFIG_KNOBS(X)                                                                        \
     /* model shape (SPEC 1.1, 1.3) */                                                             \
-    X(INT, num_layers, "NUM_LAYERS", 9, 0, "physical transformer blocks")                         \
-    X(INT, model_dim, "MODEL_DIM", 512, 0, "model width d")                                       \
-    X(INT, num_heads, "NUM_HEADS", 8, 0, "query heads (head dim = MODEL_DIM / NUM_HEADS)")        \
-    X(INT, num_kv_heads, "NUM_KV_HEADS", 4, 0, "key/value heads (GQA); must divide NUM_HEADS")    \
-    X(INT, mlp_mult, "MLP_MULT", 2, 0, "MLP hidden width = MLP_MULT * MODEL_DIM")                 \
-    X(INT, vocab_size, "VOCAB_SIZE", 1024, 0, "vocabulary size; must equal the tokenizer's")      \
-    X(BOOL, tie_embeddings, "TIE_EMBEDDINGS", 1, UTG_KF_OFF, "share tok_emb with the output head") \
-    X(REAL, rope_base, "ROPE_BASE", 10000.0, 0, "RoPE frequency base")                            \
-    X(REAL, logit_softcap, "LOGIT_SOFTCAP", 30.0, UTG_KF_OFF, "c in c*tanh(z/c) on the logits; 0 = none") \
+    X(INT, num_layers, "NUM_LAYERS", 9, UTG_KF_ARENA, "physical transformer blocks")                         \
+    X(INT, model_dim, "MODEL_DIM", 512, UTG_KF_ARENA, "model width d")                                       \
+    X(INT, num_heads, "NUM_HEADS", 8, UTG_KF_ARENA, "query heads (head dim = MODEL_DIM / NUM_HEADS)")        \
+    X(INT, num_kv_heads, "NUM_KV_HEADS", 4, UTG_KF_ARENA, "key/value heads (GQA); must divide NUM_HEADS")    \
+    X(INT, mlp_mult, "MLP_MULT", 2, UTG_KF_ARENA, "MLP hidden width = MLP_MULT * MODEL_DIM")                 \
+    X(INT, vocab_size, "VOCAB_SIZE", 1024, UTG_KF_ARENA, "vocabulary size; must equal the tokenizer's")      \
+    X(BOOL, tie_embeddings, "TIE_EMBEDDINGS", 1, UTG_KF_OFF | UTG_KF_ARENA, "share tok_emb with the output head") \
+    X(REAL, rope_base, "ROPE_BASE", 10000.0, UTG_KF_EVAL, "RoPE frequency base")                            \
+    X(REAL, logit_softcap, "LOGIT_SOFTCAP", 30.0, UTG_KF_OFF | UTG_KF_EVAL, "c in c*tanh(z/c) on the logits; 0 = none") \
     X(REAL, qk_gain_init, "QK_GAIN_INIT", 1.5, 0, "initial per-head query gain q_gain")           \
     X(REAL, tied_embed_init_std, "TIED_EMBED_INIT_STD", 0.005, 0, "std of the tied embedding init") \
-    X(REAL, rms_norm_eps, "RMS_NORM_EPS", 1.1920928955078125e-07, 0,                               \
+    X(REAL, rms_norm_eps, "RMS_NORM_EPS", 1.1920928955078125e-07, UTG_KF_EVAL,                               \
       "RMSNorm eps (PyTorch's default: fp32 machine epsilon)")                                      \
-    X(INT, train_seq_len, "TRAIN_SEQ_LEN", 1024, 0, "tokens per training sequence")               \
-    X(INT, seed, "SEED", 1337, UTG_KF_OFF, "seed of the init RNG and the data order")             \
+    X(INT, train_seq_len, "TRAIN_SEQ_LEN", 1024, UTG_KF_ARENA, "tokens per training sequence")               \
+    X(INT, seed, "SEED", 1337, UTG_KF_OFF | UTG_KF_STATE, "seed of the init RNG and the data order")             \
     /* depth recurrence and parallel residuals (SPEC 2.3, 2.4); see >>model for the plan */       \
-    X(STR, recur_layers, "RECUR_LAYERS", "", 0,                                                    \
+    X(STR, recur_layers, "RECUR_LAYERS", "", UTG_KF_ARENA,                                                    \
       "cut-and-repeat (PR #1204): physical layers run again after the cut, e.g. 4,5")              \
-    X(INT, recur_start_step, "RECUR_START_STEP", 0, 0,                                             \
+    X(INT, recur_start_step, "RECUR_START_STEP", 0, UTG_KF_ARENA,                                             \
       "step at which the recurrent plan switches on; 0 = from the start")                         \
-    X(STR, repeat_untie_mlp, "REPEAT_UNTIE_MLP", "none", 0,                                        \
+    X(STR, repeat_untie_mlp, "REPEAT_UNTIE_MLP", "none", UTG_KF_ARENA,                                        \
       "none | full | down: repeated visits get their own MLP (or down projection), copied from the shared one when recurrence switches on") \
-    X(STR, repeat_untie_mlp_layers, "REPEAT_UNTIE_MLP_LAYERS", "", 0,                              \
+    X(STR, repeat_untie_mlp_layers, "REPEAT_UNTIE_MLP_LAYERS", "", UTG_KF_ARENA,                              \
       "physical layers whose repeats REPEAT_UNTIE_MLP unties; empty = every repeated layer")      \
-    X(INT, num_loops, "NUM_LOOPS", 0, 0, "extra passes over layers LOOP_START..LOOP_END (PR #1394)") \
-    X(INT, loop_start, "LOOP_START", 4, UTG_KF_OFF, "first physical layer of the looped segment") \
-    X(INT, loop_end, "LOOP_END", 5, UTG_KF_OFF, "last physical layer of the looped segment")       \
-    X(REAL, enable_looping_at, "ENABLE_LOOPING_AT", 0.0, 0,                                        \
+    X(INT, num_loops, "NUM_LOOPS", 0, UTG_KF_ARENA, "extra passes over layers LOOP_START..LOOP_END (PR #1394)") \
+    X(INT, loop_start, "LOOP_START", 4, UTG_KF_OFF | UTG_KF_ARENA, "first physical layer of the looped segment") \
+    X(INT, loop_end, "LOOP_END", 5, UTG_KF_OFF | UTG_KF_ARENA, "last physical layer of the looped segment")       \
+    X(REAL, enable_looping_at, "ENABLE_LOOPING_AT", 0.0, UTG_KF_ARENA,                                        \
       "fraction of training at which recurrence switches on; 0 = from the start")                 \
-    X(REAL, loop_phase2_at, "LOOP_PHASE2_AT", 0.0, 0,                                              \
+    X(REAL, loop_phase2_at, "LOOP_PHASE2_AT", 0.0, UTG_KF_ARENA,                                              \
       "progressive recurrence (PR #1412): one extra pass from ENABLE_LOOPING_AT, all NUM_LOOPS from this fraction") \
-    X(STR, encoder_layers, "ENCODER_LAYERS", "", 0, "explicit encoder list of physical layers, e.g. 0,1,2,3,4,5,3,4") \
-    X(STR, decoder_layers, "DECODER_LAYERS", "", 0, "explicit decoder list of physical layers, e.g. 5,3,4,5,6,7,8,9,10") \
-    X(INT, universal_unique_blocks, "UNIVERSAL_UNIQUE_BLOCKS", 0, 0,                               \
+    X(STR, encoder_layers, "ENCODER_LAYERS", "", UTG_KF_ARENA, "explicit encoder list of physical layers, e.g. 0,1,2,3,4,5,3,4") \
+    X(STR, decoder_layers, "DECODER_LAYERS", "", UTG_KF_ARENA, "explicit decoder list of physical layers, e.g. 5,3,4,5,6,7,8,9,10") \
+    X(INT, universal_unique_blocks, "UNIVERSAL_UNIQUE_BLOCKS", 0, UTG_KF_ARENA,                               \
       "Universal Transformer (PR #1110): n physical blocks, virtual layer e runs block e mod n (replaces NUM_LAYERS)") \
-    X(INT, universal_iterations, "UNIVERSAL_ITERATIONS", 1, 0, "Universal Transformer: passes over the unique blocks") \
-    X(STR, num_layer_schedule, "NUM_LAYER_SCHEDULE", "", 0,                                        \
+    X(INT, universal_iterations, "UNIVERSAL_ITERATIONS", 1, UTG_KF_ARENA, "Universal Transformer: passes over the unique blocks") \
+    X(STR, num_layer_schedule, "NUM_LAYER_SCHEDULE", "", UTG_KF_ARENA,                                        \
       "depth curriculum step:depth,... (PR #1088): run the first `depth` virtual layers from `step` on") \
-    X(STR, unet_skips, "UNET_SKIPS", "half", 0,                                                    \
+    X(STR, unet_skips, "UNET_SKIPS", "half", UTG_KF_ARENA,                                                    \
       "half: the first half of the virtual layers push, the second half pops (train_gpt.py); loop: layers before the looped segment push, layers after it pop (stem/core/tail, PR #363); none") \
-    X(STR, control_scope, "CONTROL_SCOPE", "physical", 0,                                          \
+    X(STR, control_scope, "CONTROL_SCOPE", "physical", UTG_KF_ARENA,                                          \
       "physical: control tensors per block, shared by every visit (PR #1394); virtual: one set per virtual layer (PR #1204, #1088)") \
-    X(INT, block_attns, "BLOCK_ATTNS", 1, 0, "attention sublayers per block (2: PR #1088's double attention)") \
-    X(INT, mlp_layers, "MLP_LAYERS", 2, 0, "MLP matrices: 2 (fc, proj) or 3 (fc, mid, proj; PR #1088)") \
-    X(BOOL, norm_bias, "NORM_BIAS", 0, 0, "learned bias after each block pre-norm (PR #1088's depth embedding with CONTROL_SCOPE=virtual)") \
-    X(BOOL, iter_embed, "ITER_EMBED", 0, 0, "per-virtual-layer embedding added to the block input (PR #1110)") \
-    X(BOOL, iter_scale, "ITER_SCALE", 0, 0, "per-virtual-layer scale of the block's residual delta (PR #1110)") \
-    X(BOOL, film, "FILM", 0, 0, "per-virtual-layer FiLM (gamma, beta) on the block input (PR #1640)") \
-    X(STR, parallel_residual, "PARALLEL_RESIDUAL", "none", 0,                                      \
+    X(INT, block_attns, "BLOCK_ATTNS", 1, UTG_KF_ARENA, "attention sublayers per block (2: PR #1088's double attention)") \
+    X(INT, mlp_layers, "MLP_LAYERS", 2, UTG_KF_ARENA, "MLP matrices: 2 (fc, proj) or 3 (fc, mid, proj; PR #1088)") \
+    X(BOOL, norm_bias, "NORM_BIAS", 0, UTG_KF_ARENA, "learned bias after each block pre-norm (PR #1088's depth embedding with CONTROL_SCOPE=virtual)") \
+    X(BOOL, iter_embed, "ITER_EMBED", 0, UTG_KF_ARENA, "per-virtual-layer embedding added to the block input (PR #1110)") \
+    X(BOOL, iter_scale, "ITER_SCALE", 0, UTG_KF_ARENA, "per-virtual-layer scale of the block's residual delta (PR #1110)") \
+    X(BOOL, film, "FILM", 0, UTG_KF_ARENA, "per-virtual-layer FiLM (gamma, beta) on the block input (PR #1640)") \
+    X(STR, parallel_residual, "PARALLEL_RESIDUAL", "none", UTG_KF_ARENA,                                      \
       "none | gptj | two_lane (PR #1204) | parallel (PR #1530): from decoder layers at PARALLEL_START_LAYER on") \
-    X(INT, parallel_start_layer, "PARALLEL_START_LAYER", 8, UTG_KF_OFF,                            \
+    X(INT, parallel_start_layer, "PARALLEL_START_LAYER", 8, UTG_KF_OFF | UTG_KF_ARENA,                            \
       "first physical layer (of the decoder) with parallel residuals")                            \
-    X(STR, parallel_final_lane, "PARALLEL_FINAL_LANE", "mean", 0, "two lanes: mean | attn | mlp lane feeds the final norm") \
+    X(STR, parallel_final_lane, "PARALLEL_FINAL_LANE", "mean", UTG_KF_ARENA, "two lanes: mean | attn | mlp lane feeds the final norm") \
     /* architecture features of the records (SPEC 2.2) */                                         \
-    X(INT, rope_dims, "ROPE_DIMS", 0, 0, "rotary dims per head (partial RoPE, PR #315: 16 of 64); 0 = the whole head") \
-    X(BOOL, rope_ntk, "ROPE_NTK", 0, 0, "NTK-aware RoPE base rescaling when evaluating past TRAIN_SEQ_LEN") \
-    X(BOOL, ln_scale, "LN_SCALE", 0, 0,                                                             \
+    X(INT, rope_dims, "ROPE_DIMS", 0, UTG_KF_ARENA, "rotary dims per head (partial RoPE, PR #315: 16 of 64); 0 = the whole head") \
+    X(BOOL, rope_ntk, "ROPE_NTK", 0, UTG_KF_EVAL, "NTK-aware RoPE base rescaling when evaluating past TRAIN_SEQ_LEN") \
+    X(BOOL, ln_scale, "LN_SCALE", 0, UTG_KF_ARENA,                                                             \
       "scale each block's pre-norm outputs by 1/sqrt(i+1), i = the block (the virtual layer with CONTROL_SCOPE=virtual; PR #315)") \
-    X(STR, mlp_activation, "MLP_ACTIVATION", "relu2", 0, "relu2 (train_gpt.py) | leaky_relu2 (leaky_relu(x, LEAKY_RELU_SLOPE)^2, PR #493)") \
-    X(REAL, leaky_relu_slope, "LEAKY_RELU_SLOPE", 0.5, 0, "negative slope of MLP_ACTIVATION=leaky_relu2") \
-    X(INT, mlp_hidden, "MLP_HIDDEN", 0, 0, "MLP hidden width; 0 = MLP_MULT * MODEL_DIM")            \
-    X(BOOL, skip_gates_enabled, "SKIP_GATES_ENABLED", 0, 0,                                         \
+    X(STR, mlp_activation, "MLP_ACTIVATION", "relu2", UTG_KF_ARENA, "relu2 (train_gpt.py) | leaky_relu2 (leaky_relu(x, LEAKY_RELU_SLOPE)^2, PR #493)") \
+    X(REAL, leaky_relu_slope, "LEAKY_RELU_SLOPE", 0.5, UTG_KF_ARENA, "negative slope of MLP_ACTIVATION=leaky_relu2") \
+    X(INT, mlp_hidden, "MLP_HIDDEN", 0, UTG_KF_ARENA, "MLP hidden width; 0 = MLP_MULT * MODEL_DIM")            \
+    X(BOOL, skip_gates_enabled, "SKIP_GATES_ENABLED", 0, UTG_KF_ARENA,                                         \
       "U-Net skip gates (PR #1089): a decoder input becomes lerp(skip_weights*skip, h, sigmoid(skip_gates)), gates start at 0") \
-    X(BOOL, sparse_attn_gate_enabled, "SPARSE_ATTN_GATE_ENABLED", 0, 0,                             \
+    X(BOOL, sparse_attn_gate_enabled, "SPARSE_ATTN_GATE_ENABLED", 0, UTG_KF_ARENA,                             \
       "sparse attention output gate (PR #1787): head h scaled by sigmoid(SPARSE_ATTN_GATE_SCALE * W_h . x[:GATE_WINDOW]), W zero-init") \
-    X(REAL, sparse_attn_gate_scale, "SPARSE_ATTN_GATE_SCALE", 1.0, 0, "logit scale of the sparse attention gate (0.5 in PR #1855)") \
-    X(BOOL, attn_out_gate_enabled, "ATTN_OUT_GATE_ENABLED", 0, 0,                                   \
+    X(REAL, sparse_attn_gate_scale, "SPARSE_ATTN_GATE_SCALE", 1.0, UTG_KF_ARENA, "logit scale of the sparse attention gate (0.5 in PR #1855)") \
+    X(BOOL, attn_out_gate_enabled, "ATTN_OUT_GATE_ENABLED", 0, UTG_KF_ARENA,                                   \
       "AttnOutGate (PR #1667): head h scaled by 2 * sigmoid(W_h . x[:GATE_WINDOW]), W zero-init (1 at init)") \
-    X(BOOL, gated_attn_enabled, "GATED_ATTN_ENABLED", 0, 0,                                         \
+    X(BOOL, gated_attn_enabled, "GATED_ATTN_ENABLED", 0, UTG_KF_ARENA,                                         \
       "dense gated attention (Qwen G1, PR #1736): head h scaled by sigmoid(W_h . x), W [H, d] ~ N(0, 0.005^2)") \
-    X(INT, gate_window, "GATE_WINDOW", 12, 0, "input channels the sparse gates read (attention gates and SmearGate)") \
-    X(BOOL, smear_gate_enabled, "SMEAR_GATE_ENABLED", 0, 0,                                         \
+    X(INT, gate_window, "GATE_WINDOW", 12, UTG_KF_ARENA, "input channels the sparse gates read (attention gates and SmearGate)") \
+    X(BOOL, smear_gate_enabled, "SMEAR_GATE_ENABLED", 0, UTG_KF_ARENA,                                         \
       "input-dependent SmearGate on the raw embedding (PR #1667, BOS-masked as PR #1855): x_t += lambda * sigmoid(w . x_t[:GATE_WINDOW]) * x_{t-1}") \
-    X(INT, bigram_vocab_size, "BIGRAM_VOCAB_SIZE", 0, 0,                                            \
+    X(INT, bigram_vocab_size, "BIGRAM_VOCAB_SIZE", 0, UTG_KF_ARENA,                                            \
       "BigramHash embedding (PR #162): buckets K of x += scale * proj(B[h(prev, cur)]); 0 = off") \
-    X(INT, bigram_dim, "BIGRAM_DIM", 128, 0, "width of the BigramHash table")                      \
-    X(STR, q_gain_scope, "Q_GAIN_SCOPE", "block", 0,                                                \
+    X(INT, bigram_dim, "BIGRAM_DIM", 128, UTG_KF_ARENA, "width of the BigramHash table")                      \
+    X(STR, q_gain_scope, "Q_GAIN_SCOPE", "block", UTG_KF_ARENA,                                                \
       "block: q_gain goes with the attention matrices (PR #1088, #1394); control: with the control tensors, so per virtual layer under CONTROL_SCOPE=virtual (PR #1204)") \
     X(BOOL, ortho_init, "ORTHO_INIT", 0, 0,                                                         \
       "orthogonal init (gain 1) of the block matrices with both dims >= 64, output projections staying zero (PR #162)") \
-    X(INT, xsa_last_n, "XSA_LAST_N", 0, 0,                                                          \
+    X(INT, xsa_last_n, "XSA_LAST_N", 0, UTG_KF_ARENA,                                                          \
       "exclusive self attention (PR #265) in the last N blocks (virtual layers with CONTROL_SCOPE=virtual, as PR #1204)") \
     /* training loop (SPEC 1.1, 1.5; used by the trainer) */                                      \
     X(INT, iterations, "ITERATIONS", 20000, 0, "optimizer step cap")                              \
@@ -298,9 +306,9 @@ typedef struct utg_msg {
     X(REAL, muon_wd, "MUON_WD", 0.0, 0, "decoupled weight decay of the Muon matrices")             \
     X(REAL, adam_wd, "ADAM_WD", 0.0, 0, "decoupled weight decay of scalars and the untied head (AdamW)") \
     X(REAL, embed_wd, "EMBED_WD", 0.0, 0, "decoupled weight decay of the token embedding (AdamW)") \
-    X(BOOL, ema_enabled, "EMA_ENABLED", 0, 0, "keep an EMA of the weights and use it at the end")  \
+    X(BOOL, ema_enabled, "EMA_ENABLED", 0, UTG_KF_STATE, "keep an EMA of the weights and use it at the end")  \
     X(REAL, ema_decay, "EMA_DECAY", 0.997, 0, "EMA decay per optimizer step")                      \
-    X(BOOL, swa_enabled, "SWA_ENABLED", 0, 0, "average weights every SWA_EVERY steps late in training") \
+    X(BOOL, swa_enabled, "SWA_ENABLED", 0, UTG_KF_STATE, "average weights every SWA_EVERY steps late in training") \
     X(INT, swa_every, "SWA_EVERY", 50, 0, "SWA sampling interval in steps")                       \
     X(REAL, swa_start_lr_frac, "SWA_START_LR_FRAC", 0.5, 0, "SWA samples once the LR scale is below this") \
     X(STR, control_tensor_name_patterns, "CONTROL_TENSOR_NAME_PATTERNS",                          \
@@ -342,7 +350,7 @@ typedef struct utg_msg {
       "SentencePiece .model file")                                                                \
     X(STR, train_files, "TRAIN_FILES", "", 0, "train shard glob; default DATA_PATH/fineweb_train_*.bin") \
     X(STR, val_files, "VAL_FILES", "", 0, "validation shard glob; default DATA_PATH/fineweb_val_*.bin") \
-    X(STR, train_loader, "TRAIN_LOADER", "sequential", 0,                                          \
+    X(STR, train_loader, "TRAIN_LOADER", "sequential", UTG_KF_STATE,                                          \
       "sequential (train_gpt.py's stream) or shuffled (random windows, PR #1394)")                 \
     X(STR, run_id, "RUN_ID", "", 0, "run name for logs (default: generated)")
 
@@ -5637,19 +5645,6 @@ UTGDEF uint32_t utg_crc32(uint32_t crc, const void *data, size_t n) {
     return ~crc;
 }
 
-/* knobs that shape the parameter arena or the optimizer state: these must match on resume */
-static const char *const utg__ckpt_shape_knobs[] = {
-    "NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "MLP_MULT", "VOCAB_SIZE", "TIE_EMBEDDINGS", "TRAIN_SEQ_LEN",
-    "EMA_ENABLED", "SWA_ENABLED", "TRAIN_LOADER", "SEED",
-    /* the depth plans (a knob missing from a version-1 file reads as its default) */
-    "RECUR_LAYERS", "RECUR_START_STEP", "REPEAT_UNTIE_MLP", "REPEAT_UNTIE_MLP_LAYERS", "NUM_LOOPS", "LOOP_START", "LOOP_END",
-    "ENABLE_LOOPING_AT", "LOOP_PHASE2_AT", "ENCODER_LAYERS", "DECODER_LAYERS", "UNIVERSAL_UNIQUE_BLOCKS",
-    "UNIVERSAL_ITERATIONS", "NUM_LAYER_SCHEDULE", "UNET_SKIPS", "CONTROL_SCOPE", "BLOCK_ATTNS", "MLP_LAYERS", "NORM_BIAS",
-    "ITER_EMBED", "ITER_SCALE", "FILM", "PARALLEL_RESIDUAL", "PARALLEL_START_LAYER", "PARALLEL_FINAL_LANE",
-    /* the record-stack features */
-    "ROPE_DIMS", "LN_SCALE", "MLP_ACTIVATION", "LEAKY_RELU_SLOPE", "MLP_HIDDEN", "XSA_LAST_N", "SKIP_GATES_ENABLED",
-    "SPARSE_ATTN_GATE_ENABLED", "SPARSE_ATTN_GATE_SCALE", "ATTN_OUT_GATE_ENABLED", "GATED_ATTN_ENABLED", "GATE_WINDOW",
-    "SMEAR_GATE_ENABLED", "BIGRAM_VOCAB_SIZE", "BIGRAM_DIM", "Q_GAIN_SCOPE"};
 
 #define UTG__CKPT_HDR 24
 #define UTG__CKPT_STAT 56 /* version 1: 48 (no phase) */
@@ -5776,7 +5771,7 @@ UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *ld
     uint32_t n_sec, s, version;
     uint64_t total, u, arena_len = (uint64_t)-1, stat_len;
     int64_t phase;
-    int i;
+    int i, k;
     utg_result r;
     if (!m || !o || !ts || (!bytes && size)) return UTG_ERR_INVALID;
     arena_bytes = m->arena_floats * sizeof(float);
@@ -5819,19 +5814,20 @@ UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *ld
     if (!conf || !stat || !parm) UTG__BAD("checkpoint lacks its CONF, STAT or PARM section");
 #undef UTG__BAD
     /* the same model and optimizer setup */
-    for (i = 0; i < (int)(sizeof utg__ckpt_shape_knobs / sizeof utg__ckpt_shape_knobs[0]); i++) {
+    for (k = 0; k < UTG__N_KNOBS; k++) { /* the knobs that shape the arena or the optimizer state */
         char have[1024], want[1024];
-        int k = utg_config_find_knob(utg__ckpt_shape_knobs[i]);
+        const char *name = utg__knobs[k].info.env_name;
+        if (!(utg__knobs[k].info.flags & (UTG_KF_ARENA | UTG_KF_STATE))) continue;
         utg_config_format(&m->cfg, k, want, sizeof want);
-        if (!utg__ckpt_conf_get(conf, conf_len, utg__ckpt_shape_knobs[i], have, sizeof have)) {
+        if (!utg__ckpt_conf_get(conf, conf_len, name, have, sizeof have)) {
             utg_config zero;
             memset(&zero, 0, sizeof zero);
             zero = utg_config_resolve(&zero);
-            if (version > 1) { utg__msgf(&m->msg, "checkpoint config lacks %s", utg__ckpt_shape_knobs[i]); return UTG_ERR_FORMAT; }
+            if (version > 1) { utg__msgf(&m->msg, "checkpoint config lacks %s", name); return UTG_ERR_FORMAT; }
             utg_config_format(&zero, k, have, sizeof have); /* older files: the knob did not exist yet */
         }
         if (strcmp(have, want) != 0) {
-            utg__msgf(&m->msg, "checkpoint was made with %s=%s, this run has %s=%s", utg__ckpt_shape_knobs[i], have, utg__ckpt_shape_knobs[i], want);
+            utg__msgf(&m->msg, "checkpoint was made with %s=%s, this run has %s=%s", name, have, name, want);
             return UTG_ERR_MISMATCH;
         }
     }
@@ -7699,17 +7695,7 @@ UTGDEF double utg_artifact_tensor_entropy(const utg_artifact *a, int index) {
 /* ---- the model and its artifact ---- */
 
 /* the knobs an artifact carries: everything that shapes the model or its evaluation */
-static const char *const utg__artifact_knobs[] = {
-    "NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "MLP_MULT", "VOCAB_SIZE", "TIE_EMBEDDINGS", "ROPE_BASE",
-    "LOGIT_SOFTCAP", "RMS_NORM_EPS", "TRAIN_SEQ_LEN", "RECUR_LAYERS", "RECUR_START_STEP", "REPEAT_UNTIE_MLP",
-    "REPEAT_UNTIE_MLP_LAYERS", "NUM_LOOPS", "LOOP_START", "LOOP_END", "ENABLE_LOOPING_AT", "LOOP_PHASE2_AT",
-    "ENCODER_LAYERS", "DECODER_LAYERS", "UNIVERSAL_UNIQUE_BLOCKS", "UNIVERSAL_ITERATIONS", "NUM_LAYER_SCHEDULE",
-    "UNET_SKIPS", "CONTROL_SCOPE", "BLOCK_ATTNS", "MLP_LAYERS", "NORM_BIAS", "ITER_EMBED", "ITER_SCALE", "FILM",
-    "PARALLEL_RESIDUAL", "PARALLEL_START_LAYER", "PARALLEL_FINAL_LANE", "ROPE_DIMS", "ROPE_NTK", "LN_SCALE", "MLP_ACTIVATION",
-    "LEAKY_RELU_SLOPE", "MLP_HIDDEN", "XSA_LAST_N", "SKIP_GATES_ENABLED",
-    "SPARSE_ATTN_GATE_ENABLED", "SPARSE_ATTN_GATE_SCALE", "ATTN_OUT_GATE_ENABLED", "GATED_ATTN_ENABLED", "GATE_WINDOW",
-    "SMEAR_GATE_ENABLED"};
-#define UTG__N_ART_KNOBS ((int)(sizeof utg__artifact_knobs / sizeof utg__artifact_knobs[0]))
+#define UTG__ART_KNOB(k) (utg__knobs[k].info.flags & (UTG_KF_ARENA | UTG_KF_EVAL))
 
 static void utg__art_key(char *key, size_t n, int knob) {
     size_t i, o = (size_t)snprintf(key, n, "utg.config.");
@@ -8027,10 +8013,10 @@ static void utg__export_meta(utg_model *m, utg_artifact_writer *w, const utg_ten
     uint64_t np = m->n_params;
     uint32_t *layers = (uint32_t *)utg__alloc(&m->alloc, sizeof(uint32_t) * (size_t)(m->plan->n_layers + 1));
     utg_artifact_add_kv(w, "utg.arch", UTG_KV_STR, "utgolf.ut", 9);
-    for (i = 0; i < UTG__N_ART_KNOBS; i++) {
+    for (k = 0; k < UTG__N_KNOBS; k++) {
         char key[96];
         const void *p;
-        k = utg_config_find_knob(utg__artifact_knobs[i]);
+        if (!UTG__ART_KNOB(k)) continue;
         utg__art_key(key, sizeof key, k);
         p = utg__knob_cptr(&m->cfg, k);
         switch (utg__knobs[k].info.kind) {
@@ -8266,13 +8252,14 @@ UTGDEF utg_result utg_model_load_artifact(utg_model *m, const utg_artifact *a) {
     if (!m || !a) return UTG_ERR_INVALID;
     /* the model the artifact describes must be this one: every knob that shapes it agrees */
     if ((r = utg_artifact_config(a, &acfg, &m->msg)) != UTG_OK) return r;
-    for (i = 0; i < UTG__N_ART_KNOBS; i++) {
+    for (k = 0; k < UTG__N_KNOBS; k++) {
         char have[1024], want[1024];
-        k = utg_config_find_knob(utg__artifact_knobs[i]);
+        if (!UTG__ART_KNOB(k)) continue;
         utg_config_format(&acfg, k, have, sizeof have);
         utg_config_format(&m->cfg, k, want, sizeof want);
         if (strcmp(have, want)) {
-            utg__msgf(&m->msg, "artifact was made with %s=%s, this model has %s=%s", utg__artifact_knobs[i], have, utg__artifact_knobs[i], want);
+            utg__msgf(&m->msg, "artifact was made with %s=%s, this model has %s=%s", utg__knobs[k].info.env_name, have,
+                      utg__knobs[k].info.env_name, want);
             return UTG_ERR_MISMATCH;
         }
     }
