@@ -236,7 +236,9 @@ typedef struct utg_msg {
     X(STR, parallel_final_lane, "PARALLEL_FINAL_LANE", "mean", UTG_KF_ARENA, "two lanes: mean | attn | mlp lane feeds the final norm") \
     /* architecture features of the records (SPEC 2.2) */                                         \
     X(INT, rope_dims, "ROPE_DIMS", 0, UTG_KF_ARENA, "rotary dims per head (partial RoPE, PR #315: 16 of 64); 0 = the whole head") \
-    X(BOOL, rope_ntk, "ROPE_NTK", 0, UTG_KF_EVAL, "NTK-aware RoPE base rescaling when evaluating past TRAIN_SEQ_LEN") \
+    X(BOOL, rope_ntk, "ROPE_NTK", 0, UTG_KF_EVAL, "NTK-aware RoPE base rescaling past ROPE_TRAIN_SEQ_LEN")    \
+    X(INT, rope_train_seq_len, "ROPE_TRAIN_SEQ_LEN", 0, UTG_KF_EVAL,                                \
+      "length ROPE_NTK scales from; 0 = TRAIN_SEQ_LEN (PR #1204 and #1110 build RoPE for 1024 and train at 2048)") \
     X(BOOL, ln_scale, "LN_SCALE", 0, UTG_KF_ARENA,                                                             \
       "scale each block's pre-norm outputs by 1/sqrt(i+1), i = the block (the virtual layer with CONTROL_SCOPE=virtual; PR #315)") \
     X(STR, mlp_activation, "MLP_ACTIVATION", "relu2", UTG_KF_ARENA, "relu2 (train_gpt.py) | leaky_relu2 (leaky_relu(x, LEAKY_RELU_SLOPE)^2, PR #493)") \
@@ -1562,6 +1564,8 @@ UTGDEF utg_result utg_config_validate(const utg_config *c, utg_msg *msg) {
     UTG__REQ(c->mlp_layers == 2 || c->mlp_layers == 3, "MLP_LAYERS must be 2 or 3 (got %d)", c->mlp_layers);
     UTG__REQ(c->rope_dims >= 0 && c->rope_dims % 2 == 0 && c->rope_dims <= c->model_dim / c->num_heads,
              "ROPE_DIMS must be even and at most the head dim %d (got %d)", c->model_dim / c->num_heads, c->rope_dims);
+    UTG__REQ(c->rope_train_seq_len >= 0 && c->rope_train_seq_len <= (1 << 24), "ROPE_TRAIN_SEQ_LEN must be in 0..16777216 (got %d)",
+             c->rope_train_seq_len);
     UTG__REQ(utg__oneof(c->mlp_activation, "relu2|leaky_relu2"), "MLP_ACTIVATION must be relu2 or leaky_relu2 (got '%s')",
              c->mlp_activation ? c->mlp_activation : "");
     UTG__REQ(c->leaky_relu_slope >= 0.0 && c->leaky_relu_slope < 1.0, "LEAKY_RELU_SLOPE must be in [0, 1) (got %g)", c->leaky_relu_slope);
@@ -3224,9 +3228,11 @@ static utg_result utg__rope_table(utg_model *m, int T, float **dst) {
     int half = m->rd / 2, t, i;
     float *host = (float *)utg__alloc(&m->alloc, sizeof(float) * 2 * (size_t)T * half);
     double base = m->cfg.rope_base;
+    /* NTK-aware scaling: past the reference length (ROPE_TRAIN_SEQ_LEN, else the training length) the
+       base grows by (T / T_ref)^(rd / (rd - 2)); a reference below TRAIN_SEQ_LEN scales training too */
+    int ref = m->cfg.rope_train_seq_len > 0 ? m->cfg.rope_train_seq_len : m->T;
     if (!host) return UTG_ERR_NOMEM;
-    /* NTK-aware scaling: past the training length the base grows by (T / T_train)^(rd / (rd - 2)) */
-    if (m->cfg.rope_ntk > 0 && T > m->T && m->rd > 2) base *= pow((double)T / (double)m->T, (double)m->rd / (double)(m->rd - 2));
+    if (m->cfg.rope_ntk > 0 && T > ref && m->rd > 2) base *= pow((double)T / (double)ref, (double)m->rd / (double)(m->rd - 2));
     for (t = 0; t < T; t++)
         for (i = 0; i < half; i++) {
             /* float32 throughout, as train_gpt.py's Rotary computes its tables (over the rotary dims) */

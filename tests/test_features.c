@@ -130,6 +130,16 @@ static void test_rope_ntk(void) {
     CHECK(eval_at(a, 32) != eval_at(n, 32), "past TRAIN_SEQ_LEN the base grows");
     utg_model_destroy(a);
     utg_model_destroy(n);
+    /* ROPE_TRAIN_SEQ_LEN=4 below TRAIN_SEQ_LEN=8: the NTK base applies in training already, and is
+       10000 * (8/4)^(4/(4-2)) = 40000 exactly (head dim 4) */
+    a = make(cfg_of("base 40000", "ROPE_BASE=40000\n"));
+    n = make(cfg_of("ntk from 4", "ROPE_NTK=1\nROPE_TRAIN_SEQ_LEN=4\n"));
+    if (!a || !n) { CHECK(0, "models"); return; }
+    CHECK(eval_at(a, 8) == eval_at(n, 8), "ROPE_TRAIN_SEQ_LEN=4 at T=8 is RoPE with base 40000 (%.9f vs %.9f)", eval_at(a, 8),
+          eval_at(n, 8));
+    CHECK(eval_at(a, 4) != eval_at(n, 4), "at T=4 the base stays 10000");
+    utg_model_destroy(a);
+    utg_model_destroy(n);
 }
 
 static void test_knobs(void) {
