@@ -258,7 +258,19 @@ typedef struct utg_msg {
       "input-dependent SmearGate on the raw embedding (PR #1667, BOS-masked as PR #1855): x_t += lambda * sigmoid(w . x_t[:GATE_WINDOW]) * x_{t-1}") \
     X(INT, bigram_vocab_size, "BIGRAM_VOCAB_SIZE", 0, UTG_KF_ARENA,                                            \
       "BigramHash embedding (PR #162): buckets K of x += scale * proj(B[h(prev, cur)]); 0 = off") \
-    X(INT, bigram_dim, "BIGRAM_DIM", 128, UTG_KF_ARENA, "width of the BigramHash table")                      \
+    X(INT, bigram_dim, "BIGRAM_DIM", 128, UTG_KF_ARENA, "width of the BigramHash table")          \
+    X(BOOL, smear_enabled, "SMEAR_ENABLED", 0, UTG_KF_ARENA,                                        \
+      "static SmearGate after the embedding norm (PR #162, #1204, #1110): x_t = (1 - sigmoid(g)) x_t + sigmoid(g) x_{t-1}, g [d] zero-init") \
+    X(BOOL, ve_enabled, "VE_ENABLED", 0, UTG_KF_ARENA,                                              \
+      "value embedding (PR #1204, #1110): v += ve_layer_scales[k] * scale * proj(E_ve[token]) in the VE_LAYERS") \
+    X(INT, ve_dim, "VE_DIM", 128, UTG_KF_ARENA, "width of the value-embedding table")               \
+    X(STR, ve_layers, "VE_LAYERS", "9,10", UTG_KF_ARENA, "virtual layers whose attention values get the value embedding") \
+    X(BOOL, value_residual, "VALUE_RESIDUAL", 0, UTG_KF_ARENA,                                      \
+      "value residual (ResFormer; PR #1110): every later layer adds sigmoid(vrl_alphas[e-1]) * v0, v0 = layer 0's values; alphas zero-init") \
+    X(BOOL, shc_enabled, "SHC_ENABLED", 0, UTG_KF_ARENA,                                            \
+      "PR #1110's scalar hyper-connections (its SHC_N=0): block input alpha_e * h (+ iter_embed), stream update h + beta_e * (delta)") \
+    X(BOOL, disable_layer0_attn, "DISABLE_LAYER0_ATTN", 0, UTG_KF_ARENA,                            \
+      "block 0 runs no attention (PR #1204); its attention matrices are not allocated")           \
     X(STR, q_gain_scope, "Q_GAIN_SCOPE", "block", UTG_KF_ARENA,                                                \
       "block: q_gain goes with the attention matrices (PR #1088, #1394); control: with the control tensors, so per virtual layer under CONTROL_SCOPE=virtual (PR #1204)") \
     X(BOOL, ortho_init, "ORTHO_INIT", 0, 0,                                                         \
@@ -407,10 +419,11 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
    zero them first); this is what lets shared weights accumulate gradients over several visits.
    ------------------------------------------------------------------------------------------------ */
 
-#define UTG_BACKEND_ABI_VERSION 4u
+#define UTG_BACKEND_ABI_VERSION 5u
 
 #define UTG_MIX_WX_SCALAR 1 /* mix_fwd/mix_bwd flags */
 #define UTG_MIX_WZ_SCALAR 2
+#define UTG_MIX_WZ_SIGMOID 4 /* with UTG_MIX_WZ_SCALAR: z's weight is sigmoid(wz[0]) (ABI 5) */
 
 typedef enum utg_trans { UTG_NO_TRANS = 0, UTG_TRANS = 1 } utg_trans;
 
@@ -475,9 +488,10 @@ struct utg_backend {
     void (*xsa_bwd)(utg_backend *be, float *dx, float *dv, const float *dy, const float *x, const float *v, int n_tok,
                     int H, int Hkv, int hd);
 
-    /* Gated skip (PR #1089): out[r,c] = a_c x[r,c] + (1 - a_c) s_c z[r,c] with a = sigmoid(g[c]). The
-       backward reads the output y instead of x (x - s z = (y - s z) / a), ADDS into dz, dg, ds, and
-       OVERWRITES dx = a dout (dx may alias dout). (ABI 4) */
+    /* Gated skip (PR #1089): out[r,c] = a_c x[r,c] + (1 - a_c) s_c z[r,c] with a = sigmoid(g[c]); s NULL
+       means 1 (then ds is NULL too; ABI 5: the static SmearGate). The backward reads the output y
+       instead of x (x - s z = (y - s z) / a), ADDS into dz, dg, ds, and OVERWRITES dx = a dout (dx
+       may alias dout). (ABI 4) */
     void (*lerp_fwd)(utg_backend *be, float *out, const float *x, const float *z, const float *g, const float *s,
                      int rows, int cols);
     void (*lerp_bwd)(utg_backend *be, float *dx, float *dz, float *dg, float *ds, const float *dout, const float *y,
@@ -505,7 +519,9 @@ struct utg_backend {
        1. z NULL means a row of ones (out = WX*x + wz, a bias; both z and wz NULL: out = WX*x). out
        may alias x. Backward adds into any non-NULL dx, dz, dwx, dwz (dw summed over rows, and over
        channels for a scalar; deterministic). This one op is resid_mix, the scaled residual adds,
-       the U-Net skip adds, norm biases, FiLM and the parallel-residual lane updates. (ABI 3) */
+       the U-Net skip adds, norm biases, FiLM and the parallel-residual lane updates. (ABI 3)
+       UTG_MIX_WZ_SIGMOID (with UTG_MIX_WZ_SCALAR) weights z by sigmoid(wz[0]) and its backward adds
+       sigmoid'(wz[0]) * sum(dout z) into dwz (ABI 5: the value residual's gates). */
     void (*mix_fwd)(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
                     const float *wz, int rows, int cols, int flags);
     void (*mix_bwd)(utg_backend *be, float *dx, float *dz, float *dwx, float *dwz, const float *dout,
@@ -1581,6 +1597,9 @@ UTGDEF utg_result utg_config_validate(const utg_config *c, utg_msg *msg) {
     UTG__REQ(c->bigram_vocab_size == 0 || (c->bigram_vocab_size >= 2 && c->bigram_vocab_size <= (1 << 24)),
              "BIGRAM_VOCAB_SIZE must be 0 (off) or in 2..16777216 (got %d)", c->bigram_vocab_size);
     UTG__REQ(c->bigram_dim >= 1 && c->bigram_dim <= 65536, "BIGRAM_DIM must be in 1..65536 (got %d)", c->bigram_dim);
+    UTG__REQ(c->ve_dim >= 1 && c->ve_dim <= 65536, "VE_DIM must be in 1..65536 (got %d)", c->ve_dim);
+    UTG__REQ(c->disable_layer0_attn <= 0 || c->block_attns == 1, "DISABLE_LAYER0_ATTN needs BLOCK_ATTNS=1");
+    UTG__REQ(c->disable_layer0_attn <= 0 || c->value_residual <= 0, "VALUE_RESIDUAL reads layer 0's values: it does not combine with DISABLE_LAYER0_ATTN");
     UTG__REQ(utg__oneof(c->quant_clip, "percentile|max|sdclip|search"), "QUANT_CLIP must be percentile, max, sdclip or search (got '%s')",
              c->quant_clip ? c->quant_clip : "");
     UTG__REQ(c->quant_clip_percentile > 0.5 && c->quant_clip_percentile <= 1.0, "QUANT_CLIP_PERCENTILE must be in (0.5, 1] (got %g)", c->quant_clip_percentile);
@@ -2305,7 +2324,7 @@ static void utg__cpu_lerp_fwd(utg_backend *be, float *out, const float *x, const
         int c;
         for (c = 0; c < cols; c++) {
             float a = 1.0f / (1.0f + expf(-g[c]));
-            out[(size_t)r * cols + c] = a * x[(size_t)r * cols + c] + (1.0f - a) * s[c] * z[(size_t)r * cols + c];
+            out[(size_t)r * cols + c] = a * x[(size_t)r * cols + c] + (1.0f - a) * (s ? s[c] : 1.0f) * z[(size_t)r * cols + c];
         }
     }
 }
@@ -2316,18 +2335,18 @@ static void utg__cpu_lerp_bwd(utg_backend *be, float *dx, float *dz, float *dg, 
     (void)be;
     UTG__OMP_FOR
     for (c = 0; c < cols; c++) {
-        float a = 1.0f / (1.0f + expf(-g[c])), b = 1.0f - a;
+        float a = 1.0f / (1.0f + expf(-g[c])), b = 1.0f - a, sc = s ? s[c] : 1.0f;
         double sg = 0.0, ss = 0.0;
         int i;
         for (i = 0; i < rows; i++) {
             size_t o = (size_t)i * cols + c;
             float d = dout[o];
-            sg += (double)d * ((double)y[o] - (double)s[c] * z[o]);
+            sg += (double)d * ((double)y[o] - (double)sc * z[o]);
             ss += (double)d * z[o];
-            dz[o] += d * b * s[c];
+            dz[o] += d * b * sc;
         }
         dg[c] += (float)(b * sg); /* d out / d g = a (1 - a) (x - s z) = (1 - a) (y - s z) */
-        ds[c] += (float)(b * ss);
+        if (ds) ds[c] += (float)(b * ss);
     }
     UTG__OMP_FOR
     for (r = 0; r < rows; r++) {
@@ -2442,7 +2461,9 @@ static void utg__cpu_smear_bwd(utg_backend *be, float *dx, float *dw, float *dla
 static void utg__cpu_mix_fwd(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
                              const float *wz, int rows, int cols, int flags) {
     int r, sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1;
+    float sig = wz && (flags & UTG_MIX_WZ_SIGMOID) ? 1.0f / (1.0f + expf(-wz[0])) : 0.0f;
     (void)be;
+    if (wz && (flags & UTG_MIX_WZ_SIGMOID)) wz = &sig;
     UTG__OMP_FOR
     for (r = 0; r < rows; r++) {
         size_t o = (size_t)r * cols;
@@ -2460,6 +2481,8 @@ static void utg__cpu_mix_bwd(utg_backend *be, float *dx, float *dz, float *dwx, 
                              const float *x, const float *wx, const float *z, const float *wz, int rows, int cols,
                              int flags) {
     int r, sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1;
+    float sig = wz && (flags & UTG_MIX_WZ_SIGMOID) ? 1.0f / (1.0f + expf(-wz[0])) : 0.0f;
+    if (wz && (flags & UTG_MIX_WZ_SIGMOID)) wz = &sig;
     if (!z) dz = NULL;
     if (dx || dz) {
         UTG__OMP_FOR
@@ -2471,7 +2494,13 @@ static void utg__cpu_mix_bwd(utg_backend *be, float *dx, float *dz, float *dwx, 
         }
     }
     if (dwx) utg__colsum_prod(be, dwx, dout, x, rows, cols, !sx);
-    if (dwz) utg__colsum_prod(be, dwz, dout, z, rows, cols, !sz);
+    if (dwz && (flags & UTG_MIX_WZ_SIGMOID)) { /* d sigmoid(w) / dw = s (1 - s) */
+        float acc = 0.0f;
+        utg__colsum_prod(be, &acc, dout, z, rows, cols, 1);
+        dwz[0] += acc * sig * (1.0f - sig);
+    } else if (dwz) {
+        utg__colsum_prod(be, dwz, dout, z, rows, cols, !sz);
+    }
 }
 
 static void utg__cpu_xent_fwd(utg_backend *be, float *logits, float *row_loss, const int32_t *targets, int rows,
@@ -2665,6 +2694,9 @@ typedef struct utg__lw { /* what one virtual layer reads (params) or writes (gra
     float *cq[2], *ck[2], *cv[2], *po[2], *fc, *mid, *mp; /* matrices */
     float *pp, *pr;                               /* parallel_post_lambdas[block], parallel_resid_lambdas[block] */
     float *ie, *is, *fg, *fb;                     /* iter_embed, iter_scale, FiLM gamma and beta of the depth */
+    float *ha, *hb;                               /* SHC: hc_alpha, hc_beta of the layer */
+    float *ve, *vr;                               /* ve_layer_scales[k] of a VE layer; vrl_alphas[l - 1] */
+    int v0;                                       /* VALUE_RESIDUAL: this layer's first attention makes v0 */
     float *ag[2];                                 /* attention output gate weights [H, gate_win] */
     float lns;                                    /* LN_SCALE: 1/sqrt(owner + 1) on the pre-norm outputs, else 1 */
     int xsa;                                      /* XSA on this layer's attention */
@@ -2696,6 +2728,7 @@ typedef struct utg__acts { /* what one virtual layer keeps for its backward */
     float *sa, *sm;           /* lanes: attn_scale * attention, mlp_scale * MLP */
     float *l0a, *l1a;         /* two_lane: the lanes after the attention update */
     float *blk, *delta;       /* ITER_SCALE: the block output and block output - block input */
+    float *dsc;               /* SHC with ITER_SCALE: gamma * delta (else it points at delta) */
     float *out, *out1;        /* output (lane 0, lane 1) */
 } utg__acts;
 
@@ -2713,6 +2746,10 @@ struct utg_model {
     float *params, *grads;
     int t_tok_emb, t_skip, t_skip_gates, t_lm_head; /* -1 when absent (t_lm_head: tied) */
     int t_iter_embed, t_iter_scale, t_film, t_par_post, t_par_resid;
+    int t_smg;                                  /* SMEAR_ENABLED: smear.gate [d] */
+    int t_ve_embed, t_ve_proj, t_ve_scale, t_ve_ls; /* the value embedding */
+    int t_vrl, t_hca, t_hcb;                    /* vrl_alphas, hc_alpha, hc_beta */
+    int n_ve, *ve_of;                           /* VE_LAYERS: index into ve_layer_scales per virtual layer, or -1 */
     int n_phys, n_ctrl, n_depth, n_skip, n_rsets, n_norms, n_attn, mlp3;
     utg__heavy_ix *heavy;
     utg__ctrl_ix *ctrl;
@@ -2753,6 +2790,9 @@ struct utg_model {
     float *g_skip; /* [max_slots, N, d] */
     float *g_gx;   /* attention gate: dL/d(the gate's input), added to the attention input's gradient */
     float *emb_s, *g_emb; /* SmearGate: the smeared embedding, and dL/d(the raw embedding) */
+    float *xn, *xprev;    /* SMEAR_ENABLED: the normed embedding, and it shifted by one position */
+    float *ve_e, *ve_p, *ve, *g_ve, *g_vep, *g_vee; /* value embedding: rows, projection, scaled; gradients */
+    float *g_v0;          /* VALUE_RESIDUAL: dL/d(layer 0's values) from the later layers */
     int max_slots; /* the most skip slots any plan uses (at least 1) */
     float *host_loss;
     int have_forward;
@@ -2941,11 +2981,12 @@ static utg_result utg__compile_plans(utg_model *m) {
                  : !strcmp(c->parallel_residual, "parallel") ? UTG_LANE_PARALLEL : UTG_LANE_SINGLE;
     m->final_lane = !strcmp(c->parallel_final_lane, "attn") ? 1 : !strcmp(c->parallel_final_lane, "mlp") ? 2 : 0;
     m->lanes_any = m->lane_mode == UTG_LANE_TWO || m->lane_mode == UTG_LANE_PARALLEL;
-    m->iter_any = c->iter_embed > 0 || c->iter_scale > 0;
+    m->iter_any = c->iter_embed > 0 || c->iter_scale > 0 || c->shc_enabled > 0;
     m->cond_any = m->iter_any || c->film > 0;
     if (m->lane_mode != UTG_LANE_SINGLE && m->n_attn != 1) UTG__FAIL("parallel residuals need BLOCK_ATTNS=1");
     if (c->film > 0 && (c->iter_embed > 0 || c->iter_scale > 0)) UTG__FAIL("FILM does not combine with ITER_EMBED / ITER_SCALE (two forms of the same conditioning)");
-    if (m->lanes_any && m->cond_any) UTG__FAIL("ITER_EMBED, ITER_SCALE and FILM work on one lane: they do not combine with PARALLEL_RESIDUAL=%s", c->parallel_residual);
+    if (c->film > 0 && c->shc_enabled > 0) UTG__FAIL("FILM does not combine with SHC_ENABLED");
+    if (m->lanes_any && m->cond_any) UTG__FAIL("ITER_EMBED, ITER_SCALE, SHC_ENABLED and FILM work on one lane: they do not combine with PARALLEL_RESIDUAL=%s", c->parallel_residual);
     /* build */
     m->plans = (utg_plan *)utg__alloc(&m->alloc, sizeof(utg_plan) * (size_t)nph);
     m->rsets = (utg__rset *)utg__alloc(&m->alloc, sizeof(utg__rset) * (size_t)UTG__MAX_VIRTUAL);
@@ -3012,6 +3053,26 @@ static utg_result utg__compile_plans(utg_model *m) {
     }
     m->n_ctrl = !strcmp(c->control_scope, "virtual") ? m->n_depth : L;
     m->xsa_from = c->xsa_last_n >= m->n_ctrl ? 0 : m->n_ctrl - c->xsa_last_n;
+    if (c->disable_layer0_attn > 0) /* an attention-free block 0 runs on one lane */
+        for (p = 0; p < nph; p++)
+            for (i = 0; i < m->plans[p].n_layers; i++)
+                if (m->plans[p].layers[i].block == 0 && m->plans[p].layers[i].lane != UTG_LANE_SINGLE)
+                    UTG__FAIL("DISABLE_LAYER0_ATTN: block 0 runs with parallel residuals in virtual layer %d", i);
+    /* the value embedding's layers (the plans' lists are copied: tmp is free again) */
+    m->n_ve = 0;
+    if (c->ve_enabled > 0) {
+        m->ve_of = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)m->n_depth);
+        if (!m->ve_of) { r = UTG_ERR_NOMEM; goto done; }
+        for (i = 0; i < m->n_depth; i++) m->ve_of[i] = -1;
+        ntmp = utg__parse_ints(c->ve_layers, tmp, UTG__MAX_VIRTUAL, 0);
+        if (ntmp <= 0) UTG__FAIL("VE_LAYERS must be a comma-separated list of virtual layers (got '%s')", c->ve_layers);
+        for (i = 0; i < ntmp; i++) {
+            if (tmp[i] >= m->n_depth) UTG__FAIL("VE_LAYERS names virtual layer %d but the deepest plan has %d", tmp[i], m->n_depth);
+            if (m->ve_of[tmp[i]] >= 0) UTG__FAIL("VE_LAYERS names virtual layer %d twice", tmp[i]);
+            m->ve_of[tmp[i]] = i;
+        }
+        m->n_ve = ntmp;
+    }
     r = UTG_OK;
 done:
 #undef UTG__FAIL
@@ -3055,7 +3116,7 @@ static utg_result utg__build_tensors(utg_model *m) {
     int i, k, nown = m->n_phys > m->n_ctrl ? m->n_phys : m->n_ctrl;
     char nm[UTG_MAX_NAME];
     const char *att[2] = {"attn", "attn2"};
-    m->max_tensors = 18 + 24 * nown + 4 * m->n_rsets;
+    m->max_tensors = 32 + 24 * nown + 4 * m->n_rsets;
     m->tensors = (utg_tensor_info *)utg__alloc(&m->alloc, sizeof(utg_tensor_info) * (size_t)m->max_tensors);
     m->heavy = (utg__heavy_ix *)utg__alloc(&m->alloc, sizeof(utg__heavy_ix) * (size_t)m->n_phys);
     m->ctrl = (utg__ctrl_ix *)utg__alloc(&m->alloc, sizeof(utg__ctrl_ix) * (size_t)m->n_ctrl);
@@ -3076,8 +3137,19 @@ static utg_result utg__build_tensors(utg_model *m) {
         m->t_smear_w = utg__add_tensor(m, "smear_gate.weight", UTG_ROLE_CONTROL, -1, 2, 1, c->gate_window, 0);
         m->t_smear_lam = utg__add_tensor(m, "smear_lambda", UTG_ROLE_CONTROL, -1, 1, 1, 0, 0);
     }
+    m->t_smg = c->smear_enabled > 0 ? utg__add_tensor(m, "smear.gate", UTG_ROLE_CONTROL, -1, 1, m->d, 0, 0) : -1;
+    m->t_ve_embed = m->t_ve_proj = m->t_ve_scale = m->t_ve_ls = -1;
+    if (c->ve_enabled > 0) { /* table N(0, 0.01^2), projection zero, scale 0.1, layer scales 1 (PR #1204) */
+        m->t_ve_embed = utg__add_tensor(m, "ve_shared.embed.weight", UTG_ROLE_EMBED, -1, 2, m->V, c->ve_dim, 0);
+        m->t_ve_proj = utg__add_tensor(m, "ve_shared.proj.weight", UTG_ROLE_MATRIX, -1, 2, m->kvd, c->ve_dim, 0);
+        m->t_ve_scale = utg__add_tensor(m, "ve_shared.scale", UTG_ROLE_CONTROL, -1, 1, 1, 0, 0);
+        m->t_ve_ls = utg__add_tensor(m, "ve_layer_scales", UTG_ROLE_CONTROL, -1, 1, m->n_ve, 0, 0);
+    }
+    m->t_vrl = c->value_residual > 0 && m->n_depth > 1 ? utg__add_tensor(m, "vrl_alphas", UTG_ROLE_CONTROL, -1, 1, m->n_depth - 1, 0, 0) : -1;
     m->t_iter_embed = c->iter_embed > 0 ? utg__add_tensor(m, "iter_embed", UTG_ROLE_CONTROL, -1, 2, m->n_depth, m->d, 0) : -1;
     m->t_iter_scale = c->iter_scale > 0 ? utg__add_tensor(m, "iter_scale", UTG_ROLE_CONTROL, -1, 2, m->n_depth, m->d, 0) : -1;
+    m->t_hca = c->shc_enabled > 0 ? utg__add_tensor(m, "hc_alpha", UTG_ROLE_CONTROL, -1, 1, m->n_depth, 0, 0) : -1;
+    m->t_hcb = c->shc_enabled > 0 ? utg__add_tensor(m, "hc_beta", UTG_ROLE_CONTROL, -1, 1, m->n_depth, 0, 0) : -1;
     m->t_film = c->film > 0 ? utg__add_tensor(m, "film", UTG_ROLE_CONTROL, -1, 3, m->n_depth, 2, m->d) : -1;
     for (i = 0; i < nown; i++) {
 #define UTG__T(dst, suffix, role, blk, nd, a, b2) \
@@ -3102,13 +3174,12 @@ static utg_result utg__build_tensors(utg_model *m) {
                 char sfx[32];
                 if (strcmp(c->q_gain_scope, "control")) { snprintf(sfx, sizeof sfx, "%s.q_gain", att[k]); UTG__T(h->q_gain[k], sfx, UTG_ROLE_CONTROL, i, 1, m->H, 0); }
             }
-            for (k = 0; k < m->n_attn; k++) {
+            for (k = 0; k < m->n_attn && !(i == 0 && c->disable_layer0_attn > 0); k++) { /* (q_gain stays, as PR #1204) */
                 char sfx[32];
                 snprintf(sfx, sizeof sfx, "%s.c_q.weight", att[k]); UTG__T(h->c_q[k], sfx, UTG_ROLE_MATRIX, i, 2, m->d, m->d);
                 snprintf(sfx, sizeof sfx, "%s.c_k.weight", att[k]); UTG__T(h->c_k[k], sfx, UTG_ROLE_MATRIX, i, 2, m->kvd, m->d);
                 snprintf(sfx, sizeof sfx, "%s.c_v.weight", att[k]); UTG__T(h->c_v[k], sfx, UTG_ROLE_MATRIX, i, 2, m->kvd, m->d);
                 snprintf(sfx, sizeof sfx, "%s.proj.weight", att[k]); UTG__T(h->proj[k], sfx, UTG_ROLE_MATRIX, i, 2, m->d, m->d);
-                h->gate[k] = -1;
                 if (m->gate_win) { snprintf(sfx, sizeof sfx, "%s.attn_gate_w", att[k]); UTG__T(h->gate[k], sfx, UTG_ROLE_CONTROL, i, 2, m->H, m->gate_win); }
             }
             UTG__T(h->fc, "mlp.fc.weight", UTG_ROLE_MATRIX, i, 2, m->F, m->d);
@@ -3193,7 +3264,12 @@ UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed) {
         if (ti == m->t_tok_emb) { /* tied: N(0, TIED_EMBED_INIT_STD); untied: nn.Embedding's N(0, 1) */
             double std = m->cfg.tie_embeddings > 0 ? m->cfg.tied_embed_init_std : 1.0;
             for (i = 0; i < t->numel; i++) p[i] = (float)(std * utg__rng_normal(&rng));
-        } else if (ti == m->t_skip || ti == m->t_iter_scale || ti == m->t_par_post || !strcmp(leaf, "attn_scale") ||
+        } else if (ti == m->t_ve_embed) {
+            for (i = 0; i < t->numel; i++) p[i] = (float)(0.01 * utg__rng_normal(&rng));
+        } else if (ti == m->t_ve_scale) {
+            p[0] = 0.1f;
+        } else if (ti == m->t_skip || ti == m->t_iter_scale || ti == m->t_par_post || ti == m->t_ve_ls || ti == m->t_hca ||
+                   ti == m->t_hcb || !strcmp(leaf, "attn_scale") ||
                    !strcmp(leaf, "attn_scale_2") || !strcmp(leaf, "mlp_scale")) {
             for (i = 0; i < t->numel; i++) p[i] = 1.0f;
         } else if (ti == m->t_par_resid) { /* PR #1204: sqrt(1.1); PR #1530: 1.1 */
@@ -3362,6 +3438,7 @@ UTGDEF void utg_model_destroy(utg_model *m) {
     utg__free(&a, m->heavy);
     utg__free(&a, m->ctrl);
     utg__free(&a, m->rsets);
+    utg__free(&a, m->ve_of);
     utg__free(&a, m);
 }
 
@@ -3495,6 +3572,7 @@ static void utg__carve_all(utg_model *m, utg__carver *c, size_t N) {
         if (m->mlp3) { M->u2 = utg__carve(c, N * F); M->ua2 = utg__carve(c, N * F); }
         M->m = utg__carve(c, N * d);
         if (iter) { A->blk = utg__carve(c, N * d); A->delta = utg__carve(c, N * d); }
+        if (iter && m->t_hcb >= 0 && m->t_iter_scale >= 0) A->dsc = utg__carve(c, N * d);
         A->out = utg__carve(c, N * d);
     }
     m->emb = utg__carve(c, N * d); m->x0 = utg__carve(c, N * d); m->r0 = utg__carve(c, N);
@@ -3516,6 +3594,13 @@ static void utg__carve_all(utg_model *m, utg__carver *c, size_t N) {
         m->g_bge = utg__carve(c, N * db); m->g_bgp = utg__carve(c, N * d);
     }
     m->g_emb = m->t_smear_w >= 0 ? utg__carve(c, N * d) : NULL;
+    if (m->t_smg >= 0) { m->xn = utg__carve(c, N * d); m->xprev = utg__carve(c, N * d); }
+    if (m->t_ve_embed >= 0) {
+        size_t vd = (size_t)m->cfg.ve_dim;
+        m->ve_e = utg__carve(c, N * vd); m->ve_p = utg__carve(c, N * kv); m->ve = utg__carve(c, N * kv);
+        m->g_ve = utg__carve(c, N * kv); m->g_vep = utg__carve(c, N * kv); m->g_vee = utg__carve(c, N * vd);
+    }
+    m->g_v0 = m->t_vrl >= 0 ? utg__carve(c, N * kv) : NULL;
     m->g_hcx = iter ? utg__carve(c, 2 * N * d) : NULL; /* two buffers: the identity path and d(delta) */
     if (m->lanes_any) {
         m->g_l1 = utg__carve(c, N * d); m->g_l1b = utg__carve(c, N * d); m->g_la = utg__carve(c, N * d);
@@ -3597,6 +3682,10 @@ static void utg__layer_ptrs(utg_model *m, int l, int which, utg__lw *w) {
     if (m->t_iter_embed >= 0) w->ie = UTG__P(m->t_iter_embed) + (size_t)l * m->d;
     if (m->t_iter_scale >= 0) w->is = UTG__P(m->t_iter_scale) + (size_t)l * m->d;
     if (m->t_film >= 0) { w->fg = UTG__P(m->t_film) + (size_t)l * 2 * m->d; w->fb = w->fg + m->d; }
+    if (m->t_hca >= 0) { w->ha = UTG__P(m->t_hca) + l; w->hb = UTG__P(m->t_hcb) + l; }
+    if (m->t_ve_ls >= 0 && m->ve_of[l] >= 0) w->ve = UTG__P(m->t_ve_ls) + m->ve_of[l];
+    if (m->t_vrl >= 0 && l > 0) w->vr = UTG__P(m->t_vrl) + (l - 1);
+    w->v0 = m->t_vrl >= 0 && l == 0;
     w->lns = m->cfg.ln_scale > 0 ? 1.0f / sqrtf((float)pl->ctrl + 1.0f) : 1.0f;
     w->xsa = m->cfg.xsa_last_n > 0 && pl->ctrl >= m->xsa_from;
 #undef UTG__P
@@ -3631,6 +3720,9 @@ static void utg__attn_fwd(utg_model *m, const utg__lw *w, int k, const float *nb
     be->copy(be, S->kr, S->kn, (size_t)N * m->kvd);
     be->rope(be, S->kr, m->rope_cur, N, m->Tc, m->Hkv, m->hd, m->rd, 0);
     be->matmul(be, S->v, src, w->cv[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
+    if (w->ve) be->mix_fwd(be, S->v, S->v, NULL, m->ve, w->ve, N, m->kvd, UTG_MIX_WZ_SCALAR); /* + the value embedding */
+    if (w->vr) /* + sigmoid(alpha) * layer 0's values */
+        be->mix_fwd(be, S->v, S->v, NULL, m->acts[0].at[0].v, w->vr, N, m->kvd, UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID);
     be->attn_fwd(be, S->y, S->lse, S->qg, S->kr, S->v, n_seqs, m->Tc, m->H, m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd));
     if (w->xsa) be->xsa_fwd(be, S->yx, S->y, S->v, N, m->H, m->Hkv, m->hd);
     if (w->ag[k]) be->gate_fwd(be, S->yg, S->g, w->xsa ? S->yx : S->y, src, w->ag[k], N, m->H, m->hd, d, m->gate_win, m->gate_scale, m->gate_mult);
@@ -3668,6 +3760,12 @@ static void utg__attn_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, int 
     }
     be->attn_bwd(be, m->g_q, m->g_k, m->g_v, gy, S->qg, S->kr, S->v, S->y, S->lse, n_seqs, m->Tc, m->H, m->Hkv,
                  m->hd, 1.0f / sqrtf((float)m->hd));
+    /* v = c_v(src) [+ ls * ve] [+ sigmoid(alpha) v0]; layer 0's v0 also reached every later layer */
+    if (w->v0 && k == 0) be->mix_fwd(be, m->g_v, m->g_v, NULL, m->g_v0, NULL, N, kv, 0);
+    if (w->ve) be->mix_bwd(be, NULL, m->g_ve, NULL, g->ve, m->g_v, NULL, NULL, m->ve, w->ve, N, kv, UTG_MIX_WZ_SCALAR);
+    if (w->vr)
+        be->mix_bwd(be, NULL, m->g_v0, NULL, g->vr, m->g_v, NULL, NULL, m->acts[0].at[0].v, w->vr, N, kv,
+                    UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID);
     /* q_gain, RoPE and the per-head norms, back to raw q and k */
     be->fill(be, m->g_y, 0.0f, Nd);
     be->head_scale_bwd(be, m->g_y, g->qg[k], m->g_q, S->qr, w->qg[k], N, m->H, m->hd);
@@ -3743,6 +3841,23 @@ static void utg__skip_bwd(utg_model *m, float *G, float *gskip, float *gw, float
     else m->be->mix_bwd(m->be, NULL, gskip, NULL, gw, G, NULL, NULL, skip, w, N, m->d, 0); /* dL/dh = G */
 }
 
+/* Shift by one position within each sequence: dst[s, t] = src[s, t - 1], zero at t = 0; back = 1 is its
+   transpose, dst[s, t - 1] += src[s, t]. */
+static void utg__shift(utg_model *m, float *dst, const float *src, int n_seqs, int back) {
+    size_t row = (size_t)m->d, seq = (size_t)m->Tc * row;
+    int s;
+    for (s = 0; s < n_seqs; s++) {
+        float *o = dst + (size_t)s * seq;
+        const float *i = src + (size_t)s * seq;
+        if (back) {
+            m->be->axpby(m->be, o, 1.0f, i + row, 1.0f, seq - row);
+        } else {
+            m->be->fill(m->be, o, 0.0f, row);
+            m->be->copy(m->be, o + row, i, seq - row);
+        }
+    }
+}
+
 /* Forward of virtual layer l from input lanes (h0, h1; h1 NULL on one lane). */
 static void utg__layer_forward(utg_model *m, int l, const float *h0, const float *h1, int n_seqs) {
     utg_backend *be = m->be;
@@ -3792,27 +3907,33 @@ static void utg__layer_forward(utg_model *m, int l, const float *h0, const float
     if (sw) { utg__skip_fwd(m, A->hs, x, m->slot_src[pl->pop_slot], sw, sg, N); x = A->hs; }
     A->xs = x;
     if (w.fg) { be->mix_fwd(be, A->hc, x, w.fg, NULL, w.fb, N, d, 0); x = A->hc; }
-    else if (w.ie) { be->mix_fwd(be, A->hc, x, NULL, NULL, w.ie, N, d, 0); x = A->hc; }
+    else if (w.ie || w.ha) { be->mix_fwd(be, A->hc, x, w.ha, NULL, w.ie, N, d, w.ha ? UTG_MIX_WX_SCALAR : 0); x = A->hc; }
     A->xc = x;
     be->mix_fwd(be, A->hin, x, w.rm, m->x0, w.rm + d, N, d, 0);
     if (pl->lane == UTG_LANE_GPTJ) {
         utg__attn_fwd(m, &w, 0, UTG__NB(&w, 0), &A->at[0], A->hin, n_seqs);
         utg__mlp_fwd(m, &w, UTG__NB(&w, 1), &A->ml, A->hin, N);
         be->mix_fwd(be, A->hmid[0], A->hin, NULL, A->at[0].a, w.as[0], N, d, 0);
+        last = A->hmid[0];
     } else {
         const float *cur = A->hin;
-        for (k = 0; k < m->n_attn; k++) {
+        for (k = 0; k < m->n_attn && w.cq[k]; k++) { /* (DISABLE_LAYER0_ATTN: block 0 has no attention matrices) */
             utg__attn_fwd(m, &w, k, UTG__NB(&w, k), &A->at[k], cur, n_seqs);
             be->mix_fwd(be, A->hmid[k], cur, NULL, A->at[k].a, w.as[k], N, d, 0);
             cur = A->hmid[k];
         }
         utg__mlp_fwd(m, &w, UTG__NB(&w, m->n_attn), &A->ml, cur, N);
+        last = cur;
     }
-    last = A->hmid[pl->lane == UTG_LANE_GPTJ ? 0 : m->n_attn - 1];
-    if (iter) { /* PR #1110: out = h + gamma * (block(hc) - hc), hc = h + iter_embed */
+    if (iter) { /* PR #1110: out = h + beta * gamma * (block(hc) - hc), hc = alpha * h + iter_embed */
         be->mix_fwd(be, A->blk, last, NULL, A->ml.m, w.ms, N, d, 0);
         be->mix_fwd(be, A->delta, A->blk, NULL, A->xc, m->consts + 16, N, d, 0);
-        be->mix_fwd(be, A->out, A->xs, NULL, A->delta, w.is, N, d, 0);
+        if (w.hb) {
+            if (w.is) be->mix_fwd(be, A->dsc, A->delta, w.is, NULL, NULL, N, d, 0);
+            be->mix_fwd(be, A->out, A->xs, NULL, w.is ? A->dsc : A->delta, w.hb, N, d, UTG_MIX_WZ_SCALAR);
+        } else {
+            be->mix_fwd(be, A->out, A->xs, NULL, A->delta, w.is, N, d, 0);
+        }
     } else {
         be->mix_fwd(be, A->out, last, NULL, A->ml.m, w.ms, N, d, 0);
     }
@@ -3872,7 +3993,19 @@ static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_
     if (m->t_smear_w >= 0)
         be->smear_fwd(be, m->emb_s, m->emb, UTG__W(m->t_smear_w), UTG__W(m->t_smear_lam), m->ids, (int)N, m->Tc, m->d, m->cfg.gate_window,
                       UTG__BOS_ID);
-    be->rmsnorm_fwd(be, m->x0, m->r0, m->t_smear_w >= 0 ? m->emb_s : m->emb, (int)N, m->d, m->eps);
+    if (m->t_smg >= 0) { /* the static SmearGate: x0 = lerp(xn, xn shifted by one, sigmoid(g)) */
+        be->rmsnorm_fwd(be, m->xn, m->r0, m->t_smear_w >= 0 ? m->emb_s : m->emb, (int)N, m->d, m->eps);
+        utg__shift(m, m->xprev, m->xn, n_seqs, 0);
+        be->lerp_fwd(be, m->x0, m->xprev, m->xn, UTG__W(m->t_smg), NULL, (int)N, m->d);
+    } else {
+        be->rmsnorm_fwd(be, m->x0, m->r0, m->t_smear_w >= 0 ? m->emb_s : m->emb, (int)N, m->d, m->eps);
+    }
+    if (m->t_ve_embed >= 0) { /* the value embedding, once per forward: ve = scale * E_ve[ids] P^T */
+        int vd = m->cfg.ve_dim;
+        be->embed_fwd(be, m->ve_e, UTG__W(m->t_ve_embed), m->ids, (int)N, vd);
+        be->matmul(be, m->ve_p, m->ve_e, UTG__W(m->t_ve_proj), (int)N, m->kvd, vd, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+        be->mix_fwd(be, m->ve, m->ve_p, UTG__W(m->t_ve_scale), NULL, NULL, (int)N, m->kvd, UTG_MIX_WX_SCALAR);
+    }
     h0 = m->x0;
     h1 = NULL;
     for (i = 0; i < (size_t)m->plan->n_layers; i++) {
@@ -3986,11 +4119,18 @@ static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
     G = gs->g0;
     if (pl->push_slot >= 0) /* a later layer read this output through the skip stack */
         be->mix_fwd(be, G, G, NULL, m->g_skip + (size_t)pl->push_slot * Nd, NULL, N, d, 0);
-    if (iter) { /* out = xs + gamma * delta, delta = blk - xc */
+    if (iter) { /* out = xs + [beta *] gamma * delta, delta = blk - xc */
         float *ID = m->g_hcx, *DD = m->g_hcx + Nd;
         be->copy(be, ID, G, Nd);
         be->fill(be, DD, 0.0f, Nd);
-        be->mix_bwd(be, NULL, DD, NULL, g.is, G, NULL, NULL, A->delta, w.is, N, d, 0);
+        if (w.hb) { /* T1 = beta G (g_a is free until the attention's backward) */
+            float *T1 = w.is ? m->g_a : DD;
+            if (w.is) be->fill(be, T1, 0.0f, Nd);
+            be->mix_bwd(be, NULL, T1, NULL, g.hb, G, NULL, NULL, w.is ? A->dsc : A->delta, w.hb, N, d, UTG_MIX_WZ_SCALAR);
+            if (w.is) be->mix_bwd(be, NULL, DD, NULL, g.is, T1, NULL, NULL, A->delta, w.is, N, d, 0);
+        } else {
+            be->mix_bwd(be, NULL, DD, NULL, g.is, G, NULL, NULL, A->delta, w.is, N, d, 0);
+        }
         be->copy(be, G, DD, Nd); /* dL/dblk */
     }
     /* (blk or out) = last + mlp_scale * m: the identity path keeps G */
@@ -4004,6 +4144,7 @@ static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
     } else {
         utg__mlp_bwd(m, &w, &g, UTG__NB(&w, m->n_attn), UTG__NB(&g, m->n_attn), &A->ml, m->g_d, G);
         for (k = m->n_attn - 1; k >= 0; k--) { /* hmid[k] = (hmid[k-1] or hin) + attn_scale_k * a_k */
+            if (!w.cq[k]) continue;
             be->fill(be, m->g_a, 0.0f, Nd);
             be->mix_bwd(be, NULL, m->g_a, NULL, g.as[k], G, NULL, NULL, A->at[k].a, w.as[k], N, d, 0);
             utg__attn_bwd(m, &w, &g, k, UTG__NB(&w, k), UTG__NB(&g, k), &A->at[k], m->g_a, G);
@@ -4014,11 +4155,11 @@ static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
     be->mix_bwd(be, gs->s0, m->g_x0, g.rm, g.rm + d, G, A->xc, w.rm, m->x0, w.rm + d, N, d, 0);
     t = gs->g0; gs->g0 = gs->s0; gs->s0 = t;
     G = gs->g0;
-    if (iter) { /* xc = xs + iter_embed: dxc = (block path) - d(delta); dxs = dxc + the identity path */
+    if (iter) { /* xc = [alpha *] xs [+ iter_embed]: dxc = (block path) - d(delta); dxs = [alpha *] dxc + the identity path */
         float *ID = m->g_hcx, *DD = m->g_hcx + Nd;
         be->mix_fwd(be, G, G, NULL, DD, m->consts + 16, N, d, 0);
-        if (w.ie) be->mix_bwd(be, NULL, NULL, NULL, g.ie, G, NULL, NULL, NULL, w.ie, N, d, 0);
-        be->mix_fwd(be, G, G, NULL, ID, NULL, N, d, 0);
+        be->mix_bwd(be, ID, NULL, g.ha, g.ie, G, A->xs, w.ha, NULL, w.ie, N, d, w.ha ? UTG_MIX_WX_SCALAR : 0);
+        be->copy(be, G, ID, Nd);
     } else if (w.fg) { /* xc = gamma * xs + beta */
         be->fill(be, gs->s0, 0.0f, Nd);
         be->mix_bwd(be, gs->s0, NULL, g.fg, g.fb, G, A->xs, w.fg, NULL, w.fb, N, d, 0);
@@ -4044,6 +4185,8 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
     Nd = (size_t)N * m->d;
     be->fill(be, m->g_skip, 0.0f, (size_t)m->max_slots * Nd);
     be->fill(be, m->g_x0, 0.0f, Nd);
+    if (m->g_ve) be->fill(be, m->g_ve, 0.0f, (size_t)N * m->kvd);
+    if (m->g_v0) be->fill(be, m->g_v0, 0.0f, (size_t)N * m->kvd);
     /* head: logits = hf head^T, the logits buffer holds dloss/dlogits already */
     head = m->t_lm_head >= 0 ? UTG__W(m->t_lm_head) : UTG__W(m->t_tok_emb);
     dhead = m->t_lm_head >= 0 ? UTG__G(m->t_lm_head) : UTG__G(m->t_tok_emb);
@@ -4071,8 +4214,24 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
     }
     /* x0 = RMSNorm(tok_emb[ids]): x0 fed the first layer and every resid_mix */
     be->mix_fwd(be, m->g_x0, m->g_x0, NULL, gs.g0, NULL, N, m->d, 0);
+    if (m->t_ve_embed >= 0) { /* ve = scale * ve_p, ve_p = ve_e P^T, ve_e = E_ve[ids] */
+        int vd = m->cfg.ve_dim;
+        be->fill(be, m->g_vep, 0.0f, (size_t)N * m->kvd);
+        be->mix_bwd(be, m->g_vep, NULL, UTG__G(m->t_ve_scale), NULL, m->g_ve, m->ve_p, UTG__W(m->t_ve_scale), NULL, NULL, N, m->kvd,
+                    UTG_MIX_WX_SCALAR);
+        be->matmul(be, m->g_vee, m->g_vep, UTG__W(m->t_ve_proj), N, vd, m->kvd, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+        be->matmul(be, UTG__G(m->t_ve_proj), m->g_vep, m->ve_e, m->kvd, vd, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+        be->embed_bwd(be, UTG__G(m->t_ve_embed), m->g_vee, m->ids, N, vd);
+    }
     be->fill(be, m->g_d, 0.0f, Nd);
-    be->rmsnorm_bwd(be, m->g_d, m->g_x0, m->x0, m->r0, N, m->d);
+    if (m->t_smg >= 0) { /* x0 = lerp(xprev, xn, sigmoid(g)); the layers' temporaries are free now */
+        be->fill(be, m->g_hin, 0.0f, Nd);
+        be->lerp_bwd(be, m->g_a, m->g_hin, UTG__G(m->t_smg), NULL, m->g_x0, m->x0, m->xn, UTG__W(m->t_smg), NULL, N, m->d);
+        utg__shift(m, m->g_hin, m->g_a, N / m->Tc, 1);
+        be->rmsnorm_bwd(be, m->g_d, m->g_hin, m->xn, m->r0, N, m->d);
+    } else {
+        be->rmsnorm_bwd(be, m->g_d, m->g_x0, m->x0, m->r0, N, m->d);
+    }
     gE = m->g_d; /* dL/d(the raw embedding) */
     if (m->t_smear_w >= 0) { /* through the SmearGate */
         be->fill(be, m->g_emb, 0.0f, Nd);
@@ -4234,7 +4393,9 @@ UTGDEF utg_result utg_optim_create(utg_model *m, utg_optim **out) {
     for (t = 0; t < m->n_tensors; t++) {
         const utg_tensor_info *ti = &m->tensors[t];
         int g = UTG__GROUP_SCALAR;
-        if (ti->role == UTG_ROLE_MATRIX && ti->ndim == 2 &&
+        /* Muon takes the blocks' matrices; the embedding-side projections (bigram.proj, ve_shared.proj)
+           go with the scalars, as in the records' optimizer groups */
+        if (ti->role == UTG_ROLE_MATRIX && ti->ndim == 2 && ti->block >= 0 &&
             !utg__name_matches(ti->name, m->cfg.control_tensor_name_patterns)) {
             size_t ns = utg_newton_schulz_scratch((int)ti->shape[0], (int)ti->shape[1]);
             g = UTG__GROUP_MUON;

@@ -29,6 +29,7 @@ typedef struct gc_opts {
     double h;         /* step, relative to max(1, |x|) */
     double rtol;      /* relative tolerance on |numeric| */
     double atol_frac; /* absolute tolerance as a fraction of the largest analytic gradient */
+    double atol_abs;  /* absolute tolerance (the finite difference's resolution; 0 = none) */
     size_t max_probe; /* elements probed per input; 0 = all */
     int verbose;
 } gc_opts;
@@ -38,6 +39,7 @@ static gc_opts gc_default_opts(void) {
     o.h = 1e-2;
     o.rtol = 2e-2;
     o.atol_frac = 2e-3;
+    o.atol_abs = 0.0;
     o.max_probe = 64;
     o.verbose = 0;
     return o;
@@ -65,7 +67,7 @@ static double gc_check(gc_case *c, const gc_opts *o, const char **worst_input) {
             lm = c->objective(c->ctx);
             in->x[k] = x0;
             num = (lp - lm) / (hp + hm);
-            ratio = fabs(in->g[k] - num) / (o->atol_frac * gmax + o->rtol * fabs(num) + 1e-30);
+            ratio = fabs(in->g[k] - num) / (o->atol_abs + o->atol_frac * gmax + o->rtol * fabs(num) + 1e-30);
             if (o->verbose && ratio > 1.0)
                 printf("      %s[%zu]: analytic %.6g numeric %.6g ratio %.3g\n", in->name, k, in->g[k], num, ratio);
             if (ratio > worst) {

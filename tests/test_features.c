@@ -45,6 +45,28 @@ static void test_grad_gates(void) {
     grad("dense gated attention, double attention", "GATED_ATTN_ENABLED=1\nBLOCK_ATTNS=2\n", 0);
     grad("SmearGate", "SMEAR_GATE_ENABLED=1\nGATE_WINDOW=6\n", 0);
 }
+static void test_grad_smear_static(void) {
+    grad("static SmearGate", "SMEAR_ENABLED=1\n", 0);
+    grad("static and input-dependent SmearGates together", "SMEAR_ENABLED=1\nSMEAR_GATE_ENABLED=1\nGATE_WINDOW=6\n", 0);
+}
+static void test_grad_value_embed(void) {
+    grad("value embedding in layers 0 and 1", "VE_ENABLED=1\nVE_DIM=6\nVE_LAYERS=0,1\n", 0);
+    grad("value embedding in layer 1, double attention", "VE_ENABLED=1\nVE_DIM=6\nVE_LAYERS=1\nBLOCK_ATTNS=2\n", 0);
+}
+static void test_grad_value_residual(void) {
+    grad("value residual, 3 layers", "VALUE_RESIDUAL=1\nNUM_LAYERS=3\n", 0);
+    grad("value residual + value embedding in layer 0 + XSA", "VALUE_RESIDUAL=1\nNUM_LAYERS=3\nVE_ENABLED=1\nVE_DIM=6\nVE_LAYERS=0,2\n"
+         "XSA_LAST_N=3\n", 0);
+}
+static void test_grad_shc(void) {
+    grad("SHC alone", "SHC_ENABLED=1\nNUM_LAYERS=3\n", 0);
+    grad("SHC + iteration embedding and scale, UT 2x2", "SHC_ENABLED=1\nUNIVERSAL_UNIQUE_BLOCKS=2\nUNIVERSAL_ITERATIONS=2\nITER_EMBED=1\n"
+         "ITER_SCALE=1\n", 0);
+}
+static void test_grad_layer0_attn(void) {
+    grad("no attention in block 0", "DISABLE_LAYER0_ATTN=1\nNUM_LAYERS=3\n", 0);
+    grad("no attention in block 0, looped", "DISABLE_LAYER0_ATTN=1\nNUM_LAYERS=2\nNUM_LOOPS=1\nLOOP_START=0\nLOOP_END=0\n", 0);
+}
 static void test_grad_combined(void) {
     /* the features together on PR #1394's loop with fully parallel lanes (4 virtual layers: deeper
        plans are past what fp32 finite differences resolve at this size, with or without features) */
@@ -52,6 +74,49 @@ static void test_grad_combined(void) {
          "ROPE_DIMS=2\nLN_SCALE=1\nMLP_ACTIVATION=leaky_relu2\nXSA_LAST_N=2\nSKIP_GATES_ENABLED=1\nSPARSE_ATTN_GATE_ENABLED=1\n"
          "SPARSE_ATTN_GATE_SCALE=0.5\nGATE_WINDOW=6\nSMEAR_GATE_ENABLED=1\nNUM_LOOPS=1\nLOOP_START=1\nLOOP_END=1\n"
          "PARALLEL_RESIDUAL=parallel\nPARALLEL_START_LAYER=1\n", 0);
+}
+
+/* Each leaderboard recipe with every feature knob as the file sets it, shrunk to a tiny shape: the
+   file is read as the trainer reads it, then only sizes and layer indexes are overridden (4 virtual
+   layers, the deepest plan fp32 finite differences resolve here). */
+static void recipe_grad(const char *path, const char *shrink, int phase) {
+    static char file[8][8192], over[8][2048];
+    static int used;
+    char *t = file[used % 8], *o = over[used % 8];
+    utg_config cfg;
+    utg_msg msg;
+    void *buf;
+    size_t n;
+    used++;
+    memset(&cfg, 0, sizeof cfg);
+    memset(&msg, 0, sizeof msg);
+    if (utg_read_file(path, 8191, &buf, &n, &msg) != UTG_OK) { CHECK(0, "%s: %s", path, msg.text); return; }
+    memcpy(t, buf, n);
+    t[n] = 0;
+    free(buf);
+    snprintf(o, 2048, "MODEL_DIM=16\nNUM_HEADS=4\nNUM_KV_HEADS=2\nVOCAB_SIZE=32\nTRAIN_SEQ_LEN=8\nMLP_MULT=2\nLOGIT_SOFTCAP=5\n%s", shrink);
+    if (utg_config_parse_text(&cfg, t, &msg) != UTG_OK || utg_config_parse_text(&cfg, o, &msg) != UTG_OK) {
+        CHECK(0, "%s: %s", path, msg.text);
+        return;
+    }
+    mdl_run(path, cfg, phase);
+}
+static void test_grad_recipes(void) {
+    /* PR #1204: recurrence of block 1 (0 1 | 1 2), per-virtual controls and q_gain, untied repeat MLP,
+       two lanes from block 2, skip gates, BigramHash, static SmearGate, VE, no attention in block 0,
+       XSA, partial RoPE with NTK from length 4, LN scale, LeakyReLU^2 */
+    recipe_grad("recipes/recur_1204_parallel.env", "NUM_LAYERS=3\nRECUR_LAYERS=1\nRECUR_START_STEP=5\nREPEAT_UNTIE_MLP_LAYERS=1\n"
+                "PARALLEL_START_LAYER=2\nBIGRAM_VOCAB_SIZE=24\nBIGRAM_DIM=6\nVE_DIM=6\nVE_LAYERS=2,3\nXSA_LAST_N=3\n"
+                "ROPE_DIMS=2\nROPE_TRAIN_SEQ_LEN=4\n", 1);
+    /* PR #1493: block 1 looped (0 1 1 2), GPT-J residuals in block 2, skip gates, XSA, partial RoPE */
+    recipe_grad("recipes/loop3_1493.env", "NUM_LAYERS=3\nLOOP_START=1\nLOOP_END=1\nNUM_LOOPS=1\nPARALLEL_START_LAYER=2\nROPE_DIMS=2\n", 1);
+    /* PR #1855: the same with parallel lanes, sparse attention gates (scale 0.5) and the BOS-masked SmearGate */
+    recipe_grad("recipes/top_1855.env", "NUM_LAYERS=3\nLOOP_START=1\nLOOP_END=1\nNUM_LOOPS=1\nPARALLEL_START_LAYER=2\nROPE_DIMS=2\n"
+                "GATE_WINDOW=6\n", 1);
+    /* PR #1110: UT 2 blocks x2 with iteration embeddings and scales inside SHC, BigramHash, SmearGate,
+       VE, value residual */
+    recipe_grad("recipes/ut_1110_iter_embed.env", "UNIVERSAL_UNIQUE_BLOCKS=2\nUNIVERSAL_ITERATIONS=2\nBIGRAM_VOCAB_SIZE=24\n"
+                "BIGRAM_DIM=6\nVE_DIM=6\nVE_LAYERS=2,3\nROPE_DIMS=2\nROPE_TRAIN_SEQ_LEN=4\n", 0);
 }
 
 /* every parameter random (the init's zero output projections would hide the attention and MLP),
@@ -289,6 +354,12 @@ int main(int argc, char **argv) {
     RUN(test_bigram_hash);
     RUN(test_grad_bigram);
     RUN(test_grad_q_gain_scope);
+    RUN(test_grad_smear_static);
+    RUN(test_grad_value_embed);
+    RUN(test_grad_value_residual);
+    RUN(test_grad_shc);
+    RUN(test_grad_layer0_attn);
     RUN(test_grad_combined);
+    RUN(test_grad_recipes);
     return TEST_SUMMARY();
 }

@@ -435,6 +435,27 @@ static void test_lerp_grad(void) {
     c.g[0] = 0.0f; /* gate 0: the mean of h and s*z (PR #1089's start) */
     lerp_obj(&c);
     CHECK(fabsf(c.y[0] - 0.5f * (c.x[0] + c.s[0] * c.z[0])) < 1e-6f, "gate 0 gives the midpoint");
+    { /* s = NULL means s = 1 (the static SmearGate), ds NULL */
+        lerp_ctx u = c;
+        float *ones = zeros(6), *s_keep = c.s;
+        int i;
+        for (i = 0; i < 6; i++) ones[i] = 1.0f;
+        u.s = NULL;
+        lerp_obj(&u);
+        memcpy(c.gx, u.y, n * sizeof(float));
+        c.s = ones;
+        lerp_obj(&c);
+        CHECK(memcmp(c.gx, c.y, n * sizeof(float)) == 0, "s = NULL is s = 1");
+        memset(u.gz, 0, n * sizeof(float)); memset(u.gg, 0, 6 * sizeof(float));
+        memcpy(u.gx, u.W, n * sizeof(float));
+        lerp_obj(&u);
+        be->lerp_bwd(be, u.gx, u.gz, u.gg, NULL, u.gx, u.y, u.z, u.g, NULL, u.rows, u.cols);
+        lerp_grad(&c);
+        CHECK(memcmp(u.gx, c.gx, n * sizeof(float)) == 0 && memcmp(u.gz, c.gz, n * sizeof(float)) == 0 &&
+              memcmp(u.gg, c.gg, 6 * sizeof(float)) == 0, "the backward with s = NULL is the one with s = 1");
+        c.s = s_keep;
+        free(ones);
+    }
     free(c.x); free(c.z); free(c.g); free(c.s); free(c.y); free(c.W); free(c.gx); free(c.gz); free(c.gg); free(c.gs);
 }
 
@@ -537,6 +558,8 @@ static void test_mix_grad(void) {
         {0, 1, UTG_MIX_WZ_SCALAR, "mix with a scalar z weight"},
         {1, 0, 0, "mix with z = NULL (FiLM: gamma * x + beta)"},
         {0, 0, 0, "mix with z = NULL (bias add)"},
+        {0, 1, UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID, "mix with a sigmoid scalar z weight (value residual)"},
+        {1, 1, UTG_MIX_WX_SCALAR | UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID, "mix with a scalar x weight and a sigmoid z weight"},
     };
     int variant;
     for (variant = 0; variant < (int)(sizeof V / sizeof V[0]); variant++) {
@@ -567,6 +590,11 @@ static void test_mix_grad(void) {
             c.wx[1] = NAN; c.wz[1] = NAN;
             mix_obj(&c);
             CHECK(memcmp(before, c.out, sizeof before) == 0 && isfinite(c.out[1]), "scalar weights read element 0 only");
+        }
+        if (c.flags & UTG_MIX_WZ_SIGMOID) { /* the weight is sigmoid(wz): 0.5 at wz = 0 */
+            c.wz[0] = 0.0f;
+            mix_obj(&c);
+            CHECK(fabsf(c.out[3] - ((c.use_wx ? c.wx[0] : 1.0f) * c.x[3] + 0.5f * c.z[3])) < 1e-6f, "sigmoid(0) weighs z by 0.5");
         }
         free(c.x); free(c.z); free(c.wx); free(c.wz); free(c.out); free(c.W); free(c.gx); free(c.gz); free(c.gwx); free(c.gwz);
     }

@@ -231,17 +231,26 @@ static void test_recipes(void) {
         utg_model_destroy(m);
     }
     if ((m = recipe_model("recipes/ut_1110_iter_embed.env")) != NULL) {
-        /* SPEC: 8,115,775. BigramHash (327,681), SmearGate (512), the value embedding (163,843),
-           value residual (11) and hc_alpha/hc_beta (24) are record-stack features still to come */
-        CHECK(utg_model_param_count(m) == 8115775u - 492071u, "PR #1110 without the issue-6 features: %zu, expected 7,623,704",
-              utg_model_param_count(m));
+        /* SPEC: 8,115,775 = the UT core 7,623,704 + BigramHash (327,681) + SmearGate (512) + the value
+           embedding (163,843) + value residual (11) + hc_alpha/hc_beta (24) */
+        CHECK(utg_model_param_count(m) == 8115775u, "PR #1110: %zu parameters, SPEC gives 8,115,775", utg_model_param_count(m));
         CHECK(!strcmp(blocks(utg_model_plan(m)), "0 1 2 0 1 2 | 0 1 2 0 1 2"), "e mod 3: %s", blocks(utg_model_plan(m)));
+        CHECK(utg_model_tensor(m, utg_model_find_tensor(m, "vrl_alphas"))->numel == 11 &&
+              utg_model_tensor(m, utg_model_find_tensor(m, "hc_alpha"))->numel == 12 &&
+              utg_model_tensor(m, utg_model_find_tensor(m, "ve_layer_scales"))->numel == 2, "11 value-residual alphas, 12 hc scalars, 2 VE scales");
         utg_model_destroy(m);
     }
     if ((m = recipe_model("recipes/recur_1204_parallel.env")) != NULL) {
         const utg_plan *p = utg_model_plan_at(m, 1);
         CHECK(p && !strcmp(blocks(p), "0 1 2 3 4 5 | 4 5 6 7 8 9 10") && p->start_step == 3000 && p->lanes_from == 9 &&
               p->layers[6].mlp_set >= 0 && p->layers[12].ctrl == 12, "PR #1204's plan");
+        /* the log's model_params:30352046 (BigramHash 2816x160) less block 0's four attention matrices
+           (786,432), which the record's banks hold but never run or export; utgolf does not allocate them */
+        CHECK(utg_model_param_count(m) == 30352046u - 786432u, "PR #1204: %zu parameters, expected 29,565,614",
+              utg_model_param_count(m));
+        CHECK(utg_model_find_tensor(m, "blocks.0.attn.c_q.weight") < 0 && utg_model_find_tensor(m, "blocks.1.attn.c_q.weight") >= 0 &&
+              utg_model_find_tensor(m, "blocks.0.attn.q_gain") >= 0 && utg_model_find_tensor(m, "blocks.12.attn.q_gain") >= 0,
+              "no attention matrices in block 0; q_gain per virtual layer");
         utg_model_destroy(m);
     }
     if ((m = recipe_model("recipes/loop3_1493.env")) != NULL) {
