@@ -7972,6 +7972,8 @@ UTGDEF utg_result utg_hessians_create(utg_model *m, utg_hessians **out) {
         utg__hess_slot(h, m->rsets[k].proj, -1, m->F);
     }
     utg__hess_slot(h, m->t_lm_head >= 0 ? m->t_lm_head : m->t_tok_emb, -1, m->d);
+    utg__hess_slot(h, m->t_bg_proj, -1, m->cfg.bigram_dim); /* the embedding-side projections read table rows */
+    utg__hess_slot(h, m->t_ve_proj, -1, m->cfg.ve_dim);
     for (s = 0; s < h->n_slots; s++) {
         h->H[s] = (float *)m->be->buf_alloc(m->be, sizeof(float) * (size_t)h->cols[s] * (size_t)h->cols[s]);
         if (!h->H[s]) { utg_hessians_destroy(h); return UTG_ERR_NOMEM; }
@@ -8035,6 +8037,8 @@ UTGDEF utg_result utg_hessians_accumulate(utg_hessians *h) {
         else utg__hess_add(h, mp, A->ml.ua, N, 1.0f);
     }
     utg__hess_add(h, m->t_lm_head >= 0 ? m->t_lm_head : m->t_tok_emb, m->hf, N, 1.0f);
+    utg__hess_add(h, m->t_bg_proj, m->bg_e, N, 1.0f);
+    utg__hess_add(h, m->t_ve_proj, m->ve_e, N, 1.0f);
     h->batches++;
     return UTG_OK;
 }

@@ -177,6 +177,20 @@ static void test_features_act(void) {
         utg_model_destroy(m);
     }
     utg_model_destroy(b);
+    { /* the issue-6 features with tensors of their own: each changes the function */
+        static const char *more[] = {"SMEAR_ENABLED=1\n", "VE_ENABLED=1\nVE_DIM=6\nVE_LAYERS=0,1\n", "VALUE_RESIDUAL=1\n", "SHC_ENABLED=1\n",
+                                     "DISABLE_LAYER0_ATTN=1\n", "BIGRAM_VOCAB_SIZE=24\nBIGRAM_DIM=6\n"};
+        b = make(cfg_of("base", ""));
+        l0 = b ? eval_at(b, 8) : 0;
+        for (i = 0; i < (int)(sizeof more / sizeof more[0]); i++) {
+            double l;
+            m = make(cfg_of(more[i], more[i]));
+            l = m ? eval_at(m, 8) : l0;
+            CHECK(m && l != l0 && isfinite(l), "%s changes the loss (%.9f vs %.9f)", more[i], l, l0);
+            utg_model_destroy(m);
+        }
+        utg_model_destroy(b);
+    }
     { /* XSA, LN scale and partial RoPE add no parameters */
         utg_model *x = make(cfg_of("xsa", "XSA_LAST_N=2\nLN_SCALE=1\nROPE_DIMS=2\n"));
         b = make(cfg_of("b", ""));
@@ -184,6 +198,68 @@ static void test_features_act(void) {
         utg_model_destroy(x);
         utg_model_destroy(b);
     }
+}
+
+/* Models with the record features go through the artifact: Hessians reach the embedding-side
+   projections, the config rebuilt from META makes the same model, the loss survives int8, and a
+   model without one of the features is refused by name. */
+static void feature_artifact(const char *what, const char *text, const char *off_knob) {
+    utg_model *m = make(cfg_of(what, text)), *m2 = NULL, *m3 = NULL;
+    utg_hessians *h = NULL;
+    utg_artifact *a = NULL;
+    utg_config back, c3;
+    utg_msg msg;
+    utg_model_desc d;
+    void *bytes = NULL;
+    size_t nb = 0;
+    int32_t x[16], y[16];
+    double loss = 0, l1, l2;
+    int i, t;
+    memset(&msg, 0, sizeof msg);
+    if (!m) { CHECK(0, "%s: model", what); return; }
+    for (i = 0; i < 16; i++) { x[i] = (i * 7 + 3) % 32; y[i] = (i * 11 + 5) % 32; }
+    CHECK(utg_hessians_create(m, &h) == UTG_OK, "%s: hessians", what);
+    CHECK(utg_model_forward(m, x, y, 2, &loss) == UTG_OK && utg_hessians_accumulate(h) == UTG_OK, "%s: calibration", what);
+    for (t = 0; t < utg_model_tensor_count(m); t++) {
+        const utg_tensor_info *ti = utg_model_tensor(m, t);
+        if (ti->role == UTG_ROLE_MATRIX)
+            CHECK(utg_hessians_cols(h, t) == (int)ti->shape[1], "%s: %s has a Hessian of its input (%d)", what, ti->name, utg_hessians_cols(h, t));
+    }
+    l1 = eval_at(m, 8);
+    CHECK(utg_model_export(m, h, NULL, NULL, NULL, &bytes, &nb, NULL) == UTG_OK, "%s: export: %s", what, utg_model_message(m));
+    CHECK(bytes && utg_artifact_parse(bytes, nb, NULL, NULL, &a, &msg) == UTG_OK, "%s: parse: %s", what, msg.text);
+    if (!a) goto done;
+    CHECK(utg_artifact_config(a, &back, &msg) == UTG_OK, "%s: config: %s", what, msg.text);
+    memset(&d, 0, sizeof d);
+    d.config = back;
+    CHECK(utg_model_create(&d, &m2) == UTG_OK, "%s: model from META: %s", what, utg_model_message(m2));
+    CHECK(m2 && utg_model_param_count(m2) == utg_model_param_count(m) && utg_model_load_artifact(m2, a) == UTG_OK,
+          "%s: load: %s", what, m2 ? utg_model_message(m2) : "");
+    l2 = m2 ? eval_at(m2, 8) : 0;
+    CHECK(fabs(l2 - l1) < 0.05, "%s: int8 round trip %.5f -> %.5f", what, l1, l2);
+    c3 = cfg_of(what, text);
+    utg_config_set(&c3, off_knob, "0", &msg);
+    m3 = make(c3);
+    CHECK(m3 && utg_model_load_artifact(m3, a) == UTG_ERR_MISMATCH && strstr(utg_model_message(m3), off_knob),
+          "%s: a model without %s is refused: %s", what, off_knob, m3 ? utg_model_message(m3) : "");
+done:
+    utg_model_destroy(m3);
+    utg_model_destroy(m2);
+    utg_artifact_free(a);
+    utg_model_free_bytes(m, bytes);
+    utg_hessians_destroy(h);
+    utg_model_destroy(m);
+}
+static void test_feature_artifacts(void) {
+    feature_artifact("PR #1204's features", "NUM_LAYERS=3\nBIGRAM_VOCAB_SIZE=24\nBIGRAM_DIM=6\nSMEAR_ENABLED=1\nVE_ENABLED=1\nVE_DIM=6\n"
+                     "VE_LAYERS=1,2\nDISABLE_LAYER0_ATTN=1\nQ_GAIN_SCOPE=control\nCONTROL_SCOPE=virtual\nSKIP_GATES_ENABLED=1\n"
+                     "ROPE_NTK=1\nROPE_TRAIN_SEQ_LEN=4\nQUANT_PASSTHROUGH_NUMEL=1\nGPTQ_ENABLED=1\n", "DISABLE_LAYER0_ATTN");
+    feature_artifact("PR #1110's features", "UNIVERSAL_UNIQUE_BLOCKS=2\nUNIVERSAL_ITERATIONS=2\nITER_EMBED=1\nITER_SCALE=1\nSHC_ENABLED=1\n"
+                     "VALUE_RESIDUAL=1\nVE_ENABLED=1\nVE_DIM=6\nVE_LAYERS=3\nBIGRAM_VOCAB_SIZE=24\nBIGRAM_DIM=6\nSMEAR_ENABLED=1\n"
+                     "QUANT_PASSTHROUGH_NUMEL=1\n", "VALUE_RESIDUAL");
+    feature_artifact("PR #1855's features", "NUM_LAYERS=3\nSPARSE_ATTN_GATE_ENABLED=1\nGATE_WINDOW=6\nSMEAR_GATE_ENABLED=1\n"
+                     "SKIP_GATES_ENABLED=1\nPARALLEL_RESIDUAL=parallel\nPARALLEL_START_LAYER=1\nXSA_LAST_N=3\nQUANT_PASSTHROUGH_NUMEL=1\n",
+                     "SMEAR_GATE_ENABLED");
 }
 
 /* NTK-aware RoPE: the same tables up to TRAIN_SEQ_LEN, a larger base past it */
@@ -209,7 +285,7 @@ static void test_rope_ntk(void) {
 
 static void test_knobs(void) {
     static const char *bad[][2] = {{"Q_GAIN_SCOPE", "virtual"}, {"ROPE_DIMS", "3"}, {"ROPE_DIMS", "6"}, {"MLP_ACTIVATION", "gelu"}, {"LEAKY_RELU_SLOPE", "1.5"},
-                                   {"MLP_HIDDEN", "-1"}, {"XSA_LAST_N", "-2"}};
+                                   {"MLP_HIDDEN", "-1"}, {"XSA_LAST_N", "-2"}, {"VE_DIM", "0"}, {"ROPE_TRAIN_SEQ_LEN", "-1"}};
     int i;
     for (i = 0; i < (int)(sizeof bad / sizeof bad[0]); i++) {
         utg_config c = cfg_of("k", "");
@@ -220,6 +296,31 @@ static void test_knobs(void) {
             CHECK(utg_config_validate(&c, &msg) == UTG_ERR_CONFIG, "%s=%s accepted", bad[i][0], bad[i][1]);
         }
         CHECK(strstr(msg.text, bad[i][0]) != NULL, "%s=%s: the message names the knob: %s", bad[i][0], bad[i][1], msg.text);
+    }
+}
+
+/* combinations and layer lists only the model can judge: refused at create, naming the knob */
+static void test_feature_refusals(void) {
+    static const char *bad[][2] = {
+        {"VE_ENABLED=1\nVE_LAYERS=2\n", "VE_LAYERS"},
+        {"VE_ENABLED=1\nVE_LAYERS=1,1\n", "VE_LAYERS"},
+        {"VE_ENABLED=1\nVE_LAYERS=one\n", "VE_LAYERS"},
+        {"DISABLE_LAYER0_ATTN=1\nBLOCK_ATTNS=2\n", "DISABLE_LAYER0_ATTN"},
+        {"DISABLE_LAYER0_ATTN=1\nVALUE_RESIDUAL=1\n", "VALUE_RESIDUAL"},
+        {"DISABLE_LAYER0_ATTN=1\nUNIVERSAL_UNIQUE_BLOCKS=2\nUNIVERSAL_ITERATIONS=2\nPARALLEL_RESIDUAL=gptj\nPARALLEL_START_LAYER=0\n",
+         "DISABLE_LAYER0_ATTN"},
+        {"SHC_ENABLED=1\nFILM=1\n", "SHC_ENABLED"},
+        {"SHC_ENABLED=1\nPARALLEL_RESIDUAL=parallel\nPARALLEL_START_LAYER=1\n", "SHC_ENABLED"},
+    };
+    int i;
+    for (i = 0; i < (int)(sizeof bad / sizeof bad[0]); i++) {
+        utg_model_desc d;
+        utg_model *m = NULL;
+        memset(&d, 0, sizeof d);
+        d.config = cfg_of(bad[i][0], bad[i][0]);
+        CHECK(utg_model_create(&d, &m) != UTG_OK && strstr(utg_model_message(m), bad[i][1]), "%s refused naming %s: %s", bad[i][0],
+              bad[i][1], utg_model_message(m));
+        utg_model_destroy(m);
     }
 }
 
@@ -341,6 +442,7 @@ static void test_gate_knobs(void) {
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     RUN(test_knobs);
+    RUN(test_feature_refusals);
     RUN(test_ortho_init);
     RUN(test_gate_knobs);
     RUN(test_features_act);
@@ -361,5 +463,6 @@ int main(int argc, char **argv) {
     RUN(test_grad_layer0_attn);
     RUN(test_grad_combined);
     RUN(test_grad_recipes);
+    RUN(test_feature_artifacts);
     return TEST_SUMMARY();
 }
