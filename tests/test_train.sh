@@ -214,7 +214,9 @@ check "sliding val_bpb $sb: finite, not the disjoint $db, not above it by 0.05" 
 # checkpoint holds the phase, the resume must not copy the MLPs again); a second pair switches at
 # step 20 (after the resume: the resumed run must make the switch itself).
 REC="--config recipes/recur_1204_parallel.env NUM_LAYERS=6 RECUR_LAYERS=2,3 REPEAT_UNTIE_MLP_LAYERS=2,3 PARALLEL_START_LAYER=4
-MODEL_DIM=64 NUM_HEADS=2 NUM_KV_HEADS=1 MLP_MULT=2 TRAIN_SEQ_LEN=64"
+MODEL_DIM=64 NUM_HEADS=2 NUM_KV_HEADS=1 MLP_MULT=2 TRAIN_SEQ_LEN=64 VE_LAYERS=6,7 VE_DIM=16 BIGRAM_VOCAB_SIZE=512 BIGRAM_DIM=16
+ROPE_TRAIN_SEQ_LEN=32 GPTQ_CALIBRATION_BATCHES=4 EVAL_SEQ_LEN=64 EVAL_STRIDE=0 EMA_ENABLED=0 TRAIN_BATCH_TOKENS=512
+WARMDOWN_ITERS=10"
 # shellcheck disable=SC2086
 resume_case _rec $REC RECUR_START_STEP=8
 # shellcheck disable=SC2086
@@ -285,25 +287,38 @@ run q_code --code "$T/missing.c"
 check "--code with a missing file: refused, naming it" fails_saying q_code "code bytes: .*missing\.c"
 
 # ---- 8. the record stacks at tiny width: a few hundred steps, no NaN ----------------------------
-# recipes/loop3_1493.env and recipes/top_1855.env (every feature of theirs in utgolf) shrunk to 6
-# blocks of width 32 with the loop on blocks 1..2 and the Austen tokenizer; GPTQ export included
-STACK="NUM_LAYERS=6 LOOP_START=1 LOOP_END=2 PARALLEL_START_LAYER=4 MODEL_DIM=32 NUM_HEADS=2 NUM_KV_HEADS=1 VOCAB_SIZE=1024
+# Every recipe of a leaderboard stack (all of its features are in utgolf) shrunk to width 32 with
+# the Austen tokenizer, GPTQ export included: PR #1493 and #1855 with 6 blocks looping 1..2; PR #1204
+# with blocks 2,3 repeated from step 50 (VE in its virtual layers 6 and 7, a small BigramHash);
+# PR #1110 as 3 blocks x 2 (VE in virtual layers 4 and 5).
+STACK="MODEL_DIM=32 NUM_HEADS=2 NUM_KV_HEADS=1 VOCAB_SIZE=1024
 TRAIN_SEQ_LEN=64 TRAIN_BATCH_TOKENS=512 EVAL_SEQ_LEN=64 EVAL_STRIDE=0 ITERATIONS=150 WARMDOWN_FRAC=0.5 GPTQ_CALIBRATION_BATCHES=8
-TRAIN_LOG_EVERY=50 QUANT_PASSTHROUGH_NUMEL=1024 GPTQ_RESERVE_SECONDS=0"
-for rec in loop3_1493 top_1855; do
+TRAIN_LOG_EVERY=50 QUANT_PASSTHROUGH_NUMEL=1024 GPTQ_RESERVE_SECONDS=0 WARMDOWN_ITERS=75"
+LOOPED="NUM_LAYERS=6 LOOP_START=1 LOOP_END=2 PARALLEL_START_LAYER=4"
+SMALL="BIGRAM_VOCAB_SIZE=512 BIGRAM_DIM=16 VE_DIM=16 ROPE_TRAIN_SEQ_LEN=32"
+stack_ok() { f=$(final_bpb "$T/s_$1.out"); q=$(sed -n 's|^final_quant_exact val_loss:[^ ]* val_bpb:\([^ ]*\)$|\1|p' "$T/s_$1.out");
+    l1=$(sed -n 's|^step:1/150 train_loss:\([^ ]*\) .*|\1|p' "$T/s_$1.out"); l2=$(sed -n 's|^step:150/150 train_loss:\([^ ]*\) .*|\1|p' "$T/s_$1.out");
+    rc_is "s_$1" 0 && is_number "$f" && is_number "$q" && is_number "$l1" && is_number "$l2" && less_than "$l2" "$l1" &&
+    { [ "$2" = flat ] || said "s_$1" '^depth_plan:1 active at step:'; }; }
+for rec in loop3_1493 top_1855 recur_1204_parallel ut_1110_iter_embed; do
+    case $rec in
+    recur_1204_parallel) SHAPE="NUM_LAYERS=6 RECUR_LAYERS=2,3 RECUR_START_STEP=50 REPEAT_UNTIE_MLP_LAYERS=2,3 PARALLEL_START_LAYER=4
+        VE_LAYERS=6,7 $SMALL" ;;
+    ut_1110_iter_embed) SHAPE="UNIVERSAL_UNIQUE_BLOCKS=3 UNIVERSAL_ITERATIONS=2 VE_LAYERS=4,5 $SMALL" ;;
+    *) SHAPE=$LOOPED ;;
+    esac
     # shellcheck disable=SC2086
-    run "s_$rec" --config "recipes/$rec.env" $STACK
-    stack_ok() { f=$(final_bpb "$T/s_$1.out"); q=$(sed -n 's|^final_quant_exact val_loss:[^ ]* val_bpb:\([^ ]*\)$|\1|p' "$T/s_$1.out");
-        l1=$(sed -n 's|^step:1/150 train_loss:\([^ ]*\) .*|\1|p' "$T/s_$1.out"); l2=$(sed -n 's|^step:150/150 train_loss:\([^ ]*\) .*|\1|p' "$T/s_$1.out");
-        rc_is "s_$1" 0 && is_number "$f" && is_number "$q" && is_number "$l1" && is_number "$l2" && less_than "$l2" "$l1" &&
-        said "s_$1" '^depth_plan:1 active at step:'; }
-    check "recipes/$rec.env at tiny width: 150 steps through the loop switch, loss falls, finite val_bpb before and after GPTQ" stack_ok "$rec"
+    run "s_$rec" --config "recipes/$rec.env" $STACK $SHAPE
+    kind=switch
+    [ "$rec" = ut_1110_iter_embed ] && kind=flat
+    check "recipes/$rec.env at tiny width: 150 steps (through its plan switch), loss falls, finite val_bpb before and after export" \
+        stack_ok "$rec" "$kind"
 done
 
 # ---- every run -----------------------------------------------------------------------------------
 quiet_ok() { # runs that succeeded printed nothing on stderr (--no-progress); no run tripped a sanitizer
     for r in a a2 a1t a_shuf a_ema b_seq b_seqr b_shuf b_shufr b_ema b_emar ev0 ev1 a_rec b_rec b_recr a_rec2 b_rec2 b_rec2r \
-        q_ste q_plain q_late q_gptq q_self q_budget s_loop3_1493 s_top_1855; do
+        q_ste q_plain q_late q_gptq q_self q_budget s_loop3_1493 s_top_1855 s_recur_1204_parallel s_ut_1110_iter_embed; do
         if [ ! -f "$T/$r.err" ] || [ -s "$T/$r.err" ]; then
             echo "   stderr of run $r:"
             head -n 5 "$T/$r.err"
