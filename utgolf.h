@@ -554,6 +554,9 @@ struct utg_backend {
 
 /* The CPU reference backend (OpenMP inside each op when compiled with -fopenmp). */
 UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend **out);
+/* The matmul microkernel a CPU backend picked: "avx512", "avx2" or "portable" (from the CPU's
+   features at create; UTG_CPU_KERNEL in the environment asks for another one the CPU has). */
+UTGDEF const char *utg_backend_cpu_kernel(const utg_backend *be);
 UTGDEF void utg_backend_destroy(utg_backend *be);
 
 /* ------------------------------------------------------------------------------------------------
@@ -1791,8 +1794,10 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg) {
 
 #define UTG__CPU_RED_CHUNKS 32 /* row chunks of the deterministic column reductions */
 
+typedef struct utg__gk utg__gk;
 typedef struct utg__cpu {
     utg_allocator alloc;
+    const utg__gk *gk; /* the matmul microkernel picked for this CPU */
     float *scratch; /* grown on demand outside parallel regions, reused afterwards */
     size_t scratch_floats;
 } utg__cpu;
@@ -1855,11 +1860,18 @@ static void utg__cpu_copy(utg_backend *be, float *dst, const float *src, size_t 
    the microkernel over every panel, holding an MR x NR tile of C in registers across the k loop.
    Packing reads A and B in whichever layout they come (trans flags) and folds in alpha, so nothing
    is transposed or copied beforehand. Every C element is summed in k order by one thread: the
-   result does not depend on the thread count. */
-#define UTG__MR 6
+   result does not depend on the thread count.
+
+   Microkernels are picked once per backend from the CPU's features (UTG_CPU_KERNEL=avx512 | avx2 |
+   portable in the environment overrides): AVX-512 12 x 32 (24 zmm accumulators), AVX2+FMA 6 x 16
+   (12 ymm), and a portable one in C (GCC/Clang vector extensions at the build's ISA, else scalar).
+   The x86 kernels are compiled with target attributes, so the header needs no -m flags for them. */
 #define UTG__KC 256
 #define UTG__NC 512
+#define UTG__MR_MAX 12
+#define UTG__NR_MAX 32
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(UTG_NO_VECTOR_EXT)
+#define UTG__VEXT 1
 #if defined(__AVX512F__)
 #define UTG__VW 16
 #else
@@ -1869,21 +1881,38 @@ typedef float utg__vf __attribute__((vector_size(UTG__VW * 4)));
 #else
 #define UTG__VW 8
 #endif
-#define UTG__NR (2 * UTG__VW)
+#if defined(UTG__VEXT) && defined(__x86_64__) && !defined(UTG_NO_X86_KERNELS) && \
+    ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 6) || (defined(__clang__) && __clang_major__ >= 8))
+#define UTG__X86_KERNELS 1
+#include <immintrin.h>
+#endif
 
-/* C[mr x nr] += Ap (k-major, MR per k) times Bp (k-major, NR per k), for kc steps. */
-static void utg__ukernel(int kc, const float *UTG_RESTRICT Ap, const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
-                         int ldc, int mr, int nr) {
-    float tile[UTG__MR][UTG__NR];
-    int k, r, j;
-#if (defined(__GNUC__) || defined(__clang__)) && !defined(UTG_NO_VECTOR_EXT)
+/* C[mr x nr] += Ap (k-major, MR per k) times Bp (k-major, NR per k), for kc steps */
+typedef void (*utg__ukernel_fn)(int kc, const float *UTG_RESTRICT Ap, const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
+                                int ldc, int mr, int nr);
+struct utg__gk { int mr, nr; utg__ukernel_fn fn; const char *name; };
+
+static void utg__tile_add(float *C, int ldc, const float *tile, int nr_full, int mr, int nr) {
+    int r, j;
+    for (r = 0; r < mr; r++)
+        for (j = 0; j < nr; j++) C[(size_t)r * ldc + j] += tile[(size_t)r * nr_full + j];
+}
+
+/* portable: MR 6, NR 2 * VW */
+#define UTG__PMR 6
+#define UTG__PNR (2 * UTG__VW)
+static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
+                             int ldc, int mr, int nr) {
+    float tile[UTG__PMR][UTG__PNR];
+    int k;
+#if defined(UTG__VEXT)
     utg__vf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
     utg__vf c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
     for (k = 0; k < kc; k++) {
         utg__vf b0, b1;
-        const float *a = Ap + (size_t)k * UTG__MR;
-        memcpy(&b0, Bp + (size_t)k * UTG__NR, sizeof b0);
-        memcpy(&b1, Bp + (size_t)k * UTG__NR + UTG__VW, sizeof b1);
+        const float *a = Ap + (size_t)k * UTG__PMR;
+        memcpy(&b0, Bp + (size_t)k * UTG__PNR, sizeof b0);
+        memcpy(&b1, Bp + (size_t)k * UTG__PNR + UTG__VW, sizeof b1);
         c00 += a[0] * b0; c01 += a[0] * b1;
         c10 += a[1] * b0; c11 += a[1] * b1;
         c20 += a[2] * b0; c21 += a[2] * b1;
@@ -1898,78 +1927,206 @@ static void utg__ukernel(int kc, const float *UTG_RESTRICT Ap, const float *UTG_
     memcpy(&tile[4][0], &c40, sizeof c40); memcpy(&tile[4][UTG__VW], &c41, sizeof c41);
     memcpy(&tile[5][0], &c50, sizeof c50); memcpy(&tile[5][UTG__VW], &c51, sizeof c51);
 #else
+    int r, j;
     memset(tile, 0, sizeof tile);
     for (k = 0; k < kc; k++)
-        for (r = 0; r < UTG__MR; r++)
-            for (j = 0; j < UTG__NR; j++) tile[r][j] += Ap[(size_t)k * UTG__MR + r] * Bp[(size_t)k * UTG__NR + j];
+        for (r = 0; r < UTG__PMR; r++)
+            for (j = 0; j < UTG__PNR; j++) tile[r][j] += Ap[(size_t)k * UTG__PMR + r] * Bp[(size_t)k * UTG__PNR + j];
 #endif
-    for (r = 0; r < mr; r++)
-        for (j = 0; j < nr; j++) C[(size_t)r * ldc + j] += tile[r][j];
+    utg__tile_add(C, ldc, &tile[0][0], UTG__PNR, mr, nr);
 }
 
-/* Floats of pack buffer one serial gemm needs. */
-#define UTG__GEMM_PACK_FLOATS ((size_t)UTG__KC * (((UTG__NC + UTG__NR - 1) / UTG__NR) * UTG__NR) + (size_t)UTG__KC * UTG__MR)
+#if defined(UTG__X86_KERNELS)
+/* AVX-512: 12 rows x 32 columns, two zmm per row */
+#define UTG__Z2(r) __m512 c##r##a = _mm512_setzero_ps(), c##r##b = _mm512_setzero_ps()
+#define UTG__ZF(r)                                                                                 \
+    do {                                                                                           \
+        __m512 t_ = _mm512_set1_ps(a[r]);                                                          \
+        c##r##a = _mm512_fmadd_ps(t_, b0, c##r##a);                                                \
+        c##r##b = _mm512_fmadd_ps(t_, b1, c##r##b);                                                \
+    } while (0)
+#define UTG__ZS(r)                                                                                 \
+    do {                                                                                           \
+        float *o_ = C + (size_t)(r) * ldc;                                                         \
+        _mm512_storeu_ps(o_, _mm512_add_ps(_mm512_loadu_ps(o_), c##r##a));                         \
+        _mm512_storeu_ps(o_ + 16, _mm512_add_ps(_mm512_loadu_ps(o_ + 16), c##r##b));               \
+    } while (0)
+#define UTG__ZT(r)                                                                                 \
+    do {                                                                                           \
+        _mm512_storeu_ps(tile + (r) * 32, c##r##a);                                                \
+        _mm512_storeu_ps(tile + (r) * 32 + 16, c##r##b);                                           \
+    } while (0)
+__attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const float *UTG_RESTRICT Ap,
+                                                                  const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
+                                                                  int ldc, int mr, int nr) {
+    UTG__Z2(0); UTG__Z2(1); UTG__Z2(2); UTG__Z2(3); UTG__Z2(4); UTG__Z2(5);
+    UTG__Z2(6); UTG__Z2(7); UTG__Z2(8); UTG__Z2(9); UTG__Z2(10); UTG__Z2(11);
+    int k;
+    for (k = 0; k < kc; k++) {
+        const float *a = Ap + (size_t)k * 12;
+        __m512 b0 = _mm512_loadu_ps(Bp + (size_t)k * 32), b1 = _mm512_loadu_ps(Bp + (size_t)k * 32 + 16);
+        UTG__ZF(0); UTG__ZF(1); UTG__ZF(2); UTG__ZF(3); UTG__ZF(4); UTG__ZF(5);
+        UTG__ZF(6); UTG__ZF(7); UTG__ZF(8); UTG__ZF(9); UTG__ZF(10); UTG__ZF(11);
+    }
+    if (mr == 12 && nr == 32) {
+        UTG__ZS(0); UTG__ZS(1); UTG__ZS(2); UTG__ZS(3); UTG__ZS(4); UTG__ZS(5);
+        UTG__ZS(6); UTG__ZS(7); UTG__ZS(8); UTG__ZS(9); UTG__ZS(10); UTG__ZS(11);
+    } else {
+        float tile[12 * 32];
+        UTG__ZT(0); UTG__ZT(1); UTG__ZT(2); UTG__ZT(3); UTG__ZT(4); UTG__ZT(5);
+        UTG__ZT(6); UTG__ZT(7); UTG__ZT(8); UTG__ZT(9); UTG__ZT(10); UTG__ZT(11);
+        utg__tile_add(C, ldc, tile, 32, mr, nr);
+    }
+}
+
+/* AVX2 + FMA: 6 rows x 16 columns, two ymm per row */
+#define UTG__Y2(r) __m256 c##r##a = _mm256_setzero_ps(), c##r##b = _mm256_setzero_ps()
+#define UTG__YF(r)                                                                                 \
+    do {                                                                                           \
+        __m256 t_ = _mm256_broadcast_ss(a + (r));                                                  \
+        c##r##a = _mm256_fmadd_ps(t_, b0, c##r##a);                                                \
+        c##r##b = _mm256_fmadd_ps(t_, b1, c##r##b);                                                \
+    } while (0)
+#define UTG__YT(r)                                                                                 \
+    do {                                                                                           \
+        _mm256_storeu_ps(tile + (r) * 16, c##r##a);                                                \
+        _mm256_storeu_ps(tile + (r) * 16 + 8, c##r##b);                                            \
+    } while (0)
+__attribute__((target("avx2,fma"))) static void utg__uk_avx2(int kc, const float *UTG_RESTRICT Ap, const float *UTG_RESTRICT Bp,
+                                                             float *UTG_RESTRICT C, int ldc, int mr, int nr) {
+    UTG__Y2(0); UTG__Y2(1); UTG__Y2(2); UTG__Y2(3); UTG__Y2(4); UTG__Y2(5);
+    float tile[6 * 16];
+    int k;
+    for (k = 0; k < kc; k++) {
+        const float *a = Ap + (size_t)k * 6;
+        __m256 b0 = _mm256_loadu_ps(Bp + (size_t)k * 16), b1 = _mm256_loadu_ps(Bp + (size_t)k * 16 + 8);
+        UTG__YF(0); UTG__YF(1); UTG__YF(2); UTG__YF(3); UTG__YF(4); UTG__YF(5);
+    }
+    UTG__YT(0); UTG__YT(1); UTG__YT(2); UTG__YT(3); UTG__YT(4); UTG__YT(5);
+    utg__tile_add(C, ldc, tile, 16, mr, nr);
+}
+#endif
+
+static const utg__gk utg__gk_portable = {UTG__PMR, UTG__PNR, utg__uk_portable, "portable"};
+#if defined(UTG__X86_KERNELS)
+static const utg__gk utg__gk_avx512 = {12, 32, utg__uk_avx512, "avx512"};
+static const utg__gk utg__gk_avx2 = {6, 16, utg__uk_avx2, "avx2"};
+#endif
+
+/* The kernel for this CPU, or the one UTG_CPU_KERNEL names (when the CPU has it). */
+static const utg__gk *utg__gk_pick(void) {
+#if defined(UTG__X86_KERNELS)
+    const char *want = getenv("UTG_CPU_KERNEL");
+    int has512, has2;
+    __builtin_cpu_init();
+    has512 = __builtin_cpu_supports("avx512f") != 0;
+    has2 = __builtin_cpu_supports("avx2") != 0 && __builtin_cpu_supports("fma") != 0;
+    if (want && !strcmp(want, "portable")) return &utg__gk_portable;
+    if (want && !strcmp(want, "avx2") && has2) return &utg__gk_avx2;
+    if (has512) return &utg__gk_avx512;
+    if (has2) return &utg__gk_avx2;
+#endif
+    return &utg__gk_portable;
+}
+
+/* op(B)[kc:kc+kb, j0:j0+NR] into one NR-wide panel (k-major), zero-padded past N */
+static void utg__pack_b(const utg__gk *gk, float *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0) {
+    const int NR = gk->nr;
+    int nj = N - j0 < NR ? N - j0 : NR, j, k;
+    if (tb) {
+        for (j = 0; j < nj; j++) {
+            const float *src = B + (size_t)(j0 + j) * ldb + kc;
+            for (k = 0; k < kb; k++) dst[(size_t)k * NR + j] = src[k];
+        }
+    } else {
+        for (k = 0; k < kb; k++) memcpy(dst + (size_t)k * NR, B + (size_t)(kc + k) * ldb + j0, sizeof(float) * (size_t)nj);
+    }
+    if (nj < NR)
+        for (k = 0; k < kb; k++)
+            for (j = nj; j < NR; j++) dst[(size_t)k * NR + j] = 0.0f;
+}
+
+/* alpha * op(A)[i0:i0+MR, kc:kc+kb] into an MR-row sliver (k-major), zero rows past M; then the
+   sliver times every packed panel of the block into C[i0:, jc:jc+nc] */
+static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, float *C, int ldc, const float *A, int lda,
+                             utg_trans ta, int M, int N, int i0, int kc, int kb, int jc, int nc, float alpha) {
+    const int MR = gk->mr, NR = gk->nr;
+    int mr = M - i0 < MR ? M - i0 : MR, n_pan = (nc + NR - 1) / NR, k, r, pan;
+    if (ta) {
+        for (k = 0; k < kb; k++) {
+            const float *src = A + (size_t)(kc + k) * lda + i0;
+            for (r = 0; r < mr; r++) ap[(size_t)k * MR + r] = alpha * src[r];
+            for (; r < MR; r++) ap[(size_t)k * MR + r] = 0.0f;
+        }
+    } else {
+        for (r = 0; r < mr; r++) {
+            const float *src = A + (size_t)(i0 + r) * lda + kc;
+            for (k = 0; k < kb; k++) ap[(size_t)k * MR + r] = alpha * src[k];
+        }
+        for (; r < MR; r++)
+            for (k = 0; k < kb; k++) ap[(size_t)k * MR + r] = 0.0f;
+    }
+    for (pan = 0; pan < n_pan; pan++) {
+        int j0 = jc + pan * NR, nr = N - j0 < NR ? N - j0 : NR;
+        gk->fn(kb, ap, Bp + (size_t)pan * kb * NR, C + (size_t)i0 * ldc + j0, ldc, mr, nr);
+    }
+}
+
+/* Floats of the packed B block, and of one A sliver. */
+#define UTG__PACK_B_FLOATS ((size_t)UTG__KC * (((UTG__NC + UTG__NR_MAX - 1) / UTG__NR_MAX) * UTG__NR_MAX))
+#define UTG__PACK_A_FLOATS ((size_t)UTG__KC * UTG__MR_MAX + 16)
+#define UTG__GEMM_PACK_FLOATS (UTG__PACK_B_FLOATS + UTG__PACK_A_FLOATS)
 
 /* Serial core: C[M,N] (leading dim ldc) += alpha * op(A) op(B), with op(A)[i,k] = A[i*lda + k]
    (or A[k*lda + i] when ta) and op(B)[k,j] = B[k*ldb + j] (or B[j*ldb + k] when tb). */
-static void utg__gemm(float *C, int ldc, const float *A, int lda, utg_trans ta, const float *B, int ldb, utg_trans tb,
-                      int M, int N, int K, float alpha, float *pack) {
-    float *Bp = pack, *ap = pack + (UTG__GEMM_PACK_FLOATS - (size_t)UTG__KC * UTG__MR);
-    int jc, kc;
+static void utg__gemm(const utg__gk *gk, float *C, int ldc, const float *A, int lda, utg_trans ta, const float *B, int ldb,
+                      utg_trans tb, int M, int N, int K, float alpha, float *pack) {
+    float *Bp = pack, *ap = pack + UTG__PACK_B_FLOATS;
+    int jc, kc, pan, i0;
     for (jc = 0; jc < N; jc += UTG__NC) {
-        int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + UTG__NR - 1) / UTG__NR;
+        int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + gk->nr - 1) / gk->nr;
         for (kc = 0; kc < K; kc += UTG__KC) {
-            int kb = K - kc < UTG__KC ? K - kc : UTG__KC, pan, i0, k, j, r;
-            for (pan = 0; pan < n_pan; pan++) { /* op(B)[kc:, jc:] into NR-wide panels, zero-padded */
-                float *dst = Bp + (size_t)pan * kb * UTG__NR;
-                int j0 = jc + pan * UTG__NR, nj = N - j0 < UTG__NR ? N - j0 : UTG__NR;
-                for (k = 0; k < kb; k++) {
-                    float *d = dst + (size_t)k * UTG__NR;
-                    for (j = 0; j < nj; j++)
-                        d[j] = tb ? B[(size_t)(j0 + j) * ldb + kc + k] : B[(size_t)(kc + k) * ldb + j0 + j];
-                    for (; j < UTG__NR; j++) d[j] = 0.0f;
-                }
-            }
-            for (i0 = 0; i0 < M; i0 += UTG__MR) { /* an MR-row sliver of op(A), alpha folded in */
-                int mr = M - i0 < UTG__MR ? M - i0 : UTG__MR;
-                for (k = 0; k < kb; k++)
-                    for (r = 0; r < UTG__MR; r++)
-                        ap[(size_t)k * UTG__MR + r] =
-                            r < mr ? alpha * (ta ? A[(size_t)(kc + k) * lda + i0 + r] : A[(size_t)(i0 + r) * lda + kc + k]) : 0.0f;
-                for (pan = 0; pan < n_pan; pan++) {
-                    int j0 = jc + pan * UTG__NR, nr = N - j0 < UTG__NR ? N - j0 : UTG__NR;
-                    utg__ukernel(kb, ap, Bp + (size_t)pan * kb * UTG__NR, C + (size_t)(i0)*ldc + j0, ldc, mr, nr);
-                }
-            }
+            int kb = K - kc < UTG__KC ? K - kc : UTG__KC;
+            for (pan = 0; pan < n_pan; pan++) utg__pack_b(gk, Bp + (size_t)pan * kb * gk->nr, B, ldb, tb, N, kc, kb, jc + pan * gk->nr);
+            for (i0 = 0; i0 < M; i0 += gk->mr) utg__gemm_sliver(gk, ap, Bp, C, ldc, A, lda, ta, M, N, i0, kc, kb, jc, nc, alpha);
         }
     }
 }
 
-/* The parallel op: C split into (row block, column block) tasks, each a serial gemm with its own
-   pack buffer. Each C element is summed in k order by one task, so the partition (which follows
-   the thread count) does not change any bit. */
+/* The parallel op: for each KC x NC block of op(B), the threads pack its panels together, then split
+   the MR-row slivers of C among them (each packs its own sliver of A). Every C element is summed
+   in k order by one thread, so the thread count does not change any bit. */
 static void utg__cpu_matmul(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
                             utg_trans ta, utg_trans tb, float alpha, float beta) {
-    int nth = utg__max_threads(), n_cb = (N + UTG__NC - 1) / UTG__NC, n_rb, rb, task;
+    const utg__gk *gk = utg__cpu_of(be)->gk;
+    int nth = utg__max_threads(), lda = ta ? M : K, ldb = tb ? K : N, n_sl = (M + gk->mr - 1) / gk->mr;
     float *pack;
     if (M <= 0 || N <= 0) return;
     if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
     if (K <= 0) return;
-    n_rb = (4 * nth + n_cb - 1) / n_cb;
-    if (n_rb > (M + UTG__MR - 1) / UTG__MR) n_rb = (M + UTG__MR - 1) / UTG__MR;
-    rb = (M + n_rb - 1) / n_rb;
-    rb = (rb + UTG__MR - 1) / UTG__MR * UTG__MR;
-    n_rb = (M + rb - 1) / rb;
-    pack = utg__cpu_scratch(be, (size_t)nth * UTG__GEMM_PACK_FLOATS);
+    pack = utg__cpu_scratch(be, UTG__PACK_B_FLOATS + (size_t)nth * UTG__PACK_A_FLOATS);
     UTG_ASSERT(pack != NULL);
     if (!pack) return;
-    UTG__OMP_FOR_DYN
-    for (task = 0; task < n_rb * n_cb; task++) {
-        int i0 = (task / n_cb) * rb, j0 = (task % n_cb) * UTG__NC;
-        int m = M - i0 < rb ? M - i0 : rb, n = N - j0 < UTG__NC ? N - j0 : UTG__NC;
-        const float *Ab = ta ? A + i0 : A + (size_t)i0 * K, *Bb = tb ? B + (size_t)j0 * K : B + j0;
-        utg__gemm(C + (size_t)i0 * N + j0, N, Ab, ta ? M : K, ta, Bb, tb ? K : N, tb, m, n, K, alpha,
-                  pack + (size_t)utg__thread_id() * UTG__GEMM_PACK_FLOATS);
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+    {
+        float *ap = pack + UTG__PACK_B_FLOATS + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS;
+        int jc, kc;
+        for (jc = 0; jc < N; jc += UTG__NC) {
+            int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + gk->nr - 1) / gk->nr;
+            for (kc = 0; kc < K; kc += UTG__KC) {
+                int kb = K - kc < UTG__KC ? K - kc : UTG__KC, pan, sl;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                for (pan = 0; pan < n_pan; pan++) utg__pack_b(gk, pack + (size_t)pan * kb * gk->nr, B, ldb, tb, N, kc, kb, jc + pan * gk->nr);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                for (sl = 0; sl < n_sl; sl++) utg__gemm_sliver(gk, ap, pack, C, N, A, lda, ta, M, N, sl * gk->mr, kc, kb, jc, nc, alpha);
+            }
+        }
     }
 }
 
@@ -2178,11 +2335,11 @@ static size_t utg__attn_scratch_per_thread(int T) { return (size_t)2 * UTG__ATTN
 
 /* Scores of query rows [q0, q0+qb) against keys [0, q1): S = scale * Q K^T, then either the causal
    softmax (lse written) or, with lse given, P recomputed from it. Masked entries become 0. */
-static void utg__attn_probs(float *S, const float *q, const float *k, int qw, int kw, int q0, int qb, int q1, int hd,
+static void utg__attn_probs(const utg__gk *gk, float *S, const float *q, const float *k, int qw, int kw, int q0, int qb, int q1, int hd,
                             float scale, float *lse_out, const float *lse_in, int lse_stride, float *pack) {
     int r, s;
     memset(S, 0, sizeof(float) * (size_t)qb * q1);
-    utg__gemm(S, q1, q, qw, UTG_NO_TRANS, k, kw, UTG_TRANS, qb, q1, hd, scale, pack);
+    utg__gemm(gk, S, q1, q, qw, UTG_NO_TRANS, k, kw, UTG_TRANS, qb, q1, hd, scale, pack);
     for (r = 0; r < qb; r++) {
         float *row = S + (size_t)r * q1, mx = -INFINITY, sum = 0.0f, l;
         int n = q0 + r + 1; /* keys 0..t */
@@ -2205,6 +2362,7 @@ static void utg__attn_probs(float *S, const float *q, const float *k, int qw, in
 static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float *q, const float *k, const float *v,
                               int B, int T, int H, int Hkv, int hd, float scale) {
     int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
+    const utg__gk *gk = utg__cpu_of(be)->gk;
     size_t per = utg__attn_scratch_per_thread(T);
     float *scr = utg__cpu_scratch(be, (size_t)utg__max_threads() * per);
     UTG_ASSERT(scr != NULL);
@@ -2219,9 +2377,9 @@ static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float
             for (q0 = 0; q0 < T; q0 += UTG__ATTN_QB) {
                 int qb = T - q0 < UTG__ATTN_QB ? T - q0 : UTG__ATTN_QB, q1 = q0 + qb;
                 size_t ro = ((size_t)b * T + q0) * qw + (size_t)h * hd;
-                utg__attn_probs(S, q + ro, kb, qw, kw, q0, qb, q1, hd, scale, lse + ((size_t)b * T + q0) * H + h, NULL, H, pack);
+                utg__attn_probs(gk, S, q + ro, kb, qw, kw, q0, qb, q1, hd, scale, lse + ((size_t)b * T + q0) * H + h, NULL, H, pack);
                 for (r = 0; r < qb; r++) memset(y + ro + (size_t)r * qw, 0, sizeof(float) * hd);
-                utg__gemm(y + ro, qw, S, q1, UTG_NO_TRANS, vb, kw, UTG_NO_TRANS, qb, hd, q1, 1.0f, pack);
+                utg__gemm(gk, y + ro, qw, S, q1, UTG_NO_TRANS, vb, kw, UTG_NO_TRANS, qb, hd, q1, 1.0f, pack);
             }
         }
     }
@@ -2231,6 +2389,7 @@ static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, 
                               const float *k, const float *v, const float *y, const float *lse, int B, int T, int H,
                               int Hkv, int hd, float scale) {
     int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
+    const utg__gk *gk = utg__cpu_of(be)->gk;
     size_t per = utg__attn_scratch_per_thread(T);
     float *scr = utg__cpu_scratch(be, (size_t)utg__max_threads() * per);
     UTG_ASSERT(scr != NULL);
@@ -2245,18 +2404,18 @@ static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, 
             for (q0 = 0; q0 < T; q0 += UTG__ATTN_QB) {
                 int qb = T - q0 < UTG__ATTN_QB ? T - q0 : UTG__ATTN_QB, q1 = q0 + qb;
                 size_t ro = ((size_t)b * T + q0) * qw + (size_t)h * hd;
-                utg__attn_probs(P, q + ro, k + ko, qw, kw, q0, qb, q1, hd, scale, NULL, lse + ((size_t)b * T + q0) * H + h, H, pack);
+                utg__attn_probs(gk, P, q + ro, k + ko, qw, kw, q0, qb, q1, hd, scale, NULL, lse + ((size_t)b * T + q0) * H + h, H, pack);
                 /* dP = dY V^T, then dS = P * (dP - rowsum(dY*Y)) * scale */
                 memset(dS, 0, sizeof(float) * (size_t)qb * q1);
-                utg__gemm(dS, q1, dy + ro, qw, UTG_NO_TRANS, v + ko, kw, UTG_TRANS, qb, q1, hd, 1.0f, pack);
+                utg__gemm(gk, dS, q1, dy + ro, qw, UTG_NO_TRANS, v + ko, kw, UTG_TRANS, qb, q1, hd, 1.0f, pack);
                 for (r = 0; r < qb; r++) {
                     float D = utg__dot(dy + ro + (size_t)r * qw, y + ro + (size_t)r * qw, hd), *pr = P + (size_t)r * q1,
                           *dr = dS + (size_t)r * q1;
                     for (s = 0; s < q1; s++) dr[s] = pr[s] * (dr[s] - D) * scale;
                 }
-                utg__gemm(dq + ro, qw, dS, q1, UTG_NO_TRANS, k + ko, kw, UTG_NO_TRANS, qb, hd, q1, 1.0f, pack);
-                utg__gemm(dk + ko, kw, dS, q1, UTG_TRANS, q + ro, qw, UTG_NO_TRANS, q1, hd, qb, 1.0f, pack);
-                utg__gemm(dv + ko, kw, P, q1, UTG_TRANS, dy + ro, qw, UTG_NO_TRANS, q1, hd, qb, 1.0f, pack);
+                utg__gemm(gk, dq + ro, qw, dS, q1, UTG_NO_TRANS, k + ko, kw, UTG_NO_TRANS, qb, hd, q1, 1.0f, pack);
+                utg__gemm(gk, dk + ko, kw, dS, q1, UTG_TRANS, q + ro, qw, UTG_NO_TRANS, q1, hd, qb, 1.0f, pack);
+                utg__gemm(gk, dv + ko, kw, P, q1, UTG_TRANS, dy + ro, qw, UTG_NO_TRANS, q1, hd, qb, 1.0f, pack);
             }
         }
     }
@@ -2611,6 +2770,10 @@ static void utg__cpu_destroy(utg_backend *be) {
     utg__free(&a, be);
 }
 
+UTGDEF const char *utg_backend_cpu_kernel(const utg_backend *be) {
+    return be && be->name && !strcmp(be->name, "cpu") ? utg__cpu_of((utg_backend *)be)->gk->name : NULL;
+}
+
 UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend **out) {
     utg_allocator a;
     utg_backend *be;
@@ -2625,6 +2788,7 @@ UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend
     memset(be, 0, sizeof *be);
     memset(c, 0, sizeof *c);
     c->alloc = a;
+    c->gk = utg__gk_pick();
     be->abi_version = UTG_BACKEND_ABI_VERSION;
     be->struct_size = (uint32_t)sizeof(utg_backend);
     be->name = "cpu";

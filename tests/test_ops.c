@@ -1,5 +1,6 @@
 /* Every backend op's backward against central finite differences, on the CPU backend, plus a test
    of the checker itself: a deliberately wrong backward must be caught. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #define UTGOLF_IMPLEMENTATION
 #include "../utgolf.h"
 #include "gradcheck.h"
@@ -95,6 +96,57 @@ static void test_matmul_reference(void) {
             CHECK(worst < 1e-4, "%dx%dx%d ta=%d tb=%d: max error %.3g against the double reference", M, N, K, ta, tb, worst);
             free(A); free(B); free(C); free(C0);
         }
+}
+
+/* every microkernel this CPU has (avx512, avx2, portable) against the double reference, at sizes
+   that cross KC, NC and the tile edges, and the same bits for 1, 2 and 3 threads */
+static void test_matmul_kernels(void) {
+    static const char *names[] = {"avx512", "avx2", "portable"};
+    int sizes[4][3] = {{37, 600, 270}, {13, 530, 40}, {2, 33, 520}, {100, 64, 64}}, n, s, combo, seen = 0;
+    for (n = 0; n < 3; n++) {
+        utg_backend *kb = NULL;
+        setenv("UTG_CPU_KERNEL", names[n], 1);
+        if (utg_backend_cpu_create(NULL, &kb) != UTG_OK) { CHECK(0, "backend"); continue; }
+        unsetenv("UTG_CPU_KERNEL");
+        if (strcmp(utg_backend_cpu_kernel(kb), names[n]) != 0) { utg_backend_destroy(kb); continue; } /* not on this CPU */
+        seen++;
+        for (s = 0; s < 4; s++)
+            for (combo = 0; combo < 4; combo++) {
+                int M = sizes[s][0], N = sizes[s][1], K = sizes[s][2], i, j, k, ta = combo & 1, tb = combo >> 1, th;
+                float *A = rand_buf((size_t)M * K, 1), *B = rand_buf((size_t)K * N, 1), *C = rand_buf((size_t)M * N, 1);
+                float *C0 = (float *)malloc(sizeof(float) * M * N), *C1 = (float *)malloc(sizeof(float) * M * N);
+                double worst = 0.0;
+                int same = 1;
+                memcpy(C0, C, sizeof(float) * M * N);
+                kb->matmul(kb, C, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
+                for (i = 0; i < M; i++)
+                    for (j = 0; j < N; j++) {
+                        double ref = C0[(size_t)i * N + j];
+                        for (k = 0; k < K; k++)
+                            ref += 0.5 * (double)(ta ? A[(size_t)k * M + i] : A[(size_t)i * K + k]) *
+                                   (double)(tb ? B[(size_t)j * K + k] : B[(size_t)k * N + j]);
+                        if (fabs(ref - C[(size_t)i * N + j]) > worst) worst = fabs(ref - C[(size_t)i * N + j]);
+                    }
+                CHECK(worst < 2e-4, "%s %dx%dx%d ta=%d tb=%d: max error %.3g against the double reference", names[n], M, N, K, ta, tb, worst);
+#ifdef _OPENMP
+                for (th = 1; th <= 3; th++) {
+                    int keep = omp_get_max_threads();
+                    memcpy(C1, C0, sizeof(float) * M * N);
+                    omp_set_num_threads(th);
+                    kb->matmul(kb, C1, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
+                    omp_set_num_threads(keep);
+                    same &= memcmp(C1, C, sizeof(float) * M * N) == 0;
+                }
+                CHECK(same, "%s %dx%dx%d ta=%d tb=%d: the same bits for 1, 2 and 3 threads", names[n], M, N, K, ta, tb);
+#else
+                (void)th; (void)same; (void)C1;
+#endif
+                free(A); free(B); free(C); free(C0); free(C1);
+            }
+        utg_backend_destroy(kb);
+    }
+    CHECK(seen >= 1, "at least the portable kernel ran");
+    printf("      kernels checked: %d (this CPU picks %s)\n", seen, utg_backend_cpu_kernel(be));
 }
 
 /* ---- embedding ---- */
@@ -658,6 +710,7 @@ int main(int argc, char **argv) {
     if (utg_backend_cpu_create(NULL, &be) != UTG_OK) { printf("cannot create the CPU backend\n0 passed, 1 failed\n"); return 1; }
     RUN(test_expf_accuracy);
     RUN(test_matmul_reference);
+    RUN(test_matmul_kernels);
     RUN(test_matmul_grad);
     RUN(test_embed_grad);
     RUN(test_rmsnorm_grad);
