@@ -315,6 +315,8 @@ typedef struct utg_msg {
     X(REAL, grad_clip_norm, "GRAD_CLIP_NORM", 0.0, 0, "global gradient-norm clip; 0 = off")       \
     X(BOOL, muon_nesterov, "MUON_NESTEROV", 1, UTG_KF_OFF, "Nesterov momentum in Muon")            \
     X(BOOL, muon_eq_r, "MUON_EQ_R", 0, 0, "MuonEq-R: normalise each update row before Newton-Schulz") \
+    X(BOOL, muon_ns_bf16, "MUON_NS_BF16", 1, UTG_KF_OFF,                                            \
+      "Newton-Schulz matmuls with bf16 inputs and fp32 sums (train_gpt.py runs them in bf16); 0 = fp32") \
     X(BOOL, muon_polar_express, "MUON_POLAR_EXPRESS", 0, 0,                                        \
       "Newton-Schulz with the Polar Express per-step coefficients")                               \
     X(REAL, muon_wd, "MUON_WD", 0.0, 0, "decoupled weight decay of the Muon matrices")             \
@@ -419,7 +421,7 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
    zero them first); this is what lets shared weights accumulate gradients over several visits.
    ------------------------------------------------------------------------------------------------ */
 
-#define UTG_BACKEND_ABI_VERSION 5u
+#define UTG_BACKEND_ABI_VERSION 6u
 
 #define UTG_MIX_WX_SCALAR 1 /* mix_fwd/mix_bwd flags */
 #define UTG_MIX_WZ_SCALAR 2
@@ -446,6 +448,10 @@ struct utg_backend {
        [K,N] (B stored [N,K] when tb). beta is 0 or 1. */
     void (*matmul)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
                    utg_trans ta, utg_trans tb, float alpha, float beta);
+    /* The same with alpha * op(A) and op(B) rounded to bf16 (nearest even) and the products summed
+       in fp32: Newton-Schulz in bf16 as train_gpt.py runs it (ABI 6). */
+    void (*matmul_bf16)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
+                        utg_trans ta, utg_trans tb, float alpha, float beta);
 
     /* out[i,:] = table[ids[i],:];  dtable[ids[i],:] += dout[i,:] */
     void (*embed_fwd)(utg_backend *be, float *out, const float *table, const int32_t *ids, int n, int d);
@@ -738,12 +744,14 @@ UTGDEF double utg_train_frac(const utg_config *cfg, int step, double elapsed_ms)
 UTGDEF double utg_muon_momentum(const utg_config *cfg, int step);
 
 /* Newton-Schulz orthogonalisation of X[rows, cols] in place (Frobenius-normalised first; a tall X is
-   handled as its transpose). polar_express selects the Polar Express per-step coefficients instead
-   of (3.4445, -4.7750, 2.0315). scratch holds utg_newton_schulz_scratch(rows, cols) floats of
-   backend memory. */
+   handled as its transpose). flags: UTG_NS_POLAR_EXPRESS selects the Polar Express per-step
+   coefficients instead of (3.4445, -4.7750, 2.0315); UTG_NS_BF16 runs the matmuls with bf16 inputs
+   and fp32 sums (train_gpt.py runs the iteration in bf16). scratch holds
+   utg_newton_schulz_scratch(rows, cols) floats of backend memory. */
+#define UTG_NS_POLAR_EXPRESS 1
+#define UTG_NS_BF16 2
 UTGDEF size_t utg_newton_schulz_scratch(int rows, int cols);
-UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int steps, int polar_express,
-                              float *scratch);
+UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int steps, int flags, float *scratch);
 
 /* ------------------------------------------------------------------------------------------------
 // >>safetensors
@@ -1798,6 +1806,7 @@ typedef struct utg__gk utg__gk;
 typedef struct utg__cpu {
     utg_allocator alloc;
     const utg__gk *gk; /* the matmul microkernel picked for this CPU */
+    int bf16_hw;       /* the AVX-512 kernel and avx512_bf16: bf16 matmuls use vdpbf16ps */
     float *scratch; /* grown on demand outside parallel regions, reused afterwards */
     size_t scratch_floats;
 } utg__cpu;
@@ -2029,8 +2038,91 @@ static const utg__gk *utg__gk_pick(void) {
     return &utg__gk_portable;
 }
 
-/* op(B)[kc:kc+kb, j0:j0+NR] into one NR-wide panel (k-major), zero-padded past N */
-static void utg__pack_b(const utg__gk *gk, float *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0) {
+/* bf16 bits of f, rounded to nearest even (a NaN stays a NaN) */
+static uint32_t utg__bf16_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+static void utg__bf16_round_n(float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        uint32_t b = utg__bf16_bits(x[i]) << 16;
+        memcpy(x + i, &b, 4);
+    }
+}
+
+#if defined(UTG__X86_KERNELS)
+/* The avx512_bf16 path: A and B packed as bf16 pairs along k (low half: even k), so one vdpbf16ps
+   does two k steps of a 12 x 32 tile; C accumulates in fp32. */
+#define UTG__KCP UTG__KC /* k pairs per block: 2 * KC values of k */
+static void utg__pack_b_pairs(uint32_t *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0) {
+    int nj = N - j0 < 32 ? N - j0 : 32, kp = (kb + 1) / 2, j, p;
+    for (p = 0; p < kp; p++) {
+        uint32_t *d = dst + (size_t)p * 32;
+        int k0 = kc + 2 * p, two = 2 * p + 1 < kb;
+        if (tb) {
+            for (j = 0; j < nj; j++) {
+                const float *s = B + (size_t)(j0 + j) * ldb + k0;
+                d[j] = utg__bf16_bits(s[0]) | (two ? utg__bf16_bits(s[1]) << 16 : 0u);
+            }
+        } else {
+            const float *s0 = B + (size_t)k0 * ldb + j0, *s1 = s0 + ldb;
+            if (two)
+                for (j = 0; j < nj; j++) d[j] = utg__bf16_bits(s0[j]) | utg__bf16_bits(s1[j]) << 16;
+            else
+                for (j = 0; j < nj; j++) d[j] = utg__bf16_bits(s0[j]);
+        }
+        for (j = nj; j < 32; j++) d[j] = 0u;
+    }
+}
+static void utg__pack_a_pairs(uint32_t *ap, const float *A, int lda, utg_trans ta, int M, int i0, int kc, int kb, float alpha) {
+    int mr = M - i0 < 12 ? M - i0 : 12, kp = (kb + 1) / 2, r, p;
+    for (p = 0; p < kp; p++) {
+        int k0 = kc + 2 * p, two = 2 * p + 1 < kb;
+        uint32_t *d = ap + (size_t)p * 12;
+        for (r = 0; r < mr; r++) {
+            float a0 = ta ? A[(size_t)k0 * lda + i0 + r] : A[(size_t)(i0 + r) * lda + k0];
+            float a1 = two ? (ta ? A[(size_t)(k0 + 1) * lda + i0 + r] : A[(size_t)(i0 + r) * lda + k0 + 1]) : 0.0f;
+            d[r] = utg__bf16_bits(alpha * a0) | (two ? utg__bf16_bits(alpha * a1) << 16 : 0u);
+        }
+        for (; r < 12; r++) d[r] = 0u;
+    }
+}
+#define UTG__B2(r) __m512 c##r##a = _mm512_setzero_ps(), c##r##b = _mm512_setzero_ps()
+#define UTG__BF(r)                                                                                 \
+    do {                                                                                           \
+        __m512bh t_ = (__m512bh)_mm512_set1_epi32((int)a[r]);                                      \
+        c##r##a = _mm512_dpbf16_ps(c##r##a, t_, b0);                                               \
+        c##r##b = _mm512_dpbf16_ps(c##r##b, t_, b1);                                               \
+    } while (0)
+__attribute__((target("avx512f,avx512bf16"))) static void utg__uk_bf16(int kp, const uint32_t *UTG_RESTRICT Ap,
+                                                                       const uint32_t *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
+                                                                       int ldc, int mr, int nr) {
+    UTG__B2(0); UTG__B2(1); UTG__B2(2); UTG__B2(3); UTG__B2(4); UTG__B2(5);
+    UTG__B2(6); UTG__B2(7); UTG__B2(8); UTG__B2(9); UTG__B2(10); UTG__B2(11);
+    int p;
+    for (p = 0; p < kp; p++) {
+        const uint32_t *a = Ap + (size_t)p * 12;
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(Bp + (size_t)p * 32), b1 = (__m512bh)_mm512_loadu_si512(Bp + (size_t)p * 32 + 16);
+        UTG__BF(0); UTG__BF(1); UTG__BF(2); UTG__BF(3); UTG__BF(4); UTG__BF(5);
+        UTG__BF(6); UTG__BF(7); UTG__BF(8); UTG__BF(9); UTG__BF(10); UTG__BF(11);
+    }
+    if (mr == 12 && nr == 32) {
+        UTG__ZS(0); UTG__ZS(1); UTG__ZS(2); UTG__ZS(3); UTG__ZS(4); UTG__ZS(5);
+        UTG__ZS(6); UTG__ZS(7); UTG__ZS(8); UTG__ZS(9); UTG__ZS(10); UTG__ZS(11);
+    } else {
+        float tile[12 * 32];
+        UTG__ZT(0); UTG__ZT(1); UTG__ZT(2); UTG__ZT(3); UTG__ZT(4); UTG__ZT(5);
+        UTG__ZT(6); UTG__ZT(7); UTG__ZT(8); UTG__ZT(9); UTG__ZT(10); UTG__ZT(11);
+        utg__tile_add(C, ldc, tile, 32, mr, nr);
+    }
+}
+#endif
+
+/* op(B)[kc:kc+kb, j0:j0+NR] into one NR-wide panel (k-major), zero-padded past N; bf16: rounded to bf16 */
+static void utg__pack_b(const utg__gk *gk, float *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0, int bf16) {
     const int NR = gk->nr;
     int nj = N - j0 < NR ? N - j0 : NR, j, k;
     if (tb) {
@@ -2044,12 +2136,13 @@ static void utg__pack_b(const utg__gk *gk, float *dst, const float *B, int ldb, 
     if (nj < NR)
         for (k = 0; k < kb; k++)
             for (j = nj; j < NR; j++) dst[(size_t)k * NR + j] = 0.0f;
+    if (bf16) utg__bf16_round_n(dst, (size_t)kb * NR);
 }
 
 /* alpha * op(A)[i0:i0+MR, kc:kc+kb] into an MR-row sliver (k-major), zero rows past M; then the
    sliver times every packed panel of the block into C[i0:, jc:jc+nc] */
 static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, float *C, int ldc, const float *A, int lda,
-                             utg_trans ta, int M, int N, int i0, int kc, int kb, int jc, int nc, float alpha) {
+                             utg_trans ta, int M, int N, int i0, int kc, int kb, int jc, int nc, float alpha, int bf16) {
     const int MR = gk->mr, NR = gk->nr;
     int mr = M - i0 < MR ? M - i0 : MR, n_pan = (nc + NR - 1) / NR, k, r, pan;
     if (ta) {
@@ -2066,6 +2159,7 @@ static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, floa
         for (; r < MR; r++)
             for (k = 0; k < kb; k++) ap[(size_t)k * MR + r] = 0.0f;
     }
+    if (bf16) utg__bf16_round_n(ap, (size_t)kb * MR);
     for (pan = 0; pan < n_pan; pan++) {
         int j0 = jc + pan * NR, nr = N - j0 < NR ? N - j0 : NR;
         gk->fn(kb, ap, Bp + (size_t)pan * kb * NR, C + (size_t)i0 * ldc + j0, ldc, mr, nr);
@@ -2087,17 +2181,19 @@ static void utg__gemm(const utg__gk *gk, float *C, int ldc, const float *A, int 
         int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + gk->nr - 1) / gk->nr;
         for (kc = 0; kc < K; kc += UTG__KC) {
             int kb = K - kc < UTG__KC ? K - kc : UTG__KC;
-            for (pan = 0; pan < n_pan; pan++) utg__pack_b(gk, Bp + (size_t)pan * kb * gk->nr, B, ldb, tb, N, kc, kb, jc + pan * gk->nr);
-            for (i0 = 0; i0 < M; i0 += gk->mr) utg__gemm_sliver(gk, ap, Bp, C, ldc, A, lda, ta, M, N, i0, kc, kb, jc, nc, alpha);
+            for (pan = 0; pan < n_pan; pan++) utg__pack_b(gk, Bp + (size_t)pan * kb * gk->nr, B, ldb, tb, N, kc, kb, jc + pan * gk->nr, 0);
+            for (i0 = 0; i0 < M; i0 += gk->mr) utg__gemm_sliver(gk, ap, Bp, C, ldc, A, lda, ta, M, N, i0, kc, kb, jc, nc, alpha, 0);
         }
     }
 }
 
 /* The parallel op: for each KC x NC block of op(B), the threads pack its panels together, then split
    the MR-row slivers of C among them (each packs its own sliver of A). Every C element is summed
-   in k order by one thread, so the thread count does not change any bit. */
-static void utg__cpu_matmul(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
-                            utg_trans ta, utg_trans tb, float alpha, float beta) {
+   in k order by one thread, so the thread count does not change any bit. bf16: both operands are
+   rounded to bf16 (alpha folded into A first) and the products summed in fp32, with avx512_bf16's
+   dot products where the CPU has them. */
+static void utg__matmul_run(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
+                            utg_trans tb, float alpha, float beta, int bf16) {
     const utg__gk *gk = utg__cpu_of(be)->gk;
     int nth = utg__max_threads(), lda = ta ? M : K, ldb = tb ? K : N, n_sl = (M + gk->mr - 1) / gk->mr;
     float *pack;
@@ -2107,6 +2203,40 @@ static void utg__cpu_matmul(utg_backend *be, float *C, const float *A, const flo
     pack = utg__cpu_scratch(be, UTG__PACK_B_FLOATS + (size_t)nth * UTG__PACK_A_FLOATS);
     UTG_ASSERT(pack != NULL);
     if (!pack) return;
+#if defined(UTG__X86_KERNELS)
+    if (bf16 && utg__cpu_of(be)->bf16_hw) {
+        n_sl = (M + 11) / 12;
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+        {
+            uint32_t *bp = (uint32_t *)pack, *ap = (uint32_t *)(pack + UTG__PACK_B_FLOATS + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS);
+            int jc, kc;
+            for (jc = 0; jc < N; jc += UTG__NC) {
+                int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + 31) / 32;
+                for (kc = 0; kc < K; kc += 2 * UTG__KCP) {
+                    int kb = K - kc < 2 * UTG__KCP ? K - kc : 2 * UTG__KCP, kp = (kb + 1) / 2, pan, sl;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                    for (pan = 0; pan < n_pan; pan++) utg__pack_b_pairs(bp + (size_t)pan * kp * 32, B, ldb, tb, N, kc, kb, jc + pan * 32);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                    for (sl = 0; sl < n_sl; sl++) {
+                        int i0 = sl * 12, mr = M - i0 < 12 ? M - i0 : 12;
+                        utg__pack_a_pairs(ap, A, lda, ta, M, i0, kc, kb, alpha);
+                        for (pan = 0; pan < n_pan; pan++) {
+                            int j0 = jc + pan * 32, nr = N - j0 < 32 ? N - j0 : 32;
+                            utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, C + (size_t)i0 * N + j0, N, mr, nr);
+                        }
+                    }
+                }
+            }
+        }
+        return;
+    }
+#endif
 #ifdef _OPENMP
 #pragma omp parallel
 #endif
@@ -2120,14 +2250,23 @@ static void utg__cpu_matmul(utg_backend *be, float *C, const float *A, const flo
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-                for (pan = 0; pan < n_pan; pan++) utg__pack_b(gk, pack + (size_t)pan * kb * gk->nr, B, ldb, tb, N, kc, kb, jc + pan * gk->nr);
+                for (pan = 0; pan < n_pan; pan++)
+                    utg__pack_b(gk, pack + (size_t)pan * kb * gk->nr, B, ldb, tb, N, kc, kb, jc + pan * gk->nr, bf16);
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-                for (sl = 0; sl < n_sl; sl++) utg__gemm_sliver(gk, ap, pack, C, N, A, lda, ta, M, N, sl * gk->mr, kc, kb, jc, nc, alpha);
+                for (sl = 0; sl < n_sl; sl++) utg__gemm_sliver(gk, ap, pack, C, N, A, lda, ta, M, N, sl * gk->mr, kc, kb, jc, nc, alpha, bf16);
             }
         }
     }
+}
+static void utg__cpu_matmul(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
+                            utg_trans tb, float alpha, float beta) {
+    utg__matmul_run(be, C, A, B, M, N, K, ta, tb, alpha, beta, 0);
+}
+static void utg__cpu_matmul_bf16(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
+                                 utg_trans tb, float alpha, float beta) {
+    utg__matmul_run(be, C, A, B, M, N, K, ta, tb, alpha, beta, 1);
 }
 
 static void utg__cpu_embed_fwd(utg_backend *be, float *out, const float *table, const int32_t *ids, int n, int d) {
@@ -2789,6 +2928,9 @@ UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend
     memset(c, 0, sizeof *c);
     c->alloc = a;
     c->gk = utg__gk_pick();
+#if defined(UTG__X86_KERNELS)
+    c->bf16_hw = c->gk == &utg__gk_avx512 && __builtin_cpu_supports("avx512bf16");
+#endif
     be->abi_version = UTG_BACKEND_ABI_VERSION;
     be->struct_size = (uint32_t)sizeof(utg_backend);
     be->name = "cpu";
@@ -2800,6 +2942,7 @@ UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend
     be->fill = utg__cpu_fill;
     be->copy = utg__cpu_copy;
     be->matmul = utg__cpu_matmul;
+    be->matmul_bf16 = utg__cpu_matmul_bf16;
     be->embed_fwd = utg__cpu_embed_fwd;
     be->embed_bwd = utg__cpu_embed_bwd;
     be->rmsnorm_fwd = utg__cpu_rmsnorm_fwd;
@@ -4492,9 +4635,10 @@ static const float utg__ns_polar[5][3] = {
     {3.285753657755655f, -2.3681294933425376f, 0.46449024233003106f},
     {2.3465413258596377f, -1.7097828382687081f, 0.42323551169305323f}};
 
-UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int steps, int polar_express,
-                              float *scratch) {
-    int tall = rows > cols, mn = tall ? cols : rows, it;
+UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int steps, int flags, float *scratch) {
+    int tall = rows > cols, mn = tall ? cols : rows, it, polar_express = (flags & UTG_NS_POLAR_EXPRESS) != 0;
+    void (*mm)(utg_backend *, float *, const float *, const float *, int, int, int, utg_trans, utg_trans, float, float) =
+        (flags & UTG_NS_BF16) ? be->matmul_bf16 : be->matmul;
     size_t n = (size_t)rows * cols;
     float *A = scratch, *B = A + (size_t)mn * mn, *Y = B + (size_t)mn * mn;
     double nrm = sqrt(be->sumsq(be, X, n));
@@ -4502,15 +4646,15 @@ UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int
     for (it = 0; it < steps; it++) {
         const float *k = polar_express ? utg__ns_polar[it < 5 ? it : 4] : utg__ns_base;
         if (!tall) { /* A = X X^T; B = b A + c A A; X = a X + B X */
-            be->matmul(be, A, X, X, mn, mn, cols, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
-            be->matmul(be, B, A, A, mn, mn, mn, UTG_NO_TRANS, UTG_NO_TRANS, k[2], 0.0f);
+            mm(be, A, X, X, mn, mn, cols, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+            mm(be, B, A, A, mn, mn, mn, UTG_NO_TRANS, UTG_NO_TRANS, k[2], 0.0f);
             be->axpby(be, B, k[1], A, 1.0f, (size_t)mn * mn);
-            be->matmul(be, Y, B, X, rows, cols, mn, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+            mm(be, Y, B, X, rows, cols, mn, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
         } else { /* the same on X^T: A = X^T X; X = a X + X B^T */
-            be->matmul(be, A, X, X, mn, mn, rows, UTG_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-            be->matmul(be, B, A, A, mn, mn, mn, UTG_NO_TRANS, UTG_NO_TRANS, k[2], 0.0f);
+            mm(be, A, X, X, mn, mn, rows, UTG_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+            mm(be, B, A, A, mn, mn, mn, UTG_NO_TRANS, UTG_NO_TRANS, k[2], 0.0f);
             be->axpby(be, B, k[1], A, 1.0f, (size_t)mn * mn);
-            be->matmul(be, Y, X, B, rows, cols, mn, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+            mm(be, Y, X, B, rows, cols, mn, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
         }
         be->axpby(be, X, 1.0f, Y, k[0], n);
     }
@@ -4636,7 +4780,8 @@ UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double
                 be->copy(be, o->upd, m1, ti->numel);
             }
             if (c->muon_eq_r > 0) be->row_normalize(be, o->upd, rows, cols, 1e-7f);
-            utg_newton_schulz(be, o->upd, rows, cols, c->muon_backend_steps, c->muon_polar_express > 0, o->ns_scratch);
+            utg_newton_schulz(be, o->upd, rows, cols, c->muon_backend_steps,
+                              (c->muon_polar_express > 0 ? UTG_NS_POLAR_EXPRESS : 0) | (c->muon_ns_bf16 > 0 ? UTG_NS_BF16 : 0), o->ns_scratch);
             be->axpby(be, p, (float)(-lr * shape_scale), o->upd, (float)(1.0 - lr * c->muon_wd), ti->numel);
         } else {
             double lr, wd;

@@ -98,6 +98,15 @@ static void test_matmul_reference(void) {
         }
 }
 
+/* x rounded to bf16 (nearest even), as a float */
+static float bf16r(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
 /* every microkernel this CPU has (avx512, avx2, portable) against the double reference, at sizes
    that cross KC, NC and the tile edges, and the same bits for 1, 2 and 3 threads */
 static void test_matmul_kernels(void) {
@@ -128,6 +137,25 @@ static void test_matmul_kernels(void) {
                         if (fabs(ref - C[(size_t)i * N + j]) > worst) worst = fabs(ref - C[(size_t)i * N + j]);
                     }
                 CHECK(worst < 2e-4, "%s %dx%dx%d ta=%d tb=%d: max error %.3g against the double reference", names[n], M, N, K, ta, tb, worst);
+                { /* matmul_bf16: the double reference of bf16(0.5 A) bf16(B), summed exactly (bf16 products are exact in fp32) */
+                    double wb = 0.0, wr = 0.0;
+                    memcpy(C1, C0, sizeof(float) * M * N);
+                    kb->matmul_bf16(kb, C1, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
+                    for (i = 0; i < M; i++)
+                        for (j = 0; j < N; j++) {
+                            double ref = C0[(size_t)i * N + j], plain = ref;
+                            for (k = 0; k < K; k++) {
+                                float a = 0.5f * (ta ? A[(size_t)k * M + i] : A[(size_t)i * K + k]), b = tb ? B[(size_t)j * K + k] : B[(size_t)k * N + j];
+                                ref += (double)bf16r(a) * (double)bf16r(b);
+                                plain += (double)a * (double)b;
+                            }
+                            if (fabs(ref - C1[(size_t)i * N + j]) > wb) wb = fabs(ref - C1[(size_t)i * N + j]);
+                            if (fabs(plain - C1[(size_t)i * N + j]) > wr) wr = fabs(plain - C1[(size_t)i * N + j]);
+                        }
+                    /* fp32 sums of exact products: 2e-4 as above; and it really rounded (far from the fp32 result) */
+                    CHECK(wb < 2e-4 && wr > 1e-3, "%s bf16 %dx%dx%d ta=%d tb=%d: %.3g from the bf16 reference, %.3g from fp32", names[n], M, N, K,
+                          ta, tb, wb, wr);
+                }
 #ifdef _OPENMP
                 for (th = 1; th <= 3; th++) {
                     int keep = omp_get_max_threads();
@@ -138,6 +166,20 @@ static void test_matmul_kernels(void) {
                     same &= memcmp(C1, C, sizeof(float) * M * N) == 0;
                 }
                 CHECK(same, "%s %dx%dx%d ta=%d tb=%d: the same bits for 1, 2 and 3 threads", names[n], M, N, K, ta, tb);
+                same = 1;
+                for (th = 1; th <= 3; th++) { /* and for the bf16 op */
+                    int keep = omp_get_max_threads();
+                    float *C2 = (float *)malloc(sizeof(float) * M * N), *C3 = (float *)malloc(sizeof(float) * M * N);
+                    memcpy(C2, C0, sizeof(float) * M * N);
+                    memcpy(C3, C0, sizeof(float) * M * N);
+                    kb->matmul_bf16(kb, C2, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
+                    omp_set_num_threads(th);
+                    kb->matmul_bf16(kb, C3, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
+                    omp_set_num_threads(keep);
+                    same &= memcmp(C2, C3, sizeof(float) * M * N) == 0;
+                    free(C2); free(C3);
+                }
+                CHECK(same, "%s bf16 %dx%dx%d ta=%d tb=%d: the same bits for 1, 2 and 3 threads", names[n], M, N, K, ta, tb);
 #else
                 (void)th; (void)same; (void)C1;
 #endif
