@@ -2057,38 +2057,61 @@ static void utg__bf16_round_n(float *x, size_t n) {
 /* The avx512_bf16 path: A and B packed as bf16 pairs along k (low half: even k), so one vdpbf16ps
    does two k steps of a 12 x 32 tile; C accumulates in fp32. */
 #define UTG__KCP UTG__KC /* k pairs per block: 2 * KC values of k */
+/* bf16 bits (nearest even) of two floats as one pair: lo in the low half; branch-free so the
+   packing loops vectorize (a NaN is made quiet first so rounding cannot carry it into inf) */
+static uint32_t utg__bf16_pair(float lo, float hi) {
+    uint32_t a, b;
+    memcpy(&a, &lo, 4);
+    memcpy(&b, &hi, 4);
+    a = (a & 0x7fffffffu) > 0x7f800000u ? a | 0x400000u : a;
+    b = (b & 0x7fffffffu) > 0x7f800000u ? b | 0x400000u : b;
+    a = (a + 0x7fffu + ((a >> 16) & 1u)) >> 16;
+    b = (b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u;
+    return a | b;
+}
 static void utg__pack_b_pairs(uint32_t *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0) {
-    int nj = N - j0 < 32 ? N - j0 : 32, kp = (kb + 1) / 2, j, p;
-    for (p = 0; p < kp; p++) {
-        uint32_t *d = dst + (size_t)p * 32;
-        int k0 = kc + 2 * p, two = 2 * p + 1 < kb;
-        if (tb) {
-            for (j = 0; j < nj; j++) {
-                const float *s = B + (size_t)(j0 + j) * ldb + k0;
-                d[j] = utg__bf16_bits(s[0]) | (two ? utg__bf16_bits(s[1]) << 16 : 0u);
-            }
-        } else {
-            const float *s0 = B + (size_t)k0 * ldb + j0, *s1 = s0 + ldb;
-            if (two)
-                for (j = 0; j < nj; j++) d[j] = utg__bf16_bits(s0[j]) | utg__bf16_bits(s1[j]) << 16;
-            else
-                for (j = 0; j < nj; j++) d[j] = utg__bf16_bits(s0[j]);
+    int nj = N - j0 < 32 ? N - j0 : 32, kp = kb / 2, j, p;
+    if (tb) {
+        for (j = 0; j < nj; j++) {
+            const float *s = B + (size_t)(j0 + j) * ldb + kc;
+            for (p = 0; p < kp; p++) dst[(size_t)p * 32 + j] = utg__bf16_pair(s[2 * p], s[2 * p + 1]);
+            if (kb & 1) dst[(size_t)kp * 32 + j] = utg__bf16_pair(s[2 * kp], 0.0f);
         }
-        for (j = nj; j < 32; j++) d[j] = 0u;
+    } else {
+        for (p = 0; p < kp; p++) {
+            const float *s0 = B + (size_t)(kc + 2 * p) * ldb + j0, *s1 = s0 + ldb;
+            uint32_t *d = dst + (size_t)p * 32;
+            for (j = 0; j < nj; j++) d[j] = utg__bf16_pair(s0[j], s1[j]);
+        }
+        if (kb & 1) {
+            const float *s0 = B + (size_t)(kc + kb - 1) * ldb + j0;
+            for (j = 0; j < nj; j++) dst[(size_t)kp * 32 + j] = utg__bf16_pair(s0[j], 0.0f);
+        }
     }
+    for (p = 0; p < (kb + 1) / 2; p++)
+        for (j = nj; j < 32; j++) dst[(size_t)p * 32 + j] = 0u;
 }
 static void utg__pack_a_pairs(uint32_t *ap, const float *A, int lda, utg_trans ta, int M, int i0, int kc, int kb, float alpha) {
-    int mr = M - i0 < 12 ? M - i0 : 12, kp = (kb + 1) / 2, r, p;
-    for (p = 0; p < kp; p++) {
-        int k0 = kc + 2 * p, two = 2 * p + 1 < kb;
-        uint32_t *d = ap + (size_t)p * 12;
-        for (r = 0; r < mr; r++) {
-            float a0 = ta ? A[(size_t)k0 * lda + i0 + r] : A[(size_t)(i0 + r) * lda + k0];
-            float a1 = two ? (ta ? A[(size_t)(k0 + 1) * lda + i0 + r] : A[(size_t)(i0 + r) * lda + k0 + 1]) : 0.0f;
-            d[r] = utg__bf16_bits(alpha * a0) | (two ? utg__bf16_bits(alpha * a1) << 16 : 0u);
+    int mr = M - i0 < 12 ? M - i0 : 12, kp = kb / 2, r, p;
+    if (ta) {
+        for (p = 0; p < kp; p++) {
+            const float *s0 = A + (size_t)(kc + 2 * p) * lda + i0, *s1 = s0 + lda;
+            uint32_t *d = ap + (size_t)p * 12;
+            for (r = 0; r < mr; r++) d[r] = utg__bf16_pair(alpha * s0[r], alpha * s1[r]);
         }
-        for (; r < 12; r++) d[r] = 0u;
+        if (kb & 1) {
+            const float *s0 = A + (size_t)(kc + kb - 1) * lda + i0;
+            for (r = 0; r < mr; r++) ap[(size_t)kp * 12 + r] = utg__bf16_pair(alpha * s0[r], 0.0f);
+        }
+    } else {
+        for (r = 0; r < mr; r++) {
+            const float *s = A + (size_t)(i0 + r) * lda + kc;
+            for (p = 0; p < kp; p++) ap[(size_t)p * 12 + r] = utg__bf16_pair(alpha * s[2 * p], alpha * s[2 * p + 1]);
+            if (kb & 1) ap[(size_t)kp * 12 + r] = utg__bf16_pair(alpha * s[2 * kp], 0.0f);
+        }
     }
+    for (p = 0; p < (kb + 1) / 2; p++)
+        for (r = mr; r < 12; r++) ap[(size_t)p * 12 + r] = 0u;
 }
 #define UTG__B2(r) __m512 c##r##a = _mm512_setzero_ps(), c##r##b = _mm512_setzero_ps()
 #define UTG__BF(r)                                                                                 \
@@ -2169,23 +2192,6 @@ static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, floa
 /* Floats of the packed B block, and of one A sliver. */
 #define UTG__PACK_B_FLOATS ((size_t)UTG__KC * (((UTG__NC + UTG__NR_MAX - 1) / UTG__NR_MAX) * UTG__NR_MAX))
 #define UTG__PACK_A_FLOATS ((size_t)UTG__KC * UTG__MR_MAX + 16)
-#define UTG__GEMM_PACK_FLOATS (UTG__PACK_B_FLOATS + UTG__PACK_A_FLOATS)
-
-/* Serial core: C[M,N] (leading dim ldc) += alpha * op(A) op(B), with op(A)[i,k] = A[i*lda + k]
-   (or A[k*lda + i] when ta) and op(B)[k,j] = B[k*ldb + j] (or B[j*ldb + k] when tb). */
-static void utg__gemm(const utg__gk *gk, float *C, int ldc, const float *A, int lda, utg_trans ta, const float *B, int ldb,
-                      utg_trans tb, int M, int N, int K, float alpha, float *pack) {
-    float *Bp = pack, *ap = pack + UTG__PACK_B_FLOATS;
-    int jc, kc, pan, i0;
-    for (jc = 0; jc < N; jc += UTG__NC) {
-        int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + gk->nr - 1) / gk->nr;
-        for (kc = 0; kc < K; kc += UTG__KC) {
-            int kb = K - kc < UTG__KC ? K - kc : UTG__KC;
-            for (pan = 0; pan < n_pan; pan++) utg__pack_b(gk, Bp + (size_t)pan * kb * gk->nr, B, ldb, tb, N, kc, kb, jc + pan * gk->nr, 0);
-            for (i0 = 0; i0 < M; i0 += gk->mr) utg__gemm_sliver(gk, ap, Bp, C, ldc, A, lda, ta, M, N, i0, kc, kb, jc, nc, alpha, 0);
-        }
-    }
-}
 
 /* The parallel op: for each KC x NC block of op(B), the threads pack its panels together, then split
    the MR-row slivers of C among them (each packs its own sliver of A). Every C element is summed
@@ -2464,61 +2470,138 @@ static void utg__cpu_head_scale_bwd(utg_backend *be, float *dx, float *dgain, co
     }
 }
 
-/* Attention, flash style on the CPU: one task per (batch, kv head), so the query heads sharing a
-   kv head run together and dK/dV rows belong to one task. Queries go in blocks of QB; a block only
-   meets keys [0, q1) (causal), as two serial gemms (scores, then P.V) around a row softmax. The
-   backward recomputes P from the saved log-sum-exp. Per-thread scratch: two QB x T score blocks
-   and a gemm pack buffer. */
-#define UTG__ATTN_QB 64
-static size_t utg__attn_scratch_per_thread(int T) { return (size_t)2 * UTG__ATTN_QB * T + UTG__GEMM_PACK_FLOATS + 16; }
+/* Attention, flash style on the CPU: one task per (batch, kv head), so the query heads sharing a kv
+   head run together and dK/dV rows belong to one task. The task packs K and V once as microkernel
+   panels; queries go in blocks of QB rows and keys in tiles of KB, so only QB x KB score tiles
+   exist (no T x T or QB x T matrix). The forward keeps a running max and sum per row (online
+   softmax) and rescales its QB x hd output block as tiles arrive; the backward recomputes each tile
+   of P from the saved log-sum-exp and adds dQ, dK and dV tile by tile. Every sum runs in a fixed
+   order inside one task: the bits do not depend on the thread count. */
+#define UTG__FA_QB 48 /* a multiple of every kernel's MR */
+#define UTG__FA_KB 64 /* a multiple of every kernel's NR */
+#define UTG__RUP(x, m) (((x) + (m) - 1) / (m) * (m))
 
-/* Scores of query rows [q0, q0+qb) against keys [0, q1): S = scale * Q K^T, then either the causal
-   softmax (lse written) or, with lse given, P recomputed from it. Masked entries become 0. */
-static void utg__attn_probs(const utg__gk *gk, float *S, const float *q, const float *k, int qw, int kw, int q0, int qb, int q1, int hd,
-                            float scale, float *lse_out, const float *lse_in, int lse_stride, float *pack) {
-    int r, s;
-    memset(S, 0, sizeof(float) * (size_t)qb * q1);
-    utg__gemm(gk, S, q1, q, qw, UTG_NO_TRANS, k, kw, UTG_TRANS, qb, q1, hd, scale, pack);
-    for (r = 0; r < qb; r++) {
-        float *row = S + (size_t)r * q1, mx = -INFINITY, sum = 0.0f, l;
-        int n = q0 + r + 1; /* keys 0..t */
-        if (lse_in) {
-            l = lse_in[(size_t)r * lse_stride];
-            utg__exp_row(row, n, l);
-        } else { /* exponentiate against the max, sum, then rescale by 1/sum */
-            for (s = 0; s < n; s++) mx = row[s] > mx ? row[s] : mx;
-            utg__exp_row(row, n, mx);
-            for (s = 0; s < n; s++) sum += row[s];
-            l = mx + logf(sum);
-            lse_out[(size_t)r * lse_stride] = l;
-            sum = 1.0f / sum;
-            for (s = 0; s < n; s++) row[s] *= sum;
+/* rows [0, n) of X (row stride ld), columns [0, w), times alpha, as MR-row A slivers with k = the
+   columns (sliver s at dst + s * w * MR) */
+static void utg__pack_a_rows(const utg__gk *gk, float *dst, const float *X, int ld, int n, int w, float alpha) {
+    const int MR = gk->mr;
+    int s, r, k;
+    for (s = 0; s * MR < n; s++) {
+        float *d = dst + (size_t)s * w * MR;
+        int mr = n - s * MR < MR ? n - s * MR : MR;
+        for (r = 0; r < mr; r++) {
+            const float *x = X + (size_t)(s * MR + r) * ld;
+            for (k = 0; k < w; k++) d[(size_t)k * MR + r] = alpha * x[k];
         }
-        for (s = n; s < q1; s++) row[s] = 0.0f;
+        for (; r < MR; r++)
+            for (k = 0; k < w; k++) d[(size_t)k * MR + r] = 0.0f;
     }
+}
+/* the same for X^T: A rows are X's columns [0, n), k runs over X's rows [0, w) */
+static void utg__pack_a_cols(const utg__gk *gk, float *dst, const float *X, int ld, int n, int w, float alpha) {
+    const int MR = gk->mr;
+    int s, r, k;
+    for (s = 0; s * MR < n; s++) {
+        float *d = dst + (size_t)s * w * MR;
+        int mr = n - s * MR < MR ? n - s * MR : MR;
+        for (k = 0; k < w; k++) {
+            const float *x = X + (size_t)k * ld + s * MR;
+            for (r = 0; r < mr; r++) d[(size_t)k * MR + r] = alpha * x[r];
+            for (; r < MR; r++) d[(size_t)k * MR + r] = 0.0f;
+        }
+    }
+}
+/* C[m, n] += A B from packed slivers (stride as) and panels (stride bs), kb steps of k */
+static void utg__mm_packed(const utg__gk *gk, float *C, int ldc, const float *Ap, size_t as, const float *Bp, size_t bs, int m, int n,
+                           int kb) {
+    int s, p;
+    for (s = 0; s * gk->mr < m; s++)
+        for (p = 0; p * gk->nr < n; p++)
+            gk->fn(kb, Ap + s * as, Bp + p * bs, C + (size_t)s * gk->mr * ldc + (size_t)p * gk->nr, ldc,
+                   m - s * gk->mr < gk->mr ? m - s * gk->mr : gk->mr, n - p * gk->nr < gk->nr ? n - p * gk->nr : gk->nr);
+}
+/* op(B) panels of X^T with k = X's columns [0, w) and N = X's rows [0, n): Kt for the scores */
+static void utg__pack_bt_all(const utg__gk *gk, float *dst, const float *X, int ld, int n, int w) {
+    int p;
+    for (p = 0; p * gk->nr < n; p++) utg__pack_b(gk, dst + (size_t)p * w * gk->nr, X, ld, UTG_TRANS, n, 0, w, p * gk->nr, 0);
+}
+/* op(B) panels of X by tiles of KB rows (k = the tile's rows, N = X's columns [0, w)); tile t at
+   dst + t * KB * RUP(w, NR_MAX), its panel p at + p * rows * NR */
+static void utg__pack_b_tiles(const utg__gk *gk, float *dst, const float *X, int ld, int n, int w) {
+    int t, p;
+    for (t = 0; t * UTG__FA_KB < n; t++) {
+        int rows = n - t * UTG__FA_KB < UTG__FA_KB ? n - t * UTG__FA_KB : UTG__FA_KB;
+        float *d = dst + (size_t)t * UTG__FA_KB * UTG__RUP(w, UTG__NR_MAX);
+        for (p = 0; p * gk->nr < w; p++)
+            utg__pack_b(gk, d + (size_t)p * rows * gk->nr, X + (size_t)t * UTG__FA_KB * ld, ld, UTG_NO_TRANS, w, 0, rows, p * gk->nr, 0);
+    }
+}
+
+static size_t utg__attn_scratch_per_thread(int T, int hd) {
+    size_t TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdR = (size_t)UTG__RUP(hd, UTG__NR_MAX), QB = UTG__FA_QB, KB = UTG__FA_KB;
+    return 2 * (size_t)hd * TR        /* K^T and V^T panels */
+           + 2 * TR * hdR             /* K and V by tiles */
+           + 2 * QB * (size_t)hd      /* Q and dO slivers */
+           + 2 * QB * hdR             /* Q and dO panels */
+           + 2 * QB * KB              /* score and dP tiles */
+           + 2 * (KB + UTG__MR_MAX) * QB /* a tile packed as A, by rows and by columns */
+           + QB * (size_t)hd + 4 * QB + 64;
 }
 
 static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float *q, const float *k, const float *v,
                               int B, int T, int H, int Hkv, int hd, float scale) {
     int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
     const utg__gk *gk = utg__cpu_of(be)->gk;
-    size_t per = utg__attn_scratch_per_thread(T);
+    size_t per = utg__attn_scratch_per_thread(T, hd), TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdR = (size_t)UTG__RUP(hd, UTG__NR_MAX);
     float *scr = utg__cpu_scratch(be, (size_t)utg__max_threads() * per);
     UTG_ASSERT(scr != NULL);
     if (!scr) return;
     UTG__OMP_FOR_DYN
     for (task = 0; task < B * Hkv; task++) {
-        int b = task / Hkv, kh = task % Hkv, g, q0, r;
-        float *S = scr + (size_t)utg__thread_id() * per, *pack = S + (size_t)2 * UTG__ATTN_QB * T;
-        const float *kb = k + (size_t)b * T * kw + (size_t)kh * hd, *vb = v + (size_t)b * T * kw + (size_t)kh * hd;
+        int b = task / Hkv, kh = task % Hkv, g, q0, kb0, r, c;
+        float *Kt = scr + (size_t)utg__thread_id() * per, *Vb = Kt + (size_t)hd * TR, *Qa = Vb + TR * hdR;
+        float *S = Qa + (size_t)UTG__FA_QB * hd, *Pa = S + (size_t)UTG__FA_QB * UTG__FA_KB;
+        float *O = Pa + (size_t)(UTG__FA_KB + UTG__MR_MAX) * UTG__FA_QB, *mx = O + (size_t)UTG__FA_QB * hd, *sm = mx + UTG__FA_QB;
+        const float *kb_ = k + (size_t)b * T * kw + (size_t)kh * hd, *vb_ = v + (size_t)b * T * kw + (size_t)kh * hd;
+        utg__pack_bt_all(gk, Kt, kb_, kw, T, hd);
+        utg__pack_b_tiles(gk, Vb, vb_, kw, T, hd);
         for (g = 0; g < group; g++) {
             int h = kh * group + g;
-            for (q0 = 0; q0 < T; q0 += UTG__ATTN_QB) {
-                int qb = T - q0 < UTG__ATTN_QB ? T - q0 : UTG__ATTN_QB, q1 = q0 + qb;
+            for (q0 = 0; q0 < T; q0 += UTG__FA_QB) {
+                int qb = T - q0 < UTG__FA_QB ? T - q0 : UTG__FA_QB, q1 = q0 + qb;
                 size_t ro = ((size_t)b * T + q0) * qw + (size_t)h * hd;
-                utg__attn_probs(gk, S, q + ro, kb, qw, kw, q0, qb, q1, hd, scale, lse + ((size_t)b * T + q0) * H + h, NULL, H, pack);
-                for (r = 0; r < qb; r++) memset(y + ro + (size_t)r * qw, 0, sizeof(float) * hd);
-                utg__gemm(gk, y + ro, qw, S, q1, UTG_NO_TRANS, vb, kw, UTG_NO_TRANS, qb, hd, q1, 1.0f, pack);
+                utg__pack_a_rows(gk, Qa, q + ro, qw, qb, hd, scale);
+                memset(O, 0, sizeof(float) * (size_t)qb * hd);
+                for (r = 0; r < qb; r++) { mx[r] = -INFINITY; sm[r] = 0.0f; }
+                for (kb0 = 0; kb0 < q1; kb0 += UTG__FA_KB) {
+                    int nk = q1 - kb0 < UTG__FA_KB ? q1 - kb0 : UTG__FA_KB, nkf = T - kb0 < UTG__FA_KB ? T - kb0 : UTG__FA_KB;
+                    memset(S, 0, sizeof(float) * (size_t)qb * UTG__FA_KB);
+                    utg__mm_packed(gk, S, UTG__FA_KB, Qa, (size_t)hd * gk->mr, Kt + (size_t)(kb0 / gk->nr) * hd * gk->nr, (size_t)hd * gk->nr, qb,
+                                   nk, hd);
+                    for (r = 0; r < qb; r++) { /* keys kb0 .. q0 + r are visible to row r */
+                        float *row = S + (size_t)r * UTG__FA_KB, m_new = mx[r], a, s = 0.0f;
+                        int nv = q0 + r - kb0 + 1;
+                        if (nv > nk) nv = nk;
+                        if (nv <= 0) { memset(row, 0, sizeof(float) * (size_t)nk); continue; }
+                        for (c = 0; c < nv; c++) m_new = row[c] > m_new ? row[c] : m_new;
+                        utg__exp_row(row, nv, m_new);
+                        for (c = 0; c < nv; c++) s += row[c];
+                        for (c = nv; c < nk; c++) row[c] = 0.0f;
+                        a = mx[r] == -INFINITY ? 0.0f : utg__expf(mx[r] - m_new);
+                        if (a != 1.0f)
+                            for (c = 0; c < hd; c++) O[(size_t)r * hd + c] *= a;
+                        sm[r] = sm[r] * a + s;
+                        mx[r] = m_new;
+                    }
+                    utg__pack_a_rows(gk, Pa, S, UTG__FA_KB, qb, nk, 1.0f);
+                    utg__mm_packed(gk, O, hd, Pa, (size_t)nk * gk->mr, Vb + (size_t)(kb0 / UTG__FA_KB) * UTG__FA_KB * hdR, (size_t)nkf * gk->nr, qb,
+                                   hd, nk);
+                }
+                for (r = 0; r < qb; r++) {
+                    float inv = 1.0f / sm[r], *yr = y + ro + (size_t)r * qw;
+                    for (c = 0; c < hd; c++) yr[c] = O[(size_t)r * hd + c] * inv;
+                    lse[((size_t)b * T + q0 + r) * H + h] = mx[r] + logf(sm[r]);
+                }
             }
         }
     }
@@ -2529,32 +2612,60 @@ static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, 
                               int Hkv, int hd, float scale) {
     int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
     const utg__gk *gk = utg__cpu_of(be)->gk;
-    size_t per = utg__attn_scratch_per_thread(T);
+    size_t per = utg__attn_scratch_per_thread(T, hd), TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdR = (size_t)UTG__RUP(hd, UTG__NR_MAX);
     float *scr = utg__cpu_scratch(be, (size_t)utg__max_threads() * per);
     UTG_ASSERT(scr != NULL);
     if (!scr) return;
     UTG__OMP_FOR_DYN
     for (task = 0; task < B * Hkv; task++) {
-        int b = task / Hkv, kh = task % Hkv, g, q0, r, s;
-        float *P = scr + (size_t)utg__thread_id() * per, *dS = P + (size_t)UTG__ATTN_QB * T, *pack = dS + (size_t)UTG__ATTN_QB * T;
+        int b = task / Hkv, kh = task % Hkv, g, q0, kb0, r, c;
+        float *Kt = scr + (size_t)utg__thread_id() * per, *Vt = Kt + (size_t)hd * TR, *Kn = Vt + (size_t)hd * TR, *Vn = Kn + TR * hdR;
+        float *Qa = Vn + TR * hdR, *Da = Qa + (size_t)UTG__FA_QB * hd, *Qb = Da + (size_t)UTG__FA_QB * hd, *Db = Qb + (size_t)UTG__FA_QB * hdR;
+        float *P = Db + (size_t)UTG__FA_QB * hdR, *dP = P + (size_t)UTG__FA_QB * UTG__FA_KB;
+        float *Ar = dP + (size_t)UTG__FA_QB * UTG__FA_KB, *Ac = Ar + (size_t)(UTG__FA_KB + UTG__MR_MAX) * UTG__FA_QB;
+        float *Dr = Ac + (size_t)(UTG__FA_KB + UTG__MR_MAX) * UTG__FA_QB;
         size_t ko = (size_t)b * T * kw + (size_t)kh * hd;
+        (void)Vn;
+        utg__pack_bt_all(gk, Kt, k + ko, kw, T, hd);
+        utg__pack_bt_all(gk, Vt, v + ko, kw, T, hd);
+        utg__pack_b_tiles(gk, Kn, k + ko, kw, T, hd);
         for (g = 0; g < group; g++) {
-            int h = kh * group + g;
-            for (q0 = 0; q0 < T; q0 += UTG__ATTN_QB) {
-                int qb = T - q0 < UTG__ATTN_QB ? T - q0 : UTG__ATTN_QB, q1 = q0 + qb;
+            int h = kh * group + g, p;
+            for (q0 = 0; q0 < T; q0 += UTG__FA_QB) {
+                int qb = T - q0 < UTG__FA_QB ? T - q0 : UTG__FA_QB, q1 = q0 + qb;
                 size_t ro = ((size_t)b * T + q0) * qw + (size_t)h * hd;
-                utg__attn_probs(gk, P, q + ro, k + ko, qw, kw, q0, qb, q1, hd, scale, NULL, lse + ((size_t)b * T + q0) * H + h, H, pack);
-                /* dP = dY V^T, then dS = P * (dP - rowsum(dY*Y)) * scale */
-                memset(dS, 0, sizeof(float) * (size_t)qb * q1);
-                utg__gemm(gk, dS, q1, dy + ro, qw, UTG_NO_TRANS, v + ko, kw, UTG_TRANS, qb, q1, hd, 1.0f, pack);
-                for (r = 0; r < qb; r++) {
-                    float D = utg__dot(dy + ro + (size_t)r * qw, y + ro + (size_t)r * qw, hd), *pr = P + (size_t)r * q1,
-                          *dr = dS + (size_t)r * q1;
-                    for (s = 0; s < q1; s++) dr[s] = pr[s] * (dr[s] - D) * scale;
+                utg__pack_a_rows(gk, Qa, q + ro, qw, qb, hd, scale);
+                utg__pack_a_rows(gk, Da, dy + ro, qw, qb, hd, 1.0f);
+                for (p = 0; p * gk->nr < hd; p++) { /* Q and dO as B panels, k = the block's query rows */
+                    utg__pack_b(gk, Qb + (size_t)p * qb * gk->nr, q + ro, qw, UTG_NO_TRANS, hd, 0, qb, p * gk->nr, 0);
+                    utg__pack_b(gk, Db + (size_t)p * qb * gk->nr, dy + ro, qw, UTG_NO_TRANS, hd, 0, qb, p * gk->nr, 0);
                 }
-                utg__gemm(gk, dq + ro, qw, dS, q1, UTG_NO_TRANS, k + ko, kw, UTG_NO_TRANS, qb, hd, q1, 1.0f, pack);
-                utg__gemm(gk, dk + ko, kw, dS, q1, UTG_TRANS, q + ro, qw, UTG_NO_TRANS, q1, hd, qb, 1.0f, pack);
-                utg__gemm(gk, dv + ko, kw, P, q1, UTG_TRANS, dy + ro, qw, UTG_NO_TRANS, q1, hd, qb, 1.0f, pack);
+                for (r = 0; r < qb; r++) Dr[r] = utg__dot(dy + ro + (size_t)r * qw, y + ro + (size_t)r * qw, hd);
+                for (kb0 = 0; kb0 < q1; kb0 += UTG__FA_KB) {
+                    int nk = q1 - kb0 < UTG__FA_KB ? q1 - kb0 : UTG__FA_KB, nkf = T - kb0 < UTG__FA_KB ? T - kb0 : UTG__FA_KB;
+                    const float *kt = Kt + (size_t)(kb0 / gk->nr) * hd * gk->nr, *vt = Vt + (size_t)(kb0 / gk->nr) * hd * gk->nr;
+                    memset(P, 0, sizeof(float) * (size_t)qb * UTG__FA_KB);
+                    memset(dP, 0, sizeof(float) * (size_t)qb * UTG__FA_KB);
+                    utg__mm_packed(gk, P, UTG__FA_KB, Qa, (size_t)hd * gk->mr, kt, (size_t)hd * gk->nr, qb, nk, hd);
+                    utg__mm_packed(gk, dP, UTG__FA_KB, Da, (size_t)hd * gk->mr, vt, (size_t)hd * gk->nr, qb, nk, hd);
+                    for (r = 0; r < qb; r++) { /* P = exp(S - lse) on the visible keys; dS = P (dP - D) scale */
+                        float *pr = P + (size_t)r * UTG__FA_KB, *dr = dP + (size_t)r * UTG__FA_KB;
+                        int nv = q0 + r - kb0 + 1;
+                        if (nv > nk) nv = nk;
+                        if (nv < 0) nv = 0;
+                        utg__exp_row(pr, nv, lse[((size_t)b * T + q0 + r) * H + h]);
+                        for (c = nv; c < nk; c++) pr[c] = 0.0f;
+                        for (c = 0; c < nk; c++) dr[c] = pr[c] * (dr[c] - Dr[r]) * scale;
+                    }
+                    /* dQ += dS K;  dK += dS^T Q;  dV += P^T dO */
+                    utg__pack_a_rows(gk, Ar, dP, UTG__FA_KB, qb, nk, 1.0f);
+                    utg__mm_packed(gk, dq + ro, qw, Ar, (size_t)nk * gk->mr, Kn + (size_t)(kb0 / UTG__FA_KB) * UTG__FA_KB * hdR, (size_t)nkf * gk->nr,
+                                   qb, hd, nk);
+                    utg__pack_a_cols(gk, Ac, dP, UTG__FA_KB, nk, qb, 1.0f);
+                    utg__mm_packed(gk, dk + ko + (size_t)kb0 * kw, kw, Ac, (size_t)qb * gk->mr, Qb, (size_t)qb * gk->nr, nk, hd, qb);
+                    utg__pack_a_cols(gk, Ac, P, UTG__FA_KB, nk, qb, 1.0f);
+                    utg__mm_packed(gk, dv + ko + (size_t)kb0 * kw, kw, Ac, (size_t)qb * gk->mr, Db, (size_t)qb * gk->nr, nk, hd, qb);
+                }
             }
         }
     }
