@@ -315,6 +315,8 @@ typedef struct utg_msg {
     X(REAL, grad_clip_norm, "GRAD_CLIP_NORM", 0.0, 0, "global gradient-norm clip; 0 = off")       \
     X(BOOL, muon_nesterov, "MUON_NESTEROV", 1, UTG_KF_OFF, "Nesterov momentum in Muon")            \
     X(BOOL, muon_eq_r, "MUON_EQ_R", 0, 0, "MuonEq-R: normalise each update row before Newton-Schulz") \
+    X(BOOL, matmul_bf16, "MATMUL_BF16", 0, 0,                                                      \
+      "the model's matmuls with bf16 inputs and fp32 sums (avx512_bf16 where the CPU has it), fp32 master weights: autocast's bf16") \
     X(BOOL, muon_ns_bf16, "MUON_NS_BF16", 1, UTG_KF_OFF,                                            \
       "Newton-Schulz matmuls with bf16 inputs and fp32 sums (train_gpt.py runs them in bf16); 0 = fp32") \
     X(BOOL, muon_polar_express, "MUON_POLAR_EXPRESS", 0, 0,                                        \
@@ -3157,6 +3159,9 @@ struct utg_model {
     utg_msg msg;
     utg_backend *be;
     int own_backend;
+    /* the model's matmuls: be->matmul, or be->matmul_bf16 with MATMUL_BF16 */
+    void (*mm)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta, utg_trans tb, float alpha,
+               float beta);
     /* parameters */
     int n_tensors, max_tensors;
     utg_tensor_info *tensors;
@@ -3773,6 +3778,7 @@ UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) 
         if ((r = utg_backend_cpu_create(&m->alloc, &m->be)) != UTG_OK) return r;
         m->own_backend = 1;
     }
+    m->mm = m->cfg.matmul_bf16 > 0 ? m->be->matmul_bf16 : m->be->matmul;
     m->d = m->cfg.model_dim;
     m->H = m->cfg.num_heads;
     m->Hkv = m->cfg.num_kv_heads;
@@ -4128,23 +4134,23 @@ static void utg__attn_fwd(utg_model *m, const utg__lw *w, int k, const float *nb
     src = S->n;
     if (nbias) { be->mix_fwd(be, S->nb, S->n, NULL, NULL, nbias, N, d, 0); src = S->nb; }
     /* raw q and k pass through gradient temporaries, which are free in forward */
-    be->matmul(be, m->g_q, src, w->cq[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
+    m->mm(be, m->g_q, src, w->cq[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
     be->rmsnorm_fwd(be, S->qn, S->rq, m->g_q, N * m->H, m->hd, m->eps);
     be->copy(be, S->qr, S->qn, (size_t)N * d);
     be->rope(be, S->qr, m->rope_cur, N, m->Tc, m->H, m->hd, m->rd, 0);
     be->head_scale_fwd(be, S->qg, S->qr, w->qg[k], N, m->H, m->hd);
-    be->matmul(be, m->g_k, src, w->ck[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
+    m->mm(be, m->g_k, src, w->ck[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
     be->rmsnorm_fwd(be, S->kn, S->rk, m->g_k, N * m->Hkv, m->hd, m->eps);
     be->copy(be, S->kr, S->kn, (size_t)N * m->kvd);
     be->rope(be, S->kr, m->rope_cur, N, m->Tc, m->Hkv, m->hd, m->rd, 0);
-    be->matmul(be, S->v, src, w->cv[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
+    m->mm(be, S->v, src, w->cv[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
     if (w->ve) be->mix_fwd(be, S->v, S->v, NULL, m->ve, w->ve, N, m->kvd, UTG_MIX_WZ_SCALAR); /* + the value embedding */
     if (w->vr) /* + sigmoid(alpha) * layer 0's values */
         be->mix_fwd(be, S->v, S->v, NULL, m->acts[0].at[0].v, w->vr, N, m->kvd, UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID);
     be->attn_fwd(be, S->y, S->lse, S->qg, S->kr, S->v, n_seqs, m->Tc, m->H, m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd));
     if (w->xsa) be->xsa_fwd(be, S->yx, S->y, S->v, N, m->H, m->Hkv, m->hd);
     if (w->ag[k]) be->gate_fwd(be, S->yg, S->g, w->xsa ? S->yx : S->y, src, w->ag[k], N, m->H, m->hd, d, m->gate_win, m->gate_scale, m->gate_mult);
-    be->matmul(be, S->a, utg__attn_out(w, k, S), w->po[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    m->mm(be, S->a, utg__attn_out(w, k, S), w->po[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
 }
 
 /* ga = dL/da (may be m->g_d; consumed first); ADDS dL/din into gin. */
@@ -4156,8 +4162,8 @@ static void utg__attn_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, int 
     const float *src = nbias ? S->nb : S->n;
     float *gy = m->g_y;
     /* a = out proj^T, out = the attention output after XSA and the gate */
-    be->matmul(be, m->g_y, ga, w->po[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-    be->matmul(be, g->po[k], ga, utg__attn_out(w, k, S), d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    m->mm(be, m->g_y, ga, w->po[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+    m->mm(be, g->po[k], ga, utg__attn_out(w, k, S), d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
     /* attention core */
     be->fill(be, m->g_q, 0.0f, Nd);
     be->fill(be, m->g_k, 0.0f, (size_t)N * kv);
@@ -4194,12 +4200,12 @@ static void utg__attn_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, int 
     be->fill(be, m->g_k2, 0.0f, (size_t)N * kv);
     be->rmsnorm_bwd(be, m->g_k2, m->g_k, S->kn, S->rk, N * m->Hkv, m->hd);
     /* q, k, v = src W^T */
-    be->matmul(be, m->g_d, m->g_q, w->cq[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 0.0f);
-    be->matmul(be, m->g_d, m->g_k2, w->ck[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
-    be->matmul(be, m->g_d, m->g_v, w->cv[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
-    be->matmul(be, g->cq[k], m->g_q, src, d, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
-    be->matmul(be, g->ck[k], m->g_k2, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
-    be->matmul(be, g->cv[k], m->g_v, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
+    m->mm(be, m->g_d, m->g_q, w->cq[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 0.0f);
+    m->mm(be, m->g_d, m->g_k2, w->ck[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
+    m->mm(be, m->g_d, m->g_v, w->cv[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
+    m->mm(be, g->cq[k], m->g_q, src, d, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
+    m->mm(be, g->ck[k], m->g_k2, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
+    m->mm(be, g->cv[k], m->g_v, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
     if (w->ag[k]) be->mix_fwd(be, m->g_d, m->g_d, NULL, m->g_gx, NULL, N, d, 0); /* the gate read src too */
     if (nbias) be->mix_bwd(be, NULL, NULL, NULL, gbias, m->g_d, NULL, NULL, NULL, nbias, N, d, 0);
     be->rmsnorm_bwd(be, gin, m->g_d, S->n, S->r, N, d);
@@ -4212,13 +4218,13 @@ static void utg__mlp_fwd(utg_model *m, const utg__lw *w, const float *nbias, utg
     be->rmsnorm_fwd(be, M->n, M->r, in, N, d, m->eps);
     src = M->n;
     if (nbias) { be->mix_fwd(be, M->nb, M->n, NULL, NULL, nbias, N, d, 0); src = M->nb; }
-    be->matmul(be, M->u, src, w->fc, N, F, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
+    m->mm(be, M->u, src, w->fc, N, F, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
     be->relu2_fwd(be, M->ua, M->u, (size_t)N * F, m->slope);
     if (m->mlp3) {
-        be->matmul(be, M->u2, M->ua, w->mid, N, F, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+        m->mm(be, M->u2, M->ua, w->mid, N, F, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
         be->relu2_fwd(be, M->ua2, M->u2, (size_t)N * F, m->slope);
     }
-    be->matmul(be, M->m, m->mlp3 ? M->ua2 : M->ua, w->mp, N, d, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    m->mm(be, M->m, m->mlp3 ? M->ua2 : M->ua, w->mp, N, d, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
 }
 
 /* gm = dL/dm (may be m->g_d; consumed first); ADDS dL/din into gin. */
@@ -4227,18 +4233,18 @@ static void utg__mlp_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, const
     utg_backend *be = m->be;
     int N = m->n_tok, d = m->d, F = m->F;
     const float *src = nbias ? M->nb : M->n;
-    be->matmul(be, m->g_f, gm, w->mp, N, F, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-    be->matmul(be, g->mp, gm, m->mlp3 ? M->ua2 : M->ua, d, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    m->mm(be, m->g_f, gm, w->mp, N, F, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+    m->mm(be, g->mp, gm, m->mlp3 ? M->ua2 : M->ua, d, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
     if (m->mlp3) {
         be->fill(be, m->g_f2, 0.0f, (size_t)N * F);
         be->relu2_bwd(be, m->g_f2, m->g_f, M->u2, (size_t)N * F, m->slope);
-        be->matmul(be, m->g_f, m->g_f2, w->mid, N, F, F, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-        be->matmul(be, g->mid, m->g_f2, M->ua, F, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+        m->mm(be, m->g_f, m->g_f2, w->mid, N, F, F, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+        m->mm(be, g->mid, m->g_f2, M->ua, F, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
     }
     be->fill(be, m->g_f2, 0.0f, (size_t)N * F);
     be->relu2_bwd(be, m->g_f2, m->g_f, M->u, (size_t)N * F, m->slope);
-    be->matmul(be, m->g_d, m->g_f2, w->fc, N, d, F, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 0.0f);
-    be->matmul(be, g->fc, m->g_f2, src, F, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
+    m->mm(be, m->g_d, m->g_f2, w->fc, N, d, F, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 0.0f);
+    m->mm(be, g->fc, m->g_f2, src, F, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
     if (nbias) be->mix_bwd(be, NULL, NULL, NULL, gbias, m->g_d, NULL, NULL, NULL, nbias, N, d, 0);
     be->rmsnorm_bwd(be, gin, m->g_d, M->n, M->r, N, d);
 }
@@ -4405,7 +4411,7 @@ static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_
                               : (int32_t)((uint32_t)((int32_t)(36313 * inputs[i]) ^ (int32_t)(27191 * inputs[i - 1])) % (uint32_t)(K - 1));
         be->upload(be, m->bg_ids, m->host_bg_ids, N * sizeof(int32_t));
         be->embed_fwd(be, m->bg_e, UTG__W(m->t_bg_embed), m->bg_ids, (int)N, db);
-        be->matmul(be, m->bg_p, m->bg_e, UTG__W(m->t_bg_proj), (int)N, m->d, db, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+        m->mm(be, m->bg_p, m->bg_e, UTG__W(m->t_bg_proj), (int)N, m->d, db, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
         be->mix_fwd(be, m->emb, m->emb, NULL, m->bg_p, UTG__W(m->t_bg_scale), (int)N, m->d, UTG_MIX_WZ_SCALAR);
     }
     if (m->t_smear_w >= 0)
@@ -4421,7 +4427,7 @@ static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_
     if (m->t_ve_embed >= 0) { /* the value embedding, once per forward: ve = scale * E_ve[ids] P^T */
         int vd = m->cfg.ve_dim;
         be->embed_fwd(be, m->ve_e, UTG__W(m->t_ve_embed), m->ids, (int)N, vd);
-        be->matmul(be, m->ve_p, m->ve_e, UTG__W(m->t_ve_proj), (int)N, m->kvd, vd, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+        m->mm(be, m->ve_p, m->ve_e, UTG__W(m->t_ve_proj), (int)N, m->kvd, vd, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
         be->mix_fwd(be, m->ve, m->ve_p, UTG__W(m->t_ve_scale), NULL, NULL, (int)N, m->kvd, UTG_MIX_WX_SCALAR);
     }
     h0 = m->x0;
@@ -4441,7 +4447,7 @@ static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_
     }
     be->rmsnorm_fwd(be, m->hf, m->rf, h0, (int)N, m->d, m->eps);
     head = m->t_lm_head >= 0 ? UTG__W(m->t_lm_head) : UTG__W(m->t_tok_emb);
-    be->matmul(be, m->logits, m->hf, head, (int)N, m->V, m->d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    m->mm(be, m->logits, m->hf, head, (int)N, m->V, m->d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
     /* the gradient of the mean loss is computed here, in place, while the logits are at hand */
     be->xent_fwd(be, m->logits, m->row_loss, m->tgt, (int)N, m->V, m->softcap, grad ? 1.0f / (float)N : 0.0f);
     be->download(be, m->host_loss, m->row_loss, N * sizeof(float));
@@ -4608,8 +4614,8 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
     /* head: logits = hf head^T, the logits buffer holds dloss/dlogits already */
     head = m->t_lm_head >= 0 ? UTG__W(m->t_lm_head) : UTG__W(m->t_tok_emb);
     dhead = m->t_lm_head >= 0 ? UTG__G(m->t_lm_head) : UTG__G(m->t_tok_emb);
-    be->matmul(be, m->g_d, m->logits, head, N, m->d, m->V, UTG_NO_TRANS, UTG_NO_TRANS, loss_scale, 0.0f);
-    be->matmul(be, dhead, m->logits, m->hf, m->V, m->d, N, UTG_TRANS, UTG_NO_TRANS, loss_scale, 1.0f);
+    m->mm(be, m->g_d, m->logits, head, N, m->d, m->V, UTG_NO_TRANS, UTG_NO_TRANS, loss_scale, 0.0f);
+    m->mm(be, dhead, m->logits, m->hf, m->V, m->d, N, UTG_TRANS, UTG_NO_TRANS, loss_scale, 1.0f);
     gs.g0 = m->g_h; gs.s0 = m->g_prev; gs.g1 = m->g_l1; gs.s1 = m->g_l1b;
     be->fill(be, gs.g0, 0.0f, Nd);
     be->rmsnorm_bwd(be, gs.g0, m->g_d, m->hf, m->rf, N, m->d);
@@ -4637,8 +4643,8 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
         be->fill(be, m->g_vep, 0.0f, (size_t)N * m->kvd);
         be->mix_bwd(be, m->g_vep, NULL, UTG__G(m->t_ve_scale), NULL, m->g_ve, m->ve_p, UTG__W(m->t_ve_scale), NULL, NULL, N, m->kvd,
                     UTG_MIX_WX_SCALAR);
-        be->matmul(be, m->g_vee, m->g_vep, UTG__W(m->t_ve_proj), N, vd, m->kvd, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-        be->matmul(be, UTG__G(m->t_ve_proj), m->g_vep, m->ve_e, m->kvd, vd, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+        m->mm(be, m->g_vee, m->g_vep, UTG__W(m->t_ve_proj), N, vd, m->kvd, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+        m->mm(be, UTG__G(m->t_ve_proj), m->g_vep, m->ve_e, m->kvd, vd, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
         be->embed_bwd(be, UTG__G(m->t_ve_embed), m->g_vee, m->ids, N, vd);
     }
     be->fill(be, m->g_d, 0.0f, Nd);
@@ -4662,8 +4668,8 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
         be->fill(be, m->g_bgp, 0.0f, Nd);
         be->mix_bwd(be, NULL, m->g_bgp, NULL, UTG__G(m->t_bg_scale), gE, NULL, NULL, m->bg_p, UTG__W(m->t_bg_scale), N, m->d,
                     UTG_MIX_WZ_SCALAR);
-        be->matmul(be, m->g_bge, m->g_bgp, UTG__W(m->t_bg_proj), N, db, m->d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-        be->matmul(be, UTG__G(m->t_bg_proj), m->g_bgp, m->bg_e, m->d, db, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+        m->mm(be, m->g_bge, m->g_bgp, UTG__W(m->t_bg_proj), N, db, m->d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+        m->mm(be, UTG__G(m->t_bg_proj), m->g_bgp, m->bg_e, m->d, db, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
         be->embed_bwd(be, UTG__G(m->t_bg_embed), m->g_bge, m->bg_ids, N, db);
     }
     be->embed_bwd(be, UTG__G(m->t_tok_emb), gE, m->ids, N, m->d);

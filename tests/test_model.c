@@ -390,6 +390,29 @@ static void test_model_grad_accumulation(void) {
     mdl_free(&c);
 }
 
+/* MATMUL_BF16: the same model with bf16 matmul inputs. Its loss stays within bf16's rounding of
+   the fp32 one and its gradient points the same way, yet differs (the option does something). */
+static void test_model_matmul_bf16(void) {
+    mdl_ctx a, b;
+    utg_config cfg = tiny_config(2, 64, 4, 2, 64, 32, 1, 30.0), cb = cfg;
+    double la, lb, dot = 0, na = 0, nb = 0;
+    size_t k;
+    cb.matmul_bf16 = 1;
+    if (!mdl_setup(&a, &cfg, NULL) || !mdl_setup(&b, &cb, NULL)) { CHECK(0, "setup"); return; }
+    CHECK(a.n == b.n, "same arena");
+    memcpy(b.params, a.params, a.n * 4);
+    la = mdl_obj(&a);
+    lb = mdl_obj(&b);
+    mdl_grad(&a);
+    mdl_grad(&b);
+    for (k = 0; k < a.n; k++) { dot += (double)a.grads[k] * b.grads[k]; na += (double)a.grads[k] * a.grads[k]; nb += (double)b.grads[k] * b.grads[k]; }
+    printf("      loss fp32 %.6f bf16 %.6f; gradient cosine %.6f\n", la, lb, dot / sqrt(na * nb));
+    CHECK(la != lb && fabs(la - lb) < 1e-2 * fabs(la), "bf16 loss %.6f vs fp32 %.6f", lb, la);
+    CHECK(dot / sqrt(na * nb) > 0.999 && dot / sqrt(na * nb) < 1.0, "gradient cosine %.6f", dot / sqrt(na * nb));
+    mdl_free(&a);
+    mdl_free(&b);
+}
+
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     RUN(test_config_zero_is_baseline);
@@ -405,5 +428,6 @@ int main(int argc, char **argv) {
     RUN(test_model_gradcheck_catches_planted_error);
     RUN(test_model_grad_accumulation);
     RUN(test_model_deterministic_across_threads);
+    RUN(test_model_matmul_bf16);
     return TEST_SUMMARY();
 }
