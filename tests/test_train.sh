@@ -18,7 +18,7 @@ export OMP_WAIT_POLICY
 # (loader, EMA, weight decay) are pinned here so the cases below do not depend on them.
 TINY="NUM_LAYERS=2 MODEL_DIM=64 NUM_HEADS=2 NUM_KV_HEADS=1 TRAIN_SEQ_LEN=64 TRAIN_BATCH_TOKENS=512
 GRAD_ACCUM_STEPS=1 MAX_WALLCLOCK_SECONDS=0 ITERATIONS=30 WARMDOWN_ITERS=10 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=1
-TRAIN_LOADER=sequential EMA_ENABLED=0 MUON_WD=0 EMBED_WD=0"
+TRAIN_LOADER=sequential EMA_ENABLED=0 MUON_WD=0 EMBED_WD=0 MATMUL_BF16=0"
 
 # run NAME [args...]: trains into $T/NAME; its stdout, stderr and exit status go to $T/NAME.out,
 # .err and .rc. run_in DIR NAME [args...]: the same with --out DIR.
