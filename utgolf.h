@@ -3780,6 +3780,10 @@ UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) 
         m->own_backend = 1;
     }
     m->mm = m->cfg.matmul_bf16 > 0 ? m->be->matmul_bf16 : m->be->matmul;
+    if (!m->mm) {
+        utg__msgf(&m->msg, "backend '%s' has no %s op", m->be->name ? m->be->name : "?", m->cfg.matmul_bf16 > 0 ? "matmul_bf16 (MATMUL_BF16=1)" : "matmul");
+        return UTG_ERR_BACKEND;
+    }
     m->d = m->cfg.model_dim;
     m->H = m->cfg.num_heads;
     m->Hkv = m->cfg.num_kv_heads;
@@ -4756,7 +4760,7 @@ static const float utg__ns_polar[5][3] = {
 UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int steps, int flags, float *scratch) {
     int tall = rows > cols, mn = tall ? cols : rows, it, polar_express = (flags & UTG_NS_POLAR_EXPRESS) != 0;
     void (*mm)(utg_backend *, float *, const float *, const float *, int, int, int, utg_trans, utg_trans, float, float) =
-        (flags & UTG_NS_BF16) ? be->matmul_bf16 : be->matmul;
+        (flags & UTG_NS_BF16) && be->matmul_bf16 ? be->matmul_bf16 : be->matmul;
     size_t n = (size_t)rows * cols;
     float *A = scratch, *B = A + (size_t)mn * mn, *Y = B + (size_t)mn * mn;
     double nrm = sqrt(be->sumsq(be, X, n));
