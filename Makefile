@@ -98,9 +98,14 @@ fuzz: $(BUILD)/fuzz_artifact $(BUILD)/mk_artifact $(BUILD)/test_artifact_mut
 run: $(BUILD)/train
 	./$(BUILD)/train --config $(RUN_CONFIG) --out $(RUN_OUT) $(ARGS)
 
-bench: $(BUILD)/bench_step $(BUILD)/bench_depth
-	./$(BUILD)/bench_step
-	./$(BUILD)/bench_depth
+# utgolf's speed as ratios against peers measured in the same run (OpenBLAS, PyTorch; bench/run.sh
+# installs them when missing). BENCH_ARGS: --quick, --no-install, --skip-torch, --skip-depth.
+bench: $(BUILD)/bench_step $(BUILD)/bench_depth $(BUILD)/bench_matmul $(BUILD)/bench_train
+	BUILD=$(BUILD) PYTHON=$(PYTHON) sh bench/run.sh $(BENCH_ARGS)
+$(BUILD)/bench_matmul: bench/bench_matmul.c bench/peak.h $(HDR) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS) -ldl
+$(BUILD)/bench_train: bench/bench_train.c bench/peak.h $(HDR) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 clean:
 	rm -rf build build-asan

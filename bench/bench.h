@@ -23,7 +23,7 @@ static double median(double *v, int n) {
 }
 
 /* reps timed forward + backward passes (zero_grads counted with the forward): the medians in ms */
-static void time_fwd_bwd(utg_model *m, const int32_t *x, const int32_t *y, int seqs, int reps, double *fwd_ms, double *bwd_ms) {
+static __attribute__((unused)) void time_fwd_bwd(utg_model *m, const int32_t *x, const int32_t *y, int seqs, int reps, double *fwd_ms, double *bwd_ms) {
     double fwd[64], bwd[64], loss;
     int r;
     if (reps > 64) reps = 64;

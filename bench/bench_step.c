@@ -1,45 +1,121 @@
-/* Forward + backward time of the baseline shape on the CPU backend.
+/* Where a training step's time goes on the CPU backend: each phase (forward with zero_grads,
+   backward, optimizer step, eval forward) split into matmul (be->matmul and be->matmul_bf16, with
+   the GFLOP/s they reach in place), attention (attn_fwd and attn_bwd) and everything else (norms,
+   RoPE, activations, the softcapped cross-entropy, the optimizer's elementwise work, ...).
 
-   Shape B of ANCHORS.md: 9 layers, 512 wide, 8/4 heads, MLP 2x, vocab 1024, 4 sequences of 512
-   tokens (2,048 tokens). Prints milliseconds and tokens/s; nothing is asserted (shared machines are
-   noisy). The peer figure printed beside it is from ANCHORS.md, not measured in this run: eager
-   PyTorch + OpenBLAS, fp32, a whole training step (forward, backward and Muon/Adam). */
+   It wraps the backend's function pointers with timers (utg_model_desc.backend), so it measures the
+   calls the model really makes, on their real operands. The wrappers call omp-parallel ops from a
+   single thread, as the model does, so they add nothing but a clock read per call.
+   Shapes A and B of ANCHORS.md (2,048 tokens per step; bench/bench_train.c describes them), in fp32
+   and with MATMUL_BF16=1. Medians of `reps` steps after two warm-up steps (phases separately, so
+   they need not add up). Prints milliseconds; nothing is asserted (shared machines are noisy). */
 #define _POSIX_C_SOURCE 200809L
 #define UTGOLF_IMPLEMENTATION
 #include "../utgolf.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include "bench.h"
 
-static void bench(const char *label, int layers, int dim, int heads, int kv, int seq, int seqs, double peer_tok_s, int reps) {
-    utg_model_desc d = {0};
-    utg_model *m;
+static utg_backend orig; /* the real ops */
+static double t_mm, t_attn, f_mm;
+
+typedef void (*mm_fn)(utg_backend *, float *, const float *, const float *, int, int, int, utg_trans, utg_trans, float, float);
+static void timed_mm(mm_fn fn, utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
+                     utg_trans tb, float alpha, float beta) {
+    double t = now_ms();
+    fn(be, C, A, B, M, N, K, ta, tb, alpha, beta);
+    t_mm += now_ms() - t;
+    f_mm += 2.0 * M * N * K;
+}
+static void w_matmul(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
+                     utg_trans tb, float alpha, float beta) {
+    timed_mm(orig.matmul, be, C, A, B, M, N, K, ta, tb, alpha, beta);
+}
+static void w_matmul_bf16(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
+                          utg_trans tb, float alpha, float beta) {
+    timed_mm(orig.matmul_bf16, be, C, A, B, M, N, K, ta, tb, alpha, beta);
+}
+static void w_attn_fwd(utg_backend *be, float *y, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                       int H, int Hkv, int hd, float scale) {
+    double t = now_ms();
+    orig.attn_fwd(be, y, lse, q, k, v, B, T, H, Hkv, hd, scale);
+    t_attn += now_ms() - t;
+}
+static void w_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, const float *dy, const float *q, const float *k,
+                       const float *v, const float *y, const float *lse, int B, int T, int H, int Hkv, int hd, float scale) {
+    double t = now_ms();
+    orig.attn_bwd(be, dq, dk, dv, dy, q, k, v, y, lse, B, T, H, Hkv, hd, scale);
+    t_attn += now_ms() - t;
+}
+
+enum { PH_FWD, PH_BWD, PH_OPT, PH_EVAL, N_PH };
+
+static void bench(const char *label, int layers, int dim, int heads, int kv, int seq, int seqs, int bf16, int reps) {
+    static const char *names[N_PH] = {"fwd", "bwd", "opt", "eval"};
+    utg_model_desc d;
+    utg_backend *be;
+    utg_model *m = NULL;
+    utg_optim *o = NULL;
     int32_t *x, *y;
-    int n = seq * seqs, i;
-    double loss, f, b;
+    int n = seq * seqs, i, r, p;
+    double loss, tot[N_PH][64], mm[N_PH][64], at[N_PH][64], fl[N_PH] = {0};
+    if (reps > 64) reps = 64;
+    if (utg_backend_cpu_create(NULL, &be) != UTG_OK) { printf("cannot create the CPU backend\n"); exit(1); }
+    orig = *be;
+    be->matmul = w_matmul;
+    be->matmul_bf16 = orig.matmul_bf16 ? w_matmul_bf16 : NULL;
+    be->attn_fwd = w_attn_fwd;
+    be->attn_bwd = w_attn_bwd;
+    memset(&d, 0, sizeof d);
+    d.backend = be;
     d.config.num_layers = layers; d.config.model_dim = dim; d.config.num_heads = heads; d.config.num_kv_heads = kv;
-    d.config.train_seq_len = seq;
-    if (utg_model_create(&d, &m) != UTG_OK) { printf("%s: %s\n", label, utg_model_message(m)); exit(1); }
+    d.config.train_seq_len = seq; d.config.matmul_bf16 = bf16;
+    if (utg_model_create(&d, &m) != UTG_OK || utg_model_reserve(m, seqs) != UTG_OK || utg_optim_create(m, &o) != UTG_OK) {
+        printf("%s: %s\n", label, m ? utg_model_message(m) : "cannot create the model");
+        exit(1);
+    }
     x = (int32_t *)malloc(sizeof(int32_t) * n);
     y = (int32_t *)malloc(sizeof(int32_t) * n);
+    if (!x || !y) { printf("out of memory\n"); exit(1); }
     for (i = 0; i < n; i++) { x[i] = (i * 7919) % 1024; y[i] = (i * 104729 + 3) % 1024; }
-    utg_model_reserve(m, seqs);
-    utg_model_forward(m, x, y, seqs, &loss); /* warm-up: first-touch of activations and scratch */
-    utg_model_backward(m, 1.0f);
-    time_fwd_bwd(m, x, y, seqs, reps, &f, &b);
-    printf("%-34s %6d tok  fwd %8.1f ms  bwd %8.1f ms  fwd+bwd %8.1f ms  %7.0f tok/s", label, n, f, b, f + b, n / ((f + b) / 1e3));
-    if (peer_tok_s > 0) printf("  (ANCHORS peer, full step: %.0f tok/s; ratio %.2f)", peer_tok_s, (n / ((f + b) / 1e3)) / peer_tok_s);
-    printf("\n");
+    for (r = -2; r < reps; r++) {
+        for (p = 0; p < N_PH; p++) {
+            double t0 = now_ms(), m0 = t_mm, a0 = t_attn, f0 = f_mm;
+            utg_result res = UTG_OK;
+            if (p == PH_FWD) { utg_model_zero_grads(m); res = utg_model_forward(m, x, y, seqs, &loss); }
+            else if (p == PH_BWD) res = utg_model_backward(m, 1.0f);
+            else if (p == PH_OPT) res = utg_optim_step(o, r + 2, 1.0, NULL);
+            else res = utg_model_eval(m, x, y, seqs, seq, NULL, &loss);
+            if (res != UTG_OK) { printf("%s: %s\n", label, utg_model_message(m)); exit(1); }
+            if (r < 0) continue;
+            tot[p][r] = now_ms() - t0;
+            mm[p][r] = t_mm - m0;
+            at[p][r] = t_attn - a0;
+            fl[p] = f_mm - f0;
+        }
+    }
+    printf("%s, %s (%d tok):\n", label, bf16 ? "MATMUL_BF16=1" : "fp32", n);
+    for (p = 0; p < N_PH; p++) {
+        double t = median(tot[p], reps), a = median(mm[p], reps), b = median(at[p], reps);
+        printf("  %-4s %8.1f ms   matmul %7.1f ms (%5.1f GFLOP at %5.0f GFLOP/s)   attention %6.1f ms   other %6.1f ms\n",
+               names[p], t, a, fl[p] / 1e9, a > 0 ? fl[p] / a / 1e6 : 0.0, b, t - a - b);
+    }
+    fflush(stdout);
     free(x); free(y);
+    utg_optim_destroy(o);
     utg_model_destroy(m);
+    utg_backend_destroy(be);
 }
 
 int main(int argc, char **argv) {
-    int reps = argc > 1 ? atoi(argv[1]) : 3;
-    if (reps < 1 || reps > 16) reps = 3;
-    printf("utgolf %s CPU backend, median of %d (forward, backward; no optimizer)\n", utg_version(), reps);
-    bench("shape A: 4L d256 4/2 heads T256 x8", 4, 256, 4, 2, 256, 8, 10000, reps);
-    bench("shape B: 9L d512 8/4 heads T512 x4", 9, 512, 8, 4, 512, 4, 1300, reps);
+    int reps = argc > 1 ? atoi(argv[1]) : 3, bf16;
+    if (reps < 1 || reps > 64) reps = 3;
+    printf("utgolf %s CPU backend: where a training step's time goes, median of %d\n", utg_version(), reps);
+    for (bf16 = 0; bf16 < 2; bf16++) {
+        bench("shape A: 4L d256 4/2 heads T256 x8", 4, 256, 4, 2, 256, 8, bf16, reps);
+        bench("shape B: 9L d512 8/4 heads T512 x4", 9, 512, 8, 4, 512, 4, bf16, reps);
+    }
     return 0;
 }

@@ -827,10 +827,68 @@ static void test_expf_accuracy(void) {
     CHECK(utg__expf(-1000.0f) < 1e-37f && utg__expf(-1000.0f) >= 0.0f, "large negative arguments clamp near 0");
 }
 
+/* The library's own tanh (chunked, vectorizable) against double-precision tanh, on both sides of
+   its switch from the polynomial to the exp form at |y| = 1/4, and the clamp at 9. */
+static void test_tanh_accuracy(void) {
+    enum { N = 256 };
+    float y[N], out[N], tmp[N];
+    double worst = 0.0;
+    int i, pass;
+    for (pass = 0; pass < 40; pass++) {
+        for (i = 0; i < N; i++) y[i] = (float)(-12.0 + 24.0 * (pass * N + i) / (40.0 * N)) * (pass % 2 ? 1.0f : 0.03f);
+        utg__tanh_chunk(out, y, tmp, N, 1.0f);
+        for (i = 0; i < N; i++) {
+            double ref = tanh((double)y[i]), err = fabs(out[i] - ref) / (fabs(ref) > 1e-30 ? fabs(ref) : 1.0);
+            if (err > worst) worst = err;
+        }
+    }
+    CHECK(worst < 5e-7, "worst relative error %.3g", worst);
+    y[0] = 0.0f; y[1] = -0.25f; y[2] = 0.25f; y[3] = 1e-20f;
+    utg__tanh_chunk(out, y, tmp, 4, 30.0f);
+    CHECK(out[0] == 0.0f && out[3] > 0.0f, "tanh(0) = %g, tanh(1e-20) = %g", out[0], out[3]);
+    CHECK(out[1] == -out[2], "odd at the switch: %.9g vs %.9g", out[1], out[2]);
+}
+
+/* Softcapped cross-entropy of long rows (several chunks and a ragged tail) against a double
+   reference: the row losses and the gradient (1/rows scale) within stated tolerances. */
+static void test_xent_long_rows(void) {
+    const int rows = 3, V = 1030;
+    int32_t tgt[3] = {0, 517, 1029};
+    float *z = rand_buf((size_t)rows * V, 1.0), *g = zeros((size_t)rows * V), loss[3];
+    int r, j, v;
+    for (v = 0; v < 2; v++) {
+        float cap = v ? 0.0f : 30.0f;
+        double worst_l = 0, worst_g = 0;
+        for (j = 0; j < rows * V; j++) g[j] = z[j] * 20.0f; /* logits of +-20 */
+        be->xent_fwd(be, g, loss, tgt, rows, V, cap, 1.0f / rows);
+        for (r = 0; r < rows; r++) {
+            double zz[1030], mx = -1e300, sum = 0.0, lse;
+            for (j = 0; j < V; j++) {
+                double x = 20.0 * z[r * V + j];
+                zz[j] = cap > 0 ? cap * tanh(x / cap) : x;
+                if (zz[j] > mx) mx = zz[j];
+            }
+            for (j = 0; j < V; j++) sum += exp(zz[j] - mx);
+            lse = mx + log(sum);
+            if (fabs(loss[r] - (lse - zz[tgt[r]])) > worst_l) worst_l = fabs(loss[r] - (lse - zz[tgt[r]]));
+            for (j = 0; j < V; j++) {
+                double p = exp(zz[j] - lse), gr = (p - (j == tgt[r])) / rows;
+                if (cap > 0) gr *= 1.0 - (zz[j] / cap) * (zz[j] / cap);
+                if (fabs(g[r * V + j] - gr) > worst_g) worst_g = fabs(g[r * V + j] - gr);
+            }
+        }
+        CHECK(worst_l < 2e-5, "%s: worst loss error %.3g", v ? "no cap" : "cap 30", worst_l);
+        CHECK(worst_g < 1e-7, "%s: worst gradient error %.3g", v ? "no cap" : "cap 30", worst_g);
+    }
+    free(z); free(g);
+}
+
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     if (utg_backend_cpu_create(NULL, &be) != UTG_OK) { printf("cannot create the CPU backend\n0 passed, 1 failed\n"); return 1; }
     RUN(test_expf_accuracy);
+    RUN(test_tanh_accuracy);
+    RUN(test_xent_long_rows);
     RUN(test_matmul_kernels);
     RUN(test_attention_tiles);
     RUN(test_matmul_grad);
