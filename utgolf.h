@@ -1901,7 +1901,22 @@ typedef float utg__vf __attribute__((vector_size(UTG__VW * 4)));
 /* C[mr x nr] += Ap (k-major, MR per k) times Bp (k-major, NR per k), for kc steps */
 typedef void (*utg__ukernel_fn)(int kc, const float *UTG_RESTRICT Ap, const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
                                 int ldc, int mr, int nr);
-struct utg__gk { int mr, nr; utg__ukernel_fn fn; const char *name; };
+/* dst[k * W + r] = alpha * src[r * ld + k] for r < nrows, k < kb; rows [nrows, W) zero (W <= 32):
+   the transposing half of packing (A not transposed, B transposed), where plain copies do not do */
+typedef void (*utg__pack_t_fn)(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src, int ld, int nrows, int kb,
+                               float alpha);
+struct utg__gk { int mr, nr; utg__ukernel_fn fn; const char *name; utg__pack_t_fn pack_t; };
+
+static void utg__pack_t_scalar(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src, int ld, int nrows, int kb,
+                               float alpha) {
+    int r, k;
+    for (r = 0; r < nrows; r++) {
+        const float *x = src + (size_t)r * ld;
+        for (k = 0; k < kb; k++) dst[(size_t)k * W + r] = alpha * x[k];
+    }
+    for (; r < W; r++)
+        for (k = 0; k < kb; k++) dst[(size_t)k * W + r] = 0.0f;
+}
 
 static void utg__tile_add(float *C, int ldc, const float *tile, int nr_full, int mr, int nr) {
     int r, j;
@@ -2018,10 +2033,67 @@ __attribute__((target("avx2,fma"))) static void utg__uk_avx2(int kc, const float
 }
 #endif
 
-static const utg__gk utg__gk_portable = {UTG__PMR, UTG__PNR, utg__uk_portable, "portable"};
 #if defined(UTG__X86_KERNELS)
-static const utg__gk utg__gk_avx512 = {12, 32, utg__uk_avx512, "avx512"};
-static const utg__gk utg__gk_avx2 = {6, 16, utg__uk_avx2, "avx2"};
+/* r[k] = column k of the 16 x 16 block whose rows were r[0..15] (four shuffle stages) */
+__attribute__((target("avx512f"))) static inline void utg__tr16(__m512 *r) {
+    __m512 t[16];
+    int i;
+#pragma GCC unroll 8
+    for (i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (i = 0; i < 4; i++) { /* r[4i + c], 128-bit lane L: column 4L + c of rows 4i..4i+3 */
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+#pragma GCC unroll 4
+    for (i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x44);
+        t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xEE);
+        t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x44);
+        t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xEE);
+    }
+#pragma GCC unroll 4
+    for (i = 0; i < 4; i++) { /* r[k]: column k of the 16 rows */
+        r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+        r[4 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
+        r[8 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
+        r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xDD);
+    }
+}
+/* The same with 16 x 16 register transposes: 16 rows x 16 k loaded (masked at the edges), turned
+   in four shuffle stages, stored as 16 k rows of up to 16 lanes. */
+__attribute__((target("avx512f"))) static void utg__pack_t_avx512(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src,
+                                                                  int ld, int nrows, int kb, float alpha) {
+    const __m512 va = _mm512_set1_ps(alpha);
+    int g, k0, i;
+    for (g = 0; g < W; g += 16) {
+        int gr = nrows - g < 0 ? 0 : (nrows - g > 16 ? 16 : nrows - g), wl = W - g < 16 ? W - g : 16;
+        __mmask16 sm = (__mmask16)((1u << wl) - 1u);
+        for (k0 = 0; k0 < kb; k0 += 16) {
+            int kl = kb - k0 < 16 ? kb - k0 : 16;
+            __mmask16 lm = (__mmask16)((1u << kl) - 1u);
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (i = 0; i < 16; i++)
+                r[i] = i < gr ? _mm512_mul_ps(va, _mm512_maskz_loadu_ps(lm, src + (size_t)(g + i) * ld + k0)) : _mm512_setzero_ps();
+            utg__tr16(r);
+            for (i = 0; i < kl; i++) _mm512_mask_storeu_ps(dst + (size_t)(k0 + i) * W + g, sm, r[i]);
+        }
+    }
+}
+#endif
+
+static const utg__gk utg__gk_portable = {UTG__PMR, UTG__PNR, utg__uk_portable, "portable", utg__pack_t_scalar};
+#if defined(UTG__X86_KERNELS)
+static const utg__gk utg__gk_avx512 = {12, 32, utg__uk_avx512, "avx512", utg__pack_t_avx512};
+static const utg__gk utg__gk_avx2 = {6, 16, utg__uk_avx2, "avx2", utg__pack_t_scalar};
 #endif
 
 /* The kernel for this CPU, or the one UTG_CPU_KERNEL names (when the CPU has it). */
@@ -2071,14 +2143,40 @@ static uint32_t utg__bf16_pair(float lo, float hi) {
     b = (b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u;
     return a | b;
 }
+/* dst[p * W + r] = bf16 pair (alpha src[r ld + 2p], alpha src[r ld + 2p + 1]) for r < nrows, rows up
+   to W (<= 32) zero: 16 rows x 32 k converted to 16 x 16 pairs (vcvtne2ps2bf16, nearest even, as
+   utg__bf16_pair except that it reads denormals as zero), then transposed as 32-bit lanes */
+__attribute__((target("avx512f,avx512bf16"))) static void utg__pack_pairs_t(uint32_t *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src,
+                                                                             int ld, int nrows, int kb, float alpha) {
+    const __m512 va = _mm512_set1_ps(alpha);
+    int g, k0, i;
+    for (g = 0; g < W; g += 16) {
+        int gr = nrows - g < 0 ? 0 : (nrows - g > 16 ? 16 : nrows - g), wl = W - g < 16 ? W - g : 16;
+        __mmask16 sm = (__mmask16)((1u << wl) - 1u);
+        for (k0 = 0; k0 < kb; k0 += 32) {
+            int kl = kb - k0 < 32 ? kb - k0 : 32, pl = (kl + 1) / 2;
+            __mmask16 lo = (__mmask16)(kl >= 16 ? 0xffffu : (1u << kl) - 1u), hi = (__mmask16)(kl <= 16 ? 0u : (kl >= 32 ? 0xffffu : (1u << (kl - 16)) - 1u));
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (i = 0; i < 16; i++) {
+                if (i < gr) {
+                    const float *x = src + (size_t)(g + i) * ld + k0;
+                    __m512 a = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(lo, x)), b = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(hi, x + 16));
+                    r[i] = _mm512_castsi512_ps((__m512i)_mm512_cvtne2ps_pbh(b, a));
+                } else {
+                    r[i] = _mm512_setzero_ps();
+                }
+            }
+            utg__tr16(r);
+            for (i = 0; i < pl; i++) _mm512_mask_storeu_ps((float *)(dst + (size_t)(k0 / 2 + i) * W + g), sm, r[i]);
+        }
+    }
+}
 static void utg__pack_b_pairs(uint32_t *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0) {
     int nj = N - j0 < 32 ? N - j0 : 32, kp = kb / 2, j, p;
     if (tb) {
-        for (j = 0; j < nj; j++) {
-            const float *s = B + (size_t)(j0 + j) * ldb + kc;
-            for (p = 0; p < kp; p++) dst[(size_t)p * 32 + j] = utg__bf16_pair(s[2 * p], s[2 * p + 1]);
-            if (kb & 1) dst[(size_t)kp * 32 + j] = utg__bf16_pair(s[2 * kp], 0.0f);
-        }
+        utg__pack_pairs_t(dst, 32, B + (size_t)j0 * ldb + kc, ldb, nj, kb, 1.0f);
+        return;
     } else {
         for (p = 0; p < kp; p++) {
             const float *s0 = B + (size_t)(kc + 2 * p) * ldb + j0, *s1 = s0 + ldb;
@@ -2106,11 +2204,8 @@ static void utg__pack_a_pairs(uint32_t *ap, const float *A, int lda, utg_trans t
             for (r = 0; r < mr; r++) ap[(size_t)kp * 12 + r] = utg__bf16_pair(alpha * s0[r], 0.0f);
         }
     } else {
-        for (r = 0; r < mr; r++) {
-            const float *s = A + (size_t)(i0 + r) * lda + kc;
-            for (p = 0; p < kp; p++) ap[(size_t)p * 12 + r] = utg__bf16_pair(alpha * s[2 * p], alpha * s[2 * p + 1]);
-            if (kb & 1) ap[(size_t)kp * 12 + r] = utg__bf16_pair(alpha * s[2 * kp], 0.0f);
-        }
+        utg__pack_pairs_t(ap, 12, A + (size_t)i0 * lda + kc, lda, mr, kb, alpha);
+        return;
     }
     for (p = 0; p < (kb + 1) / 2; p++)
         for (r = mr; r < 12; r++) ap[(size_t)p * 12 + r] = 0u;
@@ -2151,16 +2246,13 @@ static void utg__pack_b(const utg__gk *gk, float *dst, const float *B, int ldb, 
     const int NR = gk->nr;
     int nj = N - j0 < NR ? N - j0 : NR, j, k;
     if (tb) {
-        for (j = 0; j < nj; j++) {
-            const float *src = B + (size_t)(j0 + j) * ldb + kc;
-            for (k = 0; k < kb; k++) dst[(size_t)k * NR + j] = src[k];
-        }
+        gk->pack_t(dst, NR, B + (size_t)j0 * ldb + kc, ldb, nj, kb, 1.0f);
     } else {
         for (k = 0; k < kb; k++) memcpy(dst + (size_t)k * NR, B + (size_t)(kc + k) * ldb + j0, sizeof(float) * (size_t)nj);
+        if (nj < NR)
+            for (k = 0; k < kb; k++)
+                for (j = nj; j < NR; j++) dst[(size_t)k * NR + j] = 0.0f;
     }
-    if (nj < NR)
-        for (k = 0; k < kb; k++)
-            for (j = nj; j < NR; j++) dst[(size_t)k * NR + j] = 0.0f;
     if (bf16) utg__bf16_round_n(dst, (size_t)kb * NR);
 }
 
@@ -2177,12 +2269,7 @@ static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, floa
             for (; r < MR; r++) ap[(size_t)k * MR + r] = 0.0f;
         }
     } else {
-        for (r = 0; r < mr; r++) {
-            const float *src = A + (size_t)(i0 + r) * lda + kc;
-            for (k = 0; k < kb; k++) ap[(size_t)k * MR + r] = alpha * src[k];
-        }
-        for (; r < MR; r++)
-            for (k = 0; k < kb; k++) ap[(size_t)k * MR + r] = 0.0f;
+        gk->pack_t(ap, MR, A + (size_t)i0 * lda + kc, lda, mr, kb, alpha);
     }
     if (bf16) utg__bf16_round_n(ap, (size_t)kb * MR);
     for (pan = 0; pan < n_pan; pan++) {
@@ -2488,16 +2575,10 @@ static void utg__cpu_head_scale_bwd(utg_backend *be, float *dx, float *dgain, co
    columns (sliver s at dst + s * w * MR) */
 static void utg__pack_a_rows(const utg__gk *gk, float *dst, const float *X, int ld, int n, int w, float alpha) {
     const int MR = gk->mr;
-    int s, r, k;
+    int s;
     for (s = 0; s * MR < n; s++) {
         float *d = dst + (size_t)s * w * MR;
-        int mr = n - s * MR < MR ? n - s * MR : MR;
-        for (r = 0; r < mr; r++) {
-            const float *x = X + (size_t)(s * MR + r) * ld;
-            for (k = 0; k < w; k++) d[(size_t)k * MR + r] = alpha * x[k];
-        }
-        for (; r < MR; r++)
-            for (k = 0; k < w; k++) d[(size_t)k * MR + r] = 0.0f;
+        gk->pack_t(d, MR, X + (size_t)s * MR * ld, ld, n - s * MR < MR ? n - s * MR : MR, w, alpha);
     }
 }
 /* the same for X^T: A rows are X's columns [0, n), k runs over X's rows [0, w) */

@@ -83,6 +83,51 @@ static float bf16r(float x) {
     return x;
 }
 
+/* Each kernel's transposing pack against the scalar one, bit for bit, over widths, ragged row counts
+   and k lengths around the 16 x 16 blocks; the padding rows must come out zero (dst starts as NaN). */
+static void test_pack_transpose(void) {
+    static const int widths[] = {6, 12, 16, 32}, kbs[] = {1, 15, 16, 17, 40};
+    const utg__gk *gk = utg__gk_pick();
+    float *src = rand_buf(32 * 45, 1), *d0 = zeros(32 * 40), *d1 = zeros(32 * 40);
+    int wi, ki, nr, bad = 0, cases = 0;
+    size_t i;
+    for (wi = 0; wi < 4; wi++)
+        for (ki = 0; ki < 5; ki++)
+            for (nr = 0; nr <= widths[wi]; nr++) {
+                for (i = 0; i < 32 * 40; i++) d0[i] = d1[i] = NAN;
+                utg__pack_t_scalar(d0, widths[wi], src, 45, nr, kbs[ki], 0.75f);
+                gk->pack_t(d1, widths[wi], src, 45, nr, kbs[ki], 0.75f);
+                cases++;
+                if (memcmp(d0, d1, sizeof(float) * (size_t)widths[wi] * kbs[ki]) != 0) bad++;
+                for (i = (size_t)nr; i < (size_t)widths[wi]; i++)
+                    if (d1[i] != 0.0f) bad++;
+            }
+    CHECK(bad == 0, "%s: %d of %d packs differ from the scalar pack", gk->name, bad, cases);
+#if defined(UTG__X86_KERNELS)
+    if (gk == &utg__gk_avx512 && __builtin_cpu_supports("avx512bf16")) { /* the bf16 pairs of the same */
+        uint32_t *p1 = (uint32_t *)d1;
+        int p, r;
+        bad = cases = 0;
+        for (wi = 0; wi < 4; wi++)
+            for (ki = 0; ki < 5; ki++)
+                for (nr = 0; nr <= widths[wi]; nr++) {
+                    int kp = (kbs[ki] + 1) / 2;
+                    memset(p1, 0xff, sizeof(float) * 32 * 40);
+                    utg__pack_pairs_t(p1, widths[wi], src, 45, nr, kbs[ki], 0.75f);
+                    cases++;
+                    for (p = 0; p < kp; p++)
+                        for (r = 0; r < widths[wi]; r++) {
+                            float lo = r < nr ? 0.75f * src[r * 45 + 2 * p] : 0.0f;
+                            float hi = r < nr && 2 * p + 1 < kbs[ki] ? 0.75f * src[r * 45 + 2 * p + 1] : 0.0f;
+                            if (p1[p * widths[wi] + r] != utg__bf16_pair(lo, hi)) { bad++; p = kp; break; }
+                        }
+                }
+        CHECK(bad == 0, "bf16 pairs: %d of %d packs differ from utg__bf16_pair", bad, cases);
+    }
+#endif
+    free(src); free(d0); free(d1);
+}
+
 /* matmul on every microkernel this CPU has (avx512, avx2, portable) against a plain triple loop in
    double, at sizes that cross KC, NC and the tile edges, and the same bits for 1, 2 and 3 threads */
 static void test_matmul_kernels(void) {
@@ -889,6 +934,7 @@ int main(int argc, char **argv) {
     RUN(test_expf_accuracy);
     RUN(test_tanh_accuracy);
     RUN(test_xent_long_rows);
+    RUN(test_pack_transpose);
     RUN(test_matmul_kernels);
     RUN(test_attention_tiles);
     RUN(test_matmul_grad);
