@@ -423,13 +423,22 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
    zero them first); this is what lets shared weights accumulate gradients over several visits.
    ------------------------------------------------------------------------------------------------ */
 
-#define UTG_BACKEND_ABI_VERSION 6u
+#define UTG_BACKEND_ABI_VERSION 7u
 
 #define UTG_MIX_WX_SCALAR 1 /* mix_fwd/mix_bwd flags */
 #define UTG_MIX_WZ_SCALAR 2
 #define UTG_MIX_WZ_SIGMOID 4 /* with UTG_MIX_WZ_SCALAR: z's weight is sigmoid(wz[0]) (ABI 5) */
 
-typedef enum utg_trans { UTG_NO_TRANS = 0, UTG_TRANS = 1 } utg_trans;
+/* ta of matmul may also say "C is symmetric" (bit 2, ABI 7): M == N, beta 0, and op(A) op(B) is known
+   to be symmetric (X X^T, X^T X, or A A with A symmetric). A backend may then compute the upper
+   triangle and mirror it (the CPU backend does: its upper triangle has the full product's bits). */
+typedef enum utg_trans { UTG_NO_TRANS = 0, UTG_TRANS = 1, UTG_NO_TRANS_SYM = 2, UTG_TRANS_SYM = 3 } utg_trans;
+
+/* The backend's ops may be called from several host threads at once, on separate operands (the
+   optimizer then runs whole Muon tensors on different threads). */
+#define UTG_BACKEND_CONCURRENT 1u
+/* at most this many concurrent callers */
+#define UTG_BACKEND_MAX_CALLERS 64
 
 typedef struct utg_backend utg_backend;
 struct utg_backend {
@@ -437,6 +446,7 @@ struct utg_backend {
     uint32_t struct_size; /* sizeof(utg_backend) as the backend was compiled */
     const char *name;
     void *impl; /* backend-private state */
+    uint32_t flags; /* UTG_BACKEND_CONCURRENT (ABI 7) */
 
     /* memory */
     void *(*buf_alloc)(utg_backend *be, size_t size_bytes); /* zero-filled, 64-byte aligned */
@@ -447,7 +457,7 @@ struct utg_backend {
     void (*copy)(utg_backend *be, float *dst, const float *src, size_t n);
 
     /* C[M,N] = alpha * op(A) op(B) + beta*C, op(A) is [M,K] (A stored [K,M] when ta), op(B) is
-       [K,N] (B stored [N,K] when tb). beta is 0 or 1. */
+       [K,N] (B stored [N,K] when tb). beta is 0 or 1. ta may be UTG_*_SYM (see utg_trans). */
     void (*matmul)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
                    utg_trans ta, utg_trans tb, float alpha, float beta);
     /* The same with alpha * op(A) and op(B) rounded to bf16 (nearest even) and the products summed
@@ -1336,11 +1346,13 @@ UTGDEF utg_result utg_write_file(const char *path, const void *bytes, size_t siz
 #ifdef _OPENMP
 #define UTG__OMP_FOR _Pragma("omp parallel for schedule(static)")
 #define UTG__OMP_FOR_DYN _Pragma("omp parallel for schedule(dynamic, 1)")
+#define UTG__SIMD_MAX_M _Pragma("omp simd reduction(max : m)") /* over a variable named m */
 static int utg__max_threads(void) { return omp_get_max_threads(); }
 static int utg__thread_id(void) { return omp_get_thread_num(); }
 #else
 #define UTG__OMP_FOR
 #define UTG__OMP_FOR_DYN
+#define UTG__SIMD_MAX_M
 static int utg__max_threads(void) { return 1; }
 static int utg__thread_id(void) { return 0; }
 #endif
@@ -1809,26 +1821,37 @@ typedef struct utg__cpu {
     utg_allocator alloc;
     const utg__gk *gk; /* the matmul microkernel picked for this CPU */
     int bf16_hw;       /* the AVX-512 kernel and avx512_bf16: bf16 matmuls use vdpbf16ps */
-    float *scratch; /* grown on demand outside parallel regions, reused afterwards */
-    size_t scratch_floats;
+    float *scratch[UTG_BACKEND_MAX_CALLERS]; /* per calling thread: grown on demand, reused afterwards */
+    size_t scratch_floats[UTG_BACKEND_MAX_CALLERS];
 } utg__cpu;
 
 static utg__cpu *utg__cpu_of(utg_backend *be) { return (utg__cpu *)be->impl; }
 
-/* Scratch that stays allocated: the first calls of a step size it, later steps reuse it. */
+/* Scratch that stays allocated: the first calls of a step size it, later steps reuse it. An op
+   called from inside a parallel region (UTG_BACKEND_CONCURRENT) gets its caller's own slot. */
 static float *utg__cpu_scratch(utg_backend *be, size_t n_floats) {
     utg__cpu *c = utg__cpu_of(be);
-    if (n_floats > c->scratch_floats) {
+    int slot = 0;
+#ifdef _OPENMP
+    if (omp_in_parallel()) slot = omp_get_thread_num();
+#endif
+    if (slot < 0 || slot >= UTG_BACKEND_MAX_CALLERS) return NULL;
+    if (n_floats > c->scratch_floats[slot]) {
         float *p;
         size_t bytes;
         if (!utg__mul_ok(n_floats, sizeof(float), &bytes)) return NULL;
-        p = (float *)utg__alloc(&c->alloc, bytes);
+#ifdef _OPENMP
+#pragma omp critical(utg__cpu_alloc)
+#endif
+        {
+            p = (float *)utg__alloc(&c->alloc, bytes);
+            if (p) utg__free(&c->alloc, c->scratch[slot]);
+        }
         if (!p) return NULL;
-        utg__free(&c->alloc, c->scratch);
-        c->scratch = p;
-        c->scratch_floats = n_floats;
+        c->scratch[slot] = p;
+        c->scratch_floats[slot] = n_floats;
     }
-    return c->scratch;
+    return c->scratch[slot];
 }
 
 /* Aligned allocation: over-allocate and keep the original pointer just before the block. */
@@ -2259,9 +2282,10 @@ static void utg__pack_b(const utg__gk *gk, float *dst, const float *B, int ldb, 
 /* alpha * op(A)[i0:i0+MR, kc:kc+kb] into an MR-row sliver (k-major), zero rows past M; then the
    sliver times every packed panel of the block into C[i0:, jc:jc+nc] */
 static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, float *C, int ldc, const float *A, int lda,
-                             utg_trans ta, int M, int N, int i0, int kc, int kb, int jc, int nc, float alpha, int bf16) {
+                             utg_trans ta, int M, int N, int i0, int kc, int kb, int jc, int nc, float alpha, int bf16, int sym) {
     const int MR = gk->mr, NR = gk->nr;
     int mr = M - i0 < MR ? M - i0 : MR, n_pan = (nc + NR - 1) / NR, k, r, pan;
+    if (sym && jc + nc <= i0) return; /* the whole block row is below the diagonal */
     if (ta) {
         for (k = 0; k < kb; k++) {
             const float *src = A + (size_t)(kc + k) * lda + i0;
@@ -2274,6 +2298,7 @@ static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, floa
     if (bf16) utg__bf16_round_n(ap, (size_t)kb * MR);
     for (pan = 0; pan < n_pan; pan++) {
         int j0 = jc + pan * NR, nr = N - j0 < NR ? N - j0 : NR;
+        if (sym && j0 + nr <= i0) continue; /* below the diagonal: mirrored afterwards */
         gk->fn(kb, ap, Bp + (size_t)pan * kb * NR, C + (size_t)i0 * ldc + j0, ldc, mr, nr);
     }
 }
@@ -2288,9 +2313,25 @@ static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, floa
    in k order by one thread, so the thread count does not change any bit. bf16: both operands are
    rounded to bf16 (alpha folded into A first) and the products summed in fp32, with avx512_bf16's
    dot products where the CPU has them. */
-static void utg__matmul_run(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
+/* C's lower triangle from its upper one (a symmetric product computed above the diagonal), by
+   32 x 32 blocks so that the transposed reads stay in L1 */
+static void utg__mirror_lower(float *C, int n) {
+    int bi, nb = (n + 31) / 32;
+    UTG__OMP_FOR_DYN
+    for (bi = 0; bi < nb; bi++) {
+        int bj, i, j, i1 = (bi + 1) * 32 < n ? (bi + 1) * 32 : n;
+        for (bj = 0; bj <= bi; bj++)
+            for (i = bi * 32; i < i1; i++) {
+                int j1 = bj == bi ? i : bj * 32 + 32;
+                for (j = bj * 32; j < j1; j++) C[(size_t)i * n + j] = C[(size_t)j * n + i];
+            }
+    }
+}
+static void utg__matmul_run(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta_sym,
                             utg_trans tb, float alpha, float beta, int bf16) {
     const utg__gk *gk = utg__cpu_of(be)->gk;
+    utg_trans ta = (utg_trans)(ta_sym & 1);
+    int sym = (ta_sym & 2) && M == N && beta == 0.0f; /* the tiles wholly below the diagonal are skipped */
     int nth = utg__max_threads(), lda = ta ? M : K, ldb = tb ? K : N, n_sl = (M + gk->mr - 1) / gk->mr;
     float *pack;
     if (M <= 0 || N <= 0) return;
@@ -2321,15 +2362,18 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
 #endif
                     for (sl = 0; sl < n_sl; sl++) {
                         int i0 = sl * 12, mr = M - i0 < 12 ? M - i0 : 12;
+                        if (sym && jc + nc <= i0) continue;
                         utg__pack_a_pairs(ap, A, lda, ta, M, i0, kc, kb, alpha);
                         for (pan = 0; pan < n_pan; pan++) {
                             int j0 = jc + pan * 32, nr = N - j0 < 32 ? N - j0 : 32;
+                            if (sym && j0 + nr <= i0) continue;
                             utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, C + (size_t)i0 * N + j0, N, mr, nr);
                         }
                     }
                 }
             }
         }
+        if (sym) utg__mirror_lower(C, N);
         return;
     }
 #endif
@@ -2351,10 +2395,12 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 2)
 #endif
-                for (sl = 0; sl < n_sl; sl++) utg__gemm_sliver(gk, ap, pack, C, N, A, lda, ta, M, N, sl * gk->mr, kc, kb, jc, nc, alpha, bf16);
+                for (sl = 0; sl < n_sl; sl++)
+                    utg__gemm_sliver(gk, ap, pack, C, N, A, lda, ta, M, N, sl * gk->mr, kc, kb, jc, nc, alpha, bf16, sym);
             }
         }
     }
+    if (sym) utg__mirror_lower(C, N);
 }
 static void utg__cpu_matmul(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
                             utg_trans tb, float alpha, float beta) {
@@ -2417,6 +2463,24 @@ static void utg__exp_row(float *UTG_RESTRICT x, int n, float shift) {
         x[i] = v > 88.0f ? 88.0f : v;
     }
     for (i = 0; i < n; i++) x[i] = utg__expf_core(x[i]);
+}
+
+/* The largest of m and x[0..n); the sum of x[0..n) in 16 lanes, then in order: loops that
+   vectorize without -ffast-math, for the short rows of the attention and cross-entropy */
+static float utg__row_max(const float *UTG_RESTRICT x, int n, float m) {
+    int i;
+    UTG__SIMD_MAX_M /* a maximum does not depend on the order it is taken in */
+    for (i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+static float utg__row_sum(const float *UTG_RESTRICT x, int n) {
+    float acc[16] = {0}, s = 0.0f;
+    int i = 0, l;
+    for (; i + 16 <= n; i += 16)
+        for (l = 0; l < 16; l++) acc[l] += x[i + l];
+    for (; i < n; i++) acc[i & 15] += x[i];
+    for (l = 0; l < 16; l++) s += acc[l];
+    return s;
 }
 
 /* Sum of a[i]*b[i] in 16 independent lanes (vectorizes without -ffast-math), then in order. */
@@ -2663,13 +2727,13 @@ static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float
                     utg__mm_packed(gk, S, UTG__FA_KB, Qa, (size_t)hd * gk->mr, Kt + (size_t)(kb0 / gk->nr) * hd * gk->nr, (size_t)hd * gk->nr, qb,
                                    nk, hd);
                     for (r = 0; r < qb; r++) { /* keys kb0 .. q0 + r are visible to row r */
-                        float *row = S + (size_t)r * UTG__FA_KB, m_new = mx[r], a, s = 0.0f;
+                        float *row = S + (size_t)r * UTG__FA_KB, m_new = mx[r], a, s;
                         int nv = q0 + r - kb0 + 1;
                         if (nv > nk) nv = nk;
                         if (nv <= 0) { memset(row, 0, sizeof(float) * (size_t)nk); continue; }
-                        for (c = 0; c < nv; c++) m_new = row[c] > m_new ? row[c] : m_new;
+                        m_new = utg__row_max(row, nv, m_new);
                         utg__exp_row(row, nv, m_new);
-                        for (c = 0; c < nv; c++) s += row[c];
+                        s = utg__row_sum(row, nv);
                         for (c = nv; c < nk; c++) row[c] = 0.0f;
                         a = mx[r] == -INFINITY ? 0.0f : utg__expf(mx[r] - m_new);
                         if (a != 1.0f)
@@ -3018,17 +3082,16 @@ static void utg__tanh_chunk(float *UTG_RESTRICT out, const float *UTG_RESTRICT y
 }
 
 /* Softcapped cross-entropy of each row, and (dscale != 0) its gradient in place: rows are
-   independent, each worked in chunks of UTG__XCHUNK with 16-lane max and sum (the same bits for
-   any thread count). */
+   independent, each worked in chunks of UTG__XCHUNK (the same bits for any thread count). */
 static void utg__cpu_xent_fwd(utg_backend *be, float *logits, float *row_loss, const int32_t *targets, int rows,
                               int V, float softcap, float dscale) {
     int r;
     (void)be;
     UTG__OMP_FOR
     for (r = 0; r < rows; r++) {
-        float *z = logits + (size_t)r * V, mxl[16], sml[16], mx, sum = 0.0f, inv, zt;
+        float *z = logits + (size_t)r * V, mx, sum = 0.0f, inv, zt;
         float tmp[UTG__XCHUNK], tmp2[UTG__XCHUNK];
-        int j, c0, l, tgt = targets[r];
+        int j, c0, tgt = targets[r];
         if (softcap > 0.0f) {
             float ic = 1.0f / softcap;
             for (c0 = 0; c0 < V; c0 += UTG__XCHUNK) {
@@ -3037,21 +3100,13 @@ static void utg__cpu_xent_fwd(utg_backend *be, float *logits, float *row_loss, c
                 utg__tanh_chunk(z + c0, tmp2, tmp, n, softcap);
             }
         }
-        for (l = 0; l < 16; l++) { mxl[l] = -INFINITY; sml[l] = 0.0f; }
-        for (j = 0; j + 16 <= V; j += 16)
-            for (l = 0; l < 16; l++) mxl[l] = z[j + l] > mxl[l] ? z[j + l] : mxl[l];
-        for (; j < V; j++) mxl[j & 15] = z[j] > mxl[j & 15] ? z[j] : mxl[j & 15];
-        mx = mxl[0];
-        for (l = 1; l < 16; l++) mx = mxl[l] > mx ? mxl[l] : mx;
-        for (c0 = 0; c0 < V; c0 += UTG__XCHUNK) {
+        mx = utg__row_max(z, V, -INFINITY);
+        for (c0 = 0; c0 < V; c0 += UTG__XCHUNK) { /* chunk sums added in order */
             int n = V - c0 < UTG__XCHUNK ? V - c0 : UTG__XCHUNK;
             memcpy(tmp, z + c0, sizeof(float) * (size_t)n);
             utg__exp_row(tmp, n, mx);
-            for (j = 0; j + 16 <= n; j += 16)
-                for (l = 0; l < 16; l++) sml[l] += tmp[j + l];
-            for (; j < n; j++) sml[j & 15] += tmp[j];
+            sum += utg__row_sum(tmp, n);
         }
-        for (l = 0; l < 16; l++) sum += sml[l];
         zt = z[tgt];
         row_loss[r] = mx + logf(sum) - zt;
         if (dscale != 0.0f) {
@@ -3148,10 +3203,11 @@ static void utg__cpu_synchronize(utg_backend *be) { (void)be; }
 static void utg__cpu_destroy(utg_backend *be) {
     utg__cpu *c;
     utg_allocator a;
+    int i;
     if (!be) return;
     c = utg__cpu_of(be);
     a = c->alloc;
-    utg__free(&a, c->scratch);
+    for (i = 0; i < UTG_BACKEND_MAX_CALLERS; i++) utg__free(&a, c->scratch[i]);
     utg__free(&a, c);
     utg__free(&a, be);
 }
@@ -3182,6 +3238,7 @@ UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend
     be->struct_size = (uint32_t)sizeof(utg_backend);
     be->name = "cpu";
     be->impl = c;
+    be->flags = UTG_BACKEND_CONCURRENT;
     be->buf_alloc = utg__cpu_buf_alloc;
     be->buf_free = utg__cpu_buf_free;
     be->upload = utg__cpu_memcpy;
@@ -4826,8 +4883,11 @@ struct utg_optim {
     utg_backend *be;
     int *group;        /* per tensor */
     float *arena[UTG_OPTIM_ARENAS];
-    float *upd;        /* Muon update [max numel] */
-    float *ns_scratch; /* Newton-Schulz scratch */
+    float *upd;        /* Muon update [max numel], one per slot */
+    float *ns_scratch; /* Newton-Schulz scratch [max ns], one per slot */
+    size_t max_numel, max_ns;
+    int n_slots;       /* threads that run Muon tensors at once (1 unless UTG_BACKEND_CONCURRENT) */
+    int n_muon, *muon; /* the Muon tensors, largest first */
     int64_t adam_steps, swa_count;
 };
 
@@ -4900,14 +4960,14 @@ UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int
     be->axpby(be, X, 0.0f, NULL, (float)(1.0 / (nrm + 1e-7)), n);
     for (it = 0; it < steps; it++) {
         const float *k = polar_express ? utg__ns_polar[it < 5 ? it : 4] : utg__ns_base;
-        if (!tall) { /* A = X X^T; B = b A + c A A; X = a X + B X */
-            mm(be, A, X, X, mn, mn, cols, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
-            mm(be, B, A, A, mn, mn, mn, UTG_NO_TRANS, UTG_NO_TRANS, k[2], 0.0f);
+        if (!tall) { /* A = X X^T; B = b A + c A A; X = a X + B X (A and A A are symmetric: _SYM) */
+            mm(be, A, X, X, mn, mn, cols, UTG_NO_TRANS_SYM, UTG_TRANS, 1.0f, 0.0f);
+            mm(be, B, A, A, mn, mn, mn, UTG_NO_TRANS_SYM, UTG_NO_TRANS, k[2], 0.0f);
             be->axpby(be, B, k[1], A, 1.0f, (size_t)mn * mn);
             mm(be, Y, B, X, rows, cols, mn, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
         } else { /* the same on X^T: A = X^T X; X = a X + X B^T */
-            mm(be, A, X, X, mn, mn, rows, UTG_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-            mm(be, B, A, A, mn, mn, mn, UTG_NO_TRANS, UTG_NO_TRANS, k[2], 0.0f);
+            mm(be, A, X, X, mn, mn, rows, UTG_TRANS_SYM, UTG_NO_TRANS, 1.0f, 0.0f);
+            mm(be, B, A, A, mn, mn, mn, UTG_NO_TRANS_SYM, UTG_NO_TRANS, k[2], 0.0f);
             be->axpby(be, B, k[1], A, 1.0f, (size_t)mn * mn);
             mm(be, Y, X, B, rows, cols, mn, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
         }
@@ -4937,6 +4997,7 @@ UTGDEF void utg_optim_destroy(utg_optim *o) {
     if (o->upd) o->be->buf_free(o->be, o->upd);
     if (o->ns_scratch) o->be->buf_free(o->be, o->ns_scratch);
     utg__free(&o->m->alloc, o->group);
+    utg__free(&o->m->alloc, o->muon);
     utg__free(&o->m->alloc, o);
 }
 
@@ -4978,9 +5039,26 @@ UTGDEF utg_result utg_optim_create(utg_model *m, utg_optim **out) {
         o->arena[i] = (float *)o->be->buf_alloc(o->be, bytes);
         if (!o->arena[i]) { utg_optim_destroy(o); return UTG_ERR_NOMEM; }
     }
-    o->upd = (float *)o->be->buf_alloc(o->be, max_numel * sizeof(float));
-    o->ns_scratch = (float *)o->be->buf_alloc(o->be, max_ns * sizeof(float));
-    if (!o->upd || !o->ns_scratch) { utg_optim_destroy(o); return UTG_ERR_NOMEM; }
+    o->n_slots = 1;
+    if (o->be->flags & UTG_BACKEND_CONCURRENT) {
+        o->n_slots = utg__max_threads();
+        if (o->n_slots > UTG_BACKEND_MAX_CALLERS) o->n_slots = UTG_BACKEND_MAX_CALLERS;
+        if (o->n_slots < 1) o->n_slots = 1;
+    }
+    o->max_numel = max_numel;
+    o->max_ns = max_ns;
+    if (!utg__mul_ok(max_numel + max_ns, sizeof(float) * (size_t)o->n_slots, &bytes)) { utg_optim_destroy(o); return UTG_ERR_NOMEM; }
+    o->upd = (float *)o->be->buf_alloc(o->be, max_numel * sizeof(float) * (size_t)o->n_slots);
+    o->ns_scratch = (float *)o->be->buf_alloc(o->be, max_ns * sizeof(float) * (size_t)o->n_slots);
+    o->muon = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)m->n_tensors);
+    if (!o->upd || !o->ns_scratch || !o->muon) { utg_optim_destroy(o); return UTG_ERR_NOMEM; }
+    for (t = 0; t < m->n_tensors; t++) { /* insertion by size, largest first (ties: tensor order) */
+        int j;
+        if (o->group[t] != UTG__GROUP_MUON) continue;
+        for (j = o->n_muon; j > 0 && m->tensors[o->muon[j - 1]].numel < m->tensors[t].numel; j--) o->muon[j] = o->muon[j - 1];
+        o->muon[j] = t;
+        o->n_muon++;
+    }
     utg_optim_reset(o);
     *out = o;
     return UTG_OK;
@@ -5021,23 +5099,38 @@ UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double
     o->adam_steps++;
     bc1 = 1.0 - pow(b1, (double)o->adam_steps);
     bc2 = 1.0 - pow(b2, (double)o->adam_steps);
+    /* Muon: the tensors are independent, so with UTG_BACKEND_CONCURRENT each thread takes whole
+       tensors (largest first) and the ops inside run on that thread alone. The bits do not depend on
+       the thread count: each tensor's arithmetic is the same sequence either way. */
+    {
+        int i, n_muon = o->n_muon;
+        int ns_flags = (c->muon_polar_express > 0 ? UTG_NS_POLAR_EXPRESS : 0) | (c->muon_ns_bf16 > 0 ? UTG_NS_BF16 : 0);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(o->n_slots) if (o->n_slots > 1)
+#endif
+        for (i = 0; i < n_muon; i++) {
+            const utg_tensor_info *ti = &m->tensors[o->muon[i]];
+            float *p = m->params + ti->offset, *g = m->grads + ti->offset, *m1 = o->arena[0] + ti->offset;
+            int slot = o->n_slots > 1 ? utg__thread_id() : 0, rows = (int)ti->shape[0], cols = (int)ti->shape[1];
+            float *upd = o->upd + (size_t)slot * o->max_numel;
+            double lr = c->matrix_lr * lr_scale, shape_scale = sqrt(rows > cols ? (double)rows / cols : 1.0);
+            be->axpby(be, m1, 1.0f, g, (float)mu, ti->numel); /* B = mu B + G */
+            if (c->muon_nesterov > 0) {                        /* U = G + mu B */
+                be->copy(be, upd, g, ti->numel);
+                be->axpby(be, upd, (float)mu, m1, 1.0f, ti->numel);
+            } else {
+                be->copy(be, upd, m1, ti->numel);
+            }
+            if (c->muon_eq_r > 0) be->row_normalize(be, upd, rows, cols, 1e-7f);
+            utg_newton_schulz(be, upd, rows, cols, c->muon_backend_steps, ns_flags, o->ns_scratch + (size_t)slot * o->max_ns);
+            be->axpby(be, p, (float)(-lr * shape_scale), upd, (float)(1.0 - lr * c->muon_wd), ti->numel);
+        }
+    }
     for (t = 0; t < m->n_tensors; t++) {
         const utg_tensor_info *ti = &m->tensors[t];
         float *p = m->params + ti->offset, *g = m->grads + ti->offset, *m1 = o->arena[0] + ti->offset;
         if (o->group[t] == UTG__GROUP_MUON) {
-            int rows = (int)ti->shape[0], cols = (int)ti->shape[1];
-            double lr = c->matrix_lr * lr_scale, shape_scale = sqrt(rows > cols ? (double)rows / cols : 1.0);
-            be->axpby(be, m1, 1.0f, g, (float)mu, ti->numel); /* B = mu B + G */
-            if (c->muon_nesterov > 0) {                        /* U = G + mu B */
-                be->copy(be, o->upd, g, ti->numel);
-                be->axpby(be, o->upd, (float)mu, m1, 1.0f, ti->numel);
-            } else {
-                be->copy(be, o->upd, m1, ti->numel);
-            }
-            if (c->muon_eq_r > 0) be->row_normalize(be, o->upd, rows, cols, 1e-7f);
-            utg_newton_schulz(be, o->upd, rows, cols, c->muon_backend_steps,
-                              (c->muon_polar_express > 0 ? UTG_NS_POLAR_EXPRESS : 0) | (c->muon_ns_bf16 > 0 ? UTG_NS_BF16 : 0), o->ns_scratch);
-            be->axpby(be, p, (float)(-lr * shape_scale), o->upd, (float)(1.0 - lr * c->muon_wd), ti->numel);
+            continue;
         } else {
             double lr, wd;
             switch (o->group[t]) {

@@ -128,6 +128,60 @@ static void test_pack_transpose(void) {
     free(src); free(d0); free(d1);
 }
 
+/* The symmetric-result mode (UTG_*_SYM) on every kernel, fp32 and bf16: X X^T, X^T X, and A A with A
+   symmetric, at sizes that cross the tiles, KC and NC. Its upper triangle has the full product's
+   bits, and its lower triangle mirrors it (every element written: C starts as NaN). */
+static int sym_mismatch(const float *full, const float *sym, int n) {
+    int i, j, bad = 0;
+    for (i = 0; i < n; i++)
+        for (j = 0; j < n; j++) {
+            float want = j >= i ? full[(size_t)i * n + j] : full[(size_t)j * n + i];
+            if (memcmp(&want, &sym[(size_t)i * n + j], sizeof want) != 0) bad++;
+        }
+    return bad;
+}
+static void test_matmul_sym(void) {
+    static const char *names[] = {"avx512", "avx2", "portable"};
+    static const int sizes[3][2] = {{37, 70}, {600, 530}, {130, 12}}; /* n, k */
+    int kn, si, seen = 0;
+    for (kn = 0; kn < 3; kn++) {
+        utg_backend *kb = NULL;
+        setenv("UTG_CPU_KERNEL", names[kn], 1);
+        if (utg_backend_cpu_create(NULL, &kb) != UTG_OK) { CHECK(0, "backend"); continue; }
+        unsetenv("UTG_CPU_KERNEL");
+        if (strcmp(utg_backend_cpu_kernel(kb), names[kn]) != 0) { utg_backend_destroy(kb); continue; }
+        seen++;
+        for (si = 0; si < 3; si++) {
+            int n = sizes[si][0], k = sizes[si][1], k2 = k > n ? n : k, bf, i, j, bad = 0;
+            float *X = rand_buf((size_t)n * k, 1), *S = rand_buf((size_t)n * n, 1);
+            float *C0 = zeros((size_t)n * n), *C1 = zeros((size_t)n * n);
+            size_t nn = (size_t)n * n;
+            for (i = 0; i < n; i++)
+                for (j = 0; j < i; j++) S[(size_t)i * n + j] = S[(size_t)j * n + i];
+            for (bf = 0; bf < 2; bf++) {
+                void (*mm)(utg_backend *, float *, const float *, const float *, int, int, int, utg_trans, utg_trans, float, float) =
+                    bf ? kb->matmul_bf16 : kb->matmul;
+                mm(kb, C0, X, X, n, n, k, UTG_NO_TRANS, UTG_TRANS, 0.5f, 0.0f);
+                memset(C1, 0xff, nn * sizeof(float));
+                mm(kb, C1, X, X, n, n, k, UTG_NO_TRANS_SYM, UTG_TRANS, 0.5f, 0.0f);
+                bad += sym_mismatch(C0, C1, n);
+                mm(kb, C0, X, X, n, n, k2, UTG_TRANS, UTG_NO_TRANS, 1.0f, 0.0f); /* X'^T X', X' = X viewed as [k2, n] */
+                memset(C1, 0xff, nn * sizeof(float));
+                mm(kb, C1, X, X, n, n, k2, UTG_TRANS_SYM, UTG_NO_TRANS, 1.0f, 0.0f);
+                bad += sym_mismatch(C0, C1, n);
+                mm(kb, C0, S, S, n, n, n, UTG_NO_TRANS, UTG_NO_TRANS, -1.5f, 0.0f);
+                memset(C1, 0xff, nn * sizeof(float));
+                mm(kb, C1, S, S, n, n, n, UTG_NO_TRANS_SYM, UTG_NO_TRANS, -1.5f, 0.0f);
+                bad += sym_mismatch(C0, C1, n);
+            }
+            CHECK(bad == 0, "%s n=%d k=%d: %d elements differ from the full product's upper triangle or its mirror", names[kn], n, k, bad);
+            free(X); free(S); free(C0); free(C1);
+        }
+        utg_backend_destroy(kb);
+    }
+    CHECK(seen >= 1, "no kernel ran");
+}
+
 /* matmul on every microkernel this CPU has (avx512, avx2, portable) against a plain triple loop in
    double, at sizes that cross KC, NC and the tile edges, and the same bits for 1, 2 and 3 threads */
 static void test_matmul_kernels(void) {
@@ -936,6 +990,7 @@ int main(int argc, char **argv) {
     RUN(test_xent_long_rows);
     RUN(test_pack_transpose);
     RUN(test_matmul_kernels);
+    RUN(test_matmul_sym);
     RUN(test_attention_tiles);
     RUN(test_matmul_grad);
     RUN(test_embed_grad);

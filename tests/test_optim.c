@@ -1225,6 +1225,8 @@ static void test_deterministic_across_threads(void) {
     run_threads(2, p2, s2, n);
     CHECK(memcmp(p1, p2, n * sizeof(float)) == 0, "parameters: 1 thread and 2 threads differ");
     CHECK(memcmp(s1, s2, 3 * n * sizeof(float)) == 0, "optimizer state: 1 thread and 2 threads differ");
+    run_threads(3, p2, s2, n); /* Muon runs whole tensors on each of 3 threads: still the same bits */
+    CHECK(memcmp(p1, p2, n * sizeof(float)) == 0 && memcmp(s1, s2, 3 * n * sizeof(float)) == 0, "1 thread and 3 threads differ");
     /* and Newton-Schulz alone on a larger matrix (more than one gemm block) */
     {
         int rows = 96, cols = 160, t;
