@@ -1921,9 +1921,9 @@ typedef float utg__vf __attribute__((vector_size(UTG__VW * 4)));
 #include <immintrin.h>
 #endif
 
-/* C[mr x nr] += Ap (k-major, MR per k) times Bp (k-major, NR per k), for kc steps */
+/* C[mr x nr] += Ap (k-major, MR per k) times Bp (k-major, NR per k), for kc steps; acc 0: C = the product */
 typedef void (*utg__ukernel_fn)(int kc, const float *UTG_RESTRICT Ap, const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
-                                int ldc, int mr, int nr);
+                                int ldc, int mr, int nr, int acc);
 /* dst[k * W + r] = alpha * src[r * ld + k] for r < nrows, k < kb; rows [nrows, W) zero (W <= 32):
    the transposing half of packing (A not transposed, B transposed), where plain copies do not do */
 typedef void (*utg__pack_t_fn)(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src, int ld, int nrows, int kb,
@@ -1941,17 +1941,17 @@ static void utg__pack_t_scalar(float *UTG_RESTRICT dst, int W, const float *UTG_
         for (k = 0; k < kb; k++) dst[(size_t)k * W + r] = 0.0f;
 }
 
-static void utg__tile_add(float *C, int ldc, const float *tile, int nr_full, int mr, int nr) {
+static void utg__tile_add(float *C, int ldc, const float *tile, int nr_full, int mr, int nr, int acc) {
     int r, j;
     for (r = 0; r < mr; r++)
-        for (j = 0; j < nr; j++) C[(size_t)r * ldc + j] += tile[(size_t)r * nr_full + j];
+        for (j = 0; j < nr; j++) C[(size_t)r * ldc + j] = acc ? C[(size_t)r * ldc + j] + tile[(size_t)r * nr_full + j] : tile[(size_t)r * nr_full + j];
 }
 
 /* portable: MR 6, NR 2 * VW */
 #define UTG__PMR 6
 #define UTG__PNR (2 * UTG__VW)
 static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
-                             int ldc, int mr, int nr) {
+                             int ldc, int mr, int nr, int acc) {
     float tile[UTG__PMR][UTG__PNR];
     int k;
 #if defined(UTG__VEXT)
@@ -1982,7 +1982,7 @@ static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, const float *
         for (r = 0; r < UTG__PMR; r++)
             for (j = 0; j < UTG__PNR; j++) tile[r][j] += Ap[(size_t)k * UTG__PMR + r] * Bp[(size_t)k * UTG__PNR + j];
 #endif
-    utg__tile_add(C, ldc, &tile[0][0], UTG__PNR, mr, nr);
+    utg__tile_add(C, ldc, &tile[0][0], UTG__PNR, mr, nr, acc);
 }
 
 #if defined(UTG__X86_KERNELS)
@@ -1997,8 +1997,8 @@ static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, const float *
 #define UTG__ZS(r)                                                                                 \
     do {                                                                                           \
         float *o_ = C + (size_t)(r) * ldc;                                                         \
-        _mm512_storeu_ps(o_, _mm512_add_ps(_mm512_loadu_ps(o_), c##r##a));                         \
-        _mm512_storeu_ps(o_ + 16, _mm512_add_ps(_mm512_loadu_ps(o_ + 16), c##r##b));               \
+        _mm512_storeu_ps(o_, acc ? _mm512_add_ps(_mm512_loadu_ps(o_), c##r##a) : c##r##a);         \
+        _mm512_storeu_ps(o_ + 16, acc ? _mm512_add_ps(_mm512_loadu_ps(o_ + 16), c##r##b) : c##r##b); \
     } while (0)
 #define UTG__ZT(r)                                                                                 \
     do {                                                                                           \
@@ -2007,7 +2007,7 @@ static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, const float *
     } while (0)
 __attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const float *UTG_RESTRICT Ap,
                                                                   const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
-                                                                  int ldc, int mr, int nr) {
+                                                                  int ldc, int mr, int nr, int acc) {
     UTG__Z2(0); UTG__Z2(1); UTG__Z2(2); UTG__Z2(3); UTG__Z2(4); UTG__Z2(5);
     UTG__Z2(6); UTG__Z2(7); UTG__Z2(8); UTG__Z2(9); UTG__Z2(10); UTG__Z2(11);
     int k;
@@ -2024,7 +2024,7 @@ __attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const 
         float tile[12 * 32];
         UTG__ZT(0); UTG__ZT(1); UTG__ZT(2); UTG__ZT(3); UTG__ZT(4); UTG__ZT(5);
         UTG__ZT(6); UTG__ZT(7); UTG__ZT(8); UTG__ZT(9); UTG__ZT(10); UTG__ZT(11);
-        utg__tile_add(C, ldc, tile, 32, mr, nr);
+        utg__tile_add(C, ldc, tile, 32, mr, nr, acc);
     }
 }
 
@@ -2042,7 +2042,7 @@ __attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const 
         _mm256_storeu_ps(tile + (r) * 16 + 8, c##r##b);                                            \
     } while (0)
 __attribute__((target("avx2,fma"))) static void utg__uk_avx2(int kc, const float *UTG_RESTRICT Ap, const float *UTG_RESTRICT Bp,
-                                                             float *UTG_RESTRICT C, int ldc, int mr, int nr) {
+                                                             float *UTG_RESTRICT C, int ldc, int mr, int nr, int acc) {
     UTG__Y2(0); UTG__Y2(1); UTG__Y2(2); UTG__Y2(3); UTG__Y2(4); UTG__Y2(5);
     float tile[6 * 16];
     int k;
@@ -2052,7 +2052,7 @@ __attribute__((target("avx2,fma"))) static void utg__uk_avx2(int kc, const float
         UTG__YF(0); UTG__YF(1); UTG__YF(2); UTG__YF(3); UTG__YF(4); UTG__YF(5);
     }
     UTG__YT(0); UTG__YT(1); UTG__YT(2); UTG__YT(3); UTG__YT(4); UTG__YT(5);
-    utg__tile_add(C, ldc, tile, 16, mr, nr);
+    utg__tile_add(C, ldc, tile, 16, mr, nr, acc);
 }
 #endif
 
@@ -2242,7 +2242,7 @@ static void utg__pack_a_pairs(uint32_t *ap, const float *A, int lda, utg_trans t
     } while (0)
 __attribute__((target("avx512f,avx512bf16"))) static void utg__uk_bf16(int kp, const uint32_t *UTG_RESTRICT Ap,
                                                                        const uint32_t *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
-                                                                       int ldc, int mr, int nr) {
+                                                                       int ldc, int mr, int nr, int acc) {
     UTG__B2(0); UTG__B2(1); UTG__B2(2); UTG__B2(3); UTG__B2(4); UTG__B2(5);
     UTG__B2(6); UTG__B2(7); UTG__B2(8); UTG__B2(9); UTG__B2(10); UTG__B2(11);
     int p;
@@ -2259,7 +2259,7 @@ __attribute__((target("avx512f,avx512bf16"))) static void utg__uk_bf16(int kp, c
         float tile[12 * 32];
         UTG__ZT(0); UTG__ZT(1); UTG__ZT(2); UTG__ZT(3); UTG__ZT(4); UTG__ZT(5);
         UTG__ZT(6); UTG__ZT(7); UTG__ZT(8); UTG__ZT(9); UTG__ZT(10); UTG__ZT(11);
-        utg__tile_add(C, ldc, tile, 32, mr, nr);
+        utg__tile_add(C, ldc, tile, 32, mr, nr, acc);
     }
 }
 #endif
@@ -2282,7 +2282,8 @@ static void utg__pack_b(const utg__gk *gk, float *dst, const float *B, int ldb, 
 /* alpha * op(A)[i0:i0+MR, kc:kc+kb] into an MR-row sliver (k-major), zero rows past M; then the
    sliver times every packed panel of the block into C[i0:, jc:jc+nc] */
 static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, float *C, int ldc, const float *A, int lda,
-                             utg_trans ta, int M, int N, int i0, int kc, int kb, int jc, int nc, float alpha, int bf16, int sym) {
+                             utg_trans ta, int M, int N, int i0, int kc, int kb, int jc, int nc, float alpha, int bf16, int sym,
+                             int acc) {
     const int MR = gk->mr, NR = gk->nr;
     int mr = M - i0 < MR ? M - i0 : MR, n_pan = (nc + NR - 1) / NR, k, r, pan;
     if (sym && jc + nc <= i0) return; /* the whole block row is below the diagonal */
@@ -2299,7 +2300,7 @@ static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, floa
     for (pan = 0; pan < n_pan; pan++) {
         int j0 = jc + pan * NR, nr = N - j0 < NR ? N - j0 : NR;
         if (sym && j0 + nr <= i0) continue; /* below the diagonal: mirrored afterwards */
-        gk->fn(kb, ap, Bp + (size_t)pan * kb * NR, C + (size_t)i0 * ldc + j0, ldc, mr, nr);
+        gk->fn(kb, ap, Bp + (size_t)pan * kb * NR, C + (size_t)i0 * ldc + j0, ldc, mr, nr, acc);
     }
 }
 
@@ -2335,8 +2336,11 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
     int nth = utg__max_threads(), lda = ta ? M : K, ldb = tb ? K : N, n_sl = (M + gk->mr - 1) / gk->mr;
     float *pack;
     if (M <= 0 || N <= 0) return;
-    if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
-    if (K <= 0) return;
+    if (K <= 0) { /* no products: C = beta C */
+        if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
+        return;
+    }
+    /* with beta 0 the first k block stores its tiles instead of adding them (no memset, no C read) */
     pack = utg__cpu_scratch(be, UTG__PACK_B_FLOATS + (size_t)nth * UTG__PACK_A_FLOATS);
     UTG_ASSERT(pack != NULL);
     if (!pack) return;
@@ -2367,7 +2371,7 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
                         for (pan = 0; pan < n_pan; pan++) {
                             int j0 = jc + pan * 32, nr = N - j0 < 32 ? N - j0 : 32;
                             if (sym && j0 + nr <= i0) continue;
-                            utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, C + (size_t)i0 * N + j0, N, mr, nr);
+                            utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, C + (size_t)i0 * N + j0, N, mr, nr, kc > 0 || beta != 0.0f);
                         }
                     }
                 }
@@ -2396,7 +2400,8 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
 #pragma omp for schedule(dynamic, 2)
 #endif
                 for (sl = 0; sl < n_sl; sl++)
-                    utg__gemm_sliver(gk, ap, pack, C, N, A, lda, ta, M, N, sl * gk->mr, kc, kb, jc, nc, alpha, bf16, sym);
+                    utg__gemm_sliver(gk, ap, pack, C, N, A, lda, ta, M, N, sl * gk->mr, kc, kb, jc, nc, alpha, bf16, sym,
+                                     kc > 0 || beta != 0.0f);
             }
         }
     }
@@ -2666,7 +2671,7 @@ static void utg__mm_packed(const utg__gk *gk, float *C, int ldc, const float *Ap
     for (s = 0; s * gk->mr < m; s++)
         for (p = 0; p * gk->nr < n; p++)
             gk->fn(kb, Ap + s * as, Bp + p * bs, C + (size_t)s * gk->mr * ldc + (size_t)p * gk->nr, ldc,
-                   m - s * gk->mr < gk->mr ? m - s * gk->mr : gk->mr, n - p * gk->nr < gk->nr ? n - p * gk->nr : gk->nr);
+                   m - s * gk->mr < gk->mr ? m - s * gk->mr : gk->mr, n - p * gk->nr < gk->nr ? n - p * gk->nr : gk->nr, 1);
 }
 /* op(B) panels of X^T with k = X's columns [0, w) and N = X's rows [0, n): Kt for the scores */
 static void utg__pack_bt_all(const utg__gk *gk, float *dst, const float *X, int ld, int n, int w) {
