@@ -1900,7 +1900,7 @@ static void utg__cpu_copy(utg_backend *be, float *dst, const float *src, size_t 
    portable in the environment overrides): AVX-512 12 x 32 (24 zmm accumulators), AVX2+FMA 6 x 16
    (12 ymm), and a portable one in C (GCC/Clang vector extensions at the build's ISA, else scalar).
    The x86 kernels are compiled with target attributes, so the header needs no -m flags for them. */
-#define UTG__KC 256
+#define UTG__KC 512
 #define UTG__NC 512
 #define UTG__MR_MAX 12
 #define UTG__NR_MAX 32
@@ -2309,7 +2309,7 @@ static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, floa
 #define UTG__PACK_A_FLOATS ((size_t)UTG__KC * UTG__MR_MAX + 16)
 
 /* The parallel op: for each KC x NC block of op(B), the threads pack its panels together, then take
-   the MR-row slivers of C two at a time (each packs its own sliver of A; dynamic, so a thread the
+   the MR-row slivers of C one at a time (each packs its own sliver of A; dynamic, so a thread the
    OS delays does not hold the others at the block's barrier). Every C element is summed
    in k order by one thread, so the thread count does not change any bit. bf16: both operands are
    rounded to bf16 (alpha folded into A first) and the products summed in fp32, with avx512_bf16's
@@ -2358,11 +2358,11 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
                 for (kc = 0; kc < K; kc += 2 * UTG__KCP) {
                     int kb = K - kc < 2 * UTG__KCP ? K - kc : 2 * UTG__KCP, kp = (kb + 1) / 2, pan, sl;
 #ifdef _OPENMP
-#pragma omp for schedule(dynamic, 2)
+#pragma omp for schedule(dynamic, 1)
 #endif
                     for (pan = 0; pan < n_pan; pan++) utg__pack_b_pairs(bp + (size_t)pan * kp * 32, B, ldb, tb, N, kc, kb, jc + pan * 32);
 #ifdef _OPENMP
-#pragma omp for schedule(dynamic, 2)
+#pragma omp for schedule(dynamic, 1)
 #endif
                     for (sl = 0; sl < n_sl; sl++) {
                         int i0 = sl * 12, mr = M - i0 < 12 ? M - i0 : 12;
@@ -2392,12 +2392,12 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
             for (kc = 0; kc < K; kc += UTG__KC) {
                 int kb = K - kc < UTG__KC ? K - kc : UTG__KC, pan, sl;
 #ifdef _OPENMP
-#pragma omp for schedule(dynamic, 2)
+#pragma omp for schedule(dynamic, 1)
 #endif
                 for (pan = 0; pan < n_pan; pan++)
                     utg__pack_b(gk, pack + (size_t)pan * kb * gk->nr, B, ldb, tb, N, kc, kb, jc + pan * gk->nr, bf16);
 #ifdef _OPENMP
-#pragma omp for schedule(dynamic, 2)
+#pragma omp for schedule(dynamic, 1)
 #endif
                 for (sl = 0; sl < n_sl; sl++)
                     utg__gemm_sliver(gk, ap, pack, C, N, A, lda, ta, M, N, sl * gk->mr, kc, kb, jc, nc, alpha, bf16, sym,
