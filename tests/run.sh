@@ -57,7 +57,7 @@ suite "datasets and loaders" "$BUILD/test_loader"
 suite "trainer: CLI, resume bit for bit, checkpoint refusals" sh tests/test_train.sh "$BUILD"
 suite "tokenizer: SentencePiece reader, byte tables, bpb" "$BUILD/test_tokenizer"
 suite "tokenizer parity with python3-sentencepiece" "$PYTHON" tests/test_spm_parity.py
-suite "parity with PyTorch autograd" "$PYTHON" tests/test_torch_parity.py
+suite "parity with PyTorch autograd" env UTG_GRAD="$(cd "$BUILD" && pwd)/utg-grad" "$PYTHON" tests/test_torch_parity.py
 
 if [ "$total_skip" -gt 0 ]; then
     echo "$total_pass passed, $total_fail failed, $total_skip skipped"
