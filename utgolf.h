@@ -434,8 +434,9 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
    triangle and mirror it (the CPU backend does: its upper triangle has the full product's bits). */
 typedef enum utg_trans { UTG_NO_TRANS = 0, UTG_TRANS = 1, UTG_NO_TRANS_SYM = 2, UTG_TRANS_SYM = 3 } utg_trans;
 
-/* The backend's ops may be called from several host threads at once, on separate operands (the
-   optimizer then runs whole Muon tensors on different threads). */
+/* The backend's ops may be called at once by the threads of one OpenMP parallel team, each on its own
+   operands (the optimizer then runs whole Muon tensors on different threads). Other kinds of
+   concurrent callers (plain threads, nested teams) are not covered. */
 #define UTG_BACKEND_CONCURRENT 1u
 /* at most this many concurrent callers */
 #define UTG_BACKEND_MAX_CALLERS 64
@@ -461,7 +462,8 @@ struct utg_backend {
     void (*matmul)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
                    utg_trans ta, utg_trans tb, float alpha, float beta);
     /* The same with alpha * op(A) and op(B) rounded to bf16 (nearest even) and the products summed
-       in fp32: Newton-Schulz in bf16 as train_gpt.py runs it (ABI 6). */
+       in fp32: Newton-Schulz in bf16 as train_gpt.py runs it (ABI 6). The CPU backend's AVX-512 path
+       reads denormal inputs as zero where it converts with vcvtne2ps2bf16 (a transposed pack). */
     void (*matmul_bf16)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
                         utg_trans ta, utg_trans tb, float alpha, float beta);
 
@@ -1346,8 +1348,13 @@ UTGDEF utg_result utg_write_file(const char *path, const void *bytes, size_t siz
 #ifdef _OPENMP
 #define UTG__OMP_FOR _Pragma("omp parallel for schedule(static)")
 #define UTG__OMP_FOR_DYN _Pragma("omp parallel for schedule(dynamic, 1)")
+#if defined(__clang__) /* clang warns that it cannot vectorize it (an error under -Werror) */
+#define UTG__SIMD_MAX_M
+#else
 #define UTG__SIMD_MAX_M _Pragma("omp simd reduction(max : m)") /* over a variable named m */
-static int utg__max_threads(void) { return omp_get_max_threads(); }
+#endif
+/* threads a parallel region started here would get: 1 inside a region when nesting is off */
+static int utg__max_threads(void) { return omp_get_active_level() >= omp_get_max_active_levels() ? 1 : omp_get_max_threads(); }
 static int utg__thread_id(void) { return omp_get_thread_num(); }
 #else
 #define UTG__OMP_FOR
@@ -2343,7 +2350,10 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
     /* with beta 0 the first k block stores its tiles instead of adding them (no memset, no C read) */
     pack = utg__cpu_scratch(be, UTG__PACK_B_FLOATS + (size_t)nth * UTG__PACK_A_FLOATS);
     UTG_ASSERT(pack != NULL);
-    if (!pack) return;
+    if (!pack) { /* out of memory: a defined result (C = beta C) rather than what C held */
+        if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
+        return;
+    }
 #if defined(UTG__X86_KERNELS)
     if (bf16 && utg__cpu_of(be)->bf16_hw) {
         n_sl = (M + 11) / 12;
@@ -5009,7 +5019,7 @@ UTGDEF void utg_optim_destroy(utg_optim *o) {
 UTGDEF utg_result utg_optim_create(utg_model *m, utg_optim **out) {
     utg_optim *o;
     size_t max_numel = 1, max_ns = 1, bytes;
-    int t, i;
+    int t, i, n_muon = 0;
     if (!m || !out) return UTG_ERR_INVALID;
     *out = NULL;
     o = (utg_optim *)utg__alloc(&m->alloc, sizeof *o);
@@ -5028,6 +5038,7 @@ UTGDEF utg_result utg_optim_create(utg_model *m, utg_optim **out) {
             !utg__name_matches(ti->name, m->cfg.control_tensor_name_patterns)) {
             size_t ns = utg_newton_schulz_scratch((int)ti->shape[0], (int)ti->shape[1]);
             g = UTG__GROUP_MUON;
+            n_muon++;
             if (ti->numel > max_numel) max_numel = ti->numel;
             if (ns > max_ns) max_ns = ns;
         } else if (ti->role == UTG_ROLE_EMBED) {
@@ -5048,6 +5059,7 @@ UTGDEF utg_result utg_optim_create(utg_model *m, utg_optim **out) {
     if (o->be->flags & UTG_BACKEND_CONCURRENT) {
         o->n_slots = utg__max_threads();
         if (o->n_slots > UTG_BACKEND_MAX_CALLERS) o->n_slots = UTG_BACKEND_MAX_CALLERS;
+        if (o->n_slots > n_muon) o->n_slots = n_muon; /* no more buffers than tensors */
         if (o->n_slots < 1) o->n_slots = 1;
     }
     o->max_numel = max_numel;
@@ -5108,15 +5120,15 @@ UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double
        tensors (largest first) and the ops inside run on that thread alone. The bits do not depend on
        the thread count: each tensor's arithmetic is the same sequence either way. */
     {
-        int i, n_muon = o->n_muon;
+        int i, n_muon = o->n_muon, team = utg__max_threads() < o->n_slots ? utg__max_threads() : o->n_slots;
         int ns_flags = (c->muon_polar_express > 0 ? UTG_NS_POLAR_EXPRESS : 0) | (c->muon_ns_bf16 > 0 ? UTG_NS_BF16 : 0);
 #ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1) num_threads(o->n_slots) if (o->n_slots > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(team) if (team > 1)
 #endif
         for (i = 0; i < n_muon; i++) {
             const utg_tensor_info *ti = &m->tensors[o->muon[i]];
             float *p = m->params + ti->offset, *g = m->grads + ti->offset, *m1 = o->arena[0] + ti->offset;
-            int slot = o->n_slots > 1 ? utg__thread_id() : 0, rows = (int)ti->shape[0], cols = (int)ti->shape[1];
+            int slot = team > 1 ? utg__thread_id() : 0, rows = (int)ti->shape[0], cols = (int)ti->shape[1];
             float *upd = o->upd + (size_t)slot * o->max_numel;
             double lr = c->matrix_lr * lr_scale, shape_scale = sqrt(rows > cols ? (double)rows / cols : 1.0);
             be->axpby(be, m1, 1.0f, g, (float)mu, ti->numel); /* B = mu B + G */
