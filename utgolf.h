@@ -2007,10 +2007,16 @@ static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, const float *
         _mm512_storeu_ps(o_, acc ? _mm512_add_ps(_mm512_loadu_ps(o_), c##r##a) : c##r##a);         \
         _mm512_storeu_ps(o_ + 16, acc ? _mm512_add_ps(_mm512_loadu_ps(o_ + 16), c##r##b) : c##r##b); \
     } while (0)
-#define UTG__ZT(r)                                                                                 \
+/* an edge tile: rows below mr, columns below nr (masks m0, m1), straight from the registers */
+#define UTG__ZM(r)                                                                                 \
     do {                                                                                           \
-        _mm512_storeu_ps(tile + (r) * 32, c##r##a);                                                \
-        _mm512_storeu_ps(tile + (r) * 32 + 16, c##r##b);                                           \
+        if ((r) < mr) {                                                                            \
+            float *o_ = C + (size_t)(r) * ldc;                                                     \
+            __m512 x_ = acc ? _mm512_add_ps(_mm512_maskz_loadu_ps(m0, o_), c##r##a) : c##r##a;     \
+            _mm512_mask_storeu_ps(o_, m0, x_);                                                     \
+            x_ = acc ? _mm512_add_ps(_mm512_maskz_loadu_ps(m1, o_ + 16), c##r##b) : c##r##b;      \
+            _mm512_mask_storeu_ps(o_ + 16, m1, x_);                                                \
+        }                                                                                          \
     } while (0)
 __attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const float *UTG_RESTRICT Ap,
                                                                   const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
@@ -2028,10 +2034,9 @@ __attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const 
         UTG__ZS(0); UTG__ZS(1); UTG__ZS(2); UTG__ZS(3); UTG__ZS(4); UTG__ZS(5);
         UTG__ZS(6); UTG__ZS(7); UTG__ZS(8); UTG__ZS(9); UTG__ZS(10); UTG__ZS(11);
     } else {
-        float tile[12 * 32];
-        UTG__ZT(0); UTG__ZT(1); UTG__ZT(2); UTG__ZT(3); UTG__ZT(4); UTG__ZT(5);
-        UTG__ZT(6); UTG__ZT(7); UTG__ZT(8); UTG__ZT(9); UTG__ZT(10); UTG__ZT(11);
-        utg__tile_add(C, ldc, tile, 32, mr, nr, acc);
+        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u), m1 = (__mmask16)(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
+        UTG__ZM(0); UTG__ZM(1); UTG__ZM(2); UTG__ZM(3); UTG__ZM(4); UTG__ZM(5);
+        UTG__ZM(6); UTG__ZM(7); UTG__ZM(8); UTG__ZM(9); UTG__ZM(10); UTG__ZM(11);
     }
 }
 
@@ -2263,10 +2268,9 @@ __attribute__((target("avx512f,avx512bf16"))) static void utg__uk_bf16(int kp, c
         UTG__ZS(0); UTG__ZS(1); UTG__ZS(2); UTG__ZS(3); UTG__ZS(4); UTG__ZS(5);
         UTG__ZS(6); UTG__ZS(7); UTG__ZS(8); UTG__ZS(9); UTG__ZS(10); UTG__ZS(11);
     } else {
-        float tile[12 * 32];
-        UTG__ZT(0); UTG__ZT(1); UTG__ZT(2); UTG__ZT(3); UTG__ZT(4); UTG__ZT(5);
-        UTG__ZT(6); UTG__ZT(7); UTG__ZT(8); UTG__ZT(9); UTG__ZT(10); UTG__ZT(11);
-        utg__tile_add(C, ldc, tile, 32, mr, nr, acc);
+        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u), m1 = (__mmask16)(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
+        UTG__ZM(0); UTG__ZM(1); UTG__ZM(2); UTG__ZM(3); UTG__ZM(4); UTG__ZM(5);
+        UTG__ZM(6); UTG__ZM(7); UTG__ZM(8); UTG__ZM(9); UTG__ZM(10); UTG__ZM(11);
     }
 }
 #endif
