@@ -1188,18 +1188,22 @@ static void test_state_round_trip(void) {
 
 /* ---------------------------------------------------------------- 6. determinism */
 
-static void run_threads(int threads, float *params, float *state, size_t n) {
+/* threads when the model and optimizer are made; step_threads (if > 0) for the steps */
+static void run_threads2(int threads, int step_threads, float *params, float *state, size_t n) {
     utg_config c = small_config();
     om x;
     int k;
 #ifdef _OPENMP
     omp_set_num_threads(threads);
 #else
-    (void)threads;
+    (void)threads; (void)step_threads;
 #endif
     c.model_dim = 64; c.num_heads = 4; c.num_kv_heads = 2; c.vocab_size = 96;
     c.ema_enabled = 1; c.muon_eq_r = 1; c.grad_clip_norm = 0.05; c.muon_wd = 0.04; c.adam_wd = 0.02;
     if (!om_make(&x, &c, 5)) { CHECK(0, "setup"); return; }
+#ifdef _OPENMP
+    if (step_threads > 0) omp_set_num_threads(step_threads);
+#endif
     CHECK(x.n == n, "arena size");
     for (k = 0; k < 3; k++) om_step(&x, k, 1.0 - 0.2 * k, 60 + k);
     utg_model_get(x.m, 0, -1, params, n);
@@ -1208,6 +1212,7 @@ static void run_threads(int threads, float *params, float *state, size_t n) {
     utg_optim_get_arena(x.o, 2, state + 2 * n, n);
     om_free(&x);
 }
+static void run_threads(int threads, float *params, float *state, size_t n) { run_threads2(threads, 0, params, state, n); }
 static void test_deterministic_across_threads(void) {
     utg_config c = small_config();
     utg_model_desc d;
@@ -1227,6 +1232,11 @@ static void test_deterministic_across_threads(void) {
     CHECK(memcmp(s1, s2, 3 * n * sizeof(float)) == 0, "optimizer state: 1 thread and 2 threads differ");
     run_threads(3, p2, s2, n); /* Muon runs whole tensors on each of 3 threads: still the same bits */
     CHECK(memcmp(p1, p2, n * sizeof(float)) == 0 && memcmp(s1, s2, 3 * n * sizeof(float)) == 0, "1 thread and 3 threads differ");
+    run_threads2(3, 1, p2, s2, n); /* made with 3 threads, stepped with 1: the Muon team follows */
+    CHECK(memcmp(p1, p2, n * sizeof(float)) == 0 && memcmp(s1, s2, 3 * n * sizeof(float)) == 0, "made with 3 threads, stepped with 1: differs");
+#ifdef _OPENMP
+    omp_set_num_threads(2);
+#endif
     /* and Newton-Schulz alone on a larger matrix (more than one gemm block) */
     {
         int rows = 96, cols = 160, t;
