@@ -2209,38 +2209,36 @@ __attribute__((target("avx512f,avx512bf16"))) static void utg__pack_pairs_t(uint
 }
 static void utg__pack_b_pairs(uint32_t *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0) {
     int nj = N - j0 < 32 ? N - j0 : 32, kp = kb / 2, j, p;
-    if (tb) {
+    if (tb) { /* transposing: pairs and padding in registers */
         utg__pack_pairs_t(dst, 32, B + (size_t)j0 * ldb + kc, ldb, nj, kb, 1.0f);
         return;
-    } else {
-        for (p = 0; p < kp; p++) {
-            const float *s0 = B + (size_t)(kc + 2 * p) * ldb + j0, *s1 = s0 + ldb;
-            uint32_t *d = dst + (size_t)p * 32;
-            for (j = 0; j < nj; j++) d[j] = utg__bf16_pair(s0[j], s1[j]);
-        }
-        if (kb & 1) {
-            const float *s0 = B + (size_t)(kc + kb - 1) * ldb + j0;
-            for (j = 0; j < nj; j++) dst[(size_t)kp * 32 + j] = utg__bf16_pair(s0[j], 0.0f);
-        }
+    }
+    for (p = 0; p < kp; p++) {
+        const float *s0 = B + (size_t)(kc + 2 * p) * ldb + j0, *s1 = s0 + ldb;
+        uint32_t *d = dst + (size_t)p * 32;
+        for (j = 0; j < nj; j++) d[j] = utg__bf16_pair(s0[j], s1[j]);
+    }
+    if (kb & 1) {
+        const float *s0 = B + (size_t)(kc + kb - 1) * ldb + j0;
+        for (j = 0; j < nj; j++) dst[(size_t)kp * 32 + j] = utg__bf16_pair(s0[j], 0.0f);
     }
     for (p = 0; p < (kb + 1) / 2; p++)
         for (j = nj; j < 32; j++) dst[(size_t)p * 32 + j] = 0u;
 }
 static void utg__pack_a_pairs(uint32_t *ap, const float *A, int lda, utg_trans ta, int M, int i0, int kc, int kb, float alpha) {
     int mr = M - i0 < 12 ? M - i0 : 12, kp = kb / 2, r, p;
-    if (ta) {
-        for (p = 0; p < kp; p++) {
-            const float *s0 = A + (size_t)(kc + 2 * p) * lda + i0, *s1 = s0 + lda;
-            uint32_t *d = ap + (size_t)p * 12;
-            for (r = 0; r < mr; r++) d[r] = utg__bf16_pair(alpha * s0[r], alpha * s1[r]);
-        }
-        if (kb & 1) {
-            const float *s0 = A + (size_t)(kc + kb - 1) * lda + i0;
-            for (r = 0; r < mr; r++) ap[(size_t)kp * 12 + r] = utg__bf16_pair(alpha * s0[r], 0.0f);
-        }
-    } else {
+    if (!ta) { /* transposing: pairs and padding in registers */
         utg__pack_pairs_t(ap, 12, A + (size_t)i0 * lda + kc, lda, mr, kb, alpha);
         return;
+    }
+    for (p = 0; p < kp; p++) {
+        const float *s0 = A + (size_t)(kc + 2 * p) * lda + i0, *s1 = s0 + lda;
+        uint32_t *d = ap + (size_t)p * 12;
+        for (r = 0; r < mr; r++) d[r] = utg__bf16_pair(alpha * s0[r], alpha * s1[r]);
+    }
+    if (kb & 1) {
+        const float *s0 = A + (size_t)(kc + kb - 1) * lda + i0;
+        for (r = 0; r < mr; r++) ap[(size_t)kp * 12 + r] = utg__bf16_pair(alpha * s0[r], 0.0f);
     }
     for (p = 0; p < (kb + 1) / 2; p++)
         for (r = mr; r < 12; r++) ap[(size_t)p * 12 + r] = 0u;
