@@ -1928,8 +1928,11 @@ typedef float utg__vf __attribute__((vector_size(UTG__VW * 4)));
 #include <immintrin.h>
 #endif
 
-/* C[mr x nr] += Ap (k-major, MR per k) times Bp (k-major, NR per k), for kc steps; acc 0: C = the product */
-typedef void (*utg__ukernel_fn)(int kc, const float *UTG_RESTRICT Ap, const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
+/* C[mr x nr] += Ap (k-major: MR values per k, as apart) times Bp (k-major, NR per k), for kc steps;
+   acc 0: C = the product. The kernel reads all MR values of each k (rows past mr feed only rows it
+   does not store), so Ap needs MR - mr readable floats past its last row. as is MR for packed
+   slivers; the attention passes its score tiles as they stand (as = the tile's width). */
+typedef void (*utg__ukernel_fn)(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
                                 int ldc, int mr, int nr, int acc);
 /* dst[k * W + r] = alpha * src[r * ld + k] for r < nrows, k < kb; rows [nrows, W) zero (W <= 32):
    the transposing half of packing (A not transposed, B transposed), where plain copies do not do */
@@ -1957,7 +1960,7 @@ static void utg__tile_add(float *C, int ldc, const float *tile, int nr_full, int
 /* portable: MR 6, NR 2 * VW */
 #define UTG__PMR 6
 #define UTG__PNR (2 * UTG__VW)
-static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
+static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
                              int ldc, int mr, int nr, int acc) {
     float tile[UTG__PMR][UTG__PNR];
     int k;
@@ -1966,7 +1969,7 @@ static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, const float *
     utg__vf c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
     for (k = 0; k < kc; k++) {
         utg__vf b0, b1;
-        const float *a = Ap + (size_t)k * UTG__PMR;
+        const float *a = Ap + (size_t)k * as;
         memcpy(&b0, Bp + (size_t)k * UTG__PNR, sizeof b0);
         memcpy(&b1, Bp + (size_t)k * UTG__PNR + UTG__VW, sizeof b1);
         c00 += a[0] * b0; c01 += a[0] * b1;
@@ -1987,7 +1990,7 @@ static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, const float *
     memset(tile, 0, sizeof tile);
     for (k = 0; k < kc; k++)
         for (r = 0; r < UTG__PMR; r++)
-            for (j = 0; j < UTG__PNR; j++) tile[r][j] += Ap[(size_t)k * UTG__PMR + r] * Bp[(size_t)k * UTG__PNR + j];
+            for (j = 0; j < UTG__PNR; j++) tile[r][j] += Ap[(size_t)k * as + r] * Bp[(size_t)k * UTG__PNR + j];
 #endif
     utg__tile_add(C, ldc, &tile[0][0], UTG__PNR, mr, nr, acc);
 }
@@ -2018,14 +2021,14 @@ static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, const float *
             _mm512_mask_storeu_ps(o_ + 16, m1, x_);                                                \
         }                                                                                          \
     } while (0)
-__attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const float *UTG_RESTRICT Ap,
+__attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const float *UTG_RESTRICT Ap, int as,
                                                                   const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
                                                                   int ldc, int mr, int nr, int acc) {
     UTG__Z2(0); UTG__Z2(1); UTG__Z2(2); UTG__Z2(3); UTG__Z2(4); UTG__Z2(5);
     UTG__Z2(6); UTG__Z2(7); UTG__Z2(8); UTG__Z2(9); UTG__Z2(10); UTG__Z2(11);
     int k;
     for (k = 0; k < kc; k++) {
-        const float *a = Ap + (size_t)k * 12;
+        const float *a = Ap + (size_t)k * as;
         __m512 b0 = _mm512_loadu_ps(Bp + (size_t)k * 32), b1 = _mm512_loadu_ps(Bp + (size_t)k * 32 + 16);
         UTG__ZF(0); UTG__ZF(1); UTG__ZF(2); UTG__ZF(3); UTG__ZF(4); UTG__ZF(5);
         UTG__ZF(6); UTG__ZF(7); UTG__ZF(8); UTG__ZF(9); UTG__ZF(10); UTG__ZF(11);
@@ -2053,13 +2056,13 @@ __attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const 
         _mm256_storeu_ps(tile + (r) * 16, c##r##a);                                                \
         _mm256_storeu_ps(tile + (r) * 16 + 8, c##r##b);                                            \
     } while (0)
-__attribute__((target("avx2,fma"))) static void utg__uk_avx2(int kc, const float *UTG_RESTRICT Ap, const float *UTG_RESTRICT Bp,
+__attribute__((target("avx2,fma"))) static void utg__uk_avx2(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp,
                                                              float *UTG_RESTRICT C, int ldc, int mr, int nr, int acc) {
     UTG__Y2(0); UTG__Y2(1); UTG__Y2(2); UTG__Y2(3); UTG__Y2(4); UTG__Y2(5);
     float tile[6 * 16];
     int k;
     for (k = 0; k < kc; k++) {
-        const float *a = Ap + (size_t)k * 6;
+        const float *a = Ap + (size_t)k * as;
         __m256 b0 = _mm256_loadu_ps(Bp + (size_t)k * 16), b1 = _mm256_loadu_ps(Bp + (size_t)k * 16 + 8);
         UTG__YF(0); UTG__YF(1); UTG__YF(2); UTG__YF(3); UTG__YF(4); UTG__YF(5);
     }
@@ -2296,7 +2299,12 @@ static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, floa
     const int MR = gk->mr, NR = gk->nr;
     int mr = M - i0 < MR ? M - i0 : MR, n_pan = (nc + NR - 1) / NR, k, r, pan;
     if (sym && jc + nc <= i0) return; /* the whole block row is below the diagonal */
-    if (ta) {
+    if (ta && mr == MR && alpha == 1.0f) { /* whole slivers, plain copies (a fixed-size memcpy for the x86 kernels' 12) */
+        if (MR == 12)
+            for (k = 0; k < kb; k++) memcpy(ap + (size_t)k * 12, A + (size_t)(kc + k) * lda + i0, 12 * sizeof(float));
+        else
+            for (k = 0; k < kb; k++) memcpy(ap + (size_t)k * MR, A + (size_t)(kc + k) * lda + i0, (size_t)MR * sizeof(float));
+    } else if (ta) {
         for (k = 0; k < kb; k++) {
             const float *src = A + (size_t)(kc + k) * lda + i0;
             for (r = 0; r < mr; r++) ap[(size_t)k * MR + r] = alpha * src[r];
@@ -2309,7 +2317,7 @@ static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, floa
     for (pan = 0; pan < n_pan; pan++) {
         int j0 = jc + pan * NR, nr = N - j0 < NR ? N - j0 : NR;
         if (sym && j0 + nr <= i0) continue; /* below the diagonal: mirrored afterwards */
-        gk->fn(kb, ap, Bp + (size_t)pan * kb * NR, C + (size_t)i0 * ldc + j0, ldc, mr, nr, acc);
+        gk->fn(kb, ap, MR, Bp + (size_t)pan * kb * NR, C + (size_t)i0 * ldc + j0, ldc, mr, nr, acc);
     }
 }
 
@@ -2482,7 +2490,16 @@ static void utg__exp_row(float *UTG_RESTRICT x, int n, float shift) {
     for (i = 0; i < n; i++) x[i] = utg__expf_core(x[i]);
 }
 
-/* The largest of m and x[0..n); the sum of x[0..n) in 16 lanes, then in order: loops that
+/* 16 lane sums folded pairwise (8 + 8, 4 + 4, 2 + 2, 1 + 1): a fixed order that vectorizes,
+   where summing the lanes one after another is a chain of 16 dependent adds */
+static float utg__fold16(float *acc) {
+    int l;
+    for (l = 0; l < 8; l++) acc[l] += acc[l + 8];
+    for (l = 0; l < 4; l++) acc[l] += acc[l + 4];
+    for (l = 0; l < 2; l++) acc[l] += acc[l + 2];
+    return acc[0] + acc[1];
+}
+/* The largest of m and x[0..n); the sum of x[0..n) in 16 lanes, then folded: loops that
    vectorize without -ffast-math, for the short rows of the attention and cross-entropy */
 static float utg__row_max(const float *UTG_RESTRICT x, int n, float m) {
     int i;
@@ -2491,25 +2508,22 @@ static float utg__row_max(const float *UTG_RESTRICT x, int n, float m) {
     return m;
 }
 static float utg__row_sum(const float *UTG_RESTRICT x, int n) {
-    float acc[16] = {0}, s = 0.0f;
+    float acc[16] = {0};
     int i = 0, l;
     for (; i + 16 <= n; i += 16)
         for (l = 0; l < 16; l++) acc[l] += x[i + l];
     for (; i < n; i++) acc[i & 15] += x[i];
-    for (l = 0; l < 16; l++) s += acc[l];
-    return s;
+    return utg__fold16(acc);
 }
 
-/* Sum of a[i]*b[i] in 16 independent lanes (vectorizes without -ffast-math), then in order. */
+/* Sum of a[i]*b[i] in 16 independent lanes (vectorizes without -ffast-math), then folded. */
 static float utg__dot(const float *UTG_RESTRICT a, const float *UTG_RESTRICT b, int n) {
     float acc[16] = {0};
-    float s = 0.0f;
     int i = 0, l;
     for (; i + 16 <= n; i += 16)
         for (l = 0; l < 16; l++) acc[l] += a[i + l] * b[i + l];
     for (; i < n; i++) acc[i & 15] += a[i] * b[i];
-    for (l = 0; l < 16; l++) s += acc[l];
-    return s;
+    return utg__fold16(acc);
 }
 
 static void utg__cpu_rmsnorm_fwd(utg_backend *be, float *y, float *rstd, const float *x, int rows, int cols, float eps) {
@@ -2641,15 +2655,18 @@ static void utg__cpu_head_scale_bwd(utg_backend *be, float *dx, float *dgain, co
     }
 }
 
-/* Attention, flash style on the CPU: one task per (batch, kv head), so the query heads sharing a kv
-   head run together and dK/dV rows belong to one task. The task packs K and V once as microkernel
-   panels; queries go in blocks of QB rows and keys in tiles of KB, so only QB x KB score tiles
-   exist (no T x T or QB x T matrix). The forward keeps a running max and sum per row (online
-   softmax) and rescales its QB x hd output block as tiles arrive; the backward recomputes each tile
-   of P from the saved log-sum-exp and adds dQ, dK and dV tile by tile. Every sum runs in a fixed
-   order inside one task: the bits do not depend on the thread count. */
-#define UTG__FA_QB 48 /* a multiple of every kernel's MR */
-#define UTG__FA_KB 64 /* a multiple of every kernel's NR */
+/* Attention, flash style on the CPU, with the score tiles laid out keys x queries. One task per
+   (batch, kv head), so the query heads sharing a kv head run together and dK/dV rows belong to one
+   task. The task packs K and V once (keys as A slivers, and as B panels with k = the keys).
+   Queries go in panels of NR (the microkernel's width) and keys in tiles of KB, so only KB x NR
+   tiles of scores exist (no T x T or NR x T matrix). With the queries across the tile, the softmax
+   is column-wise: the running max, the sums and the rescales run over NR query lanes at once, with
+   no reduction across a vector; and the tile, read with a row stride of NR, is already the A
+   operand of O += P V and dQ += dS K. The forward rescales its NR x hd block of O as tiles arrive
+   (online softmax); the backward recomputes each tile from the saved log-sum-exp and adds dQ, dK
+   and dV tile by tile. Every sum runs in a fixed order inside one task: the bits do not depend on
+   the thread count. */
+#define UTG__FA_KB 96 /* keys per tile: a multiple of every kernel's MR */
 #define UTG__RUP(x, m) (((x) + (m) - 1) / (m) * (m))
 
 /* rows [0, n) of X (row stride ld), columns [0, w), times alpha, as MR-row A slivers with k = the
@@ -2662,110 +2679,146 @@ static void utg__pack_a_rows(const utg__gk *gk, float *dst, const float *X, int 
         gk->pack_t(d, MR, X + (size_t)s * MR * ld, ld, n - s * MR < MR ? n - s * MR : MR, w, alpha);
     }
 }
-/* the same for X^T: A rows are X's columns [0, n), k runs over X's rows [0, w) */
-static void utg__pack_a_cols(const utg__gk *gk, float *dst, const float *X, int ld, int n, int w, float alpha) {
-    const int MR = gk->mr;
-    int s, r, k;
-    for (s = 0; s * MR < n; s++) {
-        float *d = dst + (size_t)s * w * MR;
-        int mr = n - s * MR < MR ? n - s * MR : MR;
-        for (k = 0; k < w; k++) {
-            const float *x = X + (size_t)k * ld + s * MR;
-            for (r = 0; r < mr; r++) d[(size_t)k * MR + r] = alpha * x[r];
-            for (; r < MR; r++) d[(size_t)k * MR + r] = 0.0f;
-        }
-    }
-}
-/* C[m, n] += A B from packed slivers (stride as) and panels (stride bs), kb steps of k */
+/* C[m, n] (+)= A B from packed slivers (stride as) and panels (stride bs), kb steps of k; acc 0: C = A B */
 static void utg__mm_packed(const utg__gk *gk, float *C, int ldc, const float *Ap, size_t as, const float *Bp, size_t bs, int m, int n,
-                           int kb) {
+                           int kb, int acc) {
     int s, p;
     for (s = 0; s * gk->mr < m; s++)
         for (p = 0; p * gk->nr < n; p++)
-            gk->fn(kb, Ap + s * as, Bp + p * bs, C + (size_t)s * gk->mr * ldc + (size_t)p * gk->nr, ldc,
-                   m - s * gk->mr < gk->mr ? m - s * gk->mr : gk->mr, n - p * gk->nr < gk->nr ? n - p * gk->nr : gk->nr, 1);
+            gk->fn(kb, Ap + s * as, gk->mr, Bp + p * bs, C + (size_t)s * gk->mr * ldc + (size_t)p * gk->nr, ldc,
+                   m - s * gk->mr < gk->mr ? m - s * gk->mr : gk->mr, n - p * gk->nr < gk->nr ? n - p * gk->nr : gk->nr, acc);
 }
-/* op(B) panels of X^T with k = X's columns [0, w) and N = X's rows [0, n): Kt for the scores */
-static void utg__pack_bt_all(const utg__gk *gk, float *dst, const float *X, int ld, int n, int w) {
+/* X's rows [0, n) (k) by columns [0, w) (N) as B panels of NR columns, panel p at dst + p * n * NR */
+static void utg__pack_b_all(const utg__gk *gk, float *dst, const float *X, int ld, int n, int w) {
     int p;
-    for (p = 0; p * gk->nr < n; p++) utg__pack_b(gk, dst + (size_t)p * w * gk->nr, X, ld, UTG_TRANS, n, 0, w, p * gk->nr, 0);
-}
-/* op(B) panels of X by tiles of KB rows (k = the tile's rows, N = X's columns [0, w)); tile t at
-   dst + t * KB * RUP(w, NR_MAX), its panel p at + p * rows * NR */
-static void utg__pack_b_tiles(const utg__gk *gk, float *dst, const float *X, int ld, int n, int w) {
-    int t, p;
-    for (t = 0; t * UTG__FA_KB < n; t++) {
-        int rows = n - t * UTG__FA_KB < UTG__FA_KB ? n - t * UTG__FA_KB : UTG__FA_KB;
-        float *d = dst + (size_t)t * UTG__FA_KB * UTG__RUP(w, UTG__NR_MAX);
-        for (p = 0; p * gk->nr < w; p++)
-            utg__pack_b(gk, d + (size_t)p * rows * gk->nr, X + (size_t)t * UTG__FA_KB * ld, ld, UTG_NO_TRANS, w, 0, rows, p * gk->nr, 0);
-    }
+    for (p = 0; p * gk->nr < w; p++) utg__pack_b(gk, dst + (size_t)p * n * gk->nr, X, ld, UTG_NO_TRANS, w, 0, n, p * gk->nr, 0);
 }
 
+/* One task's scratch, in floats: K (scaled) and V as A slivers with the keys as rows; V or K as B
+   panels with k = the keys; Q^T and dO^T panels (k = hd); Q and dO panels (k = the panel's
+   queries); the score and dP tiles (each with MR floats of slack: the microkernel reads whole
+   slivers); a tile packed as A; the O block; four lanes of NR per query. */
+typedef struct { float *ka, *vr, *bn, *qt, *dt, *qb, *db, *st, *dp, *pa, *ob, *l0, *l1, *l2, *l3; } utg__fa_buf;
+#define UTG__FA_TILE ((size_t)UTG__FA_KB * UTG__NR_MAX + UTG__MR_MAX)
 static size_t utg__attn_scratch_per_thread(int T, int hd) {
-    size_t TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdR = (size_t)UTG__RUP(hd, UTG__NR_MAX), QB = UTG__FA_QB, KB = UTG__FA_KB;
-    return 2 * (size_t)hd * TR        /* K^T and V^T panels */
-           + 2 * TR * hdR             /* K and V by tiles */
-           + 2 * QB * (size_t)hd      /* Q and dO slivers */
-           + 2 * QB * hdR             /* Q and dO panels */
-           + 2 * QB * KB              /* score and dP tiles */
-           + 2 * (KB + UTG__MR_MAX) * QB /* a tile packed as A, by rows and by columns */
-           + QB * (size_t)hd + 4 * QB + 64;
+    size_t TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdN = (size_t)UTG__RUP(hd, UTG__NR_MAX), NR = UTG__NR_MAX;
+    return 2 * TR * (size_t)hd + hdN * TR + 2 * (size_t)hd * NR + 2 * NR * hdN + 2 * UTG__FA_TILE + (UTG__FA_KB + UTG__MR_MAX) * NR +
+           NR * hdN + 4 * NR + 64;
+}
+static utg__fa_buf utg__fa_carve(float *p, int T, int hd) {
+    size_t TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdN = (size_t)UTG__RUP(hd, UTG__NR_MAX), NR = UTG__NR_MAX;
+    utg__fa_buf f;
+    f.ka = p; f.vr = f.ka + TR * hd; f.bn = f.vr + TR * hd; f.qt = f.bn + hdN * TR; f.dt = f.qt + (size_t)hd * NR;
+    f.qb = f.dt + (size_t)hd * NR; f.db = f.qb + NR * hdN; f.st = f.db + NR * hdN; f.dp = f.st + UTG__FA_TILE; f.pa = f.dp + UTG__FA_TILE;
+    f.ob = f.pa + (UTG__FA_KB + UTG__MR_MAX) * NR; f.l0 = f.ob + NR * hdN; f.l1 = f.l0 + NR; f.l2 = f.l1 + NR; f.l3 = f.l2 + NR;
+    memset(f.st, 0, sizeof(float) * 2 * UTG__FA_TILE); /* the slack is read (into rows never stored): keep it finite */
+    return f;
+}
+/* dst (nk x NR) = the tile's slivers of A (keys kb0.., k = hd) times the panel B (k = hd) */
+static void utg__fa_tile(const utg__gk *gk, float *dst, const float *A, const float *B, int kb0, int nk, int hd) {
+    const int MR = gk->mr, NR = gk->nr;
+    int s;
+    for (s = 0; s * MR < nk; s++)
+        gk->fn(hd, A + (size_t)(kb0 / MR + s) * hd * MR, MR, B, dst + (size_t)s * MR * NR, NR, nk - s * MR < MR ? nk - s * MR : MR,
+               NR, 0);
+}
+/* C (nq x hd, row stride ldc) += the tile (nk keys x NR queries, read as A with k = the keys) times
+   the B panels of the keys kb0.. (panel p at Bn + p * T * NR): O += P V, dQ += dS K */
+static void utg__fa_acc(const utg__gk *gk, float *C, int ldc, const float *t, const float *Bn, int T, int kb0, int nk, int nq, int hd) {
+    const int MR = gk->mr, NR = gk->nr;
+    int s, p;
+    for (s = 0; s * MR < nq; s++)
+        for (p = 0; p * NR < hd; p++)
+            gk->fn(nk, t + s * MR, NR, Bn + (size_t)p * T * NR + (size_t)kb0 * NR, C + (size_t)s * MR * ldc + p * NR, ldc,
+                   nq - s * MR < MR ? nq - s * MR : MR, hd - p * NR < NR ? hd - p * NR : NR, 1);
+}
+/* tile rows i whose key kb0 + i comes after some query p0 + j of the panel: those entries to v */
+static void utg__fa_mask(float *t, int NR, int kb0, int nk, int p0, float v) {
+    int i, j;
+    for (i = p0 + 1 - kb0 > 0 ? p0 + 1 - kb0 : 0; i < nk; i++)
+        for (j = 0; j < kb0 + i - p0 && j < NR; j++) t[(size_t)i * NR + j] = v;
+}
+/* t[i][j] = e^(t[i][j] - shift[j]) over the tile, clamped as utg__exp_row (two passes that vectorize) */
+static void utg__fa_exp(float *UTG_RESTRICT t, int NR, int nk, const float *UTG_RESTRICT shift) {
+    int i, j;
+    for (i = 0; i < nk; i++)
+        for (j = 0; j < NR; j++) {
+            float v = t[(size_t)i * NR + j] - shift[j];
+            v = v < -87.0f ? -87.0f : v;
+            t[(size_t)i * NR + j] = v > 88.0f ? 88.0f : v;
+        }
+    for (i = 0; i < nk * NR; i++) t[i] = utg__expf_core(t[i]);
+}
+/* m[j] = max(m[j], t[i][j]) and sm[j] += t[i][j] over the tile's rows, four rows a step (loops
+   over the columns, which vectorize; the sums in a fixed order) */
+static void utg__fa_colmax(float *UTG_RESTRICT m, const float *UTG_RESTRICT t, int NR, int nk) {
+    int i = 0, j;
+    for (; i + 4 <= nk; i += 4)
+        for (j = 0; j < NR; j++) {
+            const float *c = t + (size_t)i * NR + j;
+            float a = c[0] > c[NR] ? c[0] : c[NR], b = c[2 * NR] > c[3 * NR] ? c[2 * NR] : c[3 * NR];
+            a = a > b ? a : b;
+            m[j] = a > m[j] ? a : m[j];
+        }
+    for (; i < nk; i++)
+        for (j = 0; j < NR; j++) m[j] = t[(size_t)i * NR + j] > m[j] ? t[(size_t)i * NR + j] : m[j];
+}
+static void utg__fa_colsum(float *UTG_RESTRICT sm, const float *UTG_RESTRICT t, int NR, int nk) {
+    int i = 0, j;
+    for (; i + 4 <= nk; i += 4)
+        for (j = 0; j < NR; j++) {
+            const float *c = t + (size_t)i * NR + j;
+            sm[j] += (c[0] + c[NR]) + (c[2 * NR] + c[3 * NR]);
+        }
+    for (; i < nk; i++)
+        for (j = 0; j < NR; j++) sm[j] += t[(size_t)i * NR + j];
 }
 
 static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float *q, const float *k, const float *v,
                               int B, int T, int H, int Hkv, int hd, float scale) {
     int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
     const utg__gk *gk = utg__cpu_of(be)->gk;
-    size_t per = utg__attn_scratch_per_thread(T, hd), TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdR = (size_t)UTG__RUP(hd, UTG__NR_MAX);
+    const int NR = gk->nr;
+    size_t per = utg__attn_scratch_per_thread(T, hd);
     float *scr = utg__cpu_scratch(be, (size_t)utg__max_threads() * per);
     UTG_ASSERT(scr != NULL);
     if (!scr) return;
     UTG__OMP_FOR_DYN
     for (task = 0; task < B * Hkv; task++) {
-        int b = task / Hkv, kh = task % Hkv, g, q0, kb0, r, c;
-        float *Kt = scr + (size_t)utg__thread_id() * per, *Vb = Kt + (size_t)hd * TR, *Qa = Vb + TR * hdR;
-        float *S = Qa + (size_t)UTG__FA_QB * hd, *Pa = S + (size_t)UTG__FA_QB * UTG__FA_KB;
-        float *O = Pa + (size_t)(UTG__FA_KB + UTG__MR_MAX) * UTG__FA_QB, *mx = O + (size_t)UTG__FA_QB * hd, *sm = mx + UTG__FA_QB;
-        const float *kb_ = k + (size_t)b * T * kw + (size_t)kh * hd, *vb_ = v + (size_t)b * T * kw + (size_t)kh * hd;
-        utg__pack_bt_all(gk, Kt, kb_, kw, T, hd);
-        utg__pack_b_tiles(gk, Vb, vb_, kw, T, hd);
+        int b = task / Hkv, kh = task % Hkv, g, p0, kb0, i, j;
+        utg__fa_buf f = utg__fa_carve(scr + (size_t)utg__thread_id() * per, T, hd);
+        float *mx = f.l0, *sm = f.l1, *mn = f.l2, *al = f.l3;
+        size_t ko = (size_t)b * T * kw + (size_t)kh * hd;
+        utg__pack_a_rows(gk, f.ka, k + ko, kw, T, hd, scale); /* scaled K: the scores come out scaled */
+        utg__pack_b_all(gk, f.bn, v + ko, kw, T, hd);         /* V as B panels, k = the keys */
         for (g = 0; g < group; g++) {
             int h = kh * group + g;
-            for (q0 = 0; q0 < T; q0 += UTG__FA_QB) {
-                int qb = T - q0 < UTG__FA_QB ? T - q0 : UTG__FA_QB, q1 = q0 + qb;
-                size_t ro = ((size_t)b * T + q0) * qw + (size_t)h * hd;
-                utg__pack_a_rows(gk, Qa, q + ro, qw, qb, hd, scale);
-                memset(O, 0, sizeof(float) * (size_t)qb * hd);
-                for (r = 0; r < qb; r++) { mx[r] = -INFINITY; sm[r] = 0.0f; }
-                for (kb0 = 0; kb0 < q1; kb0 += UTG__FA_KB) {
-                    int nk = q1 - kb0 < UTG__FA_KB ? q1 - kb0 : UTG__FA_KB, nkf = T - kb0 < UTG__FA_KB ? T - kb0 : UTG__FA_KB;
-                    memset(S, 0, sizeof(float) * (size_t)qb * UTG__FA_KB);
-                    utg__mm_packed(gk, S, UTG__FA_KB, Qa, (size_t)hd * gk->mr, Kt + (size_t)(kb0 / gk->nr) * hd * gk->nr, (size_t)hd * gk->nr, qb,
-                                   nk, hd);
-                    for (r = 0; r < qb; r++) { /* keys kb0 .. q0 + r are visible to row r */
-                        float *row = S + (size_t)r * UTG__FA_KB, m_new = mx[r], a, s;
-                        int nv = q0 + r - kb0 + 1;
-                        if (nv > nk) nv = nk;
-                        if (nv <= 0) { memset(row, 0, sizeof(float) * (size_t)nk); continue; }
-                        m_new = utg__row_max(row, nv, m_new);
-                        utg__exp_row(row, nv, m_new);
-                        s = utg__row_sum(row, nv);
-                        for (c = nv; c < nk; c++) row[c] = 0.0f;
-                        a = mx[r] == -INFINITY ? 0.0f : utg__expf(mx[r] - m_new);
-                        if (a != 1.0f)
-                            for (c = 0; c < hd; c++) O[(size_t)r * hd + c] *= a;
-                        sm[r] = sm[r] * a + s;
-                        mx[r] = m_new;
-                    }
-                    utg__pack_a_rows(gk, Pa, S, UTG__FA_KB, qb, nk, 1.0f);
-                    utg__mm_packed(gk, O, hd, Pa, (size_t)nk * gk->mr, Vb + (size_t)(kb0 / UTG__FA_KB) * UTG__FA_KB * hdR, (size_t)nkf * gk->nr, qb,
-                                   hd, nk);
+            for (p0 = 0; p0 < T; p0 += NR) {
+                int nq = T - p0 < NR ? T - p0 : NR, qmax = p0 + nq - 1;
+                size_t ro = ((size_t)b * T + p0) * qw + (size_t)h * hd;
+                utg__pack_b(gk, f.qt, q + ro, qw, UTG_TRANS, nq, 0, hd, 0, 0); /* Q^T, zero past nq */
+                memset(f.ob, 0, sizeof(float) * (size_t)nq * hd);
+                for (j = 0; j < NR; j++) { mx[j] = -INFINITY; sm[j] = 0.0f; }
+                for (kb0 = 0; kb0 <= qmax; kb0 += UTG__FA_KB) {
+                    int nk = qmax + 1 - kb0 < UTG__FA_KB ? qmax + 1 - kb0 : UTG__FA_KB; /* keys some query of the panel sees */
+                    float *t = f.st;
+                    utg__fa_tile(gk, t, f.ka, f.qt, kb0, nk, hd);
+                    utg__fa_mask(t, NR, kb0, nk, p0, -INFINITY);
+                    for (j = 0; j < NR; j++) mn[j] = mx[j];
+                    utg__fa_colmax(mn, t, NR, nk);
+                    utg__fa_exp(t, NR, nk, mn);
+                    utg__fa_mask(t, NR, kb0, nk, p0, 0.0f);
+                    for (j = 0; j < NR; j++) { al[j] = mx[j] == -INFINITY ? 0.0f : utg__expf(mx[j] - mn[j]); sm[j] *= al[j]; mx[j] = mn[j]; }
+                    utg__fa_colsum(sm, t, NR, nk);
+                    if (kb0 > 0)
+                        for (j = 0; j < nq; j++)
+                            for (i = 0; i < hd; i++) f.ob[(size_t)j * hd + i] *= al[j];
+                    utg__fa_acc(gk, f.ob, hd, t, f.bn, T, kb0, nk, nq, hd); /* O += P V */
                 }
-                for (r = 0; r < qb; r++) {
-                    float inv = 1.0f / sm[r], *yr = y + ro + (size_t)r * qw;
-                    for (c = 0; c < hd; c++) yr[c] = O[(size_t)r * hd + c] * inv;
-                    lse[((size_t)b * T + q0 + r) * H + h] = mx[r] + logf(sm[r]);
+                for (j = 0; j < nq; j++) {
+                    float inv = 1.0f / sm[j], *yr = y + ro + (size_t)j * qw;
+                    for (i = 0; i < hd; i++) yr[i] = f.ob[(size_t)j * hd + i] * inv;
+                    lse[((size_t)b * T + p0 + j) * H + h] = mx[j] + logf(sm[j]);
                 }
             }
         }
@@ -2777,59 +2830,50 @@ static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, 
                               int Hkv, int hd, float scale) {
     int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
     const utg__gk *gk = utg__cpu_of(be)->gk;
-    size_t per = utg__attn_scratch_per_thread(T, hd), TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdR = (size_t)UTG__RUP(hd, UTG__NR_MAX);
+    const int MR = gk->mr, NR = gk->nr;
+    size_t per = utg__attn_scratch_per_thread(T, hd);
     float *scr = utg__cpu_scratch(be, (size_t)utg__max_threads() * per);
     UTG_ASSERT(scr != NULL);
     if (!scr) return;
     UTG__OMP_FOR_DYN
     for (task = 0; task < B * Hkv; task++) {
-        int b = task / Hkv, kh = task % Hkv, g, q0, kb0, r, c;
-        float *Kt = scr + (size_t)utg__thread_id() * per, *Vt = Kt + (size_t)hd * TR, *Kn = Vt + (size_t)hd * TR, *Vn = Kn + TR * hdR;
-        float *Qa = Vn + TR * hdR, *Da = Qa + (size_t)UTG__FA_QB * hd, *Qb = Da + (size_t)UTG__FA_QB * hd, *Db = Qb + (size_t)UTG__FA_QB * hdR;
-        float *P = Db + (size_t)UTG__FA_QB * hdR, *dP = P + (size_t)UTG__FA_QB * UTG__FA_KB;
-        float *Ar = dP + (size_t)UTG__FA_QB * UTG__FA_KB, *Ac = Ar + (size_t)(UTG__FA_KB + UTG__MR_MAX) * UTG__FA_QB;
-        float *Dr = Ac + (size_t)(UTG__FA_KB + UTG__MR_MAX) * UTG__FA_QB;
+        int b = task / Hkv, kh = task % Hkv, g, p0, kb0, i, j, s;
+        utg__fa_buf f = utg__fa_carve(scr + (size_t)utg__thread_id() * per, T, hd);
+        float *Dr = f.l0, *L = f.l1;
         size_t ko = (size_t)b * T * kw + (size_t)kh * hd;
-        (void)Vn;
-        utg__pack_bt_all(gk, Kt, k + ko, kw, T, hd);
-        utg__pack_bt_all(gk, Vt, v + ko, kw, T, hd);
-        utg__pack_b_tiles(gk, Kn, k + ko, kw, T, hd);
+        utg__pack_a_rows(gk, f.ka, k + ko, kw, T, hd, scale); /* scaled K, keys as rows: the scores */
+        utg__pack_a_rows(gk, f.vr, v + ko, kw, T, hd, 1.0f);  /* V, keys as rows: dP^T = V dO^T */
+        utg__pack_b_all(gk, f.bn, k + ko, kw, T, hd);         /* K as B panels, k = the keys: dQ += dS K */
         for (g = 0; g < group; g++) {
-            int h = kh * group + g, p;
-            for (q0 = 0; q0 < T; q0 += UTG__FA_QB) {
-                int qb = T - q0 < UTG__FA_QB ? T - q0 : UTG__FA_QB, q1 = q0 + qb;
-                size_t ro = ((size_t)b * T + q0) * qw + (size_t)h * hd;
-                utg__pack_a_rows(gk, Qa, q + ro, qw, qb, hd, scale);
-                utg__pack_a_rows(gk, Da, dy + ro, qw, qb, hd, 1.0f);
-                for (p = 0; p * gk->nr < hd; p++) { /* Q and dO as B panels, k = the block's query rows */
-                    utg__pack_b(gk, Qb + (size_t)p * qb * gk->nr, q + ro, qw, UTG_NO_TRANS, hd, 0, qb, p * gk->nr, 0);
-                    utg__pack_b(gk, Db + (size_t)p * qb * gk->nr, dy + ro, qw, UTG_NO_TRANS, hd, 0, qb, p * gk->nr, 0);
+            int h = kh * group + g;
+            for (p0 = 0; p0 < T; p0 += NR) {
+                int nq = T - p0 < NR ? T - p0 : NR, qmax = p0 + nq - 1;
+                size_t ro = ((size_t)b * T + p0) * qw + (size_t)h * hd;
+                utg__pack_b(gk, f.qt, q + ro, qw, UTG_TRANS, nq, 0, hd, 0, 0);  /* Q^T and dO^T (k = hd), zero past nq */
+                utg__pack_b(gk, f.dt, dy + ro, qw, UTG_TRANS, nq, 0, hd, 0, 0);
+                utg__pack_b_all(gk, f.qb, q + ro, qw, nq, hd);  /* Q and dO as B panels, k = the panel's queries */
+                utg__pack_b_all(gk, f.db, dy + ro, qw, nq, hd);
+                for (j = 0; j < NR; j++) {
+                    Dr[j] = j < nq ? utg__dot(dy + ro + (size_t)j * qw, y + ro + (size_t)j * qw, hd) : 0.0f;
+                    L[j] = j < nq ? lse[((size_t)b * T + p0 + j) * H + h] : 0.0f;
                 }
-                for (r = 0; r < qb; r++) Dr[r] = utg__dot(dy + ro + (size_t)r * qw, y + ro + (size_t)r * qw, hd);
-                for (kb0 = 0; kb0 < q1; kb0 += UTG__FA_KB) {
-                    int nk = q1 - kb0 < UTG__FA_KB ? q1 - kb0 : UTG__FA_KB, nkf = T - kb0 < UTG__FA_KB ? T - kb0 : UTG__FA_KB;
-                    const float *kt = Kt + (size_t)(kb0 / gk->nr) * hd * gk->nr, *vt = Vt + (size_t)(kb0 / gk->nr) * hd * gk->nr;
-                    memset(P, 0, sizeof(float) * (size_t)qb * UTG__FA_KB);
-                    memset(dP, 0, sizeof(float) * (size_t)qb * UTG__FA_KB);
-                    utg__mm_packed(gk, P, UTG__FA_KB, Qa, (size_t)hd * gk->mr, kt, (size_t)hd * gk->nr, qb, nk, hd);
-                    utg__mm_packed(gk, dP, UTG__FA_KB, Da, (size_t)hd * gk->mr, vt, (size_t)hd * gk->nr, qb, nk, hd);
-                    for (r = 0; r < qb; r++) { /* P = exp(S - lse) on the visible keys; dS = P (dP - D) scale */
-                        float *pr = P + (size_t)r * UTG__FA_KB, *dr = dP + (size_t)r * UTG__FA_KB;
-                        int nv = q0 + r - kb0 + 1;
-                        if (nv > nk) nv = nk;
-                        if (nv < 0) nv = 0;
-                        utg__exp_row(pr, nv, lse[((size_t)b * T + q0 + r) * H + h]);
-                        for (c = nv; c < nk; c++) pr[c] = 0.0f;
-                        for (c = 0; c < nk; c++) dr[c] = pr[c] * (dr[c] - Dr[r]) * scale;
-                    }
-                    /* dQ += dS K;  dK += dS^T Q;  dV += P^T dO */
-                    utg__pack_a_rows(gk, Ar, dP, UTG__FA_KB, qb, nk, 1.0f);
-                    utg__mm_packed(gk, dq + ro, qw, Ar, (size_t)nk * gk->mr, Kn + (size_t)(kb0 / UTG__FA_KB) * UTG__FA_KB * hdR, (size_t)nkf * gk->nr,
-                                   qb, hd, nk);
-                    utg__pack_a_cols(gk, Ac, dP, UTG__FA_KB, nk, qb, 1.0f);
-                    utg__mm_packed(gk, dk + ko + (size_t)kb0 * kw, kw, Ac, (size_t)qb * gk->mr, Qb, (size_t)qb * gk->nr, nk, hd, qb);
-                    utg__pack_a_cols(gk, Ac, P, UTG__FA_KB, nk, qb, 1.0f);
-                    utg__mm_packed(gk, dv + ko + (size_t)kb0 * kw, kw, Ac, (size_t)qb * gk->mr, Db, (size_t)qb * gk->nr, nk, hd, qb);
+                for (kb0 = 0; kb0 <= qmax; kb0 += UTG__FA_KB) {
+                    int nk = qmax + 1 - kb0 < UTG__FA_KB ? qmax + 1 - kb0 : UTG__FA_KB;
+                    float *t = f.st, *d = f.dp;
+                    utg__fa_tile(gk, t, f.ka, f.qt, kb0, nk, hd); /* S^T */
+                    utg__fa_tile(gk, d, f.vr, f.dt, kb0, nk, hd); /* dP^T */
+                    utg__fa_exp(t, NR, nk, L);                    /* P^T = e^(S^T - lse) */
+                    utg__fa_mask(t, NR, kb0, nk, p0, 0.0f);
+                    for (i = 0; i < nk; i++) /* dS^T = P^T (dP^T - D) scale */
+                        for (j = 0; j < NR; j++) d[(size_t)i * NR + j] = t[(size_t)i * NR + j] * (d[(size_t)i * NR + j] - Dr[j]) * scale;
+                    /* dV += P^T dO and dK += dS^T Q over the tile's keys (k = the panel's queries) */
+                    for (s = 0; s * MR < nk; s++)
+                        gk->pack_t(f.pa + (size_t)s * nq * MR, MR, t + (size_t)s * MR * NR, NR, nk - s * MR < MR ? nk - s * MR : MR, nq, 1.0f);
+                    utg__mm_packed(gk, dv + ko + (size_t)kb0 * kw, kw, f.pa, (size_t)nq * MR, f.db, (size_t)nq * NR, nk, hd, nq, 1);
+                    for (s = 0; s * MR < nk; s++)
+                        gk->pack_t(f.pa + (size_t)s * nq * MR, MR, d + (size_t)s * MR * NR, NR, nk - s * MR < MR ? nk - s * MR : MR, nq, 1.0f);
+                    utg__mm_packed(gk, dk + ko + (size_t)kb0 * kw, kw, f.pa, (size_t)nq * MR, f.qb, (size_t)nq * NR, nk, hd, nq, 1);
+                    utg__fa_acc(gk, dq + ro, qw, d, f.bn, T, kb0, nk, nq, hd); /* dQ += dS K */
                 }
             }
         }

@@ -550,7 +550,9 @@ static double max_err(const float *a, const double *r, size_t n) {
 }
 static void test_attention_tiles(void) {
     static const char *names[] = {"avx512", "avx2", "portable"};
-    static const int shapes[2][5] = {{2, 150, 4, 2, 8}, {1, 97, 2, 1, 20}}; /* B, T, H, Hkv, hd */
+    /* B, T, H, Hkv, hd: partial query panels and key tiles, hd below, between and above the kernels'
+       MR and NR, and a kv head shared by 4 query heads */
+    static const int shapes[3][5] = {{2, 150, 4, 2, 8}, {1, 97, 2, 1, 20}, {1, 200, 4, 1, 64}};
     int n, si, seen = 0;
     for (n = 0; n < 3; n++) {
         utg_backend *kb = NULL;
@@ -560,7 +562,7 @@ static void test_attention_tiles(void) {
         if (!kb) { CHECK(0, "backend"); continue; }
         if (strcmp(utg_backend_cpu_kernel(kb), names[n]) != 0) { utg_backend_destroy(kb); continue; }
         seen++;
-        for (si = 0; si < 2; si++) {
+        for (si = 0; si < 3; si++) {
             int B = shapes[si][0], T = shapes[si][1], H = shapes[si][2], Hkv = shapes[si][3], hd = shapes[si][4];
             size_t nq = (size_t)B * T * H * hd, nk = (size_t)B * T * Hkv * hd, nl = (size_t)B * T * H;
             float scale = 1.0f / sqrtf((float)hd);
