@@ -2299,11 +2299,13 @@ static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, floa
     const int MR = gk->mr, NR = gk->nr;
     int mr = M - i0 < MR ? M - i0 : MR, n_pan = (nc + NR - 1) / NR, k, r, pan;
     if (sym && jc + nc <= i0) return; /* the whole block row is below the diagonal */
-    if (ta && mr == MR && alpha == 1.0f) { /* whole slivers, plain copies (a fixed-size memcpy for the x86 kernels' 12) */
-        if (MR == 12)
-            for (k = 0; k < kb; k++) memcpy(ap + (size_t)k * 12, A + (size_t)(kc + k) * lda + i0, 12 * sizeof(float));
-        else
-            for (k = 0; k < kb; k++) memcpy(ap + (size_t)k * MR, A + (size_t)(kc + k) * lda + i0, (size_t)MR * sizeof(float));
+    if (ta && mr == MR && alpha == 1.0f && !bf16) { /* whole slivers of A^T are read in place: k-stride lda */
+        for (pan = 0; pan < n_pan; pan++) {
+            int j0 = jc + pan * NR, nr = N - j0 < NR ? N - j0 : NR;
+            if (sym && j0 + nr <= i0) continue;
+            gk->fn(kb, A + (size_t)kc * lda + i0, lda, Bp + (size_t)pan * kb * NR, C + (size_t)i0 * ldc + j0, ldc, mr, nr, acc);
+        }
+        return;
     } else if (ta) {
         for (k = 0; k < kb; k++) {
             const float *src = A + (size_t)(kc + k) * lda + i0;
