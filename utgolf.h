@@ -1938,7 +1938,11 @@ typedef void (*utg__ukernel_fn)(int kc, const float *UTG_RESTRICT Ap, int as, co
    the transposing half of packing (A not transposed, B transposed), where plain copies do not do */
 typedef void (*utg__pack_t_fn)(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src, int ld, int nrows, int kb,
                                float alpha);
-struct utg__gk { int mr, nr; utg__ukernel_fn fn; const char *name; utg__pack_t_fn pack_t; };
+/* C[MR x nr] += A's MR rows read in place (row stride lda, k contiguous) times Bp, for kc steps: a
+   non-transposed A without packing (whole slivers, alpha 1; NULL where a kernel has none) */
+typedef void (*utg__ukernel_rows_fn)(int kc, const float *UTG_RESTRICT A, int lda, const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
+                                     int ldc, int nr, int acc);
+struct utg__gk { int mr, nr; utg__ukernel_fn fn; const char *name; utg__pack_t_fn pack_t; utg__ukernel_rows_fn fn_rows; };
 
 static void utg__pack_t_scalar(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src, int ld, int nrows, int kb,
                                float alpha) {
@@ -2043,6 +2047,37 @@ __attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const 
     }
 }
 
+/* The same with A's 12 rows read in place: four row pointers, the other rows at lda and 2 lda
+   from them (one addressing mode each), moving along k together */
+__attribute__((target("avx512f,fma"))) static void utg__uk_avx512_rows(int kc, const float *UTG_RESTRICT A, int lda,
+                                                                       const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
+                                                                       int ldc, int nr, int acc) {
+    UTG__Z2(0); UTG__Z2(1); UTG__Z2(2); UTG__Z2(3); UTG__Z2(4); UTG__Z2(5);
+    UTG__Z2(6); UTG__Z2(7); UTG__Z2(8); UTG__Z2(9); UTG__Z2(10); UTG__Z2(11);
+    const size_t l1 = (size_t)lda, l2 = 2 * (size_t)lda;
+    const float *p0 = A, *p3 = A + 3 * l1, *p6 = A + 6 * l1, *p9 = A + 9 * l1;
+    const int mr = 12;
+    int k;
+    for (k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_loadu_ps(Bp + (size_t)k * 32), b1 = _mm512_loadu_ps(Bp + (size_t)k * 32 + 16);
+        float a[12];
+        a[0] = p0[k]; a[1] = p0[k + l1]; a[2] = p0[k + l2];
+        a[3] = p3[k]; a[4] = p3[k + l1]; a[5] = p3[k + l2];
+        a[6] = p6[k]; a[7] = p6[k + l1]; a[8] = p6[k + l2];
+        a[9] = p9[k]; a[10] = p9[k + l1]; a[11] = p9[k + l2];
+        UTG__ZF(0); UTG__ZF(1); UTG__ZF(2); UTG__ZF(3); UTG__ZF(4); UTG__ZF(5);
+        UTG__ZF(6); UTG__ZF(7); UTG__ZF(8); UTG__ZF(9); UTG__ZF(10); UTG__ZF(11);
+    }
+    if (nr == 32) {
+        UTG__ZS(0); UTG__ZS(1); UTG__ZS(2); UTG__ZS(3); UTG__ZS(4); UTG__ZS(5);
+        UTG__ZS(6); UTG__ZS(7); UTG__ZS(8); UTG__ZS(9); UTG__ZS(10); UTG__ZS(11);
+    } else {
+        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u), m1 = (__mmask16)(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
+        UTG__ZM(0); UTG__ZM(1); UTG__ZM(2); UTG__ZM(3); UTG__ZM(4); UTG__ZM(5);
+        UTG__ZM(6); UTG__ZM(7); UTG__ZM(8); UTG__ZM(9); UTG__ZM(10); UTG__ZM(11);
+    }
+}
+
 /* AVX2 + FMA: 6 rows x 16 columns, two ymm per row */
 #define UTG__Y2(r) __m256 c##r##a = _mm256_setzero_ps(), c##r##b = _mm256_setzero_ps()
 #define UTG__YF(r)                                                                                 \
@@ -2128,10 +2163,10 @@ __attribute__((target("avx512f"))) static void utg__pack_t_avx512(float *UTG_RES
 }
 #endif
 
-static const utg__gk utg__gk_portable = {UTG__PMR, UTG__PNR, utg__uk_portable, "portable", utg__pack_t_scalar};
+static const utg__gk utg__gk_portable = {UTG__PMR, UTG__PNR, utg__uk_portable, "portable", utg__pack_t_scalar, NULL};
 #if defined(UTG__X86_KERNELS)
-static const utg__gk utg__gk_avx512 = {12, 32, utg__uk_avx512, "avx512", utg__pack_t_avx512};
-static const utg__gk utg__gk_avx2 = {6, 16, utg__uk_avx2, "avx2", utg__pack_t_scalar};
+static const utg__gk utg__gk_avx512 = {12, 32, utg__uk_avx512, "avx512", utg__pack_t_avx512, utg__uk_avx512_rows};
+static const utg__gk utg__gk_avx2 = {6, 16, utg__uk_avx2, "avx2", utg__pack_t_scalar, NULL};
 #endif
 
 /* The kernel for this CPU, or the one UTG_CPU_KERNEL names (when the CPU has it). */
@@ -2304,6 +2339,13 @@ static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, floa
             int j0 = jc + pan * NR, nr = N - j0 < NR ? N - j0 : NR;
             if (sym && j0 + nr <= i0) continue;
             gk->fn(kb, A + (size_t)kc * lda + i0, lda, Bp + (size_t)pan * kb * NR, C + (size_t)i0 * ldc + j0, ldc, mr, nr, acc);
+        }
+        return;
+    } else if (!ta && mr == MR && alpha == 1.0f && !bf16 && gk->fn_rows) { /* whole slivers of A read in place: its rows */
+        for (pan = 0; pan < n_pan; pan++) {
+            int j0 = jc + pan * NR, nr = N - j0 < NR ? N - j0 : NR;
+            if (sym && j0 + nr <= i0) continue;
+            gk->fn_rows(kb, A + (size_t)i0 * lda + kc, lda, Bp + (size_t)pan * kb * NR, C + (size_t)i0 * ldc + j0, ldc, nr, acc);
         }
         return;
     } else if (ta) {

@@ -212,6 +212,18 @@ static void test_matmul_kernels(void) {
                         if (fabs(ref - C[(size_t)i * N + j]) > worst) worst = fabs(ref - C[(size_t)i * N + j]);
                     }
                 CHECK(worst < 2e-4, "%s %dx%dx%d ta=%d tb=%d: max error %.3g against the double reference", names[n], M, N, K, ta, tb, worst);
+                { /* alpha 1 reads whole slivers of A in place (its rows, or A^T's columns); 2A with alpha 1/2 is packed
+                     (the halving is exact): the same products in the same order, so the same bits */
+                    float *A2 = (float *)malloc(sizeof(float) * M * K), *C2 = (float *)malloc(sizeof(float) * M * N);
+                    for (i = 0; i < M * K; i++) A2[i] = 2.0f * A[i];
+                    memcpy(C1, C0, sizeof(float) * M * N);
+                    memcpy(C2, C0, sizeof(float) * M * N);
+                    kb->matmul(kb, C1, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 1.0f, 1.0f);
+                    kb->matmul(kb, C2, A2, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
+                    CHECK(!memcmp(C1, C2, sizeof(float) * M * N), "%s %dx%dx%d ta=%d tb=%d: alpha 1 (A in place) and 2A at alpha 1/2 (packed) differ",
+                          names[n], M, N, K, ta, tb);
+                    free(A2); free(C2);
+                }
                 { /* matmul_bf16: the double reference of bf16(0.5 A) bf16(B), summed exactly (bf16 products are exact in fp32) */
                     double wb = 0.0, wr = 0.0;
                     memcpy(C1, C0, sizeof(float) * M * N);
