@@ -1932,16 +1932,16 @@ typedef float utg__vf __attribute__((vector_size(UTG__VW * 4)));
    acc 0: C = the product. The kernel reads all MR values of each k (rows past mr feed only rows it
    does not store), so Ap needs MR - mr readable floats past its last row. as is MR for packed
    slivers; the attention passes its score tiles as they stand (as = the tile's width). */
-typedef void (*utg__ukernel_fn)(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
-                                int ldc, int mr, int nr, int acc);
+typedef void (*utg__ukernel_fn)(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, int bs,
+                                float *UTG_RESTRICT C, int ldc, int mr, int nr, int acc);
 /* dst[k * W + r] = alpha * src[r * ld + k] for r < nrows, k < kb; rows [nrows, W) zero (W <= 32):
    the transposing half of packing (A not transposed, B transposed), where plain copies do not do */
 typedef void (*utg__pack_t_fn)(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src, int ld, int nrows, int kb,
                                float alpha);
 /* C[MR x nr] += A's MR rows read in place (row stride lda, k contiguous) times Bp, for kc steps: a
    non-transposed A without packing (whole slivers, alpha 1; NULL where a kernel has none) */
-typedef void (*utg__ukernel_rows_fn)(int kc, const float *UTG_RESTRICT A, int lda, const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
-                                     int ldc, int nr, int acc);
+typedef void (*utg__ukernel_rows_fn)(int kc, const float *UTG_RESTRICT A, int lda, const float *UTG_RESTRICT Bp, int bs,
+                                     float *UTG_RESTRICT C, int ldc, int nr, int acc);
 struct utg__gk { int mr, nr; utg__ukernel_fn fn; const char *name; utg__pack_t_fn pack_t; utg__ukernel_rows_fn fn_rows; };
 
 static void utg__pack_t_scalar(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src, int ld, int nrows, int kb,
@@ -1964,7 +1964,7 @@ static void utg__tile_add(float *C, int ldc, const float *tile, int nr_full, int
 /* portable: MR 6, NR 2 * VW */
 #define UTG__PMR 6
 #define UTG__PNR (2 * UTG__VW)
-static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
+static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, int bs, float *UTG_RESTRICT C,
                              int ldc, int mr, int nr, int acc) {
     float tile[UTG__PMR][UTG__PNR];
     int k;
@@ -1974,8 +1974,8 @@ static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, int as, const
     for (k = 0; k < kc; k++) {
         utg__vf b0, b1;
         const float *a = Ap + (size_t)k * as;
-        memcpy(&b0, Bp + (size_t)k * UTG__PNR, sizeof b0);
-        memcpy(&b1, Bp + (size_t)k * UTG__PNR + UTG__VW, sizeof b1);
+        memcpy(&b0, Bp + (size_t)k * bs, sizeof b0);
+        memcpy(&b1, Bp + (size_t)k * bs + UTG__VW, sizeof b1);
         c00 += a[0] * b0; c01 += a[0] * b1;
         c10 += a[1] * b0; c11 += a[1] * b1;
         c20 += a[2] * b0; c21 += a[2] * b1;
@@ -1994,7 +1994,7 @@ static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, int as, const
     memset(tile, 0, sizeof tile);
     for (k = 0; k < kc; k++)
         for (r = 0; r < UTG__PMR; r++)
-            for (j = 0; j < UTG__PNR; j++) tile[r][j] += Ap[(size_t)k * as + r] * Bp[(size_t)k * UTG__PNR + j];
+            for (j = 0; j < UTG__PNR; j++) tile[r][j] += Ap[(size_t)k * as + r] * Bp[(size_t)k * bs + j];
 #endif
     utg__tile_add(C, ldc, &tile[0][0], UTG__PNR, mr, nr, acc);
 }
@@ -2026,14 +2026,14 @@ static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, int as, const
         }                                                                                          \
     } while (0)
 __attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const float *UTG_RESTRICT Ap, int as,
-                                                                  const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
+                                                                  const float *UTG_RESTRICT Bp, int bs, float *UTG_RESTRICT C,
                                                                   int ldc, int mr, int nr, int acc) {
     UTG__Z2(0); UTG__Z2(1); UTG__Z2(2); UTG__Z2(3); UTG__Z2(4); UTG__Z2(5);
     UTG__Z2(6); UTG__Z2(7); UTG__Z2(8); UTG__Z2(9); UTG__Z2(10); UTG__Z2(11);
     int k;
     for (k = 0; k < kc; k++) {
         const float *a = Ap + (size_t)k * as;
-        __m512 b0 = _mm512_loadu_ps(Bp + (size_t)k * 32), b1 = _mm512_loadu_ps(Bp + (size_t)k * 32 + 16);
+        __m512 b0 = _mm512_loadu_ps(Bp + (size_t)k * bs), b1 = _mm512_loadu_ps(Bp + (size_t)k * bs + 16);
         UTG__ZF(0); UTG__ZF(1); UTG__ZF(2); UTG__ZF(3); UTG__ZF(4); UTG__ZF(5);
         UTG__ZF(6); UTG__ZF(7); UTG__ZF(8); UTG__ZF(9); UTG__ZF(10); UTG__ZF(11);
     }
@@ -2050,7 +2050,7 @@ __attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const 
 /* The same with A's 12 rows read in place: four row pointers, the other rows at lda and 2 lda
    from them (one addressing mode each), moving along k together */
 __attribute__((target("avx512f,fma"))) static void utg__uk_avx512_rows(int kc, const float *UTG_RESTRICT A, int lda,
-                                                                       const float *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
+                                                                       const float *UTG_RESTRICT Bp, int bs, float *UTG_RESTRICT C,
                                                                        int ldc, int nr, int acc) {
     UTG__Z2(0); UTG__Z2(1); UTG__Z2(2); UTG__Z2(3); UTG__Z2(4); UTG__Z2(5);
     UTG__Z2(6); UTG__Z2(7); UTG__Z2(8); UTG__Z2(9); UTG__Z2(10); UTG__Z2(11);
@@ -2059,7 +2059,7 @@ __attribute__((target("avx512f,fma"))) static void utg__uk_avx512_rows(int kc, c
     const int mr = 12;
     int k;
     for (k = 0; k < kc; k++) {
-        __m512 b0 = _mm512_loadu_ps(Bp + (size_t)k * 32), b1 = _mm512_loadu_ps(Bp + (size_t)k * 32 + 16);
+        __m512 b0 = _mm512_loadu_ps(Bp + (size_t)k * bs), b1 = _mm512_loadu_ps(Bp + (size_t)k * bs + 16);
         float a[12];
         a[0] = p0[k]; a[1] = p0[k + l1]; a[2] = p0[k + l2];
         a[3] = p3[k]; a[4] = p3[k + l1]; a[5] = p3[k + l2];
@@ -2091,14 +2091,14 @@ __attribute__((target("avx512f,fma"))) static void utg__uk_avx512_rows(int kc, c
         _mm256_storeu_ps(tile + (r) * 16, c##r##a);                                                \
         _mm256_storeu_ps(tile + (r) * 16 + 8, c##r##b);                                            \
     } while (0)
-__attribute__((target("avx2,fma"))) static void utg__uk_avx2(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp,
+__attribute__((target("avx2,fma"))) static void utg__uk_avx2(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, int bs,
                                                              float *UTG_RESTRICT C, int ldc, int mr, int nr, int acc) {
     UTG__Y2(0); UTG__Y2(1); UTG__Y2(2); UTG__Y2(3); UTG__Y2(4); UTG__Y2(5);
     float tile[6 * 16];
     int k;
     for (k = 0; k < kc; k++) {
         const float *a = Ap + (size_t)k * as;
-        __m256 b0 = _mm256_loadu_ps(Bp + (size_t)k * 16), b1 = _mm256_loadu_ps(Bp + (size_t)k * 16 + 8);
+        __m256 b0 = _mm256_loadu_ps(Bp + (size_t)k * bs), b1 = _mm256_loadu_ps(Bp + (size_t)k * bs + 8);
         UTG__YF(0); UTG__YF(1); UTG__YF(2); UTG__YF(3); UTG__YF(4); UTG__YF(5);
     }
     UTG__YT(0); UTG__YT(1); UTG__YT(2); UTG__YT(3); UTG__YT(4); UTG__YT(5);
@@ -2326,42 +2326,42 @@ static void utg__pack_b(const utg__gk *gk, float *dst, const float *B, int ldb, 
     if (bf16) utg__bf16_round_n(dst, (size_t)kb * NR);
 }
 
-/* alpha * op(A)[i0:i0+MR, kc:kc+kb] into an MR-row sliver (k-major), zero rows past M; then the
-   sliver times every packed panel of the block into C[i0:, jc:jc+nc] */
-static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, float *C, int ldc, const float *A, int lda,
-                             utg_trans ta, int M, int N, int i0, int kc, int kb, int jc, int nc, float alpha, int bf16, int sym,
+/* alpha * op(A)[i0:i0+MR, kc:kc+kb] as an MR-row sliver, then the sliver times every panel of the
+   block into C[i0:, jc:jc+nc]. A whole sliver with alpha 1 (fp32) is read in place: A^T's columns
+   with k-stride lda, or A's rows through the kernel's fn_rows; otherwise it is packed (k-major,
+   zero rows past M). B's whole panels come from Bd in place (k-stride ldb) when the caller passes
+   it (op(B) not transposed), else from the packed block Bp. */
+static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, const float *Bd, int ldb, float *C, int ldc, const float *A,
+                             int lda, utg_trans ta, int M, int N, int i0, int kc, int kb, int jc, int nc, float alpha, int bf16, int sym,
                              int acc) {
     const int MR = gk->mr, NR = gk->nr;
-    int mr = M - i0 < MR ? M - i0 : MR, n_pan = (nc + NR - 1) / NR, k, r, pan;
+    int mr = M - i0 < MR ? M - i0 : MR, n_pan = (nc + NR - 1) / NR, k, r, pan, rows = 0, as = MR;
+    const float *a = ap;
     if (sym && jc + nc <= i0) return; /* the whole block row is below the diagonal */
-    if (ta && mr == MR && alpha == 1.0f && !bf16) { /* whole slivers of A^T are read in place: k-stride lda */
-        for (pan = 0; pan < n_pan; pan++) {
-            int j0 = jc + pan * NR, nr = N - j0 < NR ? N - j0 : NR;
-            if (sym && j0 + nr <= i0) continue;
-            gk->fn(kb, A + (size_t)kc * lda + i0, lda, Bp + (size_t)pan * kb * NR, C + (size_t)i0 * ldc + j0, ldc, mr, nr, acc);
-        }
-        return;
-    } else if (!ta && mr == MR && alpha == 1.0f && !bf16 && gk->fn_rows) { /* whole slivers of A read in place: its rows */
-        for (pan = 0; pan < n_pan; pan++) {
-            int j0 = jc + pan * NR, nr = N - j0 < NR ? N - j0 : NR;
-            if (sym && j0 + nr <= i0) continue;
-            gk->fn_rows(kb, A + (size_t)i0 * lda + kc, lda, Bp + (size_t)pan * kb * NR, C + (size_t)i0 * ldc + j0, ldc, nr, acc);
-        }
-        return;
-    } else if (ta) {
-        for (k = 0; k < kb; k++) {
-            const float *src = A + (size_t)(kc + k) * lda + i0;
-            for (r = 0; r < mr; r++) ap[(size_t)k * MR + r] = alpha * src[r];
-            for (; r < MR; r++) ap[(size_t)k * MR + r] = 0.0f;
-        }
+    if (mr == MR && alpha == 1.0f && !bf16 && ta) {
+        a = A + (size_t)kc * lda + i0;
+        as = lda;
+    } else if (mr == MR && alpha == 1.0f && !bf16 && gk->fn_rows) {
+        a = A + (size_t)i0 * lda + kc;
+        rows = 1;
     } else {
-        gk->pack_t(ap, MR, A + (size_t)i0 * lda + kc, lda, mr, kb, alpha);
+        if (ta) {
+            for (k = 0; k < kb; k++) {
+                const float *src = A + (size_t)(kc + k) * lda + i0;
+                for (r = 0; r < mr; r++) ap[(size_t)k * MR + r] = alpha * src[r];
+                for (; r < MR; r++) ap[(size_t)k * MR + r] = 0.0f;
+            }
+        } else {
+            gk->pack_t(ap, MR, A + (size_t)i0 * lda + kc, lda, mr, kb, alpha);
+        }
+        if (bf16) utg__bf16_round_n(ap, (size_t)kb * MR);
     }
-    if (bf16) utg__bf16_round_n(ap, (size_t)kb * MR);
     for (pan = 0; pan < n_pan; pan++) {
-        int j0 = jc + pan * NR, nr = N - j0 < NR ? N - j0 : NR;
+        int j0 = jc + pan * NR, nr = N - j0 < NR ? N - j0 : NR, bd = Bd && nr == NR;
+        const float *b = bd ? Bd + j0 : Bp + (size_t)pan * kb * NR;
         if (sym && j0 + nr <= i0) continue; /* below the diagonal: mirrored afterwards */
-        gk->fn(kb, ap, MR, Bp + (size_t)pan * kb * NR, C + (size_t)i0 * ldc + j0, ldc, mr, nr, acc);
+        if (rows) gk->fn_rows(kb, a, lda, b, bd ? ldb : NR, C + (size_t)i0 * ldc + j0, ldc, nr, acc);
+        else gk->fn(kb, a, as, b, bd ? ldb : NR, C + (size_t)i0 * ldc + j0, ldc, mr, nr, acc);
     }
 }
 
@@ -2455,16 +2455,20 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
             int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + gk->nr - 1) / gk->nr;
             for (kc = 0; kc < K; kc += UTG__KC) {
                 int kb = K - kc < UTG__KC ? K - kc : UTG__KC, pan, sl;
+                /* whole panels of a non-transposed B read in place, where the block's rows fit half the L2
+                   (N <= 256 at KC 512): no pack phase, which costs most where there are few slivers */
+                const float *bd = !tb && !bf16 && (size_t)kb * N <= ((size_t)1 << 17) ? B + (size_t)kc * ldb : NULL;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
                 for (pan = 0; pan < n_pan; pan++)
-                    utg__pack_b(gk, pack + (size_t)pan * kb * gk->nr, B, ldb, tb, N, kc, kb, jc + pan * gk->nr, bf16);
+                    if (!bd || N - (jc + pan * gk->nr) < gk->nr)
+                        utg__pack_b(gk, pack + (size_t)pan * kb * gk->nr, B, ldb, tb, N, kc, kb, jc + pan * gk->nr, bf16);
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
                 for (sl = 0; sl < n_sl; sl++)
-                    utg__gemm_sliver(gk, ap, pack, C, N, A, lda, ta, M, N, sl * gk->mr, kc, kb, jc, nc, alpha, bf16, sym,
+                    utg__gemm_sliver(gk, ap, pack, bd, ldb, C, N, A, lda, ta, M, N, sl * gk->mr, kc, kb, jc, nc, alpha, bf16, sym,
                                      kc > 0 || beta != 0.0f);
             }
         }
@@ -2729,7 +2733,7 @@ static void utg__mm_packed(const utg__gk *gk, float *C, int ldc, const float *Ap
     int s, p;
     for (s = 0; s * gk->mr < m; s++)
         for (p = 0; p * gk->nr < n; p++)
-            gk->fn(kb, Ap + s * as, gk->mr, Bp + p * bs, C + (size_t)s * gk->mr * ldc + (size_t)p * gk->nr, ldc,
+            gk->fn(kb, Ap + s * as, gk->mr, Bp + p * bs, gk->nr, C + (size_t)s * gk->mr * ldc + (size_t)p * gk->nr, ldc,
                    m - s * gk->mr < gk->mr ? m - s * gk->mr : gk->mr, n - p * gk->nr < gk->nr ? n - p * gk->nr : gk->nr, acc);
 }
 /* X's rows [0, n) (k) by columns [0, w) (N) as B panels of NR columns, panel p at dst + p * n * NR */
@@ -2763,7 +2767,7 @@ static void utg__fa_tile(const utg__gk *gk, float *dst, const float *A, const fl
     const int MR = gk->mr, NR = gk->nr;
     int s;
     for (s = 0; s * MR < nk; s++)
-        gk->fn(hd, A + (size_t)(kb0 / MR + s) * hd * MR, MR, B, dst + (size_t)s * MR * NR, NR, nk - s * MR < MR ? nk - s * MR : MR,
+        gk->fn(hd, A + (size_t)(kb0 / MR + s) * hd * MR, MR, B, NR, dst + (size_t)s * MR * NR, NR, nk - s * MR < MR ? nk - s * MR : MR,
                NR, 0);
 }
 /* C (nq x hd, row stride ldc) += the tile (nk keys x NR queries, read as A with k = the keys) times
@@ -2773,7 +2777,7 @@ static void utg__fa_acc(const utg__gk *gk, float *C, int ldc, const float *t, co
     int s, p;
     for (s = 0; s * MR < nq; s++)
         for (p = 0; p * NR < hd; p++)
-            gk->fn(nk, t + s * MR, NR, Bn + (size_t)p * T * NR + (size_t)kb0 * NR, C + (size_t)s * MR * ldc + p * NR, ldc,
+            gk->fn(nk, t + s * MR, NR, Bn + (size_t)p * T * NR + (size_t)kb0 * NR, NR, C + (size_t)s * MR * ldc + p * NR, ldc,
                    nq - s * MR < MR ? nq - s * MR : MR, hd - p * NR < NR ? hd - p * NR : NR, 1);
 }
 /* tile rows i whose key kb0 + i comes after some query p0 + j of the panel: those entries to v */
