@@ -2450,14 +2450,14 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
 #endif
     {
         float *ap = pack + UTG__PACK_B_FLOATS + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS;
-        int jc, kc;
+        /* whole panels of a non-transposed B are read in place (no pack phase, which costs most where
+           there are few slivers), with k blocks short enough that the block's rows fit half the L2 */
+        int bin = !tb && !bf16 && N <= 512, kcs = !bin || N <= 256 ? UTG__KC : UTG__KC / 2, jc, kc;
         for (jc = 0; jc < N; jc += UTG__NC) {
             int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + gk->nr - 1) / gk->nr;
-            for (kc = 0; kc < K; kc += UTG__KC) {
-                int kb = K - kc < UTG__KC ? K - kc : UTG__KC, pan, sl;
-                /* whole panels of a non-transposed B read in place, where the block's rows fit half the L2
-                   (N <= 256 at KC 512): no pack phase, which costs most where there are few slivers */
-                const float *bd = !tb && !bf16 && (size_t)kb * N <= ((size_t)1 << 17) ? B + (size_t)kc * ldb : NULL;
+            for (kc = 0; kc < K; kc += kcs) {
+                int kb = K - kc < kcs ? K - kc : kcs, pan, sl;
+                const float *bd = bin ? B + (size_t)kc * ldb : NULL;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif

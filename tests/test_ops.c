@@ -186,7 +186,10 @@ static void test_matmul_sym(void) {
    double, at sizes that cross KC, NC and the tile edges, and the same bits for 1, 2 and 3 threads */
 static void test_matmul_kernels(void) {
     static const char *names[] = {"avx512", "avx2", "portable"};
-    int sizes[6][3] = {{37, 600, 270}, {13, 530, 40}, {2, 33, 520}, {100, 64, 64}, {5, 3, 600}, {64, 257, 33}}, n, s, combo, seen = 0;
+    /* M x N x K: edge slivers and panels, k blocks (K > 256 with 256 < N <= 512 splits k at 256 when B
+       is read in place), one-row and one-column products */
+    int sizes[7][3] = {{37, 600, 270}, {13, 530, 40}, {2, 33, 520}, {100, 64, 64}, {5, 3, 600}, {64, 257, 33}, {25, 300, 600}}, n, s, combo,
+        seen = 0;
     for (n = 0; n < 3; n++) {
         utg_backend *kb = NULL;
         setenv("UTG_CPU_KERNEL", names[n], 1);
@@ -194,7 +197,7 @@ static void test_matmul_kernels(void) {
         unsetenv("UTG_CPU_KERNEL");
         if (strcmp(utg_backend_cpu_kernel(kb), names[n]) != 0) { utg_backend_destroy(kb); continue; } /* not on this CPU */
         seen++;
-        for (s = 0; s < 6; s++)
+        for (s = 0; s < 7; s++)
             for (combo = 0; combo < 4; combo++) {
                 int M = sizes[s][0], N = sizes[s][1], K = sizes[s][2], i, j, k, ta = combo & 1, tb = combo >> 1, th;
                 float *A = rand_buf((size_t)M * K, 1), *B = rand_buf((size_t)K * N, 1), *C = rand_buf((size_t)M * N, 1);
