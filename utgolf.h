@@ -423,7 +423,7 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
    zero them first); this is what lets shared weights accumulate gradients over several visits.
    ------------------------------------------------------------------------------------------------ */
 
-#define UTG_BACKEND_ABI_VERSION 7u
+#define UTG_BACKEND_ABI_VERSION 8u
 
 #define UTG_MIX_WX_SCALAR 1 /* mix_fwd/mix_bwd flags */
 #define UTG_MIX_WZ_SCALAR 2
@@ -477,18 +477,18 @@ struct utg_backend {
     void (*rmsnorm_bwd)(utg_backend *be, float *dx, const float *dy, const float *y,
                         const float *rstd, int rows, int cols);
 
-    /* RoPE in place on x[n_tok, n_heads*head_dim], on the first rot_dims dims of each head (partial
-       RoPE; rot_dims = head_dim rotates all) with split-half pairs (i, i+rot_dims/2); the other dims
-       pass through. Token row r sits at position r % seq_len. cos_sin holds [seq_len, rot_dims/2]
-       cosines then as many sines. inverse = 1 rotates by minus the angle (the backward). (ABI 4) */
-    void (*rope)(utg_backend *be, float *x, const float *cos_sin, int n_tok, int seq_len,
-                 int n_heads, int head_dim, int rot_dims, int inverse);
-
-    /* y[t,h,:] = gain[h] * x[t,h,:];  backward: dx += gain*dy, dgain[h] += sum dy*x */
-    void (*head_scale_fwd)(utg_backend *be, float *y, const float *x, const float *gain, int n_tok,
-                           int n_heads, int head_dim);
-    void (*head_scale_bwd)(utg_backend *be, float *dx, float *dgain, const float *dy, const float *x,
-                           const float *gain, int n_tok, int n_heads, int head_dim);
+    /* q and k after their projection, in one pass (ABI 8; it replaces rope and head_scale): over
+       x[n_tok, n_heads*head_dim], each head's vector is RMS-normalized (xn, and rstd[t*n_heads+h]
+       saved for the backward), rotated by RoPE on its first rot_dims dims (split-half pairs
+       (i, i+rot_dims/2); the other dims pass through; token row r sits at position r % seq_len;
+       cos_sin holds [seq_len, rot_dims/2] cosines then as many sines), then scaled by gain[h]
+       (q_gain; NULL: 1):  y = gain * rope(xn).  The backward recomputes rope(xn) from xn; it ADDS
+       dL/dx into dx and, with a gain, dL/dgain into dgain. */
+    void (*qk_norm_rope_fwd)(utg_backend *be, float *y, float *xn, float *rstd, const float *x, const float *cos_sin,
+                             const float *gain, int n_tok, int seq_len, int n_heads, int head_dim, int rot_dims, float eps);
+    void (*qk_norm_rope_bwd)(utg_backend *be, float *dx, float *dgain, const float *dy, const float *xn, const float *rstd,
+                             const float *cos_sin, const float *gain, int n_tok, int seq_len, int n_heads, int head_dim,
+                             int rot_dims);
 
     /* Causal attention with GQA: q[B*T, H*hd], k/v[B*T, Hkv*hd], query head h reads kv head
        h / (H/Hkv). y[B*T, H*hd]; lse[B*T*H] = log-sum-exp of the scaled logits of each query. */
@@ -2603,25 +2603,80 @@ static void utg__cpu_rmsnorm_bwd(utg_backend *be, float *dx, const float *dy, co
     }
 }
 
-static void utg__cpu_rope(utg_backend *be, float *x, const float *cos_sin, int n_tok, int seq_len, int n_heads,
-                          int head_dim, int rot_dims, int inverse) {
+/* One head's vector: xn = x * rstd, then y = g * rope(xn) (pairs (i, i + half) with cos c[i] and sin s[i]) */
+static float utg__qk_row_fwd(float *UTG_RESTRICT y, float *UTG_RESTRICT xn, const float *UTG_RESTRICT x, const float *cs,
+                             const float *sn, float g, int hd, int half, float eps) {
+    float rs = 1.0f / sqrtf(utg__dot(x, x, hd) / (float)hd + eps);
+    int i;
+    for (i = 0; i < hd; i++) xn[i] = x[i] * rs;
+    for (i = 0; i < half; i++) {
+        float x1 = xn[i], x2 = xn[i + half];
+        y[i] = g * (x1 * cs[i] + x2 * sn[i]);
+        y[i + half] = g * (x2 * cs[i] - x1 * sn[i]);
+    }
+    for (i = 2 * half; i < hd; i++) y[i] = g * xn[i];
+    return rs;
+}
+static void utg__cpu_qk_norm_rope_fwd(utg_backend *be, float *y, float *xn, float *rstd, const float *x, const float *cos_sin,
+                                      const float *gain, int n_tok, int seq_len, int n_heads, int head_dim, int rot_dims, float eps) {
     int t, half = rot_dims / 2;
     const float *sin_tab = cos_sin + (size_t)seq_len * half;
-    float sgn = inverse ? -1.0f : 1.0f;
     (void)be;
     UTG__OMP_FOR
     for (t = 0; t < n_tok; t++) {
-        int pos = t % seq_len, h, i;
-        const float *cs = cos_sin + (size_t)pos * half, *sn = sin_tab + (size_t)pos * half;
+        int pos = t % seq_len, h;
         for (h = 0; h < n_heads; h++) {
-            float *p = x + ((size_t)t * n_heads + h) * head_dim;
-            for (i = 0; i < half; i++) {
-                float x1 = p[i], x2 = p[i + half], c = cs[i], s = sgn * sn[i];
-                p[i] = x1 * c + x2 * s;
-                p[i + half] = -x1 * s + x2 * c;
+            size_t o = ((size_t)t * n_heads + h) * head_dim;
+            rstd[(size_t)t * n_heads + h] = utg__qk_row_fwd(y + o, xn + o, x + o, cos_sin + (size_t)pos * half, sin_tab + (size_t)pos * half,
+                                                            gain ? gain[h] : 1.0f, head_dim, half, eps);
+        }
+    }
+}
+/* The backward by fixed chunks of tokens: each chunk adds its tokens' dx and sums its share of dgain
+   in token order; the chunks' shares are added in chunk order, so no bit depends on the thread count.
+   Per head: r = rope(xn), dn = rope^T(g dy), dgain += dy . r, dx += rstd (dn - xn (dn . xn) / hd). */
+static void utg__cpu_qk_norm_rope_bwd(utg_backend *be, float *dx, float *dgain, const float *dy, const float *xn, const float *rstd,
+                                      const float *cos_sin, const float *gain, int n_tok, int seq_len, int n_heads, int head_dim,
+                                      int rot_dims) {
+    int half = rot_dims / 2, nch = n_tok < UTG__CPU_RED_CHUNKS ? (n_tok > 0 ? n_tok : 1) : UTG__CPU_RED_CHUNKS, ch, h;
+    size_t per = 2 * (size_t)head_dim;
+    const float *sin_tab = cos_sin + (size_t)seq_len * half;
+    float *scr = utg__cpu_scratch(be, (size_t)nch * n_heads + (size_t)utg__max_threads() * per);
+    UTG_ASSERT(scr != NULL);
+    if (!scr) return;
+    UTG__OMP_FOR
+    for (ch = 0; ch < nch; ch++) {
+        int t0 = (int)((long long)n_tok * ch / nch), t1 = (int)((long long)n_tok * (ch + 1) / nch), t, hh, i;
+        float *part = scr + (size_t)ch * n_heads, *r = scr + (size_t)nch * n_heads + (size_t)utg__thread_id() * per, *dn = r + head_dim;
+        for (hh = 0; hh < n_heads; hh++) part[hh] = 0.0f;
+        for (t = t0; t < t1; t++) {
+            int pos = t % seq_len;
+            const float *cs = cos_sin + (size_t)pos * half, *sn = sin_tab + (size_t)pos * half;
+            for (hh = 0; hh < n_heads; hh++) {
+                size_t o = ((size_t)t * n_heads + hh) * head_dim;
+                const float *d = dy + o, *n = xn + o;
+                float g = gain ? gain[hh] : 1.0f, rs = rstd[(size_t)t * n_heads + hh], m;
+                float *out = dx + o;
+                for (i = 0; i < half; i++) {
+                    float x1 = n[i], x2 = n[i + half], d1 = g * d[i], d2 = g * d[i + half];
+                    r[i] = x1 * cs[i] + x2 * sn[i];
+                    r[i + half] = x2 * cs[i] - x1 * sn[i];
+                    dn[i] = d1 * cs[i] - d2 * sn[i];
+                    dn[i + half] = d1 * sn[i] + d2 * cs[i];
+                }
+                for (i = 2 * half; i < head_dim; i++) { r[i] = n[i]; dn[i] = g * d[i]; }
+                if (dgain) part[hh] += utg__dot(d, r, head_dim);
+                m = utg__dot(dn, n, head_dim) / (float)head_dim;
+                for (i = 0; i < head_dim; i++) out[i] += rs * (dn[i] - n[i] * m);
             }
         }
     }
+    if (dgain)
+        for (h = 0; h < n_heads; h++) {
+            float s = 0.0f;
+            for (ch = 0; ch < nch; ch++) s += scr[(size_t)ch * n_heads + h];
+            dgain[h] += s;
+        }
 }
 
 /* out[c] += sum over rows of a[r,c]*b[r,c] (b NULL: of a alone), deterministic for any thread
@@ -2658,49 +2713,6 @@ static void utg__colsum_prod(utg_backend *be, float *out, const float *a, const 
     }
     for (ch = 0; ch < nch; ch++)
         for (c = 0; c < cols; c++) out[c] += part[(size_t)ch * cols + c];
-}
-
-static void utg__cpu_head_scale_fwd(utg_backend *be, float *y, const float *x, const float *gain, int n_tok,
-                                    int n_heads, int head_dim) {
-    int t;
-    (void)be;
-    UTG__OMP_FOR
-    for (t = 0; t < n_tok; t++) {
-        int h, i;
-        for (h = 0; h < n_heads; h++) {
-            size_t o = ((size_t)t * n_heads + h) * head_dim;
-            for (i = 0; i < head_dim; i++) y[o + i] = gain[h] * x[o + i];
-        }
-    }
-}
-
-static void utg__cpu_head_scale_bwd(utg_backend *be, float *dx, float *dgain, const float *dy, const float *x,
-                                    const float *gain, int n_tok, int n_heads, int head_dim) {
-    int t;
-    if (dx) {
-        UTG__OMP_FOR
-        for (t = 0; t < n_tok; t++) {
-            int h, i;
-            for (h = 0; h < n_heads; h++) {
-                size_t o = ((size_t)t * n_heads + h) * head_dim;
-                for (i = 0; i < head_dim; i++) dx[o + i] += gain[h] * dy[o + i];
-            }
-        }
-    }
-    if (dgain) { /* one head per thread, tokens summed in order: deterministic, no scratch */
-        int h;
-        (void)be;
-        UTG__OMP_FOR
-        for (h = 0; h < n_heads; h++) {
-            float s = 0.0f;
-            int tok; /* private to the thread */
-            for (tok = 0; tok < n_tok; tok++) {
-                size_t o = ((size_t)tok * n_heads + h) * head_dim;
-                s += utg__dot(dy + o, x + o, head_dim);
-            }
-            dgain[h] += s;
-        }
-    }
 }
 
 /* Attention, flash style on the CPU, with the score tiles laid out keys x queries. One task per
@@ -3360,9 +3372,8 @@ UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend
     be->embed_bwd = utg__cpu_embed_bwd;
     be->rmsnorm_fwd = utg__cpu_rmsnorm_fwd;
     be->rmsnorm_bwd = utg__cpu_rmsnorm_bwd;
-    be->rope = utg__cpu_rope;
-    be->head_scale_fwd = utg__cpu_head_scale_fwd;
-    be->head_scale_bwd = utg__cpu_head_scale_bwd;
+    be->qk_norm_rope_fwd = utg__cpu_qk_norm_rope_fwd;
+    be->qk_norm_rope_bwd = utg__cpu_qk_norm_rope_bwd;
     be->attn_fwd = utg__cpu_attn_fwd;
     be->attn_bwd = utg__cpu_attn_bwd;
     be->relu2_fwd = utg__cpu_relu2_fwd;
@@ -3425,7 +3436,7 @@ typedef struct utg__lw { /* what one virtual layer reads (params) or writes (gra
 typedef struct utg__attn_acts { /* what one attention sublayer keeps for its backward */
     float *n, *r, *nb;        /* input norm, 1/rms, norm + bias (NULL without NORM_BIAS) */
     float *qn, *rq, *kn, *rk; /* q and k after the per-head RMSNorm, with 1/rms */
-    float *qr, *qg, *kr, *v;  /* q after RoPE, q after q_gain, k after RoPE, v */
+    float *qg, *kr, *v;       /* q after RoPE and q_gain, k after RoPE, v */
     float *y, *lse, *a;       /* attention output, its log-sum-exp, after the output projection */
     float *yx;                /* XSA_LAST_N: y with each head's own-value component removed (NULL: no XSA) */
     float *yg, *g;            /* attention gate: the gated heads and the gate values [N, H] (NULL: no gate) */
@@ -4285,7 +4296,7 @@ static void utg__carve_all(utg_model *m, utg__carver *c, size_t N) {
             if (nb) S->nb = utg__carve(c, N * d);
             S->qn = utg__carve(c, N * d); S->rq = utg__carve(c, N * m->H);
             S->kn = utg__carve(c, N * kv); S->rk = utg__carve(c, N * m->Hkv);
-            S->qr = utg__carve(c, N * d); S->qg = utg__carve(c, N * d);
+            S->qg = utg__carve(c, N * d);
             S->kr = utg__carve(c, N * kv); S->v = utg__carve(c, N * kv);
             S->y = utg__carve(c, N * d); S->lse = utg__carve(c, N * m->H); S->a = utg__carve(c, N * d);
             if (m->cfg.xsa_last_n > 0) S->yx = utg__carve(c, N * d);
@@ -4439,14 +4450,9 @@ static void utg__attn_fwd(utg_model *m, const utg__lw *w, int k, const float *nb
     if (nbias) { be->mix_fwd(be, S->nb, S->n, NULL, NULL, nbias, N, d, 0); src = S->nb; }
     /* raw q and k pass through gradient temporaries, which are free in forward */
     m->mm(be, m->g_q, src, w->cq[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
-    be->rmsnorm_fwd(be, S->qn, S->rq, m->g_q, N * m->H, m->hd, m->eps);
-    be->copy(be, S->qr, S->qn, (size_t)N * d);
-    be->rope(be, S->qr, m->rope_cur, N, m->Tc, m->H, m->hd, m->rd, 0);
-    be->head_scale_fwd(be, S->qg, S->qr, w->qg[k], N, m->H, m->hd);
+    be->qk_norm_rope_fwd(be, S->qg, S->qn, S->rq, m->g_q, m->rope_cur, w->qg[k], N, m->Tc, m->H, m->hd, m->rd, m->eps);
     m->mm(be, m->g_k, src, w->ck[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
-    be->rmsnorm_fwd(be, S->kn, S->rk, m->g_k, N * m->Hkv, m->hd, m->eps);
-    be->copy(be, S->kr, S->kn, (size_t)N * m->kvd);
-    be->rope(be, S->kr, m->rope_cur, N, m->Tc, m->Hkv, m->hd, m->rd, 0);
+    be->qk_norm_rope_fwd(be, S->kr, S->kn, S->rk, m->g_k, m->rope_cur, NULL, N, m->Tc, m->Hkv, m->hd, m->rd, m->eps);
     m->mm(be, S->v, src, w->cv[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
     if (w->ve) be->mix_fwd(be, S->v, S->v, NULL, m->ve, w->ve, N, m->kvd, UTG_MIX_WZ_SCALAR); /* + the value embedding */
     if (w->vr) /* + sigmoid(alpha) * layer 0's values */
@@ -4494,20 +4500,16 @@ static void utg__attn_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, int 
     if (w->vr)
         be->mix_bwd(be, NULL, m->g_v0, NULL, g->vr, m->g_v, NULL, NULL, m->acts[0].at[0].v, w->vr, N, kv,
                     UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID);
-    /* q_gain, RoPE and the per-head norms, back to raw q and k */
+    /* q_gain, RoPE and the per-head norms, back to raw q (into g_y) and k (into g_k2) */
     be->fill(be, m->g_y, 0.0f, Nd);
-    be->head_scale_bwd(be, m->g_y, g->qg[k], m->g_q, S->qr, w->qg[k], N, m->H, m->hd);
-    be->rope(be, m->g_y, m->rope_cur, N, m->Tc, m->H, m->hd, m->rd, 1);
-    be->rope(be, m->g_k, m->rope_cur, N, m->Tc, m->Hkv, m->hd, m->rd, 1);
-    be->fill(be, m->g_q, 0.0f, Nd);
-    be->rmsnorm_bwd(be, m->g_q, m->g_y, S->qn, S->rq, N * m->H, m->hd);
+    be->qk_norm_rope_bwd(be, m->g_y, g->qg[k], m->g_q, S->qn, S->rq, m->rope_cur, w->qg[k], N, m->Tc, m->H, m->hd, m->rd);
     be->fill(be, m->g_k2, 0.0f, (size_t)N * kv);
-    be->rmsnorm_bwd(be, m->g_k2, m->g_k, S->kn, S->rk, N * m->Hkv, m->hd);
+    be->qk_norm_rope_bwd(be, m->g_k2, NULL, m->g_k, S->kn, S->rk, m->rope_cur, NULL, N, m->Tc, m->Hkv, m->hd, m->rd);
     /* q, k, v = src W^T */
-    m->mm(be, m->g_d, m->g_q, w->cq[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 0.0f);
+    m->mm(be, m->g_d, m->g_y, w->cq[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 0.0f);
     m->mm(be, m->g_d, m->g_k2, w->ck[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
     m->mm(be, m->g_d, m->g_v, w->cv[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
-    m->mm(be, g->cq[k], m->g_q, src, d, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
+    m->mm(be, g->cq[k], m->g_y, src, d, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
     m->mm(be, g->ck[k], m->g_k2, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
     m->mm(be, g->cv[k], m->g_v, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
     if (w->ag[k]) be->mix_fwd(be, m->g_d, m->g_d, NULL, m->g_gx, NULL, N, d, 0); /* the gate read src too */

@@ -372,103 +372,91 @@ static void test_checker_catches_planted_errors(void) {
     rms_free(&c);
 }
 
-/* ---- RoPE (its backward is the inverse rotation) ---- */
-typedef struct { int n_tok, T, H, hd, rd; float *x, *y, *cs, *W, *gx; } rope_ctx;
-static double rope_obj(void *p) {
-    rope_ctx *c = (rope_ctx *)p;
-    size_t n = (size_t)c->n_tok * c->H * c->hd;
-    memcpy(c->y, c->x, n * sizeof(float));
-    be->rope(be, c->y, c->cs, c->n_tok, c->T, c->H, c->hd, c->rd, 0);
-    return wdot(c->W, c->y, n);
-}
-static void rope_grad(void *p) {
-    rope_ctx *c = (rope_ctx *)p;
-    size_t n = (size_t)c->n_tok * c->H * c->hd;
-    memcpy(c->gx, c->W, n * sizeof(float));
-    be->rope(be, c->gx, c->cs, c->n_tok, c->T, c->H, c->hd, c->rd, 1);
-}
-static void test_rope_grad(void) {
-    rope_ctx c;
-    gc_case gc;
-    int t, i, half, variant;
-    size_t n;
-    for (variant = 0; variant < 2; variant++) { /* the whole head, then partial RoPE on 4 of 8 dims */
-        c.T = 5; c.n_tok = 10; c.H = 3; c.hd = 8; c.rd = variant ? 4 : 8; half = c.rd / 2;
-        n = (size_t)c.n_tok * c.H * c.hd;
-        c.x = rand_buf(n, 1); c.y = zeros(n); c.W = rand_buf(n, 1); c.gx = zeros(n); c.cs = zeros((size_t)2 * c.T * half);
-        for (t = 0; t < c.T; t++)
-            for (i = 0; i < half; i++) {
-                double ang = t * pow(10000.0, -2.0 * i / c.rd);
-                c.cs[t * half + i] = (float)cos(ang);
-                c.cs[c.T * half + t * half + i] = (float)sin(ang);
-            }
-        memset(&gc, 0, sizeof gc);
-        gc.ctx = &c; gc.objective = rope_obj; gc.grad = rope_grad; gc.n_in = 1;
-        gc.in[0].name = "x"; gc.in[0].x = c.x; gc.in[0].g = c.gx; gc.in[0].n = n;
-        check_case(variant ? "rope partial 4 of 8" : "rope", &gc, gc_default_opts());
-        if (variant) { /* partial: dims rd..hd-1 pass through, pairs are (i, i + rd/2) */
-            int same = 1;
-            rope_obj(&c);
-            for (t = 0; t < c.n_tok * c.H; t++)
-                for (i = c.rd; i < c.hd; i++) if (c.y[(size_t)t * c.hd + i] != c.x[(size_t)t * c.hd + i]) same = 0;
-            CHECK(same, "dims past ROPE_DIMS must pass through unchanged");
-            { /* token at position 1: dims 0 and 2 form pair 0 */
-                size_t o = (size_t)(1 * c.H) * c.hd; /* token 1, head 0 */
-                double a = 1.0, x1 = c.x[o], x2 = c.x[o + 2];
-                CHECK(fabs(c.y[o] - (x1 * cos(a) + x2 * sin(a))) < 1e-5 && fabs(c.y[o + 2] - (-x1 * sin(a) + x2 * cos(a))) < 1e-5,
-                      "partial pair (0, 2) at position 1");
-            }
-        }
-        free(c.x); free(c.y); free(c.W); free(c.gx); free(c.cs);
-    }
-    /* and the forward itself: position 1, pair 0 rotates by angle 1 (inv_freq[0] = 1) */
-    {
-        float v[8] = {1, 0, 0, 0, 0, 0, 0, 0};
-        float cs1[2 * 2 * 4];
-        for (i = 0; i < 4; i++) {
-            double a0 = 0.0, a1 = pow(10000.0, -2.0 * i / 8);
-            cs1[i] = (float)cos(a0); cs1[4 + i] = (float)cos(a1);
-            cs1[8 + i] = (float)sin(a0); cs1[12 + i] = (float)sin(a1);
-        }
-        be->rope(be, v, cs1, 1, 2, 1, 8, 8, 0); /* token 0, position 0: unchanged */
-        CHECK(v[0] == 1.0f && v[4] == 0.0f, "position 0 must not rotate");
-        {
-            float w[16] = {0};
-            w[8] = 1.0f; /* token 1 (position 1), x1 of pair 0 */
-            be->rope(be, w, cs1, 2, 2, 1, 8, 8, 0);
-            /* x1' = x1 cos, x2' = -x1 sin (train_gpt.py's sign convention) */
-            CHECK(fabs(w[8] - cos(1.0)) < 1e-6 && fabs(w[12] + sin(1.0)) < 1e-6, "rotation sign: got %g %g", w[8], w[12]);
-        }
-    }
-}
-
-/* ---- per-head gain ---- */
-typedef struct { int n_tok, H, hd; float *x, *g, *y, *W, *gx, *gg; } hs_ctx;
-static double hs_obj(void *p) {
-    hs_ctx *c = (hs_ctx *)p;
-    be->head_scale_fwd(be, c->y, c->x, c->g, c->n_tok, c->H, c->hd);
+/* ---- q/k preparation: per-head RMSNorm, RoPE (its backward is the inverse rotation), q_gain ---- */
+typedef struct { int n_tok, T, H, hd, rd, gain; float *x, *y, *xn, *rstd, *cs, *g, *W, *gx, *gg; } qk_ctx;
+static double qk_obj(void *p) {
+    qk_ctx *c = (qk_ctx *)p;
+    be->qk_norm_rope_fwd(be, c->y, c->xn, c->rstd, c->x, c->cs, c->gain ? c->g : NULL, c->n_tok, c->T, c->H, c->hd, c->rd, 1e-6f);
     return wdot(c->W, c->y, (size_t)c->n_tok * c->H * c->hd);
 }
-static void hs_grad(void *p) {
-    hs_ctx *c = (hs_ctx *)p;
-    size_t n = (size_t)c->n_tok * c->H * c->hd;
-    memset(c->gx, 0, n * sizeof(float));
-    memset(c->gg, 0, c->H * sizeof(float));
-    be->head_scale_bwd(be, c->gx, c->gg, c->W, c->x, c->g, c->n_tok, c->H, c->hd);
+static void qk_grad(void *p) {
+    qk_ctx *c = (qk_ctx *)p;
+    qk_obj(c);
+    memset(c->gx, 0, sizeof(float) * (size_t)c->n_tok * c->H * c->hd);
+    memset(c->gg, 0, sizeof(float) * (size_t)c->H);
+    be->qk_norm_rope_bwd(be, c->gx, c->gain ? c->gg : NULL, c->W, c->xn, c->rstd, c->cs, c->gain ? c->g : NULL, c->n_tok, c->T, c->H,
+                         c->hd, c->rd);
 }
-static void test_head_scale_grad(void) {
-    hs_ctx c;
-    gc_case gc;
-    size_t n;
-    c.n_tok = 70; c.H = 3; c.hd = 4; /* more tokens than reduction chunks */
-    n = (size_t)c.n_tok * c.H * c.hd;
-    c.x = rand_buf(n, 1); c.g = rand_buf(3, 2); c.y = zeros(n); c.W = rand_buf(n, 1); c.gx = zeros(n); c.gg = zeros(3);
-    memset(&gc, 0, sizeof gc);
-    gc.ctx = &c; gc.objective = hs_obj; gc.grad = hs_grad; gc.n_in = 2;
-    gc.in[0].name = "x"; gc.in[0].x = c.x; gc.in[0].g = c.gx; gc.in[0].n = n;
-    gc.in[1].name = "gain"; gc.in[1].x = c.g; gc.in[1].g = c.gg; gc.in[1].n = 3;
-    check_case("head_scale", &gc, gc_default_opts());
-    free(c.x); free(c.g); free(c.y); free(c.W); free(c.gx); free(c.gg);
+static void rope_table(float *cs, int T, int rd) {
+    int t, i, half = rd / 2;
+    for (t = 0; t < T; t++)
+        for (i = 0; i < half; i++) {
+            double ang = t * pow(10000.0, -2.0 * i / rd);
+            cs[t * half + i] = (float)cos(ang);
+            cs[T * half + t * half + i] = (float)sin(ang);
+        }
+}
+static void test_qk_norm_rope(void) {
+    int variant;
+    for (variant = 0; variant < 3; variant++) { /* the whole head with q_gain; partial RoPE (4 of 8) with q_gain; k (no gain) */
+        qk_ctx c;
+        gc_case gc;
+        size_t n;
+        int t, h, i;
+        double worst = 0.0;
+        c.T = 5; c.n_tok = 70; c.H = 3; c.hd = 8; c.rd = variant == 1 ? 4 : 8; c.gain = variant < 2; /* more tokens than reduction chunks */
+        n = (size_t)c.n_tok * c.H * c.hd;
+        c.x = rand_buf(n, 1); c.y = zeros(n); c.xn = zeros(n); c.rstd = zeros((size_t)c.n_tok * c.H); c.W = rand_buf(n, 1);
+        c.gx = zeros(n); c.g = rand_buf(3, 2); c.gg = zeros(3); c.cs = zeros((size_t)c.T * c.rd);
+        rope_table(c.cs, c.T, c.rd);
+        /* the forward against a double reference of norm, rotation (train_gpt.py's sign convention:
+           x1' = x1 cos + x2 sin, x2' = x2 cos - x1 sin), pass-through dims and gain */
+        qk_obj(&c);
+        for (t = 0; t < c.n_tok; t++)
+            for (h = 0; h < c.H; h++) {
+                const float *x = c.x + ((size_t)t * c.H + h) * c.hd, *y = c.y + ((size_t)t * c.H + h) * c.hd;
+                double ss = 0, rs, g = c.gain ? c.g[h] : 1.0;
+                int pos = t % c.T, half = c.rd / 2;
+                for (i = 0; i < c.hd; i++) ss += (double)x[i] * x[i];
+                rs = 1.0 / sqrt(ss / c.hd + 1e-6);
+                for (i = 0; i < c.hd; i++) {
+                    double ref;
+                    if (i < half) {
+                        double a = pos * pow(10000.0, -2.0 * i / c.rd);
+                        ref = g * rs * (x[i] * cos(a) + x[i + half] * sin(a));
+                    } else if (i < c.rd) {
+                        double a = pos * pow(10000.0, -2.0 * (i - half) / c.rd);
+                        ref = g * rs * (x[i] * cos(a) - x[i - half] * sin(a));
+                    } else {
+                        ref = g * rs * x[i];
+                    }
+                    worst = fmax(worst, fabs(ref - y[i]));
+                }
+            }
+        CHECK(worst < 1e-5, "variant %d: the forward is %.3g from the double reference", variant, worst);
+        memset(&gc, 0, sizeof gc);
+        gc.ctx = &c; gc.objective = qk_obj; gc.grad = qk_grad; gc.n_in = c.gain ? 2 : 1;
+        gc.in[0].name = "x"; gc.in[0].x = c.x; gc.in[0].g = c.gx; gc.in[0].n = n;
+        gc.in[1].name = "gain"; gc.in[1].x = c.g; gc.in[1].g = c.gg; gc.in[1].n = 3;
+        check_case(variant == 0 ? "qk_norm_rope" : variant == 1 ? "qk_norm_rope partial 4 of 8" : "qk_norm_rope without gain", &gc,
+                   gc_default_opts());
+#ifdef _OPENMP
+        { /* the same bits for 1 and 3 threads (dgain sums fixed chunks of tokens) */
+            int keep = omp_get_max_threads();
+            float *gx1 = zeros(n), g1[3];
+            qk_grad(&c);
+            memcpy(gx1, c.gx, n * sizeof(float));
+            memcpy(g1, c.gg, sizeof g1);
+            omp_set_num_threads(keep == 1 ? 3 : 1);
+            qk_grad(&c);
+            omp_set_num_threads(keep);
+            CHECK(!memcmp(gx1, c.gx, n * sizeof(float)) && !memcmp(g1, c.gg, sizeof g1), "variant %d: the same bits for another thread count",
+                  variant);
+            free(gx1);
+        }
+#endif
+        free(c.x); free(c.y); free(c.xn); free(c.rstd); free(c.W); free(c.gx); free(c.g); free(c.gg); free(c.cs);
+    }
 }
 
 /* ---- causal GQA attention ---- */
@@ -1013,8 +1001,7 @@ int main(int argc, char **argv) {
     RUN(test_embed_grad);
     RUN(test_rmsnorm_grad);
     RUN(test_checker_catches_planted_errors);
-    RUN(test_rope_grad);
-    RUN(test_head_scale_grad);
+    RUN(test_qk_norm_rope);
     RUN(test_attention_grad);
     RUN(test_relu2_grad);
     RUN(test_xsa_grad);
