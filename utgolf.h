@@ -560,6 +560,8 @@ struct utg_backend {
     /* sum of x^2 in double, returned to the host; deterministic (the same bits for any thread
        count: fixed-size chunks summed in a fixed order). */
     double (*sumsq)(utg_backend *be, const float *x, size_t n);
+    /* Muon's momentum in one pass (ABI 8): m = mu*m + g, then u = g + mu*m (nesterov) or u = m. */
+    void (*muon_momentum)(utg_backend *be, float *u, float *m, const float *g, float mu, int nesterov, size_t n);
     /* each row of x[rows, cols] divided by max(||row||_2, eps) (MuonEq-R) */
     void (*row_normalize)(utg_backend *be, float *x, int rows, int cols, float eps);
     /* One Adam(W) step, torch.optim.Adam's formula: p *= 1 - lr*wd (decoupled; wd = 0 is plain
@@ -3268,6 +3270,22 @@ static void utg__cpu_axpby(utg_backend *be, float *y, float alpha, const float *
     for (i = 0; i < nn; i++) y[i] = alpha * x[i] + beta * y[i];
 }
 
+static void utg__cpu_muon_momentum(utg_backend *be, float *u, float *m, const float *g, float mu, int nesterov, size_t n) {
+    ptrdiff_t i, nn = (ptrdiff_t)n;
+    (void)be;
+    if (nesterov) {
+        UTG__OMP_FOR
+        for (i = 0; i < nn; i++) {
+            float b = g[i] + mu * m[i];
+            m[i] = b;
+            u[i] = g[i] + mu * b;
+        }
+    } else {
+        UTG__OMP_FOR
+        for (i = 0; i < nn; i++) u[i] = m[i] = g[i] + mu * m[i];
+    }
+}
+
 /* Deterministic sum of squares: at most UTG__SUMSQ_PARTS chunks whose size depends only on n, each
    summed in order in double, then the partial sums added in chunk order. */
 #define UTG__SUMSQ_PARTS 256
@@ -3390,6 +3408,7 @@ UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend
     be->mix_bwd = utg__cpu_mix_bwd;
     be->xent_fwd = utg__cpu_xent_fwd;
     be->axpby = utg__cpu_axpby;
+    be->muon_momentum = utg__cpu_muon_momentum;
     be->sumsq = utg__cpu_sumsq;
     be->row_normalize = utg__cpu_row_normalize;
     be->adam_step = utg__cpu_adam_step;
@@ -5227,13 +5246,7 @@ UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double
             int slot = team > 1 ? utg__thread_id() : 0, rows = (int)ti->shape[0], cols = (int)ti->shape[1];
             float *upd = o->upd + (size_t)slot * o->max_numel;
             double lr = c->matrix_lr * lr_scale, shape_scale = sqrt(rows > cols ? (double)rows / cols : 1.0);
-            be->axpby(be, m1, 1.0f, g, (float)mu, ti->numel); /* B = mu B + G */
-            if (c->muon_nesterov > 0) {                        /* U = G + mu B */
-                be->copy(be, upd, g, ti->numel);
-                be->axpby(be, upd, (float)mu, m1, 1.0f, ti->numel);
-            } else {
-                be->copy(be, upd, m1, ti->numel);
-            }
+            be->muon_momentum(be, upd, m1, g, (float)mu, c->muon_nesterov > 0, ti->numel); /* B = mu B + G; U = G + mu B, or B */
             if (c->muon_eq_r > 0) be->row_normalize(be, upd, rows, cols, 1e-7f);
             utg_newton_schulz(be, upd, rows, cols, c->muon_backend_steps, ns_flags, o->ns_scratch + (size_t)slot * o->max_ns);
             be->axpby(be, p, (float)(-lr * shape_scale), upd, (float)(1.0 - lr * c->muon_wd), ti->numel);

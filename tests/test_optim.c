@@ -491,6 +491,21 @@ static void test_optimizer_ops(void) {
         be->download(be, out, y, sizeof out);
         CHECK(out[0] == 0 && out[1] == -1.5f && out[2] == 1.75f && out[4] == 4, "axpby alpha 0: %g %g %g %g", out[0], out[1], out[2], out[4]);
     }
+    /* muon_momentum: m = mu m + g, u = g + mu m (nesterov) or m; exactly representable values */
+    {
+        float m0[3] = {1, 2, -4}, g0[3] = {3, -1, 0.5f}, mo[3], uo[3];
+        int nest;
+        for (nest = 0; nest < 2; nest++) {
+            be->upload(be, x, m0, sizeof m0);
+            be->upload(be, y, g0, sizeof g0);
+            be->muon_momentum(be, y + 8, x, y, 0.5f, nest, 3);
+            be->download(be, mo, x, sizeof mo);
+            be->download(be, uo, y + 8, sizeof uo);
+            CHECK(mo[0] == 3.5f && mo[1] == 0.0f && mo[2] == -1.5f, "muon_momentum buffer: %g %g %g", mo[0], mo[1], mo[2]);
+            CHECK(nest ? uo[0] == 4.75f && uo[1] == -1.0f && uo[2] == -0.25f : uo[0] == 3.5f && uo[1] == 0.0f && uo[2] == -1.5f,
+                  "muon_momentum nesterov %d update: %g %g %g", nest, uo[0], uo[1], uo[2]);
+        }
+    }
     /* row_normalize: unit rows, a zero row stays zero, a row below eps is divided by eps */
     {
         float r[4 * 3] = {3, 4, 0, 0, 0, 0, 1e-9f, 0, 0, -1, 2, -2}, out[12];
