@@ -3287,7 +3287,7 @@ static void utg__cpu_muon_momentum(utg_backend *be, float *u, float *m, const fl
 }
 
 /* Deterministic sum of squares: at most UTG__SUMSQ_PARTS chunks whose size depends only on n, each
-   summed in order in double, then the partial sums added in chunk order. */
+   summed in double in 8 lanes folded in a fixed order, then the partial sums added in chunk order. */
 #define UTG__SUMSQ_PARTS 256
 static double utg__cpu_sumsq(utg_backend *be, const float *x, size_t n) {
     double part[UTG__SUMSQ_PARTS], total = 0.0;
@@ -3299,9 +3299,13 @@ static double utg__cpu_sumsq(utg_backend *be, const float *x, size_t n) {
     UTG__OMP_FOR
     for (c = 0; c < n_parts; c++) {
         size_t i, lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
-        double s = 0.0;
-        for (i = lo; i < hi; i++) s += (double)x[i] * (double)x[i];
-        part[c] = s;
+        double acc[8] = {0};
+        int l;
+        for (i = lo; i + 8 <= hi; i += 8) /* 8 lanes (a loop that vectorizes), folded pairwise */
+            for (l = 0; l < 8; l++) acc[l] += (double)x[i + l] * (double)x[i + l];
+        for (; i < hi; i++) acc[(i - lo) & 7] += (double)x[i] * (double)x[i];
+        for (l = 0; l < 4; l++) acc[l] += acc[l + 4];
+        part[c] = (acc[0] + acc[2]) + (acc[1] + acc[3]);
     }
     for (c = 0; c < n_parts; c++) total += part[c];
     return total;
