@@ -423,11 +423,13 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
    zero them first); this is what lets shared weights accumulate gradients over several visits.
    ------------------------------------------------------------------------------------------------ */
 
-#define UTG_BACKEND_ABI_VERSION 8u
+#define UTG_BACKEND_ABI_VERSION 9u
 
 #define UTG_MIX_WX_SCALAR 1 /* mix_fwd/mix_bwd flags */
 #define UTG_MIX_WZ_SCALAR 2
 #define UTG_MIX_WZ_SIGMOID 4 /* with UTG_MIX_WZ_SCALAR: z's weight is sigmoid(wz[0]) (ABI 5) */
+#define UTG_MIX_DX_SET 8      /* mix_bwd: dx is overwritten rather than added to (ABI 9) */
+#define UTG_MIX_DZ_SET 16     /* mix_bwd: dz is overwritten rather than added to (ABI 9) */
 
 /* ta of matmul may also say "C is symmetric" (bit 2, ABI 7): M == N, beta 0, and op(A) op(B) is known
    to be symmetric (X X^T, X^T X, or A A with A symmetric). A backend may then compute the upper
@@ -482,8 +484,8 @@ struct utg_backend {
        saved for the backward), rotated by RoPE on its first rot_dims dims (split-half pairs
        (i, i+rot_dims/2); the other dims pass through; token row r sits at position r % seq_len;
        cos_sin holds [seq_len, rot_dims/2] cosines then as many sines), then scaled by gain[h]
-       (q_gain; NULL: 1):  y = gain * rope(xn).  The backward recomputes rope(xn) from xn; it ADDS
-       dL/dx into dx and, with a gain, dL/dgain into dgain. */
+       (q_gain; NULL: 1):  y = gain * rope(xn).  The backward recomputes rope(xn) from xn; it WRITES
+       dL/dx into dx (ABI 9; it added before) and, with a gain, ADDS dL/dgain into dgain. */
     void (*qk_norm_rope_fwd)(utg_backend *be, float *y, float *xn, float *rstd, const float *x, const float *cos_sin,
                              const float *gain, int n_tok, int seq_len, int n_heads, int head_dim, int rot_dims, float eps);
     void (*qk_norm_rope_bwd)(utg_backend *be, float *dx, float *dgain, const float *dy, const float *xn, const float *rstd,
@@ -491,14 +493,16 @@ struct utg_backend {
                              int rot_dims);
 
     /* Causal attention with GQA: q[B*T, H*hd], k/v[B*T, Hkv*hd], query head h reads kv head
-       h / (H/Hkv). y[B*T, H*hd]; lse[B*T*H] = log-sum-exp of the scaled logits of each query. */
+       h / (H/Hkv). y[B*T, H*hd]; lse[B*T*H] = log-sum-exp of the scaled logits of each query. The
+       backward WRITES dq, dk and dv (ABI 9; it added before). */
     void (*attn_fwd)(utg_backend *be, float *y, float *lse, const float *q, const float *k,
                      const float *v, int B, int T, int H, int Hkv, int hd, float scale);
     void (*attn_bwd)(utg_backend *be, float *dq, float *dk, float *dv, const float *dy,
                      const float *q, const float *k, const float *v, const float *y,
                      const float *lse, int B, int T, int H, int Hkv, int hd, float scale);
 
-    /* y = leaky_relu(x, slope)^2 (slope 0: relu(x)^2);  dx += dy * 2*x * (x > 0 ? 1 : slope^2) (ABI 4) */
+    /* y = leaky_relu(x, slope)^2 (slope 0: relu(x)^2);  dx = dy * 2*x * (x > 0 ? 1 : slope^2) (ABI 4;
+       since ABI 9 the backward writes dx rather than adding to it) */
     void (*relu2_fwd)(utg_backend *be, float *y, const float *x, size_t n, float slope);
     void (*relu2_bwd)(utg_backend *be, float *dx, const float *dy, const float *x, size_t n, float slope);
 
@@ -538,7 +542,8 @@ struct utg_backend {
        with UTG_MIX_WX_SCALAR / UTG_MIX_WZ_SCALAR in flags, one scalar (wx[0]); a NULL weight means
        1. z NULL means a row of ones (out = WX*x + wz, a bias; both z and wz NULL: out = WX*x). out
        may alias x. Backward adds into any non-NULL dx, dz, dwx, dwz (dw summed over rows, and over
-       channels for a scalar; deterministic). This one op is resid_mix, the scaled residual adds,
+       channels for a scalar; deterministic); UTG_MIX_DX_SET / UTG_MIX_DZ_SET make it overwrite dx / dz
+       instead (ABI 9: no zero fill before a first contribution). This one op is resid_mix, the scaled residual adds,
        the U-Net skip adds, norm biases, FiLM and the parallel-residual lane updates. (ABI 3)
        UTG_MIX_WZ_SIGMOID (with UTG_MIX_WZ_SCALAR) weights z by sigmoid(wz[0]) and its backward adds
        sigmoid'(wz[0]) * sum(dout z) into dwz (ABI 5: the value residual's gates). */
@@ -1887,15 +1892,35 @@ static void utg__cpu_memcpy(utg_backend *be, void *dst, const void *src, size_t 
     (void)be;
     if (n) memcpy(dst, src, n);
 }
+/* fill and copy: one memset/memcpy per 64 KiB chunk, spread over the threads from 256 KiB up (a
+   training step clears and copies tens of MB of gradient buffers) */
+#define UTG__CHUNK ((size_t)16384)
 static void utg__cpu_fill(utg_backend *be, float *dst, float v, size_t n) {
+    long long c, nc = (long long)((n + UTG__CHUNK - 1) / UTG__CHUNK);
     size_t i;
     (void)be;
-    if (v == 0.0f) { memset(dst, 0, n * sizeof(float)); return; }
-    for (i = 0; i < n; i++) dst[i] = v;
+    if (n < 4 * UTG__CHUNK) {
+        if (v == 0.0f) memset(dst, 0, n * sizeof(float));
+        else for (i = 0; i < n; i++) dst[i] = v;
+        return;
+    }
+    UTG__OMP_FOR
+    for (c = 0; c < nc; c++) {
+        size_t i0 = (size_t)c * UTG__CHUNK, i1 = i0 + UTG__CHUNK > n ? n : i0 + UTG__CHUNK, j;
+        if (v == 0.0f) memset(dst + i0, 0, (i1 - i0) * sizeof(float));
+        else for (j = i0; j < i1; j++) dst[j] = v;
+    }
 }
 static void utg__cpu_copy(utg_backend *be, float *dst, const float *src, size_t n) {
+    long long c, nc = (long long)((n + UTG__CHUNK - 1) / UTG__CHUNK);
     (void)be;
-    if (n && dst != src) memmove(dst, src, n * sizeof(float));
+    if (!n || dst == src) return;
+    if (n < 4 * UTG__CHUNK || (dst < src + n && src < dst + n)) { memmove(dst, src, n * sizeof(float)); return; } /* overlap: one memmove */
+    UTG__OMP_FOR
+    for (c = 0; c < nc; c++) {
+        size_t i0 = (size_t)c * UTG__CHUNK, i1 = i0 + UTG__CHUNK > n ? n : i0 + UTG__CHUNK;
+        memcpy(dst + i0, src + i0, (i1 - i0) * sizeof(float));
+    }
 }
 
 /* Matmul: packed and register-blocked (the BLIS scheme). For each KC x NC block of op(B), the B
@@ -2634,9 +2659,9 @@ static void utg__cpu_qk_norm_rope_fwd(utg_backend *be, float *y, float *xn, floa
         }
     }
 }
-/* The backward by fixed chunks of tokens: each chunk adds its tokens' dx and sums its share of dgain
+/* The backward by fixed chunks of tokens: each chunk writes its tokens' dx and sums its share of dgain
    in token order; the chunks' shares are added in chunk order, so no bit depends on the thread count.
-   Per head: r = rope(xn), dn = rope^T(g dy), dgain += dy . r, dx += rstd (dn - xn (dn . xn) / hd). */
+   Per head: r = rope(xn), dn = rope^T(g dy), dgain += dy . r, dx = rstd (dn - xn (dn . xn) / hd). */
 static void utg__cpu_qk_norm_rope_bwd(utg_backend *be, float *dx, float *dgain, const float *dy, const float *xn, const float *rstd,
                                       const float *cos_sin, const float *gain, int n_tok, int seq_len, int n_heads, int head_dim,
                                       int rot_dims) {
@@ -2669,7 +2694,7 @@ static void utg__cpu_qk_norm_rope_bwd(utg_backend *be, float *dx, float *dgain, 
                 for (i = 2 * half; i < head_dim; i++) { r[i] = n[i]; dn[i] = g * d[i]; }
                 if (dgain) part[hh] += utg__dot(d, r, head_dim);
                 m = utg__dot(dn, n, head_dim) / (float)head_dim;
-                for (i = 0; i < head_dim; i++) out[i] += rs * (dn[i] - n[i] * m);
+                for (i = 0; i < head_dim; i++) out[i] = rs * (dn[i] - n[i] * m);
             }
         }
     }
@@ -2784,15 +2809,16 @@ static void utg__fa_tile(const utg__gk *gk, float *dst, const float *A, const fl
         gk->fn(hd, A + (size_t)(kb0 / MR + s) * hd * MR, MR, B, NR, dst + (size_t)s * MR * NR, NR, nk - s * MR < MR ? nk - s * MR : MR,
                NR, 0);
 }
-/* C (nq x hd, row stride ldc) += the tile (nk keys x NR queries, read as A with k = the keys) times
-   the B panels of the keys kb0.. (panel p at Bn + p * T * NR): O += P V, dQ += dS K */
-static void utg__fa_acc(const utg__gk *gk, float *C, int ldc, const float *t, const float *Bn, int T, int kb0, int nk, int nq, int hd) {
+/* C (nq x hd, row stride ldc) += (acc 0: =) the tile (nk keys x NR queries, read as A with k = the
+   keys) times the B panels of the keys kb0.. (panel p at Bn + p * T * NR): O += P V, dQ += dS K */
+static void utg__fa_acc(const utg__gk *gk, float *C, int ldc, const float *t, const float *Bn, int T, int kb0, int nk, int nq, int hd,
+                        int acc) {
     const int MR = gk->mr, NR = gk->nr;
     int s, p;
     for (s = 0; s * MR < nq; s++)
         for (p = 0; p * NR < hd; p++)
             gk->fn(nk, t + s * MR, NR, Bn + (size_t)p * T * NR + (size_t)kb0 * NR, NR, C + (size_t)s * MR * ldc + p * NR, ldc,
-                   nq - s * MR < MR ? nq - s * MR : MR, hd - p * NR < NR ? hd - p * NR : NR, 1);
+                   nq - s * MR < MR ? nq - s * MR : MR, hd - p * NR < NR ? hd - p * NR : NR, acc);
 }
 /* tile rows i whose key kb0 + i comes after some query p0 + j of the panel: those entries to v */
 static void utg__fa_mask(float *t, int NR, int kb0, int nk, int p0, float v) {
@@ -2875,7 +2901,7 @@ static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float
                     if (kb0 > 0)
                         for (j = 0; j < nq; j++)
                             for (i = 0; i < hd; i++) f.ob[(size_t)j * hd + i] *= al[j];
-                    utg__fa_acc(gk, f.ob, hd, t, f.bn, T, kb0, nk, nq, hd); /* O += P V */
+                    utg__fa_acc(gk, f.ob, hd, t, f.bn, T, kb0, nk, nq, hd, 1); /* O += P V */
                 }
                 for (j = 0; j < nq; j++) {
                     float inv = 1.0f / sm[j], *yr = y + ro + (size_t)j * qw;
@@ -2906,6 +2932,10 @@ static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, 
         utg__pack_a_rows(gk, f.ka, k + ko, kw, T, hd, scale); /* scaled K, keys as rows: the scores */
         utg__pack_a_rows(gk, f.vr, v + ko, kw, T, hd, 1.0f);  /* V, keys as rows: dP^T = V dO^T */
         utg__pack_b_all(gk, f.bn, k + ko, kw, T, hd);         /* K as B panels, k = the keys: dQ += dS K */
+        for (i = 0; i < T; i++) { /* the task's dK and dV rows are sums over its panels and heads */
+            memset(dk + ko + (size_t)i * kw, 0, (size_t)hd * sizeof(float));
+            memset(dv + ko + (size_t)i * kw, 0, (size_t)hd * sizeof(float));
+        }
         for (g = 0; g < group; g++) {
             int h = kh * group + g;
             for (p0 = 0; p0 < T; p0 += NR) {
@@ -2935,7 +2965,7 @@ static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, 
                     for (s = 0; s * MR < nk; s++)
                         gk->pack_t(f.pa + (size_t)s * nq * MR, MR, d + (size_t)s * MR * NR, NR, nk - s * MR < MR ? nk - s * MR : MR, nq, 1.0f);
                     utg__mm_packed(gk, dk + ko + (size_t)kb0 * kw, kw, f.pa, (size_t)nq * MR, f.qb, (size_t)nq * NR, nk, hd, nq, 1);
-                    utg__fa_acc(gk, dq + ro, qw, d, f.bn, T, kb0, nk, nq, hd); /* dQ += dS K */
+                    utg__fa_acc(gk, dq + ro, qw, d, f.bn, T, kb0, nk, nq, hd, kb0 > 0); /* dQ (=, then +=) dS K */
                 }
             }
         }
@@ -2953,7 +2983,7 @@ static void utg__cpu_relu2_bwd(utg_backend *be, float *dx, const float *dy, cons
     float s2 = slope * slope;
     (void)be;
     UTG__OMP_FOR
-    for (i = 0; i < (long long)n; i++) dx[i] += 2.0f * x[i] * dy[i] * (x[i] > 0.0f ? 1.0f : s2);
+    for (i = 0; i < (long long)n; i++) dx[i] = 2.0f * x[i] * dy[i] * (x[i] > 0.0f ? 1.0f : s2);
 }
 
 static void utg__cpu_xsa_fwd(utg_backend *be, float *y, const float *x, const float *v, int n_tok, int H, int Hkv, int hd) {
@@ -3169,8 +3199,10 @@ static void utg__cpu_mix_bwd(utg_backend *be, float *dx, float *dz, float *dwx, 
         for (r = 0; r < rows; r++) {
             size_t o = (size_t)r * cols;
             int c;
-            if (dx) for (c = 0; c < cols; c++) dx[o + c] += wx ? wx[c * sx] * dout[o + c] : dout[o + c];
-            if (dz) for (c = 0; c < cols; c++) dz[o + c] += wz ? wz[c * sz] * dout[o + c] : dout[o + c];
+            if (dx && (flags & UTG_MIX_DX_SET)) for (c = 0; c < cols; c++) dx[o + c] = wx ? wx[c * sx] * dout[o + c] : dout[o + c];
+            else if (dx) for (c = 0; c < cols; c++) dx[o + c] += wx ? wx[c * sx] * dout[o + c] : dout[o + c];
+            if (dz && (flags & UTG_MIX_DZ_SET)) for (c = 0; c < cols; c++) dz[o + c] = wz ? wz[c * sz] * dout[o + c] : dout[o + c];
+            else if (dz) for (c = 0; c < cols; c++) dz[o + c] += wz ? wz[c * sz] * dout[o + c] : dout[o + c];
         }
     }
     if (dwx) utg__colsum_prod(be, dwx, dout, x, rows, cols, !sx);
@@ -4497,10 +4529,7 @@ static void utg__attn_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, int 
     /* a = out proj^T, out = the attention output after XSA and the gate */
     m->mm(be, m->g_y, ga, w->po[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
     m->mm(be, g->po[k], ga, utg__attn_out(w, k, S), d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
-    /* attention core */
-    be->fill(be, m->g_q, 0.0f, Nd);
-    be->fill(be, m->g_k, 0.0f, (size_t)N * kv);
-    be->fill(be, m->g_v, 0.0f, (size_t)N * kv);
+    /* attention core (attn_bwd writes g_q, g_k, g_v) */
     /* g_d is free once ga is consumed: g_y and g_d take turns holding dL/d(the attention output) */
     if (w->ag[k]) {
         be->fill(be, m->g_d, 0.0f, Nd);
@@ -4509,24 +4538,24 @@ static void utg__attn_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, int 
                      m->gate_scale, m->gate_mult);
         gy = m->g_d;
     }
-    if (w->xsa) { /* dL/dv gets XSA's share */
+    if (w->xsa) { /* dL/dv gets XSA's share, held in g_k2 (free until k's backward) until attn_bwd has written g_v */
         float *other = gy == m->g_y ? m->g_d : m->g_y;
         be->fill(be, other, 0.0f, Nd);
-        be->xsa_bwd(be, other, m->g_v, gy, S->y, S->v, N, m->H, m->Hkv, m->hd);
+        be->fill(be, m->g_k2, 0.0f, (size_t)N * kv);
+        be->xsa_bwd(be, other, m->g_k2, gy, S->y, S->v, N, m->H, m->Hkv, m->hd);
         gy = other;
     }
     be->attn_bwd(be, m->g_q, m->g_k, m->g_v, gy, S->qg, S->kr, S->v, S->y, S->lse, n_seqs, m->Tc, m->H, m->Hkv,
                  m->hd, 1.0f / sqrtf((float)m->hd));
+    if (w->xsa) be->mix_fwd(be, m->g_v, m->g_v, NULL, m->g_k2, NULL, N, kv, 0);
     /* v = c_v(src) [+ ls * ve] [+ sigmoid(alpha) v0]; layer 0's v0 also reached every later layer */
     if (w->v0 && k == 0) be->mix_fwd(be, m->g_v, m->g_v, NULL, m->g_v0, NULL, N, kv, 0);
     if (w->ve) be->mix_bwd(be, NULL, m->g_ve, NULL, g->ve, m->g_v, NULL, NULL, m->ve, w->ve, N, kv, UTG_MIX_WZ_SCALAR);
     if (w->vr)
         be->mix_bwd(be, NULL, m->g_v0, NULL, g->vr, m->g_v, NULL, NULL, m->acts[0].at[0].v, w->vr, N, kv,
                     UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID);
-    /* q_gain, RoPE and the per-head norms, back to raw q (into g_y) and k (into g_k2) */
-    be->fill(be, m->g_y, 0.0f, Nd);
+    /* q_gain, RoPE and the per-head norms, back to raw q (written into g_y) and k (into g_k2) */
     be->qk_norm_rope_bwd(be, m->g_y, g->qg[k], m->g_q, S->qn, S->rq, m->rope_cur, w->qg[k], N, m->Tc, m->H, m->hd, m->rd);
-    be->fill(be, m->g_k2, 0.0f, (size_t)N * kv);
     be->qk_norm_rope_bwd(be, m->g_k2, NULL, m->g_k, S->kn, S->rk, m->rope_cur, NULL, N, m->Tc, m->Hkv, m->hd, m->rd);
     /* q, k, v = src W^T */
     m->mm(be, m->g_d, m->g_y, w->cq[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 0.0f);
@@ -4565,12 +4594,10 @@ static void utg__mlp_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, const
     m->mm(be, m->g_f, gm, w->mp, N, F, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
     m->mm(be, g->mp, gm, m->mlp3 ? M->ua2 : M->ua, d, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
     if (m->mlp3) {
-        be->fill(be, m->g_f2, 0.0f, (size_t)N * F);
         be->relu2_bwd(be, m->g_f2, m->g_f, M->u2, (size_t)N * F, m->slope);
         m->mm(be, m->g_f, m->g_f2, w->mid, N, F, F, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
         m->mm(be, g->mid, m->g_f2, M->ua, F, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
     }
-    be->fill(be, m->g_f2, 0.0f, (size_t)N * F);
     be->relu2_bwd(be, m->g_f2, m->g_f, M->u, (size_t)N * F, m->slope);
     m->mm(be, m->g_d, m->g_f2, w->fc, N, d, F, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 0.0f);
     m->mm(be, g->fc, m->g_f2, src, F, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
@@ -4579,6 +4606,7 @@ static void utg__mlp_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, const
 }
 
 #define UTG__SC (UTG_MIX_WX_SCALAR | UTG_MIX_WZ_SCALAR)
+#define UTG__SET2 (UTG_MIX_DX_SET | UTG_MIX_DZ_SET)
 #define UTG__NB(w, k) ((w)->nb ? (w)->nb + (size_t)(k) * m->d : NULL)
 
 /* The U-Net skip into a lane: h + w*skip, or with skip gates lerp(w*skip, h, sigmoid(gate)). */
@@ -4822,20 +4850,16 @@ static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
     if (pl->lane == UTG_LANE_TWO) {
         float *G0 = gs->g0, *G1 = gs->g1, *Ga = m->g_la, *Gb = m->g_lb;
         /* out = r1*l0a + P[1,0]*sm;  out1 = r1*l1a + P[1,1]*sm;  sm = mlp_scale * MLP(resid_mix(l1a, x0)) */
-        be->fill(be, Ga, 0.0f, Nd); be->fill(be, Gb, 0.0f, Nd); be->fill(be, m->g_sm, 0.0f, Nd);
-        be->mix_bwd(be, Ga, m->g_sm, g.pr + 1, g.pp + 2, G0, A->l0a, w.pr + 1, A->sm, w.pp + 2, N, d, UTG__SC);
-        be->mix_bwd(be, Gb, m->g_sm, g.pr + 1, g.pp + 3, G1, A->l1a, w.pr + 1, A->sm, w.pp + 3, N, d, UTG__SC);
-        be->fill(be, m->g_d, 0.0f, Nd);
-        be->mix_bwd(be, m->g_d, NULL, g.ms, NULL, m->g_sm, A->ml.m, w.ms, NULL, NULL, N, d, 0);
+        be->mix_bwd(be, Ga, m->g_sm, g.pr + 1, g.pp + 2, G0, A->l0a, w.pr + 1, A->sm, w.pp + 2, N, d, UTG__SC | UTG__SET2);
+        be->mix_bwd(be, Gb, m->g_sm, g.pr + 1, g.pp + 3, G1, A->l1a, w.pr + 1, A->sm, w.pp + 3, N, d, UTG__SC | UTG_MIX_DX_SET);
+        be->mix_bwd(be, m->g_d, NULL, g.ms, NULL, m->g_sm, A->ml.m, w.ms, NULL, NULL, N, d, UTG_MIX_DX_SET);
         be->fill(be, m->g_hin, 0.0f, Nd);
         utg__mlp_bwd(m, &w, &g, UTG__NB(&w, 1), UTG__NB(&g, 1), &A->ml, m->g_d, m->g_hin);
         be->mix_bwd(be, Gb, m->g_x0, g.rm, g.rm + d, m->g_hin, A->l1a, w.rm, m->x0, w.rm + d, N, d, 0);
         /* l0a = r0*xs + P[0,0]*sa;  l1a = r0*xs1 + P[0,1]*sa;  sa = attn_scale * Attn(resid_mix(xs, x0)) */
-        be->fill(be, G0, 0.0f, Nd); be->fill(be, G1, 0.0f, Nd); be->fill(be, m->g_sa, 0.0f, Nd);
-        be->mix_bwd(be, G0, m->g_sa, g.pr, g.pp + 0, Ga, A->xs, w.pr, A->sa, w.pp + 0, N, d, UTG__SC);
-        be->mix_bwd(be, G1, m->g_sa, g.pr, g.pp + 1, Gb, A->xs1, w.pr, A->sa, w.pp + 1, N, d, UTG__SC);
-        be->fill(be, m->g_a, 0.0f, Nd);
-        be->mix_bwd(be, m->g_a, NULL, g.as[0], NULL, m->g_sa, A->at[0].a, w.as[0], NULL, NULL, N, d, 0);
+        be->mix_bwd(be, G0, m->g_sa, g.pr, g.pp + 0, Ga, A->xs, w.pr, A->sa, w.pp + 0, N, d, UTG__SC | UTG__SET2);
+        be->mix_bwd(be, G1, m->g_sa, g.pr, g.pp + 1, Gb, A->xs1, w.pr, A->sa, w.pp + 1, N, d, UTG__SC | UTG_MIX_DX_SET);
+        be->mix_bwd(be, m->g_a, NULL, g.as[0], NULL, m->g_sa, A->at[0].a, w.as[0], NULL, NULL, N, d, UTG_MIX_DX_SET);
         be->fill(be, m->g_hin, 0.0f, Nd);
         utg__attn_bwd(m, &w, &g, 0, UTG__NB(&w, 0), UTG__NB(&g, 0), &A->at[0], m->g_a, m->g_hin);
         be->mix_bwd(be, G0, m->g_x0, g.rm, g.rm + d, m->g_hin, A->xs, w.rm, m->x0, w.rm + d, N, d, 0);
@@ -4848,19 +4872,15 @@ static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
     if (pl->lane == UTG_LANE_PARALLEL) {
         float *G0 = gs->g0, *G1 = gs->g1, *Ga = gs->s0, *Gb = gs->s1;
         /* out = r0*xs + P[0,0]*sa + P[1,0]*sm;  out1 = r1*xs1 + P[0,1]*sa + P[1,1]*sm */
-        be->fill(be, Ga, 0.0f, Nd); be->fill(be, Gb, 0.0f, Nd);
-        be->fill(be, m->g_sa, 0.0f, Nd); be->fill(be, m->g_sm, 0.0f, Nd);
-        be->mix_bwd(be, Ga, m->g_sa, g.pr + 0, g.pp + 0, G0, A->xs, w.pr + 0, A->sa, w.pp + 0, N, d, UTG__SC);
-        be->mix_bwd(be, NULL, m->g_sm, NULL, g.pp + 2, G0, NULL, NULL, A->sm, w.pp + 2, N, d, UTG_MIX_WZ_SCALAR);
-        be->mix_bwd(be, Gb, m->g_sa, g.pr + 1, g.pp + 1, G1, A->xs1, w.pr + 1, A->sa, w.pp + 1, N, d, UTG__SC);
+        be->mix_bwd(be, Ga, m->g_sa, g.pr + 0, g.pp + 0, G0, A->xs, w.pr + 0, A->sa, w.pp + 0, N, d, UTG__SC | UTG__SET2);
+        be->mix_bwd(be, NULL, m->g_sm, NULL, g.pp + 2, G0, NULL, NULL, A->sm, w.pp + 2, N, d, UTG_MIX_WZ_SCALAR | UTG_MIX_DZ_SET);
+        be->mix_bwd(be, Gb, m->g_sa, g.pr + 1, g.pp + 1, G1, A->xs1, w.pr + 1, A->sa, w.pp + 1, N, d, UTG__SC | UTG_MIX_DX_SET);
         be->mix_bwd(be, NULL, m->g_sm, NULL, g.pp + 3, G1, NULL, NULL, A->sm, w.pp + 3, N, d, UTG_MIX_WZ_SCALAR);
         /* sm = mlp_scale * MLP(xs1): the MLP reads lane 1 directly */
-        be->fill(be, m->g_d, 0.0f, Nd);
-        be->mix_bwd(be, m->g_d, NULL, g.ms, NULL, m->g_sm, A->ml.m, w.ms, NULL, NULL, N, d, 0);
+        be->mix_bwd(be, m->g_d, NULL, g.ms, NULL, m->g_sm, A->ml.m, w.ms, NULL, NULL, N, d, UTG_MIX_DX_SET);
         utg__mlp_bwd(m, &w, &g, UTG__NB(&w, 1), UTG__NB(&g, 1), &A->ml, m->g_d, Gb);
         /* sa = attn_scale * Attn(resid_mix(xs, x0)) */
-        be->fill(be, m->g_a, 0.0f, Nd);
-        be->mix_bwd(be, m->g_a, NULL, g.as[0], NULL, m->g_sa, A->at[0].a, w.as[0], NULL, NULL, N, d, 0);
+        be->mix_bwd(be, m->g_a, NULL, g.as[0], NULL, m->g_sa, A->at[0].a, w.as[0], NULL, NULL, N, d, UTG_MIX_DX_SET);
         be->fill(be, m->g_hin, 0.0f, Nd);
         utg__attn_bwd(m, &w, &g, 0, UTG__NB(&w, 0), UTG__NB(&g, 0), &A->at[0], m->g_a, m->g_hin);
         be->mix_bwd(be, Ga, m->g_x0, g.rm, g.rm + d, m->g_hin, A->xs, w.rm, m->x0, w.rm + d, N, d, 0);
@@ -4875,37 +4895,31 @@ static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
     if (iter) { /* out = xs + [beta *] gamma * delta, delta = blk - xc */
         float *ID = m->g_hcx, *DD = m->g_hcx + Nd;
         be->copy(be, ID, G, Nd);
-        be->fill(be, DD, 0.0f, Nd);
         if (w.hb) { /* T1 = beta G (g_a is free until the attention's backward) */
             float *T1 = w.is ? m->g_a : DD;
-            if (w.is) be->fill(be, T1, 0.0f, Nd);
-            be->mix_bwd(be, NULL, T1, NULL, g.hb, G, NULL, NULL, w.is ? A->dsc : A->delta, w.hb, N, d, UTG_MIX_WZ_SCALAR);
-            if (w.is) be->mix_bwd(be, NULL, DD, NULL, g.is, T1, NULL, NULL, A->delta, w.is, N, d, 0);
+            be->mix_bwd(be, NULL, T1, NULL, g.hb, G, NULL, NULL, w.is ? A->dsc : A->delta, w.hb, N, d, UTG_MIX_WZ_SCALAR | UTG_MIX_DZ_SET);
+            if (w.is) be->mix_bwd(be, NULL, DD, NULL, g.is, T1, NULL, NULL, A->delta, w.is, N, d, UTG_MIX_DZ_SET);
         } else {
-            be->mix_bwd(be, NULL, DD, NULL, g.is, G, NULL, NULL, A->delta, w.is, N, d, 0);
+            be->mix_bwd(be, NULL, DD, NULL, g.is, G, NULL, NULL, A->delta, w.is, N, d, UTG_MIX_DZ_SET);
         }
         be->copy(be, G, DD, Nd); /* dL/dblk */
     }
     /* (blk or out) = last + mlp_scale * m: the identity path keeps G */
-    be->fill(be, m->g_d, 0.0f, Nd);
-    be->mix_bwd(be, NULL, m->g_d, NULL, g.ms, G, NULL, NULL, A->ml.m, w.ms, N, d, 0);
+    be->mix_bwd(be, NULL, m->g_d, NULL, g.ms, G, NULL, NULL, A->ml.m, w.ms, N, d, UTG_MIX_DZ_SET);
     if (pl->lane == UTG_LANE_GPTJ) { /* hmid = hin + attn_scale * a; the MLP read hin too */
-        be->fill(be, m->g_a, 0.0f, Nd);
-        be->mix_bwd(be, NULL, m->g_a, NULL, g.as[0], G, NULL, NULL, A->at[0].a, w.as[0], N, d, 0);
+        be->mix_bwd(be, NULL, m->g_a, NULL, g.as[0], G, NULL, NULL, A->at[0].a, w.as[0], N, d, UTG_MIX_DZ_SET);
         utg__mlp_bwd(m, &w, &g, UTG__NB(&w, 1), UTG__NB(&g, 1), &A->ml, m->g_d, G);
         utg__attn_bwd(m, &w, &g, 0, UTG__NB(&w, 0), UTG__NB(&g, 0), &A->at[0], m->g_a, G);
     } else {
         utg__mlp_bwd(m, &w, &g, UTG__NB(&w, m->n_attn), UTG__NB(&g, m->n_attn), &A->ml, m->g_d, G);
         for (k = m->n_attn - 1; k >= 0; k--) { /* hmid[k] = (hmid[k-1] or hin) + attn_scale_k * a_k */
             if (!w.cq[k]) continue;
-            be->fill(be, m->g_a, 0.0f, Nd);
-            be->mix_bwd(be, NULL, m->g_a, NULL, g.as[k], G, NULL, NULL, A->at[k].a, w.as[k], N, d, 0);
+            be->mix_bwd(be, NULL, m->g_a, NULL, g.as[k], G, NULL, NULL, A->at[k].a, w.as[k], N, d, UTG_MIX_DZ_SET);
             utg__attn_bwd(m, &w, &g, k, UTG__NB(&w, k), UTG__NB(&g, k), &A->at[k], m->g_a, G);
         }
     }
     /* hin = resid_mix[0] * xc + resid_mix[1] * x0 */
-    be->fill(be, gs->s0, 0.0f, Nd);
-    be->mix_bwd(be, gs->s0, m->g_x0, g.rm, g.rm + d, G, A->xc, w.rm, m->x0, w.rm + d, N, d, 0);
+    be->mix_bwd(be, gs->s0, m->g_x0, g.rm, g.rm + d, G, A->xc, w.rm, m->x0, w.rm + d, N, d, UTG_MIX_DX_SET);
     t = gs->g0; gs->g0 = gs->s0; gs->s0 = t;
     G = gs->g0;
     if (iter) { /* xc = [alpha *] xs [+ iter_embed]: dxc = (block path) - d(delta); dxs = [alpha *] dxc + the identity path */
@@ -4914,8 +4928,7 @@ static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
         be->mix_bwd(be, ID, NULL, g.ha, g.ie, G, A->xs, w.ha, NULL, w.ie, N, d, w.ha ? UTG_MIX_WX_SCALAR : 0);
         be->copy(be, G, ID, Nd);
     } else if (w.fg) { /* xc = gamma * xs + beta */
-        be->fill(be, gs->s0, 0.0f, Nd);
-        be->mix_bwd(be, gs->s0, NULL, g.fg, g.fb, G, A->xs, w.fg, NULL, w.fb, N, d, 0);
+        be->mix_bwd(be, gs->s0, NULL, g.fg, g.fb, G, A->xs, w.fg, NULL, w.fb, N, d, UTG_MIX_DX_SET);
         t = gs->g0; gs->g0 = gs->s0; gs->s0 = t;
         G = gs->g0;
     }

@@ -21,6 +21,7 @@ static float *rand_buf(size_t n, double scale) {
     return p;
 }
 static float *zeros(size_t n) { return (float *)calloc(n ? n : 1, sizeof(float)); }
+static void nan_fill(float *p, size_t n) { size_t i; for (i = 0; i < n; i++) p[i] = NAN; }
 /* sum_i w[i]*y[i] in double: the objective every op case uses, with fixed random weights w */
 static double wdot(const float *w, const float *y, size_t n) {
     double s = 0.0;
@@ -382,7 +383,7 @@ static double qk_obj(void *p) {
 static void qk_grad(void *p) {
     qk_ctx *c = (qk_ctx *)p;
     qk_obj(c);
-    memset(c->gx, 0, sizeof(float) * (size_t)c->n_tok * c->H * c->hd);
+    nan_fill(c->gx, (size_t)c->n_tok * c->H * c->hd); /* dx is written, not added to (ABI 9) */
     memset(c->gg, 0, sizeof(float) * (size_t)c->H);
     be->qk_norm_rope_bwd(be, c->gx, c->gain ? c->gg : NULL, c->W, c->xn, c->rstd, c->cs, c->gain ? c->g : NULL, c->n_tok, c->T, c->H,
                          c->hd, c->rd);
@@ -470,9 +471,9 @@ static void at_grad(void *p) {
     at_ctx *c = (at_ctx *)p;
     size_t nq = (size_t)c->B * c->T * c->H * c->hd, nk = (size_t)c->B * c->T * c->Hkv * c->hd;
     at_obj(c);
-    memset(c->gq, 0, nq * sizeof(float));
-    memset(c->gk, 0, nk * sizeof(float));
-    memset(c->gv, 0, nk * sizeof(float));
+    nan_fill(c->gq, nq); /* written, not added to (ABI 9) */
+    nan_fill(c->gk, nk);
+    nan_fill(c->gv, nk);
     be->attn_bwd(be, c->gq, c->gk, c->gv, c->W, c->q, c->k, c->v, c->y, c->lse, c->B, c->T, c->H, c->Hkv, c->hd, c->scale);
 }
 static void test_attention_grad(void) {
@@ -577,6 +578,7 @@ static void test_attention_tiles(void) {
             size_t i;
             attn_ref(q, k, v, dy, B, T, H, Hkv, hd, scale, ry, rl, rq, rk, rv);
             kb->attn_fwd(kb, y, lse, q, k, v, B, T, H, Hkv, hd, scale);
+            nan_fill(dq, nq); nan_fill(dk, nk); nan_fill(dv, nk); /* written, not added to */
             kb->attn_bwd(kb, dq, dk, dv, dy, q, k, v, y, lse, B, T, H, Hkv, hd, scale);
             for (i = 0; i < nl; i++) el = fmax(el, fabs(lse[i] - rl[i]));
             /* fp32 against double over up to 150 keys: 1e-5 of the largest entry (measured ~1e-6) */
@@ -590,6 +592,7 @@ static void test_attention_tiles(void) {
                 float *l1 = zeros(nl);
                 omp_set_num_threads(keep == 1 ? 3 : 1);
                 kb->attn_fwd(kb, y1, l1, q, k, v, B, T, H, Hkv, hd, scale);
+                nan_fill(dq1, nq); nan_fill(dk1, nk); nan_fill(dv1, nk);
                 kb->attn_bwd(kb, dq1, dk1, dv1, dy, q, k, v, y1, l1, B, T, H, Hkv, hd, scale);
                 omp_set_num_threads(keep);
                 CHECK(!memcmp(y, y1, nq * 4) && !memcmp(lse, l1, nl * 4) && !memcmp(dq, dq1, nq * 4) && !memcmp(dk, dk1, nk * 4) &&
@@ -615,7 +618,7 @@ static double r2_obj(void *p) {
 }
 static void r2_grad(void *p) {
     r2_ctx *c = (r2_ctx *)p;
-    memset(c->gx, 0, c->n * sizeof(float));
+    nan_fill(c->gx, c->n); /* written, not added to (ABI 9) */
     be->relu2_bwd(be, c->gx, c->W, c->x, c->n, c->slope);
 }
 static void test_relu2_grad(void) {
@@ -814,6 +817,29 @@ static void test_smear_grad(void) {
 }
 
 /* ---- channel mix (resid_mix, scaled residual adds, skip adds, biases, lane updates) ---- */
+/* UTG_MIX_DX_SET / UTG_MIX_DZ_SET: the flagged gradient is overwritten (a NaN there is gone), the
+   other still added to; both give the bits of adding into zeros */
+static void test_mix_set(void) {
+    int rows = 37, cols = 20, f;
+    size_t n = (size_t)rows * cols, i;
+    float *x = rand_buf(n, 1), *z = rand_buf(n, 1), *wx = rand_buf(cols, 1), *wz = rand_buf(cols, 1), *dout = rand_buf(n, 1);
+    float *rx = zeros(n), *rz = zeros(n), *gx = zeros(n), *gz = zeros(n);
+    be->mix_bwd(be, rx, rz, NULL, NULL, dout, x, wx, z, wz, rows, cols, 0);
+    for (f = 1; f <= 3; f++) {
+        int ok = 1;
+        if (f & 1) nan_fill(gx, n); else for (i = 0; i < n; i++) gx[i] = 1.0f;
+        if (f & 2) nan_fill(gz, n); else for (i = 0; i < n; i++) gz[i] = 1.0f;
+        be->mix_bwd(be, gx, gz, NULL, NULL, dout, x, wx, z, wz, rows, cols, ((f & 1) ? UTG_MIX_DX_SET : 0) | ((f & 2) ? UTG_MIX_DZ_SET : 0));
+        for (i = 0; i < n; i++) {
+            if ((f & 1) ? gx[i] != rx[i] : fabsf(gx[i] - (1.0f + rx[i])) > 1e-6f) ok = 0; /* (1 + a*b may fuse) */
+            if ((f & 2) ? gz[i] != rz[i] : fabsf(gz[i] - (1.0f + rz[i])) > 1e-6f) ok = 0;
+        }
+        CHECK(ok, "mix_bwd with%s%s overwrites the flagged gradient and adds into the other", (f & 1) ? " DX_SET" : "",
+              (f & 2) ? " DZ_SET" : "");
+    }
+    free(x); free(z); free(wx); free(wz); free(dout); free(rx); free(rz); free(gx); free(gz);
+}
+
 typedef struct { int rows, cols, use_wx, use_z, flags; float *x, *wx, *z, *wz, *out, *W, *gx, *gwx, *gz, *gwz; } mix_ctx;
 static double mix_obj(void *p) {
     mix_ctx *c = (mix_ctx *)p;
@@ -1009,6 +1035,7 @@ int main(int argc, char **argv) {
     RUN(test_gate_grad);
     RUN(test_smear_grad);
     RUN(test_mix_grad);
+    RUN(test_mix_set);
     RUN(test_xent_grad);
     utg_backend_destroy(be);
     return TEST_SUMMARY();
