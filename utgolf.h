@@ -2706,41 +2706,6 @@ static void utg__cpu_qk_norm_rope_bwd(utg_backend *be, float *dx, float *dgain, 
         }
 }
 
-/* out[c] += sum over rows of a[r,c]*b[r,c] (b NULL: of a alone), deterministic for any thread
-   count: fixed row chunks, each summed in order, then the chunks in order. */
-/* out[c] += sum_r a[r,c]*b[r,c] (b NULL: sum of a); scalar != 0: out[0] += the sum over c too. Fixed
-   row chunks summed in order, so the bits do not depend on the thread count. */
-static void utg__colsum_prod(utg_backend *be, float *out, const float *a, const float *b, int rows, int cols,
-                             int scalar) {
-    int nch = rows < UTG__CPU_RED_CHUNKS ? (rows > 0 ? rows : 1) : UTG__CPU_RED_CHUNKS, ch, c;
-    float *part = utg__cpu_scratch(be, (size_t)nch * cols);
-    UTG_ASSERT(part != NULL);
-    if (!part) return;
-    UTG__OMP_FOR
-    for (ch = 0; ch < nch; ch++) {
-        int r0 = (int)((long long)rows * ch / nch), r1 = (int)((long long)rows * (ch + 1) / nch), r, cc;
-        float *p = part + (size_t)ch * cols;
-        memset(p, 0, (size_t)cols * sizeof(float));
-        for (r = r0; r < r1; r++) {
-            const float *ar = a + (size_t)r * cols;
-            if (b) {
-                const float *br = b + (size_t)r * cols;
-                for (cc = 0; cc < cols; cc++) p[cc] += ar[cc] * br[cc];
-            } else {
-                for (cc = 0; cc < cols; cc++) p[cc] += ar[cc];
-            }
-        }
-    }
-    if (scalar) {
-        double acc = 0.0;
-        for (ch = 0; ch < nch; ch++)
-            for (c = 0; c < cols; c++) acc += part[(size_t)ch * cols + c];
-        out[0] += (float)acc;
-        return;
-    }
-    for (ch = 0; ch < nch; ch++)
-        for (c = 0; c < cols; c++) out[c] += part[(size_t)ch * cols + c];
-}
 
 /* Attention, flash style on the CPU, with the score tiles laid out keys x queries. One task per
    (batch, kv head), so the query heads sharing a kv head run together and dK/dV rows belong to one
@@ -2765,15 +2730,6 @@ static void utg__pack_a_rows(const utg__gk *gk, float *dst, const float *X, int 
         float *d = dst + (size_t)s * w * MR;
         gk->pack_t(d, MR, X + (size_t)s * MR * ld, ld, n - s * MR < MR ? n - s * MR : MR, w, alpha);
     }
-}
-/* C[m, n] (+)= A B from packed slivers (stride as) and panels (stride bs), kb steps of k; acc 0: C = A B */
-static void utg__mm_packed(const utg__gk *gk, float *C, int ldc, const float *Ap, size_t as, const float *Bp, size_t bs, int m, int n,
-                           int kb, int acc) {
-    int s, p;
-    for (s = 0; s * gk->mr < m; s++)
-        for (p = 0; p * gk->nr < n; p++)
-            gk->fn(kb, Ap + s * as, gk->mr, Bp + p * bs, gk->nr, C + (size_t)s * gk->mr * ldc + (size_t)p * gk->nr, ldc,
-                   m - s * gk->mr < gk->mr ? m - s * gk->mr : gk->mr, n - p * gk->nr < gk->nr ? n - p * gk->nr : gk->nr, acc);
 }
 /* X's rows [0, n) (k) by columns [0, w) (N) as B panels of NR columns, panel p at dst + p * n * NR */
 static void utg__pack_b_all(const utg__gk *gk, float *dst, const float *X, int ld, int n, int w) {
@@ -2819,6 +2775,25 @@ static void utg__fa_acc(const utg__gk *gk, float *C, int ldc, const float *t, co
         for (p = 0; p * NR < hd; p++)
             gk->fn(nk, t + s * MR, NR, Bn + (size_t)p * T * NR + (size_t)kb0 * NR, NR, C + (size_t)s * MR * ldc + p * NR, ldc,
                    nq - s * MR < MR ? nq - s * MR : MR, hd - p * NR < NR ? hd - p * NR : NR, acc);
+}
+/* C (nk x hd, row stride ldc) += the tile (nk keys x NR queries) times the B panels of the panel's
+   queries (k = nq; panel p at Bq + p * nq * NR): dV += P^T dO, dK += dS^T Q. Whole slivers of the
+   tile are read in place as A's rows where the kernel can (fn_rows); the rest is packed into pa. */
+static void utg__fa_kv(const utg__gk *gk, float *C, int ldc, const float *t, const float *Bq, float *pa, int nk, int nq, int hd) {
+    const int MR = gk->mr, NR = gk->nr;
+    int s, p;
+    for (s = 0; s * MR < nk; s++) {
+        int mr = nk - s * MR < MR ? nk - s * MR : MR;
+        float *c = C + (size_t)s * MR * ldc;
+        if (mr == MR && gk->fn_rows) {
+            for (p = 0; p * NR < hd; p++)
+                gk->fn_rows(nq, t + (size_t)s * MR * NR, NR, Bq + (size_t)p * nq * NR, NR, c + p * NR, ldc, hd - p * NR < NR ? hd - p * NR : NR, 1);
+        } else {
+            gk->pack_t(pa, MR, t + (size_t)s * MR * NR, NR, mr, nq, 1.0f);
+            for (p = 0; p * NR < hd; p++)
+                gk->fn(nq, pa, MR, Bq + (size_t)p * nq * NR, NR, c + p * NR, ldc, mr, hd - p * NR < NR ? hd - p * NR : NR, 1);
+        }
+    }
 }
 /* tile rows i whose key kb0 + i comes after some query p0 + j of the panel: those entries to v */
 static void utg__fa_mask(float *t, int NR, int kb0, int nk, int p0, float v) {
@@ -2918,14 +2893,14 @@ static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, 
                               int Hkv, int hd, float scale) {
     int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
     const utg__gk *gk = utg__cpu_of(be)->gk;
-    const int MR = gk->mr, NR = gk->nr;
+    const int NR = gk->nr;
     size_t per = utg__attn_scratch_per_thread(T, hd);
     float *scr = utg__cpu_scratch(be, (size_t)utg__max_threads() * per);
     UTG_ASSERT(scr != NULL);
     if (!scr) return;
     UTG__OMP_FOR_DYN
     for (task = 0; task < B * Hkv; task++) {
-        int b = task / Hkv, kh = task % Hkv, g, p0, kb0, i, j, s;
+        int b = task / Hkv, kh = task % Hkv, g, p0, kb0, i, j;
         utg__fa_buf f = utg__fa_carve(scr + (size_t)utg__thread_id() * per, T, hd);
         float *Dr = f.l0, *L = f.l1;
         size_t ko = (size_t)b * T * kw + (size_t)kh * hd;
@@ -2959,12 +2934,8 @@ static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, 
                     for (i = 0; i < nk; i++) /* dS^T = P^T (dP^T - D) scale */
                         for (j = 0; j < NR; j++) d[(size_t)i * NR + j] = t[(size_t)i * NR + j] * (d[(size_t)i * NR + j] - Dr[j]) * scale;
                     /* dV += P^T dO and dK += dS^T Q over the tile's keys (k = the panel's queries) */
-                    for (s = 0; s * MR < nk; s++)
-                        gk->pack_t(f.pa + (size_t)s * nq * MR, MR, t + (size_t)s * MR * NR, NR, nk - s * MR < MR ? nk - s * MR : MR, nq, 1.0f);
-                    utg__mm_packed(gk, dv + ko + (size_t)kb0 * kw, kw, f.pa, (size_t)nq * MR, f.db, (size_t)nq * NR, nk, hd, nq, 1);
-                    for (s = 0; s * MR < nk; s++)
-                        gk->pack_t(f.pa + (size_t)s * nq * MR, MR, d + (size_t)s * MR * NR, NR, nk - s * MR < MR ? nk - s * MR : MR, nq, 1.0f);
-                    utg__mm_packed(gk, dk + ko + (size_t)kb0 * kw, kw, f.pa, (size_t)nq * MR, f.qb, (size_t)nq * NR, nk, hd, nq, 1);
+                    utg__fa_kv(gk, dv + ko + (size_t)kb0 * kw, kw, t, f.db, f.pa, nk, nq, hd);
+                    utg__fa_kv(gk, dk + ko + (size_t)kb0 * kw, kw, d, f.qb, f.pa, nk, nq, hd);
                     utg__fa_acc(gk, dq + ro, qw, d, f.bn, T, kb0, nk, nq, hd, kb0 > 0); /* dQ (=, then +=) dS K */
                 }
             }
@@ -3187,31 +3158,69 @@ static void utg__cpu_mix_fwd(utg_backend *be, float *out, const float *x, const 
     }
 }
 
+/* One pass over the rows: each fixed chunk of rows sums its share of dwx (dout x) and dwz (dout z)
+   in row order, then writes or adds dx and dz for the row (so dx may even alias dout); the chunks'
+   shares are added in chunk order, so no bit depends on the thread count. */
 static void utg__cpu_mix_bwd(utg_backend *be, float *dx, float *dz, float *dwx, float *dwz, const float *dout,
                              const float *x, const float *wx, const float *z, const float *wz, int rows, int cols,
                              int flags) {
-    int r, sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1;
-    float sig = wz && (flags & UTG_MIX_WZ_SIGMOID) ? 1.0f / (1.0f + expf(-wz[0])) : 0.0f;
-    if (wz && (flags & UTG_MIX_WZ_SIGMOID)) wz = &sig;
+    int sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1, sig_w = wz && (flags & UTG_MIX_WZ_SIGMOID);
+    int nch = rows < UTG__CPU_RED_CHUNKS ? (rows > 0 ? rows : 1) : UTG__CPU_RED_CHUNKS, ch, c, set_x = flags & UTG_MIX_DX_SET,
+        set_z = flags & UTG_MIX_DZ_SET;
+    float sig = sig_w ? 1.0f / (1.0f + expf(-wz[0])) : 0.0f, *part = NULL;
+    if (sig_w) wz = &sig;
     if (!z) dz = NULL;
-    if (dx || dz) {
-        UTG__OMP_FOR
-        for (r = 0; r < rows; r++) {
+    if (rows <= 0 || cols <= 0) return;
+    if (dwx || dwz) {
+        part = utg__cpu_scratch(be, (size_t)nch * 2 * cols);
+        UTG_ASSERT(part != NULL);
+        if (!part) return;
+    }
+    UTG__OMP_FOR
+    for (ch = 0; ch < nch; ch++) {
+        int r0 = (int)((long long)rows * ch / nch), r1 = (int)((long long)rows * (ch + 1) / nch), r, cc;
+        float *px = part ? part + (size_t)ch * 2 * cols : NULL, *pz = px ? px + cols : NULL;
+        if (px) memset(px, 0, 2 * (size_t)cols * sizeof(float));
+        for (r = r0; r < r1; r++) {
             size_t o = (size_t)r * cols;
-            int c;
-            if (dx && (flags & UTG_MIX_DX_SET)) for (c = 0; c < cols; c++) dx[o + c] = wx ? wx[c * sx] * dout[o + c] : dout[o + c];
-            else if (dx) for (c = 0; c < cols; c++) dx[o + c] += wx ? wx[c * sx] * dout[o + c] : dout[o + c];
-            if (dz && (flags & UTG_MIX_DZ_SET)) for (c = 0; c < cols; c++) dz[o + c] = wz ? wz[c * sz] * dout[o + c] : dout[o + c];
-            else if (dz) for (c = 0; c < cols; c++) dz[o + c] += wz ? wz[c * sz] * dout[o + c] : dout[o + c];
+            const float *g = dout + o;
+            if (dwx) {
+                if (x) for (cc = 0; cc < cols; cc++) px[cc] += g[cc] * x[o + cc];
+                else for (cc = 0; cc < cols; cc++) px[cc] += g[cc];
+            }
+            if (dwz) {
+                if (z) for (cc = 0; cc < cols; cc++) pz[cc] += g[cc] * z[o + cc];
+                else for (cc = 0; cc < cols; cc++) pz[cc] += g[cc];
+            }
+            if (dz && set_z) for (cc = 0; cc < cols; cc++) dz[o + cc] = wz ? wz[cc * sz] * g[cc] : g[cc];
+            else if (dz) for (cc = 0; cc < cols; cc++) dz[o + cc] += wz ? wz[cc * sz] * g[cc] : g[cc];
+            if (dx && set_x) for (cc = 0; cc < cols; cc++) dx[o + cc] = wx ? wx[cc * sx] * g[cc] : g[cc];
+            else if (dx) for (cc = 0; cc < cols; cc++) dx[o + cc] += wx ? wx[cc * sx] * g[cc] : g[cc];
         }
     }
-    if (dwx) utg__colsum_prod(be, dwx, dout, x, rows, cols, !sx);
-    if (dwz && (flags & UTG_MIX_WZ_SIGMOID)) { /* d sigmoid(w) / dw = s (1 - s) */
-        float acc = 0.0f;
-        utg__colsum_prod(be, &acc, dout, z, rows, cols, 1);
-        dwz[0] += acc * sig * (1.0f - sig);
-    } else if (dwz) {
-        utg__colsum_prod(be, dwz, dout, z, rows, cols, !sz);
+    if (dwx) {
+        if (!sx) {
+            double acc = 0.0;
+            for (ch = 0; ch < nch; ch++)
+                for (c = 0; c < cols; c++) acc += part[(size_t)ch * 2 * cols + c];
+            dwx[0] += (float)acc;
+        } else {
+            for (ch = 0; ch < nch; ch++)
+                for (c = 0; c < cols; c++) dwx[c] += part[(size_t)ch * 2 * cols + c];
+        }
+    }
+    if (dwz) {
+        if (!sz || sig_w) {
+            double acc = 0.0;
+            float a;
+            for (ch = 0; ch < nch; ch++)
+                for (c = 0; c < cols; c++) acc += part[(size_t)ch * 2 * cols + cols + c];
+            a = (float)acc;
+            dwz[0] += sig_w ? a * sig * (1.0f - sig) : a; /* d sigmoid(w) / dw = s (1 - s) */
+        } else {
+            for (ch = 0; ch < nch; ch++)
+                for (c = 0; c < cols; c++) dwz[c] += part[(size_t)ch * 2 * cols + cols + c];
+        }
     }
 }
 
