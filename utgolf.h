@@ -460,7 +460,8 @@ struct utg_backend {
     void (*copy)(utg_backend *be, float *dst, const float *src, size_t n);
 
     /* C[M,N] = alpha * op(A) op(B) + beta*C, op(A) is [M,K] (A stored [K,M] when ta), op(B) is
-       [K,N] (B stored [N,K] when tb). beta is 0 or 1. ta may be UTG_*_SYM (see utg_trans). */
+       [K,N] (B stored [N,K] when tb). beta is 0 or 1. ta may be UTG_*_SYM (see utg_trans). C must
+       not overlap A or B. */
     void (*matmul)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
                    utg_trans ta, utg_trans tb, float alpha, float beta);
     /* The same with alpha * op(A) and op(B) rounded to bf16 (nearest even) and the products summed
@@ -485,7 +486,8 @@ struct utg_backend {
        (i, i+rot_dims/2); the other dims pass through; token row r sits at position r % seq_len;
        cos_sin holds [seq_len, rot_dims/2] cosines then as many sines), then scaled by gain[h]
        (q_gain; NULL: 1):  y = gain * rope(xn).  The backward recomputes rope(xn) from xn; it WRITES
-       dL/dx into dx (ABI 9; it added before) and, with a gain, ADDS dL/dgain into dgain. */
+       dL/dx into dx (ABI 9; it added before) and, with a gain, ADDS dL/dgain into dgain. No output
+       may alias an input (y, xn and x; dx and dy). */
     void (*qk_norm_rope_fwd)(utg_backend *be, float *y, float *xn, float *rstd, const float *x, const float *cos_sin,
                              const float *gain, int n_tok, int seq_len, int n_heads, int head_dim, int rot_dims, float eps);
     void (*qk_norm_rope_bwd)(utg_backend *be, float *dx, float *dgain, const float *dy, const float *xn, const float *rstd,
@@ -1923,12 +1925,16 @@ static void utg__cpu_copy(utg_backend *be, float *dst, const float *src, size_t 
     }
 }
 
-/* Matmul: packed and register-blocked (the BLIS scheme). For each KC x NC block of op(B), the B
-   block is packed into NR-wide column panels; each thread packs an MR x KC sliver of op(A) and runs
-   the microkernel over every panel, holding an MR x NR tile of C in registers across the k loop.
-   Packing reads A and B in whichever layout they come (trans flags) and folds in alpha, so nothing
-   is transposed or copied beforehand. Every C element is summed in k order by one thread: the
-   result does not depend on the thread count.
+/* Matmul: packed and register-blocked (the BLIS scheme). For each KC x NC block of op(B), the
+   threads take MR x KC slivers of op(A) and run the microkernel over every NR-wide panel of the
+   block, holding an MR x NR tile of C in registers across the k loop. The microkernel takes both
+   operands' k-strides, so what is already laid out right is read in place: whole slivers with
+   alpha 1 (A^T's columns, or A's rows through the AVX-512 rows kernel) and whole panels of a
+   non-transposed B when N <= 512 (k blocks 256 deep above N = 256, so the block stays in L2). The
+   rest is packed, in whichever layout it comes (trans flags), with alpha folded into A; partial
+   slivers and panels are packed and zero-padded. Every C element is summed in k order by one
+   thread: the result does not depend on the thread count. C is stored tile by tile while A and B
+   are still read, so C must not overlap A or B.
 
    Microkernels are picked once per backend from the CPU's features (UTG_CPU_KERNEL=avx512 | avx2 |
    portable in the environment overrides): AVX-512 12 x 32 (24 zmm accumulators), AVX2+FMA 6 x 16
@@ -2396,9 +2402,10 @@ static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, cons
 #define UTG__PACK_B_FLOATS ((size_t)UTG__KC * (((UTG__NC + UTG__NR_MAX - 1) / UTG__NR_MAX) * UTG__NR_MAX))
 #define UTG__PACK_A_FLOATS ((size_t)UTG__KC * UTG__MR_MAX + 16)
 
-/* The parallel op: for each KC x NC block of op(B), the threads pack its panels together, then take
-   the MR-row slivers of C one at a time (each packs its own sliver of A; dynamic, so a thread the
-   OS delays does not hold the others at the block's barrier). Every C element is summed
+/* The parallel op: for each KC x NC block of op(B), the threads pack the panels that are not read
+   in place together, then take the MR-row slivers of C one at a time (each packs its own sliver of
+   A unless it is read in place; dynamic, so a thread the OS delays does not hold the others at the
+   block's barrier). Every C element is summed
    in k order by one thread, so the thread count does not change any bit. bf16: both operands are
    rounded to bf16 (alpha folded into A first) and the products summed in fp32, with avx512_bf16's
    dot products where the CPU has them. */
@@ -2742,6 +2749,9 @@ static void utg__pack_b_all(const utg__gk *gk, float *dst, const float *X, int l
    queries); the score and dP tiles (each with MR floats of slack: the microkernel reads whole
    slivers); a tile packed as A; the O block; four lanes of NR per query. */
 typedef struct { float *ka, *vr, *bn, *qt, *dt, *qb, *db, *st, *dp, *pa, *ob, *l0, *l1, *l2, *l3; } utg__fa_buf;
+/* The slack: read as A for O += P V and dQ += dS K (k = the keys, k-stride NR), the tile is taken in
+   slivers of MR query columns, and the last may run up to MR - 1 floats past NR (into the next
+   key row, or past the last one): those values land only in rows of C that are never stored. */
 #define UTG__FA_TILE ((size_t)UTG__FA_KB * UTG__NR_MAX + UTG__MR_MAX)
 static size_t utg__attn_scratch_per_thread(int T, int hd) {
     size_t TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdN = (size_t)UTG__RUP(hd, UTG__NR_MAX), NR = UTG__NR_MAX;
