@@ -1894,6 +1894,11 @@ static void utg__cpu_memcpy(utg_backend *be, void *dst, const void *src, size_t 
     (void)be;
     if (n) memcpy(dst, src, n);
 }
+/* whether [a, a + na) and [b, b + nb) (floats) share memory */
+static int utg__overlap(const float *a, size_t na, const float *b, size_t nb) {
+    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
+    return na && nb && pa < pb + nb * sizeof(float) && pb < pa + na * sizeof(float);
+}
 /* fill and copy: one memset/memcpy per 64 KiB chunk, spread over the threads from 256 KiB up (a
    training step clears and copies tens of MB of gradient buffers) */
 #define UTG__CHUNK ((size_t)16384)
@@ -1917,7 +1922,7 @@ static void utg__cpu_copy(utg_backend *be, float *dst, const float *src, size_t 
     long long c, nc = (long long)((n + UTG__CHUNK - 1) / UTG__CHUNK);
     (void)be;
     if (!n || dst == src) return;
-    if (n < 4 * UTG__CHUNK || (dst < src + n && src < dst + n)) { memmove(dst, src, n * sizeof(float)); return; } /* overlap: one memmove */
+    if (n < 4 * UTG__CHUNK || utg__overlap(dst, n, src, n)) { memmove(dst, src, n * sizeof(float)); return; } /* overlap: one memmove */
     UTG__OMP_FOR
     for (c = 0; c < nc; c++) {
         size_t i0 = (size_t)c * UTG__CHUNK, i1 = i0 + UTG__CHUNK > n ? n : i0 + UTG__CHUNK;
@@ -2431,6 +2436,8 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
     int nth = utg__max_threads(), lda = ta ? M : K, ldb = tb ? K : N, n_sl = (M + gk->mr - 1) / gk->mr;
     float *pack;
     if (M <= 0 || N <= 0) return;
+    UTG_ASSERT(!utg__overlap(C, (size_t)M * N, A, (size_t)M * (K > 0 ? K : 0)) &&
+               !utg__overlap(C, (size_t)M * N, B, (size_t)N * (K > 0 ? K : 0)));
     if (K <= 0) { /* no products: C = beta C */
         if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
         return;
