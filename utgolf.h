@@ -2755,7 +2755,7 @@ static void utg__pack_b_all(const utg__gk *gk, float *dst, const float *X, int l
 /* One task's scratch, in floats: K (scaled) and V as A slivers with the keys as rows; V or K as B
    panels with k = the keys; Q^T and dO^T panels (k = hd); Q and dO panels (k = the panel's
    queries); the score and dP tiles (each with MR floats of slack: the microkernel reads whole
-   slivers); a tile packed as A; the O block; four lanes of NR per query. */
+   slivers); a partial sliver of a tile packed as A; the O block; four lanes of NR per query. */
 typedef struct { float *ka, *vr, *bn, *qt, *dt, *qb, *db, *st, *dp, *pa, *ob, *l0, *l1, *l2, *l3; } utg__fa_buf;
 /* The slack: read as A for O += P V and dQ += dS K (k = the keys, k-stride NR), the tile is taken in
    slivers of MR query columns, and the last may run up to MR - 1 floats past NR (into the next
