@@ -554,6 +554,11 @@ struct utg_backend {
     void (*mix_bwd)(utg_backend *be, float *dx, float *dz, float *dwx, float *dwz, const float *dout,
                     const float *x, const float *wx, const float *z, const float *wz, int rows,
                     int cols, int flags);
+    /* mix_fwd and then rmsnorm_fwd of its output in one pass (ABI 9: a residual add and the next
+       block's norm): out as mix_fwd (may alias x), y and rstd as rmsnorm_fwd(out); the same bits as
+       the two ops. */
+    void (*mix_rmsnorm_fwd)(utg_backend *be, float *out, float *y, float *rstd, const float *x, const float *wx,
+                            const float *z, const float *wz, int rows, int cols, int flags, float eps);
 
     /* Softcapped cross-entropy over rows of raw logits z[rows, V]: z' = c*tanh(z/c) (no cap when
        c <= 0), row_loss[r] = logsumexp(z'_r) - z'_r[target_r]. When dscale != 0 the logits are
@@ -2616,18 +2621,18 @@ static float utg__dot(const float *UTG_RESTRICT a, const float *UTG_RESTRICT b, 
     return utg__fold16(acc);
 }
 
+/* one row of RMSNorm: y = x / sqrt(mean(x^2) + eps), returns 1/rms (rmsnorm_fwd and mix_rmsnorm_fwd) */
+static float utg__rms_row(float *UTG_RESTRICT yr, const float *UTG_RESTRICT xr, int cols, float eps) {
+    float rs = 1.0f / sqrtf(utg__dot(xr, xr, cols) / (float)cols + eps);
+    int c;
+    for (c = 0; c < cols; c++) yr[c] = xr[c] * rs;
+    return rs;
+}
 static void utg__cpu_rmsnorm_fwd(utg_backend *be, float *y, float *rstd, const float *x, int rows, int cols, float eps) {
     int r;
     (void)be;
     UTG__OMP_FOR
-    for (r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * cols;
-        float *yr = y + (size_t)r * cols;
-        float rs = 1.0f / sqrtf(utg__dot(xr, xr, cols) / (float)cols + eps);
-        int c;
-        for (c = 0; c < cols; c++) yr[c] = xr[c] * rs;
-        rstd[r] = rs;
-    }
+    for (r = 0; r < rows; r++) rstd[r] = utg__rms_row(y + (size_t)r * cols, x + (size_t)r * cols, cols, eps);
 }
 
 /* dx += rstd * (dy - y * mean(dy*y)) */
@@ -3161,6 +3166,16 @@ static void utg__cpu_smear_bwd(utg_backend *be, float *dx, float *dw, float *dla
     dlam[0] += (float)sl;
 }
 
+/* one row of the channel mix (mix_fwd and mix_rmsnorm_fwd); x and out are the row's, z may be NULL */
+static void utg__mix_row(float *out, const float *x, const float *wx, int sx, const float *z, const float *wz, int sz, int cols) {
+    int c;
+    for (c = 0; c < cols; c++) {
+        float a = wx ? wx[c * sx] * x[c] : x[c], bz;
+        if (z) bz = wz ? wz[c * sz] * z[c] : z[c];
+        else bz = wz ? wz[c * sz] : 0.0f;
+        out[c] = a + bz;
+    }
+}
 static void utg__cpu_mix_fwd(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
                              const float *wz, int rows, int cols, int flags) {
     int r, sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1;
@@ -3170,13 +3185,21 @@ static void utg__cpu_mix_fwd(utg_backend *be, float *out, const float *x, const 
     UTG__OMP_FOR
     for (r = 0; r < rows; r++) {
         size_t o = (size_t)r * cols;
-        int c;
-        for (c = 0; c < cols; c++) {
-            float a = wx ? wx[c * sx] * x[o + c] : x[o + c], bz;
-            if (z) bz = wz ? wz[c * sz] * z[o + c] : z[o + c];
-            else bz = wz ? wz[c * sz] : 0.0f;
-            out[o + c] = a + bz;
-        }
+        utg__mix_row(out + o, x + o, wx, sx, z ? z + o : NULL, wz, sz, cols);
+    }
+}
+/* the residual add and the next norm in one pass: each row is mixed, then normalized while in L1 */
+static void utg__cpu_mix_rmsnorm_fwd(utg_backend *be, float *out, float *y, float *rstd, const float *x, const float *wx,
+                                     const float *z, const float *wz, int rows, int cols, int flags, float eps) {
+    int r, sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1;
+    float sig = wz && (flags & UTG_MIX_WZ_SIGMOID) ? 1.0f / (1.0f + expf(-wz[0])) : 0.0f;
+    (void)be;
+    if (wz && (flags & UTG_MIX_WZ_SIGMOID)) wz = &sig;
+    UTG__OMP_FOR
+    for (r = 0; r < rows; r++) {
+        size_t o = (size_t)r * cols;
+        utg__mix_row(out + o, x + o, wx, sx, z ? z + o : NULL, wz, sz, cols);
+        rstd[r] = utg__rms_row(y + o, out + o, cols, eps);
     }
 }
 
@@ -3473,6 +3496,7 @@ UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend
     be->smear_bwd = utg__cpu_smear_bwd;
     be->mix_fwd = utg__cpu_mix_fwd;
     be->mix_bwd = utg__cpu_mix_bwd;
+    be->mix_rmsnorm_fwd = utg__cpu_mix_rmsnorm_fwd;
     be->xent_fwd = utg__cpu_xent_fwd;
     be->axpby = utg__cpu_axpby;
     be->muon_momentum = utg__cpu_muon_momentum;
@@ -4531,7 +4555,7 @@ static void utg__attn_fwd(utg_model *m, const utg__lw *w, int k, const float *nb
     utg_backend *be = m->be;
     int N = n_seqs * m->Tc, d = m->d;
     const float *src;
-    be->rmsnorm_fwd(be, S->n, S->r, in, N, d, m->eps);
+    if (in) be->rmsnorm_fwd(be, S->n, S->r, in, N, d, m->eps); /* NULL: mix_rmsnorm_fwd wrote S->n and S->r */
     src = S->n;
     if (nbias) { be->mix_fwd(be, S->nb, S->n, NULL, NULL, nbias, N, d, 0); src = S->nb; }
     /* raw q and k pass through gradient temporaries, which are free in forward */
@@ -4604,7 +4628,7 @@ static void utg__mlp_fwd(utg_model *m, const utg__lw *w, const float *nbias, utg
     utg_backend *be = m->be;
     int d = m->d, F = m->F;
     const float *src;
-    be->rmsnorm_fwd(be, M->n, M->r, in, N, d, m->eps);
+    if (in) be->rmsnorm_fwd(be, M->n, M->r, in, N, d, m->eps); /* NULL: mix_rmsnorm_fwd wrote M->n and M->r */
     src = M->n;
     if (nbias) { be->mix_fwd(be, M->nb, M->n, NULL, NULL, nbias, N, d, 0); src = M->nb; }
     m->mm(be, M->u, src, w->fc, N, F, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
@@ -4721,20 +4745,25 @@ static void utg__layer_forward(utg_model *m, int l, const float *h0, const float
     if (w.fg) { be->mix_fwd(be, A->hc, x, w.fg, NULL, w.fb, N, d, 0); x = A->hc; }
     else if (w.ie || w.ha) { be->mix_fwd(be, A->hc, x, w.ha, NULL, w.ie, N, d, w.ha ? UTG_MIX_WX_SCALAR : 0); x = A->hc; }
     A->xc = x;
-    be->mix_fwd(be, A->hin, x, w.rm, m->x0, w.rm + d, N, d, 0);
     if (pl->lane == UTG_LANE_GPTJ) {
+        be->mix_fwd(be, A->hin, x, w.rm, m->x0, w.rm + d, N, d, 0);
         utg__attn_fwd(m, &w, 0, UTG__NB(&w, 0), &A->at[0], A->hin, n_seqs);
         utg__mlp_fwd(m, &w, UTG__NB(&w, 1), &A->ml, A->hin, N);
         be->mix_fwd(be, A->hmid[0], A->hin, NULL, A->at[0].a, w.as[0], N, d, 0);
         last = A->hmid[0];
-    } else {
+    } else { /* each residual add is fused with the norm of the sublayer that reads it next */
         const float *cur = A->hin;
-        for (k = 0; k < m->n_attn && w.cq[k]; k++) { /* (DISABLE_LAYER0_ATTN: block 0 has no attention matrices) */
-            utg__attn_fwd(m, &w, k, UTG__NB(&w, k), &A->at[k], cur, n_seqs);
-            be->mix_fwd(be, A->hmid[k], cur, NULL, A->at[k].a, w.as[k], N, d, 0);
+        int na = 0;
+        while (na < m->n_attn && w.cq[na]) na++; /* (DISABLE_LAYER0_ATTN: block 0 has no attention matrices) */
+        be->mix_rmsnorm_fwd(be, A->hin, na ? A->at[0].n : A->ml.n, na ? A->at[0].r : A->ml.r, x, w.rm, m->x0, w.rm + d, N, d, 0,
+                            m->eps);
+        for (k = 0; k < na; k++) {
+            utg__attn_fwd(m, &w, k, UTG__NB(&w, k), &A->at[k], NULL, n_seqs);
+            be->mix_rmsnorm_fwd(be, A->hmid[k], k + 1 < na ? A->at[k + 1].n : A->ml.n, k + 1 < na ? A->at[k + 1].r : A->ml.r, cur, NULL,
+                                A->at[k].a, w.as[k], N, d, 0, m->eps);
             cur = A->hmid[k];
         }
-        utg__mlp_fwd(m, &w, UTG__NB(&w, m->n_attn), &A->ml, cur, N);
+        utg__mlp_fwd(m, &w, UTG__NB(&w, m->n_attn), &A->ml, NULL, N);
         last = cur;
     }
     if (iter) { /* PR #1110: out = h + beta * gamma * (block(hc) - hc), hc = alpha * h + iter_embed */

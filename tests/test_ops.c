@@ -816,6 +816,30 @@ static void test_smear_grad(void) {
     free(c.x); free(c.w); free(c.lam); free(c.y); free(c.W); free(c.gx); free(c.gw); free(c.gl);
 }
 
+/* mix_rmsnorm_fwd: the same bits as mix_fwd then rmsnorm_fwd, for each kind of weight, a bias
+   (z NULL) and out aliasing x; its gradient is theirs (the model's gradient checks run through it) */
+static void test_mix_rmsnorm(void) {
+    static const struct { int use_wx, use_z, flags, alias; } V[] = {
+        {1, 1, 0, 0}, {0, 1, 0, 1}, {1, 1, UTG_MIX_WX_SCALAR | UTG_MIX_WZ_SCALAR, 0}, {0, 1, UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID, 1},
+        {1, 0, 0, 0}, {0, 0, 0, 1},
+    };
+    int rows = 29, cols = 40, v;
+    size_t n = (size_t)rows * cols;
+    for (v = 0; v < (int)(sizeof V / sizeof V[0]); v++) {
+        float *x = rand_buf(n, 1), *z = rand_buf(n, 1), *wx = rand_buf(cols, 1), *wz = rand_buf(cols, 1), *x2 = zeros(n);
+        float *o1 = zeros(n), *y1 = zeros(n), *r1 = zeros(rows), *o2 = zeros(n), *y2 = zeros(n), *r2 = zeros(rows), *out2;
+        memcpy(x2, x, n * sizeof(float));
+        be->mix_fwd(be, o1, x, V[v].use_wx ? wx : NULL, V[v].use_z ? z : NULL, wz, rows, cols, V[v].flags);
+        be->rmsnorm_fwd(be, y1, r1, o1, rows, cols, 1e-6f);
+        out2 = V[v].alias ? x2 : o2;
+        nan_fill(y2, n); nan_fill(r2, rows);
+        be->mix_rmsnorm_fwd(be, out2, y2, r2, x2, V[v].use_wx ? wx : NULL, V[v].use_z ? z : NULL, wz, rows, cols, V[v].flags, 1e-6f);
+        CHECK(!memcmp(o1, out2, n * 4) && !memcmp(y1, y2, n * 4) && !memcmp(r1, r2, rows * 4),
+              "variant %d: mix_rmsnorm_fwd gives the bits of mix_fwd + rmsnorm_fwd", v);
+        free(x); free(z); free(wx); free(wz); free(x2); free(o1); free(y1); free(r1); free(o2); free(y2); free(r2);
+    }
+}
+
 /* ---- channel mix (resid_mix, scaled residual adds, skip adds, biases, lane updates) ---- */
 /* UTG_MIX_DX_SET / UTG_MIX_DZ_SET: the flagged gradient is overwritten (a NaN there is gone), the
    other still added to; both give the bits of adding into zeros */
@@ -1036,6 +1060,7 @@ int main(int argc, char **argv) {
     RUN(test_smear_grad);
     RUN(test_mix_grad);
     RUN(test_mix_set);
+    RUN(test_mix_rmsnorm);
     RUN(test_xent_grad);
     utg_backend_destroy(be);
     return TEST_SUMMARY();
