@@ -3176,19 +3176,8 @@ static void utg__mix_row(float *out, const float *x, const float *wx, int sx, co
         out[c] = a + bz;
     }
 }
-static void utg__cpu_mix_fwd(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
-                             const float *wz, int rows, int cols, int flags) {
-    int r, sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1;
-    float sig = wz && (flags & UTG_MIX_WZ_SIGMOID) ? 1.0f / (1.0f + expf(-wz[0])) : 0.0f;
-    (void)be;
-    if (wz && (flags & UTG_MIX_WZ_SIGMOID)) wz = &sig;
-    UTG__OMP_FOR
-    for (r = 0; r < rows; r++) {
-        size_t o = (size_t)r * cols;
-        utg__mix_row(out + o, x + o, wx, sx, z ? z + o : NULL, wz, sz, cols);
-    }
-}
-/* the residual add and the next norm in one pass: each row is mixed, then normalized while in L1 */
+/* the residual add and the next norm in one pass: each row is mixed, then normalized while in L1
+   (y NULL: the mix alone, mix_fwd) */
 static void utg__cpu_mix_rmsnorm_fwd(utg_backend *be, float *out, float *y, float *rstd, const float *x, const float *wx,
                                      const float *z, const float *wz, int rows, int cols, int flags, float eps) {
     int r, sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1;
@@ -3199,8 +3188,12 @@ static void utg__cpu_mix_rmsnorm_fwd(utg_backend *be, float *out, float *y, floa
     for (r = 0; r < rows; r++) {
         size_t o = (size_t)r * cols;
         utg__mix_row(out + o, x + o, wx, sx, z ? z + o : NULL, wz, sz, cols);
-        rstd[r] = utg__rms_row(y + o, out + o, cols, eps);
+        if (y) rstd[r] = utg__rms_row(y + o, out + o, cols, eps);
     }
+}
+static void utg__cpu_mix_fwd(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
+                             const float *wz, int rows, int cols, int flags) {
+    utg__cpu_mix_rmsnorm_fwd(be, out, NULL, NULL, x, wx, z, wz, rows, cols, flags, 0.0f);
 }
 
 /* One pass over the rows: each fixed chunk of rows sums its share of dwx (dout x) and dwz (dout z)
