@@ -2373,8 +2373,9 @@ static void utg__pack_b(const utg__gk *gk, float *dst, const float *B, int ldb, 
    block into C[i0:, jc:jc+nc]. A whole sliver with alpha 1 (fp32) is read in place: A^T's columns
    with k-stride lda, or A's rows through the kernel's fn_rows unless they sit a multiple of 4 KiB
    apart (lda % 1024 == 0: the 12 rows then share one L1 set and evict each other, 15-25% slower
-   at K = 1024 or 2048); otherwise it is packed (k-major, zero rows past M). B's whole panels come from Bd in place (k-stride ldb) when the caller passes
-   it (op(B) not transposed), else from the packed block Bp. */
+   at K = 1024 or 2048); otherwise it is packed (k-major, zero rows past M). B's whole panels come
+   from Bd in place (k-stride ldb) when the caller passes it (op(B) not transposed), else from the
+   packed block Bp. */
 static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, const float *Bd, int ldb, float *C, int ldc, const float *A,
                              int lda, utg_trans ta, int M, int N, int i0, int kc, int kb, int jc, int nc, float alpha, int bf16, int sym,
                              int acc) {
@@ -2416,8 +2417,8 @@ static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, cons
 /* The parallel op: for each KC x NC block of op(B), the threads pack the panels that are not read
    in place together, then take the MR-row slivers of C one at a time (each packs its own sliver of
    A unless it is read in place; dynamic, so a thread the OS delays does not hold the others at the
-   block's barrier). Every C element is summed
-   in k order by one thread, so the thread count does not change any bit. bf16: both operands are
+   block's barrier). Every C element is summed in k order by one thread, so the thread count does
+   not change any bit. bf16: both operands are
    rounded to bf16 (alpha folded into A first) and the products summed in fp32, with avx512_bf16's
    dot products where the CPU has them. */
 /* C's lower triangle from its upper one (a symmetric product computed above the diagonal), by
@@ -2735,9 +2736,9 @@ static void utg__cpu_qk_norm_rope_bwd(utg_backend *be, float *dx, float *dgain, 
    is column-wise: the running max, the sums and the rescales run over NR query lanes at once, with
    no reduction across a vector; and the tile, read with a row stride of NR, is already the A
    operand of O += P V and dQ += dS K. The forward rescales its NR x hd block of O as tiles arrive
-   (online softmax); the backward recomputes each tile from the saved log-sum-exp and adds dQ, dK
-   and dV tile by tile. Every sum runs in a fixed order inside one task: the bits do not depend on
-   the thread count. */
+   (online softmax); the backward recomputes each tile from the saved log-sum-exp and sums dQ, dK
+   and dV tile by tile (the tile's rows are read in place as A for dV and dK). Every sum runs in a
+   fixed order inside one task: the bits do not depend on the thread count. */
 #define UTG__FA_KB 96 /* keys per tile: a multiple of every kernel's MR */
 #define UTG__RUP(x, m) (((x) + (m) - 1) / (m) * (m))
 
@@ -2768,7 +2769,7 @@ typedef struct { float *ka, *vr, *bn, *qt, *dt, *qb, *db, *st, *dp, *pa, *ob, *l
 #define UTG__FA_TILE ((size_t)UTG__FA_KB * UTG__NR_MAX + UTG__MR_MAX)
 static size_t utg__attn_scratch_per_thread(int T, int hd) {
     size_t TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdN = (size_t)UTG__RUP(hd, UTG__NR_MAX), NR = UTG__NR_MAX;
-    return 2 * TR * (size_t)hd + hdN * TR + 2 * (size_t)hd * NR + 2 * NR * hdN + 2 * UTG__FA_TILE + (UTG__FA_KB + UTG__MR_MAX) * NR +
+    return 2 * TR * (size_t)hd + hdN * TR + 2 * (size_t)hd * NR + 2 * NR * hdN + 2 * UTG__FA_TILE + UTG__MR_MAX * NR +
            NR * hdN + 4 * NR + 64;
 }
 static utg__fa_buf utg__fa_carve(float *p, int T, int hd) {
@@ -2776,7 +2777,7 @@ static utg__fa_buf utg__fa_carve(float *p, int T, int hd) {
     utg__fa_buf f;
     f.ka = p; f.vr = f.ka + TR * hd; f.bn = f.vr + TR * hd; f.qt = f.bn + hdN * TR; f.dt = f.qt + (size_t)hd * NR;
     f.qb = f.dt + (size_t)hd * NR; f.db = f.qb + NR * hdN; f.st = f.db + NR * hdN; f.dp = f.st + UTG__FA_TILE; f.pa = f.dp + UTG__FA_TILE;
-    f.ob = f.pa + (UTG__FA_KB + UTG__MR_MAX) * NR; f.l0 = f.ob + NR * hdN; f.l1 = f.l0 + NR; f.l2 = f.l1 + NR; f.l3 = f.l2 + NR;
+    f.ob = f.pa + UTG__MR_MAX * NR; f.l0 = f.ob + NR * hdN; f.l1 = f.l0 + NR; f.l2 = f.l1 + NR; f.l3 = f.l2 + NR;
     memset(f.st, 0, sizeof(float) * 2 * UTG__FA_TILE); /* the slack is read (into rows never stored): keep it finite */
     return f;
 }
