@@ -4711,14 +4711,14 @@ static void utg__layer_forward(utg_model *m, int l, const float *h0, const float
         }
         A->xs = l0; /* kept for the backward: the lane inputs after the skip */
         A->xs1 = l1;
-        be->mix_fwd(be, A->hin, l0, w.rm, m->x0, w.rm + d, N, d, 0);
-        utg__attn_fwd(m, &w, 0, UTG__NB(&w, 0), &A->at[0], A->hin, n_seqs);
+        be->mix_rmsnorm_fwd(be, A->hin, A->at[0].n, A->at[0].r, l0, w.rm, m->x0, w.rm + d, N, d, 0, m->eps);
+        utg__attn_fwd(m, &w, 0, UTG__NB(&w, 0), &A->at[0], NULL, n_seqs);
         be->mix_fwd(be, A->sa, A->at[0].a, w.as[0], NULL, NULL, N, d, 0);
         if (pl->lane == UTG_LANE_TWO) {
             be->mix_fwd(be, A->l0a, l0, r + 0, A->sa, P + 0, N, d, UTG__SC);
             be->mix_fwd(be, A->l1a, l1, r + 0, A->sa, P + 1, N, d, UTG__SC);
-            be->mix_fwd(be, A->hin_m, A->l1a, w.rm, m->x0, w.rm + d, N, d, 0);
-            utg__mlp_fwd(m, &w, UTG__NB(&w, 1), &A->ml, A->hin_m, N);
+            be->mix_rmsnorm_fwd(be, A->hin_m, A->ml.n, A->ml.r, A->l1a, w.rm, m->x0, w.rm + d, N, d, 0, m->eps);
+            utg__mlp_fwd(m, &w, UTG__NB(&w, 1), &A->ml, NULL, N);
             be->mix_fwd(be, A->sm, A->ml.m, w.ms, NULL, NULL, N, d, 0);
             be->mix_fwd(be, A->out, A->l0a, r + 1, A->sm, P + 2, N, d, UTG__SC);
             be->mix_fwd(be, A->out1, A->l1a, r + 1, A->sm, P + 3, N, d, UTG__SC);
@@ -4739,9 +4739,9 @@ static void utg__layer_forward(utg_model *m, int l, const float *h0, const float
     if (w.fg) { be->mix_fwd(be, A->hc, x, w.fg, NULL, w.fb, N, d, 0); x = A->hc; }
     else if (w.ie || w.ha) { be->mix_fwd(be, A->hc, x, w.ha, NULL, w.ie, N, d, w.ha ? UTG_MIX_WX_SCALAR : 0); x = A->hc; }
     A->xc = x;
-    if (pl->lane == UTG_LANE_GPTJ) {
-        be->mix_fwd(be, A->hin, x, w.rm, m->x0, w.rm + d, N, d, 0);
-        utg__attn_fwd(m, &w, 0, UTG__NB(&w, 0), &A->at[0], A->hin, n_seqs);
+    if (pl->lane == UTG_LANE_GPTJ) { /* the attention's norm is fused; the MLP normalizes hin again */
+        be->mix_rmsnorm_fwd(be, A->hin, A->at[0].n, A->at[0].r, x, w.rm, m->x0, w.rm + d, N, d, 0, m->eps);
+        utg__attn_fwd(m, &w, 0, UTG__NB(&w, 0), &A->at[0], NULL, n_seqs);
         utg__mlp_fwd(m, &w, UTG__NB(&w, 1), &A->ml, A->hin, N);
         be->mix_fwd(be, A->hmid[0], A->hin, NULL, A->at[0].a, w.as[0], N, d, 0);
         last = A->hmid[0];
