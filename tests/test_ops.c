@@ -501,8 +501,8 @@ static void test_attention_grad(void) {
     }
 }
 
-/* The tiled attention at lengths that cross its query panels (NR: 32 or 16) and key tiles (96), against a
-   plain double implementation (forward y and lse, backward dq, dk, dv), on every kernel this CPU
+/* The tiled attention at lengths that cross its query panels (NR: 32 or 16) and key tiles (96),
+   against a plain double implementation (forward y and lse, backward dq, dk, dv), on every kernel this CPU
    has, and the same bits for 1 and 3 threads. */
 static void attn_ref(const float *q, const float *k, const float *v, const float *dy, int B, int T, int H, int Hkv, int hd, double scale,
                      double *y, double *lse, double *dq, double *dk, double *dv) {
@@ -816,6 +816,7 @@ static void test_smear_grad(void) {
     free(c.x); free(c.w); free(c.lam); free(c.y); free(c.W); free(c.gx); free(c.gw); free(c.gl);
 }
 
+/* ---- channel mix (resid_mix, scaled residual adds, skip adds, biases, lane updates) ---- */
 /* mix_rmsnorm_fwd: the same bits as mix_fwd then rmsnorm_fwd, for each kind of weight, a bias
    (z NULL) and out aliasing x; its gradient is theirs (the model's gradient checks run through it) */
 static void test_mix_rmsnorm(void) {
@@ -840,7 +841,6 @@ static void test_mix_rmsnorm(void) {
     }
 }
 
-/* ---- channel mix (resid_mix, scaled residual adds, skip adds, biases, lane updates) ---- */
 /* UTG_MIX_DX_SET / UTG_MIX_DZ_SET: the flagged gradient is overwritten (a NaN there is gone), the
    other still added to; both give the bits of adding into zeros */
 static void test_mix_set(void) {
