@@ -502,8 +502,8 @@ static void test_attention_grad(void) {
 }
 
 /* The tiled attention at lengths that cross its query panels (NR: 32 or 16) and key tiles (96),
-   against a plain double implementation (forward y and lse, backward dq, dk, dv), on every kernel this CPU
-   has, and the same bits for 1 and 3 threads. */
+   against a plain double implementation (forward y and lse, backward dq, dk, dv), on every kernel
+   this CPU has, and the same bits for 1 and 3 threads. */
 static void attn_ref(const float *q, const float *k, const float *v, const float *dy, int B, int T, int H, int Hkv, int hd, double scale,
                      double *y, double *lse, double *dq, double *dk, double *dv) {
     int b, h, t, s, i, g = H / Hkv, qw = H * hd, kw = Hkv * hd;
