@@ -1357,6 +1357,15 @@ UTGDEF utg_result utg_write_file(const char *path, const void *bytes, size_t siz
 #else
 #define UTG_RESTRICT
 #endif
+/* the short row reductions (a head's 64 values): called, they kept their 16 lanes on the stack and
+   cost as much as the rows' arithmetic */
+#if defined(__GNUC__)
+#define UTG__FORCE_INLINE __attribute__((always_inline)) inline
+#elif defined(_MSC_VER)
+#define UTG__FORCE_INLINE __forceinline
+#else
+#define UTG__FORCE_INLINE
+#endif
 
 /* OpenMP through _Pragma so that builds without -fopenmp stay free of unknown-pragma warnings. */
 #ifdef _OPENMP
@@ -1850,6 +1859,28 @@ static utg__cpu *utg__cpu_of(utg_backend *be) { return (utg__cpu *)be->impl; }
 
 /* Scratch that stays allocated: the first calls of a step size it, later steps reuse it. An op
    called from inside a parallel region (UTG_BACKEND_CONCURRENT) gets its caller's own slot. */
+/* 64-byte aligned memory from the backend's allocator: over-allocate and keep the original pointer
+   just before the block */
+static void *utg__aligned_alloc(const utg_allocator *a, size_t n) {
+    size_t total;
+    unsigned char *raw, *p;
+    if (!utg__add_ok(n, 64 + sizeof(void *), &total)) return NULL;
+    raw = (unsigned char *)utg__alloc(a, total);
+    if (!raw) return NULL;
+    p = raw + sizeof(void *);
+    p += (64 - ((uintptr_t)p & 63)) & 63;
+    memcpy(p - sizeof(void *), &raw, sizeof(void *));
+    return p;
+}
+static void utg__aligned_free(const utg_allocator *a, void *p) {
+    void *raw;
+    if (!p) return;
+    memcpy(&raw, (unsigned char *)p - sizeof(void *), sizeof(void *));
+    utg__free(a, raw);
+}
+/* The calling thread's scratch, 64-byte aligned: the ops that give each of their threads a part of it
+   start the parts on whole cache lines (two threads writing one line slowed qk_norm_rope_bwd on two
+   threads below its speed on one). */
 static float *utg__cpu_scratch(utg_backend *be, size_t n_floats) {
     utg__cpu *c = utg__cpu_of(be);
     int slot = 0;
@@ -1865,8 +1896,8 @@ static float *utg__cpu_scratch(utg_backend *be, size_t n_floats) {
 #pragma omp critical(utg__cpu_alloc)
 #endif
         {
-            p = (float *)utg__alloc(&c->alloc, bytes);
-            if (p) utg__free(&c->alloc, c->scratch[slot]);
+            p = (float *)utg__aligned_alloc(&c->alloc, bytes);
+            if (p) utg__aligned_free(&c->alloc, c->scratch[slot]);
         }
         if (!p) return NULL;
         c->scratch[slot] = p;
@@ -1875,26 +1906,13 @@ static float *utg__cpu_scratch(utg_backend *be, size_t n_floats) {
     return c->scratch[slot];
 }
 
-/* Aligned allocation: over-allocate and keep the original pointer just before the block. */
+/* zero-filled, 64-byte aligned */
 static void *utg__cpu_buf_alloc(utg_backend *be, size_t n) {
-    utg__cpu *c = utg__cpu_of(be);
-    size_t total;
-    unsigned char *raw, *p;
-    if (!utg__add_ok(n, 64 + sizeof(void *), &total)) return NULL;
-    raw = (unsigned char *)utg__alloc(&c->alloc, total);
-    if (!raw) return NULL;
-    p = raw + sizeof(void *);
-    p += (64 - ((uintptr_t)p & 63)) & 63;
-    memcpy(p - sizeof(void *), &raw, sizeof(void *));
-    memset(p, 0, n);
+    void *p = utg__aligned_alloc(&utg__cpu_of(be)->alloc, n);
+    if (p) memset(p, 0, n);
     return p;
 }
-static void utg__cpu_buf_free(utg_backend *be, void *buf) {
-    void *raw;
-    if (!buf) return;
-    memcpy(&raw, (unsigned char *)buf - sizeof(void *), sizeof(void *));
-    utg__free(&utg__cpu_of(be)->alloc, raw);
-}
+static void utg__cpu_buf_free(utg_backend *be, void *buf) { utg__aligned_free(&utg__cpu_of(be)->alloc, buf); }
 static void utg__cpu_memcpy(utg_backend *be, void *dst, const void *src, size_t n) {
     (void)be;
     if (n) memcpy(dst, src, n);
@@ -2331,7 +2349,9 @@ static void utg__pack_a_pairs(uint32_t *ap, const float *A, int lda, utg_trans t
         c##r##a = _mm512_dpbf16_ps(c##r##a, t_, b0);                                               \
         c##r##b = _mm512_dpbf16_ps(c##r##b, t_, b1);                                               \
     } while (0)
-__attribute__((target("avx512f,avx512bf16"))) static void utg__uk_bf16(int kp, const uint32_t *UTG_RESTRICT Ap,
+/* noinline: inlined into the OpenMP region, it ran short of zmm registers and spilled b1 to the stack
+   every k pair (the Newton-Schulz mix was 13-16% slower on one thread) */
+__attribute__((target("avx512f,avx512bf16"), noinline)) static void utg__uk_bf16(int kp, const uint32_t *UTG_RESTRICT Ap,
                                                                        const uint32_t *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
                                                                        int ldc, int mr, int nr, int acc) {
     UTG__B2(0); UTG__B2(1); UTG__B2(2); UTG__B2(3); UTG__B2(4); UTG__B2(5);
@@ -2588,7 +2608,7 @@ static void utg__exp_row(float *UTG_RESTRICT x, int n, float shift) {
 
 /* 16 lane sums folded pairwise (8 + 8, 4 + 4, 2 + 2, 1 + 1): a fixed order that vectorizes,
    where summing the lanes one after another is a chain of 16 dependent adds */
-static float utg__fold16(float *acc) {
+static UTG__FORCE_INLINE float utg__fold16(float *acc) {
     int l;
     for (l = 0; l < 8; l++) acc[l] += acc[l + 8];
     for (l = 0; l < 4; l++) acc[l] += acc[l + 4];
@@ -2603,7 +2623,7 @@ static float utg__row_max(const float *UTG_RESTRICT x, int n, float m) {
     for (i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
     return m;
 }
-static float utg__row_sum(const float *UTG_RESTRICT x, int n) {
+static UTG__FORCE_INLINE float utg__row_sum(const float *UTG_RESTRICT x, int n) {
     float acc[16] = {0};
     int i = 0, l;
     for (; i + 16 <= n; i += 16)
@@ -2613,7 +2633,7 @@ static float utg__row_sum(const float *UTG_RESTRICT x, int n) {
 }
 
 /* Sum of a[i]*b[i] in 16 independent lanes (vectorizes without -ffast-math), then folded. */
-static float utg__dot(const float *UTG_RESTRICT a, const float *UTG_RESTRICT b, int n) {
+static UTG__FORCE_INLINE float utg__dot(const float *UTG_RESTRICT a, const float *UTG_RESTRICT b, int n) {
     float acc[16] = {0};
     int i = 0, l;
     for (; i + 16 <= n; i += 16)
@@ -2680,42 +2700,49 @@ static void utg__cpu_qk_norm_rope_fwd(utg_backend *be, float *y, float *xn, floa
         }
     }
 }
+/* One head's backward: r = rope(xn), dn = rope^T(g dy) into the caller's scratch, dx = rstd (dn - xn (dn . xn) / hd);
+   returns dy . r (its share of dgain). Restrict-qualified so that the loops vectorize. */
+static float utg__qk_row_bwd(float *UTG_RESTRICT out, float *UTG_RESTRICT r, float *UTG_RESTRICT dn, const float *UTG_RESTRICT d,
+                             const float *UTG_RESTRICT n, const float *UTG_RESTRICT cs, const float *UTG_RESTRICT sn, float g, float rs,
+                             int hd, int half, int want_dgain) {
+    float m, dg = 0.0f;
+    int i;
+    for (i = 0; i < half; i++) {
+        float x1 = n[i], x2 = n[i + half], d1 = g * d[i], d2 = g * d[i + half];
+        r[i] = x1 * cs[i] + x2 * sn[i];
+        r[i + half] = x2 * cs[i] - x1 * sn[i];
+        dn[i] = d1 * cs[i] - d2 * sn[i];
+        dn[i + half] = d1 * sn[i] + d2 * cs[i];
+    }
+    for (i = 2 * half; i < hd; i++) { r[i] = n[i]; dn[i] = g * d[i]; }
+    if (want_dgain) dg = utg__dot(d, r, hd);
+    m = utg__dot(dn, n, hd) / (float)hd;
+    for (i = 0; i < hd; i++) out[i] = rs * (dn[i] - n[i] * m);
+    return dg;
+}
 /* The backward by fixed chunks of tokens: each chunk writes its tokens' dx and sums its share of dgain
-   in token order; the chunks' shares are added in chunk order, so no bit depends on the thread count.
-   Per head: r = rope(xn), dn = rope^T(g dy), dgain += dy . r, dx = rstd (dn - xn (dn . xn) / hd). */
+   in token order; the chunks' shares are added in chunk order, so no bit depends on the thread count. */
 static void utg__cpu_qk_norm_rope_bwd(utg_backend *be, float *dx, float *dgain, const float *dy, const float *xn, const float *rstd,
                                       const float *cos_sin, const float *gain, int n_tok, int seq_len, int n_heads, int head_dim,
                                       int rot_dims) {
     int half = rot_dims / 2, nch = n_tok < UTG__CPU_RED_CHUNKS ? (n_tok > 0 ? n_tok : 1) : UTG__CPU_RED_CHUNKS, ch, h;
-    size_t per = 2 * (size_t)head_dim;
+    size_t per = (2 * (size_t)head_dim + 15) / 16 * 16, base = ((size_t)nch * n_heads + 15) / 16 * 16; /* whole lines */
     const float *sin_tab = cos_sin + (size_t)seq_len * half;
-    float *scr = utg__cpu_scratch(be, (size_t)nch * n_heads + (size_t)utg__max_threads() * per);
+    float *scr = utg__cpu_scratch(be, base + (size_t)utg__max_threads() * per);
     UTG_ASSERT(scr != NULL);
     if (!scr) return;
     UTG__OMP_FOR
     for (ch = 0; ch < nch; ch++) {
-        int t0 = (int)((long long)n_tok * ch / nch), t1 = (int)((long long)n_tok * (ch + 1) / nch), t, hh, i;
-        float *part = scr + (size_t)ch * n_heads, *r = scr + (size_t)nch * n_heads + (size_t)utg__thread_id() * per, *dn = r + head_dim;
+        int t0 = (int)((long long)n_tok * ch / nch), t1 = (int)((long long)n_tok * (ch + 1) / nch), t, hh;
+        float *part = scr + (size_t)ch * n_heads, *r = scr + base + (size_t)utg__thread_id() * per;
         for (hh = 0; hh < n_heads; hh++) part[hh] = 0.0f;
         for (t = t0; t < t1; t++) {
             int pos = t % seq_len;
             const float *cs = cos_sin + (size_t)pos * half, *sn = sin_tab + (size_t)pos * half;
             for (hh = 0; hh < n_heads; hh++) {
                 size_t o = ((size_t)t * n_heads + hh) * head_dim;
-                const float *d = dy + o, *n = xn + o;
-                float g = gain ? gain[hh] : 1.0f, rs = rstd[(size_t)t * n_heads + hh], m;
-                float *out = dx + o;
-                for (i = 0; i < half; i++) {
-                    float x1 = n[i], x2 = n[i + half], d1 = g * d[i], d2 = g * d[i + half];
-                    r[i] = x1 * cs[i] + x2 * sn[i];
-                    r[i + half] = x2 * cs[i] - x1 * sn[i];
-                    dn[i] = d1 * cs[i] - d2 * sn[i];
-                    dn[i + half] = d1 * sn[i] + d2 * cs[i];
-                }
-                for (i = 2 * half; i < head_dim; i++) { r[i] = n[i]; dn[i] = g * d[i]; }
-                if (dgain) part[hh] += utg__dot(d, r, head_dim);
-                m = utg__dot(dn, n, head_dim) / (float)head_dim;
-                for (i = 0; i < head_dim; i++) out[i] = rs * (dn[i] - n[i] * m);
+                part[hh] += utg__qk_row_bwd(dx + o, r, r + head_dim, dy + o, xn + o, cs, sn, gain ? gain[hh] : 1.0f,
+                                            rstd[(size_t)t * n_heads + hh], head_dim, half, dgain != NULL);
             }
         }
     }
@@ -2769,8 +2796,8 @@ typedef struct { float *ka, *vr, *bn, *qt, *dt, *qb, *db, *st, *dp, *pa, *ob, *l
 #define UTG__FA_TILE ((size_t)UTG__FA_KB * UTG__NR_MAX + UTG__MR_MAX)
 static size_t utg__attn_scratch_per_thread(int T, int hd) {
     size_t TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdN = (size_t)UTG__RUP(hd, UTG__NR_MAX), NR = UTG__NR_MAX;
-    return 2 * TR * (size_t)hd + hdN * TR + 2 * (size_t)hd * NR + 2 * NR * hdN + 2 * UTG__FA_TILE + UTG__MR_MAX * NR +
-           NR * hdN + 4 * NR + 64;
+    return (2 * TR * (size_t)hd + hdN * TR + 2 * (size_t)hd * NR + 2 * NR * hdN + 2 * UTG__FA_TILE + UTG__MR_MAX * NR +
+           NR * hdN + 4 * NR + 64 + 15) / 16 * 16; /* whole cache lines per thread */
 }
 static utg__fa_buf utg__fa_carve(float *p, int T, int hd) {
     size_t TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdN = (size_t)UTG__RUP(hd, UTG__NR_MAX), NR = UTG__NR_MAX;
@@ -3430,7 +3457,7 @@ static void utg__cpu_destroy(utg_backend *be) {
     if (!be) return;
     c = utg__cpu_of(be);
     a = c->alloc;
-    for (i = 0; i < UTG_BACKEND_MAX_CALLERS; i++) utg__free(&a, c->scratch[i]);
+    for (i = 0; i < UTG_BACKEND_MAX_CALLERS; i++) utg__aligned_free(&a, c->scratch[i]);
     utg__free(&a, c);
     utg__free(&a, be);
 }
