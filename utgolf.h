@@ -1961,8 +1961,10 @@ static void utg__cpu_copy(utg_backend *be, float *dst, const float *src, size_t 
    non-transposed B when N <= 512 (k blocks 256 deep above N = 256, so the block stays in L2). The
    rest is packed, in whichever layout it comes (trans flags), with alpha folded into A; partial
    slivers and panels are packed and zero-padded. Every C element is summed in k order by one
-   thread: the result does not depend on the thread count. C is stored tile by tile while A and B
-   are still read, so C must not overlap A or B.
+   thread: the result does not depend on the thread count. A^T B with K >= 1024 (the weight
+   gradients) sums K's two halves apart, each in k order, and adds them: halves fixed by the shape,
+   so this holds there too. C is stored tile by tile while A and B are still read, so C must not
+   overlap A or B.
 
    Microkernels are picked once per backend from the CPU's features (UTG_CPU_KERNEL=avx512 | avx2 |
    portable in the environment overrides): AVX-512 12 x 32 (24 zmm accumulators), AVX2+FMA 6 x 16
@@ -2437,8 +2439,9 @@ static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, cons
 /* The parallel op: for each KC x NC block of op(B), the threads pack the panels that are not read
    in place together, then take the MR-row slivers of C one at a time (each packs its own sliver of
    A unless it is read in place; dynamic, so a thread the OS delays does not hold the others at the
-   block's barrier). Every C element is summed in k order by one thread, so the thread count does
-   not change any bit. bf16: both operands are
+   block's barrier). Every C element is summed in k order by one thread (or, for A^T B with K split
+   in halves, each half is, and half 1 is added to half 0), so the thread count does not change any
+   bit. bf16: both operands are
    rounded to bf16 (alpha folded into A first) and the products summed in fp32, with avx512_bf16's
    dot products where the CPU has them. */
 /* C's lower triangle from its upper one (a symmetric product computed above the diagonal), by
@@ -2461,7 +2464,14 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
     utg_trans ta = (utg_trans)(ta_sym & 1);
     int sym = (ta_sym & 2) && M == N && beta == 0.0f; /* the tiles wholly below the diagonal are skipped */
     int nth = utg__max_threads(), lda = ta ? M : K, ldb = tb ? K : N, n_sl = (M + gk->mr - 1) / gk->mr;
-    float *pack;
+    /* A^T B with K long beside M x N (the weight gradients: K = the tokens): K in two fixed halves,
+       each summed on its own (its slivers split further when there are more than two threads) and
+       then added, half 0 + half 1. Both threads streaming one k block of B into their own L2s, with
+       a barrier per block, was 11-17% slower at the model's shapes. The halves depend on the shape
+       only, so the bits still do not depend on the thread count. */
+    int ksplit = ta && !tb && !bf16 && !sym && K >= 2 * UTG__KC && N <= 512 && N % gk->nr == 0,
+        khalf = (K / 2 + UTG__KC - 1) / UTG__KC * UTG__KC;
+    float *pack, *part = NULL;
     if (M <= 0 || N <= 0) return;
     UTG_ASSERT(!utg__overlap(C, (size_t)M * N, A, (size_t)M * (K > 0 ? K : 0)) &&
                !utg__overlap(C, (size_t)M * N, B, (size_t)N * (K > 0 ? K : 0)));
@@ -2470,8 +2480,9 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
         return;
     }
     /* with beta 0 the first k block stores its tiles instead of adding them (no memset, no C read) */
-    pack = utg__cpu_scratch(be, UTG__PACK_B_FLOATS + (size_t)nth * UTG__PACK_A_FLOATS);
+    pack = utg__cpu_scratch(be, UTG__PACK_B_FLOATS + (size_t)nth * UTG__PACK_A_FLOATS + (ksplit ? (size_t)M * N : 0));
     UTG_ASSERT(pack != NULL);
+    if (pack && ksplit) part = pack + UTG__PACK_B_FLOATS + (size_t)nth * UTG__PACK_A_FLOATS;
     if (!pack) { /* out of memory: a defined result (C = beta C) rather than what C held */
         if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
         return;
@@ -2513,6 +2524,39 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
         return;
     }
 #endif
+    if (ksplit) {
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+        {
+            float *ap = pack + UTG__PACK_B_FLOATS + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS;
+            int kcs = N <= 256 ? UTG__KC : UTG__KC / 2, n_grp = (nth + 1) / 2, unit, r;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+            for (unit = 0; unit < 2 * n_grp; unit++) {
+                int half = unit % 2, grp = unit / 2, k0 = half ? khalf : 0, k1 = half ? K : khalf, kc, sl;
+                int s0 = (int)((long long)n_sl * grp / n_grp), s1 = (int)((long long)n_sl * (grp + 1) / n_grp);
+                float *Cp = half ? part : C;
+                for (kc = k0; kc < k1; kc += kcs) {
+                    int kb = k1 - kc < kcs ? k1 - kc : kcs;
+                    for (sl = s0; sl < s1; sl++)
+                        utg__gemm_sliver(gk, ap, NULL, B + (size_t)kc * ldb, ldb, Cp, N, A, lda, ta, M, N, sl * gk->mr, kc, kb, 0, N,
+                                         alpha, 0, 0, kc > k0 || (!half && beta != 0.0f));
+                }
+            }
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (r = 0; r < M; r++) {
+                float *UTG_RESTRICT c = C + (size_t)r * N;
+                const float *UTG_RESTRICT c1 = part + (size_t)r * N;
+                int j;
+                for (j = 0; j < N; j++) c[j] += c1[j];
+            }
+        }
+        return;
+    }
 #ifdef _OPENMP
 #pragma omp parallel
 #endif

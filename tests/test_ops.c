@@ -188,9 +188,11 @@ static void test_matmul_sym(void) {
 static void test_matmul_kernels(void) {
     static const char *names[] = {"avx512", "avx2", "portable"};
     /* M x N x K: edge slivers and panels, k blocks (K > 256 with 256 < N <= 512 splits k at 256 when B
-       is read in place), one-row and one-column products */
-    int sizes[7][3] = {{37, 600, 270}, {13, 530, 40}, {2, 33, 520}, {100, 64, 64}, {5, 3, 600}, {64, 257, 33}, {25, 300, 600}}, n, s, combo,
-        seen = 0;
+       is read in place), one-row and one-column products; the last two take A^T B's two k halves
+       (K >= 1024, N <= 512 a multiple of NR), one with 256-deep blocks inside the halves */
+    int sizes[9][3] = {{37, 600, 270}, {13, 530, 40}, {2, 33, 520}, {100, 64, 64}, {5, 3, 600}, {64, 257, 33}, {25, 300, 600},
+                       {30, 288, 1300}, {40, 64, 1100}},
+        n, s, combo, seen = 0;
     for (n = 0; n < 3; n++) {
         utg_backend *kb = NULL;
         setenv("UTG_CPU_KERNEL", names[n], 1);
@@ -198,7 +200,7 @@ static void test_matmul_kernels(void) {
         unsetenv("UTG_CPU_KERNEL");
         if (strcmp(utg_backend_cpu_kernel(kb), names[n]) != 0) { utg_backend_destroy(kb); continue; } /* not on this CPU */
         seen++;
-        for (s = 0; s < 7; s++)
+        for (s = 0; s < 9; s++)
             for (combo = 0; combo < 4; combo++) {
                 int M = sizes[s][0], N = sizes[s][1], K = sizes[s][2], i, j, k, ta = combo & 1, tb = combo >> 1, th;
                 float *A = rand_buf((size_t)M * K, 1), *B = rand_buf((size_t)K * N, 1), *C = rand_buf((size_t)M * N, 1);
@@ -227,6 +229,16 @@ static void test_matmul_kernels(void) {
                     CHECK(!memcmp(C1, C2, sizeof(float) * M * N), "%s %dx%dx%d ta=%d tb=%d: alpha 1 (A in place) and 2A at alpha 1/2 (packed) differ",
                           names[n], M, N, K, ta, tb);
                     free(A2); free(C2);
+                }
+                { /* beta 0 stores without reading C (NaN here): what beta 1 gives on a zero C */
+                    float *C2 = (float *)malloc(sizeof(float) * M * N);
+                    int eq = 1;
+                    for (i = 0; i < M * N; i++) { C1[i] = 0.0f; C2[i] = NAN; }
+                    kb->matmul(kb, C1, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
+                    kb->matmul(kb, C2, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 0.0f);
+                    for (i = 0; i < M * N; i++) eq &= C1[i] == C2[i];
+                    CHECK(eq, "%s %dx%dx%d ta=%d tb=%d: beta 0 differs from beta 1 on a zero C", names[n], M, N, K, ta, tb);
+                    free(C2);
                 }
                 { /* matmul_bf16: the double reference of bf16(0.5 A) bf16(B), summed exactly (bf16 products are exact in fp32) */
                     double wb = 0.0, wr = 0.0;
