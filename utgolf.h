@@ -2467,8 +2467,9 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
     /* A^T B with K long beside M x N (the weight gradients: K = the tokens): K in two fixed halves,
        each summed on its own (its slivers split further when there are more than two threads) and
        then added, half 0 + half 1. Both threads streaming one k block of B into their own L2s, with
-       a barrier per block, was 11-17% slower at the model's shapes. The halves depend on the shape
-       only, so the bits still do not depend on the thread count. */
+       a barrier per block, was 11-17% slower at the model's shapes; without the barriers, k blocks
+       of 128 instead of 512 (or 256) gave another 4-24%. The halves depend on the shape only, so
+       the bits still do not depend on the thread count. */
     int ksplit = ta && !tb && !bf16 && !sym && K >= 2 * UTG__KC && N <= 512 && N % gk->nr == 0,
         khalf = (K / 2 + UTG__KC - 1) / UTG__KC * UTG__KC;
     float *pack, *part = NULL;
@@ -2530,7 +2531,7 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
 #endif
         {
             float *ap = pack + UTG__PACK_B_FLOATS + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS;
-            int kcs = N <= 256 ? UTG__KC : UTG__KC / 2, n_grp = (nth + 1) / 2, unit, r;
+            int kcs = UTG__KC / 4, n_grp = (nth + 1) / 2, unit, r; /* 128-deep: a B panel and the A sliver stay in L1 */
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
