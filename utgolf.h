@@ -2267,18 +2267,9 @@ static void utg__bf16_round_n(float *x, size_t n) {
 /* The avx512_bf16 path: A and B packed as bf16 pairs along k (low half: even k), so one vdpbf16ps
    does two k steps of a 12 x 32 tile; C accumulates in fp32. */
 #define UTG__KCP UTG__KC /* k pairs per block: 2 * KC values of k */
-/* bf16 bits (nearest even) of two floats as one pair: lo in the low half; branch-free so the
-   packing loops vectorize (a NaN is made quiet first so rounding cannot carry it into inf) */
-static uint32_t utg__bf16_pair(float lo, float hi) {
-    uint32_t a, b;
-    memcpy(&a, &lo, 4);
-    memcpy(&b, &hi, 4);
-    a = (a & 0x7fffffffu) > 0x7f800000u ? a | 0x400000u : a;
-    b = (b & 0x7fffffffu) > 0x7f800000u ? b | 0x400000u : b;
-    a = (a + 0x7fffu + ((a >> 16) & 1u)) >> 16;
-    b = (b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u;
-    return a | b;
-}
+/* bf16 bits (nearest even; a NaN stays a NaN) of two floats as one pair, lo in the low half: the
+   definition the vector packers follow (the tests compare them against it) */
+__attribute__((unused)) static uint32_t utg__bf16_pair(float lo, float hi) { return utg__bf16_bits(lo) | utg__bf16_bits(hi) << 16; }
 /* dst[p * W + r] = bf16 pair (alpha src[r ld + 2p], alpha src[r ld + 2p + 1]) for r < nrows, rows up
    to W (<= 32) zero: 16 rows x 32 k converted to 16 x 16 pairs (vcvtne2ps2bf16, nearest even, as
    utg__bf16_pair except that it reads denormals as zero), then transposed as 32-bit lanes */
@@ -2308,41 +2299,49 @@ __attribute__((target("avx512f,avx512bf16"))) static void utg__pack_pairs_t(uint
         }
     }
 }
+/* d[r] = bf16 pair (alpha s0[r], alpha s1[r]) for r < n (s1 NULL: zero), 0 for n <= r < w (n <= w <= 16):
+   utg__bf16_pair in 16 lanes, for the row-wise pair packing (A^T's slivers, B's panels) */
+__attribute__((target("avx512f"))) static void utg__pair_rows(uint32_t *d, const float *s0, const float *s1, int n, int w, float alpha) {
+    const __mmask16 m = (__mmask16)((1u << n) - 1u);
+    const __m512 va = _mm512_set1_ps(alpha);
+    const __m512i one = _mm512_set1_epi32(1), rnd = _mm512_set1_epi32(0x7fff), inf = _mm512_set1_epi32(0x7f800000),
+                  absm = _mm512_set1_epi32(0x7fffffff), qbit = _mm512_set1_epi32(0x400000);
+    __m512i a = _mm512_castps_si512(_mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, s0)));
+    __m512i b = s1 ? _mm512_castps_si512(_mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, s1))) : _mm512_setzero_si512();
+    /* a NaN is cut to its high half and made quiet (rounding could carry its payload into the sign) */
+    __mmask16 na = _mm512_cmpgt_epu32_mask(_mm512_and_si512(a, absm), inf), nb = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, absm), inf);
+    a = _mm512_mask_blend_epi32(na, _mm512_add_epi32(_mm512_add_epi32(a, rnd), _mm512_and_si512(_mm512_srli_epi32(a, 16), one)),
+                                _mm512_or_si512(a, qbit));
+    b = _mm512_mask_blend_epi32(nb, _mm512_add_epi32(_mm512_add_epi32(b, rnd), _mm512_and_si512(_mm512_srli_epi32(b, 16), one)),
+                                _mm512_or_si512(b, qbit));
+    a = _mm512_srli_epi32(a, 16);
+    b = _mm512_and_si512(b, _mm512_set1_epi32((int)0xffff0000u));
+    _mm512_mask_storeu_epi32(d, (__mmask16)((1u << w) - 1u), _mm512_maskz_mov_epi32(m, _mm512_or_si512(a, b)));
+}
 static void utg__pack_b_pairs(uint32_t *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0) {
-    int nj = N - j0 < 32 ? N - j0 : 32, kp = kb / 2, j, p;
+    int nj = N - j0 < 32 ? N - j0 : 32, kp = (kb + 1) / 2, p;
     if (tb) { /* transposing: pairs and padding in registers */
         utg__pack_pairs_t(dst, 32, B + (size_t)j0 * ldb + kc, ldb, nj, kb, 1.0f);
         return;
     }
-    for (p = 0; p < kp; p++) {
-        const float *s0 = B + (size_t)(kc + 2 * p) * ldb + j0, *s1 = s0 + ldb;
-        uint32_t *d = dst + (size_t)p * 32;
-        for (j = 0; j < nj; j++) d[j] = utg__bf16_pair(s0[j], s1[j]);
+    for (p = 0; p < kp; p++) { /* an odd last k pairs with zero */
+        const float *s0 = B + (size_t)(kc + 2 * p) * ldb + j0, *s1 = 2 * p + 1 < kb ? s0 + ldb : NULL;
+        utg__pair_rows(dst + (size_t)p * 32, s0, s1, nj < 16 ? nj : 16, 16, 1.0f);
+        if (nj > 16) utg__pair_rows(dst + (size_t)p * 32 + 16, s0 + 16, s1 ? s1 + 16 : NULL, nj - 16, 16, 1.0f);
+        else memset(dst + (size_t)p * 32 + 16, 0, 16 * sizeof(uint32_t));
     }
-    if (kb & 1) {
-        const float *s0 = B + (size_t)(kc + kb - 1) * ldb + j0;
-        for (j = 0; j < nj; j++) dst[(size_t)kp * 32 + j] = utg__bf16_pair(s0[j], 0.0f);
-    }
-    for (p = 0; p < (kb + 1) / 2; p++)
-        for (j = nj; j < 32; j++) dst[(size_t)p * 32 + j] = 0u;
 }
 static void utg__pack_a_pairs(uint32_t *ap, const float *A, int lda, utg_trans ta, int M, int i0, int kc, int kb, float alpha) {
-    int mr = M - i0 < 12 ? M - i0 : 12, kp = kb / 2, r, p;
+    int mr = M - i0 < 12 ? M - i0 : 12, kp = kb / 2, p;
     if (!ta) { /* transposing: pairs and padding in registers */
         utg__pack_pairs_t(ap, 12, A + (size_t)i0 * lda + kc, lda, mr, kb, alpha);
         return;
     }
     for (p = 0; p < kp; p++) {
-        const float *s0 = A + (size_t)(kc + 2 * p) * lda + i0, *s1 = s0 + lda;
-        uint32_t *d = ap + (size_t)p * 12;
-        for (r = 0; r < mr; r++) d[r] = utg__bf16_pair(alpha * s0[r], alpha * s1[r]);
+        const float *s0 = A + (size_t)(kc + 2 * p) * lda + i0;
+        utg__pair_rows(ap + (size_t)p * 12, s0, s0 + lda, mr, 12, alpha);
     }
-    if (kb & 1) {
-        const float *s0 = A + (size_t)(kc + kb - 1) * lda + i0;
-        for (r = 0; r < mr; r++) ap[(size_t)kp * 12 + r] = utg__bf16_pair(alpha * s0[r], 0.0f);
-    }
-    for (p = 0; p < (kb + 1) / 2; p++)
-        for (r = mr; r < 12; r++) ap[(size_t)p * 12 + r] = 0u;
+    if (kb & 1) utg__pair_rows(ap + (size_t)kp * 12, A + (size_t)(kc + kb - 1) * lda + i0, NULL, mr, 12, alpha);
 }
 #define UTG__B2(r) __m512 c##r##a = _mm512_setzero_ps(), c##r##b = _mm512_setzero_ps()
 #define UTG__BF(r)                                                                                 \
@@ -2458,6 +2457,19 @@ static void utg__mirror_lower(float *C, int n) {
             }
     }
 }
+/* C += the k split's half-1 sums, row by row over the threads of the enclosing region */
+static void utg__add_part(float *C, const float *part, int M, int N) {
+    int r;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (r = 0; r < M; r++) {
+        float *UTG_RESTRICT c = C + (size_t)r * N;
+        const float *UTG_RESTRICT c1 = part + (size_t)r * N;
+        int j;
+        for (j = 0; j < N; j++) c[j] += c1[j];
+    }
+}
 static void utg__matmul_run(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta_sym,
                             utg_trans tb, float alpha, float beta, int bf16) {
     const utg__gk *gk = utg__cpu_of(be)->gk;
@@ -2471,7 +2483,8 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
        of 128 instead of 512 (or 256) gave another 4-24%. The halves depend on the shape only, so
        the bits still do not depend on the thread count. */
     int ksplit = ta && !tb && !bf16 && !sym && K >= 2 * UTG__KC && N <= 512 && N % gk->nr == 0,
-        khalf = (K / 2 + UTG__KC - 1) / UTG__KC * UTG__KC;
+        khalf = (K / 2 + UTG__KC - 1) / UTG__KC * UTG__KC, n_grp = (nth + 1) / 2, ks16 = 0;
+    size_t a_off = UTG__PACK_B_FLOATS; /* the packed B block(s), then each thread's A sliver, then half 1's sums */
     float *pack, *part = NULL;
     if (M <= 0 || N <= 0) return;
     UTG_ASSERT(!utg__overlap(C, (size_t)M * N, A, (size_t)M * (K > 0 ? K : 0)) &&
@@ -2481,21 +2494,60 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
         return;
     }
     /* with beta 0 the first k block stores its tiles instead of adding them (no memset, no C read) */
-    pack = utg__cpu_scratch(be, UTG__PACK_B_FLOATS + (size_t)nth * UTG__PACK_A_FLOATS + (ksplit ? (size_t)M * N : 0));
+#if defined(UTG__X86_KERNELS)
+    /* the same split with bf16 pairs: each (half, sliver group) packs its own B blocks */
+    ks16 = bf16 && utg__cpu_of(be)->bf16_hw && ta && !tb && !sym && K >= 2 * UTG__KC && N <= 512;
+    if (ks16) a_off = 2 * (size_t)n_grp * UTG__PACK_B_FLOATS;
+#endif
+    pack = utg__cpu_scratch(be, a_off + (size_t)nth * UTG__PACK_A_FLOATS + (ksplit || ks16 ? (size_t)M * N : 0));
     UTG_ASSERT(pack != NULL);
-    if (pack && ksplit) part = pack + UTG__PACK_B_FLOATS + (size_t)nth * UTG__PACK_A_FLOATS;
+    if (pack && (ksplit || ks16)) part = pack + a_off + (size_t)nth * UTG__PACK_A_FLOATS;
     if (!pack) { /* out of memory: a defined result (C = beta C) rather than what C held */
         if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
         return;
     }
 #if defined(UTG__X86_KERNELS)
+    if (ks16) {
+        n_sl = (M + 11) / 12;
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+        {
+            uint32_t *ap = (uint32_t *)(pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS);
+            int unit, n_pan = (N + 31) / 32;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+            for (unit = 0; unit < 2 * n_grp; unit++) {
+                int half = unit % 2, grp = unit / 2, k0 = half ? khalf : 0, k1 = half ? K : khalf, kc, sl, pan;
+                int s0 = (int)((long long)n_sl * grp / n_grp), s1 = (int)((long long)n_sl * (grp + 1) / n_grp);
+                uint32_t *bp = (uint32_t *)(pack + (size_t)unit * UTG__PACK_B_FLOATS);
+                float *Cp = half ? part : C;
+                for (kc = k0; kc < k1; kc += UTG__KC / 2) { /* 128 pairs deep, as the fp32 split's 128 */
+                    int kb = k1 - kc < UTG__KC / 2 ? k1 - kc : UTG__KC / 2, kp = (kb + 1) / 2;
+                    for (pan = 0; pan < n_pan; pan++) utg__pack_b_pairs(bp + (size_t)pan * kp * 32, B, ldb, tb, N, kc, kb, pan * 32);
+                    for (sl = s0; sl < s1; sl++) {
+                        int i0 = sl * 12, mr = M - i0 < 12 ? M - i0 : 12;
+                        utg__pack_a_pairs(ap, A, lda, ta, M, i0, kc, kb, alpha);
+                        for (pan = 0; pan < n_pan; pan++) {
+                            int j0 = pan * 32, nr = N - j0 < 32 ? N - j0 : 32;
+                            utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, Cp + (size_t)i0 * N + j0, N, mr, nr,
+                                         kc > k0 || (!half && beta != 0.0f));
+                        }
+                    }
+                }
+            }
+            utg__add_part(C, part, M, N);
+        }
+        return;
+    }
     if (bf16 && utg__cpu_of(be)->bf16_hw) {
         n_sl = (M + 11) / 12;
 #ifdef _OPENMP
 #pragma omp parallel
 #endif
         {
-            uint32_t *bp = (uint32_t *)pack, *ap = (uint32_t *)(pack + UTG__PACK_B_FLOATS + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS);
+            uint32_t *bp = (uint32_t *)pack, *ap = (uint32_t *)(pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS);
             int jc, kc;
             for (jc = 0; jc < N; jc += UTG__NC) {
                 int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + 31) / 32;
@@ -2530,8 +2582,8 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
 #pragma omp parallel
 #endif
         {
-            float *ap = pack + UTG__PACK_B_FLOATS + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS;
-            int kcs = UTG__KC / 4, n_grp = (nth + 1) / 2, unit, r; /* 128-deep: a B panel and the A sliver stay in L1 */
+            float *ap = pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS;
+            int kcs = UTG__KC / 4, unit; /* 128-deep: a B panel and the A sliver stay in L1 */
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
@@ -2546,15 +2598,7 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
                                          alpha, 0, 0, kc > k0 || (!half && beta != 0.0f));
                 }
             }
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-            for (r = 0; r < M; r++) {
-                float *UTG_RESTRICT c = C + (size_t)r * N;
-                const float *UTG_RESTRICT c1 = part + (size_t)r * N;
-                int j;
-                for (j = 0; j < N; j++) c[j] += c1[j];
-            }
+            utg__add_part(C, part, M, N);
         }
         return;
     }
@@ -2562,7 +2606,7 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
 #pragma omp parallel
 #endif
     {
-        float *ap = pack + UTG__PACK_B_FLOATS + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS;
+        float *ap = pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS;
         /* whole panels of a non-transposed B are read in place (no pack phase, which costs most where
            there are few slivers), with k blocks short enough that the block's rows fit half the L2 */
         int bin = !tb && !bf16 && N <= 512, kcs = !bin || N <= 256 ? UTG__KC : UTG__KC / 2, jc, kc;

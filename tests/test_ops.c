@@ -124,6 +124,35 @@ static void test_pack_transpose(void) {
                         }
                 }
         CHECK(bad == 0, "bf16 pairs: %d of %d packs differ from utg__bf16_pair", bad, cases);
+        { /* the row-wise pairs (A^T's slivers, B's panels): every lane count, with or without a second
+             row, on random values, ties, NaNs, infinities, denormals and signed zeros */
+            static const uint32_t special[] = {0x7fc00000u, 0xff800001u, 0x7f800000u, 0xff800000u, 0x00000001u, 0x80400000u,
+                                               0x80000000u, 0x3f808000u, 0x3f818000u, 0x7f7fffffu, 0x7fffffffu, 0xffffffffu};
+            float a0[16], a1[16];
+            uint32_t out[16];
+            int n, w, two, t;
+            bad = cases = 0;
+            for (t = 0; t < 40; t++)
+                for (n = 0; n <= 16; n++)
+                    for (w = n; w <= 16; w++)
+                        for (two = 0; two < 2; two++) {
+                            for (i = 0; i < 16; i++) {
+                                uint32_t u = special[(t * 16 + i) % 12];
+                                if (t % 2) memcpy(&a0[i], &u, 4); else a0[i] = src[(t * 16 + i) % (32 * 45)];
+                                a1[i] = src[(t * 7 + i * 3) % (32 * 45)] * (t % 3 ? 1.0f : 1e-40f);
+                                if (t % 4 == 1) memcpy(&a1[i], &special[(t + i * 5) % 12], 4);
+                            }
+                            memset(out, 0xff, sizeof out);
+                            utg__pair_rows(out, a0, two ? a1 : NULL, n, w, t % 5 ? 1.0f : -0.5f);
+                            cases++;
+                            for (i = 0; i < 16; i++) {
+                                float lo = (t % 5 ? 1.0f : -0.5f) * a0[i], hi = two ? (t % 5 ? 1.0f : -0.5f) * a1[i] : 0.0f;
+                                uint32_t want = (size_t)i < (size_t)n ? utg__bf16_pair(lo, hi) : (size_t)i < (size_t)w ? 0u : 0xffffffffu;
+                                if (out[i] != want) { bad++; break; }
+                            }
+                        }
+            CHECK(bad == 0, "bf16 row pairs: %d of %d differ from utg__bf16_pair (zero up to w, nothing past it)", bad, cases);
+        }
     }
 #endif
     free(src); free(d0); free(d1);
