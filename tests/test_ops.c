@@ -217,10 +217,11 @@ static void test_matmul_sym(void) {
 static void test_matmul_kernels(void) {
     static const char *names[] = {"avx512", "avx2", "portable"};
     /* M x N x K: edge slivers and panels, k blocks (K > 256 with 256 < N <= 512 splits k at 256 when B
-       is read in place), one-row and one-column products; the last two take A^T B's two k halves
-       (K >= 1024, N <= 512 a multiple of NR), one with 256-deep blocks inside the halves */
-    int sizes[9][3] = {{37, 600, 270}, {13, 530, 40}, {2, 33, 520}, {100, 64, 64}, {5, 3, 600}, {64, 257, 33}, {25, 300, 600},
-                       {30, 288, 1300}, {40, 64, 1100}},
+       is read in place), one-row and one-column products; the last three take A^T B's two k halves
+       (K >= 1024, N <= 512; fp32 when N is a multiple of NR), the last with an odd half 1 and a
+       partial panel (bf16 only) */
+    int sizes[10][3] = {{37, 600, 270}, {13, 530, 40}, {2, 33, 520}, {100, 64, 64}, {5, 3, 600}, {64, 257, 33}, {25, 300, 600},
+                        {30, 288, 1300}, {40, 64, 1100}, {20, 100, 1031}},
         n, s, combo, seen = 0;
     for (n = 0; n < 3; n++) {
         utg_backend *kb = NULL;
@@ -229,7 +230,7 @@ static void test_matmul_kernels(void) {
         unsetenv("UTG_CPU_KERNEL");
         if (strcmp(utg_backend_cpu_kernel(kb), names[n]) != 0) { utg_backend_destroy(kb); continue; } /* not on this CPU */
         seen++;
-        for (s = 0; s < 9; s++)
+        for (s = 0; s < 10; s++)
             for (combo = 0; combo < 4; combo++) {
                 int M = sizes[s][0], N = sizes[s][1], K = sizes[s][2], i, j, k, ta = combo & 1, tb = combo >> 1, th;
                 float *A = rand_buf((size_t)M * K, 1), *B = rand_buf((size_t)K * N, 1), *C = rand_buf((size_t)M * N, 1);
