@@ -2457,6 +2457,19 @@ static void utg__mirror_lower(float *C, int n) {
             }
     }
 }
+/* The k split's work unit u: its half of k [k0, k1) and its slivers [s0, s1) (the slivers in n_grp
+   groups); its sums go to C (half 0) or to part (half 1) */
+typedef struct { int half, k0, k1, s0, s1; } utg__kunit;
+static utg__kunit utg__ksplit_unit(int u, int n_grp, int n_sl, int K, int khalf) {
+    utg__kunit r;
+    int grp = u / 2;
+    r.half = u % 2;
+    r.k0 = r.half ? khalf : 0;
+    r.k1 = r.half ? K : khalf;
+    r.s0 = (int)((long long)n_sl * grp / n_grp);
+    r.s1 = (int)((long long)n_sl * (grp + 1) / n_grp);
+    return r;
+}
 /* C += the k split's half-1 sums, row by row over the threads of the enclosing region */
 static void utg__add_part(float *C, const float *part, int M, int N) {
     int r;
@@ -2482,7 +2495,7 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
        a barrier per block, was 11-17% slower at the model's shapes; without the barriers, k blocks
        of 128 instead of 512 (or 256) gave another 4-24%. The halves depend on the shape only, so
        the bits still do not depend on the thread count. */
-    int ksplit = ta && !tb && !bf16 && !sym && K >= 2 * UTG__KC && N <= 512 && N % gk->nr == 0,
+    int split = ta && !tb && !sym && K >= 2 * UTG__KC && N <= 512, ksplit = split && !bf16 && N % gk->nr == 0,
         khalf = (K / 2 + UTG__KC - 1) / UTG__KC * UTG__KC, n_grp = (nth + 1) / 2, ks16 = 0;
     size_t a_off = UTG__PACK_B_FLOATS; /* the packed B block(s), then each thread's A sliver, then half 1's sums */
     float *pack, *part = NULL;
@@ -2496,7 +2509,7 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
     /* with beta 0 the first k block stores its tiles instead of adding them (no memset, no C read) */
 #if defined(UTG__X86_KERNELS)
     /* the same split with bf16 pairs: each (half, sliver group) packs its own B blocks */
-    ks16 = bf16 && utg__cpu_of(be)->bf16_hw && ta && !tb && !sym && K >= 2 * UTG__KC && N <= 512;
+    ks16 = split && bf16 && utg__cpu_of(be)->bf16_hw;
     if (ks16) a_off = 2 * (size_t)n_grp * UTG__PACK_B_FLOATS;
 #endif
     pack = utg__cpu_scratch(be, a_off + (size_t)nth * UTG__PACK_A_FLOATS + (ksplit || ks16 ? (size_t)M * N : 0));
@@ -2519,20 +2532,20 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
 #pragma omp for schedule(dynamic, 1)
 #endif
             for (unit = 0; unit < 2 * n_grp; unit++) {
-                int half = unit % 2, grp = unit / 2, k0 = half ? khalf : 0, k1 = half ? K : khalf, kc, sl, pan;
-                int s0 = (int)((long long)n_sl * grp / n_grp), s1 = (int)((long long)n_sl * (grp + 1) / n_grp);
+                utg__kunit u = utg__ksplit_unit(unit, n_grp, n_sl, K, khalf);
                 uint32_t *bp = (uint32_t *)(pack + (size_t)unit * UTG__PACK_B_FLOATS);
-                float *Cp = half ? part : C;
-                for (kc = k0; kc < k1; kc += UTG__KC / 2) { /* 128 pairs deep, as the fp32 split's 128 */
-                    int kb = k1 - kc < UTG__KC / 2 ? k1 - kc : UTG__KC / 2, kp = (kb + 1) / 2;
+                float *Cp = u.half ? part : C;
+                int kc, sl, pan;
+                for (kc = u.k0; kc < u.k1; kc += UTG__KC / 2) { /* 128 pairs deep, as the fp32 split's 128 */
+                    int kb = u.k1 - kc < UTG__KC / 2 ? u.k1 - kc : UTG__KC / 2, kp = (kb + 1) / 2;
                     for (pan = 0; pan < n_pan; pan++) utg__pack_b_pairs(bp + (size_t)pan * kp * 32, B, ldb, tb, N, kc, kb, pan * 32);
-                    for (sl = s0; sl < s1; sl++) {
+                    for (sl = u.s0; sl < u.s1; sl++) {
                         int i0 = sl * 12, mr = M - i0 < 12 ? M - i0 : 12;
                         utg__pack_a_pairs(ap, A, lda, ta, M, i0, kc, kb, alpha);
                         for (pan = 0; pan < n_pan; pan++) {
                             int j0 = pan * 32, nr = N - j0 < 32 ? N - j0 : 32;
                             utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, Cp + (size_t)i0 * N + j0, N, mr, nr,
-                                         kc > k0 || (!half && beta != 0.0f));
+                                         kc > u.k0 || (!u.half && beta != 0.0f));
                         }
                     }
                 }
@@ -2588,14 +2601,14 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
 #pragma omp for schedule(dynamic, 1)
 #endif
             for (unit = 0; unit < 2 * n_grp; unit++) {
-                int half = unit % 2, grp = unit / 2, k0 = half ? khalf : 0, k1 = half ? K : khalf, kc, sl;
-                int s0 = (int)((long long)n_sl * grp / n_grp), s1 = (int)((long long)n_sl * (grp + 1) / n_grp);
-                float *Cp = half ? part : C;
-                for (kc = k0; kc < k1; kc += kcs) {
-                    int kb = k1 - kc < kcs ? k1 - kc : kcs;
-                    for (sl = s0; sl < s1; sl++)
+                utg__kunit u = utg__ksplit_unit(unit, n_grp, n_sl, K, khalf);
+                float *Cp = u.half ? part : C;
+                int kc, sl;
+                for (kc = u.k0; kc < u.k1; kc += kcs) {
+                    int kb = u.k1 - kc < kcs ? u.k1 - kc : kcs;
+                    for (sl = u.s0; sl < u.s1; sl++)
                         utg__gemm_sliver(gk, ap, NULL, B + (size_t)kc * ldb, ldb, Cp, N, A, lda, ta, M, N, sl * gk->mr, kc, kb, 0, N,
-                                         alpha, 0, 0, kc > k0 || (!half && beta != 0.0f));
+                                         alpha, 0, 0, kc > u.k0 || (!u.half && beta != 0.0f));
                 }
             }
             utg__add_part(C, part, M, N);
