@@ -170,6 +170,20 @@ static int sym_mismatch(const float *full, const float *sym, int n) {
         }
     return bad;
 }
+/* The CPU backend's scratch is 64-byte aligned at every size it grows to, so the ops' per-thread
+   parts, started on multiples of 16 floats, never share a cache line between threads */
+static void test_scratch_aligned(void) {
+    static const size_t sizes[] = {1, 3, 17, 1000, 4097, 100000};
+    size_t s;
+    int ok = 1;
+    for (s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        float *p = utg__cpu_scratch(be, sizes[s]);
+        ok &= p != NULL && ((uintptr_t)p & 63u) == 0;
+        if (p) p[sizes[s] - 1] = 1.0f; /* the whole size is usable */
+    }
+    CHECK(ok, "utg__cpu_scratch returns 64-byte aligned memory");
+}
+
 static void test_matmul_sym(void) {
     static const char *names[] = {"avx512", "avx2", "portable"};
     static const int sizes[3][2] = {{37, 70}, {600, 530}, {130, 12}}; /* n, k */
@@ -1082,6 +1096,7 @@ static void test_xent_long_rows(void) {
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     if (utg_backend_cpu_create(NULL, &be) != UTG_OK) { printf("cannot create the CPU backend\n0 passed, 1 failed\n"); return 1; }
+    RUN(test_scratch_aligned);
     RUN(test_expf_accuracy);
     RUN(test_tanh_accuracy);
     RUN(test_xent_long_rows);
