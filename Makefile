@@ -13,8 +13,8 @@ PYTHON  ?= /usr/bin/python3
 HDR     := utgolf.h
 TESTS   := $(BUILD)/test_ops $(BUILD)/test_ops_portable $(BUILD)/test_model $(BUILD)/test_io \
            $(BUILD)/test_optim $(BUILD)/test_tokenizer $(BUILD)/test_loader $(BUILD)/test_plan $(BUILD)/test_quant $(BUILD)/test_artifact $(BUILD)/test_features \
-           $(BUILD)/test_artifact_mut
-TOOLS   := $(BUILD)/utg-grad $(BUILD)/utg-shards $(BUILD)/mk_artifact $(BUILD)/utg-inspect
+           $(BUILD)/test_artifact_mut $(BUILD)/test_plan_random
+TOOLS   := $(BUILD)/utg-grad $(BUILD)/utg-shards $(BUILD)/mk_artifact $(BUILD)/utg-inspect $(BUILD)/libiofault.so
 PROGS   := $(TESTS) $(TOOLS) $(BUILD)/minimal $(BUILD)/train $(BUILD)/bench_step \
            $(BUILD)/bench_depth
 # the default run (make run): its knobs live in one file
@@ -40,6 +40,9 @@ $(BUILD)/utg-inspect: tools/utg-inspect.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 $(BUILD)/mk_artifact: tests/mk_artifact.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+# the fault-injection shim of tests/test_faults.sh (LD_PRELOAD; no sanitizers: it is loaded first)
+$(BUILD)/libiofault.so: tests/iofault.c | $(BUILD)
+	$(CC) -std=c99 -shared -fPIC -O1 $(WARN) -o $@ $< -ldl
 $(BUILD)/train: examples/train.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 $(BUILD)/minimal: examples/minimal.c $(HDR) | $(BUILD)
@@ -63,7 +66,7 @@ test: all
 	BUILD=$(BUILD) PYTHON=$(PYTHON) CC="$(CC)" CXX="$(CXX)" sh tests/run.sh
 
 test-asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" test
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all -fno-omit-frame-pointer" test
 
 # libFuzzer (clang, ASan + UBSan) over utg_artifact_parse for FUZZ_SECONDS; not part of make test.
 # Seeds in $(FUZZ_CORPUS): mk_artifact in several configs (stored and brotli, plus the stored files'

@@ -44,6 +44,7 @@ suite "ops: finite-difference gradient checks" "$BUILD/test_ops"
 suite "ops again, portable C paths (UTG_NO_VECTOR_EXT)" "$BUILD/test_ops_portable"
 suite "model: config, arena, whole-model gradients" "$BUILD/test_model"
 suite "depth plans: recipes, schedules, gradients through recurrence" "$BUILD/test_plan"
+suite "depth plans: random recurrence configurations against a plan oracle" "$BUILD/test_plan_random"
 suite "quantizers: fp16, per-row intN, percentile, SDClip, GPTQ-lite" "$BUILD/test_quant"
 suite "artifact parser: truncations, bit flips, structural mutants rejected" "$BUILD/test_artifact_mut"
 suite "record-stack features: partial RoPE, LN scale, LeakyReLU², XSA (gradients)" "$BUILD/test_features"
@@ -55,6 +56,8 @@ suite "utg-inspect: artifact views, verify, budget, strip" sh tests/test_inspect
 suite "optimizers: Newton-Schulz, Muon, Adam, schedules, EMA/SWA" "$BUILD/test_optim"
 suite "datasets and loaders" "$BUILD/test_loader"
 suite "trainer: CLI, resume bit for bit, checkpoint refusals" sh tests/test_train.sh "$BUILD"
+suite "trainer guards: divergence, rollback, SIGTERM, risky invocations refused" sh tests/test_train_guard.sh "$BUILD"
+suite "trainer under file faults: every write, fsync and rename fails or is killed" sh tests/test_faults.sh "$BUILD"
 suite "tokenizer: SentencePiece reader, byte tables, bpb" "$BUILD/test_tokenizer"
 suite "tokenizer parity with python3-sentencepiece" "$PYTHON" tests/test_spm_parity.py
 suite "parity with PyTorch autograd" env UTG_GRAD="$(cd "$BUILD" && pwd)/utg-grad" "$PYTHON" tests/test_torch_parity.py

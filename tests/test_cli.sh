@@ -51,6 +51,19 @@ check "truncated safetensors: refused with a message" sh -c "[ $st -eq 1 ] && gr
 # shellcheck disable=SC2086
 "$G" --tokens "$T/tok.bin" --batch-seqs 4 --weights "$T/w.st" NUM_LAYERS=2 MODEL_DIM=32 NUM_HEADS=4 NUM_KV_HEADS=2 VOCAB_SIZE=64 TRAIN_SEQ_LEN=16 >"$T/out" 2>&1; st=$?
 check "checkpoint of another shape: refused, naming the tensor" sh -c "[ $st -eq 1 ] && grep -q 'blocks.2' '$T/out'"
+# a tensor name holding ESC [ 2 J (clear screen), written as \u001b in the JSON header (same length)
+python3 - "$T/w.st" "$T/esc.st" <<'PYEOF'
+import sys
+b = open(sys.argv[1], "rb").read()
+assert b.count(b'"tok_emb.weight"') == 1
+open(sys.argv[2], "wb").write(b.replace(b'"tok_emb.weight"', b'"\\u001b[2Jemb.w"'))
+PYEOF
+# shellcheck disable=SC2086
+"$G" --tokens "$T/tok.bin" --batch-seqs 4 --weights "$T/esc.st" $TINY >"$T/out" 2>&1; st=$?
+no_raw_esc() { ! grep -q "$(printf '\033')" "$1"; }
+check "a tensor name with a terminal escape: refused, printed as \\x1b, no raw ESC byte" \
+    sh -c "[ $st -eq 1 ] && grep -q 'x1b\[2Jemb.w' '$T/out'"
+check "... and no raw ESC byte reaches the terminal" no_raw_esc "$T/out"
 # shellcheck disable=SC2086
 "$G" --tokens "$T/w.st" $TINY >"$T/out" 2>&1; st=$?
 check "a non-shard token file: refused" sh -c "[ $st -eq 1 ] && grep -q 'magic' '$T/out'"

@@ -102,10 +102,10 @@ run "$T/missing.utga"
 check "missing file: exit 1, file named" sh -c "[ $st -eq 1 ] && grep -q 'cannot open.*missing.utga' '$T/err'"
 : > "$T/empty.utga"
 run "$T/empty.utga"
-check "empty file: exit 1 with a message" sh -c "[ $st -eq 1 ] && grep -q 'shorter than its 20-byte envelope' '$T/err'"
+check "empty file: exit 1 with a message" sh -c "[ $st -eq 1 ] && grep -q 'has 0 bytes, shorter than its magic \"UTGA\"' '$T/err'"
 printf 'not an artifact, just text that is long enough\n' > "$T/text.utga"
 run "$T/text.utga" --json
-check "not an artifact: exit 1, magic named, nothing on stdout" sh -c "[ $st -eq 1 ] && grep -q 'not a UTGA artifact' '$T/err' && [ ! -s '$T/out' ]"
+check "not an artifact: exit 1, magic named, nothing on stdout" sh -c "[ $st -eq 1 ] && grep -q 'not a UTGA file' '$T/err' && [ ! -s '$T/out' ]"
 
 # the default view, on both codecs
 for f in b s; do
@@ -171,7 +171,7 @@ vfail "stored file with a flipped byte fails at decode + CRC" "$T/flip_s.utga" '
 flip "$T/b.utga" "$T/flip_b.utga" 9000
 vfail "brotli file with a flipped byte fails at decode + CRC" "$T/flip_b.utga" 'decode + CRC' 'decode|CRC'
 flip "$T/b.utga" "$T/flip_m.utga" 0
-vfail "flipped magic fails at envelope" "$T/flip_m.utga" envelope 'not a UTGA artifact'
+vfail "flipped magic fails at envelope" "$T/flip_m.utga" envelope 'not a UTGA file'
 run "$T/flip_s.utga"
 check "default view of a corrupt file: exit 1, message, no table" sh -c "[ $st -eq 1 ] && grep -q 'CRC mismatch' '$T/err' && [ ! -s '$T/out' ]"
 # payloads patched behind a correct CRC, so each later stage is the one that fails
@@ -183,8 +183,40 @@ vfail "META type byte 9 fails at META" "$T/p_meta.utga" META 'unknown type 9'
 vfail "dtype 7 fails at TENS" "$T/p_tens.utga" TENS 'unknown dtype 7'
 vfail "a shape that disagrees with the plane fails at planes" "$T/p_plane.utga" planes 'value plane of 6144 bytes'
 vfail "symbol -128 in an 8-bit tensor fails at symbols and scales" "$T/p_sym.utga" 'symbols and scales' 'symbol -128'
-vfail "META model_dim 32 against 64-wide tensors fails at model consistency" "$T/p_dim.utga" 'model consistency' 'dimension 1 is 64 in the artifact, 32 in the model'
+vfail "META model_dim 32 against 64-wide tensors fails at model consistency" "$T/p_dim.utga" 'model consistency' 'META config describes [0-9]+ tensors and [0-9]+ parameters, the artifact holds'
 vfail "a schedule naming block 1 of 1 fails at model consistency" "$T/p_sched.utga" 'model consistency' 'physical_blocks'
+# nothing is allocated from META before it is checked against the TENS table: a small file whose
+# config asks for an 11 GB model fails in a process limited to 512 MB, with the counts named
+patch "$T/s.utga" "$T/p_bomb.utga" i32 utg.config.model_dim 4096 -- "$T/p_blocks.utga" u32 utg.plan.physical_blocks 7
+patch "$T/p_bomb.utga" "$T/p_bomb2.utga" i32 utg.config.num_layers 8
+( ulimit -v 524288; "$U" "$T/p_bomb2.utga" --verify > "$T/out" 2> "$T/err" ); st=$?
+check "META asking for MODEL_DIM=4096 x 8 layers: model consistency fails on the counts, within 512 MB" sh -c \
+    "[ $st -eq 1 ] && grep -q '^FAILED at model consistency' '$T/out' && grep -q 'describes [0-9]* tensors and [0-9]* parameters' '$T/err'"
+vfail "utg.plan.physical_blocks 7 against a 2-block model fails at model consistency" "$T/p_blocks.utga" 'model consistency' \
+    'utg.plan.physical_blocks says 7, the META config builds'
+# a file is judged by its first bytes before it is read whole: 1 GiB of zeros in 512 MB
+truncate -s 1G "$T/big.bin"
+( ulimit -v 524288; "$U" "$T/big.bin" --verify > "$T/out" 2> "$T/err" ); st=$?
+check "a 1 GiB non-artifact is refused by its magic within 512 MB" sh -c "[ $st -eq 1 ] && grep -q 'magic' '$T/err' && ! grep -q 'out of memory' '$T/err'"
+rm -f "$T/big.bin"
+# a non-zero byte between DATA's planes is a planes failure, not a META one
+"$U" "$T/s.utga" --json > "$T/s.json"
+"$PY" - "$T/s.utga" "$T/s.json" "$T/p_gap.utga" <<'EOF2'
+import json, struct, sys, zlib
+b = bytearray(open(sys.argv[1], "rb").read())
+d = json.load(open(sys.argv[2]))
+data = [s for s in d["sections"] if s["tag"] == "DATA"][0]
+used = set()
+for t in d["tensors"]:
+    used.update(range(t["values_offset"], t["values_offset"] + t["values_bytes"]))
+    if t["scales_bytes"]:
+        used.update(range(t["scales_offset"], t["scales_offset"] + t["scales_bytes"]))
+gap = min(c for c in range(data["size"]) if c not in used)
+b[20 + data["offset"] + gap] = 0x5A
+struct.pack_into("<I", b, 16, zlib.crc32(bytes(b[20:])))
+open(sys.argv[3], "wb").write(b)
+EOF2
+vfail "a stray byte in DATA between planes fails at planes" "$T/p_gap.utga" planes 'DATA has a non-zero byte'
 run "$T/p_sym.utga" --verify --json
 check "--verify --json on a bad file: valid, failed stage and the ones after it" pyjson "$T/out" \
     "not d['ok'] and [s['status'] for s in d['stages']] == ['passed'] * 6 + ['failed', 'not run']"

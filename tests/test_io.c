@@ -1,10 +1,17 @@
 /* safetensors import/export and token shards: round trips, half-float import, every malformed-input
    class with its message, and a deterministic mutation run in which every mutant must be either
-   accepted or refused cleanly (run it under ASan/UBSan: make test-asan). */
+   accepted or refused cleanly (run it under ASan/UBSan: make test-asan). Non-finite values are
+   refused in safetensors files and checkpoints. utg_write_file's POSIX path (built because this
+   file defines _POSIX_C_SOURCE): planted symlinks, stale temporaries, a failed rename. */
+#define _POSIX_C_SOURCE 200809L /* utg_write_file's POSIX path; mkdtemp, symlink, fork */
 #define UTGOLF_IMPLEMENTATION
 #include "../utgolf.h"
 #include "test.h"
+#include <dirent.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static utg_model *tiny_model(int tie) {
     utg_model_desc d;
@@ -318,6 +325,257 @@ static void test_shards(void) {
     CHECK(utg_shard_parse(bad, sizeof bad, &tok, &n, &msg) == UTG_ERR_FORMAT, "huge count");
 }
 
+/* A NaN or an infinity in a safetensors file is refused, naming the tensor, the model unchanged. */
+static void test_safetensors_nonfinite(void) {
+    utg_model *m = tiny_model(1);
+    void *bytes;
+    size_t size, begin = 0, end = 0;
+    uint8_t *file;
+    const char *at;
+    float bad[2] = {NAN, INFINITY};
+    int k;
+    CHECK(utg_model_save_safetensors(m, 0, &bytes, &size) == UTG_OK, "save");
+    at = strstr((const char *)bytes + 8, "\"tok_emb.weight\":{\"dtype\":\"F32\"");
+    at = at ? strstr(at, "\"data_offsets\":[") : NULL;
+    CHECK(at && sscanf(at, "\"data_offsets\":[%zu,%zu]", &begin, &end) == 2 && end - begin == 16 * 8 * 4,
+          "test assumption: tok_emb.weight is F32 with its data_offsets");
+    utg_model_init_params(m, 77); /* the model differs from the file: a partial load would show */
+    for (k = 0; k < 2; k++) {
+        uint64_t h = 0;
+        int i;
+        file = (uint8_t *)malloc(size);
+        memcpy(file, bytes, size);
+        for (i = 0; i < 8; i++) h |= (uint64_t)file[i] << (8 * i);
+        memcpy(file + 8 + h + begin + 4 * 37, &bad[k], 4); /* element 37 of tok_emb.weight */
+        expect_refused(m, file, size, UTG_ERR_FORMAT, "not finite", k ? "+Inf in tok_emb.weight" : "NaN in tok_emb.weight");
+        CHECK(strstr(utg_model_message(m), "tok_emb.weight") != NULL, "the message names the tensor: %s", utg_model_message(m));
+        free(file);
+    }
+    utg_model_free_bytes(m, bytes);
+    utg_model_destroy(m);
+}
+
+/* A checkpoint of a diverged state (a NaN parameter, an infinite optimizer moment) is refused with
+   the tensor named, and the model it was loaded into keeps its parameters; a finite one loads. */
+static void ckpt_expect_refused(utg_model *src, utg_optim *so, const char *what) {
+    utg_model *m = tiny_model(1);
+    utg_optim *o = NULL;
+    utg_train_state ts;
+    void *bytes = NULL;
+    size_t size = 0;
+    float *before, *after;
+    memset(&ts, 0, sizeof ts);
+    utg_optim_create(m, &o);
+    utg_model_init_params(m, 99);
+    before = arena_copy(m);
+    CHECK(utg_checkpoint_save(src, so, NULL, &ts, &bytes, &size) == UTG_OK, "%s: save: %s", what, utg_model_message(src));
+    CHECK(utg_checkpoint_load(m, o, NULL, &ts, bytes, size) != UTG_OK, "%s: a checkpoint of a diverged state loaded", what);
+    CHECK(strstr(utg_model_message(m), "not finite") && strstr(utg_model_message(m), "blocks.0.attn.c_q.weight"),
+          "%s: message '%s' lacks 'not finite' or the tensor's name", what, utg_model_message(m));
+    after = arena_copy(m);
+    CHECK(memcmp(before, after, utg_model_arena_floats(m) * 4) == 0, "%s: a refused checkpoint changed the model", what);
+    free(before);
+    free(after);
+    utg_model_free_bytes(src, bytes);
+    utg_optim_destroy(o);
+    utg_model_destroy(m);
+}
+
+static void test_checkpoint_nonfinite(void) {
+    utg_model *a = tiny_model(1), *b = tiny_model(1);
+    utg_optim *oa = NULL, *ob = NULL;
+    utg_train_state ts;
+    int ti = utg_model_find_tensor(a, "blocks.0.attn.c_q.weight");
+    const utg_tensor_info *t = utg_model_tensor(a, ti);
+    size_t n = utg_model_arena_floats(a);
+    float *w = (float *)malloc(t->numel * 4), *arena = (float *)malloc(n * 4), keep;
+    void *bytes = NULL;
+    size_t size = 0;
+    memset(&ts, 0, sizeof ts);
+    CHECK(utg_optim_create(a, &oa) == UTG_OK && utg_optim_create(b, &ob) == UTG_OK, "optimizers");
+    /* finite: the checkpoint loads */
+    CHECK(utg_checkpoint_save(a, oa, NULL, &ts, &bytes, &size) == UTG_OK, "save");
+    CHECK(utg_checkpoint_load(b, ob, NULL, &ts, bytes, size) == UTG_OK, "a finite checkpoint: %s", utg_model_message(b));
+    utg_model_free_bytes(a, bytes);
+    /* a NaN parameter */
+    utg_model_get(a, 0, ti, w, t->numel);
+    keep = w[5];
+    w[5] = NAN;
+    utg_model_set(a, 0, ti, w, t->numel);
+    ckpt_expect_refused(a, oa, "NaN parameter");
+    w[5] = keep;
+    utg_model_set(a, 0, ti, w, t->numel);
+    /* an infinite first moment of the optimizer */
+    utg_optim_get_arena(oa, 0, arena, n);
+    arena[t->offset + 3] = INFINITY;
+    utg_optim_set_arena(oa, 0, arena, n);
+    ckpt_expect_refused(a, oa, "infinite optimizer state");
+    free(w);
+    free(arena);
+    utg_optim_destroy(oa);
+    utg_optim_destroy(ob);
+    utg_model_destroy(a);
+    utg_model_destroy(b);
+}
+
+/* ---- utg_write_file: each test works in its own mkdtemp directory ---- */
+
+static int put_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    int ok = f && fwrite(text, 1, strlen(text), f) == strlen(text);
+    if (f) ok = fclose(f) == 0 && ok;
+    return ok;
+}
+
+/* the file at path (links followed) holds exactly `text` */
+static int file_holds(const char *path, const char *text) {
+    char buf[256];
+    FILE *f = fopen(path, "rb");
+    size_t n;
+    if (!f) return 0;
+    n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    return n == strlen(text) && memcmp(buf, text, n) == 0;
+}
+
+static int is_regular(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int exists(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+/* entries of dir whose name ends in ".utgtmp" */
+static int count_utgtmp(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    if (!d) return -1;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len >= 7 && strcmp(e->d_name + len - 7, ".utgtmp") == 0) n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* remove everything in dir (files, links, empty directories), then dir */
+static void remove_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    if (d) {
+        while ((e = readdir(d)) != NULL) {
+            char p[512];
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            if (unlink(p) != 0) rmdir(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+/* Links planted at the temporary names (the old fixed "<path>.tmp" and this process's next
+   "<path>.<pid>-<n>.utgtmp") are never written through; a path that is itself a link is replaced
+   by a regular file, its target untouched. The first test to call utg_write_file: the serial n of
+   its temporaries starts at 0. */
+static void test_write_file_symlinks(void) {
+    char dir[] = "/tmp/utg_io_XXXXXX", name[128], victim[64], path[64], link_path[64];
+    const char *old_text = "the victim's bytes", *new_text = "new bytes";
+    utg_msg msg;
+    utg_result r;
+    int k;
+    if (!mkdtemp(dir)) { CHECK(0, "mkdtemp"); return; }
+    snprintf(victim, sizeof victim, "%s/victim", dir);
+    snprintf(path, sizeof path, "%s/model.bin", dir);
+    snprintf(link_path, sizeof link_path, "%s/link.bin", dir);
+    CHECK(put_file(victim, old_text), "write the victim");
+    snprintf(name, sizeof name, "%s.tmp", path);
+    CHECK(symlink(victim, name) == 0, "symlink %s", name);
+    for (k = 0; k < 4; k++) {
+        snprintf(name, sizeof name, "%s.%ld-%d.utgtmp", path, (long)getpid(), k);
+        CHECK(symlink(victim, name) == 0, "symlink %s", name);
+    }
+    memset(&msg, 0, sizeof msg);
+    r = utg_write_file(path, new_text, strlen(new_text), &msg);
+    CHECK(r == UTG_OK, "write past planted links: %s (%s)", utg_result_string(r), msg.text);
+    CHECK(file_holds(victim, old_text), "the victim was written through a planted link");
+    CHECK(is_regular(path) && file_holds(path, new_text), "model.bin is not a regular file with the new bytes");
+    /* path itself a link to the victim: the rename replaces the link */
+    CHECK(symlink(victim, link_path) == 0, "symlink link.bin");
+    r = utg_write_file(link_path, new_text, strlen(new_text), &msg);
+    CHECK(r == UTG_OK, "write over a link: %s (%s)", utg_result_string(r), msg.text);
+    CHECK(is_regular(link_path) && file_holds(link_path, new_text), "link.bin is not a regular file with the new bytes");
+    CHECK(file_holds(victim, old_text), "the link's target was overwritten");
+    remove_dir(dir);
+}
+
+/* Temporaries of the same path left by a process that no longer exists are removed; those of a
+   live process, of another path, and files not named like a temporary stay. */
+static void test_write_file_sweeps_stale(void) {
+    char dir[] = "/tmp/utg_io_XXXXXX", path[160], dead[160], alive[160], other[160], other2[160], plain[160];
+    utg_msg msg;
+    pid_t child;
+    int status = 0;
+    if (!mkdtemp(dir)) { CHECK(0, "mkdtemp"); return; }
+    child = fork();
+    if (child == 0) _exit(0);
+    CHECK(child > 0 && waitpid(child, &status, 0) == child, "fork and reap a child");
+    snprintf(path, sizeof path, "%s/model.bin", dir);
+    snprintf(plain, sizeof plain, "%s/model.bin.tmp", dir);
+    snprintf(dead, sizeof dead, "%s/model.bin.%ld-0.utgtmp", dir, (long)child);
+    snprintf(alive, sizeof alive, "%s/model.bin.%ld-0.utgtmp", dir, (long)getppid());
+    snprintf(other, sizeof other, "%s/other.bin.%ld-0.utgtmp", dir, (long)child);
+    snprintf(other2, sizeof other2, "%s/model.bin.old.%ld-0.utgtmp", dir, (long)child);
+    CHECK(put_file(dead, "x") && put_file(alive, "x") && put_file(other, "x") && put_file(other2, "x") &&
+          put_file(plain, "x"), "plant the files");
+    CHECK(utg_write_file(path, "new", 3, &msg) == UTG_OK, "write: %s", msg.text);
+    CHECK(!exists(dead), "the dead process's temporary of model.bin was left");
+    CHECK(exists(alive), "a live process's temporary was removed");
+    CHECK(exists(other) && exists(other2), "another path's temporary was removed");
+    CHECK(exists(plain), "a file not named like a temporary was removed");
+    CHECK(file_holds(path, "new"), "model.bin lacks the new bytes");
+    remove_dir(dir);
+}
+
+/* A write that fails (here the rename: the target is a directory) returns UTG_ERR_IO naming the
+   step, leaves the target as it was and no temporary behind. */
+static void test_write_file_failure_leaves_nothing(void) {
+    char dir[] = "/tmp/utg_io_XXXXXX", path[160];
+    struct stat st;
+    utg_msg msg;
+    utg_result r;
+    if (!mkdtemp(dir)) { CHECK(0, "mkdtemp"); return; }
+    snprintf(path, sizeof path, "%s/model.bin", dir);
+    CHECK(mkdir(path, 0700) == 0, "mkdir");
+    memset(&msg, 0, sizeof msg);
+    r = utg_write_file(path, "new", 3, &msg);
+    CHECK(r == UTG_ERR_IO, "writing over a directory: %s, expected UTG_ERR_IO", utg_result_string(r));
+    CHECK(strstr(msg.text, "rename") && strstr(msg.text, "model.bin"), "message '%s' lacks the step (rename) or the path", msg.text);
+    CHECK(lstat(path, &st) == 0 && S_ISDIR(st.st_mode), "the directory was replaced");
+    CHECK(count_utgtmp(dir) == 0, "%d temporaries left behind", count_utgtmp(dir));
+    CHECK(rmdir(path) == 0, "the directory is no longer empty");
+    remove_dir(dir);
+}
+
+/* A file replaced by utg_write_file keeps its permission bits (a private 0600 file stays private). */
+static void test_write_file_keeps_mode(void) {
+    char dir[] = "/tmp/utg_io_XXXXXX", path[160];
+    struct stat st;
+    utg_msg msg;
+    if (!mkdtemp(dir)) { CHECK(0, "mkdtemp"); return; }
+    snprintf(path, sizeof path, "%s/secret.bin", dir);
+    memset(&msg, 0, sizeof msg);
+    CHECK(utg_write_file(path, "old", 3, &msg) == UTG_OK && chmod(path, 0600) == 0, "first write: %s", msg.text);
+    CHECK(utg_write_file(path, "new!", 4, &msg) == UTG_OK, "second write: %s", msg.text);
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 07777) == 0600 && st.st_size == 4, "mode %o size %lld after the rewrite",
+          (unsigned)(st.st_mode & 07777), (long long)st.st_size);
+    remove_dir(dir);
+}
+
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     RUN(test_safetensors_round_trip);
@@ -326,5 +584,11 @@ int main(int argc, char **argv) {
     RUN(test_safetensors_mutations);
     RUN(test_gradients_export);
     RUN(test_shards);
+    RUN(test_safetensors_nonfinite);
+    RUN(test_checkpoint_nonfinite);
+    RUN(test_write_file_symlinks);
+    RUN(test_write_file_sweeps_stale);
+    RUN(test_write_file_failure_leaves_nothing);
+    RUN(test_write_file_keeps_mode);
     return TEST_SUMMARY();
 }

@@ -413,6 +413,55 @@ static void test_model_matmul_bf16(void) {
     mdl_free(&b);
 }
 
+/* utg_model_generate draws each next token from the model's own distribution, the softmax of the
+   softcapped logits (the eval forward applies the cap; a second cap would flatten it). Near-one-hot
+   tied embeddings give each token a logit near the cap on itself, so the cap matters; the drawn
+   pairs (first, second) are compared cell by cell with n_first * p(second | first), p from
+   utg_model_eval's per-position losses: total variation within sampling noise. */
+static void test_model_generate_distribution(void) {
+    enum { V = 16, N = 32768 };
+    utg_model_desc d;
+    utg_model *m = NULL;
+    int32_t *out = (int32_t *)malloc(sizeof(int32_t) * 2 * N), in[V * V], tgt[V * V];
+    float row_loss[V * V], *emb;
+    double p[V][V], count[V][V], n_first[V], tv = 0.0, noise = 0.0, loss, p_self = 0.0;
+    size_t n, i;
+    uint64_t s = 7;
+    int f, v;
+    memset(&d, 0, sizeof d);
+    d.config = tiny_config(2, 16, 4, 2, V, 8, 1, 5.0);
+    CHECK(utg_model_create(&d, &m) == UTG_OK, "create: %s", utg_model_message(m));
+    emb = get_tensor(m, "tok_emb.weight", &n); /* [16, 16], tied: the head too */
+    for (i = 0; i < n; i++) {                   /* 2 I + uniform noise in [-1/2, 1/2) */
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        emb[i] = (float)((double)(s >> 11) / 9007199254740992.0 - 0.5) + (i / V == i % V ? 2.0f : 0.0f);
+    }
+    utg_model_set(m, 0, utg_model_find_tensor(m, "tok_emb.weight"), emb, n);
+    for (f = 0; f < V; f++) /* V * V sequences of one token: f, scored against every v */
+        for (v = 0; v < V; v++) { in[f * V + v] = f; tgt[f * V + v] = v; }
+    CHECK(utg_model_eval(m, in, tgt, V * V, 1, row_loss, &loss) == UTG_OK, "eval: %s", utg_model_message(m));
+    for (f = 0; f < V; f++) {
+        double sum = 0.0;
+        for (v = 0; v < V; v++) sum += p[f][v] = exp(-(double)row_loss[f * V + v]);
+        CHECK(fabs(sum - 1.0) < 1e-4, "p(. | %d) sums to %.6f", f, sum);
+        p_self += p[f][f] / V;
+    }
+    memset(count, 0, sizeof count);
+    memset(n_first, 0, sizeof n_first);
+    CHECK(utg_model_generate(m, N, 2, 1.0, 2024, out) == UTG_OK, "generate: %s", utg_model_message(m));
+    for (i = 0; i < N; i++) { count[out[2 * i]][out[2 * i + 1]] += 1.0; n_first[out[2 * i]] += 1.0; }
+    for (f = 0; f < V; f++)
+        for (v = 0; v < V; v++) { /* E|count - mean| of a binomial, about sqrt(2/pi) sd */
+            tv += 0.5 * fabs(count[f][v] - n_first[f] * p[f][v]) / N;
+            noise += 0.5 * sqrt(2.0 / 3.14159265358979 * n_first[f] * p[f][v] * (1.0 - p[f][v])) / N;
+        }
+    printf("      mean p(first | first) %.3f; total variation %.4f, sampling noise about %.4f, tolerance 0.06\n", p_self, tv, noise);
+    CHECK(tv < 0.06, "drawn pairs are %.4f in total variation from the model's distribution (noise about %.4f)", tv, noise);
+    free(emb);
+    free(out);
+    utg_model_destroy(m);
+}
+
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     RUN(test_config_zero_is_baseline);
@@ -429,5 +478,6 @@ int main(int argc, char **argv) {
     RUN(test_model_grad_accumulation);
     RUN(test_model_deterministic_across_threads);
     RUN(test_model_matmul_bf16);
+    RUN(test_model_generate_distribution);
     return TEST_SUMMARY();
 }

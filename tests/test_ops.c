@@ -1093,6 +1093,48 @@ static void test_xent_long_rows(void) {
     free(z); free(g);
 }
 
+/* Non-finite and huge logits in the cross-entropy: a NaN (at the target or elsewhere) reaches the
+   exp path (utg__expf_core, whose float-to-int conversion must not see it: run under
+   -fsanitize=float-cast-overflow) and makes its row's loss NaN, with and without softcap and with
+   the gradient; logits of +-1e30 give the double reference's loss; the other rows are the same
+   bits as when computed alone. */
+static void test_xent_nonfinite(void) {
+    enum { R = 5, V = 37 };
+    int32_t tgt[R] = {1, 2, 9, 3, 4};
+    float z[R * V], work[R * V], alone[V], loss[R], loss1;
+    int r, j, v, k;
+    CHECK(isnan(utg__expf(NAN)), "e^NaN = %g", utg__expf(NAN));
+    for (v = 0; v < 6; v++) {
+        float cap = v % 3 == 0 ? 0.0f : v % 3 == 1 ? 3.0f : 30.0f, dscale = v < 3 ? 0.0f : 1.0f / R;
+        for (j = 0; j < R * V; j++) z[j] = (float)(4.0 * urand());
+        z[1 * V + 5] = NAN;   /* row 1: a NaN beside the target */
+        z[2 * V + 9] = NAN;   /* row 2: the target is NaN */
+        z[3 * V + 7] = 1e30f; /* row 3: a huge logit */
+        z[4 * V + 8] = -1e30f;
+        memcpy(work, z, sizeof z);
+        be->xent_fwd(be, work, loss, tgt, R, V, cap, dscale);
+        CHECK(isnan(loss[1]) && isnan(loss[2]), "cap %g, dscale %g: NaN logits give row losses %g and %g", cap, dscale, loss[1], loss[2]);
+        for (r = 3; r < R; r++) {
+            double zz[V], mx = -1e300, sum = 0.0, ref;
+            for (j = 0; j < V; j++) {
+                zz[j] = cap > 0 ? cap * tanh((double)z[r * V + j] / cap) : (double)z[r * V + j];
+                if (zz[j] > mx) mx = zz[j];
+            }
+            for (j = 0; j < V; j++) sum += exp(zz[j] - mx);
+            ref = mx + log(sum) - zz[tgt[r]];
+            CHECK(fabs(loss[r] - ref) <= 1e-5 * (fabs(ref) > 1.0 ? fabs(ref) : 1.0), "cap %g, dscale %g, row %d: loss %.9g, reference %.9g",
+                  cap, dscale, r, loss[r], ref);
+            for (j = 0; j < V; j++)
+                if (!isfinite(work[r * V + j])) { CHECK(0, "cap %g, row %d: output %d is %g", cap, r, j, work[r * V + j]); break; }
+        }
+        /* row 0 (all finite) as if alone: rows are independent */
+        memcpy(alone, z, sizeof alone);
+        be->xent_fwd(be, alone, &loss1, tgt, 1, V, cap, dscale);
+        for (k = 0, j = 0; j < V; j++) k += memcmp(&alone[j], &work[j], 4) != 0;
+        CHECK(loss1 == loss[0] && k == 0, "cap %g, dscale %g: row 0 differs from row 0 alone (%d outputs)", cap, dscale, k);
+    }
+}
+
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     if (utg_backend_cpu_create(NULL, &be) != UTG_OK) { printf("cannot create the CPU backend\n0 passed, 1 failed\n"); return 1; }
@@ -1119,6 +1161,7 @@ int main(int argc, char **argv) {
     RUN(test_mix_set);
     RUN(test_mix_rmsnorm);
     RUN(test_xent_grad);
+    RUN(test_xent_nonfinite);
     utg_backend_destroy(be);
     return TEST_SUMMARY();
 }

@@ -110,4 +110,25 @@ print(n)' "$A/$s.txt")
     check "data/austen byte $s shard: $have tokens = paragraph bytes + BOS per paragraph ($want)" [ "$have" -eq "$want" ]
 done
 
+# a write that fails part-way (a full disk, made by the LD_PRELOAD shim of tests/iofault.c at the
+# second shard's write) leaves the shards of an earlier run as they were, and nothing staged
+if [ -f "$B/libiofault.so" ]; then
+    mkdir -p "$T/fd"
+    awk 'BEGIN { for (i = 0; i < 300; i++) printf "1 %d %d %d\n", i % 200 + 2, i % 7 + 3, i % 11 + 4 }' > "$T/ids_old.txt"
+    awk 'BEGIN { for (i = 0; i < 300; i++) printf "1 %d %d\n", i % 100 + 9, i % 13 + 5 }' > "$T/ids_new.txt"
+    "$U" ids --in "$T/ids_old.txt" --out "$T/fd/s" --shard-tokens 400 > /dev/null 2>&1
+    mkdir -p "$T/fd_before"
+    cp "$T"/fd/s_*.bin "$T/fd_before/"
+    FD=$(cd "$T/fd" && pwd -P)
+    IOFAULT_DIR=$FD IOFAULT_AT=5 IOFAULT_MODE=fail LD_PRELOAD="$(cd "$B" && pwd)/libiofault.so" \
+        "$U" ids --in "$T/ids_new.txt" --out "$T/fd/s" --shard-tokens 400 > "$T/fd.out" 2> "$T/fd.err"
+    st=$?
+    same_shards() { for f in "$T"/fd_before/s_*.bin; do cmp -s "$f" "$T/fd/$(basename "$f")" || return 1; done; }
+    check "a write failing at the second shard: exit 1 with a message" sh -c "[ $st -eq 1 ] && grep -q 'no shard was replaced' '$T/fd.err'"
+    check "... the earlier run's $(ls "$T/fd_before" | wc -l) shards are byte for byte as they were" same_shards
+    check "... and nothing staged or temporary is left" sh -c "! ls '$T/fd' | grep -q -e staged -e utgtmp"
+else
+    no "$B/libiofault.so is built (the fault-injection shim)"
+fi
+
 summary

@@ -181,8 +181,8 @@ byte=$(od -An -tu1 -j "$off" -N1 "$CK" | tr -d ' ')
 printf "\\$(printf '%03o' $((byte ^ 255)))" | dd of="$T/flip.utgc" bs=1 seek="$off" conv=notrunc 2>/dev/null
 check "the flipped copy differs from the checkpoint in one byte" sh -c "[ \$(cmp -l '$CK' '$T/flip.utgc' | wc -l) = 1 ]"
 refuse flip "$T/flip.utgc" "CRC|corrupt"
-refuse foreign "$A/model.safetensors" "not a utgolf checkpoint"
-refuse empty /dev/null "not a utgolf checkpoint|too short|empty"
+refuse foreign "$A/model.safetensors" "not a UTGCKPT1 file"
+refuse empty /dev/null "not a UTGCKPT1 file"
 refuse dim32 "$CK" "another model|MODEL_DIM" MODEL_DIM=32
 check "refused: dim32 names the knob (MODEL_DIM=64 in the checkpoint, 32 here)" said dim32 "MODEL_DIM"
 refuse emaon "$CK" "EMA_ENABLED" EMA_ENABLED=1
