@@ -289,6 +289,10 @@ typedef struct utg_msg {
     X(INT, val_batch_size, "VAL_BATCH_SIZE", 524288, 0, "tokens per validation batch")            \
     X(INT, val_loss_every, "VAL_LOSS_EVERY", 1000, UTG_KF_OFF, "validate every N steps; 0 = only at the end") \
     X(INT, train_log_every, "TRAIN_LOG_EVERY", 200, UTG_KF_OFF, "log the train loss every N steps") \
+    X(STR, on_nonfinite, "ON_NONFINITE", "stop", 0,                                                \
+      "a non-finite loss or gradient norm: stop, or rollback (reload the last good checkpoint, halve the LRs)") \
+    X(INT, on_nonfinite_max_rollbacks, "ON_NONFINITE_MAX_ROLLBACKS", 3, 0,                          \
+      "ON_NONFINITE=rollback: rollbacks allowed in one run before it stops")                      \
     X(REAL, warmdown_frac, "WARMDOWN_FRAC", 0.0, 0,                                                \
       "warmdown as a fraction of training (time with a cap, else steps); 0 = WARMDOWN_ITERS")     \
     X(REAL, min_lr, "MIN_LR", 0.0, 0, "floor of the LR scale in a WARMDOWN_FRAC warmdown")         \
@@ -561,8 +565,8 @@ struct utg_backend {
                             const float *z, const float *wz, int rows, int cols, int flags, float eps);
 
     /* Softcapped cross-entropy over rows of raw logits z[rows, V]: z' = c*tanh(z/c) (no cap when
-       c <= 0), row_loss[r] = logsumexp(z'_r) - z'_r[target_r]. When dscale != 0 the logits are
-       overwritten with d(dscale * row_loss[r]) / dz (the gradient, softcap included). */
+       c <= 0), row_loss[r] = logsumexp(z'_r) - z'_r[target_r]. The logits are overwritten: with
+       z' when dscale == 0, else with d(dscale * row_loss[r]) / dz (the gradient, softcap included). */
     void (*xent_fwd)(utg_backend *be, float *logits, float *row_loss, const int32_t *targets,
                      int rows, int V, float softcap, float dscale);
 
@@ -664,6 +668,9 @@ typedef struct utg_model_desc {
 typedef struct utg_model utg_model;
 
 UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out);
+/* The tensor count and parameter count (sum of numel) of the model `cfg` describes, without building
+   it: only the depth plans and the tensor table are made, so this is cheap for any valid config. */
+UTGDEF utg_result utg_config_model_size(const utg_config *cfg, size_t *n_params, int *n_tensors, utg_msg *msg);
 UTGDEF void utg_model_destroy(utg_model *m);
 UTGDEF const char *utg_model_message(const utg_model *m); /* details of the last failure */
 UTGDEF const utg_config *utg_model_config(const utg_model *m); /* the resolved config */
@@ -1288,6 +1295,11 @@ UTGDEF utg_result utg_model_budget_plan(utg_model *m, const utg_hessians *h, utg
 /* Load an artifact's weights into a model with the same shape (the META config must agree on every
    shape knob; every tensor present with its dims). */
 UTGDEF utg_result utg_model_load_artifact(utg_model *m, const utg_artifact *a);
+/* A new model from an artifact alone: its META config (with `base`'s backend, allocator and logger;
+   base may be NULL) and its weights. The config's tensor and parameter counts are compared with the
+   artifact's TENS table before any model memory is allocated. On failure *out, when not NULL, holds
+   the message (utg_model_message) and must be destroyed. */
+UTGDEF utg_result utg_model_create_from_artifact(const utg_artifact *a, const utg_model_desc *base, utg_model **out);
 
 /* Quantization-aware training. utg_qat_begin replaces the quantized tensors (as
    utg_model_quant_plan chooses them) by their fake-quantized values (QAT=ste: per-row rounding with
@@ -1312,7 +1324,23 @@ UTGDEF const char *utg_version(void);
 /* Read a whole file with malloc (free with free()). Fails cleanly past max_bytes. */
 UTGDEF utg_result utg_read_file(const char *path, size_t max_bytes, void **out, size_t *out_size,
                                 utg_msg *msg);
-/* Write atomically: temporary file, fsync where available, rename. */
+/* The same, but the file must start with the n_magic bytes `magic`: they are read and compared
+   before anything is allocated for the rest (a large file of another kind costs one small read). */
+UTGDEF utg_result utg_read_file_magic(const char *path, const void *magic, size_t n_magic, size_t max_bytes, void **out,
+                                      size_t *out_size, utg_msg *msg);
+/* Write atomically, so that `path` holds either its previous bytes or all of the new ones:
+   - POSIX builds (the including file defines _POSIX_C_SOURCE, or is not in strict ISO mode): the
+     bytes go to a new temporary "<path>.<pid>-<n>.utgtmp" created with O_CREAT | O_EXCL (it never
+     follows a planted symlink or reuses a file), which is written, fsync'ed, closed and renamed
+     over path; then the directory is fsync'ed so that the rename survives a crash. Temporaries of
+     the same path left by processes that no longer exist are removed first.
+   - strict ISO C builds (and Windows): a temporary "<path>.<n>.utgtmp" through fopen, then rename;
+     nothing is forced to disk and a link planted at the temporary's name is not detected. Where
+     rename cannot replace a file (Windows), the old file is removed first: a crash between the two
+     leaves only the temporary.
+   A replaced regular file keeps its permission bits. Any failure returns UTG_ERR_IO with the step
+   and the system's reason, and removes the temporary; a failed fsync of the directory is reported
+   too, although the new bytes are then in place (a crash could still undo the rename). */
 UTGDEF utg_result utg_write_file(const char *path, const void *bytes, size_t size_bytes, utg_msg *msg);
 #endif
 
@@ -1410,12 +1438,23 @@ static void utg__free(const utg_allocator *a, void *p) {
 }
 
 static void utg__msgf(utg_msg *msg, const char *fmt, ...) UTG__PRINTF(2, 3);
+/* Messages quote names and strings from files; a control byte among them is written as \xNN, so
+   that printing a message never sends an escape sequence to a terminal. */
 static void utg__msgf(utg_msg *msg, const char *fmt, ...) {
+    char raw[sizeof msg->text];
+    size_t i, at = 0;
     va_list ap;
     if (!msg) return;
     va_start(ap, fmt);
-    vsnprintf(msg->text, sizeof msg->text, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    for (i = 0; raw[i] && at + 1 < sizeof msg->text; i++) {
+        unsigned char c = (unsigned char)raw[i];
+        if (c >= 0x20 && c != 0x7f) msg->text[at++] = (char)c;
+        else if (at + 5 < sizeof msg->text) at += (size_t)snprintf(msg->text + at, sizeof msg->text - at, "\\x%02x", c);
+        else break;
+    }
+    msg->text[at] = 0;
 }
 
 /* Overflow-checked size arithmetic: returns 0 on overflow. */
@@ -1613,6 +1652,9 @@ UTGDEF utg_result utg_config_validate(const utg_config *c, utg_msg *msg) {
              "learning rates must be >= 0");
     UTG__REQ(c->beta1 < 1.0 && c->beta2 < 1.0 && c->adam_eps > 0.0, "BETA1 and BETA2 must be < 1 and ADAM_EPS > 0");
     UTG__REQ(c->grad_clip_norm >= 0.0, "GRAD_CLIP_NORM must be >= 0");
+    UTG__REQ(utg__oneof(c->on_nonfinite, "stop|rollback"), "ON_NONFINITE must be stop or rollback (got '%s')",
+             c->on_nonfinite ? c->on_nonfinite : "");
+    UTG__REQ(c->on_nonfinite_max_rollbacks >= 0, "ON_NONFINITE_MAX_ROLLBACKS must be 0 or more");
     UTG__REQ(c->train_loader && (!strcmp(c->train_loader, "sequential") || !strcmp(c->train_loader, "shuffled")),
              "TRAIN_LOADER must be sequential or shuffled (got '%s')", c->train_loader ? c->train_loader : "");
     UTG__REQ(utg__oneof(c->repeat_untie_mlp, "none|full|down"), "REPEAT_UNTIE_MLP must be none, full or down (got '%s')",
@@ -2680,7 +2722,11 @@ static void utg__cpu_embed_bwd(utg_backend *be, float *dtable, const float *dout
    degree-6 polynomial, relative error below 3e-7 on [-87, 88] (tests/test_ops.c checks). The
    caller keeps x inside [-87, 88]; the floor below relies on x*log2(e) > -128. */
 static float utg__expf_core(float x) {
-    int32_t n = (int32_t)(x * 1.44269504088896341f + 128.5f) - 128; /* floor(x log2 e + 1/2) */
+    float t = x * 1.44269504088896341f + 128.5f;
+    /* n = floor(x log2 e + 1/2). t stays in [1, 255] before the conversion, which a NaN or an
+       infinity would make undefined: a NaN converts as 1 and r keeps it NaN. Callers clamp x to
+       [-87, 88], where t is in [3, 255.5) and the bounds change nothing. */
+    int32_t n = (int32_t)(t >= 1.0f ? (t <= 255.0f ? t : 255.0f) : 1.0f) - 128;
     float r = x - (float)n * 0.693145751953125f, p, two_n;          /* ln 2, high bits (exact) */
     int32_t e = (n + 127) << 23;
     r = r - (float)n * 1.42860682030941723e-6f; /* ln 2, low bits */
@@ -3923,16 +3969,19 @@ static utg_result utg__compile_plans(utg_model *m) {
     } else {
         ph[nph].list = full; ph[nph].n = n_full; ph[nph].start_step = 0; ph[nph].start_frac = -1; nph++;
     }
-    /* U-Net split of each phase */
+    /* U-Net split of each phase: pops start after the last push, so every pop reads a slot pushed
+       earlier in the same phase (utg__verify_plan proves it once the tensors exist) */
     for (p = 0; p < nph; p++) {
         utg__phase_src *q = &ph[p];
         if (explicit_split && q->list == full && q->n == n_full) q->n_enc = n_enc_full;
         else q->n_enc = q->n / 2;
         q->pop_start = q->n_enc;
         if (skips_loop) { /* stem -> tail: the layers before the loop push, the layers after it pop */
-            q->n_enc = ls;
-            q->pop_start = q->n - (L - 1 - le);
+            int tail = L - 1 - le;
+            q->n_enc = ls < q->n ? ls : q->n; /* a NUM_LAYER_SCHEDULE prefix may end inside the stem */
+            q->pop_start = (q->list == full ? n_full : q->n) - tail; /* a prefix holds the tail's head, or none of it */
         }
+        if (q->pop_start < q->n_enc) q->pop_start = q->n_enc;
     }
     /* untied repeat MLPs */
     n_untie_layers = 0;
@@ -4045,6 +4094,44 @@ done:
 #undef UTG__FAIL
     utg__free(&m->alloc, full);
     return r;
+}
+
+/* Prove what the forward and backward rely on, for one plan: every layer names a block, a control
+   owner, an MLP set and a skip row that exist in the tensor table, and every pop reads a skip slot
+   that an earlier layer of the same plan pushed (a push happens after its layer, a pop before). */
+static utg_result utg__verify_plan(utg_model *m, int p) {
+    const utg_plan *P = &m->plans[p];
+    unsigned char pushed[UTG__MAX_VIRTUAL];
+    int i;
+#define UTG__BAD(...) do { char why_[256]; snprintf(why_, sizeof why_, __VA_ARGS__); \
+                           utg__msgf(&m->msg, "depth plan %d, virtual layer %d: %s", p, i, why_); return UTG_ERR_CONFIG; } while (0)
+    if (P->n_slots < 0 || P->n_slots > m->max_slots || P->n_slots > UTG__MAX_VIRTUAL) { i = -1; UTG__BAD("%d skip slots", P->n_slots); }
+    memset(pushed, 0, sizeof pushed);
+    for (i = 0; i < P->n_layers; i++) {
+        const utg_plan_layer *pl = &P->layers[i];
+        int b = pl->block;
+        if (b < 0 || b >= m->n_phys) UTG__BAD("block %d does not exist (%d physical blocks)", b, m->n_phys);
+        if (m->heavy[b].fc < 0 || m->heavy[b].mlp_proj < 0) UTG__BAD("block %d has no MLP tensors", b);
+        if (m->heavy[b].c_q[0] < 0 && !(b == 0 && m->cfg.disable_layer0_attn > 0)) UTG__BAD("block %d has no attention tensors", b);
+        if (pl->ctrl < 0 || pl->ctrl >= m->n_ctrl || m->ctrl[pl->ctrl].mlp_scale < 0)
+            UTG__BAD("control owner %d does not exist (%d owners)", pl->ctrl, m->n_ctrl);
+        if (pl->mlp_set < -1 || pl->mlp_set >= m->n_rsets || (pl->mlp_set >= 0 && m->rsets[pl->mlp_set].proj < 0))
+            UTG__BAD("untied MLP set %d does not exist (%d sets)", pl->mlp_set, m->n_rsets);
+        if (pl->lane != UTG_LANE_SINGLE && m->lanes_any && m->t_par_post < 0) UTG__BAD("parallel lanes without their lambdas");
+        if (pl->pop_slot >= 0) {
+            if (pl->pop_slot >= P->n_slots || !pushed[pl->pop_slot])
+                UTG__BAD("pops skip slot %d, which no earlier layer of the plan pushed (UNET_SKIPS=%s)", pl->pop_slot, m->cfg.unet_skips);
+            if (pl->skip_index < 0 || pl->skip_index >= m->n_skip || m->t_skip < 0)
+                UTG__BAD("reads skip_weights row %d of %d", pl->skip_index, m->n_skip);
+        } else if (pl->pop_slot != -1) UTG__BAD("skip slot %d", pl->pop_slot);
+        if (pl->push_slot >= 0) {
+            if (pl->push_slot >= P->n_slots) UTG__BAD("pushes skip slot %d of %d", pl->push_slot, P->n_slots);
+            pushed[pl->push_slot] = 1;
+        } else if (pl->push_slot != -1) UTG__BAD("skip slot %d", pl->push_slot);
+        if (m->ve_of && m->ve_of[i] >= m->n_ve) UTG__BAD("value-embedding scale %d of %d", m->ve_of[i], m->n_ve);
+    }
+#undef UTG__BAD
+    return UTG_OK;
 }
 
 static void utg__free_plans(utg_model *m) {
@@ -4290,6 +4377,59 @@ static utg_result utg__rope_table(utg_model *m, int T, float **dst) {
     return *dst ? UTG_OK : UTG_ERR_NOMEM;
 }
 
+/* The model's shape from its resolved, validated config: the depth plans, proven sound, and the
+   tensor table. Allocates only those tables (bounded by the knobs' ranges), never the arena. */
+static utg_result utg__model_layout(utg_model *m) {
+    utg_result r;
+    int i;
+    m->d = m->cfg.model_dim;
+    m->H = m->cfg.num_heads;
+    m->Hkv = m->cfg.num_kv_heads;
+    m->hd = m->d / m->H;
+    m->kvd = m->Hkv * m->hd;
+    m->F = m->cfg.mlp_hidden > 0 ? m->cfg.mlp_hidden : m->cfg.mlp_mult * m->d;
+    m->rd = m->cfg.rope_dims > 0 ? m->cfg.rope_dims : m->hd;
+    m->slope = !strcmp(m->cfg.mlp_activation, "leaky_relu2") ? (float)m->cfg.leaky_relu_slope : 0.0f;
+    m->gate_win = m->cfg.gated_attn_enabled > 0 ? m->cfg.model_dim
+                : (m->cfg.sparse_attn_gate_enabled > 0 || m->cfg.attn_out_gate_enabled > 0) ? m->cfg.gate_window : 0;
+    m->gate_scale = m->cfg.sparse_attn_gate_enabled > 0 ? (float)m->cfg.sparse_attn_gate_scale : 1.0f;
+    m->gate_mult = m->cfg.attn_out_gate_enabled > 0 ? 2.0f : 1.0f;
+    m->V = m->cfg.vocab_size;
+    m->T = m->cfg.train_seq_len;
+    m->eps = (float)m->cfg.rms_norm_eps;
+    m->softcap = m->cfg.logit_softcap > 0 ? (float)m->cfg.logit_softcap : 0.0f;
+    m->n_phys = m->cfg.universal_unique_blocks > 0 ? m->cfg.universal_unique_blocks : m->cfg.num_layers;
+    m->n_attn = m->cfg.block_attns;
+    m->mlp3 = m->cfg.mlp_layers == 3;
+    m->n_norms = m->n_attn + 1;
+    if ((r = utg__compile_plans(m)) != UTG_OK) return r;
+    if ((r = utg__build_tensors(m)) != UTG_OK) {
+        utg__msgf(&m->msg, "out of memory building the tensor table");
+        return r;
+    }
+    for (i = 0; i < m->n_plans; i++)
+        if ((r = utg__verify_plan(m, i)) != UTG_OK) return r;
+    return UTG_OK;
+}
+
+UTGDEF utg_result utg_config_model_size(const utg_config *cfg, size_t *n_params, int *n_tensors, utg_msg *msg) {
+    utg_model *m;
+    utg_result r;
+    if (!cfg) return UTG_ERR_INVALID;
+    m = (utg_model *)utg__alloc(NULL, sizeof *m);
+    if (!m) return UTG_ERR_NOMEM;
+    memset(m, 0, sizeof *m);
+    m->cfg = utg_config_resolve(cfg);
+    r = utg_config_validate(&m->cfg, &m->msg);
+    if (r == UTG_OK) r = utg__model_layout(m);
+    if (r == UTG_OK) {
+        if (n_params) *n_params = m->n_params;
+        if (n_tensors) *n_tensors = m->n_tensors;
+    } else if (msg) utg__msgf(msg, "%s", m->msg.text);
+    utg_model_destroy(m);
+    return r;
+}
+
 UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) {
     utg_model_desc zero;
     utg_model *m;
@@ -4327,31 +4467,7 @@ UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) 
         utg__msgf(&m->msg, "backend '%s' has no %s op", m->be->name ? m->be->name : "?", m->cfg.matmul_bf16 > 0 ? "matmul_bf16 (MATMUL_BF16=1)" : "matmul");
         return UTG_ERR_BACKEND;
     }
-    m->d = m->cfg.model_dim;
-    m->H = m->cfg.num_heads;
-    m->Hkv = m->cfg.num_kv_heads;
-    m->hd = m->d / m->H;
-    m->kvd = m->Hkv * m->hd;
-    m->F = m->cfg.mlp_hidden > 0 ? m->cfg.mlp_hidden : m->cfg.mlp_mult * m->d;
-    m->rd = m->cfg.rope_dims > 0 ? m->cfg.rope_dims : m->hd;
-    m->slope = !strcmp(m->cfg.mlp_activation, "leaky_relu2") ? (float)m->cfg.leaky_relu_slope : 0.0f;
-    m->gate_win = m->cfg.gated_attn_enabled > 0 ? m->cfg.model_dim
-                : (m->cfg.sparse_attn_gate_enabled > 0 || m->cfg.attn_out_gate_enabled > 0) ? m->cfg.gate_window : 0;
-    m->gate_scale = m->cfg.sparse_attn_gate_enabled > 0 ? (float)m->cfg.sparse_attn_gate_scale : 1.0f;
-    m->gate_mult = m->cfg.attn_out_gate_enabled > 0 ? 2.0f : 1.0f;
-    m->V = m->cfg.vocab_size;
-    m->T = m->cfg.train_seq_len;
-    m->eps = (float)m->cfg.rms_norm_eps;
-    m->softcap = m->cfg.logit_softcap > 0 ? (float)m->cfg.logit_softcap : 0.0f;
-    m->n_phys = m->cfg.universal_unique_blocks > 0 ? m->cfg.universal_unique_blocks : m->cfg.num_layers;
-    m->n_attn = m->cfg.block_attns;
-    m->mlp3 = m->cfg.mlp_layers == 3;
-    m->n_norms = m->n_attn + 1;
-    if ((r = utg__compile_plans(m)) != UTG_OK) return r;
-    if ((r = utg__build_tensors(m)) != UTG_OK) {
-        utg__msgf(&m->msg, "out of memory building the tensor table");
-        return r;
-    }
+    if ((r = utg__model_layout(m)) != UTG_OK) return r;
     m->phase = 0;
     m->plan = &m->plans[0];
     if (!utg__mul_ok(m->arena_floats, sizeof(float), &bytes)) return UTG_ERR_NOMEM;
@@ -5859,6 +5975,11 @@ UTGDEF utg_result utg_model_load_safetensors(utg_model *m, const void *bytes, si
                 uint16_t h = (uint16_t)(src[2 * k] | (src[2 * k + 1] << 8));
                 v = e->dtype == 1 ? utg__f16_to_f32(h) : utg__bf16_to_f32(h);
             }
+            if (!isfinite(v)) {
+                utg__msgf(&m->msg, "safetensors: tensor '%s' element %zu is not finite", e->name, k);
+                r = UTG_ERR_FORMAT;
+                goto done;
+            }
             host[t->offset + k] = v;
         }
     }
@@ -6914,6 +7035,24 @@ static int utg__ckpt_conf_get(const uint8_t *conf, size_t n, const char *key, ch
     return 0;
 }
 
+/* Every float of a checkpoint arena's tensors is finite (a diverged state is refused, not resumed). */
+static utg_result utg__ckpt_check_finite(utg_model *m, const uint8_t *arena, const char *what) {
+    int i;
+    size_t e;
+    for (i = 0; i < m->n_tensors; i++) {
+        const utg_tensor_info *t = &m->tensors[i];
+        for (e = 0; e < t->numel; e++) {
+            float v;
+            memcpy(&v, arena + 4 * (t->offset + e), 4);
+            if (!isfinite(v)) {
+                utg__msgf(&m->msg, "checkpoint %s %s[%zu] is not finite (%g): the state it holds had diverged", what, t->name, e, (double)v);
+                return UTG_ERR_FORMAT;
+            }
+        }
+    }
+    return UTG_OK;
+}
+
 UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *ld, utg_train_state *ts,
                                       const void *bytes, size_t size) {
     const uint8_t *b = (const uint8_t *)bytes, *sec[8] = {0}, *conf = NULL, *stat = NULL, *parm = NULL, *load = NULL;
@@ -7008,6 +7147,9 @@ UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *ld
         utg__msgf(&m->msg, "checkpoint depth-plan phase %lld is outside this model's 0..%d", (long long)phase, m->n_plans - 1);
         return UTG_ERR_MISMATCH;
     }
+    if ((r = utg__ckpt_check_finite(m, parm, "parameter")) != UTG_OK) return r;
+    for (i = 0; i < UTG_OPTIM_ARENAS; i++)
+        if (sec[i] && (r = utg__ckpt_check_finite(m, sec[i], "optimizer state")) != UTG_OK) return r;
     /* the loader checks its own state and changes nothing on failure: it goes first */
     if (ld) {
         utg_msg lm;
@@ -9065,10 +9207,8 @@ UTGDEF utg_result utg_model_generate(utg_model *m, int n_seqs, int len, double t
         for (s = 0; s < n_seqs && r == UTG_OK; s++) {
             double mx = -1e300, sum = 0.0, u;
             m->be->download(m->be, row, m->logits + ((size_t)s * t + (size_t)(t - 1)) * (size_t)V, sizeof(float) * (size_t)V);
-            for (v = 0; v < V; v++) {
-                double z = row[v];
-                if (m->softcap > 0) z = m->softcap * tanh(z / m->softcap);
-                p[v] = z / temperature;
+            for (v = 0; v < V; v++) { /* the eval forward left the softcapped logits c*tanh(z/c) */
+                p[v] = (double)row[v] / temperature;
                 if (p[v] > mx) mx = p[v];
             }
             for (v = 0; v < V; v++) { p[v] = exp(p[v] - mx); sum += p[v]; }
@@ -9443,6 +9583,43 @@ fail:
     return r;
 }
 
+UTGDEF utg_result utg_model_create_from_artifact(const utg_artifact *a, const utg_model_desc *base, utg_model **out) {
+    utg_model_desc desc;
+    utg_msg msg;
+    utg_result r;
+    size_t want_params = 0, have_params = 0;
+    int want_tensors = 0, i;
+    if (!out) return UTG_ERR_INVALID;
+    *out = NULL;
+    if (!a) return UTG_ERR_INVALID;
+    memset(&desc, 0, sizeof desc);
+    if (base) desc = *base;
+    memset(&msg, 0, sizeof msg);
+    /* the config's shape is checked against the TENS table (which the file's size bounds) before
+       anything is allocated for it: a small file cannot ask for a large model */
+    if ((r = utg_artifact_config(a, &desc.config, &msg)) == UTG_OK) r = utg_config_model_size(&desc.config, &want_params, &want_tensors, &msg);
+    for (i = 0; i < a->n_tensors; i++) have_params += a->tensors[i].numel;
+    if (r == UTG_OK && (want_tensors != a->n_tensors || want_params != have_params)) {
+        utg__msgf(&msg, "the META config describes %d tensors and %zu parameters, the artifact holds %d tensors and %zu parameters",
+                  want_tensors, want_params, a->n_tensors, have_params);
+        r = UTG_ERR_MISMATCH;
+    }
+    if (r != UTG_OK) {
+        /* a model that holds only the message, so that the caller reads it as after any failure */
+        utg_model_desc empty;
+        memset(&empty, 0, sizeof empty);
+        empty.allocator = desc.allocator;
+        *out = (utg_model *)utg__alloc(&empty.allocator, sizeof(utg_model));
+        if (!*out) return UTG_ERR_NOMEM;
+        memset(*out, 0, sizeof(utg_model));
+        (*out)->alloc = empty.allocator;
+        utg__msgf(&(*out)->msg, "%s", msg.text);
+        return r;
+    }
+    if ((r = utg_model_create(&desc, out)) != UTG_OK) return r;
+    return utg_model_load_artifact(*out, a);
+}
+
 /* ---- quantization-aware training ---- */
 
 struct utg_qat {
@@ -9588,19 +9765,27 @@ UTGDEF const char *utg_result_string(utg_result r) {
 UTGDEF const char *utg_version(void) { return UTG_VERSION_STRING; }
 
 #ifndef UTG_NO_STDIO
-/* fsync and fileno are POSIX: used when the including file asked for POSIX (or is not in strict ISO
-   mode); otherwise the write is still atomic through rename, just not forced to disk. */
+/* utg_write_file's POSIX path (exclusive temporaries, fsync of the file and its directory, stale
+   temporaries swept) is used when the including file asked for POSIX or is not in strict ISO mode;
+   otherwise it falls back to ISO C stdio (see utg_write_file). */
 #if (defined(__unix__) || defined(__APPLE__)) && \
     (defined(_POSIX_C_SOURCE) || defined(_GNU_SOURCE) || defined(_DEFAULT_SOURCE) || !defined(__STRICT_ANSI__))
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
-#define UTG__HAVE_FSYNC 1
+#define UTG__POSIX_FILES 1
 #endif
 
-UTGDEF utg_result utg_read_file(const char *path, size_t max_bytes, void **out, size_t *out_size, utg_msg *msg) {
+UTGDEF utg_result utg_read_file_magic(const char *path, const void *magic, size_t n_magic, size_t max_bytes, void **out,
+                                      size_t *out_size, utg_msg *msg) {
     FILE *f;
     long len;
+    unsigned char head[64];
     void *buf;
-    if (!path || !out || !out_size) return UTG_ERR_INVALID;
+    if (!path || !out || !out_size || n_magic > sizeof head || (n_magic && !magic)) return UTG_ERR_INVALID;
     *out = NULL;
     *out_size = 0;
     f = fopen(path, "rb");
@@ -9611,6 +9796,20 @@ UTGDEF utg_result utg_read_file(const char *path, size_t max_bytes, void **out, 
         utg__msgf(msg, "cannot size '%s' (not a regular file?)", path);
         return UTG_ERR_IO;
     }
+    if (n_magic && ((size_t)len < n_magic || fread(head, 1, n_magic, f) != n_magic || memcmp(head, magic, n_magic) != 0)) {
+        char want[4 * 64 + 1], got[4 * 64 + 1];
+        size_t k, nw = 0, ng = 0, have = (size_t)len < n_magic ? (size_t)len : n_magic;
+        for (k = 0; k < n_magic; k++) { /* printable bytes as they are, others as \xNN */
+            unsigned char cw = ((const unsigned char *)magic)[k];
+            nw += (size_t)snprintf(want + nw, sizeof want - nw, cw >= 32 && cw < 127 && cw != '\\' ? "%c" : "\\x%02x", cw);
+            if (k < have) ng += (size_t)snprintf(got + ng, sizeof got - ng, head[k] >= 32 && head[k] < 127 && head[k] != '\\' ? "%c" : "\\x%02x", head[k]);
+        }
+        want[nw] = got[ng] = 0;
+        fclose(f);
+        if ((size_t)len < n_magic) utg__msgf(msg, "'%s' has %ld bytes, shorter than its magic \"%s\": not a %s file", path, len, want, want);
+        else utg__msgf(msg, "'%s' starts with \"%s\", not the magic \"%s\": not a %s file", path, got, want, want);
+        return UTG_ERR_FORMAT;
+    }
     if ((unsigned long)len > max_bytes) {
         fclose(f);
         utg__msgf(msg, "'%s' has %ld bytes, more than the %zu allowed", path, len, max_bytes);
@@ -9618,7 +9817,8 @@ UTGDEF utg_result utg_read_file(const char *path, size_t max_bytes, void **out, 
     }
     buf = malloc(len ? (size_t)len : 1);
     if (!buf) { fclose(f); utg__msgf(msg, "out of memory reading '%s'", path); return UTG_ERR_NOMEM; }
-    if (len && fread(buf, 1, (size_t)len, f) != (size_t)len) {
+    memcpy(buf, head, n_magic);
+    if ((size_t)len > n_magic && fread((char *)buf + n_magic, 1, (size_t)len - n_magic, f) != (size_t)len - n_magic) {
         free(buf);
         fclose(f);
         utg__msgf(msg, "short read on '%s'", path);
@@ -9630,24 +9830,119 @@ UTGDEF utg_result utg_read_file(const char *path, size_t max_bytes, void **out, 
     return UTG_OK;
 }
 
-UTGDEF utg_result utg_write_file(const char *path, const void *bytes, size_t size, utg_msg *msg) {
-    char tmp[4096];
-    FILE *f;
-    int ok;
-    if (!path || (!bytes && size)) return UTG_ERR_INVALID;
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) { utg__msgf(msg, "path too long"); return UTG_ERR_INVALID; }
-    f = fopen(tmp, "wb");
-    if (!f) { utg__msgf(msg, "cannot create '%s'", tmp); return UTG_ERR_IO; }
-    ok = fwrite(bytes, 1, size, f) == size && fflush(f) == 0;
-#ifdef UTG__HAVE_FSYNC
-    ok = ok && fsync(fileno(f)) == 0;
-#endif
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        utg__msgf(msg, "cannot write '%s'", path);
-        return UTG_ERR_IO;
+UTGDEF utg_result utg_read_file(const char *path, size_t max_bytes, void **out, size_t *out_size, utg_msg *msg) {
+    return utg_read_file_magic(path, NULL, 0, max_bytes, out, out_size, msg);
+}
+
+/* Temporaries are named "<path>.<pid>-<n>.utgtmp": unique per process and call, and recognisable,
+   so that a crashed writer's leftovers can be told apart from anything else in the directory. */
+#define UTG__TMP_SUFFIX ".utgtmp"
+
+static void utg__split_path(const char *path, char *dir, size_t dir_size, const char **base) {
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    *base = slash ? slash + 1 : path;
+    if (!slash) snprintf(dir, dir_size, ".");
+    else if (n == 0) snprintf(dir, dir_size, "/");
+    else snprintf(dir, dir_size, "%.*s", (int)n, path);
+}
+
+#ifdef UTG__POSIX_FILES
+/* Remove "<base>.<pid>-<n>.utgtmp" files in dir whose writer process no longer exists. */
+static void utg__sweep_stale_tmps(const char *dir, const char *base) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    size_t nb = strlen(base), ns = strlen(UTG__TMP_SUFFIX);
+    if (!d) return;
+    while ((e = readdir(d)) != NULL) {
+        const char *name = e->d_name, *p;
+        size_t len = strlen(name);
+        char *end;
+        long pid;
+        char full[4096];
+        if (len <= nb + 1 + ns || strncmp(name, base, nb) || name[nb] != '.' || strcmp(name + len - ns, UTG__TMP_SUFFIX)) continue;
+        p = name + nb + 1;
+        if (!(*p >= '1' && *p <= '9')) continue;
+        pid = strtol(p, &end, 10);
+        if (*end != '-' || pid <= 0 || pid == (long)getpid()) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive, or not ours to judge */
+        if ((size_t)snprintf(full, sizeof full, "%s/%s", dir, name) < sizeof full) unlink(full);
     }
+    closedir(d);
+}
+
+/* write(2) all of it, retrying short writes and EINTR */
+static int utg__write_all(int fd, const void *bytes, size_t size) {
+    const char *p = (const char *)bytes;
+    while (size > 0) {
+        ssize_t w = write(fd, p, size > ((size_t)1 << 30) ? ((size_t)1 << 30) : size);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return 0;
+        p += w;
+        size -= (size_t)w;
+    }
+    return 1;
+}
+#endif
+
+UTGDEF utg_result utg_write_file(const char *path, const void *bytes, size_t size, utg_msg *msg) {
+    static unsigned long serial; /* with the pid, makes each temporary name unique */
+    char tmp[4096], dir[4096];
+    const char *base, *step = "create";
+    int ok = 0;
+    if (!path || !path[0] || (!bytes && size)) return UTG_ERR_INVALID;
+    if (strlen(path) + 48 >= sizeof tmp) { utg__msgf(msg, "path too long (%zu bytes): '%.64s...'", strlen(path), path); return UTG_ERR_INVALID; }
+    utg__split_path(path, dir, sizeof dir, &base);
+#ifdef UTG__POSIX_FILES
+    {
+        int fd = -1, tries, err = 0;
+        utg__sweep_stale_tmps(dir, base);
+        /* O_CREAT | O_EXCL never follows a symlink and never opens an existing file */
+        for (tries = 0; fd < 0 && tries < 100; tries++) {
+            snprintf(tmp, sizeof tmp, "%s.%ld-%lu" UTG__TMP_SUFFIX, path, (long)getpid(), serial++);
+            fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
+            if (fd < 0 && errno != EEXIST) break;
+        }
+        if (fd >= 0) {
+            struct stat old;
+            if (lstat(path, &old) == 0 && S_ISREG(old.st_mode)) fchmod(fd, old.st_mode & 07777); /* a replaced file keeps its mode */
+            ok = utg__write_all(fd, bytes, size);
+            if (!ok) { err = errno; step = "write"; }
+            if (ok && !(ok = fsync(fd) == 0)) { err = errno; step = "fsync"; }
+            if (close(fd) != 0 && ok) { ok = 0; err = errno; step = "close"; }
+            if (ok && !(ok = rename(tmp, path) == 0)) { err = errno; step = "rename"; }
+            if (!ok) unlink(tmp);
+            if (ok) { /* the rename itself reaches the disk with the directory */
+                int dfd = open(dir, O_RDONLY);
+                if (dfd < 0 || fsync(dfd) != 0) { ok = 0; err = errno; step = "fsync the directory of"; }
+                if (dfd >= 0) close(dfd);
+            }
+        } else err = errno;
+        if (!ok) {
+            utg__msgf(msg, "cannot %s '%s': %s", step, step[0] == 'c' && step[1] == 'r' ? tmp : path, strerror(err));
+            return UTG_ERR_IO;
+        }
+    }
+#else
+    {   /* ISO C: a fresh temporary name, then rename; nothing forces the data to disk, and an
+           existing file at the temporary's name (or a link there) is not detected */
+        FILE *f;
+        snprintf(tmp, sizeof tmp, "%s.%lu" UTG__TMP_SUFFIX, path, serial++);
+        f = fopen(tmp, "wb");
+        if (f) {
+            ok = fwrite(bytes, 1, size, f) == size && fflush(f) == 0;
+            ok = (fclose(f) == 0) && ok;
+            step = "write";
+            if (ok && rename(tmp, path) != 0) { /* Windows' rename does not replace: remove first */
+                remove(path);
+                ok = rename(tmp, path) == 0;
+                step = "rename";
+            }
+            if (!ok) remove(tmp);
+        }
+        if (!ok) { utg__msgf(msg, "cannot %s '%s'", step, step[0] == 'c' ? tmp : path); return UTG_ERR_IO; }
+    }
+#endif
     return UTG_OK;
 }
 #endif /* UTG_NO_STDIO */
