@@ -42,6 +42,7 @@ typedef struct artifact_file {
     uint8_t *bytes;
     size_t size;
     utg_artifact *a;
+    char not_artifact[320]; /* read_artifact's verdict on a file of another kind (--verify reports it) */
 } artifact_file;
 
 /* The envelope as the tool reads it itself (--verify's first stage, --budget's decode). */
@@ -304,13 +305,21 @@ static int fail_file(const char *path, const char *msg) {
     return 1;
 }
 
-static int read_artifact(const char *path, artifact_file *f) {
+/* Reads the file after its magic matched (a large file of another kind costs one small read). A
+   file of another kind counts as read for --verify, which reports it as its envelope stage. */
+static int read_artifact(const char *path, artifact_file *f, int verifying) {
     utg_msg msg;
     void *bytes = NULL;
+    utg_result r;
     memset(f, 0, sizeof *f);
     memset(&msg, 0, sizeof msg);
     f->path = path;
-    if (utg_read_file(path, MAX_FILE_BYTES, &bytes, &f->size, &msg) != UTG_OK) {
+    r = utg_read_file_magic(path, "UTGA", 4, MAX_FILE_BYTES, &bytes, &f->size, &msg);
+    if (r == UTG_ERR_FORMAT && verifying) {
+        snprintf(f->not_artifact, sizeof f->not_artifact, "%s", msg.text);
+        return 1;
+    }
+    if (r != UTG_OK) {
         fprintf(stderr, "utg-inspect: ");
         put_escaped_str(stderr, msg.text);
         fputc('\n', stderr);
@@ -664,6 +673,7 @@ typedef struct stage {
 static int classify(const char *m) {
     if (!strncmp(m, "utg.plan.layers[", 16)) return ST_MODEL;
     if (!strncmp(m, "META", 4)) return ST_META;
+    if (!strncmp(m, "DATA", 4)) return ST_PLANES;
     if (!strncmp(m, "TENS", 4) || !strncmp(m, "tensor record", 13)) return ST_TENS;
     if (!strncmp(m, "planes of", 9)) return ST_PLANES;
     if (!strncmp(m, "tensor ", 7)) {
@@ -678,25 +688,45 @@ static int classify(const char *m) {
     return ST_META;
 }
 
+/* The utg.plan.* keys against the model built from the META config: its physical blocks, and the
+   blocks of the plan at utg.plan.phase, in order. */
+static int check_plan_keys(const utg_artifact *a, utg_model *m, char *detail, size_t cap) {
+    int kb = utg_artifact_find_kv(a, "utg.plan.physical_blocks"), kl = utg_artifact_find_kv(a, "utg.plan.layers");
+    const utg_plan *p = utg_model_plan(m);
+    uint32_t i;
+    if (kb >= 0 && a->kv[kb].u != (uint64_t)utg_model_physical_blocks(m)) {
+        snprintf(detail, cap, "utg.plan.physical_blocks says %llu, the META config builds %d", (unsigned long long)a->kv[kb].u,
+                 utg_model_physical_blocks(m));
+        return 0;
+    }
+    if (kl < 0) return 1;
+    if (a->kv[kl].count != (uint32_t)p->n_layers) {
+        snprintf(detail, cap, "utg.plan.layers has %u entries, the plan at utg.plan.phase has %d virtual layers", a->kv[kl].count, p->n_layers);
+        return 0;
+    }
+    for (i = 0; i < a->kv[kl].count; i++)
+        if (utg_artifact_kv_u32(&a->kv[kl], i) != (uint32_t)p->layers[i].block) {
+            snprintf(detail, cap, "utg.plan.layers[%u] = %u, the plan runs block %d there", i, utg_artifact_kv_u32(&a->kv[kl], i), p->layers[i].block);
+            return 0;
+        }
+    return 1;
+}
+
 /* Builds a model from the META config and loads the artifact into it: every tensor present with the
-   shape the config gives, the schedule in range. Also compares utg.model.params with the tensors. */
+   shape the config gives, the schedule in range, the utg.plan.* keys those of the model. The config's
+   tensor and parameter counts are compared with TENS before the model is allocated. Also compares
+   utg.model.params with the tensors. */
 static int check_model(const utg_artifact *a, char *detail, size_t cap) {
-    utg_model_desc desc;
     utg_model *m = NULL;
-    utg_msg msg;
     totals s = count_totals(a);
     char plan[256];
     int k = utg_artifact_find_kv(a, "utg.model.params"), ok = 0;
-    memset(&desc, 0, sizeof desc);
-    memset(&msg, 0, sizeof msg);
     if (k >= 0 && a->kv[k].type == UTG_KV_U64 && a->kv[k].u != s.params) {
         snprintf(detail, cap, "utg.model.params says %llu, the tensors hold %llu", (unsigned long long)a->kv[k].u, (unsigned long long)s.params);
         return 0;
     }
-    if (utg_artifact_config(a, &desc.config, &msg) != UTG_OK) { snprintf(detail, cap, "the META config: %s", msg.text); return 0; }
-    if (utg_model_create(&desc, &m) != UTG_OK) snprintf(detail, cap, "the META config builds no model: %s", utg_model_message(m));
-    else if (utg_model_load_artifact(m, a) != UTG_OK) snprintf(detail, cap, "%s", utg_model_message(m));
-    else {
+    if (utg_model_create_from_artifact(a, NULL, &m) != UTG_OK) snprintf(detail, cap, "%s", utg_model_message(m));
+    else if (check_plan_keys(a, m, detail, cap)) {
         utg_plan_describe(utg_model_plan(m), plan, sizeof plan);
         snprintf(detail, cap, "the META config builds the model and every tensor loads (%d physical blocks, %.200s)", utg_model_physical_blocks(m), plan);
         ok = 1;
@@ -745,6 +775,7 @@ static int verify(const artifact_file *f, stage *st) {
     int n_sections = 0, failed = -1;
     memset(st, 0, sizeof(stage) * ST_COUNT);
     memset(&msg, 0, sizeof msg);
+    if (f->not_artifact[0]) return stage_fail(st, ST_ENVELOPE, f->not_artifact);
     if (!check_envelope(f->bytes, f->size, &e, m, sizeof m)) return stage_fail(st, ST_ENVELOPE, m);
     snprintf(m, sizeof m, "UTGA %d, codec %s, %s packed bytes for %s", e.major, codec_name(e.codec), num(e.packed), num(e.raw));
     stage_pass(st, ST_ENVELOPE, m);
@@ -1218,7 +1249,7 @@ int main(int argc, char **argv) {
     artifact_file f;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc < 0 ? 0 : rc;
-    if (!read_artifact(o.path, &f)) return 1;
+    if (!read_artifact(o.path, &f, o.mode == MODE_VERIFY)) return 1;
     if (o.mode == MODE_VERIFY) rc = run_verify(&f, o.json);
     else if (!parse_artifact(&f)) rc = 1;
     else if (o.mode == MODE_BUDGET) rc = run_budget(&f, &o);

@@ -14,16 +14,18 @@
 #define _POSIX_C_SOURCE 200809L
 #define UTGOLF_IMPLEMENTATION
 #include "../utgolf.h"
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define BOS_ID 1
 #define BYTE_ID_OFFSET 4            /* byte260: ids 0..3 are the specials */
 #define DEFAULT_SHARD_TOKENS 100000000 /* Parameter Golf's SHARD_SIZE */
 #define MAX_SHARDS 1000000          /* the six-digit shard number */
 #define MAX_INPUT_BYTES (((size_t)-1) / 8) /* the token array needs 2x the input; keep far from overflow */
-#define MAX_PREFIX_BYTES 4000       /* utg_write_file needs room for the name, "_000000.bin" and ".tmp" */
+#define MAX_PREFIX_BYTES 3900 /* room for "_000000.bin", ".<pid>.staged" and utg_write_file's temporary suffix */
 
 typedef enum mode { MODE_BYTES, MODE_IDS } mode;
 
@@ -227,11 +229,26 @@ static void shard_name(char *out, size_t out_size, const char *prefix, size_t in
     snprintf(out, out_size, "%s_%06lu.bin", prefix, (unsigned long)index);
 }
 
-/* Writes every shard; on failure removes the ones this run wrote. Returns the exit status. */
+/* Where shard k waits until every shard is written: PREFIX_k.bin.<pid>.staged (a loader's
+   PREFIX_*.bin glob does not match it). */
+static void staged_name(char *out, size_t out_size, const char *prefix, size_t index) {
+    char name[MAX_PREFIX_BYTES + 32];
+    shard_name(name, sizeof name, prefix, index);
+    snprintf(out, out_size, "%s.%ld.staged", name, (long)getpid());
+}
+
+static void remove_staged(const char *prefix, size_t from, size_t to) {
+    char name[MAX_PREFIX_BYTES + 64];
+    for (; from < to; from++) { staged_name(name, sizeof name, prefix, from); remove(name); }
+}
+
+/* Writes every shard beside its final name first; only when all are written do they replace the
+   shards of an earlier run, so that a failed write (a full disk) leaves those as they were. Returns
+   the exit status. */
 static int write_shards(const char *prefix, const token_buf *t, size_t shard_tokens, size_t *n_shards) {
     size_t n = (t->n + shard_tokens - 1) / shard_tokens, k, cap = t->n < shard_tokens ? t->n : shard_tokens;
     uint8_t *buf;
-    char name[MAX_PREFIX_BYTES + 32];
+    char name[MAX_PREFIX_BYTES + 32], staged[MAX_PREFIX_BYTES + 64];
     FILE *stale;
     if (n > MAX_SHARDS) {
         fprintf(stderr, "utg-shards: %lu shards needed, more than the %d that six-digit names allow; raise --shard-tokens\n",
@@ -245,17 +262,27 @@ static int write_shards(const char *prefix, const token_buf *t, size_t shard_tok
         size_t bytes = UTG_SHARD_HEADER_BYTES + 2 * count;
         utg_msg msg;
         utg_result r = utg_shard_write(t->ids + first, count, buf, bytes);
-        shard_name(name, sizeof name, prefix, k);
+        staged_name(staged, sizeof staged, prefix, k);
         msg.text[0] = 0;
-        if (r == UTG_OK) r = utg_write_file(name, buf, bytes, &msg);
+        if (r == UTG_OK) r = utg_write_file(staged, buf, bytes, &msg);
         if (r != UTG_OK) {
-            fprintf(stderr, "utg-shards: %s: %s\n", msg.text[0] ? msg.text : name, utg_result_string(r));
-            while (k-- > 0) { shard_name(name, sizeof name, prefix, k); remove(name); }
+            fprintf(stderr, "utg-shards: %s: %s; no shard was replaced\n", msg.text[0] ? msg.text : staged, utg_result_string(r));
+            remove_staged(prefix, 0, k + 1);
             free(buf);
             return 1;
         }
     }
     free(buf);
+    for (k = 0; k < n; k++) {
+        staged_name(staged, sizeof staged, prefix, k);
+        shard_name(name, sizeof name, prefix, k);
+        if (rename(staged, name) != 0) {
+            fprintf(stderr, "utg-shards: cannot rename %s to %s: %s; shards 0..%lu are new, the rest keep their earlier bytes\n", staged,
+                    name, strerror(errno), (unsigned long)k);
+            remove_staged(prefix, k, n);
+            return 1;
+        }
+    }
     *n_shards = n;
     shard_name(name, sizeof name, prefix, n); /* a loader globbing PREFIX_*.bin would read it too */
     if ((stale = fopen(name, "rb")) != NULL) {
