@@ -99,7 +99,7 @@ fuzz: $(BUILD)/fuzz_artifact $(BUILD)/mk_artifact $(BUILD)/test_artifact_mut
 # Train the default model on the embedded Austen corpus (about 5 minutes on 2 cores), then print
 # val_loss, val_bpb, tokens/s and wall time. Everything lands in $(RUN_OUT)/.
 run: $(BUILD)/train
-	./$(BUILD)/train --config $(RUN_CONFIG) --out $(RUN_OUT) $(ARGS)
+	./$(BUILD)/train --config $(RUN_CONFIG) --out $(RUN_OUT) --force $(ARGS)
 
 # utgolf's speed as ratios against peers measured in the same run (OpenBLAS, PyTorch; bench/run.sh
 # installs them when missing). BENCH_ARGS: --quick, --no-install, --skip-torch, --skip-depth.

@@ -16,6 +16,8 @@
 #include "../utgolf.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -35,8 +37,54 @@ static double now_ms(void) {
     return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
 }
 
-static FILE *g_log;         /* out_dir/train.log */
-static int g_progress_live; /* a progress line is on the terminal */
+/* An append-only text file (train.log, metrics.jsonl) written with write(2), whole lines per call,
+   so that a failed write is known at once rather than at some later stdio flush. The first failure
+   is kept; the trainer checks after every step and stops with it (sink_failed). */
+typedef struct sink {
+    int fd;
+    const char *path;
+    int err; /* errno of the first failed write, 0 while all went through */
+} sink;
+
+static sink g_log = {-1, NULL, 0}; /* out_dir/train.log */
+static int g_progress_live;        /* a progress line is on the terminal */
+
+static int sink_open(sink *s, const char *path, int truncate) {
+    s->path = path;
+    s->err = 0;
+    s->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | (truncate ? O_TRUNC : 0), 0666);
+    return s->fd >= 0;
+}
+
+static void sink_write(sink *s, const char *bytes, size_t n) {
+    while (s->fd >= 0 && !s->err && n > 0) {
+        ssize_t w = write(s->fd, bytes, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) { s->err = w < 0 ? errno : EIO; break; }
+        bytes += w;
+        n -= (size_t)w;
+    }
+}
+
+static void sink_printf(sink *s, const char *fmt, ...) {
+    char buf[4096];
+    va_list ap;
+    int n;
+    va_start(ap, fmt);
+    n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n > 0) sink_write(s, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+}
+
+/* fsync and close; 0 when everything written reached the file */
+static int sink_close(sink *s) {
+    if (s->fd >= 0) {
+        if (!s->err && fsync(s->fd) != 0) s->err = errno;
+        if (close(s->fd) != 0 && !s->err) s->err = errno;
+        s->fd = -1;
+    }
+    return s->err ? -1 : 0;
+}
 
 static void clear_progress(void) {
     if (g_progress_live) {
@@ -53,7 +101,7 @@ static void vlog(FILE *out, const char *prefix, const char *fmt, va_list ap) {
     fflush(stdout);
     fprintf(out, "%s%s\n", prefix, buf);
     fflush(out);
-    if (g_log) { fprintf(g_log, "%s\n", buf); fflush(g_log); }
+    sink_printf(&g_log, "%s\n", buf);
 }
 /* Progress lines, as train_gpt.py's log0: stdout and the log file. */
 static void logf_(const char *fmt, ...) {
@@ -107,11 +155,10 @@ static int mkdir_p(const char *path) {
     return 0;
 }
 
-static volatile sig_atomic_t g_interrupted;
-static void on_sigint(int sig) {
-    (void)sig;
-    g_interrupted = 1;
-}
+/* SIGINT (Ctrl-C) and SIGTERM (what schedulers send) both end the run after the current step, with
+   a checkpoint; the exit status is 128 + the signal's number, as a shell reports a killed process. */
+static volatile sig_atomic_t g_interrupted; /* the signal's number, 0 when none came */
+static void on_stop_signal(int sig) { g_interrupted = sig; }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* the loss-curve picture: an SVG line chart of train loss (every logged step) and val loss */
@@ -164,13 +211,17 @@ static double nice_step(double range, int ticks) {
     return (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * mag;
 }
 
-static int write_svg(const char *path, const curve *train, const curve *val, const curve *plans, const char *title) {
+/* The picture is drawn into memory and written with utg_write_file: loss.svg is replaced whole or
+   not at all. 0, or -1 with the reason in msg. */
+static int write_svg(const char *path, const curve *train, const curve *val, const curve *plans, const char *title, utg_msg *msg) {
     const double W = 720, H = 420, L = 64, R = 20, T = 40, B = 50;
     double x0 = 0, x1 = 1, y0 = 1e300, y1 = -1e300, st;
     const curve *cs[2];
     const char *colors[2] = {"#1f77b4", "#d62728"}, *names[2] = {"train loss", "val loss"};
     FILE *f;
-    int k, i;
+    char *svg = NULL;
+    size_t svg_size = 0;
+    int k, i, rc;
     cs[0] = train;
     cs[1] = val;
     for (k = 0; k < 2; k++)
@@ -191,8 +242,8 @@ static int write_svg(const char *path, const curve *train, const curve *val, con
     st = nice_step(y1 - y0, 6);
     y0 = floor(y0 / st) * st;
     y1 = ceil(y1 / st) * st;
-    f = fopen(path, "w");
-    if (!f) return -1;
+    f = open_memstream(&svg, &svg_size);
+    if (!f) { snprintf(msg->text, sizeof msg->text, "out of memory drawing '%.200s'", path); return -1; }
 #define PX(v) (L + ((v) - x0) / (x1 - x0) * (W - L - R))
 #define PY(v) (H - B - (((v) < y1 ? (v) : y1) - y0) / (y1 - y0) * (H - T - B))
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
@@ -242,7 +293,10 @@ static int write_svg(const char *path, const curve *train, const curve *val, con
     fprintf(f, "</svg>\n");
 #undef PX
 #undef PY
-    return fclose(f) == 0 ? 0 : -1;
+    if (fclose(f) != 0 || !svg) { free(svg); snprintf(msg->text, sizeof msg->text, "out of memory drawing '%.200s'", path); return -1; }
+    rc = utg_write_file(path, svg, svg_size, msg) == UTG_OK ? 0 : -1;
+    free(svg);
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -439,7 +493,7 @@ static void describe_bits(utg_model *m, const utg_tensor_quant *plan, char *buf,
 }
 
 static int finish_artifact(utg_model *m, utg_loader *loader, int micro_seqs, int32_t *bx, int32_t *by, const utg_tokenizer *tok,
-                           evaluator *ev, double pre_loss, double pre_bpb, const char *path, const char *code_files, FILE *metrics) {
+                           evaluator *ev, double pre_loss, double pre_bpb, const char *path, const char *code_files, sink *metrics) {
     const utg_config *cfg = utg_model_config(m);
     utg_hessians *h = NULL;
     utg_tensor_quant *plan = NULL;
@@ -496,23 +550,18 @@ static int finish_artifact(utg_model *m, utg_loader *loader, int micro_seqs, int
           (long long)cfg->artifact_budget_bytes - (long long)(rep.artifact_bytes + code_wrapped),
           rep.artifact_bytes + code_wrapped > (size_t)cfg->artifact_budget_bytes ? "  OVER BUDGET" : "");
     /* reload what was written, into a model built from the artifact alone, and evaluate it */
-    if (utg_read_file(path, (size_t)1 << 32, &back, &back_n, &msg) != UTG_OK) { errf_("artifact: %s", msg.text); goto out; }
+    if (utg_read_file_magic(path, "UTGA", 4, (size_t)1 << 32, &back, &back_n, &msg) != UTG_OK) { errf_("artifact: %s", msg.text); goto out; }
     if (utg_artifact_parse(back, back_n, NULL, NULL, &a, &msg) != UTG_OK) { errf_("artifact reload: %s", msg.text); goto out; }
-    {
-        utg_model_desc d;
-        memset(&d, 0, sizeof d);
-        if (utg_artifact_config(a, &d.config, &msg) != UTG_OK) { errf_("artifact config: %s", msg.text); goto out; }
-        if (utg_model_create(&d, &m2) != UTG_OK || utg_model_load_artifact(m2, a) != UTG_OK || utg_model_reserve(m2, micro_seqs) != UTG_OK) {
-            errf_("artifact reload: %s", utg_model_message(m2));
-            goto out;
-        }
+    if (utg_model_create_from_artifact(a, NULL, &m2) != UTG_OK || utg_model_reserve(m2, micro_seqs) != UTG_OK) {
+        errf_("artifact reload: %s", utg_model_message(m2));
+        goto out;
     }
     if (evaluate(m2, tok, ev, &q_loss, &q_bpb, &msg) != UTG_OK) { errf_("%s", msg.text); goto out; }
     logf_("final_quant val_loss:%.4f val_bpb:%.4f pre_quant_val_bpb:%.4f gap:%+.4f artifact:%zu bytes total:%zu", q_loss, q_bpb, pre_bpb,
           q_bpb - pre_bpb, rep.artifact_bytes, rep.artifact_bytes + code_wrapped);
     logf_("final_quant_exact val_loss:%.8f val_bpb:%.8f", q_loss, q_bpb);
     if (metrics)
-        fprintf(metrics, "{\"final_quant_val_loss\":%.6f,\"final_quant_val_bpb\":%.6f,\"pre_quant_val_bpb\":%.6f,\"artifact_bytes\":%zu,\"code_bytes\":%zu}\n",
+        sink_printf(metrics, "{\"final_quant_val_loss\":%.6f,\"final_quant_val_bpb\":%.6f,\"pre_quant_val_bpb\":%.6f,\"artifact_bytes\":%zu,\"code_bytes\":%zu}\n",
                 q_loss, q_bpb, pre_bpb, rep.artifact_bytes, code_wrapped);
     (void)pre_loss;
     rc = 0;
@@ -541,7 +590,9 @@ static void usage(FILE *f) {
             "  --out DIR              run directory (default runs/RUN_ID): train.log, metrics.jsonl,\n"
             "                         loss.svg, checkpoint.utgc, model.safetensors\n"
             "  --resume FILE          continue from a checkpoint (same model knobs required)\n"
-            "  --checkpoint-every N   also write the checkpoint every N steps (default: at the end)\n"
+            "  --force                start over in an --out directory that holds a checkpoint (replaces it)\n"
+            "  --checkpoint-every N   also write the checkpoint every N steps (default: at the end); a state\n"
+            "                         is written only after a forward pass has given a finite loss with it\n"
             "  --no-progress          no progress bar even on a terminal\n"
             "  --max-steps N          stop after N steps of this invocation (for tests and resumes)\n"
             "  --code FILES           the code a submission counts in its 16,000,000 bytes, comma-separated\n"
@@ -552,6 +603,10 @@ static void usage(FILE *f) {
             "Knobs come from defaults < --config < environment < arguments. An argument is KEY=VALUE,\n"
             "--KEY=VALUE or --KEY VALUE with the environment name (NUM_LAYERS) or the field name\n"
             "(num_layers, or --num-layers). TOKENIZER_PATH may be a SentencePiece .model or byte260.\n"
+            "\n"
+            "A non-finite loss or gradient norm stops the run (exit status 1) without touching the last good\n"
+            "checkpoint; ON_NONFINITE=rollback reloads that checkpoint and halves the learning rates instead.\n"
+            "SIGINT and SIGTERM stop after the current step with a checkpoint (exit status 130, 143).\n"
             "\n"
             "knobs (environment name, default, meaning):\n");
     for (i = 0; i < utg_config_knob_count(); i++) {
@@ -579,17 +634,83 @@ typedef struct run_files {
     char dir[2048], log[2304], metrics[2304], svg[2304], ckpt[2304], weights[2304], artifact[2304];
 } run_files;
 
-static utg_result save_checkpoint(utg_model *m, utg_optim *o, utg_loader *ld, const utg_train_state *ts, const char *path) {
+/* Writes the checkpoint only when the state in it gives a finite loss on the batch bx/by (a forward
+   pass, no update), so that a diverged state never replaces the last good checkpoint. Returns 0 when
+   written, 1 when the state is not finite (*loss says what it gave; nothing written), -1 when the
+   write failed (message printed; the previous file is intact). */
+static int save_checkpoint(utg_model *m, utg_optim *o, utg_loader *ld, const utg_train_state *ts, const char *path, const int32_t *bx,
+                           const int32_t *by, int n_seqs, double *loss) {
     void *bytes = NULL;
     size_t size = 0;
     utg_msg msg;
-    utg_result r = utg_checkpoint_save(m, o, ld, ts, &bytes, &size);
-    if (r != UTG_OK) { errf_("checkpoint: %s", utg_model_message(m)); return r; }
+    utg_result r;
+    *loss = 0.0;
+    r = utg_model_forward(m, bx, by, n_seqs, loss);
+    if (!isfinite(*loss)) return 1; /* (the forward refuses a non-finite loss) */
+    if (r != UTG_OK) { errf_("checkpoint: %s", utg_model_message(m)); return -1; }
+    r = utg_checkpoint_save(m, o, ld, ts, &bytes, &size);
+    if (r != UTG_OK) { errf_("checkpoint: %s", utg_model_message(m)); return -1; }
     r = utg_write_file(path, bytes, size, &msg);
     utg_model_free_bytes(m, bytes);
-    if (r != UTG_OK) errf_("checkpoint: %s", msg.text);
-    else logf_("checkpoint: %s (%.1f MB, step %lld)", path, size / 1e6, (long long)ts->step);
-    return r;
+    if (r != UTG_OK) { errf_("checkpoint: %s", msg.text); return -1; }
+    logf_("checkpoint: %s (%.1f MB, step %lld)", path, size / 1e6, (long long)ts->step);
+    return 0;
+}
+
+/* Loads a checkpoint into the model, optimizer and loader (--resume, and ON_NONFINITE=rollback). */
+static int load_checkpoint(utg_model *m, utg_optim *o, utg_loader *ld, utg_train_state *ts, const char *path) {
+    void *buf;
+    size_t n;
+    utg_msg msg;
+    if (utg_read_file_magic(path, "UTGCKPT1", 8, (size_t)1 << 40, &buf, &n, &msg) != UTG_OK) { errf_("resume: %s", msg.text); return -1; }
+    if (utg_checkpoint_load(m, o, ld, ts, buf, n) != UTG_OK) {
+        free(buf);
+        errf_("resume: %s: %s", path, utg_model_message(m));
+        return -1;
+    }
+    free(buf);
+    if (ts->step >= INT_MAX) { /* the loop counts steps in int, as ITERATIONS does */
+        errf_("resume: %s is at step %lld, past the trainer's step counter (%d)", path, (long long)ts->step, INT_MAX - 1);
+        return -1;
+    }
+    return 0;
+}
+
+/* The knob dump of the log: one write for all of it (a log of one line per knob would give a failed
+   write as many chances). */
+static void log_config(const utg_config *cfg) {
+    size_t cap = 1024, at = 0;
+    char *all = (char *)malloc(cap);
+    int a;
+    for (a = 0; all && a < utg_config_knob_count(); a++) {
+        char val[512], line[640];
+        int n;
+        utg_config_format(cfg, a, val, sizeof val);
+        n = snprintf(line, sizeof line, "config %s=%s\n", utg_config_knob(a)->env_name, val);
+        if (n < 0) continue;
+        if (at + (size_t)n + 1 > cap) {
+            char *grown = (char *)realloc(all, 2 * cap + (size_t)n);
+            if (!grown) { free(all); all = NULL; break; }
+            all = grown;
+            cap = 2 * cap + (size_t)n;
+        }
+        memcpy(all + at, line, (size_t)n);
+        at += (size_t)n;
+    }
+    if (!all) { errf_("out of memory logging the config"); return; }
+    clear_progress();
+    fwrite(all, 1, at, stdout);
+    fflush(stdout);
+    sink_write(&g_log, all, at);
+    free(all);
+}
+
+/* 1 (after printing why) when the log or the metrics file could not be written */
+static int sink_failed(const sink *metrics) {
+    const sink *s = g_log.err ? &g_log : metrics && metrics->err ? metrics : NULL;
+    if (!s) return 0;
+    errf_("cannot write '%s': %s", s->path, strerror(s->err));
+    return 1;
 }
 
 int main(int argc, char **argv) {
@@ -604,20 +725,25 @@ int main(int argc, char **argv) {
     utg_train_state ts;
     const utg_config *cfg;
     const char *config_paths[8], *resume_path = NULL, *out_dir = NULL, *code_files = "utgolf.h,examples/train.c";
-    int no_artifact = 0, qat_on = 0;
+    int no_artifact = 0, qat_on = 0, force = 0;
     utg_qat *qat = NULL;
     int n_configs = 0, ci;
     char *config_texts[8] = {0}, train_glob[2048], val_glob[2048], run_id[128];
     int32_t *val_tokens = NULL, *bx = NULL, *by = NULL;
     size_t n_val = 0;
     float *init_params = NULL;
-    FILE *metrics = NULL;
+    sink metrics = {-1, NULL, 0};
     curve train_curve, val_curve, plan_curve;
     run_files rf;
     int a, rc = 1, progress_on, checkpoint_every = 0, max_steps = 0, micro_seqs, accum, stop_after = -1, step_start;
     double t_start_wall, training_ms = 0.0, t0, val_loss = 0, val_bpb = 0, phase_ms = 0.0;
     int phase_step = 0; /* where the current depth plan began (its step time drives a wallclock warmdown) */
     int64_t tokens_per_step;
+    /* divergence: the last checkpoint known good, rollbacks so far, the LR factor they left, and the
+       first logged train loss with the count of log lines since that stayed 1.5x above it */
+    const char *good_ckpt = NULL;
+    int rollbacks = 0, high_loss_lines = 0, write_failed = 0;
+    double lr_factor = 1.0, first_logged_loss = -1.0;
 
     memset(&desc, 0, sizeof desc);
     memset(&tok, 0, sizeof tok);
@@ -636,6 +762,7 @@ int main(int argc, char **argv) {
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) { usage(stdout); return 0; }
         if (!strcmp(o, "--no-progress")) { progress_on = 0; continue; }
         if (!strcmp(o, "--no-artifact")) { no_artifact = 1; continue; }
+        if (!strcmp(o, "--force")) { force = 1; continue; }
         if (!strcmp(o, "--config") || !strcmp(o, "--out") || !strcmp(o, "--resume") || !strcmp(o, "--checkpoint-every") ||
             !strcmp(o, "--max-steps") || !strcmp(o, "--code")) {
             if (!v) { fprintf(stderr, "train: %s needs a value\n", o); return 2; }
@@ -661,6 +788,12 @@ int main(int argc, char **argv) {
         size_t n;
         void *buf;
         if (utg_read_file(config_paths[ci], 1 << 20, &buf, &n, &msg) != UTG_OK) { fprintf(stderr, "train: %s\n", msg.text); goto usage_error; }
+        if (memchr(buf, 0, n)) { /* the parser would stop there and ignore the rest */
+            fprintf(stderr, "train: %s: byte %zu is NUL: a config file is text (KEY=VALUE lines)\n", config_paths[ci],
+                    (size_t)((char *)memchr(buf, 0, n) - (char *)buf));
+            free(buf);
+            goto usage_error;
+        }
         config_texts[ci] = (char *)realloc(buf, n + 1);
         if (!config_texts[ci]) { free(buf); goto usage_error; }
         config_texts[ci][n] = 0;
@@ -673,7 +806,7 @@ int main(int argc, char **argv) {
     for (a = 1; a < argc; a++) {
         const char *o = argv[a], *eq;
         char key[128];
-        if (!strcmp(o, "--no-progress") || !strcmp(o, "--no-artifact")) continue;
+        if (!strcmp(o, "--no-progress") || !strcmp(o, "--no-artifact") || !strcmp(o, "--force")) continue;
         if (!strcmp(o, "--config") || !strcmp(o, "--out") || !strcmp(o, "--resume") || !strcmp(o, "--checkpoint-every") ||
             !strcmp(o, "--max-steps") || !strcmp(o, "--code")) { a++; continue; }
         while (*o == '-') o++;
@@ -703,6 +836,10 @@ int main(int argc, char **argv) {
         localtime_r(&t, &tmv);
         strftime(run_id, sizeof run_id, "run-%Y%m%d-%H%M%S", &tmv);
     }
+    if (out_dir && strlen(out_dir) >= sizeof rf.dir) {
+        fprintf(stderr, "train: --out path has %zu bytes, more than the %zu this trainer takes\n", strlen(out_dir), sizeof rf.dir - 1);
+        goto usage_error;
+    }
     if (out_dir) snprintf(rf.dir, sizeof rf.dir, "%s", out_dir);
     else snprintf(rf.dir, sizeof rf.dir, "runs/%s", run_id);
     if (mkdir_p(rf.dir) != 0) { fprintf(stderr, "train: cannot create run directory '%s'\n", rf.dir); goto done; }
@@ -712,15 +849,18 @@ int main(int argc, char **argv) {
     snprintf(rf.ckpt, sizeof rf.ckpt, "%s/checkpoint.utgc", rf.dir);
     snprintf(rf.weights, sizeof rf.weights, "%s/model.safetensors", rf.dir);
     snprintf(rf.artifact, sizeof rf.artifact, "%s/final_model.utga", rf.dir);
-    g_log = fopen(rf.log, "a"); /* appended: a failed start never wipes an earlier run's log */
-    if (!g_log) { fprintf(stderr, "train: cannot write in '%s'\n", rf.dir); goto done; }
+    if (!resume_path && !force && access(rf.ckpt, F_OK) == 0) { /* an earlier run's state is not replaced by accident */
+        fprintf(stderr, "train: '%s' holds a checkpoint from an earlier run: continue it with --resume %s, or start over with --force\n",
+                rf.dir, rf.ckpt);
+        goto usage_error;
+    }
+    if (!sink_open(&g_log, rf.log, 0)) { /* appended: a failed start never wipes an earlier run's log */
+        fprintf(stderr, "train: cannot write in '%s': %s\n", rf.dir, strerror(errno));
+        goto done;
+    }
 
     logf_("utgolf %s trainer  run_id:%s  out:%s", utg_version(), run_id, rf.dir);
-    for (a = 0; a < utg_config_knob_count(); a++) {
-        char val[512];
-        utg_config_format(cfg, a, val, sizeof val);
-        logf_("config %s=%s", utg_config_knob(a)->env_name, val);
-    }
+    log_config(cfg);
 
     /* data */
     if (cfg->train_files && cfg->train_files[0]) snprintf(train_glob, sizeof train_glob, "%s", cfg->train_files);
@@ -798,8 +938,9 @@ int main(int argc, char **argv) {
     ev.x = (int32_t *)malloc(sizeof(int32_t) * (size_t)ev.batch_seqs * ev.seq_len);
     ev.y = (int32_t *)malloc(sizeof(int32_t) * (size_t)ev.batch_seqs * ev.seq_len);
     ev.loss = (float *)malloc(sizeof(float) * (size_t)ev.batch_seqs * ev.seq_len);
-    bx = (int32_t *)malloc(sizeof(int32_t) * (size_t)micro_seqs * cfg->train_seq_len);
-    by = (int32_t *)malloc(sizeof(int32_t) * (size_t)micro_seqs * cfg->train_seq_len);
+    /* zeroed: a checkpoint before the first step checks its state on this batch */
+    bx = (int32_t *)calloc((size_t)micro_seqs * cfg->train_seq_len, sizeof(int32_t));
+    by = (int32_t *)calloc((size_t)micro_seqs * cfg->train_seq_len, sizeof(int32_t));
     if (!ev.x || !ev.y || !ev.loss || !bx || !by) { errf_("out of memory for batches"); goto done; }
     if (utg_model_reserve(m, micro_seqs) != UTG_OK) { errf_("model: %s", utg_model_message(m)); goto done; }
     {
@@ -846,24 +987,17 @@ int main(int argc, char **argv) {
     }
 
     if (resume_path) {
-        void *buf;
-        size_t n;
-        if (utg_read_file(resume_path, (size_t)1 << 40, &buf, &n, &msg) != UTG_OK) { errf_("resume: %s", msg.text); goto done; }
-        if (utg_checkpoint_load(m, opt, loader, &ts, buf, n) != UTG_OK) {
-            free(buf);
-            errf_("resume: %s: %s", resume_path, utg_model_message(m));
-            goto done;
-        }
-        free(buf);
+        if (load_checkpoint(m, opt, loader, &ts, resume_path) != 0) goto done;
+        good_ckpt = resume_path;
         training_ms = ts.train_ms;
         logf_("resumed from %s at step %lld (train_time %.0fms, depth_plan:%d)", resume_path, (long long)ts.step, ts.train_ms,
               utg_model_phase(m));
     }
 
     /* everything checked: only now is an earlier run's metrics file replaced (or, resuming, extended) */
-    metrics = fopen(rf.metrics, resume_path ? "a" : "w");
-    if (!metrics) { errf_("cannot write '%s'", rf.metrics); goto done; }
-    signal(SIGINT, on_sigint);
+    if (!sink_open(&metrics, rf.metrics, !resume_path)) { errf_("cannot write '%s': %s", rf.metrics, strerror(errno)); goto done; }
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
     step_start = (int)ts.step;
     if (utg_model_phase(m) > 0) { /* resumed inside a later plan: its step time from here on */
         phase_step = step_start;
@@ -874,7 +1008,8 @@ int main(int argc, char **argv) {
         int step = (int)ts.step;
         int last_step = step >= cfg->iterations || (stop_after >= 0 && step >= stop_after);
         int budget_stop = max_steps > 0 && step - step_start >= max_steps;
-        double elapsed, scale, train_loss = 0.0, gnorm = 0.0, approx_ms;
+        double elapsed, scale, train_loss = 0.0, gnorm = 0.0, approx_ms, bad_value = 0.0;
+        const char *bad = NULL; /* what turned out not finite in this step */
         int mi;
         if ((!budget_stop || last_step) &&
             (last_step || (UTG__OFF0(cfg->val_loss_every) > 0 && step % cfg->val_loss_every == 0))) {
@@ -885,8 +1020,7 @@ int main(int argc, char **argv) {
             if (evaluate(m, &tok, &ev, &val_loss, &val_bpb, &msg) != UTG_OK) { errf_("%s", msg.text); goto done; }
             logf_("step:%d/%d val_loss:%.4f val_bpb:%.4f train_time:%.0fms step_avg:%.2fms eval_time:%.0fms", step, cfg->iterations,
                   val_loss, val_bpb, training_ms, training_ms / (step > 0 ? step : 1), now_ms() - te);
-            fprintf(metrics, "{\"step\":%d,\"val_loss\":%.6f,\"val_bpb\":%.6f,\"train_time_ms\":%.0f}\n", step, val_loss, val_bpb, training_ms);
-            fflush(metrics);
+            sink_printf(&metrics, "{\"step\":%d,\"val_loss\":%.6f,\"val_bpb\":%.6f,\"train_time_ms\":%.0f}\n", step, val_loss, val_bpb, training_ms);
             t0 = now_ms();
         }
         if (last_step) {
@@ -894,12 +1028,17 @@ int main(int argc, char **argv) {
                 logf_("stopping_early: wallclock_cap train_time:%.0fms step:%d/%d", training_ms, step, cfg->iterations);
             break;
         }
-        if (budget_stop || g_interrupted) {
+        if (budget_stop || g_interrupted || write_failed) { /* a failed log write stops the run too, with its state saved */
+            double l;
+            int w;
             training_ms += now_ms() - t0;
             ts.train_ms = training_ms;
-            logf_("%s at step %d; resume with --resume %s", g_interrupted ? "interrupted" : "step budget reached", step, rf.ckpt);
-            save_checkpoint(m, opt, loader, &ts, rf.ckpt);
-            rc = g_interrupted ? 130 : 0;
+            logf_("%s at step %d; resume with --resume %s", g_interrupted ? "interrupted" : write_failed ? "stopping" : "step budget reached",
+                  step, rf.ckpt);
+            if ((w = save_checkpoint(m, opt, loader, &ts, rf.ckpt, bx, by, micro_seqs, &l)) > 0)
+                errf_("step %d: the state gives a loss of %g: no checkpoint written%s%s", step, l, good_ckpt ? "; the last good one is " : "",
+                      good_ckpt ? good_ckpt : "");
+            rc = w != 0 || write_failed ? 1 : g_interrupted ? 128 + g_interrupted : 0;
             goto finish_picture;
         }
 
@@ -913,28 +1052,36 @@ int main(int argc, char **argv) {
                 phase_ms = elapsed;
                 logf_("depth_plan:%d active at step:%d train_time:%.0fms: %s", want, step, elapsed,
                       utg_plan_describe(utg_model_plan(m), pbuf, sizeof pbuf));
-                fprintf(metrics, "{\"step\":%d,\"depth_plan\":%d,\"virtual_layers\":%d}\n", step, want, utg_model_plan(m)->n_layers);
+                sink_printf(&metrics, "{\"step\":%d,\"depth_plan\":%d,\"virtual_layers\":%d}\n", step, want, utg_model_plan(m)->n_layers);
             }
         }
         scale = utg_lr_scale_phase(cfg, step, elapsed, phase_step, phase_ms);
         if (qat && !qat_on && utg_qat_wanted(cfg, step, scale)) { /* once on, QAT stays on */
             qat_on = 1;
             logf_("qat:%s active at step:%d lr_scale:%.4f train_time:%.0fms", cfg->qat, step, scale, elapsed);
-            fprintf(metrics, "{\"step\":%d,\"qat\":1}\n", step);
+            sink_printf(&metrics, "{\"step\":%d,\"qat\":1}\n", step);
         }
         if (qat_on) utg_qat_begin(qat, step); /* forward and backward see the quantized weights */
         utg_model_zero_grads(m);
         for (mi = 0; mi < accum; mi++) {
-            double l;
+            double l = 0.0;
+            utg_result fr;
             if (utg_loader_next(loader, bx, by, micro_seqs, &msg) != UTG_OK) { errf_("train data: %s", msg.text); goto done; }
-            if (utg_model_forward(m, bx, by, micro_seqs, &l) != UTG_OK || utg_model_backward(m, 1.0f / accum) != UTG_OK) {
+            fr = utg_model_forward(m, bx, by, micro_seqs, &l);
+            if (!isfinite(l)) { bad = "training loss"; bad_value = l; break; } /* the forward refuses it: no backward */
+            if (fr != UTG_OK || utg_model_backward(m, 1.0f / accum) != UTG_OK) {
                 errf_("step %d: %s", step, utg_model_message(m));
                 goto done;
             }
             train_loss += l / accum;
         }
         if (qat_on) utg_qat_end(qat); /* the optimizer updates the full-precision masters */
-        if (utg_optim_step(opt, step, scale, &gnorm) != UTG_OK) { errf_("step %d: %s", step, utg_model_message(m)); goto done; }
+        if (bad) goto nonfinite;
+        if (utg_optim_step(opt, step, scale * lr_factor, &gnorm) != UTG_OK) { /* a non-finite norm: refused before any update */
+            if (!isfinite(gnorm)) { bad = "gradient norm"; bad_value = gnorm; goto nonfinite; }
+            errf_("step %d: %s", step, utg_model_message(m));
+            goto done;
+        }
         ts.step = ++step;
         utg_optim_average(opt, step, scale);
         ts.tokens_seen += tokens_per_step;
@@ -944,10 +1091,16 @@ int main(int argc, char **argv) {
             double step_avg = approx_ms / step, tok_s = (double)tokens_per_step / (step_avg / 1000.0);
             if (UTG__OFF0(cfg->train_log_every) > 0 && (step <= 10 || step % cfg->train_log_every == 0 || stop_after >= 0)) {
                 logf_("step:%d/%d train_loss:%.4f lr_scale:%.4f grad_norm:%.3f train_time:%.0fms step_avg:%.2fms tok/s:%.0f", step,
-                      cfg->iterations, train_loss, scale, gnorm, approx_ms, step_avg, tok_s);
+                      cfg->iterations, train_loss, scale * lr_factor, gnorm, approx_ms, step_avg, tok_s);
+                /* a finite blow-up (an absurd LR) runs on: say so once, after three log lines in a row */
+                if (first_logged_loss < 0) first_logged_loss = train_loss;
+                high_loss_lines = train_loss > 1.5 * first_logged_loss ? high_loss_lines + 1 : 0;
+                if (high_loss_lines == 3)
+                    errf_("warning: step %d: the train loss (%.4f) has stayed above 1.5 x the first logged one (%.4f) for 3 log lines: "
+                          "the run is diverging (check the learning rates)", step, train_loss, first_logged_loss);
             }
-            fprintf(metrics, "{\"step\":%d,\"train_loss\":%.6f,\"lr_scale\":%.6f,\"grad_norm\":%.6f,\"train_time_ms\":%.0f,\"tokens_per_s\":%.0f}\n",
-                    step, train_loss, scale, gnorm, approx_ms, tok_s);
+            sink_printf(&metrics, "{\"step\":%d,\"train_loss\":%.6f,\"lr_scale\":%.6f,\"grad_norm\":%.6f,\"train_time_ms\":%.0f,\"tokens_per_s\":%.0f}\n",
+                    step, train_loss, scale * lr_factor, gnorm, approx_ms, tok_s);
             if (progress_on) {
                 double frac_it = (double)step / cfg->iterations, frac = frac_it, eta;
                 if (cfg->max_wallclock_seconds > 0) {
@@ -958,13 +1111,38 @@ int main(int argc, char **argv) {
                 progress(frac, step, eta, train_loss, tok_s);
             }
         }
+        if (sink_failed(&metrics)) { write_failed = 1; continue; }
         if (checkpoint_every > 0 && step % checkpoint_every == 0) {
-            double tc = now_ms();
+            double tc = now_ms(), l;
+            int w;
             ts.train_ms = approx_ms;
-            save_checkpoint(m, opt, loader, &ts, rf.ckpt);
+            if ((w = save_checkpoint(m, opt, loader, &ts, rf.ckpt, bx, by, micro_seqs, &l)) < 0) goto done;
+            if (w == 0) good_ckpt = rf.ckpt;
             t0 += now_ms() - tc; /* checkpoint time is not training time */
+            if (w > 0) { bad = "loss of the state to checkpoint"; bad_value = l; goto nonfinite; }
         }
         if (stop_after < 0 && cfg->max_wallclock_seconds > 0 && approx_ms >= 1000.0 * cfg->max_wallclock_seconds) stop_after = step;
+        continue;
+    nonfinite: /* stop, or go back to the last good checkpoint with half the learning rates */
+        clear_progress();
+        if (strcmp(cfg->on_nonfinite, "rollback") || !good_ckpt || rollbacks >= cfg->on_nonfinite_max_rollbacks) {
+            errf_("step %d: the %s is %g: stopping (ON_NONFINITE=%s%s). %s%s", step, bad, bad_value, cfg->on_nonfinite,
+                  strcmp(cfg->on_nonfinite, "rollback") ? "" : !good_ckpt ? ", and no good checkpoint to go back to: use --checkpoint-every"
+                                                                          : ", and ON_NONFINITE_MAX_ROLLBACKS is spent",
+                  good_ckpt ? "The last good checkpoint is " : "No checkpoint was written", good_ckpt ? good_ckpt : "");
+            goto finish_picture;
+        }
+        if (load_checkpoint(m, opt, loader, &ts, good_ckpt) != 0) goto done;
+        rollbacks++;
+        lr_factor *= 0.5;
+        training_ms = ts.train_ms;
+        phase_step = utg_model_phase(m) > 0 ? (int)ts.step : 0;
+        phase_ms = utg_model_phase(m) > 0 ? training_ms : 0.0;
+        stop_after = -1;
+        logf_("step %d: the %s is %g: rolled back to %s (step %lld), learning rates now x%g (rollback %d of %d)", step, bad, bad_value,
+              good_ckpt, (long long)ts.step, lr_factor, rollbacks, cfg->on_nonfinite_max_rollbacks);
+        sink_printf(&metrics, "{\"step\":%lld,\"rollback\":%d,\"lr_factor\":%g}\n", (long long)ts.step, rollbacks, lr_factor);
+        t0 = now_ms();
     }
     clear_progress();
 
@@ -974,36 +1152,48 @@ int main(int argc, char **argv) {
         size_t size = 0;
         double wall = (now_ms() - t_start_wall) / 1000.0;
         long long steps_run = ts.step;
-        if (utg_model_save_safetensors(m, 0, &bytes, &size) == UTG_OK) {
-            if (utg_write_file(rf.weights, bytes, size, &msg) != UTG_OK) errf_("weights: %s", msg.text);
-            utg_model_free_bytes(m, bytes);
-        }
+        double l;
+        int w;
+        if (utg_model_save_safetensors(m, 0, &bytes, &size) != UTG_OK) { errf_("weights: %s", utg_model_message(m)); goto done; }
+        w = utg_write_file(rf.weights, bytes, size, &msg) == UTG_OK;
+        utg_model_free_bytes(m, bytes);
+        if (!w) { errf_("weights: %s", msg.text); goto done; }
         ts.train_ms = training_ms;
-        save_checkpoint(m, opt, loader, &ts, rf.ckpt);
+        if ((w = save_checkpoint(m, opt, loader, &ts, rf.ckpt, bx, by, micro_seqs, &l)) != 0) {
+            if (w > 0) errf_("the final state gives a loss of %g: no checkpoint written", l);
+            goto done;
+        }
         logf_("final val_loss:%.4f val_bpb:%.4f steps:%lld train_time:%.1fs tokens/s:%.0f wall:%.1fs", val_loss, val_bpb, steps_run,
               training_ms / 1000.0, steps_run > 0 ? (double)(ts.tokens_seen) / (training_ms / 1000.0) : 0.0, wall);
         logf_("final_exact val_loss:%.8f val_bpb:%.8f", val_loss, val_bpb);
         logf_("wrote %s, %s, %s, %s", rf.weights, rf.ckpt, rf.metrics, rf.svg);
     }
-    if (!no_artifact && finish_artifact(m, loader, micro_seqs, bx, by, &tok, &ev, val_loss, val_bpb, rf.artifact, code_files, metrics) != 0)
+    if (!no_artifact && finish_artifact(m, loader, micro_seqs, bx, by, &tok, &ev, val_loss, val_bpb, rf.artifact, code_files, &metrics) != 0)
         goto done;
-    rc = 0;
+    rc = sink_failed(&metrics) ? 1 : 0;
 finish_picture: {
     char title[256];
     snprintf(title, sizeof title, "%s: %d layers x %d, %zu params, val_bpb %.4f", run_id, cfg->num_layers, cfg->model_dim,
              utg_model_param_count(m), val_bpb);
-    if (metrics) fflush(metrics);
     load_curves(rf.metrics, &train_curve, &val_curve, &plan_curve);
-    if (train_curve.n + val_curve.n > 0 && write_svg(rf.svg, &train_curve, &val_curve, &plan_curve, title) != 0)
-        errf_("cannot write %s", rf.svg);
+    if (train_curve.n + val_curve.n > 0 && write_svg(rf.svg, &train_curve, &val_curve, &plan_curve, title, &msg) != 0) {
+        errf_("picture: %s", msg.text);
+        if (rc == 0) rc = 1;
+    }
 }
     goto done;
 usage_error:
     rc = 2;
 done:
     clear_progress();
-    if (metrics) fclose(metrics);
-    if (g_log) fclose(g_log);
+    if (metrics.fd >= 0 && sink_close(&metrics) != 0 && (rc == 0 || rc >= 128)) {
+        errf_("cannot write '%s': %s", metrics.path, strerror(metrics.err));
+        rc = 1;
+    }
+    if (g_log.fd >= 0 && sink_close(&g_log) != 0 && (rc == 0 || rc >= 128)) {
+        fprintf(stderr, "train: cannot write '%s': %s\n", g_log.path, strerror(g_log.err));
+        rc = 1;
+    }
     utg_loader_destroy(loader);
     utg_dataset_close(train_ds);
     utg_dataset_close(val_ds);
