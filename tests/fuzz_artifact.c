@@ -21,15 +21,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FZ_REQUIRE(cond, ...)                                                           \
-    do {                                                                                \
-        if (!(cond)) {                                                                  \
-            fprintf(stderr, "fuzz_artifact: invariant failed at line %d: %s: ", __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                               \
-            fprintf(stderr, "\n");                                                      \
-            abort();                                                                    \
-        }                                                                               \
-    } while (0)
+#define FZ_NAME "fuzz_artifact"
+#include "fuzz.h"
 
 static int is_core(const char *tag) { return !strcmp(tag, "META") || !strcmp(tag, "TENS") || !strcmp(tag, "DATA"); }
 

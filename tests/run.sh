@@ -50,6 +50,7 @@ suite "artifact parser: truncations, bit flips, structural mutants rejected" "$B
 suite "record-stack features: partial RoPE, LN scale, LeakyReLU², XSA (gradients)" "$BUILD/test_features"
 suite "artifact: UTGA round trip, export and load, Hessians, GPTQ, QAT, budget" "$BUILD/test_artifact"
 suite "io: safetensors and shards" "$BUILD/test_io"
+suite "fuzz corpora replayed: artifact, spm, safetensors, shard, checkpoint, config" "$BUILD/fuzz_replay" tests/corpus
 suite "cli: utg-grad and the vendoring example" sh tests/test_cli.sh "$BUILD"
 suite "utg-shards: text and ids to shards" sh tests/test_shards_tool.sh "$BUILD"
 suite "utg-inspect: artifact views, verify, budget, strip" sh tests/test_inspect.sh "$BUILD"
