@@ -1835,6 +1835,17 @@ UTGDEF utg_result utg_config_parse_text(utg_config *cfg, char *text, utg_msg *ms
     return UTG_OK;
 }
 
+/* The shortest of %.9g .. %.17g that reads back as the same double: the usual values print as they
+   were written (0.95, not 0.94999999999999996), and every value survives format -> parse. */
+static void utg__format_real(char *buf, size_t n, double v) {
+    int prec;
+    for (prec = 9; prec < 17; prec++) {
+        snprintf(buf, n, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) return;
+    }
+    snprintf(buf, n, "%.17g", v);
+}
+
 UTGDEF const char *utg_config_format(const utg_config *cfg, int i, char *buf, size_t n) {
     const utg_knob_info *k = utg_config_knob(i);
     const void *p;
@@ -1845,7 +1856,7 @@ UTGDEF const char *utg_config_format(const utg_config *cfg, int i, char *buf, si
     switch (k->kind) {
     case UTG_KNOB_INT:
     case UTG_KNOB_BOOL: snprintf(buf, n, "%d", *(const int *)p == UTG_OFF ? 0 : *(const int *)p); break;
-    case UTG_KNOB_REAL: snprintf(buf, n, "%.9g", *(const double *)p == UTG_OFF ? 0.0 : *(const double *)p); break;
+    case UTG_KNOB_REAL: utg__format_real(buf, n, *(const double *)p == UTG_OFF ? 0.0 : *(const double *)p); break;
     case UTG_KNOB_STR: snprintf(buf, n, "%s", *(const char *const *)p ? *(const char *const *)p : ""); break;
     }
     return buf;
@@ -7665,8 +7676,8 @@ static int utg__tok_special(const utg_tokenizer *t, const utg__spm_scan *s, int 
         name = (const uint8_t *)default_name;
         len = strlen(default_name);
     }
-    if (memchr(name, 0, len)) return -1; /* no piece contains NUL */
-    id = utg__tok_piece_to_id(t, name, len, s->unk_index);
+    /* no piece contains NUL: such a name is not found, and PieceToId gives the unknown piece */
+    id = memchr(name, 0, len) ? s->unk_index : utg__tok_piece_to_id(t, name, len, s->unk_index);
     return t->piece_type[id] == type ? id : -1;
 }
 
@@ -9905,7 +9916,7 @@ UTGDEF utg_result utg_write_file(const char *path, const void *bytes, size_t siz
         }
         if (fd >= 0) {
             struct stat old;
-            if (lstat(path, &old) == 0 && S_ISREG(old.st_mode)) fchmod(fd, old.st_mode & 07777); /* a replaced file keeps its mode */
+            if (stat(path, &old) == 0 && S_ISREG(old.st_mode)) fchmod(fd, old.st_mode & 07777); /* a replaced file keeps its mode */
             ok = utg__write_all(fd, bytes, size);
             if (!ok) { err = errno; step = "write"; }
             if (ok && !(ok = fsync(fd) == 0)) { err = errno; step = "fsync"; }
