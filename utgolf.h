@@ -7046,6 +7046,17 @@ static int utg__ckpt_conf_get(const uint8_t *conf, size_t n, const char *key, ch
     return 0;
 }
 
+/* Checkpoints written before REAL knobs were printed exactly hold them with 9 significant digits
+   (%.9g): such a value matches when the running value prints the same way. */
+static int utg__ckpt_real_9g(const utg_config *cfg, int k, const char *have) {
+    double v;
+    char old[64];
+    if (utg__knobs[k].info.kind != UTG_KNOB_REAL) return 0;
+    memcpy(&v, (const char *)cfg + utg__knobs[k].offset, sizeof v);
+    snprintf(old, sizeof old, "%.9g", v == UTG_OFF ? 0.0 : v);
+    return strcmp(have, old) == 0;
+}
+
 /* Every float of a checkpoint arena's tensors is finite (a diverged state is refused, not resumed). */
 static utg_result utg__ckpt_check_finite(utg_model *m, const uint8_t *arena, const char *what) {
     int i;
@@ -7126,7 +7137,7 @@ UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *ld
             if (version > 1) { utg__msgf(&m->msg, "checkpoint config lacks %s", name); return UTG_ERR_FORMAT; }
             utg_config_format(&zero, k, have, sizeof have); /* older files: the knob did not exist yet */
         }
-        if (strcmp(have, want) != 0) {
+        if (strcmp(have, want) != 0 && !utg__ckpt_real_9g(&m->cfg, k, have)) {
             utg__msgf(&m->msg, "checkpoint was made with %s=%s, this run has %s=%s", name, have, name, want);
             return UTG_ERR_MISMATCH;
         }

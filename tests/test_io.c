@@ -418,6 +418,26 @@ static void test_checkpoint_nonfinite(void) {
     utg_model_destroy(b);
 }
 
+/* REAL knobs print exactly (the shortest text that reads back as the same double); checkpoints
+   from before hold them with %.9g, and such a text still matches a run with the same value. */
+static void test_checkpoint_real_knob_text(void) {
+    utg_config c;
+    char now[64];
+    int k = utg_config_find_knob("LEAKY_RELU_SLOPE"), kb = utg_config_find_knob("NUM_LAYERS");
+    memset(&c, 0, sizeof c);
+    c.leaky_relu_slope = 1.0 / 3.0;
+    c = utg_config_resolve(&c);
+    utg_config_format(&c, k, now, sizeof now);
+    CHECK(strtod(now, NULL) == 1.0 / 3.0, "1/3 prints as %s, which reads back as another number", now);
+    c.leaky_relu_slope = 0.95;
+    utg_config_format(&c, k, now, sizeof now);
+    CHECK(strcmp(now, "0.95") == 0, "0.95 prints as %s", now);
+    c.leaky_relu_slope = 1.0 / 3.0;
+    CHECK(utg__ckpt_real_9g(&c, k, "0.333333333"), "the %%.9g text of the same value is refused");
+    CHECK(!utg__ckpt_real_9g(&c, k, "0.333333334"), "another value's %%.9g text matches");
+    CHECK(!utg__ckpt_real_9g(&c, kb, "9"), "an INT knob went through the REAL rule");
+}
+
 /* ---- utg_write_file: each test works in its own mkdtemp directory ---- */
 
 static int put_file(const char *path, const char *text) {
@@ -586,6 +606,7 @@ int main(int argc, char **argv) {
     RUN(test_shards);
     RUN(test_safetensors_nonfinite);
     RUN(test_checkpoint_nonfinite);
+    RUN(test_checkpoint_real_knob_text);
     RUN(test_write_file_symlinks);
     RUN(test_write_file_sweeps_stale);
     RUN(test_write_file_failure_leaves_nothing);
