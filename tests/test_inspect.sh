@@ -185,18 +185,25 @@ vfail "a shape that disagrees with the plane fails at planes" "$T/p_plane.utga" 
 vfail "symbol -128 in an 8-bit tensor fails at symbols and scales" "$T/p_sym.utga" 'symbols and scales' 'symbol -128'
 vfail "META model_dim 32 against 64-wide tensors fails at model consistency" "$T/p_dim.utga" 'model consistency' 'META config describes [0-9]+ tensors and [0-9]+ parameters, the artifact holds'
 vfail "a schedule naming block 1 of 1 fails at model consistency" "$T/p_sched.utga" 'model consistency' 'physical_blocks'
+# limited CMD...: CMD with about 512 MB to allocate. ulimit -v, except under AddressSanitizer, which
+# maps terabytes of shadow memory and cannot start so; there ASan's own cap on one allocation.
+if (ulimit -v 524288; "$U" --help) > /dev/null 2>&1; then
+    limited() { (ulimit -v 524288; "$@"); }
+else
+    limited() { ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}max_allocation_size_mb=512:allocator_may_return_null=1" "$@"; }
+fi
 # nothing is allocated from META before it is checked against the TENS table: a small file whose
 # config asks for an 11 GB model fails in a process limited to 512 MB, with the counts named
 patch "$T/s.utga" "$T/p_bomb.utga" i32 utg.config.model_dim 4096 -- "$T/p_blocks.utga" u32 utg.plan.physical_blocks 7
 patch "$T/p_bomb.utga" "$T/p_bomb2.utga" i32 utg.config.num_layers 8
-( ulimit -v 524288; "$U" "$T/p_bomb2.utga" --verify > "$T/out" 2> "$T/err" ); st=$?
+limited "$U" "$T/p_bomb2.utga" --verify > "$T/out" 2> "$T/err"; st=$?
 check "META asking for MODEL_DIM=4096 x 8 layers: model consistency fails on the counts, within 512 MB" sh -c \
     "[ $st -eq 1 ] && grep -q '^FAILED at model consistency' '$T/out' && grep -q 'describes [0-9]* tensors and [0-9]* parameters' '$T/err'"
 vfail "utg.plan.physical_blocks 7 against a 2-block model fails at model consistency" "$T/p_blocks.utga" 'model consistency' \
     'utg.plan.physical_blocks says 7, the META config builds'
 # a file is judged by its first bytes before it is read whole: 1 GiB of zeros in 512 MB
 truncate -s 1G "$T/big.bin"
-( ulimit -v 524288; "$U" "$T/big.bin" --verify > "$T/out" 2> "$T/err" ); st=$?
+limited "$U" "$T/big.bin" --verify > "$T/out" 2> "$T/err"; st=$?
 check "a 1 GiB non-artifact is refused by its magic within 512 MB" sh -c "[ $st -eq 1 ] && grep -q 'magic' '$T/err' && ! grep -q 'out of memory' '$T/err'"
 rm -f "$T/big.bin"
 # a non-zero byte between DATA's planes is a planes failure, not a META one

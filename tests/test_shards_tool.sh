@@ -120,8 +120,10 @@ if [ -f "$B/libiofault.so" ]; then
     mkdir -p "$T/fd_before"
     cp "$T"/fd/s_*.bin "$T/fd_before/"
     FD=$(cd "$T/fd" && pwd -P)
-    IOFAULT_DIR=$FD IOFAULT_AT=5 IOFAULT_MODE=fail LD_PRELOAD="$(cd "$B" && pwd)/libiofault.so" \
-        "$U" ids --in "$T/ids_new.txt" --out "$T/fd/s" --shard-tokens 400 > "$T/fd.out" 2> "$T/fd.err"
+    # (an ASan build's runtime must come first among the libraries, which LD_PRELOAD changes)
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
+        IOFAULT_DIR=$FD IOFAULT_AT=5 IOFAULT_MODE=fail LD_PRELOAD="$(cd "$B" && pwd)/libiofault.so" \
+            "$U" ids --in "$T/ids_new.txt" --out "$T/fd/s" --shard-tokens 400 > "$T/fd.out" 2> "$T/fd.err"
     st=$?
     same_shards() { for f in "$T"/fd_before/s_*.bin; do cmp -s "$f" "$T/fd/$(basename "$f")" || return 1; done; }
     check "a write failing at the second shard: exit 1 with a message" sh -c "[ $st -eq 1 ] && grep -q 'no shard was replaced' '$T/fd.err'"
