@@ -27,7 +27,7 @@ all: $(PROGS)
 $(BUILD):
 	mkdir -p $(BUILD)
 
-$(BUILD)/test_%: tests/test_%.c $(HDR) tests/test.h tests/gradcheck.h tests/mdl.h tests/pbw.h | $(BUILD)
+$(BUILD)/test_%: tests/test_%.c $(HDR) tests/test.h tests/gradcheck.h tests/mdl.h tests/pbw.h tests/spm_expect.h | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 # the same op tests on the plain-C paths (no GCC vector extensions)
 $(BUILD)/test_ops_portable: tests/test_ops.c $(HDR) tests/test.h tests/gradcheck.h tests/mdl.h | $(BUILD)
@@ -98,13 +98,13 @@ FUZZ_SEEDS   := "MODEL_DIM=16 NUM_HEADS=2 NUM_KV_HEADS=1 VOCAB_SIZE=16 NUM_LAYER
                 "MODEL_DIM=32 VOCAB_SIZE=32 QUANT_PASSTHROUGH_NUMEL=256 NUM_LOOPS=1 LOOP_START=0 LOOP_END=1" \
                 "NUM_LAYERS=2"
 .PHONY: fuzz
-$(BUILD)/fuzz_%: tests/fuzz_%.c tests/fuzz.h tests/pbw.h $(HDR) | $(BUILD)
+$(BUILD)/fuzz_%: tests/fuzz_%.c tests/fuzz.h tests/pbw.h tests/spm_expect.h $(HDR) | $(BUILD)
 	@which $(FUZZ_CC) >/dev/null || { echo "make fuzz needs clang with libFuzzer (Debian: clang)"; exit 1; }
 	$(FUZZ_CC) -std=c99 -g -O1 $(WARN) -DUTG_USE_BROTLI -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	    -fno-omit-frame-pointer -o $@ $< -lbrotlienc -lbrotlidec -lm
 # the replay: every target compiled with UTG_STATIC (a private copy of the library each) and its entry
 # point renamed utg_fuzz_<target>
-$(BUILD)/fuzz-replay/%.o: tests/fuzz_%.c tests/fuzz.h tests/pbw.h $(HDR)
+$(BUILD)/fuzz-replay/%.o: tests/fuzz_%.c tests/fuzz.h tests/pbw.h tests/spm_expect.h $(HDR)
 	@mkdir -p $(BUILD)/fuzz-replay
 	$(CC) $(CFLAGS) -DUTG_STATIC -DUTG_FUZZ_REPLAY -DLLVMFuzzerTestOneInput=utg_fuzz_$* -c -o $@ $<
 $(BUILD)/fuzz_replay: tests/fuzz_replay.c $(FUZZ_ALL:%=$(BUILD)/fuzz-replay/%.o) | $(BUILD)

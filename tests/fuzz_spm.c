@@ -21,6 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define FZ_NAME "fuzz_spm"
 #include "fuzz.h"
+#include "spm_expect.h"
 
 #define SP "\xe2\x96\x81" /* U+2581 */
 
@@ -62,14 +63,7 @@ static void check_consistent(const utg_tokenizer *t, int table_size) {
             len = strlen(p);
             FZ_REQUIRE(len <= UTG_MAX_PIECE_BYTES, "piece %d is %zu bytes", id, len);
             if (type == UTG_PIECE_UNKNOWN) n_unknown++;
-            if (type == UTG_PIECE_BYTE) {
-                boundary = 0;
-                base = 1;
-            } else if (type == UTG_PIECE_NORMAL || type == UTG_PIECE_USER_DEFINED) {
-                boundary = 0;
-                lead = strncmp(p, SP, 3) == 0;
-                base = (int)len - 3 * lead;
-            }
+            spm_expected_row(p, type, &boundary, &lead, &base);
         }
         FZ_REQUIRE(t->is_boundary[id] == boundary && t->has_leading_space[id] == lead && t->base_bytes[id] == base,
                    "id %d: boundary %d lead %d base %d, want %d %d %d", id, t->is_boundary[id], t->has_leading_space[id],

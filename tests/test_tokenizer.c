@@ -11,6 +11,7 @@
 #include "../utgolf.h"
 
 #include "test.h"
+#include "spm_expect.h"
 #include <stdlib.h>
 
 #define SP "\xe2\x96\x81" /* U+2581 */
@@ -141,18 +142,9 @@ static int consistent(const utg_tokenizer *t) {
         if (id < t->n_pieces) {
             const char *p = utg_tokenizer_piece(t, id);
             int type = t->piece_type[id];
-            size_t len;
             if (!p || !*p || type < 1 || type > 6) return 0;
-            len = strlen(p);
             if (type == UTG_PIECE_UNKNOWN) n_unknown++;
-            if (type == UTG_PIECE_BYTE) {
-                boundary = 0;
-                base = 1;
-            } else if (type == UTG_PIECE_NORMAL || type == UTG_PIECE_USER_DEFINED) {
-                boundary = 0;
-                lead = strncmp(p, SP, 3) == 0;
-                base = (int)len - 3 * lead;
-            }
+            spm_expected_row(p, type, &boundary, &lead, &base);
         }
         if (t->is_boundary[id] != boundary || t->has_leading_space[id] != lead || t->base_bytes[id] != base) return 0;
     }
