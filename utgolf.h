@@ -702,10 +702,11 @@ UTGDEF float *utg_model_grads(utg_model *m);
 
 /* Re-initialise every parameter as train_gpt.py does, from `seed` (deterministic). */
 UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed);
-/* Copy one tensor (or the whole arena when index < 0) between host memory and the model.
-   `which` is 0 for parameters, 1 for gradients. */
-UTGDEF utg_result utg_model_get(utg_model *m, int which, int index, float *host_dst, size_t n_floats);
-UTGDEF utg_result utg_model_set(utg_model *m, int which, int index, const float *host_src, size_t n_floats);
+/* The model's two arenas, laid out alike: the parameters and their gradients. */
+typedef enum utg_arena { UTG_ARENA_PARAMS = 0, UTG_ARENA_GRADS = 1 } utg_arena;
+/* Copy one tensor (or the whole arena when index < 0) between host memory and the model. */
+UTGDEF utg_result utg_model_get(utg_model *m, utg_arena which, int index, float *host_dst, size_t n_floats);
+UTGDEF utg_result utg_model_set(utg_model *m, utg_arena which, int index, const float *host_src, size_t n_floats);
 
 /* Allocate activations for batches of up to n_seqs sequences of TRAIN_SEQ_LEN. The first forward
    call does this when needed; calling it up front keeps all allocation out of the step loop. */
@@ -747,17 +748,23 @@ UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double
    SWA_EVERY steps once lr_scale < SWA_START_LR_FRAC). `step` counts finished steps. */
 UTGDEF void utg_optim_average(utg_optim *o, int step, double lr_scale);
 /* Load the average into the model's parameters: the EMA when enabled (it wins over SWA, as in the
-   records), else the SWA mean when it has samples. Returns 0 (nothing), 1 (EMA) or 2 (SWA). */
-UTGDEF int utg_optim_apply_average(utg_optim *o);
+   records), else the SWA mean when it has samples. Returns which average it loaded. */
+typedef enum utg_average { UTG_AVERAGE_NONE = 0, UTG_AVERAGE_EMA = 1, UTG_AVERAGE_SWA = 2 } utg_average;
+UTGDEF utg_average utg_optim_apply_average(utg_optim *o);
 /* Back to the state of a fresh optimizer (zero moments, EMA = current parameters, no SWA). */
 UTGDEF void utg_optim_reset(utg_optim *o);
 
-/* Optimizer state for checkpoints: arena `which` (0 = Muon momentum / Adam first moment,
-   1 = Adam second moment, 2 = EMA, 3 = SWA sum), each utg_model_arena_floats() long, and the
+/* Optimizer state for checkpoints: four arenas, each utg_model_arena_floats() long, and the
    counters. */
+typedef enum utg_optim_arena {
+    UTG_OPTIM_MOMENTUM = 0,      /* Muon momentum, or Adam's first moment */
+    UTG_OPTIM_SECOND_MOMENT = 1, /* Adam's second moment */
+    UTG_OPTIM_EMA = 2,           /* the exponential moving average of the parameters */
+    UTG_OPTIM_SWA = 3            /* the running sum of SWA samples */
+} utg_optim_arena;
 #define UTG_OPTIM_ARENAS 4
-UTGDEF utg_result utg_optim_get_arena(utg_optim *o, int which, float *host_dst, size_t n_floats);
-UTGDEF utg_result utg_optim_set_arena(utg_optim *o, int which, const float *host_src, size_t n_floats);
+UTGDEF utg_result utg_optim_get_arena(utg_optim *o, utg_optim_arena which, float *host_dst, size_t n_floats);
+UTGDEF utg_result utg_optim_set_arena(utg_optim *o, utg_optim_arena which, const float *host_src, size_t n_floats);
 UTGDEF void utg_optim_get_counters(const utg_optim *o, int64_t *adam_steps, int64_t *swa_count);
 UTGDEF void utg_optim_set_counters(utg_optim *o, int64_t adam_steps, int64_t swa_count);
 
@@ -797,9 +804,9 @@ UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int
 #define UTG_SAFETENSORS_MAX_HEADER (100u * 1024u * 1024u)
 
 UTGDEF utg_result utg_model_load_safetensors(utg_model *m, const void *bytes, size_t size_bytes);
-/* which: 0 = parameters, 1 = gradients. *out is allocated with the model's allocator; release it
+/* *out is allocated with the model's allocator; release it
    with utg_model_free_bytes. Output is deterministic (tensor table order, fixed formatting). */
-UTGDEF utg_result utg_model_save_safetensors(utg_model *m, int which, void **out, size_t *out_size);
+UTGDEF utg_result utg_model_save_safetensors(utg_model *m, utg_arena which, void **out, size_t *out_size);
 UTGDEF void utg_model_free_bytes(utg_model *m, void *bytes);
 
 /* ------------------------------------------------------------------------------------------------
@@ -851,8 +858,8 @@ typedef struct utg_loader utg_loader;
    1024-byte header against the file size without reading payloads. No match -> UTG_ERR_IO naming
    the pattern; a bad header -> UTG_ERR_FORMAT naming the file. vocab_size > 0 makes every read check
    that ids are < vocab_size (0: no check). The dataset reads shards lazily, one open file at a time. */
-UTGDEF utg_result utg_dataset_open(utg_dataset **out, const char *pattern, int vocab_size,
-                                   const utg_allocator *alloc, utg_msg *msg);
+UTGDEF utg_result utg_dataset_open(const char *pattern, int vocab_size,
+                                   const utg_allocator *alloc, utg_dataset **out, utg_msg *msg);
 UTGDEF void utg_dataset_close(utg_dataset *ds);
 UTGDEF int utg_dataset_shard_count(const utg_dataset *ds);
 UTGDEF uint64_t utg_dataset_shard_tokens(const utg_dataset *ds, int shard); /* 0 if out of range */
@@ -887,8 +894,8 @@ typedef enum utg_loader_kind { UTG_LOADER_SEQUENTIAL = 0, UTG_LOADER_SHUFFLED = 
 
 /* seed is used by SHUFFLED only. Fails with UTG_ERR_INVALID (and a message) when the rank owns no
    usable data: an empty dataset (SEQUENTIAL), or no owned shard of at least seq_len + 1 tokens. */
-UTGDEF utg_result utg_loader_create(utg_loader **out, utg_dataset *ds, utg_loader_kind kind, int seq_len,
-                                    int rank, int world_size, uint64_t seed, const utg_allocator *alloc,
+UTGDEF utg_result utg_loader_create(utg_dataset *ds, utg_loader_kind kind, int seq_len,
+                                    int rank, int world_size, uint64_t seed, const utg_allocator *alloc, utg_loader **out,
                                     utg_msg *msg);
 UTGDEF void utg_loader_destroy(utg_loader *ld);
 /* Fill inputs and targets [n_seqs * seq_len] each. On failure the loader does not move. */
@@ -1320,6 +1327,8 @@ UTGDEF int utg_qat_wanted(const utg_config *cfg, int step, double lr_scale);
 
 UTGDEF const char *utg_result_string(utg_result r);
 UTGDEF const char *utg_version(void);
+/* Threads the CPU backend's ops use from this call site (OpenMP's count; 1 without OpenMP). */
+UTGDEF int utg_thread_count(void);
 #ifndef UTG_NO_STDIO
 /* Read a whole file with malloc (free with free()). Fails cleanly past max_bytes. */
 UTGDEF utg_result utg_read_file(const char *path, size_t max_bytes, void **out, size_t *out_size,
@@ -4590,13 +4599,13 @@ UTGDEF utg_result utg_model_set_phase(utg_model *m, int phase, int activate) {
     return UTG_OK;
 }
 
-static utg_result utg__span(utg_model *m, int which, int index, size_t n, float **dev) {
+static utg_result utg__span(utg_model *m, utg_arena which, int index, size_t n, float **dev) {
     float *base;
-    if (!m || which < 0 || which > 1 || index >= m->n_tensors) {
+    if (!m || (int)which < 0 || (int)which > 1 || index >= m->n_tensors) {
         if (m) utg__msgf(&m->msg, "bad tensor index %d or arena %d", index, which);
         return UTG_ERR_INVALID;
     }
-    base = which ? m->grads : m->params;
+    base = which == UTG_ARENA_GRADS ? m->grads : m->params;
     if (index < 0) {
         if (n != m->arena_floats) { utg__msgf(&m->msg, "arena has %zu floats, not %zu", m->arena_floats, n); return UTG_ERR_INVALID; }
         *dev = base;
@@ -4609,13 +4618,13 @@ static utg_result utg__span(utg_model *m, int which, int index, size_t n, float 
     }
     return UTG_OK;
 }
-UTGDEF utg_result utg_model_get(utg_model *m, int which, int index, float *host_dst, size_t n) {
+UTGDEF utg_result utg_model_get(utg_model *m, utg_arena which, int index, float *host_dst, size_t n) {
     float *dev;
     utg_result r = utg__span(m, which, index, n, &dev);
     if (r == UTG_OK && n) m->be->download(m->be, host_dst, dev, n * sizeof(float));
     return r;
 }
-UTGDEF utg_result utg_model_set(utg_model *m, int which, int index, const float *host_src, size_t n) {
+UTGDEF utg_result utg_model_set(utg_model *m, utg_arena which, int index, const float *host_src, size_t n) {
     float *dev;
     utg_result r = utg__span(m, which, index, n, &dev);
     if (r == UTG_OK && n) m->be->upload(m->be, dev, host_src, n * sizeof(float));
@@ -4757,7 +4766,7 @@ static void utg__layer_ptrs(utg_model *m, int l, int which, utg__lw *w) {
     const utg_plan_layer *pl = &m->plan->layers[l];
     const utg__heavy_ix *h = &m->heavy[pl->block];
     const utg__ctrl_ix *o = &m->ctrl[pl->ctrl];
-    float *base = which ? m->grads : m->params;
+    float *base = which == UTG_ARENA_GRADS ? m->grads : m->params;
     int k, fc = h->fc, mid = h->mid, mp = h->mlp_proj;
 #define UTG__P(t) ((t) >= 0 ? base + m->tensors[t].offset : NULL)
     memset(w, 0, sizeof *w);
@@ -5527,10 +5536,10 @@ UTGDEF void utg_optim_reset(utg_optim *o) {
     utg_backend *be;
     if (!o) return;
     be = o->be;
-    be->fill(be, o->arena[0], 0.0f, o->m->arena_floats);
-    be->fill(be, o->arena[1], 0.0f, o->m->arena_floats);
-    if (o->arena[2]) be->copy(be, o->arena[2], o->m->params, o->m->arena_floats);
-    if (o->arena[3]) be->fill(be, o->arena[3], 0.0f, o->m->arena_floats);
+    be->fill(be, o->arena[UTG_OPTIM_MOMENTUM], 0.0f, o->m->arena_floats);
+    be->fill(be, o->arena[UTG_OPTIM_SECOND_MOMENT], 0.0f, o->m->arena_floats);
+    if (o->arena[UTG_OPTIM_EMA]) be->copy(be, o->arena[UTG_OPTIM_EMA], o->m->params, o->m->arena_floats);
+    if (o->arena[UTG_OPTIM_SWA]) be->fill(be, o->arena[UTG_OPTIM_SWA], 0.0f, o->m->arena_floats);
     o->adam_steps = 0;
     o->swa_count = 0;
 }
@@ -5569,7 +5578,7 @@ UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double
 #endif
         for (i = 0; i < n_muon; i++) {
             const utg_tensor_info *ti = &m->tensors[o->muon[i]];
-            float *p = m->params + ti->offset, *g = m->grads + ti->offset, *m1 = o->arena[0] + ti->offset;
+            float *p = m->params + ti->offset, *g = m->grads + ti->offset, *m1 = o->arena[UTG_OPTIM_MOMENTUM] + ti->offset;
             int slot = team > 1 ? utg__thread_id() : 0, rows = (int)ti->shape[0], cols = (int)ti->shape[1];
             float *upd = o->upd + (size_t)slot * o->max_numel;
             double lr = c->matrix_lr * lr_scale, shape_scale = sqrt(rows > cols ? (double)rows / cols : 1.0);
@@ -5581,7 +5590,7 @@ UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double
     }
     for (t = 0; t < m->n_tensors; t++) {
         const utg_tensor_info *ti = &m->tensors[t];
-        float *p = m->params + ti->offset, *g = m->grads + ti->offset, *m1 = o->arena[0] + ti->offset;
+        float *p = m->params + ti->offset, *g = m->grads + ti->offset, *m1 = o->arena[UTG_OPTIM_MOMENTUM] + ti->offset;
         if (o->group[t] == UTG__GROUP_MUON) {
             continue;
         } else {
@@ -5595,7 +5604,7 @@ UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double
             default: lr = c->scalar_lr; wd = c->adam_wd; break;
             }
             lr *= lr_scale;
-            be->adam_step(be, p, g, m1, o->arena[1] + ti->offset, ti->numel, (float)lr, (float)b1, (float)b2,
+            be->adam_step(be, p, g, m1, o->arena[UTG_OPTIM_SECOND_MOMENT] + ti->offset, ti->numel, (float)lr, (float)b1, (float)b2,
                           (float)c->adam_eps, (float)wd, (float)bc1, (float)bc2);
         }
     }
@@ -5608,40 +5617,44 @@ UTGDEF void utg_optim_average(utg_optim *o, int step, double lr_scale) {
     if (!o) return;
     be = o->be;
     c = &o->m->cfg;
-    if (o->arena[2]) be->axpby(be, o->arena[2], (float)(1.0 - c->ema_decay), o->m->params, (float)c->ema_decay, o->m->arena_floats);
-    if (o->arena[3] && lr_scale < c->swa_start_lr_frac && step % c->swa_every == 0) {
-        be->axpby(be, o->arena[3], 1.0f, o->m->params, 1.0f, o->m->arena_floats);
+    if (o->arena[UTG_OPTIM_EMA]) be->axpby(be, o->arena[UTG_OPTIM_EMA], (float)(1.0 - c->ema_decay), o->m->params, (float)c->ema_decay, o->m->arena_floats);
+    if (o->arena[UTG_OPTIM_SWA] && lr_scale < c->swa_start_lr_frac && step % c->swa_every == 0) {
+        be->axpby(be, o->arena[UTG_OPTIM_SWA], 1.0f, o->m->params, 1.0f, o->m->arena_floats);
         o->swa_count++;
     }
 }
 
-UTGDEF int utg_optim_apply_average(utg_optim *o) {
+UTGDEF utg_average utg_optim_apply_average(utg_optim *o) {
     utg_backend *be;
-    if (!o) return 0;
+    float *ema, *swa_sum;
+    if (!o) return UTG_AVERAGE_NONE;
     be = o->be;
-    if (o->arena[2]) {
-        be->copy(be, o->m->params, o->arena[2], o->m->arena_floats);
-        return 1;
+    ema = o->arena[UTG_OPTIM_EMA];
+    swa_sum = o->arena[UTG_OPTIM_SWA];
+    if (ema) {
+        be->copy(be, o->m->params, ema, o->m->arena_floats);
+        return UTG_AVERAGE_EMA;
     }
-    if (o->arena[3] && o->swa_count > 0) {
-        be->axpby(be, o->m->params, (float)(1.0 / (double)o->swa_count), o->arena[3], 0.0f, o->m->arena_floats);
-        return 2;
+    if (swa_sum && o->swa_count > 0) {
+        float inv_count = (float)(1.0 / (double)o->swa_count);
+        be->axpby(be, o->m->params, inv_count, swa_sum, 0.0f, o->m->arena_floats);
+        return UTG_AVERAGE_SWA;
     }
-    return 0;
+    return UTG_AVERAGE_NONE;
 }
 
-static utg_result utg__optim_arena(utg_optim *o, int which, size_t n) {
-    if (!o || which < 0 || which >= UTG_OPTIM_ARENAS) return UTG_ERR_INVALID;
+static utg_result utg__optim_arena(utg_optim *o, utg_optim_arena which, size_t n) {
+    if (!o || (int)which < 0 || (int)which >= UTG_OPTIM_ARENAS) return UTG_ERR_INVALID;
     if (!o->arena[which]) { utg__msgf(&o->m->msg, "optimizer arena %d is not in use", which); return UTG_ERR_INVALID; }
     if (n != o->m->arena_floats) { utg__msgf(&o->m->msg, "optimizer arena holds %zu floats, not %zu", o->m->arena_floats, n); return UTG_ERR_MISMATCH; }
     return UTG_OK;
 }
-UTGDEF utg_result utg_optim_get_arena(utg_optim *o, int which, float *dst, size_t n) {
+UTGDEF utg_result utg_optim_get_arena(utg_optim *o, utg_optim_arena which, float *dst, size_t n) {
     utg_result r = utg__optim_arena(o, which, n);
     if (r == UTG_OK) o->be->download(o->be, dst, o->arena[which], n * sizeof(float));
     return r;
 }
-UTGDEF utg_result utg_optim_set_arena(utg_optim *o, int which, const float *src, size_t n) {
+UTGDEF utg_result utg_optim_set_arena(utg_optim *o, utg_optim_arena which, const float *src, size_t n) {
     utg_result r = utg__optim_arena(o, which, n);
     if (r == UTG_OK) o->be->upload(o->be, o->arena[which], src, n * sizeof(float));
     return r;
@@ -6005,13 +6018,13 @@ done:
     return r;
 }
 
-UTGDEF utg_result utg_model_save_safetensors(utg_model *m, int which, void **out, size_t *out_size) {
+UTGDEF utg_result utg_model_save_safetensors(utg_model *m, utg_arena which, void **out, size_t *out_size) {
     size_t hcap, hlen = 0, data_bytes = (size_t)0, total, k;
     char *hdr;
     uint8_t *buf;
     float *host;
     int ti;
-    if (!m || !out || !out_size || which < 0 || which > 1) return UTG_ERR_INVALID;
+    if (!m || !out || !out_size || (int)which < 0 || (int)which > 1) return UTG_ERR_INVALID;
     *out = NULL;
     *out_size = 0;
     /* per tensor: a name (< UTG_MAX_NAME), about 60 bytes of fixed text and four numbers of at most 20
@@ -6020,7 +6033,7 @@ UTGDEF utg_result utg_model_save_safetensors(utg_model *m, int which, void **out
     hdr = (char *)utg__alloc(&m->alloc, hcap);
     host = (float *)utg__alloc(&m->alloc, m->arena_floats * sizeof(float));
     if (!hdr || !host) { utg__free(&m->alloc, hdr); utg__free(&m->alloc, host); return UTG_ERR_NOMEM; }
-    m->be->download(m->be, host, which ? m->grads : m->params, m->arena_floats * sizeof(float));
+    m->be->download(m->be, host, which == UTG_ARENA_GRADS ? m->grads : m->params, m->arena_floats * sizeof(float));
     hlen += (size_t)snprintf(hdr + hlen, hcap - hlen, "{\"__metadata__\":{\"format\":\"pt\"}");
     for (ti = 0; ti < m->n_tensors; ti++) {
         const utg_tensor_info *t = &m->tensors[ti];
@@ -6273,8 +6286,8 @@ UTGDEF void utg_dataset_close(utg_dataset *ds) {
     utg__free(&a, ds);
 }
 
-UTGDEF utg_result utg_dataset_open(utg_dataset **out, const char *pattern, int vocab_size,
-                                   const utg_allocator *alloc, utg_msg *msg) {
+UTGDEF utg_result utg_dataset_open(const char *pattern, int vocab_size,
+                                   const utg_allocator *alloc, utg_dataset **out, utg_msg *msg) {
     utg_dataset *ds;
     utg_result r;
     int i;
@@ -6599,8 +6612,8 @@ static utg_result utg__ld_setup_shuffled(utg_loader *ld, utg_msg *msg) {
     return UTG_OK;
 }
 
-UTGDEF utg_result utg_loader_create(utg_loader **out, utg_dataset *ds, utg_loader_kind kind, int seq_len,
-                                    int rank, int world_size, uint64_t seed, const utg_allocator *alloc,
+UTGDEF utg_result utg_loader_create(utg_dataset *ds, utg_loader_kind kind, int seq_len,
+                                    int rank, int world_size, uint64_t seed, const utg_allocator *alloc, utg_loader **out,
                                     utg_msg *msg) {
     utg_loader *ld;
     utg_result r = UTG_OK;
@@ -9402,7 +9415,7 @@ UTGDEF utg_result utg_model_export(utg_model *m, const utg_hessians *h, const ut
     sc = (uint16_t *)utg__alloc(&m->alloc, sizeof(uint16_t) * (maxn > maxr ? maxn : maxr));
     if (maxh) Hd = (double *)utg__alloc(&m->alloc, sizeof(double) * maxh);
     if (!host || !deq || !q || !sc || (maxh && !Hd)) goto fail;
-    if ((r = utg_model_get(m, 0, -1, host, m->arena_floats)) != UTG_OK) goto fail;
+    if ((r = utg_model_get(m, UTG_ARENA_PARAMS, -1, host, m->arena_floats)) != UTG_OK) goto fail;
     if ((r = utg_artifact_writer_create(&m->alloc, &w)) != UTG_OK) goto fail;
     utg__export_meta(m, w, plan);
     for (i = 0; i < m->n_tensors; i++) {
@@ -9501,7 +9514,7 @@ UTGDEF utg_result utg_model_budget_plan(utg_model *m, const utg_hessians *h, utg
     sc = (uint16_t *)utg__alloc(&m->alloc, sizeof(uint16_t) * maxn);
     if (maxh) Hd = (double *)utg__alloc(&m->alloc, sizeof(double) * maxh);
     if (!err || !est || !cur || !floor_bits || !host || !deq || !q || !sc || (maxh && !Hd)) goto done;
-    if ((r = utg_model_get(m, 0, -1, host, m->arena_floats)) != UTG_OK) goto done;
+    if ((r = utg_model_get(m, UTG_ARENA_PARAMS, -1, host, m->arena_floats)) != UTG_OK) goto done;
     for (i = 0; i < n; i++) {
         const utg_tensor_info *t = &m->tensors[i];
         int lo;
@@ -9597,7 +9610,7 @@ UTGDEF utg_result utg_model_load_artifact(utg_model *m, const utg_artifact *a) {
         for (e = 0; e < t->numel; e++)
             if (!isfinite(host[t->offset + e])) { utg__msgf(&m->msg, "tensor %s: element %zu is not finite", t->name, e); r = UTG_ERR_FORMAT; goto fail; }
     }
-    if ((r = utg_model_set(m, 0, -1, host, m->arena_floats)) != UTG_OK) goto fail;
+    if ((r = utg_model_set(m, UTG_ARENA_PARAMS, -1, host, m->arena_floats)) != UTG_OK) goto fail;
     if (kp >= 0 && (r = utg_model_set_phase(m, (int)a->kv[kp].u, 0)) != UTG_OK) goto fail;
     r = UTG_OK;
 fail:
@@ -9785,6 +9798,7 @@ UTGDEF const char *utg_result_string(utg_result r) {
 }
 
 UTGDEF const char *utg_version(void) { return UTG_VERSION_STRING; }
+UTGDEF int utg_thread_count(void) { return utg__max_threads(); }
 
 #ifndef UTG_NO_STDIO
 /* utg_write_file's POSIX path (exclusive temporaries, fsync of the file and its directory, stale

@@ -892,8 +892,8 @@ int main(int argc, char **argv) {
     }
     logf_("val_bpb:enabled tokenizer_kind=%s tokenizer_path=%s pieces:%d", tok.kind == UTG_TOKENIZER_SPM ? "sentencepiece" : "byte260",
           cfg->tokenizer_path, tok.n_pieces);
-    if (utg_dataset_open(&train_ds, train_glob, cfg->vocab_size, NULL, &msg) != UTG_OK) { errf_("train data: %s", msg.text); goto done; }
-    if (utg_dataset_open(&val_ds, val_glob, cfg->vocab_size, NULL, &msg) != UTG_OK) { errf_("val data: %s", msg.text); goto done; }
+    if (utg_dataset_open(train_glob, cfg->vocab_size, NULL, &train_ds, &msg) != UTG_OK) { errf_("train data: %s", msg.text); goto done; }
+    if (utg_dataset_open(val_glob, cfg->vocab_size, NULL, &val_ds, &msg) != UTG_OK) { errf_("val data: %s", msg.text); goto done; }
     {
         uint64_t nv = utg_dataset_tokens(val_ds);
         if (nv < 2 || nv > (uint64_t)1 << 34) { errf_("val data: %llu tokens is not a usable validation stream", (unsigned long long)nv); goto done; }
@@ -920,8 +920,8 @@ int main(int argc, char **argv) {
         logf_("note: TRAIN_BATCH_TOKENS=%d rounds down to %d tokens per step (%d x %d sequences of %d)", cfg->train_batch_tokens,
               micro_seqs * accum * cfg->train_seq_len, accum, micro_seqs, cfg->train_seq_len);
     tokens_per_step = (int64_t)micro_seqs * accum * cfg->train_seq_len;
-    if (utg_loader_create(&loader, train_ds, strcmp(cfg->train_loader, "shuffled") ? UTG_LOADER_SEQUENTIAL : UTG_LOADER_SHUFFLED,
-                          cfg->train_seq_len, 0, 1, (uint64_t)UTG__OFF0(cfg->seed), NULL, &msg) != UTG_OK) {
+    if (utg_loader_create(train_ds, strcmp(cfg->train_loader, "shuffled") ? UTG_LOADER_SEQUENTIAL : UTG_LOADER_SHUFFLED,
+                          cfg->train_seq_len, 0, 1, (uint64_t)UTG__OFF0(cfg->seed), NULL, &loader, &msg) != UTG_OK) {
         errf_("train loader: %s", msg.text);
         goto done;
     }
@@ -957,7 +957,7 @@ int main(int argc, char **argv) {
             logf_("depth_plan:%d %s: %s", i, when, utg_plan_describe(pl, pbuf, sizeof pbuf));
         }
         logf_("world_size:1 grad_accum_steps:%d micro_batch:%dx%d tokens_per_step:%lld threads:%d", accum, micro_seqs,
-              cfg->train_seq_len, (long long)tokens_per_step, utg__max_threads());
+              cfg->train_seq_len, (long long)tokens_per_step, utg_thread_count());
         logf_("eval: seq_len:%d stride:%d batch:%d windows", ev.seq_len, ev.stride, ev.batch_seqs);
     }
 
@@ -966,7 +966,7 @@ int main(int argc, char **argv) {
         int w, mi;
         init_params = (float *)malloc(sizeof(float) * utg_model_arena_floats(m));
         if (!init_params) { errf_("out of memory"); goto done; }
-        utg_model_get(m, 0, -1, init_params, utg_model_arena_floats(m));
+        utg_model_get(m, UTG_ARENA_PARAMS, -1, init_params, utg_model_arena_floats(m));
         for (w = 0; w < cfg->warmup_steps; w++) {
             double l;
             utg_model_zero_grads(m);
@@ -980,7 +980,7 @@ int main(int argc, char **argv) {
             if (utg_optim_step(opt, w, 1.0, NULL) != UTG_OK) { errf_("warmup: %s", utg_model_message(m)); goto done; }
             if (cfg->warmup_steps <= 20 || (w + 1) % 10 == 0 || w + 1 == cfg->warmup_steps) logf_("warmup_step:%d/%d", w + 1, cfg->warmup_steps);
         }
-        utg_model_set(m, 0, -1, init_params, utg_model_arena_floats(m));
+        utg_model_set(m, UTG_ARENA_PARAMS, -1, init_params, utg_model_arena_floats(m));
         utg_model_zero_grads(m);
         utg_optim_reset(opt);
         utg_loader_reset(loader);
@@ -1154,7 +1154,7 @@ int main(int argc, char **argv) {
         long long steps_run = ts.step;
         double l;
         int w;
-        if (utg_model_save_safetensors(m, 0, &bytes, &size) != UTG_OK) { errf_("weights: %s", utg_model_message(m)); goto done; }
+        if (utg_model_save_safetensors(m, UTG_ARENA_PARAMS, &bytes, &size) != UTG_OK) { errf_("weights: %s", utg_model_message(m)); goto done; }
         w = utg_write_file(rf.weights, bytes, size, &msg) == UTG_OK;
         utg_model_free_bytes(m, bytes);
         if (!w) { errf_("weights: %s", msg.text); goto done; }

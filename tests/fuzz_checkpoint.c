@@ -100,7 +100,7 @@ static void fz_init(void) {
         }
     }
     snprintf(pattern, sizeof pattern, "%s/shard_*.bin", g_dir);
-    if (utg_dataset_open(&g_ds, pattern, FZ_VOCAB, NULL, &msg) != UTG_OK) { fprintf(stderr, "fuzz_checkpoint: dataset: %s\n", msg.text); abort(); }
+    if (utg_dataset_open(pattern, FZ_VOCAB, NULL, &g_ds, &msg) != UTG_OK) { fprintf(stderr, "fuzz_checkpoint: dataset: %s\n", msg.text); abort(); }
     for (i = 0; i < FZ_SETUPS; i++) {
         fz_setup *s = &g_setups[i];
         utg_model_desc d;
@@ -114,8 +114,8 @@ static void fz_init(void) {
             abort();
         }
         c = utg_model_config(s->m);
-        if (utg_loader_create(&s->ld, g_ds, strcmp(c->train_loader, "shuffled") ? UTG_LOADER_SEQUENTIAL : UTG_LOADER_SHUFFLED,
-                              c->train_seq_len, 0, 1, (uint64_t)(c->seed < 0 ? 0 : c->seed), NULL, &msg) != UTG_OK) {
+        if (utg_loader_create(g_ds, strcmp(c->train_loader, "shuffled") ? UTG_LOADER_SEQUENTIAL : UTG_LOADER_SHUFFLED,
+                              c->train_seq_len, 0, 1, (uint64_t)(c->seed < 0 ? 0 : c->seed), NULL, &s->ld, &msg) != UTG_OK) {
             fprintf(stderr, "fuzz_checkpoint: loader %s: %s\n", s->name, msg.text);
             abort();
         }
@@ -180,7 +180,7 @@ static int fz_tame(const float *p, size_t n) {
 /* the state a refused load must not touch */
 static void fz_snapshot(fz_setup *s) {
     int k;
-    FZ_REQUIRE(utg_model_get(s->m, 0, -1, s->params, s->n) == UTG_OK, "get");
+    FZ_REQUIRE(utg_model_get(s->m, UTG_ARENA_PARAMS, -1, s->params, s->n) == UTG_OK, "get");
     for (k = 0; k < UTG_OPTIM_ARENAS; k++)
         if (s->has_arena[k]) FZ_REQUIRE(utg_optim_get_arena(s->o, k, s->arena[k], s->n) == UTG_OK, "arena %d", k);
     FZ_REQUIRE(utg_loader_save(s->ld, s->ld_state, s->ld_size) == UTG_OK, "loader save");
@@ -188,7 +188,7 @@ static void fz_snapshot(fz_setup *s) {
 
 static void fz_unchanged(fz_setup *s, const char *why) {
     int k;
-    FZ_REQUIRE(utg_model_get(s->m, 0, -1, s->scratch, s->n) == UTG_OK, "get");
+    FZ_REQUIRE(utg_model_get(s->m, UTG_ARENA_PARAMS, -1, s->scratch, s->n) == UTG_OK, "get");
     FZ_REQUIRE(memcmp(s->scratch, s->params, s->n * sizeof(float)) == 0, "setup %s: a refused checkpoint changed the parameters (%s)", s->name, why);
     for (k = 0; k < UTG_OPTIM_ARENAS; k++) {
         if (!s->has_arena[k]) continue;
@@ -231,7 +231,7 @@ static void fz_load_one(fz_setup *s, const uint8_t *file, size_t size) {
         int32_t in[FZ_SEQ] = {1, 5, 9, 15}, tg[FZ_SEQ] = {5, 9, 15, 0}, lin[2 * FZ_SEQ], ltg[2 * FZ_SEQ];
         double loss = -1.0;
         utg_msg msg;
-        FZ_REQUIRE(utg_model_get(s->m, 0, -1, s->scratch, s->n) == UTG_OK, "get");
+        FZ_REQUIRE(utg_model_get(s->m, UTG_ARENA_PARAMS, -1, s->scratch, s->n) == UTG_OK, "get");
         s->m->msg.text[0] = 0;
         r = utg_model_forward(s->m, in, tg, 1, &loss);
         if (fz_tame(s->scratch, s->n)) FZ_REQUIRE(r == UTG_OK && isfinite(loss), "setup %s: forward after load: %d %s", s->name, (int)r, utg_model_message(s->m));

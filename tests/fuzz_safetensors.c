@@ -63,10 +63,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     void *out = NULL;
     size_t out_size = 0;
     utg_result r;
-    FZ_REQUIRE(utg_model_get(m, 0, -1, g_before, g_n) == UTG_OK, "get");
+    FZ_REQUIRE(utg_model_get(m, UTG_ARENA_PARAMS, -1, g_before, g_n) == UTG_OK, "get");
     m->msg.text[0] = 0;
     r = utg_model_load_safetensors(m, data, size);
-    FZ_REQUIRE(utg_model_get(m, 0, -1, g_after, g_n) == UTG_OK, "get");
+    FZ_REQUIRE(utg_model_get(m, UTG_ARENA_PARAMS, -1, g_after, g_n) == UTG_OK, "get");
     if (r != UTG_OK) {
         FZ_REQUIRE(r == UTG_ERR_FORMAT || r == UTG_ERR_MISMATCH || r == UTG_ERR_NOMEM, "result %d: %s", (int)r, utg_model_message(m));
         FZ_REQUIRE(m->msg.text[0] != 0 && memchr(m->msg.text, 0, sizeof m->msg.text), "result %d without a message", (int)r);
@@ -74,11 +74,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     /* written out and read back: the same bits */
-    FZ_REQUIRE(utg_model_save_safetensors(m, 0, &out, &out_size) == UTG_OK, "save: %s", utg_model_message(m));
+    FZ_REQUIRE(utg_model_save_safetensors(m, UTG_ARENA_PARAMS, &out, &out_size) == UTG_OK, "save: %s", utg_model_message(m));
     memset(g_before, 0xA5, g_n * sizeof(float));
-    FZ_REQUIRE(utg_model_set(m, 0, -1, g_before, g_n) == UTG_OK, "set");
+    FZ_REQUIRE(utg_model_set(m, UTG_ARENA_PARAMS, -1, g_before, g_n) == UTG_OK, "set");
     FZ_REQUIRE(utg_model_load_safetensors(m, out, out_size) == UTG_OK, "the saved file does not load: %s", utg_model_message(m));
-    FZ_REQUIRE(utg_model_get(m, 0, -1, g_before, g_n) == UTG_OK, "get");
+    FZ_REQUIRE(utg_model_get(m, UTG_ARENA_PARAMS, -1, g_before, g_n) == UTG_OK, "get");
     FZ_REQUIRE(memcmp(g_before, g_after, g_n * sizeof(float)) == 0, "save and load changed the parameters");
     utg_model_free_bytes(m, out);
     fz_forward(m, g_after);
@@ -174,7 +174,7 @@ int utg_fuzz_safetensors_seeds(const char *dir) {
     void *out = NULL;
     size_t out_size = 0;
     int fails = 0;
-    if (utg_model_init_params(m, 1234) != UTG_OK || utg_model_save_safetensors(m, 0, &out, &out_size) != UTG_OK) return 1;
+    if (utg_model_init_params(m, 1234) != UTG_OK || utg_model_save_safetensors(m, UTG_ARENA_PARAMS, &out, &out_size) != UTG_OK) return 1;
     fails += fz_write(dir, "seed-f32.safetensors", out, out_size);
     utg_model_free_bytes(m, out);
     fails += fz_hand_file(dir, "seed-bf16.safetensors", 0);

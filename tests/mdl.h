@@ -22,7 +22,7 @@ static double urand(void) {
 static double mdl_obj(void *p) {
     mdl_ctx *c = (mdl_ctx *)p;
     double loss = 0.0;
-    utg_model_set(c->m, 0, -1, c->params, c->n);
+    utg_model_set(c->m, UTG_ARENA_PARAMS, -1, c->params, c->n);
     utg_model_forward(c->m, c->x, c->y, c->n_seqs, &loss);
     return loss;
 }
@@ -31,7 +31,7 @@ static void mdl_grad(void *p) {
     mdl_obj(c);
     utg_model_zero_grads(c->m);
     utg_model_backward(c->m, 1.0f);
-    utg_model_get(c->m, 1, -1, c->grads, c->n);
+    utg_model_get(c->m, UTG_ARENA_GRADS, -1, c->grads, c->n);
 }
 
 /* A tiny model with every parameter random (zero-init tensors too, so all gradients flow). */

@@ -298,7 +298,7 @@ static void test_model_roundtrip(void) {
     n = utg_model_arena_floats(m2);
     p = (float *)calloc(n, 4);
     want = (float *)calloc(n, 4);
-    utg_model_get(m2, 0, -1, p, n);
+    utg_model_get(m2, UTG_ARENA_PARAMS, -1, p, n);
     for (t = 0; t < utg_model_tensor_count(m2); t++) {
         const utg_tensor_info *ti = utg_model_tensor(m2, t);
         int j = utg_artifact_find_tensor(a, ti->name);
@@ -458,10 +458,10 @@ static void test_qat(void) {
     train_some(m, 5);
     n = utg_model_arena_floats(m);
     w0 = (float *)calloc(n, 4); w1 = (float *)calloc(n, 4); w2 = (float *)calloc(n, 4);
-    utg_model_get(m, 0, -1, w0, n);
+    utg_model_get(m, UTG_ARENA_PARAMS, -1, w0, n);
     CHECK(utg_qat_create(m, &q) == UTG_OK, "create");
     utg_qat_begin(q, 3);
-    utg_model_get(m, 0, -1, w1, n);
+    utg_model_get(m, UTG_ARENA_PARAMS, -1, w1, n);
     t = utg_model_find_tensor(m, "blocks.1.mlp.fc.weight");
     {
         const utg_tensor_info *ti = utg_model_tensor(m, t);
@@ -484,7 +484,7 @@ static void test_qat(void) {
         CHECK(utg_model_forward(m, x, y, 2, &loss) == UTG_OK && utg_model_backward(m, 1.0f) == UTG_OK, "fwd/bwd under QAT");
     }
     utg_qat_end(q);
-    utg_model_get(m, 0, -1, w2, n);
+    utg_model_get(m, UTG_ARENA_PARAMS, -1, w2, n);
     CHECK(!memcmp(w0, w2, n * 4), "masters restored bit for bit");
     utg_qat_destroy(q);
     utg_model_destroy(m);
@@ -498,17 +498,17 @@ static void test_qat(void) {
     utg_config_set(&c, "QAT", "noisy", &msg);
     utg_config_set(&c, "MATRIX_BITS", "6", &msg);
     m = make_model(c);
-    utg_model_get(m, 0, -1, w0, n);
+    utg_model_get(m, UTG_ARENA_PARAMS, -1, w0, n);
     utg_qat_create(m, &q);
     utg_qat_begin(q, 7);
-    utg_model_get(m, 0, -1, w1, n);
+    utg_model_get(m, UTG_ARENA_PARAMS, -1, w1, n);
     utg_qat_end(q);
     utg_qat_begin(q, 7);
-    utg_model_get(m, 0, -1, w2, n);
+    utg_model_get(m, UTG_ARENA_PARAMS, -1, w2, n);
     CHECK(!memcmp(w1, w2, n * 4), "the same step draws the same noise");
     utg_qat_end(q);
     utg_qat_begin(q, 8);
-    utg_model_get(m, 0, -1, w2, n);
+    utg_model_get(m, UTG_ARENA_PARAMS, -1, w2, n);
     utg_qat_end(q);
     CHECK(memcmp(w1, w2, n * 4) != 0, "another step, other noise");
     {

@@ -143,7 +143,7 @@ static utg_model *make(utg_config cfg) {
             p[ti->offset + i] = (float)(ti->role == UTG_ROLE_CONTROL ? 1.0 + 0.3 * u : 0.5 * u);
         }
     }
-    utg_model_set(m, 0, -1, p, n);
+    utg_model_set(m, UTG_ARENA_PARAMS, -1, p, n);
     free(p);
     return m;
 }
@@ -346,7 +346,7 @@ static void test_bigram_hash(void) {
         float *p = (float *)calloc(n, 4);
         const utg_tensor_info *E = utg_model_tensor(m, utg_model_find_tensor(m, "bigram.embed.weight"));
         const utg_tensor_info *P = utg_model_tensor(m, utg_model_find_tensor(m, "bigram.proj.weight"));
-        utg_model_get(m, 0, -1, p, n);
+        utg_model_get(m, UTG_ARENA_PARAMS, -1, p, n);
         for (k = 0; k < E->numel; k++) p[E->offset + k] = 0.0f;
         for (k = 0; k < 24; k++) p[E->offset + k * 6] = (float)k;
         for (k = 0; k < P->numel; k++) p[P->offset + k] = 0.0f;
@@ -354,7 +354,7 @@ static void test_bigram_hash(void) {
         p[utg_model_tensor(m, t)->offset] = 1.0f;
         for (k = 0; k < utg_model_tensor(m, utg_model_find_tensor(m, "tok_emb.weight"))->numel; k++)
             p[utg_model_tensor(m, utg_model_find_tensor(m, "tok_emb.weight"))->offset + k] = 0.0f;
-        utg_model_set(m, 0, -1, p, n);
+        utg_model_set(m, UTG_ARENA_PARAMS, -1, p, n);
         free(p);
     }
     utg_model_eval(m, x, y, 2, 8, NULL, &l);
@@ -400,7 +400,7 @@ static void test_ortho_init(void) {
     if (utg_model_create(&d, &m) != UTG_OK || utg_model_init_params(m, 9) != UTG_OK) { CHECK(0, "model"); utg_model_destroy(m); return; }
     n = utg_model_arena_floats(m);
     p = (float *)calloc(n, 4);
-    utg_model_get(m, 0, -1, p, n);
+    utg_model_get(m, UTG_ARENA_PARAMS, -1, p, n);
     for (which = 0; which < 2; which++) {
         const utg_tensor_info *t = utg_model_tensor(m, utg_model_find_tensor(m, which ? "blocks.0.mlp.fc.weight" : "blocks.1.attn.c_q.weight"));
         int R = (int)t->shape[0], C = (int)t->shape[1], a, b, k, nn = which ? C : R;

@@ -26,7 +26,7 @@ static utg_model *tiny_model(int tie) {
 static float *arena_copy(utg_model *m) {
     size_t n = utg_model_arena_floats(m);
     float *p = (float *)malloc(n * 4);
-    utg_model_get(m, 0, -1, p, n);
+    utg_model_get(m, UTG_ARENA_PARAMS, -1, p, n);
     return p;
 }
 
@@ -64,14 +64,14 @@ static void test_safetensors_round_trip(void) {
     size_t size = 0, size2 = 0;
     float *pa, *pb;
     utg_model_init_params(b, 4242); /* b starts different from a */
-    CHECK(utg_model_save_safetensors(a, 0, &bytes, &size) == UTG_OK, "save");
+    CHECK(utg_model_save_safetensors(a, UTG_ARENA_PARAMS, &bytes, &size) == UTG_OK, "save");
     CHECK(((uint8_t *)bytes)[8] == '{', "JSON header starts after the length");
     CHECK(utg_model_load_safetensors(b, bytes, size) == UTG_OK, "load: %s", utg_model_message(b));
     pa = arena_copy(a);
     pb = arena_copy(b);
     CHECK(memcmp(pa, pb, utg_model_arena_floats(a) * 4) == 0, "parameters differ after the round trip");
     /* the writer is deterministic: saving the loaded model gives the same bytes */
-    CHECK(utg_model_save_safetensors(b, 0, &bytes2, &size2) == UTG_OK && size == size2 && memcmp(bytes, bytes2, size) == 0,
+    CHECK(utg_model_save_safetensors(b, UTG_ARENA_PARAMS, &bytes2, &size2) == UTG_OK && size == size2 && memcmp(bytes, bytes2, size) == 0,
           "save(load(save(m))) differs from save(m)");
     {   /* the data buffer starts 8-aligned, as the safetensors writers do */
         uint64_t h = 0;
@@ -245,7 +245,7 @@ static void test_safetensors_mutations(void) {
     uint64_t s = 2024;
     int accepted = 0, refused = 0, it, bad_code = 0;
     static const uint8_t vals[] = {0, 0xff, '"', '{', '}', '[', ']', ',', ':', '9', '-', '\\', 0x80};
-    utg_model_save_safetensors(m, 0, &bytes, &size);
+    utg_model_save_safetensors(m, UTG_ARENA_PARAMS, &bytes, &size);
     mut = (uint8_t *)malloc(size);
     for (it = 0; it < 3000; it++) {
         size_t len = size, pos;
@@ -288,11 +288,11 @@ static void test_gradients_export(void) {
     utg_model_forward(m, x, y, 2, &loss);
     utg_model_zero_grads(m);
     utg_model_backward(m, 1.0f);
-    CHECK(utg_model_save_safetensors(m, 1, &bytes, &size) == UTG_OK, "save grads");
+    CHECK(utg_model_save_safetensors(m, UTG_ARENA_GRADS, &bytes, &size) == UTG_OK, "save grads");
     /* a gradients file has the parameters' names and shapes: it loads as parameters */
     CHECK(utg_model_load_safetensors(m2, bytes, size) == UTG_OK, "grads file: %s", utg_model_message(m2));
     g = (float *)malloc(utg_model_arena_floats(m) * 4);
-    utg_model_get(m, 1, -1, g, utg_model_arena_floats(m));
+    utg_model_get(m, UTG_ARENA_GRADS, -1, g, utg_model_arena_floats(m));
     p2 = arena_copy(m2);
     CHECK(memcmp(g, p2, utg_model_arena_floats(m) * 4) == 0, "gradients changed on the way through the file");
     free(g); free(p2);
@@ -334,7 +334,7 @@ static void test_safetensors_nonfinite(void) {
     const char *at;
     float bad[2] = {NAN, INFINITY};
     int k;
-    CHECK(utg_model_save_safetensors(m, 0, &bytes, &size) == UTG_OK, "save");
+    CHECK(utg_model_save_safetensors(m, UTG_ARENA_PARAMS, &bytes, &size) == UTG_OK, "save");
     at = strstr((const char *)bytes + 8, "\"tok_emb.weight\":{\"dtype\":\"F32\"");
     at = at ? strstr(at, "\"data_offsets\":[") : NULL;
     CHECK(at && sscanf(at, "\"data_offsets\":[%zu,%zu]", &begin, &end) == 2 && end - begin == 16 * 8 * 4,
@@ -398,17 +398,17 @@ static void test_checkpoint_nonfinite(void) {
     CHECK(utg_checkpoint_load(b, ob, NULL, &ts, bytes, size) == UTG_OK, "a finite checkpoint: %s", utg_model_message(b));
     utg_model_free_bytes(a, bytes);
     /* a NaN parameter */
-    utg_model_get(a, 0, ti, w, t->numel);
+    utg_model_get(a, UTG_ARENA_PARAMS, ti, w, t->numel);
     keep = w[5];
     w[5] = NAN;
-    utg_model_set(a, 0, ti, w, t->numel);
+    utg_model_set(a, UTG_ARENA_PARAMS, ti, w, t->numel);
     ckpt_expect_refused(a, oa, "NaN parameter");
     w[5] = keep;
-    utg_model_set(a, 0, ti, w, t->numel);
+    utg_model_set(a, UTG_ARENA_PARAMS, ti, w, t->numel);
     /* an infinite first moment of the optimizer */
-    utg_optim_get_arena(oa, 0, arena, n);
+    utg_optim_get_arena(oa, UTG_OPTIM_MOMENTUM, arena, n);
     arena[t->offset + 3] = INFINITY;
-    utg_optim_set_arena(oa, 0, arena, n);
+    utg_optim_set_arena(oa, UTG_OPTIM_MOMENTUM, arena, n);
     ckpt_expect_refused(a, oa, "infinite optimizer state");
     free(w);
     free(arena);

@@ -95,7 +95,7 @@ static void write_counting_shards(const char *prefix, const size_t *lens, int n,
 static utg_dataset *open_ds(const char *pattern_name, int vocab) {
     utg_dataset *ds = NULL;
     utg_msg msg;
-    utg_result r = utg_dataset_open(&ds, tpath(pattern_name), vocab, NULL, &msg);
+    utg_result r = utg_dataset_open(tpath(pattern_name), vocab, NULL, &ds, &msg);
     if (r != UTG_OK) printf("    open %s: %s\n", pattern_name, msg.text);
     return ds;
 }
@@ -138,9 +138,9 @@ static void test_glob_sort(void) {
     ds = open_ds("g_b_2.bin", 0); /* no wildcard: one path */
     CHECK(ds && utg_dataset_shard_count(ds) == 1 && utg_dataset_tokens(ds) == 1, "single path");
     utg_dataset_close(ds);
-    CHECK(utg_dataset_open(&ds, tpath("g_b_3.bin"), 0, NULL, &msg) == UTG_ERR_IO && ds == NULL, "missing single path");
-    CHECK(utg_dataset_open(NULL, "x", 0, NULL, &msg) == UTG_ERR_INVALID, "NULL out");
-    CHECK(utg_dataset_open(&ds, tpath("g_a_*.bin"), -1, NULL, &msg) == UTG_ERR_INVALID, "negative vocab");
+    CHECK(utg_dataset_open(tpath("g_b_3.bin"), 0, NULL, &ds, &msg) == UTG_ERR_IO && ds == NULL, "missing single path");
+    CHECK(utg_dataset_open("x", 0, NULL, NULL, &msg) == UTG_ERR_INVALID, "NULL out");
+    CHECK(utg_dataset_open(tpath("g_a_*.bin"), -1, NULL, &ds, &msg) == UTG_ERR_INVALID, "negative vocab");
 }
 
 static void expect_open_fails(const char *name, utg_result want, const char *needle) {
@@ -148,7 +148,7 @@ static void expect_open_fails(const char *name, utg_result want, const char *nee
     utg_msg msg;
     utg_result r;
     msg.text[0] = 0;
-    r = utg_dataset_open(&ds, tpath(name), 1024, NULL, &msg);
+    r = utg_dataset_open(tpath(name), 1024, NULL, &ds, &msg);
     CHECK(r == want, "%s: got %d (%s), want %d", name, (int)r, msg.text, (int)want);
     CHECK(ds == NULL, "%s: *out not reset", name);
     CHECK(strstr(msg.text, needle) != NULL, "%s: message '%s' lacks '%s'", name, msg.text, needle);
@@ -374,7 +374,7 @@ static void check_sequential(utg_dataset *ds, const int32_t *const *tokens, cons
     uint64_t consumed = 0;
     int call, ok = 1, epoch_ok = 1;
     model.tokens = tokens; model.lens = lens; model.n_files = n_files; model.file_idx = 0; model.pos = 0;
-    CHECK(utg_loader_create(&ld, ds, UTG_LOADER_SEQUENTIAL, T, rank, world, 0, NULL, &msg) == UTG_OK, "%s", msg.text);
+    CHECK(utg_loader_create(ds, UTG_LOADER_SEQUENTIAL, T, rank, world, 0, NULL, &ld, &msg) == UTG_OK, "%s", msg.text);
     if (!ld) return;
     for (call = 0; call < CALLS; call++) {
         int n_seqs = 1 + call % 13; /* up to 39 + 1 tokens per rank: chunks longer than the data */
@@ -437,7 +437,7 @@ static void test_shuffled_epochs(void) {
         utg_msg msg;
         int32_t x[SHUF_T], y[SHUF_T];
         memset(count, 0, sizeof count);
-        CHECK(utg_loader_create(&ld, ds, UTG_LOADER_SHUFFLED, SHUF_T, rank, 2, 42, NULL, &msg) == UTG_OK, "%s", msg.text);
+        CHECK(utg_loader_create(ds, UTG_LOADER_SHUFFLED, SHUF_T, rank, 2, 42, NULL, &ld, &msg) == UTG_OK, "%s", msg.text);
         if (!ld) continue;
         for (;;) {
             uint64_t start, first;
@@ -505,7 +505,7 @@ static int same_stream(utg_loader *a, utg_loader *b, int calls, int n_seqs, int 
 static utg_loader *mk(utg_dataset *ds, utg_loader_kind kind, int T, int rank, int world, uint64_t seed) {
     utg_loader *ld = NULL;
     utg_msg msg;
-    if (utg_loader_create(&ld, ds, kind, T, rank, world, seed, NULL, &msg) != UTG_OK) printf("    create: %s\n", msg.text);
+    if (utg_loader_create(ds, kind, T, rank, world, seed, NULL, &ld, &msg) != UTG_OK) printf("    create: %s\n", msg.text);
     return ld;
 }
 
@@ -524,7 +524,7 @@ static void test_shuffled_proportional(void) {
     for (seed = 0; seed < 1000; seed++) {
         utg_loader *ld = NULL;
         int a;
-        if (utg_loader_create(&ld, ds, UTG_LOADER_SHUFFLED, 1, 0, 1, (uint64_t)seed, NULL, &msg) != UTG_OK) break;
+        if (utg_loader_create(ds, UTG_LOADER_SHUFFLED, 1, 0, 1, (uint64_t)seed, NULL, &ld, &msg) != UTG_OK) break;
         utg_loader_next(ld, x, y, 1, &msg);
         a = x[0] < 31;
         from_a += a;
@@ -820,18 +820,18 @@ static void test_create_errors(void) {
     empty = open_ds("empty_*.bin", 0);
     shorts = open_ds("short_*.bin", 0);
     if (!ds || !empty || !shorts) return;
-    CHECK(utg_loader_create(&ld, ds, UTG_LOADER_SEQUENTIAL, 4, 2, 2, 0, NULL, &msg) == UTG_ERR_INVALID && !ld, "rank >= world");
-    CHECK(utg_loader_create(&ld, ds, UTG_LOADER_SEQUENTIAL, 0, 0, 1, 0, NULL, &msg) == UTG_ERR_INVALID, "seq_len 0");
-    CHECK(utg_loader_create(&ld, ds, UTG_LOADER_SEQUENTIAL, 4, 0, 0, 0, NULL, &msg) == UTG_ERR_INVALID, "world 0");
-    CHECK(utg_loader_create(&ld, ds, (utg_loader_kind)7, 4, 0, 1, 0, NULL, &msg) == UTG_ERR_INVALID, "kind 7");
-    CHECK(utg_loader_create(&ld, NULL, UTG_LOADER_SEQUENTIAL, 4, 0, 1, 0, NULL, &msg) == UTG_ERR_INVALID, "no dataset");
-    CHECK(utg_loader_create(&ld, ds, UTG_LOADER_SHUFFLED, 4, 6, 8, 0, NULL, &msg) == UTG_ERR_INVALID &&
+    CHECK(utg_loader_create(ds, UTG_LOADER_SEQUENTIAL, 4, 2, 2, 0, NULL, &ld, &msg) == UTG_ERR_INVALID && !ld, "rank >= world");
+    CHECK(utg_loader_create(ds, UTG_LOADER_SEQUENTIAL, 0, 0, 1, 0, NULL, &ld, &msg) == UTG_ERR_INVALID, "seq_len 0");
+    CHECK(utg_loader_create(ds, UTG_LOADER_SEQUENTIAL, 4, 0, 0, 0, NULL, &ld, &msg) == UTG_ERR_INVALID, "world 0");
+    CHECK(utg_loader_create(ds, (utg_loader_kind)7, 4, 0, 1, 0, NULL, &ld, &msg) == UTG_ERR_INVALID, "kind 7");
+    CHECK(utg_loader_create(NULL, UTG_LOADER_SEQUENTIAL, 4, 0, 1, 0, NULL, &ld, &msg) == UTG_ERR_INVALID, "no dataset");
+    CHECK(utg_loader_create(ds, UTG_LOADER_SHUFFLED, 4, 6, 8, 0, NULL, &ld, &msg) == UTG_ERR_INVALID &&
           strstr(msg.text, "owns no shard"), "rank 6 of 8 over 6 shards: %s", msg.text);
-    CHECK(utg_loader_create(&ld, empty, UTG_LOADER_SEQUENTIAL, 4, 0, 1, 0, NULL, &msg) == UTG_ERR_INVALID &&
+    CHECK(utg_loader_create(empty, UTG_LOADER_SEQUENTIAL, 4, 0, 1, 0, NULL, &ld, &msg) == UTG_ERR_INVALID &&
           strstr(msg.text, "no tokens"), "empty stream: %s", msg.text);
-    CHECK(utg_loader_create(&ld, shorts, UTG_LOADER_SHUFFLED, 4, 1, 2, 0, NULL, &msg) == UTG_ERR_INVALID &&
+    CHECK(utg_loader_create(shorts, UTG_LOADER_SHUFFLED, 4, 1, 2, 0, NULL, &ld, &msg) == UTG_ERR_INVALID &&
           strstr(msg.text, "seq_len + 1 = 5"), "no window: %s", msg.text);
-    CHECK(utg_loader_create(&ld, shorts, UTG_LOADER_SHUFFLED, 4, 0, 2, 0, NULL, &msg) == UTG_OK, "rank 0 has windows");
+    CHECK(utg_loader_create(shorts, UTG_LOADER_SHUFFLED, 4, 0, 2, 0, NULL, &ld, &msg) == UTG_OK, "rank 0 has windows");
     CHECK(utg_loader_next(ld, x, y, 0, &msg) == UTG_ERR_INVALID, "n_seqs 0");
     CHECK(utg_loader_next(ld, NULL, y, 1, &msg) == UTG_ERR_INVALID, "NULL inputs");
     CHECK(utg_loader_next(ld, x, y, 2, &msg) == UTG_OK, "next");
@@ -855,9 +855,9 @@ static void test_allocator(void) {
     size_t n;
     a.alloc_fn = count_alloc; a.free_fn = count_free; a.user = NULL;
     utg_dataset_close(shuffled_dataset()); /* writes the files */
-    CHECK(utg_dataset_open(&ds, tpath("shuf_*.bin"), 0, &a, &msg) == UTG_OK, "%s", msg.text);
-    CHECK(utg_loader_create(&l1, ds, UTG_LOADER_SHUFFLED, 4, 0, 1, 0, &a, &msg) == UTG_OK, "%s", msg.text);
-    CHECK(utg_loader_create(&l2, ds, UTG_LOADER_SEQUENTIAL, 4, 0, 1, 0, &a, &msg) == UTG_OK, "%s", msg.text);
+    CHECK(utg_dataset_open(tpath("shuf_*.bin"), 0, &a, &ds, &msg) == UTG_OK, "%s", msg.text);
+    CHECK(utg_loader_create(ds, UTG_LOADER_SHUFFLED, 4, 0, 1, 0, &a, &l1, &msg) == UTG_OK, "%s", msg.text);
+    CHECK(utg_loader_create(ds, UTG_LOADER_SEQUENTIAL, 4, 0, 1, 0, &a, &l2, &msg) == UTG_OK, "%s", msg.text);
     CHECK(utg_dataset_read_val(ds, 4, &v, &n, &a, &msg) == UTG_OK, "%s", msg.text);
     CHECK(g_live > 0, "the allocator was used");
     utg_dataset_free_val(v, &a);
@@ -871,7 +871,7 @@ static void test_allocator(void) {
         write_raw("alloc_0.bin", bytes, size);
         write_raw("alloc_1.bin", bytes, size - 2);
         free(bytes);
-        CHECK(utg_dataset_open(&ds, tpath("alloc_*.bin"), 0, &a, &msg) == UTG_ERR_FORMAT, "bad set");
+        CHECK(utg_dataset_open(tpath("alloc_*.bin"), 0, &a, &ds, &msg) == UTG_ERR_FORMAT, "bad set");
     }
     CHECK(g_live == 0, "%ld allocations not returned", g_live);
 }

@@ -148,7 +148,7 @@ static float *get_tensor(utg_model *m, const char *name, size_t *n) {
     int ti = utg_model_find_tensor(m, name);
     const utg_tensor_info *t = utg_model_tensor(m, ti);
     float *p = (float *)malloc(t->numel * sizeof(float));
-    utg_model_get(m, 0, ti, p, t->numel);
+    utg_model_get(m, UTG_ARENA_PARAMS, ti, p, t->numel);
     *n = t->numel;
     return p;
 }
@@ -205,14 +205,14 @@ static void test_init_deterministic(void) {
     n = utg_model_arena_floats(a);
     pa = (float *)malloc(n * 4);
     pb = (float *)malloc(n * 4);
-    utg_model_get(a, 0, -1, pa, n);
-    utg_model_get(b, 0, -1, pb, n);
+    utg_model_get(a, UTG_ARENA_PARAMS, -1, pa, n);
+    utg_model_get(b, UTG_ARENA_PARAMS, -1, pb, n);
     CHECK(memcmp(pa, pb, n * 4) == 0, "same seed, different parameters");
     utg_model_init_params(b, 7);
-    utg_model_get(b, 0, -1, pb, n);
+    utg_model_get(b, UTG_ARENA_PARAMS, -1, pb, n);
     CHECK(memcmp(pa, pb, n * 4) != 0, "a different seed must change the parameters");
     utg_model_init_params(b, 1337);
-    utg_model_get(b, 0, -1, pb, n);
+    utg_model_get(b, UTG_ARENA_PARAMS, -1, pb, n);
     CHECK(memcmp(pa, pb, n * 4) == 0, "re-init with the same seed must reproduce");
     free(pa); free(pb);
     utg_model_destroy(a);
@@ -332,16 +332,16 @@ static void fwd_bwd_grads(int threads, float *out, size_t n, double *loss) {
     {   /* make the zero-init projections non-zero so every path carries gradient */
         float *p = (float *)malloc(utg_model_arena_floats(m) * 4);
         size_t k;
-        utg_model_get(m, 0, -1, p, utg_model_arena_floats(m));
+        utg_model_get(m, UTG_ARENA_PARAMS, -1, p, utg_model_arena_floats(m));
         for (k = 0; k < utg_model_arena_floats(m); k++) if (p[k] == 0.0f) p[k] = 0.01f * (float)((k % 7) - 3);
-        utg_model_set(m, 0, -1, p, utg_model_arena_floats(m));
+        utg_model_set(m, UTG_ARENA_PARAMS, -1, p, utg_model_arena_floats(m));
         free(p);
     }
     for (i = 0; i < 96; i++) { x[i] = (i * 7) % 50; y[i] = (i * 11 + 3) % 50; }
     utg_model_forward(m, x, y, 2, loss);
     utg_model_zero_grads(m);
     utg_model_backward(m, 1.0f);
-    utg_model_get(m, 1, -1, out, n);
+    utg_model_get(m, UTG_ARENA_GRADS, -1, out, n);
     utg_model_destroy(m);
 }
 static void test_model_deterministic_across_threads(void) {
@@ -382,7 +382,7 @@ static void test_model_grad_accumulation(void) {
     utg_model_zero_grads(c.m);
     mdl_obj(&c); utg_model_backward(c.m, 0.5f);
     mdl_obj(&c); utg_model_backward(c.m, 1.5f);
-    utg_model_get(c.m, 1, -1, c.grads, c.n);
+    utg_model_get(c.m, UTG_ARENA_GRADS, -1, c.grads, c.n);
     for (k = 0; k < c.n; k++) {
         if (fabs(g1[k]) > gmax) gmax = fabs(g1[k]);
         if (fabs(c.grads[k] - 2.0 * g1[k]) > worst) worst = fabs(c.grads[k] - 2.0 * g1[k]);
@@ -438,7 +438,7 @@ static void test_model_generate_distribution(void) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         emb[i] = (float)((double)(s >> 11) / 9007199254740992.0 - 0.5) + (i / V == i % V ? 2.0f : 0.0f);
     }
-    utg_model_set(m, 0, utg_model_find_tensor(m, "tok_emb.weight"), emb, n);
+    utg_model_set(m, UTG_ARENA_PARAMS, utg_model_find_tensor(m, "tok_emb.weight"), emb, n);
     for (f = 0; f < V; f++) /* V * V sequences of one token: f, scored against every v */
         for (v = 0; v < V; v++) { in[f * V + v] = f; tgt[f * V + v] = v; }
     CHECK(utg_model_eval(m, in, tgt, V * V, 1, row_loss, &loss) == UTG_OK, "eval: %s", utg_model_message(m));

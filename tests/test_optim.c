@@ -571,7 +571,7 @@ static void ref_init(ref_opt *r, utg_model *m, const utg_config *c) {
     r->n = utg_model_arena_floats(m);
     r->p = dalloc(r->n); r->m1 = dalloc(r->n); r->m2 = dalloc(r->n);
     hp = falloc(r->n);
-    utg_model_get(m, 0, -1, hp, r->n);
+    utg_model_get(m, UTG_ARENA_PARAMS, -1, hp, r->n);
     for (t = 0; t < (int)r->n; t++) r->p[t] = hp[t];
     free(hp);
     for (t = 0; t < r->nt && t < 64; t++) {
@@ -669,7 +669,7 @@ static void random_params(utg_model *m, uint64_t seed) {
         const utg_tensor_info *ti = utg_model_tensor(m, t);
         for (i = 0; i < ti->numel; i++) h[ti->offset + i] = (float)(0.1 * trng_normal(&rg));
     }
-    utg_model_set(m, 0, -1, h, n);
+    utg_model_set(m, UTG_ARENA_PARAMS, -1, h, n);
     free(h);
 }
 
@@ -701,12 +701,12 @@ static void run_optim_case(const char *label, const utg_config *cfg, const sched
     }
     for (k = 0; k < 4; k++) CHECK(counts[k] == expect_groups[k], "%s: group %d has %d tensors, want %d", label, k, counts[k], expect_groups[k]);
     gf = falloc(r.n); gd = dalloc(r.n); hp = falloc(r.n); p_start = falloc(r.n);
-    utg_model_get(m, 0, -1, p_start, r.n);
+    utg_model_get(m, UTG_ARENA_PARAMS, -1, p_start, r.n);
     for (k = 0; k < n_pts; k++) {
         double gn = -1, rn, worst = 0;
         size_t i;
         random_grads(&r, gf, gd, pts[k].gnorm, 500 + k);
-        CHECK(utg_model_set(m, 1, -1, gf, r.n) == UTG_OK, "set grads");
+        CHECK(utg_model_set(m, UTG_ARENA_GRADS, -1, gf, r.n) == UTG_OK, "set grads");
         CHECK(utg_optim_step(o, pts[k].step, pts[k].lr_scale, &gn) == UTG_OK, "%s: step: %s", label, utg_model_message(m));
         rn = ref_step(&r, gd, pts[k].step, pts[k].lr_scale);
         /* reported norm is the norm before clipping: both are double sums of the same floats, 1e-9 relative */
@@ -714,11 +714,11 @@ static void run_optim_case(const char *label, const utg_config *cfg, const sched
               label, k, gn, rn, pts[k].gnorm);
         if (cfg->grad_clip_norm > 0) { /* the gradient arena holds the clipped gradients afterwards, as clip_grad_norm_ leaves .grad */
             double gw = 0, gm = 0;
-            utg_model_get(m, 1, -1, hp, r.n);
+            utg_model_get(m, UTG_ARENA_GRADS, -1, hp, r.n);
             for (i = 0; i < r.n; i++) { gw = fmax(gw, fabs(hp[i] - gd[i])); gm = fmax(gm, fabs(gd[i])); }
             CHECK(gw <= 1e-6 * gm, "%s step %d: clipped grads differ by %.3g of %.3g", label, k, gw, gm);
         }
-        utg_model_get(m, 0, -1, hp, r.n);
+        utg_model_get(m, UTG_ARENA_PARAMS, -1, hp, r.n);
         for (t = 0; t < r.nt; t++) {
             const utg_tensor_info *ti = r.ti[t];
             double tw = 0;
@@ -742,7 +742,7 @@ static void run_optim_case(const char *label, const utg_config *cfg, const sched
         float *a0 = falloc(r.n), *a1 = falloc(r.n);
         double w0 = 0, w1 = 0, s0 = 0, s1 = 0;
         size_t i;
-        CHECK(utg_optim_get_arena(o, 0, a0, r.n) == UTG_OK && utg_optim_get_arena(o, 1, a1, r.n) == UTG_OK, "get arenas");
+        CHECK(utg_optim_get_arena(o, UTG_OPTIM_MOMENTUM, a0, r.n) == UTG_OK && utg_optim_get_arena(o, UTG_OPTIM_SECOND_MOMENT, a1, r.n) == UTG_OK, "get arenas");
         for (i = 0; i < r.n; i++) {
             w0 = fmax(w0, fabs(a0[i] - r.m1[i])); s0 = fmax(s0, fabs(r.m1[i]));
             w1 = fmax(w1, fabs(a1[i] - r.m2[i])); s1 = fmax(s1, fabs(r.m2[i]));
@@ -803,7 +803,7 @@ static void test_optim_rejects_bad_input(void) {
     CHECK(utg_optim_step(o, 0, NAN, NULL) == UTG_ERR_INVALID, "NaN lr scale");
     CHECK(utg_optim_step(o, 0, -0.5, NULL) == UTG_ERR_INVALID, "negative lr scale");
     g[utg_model_tensor(m, 5)->offset] = INFINITY;
-    utg_model_set(m, 1, -1, g, n);
+    utg_model_set(m, UTG_ARENA_GRADS, -1, g, n);
     CHECK(utg_optim_step(o, 0, 1.0, NULL) == UTG_ERR_BACKEND && strstr(utg_model_message(m), "finite"), "inf gradient: %s",
           utg_model_message(m));
     utg_optim_get_counters(o, &steps, &swa);
@@ -1007,7 +1007,7 @@ static void om_step(om *x, int step, double scale, uint64_t seed) {
         const utg_tensor_info *ti = utg_model_tensor(x->m, t);
         for (i = 0; i < ti->numel; i++) x->g[ti->offset + i] = (float)(0.01 * trng_normal(&rg));
     }
-    utg_model_set(x->m, 1, -1, x->g, x->n);
+    utg_model_set(x->m, UTG_ARENA_GRADS, -1, x->g, x->n);
     utg_optim_step(x->o, step, scale, NULL);
     utg_optim_average(x->o, step + 1, scale);
 }
@@ -1023,16 +1023,16 @@ static void test_ema(void) {
     c.ema_enabled = 1; c.ema_decay = 0.9;
     if (!om_make(&x, &c, 11)) { CHECK(0, "setup"); return; }
     ema = dalloc(x.n); p = falloc(x.n); before = falloc(x.n);
-    utg_model_get(x.m, 0, -1, p, x.n);
+    utg_model_get(x.m, UTG_ARENA_PARAMS, -1, p, x.n);
     for (i = 0; i < x.n; i++) ema[i] = p[i]; /* EMA starts at the parameters at create */
     for (k = 0; k < 6; k++) {
         om_step(&x, k, 1.0, 900 + k);
-        utg_model_get(x.m, 0, -1, p, x.n);
+        utg_model_get(x.m, UTG_ARENA_PARAMS, -1, p, x.n);
         for (i = 0; i < x.n; i++) ema[i] = 0.9 * ema[i] + 0.1 * p[i];
     }
     memcpy(before, p, x.n * sizeof(float));
-    CHECK(utg_optim_apply_average(x.o) == 1, "EMA apply must return 1");
-    utg_model_get(x.m, 0, -1, p, x.n);
+    CHECK(utg_optim_apply_average(x.o) == UTG_AVERAGE_EMA, "EMA apply must return 1");
+    utg_model_get(x.m, UTG_ARENA_PARAMS, -1, p, x.n);
     for (i = 0; i < x.n; i++) { worst = fmax(worst, fabs(p[i] - ema[i])); dist = fmax(dist, fabs(before[i] - ema[i])); }
     /* float EMA vs double: 1e-6; and the EMA is far from the last iterate (non-vacuous) */
     CHECK(worst <= 1e-6 && dist > 1e-2, "EMA differs by %.3g (distance to last iterate %.3g)", worst, dist);
@@ -1043,12 +1043,12 @@ static void test_ema(void) {
         int z0 = 1, z1 = 1;
         utg_optim_reset(x.o);
         utg_optim_get_counters(x.o, &st, &sw);
-        utg_optim_get_arena(x.o, 0, a, x.n);
+        utg_optim_get_arena(x.o, UTG_OPTIM_MOMENTUM, a, x.n);
         for (i = 0; i < x.n; i++) if (a[i] != 0.0f) z0 = 0;
-        utg_optim_get_arena(x.o, 1, a, x.n);
+        utg_optim_get_arena(x.o, UTG_OPTIM_SECOND_MOMENT, a, x.n);
         for (i = 0; i < x.n; i++) if (a[i] != 0.0f) z1 = 0;
         CHECK(st == 0 && sw == 0 && z0 && z1, "reset: steps %lld swa %lld zero m %d zero v %d", (long long)st, (long long)sw, z0, z1);
-        utg_optim_get_arena(x.o, 2, a, x.n);
+        utg_optim_get_arena(x.o, UTG_OPTIM_EMA, a, x.n);
         CHECK(memcmp(a, p, x.n * sizeof(float)) == 0, "reset: EMA must equal the current parameters");
         free(a);
     }
@@ -1073,16 +1073,16 @@ static void test_swa(void) {
         om_step(&x, k, scales[k], 700 + k);
         /* finished steps k+1: samples when (k+1) % 2 == 0 and scale < 0.5 -> after steps 4 and 6 */
         if ((k + 1) % 2 == 0 && scales[k] < 0.5) {
-            utg_model_get(x.m, 0, -1, p, x.n);
+            utg_model_get(x.m, UTG_ARENA_PARAMS, -1, p, x.n);
             for (i = 0; i < x.n; i++) sum[i] += p[i];
             count++;
         }
     }
     utg_optim_get_counters(x.o, &st, &sw);
     CHECK(count == 2 && sw == 2 && st == 7, "swa samples %lld (want 2), adam steps %lld", (long long)sw, (long long)st);
-    utg_model_get(x.m, 0, -1, before, x.n);
-    CHECK(utg_optim_apply_average(x.o) == 2, "SWA apply must return 2");
-    utg_model_get(x.m, 0, -1, p, x.n);
+    utg_model_get(x.m, UTG_ARENA_PARAMS, -1, before, x.n);
+    CHECK(utg_optim_apply_average(x.o) == UTG_AVERAGE_SWA, "SWA apply must return 2");
+    utg_model_get(x.m, UTG_ARENA_PARAMS, -1, p, x.n);
     for (i = 0; i < x.n; i++) { worst = fmax(worst, fabs(p[i] - sum[i] / count)); dist = fmax(dist, fabs(before[i] - sum[i] / count)); }
     /* float mean vs double: 1e-6; the mean is not the last iterate */
     CHECK(worst <= 1e-6 && dist > 1e-3, "SWA mean differs by %.3g (distance to last iterate %.3g)", worst, dist);
@@ -1093,9 +1093,9 @@ static void test_swa(void) {
     if (!om_make(&x, &c, 12)) { CHECK(0, "setup"); return; }
     p = falloc(x.n); before = falloc(x.n);
     for (k = 0; k < 4; k++) om_step(&x, k, 1.0, 700 + k);
-    utg_model_get(x.m, 0, -1, before, x.n);
-    CHECK(utg_optim_apply_average(x.o) == 0, "no samples -> 0");
-    utg_model_get(x.m, 0, -1, p, x.n);
+    utg_model_get(x.m, UTG_ARENA_PARAMS, -1, before, x.n);
+    CHECK(utg_optim_apply_average(x.o) == UTG_AVERAGE_NONE, "no samples -> 0");
+    utg_model_get(x.m, UTG_ARENA_PARAMS, -1, p, x.n);
     CHECK(memcmp(p, before, x.n * sizeof(float)) == 0, "no samples: parameters must stay");
     free(p); free(before);
     om_free(&x);
@@ -1110,31 +1110,31 @@ static void test_ema_wins_and_off(void) {
     if (!om_make(&x, &c, 13)) { CHECK(0, "setup"); return; }
     p = falloc(x.n); e = falloc(x.n); before = falloc(x.n);
     for (k = 0; k < 3; k++) om_step(&x, k, 0.5, 300 + k);
-    utg_optim_get_arena(x.o, 2, e, x.n);
-    CHECK(utg_optim_apply_average(x.o) == 1, "both on: EMA wins (1)");
-    utg_model_get(x.m, 0, -1, p, x.n);
+    utg_optim_get_arena(x.o, UTG_OPTIM_EMA, e, x.n);
+    CHECK(utg_optim_apply_average(x.o) == UTG_AVERAGE_EMA, "both on: EMA wins (1)");
+    utg_model_get(x.m, UTG_ARENA_PARAMS, -1, p, x.n);
     CHECK(memcmp(p, e, x.n * sizeof(float)) == 0, "both on: parameters must be the EMA arena");
     om_free(&x);
     /* both off: 0, parameters unchanged */
     c = small_config();
     if (!om_make(&y, &c, 13)) { CHECK(0, "setup"); free(p); free(e); free(before); return; }
     for (k = 0; k < 2; k++) om_step(&y, k, 0.3, 300 + k);
-    utg_model_get(y.m, 0, -1, before, y.n);
-    CHECK(utg_optim_apply_average(y.o) == 0, "both off: 0");
-    utg_model_get(y.m, 0, -1, p, y.n);
+    utg_model_get(y.m, UTG_ARENA_PARAMS, -1, before, y.n);
+    CHECK(utg_optim_apply_average(y.o) == UTG_AVERAGE_NONE, "both off: 0");
+    utg_model_get(y.m, UTG_ARENA_PARAMS, -1, p, y.n);
     CHECK(memcmp(p, before, y.n * sizeof(float)) == 0, "both off: parameters must stay");
     /* arenas that are off fail cleanly and leave the destination alone */
     {
         size_t i;
         int untouched = 1;
         for (i = 0; i < y.n; i++) e[i] = 42.0f;
-        CHECK(utg_optim_get_arena(y.o, 2, e, y.n) == UTG_ERR_INVALID && strstr(utg_model_message(y.m), "2"), "EMA off: %s",
+        CHECK(utg_optim_get_arena(y.o, UTG_OPTIM_EMA, e, y.n) == UTG_ERR_INVALID && strstr(utg_model_message(y.m), "2"), "EMA off: %s",
               utg_model_message(y.m));
-        CHECK(utg_optim_get_arena(y.o, 3, e, y.n) == UTG_ERR_INVALID, "SWA off");
-        CHECK(utg_optim_set_arena(y.o, 3, e, y.n) == UTG_ERR_INVALID, "set SWA off");
+        CHECK(utg_optim_get_arena(y.o, UTG_OPTIM_SWA, e, y.n) == UTG_ERR_INVALID, "SWA off");
+        CHECK(utg_optim_set_arena(y.o, UTG_OPTIM_SWA, e, y.n) == UTG_ERR_INVALID, "set SWA off");
         CHECK(utg_optim_get_arena(y.o, 4, e, y.n) == UTG_ERR_INVALID && utg_optim_get_arena(y.o, -1, e, y.n) == UTG_ERR_INVALID, "bad index");
-        CHECK(utg_optim_get_arena(y.o, 0, e, y.n - 1) == UTG_ERR_MISMATCH, "wrong length");
-        CHECK(utg_optim_get_arena(NULL, 0, e, y.n) == UTG_ERR_INVALID, "NULL optimizer");
+        CHECK(utg_optim_get_arena(y.o, UTG_OPTIM_MOMENTUM, e, y.n - 1) == UTG_ERR_MISMATCH, "wrong length");
+        CHECK(utg_optim_get_arena(NULL, UTG_OPTIM_MOMENTUM, e, y.n) == UTG_ERR_INVALID, "NULL optimizer");
         for (i = 0; i < y.n; i++) if (e[i] != 42.0f) untouched = 0;
         CHECK(untouched, "a failed get_arena wrote into the destination");
     }
@@ -1155,8 +1155,8 @@ static void test_state_round_trip(void) {
     buf = falloc(a.n); pa = falloc(a.n); pb = falloc(a.n);
     for (k = 0; k < 3; k++) om_step(&a, k, 0.8, 40 + k);
     /* move a's parameters and every state arena into b */
-    utg_model_get(a.m, 0, -1, buf, a.n);
-    utg_model_set(b.m, 0, -1, buf, b.n);
+    utg_model_get(a.m, UTG_ARENA_PARAMS, -1, buf, a.n);
+    utg_model_set(b.m, UTG_ARENA_PARAMS, -1, buf, b.n);
     for (w = 0; w < UTG_OPTIM_ARENAS; w++) {
         CHECK(utg_optim_get_arena(a.o, w, buf, a.n) == UTG_OK, "get %d", w);
         CHECK(utg_optim_set_arena(b.o, w, buf, b.n) == UTG_OK, "set %d", w);
@@ -1165,8 +1165,8 @@ static void test_state_round_trip(void) {
     CHECK(st == 3 && sw == 3, "counters %lld %lld", (long long)st, (long long)sw);
     utg_optim_set_counters(b.o, st, sw);
     for (k = 3; k < 5; k++) { om_step(&a, k, 0.7, 40 + k); om_step(&b, k, 0.7, 40 + k); }
-    utg_model_get(a.m, 0, -1, pa, a.n);
-    utg_model_get(b.m, 0, -1, pb, b.n);
+    utg_model_get(a.m, UTG_ARENA_PARAMS, -1, pa, a.n);
+    utg_model_get(b.m, UTG_ARENA_PARAMS, -1, pb, b.n);
     CHECK(memcmp(pa, pb, a.n * sizeof(float)) == 0, "parameters differ after the round trip");
     for (w = 0; w < UTG_OPTIM_ARENAS; w++) {
         utg_optim_get_arena(a.o, w, pa, a.n);
@@ -1174,24 +1174,24 @@ static void test_state_round_trip(void) {
         if (memcmp(pa, pb, a.n * sizeof(float)) != 0) same = 0;
     }
     CHECK(same, "state arenas differ after the round trip");
-    CHECK(utg_optim_apply_average(a.o) == 1 && utg_optim_apply_average(b.o) == 1, "apply");
-    utg_model_get(a.m, 0, -1, pa, a.n);
-    utg_model_get(b.m, 0, -1, pb, b.n);
+    CHECK(utg_optim_apply_average(a.o) == UTG_AVERAGE_EMA && utg_optim_apply_average(b.o) == UTG_AVERAGE_EMA, "apply");
+    utg_model_get(a.m, UTG_ARENA_PARAMS, -1, pa, a.n);
+    utg_model_get(b.m, UTG_ARENA_PARAMS, -1, pb, b.n);
     CHECK(memcmp(pa, pb, a.n * sizeof(float)) == 0, "averages differ after the round trip");
     /* the counters matter (so the check above can fail): the same arenas without them diverge */
     {
         om d2;
         if (om_make(&d2, &c, 99)) {
-            utg_model_get(b.m, 0, -1, buf, b.n);
-            utg_model_set(d2.m, 0, -1, buf, d2.n);
+            utg_model_get(b.m, UTG_ARENA_PARAMS, -1, buf, b.n);
+            utg_model_set(d2.m, UTG_ARENA_PARAMS, -1, buf, d2.n);
             for (w = 0; w < UTG_OPTIM_ARENAS; w++) {
                 utg_optim_get_arena(b.o, w, buf, b.n);
                 utg_optim_set_arena(d2.o, w, buf, d2.n);
             }
             om_step(&b, 5, 0.7, 50);
             om_step(&d2, 5, 0.7, 50);
-            utg_model_get(b.m, 0, -1, pa, b.n);
-            utg_model_get(d2.m, 0, -1, pb, d2.n);
+            utg_model_get(b.m, UTG_ARENA_PARAMS, -1, pa, b.n);
+            utg_model_get(d2.m, UTG_ARENA_PARAMS, -1, pb, d2.n);
             CHECK(memcmp(pa, pb, b.n * sizeof(float)) != 0, "without the counters the step must differ");
             om_free(&d2);
         }
@@ -1221,10 +1221,10 @@ static void run_threads2(int threads, int step_threads, float *params, float *st
 #endif
     CHECK(x.n == n, "arena size");
     for (k = 0; k < 3; k++) om_step(&x, k, 1.0 - 0.2 * k, 60 + k);
-    utg_model_get(x.m, 0, -1, params, n);
-    utg_optim_get_arena(x.o, 0, state, n);
-    utg_optim_get_arena(x.o, 1, state + n, n);
-    utg_optim_get_arena(x.o, 2, state + 2 * n, n);
+    utg_model_get(x.m, UTG_ARENA_PARAMS, -1, params, n);
+    utg_optim_get_arena(x.o, UTG_OPTIM_MOMENTUM, state, n);
+    utg_optim_get_arena(x.o, UTG_OPTIM_SECOND_MOMENT, state + n, n);
+    utg_optim_get_arena(x.o, UTG_OPTIM_EMA, state + 2 * n, n);
     om_free(&x);
 }
 static void run_threads(int threads, float *params, float *state, size_t n) { run_threads2(threads, 0, params, state, n); }

@@ -299,12 +299,12 @@ static void test_safetensors_3d(void) {
         nf = utg_model_arena_floats(a);
         pa = (float *)malloc(nf * 4); pb = (float *)malloc(nf * 4);
         for (i = 0; i < nf; i++) pa[i] = (float)urand();
-        utg_model_set(a, 0, -1, pa, nf);
-        CHECK(utg_model_save_safetensors(a, 0, &bytes, &n) == UTG_OK, "save");
+        utg_model_set(a, UTG_ARENA_PARAMS, -1, pa, nf);
+        CHECK(utg_model_save_safetensors(a, UTG_ARENA_PARAMS, &bytes, &n) == UTG_OK, "save");
         CHECK(bytes && strstr((const char *)bytes + 8, k ? "\"shape\":[3,2,2]" : "\"shape\":[6,2,16]") != NULL, "3-D shape written");
         CHECK(utg_model_load_safetensors(b, bytes, n) == UTG_OK, "load: %s", utg_model_message(b));
-        utg_model_get(a, 0, -1, pa, nf);
-        utg_model_get(b, 0, -1, pb, nf);
+        utg_model_get(a, UTG_ARENA_PARAMS, -1, pa, nf);
+        utg_model_get(b, UTG_ARENA_PARAMS, -1, pb, nf);
         for (i = 0; i < (size_t)utg_model_tensor_count(a); i++) { /* (the arena's padding is not saved) */
             const utg_tensor_info *t = utg_model_tensor(a, (int)i);
             CHECK(memcmp(pa + t->offset, pb + t->offset, t->numel * 4) == 0, "round trip of %s", t->name);
@@ -388,28 +388,28 @@ static void test_phase_switch(void) {
     t_r0 = utg_model_find_tensor(m, "repeat_mlp.0.fc.weight");
     CHECK(t_fc >= 0 && t_r0 >= 0, "tensors");
     if (t_fc < 0 || t_r0 < 0) { utg_model_destroy(m); return; }
-    utg_model_get(m, 0, t_r0, b, 16 * 32);
+    utg_model_get(m, UTG_ARENA_PARAMS, t_r0, b, 16 * 32);
     for (i = 0; i < 16 * 32; i++) if (b[i] != 0.0f) break;
     CHECK(i == 16 * 32, "untied MLP is zero before recurrence");
     { /* random weights (zero-init projections make every block the identity at init) */
         size_t n = utg_model_arena_floats(m), k;
         float *all = (float *)malloc(n * 4);
         const utg_tensor_info *r0 = utg_model_tensor(m, t_r0);
-        utg_model_get(m, 0, -1, all, n);
+        utg_model_get(m, UTG_ARENA_PARAMS, -1, all, n);
         for (k = 0; k < n; k++) all[k] += (float)(0.2 * urand());
         memset(all + r0->offset, 0, r0->numel * 4);
-        utg_model_set(m, 0, -1, all, n);
+        utg_model_set(m, UTG_ARENA_PARAMS, -1, all, n);
         free(all);
     }
     CHECK(utg_model_reserve(m, 2) == UTG_OK, "reserve");
     CHECK(utg_model_forward(m, x, y, 2, &loss0) == UTG_OK && utg_model_backward(m, 1.0f) == UTG_OK, "phase 0 step");
     before = cc.allocs;
     CHECK(utg_model_set_phase(m, 1, 0) == UTG_OK, "select phase 1");
-    utg_model_get(m, 0, t_r0, b, 16 * 32);
+    utg_model_get(m, UTG_ARENA_PARAMS, t_r0, b, 16 * 32);
     CHECK(b[0] == 0.0f && b[5] == 0.0f, "activate = 0 copies nothing");
     CHECK(utg_model_set_phase(m, 0, 0) == UTG_OK && utg_model_set_phase(m, 1, 1) == UTG_OK, "activate phase 1");
-    utg_model_get(m, 0, t_fc, a, 16 * 32);
-    utg_model_get(m, 0, t_r0, b, 16 * 32);
+    utg_model_get(m, UTG_ARENA_PARAMS, t_fc, a, 16 * 32);
+    utg_model_get(m, UTG_ARENA_PARAMS, t_r0, b, 16 * 32);
     CHECK(memcmp(a, b, sizeof a) == 0, "untied MLP copied from the shared one at the switch");
     CHECK(utg_model_plan(m)->n_layers == 6, "6 virtual layers");
     CHECK(utg_model_forward(m, x, y, 2, &loss1) == UTG_OK && utg_model_backward(m, 1.0f) == UTG_OK, "phase 1 step");
@@ -520,14 +520,14 @@ static void unrolled_equivalence(const char *what, const char *rec_text) {
     }
     for (i = 0; i < 16; i++) { x[i] = (i * 7 + 3) % 32; y[i] = (i * 11 + 1) % 32; }
     if (!bad) {
-        utg_model_set(R, 0, -1, pr, utg_model_arena_floats(R));
-        utg_model_set(F, 0, -1, pf, utg_model_arena_floats(F));
+        utg_model_set(R, UTG_ARENA_PARAMS, -1, pr, utg_model_arena_floats(R));
+        utg_model_set(F, UTG_ARENA_PARAMS, -1, pf, utg_model_arena_floats(F));
         utg_model_zero_grads(R); utg_model_zero_grads(F);
         CHECK(utg_model_forward(R, x, y, 2, &lr) == UTG_OK && utg_model_forward(F, x, y, 2, &lf) == UTG_OK, "forward");
         CHECK(lr == lf, "%s: looped loss %.9g, unrolled %.9g", what, lr, lf);
         utg_model_backward(R, 1.0f); utg_model_backward(F, 1.0f);
-        utg_model_get(R, 1, -1, gr, utg_model_arena_floats(R));
-        utg_model_get(F, 1, -1, gf, utg_model_arena_floats(F));
+        utg_model_get(R, UTG_ARENA_GRADS, -1, gr, utg_model_arena_floats(R));
+        utg_model_get(F, UTG_ARENA_GRADS, -1, gf, utg_model_arena_floats(F));
         for (i = 0; i < n_t; i++) { /* sum the copies' gradients onto the looped tensors */
             const utg_tensor_info *t = utg_model_tensor(F, i), *s;
             size_t k;

@@ -846,9 +846,9 @@ static int run_case(int k) {
     n = utg_model_arena_floats(m);
     buf = (float *)malloc(n * sizeof(float));
     if (!buf) { fail(f, "alloc", "%zu floats", n); goto out; }
-    utg_model_get(m, 0, -1, buf, n);
+    utg_model_get(m, UTG_ARENA_PARAMS, -1, buf, n);
     for (i = 0; i < n; i++) buf[i] += (float)(0.1 * urand());
-    utg_model_set(m, 0, -1, buf, n);
+    utg_model_set(m, UTG_ARENA_PARAMS, -1, buf, n);
     for (p = 0; p < np; p++) {
         const utg_plan *P = utg_model_plan_at(m, p);
         if ((unsafe[p] || model_unsafe) && !opt_run_bad) { n_unsafe_skipped++; continue; }
@@ -858,7 +858,7 @@ static int run_case(int k) {
         if ((r = utg_model_forward(m, X, Y, 2, &loss[p])) != UTG_OK) { fail(f, "forward", "phase %d: %s", p, utg_model_message(m)); continue; }
         if (!isfinite(loss[p])) fail(f, "loss", "phase %d: loss %g", p, loss[p]);
         if ((r = utg_model_backward(m, 1.0f)) != UTG_OK) { fail(f, "backward", "phase %d: %s", p, utg_model_message(m)); continue; }
-        utg_model_get(m, 1, -1, buf, n);
+        utg_model_get(m, UTG_ARENA_GRADS, -1, buf, n);
         if (!all_finite(buf, n)) fail(f, "gradient", "phase %d: a non-finite gradient", p);
         unused_zero(m, P, p, buf, f);
         ran[p] = 1;

@@ -143,13 +143,13 @@ int main(int argc, char **argv) {
     if (grads_out) {
         utg_model_zero_grads(m);
         if ((r = utg_model_backward(m, 1.0f)) != UTG_OK) { fail("backward", utg_model_message(m)); goto done; }
-        if (utg_model_save_safetensors(m, 1, &out, &out_size) != UTG_OK) { fail("export", utg_model_message(m)); goto done; }
+        if (utg_model_save_safetensors(m, UTG_ARENA_GRADS, &out, &out_size) != UTG_OK) { fail("export", utg_model_message(m)); goto done; }
         if (utg_write_file(grads_out, out, out_size, &msg) != UTG_OK) { fail("grads-out", msg.text); goto done; }
         utg_model_free_bytes(m, out);
         out = NULL;
     }
     if (weights_out) {
-        if (utg_model_save_safetensors(m, 0, &out, &out_size) != UTG_OK) { fail("export", utg_model_message(m)); goto done; }
+        if (utg_model_save_safetensors(m, UTG_ARENA_PARAMS, &out, &out_size) != UTG_OK) { fail("export", utg_model_message(m)); goto done; }
         if (utg_write_file(weights_out, out, out_size, &msg) != UTG_OK) { fail("weights-out", msg.text); goto done; }
     }
     rc = 0;
