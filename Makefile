@@ -1,4 +1,4 @@
-# utgolf: make | make test | make test-asan | make run | make bench | make clean
+# utgolf: make | make test | make test-asan | make run | make bench | make deps | make clean
 CC      ?= cc
 CXX     ?= c++
 # -ffp-contract=fast: ISO C mode (-std=c99) otherwise forbids fusing a*b+c into one FMA
@@ -21,7 +21,7 @@ PROGS   := $(TESTS) $(TOOLS) $(BUILD)/minimal $(BUILD)/train $(BUILD)/bench_step
 RUN_CONFIG ?= data/austen/run.env
 RUN_OUT    ?= runs/default
 
-.PHONY: all test test-asan compile-check run bench clean
+.PHONY: all test test-asan compile-check run bench deps clean
 all: $(PROGS)
 
 $(BUILD):
@@ -145,6 +145,12 @@ $(BUILD)/bench_matmul: bench/bench_matmul.c bench/peak.h $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS) -ldl
 $(BUILD)/bench_train: bench/bench_train.c bench/peak.h $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+# What the build and every test suite need, from apt (run as root or through sudo): gcc, make,
+# libbrotli-dev, and PyTorch and SentencePiece for the parity suites that make test otherwise skips.
+# The package list is in .ci/deps, which .ci/run also runs.
+deps:
+	sh .ci/deps
 
 clean:
 	rm -rf build build-asan

@@ -1,11 +1,13 @@
 #!/bin/sh
 # Runs every suite, echoes its output, and adds up the "N passed, N failed" lines into one closing
-# line. Exit status is non-zero when anything failed.
+# line, which is always the last line. A suite whose summary reports skipped checks (a missing
+# optional dependency) is named on the line before it. Exit status is non-zero when anything failed.
 BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
 total_pass=0
 total_fail=0
 total_skip=0
+skipped_suites=""
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
@@ -29,6 +31,7 @@ suite() { # name, command...
     total_pass=$((total_pass + p))
     total_fail=$((total_fail + f))
     total_skip=$((total_skip + ${s:-0}))
+    if [ "${s:-0}" -gt 0 ]; then skipped_suites="${skipped_suites:+$skipped_suites, }$name"; fi
     if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then
         echo "   ($name exited with status $status)"
         total_fail=$((total_fail + 1))
@@ -64,6 +67,7 @@ suite "tokenizer parity with python3-sentencepiece" "$PYTHON" tests/test_spm_par
 suite "parity with PyTorch autograd" env UTG_GRAD="$(cd "$BUILD" && pwd)/utg-grad" "$PYTHON" tests/test_torch_parity.py
 
 if [ "$total_skip" -gt 0 ]; then
+    echo "skipped: $skipped_suites (install their dependencies with: make deps)"
     echo "$total_pass passed, $total_fail failed, $total_skip skipped"
 else
     echo "$total_pass passed, $total_fail failed"
