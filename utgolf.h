@@ -3719,18 +3719,33 @@ typedef struct utg__rset { /* an untied repeat MLP: the block it copies, and its
     int block, visit, fc, mid, proj;
 } utg__rset;
 
-typedef struct utg__lw { /* what one virtual layer reads (params) or writes (grads); NULL = absent */
-    float *as[2], *qg[2], *ms, *rm, *nb;          /* control */
-    float *cq[2], *ck[2], *cv[2], *po[2], *fc, *mid, *mp; /* matrices */
-    float *pp, *pr;                               /* parallel_post_lambdas[block], parallel_resid_lambdas[block] */
-    float *ie, *is, *fg, *fb;                     /* iter_embed, iter_scale, FiLM gamma and beta of the depth */
-    float *ha, *hb;                               /* SHC: hc_alpha, hc_beta of the layer */
-    float *ve, *vr;                               /* ve_layer_scales[k] of a VE layer; vrl_alphas[l - 1] */
-    int v0;                                       /* VALUE_RESIDUAL: this layer's first attention makes v0 */
-    float *ag[2];                                 /* attention output gate weights [H, gate_win] */
-    float lns;                                    /* LN_SCALE: 1/sqrt(owner + 1) on the pre-norm outputs, else 1 */
-    int xsa;                                      /* XSA on this layer's attention */
-} utg__lw;
+/* What one virtual layer reads (the parameters) or writes (the gradients): pointers into the arena,
+   resolved from the plan by utg__layer_ptrs. NULL marks a tensor the configuration does not have.
+   Index [k] is the layer's k-th attention sublayer (BLOCK_ATTNS). */
+typedef struct utg__layer_weights {
+    /* control tensors: per block, or per virtual layer with CONTROL_SCOPE=virtual */
+    float *attn_scale[2];     /* [d] scale of the attention output on the residual */
+    float *q_gain[2];         /* [H] per-head query gain */
+    float *mlp_scale;         /* [d] scale of the MLP output on the residual */
+    float *resid_mix;         /* [2, d] the block input as resid_mix[0] * x + resid_mix[1] * x0 */
+    float *norm_bias;         /* [n_norms, d] NORM_BIAS: a bias after each pre-norm */
+    /* matrices of the physical block (or of an untied repeat's MLP) */
+    float *c_q[2], *c_k[2], *c_v[2], *attn_proj[2];
+    float *fc, *mlp_mid, *mlp_proj; /* mlp_mid with MLP_LAYERS=3 only */
+    float *attn_gate[2];      /* [H, gate_win] weights of an attention output gate */
+    /* parallel residual lanes: the block's 4 parallel_post_lambdas and 2 parallel_resid_lambdas */
+    float *par_post, *par_resid;
+    /* depth conditioning of this virtual layer */
+    float *iter_embed, *iter_scale; /* ITER_EMBED, ITER_SCALE: [d] each */
+    float *film_gamma, *film_beta;  /* FILM: [d] each */
+    float *hc_alpha, *hc_beta;      /* SHC_ENABLED: one scalar each */
+    /* value embedding and value residual */
+    float *ve_scale;          /* this layer's ve_layer_scales entry (a VE_LAYERS layer) */
+    float *vrl_alpha;         /* vrl_alphas[l - 1]: the gate of v0 in layer l > 0 */
+    int makes_v0;             /* VALUE_RESIDUAL: this layer's first attention computes v0 */
+    float ln_scale;           /* LN_SCALE: 1/sqrt(owner + 1) on the pre-norm outputs, else 1 */
+    int xsa;                  /* exclusive self attention in this layer */
+} utg__layer_weights;
 
 typedef struct utg__attn_acts { /* what one attention sublayer keeps for its backward */
     float *n, *r, *nb;        /* input norm, 1/rms, norm + bias (NULL without NORM_BIAS) */
@@ -3799,8 +3814,9 @@ struct utg_model {
     float gate_scale, gate_mult;
     int t_smear_w, t_smear_lam; /* SmearGate tensors, -1 when off */
     int t_bg_embed, t_bg_proj, t_bg_scale; /* BigramHash tensors, -1 when off */
-    int32_t *bg_ids, *host_bg_ids;         /* bucket of every token (backend, host) */
-    float *bg_e, *bg_p, *g_bge, *g_bgp;    /* B[h] rows, their projection; and the gradients */
+    int32_t *bigram_ids, *host_bigram_ids; /* BigramHash: the bucket of every token (backend, host) */
+    float *bigram_rows, *bigram_proj;      /* BigramHash: each token's B[h] row, and its projection */
+    float *g_bigram_rows, *g_bigram_proj;  /* their gradients */
     int xsa_from;    /* control owners from this index on run XSA (n_ctrl: none) */
     float slope;     /* MLP activation: leaky_relu(x, slope)^2; 0 = relu^2 */
     float eps, softcap;
@@ -3809,7 +3825,9 @@ struct utg_model {
     int rope_eval_len;
     int Tc;           /* sequence length of the current forward */
     const float *rope_cur;
-    float *consts;    /* [0] = 0.5, [16 ..] = -1 (d of them) */
+    float *const_buf;  /* backend memory of the two constants below (utg__upload_constants) */
+    float *half;       /* one 0.5 on the backend: the scalar weight of a two-lane mean */
+    float *minus_ones; /* d values of -1 on the backend: the weight of a subtraction (utg__sub) */
     /* activations, sized for cap_tok tokens */
     int cap_tok, n_tok;
     void *act_arena;
@@ -3817,14 +3835,29 @@ struct utg_model {
     float *emb, *x0, *r0, *hlast, *hf, *rf, *logits, *row_loss;
     int32_t *ids, *tgt;
     float **slot_src; /* per skip slot: the pushed layer output */
-    /* gradient temporaries, shared by all layers */
-    float *g_h, *g_prev, *g_a, *g_hin, *g_d, *g_y, *g_q, *g_f, *g_f2, *g_k, *g_k2, *g_v, *g_x0, *g_hcx;
-    float *g_l1, *g_l1b, *g_la, *g_lb, *g_sa, *g_sm; /* lanes */
-    float *g_skip; /* [max_slots, N, d] */
-    float *g_gx;   /* attention gate: dL/d(the gate's input), added to the attention input's gradient */
+    /* Gradient temporaries, shared by all layers (a layer's backward is done before the next
+       starts). g_X is dL/dX; [N, d] unless noted. */
+    float *g_lane0, *g_lane0_spare; /* the stream's gradient, and a buffer to swap with it */
+    float *g_lane1, *g_lane1_spare; /* the same for the second lane of parallel residuals */
+    float *g_lane0_mid, *g_lane1_mid; /* two_lane: the lanes after the attention update */
+    float *g_attn_scaled, *g_mlp_scaled; /* lanes: attn_scale * attention, mlp_scale * MLP */
+    float *g_mix_out;   /* a resid_mix output, the input of an attention (or two_lane MLP) */
+    float *g_normed;    /* a sublayer's normed input; first the MLP output, which it reuses */
+    float *g_attn_out;  /* an attention sublayer's output, after its projection */
+    float *g_heads;     /* the attention heads before the projection; then raw q */
+    float *g_q;         /* q after norm, RoPE and gain */
+    float *g_k, *g_v;   /* k after norm and RoPE, and v: [N, kvd] */
+    float *g_k_raw;     /* k before norm and RoPE (first XSA's share of dv): [N, kvd] */
+    float *g_hidden, *g_hidden_pre; /* the MLP hidden layer after and before the activation: [N, F] */
+    float *g_x0;        /* the embedding stream x0 that every resid_mix reads */
+    float *g_depth_cond; /* ITER_* and SHC: [2, N, d], the identity path and d(delta) */
+    float *g_skip;      /* [max_slots, N, d] the U-Net skip slots */
+    float *g_gate_in;   /* attention gate: its input's gradient, added to the attention input's */
     float *emb_s, *g_emb; /* SmearGate: the smeared embedding, and dL/d(the raw embedding) */
     float *xn, *xprev;    /* SMEAR_ENABLED: the normed embedding, and it shifted by one position */
-    float *ve_e, *ve_p, *ve, *g_ve, *g_vep, *g_vee; /* value embedding: rows, projection, scaled; gradients */
+    /* value embedding: the rows, their projection and its scaled form [N, kvd]; their gradients */
+    float *ve_rows, *ve_projected, *ve_scaled;
+    float *g_ve_rows, *g_ve_proj, *g_ve_scaled;
     float *g_v0;          /* VALUE_RESIDUAL: dL/d(layer 0's values) from the later layers */
     int max_slots; /* the most skip slots any plan uses (at least 1) */
     float *host_loss;
@@ -4183,6 +4216,188 @@ UTGDEF const char *utg_plan_describe(const utg_plan *p, char *buf, size_t n) {
     return buf;
 }
 
+/* Carving one arena: pass 1 runs with base 0 to measure, pass 2 hands out the pointers. */
+typedef struct utg__carver {
+    char *base;
+    size_t used;
+    int overflow;
+} utg__carver;
+static float *utg__carve(utg__carver *c, size_t n_floats) {
+    size_t bytes, start = (c->used + 63) & ~(size_t)63, end;
+    if (!utg__mul_ok(n_floats, sizeof(float), &bytes) || !utg__add_ok(start, bytes, &end)) { c->overflow = 1; return NULL; }
+    c->used = end;
+    return c->base ? (float *)(c->base + start) : NULL;
+}
+
+#define UTG__W(t) (m->params + m->tensors[t].offset)
+#define UTG__G(t) (m->grads + m->tensors[t].offset)
+
+/* The common forms of the backend's channel mix (mix_fwd), named at the call site. Rows of `cols`
+   channels; out may alias x. A weight w is per channel ([cols]) unless the name says scalar. */
+static void utg__add(utg_model *m, float *out, const float *x, const float *z, int rows, int cols) {
+    m->be->mix_fwd(m->be, out, x, NULL, z, NULL, rows, cols, 0); /* out = x + z */
+}
+static void utg__add_scaled(utg_model *m, float *out, const float *x, const float *z, const float *w, int rows,
+                            int cols) {
+    m->be->mix_fwd(m->be, out, x, NULL, z, w, rows, cols, 0); /* out = x + w * z */
+}
+static void utg__add_scaled_by_scalar(utg_model *m, float *out, const float *x, const float *z, const float *w,
+                                      int rows, int cols) {
+    m->be->mix_fwd(m->be, out, x, NULL, z, w, rows, cols, UTG_MIX_WZ_SCALAR); /* out = x + w[0] * z */
+}
+static void utg__scale(utg_model *m, float *out, const float *x, const float *w, int rows, int cols) {
+    m->be->mix_fwd(m->be, out, x, w, NULL, NULL, rows, cols, 0); /* out = w * x */
+}
+static void utg__add_bias(utg_model *m, float *out, const float *x, const float *bias, int rows, int cols) {
+    m->be->mix_fwd(m->be, out, x, NULL, NULL, bias, rows, cols, 0); /* out = x + bias */
+}
+/* out = x - z over rows of d channels */
+static void utg__sub(utg_model *m, float *out, const float *x, const float *z, int rows) {
+    m->be->mix_fwd(m->be, out, x, NULL, z, m->minus_ones, rows, m->d, 0);
+}
+/* out = (a + b) / 2 over rows of d channels */
+static void utg__mean(utg_model *m, float *out, const float *a, const float *b, int rows) {
+    m->be->mix_fwd(m->be, out, a, m->half, b, m->half, rows, m->d, UTG_MIX_WX_SCALAR | UTG_MIX_WZ_SCALAR);
+}
+/* out = x / 2 over rows of d channels */
+static void utg__halve(utg_model *m, float *out, const float *x, int rows) {
+    m->be->mix_fwd(m->be, out, x, m->half, NULL, NULL, rows, m->d, UTG_MIX_WX_SCALAR);
+}
+
+/* the id before each document (SentencePiece's bos_id; SPEC appendix A): the SmearGate does not
+   reach across it */
+#define UTG__BOS_ID 1
+
+/* Shift by one position within each sequence: dst[s, t] = src[s, t - 1], zero at t = 0; back = 1 is its
+   transpose, dst[s, t - 1] += src[s, t]. */
+static void utg__shift(utg_model *m, float *dst, const float *src, int n_seqs, int back) {
+    size_t row = (size_t)m->d, seq = (size_t)m->Tc * row;
+    int s;
+    for (s = 0; s < n_seqs; s++) {
+        float *o = dst + (size_t)s * seq;
+        const float *i = src + (size_t)s * seq;
+        if (back) {
+            m->be->axpby(m->be, o, 1.0f, i + row, 1.0f, seq - row);
+        } else {
+            m->be->fill(m->be, o, 0.0f, row);
+            m->be->copy(m->be, o + row, i, seq - row);
+        }
+    }
+}
+
+/* ---- features of the embedding stage: each one's tensors, buffers, forward and backward ----
+   The stage computes x0, the stream every layer starts from and every resid_mix reads:
+       emb = tok_emb[ids] [+ BigramHash];  emb' = SmearGate(emb) or emb;
+       x0 = rmsnorm(emb'), or with the static smear lerp(shift(xn), xn, sigmoid(g)), xn = rmsnorm(emb').
+   A feature is on when its first tensor index is >= 0. */
+
+/* BigramHash (BIGRAM_VOCAB_SIZE, PR #162): emb += scale * proj(B[h(prev, cur)]). Table and
+   projection start at zero, the scale at 0.05. */
+static void utg__bigram_tensors(utg_model *m) {
+    const utg_config *c = &m->cfg;
+    m->t_bg_embed = m->t_bg_proj = m->t_bg_scale = -1;
+    if (c->bigram_vocab_size <= 0) return;
+    m->t_bg_embed = utg__add_tensor(m, "bigram.embed.weight", UTG_ROLE_EMBED, -1, 2, c->bigram_vocab_size,
+                                    c->bigram_dim, 0);
+    m->t_bg_proj = utg__add_tensor(m, "bigram.proj.weight", UTG_ROLE_MATRIX, -1, 2, m->d, c->bigram_dim, 0);
+    m->t_bg_scale = utg__add_tensor(m, "bigram.scale", UTG_ROLE_CONTROL, -1, 1, 1, 0, 0);
+}
+static void utg__bigram_carve(utg_model *m, utg__carver *c, size_t N) {
+    size_t db = (size_t)m->cfg.bigram_dim, d = (size_t)m->d;
+    if (m->t_bg_embed < 0) return;
+    m->bigram_ids = (int32_t *)utg__carve(c, N);
+    m->bigram_rows = utg__carve(c, N * db);
+    m->bigram_proj = utg__carve(c, N * d);
+    m->g_bigram_rows = utg__carve(c, N * db);
+    m->g_bigram_proj = utg__carve(c, N * d);
+}
+/* The records' hash, in int32 arithmetic: (36313 cur) ^ (27191 prev) mod (K - 1); the first token
+   of each sequence, which has no predecessor, gets bucket K - 1. */
+static void utg__bigram_forward(utg_model *m, const int32_t *inputs, int N) {
+    utg_backend *be = m->be;
+    int K = m->cfg.bigram_vocab_size, db = m->cfg.bigram_dim, i;
+    for (i = 0; i < N; i++) {
+        uint32_t h;
+        if (i % m->Tc == 0) {
+            m->host_bigram_ids[i] = K - 1;
+            continue;
+        }
+        h = (uint32_t)((int32_t)(36313 * inputs[i]) ^ (int32_t)(27191 * inputs[i - 1]));
+        m->host_bigram_ids[i] = (int32_t)(h % (uint32_t)(K - 1));
+    }
+    be->upload(be, m->bigram_ids, m->host_bigram_ids, (size_t)N * sizeof(int32_t));
+    be->embed_fwd(be, m->bigram_rows, UTG__W(m->t_bg_embed), m->bigram_ids, N, db);
+    m->mm(be, m->bigram_proj, m->bigram_rows, UTG__W(m->t_bg_proj), N, m->d, db, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    utg__add_scaled_by_scalar(m, m->emb, m->emb, m->bigram_proj, UTG__W(m->t_bg_scale), N, m->d);
+}
+/* gE = dL/d(emb): adds the gradients of the table, the projection and the scale. */
+static void utg__bigram_backward(utg_model *m, const float *gE, int N) {
+    utg_backend *be = m->be;
+    int db = m->cfg.bigram_dim, d = m->d;
+    const float *scale = UTG__W(m->t_bg_scale);
+    be->fill(be, m->g_bigram_proj, 0.0f, (size_t)N * d);
+    be->mix_bwd(be, NULL, m->g_bigram_proj, NULL, UTG__G(m->t_bg_scale), gE, NULL, NULL, m->bigram_proj, scale, N, d,
+                UTG_MIX_WZ_SCALAR);
+    m->mm(be, m->g_bigram_rows, m->g_bigram_proj, UTG__W(m->t_bg_proj), N, db, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+    m->mm(be, UTG__G(m->t_bg_proj), m->g_bigram_proj, m->bigram_rows, d, db, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->embed_bwd(be, UTG__G(m->t_bg_embed), m->g_bigram_rows, m->bigram_ids, N, db);
+}
+
+/* The input-dependent SmearGate (SMEAR_GATE_ENABLED, PR #1667, BOS-masked as PR #1855):
+   emb'_t = emb_t + lambda * sigmoid(w . emb_t[:GATE_WINDOW]) * emb_{t-1}, never across a BOS.
+   w and lambda start at zero, so the gate starts transparent. */
+static void utg__smear_gate_tensors(utg_model *m) {
+    m->t_smear_w = m->t_smear_lam = -1;
+    if (m->cfg.smear_gate_enabled <= 0) return;
+    m->t_smear_w = utg__add_tensor(m, "smear_gate.weight", UTG_ROLE_CONTROL, -1, 2, 1, m->cfg.gate_window, 0);
+    m->t_smear_lam = utg__add_tensor(m, "smear_lambda", UTG_ROLE_CONTROL, -1, 1, 1, 0, 0);
+}
+static void utg__smear_gate_carve(utg_model *m, utg__carver *c, size_t N) {
+    m->emb_s = m->t_smear_w >= 0 ? utg__carve(c, N * (size_t)m->d) : NULL;
+    m->g_emb = m->t_smear_w >= 0 ? utg__carve(c, N * (size_t)m->d) : NULL;
+}
+/* Returns the smeared embedding. */
+static const float *utg__smear_gate_forward(utg_model *m, int N) {
+    m->be->smear_fwd(m->be, m->emb_s, m->emb, UTG__W(m->t_smear_w), UTG__W(m->t_smear_lam), m->ids, N, m->Tc, m->d,
+                     m->cfg.gate_window, UTG__BOS_ID);
+    return m->emb_s;
+}
+/* g_smeared = dL/d(emb'); returns dL/d(emb) and adds the gradients of w and lambda. */
+static const float *utg__smear_gate_backward(utg_model *m, const float *g_smeared, int N) {
+    utg_backend *be = m->be;
+    be->fill(be, m->g_emb, 0.0f, (size_t)N * m->d);
+    be->smear_bwd(be, m->g_emb, UTG__G(m->t_smear_w), UTG__G(m->t_smear_lam), g_smeared, m->emb, UTG__W(m->t_smear_w),
+                  UTG__W(m->t_smear_lam), m->ids, N, m->Tc, m->d, m->cfg.gate_window, UTG__BOS_ID);
+    return m->g_emb;
+}
+
+/* The static SmearGate (SMEAR_ENABLED, PR #162, #1204, #1110) after the embedding norm:
+   x0_t = (1 - sigmoid(g)) xn_t + sigmoid(g) xn_{t-1}, g [d] zero-init. */
+static void utg__static_smear_tensors(utg_model *m) {
+    m->t_smg = m->cfg.smear_enabled > 0 ? utg__add_tensor(m, "smear.gate", UTG_ROLE_CONTROL, -1, 1, m->d, 0, 0) : -1;
+}
+static void utg__static_smear_carve(utg_model *m, utg__carver *c, size_t N) {
+    if (m->t_smg < 0) return;
+    m->xn = utg__carve(c, N * (size_t)m->d);
+    m->xprev = utg__carve(c, N * (size_t)m->d);
+}
+static void utg__static_smear_forward(utg_model *m, const float *emb, int n_seqs) {
+    int N = n_seqs * m->Tc;
+    m->be->rmsnorm_fwd(m->be, m->xn, m->r0, emb, N, m->d, m->eps);
+    utg__shift(m, m->xprev, m->xn, n_seqs, 0);
+    m->be->lerp_fwd(m->be, m->x0, m->xprev, m->xn, UTG__W(m->t_smg), NULL, N, m->d);
+}
+/* From dL/dx0 (m->g_x0) to dL/d(emb') in m->g_normed (zeroed by the caller); the layers'
+   temporaries g_attn_out and g_mix_out are free by now. */
+static void utg__static_smear_backward(utg_model *m, int N) {
+    utg_backend *be = m->be;
+    be->fill(be, m->g_mix_out, 0.0f, (size_t)N * m->d);
+    be->lerp_bwd(be, m->g_attn_out, m->g_mix_out, UTG__G(m->t_smg), NULL, m->g_x0, m->x0, m->xn, UTG__W(m->t_smg), NULL,
+                 N, m->d);
+    utg__shift(m, m->g_mix_out, m->g_attn_out, N / m->Tc, 1);
+    be->rmsnorm_bwd(be, m->g_normed, m->g_mix_out, m->xn, m->r0, N, m->d);
+}
+
 /* The tensor table, in the order PyTorch's state_dict lists the baseline GPT; the recurrence adds
    its tensors where they belong (control owners beyond the physical blocks come after them). */
 static utg_result utg__build_tensors(utg_model *m) {
@@ -4200,18 +4415,9 @@ static utg_result utg__build_tensors(utg_model *m) {
     m->t_skip = m->n_skip > 0 ? utg__add_tensor(m, "skip_weights", UTG_ROLE_CONTROL, -1, 2, m->n_skip, m->d, 0) : -1;
     m->t_skip_gates = m->n_skip > 0 && c->skip_gates_enabled > 0 ? utg__add_tensor(m, "skip_gates", UTG_ROLE_CONTROL, -1, 2, m->n_skip, m->d, 0) : -1;
     m->t_tok_emb = utg__add_tensor(m, "tok_emb.weight", UTG_ROLE_EMBED, -1, 2, m->V, m->d, 0);
-    m->t_bg_embed = m->t_bg_proj = m->t_bg_scale = -1;
-    if (c->bigram_vocab_size > 0) { /* zero tables and projection, scale 0.05 (PR #162) */
-        m->t_bg_embed = utg__add_tensor(m, "bigram.embed.weight", UTG_ROLE_EMBED, -1, 2, c->bigram_vocab_size, c->bigram_dim, 0);
-        m->t_bg_proj = utg__add_tensor(m, "bigram.proj.weight", UTG_ROLE_MATRIX, -1, 2, m->d, c->bigram_dim, 0);
-        m->t_bg_scale = utg__add_tensor(m, "bigram.scale", UTG_ROLE_CONTROL, -1, 1, 1, 0, 0);
-    }
-    m->t_smear_w = m->t_smear_lam = -1;
-    if (c->smear_gate_enabled > 0) { /* zero-init: the gate starts transparent */
-        m->t_smear_w = utg__add_tensor(m, "smear_gate.weight", UTG_ROLE_CONTROL, -1, 2, 1, c->gate_window, 0);
-        m->t_smear_lam = utg__add_tensor(m, "smear_lambda", UTG_ROLE_CONTROL, -1, 1, 1, 0, 0);
-    }
-    m->t_smg = c->smear_enabled > 0 ? utg__add_tensor(m, "smear.gate", UTG_ROLE_CONTROL, -1, 1, m->d, 0, 0) : -1;
+    utg__bigram_tensors(m);
+    utg__smear_gate_tensors(m);
+    utg__static_smear_tensors(m);
     m->t_ve_embed = m->t_ve_proj = m->t_ve_scale = m->t_ve_ls = -1;
     if (c->ve_enabled > 0) { /* table N(0, 0.01^2), projection zero, scale 0.1, layer scales 1 (PR #1204) */
         m->t_ve_embed = utg__add_tensor(m, "ve_shared.embed.weight", UTG_ROLE_EMBED, -1, 2, m->V, c->ve_dim, 0);
@@ -4450,12 +4656,33 @@ UTGDEF utg_result utg_config_model_size(const utg_config *cfg, size_t *n_params,
     return r;
 }
 
+/* The constants the model's channel mixes read from backend memory: m->half and m->minus_ones.
+   minus_ones starts 16 floats in, so that it keeps the buffer's alignment. */
+static utg_result utg__upload_constants(utg_model *m) {
+    size_t n = 16 + (size_t)m->d, i;
+    float *host;
+    m->const_buf = (float *)m->be->buf_alloc(m->be, sizeof(float) * n);
+    host = (float *)utg__alloc(&m->alloc, sizeof(float) * n);
+    if (!m->const_buf || !host) {
+        utg__free(&m->alloc, host);
+        utg__msgf(&m->msg, "out of memory for the model's constants");
+        return UTG_ERR_NOMEM;
+    }
+    memset(host, 0, sizeof(float) * 16);
+    host[0] = 0.5f;
+    for (i = 16; i < n; i++) host[i] = -1.0f;
+    m->be->upload(m->be, m->const_buf, host, sizeof(float) * n);
+    utg__free(&m->alloc, host);
+    m->half = m->const_buf;
+    m->minus_ones = m->const_buf + 16;
+    return UTG_OK;
+}
+
 UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) {
     utg_model_desc zero;
     utg_model *m;
     utg_result r;
     size_t bytes;
-    float *host_consts;
     int i;
     char pbuf[256];
     if (!out) return UTG_ERR_INVALID;
@@ -4493,18 +4720,11 @@ UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) 
     if (!utg__mul_ok(m->arena_floats, sizeof(float), &bytes)) return UTG_ERR_NOMEM;
     m->params = (float *)m->be->buf_alloc(m->be, bytes);
     m->grads = (float *)m->be->buf_alloc(m->be, bytes);
-    m->consts = (float *)m->be->buf_alloc(m->be, sizeof(float) * (16 + (size_t)m->d));
-    if (!m->params || !m->grads || !m->consts) {
+    if (!m->params || !m->grads) {
         utg__msgf(&m->msg, "out of memory for %zu parameters", m->arena_floats);
         return UTG_ERR_NOMEM;
     }
-    host_consts = (float *)utg__alloc(&m->alloc, sizeof(float) * (16 + (size_t)m->d));
-    if (!host_consts) return UTG_ERR_NOMEM;
-    memset(host_consts, 0, sizeof(float) * 16);
-    host_consts[0] = 0.5f;
-    for (i = 0; i < m->d; i++) host_consts[16 + i] = -1.0f;
-    m->be->upload(m->be, m->consts, host_consts, sizeof(float) * (16 + (size_t)m->d));
-    utg__free(&m->alloc, host_consts);
+    if ((r = utg__upload_constants(m)) != UTG_OK) return r;
     if ((r = utg__rope_table(m, m->T, &m->rope_cs)) != UTG_OK) return r;
     if ((r = utg_model_init_params(m, (uint64_t)(m->cfg.seed > 0 ? m->cfg.seed : 0))) != UTG_OK) return r;
     utg__log(m, UTG_LOG_INFO, "model: %d physical blocks, %d virtual layers, d=%d, heads %d/%d, vocab %d, %zu parameters, backend %s",
@@ -4519,12 +4739,12 @@ static void utg__free_acts(utg_model *m) {
     utg__free(&m->alloc, m->acts);
     utg__free(&m->alloc, m->slot_src);
     utg__free(&m->alloc, m->host_loss);
-    utg__free(&m->alloc, m->host_bg_ids);
+    utg__free(&m->alloc, m->host_bigram_ids);
     m->act_arena = NULL;
     m->acts = NULL;
     m->slot_src = NULL;
     m->host_loss = NULL;
-    m->host_bg_ids = NULL;
+    m->host_bigram_ids = NULL;
     m->cap_tok = 0;
 }
 
@@ -4536,7 +4756,7 @@ UTGDEF void utg_model_destroy(utg_model *m) {
         utg__free_acts(m);
         m->be->buf_free(m->be, m->params);
         m->be->buf_free(m->be, m->grads);
-        m->be->buf_free(m->be, m->consts);
+        if (m->const_buf) m->be->buf_free(m->be, m->const_buf);
         m->be->buf_free(m->be, m->rope_cs);
         if (m->rope_eval) m->be->buf_free(m->be, m->rope_eval);
         if (m->own_backend) utg_backend_destroy(m->be);
@@ -4634,19 +4854,6 @@ UTGDEF void utg_model_zero_grads(utg_model *m) {
     if (m) m->be->fill(m->be, m->grads, 0.0f, m->arena_floats);
 }
 
-/* Carving one arena: pass 1 runs with base 0 to measure, pass 2 hands out the pointers. */
-typedef struct utg__carver {
-    char *base;
-    size_t used;
-    int overflow;
-} utg__carver;
-static float *utg__carve(utg__carver *c, size_t n_floats) {
-    size_t bytes, start = (c->used + 63) & ~(size_t)63, end;
-    if (!utg__mul_ok(n_floats, sizeof(float), &bytes) || !utg__add_ok(start, bytes, &end)) { c->overflow = 1; return NULL; }
-    c->used = end;
-    return c->base ? (float *)(c->base + start) : NULL;
-}
-
 /* Every buffer any plan of the model needs: all plans share one arena, so a switch allocates nothing. */
 static void utg__carve_all(utg_model *m, utg__carver *c, size_t N) {
     size_t d = (size_t)m->d, kv = (size_t)m->kvd, F = (size_t)m->F, V = (size_t)m->V;
@@ -4688,31 +4895,25 @@ static void utg__carve_all(utg_model *m, utg__carver *c, size_t N) {
     m->hf = utg__carve(c, N * d); m->rf = utg__carve(c, N);
     m->logits = utg__carve(c, N * V); m->row_loss = utg__carve(c, N);
     m->ids = (int32_t *)utg__carve(c, N); m->tgt = (int32_t *)utg__carve(c, N);
-    m->g_h = utg__carve(c, N * d); m->g_prev = utg__carve(c, N * d); m->g_a = utg__carve(c, N * d);
-    m->g_hin = utg__carve(c, N * d); m->g_d = utg__carve(c, N * d); m->g_y = utg__carve(c, N * d);
-    m->g_q = utg__carve(c, N * d); m->g_f = utg__carve(c, N * F); m->g_f2 = utg__carve(c, N * F);
-    m->g_k = utg__carve(c, N * kv); m->g_k2 = utg__carve(c, N * kv); m->g_v = utg__carve(c, N * kv);
+    m->g_lane0 = utg__carve(c, N * d); m->g_lane0_spare = utg__carve(c, N * d); m->g_attn_out = utg__carve(c, N * d);
+    m->g_mix_out = utg__carve(c, N * d); m->g_normed = utg__carve(c, N * d); m->g_heads = utg__carve(c, N * d);
+    m->g_q = utg__carve(c, N * d); m->g_hidden = utg__carve(c, N * F); m->g_hidden_pre = utg__carve(c, N * F);
+    m->g_k = utg__carve(c, N * kv); m->g_k_raw = utg__carve(c, N * kv); m->g_v = utg__carve(c, N * kv);
     m->g_x0 = utg__carve(c, N * d);
-    m->g_gx = m->gate_win ? utg__carve(c, N * d) : NULL;
-    m->emb_s = m->t_smear_w >= 0 ? utg__carve(c, N * d) : NULL;
-    if (m->t_bg_embed >= 0) {
-        size_t db = (size_t)m->cfg.bigram_dim;
-        m->bg_ids = (int32_t *)utg__carve(c, N);
-        m->bg_e = utg__carve(c, N * db); m->bg_p = utg__carve(c, N * d);
-        m->g_bge = utg__carve(c, N * db); m->g_bgp = utg__carve(c, N * d);
-    }
-    m->g_emb = m->t_smear_w >= 0 ? utg__carve(c, N * d) : NULL;
-    if (m->t_smg >= 0) { m->xn = utg__carve(c, N * d); m->xprev = utg__carve(c, N * d); }
+    m->g_gate_in = m->gate_win ? utg__carve(c, N * d) : NULL;
+    utg__smear_gate_carve(m, c, N);
+    utg__bigram_carve(m, c, N);
+    utg__static_smear_carve(m, c, N);
     if (m->t_ve_embed >= 0) {
         size_t vd = (size_t)m->cfg.ve_dim;
-        m->ve_e = utg__carve(c, N * vd); m->ve_p = utg__carve(c, N * kv); m->ve = utg__carve(c, N * kv);
-        m->g_ve = utg__carve(c, N * kv); m->g_vep = utg__carve(c, N * kv); m->g_vee = utg__carve(c, N * vd);
+        m->ve_rows = utg__carve(c, N * vd); m->ve_projected = utg__carve(c, N * kv); m->ve_scaled = utg__carve(c, N * kv);
+        m->g_ve_scaled = utg__carve(c, N * kv); m->g_ve_proj = utg__carve(c, N * kv); m->g_ve_rows = utg__carve(c, N * vd);
     }
     m->g_v0 = m->t_vrl >= 0 ? utg__carve(c, N * kv) : NULL;
-    m->g_hcx = iter ? utg__carve(c, 2 * N * d) : NULL; /* two buffers: the identity path and d(delta) */
+    m->g_depth_cond = iter ? utg__carve(c, 2 * N * d) : NULL; /* two buffers: the identity path and d(delta) */
     if (m->lanes_any) {
-        m->g_l1 = utg__carve(c, N * d); m->g_l1b = utg__carve(c, N * d); m->g_la = utg__carve(c, N * d);
-        m->g_lb = utg__carve(c, N * d); m->g_sa = utg__carve(c, N * d); m->g_sm = utg__carve(c, N * d);
+        m->g_lane1 = utg__carve(c, N * d); m->g_lane1_spare = utg__carve(c, N * d); m->g_lane0_mid = utg__carve(c, N * d);
+        m->g_lane1_mid = utg__carve(c, N * d); m->g_attn_scaled = utg__carve(c, N * d); m->g_mlp_scaled = utg__carve(c, N * d);
     }
     m->g_skip = utg__carve(c, (size_t)m->max_slots * N * d);
 }
@@ -4728,8 +4929,8 @@ static utg_result utg__reserve_tokens(utg_model *m, size_t N) {
     m->acts = (utg__acts *)utg__alloc(&m->alloc, sizeof(utg__acts) * (size_t)m->n_depth);
     m->slot_src = (float **)utg__alloc(&m->alloc, sizeof(float *) * (size_t)(m->max_slots + 1));
     m->host_loss = (float *)utg__alloc(&m->alloc, sizeof(float) * N);
-    if (m->t_bg_embed >= 0) m->host_bg_ids = (int32_t *)utg__alloc(&m->alloc, sizeof(int32_t) * N);
-    if (!m->acts || !m->slot_src || !m->host_loss || (m->t_bg_embed >= 0 && !m->host_bg_ids)) { utg__free_acts(m); return UTG_ERR_NOMEM; }
+    if (m->t_bg_embed >= 0) m->host_bigram_ids = (int32_t *)utg__alloc(&m->alloc, sizeof(int32_t) * N);
+    if (!m->acts || !m->slot_src || !m->host_loss || (m->t_bg_embed >= 0 && !m->host_bigram_ids)) { utg__free_acts(m); return UTG_ERR_NOMEM; }
     memset(&c, 0, sizeof c);
     utg__carve_all(m, &c, N);
     if (c.overflow) { utg__free_acts(m); utg__msgf(&m->msg, "activation size overflows"); return UTG_ERR_NOMEM; }
@@ -4758,11 +4959,8 @@ UTGDEF utg_result utg_model_reserve(utg_model *m, int n_seqs) {
     return utg__reserve_tokens(m, N);
 }
 
-#define UTG__W(t) (m->params + m->tensors[t].offset)
-#define UTG__G(t) (m->grads + m->tensors[t].offset)
-
 /* The weights (which = 0) or gradients (which = 1) virtual layer l of the current plan uses. */
-static void utg__layer_ptrs(utg_model *m, int l, int which, utg__lw *w) {
+static void utg__layer_ptrs(utg_model *m, int l, int which, utg__layer_weights *w) {
     const utg_plan_layer *pl = &m->plan->layers[l];
     const utg__heavy_ix *h = &m->heavy[pl->block];
     const utg__ctrl_ix *o = &m->ctrl[pl->ctrl];
@@ -4777,156 +4975,152 @@ static void utg__layer_ptrs(utg_model *m, int l, int which, utg__lw *w) {
         if (s->proj >= 0) mp = s->proj;
     }
     for (k = 0; k < m->n_attn; k++) {
-        w->as[k] = UTG__P(o->attn_scale[k]);
-        w->qg[k] = UTG__P(h->q_gain[k] >= 0 ? h->q_gain[k] : o->q_gain[k]);
-        w->cq[k] = UTG__P(h->c_q[k]); w->ck[k] = UTG__P(h->c_k[k]); w->cv[k] = UTG__P(h->c_v[k]); w->po[k] = UTG__P(h->proj[k]);
-        w->ag[k] = UTG__P(h->gate[k]);
+        w->attn_scale[k] = UTG__P(o->attn_scale[k]);
+        w->q_gain[k] = UTG__P(h->q_gain[k] >= 0 ? h->q_gain[k] : o->q_gain[k]);
+        w->c_q[k] = UTG__P(h->c_q[k]); w->c_k[k] = UTG__P(h->c_k[k]); w->c_v[k] = UTG__P(h->c_v[k]); w->attn_proj[k] = UTG__P(h->proj[k]);
+        w->attn_gate[k] = UTG__P(h->gate[k]);
     }
-    w->ms = UTG__P(o->mlp_scale);
-    w->rm = UTG__P(o->resid_mix);
-    w->nb = UTG__P(o->norm_bias);
-    w->fc = UTG__P(fc); w->mid = UTG__P(mid); w->mp = UTG__P(mp);
-    if (m->t_par_post >= 0) { w->pp = UTG__P(m->t_par_post) + 4 * (size_t)pl->block; w->pr = UTG__P(m->t_par_resid) + 2 * (size_t)pl->block; }
-    if (m->t_iter_embed >= 0) w->ie = UTG__P(m->t_iter_embed) + (size_t)l * m->d;
-    if (m->t_iter_scale >= 0) w->is = UTG__P(m->t_iter_scale) + (size_t)l * m->d;
-    if (m->t_film >= 0) { w->fg = UTG__P(m->t_film) + (size_t)l * 2 * m->d; w->fb = w->fg + m->d; }
-    if (m->t_hca >= 0) { w->ha = UTG__P(m->t_hca) + l; w->hb = UTG__P(m->t_hcb) + l; }
-    if (m->t_ve_ls >= 0 && m->ve_of[l] >= 0) w->ve = UTG__P(m->t_ve_ls) + m->ve_of[l];
-    if (m->t_vrl >= 0 && l > 0) w->vr = UTG__P(m->t_vrl) + (l - 1);
-    w->v0 = m->t_vrl >= 0 && l == 0;
-    w->lns = m->cfg.ln_scale > 0 ? 1.0f / sqrtf((float)pl->ctrl + 1.0f) : 1.0f;
+    w->mlp_scale = UTG__P(o->mlp_scale);
+    w->resid_mix = UTG__P(o->resid_mix);
+    w->norm_bias = UTG__P(o->norm_bias);
+    w->fc = UTG__P(fc); w->mlp_mid = UTG__P(mid); w->mlp_proj = UTG__P(mp);
+    if (m->t_par_post >= 0) { w->par_post = UTG__P(m->t_par_post) + 4 * (size_t)pl->block; w->par_resid = UTG__P(m->t_par_resid) + 2 * (size_t)pl->block; }
+    if (m->t_iter_embed >= 0) w->iter_embed = UTG__P(m->t_iter_embed) + (size_t)l * m->d;
+    if (m->t_iter_scale >= 0) w->iter_scale = UTG__P(m->t_iter_scale) + (size_t)l * m->d;
+    if (m->t_film >= 0) { w->film_gamma = UTG__P(m->t_film) + (size_t)l * 2 * m->d; w->film_beta = w->film_gamma + m->d; }
+    if (m->t_hca >= 0) { w->hc_alpha = UTG__P(m->t_hca) + l; w->hc_beta = UTG__P(m->t_hcb) + l; }
+    if (m->t_ve_ls >= 0 && m->ve_of[l] >= 0) w->ve_scale = UTG__P(m->t_ve_ls) + m->ve_of[l];
+    if (m->t_vrl >= 0 && l > 0) w->vrl_alpha = UTG__P(m->t_vrl) + (l - 1);
+    w->makes_v0 = m->t_vrl >= 0 && l == 0;
+    w->ln_scale = m->cfg.ln_scale > 0 ? 1.0f / sqrtf((float)pl->ctrl + 1.0f) : 1.0f;
     w->xsa = m->cfg.xsa_last_n > 0 && pl->ctrl >= m->xsa_from;
 #undef UTG__P
 }
 
 /* ---- sublayers: a = attention(norm(in) [+ bias]), m = MLP(norm(in) [+ bias]), both unscaled ---- */
 
-/* the id before each document (SentencePiece's bos_id; SPEC appendix A): the SmearGate does not
-   reach across it */
-#define UTG__BOS_ID 1
-
 /* what the output projection reads: the attention output after XSA and the gate, where they run */
-static const float *utg__attn_out(const utg__lw *w, int k, const utg__attn_acts *S) {
-    return w->ag[k] ? S->yg : w->xsa ? S->yx : S->y;
+static const float *utg__attn_out(const utg__layer_weights *w, int k, const utg__attn_acts *S) {
+    return w->attn_gate[k] ? S->yg : w->xsa ? S->yx : S->y;
 }
 
-static void utg__attn_fwd(utg_model *m, const utg__lw *w, int k, const float *nbias, utg__attn_acts *S, const float *in, int n_seqs) {
+static void utg__attn_fwd(utg_model *m, const utg__layer_weights *w, int k, const float *nbias, utg__attn_acts *S, const float *in, int n_seqs) {
     utg_backend *be = m->be;
     int N = n_seqs * m->Tc, d = m->d;
     const float *src;
     if (in) be->rmsnorm_fwd(be, S->n, S->r, in, N, d, m->eps); /* NULL: mix_rmsnorm_fwd wrote S->n and S->r */
     src = S->n;
-    if (nbias) { be->mix_fwd(be, S->nb, S->n, NULL, NULL, nbias, N, d, 0); src = S->nb; }
+    if (nbias) { utg__add_bias(m, S->nb, S->n, nbias, N, d); src = S->nb; }
     /* raw q and k pass through gradient temporaries, which are free in forward */
-    m->mm(be, m->g_q, src, w->cq[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
-    be->qk_norm_rope_fwd(be, S->qg, S->qn, S->rq, m->g_q, m->rope_cur, w->qg[k], N, m->Tc, m->H, m->hd, m->rd, m->eps);
-    m->mm(be, m->g_k, src, w->ck[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
+    m->mm(be, m->g_q, src, w->c_q[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, w->ln_scale, 0.0f);
+    be->qk_norm_rope_fwd(be, S->qg, S->qn, S->rq, m->g_q, m->rope_cur, w->q_gain[k], N, m->Tc, m->H, m->hd, m->rd, m->eps);
+    m->mm(be, m->g_k, src, w->c_k[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->ln_scale, 0.0f);
     be->qk_norm_rope_fwd(be, S->kr, S->kn, S->rk, m->g_k, m->rope_cur, NULL, N, m->Tc, m->Hkv, m->hd, m->rd, m->eps);
-    m->mm(be, S->v, src, w->cv[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
-    if (w->ve) be->mix_fwd(be, S->v, S->v, NULL, m->ve, w->ve, N, m->kvd, UTG_MIX_WZ_SCALAR); /* + the value embedding */
-    if (w->vr) /* + sigmoid(alpha) * layer 0's values */
-        be->mix_fwd(be, S->v, S->v, NULL, m->acts[0].at[0].v, w->vr, N, m->kvd, UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID);
+    m->mm(be, S->v, src, w->c_v[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->ln_scale, 0.0f);
+    if (w->ve_scale) utg__add_scaled_by_scalar(m, S->v, S->v, m->ve_scaled, w->ve_scale, N, m->kvd); /* + the value embedding */
+    if (w->vrl_alpha) /* + sigmoid(alpha) * layer 0's values */
+        be->mix_fwd(be, S->v, S->v, NULL, m->acts[0].at[0].v, w->vrl_alpha, N, m->kvd, UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID);
     be->attn_fwd(be, S->y, S->lse, S->qg, S->kr, S->v, n_seqs, m->Tc, m->H, m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd));
     if (w->xsa) be->xsa_fwd(be, S->yx, S->y, S->v, N, m->H, m->Hkv, m->hd);
-    if (w->ag[k]) be->gate_fwd(be, S->yg, S->g, w->xsa ? S->yx : S->y, src, w->ag[k], N, m->H, m->hd, d, m->gate_win, m->gate_scale, m->gate_mult);
-    m->mm(be, S->a, utg__attn_out(w, k, S), w->po[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    if (w->attn_gate[k]) be->gate_fwd(be, S->yg, S->g, w->xsa ? S->yx : S->y, src, w->attn_gate[k], N, m->H, m->hd, d, m->gate_win, m->gate_scale, m->gate_mult);
+    m->mm(be, S->a, utg__attn_out(w, k, S), w->attn_proj[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
 }
 
 /* ga = dL/da (may be m->g_d; consumed first); ADDS dL/din into gin. */
-static void utg__attn_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, int k, const float *nbias, float *gbias,
+static void utg__attn_bwd(utg_model *m, const utg__layer_weights *w, const utg__layer_weights *g, int k, const float *nbias, float *gbias,
                           const utg__attn_acts *S, float *ga, float *gin) {
     utg_backend *be = m->be;
     int N = m->n_tok, d = m->d, kv = m->kvd, n_seqs = m->n_tok / m->Tc;
     size_t Nd = (size_t)N * d;
     const float *src = nbias ? S->nb : S->n;
-    float *gy = m->g_y;
+    float *gy = m->g_heads;
     /* a = out proj^T, out = the attention output after XSA and the gate */
-    m->mm(be, m->g_y, ga, w->po[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-    m->mm(be, g->po[k], ga, utg__attn_out(w, k, S), d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    m->mm(be, m->g_heads, ga, w->attn_proj[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+    m->mm(be, g->attn_proj[k], ga, utg__attn_out(w, k, S), d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
     /* attention core (attn_bwd writes g_q, g_k, g_v) */
     /* g_d is free once ga is consumed: g_y and g_d take turns holding dL/d(the attention output) */
-    if (w->ag[k]) {
-        be->fill(be, m->g_d, 0.0f, Nd);
-        be->fill(be, m->g_gx, 0.0f, Nd);
-        be->gate_bwd(be, m->g_d, m->g_gx, g->ag[k], gy, w->xsa ? S->yx : S->y, src, w->ag[k], S->g, N, m->H, m->hd, d, m->gate_win,
+    if (w->attn_gate[k]) {
+        be->fill(be, m->g_normed, 0.0f, Nd);
+        be->fill(be, m->g_gate_in, 0.0f, Nd);
+        be->gate_bwd(be, m->g_normed, m->g_gate_in, g->attn_gate[k], gy, w->xsa ? S->yx : S->y, src, w->attn_gate[k], S->g, N, m->H, m->hd, d, m->gate_win,
                      m->gate_scale, m->gate_mult);
-        gy = m->g_d;
+        gy = m->g_normed;
     }
     if (w->xsa) { /* dL/dv gets XSA's share, held in g_k2 (free until k's backward) until attn_bwd has written g_v */
-        float *other = gy == m->g_y ? m->g_d : m->g_y;
+        float *other = gy == m->g_heads ? m->g_normed : m->g_heads;
         be->fill(be, other, 0.0f, Nd);
-        be->fill(be, m->g_k2, 0.0f, (size_t)N * kv);
-        be->xsa_bwd(be, other, m->g_k2, gy, S->y, S->v, N, m->H, m->Hkv, m->hd);
+        be->fill(be, m->g_k_raw, 0.0f, (size_t)N * kv);
+        be->xsa_bwd(be, other, m->g_k_raw, gy, S->y, S->v, N, m->H, m->Hkv, m->hd);
         gy = other;
     }
     be->attn_bwd(be, m->g_q, m->g_k, m->g_v, gy, S->qg, S->kr, S->v, S->y, S->lse, n_seqs, m->Tc, m->H, m->Hkv,
                  m->hd, 1.0f / sqrtf((float)m->hd));
-    if (w->xsa) be->mix_fwd(be, m->g_v, m->g_v, NULL, m->g_k2, NULL, N, kv, 0);
+    if (w->xsa) utg__add(m, m->g_v, m->g_v, m->g_k_raw, N, kv);
     /* v = c_v(src) [+ ls * ve] [+ sigmoid(alpha) v0]; layer 0's v0 also reached every later layer */
-    if (w->v0 && k == 0) be->mix_fwd(be, m->g_v, m->g_v, NULL, m->g_v0, NULL, N, kv, 0);
-    if (w->ve) be->mix_bwd(be, NULL, m->g_ve, NULL, g->ve, m->g_v, NULL, NULL, m->ve, w->ve, N, kv, UTG_MIX_WZ_SCALAR);
-    if (w->vr)
-        be->mix_bwd(be, NULL, m->g_v0, NULL, g->vr, m->g_v, NULL, NULL, m->acts[0].at[0].v, w->vr, N, kv,
+    if (w->makes_v0 && k == 0) utg__add(m, m->g_v, m->g_v, m->g_v0, N, kv);
+    if (w->ve_scale) be->mix_bwd(be, NULL, m->g_ve_scaled, NULL, g->ve_scale, m->g_v, NULL, NULL, m->ve_scaled, w->ve_scale, N, kv, UTG_MIX_WZ_SCALAR);
+    if (w->vrl_alpha)
+        be->mix_bwd(be, NULL, m->g_v0, NULL, g->vrl_alpha, m->g_v, NULL, NULL, m->acts[0].at[0].v, w->vrl_alpha, N, kv,
                     UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID);
     /* q_gain, RoPE and the per-head norms, back to raw q (written into g_y) and k (into g_k2) */
-    be->qk_norm_rope_bwd(be, m->g_y, g->qg[k], m->g_q, S->qn, S->rq, m->rope_cur, w->qg[k], N, m->Tc, m->H, m->hd, m->rd);
-    be->qk_norm_rope_bwd(be, m->g_k2, NULL, m->g_k, S->kn, S->rk, m->rope_cur, NULL, N, m->Tc, m->Hkv, m->hd, m->rd);
+    be->qk_norm_rope_bwd(be, m->g_heads, g->q_gain[k], m->g_q, S->qn, S->rq, m->rope_cur, w->q_gain[k], N, m->Tc, m->H, m->hd, m->rd);
+    be->qk_norm_rope_bwd(be, m->g_k_raw, NULL, m->g_k, S->kn, S->rk, m->rope_cur, NULL, N, m->Tc, m->Hkv, m->hd, m->rd);
     /* q, k, v = src W^T */
-    m->mm(be, m->g_d, m->g_y, w->cq[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 0.0f);
-    m->mm(be, m->g_d, m->g_k2, w->ck[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
-    m->mm(be, m->g_d, m->g_v, w->cv[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
-    m->mm(be, g->cq[k], m->g_y, src, d, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
-    m->mm(be, g->ck[k], m->g_k2, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
-    m->mm(be, g->cv[k], m->g_v, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
-    if (w->ag[k]) be->mix_fwd(be, m->g_d, m->g_d, NULL, m->g_gx, NULL, N, d, 0); /* the gate read src too */
-    if (nbias) be->mix_bwd(be, NULL, NULL, NULL, gbias, m->g_d, NULL, NULL, NULL, nbias, N, d, 0);
-    be->rmsnorm_bwd(be, gin, m->g_d, S->n, S->r, N, d);
+    m->mm(be, m->g_normed, m->g_heads, w->c_q[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, w->ln_scale, 0.0f);
+    m->mm(be, m->g_normed, m->g_k_raw, w->c_k[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, w->ln_scale, 1.0f);
+    m->mm(be, m->g_normed, m->g_v, w->c_v[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, w->ln_scale, 1.0f);
+    m->mm(be, g->c_q[k], m->g_heads, src, d, d, N, UTG_TRANS, UTG_NO_TRANS, w->ln_scale, 1.0f);
+    m->mm(be, g->c_k[k], m->g_k_raw, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->ln_scale, 1.0f);
+    m->mm(be, g->c_v[k], m->g_v, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->ln_scale, 1.0f);
+    if (w->attn_gate[k]) utg__add(m, m->g_normed, m->g_normed, m->g_gate_in, N, d); /* the gate read src too */
+    if (nbias) be->mix_bwd(be, NULL, NULL, NULL, gbias, m->g_normed, NULL, NULL, NULL, nbias, N, d, 0);
+    be->rmsnorm_bwd(be, gin, m->g_normed, S->n, S->r, N, d);
 }
 
-static void utg__mlp_fwd(utg_model *m, const utg__lw *w, const float *nbias, utg__mlp_acts *M, const float *in, int N) {
+static void utg__mlp_fwd(utg_model *m, const utg__layer_weights *w, const float *nbias, utg__mlp_acts *M, const float *in, int N) {
     utg_backend *be = m->be;
     int d = m->d, F = m->F;
     const float *src;
     if (in) be->rmsnorm_fwd(be, M->n, M->r, in, N, d, m->eps); /* NULL: mix_rmsnorm_fwd wrote M->n and M->r */
     src = M->n;
-    if (nbias) { be->mix_fwd(be, M->nb, M->n, NULL, NULL, nbias, N, d, 0); src = M->nb; }
-    m->mm(be, M->u, src, w->fc, N, F, d, UTG_NO_TRANS, UTG_TRANS, w->lns, 0.0f);
+    if (nbias) { utg__add_bias(m, M->nb, M->n, nbias, N, d); src = M->nb; }
+    m->mm(be, M->u, src, w->fc, N, F, d, UTG_NO_TRANS, UTG_TRANS, w->ln_scale, 0.0f);
     be->relu2_fwd(be, M->ua, M->u, (size_t)N * F, m->slope);
     if (m->mlp3) {
-        m->mm(be, M->u2, M->ua, w->mid, N, F, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+        m->mm(be, M->u2, M->ua, w->mlp_mid, N, F, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
         be->relu2_fwd(be, M->ua2, M->u2, (size_t)N * F, m->slope);
     }
-    m->mm(be, M->m, m->mlp3 ? M->ua2 : M->ua, w->mp, N, d, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    m->mm(be, M->m, m->mlp3 ? M->ua2 : M->ua, w->mlp_proj, N, d, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
 }
 
 /* gm = dL/dm (may be m->g_d; consumed first); ADDS dL/din into gin. */
-static void utg__mlp_bwd(utg_model *m, const utg__lw *w, const utg__lw *g, const float *nbias, float *gbias,
+static void utg__mlp_bwd(utg_model *m, const utg__layer_weights *w, const utg__layer_weights *g, const float *nbias, float *gbias,
                          const utg__mlp_acts *M, float *gm, float *gin) {
     utg_backend *be = m->be;
     int N = m->n_tok, d = m->d, F = m->F;
     const float *src = nbias ? M->nb : M->n;
-    m->mm(be, m->g_f, gm, w->mp, N, F, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-    m->mm(be, g->mp, gm, m->mlp3 ? M->ua2 : M->ua, d, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    m->mm(be, m->g_hidden, gm, w->mlp_proj, N, F, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+    m->mm(be, g->mlp_proj, gm, m->mlp3 ? M->ua2 : M->ua, d, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
     if (m->mlp3) {
-        be->relu2_bwd(be, m->g_f2, m->g_f, M->u2, (size_t)N * F, m->slope);
-        m->mm(be, m->g_f, m->g_f2, w->mid, N, F, F, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-        m->mm(be, g->mid, m->g_f2, M->ua, F, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+        be->relu2_bwd(be, m->g_hidden_pre, m->g_hidden, M->u2, (size_t)N * F, m->slope);
+        m->mm(be, m->g_hidden, m->g_hidden_pre, w->mlp_mid, N, F, F, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+        m->mm(be, g->mlp_mid, m->g_hidden_pre, M->ua, F, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
     }
-    be->relu2_bwd(be, m->g_f2, m->g_f, M->u, (size_t)N * F, m->slope);
-    m->mm(be, m->g_d, m->g_f2, w->fc, N, d, F, UTG_NO_TRANS, UTG_NO_TRANS, w->lns, 0.0f);
-    m->mm(be, g->fc, m->g_f2, src, F, d, N, UTG_TRANS, UTG_NO_TRANS, w->lns, 1.0f);
-    if (nbias) be->mix_bwd(be, NULL, NULL, NULL, gbias, m->g_d, NULL, NULL, NULL, nbias, N, d, 0);
-    be->rmsnorm_bwd(be, gin, m->g_d, M->n, M->r, N, d);
+    be->relu2_bwd(be, m->g_hidden_pre, m->g_hidden, M->u, (size_t)N * F, m->slope);
+    m->mm(be, m->g_normed, m->g_hidden_pre, w->fc, N, d, F, UTG_NO_TRANS, UTG_NO_TRANS, w->ln_scale, 0.0f);
+    m->mm(be, g->fc, m->g_hidden_pre, src, F, d, N, UTG_TRANS, UTG_NO_TRANS, w->ln_scale, 1.0f);
+    if (nbias) be->mix_bwd(be, NULL, NULL, NULL, gbias, m->g_normed, NULL, NULL, NULL, nbias, N, d, 0);
+    be->rmsnorm_bwd(be, gin, m->g_normed, M->n, M->r, N, d);
 }
 
 #define UTG__SC (UTG_MIX_WX_SCALAR | UTG_MIX_WZ_SCALAR)
 #define UTG__SET2 (UTG_MIX_DX_SET | UTG_MIX_DZ_SET)
-#define UTG__NB(w, k) ((w)->nb ? (w)->nb + (size_t)(k) * m->d : NULL)
+#define UTG__NB(w, k) ((w)->norm_bias ? (w)->norm_bias + (size_t)(k) * m->d : NULL)
 
 /* The U-Net skip into a lane: h + w*skip, or with skip gates lerp(w*skip, h, sigmoid(gate)). */
 static void utg__skip_fwd(utg_model *m, float *out, const float *h, const float *skip, const float *w, const float *gate, int N) {
     if (gate) m->be->lerp_fwd(m->be, out, h, skip, gate, w, N, m->d);
-    else m->be->mix_fwd(m->be, out, h, NULL, skip, w, N, m->d, 0);
+    else utg__add_scaled(m, out, h, skip, w, N, m->d);
 }
 /* Its backward: G (dL/dout on entry) becomes dL/dh in place; dL/dskip, dL/dw, dL/dgate are added. */
 static void utg__skip_bwd(utg_model *m, float *G, float *gskip, float *gw, float *ggate, const float *out, const float *skip,
@@ -4936,36 +5130,19 @@ static void utg__skip_bwd(utg_model *m, float *G, float *gskip, float *gw, float
     else m->be->mix_bwd(m->be, NULL, gskip, NULL, gw, G, NULL, NULL, skip, w, N, m->d, 0); /* dL/dh = G */
 }
 
-/* Shift by one position within each sequence: dst[s, t] = src[s, t - 1], zero at t = 0; back = 1 is its
-   transpose, dst[s, t - 1] += src[s, t]. */
-static void utg__shift(utg_model *m, float *dst, const float *src, int n_seqs, int back) {
-    size_t row = (size_t)m->d, seq = (size_t)m->Tc * row;
-    int s;
-    for (s = 0; s < n_seqs; s++) {
-        float *o = dst + (size_t)s * seq;
-        const float *i = src + (size_t)s * seq;
-        if (back) {
-            m->be->axpby(m->be, o, 1.0f, i + row, 1.0f, seq - row);
-        } else {
-            m->be->fill(m->be, o, 0.0f, row);
-            m->be->copy(m->be, o + row, i, seq - row);
-        }
-    }
-}
-
 /* Forward of virtual layer l from input lanes (h0, h1; h1 NULL on one lane). */
 static void utg__layer_forward(utg_model *m, int l, const float *h0, const float *h1, int n_seqs) {
     utg_backend *be = m->be;
     const utg_plan_layer *pl = &m->plan->layers[l];
     utg__acts *A = &m->acts[l];
-    utg__lw w;
+    utg__layer_weights w;
     int N = n_seqs * m->Tc, d = m->d, k, iter = m->iter_any;
     const float *sw = pl->pop_slot >= 0 ? UTG__W(m->t_skip) + (size_t)pl->skip_index * d : NULL, *x, *last;
     const float *sg = sw && m->t_skip_gates >= 0 ? UTG__W(m->t_skip_gates) + (size_t)pl->skip_index * d : NULL;
     utg__layer_ptrs(m, l, 0, &w);
     if (pl->lane == UTG_LANE_TWO || pl->lane == UTG_LANE_PARALLEL) {
         const float *l0 = h0, *l1 = h1 ? h1 : h0; /* lanes start as two copies of h */
-        const float *r = w.pr, *P = w.pp;
+        const float *r = w.par_resid, *P = w.par_post;
         if (sw) {
             utg__skip_fwd(m, A->hs, l0, m->slot_src[pl->pop_slot], sw, sg, N);
             l0 = A->hs;
@@ -4976,24 +5153,24 @@ static void utg__layer_forward(utg_model *m, int l, const float *h0, const float
         }
         A->xs = l0; /* kept for the backward: the lane inputs after the skip */
         A->xs1 = l1;
-        be->mix_rmsnorm_fwd(be, A->hin, A->at[0].n, A->at[0].r, l0, w.rm, m->x0, w.rm + d, N, d, 0, m->eps);
+        be->mix_rmsnorm_fwd(be, A->hin, A->at[0].n, A->at[0].r, l0, w.resid_mix, m->x0, w.resid_mix + d, N, d, 0, m->eps);
         utg__attn_fwd(m, &w, 0, UTG__NB(&w, 0), &A->at[0], NULL, n_seqs);
-        be->mix_fwd(be, A->sa, A->at[0].a, w.as[0], NULL, NULL, N, d, 0);
+        utg__scale(m, A->sa, A->at[0].a, w.attn_scale[0], N, d);
         if (pl->lane == UTG_LANE_TWO) {
             be->mix_fwd(be, A->l0a, l0, r + 0, A->sa, P + 0, N, d, UTG__SC);
             be->mix_fwd(be, A->l1a, l1, r + 0, A->sa, P + 1, N, d, UTG__SC);
-            be->mix_rmsnorm_fwd(be, A->hin_m, A->ml.n, A->ml.r, A->l1a, w.rm, m->x0, w.rm + d, N, d, 0, m->eps);
+            be->mix_rmsnorm_fwd(be, A->hin_m, A->ml.n, A->ml.r, A->l1a, w.resid_mix, m->x0, w.resid_mix + d, N, d, 0, m->eps);
             utg__mlp_fwd(m, &w, UTG__NB(&w, 1), &A->ml, NULL, N);
-            be->mix_fwd(be, A->sm, A->ml.m, w.ms, NULL, NULL, N, d, 0);
+            utg__scale(m, A->sm, A->ml.m, w.mlp_scale, N, d);
             be->mix_fwd(be, A->out, A->l0a, r + 1, A->sm, P + 2, N, d, UTG__SC);
             be->mix_fwd(be, A->out1, A->l1a, r + 1, A->sm, P + 3, N, d, UTG__SC);
         } else {
             utg__mlp_fwd(m, &w, UTG__NB(&w, 1), &A->ml, l1, N);
-            be->mix_fwd(be, A->sm, A->ml.m, w.ms, NULL, NULL, N, d, 0);
+            utg__scale(m, A->sm, A->ml.m, w.mlp_scale, N, d);
             be->mix_fwd(be, A->out, l0, r + 0, A->sa, P + 0, N, d, UTG__SC);
-            be->mix_fwd(be, A->out, A->out, NULL, A->sm, P + 2, N, d, UTG_MIX_WZ_SCALAR);
+            utg__add_scaled_by_scalar(m, A->out, A->out, A->sm, P + 2, N, d);
             be->mix_fwd(be, A->out1, l1, r + 1, A->sa, P + 1, N, d, UTG__SC);
-            be->mix_fwd(be, A->out1, A->out1, NULL, A->sm, P + 3, N, d, UTG_MIX_WZ_SCALAR);
+            utg__add_scaled_by_scalar(m, A->out1, A->out1, A->sm, P + 3, N, d);
         }
         return;
     }
@@ -5001,41 +5178,41 @@ static void utg__layer_forward(utg_model *m, int l, const float *h0, const float
     x = h0;
     if (sw) { utg__skip_fwd(m, A->hs, x, m->slot_src[pl->pop_slot], sw, sg, N); x = A->hs; }
     A->xs = x;
-    if (w.fg) { be->mix_fwd(be, A->hc, x, w.fg, NULL, w.fb, N, d, 0); x = A->hc; }
-    else if (w.ie || w.ha) { be->mix_fwd(be, A->hc, x, w.ha, NULL, w.ie, N, d, w.ha ? UTG_MIX_WX_SCALAR : 0); x = A->hc; }
+    if (w.film_gamma) { be->mix_fwd(be, A->hc, x, w.film_gamma, NULL, w.film_beta, N, d, 0); x = A->hc; }
+    else if (w.iter_embed || w.hc_alpha) { be->mix_fwd(be, A->hc, x, w.hc_alpha, NULL, w.iter_embed, N, d, w.hc_alpha ? UTG_MIX_WX_SCALAR : 0); x = A->hc; }
     A->xc = x;
     if (pl->lane == UTG_LANE_GPTJ) { /* the attention's norm is fused; the MLP normalizes hin again */
-        be->mix_rmsnorm_fwd(be, A->hin, A->at[0].n, A->at[0].r, x, w.rm, m->x0, w.rm + d, N, d, 0, m->eps);
+        be->mix_rmsnorm_fwd(be, A->hin, A->at[0].n, A->at[0].r, x, w.resid_mix, m->x0, w.resid_mix + d, N, d, 0, m->eps);
         utg__attn_fwd(m, &w, 0, UTG__NB(&w, 0), &A->at[0], NULL, n_seqs);
         utg__mlp_fwd(m, &w, UTG__NB(&w, 1), &A->ml, A->hin, N);
-        be->mix_fwd(be, A->hmid[0], A->hin, NULL, A->at[0].a, w.as[0], N, d, 0);
+        utg__add_scaled(m, A->hmid[0], A->hin, A->at[0].a, w.attn_scale[0], N, d);
         last = A->hmid[0];
     } else { /* each residual add is fused with the norm of the sublayer that reads it next */
         const float *cur = A->hin;
         int na = 0;
-        while (na < m->n_attn && w.cq[na]) na++; /* (DISABLE_LAYER0_ATTN: block 0 has no attention matrices) */
-        be->mix_rmsnorm_fwd(be, A->hin, na ? A->at[0].n : A->ml.n, na ? A->at[0].r : A->ml.r, x, w.rm, m->x0, w.rm + d, N, d, 0,
+        while (na < m->n_attn && w.c_q[na]) na++; /* (DISABLE_LAYER0_ATTN: block 0 has no attention matrices) */
+        be->mix_rmsnorm_fwd(be, A->hin, na ? A->at[0].n : A->ml.n, na ? A->at[0].r : A->ml.r, x, w.resid_mix, m->x0, w.resid_mix + d, N, d, 0,
                             m->eps);
         for (k = 0; k < na; k++) {
             utg__attn_fwd(m, &w, k, UTG__NB(&w, k), &A->at[k], NULL, n_seqs);
             be->mix_rmsnorm_fwd(be, A->hmid[k], k + 1 < na ? A->at[k + 1].n : A->ml.n, k + 1 < na ? A->at[k + 1].r : A->ml.r, cur, NULL,
-                                A->at[k].a, w.as[k], N, d, 0, m->eps);
+                                A->at[k].a, w.attn_scale[k], N, d, 0, m->eps);
             cur = A->hmid[k];
         }
         utg__mlp_fwd(m, &w, UTG__NB(&w, m->n_attn), &A->ml, NULL, N);
         last = cur;
     }
     if (iter) { /* PR #1110: out = h + beta * gamma * (block(hc) - hc), hc = alpha * h + iter_embed */
-        be->mix_fwd(be, A->blk, last, NULL, A->ml.m, w.ms, N, d, 0);
-        be->mix_fwd(be, A->delta, A->blk, NULL, A->xc, m->consts + 16, N, d, 0);
-        if (w.hb) {
-            if (w.is) be->mix_fwd(be, A->dsc, A->delta, w.is, NULL, NULL, N, d, 0);
-            be->mix_fwd(be, A->out, A->xs, NULL, w.is ? A->dsc : A->delta, w.hb, N, d, UTG_MIX_WZ_SCALAR);
+        utg__add_scaled(m, A->blk, last, A->ml.m, w.mlp_scale, N, d);
+        utg__sub(m, A->delta, A->blk, A->xc, N);
+        if (w.hc_beta) {
+            if (w.iter_scale) utg__scale(m, A->dsc, A->delta, w.iter_scale, N, d);
+            utg__add_scaled_by_scalar(m, A->out, A->xs, w.iter_scale ? A->dsc : A->delta, w.hc_beta, N, d);
         } else {
-            be->mix_fwd(be, A->out, A->xs, NULL, A->delta, w.is, N, d, 0);
+            utg__add_scaled(m, A->out, A->xs, A->delta, w.iter_scale, N, d);
         }
     } else {
-        be->mix_fwd(be, A->out, last, NULL, A->ml.m, w.ms, N, d, 0);
+        utg__add_scaled(m, A->out, last, A->ml.m, w.mlp_scale, N, d);
     }
     if (pl->push_slot >= 0) m->slot_src[pl->push_slot] = A->out;
 }
@@ -5045,7 +5222,7 @@ static void utg__layer_forward(utg_model *m, int l, const float *h0, const float
 static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs, int seq_len,
                                int grad, float *token_losses, double *loss) {
     utg_backend *be;
-    const float *h0, *h1, *head;
+    const float *h0, *h1, *head, *emb;
     size_t N, i;
     double sum = 0.0;
     utg_result r;
@@ -5080,31 +5257,15 @@ static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_
     be->upload(be, m->ids, inputs, N * sizeof(int32_t));
     be->upload(be, m->tgt, targets, N * sizeof(int32_t));
     be->embed_fwd(be, m->emb, UTG__W(m->t_tok_emb), m->ids, (int)N, m->d);
-    if (m->t_bg_embed >= 0) { /* emb += scale * proj(B[h(prev, cur)]) */
-        int K = m->cfg.bigram_vocab_size, db = m->cfg.bigram_dim;
-        for (i = 0; i < N; i++) /* the records' hash, in int32: (36313 cur) ^ (27191 prev) mod (K - 1); sequence starts: K - 1 */
-            m->host_bg_ids[i] = i % (size_t)m->Tc == 0 ? K - 1
-                              : (int32_t)((uint32_t)((int32_t)(36313 * inputs[i]) ^ (int32_t)(27191 * inputs[i - 1])) % (uint32_t)(K - 1));
-        be->upload(be, m->bg_ids, m->host_bg_ids, N * sizeof(int32_t));
-        be->embed_fwd(be, m->bg_e, UTG__W(m->t_bg_embed), m->bg_ids, (int)N, db);
-        m->mm(be, m->bg_p, m->bg_e, UTG__W(m->t_bg_proj), (int)N, m->d, db, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
-        be->mix_fwd(be, m->emb, m->emb, NULL, m->bg_p, UTG__W(m->t_bg_scale), (int)N, m->d, UTG_MIX_WZ_SCALAR);
-    }
-    if (m->t_smear_w >= 0)
-        be->smear_fwd(be, m->emb_s, m->emb, UTG__W(m->t_smear_w), UTG__W(m->t_smear_lam), m->ids, (int)N, m->Tc, m->d, m->cfg.gate_window,
-                      UTG__BOS_ID);
-    if (m->t_smg >= 0) { /* the static SmearGate: x0 = lerp(xn, xn shifted by one, sigmoid(g)) */
-        be->rmsnorm_fwd(be, m->xn, m->r0, m->t_smear_w >= 0 ? m->emb_s : m->emb, (int)N, m->d, m->eps);
-        utg__shift(m, m->xprev, m->xn, n_seqs, 0);
-        be->lerp_fwd(be, m->x0, m->xprev, m->xn, UTG__W(m->t_smg), NULL, (int)N, m->d);
-    } else {
-        be->rmsnorm_fwd(be, m->x0, m->r0, m->t_smear_w >= 0 ? m->emb_s : m->emb, (int)N, m->d, m->eps);
-    }
+    if (m->t_bg_embed >= 0) utg__bigram_forward(m, inputs, (int)N);
+    emb = m->t_smear_w >= 0 ? utg__smear_gate_forward(m, (int)N) : m->emb;
+    if (m->t_smg >= 0) utg__static_smear_forward(m, emb, n_seqs);
+    else be->rmsnorm_fwd(be, m->x0, m->r0, emb, (int)N, m->d, m->eps);
     if (m->t_ve_embed >= 0) { /* the value embedding, once per forward: ve = scale * E_ve[ids] P^T */
         int vd = m->cfg.ve_dim;
-        be->embed_fwd(be, m->ve_e, UTG__W(m->t_ve_embed), m->ids, (int)N, vd);
-        m->mm(be, m->ve_p, m->ve_e, UTG__W(m->t_ve_proj), (int)N, m->kvd, vd, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
-        be->mix_fwd(be, m->ve, m->ve_p, UTG__W(m->t_ve_scale), NULL, NULL, (int)N, m->kvd, UTG_MIX_WX_SCALAR);
+        be->embed_fwd(be, m->ve_rows, UTG__W(m->t_ve_embed), m->ids, (int)N, vd);
+        m->mm(be, m->ve_projected, m->ve_rows, UTG__W(m->t_ve_proj), (int)N, m->kvd, vd, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+        be->mix_fwd(be, m->ve_scaled, m->ve_projected, UTG__W(m->t_ve_scale), NULL, NULL, (int)N, m->kvd, UTG_MIX_WX_SCALAR);
     }
     h0 = m->x0;
     h1 = NULL;
@@ -5115,7 +5276,7 @@ static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_
     }
     if (h1) { /* two lanes reach the head: their mean (PARALLEL_FINAL_LANE=mean), or one of them */
         if (m->final_lane == 0) {
-            be->mix_fwd(be, m->hlast, h0, m->consts, h1, m->consts, (int)N, m->d, UTG__SC);
+            utg__mean(m, m->hlast, h0, h1, (int)N);
             h0 = m->hlast;
         } else if (m->final_lane == 2) {
             h0 = h1;
@@ -5148,7 +5309,7 @@ UTGDEF utg_result utg_model_eval(utg_model *m, const int32_t *inputs, const int3
 }
 
 /* The running gradients of the backward: lane 0 and lane 1 (current and spare buffers). */
-typedef struct utg__gstate { float *g0, *s0, *g1, *s1; } utg__gstate;
+typedef struct utg__gstate { float *lane0, *lane0_spare, *lane1, *lane1_spare; } utg__gstate;
 
 /* Backward of virtual layer l: on entry gs->g0 (and g1 on two lanes) hold dL/d(output lanes); on
    exit dL/d(input lanes). Every weight gradient is added, so shared weights sum their visits. */
@@ -5156,7 +5317,7 @@ static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
     utg_backend *be = m->be;
     const utg_plan_layer *pl = &m->plan->layers[l];
     utg__acts *A = &m->acts[l];
-    utg__lw w, g;
+    utg__layer_weights w, g;
     int N = m->n_tok, d = m->d, k, iter = m->iter_any;
     size_t Nd = (size_t)N * d;
     const float *sw = pl->pop_slot >= 0 ? UTG__W(m->t_skip) + (size_t)pl->skip_index * d : NULL;
@@ -5167,21 +5328,21 @@ static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
     utg__layer_ptrs(m, l, 0, &w);
     utg__layer_ptrs(m, l, 1, &g);
     if (pl->lane == UTG_LANE_TWO) {
-        float *G0 = gs->g0, *G1 = gs->g1, *Ga = m->g_la, *Gb = m->g_lb;
+        float *G0 = gs->lane0, *G1 = gs->lane1, *Ga = m->g_lane0_mid, *Gb = m->g_lane1_mid;
         /* out = r1*l0a + P[1,0]*sm;  out1 = r1*l1a + P[1,1]*sm;  sm = mlp_scale * MLP(resid_mix(l1a, x0)) */
-        be->mix_bwd(be, Ga, m->g_sm, g.pr + 1, g.pp + 2, G0, A->l0a, w.pr + 1, A->sm, w.pp + 2, N, d, UTG__SC | UTG__SET2);
-        be->mix_bwd(be, Gb, m->g_sm, g.pr + 1, g.pp + 3, G1, A->l1a, w.pr + 1, A->sm, w.pp + 3, N, d, UTG__SC | UTG_MIX_DX_SET);
-        be->mix_bwd(be, m->g_d, NULL, g.ms, NULL, m->g_sm, A->ml.m, w.ms, NULL, NULL, N, d, UTG_MIX_DX_SET);
-        be->fill(be, m->g_hin, 0.0f, Nd);
-        utg__mlp_bwd(m, &w, &g, UTG__NB(&w, 1), UTG__NB(&g, 1), &A->ml, m->g_d, m->g_hin);
-        be->mix_bwd(be, Gb, m->g_x0, g.rm, g.rm + d, m->g_hin, A->l1a, w.rm, m->x0, w.rm + d, N, d, 0);
+        be->mix_bwd(be, Ga, m->g_mlp_scaled, g.par_resid + 1, g.par_post + 2, G0, A->l0a, w.par_resid + 1, A->sm, w.par_post + 2, N, d, UTG__SC | UTG__SET2);
+        be->mix_bwd(be, Gb, m->g_mlp_scaled, g.par_resid + 1, g.par_post + 3, G1, A->l1a, w.par_resid + 1, A->sm, w.par_post + 3, N, d, UTG__SC | UTG_MIX_DX_SET);
+        be->mix_bwd(be, m->g_normed, NULL, g.mlp_scale, NULL, m->g_mlp_scaled, A->ml.m, w.mlp_scale, NULL, NULL, N, d, UTG_MIX_DX_SET);
+        be->fill(be, m->g_mix_out, 0.0f, Nd);
+        utg__mlp_bwd(m, &w, &g, UTG__NB(&w, 1), UTG__NB(&g, 1), &A->ml, m->g_normed, m->g_mix_out);
+        be->mix_bwd(be, Gb, m->g_x0, g.resid_mix, g.resid_mix + d, m->g_mix_out, A->l1a, w.resid_mix, m->x0, w.resid_mix + d, N, d, 0);
         /* l0a = r0*xs + P[0,0]*sa;  l1a = r0*xs1 + P[0,1]*sa;  sa = attn_scale * Attn(resid_mix(xs, x0)) */
-        be->mix_bwd(be, G0, m->g_sa, g.pr, g.pp + 0, Ga, A->xs, w.pr, A->sa, w.pp + 0, N, d, UTG__SC | UTG__SET2);
-        be->mix_bwd(be, G1, m->g_sa, g.pr, g.pp + 1, Gb, A->xs1, w.pr, A->sa, w.pp + 1, N, d, UTG__SC | UTG_MIX_DX_SET);
-        be->mix_bwd(be, m->g_a, NULL, g.as[0], NULL, m->g_sa, A->at[0].a, w.as[0], NULL, NULL, N, d, UTG_MIX_DX_SET);
-        be->fill(be, m->g_hin, 0.0f, Nd);
-        utg__attn_bwd(m, &w, &g, 0, UTG__NB(&w, 0), UTG__NB(&g, 0), &A->at[0], m->g_a, m->g_hin);
-        be->mix_bwd(be, G0, m->g_x0, g.rm, g.rm + d, m->g_hin, A->xs, w.rm, m->x0, w.rm + d, N, d, 0);
+        be->mix_bwd(be, G0, m->g_attn_scaled, g.par_resid, g.par_post + 0, Ga, A->xs, w.par_resid, A->sa, w.par_post + 0, N, d, UTG__SC | UTG__SET2);
+        be->mix_bwd(be, G1, m->g_attn_scaled, g.par_resid, g.par_post + 1, Gb, A->xs1, w.par_resid, A->sa, w.par_post + 1, N, d, UTG__SC | UTG_MIX_DX_SET);
+        be->mix_bwd(be, m->g_attn_out, NULL, g.attn_scale[0], NULL, m->g_attn_scaled, A->at[0].a, w.attn_scale[0], NULL, NULL, N, d, UTG_MIX_DX_SET);
+        be->fill(be, m->g_mix_out, 0.0f, Nd);
+        utg__attn_bwd(m, &w, &g, 0, UTG__NB(&w, 0), UTG__NB(&g, 0), &A->at[0], m->g_attn_out, m->g_mix_out);
+        be->mix_bwd(be, G0, m->g_x0, g.resid_mix, g.resid_mix + d, m->g_mix_out, A->xs, w.resid_mix, m->x0, w.resid_mix + d, N, d, 0);
         if (sw) {
             utg__skip_bwd(m, G0, gslot, gsw, gsg, A->hs, m->slot_src[pl->pop_slot], sw, sg);
             utg__skip_bwd(m, G1, gslot, gsw, gsg, A->hs1, m->slot_src[pl->pop_slot], sw, sg);
@@ -5189,67 +5350,67 @@ static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
         return;
     }
     if (pl->lane == UTG_LANE_PARALLEL) {
-        float *G0 = gs->g0, *G1 = gs->g1, *Ga = gs->s0, *Gb = gs->s1;
+        float *G0 = gs->lane0, *G1 = gs->lane1, *Ga = gs->lane0_spare, *Gb = gs->lane1_spare;
         /* out = r0*xs + P[0,0]*sa + P[1,0]*sm;  out1 = r1*xs1 + P[0,1]*sa + P[1,1]*sm */
-        be->mix_bwd(be, Ga, m->g_sa, g.pr + 0, g.pp + 0, G0, A->xs, w.pr + 0, A->sa, w.pp + 0, N, d, UTG__SC | UTG__SET2);
-        be->mix_bwd(be, NULL, m->g_sm, NULL, g.pp + 2, G0, NULL, NULL, A->sm, w.pp + 2, N, d, UTG_MIX_WZ_SCALAR | UTG_MIX_DZ_SET);
-        be->mix_bwd(be, Gb, m->g_sa, g.pr + 1, g.pp + 1, G1, A->xs1, w.pr + 1, A->sa, w.pp + 1, N, d, UTG__SC | UTG_MIX_DX_SET);
-        be->mix_bwd(be, NULL, m->g_sm, NULL, g.pp + 3, G1, NULL, NULL, A->sm, w.pp + 3, N, d, UTG_MIX_WZ_SCALAR);
+        be->mix_bwd(be, Ga, m->g_attn_scaled, g.par_resid + 0, g.par_post + 0, G0, A->xs, w.par_resid + 0, A->sa, w.par_post + 0, N, d, UTG__SC | UTG__SET2);
+        be->mix_bwd(be, NULL, m->g_mlp_scaled, NULL, g.par_post + 2, G0, NULL, NULL, A->sm, w.par_post + 2, N, d, UTG_MIX_WZ_SCALAR | UTG_MIX_DZ_SET);
+        be->mix_bwd(be, Gb, m->g_attn_scaled, g.par_resid + 1, g.par_post + 1, G1, A->xs1, w.par_resid + 1, A->sa, w.par_post + 1, N, d, UTG__SC | UTG_MIX_DX_SET);
+        be->mix_bwd(be, NULL, m->g_mlp_scaled, NULL, g.par_post + 3, G1, NULL, NULL, A->sm, w.par_post + 3, N, d, UTG_MIX_WZ_SCALAR);
         /* sm = mlp_scale * MLP(xs1): the MLP reads lane 1 directly */
-        be->mix_bwd(be, m->g_d, NULL, g.ms, NULL, m->g_sm, A->ml.m, w.ms, NULL, NULL, N, d, UTG_MIX_DX_SET);
-        utg__mlp_bwd(m, &w, &g, UTG__NB(&w, 1), UTG__NB(&g, 1), &A->ml, m->g_d, Gb);
+        be->mix_bwd(be, m->g_normed, NULL, g.mlp_scale, NULL, m->g_mlp_scaled, A->ml.m, w.mlp_scale, NULL, NULL, N, d, UTG_MIX_DX_SET);
+        utg__mlp_bwd(m, &w, &g, UTG__NB(&w, 1), UTG__NB(&g, 1), &A->ml, m->g_normed, Gb);
         /* sa = attn_scale * Attn(resid_mix(xs, x0)) */
-        be->mix_bwd(be, m->g_a, NULL, g.as[0], NULL, m->g_sa, A->at[0].a, w.as[0], NULL, NULL, N, d, UTG_MIX_DX_SET);
-        be->fill(be, m->g_hin, 0.0f, Nd);
-        utg__attn_bwd(m, &w, &g, 0, UTG__NB(&w, 0), UTG__NB(&g, 0), &A->at[0], m->g_a, m->g_hin);
-        be->mix_bwd(be, Ga, m->g_x0, g.rm, g.rm + d, m->g_hin, A->xs, w.rm, m->x0, w.rm + d, N, d, 0);
+        be->mix_bwd(be, m->g_attn_out, NULL, g.attn_scale[0], NULL, m->g_attn_scaled, A->at[0].a, w.attn_scale[0], NULL, NULL, N, d, UTG_MIX_DX_SET);
+        be->fill(be, m->g_mix_out, 0.0f, Nd);
+        utg__attn_bwd(m, &w, &g, 0, UTG__NB(&w, 0), UTG__NB(&g, 0), &A->at[0], m->g_attn_out, m->g_mix_out);
+        be->mix_bwd(be, Ga, m->g_x0, g.resid_mix, g.resid_mix + d, m->g_mix_out, A->xs, w.resid_mix, m->x0, w.resid_mix + d, N, d, 0);
         if (sw) utg__skip_bwd(m, Ga, gslot, gsw, gsg, A->hs, m->slot_src[pl->pop_slot], sw, sg);
-        gs->g0 = Ga; gs->s0 = G0; gs->g1 = Gb; gs->s1 = G1;
+        gs->lane0 = Ga; gs->lane0_spare = G0; gs->lane1 = Gb; gs->lane1_spare = G1;
         return;
     }
     /* one lane */
-    G = gs->g0;
+    G = gs->lane0;
     if (pl->push_slot >= 0) /* a later layer read this output through the skip stack */
-        be->mix_fwd(be, G, G, NULL, m->g_skip + (size_t)pl->push_slot * Nd, NULL, N, d, 0);
+        utg__add(m, G, G, m->g_skip + (size_t)pl->push_slot * Nd, N, d);
     if (iter) { /* out = xs + [beta *] gamma * delta, delta = blk - xc */
-        float *ID = m->g_hcx, *DD = m->g_hcx + Nd;
+        float *ID = m->g_depth_cond, *DD = m->g_depth_cond + Nd;
         be->copy(be, ID, G, Nd);
-        if (w.hb) { /* T1 = beta G (g_a is free until the attention's backward) */
-            float *T1 = w.is ? m->g_a : DD;
-            be->mix_bwd(be, NULL, T1, NULL, g.hb, G, NULL, NULL, w.is ? A->dsc : A->delta, w.hb, N, d, UTG_MIX_WZ_SCALAR | UTG_MIX_DZ_SET);
-            if (w.is) be->mix_bwd(be, NULL, DD, NULL, g.is, T1, NULL, NULL, A->delta, w.is, N, d, UTG_MIX_DZ_SET);
+        if (w.hc_beta) { /* T1 = beta G (g_a is free until the attention's backward) */
+            float *T1 = w.iter_scale ? m->g_attn_out : DD;
+            be->mix_bwd(be, NULL, T1, NULL, g.hc_beta, G, NULL, NULL, w.iter_scale ? A->dsc : A->delta, w.hc_beta, N, d, UTG_MIX_WZ_SCALAR | UTG_MIX_DZ_SET);
+            if (w.iter_scale) be->mix_bwd(be, NULL, DD, NULL, g.iter_scale, T1, NULL, NULL, A->delta, w.iter_scale, N, d, UTG_MIX_DZ_SET);
         } else {
-            be->mix_bwd(be, NULL, DD, NULL, g.is, G, NULL, NULL, A->delta, w.is, N, d, UTG_MIX_DZ_SET);
+            be->mix_bwd(be, NULL, DD, NULL, g.iter_scale, G, NULL, NULL, A->delta, w.iter_scale, N, d, UTG_MIX_DZ_SET);
         }
         be->copy(be, G, DD, Nd); /* dL/dblk */
     }
     /* (blk or out) = last + mlp_scale * m: the identity path keeps G */
-    be->mix_bwd(be, NULL, m->g_d, NULL, g.ms, G, NULL, NULL, A->ml.m, w.ms, N, d, UTG_MIX_DZ_SET);
+    be->mix_bwd(be, NULL, m->g_normed, NULL, g.mlp_scale, G, NULL, NULL, A->ml.m, w.mlp_scale, N, d, UTG_MIX_DZ_SET);
     if (pl->lane == UTG_LANE_GPTJ) { /* hmid = hin + attn_scale * a; the MLP read hin too */
-        be->mix_bwd(be, NULL, m->g_a, NULL, g.as[0], G, NULL, NULL, A->at[0].a, w.as[0], N, d, UTG_MIX_DZ_SET);
-        utg__mlp_bwd(m, &w, &g, UTG__NB(&w, 1), UTG__NB(&g, 1), &A->ml, m->g_d, G);
-        utg__attn_bwd(m, &w, &g, 0, UTG__NB(&w, 0), UTG__NB(&g, 0), &A->at[0], m->g_a, G);
+        be->mix_bwd(be, NULL, m->g_attn_out, NULL, g.attn_scale[0], G, NULL, NULL, A->at[0].a, w.attn_scale[0], N, d, UTG_MIX_DZ_SET);
+        utg__mlp_bwd(m, &w, &g, UTG__NB(&w, 1), UTG__NB(&g, 1), &A->ml, m->g_normed, G);
+        utg__attn_bwd(m, &w, &g, 0, UTG__NB(&w, 0), UTG__NB(&g, 0), &A->at[0], m->g_attn_out, G);
     } else {
-        utg__mlp_bwd(m, &w, &g, UTG__NB(&w, m->n_attn), UTG__NB(&g, m->n_attn), &A->ml, m->g_d, G);
+        utg__mlp_bwd(m, &w, &g, UTG__NB(&w, m->n_attn), UTG__NB(&g, m->n_attn), &A->ml, m->g_normed, G);
         for (k = m->n_attn - 1; k >= 0; k--) { /* hmid[k] = (hmid[k-1] or hin) + attn_scale_k * a_k */
-            if (!w.cq[k]) continue;
-            be->mix_bwd(be, NULL, m->g_a, NULL, g.as[k], G, NULL, NULL, A->at[k].a, w.as[k], N, d, UTG_MIX_DZ_SET);
-            utg__attn_bwd(m, &w, &g, k, UTG__NB(&w, k), UTG__NB(&g, k), &A->at[k], m->g_a, G);
+            if (!w.c_q[k]) continue;
+            be->mix_bwd(be, NULL, m->g_attn_out, NULL, g.attn_scale[k], G, NULL, NULL, A->at[k].a, w.attn_scale[k], N, d, UTG_MIX_DZ_SET);
+            utg__attn_bwd(m, &w, &g, k, UTG__NB(&w, k), UTG__NB(&g, k), &A->at[k], m->g_attn_out, G);
         }
     }
     /* hin = resid_mix[0] * xc + resid_mix[1] * x0 */
-    be->mix_bwd(be, gs->s0, m->g_x0, g.rm, g.rm + d, G, A->xc, w.rm, m->x0, w.rm + d, N, d, UTG_MIX_DX_SET);
-    t = gs->g0; gs->g0 = gs->s0; gs->s0 = t;
-    G = gs->g0;
+    be->mix_bwd(be, gs->lane0_spare, m->g_x0, g.resid_mix, g.resid_mix + d, G, A->xc, w.resid_mix, m->x0, w.resid_mix + d, N, d, UTG_MIX_DX_SET);
+    t = gs->lane0; gs->lane0 = gs->lane0_spare; gs->lane0_spare = t;
+    G = gs->lane0;
     if (iter) { /* xc = [alpha *] xs [+ iter_embed]: dxc = (block path) - d(delta); dxs = [alpha *] dxc + the identity path */
-        float *ID = m->g_hcx, *DD = m->g_hcx + Nd;
-        be->mix_fwd(be, G, G, NULL, DD, m->consts + 16, N, d, 0);
-        be->mix_bwd(be, ID, NULL, g.ha, g.ie, G, A->xs, w.ha, NULL, w.ie, N, d, w.ha ? UTG_MIX_WX_SCALAR : 0);
+        float *ID = m->g_depth_cond, *DD = m->g_depth_cond + Nd;
+        utg__sub(m, G, G, DD, N);
+        be->mix_bwd(be, ID, NULL, g.hc_alpha, g.iter_embed, G, A->xs, w.hc_alpha, NULL, w.iter_embed, N, d, w.hc_alpha ? UTG_MIX_WX_SCALAR : 0);
         be->copy(be, G, ID, Nd);
-    } else if (w.fg) { /* xc = gamma * xs + beta */
-        be->mix_bwd(be, gs->s0, NULL, g.fg, g.fb, G, A->xs, w.fg, NULL, w.fb, N, d, UTG_MIX_DX_SET);
-        t = gs->g0; gs->g0 = gs->s0; gs->s0 = t;
-        G = gs->g0;
+    } else if (w.film_gamma) { /* xc = gamma * xs + beta */
+        be->mix_bwd(be, gs->lane0_spare, NULL, g.film_gamma, g.film_beta, G, A->xs, w.film_gamma, NULL, w.film_beta, N, d, UTG_MIX_DX_SET);
+        t = gs->lane0; gs->lane0 = gs->lane0_spare; gs->lane0_spare = t;
+        G = gs->lane0;
     }
     if (sw) utg__skip_bwd(m, G, gslot, gsw, gsg, A->hs, m->slot_src[pl->pop_slot], sw, sg);
 }
@@ -5261,7 +5422,7 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
     utg__gstate gs;
     size_t Nd;
     int l, N, lanes_out;
-    float *gE;
+    const float *gE;
     if (!m || !m->be) return UTG_ERR_INVALID;
     if (!m->have_forward) { utg__msgf(&m->msg, "backward needs a successful forward first"); return UTG_ERR_INVALID; }
     m->have_forward = 0; /* the logits now hold gradients: one backward per forward */
@@ -5270,69 +5431,50 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
     Nd = (size_t)N * m->d;
     be->fill(be, m->g_skip, 0.0f, (size_t)m->max_slots * Nd);
     be->fill(be, m->g_x0, 0.0f, Nd);
-    if (m->g_ve) be->fill(be, m->g_ve, 0.0f, (size_t)N * m->kvd);
+    if (m->g_ve_scaled) be->fill(be, m->g_ve_scaled, 0.0f, (size_t)N * m->kvd);
     if (m->g_v0) be->fill(be, m->g_v0, 0.0f, (size_t)N * m->kvd);
     /* head: logits = hf head^T, the logits buffer holds dloss/dlogits already */
     head = m->t_lm_head >= 0 ? UTG__W(m->t_lm_head) : UTG__W(m->t_tok_emb);
     dhead = m->t_lm_head >= 0 ? UTG__G(m->t_lm_head) : UTG__G(m->t_tok_emb);
-    m->mm(be, m->g_d, m->logits, head, N, m->d, m->V, UTG_NO_TRANS, UTG_NO_TRANS, loss_scale, 0.0f);
+    m->mm(be, m->g_normed, m->logits, head, N, m->d, m->V, UTG_NO_TRANS, UTG_NO_TRANS, loss_scale, 0.0f);
     m->mm(be, dhead, m->logits, m->hf, m->V, m->d, N, UTG_TRANS, UTG_NO_TRANS, loss_scale, 1.0f);
-    gs.g0 = m->g_h; gs.s0 = m->g_prev; gs.g1 = m->g_l1; gs.s1 = m->g_l1b;
-    be->fill(be, gs.g0, 0.0f, Nd);
-    be->rmsnorm_bwd(be, gs.g0, m->g_d, m->hf, m->rf, N, m->d);
+    gs.lane0 = m->g_lane0; gs.lane0_spare = m->g_lane0_spare; gs.lane1 = m->g_lane1; gs.lane1_spare = m->g_lane1_spare;
+    be->fill(be, gs.lane0, 0.0f, Nd);
+    be->rmsnorm_bwd(be, gs.lane0, m->g_normed, m->hf, m->rf, N, m->d);
     lanes_out = m->plan->lanes_from >= 0;
     if (lanes_out) { /* split the head's gradient over the lanes it read */
         if (m->final_lane == 0) {
-            be->mix_fwd(be, gs.g1, gs.g0, m->consts, NULL, NULL, N, m->d, UTG_MIX_WX_SCALAR);
-            be->mix_fwd(be, gs.g0, gs.g0, m->consts, NULL, NULL, N, m->d, UTG_MIX_WX_SCALAR);
+            utg__halve(m, gs.lane1, gs.lane0, N);
+            utg__halve(m, gs.lane0, gs.lane0, N);
         } else if (m->final_lane == 1) {
-            be->fill(be, gs.g1, 0.0f, Nd);
+            be->fill(be, gs.lane1, 0.0f, Nd);
         } else {
-            be->copy(be, gs.g1, gs.g0, Nd);
-            be->fill(be, gs.g0, 0.0f, Nd);
+            be->copy(be, gs.lane1, gs.lane0, Nd);
+            be->fill(be, gs.lane0, 0.0f, Nd);
         }
     }
     for (l = m->plan->n_layers - 1; l >= 0; l--) {
         utg__layer_backward(m, l, &gs);
         if (l == m->plan->lanes_from) /* both lanes started as this layer's input */
-            be->mix_fwd(be, gs.g0, gs.g0, NULL, gs.g1, NULL, N, m->d, 0);
+            utg__add(m, gs.lane0, gs.lane0, gs.lane1, N, m->d);
     }
     /* x0 = RMSNorm(tok_emb[ids]): x0 fed the first layer and every resid_mix */
-    be->mix_fwd(be, m->g_x0, m->g_x0, NULL, gs.g0, NULL, N, m->d, 0);
+    utg__add(m, m->g_x0, m->g_x0, gs.lane0, N, m->d);
     if (m->t_ve_embed >= 0) { /* ve = scale * ve_p, ve_p = ve_e P^T, ve_e = E_ve[ids] */
         int vd = m->cfg.ve_dim;
-        be->fill(be, m->g_vep, 0.0f, (size_t)N * m->kvd);
-        be->mix_bwd(be, m->g_vep, NULL, UTG__G(m->t_ve_scale), NULL, m->g_ve, m->ve_p, UTG__W(m->t_ve_scale), NULL, NULL, N, m->kvd,
+        be->fill(be, m->g_ve_proj, 0.0f, (size_t)N * m->kvd);
+        be->mix_bwd(be, m->g_ve_proj, NULL, UTG__G(m->t_ve_scale), NULL, m->g_ve_scaled, m->ve_projected, UTG__W(m->t_ve_scale), NULL, NULL, N, m->kvd,
                     UTG_MIX_WX_SCALAR);
-        m->mm(be, m->g_vee, m->g_vep, UTG__W(m->t_ve_proj), N, vd, m->kvd, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-        m->mm(be, UTG__G(m->t_ve_proj), m->g_vep, m->ve_e, m->kvd, vd, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
-        be->embed_bwd(be, UTG__G(m->t_ve_embed), m->g_vee, m->ids, N, vd);
+        m->mm(be, m->g_ve_rows, m->g_ve_proj, UTG__W(m->t_ve_proj), N, vd, m->kvd, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+        m->mm(be, UTG__G(m->t_ve_proj), m->g_ve_proj, m->ve_rows, m->kvd, vd, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+        be->embed_bwd(be, UTG__G(m->t_ve_embed), m->g_ve_rows, m->ids, N, vd);
     }
-    be->fill(be, m->g_d, 0.0f, Nd);
-    if (m->t_smg >= 0) { /* x0 = lerp(xprev, xn, sigmoid(g)); the layers' temporaries are free now */
-        be->fill(be, m->g_hin, 0.0f, Nd);
-        be->lerp_bwd(be, m->g_a, m->g_hin, UTG__G(m->t_smg), NULL, m->g_x0, m->x0, m->xn, UTG__W(m->t_smg), NULL, N, m->d);
-        utg__shift(m, m->g_hin, m->g_a, N / m->Tc, 1);
-        be->rmsnorm_bwd(be, m->g_d, m->g_hin, m->xn, m->r0, N, m->d);
-    } else {
-        be->rmsnorm_bwd(be, m->g_d, m->g_x0, m->x0, m->r0, N, m->d);
-    }
-    gE = m->g_d; /* dL/d(the raw embedding) */
-    if (m->t_smear_w >= 0) { /* through the SmearGate */
-        be->fill(be, m->g_emb, 0.0f, Nd);
-        be->smear_bwd(be, m->g_emb, UTG__G(m->t_smear_w), UTG__G(m->t_smear_lam), m->g_d, m->emb, UTG__W(m->t_smear_w),
-                      UTG__W(m->t_smear_lam), m->ids, N, m->Tc, m->d, m->cfg.gate_window, UTG__BOS_ID);
-        gE = m->g_emb;
-    }
-    if (m->t_bg_embed >= 0) { /* emb = tok_emb[ids] + scale * bg_e P^T */
-        int db = m->cfg.bigram_dim;
-        be->fill(be, m->g_bgp, 0.0f, Nd);
-        be->mix_bwd(be, NULL, m->g_bgp, NULL, UTG__G(m->t_bg_scale), gE, NULL, NULL, m->bg_p, UTG__W(m->t_bg_scale), N, m->d,
-                    UTG_MIX_WZ_SCALAR);
-        m->mm(be, m->g_bge, m->g_bgp, UTG__W(m->t_bg_proj), N, db, m->d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-        m->mm(be, UTG__G(m->t_bg_proj), m->g_bgp, m->bg_e, m->d, db, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
-        be->embed_bwd(be, UTG__G(m->t_bg_embed), m->g_bge, m->bg_ids, N, db);
-    }
+    be->fill(be, m->g_normed, 0.0f, Nd);
+    if (m->t_smg >= 0) utg__static_smear_backward(m, N);
+    else be->rmsnorm_bwd(be, m->g_normed, m->g_x0, m->x0, m->r0, N, m->d);
+    gE = m->g_normed; /* dL/d(the raw embedding) */
+    if (m->t_smear_w >= 0) gE = utg__smear_gate_backward(m, gE, N);
+    if (m->t_bg_embed >= 0) utg__bigram_backward(m, gE, N);
     be->embed_bwd(be, UTG__G(m->t_tok_emb), gE, m->ids, N, m->d);
     return UTG_OK;
 }
@@ -9185,20 +9327,20 @@ UTGDEF utg_result utg_hessians_accumulate(utg_hessians *h) {
             if (s->mid >= 0) mid = s->mid;
             if (s->proj >= 0) mp = s->proj;
         }
-        utg__lw w;
+        utg__layer_weights w;
         utg__layer_ptrs(m, l, 0, &w);
         for (k = 0; k < m->n_attn; k++) {
             const utg__attn_acts *S = &A->at[k];
-            utg__hess_add(h, x->c_q[k], S->nb ? S->nb : S->n, N, w.lns * w.lns);
+            utg__hess_add(h, x->c_q[k], S->nb ? S->nb : S->n, N, w.ln_scale * w.ln_scale);
             utg__hess_add(h, x->proj[k], utg__attn_out(&w, k, S), N, 1.0f);
         }
-        utg__hess_add(h, fc, A->ml.nb ? A->ml.nb : A->ml.n, N, w.lns * w.lns);
+        utg__hess_add(h, fc, A->ml.nb ? A->ml.nb : A->ml.n, N, w.ln_scale * w.ln_scale);
         if (m->mlp3) { utg__hess_add(h, mid, A->ml.ua, N, 1.0f); utg__hess_add(h, mp, A->ml.ua2, N, 1.0f); }
         else utg__hess_add(h, mp, A->ml.ua, N, 1.0f);
     }
     utg__hess_add(h, m->t_lm_head >= 0 ? m->t_lm_head : m->t_tok_emb, m->hf, N, 1.0f);
-    utg__hess_add(h, m->t_bg_proj, m->bg_e, N, 1.0f);
-    utg__hess_add(h, m->t_ve_proj, m->ve_e, N, 1.0f);
+    utg__hess_add(h, m->t_bg_proj, m->bigram_rows, N, 1.0f);
+    utg__hess_add(h, m->t_ve_proj, m->ve_rows, N, 1.0f);
     h->batches++;
     return UTG_OK;
 }
