@@ -7,17 +7,23 @@
        utg_model *m; utg_model_desc d = {0}; utg_model_create(&d, &m);   // baseline GPT, CPU
 
    WHAT IT IS
-       The model, the depth plan, the backend table with its CPU reference implementation and the
-       safetensors bridge to PyTorch. A zeroed utg_config is the Parameter Golf `train_gpt.py`
-       baseline (9 blocks, 512 wide, 8/4 heads, vocab 1024). Later versions add optimizers,
-       quantization and the compressed artifact (see docs/DESIGN.md).
+       Everything a trainer needs for Parameter Golf's tiny depth-recurrent language models, in one
+       file: the knob table (train_gpt.py's environment names), the model with its depth plan (every
+       recurrence form of the records), the backend table with its CPU reference implementation,
+       Muon and Adam(W) with their schedules, EMA and SWA, token shards and loaders, resumable
+       checkpoints, the SentencePiece reader and the exact bits-per-byte, quantizers with GPTQ, and
+       the compressed UTGA artifact. A zeroed utg_config is the `train_gpt.py` baseline (9 blocks,
+       512 wide, 8/4 heads, vocab 1024). docs/DESIGN.md explains the architecture and how to change
+       it; docs/FORMAT.md specifies the artifact and its loader checklist.
 
    THREAT MODEL
-       Bytes from outside (safetensors files, token shards) are hostile: every parser here works on
-       memory through a bounds-checked cursor, checks every size computation for overflow, caps
-       header and tensor sizes, and answers bad input with a utg_result and a message; it never
-       aborts or reads out of bounds. Configuration values are validated before a model is built.
-       The backend ops trust their arguments (they are called by the model, not by users).
+       Bytes from outside (artifacts, checkpoints, safetensors files, token shards, SentencePiece
+       models, config text) are hostile: every parser works on memory through a bounds-checked
+       cursor, checks every size computation for overflow, allocates nothing from metadata before
+       checking it against sizes the file bounds, and answers bad input with a utg_result and a
+       message; it never aborts or reads out of bounds (the fuzz targets in tests/ hold it to that).
+       Configuration values are validated before a model is built. The backend ops trust their
+       arguments (they are called by the model, not by users).
 
    CONFIG MACROS (define before including, in the file that defines UTGOLF_IMPLEMENTATION unless
    noted)
@@ -59,8 +65,10 @@
    BUILD
        C:     cc -std=c99 -O3 -march=native -ffp-contract=fast -fopenmp my.c -lm
               (-ffp-contract=fast lets ISO C mode fuse multiply-adds; UTG_NO_VECTOR_EXT selects the
-              plain-C kernels instead of GCC/Clang vector extensions)
-       CUDA:  utgolf_cuda.cu arrives with the GPU backend (not in this version).
+              plain-C kernels instead of GCC/Clang vector extensions; UTG_USE_BROTLI with
+              -lbrotlienc -lbrotlidec adds the brotli codec of the artifact)
+       GPU:   the backend table (>>backend_api) is where a CUDA backend plugs in; this version
+              ships the CPU backend only.
 
    ERRORS AND THREADS
        Fallible calls return utg_result (0 = UTG_OK, negative = error); utg_result_string() names
@@ -70,13 +78,13 @@
        written so that results do not depend on the thread count at all.
 
    NUMERICS
-       Everything runs in fp32. train_gpt.py keeps linear weights in fp32 but multiplies in bf16
-       under autocast and keeps the tied embedding in bf16; the CPU reference does neither, so its
-       losses match PyTorch run in fp32 (tests/test_torch_parity.py checks this).
+       Master weights, optimizer state, activations and every sum are fp32. MATMUL_BF16=1 rounds the
+       model's matmul inputs to bf16 (train_gpt.py's autocast) and MUON_NS_BF16 (on by default) does
+       the same in Newton-Schulz, as train_gpt.py does; both sum in fp32. With both off the losses
+       match PyTorch run in fp32 (tests/test_torch_parity.py checks this).
 
-   RECENT CHANGES
-       0.1.0  first version: config table, parameter arena, CPU backend, baseline GPT forward and
-              backward, safetensors import/export, token shard reader.
+   CHANGES
+       CHANGELOG.md lists what each version adds, by capability.
 */
 #ifndef UTGOLF_H
 #define UTGOLF_H
@@ -423,19 +431,22 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
 /* ------------------------------------------------------------------------------------------------
 // >>backend_api
    The op-level table the model calls. All tensors are row-major float32 in backend memory
-   ("device" pointers). Rule for every backward op: it ADDS into its gradient outputs (callers
-   zero them first); this is what lets shared weights accumulate gradients over several visits.
+   ("device" pointers); the model never reads backend memory directly, only through download.
+   Gradient outputs of a backward op: weight gradients (dW, dg, dlam, ...) are always ADDED to, so
+   that a weight shared by several virtual layers sums the gradients of its visits; each op's
+   comment says whether it WRITES or ADDS its input gradients (dx, dz, ...). Writing saves the zero
+   fill a first contribution would otherwise need.
    ------------------------------------------------------------------------------------------------ */
 
 #define UTG_BACKEND_ABI_VERSION 9u
 
 #define UTG_MIX_WX_SCALAR 1 /* mix_fwd/mix_bwd flags */
 #define UTG_MIX_WZ_SCALAR 2
-#define UTG_MIX_WZ_SIGMOID 4 /* with UTG_MIX_WZ_SCALAR: z's weight is sigmoid(wz[0]) (ABI 5) */
-#define UTG_MIX_DX_SET 8      /* mix_bwd: dx is overwritten rather than added to (ABI 9) */
-#define UTG_MIX_DZ_SET 16     /* mix_bwd: dz is overwritten rather than added to (ABI 9) */
+#define UTG_MIX_WZ_SIGMOID 4 /* with UTG_MIX_WZ_SCALAR: z's weight is sigmoid(wz[0]) */
+#define UTG_MIX_DX_SET 8      /* mix_bwd: dx is overwritten rather than added to */
+#define UTG_MIX_DZ_SET 16     /* mix_bwd: dz is overwritten rather than added to */
 
-/* ta of matmul may also say "C is symmetric" (bit 2, ABI 7): M == N, beta 0, and op(A) op(B) is known
+/* ta of matmul may also say "C is symmetric" (bit 2): M == N, beta 0, and op(A) op(B) is known
    to be symmetric (X X^T, X^T X, or A A with A symmetric). A backend may then compute the upper
    triangle and mirror it (the CPU backend does: its upper triangle has the full product's bits). */
 typedef enum utg_trans { UTG_NO_TRANS = 0, UTG_TRANS = 1, UTG_NO_TRANS_SYM = 2, UTG_TRANS_SYM = 3 } utg_trans;
@@ -453,7 +464,7 @@ struct utg_backend {
     uint32_t struct_size; /* sizeof(utg_backend) as the backend was compiled */
     const char *name;
     void *impl; /* backend-private state */
-    uint32_t flags; /* UTG_BACKEND_CONCURRENT (ABI 7) */
+    uint32_t flags; /* UTG_BACKEND_CONCURRENT */
 
     /* memory */
     void *(*buf_alloc)(utg_backend *be, size_t size_bytes); /* zero-filled, 64-byte aligned */
@@ -469,7 +480,7 @@ struct utg_backend {
     void (*matmul)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
                    utg_trans ta, utg_trans tb, float alpha, float beta);
     /* The same with alpha * op(A) and op(B) rounded to bf16 (nearest even) and the products summed
-       in fp32: Newton-Schulz in bf16 as train_gpt.py runs it (ABI 6). The CPU backend's AVX-512 path
+       in fp32: Newton-Schulz in bf16 as train_gpt.py runs it. The CPU backend's AVX-512 path
        reads denormal inputs as zero where it converts with vcvtne2ps2bf16 (a transposed pack). */
     void (*matmul_bf16)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
                         utg_trans ta, utg_trans tb, float alpha, float beta);
@@ -484,13 +495,13 @@ struct utg_backend {
     void (*rmsnorm_bwd)(utg_backend *be, float *dx, const float *dy, const float *y,
                         const float *rstd, int rows, int cols);
 
-    /* q and k after their projection, in one pass (ABI 8; it replaces rope and head_scale): over
+    /* q and k after their projection, in one pass: over
        x[n_tok, n_heads*head_dim], each head's vector is RMS-normalized (xn, and rstd[t*n_heads+h]
        saved for the backward), rotated by RoPE on its first rot_dims dims (split-half pairs
        (i, i+rot_dims/2); the other dims pass through; token row r sits at position r % seq_len;
        cos_sin holds [seq_len, rot_dims/2] cosines then as many sines), then scaled by gain[h]
        (q_gain; NULL: 1):  y = gain * rope(xn).  The backward recomputes rope(xn) from xn; it WRITES
-       dL/dx into dx (ABI 9; it added before) and, with a gain, ADDS dL/dgain into dgain. No output
+       dL/dx into dx and, with a gain, ADDS dL/dgain into dgain. No output
        may alias an input (y, xn and x; dx and dy). */
     void (*qk_norm_rope_fwd)(utg_backend *be, float *y, float *xn, float *rstd, const float *x, const float *cos_sin,
                              const float *gain, int n_tok, int seq_len, int n_heads, int head_dim, int rot_dims, float eps);
@@ -500,28 +511,28 @@ struct utg_backend {
 
     /* Causal attention with GQA: q[B*T, H*hd], k/v[B*T, Hkv*hd], query head h reads kv head
        h / (H/Hkv). y[B*T, H*hd]; lse[B*T*H] = log-sum-exp of the scaled logits of each query. The
-       backward WRITES dq, dk and dv (ABI 9; it added before). */
+       backward WRITES dq, dk and dv. */
     void (*attn_fwd)(utg_backend *be, float *y, float *lse, const float *q, const float *k,
                      const float *v, int B, int T, int H, int Hkv, int hd, float scale);
     void (*attn_bwd)(utg_backend *be, float *dq, float *dk, float *dv, const float *dy,
                      const float *q, const float *k, const float *v, const float *y,
                      const float *lse, int B, int T, int H, int Hkv, int hd, float scale);
 
-    /* y = leaky_relu(x, slope)^2 (slope 0: relu(x)^2);  dx = dy * 2*x * (x > 0 ? 1 : slope^2) (ABI 4;
-       since ABI 9 the backward writes dx rather than adding to it) */
+    /* y = leaky_relu(x, slope)^2 (slope 0: relu(x)^2); the backward WRITES
+       dx = dy * 2*x * (x > 0 ? 1 : slope^2) */
     void (*relu2_fwd)(utg_backend *be, float *y, const float *x, size_t n, float slope);
     void (*relu2_bwd)(utg_backend *be, float *dx, const float *dy, const float *x, size_t n, float slope);
 
     /* XSA (exclusive self attention): y[t,h,:] = x[t,h,:] - (x.u) u with u = v[t,j,:] / |v[t,j,:]| of
-       the token's own value, j = h / (H/Hkv). Backward ADDS into dx and dv. (ABI 4) */
+       the token's own value, j = h / (H/Hkv). Backward ADDS into dx and dv. */
     void (*xsa_fwd)(utg_backend *be, float *y, const float *x, const float *v, int n_tok, int H, int Hkv, int hd);
     void (*xsa_bwd)(utg_backend *be, float *dx, float *dv, const float *dy, const float *x, const float *v, int n_tok,
                     int H, int Hkv, int hd);
 
     /* Gated skip (PR #1089): out[r,c] = a_c x[r,c] + (1 - a_c) s_c z[r,c] with a = sigmoid(g[c]); s NULL
-       means 1 (then ds is NULL too; ABI 5: the static SmearGate). The backward reads the output y
+       means 1 (then ds is NULL too: the static SmearGate). The backward reads the output y
        instead of x (x - s z = (y - s z) / a), ADDS into dz, dg, ds, and OVERWRITES dx = a dout (dx
-       may alias dout). (ABI 4) */
+       may alias dout). */
     void (*lerp_fwd)(utg_backend *be, float *out, const float *x, const float *z, const float *g, const float *s,
                      int rows, int cols);
     void (*lerp_bwd)(utg_backend *be, float *dx, float *dz, float *dg, float *ds, const float *dout, const float *y,
@@ -530,7 +541,7 @@ struct utg_backend {
     /* Attention output gate: z[t,h] = scale * sum_{i<win} W[h,i] x[t,i] (x rows hold x_cols floats),
        g = mult * sigmoid(z) (saved), y[t,h,:] = g[t,h] yin[t,h,:]. Backward ADDS dyin = g dy and, with
        dz = (dy . yin) g (1 - g / mult), dW[h,i] += scale sum_t dz x[t,i], dx[t,i] += scale sum_h dz W[h,i].
-       win = x_cols is the dense gate. (ABI 4) */
+       win = x_cols is the dense gate. */
     void (*gate_fwd)(utg_backend *be, float *y, float *g, const float *yin, const float *x, const float *W, int n_tok, int H,
                      int hd, int x_cols, int win, float scale, float mult);
     void (*gate_bwd)(utg_backend *be, float *dyin, float *dx, float *dW, const float *dy, const float *yin, const float *x,
@@ -538,7 +549,7 @@ struct utg_backend {
 
     /* Input-dependent SmearGate (PR #1667, BOS-masked as PR #1855): for a token at position p >= 1 of
        its sequence (p = row % seq_len) whose id is not bos, y_t = x_t + lam * sigmoid(w . x_t[0:win]) x_{t-1};
-       otherwise y_t = x_t. Backward ADDS into dx (not aliasing dy), dw and dlam. (ABI 4) */
+       otherwise y_t = x_t. Backward ADDS into dx (not aliasing dy), dw and dlam. */
     void (*smear_fwd)(utg_backend *be, float *y, const float *x, const float *w, const float *lam, const int32_t *ids,
                       int n_tok, int seq_len, int d, int win, int bos);
     void (*smear_bwd)(utg_backend *be, float *dx, float *dw, float *dlam, const float *dy, const float *x, const float *w,
@@ -549,16 +560,17 @@ struct utg_backend {
        1. z NULL means a row of ones (out = WX*x + wz, a bias; both z and wz NULL: out = WX*x). out
        may alias x. Backward adds into any non-NULL dx, dz, dwx, dwz (dw summed over rows, and over
        channels for a scalar; deterministic); UTG_MIX_DX_SET / UTG_MIX_DZ_SET make it overwrite dx / dz
-       instead (ABI 9: no zero fill before a first contribution). This one op is resid_mix, the scaled residual adds,
-       the U-Net skip adds, norm biases, FiLM and the parallel-residual lane updates. (ABI 3)
-       UTG_MIX_WZ_SIGMOID (with UTG_MIX_WZ_SCALAR) weights z by sigmoid(wz[0]) and its backward adds
-       sigmoid'(wz[0]) * sum(dout z) into dwz (ABI 5: the value residual's gates). */
+       instead. This one op is resid_mix, the scaled residual adds, the U-Net skip adds, norm biases,
+       FiLM and the parallel-residual lane updates (the model names its common forms: utg__add,
+       utg__add_scaled, utg__sub, utg__mean, ...). UTG_MIX_WZ_SIGMOID (with UTG_MIX_WZ_SCALAR)
+       weights z by sigmoid(wz[0]) and its backward adds sigmoid'(wz[0]) * sum(dout z) into dwz
+       (the value residual's gates). */
     void (*mix_fwd)(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
                     const float *wz, int rows, int cols, int flags);
     void (*mix_bwd)(utg_backend *be, float *dx, float *dz, float *dwx, float *dwz, const float *dout,
                     const float *x, const float *wx, const float *z, const float *wz, int rows,
                     int cols, int flags);
-    /* mix_fwd and then rmsnorm_fwd of its output in one pass (ABI 9: a residual add and the next
+    /* mix_fwd and then rmsnorm_fwd of its output in one pass (a residual add and the next
        block's norm): out as mix_fwd (may alias x), y and rstd as rmsnorm_fwd(out); the same bits as
        the two ops. */
     void (*mix_rmsnorm_fwd)(utg_backend *be, float *out, float *y, float *rstd, const float *x, const float *wx,
@@ -570,13 +582,13 @@ struct utg_backend {
     void (*xent_fwd)(utg_backend *be, float *logits, float *row_loss, const int32_t *targets,
                      int rows, int V, float softcap, float dscale);
 
-    /* Optimizer and averaging ops (ABI 2). */
+    /* Optimizer and averaging ops. */
     /* y = alpha*x + beta*y over n floats; x may be NULL when alpha == 0. */
     void (*axpby)(utg_backend *be, float *y, float alpha, const float *x, float beta, size_t n);
     /* sum of x^2 in double, returned to the host; deterministic (the same bits for any thread
        count: fixed-size chunks summed in a fixed order). */
     double (*sumsq)(utg_backend *be, const float *x, size_t n);
-    /* Muon's momentum in one pass (ABI 8): m = mu*m + g, then u = g + mu*m (nesterov) or u = m. */
+    /* Muon's momentum in one pass: m = mu*m + g, then u = g + mu*m (nesterov) or u = m. */
     void (*muon_momentum)(utg_backend *be, float *u, float *m, const float *g, float mu, int nesterov, size_t n);
     /* each row of x[rows, cols] divided by max(||row||_2, eps) (MuonEq-R) */
     void (*row_normalize)(utg_backend *be, float *x, int rows, int cols, float eps);
@@ -726,7 +738,7 @@ UTGDEF void utg_model_zero_grads(utg_model *m);
 
 /* ------------------------------------------------------------------------------------------------
 // >>optim
-   Muon for the block matrices, Adam(W) for the rest, split as train_gpt.py splits them (SPEC 1.4):
+   Muon for the block matrices, Adam(W) for the rest, split as train_gpt.py splits them:
    MATRIX tensors (unless a CONTROL_TENSOR_NAME_PATTERNS substring matches the name) go to Muon;
    the embedding to Adam with TIED_EMBED_LR (EMBED_LR untied) and EMBED_WD; the untied head to
    Adam with HEAD_LR; every CONTROL tensor to Adam with SCALAR_LR. Both wd knobs are decoupled
@@ -768,7 +780,7 @@ UTGDEF utg_result utg_optim_set_arena(utg_optim *o, utg_optim_arena which, const
 UTGDEF void utg_optim_get_counters(const utg_optim *o, int64_t *adam_steps, int64_t *swa_count);
 UTGDEF void utg_optim_set_counters(utg_optim *o, int64_t adam_steps, int64_t swa_count);
 
-/* Schedules, exactly as train_gpt.py computes them (SPEC 1.5, 2.5).
+/* Schedules, exactly as train_gpt.py computes them.
    LR scale: with WARMDOWN_FRAC > 0, frac = elapsed / (cap - GPTQ_RESERVE_SECONDS) under a wallclock
    cap (step / ITERATIONS without one) and scale = max((1 - frac) / WARMDOWN_FRAC, MIN_LR) once
    frac >= 1 - WARMDOWN_FRAC. Otherwise WARMDOWN_ITERS: under a cap the warmdown is
@@ -1039,7 +1051,7 @@ UTGDEF double utg_bpb_value(const utg_bpb *acc); /* (val_loss / ln 2) * tokens /
 
 /* ------------------------------------------------------------------------------------------------
 // >>quant
-   Host-side quantizers (SPEC 1.7, 2.7), on a copy of the weights. Per-row symmetric intN: for
+   Host-side quantizers, on a copy of the weights. Per-row symmetric intN: for
    bits N in 2..8, r = 2^(N-1) - 1, scale_r = max(clip_r / r, 1 / r), q = clamp(round(clamp(w,
    +-clip_r) / scale_r), -r, r) with round half to even, one symbol per int8; the scale is stored as
    fp16 and dequantization is w = q * scale (train_gpt.py's quantize_float_tensor, which computes q
@@ -1067,7 +1079,7 @@ typedef struct utg_quant_spec {
    parameter used (the percentile UTG_CLIP_SEARCH picked, else spec->param). */
 UTGDEF utg_result utg_quantize_rows(const float *W, int rows, int cols, const utg_quant_spec *spec, int8_t *q,
                                     uint16_t *scales, double *chosen, utg_msg *msg);
-/* Full-Hessian GPTQ (SPEC 2.7; Frantar et al.) of W[rows, cols] given H[cols, cols] = sum of X^T X
+/* Full-Hessian GPTQ; Frantar et al. of W[rows, cols] given H[cols, cols] = sum of X^T X
    over the calibration inputs of this linear (any positive scale). Dead columns (zero diagonal)
    are zeroed; H gets 1% of its mean diagonal as damping (`damp`, 0 = 0.01); columns run in
    act-order (diagonal of H descending) in blocks of 128, each rounded with the row's fixed fp16
@@ -1196,7 +1208,7 @@ typedef struct utg_artifact {
     void *block, *strings;
 } utg_artifact;
 
-/* Parse and check an artifact (STYLE.md's loader checklist: envelope, decode into exactly raw_size,
+/* Parse and check an artifact (the loader checklist of docs/FORMAT.md: envelope, decode into exactly raw_size,
    CRC, directory tiling, known critical tags, META and TENS syntax, plane bounds and overlap, symbol
    ranges, finite scales, the required keys and the schedule's block indices). `decoder` decodes a
    packed payload whose envelope names its id; NULL uses utg_codec_brotli when compiled in. Every
@@ -1237,7 +1249,7 @@ UTGDEF void utg_artifact_free_bytes(const utg_allocator *alloc, void *bytes);
 /* ---- the model and its artifact ---- */
 
 /* Hessians for GPTQ: H = sum of X^T X over the calibration tokens for the input X of every
-   quantized linear (SPEC 2.7): c_q, c_k and c_v share the attention input's H, the output
+   quantized linear: c_q, c_k and c_v share the attention input's H, the output
    projection reads the concatenated heads, the MLP down projection the post-activation; a block
    visited several times in the plan accumulates once per visit; the tied embedding (and an untied
    head) use the final norm's output. Accumulated on the backend. */
