@@ -2424,8 +2424,8 @@ static void utg__pack_a_pairs(uint32_t *ap, const float *A, int lda, utg_trans t
         c##r##a = _mm512_dpbf16_ps(c##r##a, t_, b0);                                               \
         c##r##b = _mm512_dpbf16_ps(c##r##b, t_, b1);                                               \
     } while (0)
-/* noinline: inlined into the OpenMP region, it ran short of zmm registers and spilled b1 to the stack
-   every k pair (the Newton-Schulz mix was 13-16% slower on one thread) */
+/* noinline: inlined into the OpenMP region, the kernel runs short of zmm registers and spills b1 to
+   the stack every k pair, which costs the Newton-Schulz mix about 15% */
 __attribute__((target("avx512f,avx512bf16"), noinline)) static void utg__uk_bf16(int kp, const uint32_t *UTG_RESTRICT Ap,
                                                                        const uint32_t *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
                                                                        int ldc, int mr, int nr, int acc) {
@@ -2467,8 +2467,8 @@ static void utg__pack_b(const utg__gk *gk, float *dst, const float *B, int ldb, 
 /* alpha * op(A)[i0:i0+MR, kc:kc+kb] as an MR-row sliver, then the sliver times every panel of the
    block into C[i0:, jc:jc+nc]. A whole sliver with alpha 1 (fp32) is read in place: A^T's columns
    with k-stride lda, or A's rows through the kernel's fn_rows unless they sit a multiple of 4 KiB
-   apart (lda % 1024 == 0: the 12 rows then share one L1 set and evict each other, 15-25% slower
-   at K = 1024 or 2048); otherwise it is packed (k-major, zero rows past M). B's whole panels come
+   apart (lda % 1024 == 0: the 12 rows then share one L1 set and evict each other, which costs
+   15-25% at K = 1024 or 2048); otherwise it is packed (k-major, zero rows past M). B's whole panels come
    from Bd in place (k-stride ldb) when the caller passes it (op(B) not transposed), else from the
    packed block Bp. */
 static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, const float *Bd, int ldb, float *C, int ldc, const float *A,
@@ -3130,9 +3130,8 @@ static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, 
     UTG_ASSERT(scr != NULL);
     if (!scr) return;
     /* b runs fastest over the tasks, so the tasks running at once work on different sequences: two
-       kv heads of one sequence write halves of the same dq, dk and dv rows, and running them side by
-       side made the backward 12-16% slower on two threads (cache lines passing between the cores, it
-       seems) */
+       kv heads of one sequence write halves of the same dq, dk and dv rows, and running those side by
+       side moves cache lines between the cores (about 15% of the backward on two threads) */
     UTG__OMP_FOR_DYN
     for (task = 0; task < B * Hkv; task++) {
         int b = task % B, kh = task / B, g, p0, kb0, i, j;
