@@ -4275,7 +4275,7 @@ static void utg__halve(utg_model *m, float *out, const float *x, int rows) {
     m->be->mix_fwd(m->be, out, x, m->half, NULL, NULL, rows, m->d, UTG_MIX_WX_SCALAR);
 }
 
-/* the id before each document (SentencePiece's bos_id; SPEC appendix A): the SmearGate does not
+/* the id before each document (SentencePiece's bos_id in the challenge's tokenizers): the SmearGate does not
    reach across it */
 #define UTG__BOS_ID 1
 

@@ -16,7 +16,7 @@ static void test_config_zero_is_baseline(void) {
     utg_config z, c;
     memset(&z, 0, sizeof z);
     c = utg_config_resolve(&z);
-    /* SPEC 1.1: the train_gpt.py defaults */
+    /* the train_gpt.py defaults */
     CHECK(c.num_layers == 9 && c.model_dim == 512 && c.num_heads == 8 && c.num_kv_heads == 4, "shape");
     CHECK(c.mlp_mult == 2 && c.vocab_size == 1024 && c.tie_embeddings == 1, "mlp/vocab/tie");
     CHECK(c.rope_base == 10000.0 && c.logit_softcap == 30.0 && c.qk_gain_init == 1.5, "rope/softcap/qk gain");
@@ -106,7 +106,7 @@ static void test_arena_baseline(void) {
     utg_model *m = NULL;
     int i;
     CHECK(utg_model_create(NULL, &m) == UTG_OK, "create: %s", utg_model_message(m));
-    /* SPEC 1.3: 17,059,912 = 9 x 1,837,064 + 524,288 + 2,048 */
+    /* 17,059,912 = 9 x 1,837,064 + 524,288 + 2,048 */
     CHECK(utg_model_param_count(m) == 17059912u, "parameter count %zu", utg_model_param_count(m));
     CHECK(utg_model_tensor_count(m) == 2 + 9 * 10, "tensor count %d", utg_model_tensor_count(m));
     {

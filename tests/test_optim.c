@@ -1,4 +1,4 @@
-/* Optimizers (SPEC 1.4, 1.5, 2.5): Newton-Schulz against an exact polar factor, the Adam op against
+/* Optimizers: Newton-Schulz against an exact polar factor, the Adam op against
    hand-computed values, utg_optim_step against a double-precision transcription of train_gpt.py's
    Muon + Adam(W) (clipping, MuonEq-R, weight decay, momentum warmup), the LR and momentum
    schedules against a transcription of lr_mul, EMA and SWA, state round trips, determinism across

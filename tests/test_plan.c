@@ -1,4 +1,4 @@
-/* The depth plan: every recurrence recipe of SPEC 2.3 compiles to the index lists the records use;
+/* The depth plan: every recurrence recipe compiles to the index lists the records use;
    schedules switch plans without allocating; untied repeat MLPs are copied when recurrence switches
    on; gradients are checked against finite differences through recurrent plans, per-depth
    conditioning and each parallel-residual form; bad recurrence knobs are refused with a message. */
@@ -76,7 +76,7 @@ static void test_plan_baseline(void) {
     utg_model_destroy(m);
 }
 
-/* SPEC 2.3(a), PR #1204: RECUR_LAYERS=4,5 on 11 layers -> [0..5, 4, 5, 6..10], enc 6 / dec 7, per
+/* PR #1204: RECUR_LAYERS=4,5 on 11 layers -> [0..5, 4, 5, 6..10], enc 6 / dec 7, per
    virtual control tensors, the repeats' MLPs untied and copied at RECUR_START_STEP, two lanes from
    physical layer 7 on (virtual 9..12 once recurrence is on). */
 static void test_plan_recur_layers(void) {
@@ -109,7 +109,7 @@ static void test_plan_recur_layers(void) {
     utg_model_destroy(m);
 }
 
-/* SPEC 2.3(b): LOOP_START/LOOP_END/NUM_LOOPS with num_enc = len // 2 */
+/* LOOP_START/LOOP_END/NUM_LOOPS with num_enc = len // 2 */
 static void test_plan_loops(void) {
     utg_model *m = make_model("NUM_LAYERS=11\nNUM_LOOPS=2\nLOOP_START=4\nLOOP_END=5\nENABLE_LOOPING_AT=0.5\n", NULL, NULL, 0);
     const utg_plan *p;
@@ -134,7 +134,7 @@ static void test_plan_loops(void) {
     utg_model_destroy(m);
 }
 
-/* SPEC 2.3(b): the same graph from explicit index lists */
+/* the same graph from explicit index lists */
 static void test_plan_explicit_lists(void) {
     utg_model *m = make_model("NUM_LAYERS=11\nENCODER_LAYERS=0,1,2,3,4,5,3,4\nDECODER_LAYERS=5,3,4,5,6,7,8,9,10\n", NULL, NULL, 0);
     const utg_plan *p;
@@ -150,7 +150,7 @@ static void test_plan_explicit_lists(void) {
     utg_model_destroy(m);
 }
 
-/* SPEC 2.3(c), PR #1412: one extra pass at ENABLE_LOOPING_AT, all of them at LOOP_PHASE2_AT */
+/* PR #1412: one extra pass at ENABLE_LOOPING_AT, all of them at LOOP_PHASE2_AT */
 static void test_plan_progressive(void) {
     utg_model *m = make_model("NUM_LAYERS=11\nNUM_LOOPS=2\nLOOP_START=4\nLOOP_END=5\nENABLE_LOOPING_AT=0.5\nLOOP_PHASE2_AT=0.65\n",
                               NULL, NULL, 0);
@@ -164,7 +164,7 @@ static void test_plan_progressive(void) {
     utg_model_destroy(m);
 }
 
-/* SPEC 2.3(d), (e), (f): stem/core x R/tail, the UT d mod n, and the depth curriculum */
+/* stem/core x R/tail, the UT d mod n, and the depth curriculum */
 static void test_plan_universal_forms(void) {
     const utg_plan *p;
     utg_model *m = make_model("NUM_LAYERS=5\nNUM_LOOPS=2\nLOOP_START=1\nLOOP_END=3\nUNET_SKIPS=loop\n", NULL, NULL, 0);
@@ -221,7 +221,7 @@ static utg_model *recipe_model(const char *path) {
 }
 
 /* Every recipe in recipes/ builds, its plans are the record's index lists, and its parameter count
-   is the record's where SPEC (or the record's log) gives one and all the record's features exist. */
+   is the record's where the record (or its log) gives one and all the record's features exist. */
 static void test_recipes(void) {
     utg_model *m;
     if ((m = recipe_model("recipes/ut_1088_double_attn.env")) != NULL) { /* the fork's log: model_params:18135072 */
@@ -231,9 +231,9 @@ static void test_recipes(void) {
         utg_model_destroy(m);
     }
     if ((m = recipe_model("recipes/ut_1110_iter_embed.env")) != NULL) {
-        /* SPEC: 8,115,775 = the UT core 7,623,704 + BigramHash (327,681) + SmearGate (512) + the value
+        /* 8,115,775 = the UT core 7,623,704 + BigramHash (327,681) + SmearGate (512) + the value
            embedding (163,843) + value residual (11) + hc_alpha/hc_beta (24) */
-        CHECK(utg_model_param_count(m) == 8115775u, "PR #1110: %zu parameters, SPEC gives 8,115,775", utg_model_param_count(m));
+        CHECK(utg_model_param_count(m) == 8115775u, "PR #1110: %zu parameters, the record has 8,115,775", utg_model_param_count(m));
         CHECK(!strcmp(blocks(utg_model_plan(m)), "0 1 2 0 1 2 | 0 1 2 0 1 2"), "e mod 3: %s", blocks(utg_model_plan(m)));
         CHECK(utg_model_tensor(m, utg_model_find_tensor(m, "vrl_alphas"))->numel == 11 &&
               utg_model_tensor(m, utg_model_find_tensor(m, "hc_alpha"))->numel == 12 &&
@@ -268,7 +268,7 @@ static void test_recipes(void) {
         const utg_plan *p = utg_model_plan_at(m, 1);
         CHECK(p && !strcmp(blocks(p), "0 1 2 3 4 5 3 4 | 5 3 4 5 6 7 8 9 10") && p->start_frac == 0.35 &&
               p->layers[14].lane == UTG_LANE_PARALLEL && p->lanes_from == 14, "PR #1855's plan");
-        CHECK(utg_model_param_count(m) == 35945671u, "PR #1855: %zu parameters, SPEC gives 35,945,671", utg_model_param_count(m));
+        CHECK(utg_model_param_count(m) == 35945671u, "PR #1855: %zu parameters, the record has 35,945,671", utg_model_param_count(m));
         CHECK(utg_model_find_tensor(m, "blocks.0.attn.attn_gate_w") >= 0 && utg_model_find_tensor(m, "smear_lambda") >= 0 &&
               utg_model_tensor(m, utg_model_find_tensor(m, "smear_gate.weight"))->numel == 12, "sparse gates on every block, the SmearGate");
         utg_model_destroy(m);

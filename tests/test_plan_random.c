@@ -15,7 +15,7 @@
    them, lanes follow PARALLEL_RESIDUAL, and the U-Net skip stack is sound: every pop reads a slot a
    STRICTLY earlier layer pushed (a push happens at the end of its layer, a pop at its start), slots
    are below n_slots, pops are LIFO, pushes are the encoder's (UNET_SKIPS=half) or the stem's
-   (UNET_SKIPS=loop) and pops the decoder's or the tail's. The plans' block lists are the SPEC 2.3
+   (UNET_SKIPS=loop) and pops the decoder's or the tail's. The plans' block lists are the records'
    lists, recomputed here from the knobs (a NUM_LAYER_SCHEDULE phase is a prefix of the full list).
 
    build/test_plan_random [--seed N | --seed time] [--count N] [--only K] [--print N] [--run-bad] [--stats]
@@ -132,7 +132,7 @@ static const char *const FIXED[] = {
 };
 #define NFIXED ((int)(sizeof FIXED / sizeof FIXED[0]))
 
-/* the full (deepest) virtual->physical list of the drawn recurrence form, as SPEC 2.3 gives it */
+/* the full (deepest) virtual->physical list of the drawn recurrence form, as the records build it */
 static void full_list(gcase *g, const int *recur, int n_recur, const int *enc, int n_enc, const int *dec, int n_dec, int iters) {
     int i, j, cut = 0;
     g->n_full = 0;
@@ -480,7 +480,7 @@ static int oracle(const utg_model *m, const gcase *g, fails_t *f, int *unsafe) {
                 a[0] = b[0] = 0;
                 for (i = 0; i < n_exp && x + 8 < sizeof a; i++) x += (size_t)snprintf(a + x, sizeof a - x, "%d ", exp[i]);
                 for (i = 0; i < P->n_layers && y + 8 < sizeof b; i++) y += (size_t)snprintf(b + y, sizeof b - y, "%d ", P->layers[i].block);
-                fail(f, "plan list", "plan %d runs blocks [%s], SPEC 2.3 gives [%s]", p, b, a);
+                fail(f, "plan list", "plan %d runs blocks [%s], the recurrence form gives [%s]", p, b, a);
             }
         }
         memset(set_used_here, 0, sizeof set_used_here);

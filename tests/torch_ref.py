@@ -1,4 +1,4 @@
-"""Independent PyTorch reference of the Parameter Golf baseline GPT (SPEC.md section 1.3).
+"""Independent PyTorch reference of the Parameter Golf baseline GPT.
 
 Used by tests/test_torch_parity.py to check utgolf's loss and gradients. The model is written
 functionally: `gpt_loss(params, cfg, x, y)` takes a dict {state-dict name: tensor}, so any dtype
