@@ -817,9 +817,9 @@ UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int
 
 UTGDEF utg_result utg_model_load_safetensors(utg_model *m, const void *bytes, size_t size_bytes);
 /* *out is allocated with the model's allocator; release it
-   with utg_model_free_bytes. Output is deterministic (tensor table order, fixed formatting). */
+   with utg_free(utg_model_allocator(m), p). Output is deterministic (tensor table order, fixed formatting). */
 UTGDEF utg_result utg_model_save_safetensors(utg_model *m, utg_arena which, void **out, size_t *out_size);
-UTGDEF void utg_model_free_bytes(utg_model *m, void *bytes);
+UTGDEF const utg_allocator *utg_model_allocator(const utg_model *m); /* the allocator the model was given */
 
 /* ------------------------------------------------------------------------------------------------
 // >>data
@@ -884,10 +884,9 @@ UTGDEF utg_result utg_dataset_read(utg_dataset *ds, uint64_t offset, size_t n, i
 /* The validation stream as Parameter Golf scores it: all tokens truncated to
    ((N - 1) / seq_len) * seq_len + 1, so that (N' - 1) / seq_len sequences of inputs and shifted
    targets fit. Fewer than seq_len + 1 tokens -> UTG_ERR_INVALID. *out is allocated with `alloc`;
-   release it with utg_dataset_free_val and the same allocator. */
+   release it with utg_free and the same allocator. */
 UTGDEF utg_result utg_dataset_read_val(utg_dataset *ds, int seq_len, int32_t **out, size_t *n_out,
                                        const utg_allocator *alloc, utg_msg *msg);
-UTGDEF void utg_dataset_free_val(int32_t *tokens, const utg_allocator *alloc);
 
 /* Training loaders. Both fill inputs and targets [n_seqs * seq_len] for one rank, targets being the
    inputs shifted by one token.
@@ -947,7 +946,7 @@ typedef struct utg_train_state {
 
 #define UTG_CHECKPOINT_VERSION 2u /* 2 added the depth-plan phase to STAT; version 1 files still load */
 
-/* *out is allocated with the model's allocator (release with utg_model_free_bytes). loader may be
+/* *out is allocated with the model's allocator (release with utg_free(utg_model_allocator(m), p)). loader may be
    NULL (no loader state is stored). */
 UTGDEF utg_result utg_checkpoint_save(utg_model *m, utg_optim *o, const utg_loader *loader, const utg_train_state *ts,
                                       void **out, size_t *out_size);
@@ -1240,11 +1239,10 @@ UTGDEF utg_result utg_artifact_add_tensor(utg_artifact_writer *w, const utg_arti
 /* An ancillary section (critical = 0), e.g. "PROV"; META, TENS and DATA are the writer's own. */
 UTGDEF utg_result utg_artifact_add_section(utg_artifact_writer *w, const char tag[4], const void *bytes, size_t size);
 /* Serialize, encode with codec (NULL: stored) and return the artifact in *out (release with
-   utg_artifact_free_bytes). *raw_size (may be NULL) gets the decoded payload size. */
+   utg_free and the writer's allocator). *raw_size (may be NULL) gets the decoded payload size. */
 UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *codec, void **out, size_t *out_size,
                                      size_t *raw_size);
 UTGDEF const char *utg_artifact_writer_message(const utg_artifact_writer *w);
-UTGDEF void utg_artifact_free_bytes(const utg_allocator *alloc, void *bytes);
 
 /* ---- the model and its artifact ---- */
 
@@ -1301,7 +1299,7 @@ typedef struct utg_export_report {
 /* Quantize the model's parameters as `plan` says (NULL: utg_model_quant_plan; with BUDGET_MODE the
    bit widths are then chosen to fit `budget_bytes`, see utg_model_budget_plan), write the artifact
    with META (config, plan, quantizer) and an optional PROV text, and return its bytes (release with
-   utg_model_free_bytes). plan (when given) receives the per-tensor results. */
+   utg_free with utg_model_allocator(m)). plan (when given) receives the per-tensor results. */
 UTGDEF utg_result utg_model_export(utg_model *m, const utg_hessians *h, const utg_codec *codec, const char *prov,
                                    utg_tensor_quant *plan, void **out, size_t *out_size, utg_export_report *rep);
 /* Budget mode: starting from `plan`, choose each block matrix's bit width in [min_bits, its bits in
@@ -1341,8 +1339,14 @@ UTGDEF const char *utg_result_string(utg_result r);
 UTGDEF const char *utg_version(void);
 /* Threads the CPU backend's ops use from this call site (OpenMP's count; 1 without OpenMP). */
 UTGDEF int utg_thread_count(void);
+/* Release a buffer the library handed to the caller (safetensors bytes, artifact bytes, checkpoint
+   bytes, validation tokens, file contents), with the allocator of the call that made it: the
+   model's for utg_model_* calls (utg_model_allocator), the one passed otherwise, NULL for the
+   default (UTG_MALLOC/UTG_FREE) and for utg_read_file. NULL p does nothing. */
+UTGDEF void utg_free(const utg_allocator *alloc, void *p);
 #ifndef UTG_NO_STDIO
-/* Read a whole file with malloc (free with free()). Fails cleanly past max_bytes. */
+/* Read a whole file with the default allocator (release with utg_free(NULL, p)). Fails cleanly past
+   max_bytes. */
 UTGDEF utg_result utg_read_file(const char *path, size_t max_bytes, void **out, size_t *out_size,
                                 utg_msg *msg);
 /* The same, but the file must start with the n_magic bytes `magic`: they are read and compared
@@ -3836,6 +3840,7 @@ struct utg_model {
     int rope_eval_len;
     int Tc;           /* sequence length of the current forward */
     const float *rope_cur;
+    char *cfg_strings; /* the model's own copies of cfg's string values (utg__own_config_strings) */
     float *const_buf;  /* backend memory of the two constants below (utg__upload_constants) */
     float *half;       /* one 0.5 on the backend: the scalar weight of a two-lane mean */
     float *minus_ones; /* d values of -1 on the backend: the weight of a subtraction (utg__sub) */
@@ -4689,6 +4694,34 @@ static utg_result utg__upload_constants(utg_model *m) {
     return UTG_OK;
 }
 
+/* The config's string values belong to the caller (utg_config_set does not copy them); the model
+   keeps its config for its whole life, so it copies them into one block of its own. */
+static utg_result utg__own_config_strings(utg_model *m) {
+    int i, n = utg_config_knob_count();
+    size_t bytes = 0;
+    char *p;
+    for (i = 0; i < n; i++) {
+        const char *v;
+        if (utg__knobs[i].info.kind != UTG_KNOB_STR) continue;
+        v = *(const char **)utg__knob_ptr(&m->cfg, i);
+        if (v && !utg__add_ok(bytes, strlen(v) + 1, &bytes)) return UTG_ERR_NOMEM;
+    }
+    m->cfg_strings = p = (char *)utg__alloc(&m->alloc, bytes ? bytes : 1);
+    if (!p) return UTG_ERR_NOMEM;
+    for (i = 0; i < n; i++) {
+        const char **field;
+        size_t len;
+        if (utg__knobs[i].info.kind != UTG_KNOB_STR) continue;
+        field = (const char **)utg__knob_ptr(&m->cfg, i);
+        if (!*field) continue;
+        len = strlen(*field) + 1;
+        memcpy(p, *field, len);
+        *field = p;
+        p += len;
+    }
+    return UTG_OK;
+}
+
 UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) {
     utg_model_desc zero;
     utg_model *m;
@@ -4706,6 +4739,7 @@ UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) 
     m->logger = desc->logger;
     m->cfg = utg_config_resolve(&desc->config);
     *out = m; /* from here on the caller gets the model (and its message) even on failure */
+    if ((r = utg__own_config_strings(m)) != UTG_OK) return r;
     if ((r = utg_config_validate(&m->cfg, &m->msg)) != UTG_OK) return r;
     if (desc->backend) {
         m->be = desc->backend;
@@ -4778,6 +4812,7 @@ UTGDEF void utg_model_destroy(utg_model *m) {
     utg__free(&a, m->ctrl);
     utg__free(&a, m->rsets);
     utg__free(&a, m->ve_of);
+    utg__free(&a, m->cfg_strings);
     utg__free(&a, m);
 }
 
@@ -6220,9 +6255,7 @@ UTGDEF utg_result utg_model_save_safetensors(utg_model *m, utg_arena which, void
     return UTG_OK;
 }
 
-UTGDEF void utg_model_free_bytes(utg_model *m, void *bytes) {
-    if (m) utg__free(&m->alloc, bytes);
-}
+UTGDEF const utg_allocator *utg_model_allocator(const utg_model *m) { return m ? &m->alloc : NULL; }
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_data
@@ -6625,7 +6658,6 @@ UTGDEF utg_result utg_dataset_read_val(utg_dataset *ds, int seq_len, int32_t **o
     return UTG_OK;
 }
 
-UTGDEF void utg_dataset_free_val(int32_t *tokens, const utg_allocator *alloc) { utg__free(alloc, tokens); }
 
 /* ---- loaders ---- */
 
@@ -8674,7 +8706,6 @@ static int utg__plane_cmp(const void *a, const void *b) {
     return x->t - y->t;
 }
 
-UTGDEF void utg_artifact_free_bytes(const utg_allocator *alloc, void *bytes) { utg__free(alloc, bytes); }
 
 UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *codec, void **out, size_t *out_size, size_t *raw_size_out) {
     utg_codec stored = utg_codec_stored();
@@ -9952,6 +9983,7 @@ UTGDEF const char *utg_result_string(utg_result r) {
 
 UTGDEF const char *utg_version(void) { return UTG_VERSION_STRING; }
 UTGDEF int utg_thread_count(void) { return utg__max_threads(); }
+UTGDEF void utg_free(const utg_allocator *alloc, void *p) { utg__free(alloc, p); }
 
 #ifndef UTG_NO_STDIO
 /* utg_write_file's POSIX path (exclusive temporaries, fsync of the file and its directory, stale
@@ -10004,11 +10036,11 @@ UTGDEF utg_result utg_read_file_magic(const char *path, const void *magic, size_
         utg__msgf(msg, "'%s' has %ld bytes, more than the %zu allowed", path, len, max_bytes);
         return UTG_ERR_FORMAT;
     }
-    buf = malloc(len ? (size_t)len : 1);
+    buf = utg__alloc(NULL, len ? (size_t)len : 1);
     if (!buf) { fclose(f); utg__msgf(msg, "out of memory reading '%s'", path); return UTG_ERR_NOMEM; }
     memcpy(buf, head, n_magic);
     if ((size_t)len > n_magic && fread((char *)buf + n_magic, 1, (size_t)len - n_magic, f) != (size_t)len - n_magic) {
-        free(buf);
+        utg__free(NULL, buf);
         fclose(f);
         utg__msgf(msg, "short read on '%s'", path);
         return UTG_ERR_IO;

@@ -175,7 +175,7 @@ static void round_trip(const utg_artifact *a) {
         FZ_REQUIRE(!x->scales_size || !memcmp(x->scales, y->scales, x->scales_size), "tensor %s scales differ", x->name);
     }
     utg_artifact_free(b);
-    utg_artifact_free_bytes(NULL, out);
+    utg_free(NULL, out);
     utg_artifact_writer_destroy(w);
 }
 

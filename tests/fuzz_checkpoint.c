@@ -249,8 +249,8 @@ static void fz_load_one(fz_setup *s, const uint8_t *file, size_t size) {
     FZ_REQUIRE(!memcmp(&ts, &ts2, sizeof ts), "setup %s: train state differs after save and load", s->name);
     FZ_REQUIRE(utg_checkpoint_save(s->m, s->o, s->ld, &ts, &s2, &n2) == UTG_OK, "setup %s: second save", s->name);
     FZ_REQUIRE(n1 == n2 && !memcmp(s1, s2, n1), "setup %s: save, load, save gives other bytes (%zu vs %zu)", s->name, n1, n2);
-    utg_model_free_bytes(s->m, s1);
-    utg_model_free_bytes(s->m, s2);
+    utg_free(utg_model_allocator(s->m), s1);
+    utg_free(utg_model_allocator(s->m), s2);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -326,7 +326,7 @@ int utg_fuzz_checkpoint_seeds(const char *dir) {
         if (utg_checkpoint_save(s->m, s->o, s->ld, &ts, &b, &n) != UTG_OK) return 1;
         snprintf(name, sizeof name, "seed-%s-fresh", s->name);
         fails += fz_seed_write(dir, name, (const uint8_t *)b, n);
-        utg_model_free_bytes(s->m, b);
+        utg_free(utg_model_allocator(s->m), b);
         for (step = 0; step < 3; step++) {
             if (i == 2 && step == 2 && utg_model_set_phase(s->m, 1, 1) != UTG_OK) return 1;
             if (utg_loader_next(s->ld, in, tg, 2, &msg) != UTG_OK || utg_model_forward(s->m, in, tg, 2, &loss) != UTG_OK) return 1;
@@ -341,7 +341,7 @@ int utg_fuzz_checkpoint_seeds(const char *dir) {
         snprintf(name, sizeof name, "seed-%s-trained", s->name);
         fails += fz_seed_write(dir, name, (const uint8_t *)b, n);
         if (i == 0) fails += fz_seed_v1(dir, (const uint8_t *)b, n);
-        utg_model_free_bytes(s->m, b);
+        utg_free(utg_model_allocator(s->m), b);
     }
     return fails;
 }

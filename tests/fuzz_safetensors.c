@@ -80,7 +80,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FZ_REQUIRE(utg_model_load_safetensors(m, out, out_size) == UTG_OK, "the saved file does not load: %s", utg_model_message(m));
     FZ_REQUIRE(utg_model_get(m, UTG_ARENA_PARAMS, -1, g_before, g_n) == UTG_OK, "get");
     FZ_REQUIRE(memcmp(g_before, g_after, g_n * sizeof(float)) == 0, "save and load changed the parameters");
-    utg_model_free_bytes(m, out);
+    utg_free(utg_model_allocator(m), out);
     fz_forward(m, g_after);
     return 0;
 }
@@ -176,7 +176,7 @@ int utg_fuzz_safetensors_seeds(const char *dir) {
     int fails = 0;
     if (utg_model_init_params(m, 1234) != UTG_OK || utg_model_save_safetensors(m, UTG_ARENA_PARAMS, &out, &out_size) != UTG_OK) return 1;
     fails += fz_write(dir, "seed-f32.safetensors", out, out_size);
-    utg_model_free_bytes(m, out);
+    utg_free(utg_model_allocator(m), out);
     fails += fz_hand_file(dir, "seed-bf16.safetensors", 0);
     fails += fz_hand_file(dir, "seed-f16-reordered.safetensors", 1);
     fails += fz_hand_file(dir, "seed-mixed-escaped.safetensors", 2);

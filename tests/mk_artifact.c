@@ -42,7 +42,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     printf("%s: %zu bytes\n", argv[1], size);
-    utg_model_free_bytes(m, bytes);
+    utg_free(utg_model_allocator(m), bytes);
     utg_model_destroy(m);
     return 0;
 }

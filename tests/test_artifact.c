@@ -130,8 +130,8 @@ static void roundtrip_codec(const utg_codec *codec) {
         CHECK(!strcmp(a->sections[3].tag, "PROV") && a->sections[3].flags == 0, "PROV ancillary");
     }
     utg_artifact_free(a);
-    utg_artifact_free_bytes(NULL, b1);
-    utg_artifact_free_bytes(NULL, b2);
+    utg_free(NULL, b1);
+    utg_free(NULL, b2);
     utg_artifact_writer_destroy(w);
     utg_artifact_writer_destroy(w2);
 }
@@ -328,14 +328,14 @@ static void test_model_roundtrip(void) {
         CHECK(utg_model_export(m, NULL, &st, "run=test\n", NULL, &b3, &n3, NULL) == UTG_OK && n3 > n1, "stored %zu vs brotli %zu", n3, n1);
         CHECK(utg_artifact_parse(b3, n3, NULL, NULL, &a3, &msg) == UTG_OK && a3->raw_size == a->raw_size && a3->crc == a->crc, "stored parse");
         utg_artifact_free(a3);
-        utg_model_free_bytes(m, b3);
+        utg_free(utg_model_allocator(m), b3);
     }
     l2 = eval_loss(m, 77);
     CHECK(l2 == l0, "export leaves the model untouched");
 done:
     utg_artifact_free(a);
-    utg_model_free_bytes(m, b1);
-    utg_model_free_bytes(m, b2);
+    utg_free(utg_model_allocator(m), b1);
+    utg_free(utg_model_allocator(m), b2);
     utg_model_destroy(m2);
     utg_model_destroy(m);
 }
@@ -432,8 +432,8 @@ static void test_gptq_beats_rounding(void) {
     }
     utg_artifact_free(ar);
     utg_artifact_free(ag);
-    utg_model_free_bytes(m, br);
-    utg_model_free_bytes(m, bg);
+    utg_free(utg_model_allocator(m), br);
+    utg_free(utg_model_allocator(m), bg);
     utg_model_destroy(mr);
     utg_model_destroy(mg);
     utg_hessians_destroy(h);
@@ -551,16 +551,16 @@ static void test_budget(void) {
     pb = (utg_tensor_quant *)calloc((size_t)n, sizeof *pb);
     utg_model_quant_plan(m, h, p8, n);
     CHECK(utg_model_export(m, h, NULL, NULL, p8, &b, &nb, &r8) == UTG_OK, "export 8");
-    utg_model_free_bytes(m, b);
+    utg_free(utg_model_allocator(m), b);
     est8 = r8.entropy_bytes + (double)r8.scale_bytes + (double)r8.float_bytes;
     memcpy(pa, p8, sizeof *pa * (size_t)n);
     memcpy(pb, p8, sizeof *pb * (size_t)n);
     CHECK(utg_model_budget_plan(m, h, pa, n, 3, 0.8 * est8, 1.0) == UTG_OK, "plan a: %s", utg_model_message(m));
     CHECK(utg_model_budget_plan(m, h, pb, n, 3, 0.6 * est8, 1.0) == UTG_OK, "plan b: %s", utg_model_message(m));
     CHECK(utg_model_export(m, h, NULL, NULL, pa, &b, &nb, &ra) == UTG_OK, "export a");
-    utg_model_free_bytes(m, b);
+    utg_free(utg_model_allocator(m), b);
     CHECK(utg_model_export(m, h, NULL, NULL, pb, &b, &nb, &rb) == UTG_OK, "export b");
-    utg_model_free_bytes(m, b);
+    utg_free(utg_model_allocator(m), b);
     CHECK(ra.entropy_bytes + ra.scale_bytes + ra.float_bytes <= 0.8 * est8 * 1.0001, "a fits: %.0f of %.0f", ra.entropy_bytes + ra.scale_bytes + ra.float_bytes, 0.8 * est8);
     CHECK(rb.entropy_bytes + rb.scale_bytes + rb.float_bytes <= 0.6 * est8 * 1.0001, "b fits");
     for (i = 0; i < n; i++) if (pa[i].dtype == UTG_DT_Q) { bits_a += pa[i].bits * (double)utg_model_tensor(m, i)->numel; bits_b += pb[i].bits * (double)utg_model_tensor(m, i)->numel; }

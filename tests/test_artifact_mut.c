@@ -147,10 +147,10 @@ static void make_model_seeds(void) {
     if (utg_model_create(&d, &m) != UTG_OK || utg_model_init_params(m, 1234) != UTG_OK) { printf("model: %s\n", utg_model_message(m)); exit(1); }
     if (utg_model_export(m, NULL, &stored, "tool=test_artifact_mut\n", NULL, &bytes, &size, NULL) != UTG_OK) { printf("export: %s\n", utg_model_message(m)); exit(1); }
     add_seed("model, stored", bytes, size, 0);
-    utg_model_free_bytes(m, bytes);
+    utg_free(utg_model_allocator(m), bytes);
     if (utg_model_export(m, NULL, &brotli_codec, "tool=test_artifact_mut\n", NULL, &bytes, &size, NULL) != UTG_OK) { printf("export: %s\n", utg_model_message(m)); exit(1); }
     add_seed("model, brotli", bytes, size, 1);
-    utg_model_free_bytes(m, bytes);
+    utg_free(utg_model_allocator(m), bytes);
     utg_model_destroy(m);
 }
 
@@ -213,10 +213,10 @@ static void make_writer_seeds(void) {
     ok &= utg_artifact_write(w, NULL, &bytes, &size, NULL) == UTG_OK;
     if (!ok) { printf("writer seed: %s\n", utg_artifact_writer_message(w)); exit(1); }
     add_seed("writer, stored", bytes, size, 0);
-    utg_artifact_free_bytes(NULL, bytes);
+    utg_free(NULL, bytes);
     if (utg_artifact_write(w, &brotli_codec, &bytes, &size, NULL) != UTG_OK) { printf("writer seed: %s\n", utg_artifact_writer_message(w)); exit(1); }
     add_seed("writer, brotli", bytes, size, 1);
-    utg_artifact_free_bytes(NULL, bytes);
+    utg_free(NULL, bytes);
     utg_artifact_writer_destroy(w);
 }
 

@@ -246,7 +246,7 @@ done:
     utg_model_destroy(m3);
     utg_model_destroy(m2);
     utg_artifact_free(a);
-    utg_model_free_bytes(m, bytes);
+    utg_free(utg_model_allocator(m), bytes);
     utg_hessians_destroy(h);
     utg_model_destroy(m);
 }

@@ -80,8 +80,8 @@ static void test_safetensors_round_trip(void) {
         CHECK(h % 8 == 0, "header length %llu not a multiple of 8", (unsigned long long)h);
     }
     free(pa); free(pb);
-    utg_model_free_bytes(a, bytes);
-    utg_model_free_bytes(b, bytes2);
+    utg_free(utg_model_allocator(a), bytes);
+    utg_free(utg_model_allocator(b), bytes2);
     utg_model_destroy(a);
     utg_model_destroy(b);
 }
@@ -273,7 +273,7 @@ static void test_safetensors_mutations(void) {
     CHECK(accepted > 0, "no mutant accepted: bit flips in float data should load");
     CHECK(bad_code == 0, "%d refusals had an unexpected code or no message", bad_code);
     free(mut);
-    utg_model_free_bytes(m, bytes);
+    utg_free(utg_model_allocator(m), bytes);
     utg_model_destroy(m);
 }
 
@@ -296,7 +296,7 @@ static void test_gradients_export(void) {
     p2 = arena_copy(m2);
     CHECK(memcmp(g, p2, utg_model_arena_floats(m) * 4) == 0, "gradients changed on the way through the file");
     free(g); free(p2);
-    utg_model_free_bytes(m, bytes);
+    utg_free(utg_model_allocator(m), bytes);
     utg_model_destroy(m);
     utg_model_destroy(m2);
 }
@@ -351,7 +351,7 @@ static void test_safetensors_nonfinite(void) {
         CHECK(strstr(utg_model_message(m), "tok_emb.weight") != NULL, "the message names the tensor: %s", utg_model_message(m));
         free(file);
     }
-    utg_model_free_bytes(m, bytes);
+    utg_free(utg_model_allocator(m), bytes);
     utg_model_destroy(m);
 }
 
@@ -376,7 +376,7 @@ static void ckpt_expect_refused(utg_model *src, utg_optim *so, const char *what)
     CHECK(memcmp(before, after, utg_model_arena_floats(m) * 4) == 0, "%s: a refused checkpoint changed the model", what);
     free(before);
     free(after);
-    utg_model_free_bytes(src, bytes);
+    utg_free(utg_model_allocator(src), bytes);
     utg_optim_destroy(o);
     utg_model_destroy(m);
 }
@@ -396,7 +396,7 @@ static void test_checkpoint_nonfinite(void) {
     /* finite: the checkpoint loads */
     CHECK(utg_checkpoint_save(a, oa, NULL, &ts, &bytes, &size) == UTG_OK, "save");
     CHECK(utg_checkpoint_load(b, ob, NULL, &ts, bytes, size) == UTG_OK, "a finite checkpoint: %s", utg_model_message(b));
-    utg_model_free_bytes(a, bytes);
+    utg_free(utg_model_allocator(a), bytes);
     /* a NaN parameter */
     utg_model_get(a, UTG_ARENA_PARAMS, ti, w, t->numel);
     keep = w[5];

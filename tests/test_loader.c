@@ -285,11 +285,11 @@ static void test_read_val(void) {
     CHECK(utg_dataset_read_val(ds, 4, &v, &n, NULL, &msg) == UTG_OK && n == 21, "((23-1)/4)*4+1 = 21, got %zu", n);
     for (i = 0; v && i < n; i++) ok &= v[i] == (int32_t)(7 + i);
     CHECK(ok, "validation tokens are the stream prefix");
-    utg_dataset_free_val(v, NULL);
+    utg_free(NULL, v);
     CHECK(utg_dataset_read_val(ds, 22, &v, &n, NULL, &msg) == UTG_OK && n == 23, "seq_len 22: all 23");
-    utg_dataset_free_val(v, NULL);
+    utg_free(NULL, v);
     CHECK(utg_dataset_read_val(ds, 1, &v, &n, NULL, &msg) == UTG_OK && n == 23, "seq_len 1: all 23");
-    utg_dataset_free_val(v, NULL);
+    utg_free(NULL, v);
     CHECK(utg_dataset_read_val(ds, 23, &v, &n, NULL, &msg) == UTG_ERR_INVALID && v == NULL && n == 0, "too short");
     CHECK(strstr(msg.text, "too short for seq_len 23"), "message: %s", msg.text);
     CHECK(utg_dataset_read_val(ds, 0, &v, &n, NULL, &msg) == UTG_ERR_INVALID, "seq_len 0");
@@ -860,7 +860,7 @@ static void test_allocator(void) {
     CHECK(utg_loader_create(ds, UTG_LOADER_SEQUENTIAL, 4, 0, 1, 0, &a, &l2, &msg) == UTG_OK, "%s", msg.text);
     CHECK(utg_dataset_read_val(ds, 4, &v, &n, &a, &msg) == UTG_OK, "%s", msg.text);
     CHECK(g_live > 0, "the allocator was used");
-    utg_dataset_free_val(v, &a);
+    utg_free(&a, v);
     utg_loader_destroy(l1);
     utg_loader_destroy(l2);
     utg_dataset_close(ds);

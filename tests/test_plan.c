@@ -309,7 +309,7 @@ static void test_safetensors_3d(void) {
             const utg_tensor_info *t = utg_model_tensor(a, (int)i);
             CHECK(memcmp(pa + t->offset, pb + t->offset, t->numel * 4) == 0, "round trip of %s", t->name);
         }
-        utg_model_free_bytes(a, bytes);
+        utg_free(utg_model_allocator(a), bytes);
         free(pa); free(pb);
         utg_model_destroy(a); utg_model_destroy(b);
     }
