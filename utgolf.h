@@ -51,6 +51,17 @@
        // >>impl_util      (implementation) allocation, messages, RNG, half floats
        // >>impl_config
        // >>backend_cpu    the CPU reference backend: packed gemm, blocked attention, OpenMP
+           // >>cpu_memory       state, aligned buffers, per-thread scratch, fill and copy
+           // >>cpu_gemm         fp32 microkernels (portable, AVX-512, AVX2), transposing packers
+           // >>cpu_bf16         bf16 rounding, bf16-pair packing, the avx512_bf16 microkernel
+           // >>cpu_gemm_driver  panel packing, slivers, symmetric products, k split, the driver
+           // >>cpu_rows         embedding, libm-free e^x, fixed-order row max, sum and dot
+           // >>cpu_norm_rope    RMSNorm, fused q/k norm + RoPE + q_gain
+           // >>cpu_attention    causal GQA attention, flash style, forward and backward
+           // >>cpu_elementwise  relu^2, XSA, gated skip, output gate, SmearGate, channel mix
+           // >>cpu_xent         libm-free tanh, softcapped cross-entropy and its gradient
+           // >>cpu_optim        axpby, Muon momentum, sum of squares, row normalize, Adam(W)
+           // >>cpu_create       synchronize, destroy, the op table
        // >>impl_model
        // >>impl_optim
        // >>impl_safetensors
@@ -1918,9 +1929,17 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg) {
    through fixed row chunks summed in order.
    ------------------------------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_memory
+   The backend's state (utg__cpu), its memory and the bulk moves. Backend memory on the CPU is host
+   memory, 64-byte aligned, so "upload" and "download" are memcpy; every op of the table receives
+   such pointers. Each calling thread owns one scratch slot that grows on demand and is freed only
+   with the backend, so after the first step of a run no op allocates.
+   ------------------------------------------------------------------------------------------------ */
 #define UTG__CPU_RED_CHUNKS 32 /* row chunks of the deterministic column reductions */
 
 typedef struct utg__gk utg__gk;
+/* The CPU backend's private state (be->impl). */
 typedef struct utg__cpu {
     utg_allocator alloc;
     const utg__gk *gk; /* the matmul microkernel picked for this CPU */
@@ -1929,6 +1948,7 @@ typedef struct utg__cpu {
     size_t scratch_floats[UTG_BACKEND_MAX_CALLERS];
 } utg__cpu;
 
+/* The CPU state behind a backend this file created (be->impl). */
 static utg__cpu *utg__cpu_of(utg_backend *be) { return (utg__cpu *)be->impl; }
 
 /* Scratch that stays allocated: the first calls of a step size it, later steps reuse it. An op
@@ -1946,6 +1966,7 @@ static void *utg__aligned_alloc(const utg_allocator *a, size_t n) {
     memcpy(p - sizeof(void *), &raw, sizeof(void *));
     return p;
 }
+/* Frees a block of utg__aligned_alloc through the raw pointer stored just before it; NULL is a no-op. */
 static void utg__aligned_free(const utg_allocator *a, void *p) {
     void *raw;
     if (!p) return;
@@ -1986,6 +2007,7 @@ static void *utg__cpu_buf_alloc(utg_backend *be, size_t n) {
     if (p) memset(p, 0, n);
     return p;
 }
+/* buf_free, upload and download: host memory throughout, so the transfers are plain copies. */
 static void utg__cpu_buf_free(utg_backend *be, void *buf) { utg__aligned_free(&utg__cpu_of(be)->alloc, buf); }
 static void utg__cpu_memcpy(utg_backend *be, void *dst, const void *src, size_t n) {
     (void)be;
@@ -2015,6 +2037,7 @@ static void utg__cpu_fill(utg_backend *be, float *dst, float v, size_t n) {
         else for (j = i0; j < i1; j++) dst[j] = v;
     }
 }
+/* dst = src over n floats; overlapping ranges take one memmove (chunks could read what others wrote). */
 static void utg__cpu_copy(utg_backend *be, float *dst, const float *src, size_t n) {
     long long c, nc = (long long)((n + UTG__CHUNK - 1) / UTG__CHUNK);
     (void)be;
@@ -2027,6 +2050,15 @@ static void utg__cpu_copy(utg_backend *be, float *dst, const float *src, size_t 
     }
 }
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_gemm
+   The fp32 matmul's building blocks: the microkernels (portable, AVX-512, AVX2), the transposing
+   packers, and the per-CPU choice between them (utg__gk). Layouts: a packed A sliver is k-major
+   with MR values per k (ap[k * MR + r]); a packed B panel is k-major with NR values per k
+   (bp[k * NR + j]); the kernels read both through a k-stride, so data already in that shape is
+   passed in place. The drivers that walk the KC x NC blocks follow under >>cpu_gemm_driver, the
+   bf16 variants under >>cpu_bf16.
+   ------------------------------------------------------------------------------------------------ */
 /* Matmul: packed and register-blocked (the BLIS scheme). For each KC x NC block of op(B), the
    threads take MR x KC slivers of op(A) and run the microkernel over every NR-wide panel of the
    block, holding an MR x NR tile of C in registers across the k loop. The microkernel takes both
@@ -2081,6 +2113,7 @@ typedef void (*utg__ukernel_rows_fn)(int kc, const float *UTG_RESTRICT A, int ld
                                      float *UTG_RESTRICT C, int ldc, int nr, int acc);
 struct utg__gk { int mr, nr; utg__ukernel_fn fn; const char *name; utg__pack_t_fn pack_t; utg__ukernel_rows_fn fn_rows; };
 
+/* utg__pack_t_fn in plain C: row by row, each row scattered down a column of dst (stride W). */
 static void utg__pack_t_scalar(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src, int ld, int nrows, int kb,
                                float alpha) {
     int r, k;
@@ -2092,6 +2125,8 @@ static void utg__pack_t_scalar(float *UTG_RESTRICT dst, int W, const float *UTG_
         for (k = 0; k < kb; k++) dst[(size_t)k * W + r] = 0.0f;
 }
 
+/* Stores the top-left mr x nr of a register tile (row stride nr_full) into C: C = tile (acc 0) or
+   C += tile. The edge path of the kernels that spill their accumulators to the stack first. */
 static void utg__tile_add(float *C, int ldc, const float *tile, int nr_full, int mr, int nr, int acc) {
     int r, j;
     for (r = 0; r < mr; r++)
@@ -2101,6 +2136,10 @@ static void utg__tile_add(float *C, int ldc, const float *tile, int nr_full, int
 /* portable: MR 6, NR 2 * VW */
 #define UTG__PMR 6
 #define UTG__PNR (2 * UTG__VW)
+/* The portable microkernel (utg__ukernel_fn): a 6 x 2VW tile in twelve vector accumulators, each
+   k step one B row (two vectors) times six broadcast A values. Without vector extensions the same
+   tile in scalar loops; the sums run in k order either way, so the two builds agree bit for bit
+   where the compiler does not contract differently. */
 static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, int bs, float *UTG_RESTRICT C,
                              int ldc, int mr, int nr, int acc) {
     float tile[UTG__PMR][UTG__PNR];
@@ -2162,6 +2201,9 @@ static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, int as, const
             _mm512_mask_storeu_ps(o_ + 16, m1, x_);                                                \
         }                                                                                          \
     } while (0)
+/* The AVX-512 microkernel: 12 x 32 tile in 24 zmm accumulators, each k step two B loads and 12
+   broadcasts of A (24 FMAs per k step). Full tiles are stored directly, edge tiles through masks
+   (UTG__ZM), so there is no tile buffer and no scalar tail. */
 __attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const float *UTG_RESTRICT Ap, int as,
                                                                   const float *UTG_RESTRICT Bp, int bs, float *UTG_RESTRICT C,
                                                                   int ldc, int mr, int nr, int acc) {
@@ -2228,6 +2270,9 @@ __attribute__((target("avx512f,fma"))) static void utg__uk_avx512_rows(int kc, c
         _mm256_storeu_ps(tile + (r) * 16, c##r##a);                                                \
         _mm256_storeu_ps(tile + (r) * 16 + 8, c##r##b);                                            \
     } while (0)
+/* The AVX2 microkernel: 6 x 16 tile in 12 ymm accumulators (of 16 registers, leaving room for the
+   two B vectors and a broadcast). Every tile, full or edge, goes through a stack buffer and
+   utg__tile_add. */
 __attribute__((target("avx2,fma"))) static void utg__uk_avx2(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, int bs,
                                                              float *UTG_RESTRICT C, int ldc, int mr, int nr, int acc) {
     UTG__Y2(0); UTG__Y2(1); UTG__Y2(2); UTG__Y2(3); UTG__Y2(4); UTG__Y2(5);
@@ -2300,6 +2345,7 @@ __attribute__((target("avx512f"))) static void utg__pack_t_avx512(float *UTG_RES
 }
 #endif
 
+/* The kernel sets: tile shape, microkernel, transposing packer, in-place row kernel (or NULL). */
 static const utg__gk utg__gk_portable = {UTG__PMR, UTG__PNR, utg__uk_portable, "portable", utg__pack_t_scalar, NULL};
 #if defined(UTG__X86_KERNELS)
 static const utg__gk utg__gk_avx512 = {12, 32, utg__uk_avx512, "avx512", utg__pack_t_avx512, utg__uk_avx512_rows};
@@ -2322,6 +2368,14 @@ static const utg__gk *utg__gk_pick(void) {
     return &utg__gk_portable;
 }
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_bf16
+   matmul_bf16: both operands rounded to bf16 (round to nearest even) and the products summed in
+   fp32, as train_gpt.py's Newton-Schulz under bf16 autocast. Without avx512_bf16 the fp32 path
+   runs on operands rounded in place after packing (utg__bf16_round_n); with it, A and B are
+   packed as pairs of bf16 along k in uint32 lanes and utg__uk_bf16 does two k steps per
+   vdpbf16ps. The products of two bf16 values are exact in fp32 on both paths.
+   ------------------------------------------------------------------------------------------------ */
 /* bf16 bits of f, rounded to nearest even (a NaN stays a NaN) */
 static uint32_t utg__bf16_bits(float f) {
     uint32_t u;
@@ -2329,6 +2383,7 @@ static uint32_t utg__bf16_bits(float f) {
     if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
     return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
 }
+/* x[i] = x[i] rounded to bf16 and widened back to fp32, over n floats (a packed sliver or panel). */
 static void utg__bf16_round_n(float *x, size_t n) {
     size_t i;
     for (i = 0; i < n; i++) {
@@ -2392,6 +2447,8 @@ __attribute__((target("avx512f"))) static void utg__pair_rows(uint32_t *d, const
     b = _mm512_and_si512(b, _mm512_set1_epi32((int)0xffff0000u));
     _mm512_mask_storeu_epi32(d, (__mmask16)((1u << w) - 1u), _mm512_maskz_mov_epi32(m, _mm512_or_si512(a, b)));
 }
+/* op(B)[kc:kc+kb, j0:j0+32] as one bf16-pair panel: dst[p * 32 + j] holds k = 2p (low) and 2p + 1
+   (high) of column j; columns past N and an odd last k are zero. */
 static void utg__pack_b_pairs(uint32_t *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0) {
     int nj = N - j0 < 32 ? N - j0 : 32, kp = (kb + 1) / 2, p;
     if (tb) { /* transposing: pairs and padding in registers */
@@ -2405,6 +2462,8 @@ static void utg__pack_b_pairs(uint32_t *dst, const float *B, int ldb, utg_trans 
         else memset(dst + (size_t)p * 32 + 16, 0, 16 * sizeof(uint32_t));
     }
 }
+/* alpha * op(A)[i0:i0+12, kc:kc+kb] as one bf16-pair sliver: ap[p * 12 + r] holds k = 2p and
+   2p + 1 of row r; rows past M and an odd last k are zero. */
 static void utg__pack_a_pairs(uint32_t *ap, const float *A, int lda, utg_trans ta, int M, int i0, int kc, int kb, float alpha) {
     int mr = M - i0 < 12 ? M - i0 : 12, kp = kb / 2, p;
     if (!ta) { /* transposing: pairs and padding in registers */
@@ -2449,6 +2508,13 @@ __attribute__((target("avx512f,avx512bf16"), noinline)) static void utg__uk_bf16
 }
 #endif
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_gemm_driver
+   The matmul proper: packing of op(B) panels, the per-sliver work (utg__gemm_sliver), the
+   symmetric-product shortcut (upper triangle, then utg__mirror_lower), the k split of A^T B for
+   the weight gradients (utg__ksplit_unit, utg__add_part) and the parallel driver utg__matmul_run
+   behind matmul and matmul_bf16.
+   ------------------------------------------------------------------------------------------------ */
 /* op(B)[kc:kc+kb, j0:j0+NR] into one NR-wide panel (k-major), zero-padded past N; bf16: rounded to bf16 */
 static void utg__pack_b(const utg__gk *gk, float *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0, int bf16) {
     const int NR = gk->nr;
@@ -2719,6 +2785,7 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
     }
     if (sym) utg__mirror_lower(C, N);
 }
+/* The table's matmul and matmul_bf16: one driver, bf16 as its last argument. */
 static void utg__cpu_matmul(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
                             utg_trans tb, float alpha, float beta) {
     utg__matmul_run(be, C, A, B, M, N, K, ta, tb, alpha, beta, 0);
@@ -2728,6 +2795,14 @@ static void utg__cpu_matmul_bf16(utg_backend *be, float *C, const float *A, cons
     utg__matmul_run(be, C, A, B, M, N, K, ta, tb, alpha, beta, 1);
 }
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_rows
+   Row-wise building blocks shared by the ops below: the embedding gather and scatter, e^x
+   without libm (so that the bits do not depend on the C library), and the max, sum and dot
+   product of a row in 16 fixed lanes (vectorized without -ffast-math, summed in a fixed order).
+   ------------------------------------------------------------------------------------------------ */
+
+/* embed_fwd: out[i, :] = table[ids[i], :], rows [n, d]; each output row copied by one thread. */
 static void utg__cpu_embed_fwd(utg_backend *be, float *out, const float *table, const int32_t *ids, int n, int d) {
     int i;
     (void)be;
@@ -2803,6 +2878,7 @@ static float utg__row_max(const float *UTG_RESTRICT x, int n, float m) {
     for (i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
     return m;
 }
+/* The sum of x[0..n): lane i % 16 collects x[i], the lanes folded by utg__fold16. */
 static UTG__FORCE_INLINE float utg__row_sum(const float *UTG_RESTRICT x, int n) {
     float acc[16] = {0};
     int i = 0, l;
@@ -2822,6 +2898,12 @@ static UTG__FORCE_INLINE float utg__dot(const float *UTG_RESTRICT a, const float
     return utg__fold16(acc);
 }
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_norm_rope
+   RMSNorm over rows and the fused q/k head norm + RoPE + q_gain. Forward rows are independent (one
+   thread each); the backward's reductions (dgain) go through UTG__CPU_RED_CHUNKS fixed token
+   chunks added in chunk order.
+   ------------------------------------------------------------------------------------------------ */
 /* one row of RMSNorm: y = x / sqrt(mean(x^2) + eps), returns 1/rms (rmsnorm_fwd and mix_rmsnorm_fwd) */
 static float utg__rms_row(float *UTG_RESTRICT yr, const float *UTG_RESTRICT xr, int cols, float eps) {
     float rs = 1.0f / sqrtf(utg__dot(xr, xr, cols) / (float)cols + eps);
@@ -2829,6 +2911,7 @@ static float utg__rms_row(float *UTG_RESTRICT yr, const float *UTG_RESTRICT xr, 
     for (c = 0; c < cols; c++) yr[c] = xr[c] * rs;
     return rs;
 }
+/* rmsnorm_fwd: y[rows, cols] normalized rows of x, rstd[rows] = 1/rms per row (kept for the backward). */
 static void utg__cpu_rmsnorm_fwd(utg_backend *be, float *y, float *rstd, const float *x, int rows, int cols, float eps) {
     int r;
     (void)be;
@@ -2865,6 +2948,8 @@ static float utg__qk_row_fwd(float *UTG_RESTRICT y, float *UTG_RESTRICT xn, cons
     for (i = 2 * half; i < hd; i++) y[i] = g * xn[i];
     return rs;
 }
+/* qk_norm_rope_fwd: one thread per token, its heads in order; token row t sits at position
+   t % seq_len of the RoPE table. */
 static void utg__cpu_qk_norm_rope_fwd(utg_backend *be, float *y, float *xn, float *rstd, const float *x, const float *cos_sin,
                                       const float *gain, int n_tok, int seq_len, int n_heads, int head_dim, int rot_dims, float eps) {
     int t, half = rot_dims / 2;
@@ -2935,6 +3020,13 @@ static void utg__cpu_qk_norm_rope_bwd(utg_backend *be, float *dx, float *dgain, 
 }
 
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_attention
+   Causal GQA attention (attn_fwd, attn_bwd), flash style on top of the gemm microkernels: the
+   scratch layout of a task (utg__fa_buf), tile products (utg__fa_tile, utg__fa_acc, utg__fa_kv),
+   the causal mask and the column-wise online softmax (utg__fa_mask, utg__fa_exp, utg__fa_colmax,
+   utg__fa_colsum).
+   ------------------------------------------------------------------------------------------------ */
 /* Attention, flash style on the CPU, with the score tiles laid out keys x queries. One task per
    (batch, kv head), so the query heads sharing a kv head run together and dK/dV rows belong to one
    task. The task packs K and V once (keys as A slivers, and as B panels with k = the keys).
@@ -2974,11 +3066,15 @@ typedef struct { float *ka, *vr, *bn, *qt, *dt, *qb, *db, *st, *dp, *pa, *ob, *l
    slivers of MR query columns, and the last may run up to MR - 1 floats past NR (into the next
    key row, or past the last one): those values land only in rows of C that are never stored. */
 #define UTG__FA_TILE ((size_t)UTG__FA_KB * UTG__NR_MAX + UTG__MR_MAX)
+/* Floats of one thread's utg__fa_buf for sequence length T and head size hd (T padded to whole
+   key tiles, hd to whole NR panels), rounded up to whole 64-byte lines. */
 static size_t utg__attn_scratch_per_thread(int T, int hd) {
     size_t TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdN = (size_t)UTG__RUP(hd, UTG__NR_MAX), NR = UTG__NR_MAX;
     return (2 * TR * (size_t)hd + hdN * TR + 2 * (size_t)hd * NR + 2 * NR * hdN + 2 * UTG__FA_TILE + UTG__MR_MAX * NR +
            NR * hdN + 4 * NR + 64 + 15) / 16 * 16; /* whole cache lines per thread */
 }
+/* Lays utg__fa_buf over p (utg__attn_scratch_per_thread(T, hd) floats) in the order of that sum,
+   and zeroes the two tiles so that their slack holds finite values. */
 static utg__fa_buf utg__fa_carve(float *p, int T, int hd) {
     size_t TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdN = (size_t)UTG__RUP(hd, UTG__NR_MAX), NR = UTG__NR_MAX;
     utg__fa_buf f;
@@ -3057,6 +3153,7 @@ static void utg__fa_colmax(float *UTG_RESTRICT m, const float *UTG_RESTRICT t, i
     for (; i < nk; i++)
         for (j = 0; j < NR; j++) m[j] = t[(size_t)i * NR + j] > m[j] ? t[(size_t)i * NR + j] : m[j];
 }
+/* sm[j] += the column sums of the tile (see utg__fa_colmax: four rows a step, pairs first). */
 static void utg__fa_colsum(float *UTG_RESTRICT sm, const float *UTG_RESTRICT t, int NR, int nk) {
     int i = 0, j;
     for (; i + 4 <= nk; i += 4)
@@ -3068,6 +3165,10 @@ static void utg__fa_colsum(float *UTG_RESTRICT sm, const float *UTG_RESTRICT t, 
         for (j = 0; j < NR; j++) sm[j] += t[(size_t)i * NR + j];
 }
 
+/* attn_fwd: per (sequence, kv head) task, per query head of the group and panel of NR queries,
+   the key tiles up to the panel's last query with an online softmax: m = running max, sm = the
+   running sum rescaled by al = e^(m_old - m_new), O rescaled by al too; y = O / sm and
+   lse = m + log(sm) at the end. Tiles wholly above the diagonal are never computed. */
 static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float *q, const float *k, const float *v,
                               int B, int T, int H, int Hkv, int hd, float scale) {
     int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
@@ -3119,6 +3220,9 @@ static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float
     }
 }
 
+/* attn_bwd (FlashAttention-2's backward): D = rowsum(dO * O) per query, P recomputed from S and the
+   saved lse, dS = P (dP - D) scale; dV += P^T dO, dK += dS^T Q, dQ += dS K. dK and dV rows belong
+   to one task, so they are summed without atomics; dq rows are written by the task of their head. */
 static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, const float *dy, const float *q,
                               const float *k, const float *v, const float *y, const float *lse, int B, int T, int H,
                               int Hkv, int hd, float scale) {
@@ -3177,12 +3281,22 @@ static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, 
     }
 }
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_elementwise
+   The per-token ops of a block: relu^2 (the MLP activation), XSA, the gated skip (lerp), the
+   attention output gate, SmearGate and the channel mix (every residual add). Per-token work is
+   split over the threads by token; every weight gradient is summed down the tokens in order (or
+   in fixed chunks), in double where the sum is long.
+   ------------------------------------------------------------------------------------------------ */
+
+/* relu2_fwd: y = leaky_relu(x, slope)^2 elementwise (train_gpt.py's relu(x).square() at slope 0). */
 static void utg__cpu_relu2_fwd(utg_backend *be, float *y, const float *x, size_t n, float slope) {
     long long i;
     (void)be;
     UTG__OMP_FOR
     for (i = 0; i < (long long)n; i++) { float r = x[i] > 0.0f ? x[i] : slope * x[i]; y[i] = r * r; }
 }
+/* relu2_bwd: WRITES dx = dy * 2x * (x > 0 ? 1 : slope^2), which is 2 r r' with r = leaky_relu(x). */
 static void utg__cpu_relu2_bwd(utg_backend *be, float *dx, const float *dy, const float *x, size_t n, float slope) {
     long long i;
     float s2 = slope * slope;
@@ -3191,6 +3305,8 @@ static void utg__cpu_relu2_bwd(utg_backend *be, float *dx, const float *dy, cons
     for (i = 0; i < (long long)n; i++) dx[i] = 2.0f * x[i] * dy[i] * (x[i] > 0.0f ? 1.0f : s2);
 }
 
+/* xsa_fwd: removes from each query head's output its component along the token's own value
+   vector (kv head h / (H / Hkv)); a zero value vector leaves the output as it is. */
 static void utg__cpu_xsa_fwd(utg_backend *be, float *y, const float *x, const float *v, int n_tok, int H, int Hkv, int hd) {
     int t, g = H / Hkv;
     (void)be;
@@ -3230,6 +3346,7 @@ static void utg__cpu_xsa_bwd(utg_backend *be, float *dx, float *dv, const float 
     }
 }
 
+/* lerp_fwd (the gated skip of PR #1089): out = a x + (1 - a) s z per column, a = sigmoid(g[c]). */
 static void utg__cpu_lerp_fwd(utg_backend *be, float *out, const float *x, const float *z, const float *g, const float *s,
                               int rows, int cols) {
     int r;
@@ -3270,6 +3387,8 @@ static void utg__cpu_lerp_bwd(utg_backend *be, float *dx, float *dz, float *dg, 
     }
 }
 
+/* gate_fwd: per token and head, g = mult * sigmoid(scale * W[h, :win] . x[t, :win]) (saved for the
+   backward) and y = g yin. */
 static void utg__cpu_gate_fwd(utg_backend *be, float *y, float *g, const float *yin, const float *x, const float *W, int n_tok, int H,
                               int hd, int x_cols, int win, float scale, float mult) {
     int t;
@@ -3291,6 +3410,7 @@ static float utg__gate_dz(const float *dy, const float *yin, const float *g, int
     float gv = g[(size_t)t * H + h];
     return utg__dot(dy + ((size_t)t * H + h) * hd, yin + ((size_t)t * H + h) * hd, hd) * gv * (1.0f - gv / mult);
 }
+/* gate_bwd: two passes, per token (dyin, dx) and per weight (dW, in double down the tokens). */
 static void utg__cpu_gate_bwd(utg_backend *be, float *dyin, float *dx, float *dW, const float *dy, const float *yin, const float *x,
                               const float *W, const float *g, int n_tok, int H, int hd, int x_cols, int win, float scale, float mult) {
     int t, hi;
@@ -3315,7 +3435,10 @@ static void utg__cpu_gate_bwd(utg_backend *be, float *dyin, float *dx, float *dW
     }
 }
 
+/* Whether token row t mixes in its predecessor: not the first of its sequence, and not a BOS
+   token (PR #1855's mask, so no document leaks into the next through the gate). */
 static int utg__smear_on(const int32_t *ids, int t, int seq_len, int bos) { return t % seq_len != 0 && ids[t] != bos; }
+/* smear_fwd (PR #1667): y_t = x_t + lam sigmoid(w . x_t[0:win]) x_{t-1} where utg__smear_on. */
 static void utg__cpu_smear_fwd(utg_backend *be, float *y, const float *x, const float *w, const float *lam, const int32_t *ids,
                                int n_tok, int seq_len, int d, int win, int bos) {
     int t;
@@ -3332,6 +3455,8 @@ static void utg__cpu_smear_fwd(utg_backend *be, float *y, const float *x, const 
         }
     }
 }
+/* smear_bwd: ADDS dx per token (its own dy, the next token's gate times its dy, and the gate's
+   input term), then dw and dlam as double sums down the tokens, one after the other. */
 static void utg__cpu_smear_bwd(utg_backend *be, float *dx, float *dw, float *dlam, const float *dy, const float *x, const float *w,
                                const float *lam, const int32_t *ids, int n_tok, int seq_len, int d, int win, int bos) {
     int t, i;
@@ -3398,6 +3523,7 @@ static void utg__cpu_mix_rmsnorm_fwd(utg_backend *be, float *out, float *y, floa
         if (y) rstd[r] = utg__rms_row(y + o, out + o, cols, eps);
     }
 }
+/* mix_fwd: mix_rmsnorm_fwd without the norm (y NULL). */
 static void utg__cpu_mix_fwd(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
                              const float *wz, int rows, int cols, int flags) {
     utg__cpu_mix_rmsnorm_fwd(be, out, NULL, NULL, x, wx, z, wz, rows, cols, flags, 0.0f);
@@ -3469,6 +3595,12 @@ static void utg__cpu_mix_bwd(utg_backend *be, float *dx, float *dz, float *dwx, 
     }
 }
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_xent
+   The softcapped cross-entropy of the head: c tanh(z / c) (train_gpt.py's logit softcap), the
+   log-sum-exp per row and, in the same pass, the gradient written over the logits, so the
+   [rows, V] logits never need a second buffer.
+   ------------------------------------------------------------------------------------------------ */
 /* tanh without libm, in loops GCC vectorizes: an odd Taylor polynomial below |y| = 1/4 (relative
    error under 1e-8 there), sign(y) (1 - 2/(e^2|y| + 1)) above (e^2|y| from utg__expf_core; |y| clamped to 9, where
    tanh rounds to 1). Relative error below 5e-7 (tests/test_ops.c checks against double). */
@@ -3539,6 +3671,14 @@ static void utg__cpu_xent_fwd(utg_backend *be, float *logits, float *row_loss, c
     }
 }
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_optim
+   The optimizer's elementwise ops: axpby (EMA, SWA, gradient scaling), Muon's momentum, the
+   deterministic sum of squares (clipping, norms), the row normalization of MuonEq-R and the
+   Adam(W) step. All elementwise or per row, so no result depends on the thread count.
+   ------------------------------------------------------------------------------------------------ */
+
+/* axpby: y = alpha x + beta y; alpha 0 (or x NULL) scales y alone and never reads x. */
 static void utg__cpu_axpby(utg_backend *be, float *y, float alpha, const float *x, float beta, size_t n) {
     ptrdiff_t i, nn = (ptrdiff_t)n;
     (void)be;
@@ -3556,6 +3696,7 @@ static void utg__cpu_axpby(utg_backend *be, float *y, float alpha, const float *
     for (i = 0; i < nn; i++) y[i] = alpha * x[i] + beta * y[i];
 }
 
+/* muon_momentum: m = mu m + g, then u = g + mu m (nesterov, train_gpt.py's default) or u = m. */
 static void utg__cpu_muon_momentum(utg_backend *be, float *u, float *m, const float *g, float mu, int nesterov, size_t n) {
     ptrdiff_t i, nn = (ptrdiff_t)n;
     (void)be;
@@ -3597,6 +3738,7 @@ static double utg__cpu_sumsq(utg_backend *be, const float *x, size_t n) {
     return total;
 }
 
+/* row_normalize: each row of x[rows, cols] divided by max(||row||_2, eps), the norm summed in double. */
 static void utg__cpu_row_normalize(utg_backend *be, float *x, int rows, int cols, float eps) {
     int r;
     (void)be;
@@ -3613,6 +3755,7 @@ static void utg__cpu_row_normalize(utg_backend *be, float *x, int rows, int cols
     }
 }
 
+/* adam_step: torch.optim.AdamW's update with the bias corrections folded into step and rbc2. */
 static void utg__cpu_adam_step(utg_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
                                float beta1, float beta2, float eps, float wd, float bc1, float bc2) {
     ptrdiff_t i, nn = (ptrdiff_t)n;
@@ -3627,8 +3770,15 @@ static void utg__cpu_adam_step(utg_backend *be, float *p, const float *g, float 
     }
 }
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_create
+   The backend's life: synchronize (a no-op: every CPU op returns when done), destroy, and create,
+   which picks the microkernel set once and fills the op table.
+   ------------------------------------------------------------------------------------------------ */
 static void utg__cpu_synchronize(utg_backend *be) { (void)be; }
 
+/* destroy: frees the scratch slots, the private state and the table itself, with the allocator
+   the backend was created with. */
 static void utg__cpu_destroy(utg_backend *be) {
     utg__cpu *c;
     utg_allocator a;
