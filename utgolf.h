@@ -1455,14 +1455,21 @@ static int utg__thread_id(void) { return 0; }
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_util
+   The small pieces every later section uses: allocation through the caller's utg_allocator,
+   messages (utg__msgf, which makes bytes from files safe to print), overflow-checked size
+   arithmetic, the platform-independent RNG, half-float decoding and little-endian integer access.
+   Nothing here touches backend memory.
    ------------------------------------------------------------------------------------------------ */
 
+/* n bytes from the allocator a (NULL or no alloc_fn: UTG_MALLOC); a request of 0 gets 1 byte, so
+   NULL always means out of memory. */
 static void *utg__alloc(const utg_allocator *a, size_t n) {
     if (n == 0) n = 1;
     if (a && a->alloc_fn) return a->alloc_fn(n, a->user);
     return UTG_MALLOC(n, a ? a->user : NULL);
 }
 
+/* Frees p (NULL is a no-op) with the allocator that gave it. */
 static void utg__free(const utg_allocator *a, void *p) {
     if (!p) return;
     if (a && a->free_fn) a->free_fn(p, a->user);
@@ -1506,17 +1513,20 @@ typedef struct utg__rng {
     uint64_t s[4];
 } utg__rng;
 
+/* One splitmix64 step: advances *x and returns a well-mixed 64-bit value. */
 static uint64_t utg__splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
 }
+/* The four xoshiro256** state words from splitmix64(seed), the seeding the xoshiro authors recommend. */
 static void utg__rng_seed(utg__rng *r, uint64_t seed) {
     int i;
     for (i = 0; i < 4; i++) r->s[i] = utg__splitmix64(&seed);
 }
 static uint64_t utg__rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+/* The next 64 random bits (xoshiro256**). */
 static uint64_t utg__rng_next(utg__rng *r) {
     uint64_t *s = r->s, result = utg__rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
     s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3]; s[2] ^= t; s[3] = utg__rotl(s[3], 45);
@@ -1534,6 +1544,7 @@ static double utg__rng_normal(utg__rng *r) {
 /* Half floats (import only; round-trip exactness matters, speed does not). */
 static float utg__f32_from_bits(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
 static float utg__bf16_to_f32(uint16_t h) { return utg__f32_from_bits((uint32_t)h << 16); }
+/* IEEE binary16 bits to float, exactly (subnormals, infinities and NaNs included). */
 static float utg__f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
     if (exp == 0) { /* zero or subnormal: man * 2^-24 */
@@ -1544,6 +1555,7 @@ static float utg__f16_to_f32(uint16_t h) {
     return utg__f32_from_bits(sign | ((exp + 112) << 23) | (man << 13));
 }
 
+/* Little-endian reads and writes of file fields, independent of the host's byte order and alignment. */
 static uint32_t utg__rd_u32le(const uint8_t *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
@@ -1556,6 +1568,10 @@ static void utg__wr_u32le(uint8_t *p, uint32_t v) {
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_config
+   The knob table (UTG_CONFIG_KNOBS) expanded into utg__knobs: per knob its info (names, kind,
+   range, doc), its default as a number or a string, and the offset of its field in utg_config.
+   Every knob function works through that table, so a knob added to the X-macro list is parsed,
+   validated, printed, resolved and saved in checkpoints and artifacts without further code.
    ------------------------------------------------------------------------------------------------ */
 
 #define UTG__DEFNUM_INT(d) (double)(d)
@@ -3865,8 +3881,28 @@ UTGDEF void utg_backend_destroy(utg_backend *be) {
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_model
+   The model, in the order a model is built and run:
+     tensor table   utg__build_tensors lists every parameter (state_dict order of train_gpt.py's
+                    GPT, then the recurrence's own tensors); utg__add_tensor gives each its offset
+                    in one parameter arena and one gradient arena of the same layout.
+     plans          utg__compile_plans turns the recurrence knobs into one utg_plan per phase
+                    (virtual layer -> physical block, control owner, skip slots, lanes) and
+                    utg__verify_plan proves each plan reads only what exists.
+     arenas         utg__carve_all carves every activation and gradient temporary for a batch
+                    of N tokens out of one backend buffer (sized once, for all plans).
+     forward        utg__forward: the embedding stage (token embedding, BigramHash, SmearGate,
+                    norm: x0), the virtual layers of the current plan (utg__layer_forward: skip
+                    pop, depth conditioning, resid_mix, attention and MLP sublayers, lanes, skip
+                    push), the final norm, the tied or untied head and the softcapped
+                    cross-entropy, whose gradient is left in the logits buffer.
+     backward       utg_model_backward walks the same steps in reverse (utg__layer_backward),
+                    ADDING every weight gradient so that a block visited several times sums them.
+   All tensors live in backend memory; the host touches them only through upload and download.
    ------------------------------------------------------------------------------------------------ */
 
+/* Index tables: the model finds each tensor by its index into m->tensors, resolved once at build
+   time, and a virtual layer's pointers are computed from them (utg__layer_ptrs). [k] indexes the
+   block's attention sublayers (BLOCK_ATTNS). */
 typedef struct utg__heavy_ix { /* tensor-table indexes of one physical block's matrices (-1: none) */
     int q_gain[2], c_q[2], c_k[2], c_v[2], proj[2], gate[2], fc, mid, mlp_proj;
 } utg__heavy_ix;
@@ -3917,6 +3953,7 @@ typedef struct utg__attn_acts { /* what one attention sublayer keeps for its bac
     float *yg, *g;            /* attention gate: the gated heads and the gate values [N, H] (NULL: no gate) */
 } utg__attn_acts;
 
+/* What one MLP sublayer keeps for its backward: all [N, d] except u, ua, u2, ua2 [N, F] and r [N]. */
 typedef struct utg__mlp_acts {
     float *n, *r, *nb, *u, *ua, *u2, *ua2, *m; /* norm, 1/rms, +bias, fc out, relu^2, mid out, relu^2, out */
 } utg__mlp_acts;
@@ -3938,6 +3975,9 @@ typedef struct utg__acts { /* what one virtual layer keeps for its backward */
     float *out, *out1;        /* output (lane 0, lane 1) */
 } utg__acts;
 
+/* The model: its config, the backend it runs on, the tensor table with the parameter and gradient
+   arenas (backend memory, same layout), the compiled plans, the shape, and the activation arena
+   sized for cap_tok tokens. Every float pointer below is backend memory unless it says host. */
 struct utg_model {
     utg_config cfg;
     utg_allocator alloc;
@@ -4026,6 +4066,7 @@ struct utg_model {
 };
 
 static void utg__log(utg_model *m, utg_log_level lvl, const char *fmt, ...) UTG__PRINTF(3, 4);
+/* printf-style message to the model's logger, if it has one. */
 static void utg__log(utg_model *m, utg_log_level lvl, const char *fmt, ...) {
     char buf[512];
     va_list ap;
@@ -4036,6 +4077,9 @@ static void utg__log(utg_model *m, utg_log_level lvl, const char *fmt, ...) {
     m->logger.fn(lvl, buf, __FILE__, __LINE__, m->logger.user);
 }
 
+/* Appends a tensor of shape [d0, d1, d2] (ndim of them used) to the table, at the end of the arena
+   (each tensor starting on a 16-float boundary), and returns its index. block is the physical
+   block it belongs to (-1: none), role what the optimizer and the quantizer do with it. */
 static int utg__add_tensor(utg_model *m, const char *name, utg_role role, int block, int ndim, int64_t d0, int64_t d1,
                            int64_t d2) {
     utg_tensor_info *t;
@@ -4086,6 +4130,9 @@ static int utg__parse_ints(const char *s, int *out, int cap, int pairs) {
 
 #define UTG__MAX_VIRTUAL 4096
 
+/* One phase of the recurrence while plans are compiled: its virtual->physical list (n entries, the
+   first n_enc the U-Net encoder), the first layer that pops a skip, and when the phase begins
+   (a step, or a fraction of training; -1: not by that measure). */
 typedef struct utg__phase_src { int *list, n, n_enc, pop_start, start_step; double start_frac; } utg__phase_src;
 
 /* Compile the configured recurrence into plans (SPEC 2.3): the virtual->physical list of each
@@ -4348,6 +4395,7 @@ static utg_result utg__verify_plan(utg_model *m, int p) {
     return UTG_OK;
 }
 
+/* Frees every plan with its layer and init-set arrays; the model is left with no plans. */
 static void utg__free_plans(utg_model *m) {
     int p;
     if (m->plans)
@@ -4383,6 +4431,8 @@ typedef struct utg__carver {
     size_t used;
     int overflow;
 } utg__carver;
+/* n_floats from the carver on a 64-byte boundary: a pointer in pass 2, NULL in pass 1 (measuring)
+   or once the size overflowed (c->overflow then set). */
 static float *utg__carve(utg__carver *c, size_t n_floats) {
     size_t bytes, start = (c->used + 63) & ~(size_t)63, end;
     if (!utg__mul_ok(n_floats, sizeof(float), &bytes) || !utg__add_ok(start, bytes, &end)) { c->overflow = 1; return NULL; }
@@ -4425,7 +4475,7 @@ static void utg__halve(utg_model *m, float *out, const float *x, int rows) {
     m->be->mix_fwd(m->be, out, x, m->half, NULL, NULL, rows, m->d, UTG_MIX_WX_SCALAR);
 }
 
-/* the id before each document (SentencePiece's bos_id; SPEC appendix A): the SmearGate does not
+/* the id before each document (SentencePiece's bos_id in the records' tokenizers): the SmearGate does not
    reach across it */
 #define UTG__BOS_ID 1
 
@@ -4463,6 +4513,8 @@ static void utg__bigram_tensors(utg_model *m) {
     m->t_bg_proj = utg__add_tensor(m, "bigram.proj.weight", UTG_ROLE_MATRIX, -1, 2, m->d, c->bigram_dim, 0);
     m->t_bg_scale = utg__add_tensor(m, "bigram.scale", UTG_ROLE_CONTROL, -1, 1, 1, 0, 0);
 }
+/* BigramHash's buffers for N tokens: bucket ids, the looked-up rows [N, bigram_dim], their
+   projection [N, d], and the gradients of the last two. */
 static void utg__bigram_carve(utg_model *m, utg__carver *c, size_t N) {
     size_t db = (size_t)m->cfg.bigram_dim, d = (size_t)m->d;
     if (m->t_bg_embed < 0) return;
@@ -4513,6 +4565,7 @@ static void utg__smear_gate_tensors(utg_model *m) {
     m->t_smear_w = utg__add_tensor(m, "smear_gate.weight", UTG_ROLE_CONTROL, -1, 2, 1, m->cfg.gate_window, 0);
     m->t_smear_lam = utg__add_tensor(m, "smear_lambda", UTG_ROLE_CONTROL, -1, 1, 1, 0, 0);
 }
+/* The smeared embedding and dL/d(emb), [N, d] each (NULL when the gate is off). */
 static void utg__smear_gate_carve(utg_model *m, utg__carver *c, size_t N) {
     m->emb_s = m->t_smear_w >= 0 ? utg__carve(c, N * (size_t)m->d) : NULL;
     m->g_emb = m->t_smear_w >= 0 ? utg__carve(c, N * (size_t)m->d) : NULL;
@@ -4537,11 +4590,13 @@ static const float *utg__smear_gate_backward(utg_model *m, const float *g_smeare
 static void utg__static_smear_tensors(utg_model *m) {
     m->t_smg = m->cfg.smear_enabled > 0 ? utg__add_tensor(m, "smear.gate", UTG_ROLE_CONTROL, -1, 1, m->d, 0, 0) : -1;
 }
+/* The normed embedding xn and its one-position shift, [N, d] each. */
 static void utg__static_smear_carve(utg_model *m, utg__carver *c, size_t N) {
     if (m->t_smg < 0) return;
     m->xn = utg__carve(c, N * (size_t)m->d);
     m->xprev = utg__carve(c, N * (size_t)m->d);
 }
+/* x0 from the embedding: xn = rmsnorm(emb), x0_t = a xn_t + (1 - a) xn_{t-1}, a = sigmoid(g). */
 static void utg__static_smear_forward(utg_model *m, const float *emb, int n_seqs) {
     int N = n_seqs * m->Tc;
     m->be->rmsnorm_fwd(m->be, m->xn, m->r0, emb, N, m->d, m->eps);
@@ -4741,6 +4796,8 @@ UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed) {
     return UTG_OK;
 }
 
+/* The RoPE table for sequence length T in backend memory: [T, rd/2] cosines then [T, rd/2] sines,
+   inv_freq_i = base^(-2i / rd), as train_gpt.py's Rotary (NTK-scaled past the reference length). */
 static utg_result utg__rope_table(utg_model *m, int T, float **dst) {
     int half = m->rd / 2, t, i;
     float *host = (float *)utg__alloc(&m->alloc, sizeof(float) * 2 * (size_t)T * half);
@@ -4895,6 +4952,7 @@ UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) 
     return UTG_OK;
 }
 
+/* Frees the activation arena and its host-side companions; the next forward reserves anew. */
 static void utg__free_acts(utg_model *m) {
     if (m->act_arena) m->be->buf_free(m->be, m->act_arena);
     utg__free(&m->alloc, m->acts);
@@ -4980,6 +5038,8 @@ UTGDEF utg_result utg_model_set_phase(utg_model *m, int phase, int activate) {
     return UTG_OK;
 }
 
+/* The backend span of tensor index (or of the whole arena, index < 0) in the parameter or gradient
+   arena, after checking that the caller's n floats match it exactly. */
 static utg_result utg__span(utg_model *m, utg_arena which, int index, size_t n, float **dev) {
     float *base;
     if (!m || (int)which < 0 || (int)which > 1 || index >= m->n_tensors) {
@@ -5079,6 +5139,9 @@ static void utg__carve_all(utg_model *m, utg__carver *c, size_t N) {
     m->g_skip = utg__carve(c, (size_t)m->max_slots * N * d);
 }
 
+/* Makes the activation arena hold N tokens: two carving passes (measure, then hand out), and
+   nothing when the arena is already large enough. Checks N * max(V, F) against INT32_MAX, the
+   largest int element count an op sees. */
 static utg_result utg__reserve_tokens(utg_model *m, size_t N) {
     utg__carver c;
     if (N <= (size_t)m->cap_tok) return UTG_OK;
@@ -5165,6 +5228,10 @@ static const float *utg__attn_out(const utg__layer_weights *w, int k, const utg_
     return w->attn_gate[k] ? S->yg : w->xsa ? S->yx : S->y;
 }
 
+/* Attention sublayer k of a layer: a = proj(attention(q, k, v)) with q, k, v from norm(in) [+ bias]
+   (scaled by ln_scale), q and k through the head norm and RoPE, q by q_gain; v with the value
+   embedding and the value residual where on; XSA and the output gate on the heads where on.
+   in NULL: the caller's mix_rmsnorm_fwd has already written the norm into S. */
 static void utg__attn_fwd(utg_model *m, const utg__layer_weights *w, int k, const float *nbias, utg__attn_acts *S, const float *in, int n_seqs) {
     utg_backend *be = m->be;
     int N = n_seqs * m->Tc, d = m->d;
@@ -5187,7 +5254,7 @@ static void utg__attn_fwd(utg_model *m, const utg__layer_weights *w, int k, cons
     m->mm(be, S->a, utg__attn_out(w, k, S), w->attn_proj[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
 }
 
-/* ga = dL/da (may be m->g_d; consumed first); ADDS dL/din into gin. */
+/* ga = dL/da (m->g_attn_out; consumed first); ADDS dL/din into gin. */
 static void utg__attn_bwd(utg_model *m, const utg__layer_weights *w, const utg__layer_weights *g, int k, const float *nbias, float *gbias,
                           const utg__attn_acts *S, float *ga, float *gin) {
     utg_backend *be = m->be;
@@ -5199,7 +5266,7 @@ static void utg__attn_bwd(utg_model *m, const utg__layer_weights *w, const utg__
     m->mm(be, m->g_heads, ga, w->attn_proj[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
     m->mm(be, g->attn_proj[k], ga, utg__attn_out(w, k, S), d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
     /* attention core (attn_bwd writes g_q, g_k, g_v) */
-    /* g_d is free once ga is consumed: g_y and g_d take turns holding dL/d(the attention output) */
+    /* gy holds dL/d(the attention output) back through the gate and XSA: g_heads and g_normed take turns */
     if (w->attn_gate[k]) {
         be->fill(be, m->g_normed, 0.0f, Nd);
         be->fill(be, m->g_gate_in, 0.0f, Nd);
@@ -5207,7 +5274,7 @@ static void utg__attn_bwd(utg_model *m, const utg__layer_weights *w, const utg__
                      m->gate_scale, m->gate_mult);
         gy = m->g_normed;
     }
-    if (w->xsa) { /* dL/dv gets XSA's share, held in g_k2 (free until k's backward) until attn_bwd has written g_v */
+    if (w->xsa) { /* dL/dv gets XSA's share, held in g_k_raw (free until k's backward) until attn_bwd has written g_v */
         float *other = gy == m->g_heads ? m->g_normed : m->g_heads;
         be->fill(be, other, 0.0f, Nd);
         be->fill(be, m->g_k_raw, 0.0f, (size_t)N * kv);
@@ -5223,7 +5290,7 @@ static void utg__attn_bwd(utg_model *m, const utg__layer_weights *w, const utg__
     if (w->vrl_alpha)
         be->mix_bwd(be, NULL, m->g_v0, NULL, g->vrl_alpha, m->g_v, NULL, NULL, m->acts[0].at[0].v, w->vrl_alpha, N, kv,
                     UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID);
-    /* q_gain, RoPE and the per-head norms, back to raw q (written into g_y) and k (into g_k2) */
+    /* q_gain, RoPE and the per-head norms, back to raw q (written into g_heads) and k (into g_k_raw) */
     be->qk_norm_rope_bwd(be, m->g_heads, g->q_gain[k], m->g_q, S->qn, S->rq, m->rope_cur, w->q_gain[k], N, m->Tc, m->H, m->hd, m->rd);
     be->qk_norm_rope_bwd(be, m->g_k_raw, NULL, m->g_k, S->kn, S->rk, m->rope_cur, NULL, N, m->Tc, m->Hkv, m->hd, m->rd);
     /* q, k, v = src W^T */
@@ -5238,6 +5305,8 @@ static void utg__attn_bwd(utg_model *m, const utg__layer_weights *w, const utg__
     be->rmsnorm_bwd(be, gin, m->g_normed, S->n, S->r, N, d);
 }
 
+/* The MLP sublayer: m = proj(act(fc(norm(in) [+ bias]))), act = leaky_relu(x, slope)^2, with a
+   second hidden layer (mid) for MLP_LAYERS=3. in NULL: the norm is already in M. */
 static void utg__mlp_fwd(utg_model *m, const utg__layer_weights *w, const float *nbias, utg__mlp_acts *M, const float *in, int N) {
     utg_backend *be = m->be;
     int d = m->d, F = m->F;
@@ -5254,7 +5323,7 @@ static void utg__mlp_fwd(utg_model *m, const utg__layer_weights *w, const float 
     m->mm(be, M->m, m->mlp3 ? M->ua2 : M->ua, w->mlp_proj, N, d, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
 }
 
-/* gm = dL/dm (may be m->g_d; consumed first); ADDS dL/din into gin. */
+/* gm = dL/dm (may be m->g_normed, reused once gm is consumed); ADDS dL/din into gin. */
 static void utg__mlp_bwd(utg_model *m, const utg__layer_weights *w, const utg__layer_weights *g, const float *nbias, float *gbias,
                          const utg__mlp_acts *M, float *gm, float *gin) {
     utg_backend *be = m->be;
