@@ -5711,11 +5711,24 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_optim
+   The optimizer holds four arenas of the parameter arena's layout (backend memory): momentum,
+   Adam's second moment, the EMA and the SWA sum, the last two allocated only when on. Each tensor
+   falls into one group, as in train_gpt.py's optimizer setup: the blocks' 2-D matrices go to Muon
+   (MATRIX_LR), the embeddings to Adam at EMBED_LR (TIED_EMBED_LR when tied), an untied head to Adam at
+   HEAD_LR, and everything else (controls, gains, scales, embedding-side projections) to Adam at
+   SCALAR_LR. One step: global gradient norm (deterministic sumsq) and clipping; Muon per tensor
+   (momentum, optional MuonEq-R row normalization, Newton-Schulz, decoupled weight decay, shape
+   scale sqrt(max(1, rows/cols))); then Adam(W) per tensor with one shared step counter.
+   utg_optim_average updates EMA and SWA after the step; the schedules (LR warmdown, Muon
+   momentum warmup) are plain functions of the step and the wall clock.
    ------------------------------------------------------------------------------------------------ */
 
 
+/* The optimizer group of a tensor, which picks its update rule and learning rate. */
 enum { UTG__GROUP_MUON = 0, UTG__GROUP_EMBED, UTG__GROUP_HEAD, UTG__GROUP_SCALAR };
 
+/* The optimizer's state: the per-tensor groups, the four state arenas (NULL where unused), and
+   per-slot Muon buffers so that concurrent threads never share scratch. */
 struct utg_optim {
     utg_model *m;
     utg_backend *be;
@@ -5813,6 +5826,8 @@ UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int
     }
 }
 
+/* Whether name contains any of the comma-separated substrings in patterns (train_gpt.py's
+   CONTROL_TENSOR_NAME_PATTERNS test: `any(p in name for p in patterns)`); empty entries match nothing. */
 static int utg__name_matches(const char *name, const char *patterns) {
     const char *p = patterns;
     while (p && *p) {
@@ -6015,6 +6030,7 @@ UTGDEF utg_average utg_optim_apply_average(utg_optim *o) {
     return UTG_AVERAGE_NONE;
 }
 
+/* Checks that arena `which` exists and that n is its size in floats (get and set move whole arenas). */
 static utg_result utg__optim_arena(utg_optim *o, utg_optim_arena which, size_t n) {
     if (!o || (int)which < 0 || (int)which >= UTG_OPTIM_ARENAS) return UTG_ERR_INVALID;
     if (!o->arena[which]) { utg__msgf(&o->m->msg, "optimizer arena %d is not in use", which); return UTG_ERR_INVALID; }
@@ -6052,6 +6068,7 @@ UTGDEF void utg_optim_set_counters(utg_optim *o, int64_t adam_steps, int64_t swa
 #define UTG__ST_MAX_NAME 256
 #define UTG__ST_MAX_DIMS 8
 
+/* One tensor of a safetensors header: its name, dtype, shape and byte range in the data buffer. */
 typedef struct utg__st_entry {
     char name[UTG__ST_MAX_NAME];
     int dtype; /* 0 F32, 1 F16, 2 BF16 */
@@ -6060,24 +6077,29 @@ typedef struct utg__st_entry {
     uint64_t begin, end;
 } utg__st_entry;
 
+/* The JSON cursor: the unread header bytes [p, end) and where errors go. */
 typedef struct utg__json {
     const char *p, *end;
     utg_msg *msg;
 } utg__json;
 
+/* JSON's whitespace skipped. The utg__js_* readers return 1 on success and 0 after writing a message. */
 static void utg__js_ws(utg__json *j) {
     while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
 }
+/* A parse error at the cursor, with its offset from the header's start; returns 0 for `return` chains. */
 static int utg__js_fail(utg__json *j, const char *what, const char *start) {
     utg__msgf(j->msg, "safetensors header: %s at JSON offset %ld", what, (long)(j->p - start));
     return 0;
 }
 static int utg__js_peek(utg__json *j, char c) { utg__js_ws(j); return j->p < j->end && *j->p == c; }
+/* Consumes c (after whitespace) if it is next; 0 when it is not. */
 static int utg__js_take(utg__json *j, char c) {
     if (!utg__js_peek(j, c)) return 0;
     j->p++;
     return 1;
 }
+/* The value of one hex digit, or -1. */
 static int utg__hexval(char c) {
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 }
@@ -6143,6 +6165,7 @@ static int utg__js_uint(utg__json *j, uint64_t *out) {
     *out = v;
     return 1;
 }
+/* A JSON array of at most cap unsigned integers (a shape or data_offsets) into vals. */
 static int utg__js_uint_array(utg__json *j, uint64_t *vals, int cap, int *count) {
     int n = 0;
     if (!utg__js_take(j, '[')) return 0;
@@ -6158,6 +6181,8 @@ static int utg__js_uint_array(utg__json *j, uint64_t *vals, int cap, int *count)
     return 1;
 }
 
+/* dtype name -> 0 F32, 1 F16, 2 BF16; -2 for a valid safetensors dtype this reader does not
+   load (a clear message), -1 for an unknown string. */
 static int utg__st_dtype(const char *s) {
     static const char *other[] = {"F64", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL",
                                   "F8_E4M3", "F8_E5M2", "C64", "F4", "F6_E2M3", "F6_E3M2", "E8M0"};
@@ -6207,6 +6232,7 @@ static int utg__st_tensor(utg__json *j, utg__st_entry *e, const char *start) {
     return 1;
 }
 
+/* Skips the "__metadata__" object, which must map strings to strings. */
 static int utg__st_metadata(utg__json *j, const char *start) {
     char buf[8];
     int too_long;
@@ -6221,6 +6247,7 @@ static int utg__st_metadata(utg__json *j, const char *start) {
     return 1;
 }
 
+/* qsort order of entries by byte range, so that gaps and overlaps show between neighbours. */
 static int utg__st_cmp_begin(const void *a, const void *b) {
     const utg__st_entry *x = *(const utg__st_entry *const *)a, *y = *(const utg__st_entry *const *)b;
     if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
@@ -6445,6 +6472,9 @@ UTGDEF void utg_model_free_bytes(utg_model *m, void *bytes) {
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_data
+   A Parameter Golf shard (fineweb_*.bin, as train_gpt.py's load_data_shard reads it): a 256-entry
+   int32 header (magic 20240520, version 1, token count) followed by that many uint16 tokens. The
+   parser works on bytes already in memory; the dataset and loaders below read shards from disk.
    ------------------------------------------------------------------------------------------------ */
 
 UTGDEF utg_result utg_shard_parse(const void *bytes, size_t size, const uint8_t **tokens, size_t *n_tokens, utg_msg *msg) {
@@ -6490,6 +6520,15 @@ UTGDEF utg_result utg_shard_write(const uint16_t *ids, size_t n, uint8_t *out, s
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_loader
+   A dataset is a sorted list of shard paths (a glob), their token counts and one open FILE at a
+   time. Two loaders sit on it, both returning inputs and targets shifted by one token:
+     SEQUENTIAL  train_gpt.py's TokenStream / DistributedTokenLoader: the shards as one stream,
+                 each step takes a chunk of world_size spans of local + 1 tokens and this rank
+                 reads its span; the stream wraps at the end.
+     SHUFFLED    the records' shuffled loader: each rank owns every world_size-th shard and draws
+                 seq_len windows from a per-epoch random phase and permutation of each shard.
+   The whole loader state fits a small record (save/restore) so that a resumed run reads exactly
+   the batches the uninterrupted run would have read.
    ------------------------------------------------------------------------------------------------ */
 #ifndef UTG_NO_STDIO
 
@@ -6533,6 +6572,7 @@ struct utg_dataset {
 
 /* ---- glob expansion: a sorted array of paths in one allocation ---- */
 
+/* qsort order of the matched paths, bytewise, so that the shard order is the same on every system. */
 static int utg__ds_path_cmp(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b); /* bytewise: unsigned char */
 }
@@ -6557,6 +6597,8 @@ static char **utg__ds_pack_paths(char *const *src, size_t n, const utg_allocator
     return out;
 }
 
+/* The sorted paths that match pattern, in one allocation (glob(3) where the platform has it; else
+   the pattern names one file, and a wildcard is UTG_ERR_UNSUPPORTED). */
 static utg_result utg__ds_expand(const char *pattern, const utg_allocator *a, char ***paths, int *n, utg_msg *msg) {
 #ifdef UTG__HAVE_GLOB
     glob_t g;
@@ -6594,6 +6636,7 @@ static utg_result utg__ds_expand(const char *pattern, const utg_allocator *a, ch
 
 /* ---- shard headers ---- */
 
+/* The size of an open file in bytes (64-bit seeks), left positioned at its start. */
 static utg_result utg__ds_file_size(FILE *f, const char *path, uint64_t *size, utg_msg *msg) {
     long long end;
     if (UTG__FSEEK64(f, 0, SEEK_END) != 0 || (end = UTG__FTELL64(f)) < 0 || UTG__FSEEK64(f, 0, SEEK_SET) != 0) {
@@ -6712,6 +6755,7 @@ static int utg__ds_find(const utg_dataset *ds, uint64_t offset) {
     return lo;
 }
 
+/* Closes the dataset's open shard, if any. */
 static void utg__ds_drop_file(utg_dataset *ds) {
     if (ds->file) fclose(ds->file);
     ds->file = NULL;
@@ -6890,6 +6934,7 @@ static uint64_t utg__ld_below(utg__rng *r, uint64_t n) {
     return x % n;
 }
 
+/* The dataset index of this rank's i-th owned shard (SHUFFLED). */
 static int utg__ld_shard(const utg_loader *ld, int i) { return ld->rank + i * ld->world_size; }
 
 /* Windows of a shard of n tokens at phase 0: the most any epoch can have. */
@@ -6922,6 +6967,8 @@ static void utg__ld_shard_epoch(const utg_loader *ld, int i, uint64_t epoch, uin
     }
 }
 
+/* Starts epoch `epoch` of the shuffled loader: each owned shard's phase, window count and window
+   order for that epoch, all derived from (seed, rank, shard, epoch), and nothing taken yet. */
 static void utg__ld_begin_epoch(utg_loader *ld, uint64_t epoch) {
     int i;
     ld->epoch = epoch;
@@ -7039,6 +7086,8 @@ static utg_result utg__ld_read_pair(utg_dataset *ds, uint64_t start, size_t n, i
     return utg__ds_read_wrap(ds, (start % ds->start[ds->n_shards]) + (uint64_t)n, 1, targets + n - 1, msg);
 }
 
+/* SEQUENTIAL: this rank's span of local + 1 tokens from the next chunk; inputs are its first local
+   tokens, targets the last local. */
 static utg_result utg__ld_next_sequential(utg_loader *ld, int32_t *inputs, int32_t *targets, size_t local, utg_msg *msg) {
     uint64_t total = utg_dataset_tokens(ld->ds), span = (uint64_t)local + 1, chunk, start;
     utg_result r;
@@ -7075,6 +7124,8 @@ static int utg__ld_pick(utg_loader *ld) {
     return i;
 }
 
+/* SHUFFLED: n_seqs windows of seq_len + 1 tokens from the owned shards, chosen with the loader's
+   RNG; a failure restores the RNG, the epoch and the taken counts, so a retry draws the same. */
 static utg_result utg__ld_next_shuffled(utg_loader *ld, int32_t *inputs, int32_t *targets, int n_seqs, utg_msg *msg) {
     size_t T = (size_t)ld->seq_len;
     utg__rng rng0 = ld->rng;
@@ -7123,11 +7174,13 @@ UTGDEF utg_result utg_loader_next(utg_loader *ld, int32_t *inputs, int32_t *targ
 #define UTG__LD_STATE_VERSION 1u
 #define UTG__LD_STATE_HEAD 64u
 
+/* Little-endian u64 of the loader-state record. */
 static void utg__ld_wr_u64le(uint8_t *p, uint64_t v) {
     utg__wr_u32le(p, (uint32_t)v);
     utg__wr_u32le(p + 4, (uint32_t)(v >> 32));
 }
 
+/* FNV-1a 64 of n bytes: the loader-state record's checksum. */
 static uint64_t utg__ld_fnv1a(const uint8_t *p, size_t n) {
     uint64_t h = 0xcbf29ce484222325ull;
     size_t i;
@@ -7282,6 +7335,11 @@ UTGDEF utg_result utg_loader_restore(utg_loader *ld, const void *buf, size_t siz
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_checkpoint
+   The checkpoint is a sequence of tagged sections (see >>checkpoint for the byte layout) written
+   from host copies of backend memory: CONF (the resolved config as text, compared knob by knob on
+   load), STAT (step, time, tokens, optimizer counters, plan phase), PARM and OPT0..OPT3 (the
+   parameter and optimizer arenas), LOAD (the loader's own record). utg_checkpoint_load parses and
+   checks every section against the running model before it uploads anything.
    ------------------------------------------------------------------------------------------------ */
 
 /* loaders read files: without stdio there are none, and checkpoints hold no loader state */
@@ -7316,6 +7374,7 @@ UTGDEF uint32_t utg_crc32(uint32_t crc, const void *data, size_t n) {
 #define UTG__CKPT_HDR 24
 #define UTG__CKPT_STAT 56 /* version 1: 48 (no phase) */
 
+/* Little-endian u64 of the checkpoint header and section headers. */
 static void utg__wr_u64le(uint8_t *p, uint64_t v) {
     int i;
     for (i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
@@ -7595,12 +7654,15 @@ UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *ld
 #define UTG__SPM_SPACE "\xe2\x96\x81" /* U+2581, SentencePiece's whitespace mark */
 #define UTG__LN2 0.69314718055994530942 /* == math.log(2.0) as a double */
 
+/* A protobuf cursor: the message being read is b[pos, end). The utg__pb_* readers return 1 on
+   success, 0 after writing a message that names the byte offset. */
 typedef struct utg__pb {
     const uint8_t *b; /* the whole file */
     size_t pos, end;  /* the message being read is b[pos, end) */
     utg_msg *msg;
 } utg__pb;
 
+/* A base-128 varint of at most 10 bytes, refused when cut off or longer. */
 static int utg__pb_varint(utg__pb *c, uint64_t *out) {
     size_t at = c->pos;
     uint64_t v = 0;
@@ -7661,6 +7723,7 @@ static int utg__pb_sub(utg__pb *c, utg__pb *sub) {
     return 1;
 }
 
+/* A little-endian fixed32 or fixed64 (n_bytes 4 or 8). */
 static int utg__pb_fixed(utg__pb *c, size_t n_bytes, uint64_t *out) {
     size_t i;
     uint64_t v = 0;
@@ -7675,6 +7738,7 @@ static int utg__pb_fixed(utg__pb *c, size_t n_bytes, uint64_t *out) {
     return 1;
 }
 
+/* Skips the value of a field this reader does not use, by its wire type. */
 static int utg__pb_skip(utg__pb *c, int wire) {
     uint64_t v;
     utg__pb sub;
@@ -7686,6 +7750,7 @@ static int utg__pb_skip(utg__pb *c, int wire) {
     }
 }
 
+/* Whether a known field came with the wire type the schema gives it; a message if not. */
 static int utg__pb_want(utg__pb *c, size_t at, const char *name, int wire, int want) {
     if (wire == want) return 1;
     utg__msgf(c->msg, "spm model: byte %zu: %s has wire type %d, expected %d", at, name, wire, want);
@@ -7752,6 +7817,7 @@ static int utg__spm_reserved(int type) {
     return type == UTG_PIECE_CONTROL || type == UTG_PIECE_UNKNOWN || type == UTG_PIECE_BYTE;
 }
 
+/* One SentencePiece piece as read: its text (a view into the file), score and type. */
 typedef struct utg__spm_piece {
     const uint8_t *text;
     size_t text_len;
@@ -7832,6 +7898,7 @@ typedef struct utg__spm_scan {
     size_t name_len[4];
 } utg__spm_scan;
 
+/* The fields of trainer_spec the tokenizer keeps (the special ids among them); the rest is skipped. */
 static int utg__spm_read_trainer(utg__pb *t, utg__spm_scan *s) {
     static const char *const id_names[4] = {"trainer_spec.unk_id", "trainer_spec.bos_id", "trainer_spec.eos_id",
                                             "trainer_spec.pad_id"};
@@ -7865,6 +7932,7 @@ static int utg__spm_read_trainer(utg__pb *t, utg__spm_scan *s) {
     return 1;
 }
 
+/* Pass 1 over one `pieces` entry: reads and checks it, counting the pieces and their text bytes. */
 static int utg__spm_scan_piece(utg__pb *c, size_t at, utg__spm_scan *s) {
     utg__spm_piece p;
     utg__pb sub;
@@ -7963,6 +8031,8 @@ static void utg__tok_set_piece(utg_tokenizer *t, int id, const uint8_t *text, si
     t->base_bytes[id] = (uint16_t)len;
 }
 
+/* The tokenizer's tables: a uint16 byte-table entry per id ([table_size]), per piece its text
+   offset and score, and the text itself; sizes overflow-checked. */
 static utg_result utg__tok_alloc(utg_tokenizer *t, int n_pieces, int table_size, size_t text_bytes,
                                  const utg_allocator *alloc, utg_msg *msg) {
     size_t nt = (size_t)table_size, np = (size_t)n_pieces, base_size, offset_size, score_size;
@@ -8091,6 +8161,7 @@ UTGDEF void utg_tokenizer_free(utg_tokenizer *tok) {
     memset(tok, 0, sizeof *tok);
 }
 
+/* A byte table may cover at most UTG_MAX_TOKENIZER_PIECES ids. */
 static utg_result utg__tok_check_table_size(int table_size, utg_msg *msg) {
     if (table_size < 0 || table_size > UTG_MAX_TOKENIZER_PIECES) {
         utg__msgf(msg, "tokenizer: table size %d is outside 0..%d", table_size, UTG_MAX_TOKENIZER_PIECES);
@@ -8249,6 +8320,11 @@ UTGDEF double utg_bpb_value(const utg_bpb *acc) {
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_quant
+   Quantization runs on the host, on float copies of the weights: the fp16 conversions, the
+   per-row quantizer (utg__quant_row: clip, scale, round half to even, squared error), the clip
+   choices (max, percentile, SDClip, GPTQ-lite search) in utg_quantize_rows, full-Hessian GPTQ in
+   utg_gptq_rows, and dequantization. Every path writes int8 symbols and fp16 row scales, the
+   form the artifact stores.
    ------------------------------------------------------------------------------------------------ */
 
 UTGDEF float utg_f16_to_f32(uint16_t h) { return utg__f16_to_f32(h); }
@@ -8279,6 +8355,7 @@ UTGDEF uint16_t utg_f32_to_f16(float x) {
     }
 }
 
+/* qsort order of floats, ascending (for the quantiles of |w|). */
 static int utg__cmp_float(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return x < y ? -1 : x > y;
@@ -8513,13 +8590,22 @@ UTGDEF void utg_dequantize_rows(const int8_t *q, const uint16_t *scales, int row
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_artifact
+   The UTGA file (docs/FORMAT.md): header, key-value metadata, tensor records, quantized and float
+   planes, optional extra sections, compressed as a whole by one codec (stored, or brotli with
+   UTG_USE_BROTLI). Below: the codecs; the writer, which collects kvs, tensors and sections and
+   lays them out in a canonical order so that the bytes depend only on what was added; the
+   parser, which checks everything against the file's size before it allocates; the model side
+   (config keys, Hessians gathered from forward activations, the quantization plan, export, the
+   byte budget, loading) and quantization-aware training.
    ------------------------------------------------------------------------------------------------ */
 
+/* Little-endian u16 fields, and the alignment of planes within the file. */
 static void utg__wr_u16le(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 static uint32_t utg__rd_u16le(const uint8_t *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
 static size_t utg__align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
 static size_t utg__stored_max(size_t n, void *user) { (void)user; return n; }
+/* The "stored" codec: the payload as it is (the artifact's checksum still covers it). */
 static utg_result utg__stored_compress(const void *src, size_t n, void *dst, size_t *dst_size, void *user) {
     (void)user;
     if (*dst_size < n) return UTG_ERR_INVALID;
@@ -8556,6 +8642,7 @@ UTGDEF int utg_codec_for_id(int id, utg_codec *out) {
 #ifdef UTG_USE_BROTLI
 #include <brotli/decode.h>
 #include <brotli/encode.h>
+/* The brotli codec (UTG_USE_BROTLI): quality 11, window 2^24; decoding must consume all input exactly. */
 static size_t utg__brotli_max(size_t n, void *user) {
     (void)user;
     return BrotliEncoderMaxCompressedSize(n) ? BrotliEncoderMaxCompressedSize(n) : n + (n >> 2) + 1024;
@@ -8595,6 +8682,7 @@ UTGDEF utg_codec utg_codec_brotli(void) {
 }
 #endif
 
+/* A kv key: 1..UTG_ARTIFACT_MAX_KEY of [a-z0-9_.], dot-separated parts, none empty. */
 static int utg__kv_key_ok(const char *k, size_t n) {
     size_t i;
     if (n < 1 || n > UTG_ARTIFACT_MAX_KEY || k[0] == '.' || k[n - 1] == '.') return 0;
@@ -8605,6 +8693,7 @@ static int utg__kv_key_ok(const char *k, size_t n) {
     }
     return 1;
 }
+/* A tensor name: 1..UTG_MAX_NAME printable ASCII bytes without spaces. */
 static int utg__name_ok(const char *s, size_t n) {
     size_t i;
     if (n < 1 || n > UTG_MAX_NAME) return 0;
@@ -8612,6 +8701,7 @@ static int utg__name_ok(const char *s, size_t n) {
         if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e) return 0;
     return 1;
 }
+/* Bytes per element of a tensor dtype, and of a kv type's array elements. */
 static size_t utg__dtype_size(int dt) { return dt == UTG_DT_F32 ? 4 : dt == UTG_DT_Q ? 1 : 2; }
 static size_t utg__kv_elem(int type) {
     switch (type) {
@@ -8701,6 +8791,7 @@ static void utg__shuffle(uint8_t *dst, const uint8_t *src, size_t n, size_t es) 
     for (j = 0; j < es; j++)
         for (k = 0; k < n; k++) dst[j * n + k] = src[k * es + j];
 }
+/* The inverse of utg__shuffle: n elements of es bytes back from byte planes. */
 static void utg__unshuffle(uint8_t *dst, const uint8_t *src, size_t n, size_t es) {
     size_t k, j;
     for (j = 0; j < es; j++)
@@ -8709,6 +8800,7 @@ static void utg__unshuffle(uint8_t *dst, const uint8_t *src, size_t n, size_t es
 
 /* ---- writer ---- */
 
+/* A kv the writer holds until the write: its key, type, element count and encoded bytes. */
 typedef struct utg__wkv {
     char key[UTG_ARTIFACT_MAX_KEY + 1];
     int type;
@@ -8716,12 +8808,14 @@ typedef struct utg__wkv {
     uint8_t *bytes; /* the encoded value */
     size_t n;
 } utg__wkv;
+/* An extra section the writer holds: 4-byte tag and owned payload. */
 typedef struct utg__wsect {
     char tag[4];
     uint8_t *bytes;
     size_t n;
 } utg__wsect;
 
+/* Everything added so far, owned by the writer; utg_artifact_write orders and encodes it. */
 struct utg_artifact_writer {
     utg_allocator alloc;
     utg_msg msg;
@@ -8731,6 +8825,7 @@ struct utg_artifact_writer {
     utg__wsect sect[UTG_ARTIFACT_MAX_SECTIONS];
 };
 
+/* Grows *arr (elements of elem bytes) to hold need, doubling from 16; 0 when out of memory. */
 static int utg__grow(const utg_allocator *a, void **arr, int *cap, int need, size_t elem) {
     void *p;
     int nc;
@@ -8883,6 +8978,7 @@ static void utg__plane_group(const char *name, char *out, size_t n) {
     out[o] = 0;
 }
 
+/* The plane order of the writer: by bit width, then group, then tensor index. */
 typedef struct utg__plane_ord { int t, bits; char group[UTG_MAX_NAME + 1]; } utg__plane_ord;
 static int utg__plane_cmp(const void *a, const void *b) {
     const utg__plane_ord *x = (const utg__plane_ord *)a, *y = (const utg__plane_ord *)b;
@@ -9012,6 +9108,7 @@ fail:
 
 /* ---- parser ---- */
 
+/* A plane's byte span in the parser, for the overlap check; utg__strptr_cmp sorts name pointers. */
 typedef struct utg__pspan { uint32_t off, end; int t; } utg__pspan;
 static int utg__strptr_cmp(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 /* Names that appear twice among n records (a name field every `stride` bytes from `first`): sorted
@@ -9027,6 +9124,7 @@ static utg_result utg__find_duplicate(const utg_allocator *al, const char *first
     utg__free(al, names);
     return *dup ? UTG_ERR_FORMAT : UTG_OK;
 }
+/* qsort order of plane spans by offset, then end. */
 static int utg__plane_span_cmp(const void *a, const void *b) {
     const utg__pspan *x = (const utg__pspan *)a, *y = (const utg__pspan *)b;
     return x->off < y->off ? -1 : x->off > y->off ? 1 : (x->end < y->end ? -1 : x->end > y->end ? 1 : 0);
@@ -9378,6 +9476,7 @@ UTGDEF utg_result utg_artifact_tensor_floats(const utg_artifact *a, int index, f
     return UTG_OK;
 }
 
+/* Shannon entropy of n int8 symbols in bits per symbol: a lower bound on what a codec can reach. */
 static double utg__entropy_i8(const int8_t *q, size_t n) {
     size_t hist[256], i;
     double h = 0.0;
@@ -9396,6 +9495,7 @@ UTGDEF double utg_artifact_tensor_entropy(const utg_artifact *a, int index) {
 /* the knobs an artifact carries: everything that shapes the model or its evaluation */
 #define UTG__ART_KNOB(k) (utg__knobs[k].info.flags & (UTG_KF_ARENA | UTG_KF_EVAL))
 
+/* The kv key of a knob stored in an artifact: "utg.config." + its utg_config field name. */
 static void utg__art_key(char *key, size_t n, int knob) {
     size_t i, o = (size_t)snprintf(key, n, "utg.config.");
     const char *f = utg__knobs[knob].info.field_name;
@@ -9454,6 +9554,8 @@ static int utg__layer_bits(const char *s, int block, int *bits) {
 
 /* ---- Hessians ---- */
 
+/* Hessians H = sum X^T X of the inputs of each quantized matrix, gathered over forward passes
+   (backend memory, one [cols, cols] per slot). c_q, c_k and c_v read one input and share a slot. */
 struct utg_hessians {
     utg_model *m;
     int n_slots, batches;
@@ -9463,6 +9565,7 @@ struct utg_hessians {
     float *host;  /* largest H, for utg_hessians_get */
 };
 
+/* Gives tensor t a slot of [cols, cols]: share_with's when that has one, else a new slot. */
 static int utg__hess_slot(utg_hessians *h, int t, int share_with, int cols) {
     if (t < 0) return 0;
     if (share_with >= 0 && h->slot_of[share_with] >= 0) { h->slot_of[t] = h->slot_of[share_with]; return 0; }
@@ -9708,6 +9811,8 @@ static utg_result utg__quant_tensor(const float *W, int rows, int cols, const do
     return UTG_OK;
 }
 
+/* The metadata kvs of an export: the architecture tag, the knobs the loader rebuilds the model
+   from, the parameter count and the plan's layer list, among others. */
 static void utg__export_meta(utg_model *m, utg_artifact_writer *w, const utg_tensor_quant *plan) {
     int i, k, gptq = 0;
     uint32_t u;
@@ -10029,6 +10134,8 @@ UTGDEF utg_result utg_model_create_from_artifact(const utg_artifact *a, const ut
 
 /* ---- quantization-aware training ---- */
 
+/* Quantization-aware training: per quantized tensor its bits and clip, the fp32 master weights
+   kept aside while the model runs on quantized ones (utg_qat_begin / utg_qat_end), and scratch. */
 struct utg_qat {
     utg_model *m;
     int noisy, n, active;
@@ -10158,6 +10265,8 @@ UTGDEF void utg_qat_end(utg_qat *q) {
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_public
+   Small public helpers: result names, version, thread count, and the file helpers (read with a
+   magic check, and an atomic write through a temporary file renamed into place).
    ------------------------------------------------------------------------------------------------ */
 
 UTGDEF const char *utg_result_string(utg_result r) {
@@ -10246,6 +10355,8 @@ UTGDEF utg_result utg_read_file(const char *path, size_t max_bytes, void **out, 
    so that a crashed writer's leftovers can be told apart from anything else in the directory. */
 #define UTG__TMP_SUFFIX ".utgtmp"
 
+/* path -> its directory ("." when none, "/" for the root) and its last component, for the
+   temporary file that utg_write_file renames over the target. */
 static void utg__split_path(const char *path, char *dir, size_t dir_size, const char **base) {
     const char *slash = strrchr(path, '/');
     size_t n = slash ? (size_t)(slash - path) : 0;
