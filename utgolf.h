@@ -51,6 +51,17 @@
        // >>impl_util      (implementation) allocation, messages, RNG, half floats
        // >>impl_config
        // >>backend_cpu    the CPU reference backend: packed gemm, blocked attention, OpenMP
+           // >>cpu_memory       state, aligned buffers, per-thread scratch, fill and copy
+           // >>cpu_gemm         fp32 microkernels (portable, AVX-512, AVX2), transposing packers
+           // >>cpu_bf16         bf16 rounding, bf16-pair packing, the avx512_bf16 microkernel
+           // >>cpu_gemm_driver  panel packing, slivers, symmetric products, k split, the driver
+           // >>cpu_rows         embedding, libm-free e^x, fixed-order row max, sum and dot
+           // >>cpu_norm_rope    RMSNorm, fused q/k norm + RoPE + q_gain
+           // >>cpu_attention    causal GQA attention, flash style, forward and backward
+           // >>cpu_elementwise  relu^2, XSA, gated skip, output gate, SmearGate, channel mix
+           // >>cpu_xent         libm-free tanh, softcapped cross-entropy and its gradient
+           // >>cpu_optim        axpby, Muon momentum, sum of squares, row normalize, Adam(W)
+           // >>cpu_create       synchronize, destroy, the op table
        // >>impl_model
        // >>impl_optim
        // >>impl_safetensors
@@ -1448,14 +1459,21 @@ static int utg__thread_id(void) { return 0; }
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_util
+   The small pieces every later section uses: allocation through the caller's utg_allocator,
+   messages (utg__msgf, which makes bytes from files safe to print), overflow-checked size
+   arithmetic, the platform-independent RNG, half-float decoding and little-endian integer access.
+   Nothing here touches backend memory.
    ------------------------------------------------------------------------------------------------ */
 
+/* n bytes from the allocator a (NULL or no alloc_fn: UTG_MALLOC); a request of 0 gets 1 byte, so
+   NULL always means out of memory. */
 static void *utg__alloc(const utg_allocator *a, size_t n) {
     if (n == 0) n = 1;
     if (a && a->alloc_fn) return a->alloc_fn(n, a->user);
     return UTG_MALLOC(n, a ? a->user : NULL);
 }
 
+/* Frees p (NULL is a no-op) with the allocator that gave it. */
 static void utg__free(const utg_allocator *a, void *p) {
     if (!p) return;
     if (a && a->free_fn) a->free_fn(p, a->user);
@@ -1499,17 +1517,20 @@ typedef struct utg__rng {
     uint64_t s[4];
 } utg__rng;
 
+/* One splitmix64 step: advances *x and returns a well-mixed 64-bit value. */
 static uint64_t utg__splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
 }
+/* The four xoshiro256** state words from splitmix64(seed), the seeding the xoshiro authors recommend. */
 static void utg__rng_seed(utg__rng *r, uint64_t seed) {
     int i;
     for (i = 0; i < 4; i++) r->s[i] = utg__splitmix64(&seed);
 }
 static uint64_t utg__rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+/* The next 64 random bits (xoshiro256**). */
 static uint64_t utg__rng_next(utg__rng *r) {
     uint64_t *s = r->s, result = utg__rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
     s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3]; s[2] ^= t; s[3] = utg__rotl(s[3], 45);
@@ -1527,6 +1548,7 @@ static double utg__rng_normal(utg__rng *r) {
 /* Half floats (import only; round-trip exactness matters, speed does not). */
 static float utg__f32_from_bits(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
 static float utg__bf16_to_f32(uint16_t h) { return utg__f32_from_bits((uint32_t)h << 16); }
+/* IEEE binary16 bits to float, exactly (subnormals, infinities and NaNs included). */
 static float utg__f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
     if (exp == 0) { /* zero or subnormal: man * 2^-24 */
@@ -1537,6 +1559,7 @@ static float utg__f16_to_f32(uint16_t h) {
     return utg__f32_from_bits(sign | ((exp + 112) << 23) | (man << 13));
 }
 
+/* Little-endian reads and writes of file fields, independent of the host's byte order and alignment. */
 static uint32_t utg__rd_u32le(const uint8_t *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
@@ -1549,6 +1572,10 @@ static void utg__wr_u32le(uint8_t *p, uint32_t v) {
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_config
+   The knob table (UTG_CONFIG_KNOBS) expanded into utg__knobs: per knob its info (names, kind,
+   range, doc), its default as a number or a string, and the offset of its field in utg_config.
+   Every knob function works through that table, so a knob added to the X-macro list is parsed,
+   validated, printed, resolved and saved in checkpoints and artifacts without further code.
    ------------------------------------------------------------------------------------------------ */
 
 #define UTG__DEFNUM_INT(d) (double)(d)
@@ -1922,9 +1949,17 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg) {
    through fixed row chunks summed in order.
    ------------------------------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_memory
+   The backend's state (utg__cpu), its memory and the bulk moves. Backend memory on the CPU is host
+   memory, 64-byte aligned, so "upload" and "download" are memcpy; every op of the table receives
+   such pointers. Each calling thread owns one scratch slot that grows on demand and is freed only
+   with the backend, so after the first step of a run no op allocates.
+   ------------------------------------------------------------------------------------------------ */
 #define UTG__CPU_RED_CHUNKS 32 /* row chunks of the deterministic column reductions */
 
 typedef struct utg__gk utg__gk;
+/* The CPU backend's private state (be->impl). */
 typedef struct utg__cpu {
     utg_allocator alloc;
     const utg__gk *gk; /* the matmul microkernel picked for this CPU */
@@ -1933,6 +1968,7 @@ typedef struct utg__cpu {
     size_t scratch_floats[UTG_BACKEND_MAX_CALLERS];
 } utg__cpu;
 
+/* The CPU state behind a backend this file created (be->impl). */
 static utg__cpu *utg__cpu_of(utg_backend *be) { return (utg__cpu *)be->impl; }
 
 /* Scratch that stays allocated: the first calls of a step size it, later steps reuse it. An op
@@ -1950,6 +1986,7 @@ static void *utg__aligned_alloc(const utg_allocator *a, size_t n) {
     memcpy(p - sizeof(void *), &raw, sizeof(void *));
     return p;
 }
+/* Frees a block of utg__aligned_alloc through the raw pointer stored just before it; NULL is a no-op. */
 static void utg__aligned_free(const utg_allocator *a, void *p) {
     void *raw;
     if (!p) return;
@@ -1990,6 +2027,7 @@ static void *utg__cpu_buf_alloc(utg_backend *be, size_t n) {
     if (p) memset(p, 0, n);
     return p;
 }
+/* buf_free, upload and download: host memory throughout, so the transfers are plain copies. */
 static void utg__cpu_buf_free(utg_backend *be, void *buf) { utg__aligned_free(&utg__cpu_of(be)->alloc, buf); }
 static void utg__cpu_memcpy(utg_backend *be, void *dst, const void *src, size_t n) {
     (void)be;
@@ -2019,6 +2057,7 @@ static void utg__cpu_fill(utg_backend *be, float *dst, float v, size_t n) {
         else for (j = i0; j < i1; j++) dst[j] = v;
     }
 }
+/* dst = src over n floats; overlapping ranges take one memmove (chunks could read what others wrote). */
 static void utg__cpu_copy(utg_backend *be, float *dst, const float *src, size_t n) {
     long long c, nc = (long long)((n + UTG__CHUNK - 1) / UTG__CHUNK);
     (void)be;
@@ -2031,6 +2070,15 @@ static void utg__cpu_copy(utg_backend *be, float *dst, const float *src, size_t 
     }
 }
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_gemm
+   The fp32 matmul's building blocks: the microkernels (portable, AVX-512, AVX2), the transposing
+   packers, and the per-CPU choice between them (utg__gk). Layouts: a packed A sliver is k-major
+   with MR values per k (ap[k * MR + r]); a packed B panel is k-major with NR values per k
+   (bp[k * NR + j]); the kernels read both through a k-stride, so data already in that shape is
+   passed in place. The drivers that walk the KC x NC blocks follow under >>cpu_gemm_driver, the
+   bf16 variants under >>cpu_bf16.
+   ------------------------------------------------------------------------------------------------ */
 /* Matmul: packed and register-blocked (the BLIS scheme). For each KC x NC block of op(B), the
    threads take MR x KC slivers of op(A) and run the microkernel over every NR-wide panel of the
    block, holding an MR x NR tile of C in registers across the k loop. The microkernel takes both
@@ -2085,6 +2133,7 @@ typedef void (*utg__ukernel_rows_fn)(int kc, const float *UTG_RESTRICT A, int ld
                                      float *UTG_RESTRICT C, int ldc, int nr, int acc);
 struct utg__gk { int mr, nr; utg__ukernel_fn fn; const char *name; utg__pack_t_fn pack_t; utg__ukernel_rows_fn fn_rows; };
 
+/* utg__pack_t_fn in plain C: row by row, each row scattered down a column of dst (stride W). */
 static void utg__pack_t_scalar(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src, int ld, int nrows, int kb,
                                float alpha) {
     int r, k;
@@ -2096,6 +2145,8 @@ static void utg__pack_t_scalar(float *UTG_RESTRICT dst, int W, const float *UTG_
         for (k = 0; k < kb; k++) dst[(size_t)k * W + r] = 0.0f;
 }
 
+/* Stores the top-left mr x nr of a register tile (row stride nr_full) into C: C = tile (acc 0) or
+   C += tile. The edge path of the kernels that spill their accumulators to the stack first. */
 static void utg__tile_add(float *C, int ldc, const float *tile, int nr_full, int mr, int nr, int acc) {
     int r, j;
     for (r = 0; r < mr; r++)
@@ -2105,6 +2156,10 @@ static void utg__tile_add(float *C, int ldc, const float *tile, int nr_full, int
 /* portable: MR 6, NR 2 * VW */
 #define UTG__PMR 6
 #define UTG__PNR (2 * UTG__VW)
+/* The portable microkernel (utg__ukernel_fn): a 6 x 2VW tile in twelve vector accumulators, each
+   k step one B row (two vectors) times six broadcast A values. Without vector extensions the same
+   tile in scalar loops; the sums run in k order either way, so the two builds agree bit for bit
+   where the compiler does not contract differently. */
 static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, int bs, float *UTG_RESTRICT C,
                              int ldc, int mr, int nr, int acc) {
     float tile[UTG__PMR][UTG__PNR];
@@ -2166,6 +2221,9 @@ static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, int as, const
             _mm512_mask_storeu_ps(o_ + 16, m1, x_);                                                \
         }                                                                                          \
     } while (0)
+/* The AVX-512 microkernel: 12 x 32 tile in 24 zmm accumulators, each k step two B loads and 12
+   broadcasts of A (24 FMAs per k step). Full tiles are stored directly, edge tiles through masks
+   (UTG__ZM), so there is no tile buffer and no scalar tail. */
 __attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const float *UTG_RESTRICT Ap, int as,
                                                                   const float *UTG_RESTRICT Bp, int bs, float *UTG_RESTRICT C,
                                                                   int ldc, int mr, int nr, int acc) {
@@ -2232,6 +2290,9 @@ __attribute__((target("avx512f,fma"))) static void utg__uk_avx512_rows(int kc, c
         _mm256_storeu_ps(tile + (r) * 16, c##r##a);                                                \
         _mm256_storeu_ps(tile + (r) * 16 + 8, c##r##b);                                            \
     } while (0)
+/* The AVX2 microkernel: 6 x 16 tile in 12 ymm accumulators (of 16 registers, leaving room for the
+   two B vectors and a broadcast). Every tile, full or edge, goes through a stack buffer and
+   utg__tile_add. */
 __attribute__((target("avx2,fma"))) static void utg__uk_avx2(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, int bs,
                                                              float *UTG_RESTRICT C, int ldc, int mr, int nr, int acc) {
     UTG__Y2(0); UTG__Y2(1); UTG__Y2(2); UTG__Y2(3); UTG__Y2(4); UTG__Y2(5);
@@ -2304,6 +2365,7 @@ __attribute__((target("avx512f"))) static void utg__pack_t_avx512(float *UTG_RES
 }
 #endif
 
+/* The kernel sets: tile shape, microkernel, transposing packer, in-place row kernel (or NULL). */
 static const utg__gk utg__gk_portable = {UTG__PMR, UTG__PNR, utg__uk_portable, "portable", utg__pack_t_scalar, NULL};
 #if defined(UTG__X86_KERNELS)
 static const utg__gk utg__gk_avx512 = {12, 32, utg__uk_avx512, "avx512", utg__pack_t_avx512, utg__uk_avx512_rows};
@@ -2326,6 +2388,14 @@ static const utg__gk *utg__gk_pick(void) {
     return &utg__gk_portable;
 }
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_bf16
+   matmul_bf16: both operands rounded to bf16 (round to nearest even) and the products summed in
+   fp32, as train_gpt.py's Newton-Schulz under bf16 autocast. Without avx512_bf16 the fp32 path
+   runs on operands rounded in place after packing (utg__bf16_round_n); with it, A and B are
+   packed as pairs of bf16 along k in uint32 lanes and utg__uk_bf16 does two k steps per
+   vdpbf16ps. The products of two bf16 values are exact in fp32 on both paths.
+   ------------------------------------------------------------------------------------------------ */
 /* bf16 bits of f, rounded to nearest even (a NaN stays a NaN) */
 static uint32_t utg__bf16_bits(float f) {
     uint32_t u;
@@ -2333,6 +2403,7 @@ static uint32_t utg__bf16_bits(float f) {
     if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
     return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
 }
+/* x[i] = x[i] rounded to bf16 and widened back to fp32, over n floats (a packed sliver or panel). */
 static void utg__bf16_round_n(float *x, size_t n) {
     size_t i;
     for (i = 0; i < n; i++) {
@@ -2396,6 +2467,8 @@ __attribute__((target("avx512f"))) static void utg__pair_rows(uint32_t *d, const
     b = _mm512_and_si512(b, _mm512_set1_epi32((int)0xffff0000u));
     _mm512_mask_storeu_epi32(d, (__mmask16)((1u << w) - 1u), _mm512_maskz_mov_epi32(m, _mm512_or_si512(a, b)));
 }
+/* op(B)[kc:kc+kb, j0:j0+32] as one bf16-pair panel: dst[p * 32 + j] holds k = 2p (low) and 2p + 1
+   (high) of column j; columns past N and an odd last k are zero. */
 static void utg__pack_b_pairs(uint32_t *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0) {
     int nj = N - j0 < 32 ? N - j0 : 32, kp = (kb + 1) / 2, p;
     if (tb) { /* transposing: pairs and padding in registers */
@@ -2409,6 +2482,8 @@ static void utg__pack_b_pairs(uint32_t *dst, const float *B, int ldb, utg_trans 
         else memset(dst + (size_t)p * 32 + 16, 0, 16 * sizeof(uint32_t));
     }
 }
+/* alpha * op(A)[i0:i0+12, kc:kc+kb] as one bf16-pair sliver: ap[p * 12 + r] holds k = 2p and
+   2p + 1 of row r; rows past M and an odd last k are zero. */
 static void utg__pack_a_pairs(uint32_t *ap, const float *A, int lda, utg_trans ta, int M, int i0, int kc, int kb, float alpha) {
     int mr = M - i0 < 12 ? M - i0 : 12, kp = kb / 2, p;
     if (!ta) { /* transposing: pairs and padding in registers */
@@ -2453,6 +2528,13 @@ __attribute__((target("avx512f,avx512bf16"), noinline)) static void utg__uk_bf16
 }
 #endif
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_gemm_driver
+   The matmul proper: packing of op(B) panels, the per-sliver work (utg__gemm_sliver), the
+   symmetric-product shortcut (upper triangle, then utg__mirror_lower), the k split of A^T B for
+   the weight gradients (utg__ksplit_unit, utg__add_part) and the parallel driver utg__matmul_run
+   behind matmul and matmul_bf16.
+   ------------------------------------------------------------------------------------------------ */
 /* op(B)[kc:kc+kb, j0:j0+NR] into one NR-wide panel (k-major), zero-padded past N; bf16: rounded to bf16 */
 static void utg__pack_b(const utg__gk *gk, float *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0, int bf16) {
     const int NR = gk->nr;
@@ -2723,6 +2805,7 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
     }
     if (sym) utg__mirror_lower(C, N);
 }
+/* The table's matmul and matmul_bf16: one driver, bf16 as its last argument. */
 static void utg__cpu_matmul(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
                             utg_trans tb, float alpha, float beta) {
     utg__matmul_run(be, C, A, B, M, N, K, ta, tb, alpha, beta, 0);
@@ -2732,6 +2815,14 @@ static void utg__cpu_matmul_bf16(utg_backend *be, float *C, const float *A, cons
     utg__matmul_run(be, C, A, B, M, N, K, ta, tb, alpha, beta, 1);
 }
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_rows
+   Row-wise building blocks shared by the ops below: the embedding gather and scatter, e^x
+   without libm (so that the bits do not depend on the C library), and the max, sum and dot
+   product of a row in 16 fixed lanes (vectorized without -ffast-math, summed in a fixed order).
+   ------------------------------------------------------------------------------------------------ */
+
+/* embed_fwd: out[i, :] = table[ids[i], :], rows [n, d]; each output row copied by one thread. */
 static void utg__cpu_embed_fwd(utg_backend *be, float *out, const float *table, const int32_t *ids, int n, int d) {
     int i;
     (void)be;
@@ -2807,6 +2898,7 @@ static float utg__row_max(const float *UTG_RESTRICT x, int n, float m) {
     for (i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
     return m;
 }
+/* The sum of x[0..n): lane i % 16 collects x[i], the lanes folded by utg__fold16. */
 static UTG__FORCE_INLINE float utg__row_sum(const float *UTG_RESTRICT x, int n) {
     float acc[16] = {0};
     int i = 0, l;
@@ -2826,6 +2918,12 @@ static UTG__FORCE_INLINE float utg__dot(const float *UTG_RESTRICT a, const float
     return utg__fold16(acc);
 }
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_norm_rope
+   RMSNorm over rows and the fused q/k head norm + RoPE + q_gain. Forward rows are independent (one
+   thread each); the backward's reductions (dgain) go through UTG__CPU_RED_CHUNKS fixed token
+   chunks added in chunk order.
+   ------------------------------------------------------------------------------------------------ */
 /* one row of RMSNorm: y = x / sqrt(mean(x^2) + eps), returns 1/rms (rmsnorm_fwd and mix_rmsnorm_fwd) */
 static float utg__rms_row(float *UTG_RESTRICT yr, const float *UTG_RESTRICT xr, int cols, float eps) {
     float rs = 1.0f / sqrtf(utg__dot(xr, xr, cols) / (float)cols + eps);
@@ -2833,6 +2931,7 @@ static float utg__rms_row(float *UTG_RESTRICT yr, const float *UTG_RESTRICT xr, 
     for (c = 0; c < cols; c++) yr[c] = xr[c] * rs;
     return rs;
 }
+/* rmsnorm_fwd: y[rows, cols] normalized rows of x, rstd[rows] = 1/rms per row (kept for the backward). */
 static void utg__cpu_rmsnorm_fwd(utg_backend *be, float *y, float *rstd, const float *x, int rows, int cols, float eps) {
     int r;
     (void)be;
@@ -2869,6 +2968,8 @@ static float utg__qk_row_fwd(float *UTG_RESTRICT y, float *UTG_RESTRICT xn, cons
     for (i = 2 * half; i < hd; i++) y[i] = g * xn[i];
     return rs;
 }
+/* qk_norm_rope_fwd: one thread per token, its heads in order; token row t sits at position
+   t % seq_len of the RoPE table. */
 static void utg__cpu_qk_norm_rope_fwd(utg_backend *be, float *y, float *xn, float *rstd, const float *x, const float *cos_sin,
                                       const float *gain, int n_tok, int seq_len, int n_heads, int head_dim, int rot_dims, float eps) {
     int t, half = rot_dims / 2;
@@ -2939,6 +3040,13 @@ static void utg__cpu_qk_norm_rope_bwd(utg_backend *be, float *dx, float *dgain, 
 }
 
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_attention
+   Causal GQA attention (attn_fwd, attn_bwd), flash style on top of the gemm microkernels: the
+   scratch layout of a task (utg__fa_buf), tile products (utg__fa_tile, utg__fa_acc, utg__fa_kv),
+   the causal mask and the column-wise online softmax (utg__fa_mask, utg__fa_exp, utg__fa_colmax,
+   utg__fa_colsum).
+   ------------------------------------------------------------------------------------------------ */
 /* Attention, flash style on the CPU, with the score tiles laid out keys x queries. One task per
    (batch, kv head), so the query heads sharing a kv head run together and dK/dV rows belong to one
    task. The task packs K and V once (keys as A slivers, and as B panels with k = the keys).
@@ -2978,11 +3086,15 @@ typedef struct { float *ka, *vr, *bn, *qt, *dt, *qb, *db, *st, *dp, *pa, *ob, *l
    slivers of MR query columns, and the last may run up to MR - 1 floats past NR (into the next
    key row, or past the last one): those values land only in rows of C that are never stored. */
 #define UTG__FA_TILE ((size_t)UTG__FA_KB * UTG__NR_MAX + UTG__MR_MAX)
+/* Floats of one thread's utg__fa_buf for sequence length T and head size hd (T padded to whole
+   key tiles, hd to whole NR panels), rounded up to whole 64-byte lines. */
 static size_t utg__attn_scratch_per_thread(int T, int hd) {
     size_t TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdN = (size_t)UTG__RUP(hd, UTG__NR_MAX), NR = UTG__NR_MAX;
     return (2 * TR * (size_t)hd + hdN * TR + 2 * (size_t)hd * NR + 2 * NR * hdN + 2 * UTG__FA_TILE + UTG__MR_MAX * NR +
            NR * hdN + 4 * NR + 64 + 15) / 16 * 16; /* whole cache lines per thread */
 }
+/* Lays utg__fa_buf over p (utg__attn_scratch_per_thread(T, hd) floats) in the order of that sum,
+   and zeroes the two tiles so that their slack holds finite values. */
 static utg__fa_buf utg__fa_carve(float *p, int T, int hd) {
     size_t TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdN = (size_t)UTG__RUP(hd, UTG__NR_MAX), NR = UTG__NR_MAX;
     utg__fa_buf f;
@@ -3061,6 +3173,7 @@ static void utg__fa_colmax(float *UTG_RESTRICT m, const float *UTG_RESTRICT t, i
     for (; i < nk; i++)
         for (j = 0; j < NR; j++) m[j] = t[(size_t)i * NR + j] > m[j] ? t[(size_t)i * NR + j] : m[j];
 }
+/* sm[j] += the column sums of the tile (see utg__fa_colmax: four rows a step, pairs first). */
 static void utg__fa_colsum(float *UTG_RESTRICT sm, const float *UTG_RESTRICT t, int NR, int nk) {
     int i = 0, j;
     for (; i + 4 <= nk; i += 4)
@@ -3072,6 +3185,10 @@ static void utg__fa_colsum(float *UTG_RESTRICT sm, const float *UTG_RESTRICT t, 
         for (j = 0; j < NR; j++) sm[j] += t[(size_t)i * NR + j];
 }
 
+/* attn_fwd: per (sequence, kv head) task, per query head of the group and panel of NR queries,
+   the key tiles up to the panel's last query with an online softmax: m = running max, sm = the
+   running sum rescaled by al = e^(m_old - m_new), O rescaled by al too; y = O / sm and
+   lse = m + log(sm) at the end. Tiles wholly above the diagonal are never computed. */
 static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float *q, const float *k, const float *v,
                               int B, int T, int H, int Hkv, int hd, float scale) {
     int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
@@ -3123,6 +3240,9 @@ static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float
     }
 }
 
+/* attn_bwd (FlashAttention-2's backward): D = rowsum(dO * O) per query, P recomputed from S and the
+   saved lse, dS = P (dP - D) scale; dV += P^T dO, dK += dS^T Q, dQ += dS K. dK and dV rows belong
+   to one task, so they are summed without atomics; dq rows are written by the task of their head. */
 static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, const float *dy, const float *q,
                               const float *k, const float *v, const float *y, const float *lse, int B, int T, int H,
                               int Hkv, int hd, float scale) {
@@ -3181,12 +3301,22 @@ static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, 
     }
 }
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_elementwise
+   The per-token ops of a block: relu^2 (the MLP activation), XSA, the gated skip (lerp), the
+   attention output gate, SmearGate and the channel mix (every residual add). Per-token work is
+   split over the threads by token; every weight gradient is summed down the tokens in order (or
+   in fixed chunks), in double where the sum is long.
+   ------------------------------------------------------------------------------------------------ */
+
+/* relu2_fwd: y = leaky_relu(x, slope)^2 elementwise (train_gpt.py's relu(x).square() at slope 0). */
 static void utg__cpu_relu2_fwd(utg_backend *be, float *y, const float *x, size_t n, float slope) {
     long long i;
     (void)be;
     UTG__OMP_FOR
     for (i = 0; i < (long long)n; i++) { float r = x[i] > 0.0f ? x[i] : slope * x[i]; y[i] = r * r; }
 }
+/* relu2_bwd: WRITES dx = dy * 2x * (x > 0 ? 1 : slope^2), which is 2 r r' with r = leaky_relu(x). */
 static void utg__cpu_relu2_bwd(utg_backend *be, float *dx, const float *dy, const float *x, size_t n, float slope) {
     long long i;
     float s2 = slope * slope;
@@ -3195,6 +3325,8 @@ static void utg__cpu_relu2_bwd(utg_backend *be, float *dx, const float *dy, cons
     for (i = 0; i < (long long)n; i++) dx[i] = 2.0f * x[i] * dy[i] * (x[i] > 0.0f ? 1.0f : s2);
 }
 
+/* xsa_fwd: removes from each query head's output its component along the token's own value
+   vector (kv head h / (H / Hkv)); a zero value vector leaves the output as it is. */
 static void utg__cpu_xsa_fwd(utg_backend *be, float *y, const float *x, const float *v, int n_tok, int H, int Hkv, int hd) {
     int t, g = H / Hkv;
     (void)be;
@@ -3234,6 +3366,7 @@ static void utg__cpu_xsa_bwd(utg_backend *be, float *dx, float *dv, const float 
     }
 }
 
+/* lerp_fwd (the gated skip of PR #1089): out = a x + (1 - a) s z per column, a = sigmoid(g[c]). */
 static void utg__cpu_lerp_fwd(utg_backend *be, float *out, const float *x, const float *z, const float *g, const float *s,
                               int rows, int cols) {
     int r;
@@ -3274,6 +3407,8 @@ static void utg__cpu_lerp_bwd(utg_backend *be, float *dx, float *dz, float *dg, 
     }
 }
 
+/* gate_fwd: per token and head, g = mult * sigmoid(scale * W[h, :win] . x[t, :win]) (saved for the
+   backward) and y = g yin. */
 static void utg__cpu_gate_fwd(utg_backend *be, float *y, float *g, const float *yin, const float *x, const float *W, int n_tok, int H,
                               int hd, int x_cols, int win, float scale, float mult) {
     int t;
@@ -3295,6 +3430,7 @@ static float utg__gate_dz(const float *dy, const float *yin, const float *g, int
     float gv = g[(size_t)t * H + h];
     return utg__dot(dy + ((size_t)t * H + h) * hd, yin + ((size_t)t * H + h) * hd, hd) * gv * (1.0f - gv / mult);
 }
+/* gate_bwd: two passes, per token (dyin, dx) and per weight (dW, in double down the tokens). */
 static void utg__cpu_gate_bwd(utg_backend *be, float *dyin, float *dx, float *dW, const float *dy, const float *yin, const float *x,
                               const float *W, const float *g, int n_tok, int H, int hd, int x_cols, int win, float scale, float mult) {
     int t, hi;
@@ -3319,7 +3455,10 @@ static void utg__cpu_gate_bwd(utg_backend *be, float *dyin, float *dx, float *dW
     }
 }
 
+/* Whether token row t mixes in its predecessor: not the first of its sequence, and not a BOS
+   token (PR #1855's mask, so no document leaks into the next through the gate). */
 static int utg__smear_on(const int32_t *ids, int t, int seq_len, int bos) { return t % seq_len != 0 && ids[t] != bos; }
+/* smear_fwd (PR #1667): y_t = x_t + lam sigmoid(w . x_t[0:win]) x_{t-1} where utg__smear_on. */
 static void utg__cpu_smear_fwd(utg_backend *be, float *y, const float *x, const float *w, const float *lam, const int32_t *ids,
                                int n_tok, int seq_len, int d, int win, int bos) {
     int t;
@@ -3336,6 +3475,8 @@ static void utg__cpu_smear_fwd(utg_backend *be, float *y, const float *x, const 
         }
     }
 }
+/* smear_bwd: ADDS dx per token (its own dy, the next token's gate times its dy, and the gate's
+   input term), then dw and dlam as double sums down the tokens, one after the other. */
 static void utg__cpu_smear_bwd(utg_backend *be, float *dx, float *dw, float *dlam, const float *dy, const float *x, const float *w,
                                const float *lam, const int32_t *ids, int n_tok, int seq_len, int d, int win, int bos) {
     int t, i;
@@ -3402,6 +3543,7 @@ static void utg__cpu_mix_rmsnorm_fwd(utg_backend *be, float *out, float *y, floa
         if (y) rstd[r] = utg__rms_row(y + o, out + o, cols, eps);
     }
 }
+/* mix_fwd: mix_rmsnorm_fwd without the norm (y NULL). */
 static void utg__cpu_mix_fwd(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
                              const float *wz, int rows, int cols, int flags) {
     utg__cpu_mix_rmsnorm_fwd(be, out, NULL, NULL, x, wx, z, wz, rows, cols, flags, 0.0f);
@@ -3473,6 +3615,12 @@ static void utg__cpu_mix_bwd(utg_backend *be, float *dx, float *dz, float *dwx, 
     }
 }
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_xent
+   The softcapped cross-entropy of the head: c tanh(z / c) (train_gpt.py's logit softcap), the
+   log-sum-exp per row and, in the same pass, the gradient written over the logits, so the
+   [rows, V] logits never need a second buffer.
+   ------------------------------------------------------------------------------------------------ */
 /* tanh without libm, in loops GCC vectorizes: an odd Taylor polynomial below |y| = 1/4 (relative
    error under 1e-8 there), sign(y) (1 - 2/(e^2|y| + 1)) above (e^2|y| from utg__expf_core; |y| clamped to 9, where
    tanh rounds to 1). Relative error below 5e-7 (tests/test_ops.c checks against double). */
@@ -3543,6 +3691,14 @@ static void utg__cpu_xent_fwd(utg_backend *be, float *logits, float *row_loss, c
     }
 }
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_optim
+   The optimizer's elementwise ops: axpby (EMA, SWA, gradient scaling), Muon's momentum, the
+   deterministic sum of squares (clipping, norms), the row normalization of MuonEq-R and the
+   Adam(W) step. All elementwise or per row, so no result depends on the thread count.
+   ------------------------------------------------------------------------------------------------ */
+
+/* axpby: y = alpha x + beta y; alpha 0 (or x NULL) scales y alone and never reads x. */
 static void utg__cpu_axpby(utg_backend *be, float *y, float alpha, const float *x, float beta, size_t n) {
     ptrdiff_t i, nn = (ptrdiff_t)n;
     (void)be;
@@ -3560,6 +3716,7 @@ static void utg__cpu_axpby(utg_backend *be, float *y, float alpha, const float *
     for (i = 0; i < nn; i++) y[i] = alpha * x[i] + beta * y[i];
 }
 
+/* muon_momentum: m = mu m + g, then u = g + mu m (nesterov, train_gpt.py's default) or u = m. */
 static void utg__cpu_muon_momentum(utg_backend *be, float *u, float *m, const float *g, float mu, int nesterov, size_t n) {
     ptrdiff_t i, nn = (ptrdiff_t)n;
     (void)be;
@@ -3601,6 +3758,7 @@ static double utg__cpu_sumsq(utg_backend *be, const float *x, size_t n) {
     return total;
 }
 
+/* row_normalize: each row of x[rows, cols] divided by max(||row||_2, eps), the norm summed in double. */
 static void utg__cpu_row_normalize(utg_backend *be, float *x, int rows, int cols, float eps) {
     int r;
     (void)be;
@@ -3617,6 +3775,7 @@ static void utg__cpu_row_normalize(utg_backend *be, float *x, int rows, int cols
     }
 }
 
+/* adam_step: torch.optim.AdamW's update with the bias corrections folded into step and rbc2. */
 static void utg__cpu_adam_step(utg_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
                                float beta1, float beta2, float eps, float wd, float bc1, float bc2) {
     ptrdiff_t i, nn = (ptrdiff_t)n;
@@ -3631,8 +3790,15 @@ static void utg__cpu_adam_step(utg_backend *be, float *p, const float *g, float 
     }
 }
 
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_create
+   The backend's life: synchronize (a no-op: every CPU op returns when done), destroy, and create,
+   which picks the microkernel set once and fills the op table.
+   ------------------------------------------------------------------------------------------------ */
 static void utg__cpu_synchronize(utg_backend *be) { (void)be; }
 
+/* destroy: frees the scratch slots, the private state and the table itself, with the allocator
+   the backend was created with. */
 static void utg__cpu_destroy(utg_backend *be) {
     utg__cpu *c;
     utg_allocator a;
@@ -3719,8 +3885,28 @@ UTGDEF void utg_backend_destroy(utg_backend *be) {
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_model
+   The model, in the order a model is built and run:
+     tensor table   utg__build_tensors lists every parameter (state_dict order of train_gpt.py's
+                    GPT, then the recurrence's own tensors); utg__add_tensor gives each its offset
+                    in one parameter arena and one gradient arena of the same layout.
+     plans          utg__compile_plans turns the recurrence knobs into one utg_plan per phase
+                    (virtual layer -> physical block, control owner, skip slots, lanes) and
+                    utg__verify_plan proves each plan reads only what exists.
+     arenas         utg__carve_all carves every activation and gradient temporary for a batch
+                    of N tokens out of one backend buffer (sized once, for all plans).
+     forward        utg__forward: the embedding stage (token embedding, BigramHash, SmearGate,
+                    norm: x0), the virtual layers of the current plan (utg__layer_forward: skip
+                    pop, depth conditioning, resid_mix, attention and MLP sublayers, lanes, skip
+                    push), the final norm, the tied or untied head and the softcapped
+                    cross-entropy, whose gradient is left in the logits buffer.
+     backward       utg_model_backward walks the same steps in reverse (utg__layer_backward),
+                    ADDING every weight gradient so that a block visited several times sums them.
+   All tensors live in backend memory; the host touches them only through upload and download.
    ------------------------------------------------------------------------------------------------ */
 
+/* Index tables: the model finds each tensor by its index into m->tensors, resolved once at build
+   time, and a virtual layer's pointers are computed from them (utg__layer_ptrs). [k] indexes the
+   block's attention sublayers (BLOCK_ATTNS). */
 typedef struct utg__heavy_ix { /* tensor-table indexes of one physical block's matrices (-1: none) */
     int q_gain[2], c_q[2], c_k[2], c_v[2], proj[2], gate[2], fc, mid, mlp_proj;
 } utg__heavy_ix;
@@ -3771,6 +3957,7 @@ typedef struct utg__attn_acts { /* what one attention sublayer keeps for its bac
     float *yg, *g;            /* attention gate: the gated heads and the gate values [N, H] (NULL: no gate) */
 } utg__attn_acts;
 
+/* What one MLP sublayer keeps for its backward: all [N, d] except u, ua, u2, ua2 [N, F] and r [N]. */
 typedef struct utg__mlp_acts {
     float *n, *r, *nb, *u, *ua, *u2, *ua2, *m; /* norm, 1/rms, +bias, fc out, relu^2, mid out, relu^2, out */
 } utg__mlp_acts;
@@ -3792,6 +3979,9 @@ typedef struct utg__acts { /* what one virtual layer keeps for its backward */
     float *out, *out1;        /* output (lane 0, lane 1) */
 } utg__acts;
 
+/* The model: its config, the backend it runs on, the tensor table with the parameter and gradient
+   arenas (backend memory, same layout), the compiled plans, the shape, and the activation arena
+   sized for cap_tok tokens. Every float pointer below is backend memory unless it says host. */
 struct utg_model {
     utg_config cfg;
     utg_allocator alloc;
@@ -3881,6 +4071,7 @@ struct utg_model {
 };
 
 static void utg__log(utg_model *m, utg_log_level lvl, const char *fmt, ...) UTG__PRINTF(3, 4);
+/* printf-style message to the model's logger, if it has one. */
 static void utg__log(utg_model *m, utg_log_level lvl, const char *fmt, ...) {
     char buf[512];
     va_list ap;
@@ -3891,6 +4082,9 @@ static void utg__log(utg_model *m, utg_log_level lvl, const char *fmt, ...) {
     m->logger.fn(lvl, buf, __FILE__, __LINE__, m->logger.user);
 }
 
+/* Appends a tensor of shape [d0, d1, d2] (ndim of them used) to the table, at the end of the arena
+   (each tensor starting on a 16-float boundary), and returns its index. block is the physical
+   block it belongs to (-1: none), role what the optimizer and the quantizer do with it. */
 static int utg__add_tensor(utg_model *m, const char *name, utg_role role, int block, int ndim, int64_t d0, int64_t d1,
                            int64_t d2) {
     utg_tensor_info *t;
@@ -3941,6 +4135,9 @@ static int utg__parse_ints(const char *s, int *out, int cap, int pairs) {
 
 #define UTG__MAX_VIRTUAL 4096
 
+/* One phase of the recurrence while plans are compiled: its virtual->physical list (n entries, the
+   first n_enc the U-Net encoder), the first layer that pops a skip, and when the phase begins
+   (a step, or a fraction of training; -1: not by that measure). */
 typedef struct utg__phase_src { int *list, n, n_enc, pop_start, start_step; double start_frac; } utg__phase_src;
 
 /* Compile the configured recurrence into plans (SPEC 2.3): the virtual->physical list of each
@@ -4203,6 +4400,7 @@ static utg_result utg__verify_plan(utg_model *m, int p) {
     return UTG_OK;
 }
 
+/* Frees every plan with its layer and init-set arrays; the model is left with no plans. */
 static void utg__free_plans(utg_model *m) {
     int p;
     if (m->plans)
@@ -4238,6 +4436,8 @@ typedef struct utg__carver {
     size_t used;
     int overflow;
 } utg__carver;
+/* n_floats from the carver on a 64-byte boundary: a pointer in pass 2, NULL in pass 1 (measuring)
+   or once the size overflowed (c->overflow then set). */
 static float *utg__carve(utg__carver *c, size_t n_floats) {
     size_t bytes, start = (c->used + 63) & ~(size_t)63, end;
     if (!utg__mul_ok(n_floats, sizeof(float), &bytes) || !utg__add_ok(start, bytes, &end)) { c->overflow = 1; return NULL; }
@@ -4280,8 +4480,8 @@ static void utg__halve(utg_model *m, float *out, const float *x, int rows) {
     m->be->mix_fwd(m->be, out, x, m->half, NULL, NULL, rows, m->d, UTG_MIX_WX_SCALAR);
 }
 
-/* the id before each document (SentencePiece's bos_id in the challenge's tokenizers): the SmearGate does not
-   reach across it */
+/* the id before each document (SentencePiece's bos_id in the challenge's tokenizers): the SmearGate
+   does not reach across it */
 #define UTG__BOS_ID 1
 
 /* Shift by one position within each sequence: dst[s, t] = src[s, t - 1], zero at t = 0; back = 1 is its
@@ -4318,6 +4518,8 @@ static void utg__bigram_tensors(utg_model *m) {
     m->t_bg_proj = utg__add_tensor(m, "bigram.proj.weight", UTG_ROLE_MATRIX, -1, 2, m->d, c->bigram_dim, 0);
     m->t_bg_scale = utg__add_tensor(m, "bigram.scale", UTG_ROLE_CONTROL, -1, 1, 1, 0, 0);
 }
+/* BigramHash's buffers for N tokens: bucket ids, the looked-up rows [N, bigram_dim], their
+   projection [N, d], and the gradients of the last two. */
 static void utg__bigram_carve(utg_model *m, utg__carver *c, size_t N) {
     size_t db = (size_t)m->cfg.bigram_dim, d = (size_t)m->d;
     if (m->t_bg_embed < 0) return;
@@ -4368,6 +4570,7 @@ static void utg__smear_gate_tensors(utg_model *m) {
     m->t_smear_w = utg__add_tensor(m, "smear_gate.weight", UTG_ROLE_CONTROL, -1, 2, 1, m->cfg.gate_window, 0);
     m->t_smear_lam = utg__add_tensor(m, "smear_lambda", UTG_ROLE_CONTROL, -1, 1, 1, 0, 0);
 }
+/* The smeared embedding and dL/d(emb), [N, d] each (NULL when the gate is off). */
 static void utg__smear_gate_carve(utg_model *m, utg__carver *c, size_t N) {
     m->emb_s = m->t_smear_w >= 0 ? utg__carve(c, N * (size_t)m->d) : NULL;
     m->g_emb = m->t_smear_w >= 0 ? utg__carve(c, N * (size_t)m->d) : NULL;
@@ -4392,11 +4595,13 @@ static const float *utg__smear_gate_backward(utg_model *m, const float *g_smeare
 static void utg__static_smear_tensors(utg_model *m) {
     m->t_smg = m->cfg.smear_enabled > 0 ? utg__add_tensor(m, "smear.gate", UTG_ROLE_CONTROL, -1, 1, m->d, 0, 0) : -1;
 }
+/* The normed embedding xn and its one-position shift, [N, d] each. */
 static void utg__static_smear_carve(utg_model *m, utg__carver *c, size_t N) {
     if (m->t_smg < 0) return;
     m->xn = utg__carve(c, N * (size_t)m->d);
     m->xprev = utg__carve(c, N * (size_t)m->d);
 }
+/* x0 from the embedding: xn = rmsnorm(emb), x0_t = a xn_t + (1 - a) xn_{t-1}, a = sigmoid(g). */
 static void utg__static_smear_forward(utg_model *m, const float *emb, int n_seqs) {
     int N = n_seqs * m->Tc;
     m->be->rmsnorm_fwd(m->be, m->xn, m->r0, emb, N, m->d, m->eps);
@@ -4596,6 +4801,8 @@ UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed) {
     return UTG_OK;
 }
 
+/* The RoPE table for sequence length T in backend memory: [T, rd/2] cosines then [T, rd/2] sines,
+   inv_freq_i = base^(-2i / rd), as train_gpt.py's Rotary (NTK-scaled past the reference length). */
 static utg_result utg__rope_table(utg_model *m, int T, float **dst) {
     int half = m->rd / 2, t, i;
     float *host = (float *)utg__alloc(&m->alloc, sizeof(float) * 2 * (size_t)T * half);
@@ -4779,6 +4986,7 @@ UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) 
     return UTG_OK;
 }
 
+/* Frees the activation arena and its host-side companions; the next forward reserves anew. */
 static void utg__free_acts(utg_model *m) {
     if (m->act_arena) m->be->buf_free(m->be, m->act_arena);
     utg__free(&m->alloc, m->acts);
@@ -4865,6 +5073,8 @@ UTGDEF utg_result utg_model_set_phase(utg_model *m, int phase, int activate) {
     return UTG_OK;
 }
 
+/* The backend span of tensor index (or of the whole arena, index < 0) in the parameter or gradient
+   arena, after checking that the caller's n floats match it exactly. */
 static utg_result utg__span(utg_model *m, utg_arena which, int index, size_t n, float **dev) {
     float *base;
     if (!m || (int)which < 0 || (int)which > 1 || index >= m->n_tensors) {
@@ -4964,6 +5174,9 @@ static void utg__carve_all(utg_model *m, utg__carver *c, size_t N) {
     m->g_skip = utg__carve(c, (size_t)m->max_slots * N * d);
 }
 
+/* Makes the activation arena hold N tokens: two carving passes (measure, then hand out), and
+   nothing when the arena is already large enough. Checks N * max(V, F) against INT32_MAX, the
+   largest int element count an op sees. */
 static utg_result utg__reserve_tokens(utg_model *m, size_t N) {
     utg__carver c;
     if (N <= (size_t)m->cap_tok) return UTG_OK;
@@ -5050,6 +5263,10 @@ static const float *utg__attn_out(const utg__layer_weights *w, int k, const utg_
     return w->attn_gate[k] ? S->yg : w->xsa ? S->yx : S->y;
 }
 
+/* Attention sublayer k of a layer: a = proj(attention(q, k, v)) with q, k, v from norm(in) [+ bias]
+   (scaled by ln_scale), q and k through the head norm and RoPE, q by q_gain; v with the value
+   embedding and the value residual where on; XSA and the output gate on the heads where on.
+   in NULL: the caller's mix_rmsnorm_fwd has already written the norm into S. */
 static void utg__attn_fwd(utg_model *m, const utg__layer_weights *w, int k, const float *nbias, utg__attn_acts *S, const float *in, int n_seqs) {
     utg_backend *be = m->be;
     int N = n_seqs * m->Tc, d = m->d;
@@ -5072,7 +5289,7 @@ static void utg__attn_fwd(utg_model *m, const utg__layer_weights *w, int k, cons
     m->mm(be, S->a, utg__attn_out(w, k, S), w->attn_proj[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
 }
 
-/* ga = dL/da (may be m->g_d; consumed first); ADDS dL/din into gin. */
+/* ga = dL/da (m->g_attn_out; consumed first); ADDS dL/din into gin. */
 static void utg__attn_bwd(utg_model *m, const utg__layer_weights *w, const utg__layer_weights *g, int k, const float *nbias, float *gbias,
                           const utg__attn_acts *S, float *ga, float *gin) {
     utg_backend *be = m->be;
@@ -5084,7 +5301,7 @@ static void utg__attn_bwd(utg_model *m, const utg__layer_weights *w, const utg__
     m->mm(be, m->g_heads, ga, w->attn_proj[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
     m->mm(be, g->attn_proj[k], ga, utg__attn_out(w, k, S), d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
     /* attention core (attn_bwd writes g_q, g_k, g_v) */
-    /* g_d is free once ga is consumed: g_y and g_d take turns holding dL/d(the attention output) */
+    /* gy holds dL/d(the attention output) back through the gate and XSA: g_heads and g_normed take turns */
     if (w->attn_gate[k]) {
         be->fill(be, m->g_normed, 0.0f, Nd);
         be->fill(be, m->g_gate_in, 0.0f, Nd);
@@ -5092,7 +5309,7 @@ static void utg__attn_bwd(utg_model *m, const utg__layer_weights *w, const utg__
                      m->gate_scale, m->gate_mult);
         gy = m->g_normed;
     }
-    if (w->xsa) { /* dL/dv gets XSA's share, held in g_k2 (free until k's backward) until attn_bwd has written g_v */
+    if (w->xsa) { /* dL/dv gets XSA's share, held in g_k_raw (free until k's backward) until attn_bwd has written g_v */
         float *other = gy == m->g_heads ? m->g_normed : m->g_heads;
         be->fill(be, other, 0.0f, Nd);
         be->fill(be, m->g_k_raw, 0.0f, (size_t)N * kv);
@@ -5108,7 +5325,7 @@ static void utg__attn_bwd(utg_model *m, const utg__layer_weights *w, const utg__
     if (w->vrl_alpha)
         be->mix_bwd(be, NULL, m->g_v0, NULL, g->vrl_alpha, m->g_v, NULL, NULL, m->acts[0].at[0].v, w->vrl_alpha, N, kv,
                     UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID);
-    /* q_gain, RoPE and the per-head norms, back to raw q (written into g_y) and k (into g_k2) */
+    /* q_gain, RoPE and the per-head norms, back to raw q (written into g_heads) and k (into g_k_raw) */
     be->qk_norm_rope_bwd(be, m->g_heads, g->q_gain[k], m->g_q, S->qn, S->rq, m->rope_cur, w->q_gain[k], N, m->Tc, m->H, m->hd, m->rd);
     be->qk_norm_rope_bwd(be, m->g_k_raw, NULL, m->g_k, S->kn, S->rk, m->rope_cur, NULL, N, m->Tc, m->Hkv, m->hd, m->rd);
     /* q, k, v = src W^T */
@@ -5123,6 +5340,8 @@ static void utg__attn_bwd(utg_model *m, const utg__layer_weights *w, const utg__
     be->rmsnorm_bwd(be, gin, m->g_normed, S->n, S->r, N, d);
 }
 
+/* The MLP sublayer: m = proj(act(fc(norm(in) [+ bias]))), act = leaky_relu(x, slope)^2, with a
+   second hidden layer (mid) for MLP_LAYERS=3. in NULL: the norm is already in M. */
 static void utg__mlp_fwd(utg_model *m, const utg__layer_weights *w, const float *nbias, utg__mlp_acts *M, const float *in, int N) {
     utg_backend *be = m->be;
     int d = m->d, F = m->F;
@@ -5139,7 +5358,7 @@ static void utg__mlp_fwd(utg_model *m, const utg__layer_weights *w, const float 
     m->mm(be, M->m, m->mlp3 ? M->ua2 : M->ua, w->mlp_proj, N, d, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
 }
 
-/* gm = dL/dm (may be m->g_d; consumed first); ADDS dL/din into gin. */
+/* gm = dL/dm (may be m->g_normed, reused once gm is consumed); ADDS dL/din into gin. */
 static void utg__mlp_bwd(utg_model *m, const utg__layer_weights *w, const utg__layer_weights *g, const float *nbias, float *gbias,
                          const utg__mlp_acts *M, float *gm, float *gin) {
     utg_backend *be = m->be;
@@ -5527,11 +5746,24 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_optim
+   The optimizer holds four arenas of the parameter arena's layout (backend memory): momentum,
+   Adam's second moment, the EMA and the SWA sum, the last two allocated only when on. Each tensor
+   falls into one group, as in train_gpt.py's optimizer setup: the blocks' 2-D matrices go to Muon
+   (MATRIX_LR), the embeddings to Adam at EMBED_LR (TIED_EMBED_LR when tied), an untied head to Adam at
+   HEAD_LR, and everything else (controls, gains, scales, embedding-side projections) to Adam at
+   SCALAR_LR. One step: global gradient norm (deterministic sumsq) and clipping; Muon per tensor
+   (momentum, optional MuonEq-R row normalization, Newton-Schulz, decoupled weight decay, shape
+   scale sqrt(max(1, rows/cols))); then Adam(W) per tensor with one shared step counter.
+   utg_optim_average updates EMA and SWA after the step; the schedules (LR warmdown, Muon
+   momentum warmup) are plain functions of the step and the wall clock.
    ------------------------------------------------------------------------------------------------ */
 
 
+/* The optimizer group of a tensor, which picks its update rule and learning rate. */
 enum { UTG__GROUP_MUON = 0, UTG__GROUP_EMBED, UTG__GROUP_HEAD, UTG__GROUP_SCALAR };
 
+/* The optimizer's state: the per-tensor groups, the four state arenas (NULL where unused), and
+   per-slot Muon buffers so that concurrent threads never share scratch. */
 struct utg_optim {
     utg_model *m;
     utg_backend *be;
@@ -5629,6 +5861,8 @@ UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int
     }
 }
 
+/* Whether name contains any of the comma-separated substrings in patterns (train_gpt.py's
+   CONTROL_TENSOR_NAME_PATTERNS test: `any(p in name for p in patterns)`); empty entries match nothing. */
 static int utg__name_matches(const char *name, const char *patterns) {
     const char *p = patterns;
     while (p && *p) {
@@ -5831,6 +6065,7 @@ UTGDEF utg_average utg_optim_apply_average(utg_optim *o) {
     return UTG_AVERAGE_NONE;
 }
 
+/* Checks that arena `which` exists and that n is its size in floats (get and set move whole arenas). */
 static utg_result utg__optim_arena(utg_optim *o, utg_optim_arena which, size_t n) {
     if (!o || (int)which < 0 || (int)which >= UTG_OPTIM_ARENAS) return UTG_ERR_INVALID;
     if (!o->arena[which]) { utg__msgf(&o->m->msg, "optimizer arena %d is not in use", which); return UTG_ERR_INVALID; }
@@ -5868,6 +6103,7 @@ UTGDEF void utg_optim_set_counters(utg_optim *o, int64_t adam_steps, int64_t swa
 #define UTG__ST_MAX_NAME 256
 #define UTG__ST_MAX_DIMS 8
 
+/* One tensor of a safetensors header: its name, dtype, shape and byte range in the data buffer. */
 typedef struct utg__st_entry {
     char name[UTG__ST_MAX_NAME];
     int dtype; /* 0 F32, 1 F16, 2 BF16 */
@@ -5876,24 +6112,29 @@ typedef struct utg__st_entry {
     uint64_t begin, end;
 } utg__st_entry;
 
+/* The JSON cursor: the unread header bytes [p, end) and where errors go. */
 typedef struct utg__json {
     const char *p, *end;
     utg_msg *msg;
 } utg__json;
 
+/* JSON's whitespace skipped. The utg__js_* readers return 1 on success and 0 after writing a message. */
 static void utg__js_ws(utg__json *j) {
     while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
 }
+/* A parse error at the cursor, with its offset from the header's start; returns 0 for `return` chains. */
 static int utg__js_fail(utg__json *j, const char *what, const char *start) {
     utg__msgf(j->msg, "safetensors header: %s at JSON offset %ld", what, (long)(j->p - start));
     return 0;
 }
 static int utg__js_peek(utg__json *j, char c) { utg__js_ws(j); return j->p < j->end && *j->p == c; }
+/* Consumes c (after whitespace) if it is next; 0 when it is not. */
 static int utg__js_take(utg__json *j, char c) {
     if (!utg__js_peek(j, c)) return 0;
     j->p++;
     return 1;
 }
+/* The value of one hex digit, or -1. */
 static int utg__hexval(char c) {
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 }
@@ -5959,6 +6200,7 @@ static int utg__js_uint(utg__json *j, uint64_t *out) {
     *out = v;
     return 1;
 }
+/* A JSON array of at most cap unsigned integers (a shape or data_offsets) into vals. */
 static int utg__js_uint_array(utg__json *j, uint64_t *vals, int cap, int *count) {
     int n = 0;
     if (!utg__js_take(j, '[')) return 0;
@@ -5974,6 +6216,8 @@ static int utg__js_uint_array(utg__json *j, uint64_t *vals, int cap, int *count)
     return 1;
 }
 
+/* dtype name -> 0 F32, 1 F16, 2 BF16; -2 for a valid safetensors dtype this reader does not
+   load (a clear message), -1 for an unknown string. */
 static int utg__st_dtype(const char *s) {
     static const char *other[] = {"F64", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL",
                                   "F8_E4M3", "F8_E5M2", "C64", "F4", "F6_E2M3", "F6_E3M2", "E8M0"};
@@ -6023,6 +6267,7 @@ static int utg__st_tensor(utg__json *j, utg__st_entry *e, const char *start) {
     return 1;
 }
 
+/* Skips the "__metadata__" object, which must map strings to strings. */
 static int utg__st_metadata(utg__json *j, const char *start) {
     char buf[8];
     int too_long;
@@ -6037,6 +6282,7 @@ static int utg__st_metadata(utg__json *j, const char *start) {
     return 1;
 }
 
+/* qsort order of entries by byte range, so that gaps and overlaps show between neighbours. */
 static int utg__st_cmp_begin(const void *a, const void *b) {
     const utg__st_entry *x = *(const utg__st_entry *const *)a, *y = *(const utg__st_entry *const *)b;
     if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
@@ -6259,6 +6505,9 @@ UTGDEF const utg_allocator *utg_model_allocator(const utg_model *m) { return m ?
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_data
+   A Parameter Golf shard (fineweb_*.bin, as train_gpt.py's load_data_shard reads it): a 256-entry
+   int32 header (magic 20240520, version 1, token count) followed by that many uint16 tokens. The
+   parser works on bytes already in memory; the dataset and loaders below read shards from disk.
    ------------------------------------------------------------------------------------------------ */
 
 UTGDEF utg_result utg_shard_parse(const void *bytes, size_t size, const uint8_t **tokens, size_t *n_tokens, utg_msg *msg) {
@@ -6304,6 +6553,15 @@ UTGDEF utg_result utg_shard_write(const uint16_t *ids, size_t n, uint8_t *out, s
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_loader
+   A dataset is a sorted list of shard paths (a glob), their token counts and one open FILE at a
+   time. Two loaders sit on it, both returning inputs and targets shifted by one token:
+     SEQUENTIAL  train_gpt.py's TokenStream / DistributedTokenLoader: the shards as one stream,
+                 each step takes a chunk of world_size spans of local + 1 tokens and this rank
+                 reads its span; the stream wraps at the end.
+     SHUFFLED    the records' shuffled loader: each rank owns every world_size-th shard and draws
+                 seq_len windows from a per-epoch random phase and permutation of each shard.
+   The whole loader state fits a small record (save/restore) so that a resumed run reads exactly
+   the batches the uninterrupted run would have read.
    ------------------------------------------------------------------------------------------------ */
 #ifndef UTG_NO_STDIO
 
@@ -6347,6 +6605,7 @@ struct utg_dataset {
 
 /* ---- glob expansion: a sorted array of paths in one allocation ---- */
 
+/* qsort order of the matched paths, bytewise, so that the shard order is the same on every system. */
 static int utg__ds_path_cmp(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b); /* bytewise: unsigned char */
 }
@@ -6371,6 +6630,8 @@ static char **utg__ds_pack_paths(char *const *src, size_t n, const utg_allocator
     return out;
 }
 
+/* The sorted paths that match pattern, in one allocation (glob(3) where the platform has it; else
+   the pattern names one file, and a wildcard is UTG_ERR_UNSUPPORTED). */
 static utg_result utg__ds_expand(const char *pattern, const utg_allocator *a, char ***paths, int *n, utg_msg *msg) {
 #ifdef UTG__HAVE_GLOB
     glob_t g;
@@ -6408,6 +6669,7 @@ static utg_result utg__ds_expand(const char *pattern, const utg_allocator *a, ch
 
 /* ---- shard headers ---- */
 
+/* The size of an open file in bytes (64-bit seeks), left positioned at its start. */
 static utg_result utg__ds_file_size(FILE *f, const char *path, uint64_t *size, utg_msg *msg) {
     long long end;
     if (UTG__FSEEK64(f, 0, SEEK_END) != 0 || (end = UTG__FTELL64(f)) < 0 || UTG__FSEEK64(f, 0, SEEK_SET) != 0) {
@@ -6526,6 +6788,7 @@ static int utg__ds_find(const utg_dataset *ds, uint64_t offset) {
     return lo;
 }
 
+/* Closes the dataset's open shard, if any. */
 static void utg__ds_drop_file(utg_dataset *ds) {
     if (ds->file) fclose(ds->file);
     ds->file = NULL;
@@ -6703,6 +6966,7 @@ static uint64_t utg__ld_below(utg__rng *r, uint64_t n) {
     return x % n;
 }
 
+/* The dataset index of this rank's i-th owned shard (SHUFFLED). */
 static int utg__ld_shard(const utg_loader *ld, int i) { return ld->rank + i * ld->world_size; }
 
 /* Windows of a shard of n tokens at phase 0: the most any epoch can have. */
@@ -6735,6 +6999,8 @@ static void utg__ld_shard_epoch(const utg_loader *ld, int i, uint64_t epoch, uin
     }
 }
 
+/* Starts epoch `epoch` of the shuffled loader: each owned shard's phase, window count and window
+   order for that epoch, all derived from (seed, rank, shard, epoch), and nothing taken yet. */
 static void utg__ld_begin_epoch(utg_loader *ld, uint64_t epoch) {
     int i;
     ld->epoch = epoch;
@@ -6852,6 +7118,8 @@ static utg_result utg__ld_read_pair(utg_dataset *ds, uint64_t start, size_t n, i
     return utg__ds_read_wrap(ds, (start % ds->start[ds->n_shards]) + (uint64_t)n, 1, targets + n - 1, msg);
 }
 
+/* SEQUENTIAL: this rank's span of local + 1 tokens from the next chunk; inputs are its first local
+   tokens, targets the last local. */
 static utg_result utg__ld_next_sequential(utg_loader *ld, int32_t *inputs, int32_t *targets, size_t local, utg_msg *msg) {
     uint64_t total = utg_dataset_tokens(ld->ds), span = (uint64_t)local + 1, chunk, start;
     utg_result r;
@@ -6888,6 +7156,8 @@ static int utg__ld_pick(utg_loader *ld) {
     return i;
 }
 
+/* SHUFFLED: n_seqs windows of seq_len + 1 tokens from the owned shards, chosen with the loader's
+   RNG; a failure restores the RNG, the epoch and the taken counts, so a retry draws the same. */
 static utg_result utg__ld_next_shuffled(utg_loader *ld, int32_t *inputs, int32_t *targets, int n_seqs, utg_msg *msg) {
     size_t T = (size_t)ld->seq_len;
     utg__rng rng0 = ld->rng;
@@ -6936,11 +7206,13 @@ UTGDEF utg_result utg_loader_next(utg_loader *ld, int32_t *inputs, int32_t *targ
 #define UTG__LD_STATE_VERSION 1u
 #define UTG__LD_STATE_HEAD 64u
 
+/* Little-endian u64 of the loader-state record. */
 static void utg__ld_wr_u64le(uint8_t *p, uint64_t v) {
     utg__wr_u32le(p, (uint32_t)v);
     utg__wr_u32le(p + 4, (uint32_t)(v >> 32));
 }
 
+/* FNV-1a 64 of n bytes: the loader-state record's checksum. */
 static uint64_t utg__ld_fnv1a(const uint8_t *p, size_t n) {
     uint64_t h = 0xcbf29ce484222325ull;
     size_t i;
@@ -7095,6 +7367,11 @@ UTGDEF utg_result utg_loader_restore(utg_loader *ld, const void *buf, size_t siz
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_checkpoint
+   The checkpoint is a sequence of tagged sections (see >>checkpoint for the byte layout) written
+   from host copies of backend memory: CONF (the resolved config as text, compared knob by knob on
+   load), STAT (step, time, tokens, optimizer counters, plan phase), PARM and OPT0..OPT3 (the
+   parameter and optimizer arenas), LOAD (the loader's own record). utg_checkpoint_load parses and
+   checks every section against the running model before it uploads anything.
    ------------------------------------------------------------------------------------------------ */
 
 /* loaders read files: without stdio there are none, and checkpoints hold no loader state */
@@ -7129,6 +7406,7 @@ UTGDEF uint32_t utg_crc32(uint32_t crc, const void *data, size_t n) {
 #define UTG__CKPT_HDR 24
 #define UTG__CKPT_STAT 56 /* version 1: 48 (no phase) */
 
+/* Little-endian u64 of the checkpoint header and section headers. */
 static void utg__wr_u64le(uint8_t *p, uint64_t v) {
     int i;
     for (i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
@@ -7408,12 +7686,15 @@ UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *ld
 #define UTG__SPM_SPACE "\xe2\x96\x81" /* U+2581, SentencePiece's whitespace mark */
 #define UTG__LN2 0.69314718055994530942 /* == math.log(2.0) as a double */
 
+/* A protobuf cursor: the message being read is b[pos, end). The utg__pb_* readers return 1 on
+   success, 0 after writing a message that names the byte offset. */
 typedef struct utg__pb {
     const uint8_t *b; /* the whole file */
     size_t pos, end;  /* the message being read is b[pos, end) */
     utg_msg *msg;
 } utg__pb;
 
+/* A base-128 varint of at most 10 bytes, refused when cut off or longer. */
 static int utg__pb_varint(utg__pb *c, uint64_t *out) {
     size_t at = c->pos;
     uint64_t v = 0;
@@ -7474,6 +7755,7 @@ static int utg__pb_sub(utg__pb *c, utg__pb *sub) {
     return 1;
 }
 
+/* A little-endian fixed32 or fixed64 (n_bytes 4 or 8). */
 static int utg__pb_fixed(utg__pb *c, size_t n_bytes, uint64_t *out) {
     size_t i;
     uint64_t v = 0;
@@ -7488,6 +7770,7 @@ static int utg__pb_fixed(utg__pb *c, size_t n_bytes, uint64_t *out) {
     return 1;
 }
 
+/* Skips the value of a field this reader does not use, by its wire type. */
 static int utg__pb_skip(utg__pb *c, int wire) {
     uint64_t v;
     utg__pb sub;
@@ -7499,6 +7782,7 @@ static int utg__pb_skip(utg__pb *c, int wire) {
     }
 }
 
+/* Whether a known field came with the wire type the schema gives it; a message if not. */
 static int utg__pb_want(utg__pb *c, size_t at, const char *name, int wire, int want) {
     if (wire == want) return 1;
     utg__msgf(c->msg, "spm model: byte %zu: %s has wire type %d, expected %d", at, name, wire, want);
@@ -7565,6 +7849,7 @@ static int utg__spm_reserved(int type) {
     return type == UTG_PIECE_CONTROL || type == UTG_PIECE_UNKNOWN || type == UTG_PIECE_BYTE;
 }
 
+/* One SentencePiece piece as read: its text (a view into the file), score and type. */
 typedef struct utg__spm_piece {
     const uint8_t *text;
     size_t text_len;
@@ -7645,6 +7930,7 @@ typedef struct utg__spm_scan {
     size_t name_len[4];
 } utg__spm_scan;
 
+/* The fields of trainer_spec the tokenizer keeps (the special ids among them); the rest is skipped. */
 static int utg__spm_read_trainer(utg__pb *t, utg__spm_scan *s) {
     static const char *const id_names[4] = {"trainer_spec.unk_id", "trainer_spec.bos_id", "trainer_spec.eos_id",
                                             "trainer_spec.pad_id"};
@@ -7678,6 +7964,7 @@ static int utg__spm_read_trainer(utg__pb *t, utg__spm_scan *s) {
     return 1;
 }
 
+/* Pass 1 over one `pieces` entry: reads and checks it, counting the pieces and their text bytes. */
 static int utg__spm_scan_piece(utg__pb *c, size_t at, utg__spm_scan *s) {
     utg__spm_piece p;
     utg__pb sub;
@@ -7776,6 +8063,8 @@ static void utg__tok_set_piece(utg_tokenizer *t, int id, const uint8_t *text, si
     t->base_bytes[id] = (uint16_t)len;
 }
 
+/* The tokenizer's tables: a uint16 byte-table entry per id ([table_size]), per piece its text
+   offset and score, and the text itself; sizes overflow-checked. */
 static utg_result utg__tok_alloc(utg_tokenizer *t, int n_pieces, int table_size, size_t text_bytes,
                                  const utg_allocator *alloc, utg_msg *msg) {
     size_t nt = (size_t)table_size, np = (size_t)n_pieces, base_size, offset_size, score_size;
@@ -7904,6 +8193,7 @@ UTGDEF void utg_tokenizer_free(utg_tokenizer *tok) {
     memset(tok, 0, sizeof *tok);
 }
 
+/* A byte table may cover at most UTG_MAX_TOKENIZER_PIECES ids. */
 static utg_result utg__tok_check_table_size(int table_size, utg_msg *msg) {
     if (table_size < 0 || table_size > UTG_MAX_TOKENIZER_PIECES) {
         utg__msgf(msg, "tokenizer: table size %d is outside 0..%d", table_size, UTG_MAX_TOKENIZER_PIECES);
@@ -8062,6 +8352,11 @@ UTGDEF double utg_bpb_value(const utg_bpb *acc) {
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_quant
+   Quantization runs on the host, on float copies of the weights: the fp16 conversions, the
+   per-row quantizer (utg__quant_row: clip, scale, round half to even, squared error), the clip
+   choices (max, percentile, SDClip, GPTQ-lite search) in utg_quantize_rows, full-Hessian GPTQ in
+   utg_gptq_rows, and dequantization. Every path writes int8 symbols and fp16 row scales, the
+   form the artifact stores.
    ------------------------------------------------------------------------------------------------ */
 
 UTGDEF float utg_f16_to_f32(uint16_t h) { return utg__f16_to_f32(h); }
@@ -8092,6 +8387,7 @@ UTGDEF uint16_t utg_f32_to_f16(float x) {
     }
 }
 
+/* qsort order of floats, ascending (for the quantiles of |w|). */
 static int utg__cmp_float(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return x < y ? -1 : x > y;
@@ -8326,13 +8622,22 @@ UTGDEF void utg_dequantize_rows(const int8_t *q, const uint16_t *scales, int row
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_artifact
+   The UTGA file (docs/FORMAT.md): header, key-value metadata, tensor records, quantized and float
+   planes, optional extra sections, compressed as a whole by one codec (stored, or brotli with
+   UTG_USE_BROTLI). Below: the codecs; the writer, which collects kvs, tensors and sections and
+   lays them out in a canonical order so that the bytes depend only on what was added; the
+   parser, which checks everything against the file's size before it allocates; the model side
+   (config keys, Hessians gathered from forward activations, the quantization plan, export, the
+   byte budget, loading) and quantization-aware training.
    ------------------------------------------------------------------------------------------------ */
 
+/* Little-endian u16 fields, and the alignment of planes within the file. */
 static void utg__wr_u16le(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 static uint32_t utg__rd_u16le(const uint8_t *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
 static size_t utg__align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
 static size_t utg__stored_max(size_t n, void *user) { (void)user; return n; }
+/* The "stored" codec: the payload as it is (the artifact's checksum still covers it). */
 static utg_result utg__stored_compress(const void *src, size_t n, void *dst, size_t *dst_size, void *user) {
     (void)user;
     if (*dst_size < n) return UTG_ERR_INVALID;
@@ -8369,6 +8674,7 @@ UTGDEF int utg_codec_for_id(int id, utg_codec *out) {
 #ifdef UTG_USE_BROTLI
 #include <brotli/decode.h>
 #include <brotli/encode.h>
+/* The brotli codec (UTG_USE_BROTLI): quality 11, window 2^24; decoding must consume all input exactly. */
 static size_t utg__brotli_max(size_t n, void *user) {
     (void)user;
     return BrotliEncoderMaxCompressedSize(n) ? BrotliEncoderMaxCompressedSize(n) : n + (n >> 2) + 1024;
@@ -8408,6 +8714,7 @@ UTGDEF utg_codec utg_codec_brotli(void) {
 }
 #endif
 
+/* A kv key: 1..UTG_ARTIFACT_MAX_KEY of [a-z0-9_.], dot-separated parts, none empty. */
 static int utg__kv_key_ok(const char *k, size_t n) {
     size_t i;
     if (n < 1 || n > UTG_ARTIFACT_MAX_KEY || k[0] == '.' || k[n - 1] == '.') return 0;
@@ -8418,6 +8725,7 @@ static int utg__kv_key_ok(const char *k, size_t n) {
     }
     return 1;
 }
+/* A tensor name: 1..UTG_MAX_NAME printable ASCII bytes without spaces. */
 static int utg__name_ok(const char *s, size_t n) {
     size_t i;
     if (n < 1 || n > UTG_MAX_NAME) return 0;
@@ -8425,6 +8733,7 @@ static int utg__name_ok(const char *s, size_t n) {
         if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e) return 0;
     return 1;
 }
+/* Bytes per element of a tensor dtype, and of a kv type's array elements. */
 static size_t utg__dtype_size(int dt) { return dt == UTG_DT_F32 ? 4 : dt == UTG_DT_Q ? 1 : 2; }
 static size_t utg__kv_elem(int type) {
     switch (type) {
@@ -8514,6 +8823,7 @@ static void utg__shuffle(uint8_t *dst, const uint8_t *src, size_t n, size_t es) 
     for (j = 0; j < es; j++)
         for (k = 0; k < n; k++) dst[j * n + k] = src[k * es + j];
 }
+/* The inverse of utg__shuffle: n elements of es bytes back from byte planes. */
 static void utg__unshuffle(uint8_t *dst, const uint8_t *src, size_t n, size_t es) {
     size_t k, j;
     for (j = 0; j < es; j++)
@@ -8522,6 +8832,7 @@ static void utg__unshuffle(uint8_t *dst, const uint8_t *src, size_t n, size_t es
 
 /* ---- writer ---- */
 
+/* A kv the writer holds until the write: its key, type, element count and encoded bytes. */
 typedef struct utg__wkv {
     char key[UTG_ARTIFACT_MAX_KEY + 1];
     int type;
@@ -8529,12 +8840,14 @@ typedef struct utg__wkv {
     uint8_t *bytes; /* the encoded value */
     size_t n;
 } utg__wkv;
+/* An extra section the writer holds: 4-byte tag and owned payload. */
 typedef struct utg__wsect {
     char tag[4];
     uint8_t *bytes;
     size_t n;
 } utg__wsect;
 
+/* Everything added so far, owned by the writer; utg_artifact_write orders and encodes it. */
 struct utg_artifact_writer {
     utg_allocator alloc;
     utg_msg msg;
@@ -8544,6 +8857,7 @@ struct utg_artifact_writer {
     utg__wsect sect[UTG_ARTIFACT_MAX_SECTIONS];
 };
 
+/* Grows *arr (elements of elem bytes) to hold need, doubling from 16; 0 when out of memory. */
 static int utg__grow(const utg_allocator *a, void **arr, int *cap, int need, size_t elem) {
     void *p;
     int nc;
@@ -8696,6 +9010,7 @@ static void utg__plane_group(const char *name, char *out, size_t n) {
     out[o] = 0;
 }
 
+/* The plane order of the writer: by bit width, then group, then tensor index. */
 typedef struct utg__plane_ord { int t, bits; char group[UTG_MAX_NAME + 1]; } utg__plane_ord;
 static int utg__plane_cmp(const void *a, const void *b) {
     const utg__plane_ord *x = (const utg__plane_ord *)a, *y = (const utg__plane_ord *)b;
@@ -8824,6 +9139,7 @@ fail:
 
 /* ---- parser ---- */
 
+/* A plane's byte span in the parser, for the overlap check; utg__strptr_cmp sorts name pointers. */
 typedef struct utg__pspan { uint32_t off, end; int t; } utg__pspan;
 static int utg__strptr_cmp(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 /* Names that appear twice among n records (a name field every `stride` bytes from `first`): sorted
@@ -8839,6 +9155,7 @@ static utg_result utg__find_duplicate(const utg_allocator *al, const char *first
     utg__free(al, names);
     return *dup ? UTG_ERR_FORMAT : UTG_OK;
 }
+/* qsort order of plane spans by offset, then end. */
 static int utg__plane_span_cmp(const void *a, const void *b) {
     const utg__pspan *x = (const utg__pspan *)a, *y = (const utg__pspan *)b;
     return x->off < y->off ? -1 : x->off > y->off ? 1 : (x->end < y->end ? -1 : x->end > y->end ? 1 : 0);
@@ -9190,6 +9507,7 @@ UTGDEF utg_result utg_artifact_tensor_floats(const utg_artifact *a, int index, f
     return UTG_OK;
 }
 
+/* Shannon entropy of n int8 symbols in bits per symbol: a lower bound on what a codec can reach. */
 static double utg__entropy_i8(const int8_t *q, size_t n) {
     size_t hist[256], i;
     double h = 0.0;
@@ -9208,6 +9526,7 @@ UTGDEF double utg_artifact_tensor_entropy(const utg_artifact *a, int index) {
 /* the knobs an artifact carries: everything that shapes the model or its evaluation */
 #define UTG__ART_KNOB(k) (utg__knobs[k].info.flags & (UTG_KF_ARENA | UTG_KF_EVAL))
 
+/* The kv key of a knob stored in an artifact: "utg.config." + its utg_config field name. */
 static void utg__art_key(char *key, size_t n, int knob) {
     size_t i, o = (size_t)snprintf(key, n, "utg.config.");
     const char *f = utg__knobs[knob].info.field_name;
@@ -9266,6 +9585,8 @@ static int utg__layer_bits(const char *s, int block, int *bits) {
 
 /* ---- Hessians ---- */
 
+/* Hessians H = sum X^T X of the inputs of each quantized matrix, gathered over forward passes
+   (backend memory, one [cols, cols] per slot). c_q, c_k and c_v read one input and share a slot. */
 struct utg_hessians {
     utg_model *m;
     int n_slots, batches;
@@ -9275,6 +9596,7 @@ struct utg_hessians {
     float *host;  /* largest H, for utg_hessians_get */
 };
 
+/* Gives tensor t a slot of [cols, cols]: share_with's when that has one, else a new slot. */
 static int utg__hess_slot(utg_hessians *h, int t, int share_with, int cols) {
     if (t < 0) return 0;
     if (share_with >= 0 && h->slot_of[share_with] >= 0) { h->slot_of[t] = h->slot_of[share_with]; return 0; }
@@ -9520,6 +9842,8 @@ static utg_result utg__quant_tensor(const float *W, int rows, int cols, const do
     return UTG_OK;
 }
 
+/* The metadata kvs of an export: the architecture tag, the knobs the loader rebuilds the model
+   from, the parameter count and the plan's layer list, among others. */
 static void utg__export_meta(utg_model *m, utg_artifact_writer *w, const utg_tensor_quant *plan) {
     int i, k, gptq = 0;
     uint32_t u;
@@ -9841,6 +10165,8 @@ UTGDEF utg_result utg_model_create_from_artifact(const utg_artifact *a, const ut
 
 /* ---- quantization-aware training ---- */
 
+/* Quantization-aware training: per quantized tensor its bits and clip, the fp32 master weights
+   kept aside while the model runs on quantized ones (utg_qat_begin / utg_qat_end), and scratch. */
 struct utg_qat {
     utg_model *m;
     int noisy, n, active;
@@ -9970,6 +10296,8 @@ UTGDEF void utg_qat_end(utg_qat *q) {
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_public
+   Small public helpers: result names, version, thread count, and the file helpers (read with a
+   magic check, and an atomic write through a temporary file renamed into place).
    ------------------------------------------------------------------------------------------------ */
 
 UTGDEF const char *utg_result_string(utg_result r) {
@@ -10059,6 +10387,8 @@ UTGDEF utg_result utg_read_file(const char *path, size_t max_bytes, void **out, 
    so that a crashed writer's leftovers can be told apart from anything else in the directory. */
 #define UTG__TMP_SUFFIX ".utgtmp"
 
+/* path -> its directory ("." when none, "/" for the root) and its last component, for the
+   temporary file that utg_write_file renames over the target. */
 static void utg__split_path(const char *path, char *dir, size_t dir_size, const char **base) {
     const char *slash = strrchr(path, '/');
     size_t n = slash ? (size_t)(slash - path) : 0;
