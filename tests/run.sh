@@ -63,6 +63,7 @@ suite "trainer: CLI, resume bit for bit, checkpoint refusals" sh tests/test_trai
 suite "trainer guards: divergence, rollback, SIGTERM, risky invocations refused" sh tests/test_train_guard.sh "$BUILD"
 suite "trainer under file faults: every write, fsync and rename fails or is killed" sh tests/test_faults.sh "$BUILD"
 suite "tokenizer: SentencePiece reader, byte tables, bpb" "$BUILD/test_tokenizer"
+suite "docs: every name they quote exists in the code" "$PYTHON" tests/test_docs.py
 suite "tokenizer parity with python3-sentencepiece" "$PYTHON" tests/test_spm_parity.py
 suite "parity with PyTorch autograd" env UTG_GRAD="$(cd "$BUILD" && pwd)/utg-grad" "$PYTHON" tests/test_torch_parity.py
 
