@@ -8671,60 +8671,136 @@ UTGDEF void utg_artifact_free(utg_artifact *a) {
     utg__free(&al, a);
 }
 
-UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_codec *decoder, const utg_allocator *alloc,
-                                     utg_artifact **out, utg_msg *msg) {
-    const uint8_t *b = (const uint8_t *)bytes;
+/* What utg_artifact_parse carries from one checklist stage to the next; the stages below fail
+   through UTG__AF, which leaves a message and returns r (UTG_ERR_FORMAT unless a stage says else). */
+typedef struct utg__aparse {
+    const uint8_t *b; /* the file: envelope, then the packed payload */
+    size_t size;
     utg_allocator al;
-    utg_artifact *a = NULL;
-    uint8_t *pay = NULL, *tmp = NULL;
-    utg__pspan *spans = NULL;
-    const char *dup;
-    utg_result dr; /* the duplicate checks' result (r stays the format error the checklist reports) */
     utg_codec dec;
-    uint32_t flags, raw, packed, crc, nsec, align, i, prev_end;
-    const utg_artifact_section *meta = NULL, *tens = NULL, *data = NULL;
+    utg_msg *msg;
+    utg_artifact *a;      /* allocated once the envelope passes; freed by the caller on failure */
+    uint8_t *pay;         /* the decoded payload, 64-aligned inside a->block */
+    utg__pspan *spans;    /* scratch: the DATA planes, two per tensor */
+    uint8_t *tmp;         /* scratch of max_plane bytes for the unshuffle */
+    uint32_t flags, raw, packed, crc;
+    const utg_artifact_section *meta, *tens, *data;
+    size_t max_plane;
+} utg__aparse;
+#define UTG__AF(...) do { utg__msgf(ps->msg, __VA_ARGS__); return r; } while (0)
+
+/* Stage 1, the 20-byte envelope: magic, major version, must-understand flags, a decoder for its
+   codec, the payload cap and the packed size against the file's. */
+static utg_result utg__artifact_parse_envelope(utg__aparse *ps, const utg_codec *decoder) {
+    const uint8_t *b = ps->b;
     utg_result r = UTG_ERR_FORMAT;
-    size_t j, max_plane = 0;
-    int have_dec = 0, k;
-#define UTG__AF(...) do { utg__msgf(msg, __VA_ARGS__); goto fail; } while (0)
-    if (out) *out = NULL;
-    if (!out || (!bytes && size)) { utg__msgf(msg, "no artifact given"); return UTG_ERR_INVALID; }
-    memset(&al, 0, sizeof al);
-    if (alloc) al = *alloc;
-    memset(&dec, 0, sizeof dec);
-    /* envelope */
-    if (size < UTG_ARTIFACT_ENVELOPE) UTG__AF("artifact is %zu bytes, shorter than its 20-byte envelope", size);
+    int have_dec;
+    if (ps->size < UTG_ARTIFACT_ENVELOPE)
+        UTG__AF("artifact is %zu bytes, shorter than its 20-byte envelope", ps->size);
     if (memcmp(b, "UTGA", 4)) UTG__AF("not a UTGA artifact (magic %02x %02x %02x %02x)", b[0], b[1], b[2], b[3]);
-    if (b[4] != UTG_ARTIFACT_MAJOR) { r = UTG_ERR_UNSUPPORTED; UTG__AF("artifact format version %u; this build reads version %d", b[4], UTG_ARTIFACT_MAJOR); }
-    flags = utg__rd_u16le(b + 6);
-    if (flags & 0xffu) { r = UTG_ERR_UNSUPPORTED; UTG__AF("artifact sets must-understand flags 0x%02x this build does not know", flags & 0xffu); }
-    if (decoder && decoder->id == b[5] && decoder->decompress && b[5] != UTG_CODEC_STORED) { dec = *decoder; have_dec = 1; }
-    else have_dec = utg_codec_for_id(b[5], &dec);
+    if (b[4] != UTG_ARTIFACT_MAJOR) {
+        r = UTG_ERR_UNSUPPORTED;
+        UTG__AF("artifact format version %u; this build reads version %d", b[4], UTG_ARTIFACT_MAJOR);
+    }
+    ps->flags = utg__rd_u16le(b + 6);
+    if (ps->flags & 0xffu) {
+        r = UTG_ERR_UNSUPPORTED;
+        UTG__AF("artifact sets must-understand flags 0x%02x this build does not know", ps->flags & 0xffu);
+    }
+    if (decoder && decoder->id == b[5] && decoder->decompress && b[5] != UTG_CODEC_STORED) {
+        ps->dec = *decoder;
+        have_dec = 1;
+    } else have_dec = utg_codec_for_id(b[5], &ps->dec);
     if (!have_dec) {
         r = UTG_ERR_UNSUPPORTED;
-        if (b[5] == UTG_CODEC_BROTLI) UTG__AF("artifact is brotli-compressed and no brotli decoder was given (build with UTG_USE_BROTLI)");
+        if (b[5] == UTG_CODEC_BROTLI)
+            UTG__AF("artifact is brotli-compressed and no brotli decoder was given (build with UTG_USE_BROTLI)");
         UTG__AF("artifact uses codec %u, which this build does not know", b[5]);
     }
-    raw = utg__rd_u32le(b + 8);
-    packed = utg__rd_u32le(b + 12);
-    crc = utg__rd_u32le(b + 16);
-    if (raw > UTG_MAX_ARTIFACT_RAW) UTG__AF("artifact payload of %u bytes is over the cap of %u", raw, (unsigned)UTG_MAX_ARTIFACT_RAW);
-    if ((uint64_t)packed + UTG_ARTIFACT_ENVELOPE != (uint64_t)size)
-        UTG__AF("artifact envelope says %u packed bytes, the file holds %zu (truncated or padded)", packed, size - UTG_ARTIFACT_ENVELOPE);
-    if (raw < 16) UTG__AF("artifact payload of %u bytes is shorter than its header", raw);
-    a = (utg_artifact *)utg__alloc(&al, sizeof *a);
+    ps->raw = utg__rd_u32le(b + 8);
+    ps->packed = utg__rd_u32le(b + 12);
+    ps->crc = utg__rd_u32le(b + 16);
+    if (ps->raw > UTG_MAX_ARTIFACT_RAW)
+        UTG__AF("artifact payload of %u bytes is over the cap of %u", ps->raw, (unsigned)UTG_MAX_ARTIFACT_RAW);
+    if ((uint64_t)ps->packed + UTG_ARTIFACT_ENVELOPE != (uint64_t)ps->size)
+        UTG__AF("artifact envelope says %u packed bytes, the file holds %zu (truncated or padded)", ps->packed,
+                ps->size - UTG_ARTIFACT_ENVELOPE);
+    if (ps->raw < 16) UTG__AF("artifact payload of %u bytes is shorter than its header", ps->raw);
+    return UTG_OK;
+}
+
+/* Stage 2: allocate the artifact, decode the payload into exactly raw bytes, check its CRC. */
+static utg_result utg__artifact_parse_decode(utg__aparse *ps) {
+    const uint8_t *b = ps->b;
+    utg_artifact *a;
+    utg_result r = UTG_ERR_FORMAT;
+    a = ps->a = (utg_artifact *)utg__alloc(&ps->al, sizeof *a);
     if (!a) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
     memset(a, 0, sizeof *a);
-    a->alloc = al;
-    a->block = utg__alloc(&al, (size_t)raw + UTG_ARTIFACT_ALIGN);
-    if (!a->block) { r = UTG_ERR_NOMEM; UTG__AF("out of memory for a %u-byte payload", raw); }
-    pay = (uint8_t *)a->block + ((UTG_ARTIFACT_ALIGN - ((uintptr_t)a->block % UTG_ARTIFACT_ALIGN)) % UTG_ARTIFACT_ALIGN);
-    if (dec.decompress(b + UTG_ARTIFACT_ENVELOPE, packed, pay, raw, dec.user) != UTG_OK)
-        UTG__AF("artifact payload does not decode to its declared %u bytes", raw);
-    if (utg_crc32(0, pay, raw) != crc) UTG__AF("artifact payload CRC mismatch (stored %08x, computed %08x)", crc, utg_crc32(0, pay, raw));
-    a->major = b[4]; a->codec = b[5]; a->flags = (int)flags; a->raw_size = raw; a->packed_size = packed; a->crc = crc;
-    a->payload = pay;
-    /* payload header and directory */
+    a->alloc = ps->al;
+    a->block = utg__alloc(&ps->al, (size_t)ps->raw + UTG_ARTIFACT_ALIGN);
+    if (!a->block) { r = UTG_ERR_NOMEM; UTG__AF("out of memory for a %u-byte payload", ps->raw); }
+    ps->pay = (uint8_t *)a->block +
+              ((UTG_ARTIFACT_ALIGN - ((uintptr_t)a->block % UTG_ARTIFACT_ALIGN)) % UTG_ARTIFACT_ALIGN);
+    if (ps->dec.decompress(b + UTG_ARTIFACT_ENVELOPE, ps->packed, ps->pay, ps->raw, ps->dec.user) != UTG_OK)
+        UTG__AF("artifact payload does not decode to its declared %u bytes", ps->raw);
+    if (utg_crc32(0, ps->pay, ps->raw) != ps->crc)
+        UTG__AF("artifact payload CRC mismatch (stored %08x, computed %08x)", ps->crc,
+                utg_crc32(0, ps->pay, ps->raw));
+    a->major = b[4]; a->codec = b[5]; a->flags = (int)ps->flags;
+    a->raw_size = ps->raw; a->packed_size = ps->packed; a->crc = ps->crc;
+    a->payload = ps->pay;
+    return UTG_OK;
+}
+
+/* Directory entry i: tag syntax, flags, tiling right after the previous section (*prev_end) over zero
+   padding, no repeated tag; notes META, TENS and DATA (which must be critical), refuses an unknown
+   critical section. */
+static utg_result utg__artifact_parse_section(utg__aparse *ps, uint32_t i, uint32_t *prev_end) {
+    const uint8_t *pay = ps->pay, *e = pay + 16 + 16 * (size_t)i;
+    utg_artifact_section *s = &ps->a->sections[i];
+    uint32_t want, c, raw = ps->raw;
+    utg_result r = UTG_ERR_FORMAT;
+    int k;
+    memcpy(s->tag, e, 4);
+    s->tag[4] = 0;
+    s->flags = utg__rd_u32le(e + 4);
+    s->offset = utg__rd_u32le(e + 8);
+    s->size = utg__rd_u32le(e + 12);
+    for (k = 0; k < 4; k++)
+        if (!((e[k] >= 'A' && e[k] <= 'Z') || (e[k] >= '0' && e[k] <= '9')))
+            UTG__AF("section %u has a malformed tag", i);
+    if (s->flags & ~1u) UTG__AF("section %s has unknown flags 0x%x", s->tag, s->flags);
+    want = (uint32_t)utg__align_up(*prev_end, UTG_ARTIFACT_ALIGN);
+    if (s->offset != want)
+        UTG__AF("section %s starts at %u; sections must tile the payload (expected %u)", s->tag, s->offset,
+                want);
+    if (s->size > raw - s->offset || s->offset > raw)
+        UTG__AF("section %s (%u bytes at %u) runs past the payload", s->tag, s->size, s->offset);
+    for (c = *prev_end; c < s->offset; c++)
+        if (pay[c]) UTG__AF("padding before section %s is not zero", s->tag);
+    *prev_end = s->offset + s->size;
+    for (k = 0; k < (int)i; k++)
+        if (!memcmp(ps->a->sections[k].tag, s->tag, 4)) UTG__AF("section %s appears twice", s->tag);
+    if (!memcmp(s->tag, "META", 4)) ps->meta = s;
+    else if (!memcmp(s->tag, "TENS", 4)) ps->tens = s;
+    else if (!memcmp(s->tag, "DATA", 4)) ps->data = s;
+    else if (s->flags & 1u) {
+        r = UTG_ERR_UNSUPPORTED;
+        UTG__AF("critical section %s is unknown to this build", s->tag);
+    }
+    if ((ps->meta == s || ps->tens == s || ps->data == s) && !(s->flags & 1u))
+        UTG__AF("section %s must be critical", s->tag);
+    return UTG_OK;
+}
+
+/* Stage 3: the payload header and its section directory, which must tile the payload to its end and
+   hold META, TENS and DATA. */
+static utg_result utg__artifact_parse_directory(utg__aparse *ps) {
+    utg_artifact *a = ps->a;
+    const uint8_t *pay = ps->pay;
+    uint32_t nsec, align, i, prev_end, raw = ps->raw;
+    utg_result r = UTG_ERR_FORMAT, sr;
     a->minor = (int)utg__rd_u16le(pay);
     nsec = utg__rd_u16le(pay + 2);
     align = utg__rd_u16le(pay + 4);
@@ -8733,226 +8809,309 @@ UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_c
     if (nsec < 3 || nsec > UTG_ARTIFACT_MAX_SECTIONS) UTG__AF("payload has %u sections (3..%d)", nsec, UTG_ARTIFACT_MAX_SECTIONS);
     if (16 + 16 * (size_t)nsec > raw) UTG__AF("section directory runs past the payload");
     prev_end = 16 + 16 * nsec;
-    for (i = 0; i < nsec; i++) {
-        const uint8_t *e = pay + 16 + 16 * (size_t)i;
-        utg_artifact_section *s = &a->sections[i];
-        uint32_t want, c;
-        memcpy(s->tag, e, 4);
-        s->tag[4] = 0;
-        s->flags = utg__rd_u32le(e + 4);
-        s->offset = utg__rd_u32le(e + 8);
-        s->size = utg__rd_u32le(e + 12);
-        for (k = 0; k < 4; k++) if (!((e[k] >= 'A' && e[k] <= 'Z') || (e[k] >= '0' && e[k] <= '9'))) UTG__AF("section %u has a malformed tag", i);
-        if (s->flags & ~1u) UTG__AF("section %s has unknown flags 0x%x", s->tag, s->flags);
-        want = (uint32_t)utg__align_up(prev_end, UTG_ARTIFACT_ALIGN);
-        if (s->offset != want) UTG__AF("section %s starts at %u; sections must tile the payload (expected %u)", s->tag, s->offset, want);
-        if (s->size > raw - s->offset || s->offset > raw) UTG__AF("section %s (%u bytes at %u) runs past the payload", s->tag, s->size, s->offset);
-        for (c = prev_end; c < s->offset; c++) if (pay[c]) UTG__AF("padding before section %s is not zero", s->tag);
-        prev_end = s->offset + s->size;
-        for (k = 0; k < (int)i; k++) if (!memcmp(a->sections[k].tag, s->tag, 4)) UTG__AF("section %s appears twice", s->tag);
-        if (!memcmp(s->tag, "META", 4)) meta = s;
-        else if (!memcmp(s->tag, "TENS", 4)) tens = s;
-        else if (!memcmp(s->tag, "DATA", 4)) data = s;
-        else if (s->flags & 1u) { r = UTG_ERR_UNSUPPORTED; UTG__AF("critical section %s is unknown to this build", s->tag); }
-        if ((meta == s || tens == s || data == s) && !(s->flags & 1u)) UTG__AF("section %s must be critical", s->tag);
-    }
+    for (i = 0; i < nsec; i++)
+        if ((sr = utg__artifact_parse_section(ps, i, &prev_end)) != UTG_OK) return sr;
     if (prev_end != raw) UTG__AF("payload has %u bytes after its last section", raw - prev_end);
-    if (!meta || !tens || !data) UTG__AF("payload lacks a META, TENS or DATA section");
+    if (!ps->meta || !ps->tens || !ps->data) UTG__AF("payload lacks a META, TENS or DATA section");
     a->n_sections = (int)nsec;
-    a->data_offset = data->offset;
-    a->data_size = data->size;
-    /* META */
-    {
-        const uint8_t *p = pay + meta->offset, *end = p + meta->size;
-        uint32_t n;
-        if (meta->size < 4) UTG__AF("META is too short");
-        n = utg__rd_u32le(p);
-        p += 4;
-        if (n > UTG_ARTIFACT_MAX_KV) UTG__AF("META has %u keys (at most %d)", n, UTG_ARTIFACT_MAX_KV);
-        a->kv = (utg_artifact_kv *)utg__alloc(&al, sizeof *a->kv * (n ? n : 1));
-        if (!a->kv) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
-        for (i = 0; i < n; i++) {
-            utg_artifact_kv *kv = &a->kv[i];
-            uint32_t kl, es;
-            memset(kv, 0, sizeof *kv);
-            if (end - p < 3) UTG__AF("META key %u runs past its section", i);
-            kl = utg__rd_u16le(p);
-            if ((size_t)(end - p) < 3 + (size_t)kl) UTG__AF("META key %u runs past its section", i);
-            if (!utg__kv_key_ok((const char *)p + 2, kl)) UTG__AF("META key %u is not dotted lower_snake of 1..64 bytes", i);
-            memcpy(kv->key, p + 2, kl);
-            kv->key[kl] = 0;
-            p += 2 + kl;
-            if (*p > UTG_KV_F32_ARRAY) UTG__AF("META key %s has unknown type %u", kv->key, *p);
-            kv->type = (utg_kv_type)*p++;
-            es = (uint32_t)utg__kv_elem(kv->type);
-            if (kv->type == UTG_KV_STR || kv->type == UTG_KV_U32_ARRAY || kv->type == UTG_KV_F32_ARRAY) {
-                if (end - p < 4) UTG__AF("META key %s runs past its section", kv->key);
-                kv->count = utg__rd_u32le(p);
-                p += 4;
-                if (kv->count > UTG_ARTIFACT_MAX_ARRAY || (uint64_t)kv->count * es > (uint64_t)(end - p))
-                    UTG__AF("META key %s: %u elements run past its section", kv->key, kv->count);
-                kv->data = p;
-                p += (size_t)kv->count * es;
-                if (kv->type == UTG_KV_F32_ARRAY)
-                    for (j = 0; j < kv->count; j++) if (!isfinite(utg_artifact_kv_f32(kv, (uint32_t)j))) UTG__AF("META key %s: element %zu is not finite", kv->key, j);
-            } else {
-                if ((size_t)(end - p) < es) UTG__AF("META key %s runs past its section", kv->key);
-                kv->count = 1;
-                kv->data = p;
-                if (es == 4) {
-                    uint32_t v = utg__rd_u32le(p);
-                    float f;
-                    memcpy(&f, &v, 4);
-                    kv->u = v; kv->i = (int32_t)v; kv->f = f;
-                } else {
-                    uint64_t v = utg__rd_u64le(p);
-                    double f;
-                    memcpy(&f, &v, 8);
-                    kv->u = v; kv->i = (int64_t)v; kv->f = f;
-                }
-                if ((kv->type == UTG_KV_F32 || kv->type == UTG_KV_F64) && !isfinite(kv->f)) UTG__AF("META key %s is not finite", kv->key);
-                p += es;
-            }
-            a->n_kv = (int)i + 1;
-        }
-        if (p != end) UTG__AF("META has %zu stray bytes", (size_t)(end - p));
-        if (n && (dr = utg__find_duplicate(&al, a->kv[0].key, sizeof *a->kv, n, &dup)) != UTG_OK) {
-            if (dr == UTG_ERR_NOMEM) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
-            UTG__AF("META key %s appears twice", dup);
-        }
-        {
-            size_t sn = 1, so = 0;
-            char *sp;
-            for (k = 0; k < a->n_kv; k++) if (a->kv[k].type == UTG_KV_STR) sn += (size_t)a->kv[k].count + 1;
-            a->strings = utg__alloc(&al, sn);
-            if (!a->strings) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
-            sp = (char *)a->strings;
-            for (k = 0; k < a->n_kv; k++) {
-                if (a->kv[k].type != UTG_KV_STR) continue;
-                if (a->kv[k].count) memcpy(sp + so, a->kv[k].data, a->kv[k].count);
-                sp[so + a->kv[k].count] = 0;
-                a->kv[k].str = sp + so;
-                so += (size_t)a->kv[k].count + 1;
-            }
-        }
+    a->data_offset = ps->data->offset;
+    a->data_size = ps->data->size;
+    return UTG_OK;
+}
+
+/* The value of a scalar META key at p (es = 4 or 8 bytes, of [p, end)): as u, i and f; floats finite. */
+static utg_result utg__artifact_parse_kv_scalar(utg__aparse *ps, utg_artifact_kv *kv, uint32_t es,
+                                                const uint8_t *p, const uint8_t *end) {
+    utg_result r = UTG_ERR_FORMAT;
+    if ((size_t)(end - p) < es) UTG__AF("META key %s runs past its section", kv->key);
+    kv->count = 1;
+    kv->data = p;
+    if (es == 4) {
+        uint32_t v = utg__rd_u32le(p);
+        float f;
+        memcpy(&f, &v, 4);
+        kv->u = v; kv->i = (int32_t)v; kv->f = f;
+    } else {
+        uint64_t v = utg__rd_u64le(p);
+        double f;
+        memcpy(&f, &v, 8);
+        kv->u = v; kv->i = (int64_t)v; kv->f = f;
     }
-    /* TENS */
-    {
-        const uint8_t *p = pay + tens->offset, *end = p + tens->size;
-        uint32_t n;
-        if (tens->size < 4) UTG__AF("TENS is too short");
-        n = utg__rd_u32le(p);
+    if ((kv->type == UTG_KV_F32 || kv->type == UTG_KV_F64) && !isfinite(kv->f))
+        UTG__AF("META key %s is not finite", kv->key);
+    return UTG_OK;
+}
+
+/* META record i at *p (of [*p, end)): key, type, then a counted string or array or one scalar; moves
+   *p past it. */
+static utg_result utg__artifact_parse_kv(utg__aparse *ps, uint32_t i, const uint8_t **pp,
+                                         const uint8_t *end) {
+    utg_artifact_kv *kv = &ps->a->kv[i];
+    const uint8_t *p = *pp;
+    uint32_t kl, es;
+    size_t j;
+    utg_result r = UTG_ERR_FORMAT, sr;
+    memset(kv, 0, sizeof *kv);
+    if (end - p < 3) UTG__AF("META key %u runs past its section", i);
+    kl = utg__rd_u16le(p);
+    if ((size_t)(end - p) < 3 + (size_t)kl) UTG__AF("META key %u runs past its section", i);
+    if (!utg__kv_key_ok((const char *)p + 2, kl))
+        UTG__AF("META key %u is not dotted lower_snake of 1..64 bytes", i);
+    memcpy(kv->key, p + 2, kl);
+    kv->key[kl] = 0;
+    p += 2 + kl;
+    if (*p > UTG_KV_F32_ARRAY) UTG__AF("META key %s has unknown type %u", kv->key, *p);
+    kv->type = (utg_kv_type)*p++;
+    es = (uint32_t)utg__kv_elem(kv->type);
+    if (kv->type == UTG_KV_STR || kv->type == UTG_KV_U32_ARRAY || kv->type == UTG_KV_F32_ARRAY) {
+        if (end - p < 4) UTG__AF("META key %s runs past its section", kv->key);
+        kv->count = utg__rd_u32le(p);
         p += 4;
-        if (n > UTG_ARTIFACT_MAX_TENSORS || (size_t)n * 30 > tens->size) UTG__AF("TENS claims %u tensors", n);
-        a->tensors = (utg_artifact_tensor *)utg__alloc(&al, sizeof *a->tensors * (n ? n : 1));
-        spans = (utg__pspan *)utg__alloc(&al, sizeof *spans * 2 * (n ? n : 1));
-        if (!a->tensors || !spans) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
-        for (i = 0; i < n; i++) {
-            utg_artifact_tensor *t = &a->tensors[i];
-            uint32_t rl, nl, base, vo, vs, so, ss;
-            const uint8_t *q = p;
-            memset(t, 0, sizeof *t);
-            if (end - p < 3) UTG__AF("tensor record %u runs past TENS", i);
-            rl = utg__rd_u16le(p);
-            nl = p[2];
-            if (rl > (size_t)(end - p)) UTG__AF("tensor record %u (%u bytes) runs past TENS", i, rl);
-            if (rl < 3 + nl + 8) UTG__AF("tensor record %u is too short", i);
-            if (!utg__name_ok((const char *)p + 3, nl)) UTG__AF("tensor record %u has a name that is not 1..64 printable ASCII characters", i);
-            memcpy(t->name, p + 3, nl);
-            t->name[nl] = 0;
-            q = p + 3 + nl;
-            t->dtype = (utg_dtype)q[0];
-            t->qbits = q[1];
-            t->scale_kind = (utg_scale_kind)q[2];
-            t->ndim = q[3];
-            t->group = (int)utg__rd_u16le(q + 4);
-            if (q[6] || q[7]) UTG__AF("tensor %s: reserved bytes are not zero", t->name);
-            if (t->ndim < 1 || t->ndim > UTG_MAX_DIMS) UTG__AF("tensor %s: %d dims (1..4)", t->name, t->ndim);
-            base = 3 + nl + 8;
-            if (rl < base + 4 * (uint32_t)t->ndim + 16) UTG__AF("tensor record %s is too short", t->name);
-            for (k = 0; k < t->ndim; k++) t->dims[k] = utg__rd_u32le(q + 8 + 4 * k);
-            q += 8 + 4 * t->ndim;
-            vo = utg__rd_u32le(q); vs = utg__rd_u32le(q + 4); so = utg__rd_u32le(q + 8); ss = utg__rd_u32le(q + 12);
-            if (utg__tensor_check(t, msg) != UTG_OK) goto fail;
-            if (vs != t->values_size) UTG__AF("tensor %s: value plane of %u bytes, its shape needs %zu", t->name, vs, t->values_size);
-            if (ss != t->scales_size) UTG__AF("tensor %s: scale plane of %u bytes, expected %zu", t->name, ss, t->scales_size);
-            if (vo % UTG_ARTIFACT_ALIGN || (uint64_t)vo + vs > data->size) UTG__AF("tensor %s: value plane at %u is unaligned or outside DATA", t->name, vo);
-            if (ss && (so % UTG_ARTIFACT_ALIGN || (uint64_t)so + ss > data->size)) UTG__AF("tensor %s: scale plane at %u is unaligned or outside DATA", t->name, so);
-            if (!ss && so) UTG__AF("tensor %s: scale offset without scales", t->name);
-            t->values_offset = vo;
-            t->scales_offset = so;
-            t->values = pay + data->offset + vo;
-            t->scales = ss ? pay + data->offset + so : NULL;
-            spans[2 * i].off = vo; spans[2 * i].end = vo + vs; spans[2 * i].t = (int)i;
-            spans[2 * i + 1].off = so; spans[2 * i + 1].end = so + ss; spans[2 * i + 1].t = ss ? (int)i : -1;
-            if (vs > max_plane) max_plane = vs;
-            if (ss > max_plane) max_plane = ss;
-            p += rl;
-            a->n_tensors = (int)i + 1;
-        }
-        if (p != end) UTG__AF("TENS has %zu stray bytes", (size_t)(end - p));
-        if (n && (dr = utg__find_duplicate(&al, a->tensors[0].name, sizeof *a->tensors, n, &dup)) != UTG_OK) {
-            if (dr == UTG_ERR_NOMEM) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
-            UTG__AF("tensor %s appears twice", dup);
-        }
-        /* planes: no overlaps */
-        {
-            size_t ns = 0;
-            for (j = 0; j < 2 * (size_t)n; j++) if (spans[j].t >= 0 && spans[j].end > spans[j].off) spans[ns++] = spans[j];
-            qsort(spans, ns, sizeof *spans, utg__plane_span_cmp);
-            for (j = 1; j < ns; j++)
-                if (spans[j].off < spans[j - 1].end)
-                    UTG__AF("planes of %s and %s overlap in DATA", a->tensors[spans[j - 1].t].name, a->tensors[spans[j].t].name);
-            { /* everything in DATA outside the planes is zero padding */
-                const uint8_t *dp = pay + data->offset;
-                uint32_t at = 0, c;
-                for (j = 0; j <= ns; j++) {
-                    uint32_t to = j < ns ? spans[j].off : data->size;
-                    for (c = at; c < to; c++) if (dp[c]) UTG__AF("DATA has a non-zero byte at %u outside every plane", c);
-                    if (j < ns) at = spans[j].end;
-                }
-            }
-        }
+        if (kv->count > UTG_ARTIFACT_MAX_ARRAY || (uint64_t)kv->count * es > (uint64_t)(end - p))
+            UTG__AF("META key %s: %u elements run past its section", kv->key, kv->count);
+        kv->data = p;
+        p += (size_t)kv->count * es;
+        if (kv->type == UTG_KV_F32_ARRAY)
+            for (j = 0; j < kv->count; j++)
+                if (!isfinite(utg_artifact_kv_f32(kv, (uint32_t)j)))
+                    UTG__AF("META key %s: element %zu is not finite", kv->key, j);
+    } else {
+        if ((sr = utg__artifact_parse_kv_scalar(ps, kv, es, p, end)) != UTG_OK) return sr;
+        p += es;
     }
-    /* unshuffle float and scale planes in place, then the symbol and scale checks */
-    tmp = (uint8_t *)utg__alloc(&al, max_plane ? max_plane : 1);
-    if (!tmp) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+    *pp = p;
+    return UTG_OK;
+}
+
+/* Copies every string value of META, NUL-terminated, into one block (kv->str points into it). */
+static utg_result utg__artifact_parse_strings(utg__aparse *ps) {
+    utg_artifact *a = ps->a;
+    size_t sn = 1, so = 0;
+    char *sp;
+    int k;
+    utg_result r = UTG_ERR_FORMAT;
+    for (k = 0; k < a->n_kv; k++) if (a->kv[k].type == UTG_KV_STR) sn += (size_t)a->kv[k].count + 1;
+    a->strings = utg__alloc(&ps->al, sn);
+    if (!a->strings) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+    sp = (char *)a->strings;
+    for (k = 0; k < a->n_kv; k++) {
+        if (a->kv[k].type != UTG_KV_STR) continue;
+        if (a->kv[k].count) memcpy(sp + so, a->kv[k].data, a->kv[k].count);
+        sp[so + a->kv[k].count] = 0;
+        a->kv[k].str = sp + so;
+        so += (size_t)a->kv[k].count + 1;
+    }
+    return UTG_OK;
+}
+
+/* Stage 4, META: its key count, every record, no stray bytes, no key twice; then the strings. */
+static utg_result utg__artifact_parse_meta(utg__aparse *ps) {
+    utg_artifact *a = ps->a;
+    const uint8_t *p = ps->pay + ps->meta->offset, *end = p + ps->meta->size;
+    const char *dup;
+    uint32_t n, i;
+    utg_result r = UTG_ERR_FORMAT, sr, dr;
+    if (ps->meta->size < 4) UTG__AF("META is too short");
+    n = utg__rd_u32le(p);
+    p += 4;
+    if (n > UTG_ARTIFACT_MAX_KV) UTG__AF("META has %u keys (at most %d)", n, UTG_ARTIFACT_MAX_KV);
+    a->kv = (utg_artifact_kv *)utg__alloc(&ps->al, sizeof *a->kv * (n ? n : 1));
+    if (!a->kv) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+    for (i = 0; i < n; i++) {
+        if ((sr = utg__artifact_parse_kv(ps, i, &p, end)) != UTG_OK) return sr;
+        a->n_kv = (int)i + 1;
+    }
+    if (p != end) UTG__AF("META has %zu stray bytes", (size_t)(end - p));
+    if (n && (dr = utg__find_duplicate(&ps->al, a->kv[0].key, sizeof *a->kv, n, &dup)) != UTG_OK) {
+        if (dr == UTG_ERR_NOMEM) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+        UTG__AF("META key %s appears twice", dup);
+    }
+    return utg__artifact_parse_strings(ps);
+}
+
+/* Tensor i's four plane fields at q (value offset and size, scale offset and size), after the record's
+   own checks: sizes its shape needs, aligned inside DATA; records the planes as spans. */
+static utg_result utg__artifact_parse_tensor_planes(utg__aparse *ps, uint32_t i, const uint8_t *q) {
+    utg_artifact_tensor *t = &ps->a->tensors[i];
+    const utg_artifact_section *data = ps->data;
+    utg__pspan *spans = ps->spans;
+    uint32_t vo, vs, so, ss;
+    utg_result r = UTG_ERR_FORMAT;
+    vo = utg__rd_u32le(q); vs = utg__rd_u32le(q + 4); so = utg__rd_u32le(q + 8); ss = utg__rd_u32le(q + 12);
+    if (utg__tensor_check(t, ps->msg) != UTG_OK) return r;
+    if (vs != t->values_size)
+        UTG__AF("tensor %s: value plane of %u bytes, its shape needs %zu", t->name, vs, t->values_size);
+    if (ss != t->scales_size)
+        UTG__AF("tensor %s: scale plane of %u bytes, expected %zu", t->name, ss, t->scales_size);
+    if (vo % UTG_ARTIFACT_ALIGN || (uint64_t)vo + vs > data->size)
+        UTG__AF("tensor %s: value plane at %u is unaligned or outside DATA", t->name, vo);
+    if (ss && (so % UTG_ARTIFACT_ALIGN || (uint64_t)so + ss > data->size))
+        UTG__AF("tensor %s: scale plane at %u is unaligned or outside DATA", t->name, so);
+    if (!ss && so) UTG__AF("tensor %s: scale offset without scales", t->name);
+    t->values_offset = vo;
+    t->scales_offset = so;
+    t->values = ps->pay + data->offset + vo;
+    t->scales = ss ? ps->pay + data->offset + so : NULL;
+    spans[2 * i].off = vo; spans[2 * i].end = vo + vs; spans[2 * i].t = (int)i;
+    spans[2 * i + 1].off = so; spans[2 * i + 1].end = so + ss; spans[2 * i + 1].t = ss ? (int)i : -1;
+    if (vs > ps->max_plane) ps->max_plane = vs;
+    if (ss > ps->max_plane) ps->max_plane = ss;
+    return UTG_OK;
+}
+
+/* TENS record i at *p (of [*p, end)): length, name, dtype fields, dims, then its planes; moves *p past it. */
+static utg_result utg__artifact_parse_tensor(utg__aparse *ps, uint32_t i, const uint8_t **pp,
+                                             const uint8_t *end) {
+    utg_artifact_tensor *t = &ps->a->tensors[i];
+    const uint8_t *p = *pp, *q;
+    uint32_t rl, nl, base;
+    int k;
+    utg_result r = UTG_ERR_FORMAT, sr;
+    memset(t, 0, sizeof *t);
+    if (end - p < 3) UTG__AF("tensor record %u runs past TENS", i);
+    rl = utg__rd_u16le(p);
+    nl = p[2];
+    if (rl > (size_t)(end - p)) UTG__AF("tensor record %u (%u bytes) runs past TENS", i, rl);
+    if (rl < 3 + nl + 8) UTG__AF("tensor record %u is too short", i);
+    if (!utg__name_ok((const char *)p + 3, nl))
+        UTG__AF("tensor record %u has a name that is not 1..64 printable ASCII characters", i);
+    memcpy(t->name, p + 3, nl);
+    t->name[nl] = 0;
+    q = p + 3 + nl;
+    t->dtype = (utg_dtype)q[0];
+    t->qbits = q[1];
+    t->scale_kind = (utg_scale_kind)q[2];
+    t->ndim = q[3];
+    t->group = (int)utg__rd_u16le(q + 4);
+    if (q[6] || q[7]) UTG__AF("tensor %s: reserved bytes are not zero", t->name);
+    if (t->ndim < 1 || t->ndim > UTG_MAX_DIMS) UTG__AF("tensor %s: %d dims (1..4)", t->name, t->ndim);
+    base = 3 + nl + 8;
+    if (rl < base + 4 * (uint32_t)t->ndim + 16) UTG__AF("tensor record %s is too short", t->name);
+    for (k = 0; k < t->ndim; k++) t->dims[k] = utg__rd_u32le(q + 8 + 4 * k);
+    q += 8 + 4 * t->ndim;
+    if ((sr = utg__artifact_parse_tensor_planes(ps, i, q)) != UTG_OK) return sr;
+    *pp = p + rl;
+    return UTG_OK;
+}
+
+/* The DATA planes of every tensor: no two overlap, and every byte outside them is zero padding. */
+static utg_result utg__artifact_parse_planes(utg__aparse *ps) {
+    utg_artifact *a = ps->a;
+    utg__pspan *spans = ps->spans;
+    const uint8_t *dp = ps->pay + ps->data->offset;
+    size_t j, ns = 0;
+    uint32_t at = 0, c;
+    utg_result r = UTG_ERR_FORMAT;
+    for (j = 0; j < 2 * (size_t)a->n_tensors; j++)
+        if (spans[j].t >= 0 && spans[j].end > spans[j].off) spans[ns++] = spans[j];
+    qsort(spans, ns, sizeof *spans, utg__plane_span_cmp);
+    for (j = 1; j < ns; j++)
+        if (spans[j].off < spans[j - 1].end)
+            UTG__AF("planes of %s and %s overlap in DATA", a->tensors[spans[j - 1].t].name,
+                    a->tensors[spans[j].t].name);
+    for (j = 0; j <= ns; j++) {
+        uint32_t to = j < ns ? spans[j].off : ps->data->size;
+        for (c = at; c < to; c++) if (dp[c]) UTG__AF("DATA has a non-zero byte at %u outside every plane", c);
+        if (j < ns) at = spans[j].end;
+    }
+    return UTG_OK;
+}
+
+/* Stage 5, TENS: its tensor count, every record, no stray bytes, no name twice; then the planes. */
+static utg_result utg__artifact_parse_tens(utg__aparse *ps) {
+    utg_artifact *a = ps->a;
+    const uint8_t *p = ps->pay + ps->tens->offset, *end = p + ps->tens->size;
+    const char *dup;
+    uint32_t n, i;
+    utg_result r = UTG_ERR_FORMAT, sr, dr;
+    if (ps->tens->size < 4) UTG__AF("TENS is too short");
+    n = utg__rd_u32le(p);
+    p += 4;
+    if (n > UTG_ARTIFACT_MAX_TENSORS || (size_t)n * 30 > ps->tens->size) UTG__AF("TENS claims %u tensors", n);
+    a->tensors = (utg_artifact_tensor *)utg__alloc(&ps->al, sizeof *a->tensors * (n ? n : 1));
+    ps->spans = (utg__pspan *)utg__alloc(&ps->al, sizeof *ps->spans * 2 * (n ? n : 1));
+    if (!a->tensors || !ps->spans) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+    for (i = 0; i < n; i++) {
+        if ((sr = utg__artifact_parse_tensor(ps, i, &p, end)) != UTG_OK) return sr;
+        a->n_tensors = (int)i + 1;
+    }
+    if (p != end) UTG__AF("TENS has %zu stray bytes", (size_t)(end - p));
+    if (n && (dr = utg__find_duplicate(&ps->al, a->tensors[0].name, sizeof *a->tensors, n, &dup)) != UTG_OK) {
+        if (dr == UTG_ERR_NOMEM) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+        UTG__AF("tensor %s appears twice", dup);
+    }
+    return utg__artifact_parse_planes(ps);
+}
+
+/* Stage 6: unshuffle the float and scale planes in place, then the symbol and scale checks. */
+static utg_result utg__artifact_parse_unshuffle(utg__aparse *ps) {
+    utg_artifact *a = ps->a;
+    int k;
+    utg_result r = UTG_ERR_FORMAT;
+    ps->tmp = (uint8_t *)utg__alloc(&ps->al, ps->max_plane ? ps->max_plane : 1);
+    if (!ps->tmp) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
     for (k = 0; k < a->n_tensors; k++) {
         utg_artifact_tensor *t = &a->tensors[k];
         if (t->dtype != UTG_DT_Q && t->values_size) {
-            memcpy(tmp, t->values, t->values_size);
-            utg__unshuffle((uint8_t *)t->values, tmp, t->numel, utg__dtype_size(t->dtype));
+            memcpy(ps->tmp, t->values, t->values_size);
+            utg__unshuffle((uint8_t *)t->values, ps->tmp, t->numel, utg__dtype_size(t->dtype));
         }
         if (t->scales_size) {
             size_t es = t->scale_kind == UTG_SCALE_TENSOR ? 4 : 2;
-            memcpy(tmp, t->scales, t->scales_size);
-            utg__unshuffle((uint8_t *)t->scales, tmp, t->scales_size / es, es);
+            memcpy(ps->tmp, t->scales, t->scales_size);
+            utg__unshuffle((uint8_t *)t->scales, ps->tmp, t->scales_size / es, es);
         }
-        if (utg__tensor_check_planes(t, msg) != UTG_OK) goto fail;
+        if (utg__tensor_check_planes(t, ps->msg) != UTG_OK) return r;
     }
-    /* required keys and the schedule */
-    {
-        int ka = utg_artifact_find_kv(a, "utg.arch"), kq = utg_artifact_find_kv(a, "utg.quant.version");
-        int kb = utg_artifact_find_kv(a, "utg.plan.physical_blocks"), kl = utg_artifact_find_kv(a, "utg.plan.layers");
-        if (ka < 0 || a->kv[ka].type != UTG_KV_STR) UTG__AF("META lacks the string utg.arch");
-        if (kq < 0 || a->kv[kq].type != UTG_KV_U32) UTG__AF("META lacks the u32 utg.quant.version");
-        if (kb < 0 || a->kv[kb].type != UTG_KV_U32) UTG__AF("META lacks the u32 utg.plan.physical_blocks");
-        if (kl < 0 || a->kv[kl].type != UTG_KV_U32_ARRAY) UTG__AF("META lacks the u32 array utg.plan.layers");
-        for (j = 0; j < a->kv[kl].count; j++)
-            if (utg_artifact_kv_u32(&a->kv[kl], (uint32_t)j) >= a->kv[kb].u)
-                UTG__AF("utg.plan.layers[%zu] = %u names a block past utg.plan.physical_blocks = %llu", j,
-                        utg_artifact_kv_u32(&a->kv[kl], (uint32_t)j), (unsigned long long)a->kv[kb].u);
-    }
-    utg__free(&al, spans);
-    utg__free(&al, tmp);
-    *out = a;
     return UTG_OK;
-fail:
+}
+
+/* Stage 7: the required keys, and the schedule's block indices below utg.plan.physical_blocks. */
+static utg_result utg__artifact_parse_required(utg__aparse *ps) {
+    const utg_artifact *a = ps->a;
+    int ka = utg_artifact_find_kv(a, "utg.arch"), kq = utg_artifact_find_kv(a, "utg.quant.version");
+    int kb = utg_artifact_find_kv(a, "utg.plan.physical_blocks");
+    int kl = utg_artifact_find_kv(a, "utg.plan.layers");
+    size_t j;
+    utg_result r = UTG_ERR_FORMAT;
+    if (ka < 0 || a->kv[ka].type != UTG_KV_STR) UTG__AF("META lacks the string utg.arch");
+    if (kq < 0 || a->kv[kq].type != UTG_KV_U32) UTG__AF("META lacks the u32 utg.quant.version");
+    if (kb < 0 || a->kv[kb].type != UTG_KV_U32) UTG__AF("META lacks the u32 utg.plan.physical_blocks");
+    if (kl < 0 || a->kv[kl].type != UTG_KV_U32_ARRAY) UTG__AF("META lacks the u32 array utg.plan.layers");
+    for (j = 0; j < a->kv[kl].count; j++)
+        if (utg_artifact_kv_u32(&a->kv[kl], (uint32_t)j) >= a->kv[kb].u)
+            UTG__AF("utg.plan.layers[%zu] = %u names a block past utg.plan.physical_blocks = %llu", j,
+                    utg_artifact_kv_u32(&a->kv[kl], (uint32_t)j), (unsigned long long)a->kv[kb].u);
+    return UTG_OK;
+}
 #undef UTG__AF
-    utg__free(&al, spans);
-    utg__free(&al, tmp);
-    utg_artifact_free(a);
-    return r;
+
+UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_codec *decoder, const utg_allocator *alloc,
+                                     utg_artifact **out, utg_msg *msg) {
+    utg__aparse ps;
+    utg_result r;
+    if (out) *out = NULL;
+    if (!out || (!bytes && size)) { utg__msgf(msg, "no artifact given"); return UTG_ERR_INVALID; }
+    memset(&ps, 0, sizeof ps);
+    ps.b = (const uint8_t *)bytes;
+    ps.size = size;
+    ps.msg = msg;
+    if (alloc) ps.al = *alloc;
+    r = utg__artifact_parse_envelope(&ps, decoder);
+    if (r == UTG_OK) r = utg__artifact_parse_decode(&ps);
+    if (r == UTG_OK) r = utg__artifact_parse_directory(&ps);
+    if (r == UTG_OK) r = utg__artifact_parse_meta(&ps);
+    if (r == UTG_OK) r = utg__artifact_parse_tens(&ps);
+    if (r == UTG_OK) r = utg__artifact_parse_unshuffle(&ps);
+    if (r == UTG_OK) r = utg__artifact_parse_required(&ps);
+    utg__free(&ps.al, ps.spans);
+    utg__free(&ps.al, ps.tmp);
+    if (r != UTG_OK) {
+        utg_artifact_free(ps.a);
+        return r;
+    }
+    *out = ps.a;
+    return UTG_OK;
 }
 
 UTGDEF int utg_artifact_find_kv(const utg_artifact *a, const char *key) {
