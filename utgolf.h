@@ -3894,124 +3894,206 @@ static int utg__parse_ints(const char *s, int *out, int cap, int pairs) {
 
 typedef struct utg__phase_src { int *list, n, n_enc, pop_start, start_step; double start_frac; } utg__phase_src;
 
-/* Compile the configured recurrence into plans (SPEC 2.3): the virtual->physical list of each
-   phase, its U-Net split, control owners, untied MLP sets and lane modes. */
-static utg_result utg__compile_plans(utg_model *m) {
-    const utg_config *c = &m->cfg;
-    int L = m->n_phys, i, j, p, n_full = 0, n_enc_full = -1, explicit_split = 0, nph = 0, *full, *tmp, ntmp;
-    int looped = c->num_loops > 0, untie = strcmp(c->repeat_untie_mlp, "none") != 0, untie_set[1024];
-    int n_untie_layers, skips_loop = !strcmp(c->unet_skips, "loop"), skips_none = !strcmp(c->unet_skips, "none");
-    int ls = UTG__OFF0(c->loop_start), le = UTG__OFF0(c->loop_end), kinds = 0;
-    int trig_step = c->recur_start_step > 0 ? c->recur_start_step : -1;
-    double trig_frac = c->enable_looping_at > 0 ? c->enable_looping_at : -1.0;
+/* What utg__compile_plans carries between its steps: the knobs it reads, the full virtual->physical
+   list of the recurrence form, the phases over it and the untied-MLP block set. The steps fail through
+   UTG__FAIL (a message and UTG_ERR_CONFIG). */
+typedef struct utg__plan_src {
+    const utg_config *c;
+    int L, n_full, n_enc_full, explicit_split, nph;
+    int looped, untie, skips_loop, skips_none, ls, le, trig_step;
+    double trig_frac;
+    int *full, *tmp; /* UTG__MAX_VIRTUAL ints; tmp: 3 * UTG__MAX_VIRTUAL ints for parsing and phase lists */
+    int n_untie_layers, untie_set[1024];
     utg__phase_src ph[64];
-    utg_result r = UTG_ERR_CONFIG;
-    full = (int *)utg__alloc(&m->alloc, sizeof(int) * 4 * UTG__MAX_VIRTUAL);
-    if (!full) return UTG_ERR_NOMEM;
-    tmp = full + UTG__MAX_VIRTUAL; /* tmp: 3 * UTG__MAX_VIRTUAL ints for parsing and phase lists */
-    memset(ph, 0, sizeof ph);
-#define UTG__FAIL(...) do { utg__msgf(&m->msg, __VA_ARGS__); goto done; } while (0)
-    kinds = (c->encoder_layers[0] || c->decoder_layers[0]) + (c->recur_layers[0] != 0) + looped + (c->universal_unique_blocks > 0);
+} utg__plan_src;
+#define UTG__FAIL(...) do { utg__msgf(&m->msg, __VA_ARGS__); return UTG_ERR_CONFIG; } while (0)
+
+/* ENCODER_LAYERS + DECODER_LAYERS: the full list given explicitly, with its U-Net split. */
+static utg_result utg__plan_full_explicit(utg_model *m, utg__plan_src *s) {
+    const utg_config *c = s->c;
+    int ne = utg__parse_ints(c->encoder_layers, s->full, UTG__MAX_VIRTUAL, 0), nd;
+    if (ne < 0)
+        UTG__FAIL("ENCODER_LAYERS must be a comma-separated list of layer indexes (got '%s')",
+                  c->encoder_layers);
+    nd = utg__parse_ints(c->decoder_layers, s->full + ne, UTG__MAX_VIRTUAL - ne, 0);
+    if (nd < 0)
+        UTG__FAIL("DECODER_LAYERS must be a comma-separated list of layer indexes (got '%s')",
+                  c->decoder_layers);
+    if (ne + nd == 0) UTG__FAIL("ENCODER_LAYERS and DECODER_LAYERS are both empty");
+    s->n_full = ne + nd;
+    s->n_enc_full = ne;
+    s->explicit_split = 1;
+    return UTG_OK;
+}
+
+/* RECUR_LAYERS, cut and repeat (PR #1204): [0 .. cut-1] + recur + [cut .. L-1], cut = max(recur) + 1. */
+static utg_result utg__plan_full_recur(utg_model *m, utg__plan_src *s) {
+    const utg_config *c = s->c;
+    int *tmp = s->tmp, L = s->L, i, nr = utg__parse_ints(c->recur_layers, tmp, 1024, 0), cut = 0;
+    if (nr <= 0)
+        UTG__FAIL("RECUR_LAYERS must be a comma-separated list of layer indexes (got '%s')", c->recur_layers);
+    for (i = 0; i < nr; i++) if (tmp[i] + 1 > cut) cut = tmp[i] + 1;
+    if (cut > L) UTG__FAIL("RECUR_LAYERS names layer %d but the model has %d", cut - 1, L);
+    for (i = 0; i < cut; i++) s->full[s->n_full++] = i;
+    for (i = 0; i < nr; i++) s->full[s->n_full++] = tmp[i];
+    for (i = cut; i < L; i++) s->full[s->n_full++] = i;
+    return UTG_OK;
+}
+
+/* NUM_LOOPS looping (PR #1394): [0 .. s-1] + (NUM_LOOPS+1) x [s .. e] + [e+1 .. L-1]. */
+static utg_result utg__plan_full_looped(utg_model *m, utg__plan_src *s) {
+    int L = s->L, ls = s->ls, le = s->le, i, j;
+    if (ls > le || le >= L)
+        UTG__FAIL("the looped segment LOOP_START..LOOP_END (%d..%d) must lie inside 0..%d", ls, le, L - 1);
+    if ((long long)L + (long long)s->c->num_loops * (le - ls + 1) > UTG__MAX_VIRTUAL)
+        UTG__FAIL("too many virtual layers");
+    for (i = 0; i < ls; i++) s->full[s->n_full++] = i;
+    for (j = 0; j <= s->c->num_loops; j++) for (i = ls; i <= le; i++) s->full[s->n_full++] = i;
+    for (i = le + 1; i < L; i++) s->full[s->n_full++] = i;
+    return UTG_OK;
+}
+
+/* Universal Transformer (PR #1110): UNIVERSAL_ITERATIONS passes over all blocks. */
+static utg_result utg__plan_full_universal(utg_model *m, utg__plan_src *s) {
+    int L = s->L, i;
+    if ((long long)L * s->c->universal_iterations > UTG__MAX_VIRTUAL) UTG__FAIL("too many virtual layers");
+    for (i = 0; i < L * s->c->universal_iterations; i++) s->full[s->n_full++] = i % L;
+    return UTG_OK;
+}
+
+/* The full virtual->physical list of the one recurrence form configured (baseline: 0 .. L-1). */
+static utg_result utg__plan_full(utg_model *m, utg__plan_src *s) {
+    const utg_config *c = s->c;
+    int i, kinds;
+    kinds = (c->encoder_layers[0] || c->decoder_layers[0]) + (c->recur_layers[0] != 0) + s->looped +
+            (c->universal_unique_blocks > 0);
     if (kinds > 1)
-        UTG__FAIL("choose one recurrence form: ENCODER_LAYERS/DECODER_LAYERS, RECUR_LAYERS, NUM_LOOPS or UNIVERSAL_UNIQUE_BLOCKS");
-    if (c->encoder_layers[0] || c->decoder_layers[0]) {
-        int ne = utg__parse_ints(c->encoder_layers, full, UTG__MAX_VIRTUAL, 0), nd;
-        if (ne < 0) UTG__FAIL("ENCODER_LAYERS must be a comma-separated list of layer indexes (got '%s')", c->encoder_layers);
-        nd = utg__parse_ints(c->decoder_layers, full + ne, UTG__MAX_VIRTUAL - ne, 0);
-        if (nd < 0) UTG__FAIL("DECODER_LAYERS must be a comma-separated list of layer indexes (got '%s')", c->decoder_layers);
-        if (ne + nd == 0) UTG__FAIL("ENCODER_LAYERS and DECODER_LAYERS are both empty");
-        n_full = ne + nd;
-        n_enc_full = ne;
-        explicit_split = 1;
-    } else if (c->recur_layers[0]) { /* PR #1204: [0 .. cut-1] + recur + [cut .. L-1], cut = max(recur) + 1 */
-        int nr = utg__parse_ints(c->recur_layers, tmp, 1024, 0), cut = 0;
-        if (nr <= 0) UTG__FAIL("RECUR_LAYERS must be a comma-separated list of layer indexes (got '%s')", c->recur_layers);
-        for (i = 0; i < nr; i++) if (tmp[i] + 1 > cut) cut = tmp[i] + 1;
-        if (cut > L) UTG__FAIL("RECUR_LAYERS names layer %d but the model has %d", cut - 1, L);
-        for (i = 0; i < cut; i++) full[n_full++] = i;
-        for (i = 0; i < nr; i++) full[n_full++] = tmp[i];
-        for (i = cut; i < L; i++) full[n_full++] = i;
-    } else if (looped) { /* PR #1394: [0 .. s-1] + (NUM_LOOPS+1) x [s .. e] + [e+1 .. L-1] */
-        if (ls > le || le >= L)
-            UTG__FAIL("the looped segment LOOP_START..LOOP_END (%d..%d) must lie inside 0..%d", ls, le, L - 1);
-        if ((long long)L + (long long)c->num_loops * (le - ls + 1) > UTG__MAX_VIRTUAL) UTG__FAIL("too many virtual layers");
-        for (i = 0; i < ls; i++) full[n_full++] = i;
-        for (j = 0; j <= c->num_loops; j++) for (i = ls; i <= le; i++) full[n_full++] = i;
-        for (i = le + 1; i < L; i++) full[n_full++] = i;
-    } else if (c->universal_unique_blocks > 0) { /* PR #1110: virtual layer e runs block e mod n */
-        if ((long long)L * c->universal_iterations > UTG__MAX_VIRTUAL) UTG__FAIL("too many virtual layers");
-        for (i = 0; i < L * c->universal_iterations; i++) full[n_full++] = i % L;
-    } else {
-        for (i = 0; i < L; i++) full[n_full++] = i;
-    }
-    for (i = 0; i < n_full; i++)
-        if (full[i] < 0 || full[i] >= L) UTG__FAIL("virtual layer %d names physical layer %d, but there are %d", i, full[i], L);
-    if (skips_loop && !looped) UTG__FAIL("UNET_SKIPS=loop needs a looped segment (NUM_LOOPS > 0)");
-    if (c->loop_phase2_at > 0 && !(looped && c->enable_looping_at > 0 && c->loop_phase2_at > c->enable_looping_at && c->num_loops >= 2))
+        UTG__FAIL("choose one recurrence form: ENCODER_LAYERS/DECODER_LAYERS, RECUR_LAYERS, NUM_LOOPS or "
+                  "UNIVERSAL_UNIQUE_BLOCKS");
+    if (c->encoder_layers[0] || c->decoder_layers[0]) return utg__plan_full_explicit(m, s);
+    if (c->recur_layers[0]) return utg__plan_full_recur(m, s);
+    if (s->looped) return utg__plan_full_looped(m, s);
+    if (c->universal_unique_blocks > 0) return utg__plan_full_universal(m, s);
+    for (i = 0; i < s->L; i++) s->full[s->n_full++] = i;
+    return UTG_OK;
+}
+
+/* Every virtual layer names a physical one; the knobs that need a looped plan or one trigger. */
+static utg_result utg__plan_check_full(utg_model *m, const utg__plan_src *s) {
+    const utg_config *c = s->c;
+    int i;
+    for (i = 0; i < s->n_full; i++)
+        if (s->full[i] < 0 || s->full[i] >= s->L)
+            UTG__FAIL("virtual layer %d names physical layer %d, but there are %d", i, s->full[i], s->L);
+    if (s->skips_loop && !s->looped) UTG__FAIL("UNET_SKIPS=loop needs a looped segment (NUM_LOOPS > 0)");
+    if (c->loop_phase2_at > 0 &&
+        !(s->looped && c->enable_looping_at > 0 && c->loop_phase2_at > c->enable_looping_at &&
+          c->num_loops >= 2))
         UTG__FAIL("LOOP_PHASE2_AT needs NUM_LOOPS >= 2 and a smaller ENABLE_LOOPING_AT");
-    if (trig_step >= 0 && trig_frac >= 0) UTG__FAIL("set RECUR_START_STEP or ENABLE_LOOPING_AT, not both");
-    /* the phases */
-    if (c->num_layer_schedule[0]) {
-        int npairs = utg__parse_ints(c->num_layer_schedule, tmp, 2 * 64, 1);
-        if (npairs <= 0 || npairs % 2)
-            UTG__FAIL("NUM_LAYER_SCHEDULE must look like 0:2,2000:6 (step:depth pairs; got '%s')", c->num_layer_schedule);
-        if (trig_step >= 0 || trig_frac >= 0) UTG__FAIL("NUM_LAYER_SCHEDULE does not combine with RECUR_START_STEP or ENABLE_LOOPING_AT");
-        if (tmp[0] != 0) UTG__FAIL("NUM_LAYER_SCHEDULE must start at step 0 (got %d)", tmp[0]);
-        for (p = 0; p < npairs / 2; p++) {
-            int st = tmp[2 * p], dep = tmp[2 * p + 1];
-            if (dep < 1 || dep > n_full) UTG__FAIL("NUM_LAYER_SCHEDULE depth %d is outside 1..%d (the full plan's virtual layers)", dep, n_full);
-            if (p > 0 && st <= tmp[2 * p - 2]) UTG__FAIL("NUM_LAYER_SCHEDULE steps must increase");
-            ph[nph].list = full;
-            ph[nph].n = dep;
-            ph[nph].start_step = st;
-            ph[nph].start_frac = -1;
-            nph++;
-        }
-    } else if (trig_step >= 0 || trig_frac >= 0) {
-        int progressive = c->loop_phase2_at > 0;
-        if (n_full == L) {
-            for (i = 0; i < L && full[i] == i; i++) {}
-            if (i == L) UTG__FAIL("RECUR_START_STEP / ENABLE_LOOPING_AT need a recurrent plan to switch to");
-        }
-        ntmp = 0; /* phase 0: the flat model, blocks 0 .. L-1 */
-        for (i = 0; i < L; i++) tmp[ntmp++] = i;
-        ph[nph].list = tmp; ph[nph].n = L; ph[nph].start_step = 0; ph[nph].start_frac = -1; nph++;
-        if (progressive) { /* phase 1: one extra pass over the loop (PR #1412) */
-            int *l1 = tmp + ntmp, n1 = 0;
-            for (i = 0; i < ls; i++) l1[n1++] = i;
-            for (j = 0; j < 2; j++) for (i = ls; i <= le; i++) l1[n1++] = i;
-            for (i = le + 1; i < L; i++) l1[n1++] = i;
-            ph[nph].list = l1; ph[nph].n = n1; ph[nph].start_step = -1; ph[nph].start_frac = trig_frac; nph++;
-            ph[nph].list = full; ph[nph].n = n_full; ph[nph].start_step = -1; ph[nph].start_frac = c->loop_phase2_at; nph++;
-        } else {
-            ph[nph].list = full; ph[nph].n = n_full; ph[nph].start_step = trig_step; ph[nph].start_frac = trig_frac; nph++;
-        }
-    } else {
-        ph[nph].list = full; ph[nph].n = n_full; ph[nph].start_step = 0; ph[nph].start_frac = -1; nph++;
+    if (s->trig_step >= 0 && s->trig_frac >= 0)
+        UTG__FAIL("set RECUR_START_STEP or ENABLE_LOOPING_AT, not both");
+    return UTG_OK;
+}
+
+/* Appends a phase: the n layers of list, from start_step (or the fraction start_frac of training). */
+static void utg__plan_add_phase(utg__plan_src *s, int *list, int n, int start_step, double start_frac) {
+    utg__phase_src *q = &s->ph[s->nph++];
+    q->list = list;
+    q->n = n;
+    q->start_step = start_step;
+    q->start_frac = start_frac;
+}
+
+/* NUM_LAYER_SCHEDULE curriculum: from each step on, the first `depth` layers of the full plan. */
+static utg_result utg__plan_phases_schedule(utg_model *m, utg__plan_src *s) {
+    const utg_config *c = s->c;
+    int *tmp = s->tmp, p, npairs = utg__parse_ints(c->num_layer_schedule, tmp, 2 * 64, 1);
+    if (npairs <= 0 || npairs % 2)
+        UTG__FAIL("NUM_LAYER_SCHEDULE must look like 0:2,2000:6 (step:depth pairs; got '%s')",
+                  c->num_layer_schedule);
+    if (s->trig_step >= 0 || s->trig_frac >= 0)
+        UTG__FAIL("NUM_LAYER_SCHEDULE does not combine with RECUR_START_STEP or ENABLE_LOOPING_AT");
+    if (tmp[0] != 0) UTG__FAIL("NUM_LAYER_SCHEDULE must start at step 0 (got %d)", tmp[0]);
+    for (p = 0; p < npairs / 2; p++) {
+        int st = tmp[2 * p], dep = tmp[2 * p + 1];
+        if (dep < 1 || dep > s->n_full)
+            UTG__FAIL("NUM_LAYER_SCHEDULE depth %d is outside 1..%d (the full plan's virtual layers)", dep,
+                      s->n_full);
+        if (p > 0 && st <= tmp[2 * p - 2]) UTG__FAIL("NUM_LAYER_SCHEDULE steps must increase");
+        utg__plan_add_phase(s, s->full, dep, st, -1);
     }
-    /* U-Net split of each phase: pops start after the last push, so every pop reads a slot pushed
-       earlier in the same phase (utg__verify_plan proves it once the tensors exist) */
-    for (p = 0; p < nph; p++) {
-        utg__phase_src *q = &ph[p];
-        if (explicit_split && q->list == full && q->n == n_full) q->n_enc = n_enc_full;
+    return UTG_OK;
+}
+
+/* RECUR_START_STEP / ENABLE_LOOPING_AT: the flat model first, then the full recurrent plan (with
+   LOOP_PHASE2_AT, one extra pass over the loop in between). */
+static utg_result utg__plan_phases_switch(utg_model *m, utg__plan_src *s) {
+    int *tmp = s->tmp, L = s->L, i, j, ntmp = 0;
+    if (s->n_full == L) {
+        for (i = 0; i < L && s->full[i] == i; i++) {}
+        if (i == L) UTG__FAIL("RECUR_START_STEP / ENABLE_LOOPING_AT need a recurrent plan to switch to");
+    }
+    for (i = 0; i < L; i++) tmp[ntmp++] = i; /* phase 0: the flat model, blocks 0 .. L-1 */
+    utg__plan_add_phase(s, tmp, L, 0, -1);
+    if (s->c->loop_phase2_at > 0) { /* phase 1: one extra pass over the loop (PR #1412) */
+        int *l1 = tmp + ntmp, n1 = 0;
+        for (i = 0; i < s->ls; i++) l1[n1++] = i;
+        for (j = 0; j < 2; j++) for (i = s->ls; i <= s->le; i++) l1[n1++] = i;
+        for (i = s->le + 1; i < L; i++) l1[n1++] = i;
+        utg__plan_add_phase(s, l1, n1, -1, s->trig_frac);
+        utg__plan_add_phase(s, s->full, s->n_full, -1, s->c->loop_phase2_at);
+    } else {
+        utg__plan_add_phase(s, s->full, s->n_full, s->trig_step, s->trig_frac);
+    }
+    return UTG_OK;
+}
+
+/* The phases: a depth curriculum, a switch to recurrence during training, or the full plan throughout. */
+static utg_result utg__plan_phases(utg_model *m, utg__plan_src *s) {
+    if (s->c->num_layer_schedule[0]) return utg__plan_phases_schedule(m, s);
+    if (s->trig_step >= 0 || s->trig_frac >= 0) return utg__plan_phases_switch(m, s);
+    utg__plan_add_phase(s, s->full, s->n_full, 0, -1);
+    return UTG_OK;
+}
+
+/* U-Net split of each phase: pops start after the last push, so every pop reads a slot pushed
+   earlier in the same phase (utg__verify_plan proves it once the tensors exist) */
+static void utg__plan_unet_split(utg__plan_src *s) {
+    int p;
+    for (p = 0; p < s->nph; p++) {
+        utg__phase_src *q = &s->ph[p];
+        if (s->explicit_split && q->list == s->full && q->n == s->n_full) q->n_enc = s->n_enc_full;
         else q->n_enc = q->n / 2;
         q->pop_start = q->n_enc;
-        if (skips_loop) { /* stem -> tail: the layers before the loop push, the layers after it pop */
-            int tail = L - 1 - le;
-            q->n_enc = ls < q->n ? ls : q->n; /* a NUM_LAYER_SCHEDULE prefix may end inside the stem */
-            q->pop_start = (q->list == full ? n_full : q->n) - tail; /* a prefix holds the tail's head, or none of it */
+        if (s->skips_loop) { /* stem -> tail: the layers before the loop push, the layers after it pop */
+            int tail = s->L - 1 - s->le;
+            q->n_enc = s->ls < q->n ? s->ls : q->n; /* a NUM_LAYER_SCHEDULE prefix may end inside the stem */
+            /* a prefix holds the tail's head, or none of it */
+            q->pop_start = (q->list == s->full ? s->n_full : q->n) - tail;
         }
         if (q->pop_start < q->n_enc) q->pop_start = q->n_enc;
     }
-    /* untied repeat MLPs */
-    n_untie_layers = 0;
-    if (untie) {
-        n_untie_layers = utg__parse_ints(c->repeat_untie_mlp_layers, untie_set, 1024, 0);
-        if (n_untie_layers < 0) UTG__FAIL("REPEAT_UNTIE_MLP_LAYERS must be a comma-separated list (got '%s')", c->repeat_untie_mlp_layers);
-        for (i = 0; i < n_untie_layers; i++)
-            if (untie_set[i] >= L) UTG__FAIL("REPEAT_UNTIE_MLP_LAYERS names layer %d but the model has %d", untie_set[i], L);
-    }
-    /* lanes */
+}
+
+/* REPEAT_UNTIE_MLP_LAYERS: the blocks whose repeat visits get MLPs of their own (none listed: all). */
+static utg_result utg__plan_untie_layers(utg_model *m, utg__plan_src *s) {
+    const utg_config *c = s->c;
+    int i;
+    s->n_untie_layers = 0;
+    if (!s->untie) return UTG_OK;
+    s->n_untie_layers = utg__parse_ints(c->repeat_untie_mlp_layers, s->untie_set, 1024, 0);
+    if (s->n_untie_layers < 0)
+        UTG__FAIL("REPEAT_UNTIE_MLP_LAYERS must be a comma-separated list (got '%s')",
+                  c->repeat_untie_mlp_layers);
+    for (i = 0; i < s->n_untie_layers; i++)
+        if (s->untie_set[i] >= s->L)
+            UTG__FAIL("REPEAT_UNTIE_MLP_LAYERS names layer %d but the model has %d", s->untie_set[i], s->L);
+    return UTG_OK;
+}
+
+/* The lane mode of parallel residuals and the per-iteration conditioning, and the forms that exclude
+   each other. */
+static utg_result utg__plan_lanes(utg_model *m, const utg_config *c) {
     m->lane_mode = !strcmp(c->parallel_residual, "gptj") ? UTG_LANE_GPTJ
                  : !strcmp(c->parallel_residual, "two_lane") ? UTG_LANE_TWO
                  : !strcmp(c->parallel_residual, "parallel") ? UTG_LANE_PARALLEL : UTG_LANE_SINGLE;
@@ -4020,99 +4102,166 @@ static utg_result utg__compile_plans(utg_model *m) {
     m->iter_any = c->iter_embed > 0 || c->iter_scale > 0 || c->shc_enabled > 0;
     m->cond_any = m->iter_any || c->film > 0;
     if (m->lane_mode != UTG_LANE_SINGLE && m->n_attn != 1) UTG__FAIL("parallel residuals need BLOCK_ATTNS=1");
-    if (c->film > 0 && (c->iter_embed > 0 || c->iter_scale > 0)) UTG__FAIL("FILM does not combine with ITER_EMBED / ITER_SCALE (two forms of the same conditioning)");
+    if (c->film > 0 && (c->iter_embed > 0 || c->iter_scale > 0))
+        UTG__FAIL("FILM does not combine with ITER_EMBED / ITER_SCALE (two forms of the same conditioning)");
     if (c->film > 0 && c->shc_enabled > 0) UTG__FAIL("FILM does not combine with SHC_ENABLED");
-    if (m->lanes_any && m->cond_any) UTG__FAIL("ITER_EMBED, ITER_SCALE, SHC_ENABLED and FILM work on one lane: they do not combine with PARALLEL_RESIDUAL=%s", c->parallel_residual);
-    /* build */
-    m->plans = (utg_plan *)utg__alloc(&m->alloc, sizeof(utg_plan) * (size_t)nph);
+    if (m->lanes_any && m->cond_any)
+        UTG__FAIL("ITER_EMBED, ITER_SCALE, SHC_ENABLED and FILM work on one lane: they do not combine with "
+                  "PARALLEL_RESIDUAL=%s", c->parallel_residual);
+    return UTG_OK;
+}
+
+/* The untied MLP set of block b's visit-th repeat (new on first use, then plan P initialises it), or
+   -1 when REPEAT_UNTIE_MLP_LAYERS leaves block b tied. */
+static int utg__plan_mlp_set(utg_model *m, const utg__plan_src *s, utg_plan *P, int b, int visit) {
+    int k, listed = s->n_untie_layers == 0;
+    for (k = 0; k < s->n_untie_layers; k++) listed |= s->untie_set[k] == b;
+    if (!listed) return -1;
+    for (k = 0; k < m->n_rsets; k++) if (m->rsets[k].block == b && m->rsets[k].visit == visit) break;
+    if (k == m->n_rsets) {
+        m->rsets[k].block = b;
+        m->rsets[k].visit = visit;
+        m->n_rsets++;
+        P->init_sets[P->n_init_sets++] = k;
+    }
+    return k;
+}
+
+/* Phase q's plan P: each layer's block, control owner, visit, MLP set, skip push and pop, and lane. */
+static utg_result utg__plan_build_phase(utg_model *m, const utg__plan_src *s, const utg__phase_src *q,
+                                        utg_plan *P) {
+    const utg_config *c = s->c;
+    int skips_none = s->skips_none, i, j, dec_from;
+    int n_skip = skips_none ? 0 : (q->n_enc < q->n - q->pop_start ? q->n_enc : q->n - q->pop_start);
+    if (n_skip < 0) n_skip = 0;
+    P->n_layers = q->n;
+    P->n_encoder = skips_none ? 0 : q->n_enc;
+    P->n_slots = skips_none ? 0 : q->n_enc;
+    P->start_step = q->start_step;
+    P->start_frac = q->start_frac;
+    P->lanes_from = -1;
+    P->layers = (utg_plan_layer *)utg__alloc(&m->alloc, sizeof(utg_plan_layer) * (size_t)q->n);
+    P->init_sets = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)q->n);
+    if (!P->layers || !P->init_sets) return UTG_ERR_NOMEM;
+    dec_from = skips_none ? q->n / 2 : q->n_enc;
+    for (i = 0; i < q->n; i++) {
+        utg_plan_layer *pl = &P->layers[i];
+        int b = q->list[i];
+        pl->block = b;
+        pl->ctrl = !strcmp(c->control_scope, "virtual") ? i : b;
+        pl->visit = 0;
+        for (j = 0; j < i; j++) pl->visit += q->list[j] == b;
+        pl->mlp_set = s->untie && pl->visit > 0 ? utg__plan_mlp_set(m, s, P, b, pl->visit) : -1;
+        pl->push_slot = (!skips_none && i < q->n_enc) ? i : -1;
+        pl->pop_slot = pl->skip_index = -1;
+        if (i >= q->pop_start && i - q->pop_start < n_skip) {
+            pl->skip_index = i - q->pop_start;
+            pl->pop_slot = q->n_enc - 1 - pl->skip_index;
+        }
+        pl->lane = UTG_LANE_SINGLE;
+        /* from the first decoder layer at PARALLEL_START_LAYER on, every later layer too */
+        if (m->lane_mode != UTG_LANE_SINGLE && i >= dec_from &&
+            (b >= UTG__OFF0(c->parallel_start_layer) ||
+             (i > 0 && P->layers[i - 1].lane != UTG_LANE_SINGLE))) {
+            pl->lane = m->lane_mode;
+            if (m->lanes_any && P->lanes_from < 0) P->lanes_from = i;
+        }
+        if (pl->lane != UTG_LANE_SINGLE && pl->push_slot >= 0)
+            UTG__FAIL("a parallel-residual layer cannot push a U-Net skip");
+    }
+    if (n_skip > m->n_skip) m->n_skip = n_skip;
+    if (P->n_slots > m->max_slots) m->max_slots = P->n_slots;
+    if (q->n > m->n_depth) m->n_depth = q->n;
+    return UTG_OK;
+}
+
+/* Allocates the plans and the untied sets, then builds one plan per phase. */
+static utg_result utg__plan_build(utg_model *m, const utg__plan_src *s) {
+    int p;
+    utg_result r;
+    m->plans = (utg_plan *)utg__alloc(&m->alloc, sizeof(utg_plan) * (size_t)s->nph);
     m->rsets = (utg__rset *)utg__alloc(&m->alloc, sizeof(utg__rset) * (size_t)UTG__MAX_VIRTUAL);
-    if (!m->plans || !m->rsets) { r = UTG_ERR_NOMEM; goto done; }
-    memset(m->plans, 0, sizeof(utg_plan) * (size_t)nph);
-    m->n_plans = nph;
+    if (!m->plans || !m->rsets) return UTG_ERR_NOMEM;
+    memset(m->plans, 0, sizeof(utg_plan) * (size_t)s->nph);
+    m->n_plans = s->nph;
     m->n_depth = m->n_skip = m->n_rsets = 0;
     m->max_slots = 1;
-    for (p = 0; p < nph; p++) {
-        utg__phase_src *q = &ph[p];
-        utg_plan *P = &m->plans[p];
-        int n_skip = skips_none ? 0 : (q->n_enc < q->n - q->pop_start ? q->n_enc : q->n - q->pop_start), dec_from;
-        if (n_skip < 0) n_skip = 0;
-        P->n_layers = q->n;
-        P->n_encoder = skips_none ? 0 : q->n_enc;
-        P->n_slots = skips_none ? 0 : q->n_enc;
-        P->start_step = q->start_step;
-        P->start_frac = q->start_frac;
-        P->lanes_from = -1;
-        P->layers = (utg_plan_layer *)utg__alloc(&m->alloc, sizeof(utg_plan_layer) * (size_t)q->n);
-        P->init_sets = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)q->n);
-        if (!P->layers || !P->init_sets) { r = UTG_ERR_NOMEM; goto done; }
-        dec_from = skips_none ? q->n / 2 : q->n_enc;
-        for (i = 0; i < q->n; i++) {
-            utg_plan_layer *pl = &P->layers[i];
-            int b = q->list[i], k;
-            pl->block = b;
-            pl->ctrl = !strcmp(c->control_scope, "virtual") ? i : b;
-            pl->visit = 0;
-            for (j = 0; j < i; j++) pl->visit += q->list[j] == b;
-            pl->mlp_set = -1;
-            if (untie && pl->visit > 0) {
-                int listed = n_untie_layers == 0;
-                for (k = 0; k < n_untie_layers; k++) listed |= untie_set[k] == b;
-                if (listed) {
-                    for (k = 0; k < m->n_rsets; k++) if (m->rsets[k].block == b && m->rsets[k].visit == pl->visit) break;
-                    if (k == m->n_rsets) {
-                        m->rsets[k].block = b;
-                        m->rsets[k].visit = pl->visit;
-                        m->n_rsets++;
-                        P->init_sets[P->n_init_sets++] = k;
-                    }
-                    pl->mlp_set = k;
-                }
-            }
-            pl->push_slot = (!skips_none && i < q->n_enc) ? i : -1;
-            pl->pop_slot = pl->skip_index = -1;
-            if (i >= q->pop_start && i - q->pop_start < n_skip) {
-                pl->skip_index = i - q->pop_start;
-                pl->pop_slot = q->n_enc - 1 - pl->skip_index;
-            }
-            pl->lane = UTG_LANE_SINGLE;
-            /* from the first decoder layer at PARALLEL_START_LAYER on, every later layer too */
-            if (m->lane_mode != UTG_LANE_SINGLE && i >= dec_from &&
-                (b >= UTG__OFF0(c->parallel_start_layer) || (i > 0 && P->layers[i - 1].lane != UTG_LANE_SINGLE))) {
-                pl->lane = m->lane_mode;
-                if (m->lanes_any && P->lanes_from < 0) P->lanes_from = i;
-            }
-            if (pl->lane != UTG_LANE_SINGLE && pl->push_slot >= 0) UTG__FAIL("a parallel-residual layer cannot push a U-Net skip");
-        }
-        if (n_skip > m->n_skip) m->n_skip = n_skip;
-        if (P->n_slots > m->max_slots) m->max_slots = P->n_slots;
-        if (q->n > m->n_depth) m->n_depth = q->n;
-    }
+    for (p = 0; p < s->nph; p++)
+        if ((r = utg__plan_build_phase(m, s, &s->ph[p], &m->plans[p])) != UTG_OK) return r;
+    return UTG_OK;
+}
+
+/* The control owners (per virtual layer or per block), XSA's first layer, and DISABLE_LAYER0_ATTN's
+   attention-free block 0, which runs on one lane. */
+static utg_result utg__plan_controls(utg_model *m, const utg_config *c, int L) {
+    int p, i;
     m->n_ctrl = !strcmp(c->control_scope, "virtual") ? m->n_depth : L;
     m->xsa_from = c->xsa_last_n >= m->n_ctrl ? 0 : m->n_ctrl - c->xsa_last_n;
-    if (c->disable_layer0_attn > 0) /* an attention-free block 0 runs on one lane */
-        for (p = 0; p < nph; p++)
+    if (c->disable_layer0_attn > 0)
+        for (p = 0; p < m->n_plans; p++)
             for (i = 0; i < m->plans[p].n_layers; i++)
                 if (m->plans[p].layers[i].block == 0 && m->plans[p].layers[i].lane != UTG_LANE_SINGLE)
                     UTG__FAIL("DISABLE_LAYER0_ATTN: block 0 runs with parallel residuals in virtual layer %d", i);
-    /* the value embedding's layers (the plans' lists are copied: tmp is free again) */
+    return UTG_OK;
+}
+
+/* VE_LAYERS: the virtual layers that add the value embedding, each with its row (the plans' lists are
+   copied by now: tmp is free again). */
+static utg_result utg__plan_ve_layers(utg_model *m, const utg__plan_src *s) {
+    const utg_config *c = s->c;
+    int *tmp = s->tmp, i, ntmp;
     m->n_ve = 0;
-    if (c->ve_enabled > 0) {
-        m->ve_of = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)m->n_depth);
-        if (!m->ve_of) { r = UTG_ERR_NOMEM; goto done; }
-        for (i = 0; i < m->n_depth; i++) m->ve_of[i] = -1;
-        ntmp = utg__parse_ints(c->ve_layers, tmp, UTG__MAX_VIRTUAL, 0);
-        if (ntmp <= 0) UTG__FAIL("VE_LAYERS must be a comma-separated list of virtual layers (got '%s')", c->ve_layers);
-        for (i = 0; i < ntmp; i++) {
-            if (tmp[i] >= m->n_depth) UTG__FAIL("VE_LAYERS names virtual layer %d but the deepest plan has %d", tmp[i], m->n_depth);
-            if (m->ve_of[tmp[i]] >= 0) UTG__FAIL("VE_LAYERS names virtual layer %d twice", tmp[i]);
-            m->ve_of[tmp[i]] = i;
-        }
-        m->n_ve = ntmp;
+    if (c->ve_enabled <= 0) return UTG_OK;
+    m->ve_of = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)m->n_depth);
+    if (!m->ve_of) return UTG_ERR_NOMEM;
+    for (i = 0; i < m->n_depth; i++) m->ve_of[i] = -1;
+    ntmp = utg__parse_ints(c->ve_layers, tmp, UTG__MAX_VIRTUAL, 0);
+    if (ntmp <= 0)
+        UTG__FAIL("VE_LAYERS must be a comma-separated list of virtual layers (got '%s')", c->ve_layers);
+    for (i = 0; i < ntmp; i++) {
+        if (tmp[i] >= m->n_depth)
+            UTG__FAIL("VE_LAYERS names virtual layer %d but the deepest plan has %d", tmp[i], m->n_depth);
+        if (m->ve_of[tmp[i]] >= 0) UTG__FAIL("VE_LAYERS names virtual layer %d twice", tmp[i]);
+        m->ve_of[tmp[i]] = i;
     }
-    r = UTG_OK;
-done:
+    m->n_ve = ntmp;
+    return UTG_OK;
+}
 #undef UTG__FAIL
-    utg__free(&m->alloc, full);
+
+/* Compile the configured recurrence into plans (SPEC 2.3): the virtual->physical list of each
+   phase, its U-Net split, control owners, untied MLP sets and lane modes. */
+static utg_result utg__compile_plans(utg_model *m) {
+    const utg_config *c = &m->cfg;
+    utg__plan_src s;
+    utg_result r;
+    memset(&s, 0, sizeof s);
+    s.c = c;
+    s.L = m->n_phys;
+    s.n_enc_full = -1;
+    s.looped = c->num_loops > 0;
+    s.untie = strcmp(c->repeat_untie_mlp, "none") != 0;
+    s.skips_loop = !strcmp(c->unet_skips, "loop");
+    s.skips_none = !strcmp(c->unet_skips, "none");
+    s.ls = UTG__OFF0(c->loop_start);
+    s.le = UTG__OFF0(c->loop_end);
+    s.trig_step = c->recur_start_step > 0 ? c->recur_start_step : -1;
+    s.trig_frac = c->enable_looping_at > 0 ? c->enable_looping_at : -1.0;
+    s.full = (int *)utg__alloc(&m->alloc, sizeof(int) * 4 * UTG__MAX_VIRTUAL);
+    if (!s.full) return UTG_ERR_NOMEM;
+    s.tmp = s.full + UTG__MAX_VIRTUAL;
+    r = utg__plan_full(m, &s);
+    if (r == UTG_OK) r = utg__plan_check_full(m, &s);
+    if (r == UTG_OK) r = utg__plan_phases(m, &s);
+    if (r == UTG_OK) {
+        utg__plan_unet_split(&s);
+        r = utg__plan_untie_layers(m, &s);
+    }
+    if (r == UTG_OK) r = utg__plan_lanes(m, c);
+    if (r == UTG_OK) r = utg__plan_build(m, &s);
+    if (r == UTG_OK) r = utg__plan_controls(m, c, s.L);
+    if (r == UTG_OK) r = utg__plan_ve_layers(m, &s);
+    utg__free(&m->alloc, s.full);
     return r;
 }
 
