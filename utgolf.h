@@ -2545,138 +2545,148 @@ static void utg__add_part(float *C, const float *part, int M, int N) {
         for (j = 0; j < N; j++) c[j] += c1[j];
     }
 }
-static void utg__matmul_run(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta_sym,
-                            utg_trans tb, float alpha, float beta, int bf16) {
-    const utg__gk *gk = utg__cpu_of(be)->gk;
-    utg_trans ta = (utg_trans)(ta_sym & 1);
-    int sym = (ta_sym & 2) && M == N && beta == 0.0f; /* the tiles wholly below the diagonal are skipped */
-    int nth = utg__max_threads(), lda = ta ? M : K, ldb = tb ? K : N, n_sl = (M + gk->mr - 1) / gk->mr;
-    /* A^T B with K long beside M x N (the weight gradients: K = the tokens): K in two fixed halves,
-       each summed on its own (its slivers split further when there are more than two threads) and
-       then added, half 0 + half 1. Both threads streaming one k block of B into their own L2s, with
-       a barrier per block, was 11-17% slower at the model's shapes; without the barriers, k blocks
-       of 128 instead of 512 (or 256) gave another 4-24%. The halves depend on the shape only, so
-       the bits still do not depend on the thread count. */
-    int split = ta && !tb && !sym && K >= 2 * UTG__KC && N <= 512, ksplit = split && !bf16 && N % gk->nr == 0,
-        khalf = (K / 2 + UTG__KC - 1) / UTG__KC * UTG__KC, n_grp = (nth + 1) / 2, ks16 = 0;
-    size_t a_off = UTG__PACK_B_FLOATS; /* the packed B block(s), then each thread's A sliver, then half 1's sums */
-    float *pack, *part = NULL;
-    if (M <= 0 || N <= 0) return;
-    UTG_ASSERT(!utg__overlap(C, (size_t)M * N, A, (size_t)M * (K > 0 ? K : 0)) &&
-               !utg__overlap(C, (size_t)M * N, B, (size_t)N * (K > 0 ? K : 0)));
-    if (K <= 0) { /* no products: C = beta C */
-        if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
-        return;
-    }
-    /* with beta 0 the first k block stores its tiles instead of adding them (no memset, no C read) */
+/* One product's operands and utg__matmul_run's choices, for the path that computes it */
+typedef struct utg__mm {
+    const utg__gk *gk;
+    float *C, *pack, *part; /* pack: the packed B block(s), then each thread's A sliver from a_off;
+                               part: the k split's half-1 sums */
+    const float *A, *B;
+    int M, N, K, lda, ldb, n_sl, n_grp, khalf, sym, bf16;
+    utg_trans ta, tb;
+    float alpha, beta;
+    size_t a_off;
+} utg__mm;
 #if defined(UTG__X86_KERNELS)
-    /* the same split with bf16 pairs: each (half, sliver group) packs its own B blocks */
-    ks16 = split && bf16 && utg__cpu_of(be)->bf16_hw;
-    if (ks16) a_off = 2 * (size_t)n_grp * UTG__PACK_B_FLOATS;
-#endif
-    pack = utg__cpu_scratch(be, a_off + (size_t)nth * UTG__PACK_A_FLOATS + (ksplit || ks16 ? (size_t)M * N : 0));
-    UTG_ASSERT(pack != NULL);
-    if (pack && (ksplit || ks16)) part = pack + a_off + (size_t)nth * UTG__PACK_A_FLOATS;
-    if (!pack) { /* out of memory: a defined result (C = beta C) rather than what C held */
-        if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
-        return;
-    }
-#if defined(UTG__X86_KERNELS)
-    if (ks16) {
-        n_sl = (M + 11) / 12;
+/* The k split with bf16 pairs: each (half, sliver group) packs its own B blocks */
+static void utg__matmul_ksplit_bf16(const utg__mm *p) {
+    float *C = p->C, *pack = p->pack, *part = p->part;
+    const float *A = p->A, *B = p->B;
+    int M = p->M, N = p->N, K = p->K, lda = p->lda, ldb = p->ldb, n_grp = p->n_grp, khalf = p->khalf;
+    int n_sl = (M + 11) / 12;
+    utg_trans ta = p->ta, tb = p->tb;
+    float alpha = p->alpha, beta = p->beta;
+    size_t a_off = p->a_off;
 #ifdef _OPENMP
 #pragma omp parallel
 #endif
-        {
-            uint32_t *ap = (uint32_t *)(pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS);
-            int unit, n_pan = (N + 31) / 32;
+    {
+        uint32_t *ap = (uint32_t *)(pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS);
+        int unit, n_pan = (N + 31) / 32;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-            for (unit = 0; unit < 2 * n_grp; unit++) {
-                utg__kunit u = utg__ksplit_unit(unit, n_grp, n_sl, K, khalf);
-                uint32_t *bp = (uint32_t *)(pack + (size_t)unit * UTG__PACK_B_FLOATS);
-                float *Cp = u.half ? part : C;
-                int kc, sl, pan;
-                for (kc = u.k0; kc < u.k1; kc += UTG__KC / 2) { /* 128 pairs deep, as the fp32 split's 128 */
-                    int kb = u.k1 - kc < UTG__KC / 2 ? u.k1 - kc : UTG__KC / 2, kp = (kb + 1) / 2;
-                    for (pan = 0; pan < n_pan; pan++) utg__pack_b_pairs(bp + (size_t)pan * kp * 32, B, ldb, tb, N, kc, kb, pan * 32);
-                    for (sl = u.s0; sl < u.s1; sl++) {
-                        int i0 = sl * 12, mr = M - i0 < 12 ? M - i0 : 12;
-                        utg__pack_a_pairs(ap, A, lda, ta, M, i0, kc, kb, alpha);
-                        for (pan = 0; pan < n_pan; pan++) {
-                            int j0 = pan * 32, nr = N - j0 < 32 ? N - j0 : 32;
-                            utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, Cp + (size_t)i0 * N + j0, N, mr, nr,
-                                         kc > u.k0 || (!u.half && beta != 0.0f));
-                        }
-                    }
-                }
-            }
-            utg__add_part(C, part, M, N);
-        }
-        return;
-    }
-    if (bf16 && utg__cpu_of(be)->bf16_hw) {
-        n_sl = (M + 11) / 12;
-#ifdef _OPENMP
-#pragma omp parallel
-#endif
-        {
-            uint32_t *bp = (uint32_t *)pack, *ap = (uint32_t *)(pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS);
-            int jc, kc;
-            for (jc = 0; jc < N; jc += UTG__NC) {
-                int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + 31) / 32;
-                for (kc = 0; kc < K; kc += 2 * UTG__KCP) {
-                    int kb = K - kc < 2 * UTG__KCP ? K - kc : 2 * UTG__KCP, kp = (kb + 1) / 2, pan, sl;
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-                    for (pan = 0; pan < n_pan; pan++) utg__pack_b_pairs(bp + (size_t)pan * kp * 32, B, ldb, tb, N, kc, kb, jc + pan * 32);
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-                    for (sl = 0; sl < n_sl; sl++) {
-                        int i0 = sl * 12, mr = M - i0 < 12 ? M - i0 : 12;
-                        if (sym && jc + nc <= i0) continue;
-                        utg__pack_a_pairs(ap, A, lda, ta, M, i0, kc, kb, alpha);
-                        for (pan = 0; pan < n_pan; pan++) {
-                            int j0 = jc + pan * 32, nr = N - j0 < 32 ? N - j0 : 32;
-                            if (sym && j0 + nr <= i0) continue;
-                            utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, C + (size_t)i0 * N + j0, N, mr, nr, kc > 0 || beta != 0.0f);
-                        }
+        for (unit = 0; unit < 2 * n_grp; unit++) {
+            utg__kunit u = utg__ksplit_unit(unit, n_grp, n_sl, K, khalf);
+            uint32_t *bp = (uint32_t *)(pack + (size_t)unit * UTG__PACK_B_FLOATS);
+            float *Cp = u.half ? part : C;
+            int kc, sl, pan;
+            for (kc = u.k0; kc < u.k1; kc += UTG__KC / 2) { /* 128 pairs deep, as the fp32 split's 128 */
+                int kb = u.k1 - kc < UTG__KC / 2 ? u.k1 - kc : UTG__KC / 2, kp = (kb + 1) / 2;
+                for (pan = 0; pan < n_pan; pan++)
+                    utg__pack_b_pairs(bp + (size_t)pan * kp * 32, B, ldb, tb, N, kc, kb, pan * 32);
+                for (sl = u.s0; sl < u.s1; sl++) {
+                    int i0 = sl * 12, mr = M - i0 < 12 ? M - i0 : 12;
+                    utg__pack_a_pairs(ap, A, lda, ta, M, i0, kc, kb, alpha);
+                    for (pan = 0; pan < n_pan; pan++) {
+                        int j0 = pan * 32, nr = N - j0 < 32 ? N - j0 : 32;
+                        utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, Cp + (size_t)i0 * N + j0, N, mr, nr,
+                                     kc > u.k0 || (!u.half && beta != 0.0f));
                     }
                 }
             }
         }
-        if (sym) utg__mirror_lower(C, N);
-        return;
+        utg__add_part(C, part, M, N);
     }
-#endif
-    if (ksplit) {
+}
+/* bf16 pairs on the blocked path (packed B panels of 32, A slivers of 12) */
+static void utg__matmul_bf16(const utg__mm *p) {
+    float *C = p->C, *pack = p->pack;
+    const float *A = p->A, *B = p->B;
+    int M = p->M, N = p->N, K = p->K, lda = p->lda, ldb = p->ldb, sym = p->sym;
+    int n_sl = (M + 11) / 12;
+    utg_trans ta = p->ta, tb = p->tb;
+    float alpha = p->alpha, beta = p->beta;
+    size_t a_off = p->a_off;
 #ifdef _OPENMP
 #pragma omp parallel
 #endif
-        {
-            float *ap = pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS;
-            int kcs = UTG__KC / 4, unit; /* 128-deep: a B panel and the A sliver stay in L1 */
+    {
+        uint32_t *bp = (uint32_t *)pack;
+        uint32_t *ap = (uint32_t *)(pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS);
+        int jc, kc;
+        for (jc = 0; jc < N; jc += UTG__NC) {
+            int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + 31) / 32;
+            for (kc = 0; kc < K; kc += 2 * UTG__KCP) {
+                int kb = K - kc < 2 * UTG__KCP ? K - kc : 2 * UTG__KCP, kp = (kb + 1) / 2, pan, sl;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-            for (unit = 0; unit < 2 * n_grp; unit++) {
-                utg__kunit u = utg__ksplit_unit(unit, n_grp, n_sl, K, khalf);
-                float *Cp = u.half ? part : C;
-                int kc, sl;
-                for (kc = u.k0; kc < u.k1; kc += kcs) {
-                    int kb = u.k1 - kc < kcs ? u.k1 - kc : kcs;
-                    for (sl = u.s0; sl < u.s1; sl++)
-                        utg__gemm_sliver(gk, ap, NULL, B + (size_t)kc * ldb, ldb, Cp, N, A, lda, ta, M, N, sl * gk->mr, kc, kb, 0, N,
-                                         alpha, 0, 0, kc > u.k0 || (!u.half && beta != 0.0f));
+                for (pan = 0; pan < n_pan; pan++)
+                    utg__pack_b_pairs(bp + (size_t)pan * kp * 32, B, ldb, tb, N, kc, kb, jc + pan * 32);
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+                for (sl = 0; sl < n_sl; sl++) {
+                    int i0 = sl * 12, mr = M - i0 < 12 ? M - i0 : 12;
+                    if (sym && jc + nc <= i0) continue;
+                    utg__pack_a_pairs(ap, A, lda, ta, M, i0, kc, kb, alpha);
+                    for (pan = 0; pan < n_pan; pan++) {
+                        int j0 = jc + pan * 32, nr = N - j0 < 32 ? N - j0 : 32;
+                        if (sym && j0 + nr <= i0) continue;
+                        utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, C + (size_t)i0 * N + j0, N, mr, nr,
+                                     kc > 0 || beta != 0.0f);
+                    }
                 }
             }
-            utg__add_part(C, part, M, N);
         }
-        return;
     }
+    if (sym) utg__mirror_lower(C, N);
+}
+#endif
+/* The fp32 k split (see utg__matmul_run): per (half, sliver group) unit, 128-deep k blocks */
+static void utg__matmul_ksplit(const utg__mm *p) {
+    const utg__gk *gk = p->gk;
+    float *C = p->C, *pack = p->pack, *part = p->part;
+    const float *A = p->A, *B = p->B;
+    int M = p->M, N = p->N, K = p->K, lda = p->lda, ldb = p->ldb, n_sl = p->n_sl, n_grp = p->n_grp;
+    int khalf = p->khalf;
+    utg_trans ta = p->ta;
+    float alpha = p->alpha, beta = p->beta;
+    size_t a_off = p->a_off;
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+    {
+        float *ap = pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS;
+        int kcs = UTG__KC / 4, unit; /* 128-deep: a B panel and the A sliver stay in L1 */
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (unit = 0; unit < 2 * n_grp; unit++) {
+            utg__kunit u = utg__ksplit_unit(unit, n_grp, n_sl, K, khalf);
+            float *Cp = u.half ? part : C;
+            int kc, sl;
+            for (kc = u.k0; kc < u.k1; kc += kcs) {
+                int kb = u.k1 - kc < kcs ? u.k1 - kc : kcs;
+                for (sl = u.s0; sl < u.s1; sl++)
+                    utg__gemm_sliver(gk, ap, NULL, B + (size_t)kc * ldb, ldb, Cp, N, A, lda, ta, M, N, sl * gk->mr, kc,
+                                     kb, 0, N, alpha, 0, 0, kc > u.k0 || (!u.half && beta != 0.0f));
+            }
+        }
+        utg__add_part(C, part, M, N);
+    }
+}
+/* The blocked path: N in blocks of UTG__NC, k blocks, B panels packed (or read in place), then the
+   A slivers over the threads */
+static void utg__matmul_blocked(const utg__mm *p) {
+    const utg__gk *gk = p->gk;
+    float *C = p->C, *pack = p->pack;
+    const float *A = p->A, *B = p->B;
+    int M = p->M, N = p->N, K = p->K, lda = p->lda, ldb = p->ldb, n_sl = p->n_sl, sym = p->sym;
+    int bf16 = p->bf16;
+    utg_trans ta = p->ta, tb = p->tb;
+    float alpha = p->alpha, beta = p->beta;
+    size_t a_off = p->a_off;
 #ifdef _OPENMP
 #pragma omp parallel
 #endif
@@ -2706,6 +2716,53 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
         }
     }
     if (sym) utg__mirror_lower(C, N);
+}
+static void utg__matmul_run(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta_sym,
+                            utg_trans tb, float alpha, float beta, int bf16) {
+    const utg__gk *gk = utg__cpu_of(be)->gk;
+    utg_trans ta = (utg_trans)(ta_sym & 1);
+    int sym = (ta_sym & 2) && M == N && beta == 0.0f; /* the tiles wholly below the diagonal are skipped */
+    int nth = utg__max_threads(), lda = ta ? M : K, ldb = tb ? K : N, n_sl = (M + gk->mr - 1) / gk->mr;
+    /* A^T B with K long beside M x N (the weight gradients: K = the tokens): K in two fixed halves,
+       each summed on its own (its slivers split further when there are more than two threads) and
+       then added, half 0 + half 1. Both threads streaming one k block of B into their own L2s, with
+       a barrier per block, was 11-17% slower at the model's shapes; without the barriers, k blocks
+       of 128 instead of 512 (or 256) gave another 4-24%. The halves depend on the shape only, so
+       the bits still do not depend on the thread count. */
+    int split = ta && !tb && !sym && K >= 2 * UTG__KC && N <= 512, ksplit = split && !bf16 && N % gk->nr == 0,
+        khalf = (K / 2 + UTG__KC - 1) / UTG__KC * UTG__KC, n_grp = (nth + 1) / 2, ks16 = 0;
+    size_t a_off = UTG__PACK_B_FLOATS; /* the packed B block(s), then each thread's A sliver, then half 1's sums */
+    float *pack, *part = NULL;
+    utg__mm p;
+    if (M <= 0 || N <= 0) return;
+    UTG_ASSERT(!utg__overlap(C, (size_t)M * N, A, (size_t)M * (K > 0 ? K : 0)) &&
+               !utg__overlap(C, (size_t)M * N, B, (size_t)N * (K > 0 ? K : 0)));
+    if (K <= 0) { /* no products: C = beta C */
+        if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
+        return;
+    }
+    /* with beta 0 the first k block stores its tiles instead of adding them (no memset, no C read) */
+#if defined(UTG__X86_KERNELS)
+    /* the same split with bf16 pairs: each (half, sliver group) packs its own B blocks */
+    ks16 = split && bf16 && utg__cpu_of(be)->bf16_hw;
+    if (ks16) a_off = 2 * (size_t)n_grp * UTG__PACK_B_FLOATS;
+#endif
+    pack = utg__cpu_scratch(be, a_off + (size_t)nth * UTG__PACK_A_FLOATS + (ksplit || ks16 ? (size_t)M * N : 0));
+    UTG_ASSERT(pack != NULL);
+    if (pack && (ksplit || ks16)) part = pack + a_off + (size_t)nth * UTG__PACK_A_FLOATS;
+    if (!pack) { /* out of memory: a defined result (C = beta C) rather than what C held */
+        if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
+        return;
+    }
+    p.gk = gk; p.C = C; p.A = A; p.B = B; p.M = M; p.N = N; p.K = K; p.lda = lda; p.ldb = ldb;
+    p.n_sl = n_sl; p.n_grp = n_grp; p.khalf = khalf; p.sym = sym; p.bf16 = bf16; p.ta = ta; p.tb = tb;
+    p.alpha = alpha; p.beta = beta; p.pack = pack; p.part = part; p.a_off = a_off;
+#if defined(UTG__X86_KERNELS)
+    if (ks16) { utg__matmul_ksplit_bf16(&p); return; }
+    if (bf16 && utg__cpu_of(be)->bf16_hw) { utg__matmul_bf16(&p); return; }
+#endif
+    if (ksplit) utg__matmul_ksplit(&p);
+    else utg__matmul_blocked(&p);
 }
 static void utg__cpu_matmul(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
                             utg_trans tb, float alpha, float beta) {
