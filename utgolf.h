@@ -2643,138 +2643,148 @@ static void utg__add_part(float *C, const float *part, int M, int N) {
         for (j = 0; j < N; j++) c[j] += c1[j];
     }
 }
-static void utg__matmul_run(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta_sym,
-                            utg_trans tb, float alpha, float beta, int bf16) {
-    const utg__gk *gk = utg__cpu_of(be)->gk;
-    utg_trans ta = (utg_trans)(ta_sym & 1);
-    int sym = (ta_sym & 2) && M == N && beta == 0.0f; /* the tiles wholly below the diagonal are skipped */
-    int nth = utg__max_threads(), lda = ta ? M : K, ldb = tb ? K : N, n_sl = (M + gk->mr - 1) / gk->mr;
-    /* A^T B with K long beside M x N (the weight gradients: K = the tokens): K in two fixed halves,
-       each summed on its own (its slivers split further when there are more than two threads) and
-       then added, half 0 + half 1. Both threads streaming one k block of B into their own L2s, with
-       a barrier per block, was 11-17% slower at the model's shapes; without the barriers, k blocks
-       of 128 instead of 512 (or 256) gave another 4-24%. The halves depend on the shape only, so
-       the bits still do not depend on the thread count. */
-    int split = ta && !tb && !sym && K >= 2 * UTG__KC && N <= 512, ksplit = split && !bf16 && N % gk->nr == 0,
-        khalf = (K / 2 + UTG__KC - 1) / UTG__KC * UTG__KC, n_grp = (nth + 1) / 2, ks16 = 0;
-    size_t a_off = UTG__PACK_B_FLOATS; /* the packed B block(s), then each thread's A sliver, then half 1's sums */
-    float *pack, *part = NULL;
-    if (M <= 0 || N <= 0) return;
-    UTG_ASSERT(!utg__overlap(C, (size_t)M * N, A, (size_t)M * (K > 0 ? K : 0)) &&
-               !utg__overlap(C, (size_t)M * N, B, (size_t)N * (K > 0 ? K : 0)));
-    if (K <= 0) { /* no products: C = beta C */
-        if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
-        return;
-    }
-    /* with beta 0 the first k block stores its tiles instead of adding them (no memset, no C read) */
+/* One product's operands and utg__matmul_run's choices, for the path that computes it */
+typedef struct utg__mm {
+    const utg__gk *gk;
+    float *C, *pack, *part; /* pack: the packed B block(s), then each thread's A sliver from a_off;
+                               part: the k split's half-1 sums */
+    const float *A, *B;
+    int M, N, K, lda, ldb, n_sl, n_grp, khalf, sym, bf16;
+    utg_trans ta, tb;
+    float alpha, beta;
+    size_t a_off;
+} utg__mm;
 #if defined(UTG__X86_KERNELS)
-    /* the same split with bf16 pairs: each (half, sliver group) packs its own B blocks */
-    ks16 = split && bf16 && utg__cpu_of(be)->bf16_hw;
-    if (ks16) a_off = 2 * (size_t)n_grp * UTG__PACK_B_FLOATS;
-#endif
-    pack = utg__cpu_scratch(be, a_off + (size_t)nth * UTG__PACK_A_FLOATS + (ksplit || ks16 ? (size_t)M * N : 0));
-    UTG_ASSERT(pack != NULL);
-    if (pack && (ksplit || ks16)) part = pack + a_off + (size_t)nth * UTG__PACK_A_FLOATS;
-    if (!pack) { /* out of memory: a defined result (C = beta C) rather than what C held */
-        if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
-        return;
-    }
-#if defined(UTG__X86_KERNELS)
-    if (ks16) {
-        n_sl = (M + 11) / 12;
+/* The k split with bf16 pairs: each (half, sliver group) packs its own B blocks */
+static void utg__matmul_ksplit_bf16(const utg__mm *p) {
+    float *C = p->C, *pack = p->pack, *part = p->part;
+    const float *A = p->A, *B = p->B;
+    int M = p->M, N = p->N, K = p->K, lda = p->lda, ldb = p->ldb, n_grp = p->n_grp, khalf = p->khalf;
+    int n_sl = (M + 11) / 12;
+    utg_trans ta = p->ta, tb = p->tb;
+    float alpha = p->alpha, beta = p->beta;
+    size_t a_off = p->a_off;
 #ifdef _OPENMP
 #pragma omp parallel
 #endif
-        {
-            uint32_t *ap = (uint32_t *)(pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS);
-            int unit, n_pan = (N + 31) / 32;
+    {
+        uint32_t *ap = (uint32_t *)(pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS);
+        int unit, n_pan = (N + 31) / 32;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-            for (unit = 0; unit < 2 * n_grp; unit++) {
-                utg__kunit u = utg__ksplit_unit(unit, n_grp, n_sl, K, khalf);
-                uint32_t *bp = (uint32_t *)(pack + (size_t)unit * UTG__PACK_B_FLOATS);
-                float *Cp = u.half ? part : C;
-                int kc, sl, pan;
-                for (kc = u.k0; kc < u.k1; kc += UTG__KC / 2) { /* 128 pairs deep, as the fp32 split's 128 */
-                    int kb = u.k1 - kc < UTG__KC / 2 ? u.k1 - kc : UTG__KC / 2, kp = (kb + 1) / 2;
-                    for (pan = 0; pan < n_pan; pan++) utg__pack_b_pairs(bp + (size_t)pan * kp * 32, B, ldb, tb, N, kc, kb, pan * 32);
-                    for (sl = u.s0; sl < u.s1; sl++) {
-                        int i0 = sl * 12, mr = M - i0 < 12 ? M - i0 : 12;
-                        utg__pack_a_pairs(ap, A, lda, ta, M, i0, kc, kb, alpha);
-                        for (pan = 0; pan < n_pan; pan++) {
-                            int j0 = pan * 32, nr = N - j0 < 32 ? N - j0 : 32;
-                            utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, Cp + (size_t)i0 * N + j0, N, mr, nr,
-                                         kc > u.k0 || (!u.half && beta != 0.0f));
-                        }
-                    }
-                }
-            }
-            utg__add_part(C, part, M, N);
-        }
-        return;
-    }
-    if (bf16 && utg__cpu_of(be)->bf16_hw) {
-        n_sl = (M + 11) / 12;
-#ifdef _OPENMP
-#pragma omp parallel
-#endif
-        {
-            uint32_t *bp = (uint32_t *)pack, *ap = (uint32_t *)(pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS);
-            int jc, kc;
-            for (jc = 0; jc < N; jc += UTG__NC) {
-                int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + 31) / 32;
-                for (kc = 0; kc < K; kc += 2 * UTG__KCP) {
-                    int kb = K - kc < 2 * UTG__KCP ? K - kc : 2 * UTG__KCP, kp = (kb + 1) / 2, pan, sl;
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-                    for (pan = 0; pan < n_pan; pan++) utg__pack_b_pairs(bp + (size_t)pan * kp * 32, B, ldb, tb, N, kc, kb, jc + pan * 32);
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-                    for (sl = 0; sl < n_sl; sl++) {
-                        int i0 = sl * 12, mr = M - i0 < 12 ? M - i0 : 12;
-                        if (sym && jc + nc <= i0) continue;
-                        utg__pack_a_pairs(ap, A, lda, ta, M, i0, kc, kb, alpha);
-                        for (pan = 0; pan < n_pan; pan++) {
-                            int j0 = jc + pan * 32, nr = N - j0 < 32 ? N - j0 : 32;
-                            if (sym && j0 + nr <= i0) continue;
-                            utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, C + (size_t)i0 * N + j0, N, mr, nr, kc > 0 || beta != 0.0f);
-                        }
+        for (unit = 0; unit < 2 * n_grp; unit++) {
+            utg__kunit u = utg__ksplit_unit(unit, n_grp, n_sl, K, khalf);
+            uint32_t *bp = (uint32_t *)(pack + (size_t)unit * UTG__PACK_B_FLOATS);
+            float *Cp = u.half ? part : C;
+            int kc, sl, pan;
+            for (kc = u.k0; kc < u.k1; kc += UTG__KC / 2) { /* 128 pairs deep, as the fp32 split's 128 */
+                int kb = u.k1 - kc < UTG__KC / 2 ? u.k1 - kc : UTG__KC / 2, kp = (kb + 1) / 2;
+                for (pan = 0; pan < n_pan; pan++)
+                    utg__pack_b_pairs(bp + (size_t)pan * kp * 32, B, ldb, tb, N, kc, kb, pan * 32);
+                for (sl = u.s0; sl < u.s1; sl++) {
+                    int i0 = sl * 12, mr = M - i0 < 12 ? M - i0 : 12;
+                    utg__pack_a_pairs(ap, A, lda, ta, M, i0, kc, kb, alpha);
+                    for (pan = 0; pan < n_pan; pan++) {
+                        int j0 = pan * 32, nr = N - j0 < 32 ? N - j0 : 32;
+                        utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, Cp + (size_t)i0 * N + j0, N, mr, nr,
+                                     kc > u.k0 || (!u.half && beta != 0.0f));
                     }
                 }
             }
         }
-        if (sym) utg__mirror_lower(C, N);
-        return;
+        utg__add_part(C, part, M, N);
     }
-#endif
-    if (ksplit) {
+}
+/* bf16 pairs on the blocked path (packed B panels of 32, A slivers of 12) */
+static void utg__matmul_bf16(const utg__mm *p) {
+    float *C = p->C, *pack = p->pack;
+    const float *A = p->A, *B = p->B;
+    int M = p->M, N = p->N, K = p->K, lda = p->lda, ldb = p->ldb, sym = p->sym;
+    int n_sl = (M + 11) / 12;
+    utg_trans ta = p->ta, tb = p->tb;
+    float alpha = p->alpha, beta = p->beta;
+    size_t a_off = p->a_off;
 #ifdef _OPENMP
 #pragma omp parallel
 #endif
-        {
-            float *ap = pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS;
-            int kcs = UTG__KC / 4, unit; /* 128-deep: a B panel and the A sliver stay in L1 */
+    {
+        uint32_t *bp = (uint32_t *)pack;
+        uint32_t *ap = (uint32_t *)(pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS);
+        int jc, kc;
+        for (jc = 0; jc < N; jc += UTG__NC) {
+            int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + 31) / 32;
+            for (kc = 0; kc < K; kc += 2 * UTG__KCP) {
+                int kb = K - kc < 2 * UTG__KCP ? K - kc : 2 * UTG__KCP, kp = (kb + 1) / 2, pan, sl;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-            for (unit = 0; unit < 2 * n_grp; unit++) {
-                utg__kunit u = utg__ksplit_unit(unit, n_grp, n_sl, K, khalf);
-                float *Cp = u.half ? part : C;
-                int kc, sl;
-                for (kc = u.k0; kc < u.k1; kc += kcs) {
-                    int kb = u.k1 - kc < kcs ? u.k1 - kc : kcs;
-                    for (sl = u.s0; sl < u.s1; sl++)
-                        utg__gemm_sliver(gk, ap, NULL, B + (size_t)kc * ldb, ldb, Cp, N, A, lda, ta, M, N, sl * gk->mr, kc, kb, 0, N,
-                                         alpha, 0, 0, kc > u.k0 || (!u.half && beta != 0.0f));
+                for (pan = 0; pan < n_pan; pan++)
+                    utg__pack_b_pairs(bp + (size_t)pan * kp * 32, B, ldb, tb, N, kc, kb, jc + pan * 32);
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+                for (sl = 0; sl < n_sl; sl++) {
+                    int i0 = sl * 12, mr = M - i0 < 12 ? M - i0 : 12;
+                    if (sym && jc + nc <= i0) continue;
+                    utg__pack_a_pairs(ap, A, lda, ta, M, i0, kc, kb, alpha);
+                    for (pan = 0; pan < n_pan; pan++) {
+                        int j0 = jc + pan * 32, nr = N - j0 < 32 ? N - j0 : 32;
+                        if (sym && j0 + nr <= i0) continue;
+                        utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, C + (size_t)i0 * N + j0, N, mr, nr,
+                                     kc > 0 || beta != 0.0f);
+                    }
                 }
             }
-            utg__add_part(C, part, M, N);
         }
-        return;
     }
+    if (sym) utg__mirror_lower(C, N);
+}
+#endif
+/* The fp32 k split (see utg__matmul_run): per (half, sliver group) unit, 128-deep k blocks */
+static void utg__matmul_ksplit(const utg__mm *p) {
+    const utg__gk *gk = p->gk;
+    float *C = p->C, *pack = p->pack, *part = p->part;
+    const float *A = p->A, *B = p->B;
+    int M = p->M, N = p->N, K = p->K, lda = p->lda, ldb = p->ldb, n_sl = p->n_sl, n_grp = p->n_grp;
+    int khalf = p->khalf;
+    utg_trans ta = p->ta;
+    float alpha = p->alpha, beta = p->beta;
+    size_t a_off = p->a_off;
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+    {
+        float *ap = pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS;
+        int kcs = UTG__KC / 4, unit; /* 128-deep: a B panel and the A sliver stay in L1 */
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (unit = 0; unit < 2 * n_grp; unit++) {
+            utg__kunit u = utg__ksplit_unit(unit, n_grp, n_sl, K, khalf);
+            float *Cp = u.half ? part : C;
+            int kc, sl;
+            for (kc = u.k0; kc < u.k1; kc += kcs) {
+                int kb = u.k1 - kc < kcs ? u.k1 - kc : kcs;
+                for (sl = u.s0; sl < u.s1; sl++)
+                    utg__gemm_sliver(gk, ap, NULL, B + (size_t)kc * ldb, ldb, Cp, N, A, lda, ta, M, N, sl * gk->mr, kc,
+                                     kb, 0, N, alpha, 0, 0, kc > u.k0 || (!u.half && beta != 0.0f));
+            }
+        }
+        utg__add_part(C, part, M, N);
+    }
+}
+/* The blocked path: N in blocks of UTG__NC, k blocks, B panels packed (or read in place), then the
+   A slivers over the threads */
+static void utg__matmul_blocked(const utg__mm *p) {
+    const utg__gk *gk = p->gk;
+    float *C = p->C, *pack = p->pack;
+    const float *A = p->A, *B = p->B;
+    int M = p->M, N = p->N, K = p->K, lda = p->lda, ldb = p->ldb, n_sl = p->n_sl, sym = p->sym;
+    int bf16 = p->bf16;
+    utg_trans ta = p->ta, tb = p->tb;
+    float alpha = p->alpha, beta = p->beta;
+    size_t a_off = p->a_off;
 #ifdef _OPENMP
 #pragma omp parallel
 #endif
@@ -2804,6 +2814,53 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
         }
     }
     if (sym) utg__mirror_lower(C, N);
+}
+static void utg__matmul_run(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta_sym,
+                            utg_trans tb, float alpha, float beta, int bf16) {
+    const utg__gk *gk = utg__cpu_of(be)->gk;
+    utg_trans ta = (utg_trans)(ta_sym & 1);
+    int sym = (ta_sym & 2) && M == N && beta == 0.0f; /* the tiles wholly below the diagonal are skipped */
+    int nth = utg__max_threads(), lda = ta ? M : K, ldb = tb ? K : N, n_sl = (M + gk->mr - 1) / gk->mr;
+    /* A^T B with K long beside M x N (the weight gradients: K = the tokens): K in two fixed halves,
+       each summed on its own (its slivers split further when there are more than two threads) and
+       then added, half 0 + half 1: each thread streams its own k blocks of B through its own L2,
+       with no barrier per block (which costs 11-17% at the model's shapes), in blocks of 128 (4-24%
+       faster than 512 or 256). The halves depend on the shape only, so the bits do not depend on the
+       thread count. */
+    int split = ta && !tb && !sym && K >= 2 * UTG__KC && N <= 512, ksplit = split && !bf16 && N % gk->nr == 0,
+        khalf = (K / 2 + UTG__KC - 1) / UTG__KC * UTG__KC, n_grp = (nth + 1) / 2, ks16 = 0;
+    size_t a_off = UTG__PACK_B_FLOATS; /* the packed B block(s), then each thread's A sliver, then half 1's sums */
+    float *pack, *part = NULL;
+    utg__mm p;
+    if (M <= 0 || N <= 0) return;
+    UTG_ASSERT(!utg__overlap(C, (size_t)M * N, A, (size_t)M * (K > 0 ? K : 0)) &&
+               !utg__overlap(C, (size_t)M * N, B, (size_t)N * (K > 0 ? K : 0)));
+    if (K <= 0) { /* no products: C = beta C */
+        if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
+        return;
+    }
+    /* with beta 0 the first k block stores its tiles instead of adding them (no memset, no C read) */
+#if defined(UTG__X86_KERNELS)
+    /* the same split with bf16 pairs: each (half, sliver group) packs its own B blocks */
+    ks16 = split && bf16 && utg__cpu_of(be)->bf16_hw;
+    if (ks16) a_off = 2 * (size_t)n_grp * UTG__PACK_B_FLOATS;
+#endif
+    pack = utg__cpu_scratch(be, a_off + (size_t)nth * UTG__PACK_A_FLOATS + (ksplit || ks16 ? (size_t)M * N : 0));
+    UTG_ASSERT(pack != NULL);
+    if (pack && (ksplit || ks16)) part = pack + a_off + (size_t)nth * UTG__PACK_A_FLOATS;
+    if (!pack) { /* out of memory: a defined result (C = beta C) rather than what C held */
+        if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
+        return;
+    }
+    p.gk = gk; p.C = C; p.A = A; p.B = B; p.M = M; p.N = N; p.K = K; p.lda = lda; p.ldb = ldb;
+    p.n_sl = n_sl; p.n_grp = n_grp; p.khalf = khalf; p.sym = sym; p.bf16 = bf16; p.ta = ta; p.tb = tb;
+    p.alpha = alpha; p.beta = beta; p.pack = pack; p.part = part; p.a_off = a_off;
+#if defined(UTG__X86_KERNELS)
+    if (ks16) { utg__matmul_ksplit_bf16(&p); return; }
+    if (bf16 && utg__cpu_of(be)->bf16_hw) { utg__matmul_bf16(&p); return; }
+#endif
+    if (ksplit) utg__matmul_ksplit(&p);
+    else utg__matmul_blocked(&p);
 }
 /* The table's matmul and matmul_bf16: one driver, bf16 as its last argument. */
 static void utg__cpu_matmul(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
@@ -4140,124 +4197,206 @@ static int utg__parse_ints(const char *s, int *out, int cap, int pairs) {
    (a step, or a fraction of training; -1: not by that measure). */
 typedef struct utg__phase_src { int *list, n, n_enc, pop_start, start_step; double start_frac; } utg__phase_src;
 
-/* Compile the configured recurrence into plans (SPEC 2.3): the virtual->physical list of each
-   phase, its U-Net split, control owners, untied MLP sets and lane modes. */
-static utg_result utg__compile_plans(utg_model *m) {
-    const utg_config *c = &m->cfg;
-    int L = m->n_phys, i, j, p, n_full = 0, n_enc_full = -1, explicit_split = 0, nph = 0, *full, *tmp, ntmp;
-    int looped = c->num_loops > 0, untie = strcmp(c->repeat_untie_mlp, "none") != 0, untie_set[1024];
-    int n_untie_layers, skips_loop = !strcmp(c->unet_skips, "loop"), skips_none = !strcmp(c->unet_skips, "none");
-    int ls = UTG__OFF0(c->loop_start), le = UTG__OFF0(c->loop_end), kinds = 0;
-    int trig_step = c->recur_start_step > 0 ? c->recur_start_step : -1;
-    double trig_frac = c->enable_looping_at > 0 ? c->enable_looping_at : -1.0;
+/* What utg__compile_plans carries between its steps: the knobs it reads, the full virtual->physical
+   list of the recurrence form, the phases over it and the untied-MLP block set. The steps fail through
+   UTG__FAIL (a message and UTG_ERR_CONFIG). */
+typedef struct utg__plan_src {
+    const utg_config *c;
+    int L, n_full, n_enc_full, explicit_split, nph;
+    int looped, untie, skips_loop, skips_none, ls, le, trig_step;
+    double trig_frac;
+    int *full, *tmp; /* UTG__MAX_VIRTUAL ints; tmp: 3 * UTG__MAX_VIRTUAL ints for parsing and phase lists */
+    int n_untie_layers, untie_set[1024];
     utg__phase_src ph[64];
-    utg_result r = UTG_ERR_CONFIG;
-    full = (int *)utg__alloc(&m->alloc, sizeof(int) * 4 * UTG__MAX_VIRTUAL);
-    if (!full) return UTG_ERR_NOMEM;
-    tmp = full + UTG__MAX_VIRTUAL; /* tmp: 3 * UTG__MAX_VIRTUAL ints for parsing and phase lists */
-    memset(ph, 0, sizeof ph);
-#define UTG__FAIL(...) do { utg__msgf(&m->msg, __VA_ARGS__); goto done; } while (0)
-    kinds = (c->encoder_layers[0] || c->decoder_layers[0]) + (c->recur_layers[0] != 0) + looped + (c->universal_unique_blocks > 0);
+} utg__plan_src;
+#define UTG__FAIL(...) do { utg__msgf(&m->msg, __VA_ARGS__); return UTG_ERR_CONFIG; } while (0)
+
+/* ENCODER_LAYERS + DECODER_LAYERS: the full list given explicitly, with its U-Net split. */
+static utg_result utg__plan_full_explicit(utg_model *m, utg__plan_src *s) {
+    const utg_config *c = s->c;
+    int ne = utg__parse_ints(c->encoder_layers, s->full, UTG__MAX_VIRTUAL, 0), nd;
+    if (ne < 0)
+        UTG__FAIL("ENCODER_LAYERS must be a comma-separated list of layer indexes (got '%s')",
+                  c->encoder_layers);
+    nd = utg__parse_ints(c->decoder_layers, s->full + ne, UTG__MAX_VIRTUAL - ne, 0);
+    if (nd < 0)
+        UTG__FAIL("DECODER_LAYERS must be a comma-separated list of layer indexes (got '%s')",
+                  c->decoder_layers);
+    if (ne + nd == 0) UTG__FAIL("ENCODER_LAYERS and DECODER_LAYERS are both empty");
+    s->n_full = ne + nd;
+    s->n_enc_full = ne;
+    s->explicit_split = 1;
+    return UTG_OK;
+}
+
+/* RECUR_LAYERS, cut and repeat (PR #1204): [0 .. cut-1] + recur + [cut .. L-1], cut = max(recur) + 1. */
+static utg_result utg__plan_full_recur(utg_model *m, utg__plan_src *s) {
+    const utg_config *c = s->c;
+    int *tmp = s->tmp, L = s->L, i, nr = utg__parse_ints(c->recur_layers, tmp, 1024, 0), cut = 0;
+    if (nr <= 0)
+        UTG__FAIL("RECUR_LAYERS must be a comma-separated list of layer indexes (got '%s')", c->recur_layers);
+    for (i = 0; i < nr; i++) if (tmp[i] + 1 > cut) cut = tmp[i] + 1;
+    if (cut > L) UTG__FAIL("RECUR_LAYERS names layer %d but the model has %d", cut - 1, L);
+    for (i = 0; i < cut; i++) s->full[s->n_full++] = i;
+    for (i = 0; i < nr; i++) s->full[s->n_full++] = tmp[i];
+    for (i = cut; i < L; i++) s->full[s->n_full++] = i;
+    return UTG_OK;
+}
+
+/* NUM_LOOPS looping (PR #1394): [0 .. s-1] + (NUM_LOOPS+1) x [s .. e] + [e+1 .. L-1]. */
+static utg_result utg__plan_full_looped(utg_model *m, utg__plan_src *s) {
+    int L = s->L, ls = s->ls, le = s->le, i, j;
+    if (ls > le || le >= L)
+        UTG__FAIL("the looped segment LOOP_START..LOOP_END (%d..%d) must lie inside 0..%d", ls, le, L - 1);
+    if ((long long)L + (long long)s->c->num_loops * (le - ls + 1) > UTG__MAX_VIRTUAL)
+        UTG__FAIL("too many virtual layers");
+    for (i = 0; i < ls; i++) s->full[s->n_full++] = i;
+    for (j = 0; j <= s->c->num_loops; j++) for (i = ls; i <= le; i++) s->full[s->n_full++] = i;
+    for (i = le + 1; i < L; i++) s->full[s->n_full++] = i;
+    return UTG_OK;
+}
+
+/* Universal Transformer (PR #1110): UNIVERSAL_ITERATIONS passes over all blocks. */
+static utg_result utg__plan_full_universal(utg_model *m, utg__plan_src *s) {
+    int L = s->L, i;
+    if ((long long)L * s->c->universal_iterations > UTG__MAX_VIRTUAL) UTG__FAIL("too many virtual layers");
+    for (i = 0; i < L * s->c->universal_iterations; i++) s->full[s->n_full++] = i % L;
+    return UTG_OK;
+}
+
+/* The full virtual->physical list of the one recurrence form configured (baseline: 0 .. L-1). */
+static utg_result utg__plan_full(utg_model *m, utg__plan_src *s) {
+    const utg_config *c = s->c;
+    int i, kinds;
+    kinds = (c->encoder_layers[0] || c->decoder_layers[0]) + (c->recur_layers[0] != 0) + s->looped +
+            (c->universal_unique_blocks > 0);
     if (kinds > 1)
-        UTG__FAIL("choose one recurrence form: ENCODER_LAYERS/DECODER_LAYERS, RECUR_LAYERS, NUM_LOOPS or UNIVERSAL_UNIQUE_BLOCKS");
-    if (c->encoder_layers[0] || c->decoder_layers[0]) {
-        int ne = utg__parse_ints(c->encoder_layers, full, UTG__MAX_VIRTUAL, 0), nd;
-        if (ne < 0) UTG__FAIL("ENCODER_LAYERS must be a comma-separated list of layer indexes (got '%s')", c->encoder_layers);
-        nd = utg__parse_ints(c->decoder_layers, full + ne, UTG__MAX_VIRTUAL - ne, 0);
-        if (nd < 0) UTG__FAIL("DECODER_LAYERS must be a comma-separated list of layer indexes (got '%s')", c->decoder_layers);
-        if (ne + nd == 0) UTG__FAIL("ENCODER_LAYERS and DECODER_LAYERS are both empty");
-        n_full = ne + nd;
-        n_enc_full = ne;
-        explicit_split = 1;
-    } else if (c->recur_layers[0]) { /* PR #1204: [0 .. cut-1] + recur + [cut .. L-1], cut = max(recur) + 1 */
-        int nr = utg__parse_ints(c->recur_layers, tmp, 1024, 0), cut = 0;
-        if (nr <= 0) UTG__FAIL("RECUR_LAYERS must be a comma-separated list of layer indexes (got '%s')", c->recur_layers);
-        for (i = 0; i < nr; i++) if (tmp[i] + 1 > cut) cut = tmp[i] + 1;
-        if (cut > L) UTG__FAIL("RECUR_LAYERS names layer %d but the model has %d", cut - 1, L);
-        for (i = 0; i < cut; i++) full[n_full++] = i;
-        for (i = 0; i < nr; i++) full[n_full++] = tmp[i];
-        for (i = cut; i < L; i++) full[n_full++] = i;
-    } else if (looped) { /* PR #1394: [0 .. s-1] + (NUM_LOOPS+1) x [s .. e] + [e+1 .. L-1] */
-        if (ls > le || le >= L)
-            UTG__FAIL("the looped segment LOOP_START..LOOP_END (%d..%d) must lie inside 0..%d", ls, le, L - 1);
-        if ((long long)L + (long long)c->num_loops * (le - ls + 1) > UTG__MAX_VIRTUAL) UTG__FAIL("too many virtual layers");
-        for (i = 0; i < ls; i++) full[n_full++] = i;
-        for (j = 0; j <= c->num_loops; j++) for (i = ls; i <= le; i++) full[n_full++] = i;
-        for (i = le + 1; i < L; i++) full[n_full++] = i;
-    } else if (c->universal_unique_blocks > 0) { /* PR #1110: virtual layer e runs block e mod n */
-        if ((long long)L * c->universal_iterations > UTG__MAX_VIRTUAL) UTG__FAIL("too many virtual layers");
-        for (i = 0; i < L * c->universal_iterations; i++) full[n_full++] = i % L;
-    } else {
-        for (i = 0; i < L; i++) full[n_full++] = i;
-    }
-    for (i = 0; i < n_full; i++)
-        if (full[i] < 0 || full[i] >= L) UTG__FAIL("virtual layer %d names physical layer %d, but there are %d", i, full[i], L);
-    if (skips_loop && !looped) UTG__FAIL("UNET_SKIPS=loop needs a looped segment (NUM_LOOPS > 0)");
-    if (c->loop_phase2_at > 0 && !(looped && c->enable_looping_at > 0 && c->loop_phase2_at > c->enable_looping_at && c->num_loops >= 2))
+        UTG__FAIL("choose one recurrence form: ENCODER_LAYERS/DECODER_LAYERS, RECUR_LAYERS, NUM_LOOPS or "
+                  "UNIVERSAL_UNIQUE_BLOCKS");
+    if (c->encoder_layers[0] || c->decoder_layers[0]) return utg__plan_full_explicit(m, s);
+    if (c->recur_layers[0]) return utg__plan_full_recur(m, s);
+    if (s->looped) return utg__plan_full_looped(m, s);
+    if (c->universal_unique_blocks > 0) return utg__plan_full_universal(m, s);
+    for (i = 0; i < s->L; i++) s->full[s->n_full++] = i;
+    return UTG_OK;
+}
+
+/* Every virtual layer names a physical one; the knobs that need a looped plan or one trigger. */
+static utg_result utg__plan_check_full(utg_model *m, const utg__plan_src *s) {
+    const utg_config *c = s->c;
+    int i;
+    for (i = 0; i < s->n_full; i++)
+        if (s->full[i] < 0 || s->full[i] >= s->L)
+            UTG__FAIL("virtual layer %d names physical layer %d, but there are %d", i, s->full[i], s->L);
+    if (s->skips_loop && !s->looped) UTG__FAIL("UNET_SKIPS=loop needs a looped segment (NUM_LOOPS > 0)");
+    if (c->loop_phase2_at > 0 &&
+        !(s->looped && c->enable_looping_at > 0 && c->loop_phase2_at > c->enable_looping_at &&
+          c->num_loops >= 2))
         UTG__FAIL("LOOP_PHASE2_AT needs NUM_LOOPS >= 2 and a smaller ENABLE_LOOPING_AT");
-    if (trig_step >= 0 && trig_frac >= 0) UTG__FAIL("set RECUR_START_STEP or ENABLE_LOOPING_AT, not both");
-    /* the phases */
-    if (c->num_layer_schedule[0]) {
-        int npairs = utg__parse_ints(c->num_layer_schedule, tmp, 2 * 64, 1);
-        if (npairs <= 0 || npairs % 2)
-            UTG__FAIL("NUM_LAYER_SCHEDULE must look like 0:2,2000:6 (step:depth pairs; got '%s')", c->num_layer_schedule);
-        if (trig_step >= 0 || trig_frac >= 0) UTG__FAIL("NUM_LAYER_SCHEDULE does not combine with RECUR_START_STEP or ENABLE_LOOPING_AT");
-        if (tmp[0] != 0) UTG__FAIL("NUM_LAYER_SCHEDULE must start at step 0 (got %d)", tmp[0]);
-        for (p = 0; p < npairs / 2; p++) {
-            int st = tmp[2 * p], dep = tmp[2 * p + 1];
-            if (dep < 1 || dep > n_full) UTG__FAIL("NUM_LAYER_SCHEDULE depth %d is outside 1..%d (the full plan's virtual layers)", dep, n_full);
-            if (p > 0 && st <= tmp[2 * p - 2]) UTG__FAIL("NUM_LAYER_SCHEDULE steps must increase");
-            ph[nph].list = full;
-            ph[nph].n = dep;
-            ph[nph].start_step = st;
-            ph[nph].start_frac = -1;
-            nph++;
-        }
-    } else if (trig_step >= 0 || trig_frac >= 0) {
-        int progressive = c->loop_phase2_at > 0;
-        if (n_full == L) {
-            for (i = 0; i < L && full[i] == i; i++) {}
-            if (i == L) UTG__FAIL("RECUR_START_STEP / ENABLE_LOOPING_AT need a recurrent plan to switch to");
-        }
-        ntmp = 0; /* phase 0: the flat model, blocks 0 .. L-1 */
-        for (i = 0; i < L; i++) tmp[ntmp++] = i;
-        ph[nph].list = tmp; ph[nph].n = L; ph[nph].start_step = 0; ph[nph].start_frac = -1; nph++;
-        if (progressive) { /* phase 1: one extra pass over the loop (PR #1412) */
-            int *l1 = tmp + ntmp, n1 = 0;
-            for (i = 0; i < ls; i++) l1[n1++] = i;
-            for (j = 0; j < 2; j++) for (i = ls; i <= le; i++) l1[n1++] = i;
-            for (i = le + 1; i < L; i++) l1[n1++] = i;
-            ph[nph].list = l1; ph[nph].n = n1; ph[nph].start_step = -1; ph[nph].start_frac = trig_frac; nph++;
-            ph[nph].list = full; ph[nph].n = n_full; ph[nph].start_step = -1; ph[nph].start_frac = c->loop_phase2_at; nph++;
-        } else {
-            ph[nph].list = full; ph[nph].n = n_full; ph[nph].start_step = trig_step; ph[nph].start_frac = trig_frac; nph++;
-        }
-    } else {
-        ph[nph].list = full; ph[nph].n = n_full; ph[nph].start_step = 0; ph[nph].start_frac = -1; nph++;
+    if (s->trig_step >= 0 && s->trig_frac >= 0)
+        UTG__FAIL("set RECUR_START_STEP or ENABLE_LOOPING_AT, not both");
+    return UTG_OK;
+}
+
+/* Appends a phase: the n layers of list, from start_step (or the fraction start_frac of training). */
+static void utg__plan_add_phase(utg__plan_src *s, int *list, int n, int start_step, double start_frac) {
+    utg__phase_src *q = &s->ph[s->nph++];
+    q->list = list;
+    q->n = n;
+    q->start_step = start_step;
+    q->start_frac = start_frac;
+}
+
+/* NUM_LAYER_SCHEDULE curriculum: from each step on, the first `depth` layers of the full plan. */
+static utg_result utg__plan_phases_schedule(utg_model *m, utg__plan_src *s) {
+    const utg_config *c = s->c;
+    int *tmp = s->tmp, p, npairs = utg__parse_ints(c->num_layer_schedule, tmp, 2 * 64, 1);
+    if (npairs <= 0 || npairs % 2)
+        UTG__FAIL("NUM_LAYER_SCHEDULE must look like 0:2,2000:6 (step:depth pairs; got '%s')",
+                  c->num_layer_schedule);
+    if (s->trig_step >= 0 || s->trig_frac >= 0)
+        UTG__FAIL("NUM_LAYER_SCHEDULE does not combine with RECUR_START_STEP or ENABLE_LOOPING_AT");
+    if (tmp[0] != 0) UTG__FAIL("NUM_LAYER_SCHEDULE must start at step 0 (got %d)", tmp[0]);
+    for (p = 0; p < npairs / 2; p++) {
+        int st = tmp[2 * p], dep = tmp[2 * p + 1];
+        if (dep < 1 || dep > s->n_full)
+            UTG__FAIL("NUM_LAYER_SCHEDULE depth %d is outside 1..%d (the full plan's virtual layers)", dep,
+                      s->n_full);
+        if (p > 0 && st <= tmp[2 * p - 2]) UTG__FAIL("NUM_LAYER_SCHEDULE steps must increase");
+        utg__plan_add_phase(s, s->full, dep, st, -1);
     }
-    /* U-Net split of each phase: pops start after the last push, so every pop reads a slot pushed
-       earlier in the same phase (utg__verify_plan proves it once the tensors exist) */
-    for (p = 0; p < nph; p++) {
-        utg__phase_src *q = &ph[p];
-        if (explicit_split && q->list == full && q->n == n_full) q->n_enc = n_enc_full;
+    return UTG_OK;
+}
+
+/* RECUR_START_STEP / ENABLE_LOOPING_AT: the flat model first, then the full recurrent plan (with
+   LOOP_PHASE2_AT, one extra pass over the loop in between). */
+static utg_result utg__plan_phases_switch(utg_model *m, utg__plan_src *s) {
+    int *tmp = s->tmp, L = s->L, i, j, ntmp = 0;
+    if (s->n_full == L) {
+        for (i = 0; i < L && s->full[i] == i; i++) {}
+        if (i == L) UTG__FAIL("RECUR_START_STEP / ENABLE_LOOPING_AT need a recurrent plan to switch to");
+    }
+    for (i = 0; i < L; i++) tmp[ntmp++] = i; /* phase 0: the flat model, blocks 0 .. L-1 */
+    utg__plan_add_phase(s, tmp, L, 0, -1);
+    if (s->c->loop_phase2_at > 0) { /* phase 1: one extra pass over the loop (PR #1412) */
+        int *l1 = tmp + ntmp, n1 = 0;
+        for (i = 0; i < s->ls; i++) l1[n1++] = i;
+        for (j = 0; j < 2; j++) for (i = s->ls; i <= s->le; i++) l1[n1++] = i;
+        for (i = s->le + 1; i < L; i++) l1[n1++] = i;
+        utg__plan_add_phase(s, l1, n1, -1, s->trig_frac);
+        utg__plan_add_phase(s, s->full, s->n_full, -1, s->c->loop_phase2_at);
+    } else {
+        utg__plan_add_phase(s, s->full, s->n_full, s->trig_step, s->trig_frac);
+    }
+    return UTG_OK;
+}
+
+/* The phases: a depth curriculum, a switch to recurrence during training, or the full plan throughout. */
+static utg_result utg__plan_phases(utg_model *m, utg__plan_src *s) {
+    if (s->c->num_layer_schedule[0]) return utg__plan_phases_schedule(m, s);
+    if (s->trig_step >= 0 || s->trig_frac >= 0) return utg__plan_phases_switch(m, s);
+    utg__plan_add_phase(s, s->full, s->n_full, 0, -1);
+    return UTG_OK;
+}
+
+/* U-Net split of each phase: pops start after the last push, so every pop reads a slot pushed
+   earlier in the same phase (utg__verify_plan proves it once the tensors exist) */
+static void utg__plan_unet_split(utg__plan_src *s) {
+    int p;
+    for (p = 0; p < s->nph; p++) {
+        utg__phase_src *q = &s->ph[p];
+        if (s->explicit_split && q->list == s->full && q->n == s->n_full) q->n_enc = s->n_enc_full;
         else q->n_enc = q->n / 2;
         q->pop_start = q->n_enc;
-        if (skips_loop) { /* stem -> tail: the layers before the loop push, the layers after it pop */
-            int tail = L - 1 - le;
-            q->n_enc = ls < q->n ? ls : q->n; /* a NUM_LAYER_SCHEDULE prefix may end inside the stem */
-            q->pop_start = (q->list == full ? n_full : q->n) - tail; /* a prefix holds the tail's head, or none of it */
+        if (s->skips_loop) { /* stem -> tail: the layers before the loop push, the layers after it pop */
+            int tail = s->L - 1 - s->le;
+            q->n_enc = s->ls < q->n ? s->ls : q->n; /* a NUM_LAYER_SCHEDULE prefix may end inside the stem */
+            /* a prefix holds the tail's head, or none of it */
+            q->pop_start = (q->list == s->full ? s->n_full : q->n) - tail;
         }
         if (q->pop_start < q->n_enc) q->pop_start = q->n_enc;
     }
-    /* untied repeat MLPs */
-    n_untie_layers = 0;
-    if (untie) {
-        n_untie_layers = utg__parse_ints(c->repeat_untie_mlp_layers, untie_set, 1024, 0);
-        if (n_untie_layers < 0) UTG__FAIL("REPEAT_UNTIE_MLP_LAYERS must be a comma-separated list (got '%s')", c->repeat_untie_mlp_layers);
-        for (i = 0; i < n_untie_layers; i++)
-            if (untie_set[i] >= L) UTG__FAIL("REPEAT_UNTIE_MLP_LAYERS names layer %d but the model has %d", untie_set[i], L);
-    }
-    /* lanes */
+}
+
+/* REPEAT_UNTIE_MLP_LAYERS: the blocks whose repeat visits get MLPs of their own (none listed: all). */
+static utg_result utg__plan_untie_layers(utg_model *m, utg__plan_src *s) {
+    const utg_config *c = s->c;
+    int i;
+    s->n_untie_layers = 0;
+    if (!s->untie) return UTG_OK;
+    s->n_untie_layers = utg__parse_ints(c->repeat_untie_mlp_layers, s->untie_set, 1024, 0);
+    if (s->n_untie_layers < 0)
+        UTG__FAIL("REPEAT_UNTIE_MLP_LAYERS must be a comma-separated list (got '%s')",
+                  c->repeat_untie_mlp_layers);
+    for (i = 0; i < s->n_untie_layers; i++)
+        if (s->untie_set[i] >= s->L)
+            UTG__FAIL("REPEAT_UNTIE_MLP_LAYERS names layer %d but the model has %d", s->untie_set[i], s->L);
+    return UTG_OK;
+}
+
+/* The lane mode of parallel residuals and the per-iteration conditioning, and the forms that exclude
+   each other. */
+static utg_result utg__plan_lanes(utg_model *m, const utg_config *c) {
     m->lane_mode = !strcmp(c->parallel_residual, "gptj") ? UTG_LANE_GPTJ
                  : !strcmp(c->parallel_residual, "two_lane") ? UTG_LANE_TWO
                  : !strcmp(c->parallel_residual, "parallel") ? UTG_LANE_PARALLEL : UTG_LANE_SINGLE;
@@ -4266,99 +4405,166 @@ static utg_result utg__compile_plans(utg_model *m) {
     m->iter_any = c->iter_embed > 0 || c->iter_scale > 0 || c->shc_enabled > 0;
     m->cond_any = m->iter_any || c->film > 0;
     if (m->lane_mode != UTG_LANE_SINGLE && m->n_attn != 1) UTG__FAIL("parallel residuals need BLOCK_ATTNS=1");
-    if (c->film > 0 && (c->iter_embed > 0 || c->iter_scale > 0)) UTG__FAIL("FILM does not combine with ITER_EMBED / ITER_SCALE (two forms of the same conditioning)");
+    if (c->film > 0 && (c->iter_embed > 0 || c->iter_scale > 0))
+        UTG__FAIL("FILM does not combine with ITER_EMBED / ITER_SCALE (two forms of the same conditioning)");
     if (c->film > 0 && c->shc_enabled > 0) UTG__FAIL("FILM does not combine with SHC_ENABLED");
-    if (m->lanes_any && m->cond_any) UTG__FAIL("ITER_EMBED, ITER_SCALE, SHC_ENABLED and FILM work on one lane: they do not combine with PARALLEL_RESIDUAL=%s", c->parallel_residual);
-    /* build */
-    m->plans = (utg_plan *)utg__alloc(&m->alloc, sizeof(utg_plan) * (size_t)nph);
+    if (m->lanes_any && m->cond_any)
+        UTG__FAIL("ITER_EMBED, ITER_SCALE, SHC_ENABLED and FILM work on one lane: they do not combine with "
+                  "PARALLEL_RESIDUAL=%s", c->parallel_residual);
+    return UTG_OK;
+}
+
+/* The untied MLP set of block b's visit-th repeat (new on first use, then plan P initialises it), or
+   -1 when REPEAT_UNTIE_MLP_LAYERS leaves block b tied. */
+static int utg__plan_mlp_set(utg_model *m, const utg__plan_src *s, utg_plan *P, int b, int visit) {
+    int k, listed = s->n_untie_layers == 0;
+    for (k = 0; k < s->n_untie_layers; k++) listed |= s->untie_set[k] == b;
+    if (!listed) return -1;
+    for (k = 0; k < m->n_rsets; k++) if (m->rsets[k].block == b && m->rsets[k].visit == visit) break;
+    if (k == m->n_rsets) {
+        m->rsets[k].block = b;
+        m->rsets[k].visit = visit;
+        m->n_rsets++;
+        P->init_sets[P->n_init_sets++] = k;
+    }
+    return k;
+}
+
+/* Phase q's plan P: each layer's block, control owner, visit, MLP set, skip push and pop, and lane. */
+static utg_result utg__plan_build_phase(utg_model *m, const utg__plan_src *s, const utg__phase_src *q,
+                                        utg_plan *P) {
+    const utg_config *c = s->c;
+    int skips_none = s->skips_none, i, j, dec_from;
+    int n_skip = skips_none ? 0 : (q->n_enc < q->n - q->pop_start ? q->n_enc : q->n - q->pop_start);
+    if (n_skip < 0) n_skip = 0;
+    P->n_layers = q->n;
+    P->n_encoder = skips_none ? 0 : q->n_enc;
+    P->n_slots = skips_none ? 0 : q->n_enc;
+    P->start_step = q->start_step;
+    P->start_frac = q->start_frac;
+    P->lanes_from = -1;
+    P->layers = (utg_plan_layer *)utg__alloc(&m->alloc, sizeof(utg_plan_layer) * (size_t)q->n);
+    P->init_sets = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)q->n);
+    if (!P->layers || !P->init_sets) return UTG_ERR_NOMEM;
+    dec_from = skips_none ? q->n / 2 : q->n_enc;
+    for (i = 0; i < q->n; i++) {
+        utg_plan_layer *pl = &P->layers[i];
+        int b = q->list[i];
+        pl->block = b;
+        pl->ctrl = !strcmp(c->control_scope, "virtual") ? i : b;
+        pl->visit = 0;
+        for (j = 0; j < i; j++) pl->visit += q->list[j] == b;
+        pl->mlp_set = s->untie && pl->visit > 0 ? utg__plan_mlp_set(m, s, P, b, pl->visit) : -1;
+        pl->push_slot = (!skips_none && i < q->n_enc) ? i : -1;
+        pl->pop_slot = pl->skip_index = -1;
+        if (i >= q->pop_start && i - q->pop_start < n_skip) {
+            pl->skip_index = i - q->pop_start;
+            pl->pop_slot = q->n_enc - 1 - pl->skip_index;
+        }
+        pl->lane = UTG_LANE_SINGLE;
+        /* from the first decoder layer at PARALLEL_START_LAYER on, every later layer too */
+        if (m->lane_mode != UTG_LANE_SINGLE && i >= dec_from &&
+            (b >= UTG__OFF0(c->parallel_start_layer) ||
+             (i > 0 && P->layers[i - 1].lane != UTG_LANE_SINGLE))) {
+            pl->lane = m->lane_mode;
+            if (m->lanes_any && P->lanes_from < 0) P->lanes_from = i;
+        }
+        if (pl->lane != UTG_LANE_SINGLE && pl->push_slot >= 0)
+            UTG__FAIL("a parallel-residual layer cannot push a U-Net skip");
+    }
+    if (n_skip > m->n_skip) m->n_skip = n_skip;
+    if (P->n_slots > m->max_slots) m->max_slots = P->n_slots;
+    if (q->n > m->n_depth) m->n_depth = q->n;
+    return UTG_OK;
+}
+
+/* Allocates the plans and the untied sets, then builds one plan per phase. */
+static utg_result utg__plan_build(utg_model *m, const utg__plan_src *s) {
+    int p;
+    utg_result r;
+    m->plans = (utg_plan *)utg__alloc(&m->alloc, sizeof(utg_plan) * (size_t)s->nph);
     m->rsets = (utg__rset *)utg__alloc(&m->alloc, sizeof(utg__rset) * (size_t)UTG__MAX_VIRTUAL);
-    if (!m->plans || !m->rsets) { r = UTG_ERR_NOMEM; goto done; }
-    memset(m->plans, 0, sizeof(utg_plan) * (size_t)nph);
-    m->n_plans = nph;
+    if (!m->plans || !m->rsets) return UTG_ERR_NOMEM;
+    memset(m->plans, 0, sizeof(utg_plan) * (size_t)s->nph);
+    m->n_plans = s->nph;
     m->n_depth = m->n_skip = m->n_rsets = 0;
     m->max_slots = 1;
-    for (p = 0; p < nph; p++) {
-        utg__phase_src *q = &ph[p];
-        utg_plan *P = &m->plans[p];
-        int n_skip = skips_none ? 0 : (q->n_enc < q->n - q->pop_start ? q->n_enc : q->n - q->pop_start), dec_from;
-        if (n_skip < 0) n_skip = 0;
-        P->n_layers = q->n;
-        P->n_encoder = skips_none ? 0 : q->n_enc;
-        P->n_slots = skips_none ? 0 : q->n_enc;
-        P->start_step = q->start_step;
-        P->start_frac = q->start_frac;
-        P->lanes_from = -1;
-        P->layers = (utg_plan_layer *)utg__alloc(&m->alloc, sizeof(utg_plan_layer) * (size_t)q->n);
-        P->init_sets = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)q->n);
-        if (!P->layers || !P->init_sets) { r = UTG_ERR_NOMEM; goto done; }
-        dec_from = skips_none ? q->n / 2 : q->n_enc;
-        for (i = 0; i < q->n; i++) {
-            utg_plan_layer *pl = &P->layers[i];
-            int b = q->list[i], k;
-            pl->block = b;
-            pl->ctrl = !strcmp(c->control_scope, "virtual") ? i : b;
-            pl->visit = 0;
-            for (j = 0; j < i; j++) pl->visit += q->list[j] == b;
-            pl->mlp_set = -1;
-            if (untie && pl->visit > 0) {
-                int listed = n_untie_layers == 0;
-                for (k = 0; k < n_untie_layers; k++) listed |= untie_set[k] == b;
-                if (listed) {
-                    for (k = 0; k < m->n_rsets; k++) if (m->rsets[k].block == b && m->rsets[k].visit == pl->visit) break;
-                    if (k == m->n_rsets) {
-                        m->rsets[k].block = b;
-                        m->rsets[k].visit = pl->visit;
-                        m->n_rsets++;
-                        P->init_sets[P->n_init_sets++] = k;
-                    }
-                    pl->mlp_set = k;
-                }
-            }
-            pl->push_slot = (!skips_none && i < q->n_enc) ? i : -1;
-            pl->pop_slot = pl->skip_index = -1;
-            if (i >= q->pop_start && i - q->pop_start < n_skip) {
-                pl->skip_index = i - q->pop_start;
-                pl->pop_slot = q->n_enc - 1 - pl->skip_index;
-            }
-            pl->lane = UTG_LANE_SINGLE;
-            /* from the first decoder layer at PARALLEL_START_LAYER on, every later layer too */
-            if (m->lane_mode != UTG_LANE_SINGLE && i >= dec_from &&
-                (b >= UTG__OFF0(c->parallel_start_layer) || (i > 0 && P->layers[i - 1].lane != UTG_LANE_SINGLE))) {
-                pl->lane = m->lane_mode;
-                if (m->lanes_any && P->lanes_from < 0) P->lanes_from = i;
-            }
-            if (pl->lane != UTG_LANE_SINGLE && pl->push_slot >= 0) UTG__FAIL("a parallel-residual layer cannot push a U-Net skip");
-        }
-        if (n_skip > m->n_skip) m->n_skip = n_skip;
-        if (P->n_slots > m->max_slots) m->max_slots = P->n_slots;
-        if (q->n > m->n_depth) m->n_depth = q->n;
-    }
+    for (p = 0; p < s->nph; p++)
+        if ((r = utg__plan_build_phase(m, s, &s->ph[p], &m->plans[p])) != UTG_OK) return r;
+    return UTG_OK;
+}
+
+/* The control owners (per virtual layer or per block), XSA's first layer, and DISABLE_LAYER0_ATTN's
+   attention-free block 0, which runs on one lane. */
+static utg_result utg__plan_controls(utg_model *m, const utg_config *c, int L) {
+    int p, i;
     m->n_ctrl = !strcmp(c->control_scope, "virtual") ? m->n_depth : L;
     m->xsa_from = c->xsa_last_n >= m->n_ctrl ? 0 : m->n_ctrl - c->xsa_last_n;
-    if (c->disable_layer0_attn > 0) /* an attention-free block 0 runs on one lane */
-        for (p = 0; p < nph; p++)
+    if (c->disable_layer0_attn > 0)
+        for (p = 0; p < m->n_plans; p++)
             for (i = 0; i < m->plans[p].n_layers; i++)
                 if (m->plans[p].layers[i].block == 0 && m->plans[p].layers[i].lane != UTG_LANE_SINGLE)
                     UTG__FAIL("DISABLE_LAYER0_ATTN: block 0 runs with parallel residuals in virtual layer %d", i);
-    /* the value embedding's layers (the plans' lists are copied: tmp is free again) */
+    return UTG_OK;
+}
+
+/* VE_LAYERS: the virtual layers that add the value embedding, each with its row (the plans' lists are
+   copied by now: tmp is free again). */
+static utg_result utg__plan_ve_layers(utg_model *m, const utg__plan_src *s) {
+    const utg_config *c = s->c;
+    int *tmp = s->tmp, i, ntmp;
     m->n_ve = 0;
-    if (c->ve_enabled > 0) {
-        m->ve_of = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)m->n_depth);
-        if (!m->ve_of) { r = UTG_ERR_NOMEM; goto done; }
-        for (i = 0; i < m->n_depth; i++) m->ve_of[i] = -1;
-        ntmp = utg__parse_ints(c->ve_layers, tmp, UTG__MAX_VIRTUAL, 0);
-        if (ntmp <= 0) UTG__FAIL("VE_LAYERS must be a comma-separated list of virtual layers (got '%s')", c->ve_layers);
-        for (i = 0; i < ntmp; i++) {
-            if (tmp[i] >= m->n_depth) UTG__FAIL("VE_LAYERS names virtual layer %d but the deepest plan has %d", tmp[i], m->n_depth);
-            if (m->ve_of[tmp[i]] >= 0) UTG__FAIL("VE_LAYERS names virtual layer %d twice", tmp[i]);
-            m->ve_of[tmp[i]] = i;
-        }
-        m->n_ve = ntmp;
+    if (c->ve_enabled <= 0) return UTG_OK;
+    m->ve_of = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)m->n_depth);
+    if (!m->ve_of) return UTG_ERR_NOMEM;
+    for (i = 0; i < m->n_depth; i++) m->ve_of[i] = -1;
+    ntmp = utg__parse_ints(c->ve_layers, tmp, UTG__MAX_VIRTUAL, 0);
+    if (ntmp <= 0)
+        UTG__FAIL("VE_LAYERS must be a comma-separated list of virtual layers (got '%s')", c->ve_layers);
+    for (i = 0; i < ntmp; i++) {
+        if (tmp[i] >= m->n_depth)
+            UTG__FAIL("VE_LAYERS names virtual layer %d but the deepest plan has %d", tmp[i], m->n_depth);
+        if (m->ve_of[tmp[i]] >= 0) UTG__FAIL("VE_LAYERS names virtual layer %d twice", tmp[i]);
+        m->ve_of[tmp[i]] = i;
     }
-    r = UTG_OK;
-done:
+    m->n_ve = ntmp;
+    return UTG_OK;
+}
 #undef UTG__FAIL
-    utg__free(&m->alloc, full);
+
+/* Compile the configured recurrence into plans (SPEC 2.3): the virtual->physical list of each
+   phase, its U-Net split, control owners, untied MLP sets and lane modes. */
+static utg_result utg__compile_plans(utg_model *m) {
+    const utg_config *c = &m->cfg;
+    utg__plan_src s;
+    utg_result r;
+    memset(&s, 0, sizeof s);
+    s.c = c;
+    s.L = m->n_phys;
+    s.n_enc_full = -1;
+    s.looped = c->num_loops > 0;
+    s.untie = strcmp(c->repeat_untie_mlp, "none") != 0;
+    s.skips_loop = !strcmp(c->unet_skips, "loop");
+    s.skips_none = !strcmp(c->unet_skips, "none");
+    s.ls = UTG__OFF0(c->loop_start);
+    s.le = UTG__OFF0(c->loop_end);
+    s.trig_step = c->recur_start_step > 0 ? c->recur_start_step : -1;
+    s.trig_frac = c->enable_looping_at > 0 ? c->enable_looping_at : -1.0;
+    s.full = (int *)utg__alloc(&m->alloc, sizeof(int) * 4 * UTG__MAX_VIRTUAL);
+    if (!s.full) return UTG_ERR_NOMEM;
+    s.tmp = s.full + UTG__MAX_VIRTUAL;
+    r = utg__plan_full(m, &s);
+    if (r == UTG_OK) r = utg__plan_check_full(m, &s);
+    if (r == UTG_OK) r = utg__plan_phases(m, &s);
+    if (r == UTG_OK) {
+        utg__plan_unet_split(&s);
+        r = utg__plan_untie_layers(m, &s);
+    }
+    if (r == UTG_OK) r = utg__plan_lanes(m, c);
+    if (r == UTG_OK) r = utg__plan_build(m, &s);
+    if (r == UTG_OK) r = utg__plan_controls(m, c, s.L);
+    if (r == UTG_OK) r = utg__plan_ve_layers(m, &s);
+    utg__free(&m->alloc, s.full);
     return r;
 }
 
@@ -9172,60 +9378,136 @@ UTGDEF void utg_artifact_free(utg_artifact *a) {
     utg__free(&al, a);
 }
 
-UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_codec *decoder, const utg_allocator *alloc,
-                                     utg_artifact **out, utg_msg *msg) {
-    const uint8_t *b = (const uint8_t *)bytes;
+/* What utg_artifact_parse carries from one checklist stage to the next; the stages below fail
+   through UTG__AF, which leaves a message and returns r (UTG_ERR_FORMAT unless a stage says else). */
+typedef struct utg__aparse {
+    const uint8_t *b; /* the file: envelope, then the packed payload */
+    size_t size;
     utg_allocator al;
-    utg_artifact *a = NULL;
-    uint8_t *pay = NULL, *tmp = NULL;
-    utg__pspan *spans = NULL;
-    const char *dup;
-    utg_result dr; /* the duplicate checks' result (r stays the format error the checklist reports) */
     utg_codec dec;
-    uint32_t flags, raw, packed, crc, nsec, align, i, prev_end;
-    const utg_artifact_section *meta = NULL, *tens = NULL, *data = NULL;
+    utg_msg *msg;
+    utg_artifact *a;      /* allocated once the envelope passes; freed by the caller on failure */
+    uint8_t *pay;         /* the decoded payload, 64-aligned inside a->block */
+    utg__pspan *spans;    /* scratch: the DATA planes, two per tensor */
+    uint8_t *tmp;         /* scratch of max_plane bytes for the unshuffle */
+    uint32_t flags, raw, packed, crc;
+    const utg_artifact_section *meta, *tens, *data;
+    size_t max_plane;
+} utg__aparse;
+#define UTG__AF(...) do { utg__msgf(ps->msg, __VA_ARGS__); return r; } while (0)
+
+/* Stage 1, the 20-byte envelope: magic, major version, must-understand flags, a decoder for its
+   codec, the payload cap and the packed size against the file's. */
+static utg_result utg__artifact_parse_envelope(utg__aparse *ps, const utg_codec *decoder) {
+    const uint8_t *b = ps->b;
     utg_result r = UTG_ERR_FORMAT;
-    size_t j, max_plane = 0;
-    int have_dec = 0, k;
-#define UTG__AF(...) do { utg__msgf(msg, __VA_ARGS__); goto fail; } while (0)
-    if (out) *out = NULL;
-    if (!out || (!bytes && size)) { utg__msgf(msg, "no artifact given"); return UTG_ERR_INVALID; }
-    memset(&al, 0, sizeof al);
-    if (alloc) al = *alloc;
-    memset(&dec, 0, sizeof dec);
-    /* envelope */
-    if (size < UTG_ARTIFACT_ENVELOPE) UTG__AF("artifact is %zu bytes, shorter than its 20-byte envelope", size);
+    int have_dec;
+    if (ps->size < UTG_ARTIFACT_ENVELOPE)
+        UTG__AF("artifact is %zu bytes, shorter than its 20-byte envelope", ps->size);
     if (memcmp(b, "UTGA", 4)) UTG__AF("not a UTGA artifact (magic %02x %02x %02x %02x)", b[0], b[1], b[2], b[3]);
-    if (b[4] != UTG_ARTIFACT_MAJOR) { r = UTG_ERR_UNSUPPORTED; UTG__AF("artifact format version %u; this build reads version %d", b[4], UTG_ARTIFACT_MAJOR); }
-    flags = utg__rd_u16le(b + 6);
-    if (flags & 0xffu) { r = UTG_ERR_UNSUPPORTED; UTG__AF("artifact sets must-understand flags 0x%02x this build does not know", flags & 0xffu); }
-    if (decoder && decoder->id == b[5] && decoder->decompress && b[5] != UTG_CODEC_STORED) { dec = *decoder; have_dec = 1; }
-    else have_dec = utg_codec_for_id(b[5], &dec);
+    if (b[4] != UTG_ARTIFACT_MAJOR) {
+        r = UTG_ERR_UNSUPPORTED;
+        UTG__AF("artifact format version %u; this build reads version %d", b[4], UTG_ARTIFACT_MAJOR);
+    }
+    ps->flags = utg__rd_u16le(b + 6);
+    if (ps->flags & 0xffu) {
+        r = UTG_ERR_UNSUPPORTED;
+        UTG__AF("artifact sets must-understand flags 0x%02x this build does not know", ps->flags & 0xffu);
+    }
+    if (decoder && decoder->id == b[5] && decoder->decompress && b[5] != UTG_CODEC_STORED) {
+        ps->dec = *decoder;
+        have_dec = 1;
+    } else have_dec = utg_codec_for_id(b[5], &ps->dec);
     if (!have_dec) {
         r = UTG_ERR_UNSUPPORTED;
-        if (b[5] == UTG_CODEC_BROTLI) UTG__AF("artifact is brotli-compressed and no brotli decoder was given (build with UTG_USE_BROTLI)");
+        if (b[5] == UTG_CODEC_BROTLI)
+            UTG__AF("artifact is brotli-compressed and no brotli decoder was given (build with UTG_USE_BROTLI)");
         UTG__AF("artifact uses codec %u, which this build does not know", b[5]);
     }
-    raw = utg__rd_u32le(b + 8);
-    packed = utg__rd_u32le(b + 12);
-    crc = utg__rd_u32le(b + 16);
-    if (raw > UTG_MAX_ARTIFACT_RAW) UTG__AF("artifact payload of %u bytes is over the cap of %u", raw, (unsigned)UTG_MAX_ARTIFACT_RAW);
-    if ((uint64_t)packed + UTG_ARTIFACT_ENVELOPE != (uint64_t)size)
-        UTG__AF("artifact envelope says %u packed bytes, the file holds %zu (truncated or padded)", packed, size - UTG_ARTIFACT_ENVELOPE);
-    if (raw < 16) UTG__AF("artifact payload of %u bytes is shorter than its header", raw);
-    a = (utg_artifact *)utg__alloc(&al, sizeof *a);
+    ps->raw = utg__rd_u32le(b + 8);
+    ps->packed = utg__rd_u32le(b + 12);
+    ps->crc = utg__rd_u32le(b + 16);
+    if (ps->raw > UTG_MAX_ARTIFACT_RAW)
+        UTG__AF("artifact payload of %u bytes is over the cap of %u", ps->raw, (unsigned)UTG_MAX_ARTIFACT_RAW);
+    if ((uint64_t)ps->packed + UTG_ARTIFACT_ENVELOPE != (uint64_t)ps->size)
+        UTG__AF("artifact envelope says %u packed bytes, the file holds %zu (truncated or padded)", ps->packed,
+                ps->size - UTG_ARTIFACT_ENVELOPE);
+    if (ps->raw < 16) UTG__AF("artifact payload of %u bytes is shorter than its header", ps->raw);
+    return UTG_OK;
+}
+
+/* Stage 2: allocate the artifact, decode the payload into exactly raw bytes, check its CRC. */
+static utg_result utg__artifact_parse_decode(utg__aparse *ps) {
+    const uint8_t *b = ps->b;
+    utg_artifact *a;
+    utg_result r = UTG_ERR_FORMAT;
+    a = ps->a = (utg_artifact *)utg__alloc(&ps->al, sizeof *a);
     if (!a) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
     memset(a, 0, sizeof *a);
-    a->alloc = al;
-    a->block = utg__alloc(&al, (size_t)raw + UTG_ARTIFACT_ALIGN);
-    if (!a->block) { r = UTG_ERR_NOMEM; UTG__AF("out of memory for a %u-byte payload", raw); }
-    pay = (uint8_t *)a->block + ((UTG_ARTIFACT_ALIGN - ((uintptr_t)a->block % UTG_ARTIFACT_ALIGN)) % UTG_ARTIFACT_ALIGN);
-    if (dec.decompress(b + UTG_ARTIFACT_ENVELOPE, packed, pay, raw, dec.user) != UTG_OK)
-        UTG__AF("artifact payload does not decode to its declared %u bytes", raw);
-    if (utg_crc32(0, pay, raw) != crc) UTG__AF("artifact payload CRC mismatch (stored %08x, computed %08x)", crc, utg_crc32(0, pay, raw));
-    a->major = b[4]; a->codec = b[5]; a->flags = (int)flags; a->raw_size = raw; a->packed_size = packed; a->crc = crc;
-    a->payload = pay;
-    /* payload header and directory */
+    a->alloc = ps->al;
+    a->block = utg__alloc(&ps->al, (size_t)ps->raw + UTG_ARTIFACT_ALIGN);
+    if (!a->block) { r = UTG_ERR_NOMEM; UTG__AF("out of memory for a %u-byte payload", ps->raw); }
+    ps->pay = (uint8_t *)a->block +
+              ((UTG_ARTIFACT_ALIGN - ((uintptr_t)a->block % UTG_ARTIFACT_ALIGN)) % UTG_ARTIFACT_ALIGN);
+    if (ps->dec.decompress(b + UTG_ARTIFACT_ENVELOPE, ps->packed, ps->pay, ps->raw, ps->dec.user) != UTG_OK)
+        UTG__AF("artifact payload does not decode to its declared %u bytes", ps->raw);
+    if (utg_crc32(0, ps->pay, ps->raw) != ps->crc)
+        UTG__AF("artifact payload CRC mismatch (stored %08x, computed %08x)", ps->crc,
+                utg_crc32(0, ps->pay, ps->raw));
+    a->major = b[4]; a->codec = b[5]; a->flags = (int)ps->flags;
+    a->raw_size = ps->raw; a->packed_size = ps->packed; a->crc = ps->crc;
+    a->payload = ps->pay;
+    return UTG_OK;
+}
+
+/* Directory entry i: tag syntax, flags, tiling right after the previous section (*prev_end) over zero
+   padding, no repeated tag; notes META, TENS and DATA (which must be critical), refuses an unknown
+   critical section. */
+static utg_result utg__artifact_parse_section(utg__aparse *ps, uint32_t i, uint32_t *prev_end) {
+    const uint8_t *pay = ps->pay, *e = pay + 16 + 16 * (size_t)i;
+    utg_artifact_section *s = &ps->a->sections[i];
+    uint32_t want, c, raw = ps->raw;
+    utg_result r = UTG_ERR_FORMAT;
+    int k;
+    memcpy(s->tag, e, 4);
+    s->tag[4] = 0;
+    s->flags = utg__rd_u32le(e + 4);
+    s->offset = utg__rd_u32le(e + 8);
+    s->size = utg__rd_u32le(e + 12);
+    for (k = 0; k < 4; k++)
+        if (!((e[k] >= 'A' && e[k] <= 'Z') || (e[k] >= '0' && e[k] <= '9')))
+            UTG__AF("section %u has a malformed tag", i);
+    if (s->flags & ~1u) UTG__AF("section %s has unknown flags 0x%x", s->tag, s->flags);
+    want = (uint32_t)utg__align_up(*prev_end, UTG_ARTIFACT_ALIGN);
+    if (s->offset != want)
+        UTG__AF("section %s starts at %u; sections must tile the payload (expected %u)", s->tag, s->offset,
+                want);
+    if (s->size > raw - s->offset || s->offset > raw)
+        UTG__AF("section %s (%u bytes at %u) runs past the payload", s->tag, s->size, s->offset);
+    for (c = *prev_end; c < s->offset; c++)
+        if (pay[c]) UTG__AF("padding before section %s is not zero", s->tag);
+    *prev_end = s->offset + s->size;
+    for (k = 0; k < (int)i; k++)
+        if (!memcmp(ps->a->sections[k].tag, s->tag, 4)) UTG__AF("section %s appears twice", s->tag);
+    if (!memcmp(s->tag, "META", 4)) ps->meta = s;
+    else if (!memcmp(s->tag, "TENS", 4)) ps->tens = s;
+    else if (!memcmp(s->tag, "DATA", 4)) ps->data = s;
+    else if (s->flags & 1u) {
+        r = UTG_ERR_UNSUPPORTED;
+        UTG__AF("critical section %s is unknown to this build", s->tag);
+    }
+    if ((ps->meta == s || ps->tens == s || ps->data == s) && !(s->flags & 1u))
+        UTG__AF("section %s must be critical", s->tag);
+    return UTG_OK;
+}
+
+/* Stage 3: the payload header and its section directory, which must tile the payload to its end and
+   hold META, TENS and DATA. */
+static utg_result utg__artifact_parse_directory(utg__aparse *ps) {
+    utg_artifact *a = ps->a;
+    const uint8_t *pay = ps->pay;
+    uint32_t nsec, align, i, prev_end, raw = ps->raw;
+    utg_result r = UTG_ERR_FORMAT, sr;
     a->minor = (int)utg__rd_u16le(pay);
     nsec = utg__rd_u16le(pay + 2);
     align = utg__rd_u16le(pay + 4);
@@ -9234,226 +9516,309 @@ UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_c
     if (nsec < 3 || nsec > UTG_ARTIFACT_MAX_SECTIONS) UTG__AF("payload has %u sections (3..%d)", nsec, UTG_ARTIFACT_MAX_SECTIONS);
     if (16 + 16 * (size_t)nsec > raw) UTG__AF("section directory runs past the payload");
     prev_end = 16 + 16 * nsec;
-    for (i = 0; i < nsec; i++) {
-        const uint8_t *e = pay + 16 + 16 * (size_t)i;
-        utg_artifact_section *s = &a->sections[i];
-        uint32_t want, c;
-        memcpy(s->tag, e, 4);
-        s->tag[4] = 0;
-        s->flags = utg__rd_u32le(e + 4);
-        s->offset = utg__rd_u32le(e + 8);
-        s->size = utg__rd_u32le(e + 12);
-        for (k = 0; k < 4; k++) if (!((e[k] >= 'A' && e[k] <= 'Z') || (e[k] >= '0' && e[k] <= '9'))) UTG__AF("section %u has a malformed tag", i);
-        if (s->flags & ~1u) UTG__AF("section %s has unknown flags 0x%x", s->tag, s->flags);
-        want = (uint32_t)utg__align_up(prev_end, UTG_ARTIFACT_ALIGN);
-        if (s->offset != want) UTG__AF("section %s starts at %u; sections must tile the payload (expected %u)", s->tag, s->offset, want);
-        if (s->size > raw - s->offset || s->offset > raw) UTG__AF("section %s (%u bytes at %u) runs past the payload", s->tag, s->size, s->offset);
-        for (c = prev_end; c < s->offset; c++) if (pay[c]) UTG__AF("padding before section %s is not zero", s->tag);
-        prev_end = s->offset + s->size;
-        for (k = 0; k < (int)i; k++) if (!memcmp(a->sections[k].tag, s->tag, 4)) UTG__AF("section %s appears twice", s->tag);
-        if (!memcmp(s->tag, "META", 4)) meta = s;
-        else if (!memcmp(s->tag, "TENS", 4)) tens = s;
-        else if (!memcmp(s->tag, "DATA", 4)) data = s;
-        else if (s->flags & 1u) { r = UTG_ERR_UNSUPPORTED; UTG__AF("critical section %s is unknown to this build", s->tag); }
-        if ((meta == s || tens == s || data == s) && !(s->flags & 1u)) UTG__AF("section %s must be critical", s->tag);
-    }
+    for (i = 0; i < nsec; i++)
+        if ((sr = utg__artifact_parse_section(ps, i, &prev_end)) != UTG_OK) return sr;
     if (prev_end != raw) UTG__AF("payload has %u bytes after its last section", raw - prev_end);
-    if (!meta || !tens || !data) UTG__AF("payload lacks a META, TENS or DATA section");
+    if (!ps->meta || !ps->tens || !ps->data) UTG__AF("payload lacks a META, TENS or DATA section");
     a->n_sections = (int)nsec;
-    a->data_offset = data->offset;
-    a->data_size = data->size;
-    /* META */
-    {
-        const uint8_t *p = pay + meta->offset, *end = p + meta->size;
-        uint32_t n;
-        if (meta->size < 4) UTG__AF("META is too short");
-        n = utg__rd_u32le(p);
-        p += 4;
-        if (n > UTG_ARTIFACT_MAX_KV) UTG__AF("META has %u keys (at most %d)", n, UTG_ARTIFACT_MAX_KV);
-        a->kv = (utg_artifact_kv *)utg__alloc(&al, sizeof *a->kv * (n ? n : 1));
-        if (!a->kv) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
-        for (i = 0; i < n; i++) {
-            utg_artifact_kv *kv = &a->kv[i];
-            uint32_t kl, es;
-            memset(kv, 0, sizeof *kv);
-            if (end - p < 3) UTG__AF("META key %u runs past its section", i);
-            kl = utg__rd_u16le(p);
-            if ((size_t)(end - p) < 3 + (size_t)kl) UTG__AF("META key %u runs past its section", i);
-            if (!utg__kv_key_ok((const char *)p + 2, kl)) UTG__AF("META key %u is not dotted lower_snake of 1..64 bytes", i);
-            memcpy(kv->key, p + 2, kl);
-            kv->key[kl] = 0;
-            p += 2 + kl;
-            if (*p > UTG_KV_F32_ARRAY) UTG__AF("META key %s has unknown type %u", kv->key, *p);
-            kv->type = (utg_kv_type)*p++;
-            es = (uint32_t)utg__kv_elem(kv->type);
-            if (kv->type == UTG_KV_STR || kv->type == UTG_KV_U32_ARRAY || kv->type == UTG_KV_F32_ARRAY) {
-                if (end - p < 4) UTG__AF("META key %s runs past its section", kv->key);
-                kv->count = utg__rd_u32le(p);
-                p += 4;
-                if (kv->count > UTG_ARTIFACT_MAX_ARRAY || (uint64_t)kv->count * es > (uint64_t)(end - p))
-                    UTG__AF("META key %s: %u elements run past its section", kv->key, kv->count);
-                kv->data = p;
-                p += (size_t)kv->count * es;
-                if (kv->type == UTG_KV_F32_ARRAY)
-                    for (j = 0; j < kv->count; j++) if (!isfinite(utg_artifact_kv_f32(kv, (uint32_t)j))) UTG__AF("META key %s: element %zu is not finite", kv->key, j);
-            } else {
-                if ((size_t)(end - p) < es) UTG__AF("META key %s runs past its section", kv->key);
-                kv->count = 1;
-                kv->data = p;
-                if (es == 4) {
-                    uint32_t v = utg__rd_u32le(p);
-                    float f;
-                    memcpy(&f, &v, 4);
-                    kv->u = v; kv->i = (int32_t)v; kv->f = f;
-                } else {
-                    uint64_t v = utg__rd_u64le(p);
-                    double f;
-                    memcpy(&f, &v, 8);
-                    kv->u = v; kv->i = (int64_t)v; kv->f = f;
-                }
-                if ((kv->type == UTG_KV_F32 || kv->type == UTG_KV_F64) && !isfinite(kv->f)) UTG__AF("META key %s is not finite", kv->key);
-                p += es;
-            }
-            a->n_kv = (int)i + 1;
-        }
-        if (p != end) UTG__AF("META has %zu stray bytes", (size_t)(end - p));
-        if (n && (dr = utg__find_duplicate(&al, a->kv[0].key, sizeof *a->kv, n, &dup)) != UTG_OK) {
-            if (dr == UTG_ERR_NOMEM) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
-            UTG__AF("META key %s appears twice", dup);
-        }
-        {
-            size_t sn = 1, so = 0;
-            char *sp;
-            for (k = 0; k < a->n_kv; k++) if (a->kv[k].type == UTG_KV_STR) sn += (size_t)a->kv[k].count + 1;
-            a->strings = utg__alloc(&al, sn);
-            if (!a->strings) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
-            sp = (char *)a->strings;
-            for (k = 0; k < a->n_kv; k++) {
-                if (a->kv[k].type != UTG_KV_STR) continue;
-                if (a->kv[k].count) memcpy(sp + so, a->kv[k].data, a->kv[k].count);
-                sp[so + a->kv[k].count] = 0;
-                a->kv[k].str = sp + so;
-                so += (size_t)a->kv[k].count + 1;
-            }
-        }
+    a->data_offset = ps->data->offset;
+    a->data_size = ps->data->size;
+    return UTG_OK;
+}
+
+/* The value of a scalar META key at p (es = 4 or 8 bytes, of [p, end)): as u, i and f; floats finite. */
+static utg_result utg__artifact_parse_kv_scalar(utg__aparse *ps, utg_artifact_kv *kv, uint32_t es,
+                                                const uint8_t *p, const uint8_t *end) {
+    utg_result r = UTG_ERR_FORMAT;
+    if ((size_t)(end - p) < es) UTG__AF("META key %s runs past its section", kv->key);
+    kv->count = 1;
+    kv->data = p;
+    if (es == 4) {
+        uint32_t v = utg__rd_u32le(p);
+        float f;
+        memcpy(&f, &v, 4);
+        kv->u = v; kv->i = (int32_t)v; kv->f = f;
+    } else {
+        uint64_t v = utg__rd_u64le(p);
+        double f;
+        memcpy(&f, &v, 8);
+        kv->u = v; kv->i = (int64_t)v; kv->f = f;
     }
-    /* TENS */
-    {
-        const uint8_t *p = pay + tens->offset, *end = p + tens->size;
-        uint32_t n;
-        if (tens->size < 4) UTG__AF("TENS is too short");
-        n = utg__rd_u32le(p);
+    if ((kv->type == UTG_KV_F32 || kv->type == UTG_KV_F64) && !isfinite(kv->f))
+        UTG__AF("META key %s is not finite", kv->key);
+    return UTG_OK;
+}
+
+/* META record i at *p (of [*p, end)): key, type, then a counted string or array or one scalar; moves
+   *p past it. */
+static utg_result utg__artifact_parse_kv(utg__aparse *ps, uint32_t i, const uint8_t **pp,
+                                         const uint8_t *end) {
+    utg_artifact_kv *kv = &ps->a->kv[i];
+    const uint8_t *p = *pp;
+    uint32_t kl, es;
+    size_t j;
+    utg_result r = UTG_ERR_FORMAT, sr;
+    memset(kv, 0, sizeof *kv);
+    if (end - p < 3) UTG__AF("META key %u runs past its section", i);
+    kl = utg__rd_u16le(p);
+    if ((size_t)(end - p) < 3 + (size_t)kl) UTG__AF("META key %u runs past its section", i);
+    if (!utg__kv_key_ok((const char *)p + 2, kl))
+        UTG__AF("META key %u is not dotted lower_snake of 1..64 bytes", i);
+    memcpy(kv->key, p + 2, kl);
+    kv->key[kl] = 0;
+    p += 2 + kl;
+    if (*p > UTG_KV_F32_ARRAY) UTG__AF("META key %s has unknown type %u", kv->key, *p);
+    kv->type = (utg_kv_type)*p++;
+    es = (uint32_t)utg__kv_elem(kv->type);
+    if (kv->type == UTG_KV_STR || kv->type == UTG_KV_U32_ARRAY || kv->type == UTG_KV_F32_ARRAY) {
+        if (end - p < 4) UTG__AF("META key %s runs past its section", kv->key);
+        kv->count = utg__rd_u32le(p);
         p += 4;
-        if (n > UTG_ARTIFACT_MAX_TENSORS || (size_t)n * 30 > tens->size) UTG__AF("TENS claims %u tensors", n);
-        a->tensors = (utg_artifact_tensor *)utg__alloc(&al, sizeof *a->tensors * (n ? n : 1));
-        spans = (utg__pspan *)utg__alloc(&al, sizeof *spans * 2 * (n ? n : 1));
-        if (!a->tensors || !spans) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
-        for (i = 0; i < n; i++) {
-            utg_artifact_tensor *t = &a->tensors[i];
-            uint32_t rl, nl, base, vo, vs, so, ss;
-            const uint8_t *q = p;
-            memset(t, 0, sizeof *t);
-            if (end - p < 3) UTG__AF("tensor record %u runs past TENS", i);
-            rl = utg__rd_u16le(p);
-            nl = p[2];
-            if (rl > (size_t)(end - p)) UTG__AF("tensor record %u (%u bytes) runs past TENS", i, rl);
-            if (rl < 3 + nl + 8) UTG__AF("tensor record %u is too short", i);
-            if (!utg__name_ok((const char *)p + 3, nl)) UTG__AF("tensor record %u has a name that is not 1..64 printable ASCII characters", i);
-            memcpy(t->name, p + 3, nl);
-            t->name[nl] = 0;
-            q = p + 3 + nl;
-            t->dtype = (utg_dtype)q[0];
-            t->qbits = q[1];
-            t->scale_kind = (utg_scale_kind)q[2];
-            t->ndim = q[3];
-            t->group = (int)utg__rd_u16le(q + 4);
-            if (q[6] || q[7]) UTG__AF("tensor %s: reserved bytes are not zero", t->name);
-            if (t->ndim < 1 || t->ndim > UTG_MAX_DIMS) UTG__AF("tensor %s: %d dims (1..4)", t->name, t->ndim);
-            base = 3 + nl + 8;
-            if (rl < base + 4 * (uint32_t)t->ndim + 16) UTG__AF("tensor record %s is too short", t->name);
-            for (k = 0; k < t->ndim; k++) t->dims[k] = utg__rd_u32le(q + 8 + 4 * k);
-            q += 8 + 4 * t->ndim;
-            vo = utg__rd_u32le(q); vs = utg__rd_u32le(q + 4); so = utg__rd_u32le(q + 8); ss = utg__rd_u32le(q + 12);
-            if (utg__tensor_check(t, msg) != UTG_OK) goto fail;
-            if (vs != t->values_size) UTG__AF("tensor %s: value plane of %u bytes, its shape needs %zu", t->name, vs, t->values_size);
-            if (ss != t->scales_size) UTG__AF("tensor %s: scale plane of %u bytes, expected %zu", t->name, ss, t->scales_size);
-            if (vo % UTG_ARTIFACT_ALIGN || (uint64_t)vo + vs > data->size) UTG__AF("tensor %s: value plane at %u is unaligned or outside DATA", t->name, vo);
-            if (ss && (so % UTG_ARTIFACT_ALIGN || (uint64_t)so + ss > data->size)) UTG__AF("tensor %s: scale plane at %u is unaligned or outside DATA", t->name, so);
-            if (!ss && so) UTG__AF("tensor %s: scale offset without scales", t->name);
-            t->values_offset = vo;
-            t->scales_offset = so;
-            t->values = pay + data->offset + vo;
-            t->scales = ss ? pay + data->offset + so : NULL;
-            spans[2 * i].off = vo; spans[2 * i].end = vo + vs; spans[2 * i].t = (int)i;
-            spans[2 * i + 1].off = so; spans[2 * i + 1].end = so + ss; spans[2 * i + 1].t = ss ? (int)i : -1;
-            if (vs > max_plane) max_plane = vs;
-            if (ss > max_plane) max_plane = ss;
-            p += rl;
-            a->n_tensors = (int)i + 1;
-        }
-        if (p != end) UTG__AF("TENS has %zu stray bytes", (size_t)(end - p));
-        if (n && (dr = utg__find_duplicate(&al, a->tensors[0].name, sizeof *a->tensors, n, &dup)) != UTG_OK) {
-            if (dr == UTG_ERR_NOMEM) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
-            UTG__AF("tensor %s appears twice", dup);
-        }
-        /* planes: no overlaps */
-        {
-            size_t ns = 0;
-            for (j = 0; j < 2 * (size_t)n; j++) if (spans[j].t >= 0 && spans[j].end > spans[j].off) spans[ns++] = spans[j];
-            qsort(spans, ns, sizeof *spans, utg__plane_span_cmp);
-            for (j = 1; j < ns; j++)
-                if (spans[j].off < spans[j - 1].end)
-                    UTG__AF("planes of %s and %s overlap in DATA", a->tensors[spans[j - 1].t].name, a->tensors[spans[j].t].name);
-            { /* everything in DATA outside the planes is zero padding */
-                const uint8_t *dp = pay + data->offset;
-                uint32_t at = 0, c;
-                for (j = 0; j <= ns; j++) {
-                    uint32_t to = j < ns ? spans[j].off : data->size;
-                    for (c = at; c < to; c++) if (dp[c]) UTG__AF("DATA has a non-zero byte at %u outside every plane", c);
-                    if (j < ns) at = spans[j].end;
-                }
-            }
-        }
+        if (kv->count > UTG_ARTIFACT_MAX_ARRAY || (uint64_t)kv->count * es > (uint64_t)(end - p))
+            UTG__AF("META key %s: %u elements run past its section", kv->key, kv->count);
+        kv->data = p;
+        p += (size_t)kv->count * es;
+        if (kv->type == UTG_KV_F32_ARRAY)
+            for (j = 0; j < kv->count; j++)
+                if (!isfinite(utg_artifact_kv_f32(kv, (uint32_t)j)))
+                    UTG__AF("META key %s: element %zu is not finite", kv->key, j);
+    } else {
+        if ((sr = utg__artifact_parse_kv_scalar(ps, kv, es, p, end)) != UTG_OK) return sr;
+        p += es;
     }
-    /* unshuffle float and scale planes in place, then the symbol and scale checks */
-    tmp = (uint8_t *)utg__alloc(&al, max_plane ? max_plane : 1);
-    if (!tmp) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+    *pp = p;
+    return UTG_OK;
+}
+
+/* Copies every string value of META, NUL-terminated, into one block (kv->str points into it). */
+static utg_result utg__artifact_parse_strings(utg__aparse *ps) {
+    utg_artifact *a = ps->a;
+    size_t sn = 1, so = 0;
+    char *sp;
+    int k;
+    utg_result r = UTG_ERR_FORMAT;
+    for (k = 0; k < a->n_kv; k++) if (a->kv[k].type == UTG_KV_STR) sn += (size_t)a->kv[k].count + 1;
+    a->strings = utg__alloc(&ps->al, sn);
+    if (!a->strings) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+    sp = (char *)a->strings;
+    for (k = 0; k < a->n_kv; k++) {
+        if (a->kv[k].type != UTG_KV_STR) continue;
+        if (a->kv[k].count) memcpy(sp + so, a->kv[k].data, a->kv[k].count);
+        sp[so + a->kv[k].count] = 0;
+        a->kv[k].str = sp + so;
+        so += (size_t)a->kv[k].count + 1;
+    }
+    return UTG_OK;
+}
+
+/* Stage 4, META: its key count, every record, no stray bytes, no key twice; then the strings. */
+static utg_result utg__artifact_parse_meta(utg__aparse *ps) {
+    utg_artifact *a = ps->a;
+    const uint8_t *p = ps->pay + ps->meta->offset, *end = p + ps->meta->size;
+    const char *dup;
+    uint32_t n, i;
+    utg_result r = UTG_ERR_FORMAT, sr, dr;
+    if (ps->meta->size < 4) UTG__AF("META is too short");
+    n = utg__rd_u32le(p);
+    p += 4;
+    if (n > UTG_ARTIFACT_MAX_KV) UTG__AF("META has %u keys (at most %d)", n, UTG_ARTIFACT_MAX_KV);
+    a->kv = (utg_artifact_kv *)utg__alloc(&ps->al, sizeof *a->kv * (n ? n : 1));
+    if (!a->kv) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+    for (i = 0; i < n; i++) {
+        if ((sr = utg__artifact_parse_kv(ps, i, &p, end)) != UTG_OK) return sr;
+        a->n_kv = (int)i + 1;
+    }
+    if (p != end) UTG__AF("META has %zu stray bytes", (size_t)(end - p));
+    if (n && (dr = utg__find_duplicate(&ps->al, a->kv[0].key, sizeof *a->kv, n, &dup)) != UTG_OK) {
+        if (dr == UTG_ERR_NOMEM) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+        UTG__AF("META key %s appears twice", dup);
+    }
+    return utg__artifact_parse_strings(ps);
+}
+
+/* Tensor i's four plane fields at q (value offset and size, scale offset and size), after the record's
+   own checks: sizes its shape needs, aligned inside DATA; records the planes as spans. */
+static utg_result utg__artifact_parse_tensor_planes(utg__aparse *ps, uint32_t i, const uint8_t *q) {
+    utg_artifact_tensor *t = &ps->a->tensors[i];
+    const utg_artifact_section *data = ps->data;
+    utg__pspan *spans = ps->spans;
+    uint32_t vo, vs, so, ss;
+    utg_result r = UTG_ERR_FORMAT;
+    vo = utg__rd_u32le(q); vs = utg__rd_u32le(q + 4); so = utg__rd_u32le(q + 8); ss = utg__rd_u32le(q + 12);
+    if (utg__tensor_check(t, ps->msg) != UTG_OK) return r;
+    if (vs != t->values_size)
+        UTG__AF("tensor %s: value plane of %u bytes, its shape needs %zu", t->name, vs, t->values_size);
+    if (ss != t->scales_size)
+        UTG__AF("tensor %s: scale plane of %u bytes, expected %zu", t->name, ss, t->scales_size);
+    if (vo % UTG_ARTIFACT_ALIGN || (uint64_t)vo + vs > data->size)
+        UTG__AF("tensor %s: value plane at %u is unaligned or outside DATA", t->name, vo);
+    if (ss && (so % UTG_ARTIFACT_ALIGN || (uint64_t)so + ss > data->size))
+        UTG__AF("tensor %s: scale plane at %u is unaligned or outside DATA", t->name, so);
+    if (!ss && so) UTG__AF("tensor %s: scale offset without scales", t->name);
+    t->values_offset = vo;
+    t->scales_offset = so;
+    t->values = ps->pay + data->offset + vo;
+    t->scales = ss ? ps->pay + data->offset + so : NULL;
+    spans[2 * i].off = vo; spans[2 * i].end = vo + vs; spans[2 * i].t = (int)i;
+    spans[2 * i + 1].off = so; spans[2 * i + 1].end = so + ss; spans[2 * i + 1].t = ss ? (int)i : -1;
+    if (vs > ps->max_plane) ps->max_plane = vs;
+    if (ss > ps->max_plane) ps->max_plane = ss;
+    return UTG_OK;
+}
+
+/* TENS record i at *p (of [*p, end)): length, name, dtype fields, dims, then its planes; moves *p past it. */
+static utg_result utg__artifact_parse_tensor(utg__aparse *ps, uint32_t i, const uint8_t **pp,
+                                             const uint8_t *end) {
+    utg_artifact_tensor *t = &ps->a->tensors[i];
+    const uint8_t *p = *pp, *q;
+    uint32_t rl, nl, base;
+    int k;
+    utg_result r = UTG_ERR_FORMAT, sr;
+    memset(t, 0, sizeof *t);
+    if (end - p < 3) UTG__AF("tensor record %u runs past TENS", i);
+    rl = utg__rd_u16le(p);
+    nl = p[2];
+    if (rl > (size_t)(end - p)) UTG__AF("tensor record %u (%u bytes) runs past TENS", i, rl);
+    if (rl < 3 + nl + 8) UTG__AF("tensor record %u is too short", i);
+    if (!utg__name_ok((const char *)p + 3, nl))
+        UTG__AF("tensor record %u has a name that is not 1..64 printable ASCII characters", i);
+    memcpy(t->name, p + 3, nl);
+    t->name[nl] = 0;
+    q = p + 3 + nl;
+    t->dtype = (utg_dtype)q[0];
+    t->qbits = q[1];
+    t->scale_kind = (utg_scale_kind)q[2];
+    t->ndim = q[3];
+    t->group = (int)utg__rd_u16le(q + 4);
+    if (q[6] || q[7]) UTG__AF("tensor %s: reserved bytes are not zero", t->name);
+    if (t->ndim < 1 || t->ndim > UTG_MAX_DIMS) UTG__AF("tensor %s: %d dims (1..4)", t->name, t->ndim);
+    base = 3 + nl + 8;
+    if (rl < base + 4 * (uint32_t)t->ndim + 16) UTG__AF("tensor record %s is too short", t->name);
+    for (k = 0; k < t->ndim; k++) t->dims[k] = utg__rd_u32le(q + 8 + 4 * k);
+    q += 8 + 4 * t->ndim;
+    if ((sr = utg__artifact_parse_tensor_planes(ps, i, q)) != UTG_OK) return sr;
+    *pp = p + rl;
+    return UTG_OK;
+}
+
+/* The DATA planes of every tensor: no two overlap, and every byte outside them is zero padding. */
+static utg_result utg__artifact_parse_planes(utg__aparse *ps) {
+    utg_artifact *a = ps->a;
+    utg__pspan *spans = ps->spans;
+    const uint8_t *dp = ps->pay + ps->data->offset;
+    size_t j, ns = 0;
+    uint32_t at = 0, c;
+    utg_result r = UTG_ERR_FORMAT;
+    for (j = 0; j < 2 * (size_t)a->n_tensors; j++)
+        if (spans[j].t >= 0 && spans[j].end > spans[j].off) spans[ns++] = spans[j];
+    qsort(spans, ns, sizeof *spans, utg__plane_span_cmp);
+    for (j = 1; j < ns; j++)
+        if (spans[j].off < spans[j - 1].end)
+            UTG__AF("planes of %s and %s overlap in DATA", a->tensors[spans[j - 1].t].name,
+                    a->tensors[spans[j].t].name);
+    for (j = 0; j <= ns; j++) {
+        uint32_t to = j < ns ? spans[j].off : ps->data->size;
+        for (c = at; c < to; c++) if (dp[c]) UTG__AF("DATA has a non-zero byte at %u outside every plane", c);
+        if (j < ns) at = spans[j].end;
+    }
+    return UTG_OK;
+}
+
+/* Stage 5, TENS: its tensor count, every record, no stray bytes, no name twice; then the planes. */
+static utg_result utg__artifact_parse_tens(utg__aparse *ps) {
+    utg_artifact *a = ps->a;
+    const uint8_t *p = ps->pay + ps->tens->offset, *end = p + ps->tens->size;
+    const char *dup;
+    uint32_t n, i;
+    utg_result r = UTG_ERR_FORMAT, sr, dr;
+    if (ps->tens->size < 4) UTG__AF("TENS is too short");
+    n = utg__rd_u32le(p);
+    p += 4;
+    if (n > UTG_ARTIFACT_MAX_TENSORS || (size_t)n * 30 > ps->tens->size) UTG__AF("TENS claims %u tensors", n);
+    a->tensors = (utg_artifact_tensor *)utg__alloc(&ps->al, sizeof *a->tensors * (n ? n : 1));
+    ps->spans = (utg__pspan *)utg__alloc(&ps->al, sizeof *ps->spans * 2 * (n ? n : 1));
+    if (!a->tensors || !ps->spans) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+    for (i = 0; i < n; i++) {
+        if ((sr = utg__artifact_parse_tensor(ps, i, &p, end)) != UTG_OK) return sr;
+        a->n_tensors = (int)i + 1;
+    }
+    if (p != end) UTG__AF("TENS has %zu stray bytes", (size_t)(end - p));
+    if (n && (dr = utg__find_duplicate(&ps->al, a->tensors[0].name, sizeof *a->tensors, n, &dup)) != UTG_OK) {
+        if (dr == UTG_ERR_NOMEM) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
+        UTG__AF("tensor %s appears twice", dup);
+    }
+    return utg__artifact_parse_planes(ps);
+}
+
+/* Stage 6: unshuffle the float and scale planes in place, then the symbol and scale checks. */
+static utg_result utg__artifact_parse_unshuffle(utg__aparse *ps) {
+    utg_artifact *a = ps->a;
+    int k;
+    utg_result r = UTG_ERR_FORMAT;
+    ps->tmp = (uint8_t *)utg__alloc(&ps->al, ps->max_plane ? ps->max_plane : 1);
+    if (!ps->tmp) { r = UTG_ERR_NOMEM; UTG__AF("out of memory"); }
     for (k = 0; k < a->n_tensors; k++) {
         utg_artifact_tensor *t = &a->tensors[k];
         if (t->dtype != UTG_DT_Q && t->values_size) {
-            memcpy(tmp, t->values, t->values_size);
-            utg__unshuffle((uint8_t *)t->values, tmp, t->numel, utg__dtype_size(t->dtype));
+            memcpy(ps->tmp, t->values, t->values_size);
+            utg__unshuffle((uint8_t *)t->values, ps->tmp, t->numel, utg__dtype_size(t->dtype));
         }
         if (t->scales_size) {
             size_t es = t->scale_kind == UTG_SCALE_TENSOR ? 4 : 2;
-            memcpy(tmp, t->scales, t->scales_size);
-            utg__unshuffle((uint8_t *)t->scales, tmp, t->scales_size / es, es);
+            memcpy(ps->tmp, t->scales, t->scales_size);
+            utg__unshuffle((uint8_t *)t->scales, ps->tmp, t->scales_size / es, es);
         }
-        if (utg__tensor_check_planes(t, msg) != UTG_OK) goto fail;
+        if (utg__tensor_check_planes(t, ps->msg) != UTG_OK) return r;
     }
-    /* required keys and the schedule */
-    {
-        int ka = utg_artifact_find_kv(a, "utg.arch"), kq = utg_artifact_find_kv(a, "utg.quant.version");
-        int kb = utg_artifact_find_kv(a, "utg.plan.physical_blocks"), kl = utg_artifact_find_kv(a, "utg.plan.layers");
-        if (ka < 0 || a->kv[ka].type != UTG_KV_STR) UTG__AF("META lacks the string utg.arch");
-        if (kq < 0 || a->kv[kq].type != UTG_KV_U32) UTG__AF("META lacks the u32 utg.quant.version");
-        if (kb < 0 || a->kv[kb].type != UTG_KV_U32) UTG__AF("META lacks the u32 utg.plan.physical_blocks");
-        if (kl < 0 || a->kv[kl].type != UTG_KV_U32_ARRAY) UTG__AF("META lacks the u32 array utg.plan.layers");
-        for (j = 0; j < a->kv[kl].count; j++)
-            if (utg_artifact_kv_u32(&a->kv[kl], (uint32_t)j) >= a->kv[kb].u)
-                UTG__AF("utg.plan.layers[%zu] = %u names a block past utg.plan.physical_blocks = %llu", j,
-                        utg_artifact_kv_u32(&a->kv[kl], (uint32_t)j), (unsigned long long)a->kv[kb].u);
-    }
-    utg__free(&al, spans);
-    utg__free(&al, tmp);
-    *out = a;
     return UTG_OK;
-fail:
+}
+
+/* Stage 7: the required keys, and the schedule's block indices below utg.plan.physical_blocks. */
+static utg_result utg__artifact_parse_required(utg__aparse *ps) {
+    const utg_artifact *a = ps->a;
+    int ka = utg_artifact_find_kv(a, "utg.arch"), kq = utg_artifact_find_kv(a, "utg.quant.version");
+    int kb = utg_artifact_find_kv(a, "utg.plan.physical_blocks");
+    int kl = utg_artifact_find_kv(a, "utg.plan.layers");
+    size_t j;
+    utg_result r = UTG_ERR_FORMAT;
+    if (ka < 0 || a->kv[ka].type != UTG_KV_STR) UTG__AF("META lacks the string utg.arch");
+    if (kq < 0 || a->kv[kq].type != UTG_KV_U32) UTG__AF("META lacks the u32 utg.quant.version");
+    if (kb < 0 || a->kv[kb].type != UTG_KV_U32) UTG__AF("META lacks the u32 utg.plan.physical_blocks");
+    if (kl < 0 || a->kv[kl].type != UTG_KV_U32_ARRAY) UTG__AF("META lacks the u32 array utg.plan.layers");
+    for (j = 0; j < a->kv[kl].count; j++)
+        if (utg_artifact_kv_u32(&a->kv[kl], (uint32_t)j) >= a->kv[kb].u)
+            UTG__AF("utg.plan.layers[%zu] = %u names a block past utg.plan.physical_blocks = %llu", j,
+                    utg_artifact_kv_u32(&a->kv[kl], (uint32_t)j), (unsigned long long)a->kv[kb].u);
+    return UTG_OK;
+}
 #undef UTG__AF
-    utg__free(&al, spans);
-    utg__free(&al, tmp);
-    utg_artifact_free(a);
-    return r;
+
+UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_codec *decoder, const utg_allocator *alloc,
+                                     utg_artifact **out, utg_msg *msg) {
+    utg__aparse ps;
+    utg_result r;
+    if (out) *out = NULL;
+    if (!out || (!bytes && size)) { utg__msgf(msg, "no artifact given"); return UTG_ERR_INVALID; }
+    memset(&ps, 0, sizeof ps);
+    ps.b = (const uint8_t *)bytes;
+    ps.size = size;
+    ps.msg = msg;
+    if (alloc) ps.al = *alloc;
+    r = utg__artifact_parse_envelope(&ps, decoder);
+    if (r == UTG_OK) r = utg__artifact_parse_decode(&ps);
+    if (r == UTG_OK) r = utg__artifact_parse_directory(&ps);
+    if (r == UTG_OK) r = utg__artifact_parse_meta(&ps);
+    if (r == UTG_OK) r = utg__artifact_parse_tens(&ps);
+    if (r == UTG_OK) r = utg__artifact_parse_unshuffle(&ps);
+    if (r == UTG_OK) r = utg__artifact_parse_required(&ps);
+    utg__free(&ps.al, ps.spans);
+    utg__free(&ps.al, ps.tmp);
+    if (r != UTG_OK) {
+        utg_artifact_free(ps.a);
+        return r;
+    }
+    *out = ps.a;
+    return UTG_OK;
 }
 
 UTGDEF int utg_artifact_find_kv(const utg_artifact *a, const char *key) {
