@@ -132,7 +132,11 @@ extern "C" {
 // >>types
    ------------------------------------------------------------------------------------------------ */
 
-/* Result codes: one X-macro list keeps the enum and the strings together. */
+/* Result codes: one X-macro list keeps the enum and the strings together. UTG_OK is 0 and every
+   error is negative, so `r != UTG_OK` (or `r < 0`) tests for failure. The code says what kind of
+   failure; the details (which file, tensor, knob or byte) go to a message: the model's
+   (utg_model_message) for calls that take a model, optimizer, QAT or Hessian object, the writer's
+   for the artifact writer, and the caller's utg_msg for the rest. */
 #define UTG_RESULTS(X)                                                   \
     X(UTG_OK, 0, "ok")                                                   \
     X(UTG_ERR_INVALID, -1, "invalid argument")                           \
@@ -151,7 +155,9 @@ typedef enum utg_result {
     UTG_RESULT_FORCE_INT = 0x7fffffff
 } utg_result;
 
-/* Logging is a callback; the library prints nothing by itself. */
+/* Logging is a callback; the library prints nothing by itself. Only a model logs (its creation, the
+   plans it built); the callback runs on the calling thread. `message` is at most 511 bytes, with no
+   trailing newline, and lives only for the call; `file` and `line` point into utgolf.h. */
 typedef enum utg_log_level { UTG_LOG_ERROR = 0, UTG_LOG_WARN, UTG_LOG_INFO, UTG_LOG_DEBUG } utg_log_level;
 typedef void (*utg_log_fn)(utg_log_level level, const char *message, const char *file, int line,
                            void *user);
@@ -160,14 +166,21 @@ typedef struct utg_logger {
     void *user;
 } utg_logger;
 
-/* Allocation is the caller's call: NULL functions fall back to UTG_MALLOC / UTG_FREE. */
+/* Allocation is the caller's call: NULL functions fall back to UTG_MALLOC / UTG_FREE. alloc_fn must
+   return memory aligned as malloc's is (the CPU backend aligns its 64-byte buffers itself on top)
+   or NULL; every block goes back through free_fn of the same allocator. A struct passed by pointer
+   is copied, so it need not outlive the call; `user` must outlive every object that holds the
+   copy. */
 typedef struct utg_allocator {
     void *(*alloc_fn)(size_t size_bytes, void *user);
     void (*free_fn)(void *ptr, void *user);
     void *user;
 } utg_allocator;
 
-/* A message buffer for calls that have no model to hold their error details. */
+/* A message buffer for calls that have no model to hold their error details. The text is always
+   NUL-terminated and safe to print (control bytes from files are written as \xNN); a call that
+   fails writes it, a call that succeeds may leave it as it was. Every `utg_msg *` argument may be
+   NULL: the details are then dropped. */
 typedef struct utg_msg {
     char text[256];
 } utg_msg;
@@ -417,10 +430,16 @@ typedef struct utg_knob_info {
     const char *doc;
 } utg_knob_info;
 
+/* The knob table at run time, for tools that list, print or parse knobs generically: index runs over
+   0 .. utg_config_knob_count() - 1 in table order. The returned info is static (never freed). A
+   typical setup: start from a zeroed utg_config, apply text (utg_config_parse_text) and the
+   environment (utg_config_apply_env), put the result in utg_model_desc.config; utg_model_create
+   resolves and validates it. */
 UTGDEF int utg_config_knob_count(void);
 UTGDEF const utg_knob_info *utg_config_knob(int index);             /* NULL when out of range */
 UTGDEF int utg_config_find_knob(const char *env_or_field_name);      /* -1 when unknown */
-/* Fill every zero field with its default (idempotent). */
+/* Fill every zero field with its default (idempotent): a BOOL or OFF knob set to UTG_OFF keeps -1.
+   Pure: desc (NULL: all defaults) is not changed, and the result borrows its string pointers. */
 UTGDEF utg_config utg_config_resolve(const utg_config *desc);
 /* Check a resolved config for consistency (divisibility, ranges). */
 UTGDEF utg_result utg_config_validate(const utg_config *cfg, utg_msg *msg);
@@ -435,7 +454,9 @@ UTGDEF const char *utg_config_format(const utg_config *cfg, int index, char *buf
 /* One --help line for a knob: "  ENV_NAME  default  doc" (the default as the resolver fills it). */
 UTGDEF const char *utg_config_help_line(int index, char *buf, size_t buf_size);
 #ifndef UTG_NO_STDIO
-/* Apply every knob found in the process environment. */
+/* Apply every knob found in the process environment. String values point into the environment
+   (getenv), so they stay valid while the environment is not changed. Stops at the first bad value
+   with utg_config_set's result and message; the knobs set before it stay set. */
 UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
 #endif
 
@@ -449,6 +470,11 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
    fill a first contribution would otherwise need.
    ------------------------------------------------------------------------------------------------ */
 
+/* A backend is a utg_backend filled with function pointers. To add one (CUDA, say), fill every op
+   with the semantics written above it, set abi_version and struct_size from this header, and pass
+   it in utg_model_desc.backend: utg_model_create refuses a table whose version or size differs.
+   The library reads results on the host only through download and sumsq, so a backend that queues
+   its ops asynchronously must finish the queued work in those two. */
 #define UTG_BACKEND_ABI_VERSION 9u
 
 #define UTG_MIX_WX_SCALAR 1 /* mix_fwd/mix_bwd flags */
@@ -613,15 +639,33 @@ struct utg_backend {
     void (*destroy)(utg_backend *be);
 };
 
-/* The CPU reference backend (OpenMP inside each op when compiled with -fopenmp). */
+/* The CPU reference backend (OpenMP inside each op when compiled with -fopenmp). Its "backend
+   memory" is host memory from `alloc` (NULL: the default), 64-byte aligned. *out is NULL on
+   failure (UTG_ERR_NOMEM). The caller owns the backend: it must outlive every model, optimizer and
+   Hessian set that uses it, and goes back with utg_backend_destroy. A model created with a NULL
+   backend makes and destroys its own. */
 UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend **out);
 /* The matmul microkernel a CPU backend picked: "avx512", "avx2" or "portable" (from the CPU's
    features at create; UTG_CPU_KERNEL in the environment asks for another one the CPU has). */
-UTGDEF const char *utg_backend_cpu_kernel(const utg_backend *be);
+UTGDEF const char *utg_backend_cpu_kernel(const utg_backend *be); /* NULL for another backend */
+/* Calls be->destroy, which frees the table itself; NULL does nothing. Buffers allocated from the
+   backend must be freed first (the CPU backend does not track them). */
 UTGDEF void utg_backend_destroy(utg_backend *be);
 
 /* ------------------------------------------------------------------------------------------------
 // >>model
+   A model owns its resolved config, its depth plans, the parameter and gradient arenas (one
+   backend buffer each, laid out by the tensor table) and the activations of the last forward.
+   Typical use:
+       utg_model_desc d = {0};  d.config = cfg;          (zeroed config: the train_gpt.py baseline)
+       utg_model_create(&d, &m);                        (on failure: read utg_model_message(m),
+                                                         then utg_model_destroy(m))
+       utg_model_reserve(m, micro_seqs);                (optional: all activation memory up front)
+       loop: utg_model_zero_grads(m); forward + backward per micro-batch; an optimizer step
+       utg_model_eval(...) for validation; utg_model_destroy(m).
+   Parameters are initialised at create from SEED, so a new model is ready to train. Every call
+   that moves data between host and model names the host side explicitly (host_src, host_dst);
+   utg_model_params / utg_model_grads return backend pointers for backend ops only.
    ------------------------------------------------------------------------------------------------ */
 
 typedef enum utg_role {
@@ -681,6 +725,8 @@ typedef struct utg_plan {
     utg_plan_layer *layers;
 } utg_plan;
 
+/* What utg_model_create needs; the model copies all of it (config strings included), so desc may
+   go away after the call. The backend, when given, stays the caller's. */
 typedef struct utg_model_desc {
     utg_config config;      /* zeroed = train_gpt.py baseline */
     utg_backend *backend;   /* NULL: a CPU backend owned by the model */
@@ -690,18 +736,28 @@ typedef struct utg_model_desc {
 
 typedef struct utg_model utg_model;
 
+/* Resolve and validate desc->config (NULL desc: the baseline), build the tensor table and every
+   depth plan, allocate both arenas on the backend and initialise the parameters from SEED. Errors:
+   UTG_ERR_CONFIG for an invalid config, UTG_ERR_BACKEND for a backend table from another ABI or
+   without the matmul the config needs, UTG_ERR_NOMEM. Once the model struct itself exists, *out
+   holds it even on failure, so that its message can be read: destroy it in every case where *out
+   is not NULL. */
 UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out);
 /* The tensor count and parameter count (sum of numel) of the model `cfg` describes, without building
    it: only the depth plans and the tensor table are made, so this is cheap for any valid config. */
 UTGDEF utg_result utg_config_model_size(const utg_config *cfg, size_t *n_params, int *n_tensors, utg_msg *msg);
+/* Frees everything the model allocated, and its backend when it made its own; NULL does nothing.
+   Optimizers, Hessian sets and QAT states of the model must be destroyed first. */
 UTGDEF void utg_model_destroy(utg_model *m);
-UTGDEF const char *utg_model_message(const utg_model *m); /* details of the last failure */
+/* Details of the last failure of any call on the model (or on its optimizer, Hessians, QAT state,
+   checkpoints); valid until the next call. "no model" for NULL. */
+UTGDEF const char *utg_model_message(const utg_model *m);
 UTGDEF const utg_config *utg_model_config(const utg_model *m); /* the resolved config */
 UTGDEF const utg_plan *utg_model_plan(const utg_model *m); /* the plan that runs now */
 UTGDEF int utg_model_plan_count(const utg_model *m);        /* plans the schedule can reach */
-UTGDEF const utg_plan *utg_model_plan_at(const utg_model *m, int index);
+UTGDEF const utg_plan *utg_model_plan_at(const utg_model *m, int index); /* NULL if out of range */
 UTGDEF int utg_model_phase(const utg_model *m);             /* index of the plan that runs now */
-UTGDEF int utg_model_physical_blocks(const utg_model *m);
+UTGDEF int utg_model_physical_blocks(const utg_model *m); /* blocks with their own matrices */
 /* The phase the schedule asks for at `step` with `train_frac` of training done (see
    utg_train_frac); phases only move forward. */
 UTGDEF int utg_model_schedule_phase(const utg_model *m, int step, double train_frac);
@@ -710,12 +766,17 @@ UTGDEF int utg_model_schedule_phase(const utg_model *m, int step, double train_f
    shared MLPs (PR #1204). activate = 0 only selects the plan (evaluation, resuming). Allocates
    nothing: every plan's activations were reserved together. */
 UTGDEF utg_result utg_model_set_phase(utg_model *m, int phase, int activate);
-/* One line describing a plan, e.g. "13 virtual layers: 0 1 2 3 4 5 | 4 5 6 7 8 9 10". */
+/* One line describing a plan, e.g. "13 virtual layers: 0 1 2 3 4 5 | 4 5 6 7 8 9 10" (the
+   physical block of each virtual layer, with `|` before the first decoder layer, `=` before the
+   first two-lane layer and `'` after a layer with an untied repeat MLP); truncated to buf_size.
+   Returns buf. */
 UTGDEF const char *utg_plan_describe(const utg_plan *p, char *buf, size_t buf_size);
-UTGDEF utg_backend *utg_model_backend(utg_model *m);
+UTGDEF utg_backend *utg_model_backend(utg_model *m); /* the backend every op of the model runs on */
 
+/* The tensor table, in state_dict order (train_gpt.py's GPT, then the recurrence features' own
+   tensors). The infos live as long as the model. */
 UTGDEF int utg_model_tensor_count(const utg_model *m);
-UTGDEF const utg_tensor_info *utg_model_tensor(const utg_model *m, int index);
+UTGDEF const utg_tensor_info *utg_model_tensor(const utg_model *m, int index); /* NULL if out of range */
 UTGDEF int utg_model_find_tensor(const utg_model *m, const char *name); /* -1 if none */
 UTGDEF size_t utg_model_param_count(const utg_model *m); /* sum of numel, no padding */
 UTGDEF size_t utg_model_arena_floats(const utg_model *m);   /* arena length with padding */
@@ -723,19 +784,27 @@ UTGDEF size_t utg_model_arena_floats(const utg_model *m);   /* arena length with
 UTGDEF float *utg_model_params(utg_model *m);
 UTGDEF float *utg_model_grads(utg_model *m);
 
-/* Re-initialise every parameter as train_gpt.py does, from `seed` (deterministic). */
+/* Re-initialise every parameter as train_gpt.py does, from `seed` (deterministic, and the same on
+   every platform: the RNG is the library's own). utg_model_create has already done this with
+   SEED; the optimizer state is not touched (see utg_optim_reset). */
 UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed);
 /* The model's two arenas, laid out alike: the parameters and their gradients. */
 typedef enum utg_arena { UTG_ARENA_PARAMS = 0, UTG_ARENA_GRADS = 1 } utg_arena;
-/* Copy one tensor (or the whole arena when index < 0) between host memory and the model. */
+/* Copy one tensor (or the whole arena when index < 0) between host memory and the model. n_floats
+   must equal the tensor's numel (utg_model_arena_floats() for the whole arena, padding included),
+   else UTG_ERR_INVALID with a message and nothing copied. */
 UTGDEF utg_result utg_model_get(utg_model *m, utg_arena which, int index, float *host_dst, size_t n_floats);
 UTGDEF utg_result utg_model_set(utg_model *m, utg_arena which, int index, const float *host_src, size_t n_floats);
 
 /* Allocate activations for batches of up to n_seqs sequences of TRAIN_SEQ_LEN. The first forward
-   call does this when needed; calling it up front keeps all allocation out of the step loop. */
+   call does this when needed; calling it up front keeps all allocation out of the step loop.
+   Capacity only grows; a larger batch later reallocates (and drops the saved activations).
+   UTG_ERR_INVALID for n_seqs <= 0 or a batch over INT32_MAX tokens, UTG_ERR_NOMEM. */
 UTGDEF utg_result utg_model_reserve(utg_model *m, int n_seqs);
 /* Forward over n_seqs rows of inputs/targets (host arrays, n_seqs*TRAIN_SEQ_LEN ids each); writes
-   the mean cross-entropy (nats) to *loss. Activations are kept for utg_model_backward. */
+   the mean cross-entropy (nats) to *loss. Activations are kept for utg_model_backward. Any id
+   outside [0, VOCAB_SIZE) is refused before anything runs (UTG_ERR_MISMATCH); a non-finite loss
+   is still written to *loss, and returned as UTG_ERR_BACKEND. */
 UTGDEF utg_result utg_model_forward(utg_model *m, const int32_t *inputs, const int32_t *targets,
                                     int n_seqs, double *loss);
 /* Forward without gradients, for evaluation: n_seqs rows of seq_len tokens (any length; RoPE
@@ -743,8 +812,12 @@ UTGDEF utg_result utg_model_forward(utg_model *m, const int32_t *inputs, const i
    NULL) receives the n_seqs*seq_len per-position losses in nats; *loss gets their mean. */
 UTGDEF utg_result utg_model_eval(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs, int seq_len,
                                  float *token_losses, double *loss);
-/* Backward of loss_scale * (mean loss of the last forward): ADDS into the gradient arena. */
+/* Backward of loss_scale * (mean loss of the last forward): ADDS into the gradient arena, so that
+   micro-batches accumulate (loss_scale = 1 / GRAD_ACCUM_STEPS gives train_gpt.py's mean). Needs a
+   successful utg_model_forward (not utg_model_eval, and no phase switch since); one backward per
+   forward, since the backward reuses the logits buffer. UTG_ERR_INVALID otherwise. */
 UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale);
+/* Zero the gradient arena: once per optimizer step, before its first backward. */
 UTGDEF void utg_model_zero_grads(utg_model *m);
 
 /* ------------------------------------------------------------------------------------------------
