@@ -828,17 +828,30 @@ UTGDEF void utg_model_zero_grads(utg_model *m);
    Adam with HEAD_LR; every CONTROL tensor to Adam with SCALAR_LR. Both wd knobs are decoupled
    (W *= 1 - lr*wd before the update). Every array lives in backend memory and every update goes
    through the backend table; the state arenas share the parameter arena's layout.
+   One training step, in train_gpt.py's order (examples/train.c runs exactly this):
+       scale = utg_lr_scale(cfg, step, elapsed_ms);        (or utg_lr_scale_phase with a depth plan)
+       phase switch if utg_model_schedule_phase asks for a later one (utg_model_set_phase(m, p, 1));
+       utg_qat_begin (when QAT is on); utg_model_zero_grads;
+       GRAD_ACCUM_STEPS x { utg_loader_next; utg_model_forward; utg_model_backward(m, 1 / steps) };
+       utg_qat_end; utg_optim_step(o, step, scale, &norm); utg_optim_average(o, step, scale);
+   and after the last step utg_optim_apply_average before the final evaluation and export.
    ------------------------------------------------------------------------------------------------ */
 
 typedef struct utg_optim utg_optim;
 
-/* The optimizer reads its settings from the model's resolved config. */
+/* The optimizer reads its settings from the model's resolved config, assigns every tensor to its
+   group once, and allocates its arenas on the model's backend (the EMA and SWA arenas only when
+   those knobs are on). The model must outlive it. *out is NULL on failure (UTG_ERR_NOMEM). The
+   moments start at zero and the EMA at the current parameters. */
 UTGDEF utg_result utg_optim_create(utg_model *m, utg_optim **out);
-UTGDEF void utg_optim_destroy(utg_optim *o);
+UTGDEF void utg_optim_destroy(utg_optim *o); /* NULL does nothing */
 /* One optimizer step from the model's gradient arena. `step` counts finished steps (0 for the
    first) and drives the Muon momentum warmup; lr_scale multiplies every group's base LR (see
    utg_lr_scale). With GRAD_CLIP_NORM > 0 the gradients are clipped as clip_grad_norm_ does. The
-   global gradient norm before clipping goes to *grad_norm when it is not NULL. */
+   global gradient norm before clipping goes to *grad_norm when it is not NULL. A non-finite norm is
+   refused before anything changes (UTG_ERR_BACKEND, with the norm still written), so the caller
+   can roll back; step < 0 or lr_scale < 0 (or NaN) is UTG_ERR_INVALID. The gradients are left
+   clipped, not zeroed. */
 UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double *grad_norm);
 /* After each step: update the EMA (EMA_ENABLED) and take an SWA sample (SWA_ENABLED, every
    SWA_EVERY steps once lr_scale < SWA_START_LR_FRAC). `step` counts finished steps. */
@@ -847,7 +860,8 @@ UTGDEF void utg_optim_average(utg_optim *o, int step, double lr_scale);
    records), else the SWA mean when it has samples. Returns which average it loaded. */
 typedef enum utg_average { UTG_AVERAGE_NONE = 0, UTG_AVERAGE_EMA = 1, UTG_AVERAGE_SWA = 2 } utg_average;
 UTGDEF utg_average utg_optim_apply_average(utg_optim *o);
-/* Back to the state of a fresh optimizer (zero moments, EMA = current parameters, no SWA). */
+/* Back to the state of a fresh optimizer (zero moments, EMA = current parameters, no SWA): what
+   train_gpt.py does after its warmup steps, together with restoring the initial parameters. */
 UTGDEF void utg_optim_reset(utg_optim *o);
 
 /* Optimizer state for checkpoints: four arenas, each utg_model_arena_floats() long, and the
@@ -859,6 +873,9 @@ typedef enum utg_optim_arena {
     UTG_OPTIM_SWA = 3            /* the running sum of SWA samples */
 } utg_optim_arena;
 #define UTG_OPTIM_ARENAS 4
+/* Copy a whole arena to or from host memory: n_floats must be utg_model_arena_floats()
+   (UTG_ERR_MISMATCH otherwise); EMA and SWA exist only when enabled (UTG_ERR_INVALID otherwise). The
+   counters are the Adam step count (its bias correction) and the number of SWA samples summed. */
 UTGDEF utg_result utg_optim_get_arena(utg_optim *o, utg_optim_arena which, float *host_dst, size_t n_floats);
 UTGDEF utg_result utg_optim_set_arena(utg_optim *o, utg_optim_arena which, const float *host_src, size_t n_floats);
 UTGDEF void utg_optim_get_counters(const utg_optim *o, int64_t *adam_steps, int64_t *swa_count);
@@ -899,6 +916,10 @@ UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int
 
 #define UTG_SAFETENSORS_MAX_HEADER (100u * 1024u * 1024u)
 
+/* Load the parameter arena from a safetensors file in memory. F16 and BF16 values are widened to
+   fp32; a non-finite value is UTG_ERR_FORMAT, an unknown, missing or misshapen tensor
+   UTG_ERR_MISMATCH, a malformed header UTG_ERR_FORMAT, each with the tensor's name in
+   utg_model_message. Nothing changes unless every tensor checks. */
 UTGDEF utg_result utg_model_load_safetensors(utg_model *m, const void *bytes, size_t size_bytes);
 /* *out is allocated with the model's allocator; release it
    with utg_free(utg_model_allocator(m), p). Output is deterministic (tensor table order, fixed formatting). */
@@ -918,8 +939,11 @@ UTGDEF const utg_allocator *utg_model_allocator(const utg_model *m); /* the allo
 /* Validate a shard in memory; *tokens points into `bytes` (little-endian uint16). */
 UTGDEF utg_result utg_shard_parse(const void *bytes, size_t size_bytes, const uint8_t **tokens,
                                   size_t *n_tokens, utg_msg *msg);
+/* Token `index` of a payload from utg_shard_parse (no bounds check: index < *n_tokens). */
 UTGDEF uint16_t utg_shard_token(const uint8_t *tokens, size_t index);
-/* Write a shard of n ids into out (size UTG_SHARD_HEADER_BYTES + 2n). Fails if n > INT32_MAX. */
+/* Write a shard of n ids into out, which must be exactly UTG_SHARD_HEADER_BYTES + 2n bytes
+   (UTG_ERR_INVALID otherwise, and for n > INT32_MAX). The bytes are what train_gpt.py's
+   load_data_shard reads. */
 UTGDEF utg_result utg_shard_write(const uint16_t *ids, size_t n, uint8_t *out, size_t out_size);
 
 /* ------------------------------------------------------------------------------------------------
@@ -956,7 +980,7 @@ typedef struct utg_loader utg_loader;
    that ids are < vocab_size (0: no check). The dataset reads shards lazily, one open file at a time. */
 UTGDEF utg_result utg_dataset_open(const char *pattern, int vocab_size,
                                    const utg_allocator *alloc, utg_dataset **out, utg_msg *msg);
-UTGDEF void utg_dataset_close(utg_dataset *ds);
+UTGDEF void utg_dataset_close(utg_dataset *ds); /* closes its file; NULL does nothing */
 UTGDEF int utg_dataset_shard_count(const utg_dataset *ds);
 UTGDEF uint64_t utg_dataset_shard_tokens(const utg_dataset *ds, int shard); /* 0 if out of range */
 UTGDEF uint64_t utg_dataset_tokens(const utg_dataset *ds);                  /* all shards */
@@ -992,8 +1016,9 @@ typedef enum utg_loader_kind { UTG_LOADER_SEQUENTIAL = 0, UTG_LOADER_SHUFFLED = 
 UTGDEF utg_result utg_loader_create(utg_dataset *ds, utg_loader_kind kind, int seq_len,
                                     int rank, int world_size, uint64_t seed, const utg_allocator *alloc, utg_loader **out,
                                     utg_msg *msg);
-UTGDEF void utg_loader_destroy(utg_loader *ld);
-/* Fill inputs and targets [n_seqs * seq_len] each. On failure the loader does not move. */
+UTGDEF void utg_loader_destroy(utg_loader *ld); /* NULL does nothing; the dataset stays open */
+/* Fill inputs and targets [n_seqs * seq_len] each (host arrays). On failure (a read error, an id
+   past the dataset's vocab_size) the loader does not move and msg says why. */
 UTGDEF utg_result utg_loader_next(utg_loader *ld, int32_t *inputs, int32_t *targets, int n_seqs, utg_msg *msg);
 /* For logs. SHUFFLED: the current epoch (0 first). SEQUENTIAL: how many times the stream has
    wrapped from the last shard back to the first. */
@@ -1002,7 +1027,8 @@ UTGDEF uint64_t utg_loader_epoch(const utg_loader *ld);
    implementation) that names the kind, seq_len, rank, world size, seed and every shard's token count,
    and ends with a checksum. restore refuses a corrupt record (UTG_ERR_FORMAT) or one from another
    setup (UTG_ERR_MISMATCH) with a message, and then leaves the loader as it was. */
-UTGDEF size_t utg_loader_state_size(const utg_loader *ld);
+UTGDEF size_t utg_loader_state_size(const utg_loader *ld); /* bytes save writes; constant per loader */
+/* buf_size must be at least utg_loader_state_size (UTG_ERR_INVALID otherwise). */
 UTGDEF utg_result utg_loader_save(const utg_loader *ld, void *buf, size_t buf_size);
 UTGDEF utg_result utg_loader_restore(utg_loader *ld, const void *buf, size_t size, utg_msg *msg);
 /* Back to the state right after create (Parameter Golf rebuilds its loader after the warmup steps). */
@@ -1028,10 +1054,17 @@ typedef struct utg_train_state {
     int64_t tokens_seen; /* training tokens consumed */
 } utg_train_state;
 
-#define UTG_CHECKPOINT_VERSION 2u /* 2 added the depth-plan phase to STAT; version 1 files still load */
+/* The version utg_checkpoint_save writes: its STAT holds the depth-plan phase. utg_checkpoint_load
+   also reads version 1, whose STAT ends before the phase (the model resumes in phase 0). */
+#define UTG_CHECKPOINT_VERSION 2u
 
+/* Usage: save after an optimizer step (and its utg_optim_average), when the model, optimizer and
+   loader agree on the step; write the bytes with utg_write_file so that a crash never leaves half a
+   checkpoint. To resume, build the model, optimizer and loader from the same config, read the file
+   and call utg_checkpoint_load, then continue at ts->step. */
 /* *out is allocated with the model's allocator (release with utg_free(utg_model_allocator(m), p)). loader may be
-   NULL (no loader state is stored). */
+   NULL (no loader state is stored). OPT2 and OPT3 are written only when EMA and SWA are on. Errors:
+   UTG_ERR_INVALID for a NULL argument or a loader that cannot save, UTG_ERR_NOMEM. */
 UTGDEF utg_result utg_checkpoint_save(utg_model *m, utg_optim *o, const utg_loader *loader, const utg_train_state *ts,
                                       void **out, size_t *out_size);
 /* Refused with UTG_ERR_FORMAT (corrupt, truncated, bad CRC) or UTG_ERR_MISMATCH (another model,
@@ -1039,7 +1072,8 @@ UTGDEF utg_result utg_checkpoint_save(utg_model *m, utg_optim *o, const utg_load
    unless everything checks. */
 UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *loader, utg_train_state *ts,
                                       const void *bytes, size_t size);
-/* CRC-32 (IEEE, as zlib's crc32): crc = utg_crc32(0, data, n) */
+/* CRC-32 (IEEE, as zlib's crc32): crc = utg_crc32(0, data, n); chain blocks by passing the previous
+   result as crc. Used by checkpoints and the artifact envelope. */
 UTGDEF uint32_t utg_crc32(uint32_t crc, const void *data, size_t n);
 
 /* ------------------------------------------------------------------------------------------------
@@ -7476,8 +7510,12 @@ UTGDEF uint32_t utg_crc32(uint32_t crc, const void *data, size_t n) {
 }
 
 
+/* The header: "UTGCKPT1", u32 version, u32 section count, u64 file size. */
 #define UTG__CKPT_HDR 24
-#define UTG__CKPT_STAT 56 /* version 1: 48 (no phase) */
+/* The STAT payload: seven little-endian u64, at byte 8i: 0 step, 1 train_ms (the bits of the fp64),
+   2 tokens_seen, 3 Adam steps, 4 SWA samples, 5 arena floats (checked against the model), 6 the
+   depth-plan phase. A version-1 STAT is the first six (48 bytes). */
+#define UTG__CKPT_STAT 56
 
 /* Little-endian u64 of the checkpoint header and section headers. */
 static void utg__wr_u64le(uint8_t *p, uint64_t v) {
