@@ -1062,8 +1062,8 @@ typedef struct utg_train_state {
    loader agree on the step; write the bytes with utg_write_file so that a crash never leaves half a
    checkpoint. To resume, build the model, optimizer and loader from the same config, read the file
    and call utg_checkpoint_load, then continue at ts->step. */
-/* *out is allocated with the model's allocator (release with utg_free(utg_model_allocator(m), p)). loader may be
-   NULL (no loader state is stored). OPT2 and OPT3 are written only when EMA and SWA are on. Errors:
+/* *out is allocated with the model's allocator (release with utg_free(utg_model_allocator(m), p)).
+   loader may be NULL (no loader state is stored). OPT2 and OPT3 are written only when EMA and SWA are on. Errors:
    UTG_ERR_INVALID for a NULL argument or a loader that cannot save, UTG_ERR_NOMEM. */
 UTGDEF utg_result utg_checkpoint_save(utg_model *m, utg_optim *o, const utg_loader *loader, const utg_train_state *ts,
                                       void **out, size_t *out_size);
@@ -1079,6 +1079,18 @@ UTGDEF uint32_t utg_crc32(uint32_t crc, const void *data, size_t n);
 /* ------------------------------------------------------------------------------------------------
 // >>tokenizer
    Tokenizer metadata for byte counting and decoding; the fp64 bits-per-byte accumulator.
+   The score of Parameter Golf is bits per byte of the validation text, so the tokenizer's only
+   job here is to say how many UTF-8 bytes each predicted token stands for. The rule is
+   train_gpt.py's build_sentencepiece_luts: a target token t after the token p counts
+       base_bytes[t] + (has_leading_space[t] && !is_boundary[p])
+   where base_bytes is the piece's text length without a leading "▁" (1 for a byte piece, 0 for
+   CONTROL, UNKNOWN and UNUSED pieces), has_leading_space says the piece starts with "▁", and a
+   boundary piece (CONTROL, UNKNOWN, UNUSED, and every id past the model) swallows the space of the
+   token after it. Usage for a validation pass:
+       utg_tokenizer_load_spm_file(&tok, TOKENIZER_PATH, VOCAB_SIZE, NULL, &msg);
+       utg_bpb acc = {0};  per batch: utg_model_eval(... token_losses ...);
+                           utg_bpb_add(&acc, &tok, inputs, targets, token_losses, n);
+       val_loss = utg_bpb_loss(&acc); val_bpb = utg_bpb_value(&acc); utg_tokenizer_free(&tok);
    ------------------------------------------------------------------------------------------------ */
 
 
@@ -1138,6 +1150,8 @@ UTGDEF utg_result utg_tokenizer_load_spm(utg_tokenizer *tok, const void *model_b
 /* Parameter Golf's pure-byte vocabulary: 0 <pad>, 1 <s>, 2 </s>, 3 <unk>, then byte b at id b + 4. */
 UTGDEF utg_result utg_tokenizer_byte260(utg_tokenizer *tok, int table_size, const utg_allocator *alloc,
                                         utg_msg *msg);
+/* Frees the tables with the tokenizer's allocator and zeroes *tok; a zeroed or freed tokenizer may be
+   freed again. */
 UTGDEF void utg_tokenizer_free(utg_tokenizer *tok);
 /* The piece text of id (SentencePiece spelling, "▁" for a space); NULL if id is out of range. */
 UTGDEF const char *utg_tokenizer_piece(const utg_tokenizer *tok, int id);
@@ -1146,6 +1160,8 @@ UTGDEF const char *utg_tokenizer_piece(const utg_tokenizer *tok, int id);
 UTGDEF uint64_t utg_tokenizer_count_bytes(const utg_tokenizer *tok, const int32_t *prev,
                                           const int32_t *target, size_t n);
 #ifndef UTG_NO_STDIO
+/* utg_tokenizer_load_spm on a file of at most UTG_MAX_TOKENIZER_FILE bytes; the message names the
+   path. */
 UTGDEF utg_result utg_tokenizer_load_spm_file(utg_tokenizer *tok, const char *path, int table_size,
                                               const utg_allocator *alloc, utg_msg *msg);
 #endif
@@ -7828,6 +7844,9 @@ static int utg__pb_varint(utg__pb *c, uint64_t *out) {
     return 0;
 }
 
+/* A field key: field number (1..2^29-1) and wire type (0 varint, 1 fixed64, 2 length-delimited,
+   5 fixed32). Groups (3, 4) are refused: sentencepiece_model.proto has none, so one means the
+   bytes are not a model. */
 static int utg__pb_key(utg__pb *c, uint32_t *field, int *wire) {
     size_t at = c->pos;
     uint64_t k;
@@ -7968,6 +7987,10 @@ typedef struct utg__spm_piece {
     int32_t type;
 } utg__spm_piece;
 
+/* The per-piece rules SentencePiece's model loader enforces (a known type, non-empty text of valid
+   UTF-8 without NUL, a BYTE piece spelled <0xNN>) plus the library's length cap, so that a model
+   this reader accepts is one SentencePieceProcessor would load. at: the piece's byte offset;
+   text_at: its text's, for the UTF-8 message. */
 static int utg__spm_check_piece(utg_msg *msg, size_t index, size_t at, size_t text_at, const utg__spm_piece *p) {
     size_t bad;
     if (p->type < UTG_PIECE_NORMAL || p->type > UTG_PIECE_BYTE) {
@@ -8030,7 +8053,9 @@ static int utg__spm_read_piece(utg__pb *m, size_t index, size_t start, utg__spm_
     return utg__spm_check_piece(m->msg, index, start, p->text ? (size_t)(p->text - m->b) : start, p);
 }
 
-/* What the first pass learns. */
+/* What the first pass learns: the sizes pass 2 allocates (pieces, text bytes with NULs), the
+   unknown piece's index, which of the 256 byte pieces exist (byte_fallback needs all of them), the
+   trainer_spec fields kept, and the special piece names (views into the file). */
 typedef struct utg__spm_scan {
     size_t n_pieces, text_bytes;
     int unk_index, n_byte_values;
@@ -8229,6 +8254,8 @@ static int utg__spm_fill(utg_tokenizer *t, const uint8_t *b, size_t size) {
     return id == t->n_pieces;
 }
 
+/* 32-bit FNV-1a of a NUL-terminated string, the seed mixed into the offset basis (the duplicate
+   check seeds it with the name space, so a CONTROL and a NORMAL piece of one text hash apart). */
 static uint32_t utg__fnv1a(const char *s, uint32_t seed) {
     uint32_t h = 2166136261u ^ seed;
     while (*s) h = (uint32_t)(((uint64_t)(h ^ (uint8_t)*s++) * 16777619u) & 0xffffffffu); /* no wrap: -fsanitize=integer */
@@ -8384,11 +8411,14 @@ UTGDEF utg_result utg_tokenizer_byte260(utg_tokenizer *tok, int table_size, cons
     return UTG_OK;
 }
 
+/* Piece text is stored NUL-terminated at piece_offset[id], so the piece is a plain C string. */
 UTGDEF const char *utg_tokenizer_piece(const utg_tokenizer *tok, int id) {
     if (!tok || !tok->piece_text || id < 0 || id >= tok->n_pieces) return NULL;
     return tok->piece_text + tok->piece_offset[id];
 }
 
+/* The byte rule of >>tokenizer. Ids are compared as uint32, so a negative id lands past table_size
+   and counts as padding: a target worth 0 bytes, or a boundary prev. */
 UTGDEF uint64_t utg_tokenizer_count_bytes(const utg_tokenizer *tok, const int32_t *prev, const int32_t *target, size_t n) {
     uint64_t bytes = 0;
     uint32_t ts;
@@ -8448,6 +8478,7 @@ UTGDEF utg_result utg_bpb_add(utg_bpb *acc, const utg_tokenizer *tok, const int3
     return UTG_OK;
 }
 
+/* val_loss of eval_val: the mean per-token loss in nats. */
 UTGDEF double utg_bpb_loss(const utg_bpb *acc) {
     return acc && acc->tokens > 0.0 ? acc->loss_sum / acc->tokens : 0.0;
 }
