@@ -1220,6 +1220,7 @@ UTGDEF utg_result utg_quantize_rows(const float *W, int rows, int cols, const ut
    upper Cholesky factor of H^-1. Output as utg_quantize_rows. H is not modified. */
 UTGDEF utg_result utg_gptq_rows(const float *W, int rows, int cols, const double *H, const utg_quant_spec *spec, double damp,
                                 int8_t *q, uint16_t *scales, utg_msg *msg);
+/* W[r, c] = q[r, c] * fp16 scales[r]: what a loader of the artifact computes. */
 UTGDEF void utg_dequantize_rows(const int8_t *q, const uint16_t *scales, int rows, int cols, float *W);
 /* IEEE half floats, round to nearest even (overflow gives infinity, NaN stays NaN) */
 UTGDEF uint16_t utg_f32_to_f16(float x);
@@ -1266,6 +1267,7 @@ typedef struct utg_codec {
     void *user;
 } utg_codec;
 
+/* The identity codec (id 0): the payload as it is, for tests and for measuring the raw size. */
 UTGDEF utg_codec utg_codec_stored(void);
 /* The built-in codec with an envelope id: 1 and *out filled for stored, and for brotli when
    compiled with UTG_USE_BROTLI; 0 otherwise. */
@@ -1348,27 +1350,36 @@ typedef struct utg_artifact {
    failure returns a utg_result with a message; nothing is allocated then. */
 UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_codec *decoder, const utg_allocator *alloc,
                                      utg_artifact **out, utg_msg *msg);
+/* Frees a parsed artifact (and the payload every view in it points into); NULL does nothing. */
 UTGDEF void utg_artifact_free(utg_artifact *a);
 UTGDEF int utg_artifact_find_kv(const utg_artifact *a, const char *key);     /* -1 if none */
 UTGDEF int utg_artifact_find_tensor(const utg_artifact *a, const char *name); /* -1 if none */
 UTGDEF uint32_t utg_artifact_kv_u32(const utg_artifact_kv *kv, uint32_t index); /* element of a U32 array */
 UTGDEF float utg_artifact_kv_f32(const utg_artifact_kv *kv, uint32_t index);    /* element of an F32 array */
-/* Dequantize (or convert) tensor `index` into n floats: w = q * scale for Q. */
+/* Dequantize (or convert) tensor `index` into n floats: w = q * scale for Q, F16 and BF16 widened,
+   F32 copied. n must be the tensor's numel (UTG_ERR_MISMATCH otherwise). */
 UTGDEF utg_result utg_artifact_tensor_floats(const utg_artifact *a, int index, float *dst, size_t n);
 /* Order-0 entropy of a Q tensor's symbols in bits per symbol (0 for float tensors). */
 UTGDEF double utg_artifact_tensor_entropy(const utg_artifact *a, int index);
-/* The model config stored in META (utg.config.*), resolved. String knobs point into the artifact. */
+/* The model config stored in META (utg.config.*), resolved. String knobs point into the artifact,
+   so it must outlive *cfg (utg_model_create copies them). Unknown utg.config keys are ignored (an
+   artifact from a newer writer still loads); a known key of the wrong type is UTG_ERR_FORMAT. */
 UTGDEF utg_result utg_artifact_config(const utg_artifact *a, utg_config *cfg, utg_msg *msg);
 
 /* The writer: collect keys, tensors and ancillary sections (all copied), then write. The bytes
    depend only on what was added and the codec. */
 typedef struct utg_artifact_writer utg_artifact_writer;
+/* The writer copies everything it is given, so the caller's buffers may go away after each add.
+   Failed adds leave the writer as it was, with the reason in utg_artifact_writer_message. */
 UTGDEF utg_result utg_artifact_writer_create(const utg_allocator *alloc, utg_artifact_writer **out);
-UTGDEF void utg_artifact_writer_destroy(utg_artifact_writer *w);
+UTGDEF void utg_artifact_writer_destroy(utg_artifact_writer *w); /* NULL does nothing */
 /* value: a uint32_t, int32_t, uint64_t, float or double for scalars; count chars for a string;
    count uint32_t or float for arrays. Keys are dotted lower_snake ([a-z0-9_.], 1..64 bytes), unique. */
 UTGDEF utg_result utg_artifact_add_kv(utg_artifact_writer *w, const char *key, utg_kv_type type, const void *value,
                                       uint32_t count);
+/* t describes host data: name, dtype, qbits, scale_kind, group, ndim, dims, values and scales (the
+   size fields are computed). Names are unique; float values and scales must be finite and symbols
+   lie in [-r, r], r = 2^(qbits-1) - 1; anything else is UTG_ERR_INVALID with a message. */
 UTGDEF utg_result utg_artifact_add_tensor(utg_artifact_writer *w, const utg_artifact_tensor *t);
 /* An ancillary section (critical = 0), e.g. "PROV"; META, TENS and DATA are the writer's own. */
 UTGDEF utg_result utg_artifact_add_section(utg_artifact_writer *w, const char tag[4], const void *bytes, size_t size);
@@ -1376,7 +1387,7 @@ UTGDEF utg_result utg_artifact_add_section(utg_artifact_writer *w, const char ta
    utg_free and the writer's allocator). *raw_size (may be NULL) gets the decoded payload size. */
 UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *codec, void **out, size_t *out_size,
                                      size_t *raw_size);
-UTGDEF const char *utg_artifact_writer_message(const utg_artifact_writer *w);
+UTGDEF const char *utg_artifact_writer_message(const utg_artifact_writer *w); /* the last failure */
 
 /* ---- the model and its artifact ---- */
 
@@ -1386,13 +1397,16 @@ UTGDEF const char *utg_artifact_writer_message(const utg_artifact_writer *w);
    visited several times in the plan accumulates once per visit; the tied embedding (and an untied
    head) use the final norm's output. Accumulated on the backend. */
 typedef struct utg_hessians utg_hessians;
+/* One zeroed fp32 [cols, cols] sum per distinct linear input, in backend memory; the model must
+   outlive it. *out is NULL on failure. Usage: create, then GPTQ_CALIBRATION_BATCHES x
+   { utg_model_forward; utg_hessians_accumulate }, then utg_model_export with it. */
 UTGDEF utg_result utg_hessians_create(utg_model *m, utg_hessians **out);
-UTGDEF void utg_hessians_destroy(utg_hessians *h);
+UTGDEF void utg_hessians_destroy(utg_hessians *h); /* NULL does nothing */
 /* Add the inputs of the last utg_model_forward (the plan that ran) into every H. */
 UTGDEF utg_result utg_hessians_accumulate(utg_hessians *h);
-UTGDEF int utg_hessians_batches(const utg_hessians *h);
+UTGDEF int utg_hessians_batches(const utg_hessians *h); /* accumulate calls so far */
 /* H of model tensor `index` on the host as doubles (cols x cols, divided by the batch count);
-   returns 0 when the tensor has none. */
+   returns 0 when the tensor has none or n < cols * cols, 1 when H was written. */
 UTGDEF int utg_hessians_get(const utg_hessians *h, int index, double *H, size_t n);
 /* Columns of the H of tensor `index` (0: none). */
 UTGDEF int utg_hessians_cols(const utg_hessians *h, int index);
@@ -1420,6 +1434,8 @@ typedef struct utg_tensor_quant {
     size_t bytes;    /* raw plane bytes (symbols + scales, or floats) */
 } utg_tensor_quant;
 
+/* Fill plan[n] (n = utg_model_tensor_count, tensor table order) from the config; h may be NULL (no
+   GPTQ). Only the plan fields are set; the result fields are zeroed for utg_model_export. */
 UTGDEF utg_result utg_model_quant_plan(const utg_model *m, const utg_hessians *h, utg_tensor_quant *plan, int n);
 
 typedef struct utg_export_report {
@@ -1458,8 +1474,12 @@ UTGDEF utg_result utg_model_create_from_artifact(const utg_artifact *a, const ut
    and keeps the masters; utg_qat_end puts the masters back. Gradients computed in between are the
    straight-through estimate. */
 typedef struct utg_qat utg_qat;
+/* Fixes the quantized tensors and their bits from the config once, and keeps host copies of them
+   (masters and fake-quantized values). The model must outlive it. */
 UTGDEF utg_result utg_qat_create(utg_model *m, utg_qat **out);
-UTGDEF void utg_qat_destroy(utg_qat *q);
+UTGDEF void utg_qat_destroy(utg_qat *q); /* NULL does nothing; call utg_qat_end first if active */
+/* begin before the step's first forward, end after its last backward and before utg_optim_step, so
+   that the optimizer updates the masters. begin while active and end while inactive do nothing. */
 UTGDEF void utg_qat_begin(utg_qat *q, int step);
 UTGDEF void utg_qat_end(utg_qat *q);
 /* 1 when the config asks for QAT at this step and LR scale (QAT_START_STEP, LATE_QAT_THRESHOLD). */
@@ -1469,8 +1489,8 @@ UTGDEF int utg_qat_wanted(const utg_config *cfg, int step, double lr_scale);
 // >>public
    ------------------------------------------------------------------------------------------------ */
 
-UTGDEF const char *utg_result_string(utg_result r);
-UTGDEF const char *utg_version(void);
+UTGDEF const char *utg_result_string(utg_result r); /* static text; "unknown result" for others */
+UTGDEF const char *utg_version(void);                /* UTG_VERSION_STRING of the implementation */
 /* Threads the CPU backend's ops use from this call site (OpenMP's count; 1 without OpenMP). */
 UTGDEF int utg_thread_count(void);
 /* Release a buffer the library handed to the caller (safetensors bytes, artifact bytes, checkpoint
@@ -8542,9 +8562,14 @@ static double utg__quantile_sorted(const float *v, int n, double p) {
     return (double)v[i] + ((double)v[j] - (double)v[i]) * (pos - lo);
 }
 
-/* One row with a given clip: q, the fp16 scale; returns the squared reconstruction error. */
-/* floor: train_gpt.py's clamp_min(1/r) for the max and percentile clips; SDClip (PR #1394) only keeps
-   the scale above 1e-10 */
+/* One row w[cols] with a given clip, r = 2^(bits-1) - 1 the largest symbol:
+       scale = max(clip / r, floor),   q[c] = clamp(round_half_even(clamp(w[c], +-clip) / scale), -r, r)
+   q is computed with the fp32 scale, as train_gpt.py's quantize_float_tensor does, while *scale16
+   is the fp16 the artifact stores and a loader multiplies by. Returns the squared reconstruction
+   error sum (w - q * fp16(scale))^2 against that stored scale: what GPTQ-lite search minimises and
+   rel_err reports. nearbyintf in the default rounding mode rounds half to even, as torch.round.
+   floor: train_gpt.py's clamp_min(1/r) for the max and percentile clips; SDClip (PR #1394) only keeps
+   the scale above 1e-10. A zero clip (an all-zero row) gets the floor: symbols 0, error 0. */
 static double utg__quant_row(const float *w, int cols, int r, float clip, float floor, int8_t *q, uint16_t *scale16) {
     float scale = clip / (float)r, s16;
     double err = 0.0;
@@ -8563,7 +8588,9 @@ static double utg__quant_row(const float *w, int cols, int r, float clip, float 
     return err;
 }
 
-/* The clip of one row for a mode other than SEARCH; sorted is scratch of cols floats. */
+/* The clip of one row for a mode other than SEARCH; sorted is scratch of cols floats. SDClip:
+   param * the unbiased std around the row mean (torch.std); PERCENTILE: the param-quantile of |w|
+   (param >= 1 is the max, without the sort); MAX: max |w|. */
 static float utg__row_clip(const float *w, int cols, utg_clip_mode mode, double param, float *sorted) {
     int c;
     if (mode == UTG_CLIP_SDCLIP) {
