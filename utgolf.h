@@ -4091,6 +4091,11 @@ typedef struct utg__layer_weights {
     int xsa;                  /* exclusive self attention in this layer */
 } utg__layer_weights;
 
+/* Activation shapes. N = tokens of the batch (n_seqs * Tc), d the model width (= H * hd, so q and
+   every per-head output are [N, d]), kvd = Hkv * hd, F the MLP hidden width. In utg__attn_acts:
+   n, nb, qn, qg, y, yx, yg, a are [N, d]; kn, kr, v are [N, kvd]; r is [N], rq and lse [N * H],
+   rk [N * Hkv], g [N, H]. All live in the activation arena (backend memory), carved once per
+   capacity by utg__carve_all; a NULL pointer means the feature is off for this model. */
 typedef struct utg__attn_acts { /* what one attention sublayer keeps for its backward */
     float *n, *r, *nb;        /* input norm, 1/rms, norm + bias (NULL without NORM_BIAS) */
     float *qn, *rq, *kn, *rk; /* q and k after the per-head RMSNorm, with 1/rms */
@@ -4105,6 +4110,10 @@ typedef struct utg__mlp_acts {
     float *n, *r, *nb, *u, *ua, *u2, *ua2, *m; /* norm, 1/rms, +bias, fc out, relu^2, mid out, relu^2, out */
 } utg__mlp_acts;
 
+/* One virtual layer's saved activations, every buffer [N, d]. The const pointers (xs, xs1, xc) are
+   views: they alias a buffer of this layer or the layer's input (the previous out, or x0), so that
+   a layer without the skip or the conditioning copies nothing. out (and out1 on two lanes) is the
+   next layer's input; a pushed U-Net slot points at it too (slot_src), for the layer that pops it. */
 typedef struct utg__acts { /* what one virtual layer keeps for its backward */
     const float *xs, *xs1;    /* the input after the U-Net skip add (points at hs/hs1 or the input) */
     const float *xc;          /* the block input after the conditioning (points at hc or xs) */
@@ -5432,7 +5441,12 @@ static void utg__attn_fwd(utg_model *m, const utg__layer_weights *w, int k, cons
     m->mm(be, S->a, utg__attn_out(w, k, S), w->attn_proj[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
 }
 
-/* ga = dL/da (m->g_attn_out; consumed first); ADDS dL/din into gin. */
+/* ga = dL/da (m->g_attn_out; consumed first); ADDS dL/din into gin. The gradient runs back through
+   the output projection, the gate and XSA (g_heads and g_normed take turns holding it), the
+   attention core (g_q [N, d], g_k and g_v [N, kvd]), the value extras (the value embedding's and
+   the value residual's gradients accumulate in g_ve_scaled and g_v0 for the forward's once-per-pass
+   tensors), q_gain/RoPE/head norms, and the three projections into g_normed [N, d], which
+   rmsnorm_bwd turns into dL/din. Weight gradients are all ADDED (a block's visits sum). */
 static void utg__attn_bwd(utg_model *m, const utg__layer_weights *w, const utg__layer_weights *g, int k, const float *nbias, float *gbias,
                           const utg__attn_acts *S, float *ga, float *gin) {
     utg_backend *be = m->be;
@@ -5501,7 +5515,9 @@ static void utg__mlp_fwd(utg_model *m, const utg__layer_weights *w, const float 
     m->mm(be, M->m, m->mlp3 ? M->ua2 : M->ua, w->mlp_proj, N, d, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
 }
 
-/* gm = dL/dm (may be m->g_normed, reused once gm is consumed); ADDS dL/din into gin. */
+/* gm = dL/dm (may be m->g_normed, reused once gm is consumed); ADDS dL/din into gin. Buffers:
+   g_hidden [N, F] holds dL/d(activation output), g_hidden_pre [N, F] dL/d(fc output), g_normed
+   [N, d] dL/d(norm output) before rmsnorm_bwd. */
 static void utg__mlp_bwd(utg_model *m, const utg__layer_weights *w, const utg__layer_weights *g, const float *nbias, float *gbias,
                          const utg__mlp_acts *M, float *gm, float *gin) {
     utg_backend *be = m->be;
@@ -5538,7 +5554,21 @@ static void utg__skip_bwd(utg_model *m, float *G, float *gskip, float *gw, float
     else m->be->mix_bwd(m->be, NULL, gskip, NULL, gw, G, NULL, NULL, skip, w, N, m->d, 0); /* dL/dh = G */
 }
 
-/* Forward of virtual layer l from input lanes (h0, h1; h1 NULL on one lane). */
+/* Forward of virtual layer l from input lanes (h0, h1; h1 NULL on one lane); x0 is the normed
+   embedding every resid_mix reads, and mix(a, b) below is resid_mix[0] * a + resid_mix[1] * b
+   per channel, as train_gpt.py's Block. One lane (train_gpt.py, GPT-J):
+       xs  = h0, or the U-Net skip of the popped slot added into it (hs)
+       xc  = xs after FiLM / iteration embedding / SHC alpha (hc), else xs
+       hin = mix(xc, x0); for each attention k: hmid[k] = cur + attn_scale[k] * attn_k(norm(cur))
+       out = last + mlp_scale * MLP(norm(last))   (GPT-J: both sublayers read norm(hin))
+       ITER_SCALE / SHC (PR #1110): out = xs + beta * gamma * (that block output - xc)
+   Two lanes (r = par_resid, P = par_post, scalars; sa, sm the scaled sublayer outputs):
+       sa = attn_scale * attn(norm(mix(l0, x0)))
+       TWO_LANE (PR #1204): l0a = r0 l0 + P0 sa, l1a = r0 l1 + P1 sa, sm from mix(l1a, x0),
+                            out = r1 l0a + P2 sm, out1 = r1 l1a + P3 sm
+       PARALLEL (PR #1530): sm from norm(l1), out = r0 l0 + P0 sa + P2 sm, out1 = r1 l1 + P1 sa + P3 sm
+   Each residual add is fused with the next norm (mix_rmsnorm_fwd), which writes the norm straight
+   into the sublayer's acts; a pushing layer leaves its output in slot_src. */
 static void utg__layer_forward(utg_model *m, int l, const float *h0, const float *h1, int n_seqs) {
     utg_backend *be = m->be;
     const utg_plan_layer *pl = &m->plan->layers[l];
@@ -5626,7 +5656,12 @@ static void utg__layer_forward(utg_model *m, int l, const float *h0, const float
 }
 
 /* The forward pass over n_seqs rows of seq_len tokens. grad != 0 leaves d(mean loss)/dlogits in
-   the logits buffer for backward; token_losses (host, may be NULL) receives each position's loss. */
+   the logits buffer for backward; token_losses (host, may be NULL) receives each position's loss.
+   Data flow, every buffer backend memory: ids, tgt [N] -> emb = tok_emb[ids] [N, d] (+ BigramHash,
+   SmearGate) -> x0 = RMSNorm(emb) [N, d] (the static SmearGate mixes after the norm) -> the value
+   embedding ve_scaled [N, kvd] once -> virtual layers 0..n-1, each reading the previous out (out1)
+   -> the lanes merged (PARALLEL_FINAL_LANE) -> hf = RMSNorm [N, d] -> logits = hf head^T [N, V]
+   -> row_loss [N] (downloaded to host_loss, summed in double on the host). */
 static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs, int seq_len,
                                int grad, float *token_losses, double *loss) {
     utg_backend *be;
