@@ -1238,6 +1238,14 @@ UTGDEF float utg_f16_to_f32(uint16_t h);
    per byte; float and scale planes are byte-shuffled by element size. All integers little-endian.
    Brotli is not embedded: codecs are callbacks, with a default binding to libbrotli compiled under
    UTG_USE_BROTLI (link -lbrotlienc -lbrotlidec).
+   Writing, at the end of training:
+       utg_hessians_create; calibration forwards + utg_hessians_accumulate   (GPTQ_ENABLED only)
+       utg_model_export(m, h, &codec, prov, plan, &bytes, &size, &report); utg_write_file
+   Loading, in an evaluator that has only the file:
+       utg_read_file_magic(path, "UTGA", 4, ...); utg_artifact_parse(bytes, size, NULL, NULL, &a, &msg);
+       utg_model_create_from_artifact(a, NULL, &m); utg_artifact_free(a); then utg_model_eval.
+   The parsed artifact owns a copy of the decoded payload: the file's bytes may be freed after
+   parse, and the model owns its weights once created, so the artifact may go next.
    ------------------------------------------------------------------------------------------------ */
 
 #define UTG_ARTIFACT_MAJOR 1
@@ -1254,6 +1262,8 @@ UTGDEF float utg_f16_to_f32(uint16_t h);
 #define UTG_ARTIFACT_MAX_ARRAY (1u << 24) /* elements of a META array or bytes of a string */
 #define UTG_PARAM_GOLF_BUDGET 16000000 /* decimal bytes: artifact + code */
 
+/* The codec id is the envelope's byte that says how the payload was packed: a loader picks its
+   decoder by it (utg_codec_for_id), never by a file name. */
 typedef enum utg_codec_id { UTG_CODEC_STORED = 0, UTG_CODEC_BROTLI = 1 } utg_codec_id;
 
 /* A codec: compress writes at most *dst_size bytes and sets *dst_size to what it wrote;
@@ -1278,6 +1288,8 @@ UTGDEF int utg_codec_for_id(int id, utg_codec *out);
 UTGDEF utg_codec utg_codec_brotli(void);
 #endif
 
+/* Element types of a TENS entry: floats, or Q, int8 symbols in [-r, r] (r = 2^(qbits-1) - 1), one a
+   byte, dequantized as symbol * scale with the scale layout of utg_scale_kind. */
 typedef enum utg_dtype { UTG_DT_F32 = 0, UTG_DT_F16 = 1, UTG_DT_BF16 = 2, UTG_DT_Q = 3 } utg_dtype;
 typedef enum utg_scale_kind {
     UTG_SCALE_NONE = 0,   /* float tensors */
@@ -1320,11 +1332,16 @@ typedef struct utg_artifact_tensor {
     uint32_t values_offset, scales_offset; /* inside DATA */
 } utg_artifact_tensor;
 
+/* A directory entry of the payload: offset and size in payload bytes; a critical section with an
+   unknown tag makes parse refuse the file, an ancillary one is skipped. */
 typedef struct utg_artifact_section {
     char tag[5];
     uint32_t flags, offset, size; /* flags bit 0: critical */
 } utg_artifact_section;
 
+/* A parsed artifact: the envelope's fields, the directory, META and TENS decoded into arrays, and
+   views into the decoded payload. Everything is owned by the artifact and freed by
+   utg_artifact_free; the pointers are valid until then. */
 typedef struct utg_artifact {
     /* envelope */
     int major, codec, flags;
@@ -1438,6 +1455,8 @@ typedef struct utg_tensor_quant {
    GPTQ). Only the plan fields are set; the result fields are zeroed for utg_model_export. */
 UTGDEF utg_result utg_model_quant_plan(const utg_model *m, const utg_hessians *h, utg_tensor_quant *plan, int n);
 
+/* What utg_model_export measured, for the logs and the budget check: sizes in bytes, the entropy
+   bound of the symbols, the count of tensors per kind, and the rounds budget mode needed. */
 typedef struct utg_export_report {
     size_t artifact_bytes, raw_bytes;   /* the written file, the decoded payload */
     size_t symbol_bytes, scale_bytes, float_bytes;
@@ -1487,6 +1506,10 @@ UTGDEF int utg_qat_wanted(const utg_config *cfg, int step, double lr_scale);
 
 /* ------------------------------------------------------------------------------------------------
 // >>public
+   Result names, the version, the thread count, the one release function for what the library hands
+   out (utg_free), and the file helpers a trainer needs around the byte-level APIs: every loader in
+   the library works on memory, so these are how bytes get from and to disk. Checkpoints and
+   artifacts should go through utg_write_file, so that a crash leaves the previous file intact.
    ------------------------------------------------------------------------------------------------ */
 
 UTGDEF const char *utg_result_string(utg_result r); /* static text; "unknown result" for others */
@@ -6768,6 +6791,9 @@ UTGDEF utg_result utg_shard_write(const uint16_t *ids, size_t n, uint8_t *out, s
 
 #define UTG__DS_BUF_TOKENS 32768 /* scratch for little-endian decoding: 64 KiB */
 
+/* A dataset: host memory only. Shards are read on demand through the single open FILE, reopened
+   when a read moves to another shard; buf decodes little-endian uint16 ids in chunks of
+   UTG__DS_BUF_TOKENS. Token offsets are stream offsets: start[s] + the position inside shard s. */
 struct utg_dataset {
     utg_allocator alloc;
     int n_shards;
@@ -7102,6 +7128,12 @@ UTGDEF utg_result utg_dataset_read_val(utg_dataset *ds, int seq_len, int32_t **o
 
 /* ---- loaders ---- */
 
+/* The loader's state. What decides every future batch is small: SEQUENTIAL pos and wraps;
+   SHUFFLED epoch, the choice RNG and taken[]. The rest of the SHUFFLED arrays (n_windows, phase,
+   perm_off, perm) are a pure function of (seed, rank, epoch, shard), rebuilt by
+   utg__ld_begin_epoch at each new epoch and on restore, which is why the saved record holds only
+   the deciding fields. Host memory from `alloc`; the arrays are sized for n_owned shards once, at
+   create. */
 struct utg_loader {
     utg_allocator alloc;
     utg_dataset *ds;
