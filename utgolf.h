@@ -4923,6 +4923,11 @@ static int utg__orthogonal(utg_model *m, float *W, int rows, int cols, utg__rng 
     return 1;
 }
 
+/* One host pass over the tensor table in order, drawing from one RNG, then one upload: the values
+   depend only on the seed and the table, never on the backend or the thread count. Which init each
+   tensor gets follows train_gpt.py's GPT._init_weights and the record PRs (noted inline): matrices
+   nn.Linear's uniform (or orthogonal with ORTHO_INIT), output projections zero, scales and gains
+   their constants, resid_mix [1; 0] so that a block starts reading only its input. */
 UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed) {
     float *host;
     utg__rng rng;
@@ -5998,6 +6003,11 @@ UTGDEF double utg_lr_scale(const utg_config *c, int step, double elapsed_ms) {
     return utg_lr_scale_phase(c, step, elapsed_ms, 0, 0.0);
 }
 
+/* Three regimes, as train_gpt.py's lr_mul and the records' variants: WARMDOWN_FRAC (a fraction of
+   training by time or steps, floored at MIN_LR); WARMDOWN_ITERS without a cap (linear to 0 over
+   the last iterations); WARMDOWN_ITERS under a cap (the warmdown is WARMDOWN_ITERS average steps
+   long, measured in ms, so that it ends with the cap whatever the step time). The step time is
+   re-measured from the last plan switch (phase_step, phase_ms) once the new plan has a step. */
 UTGDEF double utg_lr_scale_phase(const utg_config *c, int step, double elapsed_ms, int phase_step, double phase_ms) {
     double cap_ms = c->max_wallclock_seconds > 0 ? 1000.0 * c->max_wallclock_seconds : 0.0;
     int wd_iters = UTG__OFF0(c->warmdown_iters);
@@ -6167,6 +6177,13 @@ UTGDEF void utg_optim_reset(utg_optim *o) {
     o->swa_count = 0;
 }
 
+/* The order matters for bit-exact resumes and for matching train_gpt.py: the norm is taken over the
+   whole gradient arena (padding is zero) before clipping; clipping scales by
+   GRAD_CLIP_NORM / (norm + 1e-6) only when that is below 1, as clip_grad_norm_; Muon runs before
+   Adam, and the Adam step counter is shared by every Adam tensor (one torch.optim.Adam per group
+   with the same step count). Muon's update per tensor, with B its momentum buffer:
+       B = mu B + G;  U = G + mu B (nesterov) or B;  U = NS(U) (MuonEq-R first normalizes rows);
+       W = (1 - lr * MUON_WD) W - lr * sqrt(max(1, rows / cols)) * U. */
 UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double *grad_norm) {
     utg_model *m;
     utg_backend *be;
@@ -10231,6 +10248,12 @@ fail:
     return r;
 }
 
+/* How: every Q tensor is quantized once at each candidate width (b in [floor, its plan bits]),
+   recording the error and the estimated bytes (numel * entropy / 8 symbols + 2 bytes of scale
+   per row); float tensors count their raw bytes. Then a greedy loop lowers, one bit at a time, the
+   tensor whose next step down costs the least error per byte saved, until the estimate times
+   `ratio` (artifact bytes per estimated byte, measured by the caller on a first export) fits.
+   err and est are indexed [9 * tensor + bits]. */
 UTGDEF utg_result utg_model_budget_plan(utg_model *m, const utg_hessians *h, utg_tensor_quant *plan, int n, int min_bits,
                                         double target_bytes, double ratio) {
     /* per Q tensor and bit width: the estimated bytes and the absolute (H-weighted) error */
