@@ -9926,6 +9926,12 @@ static void utg__hess_add(utg_hessians *h, int t, const float *X, int N, float a
     h->m->be->matmul(h->m->be, h->H[s], X, X, c, c, N, UTG_TRANS, UTG_NO_TRANS, alpha, 1.0f);
 }
 
+/* Reads the activations the last forward saved, so nothing runs again: per virtual layer the
+   attention input (the normed, biased src that c_q, c_k and c_v all read, weighted by ln_scale^2
+   since the matmuls scale it), the heads the output projection reads (after XSA and the gate),
+   the MLP input and its hidden activations; then the final norm's output for the head, and the
+   BigramHash and value-embedding rows for their projections. A repeat visit with an untied MLP
+   adds into that set's tensors instead of the shared ones. */
 UTGDEF utg_result utg_hessians_accumulate(utg_hessians *h) {
     utg_model *m;
     int l, k, N;
@@ -10340,6 +10346,10 @@ done:
     return r;
 }
 
+/* Checks before it changes anything: every knob META carries (UTG_KF_ARENA and UTG_KF_EVAL,
+   compared as the formatted text) equals the model's, the tensor count and every name and shape agree, and
+   every dequantized value is finite; then one upload of the whole arena, and the artifact's plan
+   phase (utg.plan.phase, when present) becomes the model's, without re-copying untied MLPs. */
 UTGDEF utg_result utg_model_load_artifact(utg_model *m, const utg_artifact *a) {
     float *host = NULL;
     int i, k, kp;
