@@ -1063,8 +1063,8 @@ typedef struct utg_train_state {
    checkpoint. To resume, build the model, optimizer and loader from the same config, read the file
    and call utg_checkpoint_load, then continue at ts->step. */
 /* *out is allocated with the model's allocator (release with utg_free(utg_model_allocator(m), p)).
-   loader may be NULL (no loader state is stored). OPT2 and OPT3 are written only when EMA and SWA are on. Errors:
-   UTG_ERR_INVALID for a NULL argument or a loader that cannot save, UTG_ERR_NOMEM. */
+   loader may be NULL (no loader state is stored). OPT2 and OPT3 are written only when EMA and SWA
+   are on. Errors: UTG_ERR_INVALID for a NULL argument or a loader that cannot save, UTG_ERR_NOMEM. */
 UTGDEF utg_result utg_checkpoint_save(utg_model *m, utg_optim *o, const utg_loader *loader, const utg_train_state *ts,
                                       void **out, size_t *out_size);
 /* Refused with UTG_ERR_FORMAT (corrupt, truncated, bad CRC) or UTG_ERR_MISMATCH (another model,
