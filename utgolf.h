@@ -132,7 +132,11 @@ extern "C" {
 // >>types
    ------------------------------------------------------------------------------------------------ */
 
-/* Result codes: one X-macro list keeps the enum and the strings together. */
+/* Result codes: one X-macro list keeps the enum and the strings together. UTG_OK is 0 and every
+   error is negative, so `r != UTG_OK` (or `r < 0`) tests for failure. The code says what kind of
+   failure; the details (which file, tensor, knob or byte) go to a message: the model's
+   (utg_model_message) for calls that take a model, optimizer, QAT or Hessian object, the writer's
+   for the artifact writer, and the caller's utg_msg for the rest. */
 #define UTG_RESULTS(X)                                                   \
     X(UTG_OK, 0, "ok")                                                   \
     X(UTG_ERR_INVALID, -1, "invalid argument")                           \
@@ -151,7 +155,9 @@ typedef enum utg_result {
     UTG_RESULT_FORCE_INT = 0x7fffffff
 } utg_result;
 
-/* Logging is a callback; the library prints nothing by itself. */
+/* Logging is a callback; the library prints nothing by itself. Only a model logs (its creation, the
+   plans it built); the callback runs on the calling thread. `message` is at most 511 bytes, with no
+   trailing newline, and lives only for the call; `file` and `line` point into utgolf.h. */
 typedef enum utg_log_level { UTG_LOG_ERROR = 0, UTG_LOG_WARN, UTG_LOG_INFO, UTG_LOG_DEBUG } utg_log_level;
 typedef void (*utg_log_fn)(utg_log_level level, const char *message, const char *file, int line,
                            void *user);
@@ -160,14 +166,21 @@ typedef struct utg_logger {
     void *user;
 } utg_logger;
 
-/* Allocation is the caller's call: NULL functions fall back to UTG_MALLOC / UTG_FREE. */
+/* Allocation is the caller's call: NULL functions fall back to UTG_MALLOC / UTG_FREE. alloc_fn must
+   return memory aligned as malloc's is (the CPU backend aligns its 64-byte buffers itself on top)
+   or NULL; every block goes back through free_fn of the same allocator. A struct passed by pointer
+   is copied, so it need not outlive the call; `user` must outlive every object that holds the
+   copy. */
 typedef struct utg_allocator {
     void *(*alloc_fn)(size_t size_bytes, void *user);
     void (*free_fn)(void *ptr, void *user);
     void *user;
 } utg_allocator;
 
-/* A message buffer for calls that have no model to hold their error details. */
+/* A message buffer for calls that have no model to hold their error details. The text is always
+   NUL-terminated and safe to print (control bytes from files are written as \xNN); a call that
+   fails writes it, a call that succeeds may leave it as it was. Every `utg_msg *` argument may be
+   NULL: the details are then dropped. */
 typedef struct utg_msg {
     char text[256];
 } utg_msg;
@@ -417,10 +430,16 @@ typedef struct utg_knob_info {
     const char *doc;
 } utg_knob_info;
 
+/* The knob table at run time, for tools that list, print or parse knobs generically: index runs over
+   0 .. utg_config_knob_count() - 1 in table order. The returned info is static (never freed). A
+   typical setup: start from a zeroed utg_config, apply text (utg_config_parse_text) and the
+   environment (utg_config_apply_env), put the result in utg_model_desc.config; utg_model_create
+   resolves and validates it. */
 UTGDEF int utg_config_knob_count(void);
 UTGDEF const utg_knob_info *utg_config_knob(int index);             /* NULL when out of range */
 UTGDEF int utg_config_find_knob(const char *env_or_field_name);      /* -1 when unknown */
-/* Fill every zero field with its default (idempotent). */
+/* Fill every zero field with its default (idempotent): a BOOL or OFF knob set to UTG_OFF keeps -1.
+   Pure: desc (NULL: all defaults) is not changed, and the result borrows its string pointers. */
 UTGDEF utg_config utg_config_resolve(const utg_config *desc);
 /* Check a resolved config for consistency (divisibility, ranges). */
 UTGDEF utg_result utg_config_validate(const utg_config *cfg, utg_msg *msg);
@@ -435,7 +454,9 @@ UTGDEF const char *utg_config_format(const utg_config *cfg, int index, char *buf
 /* One --help line for a knob: "  ENV_NAME  default  doc" (the default as the resolver fills it). */
 UTGDEF const char *utg_config_help_line(int index, char *buf, size_t buf_size);
 #ifndef UTG_NO_STDIO
-/* Apply every knob found in the process environment. */
+/* Apply every knob found in the process environment. String values point into the environment
+   (getenv), so they stay valid while the environment is not changed. Stops at the first bad value
+   with utg_config_set's result and message; the knobs set before it stay set. */
 UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
 #endif
 
@@ -449,6 +470,11 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
    fill a first contribution would otherwise need.
    ------------------------------------------------------------------------------------------------ */
 
+/* A backend is a utg_backend filled with function pointers. To add one (CUDA, say), fill every op
+   with the semantics written above it, set abi_version and struct_size from this header, and pass
+   it in utg_model_desc.backend: utg_model_create refuses a table whose version or size differs.
+   The library reads results on the host only through download and sumsq, so a backend that queues
+   its ops asynchronously must finish the queued work in those two. */
 #define UTG_BACKEND_ABI_VERSION 9u
 
 #define UTG_MIX_WX_SCALAR 1 /* mix_fwd/mix_bwd flags */
@@ -613,15 +639,33 @@ struct utg_backend {
     void (*destroy)(utg_backend *be);
 };
 
-/* The CPU reference backend (OpenMP inside each op when compiled with -fopenmp). */
+/* The CPU reference backend (OpenMP inside each op when compiled with -fopenmp). Its "backend
+   memory" is host memory from `alloc` (NULL: the default), 64-byte aligned. *out is NULL on
+   failure (UTG_ERR_NOMEM). The caller owns the backend: it must outlive every model, optimizer and
+   Hessian set that uses it, and goes back with utg_backend_destroy. A model created with a NULL
+   backend makes and destroys its own. */
 UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend **out);
 /* The matmul microkernel a CPU backend picked: "avx512", "avx2" or "portable" (from the CPU's
    features at create; UTG_CPU_KERNEL in the environment asks for another one the CPU has). */
-UTGDEF const char *utg_backend_cpu_kernel(const utg_backend *be);
+UTGDEF const char *utg_backend_cpu_kernel(const utg_backend *be); /* NULL for another backend */
+/* Calls be->destroy, which frees the table itself; NULL does nothing. Buffers allocated from the
+   backend must be freed first (the CPU backend does not track them). */
 UTGDEF void utg_backend_destroy(utg_backend *be);
 
 /* ------------------------------------------------------------------------------------------------
 // >>model
+   A model owns its resolved config, its depth plans, the parameter and gradient arenas (one
+   backend buffer each, laid out by the tensor table) and the activations of the last forward.
+   Typical use:
+       utg_model_desc d = {0};  d.config = cfg;          (zeroed config: the train_gpt.py baseline)
+       utg_model_create(&d, &m);                        (on failure: read utg_model_message(m),
+                                                         then utg_model_destroy(m))
+       utg_model_reserve(m, micro_seqs);                (optional: all activation memory up front)
+       loop: utg_model_zero_grads(m); forward + backward per micro-batch; an optimizer step
+       utg_model_eval(...) for validation; utg_model_destroy(m).
+   Parameters are initialised at create from SEED, so a new model is ready to train. Every call
+   that moves data between host and model names the host side explicitly (host_src, host_dst);
+   utg_model_params / utg_model_grads return backend pointers for backend ops only.
    ------------------------------------------------------------------------------------------------ */
 
 typedef enum utg_role {
@@ -681,6 +725,8 @@ typedef struct utg_plan {
     utg_plan_layer *layers;
 } utg_plan;
 
+/* What utg_model_create needs; the model copies all of it (config strings included), so desc may
+   go away after the call. The backend, when given, stays the caller's. */
 typedef struct utg_model_desc {
     utg_config config;      /* zeroed = train_gpt.py baseline */
     utg_backend *backend;   /* NULL: a CPU backend owned by the model */
@@ -690,18 +736,28 @@ typedef struct utg_model_desc {
 
 typedef struct utg_model utg_model;
 
+/* Resolve and validate desc->config (NULL desc: the baseline), build the tensor table and every
+   depth plan, allocate both arenas on the backend and initialise the parameters from SEED. Errors:
+   UTG_ERR_CONFIG for an invalid config, UTG_ERR_BACKEND for a backend table from another ABI or
+   without the matmul the config needs, UTG_ERR_NOMEM. Once the model struct itself exists, *out
+   holds it even on failure, so that its message can be read: destroy it in every case where *out
+   is not NULL. */
 UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out);
 /* The tensor count and parameter count (sum of numel) of the model `cfg` describes, without building
    it: only the depth plans and the tensor table are made, so this is cheap for any valid config. */
 UTGDEF utg_result utg_config_model_size(const utg_config *cfg, size_t *n_params, int *n_tensors, utg_msg *msg);
+/* Frees everything the model allocated, and its backend when it made its own; NULL does nothing.
+   Optimizers, Hessian sets and QAT states of the model must be destroyed first. */
 UTGDEF void utg_model_destroy(utg_model *m);
-UTGDEF const char *utg_model_message(const utg_model *m); /* details of the last failure */
+/* Details of the last failure of any call on the model (or on its optimizer, Hessians, QAT state,
+   checkpoints); valid until the next call. "no model" for NULL. */
+UTGDEF const char *utg_model_message(const utg_model *m);
 UTGDEF const utg_config *utg_model_config(const utg_model *m); /* the resolved config */
 UTGDEF const utg_plan *utg_model_plan(const utg_model *m); /* the plan that runs now */
 UTGDEF int utg_model_plan_count(const utg_model *m);        /* plans the schedule can reach */
-UTGDEF const utg_plan *utg_model_plan_at(const utg_model *m, int index);
+UTGDEF const utg_plan *utg_model_plan_at(const utg_model *m, int index); /* NULL if out of range */
 UTGDEF int utg_model_phase(const utg_model *m);             /* index of the plan that runs now */
-UTGDEF int utg_model_physical_blocks(const utg_model *m);
+UTGDEF int utg_model_physical_blocks(const utg_model *m); /* blocks with their own matrices */
 /* The phase the schedule asks for at `step` with `train_frac` of training done (see
    utg_train_frac); phases only move forward. */
 UTGDEF int utg_model_schedule_phase(const utg_model *m, int step, double train_frac);
@@ -710,12 +766,17 @@ UTGDEF int utg_model_schedule_phase(const utg_model *m, int step, double train_f
    shared MLPs (PR #1204). activate = 0 only selects the plan (evaluation, resuming). Allocates
    nothing: every plan's activations were reserved together. */
 UTGDEF utg_result utg_model_set_phase(utg_model *m, int phase, int activate);
-/* One line describing a plan, e.g. "13 virtual layers: 0 1 2 3 4 5 | 4 5 6 7 8 9 10". */
+/* One line describing a plan, e.g. "13 virtual layers: 0 1 2 3 4 5 | 4 5 6 7 8 9 10" (the
+   physical block of each virtual layer, with `|` before the first decoder layer, `=` before the
+   first two-lane layer and `'` after a layer with an untied repeat MLP); truncated to buf_size.
+   Returns buf. */
 UTGDEF const char *utg_plan_describe(const utg_plan *p, char *buf, size_t buf_size);
-UTGDEF utg_backend *utg_model_backend(utg_model *m);
+UTGDEF utg_backend *utg_model_backend(utg_model *m); /* the backend every op of the model runs on */
 
+/* The tensor table, in state_dict order (train_gpt.py's GPT, then the recurrence features' own
+   tensors). The infos live as long as the model. */
 UTGDEF int utg_model_tensor_count(const utg_model *m);
-UTGDEF const utg_tensor_info *utg_model_tensor(const utg_model *m, int index);
+UTGDEF const utg_tensor_info *utg_model_tensor(const utg_model *m, int index); /* NULL if out of range */
 UTGDEF int utg_model_find_tensor(const utg_model *m, const char *name); /* -1 if none */
 UTGDEF size_t utg_model_param_count(const utg_model *m); /* sum of numel, no padding */
 UTGDEF size_t utg_model_arena_floats(const utg_model *m);   /* arena length with padding */
@@ -723,19 +784,27 @@ UTGDEF size_t utg_model_arena_floats(const utg_model *m);   /* arena length with
 UTGDEF float *utg_model_params(utg_model *m);
 UTGDEF float *utg_model_grads(utg_model *m);
 
-/* Re-initialise every parameter as train_gpt.py does, from `seed` (deterministic). */
+/* Re-initialise every parameter as train_gpt.py does, from `seed` (deterministic, and the same on
+   every platform: the RNG is the library's own). utg_model_create has already done this with
+   SEED; the optimizer state is not touched (see utg_optim_reset). */
 UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed);
 /* The model's two arenas, laid out alike: the parameters and their gradients. */
 typedef enum utg_arena { UTG_ARENA_PARAMS = 0, UTG_ARENA_GRADS = 1 } utg_arena;
-/* Copy one tensor (or the whole arena when index < 0) between host memory and the model. */
+/* Copy one tensor (or the whole arena when index < 0) between host memory and the model. n_floats
+   must equal the tensor's numel (utg_model_arena_floats() for the whole arena, padding included),
+   else UTG_ERR_INVALID with a message and nothing copied. */
 UTGDEF utg_result utg_model_get(utg_model *m, utg_arena which, int index, float *host_dst, size_t n_floats);
 UTGDEF utg_result utg_model_set(utg_model *m, utg_arena which, int index, const float *host_src, size_t n_floats);
 
 /* Allocate activations for batches of up to n_seqs sequences of TRAIN_SEQ_LEN. The first forward
-   call does this when needed; calling it up front keeps all allocation out of the step loop. */
+   call does this when needed; calling it up front keeps all allocation out of the step loop.
+   Capacity only grows; a larger batch later reallocates (and drops the saved activations).
+   UTG_ERR_INVALID for n_seqs <= 0 or a batch over INT32_MAX tokens, UTG_ERR_NOMEM. */
 UTGDEF utg_result utg_model_reserve(utg_model *m, int n_seqs);
 /* Forward over n_seqs rows of inputs/targets (host arrays, n_seqs*TRAIN_SEQ_LEN ids each); writes
-   the mean cross-entropy (nats) to *loss. Activations are kept for utg_model_backward. */
+   the mean cross-entropy (nats) to *loss. Activations are kept for utg_model_backward. Any id
+   outside [0, VOCAB_SIZE) is refused before anything runs (UTG_ERR_MISMATCH); a non-finite loss
+   is still written to *loss, and returned as UTG_ERR_BACKEND. */
 UTGDEF utg_result utg_model_forward(utg_model *m, const int32_t *inputs, const int32_t *targets,
                                     int n_seqs, double *loss);
 /* Forward without gradients, for evaluation: n_seqs rows of seq_len tokens (any length; RoPE
@@ -743,8 +812,12 @@ UTGDEF utg_result utg_model_forward(utg_model *m, const int32_t *inputs, const i
    NULL) receives the n_seqs*seq_len per-position losses in nats; *loss gets their mean. */
 UTGDEF utg_result utg_model_eval(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs, int seq_len,
                                  float *token_losses, double *loss);
-/* Backward of loss_scale * (mean loss of the last forward): ADDS into the gradient arena. */
+/* Backward of loss_scale * (mean loss of the last forward): ADDS into the gradient arena, so that
+   micro-batches accumulate (loss_scale = 1 / GRAD_ACCUM_STEPS gives train_gpt.py's mean). Needs a
+   successful utg_model_forward (not utg_model_eval, and no phase switch since); one backward per
+   forward, since the backward reuses the logits buffer. UTG_ERR_INVALID otherwise. */
 UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale);
+/* Zero the gradient arena: once per optimizer step, before its first backward. */
 UTGDEF void utg_model_zero_grads(utg_model *m);
 
 /* ------------------------------------------------------------------------------------------------
@@ -755,17 +828,30 @@ UTGDEF void utg_model_zero_grads(utg_model *m);
    Adam with HEAD_LR; every CONTROL tensor to Adam with SCALAR_LR. Both wd knobs are decoupled
    (W *= 1 - lr*wd before the update). Every array lives in backend memory and every update goes
    through the backend table; the state arenas share the parameter arena's layout.
+   One training step, in train_gpt.py's order (examples/train.c runs exactly this):
+       scale = utg_lr_scale(cfg, step, elapsed_ms);        (or utg_lr_scale_phase with a depth plan)
+       phase switch if utg_model_schedule_phase asks for a later one (utg_model_set_phase(m, p, 1));
+       utg_qat_begin (when QAT is on); utg_model_zero_grads;
+       GRAD_ACCUM_STEPS x { utg_loader_next; utg_model_forward; utg_model_backward(m, 1 / steps) };
+       utg_qat_end; utg_optim_step(o, step, scale, &norm); utg_optim_average(o, step, scale);
+   and after the last step utg_optim_apply_average before the final evaluation and export.
    ------------------------------------------------------------------------------------------------ */
 
 typedef struct utg_optim utg_optim;
 
-/* The optimizer reads its settings from the model's resolved config. */
+/* The optimizer reads its settings from the model's resolved config, assigns every tensor to its
+   group once, and allocates its arenas on the model's backend (the EMA and SWA arenas only when
+   those knobs are on). The model must outlive it. *out is NULL on failure (UTG_ERR_NOMEM). The
+   moments start at zero and the EMA at the current parameters. */
 UTGDEF utg_result utg_optim_create(utg_model *m, utg_optim **out);
-UTGDEF void utg_optim_destroy(utg_optim *o);
+UTGDEF void utg_optim_destroy(utg_optim *o); /* NULL does nothing */
 /* One optimizer step from the model's gradient arena. `step` counts finished steps (0 for the
    first) and drives the Muon momentum warmup; lr_scale multiplies every group's base LR (see
    utg_lr_scale). With GRAD_CLIP_NORM > 0 the gradients are clipped as clip_grad_norm_ does. The
-   global gradient norm before clipping goes to *grad_norm when it is not NULL. */
+   global gradient norm before clipping goes to *grad_norm when it is not NULL. A non-finite norm is
+   refused before anything changes (UTG_ERR_BACKEND, with the norm still written), so the caller
+   can roll back; step < 0 or lr_scale < 0 (or NaN) is UTG_ERR_INVALID. The gradients are left
+   clipped, not zeroed. */
 UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double *grad_norm);
 /* After each step: update the EMA (EMA_ENABLED) and take an SWA sample (SWA_ENABLED, every
    SWA_EVERY steps once lr_scale < SWA_START_LR_FRAC). `step` counts finished steps. */
@@ -774,7 +860,8 @@ UTGDEF void utg_optim_average(utg_optim *o, int step, double lr_scale);
    records), else the SWA mean when it has samples. Returns which average it loaded. */
 typedef enum utg_average { UTG_AVERAGE_NONE = 0, UTG_AVERAGE_EMA = 1, UTG_AVERAGE_SWA = 2 } utg_average;
 UTGDEF utg_average utg_optim_apply_average(utg_optim *o);
-/* Back to the state of a fresh optimizer (zero moments, EMA = current parameters, no SWA). */
+/* Back to the state of a fresh optimizer (zero moments, EMA = current parameters, no SWA): what
+   train_gpt.py does after its warmup steps, together with restoring the initial parameters. */
 UTGDEF void utg_optim_reset(utg_optim *o);
 
 /* Optimizer state for checkpoints: four arenas, each utg_model_arena_floats() long, and the
@@ -786,6 +873,9 @@ typedef enum utg_optim_arena {
     UTG_OPTIM_SWA = 3            /* the running sum of SWA samples */
 } utg_optim_arena;
 #define UTG_OPTIM_ARENAS 4
+/* Copy a whole arena to or from host memory: n_floats must be utg_model_arena_floats()
+   (UTG_ERR_MISMATCH otherwise); EMA and SWA exist only when enabled (UTG_ERR_INVALID otherwise). The
+   counters are the Adam step count (its bias correction) and the number of SWA samples summed. */
 UTGDEF utg_result utg_optim_get_arena(utg_optim *o, utg_optim_arena which, float *host_dst, size_t n_floats);
 UTGDEF utg_result utg_optim_set_arena(utg_optim *o, utg_optim_arena which, const float *host_src, size_t n_floats);
 UTGDEF void utg_optim_get_counters(const utg_optim *o, int64_t *adam_steps, int64_t *swa_count);
@@ -826,6 +916,10 @@ UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int
 
 #define UTG_SAFETENSORS_MAX_HEADER (100u * 1024u * 1024u)
 
+/* Load the parameter arena from a safetensors file in memory. F16 and BF16 values are widened to
+   fp32; a non-finite value is UTG_ERR_FORMAT, an unknown, missing or misshapen tensor
+   UTG_ERR_MISMATCH, a malformed header UTG_ERR_FORMAT, each with the tensor's name in
+   utg_model_message. Nothing changes unless every tensor checks. */
 UTGDEF utg_result utg_model_load_safetensors(utg_model *m, const void *bytes, size_t size_bytes);
 /* *out is allocated with the model's allocator; release it
    with utg_free(utg_model_allocator(m), p). Output is deterministic (tensor table order, fixed formatting). */
@@ -845,8 +939,11 @@ UTGDEF const utg_allocator *utg_model_allocator(const utg_model *m); /* the allo
 /* Validate a shard in memory; *tokens points into `bytes` (little-endian uint16). */
 UTGDEF utg_result utg_shard_parse(const void *bytes, size_t size_bytes, const uint8_t **tokens,
                                   size_t *n_tokens, utg_msg *msg);
+/* Token `index` of a payload from utg_shard_parse (no bounds check: index < *n_tokens). */
 UTGDEF uint16_t utg_shard_token(const uint8_t *tokens, size_t index);
-/* Write a shard of n ids into out (size UTG_SHARD_HEADER_BYTES + 2n). Fails if n > INT32_MAX. */
+/* Write a shard of n ids into out, which must be exactly UTG_SHARD_HEADER_BYTES + 2n bytes
+   (UTG_ERR_INVALID otherwise, and for n > INT32_MAX). The bytes are what train_gpt.py's
+   load_data_shard reads. */
 UTGDEF utg_result utg_shard_write(const uint16_t *ids, size_t n, uint8_t *out, size_t out_size);
 
 /* ------------------------------------------------------------------------------------------------
@@ -883,7 +980,7 @@ typedef struct utg_loader utg_loader;
    that ids are < vocab_size (0: no check). The dataset reads shards lazily, one open file at a time. */
 UTGDEF utg_result utg_dataset_open(const char *pattern, int vocab_size,
                                    const utg_allocator *alloc, utg_dataset **out, utg_msg *msg);
-UTGDEF void utg_dataset_close(utg_dataset *ds);
+UTGDEF void utg_dataset_close(utg_dataset *ds); /* closes its file; NULL does nothing */
 UTGDEF int utg_dataset_shard_count(const utg_dataset *ds);
 UTGDEF uint64_t utg_dataset_shard_tokens(const utg_dataset *ds, int shard); /* 0 if out of range */
 UTGDEF uint64_t utg_dataset_tokens(const utg_dataset *ds);                  /* all shards */
@@ -919,8 +1016,9 @@ typedef enum utg_loader_kind { UTG_LOADER_SEQUENTIAL = 0, UTG_LOADER_SHUFFLED = 
 UTGDEF utg_result utg_loader_create(utg_dataset *ds, utg_loader_kind kind, int seq_len,
                                     int rank, int world_size, uint64_t seed, const utg_allocator *alloc, utg_loader **out,
                                     utg_msg *msg);
-UTGDEF void utg_loader_destroy(utg_loader *ld);
-/* Fill inputs and targets [n_seqs * seq_len] each. On failure the loader does not move. */
+UTGDEF void utg_loader_destroy(utg_loader *ld); /* NULL does nothing; the dataset stays open */
+/* Fill inputs and targets [n_seqs * seq_len] each (host arrays). On failure (a read error, an id
+   past the dataset's vocab_size) the loader does not move and msg says why. */
 UTGDEF utg_result utg_loader_next(utg_loader *ld, int32_t *inputs, int32_t *targets, int n_seqs, utg_msg *msg);
 /* For logs. SHUFFLED: the current epoch (0 first). SEQUENTIAL: how many times the stream has
    wrapped from the last shard back to the first. */
@@ -929,7 +1027,8 @@ UTGDEF uint64_t utg_loader_epoch(const utg_loader *ld);
    implementation) that names the kind, seq_len, rank, world size, seed and every shard's token count,
    and ends with a checksum. restore refuses a corrupt record (UTG_ERR_FORMAT) or one from another
    setup (UTG_ERR_MISMATCH) with a message, and then leaves the loader as it was. */
-UTGDEF size_t utg_loader_state_size(const utg_loader *ld);
+UTGDEF size_t utg_loader_state_size(const utg_loader *ld); /* bytes save writes; constant per loader */
+/* buf_size must be at least utg_loader_state_size (UTG_ERR_INVALID otherwise). */
 UTGDEF utg_result utg_loader_save(const utg_loader *ld, void *buf, size_t buf_size);
 UTGDEF utg_result utg_loader_restore(utg_loader *ld, const void *buf, size_t size, utg_msg *msg);
 /* Back to the state right after create (Parameter Golf rebuilds its loader after the warmup steps). */
@@ -955,10 +1054,17 @@ typedef struct utg_train_state {
     int64_t tokens_seen; /* training tokens consumed */
 } utg_train_state;
 
-#define UTG_CHECKPOINT_VERSION 2u /* 2 added the depth-plan phase to STAT; version 1 files still load */
+/* The version utg_checkpoint_save writes: its STAT holds the depth-plan phase. utg_checkpoint_load
+   also reads version 1, whose STAT ends before the phase (the model resumes in phase 0). */
+#define UTG_CHECKPOINT_VERSION 2u
 
-/* *out is allocated with the model's allocator (release with utg_free(utg_model_allocator(m), p)). loader may be
-   NULL (no loader state is stored). */
+/* Usage: save after an optimizer step (and its utg_optim_average), when the model, optimizer and
+   loader agree on the step; write the bytes with utg_write_file so that a crash never leaves half a
+   checkpoint. To resume, build the model, optimizer and loader from the same config, read the file
+   and call utg_checkpoint_load, then continue at ts->step. */
+/* *out is allocated with the model's allocator (release with utg_free(utg_model_allocator(m), p)).
+   loader may be NULL (no loader state is stored). OPT2 and OPT3 are written only when EMA and SWA
+   are on. Errors: UTG_ERR_INVALID for a NULL argument or a loader that cannot save, UTG_ERR_NOMEM. */
 UTGDEF utg_result utg_checkpoint_save(utg_model *m, utg_optim *o, const utg_loader *loader, const utg_train_state *ts,
                                       void **out, size_t *out_size);
 /* Refused with UTG_ERR_FORMAT (corrupt, truncated, bad CRC) or UTG_ERR_MISMATCH (another model,
@@ -966,12 +1072,25 @@ UTGDEF utg_result utg_checkpoint_save(utg_model *m, utg_optim *o, const utg_load
    unless everything checks. */
 UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *loader, utg_train_state *ts,
                                       const void *bytes, size_t size);
-/* CRC-32 (IEEE, as zlib's crc32): crc = utg_crc32(0, data, n) */
+/* CRC-32 (IEEE, as zlib's crc32): crc = utg_crc32(0, data, n); chain blocks by passing the previous
+   result as crc. Used by checkpoints and the artifact envelope. */
 UTGDEF uint32_t utg_crc32(uint32_t crc, const void *data, size_t n);
 
 /* ------------------------------------------------------------------------------------------------
 // >>tokenizer
    Tokenizer metadata for byte counting and decoding; the fp64 bits-per-byte accumulator.
+   The score of Parameter Golf is bits per byte of the validation text, so the tokenizer's only
+   job here is to say how many UTF-8 bytes each predicted token stands for. The rule is
+   train_gpt.py's build_sentencepiece_luts: a target token t after the token p counts
+       base_bytes[t] + (has_leading_space[t] && !is_boundary[p])
+   where base_bytes is the piece's text length without a leading "▁" (1 for a byte piece, 0 for
+   CONTROL, UNKNOWN and UNUSED pieces), has_leading_space says the piece starts with "▁", and a
+   boundary piece (CONTROL, UNKNOWN, UNUSED, and every id past the model) swallows the space of the
+   token after it. Usage for a validation pass:
+       utg_tokenizer_load_spm_file(&tok, TOKENIZER_PATH, VOCAB_SIZE, NULL, &msg);
+       utg_bpb acc = {0};  per batch: utg_model_eval(... token_losses ...);
+                           utg_bpb_add(&acc, &tok, inputs, targets, token_losses, n);
+       val_loss = utg_bpb_loss(&acc); val_bpb = utg_bpb_value(&acc); utg_tokenizer_free(&tok);
    ------------------------------------------------------------------------------------------------ */
 
 
@@ -1031,6 +1150,8 @@ UTGDEF utg_result utg_tokenizer_load_spm(utg_tokenizer *tok, const void *model_b
 /* Parameter Golf's pure-byte vocabulary: 0 <pad>, 1 <s>, 2 </s>, 3 <unk>, then byte b at id b + 4. */
 UTGDEF utg_result utg_tokenizer_byte260(utg_tokenizer *tok, int table_size, const utg_allocator *alloc,
                                         utg_msg *msg);
+/* Frees the tables with the tokenizer's allocator and zeroes *tok; a zeroed or freed tokenizer may be
+   freed again. */
 UTGDEF void utg_tokenizer_free(utg_tokenizer *tok);
 /* The piece text of id (SentencePiece spelling, "▁" for a space); NULL if id is out of range. */
 UTGDEF const char *utg_tokenizer_piece(const utg_tokenizer *tok, int id);
@@ -1039,6 +1160,8 @@ UTGDEF const char *utg_tokenizer_piece(const utg_tokenizer *tok, int id);
 UTGDEF uint64_t utg_tokenizer_count_bytes(const utg_tokenizer *tok, const int32_t *prev,
                                           const int32_t *target, size_t n);
 #ifndef UTG_NO_STDIO
+/* utg_tokenizer_load_spm on a file of at most UTG_MAX_TOKENIZER_FILE bytes; the message names the
+   path. */
 UTGDEF utg_result utg_tokenizer_load_spm_file(utg_tokenizer *tok, const char *path, int table_size,
                                               const utg_allocator *alloc, utg_msg *msg);
 #endif
@@ -1097,6 +1220,7 @@ UTGDEF utg_result utg_quantize_rows(const float *W, int rows, int cols, const ut
    upper Cholesky factor of H^-1. Output as utg_quantize_rows. H is not modified. */
 UTGDEF utg_result utg_gptq_rows(const float *W, int rows, int cols, const double *H, const utg_quant_spec *spec, double damp,
                                 int8_t *q, uint16_t *scales, utg_msg *msg);
+/* W[r, c] = q[r, c] * fp16 scales[r]: what a loader of the artifact computes. */
 UTGDEF void utg_dequantize_rows(const int8_t *q, const uint16_t *scales, int rows, int cols, float *W);
 /* IEEE half floats, round to nearest even (overflow gives infinity, NaN stays NaN) */
 UTGDEF uint16_t utg_f32_to_f16(float x);
@@ -1114,6 +1238,14 @@ UTGDEF float utg_f16_to_f32(uint16_t h);
    per byte; float and scale planes are byte-shuffled by element size. All integers little-endian.
    Brotli is not embedded: codecs are callbacks, with a default binding to libbrotli compiled under
    UTG_USE_BROTLI (link -lbrotlienc -lbrotlidec).
+   Writing, at the end of training:
+       utg_hessians_create; calibration forwards + utg_hessians_accumulate   (GPTQ_ENABLED only)
+       utg_model_export(m, h, &codec, prov, plan, &bytes, &size, &report); utg_write_file
+   Loading, in an evaluator that has only the file:
+       utg_read_file_magic(path, "UTGA", 4, ...); utg_artifact_parse(bytes, size, NULL, NULL, &a, &msg);
+       utg_model_create_from_artifact(a, NULL, &m); utg_artifact_free(a); then utg_model_eval.
+   The parsed artifact owns a copy of the decoded payload: the file's bytes may be freed after
+   parse, and the model owns its weights once created, so the artifact may go next.
    ------------------------------------------------------------------------------------------------ */
 
 #define UTG_ARTIFACT_MAJOR 1
@@ -1130,6 +1262,8 @@ UTGDEF float utg_f16_to_f32(uint16_t h);
 #define UTG_ARTIFACT_MAX_ARRAY (1u << 24) /* elements of a META array or bytes of a string */
 #define UTG_PARAM_GOLF_BUDGET 16000000 /* decimal bytes: artifact + code */
 
+/* The codec id is the envelope's byte that says how the payload was packed: a loader picks its
+   decoder by it (utg_codec_for_id), never by a file name. */
 typedef enum utg_codec_id { UTG_CODEC_STORED = 0, UTG_CODEC_BROTLI = 1 } utg_codec_id;
 
 /* A codec: compress writes at most *dst_size bytes and sets *dst_size to what it wrote;
@@ -1143,6 +1277,7 @@ typedef struct utg_codec {
     void *user;
 } utg_codec;
 
+/* The identity codec (id 0): the payload as it is, for tests and for measuring the raw size. */
 UTGDEF utg_codec utg_codec_stored(void);
 /* The built-in codec with an envelope id: 1 and *out filled for stored, and for brotli when
    compiled with UTG_USE_BROTLI; 0 otherwise. */
@@ -1153,6 +1288,8 @@ UTGDEF int utg_codec_for_id(int id, utg_codec *out);
 UTGDEF utg_codec utg_codec_brotli(void);
 #endif
 
+/* Element types of a TENS entry: floats, or Q, int8 symbols in [-r, r] (r = 2^(qbits-1) - 1), one a
+   byte, dequantized as symbol * scale with the scale layout of utg_scale_kind. */
 typedef enum utg_dtype { UTG_DT_F32 = 0, UTG_DT_F16 = 1, UTG_DT_BF16 = 2, UTG_DT_Q = 3 } utg_dtype;
 typedef enum utg_scale_kind {
     UTG_SCALE_NONE = 0,   /* float tensors */
@@ -1195,11 +1332,16 @@ typedef struct utg_artifact_tensor {
     uint32_t values_offset, scales_offset; /* inside DATA */
 } utg_artifact_tensor;
 
+/* A directory entry of the payload: offset and size in payload bytes; a critical section with an
+   unknown tag makes parse refuse the file, an ancillary one is skipped. */
 typedef struct utg_artifact_section {
     char tag[5];
     uint32_t flags, offset, size; /* flags bit 0: critical */
 } utg_artifact_section;
 
+/* A parsed artifact: the envelope's fields, the directory, META and TENS decoded into arrays, and
+   views into the decoded payload. Everything is owned by the artifact and freed by
+   utg_artifact_free; the pointers are valid until then. */
 typedef struct utg_artifact {
     /* envelope */
     int major, codec, flags;
@@ -1225,27 +1367,36 @@ typedef struct utg_artifact {
    failure returns a utg_result with a message; nothing is allocated then. */
 UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_codec *decoder, const utg_allocator *alloc,
                                      utg_artifact **out, utg_msg *msg);
+/* Frees a parsed artifact (and the payload every view in it points into); NULL does nothing. */
 UTGDEF void utg_artifact_free(utg_artifact *a);
 UTGDEF int utg_artifact_find_kv(const utg_artifact *a, const char *key);     /* -1 if none */
 UTGDEF int utg_artifact_find_tensor(const utg_artifact *a, const char *name); /* -1 if none */
 UTGDEF uint32_t utg_artifact_kv_u32(const utg_artifact_kv *kv, uint32_t index); /* element of a U32 array */
 UTGDEF float utg_artifact_kv_f32(const utg_artifact_kv *kv, uint32_t index);    /* element of an F32 array */
-/* Dequantize (or convert) tensor `index` into n floats: w = q * scale for Q. */
+/* Dequantize (or convert) tensor `index` into n floats: w = q * scale for Q, F16 and BF16 widened,
+   F32 copied. n must be the tensor's numel (UTG_ERR_MISMATCH otherwise). */
 UTGDEF utg_result utg_artifact_tensor_floats(const utg_artifact *a, int index, float *dst, size_t n);
 /* Order-0 entropy of a Q tensor's symbols in bits per symbol (0 for float tensors). */
 UTGDEF double utg_artifact_tensor_entropy(const utg_artifact *a, int index);
-/* The model config stored in META (utg.config.*), resolved. String knobs point into the artifact. */
+/* The model config stored in META (utg.config.*), resolved. String knobs point into the artifact,
+   so it must outlive *cfg (utg_model_create copies them). Unknown utg.config keys are ignored (an
+   artifact from a newer writer still loads); a known key of the wrong type is UTG_ERR_FORMAT. */
 UTGDEF utg_result utg_artifact_config(const utg_artifact *a, utg_config *cfg, utg_msg *msg);
 
 /* The writer: collect keys, tensors and ancillary sections (all copied), then write. The bytes
    depend only on what was added and the codec. */
 typedef struct utg_artifact_writer utg_artifact_writer;
+/* The writer copies everything it is given, so the caller's buffers may go away after each add.
+   Failed adds leave the writer as it was, with the reason in utg_artifact_writer_message. */
 UTGDEF utg_result utg_artifact_writer_create(const utg_allocator *alloc, utg_artifact_writer **out);
-UTGDEF void utg_artifact_writer_destroy(utg_artifact_writer *w);
+UTGDEF void utg_artifact_writer_destroy(utg_artifact_writer *w); /* NULL does nothing */
 /* value: a uint32_t, int32_t, uint64_t, float or double for scalars; count chars for a string;
    count uint32_t or float for arrays. Keys are dotted lower_snake ([a-z0-9_.], 1..64 bytes), unique. */
 UTGDEF utg_result utg_artifact_add_kv(utg_artifact_writer *w, const char *key, utg_kv_type type, const void *value,
                                       uint32_t count);
+/* t describes host data: name, dtype, qbits, scale_kind, group, ndim, dims, values and scales (the
+   size fields are computed). Names are unique; float values and scales must be finite and symbols
+   lie in [-r, r], r = 2^(qbits-1) - 1; anything else is UTG_ERR_INVALID with a message. */
 UTGDEF utg_result utg_artifact_add_tensor(utg_artifact_writer *w, const utg_artifact_tensor *t);
 /* An ancillary section (critical = 0), e.g. "PROV"; META, TENS and DATA are the writer's own. */
 UTGDEF utg_result utg_artifact_add_section(utg_artifact_writer *w, const char tag[4], const void *bytes, size_t size);
@@ -1253,7 +1404,7 @@ UTGDEF utg_result utg_artifact_add_section(utg_artifact_writer *w, const char ta
    utg_free and the writer's allocator). *raw_size (may be NULL) gets the decoded payload size. */
 UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *codec, void **out, size_t *out_size,
                                      size_t *raw_size);
-UTGDEF const char *utg_artifact_writer_message(const utg_artifact_writer *w);
+UTGDEF const char *utg_artifact_writer_message(const utg_artifact_writer *w); /* the last failure */
 
 /* ---- the model and its artifact ---- */
 
@@ -1263,13 +1414,16 @@ UTGDEF const char *utg_artifact_writer_message(const utg_artifact_writer *w);
    visited several times in the plan accumulates once per visit; the tied embedding (and an untied
    head) use the final norm's output. Accumulated on the backend. */
 typedef struct utg_hessians utg_hessians;
+/* One zeroed fp32 [cols, cols] sum per distinct linear input, in backend memory; the model must
+   outlive it. *out is NULL on failure. Usage: create, then GPTQ_CALIBRATION_BATCHES x
+   { utg_model_forward; utg_hessians_accumulate }, then utg_model_export with it. */
 UTGDEF utg_result utg_hessians_create(utg_model *m, utg_hessians **out);
-UTGDEF void utg_hessians_destroy(utg_hessians *h);
+UTGDEF void utg_hessians_destroy(utg_hessians *h); /* NULL does nothing */
 /* Add the inputs of the last utg_model_forward (the plan that ran) into every H. */
 UTGDEF utg_result utg_hessians_accumulate(utg_hessians *h);
-UTGDEF int utg_hessians_batches(const utg_hessians *h);
+UTGDEF int utg_hessians_batches(const utg_hessians *h); /* accumulate calls so far */
 /* H of model tensor `index` on the host as doubles (cols x cols, divided by the batch count);
-   returns 0 when the tensor has none. */
+   returns 0 when the tensor has none or n < cols * cols, 1 when H was written. */
 UTGDEF int utg_hessians_get(const utg_hessians *h, int index, double *H, size_t n);
 /* Columns of the H of tensor `index` (0: none). */
 UTGDEF int utg_hessians_cols(const utg_hessians *h, int index);
@@ -1297,8 +1451,12 @@ typedef struct utg_tensor_quant {
     size_t bytes;    /* raw plane bytes (symbols + scales, or floats) */
 } utg_tensor_quant;
 
+/* Fill plan[n] (n = utg_model_tensor_count, tensor table order) from the config; h may be NULL (no
+   GPTQ). Only the plan fields are set; the result fields are zeroed for utg_model_export. */
 UTGDEF utg_result utg_model_quant_plan(const utg_model *m, const utg_hessians *h, utg_tensor_quant *plan, int n);
 
+/* What utg_model_export measured, for the logs and the budget check: sizes in bytes, the entropy
+   bound of the symbols, the count of tensors per kind, and the rounds budget mode needed. */
 typedef struct utg_export_report {
     size_t artifact_bytes, raw_bytes;   /* the written file, the decoded payload */
     size_t symbol_bytes, scale_bytes, float_bytes;
@@ -1335,8 +1493,12 @@ UTGDEF utg_result utg_model_create_from_artifact(const utg_artifact *a, const ut
    and keeps the masters; utg_qat_end puts the masters back. Gradients computed in between are the
    straight-through estimate. */
 typedef struct utg_qat utg_qat;
+/* Fixes the quantized tensors and their bits from the config once, and keeps host copies of them
+   (masters and fake-quantized values). The model must outlive it. */
 UTGDEF utg_result utg_qat_create(utg_model *m, utg_qat **out);
-UTGDEF void utg_qat_destroy(utg_qat *q);
+UTGDEF void utg_qat_destroy(utg_qat *q); /* NULL does nothing; call utg_qat_end first if active */
+/* begin before the step's first forward, end after its last backward and before utg_optim_step, so
+   that the optimizer updates the masters. begin while active and end while inactive do nothing. */
 UTGDEF void utg_qat_begin(utg_qat *q, int step);
 UTGDEF void utg_qat_end(utg_qat *q);
 /* 1 when the config asks for QAT at this step and LR scale (QAT_START_STEP, LATE_QAT_THRESHOLD). */
@@ -1344,10 +1506,14 @@ UTGDEF int utg_qat_wanted(const utg_config *cfg, int step, double lr_scale);
 
 /* ------------------------------------------------------------------------------------------------
 // >>public
+   Result names, the version, the thread count, the one release function for what the library hands
+   out (utg_free), and the file helpers a trainer needs around the byte-level APIs: every loader in
+   the library works on memory, so these are how bytes get from and to disk. Checkpoints and
+   artifacts should go through utg_write_file, so that a crash leaves the previous file intact.
    ------------------------------------------------------------------------------------------------ */
 
-UTGDEF const char *utg_result_string(utg_result r);
-UTGDEF const char *utg_version(void);
+UTGDEF const char *utg_result_string(utg_result r); /* static text; "unknown result" for others */
+UTGDEF const char *utg_version(void);                /* UTG_VERSION_STRING of the implementation */
 /* Threads the CPU backend's ops use from this call site (OpenMP's count; 1 without OpenMP). */
 UTGDEF int utg_thread_count(void);
 /* Release a buffer the library handed to the caller (safetensors bytes, artifact bytes, checkpoint
@@ -4005,6 +4171,11 @@ typedef struct utg__layer_weights {
     int xsa;                  /* exclusive self attention in this layer */
 } utg__layer_weights;
 
+/* Activation shapes. N = tokens of the batch (n_seqs * Tc), d the model width (= H * hd, so q and
+   every per-head output are [N, d]), kvd = Hkv * hd, F the MLP hidden width. In utg__attn_acts:
+   n, nb, qn, qg, y, yx, yg, a are [N, d]; kn, kr, v are [N, kvd]; r is [N], rq and lse [N * H],
+   rk [N * Hkv], g [N, H]. All live in the activation arena (backend memory), carved once per
+   capacity by utg__carve_all; a NULL pointer means the feature is off for this model. */
 typedef struct utg__attn_acts { /* what one attention sublayer keeps for its backward */
     float *n, *r, *nb;        /* input norm, 1/rms, norm + bias (NULL without NORM_BIAS) */
     float *qn, *rq, *kn, *rk; /* q and k after the per-head RMSNorm, with 1/rms */
@@ -4019,6 +4190,10 @@ typedef struct utg__mlp_acts {
     float *n, *r, *nb, *u, *ua, *u2, *ua2, *m; /* norm, 1/rms, +bias, fc out, relu^2, mid out, relu^2, out */
 } utg__mlp_acts;
 
+/* One virtual layer's saved activations, every buffer [N, d]. The const pointers (xs, xs1, xc) are
+   views: they alias a buffer of this layer or the layer's input (the previous out, or x0), so that
+   a layer without the skip or the conditioning copies nothing. out (and out1 on two lanes) is the
+   next layer's input; a pushed U-Net slot points at it too (slot_src), for the layer that pops it. */
 typedef struct utg__acts { /* what one virtual layer keeps for its backward */
     const float *xs, *xs1;    /* the input after the U-Net skip add (points at hs/hs1 or the input) */
     const float *xc;          /* the block input after the conditioning (points at hc or xs) */
@@ -4954,6 +5129,11 @@ static int utg__orthogonal(utg_model *m, float *W, int rows, int cols, utg__rng 
     return 1;
 }
 
+/* One host pass over the tensor table in order, drawing from one RNG, then one upload: the values
+   depend only on the seed and the table, never on the backend or the thread count. Which init each
+   tensor gets follows train_gpt.py's GPT._init_weights and the record PRs (noted inline): matrices
+   nn.Linear's uniform (or orthogonal with ORTHO_INIT), output projections zero, scales and gains
+   their constants, resid_mix [1; 0] so that a block starts reading only its input. */
 UTGDEF utg_result utg_model_init_params(utg_model *m, uint64_t seed) {
     float *host;
     utg__rng rng;
@@ -5495,7 +5675,12 @@ static void utg__attn_fwd(utg_model *m, const utg__layer_weights *w, int k, cons
     m->mm(be, S->a, utg__attn_out(w, k, S), w->attn_proj[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
 }
 
-/* ga = dL/da (m->g_attn_out; consumed first); ADDS dL/din into gin. */
+/* ga = dL/da (m->g_attn_out; consumed first); ADDS dL/din into gin. The gradient runs back through
+   the output projection, the gate and XSA (g_heads and g_normed take turns holding it), the
+   attention core (g_q [N, d], g_k and g_v [N, kvd]), the value extras (the value embedding's and
+   the value residual's gradients accumulate in g_ve_scaled and g_v0 for the forward's once-per-pass
+   tensors), q_gain/RoPE/head norms, and the three projections into g_normed [N, d], which
+   rmsnorm_bwd turns into dL/din. Weight gradients are all ADDED (a block's visits sum). */
 static void utg__attn_bwd(utg_model *m, const utg__layer_weights *w, const utg__layer_weights *g, int k, const float *nbias, float *gbias,
                           const utg__attn_acts *S, float *ga, float *gin) {
     utg_backend *be = m->be;
@@ -5564,7 +5749,9 @@ static void utg__mlp_fwd(utg_model *m, const utg__layer_weights *w, const float 
     m->mm(be, M->m, m->mlp3 ? M->ua2 : M->ua, w->mlp_proj, N, d, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
 }
 
-/* gm = dL/dm (may be m->g_normed, reused once gm is consumed); ADDS dL/din into gin. */
+/* gm = dL/dm (may be m->g_normed, reused once gm is consumed); ADDS dL/din into gin. Buffers:
+   g_hidden [N, F] holds dL/d(activation output), g_hidden_pre [N, F] dL/d(fc output), g_normed
+   [N, d] dL/d(norm output) before rmsnorm_bwd. */
 static void utg__mlp_bwd(utg_model *m, const utg__layer_weights *w, const utg__layer_weights *g, const float *nbias, float *gbias,
                          const utg__mlp_acts *M, float *gm, float *gin) {
     utg_backend *be = m->be;
@@ -5601,7 +5788,21 @@ static void utg__skip_bwd(utg_model *m, float *G, float *gskip, float *gw, float
     else m->be->mix_bwd(m->be, NULL, gskip, NULL, gw, G, NULL, NULL, skip, w, N, m->d, 0); /* dL/dh = G */
 }
 
-/* Forward of virtual layer l from input lanes (h0, h1; h1 NULL on one lane). */
+/* Forward of virtual layer l from input lanes (h0, h1; h1 NULL on one lane); x0 is the normed
+   embedding every resid_mix reads, and mix(a, b) below is resid_mix[0] * a + resid_mix[1] * b
+   per channel, as train_gpt.py's Block. One lane (train_gpt.py, GPT-J):
+       xs  = h0, or the U-Net skip of the popped slot added into it (hs)
+       xc  = xs after FiLM / iteration embedding / SHC alpha (hc), else xs
+       hin = mix(xc, x0); for each attention k: hmid[k] = cur + attn_scale[k] * attn_k(norm(cur))
+       out = last + mlp_scale * MLP(norm(last))   (GPT-J: both sublayers read norm(hin))
+       ITER_SCALE / SHC (PR #1110): out = xs + beta * gamma * (that block output - xc)
+   Two lanes (r = par_resid, P = par_post, scalars; sa, sm the scaled sublayer outputs):
+       sa = attn_scale * attn(norm(mix(l0, x0)))
+       TWO_LANE (PR #1204): l0a = r0 l0 + P0 sa, l1a = r0 l1 + P1 sa, sm from mix(l1a, x0),
+                            out = r1 l0a + P2 sm, out1 = r1 l1a + P3 sm
+       PARALLEL (PR #1530): sm from norm(l1), out = r0 l0 + P0 sa + P2 sm, out1 = r1 l1 + P1 sa + P3 sm
+   Each residual add is fused with the next norm (mix_rmsnorm_fwd), which writes the norm straight
+   into the sublayer's acts; a pushing layer leaves its output in slot_src. */
 static void utg__layer_forward(utg_model *m, int l, const float *h0, const float *h1, int n_seqs) {
     utg_backend *be = m->be;
     const utg_plan_layer *pl = &m->plan->layers[l];
@@ -5689,7 +5890,12 @@ static void utg__layer_forward(utg_model *m, int l, const float *h0, const float
 }
 
 /* The forward pass over n_seqs rows of seq_len tokens. grad != 0 leaves d(mean loss)/dlogits in
-   the logits buffer for backward; token_losses (host, may be NULL) receives each position's loss. */
+   the logits buffer for backward; token_losses (host, may be NULL) receives each position's loss.
+   Data flow, every buffer backend memory: ids, tgt [N] -> emb = tok_emb[ids] [N, d] (+ BigramHash,
+   SmearGate) -> x0 = RMSNorm(emb) [N, d] (the static SmearGate mixes after the norm) -> the value
+   embedding ve_scaled [N, kvd] once -> virtual layers 0..n-1, each reading the previous out (out1)
+   -> the lanes merged (PARALLEL_FINAL_LANE) -> hf = RMSNorm [N, d] -> logits = hf head^T [N, V]
+   -> row_loss [N] (downloaded to host_loss, summed in double on the host). */
 static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs, int seq_len,
                                int grad, float *token_losses, double *loss) {
     utg_backend *be;
@@ -6003,6 +6209,11 @@ UTGDEF double utg_lr_scale(const utg_config *c, int step, double elapsed_ms) {
     return utg_lr_scale_phase(c, step, elapsed_ms, 0, 0.0);
 }
 
+/* Three regimes, as train_gpt.py's lr_mul and the records' variants: WARMDOWN_FRAC (a fraction of
+   training by time or steps, floored at MIN_LR); WARMDOWN_ITERS without a cap (linear to 0 over
+   the last iterations); WARMDOWN_ITERS under a cap (the warmdown is WARMDOWN_ITERS average steps
+   long, measured in ms, so that it ends with the cap whatever the step time). The step time is
+   re-measured from the last plan switch (phase_step, phase_ms) once the new plan has a step. */
 UTGDEF double utg_lr_scale_phase(const utg_config *c, int step, double elapsed_ms, int phase_step, double phase_ms) {
     double cap_ms = c->max_wallclock_seconds > 0 ? 1000.0 * c->max_wallclock_seconds : 0.0;
     int wd_iters = UTG__OFF0(c->warmdown_iters);
@@ -6172,6 +6383,13 @@ UTGDEF void utg_optim_reset(utg_optim *o) {
     o->swa_count = 0;
 }
 
+/* The order matters for bit-exact resumes and for matching train_gpt.py: the norm is taken over the
+   whole gradient arena (padding is zero) before clipping; clipping scales by
+   GRAD_CLIP_NORM / (norm + 1e-6) only when that is below 1, as clip_grad_norm_; Muon runs before
+   Adam, and the Adam step counter is shared by every Adam tensor (one torch.optim.Adam per group
+   with the same step count). Muon's update per tensor, with B its momentum buffer:
+       B = mu B + G;  U = G + mu B (nesterov) or B;  U = NS(U) (MuonEq-R first normalizes rows);
+       W = (1 - lr * MUON_WD) W - lr * sqrt(max(1, rows / cols)) * U. */
 UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double *grad_norm) {
     utg_model *m;
     utg_backend *be;
@@ -6796,6 +7014,9 @@ UTGDEF utg_result utg_shard_write(const uint16_t *ids, size_t n, uint8_t *out, s
 
 #define UTG__DS_BUF_TOKENS 32768 /* scratch for little-endian decoding: 64 KiB */
 
+/* A dataset: host memory only. Shards are read on demand through the single open FILE, reopened
+   when a read moves to another shard; buf decodes little-endian uint16 ids in chunks of
+   UTG__DS_BUF_TOKENS. Token offsets are stream offsets: start[s] + the position inside shard s. */
 struct utg_dataset {
     utg_allocator alloc;
     int n_shards;
@@ -7130,6 +7351,12 @@ UTGDEF utg_result utg_dataset_read_val(utg_dataset *ds, int seq_len, int32_t **o
 
 /* ---- loaders ---- */
 
+/* The loader's state. What decides every future batch is small: SEQUENTIAL pos and wraps;
+   SHUFFLED epoch, the choice RNG and taken[]. The rest of the SHUFFLED arrays (n_windows, phase,
+   perm_off, perm) are a pure function of (seed, rank, epoch, shard), rebuilt by
+   utg__ld_begin_epoch at each new epoch and on restore, which is why the saved record holds only
+   the deciding fields. Host memory from `alloc`; the arrays are sized for n_owned shards once, at
+   create. */
 struct utg_loader {
     utg_allocator alloc;
     utg_dataset *ds;
@@ -7609,8 +7836,12 @@ UTGDEF uint32_t utg_crc32(uint32_t crc, const void *data, size_t n) {
 }
 
 
+/* The header: "UTGCKPT1", u32 version, u32 section count, u64 file size. */
 #define UTG__CKPT_HDR 24
-#define UTG__CKPT_STAT 56 /* version 1: 48 (no phase) */
+/* The STAT payload: seven little-endian u64, at byte 8i: 0 step, 1 train_ms (the bits of the fp64),
+   2 tokens_seen, 3 Adam steps, 4 SWA samples, 5 arena floats (checked against the model), 6 the
+   depth-plan phase. A version-1 STAT is the first six (48 bytes). */
+#define UTG__CKPT_STAT 56
 
 /* Little-endian u64 of the checkpoint header and section headers. */
 static void utg__wr_u64le(uint8_t *p, uint64_t v) {
@@ -7923,6 +8154,9 @@ static int utg__pb_varint(utg__pb *c, uint64_t *out) {
     return 0;
 }
 
+/* A field key: field number (1..2^29-1) and wire type (0 varint, 1 fixed64, 2 length-delimited,
+   5 fixed32). Groups (3, 4) are refused: sentencepiece_model.proto has none, so one means the
+   bytes are not a model. */
 static int utg__pb_key(utg__pb *c, uint32_t *field, int *wire) {
     size_t at = c->pos;
     uint64_t k;
@@ -8063,6 +8297,10 @@ typedef struct utg__spm_piece {
     int32_t type;
 } utg__spm_piece;
 
+/* The per-piece rules SentencePiece's model loader enforces (a known type, non-empty text of valid
+   UTF-8 without NUL, a BYTE piece spelled <0xNN>) plus the library's length cap, so that a model
+   this reader accepts is one SentencePieceProcessor would load. at: the piece's byte offset;
+   text_at: its text's, for the UTF-8 message. */
 static int utg__spm_check_piece(utg_msg *msg, size_t index, size_t at, size_t text_at, const utg__spm_piece *p) {
     size_t bad;
     if (p->type < UTG_PIECE_NORMAL || p->type > UTG_PIECE_BYTE) {
@@ -8125,7 +8363,9 @@ static int utg__spm_read_piece(utg__pb *m, size_t index, size_t start, utg__spm_
     return utg__spm_check_piece(m->msg, index, start, p->text ? (size_t)(p->text - m->b) : start, p);
 }
 
-/* What the first pass learns. */
+/* What the first pass learns: the sizes pass 2 allocates (pieces, text bytes with NULs), the
+   unknown piece's index, which of the 256 byte pieces exist (byte_fallback needs all of them), the
+   trainer_spec fields kept, and the special piece names (views into the file). */
 typedef struct utg__spm_scan {
     size_t n_pieces, text_bytes;
     int unk_index, n_byte_values;
@@ -8324,6 +8564,8 @@ static int utg__spm_fill(utg_tokenizer *t, const uint8_t *b, size_t size) {
     return id == t->n_pieces;
 }
 
+/* 32-bit FNV-1a of a NUL-terminated string, the seed mixed into the offset basis (the duplicate
+   check seeds it with the name space, so a CONTROL and a NORMAL piece of one text hash apart). */
 static uint32_t utg__fnv1a(const char *s, uint32_t seed) {
     uint32_t h = 2166136261u ^ seed;
     while (*s) h = (uint32_t)(((uint64_t)(h ^ (uint8_t)*s++) * 16777619u) & 0xffffffffu); /* no wrap: -fsanitize=integer */
@@ -8479,11 +8721,14 @@ UTGDEF utg_result utg_tokenizer_byte260(utg_tokenizer *tok, int table_size, cons
     return UTG_OK;
 }
 
+/* Piece text is stored NUL-terminated at piece_offset[id], so the piece is a plain C string. */
 UTGDEF const char *utg_tokenizer_piece(const utg_tokenizer *tok, int id) {
     if (!tok || !tok->piece_text || id < 0 || id >= tok->n_pieces) return NULL;
     return tok->piece_text + tok->piece_offset[id];
 }
 
+/* The byte rule of >>tokenizer. Ids are compared as uint32, so a negative id lands past table_size
+   and counts as padding: a target worth 0 bytes, or a boundary prev. */
 UTGDEF uint64_t utg_tokenizer_count_bytes(const utg_tokenizer *tok, const int32_t *prev, const int32_t *target, size_t n) {
     uint64_t bytes = 0;
     uint32_t ts;
@@ -8543,6 +8788,7 @@ UTGDEF utg_result utg_bpb_add(utg_bpb *acc, const utg_tokenizer *tok, const int3
     return UTG_OK;
 }
 
+/* val_loss of eval_val: the mean per-token loss in nats. */
 UTGDEF double utg_bpb_loss(const utg_bpb *acc) {
     return acc && acc->tokens > 0.0 ? acc->loss_sum / acc->tokens : 0.0;
 }
@@ -8606,9 +8852,14 @@ static double utg__quantile_sorted(const float *v, int n, double p) {
     return (double)v[i] + ((double)v[j] - (double)v[i]) * (pos - lo);
 }
 
-/* One row with a given clip: q, the fp16 scale; returns the squared reconstruction error. */
-/* floor: train_gpt.py's clamp_min(1/r) for the max and percentile clips; SDClip (PR #1394) only keeps
-   the scale above 1e-10 */
+/* One row w[cols] with a given clip, r = 2^(bits-1) - 1 the largest symbol:
+       scale = max(clip / r, floor),   q[c] = clamp(round_half_even(clamp(w[c], +-clip) / scale), -r, r)
+   q is computed with the fp32 scale, as train_gpt.py's quantize_float_tensor does, while *scale16
+   is the fp16 the artifact stores and a loader multiplies by. Returns the squared reconstruction
+   error sum (w - q * fp16(scale))^2 against that stored scale: what GPTQ-lite search minimises and
+   rel_err reports. nearbyintf in the default rounding mode rounds half to even, as torch.round.
+   floor: train_gpt.py's clamp_min(1/r) for the max and percentile clips; SDClip (PR #1394) only keeps
+   the scale above 1e-10. A zero clip (an all-zero row) gets the floor: symbols 0, error 0. */
 static double utg__quant_row(const float *w, int cols, int r, float clip, float floor, int8_t *q, uint16_t *scale16) {
     float scale = clip / (float)r, s16;
     double err = 0.0;
@@ -8627,7 +8878,9 @@ static double utg__quant_row(const float *w, int cols, int r, float clip, float 
     return err;
 }
 
-/* The clip of one row for a mode other than SEARCH; sorted is scratch of cols floats. */
+/* The clip of one row for a mode other than SEARCH; sorted is scratch of cols floats. SDClip:
+   param * the unbiased std around the row mean (torch.std); PERCENTILE: the param-quantile of |w|
+   (param >= 1 is the max, without the sort); MAX: max |w|. */
 static float utg__row_clip(const float *w, int cols, utg_clip_mode mode, double param, float *sorted) {
     int c;
     if (mode == UTG_CLIP_SDCLIP) {
@@ -10038,6 +10291,12 @@ static void utg__hess_add(utg_hessians *h, int t, const float *X, int N, float a
     h->m->be->matmul(h->m->be, h->H[s], X, X, c, c, N, UTG_TRANS, UTG_NO_TRANS, alpha, 1.0f);
 }
 
+/* Reads the activations the last forward saved, so nothing runs again: per virtual layer the
+   attention input (the normed, biased src that c_q, c_k and c_v all read, weighted by ln_scale^2
+   since the matmuls scale it), the heads the output projection reads (after XSA and the gate),
+   the MLP input and its hidden activations; then the final norm's output for the head, and the
+   BigramHash and value-embedding rows for their projections. A repeat visit with an untied MLP
+   adds into that set's tensors instead of the shared ones. */
 UTGDEF utg_result utg_hessians_accumulate(utg_hessians *h) {
     utg_model *m;
     int l, k, N;
@@ -10360,6 +10619,12 @@ fail:
     return r;
 }
 
+/* How: every Q tensor is quantized once at each candidate width (b in [floor, its plan bits]),
+   recording the error and the estimated bytes (numel * entropy / 8 symbols + 2 bytes of scale
+   per row); float tensors count their raw bytes. Then a greedy loop lowers, one bit at a time, the
+   tensor whose next step down costs the least error per byte saved, until the estimate times
+   `ratio` (artifact bytes per estimated byte, measured by the caller on a first export) fits.
+   err and est are indexed [9 * tensor + bits]. */
 UTGDEF utg_result utg_model_budget_plan(utg_model *m, const utg_hessians *h, utg_tensor_quant *plan, int n, int min_bits,
                                         double target_bytes, double ratio) {
     /* per Q tensor and bit width: the estimated bytes and the absolute (H-weighted) error */
@@ -10446,6 +10711,10 @@ done:
     return r;
 }
 
+/* Checks before it changes anything: every knob META carries (UTG_KF_ARENA and UTG_KF_EVAL,
+   compared as the formatted text) equals the model's, the tensor count and every name and shape agree, and
+   every dequantized value is finite; then one upload of the whole arena, and the artifact's plan
+   phase (utg.plan.phase, when present) becomes the model's, without re-copying untied MLPs. */
 UTGDEF utg_result utg_model_load_artifact(utg_model *m, const utg_artifact *a) {
     float *host = NULL;
     int i, k, kp;
