@@ -8755,7 +8755,7 @@ UTGDEF utg_result utg_tokenizer_load_spm_file(utg_tokenizer *tok, const char *pa
     r = utg_read_file(path, UTG_MAX_TOKENIZER_FILE, &buf, &size, msg);
     if (r != UTG_OK) return r;
     r = utg_tokenizer_load_spm(tok, buf, size, table_size, alloc, msg);
-    free(buf);
+    utg__free(NULL, buf);
     if (r != UTG_OK && msg) {
         utg_msg inner = *msg;
         utg__msgf(msg, "%s: %s", path, inner.text);
