@@ -34,7 +34,8 @@
        UTG_NO_STDIO            drop the file helpers (utg_read_file, *_file functions, env parsing)
        UTG_USER_CONFIG         a header included first, for all of the above
 
-   TABLE OF CONTENTS (grep for the markers)
+   TABLE OF CONTENTS (grep for the markers; the file reads top-down: API, model, training, formats,
+   then the CPU backend behind the backend table)
        // >>types          results, logging, allocator, message buffer
        // >>config         the knob table: every knob, its Parameter Golf name, default and doc
        // >>backend_api    utg_backend: the op-level function table a CPU or CUDA backend fills
@@ -50,6 +51,16 @@
        // >>public         misc public helpers
        // >>impl_util      (implementation) allocation, messages, RNG, half floats
        // >>impl_config
+       // >>impl_model
+       // >>impl_optim
+       // >>impl_safetensors
+       // >>impl_data
+       // >>impl_loader
+       // >>impl_checkpoint
+       // >>impl_tokenizer
+       // >>impl_quant
+       // >>impl_artifact
+       // >>impl_public
        // >>backend_cpu    the CPU reference backend: packed gemm, blocked attention, OpenMP
            // >>cpu_memory       state, aligned buffers, per-thread scratch, fill and copy
            // >>cpu_gemm         fp32 microkernels (portable, AVX-512, AVX2), transposing packers
@@ -62,16 +73,6 @@
            // >>cpu_xent         libm-free tanh, softcapped cross-entropy and its gradient
            // >>cpu_optim        axpby, Muon momentum, sum of squares, row normalize, Adam(W)
            // >>cpu_create       synchronize, destroy, the op table
-       // >>impl_model
-       // >>impl_optim
-       // >>impl_safetensors
-       // >>impl_data
-       // >>impl_loader
-       // >>impl_checkpoint
-       // >>impl_tokenizer
-       // >>impl_quant
-       // >>impl_artifact
-       // >>impl_public
 
    BUILD
        C:     cc -std=c99 -O3 -march=native -ffp-contract=fast -fopenmp my.c -lm
@@ -2107,2004 +2108,6 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg) {
     return UTG_OK;
 }
 #endif
-
-/* ------------------------------------------------------------------------------------------------
-// >>backend_cpu
-   The reference. Every op is written so that its result does not depend on the thread count:
-   each output element is produced by one thread in a fixed order, and reductions over rows go
-   through fixed row chunks summed in order.
-   ------------------------------------------------------------------------------------------------ */
-
-/* ------------------------------------------------------------------------------------------------
-// >>cpu_memory
-   The backend's state (utg__cpu), its memory and the bulk moves. Backend memory on the CPU is host
-   memory, 64-byte aligned, so "upload" and "download" are memcpy; every op of the table receives
-   such pointers. Each calling thread owns one scratch slot that grows on demand and is freed only
-   with the backend, so after the first step of a run no op allocates.
-   ------------------------------------------------------------------------------------------------ */
-#define UTG__CPU_RED_CHUNKS 32 /* row chunks of the deterministic column reductions */
-
-typedef struct utg__gk utg__gk;
-/* The CPU backend's private state (be->impl). */
-typedef struct utg__cpu {
-    utg_allocator alloc;
-    const utg__gk *gk; /* the matmul microkernel picked for this CPU */
-    int bf16_hw;       /* the AVX-512 kernel and avx512_bf16: bf16 matmuls use vdpbf16ps */
-    float *scratch[UTG_BACKEND_MAX_CALLERS]; /* per calling thread: grown on demand, reused afterwards */
-    size_t scratch_floats[UTG_BACKEND_MAX_CALLERS];
-} utg__cpu;
-
-/* The CPU state behind a backend this file created (be->impl). */
-static utg__cpu *utg__cpu_of(utg_backend *be) { return (utg__cpu *)be->impl; }
-
-/* Scratch that stays allocated: the first calls of a step size it, later steps reuse it. An op
-   called from inside a parallel region (UTG_BACKEND_CONCURRENT) gets its caller's own slot. */
-/* 64-byte aligned memory from the backend's allocator: over-allocate and keep the original pointer
-   just before the block */
-static void *utg__aligned_alloc(const utg_allocator *a, size_t n) {
-    size_t total;
-    unsigned char *raw, *p;
-    if (!utg__add_ok(n, 64 + sizeof(void *), &total)) return NULL;
-    raw = (unsigned char *)utg__alloc(a, total);
-    if (!raw) return NULL;
-    p = raw + sizeof(void *);
-    p += (64 - ((uintptr_t)p & 63)) & 63;
-    memcpy(p - sizeof(void *), &raw, sizeof(void *));
-    return p;
-}
-/* Frees a block of utg__aligned_alloc through the raw pointer stored just before it; NULL is a no-op. */
-static void utg__aligned_free(const utg_allocator *a, void *p) {
-    void *raw;
-    if (!p) return;
-    memcpy(&raw, (unsigned char *)p - sizeof(void *), sizeof(void *));
-    utg__free(a, raw);
-}
-/* The calling thread's scratch, 64-byte aligned: the ops that give each of their threads a part of it
-   start the parts on whole cache lines (two threads writing one line slowed qk_norm_rope_bwd on two
-   threads below its speed on one). */
-static float *utg__cpu_scratch(utg_backend *be, size_t n_floats) {
-    utg__cpu *c = utg__cpu_of(be);
-    int slot = 0;
-#ifdef _OPENMP
-    if (omp_in_parallel()) slot = omp_get_thread_num();
-#endif
-    if (slot < 0 || slot >= UTG_BACKEND_MAX_CALLERS) return NULL;
-    if (n_floats > c->scratch_floats[slot]) {
-        float *p;
-        size_t bytes;
-        if (!utg__mul_ok(n_floats, sizeof(float), &bytes)) return NULL;
-#ifdef _OPENMP
-#pragma omp critical(utg__cpu_alloc)
-#endif
-        {
-            p = (float *)utg__aligned_alloc(&c->alloc, bytes);
-            if (p) utg__aligned_free(&c->alloc, c->scratch[slot]);
-        }
-        if (!p) return NULL;
-        c->scratch[slot] = p;
-        c->scratch_floats[slot] = n_floats;
-    }
-    return c->scratch[slot];
-}
-
-/* zero-filled, 64-byte aligned */
-static void *utg__cpu_buf_alloc(utg_backend *be, size_t n) {
-    void *p = utg__aligned_alloc(&utg__cpu_of(be)->alloc, n);
-    if (p) memset(p, 0, n);
-    return p;
-}
-/* buf_free, upload and download: host memory throughout, so the transfers are plain copies. */
-static void utg__cpu_buf_free(utg_backend *be, void *buf) { utg__aligned_free(&utg__cpu_of(be)->alloc, buf); }
-static void utg__cpu_memcpy(utg_backend *be, void *dst, const void *src, size_t n) {
-    (void)be;
-    if (n) memcpy(dst, src, n);
-}
-/* whether [a, a + na) and [b, b + nb) (floats) share memory */
-static int utg__overlap(const float *a, size_t na, const float *b, size_t nb) {
-    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
-    return na && nb && pa < pb + nb * sizeof(float) && pb < pa + na * sizeof(float);
-}
-/* fill and copy: one memset/memcpy per 64 KiB chunk, spread over the threads from 256 KiB up (a
-   training step clears and copies tens of MB of gradient buffers) */
-#define UTG__CHUNK ((size_t)16384)
-static void utg__cpu_fill(utg_backend *be, float *dst, float v, size_t n) {
-    long long c, nc = (long long)((n + UTG__CHUNK - 1) / UTG__CHUNK);
-    size_t i;
-    (void)be;
-    if (n < 4 * UTG__CHUNK) {
-        if (v == 0.0f) memset(dst, 0, n * sizeof(float));
-        else for (i = 0; i < n; i++) dst[i] = v;
-        return;
-    }
-    UTG__OMP_FOR
-    for (c = 0; c < nc; c++) {
-        size_t i0 = (size_t)c * UTG__CHUNK, i1 = i0 + UTG__CHUNK > n ? n : i0 + UTG__CHUNK, j;
-        if (v == 0.0f) memset(dst + i0, 0, (i1 - i0) * sizeof(float));
-        else for (j = i0; j < i1; j++) dst[j] = v;
-    }
-}
-/* dst = src over n floats; overlapping ranges take one memmove (chunks could read what others wrote). */
-static void utg__cpu_copy(utg_backend *be, float *dst, const float *src, size_t n) {
-    long long c, nc = (long long)((n + UTG__CHUNK - 1) / UTG__CHUNK);
-    (void)be;
-    if (!n || dst == src) return;
-    if (n < 4 * UTG__CHUNK || utg__overlap(dst, n, src, n)) { memmove(dst, src, n * sizeof(float)); return; } /* overlap: one memmove */
-    UTG__OMP_FOR
-    for (c = 0; c < nc; c++) {
-        size_t i0 = (size_t)c * UTG__CHUNK, i1 = i0 + UTG__CHUNK > n ? n : i0 + UTG__CHUNK;
-        memcpy(dst + i0, src + i0, (i1 - i0) * sizeof(float));
-    }
-}
-
-/* ------------------------------------------------------------------------------------------------
-// >>cpu_gemm
-   The fp32 matmul's building blocks: the microkernels (portable, AVX-512, AVX2), the transposing
-   packers, and the per-CPU choice between them (utg__gk). Layouts: a packed A sliver is k-major
-   with MR values per k (ap[k * MR + r]); a packed B panel is k-major with NR values per k
-   (bp[k * NR + j]); the kernels read both through a k-stride, so data already in that shape is
-   passed in place. The drivers that walk the KC x NC blocks follow under >>cpu_gemm_driver, the
-   bf16 variants under >>cpu_bf16.
-   ------------------------------------------------------------------------------------------------ */
-/* Matmul: packed and register-blocked (the BLIS scheme). For each KC x NC block of op(B), the
-   threads take MR x KC slivers of op(A) and run the microkernel over every NR-wide panel of the
-   block, holding an MR x NR tile of C in registers across the k loop. The microkernel takes both
-   operands' k-strides, so what is already laid out right is read in place: whole slivers with
-   alpha 1 (A^T's columns, or A's rows through the AVX-512 rows kernel) and whole panels of a
-   non-transposed B when N <= 512 (k blocks 256 deep above N = 256, so the block stays in L2). The
-   rest is packed, in whichever layout it comes (trans flags), with alpha folded into A; partial
-   slivers and panels are packed and zero-padded. Every C element is summed in k order by one
-   thread: the result does not depend on the thread count. A^T B with K >= 1024 (the weight
-   gradients) sums K's two halves apart, each in k order, and adds them: halves fixed by the shape,
-   so this holds there too. C is stored tile by tile while A and B are still read, so C must not
-   overlap A or B.
-
-   Microkernels are picked once per backend from the CPU's features (UTG_CPU_KERNEL=avx512 | avx2 |
-   portable in the environment overrides): AVX-512 12 x 32 (24 zmm accumulators), AVX2+FMA 6 x 16
-   (12 ymm), and a portable one in C (GCC/Clang vector extensions at the build's ISA, else scalar).
-   The x86 kernels are compiled with target attributes, so the header needs no -m flags for them. */
-#define UTG__KC 512
-#define UTG__NC 512
-#define UTG__MR_MAX 12
-#define UTG__NR_MAX 32
-#if (defined(__GNUC__) || defined(__clang__)) && !defined(UTG_NO_VECTOR_EXT)
-#define UTG__VEXT 1
-#if defined(__AVX512F__)
-#define UTG__VW 16
-#else
-#define UTG__VW 8
-#endif
-typedef float utg__vf __attribute__((vector_size(UTG__VW * 4)));
-#else
-#define UTG__VW 8
-#endif
-#if defined(UTG__VEXT) && defined(__x86_64__) && !defined(UTG_NO_X86_KERNELS) && \
-    ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 6) || (defined(__clang__) && __clang_major__ >= 8))
-#define UTG__X86_KERNELS 1
-#include <immintrin.h>
-#endif
-
-/* C[mr x nr] += Ap (k-major: MR values per k, as apart) times Bp (k-major, NR per k), for kc steps;
-   acc 0: C = the product. The kernel reads all MR values of each k (rows past mr feed only rows it
-   does not store), so Ap needs MR - mr readable floats past its last row. as is MR for packed
-   slivers; the attention passes its score tiles as they stand (as = the tile's width). */
-typedef void (*utg__ukernel_fn)(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, int bs,
-                                float *UTG_RESTRICT C, int ldc, int mr, int nr, int acc);
-/* dst[k * W + r] = alpha * src[r * ld + k] for r < nrows, k < kb; rows [nrows, W) zero (W <= 32):
-   the transposing half of packing (A not transposed, B transposed), where plain copies do not do */
-typedef void (*utg__pack_t_fn)(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src, int ld, int nrows, int kb,
-                               float alpha);
-/* C[MR x nr] += A's MR rows read in place (row stride lda, k contiguous) times Bp, for kc steps: a
-   non-transposed A without packing (whole slivers, alpha 1; NULL where a kernel has none) */
-typedef void (*utg__ukernel_rows_fn)(int kc, const float *UTG_RESTRICT A, int lda, const float *UTG_RESTRICT Bp, int bs,
-                                     float *UTG_RESTRICT C, int ldc, int nr, int acc);
-struct utg__gk { int mr, nr; utg__ukernel_fn fn; const char *name; utg__pack_t_fn pack_t; utg__ukernel_rows_fn fn_rows; };
-
-/* utg__pack_t_fn in plain C: row by row, each row scattered down a column of dst (stride W). */
-static void utg__pack_t_scalar(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src, int ld, int nrows, int kb,
-                               float alpha) {
-    int r, k;
-    for (r = 0; r < nrows; r++) {
-        const float *x = src + (size_t)r * ld;
-        for (k = 0; k < kb; k++) dst[(size_t)k * W + r] = alpha * x[k];
-    }
-    for (; r < W; r++)
-        for (k = 0; k < kb; k++) dst[(size_t)k * W + r] = 0.0f;
-}
-
-/* Stores the top-left mr x nr of a register tile (row stride nr_full) into C: C = tile (acc 0) or
-   C += tile. The edge path of the kernels that spill their accumulators to the stack first. */
-static void utg__tile_add(float *C, int ldc, const float *tile, int nr_full, int mr, int nr, int acc) {
-    int r, j;
-    for (r = 0; r < mr; r++)
-        for (j = 0; j < nr; j++) C[(size_t)r * ldc + j] = acc ? C[(size_t)r * ldc + j] + tile[(size_t)r * nr_full + j] : tile[(size_t)r * nr_full + j];
-}
-
-/* portable: MR 6, NR 2 * VW */
-#define UTG__PMR 6
-#define UTG__PNR (2 * UTG__VW)
-/* The portable microkernel (utg__ukernel_fn): a 6 x 2VW tile in twelve vector accumulators, each
-   k step one B row (two vectors) times six broadcast A values. Without vector extensions the same
-   tile in scalar loops; the sums run in k order either way, so the two builds agree bit for bit
-   where the compiler does not contract differently. */
-static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, int bs, float *UTG_RESTRICT C,
-                             int ldc, int mr, int nr, int acc) {
-    float tile[UTG__PMR][UTG__PNR];
-    int k;
-#if defined(UTG__VEXT)
-    utg__vf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
-    utg__vf c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
-    for (k = 0; k < kc; k++) {
-        utg__vf b0, b1;
-        const float *a = Ap + (size_t)k * as;
-        memcpy(&b0, Bp + (size_t)k * bs, sizeof b0);
-        memcpy(&b1, Bp + (size_t)k * bs + UTG__VW, sizeof b1);
-        c00 += a[0] * b0; c01 += a[0] * b1;
-        c10 += a[1] * b0; c11 += a[1] * b1;
-        c20 += a[2] * b0; c21 += a[2] * b1;
-        c30 += a[3] * b0; c31 += a[3] * b1;
-        c40 += a[4] * b0; c41 += a[4] * b1;
-        c50 += a[5] * b0; c51 += a[5] * b1;
-    }
-    memcpy(&tile[0][0], &c00, sizeof c00); memcpy(&tile[0][UTG__VW], &c01, sizeof c01);
-    memcpy(&tile[1][0], &c10, sizeof c10); memcpy(&tile[1][UTG__VW], &c11, sizeof c11);
-    memcpy(&tile[2][0], &c20, sizeof c20); memcpy(&tile[2][UTG__VW], &c21, sizeof c21);
-    memcpy(&tile[3][0], &c30, sizeof c30); memcpy(&tile[3][UTG__VW], &c31, sizeof c31);
-    memcpy(&tile[4][0], &c40, sizeof c40); memcpy(&tile[4][UTG__VW], &c41, sizeof c41);
-    memcpy(&tile[5][0], &c50, sizeof c50); memcpy(&tile[5][UTG__VW], &c51, sizeof c51);
-#else
-    int r, j;
-    memset(tile, 0, sizeof tile);
-    for (k = 0; k < kc; k++)
-        for (r = 0; r < UTG__PMR; r++)
-            for (j = 0; j < UTG__PNR; j++) tile[r][j] += Ap[(size_t)k * as + r] * Bp[(size_t)k * bs + j];
-#endif
-    utg__tile_add(C, ldc, &tile[0][0], UTG__PNR, mr, nr, acc);
-}
-
-#if defined(UTG__X86_KERNELS)
-/* AVX-512: 12 rows x 32 columns, two zmm per row */
-#define UTG__Z2(r) __m512 c##r##a = _mm512_setzero_ps(), c##r##b = _mm512_setzero_ps()
-#define UTG__ZF(r)                                                                                 \
-    do {                                                                                           \
-        __m512 t_ = _mm512_set1_ps(a[r]);                                                          \
-        c##r##a = _mm512_fmadd_ps(t_, b0, c##r##a);                                                \
-        c##r##b = _mm512_fmadd_ps(t_, b1, c##r##b);                                                \
-    } while (0)
-#define UTG__ZS(r)                                                                                 \
-    do {                                                                                           \
-        float *o_ = C + (size_t)(r) * ldc;                                                         \
-        _mm512_storeu_ps(o_, acc ? _mm512_add_ps(_mm512_loadu_ps(o_), c##r##a) : c##r##a);         \
-        _mm512_storeu_ps(o_ + 16, acc ? _mm512_add_ps(_mm512_loadu_ps(o_ + 16), c##r##b) : c##r##b); \
-    } while (0)
-/* an edge tile: rows below mr, columns below nr (masks m0, m1), straight from the registers */
-#define UTG__ZM(r)                                                                                 \
-    do {                                                                                           \
-        if ((r) < mr) {                                                                            \
-            float *o_ = C + (size_t)(r) * ldc;                                                     \
-            __m512 x_ = acc ? _mm512_add_ps(_mm512_maskz_loadu_ps(m0, o_), c##r##a) : c##r##a;     \
-            _mm512_mask_storeu_ps(o_, m0, x_);                                                     \
-            x_ = acc ? _mm512_add_ps(_mm512_maskz_loadu_ps(m1, o_ + 16), c##r##b) : c##r##b;      \
-            _mm512_mask_storeu_ps(o_ + 16, m1, x_);                                                \
-        }                                                                                          \
-    } while (0)
-/* The AVX-512 microkernel: 12 x 32 tile in 24 zmm accumulators, each k step two B loads and 12
-   broadcasts of A (24 FMAs per k step). Full tiles are stored directly, edge tiles through masks
-   (UTG__ZM), so there is no tile buffer and no scalar tail. */
-__attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const float *UTG_RESTRICT Ap, int as,
-                                                                  const float *UTG_RESTRICT Bp, int bs, float *UTG_RESTRICT C,
-                                                                  int ldc, int mr, int nr, int acc) {
-    UTG__Z2(0); UTG__Z2(1); UTG__Z2(2); UTG__Z2(3); UTG__Z2(4); UTG__Z2(5);
-    UTG__Z2(6); UTG__Z2(7); UTG__Z2(8); UTG__Z2(9); UTG__Z2(10); UTG__Z2(11);
-    int k;
-    for (k = 0; k < kc; k++) {
-        const float *a = Ap + (size_t)k * as;
-        __m512 b0 = _mm512_loadu_ps(Bp + (size_t)k * bs), b1 = _mm512_loadu_ps(Bp + (size_t)k * bs + 16);
-        UTG__ZF(0); UTG__ZF(1); UTG__ZF(2); UTG__ZF(3); UTG__ZF(4); UTG__ZF(5);
-        UTG__ZF(6); UTG__ZF(7); UTG__ZF(8); UTG__ZF(9); UTG__ZF(10); UTG__ZF(11);
-    }
-    if (mr == 12 && nr == 32) {
-        UTG__ZS(0); UTG__ZS(1); UTG__ZS(2); UTG__ZS(3); UTG__ZS(4); UTG__ZS(5);
-        UTG__ZS(6); UTG__ZS(7); UTG__ZS(8); UTG__ZS(9); UTG__ZS(10); UTG__ZS(11);
-    } else {
-        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u), m1 = (__mmask16)(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
-        UTG__ZM(0); UTG__ZM(1); UTG__ZM(2); UTG__ZM(3); UTG__ZM(4); UTG__ZM(5);
-        UTG__ZM(6); UTG__ZM(7); UTG__ZM(8); UTG__ZM(9); UTG__ZM(10); UTG__ZM(11);
-    }
-}
-
-/* The same with A's 12 rows read in place: four row pointers, the other rows at lda and 2 lda
-   from them (one addressing mode each), moving along k together */
-__attribute__((target("avx512f,fma"))) static void utg__uk_avx512_rows(int kc, const float *UTG_RESTRICT A, int lda,
-                                                                       const float *UTG_RESTRICT Bp, int bs, float *UTG_RESTRICT C,
-                                                                       int ldc, int nr, int acc) {
-    UTG__Z2(0); UTG__Z2(1); UTG__Z2(2); UTG__Z2(3); UTG__Z2(4); UTG__Z2(5);
-    UTG__Z2(6); UTG__Z2(7); UTG__Z2(8); UTG__Z2(9); UTG__Z2(10); UTG__Z2(11);
-    const size_t l1 = (size_t)lda, l2 = 2 * (size_t)lda;
-    const float *p0 = A, *p3 = A + 3 * l1, *p6 = A + 6 * l1, *p9 = A + 9 * l1;
-    const int mr = 12;
-    int k;
-    for (k = 0; k < kc; k++) {
-        __m512 b0 = _mm512_loadu_ps(Bp + (size_t)k * bs), b1 = _mm512_loadu_ps(Bp + (size_t)k * bs + 16);
-        float a[12];
-        a[0] = p0[k]; a[1] = p0[k + l1]; a[2] = p0[k + l2];
-        a[3] = p3[k]; a[4] = p3[k + l1]; a[5] = p3[k + l2];
-        a[6] = p6[k]; a[7] = p6[k + l1]; a[8] = p6[k + l2];
-        a[9] = p9[k]; a[10] = p9[k + l1]; a[11] = p9[k + l2];
-        UTG__ZF(0); UTG__ZF(1); UTG__ZF(2); UTG__ZF(3); UTG__ZF(4); UTG__ZF(5);
-        UTG__ZF(6); UTG__ZF(7); UTG__ZF(8); UTG__ZF(9); UTG__ZF(10); UTG__ZF(11);
-    }
-    if (nr == 32) {
-        UTG__ZS(0); UTG__ZS(1); UTG__ZS(2); UTG__ZS(3); UTG__ZS(4); UTG__ZS(5);
-        UTG__ZS(6); UTG__ZS(7); UTG__ZS(8); UTG__ZS(9); UTG__ZS(10); UTG__ZS(11);
-    } else {
-        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u), m1 = (__mmask16)(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
-        UTG__ZM(0); UTG__ZM(1); UTG__ZM(2); UTG__ZM(3); UTG__ZM(4); UTG__ZM(5);
-        UTG__ZM(6); UTG__ZM(7); UTG__ZM(8); UTG__ZM(9); UTG__ZM(10); UTG__ZM(11);
-    }
-}
-
-/* AVX2 + FMA: 6 rows x 16 columns, two ymm per row */
-#define UTG__Y2(r) __m256 c##r##a = _mm256_setzero_ps(), c##r##b = _mm256_setzero_ps()
-#define UTG__YF(r)                                                                                 \
-    do {                                                                                           \
-        __m256 t_ = _mm256_broadcast_ss(a + (r));                                                  \
-        c##r##a = _mm256_fmadd_ps(t_, b0, c##r##a);                                                \
-        c##r##b = _mm256_fmadd_ps(t_, b1, c##r##b);                                                \
-    } while (0)
-#define UTG__YT(r)                                                                                 \
-    do {                                                                                           \
-        _mm256_storeu_ps(tile + (r) * 16, c##r##a);                                                \
-        _mm256_storeu_ps(tile + (r) * 16 + 8, c##r##b);                                            \
-    } while (0)
-/* The AVX2 microkernel: 6 x 16 tile in 12 ymm accumulators (of 16 registers, leaving room for the
-   two B vectors and a broadcast). Every tile, full or edge, goes through a stack buffer and
-   utg__tile_add. */
-__attribute__((target("avx2,fma"))) static void utg__uk_avx2(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, int bs,
-                                                             float *UTG_RESTRICT C, int ldc, int mr, int nr, int acc) {
-    UTG__Y2(0); UTG__Y2(1); UTG__Y2(2); UTG__Y2(3); UTG__Y2(4); UTG__Y2(5);
-    float tile[6 * 16];
-    int k;
-    for (k = 0; k < kc; k++) {
-        const float *a = Ap + (size_t)k * as;
-        __m256 b0 = _mm256_loadu_ps(Bp + (size_t)k * bs), b1 = _mm256_loadu_ps(Bp + (size_t)k * bs + 8);
-        UTG__YF(0); UTG__YF(1); UTG__YF(2); UTG__YF(3); UTG__YF(4); UTG__YF(5);
-    }
-    UTG__YT(0); UTG__YT(1); UTG__YT(2); UTG__YT(3); UTG__YT(4); UTG__YT(5);
-    utg__tile_add(C, ldc, tile, 16, mr, nr, acc);
-}
-#endif
-
-#if defined(UTG__X86_KERNELS)
-/* r[k] = column k of the 16 x 16 block whose rows were r[0..15] (four shuffle stages) */
-__attribute__((target("avx512f"))) static inline void utg__tr16(__m512 *r) {
-    __m512 t[16];
-    int i;
-#pragma GCC unroll 8
-    for (i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-#pragma GCC unroll 4
-    for (i = 0; i < 4; i++) { /* r[4i + c], 128-bit lane L: column 4L + c of rows 4i..4i+3 */
-        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
-        __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
-        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-    }
-#pragma GCC unroll 4
-    for (i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x44);
-        t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xEE);
-        t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x44);
-        t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xEE);
-    }
-#pragma GCC unroll 4
-    for (i = 0; i < 4; i++) { /* r[k]: column k of the 16 rows */
-        r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
-        r[4 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
-        r[8 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
-        r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xDD);
-    }
-}
-/* The same with 16 x 16 register transposes: 16 rows x 16 k loaded (masked at the edges), turned
-   in four shuffle stages, stored as 16 k rows of up to 16 lanes. */
-__attribute__((target("avx512f"))) static void utg__pack_t_avx512(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src,
-                                                                  int ld, int nrows, int kb, float alpha) {
-    const __m512 va = _mm512_set1_ps(alpha);
-    int g, k0, i;
-    for (g = 0; g < W; g += 16) {
-        int gr = nrows - g < 0 ? 0 : (nrows - g > 16 ? 16 : nrows - g), wl = W - g < 16 ? W - g : 16;
-        __mmask16 sm = (__mmask16)((1u << wl) - 1u);
-        for (k0 = 0; k0 < kb; k0 += 16) {
-            int kl = kb - k0 < 16 ? kb - k0 : 16;
-            __mmask16 lm = (__mmask16)((1u << kl) - 1u);
-            __m512 r[16];
-#pragma GCC unroll 16
-            for (i = 0; i < 16; i++)
-                r[i] = i < gr ? _mm512_mul_ps(va, _mm512_maskz_loadu_ps(lm, src + (size_t)(g + i) * ld + k0)) : _mm512_setzero_ps();
-            utg__tr16(r);
-            for (i = 0; i < kl; i++) _mm512_mask_storeu_ps(dst + (size_t)(k0 + i) * W + g, sm, r[i]);
-        }
-    }
-}
-#endif
-
-/* The kernel sets: tile shape, microkernel, transposing packer, in-place row kernel (or NULL). */
-static const utg__gk utg__gk_portable = {UTG__PMR, UTG__PNR, utg__uk_portable, "portable", utg__pack_t_scalar, NULL};
-#if defined(UTG__X86_KERNELS)
-static const utg__gk utg__gk_avx512 = {12, 32, utg__uk_avx512, "avx512", utg__pack_t_avx512, utg__uk_avx512_rows};
-static const utg__gk utg__gk_avx2 = {6, 16, utg__uk_avx2, "avx2", utg__pack_t_scalar, NULL};
-#endif
-
-/* The kernel for this CPU, or the one UTG_CPU_KERNEL names (when the CPU has it). */
-static const utg__gk *utg__gk_pick(void) {
-#if defined(UTG__X86_KERNELS)
-    const char *want = getenv("UTG_CPU_KERNEL");
-    int has512, has2;
-    __builtin_cpu_init();
-    has512 = __builtin_cpu_supports("avx512f") != 0;
-    has2 = __builtin_cpu_supports("avx2") != 0 && __builtin_cpu_supports("fma") != 0;
-    if (want && !strcmp(want, "portable")) return &utg__gk_portable;
-    if (want && !strcmp(want, "avx2") && has2) return &utg__gk_avx2;
-    if (has512) return &utg__gk_avx512;
-    if (has2) return &utg__gk_avx2;
-#endif
-    return &utg__gk_portable;
-}
-
-/* ------------------------------------------------------------------------------------------------
-// >>cpu_bf16
-   matmul_bf16: both operands rounded to bf16 (round to nearest even) and the products summed in
-   fp32, as train_gpt.py's Newton-Schulz under bf16 autocast. Without avx512_bf16 the fp32 path
-   runs on operands rounded in place after packing (utg__bf16_round_n); with it, A and B are
-   packed as pairs of bf16 along k in uint32 lanes and utg__uk_bf16 does two k steps per
-   vdpbf16ps. The products of two bf16 values are exact in fp32 on both paths.
-   ------------------------------------------------------------------------------------------------ */
-/* bf16 bits of f, rounded to nearest even (a NaN stays a NaN) */
-static uint32_t utg__bf16_bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
-    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-}
-/* x[i] = x[i] rounded to bf16 and widened back to fp32, over n floats (a packed sliver or panel). */
-static void utg__bf16_round_n(float *x, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) {
-        uint32_t b = utg__bf16_bits(x[i]) << 16;
-        memcpy(x + i, &b, 4);
-    }
-}
-
-#if defined(UTG__X86_KERNELS)
-/* The avx512_bf16 path: A and B packed as bf16 pairs along k (low half: even k), so one vdpbf16ps
-   does two k steps of a 12 x 32 tile; C accumulates in fp32. */
-#define UTG__KCP UTG__KC /* k pairs per block: 2 * KC values of k */
-/* bf16 bits (nearest even; a NaN stays a NaN) of two floats as one pair, lo in the low half: the
-   definition the vector packers follow (the tests compare them against it) */
-__attribute__((unused)) static uint32_t utg__bf16_pair(float lo, float hi) { return utg__bf16_bits(lo) | utg__bf16_bits(hi) << 16; }
-/* dst[p * W + r] = bf16 pair (alpha src[r ld + 2p], alpha src[r ld + 2p + 1]) for r < nrows, rows up
-   to W (<= 32) zero: 16 rows x 32 k converted to 16 x 16 pairs (vcvtne2ps2bf16, nearest even, as
-   utg__bf16_pair except that it reads denormals as zero), then transposed as 32-bit lanes */
-__attribute__((target("avx512f,avx512bf16"))) static void utg__pack_pairs_t(uint32_t *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src,
-                                                                             int ld, int nrows, int kb, float alpha) {
-    const __m512 va = _mm512_set1_ps(alpha);
-    int g, k0, i;
-    for (g = 0; g < W; g += 16) {
-        int gr = nrows - g < 0 ? 0 : (nrows - g > 16 ? 16 : nrows - g), wl = W - g < 16 ? W - g : 16;
-        __mmask16 sm = (__mmask16)((1u << wl) - 1u);
-        for (k0 = 0; k0 < kb; k0 += 32) {
-            int kl = kb - k0 < 32 ? kb - k0 : 32, pl = (kl + 1) / 2;
-            __mmask16 lo = (__mmask16)(kl >= 16 ? 0xffffu : (1u << kl) - 1u), hi = (__mmask16)(kl <= 16 ? 0u : (kl >= 32 ? 0xffffu : (1u << (kl - 16)) - 1u));
-            __m512 r[16];
-#pragma GCC unroll 16
-            for (i = 0; i < 16; i++) {
-                if (i < gr) {
-                    const float *x = src + (size_t)(g + i) * ld + k0;
-                    __m512 a = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(lo, x)), b = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(hi, x + 16));
-                    r[i] = _mm512_castsi512_ps((__m512i)_mm512_cvtne2ps_pbh(b, a));
-                } else {
-                    r[i] = _mm512_setzero_ps();
-                }
-            }
-            utg__tr16(r);
-            for (i = 0; i < pl; i++) _mm512_mask_storeu_ps((float *)(dst + (size_t)(k0 / 2 + i) * W + g), sm, r[i]);
-        }
-    }
-}
-/* d[r] = bf16 pair (alpha s0[r], alpha s1[r]) for r < n (s1 NULL: zero), 0 for n <= r < w (n <= w <= 16):
-   utg__bf16_pair in 16 lanes, for the row-wise pair packing (A^T's slivers, B's panels) */
-__attribute__((target("avx512f"))) static void utg__pair_rows(uint32_t *d, const float *s0, const float *s1, int n, int w, float alpha) {
-    const __mmask16 m = (__mmask16)((1u << n) - 1u);
-    const __m512 va = _mm512_set1_ps(alpha);
-    const __m512i one = _mm512_set1_epi32(1), rnd = _mm512_set1_epi32(0x7fff), inf = _mm512_set1_epi32(0x7f800000),
-                  absm = _mm512_set1_epi32(0x7fffffff), qbit = _mm512_set1_epi32(0x400000);
-    __m512i a = _mm512_castps_si512(_mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, s0)));
-    __m512i b = s1 ? _mm512_castps_si512(_mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, s1))) : _mm512_setzero_si512();
-    /* a NaN is cut to its high half and made quiet (rounding could carry its payload into the sign) */
-    __mmask16 na = _mm512_cmpgt_epu32_mask(_mm512_and_si512(a, absm), inf), nb = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, absm), inf);
-    a = _mm512_mask_blend_epi32(na, _mm512_add_epi32(_mm512_add_epi32(a, rnd), _mm512_and_si512(_mm512_srli_epi32(a, 16), one)),
-                                _mm512_or_si512(a, qbit));
-    b = _mm512_mask_blend_epi32(nb, _mm512_add_epi32(_mm512_add_epi32(b, rnd), _mm512_and_si512(_mm512_srli_epi32(b, 16), one)),
-                                _mm512_or_si512(b, qbit));
-    a = _mm512_srli_epi32(a, 16);
-    b = _mm512_and_si512(b, _mm512_set1_epi32((int)0xffff0000u));
-    _mm512_mask_storeu_epi32(d, (__mmask16)((1u << w) - 1u), _mm512_maskz_mov_epi32(m, _mm512_or_si512(a, b)));
-}
-/* op(B)[kc:kc+kb, j0:j0+32] as one bf16-pair panel: dst[p * 32 + j] holds k = 2p (low) and 2p + 1
-   (high) of column j; columns past N and an odd last k are zero. */
-static void utg__pack_b_pairs(uint32_t *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0) {
-    int nj = N - j0 < 32 ? N - j0 : 32, kp = (kb + 1) / 2, p;
-    if (tb) { /* transposing: pairs and padding in registers */
-        utg__pack_pairs_t(dst, 32, B + (size_t)j0 * ldb + kc, ldb, nj, kb, 1.0f);
-        return;
-    }
-    for (p = 0; p < kp; p++) { /* an odd last k pairs with zero */
-        const float *s0 = B + (size_t)(kc + 2 * p) * ldb + j0, *s1 = 2 * p + 1 < kb ? s0 + ldb : NULL;
-        utg__pair_rows(dst + (size_t)p * 32, s0, s1, nj < 16 ? nj : 16, 16, 1.0f);
-        if (nj > 16) utg__pair_rows(dst + (size_t)p * 32 + 16, s0 + 16, s1 ? s1 + 16 : NULL, nj - 16, 16, 1.0f);
-        else memset(dst + (size_t)p * 32 + 16, 0, 16 * sizeof(uint32_t));
-    }
-}
-/* alpha * op(A)[i0:i0+12, kc:kc+kb] as one bf16-pair sliver: ap[p * 12 + r] holds k = 2p and
-   2p + 1 of row r; rows past M and an odd last k are zero. */
-static void utg__pack_a_pairs(uint32_t *ap, const float *A, int lda, utg_trans ta, int M, int i0, int kc, int kb, float alpha) {
-    int mr = M - i0 < 12 ? M - i0 : 12, kp = kb / 2, p;
-    if (!ta) { /* transposing: pairs and padding in registers */
-        utg__pack_pairs_t(ap, 12, A + (size_t)i0 * lda + kc, lda, mr, kb, alpha);
-        return;
-    }
-    for (p = 0; p < kp; p++) {
-        const float *s0 = A + (size_t)(kc + 2 * p) * lda + i0;
-        utg__pair_rows(ap + (size_t)p * 12, s0, s0 + lda, mr, 12, alpha);
-    }
-    if (kb & 1) utg__pair_rows(ap + (size_t)kp * 12, A + (size_t)(kc + kb - 1) * lda + i0, NULL, mr, 12, alpha);
-}
-#define UTG__B2(r) __m512 c##r##a = _mm512_setzero_ps(), c##r##b = _mm512_setzero_ps()
-#define UTG__BF(r)                                                                                 \
-    do {                                                                                           \
-        __m512bh t_ = (__m512bh)_mm512_set1_epi32((int)a[r]);                                      \
-        c##r##a = _mm512_dpbf16_ps(c##r##a, t_, b0);                                               \
-        c##r##b = _mm512_dpbf16_ps(c##r##b, t_, b1);                                               \
-    } while (0)
-/* noinline: inlined into the OpenMP region, the kernel runs short of zmm registers and spills b1 to
-   the stack every k pair, which costs the Newton-Schulz mix about 15% */
-__attribute__((target("avx512f,avx512bf16"), noinline)) static void utg__uk_bf16(int kp, const uint32_t *UTG_RESTRICT Ap,
-                                                                       const uint32_t *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
-                                                                       int ldc, int mr, int nr, int acc) {
-    UTG__B2(0); UTG__B2(1); UTG__B2(2); UTG__B2(3); UTG__B2(4); UTG__B2(5);
-    UTG__B2(6); UTG__B2(7); UTG__B2(8); UTG__B2(9); UTG__B2(10); UTG__B2(11);
-    int p;
-    for (p = 0; p < kp; p++) {
-        const uint32_t *a = Ap + (size_t)p * 12;
-        __m512bh b0 = (__m512bh)_mm512_loadu_si512(Bp + (size_t)p * 32), b1 = (__m512bh)_mm512_loadu_si512(Bp + (size_t)p * 32 + 16);
-        UTG__BF(0); UTG__BF(1); UTG__BF(2); UTG__BF(3); UTG__BF(4); UTG__BF(5);
-        UTG__BF(6); UTG__BF(7); UTG__BF(8); UTG__BF(9); UTG__BF(10); UTG__BF(11);
-    }
-    if (mr == 12 && nr == 32) {
-        UTG__ZS(0); UTG__ZS(1); UTG__ZS(2); UTG__ZS(3); UTG__ZS(4); UTG__ZS(5);
-        UTG__ZS(6); UTG__ZS(7); UTG__ZS(8); UTG__ZS(9); UTG__ZS(10); UTG__ZS(11);
-    } else {
-        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u), m1 = (__mmask16)(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
-        UTG__ZM(0); UTG__ZM(1); UTG__ZM(2); UTG__ZM(3); UTG__ZM(4); UTG__ZM(5);
-        UTG__ZM(6); UTG__ZM(7); UTG__ZM(8); UTG__ZM(9); UTG__ZM(10); UTG__ZM(11);
-    }
-}
-#endif
-
-/* ------------------------------------------------------------------------------------------------
-// >>cpu_gemm_driver
-   The matmul proper: packing of op(B) panels, the per-sliver work (utg__gemm_sliver), the
-   symmetric-product shortcut (upper triangle, then utg__mirror_lower), the k split of A^T B for
-   the weight gradients (utg__ksplit_unit, utg__add_part) and the parallel driver utg__matmul_run
-   behind matmul and matmul_bf16.
-   ------------------------------------------------------------------------------------------------ */
-/* op(B)[kc:kc+kb, j0:j0+NR] into one NR-wide panel (k-major), zero-padded past N; bf16: rounded to bf16 */
-static void utg__pack_b(const utg__gk *gk, float *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0, int bf16) {
-    const int NR = gk->nr;
-    int nj = N - j0 < NR ? N - j0 : NR, j, k;
-    if (tb) {
-        gk->pack_t(dst, NR, B + (size_t)j0 * ldb + kc, ldb, nj, kb, 1.0f);
-    } else {
-        for (k = 0; k < kb; k++) memcpy(dst + (size_t)k * NR, B + (size_t)(kc + k) * ldb + j0, sizeof(float) * (size_t)nj);
-        if (nj < NR)
-            for (k = 0; k < kb; k++)
-                for (j = nj; j < NR; j++) dst[(size_t)k * NR + j] = 0.0f;
-    }
-    if (bf16) utg__bf16_round_n(dst, (size_t)kb * NR);
-}
-
-/* alpha * op(A)[i0:i0+MR, kc:kc+kb] as an MR-row sliver, then the sliver times every panel of the
-   block into C[i0:, jc:jc+nc]. A whole sliver with alpha 1 (fp32) is read in place: A^T's columns
-   with k-stride lda, or A's rows through the kernel's fn_rows unless they sit a multiple of 4 KiB
-   apart (lda % 1024 == 0: the 12 rows then share one L1 set and evict each other, which costs
-   15-25% at K = 1024 or 2048); otherwise it is packed (k-major, zero rows past M). B's whole panels come
-   from Bd in place (k-stride ldb) when the caller passes it (op(B) not transposed), else from the
-   packed block Bp. */
-static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, const float *Bd, int ldb, float *C, int ldc, const float *A,
-                             int lda, utg_trans ta, int M, int N, int i0, int kc, int kb, int jc, int nc, float alpha, int bf16, int sym,
-                             int acc) {
-    const int MR = gk->mr, NR = gk->nr;
-    int mr = M - i0 < MR ? M - i0 : MR, n_pan = (nc + NR - 1) / NR, k, r, pan, rows = 0, as = MR;
-    const float *a = ap;
-    if (sym && jc + nc <= i0) return; /* the whole block row is below the diagonal */
-    if (mr == MR && alpha == 1.0f && !bf16 && ta) {
-        a = A + (size_t)kc * lda + i0;
-        as = lda;
-    } else if (mr == MR && alpha == 1.0f && !bf16 && gk->fn_rows && lda % 1024 != 0) {
-        a = A + (size_t)i0 * lda + kc;
-        rows = 1;
-    } else {
-        if (ta) {
-            for (k = 0; k < kb; k++) {
-                const float *src = A + (size_t)(kc + k) * lda + i0;
-                for (r = 0; r < mr; r++) ap[(size_t)k * MR + r] = alpha * src[r];
-                for (; r < MR; r++) ap[(size_t)k * MR + r] = 0.0f;
-            }
-        } else {
-            gk->pack_t(ap, MR, A + (size_t)i0 * lda + kc, lda, mr, kb, alpha);
-        }
-        if (bf16) utg__bf16_round_n(ap, (size_t)kb * MR);
-    }
-    for (pan = 0; pan < n_pan; pan++) {
-        int j0 = jc + pan * NR, nr = N - j0 < NR ? N - j0 : NR, bd = Bd && nr == NR;
-        const float *b = bd ? Bd + j0 : Bp + (size_t)pan * kb * NR;
-        if (sym && j0 + nr <= i0) continue; /* below the diagonal: mirrored afterwards */
-        if (rows) gk->fn_rows(kb, a, lda, b, bd ? ldb : NR, C + (size_t)i0 * ldc + j0, ldc, nr, acc);
-        else gk->fn(kb, a, as, b, bd ? ldb : NR, C + (size_t)i0 * ldc + j0, ldc, mr, nr, acc);
-    }
-}
-
-/* Floats of the packed B block, and of one A sliver. */
-#define UTG__PACK_B_FLOATS ((size_t)UTG__KC * (((UTG__NC + UTG__NR_MAX - 1) / UTG__NR_MAX) * UTG__NR_MAX))
-#define UTG__PACK_A_FLOATS ((size_t)UTG__KC * UTG__MR_MAX + 16)
-
-/* The parallel op: for each KC x NC block of op(B), the threads pack the panels that are not read
-   in place together, then take the MR-row slivers of C one at a time (each packs its own sliver of
-   A unless it is read in place; dynamic, so a thread the OS delays does not hold the others at the
-   block's barrier). Every C element is summed in k order by one thread (or, for A^T B with K split
-   in halves, each half is, and half 1 is added to half 0), so the thread count does not change any
-   bit. bf16: both operands are
-   rounded to bf16 (alpha folded into A first) and the products summed in fp32, with avx512_bf16's
-   dot products where the CPU has them. */
-/* C's lower triangle from its upper one (a symmetric product computed above the diagonal), by
-   32 x 32 blocks so that the transposed reads stay in L1 */
-static void utg__mirror_lower(float *C, int n) {
-    int bi, nb = (n + 31) / 32;
-    UTG__OMP_FOR_DYN
-    for (bi = 0; bi < nb; bi++) {
-        int bj, i, j, i1 = (bi + 1) * 32 < n ? (bi + 1) * 32 : n;
-        for (bj = 0; bj <= bi; bj++)
-            for (i = bi * 32; i < i1; i++) {
-                int j1 = bj == bi ? i : bj * 32 + 32;
-                for (j = bj * 32; j < j1; j++) C[(size_t)i * n + j] = C[(size_t)j * n + i];
-            }
-    }
-}
-/* The k split's work unit u: its half of k [k0, k1) and its slivers [s0, s1) (the slivers in n_grp
-   groups); its sums go to C (half 0) or to part (half 1) */
-typedef struct { int half, k0, k1, s0, s1; } utg__kunit;
-static utg__kunit utg__ksplit_unit(int u, int n_grp, int n_sl, int K, int khalf) {
-    utg__kunit r;
-    int grp = u / 2;
-    r.half = u % 2;
-    r.k0 = r.half ? khalf : 0;
-    r.k1 = r.half ? K : khalf;
-    r.s0 = (int)((long long)n_sl * grp / n_grp);
-    r.s1 = (int)((long long)n_sl * (grp + 1) / n_grp);
-    return r;
-}
-/* C += the k split's half-1 sums, row by row over the threads of the enclosing region */
-static void utg__add_part(float *C, const float *part, int M, int N) {
-    int r;
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-    for (r = 0; r < M; r++) {
-        float *UTG_RESTRICT c = C + (size_t)r * N;
-        const float *UTG_RESTRICT c1 = part + (size_t)r * N;
-        int j;
-        for (j = 0; j < N; j++) c[j] += c1[j];
-    }
-}
-/* One product's operands and utg__matmul_run's choices, for the path that computes it */
-typedef struct utg__mm {
-    const utg__gk *gk;
-    float *C, *pack, *part; /* pack: the packed B block(s), then each thread's A sliver from a_off;
-                               part: the k split's half-1 sums */
-    const float *A, *B;
-    int M, N, K, lda, ldb, n_sl, n_grp, khalf, sym, bf16;
-    utg_trans ta, tb;
-    float alpha, beta;
-    size_t a_off;
-} utg__mm;
-#if defined(UTG__X86_KERNELS)
-/* The k split with bf16 pairs: each (half, sliver group) packs its own B blocks */
-static void utg__matmul_ksplit_bf16(const utg__mm *p) {
-    float *C = p->C, *pack = p->pack, *part = p->part;
-    const float *A = p->A, *B = p->B;
-    int M = p->M, N = p->N, K = p->K, lda = p->lda, ldb = p->ldb, n_grp = p->n_grp, khalf = p->khalf;
-    int n_sl = (M + 11) / 12;
-    utg_trans ta = p->ta, tb = p->tb;
-    float alpha = p->alpha, beta = p->beta;
-    size_t a_off = p->a_off;
-#ifdef _OPENMP
-#pragma omp parallel
-#endif
-    {
-        uint32_t *ap = (uint32_t *)(pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS);
-        int unit, n_pan = (N + 31) / 32;
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-        for (unit = 0; unit < 2 * n_grp; unit++) {
-            utg__kunit u = utg__ksplit_unit(unit, n_grp, n_sl, K, khalf);
-            uint32_t *bp = (uint32_t *)(pack + (size_t)unit * UTG__PACK_B_FLOATS);
-            float *Cp = u.half ? part : C;
-            int kc, sl, pan;
-            for (kc = u.k0; kc < u.k1; kc += UTG__KC / 2) { /* 128 pairs deep, as the fp32 split's 128 */
-                int kb = u.k1 - kc < UTG__KC / 2 ? u.k1 - kc : UTG__KC / 2, kp = (kb + 1) / 2;
-                for (pan = 0; pan < n_pan; pan++)
-                    utg__pack_b_pairs(bp + (size_t)pan * kp * 32, B, ldb, tb, N, kc, kb, pan * 32);
-                for (sl = u.s0; sl < u.s1; sl++) {
-                    int i0 = sl * 12, mr = M - i0 < 12 ? M - i0 : 12;
-                    utg__pack_a_pairs(ap, A, lda, ta, M, i0, kc, kb, alpha);
-                    for (pan = 0; pan < n_pan; pan++) {
-                        int j0 = pan * 32, nr = N - j0 < 32 ? N - j0 : 32;
-                        utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, Cp + (size_t)i0 * N + j0, N, mr, nr,
-                                     kc > u.k0 || (!u.half && beta != 0.0f));
-                    }
-                }
-            }
-        }
-        utg__add_part(C, part, M, N);
-    }
-}
-/* bf16 pairs on the blocked path (packed B panels of 32, A slivers of 12) */
-static void utg__matmul_bf16(const utg__mm *p) {
-    float *C = p->C, *pack = p->pack;
-    const float *A = p->A, *B = p->B;
-    int M = p->M, N = p->N, K = p->K, lda = p->lda, ldb = p->ldb, sym = p->sym;
-    int n_sl = (M + 11) / 12;
-    utg_trans ta = p->ta, tb = p->tb;
-    float alpha = p->alpha, beta = p->beta;
-    size_t a_off = p->a_off;
-#ifdef _OPENMP
-#pragma omp parallel
-#endif
-    {
-        uint32_t *bp = (uint32_t *)pack;
-        uint32_t *ap = (uint32_t *)(pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS);
-        int jc, kc;
-        for (jc = 0; jc < N; jc += UTG__NC) {
-            int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + 31) / 32;
-            for (kc = 0; kc < K; kc += 2 * UTG__KCP) {
-                int kb = K - kc < 2 * UTG__KCP ? K - kc : 2 * UTG__KCP, kp = (kb + 1) / 2, pan, sl;
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-                for (pan = 0; pan < n_pan; pan++)
-                    utg__pack_b_pairs(bp + (size_t)pan * kp * 32, B, ldb, tb, N, kc, kb, jc + pan * 32);
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-                for (sl = 0; sl < n_sl; sl++) {
-                    int i0 = sl * 12, mr = M - i0 < 12 ? M - i0 : 12;
-                    if (sym && jc + nc <= i0) continue;
-                    utg__pack_a_pairs(ap, A, lda, ta, M, i0, kc, kb, alpha);
-                    for (pan = 0; pan < n_pan; pan++) {
-                        int j0 = jc + pan * 32, nr = N - j0 < 32 ? N - j0 : 32;
-                        if (sym && j0 + nr <= i0) continue;
-                        utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, C + (size_t)i0 * N + j0, N, mr, nr,
-                                     kc > 0 || beta != 0.0f);
-                    }
-                }
-            }
-        }
-    }
-    if (sym) utg__mirror_lower(C, N);
-}
-#endif
-/* The fp32 k split (see utg__matmul_run): per (half, sliver group) unit, 128-deep k blocks */
-static void utg__matmul_ksplit(const utg__mm *p) {
-    const utg__gk *gk = p->gk;
-    float *C = p->C, *pack = p->pack, *part = p->part;
-    const float *A = p->A, *B = p->B;
-    int M = p->M, N = p->N, K = p->K, lda = p->lda, ldb = p->ldb, n_sl = p->n_sl, n_grp = p->n_grp;
-    int khalf = p->khalf;
-    utg_trans ta = p->ta;
-    float alpha = p->alpha, beta = p->beta;
-    size_t a_off = p->a_off;
-#ifdef _OPENMP
-#pragma omp parallel
-#endif
-    {
-        float *ap = pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS;
-        int kcs = UTG__KC / 4, unit; /* 128-deep: a B panel and the A sliver stay in L1 */
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-        for (unit = 0; unit < 2 * n_grp; unit++) {
-            utg__kunit u = utg__ksplit_unit(unit, n_grp, n_sl, K, khalf);
-            float *Cp = u.half ? part : C;
-            int kc, sl;
-            for (kc = u.k0; kc < u.k1; kc += kcs) {
-                int kb = u.k1 - kc < kcs ? u.k1 - kc : kcs;
-                for (sl = u.s0; sl < u.s1; sl++)
-                    utg__gemm_sliver(gk, ap, NULL, B + (size_t)kc * ldb, ldb, Cp, N, A, lda, ta, M, N, sl * gk->mr, kc,
-                                     kb, 0, N, alpha, 0, 0, kc > u.k0 || (!u.half && beta != 0.0f));
-            }
-        }
-        utg__add_part(C, part, M, N);
-    }
-}
-/* The blocked path: N in blocks of UTG__NC, k blocks, B panels packed (or read in place), then the
-   A slivers over the threads */
-static void utg__matmul_blocked(const utg__mm *p) {
-    const utg__gk *gk = p->gk;
-    float *C = p->C, *pack = p->pack;
-    const float *A = p->A, *B = p->B;
-    int M = p->M, N = p->N, K = p->K, lda = p->lda, ldb = p->ldb, n_sl = p->n_sl, sym = p->sym;
-    int bf16 = p->bf16;
-    utg_trans ta = p->ta, tb = p->tb;
-    float alpha = p->alpha, beta = p->beta;
-    size_t a_off = p->a_off;
-#ifdef _OPENMP
-#pragma omp parallel
-#endif
-    {
-        float *ap = pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS;
-        /* whole panels of a non-transposed B are read in place (no pack phase, which costs most where
-           there are few slivers), with k blocks short enough that the block's rows fit half the L2 */
-        int bin = !tb && !bf16 && N <= 512, kcs = !bin || N <= 256 ? UTG__KC : UTG__KC / 2, jc, kc;
-        for (jc = 0; jc < N; jc += UTG__NC) {
-            int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + gk->nr - 1) / gk->nr;
-            for (kc = 0; kc < K; kc += kcs) {
-                int kb = K - kc < kcs ? K - kc : kcs, pan, sl;
-                const float *bd = bin ? B + (size_t)kc * ldb : NULL;
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-                for (pan = 0; pan < n_pan; pan++)
-                    if (!bd || N - (jc + pan * gk->nr) < gk->nr)
-                        utg__pack_b(gk, pack + (size_t)pan * kb * gk->nr, B, ldb, tb, N, kc, kb, jc + pan * gk->nr, bf16);
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-                for (sl = 0; sl < n_sl; sl++)
-                    utg__gemm_sliver(gk, ap, pack, bd, ldb, C, N, A, lda, ta, M, N, sl * gk->mr, kc, kb, jc, nc, alpha, bf16, sym,
-                                     kc > 0 || beta != 0.0f);
-            }
-        }
-    }
-    if (sym) utg__mirror_lower(C, N);
-}
-static void utg__matmul_run(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta_sym,
-                            utg_trans tb, float alpha, float beta, int bf16) {
-    const utg__gk *gk = utg__cpu_of(be)->gk;
-    utg_trans ta = (utg_trans)(ta_sym & 1);
-    int sym = (ta_sym & 2) && M == N && beta == 0.0f; /* the tiles wholly below the diagonal are skipped */
-    int nth = utg__max_threads(), lda = ta ? M : K, ldb = tb ? K : N, n_sl = (M + gk->mr - 1) / gk->mr;
-    /* A^T B with K long beside M x N (the weight gradients: K = the tokens): K in two fixed halves,
-       each summed on its own (its slivers split further when there are more than two threads) and
-       then added, half 0 + half 1: each thread streams its own k blocks of B through its own L2,
-       with no barrier per block (which costs 11-17% at the model's shapes), in blocks of 128 (4-24%
-       faster than 512 or 256). The halves depend on the shape only, so the bits do not depend on the
-       thread count. */
-    int split = ta && !tb && !sym && K >= 2 * UTG__KC && N <= 512, ksplit = split && !bf16 && N % gk->nr == 0,
-        khalf = (K / 2 + UTG__KC - 1) / UTG__KC * UTG__KC, n_grp = (nth + 1) / 2, ks16 = 0;
-    size_t a_off = UTG__PACK_B_FLOATS; /* the packed B block(s), then each thread's A sliver, then half 1's sums */
-    float *pack, *part = NULL;
-    utg__mm p;
-    if (M <= 0 || N <= 0) return;
-    UTG_ASSERT(!utg__overlap(C, (size_t)M * N, A, (size_t)M * (K > 0 ? K : 0)) &&
-               !utg__overlap(C, (size_t)M * N, B, (size_t)N * (K > 0 ? K : 0)));
-    if (K <= 0) { /* no products: C = beta C */
-        if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
-        return;
-    }
-    /* with beta 0 the first k block stores its tiles instead of adding them (no memset, no C read) */
-#if defined(UTG__X86_KERNELS)
-    /* the same split with bf16 pairs: each (half, sliver group) packs its own B blocks */
-    ks16 = split && bf16 && utg__cpu_of(be)->bf16_hw;
-    if (ks16) a_off = 2 * (size_t)n_grp * UTG__PACK_B_FLOATS;
-#endif
-    pack = utg__cpu_scratch(be, a_off + (size_t)nth * UTG__PACK_A_FLOATS + (ksplit || ks16 ? (size_t)M * N : 0));
-    UTG_ASSERT(pack != NULL);
-    if (pack && (ksplit || ks16)) part = pack + a_off + (size_t)nth * UTG__PACK_A_FLOATS;
-    if (!pack) { /* out of memory: a defined result (C = beta C) rather than what C held */
-        if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
-        return;
-    }
-    p.gk = gk; p.C = C; p.A = A; p.B = B; p.M = M; p.N = N; p.K = K; p.lda = lda; p.ldb = ldb;
-    p.n_sl = n_sl; p.n_grp = n_grp; p.khalf = khalf; p.sym = sym; p.bf16 = bf16; p.ta = ta; p.tb = tb;
-    p.alpha = alpha; p.beta = beta; p.pack = pack; p.part = part; p.a_off = a_off;
-#if defined(UTG__X86_KERNELS)
-    if (ks16) { utg__matmul_ksplit_bf16(&p); return; }
-    if (bf16 && utg__cpu_of(be)->bf16_hw) { utg__matmul_bf16(&p); return; }
-#endif
-    if (ksplit) utg__matmul_ksplit(&p);
-    else utg__matmul_blocked(&p);
-}
-/* The table's matmul and matmul_bf16: one driver, bf16 as its last argument. */
-static void utg__cpu_matmul(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
-                            utg_trans tb, float alpha, float beta) {
-    utg__matmul_run(be, C, A, B, M, N, K, ta, tb, alpha, beta, 0);
-}
-static void utg__cpu_matmul_bf16(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
-                                 utg_trans tb, float alpha, float beta) {
-    utg__matmul_run(be, C, A, B, M, N, K, ta, tb, alpha, beta, 1);
-}
-
-/* ------------------------------------------------------------------------------------------------
-// >>cpu_rows
-   Row-wise building blocks shared by the ops below: the embedding gather and scatter, e^x
-   without libm (so that the bits do not depend on the C library), and the max, sum and dot
-   product of a row in 16 fixed lanes (vectorized without -ffast-math, summed in a fixed order).
-   ------------------------------------------------------------------------------------------------ */
-
-/* embed_fwd: out[i, :] = table[ids[i], :], rows [n, d]; each output row copied by one thread. */
-static void utg__cpu_embed_fwd(utg_backend *be, float *out, const float *table, const int32_t *ids, int n, int d) {
-    int i;
-    (void)be;
-    UTG__OMP_FOR
-    for (i = 0; i < n; i++) memcpy(out + (size_t)i * d, table + (size_t)ids[i] * d, (size_t)d * sizeof(float));
-}
-
-/* Column blocks per thread: each table entry is written by one thread, in token order. */
-static void utg__cpu_embed_bwd(utg_backend *be, float *dtable, const float *dout, const int32_t *ids, int n, int d) {
-    int cb, nblk = (d + 63) / 64;
-    (void)be;
-    UTG__OMP_FOR
-    for (cb = 0; cb < nblk; cb++) {
-        int c0 = cb * 64, c1 = c0 + 64 < d ? c0 + 64 : d, i, c;
-        for (i = 0; i < n; i++) {
-            float *dst = dtable + (size_t)ids[i] * d;
-            const float *src = dout + (size_t)i * d;
-            for (c = c0; c < c1; c++) dst[c] += src[c];
-        }
-    }
-}
-
-/* e^x without libm (the same bits whatever the C library): Cody-Waite reduction by ln 2 and a
-   degree-6 polynomial, relative error below 3e-7 on [-87, 88] (tests/test_ops.c checks). The
-   caller keeps x inside [-87, 88]; the floor below relies on x*log2(e) > -128. */
-static float utg__expf_core(float x) {
-    float t = x * 1.44269504088896341f + 128.5f;
-    /* n = floor(x log2 e + 1/2). t stays in [1, 255] before the conversion, which a NaN or an
-       infinity would make undefined: a NaN converts as 1 and r keeps it NaN. Callers clamp x to
-       [-87, 88], where t is in [3, 255.5) and the bounds change nothing. */
-    int32_t n = (int32_t)(t >= 1.0f ? (t <= 255.0f ? t : 255.0f) : 1.0f) - 128;
-    float r = x - (float)n * 0.693145751953125f, p, two_n;          /* ln 2, high bits (exact) */
-    int32_t e = (n + 127) << 23;
-    r = r - (float)n * 1.42860682030941723e-6f; /* ln 2, low bits */
-    p = 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    memcpy(&two_n, &e, 4);
-    return p * two_n;
-}
-/* e^x for any x (clamped to [-87, 88]; e^-87 is negligible beside the 1 of a row's maximum). */
-static float utg__expf(float x) { return utg__expf_core(x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x)); }
-/* x[i] = e^(x[i] - shift) in place, in two passes so that GCC vectorizes both (it does not
-   vectorize the clamp and the polynomial in one loop). */
-static void utg__exp_row(float *UTG_RESTRICT x, int n, float shift) {
-    int i;
-    for (i = 0; i < n; i++) {
-        float v = x[i] - shift;
-        v = v < -87.0f ? -87.0f : v;
-        x[i] = v > 88.0f ? 88.0f : v;
-    }
-    for (i = 0; i < n; i++) x[i] = utg__expf_core(x[i]);
-}
-
-/* 16 lane sums folded pairwise (8 + 8, 4 + 4, 2 + 2, 1 + 1): a fixed order that vectorizes,
-   where summing the lanes one after another is a chain of 16 dependent adds */
-static UTG__FORCE_INLINE float utg__fold16(float *acc) {
-    int l;
-    for (l = 0; l < 8; l++) acc[l] += acc[l + 8];
-    for (l = 0; l < 4; l++) acc[l] += acc[l + 4];
-    for (l = 0; l < 2; l++) acc[l] += acc[l + 2];
-    return acc[0] + acc[1];
-}
-/* The largest of m and x[0..n); the sum of x[0..n) in 16 lanes, then folded: loops that
-   vectorize without -ffast-math, for the short rows of the attention and cross-entropy */
-static float utg__row_max(const float *UTG_RESTRICT x, int n, float m) {
-    int i;
-    UTG__SIMD_MAX_M /* a maximum does not depend on the order it is taken in */
-    for (i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
-    return m;
-}
-/* The sum of x[0..n): lane i % 16 collects x[i], the lanes folded by utg__fold16. */
-static UTG__FORCE_INLINE float utg__row_sum(const float *UTG_RESTRICT x, int n) {
-    float acc[16] = {0};
-    int i = 0, l;
-    for (; i + 16 <= n; i += 16)
-        for (l = 0; l < 16; l++) acc[l] += x[i + l];
-    for (; i < n; i++) acc[i & 15] += x[i];
-    return utg__fold16(acc);
-}
-
-/* Sum of a[i]*b[i] in 16 independent lanes (vectorizes without -ffast-math), then folded. */
-static UTG__FORCE_INLINE float utg__dot(const float *UTG_RESTRICT a, const float *UTG_RESTRICT b, int n) {
-    float acc[16] = {0};
-    int i = 0, l;
-    for (; i + 16 <= n; i += 16)
-        for (l = 0; l < 16; l++) acc[l] += a[i + l] * b[i + l];
-    for (; i < n; i++) acc[i & 15] += a[i] * b[i];
-    return utg__fold16(acc);
-}
-
-/* ------------------------------------------------------------------------------------------------
-// >>cpu_norm_rope
-   RMSNorm over rows and the fused q/k head norm + RoPE + q_gain. Forward rows are independent (one
-   thread each); the backward's reductions (dgain) go through UTG__CPU_RED_CHUNKS fixed token
-   chunks added in chunk order.
-   ------------------------------------------------------------------------------------------------ */
-/* one row of RMSNorm: y = x / sqrt(mean(x^2) + eps), returns 1/rms (rmsnorm_fwd and mix_rmsnorm_fwd) */
-static float utg__rms_row(float *UTG_RESTRICT yr, const float *UTG_RESTRICT xr, int cols, float eps) {
-    float rs = 1.0f / sqrtf(utg__dot(xr, xr, cols) / (float)cols + eps);
-    int c;
-    for (c = 0; c < cols; c++) yr[c] = xr[c] * rs;
-    return rs;
-}
-/* rmsnorm_fwd: y[rows, cols] normalized rows of x, rstd[rows] = 1/rms per row (kept for the backward). */
-static void utg__cpu_rmsnorm_fwd(utg_backend *be, float *y, float *rstd, const float *x, int rows, int cols, float eps) {
-    int r;
-    (void)be;
-    UTG__OMP_FOR
-    for (r = 0; r < rows; r++) rstd[r] = utg__rms_row(y + (size_t)r * cols, x + (size_t)r * cols, cols, eps);
-}
-
-/* dx += rstd * (dy - y * mean(dy*y)) */
-static void utg__cpu_rmsnorm_bwd(utg_backend *be, float *dx, const float *dy, const float *y, const float *rstd,
-                                 int rows, int cols) {
-    int r;
-    (void)be;
-    UTG__OMP_FOR
-    for (r = 0; r < rows; r++) {
-        const float *dyr = dy + (size_t)r * cols, *yr = y + (size_t)r * cols;
-        float *dxr = dx + (size_t)r * cols;
-        float m = utg__dot(dyr, yr, cols) / (float)cols, rs = rstd[r];
-        int c;
-        for (c = 0; c < cols; c++) dxr[c] += rs * (dyr[c] - yr[c] * m);
-    }
-}
-
-/* One head's vector: xn = x * rstd, then y = g * rope(xn) (pairs (i, i + half) with cos c[i] and sin s[i]) */
-static float utg__qk_row_fwd(float *UTG_RESTRICT y, float *UTG_RESTRICT xn, const float *UTG_RESTRICT x, const float *cs,
-                             const float *sn, float g, int hd, int half, float eps) {
-    float rs = 1.0f / sqrtf(utg__dot(x, x, hd) / (float)hd + eps);
-    int i;
-    for (i = 0; i < hd; i++) xn[i] = x[i] * rs;
-    for (i = 0; i < half; i++) {
-        float x1 = xn[i], x2 = xn[i + half];
-        y[i] = g * (x1 * cs[i] + x2 * sn[i]);
-        y[i + half] = g * (x2 * cs[i] - x1 * sn[i]);
-    }
-    for (i = 2 * half; i < hd; i++) y[i] = g * xn[i];
-    return rs;
-}
-/* qk_norm_rope_fwd: one thread per token, its heads in order; token row t sits at position
-   t % seq_len of the RoPE table. */
-static void utg__cpu_qk_norm_rope_fwd(utg_backend *be, float *y, float *xn, float *rstd, const float *x, const float *cos_sin,
-                                      const float *gain, int n_tok, int seq_len, int n_heads, int head_dim, int rot_dims, float eps) {
-    int t, half = rot_dims / 2;
-    const float *sin_tab = cos_sin + (size_t)seq_len * half;
-    (void)be;
-    UTG__OMP_FOR
-    for (t = 0; t < n_tok; t++) {
-        int pos = t % seq_len, h;
-        for (h = 0; h < n_heads; h++) {
-            size_t o = ((size_t)t * n_heads + h) * head_dim;
-            rstd[(size_t)t * n_heads + h] = utg__qk_row_fwd(y + o, xn + o, x + o, cos_sin + (size_t)pos * half, sin_tab + (size_t)pos * half,
-                                                            gain ? gain[h] : 1.0f, head_dim, half, eps);
-        }
-    }
-}
-/* One head's backward: r = rope(xn), dn = rope^T(g dy) into the caller's scratch, dx = rstd (dn - xn (dn . xn) / hd);
-   returns dy . r (its share of dgain). Restrict-qualified so that the loops vectorize. */
-static float utg__qk_row_bwd(float *UTG_RESTRICT out, float *UTG_RESTRICT r, float *UTG_RESTRICT dn, const float *UTG_RESTRICT d,
-                             const float *UTG_RESTRICT n, const float *UTG_RESTRICT cs, const float *UTG_RESTRICT sn, float g, float rs,
-                             int hd, int half, int want_dgain) {
-    float m, dg = 0.0f;
-    int i;
-    for (i = 0; i < half; i++) {
-        float x1 = n[i], x2 = n[i + half], d1 = g * d[i], d2 = g * d[i + half];
-        r[i] = x1 * cs[i] + x2 * sn[i];
-        r[i + half] = x2 * cs[i] - x1 * sn[i];
-        dn[i] = d1 * cs[i] - d2 * sn[i];
-        dn[i + half] = d1 * sn[i] + d2 * cs[i];
-    }
-    for (i = 2 * half; i < hd; i++) { r[i] = n[i]; dn[i] = g * d[i]; }
-    if (want_dgain) dg = utg__dot(d, r, hd);
-    m = utg__dot(dn, n, hd) / (float)hd;
-    for (i = 0; i < hd; i++) out[i] = rs * (dn[i] - n[i] * m);
-    return dg;
-}
-/* The backward by fixed chunks of tokens: each chunk writes its tokens' dx and sums its share of dgain
-   in token order; the chunks' shares are added in chunk order, so no bit depends on the thread count. */
-static void utg__cpu_qk_norm_rope_bwd(utg_backend *be, float *dx, float *dgain, const float *dy, const float *xn, const float *rstd,
-                                      const float *cos_sin, const float *gain, int n_tok, int seq_len, int n_heads, int head_dim,
-                                      int rot_dims) {
-    int half = rot_dims / 2, nch = n_tok < UTG__CPU_RED_CHUNKS ? (n_tok > 0 ? n_tok : 1) : UTG__CPU_RED_CHUNKS, ch, h;
-    size_t per = (2 * (size_t)head_dim + 15) / 16 * 16, base = ((size_t)nch * n_heads + 15) / 16 * 16; /* whole lines */
-    const float *sin_tab = cos_sin + (size_t)seq_len * half;
-    float *scr = utg__cpu_scratch(be, base + (size_t)utg__max_threads() * per);
-    UTG_ASSERT(scr != NULL);
-    if (!scr) return;
-    UTG__OMP_FOR
-    for (ch = 0; ch < nch; ch++) {
-        int t0 = (int)((long long)n_tok * ch / nch), t1 = (int)((long long)n_tok * (ch + 1) / nch), t, hh;
-        float *part = scr + (size_t)ch * n_heads, *r = scr + base + (size_t)utg__thread_id() * per;
-        for (hh = 0; hh < n_heads; hh++) part[hh] = 0.0f;
-        for (t = t0; t < t1; t++) {
-            int pos = t % seq_len;
-            const float *cs = cos_sin + (size_t)pos * half, *sn = sin_tab + (size_t)pos * half;
-            for (hh = 0; hh < n_heads; hh++) {
-                size_t o = ((size_t)t * n_heads + hh) * head_dim;
-                part[hh] += utg__qk_row_bwd(dx + o, r, r + head_dim, dy + o, xn + o, cs, sn, gain ? gain[hh] : 1.0f,
-                                            rstd[(size_t)t * n_heads + hh], head_dim, half, dgain != NULL);
-            }
-        }
-    }
-    if (dgain)
-        for (h = 0; h < n_heads; h++) {
-            float s = 0.0f;
-            for (ch = 0; ch < nch; ch++) s += scr[(size_t)ch * n_heads + h];
-            dgain[h] += s;
-        }
-}
-
-
-/* ------------------------------------------------------------------------------------------------
-// >>cpu_attention
-   Causal GQA attention (attn_fwd, attn_bwd), flash style on top of the gemm microkernels: the
-   scratch layout of a task (utg__fa_buf), tile products (utg__fa_tile, utg__fa_acc, utg__fa_kv),
-   the causal mask and the column-wise online softmax (utg__fa_mask, utg__fa_exp, utg__fa_colmax,
-   utg__fa_colsum).
-   ------------------------------------------------------------------------------------------------ */
-/* Attention, flash style on the CPU, with the score tiles laid out keys x queries. One task per
-   (batch, kv head), so the query heads sharing a kv head run together and dK/dV rows belong to one
-   task. The task packs K and V once (keys as A slivers, and as B panels with k = the keys).
-   Queries go in panels of NR (the microkernel's width) and keys in tiles of KB, so only KB x NR
-   tiles of scores exist (no T x T or NR x T matrix). With the queries across the tile, the softmax
-   is column-wise: the running max, the sums and the rescales run over NR query lanes at once, with
-   no reduction across a vector; and the tile, read with a row stride of NR, is already the A
-   operand of O += P V and dQ += dS K. The forward rescales its NR x hd block of O as tiles arrive
-   (online softmax); the backward recomputes each tile from the saved log-sum-exp and sums dQ, dK
-   and dV tile by tile (the tile's rows are read in place as A for dV and dK). Every sum runs in a
-   fixed order inside one task: the bits do not depend on the thread count. */
-#define UTG__FA_KB 96 /* keys per tile: a multiple of every kernel's MR */
-#define UTG__RUP(x, m) (((x) + (m) - 1) / (m) * (m))
-
-/* rows [0, n) of X (row stride ld), columns [0, w), times alpha, as MR-row A slivers with k = the
-   columns (sliver s at dst + s * w * MR) */
-static void utg__pack_a_rows(const utg__gk *gk, float *dst, const float *X, int ld, int n, int w, float alpha) {
-    const int MR = gk->mr;
-    int s;
-    for (s = 0; s * MR < n; s++) {
-        float *d = dst + (size_t)s * w * MR;
-        gk->pack_t(d, MR, X + (size_t)s * MR * ld, ld, n - s * MR < MR ? n - s * MR : MR, w, alpha);
-    }
-}
-/* X's rows [0, n) (k) by columns [0, w) (N) as B panels of NR columns, panel p at dst + p * n * NR */
-static void utg__pack_b_all(const utg__gk *gk, float *dst, const float *X, int ld, int n, int w) {
-    int p;
-    for (p = 0; p * gk->nr < w; p++) utg__pack_b(gk, dst + (size_t)p * n * gk->nr, X, ld, UTG_NO_TRANS, w, 0, n, p * gk->nr, 0);
-}
-
-/* One task's scratch, in floats: K (scaled) and V as A slivers with the keys as rows; V or K as B
-   panels with k = the keys; Q^T and dO^T panels (k = hd); Q and dO panels (k = the panel's
-   queries); the score and dP tiles (each with MR floats of slack: the microkernel reads whole
-   slivers); a partial sliver of a tile packed as A; the O block; four lanes of NR per query. */
-typedef struct { float *ka, *vr, *bn, *qt, *dt, *qb, *db, *st, *dp, *pa, *ob, *l0, *l1, *l2, *l3; } utg__fa_buf;
-/* The slack: read as A for O += P V and dQ += dS K (k = the keys, k-stride NR), the tile is taken in
-   slivers of MR query columns, and the last may run up to MR - 1 floats past NR (into the next
-   key row, or past the last one): those values land only in rows of C that are never stored. */
-#define UTG__FA_TILE ((size_t)UTG__FA_KB * UTG__NR_MAX + UTG__MR_MAX)
-/* Floats of one thread's utg__fa_buf for sequence length T and head size hd (T padded to whole
-   key tiles, hd to whole NR panels), rounded up to whole 64-byte lines. */
-static size_t utg__attn_scratch_per_thread(int T, int hd) {
-    size_t TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdN = (size_t)UTG__RUP(hd, UTG__NR_MAX), NR = UTG__NR_MAX;
-    return (2 * TR * (size_t)hd + hdN * TR + 2 * (size_t)hd * NR + 2 * NR * hdN + 2 * UTG__FA_TILE + UTG__MR_MAX * NR +
-           NR * hdN + 4 * NR + 64 + 15) / 16 * 16; /* whole cache lines per thread */
-}
-/* Lays utg__fa_buf over p (utg__attn_scratch_per_thread(T, hd) floats) in the order of that sum,
-   and zeroes the two tiles so that their slack holds finite values. */
-static utg__fa_buf utg__fa_carve(float *p, int T, int hd) {
-    size_t TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdN = (size_t)UTG__RUP(hd, UTG__NR_MAX), NR = UTG__NR_MAX;
-    utg__fa_buf f;
-    f.ka = p; f.vr = f.ka + TR * hd; f.bn = f.vr + TR * hd; f.qt = f.bn + hdN * TR; f.dt = f.qt + (size_t)hd * NR;
-    f.qb = f.dt + (size_t)hd * NR; f.db = f.qb + NR * hdN; f.st = f.db + NR * hdN; f.dp = f.st + UTG__FA_TILE; f.pa = f.dp + UTG__FA_TILE;
-    f.ob = f.pa + UTG__MR_MAX * NR; f.l0 = f.ob + NR * hdN; f.l1 = f.l0 + NR; f.l2 = f.l1 + NR; f.l3 = f.l2 + NR;
-    memset(f.st, 0, sizeof(float) * 2 * UTG__FA_TILE); /* the slack is read (into rows never stored): keep it finite */
-    return f;
-}
-/* dst (nk x NR) = the tile's slivers of A (keys kb0.., k = hd) times the panel B (k = hd) */
-static void utg__fa_tile(const utg__gk *gk, float *dst, const float *A, const float *B, int kb0, int nk, int hd) {
-    const int MR = gk->mr, NR = gk->nr;
-    int s;
-    for (s = 0; s * MR < nk; s++)
-        gk->fn(hd, A + (size_t)(kb0 / MR + s) * hd * MR, MR, B, NR, dst + (size_t)s * MR * NR, NR, nk - s * MR < MR ? nk - s * MR : MR,
-               NR, 0);
-}
-/* C (nq x hd, row stride ldc) += (acc 0: =) the tile (nk keys x NR queries, read as A with k = the
-   keys) times the B panels of the keys kb0.. (panel p at Bn + p * T * NR): O += P V, dQ += dS K */
-static void utg__fa_acc(const utg__gk *gk, float *C, int ldc, const float *t, const float *Bn, int T, int kb0, int nk, int nq, int hd,
-                        int acc) {
-    const int MR = gk->mr, NR = gk->nr;
-    int s, p;
-    for (s = 0; s * MR < nq; s++)
-        for (p = 0; p * NR < hd; p++)
-            gk->fn(nk, t + s * MR, NR, Bn + (size_t)p * T * NR + (size_t)kb0 * NR, NR, C + (size_t)s * MR * ldc + p * NR, ldc,
-                   nq - s * MR < MR ? nq - s * MR : MR, hd - p * NR < NR ? hd - p * NR : NR, acc);
-}
-/* C (nk x hd, row stride ldc) += the tile (nk keys x NR queries) times the B panels of the panel's
-   queries (k = nq; panel p at Bq + p * nq * NR): dV += P^T dO, dK += dS^T Q. Whole slivers of the
-   tile are read in place as A's rows where the kernel can (fn_rows); the rest is packed into pa. */
-static void utg__fa_kv(const utg__gk *gk, float *C, int ldc, const float *t, const float *Bq, float *pa, int nk, int nq, int hd) {
-    const int MR = gk->mr, NR = gk->nr;
-    int s, p;
-    for (s = 0; s * MR < nk; s++) {
-        int mr = nk - s * MR < MR ? nk - s * MR : MR;
-        float *c = C + (size_t)s * MR * ldc;
-        if (mr == MR && gk->fn_rows) {
-            for (p = 0; p * NR < hd; p++)
-                gk->fn_rows(nq, t + (size_t)s * MR * NR, NR, Bq + (size_t)p * nq * NR, NR, c + p * NR, ldc, hd - p * NR < NR ? hd - p * NR : NR, 1);
-        } else {
-            gk->pack_t(pa, MR, t + (size_t)s * MR * NR, NR, mr, nq, 1.0f);
-            for (p = 0; p * NR < hd; p++)
-                gk->fn(nq, pa, MR, Bq + (size_t)p * nq * NR, NR, c + p * NR, ldc, mr, hd - p * NR < NR ? hd - p * NR : NR, 1);
-        }
-    }
-}
-/* tile rows i whose key kb0 + i comes after some query p0 + j of the panel: those entries to v */
-static void utg__fa_mask(float *t, int NR, int kb0, int nk, int p0, float v) {
-    int i, j;
-    for (i = p0 + 1 - kb0 > 0 ? p0 + 1 - kb0 : 0; i < nk; i++)
-        for (j = 0; j < kb0 + i - p0 && j < NR; j++) t[(size_t)i * NR + j] = v;
-}
-/* t[i][j] = e^(t[i][j] - shift[j]) over the tile, clamped as utg__exp_row (two passes that vectorize) */
-static void utg__fa_exp(float *UTG_RESTRICT t, int NR, int nk, const float *UTG_RESTRICT shift) {
-    int i, j;
-    for (i = 0; i < nk; i++)
-        for (j = 0; j < NR; j++) {
-            float v = t[(size_t)i * NR + j] - shift[j];
-            v = v < -87.0f ? -87.0f : v;
-            t[(size_t)i * NR + j] = v > 88.0f ? 88.0f : v;
-        }
-    for (i = 0; i < nk * NR; i++) t[i] = utg__expf_core(t[i]);
-}
-/* m[j] = max(m[j], t[i][j]) and sm[j] += t[i][j] over the tile's rows, four rows a step (loops
-   over the columns, which vectorize; the sums in a fixed order) */
-static void utg__fa_colmax(float *UTG_RESTRICT m, const float *UTG_RESTRICT t, int NR, int nk) {
-    int i = 0, j;
-    for (; i + 4 <= nk; i += 4)
-        for (j = 0; j < NR; j++) {
-            const float *c = t + (size_t)i * NR + j;
-            float a = c[0] > c[NR] ? c[0] : c[NR], b = c[2 * NR] > c[3 * NR] ? c[2 * NR] : c[3 * NR];
-            a = a > b ? a : b;
-            m[j] = a > m[j] ? a : m[j];
-        }
-    for (; i < nk; i++)
-        for (j = 0; j < NR; j++) m[j] = t[(size_t)i * NR + j] > m[j] ? t[(size_t)i * NR + j] : m[j];
-}
-/* sm[j] += the column sums of the tile (see utg__fa_colmax: four rows a step, pairs first). */
-static void utg__fa_colsum(float *UTG_RESTRICT sm, const float *UTG_RESTRICT t, int NR, int nk) {
-    int i = 0, j;
-    for (; i + 4 <= nk; i += 4)
-        for (j = 0; j < NR; j++) {
-            const float *c = t + (size_t)i * NR + j;
-            sm[j] += (c[0] + c[NR]) + (c[2 * NR] + c[3 * NR]);
-        }
-    for (; i < nk; i++)
-        for (j = 0; j < NR; j++) sm[j] += t[(size_t)i * NR + j];
-}
-
-/* attn_fwd: per (sequence, kv head) task, per query head of the group and panel of NR queries,
-   the key tiles up to the panel's last query with an online softmax: m = running max, sm = the
-   running sum rescaled by al = e^(m_old - m_new), O rescaled by al too; y = O / sm and
-   lse = m + log(sm) at the end. Tiles wholly above the diagonal are never computed. */
-static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float *q, const float *k, const float *v,
-                              int B, int T, int H, int Hkv, int hd, float scale) {
-    int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
-    const utg__gk *gk = utg__cpu_of(be)->gk;
-    const int NR = gk->nr;
-    size_t per = utg__attn_scratch_per_thread(T, hd);
-    float *scr = utg__cpu_scratch(be, (size_t)utg__max_threads() * per);
-    UTG_ASSERT(scr != NULL);
-    if (!scr) return;
-    UTG__OMP_FOR_DYN
-    for (task = 0; task < B * Hkv; task++) {
-        int b = task % B, kh = task / B, g, p0, kb0, i, j; /* b fastest: see utg__cpu_attn_bwd */
-        utg__fa_buf f = utg__fa_carve(scr + (size_t)utg__thread_id() * per, T, hd);
-        float *mx = f.l0, *sm = f.l1, *mn = f.l2, *al = f.l3;
-        size_t ko = (size_t)b * T * kw + (size_t)kh * hd;
-        utg__pack_a_rows(gk, f.ka, k + ko, kw, T, hd, scale); /* scaled K: the scores come out scaled */
-        utg__pack_b_all(gk, f.bn, v + ko, kw, T, hd);         /* V as B panels, k = the keys */
-        for (g = 0; g < group; g++) {
-            int h = kh * group + g;
-            for (p0 = 0; p0 < T; p0 += NR) {
-                int nq = T - p0 < NR ? T - p0 : NR, qmax = p0 + nq - 1;
-                size_t ro = ((size_t)b * T + p0) * qw + (size_t)h * hd;
-                utg__pack_b(gk, f.qt, q + ro, qw, UTG_TRANS, nq, 0, hd, 0, 0); /* Q^T, zero past nq */
-                memset(f.ob, 0, sizeof(float) * (size_t)nq * hd);
-                for (j = 0; j < NR; j++) { mx[j] = -INFINITY; sm[j] = 0.0f; }
-                for (kb0 = 0; kb0 <= qmax; kb0 += UTG__FA_KB) {
-                    int nk = qmax + 1 - kb0 < UTG__FA_KB ? qmax + 1 - kb0 : UTG__FA_KB; /* keys some query of the panel sees */
-                    float *t = f.st;
-                    utg__fa_tile(gk, t, f.ka, f.qt, kb0, nk, hd);
-                    utg__fa_mask(t, NR, kb0, nk, p0, -INFINITY);
-                    for (j = 0; j < NR; j++) mn[j] = mx[j];
-                    utg__fa_colmax(mn, t, NR, nk);
-                    utg__fa_exp(t, NR, nk, mn);
-                    utg__fa_mask(t, NR, kb0, nk, p0, 0.0f);
-                    for (j = 0; j < NR; j++) { al[j] = mx[j] == -INFINITY ? 0.0f : utg__expf(mx[j] - mn[j]); sm[j] *= al[j]; mx[j] = mn[j]; }
-                    utg__fa_colsum(sm, t, NR, nk);
-                    if (kb0 > 0)
-                        for (j = 0; j < nq; j++)
-                            for (i = 0; i < hd; i++) f.ob[(size_t)j * hd + i] *= al[j];
-                    utg__fa_acc(gk, f.ob, hd, t, f.bn, T, kb0, nk, nq, hd, 1); /* O += P V */
-                }
-                for (j = 0; j < nq; j++) {
-                    float inv = 1.0f / sm[j], *yr = y + ro + (size_t)j * qw;
-                    for (i = 0; i < hd; i++) yr[i] = f.ob[(size_t)j * hd + i] * inv;
-                    lse[((size_t)b * T + p0 + j) * H + h] = mx[j] + logf(sm[j]);
-                }
-            }
-        }
-    }
-}
-
-/* attn_bwd (FlashAttention-2's backward): D = rowsum(dO * O) per query, P recomputed from S and the
-   saved lse, dS = P (dP - D) scale; dV += P^T dO, dK += dS^T Q, dQ += dS K. dK and dV rows belong
-   to one task, so they are summed without atomics; dq rows are written by the task of their head. */
-static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, const float *dy, const float *q,
-                              const float *k, const float *v, const float *y, const float *lse, int B, int T, int H,
-                              int Hkv, int hd, float scale) {
-    int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
-    const utg__gk *gk = utg__cpu_of(be)->gk;
-    const int NR = gk->nr;
-    size_t per = utg__attn_scratch_per_thread(T, hd);
-    float *scr = utg__cpu_scratch(be, (size_t)utg__max_threads() * per);
-    UTG_ASSERT(scr != NULL);
-    if (!scr) return;
-    /* b runs fastest over the tasks, so the tasks running at once work on different sequences: two
-       kv heads of one sequence write halves of the same dq, dk and dv rows, and running those side by
-       side moves cache lines between the cores (about 15% of the backward on two threads) */
-    UTG__OMP_FOR_DYN
-    for (task = 0; task < B * Hkv; task++) {
-        int b = task % B, kh = task / B, g, p0, kb0, i, j;
-        utg__fa_buf f = utg__fa_carve(scr + (size_t)utg__thread_id() * per, T, hd);
-        float *Dr = f.l0, *L = f.l1;
-        size_t ko = (size_t)b * T * kw + (size_t)kh * hd;
-        utg__pack_a_rows(gk, f.ka, k + ko, kw, T, hd, scale); /* scaled K, keys as rows: the scores */
-        utg__pack_a_rows(gk, f.vr, v + ko, kw, T, hd, 1.0f);  /* V, keys as rows: dP^T = V dO^T */
-        utg__pack_b_all(gk, f.bn, k + ko, kw, T, hd);         /* K as B panels, k = the keys: dQ += dS K */
-        for (i = 0; i < T; i++) { /* the task's dK and dV rows are sums over its panels and heads */
-            memset(dk + ko + (size_t)i * kw, 0, (size_t)hd * sizeof(float));
-            memset(dv + ko + (size_t)i * kw, 0, (size_t)hd * sizeof(float));
-        }
-        for (g = 0; g < group; g++) {
-            int h = kh * group + g;
-            for (p0 = 0; p0 < T; p0 += NR) {
-                int nq = T - p0 < NR ? T - p0 : NR, qmax = p0 + nq - 1;
-                size_t ro = ((size_t)b * T + p0) * qw + (size_t)h * hd;
-                utg__pack_b(gk, f.qt, q + ro, qw, UTG_TRANS, nq, 0, hd, 0, 0);  /* Q^T and dO^T (k = hd), zero past nq */
-                utg__pack_b(gk, f.dt, dy + ro, qw, UTG_TRANS, nq, 0, hd, 0, 0);
-                utg__pack_b_all(gk, f.qb, q + ro, qw, nq, hd);  /* Q and dO as B panels, k = the panel's queries */
-                utg__pack_b_all(gk, f.db, dy + ro, qw, nq, hd);
-                for (j = 0; j < NR; j++) {
-                    Dr[j] = j < nq ? utg__dot(dy + ro + (size_t)j * qw, y + ro + (size_t)j * qw, hd) : 0.0f;
-                    L[j] = j < nq ? lse[((size_t)b * T + p0 + j) * H + h] : 0.0f;
-                }
-                for (kb0 = 0; kb0 <= qmax; kb0 += UTG__FA_KB) {
-                    int nk = qmax + 1 - kb0 < UTG__FA_KB ? qmax + 1 - kb0 : UTG__FA_KB;
-                    float *t = f.st, *d = f.dp;
-                    utg__fa_tile(gk, t, f.ka, f.qt, kb0, nk, hd); /* S^T */
-                    utg__fa_tile(gk, d, f.vr, f.dt, kb0, nk, hd); /* dP^T */
-                    utg__fa_exp(t, NR, nk, L);                    /* P^T = e^(S^T - lse) */
-                    utg__fa_mask(t, NR, kb0, nk, p0, 0.0f);
-                    for (i = 0; i < nk; i++) /* dS^T = P^T (dP^T - D) scale */
-                        for (j = 0; j < NR; j++) d[(size_t)i * NR + j] = t[(size_t)i * NR + j] * (d[(size_t)i * NR + j] - Dr[j]) * scale;
-                    /* dV += P^T dO and dK += dS^T Q over the tile's keys (k = the panel's queries) */
-                    utg__fa_kv(gk, dv + ko + (size_t)kb0 * kw, kw, t, f.db, f.pa, nk, nq, hd);
-                    utg__fa_kv(gk, dk + ko + (size_t)kb0 * kw, kw, d, f.qb, f.pa, nk, nq, hd);
-                    utg__fa_acc(gk, dq + ro, qw, d, f.bn, T, kb0, nk, nq, hd, kb0 > 0); /* dQ (=, then +=) dS K */
-                }
-            }
-        }
-    }
-}
-
-/* ------------------------------------------------------------------------------------------------
-// >>cpu_elementwise
-   The per-token ops of a block: relu^2 (the MLP activation), XSA, the gated skip (lerp), the
-   attention output gate, SmearGate and the channel mix (every residual add). Per-token work is
-   split over the threads by token; every weight gradient is summed down the tokens in order (or
-   in fixed chunks), in double where the sum is long.
-   ------------------------------------------------------------------------------------------------ */
-
-/* relu2_fwd: y = leaky_relu(x, slope)^2 elementwise (train_gpt.py's relu(x).square() at slope 0). */
-static void utg__cpu_relu2_fwd(utg_backend *be, float *y, const float *x, size_t n, float slope) {
-    long long i;
-    (void)be;
-    UTG__OMP_FOR
-    for (i = 0; i < (long long)n; i++) { float r = x[i] > 0.0f ? x[i] : slope * x[i]; y[i] = r * r; }
-}
-/* relu2_bwd: WRITES dx = dy * 2x * (x > 0 ? 1 : slope^2), which is 2 r r' with r = leaky_relu(x). */
-static void utg__cpu_relu2_bwd(utg_backend *be, float *dx, const float *dy, const float *x, size_t n, float slope) {
-    long long i;
-    float s2 = slope * slope;
-    (void)be;
-    UTG__OMP_FOR
-    for (i = 0; i < (long long)n; i++) dx[i] = 2.0f * x[i] * dy[i] * (x[i] > 0.0f ? 1.0f : s2);
-}
-
-/* xsa_fwd: removes from each query head's output its component along the token's own value
-   vector (kv head h / (H / Hkv)); a zero value vector leaves the output as it is. */
-static void utg__cpu_xsa_fwd(utg_backend *be, float *y, const float *x, const float *v, int n_tok, int H, int Hkv, int hd) {
-    int t, g = H / Hkv;
-    (void)be;
-    UTG__OMP_FOR
-    for (t = 0; t < n_tok; t++) {
-        int h, i;
-        for (h = 0; h < H; h++) {
-            const float *xr = x + ((size_t)t * H + h) * hd, *vr = v + ((size_t)t * Hkv + h / g) * hd;
-            float *yr = y + ((size_t)t * H + h) * hd;
-            float vv = utg__dot(vr, vr, hd), s = vv > 0.0f ? utg__dot(xr, vr, hd) / vv : 0.0f; /* (x.u) u = (x.v / v.v) v */
-            for (i = 0; i < hd; i++) yr[i] = xr[i] - s * vr[i];
-        }
-    }
-}
-/* with u = v/|v| and s = x.u:  dx = dy - (dy.u) u;  du = -(s dy + (dy.u) x);  dv = (du - (du.u) u) / |v| */
-static void utg__cpu_xsa_bwd(utg_backend *be, float *dx, float *dv, const float *dy, const float *x, const float *v, int n_tok,
-                             int H, int Hkv, int hd) {
-    int t, g = H / Hkv;
-    (void)be;
-    UTG__OMP_FOR
-    for (t = 0; t < n_tok; t++) {
-        int h, i;
-        for (h = 0; h < H; h++) {
-            const float *xr = x + ((size_t)t * H + h) * hd, *vr = v + ((size_t)t * Hkv + h / g) * hd;
-            const float *dyr = dy + ((size_t)t * H + h) * hd;
-            float *dxr = dx + ((size_t)t * H + h) * hd, *dvr = dv + ((size_t)t * Hkv + h / g) * hd;
-            float vv = utg__dot(vr, vr, hd), nv, s, a, du_u = 0.0f;
-            if (!(vv > 0.0f)) { for (i = 0; i < hd; i++) dxr[i] += dyr[i]; continue; }
-            nv = sqrtf(vv);
-            s = utg__dot(xr, vr, hd) / nv;
-            a = utg__dot(dyr, vr, hd) / nv; /* dy.u */
-            for (i = 0; i < hd; i++) dxr[i] += dyr[i] - a * vr[i] / nv;
-            for (i = 0; i < hd; i++) du_u += -(s * dyr[i] + a * xr[i]) * vr[i] / nv;
-            /* query heads of one kv head run in order inside this thread's token: deterministic */
-            for (i = 0; i < hd; i++) dvr[i] += (-(s * dyr[i] + a * xr[i]) - du_u * vr[i] / nv) / nv;
-        }
-    }
-}
-
-/* lerp_fwd (the gated skip of PR #1089): out = a x + (1 - a) s z per column, a = sigmoid(g[c]). */
-static void utg__cpu_lerp_fwd(utg_backend *be, float *out, const float *x, const float *z, const float *g, const float *s,
-                              int rows, int cols) {
-    int r;
-    (void)be;
-    UTG__OMP_FOR
-    for (r = 0; r < rows; r++) {
-        int c;
-        for (c = 0; c < cols; c++) {
-            float a = 1.0f / (1.0f + expf(-g[c]));
-            out[(size_t)r * cols + c] = a * x[(size_t)r * cols + c] + (1.0f - a) * (s ? s[c] : 1.0f) * z[(size_t)r * cols + c];
-        }
-    }
-}
-/* column sums run down the rows in order (one column per thread): the same bits for any thread count */
-static void utg__cpu_lerp_bwd(utg_backend *be, float *dx, float *dz, float *dg, float *ds, const float *dout, const float *y,
-                              const float *z, const float *g, const float *s, int rows, int cols) {
-    int c, r;
-    (void)be;
-    UTG__OMP_FOR
-    for (c = 0; c < cols; c++) {
-        float a = 1.0f / (1.0f + expf(-g[c])), b = 1.0f - a, sc = s ? s[c] : 1.0f;
-        double sg = 0.0, ss = 0.0;
-        int i;
-        for (i = 0; i < rows; i++) {
-            size_t o = (size_t)i * cols + c;
-            float d = dout[o];
-            sg += (double)d * ((double)y[o] - (double)sc * z[o]);
-            ss += (double)d * z[o];
-            dz[o] += d * b * sc;
-        }
-        dg[c] += (float)(b * sg); /* d out / d g = a (1 - a) (x - s z) = (1 - a) (y - s z) */
-        if (ds) ds[c] += (float)(b * ss);
-    }
-    UTG__OMP_FOR
-    for (r = 0; r < rows; r++) {
-        int k;
-        for (k = 0; k < cols; k++) dx[(size_t)r * cols + k] = dout[(size_t)r * cols + k] / (1.0f + expf(-g[k]));
-    }
-}
-
-/* gate_fwd: per token and head, g = mult * sigmoid(scale * W[h, :win] . x[t, :win]) (saved for the
-   backward) and y = g yin. */
-static void utg__cpu_gate_fwd(utg_backend *be, float *y, float *g, const float *yin, const float *x, const float *W, int n_tok, int H,
-                              int hd, int x_cols, int win, float scale, float mult) {
-    int t;
-    (void)be;
-    UTG__OMP_FOR
-    for (t = 0; t < n_tok; t++) {
-        int h, i;
-        for (h = 0; h < H; h++) {
-            float z = scale * utg__dot(W + (size_t)h * win, x + (size_t)t * x_cols, win), gv = mult / (1.0f + expf(-z));
-            const float *a = yin + ((size_t)t * H + h) * hd;
-            float *o = y + ((size_t)t * H + h) * hd;
-            g[(size_t)t * H + h] = gv;
-            for (i = 0; i < hd; i++) o[i] = gv * a[i];
-        }
-    }
-}
-/* dz is recomputed where needed (cheap: one dot per head) so every reduction runs in a fixed order */
-static float utg__gate_dz(const float *dy, const float *yin, const float *g, int t, int h, int H, int hd, float mult) {
-    float gv = g[(size_t)t * H + h];
-    return utg__dot(dy + ((size_t)t * H + h) * hd, yin + ((size_t)t * H + h) * hd, hd) * gv * (1.0f - gv / mult);
-}
-/* gate_bwd: two passes, per token (dyin, dx) and per weight (dW, in double down the tokens). */
-static void utg__cpu_gate_bwd(utg_backend *be, float *dyin, float *dx, float *dW, const float *dy, const float *yin, const float *x,
-                              const float *W, const float *g, int n_tok, int H, int hd, int x_cols, int win, float scale, float mult) {
-    int t, hi;
-    (void)be;
-    UTG__OMP_FOR
-    for (t = 0; t < n_tok; t++) { /* per token: dyin and dx */
-        int h, i;
-        for (h = 0; h < H; h++) {
-            float gv = g[(size_t)t * H + h], dz = utg__gate_dz(dy, yin, g, t, h, H, hd, mult);
-            const float *a = dy + ((size_t)t * H + h) * hd;
-            float *o = dyin + ((size_t)t * H + h) * hd;
-            for (i = 0; i < hd; i++) o[i] += gv * a[i];
-            for (i = 0; i < win; i++) dx[(size_t)t * x_cols + i] += scale * dz * W[(size_t)h * win + i];
-        }
-    }
-    UTG__OMP_FOR
-    for (hi = 0; hi < H * win; hi++) { /* per weight: down the tokens in order */
-        int h = hi / win, i = hi % win, k;
-        double s = 0.0;
-        for (k = 0; k < n_tok; k++) s += (double)utg__gate_dz(dy, yin, g, k, h, H, hd, mult) * x[(size_t)k * x_cols + i];
-        dW[hi] += (float)(scale * s);
-    }
-}
-
-/* Whether token row t mixes in its predecessor: not the first of its sequence, and not a BOS
-   token (PR #1855's mask, so no document leaks into the next through the gate). */
-static int utg__smear_on(const int32_t *ids, int t, int seq_len, int bos) { return t % seq_len != 0 && ids[t] != bos; }
-/* smear_fwd (PR #1667): y_t = x_t + lam sigmoid(w . x_t[0:win]) x_{t-1} where utg__smear_on. */
-static void utg__cpu_smear_fwd(utg_backend *be, float *y, const float *x, const float *w, const float *lam, const int32_t *ids,
-                               int n_tok, int seq_len, int d, int win, int bos) {
-    int t;
-    (void)be;
-    UTG__OMP_FOR
-    for (t = 0; t < n_tok; t++) {
-        const float *xt = x + (size_t)t * d;
-        float *yt = y + (size_t)t * d;
-        int i;
-        if (!utg__smear_on(ids, t, seq_len, bos)) { for (i = 0; i < d; i++) yt[i] = xt[i]; continue; }
-        {
-            float a = lam[0] / (1.0f + expf(-utg__dot(w, xt, win)));
-            for (i = 0; i < d; i++) yt[i] = xt[i] + a * xt[i - d];
-        }
-    }
-}
-/* smear_bwd: ADDS dx per token (its own dy, the next token's gate times its dy, and the gate's
-   input term), then dw and dlam as double sums down the tokens, one after the other. */
-static void utg__cpu_smear_bwd(utg_backend *be, float *dx, float *dw, float *dlam, const float *dy, const float *x, const float *w,
-                               const float *lam, const int32_t *ids, int n_tok, int seq_len, int d, int win, int bos) {
-    int t, i;
-    double sl = 0.0;
-    (void)be;
-    /* dx_t += dy_t + (gate of t+1) dy_{t+1} + the gate's own input term: each row written by one thread */
-    UTG__OMP_FOR
-    for (t = 0; t < n_tok; t++) {
-        const float *dyt = dy + (size_t)t * d, *xt = x + (size_t)t * d;
-        float *dxt = dx + (size_t)t * d;
-        int k;
-        for (k = 0; k < d; k++) dxt[k] += dyt[k];
-        if (t + 1 < n_tok && utg__smear_on(ids, t + 1, seq_len, bos)) {
-            float a = lam[0] / (1.0f + expf(-utg__dot(w, xt + d, win)));
-            for (k = 0; k < d; k++) dxt[k] += a * dyt[k + d];
-        }
-        if (utg__smear_on(ids, t, seq_len, bos)) {
-            float s = 1.0f / (1.0f + expf(-utg__dot(w, xt, win)));
-            float dz = lam[0] * utg__dot(dyt, xt - d, d) * s * (1.0f - s);
-            for (k = 0; k < win; k++) dxt[k] += dz * w[k];
-        }
-    }
-    for (i = 0; i < win; i++) { /* the weights: down the tokens in order */
-        double s2 = 0.0;
-        for (t = 0; t < n_tok; t++) {
-            const float *xt = x + (size_t)t * d;
-            float s;
-            if (!utg__smear_on(ids, t, seq_len, bos)) continue;
-            s = 1.0f / (1.0f + expf(-utg__dot(w, xt, win)));
-            s2 += (double)(lam[0] * utg__dot(dy + (size_t)t * d, xt - d, d) * s * (1.0f - s)) * xt[i];
-        }
-        dw[i] += (float)s2;
-    }
-    for (t = 0; t < n_tok; t++) {
-        const float *xt = x + (size_t)t * d;
-        if (!utg__smear_on(ids, t, seq_len, bos)) continue;
-        sl += (double)utg__dot(dy + (size_t)t * d, xt - d, d) / (1.0 + exp(-(double)utg__dot(w, xt, win)));
-    }
-    dlam[0] += (float)sl;
-}
-
-/* one row of the channel mix (mix_fwd and mix_rmsnorm_fwd); x and out are the row's, z may be NULL */
-static void utg__mix_row(float *out, const float *x, const float *wx, int sx, const float *z, const float *wz, int sz, int cols) {
-    int c;
-    for (c = 0; c < cols; c++) {
-        float a = wx ? wx[c * sx] * x[c] : x[c], bz;
-        if (z) bz = wz ? wz[c * sz] * z[c] : z[c];
-        else bz = wz ? wz[c * sz] : 0.0f;
-        out[c] = a + bz;
-    }
-}
-/* the residual add and the next norm in one pass: each row is mixed, then normalized while in L1
-   (y NULL: the mix alone, mix_fwd) */
-static void utg__cpu_mix_rmsnorm_fwd(utg_backend *be, float *out, float *y, float *rstd, const float *x, const float *wx,
-                                     const float *z, const float *wz, int rows, int cols, int flags, float eps) {
-    int r, sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1;
-    float sig = wz && (flags & UTG_MIX_WZ_SIGMOID) ? 1.0f / (1.0f + expf(-wz[0])) : 0.0f;
-    (void)be;
-    if (wz && (flags & UTG_MIX_WZ_SIGMOID)) wz = &sig;
-    UTG__OMP_FOR
-    for (r = 0; r < rows; r++) {
-        size_t o = (size_t)r * cols;
-        utg__mix_row(out + o, x + o, wx, sx, z ? z + o : NULL, wz, sz, cols);
-        if (y) rstd[r] = utg__rms_row(y + o, out + o, cols, eps);
-    }
-}
-/* mix_fwd: mix_rmsnorm_fwd without the norm (y NULL). */
-static void utg__cpu_mix_fwd(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
-                             const float *wz, int rows, int cols, int flags) {
-    utg__cpu_mix_rmsnorm_fwd(be, out, NULL, NULL, x, wx, z, wz, rows, cols, flags, 0.0f);
-}
-
-/* One pass over the rows: each fixed chunk of rows sums its share of dwx (dout x) and dwz (dout z)
-   in row order, then writes or adds dx and dz for the row (so dx may even alias dout); the chunks'
-   shares are added in chunk order, so no bit depends on the thread count. */
-static void utg__cpu_mix_bwd(utg_backend *be, float *dx, float *dz, float *dwx, float *dwz, const float *dout,
-                             const float *x, const float *wx, const float *z, const float *wz, int rows, int cols,
-                             int flags) {
-    int sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1, sig_w = wz && (flags & UTG_MIX_WZ_SIGMOID);
-    int nch = rows < UTG__CPU_RED_CHUNKS ? (rows > 0 ? rows : 1) : UTG__CPU_RED_CHUNKS, ch, c, set_x = flags & UTG_MIX_DX_SET,
-        set_z = flags & UTG_MIX_DZ_SET;
-    float sig = sig_w ? 1.0f / (1.0f + expf(-wz[0])) : 0.0f, *part = NULL;
-    if (sig_w) wz = &sig;
-    if (!z) dz = NULL;
-    if (rows <= 0 || cols <= 0) return;
-    if (dwx || dwz) {
-        part = utg__cpu_scratch(be, (size_t)nch * 2 * cols);
-        UTG_ASSERT(part != NULL);
-        if (!part) return;
-    }
-    UTG__OMP_FOR
-    for (ch = 0; ch < nch; ch++) {
-        int r0 = (int)((long long)rows * ch / nch), r1 = (int)((long long)rows * (ch + 1) / nch), r, cc;
-        float *px = part ? part + (size_t)ch * 2 * cols : NULL, *pz = px ? px + cols : NULL;
-        if (px) memset(px, 0, 2 * (size_t)cols * sizeof(float));
-        for (r = r0; r < r1; r++) {
-            size_t o = (size_t)r * cols;
-            const float *g = dout + o;
-            if (dwx) {
-                if (x) for (cc = 0; cc < cols; cc++) px[cc] += g[cc] * x[o + cc];
-                else for (cc = 0; cc < cols; cc++) px[cc] += g[cc];
-            }
-            if (dwz) {
-                if (z) for (cc = 0; cc < cols; cc++) pz[cc] += g[cc] * z[o + cc];
-                else for (cc = 0; cc < cols; cc++) pz[cc] += g[cc];
-            }
-            if (dz && set_z) for (cc = 0; cc < cols; cc++) dz[o + cc] = wz ? wz[cc * sz] * g[cc] : g[cc];
-            else if (dz) for (cc = 0; cc < cols; cc++) dz[o + cc] += wz ? wz[cc * sz] * g[cc] : g[cc];
-            if (dx && set_x) for (cc = 0; cc < cols; cc++) dx[o + cc] = wx ? wx[cc * sx] * g[cc] : g[cc];
-            else if (dx) for (cc = 0; cc < cols; cc++) dx[o + cc] += wx ? wx[cc * sx] * g[cc] : g[cc];
-        }
-    }
-    if (dwx) {
-        if (!sx) {
-            double acc = 0.0;
-            for (ch = 0; ch < nch; ch++)
-                for (c = 0; c < cols; c++) acc += part[(size_t)ch * 2 * cols + c];
-            dwx[0] += (float)acc;
-        } else {
-            for (ch = 0; ch < nch; ch++)
-                for (c = 0; c < cols; c++) dwx[c] += part[(size_t)ch * 2 * cols + c];
-        }
-    }
-    if (dwz) {
-        if (!sz || sig_w) {
-            double acc = 0.0;
-            float a;
-            for (ch = 0; ch < nch; ch++)
-                for (c = 0; c < cols; c++) acc += part[(size_t)ch * 2 * cols + cols + c];
-            a = (float)acc;
-            dwz[0] += sig_w ? a * sig * (1.0f - sig) : a; /* d sigmoid(w) / dw = s (1 - s) */
-        } else {
-            for (ch = 0; ch < nch; ch++)
-                for (c = 0; c < cols; c++) dwz[c] += part[(size_t)ch * 2 * cols + cols + c];
-        }
-    }
-}
-
-/* ------------------------------------------------------------------------------------------------
-// >>cpu_xent
-   The softcapped cross-entropy of the head: c tanh(z / c) (train_gpt.py's logit softcap), the
-   log-sum-exp per row and, in the same pass, the gradient written over the logits, so the
-   [rows, V] logits never need a second buffer.
-   ------------------------------------------------------------------------------------------------ */
-/* tanh without libm, in loops GCC vectorizes: an odd Taylor polynomial below |y| = 1/4 (relative
-   error under 1e-8 there), sign(y) (1 - 2/(e^2|y| + 1)) above (e^2|y| from utg__expf_core; |y| clamped to 9, where
-   tanh rounds to 1). Relative error below 5e-7 (tests/test_ops.c checks against double). */
-#define UTG__XCHUNK 256
-static void utg__tanh_chunk(float *UTG_RESTRICT out, const float *UTG_RESTRICT y, float *UTG_RESTRICT tmp, int n, float mult) {
-    int i;
-    for (i = 0; i < n; i++) {
-        float v = y[i];
-        v = v < -9.0f ? -9.0f : v;
-        tmp[i] = v > 9.0f ? 9.0f : v;
-    }
-    for (i = 0; i < n; i++) out[i] = utg__expf_core(2.0f * fabsf(tmp[i])); /* e^2|y|: odd by construction */
-    for (i = 0; i < n; i++) {
-        float v = tmp[i], t = v * v, e = out[i];
-        float p = v + v * t * (-1.0f / 3.0f + t * (2.0f / 15.0f + t * (-17.0f / 315.0f + t * (62.0f / 2835.0f))));
-        float big = 1.0f - 2.0f / (e + 1.0f);
-        big = v < 0.0f ? -big : big;
-        out[i] = mult * (t < 0.0625f ? p : big);
-    }
-}
-
-/* Softcapped cross-entropy of each row, and (dscale != 0) its gradient in place: rows are
-   independent, each worked in chunks of UTG__XCHUNK (the same bits for any thread count). */
-static void utg__cpu_xent_fwd(utg_backend *be, float *logits, float *row_loss, const int32_t *targets, int rows,
-                              int V, float softcap, float dscale) {
-    int r;
-    (void)be;
-    UTG__OMP_FOR
-    for (r = 0; r < rows; r++) {
-        float *z = logits + (size_t)r * V, mx, sum = 0.0f, inv, zt;
-        float tmp[UTG__XCHUNK], tmp2[UTG__XCHUNK];
-        int j, c0, tgt = targets[r];
-        if (softcap > 0.0f) {
-            float ic = 1.0f / softcap;
-            for (c0 = 0; c0 < V; c0 += UTG__XCHUNK) {
-                int n = V - c0 < UTG__XCHUNK ? V - c0 : UTG__XCHUNK;
-                for (j = 0; j < n; j++) tmp2[j] = z[c0 + j] * ic;
-                utg__tanh_chunk(z + c0, tmp2, tmp, n, softcap);
-            }
-        }
-        mx = utg__row_max(z, V, -INFINITY);
-        for (c0 = 0; c0 < V; c0 += UTG__XCHUNK) { /* chunk sums added in order */
-            int n = V - c0 < UTG__XCHUNK ? V - c0 : UTG__XCHUNK;
-            memcpy(tmp, z + c0, sizeof(float) * (size_t)n);
-            utg__exp_row(tmp, n, mx);
-            sum += utg__row_sum(tmp, n);
-        }
-        zt = z[tgt];
-        row_loss[r] = mx + logf(sum) - zt;
-        if (dscale != 0.0f) {
-            float ic = softcap > 0.0f ? 1.0f / softcap : 0.0f;
-            inv = dscale / sum;
-            for (c0 = 0; c0 < V; c0 += UTG__XCHUNK) {
-                int n = V - c0 < UTG__XCHUNK ? V - c0 : UTG__XCHUNK;
-                float *zc = z + c0;
-                memcpy(tmp, zc, sizeof(float) * (size_t)n);
-                utg__exp_row(tmp, n, mx);
-                if (softcap > 0.0f)
-                    for (j = 0; j < n; j++) { float th = zc[j] * ic; zc[j] = tmp[j] * inv * (1.0f - th * th); }
-                else
-                    for (j = 0; j < n; j++) zc[j] = tmp[j] * inv;
-            }
-            { /* the target's -dscale, through the same softcap derivative */
-                float e = utg__expf(zt - mx), th = zt * ic;
-                z[tgt] = (e * inv - dscale) * (softcap > 0.0f ? 1.0f - th * th : 1.0f);
-            }
-        }
-    }
-}
-
-/* ------------------------------------------------------------------------------------------------
-// >>cpu_optim
-   The optimizer's elementwise ops: axpby (EMA, SWA, gradient scaling), Muon's momentum, the
-   deterministic sum of squares (clipping, norms), the row normalization of MuonEq-R and the
-   Adam(W) step. All elementwise or per row, so no result depends on the thread count.
-   ------------------------------------------------------------------------------------------------ */
-
-/* axpby: y = alpha x + beta y; alpha 0 (or x NULL) scales y alone and never reads x. */
-static void utg__cpu_axpby(utg_backend *be, float *y, float alpha, const float *x, float beta, size_t n) {
-    ptrdiff_t i, nn = (ptrdiff_t)n;
-    (void)be;
-    if (alpha == 0.0f || !x) {
-        UTG__OMP_FOR
-        for (i = 0; i < nn; i++) y[i] = beta * y[i];
-        return;
-    }
-    if (beta == 0.0f) { /* y is not read: a NaN there does not survive */
-        UTG__OMP_FOR
-        for (i = 0; i < nn; i++) y[i] = alpha * x[i];
-        return;
-    }
-    UTG__OMP_FOR
-    for (i = 0; i < nn; i++) y[i] = alpha * x[i] + beta * y[i];
-}
-
-/* muon_momentum: m = mu m + g, then u = g + mu m (nesterov, train_gpt.py's default) or u = m. */
-static void utg__cpu_muon_momentum(utg_backend *be, float *u, float *m, const float *g, float mu, int nesterov, size_t n) {
-    ptrdiff_t i, nn = (ptrdiff_t)n;
-    (void)be;
-    if (nesterov) {
-        UTG__OMP_FOR
-        for (i = 0; i < nn; i++) {
-            float b = g[i] + mu * m[i];
-            m[i] = b;
-            u[i] = g[i] + mu * b;
-        }
-    } else {
-        UTG__OMP_FOR
-        for (i = 0; i < nn; i++) u[i] = m[i] = g[i] + mu * m[i];
-    }
-}
-
-/* Deterministic sum of squares: at most UTG__SUMSQ_PARTS chunks whose size depends only on n, each
-   summed in double in 8 lanes folded in a fixed order, then the partial sums added in chunk order. */
-#define UTG__SUMSQ_PARTS 256
-static double utg__cpu_sumsq(utg_backend *be, const float *x, size_t n) {
-    double part[UTG__SUMSQ_PARTS], total = 0.0;
-    size_t chunk = (n + UTG__SUMSQ_PARTS - 1) / UTG__SUMSQ_PARTS;
-    int c, n_parts;
-    (void)be;
-    if (chunk < 4096) chunk = 4096;
-    n_parts = (int)((n + chunk - 1) / chunk);
-    UTG__OMP_FOR
-    for (c = 0; c < n_parts; c++) {
-        size_t i, lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
-        double acc[8] = {0};
-        int l;
-        for (i = lo; i + 8 <= hi; i += 8) /* 8 lanes (a loop that vectorizes), folded pairwise */
-            for (l = 0; l < 8; l++) acc[l] += (double)x[i + l] * (double)x[i + l];
-        for (; i < hi; i++) acc[(i - lo) & 7] += (double)x[i] * (double)x[i];
-        for (l = 0; l < 4; l++) acc[l] += acc[l + 4];
-        part[c] = (acc[0] + acc[2]) + (acc[1] + acc[3]);
-    }
-    for (c = 0; c < n_parts; c++) total += part[c];
-    return total;
-}
-
-/* row_normalize: each row of x[rows, cols] divided by max(||row||_2, eps), the norm summed in double. */
-static void utg__cpu_row_normalize(utg_backend *be, float *x, int rows, int cols, float eps) {
-    int r;
-    (void)be;
-    UTG__OMP_FOR
-    for (r = 0; r < rows; r++) {
-        float *row = x + (size_t)r * cols;
-        double s = 0.0;
-        float nrm, inv;
-        int j;
-        for (j = 0; j < cols; j++) s += (double)row[j] * row[j];
-        nrm = (float)sqrt(s);
-        inv = 1.0f / (nrm > eps ? nrm : eps);
-        for (j = 0; j < cols; j++) row[j] *= inv;
-    }
-}
-
-/* adam_step: torch.optim.AdamW's update with the bias corrections folded into step and rbc2. */
-static void utg__cpu_adam_step(utg_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
-                               float beta1, float beta2, float eps, float wd, float bc1, float bc2) {
-    ptrdiff_t i, nn = (ptrdiff_t)n;
-    float step = lr / bc1, rbc2 = 1.0f / sqrtf(bc2), decay = 1.0f - lr * wd;
-    (void)be;
-    UTG__OMP_FOR
-    for (i = 0; i < nn; i++) {
-        float gi = g[i], mi = beta1 * m[i] + (1.0f - beta1) * gi, vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = p[i] * decay - step * mi / (sqrtf(vi) * rbc2 + eps);
-    }
-}
-
-/* ------------------------------------------------------------------------------------------------
-// >>cpu_create
-   The backend's life: synchronize (a no-op: every CPU op returns when done), destroy, and create,
-   which picks the microkernel set once and fills the op table.
-   ------------------------------------------------------------------------------------------------ */
-static void utg__cpu_synchronize(utg_backend *be) { (void)be; }
-
-/* destroy: frees the scratch slots, the private state and the table itself, with the allocator
-   the backend was created with. */
-static void utg__cpu_destroy(utg_backend *be) {
-    utg__cpu *c;
-    utg_allocator a;
-    int i;
-    if (!be) return;
-    c = utg__cpu_of(be);
-    a = c->alloc;
-    for (i = 0; i < UTG_BACKEND_MAX_CALLERS; i++) utg__aligned_free(&a, c->scratch[i]);
-    utg__free(&a, c);
-    utg__free(&a, be);
-}
-
-UTGDEF const char *utg_backend_cpu_kernel(const utg_backend *be) {
-    return be && be->name && !strcmp(be->name, "cpu") ? utg__cpu_of((utg_backend *)be)->gk->name : NULL;
-}
-
-UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend **out) {
-    utg_allocator a;
-    utg_backend *be;
-    utg__cpu *c;
-    if (!out) return UTG_ERR_INVALID;
-    *out = NULL;
-    memset(&a, 0, sizeof a);
-    if (alloc) a = *alloc;
-    be = (utg_backend *)utg__alloc(&a, sizeof *be);
-    c = (utg__cpu *)utg__alloc(&a, sizeof *c);
-    if (!be || !c) { utg__free(&a, be); utg__free(&a, c); return UTG_ERR_NOMEM; }
-    memset(be, 0, sizeof *be);
-    memset(c, 0, sizeof *c);
-    c->alloc = a;
-    c->gk = utg__gk_pick();
-#if defined(UTG__X86_KERNELS)
-    c->bf16_hw = c->gk == &utg__gk_avx512 && __builtin_cpu_supports("avx512bf16");
-#endif
-    be->abi_version = UTG_BACKEND_ABI_VERSION;
-    be->struct_size = (uint32_t)sizeof(utg_backend);
-    be->name = "cpu";
-    be->impl = c;
-    be->flags = UTG_BACKEND_CONCURRENT;
-    be->buf_alloc = utg__cpu_buf_alloc;
-    be->buf_free = utg__cpu_buf_free;
-    be->upload = utg__cpu_memcpy;
-    be->download = utg__cpu_memcpy;
-    be->fill = utg__cpu_fill;
-    be->copy = utg__cpu_copy;
-    be->matmul = utg__cpu_matmul;
-    be->matmul_bf16 = utg__cpu_matmul_bf16;
-    be->embed_fwd = utg__cpu_embed_fwd;
-    be->embed_bwd = utg__cpu_embed_bwd;
-    be->rmsnorm_fwd = utg__cpu_rmsnorm_fwd;
-    be->rmsnorm_bwd = utg__cpu_rmsnorm_bwd;
-    be->qk_norm_rope_fwd = utg__cpu_qk_norm_rope_fwd;
-    be->qk_norm_rope_bwd = utg__cpu_qk_norm_rope_bwd;
-    be->attn_fwd = utg__cpu_attn_fwd;
-    be->attn_bwd = utg__cpu_attn_bwd;
-    be->relu2_fwd = utg__cpu_relu2_fwd;
-    be->relu2_bwd = utg__cpu_relu2_bwd;
-    be->xsa_fwd = utg__cpu_xsa_fwd;
-    be->xsa_bwd = utg__cpu_xsa_bwd;
-    be->lerp_fwd = utg__cpu_lerp_fwd;
-    be->lerp_bwd = utg__cpu_lerp_bwd;
-    be->gate_fwd = utg__cpu_gate_fwd;
-    be->gate_bwd = utg__cpu_gate_bwd;
-    be->smear_fwd = utg__cpu_smear_fwd;
-    be->smear_bwd = utg__cpu_smear_bwd;
-    be->mix_fwd = utg__cpu_mix_fwd;
-    be->mix_bwd = utg__cpu_mix_bwd;
-    be->mix_rmsnorm_fwd = utg__cpu_mix_rmsnorm_fwd;
-    be->xent_fwd = utg__cpu_xent_fwd;
-    be->axpby = utg__cpu_axpby;
-    be->muon_momentum = utg__cpu_muon_momentum;
-    be->sumsq = utg__cpu_sumsq;
-    be->row_normalize = utg__cpu_row_normalize;
-    be->adam_step = utg__cpu_adam_step;
-    be->synchronize = utg__cpu_synchronize;
-    be->destroy = utg__cpu_destroy;
-    *out = be;
-    return UTG_OK;
-}
-
-UTGDEF void utg_backend_destroy(utg_backend *be) {
-    if (be && be->destroy) be->destroy(be);
-}
 
 /* ------------------------------------------------------------------------------------------------
 // >>impl_model
@@ -11131,6 +9134,2004 @@ UTGDEF utg_result utg_write_file(const char *path, const void *bytes, size_t siz
     return UTG_OK;
 }
 #endif /* UTG_NO_STDIO */
+
+/* ------------------------------------------------------------------------------------------------
+// >>backend_cpu
+   The reference. Every op is written so that its result does not depend on the thread count:
+   each output element is produced by one thread in a fixed order, and reductions over rows go
+   through fixed row chunks summed in order.
+   ------------------------------------------------------------------------------------------------ */
+
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_memory
+   The backend's state (utg__cpu), its memory and the bulk moves. Backend memory on the CPU is host
+   memory, 64-byte aligned, so "upload" and "download" are memcpy; every op of the table receives
+   such pointers. Each calling thread owns one scratch slot that grows on demand and is freed only
+   with the backend, so after the first step of a run no op allocates.
+   ------------------------------------------------------------------------------------------------ */
+#define UTG__CPU_RED_CHUNKS 32 /* row chunks of the deterministic column reductions */
+
+typedef struct utg__gk utg__gk;
+/* The CPU backend's private state (be->impl). */
+typedef struct utg__cpu {
+    utg_allocator alloc;
+    const utg__gk *gk; /* the matmul microkernel picked for this CPU */
+    int bf16_hw;       /* the AVX-512 kernel and avx512_bf16: bf16 matmuls use vdpbf16ps */
+    float *scratch[UTG_BACKEND_MAX_CALLERS]; /* per calling thread: grown on demand, reused afterwards */
+    size_t scratch_floats[UTG_BACKEND_MAX_CALLERS];
+} utg__cpu;
+
+/* The CPU state behind a backend this file created (be->impl). */
+static utg__cpu *utg__cpu_of(utg_backend *be) { return (utg__cpu *)be->impl; }
+
+/* Scratch that stays allocated: the first calls of a step size it, later steps reuse it. An op
+   called from inside a parallel region (UTG_BACKEND_CONCURRENT) gets its caller's own slot. */
+/* 64-byte aligned memory from the backend's allocator: over-allocate and keep the original pointer
+   just before the block */
+static void *utg__aligned_alloc(const utg_allocator *a, size_t n) {
+    size_t total;
+    unsigned char *raw, *p;
+    if (!utg__add_ok(n, 64 + sizeof(void *), &total)) return NULL;
+    raw = (unsigned char *)utg__alloc(a, total);
+    if (!raw) return NULL;
+    p = raw + sizeof(void *);
+    p += (64 - ((uintptr_t)p & 63)) & 63;
+    memcpy(p - sizeof(void *), &raw, sizeof(void *));
+    return p;
+}
+/* Frees a block of utg__aligned_alloc through the raw pointer stored just before it; NULL is a no-op. */
+static void utg__aligned_free(const utg_allocator *a, void *p) {
+    void *raw;
+    if (!p) return;
+    memcpy(&raw, (unsigned char *)p - sizeof(void *), sizeof(void *));
+    utg__free(a, raw);
+}
+/* The calling thread's scratch, 64-byte aligned: the ops that give each of their threads a part of it
+   start the parts on whole cache lines (two threads writing one line slowed qk_norm_rope_bwd on two
+   threads below its speed on one). */
+static float *utg__cpu_scratch(utg_backend *be, size_t n_floats) {
+    utg__cpu *c = utg__cpu_of(be);
+    int slot = 0;
+#ifdef _OPENMP
+    if (omp_in_parallel()) slot = omp_get_thread_num();
+#endif
+    if (slot < 0 || slot >= UTG_BACKEND_MAX_CALLERS) return NULL;
+    if (n_floats > c->scratch_floats[slot]) {
+        float *p;
+        size_t bytes;
+        if (!utg__mul_ok(n_floats, sizeof(float), &bytes)) return NULL;
+#ifdef _OPENMP
+#pragma omp critical(utg__cpu_alloc)
+#endif
+        {
+            p = (float *)utg__aligned_alloc(&c->alloc, bytes);
+            if (p) utg__aligned_free(&c->alloc, c->scratch[slot]);
+        }
+        if (!p) return NULL;
+        c->scratch[slot] = p;
+        c->scratch_floats[slot] = n_floats;
+    }
+    return c->scratch[slot];
+}
+
+/* zero-filled, 64-byte aligned */
+static void *utg__cpu_buf_alloc(utg_backend *be, size_t n) {
+    void *p = utg__aligned_alloc(&utg__cpu_of(be)->alloc, n);
+    if (p) memset(p, 0, n);
+    return p;
+}
+/* buf_free, upload and download: host memory throughout, so the transfers are plain copies. */
+static void utg__cpu_buf_free(utg_backend *be, void *buf) { utg__aligned_free(&utg__cpu_of(be)->alloc, buf); }
+static void utg__cpu_memcpy(utg_backend *be, void *dst, const void *src, size_t n) {
+    (void)be;
+    if (n) memcpy(dst, src, n);
+}
+/* whether [a, a + na) and [b, b + nb) (floats) share memory */
+static int utg__overlap(const float *a, size_t na, const float *b, size_t nb) {
+    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
+    return na && nb && pa < pb + nb * sizeof(float) && pb < pa + na * sizeof(float);
+}
+/* fill and copy: one memset/memcpy per 64 KiB chunk, spread over the threads from 256 KiB up (a
+   training step clears and copies tens of MB of gradient buffers) */
+#define UTG__CHUNK ((size_t)16384)
+static void utg__cpu_fill(utg_backend *be, float *dst, float v, size_t n) {
+    long long c, nc = (long long)((n + UTG__CHUNK - 1) / UTG__CHUNK);
+    size_t i;
+    (void)be;
+    if (n < 4 * UTG__CHUNK) {
+        if (v == 0.0f) memset(dst, 0, n * sizeof(float));
+        else for (i = 0; i < n; i++) dst[i] = v;
+        return;
+    }
+    UTG__OMP_FOR
+    for (c = 0; c < nc; c++) {
+        size_t i0 = (size_t)c * UTG__CHUNK, i1 = i0 + UTG__CHUNK > n ? n : i0 + UTG__CHUNK, j;
+        if (v == 0.0f) memset(dst + i0, 0, (i1 - i0) * sizeof(float));
+        else for (j = i0; j < i1; j++) dst[j] = v;
+    }
+}
+/* dst = src over n floats; overlapping ranges take one memmove (chunks could read what others wrote). */
+static void utg__cpu_copy(utg_backend *be, float *dst, const float *src, size_t n) {
+    long long c, nc = (long long)((n + UTG__CHUNK - 1) / UTG__CHUNK);
+    (void)be;
+    if (!n || dst == src) return;
+    if (n < 4 * UTG__CHUNK || utg__overlap(dst, n, src, n)) { memmove(dst, src, n * sizeof(float)); return; } /* overlap: one memmove */
+    UTG__OMP_FOR
+    for (c = 0; c < nc; c++) {
+        size_t i0 = (size_t)c * UTG__CHUNK, i1 = i0 + UTG__CHUNK > n ? n : i0 + UTG__CHUNK;
+        memcpy(dst + i0, src + i0, (i1 - i0) * sizeof(float));
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_gemm
+   The fp32 matmul's building blocks: the microkernels (portable, AVX-512, AVX2), the transposing
+   packers, and the per-CPU choice between them (utg__gk). Layouts: a packed A sliver is k-major
+   with MR values per k (ap[k * MR + r]); a packed B panel is k-major with NR values per k
+   (bp[k * NR + j]); the kernels read both through a k-stride, so data already in that shape is
+   passed in place. The drivers that walk the KC x NC blocks follow under >>cpu_gemm_driver, the
+   bf16 variants under >>cpu_bf16.
+   ------------------------------------------------------------------------------------------------ */
+/* Matmul: packed and register-blocked (the BLIS scheme). For each KC x NC block of op(B), the
+   threads take MR x KC slivers of op(A) and run the microkernel over every NR-wide panel of the
+   block, holding an MR x NR tile of C in registers across the k loop. The microkernel takes both
+   operands' k-strides, so what is already laid out right is read in place: whole slivers with
+   alpha 1 (A^T's columns, or A's rows through the AVX-512 rows kernel) and whole panels of a
+   non-transposed B when N <= 512 (k blocks 256 deep above N = 256, so the block stays in L2). The
+   rest is packed, in whichever layout it comes (trans flags), with alpha folded into A; partial
+   slivers and panels are packed and zero-padded. Every C element is summed in k order by one
+   thread: the result does not depend on the thread count. A^T B with K >= 1024 (the weight
+   gradients) sums K's two halves apart, each in k order, and adds them: halves fixed by the shape,
+   so this holds there too. C is stored tile by tile while A and B are still read, so C must not
+   overlap A or B.
+
+   Microkernels are picked once per backend from the CPU's features (UTG_CPU_KERNEL=avx512 | avx2 |
+   portable in the environment overrides): AVX-512 12 x 32 (24 zmm accumulators), AVX2+FMA 6 x 16
+   (12 ymm), and a portable one in C (GCC/Clang vector extensions at the build's ISA, else scalar).
+   The x86 kernels are compiled with target attributes, so the header needs no -m flags for them. */
+#define UTG__KC 512
+#define UTG__NC 512
+#define UTG__MR_MAX 12
+#define UTG__NR_MAX 32
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(UTG_NO_VECTOR_EXT)
+#define UTG__VEXT 1
+#if defined(__AVX512F__)
+#define UTG__VW 16
+#else
+#define UTG__VW 8
+#endif
+typedef float utg__vf __attribute__((vector_size(UTG__VW * 4)));
+#else
+#define UTG__VW 8
+#endif
+#if defined(UTG__VEXT) && defined(__x86_64__) && !defined(UTG_NO_X86_KERNELS) && \
+    ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 6) || (defined(__clang__) && __clang_major__ >= 8))
+#define UTG__X86_KERNELS 1
+#include <immintrin.h>
+#endif
+
+/* C[mr x nr] += Ap (k-major: MR values per k, as apart) times Bp (k-major, NR per k), for kc steps;
+   acc 0: C = the product. The kernel reads all MR values of each k (rows past mr feed only rows it
+   does not store), so Ap needs MR - mr readable floats past its last row. as is MR for packed
+   slivers; the attention passes its score tiles as they stand (as = the tile's width). */
+typedef void (*utg__ukernel_fn)(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, int bs,
+                                float *UTG_RESTRICT C, int ldc, int mr, int nr, int acc);
+/* dst[k * W + r] = alpha * src[r * ld + k] for r < nrows, k < kb; rows [nrows, W) zero (W <= 32):
+   the transposing half of packing (A not transposed, B transposed), where plain copies do not do */
+typedef void (*utg__pack_t_fn)(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src, int ld, int nrows, int kb,
+                               float alpha);
+/* C[MR x nr] += A's MR rows read in place (row stride lda, k contiguous) times Bp, for kc steps: a
+   non-transposed A without packing (whole slivers, alpha 1; NULL where a kernel has none) */
+typedef void (*utg__ukernel_rows_fn)(int kc, const float *UTG_RESTRICT A, int lda, const float *UTG_RESTRICT Bp, int bs,
+                                     float *UTG_RESTRICT C, int ldc, int nr, int acc);
+struct utg__gk { int mr, nr; utg__ukernel_fn fn; const char *name; utg__pack_t_fn pack_t; utg__ukernel_rows_fn fn_rows; };
+
+/* utg__pack_t_fn in plain C: row by row, each row scattered down a column of dst (stride W). */
+static void utg__pack_t_scalar(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src, int ld, int nrows, int kb,
+                               float alpha) {
+    int r, k;
+    for (r = 0; r < nrows; r++) {
+        const float *x = src + (size_t)r * ld;
+        for (k = 0; k < kb; k++) dst[(size_t)k * W + r] = alpha * x[k];
+    }
+    for (; r < W; r++)
+        for (k = 0; k < kb; k++) dst[(size_t)k * W + r] = 0.0f;
+}
+
+/* Stores the top-left mr x nr of a register tile (row stride nr_full) into C: C = tile (acc 0) or
+   C += tile. The edge path of the kernels that spill their accumulators to the stack first. */
+static void utg__tile_add(float *C, int ldc, const float *tile, int nr_full, int mr, int nr, int acc) {
+    int r, j;
+    for (r = 0; r < mr; r++)
+        for (j = 0; j < nr; j++) C[(size_t)r * ldc + j] = acc ? C[(size_t)r * ldc + j] + tile[(size_t)r * nr_full + j] : tile[(size_t)r * nr_full + j];
+}
+
+/* portable: MR 6, NR 2 * VW */
+#define UTG__PMR 6
+#define UTG__PNR (2 * UTG__VW)
+/* The portable microkernel (utg__ukernel_fn): a 6 x 2VW tile in twelve vector accumulators, each
+   k step one B row (two vectors) times six broadcast A values. Without vector extensions the same
+   tile in scalar loops; the sums run in k order either way, so the two builds agree bit for bit
+   where the compiler does not contract differently. */
+static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, int bs, float *UTG_RESTRICT C,
+                             int ldc, int mr, int nr, int acc) {
+    float tile[UTG__PMR][UTG__PNR];
+    int k;
+#if defined(UTG__VEXT)
+    utg__vf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
+    utg__vf c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
+    for (k = 0; k < kc; k++) {
+        utg__vf b0, b1;
+        const float *a = Ap + (size_t)k * as;
+        memcpy(&b0, Bp + (size_t)k * bs, sizeof b0);
+        memcpy(&b1, Bp + (size_t)k * bs + UTG__VW, sizeof b1);
+        c00 += a[0] * b0; c01 += a[0] * b1;
+        c10 += a[1] * b0; c11 += a[1] * b1;
+        c20 += a[2] * b0; c21 += a[2] * b1;
+        c30 += a[3] * b0; c31 += a[3] * b1;
+        c40 += a[4] * b0; c41 += a[4] * b1;
+        c50 += a[5] * b0; c51 += a[5] * b1;
+    }
+    memcpy(&tile[0][0], &c00, sizeof c00); memcpy(&tile[0][UTG__VW], &c01, sizeof c01);
+    memcpy(&tile[1][0], &c10, sizeof c10); memcpy(&tile[1][UTG__VW], &c11, sizeof c11);
+    memcpy(&tile[2][0], &c20, sizeof c20); memcpy(&tile[2][UTG__VW], &c21, sizeof c21);
+    memcpy(&tile[3][0], &c30, sizeof c30); memcpy(&tile[3][UTG__VW], &c31, sizeof c31);
+    memcpy(&tile[4][0], &c40, sizeof c40); memcpy(&tile[4][UTG__VW], &c41, sizeof c41);
+    memcpy(&tile[5][0], &c50, sizeof c50); memcpy(&tile[5][UTG__VW], &c51, sizeof c51);
+#else
+    int r, j;
+    memset(tile, 0, sizeof tile);
+    for (k = 0; k < kc; k++)
+        for (r = 0; r < UTG__PMR; r++)
+            for (j = 0; j < UTG__PNR; j++) tile[r][j] += Ap[(size_t)k * as + r] * Bp[(size_t)k * bs + j];
+#endif
+    utg__tile_add(C, ldc, &tile[0][0], UTG__PNR, mr, nr, acc);
+}
+
+#if defined(UTG__X86_KERNELS)
+/* AVX-512: 12 rows x 32 columns, two zmm per row */
+#define UTG__Z2(r) __m512 c##r##a = _mm512_setzero_ps(), c##r##b = _mm512_setzero_ps()
+#define UTG__ZF(r)                                                                                 \
+    do {                                                                                           \
+        __m512 t_ = _mm512_set1_ps(a[r]);                                                          \
+        c##r##a = _mm512_fmadd_ps(t_, b0, c##r##a);                                                \
+        c##r##b = _mm512_fmadd_ps(t_, b1, c##r##b);                                                \
+    } while (0)
+#define UTG__ZS(r)                                                                                 \
+    do {                                                                                           \
+        float *o_ = C + (size_t)(r) * ldc;                                                         \
+        _mm512_storeu_ps(o_, acc ? _mm512_add_ps(_mm512_loadu_ps(o_), c##r##a) : c##r##a);         \
+        _mm512_storeu_ps(o_ + 16, acc ? _mm512_add_ps(_mm512_loadu_ps(o_ + 16), c##r##b) : c##r##b); \
+    } while (0)
+/* an edge tile: rows below mr, columns below nr (masks m0, m1), straight from the registers */
+#define UTG__ZM(r)                                                                                 \
+    do {                                                                                           \
+        if ((r) < mr) {                                                                            \
+            float *o_ = C + (size_t)(r) * ldc;                                                     \
+            __m512 x_ = acc ? _mm512_add_ps(_mm512_maskz_loadu_ps(m0, o_), c##r##a) : c##r##a;     \
+            _mm512_mask_storeu_ps(o_, m0, x_);                                                     \
+            x_ = acc ? _mm512_add_ps(_mm512_maskz_loadu_ps(m1, o_ + 16), c##r##b) : c##r##b;      \
+            _mm512_mask_storeu_ps(o_ + 16, m1, x_);                                                \
+        }                                                                                          \
+    } while (0)
+/* The AVX-512 microkernel: 12 x 32 tile in 24 zmm accumulators, each k step two B loads and 12
+   broadcasts of A (24 FMAs per k step). Full tiles are stored directly, edge tiles through masks
+   (UTG__ZM), so there is no tile buffer and no scalar tail. */
+__attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const float *UTG_RESTRICT Ap, int as,
+                                                                  const float *UTG_RESTRICT Bp, int bs, float *UTG_RESTRICT C,
+                                                                  int ldc, int mr, int nr, int acc) {
+    UTG__Z2(0); UTG__Z2(1); UTG__Z2(2); UTG__Z2(3); UTG__Z2(4); UTG__Z2(5);
+    UTG__Z2(6); UTG__Z2(7); UTG__Z2(8); UTG__Z2(9); UTG__Z2(10); UTG__Z2(11);
+    int k;
+    for (k = 0; k < kc; k++) {
+        const float *a = Ap + (size_t)k * as;
+        __m512 b0 = _mm512_loadu_ps(Bp + (size_t)k * bs), b1 = _mm512_loadu_ps(Bp + (size_t)k * bs + 16);
+        UTG__ZF(0); UTG__ZF(1); UTG__ZF(2); UTG__ZF(3); UTG__ZF(4); UTG__ZF(5);
+        UTG__ZF(6); UTG__ZF(7); UTG__ZF(8); UTG__ZF(9); UTG__ZF(10); UTG__ZF(11);
+    }
+    if (mr == 12 && nr == 32) {
+        UTG__ZS(0); UTG__ZS(1); UTG__ZS(2); UTG__ZS(3); UTG__ZS(4); UTG__ZS(5);
+        UTG__ZS(6); UTG__ZS(7); UTG__ZS(8); UTG__ZS(9); UTG__ZS(10); UTG__ZS(11);
+    } else {
+        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u), m1 = (__mmask16)(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
+        UTG__ZM(0); UTG__ZM(1); UTG__ZM(2); UTG__ZM(3); UTG__ZM(4); UTG__ZM(5);
+        UTG__ZM(6); UTG__ZM(7); UTG__ZM(8); UTG__ZM(9); UTG__ZM(10); UTG__ZM(11);
+    }
+}
+
+/* The same with A's 12 rows read in place: four row pointers, the other rows at lda and 2 lda
+   from them (one addressing mode each), moving along k together */
+__attribute__((target("avx512f,fma"))) static void utg__uk_avx512_rows(int kc, const float *UTG_RESTRICT A, int lda,
+                                                                       const float *UTG_RESTRICT Bp, int bs, float *UTG_RESTRICT C,
+                                                                       int ldc, int nr, int acc) {
+    UTG__Z2(0); UTG__Z2(1); UTG__Z2(2); UTG__Z2(3); UTG__Z2(4); UTG__Z2(5);
+    UTG__Z2(6); UTG__Z2(7); UTG__Z2(8); UTG__Z2(9); UTG__Z2(10); UTG__Z2(11);
+    const size_t l1 = (size_t)lda, l2 = 2 * (size_t)lda;
+    const float *p0 = A, *p3 = A + 3 * l1, *p6 = A + 6 * l1, *p9 = A + 9 * l1;
+    const int mr = 12;
+    int k;
+    for (k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_loadu_ps(Bp + (size_t)k * bs), b1 = _mm512_loadu_ps(Bp + (size_t)k * bs + 16);
+        float a[12];
+        a[0] = p0[k]; a[1] = p0[k + l1]; a[2] = p0[k + l2];
+        a[3] = p3[k]; a[4] = p3[k + l1]; a[5] = p3[k + l2];
+        a[6] = p6[k]; a[7] = p6[k + l1]; a[8] = p6[k + l2];
+        a[9] = p9[k]; a[10] = p9[k + l1]; a[11] = p9[k + l2];
+        UTG__ZF(0); UTG__ZF(1); UTG__ZF(2); UTG__ZF(3); UTG__ZF(4); UTG__ZF(5);
+        UTG__ZF(6); UTG__ZF(7); UTG__ZF(8); UTG__ZF(9); UTG__ZF(10); UTG__ZF(11);
+    }
+    if (nr == 32) {
+        UTG__ZS(0); UTG__ZS(1); UTG__ZS(2); UTG__ZS(3); UTG__ZS(4); UTG__ZS(5);
+        UTG__ZS(6); UTG__ZS(7); UTG__ZS(8); UTG__ZS(9); UTG__ZS(10); UTG__ZS(11);
+    } else {
+        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u), m1 = (__mmask16)(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
+        UTG__ZM(0); UTG__ZM(1); UTG__ZM(2); UTG__ZM(3); UTG__ZM(4); UTG__ZM(5);
+        UTG__ZM(6); UTG__ZM(7); UTG__ZM(8); UTG__ZM(9); UTG__ZM(10); UTG__ZM(11);
+    }
+}
+
+/* AVX2 + FMA: 6 rows x 16 columns, two ymm per row */
+#define UTG__Y2(r) __m256 c##r##a = _mm256_setzero_ps(), c##r##b = _mm256_setzero_ps()
+#define UTG__YF(r)                                                                                 \
+    do {                                                                                           \
+        __m256 t_ = _mm256_broadcast_ss(a + (r));                                                  \
+        c##r##a = _mm256_fmadd_ps(t_, b0, c##r##a);                                                \
+        c##r##b = _mm256_fmadd_ps(t_, b1, c##r##b);                                                \
+    } while (0)
+#define UTG__YT(r)                                                                                 \
+    do {                                                                                           \
+        _mm256_storeu_ps(tile + (r) * 16, c##r##a);                                                \
+        _mm256_storeu_ps(tile + (r) * 16 + 8, c##r##b);                                            \
+    } while (0)
+/* The AVX2 microkernel: 6 x 16 tile in 12 ymm accumulators (of 16 registers, leaving room for the
+   two B vectors and a broadcast). Every tile, full or edge, goes through a stack buffer and
+   utg__tile_add. */
+__attribute__((target("avx2,fma"))) static void utg__uk_avx2(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, int bs,
+                                                             float *UTG_RESTRICT C, int ldc, int mr, int nr, int acc) {
+    UTG__Y2(0); UTG__Y2(1); UTG__Y2(2); UTG__Y2(3); UTG__Y2(4); UTG__Y2(5);
+    float tile[6 * 16];
+    int k;
+    for (k = 0; k < kc; k++) {
+        const float *a = Ap + (size_t)k * as;
+        __m256 b0 = _mm256_loadu_ps(Bp + (size_t)k * bs), b1 = _mm256_loadu_ps(Bp + (size_t)k * bs + 8);
+        UTG__YF(0); UTG__YF(1); UTG__YF(2); UTG__YF(3); UTG__YF(4); UTG__YF(5);
+    }
+    UTG__YT(0); UTG__YT(1); UTG__YT(2); UTG__YT(3); UTG__YT(4); UTG__YT(5);
+    utg__tile_add(C, ldc, tile, 16, mr, nr, acc);
+}
+#endif
+
+#if defined(UTG__X86_KERNELS)
+/* r[k] = column k of the 16 x 16 block whose rows were r[0..15] (four shuffle stages) */
+__attribute__((target("avx512f"))) static inline void utg__tr16(__m512 *r) {
+    __m512 t[16];
+    int i;
+#pragma GCC unroll 8
+    for (i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (i = 0; i < 4; i++) { /* r[4i + c], 128-bit lane L: column 4L + c of rows 4i..4i+3 */
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+#pragma GCC unroll 4
+    for (i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x44);
+        t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xEE);
+        t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x44);
+        t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xEE);
+    }
+#pragma GCC unroll 4
+    for (i = 0; i < 4; i++) { /* r[k]: column k of the 16 rows */
+        r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+        r[4 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
+        r[8 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
+        r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xDD);
+    }
+}
+/* The same with 16 x 16 register transposes: 16 rows x 16 k loaded (masked at the edges), turned
+   in four shuffle stages, stored as 16 k rows of up to 16 lanes. */
+__attribute__((target("avx512f"))) static void utg__pack_t_avx512(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src,
+                                                                  int ld, int nrows, int kb, float alpha) {
+    const __m512 va = _mm512_set1_ps(alpha);
+    int g, k0, i;
+    for (g = 0; g < W; g += 16) {
+        int gr = nrows - g < 0 ? 0 : (nrows - g > 16 ? 16 : nrows - g), wl = W - g < 16 ? W - g : 16;
+        __mmask16 sm = (__mmask16)((1u << wl) - 1u);
+        for (k0 = 0; k0 < kb; k0 += 16) {
+            int kl = kb - k0 < 16 ? kb - k0 : 16;
+            __mmask16 lm = (__mmask16)((1u << kl) - 1u);
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (i = 0; i < 16; i++)
+                r[i] = i < gr ? _mm512_mul_ps(va, _mm512_maskz_loadu_ps(lm, src + (size_t)(g + i) * ld + k0)) : _mm512_setzero_ps();
+            utg__tr16(r);
+            for (i = 0; i < kl; i++) _mm512_mask_storeu_ps(dst + (size_t)(k0 + i) * W + g, sm, r[i]);
+        }
+    }
+}
+#endif
+
+/* The kernel sets: tile shape, microkernel, transposing packer, in-place row kernel (or NULL). */
+static const utg__gk utg__gk_portable = {UTG__PMR, UTG__PNR, utg__uk_portable, "portable", utg__pack_t_scalar, NULL};
+#if defined(UTG__X86_KERNELS)
+static const utg__gk utg__gk_avx512 = {12, 32, utg__uk_avx512, "avx512", utg__pack_t_avx512, utg__uk_avx512_rows};
+static const utg__gk utg__gk_avx2 = {6, 16, utg__uk_avx2, "avx2", utg__pack_t_scalar, NULL};
+#endif
+
+/* The kernel for this CPU, or the one UTG_CPU_KERNEL names (when the CPU has it). */
+static const utg__gk *utg__gk_pick(void) {
+#if defined(UTG__X86_KERNELS)
+    const char *want = getenv("UTG_CPU_KERNEL");
+    int has512, has2;
+    __builtin_cpu_init();
+    has512 = __builtin_cpu_supports("avx512f") != 0;
+    has2 = __builtin_cpu_supports("avx2") != 0 && __builtin_cpu_supports("fma") != 0;
+    if (want && !strcmp(want, "portable")) return &utg__gk_portable;
+    if (want && !strcmp(want, "avx2") && has2) return &utg__gk_avx2;
+    if (has512) return &utg__gk_avx512;
+    if (has2) return &utg__gk_avx2;
+#endif
+    return &utg__gk_portable;
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_bf16
+   matmul_bf16: both operands rounded to bf16 (round to nearest even) and the products summed in
+   fp32, as train_gpt.py's Newton-Schulz under bf16 autocast. Without avx512_bf16 the fp32 path
+   runs on operands rounded in place after packing (utg__bf16_round_n); with it, A and B are
+   packed as pairs of bf16 along k in uint32 lanes and utg__uk_bf16 does two k steps per
+   vdpbf16ps. The products of two bf16 values are exact in fp32 on both paths.
+   ------------------------------------------------------------------------------------------------ */
+/* bf16 bits of f, rounded to nearest even (a NaN stays a NaN) */
+static uint32_t utg__bf16_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+/* x[i] = x[i] rounded to bf16 and widened back to fp32, over n floats (a packed sliver or panel). */
+static void utg__bf16_round_n(float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        uint32_t b = utg__bf16_bits(x[i]) << 16;
+        memcpy(x + i, &b, 4);
+    }
+}
+
+#if defined(UTG__X86_KERNELS)
+/* The avx512_bf16 path: A and B packed as bf16 pairs along k (low half: even k), so one vdpbf16ps
+   does two k steps of a 12 x 32 tile; C accumulates in fp32. */
+#define UTG__KCP UTG__KC /* k pairs per block: 2 * KC values of k */
+/* bf16 bits (nearest even; a NaN stays a NaN) of two floats as one pair, lo in the low half: the
+   definition the vector packers follow (the tests compare them against it) */
+__attribute__((unused)) static uint32_t utg__bf16_pair(float lo, float hi) { return utg__bf16_bits(lo) | utg__bf16_bits(hi) << 16; }
+/* dst[p * W + r] = bf16 pair (alpha src[r ld + 2p], alpha src[r ld + 2p + 1]) for r < nrows, rows up
+   to W (<= 32) zero: 16 rows x 32 k converted to 16 x 16 pairs (vcvtne2ps2bf16, nearest even, as
+   utg__bf16_pair except that it reads denormals as zero), then transposed as 32-bit lanes */
+__attribute__((target("avx512f,avx512bf16"))) static void utg__pack_pairs_t(uint32_t *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src,
+                                                                             int ld, int nrows, int kb, float alpha) {
+    const __m512 va = _mm512_set1_ps(alpha);
+    int g, k0, i;
+    for (g = 0; g < W; g += 16) {
+        int gr = nrows - g < 0 ? 0 : (nrows - g > 16 ? 16 : nrows - g), wl = W - g < 16 ? W - g : 16;
+        __mmask16 sm = (__mmask16)((1u << wl) - 1u);
+        for (k0 = 0; k0 < kb; k0 += 32) {
+            int kl = kb - k0 < 32 ? kb - k0 : 32, pl = (kl + 1) / 2;
+            __mmask16 lo = (__mmask16)(kl >= 16 ? 0xffffu : (1u << kl) - 1u), hi = (__mmask16)(kl <= 16 ? 0u : (kl >= 32 ? 0xffffu : (1u << (kl - 16)) - 1u));
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (i = 0; i < 16; i++) {
+                if (i < gr) {
+                    const float *x = src + (size_t)(g + i) * ld + k0;
+                    __m512 a = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(lo, x)), b = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(hi, x + 16));
+                    r[i] = _mm512_castsi512_ps((__m512i)_mm512_cvtne2ps_pbh(b, a));
+                } else {
+                    r[i] = _mm512_setzero_ps();
+                }
+            }
+            utg__tr16(r);
+            for (i = 0; i < pl; i++) _mm512_mask_storeu_ps((float *)(dst + (size_t)(k0 / 2 + i) * W + g), sm, r[i]);
+        }
+    }
+}
+/* d[r] = bf16 pair (alpha s0[r], alpha s1[r]) for r < n (s1 NULL: zero), 0 for n <= r < w (n <= w <= 16):
+   utg__bf16_pair in 16 lanes, for the row-wise pair packing (A^T's slivers, B's panels) */
+__attribute__((target("avx512f"))) static void utg__pair_rows(uint32_t *d, const float *s0, const float *s1, int n, int w, float alpha) {
+    const __mmask16 m = (__mmask16)((1u << n) - 1u);
+    const __m512 va = _mm512_set1_ps(alpha);
+    const __m512i one = _mm512_set1_epi32(1), rnd = _mm512_set1_epi32(0x7fff), inf = _mm512_set1_epi32(0x7f800000),
+                  absm = _mm512_set1_epi32(0x7fffffff), qbit = _mm512_set1_epi32(0x400000);
+    __m512i a = _mm512_castps_si512(_mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, s0)));
+    __m512i b = s1 ? _mm512_castps_si512(_mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, s1))) : _mm512_setzero_si512();
+    /* a NaN is cut to its high half and made quiet (rounding could carry its payload into the sign) */
+    __mmask16 na = _mm512_cmpgt_epu32_mask(_mm512_and_si512(a, absm), inf), nb = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, absm), inf);
+    a = _mm512_mask_blend_epi32(na, _mm512_add_epi32(_mm512_add_epi32(a, rnd), _mm512_and_si512(_mm512_srli_epi32(a, 16), one)),
+                                _mm512_or_si512(a, qbit));
+    b = _mm512_mask_blend_epi32(nb, _mm512_add_epi32(_mm512_add_epi32(b, rnd), _mm512_and_si512(_mm512_srli_epi32(b, 16), one)),
+                                _mm512_or_si512(b, qbit));
+    a = _mm512_srli_epi32(a, 16);
+    b = _mm512_and_si512(b, _mm512_set1_epi32((int)0xffff0000u));
+    _mm512_mask_storeu_epi32(d, (__mmask16)((1u << w) - 1u), _mm512_maskz_mov_epi32(m, _mm512_or_si512(a, b)));
+}
+/* op(B)[kc:kc+kb, j0:j0+32] as one bf16-pair panel: dst[p * 32 + j] holds k = 2p (low) and 2p + 1
+   (high) of column j; columns past N and an odd last k are zero. */
+static void utg__pack_b_pairs(uint32_t *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0) {
+    int nj = N - j0 < 32 ? N - j0 : 32, kp = (kb + 1) / 2, p;
+    if (tb) { /* transposing: pairs and padding in registers */
+        utg__pack_pairs_t(dst, 32, B + (size_t)j0 * ldb + kc, ldb, nj, kb, 1.0f);
+        return;
+    }
+    for (p = 0; p < kp; p++) { /* an odd last k pairs with zero */
+        const float *s0 = B + (size_t)(kc + 2 * p) * ldb + j0, *s1 = 2 * p + 1 < kb ? s0 + ldb : NULL;
+        utg__pair_rows(dst + (size_t)p * 32, s0, s1, nj < 16 ? nj : 16, 16, 1.0f);
+        if (nj > 16) utg__pair_rows(dst + (size_t)p * 32 + 16, s0 + 16, s1 ? s1 + 16 : NULL, nj - 16, 16, 1.0f);
+        else memset(dst + (size_t)p * 32 + 16, 0, 16 * sizeof(uint32_t));
+    }
+}
+/* alpha * op(A)[i0:i0+12, kc:kc+kb] as one bf16-pair sliver: ap[p * 12 + r] holds k = 2p and
+   2p + 1 of row r; rows past M and an odd last k are zero. */
+static void utg__pack_a_pairs(uint32_t *ap, const float *A, int lda, utg_trans ta, int M, int i0, int kc, int kb, float alpha) {
+    int mr = M - i0 < 12 ? M - i0 : 12, kp = kb / 2, p;
+    if (!ta) { /* transposing: pairs and padding in registers */
+        utg__pack_pairs_t(ap, 12, A + (size_t)i0 * lda + kc, lda, mr, kb, alpha);
+        return;
+    }
+    for (p = 0; p < kp; p++) {
+        const float *s0 = A + (size_t)(kc + 2 * p) * lda + i0;
+        utg__pair_rows(ap + (size_t)p * 12, s0, s0 + lda, mr, 12, alpha);
+    }
+    if (kb & 1) utg__pair_rows(ap + (size_t)kp * 12, A + (size_t)(kc + kb - 1) * lda + i0, NULL, mr, 12, alpha);
+}
+#define UTG__B2(r) __m512 c##r##a = _mm512_setzero_ps(), c##r##b = _mm512_setzero_ps()
+#define UTG__BF(r)                                                                                 \
+    do {                                                                                           \
+        __m512bh t_ = (__m512bh)_mm512_set1_epi32((int)a[r]);                                      \
+        c##r##a = _mm512_dpbf16_ps(c##r##a, t_, b0);                                               \
+        c##r##b = _mm512_dpbf16_ps(c##r##b, t_, b1);                                               \
+    } while (0)
+/* noinline: inlined into the OpenMP region, the kernel runs short of zmm registers and spills b1 to
+   the stack every k pair, which costs the Newton-Schulz mix about 15% */
+__attribute__((target("avx512f,avx512bf16"), noinline)) static void utg__uk_bf16(int kp, const uint32_t *UTG_RESTRICT Ap,
+                                                                       const uint32_t *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
+                                                                       int ldc, int mr, int nr, int acc) {
+    UTG__B2(0); UTG__B2(1); UTG__B2(2); UTG__B2(3); UTG__B2(4); UTG__B2(5);
+    UTG__B2(6); UTG__B2(7); UTG__B2(8); UTG__B2(9); UTG__B2(10); UTG__B2(11);
+    int p;
+    for (p = 0; p < kp; p++) {
+        const uint32_t *a = Ap + (size_t)p * 12;
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(Bp + (size_t)p * 32), b1 = (__m512bh)_mm512_loadu_si512(Bp + (size_t)p * 32 + 16);
+        UTG__BF(0); UTG__BF(1); UTG__BF(2); UTG__BF(3); UTG__BF(4); UTG__BF(5);
+        UTG__BF(6); UTG__BF(7); UTG__BF(8); UTG__BF(9); UTG__BF(10); UTG__BF(11);
+    }
+    if (mr == 12 && nr == 32) {
+        UTG__ZS(0); UTG__ZS(1); UTG__ZS(2); UTG__ZS(3); UTG__ZS(4); UTG__ZS(5);
+        UTG__ZS(6); UTG__ZS(7); UTG__ZS(8); UTG__ZS(9); UTG__ZS(10); UTG__ZS(11);
+    } else {
+        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u), m1 = (__mmask16)(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
+        UTG__ZM(0); UTG__ZM(1); UTG__ZM(2); UTG__ZM(3); UTG__ZM(4); UTG__ZM(5);
+        UTG__ZM(6); UTG__ZM(7); UTG__ZM(8); UTG__ZM(9); UTG__ZM(10); UTG__ZM(11);
+    }
+}
+#endif
+
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_gemm_driver
+   The matmul proper: packing of op(B) panels, the per-sliver work (utg__gemm_sliver), the
+   symmetric-product shortcut (upper triangle, then utg__mirror_lower), the k split of A^T B for
+   the weight gradients (utg__ksplit_unit, utg__add_part) and the parallel driver utg__matmul_run
+   behind matmul and matmul_bf16.
+   ------------------------------------------------------------------------------------------------ */
+/* op(B)[kc:kc+kb, j0:j0+NR] into one NR-wide panel (k-major), zero-padded past N; bf16: rounded to bf16 */
+static void utg__pack_b(const utg__gk *gk, float *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0, int bf16) {
+    const int NR = gk->nr;
+    int nj = N - j0 < NR ? N - j0 : NR, j, k;
+    if (tb) {
+        gk->pack_t(dst, NR, B + (size_t)j0 * ldb + kc, ldb, nj, kb, 1.0f);
+    } else {
+        for (k = 0; k < kb; k++) memcpy(dst + (size_t)k * NR, B + (size_t)(kc + k) * ldb + j0, sizeof(float) * (size_t)nj);
+        if (nj < NR)
+            for (k = 0; k < kb; k++)
+                for (j = nj; j < NR; j++) dst[(size_t)k * NR + j] = 0.0f;
+    }
+    if (bf16) utg__bf16_round_n(dst, (size_t)kb * NR);
+}
+
+/* alpha * op(A)[i0:i0+MR, kc:kc+kb] as an MR-row sliver, then the sliver times every panel of the
+   block into C[i0:, jc:jc+nc]. A whole sliver with alpha 1 (fp32) is read in place: A^T's columns
+   with k-stride lda, or A's rows through the kernel's fn_rows unless they sit a multiple of 4 KiB
+   apart (lda % 1024 == 0: the 12 rows then share one L1 set and evict each other, which costs
+   15-25% at K = 1024 or 2048); otherwise it is packed (k-major, zero rows past M). B's whole panels come
+   from Bd in place (k-stride ldb) when the caller passes it (op(B) not transposed), else from the
+   packed block Bp. */
+static void utg__gemm_sliver(const utg__gk *gk, float *ap, const float *Bp, const float *Bd, int ldb, float *C, int ldc, const float *A,
+                             int lda, utg_trans ta, int M, int N, int i0, int kc, int kb, int jc, int nc, float alpha, int bf16, int sym,
+                             int acc) {
+    const int MR = gk->mr, NR = gk->nr;
+    int mr = M - i0 < MR ? M - i0 : MR, n_pan = (nc + NR - 1) / NR, k, r, pan, rows = 0, as = MR;
+    const float *a = ap;
+    if (sym && jc + nc <= i0) return; /* the whole block row is below the diagonal */
+    if (mr == MR && alpha == 1.0f && !bf16 && ta) {
+        a = A + (size_t)kc * lda + i0;
+        as = lda;
+    } else if (mr == MR && alpha == 1.0f && !bf16 && gk->fn_rows && lda % 1024 != 0) {
+        a = A + (size_t)i0 * lda + kc;
+        rows = 1;
+    } else {
+        if (ta) {
+            for (k = 0; k < kb; k++) {
+                const float *src = A + (size_t)(kc + k) * lda + i0;
+                for (r = 0; r < mr; r++) ap[(size_t)k * MR + r] = alpha * src[r];
+                for (; r < MR; r++) ap[(size_t)k * MR + r] = 0.0f;
+            }
+        } else {
+            gk->pack_t(ap, MR, A + (size_t)i0 * lda + kc, lda, mr, kb, alpha);
+        }
+        if (bf16) utg__bf16_round_n(ap, (size_t)kb * MR);
+    }
+    for (pan = 0; pan < n_pan; pan++) {
+        int j0 = jc + pan * NR, nr = N - j0 < NR ? N - j0 : NR, bd = Bd && nr == NR;
+        const float *b = bd ? Bd + j0 : Bp + (size_t)pan * kb * NR;
+        if (sym && j0 + nr <= i0) continue; /* below the diagonal: mirrored afterwards */
+        if (rows) gk->fn_rows(kb, a, lda, b, bd ? ldb : NR, C + (size_t)i0 * ldc + j0, ldc, nr, acc);
+        else gk->fn(kb, a, as, b, bd ? ldb : NR, C + (size_t)i0 * ldc + j0, ldc, mr, nr, acc);
+    }
+}
+
+/* Floats of the packed B block, and of one A sliver. */
+#define UTG__PACK_B_FLOATS ((size_t)UTG__KC * (((UTG__NC + UTG__NR_MAX - 1) / UTG__NR_MAX) * UTG__NR_MAX))
+#define UTG__PACK_A_FLOATS ((size_t)UTG__KC * UTG__MR_MAX + 16)
+
+/* The parallel op: for each KC x NC block of op(B), the threads pack the panels that are not read
+   in place together, then take the MR-row slivers of C one at a time (each packs its own sliver of
+   A unless it is read in place; dynamic, so a thread the OS delays does not hold the others at the
+   block's barrier). Every C element is summed in k order by one thread (or, for A^T B with K split
+   in halves, each half is, and half 1 is added to half 0), so the thread count does not change any
+   bit. bf16: both operands are
+   rounded to bf16 (alpha folded into A first) and the products summed in fp32, with avx512_bf16's
+   dot products where the CPU has them. */
+/* C's lower triangle from its upper one (a symmetric product computed above the diagonal), by
+   32 x 32 blocks so that the transposed reads stay in L1 */
+static void utg__mirror_lower(float *C, int n) {
+    int bi, nb = (n + 31) / 32;
+    UTG__OMP_FOR_DYN
+    for (bi = 0; bi < nb; bi++) {
+        int bj, i, j, i1 = (bi + 1) * 32 < n ? (bi + 1) * 32 : n;
+        for (bj = 0; bj <= bi; bj++)
+            for (i = bi * 32; i < i1; i++) {
+                int j1 = bj == bi ? i : bj * 32 + 32;
+                for (j = bj * 32; j < j1; j++) C[(size_t)i * n + j] = C[(size_t)j * n + i];
+            }
+    }
+}
+/* The k split's work unit u: its half of k [k0, k1) and its slivers [s0, s1) (the slivers in n_grp
+   groups); its sums go to C (half 0) or to part (half 1) */
+typedef struct { int half, k0, k1, s0, s1; } utg__kunit;
+static utg__kunit utg__ksplit_unit(int u, int n_grp, int n_sl, int K, int khalf) {
+    utg__kunit r;
+    int grp = u / 2;
+    r.half = u % 2;
+    r.k0 = r.half ? khalf : 0;
+    r.k1 = r.half ? K : khalf;
+    r.s0 = (int)((long long)n_sl * grp / n_grp);
+    r.s1 = (int)((long long)n_sl * (grp + 1) / n_grp);
+    return r;
+}
+/* C += the k split's half-1 sums, row by row over the threads of the enclosing region */
+static void utg__add_part(float *C, const float *part, int M, int N) {
+    int r;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (r = 0; r < M; r++) {
+        float *UTG_RESTRICT c = C + (size_t)r * N;
+        const float *UTG_RESTRICT c1 = part + (size_t)r * N;
+        int j;
+        for (j = 0; j < N; j++) c[j] += c1[j];
+    }
+}
+/* One product's operands and utg__matmul_run's choices, for the path that computes it */
+typedef struct utg__mm {
+    const utg__gk *gk;
+    float *C, *pack, *part; /* pack: the packed B block(s), then each thread's A sliver from a_off;
+                               part: the k split's half-1 sums */
+    const float *A, *B;
+    int M, N, K, lda, ldb, n_sl, n_grp, khalf, sym, bf16;
+    utg_trans ta, tb;
+    float alpha, beta;
+    size_t a_off;
+} utg__mm;
+#if defined(UTG__X86_KERNELS)
+/* The k split with bf16 pairs: each (half, sliver group) packs its own B blocks */
+static void utg__matmul_ksplit_bf16(const utg__mm *p) {
+    float *C = p->C, *pack = p->pack, *part = p->part;
+    const float *A = p->A, *B = p->B;
+    int M = p->M, N = p->N, K = p->K, lda = p->lda, ldb = p->ldb, n_grp = p->n_grp, khalf = p->khalf;
+    int n_sl = (M + 11) / 12;
+    utg_trans ta = p->ta, tb = p->tb;
+    float alpha = p->alpha, beta = p->beta;
+    size_t a_off = p->a_off;
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+    {
+        uint32_t *ap = (uint32_t *)(pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS);
+        int unit, n_pan = (N + 31) / 32;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (unit = 0; unit < 2 * n_grp; unit++) {
+            utg__kunit u = utg__ksplit_unit(unit, n_grp, n_sl, K, khalf);
+            uint32_t *bp = (uint32_t *)(pack + (size_t)unit * UTG__PACK_B_FLOATS);
+            float *Cp = u.half ? part : C;
+            int kc, sl, pan;
+            for (kc = u.k0; kc < u.k1; kc += UTG__KC / 2) { /* 128 pairs deep, as the fp32 split's 128 */
+                int kb = u.k1 - kc < UTG__KC / 2 ? u.k1 - kc : UTG__KC / 2, kp = (kb + 1) / 2;
+                for (pan = 0; pan < n_pan; pan++)
+                    utg__pack_b_pairs(bp + (size_t)pan * kp * 32, B, ldb, tb, N, kc, kb, pan * 32);
+                for (sl = u.s0; sl < u.s1; sl++) {
+                    int i0 = sl * 12, mr = M - i0 < 12 ? M - i0 : 12;
+                    utg__pack_a_pairs(ap, A, lda, ta, M, i0, kc, kb, alpha);
+                    for (pan = 0; pan < n_pan; pan++) {
+                        int j0 = pan * 32, nr = N - j0 < 32 ? N - j0 : 32;
+                        utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, Cp + (size_t)i0 * N + j0, N, mr, nr,
+                                     kc > u.k0 || (!u.half && beta != 0.0f));
+                    }
+                }
+            }
+        }
+        utg__add_part(C, part, M, N);
+    }
+}
+/* bf16 pairs on the blocked path (packed B panels of 32, A slivers of 12) */
+static void utg__matmul_bf16(const utg__mm *p) {
+    float *C = p->C, *pack = p->pack;
+    const float *A = p->A, *B = p->B;
+    int M = p->M, N = p->N, K = p->K, lda = p->lda, ldb = p->ldb, sym = p->sym;
+    int n_sl = (M + 11) / 12;
+    utg_trans ta = p->ta, tb = p->tb;
+    float alpha = p->alpha, beta = p->beta;
+    size_t a_off = p->a_off;
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+    {
+        uint32_t *bp = (uint32_t *)pack;
+        uint32_t *ap = (uint32_t *)(pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS);
+        int jc, kc;
+        for (jc = 0; jc < N; jc += UTG__NC) {
+            int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + 31) / 32;
+            for (kc = 0; kc < K; kc += 2 * UTG__KCP) {
+                int kb = K - kc < 2 * UTG__KCP ? K - kc : 2 * UTG__KCP, kp = (kb + 1) / 2, pan, sl;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+                for (pan = 0; pan < n_pan; pan++)
+                    utg__pack_b_pairs(bp + (size_t)pan * kp * 32, B, ldb, tb, N, kc, kb, jc + pan * 32);
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+                for (sl = 0; sl < n_sl; sl++) {
+                    int i0 = sl * 12, mr = M - i0 < 12 ? M - i0 : 12;
+                    if (sym && jc + nc <= i0) continue;
+                    utg__pack_a_pairs(ap, A, lda, ta, M, i0, kc, kb, alpha);
+                    for (pan = 0; pan < n_pan; pan++) {
+                        int j0 = jc + pan * 32, nr = N - j0 < 32 ? N - j0 : 32;
+                        if (sym && j0 + nr <= i0) continue;
+                        utg__uk_bf16(kp, ap, bp + (size_t)pan * kp * 32, C + (size_t)i0 * N + j0, N, mr, nr,
+                                     kc > 0 || beta != 0.0f);
+                    }
+                }
+            }
+        }
+    }
+    if (sym) utg__mirror_lower(C, N);
+}
+#endif
+/* The fp32 k split (see utg__matmul_run): per (half, sliver group) unit, 128-deep k blocks */
+static void utg__matmul_ksplit(const utg__mm *p) {
+    const utg__gk *gk = p->gk;
+    float *C = p->C, *pack = p->pack, *part = p->part;
+    const float *A = p->A, *B = p->B;
+    int M = p->M, N = p->N, K = p->K, lda = p->lda, ldb = p->ldb, n_sl = p->n_sl, n_grp = p->n_grp;
+    int khalf = p->khalf;
+    utg_trans ta = p->ta;
+    float alpha = p->alpha, beta = p->beta;
+    size_t a_off = p->a_off;
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+    {
+        float *ap = pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS;
+        int kcs = UTG__KC / 4, unit; /* 128-deep: a B panel and the A sliver stay in L1 */
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (unit = 0; unit < 2 * n_grp; unit++) {
+            utg__kunit u = utg__ksplit_unit(unit, n_grp, n_sl, K, khalf);
+            float *Cp = u.half ? part : C;
+            int kc, sl;
+            for (kc = u.k0; kc < u.k1; kc += kcs) {
+                int kb = u.k1 - kc < kcs ? u.k1 - kc : kcs;
+                for (sl = u.s0; sl < u.s1; sl++)
+                    utg__gemm_sliver(gk, ap, NULL, B + (size_t)kc * ldb, ldb, Cp, N, A, lda, ta, M, N, sl * gk->mr, kc,
+                                     kb, 0, N, alpha, 0, 0, kc > u.k0 || (!u.half && beta != 0.0f));
+            }
+        }
+        utg__add_part(C, part, M, N);
+    }
+}
+/* The blocked path: N in blocks of UTG__NC, k blocks, B panels packed (or read in place), then the
+   A slivers over the threads */
+static void utg__matmul_blocked(const utg__mm *p) {
+    const utg__gk *gk = p->gk;
+    float *C = p->C, *pack = p->pack;
+    const float *A = p->A, *B = p->B;
+    int M = p->M, N = p->N, K = p->K, lda = p->lda, ldb = p->ldb, n_sl = p->n_sl, sym = p->sym;
+    int bf16 = p->bf16;
+    utg_trans ta = p->ta, tb = p->tb;
+    float alpha = p->alpha, beta = p->beta;
+    size_t a_off = p->a_off;
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+    {
+        float *ap = pack + a_off + (size_t)utg__thread_id() * UTG__PACK_A_FLOATS;
+        /* whole panels of a non-transposed B are read in place (no pack phase, which costs most where
+           there are few slivers), with k blocks short enough that the block's rows fit half the L2 */
+        int bin = !tb && !bf16 && N <= 512, kcs = !bin || N <= 256 ? UTG__KC : UTG__KC / 2, jc, kc;
+        for (jc = 0; jc < N; jc += UTG__NC) {
+            int nc = N - jc < UTG__NC ? N - jc : UTG__NC, n_pan = (nc + gk->nr - 1) / gk->nr;
+            for (kc = 0; kc < K; kc += kcs) {
+                int kb = K - kc < kcs ? K - kc : kcs, pan, sl;
+                const float *bd = bin ? B + (size_t)kc * ldb : NULL;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+                for (pan = 0; pan < n_pan; pan++)
+                    if (!bd || N - (jc + pan * gk->nr) < gk->nr)
+                        utg__pack_b(gk, pack + (size_t)pan * kb * gk->nr, B, ldb, tb, N, kc, kb, jc + pan * gk->nr, bf16);
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+                for (sl = 0; sl < n_sl; sl++)
+                    utg__gemm_sliver(gk, ap, pack, bd, ldb, C, N, A, lda, ta, M, N, sl * gk->mr, kc, kb, jc, nc, alpha, bf16, sym,
+                                     kc > 0 || beta != 0.0f);
+            }
+        }
+    }
+    if (sym) utg__mirror_lower(C, N);
+}
+static void utg__matmul_run(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta_sym,
+                            utg_trans tb, float alpha, float beta, int bf16) {
+    const utg__gk *gk = utg__cpu_of(be)->gk;
+    utg_trans ta = (utg_trans)(ta_sym & 1);
+    int sym = (ta_sym & 2) && M == N && beta == 0.0f; /* the tiles wholly below the diagonal are skipped */
+    int nth = utg__max_threads(), lda = ta ? M : K, ldb = tb ? K : N, n_sl = (M + gk->mr - 1) / gk->mr;
+    /* A^T B with K long beside M x N (the weight gradients: K = the tokens): K in two fixed halves,
+       each summed on its own (its slivers split further when there are more than two threads) and
+       then added, half 0 + half 1: each thread streams its own k blocks of B through its own L2,
+       with no barrier per block (which costs 11-17% at the model's shapes), in blocks of 128 (4-24%
+       faster than 512 or 256). The halves depend on the shape only, so the bits do not depend on the
+       thread count. */
+    int split = ta && !tb && !sym && K >= 2 * UTG__KC && N <= 512, ksplit = split && !bf16 && N % gk->nr == 0,
+        khalf = (K / 2 + UTG__KC - 1) / UTG__KC * UTG__KC, n_grp = (nth + 1) / 2, ks16 = 0;
+    size_t a_off = UTG__PACK_B_FLOATS; /* the packed B block(s), then each thread's A sliver, then half 1's sums */
+    float *pack, *part = NULL;
+    utg__mm p;
+    if (M <= 0 || N <= 0) return;
+    UTG_ASSERT(!utg__overlap(C, (size_t)M * N, A, (size_t)M * (K > 0 ? K : 0)) &&
+               !utg__overlap(C, (size_t)M * N, B, (size_t)N * (K > 0 ? K : 0)));
+    if (K <= 0) { /* no products: C = beta C */
+        if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
+        return;
+    }
+    /* with beta 0 the first k block stores its tiles instead of adding them (no memset, no C read) */
+#if defined(UTG__X86_KERNELS)
+    /* the same split with bf16 pairs: each (half, sliver group) packs its own B blocks */
+    ks16 = split && bf16 && utg__cpu_of(be)->bf16_hw;
+    if (ks16) a_off = 2 * (size_t)n_grp * UTG__PACK_B_FLOATS;
+#endif
+    pack = utg__cpu_scratch(be, a_off + (size_t)nth * UTG__PACK_A_FLOATS + (ksplit || ks16 ? (size_t)M * N : 0));
+    UTG_ASSERT(pack != NULL);
+    if (pack && (ksplit || ks16)) part = pack + a_off + (size_t)nth * UTG__PACK_A_FLOATS;
+    if (!pack) { /* out of memory: a defined result (C = beta C) rather than what C held */
+        if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof(float));
+        return;
+    }
+    p.gk = gk; p.C = C; p.A = A; p.B = B; p.M = M; p.N = N; p.K = K; p.lda = lda; p.ldb = ldb;
+    p.n_sl = n_sl; p.n_grp = n_grp; p.khalf = khalf; p.sym = sym; p.bf16 = bf16; p.ta = ta; p.tb = tb;
+    p.alpha = alpha; p.beta = beta; p.pack = pack; p.part = part; p.a_off = a_off;
+#if defined(UTG__X86_KERNELS)
+    if (ks16) { utg__matmul_ksplit_bf16(&p); return; }
+    if (bf16 && utg__cpu_of(be)->bf16_hw) { utg__matmul_bf16(&p); return; }
+#endif
+    if (ksplit) utg__matmul_ksplit(&p);
+    else utg__matmul_blocked(&p);
+}
+/* The table's matmul and matmul_bf16: one driver, bf16 as its last argument. */
+static void utg__cpu_matmul(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
+                            utg_trans tb, float alpha, float beta) {
+    utg__matmul_run(be, C, A, B, M, N, K, ta, tb, alpha, beta, 0);
+}
+static void utg__cpu_matmul_bf16(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
+                                 utg_trans tb, float alpha, float beta) {
+    utg__matmul_run(be, C, A, B, M, N, K, ta, tb, alpha, beta, 1);
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_rows
+   Row-wise building blocks shared by the ops below: the embedding gather and scatter, e^x
+   without libm (so that the bits do not depend on the C library), and the max, sum and dot
+   product of a row in 16 fixed lanes (vectorized without -ffast-math, summed in a fixed order).
+   ------------------------------------------------------------------------------------------------ */
+
+/* embed_fwd: out[i, :] = table[ids[i], :], rows [n, d]; each output row copied by one thread. */
+static void utg__cpu_embed_fwd(utg_backend *be, float *out, const float *table, const int32_t *ids, int n, int d) {
+    int i;
+    (void)be;
+    UTG__OMP_FOR
+    for (i = 0; i < n; i++) memcpy(out + (size_t)i * d, table + (size_t)ids[i] * d, (size_t)d * sizeof(float));
+}
+
+/* Column blocks per thread: each table entry is written by one thread, in token order. */
+static void utg__cpu_embed_bwd(utg_backend *be, float *dtable, const float *dout, const int32_t *ids, int n, int d) {
+    int cb, nblk = (d + 63) / 64;
+    (void)be;
+    UTG__OMP_FOR
+    for (cb = 0; cb < nblk; cb++) {
+        int c0 = cb * 64, c1 = c0 + 64 < d ? c0 + 64 : d, i, c;
+        for (i = 0; i < n; i++) {
+            float *dst = dtable + (size_t)ids[i] * d;
+            const float *src = dout + (size_t)i * d;
+            for (c = c0; c < c1; c++) dst[c] += src[c];
+        }
+    }
+}
+
+/* e^x without libm (the same bits whatever the C library): Cody-Waite reduction by ln 2 and a
+   degree-6 polynomial, relative error below 3e-7 on [-87, 88] (tests/test_ops.c checks). The
+   caller keeps x inside [-87, 88]; the floor below relies on x*log2(e) > -128. */
+static float utg__expf_core(float x) {
+    float t = x * 1.44269504088896341f + 128.5f;
+    /* n = floor(x log2 e + 1/2). t stays in [1, 255] before the conversion, which a NaN or an
+       infinity would make undefined: a NaN converts as 1 and r keeps it NaN. Callers clamp x to
+       [-87, 88], where t is in [3, 255.5) and the bounds change nothing. */
+    int32_t n = (int32_t)(t >= 1.0f ? (t <= 255.0f ? t : 255.0f) : 1.0f) - 128;
+    float r = x - (float)n * 0.693145751953125f, p, two_n;          /* ln 2, high bits (exact) */
+    int32_t e = (n + 127) << 23;
+    r = r - (float)n * 1.42860682030941723e-6f; /* ln 2, low bits */
+    p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    memcpy(&two_n, &e, 4);
+    return p * two_n;
+}
+/* e^x for any x (clamped to [-87, 88]; e^-87 is negligible beside the 1 of a row's maximum). */
+static float utg__expf(float x) { return utg__expf_core(x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x)); }
+/* x[i] = e^(x[i] - shift) in place, in two passes so that GCC vectorizes both (it does not
+   vectorize the clamp and the polynomial in one loop). */
+static void utg__exp_row(float *UTG_RESTRICT x, int n, float shift) {
+    int i;
+    for (i = 0; i < n; i++) {
+        float v = x[i] - shift;
+        v = v < -87.0f ? -87.0f : v;
+        x[i] = v > 88.0f ? 88.0f : v;
+    }
+    for (i = 0; i < n; i++) x[i] = utg__expf_core(x[i]);
+}
+
+/* 16 lane sums folded pairwise (8 + 8, 4 + 4, 2 + 2, 1 + 1): a fixed order that vectorizes,
+   where summing the lanes one after another is a chain of 16 dependent adds */
+static UTG__FORCE_INLINE float utg__fold16(float *acc) {
+    int l;
+    for (l = 0; l < 8; l++) acc[l] += acc[l + 8];
+    for (l = 0; l < 4; l++) acc[l] += acc[l + 4];
+    for (l = 0; l < 2; l++) acc[l] += acc[l + 2];
+    return acc[0] + acc[1];
+}
+/* The largest of m and x[0..n); the sum of x[0..n) in 16 lanes, then folded: loops that
+   vectorize without -ffast-math, for the short rows of the attention and cross-entropy */
+static float utg__row_max(const float *UTG_RESTRICT x, int n, float m) {
+    int i;
+    UTG__SIMD_MAX_M /* a maximum does not depend on the order it is taken in */
+    for (i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+/* The sum of x[0..n): lane i % 16 collects x[i], the lanes folded by utg__fold16. */
+static UTG__FORCE_INLINE float utg__row_sum(const float *UTG_RESTRICT x, int n) {
+    float acc[16] = {0};
+    int i = 0, l;
+    for (; i + 16 <= n; i += 16)
+        for (l = 0; l < 16; l++) acc[l] += x[i + l];
+    for (; i < n; i++) acc[i & 15] += x[i];
+    return utg__fold16(acc);
+}
+
+/* Sum of a[i]*b[i] in 16 independent lanes (vectorizes without -ffast-math), then folded. */
+static UTG__FORCE_INLINE float utg__dot(const float *UTG_RESTRICT a, const float *UTG_RESTRICT b, int n) {
+    float acc[16] = {0};
+    int i = 0, l;
+    for (; i + 16 <= n; i += 16)
+        for (l = 0; l < 16; l++) acc[l] += a[i + l] * b[i + l];
+    for (; i < n; i++) acc[i & 15] += a[i] * b[i];
+    return utg__fold16(acc);
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_norm_rope
+   RMSNorm over rows and the fused q/k head norm + RoPE + q_gain. Forward rows are independent (one
+   thread each); the backward's reductions (dgain) go through UTG__CPU_RED_CHUNKS fixed token
+   chunks added in chunk order.
+   ------------------------------------------------------------------------------------------------ */
+/* one row of RMSNorm: y = x / sqrt(mean(x^2) + eps), returns 1/rms (rmsnorm_fwd and mix_rmsnorm_fwd) */
+static float utg__rms_row(float *UTG_RESTRICT yr, const float *UTG_RESTRICT xr, int cols, float eps) {
+    float rs = 1.0f / sqrtf(utg__dot(xr, xr, cols) / (float)cols + eps);
+    int c;
+    for (c = 0; c < cols; c++) yr[c] = xr[c] * rs;
+    return rs;
+}
+/* rmsnorm_fwd: y[rows, cols] normalized rows of x, rstd[rows] = 1/rms per row (kept for the backward). */
+static void utg__cpu_rmsnorm_fwd(utg_backend *be, float *y, float *rstd, const float *x, int rows, int cols, float eps) {
+    int r;
+    (void)be;
+    UTG__OMP_FOR
+    for (r = 0; r < rows; r++) rstd[r] = utg__rms_row(y + (size_t)r * cols, x + (size_t)r * cols, cols, eps);
+}
+
+/* dx += rstd * (dy - y * mean(dy*y)) */
+static void utg__cpu_rmsnorm_bwd(utg_backend *be, float *dx, const float *dy, const float *y, const float *rstd,
+                                 int rows, int cols) {
+    int r;
+    (void)be;
+    UTG__OMP_FOR
+    for (r = 0; r < rows; r++) {
+        const float *dyr = dy + (size_t)r * cols, *yr = y + (size_t)r * cols;
+        float *dxr = dx + (size_t)r * cols;
+        float m = utg__dot(dyr, yr, cols) / (float)cols, rs = rstd[r];
+        int c;
+        for (c = 0; c < cols; c++) dxr[c] += rs * (dyr[c] - yr[c] * m);
+    }
+}
+
+/* One head's vector: xn = x * rstd, then y = g * rope(xn) (pairs (i, i + half) with cos c[i] and sin s[i]) */
+static float utg__qk_row_fwd(float *UTG_RESTRICT y, float *UTG_RESTRICT xn, const float *UTG_RESTRICT x, const float *cs,
+                             const float *sn, float g, int hd, int half, float eps) {
+    float rs = 1.0f / sqrtf(utg__dot(x, x, hd) / (float)hd + eps);
+    int i;
+    for (i = 0; i < hd; i++) xn[i] = x[i] * rs;
+    for (i = 0; i < half; i++) {
+        float x1 = xn[i], x2 = xn[i + half];
+        y[i] = g * (x1 * cs[i] + x2 * sn[i]);
+        y[i + half] = g * (x2 * cs[i] - x1 * sn[i]);
+    }
+    for (i = 2 * half; i < hd; i++) y[i] = g * xn[i];
+    return rs;
+}
+/* qk_norm_rope_fwd: one thread per token, its heads in order; token row t sits at position
+   t % seq_len of the RoPE table. */
+static void utg__cpu_qk_norm_rope_fwd(utg_backend *be, float *y, float *xn, float *rstd, const float *x, const float *cos_sin,
+                                      const float *gain, int n_tok, int seq_len, int n_heads, int head_dim, int rot_dims, float eps) {
+    int t, half = rot_dims / 2;
+    const float *sin_tab = cos_sin + (size_t)seq_len * half;
+    (void)be;
+    UTG__OMP_FOR
+    for (t = 0; t < n_tok; t++) {
+        int pos = t % seq_len, h;
+        for (h = 0; h < n_heads; h++) {
+            size_t o = ((size_t)t * n_heads + h) * head_dim;
+            rstd[(size_t)t * n_heads + h] = utg__qk_row_fwd(y + o, xn + o, x + o, cos_sin + (size_t)pos * half, sin_tab + (size_t)pos * half,
+                                                            gain ? gain[h] : 1.0f, head_dim, half, eps);
+        }
+    }
+}
+/* One head's backward: r = rope(xn), dn = rope^T(g dy) into the caller's scratch, dx = rstd (dn - xn (dn . xn) / hd);
+   returns dy . r (its share of dgain). Restrict-qualified so that the loops vectorize. */
+static float utg__qk_row_bwd(float *UTG_RESTRICT out, float *UTG_RESTRICT r, float *UTG_RESTRICT dn, const float *UTG_RESTRICT d,
+                             const float *UTG_RESTRICT n, const float *UTG_RESTRICT cs, const float *UTG_RESTRICT sn, float g, float rs,
+                             int hd, int half, int want_dgain) {
+    float m, dg = 0.0f;
+    int i;
+    for (i = 0; i < half; i++) {
+        float x1 = n[i], x2 = n[i + half], d1 = g * d[i], d2 = g * d[i + half];
+        r[i] = x1 * cs[i] + x2 * sn[i];
+        r[i + half] = x2 * cs[i] - x1 * sn[i];
+        dn[i] = d1 * cs[i] - d2 * sn[i];
+        dn[i + half] = d1 * sn[i] + d2 * cs[i];
+    }
+    for (i = 2 * half; i < hd; i++) { r[i] = n[i]; dn[i] = g * d[i]; }
+    if (want_dgain) dg = utg__dot(d, r, hd);
+    m = utg__dot(dn, n, hd) / (float)hd;
+    for (i = 0; i < hd; i++) out[i] = rs * (dn[i] - n[i] * m);
+    return dg;
+}
+/* The backward by fixed chunks of tokens: each chunk writes its tokens' dx and sums its share of dgain
+   in token order; the chunks' shares are added in chunk order, so no bit depends on the thread count. */
+static void utg__cpu_qk_norm_rope_bwd(utg_backend *be, float *dx, float *dgain, const float *dy, const float *xn, const float *rstd,
+                                      const float *cos_sin, const float *gain, int n_tok, int seq_len, int n_heads, int head_dim,
+                                      int rot_dims) {
+    int half = rot_dims / 2, nch = n_tok < UTG__CPU_RED_CHUNKS ? (n_tok > 0 ? n_tok : 1) : UTG__CPU_RED_CHUNKS, ch, h;
+    size_t per = (2 * (size_t)head_dim + 15) / 16 * 16, base = ((size_t)nch * n_heads + 15) / 16 * 16; /* whole lines */
+    const float *sin_tab = cos_sin + (size_t)seq_len * half;
+    float *scr = utg__cpu_scratch(be, base + (size_t)utg__max_threads() * per);
+    UTG_ASSERT(scr != NULL);
+    if (!scr) return;
+    UTG__OMP_FOR
+    for (ch = 0; ch < nch; ch++) {
+        int t0 = (int)((long long)n_tok * ch / nch), t1 = (int)((long long)n_tok * (ch + 1) / nch), t, hh;
+        float *part = scr + (size_t)ch * n_heads, *r = scr + base + (size_t)utg__thread_id() * per;
+        for (hh = 0; hh < n_heads; hh++) part[hh] = 0.0f;
+        for (t = t0; t < t1; t++) {
+            int pos = t % seq_len;
+            const float *cs = cos_sin + (size_t)pos * half, *sn = sin_tab + (size_t)pos * half;
+            for (hh = 0; hh < n_heads; hh++) {
+                size_t o = ((size_t)t * n_heads + hh) * head_dim;
+                part[hh] += utg__qk_row_bwd(dx + o, r, r + head_dim, dy + o, xn + o, cs, sn, gain ? gain[hh] : 1.0f,
+                                            rstd[(size_t)t * n_heads + hh], head_dim, half, dgain != NULL);
+            }
+        }
+    }
+    if (dgain)
+        for (h = 0; h < n_heads; h++) {
+            float s = 0.0f;
+            for (ch = 0; ch < nch; ch++) s += scr[(size_t)ch * n_heads + h];
+            dgain[h] += s;
+        }
+}
+
+
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_attention
+   Causal GQA attention (attn_fwd, attn_bwd), flash style on top of the gemm microkernels: the
+   scratch layout of a task (utg__fa_buf), tile products (utg__fa_tile, utg__fa_acc, utg__fa_kv),
+   the causal mask and the column-wise online softmax (utg__fa_mask, utg__fa_exp, utg__fa_colmax,
+   utg__fa_colsum).
+   ------------------------------------------------------------------------------------------------ */
+/* Attention, flash style on the CPU, with the score tiles laid out keys x queries. One task per
+   (batch, kv head), so the query heads sharing a kv head run together and dK/dV rows belong to one
+   task. The task packs K and V once (keys as A slivers, and as B panels with k = the keys).
+   Queries go in panels of NR (the microkernel's width) and keys in tiles of KB, so only KB x NR
+   tiles of scores exist (no T x T or NR x T matrix). With the queries across the tile, the softmax
+   is column-wise: the running max, the sums and the rescales run over NR query lanes at once, with
+   no reduction across a vector; and the tile, read with a row stride of NR, is already the A
+   operand of O += P V and dQ += dS K. The forward rescales its NR x hd block of O as tiles arrive
+   (online softmax); the backward recomputes each tile from the saved log-sum-exp and sums dQ, dK
+   and dV tile by tile (the tile's rows are read in place as A for dV and dK). Every sum runs in a
+   fixed order inside one task: the bits do not depend on the thread count. */
+#define UTG__FA_KB 96 /* keys per tile: a multiple of every kernel's MR */
+#define UTG__RUP(x, m) (((x) + (m) - 1) / (m) * (m))
+
+/* rows [0, n) of X (row stride ld), columns [0, w), times alpha, as MR-row A slivers with k = the
+   columns (sliver s at dst + s * w * MR) */
+static void utg__pack_a_rows(const utg__gk *gk, float *dst, const float *X, int ld, int n, int w, float alpha) {
+    const int MR = gk->mr;
+    int s;
+    for (s = 0; s * MR < n; s++) {
+        float *d = dst + (size_t)s * w * MR;
+        gk->pack_t(d, MR, X + (size_t)s * MR * ld, ld, n - s * MR < MR ? n - s * MR : MR, w, alpha);
+    }
+}
+/* X's rows [0, n) (k) by columns [0, w) (N) as B panels of NR columns, panel p at dst + p * n * NR */
+static void utg__pack_b_all(const utg__gk *gk, float *dst, const float *X, int ld, int n, int w) {
+    int p;
+    for (p = 0; p * gk->nr < w; p++) utg__pack_b(gk, dst + (size_t)p * n * gk->nr, X, ld, UTG_NO_TRANS, w, 0, n, p * gk->nr, 0);
+}
+
+/* One task's scratch, in floats: K (scaled) and V as A slivers with the keys as rows; V or K as B
+   panels with k = the keys; Q^T and dO^T panels (k = hd); Q and dO panels (k = the panel's
+   queries); the score and dP tiles (each with MR floats of slack: the microkernel reads whole
+   slivers); a partial sliver of a tile packed as A; the O block; four lanes of NR per query. */
+typedef struct { float *ka, *vr, *bn, *qt, *dt, *qb, *db, *st, *dp, *pa, *ob, *l0, *l1, *l2, *l3; } utg__fa_buf;
+/* The slack: read as A for O += P V and dQ += dS K (k = the keys, k-stride NR), the tile is taken in
+   slivers of MR query columns, and the last may run up to MR - 1 floats past NR (into the next
+   key row, or past the last one): those values land only in rows of C that are never stored. */
+#define UTG__FA_TILE ((size_t)UTG__FA_KB * UTG__NR_MAX + UTG__MR_MAX)
+/* Floats of one thread's utg__fa_buf for sequence length T and head size hd (T padded to whole
+   key tiles, hd to whole NR panels), rounded up to whole 64-byte lines. */
+static size_t utg__attn_scratch_per_thread(int T, int hd) {
+    size_t TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdN = (size_t)UTG__RUP(hd, UTG__NR_MAX), NR = UTG__NR_MAX;
+    return (2 * TR * (size_t)hd + hdN * TR + 2 * (size_t)hd * NR + 2 * NR * hdN + 2 * UTG__FA_TILE + UTG__MR_MAX * NR +
+           NR * hdN + 4 * NR + 64 + 15) / 16 * 16; /* whole cache lines per thread */
+}
+/* Lays utg__fa_buf over p (utg__attn_scratch_per_thread(T, hd) floats) in the order of that sum,
+   and zeroes the two tiles so that their slack holds finite values. */
+static utg__fa_buf utg__fa_carve(float *p, int T, int hd) {
+    size_t TR = (size_t)UTG__RUP(T, UTG__FA_KB), hdN = (size_t)UTG__RUP(hd, UTG__NR_MAX), NR = UTG__NR_MAX;
+    utg__fa_buf f;
+    f.ka = p; f.vr = f.ka + TR * hd; f.bn = f.vr + TR * hd; f.qt = f.bn + hdN * TR; f.dt = f.qt + (size_t)hd * NR;
+    f.qb = f.dt + (size_t)hd * NR; f.db = f.qb + NR * hdN; f.st = f.db + NR * hdN; f.dp = f.st + UTG__FA_TILE; f.pa = f.dp + UTG__FA_TILE;
+    f.ob = f.pa + UTG__MR_MAX * NR; f.l0 = f.ob + NR * hdN; f.l1 = f.l0 + NR; f.l2 = f.l1 + NR; f.l3 = f.l2 + NR;
+    memset(f.st, 0, sizeof(float) * 2 * UTG__FA_TILE); /* the slack is read (into rows never stored): keep it finite */
+    return f;
+}
+/* dst (nk x NR) = the tile's slivers of A (keys kb0.., k = hd) times the panel B (k = hd) */
+static void utg__fa_tile(const utg__gk *gk, float *dst, const float *A, const float *B, int kb0, int nk, int hd) {
+    const int MR = gk->mr, NR = gk->nr;
+    int s;
+    for (s = 0; s * MR < nk; s++)
+        gk->fn(hd, A + (size_t)(kb0 / MR + s) * hd * MR, MR, B, NR, dst + (size_t)s * MR * NR, NR, nk - s * MR < MR ? nk - s * MR : MR,
+               NR, 0);
+}
+/* C (nq x hd, row stride ldc) += (acc 0: =) the tile (nk keys x NR queries, read as A with k = the
+   keys) times the B panels of the keys kb0.. (panel p at Bn + p * T * NR): O += P V, dQ += dS K */
+static void utg__fa_acc(const utg__gk *gk, float *C, int ldc, const float *t, const float *Bn, int T, int kb0, int nk, int nq, int hd,
+                        int acc) {
+    const int MR = gk->mr, NR = gk->nr;
+    int s, p;
+    for (s = 0; s * MR < nq; s++)
+        for (p = 0; p * NR < hd; p++)
+            gk->fn(nk, t + s * MR, NR, Bn + (size_t)p * T * NR + (size_t)kb0 * NR, NR, C + (size_t)s * MR * ldc + p * NR, ldc,
+                   nq - s * MR < MR ? nq - s * MR : MR, hd - p * NR < NR ? hd - p * NR : NR, acc);
+}
+/* C (nk x hd, row stride ldc) += the tile (nk keys x NR queries) times the B panels of the panel's
+   queries (k = nq; panel p at Bq + p * nq * NR): dV += P^T dO, dK += dS^T Q. Whole slivers of the
+   tile are read in place as A's rows where the kernel can (fn_rows); the rest is packed into pa. */
+static void utg__fa_kv(const utg__gk *gk, float *C, int ldc, const float *t, const float *Bq, float *pa, int nk, int nq, int hd) {
+    const int MR = gk->mr, NR = gk->nr;
+    int s, p;
+    for (s = 0; s * MR < nk; s++) {
+        int mr = nk - s * MR < MR ? nk - s * MR : MR;
+        float *c = C + (size_t)s * MR * ldc;
+        if (mr == MR && gk->fn_rows) {
+            for (p = 0; p * NR < hd; p++)
+                gk->fn_rows(nq, t + (size_t)s * MR * NR, NR, Bq + (size_t)p * nq * NR, NR, c + p * NR, ldc, hd - p * NR < NR ? hd - p * NR : NR, 1);
+        } else {
+            gk->pack_t(pa, MR, t + (size_t)s * MR * NR, NR, mr, nq, 1.0f);
+            for (p = 0; p * NR < hd; p++)
+                gk->fn(nq, pa, MR, Bq + (size_t)p * nq * NR, NR, c + p * NR, ldc, mr, hd - p * NR < NR ? hd - p * NR : NR, 1);
+        }
+    }
+}
+/* tile rows i whose key kb0 + i comes after some query p0 + j of the panel: those entries to v */
+static void utg__fa_mask(float *t, int NR, int kb0, int nk, int p0, float v) {
+    int i, j;
+    for (i = p0 + 1 - kb0 > 0 ? p0 + 1 - kb0 : 0; i < nk; i++)
+        for (j = 0; j < kb0 + i - p0 && j < NR; j++) t[(size_t)i * NR + j] = v;
+}
+/* t[i][j] = e^(t[i][j] - shift[j]) over the tile, clamped as utg__exp_row (two passes that vectorize) */
+static void utg__fa_exp(float *UTG_RESTRICT t, int NR, int nk, const float *UTG_RESTRICT shift) {
+    int i, j;
+    for (i = 0; i < nk; i++)
+        for (j = 0; j < NR; j++) {
+            float v = t[(size_t)i * NR + j] - shift[j];
+            v = v < -87.0f ? -87.0f : v;
+            t[(size_t)i * NR + j] = v > 88.0f ? 88.0f : v;
+        }
+    for (i = 0; i < nk * NR; i++) t[i] = utg__expf_core(t[i]);
+}
+/* m[j] = max(m[j], t[i][j]) and sm[j] += t[i][j] over the tile's rows, four rows a step (loops
+   over the columns, which vectorize; the sums in a fixed order) */
+static void utg__fa_colmax(float *UTG_RESTRICT m, const float *UTG_RESTRICT t, int NR, int nk) {
+    int i = 0, j;
+    for (; i + 4 <= nk; i += 4)
+        for (j = 0; j < NR; j++) {
+            const float *c = t + (size_t)i * NR + j;
+            float a = c[0] > c[NR] ? c[0] : c[NR], b = c[2 * NR] > c[3 * NR] ? c[2 * NR] : c[3 * NR];
+            a = a > b ? a : b;
+            m[j] = a > m[j] ? a : m[j];
+        }
+    for (; i < nk; i++)
+        for (j = 0; j < NR; j++) m[j] = t[(size_t)i * NR + j] > m[j] ? t[(size_t)i * NR + j] : m[j];
+}
+/* sm[j] += the column sums of the tile (see utg__fa_colmax: four rows a step, pairs first). */
+static void utg__fa_colsum(float *UTG_RESTRICT sm, const float *UTG_RESTRICT t, int NR, int nk) {
+    int i = 0, j;
+    for (; i + 4 <= nk; i += 4)
+        for (j = 0; j < NR; j++) {
+            const float *c = t + (size_t)i * NR + j;
+            sm[j] += (c[0] + c[NR]) + (c[2 * NR] + c[3 * NR]);
+        }
+    for (; i < nk; i++)
+        for (j = 0; j < NR; j++) sm[j] += t[(size_t)i * NR + j];
+}
+
+/* attn_fwd: per (sequence, kv head) task, per query head of the group and panel of NR queries,
+   the key tiles up to the panel's last query with an online softmax: m = running max, sm = the
+   running sum rescaled by al = e^(m_old - m_new), O rescaled by al too; y = O / sm and
+   lse = m + log(sm) at the end. Tiles wholly above the diagonal are never computed. */
+static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float *q, const float *k, const float *v,
+                              int B, int T, int H, int Hkv, int hd, float scale) {
+    int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
+    const utg__gk *gk = utg__cpu_of(be)->gk;
+    const int NR = gk->nr;
+    size_t per = utg__attn_scratch_per_thread(T, hd);
+    float *scr = utg__cpu_scratch(be, (size_t)utg__max_threads() * per);
+    UTG_ASSERT(scr != NULL);
+    if (!scr) return;
+    UTG__OMP_FOR_DYN
+    for (task = 0; task < B * Hkv; task++) {
+        int b = task % B, kh = task / B, g, p0, kb0, i, j; /* b fastest: see utg__cpu_attn_bwd */
+        utg__fa_buf f = utg__fa_carve(scr + (size_t)utg__thread_id() * per, T, hd);
+        float *mx = f.l0, *sm = f.l1, *mn = f.l2, *al = f.l3;
+        size_t ko = (size_t)b * T * kw + (size_t)kh * hd;
+        utg__pack_a_rows(gk, f.ka, k + ko, kw, T, hd, scale); /* scaled K: the scores come out scaled */
+        utg__pack_b_all(gk, f.bn, v + ko, kw, T, hd);         /* V as B panels, k = the keys */
+        for (g = 0; g < group; g++) {
+            int h = kh * group + g;
+            for (p0 = 0; p0 < T; p0 += NR) {
+                int nq = T - p0 < NR ? T - p0 : NR, qmax = p0 + nq - 1;
+                size_t ro = ((size_t)b * T + p0) * qw + (size_t)h * hd;
+                utg__pack_b(gk, f.qt, q + ro, qw, UTG_TRANS, nq, 0, hd, 0, 0); /* Q^T, zero past nq */
+                memset(f.ob, 0, sizeof(float) * (size_t)nq * hd);
+                for (j = 0; j < NR; j++) { mx[j] = -INFINITY; sm[j] = 0.0f; }
+                for (kb0 = 0; kb0 <= qmax; kb0 += UTG__FA_KB) {
+                    int nk = qmax + 1 - kb0 < UTG__FA_KB ? qmax + 1 - kb0 : UTG__FA_KB; /* keys some query of the panel sees */
+                    float *t = f.st;
+                    utg__fa_tile(gk, t, f.ka, f.qt, kb0, nk, hd);
+                    utg__fa_mask(t, NR, kb0, nk, p0, -INFINITY);
+                    for (j = 0; j < NR; j++) mn[j] = mx[j];
+                    utg__fa_colmax(mn, t, NR, nk);
+                    utg__fa_exp(t, NR, nk, mn);
+                    utg__fa_mask(t, NR, kb0, nk, p0, 0.0f);
+                    for (j = 0; j < NR; j++) { al[j] = mx[j] == -INFINITY ? 0.0f : utg__expf(mx[j] - mn[j]); sm[j] *= al[j]; mx[j] = mn[j]; }
+                    utg__fa_colsum(sm, t, NR, nk);
+                    if (kb0 > 0)
+                        for (j = 0; j < nq; j++)
+                            for (i = 0; i < hd; i++) f.ob[(size_t)j * hd + i] *= al[j];
+                    utg__fa_acc(gk, f.ob, hd, t, f.bn, T, kb0, nk, nq, hd, 1); /* O += P V */
+                }
+                for (j = 0; j < nq; j++) {
+                    float inv = 1.0f / sm[j], *yr = y + ro + (size_t)j * qw;
+                    for (i = 0; i < hd; i++) yr[i] = f.ob[(size_t)j * hd + i] * inv;
+                    lse[((size_t)b * T + p0 + j) * H + h] = mx[j] + logf(sm[j]);
+                }
+            }
+        }
+    }
+}
+
+/* attn_bwd (FlashAttention-2's backward): D = rowsum(dO * O) per query, P recomputed from S and the
+   saved lse, dS = P (dP - D) scale; dV += P^T dO, dK += dS^T Q, dQ += dS K. dK and dV rows belong
+   to one task, so they are summed without atomics; dq rows are written by the task of their head. */
+static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, const float *dy, const float *q,
+                              const float *k, const float *v, const float *y, const float *lse, int B, int T, int H,
+                              int Hkv, int hd, float scale) {
+    int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
+    const utg__gk *gk = utg__cpu_of(be)->gk;
+    const int NR = gk->nr;
+    size_t per = utg__attn_scratch_per_thread(T, hd);
+    float *scr = utg__cpu_scratch(be, (size_t)utg__max_threads() * per);
+    UTG_ASSERT(scr != NULL);
+    if (!scr) return;
+    /* b runs fastest over the tasks, so the tasks running at once work on different sequences: two
+       kv heads of one sequence write halves of the same dq, dk and dv rows, and running those side by
+       side moves cache lines between the cores (about 15% of the backward on two threads) */
+    UTG__OMP_FOR_DYN
+    for (task = 0; task < B * Hkv; task++) {
+        int b = task % B, kh = task / B, g, p0, kb0, i, j;
+        utg__fa_buf f = utg__fa_carve(scr + (size_t)utg__thread_id() * per, T, hd);
+        float *Dr = f.l0, *L = f.l1;
+        size_t ko = (size_t)b * T * kw + (size_t)kh * hd;
+        utg__pack_a_rows(gk, f.ka, k + ko, kw, T, hd, scale); /* scaled K, keys as rows: the scores */
+        utg__pack_a_rows(gk, f.vr, v + ko, kw, T, hd, 1.0f);  /* V, keys as rows: dP^T = V dO^T */
+        utg__pack_b_all(gk, f.bn, k + ko, kw, T, hd);         /* K as B panels, k = the keys: dQ += dS K */
+        for (i = 0; i < T; i++) { /* the task's dK and dV rows are sums over its panels and heads */
+            memset(dk + ko + (size_t)i * kw, 0, (size_t)hd * sizeof(float));
+            memset(dv + ko + (size_t)i * kw, 0, (size_t)hd * sizeof(float));
+        }
+        for (g = 0; g < group; g++) {
+            int h = kh * group + g;
+            for (p0 = 0; p0 < T; p0 += NR) {
+                int nq = T - p0 < NR ? T - p0 : NR, qmax = p0 + nq - 1;
+                size_t ro = ((size_t)b * T + p0) * qw + (size_t)h * hd;
+                utg__pack_b(gk, f.qt, q + ro, qw, UTG_TRANS, nq, 0, hd, 0, 0);  /* Q^T and dO^T (k = hd), zero past nq */
+                utg__pack_b(gk, f.dt, dy + ro, qw, UTG_TRANS, nq, 0, hd, 0, 0);
+                utg__pack_b_all(gk, f.qb, q + ro, qw, nq, hd);  /* Q and dO as B panels, k = the panel's queries */
+                utg__pack_b_all(gk, f.db, dy + ro, qw, nq, hd);
+                for (j = 0; j < NR; j++) {
+                    Dr[j] = j < nq ? utg__dot(dy + ro + (size_t)j * qw, y + ro + (size_t)j * qw, hd) : 0.0f;
+                    L[j] = j < nq ? lse[((size_t)b * T + p0 + j) * H + h] : 0.0f;
+                }
+                for (kb0 = 0; kb0 <= qmax; kb0 += UTG__FA_KB) {
+                    int nk = qmax + 1 - kb0 < UTG__FA_KB ? qmax + 1 - kb0 : UTG__FA_KB;
+                    float *t = f.st, *d = f.dp;
+                    utg__fa_tile(gk, t, f.ka, f.qt, kb0, nk, hd); /* S^T */
+                    utg__fa_tile(gk, d, f.vr, f.dt, kb0, nk, hd); /* dP^T */
+                    utg__fa_exp(t, NR, nk, L);                    /* P^T = e^(S^T - lse) */
+                    utg__fa_mask(t, NR, kb0, nk, p0, 0.0f);
+                    for (i = 0; i < nk; i++) /* dS^T = P^T (dP^T - D) scale */
+                        for (j = 0; j < NR; j++) d[(size_t)i * NR + j] = t[(size_t)i * NR + j] * (d[(size_t)i * NR + j] - Dr[j]) * scale;
+                    /* dV += P^T dO and dK += dS^T Q over the tile's keys (k = the panel's queries) */
+                    utg__fa_kv(gk, dv + ko + (size_t)kb0 * kw, kw, t, f.db, f.pa, nk, nq, hd);
+                    utg__fa_kv(gk, dk + ko + (size_t)kb0 * kw, kw, d, f.qb, f.pa, nk, nq, hd);
+                    utg__fa_acc(gk, dq + ro, qw, d, f.bn, T, kb0, nk, nq, hd, kb0 > 0); /* dQ (=, then +=) dS K */
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_elementwise
+   The per-token ops of a block: relu^2 (the MLP activation), XSA, the gated skip (lerp), the
+   attention output gate, SmearGate and the channel mix (every residual add). Per-token work is
+   split over the threads by token; every weight gradient is summed down the tokens in order (or
+   in fixed chunks), in double where the sum is long.
+   ------------------------------------------------------------------------------------------------ */
+
+/* relu2_fwd: y = leaky_relu(x, slope)^2 elementwise (train_gpt.py's relu(x).square() at slope 0). */
+static void utg__cpu_relu2_fwd(utg_backend *be, float *y, const float *x, size_t n, float slope) {
+    long long i;
+    (void)be;
+    UTG__OMP_FOR
+    for (i = 0; i < (long long)n; i++) { float r = x[i] > 0.0f ? x[i] : slope * x[i]; y[i] = r * r; }
+}
+/* relu2_bwd: WRITES dx = dy * 2x * (x > 0 ? 1 : slope^2), which is 2 r r' with r = leaky_relu(x). */
+static void utg__cpu_relu2_bwd(utg_backend *be, float *dx, const float *dy, const float *x, size_t n, float slope) {
+    long long i;
+    float s2 = slope * slope;
+    (void)be;
+    UTG__OMP_FOR
+    for (i = 0; i < (long long)n; i++) dx[i] = 2.0f * x[i] * dy[i] * (x[i] > 0.0f ? 1.0f : s2);
+}
+
+/* xsa_fwd: removes from each query head's output its component along the token's own value
+   vector (kv head h / (H / Hkv)); a zero value vector leaves the output as it is. */
+static void utg__cpu_xsa_fwd(utg_backend *be, float *y, const float *x, const float *v, int n_tok, int H, int Hkv, int hd) {
+    int t, g = H / Hkv;
+    (void)be;
+    UTG__OMP_FOR
+    for (t = 0; t < n_tok; t++) {
+        int h, i;
+        for (h = 0; h < H; h++) {
+            const float *xr = x + ((size_t)t * H + h) * hd, *vr = v + ((size_t)t * Hkv + h / g) * hd;
+            float *yr = y + ((size_t)t * H + h) * hd;
+            float vv = utg__dot(vr, vr, hd), s = vv > 0.0f ? utg__dot(xr, vr, hd) / vv : 0.0f; /* (x.u) u = (x.v / v.v) v */
+            for (i = 0; i < hd; i++) yr[i] = xr[i] - s * vr[i];
+        }
+    }
+}
+/* with u = v/|v| and s = x.u:  dx = dy - (dy.u) u;  du = -(s dy + (dy.u) x);  dv = (du - (du.u) u) / |v| */
+static void utg__cpu_xsa_bwd(utg_backend *be, float *dx, float *dv, const float *dy, const float *x, const float *v, int n_tok,
+                             int H, int Hkv, int hd) {
+    int t, g = H / Hkv;
+    (void)be;
+    UTG__OMP_FOR
+    for (t = 0; t < n_tok; t++) {
+        int h, i;
+        for (h = 0; h < H; h++) {
+            const float *xr = x + ((size_t)t * H + h) * hd, *vr = v + ((size_t)t * Hkv + h / g) * hd;
+            const float *dyr = dy + ((size_t)t * H + h) * hd;
+            float *dxr = dx + ((size_t)t * H + h) * hd, *dvr = dv + ((size_t)t * Hkv + h / g) * hd;
+            float vv = utg__dot(vr, vr, hd), nv, s, a, du_u = 0.0f;
+            if (!(vv > 0.0f)) { for (i = 0; i < hd; i++) dxr[i] += dyr[i]; continue; }
+            nv = sqrtf(vv);
+            s = utg__dot(xr, vr, hd) / nv;
+            a = utg__dot(dyr, vr, hd) / nv; /* dy.u */
+            for (i = 0; i < hd; i++) dxr[i] += dyr[i] - a * vr[i] / nv;
+            for (i = 0; i < hd; i++) du_u += -(s * dyr[i] + a * xr[i]) * vr[i] / nv;
+            /* query heads of one kv head run in order inside this thread's token: deterministic */
+            for (i = 0; i < hd; i++) dvr[i] += (-(s * dyr[i] + a * xr[i]) - du_u * vr[i] / nv) / nv;
+        }
+    }
+}
+
+/* lerp_fwd (the gated skip of PR #1089): out = a x + (1 - a) s z per column, a = sigmoid(g[c]). */
+static void utg__cpu_lerp_fwd(utg_backend *be, float *out, const float *x, const float *z, const float *g, const float *s,
+                              int rows, int cols) {
+    int r;
+    (void)be;
+    UTG__OMP_FOR
+    for (r = 0; r < rows; r++) {
+        int c;
+        for (c = 0; c < cols; c++) {
+            float a = 1.0f / (1.0f + expf(-g[c]));
+            out[(size_t)r * cols + c] = a * x[(size_t)r * cols + c] + (1.0f - a) * (s ? s[c] : 1.0f) * z[(size_t)r * cols + c];
+        }
+    }
+}
+/* column sums run down the rows in order (one column per thread): the same bits for any thread count */
+static void utg__cpu_lerp_bwd(utg_backend *be, float *dx, float *dz, float *dg, float *ds, const float *dout, const float *y,
+                              const float *z, const float *g, const float *s, int rows, int cols) {
+    int c, r;
+    (void)be;
+    UTG__OMP_FOR
+    for (c = 0; c < cols; c++) {
+        float a = 1.0f / (1.0f + expf(-g[c])), b = 1.0f - a, sc = s ? s[c] : 1.0f;
+        double sg = 0.0, ss = 0.0;
+        int i;
+        for (i = 0; i < rows; i++) {
+            size_t o = (size_t)i * cols + c;
+            float d = dout[o];
+            sg += (double)d * ((double)y[o] - (double)sc * z[o]);
+            ss += (double)d * z[o];
+            dz[o] += d * b * sc;
+        }
+        dg[c] += (float)(b * sg); /* d out / d g = a (1 - a) (x - s z) = (1 - a) (y - s z) */
+        if (ds) ds[c] += (float)(b * ss);
+    }
+    UTG__OMP_FOR
+    for (r = 0; r < rows; r++) {
+        int k;
+        for (k = 0; k < cols; k++) dx[(size_t)r * cols + k] = dout[(size_t)r * cols + k] / (1.0f + expf(-g[k]));
+    }
+}
+
+/* gate_fwd: per token and head, g = mult * sigmoid(scale * W[h, :win] . x[t, :win]) (saved for the
+   backward) and y = g yin. */
+static void utg__cpu_gate_fwd(utg_backend *be, float *y, float *g, const float *yin, const float *x, const float *W, int n_tok, int H,
+                              int hd, int x_cols, int win, float scale, float mult) {
+    int t;
+    (void)be;
+    UTG__OMP_FOR
+    for (t = 0; t < n_tok; t++) {
+        int h, i;
+        for (h = 0; h < H; h++) {
+            float z = scale * utg__dot(W + (size_t)h * win, x + (size_t)t * x_cols, win), gv = mult / (1.0f + expf(-z));
+            const float *a = yin + ((size_t)t * H + h) * hd;
+            float *o = y + ((size_t)t * H + h) * hd;
+            g[(size_t)t * H + h] = gv;
+            for (i = 0; i < hd; i++) o[i] = gv * a[i];
+        }
+    }
+}
+/* dz is recomputed where needed (cheap: one dot per head) so every reduction runs in a fixed order */
+static float utg__gate_dz(const float *dy, const float *yin, const float *g, int t, int h, int H, int hd, float mult) {
+    float gv = g[(size_t)t * H + h];
+    return utg__dot(dy + ((size_t)t * H + h) * hd, yin + ((size_t)t * H + h) * hd, hd) * gv * (1.0f - gv / mult);
+}
+/* gate_bwd: two passes, per token (dyin, dx) and per weight (dW, in double down the tokens). */
+static void utg__cpu_gate_bwd(utg_backend *be, float *dyin, float *dx, float *dW, const float *dy, const float *yin, const float *x,
+                              const float *W, const float *g, int n_tok, int H, int hd, int x_cols, int win, float scale, float mult) {
+    int t, hi;
+    (void)be;
+    UTG__OMP_FOR
+    for (t = 0; t < n_tok; t++) { /* per token: dyin and dx */
+        int h, i;
+        for (h = 0; h < H; h++) {
+            float gv = g[(size_t)t * H + h], dz = utg__gate_dz(dy, yin, g, t, h, H, hd, mult);
+            const float *a = dy + ((size_t)t * H + h) * hd;
+            float *o = dyin + ((size_t)t * H + h) * hd;
+            for (i = 0; i < hd; i++) o[i] += gv * a[i];
+            for (i = 0; i < win; i++) dx[(size_t)t * x_cols + i] += scale * dz * W[(size_t)h * win + i];
+        }
+    }
+    UTG__OMP_FOR
+    for (hi = 0; hi < H * win; hi++) { /* per weight: down the tokens in order */
+        int h = hi / win, i = hi % win, k;
+        double s = 0.0;
+        for (k = 0; k < n_tok; k++) s += (double)utg__gate_dz(dy, yin, g, k, h, H, hd, mult) * x[(size_t)k * x_cols + i];
+        dW[hi] += (float)(scale * s);
+    }
+}
+
+/* Whether token row t mixes in its predecessor: not the first of its sequence, and not a BOS
+   token (PR #1855's mask, so no document leaks into the next through the gate). */
+static int utg__smear_on(const int32_t *ids, int t, int seq_len, int bos) { return t % seq_len != 0 && ids[t] != bos; }
+/* smear_fwd (PR #1667): y_t = x_t + lam sigmoid(w . x_t[0:win]) x_{t-1} where utg__smear_on. */
+static void utg__cpu_smear_fwd(utg_backend *be, float *y, const float *x, const float *w, const float *lam, const int32_t *ids,
+                               int n_tok, int seq_len, int d, int win, int bos) {
+    int t;
+    (void)be;
+    UTG__OMP_FOR
+    for (t = 0; t < n_tok; t++) {
+        const float *xt = x + (size_t)t * d;
+        float *yt = y + (size_t)t * d;
+        int i;
+        if (!utg__smear_on(ids, t, seq_len, bos)) { for (i = 0; i < d; i++) yt[i] = xt[i]; continue; }
+        {
+            float a = lam[0] / (1.0f + expf(-utg__dot(w, xt, win)));
+            for (i = 0; i < d; i++) yt[i] = xt[i] + a * xt[i - d];
+        }
+    }
+}
+/* smear_bwd: ADDS dx per token (its own dy, the next token's gate times its dy, and the gate's
+   input term), then dw and dlam as double sums down the tokens, one after the other. */
+static void utg__cpu_smear_bwd(utg_backend *be, float *dx, float *dw, float *dlam, const float *dy, const float *x, const float *w,
+                               const float *lam, const int32_t *ids, int n_tok, int seq_len, int d, int win, int bos) {
+    int t, i;
+    double sl = 0.0;
+    (void)be;
+    /* dx_t += dy_t + (gate of t+1) dy_{t+1} + the gate's own input term: each row written by one thread */
+    UTG__OMP_FOR
+    for (t = 0; t < n_tok; t++) {
+        const float *dyt = dy + (size_t)t * d, *xt = x + (size_t)t * d;
+        float *dxt = dx + (size_t)t * d;
+        int k;
+        for (k = 0; k < d; k++) dxt[k] += dyt[k];
+        if (t + 1 < n_tok && utg__smear_on(ids, t + 1, seq_len, bos)) {
+            float a = lam[0] / (1.0f + expf(-utg__dot(w, xt + d, win)));
+            for (k = 0; k < d; k++) dxt[k] += a * dyt[k + d];
+        }
+        if (utg__smear_on(ids, t, seq_len, bos)) {
+            float s = 1.0f / (1.0f + expf(-utg__dot(w, xt, win)));
+            float dz = lam[0] * utg__dot(dyt, xt - d, d) * s * (1.0f - s);
+            for (k = 0; k < win; k++) dxt[k] += dz * w[k];
+        }
+    }
+    for (i = 0; i < win; i++) { /* the weights: down the tokens in order */
+        double s2 = 0.0;
+        for (t = 0; t < n_tok; t++) {
+            const float *xt = x + (size_t)t * d;
+            float s;
+            if (!utg__smear_on(ids, t, seq_len, bos)) continue;
+            s = 1.0f / (1.0f + expf(-utg__dot(w, xt, win)));
+            s2 += (double)(lam[0] * utg__dot(dy + (size_t)t * d, xt - d, d) * s * (1.0f - s)) * xt[i];
+        }
+        dw[i] += (float)s2;
+    }
+    for (t = 0; t < n_tok; t++) {
+        const float *xt = x + (size_t)t * d;
+        if (!utg__smear_on(ids, t, seq_len, bos)) continue;
+        sl += (double)utg__dot(dy + (size_t)t * d, xt - d, d) / (1.0 + exp(-(double)utg__dot(w, xt, win)));
+    }
+    dlam[0] += (float)sl;
+}
+
+/* one row of the channel mix (mix_fwd and mix_rmsnorm_fwd); x and out are the row's, z may be NULL */
+static void utg__mix_row(float *out, const float *x, const float *wx, int sx, const float *z, const float *wz, int sz, int cols) {
+    int c;
+    for (c = 0; c < cols; c++) {
+        float a = wx ? wx[c * sx] * x[c] : x[c], bz;
+        if (z) bz = wz ? wz[c * sz] * z[c] : z[c];
+        else bz = wz ? wz[c * sz] : 0.0f;
+        out[c] = a + bz;
+    }
+}
+/* the residual add and the next norm in one pass: each row is mixed, then normalized while in L1
+   (y NULL: the mix alone, mix_fwd) */
+static void utg__cpu_mix_rmsnorm_fwd(utg_backend *be, float *out, float *y, float *rstd, const float *x, const float *wx,
+                                     const float *z, const float *wz, int rows, int cols, int flags, float eps) {
+    int r, sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1;
+    float sig = wz && (flags & UTG_MIX_WZ_SIGMOID) ? 1.0f / (1.0f + expf(-wz[0])) : 0.0f;
+    (void)be;
+    if (wz && (flags & UTG_MIX_WZ_SIGMOID)) wz = &sig;
+    UTG__OMP_FOR
+    for (r = 0; r < rows; r++) {
+        size_t o = (size_t)r * cols;
+        utg__mix_row(out + o, x + o, wx, sx, z ? z + o : NULL, wz, sz, cols);
+        if (y) rstd[r] = utg__rms_row(y + o, out + o, cols, eps);
+    }
+}
+/* mix_fwd: mix_rmsnorm_fwd without the norm (y NULL). */
+static void utg__cpu_mix_fwd(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
+                             const float *wz, int rows, int cols, int flags) {
+    utg__cpu_mix_rmsnorm_fwd(be, out, NULL, NULL, x, wx, z, wz, rows, cols, flags, 0.0f);
+}
+
+/* One pass over the rows: each fixed chunk of rows sums its share of dwx (dout x) and dwz (dout z)
+   in row order, then writes or adds dx and dz for the row (so dx may even alias dout); the chunks'
+   shares are added in chunk order, so no bit depends on the thread count. */
+static void utg__cpu_mix_bwd(utg_backend *be, float *dx, float *dz, float *dwx, float *dwz, const float *dout,
+                             const float *x, const float *wx, const float *z, const float *wz, int rows, int cols,
+                             int flags) {
+    int sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1, sig_w = wz && (flags & UTG_MIX_WZ_SIGMOID);
+    int nch = rows < UTG__CPU_RED_CHUNKS ? (rows > 0 ? rows : 1) : UTG__CPU_RED_CHUNKS, ch, c, set_x = flags & UTG_MIX_DX_SET,
+        set_z = flags & UTG_MIX_DZ_SET;
+    float sig = sig_w ? 1.0f / (1.0f + expf(-wz[0])) : 0.0f, *part = NULL;
+    if (sig_w) wz = &sig;
+    if (!z) dz = NULL;
+    if (rows <= 0 || cols <= 0) return;
+    if (dwx || dwz) {
+        part = utg__cpu_scratch(be, (size_t)nch * 2 * cols);
+        UTG_ASSERT(part != NULL);
+        if (!part) return;
+    }
+    UTG__OMP_FOR
+    for (ch = 0; ch < nch; ch++) {
+        int r0 = (int)((long long)rows * ch / nch), r1 = (int)((long long)rows * (ch + 1) / nch), r, cc;
+        float *px = part ? part + (size_t)ch * 2 * cols : NULL, *pz = px ? px + cols : NULL;
+        if (px) memset(px, 0, 2 * (size_t)cols * sizeof(float));
+        for (r = r0; r < r1; r++) {
+            size_t o = (size_t)r * cols;
+            const float *g = dout + o;
+            if (dwx) {
+                if (x) for (cc = 0; cc < cols; cc++) px[cc] += g[cc] * x[o + cc];
+                else for (cc = 0; cc < cols; cc++) px[cc] += g[cc];
+            }
+            if (dwz) {
+                if (z) for (cc = 0; cc < cols; cc++) pz[cc] += g[cc] * z[o + cc];
+                else for (cc = 0; cc < cols; cc++) pz[cc] += g[cc];
+            }
+            if (dz && set_z) for (cc = 0; cc < cols; cc++) dz[o + cc] = wz ? wz[cc * sz] * g[cc] : g[cc];
+            else if (dz) for (cc = 0; cc < cols; cc++) dz[o + cc] += wz ? wz[cc * sz] * g[cc] : g[cc];
+            if (dx && set_x) for (cc = 0; cc < cols; cc++) dx[o + cc] = wx ? wx[cc * sx] * g[cc] : g[cc];
+            else if (dx) for (cc = 0; cc < cols; cc++) dx[o + cc] += wx ? wx[cc * sx] * g[cc] : g[cc];
+        }
+    }
+    if (dwx) {
+        if (!sx) {
+            double acc = 0.0;
+            for (ch = 0; ch < nch; ch++)
+                for (c = 0; c < cols; c++) acc += part[(size_t)ch * 2 * cols + c];
+            dwx[0] += (float)acc;
+        } else {
+            for (ch = 0; ch < nch; ch++)
+                for (c = 0; c < cols; c++) dwx[c] += part[(size_t)ch * 2 * cols + c];
+        }
+    }
+    if (dwz) {
+        if (!sz || sig_w) {
+            double acc = 0.0;
+            float a;
+            for (ch = 0; ch < nch; ch++)
+                for (c = 0; c < cols; c++) acc += part[(size_t)ch * 2 * cols + cols + c];
+            a = (float)acc;
+            dwz[0] += sig_w ? a * sig * (1.0f - sig) : a; /* d sigmoid(w) / dw = s (1 - s) */
+        } else {
+            for (ch = 0; ch < nch; ch++)
+                for (c = 0; c < cols; c++) dwz[c] += part[(size_t)ch * 2 * cols + cols + c];
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_xent
+   The softcapped cross-entropy of the head: c tanh(z / c) (train_gpt.py's logit softcap), the
+   log-sum-exp per row and, in the same pass, the gradient written over the logits, so the
+   [rows, V] logits never need a second buffer.
+   ------------------------------------------------------------------------------------------------ */
+/* tanh without libm, in loops GCC vectorizes: an odd Taylor polynomial below |y| = 1/4 (relative
+   error under 1e-8 there), sign(y) (1 - 2/(e^2|y| + 1)) above (e^2|y| from utg__expf_core; |y| clamped to 9, where
+   tanh rounds to 1). Relative error below 5e-7 (tests/test_ops.c checks against double). */
+#define UTG__XCHUNK 256
+static void utg__tanh_chunk(float *UTG_RESTRICT out, const float *UTG_RESTRICT y, float *UTG_RESTRICT tmp, int n, float mult) {
+    int i;
+    for (i = 0; i < n; i++) {
+        float v = y[i];
+        v = v < -9.0f ? -9.0f : v;
+        tmp[i] = v > 9.0f ? 9.0f : v;
+    }
+    for (i = 0; i < n; i++) out[i] = utg__expf_core(2.0f * fabsf(tmp[i])); /* e^2|y|: odd by construction */
+    for (i = 0; i < n; i++) {
+        float v = tmp[i], t = v * v, e = out[i];
+        float p = v + v * t * (-1.0f / 3.0f + t * (2.0f / 15.0f + t * (-17.0f / 315.0f + t * (62.0f / 2835.0f))));
+        float big = 1.0f - 2.0f / (e + 1.0f);
+        big = v < 0.0f ? -big : big;
+        out[i] = mult * (t < 0.0625f ? p : big);
+    }
+}
+
+/* Softcapped cross-entropy of each row, and (dscale != 0) its gradient in place: rows are
+   independent, each worked in chunks of UTG__XCHUNK (the same bits for any thread count). */
+static void utg__cpu_xent_fwd(utg_backend *be, float *logits, float *row_loss, const int32_t *targets, int rows,
+                              int V, float softcap, float dscale) {
+    int r;
+    (void)be;
+    UTG__OMP_FOR
+    for (r = 0; r < rows; r++) {
+        float *z = logits + (size_t)r * V, mx, sum = 0.0f, inv, zt;
+        float tmp[UTG__XCHUNK], tmp2[UTG__XCHUNK];
+        int j, c0, tgt = targets[r];
+        if (softcap > 0.0f) {
+            float ic = 1.0f / softcap;
+            for (c0 = 0; c0 < V; c0 += UTG__XCHUNK) {
+                int n = V - c0 < UTG__XCHUNK ? V - c0 : UTG__XCHUNK;
+                for (j = 0; j < n; j++) tmp2[j] = z[c0 + j] * ic;
+                utg__tanh_chunk(z + c0, tmp2, tmp, n, softcap);
+            }
+        }
+        mx = utg__row_max(z, V, -INFINITY);
+        for (c0 = 0; c0 < V; c0 += UTG__XCHUNK) { /* chunk sums added in order */
+            int n = V - c0 < UTG__XCHUNK ? V - c0 : UTG__XCHUNK;
+            memcpy(tmp, z + c0, sizeof(float) * (size_t)n);
+            utg__exp_row(tmp, n, mx);
+            sum += utg__row_sum(tmp, n);
+        }
+        zt = z[tgt];
+        row_loss[r] = mx + logf(sum) - zt;
+        if (dscale != 0.0f) {
+            float ic = softcap > 0.0f ? 1.0f / softcap : 0.0f;
+            inv = dscale / sum;
+            for (c0 = 0; c0 < V; c0 += UTG__XCHUNK) {
+                int n = V - c0 < UTG__XCHUNK ? V - c0 : UTG__XCHUNK;
+                float *zc = z + c0;
+                memcpy(tmp, zc, sizeof(float) * (size_t)n);
+                utg__exp_row(tmp, n, mx);
+                if (softcap > 0.0f)
+                    for (j = 0; j < n; j++) { float th = zc[j] * ic; zc[j] = tmp[j] * inv * (1.0f - th * th); }
+                else
+                    for (j = 0; j < n; j++) zc[j] = tmp[j] * inv;
+            }
+            { /* the target's -dscale, through the same softcap derivative */
+                float e = utg__expf(zt - mx), th = zt * ic;
+                z[tgt] = (e * inv - dscale) * (softcap > 0.0f ? 1.0f - th * th : 1.0f);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_optim
+   The optimizer's elementwise ops: axpby (EMA, SWA, gradient scaling), Muon's momentum, the
+   deterministic sum of squares (clipping, norms), the row normalization of MuonEq-R and the
+   Adam(W) step. All elementwise or per row, so no result depends on the thread count.
+   ------------------------------------------------------------------------------------------------ */
+
+/* axpby: y = alpha x + beta y; alpha 0 (or x NULL) scales y alone and never reads x. */
+static void utg__cpu_axpby(utg_backend *be, float *y, float alpha, const float *x, float beta, size_t n) {
+    ptrdiff_t i, nn = (ptrdiff_t)n;
+    (void)be;
+    if (alpha == 0.0f || !x) {
+        UTG__OMP_FOR
+        for (i = 0; i < nn; i++) y[i] = beta * y[i];
+        return;
+    }
+    if (beta == 0.0f) { /* y is not read: a NaN there does not survive */
+        UTG__OMP_FOR
+        for (i = 0; i < nn; i++) y[i] = alpha * x[i];
+        return;
+    }
+    UTG__OMP_FOR
+    for (i = 0; i < nn; i++) y[i] = alpha * x[i] + beta * y[i];
+}
+
+/* muon_momentum: m = mu m + g, then u = g + mu m (nesterov, train_gpt.py's default) or u = m. */
+static void utg__cpu_muon_momentum(utg_backend *be, float *u, float *m, const float *g, float mu, int nesterov, size_t n) {
+    ptrdiff_t i, nn = (ptrdiff_t)n;
+    (void)be;
+    if (nesterov) {
+        UTG__OMP_FOR
+        for (i = 0; i < nn; i++) {
+            float b = g[i] + mu * m[i];
+            m[i] = b;
+            u[i] = g[i] + mu * b;
+        }
+    } else {
+        UTG__OMP_FOR
+        for (i = 0; i < nn; i++) u[i] = m[i] = g[i] + mu * m[i];
+    }
+}
+
+/* Deterministic sum of squares: at most UTG__SUMSQ_PARTS chunks whose size depends only on n, each
+   summed in double in 8 lanes folded in a fixed order, then the partial sums added in chunk order. */
+#define UTG__SUMSQ_PARTS 256
+static double utg__cpu_sumsq(utg_backend *be, const float *x, size_t n) {
+    double part[UTG__SUMSQ_PARTS], total = 0.0;
+    size_t chunk = (n + UTG__SUMSQ_PARTS - 1) / UTG__SUMSQ_PARTS;
+    int c, n_parts;
+    (void)be;
+    if (chunk < 4096) chunk = 4096;
+    n_parts = (int)((n + chunk - 1) / chunk);
+    UTG__OMP_FOR
+    for (c = 0; c < n_parts; c++) {
+        size_t i, lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
+        double acc[8] = {0};
+        int l;
+        for (i = lo; i + 8 <= hi; i += 8) /* 8 lanes (a loop that vectorizes), folded pairwise */
+            for (l = 0; l < 8; l++) acc[l] += (double)x[i + l] * (double)x[i + l];
+        for (; i < hi; i++) acc[(i - lo) & 7] += (double)x[i] * (double)x[i];
+        for (l = 0; l < 4; l++) acc[l] += acc[l + 4];
+        part[c] = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    }
+    for (c = 0; c < n_parts; c++) total += part[c];
+    return total;
+}
+
+/* row_normalize: each row of x[rows, cols] divided by max(||row||_2, eps), the norm summed in double. */
+static void utg__cpu_row_normalize(utg_backend *be, float *x, int rows, int cols, float eps) {
+    int r;
+    (void)be;
+    UTG__OMP_FOR
+    for (r = 0; r < rows; r++) {
+        float *row = x + (size_t)r * cols;
+        double s = 0.0;
+        float nrm, inv;
+        int j;
+        for (j = 0; j < cols; j++) s += (double)row[j] * row[j];
+        nrm = (float)sqrt(s);
+        inv = 1.0f / (nrm > eps ? nrm : eps);
+        for (j = 0; j < cols; j++) row[j] *= inv;
+    }
+}
+
+/* adam_step: torch.optim.AdamW's update with the bias corrections folded into step and rbc2. */
+static void utg__cpu_adam_step(utg_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
+                               float beta1, float beta2, float eps, float wd, float bc1, float bc2) {
+    ptrdiff_t i, nn = (ptrdiff_t)n;
+    float step = lr / bc1, rbc2 = 1.0f / sqrtf(bc2), decay = 1.0f - lr * wd;
+    (void)be;
+    UTG__OMP_FOR
+    for (i = 0; i < nn; i++) {
+        float gi = g[i], mi = beta1 * m[i] + (1.0f - beta1) * gi, vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * decay - step * mi / (sqrtf(vi) * rbc2 + eps);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_create
+   The backend's life: synchronize (a no-op: every CPU op returns when done), destroy, and create,
+   which picks the microkernel set once and fills the op table.
+   ------------------------------------------------------------------------------------------------ */
+static void utg__cpu_synchronize(utg_backend *be) { (void)be; }
+
+/* destroy: frees the scratch slots, the private state and the table itself, with the allocator
+   the backend was created with. */
+static void utg__cpu_destroy(utg_backend *be) {
+    utg__cpu *c;
+    utg_allocator a;
+    int i;
+    if (!be) return;
+    c = utg__cpu_of(be);
+    a = c->alloc;
+    for (i = 0; i < UTG_BACKEND_MAX_CALLERS; i++) utg__aligned_free(&a, c->scratch[i]);
+    utg__free(&a, c);
+    utg__free(&a, be);
+}
+
+UTGDEF const char *utg_backend_cpu_kernel(const utg_backend *be) {
+    return be && be->name && !strcmp(be->name, "cpu") ? utg__cpu_of((utg_backend *)be)->gk->name : NULL;
+}
+
+UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend **out) {
+    utg_allocator a;
+    utg_backend *be;
+    utg__cpu *c;
+    if (!out) return UTG_ERR_INVALID;
+    *out = NULL;
+    memset(&a, 0, sizeof a);
+    if (alloc) a = *alloc;
+    be = (utg_backend *)utg__alloc(&a, sizeof *be);
+    c = (utg__cpu *)utg__alloc(&a, sizeof *c);
+    if (!be || !c) { utg__free(&a, be); utg__free(&a, c); return UTG_ERR_NOMEM; }
+    memset(be, 0, sizeof *be);
+    memset(c, 0, sizeof *c);
+    c->alloc = a;
+    c->gk = utg__gk_pick();
+#if defined(UTG__X86_KERNELS)
+    c->bf16_hw = c->gk == &utg__gk_avx512 && __builtin_cpu_supports("avx512bf16");
+#endif
+    be->abi_version = UTG_BACKEND_ABI_VERSION;
+    be->struct_size = (uint32_t)sizeof(utg_backend);
+    be->name = "cpu";
+    be->impl = c;
+    be->flags = UTG_BACKEND_CONCURRENT;
+    be->buf_alloc = utg__cpu_buf_alloc;
+    be->buf_free = utg__cpu_buf_free;
+    be->upload = utg__cpu_memcpy;
+    be->download = utg__cpu_memcpy;
+    be->fill = utg__cpu_fill;
+    be->copy = utg__cpu_copy;
+    be->matmul = utg__cpu_matmul;
+    be->matmul_bf16 = utg__cpu_matmul_bf16;
+    be->embed_fwd = utg__cpu_embed_fwd;
+    be->embed_bwd = utg__cpu_embed_bwd;
+    be->rmsnorm_fwd = utg__cpu_rmsnorm_fwd;
+    be->rmsnorm_bwd = utg__cpu_rmsnorm_bwd;
+    be->qk_norm_rope_fwd = utg__cpu_qk_norm_rope_fwd;
+    be->qk_norm_rope_bwd = utg__cpu_qk_norm_rope_bwd;
+    be->attn_fwd = utg__cpu_attn_fwd;
+    be->attn_bwd = utg__cpu_attn_bwd;
+    be->relu2_fwd = utg__cpu_relu2_fwd;
+    be->relu2_bwd = utg__cpu_relu2_bwd;
+    be->xsa_fwd = utg__cpu_xsa_fwd;
+    be->xsa_bwd = utg__cpu_xsa_bwd;
+    be->lerp_fwd = utg__cpu_lerp_fwd;
+    be->lerp_bwd = utg__cpu_lerp_bwd;
+    be->gate_fwd = utg__cpu_gate_fwd;
+    be->gate_bwd = utg__cpu_gate_bwd;
+    be->smear_fwd = utg__cpu_smear_fwd;
+    be->smear_bwd = utg__cpu_smear_bwd;
+    be->mix_fwd = utg__cpu_mix_fwd;
+    be->mix_bwd = utg__cpu_mix_bwd;
+    be->mix_rmsnorm_fwd = utg__cpu_mix_rmsnorm_fwd;
+    be->xent_fwd = utg__cpu_xent_fwd;
+    be->axpby = utg__cpu_axpby;
+    be->muon_momentum = utg__cpu_muon_momentum;
+    be->sumsq = utg__cpu_sumsq;
+    be->row_normalize = utg__cpu_row_normalize;
+    be->adam_step = utg__cpu_adam_step;
+    be->synchronize = utg__cpu_synchronize;
+    be->destroy = utg__cpu_destroy;
+    *out = be;
+    return UTG_OK;
+}
+
+UTGDEF void utg_backend_destroy(utg_backend *be) {
+    if (be && be->destroy) be->destroy(be);
+}
 
 #endif /* UTGOLF_IMPLEMENTATION_INCLUDED */
 #endif /* UTGOLF_IMPLEMENTATION */
