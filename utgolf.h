@@ -8729,56 +8729,103 @@ static int utg__plane_cmp(const void *a, const void *b) {
 
 UTGDEF void utg_artifact_free_bytes(const utg_allocator *alloc, void *bytes) { utg__free(alloc, bytes); }
 
-UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *codec, void **out, size_t *out_size, size_t *raw_size_out) {
-    utg_codec stored = utg_codec_stored();
-    size_t meta_n = 4, tens_n = 4, data_n = 0, pos, off_meta, off_tens, off_data, total, packed_cap, packed_n;
+/* Where utg_artifact_write puts each part of the payload */
+typedef struct utg__wlayout {
+    size_t meta_n, tens_n, data_n, off_meta, off_tens, off_data, total;
     size_t sect_off[UTG_ARTIFACT_MAX_SECTIONS];
-    utg__plane_ord *ord = NULL;
-    uint8_t *pay = NULL, *env = NULL, *p;
-    int i, n_sections, nq = 0, k;
-    utg_result r = UTG_ERR_NOMEM;
-    if (!w || !out || !out_size) return UTG_ERR_INVALID;
-    *out = NULL;
-    *out_size = 0;
-    if (!codec) codec = &stored;
-    if (!codec->compress || !codec->max_packed || codec->id < 0 || codec->id > 255) { utg__msgf(&w->msg, "codec lacks its callbacks"); return UTG_ERR_INVALID; }
-    /* sizes */
-    for (i = 0; i < w->n_kv; i++) meta_n += 2 + strlen(w->kv[i].key) + 1 + w->kv[i].n;
-    for (i = 0; i < w->n_t; i++) tens_n += 2 + 1 + strlen(w->t[i].name) + 8 + 4 * (size_t)w->t[i].ndim + 16;
-    ord = (utg__plane_ord *)utg__alloc(&w->alloc, sizeof *ord * (size_t)(w->n_t ? w->n_t : 1));
-    if (!ord) goto fail;
+    int n_sections;
+} utg__wlayout;
+
+/* Sets each tensor's plane offsets inside DATA, each 64-aligned: Q symbols (by bits, then group),
+   scales, floats; returns DATA's size. ord: room for one entry per tensor. */
+static size_t utg__artifact_place_planes(utg_artifact_writer *w, utg__plane_ord *ord) {
+    size_t data_n = 0;
+    int i, k, nq = 0;
     for (i = 0; i < w->n_t; i++)
-        if (w->t[i].dtype == UTG_DT_Q) { ord[nq].t = i; ord[nq].bits = w->t[i].qbits; utg__plane_group(w->t[i].name, ord[nq].group, sizeof ord[nq].group); nq++; }
+        if (w->t[i].dtype == UTG_DT_Q) {
+            ord[nq].t = i;
+            ord[nq].bits = w->t[i].qbits;
+            utg__plane_group(w->t[i].name, ord[nq].group, sizeof ord[nq].group);
+            nq++;
+        }
     qsort(ord, (size_t)nq, sizeof *ord, utg__plane_cmp);
-    /* planes: Q symbols (by bits, then group), scales, floats; each 64-aligned inside DATA */
-    for (k = 0; k < nq; k++) { utg_artifact_tensor *t = &w->t[ord[k].t]; data_n = utg__align_up(data_n, UTG_ARTIFACT_ALIGN); t->values_offset = (uint32_t)data_n; data_n += t->values_size; }
-    for (i = 0; i < w->n_t; i++) { utg_artifact_tensor *t = &w->t[i]; if (!t->scales_size) { t->scales_offset = 0; continue; } data_n = utg__align_up(data_n, UTG_ARTIFACT_ALIGN); t->scales_offset = (uint32_t)data_n; data_n += t->scales_size; }
-    for (i = 0; i < w->n_t; i++) { utg_artifact_tensor *t = &w->t[i]; if (t->dtype == UTG_DT_Q) continue; data_n = utg__align_up(data_n, UTG_ARTIFACT_ALIGN); t->values_offset = (uint32_t)data_n; data_n += t->values_size; }
-    n_sections = 3 + w->n_s;
-    pos = 16 + 16 * (size_t)n_sections;
-    off_meta = utg__align_up(pos, UTG_ARTIFACT_ALIGN);
-    off_tens = utg__align_up(off_meta + meta_n, UTG_ARTIFACT_ALIGN);
-    off_data = utg__align_up(off_tens + tens_n, UTG_ARTIFACT_ALIGN);
-    total = off_data + data_n;
-    for (i = 0; i < w->n_s; i++) { sect_off[i] = utg__align_up(total, UTG_ARTIFACT_ALIGN); total = sect_off[i] + w->sect[i].n; }
-    if (total > UTG_MAX_ARTIFACT_RAW || data_n > 0xffffffffu) { utg__msgf(&w->msg, "payload of %zu bytes is over the cap %u", total, (unsigned)UTG_MAX_ARTIFACT_RAW); r = UTG_ERR_INVALID; goto fail; }
-    pay = (uint8_t *)utg__alloc(&w->alloc, total);
-    if (!pay) goto fail;
-    memset(pay, 0, total);
-    /* header and directory */
-    utg__wr_u16le(pay, UTG_ARTIFACT_MINOR);
-    utg__wr_u16le(pay + 2, (uint32_t)n_sections);
-    utg__wr_u16le(pay + 4, UTG_ARTIFACT_ALIGN);
-    p = pay + 16;
-    memcpy(p, "META", 4); utg__wr_u32le(p + 4, 1); utg__wr_u32le(p + 8, (uint32_t)off_meta); utg__wr_u32le(p + 12, (uint32_t)meta_n); p += 16;
-    memcpy(p, "TENS", 4); utg__wr_u32le(p + 4, 1); utg__wr_u32le(p + 8, (uint32_t)off_tens); utg__wr_u32le(p + 12, (uint32_t)tens_n); p += 16;
-    memcpy(p, "DATA", 4); utg__wr_u32le(p + 4, 1); utg__wr_u32le(p + 8, (uint32_t)off_data); utg__wr_u32le(p + 12, (uint32_t)data_n); p += 16;
-    for (i = 0; i < w->n_s; i++) {
-        memcpy(p, w->sect[i].tag, 4); utg__wr_u32le(p + 4, 0); utg__wr_u32le(p + 8, (uint32_t)sect_off[i]); utg__wr_u32le(p + 12, (uint32_t)w->sect[i].n); p += 16;
-        if (w->sect[i].n) memcpy(pay + sect_off[i], w->sect[i].bytes, w->sect[i].n);
+    for (k = 0; k < nq; k++) {
+        utg_artifact_tensor *t = &w->t[ord[k].t];
+        data_n = utg__align_up(data_n, UTG_ARTIFACT_ALIGN);
+        t->values_offset = (uint32_t)data_n;
+        data_n += t->values_size;
     }
-    /* META */
-    p = pay + off_meta;
+    for (i = 0; i < w->n_t; i++) {
+        utg_artifact_tensor *t = &w->t[i];
+        if (!t->scales_size) { t->scales_offset = 0; continue; }
+        data_n = utg__align_up(data_n, UTG_ARTIFACT_ALIGN);
+        t->scales_offset = (uint32_t)data_n;
+        data_n += t->scales_size;
+    }
+    for (i = 0; i < w->n_t; i++) {
+        utg_artifact_tensor *t = &w->t[i];
+        if (t->dtype == UTG_DT_Q) continue;
+        data_n = utg__align_up(data_n, UTG_ARTIFACT_ALIGN);
+        t->values_offset = (uint32_t)data_n;
+        data_n += t->values_size;
+    }
+    return data_n;
+}
+
+/* The payload's layout: header and directory, META, TENS, DATA, then the added sections, each
+   64-aligned; refuses a payload over the cap. */
+static utg_result utg__artifact_write_layout(utg_artifact_writer *w, utg__plane_ord *ord, utg__wlayout *L) {
+    size_t pos;
+    int i;
+    L->meta_n = 4;
+    L->tens_n = 4;
+    for (i = 0; i < w->n_kv; i++) L->meta_n += 2 + strlen(w->kv[i].key) + 1 + w->kv[i].n;
+    for (i = 0; i < w->n_t; i++) L->tens_n += 2 + 1 + strlen(w->t[i].name) + 8 + 4 * (size_t)w->t[i].ndim + 16;
+    L->data_n = utg__artifact_place_planes(w, ord);
+    L->n_sections = 3 + w->n_s;
+    pos = 16 + 16 * (size_t)L->n_sections;
+    L->off_meta = utg__align_up(pos, UTG_ARTIFACT_ALIGN);
+    L->off_tens = utg__align_up(L->off_meta + L->meta_n, UTG_ARTIFACT_ALIGN);
+    L->off_data = utg__align_up(L->off_tens + L->tens_n, UTG_ARTIFACT_ALIGN);
+    L->total = L->off_data + L->data_n;
+    for (i = 0; i < w->n_s; i++) {
+        L->sect_off[i] = utg__align_up(L->total, UTG_ARTIFACT_ALIGN);
+        L->total = L->sect_off[i] + w->sect[i].n;
+    }
+    if (L->total > UTG_MAX_ARTIFACT_RAW || L->data_n > 0xffffffffu) {
+        utg__msgf(&w->msg, "payload of %zu bytes is over the cap %u", L->total, (unsigned)UTG_MAX_ARTIFACT_RAW);
+        return UTG_ERR_INVALID;
+    }
+    return UTG_OK;
+}
+
+/* One 16-byte directory entry at p: tag, flags, offset, size */
+static void utg__artifact_write_entry(uint8_t *p, const char *tag, uint32_t flags, size_t off, size_t n) {
+    memcpy(p, tag, 4);
+    utg__wr_u32le(p + 4, flags);
+    utg__wr_u32le(p + 8, (uint32_t)off);
+    utg__wr_u32le(p + 12, (uint32_t)n);
+}
+
+/* The payload header and section directory (META, TENS and DATA critical), and the added sections' bytes */
+static void utg__artifact_write_directory(const utg_artifact_writer *w, const utg__wlayout *L, uint8_t *pay) {
+    uint8_t *p = pay + 16;
+    int i;
+    utg__wr_u16le(pay, UTG_ARTIFACT_MINOR);
+    utg__wr_u16le(pay + 2, (uint32_t)L->n_sections);
+    utg__wr_u16le(pay + 4, UTG_ARTIFACT_ALIGN);
+    utg__artifact_write_entry(p, "META", 1, L->off_meta, L->meta_n); p += 16;
+    utg__artifact_write_entry(p, "TENS", 1, L->off_tens, L->tens_n); p += 16;
+    utg__artifact_write_entry(p, "DATA", 1, L->off_data, L->data_n); p += 16;
+    for (i = 0; i < w->n_s; i++) {
+        utg__artifact_write_entry(p, w->sect[i].tag, 0, L->sect_off[i], w->sect[i].n); p += 16;
+        if (w->sect[i].n) memcpy(pay + L->sect_off[i], w->sect[i].bytes, w->sect[i].n);
+    }
+}
+
+/* META at p: the key count, then each key's length, name, type and value bytes */
+static void utg__artifact_write_meta(const utg_artifact_writer *w, uint8_t *p) {
+    int i;
     utg__wr_u32le(p, (uint32_t)w->n_kv); p += 4;
     for (i = 0; i < w->n_kv; i++) {
         size_t kl = strlen(w->kv[i].key);
@@ -8786,8 +8833,14 @@ UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *co
         *p++ = (uint8_t)w->kv[i].type;
         memcpy(p, w->kv[i].bytes, w->kv[i].n); p += w->kv[i].n;
     }
-    /* TENS */
-    p = pay + off_tens;
+}
+
+/* TENS: one record per tensor (name, dtype fields, dims, plane offsets and sizes); and each tensor's
+   planes into DATA, floats and scales byte-shuffled */
+static void utg__artifact_write_tens(const utg_artifact_writer *w, const utg__wlayout *L, uint8_t *pay) {
+    uint8_t *p = pay + L->off_tens;
+    size_t off_data = L->off_data;
+    int i;
     utg__wr_u32le(p, (uint32_t)w->n_t); p += 4;
     for (i = 0; i < w->n_t; i++) {
         const utg_artifact_tensor *t = &w->t[i];
@@ -8811,17 +8864,23 @@ UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *co
             utg__shuffle(pay + off_data + t->scales_offset, (const uint8_t *)t->scales, t->scales_size / es, es);
         }
     }
-    /* envelope + packed payload */
+}
+
+/* The packed payload behind its 20-byte envelope (magic, version, codec, sizes, CRC) in a new *env */
+static utg_result utg__artifact_write_envelope(utg_artifact_writer *w, const utg_codec *codec, const uint8_t *pay,
+                                               size_t total, uint8_t **envp, size_t *packed_np) {
+    size_t packed_cap, packed_n;
+    uint8_t *env;
+    utg_result r;
     packed_cap = codec->max_packed(total, codec->user);
     if (packed_cap < total / 2 || packed_cap > 0xffffffffu - UTG_ARTIFACT_ENVELOPE) packed_cap = total + (total >> 2) + 1024;
-    env = (uint8_t *)utg__alloc(&w->alloc, UTG_ARTIFACT_ENVELOPE + packed_cap);
-    if (!env) goto fail;
+    env = *envp = (uint8_t *)utg__alloc(&w->alloc, UTG_ARTIFACT_ENVELOPE + packed_cap);
+    if (!env) return UTG_ERR_NOMEM;
     packed_n = packed_cap;
-    if ((r = codec->compress(pay, total, env + UTG_ARTIFACT_ENVELOPE, &packed_n, codec->user)) != UTG_OK || packed_n > packed_cap ||
-        packed_n > 0xffffffffu - UTG_ARTIFACT_ENVELOPE) {
+    if ((r = codec->compress(pay, total, env + UTG_ARTIFACT_ENVELOPE, &packed_n, codec->user)) != UTG_OK ||
+        packed_n > packed_cap || packed_n > 0xffffffffu - UTG_ARTIFACT_ENVELOPE) {
         utg__msgf(&w->msg, "the %s codec failed to compress %zu bytes", codec->name ? codec->name : "given", total);
-        if (r == UTG_OK) r = UTG_ERR_BACKEND;
-        goto fail;
+        return r == UTG_OK ? UTG_ERR_BACKEND : r;
     }
     memcpy(env, "UTGA", 4);
     env[4] = UTG_ARTIFACT_MAJOR;
@@ -8830,11 +8889,39 @@ UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *co
     utg__wr_u32le(env + 8, (uint32_t)total);
     utg__wr_u32le(env + 12, (uint32_t)packed_n);
     utg__wr_u32le(env + 16, utg_crc32(0, pay, total));
+    *packed_np = packed_n;
+    return UTG_OK;
+}
+
+UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *codec, void **out, size_t *out_size, size_t *raw_size_out) {
+    utg_codec stored = utg_codec_stored();
+    utg__wlayout L;
+    utg__plane_ord *ord = NULL;
+    uint8_t *pay = NULL, *env = NULL;
+    size_t packed_n = 0;
+    utg_result r = UTG_ERR_NOMEM;
+    if (!w || !out || !out_size) return UTG_ERR_INVALID;
+    *out = NULL;
+    *out_size = 0;
+    if (!codec) codec = &stored;
+    if (!codec->compress || !codec->max_packed || codec->id < 0 || codec->id > 255) { utg__msgf(&w->msg, "codec lacks its callbacks"); return UTG_ERR_INVALID; }
+    memset(&L, 0, sizeof L);
+    ord = (utg__plane_ord *)utg__alloc(&w->alloc, sizeof *ord * (size_t)(w->n_t ? w->n_t : 1));
+    if (!ord) goto fail;
+    if ((r = utg__artifact_write_layout(w, ord, &L)) != UTG_OK) goto fail;
+    r = UTG_ERR_NOMEM;
+    pay = (uint8_t *)utg__alloc(&w->alloc, L.total);
+    if (!pay) goto fail;
+    memset(pay, 0, L.total);
+    utg__artifact_write_directory(w, &L, pay);
+    utg__artifact_write_meta(w, pay + L.off_meta);
+    utg__artifact_write_tens(w, &L, pay);
+    if ((r = utg__artifact_write_envelope(w, codec, pay, L.total, &env, &packed_n)) != UTG_OK) goto fail;
     utg__free(&w->alloc, pay);
     utg__free(&w->alloc, ord);
     *out = env;
     *out_size = UTG_ARTIFACT_ENVELOPE + packed_n;
-    if (raw_size_out) *raw_size_out = total;
+    if (raw_size_out) *raw_size_out = L.total;
     return UTG_OK;
 fail:
     utg__free(&w->alloc, ord);
