@@ -8780,7 +8780,8 @@ static utg_result utg__artifact_write_layout(utg_artifact_writer *w, utg__plane_
     L->meta_n = 4;
     L->tens_n = 4;
     for (i = 0; i < w->n_kv; i++) L->meta_n += 2 + strlen(w->kv[i].key) + 1 + w->kv[i].n;
-    for (i = 0; i < w->n_t; i++) L->tens_n += 2 + 1 + strlen(w->t[i].name) + 8 + 4 * (size_t)w->t[i].ndim + 16;
+    for (i = 0; i < w->n_t; i++)
+        L->tens_n += 2 + 1 + strlen(w->t[i].name) + 8 + 4 * (size_t)w->t[i].ndim + 16;
     L->data_n = utg__artifact_place_planes(w, ord);
     L->n_sections = 3 + w->n_s;
     pos = 16 + 16 * (size_t)L->n_sections;
@@ -8793,7 +8794,8 @@ static utg_result utg__artifact_write_layout(utg_artifact_writer *w, utg__plane_
         L->total = L->sect_off[i] + w->sect[i].n;
     }
     if (L->total > UTG_MAX_ARTIFACT_RAW || L->data_n > 0xffffffffu) {
-        utg__msgf(&w->msg, "payload of %zu bytes is over the cap %u", L->total, (unsigned)UTG_MAX_ARTIFACT_RAW);
+        utg__msgf(&w->msg, "payload of %zu bytes is over the cap %u", L->total,
+                  (unsigned)UTG_MAX_ARTIFACT_RAW);
         return UTG_ERR_INVALID;
     }
     return UTG_OK;
@@ -8858,7 +8860,8 @@ static void utg__artifact_write_tens(const utg_artifact_writer *w, const utg__wl
         p += 16;
         /* planes */
         if (t->dtype == UTG_DT_Q) memcpy(pay + off_data + t->values_offset, t->values, t->values_size);
-        else utg__shuffle(pay + off_data + t->values_offset, (const uint8_t *)t->values, t->numel, utg__dtype_size(t->dtype));
+        else utg__shuffle(pay + off_data + t->values_offset, (const uint8_t *)t->values, t->numel,
+                          utg__dtype_size(t->dtype));
         if (t->scales_size) {
             size_t es = t->scale_kind == UTG_SCALE_TENSOR ? 4 : 2;
             utg__shuffle(pay + off_data + t->scales_offset, (const uint8_t *)t->scales, t->scales_size / es, es);
@@ -8873,13 +8876,15 @@ static utg_result utg__artifact_write_envelope(utg_artifact_writer *w, const utg
     uint8_t *env;
     utg_result r;
     packed_cap = codec->max_packed(total, codec->user);
-    if (packed_cap < total / 2 || packed_cap > 0xffffffffu - UTG_ARTIFACT_ENVELOPE) packed_cap = total + (total >> 2) + 1024;
+    if (packed_cap < total / 2 || packed_cap > 0xffffffffu - UTG_ARTIFACT_ENVELOPE)
+        packed_cap = total + (total >> 2) + 1024;
     env = *envp = (uint8_t *)utg__alloc(&w->alloc, UTG_ARTIFACT_ENVELOPE + packed_cap);
     if (!env) return UTG_ERR_NOMEM;
     packed_n = packed_cap;
     if ((r = codec->compress(pay, total, env + UTG_ARTIFACT_ENVELOPE, &packed_n, codec->user)) != UTG_OK ||
         packed_n > packed_cap || packed_n > 0xffffffffu - UTG_ARTIFACT_ENVELOPE) {
-        utg__msgf(&w->msg, "the %s codec failed to compress %zu bytes", codec->name ? codec->name : "given", total);
+        utg__msgf(&w->msg, "the %s codec failed to compress %zu bytes", codec->name ? codec->name : "given",
+                  total);
         return r == UTG_OK ? UTG_ERR_BACKEND : r;
     }
     memcpy(env, "UTGA", 4);
@@ -8904,7 +8909,10 @@ UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *co
     *out = NULL;
     *out_size = 0;
     if (!codec) codec = &stored;
-    if (!codec->compress || !codec->max_packed || codec->id < 0 || codec->id > 255) { utg__msgf(&w->msg, "codec lacks its callbacks"); return UTG_ERR_INVALID; }
+    if (!codec->compress || !codec->max_packed || codec->id < 0 || codec->id > 255) {
+        utg__msgf(&w->msg, "codec lacks its callbacks");
+        return UTG_ERR_INVALID;
+    }
     memset(&L, 0, sizeof L);
     ord = (utg__plane_ord *)utg__alloc(&w->alloc, sizeof *ord * (size_t)(w->n_t ? w->n_t : 1));
     if (!ord) goto fail;
