@@ -9835,114 +9835,165 @@ static void utg__export_meta(utg_model *m, utg_artifact_writer *w, const utg_ten
     utg_artifact_add_kv(w, "utg.quant.clip", UTG_KV_STR, m->cfg.quant_clip, (uint32_t)strlen(m->cfg.quant_clip));
 }
 
+/* utg_model_export's buffers and running totals */
+typedef struct utg__export {
+    float *host, *deq; /* the parameters on the host; one tensor dequantized */
+    int8_t *q;         /* one tensor's symbols */
+    uint16_t *sc;      /* one tensor's row scales, or its f16 values */
+    double *Hd;        /* one tensor's Hessian */
+    size_t maxn, maxr, maxh;
+    double wsum, wn;   /* the numel-weighted sum of relative errors and its weight */
+    utg_export_report R;
+} utg__export;
+
+/* The scratch sizes of the largest tensor, row count and Hessian; refuses a plan that quantizes a
+   tensor that is not a matrix, or to a width outside 2..8 bits. */
+static utg_result utg__export_sizes(utg_model *m, const utg_hessians *h, const utg_tensor_quant *plan,
+                                    utg__export *x) {
+    int i;
+    for (i = 0; i < m->n_tensors; i++) {
+        const utg_tensor_info *t = &m->tensors[i];
+        int hc = plan[i].dtype == UTG_DT_Q ? utg_hessians_cols(h, i) : 0;
+        if (t->numel > x->maxn) x->maxn = t->numel;
+        if ((size_t)t->shape[0] > x->maxr) x->maxr = (size_t)t->shape[0];
+        if ((size_t)hc * (size_t)hc > x->maxh) x->maxh = (size_t)hc * (size_t)hc;
+        if (plan[i].dtype == UTG_DT_Q && (t->ndim != 2 || plan[i].bits < 2 || plan[i].bits > 8)) {
+            utg__msgf(&m->msg, "tensor %s: cannot quantize to %d bits", t->name, plan[i].bits);
+            return UTG_ERR_INVALID;
+        }
+    }
+    return UTG_OK;
+}
+
+/* Tensor i quantized by its plan p (GPTQ with its Hessian, or rounding) into x's symbols and scales */
+static utg_result utg__export_quantized(utg_model *m, const utg_hessians *h, utg__export *x, int i,
+                                        utg_tensor_quant *p, const float *W, utg_artifact_tensor *at) {
+    const utg_tensor_info *ti = &m->tensors[i];
+    int rows = (int)ti->shape[0], cols = (int)ti->shape[1];
+    int have_h = utg_hessians_cols(h, i) ? utg_hessians_get(h, i, x->Hd, x->maxh) : 0;
+    utg_result r;
+    if (p->gptq && !have_h) {
+        utg__msgf(&m->msg, "tensor %s: GPTQ asked for but no Hessian was gathered", ti->name);
+        return UTG_ERR_INVALID;
+    }
+    r = utg__quant_tensor(W, rows, cols, have_h ? x->Hd : NULL, p, m->cfg.gptq_damp, x->q, x->sc, x->deq, NULL,
+                          &m->msg);
+    if (r != UTG_OK) {
+        char keep[256];
+        snprintf(keep, sizeof keep, "%s", m->msg.text);
+        utg__msgf(&m->msg, "tensor %s: %s", ti->name, keep);
+        return r;
+    }
+    at->dtype = UTG_DT_Q;
+    at->qbits = p->bits;
+    at->scale_kind = UTG_SCALE_ROW;
+    at->values = x->q;
+    at->scales = x->sc;
+    x->R.symbol_bytes += ti->numel;
+    x->R.scale_bytes += 2 * (size_t)rows;
+    x->R.entropy_bytes += (double)ti->numel * p->entropy / 8.0;
+    x->R.n_quantized++;
+    x->wsum += p->rel_err * (double)ti->numel;
+    x->wn += (double)ti->numel;
+    return UTG_OK;
+}
+
+/* Tensor ti as f16 values in x->sc, with the relative error of the rounding in p */
+static void utg__export_f16(utg__export *x, const utg_tensor_info *ti, utg_tensor_quant *p, const float *W,
+                            utg_artifact_tensor *at) {
+    uint16_t *sc = x->sc;
+    float *deq = x->deq;
+    double num = 0, den = 0;
+    size_t k;
+    for (k = 0; k < ti->numel; k++) sc[k] = utg_f32_to_f16(W[k]);
+    at->dtype = UTG_DT_F16;
+    at->values = sc;
+    p->bytes = 2 * ti->numel;
+    for (k = 0; k < ti->numel; k++) deq[k] = utg_f16_to_f32(sc[k]);
+    for (k = 0; k < ti->numel; k++) {
+        double e = (double)W[k] - deq[k];
+        num += e * e;
+        den += (double)W[k] * W[k];
+    }
+    p->rel_err = den > 0 ? num / den : 0;
+    x->R.float_bytes += p->bytes;
+    x->R.n_float++;
+}
+
+/* Tensor i of the model, converted by its plan (Q, f16 or f32), added to the writer */
+static utg_result utg__export_tensor(utg_model *m, const utg_hessians *h, utg__export *x, int i,
+                                     utg_tensor_quant *p, utg_artifact_writer *w) {
+    const utg_tensor_info *ti = &m->tensors[i];
+    const float *W = x->host + ti->offset;
+    utg_artifact_tensor at;
+    utg_result r;
+    size_t k;
+    memset(&at, 0, sizeof at);
+    snprintf(at.name, sizeof at.name, "%s", ti->name);
+    at.ndim = ti->ndim;
+    for (k = 0; k < (size_t)ti->ndim; k++) at.dims[k] = ti->shape[k];
+    if (p->dtype == UTG_DT_Q) {
+        if ((r = utg__export_quantized(m, h, x, i, p, W, &at)) != UTG_OK) return r;
+    } else if (p->dtype == UTG_DT_F16) {
+        utg__export_f16(x, ti, p, W, &at);
+    } else {
+        at.dtype = UTG_DT_F32;
+        at.values = W;
+        p->bytes = 4 * ti->numel;
+        p->rel_err = 0.0;
+        x->R.float_bytes += p->bytes;
+        x->R.n_float++;
+    }
+    if ((r = utg_artifact_add_tensor(w, &at)) != UTG_OK)
+        utg__msgf(&m->msg, "%s", utg_artifact_writer_message(w));
+    return r;
+}
+
 UTGDEF utg_result utg_model_export(utg_model *m, const utg_hessians *h, const utg_codec *codec, const char *prov,
                                    utg_tensor_quant *plan_io, void **out, size_t *out_size, utg_export_report *rep) {
     utg_tensor_quant *plan = plan_io;
     utg_artifact_writer *w = NULL;
-    float *host = NULL, *deq = NULL;
-    int8_t *q = NULL;
-    uint16_t *sc = NULL;
-    double *Hd = NULL;
+    utg__export x;
     utg_result r = UTG_ERR_NOMEM;
-    size_t maxn = 0, maxr = 0, maxh = 0, raw = 0;
-    double wsum = 0.0, wn = 0.0;
-    utg_export_report R;
+    size_t raw = 0;
     int i;
     if (!m || !out || !out_size) return UTG_ERR_INVALID;
     *out = NULL;
     *out_size = 0;
-    memset(&R, 0, sizeof R);
+    memset(&x, 0, sizeof x);
     if (!plan) {
         plan = (utg_tensor_quant *)utg__alloc(&m->alloc, sizeof *plan * (size_t)m->n_tensors);
         if (!plan) goto fail;
         utg_model_quant_plan(m, h, plan, m->n_tensors);
     }
-    for (i = 0; i < m->n_tensors; i++) {
-        const utg_tensor_info *t = &m->tensors[i];
-        int hc = plan[i].dtype == UTG_DT_Q ? utg_hessians_cols(h, i) : 0;
-        if (t->numel > maxn) maxn = t->numel;
-        if ((size_t)t->shape[0] > maxr) maxr = (size_t)t->shape[0];
-        if ((size_t)hc * (size_t)hc > maxh) maxh = (size_t)hc * (size_t)hc;
-        if (plan[i].dtype == UTG_DT_Q && (t->ndim != 2 || plan[i].bits < 2 || plan[i].bits > 8)) {
-            utg__msgf(&m->msg, "tensor %s: cannot quantize to %d bits", t->name, plan[i].bits);
-            r = UTG_ERR_INVALID;
-            goto fail;
-        }
-    }
-    host = (float *)utg__alloc(&m->alloc, sizeof(float) * m->arena_floats);
-    deq = (float *)utg__alloc(&m->alloc, sizeof(float) * maxn);
-    q = (int8_t *)utg__alloc(&m->alloc, maxn);
-    sc = (uint16_t *)utg__alloc(&m->alloc, sizeof(uint16_t) * (maxn > maxr ? maxn : maxr));
-    if (maxh) Hd = (double *)utg__alloc(&m->alloc, sizeof(double) * maxh);
-    if (!host || !deq || !q || !sc || (maxh && !Hd)) goto fail;
-    if ((r = utg_model_get(m, UTG_ARENA_PARAMS, -1, host, m->arena_floats)) != UTG_OK) goto fail;
+    if ((r = utg__export_sizes(m, h, plan, &x)) != UTG_OK) goto fail;
+    r = UTG_ERR_NOMEM;
+    x.host = (float *)utg__alloc(&m->alloc, sizeof(float) * m->arena_floats);
+    x.deq = (float *)utg__alloc(&m->alloc, sizeof(float) * x.maxn);
+    x.q = (int8_t *)utg__alloc(&m->alloc, x.maxn);
+    x.sc = (uint16_t *)utg__alloc(&m->alloc, sizeof(uint16_t) * (x.maxn > x.maxr ? x.maxn : x.maxr));
+    if (x.maxh) x.Hd = (double *)utg__alloc(&m->alloc, sizeof(double) * x.maxh);
+    if (!x.host || !x.deq || !x.q || !x.sc || (x.maxh && !x.Hd)) goto fail;
+    if ((r = utg_model_get(m, UTG_ARENA_PARAMS, -1, x.host, m->arena_floats)) != UTG_OK) goto fail;
     if ((r = utg_artifact_writer_create(&m->alloc, &w)) != UTG_OK) goto fail;
     utg__export_meta(m, w, plan);
-    for (i = 0; i < m->n_tensors; i++) {
-        const utg_tensor_info *ti = &m->tensors[i];
-        utg_tensor_quant *p = &plan[i];
-        const float *W = host + ti->offset;
-        utg_artifact_tensor at;
-        size_t k;
-        memset(&at, 0, sizeof at);
-        snprintf(at.name, sizeof at.name, "%s", ti->name);
-        at.ndim = ti->ndim;
-        for (k = 0; k < (size_t)ti->ndim; k++) at.dims[k] = ti->shape[k];
-        if (p->dtype == UTG_DT_Q) {
-            int rows = (int)ti->shape[0], cols = (int)ti->shape[1];
-            int have_h = utg_hessians_cols(h, i) ? utg_hessians_get(h, i, Hd, maxh) : 0;
-            if (p->gptq && !have_h) { utg__msgf(&m->msg, "tensor %s: GPTQ asked for but no Hessian was gathered", ti->name); r = UTG_ERR_INVALID; goto fail; }
-            if ((r = utg__quant_tensor(W, rows, cols, have_h ? Hd : NULL, p, m->cfg.gptq_damp, q, sc, deq, NULL, &m->msg)) != UTG_OK) {
-                char keep[256];
-                snprintf(keep, sizeof keep, "%s", m->msg.text);
-                utg__msgf(&m->msg, "tensor %s: %s", ti->name, keep);
-                goto fail;
-            }
-            at.dtype = UTG_DT_Q;
-            at.qbits = p->bits;
-            at.scale_kind = UTG_SCALE_ROW;
-            at.values = q;
-            at.scales = sc;
-            R.symbol_bytes += ti->numel;
-            R.scale_bytes += 2 * (size_t)rows;
-            R.entropy_bytes += (double)ti->numel * p->entropy / 8.0;
-            R.n_quantized++;
-            wsum += p->rel_err * (double)ti->numel;
-            wn += (double)ti->numel;
-        } else if (p->dtype == UTG_DT_F16) {
-            for (k = 0; k < ti->numel; k++) sc[k] = utg_f32_to_f16(W[k]);
-            at.dtype = UTG_DT_F16;
-            at.values = sc;
-            p->bytes = 2 * ti->numel;
-            for (k = 0; k < ti->numel; k++) deq[k] = utg_f16_to_f32(sc[k]);
-            { double num = 0, den = 0; for (k = 0; k < ti->numel; k++) { double e = (double)W[k] - deq[k]; num += e * e; den += (double)W[k] * W[k]; } p->rel_err = den > 0 ? num / den : 0; }
-            R.float_bytes += p->bytes;
-            R.n_float++;
-        } else {
-            at.dtype = UTG_DT_F32;
-            at.values = W;
-            p->bytes = 4 * ti->numel;
-            p->rel_err = 0.0;
-            R.float_bytes += p->bytes;
-            R.n_float++;
-        }
-        if ((r = utg_artifact_add_tensor(w, &at)) != UTG_OK) { utg__msgf(&m->msg, "%s", utg_artifact_writer_message(w)); goto fail; }
-    }
+    for (i = 0; i < m->n_tensors; i++)
+        if ((r = utg__export_tensor(m, h, &x, i, &plan[i], w)) != UTG_OK) goto fail;
     if (prov && (r = utg_artifact_add_section(w, "PROV", prov, strlen(prov))) != UTG_OK) { utg__msgf(&m->msg, "%s", utg_artifact_writer_message(w)); goto fail; }
     if ((r = utg_artifact_write(w, codec, out, out_size, &raw)) != UTG_OK) { utg__msgf(&m->msg, "%s", utg_artifact_writer_message(w)); goto fail; }
-    R.artifact_bytes = *out_size;
-    R.raw_bytes = raw;
-    R.weighted_err = wn > 0 ? wsum / wn : 0.0;
-    if (rep) *rep = R;
+    x.R.artifact_bytes = *out_size;
+    x.R.raw_bytes = raw;
+    x.R.weighted_err = x.wn > 0 ? x.wsum / x.wn : 0.0;
+    if (rep) *rep = x.R;
     r = UTG_OK;
 fail:
     if (r == UTG_ERR_NOMEM) utg__msgf(&m->msg, "out of memory exporting the artifact");
     utg_artifact_writer_destroy(w);
-    utg__free(&m->alloc, host);
-    utg__free(&m->alloc, deq);
-    utg__free(&m->alloc, q);
-    utg__free(&m->alloc, sc);
-    utg__free(&m->alloc, Hd);
+    utg__free(&m->alloc, x.host);
+    utg__free(&m->alloc, x.deq);
+    utg__free(&m->alloc, x.q);
+    utg__free(&m->alloc, x.sc);
+    utg__free(&m->alloc, x.Hd);
     if (plan != plan_io) utg__free(&m->alloc, plan);
     return r;
 }
