@@ -7484,56 +7484,105 @@ static int utg__plane_cmp(const void *a, const void *b) {
 }
 
 
-UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *codec, void **out, size_t *out_size, size_t *raw_size_out) {
-    utg_codec stored = utg_codec_stored();
-    size_t meta_n = 4, tens_n = 4, data_n = 0, pos, off_meta, off_tens, off_data, total, packed_cap, packed_n;
+/* Where utg_artifact_write puts each part of the payload */
+typedef struct utg__wlayout {
+    size_t meta_n, tens_n, data_n, off_meta, off_tens, off_data, total;
     size_t sect_off[UTG_ARTIFACT_MAX_SECTIONS];
-    utg__plane_ord *ord = NULL;
-    uint8_t *pay = NULL, *env = NULL, *p;
-    int i, n_sections, nq = 0, k;
-    utg_result r = UTG_ERR_NOMEM;
-    if (!w || !out || !out_size) return UTG_ERR_INVALID;
-    *out = NULL;
-    *out_size = 0;
-    if (!codec) codec = &stored;
-    if (!codec->compress || !codec->max_packed || codec->id < 0 || codec->id > 255) { utg__msgf(&w->msg, "codec lacks its callbacks"); return UTG_ERR_INVALID; }
-    /* sizes */
-    for (i = 0; i < w->n_kv; i++) meta_n += 2 + strlen(w->kv[i].key) + 1 + w->kv[i].n;
-    for (i = 0; i < w->n_t; i++) tens_n += 2 + 1 + strlen(w->t[i].name) + 8 + 4 * (size_t)w->t[i].ndim + 16;
-    ord = (utg__plane_ord *)utg__alloc(&w->alloc, sizeof *ord * (size_t)(w->n_t ? w->n_t : 1));
-    if (!ord) goto fail;
+    int n_sections;
+} utg__wlayout;
+
+/* Sets each tensor's plane offsets inside DATA, each 64-aligned: Q symbols (by bits, then group),
+   scales, floats; returns DATA's size. ord: room for one entry per tensor. */
+static size_t utg__artifact_place_planes(utg_artifact_writer *w, utg__plane_ord *ord) {
+    size_t data_n = 0;
+    int i, k, nq = 0;
     for (i = 0; i < w->n_t; i++)
-        if (w->t[i].dtype == UTG_DT_Q) { ord[nq].t = i; ord[nq].bits = w->t[i].qbits; utg__plane_group(w->t[i].name, ord[nq].group, sizeof ord[nq].group); nq++; }
+        if (w->t[i].dtype == UTG_DT_Q) {
+            ord[nq].t = i;
+            ord[nq].bits = w->t[i].qbits;
+            utg__plane_group(w->t[i].name, ord[nq].group, sizeof ord[nq].group);
+            nq++;
+        }
     qsort(ord, (size_t)nq, sizeof *ord, utg__plane_cmp);
-    /* planes: Q symbols (by bits, then group), scales, floats; each 64-aligned inside DATA */
-    for (k = 0; k < nq; k++) { utg_artifact_tensor *t = &w->t[ord[k].t]; data_n = utg__align_up(data_n, UTG_ARTIFACT_ALIGN); t->values_offset = (uint32_t)data_n; data_n += t->values_size; }
-    for (i = 0; i < w->n_t; i++) { utg_artifact_tensor *t = &w->t[i]; if (!t->scales_size) { t->scales_offset = 0; continue; } data_n = utg__align_up(data_n, UTG_ARTIFACT_ALIGN); t->scales_offset = (uint32_t)data_n; data_n += t->scales_size; }
-    for (i = 0; i < w->n_t; i++) { utg_artifact_tensor *t = &w->t[i]; if (t->dtype == UTG_DT_Q) continue; data_n = utg__align_up(data_n, UTG_ARTIFACT_ALIGN); t->values_offset = (uint32_t)data_n; data_n += t->values_size; }
-    n_sections = 3 + w->n_s;
-    pos = 16 + 16 * (size_t)n_sections;
-    off_meta = utg__align_up(pos, UTG_ARTIFACT_ALIGN);
-    off_tens = utg__align_up(off_meta + meta_n, UTG_ARTIFACT_ALIGN);
-    off_data = utg__align_up(off_tens + tens_n, UTG_ARTIFACT_ALIGN);
-    total = off_data + data_n;
-    for (i = 0; i < w->n_s; i++) { sect_off[i] = utg__align_up(total, UTG_ARTIFACT_ALIGN); total = sect_off[i] + w->sect[i].n; }
-    if (total > UTG_MAX_ARTIFACT_RAW || data_n > 0xffffffffu) { utg__msgf(&w->msg, "payload of %zu bytes is over the cap %u", total, (unsigned)UTG_MAX_ARTIFACT_RAW); r = UTG_ERR_INVALID; goto fail; }
-    pay = (uint8_t *)utg__alloc(&w->alloc, total);
-    if (!pay) goto fail;
-    memset(pay, 0, total);
-    /* header and directory */
-    utg__wr_u16le(pay, UTG_ARTIFACT_MINOR);
-    utg__wr_u16le(pay + 2, (uint32_t)n_sections);
-    utg__wr_u16le(pay + 4, UTG_ARTIFACT_ALIGN);
-    p = pay + 16;
-    memcpy(p, "META", 4); utg__wr_u32le(p + 4, 1); utg__wr_u32le(p + 8, (uint32_t)off_meta); utg__wr_u32le(p + 12, (uint32_t)meta_n); p += 16;
-    memcpy(p, "TENS", 4); utg__wr_u32le(p + 4, 1); utg__wr_u32le(p + 8, (uint32_t)off_tens); utg__wr_u32le(p + 12, (uint32_t)tens_n); p += 16;
-    memcpy(p, "DATA", 4); utg__wr_u32le(p + 4, 1); utg__wr_u32le(p + 8, (uint32_t)off_data); utg__wr_u32le(p + 12, (uint32_t)data_n); p += 16;
-    for (i = 0; i < w->n_s; i++) {
-        memcpy(p, w->sect[i].tag, 4); utg__wr_u32le(p + 4, 0); utg__wr_u32le(p + 8, (uint32_t)sect_off[i]); utg__wr_u32le(p + 12, (uint32_t)w->sect[i].n); p += 16;
-        if (w->sect[i].n) memcpy(pay + sect_off[i], w->sect[i].bytes, w->sect[i].n);
+    for (k = 0; k < nq; k++) {
+        utg_artifact_tensor *t = &w->t[ord[k].t];
+        data_n = utg__align_up(data_n, UTG_ARTIFACT_ALIGN);
+        t->values_offset = (uint32_t)data_n;
+        data_n += t->values_size;
     }
-    /* META */
-    p = pay + off_meta;
+    for (i = 0; i < w->n_t; i++) {
+        utg_artifact_tensor *t = &w->t[i];
+        if (!t->scales_size) { t->scales_offset = 0; continue; }
+        data_n = utg__align_up(data_n, UTG_ARTIFACT_ALIGN);
+        t->scales_offset = (uint32_t)data_n;
+        data_n += t->scales_size;
+    }
+    for (i = 0; i < w->n_t; i++) {
+        utg_artifact_tensor *t = &w->t[i];
+        if (t->dtype == UTG_DT_Q) continue;
+        data_n = utg__align_up(data_n, UTG_ARTIFACT_ALIGN);
+        t->values_offset = (uint32_t)data_n;
+        data_n += t->values_size;
+    }
+    return data_n;
+}
+
+/* The payload's layout: header and directory, META, TENS, DATA, then the added sections, each
+   64-aligned; refuses a payload over the cap. */
+static utg_result utg__artifact_write_layout(utg_artifact_writer *w, utg__plane_ord *ord, utg__wlayout *L) {
+    size_t pos;
+    int i;
+    L->meta_n = 4;
+    L->tens_n = 4;
+    for (i = 0; i < w->n_kv; i++) L->meta_n += 2 + strlen(w->kv[i].key) + 1 + w->kv[i].n;
+    for (i = 0; i < w->n_t; i++)
+        L->tens_n += 2 + 1 + strlen(w->t[i].name) + 8 + 4 * (size_t)w->t[i].ndim + 16;
+    L->data_n = utg__artifact_place_planes(w, ord);
+    L->n_sections = 3 + w->n_s;
+    pos = 16 + 16 * (size_t)L->n_sections;
+    L->off_meta = utg__align_up(pos, UTG_ARTIFACT_ALIGN);
+    L->off_tens = utg__align_up(L->off_meta + L->meta_n, UTG_ARTIFACT_ALIGN);
+    L->off_data = utg__align_up(L->off_tens + L->tens_n, UTG_ARTIFACT_ALIGN);
+    L->total = L->off_data + L->data_n;
+    for (i = 0; i < w->n_s; i++) {
+        L->sect_off[i] = utg__align_up(L->total, UTG_ARTIFACT_ALIGN);
+        L->total = L->sect_off[i] + w->sect[i].n;
+    }
+    if (L->total > UTG_MAX_ARTIFACT_RAW || L->data_n > 0xffffffffu) {
+        utg__msgf(&w->msg, "payload of %zu bytes is over the cap %u", L->total,
+                  (unsigned)UTG_MAX_ARTIFACT_RAW);
+        return UTG_ERR_INVALID;
+    }
+    return UTG_OK;
+}
+
+/* One 16-byte directory entry at p: tag, flags, offset, size */
+static void utg__artifact_write_entry(uint8_t *p, const char *tag, uint32_t flags, size_t off, size_t n) {
+    memcpy(p, tag, 4);
+    utg__wr_u32le(p + 4, flags);
+    utg__wr_u32le(p + 8, (uint32_t)off);
+    utg__wr_u32le(p + 12, (uint32_t)n);
+}
+
+/* The payload header and section directory (META, TENS and DATA critical), and the added sections' bytes */
+static void utg__artifact_write_directory(const utg_artifact_writer *w, const utg__wlayout *L, uint8_t *pay) {
+    uint8_t *p = pay + 16;
+    int i;
+    utg__wr_u16le(pay, UTG_ARTIFACT_MINOR);
+    utg__wr_u16le(pay + 2, (uint32_t)L->n_sections);
+    utg__wr_u16le(pay + 4, UTG_ARTIFACT_ALIGN);
+    utg__artifact_write_entry(p, "META", 1, L->off_meta, L->meta_n); p += 16;
+    utg__artifact_write_entry(p, "TENS", 1, L->off_tens, L->tens_n); p += 16;
+    utg__artifact_write_entry(p, "DATA", 1, L->off_data, L->data_n); p += 16;
+    for (i = 0; i < w->n_s; i++) {
+        utg__artifact_write_entry(p, w->sect[i].tag, 0, L->sect_off[i], w->sect[i].n); p += 16;
+        if (w->sect[i].n) memcpy(pay + L->sect_off[i], w->sect[i].bytes, w->sect[i].n);
+    }
+}
+
+/* META at p: the key count, then each key's length, name, type and value bytes */
+static void utg__artifact_write_meta(const utg_artifact_writer *w, uint8_t *p) {
+    int i;
     utg__wr_u32le(p, (uint32_t)w->n_kv); p += 4;
     for (i = 0; i < w->n_kv; i++) {
         size_t kl = strlen(w->kv[i].key);
@@ -7541,8 +7590,14 @@ UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *co
         *p++ = (uint8_t)w->kv[i].type;
         memcpy(p, w->kv[i].bytes, w->kv[i].n); p += w->kv[i].n;
     }
-    /* TENS */
-    p = pay + off_tens;
+}
+
+/* TENS: one record per tensor (name, dtype fields, dims, plane offsets and sizes); and each tensor's
+   planes into DATA, floats and scales byte-shuffled */
+static void utg__artifact_write_tens(const utg_artifact_writer *w, const utg__wlayout *L, uint8_t *pay) {
+    uint8_t *p = pay + L->off_tens;
+    size_t off_data = L->off_data;
+    int i;
     utg__wr_u32le(p, (uint32_t)w->n_t); p += 4;
     for (i = 0; i < w->n_t; i++) {
         const utg_artifact_tensor *t = &w->t[i];
@@ -7560,23 +7615,32 @@ UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *co
         p += 16;
         /* planes */
         if (t->dtype == UTG_DT_Q) memcpy(pay + off_data + t->values_offset, t->values, t->values_size);
-        else utg__shuffle(pay + off_data + t->values_offset, (const uint8_t *)t->values, t->numel, utg__dtype_size(t->dtype));
+        else utg__shuffle(pay + off_data + t->values_offset, (const uint8_t *)t->values, t->numel,
+                          utg__dtype_size(t->dtype));
         if (t->scales_size) {
             size_t es = t->scale_kind == UTG_SCALE_TENSOR ? 4 : 2;
             utg__shuffle(pay + off_data + t->scales_offset, (const uint8_t *)t->scales, t->scales_size / es, es);
         }
     }
-    /* envelope + packed payload */
+}
+
+/* The packed payload behind its 20-byte envelope (magic, version, codec, sizes, CRC) in a new *env */
+static utg_result utg__artifact_write_envelope(utg_artifact_writer *w, const utg_codec *codec, const uint8_t *pay,
+                                               size_t total, uint8_t **envp, size_t *packed_np) {
+    size_t packed_cap, packed_n;
+    uint8_t *env;
+    utg_result r;
     packed_cap = codec->max_packed(total, codec->user);
-    if (packed_cap < total / 2 || packed_cap > 0xffffffffu - UTG_ARTIFACT_ENVELOPE) packed_cap = total + (total >> 2) + 1024;
-    env = (uint8_t *)utg__alloc(&w->alloc, UTG_ARTIFACT_ENVELOPE + packed_cap);
-    if (!env) goto fail;
+    if (packed_cap < total / 2 || packed_cap > 0xffffffffu - UTG_ARTIFACT_ENVELOPE)
+        packed_cap = total + (total >> 2) + 1024;
+    env = *envp = (uint8_t *)utg__alloc(&w->alloc, UTG_ARTIFACT_ENVELOPE + packed_cap);
+    if (!env) return UTG_ERR_NOMEM;
     packed_n = packed_cap;
-    if ((r = codec->compress(pay, total, env + UTG_ARTIFACT_ENVELOPE, &packed_n, codec->user)) != UTG_OK || packed_n > packed_cap ||
-        packed_n > 0xffffffffu - UTG_ARTIFACT_ENVELOPE) {
-        utg__msgf(&w->msg, "the %s codec failed to compress %zu bytes", codec->name ? codec->name : "given", total);
-        if (r == UTG_OK) r = UTG_ERR_BACKEND;
-        goto fail;
+    if ((r = codec->compress(pay, total, env + UTG_ARTIFACT_ENVELOPE, &packed_n, codec->user)) != UTG_OK ||
+        packed_n > packed_cap || packed_n > 0xffffffffu - UTG_ARTIFACT_ENVELOPE) {
+        utg__msgf(&w->msg, "the %s codec failed to compress %zu bytes", codec->name ? codec->name : "given",
+                  total);
+        return r == UTG_OK ? UTG_ERR_BACKEND : r;
     }
     memcpy(env, "UTGA", 4);
     env[4] = UTG_ARTIFACT_MAJOR;
@@ -7585,11 +7649,42 @@ UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *co
     utg__wr_u32le(env + 8, (uint32_t)total);
     utg__wr_u32le(env + 12, (uint32_t)packed_n);
     utg__wr_u32le(env + 16, utg_crc32(0, pay, total));
+    *packed_np = packed_n;
+    return UTG_OK;
+}
+
+UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *codec, void **out, size_t *out_size, size_t *raw_size_out) {
+    utg_codec stored = utg_codec_stored();
+    utg__wlayout L;
+    utg__plane_ord *ord = NULL;
+    uint8_t *pay = NULL, *env = NULL;
+    size_t packed_n = 0;
+    utg_result r = UTG_ERR_NOMEM;
+    if (!w || !out || !out_size) return UTG_ERR_INVALID;
+    *out = NULL;
+    *out_size = 0;
+    if (!codec) codec = &stored;
+    if (!codec->compress || !codec->max_packed || codec->id < 0 || codec->id > 255) {
+        utg__msgf(&w->msg, "codec lacks its callbacks");
+        return UTG_ERR_INVALID;
+    }
+    memset(&L, 0, sizeof L);
+    ord = (utg__plane_ord *)utg__alloc(&w->alloc, sizeof *ord * (size_t)(w->n_t ? w->n_t : 1));
+    if (!ord) goto fail;
+    if ((r = utg__artifact_write_layout(w, ord, &L)) != UTG_OK) goto fail;
+    r = UTG_ERR_NOMEM;
+    pay = (uint8_t *)utg__alloc(&w->alloc, L.total);
+    if (!pay) goto fail;
+    memset(pay, 0, L.total);
+    utg__artifact_write_directory(w, &L, pay);
+    utg__artifact_write_meta(w, pay + L.off_meta);
+    utg__artifact_write_tens(w, &L, pay);
+    if ((r = utg__artifact_write_envelope(w, codec, pay, L.total, &env, &packed_n)) != UTG_OK) goto fail;
     utg__free(&w->alloc, pay);
     utg__free(&w->alloc, ord);
     *out = env;
     *out_size = UTG_ARTIFACT_ENVELOPE + packed_n;
-    if (raw_size_out) *raw_size_out = total;
+    if (raw_size_out) *raw_size_out = L.total;
     return UTG_OK;
 fail:
     utg__free(&w->alloc, ord);
@@ -8510,114 +8605,165 @@ static void utg__export_meta(utg_model *m, utg_artifact_writer *w, const utg_ten
     utg_artifact_add_kv(w, "utg.quant.clip", UTG_KV_STR, m->cfg.quant_clip, (uint32_t)strlen(m->cfg.quant_clip));
 }
 
+/* utg_model_export's buffers and running totals */
+typedef struct utg__export {
+    float *host, *deq; /* the parameters on the host; one tensor dequantized */
+    int8_t *q;         /* one tensor's symbols */
+    uint16_t *sc;      /* one tensor's row scales, or its f16 values */
+    double *Hd;        /* one tensor's Hessian */
+    size_t maxn, maxr, maxh;
+    double wsum, wn;   /* the numel-weighted sum of relative errors and its weight */
+    utg_export_report R;
+} utg__export;
+
+/* The scratch sizes of the largest tensor, row count and Hessian; refuses a plan that quantizes a
+   tensor that is not a matrix, or to a width outside 2..8 bits. */
+static utg_result utg__export_sizes(utg_model *m, const utg_hessians *h, const utg_tensor_quant *plan,
+                                    utg__export *x) {
+    int i;
+    for (i = 0; i < m->n_tensors; i++) {
+        const utg_tensor_info *t = &m->tensors[i];
+        int hc = plan[i].dtype == UTG_DT_Q ? utg_hessians_cols(h, i) : 0;
+        if (t->numel > x->maxn) x->maxn = t->numel;
+        if ((size_t)t->shape[0] > x->maxr) x->maxr = (size_t)t->shape[0];
+        if ((size_t)hc * (size_t)hc > x->maxh) x->maxh = (size_t)hc * (size_t)hc;
+        if (plan[i].dtype == UTG_DT_Q && (t->ndim != 2 || plan[i].bits < 2 || plan[i].bits > 8)) {
+            utg__msgf(&m->msg, "tensor %s: cannot quantize to %d bits", t->name, plan[i].bits);
+            return UTG_ERR_INVALID;
+        }
+    }
+    return UTG_OK;
+}
+
+/* Tensor i quantized by its plan p (GPTQ with its Hessian, or rounding) into x's symbols and scales */
+static utg_result utg__export_quantized(utg_model *m, const utg_hessians *h, utg__export *x, int i,
+                                        utg_tensor_quant *p, const float *W, utg_artifact_tensor *at) {
+    const utg_tensor_info *ti = &m->tensors[i];
+    int rows = (int)ti->shape[0], cols = (int)ti->shape[1];
+    int have_h = utg_hessians_cols(h, i) ? utg_hessians_get(h, i, x->Hd, x->maxh) : 0;
+    utg_result r;
+    if (p->gptq && !have_h) {
+        utg__msgf(&m->msg, "tensor %s: GPTQ asked for but no Hessian was gathered", ti->name);
+        return UTG_ERR_INVALID;
+    }
+    r = utg__quant_tensor(W, rows, cols, have_h ? x->Hd : NULL, p, m->cfg.gptq_damp, x->q, x->sc, x->deq, NULL,
+                          &m->msg);
+    if (r != UTG_OK) {
+        char keep[256];
+        snprintf(keep, sizeof keep, "%s", m->msg.text);
+        utg__msgf(&m->msg, "tensor %s: %s", ti->name, keep);
+        return r;
+    }
+    at->dtype = UTG_DT_Q;
+    at->qbits = p->bits;
+    at->scale_kind = UTG_SCALE_ROW;
+    at->values = x->q;
+    at->scales = x->sc;
+    x->R.symbol_bytes += ti->numel;
+    x->R.scale_bytes += 2 * (size_t)rows;
+    x->R.entropy_bytes += (double)ti->numel * p->entropy / 8.0;
+    x->R.n_quantized++;
+    x->wsum += p->rel_err * (double)ti->numel;
+    x->wn += (double)ti->numel;
+    return UTG_OK;
+}
+
+/* Tensor ti as f16 values in x->sc, with the relative error of the rounding in p */
+static void utg__export_f16(utg__export *x, const utg_tensor_info *ti, utg_tensor_quant *p, const float *W,
+                            utg_artifact_tensor *at) {
+    uint16_t *sc = x->sc;
+    float *deq = x->deq;
+    double num = 0, den = 0;
+    size_t k;
+    for (k = 0; k < ti->numel; k++) sc[k] = utg_f32_to_f16(W[k]);
+    at->dtype = UTG_DT_F16;
+    at->values = sc;
+    p->bytes = 2 * ti->numel;
+    for (k = 0; k < ti->numel; k++) deq[k] = utg_f16_to_f32(sc[k]);
+    for (k = 0; k < ti->numel; k++) {
+        double e = (double)W[k] - deq[k];
+        num += e * e;
+        den += (double)W[k] * W[k];
+    }
+    p->rel_err = den > 0 ? num / den : 0;
+    x->R.float_bytes += p->bytes;
+    x->R.n_float++;
+}
+
+/* Tensor i of the model, converted by its plan (Q, f16 or f32), added to the writer */
+static utg_result utg__export_tensor(utg_model *m, const utg_hessians *h, utg__export *x, int i,
+                                     utg_tensor_quant *p, utg_artifact_writer *w) {
+    const utg_tensor_info *ti = &m->tensors[i];
+    const float *W = x->host + ti->offset;
+    utg_artifact_tensor at;
+    utg_result r;
+    size_t k;
+    memset(&at, 0, sizeof at);
+    snprintf(at.name, sizeof at.name, "%s", ti->name);
+    at.ndim = ti->ndim;
+    for (k = 0; k < (size_t)ti->ndim; k++) at.dims[k] = ti->shape[k];
+    if (p->dtype == UTG_DT_Q) {
+        if ((r = utg__export_quantized(m, h, x, i, p, W, &at)) != UTG_OK) return r;
+    } else if (p->dtype == UTG_DT_F16) {
+        utg__export_f16(x, ti, p, W, &at);
+    } else {
+        at.dtype = UTG_DT_F32;
+        at.values = W;
+        p->bytes = 4 * ti->numel;
+        p->rel_err = 0.0;
+        x->R.float_bytes += p->bytes;
+        x->R.n_float++;
+    }
+    if ((r = utg_artifact_add_tensor(w, &at)) != UTG_OK)
+        utg__msgf(&m->msg, "%s", utg_artifact_writer_message(w));
+    return r;
+}
+
 UTGDEF utg_result utg_model_export(utg_model *m, const utg_hessians *h, const utg_codec *codec, const char *prov,
                                    utg_tensor_quant *plan_io, void **out, size_t *out_size, utg_export_report *rep) {
     utg_tensor_quant *plan = plan_io;
     utg_artifact_writer *w = NULL;
-    float *host = NULL, *deq = NULL;
-    int8_t *q = NULL;
-    uint16_t *sc = NULL;
-    double *Hd = NULL;
+    utg__export x;
     utg_result r = UTG_ERR_NOMEM;
-    size_t maxn = 0, maxr = 0, maxh = 0, raw = 0;
-    double wsum = 0.0, wn = 0.0;
-    utg_export_report R;
+    size_t raw = 0;
     int i;
     if (!m || !out || !out_size) return UTG_ERR_INVALID;
     *out = NULL;
     *out_size = 0;
-    memset(&R, 0, sizeof R);
+    memset(&x, 0, sizeof x);
     if (!plan) {
         plan = (utg_tensor_quant *)utg__alloc(&m->alloc, sizeof *plan * (size_t)m->n_tensors);
         if (!plan) goto fail;
         utg_model_quant_plan(m, h, plan, m->n_tensors);
     }
-    for (i = 0; i < m->n_tensors; i++) {
-        const utg_tensor_info *t = &m->tensors[i];
-        int hc = plan[i].dtype == UTG_DT_Q ? utg_hessians_cols(h, i) : 0;
-        if (t->numel > maxn) maxn = t->numel;
-        if ((size_t)t->shape[0] > maxr) maxr = (size_t)t->shape[0];
-        if ((size_t)hc * (size_t)hc > maxh) maxh = (size_t)hc * (size_t)hc;
-        if (plan[i].dtype == UTG_DT_Q && (t->ndim != 2 || plan[i].bits < 2 || plan[i].bits > 8)) {
-            utg__msgf(&m->msg, "tensor %s: cannot quantize to %d bits", t->name, plan[i].bits);
-            r = UTG_ERR_INVALID;
-            goto fail;
-        }
-    }
-    host = (float *)utg__alloc(&m->alloc, sizeof(float) * m->arena_floats);
-    deq = (float *)utg__alloc(&m->alloc, sizeof(float) * maxn);
-    q = (int8_t *)utg__alloc(&m->alloc, maxn);
-    sc = (uint16_t *)utg__alloc(&m->alloc, sizeof(uint16_t) * (maxn > maxr ? maxn : maxr));
-    if (maxh) Hd = (double *)utg__alloc(&m->alloc, sizeof(double) * maxh);
-    if (!host || !deq || !q || !sc || (maxh && !Hd)) goto fail;
-    if ((r = utg_model_get(m, UTG_ARENA_PARAMS, -1, host, m->arena_floats)) != UTG_OK) goto fail;
+    if ((r = utg__export_sizes(m, h, plan, &x)) != UTG_OK) goto fail;
+    r = UTG_ERR_NOMEM;
+    x.host = (float *)utg__alloc(&m->alloc, sizeof(float) * m->arena_floats);
+    x.deq = (float *)utg__alloc(&m->alloc, sizeof(float) * x.maxn);
+    x.q = (int8_t *)utg__alloc(&m->alloc, x.maxn);
+    x.sc = (uint16_t *)utg__alloc(&m->alloc, sizeof(uint16_t) * (x.maxn > x.maxr ? x.maxn : x.maxr));
+    if (x.maxh) x.Hd = (double *)utg__alloc(&m->alloc, sizeof(double) * x.maxh);
+    if (!x.host || !x.deq || !x.q || !x.sc || (x.maxh && !x.Hd)) goto fail;
+    if ((r = utg_model_get(m, UTG_ARENA_PARAMS, -1, x.host, m->arena_floats)) != UTG_OK) goto fail;
     if ((r = utg_artifact_writer_create(&m->alloc, &w)) != UTG_OK) goto fail;
     utg__export_meta(m, w, plan);
-    for (i = 0; i < m->n_tensors; i++) {
-        const utg_tensor_info *ti = &m->tensors[i];
-        utg_tensor_quant *p = &plan[i];
-        const float *W = host + ti->offset;
-        utg_artifact_tensor at;
-        size_t k;
-        memset(&at, 0, sizeof at);
-        snprintf(at.name, sizeof at.name, "%s", ti->name);
-        at.ndim = ti->ndim;
-        for (k = 0; k < (size_t)ti->ndim; k++) at.dims[k] = ti->shape[k];
-        if (p->dtype == UTG_DT_Q) {
-            int rows = (int)ti->shape[0], cols = (int)ti->shape[1];
-            int have_h = utg_hessians_cols(h, i) ? utg_hessians_get(h, i, Hd, maxh) : 0;
-            if (p->gptq && !have_h) { utg__msgf(&m->msg, "tensor %s: GPTQ asked for but no Hessian was gathered", ti->name); r = UTG_ERR_INVALID; goto fail; }
-            if ((r = utg__quant_tensor(W, rows, cols, have_h ? Hd : NULL, p, m->cfg.gptq_damp, q, sc, deq, NULL, &m->msg)) != UTG_OK) {
-                char keep[256];
-                snprintf(keep, sizeof keep, "%s", m->msg.text);
-                utg__msgf(&m->msg, "tensor %s: %s", ti->name, keep);
-                goto fail;
-            }
-            at.dtype = UTG_DT_Q;
-            at.qbits = p->bits;
-            at.scale_kind = UTG_SCALE_ROW;
-            at.values = q;
-            at.scales = sc;
-            R.symbol_bytes += ti->numel;
-            R.scale_bytes += 2 * (size_t)rows;
-            R.entropy_bytes += (double)ti->numel * p->entropy / 8.0;
-            R.n_quantized++;
-            wsum += p->rel_err * (double)ti->numel;
-            wn += (double)ti->numel;
-        } else if (p->dtype == UTG_DT_F16) {
-            for (k = 0; k < ti->numel; k++) sc[k] = utg_f32_to_f16(W[k]);
-            at.dtype = UTG_DT_F16;
-            at.values = sc;
-            p->bytes = 2 * ti->numel;
-            for (k = 0; k < ti->numel; k++) deq[k] = utg_f16_to_f32(sc[k]);
-            { double num = 0, den = 0; for (k = 0; k < ti->numel; k++) { double e = (double)W[k] - deq[k]; num += e * e; den += (double)W[k] * W[k]; } p->rel_err = den > 0 ? num / den : 0; }
-            R.float_bytes += p->bytes;
-            R.n_float++;
-        } else {
-            at.dtype = UTG_DT_F32;
-            at.values = W;
-            p->bytes = 4 * ti->numel;
-            p->rel_err = 0.0;
-            R.float_bytes += p->bytes;
-            R.n_float++;
-        }
-        if ((r = utg_artifact_add_tensor(w, &at)) != UTG_OK) { utg__msgf(&m->msg, "%s", utg_artifact_writer_message(w)); goto fail; }
-    }
+    for (i = 0; i < m->n_tensors; i++)
+        if ((r = utg__export_tensor(m, h, &x, i, &plan[i], w)) != UTG_OK) goto fail;
     if (prov && (r = utg_artifact_add_section(w, "PROV", prov, strlen(prov))) != UTG_OK) { utg__msgf(&m->msg, "%s", utg_artifact_writer_message(w)); goto fail; }
     if ((r = utg_artifact_write(w, codec, out, out_size, &raw)) != UTG_OK) { utg__msgf(&m->msg, "%s", utg_artifact_writer_message(w)); goto fail; }
-    R.artifact_bytes = *out_size;
-    R.raw_bytes = raw;
-    R.weighted_err = wn > 0 ? wsum / wn : 0.0;
-    if (rep) *rep = R;
+    x.R.artifact_bytes = *out_size;
+    x.R.raw_bytes = raw;
+    x.R.weighted_err = x.wn > 0 ? x.wsum / x.wn : 0.0;
+    if (rep) *rep = x.R;
     r = UTG_OK;
 fail:
     if (r == UTG_ERR_NOMEM) utg__msgf(&m->msg, "out of memory exporting the artifact");
     utg_artifact_writer_destroy(w);
-    utg__free(&m->alloc, host);
-    utg__free(&m->alloc, deq);
-    utg__free(&m->alloc, q);
-    utg__free(&m->alloc, sc);
-    utg__free(&m->alloc, Hd);
+    utg__free(&m->alloc, x.host);
+    utg__free(&m->alloc, x.deq);
+    utg__free(&m->alloc, x.q);
+    utg__free(&m->alloc, x.sc);
+    utg__free(&m->alloc, x.Hd);
     if (plan != plan_io) utg__free(&m->alloc, plan);
     return r;
 }
