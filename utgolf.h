@@ -3806,90 +3806,153 @@ static void utg__skip_bwd(utg_model *m, float *G, float *gskip, float *gw, float
        PARALLEL (PR #1530): sm from norm(l1), out = r0 l0 + P0 sa + P2 sm, out1 = r1 l1 + P1 sa + P3 sm
    Each residual add is fused with the next norm (mix_rmsnorm_fwd), which writes the norm straight
    into the sublayer's acts; a pushing layer leaves its output in slot_src. */
-static void utg__layer_forward(utg_model *m, int l, const float *h0, const float *h1, int n_seqs) {
-    utg_backend *be = m->be;
+/* What the pieces of one virtual layer's forward and backward share. */
+typedef struct utg__layer_run {
+    const utg_plan_layer *pl;
+    utg__acts *A;
+    utg__layer_weights w;   /* the parameters this layer reads */
+    int N, d, n_seqs;
+    const float *skip_w;    /* the U-Net skip weights of the popped slot (NULL: no pop) */
+    const float *skip_gate; /* its skip gates (NULL: none) */
+} utg__layer_run;
+
+static void utg__layer_run_init(utg_model *m, int l, int n_seqs, utg__layer_run *L) {
     const utg_plan_layer *pl = &m->plan->layers[l];
-    utg__acts *A = &m->acts[l];
-    utg__layer_weights w;
-    int N = n_seqs * m->Tc, d = m->d, k, iter = m->iter_any;
-    const float *sw = pl->pop_slot >= 0 ? UTG__W(m->t_skip) + (size_t)pl->skip_index * d : NULL, *x, *last;
-    const float *sg = sw && m->t_skip_gates >= 0 ? UTG__W(m->t_skip_gates) + (size_t)pl->skip_index * d : NULL;
-    utg__layer_ptrs(m, l, 0, &w);
-    if (pl->lane == UTG_LANE_TWO || pl->lane == UTG_LANE_PARALLEL) {
-        const float *l0 = h0, *l1 = h1 ? h1 : h0; /* lanes start as two copies of h */
-        const float *r = w.par_resid, *P = w.par_post;
-        if (sw) {
-            utg__skip_fwd(m, A->hs, l0, m->slot_src[pl->pop_slot], sw, sg, N);
-            l0 = A->hs;
-            if (pl->lane == UTG_LANE_TWO) { /* PR #1204: the skip enters both lanes; PR #1530: lane 0 only */
-                utg__skip_fwd(m, A->hs1, l1, m->slot_src[pl->pop_slot], sw, sg, N);
-                l1 = A->hs1;
-            }
+    size_t row = (size_t)pl->skip_index * m->d;
+    L->pl = pl;
+    L->A = &m->acts[l];
+    L->N = n_seqs * m->Tc;
+    L->d = m->d;
+    L->n_seqs = n_seqs;
+    L->skip_w = pl->pop_slot >= 0 ? UTG__W(m->t_skip) + row : NULL;
+    L->skip_gate = L->skip_w && m->t_skip_gates >= 0 ? UTG__W(m->t_skip_gates) + row : NULL;
+    utg__layer_ptrs(m, l, 0, &L->w);
+}
+
+/* Two lanes (TWO_LANE, PARALLEL): the skip, the attention on lane 0, then the lane updates. */
+static void utg__layer_forward_lanes(utg_model *m, utg__layer_run *L, const float *h0, const float *h1) {
+    utg_backend *be = m->be;
+    utg__acts *A = L->A;
+    const utg__layer_weights *w = &L->w;
+    const float *l0 = h0, *l1 = h1 ? h1 : h0; /* lanes start as two copies of h */
+    const float *r = w->par_resid, *P = w->par_post;
+    int N = L->N, d = L->d, two = L->pl->lane == UTG_LANE_TWO;
+    if (L->skip_w) {
+        const float *skip = m->slot_src[L->pl->pop_slot];
+        utg__skip_fwd(m, A->hs, l0, skip, L->skip_w, L->skip_gate, N);
+        l0 = A->hs;
+        if (two) { /* PR #1204: the skip enters both lanes; PR #1530: lane 0 only */
+            utg__skip_fwd(m, A->hs1, l1, skip, L->skip_w, L->skip_gate, N);
+            l1 = A->hs1;
         }
-        A->xs = l0; /* kept for the backward: the lane inputs after the skip */
-        A->xs1 = l1;
-        be->mix_rmsnorm_fwd(be, A->hin, A->at[0].n, A->at[0].r, l0, w.resid_mix, m->x0, w.resid_mix + d, N, d, 0, m->eps);
-        utg__attn_fwd(m, &w, 0, UTG__NB(&w, 0), &A->at[0], NULL, n_seqs);
-        utg__scale(m, A->sa, A->at[0].a, w.attn_scale[0], N, d);
-        if (pl->lane == UTG_LANE_TWO) {
-            be->mix_fwd(be, A->l0a, l0, r + 0, A->sa, P + 0, N, d, UTG__SC);
-            be->mix_fwd(be, A->l1a, l1, r + 0, A->sa, P + 1, N, d, UTG__SC);
-            be->mix_rmsnorm_fwd(be, A->hin_m, A->ml.n, A->ml.r, A->l1a, w.resid_mix, m->x0, w.resid_mix + d, N, d, 0, m->eps);
-            utg__mlp_fwd(m, &w, UTG__NB(&w, 1), &A->ml, NULL, N);
-            utg__scale(m, A->sm, A->ml.m, w.mlp_scale, N, d);
-            be->mix_fwd(be, A->out, A->l0a, r + 1, A->sm, P + 2, N, d, UTG__SC);
-            be->mix_fwd(be, A->out1, A->l1a, r + 1, A->sm, P + 3, N, d, UTG__SC);
-        } else {
-            utg__mlp_fwd(m, &w, UTG__NB(&w, 1), &A->ml, l1, N);
-            utg__scale(m, A->sm, A->ml.m, w.mlp_scale, N, d);
-            be->mix_fwd(be, A->out, l0, r + 0, A->sa, P + 0, N, d, UTG__SC);
-            utg__add_scaled_by_scalar(m, A->out, A->out, A->sm, P + 2, N, d);
-            be->mix_fwd(be, A->out1, l1, r + 1, A->sa, P + 1, N, d, UTG__SC);
-            utg__add_scaled_by_scalar(m, A->out1, A->out1, A->sm, P + 3, N, d);
-        }
+    }
+    A->xs = l0; /* kept for the backward: the lane inputs after the skip */
+    A->xs1 = l1;
+    be->mix_rmsnorm_fwd(be, A->hin, A->at[0].n, A->at[0].r, l0, w->resid_mix, m->x0, w->resid_mix + d, N, d, 0,
+                        m->eps);
+    utg__attn_fwd(m, w, 0, UTG__NB(w, 0), &A->at[0], NULL, L->n_seqs);
+    utg__scale(m, A->sa, A->at[0].a, w->attn_scale[0], N, d);
+    if (two) {
+        be->mix_fwd(be, A->l0a, l0, r + 0, A->sa, P + 0, N, d, UTG__SC);
+        be->mix_fwd(be, A->l1a, l1, r + 0, A->sa, P + 1, N, d, UTG__SC);
+        be->mix_rmsnorm_fwd(be, A->hin_m, A->ml.n, A->ml.r, A->l1a, w->resid_mix, m->x0, w->resid_mix + d, N, d, 0,
+                            m->eps);
+        utg__mlp_fwd(m, w, UTG__NB(w, 1), &A->ml, NULL, N);
+        utg__scale(m, A->sm, A->ml.m, w->mlp_scale, N, d);
+        be->mix_fwd(be, A->out, A->l0a, r + 1, A->sm, P + 2, N, d, UTG__SC);
+        be->mix_fwd(be, A->out1, A->l1a, r + 1, A->sm, P + 3, N, d, UTG__SC);
         return;
     }
-    /* one lane */
-    x = h0;
-    if (sw) { utg__skip_fwd(m, A->hs, x, m->slot_src[pl->pop_slot], sw, sg, N); x = A->hs; }
+    utg__mlp_fwd(m, w, UTG__NB(w, 1), &A->ml, l1, N);
+    utg__scale(m, A->sm, A->ml.m, w->mlp_scale, N, d);
+    be->mix_fwd(be, A->out, l0, r + 0, A->sa, P + 0, N, d, UTG__SC);
+    utg__add_scaled_by_scalar(m, A->out, A->out, A->sm, P + 2, N, d);
+    be->mix_fwd(be, A->out1, l1, r + 1, A->sa, P + 1, N, d, UTG__SC);
+    utg__add_scaled_by_scalar(m, A->out1, A->out1, A->sm, P + 3, N, d);
+}
+
+/* One lane's input: xs = h0 with the popped skip added, xc = xs after the depth conditioning. */
+static const float *utg__layer_forward_input(utg_model *m, utg__layer_run *L, const float *h0) {
+    utg_backend *be = m->be;
+    utg__acts *A = L->A;
+    const utg__layer_weights *w = &L->w;
+    const float *x = h0;
+    int N = L->N, d = L->d;
+    if (L->skip_w) {
+        utg__skip_fwd(m, A->hs, x, m->slot_src[L->pl->pop_slot], L->skip_w, L->skip_gate, N);
+        x = A->hs;
+    }
     A->xs = x;
-    if (w.film_gamma) { be->mix_fwd(be, A->hc, x, w.film_gamma, NULL, w.film_beta, N, d, 0); x = A->hc; }
-    else if (w.iter_embed || w.hc_alpha) { be->mix_fwd(be, A->hc, x, w.hc_alpha, NULL, w.iter_embed, N, d, w.hc_alpha ? UTG_MIX_WX_SCALAR : 0); x = A->hc; }
+    if (w->film_gamma) {
+        be->mix_fwd(be, A->hc, x, w->film_gamma, NULL, w->film_beta, N, d, 0);
+        x = A->hc;
+    } else if (w->iter_embed || w->hc_alpha) {
+        be->mix_fwd(be, A->hc, x, w->hc_alpha, NULL, w->iter_embed, N, d, w->hc_alpha ? UTG_MIX_WX_SCALAR : 0);
+        x = A->hc;
+    }
     A->xc = x;
-    if (pl->lane == UTG_LANE_GPTJ) { /* the attention's norm is fused; the MLP normalizes hin again */
-        be->mix_rmsnorm_fwd(be, A->hin, A->at[0].n, A->at[0].r, x, w.resid_mix, m->x0, w.resid_mix + d, N, d, 0, m->eps);
-        utg__attn_fwd(m, &w, 0, UTG__NB(&w, 0), &A->at[0], NULL, n_seqs);
-        utg__mlp_fwd(m, &w, UTG__NB(&w, 1), &A->ml, A->hin, N);
-        utg__add_scaled(m, A->hmid[0], A->hin, A->at[0].a, w.attn_scale[0], N, d);
-        last = A->hmid[0];
-    } else { /* each residual add is fused with the norm of the sublayer that reads it next */
-        const float *cur = A->hin;
-        int na = 0;
-        while (na < m->n_attn && w.c_q[na]) na++; /* (DISABLE_LAYER0_ATTN: block 0 has no attention matrices) */
-        be->mix_rmsnorm_fwd(be, A->hin, na ? A->at[0].n : A->ml.n, na ? A->at[0].r : A->ml.r, x, w.resid_mix, m->x0, w.resid_mix + d, N, d, 0,
+    return x;
+}
+
+/* One lane's sublayers from xc; returns the stream before the MLP's residual add. GPT-J: both
+   sublayers read norm(hin). Otherwise each residual add is fused with the norm of the sublayer that
+   reads it next. */
+static const float *utg__layer_forward_sublayers(utg_model *m, utg__layer_run *L, const float *x) {
+    utg_backend *be = m->be;
+    utg__acts *A = L->A;
+    const utg__layer_weights *w = &L->w;
+    const float *cur = A->hin;
+    int N = L->N, d = L->d, na = 0, k;
+    if (L->pl->lane == UTG_LANE_GPTJ) { /* the attention's norm is fused; the MLP normalizes hin again */
+        be->mix_rmsnorm_fwd(be, A->hin, A->at[0].n, A->at[0].r, x, w->resid_mix, m->x0, w->resid_mix + d, N, d, 0,
                             m->eps);
-        for (k = 0; k < na; k++) {
-            utg__attn_fwd(m, &w, k, UTG__NB(&w, k), &A->at[k], NULL, n_seqs);
-            be->mix_rmsnorm_fwd(be, A->hmid[k], k + 1 < na ? A->at[k + 1].n : A->ml.n, k + 1 < na ? A->at[k + 1].r : A->ml.r, cur, NULL,
-                                A->at[k].a, w.attn_scale[k], N, d, 0, m->eps);
-            cur = A->hmid[k];
-        }
-        utg__mlp_fwd(m, &w, UTG__NB(&w, m->n_attn), &A->ml, NULL, N);
-        last = cur;
+        utg__attn_fwd(m, w, 0, UTG__NB(w, 0), &A->at[0], NULL, L->n_seqs);
+        utg__mlp_fwd(m, w, UTG__NB(w, 1), &A->ml, A->hin, N);
+        utg__add_scaled(m, A->hmid[0], A->hin, A->at[0].a, w->attn_scale[0], N, d);
+        return A->hmid[0];
     }
-    if (iter) { /* PR #1110: out = h + beta * gamma * (block(hc) - hc), hc = alpha * h + iter_embed */
-        utg__add_scaled(m, A->blk, last, A->ml.m, w.mlp_scale, N, d);
-        utg__sub(m, A->delta, A->blk, A->xc, N);
-        if (w.hc_beta) {
-            if (w.iter_scale) utg__scale(m, A->dsc, A->delta, w.iter_scale, N, d);
-            utg__add_scaled_by_scalar(m, A->out, A->xs, w.iter_scale ? A->dsc : A->delta, w.hc_beta, N, d);
-        } else {
-            utg__add_scaled(m, A->out, A->xs, A->delta, w.iter_scale, N, d);
-        }
+    while (na < m->n_attn && w->c_q[na]) na++; /* (DISABLE_LAYER0_ATTN: block 0 has no attention matrices) */
+    be->mix_rmsnorm_fwd(be, A->hin, na ? A->at[0].n : A->ml.n, na ? A->at[0].r : A->ml.r, x, w->resid_mix, m->x0,
+                        w->resid_mix + d, N, d, 0, m->eps);
+    for (k = 0; k < na; k++) {
+        float *next_n = k + 1 < na ? A->at[k + 1].n : A->ml.n, *next_r = k + 1 < na ? A->at[k + 1].r : A->ml.r;
+        utg__attn_fwd(m, w, k, UTG__NB(w, k), &A->at[k], NULL, L->n_seqs);
+        be->mix_rmsnorm_fwd(be, A->hmid[k], next_n, next_r, cur, NULL, A->at[k].a, w->attn_scale[k], N, d, 0, m->eps);
+        cur = A->hmid[k];
+    }
+    utg__mlp_fwd(m, w, UTG__NB(w, m->n_attn), &A->ml, NULL, N);
+    return cur;
+}
+
+/* One lane's output from the stream before the MLP's residual add. */
+static void utg__layer_forward_output(utg_model *m, utg__layer_run *L, const float *last) {
+    utg__acts *A = L->A;
+    const utg__layer_weights *w = &L->w;
+    int N = L->N, d = L->d;
+    if (!m->iter_any) {
+        utg__add_scaled(m, A->out, last, A->ml.m, w->mlp_scale, N, d);
+        return;
+    }
+    /* PR #1110: out = h + beta * gamma * (block(hc) - hc), hc = alpha * h + iter_embed */
+    utg__add_scaled(m, A->blk, last, A->ml.m, w->mlp_scale, N, d);
+    utg__sub(m, A->delta, A->blk, A->xc, N);
+    if (w->hc_beta) {
+        if (w->iter_scale) utg__scale(m, A->dsc, A->delta, w->iter_scale, N, d);
+        utg__add_scaled_by_scalar(m, A->out, A->xs, w->iter_scale ? A->dsc : A->delta, w->hc_beta, N, d);
     } else {
-        utg__add_scaled(m, A->out, last, A->ml.m, w.mlp_scale, N, d);
+        utg__add_scaled(m, A->out, A->xs, A->delta, w->iter_scale, N, d);
     }
-    if (pl->push_slot >= 0) m->slot_src[pl->push_slot] = A->out;
+}
+
+static void utg__layer_forward(utg_model *m, int l, const float *h0, const float *h1, int n_seqs) {
+    utg__layer_run L;
+    utg__layer_run_init(m, l, n_seqs, &L);
+    if (L.pl->lane == UTG_LANE_TWO || L.pl->lane == UTG_LANE_PARALLEL) {
+        utg__layer_forward_lanes(m, &L, h0, h1);
+        return;
+    }
+    utg__layer_forward_output(m, &L, utg__layer_forward_sublayers(m, &L, utg__layer_forward_input(m, &L, h0)));
+    if (L.pl->push_slot >= 0) m->slot_src[L.pl->push_slot] = L.A->out;
 }
 
 /* The forward pass over n_seqs rows of seq_len tokens. grad != 0 leaves d(mean loss)/dlogits in
@@ -3991,108 +4054,199 @@ UTGDEF utg_result utg_model_eval(utg_model *m, const int32_t *inputs, const int3
 /* The running gradients of the backward: lane 0 and lane 1 (current and spare buffers). */
 typedef struct utg__gstate { float *lane0, *lane0_spare, *lane1, *lane1_spare; } utg__gstate;
 
-/* Backward of virtual layer l: on entry gs->g0 (and g1 on two lanes) hold dL/d(output lanes); on
-   exit dL/d(input lanes). Every weight gradient is added, so shared weights sum their visits. */
-static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
+/* What a layer's backward adds to the layer's forward state: the gradients of its weights and of
+   the popped skip. */
+typedef struct utg__layer_grads {
+    utg__layer_weights g;   /* where the weight gradients go (added) */
+    float *g_skip_w, *g_skip_gate; /* the skip weights' and gates' gradients (NULL: none) */
+    float *g_slot;          /* dL/d(the popped slot's source), added (NULL: no pop) */
+} utg__layer_grads;
+
+static void utg__layer_grads_init(utg_model *m, int l, const utg__layer_run *L, utg__layer_grads *G) {
+    const utg_plan_layer *pl = L->pl;
+    size_t row = (size_t)pl->skip_index * m->d;
+    G->g_skip_w = pl->pop_slot >= 0 ? UTG__G(m->t_skip) + row : NULL;
+    G->g_skip_gate = L->skip_gate ? UTG__G(m->t_skip_gates) + row : NULL;
+    G->g_slot = pl->pop_slot >= 0 ? m->g_skip + (size_t)pl->pop_slot * L->N * L->d : NULL;
+    utg__layer_ptrs(m, l, 1, &G->g);
+}
+
+/* The popped skip's backward on one lane: dL/d(lane input) in place, the skip's gradients added. */
+static void utg__layer_backward_skip(utg_model *m, const utg__layer_run *L, utg__layer_grads *G, float *g_lane,
+                                     const float *out) {
+    if (!L->skip_w) return;
+    utg__skip_bwd(m, g_lane, G->g_slot, G->g_skip_w, G->g_skip_gate, out, m->slot_src[L->pl->pop_slot], L->skip_w,
+                  L->skip_gate);
+}
+
+/* TWO_LANE (PR #1204), the forward in reverse. */
+static void utg__layer_backward_two_lane(utg_model *m, const utg__layer_run *L, utg__layer_grads *G, utg__gstate *gs) {
     utg_backend *be = m->be;
-    const utg_plan_layer *pl = &m->plan->layers[l];
-    utg__acts *A = &m->acts[l];
-    utg__layer_weights w, g;
-    int N = m->n_tok, d = m->d, k, iter = m->iter_any;
+    const utg__acts *A = L->A;
+    const utg__layer_weights *w = &L->w, *g = &G->g;
+    float *G0 = gs->lane0, *G1 = gs->lane1, *Ga = m->g_lane0_mid, *Gb = m->g_lane1_mid;
+    int N = L->N, d = L->d;
     size_t Nd = (size_t)N * d;
-    const float *sw = pl->pop_slot >= 0 ? UTG__W(m->t_skip) + (size_t)pl->skip_index * d : NULL;
-    float *gsw = pl->pop_slot >= 0 ? UTG__G(m->t_skip) + (size_t)pl->skip_index * d : NULL;
-    const float *sg = sw && m->t_skip_gates >= 0 ? UTG__W(m->t_skip_gates) + (size_t)pl->skip_index * d : NULL;
-    float *gsg = sg ? UTG__G(m->t_skip_gates) + (size_t)pl->skip_index * d : NULL;
-    float *gslot = pl->pop_slot >= 0 ? m->g_skip + (size_t)pl->pop_slot * Nd : NULL, *G, *t;
-    utg__layer_ptrs(m, l, 0, &w);
-    utg__layer_ptrs(m, l, 1, &g);
+    /* out = r1*l0a + P[1,0]*sm;  out1 = r1*l1a + P[1,1]*sm;  sm = mlp_scale * MLP(resid_mix(l1a, x0)) */
+    be->mix_bwd(be, Ga, m->g_mlp_scaled, g->par_resid + 1, g->par_post + 2, G0, A->l0a, w->par_resid + 1, A->sm,
+                w->par_post + 2, N, d, UTG__SC | UTG__SET2);
+    be->mix_bwd(be, Gb, m->g_mlp_scaled, g->par_resid + 1, g->par_post + 3, G1, A->l1a, w->par_resid + 1, A->sm,
+                w->par_post + 3, N, d, UTG__SC | UTG_MIX_DX_SET);
+    be->mix_bwd(be, m->g_normed, NULL, g->mlp_scale, NULL, m->g_mlp_scaled, A->ml.m, w->mlp_scale, NULL, NULL, N, d,
+                UTG_MIX_DX_SET);
+    be->fill(be, m->g_mix_out, 0.0f, Nd);
+    utg__mlp_bwd(m, w, g, UTG__NB(w, 1), UTG__NB(g, 1), &A->ml, m->g_normed, m->g_mix_out);
+    be->mix_bwd(be, Gb, m->g_x0, g->resid_mix, g->resid_mix + d, m->g_mix_out, A->l1a, w->resid_mix, m->x0,
+                w->resid_mix + d, N, d, 0);
+    /* l0a = r0*xs + P[0,0]*sa;  l1a = r0*xs1 + P[0,1]*sa;  sa = attn_scale * Attn(resid_mix(xs, x0)) */
+    be->mix_bwd(be, G0, m->g_attn_scaled, g->par_resid, g->par_post + 0, Ga, A->xs, w->par_resid, A->sa,
+                w->par_post + 0, N, d, UTG__SC | UTG__SET2);
+    be->mix_bwd(be, G1, m->g_attn_scaled, g->par_resid, g->par_post + 1, Gb, A->xs1, w->par_resid, A->sa,
+                w->par_post + 1, N, d, UTG__SC | UTG_MIX_DX_SET);
+    be->mix_bwd(be, m->g_attn_out, NULL, g->attn_scale[0], NULL, m->g_attn_scaled, A->at[0].a, w->attn_scale[0], NULL,
+                NULL, N, d, UTG_MIX_DX_SET);
+    be->fill(be, m->g_mix_out, 0.0f, Nd);
+    utg__attn_bwd(m, w, g, 0, UTG__NB(w, 0), UTG__NB(g, 0), &A->at[0], m->g_attn_out, m->g_mix_out);
+    be->mix_bwd(be, G0, m->g_x0, g->resid_mix, g->resid_mix + d, m->g_mix_out, A->xs, w->resid_mix, m->x0,
+                w->resid_mix + d, N, d, 0);
+    utg__layer_backward_skip(m, L, G, G0, A->hs);
+    utg__layer_backward_skip(m, L, G, G1, A->hs1);
+}
+
+/* PARALLEL (PR #1530), the forward in reverse; the lanes' gradients end in the spare buffers,
+   which then become the current ones. */
+static void utg__layer_backward_parallel(utg_model *m, const utg__layer_run *L, utg__layer_grads *G, utg__gstate *gs) {
+    utg_backend *be = m->be;
+    const utg__acts *A = L->A;
+    const utg__layer_weights *w = &L->w, *g = &G->g;
+    float *G0 = gs->lane0, *G1 = gs->lane1, *Ga = gs->lane0_spare, *Gb = gs->lane1_spare;
+    int N = L->N, d = L->d;
+    /* out = r0*xs + P[0,0]*sa + P[1,0]*sm;  out1 = r1*xs1 + P[0,1]*sa + P[1,1]*sm */
+    be->mix_bwd(be, Ga, m->g_attn_scaled, g->par_resid + 0, g->par_post + 0, G0, A->xs, w->par_resid + 0, A->sa,
+                w->par_post + 0, N, d, UTG__SC | UTG__SET2);
+    be->mix_bwd(be, NULL, m->g_mlp_scaled, NULL, g->par_post + 2, G0, NULL, NULL, A->sm, w->par_post + 2, N, d,
+                UTG_MIX_WZ_SCALAR | UTG_MIX_DZ_SET);
+    be->mix_bwd(be, Gb, m->g_attn_scaled, g->par_resid + 1, g->par_post + 1, G1, A->xs1, w->par_resid + 1, A->sa,
+                w->par_post + 1, N, d, UTG__SC | UTG_MIX_DX_SET);
+    be->mix_bwd(be, NULL, m->g_mlp_scaled, NULL, g->par_post + 3, G1, NULL, NULL, A->sm, w->par_post + 3, N, d,
+                UTG_MIX_WZ_SCALAR);
+    /* sm = mlp_scale * MLP(xs1): the MLP reads lane 1 directly */
+    be->mix_bwd(be, m->g_normed, NULL, g->mlp_scale, NULL, m->g_mlp_scaled, A->ml.m, w->mlp_scale, NULL, NULL, N, d,
+                UTG_MIX_DX_SET);
+    utg__mlp_bwd(m, w, g, UTG__NB(w, 1), UTG__NB(g, 1), &A->ml, m->g_normed, Gb);
+    /* sa = attn_scale * Attn(resid_mix(xs, x0)) */
+    be->mix_bwd(be, m->g_attn_out, NULL, g->attn_scale[0], NULL, m->g_attn_scaled, A->at[0].a, w->attn_scale[0], NULL,
+                NULL, N, d, UTG_MIX_DX_SET);
+    be->fill(be, m->g_mix_out, 0.0f, (size_t)N * d);
+    utg__attn_bwd(m, w, g, 0, UTG__NB(w, 0), UTG__NB(g, 0), &A->at[0], m->g_attn_out, m->g_mix_out);
+    be->mix_bwd(be, Ga, m->g_x0, g->resid_mix, g->resid_mix + d, m->g_mix_out, A->xs, w->resid_mix, m->x0,
+                w->resid_mix + d, N, d, 0);
+    utg__layer_backward_skip(m, L, G, Ga, A->hs);
+    gs->lane0 = Ga;
+    gs->lane0_spare = G0;
+    gs->lane1 = Gb;
+    gs->lane1_spare = G1;
+}
+
+/* One lane, ITER_SCALE / SHC: out = xs + [beta *] gamma * delta, delta = blk - xc. G = dL/dout
+   becomes dL/dblk; the identity path's share stays in g_depth_cond[0] and d(delta) in [1]. */
+static void utg__layer_backward_iter_out(utg_model *m, const utg__layer_run *L, utg__layer_grads *G, float *Gout) {
+    utg_backend *be = m->be;
+    const utg__acts *A = L->A;
+    const utg__layer_weights *w = &L->w, *g = &G->g;
+    int N = L->N, d = L->d;
+    size_t Nd = (size_t)N * d;
+    float *ID = m->g_depth_cond, *DD = m->g_depth_cond + Nd;
+    be->copy(be, ID, Gout, Nd);
+    if (w->hc_beta) { /* T1 = beta G (g_attn_out is free until the attention's backward) */
+        float *T1 = w->iter_scale ? m->g_attn_out : DD;
+        be->mix_bwd(be, NULL, T1, NULL, g->hc_beta, Gout, NULL, NULL, w->iter_scale ? A->dsc : A->delta, w->hc_beta, N,
+                    d, UTG_MIX_WZ_SCALAR | UTG_MIX_DZ_SET);
+        if (w->iter_scale)
+            be->mix_bwd(be, NULL, DD, NULL, g->iter_scale, T1, NULL, NULL, A->delta, w->iter_scale, N, d, UTG_MIX_DZ_SET);
+    } else {
+        be->mix_bwd(be, NULL, DD, NULL, g->iter_scale, Gout, NULL, NULL, A->delta, w->iter_scale, N, d, UTG_MIX_DZ_SET);
+    }
+    be->copy(be, Gout, DD, Nd); /* dL/dblk */
+}
+
+/* One lane's sublayers in reverse, from G = dL/d(the MLP's residual sum), which becomes dL/dhin. */
+static void utg__layer_backward_sublayers(utg_model *m, const utg__layer_run *L, utg__layer_grads *G, float *Gh) {
+    utg_backend *be = m->be;
+    const utg__acts *A = L->A;
+    const utg__layer_weights *w = &L->w, *g = &G->g;
+    int N = L->N, d = L->d, k;
+    /* (blk or out) = last + mlp_scale * m: the identity path keeps G */
+    be->mix_bwd(be, NULL, m->g_normed, NULL, g->mlp_scale, Gh, NULL, NULL, A->ml.m, w->mlp_scale, N, d, UTG_MIX_DZ_SET);
+    if (L->pl->lane == UTG_LANE_GPTJ) { /* hmid = hin + attn_scale * a; the MLP read hin too */
+        be->mix_bwd(be, NULL, m->g_attn_out, NULL, g->attn_scale[0], Gh, NULL, NULL, A->at[0].a, w->attn_scale[0], N, d,
+                    UTG_MIX_DZ_SET);
+        utg__mlp_bwd(m, w, g, UTG__NB(w, 1), UTG__NB(g, 1), &A->ml, m->g_normed, Gh);
+        utg__attn_bwd(m, w, g, 0, UTG__NB(w, 0), UTG__NB(g, 0), &A->at[0], m->g_attn_out, Gh);
+        return;
+    }
+    utg__mlp_bwd(m, w, g, UTG__NB(w, m->n_attn), UTG__NB(g, m->n_attn), &A->ml, m->g_normed, Gh);
+    for (k = m->n_attn - 1; k >= 0; k--) { /* hmid[k] = (hmid[k-1] or hin) + attn_scale_k * a_k */
+        if (!w->c_q[k]) continue;
+        be->mix_bwd(be, NULL, m->g_attn_out, NULL, g->attn_scale[k], Gh, NULL, NULL, A->at[k].a, w->attn_scale[k], N, d,
+                    UTG_MIX_DZ_SET);
+        utg__attn_bwd(m, w, g, k, UTG__NB(w, k), UTG__NB(g, k), &A->at[k], m->g_attn_out, Gh);
+    }
+}
+
+static void utg__gstate_swap0(utg__gstate *gs) {
+    float *t = gs->lane0;
+    gs->lane0 = gs->lane0_spare;
+    gs->lane0_spare = t;
+}
+
+/* One lane's input in reverse: hin = resid_mix[0] * xc + resid_mix[1] * x0, then the depth
+   conditioning and the popped skip; leaves dL/d(the layer input) in gs->lane0. */
+static void utg__layer_backward_input(utg_model *m, const utg__layer_run *L, utg__layer_grads *G, utg__gstate *gs) {
+    utg_backend *be = m->be;
+    const utg__acts *A = L->A;
+    const utg__layer_weights *w = &L->w, *g = &G->g;
+    int N = L->N, d = L->d;
+    size_t Nd = (size_t)N * d;
+    be->mix_bwd(be, gs->lane0_spare, m->g_x0, g->resid_mix, g->resid_mix + d, gs->lane0, A->xc, w->resid_mix, m->x0,
+                w->resid_mix + d, N, d, UTG_MIX_DX_SET);
+    utg__gstate_swap0(gs);
+    if (m->iter_any) { /* xc = [alpha *] xs [+ iter_embed]: dxc = (block path) - d(delta); dxs = [alpha *] dxc + identity */
+        float *ID = m->g_depth_cond, *DD = m->g_depth_cond + Nd;
+        utg__sub(m, gs->lane0, gs->lane0, DD, N);
+        be->mix_bwd(be, ID, NULL, g->hc_alpha, g->iter_embed, gs->lane0, A->xs, w->hc_alpha, NULL, w->iter_embed, N, d,
+                    w->hc_alpha ? UTG_MIX_WX_SCALAR : 0);
+        be->copy(be, gs->lane0, ID, Nd);
+    } else if (w->film_gamma) { /* xc = gamma * xs + beta */
+        be->mix_bwd(be, gs->lane0_spare, NULL, g->film_gamma, g->film_beta, gs->lane0, A->xs, w->film_gamma, NULL,
+                    w->film_beta, N, d, UTG_MIX_DX_SET);
+        utg__gstate_swap0(gs);
+    }
+    utg__layer_backward_skip(m, L, G, gs->lane0, A->hs);
+}
+
+/* Backward of virtual layer l: on entry gs->lane0 (and lane1 on two lanes) hold dL/d(output lanes);
+   on exit dL/d(input lanes). Every weight gradient is added, so shared weights sum their visits. */
+static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
+    utg__layer_run L;
+    utg__layer_grads G;
+    const utg_plan_layer *pl;
+    utg__layer_run_init(m, l, m->n_tok / m->Tc, &L);
+    utg__layer_grads_init(m, l, &L, &G);
+    pl = L.pl;
     if (pl->lane == UTG_LANE_TWO) {
-        float *G0 = gs->lane0, *G1 = gs->lane1, *Ga = m->g_lane0_mid, *Gb = m->g_lane1_mid;
-        /* out = r1*l0a + P[1,0]*sm;  out1 = r1*l1a + P[1,1]*sm;  sm = mlp_scale * MLP(resid_mix(l1a, x0)) */
-        be->mix_bwd(be, Ga, m->g_mlp_scaled, g.par_resid + 1, g.par_post + 2, G0, A->l0a, w.par_resid + 1, A->sm, w.par_post + 2, N, d, UTG__SC | UTG__SET2);
-        be->mix_bwd(be, Gb, m->g_mlp_scaled, g.par_resid + 1, g.par_post + 3, G1, A->l1a, w.par_resid + 1, A->sm, w.par_post + 3, N, d, UTG__SC | UTG_MIX_DX_SET);
-        be->mix_bwd(be, m->g_normed, NULL, g.mlp_scale, NULL, m->g_mlp_scaled, A->ml.m, w.mlp_scale, NULL, NULL, N, d, UTG_MIX_DX_SET);
-        be->fill(be, m->g_mix_out, 0.0f, Nd);
-        utg__mlp_bwd(m, &w, &g, UTG__NB(&w, 1), UTG__NB(&g, 1), &A->ml, m->g_normed, m->g_mix_out);
-        be->mix_bwd(be, Gb, m->g_x0, g.resid_mix, g.resid_mix + d, m->g_mix_out, A->l1a, w.resid_mix, m->x0, w.resid_mix + d, N, d, 0);
-        /* l0a = r0*xs + P[0,0]*sa;  l1a = r0*xs1 + P[0,1]*sa;  sa = attn_scale * Attn(resid_mix(xs, x0)) */
-        be->mix_bwd(be, G0, m->g_attn_scaled, g.par_resid, g.par_post + 0, Ga, A->xs, w.par_resid, A->sa, w.par_post + 0, N, d, UTG__SC | UTG__SET2);
-        be->mix_bwd(be, G1, m->g_attn_scaled, g.par_resid, g.par_post + 1, Gb, A->xs1, w.par_resid, A->sa, w.par_post + 1, N, d, UTG__SC | UTG_MIX_DX_SET);
-        be->mix_bwd(be, m->g_attn_out, NULL, g.attn_scale[0], NULL, m->g_attn_scaled, A->at[0].a, w.attn_scale[0], NULL, NULL, N, d, UTG_MIX_DX_SET);
-        be->fill(be, m->g_mix_out, 0.0f, Nd);
-        utg__attn_bwd(m, &w, &g, 0, UTG__NB(&w, 0), UTG__NB(&g, 0), &A->at[0], m->g_attn_out, m->g_mix_out);
-        be->mix_bwd(be, G0, m->g_x0, g.resid_mix, g.resid_mix + d, m->g_mix_out, A->xs, w.resid_mix, m->x0, w.resid_mix + d, N, d, 0);
-        if (sw) {
-            utg__skip_bwd(m, G0, gslot, gsw, gsg, A->hs, m->slot_src[pl->pop_slot], sw, sg);
-            utg__skip_bwd(m, G1, gslot, gsw, gsg, A->hs1, m->slot_src[pl->pop_slot], sw, sg);
-        }
+        utg__layer_backward_two_lane(m, &L, &G, gs);
         return;
     }
     if (pl->lane == UTG_LANE_PARALLEL) {
-        float *G0 = gs->lane0, *G1 = gs->lane1, *Ga = gs->lane0_spare, *Gb = gs->lane1_spare;
-        /* out = r0*xs + P[0,0]*sa + P[1,0]*sm;  out1 = r1*xs1 + P[0,1]*sa + P[1,1]*sm */
-        be->mix_bwd(be, Ga, m->g_attn_scaled, g.par_resid + 0, g.par_post + 0, G0, A->xs, w.par_resid + 0, A->sa, w.par_post + 0, N, d, UTG__SC | UTG__SET2);
-        be->mix_bwd(be, NULL, m->g_mlp_scaled, NULL, g.par_post + 2, G0, NULL, NULL, A->sm, w.par_post + 2, N, d, UTG_MIX_WZ_SCALAR | UTG_MIX_DZ_SET);
-        be->mix_bwd(be, Gb, m->g_attn_scaled, g.par_resid + 1, g.par_post + 1, G1, A->xs1, w.par_resid + 1, A->sa, w.par_post + 1, N, d, UTG__SC | UTG_MIX_DX_SET);
-        be->mix_bwd(be, NULL, m->g_mlp_scaled, NULL, g.par_post + 3, G1, NULL, NULL, A->sm, w.par_post + 3, N, d, UTG_MIX_WZ_SCALAR);
-        /* sm = mlp_scale * MLP(xs1): the MLP reads lane 1 directly */
-        be->mix_bwd(be, m->g_normed, NULL, g.mlp_scale, NULL, m->g_mlp_scaled, A->ml.m, w.mlp_scale, NULL, NULL, N, d, UTG_MIX_DX_SET);
-        utg__mlp_bwd(m, &w, &g, UTG__NB(&w, 1), UTG__NB(&g, 1), &A->ml, m->g_normed, Gb);
-        /* sa = attn_scale * Attn(resid_mix(xs, x0)) */
-        be->mix_bwd(be, m->g_attn_out, NULL, g.attn_scale[0], NULL, m->g_attn_scaled, A->at[0].a, w.attn_scale[0], NULL, NULL, N, d, UTG_MIX_DX_SET);
-        be->fill(be, m->g_mix_out, 0.0f, Nd);
-        utg__attn_bwd(m, &w, &g, 0, UTG__NB(&w, 0), UTG__NB(&g, 0), &A->at[0], m->g_attn_out, m->g_mix_out);
-        be->mix_bwd(be, Ga, m->g_x0, g.resid_mix, g.resid_mix + d, m->g_mix_out, A->xs, w.resid_mix, m->x0, w.resid_mix + d, N, d, 0);
-        if (sw) utg__skip_bwd(m, Ga, gslot, gsw, gsg, A->hs, m->slot_src[pl->pop_slot], sw, sg);
-        gs->lane0 = Ga; gs->lane0_spare = G0; gs->lane1 = Gb; gs->lane1_spare = G1;
+        utg__layer_backward_parallel(m, &L, &G, gs);
         return;
     }
-    /* one lane */
-    G = gs->lane0;
     if (pl->push_slot >= 0) /* a later layer read this output through the skip stack */
-        utg__add(m, G, G, m->g_skip + (size_t)pl->push_slot * Nd, N, d);
-    if (iter) { /* out = xs + [beta *] gamma * delta, delta = blk - xc */
-        float *ID = m->g_depth_cond, *DD = m->g_depth_cond + Nd;
-        be->copy(be, ID, G, Nd);
-        if (w.hc_beta) { /* T1 = beta G (g_a is free until the attention's backward) */
-            float *T1 = w.iter_scale ? m->g_attn_out : DD;
-            be->mix_bwd(be, NULL, T1, NULL, g.hc_beta, G, NULL, NULL, w.iter_scale ? A->dsc : A->delta, w.hc_beta, N, d, UTG_MIX_WZ_SCALAR | UTG_MIX_DZ_SET);
-            if (w.iter_scale) be->mix_bwd(be, NULL, DD, NULL, g.iter_scale, T1, NULL, NULL, A->delta, w.iter_scale, N, d, UTG_MIX_DZ_SET);
-        } else {
-            be->mix_bwd(be, NULL, DD, NULL, g.iter_scale, G, NULL, NULL, A->delta, w.iter_scale, N, d, UTG_MIX_DZ_SET);
-        }
-        be->copy(be, G, DD, Nd); /* dL/dblk */
-    }
-    /* (blk or out) = last + mlp_scale * m: the identity path keeps G */
-    be->mix_bwd(be, NULL, m->g_normed, NULL, g.mlp_scale, G, NULL, NULL, A->ml.m, w.mlp_scale, N, d, UTG_MIX_DZ_SET);
-    if (pl->lane == UTG_LANE_GPTJ) { /* hmid = hin + attn_scale * a; the MLP read hin too */
-        be->mix_bwd(be, NULL, m->g_attn_out, NULL, g.attn_scale[0], G, NULL, NULL, A->at[0].a, w.attn_scale[0], N, d, UTG_MIX_DZ_SET);
-        utg__mlp_bwd(m, &w, &g, UTG__NB(&w, 1), UTG__NB(&g, 1), &A->ml, m->g_normed, G);
-        utg__attn_bwd(m, &w, &g, 0, UTG__NB(&w, 0), UTG__NB(&g, 0), &A->at[0], m->g_attn_out, G);
-    } else {
-        utg__mlp_bwd(m, &w, &g, UTG__NB(&w, m->n_attn), UTG__NB(&g, m->n_attn), &A->ml, m->g_normed, G);
-        for (k = m->n_attn - 1; k >= 0; k--) { /* hmid[k] = (hmid[k-1] or hin) + attn_scale_k * a_k */
-            if (!w.c_q[k]) continue;
-            be->mix_bwd(be, NULL, m->g_attn_out, NULL, g.attn_scale[k], G, NULL, NULL, A->at[k].a, w.attn_scale[k], N, d, UTG_MIX_DZ_SET);
-            utg__attn_bwd(m, &w, &g, k, UTG__NB(&w, k), UTG__NB(&g, k), &A->at[k], m->g_attn_out, G);
-        }
-    }
-    /* hin = resid_mix[0] * xc + resid_mix[1] * x0 */
-    be->mix_bwd(be, gs->lane0_spare, m->g_x0, g.resid_mix, g.resid_mix + d, G, A->xc, w.resid_mix, m->x0, w.resid_mix + d, N, d, UTG_MIX_DX_SET);
-    t = gs->lane0; gs->lane0 = gs->lane0_spare; gs->lane0_spare = t;
-    G = gs->lane0;
-    if (iter) { /* xc = [alpha *] xs [+ iter_embed]: dxc = (block path) - d(delta); dxs = [alpha *] dxc + the identity path */
-        float *ID = m->g_depth_cond, *DD = m->g_depth_cond + Nd;
-        utg__sub(m, G, G, DD, N);
-        be->mix_bwd(be, ID, NULL, g.hc_alpha, g.iter_embed, G, A->xs, w.hc_alpha, NULL, w.iter_embed, N, d, w.hc_alpha ? UTG_MIX_WX_SCALAR : 0);
-        be->copy(be, G, ID, Nd);
-    } else if (w.film_gamma) { /* xc = gamma * xs + beta */
-        be->mix_bwd(be, gs->lane0_spare, NULL, g.film_gamma, g.film_beta, G, A->xs, w.film_gamma, NULL, w.film_beta, N, d, UTG_MIX_DX_SET);
-        t = gs->lane0; gs->lane0 = gs->lane0_spare; gs->lane0_spare = t;
-        G = gs->lane0;
-    }
-    if (sw) utg__skip_bwd(m, G, gslot, gsw, gsg, A->hs, m->slot_src[pl->pop_slot], sw, sg);
+        utg__add(m, gs->lane0, gs->lane0, m->g_skip + (size_t)pl->push_slot * L.N * L.d, L.N, L.d);
+    if (m->iter_any) utg__layer_backward_iter_out(m, &L, &G, gs->lane0);
+    utg__layer_backward_sublayers(m, &L, &G, gs->lane0);
+    utg__layer_backward_input(m, &L, &G, gs);
 }
 
 UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
