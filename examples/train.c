@@ -60,7 +60,10 @@ static void sink_write(sink *s, const char *bytes, size_t n) {
     while (s->fd >= 0 && !s->err && n > 0) {
         ssize_t w = write(s->fd, bytes, n);
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) { s->err = w < 0 ? errno : EIO; break; }
+        if (w <= 0) {
+            s->err = w < 0 ? errno : EIO;
+            break;
+        }
         bytes += w;
         n -= (size_t)w;
     }
@@ -194,7 +197,8 @@ static void load_curves(const char *path, curve *train, curve *val, curve *plans
     if (!f) return;
     train->n = val->n = plans->n = 0;
     while (fgets(line, sizeof line, f)) {
-        const char *ps = strstr(line, "\"step\":"), *pt = strstr(line, "\"train_loss\":"), *pv = strstr(line, "\"val_loss\":");
+        const char *ps = strstr(line, "\"step\":"), *pt = strstr(line, "\"train_loss\":"),
+                   *pv = strstr(line, "\"val_loss\":");
         const char *pp = strstr(line, "\"virtual_layers\":");
         double st;
         if (!ps) continue;
@@ -211,89 +215,158 @@ static double nice_step(double range, int ticks) {
     return (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * mag;
 }
 
-/* The picture is drawn into memory and written with utg_write_file: loss.svg is replaced whole or
-   not at all. 0, or -1 with the reason in msg. */
-static int write_svg(const char *path, const curve *train, const curve *val, const curve *plans, const char *title, utg_msg *msg) {
-    const double W = 720, H = 420, L = 64, R = 20, T = 40, B = 50;
-    double x0 = 0, x1 = 1, y0 = 1e300, y1 = -1e300, st;
-    const curve *cs[2];
-    const char *colors[2] = {"#1f77b4", "#d62728"}, *names[2] = {"train loss", "val loss"};
-    FILE *f;
-    char *svg = NULL;
-    size_t svg_size = 0;
-    int k, i, rc;
-    cs[0] = train;
-    cs[1] = val;
+/* The chart's size and margins in pixels, and the ranges its axes show. */
+#define SVG_W 720.0
+#define SVG_H 420.0
+#define SVG_L 64.0
+#define SVG_R 20.0
+#define SVG_T 40.0
+#define SVG_B 50.0
+typedef struct svg_frame {
+    double x0, x1, y0, y1;
+} svg_frame;
+#define SVG_PLOT_W (SVG_W - SVG_L - SVG_R)
+#define SVG_PLOT_H (SVG_H - SVG_T - SVG_B)
+/* a step and a loss as pixels; losses above the range are drawn at its top edge */
+#define PX(v) (SVG_L + ((v) - fr->x0) / (fr->x1 - fr->x0) * SVG_PLOT_W)
+#define PY(v) (SVG_H - SVG_B - (((v) < fr->y1 ? (v) : fr->y1) - fr->y0) / (fr->y1 - fr->y0) * SVG_PLOT_H)
+
+/* The ranges of the train (cs[0]) and val (cs[1]) curves: steps from 0, losses rounded out to whole
+   ticks. The y range leaves out the train loss of the first 2% of steps (the early transient would
+   flatten everything else). Returns the step between y ticks. */
+static double svg_frame_of(const curve *const *cs, svg_frame *fr) {
+    double st;
+    int k, i;
+    fr->x0 = 0;
+    fr->x1 = 1;
+    fr->y0 = 1e300;
+    fr->y1 = -1e300;
     for (k = 0; k < 2; k++)
         for (i = 0; i < cs[k]->n; i++)
-            if (cs[k]->x[i] > x1) x1 = cs[k]->x[i];
-    /* the y range leaves out the train loss of the first 2% of steps (the early transient would
-       flatten everything else); points above the range are drawn at its top edge */
+            if (cs[k]->x[i] > fr->x1) fr->x1 = cs[k]->x[i];
     for (k = 0; k < 2; k++)
         for (i = 0; i < cs[k]->n; i++) {
-            if (k == 0 && cs[k]->x[i] < 0.02 * x1 && cs[k]->n > 50) continue;
+            if (k == 0 && cs[k]->x[i] < 0.02 * fr->x1 && cs[k]->n > 50) continue;
             if (isfinite(cs[k]->y[i])) {
-                if (cs[k]->y[i] < y0) y0 = cs[k]->y[i];
-                if (cs[k]->y[i] > y1) y1 = cs[k]->y[i];
+                if (cs[k]->y[i] < fr->y0) fr->y0 = cs[k]->y[i];
+                if (cs[k]->y[i] > fr->y1) fr->y1 = cs[k]->y[i];
             }
         }
-    if (y0 > y1) { y0 = 0; y1 = 1; }
-    if (y1 - y0 < 1e-6) { y0 -= 0.5; y1 += 0.5; }
-    st = nice_step(y1 - y0, 6);
-    y0 = floor(y0 / st) * st;
-    y1 = ceil(y1 / st) * st;
-    f = open_memstream(&svg, &svg_size);
-    if (!f) { snprintf(msg->text, sizeof msg->text, "out of memory drawing '%.200s'", path); return -1; }
-#define PX(v) (L + ((v) - x0) / (x1 - x0) * (W - L - R))
-#define PY(v) (H - B - (((v) < y1 ? (v) : y1) - y0) / (y1 - y0) * (H - T - B))
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
+    if (fr->y0 > fr->y1) {
+        fr->y0 = 0;
+        fr->y1 = 1;
+    }
+    if (fr->y1 - fr->y0 < 1e-6) {
+        fr->y0 -= 0.5;
+        fr->y1 += 0.5;
+    }
+    st = nice_step(fr->y1 - fr->y0, 6);
+    fr->y0 = floor(fr->y0 / st) * st;
+    fr->y1 = ceil(fr->y1 / st) * st;
+    return st;
+}
+
+/* The page, the title (escaped), the grid with its labels every yst in y, the frame. */
+static void svg_axes(FILE *f, const svg_frame *fr, double yst, const char *title) {
+    double st = nice_step(fr->x1 - fr->x0, 8);
+    int i;
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n", SVG_W, SVG_H);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-    fprintf(f, "<text x=\"%.0f\" y=\"24\" font-size=\"15\">", L);
-    for (i = 0; title[i]; i++) { /* escape the title */
+    fprintf(f, "<text x=\"%.0f\" y=\"24\" font-size=\"15\">", SVG_L);
+    for (i = 0; title[i]; i++) {
         if (title[i] == '<') fputs("&lt;", f);
         else if (title[i] == '&') fputs("&amp;", f);
         else if (title[i] == '>') fputs("&gt;", f);
         else fputc(title[i], f);
     }
     fprintf(f, "</text>\n");
-    for (i = 0; y0 + i * st <= y1 + st * 1e-9; i++) {
-        double v = y0 + i * st;
-        fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>", L, W - R, PY(v), PY(v));
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.3g</text>\n", L - 6, PY(v) + 4, v);
+    for (i = 0; fr->y0 + i * yst <= fr->y1 + yst * 1e-9; i++) {
+        double v = fr->y0 + i * yst;
+        fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>", SVG_L,
+                SVG_W - SVG_R, PY(v), PY(v));
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.3g</text>\n", SVG_L - 6, PY(v) + 4, v);
     }
-    st = nice_step(x1 - x0, 8);
-    for (i = 0; x0 + i * st <= x1 + st * 1e-9; i++) {
-        double v = x0 + i * st;
-        fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>", PX(v), PX(v), T, H - B);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.0f</text>\n", PX(v), H - B + 16, v);
+    for (i = 0; fr->x0 + i * st <= fr->x1 + st * 1e-9; i++) {
+        double v = fr->x0 + i * st;
+        fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>", PX(v), PX(v),
+                SVG_T, SVG_H - SVG_B);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.0f</text>\n", PX(v),
+                SVG_H - SVG_B + 16, v);
     }
-    fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#444\"/>\n", L, T, W - L - R, H - T - B);
-    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">step</text>\n", (L + W - R) / 2, H - 12);
-    fprintf(f, "<text x=\"16\" y=\"%.0f\" transform=\"rotate(-90 16 %.0f)\" text-anchor=\"middle\">loss (nats/token)</text>\n",
-            (T + H - B) / 2, (T + H - B) / 2);
+    fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#444\"/>\n",
+            SVG_L, SVG_T, SVG_PLOT_W, SVG_PLOT_H);
+    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">step</text>\n",
+            (SVG_L + SVG_W - SVG_R) / 2, SVG_H - 12);
+    fprintf(f, "<text x=\"16\" y=\"%.0f\" transform=\"rotate(-90 16 %.0f)\" text-anchor=\"middle\">"
+               "loss (nats/token)</text>\n", (SVG_T + SVG_H - SVG_B) / 2, (SVG_T + SVG_H - SVG_B) / 2);
+}
+
+/* The train (cs[0]) and val (cs[1], with a dot per point) curves, each with its legend entry. */
+static void svg_curves(FILE *f, const svg_frame *fr, const curve *const *cs) {
+    const char *colors[2] = {"#1f77b4", "#d62728"}, *names[2] = {"train loss", "val loss"};
+    int k, i;
     for (k = 0; k < 2; k++) {
+        double legend_y = SVG_T + 16 + 18.0 * k;
         if (cs[k]->n == 0) continue;
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\" points=\"", colors[k], k ? "2" : "1.2");
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\" points=\"", colors[k],
+                k ? "2" : "1.2");
         for (i = 0; i < cs[k]->n; i++)
             if (isfinite(cs[k]->y[i])) fprintf(f, "%.1f,%.1f ", PX(cs[k]->x[i]), PY(cs[k]->y[i]));
         fprintf(f, "\"/>\n");
-        if (k == 1)
-            for (i = 0; i < cs[k]->n; i++)
-                if (isfinite(cs[k]->y[i]))
-                    fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", PX(cs[k]->x[i]), PY(cs[k]->y[i]), colors[k]);
-        fprintf(f, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\"/>", W - R - 130, W - R - 110,
-                T + 16 + 18.0 * k, T + 16 + 18.0 * k, colors[k]);
-        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">%s</text>\n", W - R - 104, T + 20 + 18.0 * k, names[k]);
+        for (i = 0; k == 1 && i < cs[k]->n; i++)
+            if (isfinite(cs[k]->y[i]))
+                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", PX(cs[k]->x[i]),
+                        PY(cs[k]->y[i]), colors[k]);
+        fprintf(f, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\"/>",
+                SVG_W - SVG_R - 130, SVG_W - SVG_R - 110, legend_y, legend_y, colors[k]);
+        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">%s</text>\n", SVG_W - SVG_R - 104, SVG_T + 20 + 18.0 * k,
+                names[k]);
     }
-    for (i = 0; i < plans->n; i++) { /* depth-plan switches: a dashed line, labelled with the new depth */
-        fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#2ca02c\" stroke-dasharray=\"5,4\"/>",
-                PX(plans->x[i]), PX(plans->x[i]), T, H - B);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" fill=\"#2ca02c\">%.0f layers</text>\n", PX(plans->x[i]) + 4, T + 14, plans->y[i]);
+}
+
+/* Depth-plan switches: a dashed line each, labelled with the new depth. */
+static void svg_plans(FILE *f, const svg_frame *fr, const curve *plans) {
+    int i;
+    for (i = 0; i < plans->n; i++) {
+        fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" "
+                   "stroke=\"#2ca02c\" stroke-dasharray=\"5,4\"/>",
+                PX(plans->x[i]), PX(plans->x[i]), SVG_T, SVG_H - SVG_B);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" fill=\"#2ca02c\">%.0f layers</text>\n", PX(plans->x[i]) + 4,
+                SVG_T + 14, plans->y[i]);
     }
-    fprintf(f, "</svg>\n");
+}
 #undef PX
 #undef PY
-    if (fclose(f) != 0 || !svg) { free(svg); snprintf(msg->text, sizeof msg->text, "out of memory drawing '%.200s'", path); return -1; }
+
+/* The picture is drawn into memory and written with utg_write_file: loss.svg is replaced whole or
+   not at all. 0, or -1 with the reason in msg. */
+static int write_svg(const char *path, const curve *train, const curve *val, const curve *plans,
+                     const char *title, utg_msg *msg) {
+    const curve *cs[2];
+    svg_frame fr;
+    double yst;
+    FILE *f;
+    char *svg = NULL;
+    size_t svg_size = 0;
+    int rc;
+    cs[0] = train;
+    cs[1] = val;
+    yst = svg_frame_of(cs, &fr);
+    f = open_memstream(&svg, &svg_size);
+    if (!f) {
+        snprintf(msg->text, sizeof msg->text, "out of memory drawing '%.200s'", path);
+        return -1;
+    }
+    svg_axes(f, &fr, yst, title);
+    svg_curves(f, &fr, cs);
+    svg_plans(f, &fr, plans);
+    fprintf(f, "</svg>\n");
+    if (fclose(f) != 0 || !svg) {
+        free(svg);
+        snprintf(msg->text, sizeof msg->text, "out of memory drawing '%.200s'", path);
+        return -1;
+    }
     rc = utg_write_file(path, svg, svg_size, msg) == UTG_OK ? 0 : -1;
     free(svg);
     return rc;
@@ -332,47 +405,72 @@ static utg_result eval_rows(utg_model *m, const utg_tokenizer *tk, evaluator *ev
     return UTG_OK;
 }
 
-static utg_result evaluate(utg_model *m, const utg_tokenizer *tk, evaluator *ev, double *val_loss, double *val_bpb,
-                           utg_msg *msg) {
-    utg_bpb acc;
-    size_t N = ev->n_tok - 1; /* scoreable targets */
-    size_t *starts = (size_t *)malloc(sizeof(size_t) * ev->batch_seqs);
-    int *from = (int *)malloc(sizeof(int) * ev->batch_seqs), n = 0;
+/* Disjoint rows of seq_len over the stream truncated to whole rows, as train_gpt.py's eval_val. */
+static utg_result eval_disjoint(utg_model *m, const utg_tokenizer *tk, evaluator *ev, size_t *starts,
+                                int *from, utg_bpb *acc) {
+    int T = ev->seq_len, n = 0;
+    size_t rows = (ev->n_tok - 1) / T, s;
     utg_result res = UTG_OK;
-    int T = ev->seq_len;
-    memset(&acc, 0, sizeof acc);
-    if (!starts || !from) { free(starts); free(from); return UTG_ERR_NOMEM; }
-    if (ev->stride <= 0) {
-        /* disjoint rows of T over the stream truncated to whole rows, as train_gpt.py */
-        size_t rows = N / T, s;
-        for (s = 0; s < rows && res == UTG_OK; s++) {
-            starts[n] = s * T;
-            from[n] = 0;
-            if (++n == ev->batch_seqs || s + 1 == rows) { res = eval_rows(m, tk, ev, starts, n, T, from, &acc); n = 0; }
+    for (s = 0; s < rows && res == UTG_OK; s++) {
+        starts[n] = s * T;
+        from[n] = 0;
+        if (++n == ev->batch_seqs || s + 1 == rows) {
+            res = eval_rows(m, tk, ev, starts, n, T, from, acc);
+            n = 0;
         }
-    } else {
-        /* windows start every stride while ws + T - stride < N; the first scores every position,
-           later ones their last `stride`; a window running past the stream is shortened */
-        size_t ws;
-        int S = ev->stride;
-        for (ws = 0; ws + (size_t)(T - S) < N && res == UTG_OK; ws += (size_t)S) {
-            size_t end = ws + (size_t)T < N ? ws + (size_t)T : N;
-            int len = (int)(end - ws), sf = ws == 0 ? 0 : T - S;
-            if (len < T) { /* shortened tail window: on its own */
-                if (n) { res = eval_rows(m, tk, ev, starts, n, T, from, &acc); n = 0; }
-                if (res == UTG_OK) {
-                    starts[0] = ws;
-                    from[0] = sf;
-                    res = eval_rows(m, tk, ev, starts, 1, len, from, &acc);
-                }
-                continue;
-            }
-            starts[n] = ws;
-            from[n] = sf;
-            if (++n == ev->batch_seqs) { res = eval_rows(m, tk, ev, starts, n, T, from, &acc); n = 0; }
-        }
-        if (n && res == UTG_OK) res = eval_rows(m, tk, ev, starts, n, T, from, &acc);
     }
+    return res;
+}
+
+/* Sliding windows: they start every stride while ws + T - stride < N (the scoreable targets); the
+   first scores every position, later ones their last `stride`; a window running past the stream is
+   shortened and scored on its own. */
+static utg_result eval_sliding(utg_model *m, const utg_tokenizer *tk, evaluator *ev, size_t *starts,
+                               int *from, utg_bpb *acc) {
+    size_t N = ev->n_tok - 1, ws;
+    int T = ev->seq_len, S = ev->stride, n = 0;
+    utg_result res = UTG_OK;
+    for (ws = 0; ws + (size_t)(T - S) < N && res == UTG_OK; ws += (size_t)S) {
+        size_t end = ws + (size_t)T < N ? ws + (size_t)T : N;
+        int len = (int)(end - ws), sf = ws == 0 ? 0 : T - S;
+        if (len < T) { /* the shortened tail window, after the batch so far */
+            if (n) {
+                res = eval_rows(m, tk, ev, starts, n, T, from, acc);
+                n = 0;
+            }
+            if (res == UTG_OK) {
+                starts[0] = ws;
+                from[0] = sf;
+                res = eval_rows(m, tk, ev, starts, 1, len, from, acc);
+            }
+            continue;
+        }
+        starts[n] = ws;
+        from[n] = sf;
+        if (++n == ev->batch_seqs) {
+            res = eval_rows(m, tk, ev, starts, n, T, from, acc);
+            n = 0;
+        }
+    }
+    if (n && res == UTG_OK) res = eval_rows(m, tk, ev, starts, n, T, from, acc);
+    return res;
+}
+
+/* val_loss and val_bpb over the validation stream: disjoint windows, or sliding ones with a stride. */
+static utg_result evaluate(utg_model *m, const utg_tokenizer *tk, evaluator *ev, double *val_loss,
+                           double *val_bpb, utg_msg *msg) {
+    utg_bpb acc;
+    size_t *starts = (size_t *)malloc(sizeof(size_t) * ev->batch_seqs);
+    int *from = (int *)malloc(sizeof(int) * ev->batch_seqs);
+    utg_result res;
+    memset(&acc, 0, sizeof acc);
+    if (!starts || !from) {
+        free(starts);
+        free(from);
+        return UTG_ERR_NOMEM;
+    }
+    if (ev->stride <= 0) res = eval_disjoint(m, tk, ev, starts, from, &acc);
+    else res = eval_sliding(m, tk, ev, starts, from, &acc);
     free(starts);
     free(from);
     if (res != UTG_OK) {
@@ -385,18 +483,79 @@ static utg_result evaluate(utg_model *m, const utg_tokenizer *tk, evaluator *ev,
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* command line */
+/* a run: everything it holds, so that each of its steps takes one pointer */
+
+typedef struct run_files {
+    char dir[2048], log[2304], metrics[2304], svg[2304], ckpt[2304], weights[2304], artifact[2304];
+} run_files;
+
+typedef struct train_run {
+    /* the command line */
+    const char *config_paths[8], *resume_path, *out_dir, *code_files;
+    char *config_texts[8]; /* the --config files, read */
+    int n_configs, no_artifact, force, progress_on, checkpoint_every, max_steps;
+    /* the knobs, the run's name and files */
+    utg_model_desc desc;
+    const utg_config *cfg; /* &desc.config once resolved and valid */
+    char run_id[128], train_glob[2048], val_glob[2048];
+    run_files rf;
+    sink metrics; /* rf.metrics (train.log is g_log) */
+    /* data, model, optimizer, loader, the evaluator and the training batch */
+    utg_tokenizer tok;
+    utg_dataset *train_ds, *val_ds;
+    int32_t *val_tokens;
+    size_t n_val;
+    utg_model *m;
+    utg_optim *opt;
+    utg_qat *qat;
+    utg_loader *loader;
+    evaluator ev;
+    int micro_seqs, accum; /* sequences per micro-batch, micro-batches per step */
+    int64_t tokens_per_step;
+    int32_t *bx, *by;
+    float *init_params; /* the weights before the warmup steps */
+    /* timers and counters */
+    utg_train_state ts;
+    double t_start_wall, training_ms, t0, val_loss, val_bpb;
+    int step_start, stop_after, qat_on;
+    int phase_step;  /* where the current depth plan began (its step time drives a wallclock warmdown) */
+    double phase_ms; /* and the training time there */
+    /* divergence: the last checkpoint known good, rollbacks so far, the LR factor they left, and the
+       first logged train loss with the count of log lines since that stayed 1.5x above it */
+    const char *good_ckpt;
+    int rollbacks, high_loss_lines, write_failed;
+    double lr_factor, first_logged_loss;
+    int picture; /* the run ended in a way that still draws loss.svg */
+    utg_msg msg;
+} train_run;
+
+/* What a step of the run returns: RUN_ON to go on with the next one, or else the exit status. */
+#define RUN_ON (-1)
 
 /* ---------------------------------------------------------------------------------------------- */
 /* the artifact: calibrate -> quantize -> write -> reload -> evaluate, and the byte budget */
 
+/* the size of `all` brotli-compressed then base85 encoded (5 characters per 4 bytes); 0, or -1 */
+static int wrapped_size(const unsigned char *all, size_t n_all, size_t *wrapped) {
+    utg_codec br = utg_codec_brotli();
+    size_t cap = br.max_packed(n_all, NULL), got = cap;
+    unsigned char *out = (unsigned char *)malloc(cap ? cap : 1);
+    if (!out || br.compress(all, n_all, out, &got, NULL) != UTG_OK) {
+        free(out);
+        return -1;
+    }
+    *wrapped = (got + 3) / 4 * 5;
+    free(out);
+    return 0;
+}
+
 /* The code bytes a submission counts: each file raw, and the whole brotli-compressed then base85
-   encoded, as the records' self-extracting wrappers ship it (5 characters per 4 bytes). */
+   encoded, as the records' self-extracting wrappers ship it. */
 static int count_code(const char *files, size_t *raw, size_t *wrapped, char *names, size_t names_n) {
     char list[1024], *p, *save = NULL;
     unsigned char *all = NULL;
     size_t n_all = 0;
-    utg_codec br = utg_codec_brotli();
+    int rc;
     *raw = *wrapped = 0;
     names[0] = 0;
     snprintf(list, sizeof list, "%s", files);
@@ -405,9 +564,17 @@ static int count_code(const char *files, size_t *raw, size_t *wrapped, char *nam
         size_t n;
         utg_msg msg;
         unsigned char *grown;
-        if (utg_read_file(p, (size_t)1 << 30, &b, &n, &msg) != UTG_OK) { errf_("code bytes: %s (set --code)", msg.text); free(all); return -1; }
+        if (utg_read_file(p, (size_t)1 << 30, &b, &n, &msg) != UTG_OK) {
+            errf_("code bytes: %s (set --code)", msg.text);
+            free(all);
+            return -1;
+        }
         grown = (unsigned char *)realloc(all, n_all + n + 1);
-        if (!grown) { free(b); free(all); return -1; }
+        if (!grown) {
+            free(b);
+            free(all);
+            return -1;
+        }
         all = grown;
         memcpy(all + n_all, b, n);
         n_all += n;
@@ -415,14 +582,49 @@ static int count_code(const char *files, size_t *raw, size_t *wrapped, char *nam
         snprintf(names + strlen(names), names_n - strlen(names), "%s%s", names[0] ? ", " : "", p);
     }
     *raw = n_all;
-    {
-        size_t cap = br.max_packed(n_all, NULL), got = cap;
-        unsigned char *out = (unsigned char *)malloc(cap ? cap : 1);
-        if (!out || br.compress(all, n_all, out, &got, NULL) != UTG_OK) { free(out); free(all); return -1; }
-        *wrapped = (got + 3) / 4 * 5;
-        free(out);
-    }
+    rc = wrapped_size(all, n_all, wrapped);
     free(all);
+    return rc;
+}
+
+/* n sequences of T + 1 uniform random tokens from the generator state x, as inputs and targets */
+static void random_tokens(uint64_t x, int n, int T, int vocab_size, int32_t *bx, int32_t *by) {
+    int s;
+    for (s = 0; s < n * (T + 1); s++) {
+        int v;
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        v = (int)((x >> 33) % (uint64_t)vocab_size);
+        if (s % (T + 1) < T) bx[(s / (T + 1)) * T + s % (T + 1)] = v;
+        if (s % (T + 1) > 0) by[(s / (T + 1)) * T + s % (T + 1) - 1] = v;
+    }
+}
+
+/* Calibration batch number b, n sequences into bx/by: training data, text the model generates (into
+   gen first) or uniform random tokens, as GPTQ_CALIBRATION says. 0, or -1 after saying why. */
+static int calibration_batch(utg_model *m, utg_loader *loader, int n, int b, int32_t *gen, int32_t *bx,
+                             int32_t *by) {
+    const utg_config *cfg = utg_model_config(m);
+    int T = cfg->train_seq_len, s, t;
+    uint64_t rs = 0x5eed0000u + (uint64_t)UTG__OFF0(cfg->seed);
+    utg_msg msg;
+    if (!strcmp(cfg->gptq_calibration, "train")) {
+        if (utg_loader_next(loader, bx, by, n, &msg) == UTG_OK) return 0;
+        errf_("gptq calibration: %s", msg.text);
+        return -1;
+    }
+    if (!strcmp(cfg->gptq_calibration, "self")) {
+        if (utg_model_generate(m, n, T + 1, cfg->gptq_selfgen_temperature, rs + (uint64_t)b, gen) != UTG_OK) {
+            errf_("gptq: %s", utg_model_message(m));
+            return -1;
+        }
+        for (s = 0; s < n; s++)
+            for (t = 0; t < T; t++) {
+                bx[s * T + t] = gen[s * (T + 1) + t];
+                by[s * T + t] = gen[s * (T + 1) + t + 1];
+            }
+        return 0;
+    }
+    random_tokens(rs + (uint64_t)b * 0x9e3779b97f4a7c15ull, n, T, cfg->vocab_size, bx, by);
     return 0;
 }
 
@@ -431,38 +633,32 @@ static int count_code(const char *files, size_t *raw, size_t *wrapped, char *nam
 static utg_hessians *calibrate(utg_model *m, utg_loader *loader, int micro_seqs, int32_t *bx, int32_t *by) {
     const utg_config *cfg = utg_model_config(m);
     utg_hessians *h = NULL;
-    utg_msg msg;
-    int T = cfg->train_seq_len, done = 0, b, s, t;
+    int T = cfg->train_seq_len, done = 0, b;
     double t0 = now_ms(), loss;
-    uint64_t rs = 0x5eed0000u + (uint64_t)UTG__OFF0(cfg->seed);
     int32_t *gen = NULL;
-    if (utg_hessians_create(m, &h) != UTG_OK) { errf_("gptq: %s", utg_model_message(m)); return NULL; }
+    if (utg_hessians_create(m, &h) != UTG_OK) {
+        errf_("gptq: %s", utg_model_message(m));
+        return NULL;
+    }
     if (!strcmp(cfg->gptq_calibration, "self")) {
         gen = (int32_t *)malloc(sizeof(int32_t) * (size_t)micro_seqs * (size_t)(T + 1));
-        if (!gen) { utg_hessians_destroy(h); return NULL; }
+        if (!gen) {
+            utg_hessians_destroy(h);
+            return NULL;
+        }
     }
     for (b = 0; done < cfg->gptq_calibration_batches; b++) {
-        int n = cfg->gptq_calibration_batches - done < micro_seqs ? cfg->gptq_calibration_batches - done : micro_seqs;
-        if (!strcmp(cfg->gptq_calibration, "train")) {
-            if (utg_loader_next(loader, bx, by, n, &msg) != UTG_OK) { errf_("gptq calibration: %s", msg.text); goto fail; }
-        } else if (!strcmp(cfg->gptq_calibration, "self")) {
-            if (utg_model_generate(m, n, T + 1, cfg->gptq_selfgen_temperature, rs + (uint64_t)b, gen) != UTG_OK) { errf_("gptq: %s", utg_model_message(m)); goto fail; }
-            for (s = 0; s < n; s++)
-                for (t = 0; t < T; t++) { bx[s * T + t] = gen[s * (T + 1) + t]; by[s * T + t] = gen[s * (T + 1) + t + 1]; }
-        } else {
-            uint64_t x = rs + (uint64_t)b * 0x9e3779b97f4a7c15ull;
-            for (s = 0; s < n * (T + 1); s++) {
-                int v;
-                x = x * 6364136223846793005ull + 1442695040888963407ull;
-                v = (int)((x >> 33) % (uint64_t)cfg->vocab_size);
-                if (s % (T + 1) < T) bx[(s / (T + 1)) * T + s % (T + 1)] = v;
-                if (s % (T + 1) > 0) by[(s / (T + 1)) * T + s % (T + 1) - 1] = v;
-            }
+        int n = cfg->gptq_calibration_batches - done;
+        if (n > micro_seqs) n = micro_seqs;
+        if (calibration_batch(m, loader, n, b, gen, bx, by) != 0) goto fail;
+        if (utg_model_forward(m, bx, by, n, &loss) != UTG_OK || utg_hessians_accumulate(h) != UTG_OK) {
+            errf_("gptq: %s", utg_model_message(m));
+            goto fail;
         }
-        if (utg_model_forward(m, bx, by, n, &loss) != UTG_OK || utg_hessians_accumulate(h) != UTG_OK) { errf_("gptq: %s", utg_model_message(m)); goto fail; }
         done += n;
     }
-    logf_("gptq:calibration source:%s sequences:%d forwards:%d time:%.0fms", cfg->gptq_calibration, done, b, now_ms() - t0);
+    logf_("gptq:calibration source:%s sequences:%d forwards:%d time:%.0fms", cfg->gptq_calibration, done, b,
+          now_ms() - t0);
     free(gen);
     return h;
 fail:
@@ -480,7 +676,10 @@ static void describe_bits(utg_model *m, const utg_tensor_quant *plan, char *buf,
         int lo = 9, hi = 0;
         for (i = 0; i < utg_model_tensor_count(m); i++) {
             const utg_tensor_info *t = utg_model_tensor(m, i);
-            int gi = t->role == UTG_ROLE_EMBED || t->role == UTG_ROLE_HEAD ? 0 : strstr(t->name, "attn") ? 1 : strstr(t->name, "mlp") ? 2 : 3;
+            int gi = 3;
+            if (t->role == UTG_ROLE_EMBED || t->role == UTG_ROLE_HEAD) gi = 0;
+            else if (strstr(t->name, "attn")) gi = 1;
+            else if (strstr(t->name, "mlp")) gi = 2;
             if (plan[i].dtype != UTG_DT_Q || gi != g) continue;
             bits += plan[i].bits * (double)t->numel;
             numel += (double)t->numel;
@@ -488,92 +687,192 @@ static void describe_bits(utg_model *m, const utg_tensor_quant *plan, char *buf,
             if (plan[i].bits > hi) hi = plan[i].bits;
         }
         if (numel > 0)
-            snprintf(buf + strlen(buf), n - strlen(buf), "%s%s:%.2f(%d..%d)", buf[0] ? " " : "", groups[g], bits / numel, lo, hi);
+            snprintf(buf + strlen(buf), n - strlen(buf), "%s%s:%.2f(%d..%d)", buf[0] ? " " : "", groups[g],
+                     bits / numel, lo, hi);
     }
 }
 
-static int finish_artifact(utg_model *m, utg_loader *loader, int micro_seqs, int32_t *bx, int32_t *by, const utg_tokenizer *tok,
-                           evaluator *ev, double pre_loss, double pre_bpb, const char *path, const char *code_files, sink *metrics) {
-    const utg_config *cfg = utg_model_config(m);
-    utg_hessians *h = NULL;
-    utg_tensor_quant *plan = NULL;
+/* The artifact being made: the Hessians and the plan, the export and its report, the code bytes. */
+typedef struct export_job {
+    utg_hessians *h;
+    utg_tensor_quant *plan;
+    int n; /* tensors */
+    utg_codec codec;
     utg_export_report rep;
-    utg_codec codec = strcmp(cfg->compressor, "stored") ? utg_codec_brotli() : utg_codec_stored();
+    void *bytes; /* the exported artifact */
+    size_t size, code_raw, code_wrapped;
+    char names[1024], prov[1024];
+} export_job;
+
+/* Exports the model as job->plan says into job->bytes (freeing an earlier export). 0, or -1. */
+static int export_plan(train_run *r, export_job *job) {
+    if (job->bytes) utg_free(utg_model_allocator(r->m), job->bytes);
+    job->bytes = NULL;
+    if (utg_model_export(r->m, job->h, &job->codec, job->prov, job->plan, &job->bytes, &job->size,
+                         &job->rep) != UTG_OK) {
+        errf_("artifact: %s", utg_model_message(r->m));
+        return -1;
+    }
+    return 0;
+}
+
+/* every quantized block matrix of the plan at 8 bits */
+static void matrices_at_8_bits(utg_model *m, utg_tensor_quant *plan, int n) {
+    int i;
+    for (i = 0; i < n; i++)
+        if (plan[i].dtype == UTG_DT_Q && utg_model_tensor(m, i)->role == UTG_ROLE_MATRIX) plan[i].bits = 8;
+}
+
+/* BUDGET_MODE: bit widths chosen to fit; block matrices start at 8 bits and lose bits where it
+   costs least. 0, or -1 after saying why. */
+static int budget_export(train_run *r, export_job *job) {
+    const utg_config *cfg = r->cfg;
+    double target =
+        (double)cfg->artifact_budget_bytes - (double)job->code_wrapped - 0.001 * cfg->artifact_budget_bytes;
+    double ratio;
+    char bits[256];
+    int round;
+    matrices_at_8_bits(r->m, job->plan, job->n);
+    if (export_plan(r, job) != 0) return -1;
+    if ((double)job->rep.artifact_bytes <= target)
+        logf_("budget_mode: everything at 8 bits fits the target of %.0f bytes (%zu)", target,
+              job->rep.artifact_bytes);
+    for (round = 1; round <= 4; round++) {
+        /* replan while over the target, and once more when the first plan left more than 0.5%
+           unused (the codec ratio measured at 8 bits overestimates lower widths) */
+        double slack = target - (double)job->rep.artifact_bytes;
+        if (slack >= 0 && (round > 2 || slack < 0.005 * target)) break;
+        /* the codec's bytes per estimated byte (order-0 entropy of the symbols + scales + floats),
+           measured */
+        ratio = (double)job->rep.artifact_bytes /
+                (job->rep.entropy_bytes + (double)job->rep.scale_bytes + (double)job->rep.float_bytes);
+        matrices_at_8_bits(r->m, job->plan, job->n);
+        if (utg_model_budget_plan(r->m, job->h, job->plan, job->n, cfg->budget_min_bits, target, ratio) !=
+            UTG_OK) {
+            errf_("budget_mode: %s", utg_model_message(r->m));
+            return -1;
+        }
+        if (export_plan(r, job) != 0) return -1;
+        describe_bits(r->m, job->plan, bits, sizeof bits);
+        logf_("budget_mode: round %d target:%.0f bytes (codec ratio %.3f) -> artifact:%zu bytes, bits %s",
+              round, target, ratio, job->rep.artifact_bytes, bits);
+        if ((double)job->rep.artifact_bytes > target)
+            target -= (double)job->rep.artifact_bytes - target + 1000.0;
+    }
+    if ((double)job->rep.artifact_bytes + (double)job->code_wrapped > (double)cfg->artifact_budget_bytes) {
+        errf_("budget_mode: could not fit %d bytes", cfg->artifact_budget_bytes);
+        return -1;
+    }
+    return 0;
+}
+
+/* The lines that tell what the export did: bit widths, sizes, the byte budget (tq: when it began). */
+static void log_export(train_run *r, const export_job *job, double tq) {
+    const utg_config *cfg = r->cfg;
+    const utg_export_report *rep = &job->rep;
+    size_t total = rep->artifact_bytes + job->code_wrapped;
+    char bits[256];
+    describe_bits(r->m, job->plan, bits, sizeof bits);
+    logf_("quant: clip:%s gptq:%d bits %s; %d tensors quantized, %d kept float; "
+          "weighted relative error %.3g; %.1fs",
+          cfg->quant_clip, cfg->gptq_enabled > 0, bits, rep->n_quantized, rep->n_float, rep->weighted_err,
+          (now_ms() - tq) / 1000.0);
+    logf_("artifact: %s %zu bytes (%s; payload %zu: symbols %zu, order-0 entropy %.0f, scales %zu, "
+          "floats %zu)",
+          r->rf.artifact, rep->artifact_bytes, job->codec.name, rep->raw_bytes, rep->symbol_bytes,
+          rep->entropy_bytes, rep->scale_bytes, rep->float_bytes);
+    logf_("budget: artifact %zu + code %zu (%s: %zu raw, brotli+base85) = %zu of %d bytes, headroom %lld%s",
+          rep->artifact_bytes, job->code_wrapped, job->names, job->code_raw, total,
+          cfg->artifact_budget_bytes, (long long)cfg->artifact_budget_bytes - (long long)total,
+          total > (size_t)cfg->artifact_budget_bytes ? "  OVER BUDGET" : "");
+}
+
+/* GPTQ calibration, the quantization plan, the export (fitted to the budget with BUDGET_MODE), and
+   final_model.utga written. 0, or -1. */
+static int export_artifact(train_run *r, export_job *job) {
+    const utg_config *cfg = r->cfg;
+    utg_msg msg;
+    double tq = now_ms();
+    if (cfg->gptq_enabled > 0 || cfg->budget_mode > 0) {
+        job->h = calibrate(r->m, r->loader, r->micro_seqs, r->bx, r->by);
+        if (!job->h) return -1;
+    }
+    job->plan = (utg_tensor_quant *)calloc((size_t)job->n, sizeof *job->plan);
+    if (!job->plan) return -1;
+    utg_model_quant_plan(r->m, job->h, job->plan, job->n);
+    snprintf(job->prov, sizeof job->prov,
+             "tool=utgolf %s train\nrun_id=%s\nseed=%d\nsteps_val_bpb=%.6f\nquant_clip=%s\ngptq=%d\n"
+             "codec=%s\n",
+             utg_version(), cfg->run_id ? cfg->run_id : "", UTG__OFF0(cfg->seed), r->val_bpb, cfg->quant_clip,
+             cfg->gptq_enabled > 0, job->codec.name);
+    if (cfg->budget_mode > 0) {
+        if (budget_export(r, job) != 0) return -1;
+    } else if (export_plan(r, job) != 0) {
+        return -1;
+    }
+    if (utg_write_file(r->rf.artifact, job->bytes, job->size, &msg) != UTG_OK) {
+        errf_("artifact: %s", msg.text);
+        return -1;
+    }
+    log_export(r, job, tq);
+    return 0;
+}
+
+/* The reload check: what was written, read back into a model built from the artifact alone and
+   evaluated (the score Parameter Golf counts). 0, or -1. */
+static int check_artifact(train_run *r, const export_job *job) {
     utg_artifact *a = NULL;
     utg_model *m2 = NULL;
     utg_msg msg;
-    void *bytes = NULL, *back = NULL;
-    size_t size = 0, back_n = 0, code_raw = 0, code_wrapped = 0;
-    int n = utg_model_tensor_count(m), rc = -1, round;
-    double tq, q_loss = 0, q_bpb = 0;
-    char names[1024], bits[256], prov[1024];
-    if (count_code(code_files, &code_raw, &code_wrapped, names, sizeof names) != 0) return -1;
-    tq = now_ms();
-    if ((cfg->gptq_enabled > 0 || cfg->budget_mode > 0) && !(h = calibrate(m, loader, micro_seqs, bx, by))) return -1;
-    plan = (utg_tensor_quant *)calloc((size_t)n, sizeof *plan);
-    if (!plan) goto out;
-    utg_model_quant_plan(m, h, plan, n);
-    snprintf(prov, sizeof prov, "tool=utgolf %s train\nrun_id=%s\nseed=%d\nsteps_val_bpb=%.6f\nquant_clip=%s\ngptq=%d\ncodec=%s\n",
-             utg_version(), cfg->run_id ? cfg->run_id : "", UTG__OFF0(cfg->seed), pre_bpb, cfg->quant_clip, cfg->gptq_enabled > 0, codec.name);
-    if (cfg->budget_mode > 0) { /* bit widths chosen to fit: block matrices start at 8 bits and lose bits where it costs least */
-        double target = (double)cfg->artifact_budget_bytes - (double)code_wrapped - 0.001 * cfg->artifact_budget_bytes, ratio;
-        int i;
-        for (i = 0; i < n; i++) if (plan[i].dtype == UTG_DT_Q && utg_model_tensor(m, i)->role == UTG_ROLE_MATRIX) plan[i].bits = 8;
-        if (utg_model_export(m, h, &codec, prov, plan, &bytes, &size, &rep) != UTG_OK) { errf_("artifact: %s", utg_model_message(m)); goto out; }
-        if ((double)rep.artifact_bytes <= target) logf_("budget_mode: everything at 8 bits fits the target of %.0f bytes (%zu)", target, rep.artifact_bytes);
-        for (round = 1; round <= 4; round++) {
-            /* replan while over the target, and once more when the first plan left more than 0.5%
-               unused (the codec ratio measured at 8 bits overestimates lower widths) */
-            double slack = target - (double)rep.artifact_bytes;
-            if (slack >= 0 && (round > 2 || slack < 0.005 * target)) break;
-            /* the codec's bytes per estimated byte (order-0 entropy of the symbols + scales + floats), measured */
-            ratio = (double)rep.artifact_bytes / (rep.entropy_bytes + (double)rep.scale_bytes + (double)rep.float_bytes);
-            for (i = 0; i < n; i++) if (plan[i].dtype == UTG_DT_Q && utg_model_tensor(m, i)->role == UTG_ROLE_MATRIX) plan[i].bits = 8;
-            if (utg_model_budget_plan(m, h, plan, n, cfg->budget_min_bits, target, ratio) != UTG_OK) { errf_("budget_mode: %s", utg_model_message(m)); goto out; }
-            utg_model_free_bytes(m, bytes);
-            bytes = NULL;
-            if (utg_model_export(m, h, &codec, prov, plan, &bytes, &size, &rep) != UTG_OK) { errf_("artifact: %s", utg_model_message(m)); goto out; }
-            describe_bits(m, plan, bits, sizeof bits);
-            logf_("budget_mode: round %d target:%.0f bytes (codec ratio %.3f) -> artifact:%zu bytes, bits %s", round, target, ratio, rep.artifact_bytes, bits);
-            if ((double)rep.artifact_bytes > target) target -= (double)rep.artifact_bytes - target + 1000.0;
-        }
-        if ((double)rep.artifact_bytes + (double)code_wrapped > (double)cfg->artifact_budget_bytes) { errf_("budget_mode: could not fit %d bytes", cfg->artifact_budget_bytes); goto out; }
-    } else if (utg_model_export(m, h, &codec, prov, plan, &bytes, &size, &rep) != UTG_OK) { errf_("artifact: %s", utg_model_message(m)); goto out; }
-    if (utg_write_file(path, bytes, size, &msg) != UTG_OK) { errf_("artifact: %s", msg.text); goto out; }
-    describe_bits(m, plan, bits, sizeof bits);
-    logf_("quant: clip:%s gptq:%d bits %s; %d tensors quantized, %d kept float; weighted relative error %.3g; %.1fs",
-          cfg->quant_clip, cfg->gptq_enabled > 0, bits, rep.n_quantized, rep.n_float, rep.weighted_err, (now_ms() - tq) / 1000.0);
-    logf_("artifact: %s %zu bytes (%s; payload %zu: symbols %zu, order-0 entropy %.0f, scales %zu, floats %zu)", path, rep.artifact_bytes,
-          codec.name, rep.raw_bytes, rep.symbol_bytes, rep.entropy_bytes, rep.scale_bytes, rep.float_bytes);
-    logf_("budget: artifact %zu + code %zu (%s: %zu raw, brotli+base85) = %zu of %d bytes, headroom %lld%s", rep.artifact_bytes, code_wrapped, names,
-          code_raw, rep.artifact_bytes + code_wrapped, cfg->artifact_budget_bytes,
-          (long long)cfg->artifact_budget_bytes - (long long)(rep.artifact_bytes + code_wrapped),
-          rep.artifact_bytes + code_wrapped > (size_t)cfg->artifact_budget_bytes ? "  OVER BUDGET" : "");
-    /* reload what was written, into a model built from the artifact alone, and evaluate it */
-    if (utg_read_file_magic(path, "UTGA", 4, (size_t)1 << 32, &back, &back_n, &msg) != UTG_OK) { errf_("artifact: %s", msg.text); goto out; }
-    if (utg_artifact_parse(back, back_n, NULL, NULL, &a, &msg) != UTG_OK) { errf_("artifact reload: %s", msg.text); goto out; }
-    if (utg_model_create_from_artifact(a, NULL, &m2) != UTG_OK || utg_model_reserve(m2, micro_seqs) != UTG_OK) {
+    void *back = NULL;
+    size_t back_n = 0, bytes = job->rep.artifact_bytes;
+    double q_loss = 0, q_bpb = 0, pre_bpb = r->val_bpb;
+    int rc = -1;
+    if (utg_read_file_magic(r->rf.artifact, "UTGA", 4, (size_t)1 << 32, &back, &back_n, &msg) != UTG_OK) {
+        errf_("artifact: %s", msg.text);
+    } else if (utg_artifact_parse(back, back_n, NULL, NULL, &a, &msg) != UTG_OK) {
+        errf_("artifact reload: %s", msg.text);
+    } else if (utg_model_create_from_artifact(a, NULL, &m2) != UTG_OK ||
+               utg_model_reserve(m2, r->micro_seqs) != UTG_OK) {
         errf_("artifact reload: %s", utg_model_message(m2));
-        goto out;
+    } else if (evaluate(m2, &r->tok, &r->ev, &q_loss, &q_bpb, &msg) != UTG_OK) {
+        errf_("%s", msg.text);
+    } else {
+        logf_("final_quant val_loss:%.4f val_bpb:%.4f pre_quant_val_bpb:%.4f gap:%+.4f "
+              "artifact:%zu bytes total:%zu",
+              q_loss, q_bpb, pre_bpb, q_bpb - pre_bpb, bytes, bytes + job->code_wrapped);
+        logf_("final_quant_exact val_loss:%.8f val_bpb:%.8f", q_loss, q_bpb);
+        sink_printf(&r->metrics,
+                    "{\"final_quant_val_loss\":%.6f,\"final_quant_val_bpb\":%.6f,\"pre_quant_val_bpb\":%.6f,"
+                    "\"artifact_bytes\":%zu,\"code_bytes\":%zu}\n",
+                    q_loss, q_bpb, pre_bpb, bytes, job->code_wrapped);
+        rc = 0;
     }
-    if (evaluate(m2, tok, ev, &q_loss, &q_bpb, &msg) != UTG_OK) { errf_("%s", msg.text); goto out; }
-    logf_("final_quant val_loss:%.4f val_bpb:%.4f pre_quant_val_bpb:%.4f gap:%+.4f artifact:%zu bytes total:%zu", q_loss, q_bpb, pre_bpb,
-          q_bpb - pre_bpb, rep.artifact_bytes, rep.artifact_bytes + code_wrapped);
-    logf_("final_quant_exact val_loss:%.8f val_bpb:%.8f", q_loss, q_bpb);
-    if (metrics)
-        sink_printf(metrics, "{\"final_quant_val_loss\":%.6f,\"final_quant_val_bpb\":%.6f,\"pre_quant_val_bpb\":%.6f,\"artifact_bytes\":%zu,\"code_bytes\":%zu}\n",
-                q_loss, q_bpb, pre_bpb, rep.artifact_bytes, code_wrapped);
-    (void)pre_loss;
-    rc = 0;
-out:
     utg_model_destroy(m2);
     utg_artifact_free(a);
     free(back);
-    if (bytes) utg_model_free_bytes(m, bytes);
-    free(plan);
-    utg_hessians_destroy(h);
     return rc;
 }
+
+/* The artifact: calibrate, quantize, write, reload, evaluate. 0, or -1 after saying why. */
+static int finish_artifact(train_run *r) {
+    const utg_config *cfg = r->cfg;
+    export_job job;
+    int rc = -1;
+    memset(&job, 0, sizeof job);
+    job.codec = strcmp(cfg->compressor, "stored") ? utg_codec_brotli() : utg_codec_stored();
+    job.n = utg_model_tensor_count(r->m);
+    if (count_code(r->code_files, &job.code_raw, &job.code_wrapped, job.names, sizeof job.names) != 0)
+        return -1;
+    if (export_artifact(r, &job) == 0 && check_artifact(r, &job) == 0) rc = 0;
+    if (job.bytes) utg_free(utg_model_allocator(r->m), job.bytes);
+    free(job.plan);
+    utg_hessians_destroy(job.h);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* command line */
 
 static void usage(FILE *f) {
     int i;
@@ -618,7 +917,10 @@ static void usage(FILE *f) {
 static int set_knob(utg_config *cfg, const char *key, const char *value, utg_msg *msg) {
     char name[128];
     size_t i, n = strlen(key);
-    if (n >= sizeof name) { snprintf(msg->text, sizeof msg->text, "knob name too long: %.40s...", key); return 0; }
+    if (n >= sizeof name) {
+        snprintf(msg->text, sizeof msg->text, "knob name too long: %.40s...", key);
+        return 0;
+    }
     for (i = 0; i <= n; i++) name[i] = key[i] == '-' ? '_' : key[i];
     return utg_config_set(cfg, name, value, msg) == UTG_OK;
 }
@@ -628,49 +930,216 @@ static int ends_with(const char *s, const char *suffix) {
     return a >= b && !strcmp(s + a - b, suffix);
 }
 
-/* ---------------------------------------------------------------------------------------------- */
+/* the options that stand alone, and those that take the next argument as their value */
+static int is_flag(const char *o) {
+    return !strcmp(o, "--no-progress") || !strcmp(o, "--no-artifact") || !strcmp(o, "--force");
+}
+static int takes_value(const char *o) {
+    return !strcmp(o, "--config") || !strcmp(o, "--out") || !strcmp(o, "--resume") ||
+           !strcmp(o, "--checkpoint-every") || !strcmp(o, "--max-steps") || !strcmp(o, "--code");
+}
 
-typedef struct run_files {
-    char dir[2048], log[2304], metrics[2304], svg[2304], ckpt[2304], weights[2304], artifact[2304];
-} run_files;
+/* One option that takes a value, with its value. RUN_ON, or 2 after saying what is wrong. */
+static int take_option(train_run *r, const char *o, const char *v) {
+    char *end;
+    long n;
+    if (!strcmp(o, "--config")) {
+        if (r->n_configs == 8) {
+            fprintf(stderr, "train: at most 8 --config files\n");
+            return 2;
+        }
+        r->config_paths[r->n_configs++] = v;
+    } else if (!strcmp(o, "--out")) {
+        r->out_dir = v;
+    } else if (!strcmp(o, "--resume")) {
+        r->resume_path = v;
+    } else if (!strcmp(o, "--code")) {
+        r->code_files = v;
+    } else {
+        n = strtol(v, &end, 10);
+        if (*end || n < 0 || n > 1000000000L) {
+            fprintf(stderr, "train: %s wants a count, got '%s'\n", o, v);
+            return 2;
+        }
+        if (!strcmp(o, "--checkpoint-every")) r->checkpoint_every = (int)n;
+        else r->max_steps = (int)n;
+    }
+    return RUN_ON;
+}
+
+/* The options, a first pass over the arguments (the knobs come in the second, read_knobs). RUN_ON,
+   or the exit status: 0 after --help, 2 after a usage error. */
+static int parse_options(train_run *r, int argc, char **argv) {
+    int a;
+    for (a = 1; a < argc; a++) {
+        const char *o = argv[a], *v = a + 1 < argc ? argv[a + 1] : NULL;
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(o, "--no-progress")) r->progress_on = 0;
+        else if (!strcmp(o, "--no-artifact")) r->no_artifact = 1;
+        else if (!strcmp(o, "--force")) r->force = 1;
+        else if (takes_value(o)) {
+            if (!v) {
+                fprintf(stderr, "train: %s needs a value\n", o);
+                return 2;
+            }
+            if (take_option(r, o, v) != RUN_ON) return 2;
+            a++;
+        }
+    }
+    return RUN_ON;
+}
+
+/* The --config file number ci, read and applied. RUN_ON, or 2 after saying why. */
+static int read_config_file(train_run *r, int ci) {
+    const char *path = r->config_paths[ci];
+    size_t n;
+    void *buf;
+    if (utg_read_file(path, 1 << 20, &buf, &n, &r->msg) != UTG_OK) {
+        fprintf(stderr, "train: %s\n", r->msg.text);
+        return 2;
+    }
+    if (memchr(buf, 0, n)) { /* the parser would stop there and ignore the rest */
+        fprintf(stderr, "train: %s: byte %zu is NUL: a config file is text (KEY=VALUE lines)\n", path,
+                (size_t)((char *)memchr(buf, 0, n) - (char *)buf));
+        free(buf);
+        return 2;
+    }
+    r->config_texts[ci] = (char *)realloc(buf, n + 1);
+    if (!r->config_texts[ci]) {
+        free(buf);
+        return 2;
+    }
+    r->config_texts[ci][n] = 0;
+    if (utg_config_parse_text(&r->desc.config, r->config_texts[ci], &r->msg) != UTG_OK) {
+        fprintf(stderr, "train: %s: %s\n", path, r->msg.text);
+        return 2;
+    }
+    return RUN_ON;
+}
+
+/* A knob given as KEY=VALUE: o is the argument arg without its leading dashes. RUN_ON, or 2. */
+static int set_knob_pair(train_run *r, const char *o, const char *arg) {
+    const char *eq = strchr(o, '=');
+    char key[128];
+    if ((size_t)(eq - o) >= sizeof key) {
+        fprintf(stderr, "train: argument too long: %.40s\n", arg);
+        return 2;
+    }
+    memcpy(key, o, (size_t)(eq - o));
+    key[eq - o] = 0;
+    if (!set_knob(&r->desc.config, key, eq + 1, &r->msg)) {
+        fprintf(stderr, "train: %s\n", r->msg.text);
+        return 2;
+    }
+    return RUN_ON;
+}
+
+/* The knobs of the command line, a second pass over the arguments: KEY=VALUE, --KEY=VALUE and
+   --KEY VALUE. RUN_ON, or 2 after saying what is wrong. */
+static int apply_arguments(train_run *r, int argc, char **argv) {
+    int a;
+    for (a = 1; a < argc; a++) {
+        const char *o = argv[a];
+        if (is_flag(o)) continue;
+        if (takes_value(o)) {
+            a++;
+            continue;
+        }
+        while (*o == '-') o++;
+        if (strchr(o, '=')) {
+            if (set_knob_pair(r, o, argv[a]) != RUN_ON) return 2;
+        } else if (argv[a][0] == '-' && a + 1 < argc) {
+            if (!set_knob(&r->desc.config, o, argv[a + 1], &r->msg)) {
+                fprintf(stderr, "train: %s (try --help)\n", r->msg.text);
+                return 2;
+            }
+            a++;
+        } else {
+            fprintf(stderr, "train: unexpected argument '%s' (try --help)\n", argv[a]);
+            return 2;
+        }
+    }
+    return RUN_ON;
+}
+
+/* The knobs: defaults < --config files (in order) < environment < arguments, resolved and checked.
+   RUN_ON, or 2 after saying what is wrong. */
+static int read_knobs(train_run *r, int argc, char **argv) {
+    int ci, rc;
+    for (ci = 0; ci < r->n_configs; ci++) { /* in order: a later file overrides an earlier one */
+        rc = read_config_file(r, ci);
+        if (rc != RUN_ON) return rc;
+    }
+    if (utg_config_apply_env(&r->desc.config, &r->msg) != UTG_OK) {
+        fprintf(stderr, "train: environment: %s\n", r->msg.text);
+        return 2;
+    }
+    rc = apply_arguments(r, argc, argv);
+    if (rc != RUN_ON) return rc;
+    r->desc.config = utg_config_resolve(&r->desc.config);
+    if (utg_config_validate(&r->desc.config, &r->msg) != UTG_OK) {
+        fprintf(stderr, "train: %s\n", r->msg.text);
+        return 2;
+    }
+    r->cfg = &r->desc.config;
+    return RUN_ON;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* checkpoints, the config dump, failed writes */
 
 /* Writes the checkpoint only when the state in it gives a finite loss on the batch bx/by (a forward
    pass, no update), so that a diverged state never replaces the last good checkpoint. Returns 0 when
    written, 1 when the state is not finite (*loss says what it gave; nothing written), -1 when the
    write failed (message printed; the previous file is intact). */
-static int save_checkpoint(utg_model *m, utg_optim *o, utg_loader *ld, const utg_train_state *ts, const char *path, const int32_t *bx,
-                           const int32_t *by, int n_seqs, double *loss) {
+static int save_checkpoint(train_run *r, double *loss) {
     void *bytes = NULL;
     size_t size = 0;
     utg_msg msg;
-    utg_result r;
+    utg_result res;
     *loss = 0.0;
-    r = utg_model_forward(m, bx, by, n_seqs, loss);
+    res = utg_model_forward(r->m, r->bx, r->by, r->micro_seqs, loss);
     if (!isfinite(*loss)) return 1; /* (the forward refuses a non-finite loss) */
-    if (r != UTG_OK) { errf_("checkpoint: %s", utg_model_message(m)); return -1; }
-    r = utg_checkpoint_save(m, o, ld, ts, &bytes, &size);
-    if (r != UTG_OK) { errf_("checkpoint: %s", utg_model_message(m)); return -1; }
-    r = utg_write_file(path, bytes, size, &msg);
-    utg_model_free_bytes(m, bytes);
-    if (r != UTG_OK) { errf_("checkpoint: %s", msg.text); return -1; }
-    logf_("checkpoint: %s (%.1f MB, step %lld)", path, size / 1e6, (long long)ts->step);
+    if (res != UTG_OK) {
+        errf_("checkpoint: %s", utg_model_message(r->m));
+        return -1;
+    }
+    res = utg_checkpoint_save(r->m, r->opt, r->loader, &r->ts, &bytes, &size);
+    if (res != UTG_OK) {
+        errf_("checkpoint: %s", utg_model_message(r->m));
+        return -1;
+    }
+    res = utg_write_file(r->rf.ckpt, bytes, size, &msg);
+    utg_free(utg_model_allocator(r->m), bytes);
+    if (res != UTG_OK) {
+        errf_("checkpoint: %s", msg.text);
+        return -1;
+    }
+    logf_("checkpoint: %s (%.1f MB, step %lld)", r->rf.ckpt, size / 1e6, (long long)r->ts.step);
     return 0;
 }
 
 /* Loads a checkpoint into the model, optimizer and loader (--resume, and ON_NONFINITE=rollback). */
-static int load_checkpoint(utg_model *m, utg_optim *o, utg_loader *ld, utg_train_state *ts, const char *path) {
+static int load_checkpoint(train_run *r, const char *path) {
     void *buf;
     size_t n;
     utg_msg msg;
-    if (utg_read_file_magic(path, "UTGCKPT1", 8, (size_t)1 << 40, &buf, &n, &msg) != UTG_OK) { errf_("resume: %s", msg.text); return -1; }
-    if (utg_checkpoint_load(m, o, ld, ts, buf, n) != UTG_OK) {
+    if (utg_read_file_magic(path, "UTGCKPT1", 8, (size_t)1 << 40, &buf, &n, &msg) != UTG_OK) {
+        errf_("resume: %s", msg.text);
+        return -1;
+    }
+    if (utg_checkpoint_load(r->m, r->opt, r->loader, &r->ts, buf, n) != UTG_OK) {
         free(buf);
-        errf_("resume: %s: %s", path, utg_model_message(m));
+        errf_("resume: %s: %s", path, utg_model_message(r->m));
         return -1;
     }
     free(buf);
-    if (ts->step >= INT_MAX) { /* the loop counts steps in int, as ITERATIONS does */
-        errf_("resume: %s is at step %lld, past the trainer's step counter (%d)", path, (long long)ts->step, INT_MAX - 1);
+    if (r->ts.step >= INT_MAX) { /* the loop counts steps in int, as ITERATIONS does */
+        errf_("resume: %s is at step %lld, past the trainer's step counter (%d)", path, (long long)r->ts.step,
+              INT_MAX - 1);
         return -1;
     }
     return 0;
@@ -690,14 +1159,21 @@ static void log_config(const utg_config *cfg) {
         if (n < 0) continue;
         if (at + (size_t)n + 1 > cap) {
             char *grown = (char *)realloc(all, 2 * cap + (size_t)n);
-            if (!grown) { free(all); all = NULL; break; }
+            if (!grown) {
+                free(all);
+                all = NULL;
+                break;
+            }
             all = grown;
             cap = 2 * cap + (size_t)n;
         }
         memcpy(all + at, line, (size_t)n);
         at += (size_t)n;
     }
-    if (!all) { errf_("out of memory logging the config"); return; }
+    if (!all) {
+        errf_("out of memory logging the config");
+        return;
+    }
     clear_progress();
     fwrite(all, 1, at, stdout);
     fflush(stdout);
@@ -713,507 +1189,714 @@ static int sink_failed(const sink *metrics) {
     return 1;
 }
 
-int main(int argc, char **argv) {
-    utg_model_desc desc;
-    utg_model *m = NULL;
-    utg_optim *opt = NULL;
-    utg_dataset *train_ds = NULL, *val_ds = NULL;
-    utg_loader *loader = NULL;
-    utg_tokenizer tok;
-    evaluator ev;
-    utg_msg msg;
-    utg_train_state ts;
-    const utg_config *cfg;
-    const char *config_paths[8], *resume_path = NULL, *out_dir = NULL, *code_files = "utgolf.h,examples/train.c";
-    int no_artifact = 0, qat_on = 0, force = 0;
-    utg_qat *qat = NULL;
-    int n_configs = 0, ci;
-    char *config_texts[8] = {0}, train_glob[2048], val_glob[2048], run_id[128];
-    int32_t *val_tokens = NULL, *bx = NULL, *by = NULL;
-    size_t n_val = 0;
-    float *init_params = NULL;
-    sink metrics = {-1, NULL, 0};
-    curve train_curve, val_curve, plan_curve;
-    run_files rf;
-    int a, rc = 1, progress_on, checkpoint_every = 0, max_steps = 0, micro_seqs, accum, stop_after = -1, step_start;
-    double t_start_wall, training_ms = 0.0, t0, val_loss = 0, val_bpb = 0, phase_ms = 0.0;
-    int phase_step = 0; /* where the current depth plan began (its step time drives a wallclock warmdown) */
-    int64_t tokens_per_step;
-    /* divergence: the last checkpoint known good, rollbacks so far, the LR factor they left, and the
-       first logged train loss with the count of log lines since that stayed 1.5x above it */
-    const char *good_ckpt = NULL;
-    int rollbacks = 0, high_loss_lines = 0, write_failed = 0;
-    double lr_factor = 1.0, first_logged_loss = -1.0;
+/* ---------------------------------------------------------------------------------------------- */
+/* the steps of a run, in the order main takes them; each returns RUN_ON or the exit status */
 
-    memset(&desc, 0, sizeof desc);
-    memset(&tok, 0, sizeof tok);
-    memset(&ev, 0, sizeof ev);
-    memset(&ts, 0, sizeof ts);
-    memset(&train_curve, 0, sizeof train_curve);
-    memset(&val_curve, 0, sizeof val_curve);
-    memset(&plan_curve, 0, sizeof plan_curve);
-    memset(&msg, 0, sizeof msg);
-    progress_on = isatty(2);
-    t_start_wall = now_ms();
+static void run_init(train_run *r) {
+    memset(r, 0, sizeof *r);
+    r->code_files = "utgolf.h,examples/train.c";
+    r->metrics.fd = -1;
+    r->progress_on = isatty(2);
+    r->stop_after = -1;
+    r->lr_factor = 1.0;
+    r->first_logged_loss = -1.0;
+    r->t_start_wall = now_ms();
+}
 
-    /* pass 1: options */
-    for (a = 1; a < argc; a++) {
-        const char *o = argv[a], *v = a + 1 < argc ? argv[a + 1] : NULL;
-        if (!strcmp(o, "--help") || !strcmp(o, "-h")) { usage(stdout); return 0; }
-        if (!strcmp(o, "--no-progress")) { progress_on = 0; continue; }
-        if (!strcmp(o, "--no-artifact")) { no_artifact = 1; continue; }
-        if (!strcmp(o, "--force")) { force = 1; continue; }
-        if (!strcmp(o, "--config") || !strcmp(o, "--out") || !strcmp(o, "--resume") || !strcmp(o, "--checkpoint-every") ||
-            !strcmp(o, "--max-steps") || !strcmp(o, "--code")) {
-            if (!v) { fprintf(stderr, "train: %s needs a value\n", o); return 2; }
-            if (!strcmp(o, "--config")) {
-                if (n_configs == 8) { fprintf(stderr, "train: at most 8 --config files\n"); return 2; }
-                config_paths[n_configs++] = v;
-            }
-            else if (!strcmp(o, "--out")) out_dir = v;
-            else if (!strcmp(o, "--resume")) resume_path = v;
-            else if (!strcmp(o, "--code")) code_files = v;
-            else {
-                char *end;
-                long n = strtol(v, &end, 10);
-                if (*end || n < 0 || n > 1000000000L) { fprintf(stderr, "train: %s wants a count, got '%s'\n", o, v); return 2; }
-                if (!strcmp(o, "--checkpoint-every")) checkpoint_every = (int)n;
-                else max_steps = (int)n;
-            }
-            a++;
-        }
+/* RUN_ID, or one made of the local time */
+static void name_run(train_run *r) {
+    time_t t;
+    struct tm tmv;
+    if (r->cfg->run_id && r->cfg->run_id[0]) {
+        snprintf(r->run_id, sizeof r->run_id, "%s", r->cfg->run_id);
+        return;
     }
-    /* knobs: config file, environment, arguments */
-    for (ci = 0; ci < n_configs; ci++) { /* in order: a later file overrides an earlier one */
-        size_t n;
-        void *buf;
-        if (utg_read_file(config_paths[ci], 1 << 20, &buf, &n, &msg) != UTG_OK) { fprintf(stderr, "train: %s\n", msg.text); goto usage_error; }
-        if (memchr(buf, 0, n)) { /* the parser would stop there and ignore the rest */
-            fprintf(stderr, "train: %s: byte %zu is NUL: a config file is text (KEY=VALUE lines)\n", config_paths[ci],
-                    (size_t)((char *)memchr(buf, 0, n) - (char *)buf));
-            free(buf);
-            goto usage_error;
-        }
-        config_texts[ci] = (char *)realloc(buf, n + 1);
-        if (!config_texts[ci]) { free(buf); goto usage_error; }
-        config_texts[ci][n] = 0;
-        if (utg_config_parse_text(&desc.config, config_texts[ci], &msg) != UTG_OK) {
-            fprintf(stderr, "train: %s: %s\n", config_paths[ci], msg.text);
-            goto usage_error;
-        }
-    }
-    if (utg_config_apply_env(&desc.config, &msg) != UTG_OK) { fprintf(stderr, "train: environment: %s\n", msg.text); goto usage_error; }
-    for (a = 1; a < argc; a++) {
-        const char *o = argv[a], *eq;
-        char key[128];
-        if (!strcmp(o, "--no-progress") || !strcmp(o, "--no-artifact") || !strcmp(o, "--force")) continue;
-        if (!strcmp(o, "--config") || !strcmp(o, "--out") || !strcmp(o, "--resume") || !strcmp(o, "--checkpoint-every") ||
-            !strcmp(o, "--max-steps") || !strcmp(o, "--code")) { a++; continue; }
-        while (*o == '-') o++;
-        eq = strchr(o, '=');
-        if (eq) {
-            if ((size_t)(eq - o) >= sizeof key) { fprintf(stderr, "train: argument too long: %.40s\n", argv[a]); goto usage_error; }
-            memcpy(key, o, (size_t)(eq - o));
-            key[eq - o] = 0;
-            if (!set_knob(&desc.config, key, eq + 1, &msg)) { fprintf(stderr, "train: %s\n", msg.text); goto usage_error; }
-        } else if (argv[a][0] == '-' && a + 1 < argc) {
-            if (!set_knob(&desc.config, o, argv[a + 1], &msg)) { fprintf(stderr, "train: %s (try --help)\n", msg.text); goto usage_error; }
-            a++;
-        } else {
-            fprintf(stderr, "train: unexpected argument '%s' (try --help)\n", argv[a]);
-            goto usage_error;
-        }
-    }
-    desc.config = utg_config_resolve(&desc.config);
-    if (utg_config_validate(&desc.config, &msg) != UTG_OK) { fprintf(stderr, "train: %s\n", msg.text); goto usage_error; }
-    cfg = &desc.config;
+    t = time(NULL);
+    localtime_r(&t, &tmv);
+    strftime(r->run_id, sizeof r->run_id, "run-%Y%m%d-%H%M%S", &tmv);
+}
 
-    /* run directory and files */
-    if (cfg->run_id && cfg->run_id[0]) snprintf(run_id, sizeof run_id, "%s", cfg->run_id);
-    else {
-        time_t t = time(NULL);
-        struct tm tmv;
-        localtime_r(&t, &tmv);
-        strftime(run_id, sizeof run_id, "run-%Y%m%d-%H%M%S", &tmv);
-    }
-    if (out_dir && strlen(out_dir) >= sizeof rf.dir) {
-        fprintf(stderr, "train: --out path has %zu bytes, more than the %zu this trainer takes\n", strlen(out_dir), sizeof rf.dir - 1);
-        goto usage_error;
-    }
-    if (out_dir) snprintf(rf.dir, sizeof rf.dir, "%s", out_dir);
-    else snprintf(rf.dir, sizeof rf.dir, "runs/%s", run_id);
-    if (mkdir_p(rf.dir) != 0) { fprintf(stderr, "train: cannot create run directory '%s'\n", rf.dir); goto done; }
-    snprintf(rf.log, sizeof rf.log, "%s/train.log", rf.dir);
-    snprintf(rf.metrics, sizeof rf.metrics, "%s/metrics.jsonl", rf.dir);
-    snprintf(rf.svg, sizeof rf.svg, "%s/loss.svg", rf.dir);
-    snprintf(rf.ckpt, sizeof rf.ckpt, "%s/checkpoint.utgc", rf.dir);
-    snprintf(rf.weights, sizeof rf.weights, "%s/model.safetensors", rf.dir);
-    snprintf(rf.artifact, sizeof rf.artifact, "%s/final_model.utga", rf.dir);
-    if (!resume_path && !force && access(rf.ckpt, F_OK) == 0) { /* an earlier run's state is not replaced by accident */
-        fprintf(stderr, "train: '%s' holds a checkpoint from an earlier run: continue it with --resume %s, or start over with --force\n",
-                rf.dir, rf.ckpt);
-        goto usage_error;
-    }
-    if (!sink_open(&g_log, rf.log, 0)) { /* appended: a failed start never wipes an earlier run's log */
-        fprintf(stderr, "train: cannot write in '%s': %s\n", rf.dir, strerror(errno));
-        goto done;
-    }
+static void name_files(run_files *rf) {
+    snprintf(rf->log, sizeof rf->log, "%s/train.log", rf->dir);
+    snprintf(rf->metrics, sizeof rf->metrics, "%s/metrics.jsonl", rf->dir);
+    snprintf(rf->svg, sizeof rf->svg, "%s/loss.svg", rf->dir);
+    snprintf(rf->ckpt, sizeof rf->ckpt, "%s/checkpoint.utgc", rf->dir);
+    snprintf(rf->weights, sizeof rf->weights, "%s/model.safetensors", rf->dir);
+    snprintf(rf->artifact, sizeof rf->artifact, "%s/final_model.utga", rf->dir);
+}
 
-    logf_("utgolf %s trainer  run_id:%s  out:%s", utg_version(), run_id, rf.dir);
-    log_config(cfg);
+/* The run directory and its files: an earlier run's checkpoint is not replaced by accident; opens
+   train.log (appended: a failed start never wipes an earlier run's log) and logs the config. */
+static int open_run_dir(train_run *r) {
+    run_files *rf = &r->rf;
+    name_run(r);
+    if (r->out_dir && strlen(r->out_dir) >= sizeof rf->dir) {
+        fprintf(stderr, "train: --out path has %zu bytes, more than the %zu this trainer takes\n",
+                strlen(r->out_dir), sizeof rf->dir - 1);
+        return 2;
+    }
+    if (r->out_dir) snprintf(rf->dir, sizeof rf->dir, "%s", r->out_dir);
+    else snprintf(rf->dir, sizeof rf->dir, "runs/%s", r->run_id);
+    if (mkdir_p(rf->dir) != 0) {
+        fprintf(stderr, "train: cannot create run directory '%s'\n", rf->dir);
+        return 1;
+    }
+    name_files(rf);
+    if (!r->resume_path && !r->force && access(rf->ckpt, F_OK) == 0) {
+        fprintf(stderr, "train: '%s' holds a checkpoint from an earlier run: continue it with --resume %s, "
+                "or start over with --force\n", rf->dir, rf->ckpt);
+        return 2;
+    }
+    if (!sink_open(&g_log, rf->log, 0)) {
+        fprintf(stderr, "train: cannot write in '%s': %s\n", rf->dir, strerror(errno));
+        return 1;
+    }
+    logf_("utgolf %s trainer  run_id:%s  out:%s", utg_version(), r->run_id, rf->dir);
+    log_config(r->cfg);
+    return RUN_ON;
+}
 
-    /* data */
-    if (cfg->train_files && cfg->train_files[0]) snprintf(train_glob, sizeof train_glob, "%s", cfg->train_files);
-    else snprintf(train_glob, sizeof train_glob, "%s/fineweb_train_*.bin", cfg->data_path);
-    if (cfg->val_files && cfg->val_files[0]) snprintf(val_glob, sizeof val_glob, "%s", cfg->val_files);
-    else snprintf(val_glob, sizeof val_glob, "%s/fineweb_val_*.bin", cfg->data_path);
-    if (!strcmp(cfg->tokenizer_path, "byte260")) {
-        if (utg_tokenizer_byte260(&tok, cfg->vocab_size, NULL, &msg) != UTG_OK) { errf_("tokenizer: %s", msg.text); goto done; }
-    } else {
-        void *buf;
-        size_t n;
-        if (!ends_with(cfg->tokenizer_path, ".model")) { errf_("TOKENIZER_PATH must be a SentencePiece .model file or byte260 (got '%s')", cfg->tokenizer_path); goto done; }
-        if (utg_read_file(cfg->tokenizer_path, 64u << 20, &buf, &n, &msg) != UTG_OK) { errf_("tokenizer: %s", msg.text); goto done; }
-        if (utg_tokenizer_load_spm(&tok, buf, n, cfg->vocab_size, NULL, &msg) != UTG_OK) {
-            free(buf);
-            errf_("tokenizer: %s: %s", cfg->tokenizer_path, msg.text);
-            goto done;
-        }
+/* TOKENIZER_PATH as a SentencePiece model. 0, or -1 after saying why. */
+static int load_spm(train_run *r) {
+    const char *path = r->cfg->tokenizer_path;
+    void *buf;
+    size_t n;
+    if (!ends_with(path, ".model")) {
+        errf_("TOKENIZER_PATH must be a SentencePiece .model file or byte260 (got '%s')", path);
+        return -1;
+    }
+    if (utg_read_file(path, 64u << 20, &buf, &n, &r->msg) != UTG_OK) {
+        errf_("tokenizer: %s", r->msg.text);
+        return -1;
+    }
+    if (utg_tokenizer_load_spm(&r->tok, buf, n, r->cfg->vocab_size, NULL, &r->msg) != UTG_OK) {
         free(buf);
-        if (tok.space_piece_id < 0) {
-            errf_("tokenizer: %s has no standalone '\xe2\x96\x81' piece: every space would count as byte-fallback "
-                  "bytes and val_bpb would be wrong (Parameter Golf issue #897)", cfg->tokenizer_path);
-            goto done;
-        }
+        errf_("tokenizer: %s: %s", path, r->msg.text);
+        return -1;
     }
-    if (tok.n_pieces > cfg->vocab_size) {
-        errf_("tokenizer has %d pieces but VOCAB_SIZE is %d", tok.n_pieces, cfg->vocab_size);
-        goto done;
+    free(buf);
+    if (r->tok.space_piece_id < 0) {
+        errf_("tokenizer: %s has no standalone '\xe2\x96\x81' piece: every space would count as "
+              "byte-fallback bytes and val_bpb would be wrong (Parameter Golf issue #897)",
+              path);
+        return -1;
     }
-    logf_("val_bpb:enabled tokenizer_kind=%s tokenizer_path=%s pieces:%d", tok.kind == UTG_TOKENIZER_SPM ? "sentencepiece" : "byte260",
-          cfg->tokenizer_path, tok.n_pieces);
-    if (utg_dataset_open(train_glob, cfg->vocab_size, NULL, &train_ds, &msg) != UTG_OK) { errf_("train data: %s", msg.text); goto done; }
-    if (utg_dataset_open(val_glob, cfg->vocab_size, NULL, &val_ds, &msg) != UTG_OK) { errf_("val data: %s", msg.text); goto done; }
-    {
-        uint64_t nv = utg_dataset_tokens(val_ds);
-        if (nv < 2 || nv > (uint64_t)1 << 34) { errf_("val data: %llu tokens is not a usable validation stream", (unsigned long long)nv); goto done; }
-        n_val = (size_t)nv;
-        val_tokens = (int32_t *)malloc(sizeof(int32_t) * n_val);
-        if (!val_tokens) { errf_("out of memory for %zu validation tokens", n_val); goto done; }
-        if (utg_dataset_read(val_ds, 0, n_val, val_tokens, &msg) != UTG_OK) { errf_("val data: %s", msg.text); goto done; }
-    }
-    logf_("train_loader:%s shards:%d tokens:%llu  val_loader:shards:%d tokens:%zu", train_glob, utg_dataset_shard_count(train_ds),
-          (unsigned long long)utg_dataset_tokens(train_ds), utg_dataset_shard_count(val_ds), n_val - 1);
+    return 0;
+}
 
-    /* model, optimizer, loader */
-    if (utg_model_create(&desc, &m) != UTG_OK) { errf_("model: %s", utg_model_message(m)); goto done; }
-    if (utg_optim_create(m, &opt) != UTG_OK) { errf_("optimizer: %s", utg_model_message(m)); goto done; }
-    if (strcmp(cfg->qat, "none") && utg_qat_create(m, &qat) != UTG_OK) { errf_("QAT: %s", utg_model_message(m)); goto done; }
-    accum = cfg->grad_accum_steps;
-    micro_seqs = cfg->train_batch_tokens / accum / cfg->train_seq_len; /* train_gpt.py's integer divisions */
+/* The tokenizer (byte260 or a SentencePiece model), which val_bpb counts bytes with. */
+static int open_tokenizer(train_run *r) {
+    const utg_config *cfg = r->cfg;
+    if (!strcmp(cfg->tokenizer_path, "byte260")) {
+        if (utg_tokenizer_byte260(&r->tok, cfg->vocab_size, NULL, &r->msg) != UTG_OK) {
+            errf_("tokenizer: %s", r->msg.text);
+            return 1;
+        }
+    } else if (load_spm(r) != 0) {
+        return 1;
+    }
+    if (r->tok.n_pieces > cfg->vocab_size) {
+        errf_("tokenizer has %d pieces but VOCAB_SIZE is %d", r->tok.n_pieces, cfg->vocab_size);
+        return 1;
+    }
+    logf_("val_bpb:enabled tokenizer_kind=%s tokenizer_path=%s pieces:%d",
+          r->tok.kind == UTG_TOKENIZER_SPM ? "sentencepiece" : "byte260", cfg->tokenizer_path,
+          r->tok.n_pieces);
+    return RUN_ON;
+}
+
+/* TRAIN_FILES or VAL_FILES, or else DATA_PATH's fineweb shards of that kind */
+static void data_glob(char *buf, size_t n, const char *files, const char *data_path, const char *kind) {
+    if (files && files[0]) snprintf(buf, n, "%s", files);
+    else snprintf(buf, n, "%s/fineweb_%s_*.bin", data_path, kind);
+}
+
+/* The training shards, and the validation stream read whole into memory. */
+static int open_data(train_run *r) {
+    const utg_config *cfg = r->cfg;
+    uint64_t nv;
+    data_glob(r->train_glob, sizeof r->train_glob, cfg->train_files, cfg->data_path, "train");
+    data_glob(r->val_glob, sizeof r->val_glob, cfg->val_files, cfg->data_path, "val");
+    if (utg_dataset_open(r->train_glob, cfg->vocab_size, NULL, &r->train_ds, &r->msg) != UTG_OK) {
+        errf_("train data: %s", r->msg.text);
+        return 1;
+    }
+    if (utg_dataset_open(r->val_glob, cfg->vocab_size, NULL, &r->val_ds, &r->msg) != UTG_OK) {
+        errf_("val data: %s", r->msg.text);
+        return 1;
+    }
+    nv = utg_dataset_tokens(r->val_ds);
+    if (nv < 2 || nv > (uint64_t)1 << 34) {
+        errf_("val data: %llu tokens is not a usable validation stream", (unsigned long long)nv);
+        return 1;
+    }
+    r->n_val = (size_t)nv;
+    r->val_tokens = (int32_t *)malloc(sizeof(int32_t) * r->n_val);
+    if (!r->val_tokens) {
+        errf_("out of memory for %zu validation tokens", r->n_val);
+        return 1;
+    }
+    if (utg_dataset_read(r->val_ds, 0, r->n_val, r->val_tokens, &r->msg) != UTG_OK) {
+        errf_("val data: %s", r->msg.text);
+        return 1;
+    }
+    logf_("train_loader:%s shards:%d tokens:%llu  val_loader:shards:%d tokens:%zu", r->train_glob,
+          utg_dataset_shard_count(r->train_ds), (unsigned long long)utg_dataset_tokens(r->train_ds),
+          utg_dataset_shard_count(r->val_ds), r->n_val - 1);
+    return RUN_ON;
+}
+
+/* The model, the optimizer, QAT when asked for, the batch split, the training loader. */
+static int build_model(train_run *r) {
+    const utg_config *cfg = r->cfg;
+    int accum = cfg->grad_accum_steps, micro_seqs, T = cfg->train_seq_len;
+    if (utg_model_create(&r->desc, &r->m) != UTG_OK) {
+        errf_("model: %s", utg_model_message(r->m));
+        return 1;
+    }
+    if (utg_optim_create(r->m, &r->opt) != UTG_OK) {
+        errf_("optimizer: %s", utg_model_message(r->m));
+        return 1;
+    }
+    if (strcmp(cfg->qat, "none") && utg_qat_create(r->m, &r->qat) != UTG_OK) {
+        errf_("QAT: %s", utg_model_message(r->m));
+        return 1;
+    }
+    micro_seqs = cfg->train_batch_tokens / accum / T; /* train_gpt.py's integer divisions */
     if (micro_seqs < 1) {
-        errf_("TRAIN_BATCH_TOKENS=%d over GRAD_ACCUM_STEPS=%d micro-batches holds no whole TRAIN_SEQ_LEN=%d sequence",
-              cfg->train_batch_tokens, accum, cfg->train_seq_len);
-        goto done;
+        errf_("TRAIN_BATCH_TOKENS=%d over GRAD_ACCUM_STEPS=%d micro-batches holds no whole "
+              "TRAIN_SEQ_LEN=%d sequence", cfg->train_batch_tokens, accum, T);
+        return 1;
     }
-    if ((int64_t)micro_seqs * accum * cfg->train_seq_len != cfg->train_batch_tokens)
-        logf_("note: TRAIN_BATCH_TOKENS=%d rounds down to %d tokens per step (%d x %d sequences of %d)", cfg->train_batch_tokens,
-              micro_seqs * accum * cfg->train_seq_len, accum, micro_seqs, cfg->train_seq_len);
-    tokens_per_step = (int64_t)micro_seqs * accum * cfg->train_seq_len;
-    if (utg_loader_create(train_ds, strcmp(cfg->train_loader, "shuffled") ? UTG_LOADER_SEQUENTIAL : UTG_LOADER_SHUFFLED,
-                          cfg->train_seq_len, 0, 1, (uint64_t)UTG__OFF0(cfg->seed), NULL, &loader, &msg) != UTG_OK) {
-        errf_("train loader: %s", msg.text);
-        goto done;
+    if ((int64_t)micro_seqs * accum * T != cfg->train_batch_tokens)
+        logf_("note: TRAIN_BATCH_TOKENS=%d rounds down to %d tokens per step (%d x %d sequences of %d)",
+              cfg->train_batch_tokens, micro_seqs * accum * T, accum, micro_seqs, T);
+    r->accum = accum;
+    r->micro_seqs = micro_seqs;
+    r->tokens_per_step = (int64_t)micro_seqs * accum * T;
+    if (utg_loader_create(r->train_ds,
+                          strcmp(cfg->train_loader, "shuffled") ? UTG_LOADER_SEQUENTIAL : UTG_LOADER_SHUFFLED,
+                          T, 0, 1, (uint64_t)UTG__OFF0(cfg->seed), NULL, &r->loader, &r->msg) != UTG_OK) {
+        errf_("train loader: %s", r->msg.text);
+        return 1;
     }
-    ev.seq_len = cfg->eval_seq_len > 0 ? cfg->eval_seq_len : cfg->train_seq_len;
-    ev.stride = cfg->eval_stride;
-    ev.tok = val_tokens;
-    ev.n_tok = n_val;
-    if (n_val - 1 < (size_t)ev.seq_len && ev.stride <= 0) { errf_("validation stream (%zu targets) is shorter than one window of %d", n_val - 1, ev.seq_len); goto done; }
-    {
-        int vb = cfg->val_batch_size / ev.seq_len, cap = (micro_seqs * cfg->train_seq_len) / ev.seq_len;
-        if (cap < 1) cap = 1;
-        ev.batch_seqs = vb < 1 ? 1 : vb > cap ? cap : vb; /* eval batches no larger than a training micro-batch */
+    return RUN_ON;
+}
+
+/* The evaluator (window length, stride, batch) and the buffers of the evaluation and training batches. */
+static int build_evaluator(train_run *r) {
+    const utg_config *cfg = r->cfg;
+    evaluator *ev = &r->ev;
+    int vb, cap;
+    size_t n_ev, n_train = (size_t)r->micro_seqs * cfg->train_seq_len;
+    ev->seq_len = cfg->eval_seq_len > 0 ? cfg->eval_seq_len : cfg->train_seq_len;
+    ev->stride = cfg->eval_stride;
+    ev->tok = r->val_tokens;
+    ev->n_tok = r->n_val;
+    if (r->n_val - 1 < (size_t)ev->seq_len && ev->stride <= 0) {
+        errf_("validation stream (%zu targets) is shorter than one window of %d", r->n_val - 1, ev->seq_len);
+        return 1;
     }
-    ev.x = (int32_t *)malloc(sizeof(int32_t) * (size_t)ev.batch_seqs * ev.seq_len);
-    ev.y = (int32_t *)malloc(sizeof(int32_t) * (size_t)ev.batch_seqs * ev.seq_len);
-    ev.loss = (float *)malloc(sizeof(float) * (size_t)ev.batch_seqs * ev.seq_len);
+    vb = cfg->val_batch_size / ev->seq_len;
+    cap = (r->micro_seqs * cfg->train_seq_len) / ev->seq_len;
+    if (cap < 1) cap = 1;
+    /* eval batches no larger than a training micro-batch */
+    ev->batch_seqs = vb < 1 ? 1 : vb > cap ? cap : vb;
+    n_ev = (size_t)ev->batch_seqs * ev->seq_len;
+    ev->x = (int32_t *)malloc(sizeof(int32_t) * n_ev);
+    ev->y = (int32_t *)malloc(sizeof(int32_t) * n_ev);
+    ev->loss = (float *)malloc(sizeof(float) * n_ev);
     /* zeroed: a checkpoint before the first step checks its state on this batch */
-    bx = (int32_t *)calloc((size_t)micro_seqs * cfg->train_seq_len, sizeof(int32_t));
-    by = (int32_t *)calloc((size_t)micro_seqs * cfg->train_seq_len, sizeof(int32_t));
-    if (!ev.x || !ev.y || !ev.loss || !bx || !by) { errf_("out of memory for batches"); goto done; }
-    if (utg_model_reserve(m, micro_seqs) != UTG_OK) { errf_("model: %s", utg_model_message(m)); goto done; }
-    {
-        int np = utg_model_plan_count(m), i, vmax = 0;
-        char pbuf[1024];
-        for (i = 0; i < np; i++) if (utg_model_plan_at(m, i)->n_layers > vmax) vmax = utg_model_plan_at(m, i)->n_layers;
-        logf_("model_params:%zu physical_layers:%d virtual_layers:%d", utg_model_param_count(m), utg_model_physical_blocks(m), vmax);
-        for (i = 0; i < np; i++) { /* the depth plans the schedule can reach, all built already */
-            const utg_plan *pl = utg_model_plan_at(m, i);
-            char when[64];
-            if (i == 0) snprintf(when, sizeof when, "from the start");
-            else if (pl->start_step >= 0) snprintf(when, sizeof when, "from step %d", pl->start_step);
-            else snprintf(when, sizeof when, "from %.0f%% of training", 100.0 * pl->start_frac);
-            logf_("depth_plan:%d %s: %s", i, when, utg_plan_describe(pl, pbuf, sizeof pbuf));
+    r->bx = (int32_t *)calloc(n_train, sizeof(int32_t));
+    r->by = (int32_t *)calloc(n_train, sizeof(int32_t));
+    if (!ev->x || !ev->y || !ev->loss || !r->bx || !r->by) {
+        errf_("out of memory for batches");
+        return 1;
+    }
+    if (utg_model_reserve(r->m, r->micro_seqs) != UTG_OK) {
+        errf_("model: %s", utg_model_message(r->m));
+        return 1;
+    }
+    return RUN_ON;
+}
+
+/* The model's size, the depth plans the schedule can reach (all built already), the batch shapes. */
+static int log_model(train_run *r) {
+    utg_model *m = r->m;
+    int np = utg_model_plan_count(m), i, vmax = 0;
+    char pbuf[1024], when[64];
+    for (i = 0; i < np; i++)
+        if (utg_model_plan_at(m, i)->n_layers > vmax) vmax = utg_model_plan_at(m, i)->n_layers;
+    logf_("model_params:%zu physical_layers:%d virtual_layers:%d", utg_model_param_count(m),
+          utg_model_physical_blocks(m), vmax);
+    for (i = 0; i < np; i++) {
+        const utg_plan *pl = utg_model_plan_at(m, i);
+        if (i == 0) snprintf(when, sizeof when, "from the start");
+        else if (pl->start_step >= 0) snprintf(when, sizeof when, "from step %d", pl->start_step);
+        else snprintf(when, sizeof when, "from %.0f%% of training", 100.0 * pl->start_frac);
+        logf_("depth_plan:%d %s: %s", i, when, utg_plan_describe(pl, pbuf, sizeof pbuf));
+    }
+    logf_("world_size:1 grad_accum_steps:%d micro_batch:%dx%d tokens_per_step:%lld threads:%d", r->accum,
+          r->micro_seqs, r->cfg->train_seq_len, (long long)r->tokens_per_step, utg_thread_count());
+    logf_("eval: seq_len:%d stride:%d batch:%d windows", r->ev.seq_len, r->ev.stride, r->ev.batch_seqs);
+    return RUN_ON;
+}
+
+/* One priming step (number w): the micro-batches and the update. 0, or -1 after saying why. */
+static int prime_step(train_run *r, int w) {
+    double l;
+    int mi;
+    utg_model_zero_grads(r->m);
+    for (mi = 0; mi < r->accum; mi++) {
+        if (utg_loader_next(r->loader, r->bx, r->by, r->micro_seqs, &r->msg) != UTG_OK) {
+            errf_("train data: %s", r->msg.text);
+            return -1;
         }
-        logf_("world_size:1 grad_accum_steps:%d micro_batch:%dx%d tokens_per_step:%lld threads:%d", accum, micro_seqs,
-              cfg->train_seq_len, (long long)tokens_per_step, utg_thread_count());
-        logf_("eval: seq_len:%d stride:%d batch:%d windows", ev.seq_len, ev.stride, ev.batch_seqs);
-    }
-
-    /* priming steps, then everything is put back (train_gpt.py's WARMUP_STEPS) */
-    if (UTG__OFF0(cfg->warmup_steps) > 0 && !resume_path) {
-        int w, mi;
-        init_params = (float *)malloc(sizeof(float) * utg_model_arena_floats(m));
-        if (!init_params) { errf_("out of memory"); goto done; }
-        utg_model_get(m, UTG_ARENA_PARAMS, -1, init_params, utg_model_arena_floats(m));
-        for (w = 0; w < cfg->warmup_steps; w++) {
-            double l;
-            utg_model_zero_grads(m);
-            for (mi = 0; mi < accum; mi++) {
-                if (utg_loader_next(loader, bx, by, micro_seqs, &msg) != UTG_OK) { errf_("train data: %s", msg.text); goto done; }
-                if (utg_model_forward(m, bx, by, micro_seqs, &l) != UTG_OK || utg_model_backward(m, 1.0f / accum) != UTG_OK) {
-                    errf_("warmup: %s", utg_model_message(m));
-                    goto done;
-                }
-            }
-            if (utg_optim_step(opt, w, 1.0, NULL) != UTG_OK) { errf_("warmup: %s", utg_model_message(m)); goto done; }
-            if (cfg->warmup_steps <= 20 || (w + 1) % 10 == 0 || w + 1 == cfg->warmup_steps) logf_("warmup_step:%d/%d", w + 1, cfg->warmup_steps);
+        if (utg_model_forward(r->m, r->bx, r->by, r->micro_seqs, &l) != UTG_OK ||
+            utg_model_backward(r->m, 1.0f / r->accum) != UTG_OK) {
+            errf_("warmup: %s", utg_model_message(r->m));
+            return -1;
         }
-        utg_model_set(m, UTG_ARENA_PARAMS, -1, init_params, utg_model_arena_floats(m));
-        utg_model_zero_grads(m);
-        utg_optim_reset(opt);
-        utg_loader_reset(loader);
     }
-
-    if (resume_path) {
-        if (load_checkpoint(m, opt, loader, &ts, resume_path) != 0) goto done;
-        good_ckpt = resume_path;
-        training_ms = ts.train_ms;
-        logf_("resumed from %s at step %lld (train_time %.0fms, depth_plan:%d)", resume_path, (long long)ts.step, ts.train_ms,
-              utg_model_phase(m));
+    if (utg_optim_step(r->opt, w, 1.0, NULL) != UTG_OK) {
+        errf_("warmup: %s", utg_model_message(r->m));
+        return -1;
     }
+    return 0;
+}
 
-    /* everything checked: only now is an earlier run's metrics file replaced (or, resuming, extended) */
-    if (!sink_open(&metrics, rf.metrics, !resume_path)) { errf_("cannot write '%s': %s", rf.metrics, strerror(errno)); goto done; }
+/* train_gpt.py's WARMUP_STEPS: priming steps, then the weights, the optimizer and the loader are
+   put back as they were. Not when resuming. */
+static int prime(train_run *r) {
+    const utg_config *cfg = r->cfg;
+    size_t n;
+    int w;
+    if (UTG__OFF0(cfg->warmup_steps) <= 0 || r->resume_path) return RUN_ON;
+    n = utg_model_arena_floats(r->m);
+    r->init_params = (float *)malloc(sizeof(float) * n);
+    if (!r->init_params) {
+        errf_("out of memory");
+        return 1;
+    }
+    utg_model_get(r->m, UTG_ARENA_PARAMS, -1, r->init_params, n);
+    for (w = 0; w < cfg->warmup_steps; w++) {
+        if (prime_step(r, w) != 0) return 1;
+        if (cfg->warmup_steps <= 20 || (w + 1) % 10 == 0 || w + 1 == cfg->warmup_steps)
+            logf_("warmup_step:%d/%d", w + 1, cfg->warmup_steps);
+    }
+    utg_model_set(r->m, UTG_ARENA_PARAMS, -1, r->init_params, n);
+    utg_model_zero_grads(r->m);
+    utg_optim_reset(r->opt);
+    utg_loader_reset(r->loader);
+    return RUN_ON;
+}
+
+/* --resume: the model, optimizer, loader and counters from the checkpoint. */
+static int resume(train_run *r) {
+    if (!r->resume_path) return RUN_ON;
+    if (load_checkpoint(r, r->resume_path) != 0) return 1;
+    r->good_ckpt = r->resume_path;
+    r->training_ms = r->ts.train_ms;
+    logf_("resumed from %s at step %lld (train_time %.0fms, depth_plan:%d)", r->resume_path,
+          (long long)r->ts.step, r->ts.train_ms, utg_model_phase(r->m));
+    return RUN_ON;
+}
+
+/* Everything is checked: only now is an earlier run's metrics file replaced (or, resuming,
+   extended). SIGINT and SIGTERM stop the run after the current step from here on. */
+static int start_training(train_run *r) {
+    if (!sink_open(&r->metrics, r->rf.metrics, !r->resume_path)) {
+        errf_("cannot write '%s': %s", r->rf.metrics, strerror(errno));
+        return 1;
+    }
     signal(SIGINT, on_stop_signal);
     signal(SIGTERM, on_stop_signal);
-    step_start = (int)ts.step;
-    if (utg_model_phase(m) > 0) { /* resumed inside a later plan: its step time from here on */
-        phase_step = step_start;
-        phase_ms = training_ms;
+    r->step_start = (int)r->ts.step;
+    if (utg_model_phase(r->m) > 0) { /* resumed inside a later plan: its step time from here on */
+        r->phase_step = r->step_start;
+        r->phase_ms = r->training_ms;
     }
-    t0 = now_ms();
-    for (;;) {
-        int step = (int)ts.step;
-        int last_step = step >= cfg->iterations || (stop_after >= 0 && step >= stop_after);
-        int budget_stop = max_steps > 0 && step - step_start >= max_steps;
-        double elapsed, scale, train_loss = 0.0, gnorm = 0.0, approx_ms, bad_value = 0.0;
-        const char *bad = NULL; /* what turned out not finite in this step */
-        int mi;
-        if ((!budget_stop || last_step) &&
-            (last_step || (UTG__OFF0(cfg->val_loss_every) > 0 && step % cfg->val_loss_every == 0))) {
-            double te;
-            training_ms += now_ms() - t0;
-            te = now_ms();
-            if (last_step && utg_optim_apply_average(opt)) logf_("loaded the %s weights for the final evaluation", cfg->ema_enabled > 0 ? "EMA" : "SWA");
-            if (evaluate(m, &tok, &ev, &val_loss, &val_bpb, &msg) != UTG_OK) { errf_("%s", msg.text); goto done; }
-            logf_("step:%d/%d val_loss:%.4f val_bpb:%.4f train_time:%.0fms step_avg:%.2fms eval_time:%.0fms", step, cfg->iterations,
-                  val_loss, val_bpb, training_ms, training_ms / (step > 0 ? step : 1), now_ms() - te);
-            sink_printf(&metrics, "{\"step\":%d,\"val_loss\":%.6f,\"val_bpb\":%.6f,\"train_time_ms\":%.0f}\n", step, val_loss, val_bpb, training_ms);
-            t0 = now_ms();
-        }
-        if (last_step) {
-            if (stop_after >= 0 && step < cfg->iterations)
-                logf_("stopping_early: wallclock_cap train_time:%.0fms step:%d/%d", training_ms, step, cfg->iterations);
-            break;
-        }
-        if (budget_stop || g_interrupted || write_failed) { /* a failed log write stops the run too, with its state saved */
-            double l;
-            int w;
-            training_ms += now_ms() - t0;
-            ts.train_ms = training_ms;
-            logf_("%s at step %d; resume with --resume %s", g_interrupted ? "interrupted" : write_failed ? "stopping" : "step budget reached",
-                  step, rf.ckpt);
-            if ((w = save_checkpoint(m, opt, loader, &ts, rf.ckpt, bx, by, micro_seqs, &l)) > 0)
-                errf_("step %d: the state gives a loss of %g: no checkpoint written%s%s", step, l, good_ckpt ? "; the last good one is " : "",
-                      good_ckpt ? good_ckpt : "");
-            rc = w != 0 || write_failed ? 1 : g_interrupted ? 128 + g_interrupted : 0;
-            goto finish_picture;
-        }
+    r->t0 = now_ms();
+    return RUN_ON;
+}
 
-        elapsed = training_ms + (now_ms() - t0);
-        {   /* the depth schedule: switch plans between steps (nothing is allocated) */
-            int want = utg_model_schedule_phase(m, step, utg_train_frac(cfg, step, elapsed));
-            if (want > utg_model_phase(m)) {
-                char pbuf[1024];
-                if (utg_model_set_phase(m, want, 1) != UTG_OK) { errf_("step %d: %s", step, utg_model_message(m)); goto done; }
-                phase_step = step;
-                phase_ms = elapsed;
-                logf_("depth_plan:%d active at step:%d train_time:%.0fms: %s", want, step, elapsed,
-                      utg_plan_describe(utg_model_plan(m), pbuf, sizeof pbuf));
-                sink_printf(&metrics, "{\"step\":%d,\"depth_plan\":%d,\"virtual_layers\":%d}\n", step, want, utg_model_plan(m)->n_layers);
-            }
-        }
-        scale = utg_lr_scale_phase(cfg, step, elapsed, phase_step, phase_ms);
-        if (qat && !qat_on && utg_qat_wanted(cfg, step, scale)) { /* once on, QAT stays on */
-            qat_on = 1;
-            logf_("qat:%s active at step:%d lr_scale:%.4f train_time:%.0fms", cfg->qat, step, scale, elapsed);
-            sink_printf(&metrics, "{\"step\":%d,\"qat\":1}\n", step);
-        }
-        if (qat_on) utg_qat_begin(qat, step); /* forward and backward see the quantized weights */
-        utg_model_zero_grads(m);
-        for (mi = 0; mi < accum; mi++) {
-            double l = 0.0;
-            utg_result fr;
-            if (utg_loader_next(loader, bx, by, micro_seqs, &msg) != UTG_OK) { errf_("train data: %s", msg.text); goto done; }
-            fr = utg_model_forward(m, bx, by, micro_seqs, &l);
-            if (!isfinite(l)) { bad = "training loss"; bad_value = l; break; } /* the forward refuses it: no backward */
-            if (fr != UTG_OK || utg_model_backward(m, 1.0f / accum) != UTG_OK) {
-                errf_("step %d: %s", step, utg_model_message(m));
-                goto done;
-            }
-            train_loss += l / accum;
-        }
-        if (qat_on) utg_qat_end(qat); /* the optimizer updates the full-precision masters */
-        if (bad) goto nonfinite;
-        if (utg_optim_step(opt, step, scale * lr_factor, &gnorm) != UTG_OK) { /* a non-finite norm: refused before any update */
-            if (!isfinite(gnorm)) { bad = "gradient norm"; bad_value = gnorm; goto nonfinite; }
-            errf_("step %d: %s", step, utg_model_message(m));
-            goto done;
-        }
-        ts.step = ++step;
-        utg_optim_average(opt, step, scale);
-        ts.tokens_seen += tokens_per_step;
-        approx_ms = training_ms + (now_ms() - t0);
-        ts.train_ms = approx_ms;
-        {
-            double step_avg = approx_ms / step, tok_s = (double)tokens_per_step / (step_avg / 1000.0);
-            if (UTG__OFF0(cfg->train_log_every) > 0 && (step <= 10 || step % cfg->train_log_every == 0 || stop_after >= 0)) {
-                logf_("step:%d/%d train_loss:%.4f lr_scale:%.4f grad_norm:%.3f train_time:%.0fms step_avg:%.2fms tok/s:%.0f", step,
-                      cfg->iterations, train_loss, scale * lr_factor, gnorm, approx_ms, step_avg, tok_s);
-                /* a finite blow-up (an absurd LR) runs on: say so once, after three log lines in a row */
-                if (first_logged_loss < 0) first_logged_loss = train_loss;
-                high_loss_lines = train_loss > 1.5 * first_logged_loss ? high_loss_lines + 1 : 0;
-                if (high_loss_lines == 3)
-                    errf_("warning: step %d: the train loss (%.4f) has stayed above 1.5 x the first logged one (%.4f) for 3 log lines: "
-                          "the run is diverging (check the learning rates)", step, train_loss, first_logged_loss);
-            }
-            sink_printf(&metrics, "{\"step\":%d,\"train_loss\":%.6f,\"lr_scale\":%.6f,\"grad_norm\":%.6f,\"train_time_ms\":%.0f,\"tokens_per_s\":%.0f}\n",
-                    step, train_loss, scale * lr_factor, gnorm, approx_ms, tok_s);
-            if (progress_on) {
-                double frac_it = (double)step / cfg->iterations, frac = frac_it, eta;
-                if (cfg->max_wallclock_seconds > 0) {
-                    double ft = approx_ms / (1000.0 * cfg->max_wallclock_seconds);
-                    if (ft > frac) frac = ft;
-                }
-                eta = frac > 0 ? (approx_ms / 1000.0) * (1 - frac) / frac : -1;
-                progress(frac, step, eta, train_loss, tok_s);
-            }
-        }
-        if (sink_failed(&metrics)) { write_failed = 1; continue; }
-        if (checkpoint_every > 0 && step % checkpoint_every == 0) {
-            double tc = now_ms(), l;
-            int w;
-            ts.train_ms = approx_ms;
-            if ((w = save_checkpoint(m, opt, loader, &ts, rf.ckpt, bx, by, micro_seqs, &l)) < 0) goto done;
-            if (w == 0) good_ckpt = rf.ckpt;
-            t0 += now_ms() - tc; /* checkpoint time is not training time */
-            if (w > 0) { bad = "loss of the state to checkpoint"; bad_value = l; goto nonfinite; }
-        }
-        if (stop_after < 0 && cfg->max_wallclock_seconds > 0 && approx_ms >= 1000.0 * cfg->max_wallclock_seconds) stop_after = step;
-        continue;
-    nonfinite: /* stop, or go back to the last good checkpoint with half the learning rates */
-        clear_progress();
-        if (strcmp(cfg->on_nonfinite, "rollback") || !good_ckpt || rollbacks >= cfg->on_nonfinite_max_rollbacks) {
-            errf_("step %d: the %s is %g: stopping (ON_NONFINITE=%s%s). %s%s", step, bad, bad_value, cfg->on_nonfinite,
-                  strcmp(cfg->on_nonfinite, "rollback") ? "" : !good_ckpt ? ", and no good checkpoint to go back to: use --checkpoint-every"
-                                                                          : ", and ON_NONFINITE_MAX_ROLLBACKS is spent",
-                  good_ckpt ? "The last good checkpoint is " : "No checkpoint was written", good_ckpt ? good_ckpt : "");
-            goto finish_picture;
-        }
-        if (load_checkpoint(m, opt, loader, &ts, good_ckpt) != 0) goto done;
-        rollbacks++;
-        lr_factor *= 0.5;
-        training_ms = ts.train_ms;
-        phase_step = utg_model_phase(m) > 0 ? (int)ts.step : 0;
-        phase_ms = utg_model_phase(m) > 0 ? training_ms : 0.0;
-        stop_after = -1;
-        logf_("step %d: the %s is %g: rolled back to %s (step %lld), learning rates now x%g (rollback %d of %d)", step, bad, bad_value,
-              good_ckpt, (long long)ts.step, lr_factor, rollbacks, cfg->on_nonfinite_max_rollbacks);
-        sink_printf(&metrics, "{\"step\":%lld,\"rollback\":%d,\"lr_factor\":%g}\n", (long long)ts.step, rollbacks, lr_factor);
-        t0 = now_ms();
+/* What one training step computed. */
+typedef struct step_out {
+    double scale, train_loss, gnorm; /* the LR scale of the schedule, the mean loss, the gradient norm */
+    const char *bad;                 /* what turned out not finite in this step, NULL when nothing did */
+    double bad_value;
+} step_out;
+
+/* Validation at `step`, at the last step with the EMA or SWA weights where there are; its time is
+   not training time. RUN_ON, or 1 after saying why. */
+static int validate(train_run *r, int step, int last_step) {
+    const utg_config *cfg = r->cfg;
+    double te;
+    r->training_ms += now_ms() - r->t0;
+    te = now_ms();
+    if (last_step && utg_optim_apply_average(r->opt))
+        logf_("loaded the %s weights for the final evaluation", cfg->ema_enabled > 0 ? "EMA" : "SWA");
+    if (evaluate(r->m, &r->tok, &r->ev, &r->val_loss, &r->val_bpb, &r->msg) != UTG_OK) {
+        errf_("%s", r->msg.text);
+        return 1;
     }
+    logf_("step:%d/%d val_loss:%.4f val_bpb:%.4f train_time:%.0fms step_avg:%.2fms eval_time:%.0fms", step,
+          cfg->iterations, r->val_loss, r->val_bpb, r->training_ms, r->training_ms / (step > 0 ? step : 1),
+          now_ms() - te);
+    sink_printf(&r->metrics, "{\"step\":%d,\"val_loss\":%.6f,\"val_bpb\":%.6f,\"train_time_ms\":%.0f}\n",
+                step, r->val_loss, r->val_bpb, r->training_ms);
+    r->t0 = now_ms();
+    return RUN_ON;
+}
+
+/* The stop before `step` that --max-steps, a signal or a failed log write asks for, with a
+   checkpoint. Returns the exit status; loss.svg is drawn. */
+static int stop_with_checkpoint(train_run *r, int step) {
+    const char *why = g_interrupted ? "interrupted" : r->write_failed ? "stopping" : "step budget reached";
+    double l;
+    int w;
+    r->training_ms += now_ms() - r->t0;
+    r->ts.train_ms = r->training_ms;
+    logf_("%s at step %d; resume with --resume %s", why, step, r->rf.ckpt);
+    w = save_checkpoint(r, &l);
+    if (w > 0)
+        errf_("step %d: the state gives a loss of %g: no checkpoint written%s%s", step, l,
+              r->good_ckpt ? "; the last good one is " : "", r->good_ckpt ? r->good_ckpt : "");
+    r->picture = 1;
+    return w != 0 || r->write_failed ? 1 : g_interrupted ? 128 + g_interrupted : 0;
+}
+
+/* The depth schedule: switches plans between steps (nothing is allocated). 0, or -1 after an error. */
+static int switch_plan(train_run *r, int step, double elapsed) {
+    int want = utg_model_schedule_phase(r->m, step, utg_train_frac(r->cfg, step, elapsed));
+    char pbuf[1024];
+    if (want <= utg_model_phase(r->m)) return 0;
+    if (utg_model_set_phase(r->m, want, 1) != UTG_OK) {
+        errf_("step %d: %s", step, utg_model_message(r->m));
+        return -1;
+    }
+    r->phase_step = step;
+    r->phase_ms = elapsed;
+    logf_("depth_plan:%d active at step:%d train_time:%.0fms: %s", want, step, elapsed,
+          utg_plan_describe(utg_model_plan(r->m), pbuf, sizeof pbuf));
+    sink_printf(&r->metrics, "{\"step\":%d,\"depth_plan\":%d,\"virtual_layers\":%d}\n", step, want,
+                utg_model_plan(r->m)->n_layers);
+    return 0;
+}
+
+/* The micro-batches of a step: forward, backward, their mean loss in out->train_loss. 0, or -1
+   after an error; a non-finite loss stops them (out->bad) before its backward. */
+static int accumulate(train_run *r, int step, step_out *out) {
+    int mi;
+    for (mi = 0; mi < r->accum; mi++) {
+        double l = 0.0;
+        utg_result fr;
+        if (utg_loader_next(r->loader, r->bx, r->by, r->micro_seqs, &r->msg) != UTG_OK) {
+            errf_("train data: %s", r->msg.text);
+            return -1;
+        }
+        fr = utg_model_forward(r->m, r->bx, r->by, r->micro_seqs, &l);
+        if (!isfinite(l)) { /* the forward refuses it: no backward */
+            out->bad = "training loss";
+            out->bad_value = l;
+            return 0;
+        }
+        if (fr != UTG_OK || utg_model_backward(r->m, 1.0f / r->accum) != UTG_OK) {
+            errf_("step %d: %s", step, utg_model_message(r->m));
+            return -1;
+        }
+        out->train_loss += l / r->accum;
+    }
+    return 0;
+}
+
+/* The work of a step: the depth schedule, QAT, the micro-batches, the update. 0, or -1 after an
+   error; a non-finite loss or gradient norm is no error: out->bad names it, and nothing changed. */
+static int compute_step(train_run *r, int step, step_out *out) {
+    const utg_config *cfg = r->cfg;
+    double elapsed = r->training_ms + (now_ms() - r->t0);
+    if (switch_plan(r, step, elapsed) != 0) return -1;
+    out->scale = utg_lr_scale_phase(cfg, step, elapsed, r->phase_step, r->phase_ms);
+    if (r->qat && !r->qat_on && utg_qat_wanted(cfg, step, out->scale)) { /* once on, QAT stays on */
+        r->qat_on = 1;
+        logf_("qat:%s active at step:%d lr_scale:%.4f train_time:%.0fms", cfg->qat, step, out->scale,
+              elapsed);
+        sink_printf(&r->metrics, "{\"step\":%d,\"qat\":1}\n", step);
+    }
+    if (r->qat_on) utg_qat_begin(r->qat, step); /* forward and backward see the quantized weights */
+    utg_model_zero_grads(r->m);
+    if (accumulate(r, step, out) != 0) return -1;
+    if (r->qat_on) utg_qat_end(r->qat); /* the optimizer updates the full-precision masters */
+    if (out->bad) return 0;
+    if (utg_optim_step(r->opt, step, out->scale * r->lr_factor, &out->gnorm) == UTG_OK) return 0;
+    if (!isfinite(out->gnorm)) { /* a non-finite norm: refused before any update */
+        out->bad = "gradient norm";
+        out->bad_value = out->gnorm;
+        return 0;
+    }
+    errf_("step %d: %s", step, utg_model_message(r->m));
+    return -1;
+}
+
+/* A finite blow-up (an absurd LR) runs on: say so once, after three log lines in a row. */
+static void watch_divergence(train_run *r, int step, double train_loss) {
+    if (r->first_logged_loss < 0) r->first_logged_loss = train_loss;
+    r->high_loss_lines = train_loss > 1.5 * r->first_logged_loss ? r->high_loss_lines + 1 : 0;
+    if (r->high_loss_lines == 3)
+        errf_("warning: step %d: the train loss (%.4f) has stayed above 1.5 x the first logged one (%.4f) "
+              "for 3 log lines: the run is diverging (check the learning rates)", step, train_loss,
+              r->first_logged_loss);
+}
+
+/* the progress bar: steps done, or the wallclock used where that is further along */
+static void show_progress(train_run *r, int step, double loss, double approx_ms, double tok_s) {
+    const utg_config *cfg = r->cfg;
+    double frac = (double)step / cfg->iterations, eta;
+    if (cfg->max_wallclock_seconds > 0) {
+        double ft = approx_ms / (1000.0 * cfg->max_wallclock_seconds);
+        if (ft > frac) frac = ft;
+    }
+    eta = frac > 0 ? (approx_ms / 1000.0) * (1 - frac) / frac : -1;
+    progress(frac, step, eta, loss, tok_s);
+}
+
+/* Step `step` done: its line in the log (every TRAIN_LOG_EVERY), its metrics record, the progress bar. */
+static void log_step(train_run *r, int step, const step_out *so, double approx_ms) {
+    const utg_config *cfg = r->cfg;
+    double lr = so->scale * r->lr_factor, step_avg = approx_ms / step;
+    double tok_s = (double)r->tokens_per_step / (step_avg / 1000.0);
+    if (UTG__OFF0(cfg->train_log_every) > 0 &&
+        (step <= 10 || step % cfg->train_log_every == 0 || r->stop_after >= 0)) {
+        logf_("step:%d/%d train_loss:%.4f lr_scale:%.4f grad_norm:%.3f train_time:%.0fms step_avg:%.2fms "
+              "tok/s:%.0f", step, cfg->iterations, so->train_loss, lr, so->gnorm, approx_ms, step_avg, tok_s);
+        watch_divergence(r, step, so->train_loss);
+    }
+    sink_printf(&r->metrics,
+                "{\"step\":%d,\"train_loss\":%.6f,\"lr_scale\":%.6f,\"grad_norm\":%.6f,"
+                "\"train_time_ms\":%.0f,\"tokens_per_s\":%.0f}\n",
+                step, so->train_loss, lr, so->gnorm, approx_ms, tok_s);
+    if (r->progress_on) show_progress(r, step, so->train_loss, approx_ms, tok_s);
+}
+
+/* Why a non-finite value stops the run rather than rolling back. */
+static const char *nonfinite_stop_reason(const train_run *r) {
+    if (strcmp(r->cfg->on_nonfinite, "rollback")) return "";
+    if (!r->good_ckpt) return ", and no good checkpoint to go back to: use --checkpoint-every";
+    return ", and ON_NONFINITE_MAX_ROLLBACKS is spent";
+}
+
+/* The non-finite guard: `what` came out as `value` at `step`. Stops the run (exit status 1, loss.svg
+   drawn), or with ON_NONFINITE=rollback goes back to the last good checkpoint with half the learning
+   rates (RUN_ON). */
+static int on_nonfinite(train_run *r, int step, const char *what, double value) {
+    const utg_config *cfg = r->cfg;
     clear_progress();
-
-    /* the end: weights, checkpoint, summary */
-    {
-        void *bytes = NULL;
-        size_t size = 0;
-        double wall = (now_ms() - t_start_wall) / 1000.0;
-        long long steps_run = ts.step;
-        double l;
-        int w;
-        if (utg_model_save_safetensors(m, UTG_ARENA_PARAMS, &bytes, &size) != UTG_OK) { errf_("weights: %s", utg_model_message(m)); goto done; }
-        w = utg_write_file(rf.weights, bytes, size, &msg) == UTG_OK;
-        utg_model_free_bytes(m, bytes);
-        if (!w) { errf_("weights: %s", msg.text); goto done; }
-        ts.train_ms = training_ms;
-        if ((w = save_checkpoint(m, opt, loader, &ts, rf.ckpt, bx, by, micro_seqs, &l)) != 0) {
-            if (w > 0) errf_("the final state gives a loss of %g: no checkpoint written", l);
-            goto done;
-        }
-        logf_("final val_loss:%.4f val_bpb:%.4f steps:%lld train_time:%.1fs tokens/s:%.0f wall:%.1fs", val_loss, val_bpb, steps_run,
-              training_ms / 1000.0, steps_run > 0 ? (double)(ts.tokens_seen) / (training_ms / 1000.0) : 0.0, wall);
-        logf_("final_exact val_loss:%.8f val_bpb:%.8f", val_loss, val_bpb);
-        logf_("wrote %s, %s, %s, %s", rf.weights, rf.ckpt, rf.metrics, rf.svg);
+    if (strcmp(cfg->on_nonfinite, "rollback") || !r->good_ckpt ||
+        r->rollbacks >= cfg->on_nonfinite_max_rollbacks) {
+        errf_("step %d: the %s is %g: stopping (ON_NONFINITE=%s%s). %s%s", step, what, value,
+              cfg->on_nonfinite, nonfinite_stop_reason(r),
+              r->good_ckpt ? "The last good checkpoint is " : "No checkpoint was written",
+              r->good_ckpt ? r->good_ckpt : "");
+        r->picture = 1;
+        return 1;
     }
-    if (!no_artifact && finish_artifact(m, loader, micro_seqs, bx, by, &tok, &ev, val_loss, val_bpb, rf.artifact, code_files, &metrics) != 0)
-        goto done;
-    rc = sink_failed(&metrics) ? 1 : 0;
-finish_picture: {
-    char title[256];
-    snprintf(title, sizeof title, "%s: %d layers x %d, %zu params, val_bpb %.4f", run_id, cfg->num_layers, cfg->model_dim,
-             utg_model_param_count(m), val_bpb);
-    load_curves(rf.metrics, &train_curve, &val_curve, &plan_curve);
-    if (train_curve.n + val_curve.n > 0 && write_svg(rf.svg, &train_curve, &val_curve, &plan_curve, title, &msg) != 0) {
-        errf_("picture: %s", msg.text);
-        if (rc == 0) rc = 1;
+    if (load_checkpoint(r, r->good_ckpt) != 0) return 1;
+    r->rollbacks++;
+    r->lr_factor *= 0.5;
+    r->training_ms = r->ts.train_ms;
+    r->phase_step = utg_model_phase(r->m) > 0 ? (int)r->ts.step : 0;
+    r->phase_ms = utg_model_phase(r->m) > 0 ? r->training_ms : 0.0;
+    r->stop_after = -1;
+    logf_("step %d: the %s is %g: rolled back to %s (step %lld), learning rates now x%g (rollback %d of %d)",
+          step, what, value, r->good_ckpt, (long long)r->ts.step, r->lr_factor, r->rollbacks,
+          cfg->on_nonfinite_max_rollbacks);
+    sink_printf(&r->metrics, "{\"step\":%lld,\"rollback\":%d,\"lr_factor\":%g}\n", (long long)r->ts.step,
+                r->rollbacks, r->lr_factor);
+    r->t0 = now_ms();
+    return RUN_ON;
+}
+
+/* The --checkpoint-every checkpoint; its time is not training time. As save_checkpoint: 0 written,
+   1 the state is not finite (*loss), -1 the write failed. */
+static int periodic_checkpoint(train_run *r, double approx_ms, double *loss) {
+    double tc = now_ms();
+    int w;
+    r->ts.train_ms = approx_ms;
+    w = save_checkpoint(r, loss);
+    if (w < 0) return -1;
+    if (w == 0) r->good_ckpt = r->rf.ckpt;
+    r->t0 += now_ms() - tc;
+    return w;
+}
+
+/* One training step at `step`, and what follows it: counters, the log, a checkpoint, the wallclock
+   cap. RUN_ON, or the exit status. */
+static int train_step(train_run *r, int step) {
+    const utg_config *cfg = r->cfg;
+    step_out so = {0.0, 0.0, 0.0, NULL, 0.0};
+    double approx_ms, l;
+    int w;
+    if (compute_step(r, step, &so) != 0) return 1;
+    if (so.bad) return on_nonfinite(r, step, so.bad, so.bad_value);
+    r->ts.step = ++step;
+    utg_optim_average(r->opt, step, so.scale);
+    r->ts.tokens_seen += r->tokens_per_step;
+    approx_ms = r->training_ms + (now_ms() - r->t0);
+    r->ts.train_ms = approx_ms;
+    log_step(r, step, &so, approx_ms);
+    if (sink_failed(&r->metrics)) { /* the next turn of the loop stops the run, with its state saved */
+        r->write_failed = 1;
+        return RUN_ON;
+    }
+    if (r->checkpoint_every > 0 && step % r->checkpoint_every == 0) {
+        w = periodic_checkpoint(r, approx_ms, &l);
+        if (w < 0) return 1;
+        if (w > 0) return on_nonfinite(r, step, "loss of the state to checkpoint", l);
+    }
+    if (r->stop_after < 0 && cfg->max_wallclock_seconds > 0 &&
+        approx_ms >= 1000.0 * cfg->max_wallclock_seconds)
+        r->stop_after = step;
+    return RUN_ON;
+}
+
+/* The training loop, with validation every VAL_LOSS_EVERY steps and at the last step. RUN_ON after
+   the last step; otherwise the exit status (r->picture says whether loss.svg is still drawn). */
+static int train_loop(train_run *r) {
+    const utg_config *cfg = r->cfg;
+    for (;;) {
+        int step = (int)r->ts.step, rc;
+        int last_step = step >= cfg->iterations || (r->stop_after >= 0 && step >= r->stop_after);
+        int budget_stop = r->max_steps > 0 && step - r->step_start >= r->max_steps;
+        int val_due = last_step || (UTG__OFF0(cfg->val_loss_every) > 0 && step % cfg->val_loss_every == 0);
+        if ((!budget_stop || last_step) && val_due && validate(r, step, last_step) != RUN_ON) return 1;
+        if (last_step) {
+            if (r->stop_after >= 0 && step < cfg->iterations)
+                logf_("stopping_early: wallclock_cap train_time:%.0fms step:%d/%d", r->training_ms, step,
+                      cfg->iterations);
+            clear_progress();
+            return RUN_ON;
+        }
+        if (budget_stop || g_interrupted || r->write_failed) return stop_with_checkpoint(r, step);
+        rc = train_step(r, step);
+        if (rc != RUN_ON) return rc;
     }
 }
-    goto done;
-usage_error:
-    rc = 2;
-done:
+
+/* The end of training: the weights, the checkpoint, the summary lines. */
+static int save_final(train_run *r) {
+    void *bytes = NULL;
+    size_t size = 0;
+    double wall = (now_ms() - r->t_start_wall) / 1000.0, l, secs = r->training_ms / 1000.0;
+    long long steps_run = r->ts.step;
+    int w;
+    if (utg_model_save_safetensors(r->m, UTG_ARENA_PARAMS, &bytes, &size) != UTG_OK) {
+        errf_("weights: %s", utg_model_message(r->m));
+        return 1;
+    }
+    w = utg_write_file(r->rf.weights, bytes, size, &r->msg) == UTG_OK;
+    utg_free(utg_model_allocator(r->m), bytes);
+    if (!w) {
+        errf_("weights: %s", r->msg.text);
+        return 1;
+    }
+    r->ts.train_ms = r->training_ms;
+    w = save_checkpoint(r, &l);
+    if (w != 0) {
+        if (w > 0) errf_("the final state gives a loss of %g: no checkpoint written", l);
+        return 1;
+    }
+    logf_("final val_loss:%.4f val_bpb:%.4f steps:%lld train_time:%.1fs tokens/s:%.0f wall:%.1fs",
+          r->val_loss, r->val_bpb, steps_run, secs, steps_run > 0 ? (double)(r->ts.tokens_seen) / secs : 0.0,
+          wall);
+    logf_("final_exact val_loss:%.8f val_bpb:%.8f", r->val_loss, r->val_bpb);
+    logf_("wrote %s, %s, %s, %s", r->rf.weights, r->rf.ckpt, r->rf.metrics, r->rf.svg);
+    return RUN_ON;
+}
+
+/* The quantized artifact and its reload check, unless --no-artifact. The exit status: 0, or 1 when
+   something failed (loss.svg is drawn when only a write of the log or the metrics did). */
+static int export_and_check(train_run *r) {
+    if (!r->no_artifact && finish_artifact(r) != 0) return 1;
+    r->picture = 1;
+    return sink_failed(&r->metrics) ? 1 : 0;
+}
+
+/* loss.svg from the whole metrics.jsonl, resumes included. Returns the exit status rc, 1 instead of
+   0 when the picture could not be written. */
+static int draw_picture(train_run *r, int rc) {
+    curve train, val, plans;
+    char title[256];
+    memset(&train, 0, sizeof train);
+    memset(&val, 0, sizeof val);
+    memset(&plans, 0, sizeof plans);
+    snprintf(title, sizeof title, "%s: %d layers x %d, %zu params, val_bpb %.4f", r->run_id,
+             r->cfg->num_layers, r->cfg->model_dim, utg_model_param_count(r->m), r->val_bpb);
+    load_curves(r->rf.metrics, &train, &val, &plans);
+    if (train.n + val.n > 0 && write_svg(r->rf.svg, &train, &val, &plans, title, &r->msg) != 0) {
+        errf_("picture: %s", r->msg.text);
+        if (rc == 0) rc = 1;
+    }
+    free(train.x);
+    free(train.y);
+    free(val.x);
+    free(val.y);
+    free(plans.x);
+    free(plans.y);
+    return rc;
+}
+
+/* The log and the metrics file closed (a failed write turns a success or a stop by signal into exit
+   status 1), everything freed. Returns the exit status. */
+static int close_run(train_run *r, int rc) {
+    int ci;
     clear_progress();
-    if (metrics.fd >= 0 && sink_close(&metrics) != 0 && (rc == 0 || rc >= 128)) {
-        errf_("cannot write '%s': %s", metrics.path, strerror(metrics.err));
+    if (r->metrics.fd >= 0 && sink_close(&r->metrics) != 0 && (rc == 0 || rc >= 128)) {
+        errf_("cannot write '%s': %s", r->metrics.path, strerror(r->metrics.err));
         rc = 1;
     }
     if (g_log.fd >= 0 && sink_close(&g_log) != 0 && (rc == 0 || rc >= 128)) {
         fprintf(stderr, "train: cannot write '%s': %s\n", g_log.path, strerror(g_log.err));
         rc = 1;
     }
-    utg_loader_destroy(loader);
-    utg_dataset_close(train_ds);
-    utg_dataset_close(val_ds);
-    utg_tokenizer_free(&tok);
-    utg_optim_destroy(opt);
-    utg_qat_destroy(qat);
-    utg_model_destroy(m);
-    free(val_tokens);
-    free(bx);
-    free(by);
-    free(ev.x);
-    free(ev.y);
-    free(ev.loss);
-    free(init_params);
-    for (ci = 0; ci < 8; ci++) free(config_texts[ci]);
-    free(train_curve.x);
-    free(train_curve.y);
-    free(val_curve.x);
-    free(val_curve.y);
-    free(plan_curve.x);
-    free(plan_curve.y);
+    utg_loader_destroy(r->loader);
+    utg_dataset_close(r->train_ds);
+    utg_dataset_close(r->val_ds);
+    utg_tokenizer_free(&r->tok);
+    utg_optim_destroy(r->opt);
+    utg_qat_destroy(r->qat);
+    utg_model_destroy(r->m);
+    free(r->val_tokens);
+    free(r->bx);
+    free(r->by);
+    free(r->ev.x);
+    free(r->ev.y);
+    free(r->ev.loss);
+    free(r->init_params);
+    for (ci = 0; ci < 8; ci++) free(r->config_texts[ci]);
     return rc;
+}
+
+/* A run is these steps in order, each going on (RUN_ON) or giving the exit status; a run that
+   stopped early (a signal, --max-steps, a non-finite value, a failed log write) still draws loss.svg. */
+int main(int argc, char **argv) {
+    train_run run;
+    train_run *r = &run;
+    int rc;
+    run_init(r);
+    rc = parse_options(r, argc, argv);
+    if (rc == RUN_ON) rc = read_knobs(r, argc, argv);
+    if (rc == RUN_ON) rc = open_run_dir(r);
+    if (rc == RUN_ON) rc = open_tokenizer(r);
+    if (rc == RUN_ON) rc = open_data(r);
+    if (rc == RUN_ON) rc = build_model(r);
+    if (rc == RUN_ON) rc = build_evaluator(r);
+    if (rc == RUN_ON) rc = log_model(r);
+    if (rc == RUN_ON) rc = prime(r);
+    if (rc == RUN_ON) rc = resume(r);
+    if (rc == RUN_ON) rc = start_training(r);
+    if (rc == RUN_ON) rc = train_loop(r);
+    if (rc == RUN_ON) rc = save_final(r);
+    if (rc == RUN_ON) rc = export_and_check(r);
+    if (r->picture) rc = draw_picture(r, rc);
+    return close_run(r, rc);
 }

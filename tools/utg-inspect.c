@@ -1240,7 +1240,7 @@ static int run_strip(const artifact_file *f, const char *out_path) {
     rc = 0;
 done:
     utg_artifact_free(back);
-    utg_artifact_free_bytes(NULL, bytes);
+    utg_free(NULL, bytes);
     return rc;
 }
 
