@@ -188,9 +188,10 @@ typedef struct utg_msg {
 
 /* ------------------------------------------------------------------------------------------------
 // >>config
-   The one list of knobs. Each entry: kind, field, Parameter Golf environment name, default, flags,
-   doc line. The struct, the string parser, --help, the logged resolved config and (later) the
-   artifact metadata are all generated from this list; later features add rows here only.
+   The one list of knobs. Each entry: kind, field, Parameter Golf environment name, default, min,
+   max, flags, doc line. The struct, the string parser, the single-knob checks of the validator,
+   --help, the logged resolved config and the artifact metadata are all generated from this list;
+   later features add rows here only.
 
    A field left 0 (or NULL) takes the default. Knobs whose default is non-zero but for which 0 is a
    meaningful value (flag OFF) take UTG_OFF (-1) to mean "0 / disabled"; the resolved config keeps
@@ -200,7 +201,12 @@ typedef struct utg_msg {
 
 #define UTG_OFF (-1)
 
-/* kinds: INT (int), BOOL (int: 1 on, UTG_OFF off), REAL (double), STR (const char *)
+/* kinds: INT (int), BOOL (int: 1 on, UTG_OFF off), REAL (double), STR (const char *), ENUM (int: the
+   index of a word in the row's choices). An ENUM row's default column holds its choices, "a|b|c"; the
+   first word is the default (index 0, so a zeroed field is the default). Its constants
+   (UTG_<ENV_NAME>_<WORD>) are listed below the table, in the order of the words.
+   min, max: the range of an INT, BOOL or REAL knob, bounds included unless a flag says otherwise;
+   UTG_INF is "no upper bound". A knob stored as UTG_OFF is checked as 0. STR and ENUM rows write 0, 0.
    flags, or-ed:
      UTG_KF_OFF    0 is a meaningful value distinct from the default
      UTG_KF_ARENA  shapes the parameter arena: a checkpoint resumes and an artifact loads only
@@ -211,211 +217,237 @@ typedef struct utg_msg {
 #define UTG_KF_ARENA 2
 #define UTG_KF_EVAL 4
 #define UTG_KF_STATE 8
+/*   UTG_KF_GT     the value must be greater than min (min excluded)
+     UTG_KF_LT     the value must be less than max (max excluded)
+     UTG_KF_OR0    0 (off, or "take another knob's value") is allowed besides min..max */
+#define UTG_KF_GT 16
+#define UTG_KF_LT 32
+#define UTG_KF_OR0 64
+#define UTG_INF HUGE_VAL /* max of a knob without an upper bound (math.h) */
 
-#define UTG_CONFIG_KNOBS(X)                                                                        \
-    /* model shape (SPEC 1.1, 1.3) */                                                             \
-    X(INT, num_layers, "NUM_LAYERS", 9, UTG_KF_ARENA, "physical transformer blocks")                         \
-    X(INT, model_dim, "MODEL_DIM", 512, UTG_KF_ARENA, "model width d")                                       \
-    X(INT, num_heads, "NUM_HEADS", 8, UTG_KF_ARENA, "query heads (head dim = MODEL_DIM / NUM_HEADS)")        \
-    X(INT, num_kv_heads, "NUM_KV_HEADS", 4, UTG_KF_ARENA, "key/value heads (GQA); must divide NUM_HEADS")    \
-    X(INT, mlp_mult, "MLP_MULT", 2, UTG_KF_ARENA, "MLP hidden width = MLP_MULT * MODEL_DIM")                 \
-    X(INT, vocab_size, "VOCAB_SIZE", 1024, UTG_KF_ARENA, "vocabulary size; must equal the tokenizer's")      \
-    X(BOOL, tie_embeddings, "TIE_EMBEDDINGS", 1, UTG_KF_OFF | UTG_KF_ARENA, "share tok_emb with the output head") \
-    X(REAL, rope_base, "ROPE_BASE", 10000.0, UTG_KF_EVAL, "RoPE frequency base")                            \
-    X(REAL, logit_softcap, "LOGIT_SOFTCAP", 30.0, UTG_KF_OFF | UTG_KF_EVAL, "c in c*tanh(z/c) on the logits; 0 = none") \
-    X(REAL, qk_gain_init, "QK_GAIN_INIT", 1.5, 0, "initial per-head query gain q_gain")           \
-    X(REAL, tied_embed_init_std, "TIED_EMBED_INIT_STD", 0.005, 0, "std of the tied embedding init") \
-    X(REAL, rms_norm_eps, "RMS_NORM_EPS", 1.1920928955078125e-07, UTG_KF_EVAL,                               \
-      "RMSNorm eps (PyTorch's default: fp32 machine epsilon)")                                      \
-    X(INT, train_seq_len, "TRAIN_SEQ_LEN", 1024, UTG_KF_ARENA, "tokens per training sequence")               \
-    X(INT, seed, "SEED", 1337, UTG_KF_OFF | UTG_KF_STATE, "seed of the init RNG and the data order")             \
-    /* depth recurrence and parallel residuals (SPEC 2.3, 2.4); see >>model for the plan */       \
-    X(STR, recur_layers, "RECUR_LAYERS", "", UTG_KF_ARENA,                                                    \
-      "cut-and-repeat (PR #1204): physical layers run again after the cut, e.g. 4,5")              \
-    X(INT, recur_start_step, "RECUR_START_STEP", 0, UTG_KF_ARENA,                                             \
-      "step at which the recurrent plan switches on; 0 = from the start")                         \
-    X(STR, repeat_untie_mlp, "REPEAT_UNTIE_MLP", "none", UTG_KF_ARENA,                                        \
+#define UTG_CONFIG_KNOBS(X) \
+    /* model shape (SPEC 1.1, 1.3) */ \
+    X(INT, num_layers, "NUM_LAYERS", 9, 1, 1024, UTG_KF_ARENA, "physical transformer blocks") \
+    X(INT, model_dim, "MODEL_DIM", 512, 2, 65536, UTG_KF_ARENA, "model width d") \
+    X(INT, num_heads, "NUM_HEADS", 8, 1, UTG_INF, UTG_KF_ARENA, "query heads (head dim = MODEL_DIM / NUM_HEADS)") \
+    X(INT, num_kv_heads, "NUM_KV_HEADS", 4, 1, UTG_INF, UTG_KF_ARENA, "key/value heads (GQA); must divide NUM_HEADS") \
+    X(INT, mlp_mult, "MLP_MULT", 2, 1, 64, UTG_KF_ARENA, "MLP hidden width = MLP_MULT * MODEL_DIM") \
+    X(INT, vocab_size, "VOCAB_SIZE", 1024, 2, 65536, UTG_KF_ARENA, "vocabulary size; must equal the tokenizer's") \
+    X(BOOL, tie_embeddings, "TIE_EMBEDDINGS", 1, 0, 1, UTG_KF_OFF | UTG_KF_ARENA, "share tok_emb with the output head") \
+    X(REAL, rope_base, "ROPE_BASE", 10000.0, 1, UTG_INF, UTG_KF_EVAL | UTG_KF_GT, "RoPE frequency base") \
+    X(REAL, logit_softcap, "LOGIT_SOFTCAP", 30.0, 0, UTG_INF, UTG_KF_OFF | UTG_KF_EVAL, "c in c*tanh(z/c) on the logits; 0 = none") \
+    X(REAL, qk_gain_init, "QK_GAIN_INIT", 1.5, 0, UTG_INF, UTG_KF_GT, "initial per-head query gain q_gain") \
+    X(REAL, tied_embed_init_std, "TIED_EMBED_INIT_STD", 0.005, 0, UTG_INF, UTG_KF_GT, "std of the tied embedding init") \
+    X(REAL, rms_norm_eps, "RMS_NORM_EPS", 1.1920928955078125e-07, 0, 1, UTG_KF_EVAL | UTG_KF_GT | UTG_KF_LT, \
+      "RMSNorm eps (PyTorch's default: fp32 machine epsilon)") \
+    X(INT, train_seq_len, "TRAIN_SEQ_LEN", 1024, 1, 1048576, UTG_KF_ARENA, "tokens per training sequence") \
+    X(INT, seed, "SEED", 1337, 0, UTG_INF, UTG_KF_OFF | UTG_KF_STATE, "seed of the init RNG and the data order") \
+    /* depth recurrence and parallel residuals (SPEC 2.3, 2.4); see >>model for the plan */ \
+    X(STR, recur_layers, "RECUR_LAYERS", "", 0, 0, UTG_KF_ARENA, \
+      "cut-and-repeat (PR #1204): physical layers run again after the cut, e.g. 4,5") \
+    X(INT, recur_start_step, "RECUR_START_STEP", 0, 0, UTG_INF, UTG_KF_ARENA, \
+      "step at which the recurrent plan switches on; 0 = from the start") \
+    X(ENUM, repeat_untie_mlp, "REPEAT_UNTIE_MLP", "none|full|down", 0, 0, UTG_KF_ARENA, \
       "none | full | down: repeated visits get their own MLP (or down projection), copied from the shared one when recurrence switches on") \
-    X(STR, repeat_untie_mlp_layers, "REPEAT_UNTIE_MLP_LAYERS", "", UTG_KF_ARENA,                              \
-      "physical layers whose repeats REPEAT_UNTIE_MLP unties; empty = every repeated layer")      \
-    X(INT, num_loops, "NUM_LOOPS", 0, UTG_KF_ARENA, "extra passes over layers LOOP_START..LOOP_END (PR #1394)") \
-    X(INT, loop_start, "LOOP_START", 4, UTG_KF_OFF | UTG_KF_ARENA, "first physical layer of the looped segment") \
-    X(INT, loop_end, "LOOP_END", 5, UTG_KF_OFF | UTG_KF_ARENA, "last physical layer of the looped segment")       \
-    X(REAL, enable_looping_at, "ENABLE_LOOPING_AT", 0.0, UTG_KF_ARENA,                                        \
-      "fraction of training at which recurrence switches on; 0 = from the start")                 \
-    X(REAL, loop_phase2_at, "LOOP_PHASE2_AT", 0.0, UTG_KF_ARENA,                                              \
+    X(STR, repeat_untie_mlp_layers, "REPEAT_UNTIE_MLP_LAYERS", "", 0, 0, UTG_KF_ARENA, \
+      "physical layers whose repeats REPEAT_UNTIE_MLP unties; empty = every repeated layer") \
+    X(INT, num_loops, "NUM_LOOPS", 0, 0, 64, UTG_KF_ARENA, "extra passes over layers LOOP_START..LOOP_END (PR #1394)") \
+    X(INT, loop_start, "LOOP_START", 4, 0, UTG_INF, UTG_KF_OFF | UTG_KF_ARENA, "first physical layer of the looped segment") \
+    X(INT, loop_end, "LOOP_END", 5, 0, UTG_INF, UTG_KF_OFF | UTG_KF_ARENA, "last physical layer of the looped segment") \
+    X(REAL, enable_looping_at, "ENABLE_LOOPING_AT", 0.0, 0, 1, UTG_KF_ARENA | UTG_KF_LT, \
+      "fraction of training at which recurrence switches on; 0 = from the start") \
+    X(REAL, loop_phase2_at, "LOOP_PHASE2_AT", 0.0, 0, 1, UTG_KF_ARENA | UTG_KF_LT, \
       "progressive recurrence (PR #1412): one extra pass from ENABLE_LOOPING_AT, all NUM_LOOPS from this fraction") \
-    X(STR, encoder_layers, "ENCODER_LAYERS", "", UTG_KF_ARENA, "explicit encoder list of physical layers, e.g. 0,1,2,3,4,5,3,4") \
-    X(STR, decoder_layers, "DECODER_LAYERS", "", UTG_KF_ARENA, "explicit decoder list of physical layers, e.g. 5,3,4,5,6,7,8,9,10") \
-    X(INT, universal_unique_blocks, "UNIVERSAL_UNIQUE_BLOCKS", 0, UTG_KF_ARENA,                               \
+    X(STR, encoder_layers, "ENCODER_LAYERS", "", 0, 0, UTG_KF_ARENA, "explicit encoder list of physical layers, e.g. 0,1,2,3,4,5,3,4") \
+    X(STR, decoder_layers, "DECODER_LAYERS", "", 0, 0, UTG_KF_ARENA, "explicit decoder list of physical layers, e.g. 5,3,4,5,6,7,8,9,10") \
+    X(INT, universal_unique_blocks, "UNIVERSAL_UNIQUE_BLOCKS", 0, 0, 1024, UTG_KF_ARENA, \
       "Universal Transformer (PR #1110): n physical blocks, virtual layer e runs block e mod n (replaces NUM_LAYERS)") \
-    X(INT, universal_iterations, "UNIVERSAL_ITERATIONS", 1, UTG_KF_ARENA, "Universal Transformer: passes over the unique blocks") \
-    X(STR, num_layer_schedule, "NUM_LAYER_SCHEDULE", "", UTG_KF_ARENA,                                        \
+    X(INT, universal_iterations, "UNIVERSAL_ITERATIONS", 1, 1, 256, UTG_KF_ARENA, "Universal Transformer: passes over the unique blocks") \
+    X(STR, num_layer_schedule, "NUM_LAYER_SCHEDULE", "", 0, 0, UTG_KF_ARENA, \
       "depth curriculum step:depth,... (PR #1088): run the first `depth` virtual layers from `step` on") \
-    X(STR, unet_skips, "UNET_SKIPS", "half", UTG_KF_ARENA,                                                    \
+    X(ENUM, unet_skips, "UNET_SKIPS", "half|loop|none", 0, 0, UTG_KF_ARENA, \
       "half: the first half of the virtual layers push, the second half pops (train_gpt.py); loop: layers before the looped segment push, layers after it pop (stem/core/tail, PR #363); none") \
-    X(STR, control_scope, "CONTROL_SCOPE", "physical", UTG_KF_ARENA,                                          \
+    X(ENUM, control_scope, "CONTROL_SCOPE", "physical|virtual", 0, 0, UTG_KF_ARENA, \
       "physical: control tensors per block, shared by every visit (PR #1394); virtual: one set per virtual layer (PR #1204, #1088)") \
-    X(INT, block_attns, "BLOCK_ATTNS", 1, UTG_KF_ARENA, "attention sublayers per block (2: PR #1088's double attention)") \
-    X(INT, mlp_layers, "MLP_LAYERS", 2, UTG_KF_ARENA, "MLP matrices: 2 (fc, proj) or 3 (fc, mid, proj; PR #1088)") \
-    X(BOOL, norm_bias, "NORM_BIAS", 0, UTG_KF_ARENA, "learned bias after each block pre-norm (PR #1088's depth embedding with CONTROL_SCOPE=virtual)") \
-    X(BOOL, iter_embed, "ITER_EMBED", 0, UTG_KF_ARENA, "per-virtual-layer embedding added to the block input (PR #1110)") \
-    X(BOOL, iter_scale, "ITER_SCALE", 0, UTG_KF_ARENA, "per-virtual-layer scale of the block's residual delta (PR #1110)") \
-    X(BOOL, film, "FILM", 0, UTG_KF_ARENA, "per-virtual-layer FiLM (gamma, beta) on the block input (PR #1640)") \
-    X(STR, parallel_residual, "PARALLEL_RESIDUAL", "none", UTG_KF_ARENA,                                      \
+    X(INT, block_attns, "BLOCK_ATTNS", 1, 1, 2, UTG_KF_ARENA, "attention sublayers per block (2: PR #1088's double attention)") \
+    X(INT, mlp_layers, "MLP_LAYERS", 2, 2, 3, UTG_KF_ARENA, "MLP matrices: 2 (fc, proj) or 3 (fc, mid, proj; PR #1088)") \
+    X(BOOL, norm_bias, "NORM_BIAS", 0, 0, 1, UTG_KF_ARENA, "learned bias after each block pre-norm (PR #1088's depth embedding with CONTROL_SCOPE=virtual)") \
+    X(BOOL, iter_embed, "ITER_EMBED", 0, 0, 1, UTG_KF_ARENA, "per-virtual-layer embedding added to the block input (PR #1110)") \
+    X(BOOL, iter_scale, "ITER_SCALE", 0, 0, 1, UTG_KF_ARENA, "per-virtual-layer scale of the block's residual delta (PR #1110)") \
+    X(BOOL, film, "FILM", 0, 0, 1, UTG_KF_ARENA, "per-virtual-layer FiLM (gamma, beta) on the block input (PR #1640)") \
+    X(ENUM, parallel_residual, "PARALLEL_RESIDUAL", "none|gptj|two_lane|parallel", 0, 0, UTG_KF_ARENA, \
       "none | gptj | two_lane (PR #1204) | parallel (PR #1530): from decoder layers at PARALLEL_START_LAYER on") \
-    X(INT, parallel_start_layer, "PARALLEL_START_LAYER", 8, UTG_KF_OFF | UTG_KF_ARENA,                            \
-      "first physical layer (of the decoder) with parallel residuals")                            \
-    X(STR, parallel_final_lane, "PARALLEL_FINAL_LANE", "mean", UTG_KF_ARENA, "two lanes: mean | attn | mlp lane feeds the final norm") \
-    /* architecture features of the records (SPEC 2.2) */                                         \
-    X(INT, rope_dims, "ROPE_DIMS", 0, UTG_KF_ARENA, "rotary dims per head (partial RoPE, PR #315: 16 of 64); 0 = the whole head") \
-    X(BOOL, rope_ntk, "ROPE_NTK", 0, UTG_KF_EVAL, "NTK-aware RoPE base rescaling past ROPE_TRAIN_SEQ_LEN")    \
-    X(INT, rope_train_seq_len, "ROPE_TRAIN_SEQ_LEN", 0, UTG_KF_EVAL,                                \
+    X(INT, parallel_start_layer, "PARALLEL_START_LAYER", 8, 0, UTG_INF, UTG_KF_OFF | UTG_KF_ARENA, \
+      "first physical layer (of the decoder) with parallel residuals") \
+    X(ENUM, parallel_final_lane, "PARALLEL_FINAL_LANE", "mean|attn|mlp", 0, 0, UTG_KF_ARENA, "two lanes: mean | attn | mlp lane feeds the final norm") \
+    /* architecture features of the records (SPEC 2.2) */ \
+    X(INT, rope_dims, "ROPE_DIMS", 0, 0, UTG_INF, UTG_KF_ARENA, "rotary dims per head (partial RoPE, PR #315: 16 of 64); 0 = the whole head") \
+    X(BOOL, rope_ntk, "ROPE_NTK", 0, 0, 1, UTG_KF_EVAL, "NTK-aware RoPE base rescaling past ROPE_TRAIN_SEQ_LEN") \
+    X(INT, rope_train_seq_len, "ROPE_TRAIN_SEQ_LEN", 0, 0, 16777216, UTG_KF_EVAL, \
       "length ROPE_NTK scales from; 0 = TRAIN_SEQ_LEN (PR #1204 and #1110 build RoPE for 1024 and train at 2048)") \
-    X(BOOL, ln_scale, "LN_SCALE", 0, UTG_KF_ARENA,                                                             \
+    X(BOOL, ln_scale, "LN_SCALE", 0, 0, 1, UTG_KF_ARENA, \
       "scale each block's pre-norm outputs by 1/sqrt(i+1), i = the block (the virtual layer with CONTROL_SCOPE=virtual; PR #315)") \
-    X(STR, mlp_activation, "MLP_ACTIVATION", "relu2", UTG_KF_ARENA, "relu2 (train_gpt.py) | leaky_relu2 (leaky_relu(x, LEAKY_RELU_SLOPE)^2, PR #493)") \
-    X(REAL, leaky_relu_slope, "LEAKY_RELU_SLOPE", 0.5, UTG_KF_ARENA, "negative slope of MLP_ACTIVATION=leaky_relu2") \
-    X(INT, mlp_hidden, "MLP_HIDDEN", 0, UTG_KF_ARENA, "MLP hidden width; 0 = MLP_MULT * MODEL_DIM")            \
-    X(BOOL, skip_gates_enabled, "SKIP_GATES_ENABLED", 0, UTG_KF_ARENA,                                         \
+    X(ENUM, mlp_activation, "MLP_ACTIVATION", "relu2|leaky_relu2", 0, 0, UTG_KF_ARENA, "relu2 (train_gpt.py) | leaky_relu2 (leaky_relu(x, LEAKY_RELU_SLOPE)^2, PR #493)") \
+    X(REAL, leaky_relu_slope, "LEAKY_RELU_SLOPE", 0.5, 0, 1, UTG_KF_ARENA | UTG_KF_GT | UTG_KF_LT, "negative slope of MLP_ACTIVATION=leaky_relu2") \
+    X(INT, mlp_hidden, "MLP_HIDDEN", 0, 0, 1048576, UTG_KF_ARENA, "MLP hidden width; 0 = MLP_MULT * MODEL_DIM") \
+    X(BOOL, skip_gates_enabled, "SKIP_GATES_ENABLED", 0, 0, 1, UTG_KF_ARENA, \
       "U-Net skip gates (PR #1089): a decoder input becomes lerp(skip_weights*skip, h, sigmoid(skip_gates)), gates start at 0") \
-    X(BOOL, sparse_attn_gate_enabled, "SPARSE_ATTN_GATE_ENABLED", 0, UTG_KF_ARENA,                             \
+    X(BOOL, sparse_attn_gate_enabled, "SPARSE_ATTN_GATE_ENABLED", 0, 0, 1, UTG_KF_ARENA, \
       "sparse attention output gate (PR #1787): head h scaled by sigmoid(SPARSE_ATTN_GATE_SCALE * W_h . x[:GATE_WINDOW]), W zero-init") \
-    X(REAL, sparse_attn_gate_scale, "SPARSE_ATTN_GATE_SCALE", 1.0, UTG_KF_ARENA, "logit scale of the sparse attention gate (0.5 in PR #1855)") \
-    X(BOOL, attn_out_gate_enabled, "ATTN_OUT_GATE_ENABLED", 0, UTG_KF_ARENA,                                   \
+    X(REAL, sparse_attn_gate_scale, "SPARSE_ATTN_GATE_SCALE", 1.0, 0, UTG_INF, UTG_KF_ARENA | UTG_KF_GT, "logit scale of the sparse attention gate (0.5 in PR #1855)") \
+    X(BOOL, attn_out_gate_enabled, "ATTN_OUT_GATE_ENABLED", 0, 0, 1, UTG_KF_ARENA, \
       "AttnOutGate (PR #1667): head h scaled by 2 * sigmoid(W_h . x[:GATE_WINDOW]), W zero-init (1 at init)") \
-    X(BOOL, gated_attn_enabled, "GATED_ATTN_ENABLED", 0, UTG_KF_ARENA,                                         \
+    X(BOOL, gated_attn_enabled, "GATED_ATTN_ENABLED", 0, 0, 1, UTG_KF_ARENA, \
       "dense gated attention (Qwen G1, PR #1736): head h scaled by sigmoid(W_h . x), W [H, d] ~ N(0, 0.005^2)") \
-    X(INT, gate_window, "GATE_WINDOW", 12, UTG_KF_ARENA, "input channels the sparse gates read (attention gates and SmearGate)") \
-    X(BOOL, smear_gate_enabled, "SMEAR_GATE_ENABLED", 0, UTG_KF_ARENA,                                         \
+    X(INT, gate_window, "GATE_WINDOW", 12, 1, UTG_INF, UTG_KF_ARENA, "input channels the sparse gates read (attention gates and SmearGate)") \
+    X(BOOL, smear_gate_enabled, "SMEAR_GATE_ENABLED", 0, 0, 1, UTG_KF_ARENA, \
       "input-dependent SmearGate on the raw embedding (PR #1667, BOS-masked as PR #1855): x_t += lambda * sigmoid(w . x_t[:GATE_WINDOW]) * x_{t-1}") \
-    X(INT, bigram_vocab_size, "BIGRAM_VOCAB_SIZE", 0, UTG_KF_ARENA,                                            \
+    X(INT, bigram_vocab_size, "BIGRAM_VOCAB_SIZE", 0, 2, 16777216, UTG_KF_ARENA | UTG_KF_OR0, \
       "BigramHash embedding (PR #162): buckets K of x += scale * proj(B[h(prev, cur)]); 0 = off") \
-    X(INT, bigram_dim, "BIGRAM_DIM", 128, UTG_KF_ARENA, "width of the BigramHash table")          \
-    X(BOOL, smear_enabled, "SMEAR_ENABLED", 0, UTG_KF_ARENA,                                        \
+    X(INT, bigram_dim, "BIGRAM_DIM", 128, 1, 65536, UTG_KF_ARENA, "width of the BigramHash table") \
+    X(BOOL, smear_enabled, "SMEAR_ENABLED", 0, 0, 1, UTG_KF_ARENA, \
       "static SmearGate after the embedding norm (PR #162, #1204, #1110): x_t = (1 - sigmoid(g)) x_t + sigmoid(g) x_{t-1}, g [d] zero-init") \
-    X(BOOL, ve_enabled, "VE_ENABLED", 0, UTG_KF_ARENA,                                              \
+    X(BOOL, ve_enabled, "VE_ENABLED", 0, 0, 1, UTG_KF_ARENA, \
       "value embedding (PR #1204, #1110): v += ve_layer_scales[k] * scale * proj(E_ve[token]) in the VE_LAYERS") \
-    X(INT, ve_dim, "VE_DIM", 128, UTG_KF_ARENA, "width of the value-embedding table")               \
-    X(STR, ve_layers, "VE_LAYERS", "9,10", UTG_KF_ARENA, "virtual layers whose attention values get the value embedding") \
-    X(BOOL, value_residual, "VALUE_RESIDUAL", 0, UTG_KF_ARENA,                                      \
+    X(INT, ve_dim, "VE_DIM", 128, 1, 65536, UTG_KF_ARENA, "width of the value-embedding table") \
+    X(STR, ve_layers, "VE_LAYERS", "9,10", 0, 0, UTG_KF_ARENA, "virtual layers whose attention values get the value embedding") \
+    X(BOOL, value_residual, "VALUE_RESIDUAL", 0, 0, 1, UTG_KF_ARENA, \
       "value residual (ResFormer; PR #1110): every later layer adds sigmoid(vrl_alphas[e-1]) * v0, v0 = layer 0's values; alphas zero-init") \
-    X(BOOL, shc_enabled, "SHC_ENABLED", 0, UTG_KF_ARENA,                                            \
+    X(BOOL, shc_enabled, "SHC_ENABLED", 0, 0, 1, UTG_KF_ARENA, \
       "PR #1110's scalar hyper-connections (its SHC_N=0): block input alpha_e * h (+ iter_embed), stream update h + beta_e * (delta)") \
-    X(BOOL, disable_layer0_attn, "DISABLE_LAYER0_ATTN", 0, UTG_KF_ARENA,                            \
-      "block 0 runs no attention (PR #1204); its attention matrices are not allocated")           \
-    X(STR, q_gain_scope, "Q_GAIN_SCOPE", "block", UTG_KF_ARENA,                                                \
+    X(BOOL, disable_layer0_attn, "DISABLE_LAYER0_ATTN", 0, 0, 1, UTG_KF_ARENA, \
+      "block 0 runs no attention (PR #1204); its attention matrices are not allocated") \
+    X(ENUM, q_gain_scope, "Q_GAIN_SCOPE", "block|control", 0, 0, UTG_KF_ARENA, \
       "block: q_gain goes with the attention matrices (PR #1088, #1394); control: with the control tensors, so per virtual layer under CONTROL_SCOPE=virtual (PR #1204)") \
-    X(BOOL, ortho_init, "ORTHO_INIT", 0, 0,                                                         \
+    X(BOOL, ortho_init, "ORTHO_INIT", 0, 0, 1, 0, \
       "orthogonal init (gain 1) of the block matrices with both dims >= 64, output projections staying zero (PR #162)") \
-    X(INT, xsa_last_n, "XSA_LAST_N", 0, UTG_KF_ARENA,                                                          \
+    X(INT, xsa_last_n, "XSA_LAST_N", 0, 0, UTG_INF, UTG_KF_ARENA, \
       "exclusive self attention (PR #265) in the last N blocks (virtual layers with CONTROL_SCOPE=virtual, as PR #1204)") \
-    /* training loop (SPEC 1.1, 1.5; used by the trainer) */                                      \
-    X(INT, iterations, "ITERATIONS", 20000, 0, "optimizer step cap")                              \
-    X(INT, warmdown_iters, "WARMDOWN_ITERS", 1200, UTG_KF_OFF, "length of the linear LR decay in steps") \
-    X(INT, warmup_steps, "WARMUP_STEPS", 20, UTG_KF_OFF, "priming steps run then undone (not an LR warmup)") \
-    X(INT, train_batch_tokens, "TRAIN_BATCH_TOKENS", 524288, 0, "global tokens per optimizer step") \
-    X(INT, grad_accum_steps, "GRAD_ACCUM_STEPS", 8, 0,                                             \
-      "micro-batches per step (train_gpt.py: 8 / WORLD_SIZE); the loss is scaled by 1/steps")     \
-    X(REAL, max_wallclock_seconds, "MAX_WALLCLOCK_SECONDS", 600.0, UTG_KF_OFF,                     \
-      "training time cap in seconds; 0 = none")                                                   \
-    X(INT, val_batch_size, "VAL_BATCH_SIZE", 524288, 0, "tokens per validation batch")            \
-    X(INT, val_loss_every, "VAL_LOSS_EVERY", 1000, UTG_KF_OFF, "validate every N steps; 0 = only at the end") \
-    X(INT, train_log_every, "TRAIN_LOG_EVERY", 200, UTG_KF_OFF, "log the train loss every N steps") \
-    X(STR, on_nonfinite, "ON_NONFINITE", "stop", 0,                                                \
+    /* training loop (SPEC 1.1, 1.5; used by the trainer) */ \
+    X(INT, iterations, "ITERATIONS", 20000, 1, UTG_INF, 0, "optimizer step cap") \
+    X(INT, warmdown_iters, "WARMDOWN_ITERS", 1200, 0, UTG_INF, UTG_KF_OFF, "length of the linear LR decay in steps") \
+    X(INT, warmup_steps, "WARMUP_STEPS", 20, 0, UTG_INF, UTG_KF_OFF, "priming steps run then undone (not an LR warmup)") \
+    X(INT, train_batch_tokens, "TRAIN_BATCH_TOKENS", 524288, 1, UTG_INF, 0, "global tokens per optimizer step") \
+    X(INT, grad_accum_steps, "GRAD_ACCUM_STEPS", 8, 1, 65536, 0, \
+      "micro-batches per step (train_gpt.py: 8 / WORLD_SIZE); the loss is scaled by 1/steps") \
+    X(REAL, max_wallclock_seconds, "MAX_WALLCLOCK_SECONDS", 600.0, 0, UTG_INF, UTG_KF_OFF, \
+      "training time cap in seconds; 0 = none") \
+    X(INT, val_batch_size, "VAL_BATCH_SIZE", 524288, 1, UTG_INF, 0, "tokens per validation batch") \
+    X(INT, val_loss_every, "VAL_LOSS_EVERY", 1000, 0, UTG_INF, UTG_KF_OFF, "validate every N steps; 0 = only at the end") \
+    X(INT, train_log_every, "TRAIN_LOG_EVERY", 200, 0, UTG_INF, UTG_KF_OFF, "log the train loss every N steps") \
+    X(ENUM, on_nonfinite, "ON_NONFINITE", "stop|rollback", 0, 0, 0, \
       "a non-finite loss or gradient norm: stop, or rollback (reload the last good checkpoint, halve the LRs)") \
-    X(INT, on_nonfinite_max_rollbacks, "ON_NONFINITE_MAX_ROLLBACKS", 3, 0,                          \
-      "ON_NONFINITE=rollback: rollbacks allowed in one run before it stops")                      \
-    X(REAL, warmdown_frac, "WARMDOWN_FRAC", 0.0, 0,                                                \
-      "warmdown as a fraction of training (time with a cap, else steps); 0 = WARMDOWN_ITERS")     \
-    X(REAL, min_lr, "MIN_LR", 0.0, 0, "floor of the LR scale in a WARMDOWN_FRAC warmdown")         \
-    X(REAL, gptq_reserve_seconds, "GPTQ_RESERVE_SECONDS", 0.0, 0,                                  \
-      "seconds of the cap kept for post-training; the WARMDOWN_FRAC schedule ends this early")    \
-    X(INT, eval_seq_len, "EVAL_SEQ_LEN", 0, 0, "evaluation window length; 0 = TRAIN_SEQ_LEN")      \
-    X(INT, eval_stride, "EVAL_STRIDE", 0, 0,                                                       \
+    X(INT, on_nonfinite_max_rollbacks, "ON_NONFINITE_MAX_ROLLBACKS", 3, 1, UTG_INF, 0, \
+      "ON_NONFINITE=rollback: rollbacks allowed in one run before it stops") \
+    X(REAL, warmdown_frac, "WARMDOWN_FRAC", 0.0, 0, 1, 0, \
+      "warmdown as a fraction of training (time with a cap, else steps); 0 = WARMDOWN_ITERS") \
+    X(REAL, min_lr, "MIN_LR", 0.0, 0, 1, 0, "floor of the LR scale in a WARMDOWN_FRAC warmdown") \
+    X(REAL, gptq_reserve_seconds, "GPTQ_RESERVE_SECONDS", 0.0, 0, UTG_INF, 0, \
+      "seconds of the cap kept for post-training; the WARMDOWN_FRAC schedule ends this early") \
+    X(INT, eval_seq_len, "EVAL_SEQ_LEN", 0, 0, 1048576, 0, "evaluation window length; 0 = TRAIN_SEQ_LEN") \
+    X(INT, eval_stride, "EVAL_STRIDE", 0, 0, UTG_INF, 0, \
       "sliding-window eval: score the last EVAL_STRIDE tokens of each window; 0 = disjoint windows") \
-    /* optimizers (SPEC 1.4) */                                                                   \
-    X(REAL, embed_lr, "EMBED_LR", 0.6, 0, "Adam LR of the untied token embedding")                \
-    X(REAL, head_lr, "HEAD_LR", 0.008, 0, "Adam LR of the untied lm_head")                        \
-    X(REAL, tied_embed_lr, "TIED_EMBED_LR", 0.05, 0, "Adam LR of the tied embedding")             \
-    X(REAL, matrix_lr, "MATRIX_LR", 0.04, 0, "Muon LR of the block matrices")                     \
-    X(REAL, scalar_lr, "SCALAR_LR", 0.04, 0, "Adam LR of vectors, scalars and control tensors")   \
-    X(REAL, muon_momentum, "MUON_MOMENTUM", 0.95, 0, "Muon momentum after warmup")                \
-    X(INT, muon_backend_steps, "MUON_BACKEND_STEPS", 5, 0, "Newton-Schulz iterations")            \
-    X(REAL, muon_momentum_warmup_start, "MUON_MOMENTUM_WARMUP_START", 0.85, UTG_KF_OFF,            \
-      "Muon momentum at step 0")                                                                  \
-    X(INT, muon_momentum_warmup_steps, "MUON_MOMENTUM_WARMUP_STEPS", 500, UTG_KF_OFF,              \
-      "steps of the Muon momentum warmup")                                                        \
-    X(REAL, beta1, "BETA1", 0.9, UTG_KF_OFF, "Adam beta1")                                        \
-    X(REAL, beta2, "BETA2", 0.95, UTG_KF_OFF, "Adam beta2")                                       \
-    X(REAL, adam_eps, "ADAM_EPS", 1e-8, 0, "Adam epsilon")                                        \
-    X(REAL, grad_clip_norm, "GRAD_CLIP_NORM", 0.0, 0, "global gradient-norm clip; 0 = off")       \
-    X(BOOL, muon_nesterov, "MUON_NESTEROV", 1, UTG_KF_OFF, "Nesterov momentum in Muon")            \
-    X(BOOL, muon_eq_r, "MUON_EQ_R", 0, 0, "MuonEq-R: normalise each update row before Newton-Schulz") \
-    X(BOOL, matmul_bf16, "MATMUL_BF16", 0, 0,                                                      \
+    /* optimizers (SPEC 1.4) */ \
+    X(REAL, embed_lr, "EMBED_LR", 0.6, 0, UTG_INF, UTG_KF_GT, "Adam LR of the untied token embedding") \
+    X(REAL, head_lr, "HEAD_LR", 0.008, 0, UTG_INF, UTG_KF_GT, "Adam LR of the untied lm_head") \
+    X(REAL, tied_embed_lr, "TIED_EMBED_LR", 0.05, 0, UTG_INF, UTG_KF_GT, "Adam LR of the tied embedding") \
+    X(REAL, matrix_lr, "MATRIX_LR", 0.04, 0, UTG_INF, UTG_KF_GT, "Muon LR of the block matrices") \
+    X(REAL, scalar_lr, "SCALAR_LR", 0.04, 0, UTG_INF, UTG_KF_GT, "Adam LR of vectors, scalars and control tensors") \
+    X(REAL, muon_momentum, "MUON_MOMENTUM", 0.95, 0, UTG_INF, UTG_KF_GT, "Muon momentum after warmup") \
+    X(INT, muon_backend_steps, "MUON_BACKEND_STEPS", 5, 1, 100, 0, "Newton-Schulz iterations") \
+    X(REAL, muon_momentum_warmup_start, "MUON_MOMENTUM_WARMUP_START", 0.85, 0, UTG_INF, UTG_KF_OFF, \
+      "Muon momentum at step 0") \
+    X(INT, muon_momentum_warmup_steps, "MUON_MOMENTUM_WARMUP_STEPS", 500, 0, UTG_INF, UTG_KF_OFF, \
+      "steps of the Muon momentum warmup") \
+    X(REAL, beta1, "BETA1", 0.9, 0, 1, UTG_KF_OFF | UTG_KF_LT, "Adam beta1") \
+    X(REAL, beta2, "BETA2", 0.95, 0, 1, UTG_KF_OFF | UTG_KF_LT, "Adam beta2") \
+    X(REAL, adam_eps, "ADAM_EPS", 1e-8, 0, UTG_INF, UTG_KF_GT, "Adam epsilon") \
+    X(REAL, grad_clip_norm, "GRAD_CLIP_NORM", 0.0, 0, UTG_INF, 0, "global gradient-norm clip; 0 = off") \
+    X(BOOL, muon_nesterov, "MUON_NESTEROV", 1, 0, 1, UTG_KF_OFF, "Nesterov momentum in Muon") \
+    X(BOOL, muon_eq_r, "MUON_EQ_R", 0, 0, 1, 0, "MuonEq-R: normalise each update row before Newton-Schulz") \
+    X(BOOL, matmul_bf16, "MATMUL_BF16", 0, 0, 1, 0, \
       "the model's matmuls with bf16 inputs and fp32 sums (avx512_bf16 where the CPU has it), fp32 master weights: autocast's bf16") \
-    X(BOOL, muon_ns_bf16, "MUON_NS_BF16", 1, UTG_KF_OFF,                                            \
+    X(BOOL, muon_ns_bf16, "MUON_NS_BF16", 1, 0, 1, UTG_KF_OFF, \
       "Newton-Schulz matmuls with bf16 inputs and fp32 sums (train_gpt.py runs them in bf16); 0 = fp32") \
-    X(BOOL, muon_polar_express, "MUON_POLAR_EXPRESS", 0, 0,                                        \
-      "Newton-Schulz with the Polar Express per-step coefficients")                               \
-    X(REAL, muon_wd, "MUON_WD", 0.0, 0, "decoupled weight decay of the Muon matrices")             \
-    X(REAL, adam_wd, "ADAM_WD", 0.0, 0, "decoupled weight decay of scalars and the untied head (AdamW)") \
-    X(REAL, embed_wd, "EMBED_WD", 0.0, 0, "decoupled weight decay of the token embedding (AdamW)") \
-    X(BOOL, ema_enabled, "EMA_ENABLED", 0, UTG_KF_STATE, "keep an EMA of the weights and use it at the end")  \
-    X(REAL, ema_decay, "EMA_DECAY", 0.997, 0, "EMA decay per optimizer step")                      \
-    X(BOOL, swa_enabled, "SWA_ENABLED", 0, UTG_KF_STATE, "average weights every SWA_EVERY steps late in training") \
-    X(INT, swa_every, "SWA_EVERY", 50, 0, "SWA sampling interval in steps")                       \
-    X(REAL, swa_start_lr_frac, "SWA_START_LR_FRAC", 0.5, 0, "SWA samples once the LR scale is below this") \
-    X(STR, control_tensor_name_patterns, "CONTROL_TENSOR_NAME_PATTERNS",                          \
+    X(BOOL, muon_polar_express, "MUON_POLAR_EXPRESS", 0, 0, 1, 0, \
+      "Newton-Schulz with the Polar Express per-step coefficients") \
+    X(REAL, muon_wd, "MUON_WD", 0.0, 0, UTG_INF, 0, "decoupled weight decay of the Muon matrices") \
+    X(REAL, adam_wd, "ADAM_WD", 0.0, 0, UTG_INF, 0, "decoupled weight decay of scalars and the untied head (AdamW)") \
+    X(REAL, embed_wd, "EMBED_WD", 0.0, 0, UTG_INF, 0, "decoupled weight decay of the token embedding (AdamW)") \
+    X(BOOL, ema_enabled, "EMA_ENABLED", 0, 0, 1, UTG_KF_STATE, "keep an EMA of the weights and use it at the end") \
+    X(REAL, ema_decay, "EMA_DECAY", 0.997, 0, 1, UTG_KF_GT | UTG_KF_LT, "EMA decay per optimizer step") \
+    X(BOOL, swa_enabled, "SWA_ENABLED", 0, 0, 1, UTG_KF_STATE, "average weights every SWA_EVERY steps late in training") \
+    X(INT, swa_every, "SWA_EVERY", 50, 1, UTG_INF, 0, "SWA sampling interval in steps") \
+    X(REAL, swa_start_lr_frac, "SWA_START_LR_FRAC", 0.5, 0, 1, UTG_KF_GT, "SWA samples once the LR scale is below this") \
+    X(STR, control_tensor_name_patterns, "CONTROL_TENSOR_NAME_PATTERNS", \
       "attn_scale,attn_scales,mlp_scale,mlp_scales,resid_mix,resid_mixes,q_gain,skip_weight,skip_weights", \
-      0, "name substrings that mark scalar/control tensors (Adam, kept in fp32)")                \
-    /* quantization, the artifact and the byte budget (SPEC 1.7, 2.7, 2.8) */                      \
-    X(STR, quant_clip, "QUANT_CLIP", "percentile", 0,                                              \
+      0, 0, 0, "name substrings that mark scalar/control tensors (Adam, kept in fp32)") \
+    /* quantization, the artifact and the byte budget (SPEC 1.7, 2.7, 2.8) */ \
+    X(ENUM, quant_clip, "QUANT_CLIP", "percentile|max|sdclip|search", 0, 0, 0, \
       "row clip of the quantizer: percentile (train_gpt.py) | max | sdclip (k*std, PR #1394) | search (GPTQ-lite, PR #414)") \
-    X(REAL, quant_clip_percentile, "QUANT_CLIP_PERCENTILE", 0.9999984, 0, "quantile of |w| per row with QUANT_CLIP=percentile") \
-    X(INT, matrix_bits, "MATRIX_BITS", 8, 0, "bits of the block matrices (2..8)")                 \
-    X(INT, attn_bits, "ATTN_BITS", 0, 0, "bits of the attention matrices; 0 = MATRIX_BITS")       \
-    X(INT, mlp_bits, "MLP_BITS", 0, 0, "bits of the MLP matrices; 0 = MATRIX_BITS")               \
-    X(INT, embed_bits, "EMBED_BITS", 8, 0, "bits of the token embedding and an untied head")      \
-    X(STR, quant_layer_bits, "QUANT_LAYER_BITS", "", 0, "bits of the matrices of some physical blocks, e.g. 3:5,4:5") \
-    X(REAL, matrix_clip_sigmas, "MATRIX_CLIP_SIGMAS", 12.85, 0, "SDClip k of the block matrices")  \
-    X(REAL, attn_clip_sigmas, "ATTN_CLIP_SIGMAS", 0.0, 0, "SDClip k of the attention matrices; 0 = MATRIX_CLIP_SIGMAS") \
-    X(REAL, mlp_clip_sigmas, "MLP_CLIP_SIGMAS", 0.0, 0, "SDClip k of the MLP matrices; 0 = MATRIX_CLIP_SIGMAS") \
-    X(REAL, embed_clip_sigmas, "EMBED_CLIP_SIGMAS", 20.0, 0, "SDClip k of the embedding and an untied head") \
-    X(INT, quant_passthrough_numel, "QUANT_PASSTHROUGH_NUMEL", 65536, 0,                           \
+    X(REAL, quant_clip_percentile, "QUANT_CLIP_PERCENTILE", 0.9999984, 0.5, 1, UTG_KF_GT, "quantile of |w| per row with QUANT_CLIP=percentile") \
+    X(INT, matrix_bits, "MATRIX_BITS", 8, 2, 8, 0, "bits of the block matrices (2..8)") \
+    X(INT, attn_bits, "ATTN_BITS", 0, 2, 8, UTG_KF_OR0, "bits of the attention matrices; 0 = MATRIX_BITS") \
+    X(INT, mlp_bits, "MLP_BITS", 0, 2, 8, UTG_KF_OR0, "bits of the MLP matrices; 0 = MATRIX_BITS") \
+    X(INT, embed_bits, "EMBED_BITS", 8, 2, 8, 0, "bits of the token embedding and an untied head") \
+    X(STR, quant_layer_bits, "QUANT_LAYER_BITS", "", 0, 0, 0, "bits of the matrices of some physical blocks, e.g. 3:5,4:5") \
+    X(REAL, matrix_clip_sigmas, "MATRIX_CLIP_SIGMAS", 12.85, 0, UTG_INF, UTG_KF_GT, "SDClip k of the block matrices") \
+    X(REAL, attn_clip_sigmas, "ATTN_CLIP_SIGMAS", 0.0, 0, UTG_INF, 0, "SDClip k of the attention matrices; 0 = MATRIX_CLIP_SIGMAS") \
+    X(REAL, mlp_clip_sigmas, "MLP_CLIP_SIGMAS", 0.0, 0, UTG_INF, 0, "SDClip k of the MLP matrices; 0 = MATRIX_CLIP_SIGMAS") \
+    X(REAL, embed_clip_sigmas, "EMBED_CLIP_SIGMAS", 20.0, 0, UTG_INF, UTG_KF_GT, "SDClip k of the embedding and an untied head") \
+    X(INT, quant_passthrough_numel, "QUANT_PASSTHROUGH_NUMEL", 65536, 1, UTG_INF, 0, \
       "float tensors of at most this many elements stay float (fp16, or fp32 for control patterns)") \
-    X(BOOL, gptq_enabled, "GPTQ_ENABLED", 0, 0, "full-Hessian GPTQ for every matrix with calibration data") \
-    X(INT, gptq_calibration_batches, "GPTQ_CALIBRATION_BATCHES", 64, 0, "calibration sequences for the Hessians") \
-    X(STR, gptq_calibration, "GPTQ_CALIBRATION", "train", 0,                                      \
+    X(BOOL, gptq_enabled, "GPTQ_ENABLED", 0, 0, 1, 0, "full-Hessian GPTQ for every matrix with calibration data") \
+    X(INT, gptq_calibration_batches, "GPTQ_CALIBRATION_BATCHES", 64, 1, 1000000, 0, "calibration sequences for the Hessians") \
+    X(ENUM, gptq_calibration, "GPTQ_CALIBRATION", "train|self|random", 0, 0, 0, \
       "calibration text: train (training batches) | self (sampled from the model, PR #1019) | random (uniform tokens)") \
-    X(REAL, gptq_selfgen_temperature, "GPTQ_SELFGEN_TEMPERATURE", 0.8, 0, "sampling temperature of GPTQ_CALIBRATION=self") \
-    X(REAL, gptq_damp, "GPTQ_DAMP", 0.01, 0, "GPTQ damping: this fraction of the mean Hessian diagonal") \
-    X(STR, qat, "QAT", "none", 0, "quantization-aware training: none | ste (fake-quant, straight-through) | noisy (uniform noise of one step, PR #363)") \
-    X(INT, qat_start_step, "QAT_START_STEP", 0, 0, "first step with QAT (LATE_QAT_THRESHOLD = 0)")  \
-    X(REAL, late_qat_threshold, "LATE_QAT_THRESHOLD", 0.0, 0, "QAT switches on once the LR scale falls below this; 0 = by QAT_START_STEP") \
-    X(INT, qat_bits, "QAT_BITS", 0, 0, "bits QAT simulates; 0 = each tensor's export bits")        \
-    X(STR, compressor, "COMPRESSOR", "brotli", 0, "artifact codec: brotli (quality 11, window 24) | stored") \
-    X(INT, artifact_budget_bytes, "ARTIFACT_BUDGET_BYTES", 16000000, 0, "byte budget of artifact + code") \
-    X(BOOL, budget_mode, "BUDGET_MODE", 0, 0, "choose per-tensor bit widths to fit ARTIFACT_BUDGET_BYTES (minimum error)") \
-    X(INT, budget_min_bits, "BUDGET_MIN_BITS", 4, 0, "lowest bit width BUDGET_MODE may choose")     \
-    /* data (SPEC 1.2) */                                                                         \
-    X(STR, data_path, "DATA_PATH", "./data/datasets/fineweb10B_sp1024", 0,                        \
-      "directory of fineweb_train_*.bin and fineweb_val_*.bin")                                   \
-    X(STR, tokenizer_path, "TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model", 0,      \
-      "SentencePiece .model file")                                                                \
-    X(STR, train_files, "TRAIN_FILES", "", 0, "train shard glob; default DATA_PATH/fineweb_train_*.bin") \
-    X(STR, val_files, "VAL_FILES", "", 0, "validation shard glob; default DATA_PATH/fineweb_val_*.bin") \
-    X(STR, train_loader, "TRAIN_LOADER", "sequential", UTG_KF_STATE,                                          \
-      "sequential (train_gpt.py's stream) or shuffled (random windows, PR #1394)")                 \
-    X(STR, run_id, "RUN_ID", "", 0, "run name for logs (default: generated)")
+    X(REAL, gptq_selfgen_temperature, "GPTQ_SELFGEN_TEMPERATURE", 0.8, 0, 100, UTG_KF_GT, "sampling temperature of GPTQ_CALIBRATION=self") \
+    X(REAL, gptq_damp, "GPTQ_DAMP", 0.01, 0, 10, UTG_KF_GT | UTG_KF_LT, "GPTQ damping: this fraction of the mean Hessian diagonal") \
+    X(ENUM, qat, "QAT", "none|ste|noisy", 0, 0, 0, "quantization-aware training: none | ste (fake-quant, straight-through) | noisy (uniform noise of one step, PR #363)") \
+    X(INT, qat_start_step, "QAT_START_STEP", 0, 0, UTG_INF, 0, "first step with QAT (LATE_QAT_THRESHOLD = 0)") \
+    X(REAL, late_qat_threshold, "LATE_QAT_THRESHOLD", 0.0, 0, 1, 0, "QAT switches on once the LR scale falls below this; 0 = by QAT_START_STEP") \
+    X(INT, qat_bits, "QAT_BITS", 0, 2, 8, UTG_KF_OR0, "bits QAT simulates; 0 = each tensor's export bits") \
+    X(ENUM, compressor, "COMPRESSOR", "brotli|stored", 0, 0, 0, "artifact codec: brotli (quality 11, window 24) | stored") \
+    X(INT, artifact_budget_bytes, "ARTIFACT_BUDGET_BYTES", 16000000, 1, UTG_INF, 0, "byte budget of artifact + code") \
+    X(BOOL, budget_mode, "BUDGET_MODE", 0, 0, 1, 0, "choose per-tensor bit widths to fit ARTIFACT_BUDGET_BYTES (minimum error)") \
+    X(INT, budget_min_bits, "BUDGET_MIN_BITS", 4, 2, 8, 0, "lowest bit width BUDGET_MODE may choose") \
+    /* data (SPEC 1.2) */ \
+    X(STR, data_path, "DATA_PATH", "./data/datasets/fineweb10B_sp1024", 0, 0, 0, \
+      "directory of fineweb_train_*.bin and fineweb_val_*.bin") \
+    X(STR, tokenizer_path, "TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model", 0, 0, 0, \
+      "SentencePiece .model file") \
+    X(STR, train_files, "TRAIN_FILES", "", 0, 0, 0, "train shard glob; default DATA_PATH/fineweb_train_*.bin") \
+    X(STR, val_files, "VAL_FILES", "", 0, 0, 0, "validation shard glob; default DATA_PATH/fineweb_val_*.bin") \
+    X(ENUM, train_loader, "TRAIN_LOADER", "sequential|shuffled", 0, 0, UTG_KF_STATE, \
+      "sequential (train_gpt.py's stream) or shuffled (random windows, PR #1394)") \
+    X(STR, run_id, "RUN_ID", "", 0, 0, 0, "run name for logs (default: generated)")
 
-typedef enum utg_knob_kind { UTG_KNOB_INT, UTG_KNOB_BOOL, UTG_KNOB_REAL, UTG_KNOB_STR } utg_knob_kind;
+/* The values of the ENUM knobs, in the order of the words of their rows. */
+enum { UTG_UNET_SKIPS_HALF, UTG_UNET_SKIPS_LOOP, UTG_UNET_SKIPS_NONE };
+enum { UTG_CONTROL_SCOPE_PHYSICAL, UTG_CONTROL_SCOPE_VIRTUAL };
+enum { UTG_REPEAT_UNTIE_MLP_NONE, UTG_REPEAT_UNTIE_MLP_FULL, UTG_REPEAT_UNTIE_MLP_DOWN };
+enum { UTG_PARALLEL_RESIDUAL_NONE, UTG_PARALLEL_RESIDUAL_GPTJ, UTG_PARALLEL_RESIDUAL_TWO_LANE,
+       UTG_PARALLEL_RESIDUAL_PARALLEL };
+enum { UTG_PARALLEL_FINAL_LANE_MEAN, UTG_PARALLEL_FINAL_LANE_ATTN, UTG_PARALLEL_FINAL_LANE_MLP };
+enum { UTG_MLP_ACTIVATION_RELU2, UTG_MLP_ACTIVATION_LEAKY_RELU2 };
+enum { UTG_Q_GAIN_SCOPE_BLOCK, UTG_Q_GAIN_SCOPE_CONTROL };
+enum { UTG_ON_NONFINITE_STOP, UTG_ON_NONFINITE_ROLLBACK };
+enum { UTG_QUANT_CLIP_PERCENTILE, UTG_QUANT_CLIP_MAX, UTG_QUANT_CLIP_SDCLIP, UTG_QUANT_CLIP_SEARCH };
+enum { UTG_GPTQ_CALIBRATION_TRAIN, UTG_GPTQ_CALIBRATION_SELF, UTG_GPTQ_CALIBRATION_RANDOM };
+enum { UTG_QAT_NONE, UTG_QAT_STE, UTG_QAT_NOISY };
+enum { UTG_COMPRESSOR_BROTLI, UTG_COMPRESSOR_STORED };
+enum { UTG_TRAIN_LOADER_SEQUENTIAL, UTG_TRAIN_LOADER_SHUFFLED };
+
+typedef enum utg_knob_kind {
+    UTG_KNOB_INT, UTG_KNOB_BOOL, UTG_KNOB_REAL, UTG_KNOB_STR, UTG_KNOB_ENUM
+} utg_knob_kind;
 
 #define UTG__CTYPE_INT int
 #define UTG__CTYPE_BOOL int
 #define UTG__CTYPE_REAL double
 #define UTG__CTYPE_STR const char *
-#define UTG__KNOB_FIELD(kind, field, env, def, flags, doc) UTG__CTYPE_##kind field;
+#define UTG__CTYPE_ENUM int
+#define UTG__KNOB_FIELD(kind, field, env, def, lo, hi, flags, doc) UTG__CTYPE_##kind field;
 
 typedef struct utg_config {
     UTG_CONFIG_KNOBS(UTG__KNOB_FIELD)
@@ -425,10 +457,12 @@ typedef struct utg_knob_info {
     const char *env_name;   /* Parameter Golf environment name, e.g. "NUM_LAYERS" */
     const char *field_name; /* utg_config field, e.g. "num_layers" */
     utg_knob_kind kind;
-    int flags;
-    double default_number;      /* INT, BOOL, REAL */
+    int flags;                  /* UTG_KF_*: UTG_KF_GT, UTG_KF_LT and UTG_KF_OR0 qualify min and max */
+    double default_number;      /* INT, BOOL, REAL; ENUM: 0, the first choice */
     const char *default_string; /* STR */
     const char *doc;
+    double min, max;            /* INT, BOOL, REAL: the range (max UTG_INF: none) */
+    const char *choices;        /* ENUM: the words, "a|b|c", in the order of their indices */
 } utg_knob_info;
 
 /* The knob table at run time, for tools that list, print or parse knobs generically: index runs over
@@ -442,17 +476,20 @@ UTGDEF int utg_config_find_knob(const char *env_or_field_name);      /* -1 when 
 /* Fill every zero field with its default (idempotent): a BOOL or OFF knob set to UTG_OFF keeps -1.
    Pure: desc (NULL: all defaults) is not changed, and the result borrows its string pointers. */
 UTGDEF utg_config utg_config_resolve(const utg_config *desc);
-/* Check a resolved config for consistency (divisibility, ranges). */
+/* Check a resolved config: every knob in its range or choices (from the table), then the rules that
+   join several knobs (divisibility, layer indices). */
 UTGDEF utg_result utg_config_validate(const utg_config *cfg, utg_msg *msg);
-/* Set one knob from text, by env name (NUM_LAYERS) or field name (num_layers). String values are
-   not copied: the caller keeps them alive as long as the config. */
+/* Set one knob from text, by env name (NUM_LAYERS) or field name (num_layers). A value outside the
+   knob's range, or not one of an ENUM knob's words, is refused. String values are not copied: the
+   caller keeps them alive as long as the config. */
 UTGDEF utg_result utg_config_set(utg_config *cfg, const char *name, const char *value, utg_msg *msg);
 /* Parse "KEY=VALUE" lines (# comments, blank lines, optional "export "). The text is modified in
    place (string values point into it), so keep it alive with the config. */
 UTGDEF utg_result utg_config_parse_text(utg_config *cfg, char *text, utg_msg *msg);
-/* Format one knob's value of cfg into buf; returns buf. */
+/* Format one knob's value of cfg into buf (an ENUM knob as its word); returns buf. */
 UTGDEF const char *utg_config_format(const utg_config *cfg, int index, char *buf, size_t buf_size);
-/* One --help line for a knob: "  ENV_NAME  default  doc" (the default as the resolver fills it). */
+/* One --help line for a knob: "  ENV_NAME  default  range-or-choices  doc" (the default as the
+   resolver fills it). */
 UTGDEF const char *utg_config_help_line(int index, char *buf, size_t buf_size);
 #ifndef UTG_NO_STDIO
 /* Apply every knob found in the process environment. String values point into the environment
@@ -1753,14 +1790,22 @@ static void utg__wr_u32le(uint8_t *p, uint32_t v) {
 #define UTG__DEFSTR_BOOL(d) NULL
 #define UTG__DEFSTR_REAL(d) NULL
 #define UTG__DEFSTR_STR(d) d
+#define UTG__DEFNUM_ENUM(d) 0.0
+#define UTG__DEFSTR_ENUM(d) NULL
+#define UTG__CHOICES_INT(d) NULL
+#define UTG__CHOICES_BOOL(d) NULL
+#define UTG__CHOICES_REAL(d) NULL
+#define UTG__CHOICES_STR(d) NULL
+#define UTG__CHOICES_ENUM(d) d
 
 typedef struct utg__knob {
     utg_knob_info info;
     size_t offset;
 } utg__knob;
 
-#define UTG__KNOB_ROW(kind, field, env, def, flags, doc)                                    \
-    {{env, #field, UTG_KNOB_##kind, flags, UTG__DEFNUM_##kind(def), UTG__DEFSTR_##kind(def), doc}, \
+#define UTG__KNOB_ROW(kind, field, env, def, lo, hi, flags, doc)                                   \
+    {{env, #field, UTG_KNOB_##kind, flags, UTG__DEFNUM_##kind(def), UTG__DEFSTR_##kind(def), doc, \
+      (double)(lo), (double)(hi), UTG__CHOICES_##kind(def)},                                     \
      offsetof(utg_config, field)},
 static const utg__knob utg__knobs[] = {UTG_CONFIG_KNOBS(UTG__KNOB_ROW)};
 #define UTG__N_KNOBS ((int)(sizeof utg__knobs / sizeof utg__knobs[0]))
@@ -1809,6 +1854,7 @@ UTGDEF utg_config utg_config_resolve(const utg_config *desc) {
         case UTG_KNOB_STR:
             if (*(const char **)p == NULL) *(const char **)p = k->default_string;
             break;
+        case UTG_KNOB_ENUM: break; /* 0 is the first word, the default */
         }
     }
     return c;
@@ -1817,127 +1863,121 @@ UTGDEF utg_config utg_config_resolve(const utg_config *desc) {
 /* knobs whose 0 is stored as UTG_OFF read back as 0 */
 #define UTG__OFF0(x) ((x) < 0 ? 0 : (x))
 
-/* v is one of the '|'-separated words of list */
-static int utg__oneof(const char *v, const char *list) {
-    size_t n;
-    if (!v) return 0;
-    n = strlen(v);
-    while (*list) {
-        const char *bar = strchr(list, '|');
-        size_t w = bar ? (size_t)(bar - list) : strlen(list);
-        if (w == n && !strncmp(v, list, n)) return 1;
-        if (!bar) break;
-        list = bar + 1;
+/* The index of the n-byte word v among the '|'-separated choices; -1 when it is none of them. */
+static int utg__choice_index(const char *choices, const char *v, size_t n) {
+    int i;
+    for (i = 0;; i++) {
+        const char *bar = strchr(choices, '|');
+        size_t w = bar ? (size_t)(bar - choices) : strlen(choices);
+        if (w == n && !strncmp(v, choices, n)) return i;
+        if (!bar) return -1;
+        choices = bar + 1;
     }
+}
+
+/* Word i of the choices in *w; returns its length, 0 when there is no word i. */
+static size_t utg__choice_word(const char *choices, int i, const char **w) {
+    const char *bar;
+    if (i < 0) return 0;
+    for (; i > 0; i--) {
+        if (!(choices = strchr(choices, '|'))) return 0;
+        choices++;
+    }
+    bar = strchr(choices, '|');
+    *w = choices;
+    return bar ? (size_t)(bar - choices) : strlen(choices);
+}
+
+static void utg__format_real(char *buf, size_t n, double v);
+
+/* The range or choices of knob k: for a message (verb 1: "in 1..1024", ">= 1", "0 or in 2..8",
+   "in [0, 1)", "> 0", "0 or 1", "one of a|b") or for --help (verb 0: the same without "in " and
+   "one of "); "" for a STR knob. */
+static void utg__range_text(const utg_knob_info *k, int verb, char *buf, size_t n) {
+    char lo[40], hi[40];
+    const char *or0 = (k->flags & UTG_KF_OR0) ? "0 or " : "", *in = verb ? "in " : "";
+    buf[0] = 0;
+    if (k->kind == UTG_KNOB_STR) return;
+    if (k->kind == UTG_KNOB_ENUM) { snprintf(buf, n, "%s%s", verb ? "one of " : "", k->choices); return; }
+    if (k->kind == UTG_KNOB_BOOL) { snprintf(buf, n, "%s", verb ? "0 or 1" : "0|1"); return; }
+    utg__format_real(lo, sizeof lo, k->min);
+    utg__format_real(hi, sizeof hi, k->max);
+    if (k->max == UTG_INF) snprintf(buf, n, "%s%s %s", or0, (k->flags & UTG_KF_GT) ? ">" : ">=", lo);
+    else if (k->kind == UTG_KNOB_INT) snprintf(buf, n, "%s%s%s..%s", or0, in, lo, hi);
+    else
+        snprintf(buf, n, "%s%s%c%s, %s%c", or0, in, (k->flags & UTG_KF_GT) ? '(' : '[', lo, hi,
+                 (k->flags & UTG_KF_LT) ? ')' : ']');
+}
+
+/* v (an INT, BOOL or REAL knob's value, UTG_OFF read as 0) lies in the range of knob k */
+static int utg__in_range(const utg_knob_info *k, double v) {
+    if (v == 0.0 && (k->flags & UTG_KF_OR0)) return 1;
+    return isfinite(v) && ((k->flags & UTG_KF_GT) ? v > k->min : v >= k->min) &&
+           ((k->flags & UTG_KF_LT) ? v < k->max : v <= k->max);
+}
+
+/* "NUM_LAYERS must be in 1..1024 (got 0)"; got is the value as text */
+static void utg__range_msg(const utg_knob_info *k, const char *got, utg_msg *msg) {
+    char range[256];
+    utg__range_text(k, 1, range, sizeof range);
+    utg__msgf(msg, "%s must be %s (got %s%s%s)", k->env_name, range, k->kind == UTG_KNOB_ENUM ? "'" : "", got,
+              k->kind == UTG_KNOB_ENUM ? "'" : "");
+}
+
+/* Knob i of c lies in its range or choices; else a message naming the knob, the range and the value. */
+static int utg__knob_ok(const utg_config *c, int i, utg_msg *msg) {
+    const utg_knob_info *k = &utg__knobs[i].info;
+    const void *p = utg__knob_cptr(c, i);
+    const char *w;
+    char got[48];
+    double v;
+    switch (k->kind) {
+    case UTG_KNOB_STR: return 1;
+    case UTG_KNOB_ENUM:
+        if (utg__choice_word(k->choices, *(const int *)p, &w)) return 1;
+        snprintf(got, sizeof got, "%d", *(const int *)p);
+        utg__range_msg(k, got, msg);
+        return 0;
+    case UTG_KNOB_INT:
+    case UTG_KNOB_BOOL: v = *(const int *)p; break;
+    default: v = *(const double *)p; break;
+    }
+    if (v == UTG_OFF && ((k->flags & UTG_KF_OFF) || k->kind == UTG_KNOB_BOOL)) v = 0.0;
+    if (utg__in_range(k, v)) return 1;
+    utg__format_real(got, sizeof got, v);
+    utg__range_msg(k, got, msg);
     return 0;
 }
 
 static int utg__layer_bits(const char *s, int block, int *bits);
 UTGDEF utg_result utg_config_validate(const utg_config *c, utg_msg *msg) {
 #define UTG__REQ(cond, ...) do { if (!(cond)) { utg__msgf(msg, __VA_ARGS__); return UTG_ERR_CONFIG; } } while (0)
-    UTG__REQ(c->num_layers >= 1 && c->num_layers <= 1024, "NUM_LAYERS must be in 1..1024 (got %d)", c->num_layers);
-    UTG__REQ(c->model_dim >= 2 && c->model_dim <= 65536, "MODEL_DIM must be in 2..65536 (got %d)", c->model_dim);
-    UTG__REQ(c->num_heads >= 1 && c->model_dim % c->num_heads == 0,
-             "MODEL_DIM (%d) must be divisible by NUM_HEADS (%d)", c->model_dim, c->num_heads);
-    UTG__REQ(c->num_kv_heads >= 1 && c->num_heads % c->num_kv_heads == 0,
-             "NUM_HEADS (%d) must be divisible by NUM_KV_HEADS (%d)", c->num_heads, c->num_kv_heads);
-    UTG__REQ((c->model_dim / c->num_heads) % 2 == 0, "head dim MODEL_DIM/NUM_HEADS (%d) must be even for RoPE",
-             c->model_dim / c->num_heads);
-    UTG__REQ(c->mlp_mult >= 1 && c->mlp_mult <= 64, "MLP_MULT must be in 1..64 (got %d)", c->mlp_mult);
-    UTG__REQ(c->vocab_size >= 2 && c->vocab_size <= 65536, "VOCAB_SIZE must be in 2..65536 (got %d)", c->vocab_size);
-    UTG__REQ(c->tie_embeddings == 1 || c->tie_embeddings == UTG_OFF, "TIE_EMBEDDINGS must be 0 or 1");
-    UTG__REQ(c->rope_base > 1.0 && isfinite(c->rope_base), "ROPE_BASE must be > 1 (got %g)", c->rope_base);
-    UTG__REQ(c->logit_softcap > 0.0 || c->logit_softcap == UTG_OFF, "LOGIT_SOFTCAP must be positive or 0 (none)");
-    UTG__REQ(isfinite(c->logit_softcap) && isfinite(c->qk_gain_init), "LOGIT_SOFTCAP and QK_GAIN_INIT must be finite");
-    UTG__REQ(c->tied_embed_init_std > 0.0 && isfinite(c->tied_embed_init_std), "TIED_EMBED_INIT_STD must be > 0");
-    UTG__REQ(c->rms_norm_eps > 0.0 && c->rms_norm_eps < 1.0, "RMS_NORM_EPS must be in (0, 1)");
-    UTG__REQ(c->train_seq_len >= 1 && c->train_seq_len <= (1 << 20), "TRAIN_SEQ_LEN must be in 1..1048576");
-    UTG__REQ(c->train_batch_tokens >= 1, "TRAIN_BATCH_TOKENS must be >= 1");
-    UTG__REQ(c->grad_accum_steps >= 1 && c->grad_accum_steps <= 65536, "GRAD_ACCUM_STEPS must be in 1..65536");
-    UTG__REQ(c->iterations >= 1, "ITERATIONS must be >= 1");
-    UTG__REQ(c->muon_backend_steps >= 1 && c->muon_backend_steps <= 100, "MUON_BACKEND_STEPS must be in 1..100");
-    UTG__REQ(c->warmdown_frac >= 0.0 && c->warmdown_frac <= 1.0, "WARMDOWN_FRAC must be in [0, 1] (got %g)", c->warmdown_frac);
-    UTG__REQ(c->min_lr >= 0.0 && c->min_lr <= 1.0, "MIN_LR must be in [0, 1] (got %g)", c->min_lr);
-    UTG__REQ(c->gptq_reserve_seconds >= 0.0 && isfinite(c->gptq_reserve_seconds), "GPTQ_RESERVE_SECONDS must be >= 0");
-    UTG__REQ(c->eval_seq_len >= 0 && c->eval_seq_len <= (1 << 20), "EVAL_SEQ_LEN must be in 0..1048576");
-    UTG__REQ(c->eval_stride >= 0 && c->eval_stride <= (c->eval_seq_len ? c->eval_seq_len : c->train_seq_len),
+    int i, hd, lb;
+    for (i = 0; i < UTG__N_KNOBS; i++) /* each knob alone: the table's ranges and choices */
+        if (!utg__knob_ok(c, i, msg)) return UTG_ERR_CONFIG;
+    /* the rules that join knobs */
+    UTG__REQ(c->model_dim % c->num_heads == 0, "MODEL_DIM (%d) must be divisible by NUM_HEADS (%d)",
+             c->model_dim, c->num_heads);
+    UTG__REQ(c->num_heads % c->num_kv_heads == 0, "NUM_HEADS (%d) must be divisible by NUM_KV_HEADS (%d)",
+             c->num_heads, c->num_kv_heads);
+    hd = c->model_dim / c->num_heads;
+    UTG__REQ(hd % 2 == 0, "head dim MODEL_DIM/NUM_HEADS (%d) must be even for RoPE", hd);
+    UTG__REQ(c->rope_dims % 2 == 0 && c->rope_dims <= hd,
+             "ROPE_DIMS must be even and at most the head dim %d (got %d)", hd, c->rope_dims);
+    UTG__REQ(c->eval_stride <= (c->eval_seq_len ? c->eval_seq_len : c->train_seq_len),
              "EVAL_STRIDE must be in 0..EVAL_SEQ_LEN (got %d)", c->eval_stride);
-    UTG__REQ(c->muon_wd >= 0.0 && c->adam_wd >= 0.0 && c->embed_wd >= 0.0 && isfinite(c->muon_wd + c->adam_wd + c->embed_wd),
-             "MUON_WD, ADAM_WD and EMBED_WD must be >= 0");
-    UTG__REQ(c->ema_decay >= 0.0 && c->ema_decay < 1.0, "EMA_DECAY must be in [0, 1) (got %g)", c->ema_decay);
-    UTG__REQ(c->swa_every >= 1, "SWA_EVERY must be >= 1 (got %d)", c->swa_every);
-    UTG__REQ(c->swa_start_lr_frac > 0.0 && c->swa_start_lr_frac <= 1.0, "SWA_START_LR_FRAC must be in (0, 1]");
-    UTG__REQ(c->matrix_lr >= 0.0 && c->scalar_lr >= 0.0 && c->embed_lr >= 0.0 && c->head_lr >= 0.0 && c->tied_embed_lr >= 0.0,
-             "learning rates must be >= 0");
-    UTG__REQ(c->beta1 < 1.0 && c->beta2 < 1.0 && c->adam_eps > 0.0, "BETA1 and BETA2 must be < 1 and ADAM_EPS > 0");
-    UTG__REQ(c->grad_clip_norm >= 0.0, "GRAD_CLIP_NORM must be >= 0");
-    UTG__REQ(utg__oneof(c->on_nonfinite, "stop|rollback"), "ON_NONFINITE must be stop or rollback (got '%s')",
-             c->on_nonfinite ? c->on_nonfinite : "");
-    UTG__REQ(c->on_nonfinite_max_rollbacks >= 0, "ON_NONFINITE_MAX_ROLLBACKS must be 0 or more");
-    UTG__REQ(c->train_loader && (!strcmp(c->train_loader, "sequential") || !strcmp(c->train_loader, "shuffled")),
-             "TRAIN_LOADER must be sequential or shuffled (got '%s')", c->train_loader ? c->train_loader : "");
-    UTG__REQ(utg__oneof(c->repeat_untie_mlp, "none|full|down"), "REPEAT_UNTIE_MLP must be none, full or down (got '%s')",
-             c->repeat_untie_mlp ? c->repeat_untie_mlp : "");
-    UTG__REQ(utg__oneof(c->unet_skips, "half|loop|none"), "UNET_SKIPS must be half, loop or none (got '%s')",
-             c->unet_skips ? c->unet_skips : "");
-    UTG__REQ(utg__oneof(c->control_scope, "physical|virtual"), "CONTROL_SCOPE must be physical or virtual (got '%s')",
-             c->control_scope ? c->control_scope : "");
-    UTG__REQ(utg__oneof(c->parallel_residual, "none|gptj|two_lane|parallel"),
-             "PARALLEL_RESIDUAL must be none, gptj, two_lane or parallel (got '%s')", c->parallel_residual ? c->parallel_residual : "");
-    UTG__REQ(utg__oneof(c->parallel_final_lane, "mean|attn|mlp"), "PARALLEL_FINAL_LANE must be mean, attn or mlp (got '%s')",
-             c->parallel_final_lane ? c->parallel_final_lane : "");
-    UTG__REQ(c->num_loops >= 0 && c->num_loops <= 64, "NUM_LOOPS must be in 0..64 (got %d)", c->num_loops);
-    UTG__REQ(c->recur_start_step >= 0, "RECUR_START_STEP must be >= 0");
-    UTG__REQ(c->enable_looping_at >= 0.0 && c->enable_looping_at < 1.0, "ENABLE_LOOPING_AT must be in [0, 1) (got %g)", c->enable_looping_at);
-    UTG__REQ(c->loop_phase2_at >= 0.0 && c->loop_phase2_at < 1.0, "LOOP_PHASE2_AT must be in [0, 1) (got %g)", c->loop_phase2_at);
-    UTG__REQ(c->universal_unique_blocks >= 0 && c->universal_unique_blocks <= 1024, "UNIVERSAL_UNIQUE_BLOCKS must be in 0..1024");
-    UTG__REQ(c->universal_iterations >= 1 && c->universal_iterations <= 256, "UNIVERSAL_ITERATIONS must be in 1..256");
-    UTG__REQ(c->block_attns == 1 || c->block_attns == 2, "BLOCK_ATTNS must be 1 or 2 (got %d)", c->block_attns);
-    UTG__REQ(c->mlp_layers == 2 || c->mlp_layers == 3, "MLP_LAYERS must be 2 or 3 (got %d)", c->mlp_layers);
-    UTG__REQ(c->rope_dims >= 0 && c->rope_dims % 2 == 0 && c->rope_dims <= c->model_dim / c->num_heads,
-             "ROPE_DIMS must be even and at most the head dim %d (got %d)", c->model_dim / c->num_heads, c->rope_dims);
-    UTG__REQ(c->rope_train_seq_len >= 0 && c->rope_train_seq_len <= (1 << 24), "ROPE_TRAIN_SEQ_LEN must be in 0..16777216 (got %d)",
-             c->rope_train_seq_len);
-    UTG__REQ(utg__oneof(c->mlp_activation, "relu2|leaky_relu2"), "MLP_ACTIVATION must be relu2 or leaky_relu2 (got '%s')",
-             c->mlp_activation ? c->mlp_activation : "");
-    UTG__REQ(c->leaky_relu_slope >= 0.0 && c->leaky_relu_slope < 1.0, "LEAKY_RELU_SLOPE must be in [0, 1) (got %g)", c->leaky_relu_slope);
-    UTG__REQ(c->mlp_hidden >= 0 && c->mlp_hidden <= 1048576, "MLP_HIDDEN must be in 0..1048576 (got %d)", c->mlp_hidden);
-    UTG__REQ(c->xsa_last_n >= 0, "XSA_LAST_N must be >= 0 (got %d)", c->xsa_last_n);
-    UTG__REQ(utg__oneof(c->q_gain_scope, "block|control"), "Q_GAIN_SCOPE must be block or control (got '%s')", c->q_gain_scope ? c->q_gain_scope : "");
     UTG__REQ((c->sparse_attn_gate_enabled > 0) + (c->attn_out_gate_enabled > 0) + (c->gated_attn_enabled > 0) <= 1,
              "SPARSE_ATTN_GATE_ENABLED, ATTN_OUT_GATE_ENABLED and GATED_ATTN_ENABLED are alternatives: set one");
-    UTG__REQ(c->gate_window >= 1 && (c->gate_window <= c->model_dim ||
-                                     (c->sparse_attn_gate_enabled <= 0 && c->attn_out_gate_enabled <= 0 && c->smear_gate_enabled <= 0)),
+    UTG__REQ(c->gate_window <= c->model_dim || (c->sparse_attn_gate_enabled <= 0 &&
+                                                 c->attn_out_gate_enabled <= 0 && c->smear_gate_enabled <= 0),
              "GATE_WINDOW must be in 1..MODEL_DIM (got %d)", c->gate_window);
-    UTG__REQ(isfinite(c->sparse_attn_gate_scale), "SPARSE_ATTN_GATE_SCALE must be finite");
-    UTG__REQ(c->bigram_vocab_size == 0 || (c->bigram_vocab_size >= 2 && c->bigram_vocab_size <= (1 << 24)),
-             "BIGRAM_VOCAB_SIZE must be 0 (off) or in 2..16777216 (got %d)", c->bigram_vocab_size);
-    UTG__REQ(c->bigram_dim >= 1 && c->bigram_dim <= 65536, "BIGRAM_DIM must be in 1..65536 (got %d)", c->bigram_dim);
-    UTG__REQ(c->ve_dim >= 1 && c->ve_dim <= 65536, "VE_DIM must be in 1..65536 (got %d)", c->ve_dim);
     UTG__REQ(c->disable_layer0_attn <= 0 || c->block_attns == 1, "DISABLE_LAYER0_ATTN needs BLOCK_ATTNS=1");
-    UTG__REQ(c->disable_layer0_attn <= 0 || c->value_residual <= 0, "VALUE_RESIDUAL reads layer 0's values: it does not combine with DISABLE_LAYER0_ATTN");
-    UTG__REQ(utg__oneof(c->quant_clip, "percentile|max|sdclip|search"), "QUANT_CLIP must be percentile, max, sdclip or search (got '%s')",
-             c->quant_clip ? c->quant_clip : "");
-    UTG__REQ(c->quant_clip_percentile > 0.5 && c->quant_clip_percentile <= 1.0, "QUANT_CLIP_PERCENTILE must be in (0.5, 1] (got %g)", c->quant_clip_percentile);
-    UTG__REQ(c->matrix_bits >= 2 && c->matrix_bits <= 8 && c->embed_bits >= 2 && c->embed_bits <= 8, "MATRIX_BITS and EMBED_BITS must be in 2..8");
-    UTG__REQ((c->attn_bits == 0 || (c->attn_bits >= 2 && c->attn_bits <= 8)) && (c->mlp_bits == 0 || (c->mlp_bits >= 2 && c->mlp_bits <= 8)),
-             "ATTN_BITS and MLP_BITS must be 0 (= MATRIX_BITS) or in 2..8");
-    { int lb; UTG__REQ(utg__layer_bits(c->quant_layer_bits, -1, &lb) >= 0, "QUANT_LAYER_BITS must look like 3:5,4:5 (block:bits, bits 2..8; got '%s')", c->quant_layer_bits ? c->quant_layer_bits : ""); }
-    UTG__REQ(c->matrix_clip_sigmas > 0 && c->embed_clip_sigmas > 0 && c->attn_clip_sigmas >= 0 && c->mlp_clip_sigmas >= 0 &&
-             isfinite(c->matrix_clip_sigmas + c->embed_clip_sigmas + c->attn_clip_sigmas + c->mlp_clip_sigmas),
-             "the *_CLIP_SIGMAS knobs must be positive (0 = MATRIX_CLIP_SIGMAS for ATTN and MLP)");
-    UTG__REQ(c->quant_passthrough_numel >= 0, "QUANT_PASSTHROUGH_NUMEL must be >= 0");
-    UTG__REQ(c->gptq_calibration_batches >= 1 && c->gptq_calibration_batches <= 1000000, "GPTQ_CALIBRATION_BATCHES must be in 1..1000000");
-    UTG__REQ(utg__oneof(c->gptq_calibration, "train|self|random"), "GPTQ_CALIBRATION must be train, self or random (got '%s')",
-             c->gptq_calibration ? c->gptq_calibration : "");
-    UTG__REQ(c->gptq_selfgen_temperature > 0 && c->gptq_selfgen_temperature <= 100, "GPTQ_SELFGEN_TEMPERATURE must be in (0, 100]");
-    UTG__REQ(c->gptq_damp > 0 && c->gptq_damp < 10, "GPTQ_DAMP must be in (0, 10)");
-    UTG__REQ(utg__oneof(c->qat, "none|ste|noisy"), "QAT must be none, ste or noisy (got '%s')", c->qat ? c->qat : "");
-    UTG__REQ(c->qat_start_step >= 0 && c->late_qat_threshold >= 0 && c->late_qat_threshold <= 1, "QAT_START_STEP must be >= 0 and LATE_QAT_THRESHOLD in [0, 1]");
-    UTG__REQ(c->qat_bits == 0 || (c->qat_bits >= 2 && c->qat_bits <= 8), "QAT_BITS must be 0 or in 2..8");
-    UTG__REQ(utg__oneof(c->compressor, "brotli|stored"), "COMPRESSOR must be brotli or stored (got '%s')", c->compressor ? c->compressor : "");
-    UTG__REQ(c->artifact_budget_bytes >= 1, "ARTIFACT_BUDGET_BYTES must be >= 1");
-    UTG__REQ(c->budget_min_bits >= 2 && c->budget_min_bits <= 8, "BUDGET_MIN_BITS must be in 2..8");
+    UTG__REQ(c->disable_layer0_attn <= 0 || c->value_residual <= 0,
+             "VALUE_RESIDUAL reads layer 0's values: it does not combine with DISABLE_LAYER0_ATTN");
+    /* the syntax of a list knob (the others are read when the model's plan is built) */
+    UTG__REQ(utg__layer_bits(c->quant_layer_bits, -1, &lb) >= 0,
+             "QUANT_LAYER_BITS must look like 3:5,4:5 (block:bits, bits 2..8; got '%s')",
+             c->quant_layer_bits ? c->quant_layer_bits : "");
     return UTG_OK;
 #undef UTG__REQ
 }
@@ -1979,11 +2019,7 @@ UTGDEF utg_result utg_config_set(utg_config *cfg, const char *name, const char *
             utg__msgf(msg, "%s: '%s' is not an integer", k->env_name, value ? value : "");
             return UTG_ERR_CONFIG;
         }
-        if (k->kind == UTG_KNOB_BOOL && iv != 0 && iv != 1) {
-            utg__msgf(msg, "%s: '%s' must be 0 or 1", k->env_name, value);
-            return UTG_ERR_CONFIG;
-        }
-        if (iv < 0) { utg__msgf(msg, "%s: '%s' must not be negative", k->env_name, value); return UTG_ERR_CONFIG; }
+        if (!utg__in_range(k, iv)) { utg__range_msg(k, value, msg); return UTG_ERR_CONFIG; }
         if (iv == 0 && k->default_number != 0.0) {
             if (!(k->flags & UTG_KF_OFF)) {
                 utg__msgf(msg, "%s: 0 is not allowed (default %g)", k->env_name, k->default_number);
@@ -1998,7 +2034,7 @@ UTGDEF utg_result utg_config_set(utg_config *cfg, const char *name, const char *
             utg__msgf(msg, "%s: '%s' is not a finite number", k->env_name, value ? value : "");
             return UTG_ERR_CONFIG;
         }
-        if (dv < 0.0) { utg__msgf(msg, "%s: '%s' must not be negative", k->env_name, value); return UTG_ERR_CONFIG; }
+        if (!utg__in_range(k, dv)) { utg__range_msg(k, value, msg); return UTG_ERR_CONFIG; }
         if (dv == 0.0 && k->default_number != 0.0) {
             if (!(k->flags & UTG_KF_OFF)) {
                 utg__msgf(msg, "%s: 0 is not allowed (default %g)", k->env_name, k->default_number);
@@ -2010,6 +2046,13 @@ UTGDEF utg_result utg_config_set(utg_config *cfg, const char *name, const char *
         break;
     case UTG_KNOB_STR:
         *(const char **)utg__knob_ptr(cfg, i) = value ? value : "";
+        break;
+    case UTG_KNOB_ENUM:
+        if ((iv = utg__choice_index(k->choices, value ? value : "", value ? strlen(value) : 0)) < 0) {
+            utg__range_msg(k, value ? value : "", msg);
+            return UTG_ERR_CONFIG;
+        }
+        *(int *)utg__knob_ptr(cfg, i) = iv;
         break;
     }
     return UTG_OK;
@@ -2077,6 +2120,12 @@ UTGDEF const char *utg_config_format(const utg_config *cfg, int i, char *buf, si
     case UTG_KNOB_BOOL: snprintf(buf, n, "%d", *(const int *)p == UTG_OFF ? 0 : *(const int *)p); break;
     case UTG_KNOB_REAL: utg__format_real(buf, n, *(const double *)p == UTG_OFF ? 0.0 : *(const double *)p); break;
     case UTG_KNOB_STR: snprintf(buf, n, "%s", *(const char *const *)p ? *(const char *const *)p : ""); break;
+    case UTG_KNOB_ENUM: { /* an index outside the choices prints as the number, which the parser refuses */
+        const char *w;
+        size_t len = utg__choice_word(k->choices, *(const int *)p, &w);
+        if (len) snprintf(buf, n, "%.*s", (int)len, w);
+        else snprintf(buf, n, "%d", *(const int *)p);
+    } break;
     }
     return buf;
 }
@@ -2084,14 +2133,15 @@ UTGDEF const char *utg_config_format(const utg_config *cfg, int i, char *buf, si
 UTGDEF const char *utg_config_help_line(int i, char *buf, size_t n) {
     const utg_knob_info *k = utg_config_knob(i);
     utg_config zero, def;
-    char v[96];
+    char v[96], range[128];
     if (!buf || n == 0) return buf;
     buf[0] = 0;
     if (!k) return buf;
     memset(&zero, 0, sizeof zero);
     def = utg_config_resolve(&zero);
     utg_config_format(&def, i, v, sizeof v);
-    snprintf(buf, n, "  %-28s %-12s %s", k->env_name, v[0] ? v : "\"\"", k->doc);
+    utg__range_text(k, 0, range, sizeof range);
+    snprintf(buf, n, "  %-28s %-12s %-16s %s", k->env_name, v[0] ? v : "\"\"", range, k->doc);
     return buf;
 }
 
@@ -2575,10 +2625,10 @@ static utg_result utg__plan_untie_layers(utg_model *m, utg__plan_src *s) {
 /* The lane mode of parallel residuals and the per-iteration conditioning, and the forms that exclude
    each other. */
 static utg_result utg__plan_lanes(utg_model *m, const utg_config *c) {
-    m->lane_mode = !strcmp(c->parallel_residual, "gptj") ? UTG_LANE_GPTJ
-                 : !strcmp(c->parallel_residual, "two_lane") ? UTG_LANE_TWO
-                 : !strcmp(c->parallel_residual, "parallel") ? UTG_LANE_PARALLEL : UTG_LANE_SINGLE;
-    m->final_lane = !strcmp(c->parallel_final_lane, "attn") ? 1 : !strcmp(c->parallel_final_lane, "mlp") ? 2 : 0;
+    m->lane_mode = c->parallel_residual == UTG_PARALLEL_RESIDUAL_GPTJ ? UTG_LANE_GPTJ
+                 : c->parallel_residual == UTG_PARALLEL_RESIDUAL_TWO_LANE ? UTG_LANE_TWO
+                 : c->parallel_residual == UTG_PARALLEL_RESIDUAL_PARALLEL ? UTG_LANE_PARALLEL : UTG_LANE_SINGLE;
+    m->final_lane = c->parallel_final_lane == UTG_PARALLEL_FINAL_LANE_ATTN ? 1 : c->parallel_final_lane == UTG_PARALLEL_FINAL_LANE_MLP ? 2 : 0;
     m->lanes_any = m->lane_mode == UTG_LANE_TWO || m->lane_mode == UTG_LANE_PARALLEL;
     m->iter_any = c->iter_embed > 0 || c->iter_scale > 0 || c->shc_enabled > 0;
     m->cond_any = m->iter_any || c->film > 0;
@@ -2586,9 +2636,12 @@ static utg_result utg__plan_lanes(utg_model *m, const utg_config *c) {
     if (c->film > 0 && (c->iter_embed > 0 || c->iter_scale > 0))
         UTG__FAIL("FILM does not combine with ITER_EMBED / ITER_SCALE (two forms of the same conditioning)");
     if (c->film > 0 && c->shc_enabled > 0) UTG__FAIL("FILM does not combine with SHC_ENABLED");
-    if (m->lanes_any && m->cond_any)
-        UTG__FAIL("ITER_EMBED, ITER_SCALE, SHC_ENABLED and FILM work on one lane: they do not combine with "
-                  "PARALLEL_RESIDUAL=%s", c->parallel_residual);
+    if (m->lanes_any && m->cond_any) {
+        char lanes[32];
+        utg_config_format(c, utg_config_find_knob("PARALLEL_RESIDUAL"), lanes, sizeof lanes);
+        UTG__FAIL("ITER_EMBED, ITER_SCALE, SHC_ENABLED and FILM work on one lane: "
+                  "they do not combine with PARALLEL_RESIDUAL=%s", lanes);
+    }
     return UTG_OK;
 }
 
@@ -2629,7 +2682,7 @@ static utg_result utg__plan_build_phase(utg_model *m, const utg__plan_src *s, co
         utg_plan_layer *pl = &P->layers[i];
         int b = q->list[i];
         pl->block = b;
-        pl->ctrl = !strcmp(c->control_scope, "virtual") ? i : b;
+        pl->ctrl = c->control_scope == UTG_CONTROL_SCOPE_VIRTUAL ? i : b;
         pl->visit = 0;
         for (j = 0; j < i; j++) pl->visit += q->list[j] == b;
         pl->mlp_set = s->untie && pl->visit > 0 ? utg__plan_mlp_set(m, s, P, b, pl->visit) : -1;
@@ -2676,7 +2729,7 @@ static utg_result utg__plan_build(utg_model *m, const utg__plan_src *s) {
    attention-free block 0, which runs on one lane. */
 static utg_result utg__plan_controls(utg_model *m, const utg_config *c, int L) {
     int p, i;
-    m->n_ctrl = !strcmp(c->control_scope, "virtual") ? m->n_depth : L;
+    m->n_ctrl = c->control_scope == UTG_CONTROL_SCOPE_VIRTUAL ? m->n_depth : L;
     m->xsa_from = c->xsa_last_n >= m->n_ctrl ? 0 : m->n_ctrl - c->xsa_last_n;
     if (c->disable_layer0_attn > 0)
         for (p = 0; p < m->n_plans; p++)
@@ -2721,9 +2774,9 @@ static utg_result utg__compile_plans(utg_model *m) {
     s.L = m->n_phys;
     s.n_enc_full = -1;
     s.looped = c->num_loops > 0;
-    s.untie = strcmp(c->repeat_untie_mlp, "none") != 0;
-    s.skips_loop = !strcmp(c->unet_skips, "loop");
-    s.skips_none = !strcmp(c->unet_skips, "none");
+    s.untie = c->repeat_untie_mlp != UTG_REPEAT_UNTIE_MLP_NONE;
+    s.skips_loop = c->unet_skips == UTG_UNET_SKIPS_LOOP;
+    s.skips_none = c->unet_skips == UTG_UNET_SKIPS_NONE;
     s.ls = UTG__OFF0(c->loop_start);
     s.le = UTG__OFF0(c->loop_end);
     s.trig_step = c->recur_start_step > 0 ? c->recur_start_step : -1;
@@ -2769,8 +2822,12 @@ static utg_result utg__verify_plan(utg_model *m, int p) {
             UTG__BAD("untied MLP set %d does not exist (%d sets)", pl->mlp_set, m->n_rsets);
         if (pl->lane != UTG_LANE_SINGLE && m->lanes_any && m->t_par_post < 0) UTG__BAD("parallel lanes without their lambdas");
         if (pl->pop_slot >= 0) {
-            if (pl->pop_slot >= P->n_slots || !pushed[pl->pop_slot])
-                UTG__BAD("pops skip slot %d, which no earlier layer of the plan pushed (UNET_SKIPS=%s)", pl->pop_slot, m->cfg.unet_skips);
+            if (pl->pop_slot >= P->n_slots || !pushed[pl->pop_slot]) {
+                char skips[32];
+                utg_config_format(&m->cfg, utg_config_find_knob("UNET_SKIPS"), skips, sizeof skips);
+                UTG__BAD("pops skip slot %d, which no earlier layer of the plan pushed (UNET_SKIPS=%s)",
+                         pl->pop_slot, skips);
+            }
             if (pl->skip_index < 0 || pl->skip_index >= m->n_skip || m->t_skip < 0)
                 UTG__BAD("reads skip_weights row %d of %d", pl->skip_index, m->n_skip);
         } else if (pl->pop_slot != -1) UTG__BAD("skip slot %d", pl->pop_slot);
@@ -3041,11 +3098,11 @@ static utg_result utg__build_tensors(utg_model *m) {
     (snprintf(nm, sizeof nm, "blocks.%d.%s", i, suffix), (dst) = utg__add_tensor(m, nm, role, blk, nd, a, b2, 0))
         if (i < m->n_ctrl) {
             utg__ctrl_ix *o = &m->ctrl[i];
-            int blk = !strcmp(c->control_scope, "virtual") ? -1 : i;
+            int blk = c->control_scope == UTG_CONTROL_SCOPE_VIRTUAL ? -1 : i;
             UTG__T(o->attn_scale[0], "attn_scale", UTG_ROLE_CONTROL, blk, 1, m->d, 0);
             if (m->n_attn > 1) UTG__T(o->attn_scale[1], "attn_scale_2", UTG_ROLE_CONTROL, blk, 1, m->d, 0);
             UTG__T(o->mlp_scale, "mlp_scale", UTG_ROLE_CONTROL, blk, 1, m->d, 0);
-            if (!strcmp(c->q_gain_scope, "control"))
+            if (c->q_gain_scope == UTG_Q_GAIN_SCOPE_CONTROL)
                 for (k = 0; k < m->n_attn; k++) {
                     char sfx[32];
                     snprintf(sfx, sizeof sfx, "%s.q_gain", att[k]); UTG__T(o->q_gain[k], sfx, UTG_ROLE_CONTROL, blk, 1, m->H, 0);
@@ -3057,7 +3114,7 @@ static utg_result utg__build_tensors(utg_model *m) {
             utg__heavy_ix *h = &m->heavy[i];
             for (k = 0; k < m->n_attn; k++) { /* q_gain lives in the attention module: shared like its matrices */
                 char sfx[32];
-                if (strcmp(c->q_gain_scope, "control")) { snprintf(sfx, sizeof sfx, "%s.q_gain", att[k]); UTG__T(h->q_gain[k], sfx, UTG_ROLE_CONTROL, i, 1, m->H, 0); }
+                if (c->q_gain_scope != UTG_Q_GAIN_SCOPE_CONTROL) { snprintf(sfx, sizeof sfx, "%s.q_gain", att[k]); UTG__T(h->q_gain[k], sfx, UTG_ROLE_CONTROL, i, 1, m->H, 0); }
             }
             for (k = 0; k < m->n_attn && !(i == 0 && c->disable_layer0_attn > 0); k++) { /* (q_gain stays, as PR #1204) */
                 char sfx[32];
@@ -3075,7 +3132,7 @@ static utg_result utg__build_tensors(utg_model *m) {
     }
     for (k = 0; k < m->n_rsets; k++) { /* untied repeat MLPs, zero until the schedule copies them */
         utg__rset *s = &m->rsets[k];
-        int full = !strcmp(c->repeat_untie_mlp, "full");
+        int full = c->repeat_untie_mlp == UTG_REPEAT_UNTIE_MLP_FULL;
         s->fc = s->mid = s->proj = -1;
         if (full) {
             snprintf(nm, sizeof nm, "repeat_mlp.%d.fc.weight", k); s->fc = utg__add_tensor(m, nm, UTG_ROLE_MATRIX, s->block, 2, m->F, m->d, 0);
@@ -3227,7 +3284,7 @@ static utg_result utg__model_layout(utg_model *m) {
     m->kvd = m->Hkv * m->hd;
     m->F = m->cfg.mlp_hidden > 0 ? m->cfg.mlp_hidden : m->cfg.mlp_mult * m->d;
     m->rd = m->cfg.rope_dims > 0 ? m->cfg.rope_dims : m->hd;
-    m->slope = !strcmp(m->cfg.mlp_activation, "leaky_relu2") ? (float)m->cfg.leaky_relu_slope : 0.0f;
+    m->slope = m->cfg.mlp_activation == UTG_MLP_ACTIVATION_LEAKY_RELU2 ? (float)m->cfg.leaky_relu_slope : 0.0f;
     m->gate_win = m->cfg.gated_attn_enabled > 0 ? m->cfg.model_dim
                 : (m->cfg.sparse_attn_gate_enabled > 0 || m->cfg.attn_out_gate_enabled > 0) ? m->cfg.gate_window : 0;
     m->gate_scale = m->cfg.sparse_attn_gate_enabled > 0 ? (float)m->cfg.sparse_attn_gate_scale : 1.0f;
@@ -8426,8 +8483,11 @@ UTGDEF utg_result utg_artifact_config(const utg_artifact *a, utg_config *cfg, ut
             *(double *)utg__knob_ptr(&c, k) = kv->f;
             break;
         case UTG_KNOB_STR:
+        case UTG_KNOB_ENUM:
             if (kv->type != UTG_KV_STR || strlen(kv->str) != kv->count) { utg__msgf(msg, "META %s must be a string without NUL bytes", kv->key); return UTG_ERR_FORMAT; }
-            *(const char **)utg__knob_ptr(&c, k) = kv->str;
+            if (utg__knobs[k].info.kind == UTG_KNOB_STR) *(const char **)utg__knob_ptr(&c, k) = kv->str;
+            else if (utg_config_set(&c, utg__knobs[k].info.env_name, kv->str, msg) != UTG_OK)
+                return UTG_ERR_FORMAT; /* not one of the words */
             break;
         }
     }
@@ -8666,9 +8726,9 @@ UTGDEF utg_result utg_model_quant_plan(const utg_model *m, const utg_hessians *h
             p->param = c->mlp_clip_sigmas > 0 ? c->mlp_clip_sigmas : c->matrix_clip_sigmas;
         } else { p->bits = c->matrix_bits; p->param = c->matrix_clip_sigmas; }
         if (t->role == UTG_ROLE_MATRIX && t->block >= 0 && utg__layer_bits(c->quant_layer_bits, t->block, &lb) == 1) p->bits = lb;
-        if (!strcmp(c->quant_clip, "max")) { p->clip = UTG_CLIP_MAX; p->param = 0; }
-        else if (!strcmp(c->quant_clip, "percentile")) { p->clip = UTG_CLIP_PERCENTILE; p->param = c->quant_clip_percentile; }
-        else if (!strcmp(c->quant_clip, "search")) { p->clip = UTG_CLIP_SEARCH; p->param = 0; }
+        if (c->quant_clip == UTG_QUANT_CLIP_MAX) { p->clip = UTG_CLIP_MAX; p->param = 0; }
+        else if (c->quant_clip == UTG_QUANT_CLIP_PERCENTILE) { p->clip = UTG_CLIP_PERCENTILE; p->param = c->quant_clip_percentile; }
+        else if (c->quant_clip == UTG_QUANT_CLIP_SEARCH) { p->clip = UTG_CLIP_SEARCH; p->param = 0; }
         else p->clip = UTG_CLIP_SDCLIP;
         p->gptq = c->gptq_enabled > 0 && utg_hessians_cols(h, i) == (int)t->shape[1];
     }
@@ -8740,6 +8800,11 @@ static void utg__export_meta(utg_model *m, utg_artifact_writer *w, const utg_ten
             const char *s = *(const char *const *)p ? *(const char *const *)p : "";
             utg_artifact_add_kv(w, key, UTG_KV_STR, s, (uint32_t)strlen(s));
         } break;
+        case UTG_KNOB_ENUM: { /* the word, as the text of a config names it */
+            char word[64];
+            utg_config_format(&m->cfg, k, word, sizeof word);
+            utg_artifact_add_kv(w, key, UTG_KV_STR, word, (uint32_t)strlen(word));
+        } break;
         }
     }
     u = (uint32_t)m->n_phys;
@@ -8756,7 +8821,11 @@ static void utg__export_meta(utg_model *m, utg_artifact_writer *w, const utg_ten
     utg_artifact_add_kv(w, "utg.quant.version", UTG_KV_U32, &u, 1);
     for (i = 0; i < m->n_tensors; i++) gptq |= plan[i].dtype == UTG_DT_Q && plan[i].gptq;
     utg_artifact_add_kv(w, "utg.quant.method", UTG_KV_STR, gptq ? "gptq" : "round", gptq ? 4 : 5);
-    utg_artifact_add_kv(w, "utg.quant.clip", UTG_KV_STR, m->cfg.quant_clip, (uint32_t)strlen(m->cfg.quant_clip));
+    {
+        char clip[64];
+        utg_config_format(&m->cfg, utg_config_find_knob("QUANT_CLIP"), clip, sizeof clip);
+        utg_artifact_add_kv(w, "utg.quant.clip", UTG_KV_STR, clip, (uint32_t)strlen(clip));
+    }
 }
 
 /* utg_model_export's buffers and running totals */
@@ -9117,7 +9186,7 @@ struct utg_qat {
 };
 
 UTGDEF int utg_qat_wanted(const utg_config *cfg, int step, double lr_scale) {
-    if (!cfg || !cfg->qat || !strcmp(cfg->qat, "none")) return 0;
+    if (!cfg || cfg->qat == UTG_QAT_NONE) return 0;
     if (cfg->late_qat_threshold > 0.0) return lr_scale < cfg->late_qat_threshold;
     return step >= cfg->qat_start_step;
 }
@@ -9134,7 +9203,7 @@ UTGDEF utg_result utg_qat_create(utg_model *m, utg_qat **out) {
     if (!plan || !q) { utg__free(&m->alloc, plan); utg__free(&m->alloc, q); return UTG_ERR_NOMEM; }
     memset(q, 0, sizeof *q);
     q->m = m;
-    q->noisy = m->cfg.qat && !strcmp(m->cfg.qat, "noisy");
+    q->noisy = m->cfg.qat == UTG_QAT_NOISY;
     utg_model_quant_plan(m, NULL, plan, m->n_tensors);
     for (i = 0; i < m->n_tensors; i++)
         if (plan[i].dtype == UTG_DT_Q) {

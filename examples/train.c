@@ -31,6 +31,11 @@
 /* ---------------------------------------------------------------------------------------------- */
 /* small utilities */
 
+/* an ENUM knob's word, as a config file writes it */
+static const char *knob_word(const utg_config *cfg, const char *name, char *buf, size_t n) {
+    return utg_config_format(cfg, utg_config_find_knob(name), buf, n);
+}
+
 static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -607,12 +612,12 @@ static int calibration_batch(utg_model *m, utg_loader *loader, int n, int b, int
     int T = cfg->train_seq_len, s, t;
     uint64_t rs = 0x5eed0000u + (uint64_t)UTG__OFF0(cfg->seed);
     utg_msg msg;
-    if (!strcmp(cfg->gptq_calibration, "train")) {
+    if (cfg->gptq_calibration == UTG_GPTQ_CALIBRATION_TRAIN) {
         if (utg_loader_next(loader, bx, by, n, &msg) == UTG_OK) return 0;
         errf_("gptq calibration: %s", msg.text);
         return -1;
     }
-    if (!strcmp(cfg->gptq_calibration, "self")) {
+    if (cfg->gptq_calibration == UTG_GPTQ_CALIBRATION_SELF) {
         if (utg_model_generate(m, n, T + 1, cfg->gptq_selfgen_temperature, rs + (uint64_t)b, gen) != UTG_OK) {
             errf_("gptq: %s", utg_model_message(m));
             return -1;
@@ -633,6 +638,7 @@ static int calibration_batch(utg_model *m, utg_loader *loader, int n, int b, int
 static utg_hessians *calibrate(utg_model *m, utg_loader *loader, int micro_seqs, int32_t *bx, int32_t *by) {
     const utg_config *cfg = utg_model_config(m);
     utg_hessians *h = NULL;
+    char source[32];
     int T = cfg->train_seq_len, done = 0, b;
     double t0 = now_ms(), loss;
     int32_t *gen = NULL;
@@ -640,7 +646,7 @@ static utg_hessians *calibrate(utg_model *m, utg_loader *loader, int micro_seqs,
         errf_("gptq: %s", utg_model_message(m));
         return NULL;
     }
-    if (!strcmp(cfg->gptq_calibration, "self")) {
+    if (cfg->gptq_calibration == UTG_GPTQ_CALIBRATION_SELF) {
         gen = (int32_t *)malloc(sizeof(int32_t) * (size_t)micro_seqs * (size_t)(T + 1));
         if (!gen) {
             utg_hessians_destroy(h);
@@ -657,8 +663,8 @@ static utg_hessians *calibrate(utg_model *m, utg_loader *loader, int micro_seqs,
         }
         done += n;
     }
-    logf_("gptq:calibration source:%s sequences:%d forwards:%d time:%.0fms", cfg->gptq_calibration, done, b,
-          now_ms() - t0);
+    logf_("gptq:calibration source:%s sequences:%d forwards:%d time:%.0fms",
+          knob_word(cfg, "GPTQ_CALIBRATION", source, sizeof source), done, b, now_ms() - t0);
     free(gen);
     return h;
 fail:
@@ -771,11 +777,12 @@ static void log_export(train_run *r, const export_job *job, double tq) {
     const utg_config *cfg = r->cfg;
     const utg_export_report *rep = &job->rep;
     size_t total = rep->artifact_bytes + job->code_wrapped;
-    char bits[256];
+    char bits[256], clip[32];
     describe_bits(r->m, job->plan, bits, sizeof bits);
+    knob_word(cfg, "QUANT_CLIP", clip, sizeof clip);
     logf_("quant: clip:%s gptq:%d bits %s; %d tensors quantized, %d kept float; "
           "weighted relative error %.3g; %.1fs",
-          cfg->quant_clip, cfg->gptq_enabled > 0, bits, rep->n_quantized, rep->n_float, rep->weighted_err,
+          clip, cfg->gptq_enabled > 0, bits, rep->n_quantized, rep->n_float, rep->weighted_err,
           (now_ms() - tq) / 1000.0);
     logf_("artifact: %s %zu bytes (%s; payload %zu: symbols %zu, order-0 entropy %.0f, scales %zu, "
           "floats %zu)",
@@ -792,6 +799,7 @@ static void log_export(train_run *r, const export_job *job, double tq) {
 static int export_artifact(train_run *r, export_job *job) {
     const utg_config *cfg = r->cfg;
     utg_msg msg;
+    char clip[32];
     double tq = now_ms();
     if (cfg->gptq_enabled > 0 || cfg->budget_mode > 0) {
         job->h = calibrate(r->m, r->loader, r->micro_seqs, r->bx, r->by);
@@ -803,7 +811,8 @@ static int export_artifact(train_run *r, export_job *job) {
     snprintf(job->prov, sizeof job->prov,
              "tool=utgolf %s train\nrun_id=%s\nseed=%d\nsteps_val_bpb=%.6f\nquant_clip=%s\ngptq=%d\n"
              "codec=%s\n",
-             utg_version(), cfg->run_id ? cfg->run_id : "", UTG__OFF0(cfg->seed), r->val_bpb, cfg->quant_clip,
+             utg_version(), cfg->run_id ? cfg->run_id : "", UTG__OFF0(cfg->seed), r->val_bpb,
+             knob_word(cfg, "QUANT_CLIP", clip, sizeof clip),
              cfg->gptq_enabled > 0, job->codec.name);
     if (cfg->budget_mode > 0) {
         if (budget_export(r, job) != 0) return -1;
@@ -860,7 +869,7 @@ static int finish_artifact(train_run *r) {
     export_job job;
     int rc = -1;
     memset(&job, 0, sizeof job);
-    job.codec = strcmp(cfg->compressor, "stored") ? utg_codec_brotli() : utg_codec_stored();
+    job.codec = cfg->compressor == UTG_COMPRESSOR_STORED ? utg_codec_stored() : utg_codec_brotli();
     job.n = utg_model_tensor_count(r->m);
     if (count_code(r->code_files, &job.code_raw, &job.code_wrapped, job.names, sizeof job.names) != 0)
         return -1;
@@ -1358,7 +1367,7 @@ static int build_model(train_run *r) {
         errf_("optimizer: %s", utg_model_message(r->m));
         return 1;
     }
-    if (strcmp(cfg->qat, "none") && utg_qat_create(r->m, &r->qat) != UTG_OK) {
+    if (cfg->qat != UTG_QAT_NONE && utg_qat_create(r->m, &r->qat) != UTG_OK) {
         errf_("QAT: %s", utg_model_message(r->m));
         return 1;
     }
@@ -1375,7 +1384,7 @@ static int build_model(train_run *r) {
     r->micro_seqs = micro_seqs;
     r->tokens_per_step = (int64_t)micro_seqs * accum * T;
     if (utg_loader_create(r->train_ds,
-                          strcmp(cfg->train_loader, "shuffled") ? UTG_LOADER_SEQUENTIAL : UTG_LOADER_SHUFFLED,
+                          cfg->train_loader == UTG_TRAIN_LOADER_SHUFFLED ? UTG_LOADER_SHUFFLED : UTG_LOADER_SEQUENTIAL,
                           T, 0, 1, (uint64_t)UTG__OFF0(cfg->seed), NULL, &r->loader, &r->msg) != UTG_OK) {
         errf_("train loader: %s", r->msg.text);
         return 1;
@@ -1619,8 +1628,9 @@ static int compute_step(train_run *r, int step, step_out *out) {
     out->scale = utg_lr_scale_phase(cfg, step, elapsed, r->phase_step, r->phase_ms);
     if (r->qat && !r->qat_on && utg_qat_wanted(cfg, step, out->scale)) { /* once on, QAT stays on */
         r->qat_on = 1;
-        logf_("qat:%s active at step:%d lr_scale:%.4f train_time:%.0fms", cfg->qat, step, out->scale,
-              elapsed);
+        char mode[32];
+        logf_("qat:%s active at step:%d lr_scale:%.4f train_time:%.0fms", knob_word(cfg, "QAT", mode, sizeof mode),
+              step, out->scale, elapsed);
         sink_printf(&r->metrics, "{\"step\":%d,\"qat\":1}\n", step);
     }
     if (r->qat_on) utg_qat_begin(r->qat, step); /* forward and backward see the quantized weights */
@@ -1680,7 +1690,7 @@ static void log_step(train_run *r, int step, const step_out *so, double approx_m
 
 /* Why a non-finite value stops the run rather than rolling back. */
 static const char *nonfinite_stop_reason(const train_run *r) {
-    if (strcmp(r->cfg->on_nonfinite, "rollback")) return "";
+    if (r->cfg->on_nonfinite != UTG_ON_NONFINITE_ROLLBACK) return "";
     if (!r->good_ckpt) return ", and no good checkpoint to go back to: use --checkpoint-every";
     return ", and ON_NONFINITE_MAX_ROLLBACKS is spent";
 }
@@ -1691,10 +1701,11 @@ static const char *nonfinite_stop_reason(const train_run *r) {
 static int on_nonfinite(train_run *r, int step, const char *what, double value) {
     const utg_config *cfg = r->cfg;
     clear_progress();
-    if (strcmp(cfg->on_nonfinite, "rollback") || !r->good_ckpt ||
+    char mode[32];
+    if (cfg->on_nonfinite != UTG_ON_NONFINITE_ROLLBACK || !r->good_ckpt ||
         r->rollbacks >= cfg->on_nonfinite_max_rollbacks) {
         errf_("step %d: the %s is %g: stopping (ON_NONFINITE=%s%s). %s%s", step, what, value,
-              cfg->on_nonfinite, nonfinite_stop_reason(r),
+              knob_word(cfg, "ON_NONFINITE", mode, sizeof mode), nonfinite_stop_reason(r),
               r->good_ckpt ? "The last good checkpoint is " : "No checkpoint was written",
               r->good_ckpt ? r->good_ckpt : "");
         r->picture = 1;

@@ -114,7 +114,7 @@ static void fz_init(void) {
             abort();
         }
         c = utg_model_config(s->m);
-        if (utg_loader_create(g_ds, strcmp(c->train_loader, "shuffled") ? UTG_LOADER_SEQUENTIAL : UTG_LOADER_SHUFFLED,
+        if (utg_loader_create(g_ds, c->train_loader == UTG_TRAIN_LOADER_SHUFFLED ? UTG_LOADER_SHUFFLED : UTG_LOADER_SEQUENTIAL,
                               c->train_seq_len, 0, 1, (uint64_t)(c->seed < 0 ? 0 : c->seed), NULL, &s->ld, &msg) != UTG_OK) {
             fprintf(stderr, "fuzz_checkpoint: loader %s: %s\n", s->name, msg.text);
             abort();

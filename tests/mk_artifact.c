@@ -34,7 +34,7 @@ int main(int argc, char **argv) {
         if (utg_config_set(&d.config, argv[i], eq + 1, &msg) != UTG_OK) { fprintf(stderr, "mk_artifact: %s\n", msg.text); return 2; }
     }
     if (utg_model_create(&d, &m) != UTG_OK) { fprintf(stderr, "mk_artifact: %s\n", utg_model_message(m)); return 1; }
-    codec = strcmp(utg_model_config(m)->compressor, "stored") ? utg_codec_brotli() : utg_codec_stored();
+    codec = utg_model_config(m)->compressor == UTG_COMPRESSOR_STORED ? utg_codec_stored() : utg_codec_brotli();
     if (utg_model_init_params(m, 1234) != UTG_OK ||
         utg_model_export(m, NULL, &codec, "tool=mk_artifact\nseed=1234\n", NULL, &bytes, &size, NULL) != UTG_OK ||
         utg_write_file(argv[1], bytes, size, &msg) != UTG_OK) {

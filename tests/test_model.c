@@ -40,6 +40,7 @@ static void test_config_zero_is_baseline(void) {
             char buf[256], def[256];
             utg_config_format(&c, i, buf, sizeof buf);
             if (k->kind == UTG_KNOB_STR) snprintf(def, sizeof def, "%s", k->default_string);
+            else if (k->kind == UTG_KNOB_ENUM) snprintf(def, sizeof def, "%.*s", (int)strcspn(k->choices, "|"), k->choices);
             else if (k->kind == UTG_KNOB_REAL) { /* printed exactly: it reads back as the default */
                 snprintf(def, sizeof def, "%s", strtod(buf, NULL) == k->default_number ? buf : "(another number)");
             }
@@ -97,6 +98,227 @@ static void test_config_set_and_errors(void) {
         CHECK(utg_model_create(&d, &m) == UTG_ERR_CONFIG, "bad config accepted");
         CHECK(m && strstr(utg_model_message(m), "NUM_HEADS"), "message: %s", utg_model_message(m));
         utg_model_destroy(m);
+    }
+}
+
+/* One value of knob i as text: set must give ok (1) or a refusal naming the knob and the value (0); an
+   accepted value formats back to text that sets the same value. A refused value put into a resolved
+   config by hand must fail validate with the knob named (except UTG_OFF, which reads as 0). */
+static void config_try(int i, double v, int ok) {
+    const utg_knob_info *k = utg_config_knob(i);
+    utg_config c, c2;
+    utg_msg msg;
+    char text[64], back[64];
+    utg_result r;
+    if (k->kind == UTG_KNOB_REAL)
+        snprintf(text, sizeof text, "%.17g", v);
+    else
+        snprintf(text, sizeof text, "%.0f", v);
+    memset(&c, 0, sizeof c);
+    memset(&msg, 0, sizeof msg);
+    r = utg_config_set(&c, k->env_name, text, &msg);
+    if (ok) {
+        CHECK(r == UTG_OK, "%s=%s refused: %s", k->env_name, text, msg.text);
+        if (r != UTG_OK) return;
+        c = utg_config_resolve(&c);
+        utg_config_format(&c, i, back, sizeof back);
+        memset(&c2, 0, sizeof c2);
+        CHECK(utg_config_set(&c2, k->env_name, back, &msg) == UTG_OK, "%s=%s formats as %s: %s", k->env_name,
+              text, back, msg.text);
+        c2 = utg_config_resolve(&c2);
+        CHECK(!memcmp(utg__knob_cptr(&c, i), utg__knob_cptr(&c2, i),
+                      k->kind == UTG_KNOB_REAL ? sizeof(double) : sizeof(int)),
+              "%s=%s does not round-trip through '%s'", k->env_name, text, back);
+        CHECK(strtod(back, NULL) == v, "%s=%s formats as %s", k->env_name, text, back);
+        return;
+    }
+    CHECK(r == UTG_ERR_CONFIG && strstr(msg.text, k->env_name) && strstr(msg.text, text) &&
+              strstr(msg.text, "must be"),
+          "%s=%s: result %d, message '%s'", k->env_name, text, (int)r, msg.text);
+    if (v == UTG_OFF && ((k->flags & UTG_KF_OFF) || k->kind == UTG_KNOB_BOOL)) return;
+    memset(&c, 0, sizeof c);
+    c = utg_config_resolve(&c);
+    if (k->kind == UTG_KNOB_REAL)
+        *(double *)utg__knob_ptr(&c, i) = v;
+    else
+        *(int *)utg__knob_ptr(&c, i) = (int)v;
+    memset(&msg, 0, sizeof msg);
+    CHECK(utg_config_validate(&c, &msg) == UTG_ERR_CONFIG && strstr(msg.text, k->env_name),
+          "validate with %s=%s: '%s'", k->env_name, text, msg.text);
+}
+
+/* Every knob with a range: its bounds are accepted and the values just outside refused, by the parser
+   and by the validator. */
+static void test_config_ranges(void) {
+    int i, n_ranged = 0;
+    for (i = 0; i < utg_config_knob_count(); i++) {
+        const utg_knob_info *k = utg_config_knob(i);
+        int gt = (k->flags & UTG_KF_GT) != 0, lt = (k->flags & UTG_KF_LT) != 0;
+        double lo, hi;
+        if (k->kind == UTG_KNOB_STR || k->kind == UTG_KNOB_ENUM) continue;
+        n_ranged++;
+        CHECK(k->min < k->max && k->min >= 0, "%s: range %g..%g", k->env_name, k->min, k->max);
+        CHECK(!(k->flags & UTG_KF_OFF) || (k->min == 0 && !gt), "%s: 0 means off, so the range starts at 0",
+              k->env_name);
+        if (k->kind == UTG_KNOB_REAL) {
+            lo = gt ? nextafter(k->min, HUGE_VAL) : k->min;
+            config_try(i, lo, 1);
+            config_try(i, gt ? k->min : nextafter(k->min, -HUGE_VAL), 0);
+            if (k->max == UTG_INF) continue;
+            hi = lt ? nextafter(k->max, -HUGE_VAL) : k->max;
+            config_try(i, hi, 1);
+            config_try(i, lt ? k->max : nextafter(k->max, HUGE_VAL), 0);
+        } else {
+            lo = gt ? k->min + 1 : k->min;
+            config_try(i, lo, 1);
+            if (!(lo - 1 == 0 && (k->flags & UTG_KF_OR0))) config_try(i, lo - 1, 0);
+            if (k->flags & UTG_KF_OR0) config_try(i, 0, 1);
+            if (k->max == UTG_INF) {
+                config_try(i, 2147483647.0, 1);
+                continue;
+            }
+            hi = lt ? k->max - 1 : k->max;
+            config_try(i, hi, 1);
+            config_try(i, hi + 1, 0);
+        }
+    }
+    CHECK(n_ranged > 100, "%d knobs with a range", n_ranged);
+    { /* the messages, word for word */
+        static const char *want[][3] = {
+            {"NUM_LAYERS", "0", "NUM_LAYERS must be in 1..1024 (got 0)"},
+            {"EMA_DECAY", "1", "EMA_DECAY must be in (0, 1) (got 1)"},
+            {"ATTN_BITS", "1", "ATTN_BITS must be 0 or in 2..8 (got 1)"},
+            {"ROPE_BASE", "0.5", "ROPE_BASE must be > 1 (got 0.5)"},
+            {"TIE_EMBEDDINGS", "2", "TIE_EMBEDDINGS must be 0 or 1 (got 2)"},
+            {"UNET_SKIPS", "loops", "UNET_SKIPS must be one of half|loop|none (got 'loops')"},
+        };
+        utg_config c;
+        utg_msg msg;
+        size_t j;
+        for (j = 0; j < sizeof want / sizeof want[0]; j++) {
+            memset(&c, 0, sizeof c);
+            CHECK(utg_config_set(&c, want[j][0], want[j][1], &msg) == UTG_ERR_CONFIG &&
+                      !strcmp(msg.text, want[j][2]),
+                  "%s=%s: '%s'", want[j][0], want[j][1], msg.text);
+        }
+    }
+}
+
+/* The ENUM knobs: every word is accepted, is its constant and formats back; other words are refused
+   with the choices named; the constants beside the table follow the words of the rows. */
+static void test_config_enums(void) {
+    static const struct {
+        const char *env;
+        int value;
+        const char *word;
+    } consts[] = {
+        {"UNET_SKIPS", UTG_UNET_SKIPS_HALF, "half"},
+        {"UNET_SKIPS", UTG_UNET_SKIPS_LOOP, "loop"},
+        {"UNET_SKIPS", UTG_UNET_SKIPS_NONE, "none"},
+        {"CONTROL_SCOPE", UTG_CONTROL_SCOPE_PHYSICAL, "physical"},
+        {"CONTROL_SCOPE", UTG_CONTROL_SCOPE_VIRTUAL, "virtual"},
+        {"REPEAT_UNTIE_MLP", UTG_REPEAT_UNTIE_MLP_NONE, "none"},
+        {"REPEAT_UNTIE_MLP", UTG_REPEAT_UNTIE_MLP_FULL, "full"},
+        {"REPEAT_UNTIE_MLP", UTG_REPEAT_UNTIE_MLP_DOWN, "down"},
+        {"PARALLEL_RESIDUAL", UTG_PARALLEL_RESIDUAL_NONE, "none"},
+        {"PARALLEL_RESIDUAL", UTG_PARALLEL_RESIDUAL_GPTJ, "gptj"},
+        {"PARALLEL_RESIDUAL", UTG_PARALLEL_RESIDUAL_TWO_LANE, "two_lane"},
+        {"PARALLEL_RESIDUAL", UTG_PARALLEL_RESIDUAL_PARALLEL, "parallel"},
+        {"PARALLEL_FINAL_LANE", UTG_PARALLEL_FINAL_LANE_MEAN, "mean"},
+        {"PARALLEL_FINAL_LANE", UTG_PARALLEL_FINAL_LANE_ATTN, "attn"},
+        {"PARALLEL_FINAL_LANE", UTG_PARALLEL_FINAL_LANE_MLP, "mlp"},
+        {"MLP_ACTIVATION", UTG_MLP_ACTIVATION_RELU2, "relu2"},
+        {"MLP_ACTIVATION", UTG_MLP_ACTIVATION_LEAKY_RELU2, "leaky_relu2"},
+        {"Q_GAIN_SCOPE", UTG_Q_GAIN_SCOPE_BLOCK, "block"},
+        {"Q_GAIN_SCOPE", UTG_Q_GAIN_SCOPE_CONTROL, "control"},
+        {"ON_NONFINITE", UTG_ON_NONFINITE_STOP, "stop"},
+        {"ON_NONFINITE", UTG_ON_NONFINITE_ROLLBACK, "rollback"},
+        {"QUANT_CLIP", UTG_QUANT_CLIP_PERCENTILE, "percentile"},
+        {"QUANT_CLIP", UTG_QUANT_CLIP_MAX, "max"},
+        {"QUANT_CLIP", UTG_QUANT_CLIP_SDCLIP, "sdclip"},
+        {"QUANT_CLIP", UTG_QUANT_CLIP_SEARCH, "search"},
+        {"GPTQ_CALIBRATION", UTG_GPTQ_CALIBRATION_TRAIN, "train"},
+        {"GPTQ_CALIBRATION", UTG_GPTQ_CALIBRATION_SELF, "self"},
+        {"GPTQ_CALIBRATION", UTG_GPTQ_CALIBRATION_RANDOM, "random"},
+        {"QAT", UTG_QAT_NONE, "none"},
+        {"QAT", UTG_QAT_STE, "ste"},
+        {"QAT", UTG_QAT_NOISY, "noisy"},
+        {"COMPRESSOR", UTG_COMPRESSOR_BROTLI, "brotli"},
+        {"COMPRESSOR", UTG_COMPRESSOR_STORED, "stored"},
+        {"TRAIN_LOADER", UTG_TRAIN_LOADER_SEQUENTIAL, "sequential"},
+        {"TRAIN_LOADER", UTG_TRAIN_LOADER_SHUFFLED, "shuffled"},
+    };
+    static const char *bad[] = {"", "bogus", "HALF", "half|loop", " half", "0", "1"};
+    int i, n_enum = 0, n_words_all = 0;
+    size_t j;
+    for (i = 0; i < utg_config_knob_count(); i++) {
+        const utg_knob_info *k = utg_config_knob(i);
+        const char *w;
+        int n_words = 0, n_consts = 0;
+        if (k->kind != UTG_KNOB_ENUM) continue;
+        n_enum++;
+        CHECK(k->choices && k->choices[0] && k->default_number == 0, "%s: choices", k->env_name);
+        for (w = k->choices; w;) { /* each word */
+            const char *bar = strchr(w, '|');
+            char word[64], back[64], help[1024];
+            utg_config c;
+            utg_msg msg;
+            snprintf(word, sizeof word, "%.*s", bar ? (int)(bar - w) : (int)strlen(w), w);
+            memset(&c, 0, sizeof c);
+            CHECK(utg_config_set(&c, k->env_name, word, &msg) == UTG_OK, "%s=%s: %s", k->env_name, word,
+                  msg.text);
+            CHECK(*(int *)utg__knob_ptr(&c, i) == n_words, "%s=%s is %d", k->env_name, word,
+                  *(int *)utg__knob_ptr(&c, i));
+            c = utg_config_resolve(&c);
+            CHECK(!strcmp(utg_config_format(&c, i, back, sizeof back), word), "%s=%s formats as %s",
+                  k->env_name, word, back);
+            CHECK(utg_config_validate(&c, &msg) == UTG_OK || !strstr(msg.text, k->env_name), "%s=%s: %s",
+                  k->env_name, word, msg.text);
+            for (j = 0; j < sizeof consts / sizeof consts[0]; j++)
+                if (!strcmp(consts[j].env, k->env_name) && !strcmp(consts[j].word, word)) {
+                    CHECK(consts[j].value == n_words, "%s_%s is %d, the word's index %d", k->env_name, word,
+                          consts[j].value, n_words);
+                    n_consts++;
+                }
+            utg_config_help_line(i, help, sizeof help);
+            CHECK(strstr(help, k->choices) != NULL, "--help of %s lacks the choices: %s", k->env_name, help);
+            n_words++;
+            w = bar ? bar + 1 : NULL;
+        }
+        n_words_all += n_words;
+        CHECK(n_consts == n_words, "%s: %d constants for %d words", k->env_name, n_consts, n_words);
+        for (j = 0; j < sizeof bad / sizeof bad[0]; j++) {
+            utg_config c;
+            utg_msg msg;
+            memset(&c, 0, sizeof c);
+            CHECK(utg_config_set(&c, k->env_name, bad[j], &msg) == UTG_ERR_CONFIG &&
+                      strstr(msg.text, k->env_name) && strstr(msg.text, k->choices),
+                  "%s='%s': %s", k->env_name, bad[j], msg.text);
+        }
+        { /* an index outside the words, put into a config by hand */
+            static const int outside[] = {-1, 0};
+            utg_config c;
+            utg_msg msg;
+            for (j = 0; j < 2; j++) {
+                memset(&c, 0, sizeof c);
+                c = utg_config_resolve(&c);
+                *(int *)utg__knob_ptr(&c, i) = outside[j] ? outside[j] : n_words;
+                CHECK(utg_config_validate(&c, &msg) == UTG_ERR_CONFIG && strstr(msg.text, k->env_name) &&
+                          strstr(msg.text, k->choices),
+                      "%s index %d: %s", k->env_name, *(int *)utg__knob_ptr(&c, i), msg.text);
+            }
+        }
+    }
+    CHECK(n_enum == 13 && n_words_all == (int)(sizeof consts / sizeof consts[0]), "%d enum knobs, %d words",
+          n_enum, n_words_all);
+    { /* utg_knob_info and --help show ranges too */
+        const utg_knob_info *k = utg_config_knob(utg_config_find_knob("NUM_LAYERS"));
+        char help[1024];
+        CHECK(k && k->min == 1 && k->max == 1024 && !k->choices, "NUM_LAYERS info");
+        utg_config_help_line(utg_config_find_knob("NUM_LAYERS"), help, sizeof help);
+        CHECK(strstr(help, " 1..1024 ") != NULL, "help: %s", help);
+        utg_config_help_line(utg_config_find_knob("EMA_DECAY"), help, sizeof help);
+        CHECK(strstr(help, " (0, 1) ") != NULL, "help: %s", help);
     }
 }
 
@@ -468,6 +690,8 @@ int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     RUN(test_config_zero_is_baseline);
     RUN(test_config_set_and_errors);
+    RUN(test_config_ranges);
+    RUN(test_config_enums);
     RUN(test_arena_baseline);
     RUN(test_init_matches_train_gpt);
     RUN(test_init_deterministic);

@@ -797,12 +797,13 @@ static int run_case(int k) {
             g.le = c0.loop_end < 0 ? 0 : c0.loop_end;
             g.n_enc_lists = ne;
             full_list(&g, recur, nr, enc, ne, dec, nd, c0.universal_iterations);
-            g.skips = !strcmp(c0.unet_skips, "loop") ? SK_LOOP : !strcmp(c0.unet_skips, "none") ? SK_NONE : SK_HALF;
+            g.skips = c0.unet_skips == UTG_UNET_SKIPS_LOOP ? SK_LOOP : c0.unet_skips == UTG_UNET_SKIPS_NONE ? SK_NONE : SK_HALF;
             g.trig = c0.loop_phase2_at > 0 ? TR_PROGRESSIVE : c0.enable_looping_at > 0 ? TR_FRAC : c0.recur_start_step > 0 ? TR_STEP : TR_NONE;
-            g.ctrl_virtual = !strcmp(c0.control_scope, "virtual");
-            g.untie = !strcmp(c0.repeat_untie_mlp, "full") ? 1 : !strcmp(c0.repeat_untie_mlp, "down") ? 2 : 0;
-            g.lane_mode = !strcmp(c0.parallel_residual, "gptj") ? UTG_LANE_GPTJ : !strcmp(c0.parallel_residual, "two_lane") ? UTG_LANE_TWO
-                        : !strcmp(c0.parallel_residual, "parallel") ? UTG_LANE_PARALLEL : UTG_LANE_SINGLE;
+            g.ctrl_virtual = c0.control_scope == UTG_CONTROL_SCOPE_VIRTUAL;
+            g.untie = c0.repeat_untie_mlp == UTG_REPEAT_UNTIE_MLP_FULL ? 1 : c0.repeat_untie_mlp == UTG_REPEAT_UNTIE_MLP_DOWN ? 2 : 0;
+            g.lane_mode = c0.parallel_residual == UTG_PARALLEL_RESIDUAL_GPTJ ? UTG_LANE_GPTJ
+                        : c0.parallel_residual == UTG_PARALLEL_RESIDUAL_TWO_LANE ? UTG_LANE_TWO
+                        : c0.parallel_residual == UTG_PARALLEL_RESIDUAL_PARALLEL ? UTG_LANE_PARALLEL : UTG_LANE_SINGLE;
             g.par_start = c0.parallel_start_layer < 0 ? 0 : c0.parallel_start_layer;
             g.dis0 = c0.disable_layer0_attn > 0;
             if (c0.num_layer_schedule[0]) {

@@ -286,7 +286,7 @@ check "BUDGET_MODE fits $bud bytes (3/4 of the 8-bit artifact's ${a8:-?} + twice
 run q_over QUANT_PASSTHROUGH_NUMEL=1024 BUDGET_MODE=1 BUDGET_MIN_BITS=8 ARTIFACT_BUDGET_BYTES=$bud --code data/austen/run.env
 check "BUDGET_MODE that cannot fit: fails, saying so" fails_saying q_over "budget_mode: the budget of .* cannot be met"
 run q_bad QAT=soft
-check "QAT=soft: exit 2, the knob named" usage_error q_bad "QAT must be none, ste or noisy"
+check "QAT=soft: exit 2, the knob named" usage_error q_bad "QAT must be one of none.ste.noisy \(got 'soft'\)"
 run q_code --code "$T/missing.c"
 check "--code with a missing file: refused, naming it" fails_saying q_code "code bytes: .*missing\.c"
 
