@@ -1678,6 +1678,13 @@ static void *utg__alloc(const utg_allocator *a, size_t n) {
 }
 
 /* Frees p (NULL is a no-op) with the allocator that gave it. */
+static void utg__free(const utg_allocator *a, void *p);
+/* Free n host buffers (NULL entries are skipped): a destroy function lists what its object owns. */
+static void utg__free_all(const utg_allocator *a, void *const *bufs, int n) {
+    int i;
+    for (i = 0; i < n; i++) utg__free(a, bufs[i]);
+}
+
 static void utg__free(const utg_allocator *a, void *p) {
     if (!p) return;
     if (a && a->free_fn) a->free_fn(p, a->user);
@@ -2149,11 +2156,9 @@ UTGDEF const char *utg_config_help_line(int i, char *buf, size_t n) {
 UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg) {
     int i;
     for (i = 0; i < UTG__N_KNOBS; i++) {
-        const char *v = getenv(utg__knobs[i].info.env_name);
-        if (v) {
-            utg_result r = utg_config_set(cfg, utg__knobs[i].info.env_name, v, msg);
-            if (r != UTG_OK) return r;
-        }
+        const char *name = utg__knobs[i].info.env_name, *v = getenv(name);
+        utg_result r = v ? utg_config_set(cfg, name, v, msg) : UTG_OK;
+        if (r != UTG_OK) return r;
     }
     return UTG_OK;
 }
@@ -3447,27 +3452,27 @@ static void utg__free_acts(utg_model *m) {
     m->cap_tok = 0;
 }
 
+/* The model's backend memory, and the backend itself when the model created it. */
+static void utg__free_backend_buffers(utg_model *m) {
+    utg__free_acts(m);
+    m->be->buf_free(m->be, m->params);
+    m->be->buf_free(m->be, m->grads);
+    if (m->const_buf) m->be->buf_free(m->be, m->const_buf);
+    m->be->buf_free(m->be, m->rope_cs);
+    if (m->rope_eval) m->be->buf_free(m->be, m->rope_eval);
+    if (m->own_backend) utg_backend_destroy(m->be);
+}
+
 UTGDEF void utg_model_destroy(utg_model *m) {
     utg_allocator a;
     if (!m) return;
     a = m->alloc;
-    if (m->be) {
-        utg__free_acts(m);
-        m->be->buf_free(m->be, m->params);
-        m->be->buf_free(m->be, m->grads);
-        if (m->const_buf) m->be->buf_free(m->be, m->const_buf);
-        m->be->buf_free(m->be, m->rope_cs);
-        if (m->rope_eval) m->be->buf_free(m->be, m->rope_eval);
-        if (m->own_backend) utg_backend_destroy(m->be);
-    }
+    if (m->be) utg__free_backend_buffers(m);
     utg__free_plans(m);
-    utg__free(&a, m->tensors);
-    utg__free(&a, m->heavy);
-    utg__free(&a, m->ctrl);
-    utg__free(&a, m->rsets);
-    utg__free(&a, m->ve_of);
-    utg__free(&a, m->cfg_strings);
-    utg__free(&a, m);
+    {
+        void *owned[] = {m->tensors, m->heavy, m->ctrl, m->rsets, m->ve_of, m->cfg_strings, m};
+        utg__free_all(&a, owned, 7);
+    }
 }
 
 UTGDEF const char *utg_model_message(const utg_model *m) { return m ? m->msg.text : "no model"; }
@@ -5175,13 +5180,18 @@ UTGDEF uint16_t utg_shard_token(const uint8_t *tokens, size_t i) {
     return (uint16_t)(tokens[2 * i] | (tokens[2 * i + 1] << 8));
 }
 
-UTGDEF utg_result utg_shard_write(const uint16_t *ids, size_t n, uint8_t *out, size_t out_size) {
-    size_t i;
-    if (!out || (!ids && n) || n > (size_t)INT32_MAX || out_size != UTG_SHARD_HEADER_BYTES + 2 * n) return UTG_ERR_INVALID;
+/* The 1024-byte shard header: magic, version, token count, zeros. */
+static void utg__shard_header(uint8_t *out, size_t n) {
     memset(out, 0, UTG_SHARD_HEADER_BYTES);
     utg__wr_u32le(out, UTG_SHARD_MAGIC);
     utg__wr_u32le(out + 4, UTG_SHARD_VERSION);
     utg__wr_u32le(out + 8, (uint32_t)n);
+}
+
+UTGDEF utg_result utg_shard_write(const uint16_t *ids, size_t n, uint8_t *out, size_t out_size) {
+    size_t i;
+    if (!out || (!ids && n) || n > (size_t)INT32_MAX || out_size != UTG_SHARD_HEADER_BYTES + 2 * n) return UTG_ERR_INVALID;
+    utg__shard_header(out, n);
     for (i = 0; i < n; i++) {
         out[UTG_SHARD_HEADER_BYTES + 2 * i] = (uint8_t)ids[i];
         out[UTG_SHARD_HEADER_BYTES + 2 * i + 1] = (uint8_t)(ids[i] >> 8);
@@ -5368,11 +5378,10 @@ UTGDEF void utg_dataset_close(utg_dataset *ds) {
     if (!ds) return;
     a = ds->alloc;
     if (ds->file) fclose(ds->file);
-    utg__free(&a, ds->paths);
-    utg__free(&a, ds->n_tokens);
-    utg__free(&a, ds->start);
-    utg__free(&a, ds->buf);
-    utg__free(&a, ds);
+    {
+        void *owned[] = {ds->paths, ds->n_tokens, ds->start, ds->buf, ds};
+        utg__free_all(&a, owned, 5);
+    }
 }
 
 UTGDEF utg_result utg_dataset_open(const char *pattern, int vocab_size,
@@ -5670,13 +5679,10 @@ UTGDEF void utg_loader_destroy(utg_loader *ld) {
     utg_allocator a;
     if (!ld) return;
     a = ld->alloc;
-    utg__free(&a, ld->taken);
-    utg__free(&a, ld->taken_snap);
-    utg__free(&a, ld->n_windows);
-    utg__free(&a, ld->phase);
-    utg__free(&a, ld->perm_off);
-    utg__free(&a, ld->perm);
-    utg__free(&a, ld);
+    {
+        void *owned[] = {ld->taken, ld->taken_snap, ld->n_windows, ld->phase, ld->perm_off, ld->perm, ld};
+        utg__free_all(&a, owned, 7);
+    }
 }
 
 /* Owned shards and the order buffer (4 bytes per window of every owned shard). */
@@ -6845,13 +6851,11 @@ UTGDEF void utg_tokenizer_free(utg_tokenizer *tok) {
     utg_allocator a;
     if (!tok) return;
     a = tok->allocator;
-    utg__free(&a, tok->is_boundary);
-    utg__free(&a, tok->has_leading_space);
-    utg__free(&a, tok->base_bytes);
-    utg__free(&a, tok->piece_text);
-    utg__free(&a, tok->piece_offset);
-    utg__free(&a, tok->piece_score);
-    utg__free(&a, tok->piece_type);
+    {
+        void *owned[] = {tok->is_boundary, tok->has_leading_space, tok->base_bytes, tok->piece_text,
+                         tok->piece_offset, tok->piece_score, tok->piece_type};
+        utg__free_all(&a, owned, 7);
+    }
     memset(tok, 0, sizeof *tok);
 }
 
@@ -8588,11 +8592,10 @@ UTGDEF void utg_hessians_destroy(utg_hessians *h) {
     m = h->m;
     if (h->H)
         for (s = 0; s < h->n_slots; s++) if (h->H[s]) m->be->buf_free(m->be, h->H[s]);
-    utg__free(&m->alloc, h->H);
-    utg__free(&m->alloc, h->slot_of);
-    utg__free(&m->alloc, h->cols);
-    utg__free(&m->alloc, h->host);
-    utg__free(&m->alloc, h);
+    {
+        void *owned[] = {h->H, h->slot_of, h->cols, h->host, h};
+        utg__free_all(&m->alloc, owned, 5);
+    }
 }
 
 /* H += alpha X^T X (alpha: the square of a scale the linear applies to X, as LN_SCALE does) */
@@ -9239,15 +9242,10 @@ UTGDEF void utg_qat_destroy(utg_qat *q) {
     utg_model *m;
     if (!q) return;
     m = q->m;
-    utg__free(&m->alloc, q->idx);
-    utg__free(&m->alloc, q->bits);
-    utg__free(&m->alloc, q->clip);
-    utg__free(&m->alloc, q->param);
-    utg__free(&m->alloc, q->master);
-    utg__free(&m->alloc, q->work);
-    utg__free(&m->alloc, q->sym);
-    utg__free(&m->alloc, q->s16);
-    utg__free(&m->alloc, q);
+    {
+        void *owned[] = {q->idx, q->bits, q->clip, q->param, q->master, q->work, q->sym, q->s16, q};
+        utg__free_all(&m->alloc, owned, 9);
+    }
 }
 
 UTGDEF void utg_qat_begin(utg_qat *q, int step) {
@@ -9286,17 +9284,21 @@ UTGDEF void utg_qat_begin(utg_qat *q, int step) {
     q->active = 1;
 }
 
-UTGDEF void utg_qat_end(utg_qat *q) {
-    utg_model *m;
+/* Write the saved full-precision masters back into the parameter arena. */
+static void utg__qat_restore_masters(utg_qat *q) {
+    utg_model *m = q->m;
     size_t off = 0;
     int i;
-    if (!q || !q->active) return;
-    m = q->m;
     for (i = 0; i < q->n; i++) {
         const utg_tensor_info *t = &m->tensors[q->idx[i]];
         m->be->upload(m->be, m->params + t->offset, q->master + off, sizeof(float) * t->numel);
         off += t->numel;
     }
+}
+
+UTGDEF void utg_qat_end(utg_qat *q) {
+    if (!q || !q->active) return;
+    utg__qat_restore_masters(q);
     q->active = 0;
 }
 
@@ -10450,18 +10452,21 @@ static void utg__cpu_embed_fwd(utg_backend *be, float *out, const float *table, 
 }
 
 /* Column blocks per thread: each table entry is written by one thread, in token order. */
+/* Channels c0..c1-1 of the embedding backward, every token in order (so the sums repeat). */
+static void utg__embed_bwd_cols(float *dtable, const float *dout, const int32_t *ids, int n, int d, int c0, int c1) {
+    int i, c;
+    for (i = 0; i < n; i++) {
+        float *dst = dtable + (size_t)ids[i] * d;
+        const float *src = dout + (size_t)i * d;
+        for (c = c0; c < c1; c++) dst[c] += src[c];
+    }
+}
+
 static void utg__cpu_embed_bwd(utg_backend *be, float *dtable, const float *dout, const int32_t *ids, int n, int d) {
     int cb, nblk = (d + 63) / 64;
     (void)be;
     UTG__OMP_FOR
-    for (cb = 0; cb < nblk; cb++) {
-        int c0 = cb * 64, c1 = c0 + 64 < d ? c0 + 64 : d, i, c;
-        for (i = 0; i < n; i++) {
-            float *dst = dtable + (size_t)ids[i] * d;
-            const float *src = dout + (size_t)i * d;
-            for (c = c0; c < c1; c++) dst[c] += src[c];
-        }
-    }
+    for (cb = 0; cb < nblk; cb++) utg__embed_bwd_cols(dtable, dout, ids, n, d, cb * 64, cb * 64 + 64 < d ? cb * 64 + 64 : d);
 }
 
 /* e^x without libm (the same bits whatever the C library): Cody-Waite reduction by ln 2 and a
@@ -10559,18 +10564,20 @@ static void utg__cpu_rmsnorm_fwd(utg_backend *be, float *y, float *rstd, const f
 }
 
 /* dx += rstd * (dy - y * mean(dy*y)) */
+/* One row of the RMSNorm backward: dx += rstd * (dy - y * mean(dy . y)). */
+static void utg__rmsnorm_bwd_row(float *dxr, const float *dyr, const float *yr, float rs, int cols) {
+    float m = utg__dot(dyr, yr, cols) / (float)cols;
+    int c;
+    for (c = 0; c < cols; c++) dxr[c] += rs * (dyr[c] - yr[c] * m);
+}
+
 static void utg__cpu_rmsnorm_bwd(utg_backend *be, float *dx, const float *dy, const float *y, const float *rstd,
                                  int rows, int cols) {
     int r;
     (void)be;
     UTG__OMP_FOR
-    for (r = 0; r < rows; r++) {
-        const float *dyr = dy + (size_t)r * cols, *yr = y + (size_t)r * cols;
-        float *dxr = dx + (size_t)r * cols;
-        float m = utg__dot(dyr, yr, cols) / (float)cols, rs = rstd[r];
-        int c;
-        for (c = 0; c < cols; c++) dxr[c] += rs * (dyr[c] - yr[c] * m);
-    }
+    for (r = 0; r < rows; r++)
+        utg__rmsnorm_bwd_row(dx + (size_t)r * cols, dy + (size_t)r * cols, y + (size_t)r * cols, rstd[r], cols);
 }
 
 /* One head's vector: xn = x * rstd, then y = g * rope(xn) (pairs (i, i + half) with cos c[i] and sin s[i]) */
@@ -10986,18 +10993,22 @@ static void utg__cpu_xsa_bwd(utg_backend *be, float *dx, float *dv, const float 
 }
 
 /* lerp_fwd (the gated skip of PR #1089): out = a x + (1 - a) s z per column, a = sigmoid(g[c]). */
+/* One row of the gated skip: out = a x + (1 - a) s z, a = sigmoid(g) per channel. */
+static void utg__lerp_row(float *out, const float *x, const float *z, const float *g, const float *s, int cols) {
+    int c;
+    for (c = 0; c < cols; c++) {
+        float a = 1.0f / (1.0f + expf(-g[c]));
+        out[c] = a * x[c] + (1.0f - a) * (s ? s[c] : 1.0f) * z[c];
+    }
+}
+
 static void utg__cpu_lerp_fwd(utg_backend *be, float *out, const float *x, const float *z, const float *g, const float *s,
                               int rows, int cols) {
     int r;
     (void)be;
     UTG__OMP_FOR
-    for (r = 0; r < rows; r++) {
-        int c;
-        for (c = 0; c < cols; c++) {
-            float a = 1.0f / (1.0f + expf(-g[c]));
-            out[(size_t)r * cols + c] = a * x[(size_t)r * cols + c] + (1.0f - a) * (s ? s[c] : 1.0f) * z[(size_t)r * cols + c];
-        }
-    }
+    for (r = 0; r < rows; r++)
+        utg__lerp_row(out + (size_t)r * cols, x + (size_t)r * cols, z + (size_t)r * cols, g, s, cols);
 }
 /* column sums run down the rows in order (one column per thread): the same bits for any thread count */
 static void utg__cpu_lerp_bwd(utg_backend *be, float *dx, float *dz, float *dg, float *ds, const float *dout, const float *y,
