@@ -200,6 +200,8 @@ typedef struct utg_msg {
    ------------------------------------------------------------------------------------------------ */
 
 #define UTG_OFF (-1)
+/* The value of a knob whose 0 may be stored as UTG_OFF, read back as the number it means. */
+#define UTG_OFF0(x) ((x) < 0 ? 0 : (x))
 
 /* kinds: INT (int), BOOL (int: 1 on, UTG_OFF off), REAL (double), STR (const char *), ENUM (int: the
    index of a word in the row's choices). An ENUM row's default column holds its choices, "a|b|c"; the
@@ -226,7 +228,7 @@ typedef struct utg_msg {
 #define UTG_INF HUGE_VAL /* max of a knob without an upper bound (math.h) */
 
 #define UTG_CONFIG_KNOBS(X) \
-    /* model shape (SPEC 1.1, 1.3) */ \
+    /* model shape */ \
     X(INT, num_layers, "NUM_LAYERS", 9, 1, 1024, UTG_KF_ARENA, "physical transformer blocks") \
     X(INT, model_dim, "MODEL_DIM", 512, 2, 65536, UTG_KF_ARENA, "model width d") \
     X(INT, num_heads, "NUM_HEADS", 8, 1, UTG_INF, UTG_KF_ARENA, "query heads (head dim = MODEL_DIM / NUM_HEADS)") \
@@ -242,7 +244,7 @@ typedef struct utg_msg {
       "RMSNorm eps (PyTorch's default: fp32 machine epsilon)") \
     X(INT, train_seq_len, "TRAIN_SEQ_LEN", 1024, 1, 1048576, UTG_KF_ARENA, "tokens per training sequence") \
     X(INT, seed, "SEED", 1337, 0, UTG_INF, UTG_KF_OFF | UTG_KF_STATE, "seed of the init RNG and the data order") \
-    /* depth recurrence and parallel residuals (SPEC 2.3, 2.4); see >>model for the plan */ \
+    /* depth recurrence and parallel residuals; see >>model for the plan */ \
     X(STR, recur_layers, "RECUR_LAYERS", "", 0, 0, UTG_KF_ARENA, \
       "cut-and-repeat (PR #1204): physical layers run again after the cut, e.g. 4,5") \
     X(INT, recur_start_step, "RECUR_START_STEP", 0, 0, UTG_INF, UTG_KF_ARENA, \
@@ -280,7 +282,7 @@ typedef struct utg_msg {
     X(INT, parallel_start_layer, "PARALLEL_START_LAYER", 8, 0, UTG_INF, UTG_KF_OFF | UTG_KF_ARENA, \
       "first physical layer (of the decoder) with parallel residuals") \
     X(ENUM, parallel_final_lane, "PARALLEL_FINAL_LANE", "mean|attn|mlp", 0, 0, UTG_KF_ARENA, "two lanes: mean | attn | mlp lane feeds the final norm") \
-    /* architecture features of the records (SPEC 2.2) */ \
+    /* architecture features of the records */ \
     X(INT, rope_dims, "ROPE_DIMS", 0, 0, UTG_INF, UTG_KF_ARENA, "rotary dims per head (partial RoPE, PR #315: 16 of 64); 0 = the whole head") \
     X(BOOL, rope_ntk, "ROPE_NTK", 0, 0, 1, UTG_KF_EVAL, "NTK-aware RoPE base rescaling past ROPE_TRAIN_SEQ_LEN") \
     X(INT, rope_train_seq_len, "ROPE_TRAIN_SEQ_LEN", 0, 0, 16777216, UTG_KF_EVAL, \
@@ -323,7 +325,7 @@ typedef struct utg_msg {
       "orthogonal init (gain 1) of the block matrices with both dims >= 64, output projections staying zero (PR #162)") \
     X(INT, xsa_last_n, "XSA_LAST_N", 0, 0, UTG_INF, UTG_KF_ARENA, \
       "exclusive self attention (PR #265) in the last N blocks (virtual layers with CONTROL_SCOPE=virtual, as PR #1204)") \
-    /* training loop (SPEC 1.1, 1.5; used by the trainer) */ \
+    /* training loop (used by the trainer) */ \
     X(INT, iterations, "ITERATIONS", 20000, 1, UTG_INF, 0, "optimizer step cap") \
     X(INT, warmdown_iters, "WARMDOWN_ITERS", 1200, 0, UTG_INF, UTG_KF_OFF, "length of the linear LR decay in steps") \
     X(INT, warmup_steps, "WARMUP_STEPS", 20, 0, UTG_INF, UTG_KF_OFF, "priming steps run then undone (not an LR warmup)") \
@@ -347,7 +349,7 @@ typedef struct utg_msg {
     X(INT, eval_seq_len, "EVAL_SEQ_LEN", 0, 0, 1048576, 0, "evaluation window length; 0 = TRAIN_SEQ_LEN") \
     X(INT, eval_stride, "EVAL_STRIDE", 0, 0, UTG_INF, 0, \
       "sliding-window eval: score the last EVAL_STRIDE tokens of each window; 0 = disjoint windows") \
-    /* optimizers (SPEC 1.4) */ \
+    /* optimizers */ \
     X(REAL, embed_lr, "EMBED_LR", 0.6, 0, UTG_INF, UTG_KF_GT, "Adam LR of the untied token embedding") \
     X(REAL, head_lr, "HEAD_LR", 0.008, 0, UTG_INF, UTG_KF_GT, "Adam LR of the untied lm_head") \
     X(REAL, tied_embed_lr, "TIED_EMBED_LR", 0.05, 0, UTG_INF, UTG_KF_GT, "Adam LR of the tied embedding") \
@@ -382,7 +384,7 @@ typedef struct utg_msg {
     X(STR, control_tensor_name_patterns, "CONTROL_TENSOR_NAME_PATTERNS", \
       "attn_scale,attn_scales,mlp_scale,mlp_scales,resid_mix,resid_mixes,q_gain,skip_weight,skip_weights", \
       0, 0, 0, "name substrings that mark scalar/control tensors (Adam, kept in fp32)") \
-    /* quantization, the artifact and the byte budget (SPEC 1.7, 2.7, 2.8) */ \
+    /* quantization, the artifact and the byte budget */ \
     X(ENUM, quant_clip, "QUANT_CLIP", "percentile|max|sdclip|search", 0, 0, 0, \
       "row clip of the quantizer: percentile (train_gpt.py) | max | sdclip (k*std, PR #1394) | search (GPTQ-lite, PR #414)") \
     X(REAL, quant_clip_percentile, "QUANT_CLIP_PERCENTILE", 0.9999984, 0.5, 1, UTG_KF_GT, "quantile of |w| per row with QUANT_CLIP=percentile") \
@@ -411,7 +413,7 @@ typedef struct utg_msg {
     X(INT, artifact_budget_bytes, "ARTIFACT_BUDGET_BYTES", 16000000, 1, UTG_INF, 0, "byte budget of artifact + code") \
     X(BOOL, budget_mode, "BUDGET_MODE", 0, 0, 1, 0, "choose per-tensor bit widths to fit ARTIFACT_BUDGET_BYTES (minimum error)") \
     X(INT, budget_min_bits, "BUDGET_MIN_BITS", 4, 2, 8, 0, "lowest bit width BUDGET_MODE may choose") \
-    /* data (SPEC 1.2) */ \
+    /* data */ \
     X(STR, data_path, "DATA_PATH", "./data/datasets/fineweb10B_sp1024", 0, 0, 0, \
       "directory of fineweb_train_*.bin and fineweb_val_*.bin") \
     X(STR, tokenizer_path, "TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model", 0, 0, 0, \
@@ -1867,8 +1869,6 @@ UTGDEF utg_config utg_config_resolve(const utg_config *desc) {
     return c;
 }
 
-/* knobs whose 0 is stored as UTG_OFF read back as 0 */
-#define UTG__OFF0(x) ((x) < 0 ? 0 : (x))
 
 /* The index of the n-byte word v among the '|'-separated choices; -1 when it is none of them. */
 static int utg__choice_index(const char *choices, const char *v, size_t n) {
@@ -2700,7 +2700,7 @@ static utg_result utg__plan_build_phase(utg_model *m, const utg__plan_src *s, co
         pl->lane = UTG_LANE_SINGLE;
         /* from the first decoder layer at PARALLEL_START_LAYER on, every later layer too */
         if (m->lane_mode != UTG_LANE_SINGLE && i >= dec_from &&
-            (b >= UTG__OFF0(c->parallel_start_layer) ||
+            (b >= UTG_OFF0(c->parallel_start_layer) ||
              (i > 0 && P->layers[i - 1].lane != UTG_LANE_SINGLE))) {
             pl->lane = m->lane_mode;
             if (m->lanes_any && P->lanes_from < 0) P->lanes_from = i;
@@ -2768,7 +2768,7 @@ static utg_result utg__plan_ve_layers(utg_model *m, const utg__plan_src *s) {
 }
 #undef UTG__FAIL
 
-/* Compile the configured recurrence into plans (SPEC 2.3): the virtual->physical list of each
+/* Compile the configured recurrence into plans: the virtual->physical list of each
    phase, its U-Net split, control owners, untied MLP sets and lane modes. */
 static utg_result utg__compile_plans(utg_model *m) {
     const utg_config *c = &m->cfg;
@@ -2782,8 +2782,8 @@ static utg_result utg__compile_plans(utg_model *m) {
     s.untie = c->repeat_untie_mlp != UTG_REPEAT_UNTIE_MLP_NONE;
     s.skips_loop = c->unet_skips == UTG_UNET_SKIPS_LOOP;
     s.skips_none = c->unet_skips == UTG_UNET_SKIPS_NONE;
-    s.ls = UTG__OFF0(c->loop_start);
-    s.le = UTG__OFF0(c->loop_end);
+    s.ls = UTG_OFF0(c->loop_start);
+    s.le = UTG_OFF0(c->loop_end);
     s.trig_step = c->recur_start_step > 0 ? c->recur_start_step : -1;
     s.trig_frac = c->enable_looping_at > 0 ? c->enable_looping_at : -1.0;
     s.full = (int *)utg__alloc(&m->alloc, sizeof(int) * 4 * UTG__MAX_VIRTUAL);
@@ -4409,8 +4409,8 @@ struct utg_optim {
 };
 
 UTGDEF double utg_muon_momentum(const utg_config *c, int step) {
-    int ws = UTG__OFF0(c->muon_momentum_warmup_steps);
-    double start = UTG__OFF0(c->muon_momentum_warmup_start), f;
+    int ws = UTG_OFF0(c->muon_momentum_warmup_steps);
+    double start = UTG_OFF0(c->muon_momentum_warmup_start), f;
     f = ws > 0 ? (double)step / ws : 1.0;
     if (f > 1.0) f = 1.0;
     return (1.0 - f) * start + f * c->muon_momentum;
@@ -4435,7 +4435,7 @@ UTGDEF double utg_lr_scale(const utg_config *c, int step, double elapsed_ms) {
    re-measured from the last plan switch (phase_step, phase_ms) once the new plan has a step. */
 UTGDEF double utg_lr_scale_phase(const utg_config *c, int step, double elapsed_ms, int phase_step, double phase_ms) {
     double cap_ms = c->max_wallclock_seconds > 0 ? 1000.0 * c->max_wallclock_seconds : 0.0;
-    int wd_iters = UTG__OFF0(c->warmdown_iters);
+    int wd_iters = UTG_OFF0(c->warmdown_iters);
     if (c->warmdown_frac > 0.0) {
         double w = c->warmdown_frac, frac = utg_train_frac(c, step, elapsed_ms);
         if (frac < 1.0 - w) return 1.0;
@@ -4627,8 +4627,8 @@ UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double
         if (coef < 1.0) be->axpby(be, m->grads, 0.0f, NULL, (float)coef, m->arena_floats);
     }
     mu = utg_muon_momentum(c, step);
-    b1 = UTG__OFF0(c->beta1);
-    b2 = UTG__OFF0(c->beta2);
+    b1 = UTG_OFF0(c->beta1);
+    b2 = UTG_OFF0(c->beta2);
     o->adam_steps++;
     bc1 = 1.0 - pow(b1, (double)o->adam_steps);
     bc2 = 1.0 - pow(b2, (double)o->adam_steps);

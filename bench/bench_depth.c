@@ -1,7 +1,7 @@
 /* Training-step cost against virtual depth, for one recurrence recipe, on the CPU backend.
 
    The Universal Transformer form (UNIVERSAL_UNIQUE_BLOCKS = 3, UNIVERSAL_ITERATIONS = R for
-   R = 1..6, so 3R virtual layers over 3 physical blocks) at shape A of ANCHORS.md: 256 wide, 4/2
+   R = 1..6, so 3R virtual layers over 3 physical blocks) at shape A: 256 wide, 4/2
    heads, MLP 2x, vocab 1024 (tied), 8 sequences of 256 tokens (2,048 tokens). For each R it times
    zero_grads + forward (the "fwd" column) and backward, median of N reps (argv[1], default 3),
    after one warm-up forward+backward; then one optimizer step (Muon + Adam), median of N, timed

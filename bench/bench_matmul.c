@@ -195,7 +195,7 @@ int main(int argc, char **argv) {
     samples = quick ? 3 : 7;
     min_s = quick ? 0.008 : 0.015;
 
-    /* model shapes of ANCHORS.md, 2,048 tokens per step */
+    /* model shapes, 2,048 tokens per step */
     if (strchr(shapes, 'A')) add_shape('A', 4, 256, 2 * 64, 512, 1024, 2048);
     if (strchr(shapes, 'B')) add_shape('B', 9, 512, 4 * 64, 1024, 1024, 2048);
     if (cube) add('X', "cube", "2048^3", 2048, 2048, 2048, 0, 0, 0.0);

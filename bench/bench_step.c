@@ -7,7 +7,7 @@
    calls the model really makes, on their real operands; they add a clock read per call. The
    optimizer runs whole Muon tensors on several threads at once (UTG_BACKEND_CONCURRENT), so its
    matmul time is summed over those threads (thread-milliseconds) and can exceed the phase.
-   Shapes A and B of ANCHORS.md (2,048 tokens per step; bench/bench_train.c describes them), in fp32
+   Shapes A and B (2,048 tokens per step; bench/bench_train.c describes them), in fp32
    and with MATMUL_BF16=1. Medians of `reps` steps after two warm-up steps (phases separately, so
    they need not add up). Prints milliseconds; nothing is asserted (shared machines are noisy). */
 #define _POSIX_C_SOURCE 200809L

@@ -1,4 +1,4 @@
-/* utgolf's full training step and evaluation speed at ANCHORS.md's shapes, with model FLOPs
+/* utgolf's full training step and evaluation speed at shapes A and B, with model FLOPs
    utilisation, in the line format bench/peer_torch.py prints for PyTorch (bench/run.sh sets them side
    by side).
 

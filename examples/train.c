@@ -610,7 +610,7 @@ static int calibration_batch(utg_model *m, utg_loader *loader, int n, int b, int
                              int32_t *by) {
     const utg_config *cfg = utg_model_config(m);
     int T = cfg->train_seq_len, s, t;
-    uint64_t rs = 0x5eed0000u + (uint64_t)UTG__OFF0(cfg->seed);
+    uint64_t rs = 0x5eed0000u + (uint64_t)UTG_OFF0(cfg->seed);
     utg_msg msg;
     if (cfg->gptq_calibration == UTG_GPTQ_CALIBRATION_TRAIN) {
         if (utg_loader_next(loader, bx, by, n, &msg) == UTG_OK) return 0;
@@ -811,7 +811,7 @@ static int export_artifact(train_run *r, export_job *job) {
     snprintf(job->prov, sizeof job->prov,
              "tool=utgolf %s train\nrun_id=%s\nseed=%d\nsteps_val_bpb=%.6f\nquant_clip=%s\ngptq=%d\n"
              "codec=%s\n",
-             utg_version(), cfg->run_id ? cfg->run_id : "", UTG__OFF0(cfg->seed), r->val_bpb,
+             utg_version(), cfg->run_id ? cfg->run_id : "", UTG_OFF0(cfg->seed), r->val_bpb,
              knob_word(cfg, "QUANT_CLIP", clip, sizeof clip),
              cfg->gptq_enabled > 0, job->codec.name);
     if (cfg->budget_mode > 0) {
@@ -1385,7 +1385,7 @@ static int build_model(train_run *r) {
     r->tokens_per_step = (int64_t)micro_seqs * accum * T;
     if (utg_loader_create(r->train_ds,
                           cfg->train_loader == UTG_TRAIN_LOADER_SHUFFLED ? UTG_LOADER_SHUFFLED : UTG_LOADER_SEQUENTIAL,
-                          T, 0, 1, (uint64_t)UTG__OFF0(cfg->seed), NULL, &r->loader, &r->msg) != UTG_OK) {
+                          T, 0, 1, (uint64_t)UTG_OFF0(cfg->seed), NULL, &r->loader, &r->msg) != UTG_OK) {
         errf_("train loader: %s", r->msg.text);
         return 1;
     }
@@ -1480,7 +1480,7 @@ static int prime(train_run *r) {
     const utg_config *cfg = r->cfg;
     size_t n;
     int w;
-    if (UTG__OFF0(cfg->warmup_steps) <= 0 || r->resume_path) return RUN_ON;
+    if (UTG_OFF0(cfg->warmup_steps) <= 0 || r->resume_path) return RUN_ON;
     n = utg_model_arena_floats(r->m);
     r->init_params = (float *)malloc(sizeof(float) * n);
     if (!r->init_params) {
@@ -1675,7 +1675,7 @@ static void log_step(train_run *r, int step, const step_out *so, double approx_m
     const utg_config *cfg = r->cfg;
     double lr = so->scale * r->lr_factor, step_avg = approx_ms / step;
     double tok_s = (double)r->tokens_per_step / (step_avg / 1000.0);
-    if (UTG__OFF0(cfg->train_log_every) > 0 &&
+    if (UTG_OFF0(cfg->train_log_every) > 0 &&
         (step <= 10 || step % cfg->train_log_every == 0 || r->stop_after >= 0)) {
         logf_("step:%d/%d train_loss:%.4f lr_scale:%.4f grad_norm:%.3f train_time:%.0fms step_avg:%.2fms "
               "tok/s:%.0f", step, cfg->iterations, so->train_loss, lr, so->gnorm, approx_ms, step_avg, tok_s);
@@ -1778,7 +1778,7 @@ static int train_loop(train_run *r) {
         int step = (int)r->ts.step, rc;
         int last_step = step >= cfg->iterations || (r->stop_after >= 0 && step >= r->stop_after);
         int budget_stop = r->max_steps > 0 && step - r->step_start >= r->max_steps;
-        int val_due = last_step || (UTG__OFF0(cfg->val_loss_every) > 0 && step % cfg->val_loss_every == 0);
+        int val_due = last_step || (UTG_OFF0(cfg->val_loss_every) > 0 && step % cfg->val_loss_every == 0);
         if ((!budget_stop || last_step) && val_due && validate(r, step, last_step) != RUN_ON) return 1;
         if (last_step) {
             if (r->stop_after >= 0 && step < cfg->iterations)

@@ -439,7 +439,7 @@ static double qk_obj(void *p) {
 static void qk_grad(void *p) {
     qk_ctx *c = (qk_ctx *)p;
     qk_obj(c);
-    nan_fill(c->gx, (size_t)c->n_tok * c->H * c->hd); /* dx is written, not added to (ABI 9) */
+    nan_fill(c->gx, (size_t)c->n_tok * c->H * c->hd); /* dx is written, not added to */
     memset(c->gg, 0, sizeof(float) * (size_t)c->H);
     be->qk_norm_rope_bwd(be, c->gx, c->gain ? c->gg : NULL, c->W, c->xn, c->rstd, c->cs, c->gain ? c->g : NULL, c->n_tok, c->T, c->H,
                          c->hd, c->rd);
@@ -527,7 +527,7 @@ static void at_grad(void *p) {
     at_ctx *c = (at_ctx *)p;
     size_t nq = (size_t)c->B * c->T * c->H * c->hd, nk = (size_t)c->B * c->T * c->Hkv * c->hd;
     at_obj(c);
-    nan_fill(c->gq, nq); /* written, not added to (ABI 9) */
+    nan_fill(c->gq, nq); /* written, not added to */
     nan_fill(c->gk, nk);
     nan_fill(c->gv, nk);
     be->attn_bwd(be, c->gq, c->gk, c->gv, c->W, c->q, c->k, c->v, c->y, c->lse, c->B, c->T, c->H, c->Hkv, c->hd, c->scale);
@@ -674,7 +674,7 @@ static double r2_obj(void *p) {
 }
 static void r2_grad(void *p) {
     r2_ctx *c = (r2_ctx *)p;
-    nan_fill(c->gx, c->n); /* written, not added to (ABI 9) */
+    nan_fill(c->gx, c->n); /* written, not added to */
     be->relu2_bwd(be, c->gx, c->W, c->x, c->n, c->slope);
 }
 static void test_relu2_grad(void) {
