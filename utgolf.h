@@ -3065,6 +3065,48 @@ static void utg__static_smear_backward(utg_model *m, int N) {
     be->rmsnorm_bwd(be, m->g_normed, m->g_mix_out, m->xn, m->r0, N, m->d);
 }
 
+/* The value embedding (VE_ENABLED, PR #1204, #1110): once per forward ve = scale * proj(E_ve[ids])
+   [N, kvd], added times ve_layer_scales[k] to the values of the VE_LAYERS (utg__attn_fwd). Table
+   N(0, 0.01^2), projection zero, scale 0.1, layer scales 1. */
+static void utg__value_embed_tensors(utg_model *m) {
+    const utg_config *c = &m->cfg;
+    m->t_ve_embed = m->t_ve_proj = m->t_ve_scale = m->t_ve_ls = -1;
+    if (c->ve_enabled <= 0) return;
+    m->t_ve_embed = utg__add_tensor(m, "ve_shared.embed.weight", UTG_ROLE_EMBED, -1, 2, m->V, c->ve_dim, 0);
+    m->t_ve_proj = utg__add_tensor(m, "ve_shared.proj.weight", UTG_ROLE_MATRIX, -1, 2, m->kvd, c->ve_dim, 0);
+    m->t_ve_scale = utg__add_tensor(m, "ve_shared.scale", UTG_ROLE_CONTROL, -1, 1, 1, 0, 0);
+    m->t_ve_ls = utg__add_tensor(m, "ve_layer_scales", UTG_ROLE_CONTROL, -1, 1, m->n_ve, 0, 0);
+}
+static void utg__value_embed_carve(utg_model *m, utg__carver *c, size_t N) {
+    size_t vd = (size_t)m->cfg.ve_dim, kv = (size_t)m->kvd;
+    if (m->t_ve_embed < 0) return;
+    m->ve_rows = utg__carve(c, N * vd);
+    m->ve_projected = utg__carve(c, N * kv);
+    m->ve_scaled = utg__carve(c, N * kv);
+    m->g_ve_scaled = utg__carve(c, N * kv);
+    m->g_ve_proj = utg__carve(c, N * kv);
+    m->g_ve_rows = utg__carve(c, N * vd);
+}
+static void utg__value_embed_forward(utg_model *m, int N) {
+    utg_backend *be = m->be;
+    int vd = m->cfg.ve_dim;
+    be->embed_fwd(be, m->ve_rows, UTG__W(m->t_ve_embed), m->ids, N, vd);
+    m->mm(be, m->ve_projected, m->ve_rows, UTG__W(m->t_ve_proj), N, m->kvd, vd, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    be->mix_fwd(be, m->ve_scaled, m->ve_projected, UTG__W(m->t_ve_scale), NULL, NULL, N, m->kvd, UTG_MIX_WX_SCALAR);
+}
+/* From dL/d(ve) (g_ve_scaled, summed over the VE layers) to the table's, projection's and scale's
+   gradients (added). */
+static void utg__value_embed_backward(utg_model *m, int N) {
+    utg_backend *be = m->be;
+    int vd = m->cfg.ve_dim, kv = m->kvd;
+    be->fill(be, m->g_ve_proj, 0.0f, (size_t)N * kv);
+    be->mix_bwd(be, m->g_ve_proj, NULL, UTG__G(m->t_ve_scale), NULL, m->g_ve_scaled, m->ve_projected,
+                UTG__W(m->t_ve_scale), NULL, NULL, N, kv, UTG_MIX_WX_SCALAR);
+    m->mm(be, m->g_ve_rows, m->g_ve_proj, UTG__W(m->t_ve_proj), N, vd, kv, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+    m->mm(be, UTG__G(m->t_ve_proj), m->g_ve_proj, m->ve_rows, kv, vd, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->embed_bwd(be, UTG__G(m->t_ve_embed), m->g_ve_rows, m->ids, N, vd);
+}
+
 /* The tensor table, in the order PyTorch's state_dict lists the baseline GPT; the recurrence adds
    its tensors where they belong (control owners beyond the physical blocks come after them). */
 static utg_result utg__build_tensors(utg_model *m) {
@@ -3085,13 +3127,7 @@ static utg_result utg__build_tensors(utg_model *m) {
     utg__bigram_tensors(m);
     utg__smear_gate_tensors(m);
     utg__static_smear_tensors(m);
-    m->t_ve_embed = m->t_ve_proj = m->t_ve_scale = m->t_ve_ls = -1;
-    if (c->ve_enabled > 0) { /* table N(0, 0.01^2), projection zero, scale 0.1, layer scales 1 (PR #1204) */
-        m->t_ve_embed = utg__add_tensor(m, "ve_shared.embed.weight", UTG_ROLE_EMBED, -1, 2, m->V, c->ve_dim, 0);
-        m->t_ve_proj = utg__add_tensor(m, "ve_shared.proj.weight", UTG_ROLE_MATRIX, -1, 2, m->kvd, c->ve_dim, 0);
-        m->t_ve_scale = utg__add_tensor(m, "ve_shared.scale", UTG_ROLE_CONTROL, -1, 1, 1, 0, 0);
-        m->t_ve_ls = utg__add_tensor(m, "ve_layer_scales", UTG_ROLE_CONTROL, -1, 1, m->n_ve, 0, 0);
-    }
+    utg__value_embed_tensors(m);
     m->t_vrl = c->value_residual > 0 && m->n_depth > 1 ? utg__add_tensor(m, "vrl_alphas", UTG_ROLE_CONTROL, -1, 1, m->n_depth - 1, 0, 0) : -1;
     m->t_iter_embed = c->iter_embed > 0 ? utg__add_tensor(m, "iter_embed", UTG_ROLE_CONTROL, -1, 2, m->n_depth, m->d, 0) : -1;
     m->t_iter_scale = c->iter_scale > 0 ? utg__add_tensor(m, "iter_scale", UTG_ROLE_CONTROL, -1, 2, m->n_depth, m->d, 0) : -1;
@@ -3611,11 +3647,7 @@ static void utg__carve_all(utg_model *m, utg__carver *c, size_t N) {
     utg__smear_gate_carve(m, c, N);
     utg__bigram_carve(m, c, N);
     utg__static_smear_carve(m, c, N);
-    if (m->t_ve_embed >= 0) {
-        size_t vd = (size_t)m->cfg.ve_dim;
-        m->ve_rows = utg__carve(c, N * vd); m->ve_projected = utg__carve(c, N * kv); m->ve_scaled = utg__carve(c, N * kv);
-        m->g_ve_scaled = utg__carve(c, N * kv); m->g_ve_proj = utg__carve(c, N * kv); m->g_ve_rows = utg__carve(c, N * vd);
-    }
+    utg__value_embed_carve(m, c, N);
     m->g_v0 = m->t_vrl >= 0 ? utg__carve(c, N * kv) : NULL;
     m->g_depth_cond = iter ? utg__carve(c, 2 * N * d) : NULL; /* two buffers: the identity path and d(delta) */
     if (m->lanes_any) {
@@ -4066,12 +4098,7 @@ static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_
     emb = m->t_smear_w >= 0 ? utg__smear_gate_forward(m, (int)N) : m->emb;
     if (m->t_smg >= 0) utg__static_smear_forward(m, emb, n_seqs);
     else be->rmsnorm_fwd(be, m->x0, m->r0, emb, (int)N, m->d, m->eps);
-    if (m->t_ve_embed >= 0) { /* the value embedding, once per forward: ve = scale * E_ve[ids] P^T */
-        int vd = m->cfg.ve_dim;
-        be->embed_fwd(be, m->ve_rows, UTG__W(m->t_ve_embed), m->ids, (int)N, vd);
-        m->mm(be, m->ve_projected, m->ve_rows, UTG__W(m->t_ve_proj), (int)N, m->kvd, vd, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
-        be->mix_fwd(be, m->ve_scaled, m->ve_projected, UTG__W(m->t_ve_scale), NULL, NULL, (int)N, m->kvd, UTG_MIX_WX_SCALAR);
-    }
+    if (m->t_ve_embed >= 0) utg__value_embed_forward(m, (int)N);
     h0 = m->x0;
     h1 = NULL;
     for (i = 0; i < (size_t)m->plan->n_layers; i++) {
@@ -4356,15 +4383,7 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
     }
     /* x0 = RMSNorm(tok_emb[ids]): x0 fed the first layer and every resid_mix */
     utg__add(m, m->g_x0, m->g_x0, gs.lane0, N, m->d);
-    if (m->t_ve_embed >= 0) { /* ve = scale * ve_p, ve_p = ve_e P^T, ve_e = E_ve[ids] */
-        int vd = m->cfg.ve_dim;
-        be->fill(be, m->g_ve_proj, 0.0f, (size_t)N * m->kvd);
-        be->mix_bwd(be, m->g_ve_proj, NULL, UTG__G(m->t_ve_scale), NULL, m->g_ve_scaled, m->ve_projected, UTG__W(m->t_ve_scale), NULL, NULL, N, m->kvd,
-                    UTG_MIX_WX_SCALAR);
-        m->mm(be, m->g_ve_rows, m->g_ve_proj, UTG__W(m->t_ve_proj), N, vd, m->kvd, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-        m->mm(be, UTG__G(m->t_ve_proj), m->g_ve_proj, m->ve_rows, m->kvd, vd, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
-        be->embed_bwd(be, UTG__G(m->t_ve_embed), m->g_ve_rows, m->ids, N, vd);
-    }
+    if (m->t_ve_embed >= 0) utg__value_embed_backward(m, N);
     be->fill(be, m->g_normed, 0.0f, Nd);
     if (m->t_smg >= 0) utg__static_smear_backward(m, N);
     else be->rmsnorm_bwd(be, m->g_normed, m->g_x0, m->x0, m->r0, N, m->d);
