@@ -885,38 +885,39 @@ static int finish_artifact(train_run *r) {
 
 static void usage(FILE *f) {
     int i;
-    fprintf(f,
-            "usage: train [options] [KEY=VALUE ...]\n"
-            "\n"
-            "Trains a utgolf model as Parameter Golf's train_gpt.py does: Muon + Adam, warmdown under a\n"
-            "wallclock cap, val_loss and val_bpb on the validation shards, then quantizes the weights into a\n"
-            "UTGA artifact, reloads it and evaluates it again (the score Parameter Golf counts).\n"
-            "\n"
-            "options:\n"
-            "  --config FILE          KEY=VALUE lines (# comments), applied before the environment;\n"
-            "                         repeatable: later files override earlier ones (e.g. data, then a recipe)\n"
-            "  --out DIR              run directory (default runs/RUN_ID): train.log, metrics.jsonl,\n"
-            "                         loss.svg, checkpoint.utgc, model.safetensors\n"
-            "  --resume FILE          continue from a checkpoint (same model knobs required)\n"
-            "  --force                start over in an --out directory that holds a checkpoint (replaces it)\n"
-            "  --checkpoint-every N   also write the checkpoint every N steps (default: at the end); a state\n"
-            "                         is written only after a forward pass has given a finite loss with it\n"
-            "  --no-progress          no progress bar even on a terminal\n"
-            "  --max-steps N          stop after N steps of this invocation (for tests and resumes)\n"
-            "  --code FILES           the code a submission counts in its 16,000,000 bytes, comma-separated\n"
-            "                         (default utgolf.h,examples/train.c; counted brotli + base85 compressed)\n"
-            "  --no-artifact          skip the quantized artifact and its round-trip evaluation\n"
-            "  --help                 this text\n"
-            "\n"
-            "Knobs come from defaults < --config < environment < arguments. An argument is KEY=VALUE,\n"
-            "--KEY=VALUE or --KEY VALUE with the environment name (NUM_LAYERS) or the field name\n"
-            "(num_layers, or --num-layers). TOKENIZER_PATH may be a SentencePiece .model or byte260.\n"
-            "\n"
-            "A non-finite loss or gradient norm stops the run (exit status 1) without touching the last good\n"
-            "checkpoint; ON_NONFINITE=rollback reloads that checkpoint and halves the learning rates instead.\n"
-            "SIGINT and SIGTERM stop after the current step with a checkpoint (exit status 130, 143).\n"
-            "\n"
-            "knobs (environment name, default, meaning):\n");
+    fprintf(
+        f,
+        "usage: train [options] [KEY=VALUE ...]\n"
+        "\n"
+        "Trains a utgolf model as Parameter Golf's train_gpt.py does: Muon + Adam, warmdown under a\n"
+        "wallclock cap, val_loss and val_bpb on the validation shards, then quantizes the weights into a\n"
+        "UTGA artifact, reloads it and evaluates it again (the score Parameter Golf counts).\n"
+        "\n"
+        "options:\n"
+        "  --config FILE          KEY=VALUE lines (# comments), applied before the environment;\n"
+        "                         repeatable: later files override earlier ones (e.g. data, then a recipe)\n"
+        "  --out DIR              run directory (default runs/RUN_ID): train.log, metrics.jsonl,\n"
+        "                         loss.svg, checkpoint.utgc, model.safetensors\n"
+        "  --resume FILE          continue from a checkpoint (same model knobs required)\n"
+        "  --force                start over in an --out directory that holds a checkpoint (replaces it)\n"
+        "  --checkpoint-every N   also write the checkpoint every N steps (default: at the end); a state\n"
+        "                         is written only after a forward pass has given a finite loss with it\n"
+        "  --no-progress          no progress bar even on a terminal\n"
+        "  --max-steps N          stop after N steps of this invocation (for tests and resumes)\n"
+        "  --code FILES           the code a submission counts in its 16,000,000 bytes, comma-separated\n"
+        "                         (default utgolf.h,examples/train.c; counted brotli + base85 compressed)\n"
+        "  --no-artifact          skip the quantized artifact and its round-trip evaluation\n"
+        "  --help                 this text\n"
+        "\n"
+        "Knobs come from defaults < --config < environment < arguments. An argument is KEY=VALUE,\n"
+        "--KEY=VALUE or --KEY VALUE with the environment name (NUM_LAYERS) or the field name\n"
+        "(num_layers, or --num-layers). TOKENIZER_PATH may be a SentencePiece .model or byte260.\n"
+        "\n"
+        "A non-finite loss or gradient norm stops the run (exit status 1) without touching the last good\n"
+        "checkpoint; ON_NONFINITE=rollback reloads that checkpoint and halves the learning rates instead.\n"
+        "SIGINT and SIGTERM stop after the current step with a checkpoint (exit status 130, 143).\n"
+        "\n"
+        "knobs (environment name, default, meaning):\n");
     for (i = 0; i < utg_config_knob_count(); i++) {
         char line[512];
         fprintf(f, "%s\n", utg_config_help_line(i, line, sizeof line));
@@ -1384,7 +1385,8 @@ static int build_model(train_run *r) {
     r->micro_seqs = micro_seqs;
     r->tokens_per_step = (int64_t)micro_seqs * accum * T;
     if (utg_loader_create(r->train_ds,
-                          cfg->train_loader == UTG_TRAIN_LOADER_SHUFFLED ? UTG_LOADER_SHUFFLED : UTG_LOADER_SEQUENTIAL,
+                          cfg->train_loader == UTG_TRAIN_LOADER_SHUFFLED ? UTG_LOADER_SHUFFLED
+                                                                         : UTG_LOADER_SEQUENTIAL,
                           T, 0, 1, (uint64_t)UTG_OFF0(cfg->seed), NULL, &r->loader, &r->msg) != UTG_OK) {
         errf_("train loader: %s", r->msg.text);
         return 1;
@@ -1629,8 +1631,8 @@ static int compute_step(train_run *r, int step, step_out *out) {
     if (r->qat && !r->qat_on && utg_qat_wanted(cfg, step, out->scale)) { /* once on, QAT stays on */
         r->qat_on = 1;
         char mode[32];
-        logf_("qat:%s active at step:%d lr_scale:%.4f train_time:%.0fms", knob_word(cfg, "QAT", mode, sizeof mode),
-              step, out->scale, elapsed);
+        logf_("qat:%s active at step:%d lr_scale:%.4f train_time:%.0fms",
+              knob_word(cfg, "QAT", mode, sizeof mode), step, out->scale, elapsed);
         sink_printf(&r->metrics, "{\"step\":%d,\"qat\":1}\n", step);
     }
     if (r->qat_on) utg_qat_begin(r->qat, step); /* forward and backward see the quantized weights */

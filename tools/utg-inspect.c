@@ -20,7 +20,8 @@
 #include <string.h>
 
 /* the envelope's packed_size is a u32, so no artifact is longer than this */
-#define MAX_FILE_BYTES (sizeof(size_t) >= 8 ? (size_t)((uint64_t)UTG_ARTIFACT_ENVELOPE + 0xffffffffu) : (size_t)-1)
+#define MAX_FILE_BYTES \
+    (sizeof(size_t) >= 8 ? (size_t)((uint64_t)UTG_ARTIFACT_ENVELOPE + 0xffffffffu) : (size_t)-1)
 #define MAX_SHOWN_STRING 72   /* bytes of a META string in the table */
 #define MAX_SHOWN_ELEMENTS 8  /* elements of a META array in the table */
 #define MAX_SHOWN_PROV 160    /* bytes of a PROV section in the section list */
@@ -92,7 +93,8 @@ static void usage(FILE *f) {
 }
 
 static int usage_error(const char *what, const char *detail) {
-    fprintf(stderr, "utg-inspect: %s%s%s (see utg-inspect --help)\n", what, detail ? ": " : "", detail ? detail : "");
+    fprintf(stderr, "utg-inspect: %s%s%s (see utg-inspect --help)\n", what, detail ? ": " : "",
+            detail ? detail : "");
     return 2;
 }
 
@@ -129,14 +131,18 @@ static int parse_args(int argc, char **argv, options *o) {
             a++;
             if (!strcmp(opt, "--strip")) { o->mode = MODE_STRIP; o->strip_out = val; n_modes++; }
             else if (!strcmp(opt, "--svg")) o->svg_out = val;
-            else if (!parse_count(val, 1000000000000LL, &o->code_bytes)) return usage_error("--code-bytes wants a byte count, got", val);
+            else if (!parse_count(val, 1000000000000LL, &o->code_bytes))
+                return usage_error("--code-bytes wants a byte count, got", val);
         } else return usage_error("unknown option", opt);
     }
     if (!o->path) return usage_error("no artifact given", NULL);
-    if (n_modes > 1) return usage_error("--verify, --budget and --strip are separate runs; give one of them", NULL);
-    if ((o->svg_out || o->code_bytes >= 0) && o->mode != MODE_BUDGET) return usage_error("--svg and --code-bytes go with --budget", NULL);
+    if (n_modes > 1)
+        return usage_error("--verify, --budget and --strip are separate runs; give one of them", NULL);
+    if ((o->svg_out || o->code_bytes >= 0) && o->mode != MODE_BUDGET)
+        return usage_error("--svg and --code-bytes go with --budget", NULL);
     if (o->json && o->mode == MODE_STRIP) return usage_error("--json does not apply to --strip", NULL);
-    if (o->mode == MODE_STRIP && !o->strip_out[0]) return usage_error("--strip needs an output file name", NULL);
+    if (o->mode == MODE_STRIP && !o->strip_out[0])
+        return usage_error("--strip needs an output file name", NULL);
     return 0;
 }
 
@@ -217,7 +223,11 @@ static void put_xml(FILE *f, const char *str) {
     while (i < n) {
         uint32_t c = 0;
         size_t len = utf8_seq(s + i, n - i, &c);
-        if (!len || (c < 0x20 && c != '\t') || (c >= 0x7f && c < 0xa0) || c == 0xfffe || c == 0xffff) { fputc('?', f); i += len ? len : 1; continue; }
+        if (!len || (c < 0x20 && c != '\t') || (c >= 0x7f && c < 0xa0) || c == 0xfffe || c == 0xffff) {
+            fputc('?', f);
+            i += len ? len : 1;
+            continue;
+        }
         if (c == '&') fputs("&amp;", f);
         else if (c == '<') fputs("&lt;", f);
         else if (c == '>') fputs("&gt;", f);
@@ -260,7 +270,9 @@ static double percent(double part, double whole) { return whole > 0 ? 100.0 * pa
 
 /* ---- names ---- */
 
-static const char *codec_name(int id) { return id == UTG_CODEC_STORED ? "stored" : id == UTG_CODEC_BROTLI ? "brotli" : "unknown"; }
+static const char *codec_name(int id) {
+    return id == UTG_CODEC_STORED ? "stored" : id == UTG_CODEC_BROTLI ? "brotli" : "unknown";
+}
 static const char *dtype_name(utg_dtype d) {
     switch (d) {
     case UTG_DT_F32: return "f32";
@@ -283,15 +295,20 @@ static const char *kv_type_name(utg_kv_type t) {
     static const char *const names[] = {"u32", "i32", "u64", "f32", "f64", "str", "u32[]", "f32[]"};
     return (int)t >= 0 && (int)t < 8 ? names[t] : "?";
 }
-static int kv_is_array(const utg_artifact_kv *kv) { return kv->type == UTG_KV_U32_ARRAY || kv->type == UTG_KV_F32_ARRAY; }
+static int kv_is_array(const utg_artifact_kv *kv) {
+    return kv->type == UTG_KV_U32_ARRAY || kv->type == UTG_KV_F32_ARRAY;
+}
 /* bytes of one element of a META value as stored */
-static size_t kv_elem_bytes(utg_kv_type t) { return t == UTG_KV_STR ? 1 : (t == UTG_KV_U64 || t == UTG_KV_F64) ? 8 : 4; }
+static size_t kv_elem_bytes(utg_kv_type t) {
+    return t == UTG_KV_STR ? 1 : (t == UTG_KV_U64 || t == UTG_KV_F64) ? 8 : 4;
+}
 
 static void shape_text(const utg_artifact_tensor *t, char *buf, size_t n) {
     size_t o = 0;
     int d;
     buf[0] = 0;
-    for (d = 0; d < t->ndim && o < n; d++) o += (size_t)snprintf(buf + o, n - o, "%s%lld", d ? "x" : "", (long long)t->dims[d]);
+    for (d = 0; d < t->ndim && o < n; d++)
+        o += (size_t)snprintf(buf + o, n - o, "%s%lld", d ? "x" : "", (long long)t->dims[d]);
 }
 
 /* ---- reading ---- */
@@ -347,30 +364,57 @@ static void close_artifact(artifact_file *f) {
 }
 
 static uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
-static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
-static size_t align_up(size_t v) { return (v + UTG_ARTIFACT_ALIGN - 1) / UTG_ARTIFACT_ALIGN * UTG_ARTIFACT_ALIGN; }
+static uint32_t rd32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static size_t align_up(size_t v) {
+    return (v + UTG_ARTIFACT_ALIGN - 1) / UTG_ARTIFACT_ALIGN * UTG_ARTIFACT_ALIGN;
+}
 
 /* ---- the first three checklist stages, read independently of the parser ---- */
 
 static int check_envelope(const uint8_t *b, size_t n, envelope *e, char *msg, size_t cap) {
     utg_codec c;
-    if (n < UTG_ARTIFACT_ENVELOPE) { snprintf(msg, cap, "the file is %zu bytes, shorter than the 20-byte envelope", n); return 0; }
-    if (memcmp(b, "UTGA", 4)) { snprintf(msg, cap, "not a UTGA artifact (magic %02x %02x %02x %02x)", b[0], b[1], b[2], b[3]); return 0; }
+    if (n < UTG_ARTIFACT_ENVELOPE) {
+        snprintf(msg, cap, "the file is %zu bytes, shorter than the 20-byte envelope", n);
+        return 0;
+    }
+    if (memcmp(b, "UTGA", 4)) {
+        snprintf(msg, cap, "not a UTGA artifact (magic %02x %02x %02x %02x)", b[0], b[1], b[2], b[3]);
+        return 0;
+    }
     e->major = b[4];
     e->codec = b[5];
     e->flags = rd16(b + 6);
     e->raw = rd32(b + 8);
     e->packed = rd32(b + 12);
     e->crc = rd32(b + 16);
-    if (e->major != UTG_ARTIFACT_MAJOR) { snprintf(msg, cap, "format version %d; this tool reads version %d", e->major, UTG_ARTIFACT_MAJOR); return 0; }
-    if (e->flags & 0xffu) { snprintf(msg, cap, "must-understand flags 0x%02x are set, none is known", e->flags & 0xffu); return 0; }
-    if (!utg_codec_for_id(e->codec, &c)) { snprintf(msg, cap, "codec %d is unknown to this build", e->codec); return 0; }
-    if (e->raw > UTG_MAX_ARTIFACT_RAW) { snprintf(msg, cap, "declared payload of %u bytes is over the cap of %u", e->raw, (unsigned)UTG_MAX_ARTIFACT_RAW); return 0; }
-    if ((uint64_t)e->packed + UTG_ARTIFACT_ENVELOPE != (uint64_t)n) {
-        snprintf(msg, cap, "the envelope says %u packed bytes, the file holds %zu (truncated or padded)", e->packed, n - UTG_ARTIFACT_ENVELOPE);
+    if (e->major != UTG_ARTIFACT_MAJOR) {
+        snprintf(msg, cap, "format version %d; this tool reads version %d", e->major, UTG_ARTIFACT_MAJOR);
         return 0;
     }
-    if (e->raw < 16) { snprintf(msg, cap, "declared payload of %u bytes is shorter than its 16-byte header", e->raw); return 0; }
+    if (e->flags & 0xffu) {
+        snprintf(msg, cap, "must-understand flags 0x%02x are set, none is known", e->flags & 0xffu);
+        return 0;
+    }
+    if (!utg_codec_for_id(e->codec, &c)) {
+        snprintf(msg, cap, "codec %d is unknown to this build", e->codec);
+        return 0;
+    }
+    if (e->raw > UTG_MAX_ARTIFACT_RAW) {
+        snprintf(msg, cap, "declared payload of %u bytes is over the cap of %u", e->raw,
+                 (unsigned)UTG_MAX_ARTIFACT_RAW);
+        return 0;
+    }
+    if ((uint64_t)e->packed + UTG_ARTIFACT_ENVELOPE != (uint64_t)n) {
+        snprintf(msg, cap, "the envelope says %u packed bytes, the file holds %zu (truncated or padded)",
+                 e->packed, n - UTG_ARTIFACT_ENVELOPE);
+        return 0;
+    }
+    if (e->raw < 16) {
+        snprintf(msg, cap, "declared payload of %u bytes is shorter than its 16-byte header", e->raw);
+        return 0;
+    }
     return 1;
 }
 
@@ -380,17 +424,22 @@ static int decode_payload(const uint8_t *b, const envelope *e, uint8_t **out, ch
     uint8_t *pay;
     uint32_t crc;
     *out = NULL;
-    if (!utg_codec_for_id(e->codec, &c)) { snprintf(msg, cap, "codec %d is unknown to this build", e->codec); return 0; }
+    if (!utg_codec_for_id(e->codec, &c)) {
+        snprintf(msg, cap, "codec %d is unknown to this build", e->codec);
+        return 0;
+    }
     pay = (uint8_t *)malloc(e->raw ? e->raw : 1);
     if (!pay) { snprintf(msg, cap, "out of memory for a %u-byte payload", e->raw); return 0; }
     if (c.decompress(b + UTG_ARTIFACT_ENVELOPE, e->packed, pay, e->raw, c.user) != UTG_OK) {
-        snprintf(msg, cap, "the %s payload does not decode to its declared %u bytes", codec_name(e->codec), e->raw);
+        snprintf(msg, cap, "the %s payload does not decode to its declared %u bytes", codec_name(e->codec),
+                 e->raw);
         free(pay);
         return 0;
     }
     crc = utg_crc32(0, pay, e->raw);
     if (crc != e->crc) {
-        snprintf(msg, cap, "payload CRC-32 mismatch: the envelope says %08x, the decoded payload has %08x", e->crc, crc);
+        snprintf(msg, cap, "payload CRC-32 mismatch: the envelope says %08x, the decoded payload has %08x",
+                 e->crc, crc);
         free(pay);
         return 0;
     }
@@ -403,31 +452,71 @@ static int tag_ok(const uint8_t *t) {
     for (k = 0; k < 4; k++) if (!((t[k] >= 'A' && t[k] <= 'Z') || (t[k] >= '0' && t[k] <= '9'))) return 0;
     return 1;
 }
-static int is_core_tag(const uint8_t *t) { return !memcmp(t, "META", 4) || !memcmp(t, "TENS", 4) || !memcmp(t, "DATA", 4); }
+static int is_core_tag(const uint8_t *t) {
+    return !memcmp(t, "META", 4) || !memcmp(t, "TENS", 4) || !memcmp(t, "DATA", 4);
+}
 
 /* The payload header and the section directory: entries in bounds, tiling the payload in order with
    zeroed padding, no duplicates, META/TENS/DATA present and critical, no unknown critical tag. */
 static int check_directory(const uint8_t *pay, uint32_t raw, int *n_out, char *msg, size_t cap) {
     uint32_t nsec = rd16(pay + 2), i, j, prev_end, c;
     int core = 0;
-    if (rd16(pay + 4) != UTG_ARTIFACT_ALIGN) { snprintf(msg, cap, "plane alignment is %u, expected %d", rd16(pay + 4), UTG_ARTIFACT_ALIGN); return 0; }
-    for (i = 6; i < 16; i++) if (pay[i]) { snprintf(msg, cap, "payload header byte %u is reserved but not zero", i); return 0; }
-    if (nsec < 3 || nsec > UTG_ARTIFACT_MAX_SECTIONS) { snprintf(msg, cap, "%u sections (3..%d)", nsec, UTG_ARTIFACT_MAX_SECTIONS); return 0; }
-    if (16 + 16 * (size_t)nsec > raw) { snprintf(msg, cap, "the section directory runs past the payload"); return 0; }
+    if (rd16(pay + 4) != UTG_ARTIFACT_ALIGN) {
+        snprintf(msg, cap, "plane alignment is %u, expected %d", rd16(pay + 4), UTG_ARTIFACT_ALIGN);
+        return 0;
+    }
+    for (i = 6; i < 16; i++)
+        if (pay[i]) {
+            snprintf(msg, cap, "payload header byte %u is reserved but not zero", i);
+            return 0;
+        }
+    if (nsec < 3 || nsec > UTG_ARTIFACT_MAX_SECTIONS) {
+        snprintf(msg, cap, "%u sections (3..%d)", nsec, UTG_ARTIFACT_MAX_SECTIONS);
+        return 0;
+    }
+    if (16 + 16 * (size_t)nsec > raw) {
+        snprintf(msg, cap, "the section directory runs past the payload");
+        return 0;
+    }
     prev_end = 16 + 16 * nsec;
     for (i = 0; i < nsec; i++) {
         const uint8_t *e = pay + 16 + 16 * (size_t)i;
         uint32_t flags = rd32(e + 4), off = rd32(e + 8), size = rd32(e + 12);
         if (!tag_ok(e)) { snprintf(msg, cap, "section %u has a malformed tag", i); return 0; }
-        if (flags & ~1u) { snprintf(msg, cap, "section %.4s has unknown flags 0x%x", (const char *)e, flags); return 0; }
-        if (off != align_up(prev_end)) { snprintf(msg, cap, "section %.4s starts at %u, not at %zu: sections must tile the payload", (const char *)e, off, align_up(prev_end)); return 0; }
-        if (off > raw || size > raw - off) { snprintf(msg, cap, "section %.4s (%u bytes at %u) runs past the payload", (const char *)e, size, off); return 0; }
-        for (c = prev_end; c < off; c++) if (pay[c]) { snprintf(msg, cap, "padding before section %.4s is not zero", (const char *)e); return 0; }
-        for (j = 0; j < i; j++) if (!memcmp(pay + 16 + 16 * (size_t)j, e, 4)) { snprintf(msg, cap, "section %.4s appears twice", (const char *)e); return 0; }
+        if (flags & ~1u) {
+            snprintf(msg, cap, "section %.4s has unknown flags 0x%x", (const char *)e, flags);
+            return 0;
+        }
+        if (off != align_up(prev_end)) {
+            snprintf(msg, cap, "section %.4s starts at %u, not at %zu: sections must tile the payload",
+                     (const char *)e, off, align_up(prev_end));
+            return 0;
+        }
+        if (off > raw || size > raw - off) {
+            snprintf(msg, cap, "section %.4s (%u bytes at %u) runs past the payload", (const char *)e, size,
+                     off);
+            return 0;
+        }
+        for (c = prev_end; c < off; c++)
+            if (pay[c]) {
+                snprintf(msg, cap, "padding before section %.4s is not zero", (const char *)e);
+                return 0;
+            }
+        for (j = 0; j < i; j++)
+            if (!memcmp(pay + 16 + 16 * (size_t)j, e, 4)) {
+                snprintf(msg, cap, "section %.4s appears twice", (const char *)e);
+                return 0;
+            }
         if (is_core_tag(e)) {
-            if (!(flags & 1u)) { snprintf(msg, cap, "section %.4s must be critical", (const char *)e); return 0; }
+            if (!(flags & 1u)) {
+                snprintf(msg, cap, "section %.4s must be critical", (const char *)e);
+                return 0;
+            }
             core++;
-        } else if (flags & 1u) { snprintf(msg, cap, "critical section %.4s is unknown to this build", (const char *)e); return 0; }
+        } else if (flags & 1u) {
+            snprintf(msg, cap, "critical section %.4s is unknown to this build", (const char *)e);
+            return 0;
+        }
         prev_end = off + size;
     }
     if (prev_end != raw) { snprintf(msg, cap, "%u bytes after the last section", raw - prev_end); return 0; }
@@ -444,7 +533,11 @@ static void show_kv_value(const utg_artifact_kv *kv) {
     switch (kv->type) {
     case UTG_KV_U32: case UTG_KV_U64: printf("%llu", (unsigned long long)kv->u); break;
     case UTG_KV_I32: printf("%lld", (long long)kv->i); break;
-    case UTG_KV_F32: case UTG_KV_F64: fmt_real(buf, sizeof buf, kv->f, kv->type == UTG_KV_F32); printf("%s", buf); break;
+    case UTG_KV_F32:
+    case UTG_KV_F64:
+        fmt_real(buf, sizeof buf, kv->f, kv->type == UTG_KV_F32);
+        printf("%s", buf);
+        break;
     case UTG_KV_STR:
         shown = kv->count < MAX_SHOWN_STRING ? kv->count : MAX_SHOWN_STRING;
         putchar('"');
@@ -471,8 +564,9 @@ static void show_envelope(const artifact_file *f) {
     put_escaped_str(stdout, f->path);
     printf("\nformat    UTGA %d.%d, envelope flags 0x%04x\n", a->major, a->minor, (unsigned)a->flags);
     printf("codec     %s (id %d)\n", codec_name(a->codec), a->codec);
-    printf("size      %s bytes = 20 envelope + %s packed; %s bytes decoded (ratio %.2f)\n", num(f->size), num(a->packed_size),
-           num(a->raw_size), a->packed_size ? (double)a->raw_size / a->packed_size : 0.0);
+    printf("size      %s bytes = 20 envelope + %s packed; %s bytes decoded (ratio %.2f)\n", num(f->size),
+           num(a->packed_size), num(a->raw_size),
+           a->packed_size ? (double)a->raw_size / a->packed_size : 0.0);
     printf("crc32     %08x ok (matches the decoded payload)\n", a->crc);
 }
 
@@ -482,7 +576,9 @@ static void show_meta(const utg_artifact *a) {
         char t[32];
         int n = (int)strlen(a->kv[i].key);
         if (n > kw) kw = n;
-        n = kv_is_array(&a->kv[i]) ? snprintf(t, sizeof t, "%.3s[%u]", kv_type_name(a->kv[i].type), a->kv[i].count) : 3;
+        n = kv_is_array(&a->kv[i])
+                ? snprintf(t, sizeof t, "%.3s[%u]", kv_type_name(a->kv[i].type), a->kv[i].count)
+                : 3;
         if (n > tw) tw = n;
     }
     printf("\nMETA: %d keys\n  %-*s  %-*s  value\n", a->n_kv, kw, "key", tw, "type");
@@ -501,22 +597,28 @@ static void show_meta(const utg_artifact *a) {
 
 static void show_tensors(const utg_artifact *a) {
     int i, nw = 4;
-    for (i = 0; i < a->n_tensors; i++) if ((int)strlen(a->tensors[i].name) > nw) nw = (int)strlen(a->tensors[i].name);
-    printf("\nTENS: %d tensors\n  %-*s  dtype  bits  scale       shape              values     scales  entropy\n", a->n_tensors, nw, "name");
+    for (i = 0; i < a->n_tensors; i++)
+        if ((int)strlen(a->tensors[i].name) > nw) nw = (int)strlen(a->tensors[i].name);
+    printf(
+        "\nTENS: %d tensors\n  %-*s  dtype  bits  scale       shape              values     scales  entropy\n",
+        a->n_tensors, nw, "name");
     for (i = 0; i < a->n_tensors; i++) {
         const utg_artifact_tensor *t = &a->tensors[i];
         char shape[80], scale[32], bits[8], ent[16];
         shape_text(t, shape, sizeof shape);
         if (t->scale_kind == UTG_SCALE_GROUP) snprintf(scale, sizeof scale, "group %d", t->group);
         else if (t->scale_kind == UTG_SCALE_NONE) snprintf(scale, sizeof scale, "-");
-        else snprintf(scale, sizeof scale, "%s %s", scale_name(t->scale_kind), t->scale_kind == UTG_SCALE_TENSOR ? "f32" : "f16");
+        else
+            snprintf(scale, sizeof scale, "%s %s", scale_name(t->scale_kind),
+                     t->scale_kind == UTG_SCALE_TENSOR ? "f32" : "f16");
         snprintf(bits, sizeof bits, t->dtype == UTG_DT_Q ? "%d" : "-", t->qbits);
         if (t->dtype == UTG_DT_Q) snprintf(ent, sizeof ent, "%.3f", utg_artifact_tensor_entropy(a, i));
         else snprintf(ent, sizeof ent, "-");
         printf("  ");
         put_escaped_str(stdout, t->name);
-        printf("%*s  %-5s  %4s  %-10s  %-14s  %10s  %9s  %7s\n", nw - (int)strlen(t->name), "", dtype_name(t->dtype), bits, scale,
-               shape, num(t->values_size), t->scales_size ? num(t->scales_size) : "-", ent);
+        printf("%*s  %-5s  %4s  %-10s  %-14s  %10s  %9s  %7s\n", nw - (int)strlen(t->name), "",
+               dtype_name(t->dtype), bits, scale, shape, num(t->values_size),
+               t->scales_size ? num(t->scales_size) : "-", ent);
     }
 }
 
@@ -551,12 +653,15 @@ static void show_totals(const utg_artifact *a) {
     int d, b;
     printf("\ntotals\n  parameters   %s in %d tensors\n", num(s.params), a->n_tensors);
     for (b = 2; b <= 8; b++)
-        if (s.q_count[b]) printf("  q%d           %s bytes of symbols in %d tensors\n", b, num(s.q_bytes[b]), s.q_count[b]);
+        if (s.q_count[b])
+            printf("  q%d           %s bytes of symbols in %d tensors\n", b, num(s.q_bytes[b]), s.q_count[b]);
     if (s.dtype_count[UTG_DT_Q])
-        printf("  scales       %s bytes\n  entropy      %s bytes: the order-0 entropy of all Q symbols\n", num(s.scale_bytes),
-               num((uint64_t)ceil(s.entropy_bytes)));
+        printf("  scales       %s bytes\n  entropy      %s bytes: the order-0 entropy of all Q symbols\n",
+               num(s.scale_bytes), num((uint64_t)ceil(s.entropy_bytes)));
     for (d = UTG_DT_F32; d <= UTG_DT_BF16; d++)
-        if (s.dtype_count[d]) printf("  %-4s         %s bytes in %d tensors\n", dtype_name((utg_dtype)d), num(s.dtype_bytes[d]), s.dtype_count[d]);
+        if (s.dtype_count[d])
+            printf("  %-4s         %s bytes in %d tensors\n", dtype_name((utg_dtype)d), num(s.dtype_bytes[d]),
+                   s.dtype_count[d]);
 }
 
 static void show_sections(const utg_artifact *a) {
@@ -594,7 +699,11 @@ static void json_kv_value(const utg_artifact_kv *kv) {
     switch (kv->type) {
     case UTG_KV_U32: case UTG_KV_U64: printf("%llu", (unsigned long long)kv->u); break;
     case UTG_KV_I32: printf("%lld", (long long)kv->i); break;
-    case UTG_KV_F32: case UTG_KV_F64: fmt_real(buf, sizeof buf, kv->f, kv->type == UTG_KV_F32); printf("%s", buf); break;
+    case UTG_KV_F32:
+    case UTG_KV_F64:
+        fmt_real(buf, sizeof buf, kv->f, kv->type == UTG_KV_F32);
+        printf("%s", buf);
+        break;
     case UTG_KV_STR: put_json_bytes(stdout, (const uint8_t *)kv->str, kv->count); break;
     case UTG_KV_U32_ARRAY: case UTG_KV_F32_ARRAY:
         putchar('[');
@@ -613,11 +722,12 @@ static void json_tensor(const utg_artifact *a, int i) {
     int d;
     printf("    {\"name\": ");
     put_json(stdout, t->name);
-    printf(", \"dtype\": \"%s\", \"bits\": %d, \"scale\": \"%s\", \"group\": %d, \"shape\": [", dtype_name(t->dtype), t->qbits,
-           scale_name(t->scale_kind), t->group);
+    printf(", \"dtype\": \"%s\", \"bits\": %d, \"scale\": \"%s\", \"group\": %d, \"shape\": [",
+           dtype_name(t->dtype), t->qbits, scale_name(t->scale_kind), t->group);
     for (d = 0; d < t->ndim; d++) printf("%s%lld", d ? ", " : "", (long long)t->dims[d]);
-    printf("], \"numel\": %zu, \"values_bytes\": %zu, \"scales_bytes\": %zu, \"values_offset\": %u, \"scales_offset\": %u, \"entropy_bits\": ",
-           t->numel, t->values_size, t->scales_size, t->values_offset, t->scales_offset);
+    printf(
+        "], \"numel\": %zu, \"values_bytes\": %zu, \"scales_bytes\": %zu, \"values_offset\": %u, \"scales_offset\": %u, \"entropy_bits\": ",
+        t->numel, t->values_size, t->scales_size, t->values_offset, t->scales_offset);
     if (t->dtype == UTG_DT_Q) printf("%.6f}", utg_artifact_tensor_entropy(a, i));
     else printf("null}");
 }
@@ -628,9 +738,11 @@ static int run_json(artifact_file *f) {
     int i, d;
     printf("{\n  \"file\": ");
     put_json(stdout, f->path);
-    printf(",\n  \"envelope\": {\"format_major\": %d, \"format_minor\": %d, \"codec\": \"%s\", \"codec_id\": %d, \"flags\": %d, "
-           "\"file_bytes\": %zu, \"packed_bytes\": %u, \"raw_bytes\": %u, \"crc32\": \"%08x\", \"crc_ok\": true},\n  \"meta\": [",
-           a->major, a->minor, codec_name(a->codec), a->codec, a->flags, f->size, a->packed_size, a->raw_size, a->crc);
+    printf(
+        ",\n  \"envelope\": {\"format_major\": %d, \"format_minor\": %d, \"codec\": \"%s\", \"codec_id\": %d, \"flags\": %d, "
+        "\"file_bytes\": %zu, \"packed_bytes\": %u, \"raw_bytes\": %u, \"crc32\": \"%08x\", \"crc_ok\": true},\n  \"meta\": [",
+        a->major, a->minor, codec_name(a->codec), a->codec, a->flags, f->size, a->packed_size, a->raw_size,
+        a->crc);
     for (i = 0; i < a->n_kv; i++) {
         const utg_artifact_kv *kv = &a->kv[i];
         printf("%s\n    {\"key\": ", i ? "," : "");
@@ -641,16 +753,23 @@ static int run_json(artifact_file *f) {
     }
     printf("\n  ],\n  \"tensors\": [");
     for (i = 0; i < a->n_tensors; i++) { printf("%s\n", i ? "," : ""); json_tensor(a, i); }
-    printf("\n  ],\n  \"totals\": {\"parameters\": %llu, \"tensors\": %d, \"scale_bytes\": %llu, \"symbol_entropy_bytes\": %.1f, \"bytes_by_dtype\": {",
-           (unsigned long long)s.params, a->n_tensors, (unsigned long long)s.scale_bytes, s.entropy_bytes);
-    for (d = 0; d < 4; d++) printf("%s\"%s\": %llu", d ? ", " : "", dtype_name((utg_dtype)d), (unsigned long long)s.dtype_bytes[d]);
+    printf(
+        "\n  ],\n  \"totals\": {\"parameters\": %llu, \"tensors\": %d, \"scale_bytes\": %llu, \"symbol_entropy_bytes\": %.1f, \"bytes_by_dtype\": {",
+        (unsigned long long)s.params, a->n_tensors, (unsigned long long)s.scale_bytes, s.entropy_bytes);
+    for (d = 0; d < 4; d++)
+        printf("%s\"%s\": %llu", d ? ", " : "", dtype_name((utg_dtype)d),
+               (unsigned long long)s.dtype_bytes[d]);
     printf("}},\n  \"sections\": [");
     for (i = 0; i < a->n_sections; i++) {
         const utg_artifact_section *sec = &a->sections[i];
         printf("%s\n    {\"tag\": ", i ? "," : "");
         put_json(stdout, sec->tag);
-        printf(", \"critical\": %s, \"offset\": %u, \"size\": %u", sec->flags & 1u ? "true" : "false", sec->offset, sec->size);
-        if (!strcmp(sec->tag, "PROV")) { printf(", \"text\": "); put_json_bytes(stdout, a->payload + sec->offset, sec->size); }
+        printf(", \"critical\": %s, \"offset\": %u, \"size\": %u", sec->flags & 1u ? "true" : "false",
+               sec->offset, sec->size);
+        if (!strcmp(sec->tag, "PROV")) {
+            printf(", \"text\": ");
+            put_json_bytes(stdout, a->payload + sec->offset, sec->size);
+        }
         putchar('}');
     }
     printf("\n  ]\n}\n");
@@ -660,7 +779,9 @@ static int run_json(artifact_file *f) {
 /* ---- --verify ---- */
 
 enum { ST_ENVELOPE, ST_DECODE, ST_DIRECTORY, ST_META, ST_TENS, ST_PLANES, ST_SYMBOLS, ST_MODEL, ST_COUNT };
-static const char *const stage_names[ST_COUNT] = {"envelope", "decode + CRC", "directory", "META", "TENS", "planes", "symbols and scales", "model consistency"};
+static const char *const stage_names[ST_COUNT] = {
+    "envelope", "decode + CRC", "directory",          "META",
+    "TENS",     "planes",       "symbols and scales", "model consistency"};
 
 typedef struct stage {
     int status; /* 0 not run, 1 passed, -1 failed */
@@ -678,11 +799,13 @@ static int classify(const char *m) {
     if (!strncmp(m, "planes of", 9)) return ST_PLANES;
     if (!strncmp(m, "tensor ", 7)) {
         if (strstr(m, "symbol") || strstr(m, "not finite")) return ST_SYMBOLS;
-        if ((strstr(m, "plane") && !strstr(m, "plane too large")) || strstr(m, "scale offset")) return ST_PLANES;
+        if ((strstr(m, "plane") && !strstr(m, "plane too large")) || strstr(m, "scale offset"))
+            return ST_PLANES;
         return ST_TENS;
     }
     if (strstr(m, "CRC") || strstr(m, "decode") || strstr(m, "out of memory for a")) return ST_DECODE;
-    if (!strncmp(m, "section", 7) || !strncmp(m, "payload", 7) || !strncmp(m, "padding", 7) || !strncmp(m, "critical section", 16))
+    if (!strncmp(m, "section", 7) || !strncmp(m, "payload", 7) || !strncmp(m, "padding", 7) ||
+        !strncmp(m, "critical section", 16))
         return ST_DIRECTORY;
     if (!strncmp(m, "artifact", 8) || !strncmp(m, "not a UTGA", 10)) return ST_ENVELOPE;
     return ST_META;
@@ -691,22 +814,26 @@ static int classify(const char *m) {
 /* The utg.plan.* keys against the model built from the META config: its physical blocks, and the
    blocks of the plan at utg.plan.phase, in order. */
 static int check_plan_keys(const utg_artifact *a, utg_model *m, char *detail, size_t cap) {
-    int kb = utg_artifact_find_kv(a, "utg.plan.physical_blocks"), kl = utg_artifact_find_kv(a, "utg.plan.layers");
+    int kb = utg_artifact_find_kv(a, "utg.plan.physical_blocks"),
+        kl = utg_artifact_find_kv(a, "utg.plan.layers");
     const utg_plan *p = utg_model_plan(m);
     uint32_t i;
     if (kb >= 0 && a->kv[kb].u != (uint64_t)utg_model_physical_blocks(m)) {
-        snprintf(detail, cap, "utg.plan.physical_blocks says %llu, the META config builds %d", (unsigned long long)a->kv[kb].u,
-                 utg_model_physical_blocks(m));
+        snprintf(detail, cap, "utg.plan.physical_blocks says %llu, the META config builds %d",
+                 (unsigned long long)a->kv[kb].u, utg_model_physical_blocks(m));
         return 0;
     }
     if (kl < 0) return 1;
     if (a->kv[kl].count != (uint32_t)p->n_layers) {
-        snprintf(detail, cap, "utg.plan.layers has %u entries, the plan at utg.plan.phase has %d virtual layers", a->kv[kl].count, p->n_layers);
+        snprintf(detail, cap,
+                 "utg.plan.layers has %u entries, the plan at utg.plan.phase has %d virtual layers",
+                 a->kv[kl].count, p->n_layers);
         return 0;
     }
     for (i = 0; i < a->kv[kl].count; i++)
         if (utg_artifact_kv_u32(&a->kv[kl], i) != (uint32_t)p->layers[i].block) {
-            snprintf(detail, cap, "utg.plan.layers[%u] = %u, the plan runs block %d there", i, utg_artifact_kv_u32(&a->kv[kl], i), p->layers[i].block);
+            snprintf(detail, cap, "utg.plan.layers[%u] = %u, the plan runs block %d there", i,
+                     utg_artifact_kv_u32(&a->kv[kl], i), p->layers[i].block);
             return 0;
         }
     return 1;
@@ -722,20 +849,27 @@ static int check_model(const utg_artifact *a, char *detail, size_t cap) {
     char plan[256];
     int k = utg_artifact_find_kv(a, "utg.model.params"), ok = 0;
     if (k >= 0 && a->kv[k].type == UTG_KV_U64 && a->kv[k].u != s.params) {
-        snprintf(detail, cap, "utg.model.params says %llu, the tensors hold %llu", (unsigned long long)a->kv[k].u, (unsigned long long)s.params);
+        snprintf(detail, cap, "utg.model.params says %llu, the tensors hold %llu",
+                 (unsigned long long)a->kv[k].u, (unsigned long long)s.params);
         return 0;
     }
-    if (utg_model_create_from_artifact(a, NULL, &m) != UTG_OK) snprintf(detail, cap, "%s", utg_model_message(m));
+    if (utg_model_create_from_artifact(a, NULL, &m) != UTG_OK)
+        snprintf(detail, cap, "%s", utg_model_message(m));
     else if (check_plan_keys(a, m, detail, cap)) {
         utg_plan_describe(utg_model_plan(m), plan, sizeof plan);
-        snprintf(detail, cap, "the META config builds the model and every tensor loads (%d physical blocks, %.200s)", utg_model_physical_blocks(m), plan);
+        snprintf(detail, cap,
+                 "the META config builds the model and every tensor loads (%d physical blocks, %.200s)",
+                 utg_model_physical_blocks(m), plan);
         ok = 1;
     }
     utg_model_destroy(m);
     return ok;
 }
 
-static void stage_pass(stage *st, int k, const char *detail) { st[k].status = 1; snprintf(st[k].detail, sizeof st[k].detail, "%s", detail); }
+static void stage_pass(stage *st, int k, const char *detail) {
+    st[k].status = 1;
+    snprintf(st[k].detail, sizeof st[k].detail, "%s", detail);
+}
 static int stage_fail(stage *st, int k, const char *msg) {
     int j;
     for (j = k; j < ST_COUNT; j++) st[j].status = 0;
@@ -759,9 +893,12 @@ static void pass_parsed_stages(const utg_artifact *a, stage *st) {
     stage_pass(st, ST_META, d);
     snprintf(d, sizeof d, "%d tensors: names, dtypes, bit widths, scale kinds, shapes", a->n_tensors);
     stage_pass(st, ST_TENS, d);
-    snprintf(d, sizeof d, "%d value and %d scale planes inside DATA (%s bytes): aligned, exact sizes, no overlap", np, ns, num(a->data_size));
+    snprintf(d, sizeof d,
+             "%d value and %d scale planes inside DATA (%s bytes): aligned, exact sizes, no overlap", np, ns,
+             num(a->data_size));
     stage_pass(st, ST_PLANES, d);
-    snprintf(d, sizeof d, "%d Q tensors: symbols within +-(2^(bits-1) - 1), %s scales finite", nq, num(n_scales));
+    snprintf(d, sizeof d, "%d Q tensors: symbols within +-(2^(bits-1) - 1), %s scales finite", nq,
+             num(n_scales));
     stage_pass(st, ST_SYMBOLS, d);
 }
 
@@ -777,7 +914,8 @@ static int verify(const artifact_file *f, stage *st) {
     memset(&msg, 0, sizeof msg);
     if (f->not_artifact[0]) return stage_fail(st, ST_ENVELOPE, f->not_artifact);
     if (!check_envelope(f->bytes, f->size, &e, m, sizeof m)) return stage_fail(st, ST_ENVELOPE, m);
-    snprintf(m, sizeof m, "UTGA %d, codec %s, %s packed bytes for %s", e.major, codec_name(e.codec), num(e.packed), num(e.raw));
+    snprintf(m, sizeof m, "UTGA %d, codec %s, %s packed bytes for %s", e.major, codec_name(e.codec),
+             num(e.packed), num(e.raw));
     stage_pass(st, ST_ENVELOPE, m);
     if (!decode_payload(f->bytes, &e, &pay, m, sizeof m)) return stage_fail(st, ST_DECODE, m);
     snprintf(m, sizeof m, "%s bytes, CRC-32 %08x matches", num(e.raw), e.crc);
@@ -807,8 +945,11 @@ static int run_verify(const artifact_file *f, int json) {
         put_json(stdout, f->path);
         printf(",\n  \"ok\": %s,\n  \"stages\": [", failed < 0 ? "true" : "false");
         for (k = 0; k < ST_COUNT; k++) {
-            printf("%s\n    {\"stage\": \"%s\", \"status\": \"%s\", \"detail\": ", k ? "," : "", stage_names[k],
-                   st[k].status > 0 ? "passed" : st[k].status < 0 ? "failed" : "not run");
+            printf("%s\n    {\"stage\": \"%s\", \"status\": \"%s\", \"detail\": ", k ? "," : "",
+                   stage_names[k],
+                   st[k].status > 0   ? "passed"
+                   : st[k].status < 0 ? "failed"
+                                      : "not run");
             put_json(stdout, st[k].detail);
             putchar('}');
         }
@@ -818,7 +959,11 @@ static int run_verify(const artifact_file *f, int json) {
         put_escaped_str(stdout, f->path);
         putchar('\n');
         for (k = 0; k < ST_COUNT; k++) {
-            printf("  %-5s %-19s ", st[k].status > 0 ? "ok" : st[k].status < 0 ? "FAIL" : "-", stage_names[k]);
+            printf("  %-5s %-19s ",
+                   st[k].status > 0   ? "ok"
+                   : st[k].status < 0 ? "FAIL"
+                                      : "-",
+                   stage_names[k]);
             put_escaped_str(stdout, st[k].status ? st[k].detail : "not run");
             putchar('\n');
         }
@@ -837,9 +982,11 @@ static int run_verify(const artifact_file *f, int json) {
 /* ---- --budget ---- */
 
 enum { G_EMBED, G_ATTN, G_MLP, G_OTHER, G_FLOAT, G_SCALES, G_OVERHEAD, G_ANCILLARY, G_COUNT };
-static const char *const group_names[G_COUNT] = {"embedding",          "attention", "MLP",                "other matrices",
-                                                 "float/control tensors", "scales",    "container overhead", "ancillary sections"};
-static const char *const group_colors[G_COUNT] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7"};
+static const char *const group_names[G_COUNT] = {
+    "embedding",          "attention",         "MLP", "other matrices", "float/control tensors", "scales",
+    "container overhead", "ancillary sections"};
+static const char *const group_colors[G_COUNT] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2",
+                                                  "#59a14f", "#edc948", "#b07aa1", "#ff9da7"};
 #define CODE_COLOR "#9c755f"
 
 typedef struct group {
@@ -921,7 +1068,8 @@ static void compress_planes(const utg_codec *c, plane *pl, int n) {
         dst = (uint8_t *)malloc(cap ? cap : 1);
         got = cap;
         pl[i].alone = pl[i].n;
-        if (dst && c->compress(pl[i].p, pl[i].n, dst, &got, c->user) == UTG_OK && got <= cap) pl[i].alone = got;
+        if (dst && c->compress(pl[i].p, pl[i].n, dst, &got, c->user) == UTG_OK && got <= cap)
+            pl[i].alone = got;
         free(dst);
     }
 }
@@ -964,7 +1112,9 @@ static int compute_budget(const artifact_file *f, budget *b) {
     char m[320];
     int n, i;
     memset(b, 0, sizeof *b);
-    if (!check_envelope(f->bytes, f->size, &e, m, sizeof m) || !decode_payload(f->bytes, &e, &pay, m, sizeof m)) return fail_file(f->path, m);
+    if (!check_envelope(f->bytes, f->size, &e, m, sizeof m) ||
+        !decode_payload(f->bytes, &e, &pay, m, sizeof m))
+        return fail_file(f->path, m);
     utg_codec_for_id(a->codec, &c);
     pl = (plane *)calloc((size_t)a->n_tensors * 2 + UTG_ARTIFACT_MAX_SECTIONS + 1, sizeof *pl);
     n = pl ? collect_planes(a, pay, pl, &rest) : 0;
@@ -992,7 +1142,9 @@ static int utf8_terminal(void) {
     int k;
     v[0] = getenv("LC_ALL"); v[1] = getenv("LC_CTYPE"); v[2] = getenv("LANG");
     for (k = 0; k < 3; k++)
-        if (v[k] && v[k][0]) return strstr(v[k], "UTF-8") || strstr(v[k], "utf-8") || strstr(v[k], "UTF8") || strstr(v[k], "utf8");
+        if (v[k] && v[k][0])
+            return strstr(v[k], "UTF-8") || strstr(v[k], "utf-8") || strstr(v[k], "UTF8") ||
+                   strstr(v[k], "utf8");
     return 0;
 }
 
@@ -1000,7 +1152,14 @@ static int utf8_terminal(void) {
    `lead` (printed only when there is something to draw); `track` draws the unfilled part (light
    shade, or '.'). */
 static void put_bar(const char *lead, double x, int cols, int utf8, int track) {
-    static const char *const eighths[8] = {"", "\xe2\x96\x8f", "\xe2\x96\x8e", "\xe2\x96\x8d", "\xe2\x96\x8c", "\xe2\x96\x8b", "\xe2\x96\x8a", "\xe2\x96\x89"};
+    static const char *const eighths[8] = {"",
+                                           "\xe2\x96\x8f",
+                                           "\xe2\x96\x8e",
+                                           "\xe2\x96\x8d",
+                                           "\xe2\x96\x8c",
+                                           "\xe2\x96\x8b",
+                                           "\xe2\x96\x8a",
+                                           "\xe2\x96\x89"};
     long units = (long)floor((x < 0 ? 0 : x > 1 ? 1 : x) * cols * (utf8 ? 8 : 1) + 0.5), k;
     int used = 0;
     if (units || track) fputs(lead, stdout);
@@ -1013,23 +1172,34 @@ static void show_budget(const artifact_file *f, const budget *b) {
     uint64_t maxg = 1, raw = 0, planes = 0;
     int k, utf8 = utf8_terminal();
     long long headroom = (long long)UTG_PARAM_GOLF_BUDGET - (long long)b->total;
-    for (k = 0; k < G_COUNT; k++) { if (b->g[k].bytes > maxg) maxg = b->g[k].bytes; raw += b->g[k].raw; planes += (uint64_t)b->g[k].planes; }
+    for (k = 0; k < G_COUNT; k++) {
+        if (b->g[k].bytes > maxg) maxg = b->g[k].bytes;
+        raw += b->g[k].raw;
+        planes += (uint64_t)b->g[k].planes;
+    }
     printf("budget ");
     put_escaped_str(stdout, f->path);
-    printf(" against %s bytes (Parameter Golf: artifact + code, decimal bytes)\n", num(UTG_PARAM_GOLF_BUDGET));
+    printf(" against %s bytes (Parameter Golf: artifact + code, decimal bytes)\n",
+           num(UTG_PARAM_GOLF_BUDGET));
     if (b->exact) printf("exact: the stored codec keeps every payload byte as it is\n");
-    else printf("approximate, the real stream shares context: each plane compressed alone with %s,\nscaled to the real %s packed bytes\n", b->codec, num(f->a->packed_size));
+    else
+        printf(
+            "approximate, the real stream shares context: each plane compressed alone with %s,\nscaled to the real %s packed bytes\n",
+            b->codec, num(f->a->packed_size));
     printf("\n  %-22s %6s %12s %12s %7s\n", "group", "planes", "raw bytes", "bytes", "share");
     for (k = 0; k < G_COUNT; k++) {
         const group *g = &b->g[k];
-        printf("  %-22s %6s %12s %12s %6.1f%%", group_names[k], k == G_OVERHEAD ? "-" : num((uint64_t)g->planes), num(g->raw), num(g->bytes),
+        printf("  %-22s %6s %12s %12s %6.1f%%", group_names[k],
+               k == G_OVERHEAD ? "-" : num((uint64_t)g->planes), num(g->raw), num(g->bytes),
                percent((double)g->bytes, (double)b->artifact));
         put_bar("  ", (double)g->bytes / (double)maxg, BAR_COLUMNS, utf8, 0);
         putchar('\n');
     }
     printf("  %-22s %6s %12s %12s %6.1f%%\n", "artifact", num(planes), num(raw), num(b->artifact), 100.0);
-    if (b->code >= 0) printf("  %-22s %6s %12s %12s\n", "code (--code-bytes)", "", "", num((uint64_t)b->code));
-    printf("  %-22s %6s %12s %12s %6.2f%% of %s\n", "total", "", "", num(b->total), percent((double)b->total, UTG_PARAM_GOLF_BUDGET), num(UTG_PARAM_GOLF_BUDGET));
+    if (b->code >= 0)
+        printf("  %-22s %6s %12s %12s\n", "code (--code-bytes)", "", "", num((uint64_t)b->code));
+    printf("  %-22s %6s %12s %12s %6.2f%% of %s\n", "total", "", "", num(b->total),
+           percent((double)b->total, UTG_PARAM_GOLF_BUDGET), num(UTG_PARAM_GOLF_BUDGET));
     if (headroom >= 0) printf("  %-22s %6s %12s %12s\n", "headroom", "", "", num((uint64_t)headroom));
     else printf("  %-22s %6s %12s %12s  OVER THE BUDGET\n", "over by", "", "", num((uint64_t)-headroom));
     printf("\n  budget");
@@ -1041,13 +1211,17 @@ static void json_budget(const artifact_file *f, const budget *b) {
     int k;
     printf("{\n  \"file\": ");
     put_json(stdout, f->path);
-    printf(",\n  \"budget_bytes\": %d,\n  \"codec\": \"%s\",\n  \"approximate\": %s,\n  \"artifact_bytes\": %llu,\n  \"code_bytes\": %lld,\n"
-           "  \"total_bytes\": %llu,\n  \"headroom_bytes\": %lld,\n  \"groups\": [",
-           UTG_PARAM_GOLF_BUDGET, b->codec, b->exact ? "false" : "true", (unsigned long long)b->artifact, b->code >= 0 ? b->code : 0,
-           (unsigned long long)b->total, (long long)UTG_PARAM_GOLF_BUDGET - (long long)b->total);
+    printf(
+        ",\n  \"budget_bytes\": %d,\n  \"codec\": \"%s\",\n  \"approximate\": %s,\n  \"artifact_bytes\": %llu,\n  \"code_bytes\": %lld,\n"
+        "  \"total_bytes\": %llu,\n  \"headroom_bytes\": %lld,\n  \"groups\": [",
+        UTG_PARAM_GOLF_BUDGET, b->codec, b->exact ? "false" : "true", (unsigned long long)b->artifact,
+        b->code >= 0 ? b->code : 0, (unsigned long long)b->total,
+        (long long)UTG_PARAM_GOLF_BUDGET - (long long)b->total);
     for (k = 0; k < G_COUNT; k++)
-        printf("%s\n    {\"group\": \"%s\", \"planes\": %d, \"raw_bytes\": %llu, \"alone_bytes\": %llu, \"bytes\": %llu}", k ? "," : "", group_names[k],
-               b->g[k].planes, (unsigned long long)b->g[k].raw, (unsigned long long)b->g[k].alone, (unsigned long long)b->g[k].bytes);
+        printf(
+            "%s\n    {\"group\": \"%s\", \"planes\": %d, \"raw_bytes\": %llu, \"alone_bytes\": %llu, \"bytes\": %llu}",
+            k ? "," : "", group_names[k], b->g[k].planes, (unsigned long long)b->g[k].raw,
+            (unsigned long long)b->g[k].alone, (unsigned long long)b->g[k].bytes);
     printf("\n  ]\n}\n");
 }
 
@@ -1069,46 +1243,66 @@ static void svg_body(FILE *s, const artifact_file *f, const budget *b) {
     char t[256];
     int k, H = (int)(top + G_COUNT * row + 130);
     for (k = 0; k < G_COUNT; k++) if (b->g[k].bytes > maxg) maxg = b->g[k].bytes;
-    fprintf(s, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%d\" viewBox=\"0 0 %.0f %d\" "
-               "font-family=\"Helvetica, Arial, sans-serif\" font-size=\"13\">\n", W, H, W, H);
+    fprintf(
+        s,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%d\" viewBox=\"0 0 %.0f %d\" "
+        "font-family=\"Helvetica, Arial, sans-serif\" font-size=\"13\">\n",
+        W, H, W, H);
     snprintf(t, sizeof t, "%s: where the bytes go", base ? base + 1 : f->path);
     fputs("<title>", s); put_xml(s, t); fputs("</title>\n", s);
     fprintf(s, "<rect width=\"%.0f\" height=\"%d\" fill=\"#ffffff\"/>\n", W, H);
     svg_text(s, 16, 30, "start", " font-size=\"18\" font-weight=\"bold\"", t);
     if (b->exact) snprintf(t, sizeof t, "bytes by tensor group (exact: stored codec)");
-    else snprintf(t, sizeof t, "bytes by tensor group, approximate: each plane compressed alone with %s, scaled to the real size", b->codec);
+    else
+        snprintf(
+            t, sizeof t,
+            "bytes by tensor group, approximate: each plane compressed alone with %s, scaled to the real size",
+            b->codec);
     svg_text(s, 16, 52, "start", " fill=\"#555555\"", t);
     for (k = 0; k < G_COUNT; k++) {
         double w = bar_w * (double)b->g[k].bytes / (double)maxg;
         y = top + k * row;
         svg_text(s, label_w, y + 14, "end", "", group_names[k]);
-        fprintf(s, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.2f\" height=\"18\" rx=\"2\" fill=\"%s\"/>\n", bar_x, y, w, group_colors[k]);
-        snprintf(t, sizeof t, "%s (%.1f%%)", num(b->g[k].bytes), percent((double)b->g[k].bytes, (double)b->artifact));
+        fprintf(s, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.2f\" height=\"18\" rx=\"2\" fill=\"%s\"/>\n", bar_x,
+                y, w, group_colors[k]);
+        snprintf(t, sizeof t, "%s (%.1f%%)", num(b->g[k].bytes),
+                 percent((double)b->g[k].bytes, (double)b->artifact));
         svg_text(s, bar_x + w + 6, y + 14, "start", " fill=\"#333333\"", t);
     }
     y = top + G_COUNT * row + 24;
     scale = stack_w / (double)(b->total > UTG_PARAM_GOLF_BUDGET ? b->total : UTG_PARAM_GOLF_BUDGET);
     svg_text(s, label_w, y + 20, "end", " font-weight=\"bold\"", "budget");
-    fprintf(s, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.2f\" height=\"28\" fill=\"#e8e8e8\"/>\n", bar_x, y, UTG_PARAM_GOLF_BUDGET * scale);
+    fprintf(s, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.2f\" height=\"28\" fill=\"#e8e8e8\"/>\n", bar_x, y,
+            UTG_PARAM_GOLF_BUDGET * scale);
     for (k = 0, x = bar_x; k <= G_COUNT; k++) { /* the groups, then the code */
         double w = (k < G_COUNT ? (double)b->g[k].bytes : (double)(b->code > 0 ? b->code : 0)) * scale;
-        fprintf(s, "<rect x=\"%.2f\" y=\"%.1f\" width=\"%.2f\" height=\"28\" fill=\"%s\"/>\n", x, y, w, k < G_COUNT ? group_colors[k] : CODE_COLOR);
+        fprintf(s, "<rect x=\"%.2f\" y=\"%.1f\" width=\"%.2f\" height=\"28\" fill=\"%s\"/>\n", x, y, w,
+                k < G_COUNT ? group_colors[k] : CODE_COLOR);
         x += w;
     }
-    fprintf(s, "<line x1=\"%.2f\" y1=\"%.1f\" x2=\"%.2f\" y2=\"%.1f\" stroke=\"#c00000\" stroke-width=\"2\"/>\n", bar_x + UTG_PARAM_GOLF_BUDGET * scale, y - 6,
-            bar_x + UTG_PARAM_GOLF_BUDGET * scale, y + 34);
+    fprintf(s,
+            "<line x1=\"%.2f\" y1=\"%.1f\" x2=\"%.2f\" y2=\"%.1f\" stroke=\"#c00000\" stroke-width=\"2\"/>\n",
+            bar_x + UTG_PARAM_GOLF_BUDGET * scale, y - 6, bar_x + UTG_PARAM_GOLF_BUDGET * scale, y + 34);
     if (b->code >= 0)
-        snprintf(t, sizeof t, "artifact %s + code %s = %s of %s bytes (%.2f%%)", num(b->artifact), num((uint64_t)b->code), num(b->total),
+        snprintf(t, sizeof t, "artifact %s + code %s = %s of %s bytes (%.2f%%)", num(b->artifact),
+                 num((uint64_t)b->code), num(b->total), num(UTG_PARAM_GOLF_BUDGET),
+                 percent((double)b->total, UTG_PARAM_GOLF_BUDGET));
+    else
+        snprintf(t, sizeof t, "artifact %s of %s bytes (%.2f%%)", num(b->artifact),
                  num(UTG_PARAM_GOLF_BUDGET), percent((double)b->total, UTG_PARAM_GOLF_BUDGET));
-    else snprintf(t, sizeof t, "artifact %s of %s bytes (%.2f%%)", num(b->artifact), num(UTG_PARAM_GOLF_BUDGET), percent((double)b->total, UTG_PARAM_GOLF_BUDGET));
     svg_text(s, bar_x, y + 50, "start", "", t);
     if (b->code >= 0) { /* the code's colour is in no group row */
-        fprintf(s, "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"12\" fill=\"%s\"/>\n", W - 80, y + 40, CODE_COLOR);
+        fprintf(s, "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"12\" fill=\"%s\"/>\n", W - 80, y + 40,
+                CODE_COLOR);
         svg_text(s, W - 62, y + 50, "start", "", "code");
     }
-    if (b->total <= UTG_PARAM_GOLF_BUDGET) snprintf(t, sizeof t, "headroom %s bytes", num(UTG_PARAM_GOLF_BUDGET - b->total));
+    if (b->total <= UTG_PARAM_GOLF_BUDGET)
+        snprintf(t, sizeof t, "headroom %s bytes", num(UTG_PARAM_GOLF_BUDGET - b->total));
     else snprintf(t, sizeof t, "over the budget by %s bytes", num(b->total - UTG_PARAM_GOLF_BUDGET));
-    svg_text(s, bar_x, y + 70, "start", b->total <= UTG_PARAM_GOLF_BUDGET ? " fill=\"#555555\"" : " fill=\"#c00000\" font-weight=\"bold\"", t);
+    svg_text(s, bar_x, y + 70, "start",
+             b->total <= UTG_PARAM_GOLF_BUDGET ? " fill=\"#555555\""
+                                               : " fill=\"#c00000\" font-weight=\"bold\"",
+             t);
     fputs("</svg>\n", s);
 }
 
@@ -1170,20 +1364,27 @@ static utg_result add_kv_copy(utg_artifact_writer *w, const utg_artifact_kv *kv)
 /* Same META (keys, types, stored bytes) and tensors (description, symbols, scales) in both. */
 static int same_content(const utg_artifact *x, const utg_artifact *y, char *why, size_t cap) {
     int i, d;
-    if (x->n_kv != y->n_kv || x->n_tensors != y->n_tensors) { snprintf(why, cap, "the copy holds %d keys and %d tensors, not %d and %d", y->n_kv, y->n_tensors, x->n_kv, x->n_tensors); return 0; }
+    if (x->n_kv != y->n_kv || x->n_tensors != y->n_tensors) {
+        snprintf(why, cap, "the copy holds %d keys and %d tensors, not %d and %d", y->n_kv, y->n_tensors,
+                 x->n_kv, x->n_tensors);
+        return 0;
+    }
     for (i = 0; i < x->n_kv; i++) {
         const utg_artifact_kv *a = &x->kv[i], *b = &y->kv[i];
-        if (strcmp(a->key, b->key) || a->type != b->type || a->count != b->count || memcmp(a->data, b->data, (size_t)a->count * kv_elem_bytes(a->type))) {
+        if (strcmp(a->key, b->key) || a->type != b->type || a->count != b->count ||
+            memcmp(a->data, b->data, (size_t)a->count * kv_elem_bytes(a->type))) {
             snprintf(why, cap, "META key %s differs in the copy", a->key);
             return 0;
         }
     }
     for (i = 0; i < x->n_tensors; i++) {
         const utg_artifact_tensor *a = &x->tensors[i], *b = &y->tensors[i];
-        int same = !strcmp(a->name, b->name) && a->dtype == b->dtype && a->qbits == b->qbits && a->scale_kind == b->scale_kind &&
-                   a->group == b->group && a->ndim == b->ndim && a->values_size == b->values_size && a->scales_size == b->scales_size;
+        int same = !strcmp(a->name, b->name) && a->dtype == b->dtype && a->qbits == b->qbits &&
+                   a->scale_kind == b->scale_kind && a->group == b->group && a->ndim == b->ndim &&
+                   a->values_size == b->values_size && a->scales_size == b->scales_size;
         for (d = 0; same && d < a->ndim; d++) same = a->dims[d] == b->dims[d];
-        same = same && !memcmp(a->values, b->values, a->values_size) && (!a->scales_size || !memcmp(a->scales, b->scales, a->scales_size));
+        same = same && !memcmp(a->values, b->values, a->values_size) &&
+               (!a->scales_size || !memcmp(a->scales, b->scales, a->scales_size));
         if (!same) { snprintf(why, cap, "tensor %s differs in the copy", a->name); return 0; }
     }
     return 1;
@@ -1197,10 +1398,19 @@ static int rewrite(const utg_artifact *a, void **out, size_t *out_size, size_t *
     utg_codec_for_id(a->codec, &c);
     if (utg_artifact_writer_create(NULL, &w) != UTG_OK) { snprintf(why, cap, "out of memory"); return 0; }
     for (i = 0; i < a->n_kv; i++)
-        if (add_kv_copy(w, &a->kv[i]) != UTG_OK) { snprintf(why, cap, "META key %s: %.240s", a->kv[i].key, utg_artifact_writer_message(w)); goto done; }
+        if (add_kv_copy(w, &a->kv[i]) != UTG_OK) {
+            snprintf(why, cap, "META key %s: %.240s", a->kv[i].key, utg_artifact_writer_message(w));
+            goto done;
+        }
     for (i = 0; i < a->n_tensors; i++)
-        if (utg_artifact_add_tensor(w, &a->tensors[i]) != UTG_OK) { snprintf(why, cap, "tensor %s: %.240s", a->tensors[i].name, utg_artifact_writer_message(w)); goto done; }
-    if (utg_artifact_write(w, &c, out, out_size, raw) != UTG_OK) { snprintf(why, cap, "%s", utg_artifact_writer_message(w)); goto done; }
+        if (utg_artifact_add_tensor(w, &a->tensors[i]) != UTG_OK) {
+            snprintf(why, cap, "tensor %s: %.240s", a->tensors[i].name, utg_artifact_writer_message(w));
+            goto done;
+        }
+    if (utg_artifact_write(w, &c, out, out_size, raw) != UTG_OK) {
+        snprintf(why, cap, "%s", utg_artifact_writer_message(w));
+        goto done;
+    }
     ok = 1;
 done:
     utg_artifact_writer_destroy(w);
@@ -1217,7 +1427,11 @@ static int run_strip(const artifact_file *f, const char *out_path) {
     int i, dropped = 0, rc = 1;
     memset(&msg, 0, sizeof msg);
     if (!rewrite(a, &bytes, &size, &raw, why, sizeof why)) return fail_file(f->path, why);
-    if (utg_artifact_parse(bytes, size, NULL, NULL, &back, &msg) != UTG_OK) { snprintf(why, sizeof why, "the stripped copy does not parse: %s", msg.text); fail_file(f->path, why); goto done; }
+    if (utg_artifact_parse(bytes, size, NULL, NULL, &back, &msg) != UTG_OK) {
+        snprintf(why, sizeof why, "the stripped copy does not parse: %s", msg.text);
+        fail_file(f->path, why);
+        goto done;
+    }
     if (!same_content(a, back, why, sizeof why)) { fail_file(f->path, why); goto done; }
     if (utg_write_file(out_path, bytes, size, &msg) != UTG_OK) { fail_file(out_path, msg.text); goto done; }
     printf("strip ");
@@ -1233,9 +1447,12 @@ static int run_strip(const artifact_file *f, const char *out_path) {
         dropped++;
     }
     if (!dropped) printf("  no ancillary sections: the copy is the same content, re-encoded\n");
-    if (a->minor != UTG_ARTIFACT_MINOR || (a->flags & 0xff00)) printf("  written as format %d.%d without may-ignore flags\n", UTG_ARTIFACT_MAJOR, UTG_ARTIFACT_MINOR);
-    printf("  old %s bytes, new %s bytes (%s%s); decoded payload %s -> %s bytes\n", num(f->size), num(size), size <= f->size ? "-" : "+",
-           num(size <= f->size ? f->size - size : size - f->size), num(a->raw_size), num(raw));
+    if (a->minor != UTG_ARTIFACT_MINOR || (a->flags & 0xff00))
+        printf("  written as format %d.%d without may-ignore flags\n", UTG_ARTIFACT_MAJOR,
+               UTG_ARTIFACT_MINOR);
+    printf("  old %s bytes, new %s bytes (%s%s); decoded payload %s -> %s bytes\n", num(f->size), num(size),
+           size <= f->size ? "-" : "+", num(size <= f->size ? f->size - size : size - f->size),
+           num(a->raw_size), num(raw));
     printf("  checked: the copy parses with the same %d META keys and %d tensors\n", a->n_kv, a->n_tensors);
     rc = 0;
 done:
@@ -1256,6 +1473,9 @@ int main(int argc, char **argv) {
     else if (o.mode == MODE_STRIP) rc = run_strip(&f, o.strip_out);
     else rc = o.json ? run_json(&f) : run_show(&f);
     close_artifact(&f);
-    if (fflush(stdout) != 0 || ferror(stdout)) { fprintf(stderr, "utg-inspect: cannot write the output\n"); return 1; }
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "utg-inspect: cannot write the output\n");
+        return 1;
+    }
     return rc;
 }

@@ -25,7 +25,8 @@
 #define DEFAULT_SHARD_TOKENS 100000000 /* Parameter Golf's SHARD_SIZE */
 #define MAX_SHARDS 1000000          /* the six-digit shard number */
 #define MAX_INPUT_BYTES (((size_t)-1) / 8) /* the token array needs 2x the input; keep far from overflow */
-#define MAX_PREFIX_BYTES 3900 /* room for "_000000.bin", ".<pid>.staged" and utg_write_file's temporary suffix */
+#define MAX_PREFIX_BYTES \
+    3900 /* room for "_000000.bin", ".<pid>.staged" and utg_write_file's temporary suffix */
 
 typedef enum mode { MODE_BYTES, MODE_IDS } mode;
 
@@ -73,7 +74,8 @@ static void usage(FILE *f) {
 }
 
 static int usage_error(const char *what, const char *detail) {
-    fprintf(stderr, "utg-shards: %s%s%s (see utg-shards --help)\n", what, detail ? ": " : "", detail ? detail : "");
+    fprintf(stderr, "utg-shards: %s%s%s (see utg-shards --help)\n", what, detail ? ": " : "",
+            detail ? detail : "");
     return 2;
 }
 
@@ -104,15 +106,18 @@ static int parse_args(int argc, char **argv, options *o) {
     for (a = 2; a < argc; a++) {
         const char *opt = argv[a], *val = a + 1 < argc ? argv[a + 1] : NULL;
         if (!strcmp(opt, "-h") || !strcmp(opt, "--help")) { usage(stdout); return -1; }
-        if (strcmp(opt, "--in") && strcmp(opt, "--out") && strcmp(opt, "--shard-tokens") && strcmp(opt, "--vocab"))
+        if (strcmp(opt, "--in") && strcmp(opt, "--out") && strcmp(opt, "--shard-tokens") &&
+            strcmp(opt, "--vocab"))
             return usage_error("unknown option", opt);
         if (!val) return usage_error("missing value after", opt);
         a++;
         if (!strcmp(opt, "--in")) o->in_path = val;
         else if (!strcmp(opt, "--out")) o->out_prefix = val;
         else if (!strcmp(opt, "--shard-tokens")) {
-            if (!parse_count(val, 1, INT32_MAX, &o->shard_tokens)) return usage_error("--shard-tokens wants 1..2147483647, got", val);
-        } else if (!parse_count(val, 2, 65536, &o->vocab)) return usage_error("--vocab wants 2..65536, got", val);
+            if (!parse_count(val, 1, INT32_MAX, &o->shard_tokens))
+                return usage_error("--shard-tokens wants 1..2147483647, got", val);
+        } else if (!parse_count(val, 2, 65536, &o->vocab))
+            return usage_error("--vocab wants 2..65536, got", val);
     }
     if (!o->in_path) return usage_error("--in is required", NULL);
     if (!o->out_prefix || !o->out_prefix[0]) return usage_error("--out is required", NULL);
@@ -178,7 +183,8 @@ static void quote_word(const uint8_t *s, const uint8_t *e, char *out, size_t out
 }
 
 /* Parses one decimal id below vocab from [s, e); on failure fills why and returns 0. */
-static int parse_id(const uint8_t *s, const uint8_t *e, long long vocab, unsigned *id, char *why, size_t why_size) {
+static int parse_id(const uint8_t *s, const uint8_t *e, long long vocab, unsigned *id, char *why,
+                    size_t why_size) {
     long long v = 0;
     const uint8_t *p;
     char word[128];
@@ -200,7 +206,8 @@ static int parse_id(const uint8_t *s, const uint8_t *e, long long vocab, unsigne
 }
 
 /* Returns 1 on success, 0 when out of memory, -1 on bad input (message already printed). */
-static int tokenize_ids(const char *path, const uint8_t *text, size_t size, long long vocab, token_buf *t, size_t *n_docs) {
+static int tokenize_ids(const char *path, const uint8_t *text, size_t size, long long vocab, token_buf *t,
+                        size_t *n_docs) {
     size_t pos = 0, line = 0, a, b;
     char why[256];
     while (pos < size) {
@@ -251,12 +258,17 @@ static int write_shards(const char *prefix, const token_buf *t, size_t shard_tok
     char name[MAX_PREFIX_BYTES + 32], staged[MAX_PREFIX_BYTES + 64];
     FILE *stale;
     if (n > MAX_SHARDS) {
-        fprintf(stderr, "utg-shards: %lu shards needed, more than the %d that six-digit names allow; raise --shard-tokens\n",
-                (unsigned long)n, MAX_SHARDS);
+        fprintf(
+            stderr,
+            "utg-shards: %lu shards needed, more than the %d that six-digit names allow; raise --shard-tokens\n",
+            (unsigned long)n, MAX_SHARDS);
         return 1;
     }
     buf = (uint8_t *)malloc(UTG_SHARD_HEADER_BYTES + 2 * cap);
-    if (!buf) { fprintf(stderr, "utg-shards: out of memory for a shard of %lu tokens\n", (unsigned long)cap); return 1; }
+    if (!buf) {
+        fprintf(stderr, "utg-shards: out of memory for a shard of %lu tokens\n", (unsigned long)cap);
+        return 1;
+    }
     for (k = 0; k < n; k++) {
         size_t first = k * shard_tokens, count = t->n - first < shard_tokens ? t->n - first : shard_tokens;
         size_t bytes = UTG_SHARD_HEADER_BYTES + 2 * count;
@@ -266,7 +278,8 @@ static int write_shards(const char *prefix, const token_buf *t, size_t shard_tok
         msg.text[0] = 0;
         if (r == UTG_OK) r = utg_write_file(staged, buf, bytes, &msg);
         if (r != UTG_OK) {
-            fprintf(stderr, "utg-shards: %s: %s; no shard was replaced\n", msg.text[0] ? msg.text : staged, utg_result_string(r));
+            fprintf(stderr, "utg-shards: %s: %s; no shard was replaced\n", msg.text[0] ? msg.text : staged,
+                    utg_result_string(r));
             remove_staged(prefix, 0, k + 1);
             free(buf);
             return 1;
@@ -277,8 +290,10 @@ static int write_shards(const char *prefix, const token_buf *t, size_t shard_tok
         staged_name(staged, sizeof staged, prefix, k);
         shard_name(name, sizeof name, prefix, k);
         if (rename(staged, name) != 0) {
-            fprintf(stderr, "utg-shards: cannot rename %s to %s: %s; shards 0..%lu are new, the rest keep their earlier bytes\n", staged,
-                    name, strerror(errno), (unsigned long)k);
+            fprintf(
+                stderr,
+                "utg-shards: cannot rename %s to %s: %s; shards 0..%lu are new, the rest keep their earlier bytes\n",
+                staged, name, strerror(errno), (unsigned long)k);
             remove_staged(prefix, k, n);
             return 1;
         }
@@ -312,7 +327,8 @@ int main(int argc, char **argv) {
     else ok = tokenize_ids(o.in_path, (const uint8_t *)text, size, o.vocab, &t, &n_docs);
     free(text);
     if (ok == 0) fprintf(stderr, "utg-shards: out of memory tokenizing %s\n", o.in_path);
-    else if (ok == 1 && n_docs == 0) fprintf(stderr, "utg-shards: %s: no documents (the file is empty or blank)\n", o.in_path);
+    else if (ok == 1 && n_docs == 0)
+        fprintf(stderr, "utg-shards: %s: no documents (the file is empty or blank)\n", o.in_path);
     rc = ok == 1 && n_docs > 0 ? write_shards(o.out_prefix, &t, (size_t)o.shard_tokens, &n_shards) : 1;
     if (rc == 0)
         printf("utg-shards: %lu documents, %lu tokens, %lu shard%s (%s_%06d.bin%s)\n", (unsigned long)n_docs,
