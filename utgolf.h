@@ -580,11 +580,12 @@ struct utg_backend {
        (q_gain; NULL: 1):  y = gain * rope(xn).  The backward recomputes rope(xn) from xn; it WRITES
        dL/dx into dx and, with a gain, ADDS dL/dgain into dgain. No output
        may alias an input (y, xn and x; dx and dy). */
-    void (*qk_norm_rope_fwd)(utg_backend *be, float *y, float *xn, float *rstd, const float *x, const float *cos_sin,
-                             const float *gain, int n_tok, int seq_len, int n_heads, int head_dim, int rot_dims, float eps);
-    void (*qk_norm_rope_bwd)(utg_backend *be, float *dx, float *dgain, const float *dy, const float *xn, const float *rstd,
-                             const float *cos_sin, const float *gain, int n_tok, int seq_len, int n_heads, int head_dim,
-                             int rot_dims);
+    void (*qk_norm_rope_fwd)(utg_backend *be, float *y, float *xn, float *rstd, const float *x,
+                             const float *cos_sin, const float *gain, int n_tok, int seq_len, int n_heads,
+                             int head_dim, int rot_dims, float eps);
+    void (*qk_norm_rope_bwd)(utg_backend *be, float *dx, float *dgain, const float *dy, const float *xn,
+                             const float *rstd, const float *cos_sin, const float *gain, int n_tok,
+                             int seq_len, int n_heads, int head_dim, int rot_dims);
 
     /* Causal attention with GQA: q[B*T, H*hd], k/v[B*T, Hkv*hd], query head h reads kv head
        h / (H/Hkv). y[B*T, H*hd]; lse[B*T*H] = log-sum-exp of the scaled logits of each query. The
@@ -602,35 +603,38 @@ struct utg_backend {
 
     /* XSA (exclusive self attention): y[t,h,:] = x[t,h,:] - (x.u) u with u = v[t,j,:] / |v[t,j,:]| of
        the token's own value, j = h / (H/Hkv). Backward ADDS into dx and dv. */
-    void (*xsa_fwd)(utg_backend *be, float *y, const float *x, const float *v, int n_tok, int H, int Hkv, int hd);
-    void (*xsa_bwd)(utg_backend *be, float *dx, float *dv, const float *dy, const float *x, const float *v, int n_tok,
-                    int H, int Hkv, int hd);
+    void (*xsa_fwd)(utg_backend *be, float *y, const float *x, const float *v, int n_tok, int H, int Hkv,
+                    int hd);
+    void (*xsa_bwd)(utg_backend *be, float *dx, float *dv, const float *dy, const float *x, const float *v,
+                    int n_tok, int H, int Hkv, int hd);
 
     /* Gated skip (PR #1089): out[r,c] = a_c x[r,c] + (1 - a_c) s_c z[r,c] with a = sigmoid(g[c]); s NULL
        means 1 (then ds is NULL too: the static SmearGate). The backward reads the output y
        instead of x (x - s z = (y - s z) / a), ADDS into dz, dg, ds, and OVERWRITES dx = a dout (dx
        may alias dout). */
-    void (*lerp_fwd)(utg_backend *be, float *out, const float *x, const float *z, const float *g, const float *s,
-                     int rows, int cols);
-    void (*lerp_bwd)(utg_backend *be, float *dx, float *dz, float *dg, float *ds, const float *dout, const float *y,
-                     const float *z, const float *g, const float *s, int rows, int cols);
+    void (*lerp_fwd)(utg_backend *be, float *out, const float *x, const float *z, const float *g,
+                     const float *s, int rows, int cols);
+    void (*lerp_bwd)(utg_backend *be, float *dx, float *dz, float *dg, float *ds, const float *dout,
+                     const float *y, const float *z, const float *g, const float *s, int rows, int cols);
 
     /* Attention output gate: z[t,h] = scale * sum_{i<win} W[h,i] x[t,i] (x rows hold x_cols floats),
        g = mult * sigmoid(z) (saved), y[t,h,:] = g[t,h] yin[t,h,:]. Backward ADDS dyin = g dy and, with
        dz = (dy . yin) g (1 - g / mult), dW[h,i] += scale sum_t dz x[t,i], dx[t,i] += scale sum_h dz W[h,i].
        win = x_cols is the dense gate. */
-    void (*gate_fwd)(utg_backend *be, float *y, float *g, const float *yin, const float *x, const float *W, int n_tok, int H,
-                     int hd, int x_cols, int win, float scale, float mult);
-    void (*gate_bwd)(utg_backend *be, float *dyin, float *dx, float *dW, const float *dy, const float *yin, const float *x,
-                     const float *W, const float *g, int n_tok, int H, int hd, int x_cols, int win, float scale, float mult);
+    void (*gate_fwd)(utg_backend *be, float *y, float *g, const float *yin, const float *x, const float *W,
+                     int n_tok, int H, int hd, int x_cols, int win, float scale, float mult);
+    void (*gate_bwd)(utg_backend *be, float *dyin, float *dx, float *dW, const float *dy, const float *yin,
+                     const float *x, const float *W, const float *g, int n_tok, int H, int hd, int x_cols,
+                     int win, float scale, float mult);
 
     /* Input-dependent SmearGate (PR #1667, BOS-masked as PR #1855): for a token at position p >= 1 of
-       its sequence (p = row % seq_len) whose id is not bos, y_t = x_t + lam * sigmoid(w . x_t[0:win]) x_{t-1};
-       otherwise y_t = x_t. Backward ADDS into dx (not aliasing dy), dw and dlam. */
-    void (*smear_fwd)(utg_backend *be, float *y, const float *x, const float *w, const float *lam, const int32_t *ids,
-                      int n_tok, int seq_len, int d, int win, int bos);
-    void (*smear_bwd)(utg_backend *be, float *dx, float *dw, float *dlam, const float *dy, const float *x, const float *w,
-                      const float *lam, const int32_t *ids, int n_tok, int seq_len, int d, int win, int bos);
+       its sequence (p = row % seq_len) whose id is not bos, y_t = x_t + lam * sigmoid(w . x_t[0:win])
+       x_{t-1}; otherwise y_t = x_t. Backward ADDS into dx (not aliasing dy), dw and dlam. */
+    void (*smear_fwd)(utg_backend *be, float *y, const float *x, const float *w, const float *lam,
+                      const int32_t *ids, int n_tok, int seq_len, int d, int win, int bos);
+    void (*smear_bwd)(utg_backend *be, float *dx, float *dw, float *dlam, const float *dy, const float *x,
+                      const float *w, const float *lam, const int32_t *ids, int n_tok, int seq_len, int d,
+                      int win, int bos);
 
     /* Channel mix: out[r,c] = WX*x[r,c] + WZ*z[r,c]. A weight is a per-channel vector (wx[c]) or,
        with UTG_MIX_WX_SCALAR / UTG_MIX_WZ_SCALAR in flags, one scalar (wx[0]); a NULL weight means
@@ -650,8 +654,9 @@ struct utg_backend {
     /* mix_fwd and then rmsnorm_fwd of its output in one pass (a residual add and the next
        block's norm): out as mix_fwd (may alias x), y and rstd as rmsnorm_fwd(out); the same bits as
        the two ops. */
-    void (*mix_rmsnorm_fwd)(utg_backend *be, float *out, float *y, float *rstd, const float *x, const float *wx,
-                            const float *z, const float *wz, int rows, int cols, int flags, float eps);
+    void (*mix_rmsnorm_fwd)(utg_backend *be, float *out, float *y, float *rstd, const float *x,
+                            const float *wx, const float *z, const float *wz, int rows, int cols, int flags,
+                            float eps);
 
     /* Softcapped cross-entropy over rows of raw logits z[rows, V]: z' = c*tanh(z/c) (no cap when
        c <= 0), row_loss[r] = logsumexp(z'_r) - z'_r[target_r]. The logits are overwritten: with
@@ -666,7 +671,8 @@ struct utg_backend {
        count: fixed-size chunks summed in a fixed order). */
     double (*sumsq)(utg_backend *be, const float *x, size_t n);
     /* Muon's momentum in one pass: m = mu*m + g, then u = g + mu*m (nesterov) or u = m. */
-    void (*muon_momentum)(utg_backend *be, float *u, float *m, const float *g, float mu, int nesterov, size_t n);
+    void (*muon_momentum)(utg_backend *be, float *u, float *m, const float *g, float mu, int nesterov,
+                          size_t n);
     /* each row of x[rows, cols] divided by max(||row||_2, eps) (MuonEq-R) */
     void (*row_normalize)(utg_backend *be, float *x, int rows, int cols, float eps);
     /* One Adam(W) step, torch.optim.Adam's formula: p *= 1 - lr*wd (decoupled; wd = 0 is plain
@@ -785,7 +791,8 @@ typedef struct utg_model utg_model;
 UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out);
 /* The tensor count and parameter count (sum of numel) of the model `cfg` describes, without building
    it: only the depth plans and the tensor table are made, so this is cheap for any valid config. */
-UTGDEF utg_result utg_config_model_size(const utg_config *cfg, size_t *n_params, int *n_tensors, utg_msg *msg);
+UTGDEF utg_result utg_config_model_size(const utg_config *cfg, size_t *n_params, int *n_tensors,
+                                        utg_msg *msg);
 /* Frees everything the model allocated, and its backend when it made its own; NULL does nothing.
    Optimizers, Hessian sets and QAT states of the model must be destroyed first. */
 UTGDEF void utg_model_destroy(utg_model *m);
@@ -834,7 +841,8 @@ typedef enum utg_arena { UTG_ARENA_PARAMS = 0, UTG_ARENA_GRADS = 1 } utg_arena;
    must equal the tensor's numel (utg_model_arena_floats() for the whole arena, padding included),
    else UTG_ERR_INVALID with a message and nothing copied. */
 UTGDEF utg_result utg_model_get(utg_model *m, utg_arena which, int index, float *host_dst, size_t n_floats);
-UTGDEF utg_result utg_model_set(utg_model *m, utg_arena which, int index, const float *host_src, size_t n_floats);
+UTGDEF utg_result utg_model_set(utg_model *m, utg_arena which, int index, const float *host_src,
+                                size_t n_floats);
 
 /* Allocate activations for batches of up to n_seqs sequences of TRAIN_SEQ_LEN. The first forward
    call does this when needed; calling it up front keeps all allocation out of the step loop.
@@ -850,8 +858,8 @@ UTGDEF utg_result utg_model_forward(utg_model *m, const int32_t *inputs, const i
 /* Forward without gradients, for evaluation: n_seqs rows of seq_len tokens (any length; RoPE
    tables for a length other than TRAIN_SEQ_LEN are built on first use). token_losses (host, may be
    NULL) receives the n_seqs*seq_len per-position losses in nats; *loss gets their mean. */
-UTGDEF utg_result utg_model_eval(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs, int seq_len,
-                                 float *token_losses, double *loss);
+UTGDEF utg_result utg_model_eval(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs,
+                                 int seq_len, float *token_losses, double *loss);
 /* Backward of loss_scale * (mean loss of the last forward): ADDS into the gradient arena, so that
    micro-batches accumulate (loss_scale = 1 / GRAD_ACCUM_STEPS gives train_gpt.py's mean). Needs a
    successful utg_model_forward (not utg_model_eval, and no phase switch since); one backward per
@@ -917,7 +925,8 @@ typedef enum utg_optim_arena {
    (UTG_ERR_MISMATCH otherwise); EMA and SWA exist only when enabled (UTG_ERR_INVALID otherwise). The
    counters are the Adam step count (its bias correction) and the number of SWA samples summed. */
 UTGDEF utg_result utg_optim_get_arena(utg_optim *o, utg_optim_arena which, float *host_dst, size_t n_floats);
-UTGDEF utg_result utg_optim_set_arena(utg_optim *o, utg_optim_arena which, const float *host_src, size_t n_floats);
+UTGDEF utg_result utg_optim_set_arena(utg_optim *o, utg_optim_arena which, const float *host_src,
+                                      size_t n_floats);
 UTGDEF void utg_optim_get_counters(const utg_optim *o, int64_t *adam_steps, int64_t *swa_count);
 UTGDEF void utg_optim_set_counters(utg_optim *o, int64_t adam_steps, int64_t swa_count);
 
@@ -931,7 +940,8 @@ UTGDEF double utg_lr_scale(const utg_config *cfg, int step, double elapsed_ms);
 /* The same, with the step time of a WARMDOWN_ITERS wallclock warmdown measured since the depth plan
    last switched (at phase_step, phase_ms; PR #1088): a deeper plan has slower steps, and the
    warmdown must start early enough for them. phase_step 0 is utg_lr_scale. */
-UTGDEF double utg_lr_scale_phase(const utg_config *cfg, int step, double elapsed_ms, int phase_step, double phase_ms);
+UTGDEF double utg_lr_scale_phase(const utg_config *cfg, int step, double elapsed_ms, int phase_step,
+                                 double phase_ms);
 /* Fraction of training done: elapsed / (cap - GPTQ_RESERVE_SECONDS) under a wallclock cap, else
    step / ITERATIONS (the frac of WARMDOWN_FRAC and of ENABLE_LOOPING_AT / LOOP_PHASE2_AT). */
 UTGDEF double utg_train_frac(const utg_config *cfg, int step, double elapsed_ms);
@@ -946,7 +956,8 @@ UTGDEF double utg_muon_momentum(const utg_config *cfg, int step);
 #define UTG_NS_POLAR_EXPRESS 1
 #define UTG_NS_BF16 2
 UTGDEF size_t utg_newton_schulz_scratch(int rows, int cols);
-UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int steps, int flags, float *scratch);
+UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int steps, int flags,
+                              float *scratch);
 
 /* ------------------------------------------------------------------------------------------------
 // >>safetensors
@@ -962,7 +973,8 @@ UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int
    utg_model_message. Nothing changes unless every tensor checks. */
 UTGDEF utg_result utg_model_load_safetensors(utg_model *m, const void *bytes, size_t size_bytes);
 /* *out is allocated with the model's allocator; release it
-   with utg_free(utg_model_allocator(m), p). Output is deterministic (tensor table order, fixed formatting). */
+   with utg_free(utg_model_allocator(m), p). Output is deterministic (tensor table order, fixed formatting).
+ */
 UTGDEF utg_result utg_model_save_safetensors(utg_model *m, utg_arena which, void **out, size_t *out_size);
 UTGDEF const utg_allocator *utg_model_allocator(const utg_model *m); /* the allocator the model was given */
 
@@ -1053,13 +1065,14 @@ typedef enum utg_loader_kind { UTG_LOADER_SEQUENTIAL = 0, UTG_LOADER_SHUFFLED = 
 
 /* seed is used by SHUFFLED only. Fails with UTG_ERR_INVALID (and a message) when the rank owns no
    usable data: an empty dataset (SEQUENTIAL), or no owned shard of at least seq_len + 1 tokens. */
-UTGDEF utg_result utg_loader_create(utg_dataset *ds, utg_loader_kind kind, int seq_len,
-                                    int rank, int world_size, uint64_t seed, const utg_allocator *alloc, utg_loader **out,
-                                    utg_msg *msg);
+UTGDEF utg_result utg_loader_create(utg_dataset *ds, utg_loader_kind kind, int seq_len, int rank,
+                                    int world_size, uint64_t seed, const utg_allocator *alloc,
+                                    utg_loader **out, utg_msg *msg);
 UTGDEF void utg_loader_destroy(utg_loader *ld); /* NULL does nothing; the dataset stays open */
 /* Fill inputs and targets [n_seqs * seq_len] each (host arrays). On failure (a read error, an id
    past the dataset's vocab_size) the loader does not move and msg says why. */
-UTGDEF utg_result utg_loader_next(utg_loader *ld, int32_t *inputs, int32_t *targets, int n_seqs, utg_msg *msg);
+UTGDEF utg_result utg_loader_next(utg_loader *ld, int32_t *inputs, int32_t *targets, int n_seqs,
+                                  utg_msg *msg);
 /* For logs. SHUFFLED: the current epoch (0 first). SEQUENTIAL: how many times the stream has
    wrapped from the last shard back to the first. */
 UTGDEF uint64_t utg_loader_epoch(const utg_loader *ld);
@@ -1105,8 +1118,8 @@ typedef struct utg_train_state {
 /* *out is allocated with the model's allocator (release with utg_free(utg_model_allocator(m), p)).
    loader may be NULL (no loader state is stored). OPT2 and OPT3 are written only when EMA and SWA
    are on. Errors: UTG_ERR_INVALID for a NULL argument or a loader that cannot save, UTG_ERR_NOMEM. */
-UTGDEF utg_result utg_checkpoint_save(utg_model *m, utg_optim *o, const utg_loader *loader, const utg_train_state *ts,
-                                      void **out, size_t *out_size);
+UTGDEF utg_result utg_checkpoint_save(utg_model *m, utg_optim *o, const utg_loader *loader,
+                                      const utg_train_state *ts, void **out, size_t *out_size);
 /* Refused with UTG_ERR_FORMAT (corrupt, truncated, bad CRC) or UTG_ERR_MISMATCH (another model,
    another optimizer setup, another loader), the message in utg_model_message(m); nothing changes
    unless everything checks. */
@@ -1258,8 +1271,9 @@ UTGDEF utg_result utg_quantize_rows(const float *W, int rows, int cols, const ut
    act-order (diagonal of H descending) in blocks of 128, each rounded with the row's fixed fp16
    scale (from spec's clip) and its error spread over the columns not yet quantized through the
    upper Cholesky factor of H^-1. Output as utg_quantize_rows. H is not modified. */
-UTGDEF utg_result utg_gptq_rows(const float *W, int rows, int cols, const double *H, const utg_quant_spec *spec, double damp,
-                                int8_t *q, uint16_t *scales, utg_msg *msg);
+UTGDEF utg_result utg_gptq_rows(const float *W, int rows, int cols, const double *H,
+                                const utg_quant_spec *spec, double damp, int8_t *q, uint16_t *scales,
+                                utg_msg *msg);
 /* W[r, c] = q[r, c] * fp16 scales[r]: what a loader of the artifact computes. */
 UTGDEF void utg_dequantize_rows(const int8_t *q, const uint16_t *scales, int rows, int cols, float *W);
 /* IEEE half floats, round to nearest even (overflow gives infinity, NaN stays NaN) */
@@ -1338,7 +1352,14 @@ typedef enum utg_scale_kind {
     UTG_SCALE_GROUP = 3   /* one fp16 scale per `group` consecutive elements */
 } utg_scale_kind;
 typedef enum utg_kv_type {
-    UTG_KV_U32 = 0, UTG_KV_I32, UTG_KV_U64, UTG_KV_F32, UTG_KV_F64, UTG_KV_STR, UTG_KV_U32_ARRAY, UTG_KV_F32_ARRAY
+    UTG_KV_U32 = 0,
+    UTG_KV_I32,
+    UTG_KV_U64,
+    UTG_KV_F32,
+    UTG_KV_F64,
+    UTG_KV_STR,
+    UTG_KV_U32_ARRAY,
+    UTG_KV_F32_ARRAY
 } utg_kv_type;
 
 /* One META entry of a parsed artifact. Scalars are in u (U32, U64), i (I32) or f (F32, F64);
@@ -1400,13 +1421,13 @@ typedef struct utg_artifact {
     void *block, *strings;
 } utg_artifact;
 
-/* Parse and check an artifact (the loader checklist of docs/FORMAT.md: envelope, decode into exactly raw_size,
-   CRC, directory tiling, known critical tags, META and TENS syntax, plane bounds and overlap, symbol
-   ranges, finite scales, the required keys and the schedule's block indices). `decoder` decodes a
+/* Parse and check an artifact (the loader checklist of docs/FORMAT.md: envelope, decode into exactly
+   raw_size, CRC, directory tiling, known critical tags, META and TENS syntax, plane bounds and overlap,
+   symbol ranges, finite scales, the required keys and the schedule's block indices). `decoder` decodes a
    packed payload whose envelope names its id; NULL uses utg_codec_brotli when compiled in. Every
    failure returns a utg_result with a message; nothing is allocated then. */
-UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_codec *decoder, const utg_allocator *alloc,
-                                     utg_artifact **out, utg_msg *msg);
+UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_codec *decoder,
+                                     const utg_allocator *alloc, utg_artifact **out, utg_msg *msg);
 /* Frees a parsed artifact (and the payload every view in it points into); NULL does nothing. */
 UTGDEF void utg_artifact_free(utg_artifact *a);
 UTGDEF int utg_artifact_find_kv(const utg_artifact *a, const char *key);     /* -1 if none */
@@ -1432,18 +1453,19 @@ UTGDEF utg_result utg_artifact_writer_create(const utg_allocator *alloc, utg_art
 UTGDEF void utg_artifact_writer_destroy(utg_artifact_writer *w); /* NULL does nothing */
 /* value: a uint32_t, int32_t, uint64_t, float or double for scalars; count chars for a string;
    count uint32_t or float for arrays. Keys are dotted lower_snake ([a-z0-9_.], 1..64 bytes), unique. */
-UTGDEF utg_result utg_artifact_add_kv(utg_artifact_writer *w, const char *key, utg_kv_type type, const void *value,
-                                      uint32_t count);
+UTGDEF utg_result utg_artifact_add_kv(utg_artifact_writer *w, const char *key, utg_kv_type type,
+                                      const void *value, uint32_t count);
 /* t describes host data: name, dtype, qbits, scale_kind, group, ndim, dims, values and scales (the
    size fields are computed). Names are unique; float values and scales must be finite and symbols
    lie in [-r, r], r = 2^(qbits-1) - 1; anything else is UTG_ERR_INVALID with a message. */
 UTGDEF utg_result utg_artifact_add_tensor(utg_artifact_writer *w, const utg_artifact_tensor *t);
 /* An ancillary section (critical = 0), e.g. "PROV"; META, TENS and DATA are the writer's own. */
-UTGDEF utg_result utg_artifact_add_section(utg_artifact_writer *w, const char tag[4], const void *bytes, size_t size);
+UTGDEF utg_result utg_artifact_add_section(utg_artifact_writer *w, const char tag[4], const void *bytes,
+                                           size_t size);
 /* Serialize, encode with codec (NULL: stored) and return the artifact in *out (release with
    utg_free and the writer's allocator). *raw_size (may be NULL) gets the decoded payload size. */
-UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *codec, void **out, size_t *out_size,
-                                     size_t *raw_size);
+UTGDEF utg_result utg_artifact_write(utg_artifact_writer *w, const utg_codec *codec, void **out,
+                                     size_t *out_size, size_t *raw_size);
 UTGDEF const char *utg_artifact_writer_message(const utg_artifact_writer *w); /* the last failure */
 
 /* ---- the model and its artifact ---- */
@@ -1471,7 +1493,8 @@ UTGDEF int utg_hessians_cols(const utg_hessians *h, int index);
    random, each next one drawn from softmax(softcapped logits / temperature) of its prefix, which is
    run again through the model at every position (no KV cache: len forwards of growing length).
    Seeded: the same seed gives the same text. n_seqs * len must fit the reserved batch. */
-UTGDEF utg_result utg_model_generate(utg_model *m, int n_seqs, int len, double temperature, uint64_t seed, int32_t *out);
+UTGDEF utg_result utg_model_generate(utg_model *m, int n_seqs, int len, double temperature, uint64_t seed,
+                                     int32_t *out);
 
 /* How one model tensor is stored. utg_model_quant_plan fills these from the config: matrices of
    more than QUANT_PASSTHROUGH_NUMEL elements are quantized per row with MATRIX_BITS / ATTN_BITS /
@@ -1493,7 +1516,8 @@ typedef struct utg_tensor_quant {
 
 /* Fill plan[n] (n = utg_model_tensor_count, tensor table order) from the config; h may be NULL (no
    GPTQ). Only the plan fields are set; the result fields are zeroed for utg_model_export. */
-UTGDEF utg_result utg_model_quant_plan(const utg_model *m, const utg_hessians *h, utg_tensor_quant *plan, int n);
+UTGDEF utg_result utg_model_quant_plan(const utg_model *m, const utg_hessians *h, utg_tensor_quant *plan,
+                                       int n);
 
 /* What utg_model_export measured, for the logs and the budget check: sizes in bytes, the entropy
    bound of the symbols, the count of tensors per kind, and the rounds budget mode needed. */
@@ -1509,15 +1533,16 @@ typedef struct utg_export_report {
    bit widths are then chosen to fit `budget_bytes`, see utg_model_budget_plan), write the artifact
    with META (config, plan, quantizer) and an optional PROV text, and return its bytes (release with
    utg_free with utg_model_allocator(m)). plan (when given) receives the per-tensor results. */
-UTGDEF utg_result utg_model_export(utg_model *m, const utg_hessians *h, const utg_codec *codec, const char *prov,
-                                   utg_tensor_quant *plan, void **out, size_t *out_size, utg_export_report *rep);
+UTGDEF utg_result utg_model_export(utg_model *m, const utg_hessians *h, const utg_codec *codec,
+                                   const char *prov, utg_tensor_quant *plan, void **out, size_t *out_size,
+                                   utg_export_report *rep);
 /* Budget mode: starting from `plan`, choose each block matrix's bit width in [min_bits, its bits in
    the plan] to minimise the summed H-weighted (else plain) squared error while the estimated
    artifact (order-0 entropy of the symbols, scales and floats, times the codec's measured ratio)
    fits `target_bytes`; the embedding and an untied head keep their bits. Writes the choice into
    plan; UTG_ERR_CONFIG when even min_bits does not fit. */
-UTGDEF utg_result utg_model_budget_plan(utg_model *m, const utg_hessians *h, utg_tensor_quant *plan, int n, int min_bits,
-                                        double target_bytes, double ratio);
+UTGDEF utg_result utg_model_budget_plan(utg_model *m, const utg_hessians *h, utg_tensor_quant *plan, int n,
+                                        int min_bits, double target_bytes, double ratio);
 /* Load an artifact's weights into a model with the same shape (the META config must agree on every
    shape knob; every tensor present with its dims). */
 UTGDEF utg_result utg_model_load_artifact(utg_model *m, const utg_artifact *a);
@@ -1525,7 +1550,8 @@ UTGDEF utg_result utg_model_load_artifact(utg_model *m, const utg_artifact *a);
    base may be NULL) and its weights. The config's tensor and parameter counts are compared with the
    artifact's TENS table before any model memory is allocated. On failure *out, when not NULL, holds
    the message (utg_model_message) and must be destroyed. */
-UTGDEF utg_result utg_model_create_from_artifact(const utg_artifact *a, const utg_model_desc *base, utg_model **out);
+UTGDEF utg_result utg_model_create_from_artifact(const utg_artifact *a, const utg_model_desc *base,
+                                                 utg_model **out);
 
 /* Quantization-aware training. utg_qat_begin replaces the quantized tensors (as
    utg_model_quant_plan chooses them) by their fake-quantized values (QAT=ste: per-row rounding with
@@ -1568,8 +1594,8 @@ UTGDEF utg_result utg_read_file(const char *path, size_t max_bytes, void **out, 
                                 utg_msg *msg);
 /* The same, but the file must start with the n_magic bytes `magic`: they are read and compared
    before anything is allocated for the rest (a large file of another kind costs one small read). */
-UTGDEF utg_result utg_read_file_magic(const char *path, const void *magic, size_t n_magic, size_t max_bytes, void **out,
-                                      size_t *out_size, utg_msg *msg);
+UTGDEF utg_result utg_read_file_magic(const char *path, const void *magic, size_t n_magic, size_t max_bytes,
+                                      void **out, size_t *out_size, utg_msg *msg);
 /* Write atomically, so that `path` holds either its previous bytes or all of the new ones:
    - POSIX builds (the including file defines _POSIX_C_SOURCE, or is not in strict ISO mode): the
      bytes go to a new temporary "<path>.<pid>-<n>.utgtmp" created with O_CREAT | O_EXCL (it never
@@ -2280,8 +2306,8 @@ struct utg_model {
     utg_backend *be;
     int own_backend;
     /* the model's matmuls: be->matmul, or be->matmul_bf16 with MATMUL_BF16 */
-    void (*mm)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta, utg_trans tb, float alpha,
-               float beta);
+    void (*mm)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
+               utg_trans tb, float alpha, float beta);
     /* parameters */
     int n_tensors, max_tensors;
     utg_tensor_info *tensors;
@@ -2292,7 +2318,7 @@ struct utg_model {
     int t_smg;                                  /* SMEAR_ENABLED: smear.gate [d] */
     int t_ve_embed, t_ve_proj, t_ve_scale, t_ve_ls; /* the value embedding */
     int t_vrl, t_hca, t_hcb;                    /* vrl_alphas, hc_alpha, hc_beta */
-    int n_ve, *ve_of;                           /* VE_LAYERS: index into ve_layer_scales per virtual layer, or -1 */
+    int n_ve, *ve_of; /* VE_LAYERS: index into ve_layer_scales per virtual layer, or -1 */
     int n_phys, n_ctrl, n_depth, n_skip, n_rsets, n_norms, n_attn, mlp3;
     utg__heavy_ix *heavy;
     utg__ctrl_ix *ctrl;
@@ -2428,7 +2454,10 @@ static int utg__parse_ints(const char *s, int *out, int cap, int pairs) {
 /* One phase of the recurrence while plans are compiled: its virtual->physical list (n entries, the
    first n_enc the U-Net encoder), the first layer that pops a skip, and when the phase begins
    (a step, or a fraction of training; -1: not by that measure). */
-typedef struct utg__phase_src { int *list, n, n_enc, pop_start, start_step; double start_frac; } utg__phase_src;
+typedef struct utg__phase_src {
+    int *list, n, n_enc, pop_start, start_step;
+    double start_frac;
+} utg__phase_src;
 
 /* What utg__compile_plans carries between its steps: the knobs it reads, the full virtual->physical
    list of the recurrence form, the phases over it and the untied-MLP block set. The steps fail through
@@ -5243,8 +5272,9 @@ UTGDEF utg_result utg_shard_write(const uint16_t *ids, size_t n, uint8_t *out, s
 #define UTG__FSEEK64(f, off, whence) _fseeki64((f), (long long)(off), (whence))
 #define UTG__FTELL64(f) ((long long)_ftelli64(f))
 #define UTG__FILE_OFF_MAX ((uint64_t)LLONG_MAX)
-#elif (defined(__unix__) || defined(__APPLE__)) && \
-    ((defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 200112L) || (defined(_XOPEN_SOURCE) && _XOPEN_SOURCE >= 500))
+#elif (defined(__unix__) || defined(__APPLE__)) &&               \
+    ((defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 200112L) || \
+     (defined(_XOPEN_SOURCE) && _XOPEN_SOURCE >= 500))
 #include <sys/types.h>
 #define UTG__FSEEK64(f, off, whence) fseeko((f), (off_t)(off), (whence))
 #define UTG__FTELL64(f) ((long long)ftello(f))
@@ -9344,8 +9374,8 @@ UTGDEF void utg_free(const utg_allocator *alloc, void *p) { utg__free(alloc, p);
 /* utg_write_file's POSIX path (exclusive temporaries, fsync of the file and its directory, stale
    temporaries swept) is used when the including file asked for POSIX or is not in strict ISO mode;
    otherwise it falls back to ISO C stdio (see utg_write_file). */
-#if (defined(__unix__) || defined(__APPLE__)) && \
-    (defined(_POSIX_C_SOURCE) || defined(_GNU_SOURCE) || defined(_DEFAULT_SOURCE) || !defined(__STRICT_ANSI__))
+#if (defined(__unix__) || defined(__APPLE__)) && (defined(_POSIX_C_SOURCE) || defined(_GNU_SOURCE) || \
+                                                  defined(_DEFAULT_SOURCE) || !defined(__STRICT_ANSI__))
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -9695,7 +9725,8 @@ typedef float utg__vf __attribute__((vector_size(UTG__VW * 4)));
 #define UTG__VW 8
 #endif
 #if defined(UTG__VEXT) && defined(__x86_64__) && !defined(UTG_NO_X86_KERNELS) && \
-    ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 6) || (defined(__clang__) && __clang_major__ >= 8))
+    ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 6) ||              \
+     (defined(__clang__) && __clang_major__ >= 8))
 #define UTG__X86_KERNELS 1
 #include <immintrin.h>
 #endif
@@ -9704,17 +9735,24 @@ typedef float utg__vf __attribute__((vector_size(UTG__VW * 4)));
    acc 0: C = the product. The kernel reads all MR values of each k (rows past mr feed only rows it
    does not store), so Ap needs MR - mr readable floats past its last row. as is MR for packed
    slivers; the attention passes its score tiles as they stand (as = the tile's width). */
-typedef void (*utg__ukernel_fn)(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, int bs,
-                                float *UTG_RESTRICT C, int ldc, int mr, int nr, int acc);
+typedef void (*utg__ukernel_fn)(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp,
+                                int bs, float *UTG_RESTRICT C, int ldc, int mr, int nr, int acc);
 /* dst[k * W + r] = alpha * src[r * ld + k] for r < nrows, k < kb; rows [nrows, W) zero (W <= 32):
    the transposing half of packing (A not transposed, B transposed), where plain copies do not do */
-typedef void (*utg__pack_t_fn)(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src, int ld, int nrows, int kb,
-                               float alpha);
+typedef void (*utg__pack_t_fn)(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src, int ld,
+                               int nrows, int kb, float alpha);
 /* C[MR x nr] += A's MR rows read in place (row stride lda, k contiguous) times Bp, for kc steps: a
    non-transposed A without packing (whole slivers, alpha 1; NULL where a kernel has none) */
-typedef void (*utg__ukernel_rows_fn)(int kc, const float *UTG_RESTRICT A, int lda, const float *UTG_RESTRICT Bp, int bs,
-                                     float *UTG_RESTRICT C, int ldc, int nr, int acc);
-struct utg__gk { int mr, nr; utg__ukernel_fn fn; const char *name; utg__pack_t_fn pack_t; utg__ukernel_rows_fn fn_rows; };
+typedef void (*utg__ukernel_rows_fn)(int kc, const float *UTG_RESTRICT A, int lda,
+                                     const float *UTG_RESTRICT Bp, int bs, float *UTG_RESTRICT C, int ldc,
+                                     int nr, int acc);
+struct utg__gk {
+    int mr, nr;
+    utg__ukernel_fn fn;
+    const char *name;
+    utg__pack_t_fn pack_t;
+    utg__ukernel_rows_fn fn_rows;
+};
 
 /* utg__pack_t_fn in plain C: row by row, each row scattered down a column of dst (stride W). */
 static void utg__pack_t_scalar(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src, int ld, int nrows, int kb,
@@ -9949,9 +9987,11 @@ __attribute__((target("avx512f"))) static void utg__pack_t_avx512(float *UTG_RES
 #endif
 
 /* The kernel sets: tile shape, microkernel, transposing packer, in-place row kernel (or NULL). */
-static const utg__gk utg__gk_portable = {UTG__PMR, UTG__PNR, utg__uk_portable, "portable", utg__pack_t_scalar, NULL};
+static const utg__gk utg__gk_portable = {UTG__PMR,   UTG__PNR,           utg__uk_portable,
+                                         "portable", utg__pack_t_scalar, NULL};
 #if defined(UTG__X86_KERNELS)
-static const utg__gk utg__gk_avx512 = {12, 32, utg__uk_avx512, "avx512", utg__pack_t_avx512, utg__uk_avx512_rows};
+static const utg__gk utg__gk_avx512 = {
+    12, 32, utg__uk_avx512, "avx512", utg__pack_t_avx512, utg__uk_avx512_rows};
 static const utg__gk utg__gk_avx2 = {6, 16, utg__uk_avx2, "avx2", utg__pack_t_scalar, NULL};
 #endif
 
@@ -10630,8 +10670,8 @@ static void utg__cpu_qk_norm_rope_fwd(utg_backend *be, float *y, float *xn, floa
         }
     }
 }
-/* One head's backward: r = rope(xn), dn = rope^T(g dy) into the caller's scratch, dx = rstd (dn - xn (dn . xn) / hd);
-   returns dy . r (its share of dgain). Restrict-qualified so that the loops vectorize. */
+/* One head's backward: r = rope(xn), dn = rope^T(g dy) into the caller's scratch, dx = rstd (dn - xn (dn .
+   xn) / hd); returns dy . r (its share of dgain). Restrict-qualified so that the loops vectorize. */
 static float utg__qk_row_bwd(float *UTG_RESTRICT out, float *UTG_RESTRICT r, float *UTG_RESTRICT dn, const float *UTG_RESTRICT d,
                              const float *UTG_RESTRICT n, const float *UTG_RESTRICT cs, const float *UTG_RESTRICT sn, float g, float rs,
                              int hd, int half, int want_dgain) {
@@ -10726,7 +10766,9 @@ static void utg__pack_b_all(const utg__gk *gk, float *dst, const float *X, int l
    panels with k = the keys; Q^T and dO^T panels (k = hd); Q and dO panels (k = the panel's
    queries); the score and dP tiles (each with MR floats of slack: the microkernel reads whole
    slivers); a partial sliver of a tile packed as A; the O block; four lanes of NR per query. */
-typedef struct { float *ka, *vr, *bn, *qt, *dt, *qb, *db, *st, *dp, *pa, *ob, *l0, *l1, *l2, *l3; } utg__fa_buf;
+typedef struct {
+    float *ka, *vr, *bn, *qt, *dt, *qb, *db, *st, *dp, *pa, *ob, *l0, *l1, *l2, *l3;
+} utg__fa_buf;
 /* The slack: read as A for O += P V and dQ += dS K (k = the keys, k-stride NR), the tile is taken in
    slivers of MR query columns, and the last may run up to MR - 1 floats past NR (into the next
    key row, or past the last one): those values land only in rows of C that are never stored. */
@@ -11271,8 +11313,8 @@ static void utg__cpu_mix_bwd(utg_backend *be, float *dx, float *dz, float *dwx, 
    [rows, V] logits never need a second buffer.
    ------------------------------------------------------------------------------------------------ */
 /* tanh without libm, in loops GCC vectorizes: an odd Taylor polynomial below |y| = 1/4 (relative
-   error under 1e-8 there), sign(y) (1 - 2/(e^2|y| + 1)) above (e^2|y| from utg__expf_core; |y| clamped to 9, where
-   tanh rounds to 1). Relative error below 5e-7 (tests/test_ops.c checks against double). */
+   error under 1e-8 there), sign(y) (1 - 2/(e^2|y| + 1)) above (e^2|y| from utg__expf_core; |y| clamped to 9,
+   where tanh rounds to 1). Relative error below 5e-7 (tests/test_ops.c checks against double). */
 #define UTG__XCHUNK 256
 static void utg__tanh_chunk(float *UTG_RESTRICT out, const float *UTG_RESTRICT y, float *UTG_RESTRICT tmp, int n, float mult) {
     int i;
