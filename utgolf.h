@@ -1733,7 +1733,8 @@ static void utg__msgf(utg_msg *msg, const char *fmt, ...) {
     for (i = 0; raw[i] && at + 1 < sizeof msg->text; i++) {
         unsigned char c = (unsigned char)raw[i];
         if (c >= 0x20 && c != 0x7f) msg->text[at++] = (char)c;
-        else if (at + 5 < sizeof msg->text) at += (size_t)snprintf(msg->text + at, sizeof msg->text - at, "\\x%02x", c);
+        else if (at + 5 < sizeof msg->text)
+            at += (size_t)snprintf(msg->text + at, sizeof msg->text - at, "\\x%02x", c);
         else break;
     }
     msg->text[at] = 0;
@@ -2151,7 +2152,9 @@ UTGDEF const char *utg_config_format(const utg_config *cfg, int i, char *buf, si
     switch (k->kind) {
     case UTG_KNOB_INT:
     case UTG_KNOB_BOOL: snprintf(buf, n, "%d", *(const int *)p == UTG_OFF ? 0 : *(const int *)p); break;
-    case UTG_KNOB_REAL: utg__format_real(buf, n, *(const double *)p == UTG_OFF ? 0.0 : *(const double *)p); break;
+    case UTG_KNOB_REAL:
+        utg__format_real(buf, n, *(const double *)p == UTG_OFF ? 0.0 : *(const double *)p);
+        break;
     case UTG_KNOB_STR: snprintf(buf, n, "%s", *(const char *const *)p ? *(const char *const *)p : ""); break;
     case UTG_KNOB_ENUM: { /* an index outside the choices prints as the number, which the parser refuses */
         const char *w;
@@ -2401,8 +2404,8 @@ static void utg__log(utg_model *m, utg_log_level lvl, const char *fmt, ...) {
 /* Appends a tensor of shape [d0, d1, d2] (ndim of them used) to the table, at the end of the arena
    (each tensor starting on a 16-float boundary), and returns its index. block is the physical
    block it belongs to (-1: none), role what the optimizer and the quantizer do with it. */
-static int utg__add_tensor(utg_model *m, const char *name, utg_role role, int block, int ndim, int64_t d0, int64_t d1,
-                           int64_t d2) {
+static int utg__add_tensor(utg_model *m, const char *name, utg_role role, int block, int ndim, int64_t d0,
+                           int64_t d1, int64_t d2) {
     utg_tensor_info *t;
     UTG_ASSERT(m->n_tensors < m->max_tensors);
     t = &m->tensors[m->n_tensors];
@@ -2659,10 +2662,13 @@ static utg_result utg__plan_untie_layers(utg_model *m, utg__plan_src *s) {
 /* The lane mode of parallel residuals and the per-iteration conditioning, and the forms that exclude
    each other. */
 static utg_result utg__plan_lanes(utg_model *m, const utg_config *c) {
-    m->lane_mode = c->parallel_residual == UTG_PARALLEL_RESIDUAL_GPTJ ? UTG_LANE_GPTJ
-                 : c->parallel_residual == UTG_PARALLEL_RESIDUAL_TWO_LANE ? UTG_LANE_TWO
-                 : c->parallel_residual == UTG_PARALLEL_RESIDUAL_PARALLEL ? UTG_LANE_PARALLEL : UTG_LANE_SINGLE;
-    m->final_lane = c->parallel_final_lane == UTG_PARALLEL_FINAL_LANE_ATTN ? 1 : c->parallel_final_lane == UTG_PARALLEL_FINAL_LANE_MLP ? 2 : 0;
+    m->lane_mode = c->parallel_residual == UTG_PARALLEL_RESIDUAL_GPTJ       ? UTG_LANE_GPTJ
+                   : c->parallel_residual == UTG_PARALLEL_RESIDUAL_TWO_LANE ? UTG_LANE_TWO
+                   : c->parallel_residual == UTG_PARALLEL_RESIDUAL_PARALLEL ? UTG_LANE_PARALLEL
+                                                                            : UTG_LANE_SINGLE;
+    m->final_lane = c->parallel_final_lane == UTG_PARALLEL_FINAL_LANE_ATTN  ? 1
+                    : c->parallel_final_lane == UTG_PARALLEL_FINAL_LANE_MLP ? 2
+                                                                            : 0;
     m->lanes_any = m->lane_mode == UTG_LANE_TWO || m->lane_mode == UTG_LANE_PARALLEL;
     m->iter_any = c->iter_embed > 0 || c->iter_scale > 0 || c->shc_enabled > 0;
     m->cond_any = m->iter_any || c->film > 0;
@@ -2769,7 +2775,8 @@ static utg_result utg__plan_controls(utg_model *m, const utg_config *c, int L) {
         for (p = 0; p < m->n_plans; p++)
             for (i = 0; i < m->plans[p].n_layers; i++)
                 if (m->plans[p].layers[i].block == 0 && m->plans[p].layers[i].lane != UTG_LANE_SINGLE)
-                    UTG__FAIL("DISABLE_LAYER0_ATTN: block 0 runs with parallel residuals in virtual layer %d", i);
+                    UTG__FAIL("DISABLE_LAYER0_ATTN: block 0 runs with parallel residuals in virtual layer %d",
+                              i);
     return UTG_OK;
 }
 
@@ -2894,7 +2901,12 @@ UTGDEF const char *utg_plan_describe(const utg_plan *p, char *buf, size_t n) {
     if (!buf || !n) return buf;
     buf[0] = 0;
     if (!p) return buf;
-#define UTG__PUT(...) do { int w_ = snprintf(buf + at, n - at, __VA_ARGS__); if (w_ < 0 || (size_t)w_ >= n - at) return buf; at += (size_t)w_; } while (0)
+#define UTG__PUT(...)                                     \
+    do {                                                  \
+        int w_ = snprintf(buf + at, n - at, __VA_ARGS__); \
+        if (w_ < 0 || (size_t)w_ >= n - at) return buf;   \
+        at += (size_t)w_;                                 \
+    } while (0)
     UTG__PUT("%d virtual layer%s:", p->n_layers, p->n_layers == 1 ? "" : "s");
     for (i = 0; i < p->n_layers; i++) {
         if (i == p->n_encoder && i > 0) UTG__PUT(" |");
@@ -3020,7 +3032,8 @@ static void utg__bigram_forward(utg_model *m, const int32_t *inputs, int N) {
     }
     be->upload(be, m->bigram_ids, m->host_bigram_ids, (size_t)N * sizeof(int32_t));
     be->embed_fwd(be, m->bigram_rows, UTG__W(m->t_bg_embed), m->bigram_ids, N, db);
-    m->mm(be, m->bigram_proj, m->bigram_rows, UTG__W(m->t_bg_proj), N, m->d, db, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    m->mm(be, m->bigram_proj, m->bigram_rows, UTG__W(m->t_bg_proj), N, m->d, db, UTG_NO_TRANS, UTG_TRANS,
+          1.0f, 0.0f);
     utg__add_scaled_by_scalar(m, m->emb, m->emb, m->bigram_proj, UTG__W(m->t_bg_scale), N, m->d);
 }
 /* gE = dL/d(emb): adds the gradients of the table, the projection and the scale. */
@@ -3029,10 +3042,12 @@ static void utg__bigram_backward(utg_model *m, const float *gE, int N) {
     int db = m->cfg.bigram_dim, d = m->d;
     const float *scale = UTG__W(m->t_bg_scale);
     be->fill(be, m->g_bigram_proj, 0.0f, (size_t)N * d);
-    be->mix_bwd(be, NULL, m->g_bigram_proj, NULL, UTG__G(m->t_bg_scale), gE, NULL, NULL, m->bigram_proj, scale, N, d,
-                UTG_MIX_WZ_SCALAR);
-    m->mm(be, m->g_bigram_rows, m->g_bigram_proj, UTG__W(m->t_bg_proj), N, db, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-    m->mm(be, UTG__G(m->t_bg_proj), m->g_bigram_proj, m->bigram_rows, d, db, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    be->mix_bwd(be, NULL, m->g_bigram_proj, NULL, UTG__G(m->t_bg_scale), gE, NULL, NULL, m->bigram_proj,
+                scale, N, d, UTG_MIX_WZ_SCALAR);
+    m->mm(be, m->g_bigram_rows, m->g_bigram_proj, UTG__W(m->t_bg_proj), N, db, d, UTG_NO_TRANS, UTG_NO_TRANS,
+          1.0f, 0.0f);
+    m->mm(be, UTG__G(m->t_bg_proj), m->g_bigram_proj, m->bigram_rows, d, db, N, UTG_TRANS, UTG_NO_TRANS, 1.0f,
+          1.0f);
     be->embed_bwd(be, UTG__G(m->t_bg_embed), m->g_bigram_rows, m->bigram_ids, N, db);
 }
 
@@ -3327,7 +3342,8 @@ static utg_result utg__rope_table(utg_model *m, int T, float **dst) {
        base grows by (T / T_ref)^(rd / (rd - 2)); a reference below TRAIN_SEQ_LEN scales training too */
     int ref = m->cfg.rope_train_seq_len > 0 ? m->cfg.rope_train_seq_len : m->T;
     if (!host) return UTG_ERR_NOMEM;
-    if (m->cfg.rope_ntk > 0 && T > ref && m->rd > 2) base *= pow((double)T / (double)ref, (double)m->rd / (double)(m->rd - 2));
+    if (m->cfg.rope_ntk > 0 && T > ref && m->rd > 2)
+        base *= pow((double)T / (double)ref, (double)m->rd / (double)(m->rd - 2));
     for (t = 0; t < T; t++)
         for (i = 0; i < half; i++) {
             /* float32 throughout, as train_gpt.py's Rotary computes its tables (over the rotary dims) */
@@ -3377,7 +3393,8 @@ static utg_result utg__model_layout(utg_model *m) {
     return UTG_OK;
 }
 
-UTGDEF utg_result utg_config_model_size(const utg_config *cfg, size_t *n_params, int *n_tensors, utg_msg *msg) {
+UTGDEF utg_result utg_config_model_size(const utg_config *cfg, size_t *n_params, int *n_tensors,
+                                        utg_msg *msg) {
     utg_model *m;
     utg_result r;
     if (!cfg) return UTG_ERR_INVALID;
@@ -3599,11 +3616,15 @@ static utg_result utg__span(utg_model *m, utg_arena which, int index, size_t n, 
     }
     base = which == UTG_ARENA_GRADS ? m->grads : m->params;
     if (index < 0) {
-        if (n != m->arena_floats) { utg__msgf(&m->msg, "arena has %zu floats, not %zu", m->arena_floats, n); return UTG_ERR_INVALID; }
+        if (n != m->arena_floats) {
+            utg__msgf(&m->msg, "arena has %zu floats, not %zu", m->arena_floats, n);
+            return UTG_ERR_INVALID;
+        }
         *dev = base;
     } else {
         if (n != m->tensors[index].numel) {
-            utg__msgf(&m->msg, "%s has %zu elements, not %zu", m->tensors[index].name, m->tensors[index].numel, n);
+            utg__msgf(&m->msg, "%s has %zu elements, not %zu", m->tensors[index].name,
+                      m->tensors[index].numel, n);
             return UTG_ERR_INVALID;
         }
         *dev = base + m->tensors[index].offset;
@@ -3701,10 +3722,17 @@ static utg_result utg__reserve_tokens(utg_model *m, size_t N) {
     m->slot_src = (float **)utg__alloc(&m->alloc, sizeof(float *) * (size_t)(m->max_slots + 1));
     m->host_loss = (float *)utg__alloc(&m->alloc, sizeof(float) * N);
     if (m->t_bg_embed >= 0) m->host_bigram_ids = (int32_t *)utg__alloc(&m->alloc, sizeof(int32_t) * N);
-    if (!m->acts || !m->slot_src || !m->host_loss || (m->t_bg_embed >= 0 && !m->host_bigram_ids)) { utg__free_acts(m); return UTG_ERR_NOMEM; }
+    if (!m->acts || !m->slot_src || !m->host_loss || (m->t_bg_embed >= 0 && !m->host_bigram_ids)) {
+        utg__free_acts(m);
+        return UTG_ERR_NOMEM;
+    }
     memset(&c, 0, sizeof c);
     utg__carve_all(m, &c, N);
-    if (c.overflow) { utg__free_acts(m); utg__msgf(&m->msg, "activation size overflows"); return UTG_ERR_NOMEM; }
+    if (c.overflow) {
+        utg__free_acts(m);
+        utg__msgf(&m->msg, "activation size overflows");
+        return UTG_ERR_NOMEM;
+    }
     m->act_arena = m->be->buf_alloc(m->be, c.used);
     if (!m->act_arena) {
         utg__msgf(&m->msg, "out of memory for %.1f MiB of activations", (double)c.used / 1048576.0);
@@ -3779,7 +3807,8 @@ static const float *utg__attn_out(const utg__layer_weights *w, int k, const utg_
    (scaled by ln_scale), q and k through the head norm and RoPE, q by q_gain; v with the value
    embedding and the value residual where on; XSA and the output gate on the heads where on.
    in NULL: the caller's mix_rmsnorm_fwd has already written the norm into S. */
-static void utg__attn_fwd(utg_model *m, const utg__layer_weights *w, int k, const float *nbias, utg__attn_acts *S, const float *in, int n_seqs) {
+static void utg__attn_fwd(utg_model *m, const utg__layer_weights *w, int k, const float *nbias,
+                          utg__attn_acts *S, const float *in, int n_seqs) {
     utg_backend *be = m->be;
     int N = n_seqs * m->Tc, d = m->d;
     const float *src;
@@ -3788,16 +3817,24 @@ static void utg__attn_fwd(utg_model *m, const utg__layer_weights *w, int k, cons
     if (nbias) { utg__add_bias(m, S->nb, S->n, nbias, N, d); src = S->nb; }
     /* raw q and k pass through gradient temporaries, which are free in forward */
     m->mm(be, m->g_q, src, w->c_q[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, w->ln_scale, 0.0f);
-    be->qk_norm_rope_fwd(be, S->qg, S->qn, S->rq, m->g_q, m->rope_cur, w->q_gain[k], N, m->Tc, m->H, m->hd, m->rd, m->eps);
+    be->qk_norm_rope_fwd(be, S->qg, S->qn, S->rq, m->g_q, m->rope_cur, w->q_gain[k], N, m->Tc, m->H, m->hd,
+                         m->rd, m->eps);
     m->mm(be, m->g_k, src, w->c_k[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->ln_scale, 0.0f);
-    be->qk_norm_rope_fwd(be, S->kr, S->kn, S->rk, m->g_k, m->rope_cur, NULL, N, m->Tc, m->Hkv, m->hd, m->rd, m->eps);
+    be->qk_norm_rope_fwd(be, S->kr, S->kn, S->rk, m->g_k, m->rope_cur, NULL, N, m->Tc, m->Hkv, m->hd, m->rd,
+                         m->eps);
     m->mm(be, S->v, src, w->c_v[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->ln_scale, 0.0f);
-    if (w->ve_scale) utg__add_scaled_by_scalar(m, S->v, S->v, m->ve_scaled, w->ve_scale, N, m->kvd); /* + the value embedding */
+    if (w->ve_scale)
+        utg__add_scaled_by_scalar(m, S->v, S->v, m->ve_scaled, w->ve_scale, N,
+                                  m->kvd); /* + the value embedding */
     if (w->vrl_alpha) /* + sigmoid(alpha) * layer 0's values */
-        be->mix_fwd(be, S->v, S->v, NULL, m->acts[0].at[0].v, w->vrl_alpha, N, m->kvd, UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID);
-    be->attn_fwd(be, S->y, S->lse, S->qg, S->kr, S->v, n_seqs, m->Tc, m->H, m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd));
+        be->mix_fwd(be, S->v, S->v, NULL, m->acts[0].at[0].v, w->vrl_alpha, N, m->kvd,
+                    UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID);
+    be->attn_fwd(be, S->y, S->lse, S->qg, S->kr, S->v, n_seqs, m->Tc, m->H, m->Hkv, m->hd,
+                 1.0f / sqrtf((float)m->hd));
     if (w->xsa) be->xsa_fwd(be, S->yx, S->y, S->v, N, m->H, m->Hkv, m->hd);
-    if (w->attn_gate[k]) be->gate_fwd(be, S->yg, S->g, w->xsa ? S->yx : S->y, src, w->attn_gate[k], N, m->H, m->hd, d, m->gate_win, m->gate_scale, m->gate_mult);
+    if (w->attn_gate[k])
+        be->gate_fwd(be, S->yg, S->g, w->xsa ? S->yx : S->y, src, w->attn_gate[k], N, m->H, m->hd, d,
+                     m->gate_win, m->gate_scale, m->gate_mult);
     m->mm(be, S->a, utg__attn_out(w, k, S), w->attn_proj[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
 }
 
@@ -3859,7 +3896,8 @@ static void utg__attn_bwd(utg_model *m, const utg__layer_weights *w, const utg__
 
 /* The MLP sublayer: m = proj(act(fc(norm(in) [+ bias]))), act = leaky_relu(x, slope)^2, with a
    second hidden layer (mid) for MLP_LAYERS=3. in NULL: the norm is already in M. */
-static void utg__mlp_fwd(utg_model *m, const utg__layer_weights *w, const float *nbias, utg__mlp_acts *M, const float *in, int N) {
+static void utg__mlp_fwd(utg_model *m, const utg__layer_weights *w, const float *nbias, utg__mlp_acts *M,
+                         const float *in, int N) {
     utg_backend *be = m->be;
     int d = m->d, F = m->F;
     const float *src;
@@ -3878,8 +3916,8 @@ static void utg__mlp_fwd(utg_model *m, const utg__layer_weights *w, const float 
 /* gm = dL/dm (may be m->g_normed, reused once gm is consumed); ADDS dL/din into gin. Buffers:
    g_hidden [N, F] holds dL/d(activation output), g_hidden_pre [N, F] dL/d(fc output), g_normed
    [N, d] dL/d(norm output) before rmsnorm_bwd. */
-static void utg__mlp_bwd(utg_model *m, const utg__layer_weights *w, const utg__layer_weights *g, const float *nbias, float *gbias,
-                         const utg__mlp_acts *M, float *gm, float *gin) {
+static void utg__mlp_bwd(utg_model *m, const utg__layer_weights *w, const utg__layer_weights *g,
+                         const float *nbias, float *gbias, const utg__mlp_acts *M, float *gm, float *gin) {
     utg_backend *be = m->be;
     int N = m->n_tok, d = m->d, F = m->F;
     const float *src = nbias ? M->nb : M->n;
@@ -4010,7 +4048,8 @@ static const float *utg__layer_forward_input(utg_model *m, utg__layer_run *L, co
         be->mix_fwd(be, A->hc, x, w->film_gamma, NULL, w->film_beta, N, d, 0);
         x = A->hc;
     } else if (w->iter_embed || w->hc_alpha) {
-        be->mix_fwd(be, A->hc, x, w->hc_alpha, NULL, w->iter_embed, N, d, w->hc_alpha ? UTG_MIX_WX_SCALAR : 0);
+        be->mix_fwd(be, A->hc, x, w->hc_alpha, NULL, w->iter_embed, N, d,
+                    w->hc_alpha ? UTG_MIX_WX_SCALAR : 0);
         x = A->hc;
     }
     A->xc = x;
@@ -4027,20 +4066,22 @@ static const float *utg__layer_forward_sublayers(utg_model *m, utg__layer_run *L
     const float *cur = A->hin;
     int N = L->N, d = L->d, na = 0, k;
     if (L->pl->lane == UTG_LANE_GPTJ) { /* the attention's norm is fused; the MLP normalizes hin again */
-        be->mix_rmsnorm_fwd(be, A->hin, A->at[0].n, A->at[0].r, x, w->resid_mix, m->x0, w->resid_mix + d, N, d, 0,
-                            m->eps);
+        be->mix_rmsnorm_fwd(be, A->hin, A->at[0].n, A->at[0].r, x, w->resid_mix, m->x0, w->resid_mix + d, N,
+                            d, 0, m->eps);
         utg__attn_fwd(m, w, 0, UTG__NB(w, 0), &A->at[0], NULL, L->n_seqs);
         utg__mlp_fwd(m, w, UTG__NB(w, 1), &A->ml, A->hin, N);
         utg__add_scaled(m, A->hmid[0], A->hin, A->at[0].a, w->attn_scale[0], N, d);
         return A->hmid[0];
     }
     while (na < m->n_attn && w->c_q[na]) na++; /* (DISABLE_LAYER0_ATTN: block 0 has no attention matrices) */
-    be->mix_rmsnorm_fwd(be, A->hin, na ? A->at[0].n : A->ml.n, na ? A->at[0].r : A->ml.r, x, w->resid_mix, m->x0,
-                        w->resid_mix + d, N, d, 0, m->eps);
+    be->mix_rmsnorm_fwd(be, A->hin, na ? A->at[0].n : A->ml.n, na ? A->at[0].r : A->ml.r, x, w->resid_mix,
+                        m->x0, w->resid_mix + d, N, d, 0, m->eps);
     for (k = 0; k < na; k++) {
-        float *next_n = k + 1 < na ? A->at[k + 1].n : A->ml.n, *next_r = k + 1 < na ? A->at[k + 1].r : A->ml.r;
+        float *next_n = k + 1 < na ? A->at[k + 1].n : A->ml.n,
+              *next_r = k + 1 < na ? A->at[k + 1].r : A->ml.r;
         utg__attn_fwd(m, w, k, UTG__NB(w, k), &A->at[k], NULL, L->n_seqs);
-        be->mix_rmsnorm_fwd(be, A->hmid[k], next_n, next_r, cur, NULL, A->at[k].a, w->attn_scale[k], N, d, 0, m->eps);
+        be->mix_rmsnorm_fwd(be, A->hmid[k], next_n, next_r, cur, NULL, A->at[k].a, w->attn_scale[k], N, d, 0,
+                            m->eps);
         cur = A->hmid[k];
     }
     utg__mlp_fwd(m, w, UTG__NB(w, m->n_attn), &A->ml, NULL, N);
@@ -4268,7 +4309,8 @@ static void utg__layer_backward_parallel(utg_model *m, const utg__layer_run *L, 
 
 /* One lane, ITER_SCALE / SHC: out = xs + [beta *] gamma * delta, delta = blk - xc. G = dL/dout
    becomes dL/dblk; the identity path's share stays in g_depth_cond[0] and d(delta) in [1]. */
-static void utg__layer_backward_iter_out(utg_model *m, const utg__layer_run *L, utg__layer_grads *G, float *Gout) {
+static void utg__layer_backward_iter_out(utg_model *m, const utg__layer_run *L, utg__layer_grads *G,
+                                         float *Gout) {
     utg_backend *be = m->be;
     const utg__acts *A = L->A;
     const utg__layer_weights *w = &L->w, *g = &G->g;
@@ -4278,27 +4320,31 @@ static void utg__layer_backward_iter_out(utg_model *m, const utg__layer_run *L, 
     be->copy(be, ID, Gout, Nd);
     if (w->hc_beta) { /* T1 = beta G (g_attn_out is free until the attention's backward) */
         float *T1 = w->iter_scale ? m->g_attn_out : DD;
-        be->mix_bwd(be, NULL, T1, NULL, g->hc_beta, Gout, NULL, NULL, w->iter_scale ? A->dsc : A->delta, w->hc_beta, N,
-                    d, UTG_MIX_WZ_SCALAR | UTG_MIX_DZ_SET);
+        be->mix_bwd(be, NULL, T1, NULL, g->hc_beta, Gout, NULL, NULL, w->iter_scale ? A->dsc : A->delta,
+                    w->hc_beta, N, d, UTG_MIX_WZ_SCALAR | UTG_MIX_DZ_SET);
         if (w->iter_scale)
-            be->mix_bwd(be, NULL, DD, NULL, g->iter_scale, T1, NULL, NULL, A->delta, w->iter_scale, N, d, UTG_MIX_DZ_SET);
+            be->mix_bwd(be, NULL, DD, NULL, g->iter_scale, T1, NULL, NULL, A->delta, w->iter_scale, N, d,
+                        UTG_MIX_DZ_SET);
     } else {
-        be->mix_bwd(be, NULL, DD, NULL, g->iter_scale, Gout, NULL, NULL, A->delta, w->iter_scale, N, d, UTG_MIX_DZ_SET);
+        be->mix_bwd(be, NULL, DD, NULL, g->iter_scale, Gout, NULL, NULL, A->delta, w->iter_scale, N, d,
+                    UTG_MIX_DZ_SET);
     }
     be->copy(be, Gout, DD, Nd); /* dL/dblk */
 }
 
 /* One lane's sublayers in reverse, from G = dL/d(the MLP's residual sum), which becomes dL/dhin. */
-static void utg__layer_backward_sublayers(utg_model *m, const utg__layer_run *L, utg__layer_grads *G, float *Gh) {
+static void utg__layer_backward_sublayers(utg_model *m, const utg__layer_run *L, utg__layer_grads *G,
+                                          float *Gh) {
     utg_backend *be = m->be;
     const utg__acts *A = L->A;
     const utg__layer_weights *w = &L->w, *g = &G->g;
     int N = L->N, d = L->d, k;
     /* (blk or out) = last + mlp_scale * m: the identity path keeps G */
-    be->mix_bwd(be, NULL, m->g_normed, NULL, g->mlp_scale, Gh, NULL, NULL, A->ml.m, w->mlp_scale, N, d, UTG_MIX_DZ_SET);
+    be->mix_bwd(be, NULL, m->g_normed, NULL, g->mlp_scale, Gh, NULL, NULL, A->ml.m, w->mlp_scale, N, d,
+                UTG_MIX_DZ_SET);
     if (L->pl->lane == UTG_LANE_GPTJ) { /* hmid = hin + attn_scale * a; the MLP read hin too */
-        be->mix_bwd(be, NULL, m->g_attn_out, NULL, g->attn_scale[0], Gh, NULL, NULL, A->at[0].a, w->attn_scale[0], N, d,
-                    UTG_MIX_DZ_SET);
+        be->mix_bwd(be, NULL, m->g_attn_out, NULL, g->attn_scale[0], Gh, NULL, NULL, A->at[0].a,
+                    w->attn_scale[0], N, d, UTG_MIX_DZ_SET);
         utg__mlp_bwd(m, w, g, UTG__NB(w, 1), UTG__NB(g, 1), &A->ml, m->g_normed, Gh);
         utg__attn_bwd(m, w, g, 0, UTG__NB(w, 0), UTG__NB(g, 0), &A->at[0], m->g_attn_out, Gh);
         return;
@@ -4306,8 +4352,8 @@ static void utg__layer_backward_sublayers(utg_model *m, const utg__layer_run *L,
     utg__mlp_bwd(m, w, g, UTG__NB(w, m->n_attn), UTG__NB(g, m->n_attn), &A->ml, m->g_normed, Gh);
     for (k = m->n_attn - 1; k >= 0; k--) { /* hmid[k] = (hmid[k-1] or hin) + attn_scale_k * a_k */
         if (!w->c_q[k]) continue;
-        be->mix_bwd(be, NULL, m->g_attn_out, NULL, g->attn_scale[k], Gh, NULL, NULL, A->at[k].a, w->attn_scale[k], N, d,
-                    UTG_MIX_DZ_SET);
+        be->mix_bwd(be, NULL, m->g_attn_out, NULL, g->attn_scale[k], Gh, NULL, NULL, A->at[k].a,
+                    w->attn_scale[k], N, d, UTG_MIX_DZ_SET);
         utg__attn_bwd(m, w, g, k, UTG__NB(w, k), UTG__NB(g, k), &A->at[k], m->g_attn_out, Gh);
     }
 }
@@ -4320,24 +4366,26 @@ static void utg__gstate_swap0(utg__gstate *gs) {
 
 /* One lane's input in reverse: hin = resid_mix[0] * xc + resid_mix[1] * x0, then the depth
    conditioning and the popped skip; leaves dL/d(the layer input) in gs->lane0. */
-static void utg__layer_backward_input(utg_model *m, const utg__layer_run *L, utg__layer_grads *G, utg__gstate *gs) {
+static void utg__layer_backward_input(utg_model *m, const utg__layer_run *L, utg__layer_grads *G,
+                                      utg__gstate *gs) {
     utg_backend *be = m->be;
     const utg__acts *A = L->A;
     const utg__layer_weights *w = &L->w, *g = &G->g;
     int N = L->N, d = L->d;
     size_t Nd = (size_t)N * d;
-    be->mix_bwd(be, gs->lane0_spare, m->g_x0, g->resid_mix, g->resid_mix + d, gs->lane0, A->xc, w->resid_mix, m->x0,
-                w->resid_mix + d, N, d, UTG_MIX_DX_SET);
+    be->mix_bwd(be, gs->lane0_spare, m->g_x0, g->resid_mix, g->resid_mix + d, gs->lane0, A->xc, w->resid_mix,
+                m->x0, w->resid_mix + d, N, d, UTG_MIX_DX_SET);
     utg__gstate_swap0(gs);
-    if (m->iter_any) { /* xc = [alpha *] xs [+ iter_embed]: dxc = (block path) - d(delta); dxs = [alpha *] dxc + identity */
+    if (m->iter_any) { /* xc = [alpha *] xs [+ iter_embed]: dxc = (block path) - d(delta); dxs = [alpha *] dxc
+                          + identity */
         float *ID = m->g_depth_cond, *DD = m->g_depth_cond + Nd;
         utg__sub(m, gs->lane0, gs->lane0, DD, N);
-        be->mix_bwd(be, ID, NULL, g->hc_alpha, g->iter_embed, gs->lane0, A->xs, w->hc_alpha, NULL, w->iter_embed, N, d,
-                    w->hc_alpha ? UTG_MIX_WX_SCALAR : 0);
+        be->mix_bwd(be, ID, NULL, g->hc_alpha, g->iter_embed, gs->lane0, A->xs, w->hc_alpha, NULL,
+                    w->iter_embed, N, d, w->hc_alpha ? UTG_MIX_WX_SCALAR : 0);
         be->copy(be, gs->lane0, ID, Nd);
     } else if (w->film_gamma) { /* xc = gamma * xs + beta */
-        be->mix_bwd(be, gs->lane0_spare, NULL, g->film_gamma, g->film_beta, gs->lane0, A->xs, w->film_gamma, NULL,
-                    w->film_beta, N, d, UTG_MIX_DX_SET);
+        be->mix_bwd(be, gs->lane0_spare, NULL, g->film_gamma, g->film_beta, gs->lane0, A->xs, w->film_gamma,
+                    NULL, w->film_beta, N, d, UTG_MIX_DX_SET);
         utg__gstate_swap0(gs);
     }
     utg__layer_backward_skip(m, L, G, gs->lane0, A->hs);
@@ -4481,7 +4529,8 @@ UTGDEF double utg_lr_scale(const utg_config *c, int step, double elapsed_ms) {
    the last iterations); WARMDOWN_ITERS under a cap (the warmdown is WARMDOWN_ITERS average steps
    long, measured in ms, so that it ends with the cap whatever the step time). The step time is
    re-measured from the last plan switch (phase_step, phase_ms) once the new plan has a step. */
-UTGDEF double utg_lr_scale_phase(const utg_config *c, int step, double elapsed_ms, int phase_step, double phase_ms) {
+UTGDEF double utg_lr_scale_phase(const utg_config *c, int step, double elapsed_ms, int phase_step,
+                                 double phase_ms) {
     double cap_ms = c->max_wallclock_seconds > 0 ? 1000.0 * c->max_wallclock_seconds : 0.0;
     int wd_iters = UTG_OFF0(c->warmdown_iters);
     if (c->warmdown_frac > 0.0) {
@@ -4520,10 +4569,11 @@ static const float utg__ns_polar[5][3] = {
     {3.285753657755655f, -2.3681294933425376f, 0.46449024233003106f},
     {2.3465413258596377f, -1.7097828382687081f, 0.42323551169305323f}};
 
-UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int steps, int flags, float *scratch) {
+UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int steps, int flags,
+                              float *scratch) {
     int tall = rows > cols, mn = tall ? cols : rows, it, polar_express = (flags & UTG_NS_POLAR_EXPRESS) != 0;
-    void (*mm)(utg_backend *, float *, const float *, const float *, int, int, int, utg_trans, utg_trans, float, float) =
-        (flags & UTG_NS_BF16) && be->matmul_bf16 ? be->matmul_bf16 : be->matmul;
+    void (*mm)(utg_backend *, float *, const float *, const float *, int, int, int, utg_trans, utg_trans,
+               float, float) = (flags & UTG_NS_BF16) && be->matmul_bf16 ? be->matmul_bf16 : be->matmul;
     size_t n = (size_t)rows * cols;
     float *A = scratch, *B = A + (size_t)mn * mn, *Y = B + (size_t)mn * mn;
     double nrm = sqrt(be->sumsq(be, X, n));
@@ -4730,7 +4780,9 @@ UTGDEF void utg_optim_average(utg_optim *o, int step, double lr_scale) {
     if (!o) return;
     be = o->be;
     c = &o->m->cfg;
-    if (o->arena[UTG_OPTIM_EMA]) be->axpby(be, o->arena[UTG_OPTIM_EMA], (float)(1.0 - c->ema_decay), o->m->params, (float)c->ema_decay, o->m->arena_floats);
+    if (o->arena[UTG_OPTIM_EMA])
+        be->axpby(be, o->arena[UTG_OPTIM_EMA], (float)(1.0 - c->ema_decay), o->m->params, (float)c->ema_decay,
+                  o->m->arena_floats);
     if (o->arena[UTG_OPTIM_SWA] && lr_scale < c->swa_start_lr_frac && step % c->swa_every == 0) {
         be->axpby(be, o->arena[UTG_OPTIM_SWA], 1.0f, o->m->params, 1.0f, o->m->arena_floats);
         o->swa_count++;
@@ -5201,7 +5253,8 @@ UTGDEF const utg_allocator *utg_model_allocator(const utg_model *m) { return m ?
    parser works on bytes already in memory; the dataset and loaders below read shards from disk.
    ------------------------------------------------------------------------------------------------ */
 
-UTGDEF utg_result utg_shard_parse(const void *bytes, size_t size, const uint8_t **tokens, size_t *n_tokens, utg_msg *msg) {
+UTGDEF utg_result utg_shard_parse(const void *bytes, size_t size, const uint8_t **tokens, size_t *n_tokens,
+                                  utg_msg *msg) {
     const uint8_t *b = (const uint8_t *)bytes;
     uint32_t magic, version, n;
     if (!bytes || !tokens || !n_tokens) return UTG_ERR_INVALID;
@@ -5212,9 +5265,16 @@ UTGDEF utg_result utg_shard_parse(const void *bytes, size_t size, const uint8_t 
     magic = utg__rd_u32le(b);
     version = utg__rd_u32le(b + 4);
     n = utg__rd_u32le(b + 8);
-    if (magic != UTG_SHARD_MAGIC) { utg__msgf(msg, "shard: magic %u is not %d", magic, UTG_SHARD_MAGIC); return UTG_ERR_FORMAT; }
-    if (version != UTG_SHARD_VERSION) { utg__msgf(msg, "shard: version %u is not %d", version, UTG_SHARD_VERSION); return UTG_ERR_FORMAT; }
-    if (n > (uint32_t)INT32_MAX || (size - UTG_SHARD_HEADER_BYTES) / 2 != (size_t)n || (size - UTG_SHARD_HEADER_BYTES) % 2) {
+    if (magic != UTG_SHARD_MAGIC) {
+        utg__msgf(msg, "shard: magic %u is not %d", magic, UTG_SHARD_MAGIC);
+        return UTG_ERR_FORMAT;
+    }
+    if (version != UTG_SHARD_VERSION) {
+        utg__msgf(msg, "shard: version %u is not %d", version, UTG_SHARD_VERSION);
+        return UTG_ERR_FORMAT;
+    }
+    if (n > (uint32_t)INT32_MAX || (size - UTG_SHARD_HEADER_BYTES) / 2 != (size_t)n ||
+        (size - UTG_SHARD_HEADER_BYTES) % 2) {
         utg__msgf(msg, "shard: header says %u tokens (%llu bytes) but the file has %zu bytes", n,
                   (unsigned long long)UTG_SHARD_HEADER_BYTES + 2ull * n, size);
         return UTG_ERR_FORMAT;
@@ -5522,7 +5582,8 @@ static utg_result utg__ds_seek(utg_dataset *ds, int shard, uint64_t pos, utg_msg
 }
 
 /* Read n ids of one shard from its token `first` (all inside the shard). */
-static utg_result utg__ds_read_shard(utg_dataset *ds, int shard, uint64_t first, size_t n, int32_t *out, utg_msg *msg) {
+static utg_result utg__ds_read_shard(utg_dataset *ds, int shard, uint64_t first, size_t n, int32_t *out,
+                                     utg_msg *msg) {
     utg_result r = utg__ds_seek(ds, shard, UTG_SHARD_HEADER_BYTES + 2 * first, msg);
     size_t done = 0, i;
     if (r != UTG_OK) return r;
@@ -5538,7 +5599,8 @@ static utg_result utg__ds_read_shard(utg_dataset *ds, int shard, uint64_t first,
         for (i = 0; i < k; i++) {
             int32_t id = (int32_t)(ds->buf[2 * i] | (ds->buf[2 * i + 1] << 8));
             if (ds->vocab_size > 0 && id >= ds->vocab_size) {
-                utg__msgf(msg, "'%s': token %llu (stream offset %llu) is id %d, outside the vocabulary [0, %d)",
+                utg__msgf(msg,
+                          "'%s': token %llu (stream offset %llu) is id %d, outside the vocabulary [0, %d)",
                           ds->paths[shard], (unsigned long long)(first + done + i),
                           (unsigned long long)(ds->start[shard] + first + done + i), (int)id, ds->vocab_size);
                 return UTG_ERR_FORMAT;
@@ -5755,7 +5817,8 @@ static utg_result utg__ld_setup_shuffled(utg_loader *ld, utg_msg *msg) {
         if (total < (size_t)w) total = SIZE_MAX;
     }
     if (total == 0) {
-        utg__msgf(msg, "rank %d owns no shard with at least seq_len + 1 = %d tokens", ld->rank, ld->seq_len + 1);
+        utg__msgf(msg, "rank %d owns no shard with at least seq_len + 1 = %d tokens", ld->rank,
+                  ld->seq_len + 1);
         return UTG_ERR_INVALID;
     }
     if (!utg__mul_ok(total, sizeof(uint32_t), &bytes) || !(ld->perm = (uint32_t *)utg__alloc(a, bytes))) {
@@ -5822,11 +5885,13 @@ static utg_result utg__ld_read_pair(utg_dataset *ds, uint64_t start, size_t n, i
 
 /* SEQUENTIAL: this rank's span of local + 1 tokens from the next chunk; inputs are its first local
    tokens, targets the last local. */
-static utg_result utg__ld_next_sequential(utg_loader *ld, int32_t *inputs, int32_t *targets, size_t local, utg_msg *msg) {
+static utg_result utg__ld_next_sequential(utg_loader *ld, int32_t *inputs, int32_t *targets, size_t local,
+                                          utg_msg *msg) {
     uint64_t total = utg_dataset_tokens(ld->ds), span = (uint64_t)local + 1, chunk, start;
     utg_result r;
     if (span > UINT64_MAX / (uint64_t)ld->world_size) {
-        utg__msgf(msg, "loader: a chunk of %d spans of %llu tokens is too large", ld->world_size, (unsigned long long)span);
+        utg__msgf(msg, "loader: a chunk of %d spans of %llu tokens is too large", ld->world_size,
+                  (unsigned long long)span);
         return UTG_ERR_INVALID;
     }
     chunk = span * (uint64_t)ld->world_size;
@@ -5860,7 +5925,8 @@ static int utg__ld_pick(utg_loader *ld) {
 
 /* SHUFFLED: n_seqs windows of seq_len + 1 tokens from the owned shards, chosen with the loader's
    RNG; a failure restores the RNG, the epoch and the taken counts, so a retry draws the same. */
-static utg_result utg__ld_next_shuffled(utg_loader *ld, int32_t *inputs, int32_t *targets, int n_seqs, utg_msg *msg) {
+static utg_result utg__ld_next_shuffled(utg_loader *ld, int32_t *inputs, int32_t *targets, int n_seqs,
+                                        utg_msg *msg) {
     size_t T = (size_t)ld->seq_len;
     utg__rng rng0 = ld->rng;
     uint64_t epoch0 = ld->epoch;
@@ -5967,7 +6033,8 @@ static utg_result utg__ld_check_frame(const uint8_t *p, size_t size, utg_msg *ms
     }
     version = utg__rd_u32le(p + 4);
     if (version != UTG__LD_STATE_VERSION) {
-        utg__msgf(msg, "loader state: version %u, this build reads version %u", version, UTG__LD_STATE_VERSION);
+        utg__msgf(msg, "loader state: version %u, this build reads version %u", version,
+                  UTG__LD_STATE_VERSION);
         return UTG_ERR_FORMAT;
     }
     kind = utg__rd_u32le(p + 8);
@@ -6249,7 +6316,9 @@ static utg_result utg__ckpt_check_finite(utg_model *m, const uint8_t *arena, con
             float v;
             memcpy(&v, arena + 4 * (t->offset + e), 4);
             if (!isfinite(v)) {
-                utg__msgf(&m->msg, "checkpoint %s %s[%zu] is not finite (%g): the state it holds had diverged", what, t->name, e, (double)v);
+                utg__msgf(&m->msg,
+                          "checkpoint %s %s[%zu] is not finite (%g): the state it holds had diverged", what,
+                          t->name, e, (double)v);
                 return UTG_ERR_FORMAT;
             }
         }
@@ -6408,7 +6477,8 @@ static int utg__pb_varint(utg__pb *c, uint64_t *out) {
     for (i = 0; i < 10; i++) {
         uint8_t byte;
         if (c->pos >= c->end) {
-            utg__msgf(c->msg, "spm model: byte %zu: varint cut off by the end of its message at byte %zu", at, c->end);
+            utg__msgf(c->msg, "spm model: byte %zu: varint cut off by the end of its message at byte %zu", at,
+                      c->end);
             return 0;
         }
         byte = c->b[c->pos++];
@@ -6432,17 +6502,20 @@ static int utg__pb_key(utg__pb *c, uint32_t *field, int *wire) {
     if (!utg__pb_varint(c, &k)) return 0;
     *wire = (int)(k & 7);
     if ((k >> 3) == 0 || (k >> 3) > 0x1fffffffu) {
-        utg__msgf(c->msg, "spm model: byte %zu: field number %llu is outside 1..2^29-1", at, (unsigned long long)(k >> 3));
+        utg__msgf(c->msg, "spm model: byte %zu: field number %llu is outside 1..2^29-1", at,
+                  (unsigned long long)(k >> 3));
         return 0;
     }
     *field = (uint32_t)(k >> 3);
     if (*wire == 3 || *wire == 4) {
-        utg__msgf(c->msg, "spm model: byte %zu: field %u is a group (wire type %d), which this reader refuses", at,
+        utg__msgf(c->msg,
+                  "spm model: byte %zu: field %u is a group (wire type %d), which this reader refuses", at,
                   *field, *wire);
         return 0;
     }
     if (*wire > 5) {
-        utg__msgf(c->msg, "spm model: byte %zu: field %u has wire type %d, which does not exist", at, *field, *wire);
+        utg__msgf(c->msg, "spm model: byte %zu: field %u has wire type %d, which does not exist", at, *field,
+                  *wire);
         return 0;
     }
     return 1;
@@ -6469,8 +6542,9 @@ static int utg__pb_fixed(utg__pb *c, size_t n_bytes, uint64_t *out) {
     size_t i;
     uint64_t v = 0;
     if (c->end - c->pos < n_bytes) {
-        utg__msgf(c->msg, "spm model: byte %zu: %zu-byte fixed field cut off by the end of its message at byte %zu", c->pos,
-                  n_bytes, c->end);
+        utg__msgf(c->msg,
+                  "spm model: byte %zu: %zu-byte fixed field cut off by the end of its message at byte %zu",
+                  c->pos, n_bytes, c->end);
         return 0;
     }
     for (i = 0; i < n_bytes; i++) v |= (uint64_t)c->b[c->pos + i] << (8 * i);
@@ -6615,12 +6689,15 @@ static int utg__spm_read_piece(utg__pb *m, size_t index, size_t start, utg__spm_
         uint64_t bits;
         if (!utg__pb_key(m, &field, &wire)) return 0;
         if (field == 1) {
-            if (!utg__pb_want(m, at, "piece text (SentencePiece field 1)", wire, 2) || !utg__pb_sub(m, &s)) return 0;
+            if (!utg__pb_want(m, at, "piece text (SentencePiece field 1)", wire, 2) || !utg__pb_sub(m, &s))
+                return 0;
             p->text = s.b + s.pos;
             p->text_len = s.end - s.pos;
         } else if (field == 2) {
             uint32_t u;
-            if (!utg__pb_want(m, at, "piece score (SentencePiece field 2)", wire, 5) || !utg__pb_fixed(m, 4, &bits)) return 0;
+            if (!utg__pb_want(m, at, "piece score (SentencePiece field 2)", wire, 5) ||
+                !utg__pb_fixed(m, 4, &bits))
+                return 0;
             u = (uint32_t)bits;
             memcpy(&p->score, &u, sizeof p->score);
         } else if (field == 3) {
@@ -6757,15 +6834,16 @@ static int utg__spm_scan_model(const uint8_t *b, size_t size, utg__spm_scan *s, 
 }
 
 /* Store piece `id` and apply build_sentencepiece_luts to it. */
-static void utg__tok_set_piece(utg_tokenizer *t, int id, const uint8_t *text, size_t len, float score, int type,
-                               size_t *text_pos) {
+static void utg__tok_set_piece(utg_tokenizer *t, int id, const uint8_t *text, size_t len, float score,
+                               int type, size_t *text_pos) {
     t->piece_offset[id] = (uint32_t)*text_pos;
     memcpy(t->piece_text + *text_pos, text, len);
     t->piece_text[*text_pos + len] = 0;
     *text_pos += len + 1;
     t->piece_score[id] = score;
     t->piece_type[id] = (uint8_t)type;
-    if (type == UTG_PIECE_CONTROL || type == UTG_PIECE_UNKNOWN || type == UTG_PIECE_UNUSED) return; /* boundary, 0 bytes */
+    if (type == UTG_PIECE_CONTROL || type == UTG_PIECE_UNKNOWN || type == UTG_PIECE_UNUSED)
+        return; /* boundary, 0 bytes */
     t->is_boundary[id] = 0;
     if (type == UTG_PIECE_BYTE) {
         t->base_bytes[id] = 1;
@@ -6827,7 +6905,8 @@ static int utg__spm_fill(utg_tokenizer *t, const uint8_t *b, size_t size) {
             if (!utg__pb_skip(&c, wire)) return 0;
             continue;
         }
-        if (id >= t->n_pieces || !utg__pb_sub(&c, &sub) || !utg__spm_read_piece(&sub, (size_t)id, 0, &p)) return 0;
+        if (id >= t->n_pieces || !utg__pb_sub(&c, &sub) || !utg__spm_read_piece(&sub, (size_t)id, 0, &p))
+            return 0;
         utg__tok_set_piece(t, id++, p.text, p.text_len, p.score, (int)p.type, &text_pos);
     }
     return id == t->n_pieces;
@@ -6857,7 +6936,8 @@ static utg_result utg__tok_check_unique(utg_tokenizer *t, utg_msg *msg) {
         int cls = utg__spm_reserved(t->piece_type[id]);
         for (j = utg__fnv1a(text, (uint32_t)cls) & (cap - 1); slot[j] >= 0; j = (j + 1) & (cap - 1)) {
             int other = slot[j];
-            if (utg__spm_reserved(t->piece_type[other]) == cls && strcmp(t->piece_text + t->piece_offset[other], text) == 0) {
+            if (utg__spm_reserved(t->piece_type[other]) == cls &&
+                strcmp(t->piece_text + t->piece_offset[other], text) == 0) {
                 utg__msgf(msg, "spm model: pieces %d and %d have the same text", other, id);
                 utg__free(&t->allocator, slot);
                 return UTG_ERR_FORMAT;
@@ -6883,7 +6963,8 @@ static int utg__tok_piece_to_id(const utg_tokenizer *t, const uint8_t *s, size_t
 }
 
 /* sp.unk_id() etc.: PieceToId(name), kept only if that piece has the expected type. */
-static int utg__tok_special(const utg_tokenizer *t, const utg__spm_scan *s, int which, const char *default_name, int type) {
+static int utg__tok_special(const utg_tokenizer *t, const utg__spm_scan *s, int which,
+                            const char *default_name, int type) {
     const uint8_t *name = s->name[which];
     size_t len = s->name_len[which];
     int id;
@@ -6996,7 +7077,8 @@ UTGDEF const char *utg_tokenizer_piece(const utg_tokenizer *tok, int id) {
 
 /* The byte rule of >>tokenizer. Ids are compared as uint32, so a negative id lands past table_size
    and counts as padding: a target worth 0 bytes, or a boundary prev. */
-UTGDEF uint64_t utg_tokenizer_count_bytes(const utg_tokenizer *tok, const int32_t *prev, const int32_t *target, size_t n) {
+UTGDEF uint64_t utg_tokenizer_count_bytes(const utg_tokenizer *tok, const int32_t *prev,
+                                          const int32_t *target, size_t n) {
     uint64_t bytes = 0;
     uint32_t ts;
     size_t i;
@@ -7033,8 +7115,8 @@ UTGDEF utg_result utg_tokenizer_load_spm_file(utg_tokenizer *tok, const char *pa
 
 /* eval_val: the loss is summed in fp64 (train_gpt.py sums batch means x counts; this sums the
    per-token fp32 losses, which differs only in rounding), bytes by the rule above. */
-UTGDEF utg_result utg_bpb_add(utg_bpb *acc, const utg_tokenizer *tok, const int32_t *prev, const int32_t *target,
-                              const float *loss, size_t n) {
+UTGDEF utg_result utg_bpb_add(utg_bpb *acc, const utg_tokenizer *tok, const int32_t *prev,
+                              const int32_t *target, const float *loss, size_t n) {
     double loss_sum = 0.0;
     uint64_t bytes = 0;
     uint32_t ts;
@@ -7127,7 +7209,8 @@ static double utg__quantile_sorted(const float *v, int n, double p) {
    rel_err reports. nearbyintf in the default rounding mode rounds half to even, as torch.round.
    floor: train_gpt.py's clamp_min(1/r) for the max and percentile clips; SDClip (PR #1394) only keeps
    the scale above 1e-10. A zero clip (an all-zero row) gets the floor: symbols 0, error 0. */
-static double utg__quant_row(const float *w, int cols, int r, float clip, float floor, int8_t *q, uint16_t *scale16) {
+static double utg__quant_row(const float *w, int cols, int r, float clip, float floor, int8_t *q,
+                             uint16_t *scale16) {
     float scale = clip / (float)r, s16;
     double err = 0.0;
     int c;
@@ -7519,25 +7602,40 @@ static utg_result utg__tensor_check_planes(const utg_artifact_tensor *t, utg_msg
     if (t->dtype == UTG_DT_F32) {
         const uint8_t *v = (const uint8_t *)t->values;
         for (i = 0; i < t->numel; i++)
-            if ((utg__rd_u32le(v + 4 * i) & 0x7f800000u) == 0x7f800000u) { utg__msgf(msg, "tensor %s: value %zu is not finite", t->name, i); return UTG_ERR_FORMAT; }
+            if ((utg__rd_u32le(v + 4 * i) & 0x7f800000u) == 0x7f800000u) {
+                utg__msgf(msg, "tensor %s: value %zu is not finite", t->name, i);
+                return UTG_ERR_FORMAT;
+            }
     } else if (t->dtype == UTG_DT_F16 || t->dtype == UTG_DT_BF16) {
         const uint16_t *v = (const uint16_t *)t->values;
         uint16_t e = t->dtype == UTG_DT_F16 ? 0x7c00u : 0x7f80u;
         for (i = 0; i < t->numel; i++)
-            if ((v[i] & e) == e) { utg__msgf(msg, "tensor %s: value %zu is not finite", t->name, i); return UTG_ERR_FORMAT; }
+            if ((v[i] & e) == e) {
+                utg__msgf(msg, "tensor %s: value %zu is not finite", t->name, i);
+                return UTG_ERR_FORMAT;
+            }
     } else if (t->dtype == UTG_DT_Q) {
         const int8_t *q = (const int8_t *)t->values;
         int r = (1 << (t->qbits - 1)) - 1;
         for (i = 0; i < t->numel; i++)
-            if (q[i] > r || q[i] < -r) { utg__msgf(msg, "tensor %s: symbol %d at %zu is outside +-%d", t->name, q[i], i, r); return UTG_ERR_FORMAT; }
+            if (q[i] > r || q[i] < -r) {
+                utg__msgf(msg, "tensor %s: symbol %d at %zu is outside +-%d", t->name, q[i], i, r);
+                return UTG_ERR_FORMAT;
+            }
         if (t->scale_kind == UTG_SCALE_TENSOR) {
             float s;
             memcpy(&s, t->scales, 4);
-            if (!isfinite(s)) { utg__msgf(msg, "tensor %s: scale is not finite", t->name); return UTG_ERR_FORMAT; }
+            if (!isfinite(s)) {
+                utg__msgf(msg, "tensor %s: scale is not finite", t->name);
+                return UTG_ERR_FORMAT;
+            }
         } else {
             const uint16_t *s = (const uint16_t *)t->scales;
             for (i = 0; i < t->n_scales; i++)
-                if ((s[i] & 0x7c00u) == 0x7c00u) { utg__msgf(msg, "tensor %s: scale %zu is not finite", t->name, i); return UTG_ERR_FORMAT; }
+                if ((s[i] & 0x7c00u) == 0x7c00u) {
+                    utg__msgf(msg, "tensor %s: scale %zu is not finite", t->name, i);
+                    return UTG_ERR_FORMAT;
+                }
         }
     }
     return UTG_OK;
@@ -7686,17 +7784,33 @@ UTGDEF utg_result utg_artifact_add_tensor(utg_artifact_writer *w, const utg_arti
     if (!w || !src || !src->values) return UTG_ERR_INVALID;
     t = *src;
     for (nl = 0; nl < sizeof src->name && src->name[nl]; nl++) {}
-    if (nl >= sizeof src->name || !utg__name_ok(src->name, nl)) { utg__msgf(&w->msg, "tensor name is not 1..64 printable ASCII characters"); return UTG_ERR_INVALID; }
+    if (nl >= sizeof src->name || !utg__name_ok(src->name, nl)) {
+        utg__msgf(&w->msg, "tensor name is not 1..64 printable ASCII characters");
+        return UTG_ERR_INVALID;
+    }
     for (j = 0; j < w->n_t; j++)
-        if (!strcmp(w->t[j].name, src->name)) { utg__msgf(&w->msg, "tensor %s added twice", src->name); return UTG_ERR_INVALID; }
-    if (w->n_t >= UTG_ARTIFACT_MAX_TENSORS) { utg__msgf(&w->msg, "more than %d tensors", UTG_ARTIFACT_MAX_TENSORS); return UTG_ERR_INVALID; }
+        if (!strcmp(w->t[j].name, src->name)) {
+            utg__msgf(&w->msg, "tensor %s added twice", src->name);
+            return UTG_ERR_INVALID;
+        }
+    if (w->n_t >= UTG_ARTIFACT_MAX_TENSORS) {
+        utg__msgf(&w->msg, "more than %d tensors", UTG_ARTIFACT_MAX_TENSORS);
+        return UTG_ERR_INVALID;
+    }
     if ((r = utg__tensor_check(&t, &w->msg)) != UTG_OK) return UTG_ERR_INVALID;
-    if (t.scales_size && !src->scales) { utg__msgf(&w->msg, "tensor %s: no scales", t.name); return UTG_ERR_INVALID; }
+    if (t.scales_size && !src->scales) {
+        utg__msgf(&w->msg, "tensor %s: no scales", t.name);
+        return UTG_ERR_INVALID;
+    }
     if (utg__tensor_check_planes(&t, &w->msg) != UTG_OK) return UTG_ERR_INVALID;
     if (!utg__grow(&w->alloc, (void **)&w->t, &w->cap_t, w->n_t + 1, sizeof *w->t)) return UTG_ERR_NOMEM;
     v = utg__alloc(&w->alloc, t.values_size);
     if (t.scales_size) s = utg__alloc(&w->alloc, t.scales_size);
-    if (!v || (t.scales_size && !s)) { utg__free(&w->alloc, v); utg__free(&w->alloc, s); return UTG_ERR_NOMEM; }
+    if (!v || (t.scales_size && !s)) {
+        utg__free(&w->alloc, v);
+        utg__free(&w->alloc, s);
+        return UTG_ERR_NOMEM;
+    }
     memcpy(v, t.values, t.values_size);
     if (s) memcpy(s, t.scales, t.scales_size);
     t.values = v;
@@ -7705,16 +7819,29 @@ UTGDEF utg_result utg_artifact_add_tensor(utg_artifact_writer *w, const utg_arti
     return UTG_OK;
 }
 
-UTGDEF utg_result utg_artifact_add_section(utg_artifact_writer *w, const char tag[4], const void *bytes, size_t size) {
+UTGDEF utg_result utg_artifact_add_section(utg_artifact_writer *w, const char tag[4], const void *bytes,
+                                           size_t size) {
     utg__wsect *s;
     int i;
     if (!w || !tag || (size && !bytes) || size > 0xffffffffu) return UTG_ERR_INVALID;
     for (i = 0; i < 4; i++)
-        if (!((tag[i] >= 'A' && tag[i] <= 'Z') || (tag[i] >= '0' && tag[i] <= '9'))) { utg__msgf(&w->msg, "section tag must be 4 of A-Z 0-9"); return UTG_ERR_INVALID; }
-    if (!memcmp(tag, "META", 4) || !memcmp(tag, "TENS", 4) || !memcmp(tag, "DATA", 4)) { utg__msgf(&w->msg, "%.4s is written by the writer itself", tag); return UTG_ERR_INVALID; }
+        if (!((tag[i] >= 'A' && tag[i] <= 'Z') || (tag[i] >= '0' && tag[i] <= '9'))) {
+            utg__msgf(&w->msg, "section tag must be 4 of A-Z 0-9");
+            return UTG_ERR_INVALID;
+        }
+    if (!memcmp(tag, "META", 4) || !memcmp(tag, "TENS", 4) || !memcmp(tag, "DATA", 4)) {
+        utg__msgf(&w->msg, "%.4s is written by the writer itself", tag);
+        return UTG_ERR_INVALID;
+    }
     for (i = 0; i < w->n_s; i++)
-        if (!memcmp(w->sect[i].tag, tag, 4)) { utg__msgf(&w->msg, "section %.4s added twice", tag); return UTG_ERR_INVALID; }
-    if (w->n_s >= UTG_ARTIFACT_MAX_SECTIONS - 3) { utg__msgf(&w->msg, "too many sections"); return UTG_ERR_INVALID; }
+        if (!memcmp(w->sect[i].tag, tag, 4)) {
+            utg__msgf(&w->msg, "section %.4s added twice", tag);
+            return UTG_ERR_INVALID;
+        }
+    if (w->n_s >= UTG_ARTIFACT_MAX_SECTIONS - 3) {
+        utg__msgf(&w->msg, "too many sections");
+        return UTG_ERR_INVALID;
+    }
     s = &w->sect[w->n_s];
     s->bytes = (uint8_t *)utg__alloc(&w->alloc, size ? size : 1);
     if (!s->bytes) return UTG_ERR_NOMEM;
@@ -7870,7 +7997,10 @@ static void utg__artifact_write_tens(const utg_artifact_writer *w, const utg__wl
         utg__wr_u16le(p, (uint32_t)rl);
         p[2] = (uint8_t)nl; memcpy(p + 3, t->name, nl);
         p += 3 + nl;
-        p[0] = (uint8_t)t->dtype; p[1] = (uint8_t)t->qbits; p[2] = (uint8_t)t->scale_kind; p[3] = (uint8_t)t->ndim;
+        p[0] = (uint8_t)t->dtype;
+        p[1] = (uint8_t)t->qbits;
+        p[2] = (uint8_t)t->scale_kind;
+        p[3] = (uint8_t)t->ndim;
         utg__wr_u16le(p + 4, (uint32_t)t->group); p[6] = 0; p[7] = 0;
         p += 8;
         for (d = 0; d < t->ndim; d++) { utg__wr_u32le(p, (uint32_t)t->dims[d]); p += 4; }
@@ -7883,14 +8013,16 @@ static void utg__artifact_write_tens(const utg_artifact_writer *w, const utg__wl
                           utg__dtype_size(t->dtype));
         if (t->scales_size) {
             size_t es = t->scale_kind == UTG_SCALE_TENSOR ? 4 : 2;
-            utg__shuffle(pay + off_data + t->scales_offset, (const uint8_t *)t->scales, t->scales_size / es, es);
+            utg__shuffle(pay + off_data + t->scales_offset, (const uint8_t *)t->scales, t->scales_size / es,
+                         es);
         }
     }
 }
 
 /* The packed payload behind its 20-byte envelope (magic, version, codec, sizes, CRC) in a new *env */
-static utg_result utg__artifact_write_envelope(utg_artifact_writer *w, const utg_codec *codec, const uint8_t *pay,
-                                               size_t total, uint8_t **envp, size_t *packed_np) {
+static utg_result utg__artifact_write_envelope(utg_artifact_writer *w, const utg_codec *codec,
+                                               const uint8_t *pay, size_t total, uint8_t **envp,
+                                               size_t *packed_np) {
     size_t packed_cap, packed_n;
     uint8_t *env;
     utg_result r;
@@ -7965,7 +8097,8 @@ typedef struct utg__pspan { uint32_t off, end; int t; } utg__pspan;
 static int utg__strptr_cmp(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 /* Names that appear twice among n records (a name field every `stride` bytes from `first`): sorted
    pointers, so O(n log n). UTG_OK, or UTG_ERR_FORMAT with *dup set, or UTG_ERR_NOMEM. */
-static utg_result utg__find_duplicate(const utg_allocator *al, const char *first, size_t stride, size_t n, const char **dup) {
+static utg_result utg__find_duplicate(const utg_allocator *al, const char *first, size_t stride, size_t n,
+                                      const char **dup) {
     const char **names = (const char **)utg__alloc(al, sizeof *names * (n ? n : 1));
     size_t j;
     *dup = NULL;
@@ -8128,7 +8261,8 @@ static utg_result utg__artifact_parse_directory(utg__aparse *ps) {
     align = utg__rd_u16le(pay + 4);
     if (align != UTG_ARTIFACT_ALIGN) UTG__AF("payload plane alignment is %u, expected 64", align);
     for (i = 6; i < 16; i++) if (pay[i]) UTG__AF("payload header reserved byte %u is not zero", i);
-    if (nsec < 3 || nsec > UTG_ARTIFACT_MAX_SECTIONS) UTG__AF("payload has %u sections (3..%d)", nsec, UTG_ARTIFACT_MAX_SECTIONS);
+    if (nsec < 3 || nsec > UTG_ARTIFACT_MAX_SECTIONS)
+        UTG__AF("payload has %u sections (3..%d)", nsec, UTG_ARTIFACT_MAX_SECTIONS);
     if (16 + 16 * (size_t)nsec > raw) UTG__AF("section directory runs past the payload");
     prev_end = 16 + 16 * nsec;
     for (i = 0; i < nsec; i++)
@@ -8408,8 +8542,8 @@ static utg_result utg__artifact_parse_required(utg__aparse *ps) {
 }
 #undef UTG__AF
 
-UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_codec *decoder, const utg_allocator *alloc,
-                                     utg_artifact **out, utg_msg *msg) {
+UTGDEF utg_result utg_artifact_parse(const void *bytes, size_t size, const utg_codec *decoder,
+                                     const utg_allocator *alloc, utg_artifact **out, utg_msg *msg) {
     utg__aparse ps;
     utg_result r;
     if (out) *out = NULL;
@@ -8469,7 +8603,10 @@ UTGDEF utg_result utg_artifact_tensor_floats(const utg_artifact *a, int index, f
     if (n != t->numel) return UTG_ERR_MISMATCH;
     switch (t->dtype) {
     case UTG_DT_F32: memcpy(dst, t->values, n * 4); break;
-    case UTG_DT_F16: { const uint16_t *h = (const uint16_t *)t->values; for (i = 0; i < n; i++) dst[i] = utg__f16_to_f32(h[i]); } break;
+    case UTG_DT_F16: {
+        const uint16_t *h = (const uint16_t *)t->values;
+        for (i = 0; i < n; i++) dst[i] = utg__f16_to_f32(h[i]);
+    } break;
     case UTG_DT_BF16: {
         const uint16_t *h = (const uint16_t *)t->values;
         for (i = 0; i < n; i++) { uint32_t v = (uint32_t)h[i] << 16; memcpy(&dst[i], &v, 4); }
@@ -8477,11 +8614,18 @@ UTGDEF utg_result utg_artifact_tensor_floats(const utg_artifact *a, int index, f
     case UTG_DT_Q: {
         const int8_t *q = (const int8_t *)t->values;
         const uint16_t *s16 = (const uint16_t *)t->scales;
-        if (t->scale_kind == UTG_SCALE_TENSOR) { float s; memcpy(&s, t->scales, 4); for (i = 0; i < n; i++) dst[i] = (float)q[i] * s; }
-        else if (t->scale_kind == UTG_SCALE_ROW) {
+        if (t->scale_kind == UTG_SCALE_TENSOR) {
+            float s;
+            memcpy(&s, t->scales, 4);
+            for (i = 0; i < n; i++) dst[i] = (float)q[i] * s;
+        } else if (t->scale_kind == UTG_SCALE_ROW) {
             size_t rows = (size_t)t->dims[0], cols = n / rows, r2;
-            for (r2 = 0; r2 < rows; r2++) { float s = utg__f16_to_f32(s16[r2]); for (i = 0; i < cols; i++) dst[r2 * cols + i] = (float)q[r2 * cols + i] * s; }
-        } else for (i = 0; i < n; i++) dst[i] = (float)q[i] * utg__f16_to_f32(s16[i / (size_t)t->group]);
+            for (r2 = 0; r2 < rows; r2++) {
+                float s = utg__f16_to_f32(s16[r2]);
+                for (i = 0; i < cols; i++) dst[r2 * cols + i] = (float)q[r2 * cols + i] * s;
+            }
+        } else
+            for (i = 0; i < n; i++) dst[i] = (float)q[i] * utg__f16_to_f32(s16[i / (size_t)t->group]);
     } break;
     }
     return UTG_OK;
@@ -9468,7 +9612,9 @@ static void utg__sweep_stale_tmps(const char *dir, const char *base) {
         char *end;
         long pid;
         char full[4096];
-        if (len <= nb + 1 + ns || strncmp(name, base, nb) || name[nb] != '.' || strcmp(name + len - ns, UTG__TMP_SUFFIX)) continue;
+        if (len <= nb + 1 + ns || strncmp(name, base, nb) || name[nb] != '.' ||
+            strcmp(name + len - ns, UTG__TMP_SUFFIX))
+            continue;
         p = name + nb + 1;
         if (!(*p >= '1' && *p <= '9')) continue;
         pid = strtol(p, &end, 10);
@@ -9675,7 +9821,10 @@ static void utg__cpu_copy(utg_backend *be, float *dst, const float *src, size_t 
     long long c, nc = (long long)((n + UTG__CHUNK - 1) / UTG__CHUNK);
     (void)be;
     if (!n || dst == src) return;
-    if (n < 4 * UTG__CHUNK || utg__overlap(dst, n, src, n)) { memmove(dst, src, n * sizeof(float)); return; } /* overlap: one memmove */
+    if (n < 4 * UTG__CHUNK || utg__overlap(dst, n, src, n)) {
+        memmove(dst, src, n * sizeof(float));
+        return;
+    } /* overlap: one memmove */
     UTG__OMP_FOR
     for (c = 0; c < nc; c++) {
         size_t i0 = (size_t)c * UTG__CHUNK, i1 = i0 + UTG__CHUNK > n ? n : i0 + UTG__CHUNK;
@@ -9845,9 +9994,10 @@ static void utg__uk_portable(int kc, const float *UTG_RESTRICT Ap, int as, const
 /* The AVX-512 microkernel: 12 x 32 tile in 24 zmm accumulators, each k step two B loads and 12
    broadcasts of A (24 FMAs per k step). Full tiles are stored directly, edge tiles through masks
    (UTG__ZM), so there is no tile buffer and no scalar tail. */
-__attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const float *UTG_RESTRICT Ap, int as,
-                                                                  const float *UTG_RESTRICT Bp, int bs, float *UTG_RESTRICT C,
-                                                                  int ldc, int mr, int nr, int acc) {
+__attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const float *UTG_RESTRICT Ap,
+                                                                  int as, const float *UTG_RESTRICT Bp,
+                                                                  int bs, float *UTG_RESTRICT C, int ldc,
+                                                                  int mr, int nr, int acc) {
     UTG__Z2(0); UTG__Z2(1); UTG__Z2(2); UTG__Z2(3); UTG__Z2(4); UTG__Z2(5);
     UTG__Z2(6); UTG__Z2(7); UTG__Z2(8); UTG__Z2(9); UTG__Z2(10); UTG__Z2(11);
     int k;
@@ -9861,7 +10011,8 @@ __attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const 
         UTG__ZS(0); UTG__ZS(1); UTG__ZS(2); UTG__ZS(3); UTG__ZS(4); UTG__ZS(5);
         UTG__ZS(6); UTG__ZS(7); UTG__ZS(8); UTG__ZS(9); UTG__ZS(10); UTG__ZS(11);
     } else {
-        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u), m1 = (__mmask16)(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
+        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u),
+                  m1 = (__mmask16)(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
         UTG__ZM(0); UTG__ZM(1); UTG__ZM(2); UTG__ZM(3); UTG__ZM(4); UTG__ZM(5);
         UTG__ZM(6); UTG__ZM(7); UTG__ZM(8); UTG__ZM(9); UTG__ZM(10); UTG__ZM(11);
     }
@@ -9869,9 +10020,10 @@ __attribute__((target("avx512f,fma"))) static void utg__uk_avx512(int kc, const 
 
 /* The same with A's 12 rows read in place: four row pointers, the other rows at lda and 2 lda
    from them (one addressing mode each), moving along k together */
-__attribute__((target("avx512f,fma"))) static void utg__uk_avx512_rows(int kc, const float *UTG_RESTRICT A, int lda,
-                                                                       const float *UTG_RESTRICT Bp, int bs, float *UTG_RESTRICT C,
-                                                                       int ldc, int nr, int acc) {
+__attribute__((target("avx512f,fma"))) static void utg__uk_avx512_rows(int kc, const float *UTG_RESTRICT A,
+                                                                       int lda, const float *UTG_RESTRICT Bp,
+                                                                       int bs, float *UTG_RESTRICT C, int ldc,
+                                                                       int nr, int acc) {
     UTG__Z2(0); UTG__Z2(1); UTG__Z2(2); UTG__Z2(3); UTG__Z2(4); UTG__Z2(5);
     UTG__Z2(6); UTG__Z2(7); UTG__Z2(8); UTG__Z2(9); UTG__Z2(10); UTG__Z2(11);
     const size_t l1 = (size_t)lda, l2 = 2 * (size_t)lda;
@@ -9892,7 +10044,8 @@ __attribute__((target("avx512f,fma"))) static void utg__uk_avx512_rows(int kc, c
         UTG__ZS(0); UTG__ZS(1); UTG__ZS(2); UTG__ZS(3); UTG__ZS(4); UTG__ZS(5);
         UTG__ZS(6); UTG__ZS(7); UTG__ZS(8); UTG__ZS(9); UTG__ZS(10); UTG__ZS(11);
     } else {
-        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u), m1 = (__mmask16)(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
+        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u),
+                  m1 = (__mmask16)(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
         UTG__ZM(0); UTG__ZM(1); UTG__ZM(2); UTG__ZM(3); UTG__ZM(4); UTG__ZM(5);
         UTG__ZM(6); UTG__ZM(7); UTG__ZM(8); UTG__ZM(9); UTG__ZM(10); UTG__ZM(11);
     }
@@ -9914,8 +10067,10 @@ __attribute__((target("avx512f,fma"))) static void utg__uk_avx512_rows(int kc, c
 /* The AVX2 microkernel: 6 x 16 tile in 12 ymm accumulators (of 16 registers, leaving room for the
    two B vectors and a broadcast). Every tile, full or edge, goes through a stack buffer and
    utg__tile_add. */
-__attribute__((target("avx2,fma"))) static void utg__uk_avx2(int kc, const float *UTG_RESTRICT Ap, int as, const float *UTG_RESTRICT Bp, int bs,
-                                                             float *UTG_RESTRICT C, int ldc, int mr, int nr, int acc) {
+__attribute__((target("avx2,fma"))) static void utg__uk_avx2(int kc, const float *UTG_RESTRICT Ap, int as,
+                                                             const float *UTG_RESTRICT Bp, int bs,
+                                                             float *UTG_RESTRICT C, int ldc, int mr, int nr,
+                                                             int acc) {
     UTG__Y2(0); UTG__Y2(1); UTG__Y2(2); UTG__Y2(3); UTG__Y2(4); UTG__Y2(5);
     float tile[6 * 16];
     int k;
@@ -9965,8 +10120,9 @@ __attribute__((target("avx512f"))) static inline void utg__tr16(__m512 *r) {
 }
 /* The same with 16 x 16 register transposes: 16 rows x 16 k loaded (masked at the edges), turned
    in four shuffle stages, stored as 16 k rows of up to 16 lanes. */
-__attribute__((target("avx512f"))) static void utg__pack_t_avx512(float *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src,
-                                                                  int ld, int nrows, int kb, float alpha) {
+__attribute__((target("avx512f"))) static void utg__pack_t_avx512(float *UTG_RESTRICT dst, int W,
+                                                                  const float *UTG_RESTRICT src, int ld,
+                                                                  int nrows, int kb, float alpha) {
     const __m512 va = _mm512_set1_ps(alpha);
     int g, k0, i;
     for (g = 0; g < W; g += 16) {
@@ -9978,7 +10134,8 @@ __attribute__((target("avx512f"))) static void utg__pack_t_avx512(float *UTG_RES
             __m512 r[16];
 #pragma GCC unroll 16
             for (i = 0; i < 16; i++)
-                r[i] = i < gr ? _mm512_mul_ps(va, _mm512_maskz_loadu_ps(lm, src + (size_t)(g + i) * ld + k0)) : _mm512_setzero_ps();
+                r[i] = i < gr ? _mm512_mul_ps(va, _mm512_maskz_loadu_ps(lm, src + (size_t)(g + i) * ld + k0))
+                              : _mm512_setzero_ps();
             utg__tr16(r);
             for (i = 0; i < kl; i++) _mm512_mask_storeu_ps(dst + (size_t)(k0 + i) * W + g, sm, r[i]);
         }
@@ -10045,8 +10202,10 @@ __attribute__((unused)) static uint32_t utg__bf16_pair(float lo, float hi) { ret
 /* dst[p * W + r] = bf16 pair (alpha src[r ld + 2p], alpha src[r ld + 2p + 1]) for r < nrows, rows up
    to W (<= 32) zero: 16 rows x 32 k converted to 16 x 16 pairs (vcvtne2ps2bf16, nearest even, as
    utg__bf16_pair except that it reads denormals as zero), then transposed as 32-bit lanes */
-__attribute__((target("avx512f,avx512bf16"))) static void utg__pack_pairs_t(uint32_t *UTG_RESTRICT dst, int W, const float *UTG_RESTRICT src,
-                                                                             int ld, int nrows, int kb, float alpha) {
+__attribute__((target("avx512f,avx512bf16"))) static void utg__pack_pairs_t(uint32_t *UTG_RESTRICT dst, int W,
+                                                                            const float *UTG_RESTRICT src,
+                                                                            int ld, int nrows, int kb,
+                                                                            float alpha) {
     const __m512 va = _mm512_set1_ps(alpha);
     int g, k0, i;
     for (g = 0; g < W; g += 16) {
@@ -10054,45 +10213,56 @@ __attribute__((target("avx512f,avx512bf16"))) static void utg__pack_pairs_t(uint
         __mmask16 sm = (__mmask16)((1u << wl) - 1u);
         for (k0 = 0; k0 < kb; k0 += 32) {
             int kl = kb - k0 < 32 ? kb - k0 : 32, pl = (kl + 1) / 2;
-            __mmask16 lo = (__mmask16)(kl >= 16 ? 0xffffu : (1u << kl) - 1u), hi = (__mmask16)(kl <= 16 ? 0u : (kl >= 32 ? 0xffffu : (1u << (kl - 16)) - 1u));
+            __mmask16 lo = (__mmask16)(kl >= 16 ? 0xffffu : (1u << kl) - 1u),
+                      hi = (__mmask16)(kl <= 16 ? 0u : (kl >= 32 ? 0xffffu : (1u << (kl - 16)) - 1u));
             __m512 r[16];
 #pragma GCC unroll 16
             for (i = 0; i < 16; i++) {
                 if (i < gr) {
                     const float *x = src + (size_t)(g + i) * ld + k0;
-                    __m512 a = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(lo, x)), b = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(hi, x + 16));
+                    __m512 a = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(lo, x)),
+                           b = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(hi, x + 16));
                     r[i] = _mm512_castsi512_ps((__m512i)_mm512_cvtne2ps_pbh(b, a));
                 } else {
                     r[i] = _mm512_setzero_ps();
                 }
             }
             utg__tr16(r);
-            for (i = 0; i < pl; i++) _mm512_mask_storeu_ps((float *)(dst + (size_t)(k0 / 2 + i) * W + g), sm, r[i]);
+            for (i = 0; i < pl; i++)
+                _mm512_mask_storeu_ps((float *)(dst + (size_t)(k0 / 2 + i) * W + g), sm, r[i]);
         }
     }
 }
 /* d[r] = bf16 pair (alpha s0[r], alpha s1[r]) for r < n (s1 NULL: zero), 0 for n <= r < w (n <= w <= 16):
    utg__bf16_pair in 16 lanes, for the row-wise pair packing (A^T's slivers, B's panels) */
-__attribute__((target("avx512f"))) static void utg__pair_rows(uint32_t *d, const float *s0, const float *s1, int n, int w, float alpha) {
+__attribute__((target("avx512f"))) static void utg__pair_rows(uint32_t *d, const float *s0, const float *s1,
+                                                              int n, int w, float alpha) {
     const __mmask16 m = (__mmask16)((1u << n) - 1u);
     const __m512 va = _mm512_set1_ps(alpha);
-    const __m512i one = _mm512_set1_epi32(1), rnd = _mm512_set1_epi32(0x7fff), inf = _mm512_set1_epi32(0x7f800000),
-                  absm = _mm512_set1_epi32(0x7fffffff), qbit = _mm512_set1_epi32(0x400000);
+    const __m512i one = _mm512_set1_epi32(1), rnd = _mm512_set1_epi32(0x7fff),
+                  inf = _mm512_set1_epi32(0x7f800000), absm = _mm512_set1_epi32(0x7fffffff),
+                  qbit = _mm512_set1_epi32(0x400000);
     __m512i a = _mm512_castps_si512(_mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, s0)));
-    __m512i b = s1 ? _mm512_castps_si512(_mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, s1))) : _mm512_setzero_si512();
+    __m512i b =
+        s1 ? _mm512_castps_si512(_mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, s1))) : _mm512_setzero_si512();
     /* a NaN is cut to its high half and made quiet (rounding could carry its payload into the sign) */
-    __mmask16 na = _mm512_cmpgt_epu32_mask(_mm512_and_si512(a, absm), inf), nb = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, absm), inf);
-    a = _mm512_mask_blend_epi32(na, _mm512_add_epi32(_mm512_add_epi32(a, rnd), _mm512_and_si512(_mm512_srli_epi32(a, 16), one)),
-                                _mm512_or_si512(a, qbit));
-    b = _mm512_mask_blend_epi32(nb, _mm512_add_epi32(_mm512_add_epi32(b, rnd), _mm512_and_si512(_mm512_srli_epi32(b, 16), one)),
-                                _mm512_or_si512(b, qbit));
+    __mmask16 na = _mm512_cmpgt_epu32_mask(_mm512_and_si512(a, absm), inf),
+              nb = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, absm), inf);
+    a = _mm512_mask_blend_epi32(
+        na, _mm512_add_epi32(_mm512_add_epi32(a, rnd), _mm512_and_si512(_mm512_srli_epi32(a, 16), one)),
+        _mm512_or_si512(a, qbit));
+    b = _mm512_mask_blend_epi32(
+        nb, _mm512_add_epi32(_mm512_add_epi32(b, rnd), _mm512_and_si512(_mm512_srli_epi32(b, 16), one)),
+        _mm512_or_si512(b, qbit));
     a = _mm512_srli_epi32(a, 16);
     b = _mm512_and_si512(b, _mm512_set1_epi32((int)0xffff0000u));
-    _mm512_mask_storeu_epi32(d, (__mmask16)((1u << w) - 1u), _mm512_maskz_mov_epi32(m, _mm512_or_si512(a, b)));
+    _mm512_mask_storeu_epi32(d, (__mmask16)((1u << w) - 1u),
+                             _mm512_maskz_mov_epi32(m, _mm512_or_si512(a, b)));
 }
 /* op(B)[kc:kc+kb, j0:j0+32] as one bf16-pair panel: dst[p * 32 + j] holds k = 2p (low) and 2p + 1
    (high) of column j; columns past N and an odd last k are zero. */
-static void utg__pack_b_pairs(uint32_t *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0) {
+static void utg__pack_b_pairs(uint32_t *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb,
+                              int j0) {
     int nj = N - j0 < 32 ? N - j0 : 32, kp = (kb + 1) / 2, p;
     if (tb) { /* transposing: pairs and padding in registers */
         utg__pack_pairs_t(dst, 32, B + (size_t)j0 * ldb + kc, ldb, nj, kb, 1.0f);
@@ -10101,13 +10271,15 @@ static void utg__pack_b_pairs(uint32_t *dst, const float *B, int ldb, utg_trans 
     for (p = 0; p < kp; p++) { /* an odd last k pairs with zero */
         const float *s0 = B + (size_t)(kc + 2 * p) * ldb + j0, *s1 = 2 * p + 1 < kb ? s0 + ldb : NULL;
         utg__pair_rows(dst + (size_t)p * 32, s0, s1, nj < 16 ? nj : 16, 16, 1.0f);
-        if (nj > 16) utg__pair_rows(dst + (size_t)p * 32 + 16, s0 + 16, s1 ? s1 + 16 : NULL, nj - 16, 16, 1.0f);
+        if (nj > 16)
+            utg__pair_rows(dst + (size_t)p * 32 + 16, s0 + 16, s1 ? s1 + 16 : NULL, nj - 16, 16, 1.0f);
         else memset(dst + (size_t)p * 32 + 16, 0, 16 * sizeof(uint32_t));
     }
 }
 /* alpha * op(A)[i0:i0+12, kc:kc+kb] as one bf16-pair sliver: ap[p * 12 + r] holds k = 2p and
    2p + 1 of row r; rows past M and an odd last k are zero. */
-static void utg__pack_a_pairs(uint32_t *ap, const float *A, int lda, utg_trans ta, int M, int i0, int kc, int kb, float alpha) {
+static void utg__pack_a_pairs(uint32_t *ap, const float *A, int lda, utg_trans ta, int M, int i0, int kc,
+                              int kb, float alpha) {
     int mr = M - i0 < 12 ? M - i0 : 12, kp = kb / 2, p;
     if (!ta) { /* transposing: pairs and padding in registers */
         utg__pack_pairs_t(ap, 12, A + (size_t)i0 * lda + kc, lda, mr, kb, alpha);
@@ -10117,7 +10289,8 @@ static void utg__pack_a_pairs(uint32_t *ap, const float *A, int lda, utg_trans t
         const float *s0 = A + (size_t)(kc + 2 * p) * lda + i0;
         utg__pair_rows(ap + (size_t)p * 12, s0, s0 + lda, mr, 12, alpha);
     }
-    if (kb & 1) utg__pair_rows(ap + (size_t)kp * 12, A + (size_t)(kc + kb - 1) * lda + i0, NULL, mr, 12, alpha);
+    if (kb & 1)
+        utg__pair_rows(ap + (size_t)kp * 12, A + (size_t)(kc + kb - 1) * lda + i0, NULL, mr, 12, alpha);
 }
 #define UTG__B2(r) __m512 c##r##a = _mm512_setzero_ps(), c##r##b = _mm512_setzero_ps()
 #define UTG__BF(r)                                                                                 \
@@ -10128,15 +10301,16 @@ static void utg__pack_a_pairs(uint32_t *ap, const float *A, int lda, utg_trans t
     } while (0)
 /* noinline: inlined into the OpenMP region, the kernel runs short of zmm registers and spills b1 to
    the stack every k pair, which costs the Newton-Schulz mix about 15% */
-__attribute__((target("avx512f,avx512bf16"), noinline)) static void utg__uk_bf16(int kp, const uint32_t *UTG_RESTRICT Ap,
-                                                                       const uint32_t *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
-                                                                       int ldc, int mr, int nr, int acc) {
+__attribute__((target("avx512f,avx512bf16"), noinline)) static void
+utg__uk_bf16(int kp, const uint32_t *UTG_RESTRICT Ap, const uint32_t *UTG_RESTRICT Bp, float *UTG_RESTRICT C,
+             int ldc, int mr, int nr, int acc) {
     UTG__B2(0); UTG__B2(1); UTG__B2(2); UTG__B2(3); UTG__B2(4); UTG__B2(5);
     UTG__B2(6); UTG__B2(7); UTG__B2(8); UTG__B2(9); UTG__B2(10); UTG__B2(11);
     int p;
     for (p = 0; p < kp; p++) {
         const uint32_t *a = Ap + (size_t)p * 12;
-        __m512bh b0 = (__m512bh)_mm512_loadu_si512(Bp + (size_t)p * 32), b1 = (__m512bh)_mm512_loadu_si512(Bp + (size_t)p * 32 + 16);
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(Bp + (size_t)p * 32),
+                 b1 = (__m512bh)_mm512_loadu_si512(Bp + (size_t)p * 32 + 16);
         UTG__BF(0); UTG__BF(1); UTG__BF(2); UTG__BF(3); UTG__BF(4); UTG__BF(5);
         UTG__BF(6); UTG__BF(7); UTG__BF(8); UTG__BF(9); UTG__BF(10); UTG__BF(11);
     }
@@ -10144,7 +10318,8 @@ __attribute__((target("avx512f,avx512bf16"), noinline)) static void utg__uk_bf16
         UTG__ZS(0); UTG__ZS(1); UTG__ZS(2); UTG__ZS(3); UTG__ZS(4); UTG__ZS(5);
         UTG__ZS(6); UTG__ZS(7); UTG__ZS(8); UTG__ZS(9); UTG__ZS(10); UTG__ZS(11);
     } else {
-        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u), m1 = (__mmask16)(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
+        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u),
+                  m1 = (__mmask16)(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
         UTG__ZM(0); UTG__ZM(1); UTG__ZM(2); UTG__ZM(3); UTG__ZM(4); UTG__ZM(5);
         UTG__ZM(6); UTG__ZM(7); UTG__ZM(8); UTG__ZM(9); UTG__ZM(10); UTG__ZM(11);
     }
@@ -10159,13 +10334,15 @@ __attribute__((target("avx512f,avx512bf16"), noinline)) static void utg__uk_bf16
    behind matmul and matmul_bf16.
    ------------------------------------------------------------------------------------------------ */
 /* op(B)[kc:kc+kb, j0:j0+NR] into one NR-wide panel (k-major), zero-padded past N; bf16: rounded to bf16 */
-static void utg__pack_b(const utg__gk *gk, float *dst, const float *B, int ldb, utg_trans tb, int N, int kc, int kb, int j0, int bf16) {
+static void utg__pack_b(const utg__gk *gk, float *dst, const float *B, int ldb, utg_trans tb, int N, int kc,
+                        int kb, int j0, int bf16) {
     const int NR = gk->nr;
     int nj = N - j0 < NR ? N - j0 : NR, j, k;
     if (tb) {
         gk->pack_t(dst, NR, B + (size_t)j0 * ldb + kc, ldb, nj, kb, 1.0f);
     } else {
-        for (k = 0; k < kb; k++) memcpy(dst + (size_t)k * NR, B + (size_t)(kc + k) * ldb + j0, sizeof(float) * (size_t)nj);
+        for (k = 0; k < kb; k++)
+            memcpy(dst + (size_t)k * NR, B + (size_t)(kc + k) * ldb + j0, sizeof(float) * (size_t)nj);
         if (nj < NR)
             for (k = 0; k < kb; k++)
                 for (j = nj; j < NR; j++) dst[(size_t)k * NR + j] = 0.0f;
@@ -10640,8 +10817,8 @@ static void utg__cpu_rmsnorm_bwd(utg_backend *be, float *dx, const float *dy, co
 }
 
 /* One head's vector: xn = x * rstd, then y = g * rope(xn) (pairs (i, i + half) with cos c[i] and sin s[i]) */
-static float utg__qk_row_fwd(float *UTG_RESTRICT y, float *UTG_RESTRICT xn, const float *UTG_RESTRICT x, const float *cs,
-                             const float *sn, float g, int hd, int half, float eps) {
+static float utg__qk_row_fwd(float *UTG_RESTRICT y, float *UTG_RESTRICT xn, const float *UTG_RESTRICT x,
+                             const float *cs, const float *sn, float g, int hd, int half, float eps) {
     float rs = 1.0f / sqrtf(utg__dot(x, x, hd) / (float)hd + eps);
     int i;
     for (i = 0; i < hd; i++) xn[i] = x[i] * rs;
@@ -10655,8 +10832,9 @@ static float utg__qk_row_fwd(float *UTG_RESTRICT y, float *UTG_RESTRICT xn, cons
 }
 /* qk_norm_rope_fwd: one thread per token, its heads in order; token row t sits at position
    t % seq_len of the RoPE table. */
-static void utg__cpu_qk_norm_rope_fwd(utg_backend *be, float *y, float *xn, float *rstd, const float *x, const float *cos_sin,
-                                      const float *gain, int n_tok, int seq_len, int n_heads, int head_dim, int rot_dims, float eps) {
+static void utg__cpu_qk_norm_rope_fwd(utg_backend *be, float *y, float *xn, float *rstd, const float *x,
+                                      const float *cos_sin, const float *gain, int n_tok, int seq_len,
+                                      int n_heads, int head_dim, int rot_dims, float eps) {
     int t, half = rot_dims / 2;
     const float *sin_tab = cos_sin + (size_t)seq_len * half;
     (void)be;
@@ -10665,15 +10843,17 @@ static void utg__cpu_qk_norm_rope_fwd(utg_backend *be, float *y, float *xn, floa
         int pos = t % seq_len, h;
         for (h = 0; h < n_heads; h++) {
             size_t o = ((size_t)t * n_heads + h) * head_dim;
-            rstd[(size_t)t * n_heads + h] = utg__qk_row_fwd(y + o, xn + o, x + o, cos_sin + (size_t)pos * half, sin_tab + (size_t)pos * half,
-                                                            gain ? gain[h] : 1.0f, head_dim, half, eps);
+            rstd[(size_t)t * n_heads + h] =
+                utg__qk_row_fwd(y + o, xn + o, x + o, cos_sin + (size_t)pos * half,
+                                sin_tab + (size_t)pos * half, gain ? gain[h] : 1.0f, head_dim, half, eps);
         }
     }
 }
 /* One head's backward: r = rope(xn), dn = rope^T(g dy) into the caller's scratch, dx = rstd (dn - xn (dn .
    xn) / hd); returns dy . r (its share of dgain). Restrict-qualified so that the loops vectorize. */
-static float utg__qk_row_bwd(float *UTG_RESTRICT out, float *UTG_RESTRICT r, float *UTG_RESTRICT dn, const float *UTG_RESTRICT d,
-                             const float *UTG_RESTRICT n, const float *UTG_RESTRICT cs, const float *UTG_RESTRICT sn, float g, float rs,
+static float utg__qk_row_bwd(float *UTG_RESTRICT out, float *UTG_RESTRICT r, float *UTG_RESTRICT dn,
+                             const float *UTG_RESTRICT d, const float *UTG_RESTRICT n,
+                             const float *UTG_RESTRICT cs, const float *UTG_RESTRICT sn, float g, float rs,
                              int hd, int half, int want_dgain) {
     float m, dg = 0.0f;
     int i;
@@ -10813,7 +10993,8 @@ static void utg__fa_acc(const utg__gk *gk, float *C, int ldc, const float *t, co
 /* C (nk x hd, row stride ldc) += the tile (nk keys x NR queries) times the B panels of the panel's
    queries (k = nq; panel p at Bq + p * nq * NR): dV += P^T dO, dK += dS^T Q. Whole slivers of the
    tile are read in place as A's rows where the kernel can (fn_rows); the rest is packed into pa. */
-static void utg__fa_kv(const utg__gk *gk, float *C, int ldc, const float *t, const float *Bq, float *pa, int nk, int nq, int hd) {
+static void utg__fa_kv(const utg__gk *gk, float *C, int ldc, const float *t, const float *Bq, float *pa,
+                       int nk, int nq, int hd) {
     const int MR = gk->mr, NR = gk->nr;
     int s, p;
     for (s = 0; s * MR < nk; s++) {
@@ -10821,11 +11002,13 @@ static void utg__fa_kv(const utg__gk *gk, float *C, int ldc, const float *t, con
         float *c = C + (size_t)s * MR * ldc;
         if (mr == MR && gk->fn_rows) {
             for (p = 0; p * NR < hd; p++)
-                gk->fn_rows(nq, t + (size_t)s * MR * NR, NR, Bq + (size_t)p * nq * NR, NR, c + p * NR, ldc, hd - p * NR < NR ? hd - p * NR : NR, 1);
+                gk->fn_rows(nq, t + (size_t)s * MR * NR, NR, Bq + (size_t)p * nq * NR, NR, c + p * NR, ldc,
+                            hd - p * NR < NR ? hd - p * NR : NR, 1);
         } else {
             gk->pack_t(pa, MR, t + (size_t)s * MR * NR, NR, mr, nq, 1.0f);
             for (p = 0; p * NR < hd; p++)
-                gk->fn(nq, pa, MR, Bq + (size_t)p * nq * NR, NR, c + p * NR, ldc, mr, hd - p * NR < NR ? hd - p * NR : NR, 1);
+                gk->fn(nq, pa, MR, Bq + (size_t)p * nq * NR, NR, c + p * NR, ldc, mr,
+                       hd - p * NR < NR ? hd - p * NR : NR, 1);
         }
     }
 }
@@ -11014,7 +11197,8 @@ static void utg__cpu_relu2_bwd(utg_backend *be, float *dx, const float *dy, cons
 
 /* xsa_fwd: removes from each query head's output its component along the token's own value
    vector (kv head h / (H / Hkv)); a zero value vector leaves the output as it is. */
-static void utg__cpu_xsa_fwd(utg_backend *be, float *y, const float *x, const float *v, int n_tok, int H, int Hkv, int hd) {
+static void utg__cpu_xsa_fwd(utg_backend *be, float *y, const float *x, const float *v, int n_tok, int H,
+                             int Hkv, int hd) {
     int t, g = H / Hkv;
     (void)be;
     UTG__OMP_FOR
@@ -11023,14 +11207,15 @@ static void utg__cpu_xsa_fwd(utg_backend *be, float *y, const float *x, const fl
         for (h = 0; h < H; h++) {
             const float *xr = x + ((size_t)t * H + h) * hd, *vr = v + ((size_t)t * Hkv + h / g) * hd;
             float *yr = y + ((size_t)t * H + h) * hd;
-            float vv = utg__dot(vr, vr, hd), s = vv > 0.0f ? utg__dot(xr, vr, hd) / vv : 0.0f; /* (x.u) u = (x.v / v.v) v */
+            float vv = utg__dot(vr, vr, hd),
+                  s = vv > 0.0f ? utg__dot(xr, vr, hd) / vv : 0.0f; /* (x.u) u = (x.v / v.v) v */
             for (i = 0; i < hd; i++) yr[i] = xr[i] - s * vr[i];
         }
     }
 }
 /* with u = v/|v| and s = x.u:  dx = dy - (dy.u) u;  du = -(s dy + (dy.u) x);  dv = (du - (du.u) u) / |v| */
-static void utg__cpu_xsa_bwd(utg_backend *be, float *dx, float *dv, const float *dy, const float *x, const float *v, int n_tok,
-                             int H, int Hkv, int hd) {
+static void utg__cpu_xsa_bwd(utg_backend *be, float *dx, float *dv, const float *dy, const float *x,
+                             const float *v, int n_tok, int H, int Hkv, int hd) {
     int t, g = H / Hkv;
     (void)be;
     UTG__OMP_FOR
@@ -11072,8 +11257,9 @@ static void utg__cpu_lerp_fwd(utg_backend *be, float *out, const float *x, const
         utg__lerp_row(out + (size_t)r * cols, x + (size_t)r * cols, z + (size_t)r * cols, g, s, cols);
 }
 /* column sums run down the rows in order (one column per thread): the same bits for any thread count */
-static void utg__cpu_lerp_bwd(utg_backend *be, float *dx, float *dz, float *dg, float *ds, const float *dout, const float *y,
-                              const float *z, const float *g, const float *s, int rows, int cols) {
+static void utg__cpu_lerp_bwd(utg_backend *be, float *dx, float *dz, float *dg, float *ds, const float *dout,
+                              const float *y, const float *z, const float *g, const float *s, int rows,
+                              int cols) {
     int c, r;
     (void)be;
     UTG__OMP_FOR
@@ -11094,21 +11280,24 @@ static void utg__cpu_lerp_bwd(utg_backend *be, float *dx, float *dz, float *dg, 
     UTG__OMP_FOR
     for (r = 0; r < rows; r++) {
         int k;
-        for (k = 0; k < cols; k++) dx[(size_t)r * cols + k] = dout[(size_t)r * cols + k] / (1.0f + expf(-g[k]));
+        for (k = 0; k < cols; k++)
+            dx[(size_t)r * cols + k] = dout[(size_t)r * cols + k] / (1.0f + expf(-g[k]));
     }
 }
 
 /* gate_fwd: per token and head, g = mult * sigmoid(scale * W[h, :win] . x[t, :win]) (saved for the
    backward) and y = g yin. */
-static void utg__cpu_gate_fwd(utg_backend *be, float *y, float *g, const float *yin, const float *x, const float *W, int n_tok, int H,
-                              int hd, int x_cols, int win, float scale, float mult) {
+static void utg__cpu_gate_fwd(utg_backend *be, float *y, float *g, const float *yin, const float *x,
+                              const float *W, int n_tok, int H, int hd, int x_cols, int win, float scale,
+                              float mult) {
     int t;
     (void)be;
     UTG__OMP_FOR
     for (t = 0; t < n_tok; t++) {
         int h, i;
         for (h = 0; h < H; h++) {
-            float z = scale * utg__dot(W + (size_t)h * win, x + (size_t)t * x_cols, win), gv = mult / (1.0f + expf(-z));
+            float z = scale * utg__dot(W + (size_t)h * win, x + (size_t)t * x_cols, win),
+                  gv = mult / (1.0f + expf(-z));
             const float *a = yin + ((size_t)t * H + h) * hd;
             float *o = y + ((size_t)t * H + h) * hd;
             g[(size_t)t * H + h] = gv;
@@ -11122,8 +11311,9 @@ static float utg__gate_dz(const float *dy, const float *yin, const float *g, int
     return utg__dot(dy + ((size_t)t * H + h) * hd, yin + ((size_t)t * H + h) * hd, hd) * gv * (1.0f - gv / mult);
 }
 /* gate_bwd: two passes, per token (dyin, dx) and per weight (dW, in double down the tokens). */
-static void utg__cpu_gate_bwd(utg_backend *be, float *dyin, float *dx, float *dW, const float *dy, const float *yin, const float *x,
-                              const float *W, const float *g, int n_tok, int H, int hd, int x_cols, int win, float scale, float mult) {
+static void utg__cpu_gate_bwd(utg_backend *be, float *dyin, float *dx, float *dW, const float *dy,
+                              const float *yin, const float *x, const float *W, const float *g, int n_tok,
+                              int H, int hd, int x_cols, int win, float scale, float mult) {
     int t, hi;
     (void)be;
     UTG__OMP_FOR
@@ -11141,7 +11331,8 @@ static void utg__cpu_gate_bwd(utg_backend *be, float *dyin, float *dx, float *dW
     for (hi = 0; hi < H * win; hi++) { /* per weight: down the tokens in order */
         int h = hi / win, i = hi % win, k;
         double s = 0.0;
-        for (k = 0; k < n_tok; k++) s += (double)utg__gate_dz(dy, yin, g, k, h, H, hd, mult) * x[(size_t)k * x_cols + i];
+        for (k = 0; k < n_tok; k++)
+            s += (double)utg__gate_dz(dy, yin, g, k, h, H, hd, mult) * x[(size_t)k * x_cols + i];
         dW[hi] += (float)(scale * s);
     }
 }
@@ -11150,8 +11341,8 @@ static void utg__cpu_gate_bwd(utg_backend *be, float *dyin, float *dx, float *dW
    token (PR #1855's mask, so no document leaks into the next through the gate). */
 static int utg__smear_on(const int32_t *ids, int t, int seq_len, int bos) { return t % seq_len != 0 && ids[t] != bos; }
 /* smear_fwd (PR #1667): y_t = x_t + lam sigmoid(w . x_t[0:win]) x_{t-1} where utg__smear_on. */
-static void utg__cpu_smear_fwd(utg_backend *be, float *y, const float *x, const float *w, const float *lam, const int32_t *ids,
-                               int n_tok, int seq_len, int d, int win, int bos) {
+static void utg__cpu_smear_fwd(utg_backend *be, float *y, const float *x, const float *w, const float *lam,
+                               const int32_t *ids, int n_tok, int seq_len, int d, int win, int bos) {
     int t;
     (void)be;
     UTG__OMP_FOR
@@ -11221,8 +11412,9 @@ static void utg__mix_row(float *out, const float *x, const float *wx, int sx, co
 }
 /* the residual add and the next norm in one pass: each row is mixed, then normalized while in L1
    (y NULL: the mix alone, mix_fwd) */
-static void utg__cpu_mix_rmsnorm_fwd(utg_backend *be, float *out, float *y, float *rstd, const float *x, const float *wx,
-                                     const float *z, const float *wz, int rows, int cols, int flags, float eps) {
+static void utg__cpu_mix_rmsnorm_fwd(utg_backend *be, float *out, float *y, float *rstd, const float *x,
+                                     const float *wx, const float *z, const float *wz, int rows, int cols,
+                                     int flags, float eps) {
     int r, sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1;
     float sig = wz && (flags & UTG_MIX_WZ_SIGMOID) ? 1.0f / (1.0f + expf(-wz[0])) : 0.0f;
     (void)be;
@@ -11316,7 +11508,8 @@ static void utg__cpu_mix_bwd(utg_backend *be, float *dx, float *dz, float *dwx, 
    error under 1e-8 there), sign(y) (1 - 2/(e^2|y| + 1)) above (e^2|y| from utg__expf_core; |y| clamped to 9,
    where tanh rounds to 1). Relative error below 5e-7 (tests/test_ops.c checks against double). */
 #define UTG__XCHUNK 256
-static void utg__tanh_chunk(float *UTG_RESTRICT out, const float *UTG_RESTRICT y, float *UTG_RESTRICT tmp, int n, float mult) {
+static void utg__tanh_chunk(float *UTG_RESTRICT out, const float *UTG_RESTRICT y, float *UTG_RESTRICT tmp,
+                            int n, float mult) {
     int i;
     for (i = 0; i < n; i++) {
         float v = y[i];
@@ -11326,7 +11519,8 @@ static void utg__tanh_chunk(float *UTG_RESTRICT out, const float *UTG_RESTRICT y
     for (i = 0; i < n; i++) out[i] = utg__expf_core(2.0f * fabsf(tmp[i])); /* e^2|y|: odd by construction */
     for (i = 0; i < n; i++) {
         float v = tmp[i], t = v * v, e = out[i];
-        float p = v + v * t * (-1.0f / 3.0f + t * (2.0f / 15.0f + t * (-17.0f / 315.0f + t * (62.0f / 2835.0f))));
+        float p =
+            v + v * t * (-1.0f / 3.0f + t * (2.0f / 15.0f + t * (-17.0f / 315.0f + t * (62.0f / 2835.0f))));
         float big = 1.0f - 2.0f / (e + 1.0f);
         big = v < 0.0f ? -big : big;
         out[i] = mult * (t < 0.0625f ? p : big);
@@ -11408,7 +11602,8 @@ static void utg__cpu_axpby(utg_backend *be, float *y, float alpha, const float *
 }
 
 /* muon_momentum: m = mu m + g, then u = g + mu m (nesterov, train_gpt.py's default) or u = m. */
-static void utg__cpu_muon_momentum(utg_backend *be, float *u, float *m, const float *g, float mu, int nesterov, size_t n) {
+static void utg__cpu_muon_momentum(utg_backend *be, float *u, float *m, const float *g, float mu,
+                                   int nesterov, size_t n) {
     ptrdiff_t i, nn = (ptrdiff_t)n;
     (void)be;
     if (nesterov) {
@@ -11467,14 +11662,16 @@ static void utg__cpu_row_normalize(utg_backend *be, float *x, int rows, int cols
 }
 
 /* adam_step: torch.optim.AdamW's update with the bias corrections folded into step and rbc2. */
-static void utg__cpu_adam_step(utg_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
-                               float beta1, float beta2, float eps, float wd, float bc1, float bc2) {
+static void utg__cpu_adam_step(utg_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                               float lr, float beta1, float beta2, float eps, float wd, float bc1,
+                               float bc2) {
     ptrdiff_t i, nn = (ptrdiff_t)n;
     float step = lr / bc1, rbc2 = 1.0f / sqrtf(bc2), decay = 1.0f - lr * wd;
     (void)be;
     UTG__OMP_FOR
     for (i = 0; i < nn; i++) {
-        float gi = g[i], mi = beta1 * m[i] + (1.0f - beta1) * gi, vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        float gi = g[i], mi = beta1 * m[i] + (1.0f - beta1) * gi,
+              vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
         m[i] = mi;
         v[i] = vi;
         p[i] = p[i] * decay - step * mi / (sqrtf(vi) * rbc2 + eps);
