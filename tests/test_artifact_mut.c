@@ -770,156 +770,202 @@ static void test_meta(void) {
     }
 }
 
+/* the TENS tensor count: too large, off by one, 0 */
+static void tens_count(const seed *s, const layout *L) {
+    size_t t0 = L->s[L->tens].off;
+    uint8_t *p;
+    { p = PAY(s); wr32(p + t0, 0xffffffffu); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "tensors", "%s, TENS count 2^32-1", s->name); }
+    { p = PAY(s); wr32(p + t0, UTG_ARTIFACT_MAX_TENSORS + 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "tensors", "%s, TENS count over the cap", s->name); }
+    { p = PAY(s); wr32(p + t0, L->nt + 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, TENS count + 1", s->name); }
+    { p = PAY(s); wr32(p + t0, L->nt - 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "stray", "%s, TENS count - 1", s->name); }
+    { p = PAY(s); wr32(p + t0, 0); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "stray", "%s, TENS count 0", s->name); }
+}
+
+/* tensor k's record length: too short, too long, longer with the extra bytes there */
+static void tens_record_length(const seed *s, const layout *L, uint32_t k) {
+    const lten *t = &L->t[k];
+    size_t tend = L->s[L->tens].off + L->s[L->tens].size;
+    int lastt = k + 1 == L->nt;
+    uint32_t base = 3 + t->nl + 8, full = base + 4 * (uint32_t)t->ndim + 16;
+    static const uint32_t rl_bad_short[] = {0, 1, 2, 3};
+    uint8_t *p;
+    uint32_t j;
+    /* record length */
+    for (j = 0; j < 4; j++) { p = PAY(s); wr16(p + t->at, rl_bad_short[j]); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "too short", "%s, tensor %s record length %u", s->name, t->name, rl_bad_short[j]); }
+    { p = PAY(s); wr16(p + t->at, base - 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "too short", "%s, tensor %s record without its fields", s->name, t->name); }
+    { p = PAY(s); wr16(p + t->at, full - 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "too short", "%s, tensor %s record without its plane refs", s->name, t->name); }
+    { p = PAY(s); wr16(p + t->at, 0xffff); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "runs past", "%s, tensor %s record length 65535", s->name, t->name); }
+    { p = PAY(s); wr16(p + t->at, t->rl + 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, lastt ? "runs past" : NULL, "%s, tensor %s record length + 1", s->name, t->name); }
+    /* a longer record whose extra bytes are there (future fields): TENS grows into its zero padding */
+    if (lastt && tend + 4 <= L->s[L->data].off) {
+        p = PAY(s); wr16(p + t->at, t->rl + 4); wr32(p + 16 + 16 * (size_t)L->tens + 12, L->s[L->tens].size + 4);
+        judge_payload(K_LEGIT, MUST_ACCEPT, p, s->pn, NULL, "%s, tensor %s record with 4 appended bytes", s->name, t->name);
+    }
+}
+
+/* tensor k's name: its length and its characters */
+static void tens_name(const seed *s, const layout *L, uint32_t k) {
+    const lten *t = &L->t[k];
+    uint8_t *p;
+    uint32_t j;
+    /* name */
+    { p = PAY(s); p[t->at + 2] = 0; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "name", "%s, tensor %s name length 0", s->name, t->name); }
+    { p = PAY(s); p[t->at + 2] = UTG_MAX_NAME + 1; judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s name length 65", s->name, t->name); }
+    { p = PAY(s); p[t->at + 2] = 0xff; judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s name length 255", s->name, t->name); }
+    { p = PAY(s); p[t->at + 2] = (uint8_t)(t->nl + 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s name length + 1", s->name, t->name); }
+    { p = PAY(s); p[t->at + 2] = (uint8_t)(t->nl - 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s name length - 1", s->name, t->name); }
+    {
+        static const uint8_t bad[] = {' ', 0x7f, '\n', 0x80, 0};
+        for (j = 0; j < 5; j++) {
+            p = PAY(s); p[t->name_at + (j % 2 ? t->nl - 1 : 0)] = bad[j];
+            judge_payload(K_TENS, MUST_REJECT, p, s->pn, "name", "%s, tensor %s name char 0x%02x", s->name, t->name, bad[j]);
+        }
+    }
+}
+
+/* tensor k's dtype, qbits, scale kind, group and reserved bytes */
+static void tens_fields(const seed *s, const layout *L, uint32_t k) {
+    const lten *t = &L->t[k];
+    int isq = t->dtype == UTG_DT_Q;
+    uint8_t *p;
+    uint32_t j;
+    /* dtype, qbits, scale kind, group, reserved */
+    { p = PAY(s); p[t->f_at] = 4; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "dtype", "%s, tensor %s dtype 4", s->name, t->name); }
+    { p = PAY(s); p[t->f_at] = 0xff; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "dtype", "%s, tensor %s dtype 255", s->name, t->name); }
+    if (isq) {
+        static const uint8_t qb[] = {0, 1, 9, 255};
+        for (j = 0; j < 4; j++) { p = PAY(s); p[t->f_at + 1] = qb[j]; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "qbits", "%s, tensor %s qbits %u", s->name, t->name, qb[j]); }
+        { p = PAY(s); p[t->f_at] = UTG_DT_F32; judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s Q as F32", s->name, t->name); }
+        { p = PAY(s); p[t->f_at + 2] = 0; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "scale kind", "%s, tensor %s without a scale kind", s->name, t->name); }
+        { p = PAY(s); p[t->f_at + 2] = 4; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "scale kind", "%s, tensor %s scale kind 4", s->name, t->name); }
+        { p = PAY(s); p[t->f_at + 2] = 0xff; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "scale kind", "%s, tensor %s scale kind 255", s->name, t->name); }
+        /* 8 bits hold every narrower symbol */
+        if (t->qbits < 8) { p = PAY(s); p[t->f_at + 1] = 8; judge_payload(K_LEGIT, MUST_ACCEPT, p, s->pn, NULL, "%s, tensor %s widened to 8 bits", s->name, t->name); }
+        if (t->sk == UTG_SCALE_GROUP) {
+            p = PAY(s); wr16(p + t->f_at + 4, 0); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "group", "%s, tensor %s group 0", s->name, t->name);
+            p = PAY(s); wr16(p + t->f_at + 4, 0xffff); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "scale plane", "%s, tensor %s group 65535", s->name, t->name);
+            p = PAY(s); p[t->f_at + 2] = UTG_SCALE_ROW; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "group", "%s, tensor %s GROUP as ROW", s->name, t->name);
+        } else {
+            p = PAY(s); wr16(p + t->f_at + 4, 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "group", "%s, tensor %s group without group scales", s->name, t->name);
+            /* (a ROW tensor of 2 rows has as many scale bytes as a TENSOR one) */
+            if (t->dims[0] != 2) {
+                p = PAY(s); p[t->f_at + 2] = t->sk == UTG_SCALE_ROW ? UTG_SCALE_TENSOR : UTG_SCALE_ROW;
+                judge_payload(K_TENS, MUST_REJECT, p, s->pn, "scale plane", "%s, tensor %s other scale kind", s->name, t->name);
+            }
+        }
+    } else {
+        { p = PAY(s); p[t->f_at + 1] = 4; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "float tensor", "%s, tensor %s float with qbits", s->name, t->name); }
+        { p = PAY(s); p[t->f_at + 2] = UTG_SCALE_ROW; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "float tensor", "%s, tensor %s float with scales", s->name, t->name); }
+        { p = PAY(s); wr16(p + t->f_at + 4, 4); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "float tensor", "%s, tensor %s float with a group", s->name, t->name); }
+        { p = PAY(s); p[t->f_at] = UTG_DT_Q; judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s float as Q", s->name, t->name); }
+        if (t->dtype == UTG_DT_F32) { p = PAY(s); p[t->f_at] = UTG_DT_F16; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "value plane", "%s, tensor %s F32 as F16", s->name, t->name); }
+        else { p = PAY(s); p[t->f_at] = t->dtype == UTG_DT_F16 ? UTG_DT_BF16 : UTG_DT_F16; judge_payload(K_LEGIT, MUST_ACCEPT, p, s->pn, NULL, "%s, tensor %s F16 <-> BF16", s->name, t->name); }
+    }
+    { p = PAY(s); p[t->f_at + 6] = 1; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "reserved", "%s, tensor %s reserved byte 6", s->name, t->name); }
+    { p = PAY(s); p[t->f_at + 7] = 0x80; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "reserved", "%s, tensor %s reserved byte 7", s->name, t->name); }
+}
+
+/* tensor k's ndim and dims, and a later record renamed to its name */
+static void tens_dims(const seed *s, const layout *L, uint32_t k) {
+    const lten *t = &L->t[k];
+    uint8_t *p;
+    uint32_t j;
+    /* ndim and dims */
+    { p = PAY(s); p[t->f_at + 3] = 0; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "dims", "%s, tensor %s ndim 0", s->name, t->name); }
+    { p = PAY(s); p[t->f_at + 3] = 5; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "dims", "%s, tensor %s ndim 5", s->name, t->name); }
+    { p = PAY(s); p[t->f_at + 3] = 0xff; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "dims", "%s, tensor %s ndim 255", s->name, t->name); }
+    if (t->ndim < 4) { p = PAY(s); p[t->f_at + 3] = (uint8_t)(t->ndim + 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s ndim + 1", s->name, t->name); }
+    if (t->ndim > 1) { p = PAY(s); p[t->f_at + 3] = (uint8_t)(t->ndim - 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s ndim - 1", s->name, t->name); }
+    for (j = 0; j < (uint32_t)t->ndim; j++) {
+        size_t d = t->dims_at + 4 * (size_t)j;
+        p = PAY(s); wr32(p + d, 0); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "dimension", "%s, tensor %s dim %u = 0", s->name, t->name, j);
+        p = PAY(s); wr32(p + d, 0xffffffffu); judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s dim %u = 2^32-1", s->name, t->name, j);
+        p = PAY(s); wr32(p + d, 0x80000000u); judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s dim %u = 2^31", s->name, t->name, j);
+        p = PAY(s); wr32(p + d, t->dims[j] + 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s dim %u + 1", s->name, t->name, j);
+    }
+    if (t->ndim >= 2) {
+        /* numel past 2^32 - 1 (or past size_t with 3 or 4 dims) */
+        p = PAY(s);
+        for (j = 0; j < (uint32_t)t->ndim; j++) wr32(p + t->dims_at + 4 * (size_t)j, 0xffffffffu);
+        judge_payload(K_TENS, MUST_REJECT, p, s->pn, t->ndim >= 3 ? "dimension" : "elements", "%s, tensor %s all dims 2^32-1", s->name, t->name);
+        p = PAY(s); wr32(p + t->dims_at, 0x10000u); wr32(p + t->dims_at + 4, 0x10000u);
+        judge_payload(K_TENS, MUST_REJECT, p, s->pn, "elements", "%s, tensor %s 2^16 x 2^16", s->name, t->name);
+    }
+    /* duplicate names: the record after, when its name has the same length */
+    for (j = k + 1; j < L->nt; j++)
+        if (L->t[j].nl == t->nl) {
+            p = PAY(s); memcpy(p + L->t[j].name_at, t->name, t->nl);
+            judge_payload(K_TENS, MUST_REJECT, p, s->pn, "twice", "%s, tensor %s renamed %s", s->name, L->t[j].name, t->name);
+            break;
+        }
+}
+
+/* tensor k's plane refs: offsets, sizes, and overlaps with other tensors' planes */
+static void tens_plane_refs(const seed *s, const layout *L, uint32_t k) {
+    const lten *t = &L->t[k];
+    uint32_t dsize = L->s[L->data].size;
+    uint8_t *p;
+    uint32_t j;
+    /* plane refs */
+    {
+        size_t r = t->refs_at;
+        p = PAY(s); wr32(p + r, t->vo + 1); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "unaligned", "%s, tensor %s value offset + 1", s->name, t->name);
+        p = PAY(s); wr32(p + r, t->vo + 32); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "unaligned", "%s, tensor %s value offset + 32", s->name, t->name);
+        p = PAY(s); wr32(p + r, (dsize + 63) / 64 * 64); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "outside DATA", "%s, tensor %s values past DATA", s->name, t->name);
+        p = PAY(s); wr32(p + r, 0xffffffc0u); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "outside DATA", "%s, tensor %s value offset 2^32-64", s->name, t->name);
+        p = PAY(s); wr32(p + r + 4, t->vs + 1); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "value plane", "%s, tensor %s value size + 1", s->name, t->name);
+        p = PAY(s); wr32(p + r + 4, t->vs - 1); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "value plane", "%s, tensor %s value size - 1", s->name, t->name);
+        p = PAY(s); wr32(p + r + 4, 0); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "value plane", "%s, tensor %s value size 0", s->name, t->name);
+        p = PAY(s); wr32(p + r + 4, 0xffffffffu); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "value plane", "%s, tensor %s value size 2^32-1", s->name, t->name);
+        if (t->ss) {
+            p = PAY(s); wr32(p + r + 8, t->so + 2); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "unaligned", "%s, tensor %s scale offset + 2", s->name, t->name);
+            p = PAY(s); wr32(p + r + 8, 0xffffffc0u); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "outside DATA", "%s, tensor %s scale offset 2^32-64", s->name, t->name);
+            p = PAY(s); wr32(p + r + 8, (dsize + 63) / 64 * 64); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "outside DATA", "%s, tensor %s scales past DATA", s->name, t->name);
+            p = PAY(s); wr32(p + r + 12, t->ss + 2); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "scale plane", "%s, tensor %s scale size + 2", s->name, t->name);
+            p = PAY(s); wr32(p + r + 12, t->ss - 1); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "scale plane", "%s, tensor %s scale size - 1", s->name, t->name);
+            p = PAY(s); wr32(p + r + 12, 0); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "scale plane", "%s, tensor %s scale size 0", s->name, t->name);
+            p = PAY(s); wr32(p + r + 8, t->vo); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "overlap", "%s, tensor %s scales on its own values", s->name, t->name);
+        } else {
+            p = PAY(s); wr32(p + r + 8, 64); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "without scales", "%s, tensor %s scale offset without scales", s->name, t->name);
+            p = PAY(s); wr32(p + r + 12, 2); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "scale plane", "%s, tensor %s float with a scale plane", s->name, t->name);
+        }
+        /* overlaps with the other tensors' planes */
+        for (j = 0; j < L->nt; j++) {
+            const lten *o = &L->t[j];
+            if (j == k || (j != (k + 1) % L->nt && j != (k + L->nt / 2) % L->nt)) continue;
+            if ((uint64_t)o->vo + t->vs <= dsize) {
+                p = PAY(s); wr32(p + r, o->vo);
+                judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "overlap", "%s, tensor %s values on %s's values", s->name, t->name, o->name);
+            }
+            if (o->vs > 64 && (uint64_t)o->vo + 64 + t->vs <= dsize) {
+                p = PAY(s); wr32(p + r, o->vo + 64);
+                judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "overlap", "%s, tensor %s values inside %s's values", s->name, t->name, o->name);
+            }
+            if (t->ss && o->ss && (uint64_t)o->so + t->ss <= dsize) {
+                p = PAY(s); wr32(p + r + 8, o->so);
+                judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "overlap", "%s, tensor %s scales on %s's scales", s->name, t->name, o->name);
+            }
+            if (t->ss && (uint64_t)o->vo + t->ss <= dsize) {
+                p = PAY(s); wr32(p + r + 8, o->vo);
+                judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "overlap", "%s, tensor %s scales on %s's values", s->name, t->name, o->name);
+            }
+        }
+    }
+}
+
 static void test_tens(void) {
     int i;
     for (i = 0; i < 2; i++) {
         const seed *s = stored_seeds[i];
         const layout *L = layouts[i];
-        size_t t0 = L->s[L->tens].off, tend = t0 + L->s[L->tens].size;
-        uint32_t dsize = L->s[L->data].size;
-        uint8_t *p;
-        uint32_t k, j;
-        { p = PAY(s); wr32(p + t0, 0xffffffffu); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "tensors", "%s, TENS count 2^32-1", s->name); }
-        { p = PAY(s); wr32(p + t0, UTG_ARTIFACT_MAX_TENSORS + 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "tensors", "%s, TENS count over the cap", s->name); }
-        { p = PAY(s); wr32(p + t0, L->nt + 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, TENS count + 1", s->name); }
-        { p = PAY(s); wr32(p + t0, L->nt - 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "stray", "%s, TENS count - 1", s->name); }
-        { p = PAY(s); wr32(p + t0, 0); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "stray", "%s, TENS count 0", s->name); }
+        uint32_t k;
+        tens_count(s, L);
         for (k = 0; k < L->nt; k++) {
-            const lten *t = &L->t[k];
-            int lastt = k + 1 == L->nt, isq = t->dtype == UTG_DT_Q;
-            uint32_t base = 3 + t->nl + 8, full = base + 4 * (uint32_t)t->ndim + 16;
-            static const uint32_t rl_bad_short[] = {0, 1, 2, 3};
-            /* record length */
-            for (j = 0; j < 4; j++) { p = PAY(s); wr16(p + t->at, rl_bad_short[j]); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "too short", "%s, tensor %s record length %u", s->name, t->name, rl_bad_short[j]); }
-            { p = PAY(s); wr16(p + t->at, base - 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "too short", "%s, tensor %s record without its fields", s->name, t->name); }
-            { p = PAY(s); wr16(p + t->at, full - 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "too short", "%s, tensor %s record without its plane refs", s->name, t->name); }
-            { p = PAY(s); wr16(p + t->at, 0xffff); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "runs past", "%s, tensor %s record length 65535", s->name, t->name); }
-            { p = PAY(s); wr16(p + t->at, t->rl + 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, lastt ? "runs past" : NULL, "%s, tensor %s record length + 1", s->name, t->name); }
-            /* a longer record whose extra bytes are there (future fields): TENS grows into its zero padding */
-            if (lastt && tend + 4 <= L->s[L->data].off) {
-                p = PAY(s); wr16(p + t->at, t->rl + 4); wr32(p + 16 + 16 * (size_t)L->tens + 12, L->s[L->tens].size + 4);
-                judge_payload(K_LEGIT, MUST_ACCEPT, p, s->pn, NULL, "%s, tensor %s record with 4 appended bytes", s->name, t->name);
-            }
-            /* name */
-            { p = PAY(s); p[t->at + 2] = 0; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "name", "%s, tensor %s name length 0", s->name, t->name); }
-            { p = PAY(s); p[t->at + 2] = UTG_MAX_NAME + 1; judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s name length 65", s->name, t->name); }
-            { p = PAY(s); p[t->at + 2] = 0xff; judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s name length 255", s->name, t->name); }
-            { p = PAY(s); p[t->at + 2] = (uint8_t)(t->nl + 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s name length + 1", s->name, t->name); }
-            { p = PAY(s); p[t->at + 2] = (uint8_t)(t->nl - 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s name length - 1", s->name, t->name); }
-            {
-                static const uint8_t bad[] = {' ', 0x7f, '\n', 0x80, 0};
-                for (j = 0; j < 5; j++) {
-                    p = PAY(s); p[t->name_at + (j % 2 ? t->nl - 1 : 0)] = bad[j];
-                    judge_payload(K_TENS, MUST_REJECT, p, s->pn, "name", "%s, tensor %s name char 0x%02x", s->name, t->name, bad[j]);
-                }
-            }
-            /* dtype, qbits, scale kind, group, reserved */
-            { p = PAY(s); p[t->f_at] = 4; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "dtype", "%s, tensor %s dtype 4", s->name, t->name); }
-            { p = PAY(s); p[t->f_at] = 0xff; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "dtype", "%s, tensor %s dtype 255", s->name, t->name); }
-            if (isq) {
-                static const uint8_t qb[] = {0, 1, 9, 255};
-                for (j = 0; j < 4; j++) { p = PAY(s); p[t->f_at + 1] = qb[j]; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "qbits", "%s, tensor %s qbits %u", s->name, t->name, qb[j]); }
-                { p = PAY(s); p[t->f_at] = UTG_DT_F32; judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s Q as F32", s->name, t->name); }
-                { p = PAY(s); p[t->f_at + 2] = 0; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "scale kind", "%s, tensor %s without a scale kind", s->name, t->name); }
-                { p = PAY(s); p[t->f_at + 2] = 4; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "scale kind", "%s, tensor %s scale kind 4", s->name, t->name); }
-                { p = PAY(s); p[t->f_at + 2] = 0xff; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "scale kind", "%s, tensor %s scale kind 255", s->name, t->name); }
-                /* 8 bits hold every narrower symbol */
-                if (t->qbits < 8) { p = PAY(s); p[t->f_at + 1] = 8; judge_payload(K_LEGIT, MUST_ACCEPT, p, s->pn, NULL, "%s, tensor %s widened to 8 bits", s->name, t->name); }
-                if (t->sk == UTG_SCALE_GROUP) {
-                    p = PAY(s); wr16(p + t->f_at + 4, 0); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "group", "%s, tensor %s group 0", s->name, t->name);
-                    p = PAY(s); wr16(p + t->f_at + 4, 0xffff); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "scale plane", "%s, tensor %s group 65535", s->name, t->name);
-                    p = PAY(s); p[t->f_at + 2] = UTG_SCALE_ROW; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "group", "%s, tensor %s GROUP as ROW", s->name, t->name);
-                } else {
-                    p = PAY(s); wr16(p + t->f_at + 4, 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "group", "%s, tensor %s group without group scales", s->name, t->name);
-                    /* (a ROW tensor of 2 rows has as many scale bytes as a TENSOR one) */
-                    if (t->dims[0] != 2) {
-                        p = PAY(s); p[t->f_at + 2] = t->sk == UTG_SCALE_ROW ? UTG_SCALE_TENSOR : UTG_SCALE_ROW;
-                        judge_payload(K_TENS, MUST_REJECT, p, s->pn, "scale plane", "%s, tensor %s other scale kind", s->name, t->name);
-                    }
-                }
-            } else {
-                { p = PAY(s); p[t->f_at + 1] = 4; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "float tensor", "%s, tensor %s float with qbits", s->name, t->name); }
-                { p = PAY(s); p[t->f_at + 2] = UTG_SCALE_ROW; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "float tensor", "%s, tensor %s float with scales", s->name, t->name); }
-                { p = PAY(s); wr16(p + t->f_at + 4, 4); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "float tensor", "%s, tensor %s float with a group", s->name, t->name); }
-                { p = PAY(s); p[t->f_at] = UTG_DT_Q; judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s float as Q", s->name, t->name); }
-                if (t->dtype == UTG_DT_F32) { p = PAY(s); p[t->f_at] = UTG_DT_F16; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "value plane", "%s, tensor %s F32 as F16", s->name, t->name); }
-                else { p = PAY(s); p[t->f_at] = t->dtype == UTG_DT_F16 ? UTG_DT_BF16 : UTG_DT_F16; judge_payload(K_LEGIT, MUST_ACCEPT, p, s->pn, NULL, "%s, tensor %s F16 <-> BF16", s->name, t->name); }
-            }
-            { p = PAY(s); p[t->f_at + 6] = 1; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "reserved", "%s, tensor %s reserved byte 6", s->name, t->name); }
-            { p = PAY(s); p[t->f_at + 7] = 0x80; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "reserved", "%s, tensor %s reserved byte 7", s->name, t->name); }
-            /* ndim and dims */
-            { p = PAY(s); p[t->f_at + 3] = 0; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "dims", "%s, tensor %s ndim 0", s->name, t->name); }
-            { p = PAY(s); p[t->f_at + 3] = 5; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "dims", "%s, tensor %s ndim 5", s->name, t->name); }
-            { p = PAY(s); p[t->f_at + 3] = 0xff; judge_payload(K_TENS, MUST_REJECT, p, s->pn, "dims", "%s, tensor %s ndim 255", s->name, t->name); }
-            if (t->ndim < 4) { p = PAY(s); p[t->f_at + 3] = (uint8_t)(t->ndim + 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s ndim + 1", s->name, t->name); }
-            if (t->ndim > 1) { p = PAY(s); p[t->f_at + 3] = (uint8_t)(t->ndim - 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s ndim - 1", s->name, t->name); }
-            for (j = 0; j < (uint32_t)t->ndim; j++) {
-                size_t d = t->dims_at + 4 * (size_t)j;
-                p = PAY(s); wr32(p + d, 0); judge_payload(K_TENS, MUST_REJECT, p, s->pn, "dimension", "%s, tensor %s dim %u = 0", s->name, t->name, j);
-                p = PAY(s); wr32(p + d, 0xffffffffu); judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s dim %u = 2^32-1", s->name, t->name, j);
-                p = PAY(s); wr32(p + d, 0x80000000u); judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s dim %u = 2^31", s->name, t->name, j);
-                p = PAY(s); wr32(p + d, t->dims[j] + 1); judge_payload(K_TENS, MUST_REJECT, p, s->pn, NULL, "%s, tensor %s dim %u + 1", s->name, t->name, j);
-            }
-            if (t->ndim >= 2) {
-                /* numel past 2^32 - 1 (or past size_t with 3 or 4 dims) */
-                p = PAY(s);
-                for (j = 0; j < (uint32_t)t->ndim; j++) wr32(p + t->dims_at + 4 * (size_t)j, 0xffffffffu);
-                judge_payload(K_TENS, MUST_REJECT, p, s->pn, t->ndim >= 3 ? "dimension" : "elements", "%s, tensor %s all dims 2^32-1", s->name, t->name);
-                p = PAY(s); wr32(p + t->dims_at, 0x10000u); wr32(p + t->dims_at + 4, 0x10000u);
-                judge_payload(K_TENS, MUST_REJECT, p, s->pn, "elements", "%s, tensor %s 2^16 x 2^16", s->name, t->name);
-            }
-            /* duplicate names: the record after, when its name has the same length */
-            for (j = k + 1; j < L->nt; j++)
-                if (L->t[j].nl == t->nl) {
-                    p = PAY(s); memcpy(p + L->t[j].name_at, t->name, t->nl);
-                    judge_payload(K_TENS, MUST_REJECT, p, s->pn, "twice", "%s, tensor %s renamed %s", s->name, L->t[j].name, t->name);
-                    break;
-                }
-            /* plane refs */
-            {
-                size_t r = t->refs_at;
-                p = PAY(s); wr32(p + r, t->vo + 1); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "unaligned", "%s, tensor %s value offset + 1", s->name, t->name);
-                p = PAY(s); wr32(p + r, t->vo + 32); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "unaligned", "%s, tensor %s value offset + 32", s->name, t->name);
-                p = PAY(s); wr32(p + r, (dsize + 63) / 64 * 64); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "outside DATA", "%s, tensor %s values past DATA", s->name, t->name);
-                p = PAY(s); wr32(p + r, 0xffffffc0u); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "outside DATA", "%s, tensor %s value offset 2^32-64", s->name, t->name);
-                p = PAY(s); wr32(p + r + 4, t->vs + 1); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "value plane", "%s, tensor %s value size + 1", s->name, t->name);
-                p = PAY(s); wr32(p + r + 4, t->vs - 1); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "value plane", "%s, tensor %s value size - 1", s->name, t->name);
-                p = PAY(s); wr32(p + r + 4, 0); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "value plane", "%s, tensor %s value size 0", s->name, t->name);
-                p = PAY(s); wr32(p + r + 4, 0xffffffffu); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "value plane", "%s, tensor %s value size 2^32-1", s->name, t->name);
-                if (t->ss) {
-                    p = PAY(s); wr32(p + r + 8, t->so + 2); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "unaligned", "%s, tensor %s scale offset + 2", s->name, t->name);
-                    p = PAY(s); wr32(p + r + 8, 0xffffffc0u); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "outside DATA", "%s, tensor %s scale offset 2^32-64", s->name, t->name);
-                    p = PAY(s); wr32(p + r + 8, (dsize + 63) / 64 * 64); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "outside DATA", "%s, tensor %s scales past DATA", s->name, t->name);
-                    p = PAY(s); wr32(p + r + 12, t->ss + 2); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "scale plane", "%s, tensor %s scale size + 2", s->name, t->name);
-                    p = PAY(s); wr32(p + r + 12, t->ss - 1); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "scale plane", "%s, tensor %s scale size - 1", s->name, t->name);
-                    p = PAY(s); wr32(p + r + 12, 0); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "scale plane", "%s, tensor %s scale size 0", s->name, t->name);
-                    p = PAY(s); wr32(p + r + 8, t->vo); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "overlap", "%s, tensor %s scales on its own values", s->name, t->name);
-                } else {
-                    p = PAY(s); wr32(p + r + 8, 64); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "without scales", "%s, tensor %s scale offset without scales", s->name, t->name);
-                    p = PAY(s); wr32(p + r + 12, 2); judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "scale plane", "%s, tensor %s float with a scale plane", s->name, t->name);
-                }
-                /* overlaps with the other tensors' planes */
-                for (j = 0; j < L->nt; j++) {
-                    const lten *o = &L->t[j];
-                    if (j == k || (j != (k + 1) % L->nt && j != (k + L->nt / 2) % L->nt)) continue;
-                    if ((uint64_t)o->vo + t->vs <= dsize) {
-                        p = PAY(s); wr32(p + r, o->vo);
-                        judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "overlap", "%s, tensor %s values on %s's values", s->name, t->name, o->name);
-                    }
-                    if (o->vs > 64 && (uint64_t)o->vo + 64 + t->vs <= dsize) {
-                        p = PAY(s); wr32(p + r, o->vo + 64);
-                        judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "overlap", "%s, tensor %s values inside %s's values", s->name, t->name, o->name);
-                    }
-                    if (t->ss && o->ss && (uint64_t)o->so + t->ss <= dsize) {
-                        p = PAY(s); wr32(p + r + 8, o->so);
-                        judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "overlap", "%s, tensor %s scales on %s's scales", s->name, t->name, o->name);
-                    }
-                    if (t->ss && (uint64_t)o->vo + t->ss <= dsize) {
-                        p = PAY(s); wr32(p + r + 8, o->vo);
-                        judge_payload(K_PLANE, MUST_REJECT, p, s->pn, "overlap", "%s, tensor %s scales on %s's values", s->name, t->name, o->name);
-                    }
-                }
-            }
+            tens_record_length(s, L, k);
+            tens_name(s, L, k);
+            tens_fields(s, L, k);
+            tens_dims(s, L, k);
+            tens_plane_refs(s, L, k);
         }
     }
 }

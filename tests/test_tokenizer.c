@@ -396,8 +396,9 @@ static pbw with_unk(void) {
     return w;
 }
 
-static void test_spm_malformed(void) {
-    pbw w, p;
+/* varints: too long, above 2^64, cut off */
+static void spm_bad_varints(void) {
+    pbw w;
     int i;
     /* varints */
     w = with_unk();
@@ -414,6 +415,11 @@ static void test_spm_malformed(void) {
     pb_byte(&w, 0x80);
     expect_refused("varint cut off", &w, UTG_ERR_FORMAT, "byte 16: varint cut off");
     free(w.b);
+}
+
+/* lengths past the end of the file or of the enclosing message; a cut-off fixed64 */
+static void spm_bad_lengths(void) {
+    pbw w;
     /* lengths */
     w = with_unk();
     pb_key(&w, 1, 2); pb_varint(&w, 100); pb_raw(&w, "abc", 3);
@@ -432,6 +438,11 @@ static void test_spm_malformed(void) {
     pb_key(&w, 250, 1); pb_raw(&w, "1234", 4);
     expect_refused("fixed64 cut off", &w, UTG_ERR_FORMAT, "8-byte fixed field cut off");
     free(w.b);
+}
+
+/* wire types and field numbers, including those of the top-level fields */
+static void spm_bad_wire_types(void) {
+    pbw w;
     /* wire types and field numbers */
     w = with_unk(); pb_key(&w, 7, 3);
     expect_refused("start group", &w, UTG_ERR_FORMAT, "field 7 is a group (wire type 3)");
@@ -460,6 +471,11 @@ static void test_spm_malformed(void) {
     w = with_unk(); pb_int(&w, 3, 1);
     expect_refused("normalizer_spec as varint", &w, UTG_ERR_FORMAT, "normalizer_spec (field 3) has wire type 0");
     free(w.b);
+}
+
+/* a piece's text, score and type fields */
+static void spm_bad_piece_fields(void) {
+    pbw w, p;
     /* piece fields */
     w = with_unk(); memset(&p, 0, sizeof p); pb_int(&p, 1, 97); pb_msg(&w, 1, &p);
     expect_refused("piece text as varint", &w, UTG_ERR_FORMAT, "piece text (SentencePiece field 1) has wire type 0");
@@ -485,6 +501,11 @@ static void test_spm_malformed(void) {
     w = with_unk(); memset(&p, 0, sizeof p); pb_str(&p, 1, "a"); pb_key(&p, 3, 0); pb_varint(&p, (uint64_t)1 << 33); pb_msg(&w, 1, &p);
     expect_refused("type 2^33", &w, UTG_ERR_FORMAT, "is not an int32");
     free(w.b);
+}
+
+/* trainer_spec fields with bad values or wire types */
+static void spm_bad_trainer_spec(void) {
+    pbw w, p;
     /* trainer spec */
     w = with_unk(); memset(&p, 0, sizeof p); pb_key(&p, 40, 0); pb_varint(&p, (uint64_t)1 << 40); pb_msg(&w, 2, &p);
     expect_refused("unk_id 2^40", &w, UTG_ERR_FORMAT, "trainer_spec.unk_id = 1099511627776 is not an int32");
@@ -501,6 +522,12 @@ static void test_spm_malformed(void) {
     w = with_unk(); memset(&p, 0, sizeof p); pb_float(&p, 35, 1.0f); pb_msg(&w, 2, &p);
     expect_refused("byte_fallback as float", &w, UTG_ERR_FORMAT, "trainer_spec.byte_fallback has wire type 5");
     free(w.b);
+}
+
+/* what SentencePiece's loader refuses: empty, NUL, bad UTF-8, duplicates, no unk, byte pieces */
+static void spm_loader_refuses(void) {
+    pbw w, p;
+    int i;
     /* what SentencePiece's loader refuses */
     w = with_unk(); pb_piece(&w, "", 0.0f, UTG_PIECE_NORMAL);
     expect_refused("empty piece", &w, UTG_ERR_FORMAT, "piece 1 (byte 16) is empty");
@@ -555,6 +582,11 @@ static void test_spm_malformed(void) {
         expect_refused("a byte piece twice, all 256 present", &w, UTG_ERR_FORMAT, "pieces 1 and 256 have the same text");
         free(w.b);
     }
+}
+
+/* bad arguments to utg_tokenizer_load_spm and utg_tokenizer_byte260 */
+static void spm_bad_arguments(void) {
+    pbw w;
     /* arguments */
     {
         utg_tokenizer t;
@@ -571,6 +603,16 @@ static void test_spm_malformed(void) {
         utg_tokenizer_free(NULL);
         free(w.b);
     }
+}
+
+static void test_spm_malformed(void) {
+    spm_bad_varints();
+    spm_bad_lengths();
+    spm_bad_wire_types();
+    spm_bad_piece_fields();
+    spm_bad_trainer_spec();
+    spm_loader_refuses();
+    spm_bad_arguments();
 }
 
 static void test_spm_caps(void) {
