@@ -180,26 +180,18 @@ static int parse_list(const char *s, int *out, int cap, int pairs) {
     }
 }
 
-/* Draws case k of the seed. */
-static void draw(gcase *g, uint64_t seed, int k) {
-    int recur[4] = {0}, n_recur = 0, enc[8] = {0}, n_enc = 0, dec[8] = {0}, n_dec = 0, iters = 1, i, L, mixed, n_forms, form = F_FLAT, u = 1;
-    memset(g, 0, sizeof *g);
-    rng_s = seed ^ (0xd1b54a32d192ed03ull * (uint64_t)(k + 1));
-    rnd64();
-    L = g->L = rnd(1, 6);
-    add(g, "NUM_HEADS=%d\nNUM_KV_HEADS=%d\n", pct(50) ? 2 : 4, pct(50) ? 1 : 2);
-    i = rnd(0, 99);
-    g->form = i < 8 ? F_FLAT : i < 23 ? F_RECUR : i < 65 ? F_LOOP : i < 80 ? F_LISTS : F_UT;
-    mixed = pct(3); /* a second recurrence form: refused */
-    add(g, "NUM_LAYERS=%d\n", L);
-    /* each form's knobs; what the model sees is decided by what was written (a mixed draw may
-       still hold one form only, e.g. NUM_LOOPS=0 beside RECUR_LAYERS) */
-    g->ls = g->le = -1;
-    n_forms = 0;
+/* the recurrence form's own lists, drawn before the full list is built from them */
+typedef struct {
+    int recur[4], n_recur, enc[8], n_enc, dec[8], n_dec, iters, u;
+} form_draw;
+
+/* Draws each form's knobs (a mixed draw may write two); returns the form the model sees. */
+static int draw_forms(gcase *g, form_draw *d, int mixed) {
+    int i, L = g->L, n_forms = 0, form = F_FLAT;
     if (g->form == F_RECUR || (mixed && pct(50))) {
-        n_recur = rnd(1, 3);
-        for (i = 0; i < n_recur; i++) recur[i] = pct(3) ? L : rnd(0, L - 1);
-        add_list(g, "RECUR_LAYERS", recur, n_recur);
+        d->n_recur = rnd(1, 3);
+        for (i = 0; i < d->n_recur; i++) d->recur[i] = pct(3) ? L : rnd(0, L - 1);
+        add_list(g, "RECUR_LAYERS", d->recur, d->n_recur);
         n_forms++; form = F_RECUR;
     }
     if (g->form == F_LOOP || (mixed && pct(50))) {
@@ -214,96 +206,98 @@ static void draw(gcase *g, uint64_t seed, int k) {
         if (loops > 0) { n_forms++; form = F_LOOP; }
     }
     if (g->form == F_LISTS || (mixed && pct(40))) {
-        n_enc = rnd(0, 5);
-        n_dec = rnd(n_enc ? 0 : 1, 6);
-        for (i = 0; i < n_enc; i++) enc[i] = pct(1) ? L : rnd(0, L - 1);
-        for (i = 0; i < n_dec; i++) dec[i] = pct(1) ? L : rnd(0, L - 1);
-        if (n_enc) add_list(g, "ENCODER_LAYERS", enc, n_enc);
-        if (n_dec) add_list(g, "DECODER_LAYERS", dec, n_dec);
-        g->n_enc_lists = n_enc;
+        d->n_enc = rnd(0, 5);
+        d->n_dec = rnd(d->n_enc ? 0 : 1, 6);
+        for (i = 0; i < d->n_enc; i++) d->enc[i] = pct(1) ? L : rnd(0, L - 1);
+        for (i = 0; i < d->n_dec; i++) d->dec[i] = pct(1) ? L : rnd(0, L - 1);
+        if (d->n_enc) add_list(g, "ENCODER_LAYERS", d->enc, d->n_enc);
+        if (d->n_dec) add_list(g, "DECODER_LAYERS", d->dec, d->n_dec);
+        g->n_enc_lists = d->n_enc;
         n_forms++; form = F_LISTS;
     }
     if (g->form == F_UT || (mixed && pct(40))) {
-        u = rnd(1, 4);
-        iters = rnd(1, 4);
-        add(g, "UNIVERSAL_UNIQUE_BLOCKS=%d\nUNIVERSAL_ITERATIONS=%d\n", u, iters);
+        d->u = rnd(1, 4);
+        d->iters = rnd(1, 4);
+        add(g, "UNIVERSAL_UNIQUE_BLOCKS=%d\nUNIVERSAL_ITERATIONS=%d\n", d->u, d->iters);
         n_forms++; form = F_UT;
     }
-    g->form = n_forms == 0 ? F_FLAT : form; /* (two or more: refused, the oracle is not asked) */
-    if (g->form == F_UT) g->L = u;
-    if (g->form != F_LOOP) g->ls = g->le = -1;
-    full_list(g, recur, n_recur, enc, n_enc, dec, n_dec, iters);
-    /* U-Net skips: the stem/tail form needs a loop; draw it often there */
-    if (g->form == F_LOOP) { i = rnd(0, 99); g->skips = i < 55 ? SK_LOOP : i < 78 ? SK_HALF : SK_NONE; }
-    else { i = rnd(0, 99); g->skips = i < 55 ? SK_HALF : i < 95 ? SK_NONE : i < 98 ? SK_LOOP : SK_BAD; }
-    if (g->skips != SK_HALF || pct(30))
-        add(g, "UNET_SKIPS=%s\n", g->skips == SK_HALF ? "half" : g->skips == SK_LOOP ? "loop" : g->skips == SK_NONE ? "none" : "stack");
-    /* phases: a depth schedule, or a trigger (progressive with loops), or neither */
-    i = rnd(0, 99);
-    if (i < (g->skips == SK_LOOP ? 60 : 40)) {
-        int n = rnd(1, 3), step = 0, p, sorted = pct(70), d;
-        int cand[8];
-        cand[0] = 1;
-        cand[1] = g->ls >= 0 ? g->ls : 1;
-        cand[2] = g->ls >= 0 ? g->ls + 1 : 2;
-        cand[3] = g->ls >= 0 ? g->ls + (g->le - g->ls + 1) * (g->loops + 1) : g->n_full / 2;
-        cand[4] = g->n_full - 1;
-        cand[5] = g->n_full;
-        cand[6] = rnd(1, g->n_full);
-        cand[7] = rnd(1, g->n_full);
-        g->n_sched = n;
-        for (p = 0; p < n; p++) {
-            d = cand[rnd(0, 7)];
-            if (d < 1) d = 1;
-            if (d > g->n_full) d = g->n_full;
-            g->sched_depth[p] = d;
-        }
-        if (sorted) /* a curriculum: depths grow */
-            for (p = 1; p < n; p++) {
-                int q, t;
-                for (q = p; q > 0 && g->sched_depth[q - 1] > g->sched_depth[q]; q--) {
-                    t = g->sched_depth[q]; g->sched_depth[q] = g->sched_depth[q - 1]; g->sched_depth[q - 1] = t;
-                }
-            }
-        if (pct(3)) g->sched_depth[rnd(0, n - 1)] = g->n_full + 1; /* too deep: refused */
-        add(g, "NUM_LAYER_SCHEDULE=");
-        for (p = 0; p < n; p++) {
-            if (p) step += pct(3) ? 0 : rnd(1, 1000); /* equal steps: refused */
-            g->sched_step[p] = (p == 0 && pct(2)) ? 7 : step; /* not from step 0: refused */
-            add(g, p ? ",%d:%d" : "%d:%d", g->sched_step[p], g->sched_depth[p]);
-        }
-        add(g, "\n");
-        if (pct(4)) add(g, "RECUR_START_STEP=%d\n", rnd(1, 100)); /* with a schedule: refused */
-    } else if (i < (g->form == F_FLAT ? 43 : 75)) {
-        int t = rnd(0, 99);
-        if (g->form == F_LOOP && t < 35 && g->loops >= 2) {
-            double a = rnd(1, 5) / 10.0;
-            g->trig = TR_PROGRESSIVE;
-            add(g, "ENABLE_LOOPING_AT=%g\nLOOP_PHASE2_AT=%g\n", a, pct(5) ? a : a + rnd(1, 4) / 10.0);
-        } else if (t < 60) {
-            g->trig = TR_FRAC;
-            add(g, "ENABLE_LOOPING_AT=%g\n", rnd(1, 9) / 10.0);
-        } else {
-            g->trig = TR_STEP;
-            add(g, "RECUR_START_STEP=%d\n", rnd(1, 5000));
-        }
-        if (pct(3)) add(g, g->trig == TR_STEP ? "ENABLE_LOOPING_AT=0.5\n" : "RECUR_START_STEP=9\n"); /* both: refused */
+    return n_forms == 0 ? F_FLAT : form; /* (two or more: refused, the oracle is not asked) */
+}
+
+/* Draws a NUM_LAYER_SCHEDULE: 1..3 depths from the loop's edges and the full list, mostly sorted. */
+static void draw_schedule(gcase *g) {
+    int n = rnd(1, 3), step = 0, p, sorted = pct(70), d;
+    int cand[8];
+    cand[0] = 1;
+    cand[1] = g->ls >= 0 ? g->ls : 1;
+    cand[2] = g->ls >= 0 ? g->ls + 1 : 2;
+    cand[3] = g->ls >= 0 ? g->ls + (g->le - g->ls + 1) * (g->loops + 1) : g->n_full / 2;
+    cand[4] = g->n_full - 1;
+    cand[5] = g->n_full;
+    cand[6] = rnd(1, g->n_full);
+    cand[7] = rnd(1, g->n_full);
+    g->n_sched = n;
+    for (p = 0; p < n; p++) {
+        d = cand[rnd(0, 7)];
+        if (d < 1) d = 1;
+        if (d > g->n_full) d = g->n_full;
+        g->sched_depth[p] = d;
     }
-    /* the rest of the recurrence knobs */
+    if (sorted) /* a curriculum: depths grow */
+        for (p = 1; p < n; p++) {
+            int q, t;
+            for (q = p; q > 0 && g->sched_depth[q - 1] > g->sched_depth[q]; q--) {
+                t = g->sched_depth[q]; g->sched_depth[q] = g->sched_depth[q - 1]; g->sched_depth[q - 1] = t;
+            }
+        }
+    if (pct(3)) g->sched_depth[rnd(0, n - 1)] = g->n_full + 1; /* too deep: refused */
+    add(g, "NUM_LAYER_SCHEDULE=");
+    for (p = 0; p < n; p++) {
+        if (p) step += pct(3) ? 0 : rnd(1, 1000); /* equal steps: refused */
+        g->sched_step[p] = (p == 0 && pct(2)) ? 7 : step; /* not from step 0: refused */
+        add(g, p ? ",%d:%d" : "%d:%d", g->sched_step[p], g->sched_depth[p]);
+    }
+    add(g, "\n");
+    if (pct(4)) add(g, "RECUR_START_STEP=%d\n", rnd(1, 100)); /* with a schedule: refused */
+}
+
+/* Draws a trigger: progressive loops, a fraction or a step (now and then both: refused). */
+static void draw_trigger(gcase *g) {
+    int t = rnd(0, 99);
+    if (g->form == F_LOOP && t < 35 && g->loops >= 2) {
+        double a = rnd(1, 5) / 10.0;
+        g->trig = TR_PROGRESSIVE;
+        add(g, "ENABLE_LOOPING_AT=%g\nLOOP_PHASE2_AT=%g\n", a, pct(5) ? a : a + rnd(1, 4) / 10.0);
+    } else if (t < 60) {
+        g->trig = TR_FRAC;
+        add(g, "ENABLE_LOOPING_AT=%g\n", rnd(1, 9) / 10.0);
+    } else {
+        g->trig = TR_STEP;
+        add(g, "RECUR_START_STEP=%d\n", rnd(1, 5000));
+    }
+    if (pct(3)) add(g,
+            g->trig == TR_STEP ? "ENABLE_LOOPING_AT=0.5\n" : "RECUR_START_STEP=9\n"); /* both: refused */
+}
+
+/* Draws the rest of the recurrence knobs: control scope, untied MLPs, lanes, attention. */
+static void draw_recur_rest(gcase *g) {
+    int i;
     g->ctrl_virtual = pct(30);
     if (g->ctrl_virtual || pct(10)) add(g, "CONTROL_SCOPE=%s\n", g->ctrl_virtual ? "virtual" : "physical");
     if (pct(1)) add(g, "CONTROL_SCOPE=global\n");
     if (pct(15)) add(g, "MLP_LAYERS=%d\n", pct(95) ? 3 : 4);
     i = rnd(0, 99);
     g->untie = i < 30 ? 1 : i < 50 ? 2 : 0;
-    if (g->untie || pct(10)) add(g, "REPEAT_UNTIE_MLP=%s\n", g->untie == 1 ? "full" : g->untie == 2 ? "down" : "none");
+    if (g->untie || pct(10))
+        add(g, "REPEAT_UNTIE_MLP=%s\n", g->untie == 1 ? "full" : g->untie == 2 ? "down" : "none");
     if (g->untie && pct(50)) {
         g->n_untie = rnd(1, 3);
         for (i = 0; i < g->n_untie; i++) g->untie_list[i] = pct(3) ? g->L : rnd(0, g->L - 1);
         add_list(g, "REPEAT_UNTIE_MLP_LAYERS", g->untie_list, g->n_untie);
     }
     i = rnd(0, 99);
-    g->lane_mode = i < 40 ? UTG_LANE_SINGLE : i < 60 ? UTG_LANE_GPTJ : i < 80 ? UTG_LANE_TWO : UTG_LANE_PARALLEL;
+    g->lane_mode = i < 40 ? UTG_LANE_SINGLE : i < 60 ? UTG_LANE_GPTJ
+                 : i < 80 ? UTG_LANE_TWO : UTG_LANE_PARALLEL;
     g->par_start = 8;
     if (g->lane_mode != UTG_LANE_SINGLE) {
         static const char *names[] = {"none", "gptj", "two_lane", "parallel"};
@@ -315,8 +309,11 @@ static void draw(gcase *g, uint64_t seed, int k) {
     if (pct(g->lane_mode == UTG_LANE_SINGLE ? 20 : 2)) add(g, "BLOCK_ATTNS=%d\n", pct(95) ? 2 : 3);
     g->dis0 = pct(12);
     if (g->dis0) add(g, "DISABLE_LAYER0_ATTN=1\n");
-    /* per-depth features, sized by the deepest plan and read per virtual layer (one lane) */
-    i = (g->lane_mode == UTG_LANE_TWO || g->lane_mode == UTG_LANE_PARALLEL) && pct(90) ? 99 : rnd(0, 99);
+}
+
+/* Draws the per-depth features, sized by the deepest plan and read per virtual layer (one lane). */
+static void draw_features(gcase *g) {
+    int i = (g->lane_mode == UTG_LANE_TWO || g->lane_mode == UTG_LANE_PARALLEL) && pct(90) ? 99 : rnd(0, 99);
     if (i < 6) add(g, "ITER_EMBED=1\n");
     else if (i < 12) add(g, "ITER_SCALE=1\n");
     else if (i < 16) add(g, "FILM=1\n");
@@ -335,6 +332,42 @@ static void draw(gcase *g, uint64_t seed, int k) {
         add_list(g, "VE_LAYERS", v, n);
     }
     if (pct(10)) add(g, "TIE_EMBEDDINGS=0\n");
+}
+
+/* Draws case k of the seed. */
+static void draw(gcase *g, uint64_t seed, int k) {
+    form_draw d;
+    int i, L, mixed;
+    memset(g, 0, sizeof *g);
+    memset(&d, 0, sizeof d);
+    d.iters = d.u = 1;
+    rng_s = seed ^ (0xd1b54a32d192ed03ull * (uint64_t)(k + 1));
+    rnd64();
+    L = g->L = rnd(1, 6);
+    add(g, "NUM_HEADS=%d\nNUM_KV_HEADS=%d\n", pct(50) ? 2 : 4, pct(50) ? 1 : 2);
+    i = rnd(0, 99);
+    g->form = i < 8 ? F_FLAT : i < 23 ? F_RECUR : i < 65 ? F_LOOP : i < 80 ? F_LISTS : F_UT;
+    mixed = pct(3); /* a second recurrence form: refused */
+    add(g, "NUM_LAYERS=%d\n", L);
+    /* each form's knobs; what the model sees is decided by what was written (a mixed draw may
+       still hold one form only, e.g. NUM_LOOPS=0 beside RECUR_LAYERS) */
+    g->ls = g->le = -1;
+    g->form = draw_forms(g, &d, mixed);
+    if (g->form == F_UT) g->L = d.u;
+    if (g->form != F_LOOP) g->ls = g->le = -1;
+    full_list(g, d.recur, d.n_recur, d.enc, d.n_enc, d.dec, d.n_dec, d.iters);
+    /* U-Net skips: the stem/tail form needs a loop; draw it often there */
+    if (g->form == F_LOOP) { i = rnd(0, 99); g->skips = i < 55 ? SK_LOOP : i < 78 ? SK_HALF : SK_NONE; }
+    else { i = rnd(0, 99); g->skips = i < 55 ? SK_HALF : i < 95 ? SK_NONE : i < 98 ? SK_LOOP : SK_BAD; }
+    if (g->skips != SK_HALF || pct(30))
+        add(g, "UNET_SKIPS=%s\n", g->skips == SK_HALF ? "half" : g->skips == SK_LOOP ? "loop"
+                                 : g->skips == SK_NONE ? "none" : "stack");
+    /* phases: a depth schedule, or a trigger (progressive with loops), or neither */
+    i = rnd(0, 99);
+    if (i < (g->skips == SK_LOOP ? 60 : 40)) draw_schedule(g);
+    else if (i < (g->form == F_FLAT ? 43 : 75)) draw_trigger(g);
+    draw_recur_rest(g);
+    draw_features(g);
 }
 
 /* ---------------------------------------------------------------- failures */
@@ -438,238 +471,393 @@ static int expected_phase(const gcase *g, int p, int n_plans, int *list, int *n_
 
 typedef struct { int block, visit, set; } rset_seen;
 
+/* what the oracle carries across the plans of one model */
+typedef struct {
+    const utg_model *m;
+    const gcase *g;
+    fails_t *f;
+    int np, nb, n_seen, max_depth;
+    int64_t skip_rows, gate_rows;
+    rset_seen seen[4096];
+    unsigned char set_used_before[4096];
+} oracle_t;
+
+/* what the walk of one plan carries from layer to layer */
+typedef struct {
+    const utg_plan *P;
+    int p, *unsafe;
+    int stack[MAXV], sp, pushed_at[MAXV], popped[MAXV], exp[MAXV], n_exp, n_src, first_lane;
+    int n_push, n_pop, pop_first, skip_seen[MAXV], is_full;
+    unsigned char set_used_here[4096];
+} plan_walk;
+
+/* The block list: the plan runs the blocks the recurrence form gives its phase. */
+static void oracle_list(oracle_t *o, plan_walk *w) {
+    const utg_plan *P = w->P;
+    int i, p = w->p;
+    w->n_exp = expected_phase(o->g, p, o->np, w->exp, &w->n_src, &w->is_full);
+    if (w->n_exp < 0)
+        fail(o->f, "plan list", "plan %d is one more than the schedule's %d phases", p, o->g->n_sched);
+    else {
+        int same = w->n_exp == P->n_layers;
+        for (i = 0; same && i < w->n_exp; i++) same = w->exp[i] == P->layers[i].block;
+        if (!same) {
+            char a[512], b[512];
+            size_t x = 0, y = 0;
+            a[0] = b[0] = 0;
+            for (i = 0; i < w->n_exp && x + 8 < sizeof a; i++)
+                x += (size_t)snprintf(a + x, sizeof a - x, "%d ", w->exp[i]);
+            for (i = 0; i < P->n_layers && y + 8 < sizeof b; i++)
+                y += (size_t)snprintf(b + y, sizeof b - y, "%d ", P->layers[i].block);
+            fail(o->f, "plan list", "plan %d runs blocks [%s], the recurrence form gives [%s]", p, b, a);
+        }
+    }
+}
+
+/* Block, control owner and visit of layer i; returns -1 (skip the layer) when the block is out of range. */
+static int oracle_block(oracle_t *o, plan_walk *w, int i) {
+    const utg_plan_layer *l = &w->P->layers[i];
+    const utg_model *m = o->m;
+    const gcase *g = o->g;
+    fails_t *f = o->f;
+    int j, p = w->p, visit = 0;
+    if (l->block < 0 || l->block >= o->nb) {
+        fail(f, "block", "plan %d layer %d: block %d outside 0..%d", p, i, l->block, o->nb - 1);
+        *w->unsafe = 1;
+        return -1;
+    }
+    if (!has(m, "blocks.%d.mlp.fc.weight", l->block) || !has(m, "blocks.%d.mlp.proj.weight", l->block) ||
+        (!(l->block == 0 && g->dis0) && !has(m, "blocks.%d.attn.c_q.weight", l->block))) {
+        fail(f, "block tensors", "plan %d layer %d: block %d lacks its matrices", p, i, l->block);
+        *w->unsafe = 1;
+    }
+    if (l->ctrl != (g->ctrl_virtual ? i : l->block))
+        fail(f, "ctrl", "plan %d layer %d: control owner %d, CONTROL_SCOPE=%s gives %d", p, i, l->ctrl,
+             g->ctrl_virtual ? "virtual" : "physical", g->ctrl_virtual ? i : l->block);
+    if (l->ctrl < 0 || !has(m, "blocks.%d.attn_scale", l->ctrl) || !has(m, "blocks.%d.mlp_scale", l->ctrl)) {
+        fail(f, "ctrl tensors", "plan %d layer %d: no control tensors blocks.%d.*", p, i, l->ctrl);
+        *w->unsafe = 1;
+    }
+    for (j = 0; j < i; j++) visit += w->P->layers[j].block == l->block;
+    if (l->visit != visit)
+        fail(f, "visit", "plan %d layer %d: visit %d, block %d ran %d times before", p, i, l->visit, l->block,
+             visit);
+    return visit;
+}
+
+/* An untied set's tensors, and one set per (block, visit) across the plans. */
+static void oracle_set(oracle_t *o, plan_walk *w, int i, int visit) {
+    const utg_plan_layer *l = &w->P->layers[i];
+    fails_t *f = o->f;
+    int t, j, p = w->p;
+    char nm[UTG_MAX_NAME];
+    snprintf(nm, sizeof nm, "repeat_mlp.%d.proj.weight", l->mlp_set);
+    t = utg_model_find_tensor(o->m, nm);
+    if (t < 0 || (o->g->untie == 1) != has(o->m, "repeat_mlp.%d.fc.weight", l->mlp_set)) {
+        fail(f, "mlp_set tensors", "plan %d layer %d: untied MLP %d lacks its tensors", p, i, l->mlp_set);
+        *w->unsafe = 1;
+    } else if (utg_model_tensor(o->m, t)->block != l->block)
+        fail(f, "mlp_set", "plan %d layer %d: repeat_mlp.%d belongs to block %d, the layer runs block %d", p,
+             i, l->mlp_set, utg_model_tensor(o->m, t)->block, l->block);
+    for (j = 0; j < o->n_seen && !(o->seen[j].block == l->block && o->seen[j].visit == visit); j++) {}
+    if (j < o->n_seen && o->seen[j].set != l->mlp_set)
+        fail(f, "mlp_set", "plan %d layer %d: block %d visit %d uses set %d here, set %d elsewhere", p, i,
+             l->block, visit, l->mlp_set, o->seen[j].set);
+    else if (j == o->n_seen && o->n_seen < 4096) {
+        for (j = 0; j < o->n_seen && o->seen[j].set != l->mlp_set; j++) {}
+        if (j < o->n_seen)
+            fail(f, "mlp_set", "plan %d layer %d: set %d serves two (block, visit) pairs", p, i, l->mlp_set);
+        o->seen[o->n_seen].block = l->block;
+        o->seen[o->n_seen].visit = visit;
+        o->seen[o->n_seen].set = l->mlp_set;
+        o->n_seen++;
+    }
+    w->set_used_here[l->mlp_set] = 1;
+}
+
+/* Untied repeat MLPs: layer i has a set exactly when REPEAT_UNTIE_MLP(_LAYERS) unties its visit. */
+static void oracle_untie(oracle_t *o, plan_walk *w, int i, int visit) {
+    const utg_plan_layer *l = &w->P->layers[i];
+    const gcase *g = o->g;
+    int j, p = w->p, listed = g->untie && visit > 0;
+    if (listed && g->n_untie) {
+        listed = 0;
+        for (j = 0; j < g->n_untie; j++) listed |= g->untie_list[j] == l->block;
+    }
+    if (listed != (l->mlp_set >= 0))
+        fail(o->f, "mlp_set", "plan %d layer %d (block %d, visit %d): mlp_set %d, REPEAT_UNTIE_MLP %s it", p,
+             i, l->block, visit, l->mlp_set, listed ? "unties" : "does not untie");
+    if (l->mlp_set < -1 || l->mlp_set >= 4096) {
+        fail(o->f, "mlp_set", "plan %d layer %d: mlp_set %d", p, i, l->mlp_set);
+        *w->unsafe = 1;
+    } else if (l->mlp_set >= 0) oracle_set(o, w, i, visit);
+}
+
+/* Lanes of layer i follow PARALLEL_RESIDUAL and PARALLEL_START_LAYER. */
+static void oracle_lane(oracle_t *o, plan_walk *w, int i) {
+    const utg_plan_layer *l = &w->P->layers[i];
+    const gcase *g = o->g;
+    fails_t *f = o->f;
+    int p = w->p;
+    if (l->lane < UTG_LANE_SINGLE || l->lane > UTG_LANE_PARALLEL) {
+        fail(f, "lane", "plan %d layer %d: lane %d", p, i, l->lane);
+        *w->unsafe = 1;
+    } else if (l->lane != UTG_LANE_SINGLE && l->lane != g->lane_mode)
+        fail(f, "lane", "plan %d layer %d: lane mode %d, PARALLEL_RESIDUAL gives %d", p, i, l->lane,
+             g->lane_mode);
+    if (l->lane != UTG_LANE_SINGLE && w->first_lane < 0) {
+        w->first_lane = i;
+        if (l->block < g->par_start)
+            fail(f, "lane",
+                 "plan %d: the first parallel layer %d runs block %d, below PARALLEL_START_LAYER=%d", p, i,
+                 l->block, g->par_start);
+        if (g->skips != SK_NONE && i < w->P->n_encoder)
+            fail(f, "lane", "plan %d: parallel residuals from encoder layer %d", p, i);
+    }
+    if (w->first_lane >= 0 && (g->lane_mode == UTG_LANE_TWO || g->lane_mode == UTG_LANE_PARALLEL) &&
+        l->lane == UTG_LANE_SINGLE) {
+        fail(f, "lane", "plan %d layer %d: one lane after the two lanes began at layer %d", p, i,
+             w->first_lane);
+        *w->unsafe = 1;
+    }
+    if (l->lane != UTG_LANE_SINGLE && l->push_slot >= 0) {
+        fail(f, "lane push",
+             "plan %d layer %d: a parallel-residual layer pushes (its forward never stores the slot)", p, i);
+        *w->unsafe = 1;
+    }
+    if (l->block == 0 && g->dis0 && l->lane != UTG_LANE_SINGLE) {
+        fail(f, "lane", "plan %d layer %d: attention-free block 0 on lane mode %d", p, i, l->lane);
+        *w->unsafe = 1;
+    }
+}
+
+/* The pop of layer i (at its start): a slot an earlier layer pushed, LIFO, and an unused skip row. */
+static void oracle_pop(oracle_t *o, plan_walk *w, int i) {
+    const utg_plan_layer *l = &w->P->layers[i];
+    fails_t *f = o->f;
+    int p = w->p;
+    w->n_pop++;
+    if (w->pop_first < 0) w->pop_first = i;
+    if (l->pop_slot < 0 || l->pop_slot >= w->P->n_slots || l->pop_slot >= MAXV) {
+        fail(f, "pop slot range", "plan %d layer %d: pops slot %d, n_slots %d", p, i, l->pop_slot,
+             w->P->n_slots);
+        *w->unsafe = 1;
+    } else if (w->pushed_at[l->pop_slot] < 0) {
+        fail(f, "pop unpushed", "plan %d layer %d: pops slot %d, which no earlier layer of the plan pushed%s",
+             p, i, l->pop_slot,
+             l->push_slot == l->pop_slot ? " (the layer pushes it itself, after the pop)" : "");
+        *w->unsafe = 1;
+    } else {
+        if (w->popped[l->pop_slot])
+            fail(f, "pop twice", "plan %d layer %d: slot %d popped again", p, i, l->pop_slot);
+        w->popped[l->pop_slot] = 1;
+        if (w->sp == 0 || w->stack[w->sp - 1] != l->pop_slot)
+            fail(f, "pop order", "plan %d layer %d: pops slot %d, the top of the stack is %d", p, i,
+                 l->pop_slot, w->sp ? w->stack[w->sp - 1] : -1);
+        else w->sp--;
+    }
+    if (l->skip_index < 0 || l->skip_index >= o->skip_rows ||
+        (o->gate_rows >= 0 && l->skip_index >= o->gate_rows)) {
+        fail(f, "skip row", "plan %d layer %d: skip_weights row %d of %lld", p, i, l->skip_index,
+             (long long)o->skip_rows);
+        *w->unsafe = 1;
+    } else if (l->skip_index < MAXV) {
+        if (w->skip_seen[l->skip_index])
+            fail(f, "skip row", "plan %d layer %d: skip_weights row %d used twice", p, i, l->skip_index);
+        w->skip_seen[l->skip_index] = 1;
+    }
+}
+
+/* The skip stack of layer i (pop at its start, push at its end); which layers push and pop (UNET_SKIPS). */
+static void oracle_stack(oracle_t *o, plan_walk *w, int i) {
+    const utg_plan_layer *l = &w->P->layers[i];
+    const gcase *g = o->g;
+    fails_t *f = o->f;
+    int p = w->p, n_enc = w->P->n_encoder;
+    if (l->pop_slot != -1) oracle_pop(o, w, i);
+    if (l->push_slot != -1) {
+        w->n_push++;
+        if (l->push_slot < 0 || l->push_slot >= w->P->n_slots || l->push_slot >= MAXV) {
+            fail(f, "push slot range", "plan %d layer %d: pushes slot %d, n_slots %d", p, i, l->push_slot,
+                 w->P->n_slots);
+            *w->unsafe = 1;
+        } else {
+            if (w->pushed_at[l->push_slot] >= 0)
+                fail(f, "push twice", "plan %d layer %d: slot %d pushed again", p, i, l->push_slot);
+            w->pushed_at[l->push_slot] = i;
+            if (w->sp < MAXV) w->stack[w->sp++] = l->push_slot;
+        }
+    }
+    /* which layers push and pop (UNET_SKIPS) */
+    if (g->skips == SK_NONE && (l->push_slot != -1 || l->pop_slot != -1))
+        fail(f, "unet", "plan %d layer %d: UNET_SKIPS=none, yet it pushes %d / pops %d", p, i, l->push_slot,
+             l->pop_slot);
+    if (g->skips == SK_HALF && (l->push_slot >= 0) != (i < n_enc))
+        fail(f, "unet", "plan %d layer %d: %s, n_encoder %d", p, i,
+             l->push_slot >= 0 ? "pushes" : "does not push", n_enc);
+    if (g->skips == SK_LOOP && (l->push_slot >= 0) != (i < g->ls))
+        fail(f, "unet", "plan %d layer %d: %s; the stem is layers 0..%d", p, i,
+             l->push_slot >= 0 ? "pushes" : "does not push", g->ls - 1);
+    if (g->skips == SK_HALF && l->pop_slot >= 0 && i < n_enc)
+        fail(f, "unet", "plan %d layer %d: an encoder layer pops (n_encoder %d)", p, i, n_enc);
+    if (g->skips == SK_LOOP && l->pop_slot >= 0 && w->n_exp >= 0 && i < w->n_src - (g->L - 1 - g->le))
+        fail(f, "unet", "plan %d layer %d: pops before the tail (tail from layer %d)", p, i,
+             w->n_src - (g->L - 1 - g->le));
+}
+
+/* The U-Net pairs as many pushes and pops as both sides have: the decoder's (tail's) first layers pop. */
+static void oracle_pairs(oracle_t *o, plan_walk *w) {
+    const utg_plan *P = w->P;
+    const gcase *g = o->g;
+    fails_t *f = o->f;
+    int p = w->p, dec_from = g->skips == SK_HALF ? P->n_encoder : w->n_src - (g->L - 1 - g->le);
+    int dec_n = P->n_layers - dec_from, want;
+    if (dec_n < 0) dec_n = 0;
+    want = w->n_push < dec_n ? w->n_push : dec_n;
+    if (w->n_exp >= 0 && w->n_pop != want)
+        fail(f, "unet", "plan %d: %d pops, %d pushes and %d decoder/tail layers (from %d) want %d", p,
+             w->n_pop, w->n_push, dec_n, dec_from, want);
+    if (g->skips == SK_HALF && g->form == F_LISTS && w->is_full && P->n_encoder != g->n_enc_lists)
+        fail(f, "unet", "plan %d: n_encoder %d, ENCODER_LAYERS has %d", p, P->n_encoder, g->n_enc_lists);
+    if (g->skips == SK_HALF && !(g->form == F_LISTS && w->is_full) && w->n_exp >= 0 &&
+        P->n_encoder != P->n_layers / 2)
+        fail(f, "unet", "plan %d: n_encoder %d, half of %d layers is %d", p, P->n_encoder, P->n_layers,
+             P->n_layers / 2);
+}
+
+/* Untied sets first used here are the ones this plan copies when the schedule switches to it. */
+static void oracle_init_sets(oracle_t *o, plan_walk *w) {
+    const utg_plan *P = w->P;
+    int j, p = w->p;
+    unsigned char listed[4096];
+    if (P->n_init_sets < 0 || P->n_init_sets > P->n_layers || (P->n_init_sets > 0 && !P->init_sets)) {
+        fail(o->f, "init sets", "plan %d: %d init sets", p, P->n_init_sets);
+        return;
+    }
+    memset(listed, 0, sizeof listed);
+    for (j = 0; j < P->n_init_sets; j++) {
+        int s = P->init_sets[j];
+        if (s < 0 || s >= 4096 || !w->set_used_here[s] || o->set_used_before[s] || listed[s])
+            fail(o->f, "init sets", "plan %d copies set %d (used here %d, by an earlier plan %d)", p, s,
+                 s >= 0 && s < 4096 ? w->set_used_here[s] : -1,
+                 s >= 0 && s < 4096 ? o->set_used_before[s] : -1);
+        else listed[s] = 1;
+    }
+    for (j = 0; j < 4096; j++)
+        if (w->set_used_here[j] && !o->set_used_before[j] && !listed[j])
+            fail(o->f, "init sets", "plan %d first uses untied set %d but does not copy it", p, j);
+    for (j = 0; j < 4096; j++) o->set_used_before[j] |= w->set_used_here[j];
+}
+
+/* Checks plan p: its shape and start, its block list, each layer, the U-Net pairs, lanes_from, init sets. */
+static void oracle_plan(oracle_t *o, int p, int *unsafe) {
+    static plan_walk w;
+    const utg_plan *P = utg_model_plan_at(o->m, p);
+    const gcase *g = o->g;
+    fails_t *f = o->f;
+    int i, visit, two_lanes = g->lane_mode == UTG_LANE_TWO || g->lane_mode == UTG_LANE_PARALLEL;
+    memset(&w, 0, sizeof w);
+    w.P = P; w.p = p; w.unsafe = unsafe; w.first_lane = -1; w.pop_first = -1;
+    *unsafe = 0;
+    if (!P || !P->layers || P->n_layers < 1 || P->n_layers > MAXV) {
+        fail(f, "plan shape", "plan %d: %d layers", p, P ? P->n_layers : -1);
+        *unsafe = 1;
+        return;
+    }
+    if (P->n_layers > o->max_depth) o->max_depth = P->n_layers;
+    if (P->n_encoder < 0 || P->n_encoder > P->n_layers)
+        fail(f, "n_encoder", "plan %d: n_encoder %d outside 0..%d (the encoder is a part of the layers)", p,
+             P->n_encoder, P->n_layers);
+    if (P->n_slots < 0 || P->n_slots > MAXV) {
+        fail(f, "n_slots", "plan %d: n_slots %d", p, P->n_slots);
+        *unsafe = 1;
+    }
+    /* start of the phase */
+    if (p == 0 && P->start_step != 0) fail(f, "schedule", "plan 0 starts at step %d", P->start_step);
+    if (p > 0 && !(P->start_step > 0) && !(P->start_frac > 0 && P->start_frac < 1))
+        fail(f, "schedule", "plan %d has no trigger (step %d, fraction %g)", p, P->start_step, P->start_frac);
+    oracle_list(o, &w);
+    for (i = 0; i < MAXV; i++) { w.pushed_at[i] = -1; w.popped[i] = 0; w.skip_seen[i] = 0; }
+    for (i = 0; i < P->n_layers; i++) {
+        if ((visit = oracle_block(o, &w, i)) < 0) continue;
+        oracle_untie(o, &w, i, visit);
+        oracle_lane(o, &w, i);
+        oracle_stack(o, &w, i);
+    }
+    if (g->skips == SK_HALF || g->skips == SK_LOOP) oracle_pairs(o, &w);
+    if (P->lanes_from != (two_lanes ? w.first_lane : -1))
+        fail(f, "lanes_from", "plan %d: lanes_from %d, the first two-lane layer is %d", p, P->lanes_from,
+             w.first_lane);
+    if (two_lanes && w.first_lane >= 0 && rows(o->m, "parallel_post_lambdas") < o->nb) {
+        fail(f, "lane tensors", "plan %d: two lanes without parallel_post_lambdas", p);
+        *unsafe = 1;
+    }
+    oracle_init_sets(o, &w);
+}
+
+/* Per-virtual-layer tensors cover the deepest plan; returns 1 when one is too short. */
+static int oracle_depth_tensors(oracle_t *o) {
+    static const char *pv[] = {"iter_embed", "iter_scale", "film", "hc_alpha", "hc_beta"};
+    int i, bad = 0;
+    for (i = 0; i < 5; i++) {
+        int64_t r = rows(o->m, pv[i]);
+        if (r >= 0 && r < o->max_depth) {
+            fail(o->f, "depth tensors", "%s has %lld rows, the deepest plan %d layers", pv[i], (long long)r,
+                 o->max_depth);
+            bad = 1;
+        }
+    }
+    if (rows(o->m, "vrl_alphas") >= 0 && rows(o->m, "vrl_alphas") < o->max_depth - 1) {
+        fail(o->f, "depth tensors", "vrl_alphas too short");
+        bad = 1;
+    }
+    return bad;
+}
+
+/* The schedule starts at phase 0, ends at the last, and reaches each phase, in order, at its trigger. */
+static void oracle_phases(oracle_t *o) {
+    const utg_model *m = o->m;
+    int p, np = o->np;
+    if (utg_model_schedule_phase(m, 0, 0.0) != 0)
+        fail(o->f, "schedule", "step 0 asks for phase %d", utg_model_schedule_phase(m, 0, 0.0));
+    if (utg_model_schedule_phase(m, 1 << 30, 0.999) != np - 1)
+        fail(o->f, "schedule", "the end of training asks for phase %d of %d", utg_model_schedule_phase(m,
+             1 << 30, 0.999),
+             np);
+    for (p = 1; p < np; p++) {
+        const utg_plan *P = utg_model_plan_at(m, p);
+        int at, before;
+        if (P->start_step > 0) {
+            at = utg_model_schedule_phase(m, P->start_step, 0.0);
+            before = utg_model_schedule_phase(m, P->start_step - 1, 0.0);
+        } else if (P->start_frac > 0) {
+            at = utg_model_schedule_phase(m, 0, P->start_frac);
+            before = utg_model_schedule_phase(m, 0, P->start_frac * (1 - 1e-9));
+        } else continue;
+        if (at != p || before != p - 1)
+            fail(o->f, "schedule", "plan %d: the schedule gives phase %d at its trigger, %d just before", p,
+                 at, before);
+    }
+}
+
 /* Checks every plan of m; unsafe[p] = 1 when plan p must not run (an unpushed pop, an index out of
    range: the forward would read memory it does not own). */
 static int oracle(const utg_model *m, const gcase *g, fails_t *f, int *unsafe) {
-    int np = utg_model_plan_count(m), nb = utg_model_physical_blocks(m), p, i, j;
-    int64_t skip_rows = rows(m, "skip_weights"), gate_rows = rows(m, "skip_gates");
-    static rset_seen seen[4096];
-    static unsigned char set_used_before[4096];
-    int n_seen = 0, max_depth = 0, bad = 0;
-    memset(set_used_before, 0, sizeof set_used_before);
-    if (np < 1 || np > 64) { fail(f, "plan count", "%d plans", np); return 1; }
-    if (nb != g->L) fail(f, "physical blocks", "%d physical blocks, the knobs give %d", nb, g->L);
-    for (p = 0; p < np; p++) {
-        const utg_plan *P = utg_model_plan_at(m, p);
-        int stack[MAXV], sp = 0, pushed_at[MAXV], popped[MAXV], exp[MAXV], n_exp, n_src = 0, first_lane = -1;
-        int n_push = 0, n_pop = 0, pop_first = -1, skip_seen[MAXV], is_full = 0;
-        unsigned char set_used_here[4096];
-        unsafe[p] = 0;
-        if (!P || !P->layers || P->n_layers < 1 || P->n_layers > MAXV) {
-            fail(f, "plan shape", "plan %d: %d layers", p, P ? P->n_layers : -1);
-            unsafe[p] = 1;
-            continue;
-        }
-        if (P->n_layers > max_depth) max_depth = P->n_layers;
-        if (P->n_encoder < 0 || P->n_encoder > P->n_layers)
-            fail(f, "n_encoder", "plan %d: n_encoder %d outside 0..%d (the encoder is a part of the layers)", p, P->n_encoder, P->n_layers);
-        if (P->n_slots < 0 || P->n_slots > MAXV) { fail(f, "n_slots", "plan %d: n_slots %d", p, P->n_slots); unsafe[p] = 1; }
-        /* start of the phase */
-        if (p == 0 && P->start_step != 0) fail(f, "schedule", "plan 0 starts at step %d", P->start_step);
-        if (p > 0 && !(P->start_step > 0) && !(P->start_frac > 0 && P->start_frac < 1))
-            fail(f, "schedule", "plan %d has no trigger (step %d, fraction %g)", p, P->start_step, P->start_frac);
-        /* the block list */
-        n_exp = expected_phase(g, p, np, exp, &n_src, &is_full);
-        if (n_exp < 0) fail(f, "plan list", "plan %d is one more than the schedule's %d phases", p, g->n_sched);
-        else {
-            int same = n_exp == P->n_layers;
-            for (i = 0; same && i < n_exp; i++) same = exp[i] == P->layers[i].block;
-            if (!same) {
-                char a[512], b[512];
-                size_t x = 0, y = 0;
-                a[0] = b[0] = 0;
-                for (i = 0; i < n_exp && x + 8 < sizeof a; i++) x += (size_t)snprintf(a + x, sizeof a - x, "%d ", exp[i]);
-                for (i = 0; i < P->n_layers && y + 8 < sizeof b; i++) y += (size_t)snprintf(b + y, sizeof b - y, "%d ", P->layers[i].block);
-                fail(f, "plan list", "plan %d runs blocks [%s], the recurrence form gives [%s]", p, b, a);
-            }
-        }
-        memset(set_used_here, 0, sizeof set_used_here);
-        for (i = 0; i < MAXV; i++) { pushed_at[i] = -1; popped[i] = 0; skip_seen[i] = 0; }
-        for (i = 0; i < P->n_layers; i++) {
-            const utg_plan_layer *l = &P->layers[i];
-            int visit = 0, listed;
-            /* block, control owner, visit */
-            if (l->block < 0 || l->block >= nb) {
-                fail(f, "block", "plan %d layer %d: block %d outside 0..%d", p, i, l->block, nb - 1);
-                unsafe[p] = 1;
-                continue;
-            }
-            if (!has(m, "blocks.%d.mlp.fc.weight", l->block) || !has(m, "blocks.%d.mlp.proj.weight", l->block) ||
-                (!(l->block == 0 && g->dis0) && !has(m, "blocks.%d.attn.c_q.weight", l->block))) {
-                fail(f, "block tensors", "plan %d layer %d: block %d lacks its matrices", p, i, l->block);
-                unsafe[p] = 1;
-            }
-            if (l->ctrl != (g->ctrl_virtual ? i : l->block))
-                fail(f, "ctrl", "plan %d layer %d: control owner %d, CONTROL_SCOPE=%s gives %d", p, i, l->ctrl,
-                     g->ctrl_virtual ? "virtual" : "physical", g->ctrl_virtual ? i : l->block);
-            if (l->ctrl < 0 || !has(m, "blocks.%d.attn_scale", l->ctrl) || !has(m, "blocks.%d.mlp_scale", l->ctrl)) {
-                fail(f, "ctrl tensors", "plan %d layer %d: no control tensors blocks.%d.*", p, i, l->ctrl);
-                unsafe[p] = 1;
-            }
-            for (j = 0; j < i; j++) visit += P->layers[j].block == l->block;
-            if (l->visit != visit) fail(f, "visit", "plan %d layer %d: visit %d, block %d ran %d times before", p, i, l->visit, l->block, visit);
-            /* untied repeat MLPs */
-            listed = g->untie && visit > 0;
-            if (listed && g->n_untie) {
-                listed = 0;
-                for (j = 0; j < g->n_untie; j++) listed |= g->untie_list[j] == l->block;
-            }
-            if (listed != (l->mlp_set >= 0))
-                fail(f, "mlp_set", "plan %d layer %d (block %d, visit %d): mlp_set %d, REPEAT_UNTIE_MLP %s it", p, i, l->block, visit,
-                     l->mlp_set, listed ? "unties" : "does not untie");
-            if (l->mlp_set < -1 || l->mlp_set >= 4096) { fail(f, "mlp_set", "plan %d layer %d: mlp_set %d", p, i, l->mlp_set); unsafe[p] = 1; }
-            else if (l->mlp_set >= 0) {
-                int t;
-                char nm[UTG_MAX_NAME];
-                snprintf(nm, sizeof nm, "repeat_mlp.%d.proj.weight", l->mlp_set);
-                t = utg_model_find_tensor(m, nm);
-                if (t < 0 || (g->untie == 1) != has(m, "repeat_mlp.%d.fc.weight", l->mlp_set)) {
-                    fail(f, "mlp_set tensors", "plan %d layer %d: untied MLP %d lacks its tensors", p, i, l->mlp_set);
-                    unsafe[p] = 1;
-                } else if (utg_model_tensor(m, t)->block != l->block)
-                    fail(f, "mlp_set", "plan %d layer %d: repeat_mlp.%d belongs to block %d, the layer runs block %d", p, i, l->mlp_set,
-                         utg_model_tensor(m, t)->block, l->block);
-                for (j = 0; j < n_seen && !(seen[j].block == l->block && seen[j].visit == visit); j++) {}
-                if (j < n_seen && seen[j].set != l->mlp_set)
-                    fail(f, "mlp_set", "plan %d layer %d: block %d visit %d uses set %d here, set %d elsewhere", p, i, l->block, visit,
-                         l->mlp_set, seen[j].set);
-                else if (j == n_seen && n_seen < 4096) {
-                    for (j = 0; j < n_seen && seen[j].set != l->mlp_set; j++) {}
-                    if (j < n_seen) fail(f, "mlp_set", "plan %d layer %d: set %d serves two (block, visit) pairs", p, i, l->mlp_set);
-                    seen[n_seen].block = l->block; seen[n_seen].visit = visit; seen[n_seen].set = l->mlp_set; n_seen++;
-                }
-                set_used_here[l->mlp_set] = 1;
-            }
-            /* lanes */
-            if (l->lane < UTG_LANE_SINGLE || l->lane > UTG_LANE_PARALLEL) { fail(f, "lane", "plan %d layer %d: lane %d", p, i, l->lane); unsafe[p] = 1; }
-            else if (l->lane != UTG_LANE_SINGLE && l->lane != g->lane_mode)
-                fail(f, "lane", "plan %d layer %d: lane mode %d, PARALLEL_RESIDUAL gives %d", p, i, l->lane, g->lane_mode);
-            if (l->lane != UTG_LANE_SINGLE && first_lane < 0) {
-                first_lane = i;
-                if (l->block < g->par_start)
-                    fail(f, "lane", "plan %d: the first parallel layer %d runs block %d, below PARALLEL_START_LAYER=%d", p, i, l->block, g->par_start);
-                if (g->skips != SK_NONE && i < P->n_encoder) fail(f, "lane", "plan %d: parallel residuals from encoder layer %d", p, i);
-            }
-            if (first_lane >= 0 && (g->lane_mode == UTG_LANE_TWO || g->lane_mode == UTG_LANE_PARALLEL) && l->lane == UTG_LANE_SINGLE) {
-                fail(f, "lane", "plan %d layer %d: one lane after the two lanes began at layer %d", p, i, first_lane);
-                unsafe[p] = 1;
-            }
-            if (l->lane != UTG_LANE_SINGLE && l->push_slot >= 0) {
-                fail(f, "lane push", "plan %d layer %d: a parallel-residual layer pushes (its forward never stores the slot)", p, i);
-                unsafe[p] = 1;
-            }
-            if (l->block == 0 && g->dis0 && l->lane != UTG_LANE_SINGLE) {
-                fail(f, "lane", "plan %d layer %d: attention-free block 0 on lane mode %d", p, i, l->lane);
-                unsafe[p] = 1;
-            }
-            /* the skip stack: pop at the start of the layer, push at its end */
-            if (l->pop_slot != -1) {
-                n_pop++;
-                if (pop_first < 0) pop_first = i;
-                if (l->pop_slot < 0 || l->pop_slot >= P->n_slots || l->pop_slot >= MAXV) {
-                    fail(f, "pop slot range", "plan %d layer %d: pops slot %d, n_slots %d", p, i, l->pop_slot, P->n_slots);
-                    unsafe[p] = 1;
-                } else if (pushed_at[l->pop_slot] < 0) {
-                    fail(f, "pop unpushed", "plan %d layer %d: pops slot %d, which no earlier layer of the plan pushed%s", p, i, l->pop_slot,
-                         l->push_slot == l->pop_slot ? " (the layer pushes it itself, after the pop)" : "");
-                    unsafe[p] = 1;
-                } else {
-                    if (popped[l->pop_slot]) fail(f, "pop twice", "plan %d layer %d: slot %d popped again", p, i, l->pop_slot);
-                    popped[l->pop_slot] = 1;
-                    if (sp == 0 || stack[sp - 1] != l->pop_slot)
-                        fail(f, "pop order", "plan %d layer %d: pops slot %d, the top of the stack is %d", p, i, l->pop_slot,
-                             sp ? stack[sp - 1] : -1);
-                    else sp--;
-                }
-                if (l->skip_index < 0 || l->skip_index >= skip_rows || (gate_rows >= 0 && l->skip_index >= gate_rows)) {
-                    fail(f, "skip row", "plan %d layer %d: skip_weights row %d of %lld", p, i, l->skip_index, (long long)skip_rows);
-                    unsafe[p] = 1;
-                } else if (l->skip_index < MAXV) {
-                    if (skip_seen[l->skip_index]) fail(f, "skip row", "plan %d layer %d: skip_weights row %d used twice", p, i, l->skip_index);
-                    skip_seen[l->skip_index] = 1;
-                }
-            }
-            if (l->push_slot != -1) {
-                n_push++;
-                if (l->push_slot < 0 || l->push_slot >= P->n_slots || l->push_slot >= MAXV) {
-                    fail(f, "push slot range", "plan %d layer %d: pushes slot %d, n_slots %d", p, i, l->push_slot, P->n_slots);
-                    unsafe[p] = 1;
-                } else {
-                    if (pushed_at[l->push_slot] >= 0) fail(f, "push twice", "plan %d layer %d: slot %d pushed again", p, i, l->push_slot);
-                    pushed_at[l->push_slot] = i;
-                    if (sp < MAXV) stack[sp++] = l->push_slot;
-                }
-            }
-            /* which layers push and pop (UNET_SKIPS) */
-            if (g->skips == SK_NONE && (l->push_slot != -1 || l->pop_slot != -1))
-                fail(f, "unet", "plan %d layer %d: UNET_SKIPS=none, yet it pushes %d / pops %d", p, i, l->push_slot, l->pop_slot);
-            if (g->skips == SK_HALF && (l->push_slot >= 0) != (i < P->n_encoder))
-                fail(f, "unet", "plan %d layer %d: %s, n_encoder %d", p, i, l->push_slot >= 0 ? "pushes" : "does not push", P->n_encoder);
-            if (g->skips == SK_LOOP && (l->push_slot >= 0) != (i < g->ls))
-                fail(f, "unet", "plan %d layer %d: %s; the stem is layers 0..%d", p, i, l->push_slot >= 0 ? "pushes" : "does not push", g->ls - 1);
-            if (g->skips == SK_HALF && l->pop_slot >= 0 && i < P->n_encoder)
-                fail(f, "unet", "plan %d layer %d: an encoder layer pops (n_encoder %d)", p, i, P->n_encoder);
-            if (g->skips == SK_LOOP && l->pop_slot >= 0 && n_exp >= 0 && i < n_src - (g->L - 1 - g->le))
-                fail(f, "unet", "plan %d layer %d: pops before the tail (tail from layer %d)", p, i, n_src - (g->L - 1 - g->le));
-        }
-        /* the U-Net pairs as many pushes and pops as both sides have: the decoder's (tail's) first layers pop */
-        if (g->skips == SK_HALF || g->skips == SK_LOOP) {
-            int dec_from = g->skips == SK_HALF ? P->n_encoder : n_src - (g->L - 1 - g->le);
-            int dec_n = P->n_layers - dec_from, want;
-            if (dec_n < 0) dec_n = 0;
-            want = n_push < dec_n ? n_push : dec_n;
-            if (n_exp >= 0 && n_pop != want)
-                fail(f, "unet", "plan %d: %d pops, %d pushes and %d decoder/tail layers (from %d) want %d", p, n_pop, n_push, dec_n, dec_from, want);
-            if (g->skips == SK_HALF && g->form == F_LISTS && is_full && P->n_encoder != g->n_enc_lists)
-                fail(f, "unet", "plan %d: n_encoder %d, ENCODER_LAYERS has %d", p, P->n_encoder, g->n_enc_lists);
-            if (g->skips == SK_HALF && !(g->form == F_LISTS && is_full) && n_exp >= 0 && P->n_encoder != P->n_layers / 2)
-                fail(f, "unet", "plan %d: n_encoder %d, half of %d layers is %d", p, P->n_encoder, P->n_layers, P->n_layers / 2);
-        }
-        if (P->lanes_from != ((g->lane_mode == UTG_LANE_TWO || g->lane_mode == UTG_LANE_PARALLEL) ? first_lane : -1))
-            fail(f, "lanes_from", "plan %d: lanes_from %d, the first two-lane layer is %d", p, P->lanes_from, first_lane);
-        if ((g->lane_mode == UTG_LANE_TWO || g->lane_mode == UTG_LANE_PARALLEL) && first_lane >= 0 && rows(m, "parallel_post_lambdas") < nb) {
-            fail(f, "lane tensors", "plan %d: two lanes without parallel_post_lambdas", p);
-            unsafe[p] = 1;
-        }
-        /* untied sets first used here are the ones this plan copies when the schedule switches to it */
-        if (P->n_init_sets < 0 || P->n_init_sets > P->n_layers || (P->n_init_sets > 0 && !P->init_sets))
-            fail(f, "init sets", "plan %d: %d init sets", p, P->n_init_sets);
-        else {
-            unsigned char listed[4096];
-            memset(listed, 0, sizeof listed);
-            for (j = 0; j < P->n_init_sets; j++) {
-                int s = P->init_sets[j];
-                if (s < 0 || s >= 4096 || !set_used_here[s] || set_used_before[s] || listed[s])
-                    fail(f, "init sets", "plan %d copies set %d (used here %d, by an earlier plan %d)", p, s, s >= 0 && s < 4096 ? set_used_here[s] : -1,
-                         s >= 0 && s < 4096 ? set_used_before[s] : -1);
-                else listed[s] = 1;
-            }
-            for (j = 0; j < 4096; j++)
-                if (set_used_here[j] && !set_used_before[j] && !listed[j])
-                    fail(f, "init sets", "plan %d first uses untied set %d but does not copy it", p, j);
-            for (j = 0; j < 4096; j++) set_used_before[j] |= set_used_here[j];
-        }
-    }
-    /* per-virtual-layer tensors cover the deepest plan */
-    {
-        static const char *pv[] = {"iter_embed", "iter_scale", "film", "hc_alpha", "hc_beta"};
-        for (i = 0; i < 5; i++) {
-            int64_t r = rows(m, pv[i]);
-            if (r >= 0 && r < max_depth) { fail(f, "depth tensors", "%s has %lld rows, the deepest plan %d layers", pv[i], (long long)r, max_depth); bad = 1; }
-        }
-        if (rows(m, "vrl_alphas") >= 0 && rows(m, "vrl_alphas") < max_depth - 1) { fail(f, "depth tensors", "vrl_alphas too short"); bad = 1; }
-    }
-    if (utg_model_schedule_phase(m, 0, 0.0) != 0) fail(f, "schedule", "step 0 asks for phase %d", utg_model_schedule_phase(m, 0, 0.0));
-    if (utg_model_schedule_phase(m, 1 << 30, 0.999) != np - 1)
-        fail(f, "schedule", "the end of training asks for phase %d of %d", utg_model_schedule_phase(m, 1 << 30, 0.999), np);
-    for (p = 1; p < np; p++) { /* each phase is reached, in order, at its trigger */
-        const utg_plan *P = utg_model_plan_at(m, p);
-        int at, before;
-        if (P->start_step > 0) { at = utg_model_schedule_phase(m, P->start_step, 0.0); before = utg_model_schedule_phase(m, P->start_step - 1, 0.0); }
-        else if (P->start_frac > 0) { at = utg_model_schedule_phase(m, 0, P->start_frac); before = utg_model_schedule_phase(m, 0, P->start_frac * (1 - 1e-9)); }
-        else continue;
-        if (at != p || before != p - 1) fail(f, "schedule", "plan %d: the schedule gives phase %d at its trigger, %d just before", p, at, before);
-    }
+    static oracle_t o;
+    int p, bad;
+    o.m = m; o.g = g; o.f = f;
+    o.np = utg_model_plan_count(m);
+    o.nb = utg_model_physical_blocks(m);
+    o.skip_rows = rows(m, "skip_weights");
+    o.gate_rows = rows(m, "skip_gates");
+    o.n_seen = 0;
+    o.max_depth = 0;
+    memset(o.set_used_before, 0, sizeof o.set_used_before);
+    if (o.np < 1 || o.np > 64) { fail(f, "plan count", "%d plans", o.np); return 1; }
+    if (o.nb != g->L) fail(f, "physical blocks", "%d physical blocks, the knobs give %d", o.nb, g->L);
+    for (p = 0; p < o.np; p++) oracle_plan(&o, p, &unsafe[p]);
+    bad = oracle_depth_tensors(&o);
+    oracle_phases(&o);
     return bad;
 }
 
