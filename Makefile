@@ -1,4 +1,4 @@
-# utgolf: make | make test | make test-asan | make run | make bench | make deps | make clean
+# utgolf: make | make test | make test-asan | make run | make bench | make deps | make stats | make clean
 CC      ?= cc
 CXX     ?= c++
 # -ffp-contract=fast: ISO C mode (-std=c99) otherwise forbids fusing a*b+c into one FMA
@@ -21,7 +21,7 @@ PROGS   := $(TESTS) $(TOOLS) $(BUILD)/minimal $(BUILD)/train $(BUILD)/bench_step
 RUN_CONFIG ?= data/austen/run.env
 RUN_OUT    ?= runs/default
 
-.PHONY: all test test-asan compile-check run bench deps clean
+.PHONY: all test test-asan compile-check run bench deps clean stats
 all: $(PROGS)
 
 $(BUILD):
@@ -151,6 +151,10 @@ $(BUILD)/bench_train: bench/bench_train.c bench/peak.h $(HDR) | $(BUILD)
 # The package list is in .ci/deps, which .ci/run also runs.
 deps:
 	sh .ci/deps
+
+# comment share, function lengths and long lines of the C files, held to the codebase's targets
+stats:
+	$(PYTHON) tools/codestats.py --check
 
 clean:
 	rm -rf build build-asan

@@ -1892,24 +1892,17 @@ static int close_run(train_run *r, int rc) {
 /* A run is these steps in order, each going on (RUN_ON) or giving the exit status; a run that
    stopped early (a signal, --max-steps, a non-finite value, a failed log write) still draws loss.svg. */
 int main(int argc, char **argv) {
+    static int (*const steps[])(train_run *) = {open_run_dir, open_tokenizer, open_data, build_model,
+                                                build_evaluator, log_model, prime, resume, start_training,
+                                                train_loop, save_final, export_and_check};
     train_run run;
     train_run *r = &run;
+    size_t i;
     int rc;
     run_init(r);
     rc = parse_options(r, argc, argv);
     if (rc == RUN_ON) rc = read_knobs(r, argc, argv);
-    if (rc == RUN_ON) rc = open_run_dir(r);
-    if (rc == RUN_ON) rc = open_tokenizer(r);
-    if (rc == RUN_ON) rc = open_data(r);
-    if (rc == RUN_ON) rc = build_model(r);
-    if (rc == RUN_ON) rc = build_evaluator(r);
-    if (rc == RUN_ON) rc = log_model(r);
-    if (rc == RUN_ON) rc = prime(r);
-    if (rc == RUN_ON) rc = resume(r);
-    if (rc == RUN_ON) rc = start_training(r);
-    if (rc == RUN_ON) rc = train_loop(r);
-    if (rc == RUN_ON) rc = save_final(r);
-    if (rc == RUN_ON) rc = export_and_check(r);
+    for (i = 0; rc == RUN_ON && i < sizeof steps / sizeof steps[0]; i++) rc = steps[i](r);
     if (r->picture) rc = draw_picture(r, rc);
     return close_run(r, rc);
 }
