@@ -186,6 +186,13 @@ typedef struct utg_msg {
     char text[256];
 } utg_msg;
 
+/* Element types, for backend buffers and artifact tensors alike. The artifact stores F32, F16,
+   BF16 and Q; the backend's collectives reduce F32 and F64. Values are fixed (the artifact's
+   TENS entries store them). */
+typedef enum utg_dtype {
+    UTG_DT_F32 = 0, UTG_DT_F16 = 1, UTG_DT_BF16 = 2, UTG_DT_Q = 3, UTG_DT_F64 = 4
+} utg_dtype;
+
 /* ------------------------------------------------------------------------------------------------
 // >>config
    The one list of knobs. Each entry: kind, field, Parameter Golf environment name, default, min,
@@ -502,26 +509,59 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
 
 /* ------------------------------------------------------------------------------------------------
 // >>backend_api
-   The op-level table the model calls. All tensors are row-major float32 in backend memory
-   ("device" pointers); the model never reads backend memory directly, only through download.
-   Gradient outputs of a backward op: weight gradients (dW, dg, dlam, ...) are always ADDED to, so
-   that a weight shared by several virtual layers sums the gradients of its visits; each op's
-   comment says whether it WRITES or ADDS its input gradients (dx, dz, ...). Writing saves the zero
-   fill a first contribution would otherwise need.
-   ------------------------------------------------------------------------------------------------ */
+   The op-level table the model calls: a backend is a utg_backend filled with function pointers.
+   To add one (CUDA, say), fill every op with the semantics written above it, set abi_version and
+   struct_size from this header, and pass it in utg_model_desc.backend: utg_model_create refuses a
+   table whose version or size differs.
 
-/* A backend is a utg_backend filled with function pointers. To add one (CUDA, say), fill every op
-   with the semantics written above it, set abi_version and struct_size from this header, and pass
-   it in utg_model_desc.backend: utg_model_create refuses a table whose version or size differs.
-   The library reads results on the host only through download and sumsq, so a backend that queues
-   its ops asynchronously must finish the queued work in those two. */
-#define UTG_BACKEND_ABI_VERSION 9u
+   Rules that hold for every op:
+   - Memory. Every pointer is backend memory ("device" memory) from buf_alloc, row-major, 4-byte
+     float32 unless the op says otherwise (int32 token ids, fp64 reduction results). The library
+     never reads or writes backend memory from the host except through upload and download.
+   - Host waits. download and synchronize are the only calls that wait for the device. A backend
+     that queues its ops asynchronously finishes the queued work in those two; every other op,
+     reductions included, leaves its result in backend memory. A training step (zero_grads,
+     forwards, backwards, QAT, optim step, averaging) makes exactly one download: the step's
+     loss sum and gradient sum of squares, read together by utg_optim_step.
+   - Writing and adding. Weight gradients (dW, dg, dlam, ...) are always ADDED to, so that a weight
+     shared by several virtual layers sums the gradients of its visits. Each backward op says
+     whether it WRITES or ADDS its input gradients (dx, dz, ...); writing saves the zero fill a
+     first contribution would otherwise need.
+   - Aliasing. Outputs do not overlap inputs unless the op says they may.
+   - Precision. Inputs and outputs are fp32 and arithmetic is fp32, except: matmul_bf16 (bf16
+     products), the sums of reduce_f64 and of the per-row statistics (fp64 where the op says so),
+     and fake_quant_rows (fp16 row scales, as the artifact stores them).
+   - Determinism. The same inputs and the same thread count give the same bits. reduce_f64 and
+     the weight-gradient sums over rows give the same bits for any thread count (fixed-size chunks
+     summed in a fixed order); a port keeps that property for them, and uses no float atomics.
+
+   The ops, by group (W: writes, A: adds into; the full contract is the comment above each field):
+     memory       buf_alloc, buf_free, upload, download (waits), fill, copy
+     collectives  rank, world, all_reduce (sum in place, F32/F64), broadcast, all_gather
+     core         matmul; embed_fwd (W) / embed_bwd (A); rmsnorm_fwd (W) / rmsnorm_bwd (W dx);
+                  qk_norm_rope_fwd / _bwd (W dx, A dgain); attn_fwd / attn_bwd (W dq dk dv);
+                  relu2_fwd / _bwd (W); mix_fwd / mix_bwd (A, or W with UTG_MIX_D*_SET);
+                  mix_rmsnorm_fwd; xent_fwd (overwrites the logits)
+     features     matmul_bf16 (MATMUL_BF16, MUON_NS_BF16); xsa_fwd / _bwd (A) (XSA_LAST_N);
+                  lerp_fwd / _bwd (gated U-Net skips, static SmearGate); gate_fwd / _bwd
+                  (attention output gates); smear_fwd / _bwd (input-dependent SmearGate);
+                  fake_quant_rows (QAT)
+     optimizer    reduce_f64 (sums and sums of squares into fp64), normalize_frob, axpby,
+                  muon_momentum, row_normalize, adam_step
+     life         synchronize (waits), destroy
+   A port needs the memory, collectives, core, optimizer and life groups for the baseline model
+   (train_gpt.py's); the feature ops only for the records' features that use them.
+   ------------------------------------------------------------------------------------------------ */
+#define UTG_BACKEND_ABI_VERSION 1u
 
 #define UTG_MIX_WX_SCALAR 1 /* mix_fwd/mix_bwd flags */
 #define UTG_MIX_WZ_SCALAR 2
 #define UTG_MIX_WZ_SIGMOID 4 /* with UTG_MIX_WZ_SCALAR: z's weight is sigmoid(wz[0]) */
 #define UTG_MIX_DX_SET 8      /* mix_bwd: dx is overwritten rather than added to */
 #define UTG_MIX_DZ_SET 16     /* mix_bwd: dz is overwritten rather than added to */
+
+#define UTG_REDUCE_SQUARES 1 /* reduce_f64 flags: sum x^2 rather than x */
+#define UTG_REDUCE_ADD 2     /* reduce_f64: add the result to out[0] rather than overwrite it */
 
 /* ta of matmul may also say "C is symmetric" (bit 2): M == N, beta 0, and op(A) op(B) is known
    to be symmetric (X X^T, X^T X, or A A with A symmetric). A backend may then compute the upper
@@ -543,30 +583,43 @@ struct utg_backend {
     void *impl; /* backend-private state */
     uint32_t flags; /* UTG_BACKEND_CONCURRENT */
 
-    /* memory */
+    /* ---- memory ---- */
     void *(*buf_alloc)(utg_backend *be, size_t size_bytes); /* zero-filled, 64-byte aligned */
     void (*buf_free)(utg_backend *be, void *buf);
     void (*upload)(utg_backend *be, void *dst, const void *host_src, size_t size_bytes);
+    /* waits for the queued work, then copies: the one way results reach the host */
     void (*download)(utg_backend *be, void *host_dst, const void *src, size_t size_bytes);
     void (*fill)(utg_backend *be, float *dst, float value, size_t n);
-    void (*copy)(utg_backend *be, float *dst, const float *src, size_t n);
+    void (*copy)(utg_backend *be, float *dst, const float *src, size_t n); /* no overlap */
+
+    /* ---- collectives ----
+       This process is rank `rank` of `world` processes that run the same ops on their own data
+       (data parallelism); a single-process backend has rank 0 of 1 and its collectives change
+       nothing. Each is called by every rank in the same order with the same sizes. */
+    int rank, world;
+    /* buf[0 .. n) = the sum over ranks of each rank's buf, in place; dtype UTG_DT_F32 or
+       UTG_DT_F64. The same bits on every rank. */
+    void (*all_reduce)(utg_backend *be, void *buf, utg_dtype dtype, size_t n);
+    /* every rank's buf[0 .. size_bytes) becomes root's */
+    void (*broadcast)(utg_backend *be, void *buf, size_t size_bytes, int root);
+    /* dst[r * size_bytes ..] = rank r's src, for every r (dst holds world * size_bytes; src does
+       not overlap dst) */
+    void (*all_gather)(utg_backend *be, void *dst, const void *src, size_t size_bytes);
+
+    /* ---- core ops: every model uses them ---- */
 
     /* C[M,N] = alpha * op(A) op(B) + beta*C, op(A) is [M,K] (A stored [K,M] when ta), op(B) is
-       [K,N] (B stored [N,K] when tb). beta is 0 or 1. ta may be UTG_*_SYM (see utg_trans). C must
-       not overlap A or B. */
+       [K,N] (B stored [N,K] when tb). beta is 0 (C is not read) or 1. ta may be UTG_*_SYM (see
+       utg_trans). C must not overlap A or B. */
     void (*matmul)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
                    utg_trans ta, utg_trans tb, float alpha, float beta);
-    /* The same with alpha * op(A) and op(B) rounded to bf16 (nearest even) and the products summed
-       in fp32: Newton-Schulz in bf16 as train_gpt.py runs it. The CPU backend's AVX-512 path
-       reads denormal inputs as zero where it converts with vcvtne2ps2bf16 (a transposed pack). */
-    void (*matmul_bf16)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
-                        utg_trans ta, utg_trans tb, float alpha, float beta);
 
-    /* out[i,:] = table[ids[i],:];  dtable[ids[i],:] += dout[i,:] */
+    /* out[i,:] = table[ids[i],:] (W);  dtable[ids[i],:] += dout[i,:] (A; rows summed in i order) */
     void (*embed_fwd)(utg_backend *be, float *out, const float *table, const int32_t *ids, int n, int d);
     void (*embed_bwd)(utg_backend *be, float *dtable, const float *dout, const int32_t *ids, int n, int d);
 
-    /* y = x / sqrt(mean(x^2) + eps) per row; rstd[row] saved for backward */
+    /* y = x / sqrt(mean(x^2) + eps) per row of [rows, cols]; rstd[row] (W) saved for backward.
+       The backward WRITES dx from dy, the output y and rstd. */
     void (*rmsnorm_fwd)(utg_backend *be, float *y, float *rstd, const float *x, int rows, int cols,
                         float eps);
     void (*rmsnorm_bwd)(utg_backend *be, float *dx, const float *dy, const float *y,
@@ -588,8 +641,8 @@ struct utg_backend {
                              int seq_len, int n_heads, int head_dim, int rot_dims);
 
     /* Causal attention with GQA: q[B*T, H*hd], k/v[B*T, Hkv*hd], query head h reads kv head
-       h / (H/Hkv). y[B*T, H*hd]; lse[B*T*H] = log-sum-exp of the scaled logits of each query. The
-       backward WRITES dq, dk and dv. */
+       h / (H/Hkv). y[B*T, H*hd] (W); lse[B*T*H] (W) = log-sum-exp of the scaled logits of each
+       query. No T x T buffer is needed. The backward WRITES dq, dk and dv. */
     void (*attn_fwd)(utg_backend *be, float *y, float *lse, const float *q, const float *k,
                      const float *v, int B, int T, int H, int Hkv, int hd, float scale);
     void (*attn_bwd)(utg_backend *be, float *dq, float *dk, float *dv, const float *dy,
@@ -600,6 +653,48 @@ struct utg_backend {
        dx = dy * 2*x * (x > 0 ? 1 : slope^2) */
     void (*relu2_fwd)(utg_backend *be, float *y, const float *x, size_t n, float slope);
     void (*relu2_bwd)(utg_backend *be, float *dx, const float *dy, const float *x, size_t n, float slope);
+
+    /* Channel mix: out[r,c] = WX*x[r,c] + WZ*z[r,c]. A weight is a per-channel vector (wx[c]) or,
+       with UTG_MIX_WX_SCALAR / UTG_MIX_WZ_SCALAR in flags, one scalar (wx[0]); a NULL weight means
+       1. z NULL means a row of ones (out = WX*x + wz, a bias; both z and wz NULL: out = WX*x). out
+       may alias x. Backward adds into any non-NULL dx, dz, dwx, dwz (dw summed over rows, and over
+       channels for a scalar; deterministic); UTG_MIX_DX_SET / UTG_MIX_DZ_SET make it overwrite dx / dz
+       instead. This one op is resid_mix, the scaled residual adds, the U-Net skip adds, norm biases,
+       FiLM and the parallel-residual lane updates (the model names its common forms: utg__add,
+       utg__add_scaled, utg__sub, utg__mean, ...). UTG_MIX_WZ_SIGMOID (with UTG_MIX_WZ_SCALAR)
+       weights z by sigmoid(wz[0]) and its backward adds sigmoid'(wz[0]) * sum(dout z) into dwz
+       (the value residual's gates). */
+    void (*mix_fwd)(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
+                    const float *wz, int rows, int cols, int flags);
+    void (*mix_bwd)(utg_backend *be, float *dx, float *dz, float *dwx, float *dwz, const float *dout,
+                    const float *x, const float *wx, const float *z, const float *wz, int rows,
+                    int cols, int flags);
+    /* mix_fwd and then rmsnorm_fwd of its output in one pass (a residual add and the next
+       block's norm): out as mix_fwd (may alias x), y and rstd as rmsnorm_fwd(out); the same bits as
+       the two ops. */
+    void (*mix_rmsnorm_fwd)(utg_backend *be, float *out, float *y, float *rstd, const float *x,
+                            const float *wx, const float *z, const float *wz, int rows, int cols, int flags,
+                            float eps);
+
+    /* Softcapped cross-entropy over rows of raw logits z[rows, V]: z' = c*tanh(z/c) (no cap when
+       c <= 0: z' = z), row_loss[r] (W) = logsumexp(z'_r) - z'_r[target_r], summed in fp32 after
+       subtracting the row max. The logits buffer is overwritten, and after the call holds:
+       - dscale == 0: z' itself (the softcapped logits the loss was computed from; a sampler or an
+         evaluation-time feature reads its distribution from them: softmax(z'_r));
+       - dscale != 0: the gradient d(dscale * row_loss[r]) / dz = dscale * (softmax(z'_r) -
+         onehot(target_r)) * (1 - (z'/c)^2), the softcap's derivative included (no cap: without
+         the last factor). */
+    void (*xent_fwd)(utg_backend *be, float *logits, float *row_loss, const int32_t *targets,
+                     int rows, int V, float softcap, float dscale);
+
+    /* ---- feature ops: the records' features ---- */
+
+    /* matmul with alpha * op(A) and op(B) rounded to bf16 (nearest even) and the products summed
+       in fp32: Newton-Schulz in bf16 as train_gpt.py runs it (MUON_NS_BF16), and MATMUL_BF16. The
+       CPU backend's AVX-512 path reads denormal inputs as zero where it converts with
+       vcvtne2ps2bf16 (a transposed pack). */
+    void (*matmul_bf16)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
+                        utg_trans ta, utg_trans tb, float alpha, float beta);
 
     /* XSA (exclusive self attention): y[t,h,:] = x[t,h,:] - (x.u) u with u = v[t,j,:] / |v[t,j,:]| of
        the token's own value, j = h / (H/Hkv). Backward ADDS into dx and dv. */
@@ -636,44 +731,34 @@ struct utg_backend {
                       const float *w, const float *lam, const int32_t *ids, int n_tok, int seq_len, int d,
                       int win, int bos);
 
-    /* Channel mix: out[r,c] = WX*x[r,c] + WZ*z[r,c]. A weight is a per-channel vector (wx[c]) or,
-       with UTG_MIX_WX_SCALAR / UTG_MIX_WZ_SCALAR in flags, one scalar (wx[0]); a NULL weight means
-       1. z NULL means a row of ones (out = WX*x + wz, a bias; both z and wz NULL: out = WX*x). out
-       may alias x. Backward adds into any non-NULL dx, dz, dwx, dwz (dw summed over rows, and over
-       channels for a scalar; deterministic); UTG_MIX_DX_SET / UTG_MIX_DZ_SET make it overwrite dx / dz
-       instead. This one op is resid_mix, the scaled residual adds, the U-Net skip adds, norm biases,
-       FiLM and the parallel-residual lane updates (the model names its common forms: utg__add,
-       utg__add_scaled, utg__sub, utg__mean, ...). UTG_MIX_WZ_SIGMOID (with UTG_MIX_WZ_SCALAR)
-       weights z by sigmoid(wz[0]) and its backward adds sigmoid'(wz[0]) * sum(dout z) into dwz
-       (the value residual's gates). */
-    void (*mix_fwd)(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
-                    const float *wz, int rows, int cols, int flags);
-    void (*mix_bwd)(utg_backend *be, float *dx, float *dz, float *dwx, float *dwz, const float *dout,
-                    const float *x, const float *wx, const float *z, const float *wz, int rows,
-                    int cols, int flags);
-    /* mix_fwd and then rmsnorm_fwd of its output in one pass (a residual add and the next
-       block's norm): out as mix_fwd (may alias x), y and rstd as rmsnorm_fwd(out); the same bits as
-       the two ops. */
-    void (*mix_rmsnorm_fwd)(utg_backend *be, float *out, float *y, float *rstd, const float *x,
-                            const float *wx, const float *z, const float *wz, int rows, int cols, int flags,
-                            float eps);
+    /* QAT's fake quantisation of w[rows, cols] into out (W; out does not overlap w), per row:
+       - noise_key == 0 (QAT=ste): the row quantized to bits-bit symbols in [-r, r], r =
+         2^(bits-1) - 1, exactly as utg_quantize_rows does with the utg_clip_mode `clip`
+         (UTG_CLIP_MAX, or UTG_CLIP_SDCLIP with k = clip_param) and its fp16 row scale, then dequantized (symbol *
+         scale). A row with a non-finite value is copied unchanged.
+       - noise_key != 0 (QAT=noisy, PR #363): out = fmaf(u_i - 0.5f, rowmax / r, w_i) with rowmax
+         the row's max |w| in fp32 and u_i = (splitmix64(noise_key + (i + 1) * 0x9E3779B97F4A7C15)
+         >> 40) * 2^-24, i the element's index in w: a counter-based draw, so every backend draws
+         the same noise (utg_qat_noise_key makes the key from seed, step and tensor). */
+    void (*fake_quant_rows)(utg_backend *be, float *out, const float *w, int rows, int cols, int bits,
+                            int clip, double clip_param, uint64_t noise_key);
 
-    /* Softcapped cross-entropy over rows of raw logits z[rows, V]: z' = c*tanh(z/c) (no cap when
-       c <= 0), row_loss[r] = logsumexp(z'_r) - z'_r[target_r]. The logits are overwritten: with
-       z' when dscale == 0, else with d(dscale * row_loss[r]) / dz (the gradient, softcap included). */
-    void (*xent_fwd)(utg_backend *be, float *logits, float *row_loss, const int32_t *targets,
-                     int rows, int V, float softcap, float dscale);
+    /* ---- optimizer and reductions ---- */
 
-    /* Optimizer and averaging ops. */
-    /* y = alpha*x + beta*y over n floats; x may be NULL when alpha == 0. */
+    /* out[0] (one double in backend memory) = sum of x[0 .. n) in fp64, or of x^2 with
+       UTG_REDUCE_SQUARES, times scale; UTG_REDUCE_ADD adds it to out[0] instead. Deterministic
+       for any thread count (see the rules above): the gradient norm, the step's loss sum. */
+    void (*reduce_f64)(utg_backend *be, double *out, const float *x, size_t n, double scale, int flags);
+    /* x[0 .. n) *= (float)(1 / (sqrt(sum x^2) + eps)), the sum as reduce_f64's: Newton-Schulz's
+       input normalisation, on the device. */
+    void (*normalize_frob)(utg_backend *be, float *x, size_t n, double eps);
+    /* y = alpha*x + beta*y over n floats; x may be NULL when alpha == 0 (y alone is scaled; with
+       beta 0 too, y is not read). */
     void (*axpby)(utg_backend *be, float *y, float alpha, const float *x, float beta, size_t n);
-    /* sum of x^2 in double, returned to the host; deterministic (the same bits for any thread
-       count: fixed-size chunks summed in a fixed order). */
-    double (*sumsq)(utg_backend *be, const float *x, size_t n);
     /* Muon's momentum in one pass: m = mu*m + g, then u = g + mu*m (nesterov) or u = m. */
     void (*muon_momentum)(utg_backend *be, float *u, float *m, const float *g, float mu, int nesterov,
                           size_t n);
-    /* each row of x[rows, cols] divided by max(||row||_2, eps) (MuonEq-R) */
+    /* each row of x[rows, cols] divided by max(||row||_2, eps), the norm summed in fp64 (MuonEq-R) */
     void (*row_normalize)(utg_backend *be, float *x, int rows, int cols, float eps);
     /* One Adam(W) step, torch.optim.Adam's formula: p *= 1 - lr*wd (decoupled; wd = 0 is plain
        Adam); m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
@@ -681,8 +766,9 @@ struct utg_backend {
     void (*adam_step)(utg_backend *be, float *p, const float *g, float *m, float *v, size_t n,
                       float lr, float beta1, float beta2, float eps, float wd, float bc1, float bc2);
 
-    void (*synchronize)(utg_backend *be);
-    void (*destroy)(utg_backend *be);
+    /* ---- life ---- */
+    void (*synchronize)(utg_backend *be); /* waits until every queued op is done */
+    void (*destroy)(utg_backend *be);     /* frees the table itself too */
 };
 
 /* The CPU reference backend (OpenMP inside each op when compiled with -fopenmp). Its "backend
@@ -849,15 +935,19 @@ UTGDEF utg_result utg_model_set(utg_model *m, utg_arena which, int index, const 
    Capacity only grows; a larger batch later reallocates (and drops the saved activations).
    UTG_ERR_INVALID for n_seqs <= 0 or a batch over INT32_MAX tokens, UTG_ERR_NOMEM. */
 UTGDEF utg_result utg_model_reserve(utg_model *m, int n_seqs);
-/* Forward over n_seqs rows of inputs/targets (host arrays, n_seqs*TRAIN_SEQ_LEN ids each); writes
-   the mean cross-entropy (nats) to *loss. Activations are kept for utg_model_backward. Any id
-   outside [0, VOCAB_SIZE) is refused before anything runs (UTG_ERR_MISMATCH); a non-finite loss
-   is still written to *loss, and returned as UTG_ERR_BACKEND. */
+/* Forward over n_seqs rows of inputs/targets (host arrays, n_seqs*TRAIN_SEQ_LEN ids each).
+   Activations are kept for utg_model_backward, and the mean cross-entropy (nats) is added to the
+   step's loss sum on the backend (utg_optim_step reads it: utg_optim_last_loss). loss NULL: the
+   call does not wait for the backend (a training step's forwards). Otherwise the mean is also
+   downloaded to *loss (one wait), and a non-finite loss is still written there and returned as
+   UTG_ERR_BACKEND. Any id outside [0, VOCAB_SIZE) is refused before anything runs
+   (UTG_ERR_MISMATCH). */
 UTGDEF utg_result utg_model_forward(utg_model *m, const int32_t *inputs, const int32_t *targets,
                                     int n_seqs, double *loss);
 /* Forward without gradients, for evaluation: n_seqs rows of seq_len tokens (any length; RoPE
    tables for a length other than TRAIN_SEQ_LEN are built on first use). token_losses (host, may be
-   NULL) receives the n_seqs*seq_len per-position losses in nats; *loss gets their mean. */
+   NULL) receives the n_seqs*seq_len per-position losses in nats; *loss (may be NULL) gets their
+   mean, summed on the backend. */
 UTGDEF utg_result utg_model_eval(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs,
                                  int seq_len, float *token_losses, double *loss);
 /* Backward of loss_scale * (mean loss of the last forward): ADDS into the gradient arena, so that
@@ -896,11 +986,16 @@ UTGDEF void utg_optim_destroy(utg_optim *o); /* NULL does nothing */
 /* One optimizer step from the model's gradient arena. `step` counts finished steps (0 for the
    first) and drives the Muon momentum warmup; lr_scale multiplies every group's base LR (see
    utg_lr_scale). With GRAD_CLIP_NORM > 0 the gradients are clipped as clip_grad_norm_ does. The
-   global gradient norm before clipping goes to *grad_norm when it is not NULL. A non-finite norm is
-   refused before anything changes (UTG_ERR_BACKEND, with the norm still written), so the caller
-   can roll back; step < 0 or lr_scale < 0 (or NaN) is UTG_ERR_INVALID. The gradients are left
+   global gradient norm before clipping goes to *grad_norm when it is not NULL. The step waits for
+   the backend once, to read the norm and the loss sum of the step's forwards together. A
+   non-finite norm or loss is refused before anything changes (UTG_ERR_BACKEND, with the norm
+   still written and the message naming which), so the caller can roll back; step < 0 or lr_scale < 0 (or NaN) is UTG_ERR_INVALID. The gradients are left
    clipped, not zeroed. */
 UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double *grad_norm);
+/* The mean of the losses of the training forwards (utg_model_forward) since utg_model_zero_grads,
+   as the last utg_optim_step read them together with the gradient norm: the step's train_loss
+   without a wait of its own. NaN before the first step or when the step had no forward. */
+UTGDEF double utg_optim_last_loss(const utg_optim *o);
 /* After each step: update the EMA (EMA_ENABLED) and take an SWA sample (SWA_ENABLED, every
    SWA_EVERY steps once lr_scale < SWA_START_LR_FRAC). `step` counts finished steps. */
 UTGDEF void utg_optim_average(utg_optim *o, int step, double lr_scale);
@@ -1235,6 +1330,29 @@ UTGDEF utg_result utg_bpb_add(utg_bpb *acc, const utg_tokenizer *tok, const int3
 UTGDEF double utg_bpb_loss(const utg_bpb *acc);  /* loss_sum / tokens (val_loss); 0 if empty */
 UTGDEF double utg_bpb_value(const utg_bpb *acc); /* (val_loss / ln 2) * tokens / bytes; 0 if no bytes */
 
+/* A whole validation pass, as train_gpt.py's eval_val (disjoint windows) or the records' sliding
+   windows score it. The windows are numbered in stream order, and this process scores window w
+   when w % world == rank (world 0 or 1: every window), so the ranks' accumulators, added field by
+   field (an fp64 all-reduce), give the single-process sums. */
+typedef struct utg_eval_opts {
+    int seq_len;    /* window length in tokens */
+    int stride;     /* 0: disjoint windows over the stream cut to whole windows; > 0: a window every
+                       stride tokens while ws + seq_len - stride < n_tok - 1, the first scoring all
+                       its positions and each later one its last stride (the tail window is
+                       shortened to the stream) */
+    int batch_seqs; /* windows per forward */
+    int rank, world;
+} utg_eval_opts;
+/* The options a config asks for: EVAL_SEQ_LEN (0: TRAIN_SEQ_LEN), EVAL_STRIDE, and VAL_BATCH_SIZE
+   tokens a forward, at most max_batch_tokens (a training micro-batch, say; 0: no cap), at least
+   one window; rank 0 of world 1. */
+UTGDEF utg_eval_opts utg_eval_opts_from_config(const utg_config *cfg, int64_t max_batch_tokens);
+/* Scores tokens[0 .. n_tok) (inputs tokens[i], targets tokens[i + 1]) with utg_model_eval and adds
+   this rank's windows to acc (zero it first). UTG_ERR_INVALID (with the model's message) for bad
+   options or a stream shorter than one disjoint window; the model's error otherwise. */
+UTGDEF utg_result utg_model_eval_bpb(utg_model *m, const utg_tokenizer *tok, const int32_t *tokens, size_t n_tok,
+                                     const utg_eval_opts *opts, utg_bpb *acc);
+
 /* ------------------------------------------------------------------------------------------------
 // >>quant
    Host-side quantizers, on a copy of the weights. Per-row symmetric intN: for
@@ -1342,9 +1460,9 @@ UTGDEF int utg_codec_for_id(int id, utg_codec *out);
 UTGDEF utg_codec utg_codec_brotli(void);
 #endif
 
-/* Element types of a TENS entry: floats, or Q, int8 symbols in [-r, r] (r = 2^(qbits-1) - 1), one a
-   byte, dequantized as symbol * scale with the scale layout of utg_scale_kind. */
-typedef enum utg_dtype { UTG_DT_F32 = 0, UTG_DT_F16 = 1, UTG_DT_BF16 = 2, UTG_DT_Q = 3 } utg_dtype;
+/* The element types of a TENS entry (utg_dtype): F32, F16, BF16, or Q, int8 symbols in [-r, r]
+   (r = 2^(qbits-1) - 1), one a byte, dequantized as symbol * scale with the scale layout of
+   utg_scale_kind. */
 typedef enum utg_scale_kind {
     UTG_SCALE_NONE = 0,   /* float tensors */
     UTG_SCALE_TENSOR = 1, /* one fp32 scale */
@@ -1495,6 +1613,12 @@ UTGDEF int utg_hessians_cols(const utg_hessians *h, int index);
    Seeded: the same seed gives the same text. n_seqs * len must fit the reserved batch. */
 UTGDEF utg_result utg_model_generate(utg_model *m, int n_seqs, int len, double temperature, uint64_t seed,
                                      int32_t *out);
+/* The Hessians of GPTQ_CALIBRATION_BATCHES calibration sequences of TRAIN_SEQ_LEN, run in forwards
+   of at most batch_seqs sequences (the model reserves for that many), as GPTQ_CALIBRATION says:
+   train reads them from loader (which advances; NULL is refused), self has the model write them
+   (utg_model_generate at GPTQ_SELFGEN_TEMPERATURE; PR #1019), random draws uniform tokens. self
+   and random are seeded from SEED. *out is NULL on failure, with the model's message. */
+UTGDEF utg_result utg_model_calibrate(utg_model *m, utg_loader *loader, int batch_seqs, utg_hessians **out);
 
 /* How one model tensor is stored. utg_model_quant_plan fills these from the config: matrices of
    more than QUANT_PASSTHROUGH_NUMEL elements are quantized per row with MATRIX_BITS / ATTN_BITS /
@@ -1555,12 +1679,13 @@ UTGDEF utg_result utg_model_create_from_artifact(const utg_artifact *a, const ut
 
 /* Quantization-aware training. utg_qat_begin replaces the quantized tensors (as
    utg_model_quant_plan chooses them) by their fake-quantized values (QAT=ste: per-row rounding with
-   the row's scale; QAT=noisy: w + (u - 0.5) * rowmax / r, u uniform from (seed, step), PR #363)
-   and keeps the masters; utg_qat_end puts the masters back. Gradients computed in between are the
-   straight-through estimate. */
+   the row's scale; QAT=noisy: w + (u - 0.5) * rowmax / r, u uniform from (seed, step, tensor),
+   PR #363) and keeps the masters; utg_qat_end puts the masters back. Gradients computed in between
+   are the straight-through estimate. Both run on the backend (fake_quant_rows, copy): nothing
+   moves through the host. */
 typedef struct utg_qat utg_qat;
-/* Fixes the quantized tensors and their bits from the config once, and keeps host copies of them
-   (masters and fake-quantized values). The model must outlive it. */
+/* Fixes the quantized tensors and their bits from the config once, and allocates the masters'
+   backend memory. The model must outlive it. */
 UTGDEF utg_result utg_qat_create(utg_model *m, utg_qat **out);
 UTGDEF void utg_qat_destroy(utg_qat *q); /* NULL does nothing; call utg_qat_end first if active */
 /* begin before the step's first forward, end after its last backward and before utg_optim_step, so
@@ -1569,6 +1694,8 @@ UTGDEF void utg_qat_begin(utg_qat *q, int step);
 UTGDEF void utg_qat_end(utg_qat *q);
 /* 1 when the config asks for QAT at this step and LR scale (QAT_START_STEP, LATE_QAT_THRESHOLD). */
 UTGDEF int utg_qat_wanted(const utg_config *cfg, int step, double lr_scale);
+/* The key of QAT=noisy's draw for one tensor at one step (fake_quant_rows' noise_key; never 0). */
+UTGDEF uint64_t utg_qat_noise_key(int seed, int step, int tensor);
 
 /* ------------------------------------------------------------------------------------------------
 // >>public
@@ -2298,6 +2425,12 @@ typedef struct utg__acts { /* what one virtual layer keeps for its backward */
     float *out, *out1;        /* output (lane 0, lane 1) */
 } utg__acts;
 
+/* The doubles of m->step_stats: the sum of the mean losses of the training forwards since
+   utg_model_zero_grads, the gradient arena's sum of squares (utg_optim_step writes it), and the
+   mean loss of the last forward (written when a caller asks for it). utg_optim_step reads the first
+   two in one download. */
+enum { UTG__STAT_LOSS_SUM = 0, UTG__STAT_GRAD_SUMSQ = 1, UTG__STAT_LAST_LOSS = 2 };
+
 /* The model: its config, the backend it runs on, the tensor table with the parameter and gradient
    arenas (backend memory, same layout), the compiled plans, the shape, and the activation arena
    sized for cap_tok tokens. Every float pointer below is backend memory unless it says host. */
@@ -2353,6 +2486,8 @@ struct utg_model {
     float *const_buf;  /* backend memory of the two constants below (utg__upload_constants) */
     float *half;       /* one 0.5 on the backend: the scalar weight of a two-lane mean */
     float *minus_ones; /* d values of -1 on the backend: the weight of a subtraction (utg__sub) */
+    double *step_stats; /* backend: the step's loss sum and gradient sum of squares (UTG__STAT_*) */
+    int step_forwards;  /* training forwards since utg_model_zero_grads: the loss sum's count */
     /* activations, sized for cap_tok tokens */
     int cap_tok, n_tok;
     void *act_arena;
@@ -2385,7 +2520,6 @@ struct utg_model {
     float *g_ve_rows, *g_ve_proj, *g_ve_scaled;
     float *g_v0;          /* VALUE_RESIDUAL: dL/d(layer 0's values) from the later layers */
     int max_slots; /* the most skip slots any plan uses (at least 1) */
-    float *host_loss;
     int have_forward;
 };
 
@@ -3412,10 +3546,11 @@ UTGDEF utg_result utg_config_model_size(const utg_config *cfg, size_t *n_params,
     return r;
 }
 
-/* The constants the model's channel mixes read from backend memory: m->half and m->minus_ones.
-   minus_ones starts 16 floats in, so that it keeps the buffer's alignment. */
+/* The model's small backend buffer: the constants its channel mixes read (m->half, m->minus_ones)
+   and the step's statistics (m->step_stats, UTG__STAT_*: doubles the reductions write). Each part
+   starts on a 64-byte boundary: half at 0, the statistics 16 floats in, minus_ones 32 in. */
 static utg_result utg__upload_constants(utg_model *m) {
-    size_t n = 16 + (size_t)m->d, i;
+    size_t n = 32 + (size_t)m->d, i;
     float *host;
     m->const_buf = (float *)m->be->buf_alloc(m->be, sizeof(float) * n);
     host = (float *)utg__alloc(&m->alloc, sizeof(float) * n);
@@ -3424,13 +3559,14 @@ static utg_result utg__upload_constants(utg_model *m) {
         utg__msgf(&m->msg, "out of memory for the model's constants");
         return UTG_ERR_NOMEM;
     }
-    memset(host, 0, sizeof(float) * 16);
+    memset(host, 0, sizeof(float) * 32);
     host[0] = 0.5f;
-    for (i = 16; i < n; i++) host[i] = -1.0f;
+    for (i = 32; i < n; i++) host[i] = -1.0f;
     m->be->upload(m->be, m->const_buf, host, sizeof(float) * n);
     utg__free(&m->alloc, host);
     m->half = m->const_buf;
-    m->minus_ones = m->const_buf + 16;
+    m->step_stats = (double *)(void *)(m->const_buf + 16);
+    m->minus_ones = m->const_buf + 32;
     return UTG_OK;
 }
 
@@ -3524,12 +3660,10 @@ static void utg__free_acts(utg_model *m) {
     if (m->act_arena) m->be->buf_free(m->be, m->act_arena);
     utg__free(&m->alloc, m->acts);
     utg__free(&m->alloc, m->slot_src);
-    utg__free(&m->alloc, m->host_loss);
     utg__free(&m->alloc, m->host_bigram_ids);
     m->act_arena = NULL;
     m->acts = NULL;
     m->slot_src = NULL;
-    m->host_loss = NULL;
     m->host_bigram_ids = NULL;
     m->cap_tok = 0;
 }
@@ -3644,7 +3778,10 @@ UTGDEF utg_result utg_model_set(utg_model *m, utg_arena which, int index, const 
     return r;
 }
 UTGDEF void utg_model_zero_grads(utg_model *m) {
-    if (m) m->be->fill(m->be, m->grads, 0.0f, m->arena_floats);
+    if (!m) return;
+    m->be->fill(m->be, m->grads, 0.0f, m->arena_floats);
+    m->be->fill(m->be, (float *)(void *)(m->step_stats + UTG__STAT_LOSS_SUM), 0.0f, 2); /* one 0.0 double */
+    m->step_forwards = 0;
 }
 
 /* Every buffer any plan of the model needs: all plans share one arena, so a switch allocates nothing. */
@@ -3720,9 +3857,8 @@ static utg_result utg__reserve_tokens(utg_model *m, size_t N) {
     }
     m->acts = (utg__acts *)utg__alloc(&m->alloc, sizeof(utg__acts) * (size_t)m->n_depth);
     m->slot_src = (float **)utg__alloc(&m->alloc, sizeof(float *) * (size_t)(m->max_slots + 1));
-    m->host_loss = (float *)utg__alloc(&m->alloc, sizeof(float) * N);
     if (m->t_bg_embed >= 0) m->host_bigram_ids = (int32_t *)utg__alloc(&m->alloc, sizeof(int32_t) * N);
-    if (!m->acts || !m->slot_src || !m->host_loss || (m->t_bg_embed >= 0 && !m->host_bigram_ids)) {
+    if (!m->acts || !m->slot_src || (m->t_bg_embed >= 0 && !m->host_bigram_ids)) {
         utg__free_acts(m);
         return UTG_ERR_NOMEM;
     }
@@ -4119,21 +4255,38 @@ static void utg__layer_forward(utg_model *m, int l, const float *h0, const float
     if (L.pl->push_slot >= 0) m->slot_src[L.pl->push_slot] = L.A->out;
 }
 
+/* The losses of a forward, all summed on the backend: a training forward adds its mean loss to the
+   step's sum (no wait); the caller's mean (loss) and per-position losses (token_losses) are
+   downloaded only when asked for. */
+static utg_result utg__forward_losses(utg_model *m, int N, int grad, float *token_losses, double *loss) {
+    utg_backend *be = m->be;
+    double *last = m->step_stats + UTG__STAT_LAST_LOSS;
+    if (grad) {
+        be->reduce_f64(be, m->step_stats + UTG__STAT_LOSS_SUM, m->row_loss, (size_t)N, 1.0 / N, UTG_REDUCE_ADD);
+        m->step_forwards++;
+    }
+    if (token_losses) be->download(be, token_losses, m->row_loss, (size_t)N * sizeof(float));
+    if (!loss) return UTG_OK;
+    be->reduce_f64(be, last, m->row_loss, (size_t)N, 1.0 / N, 0);
+    be->download(be, loss, last, sizeof(double));
+    if (!isfinite(*loss)) { utg__msgf(&m->msg, "loss is not finite"); return UTG_ERR_BACKEND; }
+    return UTG_OK;
+}
+
 /* The forward pass over n_seqs rows of seq_len tokens. grad != 0 leaves d(mean loss)/dlogits in
    the logits buffer for backward; token_losses (host, may be NULL) receives each position's loss.
    Data flow, every buffer backend memory: ids, tgt [N] -> emb = tok_emb[ids] [N, d] (+ BigramHash,
    SmearGate) -> x0 = RMSNorm(emb) [N, d] (the static SmearGate mixes after the norm) -> the value
    embedding ve_scaled [N, kvd] once -> virtual layers 0..n-1, each reading the previous out (out1)
    -> the lanes merged (PARALLEL_FINAL_LANE) -> hf = RMSNorm [N, d] -> logits = hf head^T [N, V]
-   -> row_loss [N] (downloaded to host_loss, summed in double on the host). */
+   -> row_loss [N] (summed on the backend: utg__forward_losses). */
 static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs, int seq_len,
                                int grad, float *token_losses, double *loss) {
     utg_backend *be;
     const float *h0, *h1, *head, *emb;
     size_t N, i;
-    double sum = 0.0;
     utg_result r;
-    if (!m || !m->be || !m->plan || !inputs || !targets || !loss) return UTG_ERR_INVALID; /* (no plan: a failed create) */
+    if (!m || !m->be || !m->plan || !inputs || !targets) return UTG_ERR_INVALID; /* (no plan: a failed create) */
     m->have_forward = 0;
     if (n_seqs <= 0 || seq_len <= 0) { utg__msgf(&m->msg, "batch must hold at least one sequence"); return UTG_ERR_INVALID; }
     if (!utg__mul_ok((size_t)n_seqs, (size_t)seq_len, &N) || N > (size_t)INT32_MAX) {
@@ -4189,14 +4342,9 @@ static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_
     m->mm(be, m->logits, m->hf, head, (int)N, m->V, m->d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
     /* the gradient of the mean loss is computed here, in place, while the logits are at hand */
     be->xent_fwd(be, m->logits, m->row_loss, m->tgt, (int)N, m->V, m->softcap, grad ? 1.0f / (float)N : 0.0f);
-    be->download(be, m->host_loss, m->row_loss, N * sizeof(float));
-    for (i = 0; i < N; i++) sum += m->host_loss[i];
-    if (token_losses) memcpy(token_losses, m->host_loss, N * sizeof(float));
-    *loss = sum / (double)N;
     m->n_tok = (int)N;
     m->have_forward = grad ? 1 : 0;
-    if (!isfinite(*loss)) { utg__msgf(&m->msg, "loss is not finite"); return UTG_ERR_BACKEND; }
-    return UTG_OK;
+    return utg__forward_losses(m, (int)N, grad, token_losses, loss);
 }
 
 UTGDEF utg_result utg_model_forward(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs,
@@ -4502,7 +4650,10 @@ struct utg_optim {
     int n_slots;       /* threads that run Muon tensors at once (1 unless UTG_BACKEND_CONCURRENT) */
     int n_muon, *muon; /* the Muon tensors, largest first */
     int64_t adam_steps, swa_count;
+    double last_loss;  /* the mean loss of the forwards of the last step (utg_optim_last_loss) */
 };
+
+UTGDEF double utg_optim_last_loss(const utg_optim *o) { return o ? o->last_loss : NAN; }
 
 UTGDEF double utg_muon_momentum(const utg_config *c, int step) {
     int ws = UTG_OFF0(c->muon_momentum_warmup_steps);
@@ -4576,8 +4727,7 @@ UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int
                float, float) = (flags & UTG_NS_BF16) && be->matmul_bf16 ? be->matmul_bf16 : be->matmul;
     size_t n = (size_t)rows * cols;
     float *A = scratch, *B = A + (size_t)mn * mn, *Y = B + (size_t)mn * mn;
-    double nrm = sqrt(be->sumsq(be, X, n));
-    be->axpby(be, X, 0.0f, NULL, (float)(1.0 / (nrm + 1e-7)), n);
+    be->normalize_frob(be, X, n, 1e-7);
     for (it = 0; it < steps; it++) {
         const float *k = polar_express ? utg__ns_polar[it < 5 ? it : 4] : utg__ns_base;
         if (!tall) { /* A = X X^T; B = b A + c A A; X = a X + B X (A and A A are symmetric: _SYM) */
@@ -4707,19 +4857,44 @@ UTGDEF void utg_optim_reset(utg_optim *o) {
    with the same step count). Muon's update per tensor, with B its momentum buffer:
        B = mu B + G;  U = G + mu B (nesterov) or B;  U = NS(U) (MuonEq-R first normalizes rows);
        W = (1 - lr * MUON_WD) W - lr * sqrt(max(1, rows / cols)) * U. */
+/* The step's one wait: the gradient's sum of squares is reduced on the backend next to the loss sum
+   of the step's forwards, and both come back in one download. A non-finite loss or norm is refused
+   here, before anything changes. */
+static utg_result utg__optim_read_step(utg_optim *o, double *norm) {
+    utg_model *m = o->m;
+    double stats[2];
+    m->be->reduce_f64(m->be, m->step_stats + UTG__STAT_GRAD_SUMSQ, m->grads, m->arena_floats, 1.0,
+                      UTG_REDUCE_SQUARES);
+    m->be->download(m->be, stats, m->step_stats, sizeof stats);
+    *norm = sqrt(stats[UTG__STAT_GRAD_SUMSQ]);
+    o->last_loss = m->step_forwards ? stats[UTG__STAT_LOSS_SUM] / m->step_forwards : NAN;
+    if (!isfinite(stats[UTG__STAT_LOSS_SUM])) {
+        utg__msgf(&m->msg, "loss is not finite");
+        return UTG_ERR_BACKEND;
+    }
+    if (!isfinite(*norm)) {
+        utg__msgf(&m->msg, "gradient norm is not finite");
+        return UTG_ERR_BACKEND;
+    }
+    return UTG_OK;
+}
+
 UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double *grad_norm) {
     utg_model *m;
     utg_backend *be;
     const utg_config *c;
     double norm, mu, b1, b2, bc1, bc2;
+    utg_result r;
     int t;
     if (!o || step < 0 || !(lr_scale >= 0.0)) return UTG_ERR_INVALID;
     m = o->m;
     be = o->be;
     c = &m->cfg;
-    norm = sqrt(be->sumsq(be, m->grads, m->arena_floats));
+    if ((r = utg__optim_read_step(o, &norm)) != UTG_OK) {
+        if (grad_norm) *grad_norm = norm;
+        return r;
+    }
     if (grad_norm) *grad_norm = norm;
-    if (!isfinite(norm)) { utg__msgf(&m->msg, "gradient norm is not finite"); return UTG_ERR_BACKEND; }
     if (c->grad_clip_norm > 0.0) {
         double coef = c->grad_clip_norm / (norm + 1e-6);
         if (coef < 1.0) be->axpby(be, m->grads, 0.0f, NULL, (float)coef, m->arena_floats);
@@ -7151,6 +7326,133 @@ UTGDEF double utg_bpb_value(const utg_bpb *acc) {
     return bits_per_token * tokens_per_byte;
 }
 
+/* ---- the validation pass ---- */
+
+UTGDEF utg_eval_opts utg_eval_opts_from_config(const utg_config *cfg, int64_t max_batch_tokens) {
+    utg_eval_opts o;
+    int64_t per, cap;
+    memset(&o, 0, sizeof o);
+    o.seq_len = cfg->eval_seq_len > 0 ? cfg->eval_seq_len : cfg->train_seq_len;
+    o.stride = cfg->eval_stride;
+    per = o.seq_len > 0 ? cfg->val_batch_size / o.seq_len : 1;
+    cap = max_batch_tokens > 0 && o.seq_len > 0 ? max_batch_tokens / o.seq_len : per;
+    if (per > cap) per = cap;
+    o.batch_seqs = per < 1 ? 1 : per > INT32_MAX ? INT32_MAX : (int)per;
+    o.world = 1;
+    return o;
+}
+
+/* What a validation pass carries: the stream, the options, the batch being gathered (window starts,
+   the first scored offset of each) and the host buffers of one forward. */
+typedef struct utg__evaluator {
+    utg_model *m;
+    const utg_tokenizer *tok;
+    const int32_t *tokens;
+    utg_eval_opts o;
+    size_t *starts;
+    int *from, n, window; /* n: windows gathered; window: the number of the next window */
+    int32_t *x, *y;
+    float *loss;
+    utg_bpb *acc;
+} utg__evaluator;
+
+/* One forward over the n gathered windows, all of length len; each adds its positions from its
+   offset `from` on to the accumulator. */
+static utg_result utg__eval_flush(utg__evaluator *e, int len) {
+    int r, n = e->n;
+    utg_result res;
+    e->n = 0;
+    if (!n) return UTG_OK;
+    for (r = 0; r < n; r++) {
+        memcpy(e->x + (size_t)r * len, e->tokens + e->starts[r], sizeof(int32_t) * (size_t)len);
+        memcpy(e->y + (size_t)r * len, e->tokens + e->starts[r] + 1, sizeof(int32_t) * (size_t)len);
+    }
+    if ((res = utg_model_eval(e->m, e->x, e->y, n, len, e->loss, NULL)) != UTG_OK) return res;
+    for (r = 0; r < n; r++) {
+        size_t o = (size_t)r * len + (size_t)e->from[r];
+        res = utg_bpb_add(e->acc, e->tok, e->x + o, e->y + o, e->loss + o, (size_t)(len - e->from[r]));
+        if (res != UTG_OK) return res;
+    }
+    return UTG_OK;
+}
+
+/* The next window in stream order: gathered when it is this rank's, run when the batch is full. */
+static utg_result utg__eval_window(utg__evaluator *e, size_t start, int from) {
+    int mine = e->o.world <= 1 || e->window % e->o.world == e->o.rank;
+    e->window++;
+    if (!mine) return UTG_OK;
+    e->starts[e->n] = start;
+    e->from[e->n] = from;
+    return ++e->n == e->o.batch_seqs ? utg__eval_flush(e, e->o.seq_len) : UTG_OK;
+}
+
+/* The windows of a pass: disjoint over whole windows, or sliding (see utg_eval_opts); a sliding
+   window that runs past the stream is shortened and run on its own, after the batch before it. */
+static utg_result utg__eval_windows(utg__evaluator *e, size_t n_tok) {
+    size_t N = n_tok - 1, T = (size_t)e->o.seq_len, S = (size_t)e->o.stride, ws;
+    utg_result res = UTG_OK;
+    if (S == 0) {
+        for (ws = 0; ws + T <= N && res == UTG_OK; ws += T) res = utg__eval_window(e, ws, 0);
+        return res == UTG_OK ? utg__eval_flush(e, (int)T) : res;
+    }
+    for (ws = 0; ws + (T - S) < N && res == UTG_OK; ws += S) {
+        int from = ws == 0 ? 0 : (int)(T - S);
+        if (ws + T <= N) {
+            res = utg__eval_window(e, ws, from);
+        } else if ((res = utg__eval_flush(e, (int)T)) == UTG_OK) {
+            res = utg__eval_window(e, ws, from);
+            if (res == UTG_OK) res = utg__eval_flush(e, (int)(N - ws));
+        }
+    }
+    return res == UTG_OK ? utg__eval_flush(e, (int)T) : res;
+}
+
+/* The options against the stream: a window length and batch that fit, a stride inside the window,
+   a rank inside the world, and at least one disjoint window. */
+static utg_result utg__eval_check(utg_model *m, const utg_eval_opts *o, size_t n_tok) {
+    if (o->seq_len <= 0 || o->batch_seqs <= 0 || o->stride < 0 || o->stride > o->seq_len ||
+        o->world < 0 || o->rank < 0 || (o->world > 1 && o->rank >= o->world) ||
+        (size_t)o->seq_len * (size_t)o->batch_seqs > (size_t)INT32_MAX) {
+        utg__msgf(&m->msg, "evaluation: seq_len %d, stride %d, batch %d, rank %d of %d are not valid", o->seq_len,
+                  o->stride, o->batch_seqs, o->rank, o->world);
+        return UTG_ERR_INVALID;
+    }
+    if (n_tok < 2 || (o->stride == 0 && n_tok - 1 < (size_t)o->seq_len)) {
+        utg__msgf(&m->msg, "evaluation: the stream's %zu targets are fewer than one window of %d",
+                  n_tok ? n_tok - 1 : 0, o->seq_len);
+        return UTG_ERR_INVALID;
+    }
+    return UTG_OK;
+}
+
+UTGDEF utg_result utg_model_eval_bpb(utg_model *m, const utg_tokenizer *tok, const int32_t *tokens, size_t n_tok,
+                                     const utg_eval_opts *opts, utg_bpb *acc) {
+    utg__evaluator e;
+    size_t nb;
+    utg_result res;
+    if (!m || !tok || !tokens || !opts || !acc) return UTG_ERR_INVALID;
+    if ((res = utg__eval_check(m, opts, n_tok)) != UTG_OK) return res;
+    memset(&e, 0, sizeof e);
+    e.m = m, e.tok = tok, e.tokens = tokens, e.o = *opts, e.acc = acc;
+    nb = (size_t)opts->batch_seqs * (size_t)opts->seq_len;
+    e.starts = (size_t *)utg__alloc(&m->alloc, sizeof(size_t) * (size_t)opts->batch_seqs);
+    e.from = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)opts->batch_seqs);
+    e.x = (int32_t *)utg__alloc(&m->alloc, sizeof(int32_t) * nb);
+    e.y = (int32_t *)utg__alloc(&m->alloc, sizeof(int32_t) * nb);
+    e.loss = (float *)utg__alloc(&m->alloc, sizeof(float) * nb);
+    if (!e.starts || !e.from || !e.x || !e.y || !e.loss) {
+        utg__msgf(&m->msg, "evaluation: out of memory for a batch of %zu tokens", nb);
+        res = UTG_ERR_NOMEM;
+    } else {
+        res = utg__eval_windows(&e, n_tok);
+    }
+    {
+        void *owned[] = {e.starts, e.from, e.x, e.y, e.loss};
+        utg__free_all(&m->alloc, owned, 5);
+    }
+    return res;
+}
+
 /* ------------------------------------------------------------------------------------------------
 // >>impl_quant
    Quantization runs on the host, on float copies of the weights: the fp16 conversions, the
@@ -7228,10 +7530,10 @@ static double utg__quant_row(const float *w, int cols, int r, float clip, float 
     return err;
 }
 
-/* The clip of one row for a mode other than SEARCH; sorted is scratch of cols floats. SDClip:
-   param * the unbiased std around the row mean (torch.std); PERCENTILE: the param-quantile of |w|
-   (param >= 1 is the max, without the sort); MAX: max |w|. */
-static float utg__row_clip(const float *w, int cols, utg_clip_mode mode, double param, float *sorted) {
+/* The clip of one row without a sort: SDClip, param * the unbiased std around the row mean
+   (torch.std); otherwise max |w|. */
+static float utg__row_clip_direct(const float *w, int cols, utg_clip_mode mode, double param) {
+    float mx = 0.0f;
     int c;
     if (mode == UTG_CLIP_SDCLIP) {
         double mean = 0.0, ss = 0.0;
@@ -7240,12 +7542,17 @@ static float utg__row_clip(const float *w, int cols, utg_clip_mode mode, double 
         for (c = 0; c < cols; c++) ss += (w[c] - mean) * (w[c] - mean);
         return (float)(param * sqrt(cols > 1 ? ss / (cols - 1) : 0.0));
     }
+    for (c = 0; c < cols; c++) if (fabsf(w[c]) > mx) mx = fabsf(w[c]);
+    return mx;
+}
+
+/* The clip of one row for a mode other than SEARCH; sorted is scratch of cols floats. PERCENTILE:
+   the param-quantile of |w| (param >= 1 is the max, without the sort); SDClip and MAX as
+   utg__row_clip_direct. */
+static float utg__row_clip(const float *w, int cols, utg_clip_mode mode, double param, float *sorted) {
+    int c;
+    if (mode != UTG_CLIP_PERCENTILE || param >= 1.0) return utg__row_clip_direct(w, cols, mode, param);
     for (c = 0; c < cols; c++) sorted[c] = fabsf(w[c]);
-    if (mode == UTG_CLIP_MAX || param >= 1.0) {
-        float mx = 0.0f;
-        for (c = 0; c < cols; c++) if (sorted[c] > mx) mx = sorted[c];
-        return mx;
-    }
     qsort(sorted, (size_t)cols, sizeof(float), utg__cmp_float);
     return (float)utg__quantile_sorted(sorted, cols, param);
 }
@@ -8627,6 +8934,7 @@ UTGDEF utg_result utg_artifact_tensor_floats(const utg_artifact *a, int index, f
         } else
             for (i = 0; i < n; i++) dst[i] = (float)q[i] * utg__f16_to_f32(s16[i / (size_t)t->group]);
     } break;
+    case UTG_DT_F64: return UTG_ERR_FORMAT; /* not an artifact type: the parser refuses it */
     }
     return UTG_OK;
 }
@@ -8872,11 +9180,10 @@ UTGDEF utg_result utg_model_generate(utg_model *m, int n_seqs, int len, double t
     utg__rng_seed(&rng, seed);
     for (s = 0; s < n_seqs; s++) out[(size_t)s * len] = (int32_t)(utg__rng_next(&rng) % (uint64_t)V);
     for (t = 1; t < len && r == UTG_OK; t++) {
-        double loss;
         int32_t *pref = (int32_t *)utg__alloc(&m->alloc, sizeof(int32_t) * (size_t)n_seqs * (size_t)t);
         if (!pref) { r = UTG_ERR_NOMEM; break; }
         for (s = 0; s < n_seqs; s++) memcpy(pref + (size_t)s * t, out + (size_t)s * len, sizeof(int32_t) * (size_t)t);
-        r = utg_model_eval(m, pref, pref, n_seqs, t, NULL, &loss);
+        r = utg_model_eval(m, pref, pref, n_seqs, t, NULL, NULL);
         for (s = 0; s < n_seqs && r == UTG_OK; s++) {
             double mx = -1e300, sum = 0.0, u;
             m->be->download(m->be, row, m->logits + ((size_t)s * t + (size_t)(t - 1)) * (size_t)V, sizeof(float) * (size_t)V);
@@ -8893,6 +9200,98 @@ UTGDEF utg_result utg_model_generate(utg_model *m, int n_seqs, int len, double t
     }
     utg__free(&m->alloc, row);
     utg__free(&m->alloc, p);
+    return r;
+}
+
+/* ---- GPTQ calibration ---- */
+
+/* n sequences of T + 1 uniform random tokens from the generator state x, as inputs and targets */
+static void utg__random_tokens(uint64_t x, int n, int T, int vocab_size, int32_t *bx, int32_t *by) {
+    int s;
+    for (s = 0; s < n * (T + 1); s++) {
+        int v;
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        v = (int)((x >> 33) % (uint64_t)vocab_size);
+        if (s % (T + 1) < T) bx[(s / (T + 1)) * T + s % (T + 1)] = v;
+        if (s % (T + 1) > 0) by[(s / (T + 1)) * T + s % (T + 1) - 1] = v;
+    }
+}
+
+/* Calibration batch number b, n sequences into bx/by: training data, text the model generates (into
+   gen first) or uniform random tokens, as GPTQ_CALIBRATION says. */
+static utg_result utg__calibration_batch(utg_model *m, utg_loader *loader, int n, int b, int32_t *gen,
+                                         int32_t *bx, int32_t *by) {
+    const utg_config *cfg = &m->cfg;
+    int T = cfg->train_seq_len, s, t;
+    uint64_t rs = 0x5eed0000u + (uint64_t)UTG_OFF0(cfg->seed);
+    utg_msg msg;
+    utg_result r;
+    if (cfg->gptq_calibration == UTG_GPTQ_CALIBRATION_TRAIN) {
+#ifndef UTG_NO_STDIO
+        if ((r = utg_loader_next(loader, bx, by, n, &msg)) != UTG_OK)
+            utg__msgf(&m->msg, "gptq calibration: %s", msg.text);
+        return r;
+#else
+        (void)loader, (void)msg;
+        utg__msgf(&m->msg, "gptq calibration: no loader in a UTG_NO_STDIO build");
+        return UTG_ERR_UNSUPPORTED;
+#endif
+    }
+    if (cfg->gptq_calibration == UTG_GPTQ_CALIBRATION_SELF) {
+        r = utg_model_generate(m, n, T + 1, cfg->gptq_selfgen_temperature, rs + (uint64_t)b, gen);
+        for (s = 0; s < n && r == UTG_OK; s++)
+            for (t = 0; t < T; t++) {
+                bx[s * T + t] = gen[s * (T + 1) + t];
+                by[s * T + t] = gen[s * (T + 1) + t + 1];
+            }
+        return r;
+    }
+    utg__random_tokens(rs + (uint64_t)b * 0x9e3779b97f4a7c15ull, n, T, cfg->vocab_size, bx, by);
+    return UTG_OK;
+}
+
+/* The calibration forwards into h: batches of at most batch_seqs until the count is reached. */
+static utg_result utg__calibrate_batches(utg_model *m, utg_loader *loader, int batch_seqs, utg_hessians *h,
+                                         int32_t *bx, int32_t *by, int32_t *gen) {
+    int done = 0, b, want = m->cfg.gptq_calibration_batches;
+    utg_result r = UTG_OK;
+    for (b = 0; done < want && r == UTG_OK; b++) {
+        int n = want - done < batch_seqs ? want - done : batch_seqs;
+        r = utg__calibration_batch(m, loader, n, b, gen, bx, by);
+        if (r == UTG_OK) r = utg_model_forward(m, bx, by, n, NULL);
+        if (r == UTG_OK) r = utg_hessians_accumulate(h);
+        done += n;
+    }
+    return r;
+}
+
+UTGDEF utg_result utg_model_calibrate(utg_model *m, utg_loader *loader, int batch_seqs, utg_hessians **out) {
+    size_t T, nb;
+    int32_t *bx, *by, *gen = NULL;
+    utg_result r;
+    if (!m || !out) return UTG_ERR_INVALID;
+    *out = NULL;
+    if (batch_seqs < 1 || (m->cfg.gptq_calibration == UTG_GPTQ_CALIBRATION_TRAIN && !loader)) {
+        utg__msgf(&m->msg, "gptq calibration: %s", batch_seqs < 1 ? "a batch needs a sequence" : "no loader");
+        return UTG_ERR_INVALID;
+    }
+    T = (size_t)m->cfg.train_seq_len;
+    nb = (size_t)batch_seqs * T;
+    bx = (int32_t *)utg__alloc(&m->alloc, sizeof(int32_t) * nb);
+    by = (int32_t *)utg__alloc(&m->alloc, sizeof(int32_t) * nb);
+    if (m->cfg.gptq_calibration == UTG_GPTQ_CALIBRATION_SELF)
+        gen = (int32_t *)utg__alloc(&m->alloc, sizeof(int32_t) * (size_t)batch_seqs * (T + 1));
+    if (!bx || !by || (m->cfg.gptq_calibration == UTG_GPTQ_CALIBRATION_SELF && !gen)) r = UTG_ERR_NOMEM;
+    else r = utg_hessians_create(m, out);
+    if (r == UTG_OK) r = utg__calibrate_batches(m, loader, batch_seqs, *out, bx, by, gen);
+    if (r != UTG_OK) {
+        utg_hessians_destroy(*out);
+        *out = NULL;
+    }
+    {
+        void *owned[] = {bx, by, gen};
+        utg__free_all(&m->alloc, owned, 3);
+    }
     return r;
 }
 
@@ -9367,17 +9766,16 @@ UTGDEF utg_result utg_model_create_from_artifact(const utg_artifact *a, const ut
 
 /* ---- quantization-aware training ---- */
 
-/* Quantization-aware training: per quantized tensor its bits and clip, the fp32 master weights
-   kept aside while the model runs on quantized ones (utg_qat_begin / utg_qat_end), and scratch. */
+/* Quantization-aware training: per quantized tensor its bits and clip, and the fp32 master weights
+   kept aside in backend memory while the model runs on quantized ones (utg_qat_begin /
+   utg_qat_end): the masters never leave the device. */
 struct utg_qat {
     utg_model *m;
     int noisy, n, active;
     int *idx, *bits;
     utg_clip_mode *clip;
     double *param;
-    float *master, *work;
-    int8_t *sym;   /* STE scratch: symbols and row scales of the largest tensor */
-    uint16_t *s16;
+    float *master; /* backend memory: every quantized tensor's master, one after another */
     size_t total;
 };
 
@@ -9387,36 +9785,18 @@ UTGDEF int utg_qat_wanted(const utg_config *cfg, int step, double lr_scale) {
     return step >= cfg->qat_start_step;
 }
 
-UTGDEF utg_result utg_qat_create(utg_model *m, utg_qat **out) {
-    utg_qat *q;
-    utg_tensor_quant *plan;
-    int i, n = 0;
-    size_t maxn = 0, maxr = 0;
-    if (!m || !out) return UTG_ERR_INVALID;
-    *out = NULL;
-    plan = (utg_tensor_quant *)utg__alloc(&m->alloc, sizeof *plan * (size_t)m->n_tensors);
-    q = (utg_qat *)utg__alloc(&m->alloc, sizeof *q);
-    if (!plan || !q) { utg__free(&m->alloc, plan); utg__free(&m->alloc, q); return UTG_ERR_NOMEM; }
-    memset(q, 0, sizeof *q);
-    q->m = m;
-    q->noisy = m->cfg.qat == UTG_QAT_NOISY;
-    utg_model_quant_plan(m, NULL, plan, m->n_tensors);
-    for (i = 0; i < m->n_tensors; i++)
-        if (plan[i].dtype == UTG_DT_Q) {
-            n++;
-            q->total += m->tensors[i].numel;
-            if (m->tensors[i].numel > maxn) maxn = m->tensors[i].numel;
-            if ((size_t)m->tensors[i].shape[0] > maxr) maxr = (size_t)m->tensors[i].shape[0];
-        }
-    q->sym = (int8_t *)utg__alloc(&m->alloc, maxn ? maxn : 1);
-    q->s16 = (uint16_t *)utg__alloc(&m->alloc, sizeof(uint16_t) * (maxr ? maxr : 1));
-    q->idx = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)(n ? n : 1));
-    q->bits = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)(n ? n : 1));
-    q->clip = (utg_clip_mode *)utg__alloc(&m->alloc, sizeof(utg_clip_mode) * (size_t)(n ? n : 1));
-    q->param = (double *)utg__alloc(&m->alloc, sizeof(double) * (size_t)(n ? n : 1));
-    q->master = (float *)utg__alloc(&m->alloc, sizeof(float) * (q->total ? q->total : 1));
-    q->work = (float *)utg__alloc(&m->alloc, sizeof(float) * (q->total ? q->total : 1));
-    if (!q->idx || !q->bits || !q->clip || !q->param || !q->master || !q->work || !q->sym || !q->s16) { utg__free(&m->alloc, plan); utg_qat_destroy(q); return UTG_ERR_NOMEM; }
+UTGDEF uint64_t utg_qat_noise_key(int seed, int step, int tensor) {
+    uint64_t x = (uint64_t)(uint32_t)seed, k;
+    x = utg__splitmix64(&x) ^ (uint64_t)(uint32_t)step;
+    x = utg__splitmix64(&x) ^ (uint64_t)(uint32_t)tensor;
+    k = utg__splitmix64(&x);
+    return k ? k : 1; /* 0 asks fake_quant_rows for the STE form */
+}
+
+/* The quantized tensors of the plan into q's lists (bits, clip, k); q->total counts their floats. */
+static void utg__qat_pick(utg_qat *q, const utg_tensor_quant *plan) {
+    utg_model *m = q->m;
+    int i;
     for (i = 0; i < m->n_tensors; i++) {
         if (plan[i].dtype != UTG_DT_Q) continue;
         q->idx[q->n] = i;
@@ -9424,9 +9804,34 @@ UTGDEF utg_result utg_qat_create(utg_model *m, utg_qat **out) {
         /* the records' STE rounds with the row max; SDClip keeps its k */
         q->clip[q->n] = plan[i].clip == UTG_CLIP_SDCLIP ? UTG_CLIP_SDCLIP : UTG_CLIP_MAX;
         q->param[q->n] = plan[i].param;
+        q->total += m->tensors[i].numel;
         q->n++;
     }
+}
+
+UTGDEF utg_result utg_qat_create(utg_model *m, utg_qat **out) {
+    utg_qat *q;
+    utg_tensor_quant *plan;
+    size_t n;
+    if (!m || !out) return UTG_ERR_INVALID;
+    *out = NULL;
+    n = (size_t)(m->n_tensors ? m->n_tensors : 1);
+    plan = (utg_tensor_quant *)utg__alloc(&m->alloc, sizeof *plan * n);
+    q = (utg_qat *)utg__alloc(&m->alloc, sizeof *q);
+    if (!plan || !q) { utg__free(&m->alloc, plan); utg__free(&m->alloc, q); return UTG_ERR_NOMEM; }
+    memset(q, 0, sizeof *q);
+    q->m = m;
+    q->noisy = m->cfg.qat == UTG_QAT_NOISY;
+    q->idx = (int *)utg__alloc(&m->alloc, sizeof(int) * n);
+    q->bits = (int *)utg__alloc(&m->alloc, sizeof(int) * n);
+    q->clip = (utg_clip_mode *)utg__alloc(&m->alloc, sizeof(utg_clip_mode) * n);
+    q->param = (double *)utg__alloc(&m->alloc, sizeof(double) * n);
+    if (!q->idx || !q->bits || !q->clip || !q->param) { utg__free(&m->alloc, plan); utg_qat_destroy(q); return UTG_ERR_NOMEM; }
+    utg_model_quant_plan(m, NULL, plan, m->n_tensors);
+    utg__qat_pick(q, plan);
     utg__free(&m->alloc, plan);
+    q->master = (float *)m->be->buf_alloc(m->be, sizeof(float) * (q->total ? q->total : 1));
+    if (!q->master) { utg_qat_destroy(q); return UTG_ERR_NOMEM; }
     *out = q;
     return UTG_OK;
 }
@@ -9435,63 +9840,45 @@ UTGDEF void utg_qat_destroy(utg_qat *q) {
     utg_model *m;
     if (!q) return;
     m = q->m;
+    if (q->master) m->be->buf_free(m->be, q->master);
     {
-        void *owned[] = {q->idx, q->bits, q->clip, q->param, q->master, q->work, q->sym, q->s16, q};
-        utg__free_all(&m->alloc, owned, 9);
+        void *owned[] = {q->idx, q->bits, q->clip, q->param, q};
+        utg__free_all(&m->alloc, owned, 5);
     }
 }
 
+/* Each quantized tensor: its master set aside, then the fake-quantized master in its place. */
 UTGDEF void utg_qat_begin(utg_qat *q, int step) {
     utg_model *m;
+    utg_backend *be;
     size_t off = 0;
     int i;
     if (!q || q->active) return;
     m = q->m;
+    be = m->be;
     for (i = 0; i < q->n; i++) {
         const utg_tensor_info *t = &m->tensors[q->idx[i]];
-        float *w = q->master + off, *o = q->work + off;
-        int rows = (int)t->shape[0], cols = (int)t->shape[1], rr, c, r = (1 << (q->bits[i] - 1)) - 1;
-        m->be->download(m->be, w, m->params + t->offset, sizeof(float) * t->numel);
-        if (q->noisy) {
-            utg__rng rng;
-            utg__rng_seed(&rng, ((uint64_t)(uint32_t)m->cfg.seed << 32) ^ ((uint64_t)(uint32_t)step * 0x9e3779b97f4a7c15ull) ^ (uint64_t)q->idx[i]);
-            for (rr = 0; rr < rows; rr++) {
-                const float *wr = w + (size_t)rr * cols;
-                float mx = 0.0f, stepsz;
-                for (c = 0; c < cols; c++) mx = fabsf(wr[c]) > mx ? fabsf(wr[c]) : mx;
-                stepsz = mx / (float)r;
-                for (c = 0; c < cols; c++) o[(size_t)rr * cols + c] = wr[c] + (float)(utg__rng_uniform(&rng) - 0.5) * stepsz;
-            }
-        } else {
-            /* fake-quant: round per row with the tensor's scale, then back to floats */
-            utg_quant_spec spec;
-            spec.bits = q->bits[i];
-            spec.clip = q->clip[i];
-            spec.param = q->param[i];
-            if (utg_quantize_rows(w, rows, cols, &spec, q->sym, q->s16, NULL, NULL) != UTG_OK) memcpy(o, w, sizeof(float) * t->numel);
-            else utg_dequantize_rows(q->sym, q->s16, rows, cols, o);
-        }
-        m->be->upload(m->be, m->params + t->offset, o, sizeof(float) * t->numel);
+        float *master = q->master + off, *w = m->params + t->offset;
+        uint64_t key = q->noisy ? utg_qat_noise_key(m->cfg.seed, step, q->idx[i]) : 0;
+        be->copy(be, master, w, t->numel);
+        be->fake_quant_rows(be, w, master, (int)t->shape[0], (int)t->shape[1], q->bits[i], (int)q->clip[i],
+                            q->param[i], key);
         off += t->numel;
     }
     q->active = 1;
 }
 
-/* Write the saved full-precision masters back into the parameter arena. */
-static void utg__qat_restore_masters(utg_qat *q) {
-    utg_model *m = q->m;
+UTGDEF void utg_qat_end(utg_qat *q) {
+    utg_model *m;
     size_t off = 0;
     int i;
-    for (i = 0; i < q->n; i++) {
+    if (!q || !q->active) return;
+    m = q->m;
+    for (i = 0; i < q->n; i++) { /* the masters back into the parameter arena */
         const utg_tensor_info *t = &m->tensors[q->idx[i]];
-        m->be->upload(m->be, m->params + t->offset, q->master + off, sizeof(float) * t->numel);
+        m->be->copy(m->be, m->params + t->offset, q->master + off, t->numel);
         off += t->numel;
     }
-}
-
-UTGDEF void utg_qat_end(utg_qat *q) {
-    if (!q || !q->active) return;
-    utg__qat_restore_masters(q);
     q->active = 0;
 }
 
@@ -9830,6 +10217,19 @@ static void utg__cpu_copy(utg_backend *be, float *dst, const float *src, size_t 
         size_t i0 = (size_t)c * UTG__CHUNK, i1 = i0 + UTG__CHUNK > n ? n : i0 + UTG__CHUNK;
         memcpy(dst + i0, src + i0, (i1 - i0) * sizeof(float));
     }
+}
+
+/* The collectives of one process (rank 0 of 1): the sum over one rank and the broadcast change
+   nothing; the gather copies this rank's part into place. */
+static void utg__cpu_all_reduce(utg_backend *be, void *buf, utg_dtype dtype, size_t n) {
+    (void)be, (void)buf, (void)dtype, (void)n;
+}
+static void utg__cpu_broadcast(utg_backend *be, void *buf, size_t size_bytes, int root) {
+    (void)be, (void)buf, (void)size_bytes, (void)root;
+}
+static void utg__cpu_all_gather(utg_backend *be, void *dst, const void *src, size_t size_bytes) {
+    (void)be;
+    if (size_bytes) memcpy(dst, src, size_bytes);
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -11619,14 +12019,14 @@ static void utg__cpu_muon_momentum(utg_backend *be, float *u, float *m, const fl
     }
 }
 
-/* Deterministic sum of squares: at most UTG__SUMSQ_PARTS chunks whose size depends only on n, each
-   summed in double in 8 lanes folded in a fixed order, then the partial sums added in chunk order. */
-#define UTG__SUMSQ_PARTS 256
-static double utg__cpu_sumsq(utg_backend *be, const float *x, size_t n) {
-    double part[UTG__SUMSQ_PARTS], total = 0.0;
-    size_t chunk = (n + UTG__SUMSQ_PARTS - 1) / UTG__SUMSQ_PARTS;
+/* Deterministic sum of x or of x^2: at most UTG__SUM_PARTS chunks whose size depends only on n,
+   each summed in double in 8 lanes folded in a fixed order, then the partial sums added in chunk
+   order. */
+#define UTG__SUM_PARTS 256
+static double utg__cpu_sum(const float *x, size_t n, int squares) {
+    double part[UTG__SUM_PARTS], total = 0.0;
+    size_t chunk = (n + UTG__SUM_PARTS - 1) / UTG__SUM_PARTS;
     int c, n_parts;
-    (void)be;
     if (chunk < 4096) chunk = 4096;
     n_parts = (int)((n + chunk - 1) / chunk);
     UTG__OMP_FOR
@@ -11634,14 +12034,36 @@ static double utg__cpu_sumsq(utg_backend *be, const float *x, size_t n) {
         size_t i, lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
         double acc[8] = {0};
         int l;
-        for (i = lo; i + 8 <= hi; i += 8) /* 8 lanes (a loop that vectorizes), folded pairwise */
-            for (l = 0; l < 8; l++) acc[l] += (double)x[i + l] * (double)x[i + l];
-        for (; i < hi; i++) acc[(i - lo) & 7] += (double)x[i] * (double)x[i];
+        if (squares) {
+            for (i = lo; i + 8 <= hi; i += 8) /* 8 lanes (a loop that vectorizes), folded pairwise */
+                for (l = 0; l < 8; l++) acc[l] += (double)x[i + l] * (double)x[i + l];
+            for (; i < hi; i++) acc[(i - lo) & 7] += (double)x[i] * (double)x[i];
+        } else {
+            for (i = lo; i + 8 <= hi; i += 8)
+                for (l = 0; l < 8; l++) acc[l] += (double)x[i + l];
+            for (; i < hi; i++) acc[(i - lo) & 7] += (double)x[i];
+        }
         for (l = 0; l < 4; l++) acc[l] += acc[l + 4];
         part[c] = (acc[0] + acc[2]) + (acc[1] + acc[3]);
     }
     for (c = 0; c < n_parts; c++) total += part[c];
     return total;
+}
+
+static void utg__cpu_reduce_f64(utg_backend *be, double *out, const float *x, size_t n, double scale,
+                                int flags) {
+    double v = scale * utg__cpu_sum(x, n, (flags & UTG_REDUCE_SQUARES) != 0);
+    (void)be;
+    out[0] = (flags & UTG_REDUCE_ADD) ? out[0] + v : v;
+}
+
+/* normalize_frob: the scale is computed in double and applied in float, as axpby would. */
+static void utg__cpu_normalize_frob(utg_backend *be, float *x, size_t n, double eps) {
+    float inv = (float)(1.0 / (sqrt(utg__cpu_sum(x, n, 1)) + eps));
+    ptrdiff_t i, nn = (ptrdiff_t)n;
+    (void)be;
+    UTG__OMP_FOR
+    for (i = 0; i < nn; i++) x[i] = inv * x[i];
 }
 
 /* row_normalize: each row of x[rows, cols] divided by max(||row||_2, eps), the norm summed in double. */
@@ -11659,6 +12081,63 @@ static void utg__cpu_row_normalize(utg_backend *be, float *x, int rows, int cols
         inv = 1.0f / (nrm > eps ? nrm : eps);
         for (j = 0; j < cols; j++) row[j] *= inv;
     }
+}
+
+/* fake_quant_rows, QAT=ste: each row through utg__quant_row (the quantizer's own arithmetic, so
+   the bits match utg_quantize_rows + utg_dequantize_rows) with symbols in a row-sized scratch. */
+static void utg__cpu_fake_quant_ste(float *out, const float *w, int rows, int cols, int bits, int clip,
+                                    double clip_param) {
+    int i, r = (1 << (bits - 1)) - 1;
+    UTG__OMP_FOR
+    for (i = 0; i < rows; i++) {
+        const float *wr = w + (size_t)i * cols;
+        float *o = out + (size_t)i * cols, s16;
+        int8_t sym[512], *q = cols <= 512 ? sym : (int8_t *)malloc((size_t)cols);
+        uint16_t scale16;
+        int c, finite = 1;
+        for (c = 0; c < cols; c++) finite &= isfinite(wr[c]) != 0;
+        if (!finite || !q) { /* nothing sensible to round: pass the row through */
+            memcpy(o, wr, sizeof(float) * (size_t)cols);
+        } else {
+            float lo = clip == UTG_CLIP_SDCLIP ? 1e-10f : 1.0f / (float)r;
+            utg__quant_row(wr, cols, r, utg__row_clip_direct(wr, cols, (utg_clip_mode)clip, clip_param), lo, q,
+                           &scale16);
+            s16 = utg_f16_to_f32(scale16);
+            for (c = 0; c < cols; c++) o[c] = (float)q[c] * s16;
+        }
+        if (q != sym) free(q);
+    }
+}
+
+/* The counter-based uniform draw of fake_quant_rows: 24 bits of the splitmix64 finalizer of
+   key + (i + 1) * 0x9E3779B97F4A7C15, as a float in [0, 1). */
+static float utg__counter_uniform(uint64_t key, uint64_t i) {
+    uint64_t x = key + i * 0x9e3779b97f4a7c15ull;
+    return (float)(utg__splitmix64(&x) >> 40) * (1.0f / 16777216.0f);
+}
+
+/* fake_quant_rows, QAT=noisy: one quantization step of uniform noise per weight, scaled by the row max. */
+static void utg__cpu_fake_quant_noise(float *out, const float *w, int rows, int cols, int bits, uint64_t key) {
+    int i, r = (1 << (bits - 1)) - 1;
+    UTG__OMP_FOR
+    for (i = 0; i < rows; i++) {
+        const float *wr = w + (size_t)i * cols;
+        float mx = 0.0f, step;
+        int c;
+        for (c = 0; c < cols; c++) mx = fabsf(wr[c]) > mx ? fabsf(wr[c]) : mx;
+        step = mx / (float)r;
+        for (c = 0; c < cols; c++) {
+            uint64_t at = (uint64_t)i * (uint64_t)cols + (uint64_t)c;
+            out[(size_t)at] = fmaf(utg__counter_uniform(key, at) - 0.5f, step, wr[c]);
+        }
+    }
+}
+
+static void utg__cpu_fake_quant_rows(utg_backend *be, float *out, const float *w, int rows, int cols, int bits,
+                                     int clip, double clip_param, uint64_t noise_key) {
+    (void)be;
+    if (noise_key) utg__cpu_fake_quant_noise(out, w, rows, cols, bits, noise_key);
+    else utg__cpu_fake_quant_ste(out, w, rows, cols, bits, clip, clip_param);
 }
 
 /* adam_step: torch.optim.AdamW's update with the bias corrections folded into step and rbc2. */
@@ -11726,6 +12205,8 @@ UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend
     be->name = "cpu";
     be->impl = c;
     be->flags = UTG_BACKEND_CONCURRENT;
+    be->rank = 0;
+    be->world = 1;
     be->buf_alloc = utg__cpu_buf_alloc;
     be->buf_free = utg__cpu_buf_free;
     be->upload = utg__cpu_memcpy;
@@ -11758,7 +12239,12 @@ UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend
     be->xent_fwd = utg__cpu_xent_fwd;
     be->axpby = utg__cpu_axpby;
     be->muon_momentum = utg__cpu_muon_momentum;
-    be->sumsq = utg__cpu_sumsq;
+    be->reduce_f64 = utg__cpu_reduce_f64;
+    be->normalize_frob = utg__cpu_normalize_frob;
+    be->fake_quant_rows = utg__cpu_fake_quant_rows;
+    be->all_reduce = utg__cpu_all_reduce;
+    be->broadcast = utg__cpu_broadcast;
+    be->all_gather = utg__cpu_all_gather;
     be->row_normalize = utg__cpu_row_normalize;
     be->adam_step = utg__cpu_adam_step;
     be->synchronize = utg__cpu_synchronize;

@@ -378,108 +378,17 @@ static int write_svg(const char *path, const curve *train, const curve *val, con
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* evaluation: disjoint windows (train_gpt.py's eval_val) or a sliding window with a stride */
+/* evaluation: the library's pass (utg_model_eval_bpb) over the validation stream */
 
-typedef struct evaluator {
-    const int32_t *tok; /* the validation stream */
-    size_t n_tok;
-    int seq_len, stride, batch_seqs;
-    int32_t *x, *y;
-    float *loss;
-} evaluator;
-
-/* Score positions [s0, s0+len) of rows of length `len` starting at `starts`: n rows, all of the same
-   length, and add positions whose offset in the row is >= score_from to the accumulator. */
-static utg_result eval_rows(utg_model *m, const utg_tokenizer *tk, evaluator *ev, const size_t *starts, int n,
-                            int len, const int *score_from, utg_bpb *acc) {
-    int r, i;
-    double mean;
-    utg_result res;
-    for (r = 0; r < n; r++) {
-        memcpy(ev->x + (size_t)r * len, ev->tok + starts[r], sizeof(int32_t) * len);
-        memcpy(ev->y + (size_t)r * len, ev->tok + starts[r] + 1, sizeof(int32_t) * len);
-    }
-    res = utg_model_eval(m, ev->x, ev->y, n, len, ev->loss, &mean);
-    if (res != UTG_OK) return res;
-    for (r = 0; r < n; r++) {
-        size_t o = (size_t)r * len + score_from[r];
-        i = len - score_from[r];
-        res = utg_bpb_add(acc, tk, ev->x + o, ev->y + o, ev->loss + o, (size_t)i);
-        if (res != UTG_OK) return res;
-    }
-    return UTG_OK;
-}
-
-/* Disjoint rows of seq_len over the stream truncated to whole rows, as train_gpt.py's eval_val. */
-static utg_result eval_disjoint(utg_model *m, const utg_tokenizer *tk, evaluator *ev, size_t *starts,
-                                int *from, utg_bpb *acc) {
-    int T = ev->seq_len, n = 0;
-    size_t rows = (ev->n_tok - 1) / T, s;
-    utg_result res = UTG_OK;
-    for (s = 0; s < rows && res == UTG_OK; s++) {
-        starts[n] = s * T;
-        from[n] = 0;
-        if (++n == ev->batch_seqs || s + 1 == rows) {
-            res = eval_rows(m, tk, ev, starts, n, T, from, acc);
-            n = 0;
-        }
-    }
-    return res;
-}
-
-/* Sliding windows: they start every stride while ws + T - stride < N (the scoreable targets); the
-   first scores every position, later ones their last `stride`; a window running past the stream is
-   shortened and scored on its own. */
-static utg_result eval_sliding(utg_model *m, const utg_tokenizer *tk, evaluator *ev, size_t *starts,
-                               int *from, utg_bpb *acc) {
-    size_t N = ev->n_tok - 1, ws;
-    int T = ev->seq_len, S = ev->stride, n = 0;
-    utg_result res = UTG_OK;
-    for (ws = 0; ws + (size_t)(T - S) < N && res == UTG_OK; ws += (size_t)S) {
-        size_t end = ws + (size_t)T < N ? ws + (size_t)T : N;
-        int len = (int)(end - ws), sf = ws == 0 ? 0 : T - S;
-        if (len < T) { /* the shortened tail window, after the batch so far */
-            if (n) {
-                res = eval_rows(m, tk, ev, starts, n, T, from, acc);
-                n = 0;
-            }
-            if (res == UTG_OK) {
-                starts[0] = ws;
-                from[0] = sf;
-                res = eval_rows(m, tk, ev, starts, 1, len, from, acc);
-            }
-            continue;
-        }
-        starts[n] = ws;
-        from[n] = sf;
-        if (++n == ev->batch_seqs) {
-            res = eval_rows(m, tk, ev, starts, n, T, from, acc);
-            n = 0;
-        }
-    }
-    if (n && res == UTG_OK) res = eval_rows(m, tk, ev, starts, n, T, from, acc);
-    return res;
-}
-
-/* val_loss and val_bpb over the validation stream: disjoint windows, or sliding ones with a stride. */
-static utg_result evaluate(utg_model *m, const utg_tokenizer *tk, evaluator *ev, double *val_loss,
-                           double *val_bpb, utg_msg *msg) {
+/* val_loss and val_bpb over the validation stream, with the run's window options. */
+static utg_result evaluate(utg_model *m, const utg_tokenizer *tk, const int32_t *val, size_t n_val,
+                           const utg_eval_opts *ev, double *val_loss, double *val_bpb, utg_msg *msg) {
     utg_bpb acc;
-    size_t *starts = (size_t *)malloc(sizeof(size_t) * ev->batch_seqs);
-    int *from = (int *)malloc(sizeof(int) * ev->batch_seqs);
     utg_result res;
     memset(&acc, 0, sizeof acc);
-    if (!starts || !from) {
-        free(starts);
-        free(from);
-        return UTG_ERR_NOMEM;
-    }
-    if (ev->stride <= 0) res = eval_disjoint(m, tk, ev, starts, from, &acc);
-    else res = eval_sliding(m, tk, ev, starts, from, &acc);
-    free(starts);
-    free(from);
+    res = utg_model_eval_bpb(m, tk, val, n_val, ev, &acc);
     if (res != UTG_OK) {
-        snprintf(msg->text, sizeof msg->text, "evaluation: %.200s", utg_model_message(m));
+        snprintf(msg->text, sizeof msg->text, "%.240s", utg_model_message(m));
         return res;
     }
     *val_loss = utg_bpb_loss(&acc);
@@ -514,7 +423,7 @@ typedef struct train_run {
     utg_optim *opt;
     utg_qat *qat;
     utg_loader *loader;
-    evaluator ev;
+    utg_eval_opts ev; /* the validation windows */
     int micro_seqs, accum; /* sequences per micro-batch, micro-batches per step */
     int64_t tokens_per_step;
     int32_t *bx, *by;
@@ -592,85 +501,21 @@ static int count_code(const char *files, size_t *raw, size_t *wrapped, char *nam
     return rc;
 }
 
-/* n sequences of T + 1 uniform random tokens from the generator state x, as inputs and targets */
-static void random_tokens(uint64_t x, int n, int T, int vocab_size, int32_t *bx, int32_t *by) {
-    int s;
-    for (s = 0; s < n * (T + 1); s++) {
-        int v;
-        x = x * 6364136223846793005ull + 1442695040888963407ull;
-        v = (int)((x >> 33) % (uint64_t)vocab_size);
-        if (s % (T + 1) < T) bx[(s / (T + 1)) * T + s % (T + 1)] = v;
-        if (s % (T + 1) > 0) by[(s / (T + 1)) * T + s % (T + 1) - 1] = v;
-    }
-}
-
-/* Calibration batch number b, n sequences into bx/by: training data, text the model generates (into
-   gen first) or uniform random tokens, as GPTQ_CALIBRATION says. 0, or -1 after saying why. */
-static int calibration_batch(utg_model *m, utg_loader *loader, int n, int b, int32_t *gen, int32_t *bx,
-                             int32_t *by) {
-    const utg_config *cfg = utg_model_config(m);
-    int T = cfg->train_seq_len, s, t;
-    uint64_t rs = 0x5eed0000u + (uint64_t)UTG_OFF0(cfg->seed);
-    utg_msg msg;
-    if (cfg->gptq_calibration == UTG_GPTQ_CALIBRATION_TRAIN) {
-        if (utg_loader_next(loader, bx, by, n, &msg) == UTG_OK) return 0;
-        errf_("gptq calibration: %s", msg.text);
-        return -1;
-    }
-    if (cfg->gptq_calibration == UTG_GPTQ_CALIBRATION_SELF) {
-        if (utg_model_generate(m, n, T + 1, cfg->gptq_selfgen_temperature, rs + (uint64_t)b, gen) != UTG_OK) {
-            errf_("gptq: %s", utg_model_message(m));
-            return -1;
-        }
-        for (s = 0; s < n; s++)
-            for (t = 0; t < T; t++) {
-                bx[s * T + t] = gen[s * (T + 1) + t];
-                by[s * T + t] = gen[s * (T + 1) + t + 1];
-            }
-        return 0;
-    }
-    random_tokens(rs + (uint64_t)b * 0x9e3779b97f4a7c15ull, n, T, cfg->vocab_size, bx, by);
-    return 0;
-}
-
 /* Hessians from GPTQ_CALIBRATION_BATCHES sequences of training data, self-generated text or
-   uniform random tokens. */
-static utg_hessians *calibrate(utg_model *m, utg_loader *loader, int micro_seqs, int32_t *bx, int32_t *by) {
+   uniform random tokens (utg_model_calibrate), with a log line. */
+static utg_hessians *calibrate(utg_model *m, utg_loader *loader, int micro_seqs) {
     const utg_config *cfg = utg_model_config(m);
     utg_hessians *h = NULL;
     char source[32];
-    int T = cfg->train_seq_len, done = 0, b;
-    double t0 = now_ms(), loss;
-    int32_t *gen = NULL;
-    if (utg_hessians_create(m, &h) != UTG_OK) {
+    double t0 = now_ms();
+    if (utg_model_calibrate(m, loader, micro_seqs, &h) != UTG_OK) {
         errf_("gptq: %s", utg_model_message(m));
         return NULL;
     }
-    if (cfg->gptq_calibration == UTG_GPTQ_CALIBRATION_SELF) {
-        gen = (int32_t *)malloc(sizeof(int32_t) * (size_t)micro_seqs * (size_t)(T + 1));
-        if (!gen) {
-            utg_hessians_destroy(h);
-            return NULL;
-        }
-    }
-    for (b = 0; done < cfg->gptq_calibration_batches; b++) {
-        int n = cfg->gptq_calibration_batches - done;
-        if (n > micro_seqs) n = micro_seqs;
-        if (calibration_batch(m, loader, n, b, gen, bx, by) != 0) goto fail;
-        if (utg_model_forward(m, bx, by, n, &loss) != UTG_OK || utg_hessians_accumulate(h) != UTG_OK) {
-            errf_("gptq: %s", utg_model_message(m));
-            goto fail;
-        }
-        done += n;
-    }
     logf_("gptq:calibration source:%s sequences:%d forwards:%d time:%.0fms",
-          knob_word(cfg, "GPTQ_CALIBRATION", source, sizeof source), done, b, now_ms() - t0);
-    free(gen);
+          knob_word(cfg, "GPTQ_CALIBRATION", source, sizeof source), cfg->gptq_calibration_batches,
+          utg_hessians_batches(h), now_ms() - t0);
     return h;
-fail:
-    free(gen);
-    utg_hessians_destroy(h);
-    return NULL;
 }
 
 static void describe_bits(utg_model *m, const utg_tensor_quant *plan, char *buf, size_t n) {
@@ -802,7 +647,7 @@ static int export_artifact(train_run *r, export_job *job) {
     char clip[32];
     double tq = now_ms();
     if (cfg->gptq_enabled > 0 || cfg->budget_mode > 0) {
-        job->h = calibrate(r->m, r->loader, r->micro_seqs, r->bx, r->by);
+        job->h = calibrate(r->m, r->loader, r->micro_seqs);
         if (!job->h) return -1;
     }
     job->plan = (utg_tensor_quant *)calloc((size_t)job->n, sizeof *job->plan);
@@ -828,7 +673,7 @@ static int export_artifact(train_run *r, export_job *job) {
 }
 
 /* The reload check: what was written, read back into a model built from the artifact alone and
-   evaluated (the score Parameter Golf counts). 0, or -1. */
+   evaluated on the training backend (the score Parameter Golf counts). 0, or -1. */
 static int check_artifact(train_run *r, const export_job *job) {
     utg_artifact *a = NULL;
     utg_model *m2 = NULL;
@@ -837,14 +682,17 @@ static int check_artifact(train_run *r, const export_job *job) {
     size_t back_n = 0, bytes = job->rep.artifact_bytes;
     double q_loss = 0, q_bpb = 0, pre_bpb = r->val_bpb;
     int rc = -1;
+    utg_model_desc base; /* the reloaded model runs on the backend that trained it */
+    memset(&base, 0, sizeof base);
+    base.backend = utg_model_backend(r->m);
     if (utg_read_file_magic(r->rf.artifact, "UTGA", 4, (size_t)1 << 32, &back, &back_n, &msg) != UTG_OK) {
         errf_("artifact: %s", msg.text);
     } else if (utg_artifact_parse(back, back_n, NULL, NULL, &a, &msg) != UTG_OK) {
         errf_("artifact reload: %s", msg.text);
-    } else if (utg_model_create_from_artifact(a, NULL, &m2) != UTG_OK ||
+    } else if (utg_model_create_from_artifact(a, &base, &m2) != UTG_OK ||
                utg_model_reserve(m2, r->micro_seqs) != UTG_OK) {
         errf_("artifact reload: %s", utg_model_message(m2));
-    } else if (evaluate(m2, &r->tok, &r->ev, &q_loss, &q_bpb, &msg) != UTG_OK) {
+    } else if (evaluate(m2, &r->tok, r->val_tokens, r->n_val, &r->ev, &q_loss, &q_bpb, &msg) != UTG_OK) {
         errf_("%s", msg.text);
     } else {
         logf_("final_quant val_loss:%.4f val_bpb:%.4f pre_quant_val_bpb:%.4f gap:%+.4f "
@@ -1394,33 +1242,20 @@ static int build_model(train_run *r) {
     return RUN_ON;
 }
 
-/* The evaluator (window length, stride, batch) and the buffers of the evaluation and training batches. */
+/* The validation windows (EVAL_SEQ_LEN, EVAL_STRIDE; batches no larger than a training
+   micro-batch) and the buffers of the training batch. */
 static int build_evaluator(train_run *r) {
     const utg_config *cfg = r->cfg;
-    evaluator *ev = &r->ev;
-    int vb, cap;
-    size_t n_ev, n_train = (size_t)r->micro_seqs * cfg->train_seq_len;
-    ev->seq_len = cfg->eval_seq_len > 0 ? cfg->eval_seq_len : cfg->train_seq_len;
-    ev->stride = cfg->eval_stride;
-    ev->tok = r->val_tokens;
-    ev->n_tok = r->n_val;
-    if (r->n_val - 1 < (size_t)ev->seq_len && ev->stride <= 0) {
-        errf_("validation stream (%zu targets) is shorter than one window of %d", r->n_val - 1, ev->seq_len);
+    size_t n_train = (size_t)r->micro_seqs * cfg->train_seq_len;
+    r->ev = utg_eval_opts_from_config(cfg, (int64_t)n_train);
+    if (r->n_val - 1 < (size_t)r->ev.seq_len && r->ev.stride <= 0) {
+        errf_("validation stream (%zu targets) is shorter than one window of %d", r->n_val - 1, r->ev.seq_len);
         return 1;
     }
-    vb = cfg->val_batch_size / ev->seq_len;
-    cap = (r->micro_seqs * cfg->train_seq_len) / ev->seq_len;
-    if (cap < 1) cap = 1;
-    /* eval batches no larger than a training micro-batch */
-    ev->batch_seqs = vb < 1 ? 1 : vb > cap ? cap : vb;
-    n_ev = (size_t)ev->batch_seqs * ev->seq_len;
-    ev->x = (int32_t *)malloc(sizeof(int32_t) * n_ev);
-    ev->y = (int32_t *)malloc(sizeof(int32_t) * n_ev);
-    ev->loss = (float *)malloc(sizeof(float) * n_ev);
     /* zeroed: a checkpoint before the first step checks its state on this batch */
     r->bx = (int32_t *)calloc(n_train, sizeof(int32_t));
     r->by = (int32_t *)calloc(n_train, sizeof(int32_t));
-    if (!ev->x || !ev->y || !ev->loss || !r->bx || !r->by) {
+    if (!r->bx || !r->by) {
         errf_("out of memory for batches");
         return 1;
     }
@@ -1455,7 +1290,6 @@ static int log_model(train_run *r) {
 
 /* One priming step (number w): the micro-batches and the update. 0, or -1 after saying why. */
 static int prime_step(train_run *r, int w) {
-    double l;
     int mi;
     utg_model_zero_grads(r->m);
     for (mi = 0; mi < r->accum; mi++) {
@@ -1463,7 +1297,7 @@ static int prime_step(train_run *r, int w) {
             errf_("train data: %s", r->msg.text);
             return -1;
         }
-        if (utg_model_forward(r->m, r->bx, r->by, r->micro_seqs, &l) != UTG_OK ||
+        if (utg_model_forward(r->m, r->bx, r->by, r->micro_seqs, NULL) != UTG_OK ||
             utg_model_backward(r->m, 1.0f / r->accum) != UTG_OK) {
             errf_("warmup: %s", utg_model_message(r->m));
             return -1;
@@ -1547,7 +1381,7 @@ static int validate(train_run *r, int step, int last_step) {
     te = now_ms();
     if (last_step && utg_optim_apply_average(r->opt))
         logf_("loaded the %s weights for the final evaluation", cfg->ema_enabled > 0 ? "EMA" : "SWA");
-    if (evaluate(r->m, &r->tok, &r->ev, &r->val_loss, &r->val_bpb, &r->msg) != UTG_OK) {
+    if (evaluate(r->m, &r->tok, r->val_tokens, r->n_val, &r->ev, &r->val_loss, &r->val_bpb, &r->msg) != UTG_OK) {
         errf_("%s", r->msg.text);
         return 1;
     }
@@ -1595,28 +1429,20 @@ static int switch_plan(train_run *r, int step, double elapsed) {
     return 0;
 }
 
-/* The micro-batches of a step: forward, backward, their mean loss in out->train_loss. 0, or -1
-   after an error; a non-finite loss stops them (out->bad) before its backward. */
-static int accumulate(train_run *r, int step, step_out *out) {
+/* The micro-batches of a step: forward and backward, with no wait for the backend (their losses
+   are summed there; utg_optim_step reads them). 0, or -1 after an error. */
+static int accumulate(train_run *r, int step) {
     int mi;
     for (mi = 0; mi < r->accum; mi++) {
-        double l = 0.0;
-        utg_result fr;
         if (utg_loader_next(r->loader, r->bx, r->by, r->micro_seqs, &r->msg) != UTG_OK) {
             errf_("train data: %s", r->msg.text);
             return -1;
         }
-        fr = utg_model_forward(r->m, r->bx, r->by, r->micro_seqs, &l);
-        if (!isfinite(l)) { /* the forward refuses it: no backward */
-            out->bad = "training loss";
-            out->bad_value = l;
-            return 0;
-        }
-        if (fr != UTG_OK || utg_model_backward(r->m, 1.0f / r->accum) != UTG_OK) {
+        if (utg_model_forward(r->m, r->bx, r->by, r->micro_seqs, NULL) != UTG_OK ||
+            utg_model_backward(r->m, 1.0f / r->accum) != UTG_OK) {
             errf_("step %d: %s", step, utg_model_message(r->m));
             return -1;
         }
-        out->train_loss += l / r->accum;
     }
     return 0;
 }
@@ -1625,6 +1451,7 @@ static int accumulate(train_run *r, int step, step_out *out) {
    error; a non-finite loss or gradient norm is no error: out->bad names it, and nothing changed. */
 static int compute_step(train_run *r, int step, step_out *out) {
     const utg_config *cfg = r->cfg;
+    utg_result res;
     double elapsed = r->training_ms + (now_ms() - r->t0);
     if (switch_plan(r, step, elapsed) != 0) return -1;
     out->scale = utg_lr_scale_phase(cfg, step, elapsed, r->phase_step, r->phase_ms);
@@ -1637,13 +1464,15 @@ static int compute_step(train_run *r, int step, step_out *out) {
     }
     if (r->qat_on) utg_qat_begin(r->qat, step); /* forward and backward see the quantized weights */
     utg_model_zero_grads(r->m);
-    if (accumulate(r, step, out) != 0) return -1;
+    if (accumulate(r, step) != 0) return -1;
     if (r->qat_on) utg_qat_end(r->qat); /* the optimizer updates the full-precision masters */
-    if (out->bad) return 0;
-    if (utg_optim_step(r->opt, step, out->scale * r->lr_factor, &out->gnorm) == UTG_OK) return 0;
-    if (!isfinite(out->gnorm)) { /* a non-finite norm: refused before any update */
-        out->bad = "gradient norm";
-        out->bad_value = out->gnorm;
+    /* the step's one wait: the gradient norm and the loss come back together */
+    res = utg_optim_step(r->opt, step, out->scale * r->lr_factor, &out->gnorm);
+    out->train_loss = utg_optim_last_loss(r->opt);
+    if (res == UTG_OK) return 0;
+    if (!isfinite(out->train_loss) || !isfinite(out->gnorm)) { /* refused before any update */
+        out->bad = isfinite(out->train_loss) ? "gradient norm" : "training loss";
+        out->bad_value = isfinite(out->train_loss) ? out->gnorm : out->train_loss;
         return 0;
     }
     errf_("step %d: %s", step, utg_model_message(r->m));
@@ -1881,9 +1710,6 @@ static int close_run(train_run *r, int rc) {
     free(r->val_tokens);
     free(r->bx);
     free(r->by);
-    free(r->ev.x);
-    free(r->ev.y);
-    free(r->ev.loss);
     free(r->init_params);
     for (ci = 0; ci < 8; ci++) free(r->config_texts[ci]);
     return rc;

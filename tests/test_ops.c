@@ -1093,6 +1093,29 @@ static void test_xent_long_rows(void) {
     free(z); free(g);
 }
 
+/* The logits buffer after xent_fwd without a gradient (dscale 0) holds the softcapped logits
+   z' = c tanh(z / c), from which a sampler reads softmax(z'); without a cap it is left as it was.
+   (With a gradient it holds the gradient: test_xent_long_rows.) */
+static void test_xent_logits_contract(void) {
+    const int rows = 2, V = 300;
+    int32_t tgt[2] = {3, 299};
+    float *z = rand_buf((size_t)rows * V, 1.0), *w = zeros((size_t)rows * V), loss[2];
+    double worst = 0.0;
+    int j;
+    for (j = 0; j < rows * V; j++) w[j] = z[j] * 40.0f;
+    be->xent_fwd(be, w, loss, tgt, rows, V, 30.0f, 0.0f);
+    for (j = 0; j < rows * V; j++) {
+        double want = 30.0 * tanh(40.0 * (double)z[j] / 30.0);
+        if (fabs(w[j] - want) > worst) worst = fabs(w[j] - want);
+    }
+    CHECK(worst < 3e-5, "softcapped logits kept: worst error %.3g (cap 30, logits of +-40)", worst);
+    for (j = 0; j < rows * V; j++) w[j] = z[j] * 40.0f;
+    be->xent_fwd(be, w, loss, tgt, rows, V, 0.0f, 0.0f);
+    for (j = 0; j < rows * V && w[j] == z[j] * 40.0f; j++) {}
+    CHECK(j == rows * V, "no cap: the logits are left as they were (first change at %d)", j);
+    free(z); free(w);
+}
+
 /* Non-finite and huge logits in the cross-entropy: a NaN (at the target or elsewhere) reaches the
    exp path (utg__expf_core, whose float-to-int conversion must not see it: run under
    -fsanitize=float-cast-overflow) and makes its row's loss NaN, with and without softcap and with
@@ -1142,6 +1165,7 @@ int main(int argc, char **argv) {
     RUN(test_expf_accuracy);
     RUN(test_tanh_accuracy);
     RUN(test_xent_long_rows);
+    RUN(test_xent_logits_contract);
     RUN(test_pack_transpose);
     RUN(test_matmul_kernels);
     RUN(test_matmul_sym);

@@ -449,7 +449,18 @@ static void test_adam_step_op(void) {
     utg_backend_destroy(be);
 }
 
-/* The other optimizer ops: axpby, sumsq (deterministic, double accuracy), row_normalize. */
+/* reduce_f64 into a one-double backend buffer, read back */
+static double dev_reduce(utg_backend *be, const float *x, size_t n, double scale, int flags) {
+    double *acc = (double *)be->buf_alloc(be, sizeof(double)), v = 0.0;
+    if (!acc) return NAN;
+    if (flags & UTG_REDUCE_ADD) be->upload(be, acc, &(double){0.25}, sizeof(double));
+    be->reduce_f64(be, acc, x, n, scale, flags);
+    be->download(be, &v, acc, sizeof v);
+    be->buf_free(be, acc);
+    return v;
+}
+
+/* The other optimizer ops: axpby, reduce_f64 (deterministic, double accuracy), row_normalize. */
 static void test_optimizer_ops(void) {
     utg_backend *be = cpu_backend();
     size_t n = 3000017, i; /* > 256 * 4096 floats: 256 partial sums of ~11.7k, spread over threads */
@@ -467,18 +478,37 @@ static void test_optimizer_ops(void) {
 #ifdef _OPENMP
     omp_set_num_threads(1);
 #endif
-    s1 = be->sumsq(be, x, n);
+    s1 = dev_reduce(be, x, n, 1.0, UTG_REDUCE_SQUARES);
 #ifdef _OPENMP
     omp_set_num_threads(2);
 #endif
-    s2 = be->sumsq(be, x, n);
+    s2 = dev_reduce(be, x, n, 1.0, UTG_REDUCE_SQUARES);
 #ifdef _OPENMP
     omp_set_num_threads(omp_get_num_procs());
 #endif
     /* double accumulation: 1e-10 relative to a plain double sum (bound n * 2^-53 = 3e-10, typical
        1e-13; a float accumulator would be off by ~1e-4); the thread count changes no bit */
-    CHECK(fabs(s1 - ref) <= 1e-10 * ref && s1 == s2, "sumsq %.17g / %.17g vs %.17g", s1, s2, ref);
-    CHECK(be->sumsq(be, x, 0) == 0.0 && be->sumsq(be, x, 1) == (double)h[0] * h[0], "sumsq of 0 and 1 elements");
+    CHECK(fabs(s1 - ref) <= 1e-10 * ref && s1 == s2, "sum of squares %.17g / %.17g vs %.17g", s1, s2, ref);
+    CHECK(dev_reduce(be, x, 0, 1.0, UTG_REDUCE_SQUARES) == 0.0 &&
+          dev_reduce(be, x, 1, 1.0, UTG_REDUCE_SQUARES) == (double)h[0] * h[0], "sum of squares of 0 and 1 elements");
+    {   /* the plain sum, scaled, and added to what out[0] held (0.25) */
+        double sref = 0.0, s3, s4;
+        for (i = 0; i < n; i++) sref += h[i];
+        s3 = dev_reduce(be, x, n, 0.5, 0);
+        s4 = dev_reduce(be, x, n, 0.5, UTG_REDUCE_ADD);
+        CHECK(fabs(s3 - 0.5 * sref) <= 1e-9 * fabs(sref) + 1e-9 && s4 == 0.25 + s3, "sum %.17g vs %.17g, add %.17g",
+              s3, 0.5 * sref, s4);
+    }
+    {   /* normalize_frob: x / (||x|| + eps), the norm from the same deterministic sum */
+        float got[3];
+        double nrm = sqrt(s1);
+        be->normalize_frob(be, x, n, 1e-7);
+        be->download(be, got, x, sizeof got);
+        for (i = 0; i < 3; i++)
+            CHECK(got[i] == (float)(1.0 / (nrm + 1e-7)) * h[i], "normalize_frob[%zu] %.9g vs %.9g", i, got[i],
+                  (float)(1.0 / (nrm + 1e-7)) * h[i]);
+        be->upload(be, x, h, n * 4);
+    }
     /* axpby: y = 2x - 0.5y exactly representable; alpha 0 with x NULL scales */
     {
         float a[5] = {1, -2, 3, 0.5f, 8}, b[5] = {4, 4, -2, 1, 0}, out[5];

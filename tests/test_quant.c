@@ -1,6 +1,8 @@
 /* The host-side quantizers: fp16 conversion against a brute-force nearest-even reference; per-row
    intN error bounds for every bit width; the percentile clip against torch.quantile's formula;
-   SDClip; the GPTQ-lite search never worse than any of its candidates; bad input refused. */
+   SDClip; the GPTQ-lite search never worse than any of its candidates; bad input refused. The
+   backend's fake_quant_rows (QAT) against the host quantizer, and its counter-based noise; the
+   single-process collectives. */
 #define UTGOLF_IMPLEMENTATION
 #include "../utgolf.h"
 #include "test.h"
@@ -256,6 +258,105 @@ static void test_bad_input(void) {
     CHECK(utg_quantize_rows(w, 1, 4, &ok, q, sc, NULL, &msg) == UTG_ERR_INVALID && strstr(msg.text, "not finite"), "NaN weight");
 }
 
+/* fake_quant_rows on a fresh CPU backend: in = host w [rows, cols], out = host result */
+static void fake_quant(const float *w, float *out, int rows, int cols, int bits, int clip, double k, uint64_t key) {
+    utg_backend *be = NULL;
+    size_t bytes = sizeof(float) * (size_t)rows * (size_t)cols;
+    float *dw, *dout;
+    if (utg_backend_cpu_create(NULL, &be) != UTG_OK) return;
+    dw = (float *)be->buf_alloc(be, bytes);
+    dout = (float *)be->buf_alloc(be, bytes);
+    be->upload(be, dw, w, bytes);
+    be->fake_quant_rows(be, dout, dw, rows, cols, bits, clip, k, key);
+    be->download(be, out, dout, bytes);
+    be->buf_free(be, dw);
+    be->buf_free(be, dout);
+    utg_backend_destroy(be);
+}
+
+/* STE: the same bits as utg_quantize_rows then utg_dequantize_rows, for the row max and SDClip and
+   rows wider than the op's stack scratch; a row holding a NaN passes through unchanged. */
+static void test_fake_quant_ste(void) {
+    enum { R = 5, C = 700 };
+    static float w[R * C], got[R * C], want[R * C];
+    static int8_t q[R * C];
+    uint16_t sc[R];
+    int bits, mode, i;
+    for (i = 0; i < R * C; i++) w[i] = (float)(urand() * (1 + i % 7));
+    for (mode = 0; mode < 2; mode++)
+        for (bits = 2; bits <= 8; bits += 3) {
+            utg_quant_spec spec = {bits, mode ? UTG_CLIP_SDCLIP : UTG_CLIP_MAX, mode ? 12.85 : 0.0};
+            utg_quantize_rows(w, R, C, &spec, q, sc, NULL, NULL);
+            utg_dequantize_rows(q, sc, R, C, want);
+            fake_quant(w, got, R, C, bits, spec.clip, spec.param, 0);
+            CHECK(!memcmp(got, want, sizeof got), "STE %s at %d bits matches the host quantizer",
+                  mode ? "SDClip" : "row max", bits);
+        }
+    w[C + 3] = NAN;
+    fake_quant(w, got, R, C, 4, UTG_CLIP_MAX, 0.0, 0);
+    CHECK(isnan(got[C + 3]) && !memcmp(got + C + 4, w + C + 4, sizeof(float) * (C - 4)),
+          "a row with a NaN passes through");
+}
+
+/* the noise's draw, written out from the table's contract */
+static float noise_u(uint64_t key, uint64_t i) {
+    uint64_t z = key + (i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+/* noisy: every element is fmaf(u - 0.5, rowmax / r, w) with u from the counter-based draw, so it
+   does not depend on the thread count; another key draws other noise. */
+static void test_fake_quant_noise(void) {
+    enum { R = 4, C = 300 };
+    static float w[R * C], got[R * C], other[R * C];
+    uint64_t key = utg_qat_noise_key(1337, 7, 3);
+    int i, r, bad = 0;
+    for (i = 0; i < R * C; i++) w[i] = (float)urand();
+    fake_quant(w, got, R, C, 6, UTG_CLIP_MAX, 0.0, key);
+    for (r = 0; r < R; r++) {
+        float mx = 0.0f;
+        int c;
+        for (c = 0; c < C; c++) mx = fabsf(w[r * C + c]) > mx ? fabsf(w[r * C + c]) : mx;
+        for (c = 0; c < C; c++) {
+            size_t at = (size_t)r * C + (size_t)c;
+            if (got[at] != fmaf(noise_u(key, at) - 0.5f, mx / 31.0f, w[at])) bad++;
+        }
+    }
+    CHECK(bad == 0, "%d elements differ from the contract's formula", bad);
+    fake_quant(w, other, R, C, 6, UTG_CLIP_MAX, 0.0, utg_qat_noise_key(1337, 8, 3));
+    CHECK(memcmp(got, other, sizeof got) != 0 && key != 0, "another step's key, other noise");
+}
+
+/* One process: rank 0 of 1; the sum and the broadcast leave the buffer alone, the gather copies. */
+static void test_single_process_collectives(void) {
+    utg_backend *be = NULL;
+    double h[3] = {1.5, -2, 1e300}, back[3];
+    float hf[4] = {1, 2, 3, 4}, backf[4];
+    double *d;
+    float *src, *dst;
+    if (utg_backend_cpu_create(NULL, &be) != UTG_OK) { CHECK(0, "backend"); return; }
+    CHECK(be->rank == 0 && be->world == 1, "rank %d of %d", be->rank, be->world);
+    d = (double *)be->buf_alloc(be, sizeof h);
+    src = (float *)be->buf_alloc(be, sizeof hf);
+    dst = (float *)be->buf_alloc(be, sizeof hf);
+    be->upload(be, d, h, sizeof h);
+    be->all_reduce(be, d, UTG_DT_F64, 3);
+    be->broadcast(be, d, sizeof h, 0);
+    be->download(be, back, d, sizeof back);
+    CHECK(!memcmp(h, back, sizeof h), "all_reduce and broadcast over one rank change nothing");
+    be->upload(be, src, hf, sizeof hf);
+    be->all_gather(be, dst, src, sizeof hf);
+    be->download(be, backf, dst, sizeof backf);
+    CHECK(!memcmp(hf, backf, sizeof hf), "all_gather over one rank copies");
+    be->buf_free(be, d);
+    be->buf_free(be, src);
+    be->buf_free(be, dst);
+    utg_backend_destroy(be);
+}
+
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     RUN(test_f16);
@@ -264,5 +365,8 @@ int main(int argc, char **argv) {
     RUN(test_search);
     RUN(test_gptq);
     RUN(test_bad_input);
+    RUN(test_fake_quant_ste);
+    RUN(test_fake_quant_noise);
+    RUN(test_single_process_collectives);
     return TEST_SUMMARY();
 }

@@ -279,6 +279,7 @@ static const char *dtype_name(utg_dtype d) {
     case UTG_DT_F16: return "f16";
     case UTG_DT_BF16: return "bf16";
     case UTG_DT_Q: return "q";
+    case UTG_DT_F64: return "f64";
     }
     return "?";
 }
