@@ -13,7 +13,7 @@ PYTHON  ?= /usr/bin/python3
 HDR     := utgolf.h
 TESTS   := $(BUILD)/test_ops $(BUILD)/test_ops_portable $(BUILD)/test_model $(BUILD)/test_io \
            $(BUILD)/test_optim $(BUILD)/test_tokenizer $(BUILD)/test_loader $(BUILD)/test_plan $(BUILD)/test_quant $(BUILD)/test_artifact $(BUILD)/test_features \
-           $(BUILD)/test_artifact_mut $(BUILD)/test_plan_random $(BUILD)/fuzz_replay
+           $(BUILD)/test_artifact_mut $(BUILD)/test_plan_random $(BUILD)/fuzz_replay $(BUILD)/test_fenced
 TOOLS   := $(BUILD)/utg-grad $(BUILD)/utg-shards $(BUILD)/mk_artifact $(BUILD)/utg-inspect $(BUILD)/libiofault.so
 PROGS   := $(TESTS) $(TOOLS) $(BUILD)/minimal $(BUILD)/train $(BUILD)/bench_step \
            $(BUILD)/bench_depth
@@ -29,6 +29,7 @@ $(BUILD):
 
 $(BUILD)/test_%: tests/test_%.c $(HDR) tests/test.h tests/gradcheck.h tests/mdl.h tests/pbw.h tests/spm_expect.h | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+$(BUILD)/test_fenced: tests/fenced_backend.h # built by the rule above, with the wrapper it includes
 # the same op tests on the plain-C paths (no GCC vector extensions)
 $(BUILD)/test_ops_portable: tests/test_ops.c $(HDR) tests/test.h tests/gradcheck.h tests/mdl.h | $(BUILD)
 	$(CC) $(CFLAGS) -DUTG_NO_VECTOR_EXT -o $@ $< $(LDLIBS)
