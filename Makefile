@@ -3,7 +3,7 @@ CC      ?= cc
 CXX     ?= c++
 # -ffp-contract=fast: ISO C mode (-std=c99) otherwise forbids fusing a*b+c into one FMA
 OPT     ?= -O3 -march=native -ffp-contract=fast
-WARN    := -Wall -Wextra -Werror
+WARN    := -Wall -Wextra -Wpointer-arith -Werror
 # the artifact's brotli binding (UTG_USE_BROTLI; Debian's libbrotli-dev); the header itself needs nothing
 CFLAGS  += -std=c99 $(OPT) $(WARN) -fopenmp -DUTG_USE_BROTLI
 LDLIBS  += -lbrotlienc -lbrotlidec -lm
@@ -13,7 +13,8 @@ PYTHON  ?= /usr/bin/python3
 HDR     := utgolf.h
 TESTS   := $(BUILD)/test_ops $(BUILD)/test_ops_portable $(BUILD)/test_model $(BUILD)/test_io \
            $(BUILD)/test_optim $(BUILD)/test_tokenizer $(BUILD)/test_loader $(BUILD)/test_plan $(BUILD)/test_quant $(BUILD)/test_artifact $(BUILD)/test_features \
-           $(BUILD)/test_artifact_mut $(BUILD)/test_plan_random $(BUILD)/fuzz_replay $(BUILD)/test_fenced
+           $(BUILD)/test_artifact_mut $(BUILD)/test_plan_random $(BUILD)/fuzz_replay $(BUILD)/test_fenced \
+           $(BUILD)/test_storage
 TOOLS   := $(BUILD)/utg-grad $(BUILD)/utg-shards $(BUILD)/mk_artifact $(BUILD)/utg-inspect $(BUILD)/libiofault.so
 PROGS   := $(TESTS) $(TOOLS) $(BUILD)/minimal $(BUILD)/train $(BUILD)/bench_step \
            $(BUILD)/bench_depth

@@ -90,10 +90,12 @@
        written so that results do not depend on the thread count at all.
 
    NUMERICS
-       Master weights, optimizer state, activations and every sum are fp32. MATMUL_BF16=1 rounds the
-       model's matmul inputs to bf16 (train_gpt.py's autocast) and MUON_NS_BF16 (on by default) does
-       the same in Newton-Schulz, as train_gpt.py does; both sum in fp32. With both off the losses
-       match PyTorch run in fp32 (tests/test_torch_parity.py checks this).
+       Master weights, optimizer state and every sum are fp32. Activations and their gradients are
+       stored in ACTIVATION_DTYPE (auto: bf16 on a GPU, fp32 on the CPU backend), with fp32
+       arithmetic either way. MATMUL_BF16=1 rounds the model's matmul inputs to bf16
+       (train_gpt.py's autocast) and MUON_NS_BF16 (on by default) does the same in Newton-Schulz,
+       as train_gpt.py does; both sum in fp32. With both off and fp32 activations the losses match
+       PyTorch run in fp32 (tests/test_torch_parity.py checks this).
 
    CHANGES
        CHANGELOG.md lists what each version adds, by capability.
@@ -376,6 +378,8 @@ typedef enum utg_dtype {
     X(BOOL, muon_eq_r, "MUON_EQ_R", 0, 0, 1, 0, "MuonEq-R: normalise each update row before Newton-Schulz") \
     X(BOOL, matmul_bf16, "MATMUL_BF16", 0, 0, 1, 0, \
       "the model's matmuls with bf16 inputs and fp32 sums (avx512_bf16 where the CPU has it), fp32 master weights: autocast's bf16") \
+    X(ENUM, activation_dtype, "ACTIVATION_DTYPE", "auto|fp32|bf16", 0, 0, 0, \
+      "how activations and their gradients are stored: auto = the backend's choice (bf16 on a GPU, fp32 on a CPU)") \
     X(BOOL, muon_ns_bf16, "MUON_NS_BF16", 1, 0, 1, UTG_KF_OFF, \
       "Newton-Schulz matmuls with bf16 inputs and fp32 sums (train_gpt.py runs them in bf16); 0 = fp32") \
     X(BOOL, muon_polar_express, "MUON_POLAR_EXPRESS", 0, 0, 1, 0, \
@@ -444,6 +448,7 @@ enum { UTG_ON_NONFINITE_STOP, UTG_ON_NONFINITE_ROLLBACK };
 enum { UTG_QUANT_CLIP_PERCENTILE, UTG_QUANT_CLIP_MAX, UTG_QUANT_CLIP_SDCLIP, UTG_QUANT_CLIP_SEARCH };
 enum { UTG_GPTQ_CALIBRATION_TRAIN, UTG_GPTQ_CALIBRATION_SELF, UTG_GPTQ_CALIBRATION_RANDOM };
 enum { UTG_QAT_NONE, UTG_QAT_STE, UTG_QAT_NOISY };
+enum { UTG_ACTIVATION_DTYPE_AUTO, UTG_ACTIVATION_DTYPE_FP32, UTG_ACTIVATION_DTYPE_BF16 };
 enum { UTG_COMPRESSOR_BROTLI, UTG_COMPRESSOR_STORED };
 enum { UTG_TRAIN_LOADER_SEQUENTIAL, UTG_TRAIN_LOADER_SHUFFLED };
 
@@ -515,9 +520,10 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
    table whose version or size differs.
 
    Rules that hold for every op:
-   - Memory. Every pointer is backend memory ("device" memory) from buf_alloc, row-major, 4-byte
-     float32 unless the op says otherwise (int32 token ids, fp64 reduction results). The library
-     never reads or writes backend memory from the host except through upload and download.
+   - Memory. Every pointer is backend memory ("device" memory) from buf_alloc, row-major, with the
+     element types below (float32 by default; int32 token ids, fp64 reduction results, 8-byte
+     aligned). The library never reads or writes backend memory from the host except through
+     upload and download.
    - Host waits. download and synchronize are the only calls that wait for the device. A backend
      that queues its ops asynchronously finishes the queued work in those two; every other op,
      reductions included, leaves its result in backend memory. A training step (zero_grads,
@@ -527,16 +533,26 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
      shared by several virtual layers sums the gradients of its visits. Each backward op says
      whether it WRITES or ADDS its input gradients (dx, dz, ...); writing saves the zero fill a
      first contribution would otherwise need.
-   - Aliasing. Outputs do not overlap inputs unless the op says they may.
-   - Precision. Inputs and outputs are fp32 and arithmetic is fp32, except: matmul_bf16 (bf16
-     products), the sums of reduce_f64 and of the per-row statistics (fp64 where the op says so),
-     and fake_quant_rows (fp16 row scales, as the artifact stores them).
+   - Aliasing. Outputs do not overlap inputs unless the op says they may (mix_fwd's and
+     mix_rmsnorm_fwd's out may be x; lerp_bwd's dx may be dout); operands that may be NULL say so.
+   - Storage types. An op that touches activations takes `at`, the element type its activation
+     operands are stored in: UTG_DT_F32, or UTG_DT_BF16 where the backend lists it in
+     storage_dtypes. Activation operands are the tensors shaped by the batch, typed `void *` in
+     the signatures (x, y, dx, dy, q, k, v, logits, ...); weights, weight gradients, per-row
+     statistics (rstd, lse, gate values), row losses and optimizer state are always F32 (`float *`).
+     matmul takes one type per operand, packed by UTG_MM_TYPES(c, a, b). Byte ranges follow the
+     types: n elements of a BF16 operand are 2n bytes.
+   - Precision. Arithmetic is fp32: a BF16 operand is read as the float it holds, and an output is
+     rounded to bf16 (nearest even) once, when it is stored; an output the op ADDS into is read,
+     added to in fp32 and rounded once. Exceptions: matmul_bf16 (bf16 products), the fp64 sums of
+     reduce_f64 and of the per-row statistics (where the op says so), and fake_quant_rows (fp16
+     row scales, as the artifact stores them).
    - Determinism. The same inputs and the same thread count give the same bits. reduce_f64 and
      the weight-gradient sums over rows give the same bits for any thread count (fixed-size chunks
      summed in a fixed order); a port keeps that property for them, and uses no float atomics.
 
    The ops, by group (W: writes, A: adds into; the full contract is the comment above each field):
-     memory       buf_alloc, buf_free, upload, download (waits), fill, copy
+     memory       buf_alloc, buf_free, upload, download (waits), fill, copy; storage_dtypes
      collectives  rank, world, all_reduce (sum in place, F32/F64), broadcast, all_gather
      core         matmul; embed_fwd (W) / embed_bwd (A); rmsnorm_fwd (W) / rmsnorm_bwd (W dx);
                   qk_norm_rope_fwd / _bwd (W dx, A dgain); attn_fwd / attn_bwd (W dq dk dv);
@@ -560,6 +576,13 @@ UTGDEF utg_result utg_config_apply_env(utg_config *cfg, utg_msg *msg);
 #define UTG_MIX_DX_SET 8      /* mix_bwd: dx is overwritten rather than added to */
 #define UTG_MIX_DZ_SET 16     /* mix_bwd: dz is overwritten rather than added to */
 
+/* matmul's operand types: C's, A's and B's utg_dtype in one int */
+#define UTG_MM_TYPES(c, a, b) ((int)(c) | (int)(a) << 4 | (int)(b) << 8)
+#define UTG_MM_F32 UTG_MM_TYPES(UTG_DT_F32, UTG_DT_F32, UTG_DT_F32)
+#define UTG_MM_TYPE_C(types) ((utg_dtype)((types)&15))
+#define UTG_MM_TYPE_A(types) ((utg_dtype)((types) >> 4 & 15))
+#define UTG_MM_TYPE_B(types) ((utg_dtype)((types) >> 8 & 15))
+
 #define UTG_REDUCE_SQUARES 1 /* reduce_f64 flags: sum x^2 rather than x */
 #define UTG_REDUCE_ADD 2     /* reduce_f64: add the result to out[0] rather than overwrite it */
 
@@ -580,17 +603,22 @@ struct utg_backend {
     uint32_t abi_version; /* UTG_BACKEND_ABI_VERSION */
     uint32_t struct_size; /* sizeof(utg_backend) as the backend was compiled */
     const char *name;
-    void *impl; /* backend-private state */
+    void *impl;     /* backend-private state */
     uint32_t flags; /* UTG_BACKEND_CONCURRENT */
 
     /* ---- memory ---- */
+    /* The activation storage types the backend implements (bits 1u << UTG_DT_F32 | ...; F32 is
+       required), and the one ACTIVATION_DTYPE=auto picks: the fastest of them on this device. */
+    uint32_t storage_dtypes;
+    utg_dtype auto_activation_dtype;
     void *(*buf_alloc)(utg_backend *be, size_t size_bytes); /* zero-filled, 64-byte aligned */
     void (*buf_free)(utg_backend *be, void *buf);
     void (*upload)(utg_backend *be, void *dst, const void *host_src, size_t size_bytes);
     /* waits for the queued work, then copies: the one way results reach the host */
     void (*download)(utg_backend *be, void *host_dst, const void *src, size_t size_bytes);
-    void (*fill)(utg_backend *be, float *dst, float value, size_t n);
-    void (*copy)(utg_backend *be, float *dst, const float *src, size_t n); /* no overlap */
+    /* n elements of type dtype (F32 or a storage type) set to value (rounded to bf16 for BF16) */
+    void (*fill)(utg_backend *be, void *dst, utg_dtype dtype, float value, size_t n);
+    void (*copy)(utg_backend *be, void *dst, const void *src, size_t size_bytes); /* no overlap */
 
     /* ---- collectives ----
        This process is rank `rank` of `world` processes that run the same ops on their own data
@@ -600,7 +628,7 @@ struct utg_backend {
     /* buf[0 .. n) = the sum over ranks of each rank's buf, in place; dtype UTG_DT_F32 or
        UTG_DT_F64. The same bits on every rank. */
     void (*all_reduce)(utg_backend *be, void *buf, utg_dtype dtype, size_t n);
-    /* every rank's buf[0 .. size_bytes) becomes root's */
+    /* every rank's buf[0 .. size_bytes) becomes root's (root in [0, world)) */
     void (*broadcast)(utg_backend *be, void *buf, size_t size_bytes, int root);
     /* dst[r * size_bytes ..] = rank r's src, for every r (dst holds world * size_bytes; src does
        not overlap dst) */
@@ -611,48 +639,53 @@ struct utg_backend {
     /* C[M,N] = alpha * op(A) op(B) + beta*C, op(A) is [M,K] (A stored [K,M] when ta), op(B) is
        [K,N] (B stored [N,K] when tb). beta is 0 (C is not read) or 1. ta may be UTG_*_SYM (see
        utg_trans). C must not overlap A or B. */
-    void (*matmul)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
+    void (*matmul)(utg_backend *be, int types, void *C, const void *A, const void *B, int M, int N, int K,
                    utg_trans ta, utg_trans tb, float alpha, float beta);
 
-    /* out[i,:] = table[ids[i],:] (W);  dtable[ids[i],:] += dout[i,:] (A; rows summed in i order) */
-    void (*embed_fwd)(utg_backend *be, float *out, const float *table, const int32_t *ids, int n, int d);
-    void (*embed_bwd)(utg_backend *be, float *dtable, const float *dout, const int32_t *ids, int n, int d);
+    /* out[i,:] = table[ids[i],:] (W);  dtable[ids[i],:] += dout[i,:] (A; rows summed in i order);
+       every id is a row of the table */
+    void (*embed_fwd)(utg_backend *be, utg_dtype at, void *out, const float *table, const int32_t *ids, int n,
+                      int d);
+    void (*embed_bwd)(utg_backend *be, utg_dtype at, float *dtable, const void *dout, const int32_t *ids,
+                      int n, int d);
 
     /* y = x / sqrt(mean(x^2) + eps) per row of [rows, cols]; rstd[row] (W) saved for backward.
        The backward WRITES dx from dy, the output y and rstd. */
-    void (*rmsnorm_fwd)(utg_backend *be, float *y, float *rstd, const float *x, int rows, int cols,
-                        float eps);
-    void (*rmsnorm_bwd)(utg_backend *be, float *dx, const float *dy, const float *y,
+    void (*rmsnorm_fwd)(utg_backend *be, utg_dtype at, void *y, float *rstd, const void *x, int rows,
+                        int cols, float eps);
+    void (*rmsnorm_bwd)(utg_backend *be, utg_dtype at, void *dx, const void *dy, const void *y,
                         const float *rstd, int rows, int cols);
 
     /* q and k after their projection, in one pass: over
        x[n_tok, n_heads*head_dim], each head's vector is RMS-normalized (xn, and rstd[t*n_heads+h]
        saved for the backward), rotated by RoPE on its first rot_dims dims (split-half pairs
-       (i, i+rot_dims/2); the other dims pass through; token row r sits at position r % seq_len;
+       (i, i+rot_dims/2), rot_dims even and at most head_dim; the other dims pass through; token row
+       r sits at position r % seq_len;
        cos_sin holds [seq_len, rot_dims/2] cosines then as many sines), then scaled by gain[h]
        (q_gain; NULL: 1):  y = gain * rope(xn).  The backward recomputes rope(xn) from xn; it WRITES
        dL/dx into dx and, with a gain, ADDS dL/dgain into dgain. No output
        may alias an input (y, xn and x; dx and dy). */
-    void (*qk_norm_rope_fwd)(utg_backend *be, float *y, float *xn, float *rstd, const float *x,
+    void (*qk_norm_rope_fwd)(utg_backend *be, utg_dtype at, void *y, void *xn, float *rstd, const void *x,
                              const float *cos_sin, const float *gain, int n_tok, int seq_len, int n_heads,
                              int head_dim, int rot_dims, float eps);
-    void (*qk_norm_rope_bwd)(utg_backend *be, float *dx, float *dgain, const float *dy, const float *xn,
-                             const float *rstd, const float *cos_sin, const float *gain, int n_tok,
-                             int seq_len, int n_heads, int head_dim, int rot_dims);
+    void (*qk_norm_rope_bwd)(utg_backend *be, utg_dtype at, void *dx, float *dgain, const void *dy,
+                             const void *xn, const float *rstd, const float *cos_sin, const float *gain,
+                             int n_tok, int seq_len, int n_heads, int head_dim, int rot_dims);
 
     /* Causal attention with GQA: q[B*T, H*hd], k/v[B*T, Hkv*hd], query head h reads kv head
        h / (H/Hkv). y[B*T, H*hd] (W); lse[B*T*H] (W) = log-sum-exp of the scaled logits of each
        query. No T x T buffer is needed. The backward WRITES dq, dk and dv. */
-    void (*attn_fwd)(utg_backend *be, float *y, float *lse, const float *q, const float *k,
-                     const float *v, int B, int T, int H, int Hkv, int hd, float scale);
-    void (*attn_bwd)(utg_backend *be, float *dq, float *dk, float *dv, const float *dy,
-                     const float *q, const float *k, const float *v, const float *y,
-                     const float *lse, int B, int T, int H, int Hkv, int hd, float scale);
+    void (*attn_fwd)(utg_backend *be, utg_dtype at, void *y, float *lse, const void *q, const void *k,
+                     const void *v, int B, int T, int H, int Hkv, int hd, float scale);
+    void (*attn_bwd)(utg_backend *be, utg_dtype at, void *dq, void *dk, void *dv, const void *dy,
+                     const void *q, const void *k, const void *v, const void *y, const float *lse, int B,
+                     int T, int H, int Hkv, int hd, float scale);
 
     /* y = leaky_relu(x, slope)^2 (slope 0: relu(x)^2); the backward WRITES
        dx = dy * 2*x * (x > 0 ? 1 : slope^2) */
-    void (*relu2_fwd)(utg_backend *be, float *y, const float *x, size_t n, float slope);
-    void (*relu2_bwd)(utg_backend *be, float *dx, const float *dy, const float *x, size_t n, float slope);
+    void (*relu2_fwd)(utg_backend *be, utg_dtype at, void *y, const void *x, size_t n, float slope);
+    void (*relu2_bwd)(utg_backend *be, utg_dtype at, void *dx, const void *dy, const void *x, size_t n,
+                      float slope);
 
     /* Channel mix: out[r,c] = WX*x[r,c] + WZ*z[r,c]. A weight is a per-channel vector (wx[c]) or,
        with UTG_MIX_WX_SCALAR / UTG_MIX_WZ_SCALAR in flags, one scalar (wx[0]); a NULL weight means
@@ -664,27 +697,28 @@ struct utg_backend {
        utg__add_scaled, utg__sub, utg__mean, ...). UTG_MIX_WZ_SIGMOID (with UTG_MIX_WZ_SCALAR)
        weights z by sigmoid(wz[0]) and its backward adds sigmoid'(wz[0]) * sum(dout z) into dwz
        (the value residual's gates). */
-    void (*mix_fwd)(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
+    void (*mix_fwd)(utg_backend *be, utg_dtype at, void *out, const void *x, const float *wx, const void *z,
                     const float *wz, int rows, int cols, int flags);
-    void (*mix_bwd)(utg_backend *be, float *dx, float *dz, float *dwx, float *dwz, const float *dout,
-                    const float *x, const float *wx, const float *z, const float *wz, int rows,
-                    int cols, int flags);
+    void (*mix_bwd)(utg_backend *be, utg_dtype at, void *dx, void *dz, float *dwx, float *dwz,
+                    const void *dout, const void *x, const float *wx, const void *z, const float *wz,
+                    int rows, int cols, int flags);
     /* mix_fwd and then rmsnorm_fwd of its output in one pass (a residual add and the next
        block's norm): out as mix_fwd (may alias x), y and rstd as rmsnorm_fwd(out); the same bits as
        the two ops. */
-    void (*mix_rmsnorm_fwd)(utg_backend *be, float *out, float *y, float *rstd, const float *x,
-                            const float *wx, const float *z, const float *wz, int rows, int cols, int flags,
+    void (*mix_rmsnorm_fwd)(utg_backend *be, utg_dtype at, void *out, void *y, float *rstd, const void *x,
+                            const float *wx, const void *z, const float *wz, int rows, int cols, int flags,
                             float eps);
 
     /* Softcapped cross-entropy over rows of raw logits z[rows, V]: z' = c*tanh(z/c) (no cap when
-       c <= 0: z' = z), row_loss[r] (W) = logsumexp(z'_r) - z'_r[target_r], summed in fp32 after
-       subtracting the row max. The logits buffer is overwritten, and after the call holds:
+       c <= 0: z' = z), targets in [0, V), row_loss[r] (W) = logsumexp(z'_r) - z'_r[target_r],
+       summed in fp32 after subtracting the row max. The logits buffer is overwritten, and after the
+       call holds:
        - dscale == 0: z' itself (the softcapped logits the loss was computed from; a sampler or an
          evaluation-time feature reads its distribution from them: softmax(z'_r));
        - dscale != 0: the gradient d(dscale * row_loss[r]) / dz = dscale * (softmax(z'_r) -
          onehot(target_r)) * (1 - (z'/c)^2), the softcap's derivative included (no cap: without
          the last factor). */
-    void (*xent_fwd)(utg_backend *be, float *logits, float *row_loss, const int32_t *targets,
+    void (*xent_fwd)(utg_backend *be, utg_dtype at, void *logits, float *row_loss, const int32_t *targets,
                      int rows, int V, float softcap, float dscale);
 
     /* ---- feature ops: the records' features ---- */
@@ -693,49 +727,50 @@ struct utg_backend {
        in fp32: Newton-Schulz in bf16 as train_gpt.py runs it (MUON_NS_BF16), and MATMUL_BF16. The
        CPU backend's AVX-512 path reads denormal inputs as zero where it converts with
        vcvtne2ps2bf16 (a transposed pack). */
-    void (*matmul_bf16)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
-                        utg_trans ta, utg_trans tb, float alpha, float beta);
+    void (*matmul_bf16)(utg_backend *be, int types, void *C, const void *A, const void *B, int M, int N,
+                        int K, utg_trans ta, utg_trans tb, float alpha, float beta);
 
     /* XSA (exclusive self attention): y[t,h,:] = x[t,h,:] - (x.u) u with u = v[t,j,:] / |v[t,j,:]| of
        the token's own value, j = h / (H/Hkv). Backward ADDS into dx and dv. */
-    void (*xsa_fwd)(utg_backend *be, float *y, const float *x, const float *v, int n_tok, int H, int Hkv,
-                    int hd);
-    void (*xsa_bwd)(utg_backend *be, float *dx, float *dv, const float *dy, const float *x, const float *v,
-                    int n_tok, int H, int Hkv, int hd);
+    void (*xsa_fwd)(utg_backend *be, utg_dtype at, void *y, const void *x, const void *v, int n_tok, int H,
+                    int Hkv, int hd);
+    void (*xsa_bwd)(utg_backend *be, utg_dtype at, void *dx, void *dv, const void *dy, const void *x,
+                    const void *v, int n_tok, int H, int Hkv, int hd);
 
     /* Gated skip (PR #1089): out[r,c] = a_c x[r,c] + (1 - a_c) s_c z[r,c] with a = sigmoid(g[c]); s NULL
        means 1 (then ds is NULL too: the static SmearGate). The backward reads the output y
        instead of x (x - s z = (y - s z) / a), ADDS into dz, dg, ds, and OVERWRITES dx = a dout (dx
        may alias dout). */
-    void (*lerp_fwd)(utg_backend *be, float *out, const float *x, const float *z, const float *g,
+    void (*lerp_fwd)(utg_backend *be, utg_dtype at, void *out, const void *x, const void *z, const float *g,
                      const float *s, int rows, int cols);
-    void (*lerp_bwd)(utg_backend *be, float *dx, float *dz, float *dg, float *ds, const float *dout,
-                     const float *y, const float *z, const float *g, const float *s, int rows, int cols);
+    void (*lerp_bwd)(utg_backend *be, utg_dtype at, void *dx, void *dz, float *dg, float *ds,
+                     const void *dout, const void *y, const void *z, const float *g, const float *s, int rows,
+                     int cols);
 
     /* Attention output gate: z[t,h] = scale * sum_{i<win} W[h,i] x[t,i] (x rows hold x_cols floats),
        g = mult * sigmoid(z) (saved), y[t,h,:] = g[t,h] yin[t,h,:]. Backward ADDS dyin = g dy and, with
        dz = (dy . yin) g (1 - g / mult), dW[h,i] += scale sum_t dz x[t,i], dx[t,i] += scale sum_h dz W[h,i].
        win = x_cols is the dense gate. */
-    void (*gate_fwd)(utg_backend *be, float *y, float *g, const float *yin, const float *x, const float *W,
-                     int n_tok, int H, int hd, int x_cols, int win, float scale, float mult);
-    void (*gate_bwd)(utg_backend *be, float *dyin, float *dx, float *dW, const float *dy, const float *yin,
-                     const float *x, const float *W, const float *g, int n_tok, int H, int hd, int x_cols,
-                     int win, float scale, float mult);
+    void (*gate_fwd)(utg_backend *be, utg_dtype at, void *y, float *g, const void *yin, const void *x,
+                     const float *W, int n_tok, int H, int hd, int x_cols, int win, float scale, float mult);
+    void (*gate_bwd)(utg_backend *be, utg_dtype at, void *dyin, void *dx, float *dW, const void *dy,
+                     const void *yin, const void *x, const float *W, const float *g, int n_tok, int H, int hd,
+                     int x_cols, int win, float scale, float mult);
 
     /* Input-dependent SmearGate (PR #1667, BOS-masked as PR #1855): for a token at position p >= 1 of
        its sequence (p = row % seq_len) whose id is not bos, y_t = x_t + lam * sigmoid(w . x_t[0:win])
        x_{t-1}; otherwise y_t = x_t. Backward ADDS into dx (not aliasing dy), dw and dlam. */
-    void (*smear_fwd)(utg_backend *be, float *y, const float *x, const float *w, const float *lam,
+    void (*smear_fwd)(utg_backend *be, utg_dtype at, void *y, const void *x, const float *w, const float *lam,
                       const int32_t *ids, int n_tok, int seq_len, int d, int win, int bos);
-    void (*smear_bwd)(utg_backend *be, float *dx, float *dw, float *dlam, const float *dy, const float *x,
-                      const float *w, const float *lam, const int32_t *ids, int n_tok, int seq_len, int d,
-                      int win, int bos);
+    void (*smear_bwd)(utg_backend *be, utg_dtype at, void *dx, float *dw, float *dlam, const void *dy,
+                      const void *x, const float *w, const float *lam, const int32_t *ids, int n_tok,
+                      int seq_len, int d, int win, int bos);
 
     /* QAT's fake quantisation of w[rows, cols] into out (W; out does not overlap w), per row:
        - noise_key == 0 (QAT=ste): the row quantized to bits-bit symbols in [-r, r], r =
          2^(bits-1) - 1, exactly as utg_quantize_rows does with the utg_clip_mode `clip`
-         (UTG_CLIP_MAX, or UTG_CLIP_SDCLIP with k = clip_param) and its fp16 row scale, then dequantized (symbol *
-         scale). A row with a non-finite value is copied unchanged.
+         (UTG_CLIP_MAX, or UTG_CLIP_SDCLIP with k = clip_param) and its fp16 row scale, then
+         dequantized (symbol * scale). A row with a non-finite value is copied unchanged.
        - noise_key != 0 (QAT=noisy, PR #363): out = fmaf(u_i - 0.5f, rowmax / r, w_i) with rowmax
          the row's max |w| in fp32 and u_i = (splitmix64(noise_key + (i + 1) * 0x9E3779B97F4A7C15)
          >> 40) * 2^-24, i the element's index in w: a counter-based draw, so every backend draws
@@ -763,8 +798,8 @@ struct utg_backend {
     /* One Adam(W) step, torch.optim.Adam's formula: p *= 1 - lr*wd (decoupled; wd = 0 is plain
        Adam); m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
        p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps), with bc = 1 - beta^t. */
-    void (*adam_step)(utg_backend *be, float *p, const float *g, float *m, float *v, size_t n,
-                      float lr, float beta1, float beta2, float eps, float wd, float bc1, float bc2);
+    void (*adam_step)(utg_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
+                      float beta1, float beta2, float eps, float wd, float bc1, float bc2);
 
     /* ---- life ---- */
     void (*synchronize)(utg_backend *be); /* waits until every queued op is done */
@@ -930,6 +965,11 @@ UTGDEF utg_result utg_model_get(utg_model *m, utg_arena which, int index, float 
 UTGDEF utg_result utg_model_set(utg_model *m, utg_arena which, int index, const float *host_src,
                                 size_t n_floats);
 
+/* The storage type of the model's activations (ACTIVATION_DTYPE resolved on its backend), and the
+   bytes per token its activation arena takes, as it is (dtype = that type) or would be with the
+   other type (UTG_DT_F32 or UTG_DT_BF16): after utg_model_reserve or the first forward, 0 before. */
+UTGDEF utg_dtype utg_model_activation_dtype(const utg_model *m);
+UTGDEF double utg_model_activation_bytes_per_token(const utg_model *m, utg_dtype dtype);
 /* Allocate activations for batches of up to n_seqs sequences of TRAIN_SEQ_LEN. The first forward
    call does this when needed; calling it up front keeps all allocation out of the step loop.
    Capacity only grows; a larger batch later reallocates (and drops the saved activations).
@@ -989,8 +1029,8 @@ UTGDEF void utg_optim_destroy(utg_optim *o); /* NULL does nothing */
    global gradient norm before clipping goes to *grad_norm when it is not NULL. The step waits for
    the backend once, to read the norm and the loss sum of the step's forwards together. A
    non-finite norm or loss is refused before anything changes (UTG_ERR_BACKEND, with the norm
-   still written and the message naming which), so the caller can roll back; step < 0 or lr_scale < 0 (or NaN) is UTG_ERR_INVALID. The gradients are left
-   clipped, not zeroed. */
+   still written and the message naming which), so the caller can roll back; step < 0 or
+   lr_scale < 0 (or NaN) is UTG_ERR_INVALID. The gradients are left clipped, not zeroed. */
 UTGDEF utg_result utg_optim_step(utg_optim *o, int step, double lr_scale, double *grad_norm);
 /* The mean of the losses of the training forwards (utg_model_forward) since utg_model_zero_grads,
    as the last utg_optim_step read them together with the gradient norm: the step's train_loss
@@ -1350,8 +1390,8 @@ UTGDEF utg_eval_opts utg_eval_opts_from_config(const utg_config *cfg, int64_t ma
 /* Scores tokens[0 .. n_tok) (inputs tokens[i], targets tokens[i + 1]) with utg_model_eval and adds
    this rank's windows to acc (zero it first). UTG_ERR_INVALID (with the model's message) for bad
    options or a stream shorter than one disjoint window; the model's error otherwise. */
-UTGDEF utg_result utg_model_eval_bpb(utg_model *m, const utg_tokenizer *tok, const int32_t *tokens, size_t n_tok,
-                                     const utg_eval_opts *opts, utg_bpb *acc);
+UTGDEF utg_result utg_model_eval_bpb(utg_model *m, const utg_tokenizer *tok, const int32_t *tokens,
+                                     size_t n_tok, const utg_eval_opts *opts, utg_bpb *acc);
 
 /* ------------------------------------------------------------------------------------------------
 // >>quant
@@ -2391,17 +2431,22 @@ typedef struct utg__layer_weights {
    rk [N * Hkv], g [N, H]. All live in the activation arena (backend memory), carved once per
    capacity by utg__carve_all; a NULL pointer means the feature is off for this model. */
 typedef struct utg__attn_acts { /* what one attention sublayer keeps for its backward */
-    float *n, *r, *nb;        /* input norm, 1/rms, norm + bias (NULL without NORM_BIAS) */
-    float *qn, *rq, *kn, *rk; /* q and k after the per-head RMSNorm, with 1/rms */
-    float *qg, *kr, *v;       /* q after RoPE and q_gain, k after RoPE, v */
-    float *y, *lse, *a;       /* attention output, its log-sum-exp, after the output projection */
-    float *yx;                /* XSA_LAST_N: y with each head's own-value component removed (NULL: no XSA) */
-    float *yg, *g;            /* attention gate: the gated heads and the gate values [N, H] (NULL: no gate) */
+    void *n, *nb;             /* input norm, norm + bias (NULL without NORM_BIAS) */
+    float *r;                 /* the input norm's 1/rms */
+    void *qn, *kn;            /* q and k after the per-head RMSNorm */
+    float *rq, *rk;           /* their 1/rms per head */
+    void *qg, *kr, *v;        /* q after RoPE and q_gain, k after RoPE, v */
+    void *y, *a;              /* attention output, and after the output projection */
+    float *lse;               /* the attention's log-sum-exp per query and head */
+    void *yx;                 /* XSA_LAST_N: y with each head's own-value component removed (NULL: no XSA) */
+    void *yg;                 /* attention gate: the gated heads (NULL: no gate) */
+    float *g;                 /* attention gate: the gate values [N, H] */
 } utg__attn_acts;
 
 /* What one MLP sublayer keeps for its backward: all [N, d] except u, ua, u2, ua2 [N, F] and r [N]. */
 typedef struct utg__mlp_acts {
-    float *n, *r, *nb, *u, *ua, *u2, *ua2, *m; /* norm, 1/rms, +bias, fc out, relu^2, mid out, relu^2, out */
+    void *n, *nb, *u, *ua, *u2, *ua2, *m; /* norm, +bias, fc out, relu^2, mid out, relu^2, out */
+    float *r;                             /* the norm's 1/rms */
 } utg__mlp_acts;
 
 /* One virtual layer's saved activations, every buffer [N, d]. The const pointers (xs, xs1, xc) are
@@ -2409,20 +2454,20 @@ typedef struct utg__mlp_acts {
    a layer without the skip or the conditioning copies nothing. out (and out1 on two lanes) is the
    next layer's input; a pushed U-Net slot points at it too (slot_src), for the layer that pops it. */
 typedef struct utg__acts { /* what one virtual layer keeps for its backward */
-    const float *xs, *xs1;    /* the input after the U-Net skip add (points at hs/hs1 or the input) */
-    const float *xc;          /* the block input after the conditioning (points at hc or xs) */
-    float *hs, *hs1;          /* buffers: input after the U-Net skip add */
-    float *hc;                /* buffer: after the depth conditioning (iteration embedding / FiLM) */
-    float *hin;               /* resid_mix output: the attention input */
+    const void *xs, *xs1;     /* the input after the U-Net skip add (points at hs/hs1 or the input) */
+    const void *xc;           /* the block input after the conditioning (points at hc or xs) */
+    void *hs, *hs1;           /* buffers: input after the U-Net skip add */
+    void *hc;                 /* buffer: after the depth conditioning (iteration embedding / FiLM) */
+    void *hin;                /* resid_mix output: the attention input */
     utg__attn_acts at[2];
-    float *hmid[2];           /* after each attention residual add */
-    float *hin_m;             /* two_lane: the MLP input resid_mix(lane1, x0) */
+    void *hmid[2];            /* after each attention residual add */
+    void *hin_m;              /* two_lane: the MLP input resid_mix(lane1, x0) */
     utg__mlp_acts ml;
-    float *sa, *sm;           /* lanes: attn_scale * attention, mlp_scale * MLP */
-    float *l0a, *l1a;         /* two_lane: the lanes after the attention update */
-    float *blk, *delta;       /* ITER_SCALE: the block output and block output - block input */
-    float *dsc;               /* SHC with ITER_SCALE: gamma * delta (else it points at delta) */
-    float *out, *out1;        /* output (lane 0, lane 1) */
+    void *sa, *sm;            /* lanes: attn_scale * attention, mlp_scale * MLP */
+    void *l0a, *l1a;          /* two_lane: the lanes after the attention update */
+    void *blk, *delta;        /* ITER_SCALE: the block output and block output - block input */
+    void *dsc;                /* SHC with ITER_SCALE: gamma * delta (else it points at delta) */
+    void *out, *out1;         /* output (lane 0, lane 1) */
 } utg__acts;
 
 /* The doubles of m->step_stats: the sum of the mean losses of the training forwards since
@@ -2440,10 +2485,12 @@ struct utg_model {
     utg_logger logger;
     utg_msg msg;
     utg_backend *be;
+    utg_dtype at;    /* the activations' storage type (ACTIVATION_DTYPE resolved on the backend) */
+    size_t at_size;  /* its bytes per element */
     int own_backend;
-    /* the model's matmuls: be->matmul, or be->matmul_bf16 with MATMUL_BF16 */
-    void (*mm)(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
-               utg_trans tb, float alpha, float beta);
+    /* the model's matmuls: be->matmul, or be->matmul_bf16 with MATMUL_BF16 (called by utg__mm) */
+    void (*mm)(utg_backend *be, int types, void *C, const void *A, const void *B, int M, int N, int K,
+               utg_trans ta, utg_trans tb, float alpha, float beta);
     /* parameters */
     int n_tensors, max_tensors;
     utg_tensor_info *tensors;
@@ -2472,8 +2519,8 @@ struct utg_model {
     int t_smear_w, t_smear_lam; /* SmearGate tensors, -1 when off */
     int t_bg_embed, t_bg_proj, t_bg_scale; /* BigramHash tensors, -1 when off */
     int32_t *bigram_ids, *host_bigram_ids; /* BigramHash: the bucket of every token (backend, host) */
-    float *bigram_rows, *bigram_proj;      /* BigramHash: each token's B[h] row, and its projection */
-    float *g_bigram_rows, *g_bigram_proj;  /* their gradients */
+    void *bigram_rows, *bigram_proj;       /* BigramHash: each token's B[h] row, and its projection */
+    void *g_bigram_rows, *g_bigram_proj;   /* their gradients */
     int xsa_from;    /* control owners from this index on run XSA (n_ctrl: none) */
     float slope;     /* MLP activation: leaky_relu(x, slope)^2; 0 = relu^2 */
     float eps, softcap;
@@ -2491,34 +2538,36 @@ struct utg_model {
     /* activations, sized for cap_tok tokens */
     int cap_tok, n_tok;
     void *act_arena;
+    double act_bytes_per_token[2]; /* the arena's bytes per token with fp32 and with bf16 storage */
     utg__acts *acts;
-    float *emb, *x0, *r0, *hlast, *hf, *rf, *logits, *row_loss;
+    void *emb, *x0, *hlast, *hf, *logits; /* in the activation type m->at */
+    float *r0, *rf, *row_loss;            /* the two norms' 1/rms and the per-token losses: fp32 */
     int32_t *ids, *tgt;
-    float **slot_src; /* per skip slot: the pushed layer output */
+    void **slot_src; /* per skip slot: the pushed layer output */
     /* Gradient temporaries, shared by all layers (a layer's backward is done before the next
        starts). g_X is dL/dX; [N, d] unless noted. */
-    float *g_lane0, *g_lane0_spare; /* the stream's gradient, and a buffer to swap with it */
-    float *g_lane1, *g_lane1_spare; /* the same for the second lane of parallel residuals */
-    float *g_lane0_mid, *g_lane1_mid; /* two_lane: the lanes after the attention update */
-    float *g_attn_scaled, *g_mlp_scaled; /* lanes: attn_scale * attention, mlp_scale * MLP */
-    float *g_mix_out;   /* a resid_mix output, the input of an attention (or two_lane MLP) */
-    float *g_normed;    /* a sublayer's normed input; first the MLP output, which it reuses */
-    float *g_attn_out;  /* an attention sublayer's output, after its projection */
-    float *g_heads;     /* the attention heads before the projection; then raw q */
-    float *g_q;         /* q after norm, RoPE and gain */
-    float *g_k, *g_v;   /* k after norm and RoPE, and v: [N, kvd] */
-    float *g_k_raw;     /* k before norm and RoPE (first XSA's share of dv): [N, kvd] */
-    float *g_hidden, *g_hidden_pre; /* the MLP hidden layer after and before the activation: [N, F] */
-    float *g_x0;        /* the embedding stream x0 that every resid_mix reads */
-    float *g_depth_cond; /* ITER_* and SHC: [2, N, d], the identity path and d(delta) */
-    float *g_skip;      /* [max_slots, N, d] the U-Net skip slots */
-    float *g_gate_in;   /* attention gate: its input's gradient, added to the attention input's */
-    float *emb_s, *g_emb; /* SmearGate: the smeared embedding, and dL/d(the raw embedding) */
-    float *xn, *xprev;    /* SMEAR_ENABLED: the normed embedding, and it shifted by one position */
+    void *g_lane0, *g_lane0_spare; /* the stream's gradient, and a buffer to swap with it */
+    void *g_lane1, *g_lane1_spare; /* the same for the second lane of parallel residuals */
+    void *g_lane0_mid, *g_lane1_mid; /* two_lane: the lanes after the attention update */
+    void *g_attn_scaled, *g_mlp_scaled; /* lanes: attn_scale * attention, mlp_scale * MLP */
+    void *g_mix_out;   /* a resid_mix output, the input of an attention (or two_lane MLP) */
+    void *g_normed;    /* a sublayer's normed input; first the MLP output, which it reuses */
+    void *g_attn_out;  /* an attention sublayer's output, after its projection */
+    void *g_heads;     /* the attention heads before the projection; then raw q */
+    void *g_q;         /* q after norm, RoPE and gain */
+    void *g_k, *g_v;   /* k after norm and RoPE, and v: [N, kvd] */
+    void *g_k_raw;     /* k before norm and RoPE (first XSA's share of dv): [N, kvd] */
+    void *g_hidden, *g_hidden_pre; /* the MLP hidden layer after and before the activation: [N, F] */
+    void *g_x0;        /* the embedding stream x0 that every resid_mix reads */
+    void *g_depth_cond; /* ITER_* and SHC: [2, N, d], the identity path and d(delta) */
+    void *g_skip;      /* [max_slots, N, d] the U-Net skip slots */
+    void *g_gate_in;   /* attention gate: its input's gradient, added to the attention input's */
+    void *emb_s, *g_emb; /* SmearGate: the smeared embedding, and dL/d(the raw embedding) */
+    void *xn, *xprev;    /* SMEAR_ENABLED: the normed embedding, and it shifted by one position */
     /* value embedding: the rows, their projection and its scaled form [N, kvd]; their gradients */
-    float *ve_rows, *ve_projected, *ve_scaled;
-    float *g_ve_rows, *g_ve_proj, *g_ve_scaled;
-    float *g_v0;          /* VALUE_RESIDUAL: dL/d(layer 0's values) from the later layers */
+    void *ve_rows, *ve_projected, *ve_scaled;
+    void *g_ve_rows, *g_ve_proj, *g_ve_scaled;
+    void *g_v0;          /* VALUE_RESIDUAL: dL/d(layer 0's values) from the later layers */
     int max_slots; /* the most skip slots any plan uses (at least 1) */
     int have_forward;
 };
@@ -3057,13 +3106,51 @@ typedef struct utg__carver {
     size_t used;
     int overflow;
 } utg__carver;
-/* n_floats from the carver on a 64-byte boundary: a pointer in pass 2, NULL in pass 1 (measuring)
-   or once the size overflowed (c->overflow then set). */
-static float *utg__carve(utg__carver *c, size_t n_floats) {
+/* n elements of elem_size bytes from the carver on a 64-byte boundary: a pointer in pass 2, NULL
+   in pass 1 (measuring) or once the size overflowed (c->overflow then set). */
+static void *utg__carve_bytes(utg__carver *c, size_t n, size_t elem_size) {
     size_t bytes, start = (c->used + 63) & ~(size_t)63, end;
-    if (!utg__mul_ok(n_floats, sizeof(float), &bytes) || !utg__add_ok(start, bytes, &end)) { c->overflow = 1; return NULL; }
+    if (!utg__mul_ok(n, elem_size, &bytes) || !utg__add_ok(start, bytes, &end)) {
+        c->overflow = 1;
+        return NULL;
+    }
     c->used = end;
-    return c->base ? (float *)(c->base + start) : NULL;
+    return c->base ? (void *)(c->base + start) : NULL;
+}
+/* n fp32 values (statistics, losses; int32 ids) */
+static float *utg__carve(utg__carver *c, size_t n) { return (float *)utg__carve_bytes(c, n, sizeof(float)); }
+/* n activations, in the model's storage type */
+static void *utg__carve_act(const utg_model *m, utg__carver *c, size_t n) {
+    return utg__carve_bytes(c, n, m->at_size);
+}
+
+/* The address of activation element i of an activation buffer (any storage type): activation
+   buffers are void pointers, so that no offset is ever counted in floats by mistake. */
+static void *utg__act_at(const utg_model *m, const void *base, size_t i) {
+    return (char *)(uintptr_t)base + i * m->at_size;
+}
+/* n activations from backend memory into host floats (bf16 widened; one wait) */
+static void utg__download_acts(utg_model *m, float *host, const void *src, size_t n) {
+    size_t i;
+    m->be->download(m->be, host, src, n * m->at_size);
+    if (m->at != UTG_DT_BF16) return;
+    for (i = n; i-- > 0;) { /* widened in place from the end: element i's bf16 lies below its float */
+        uint16_t h;
+        float f;
+        memcpy(&h, (char *)host + 2 * i, 2);
+        f = utg__bf16_to_f32(h);
+        memcpy((char *)host + 4 * i, &f, 4);
+    }
+}
+
+/* The model's matmuls (m->mm: matmul, or matmul_bf16 with MATMUL_BF16), with the operand types
+   their shape implies: a transposed A is a weight gradient, C[F32] += A^T[act] B[act] (and the
+   Hessians' X^T X); otherwise C[act] = A[act] op(W[F32]). */
+static void utg__model_mm(utg_model *m, void *C, const void *A, const void *B, int M, int N, int K,
+                          utg_trans ta, utg_trans tb, float alpha, float beta) {
+    int types =
+        ta == UTG_TRANS ? UTG_MM_TYPES(UTG_DT_F32, m->at, m->at) : UTG_MM_TYPES(m->at, m->at, UTG_DT_F32);
+    m->mm(m->be, types, C, A, B, M, N, K, ta, tb, alpha, beta);
 }
 
 #define UTG__W(t) (m->params + m->tensors[t].offset)
@@ -3071,34 +3158,35 @@ static float *utg__carve(utg__carver *c, size_t n_floats) {
 
 /* The common forms of the backend's channel mix (mix_fwd), named at the call site. Rows of `cols`
    channels; out may alias x. A weight w is per channel ([cols]) unless the name says scalar. */
-static void utg__add(utg_model *m, float *out, const float *x, const float *z, int rows, int cols) {
-    m->be->mix_fwd(m->be, out, x, NULL, z, NULL, rows, cols, 0); /* out = x + z */
+static void utg__add(utg_model *m, void *out, const void *x, const void *z, int rows, int cols) {
+    m->be->mix_fwd(m->be, m->at, out, x, NULL, z, NULL, rows, cols, 0); /* out = x + z */
 }
-static void utg__add_scaled(utg_model *m, float *out, const float *x, const float *z, const float *w, int rows,
+static void utg__add_scaled(utg_model *m, void *out, const void *x, const void *z, const float *w, int rows,
                             int cols) {
-    m->be->mix_fwd(m->be, out, x, NULL, z, w, rows, cols, 0); /* out = x + w * z */
+    m->be->mix_fwd(m->be, m->at, out, x, NULL, z, w, rows, cols, 0); /* out = x + w * z */
 }
-static void utg__add_scaled_by_scalar(utg_model *m, float *out, const float *x, const float *z, const float *w,
+static void utg__add_scaled_by_scalar(utg_model *m, void *out, const void *x, const void *z, const float *w,
                                       int rows, int cols) {
-    m->be->mix_fwd(m->be, out, x, NULL, z, w, rows, cols, UTG_MIX_WZ_SCALAR); /* out = x + w[0] * z */
+    m->be->mix_fwd(m->be, m->at, out, x, NULL, z, w, rows, cols, UTG_MIX_WZ_SCALAR); /* out = x + w[0] * z */
 }
-static void utg__scale(utg_model *m, float *out, const float *x, const float *w, int rows, int cols) {
-    m->be->mix_fwd(m->be, out, x, w, NULL, NULL, rows, cols, 0); /* out = w * x */
+static void utg__scale(utg_model *m, void *out, const void *x, const float *w, int rows, int cols) {
+    m->be->mix_fwd(m->be, m->at, out, x, w, NULL, NULL, rows, cols, 0); /* out = w * x */
 }
-static void utg__add_bias(utg_model *m, float *out, const float *x, const float *bias, int rows, int cols) {
-    m->be->mix_fwd(m->be, out, x, NULL, NULL, bias, rows, cols, 0); /* out = x + bias */
+static void utg__add_bias(utg_model *m, void *out, const void *x, const float *bias, int rows, int cols) {
+    m->be->mix_fwd(m->be, m->at, out, x, NULL, NULL, bias, rows, cols, 0); /* out = x + bias */
 }
 /* out = x - z over rows of d channels */
-static void utg__sub(utg_model *m, float *out, const float *x, const float *z, int rows) {
-    m->be->mix_fwd(m->be, out, x, NULL, z, m->minus_ones, rows, m->d, 0);
+static void utg__sub(utg_model *m, void *out, const void *x, const void *z, int rows) {
+    m->be->mix_fwd(m->be, m->at, out, x, NULL, z, m->minus_ones, rows, m->d, 0);
 }
 /* out = (a + b) / 2 over rows of d channels */
-static void utg__mean(utg_model *m, float *out, const float *a, const float *b, int rows) {
-    m->be->mix_fwd(m->be, out, a, m->half, b, m->half, rows, m->d, UTG_MIX_WX_SCALAR | UTG_MIX_WZ_SCALAR);
+static void utg__mean(utg_model *m, void *out, const void *a, const void *b, int rows) {
+    m->be->mix_fwd(m->be, m->at, out, a, m->half, b, m->half, rows, m->d,
+                   UTG_MIX_WX_SCALAR | UTG_MIX_WZ_SCALAR);
 }
 /* out = x / 2 over rows of d channels */
-static void utg__halve(utg_model *m, float *out, const float *x, int rows) {
-    m->be->mix_fwd(m->be, out, x, m->half, NULL, NULL, rows, m->d, UTG_MIX_WX_SCALAR);
+static void utg__halve(utg_model *m, void *out, const void *x, int rows) {
+    m->be->mix_fwd(m->be, m->at, out, x, m->half, NULL, NULL, rows, m->d, UTG_MIX_WX_SCALAR);
 }
 
 /* the id before each document (SentencePiece's bos_id in the challenge's tokenizers): the SmearGate
@@ -3107,17 +3195,17 @@ static void utg__halve(utg_model *m, float *out, const float *x, int rows) {
 
 /* Shift by one position within each sequence: dst[s, t] = src[s, t - 1], zero at t = 0; back = 1 is its
    transpose, dst[s, t - 1] += src[s, t]. */
-static void utg__shift(utg_model *m, float *dst, const float *src, int n_seqs, int back) {
+static void utg__shift(utg_model *m, void *dst, const void *src, int n_seqs, int back) {
     size_t row = (size_t)m->d, seq = (size_t)m->Tc * row;
     int s;
     for (s = 0; s < n_seqs; s++) {
-        float *o = dst + (size_t)s * seq;
-        const float *i = src + (size_t)s * seq;
-        if (back) {
-            m->be->axpby(m->be, o, 1.0f, i + row, 1.0f, seq - row);
+        void *o = utg__act_at(m, dst, (size_t)s * seq);
+        const void *i = utg__act_at(m, src, (size_t)s * seq);
+        if (back) { /* o[t - 1] += i[t]: a mix whose output is its x */
+            m->be->mix_fwd(m->be, m->at, o, o, NULL, utg__act_at(m, i, row), NULL, m->Tc - 1, m->d, 0);
         } else {
-            m->be->fill(m->be, o, 0.0f, row);
-            m->be->copy(m->be, o + row, i, seq - row);
+            m->be->fill(m->be, o, m->at, 0.0f, row);
+            m->be->copy(m->be, utg__act_at(m, o, row), i, (seq - row) * m->at_size);
         }
     }
 }
@@ -3145,10 +3233,10 @@ static void utg__bigram_carve(utg_model *m, utg__carver *c, size_t N) {
     size_t db = (size_t)m->cfg.bigram_dim, d = (size_t)m->d;
     if (m->t_bg_embed < 0) return;
     m->bigram_ids = (int32_t *)utg__carve(c, N);
-    m->bigram_rows = utg__carve(c, N * db);
-    m->bigram_proj = utg__carve(c, N * d);
-    m->g_bigram_rows = utg__carve(c, N * db);
-    m->g_bigram_proj = utg__carve(c, N * d);
+    m->bigram_rows = utg__carve_act(m, c, N * db);
+    m->bigram_proj = utg__carve_act(m, c, N * d);
+    m->g_bigram_rows = utg__carve_act(m, c, N * db);
+    m->g_bigram_proj = utg__carve_act(m, c, N * d);
 }
 /* The records' hash, in int32 arithmetic: (36313 cur) ^ (27191 prev) mod (K - 1); the first token
    of each sequence, which has no predecessor, gets bucket K - 1. */
@@ -3165,24 +3253,24 @@ static void utg__bigram_forward(utg_model *m, const int32_t *inputs, int N) {
         m->host_bigram_ids[i] = (int32_t)(h % (uint32_t)(K - 1));
     }
     be->upload(be, m->bigram_ids, m->host_bigram_ids, (size_t)N * sizeof(int32_t));
-    be->embed_fwd(be, m->bigram_rows, UTG__W(m->t_bg_embed), m->bigram_ids, N, db);
-    m->mm(be, m->bigram_proj, m->bigram_rows, UTG__W(m->t_bg_proj), N, m->d, db, UTG_NO_TRANS, UTG_TRANS,
-          1.0f, 0.0f);
+    be->embed_fwd(be, m->at, m->bigram_rows, UTG__W(m->t_bg_embed), m->bigram_ids, N, db);
+    utg__model_mm(m, m->bigram_proj, m->bigram_rows, UTG__W(m->t_bg_proj), N, m->d, db, UTG_NO_TRANS,
+                  UTG_TRANS, 1.0f, 0.0f);
     utg__add_scaled_by_scalar(m, m->emb, m->emb, m->bigram_proj, UTG__W(m->t_bg_scale), N, m->d);
 }
 /* gE = dL/d(emb): adds the gradients of the table, the projection and the scale. */
-static void utg__bigram_backward(utg_model *m, const float *gE, int N) {
+static void utg__bigram_backward(utg_model *m, const void *gE, int N) {
     utg_backend *be = m->be;
     int db = m->cfg.bigram_dim, d = m->d;
     const float *scale = UTG__W(m->t_bg_scale);
-    be->fill(be, m->g_bigram_proj, 0.0f, (size_t)N * d);
-    be->mix_bwd(be, NULL, m->g_bigram_proj, NULL, UTG__G(m->t_bg_scale), gE, NULL, NULL, m->bigram_proj,
-                scale, N, d, UTG_MIX_WZ_SCALAR);
-    m->mm(be, m->g_bigram_rows, m->g_bigram_proj, UTG__W(m->t_bg_proj), N, db, d, UTG_NO_TRANS, UTG_NO_TRANS,
-          1.0f, 0.0f);
-    m->mm(be, UTG__G(m->t_bg_proj), m->g_bigram_proj, m->bigram_rows, d, db, N, UTG_TRANS, UTG_NO_TRANS, 1.0f,
-          1.0f);
-    be->embed_bwd(be, UTG__G(m->t_bg_embed), m->g_bigram_rows, m->bigram_ids, N, db);
+    be->fill(be, m->g_bigram_proj, m->at, 0.0f, (size_t)N * d);
+    be->mix_bwd(be, m->at, NULL, m->g_bigram_proj, NULL, UTG__G(m->t_bg_scale), gE, NULL, NULL,
+                m->bigram_proj, scale, N, d, UTG_MIX_WZ_SCALAR);
+    utg__model_mm(m, m->g_bigram_rows, m->g_bigram_proj, UTG__W(m->t_bg_proj), N, db, d, UTG_NO_TRANS,
+                  UTG_NO_TRANS, 1.0f, 0.0f);
+    utg__model_mm(m, UTG__G(m->t_bg_proj), m->g_bigram_proj, m->bigram_rows, d, db, N, UTG_TRANS,
+                  UTG_NO_TRANS, 1.0f, 1.0f);
+    be->embed_bwd(be, m->at, UTG__G(m->t_bg_embed), m->g_bigram_rows, m->bigram_ids, N, db);
 }
 
 /* The input-dependent SmearGate (SMEAR_GATE_ENABLED, PR #1667, BOS-masked as PR #1855):
@@ -3196,21 +3284,22 @@ static void utg__smear_gate_tensors(utg_model *m) {
 }
 /* The smeared embedding and dL/d(emb), [N, d] each (NULL when the gate is off). */
 static void utg__smear_gate_carve(utg_model *m, utg__carver *c, size_t N) {
-    m->emb_s = m->t_smear_w >= 0 ? utg__carve(c, N * (size_t)m->d) : NULL;
-    m->g_emb = m->t_smear_w >= 0 ? utg__carve(c, N * (size_t)m->d) : NULL;
+    m->emb_s = m->t_smear_w >= 0 ? utg__carve_act(m, c, N * (size_t)m->d) : NULL;
+    m->g_emb = m->t_smear_w >= 0 ? utg__carve_act(m, c, N * (size_t)m->d) : NULL;
 }
 /* Returns the smeared embedding. */
-static const float *utg__smear_gate_forward(utg_model *m, int N) {
-    m->be->smear_fwd(m->be, m->emb_s, m->emb, UTG__W(m->t_smear_w), UTG__W(m->t_smear_lam), m->ids, N, m->Tc, m->d,
-                     m->cfg.gate_window, UTG__BOS_ID);
+static const void *utg__smear_gate_forward(utg_model *m, int N) {
+    m->be->smear_fwd(m->be, m->at, m->emb_s, m->emb, UTG__W(m->t_smear_w), UTG__W(m->t_smear_lam), m->ids, N,
+                     m->Tc, m->d, m->cfg.gate_window, UTG__BOS_ID);
     return m->emb_s;
 }
 /* g_smeared = dL/d(emb'); returns dL/d(emb) and adds the gradients of w and lambda. */
-static const float *utg__smear_gate_backward(utg_model *m, const float *g_smeared, int N) {
+static const void *utg__smear_gate_backward(utg_model *m, const void *g_smeared, int N) {
     utg_backend *be = m->be;
-    be->fill(be, m->g_emb, 0.0f, (size_t)N * m->d);
-    be->smear_bwd(be, m->g_emb, UTG__G(m->t_smear_w), UTG__G(m->t_smear_lam), g_smeared, m->emb, UTG__W(m->t_smear_w),
-                  UTG__W(m->t_smear_lam), m->ids, N, m->Tc, m->d, m->cfg.gate_window, UTG__BOS_ID);
+    be->fill(be, m->g_emb, m->at, 0.0f, (size_t)N * m->d);
+    be->smear_bwd(be, m->at, m->g_emb, UTG__G(m->t_smear_w), UTG__G(m->t_smear_lam), g_smeared, m->emb,
+                  UTG__W(m->t_smear_w), UTG__W(m->t_smear_lam), m->ids, N, m->Tc, m->d, m->cfg.gate_window,
+                  UTG__BOS_ID);
     return m->g_emb;
 }
 
@@ -3222,25 +3311,25 @@ static void utg__static_smear_tensors(utg_model *m) {
 /* The normed embedding xn and its one-position shift, [N, d] each. */
 static void utg__static_smear_carve(utg_model *m, utg__carver *c, size_t N) {
     if (m->t_smg < 0) return;
-    m->xn = utg__carve(c, N * (size_t)m->d);
-    m->xprev = utg__carve(c, N * (size_t)m->d);
+    m->xn = utg__carve_act(m, c, N * (size_t)m->d);
+    m->xprev = utg__carve_act(m, c, N * (size_t)m->d);
 }
 /* x0 from the embedding: xn = rmsnorm(emb), x0_t = a xn_t + (1 - a) xn_{t-1}, a = sigmoid(g). */
-static void utg__static_smear_forward(utg_model *m, const float *emb, int n_seqs) {
+static void utg__static_smear_forward(utg_model *m, const void *emb, int n_seqs) {
     int N = n_seqs * m->Tc;
-    m->be->rmsnorm_fwd(m->be, m->xn, m->r0, emb, N, m->d, m->eps);
+    m->be->rmsnorm_fwd(m->be, m->at, m->xn, m->r0, emb, N, m->d, m->eps);
     utg__shift(m, m->xprev, m->xn, n_seqs, 0);
-    m->be->lerp_fwd(m->be, m->x0, m->xprev, m->xn, UTG__W(m->t_smg), NULL, N, m->d);
+    m->be->lerp_fwd(m->be, m->at, m->x0, m->xprev, m->xn, UTG__W(m->t_smg), NULL, N, m->d);
 }
 /* From dL/dx0 (m->g_x0) to dL/d(emb') in m->g_normed (zeroed by the caller); the layers'
    temporaries g_attn_out and g_mix_out are free by now. */
 static void utg__static_smear_backward(utg_model *m, int N) {
     utg_backend *be = m->be;
-    be->fill(be, m->g_mix_out, 0.0f, (size_t)N * m->d);
-    be->lerp_bwd(be, m->g_attn_out, m->g_mix_out, UTG__G(m->t_smg), NULL, m->g_x0, m->x0, m->xn, UTG__W(m->t_smg), NULL,
-                 N, m->d);
+    be->fill(be, m->g_mix_out, m->at, 0.0f, (size_t)N * m->d);
+    be->lerp_bwd(be, m->at, m->g_attn_out, m->g_mix_out, UTG__G(m->t_smg), NULL, m->g_x0, m->x0, m->xn,
+                 UTG__W(m->t_smg), NULL, N, m->d);
     utg__shift(m, m->g_mix_out, m->g_attn_out, N / m->Tc, 1);
-    be->rmsnorm_bwd(be, m->g_normed, m->g_mix_out, m->xn, m->r0, N, m->d);
+    be->rmsnorm_bwd(be, m->at, m->g_normed, m->g_mix_out, m->xn, m->r0, N, m->d);
 }
 
 /* The value embedding (VE_ENABLED, PR #1204, #1110): once per forward ve = scale * proj(E_ve[ids])
@@ -3258,31 +3347,35 @@ static void utg__value_embed_tensors(utg_model *m) {
 static void utg__value_embed_carve(utg_model *m, utg__carver *c, size_t N) {
     size_t vd = (size_t)m->cfg.ve_dim, kv = (size_t)m->kvd;
     if (m->t_ve_embed < 0) return;
-    m->ve_rows = utg__carve(c, N * vd);
-    m->ve_projected = utg__carve(c, N * kv);
-    m->ve_scaled = utg__carve(c, N * kv);
-    m->g_ve_scaled = utg__carve(c, N * kv);
-    m->g_ve_proj = utg__carve(c, N * kv);
-    m->g_ve_rows = utg__carve(c, N * vd);
+    m->ve_rows = utg__carve_act(m, c, N * vd);
+    m->ve_projected = utg__carve_act(m, c, N * kv);
+    m->ve_scaled = utg__carve_act(m, c, N * kv);
+    m->g_ve_scaled = utg__carve_act(m, c, N * kv);
+    m->g_ve_proj = utg__carve_act(m, c, N * kv);
+    m->g_ve_rows = utg__carve_act(m, c, N * vd);
 }
 static void utg__value_embed_forward(utg_model *m, int N) {
     utg_backend *be = m->be;
     int vd = m->cfg.ve_dim;
-    be->embed_fwd(be, m->ve_rows, UTG__W(m->t_ve_embed), m->ids, N, vd);
-    m->mm(be, m->ve_projected, m->ve_rows, UTG__W(m->t_ve_proj), N, m->kvd, vd, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
-    be->mix_fwd(be, m->ve_scaled, m->ve_projected, UTG__W(m->t_ve_scale), NULL, NULL, N, m->kvd, UTG_MIX_WX_SCALAR);
+    be->embed_fwd(be, m->at, m->ve_rows, UTG__W(m->t_ve_embed), m->ids, N, vd);
+    utg__model_mm(m, m->ve_projected, m->ve_rows, UTG__W(m->t_ve_proj), N, m->kvd, vd, UTG_NO_TRANS,
+                  UTG_TRANS, 1.0f, 0.0f);
+    be->mix_fwd(be, m->at, m->ve_scaled, m->ve_projected, UTG__W(m->t_ve_scale), NULL, NULL, N, m->kvd,
+                UTG_MIX_WX_SCALAR);
 }
 /* From dL/d(ve) (g_ve_scaled, summed over the VE layers) to the table's, projection's and scale's
    gradients (added). */
 static void utg__value_embed_backward(utg_model *m, int N) {
     utg_backend *be = m->be;
     int vd = m->cfg.ve_dim, kv = m->kvd;
-    be->fill(be, m->g_ve_proj, 0.0f, (size_t)N * kv);
-    be->mix_bwd(be, m->g_ve_proj, NULL, UTG__G(m->t_ve_scale), NULL, m->g_ve_scaled, m->ve_projected,
+    be->fill(be, m->g_ve_proj, m->at, 0.0f, (size_t)N * kv);
+    be->mix_bwd(be, m->at, m->g_ve_proj, NULL, UTG__G(m->t_ve_scale), NULL, m->g_ve_scaled, m->ve_projected,
                 UTG__W(m->t_ve_scale), NULL, NULL, N, kv, UTG_MIX_WX_SCALAR);
-    m->mm(be, m->g_ve_rows, m->g_ve_proj, UTG__W(m->t_ve_proj), N, vd, kv, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-    m->mm(be, UTG__G(m->t_ve_proj), m->g_ve_proj, m->ve_rows, kv, vd, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
-    be->embed_bwd(be, UTG__G(m->t_ve_embed), m->g_ve_rows, m->ids, N, vd);
+    utg__model_mm(m, m->g_ve_rows, m->g_ve_proj, UTG__W(m->t_ve_proj), N, vd, kv, UTG_NO_TRANS, UTG_NO_TRANS,
+                  1.0f, 0.0f);
+    utg__model_mm(m, UTG__G(m->t_ve_proj), m->g_ve_proj, m->ve_rows, kv, vd, N, UTG_TRANS, UTG_NO_TRANS, 1.0f,
+                  1.0f);
+    be->embed_bwd(be, m->at, UTG__G(m->t_ve_embed), m->g_ve_rows, m->ids, N, vd);
 }
 
 /* The tensor table, in the order PyTorch's state_dict lists the baseline GPT; the recurrence adds
@@ -3372,9 +3465,15 @@ static utg_result utg__build_tensors(utg_model *m) {
 static void utg__init_rset(utg_model *m, int k) {
     const utg__rset *s = &m->rsets[k];
     const utg__heavy_ix *h = &m->heavy[s->block];
-    if (s->fc >= 0) m->be->copy(m->be, m->params + m->tensors[s->fc].offset, m->params + m->tensors[h->fc].offset, m->tensors[s->fc].numel);
-    if (s->mid >= 0) m->be->copy(m->be, m->params + m->tensors[s->mid].offset, m->params + m->tensors[h->mid].offset, m->tensors[s->mid].numel);
-    if (s->proj >= 0) m->be->copy(m->be, m->params + m->tensors[s->proj].offset, m->params + m->tensors[h->mlp_proj].offset, m->tensors[s->proj].numel);
+    if (s->fc >= 0)
+        m->be->copy(m->be, m->params + m->tensors[s->fc].offset, m->params + m->tensors[h->fc].offset,
+                    m->tensors[s->fc].numel * sizeof(float));
+    if (s->mid >= 0)
+        m->be->copy(m->be, m->params + m->tensors[s->mid].offset, m->params + m->tensors[h->mid].offset,
+                    m->tensors[s->mid].numel * sizeof(float));
+    if (s->proj >= 0)
+        m->be->copy(m->be, m->params + m->tensors[s->proj].offset, m->params + m->tensors[h->mlp_proj].offset,
+                    m->tensors[s->proj].numel * sizeof(float));
 }
 
 /* A (semi-)orthogonal W[rows, cols] as nn.init.orthogonal_ (gain 1): Gram-Schmidt, twice for
@@ -3546,6 +3645,24 @@ UTGDEF utg_result utg_config_model_size(const utg_config *cfg, size_t *n_params,
     return r;
 }
 
+/* ACTIVATION_DTYPE on this backend: auto takes the backend's choice; a type the backend does not
+   store is refused. */
+static utg_result utg__pick_activation_dtype(utg_model *m) {
+    int want = m->cfg.activation_dtype;
+    utg_dtype at = want == UTG_ACTIVATION_DTYPE_BF16   ? UTG_DT_BF16
+                   : want == UTG_ACTIVATION_DTYPE_FP32 ? UTG_DT_F32
+                                                       : m->be->auto_activation_dtype;
+    if (at != UTG_DT_F32 && at != UTG_DT_BF16) at = UTG_DT_F32;
+    if (!(m->be->storage_dtypes & (1u << at))) {
+        utg__msgf(&m->msg, "backend '%s' cannot store activations as %s (ACTIVATION_DTYPE)",
+                  m->be->name ? m->be->name : "?", at == UTG_DT_BF16 ? "bf16" : "fp32");
+        return UTG_ERR_CONFIG;
+    }
+    m->at = at;
+    m->at_size = at == UTG_DT_BF16 ? 2 : 4;
+    return UTG_OK;
+}
+
 /* The model's small backend buffer: the constants its channel mixes read (m->half, m->minus_ones)
    and the step's statistics (m->step_stats, UTG__STAT_*: doubles the reductions write). Each part
    starts on a 64-byte boundary: half at 0, the statistics 16 floats in, minus_ones 32 in. */
@@ -3635,6 +3752,7 @@ UTGDEF utg_result utg_model_create(const utg_model_desc *desc, utg_model **out) 
         utg__msgf(&m->msg, "backend '%s' has no %s op", m->be->name ? m->be->name : "?", m->cfg.matmul_bf16 > 0 ? "matmul_bf16 (MATMUL_BF16=1)" : "matmul");
         return UTG_ERR_BACKEND;
     }
+    if ((r = utg__pick_activation_dtype(m)) != UTG_OK) return r;
     if ((r = utg__model_layout(m)) != UTG_OK) return r;
     m->phase = 0;
     m->plan = &m->plans[0];
@@ -3779,8 +3897,8 @@ UTGDEF utg_result utg_model_set(utg_model *m, utg_arena which, int index, const 
 }
 UTGDEF void utg_model_zero_grads(utg_model *m) {
     if (!m) return;
-    m->be->fill(m->be, m->grads, 0.0f, m->arena_floats);
-    m->be->fill(m->be, (float *)(void *)(m->step_stats + UTG__STAT_LOSS_SUM), 0.0f, 2); /* one 0.0 double */
+    m->be->fill(m->be, m->grads, UTG_DT_F32, 0.0f, m->arena_floats);
+    m->be->fill(m->be, m->step_stats + UTG__STAT_LOSS_SUM, UTG_DT_F32, 0.0f, 2); /* one 0.0 double */
     m->step_forwards = 0;
 }
 
@@ -3792,61 +3910,99 @@ static void utg__carve_all(utg_model *m, utg__carver *c, size_t N) {
         utg__acts *A = &m->acts[l];
         utg__mlp_acts *M = &A->ml;
         memset(A, 0, sizeof *A);
-        A->hs = utg__carve(c, N * d);
-        if (m->lanes_any) A->hs1 = utg__carve(c, N * d);
-        if (m->cond_any) A->hc = utg__carve(c, N * d);
-        A->hin = utg__carve(c, N * d);
+        A->hs = utg__carve_act(m, c, N * d);
+        if (m->lanes_any) A->hs1 = utg__carve_act(m, c, N * d);
+        if (m->cond_any) A->hc = utg__carve_act(m, c, N * d);
+        A->hin = utg__carve_act(m, c, N * d);
         for (k = 0; k < m->n_attn; k++) {
             utg__attn_acts *S = &A->at[k];
-            S->n = utg__carve(c, N * d); S->r = utg__carve(c, N);
-            if (nb) S->nb = utg__carve(c, N * d);
-            S->qn = utg__carve(c, N * d); S->rq = utg__carve(c, N * m->H);
-            S->kn = utg__carve(c, N * kv); S->rk = utg__carve(c, N * m->Hkv);
-            S->qg = utg__carve(c, N * d);
-            S->kr = utg__carve(c, N * kv); S->v = utg__carve(c, N * kv);
-            S->y = utg__carve(c, N * d); S->lse = utg__carve(c, N * m->H); S->a = utg__carve(c, N * d);
-            if (m->cfg.xsa_last_n > 0) S->yx = utg__carve(c, N * d);
-            if (m->gate_win) { S->yg = utg__carve(c, N * d); S->g = utg__carve(c, N * m->H); }
-            A->hmid[k] = utg__carve(c, N * d);
+            S->n = utg__carve_act(m, c, N * d); S->r = utg__carve(c, N);
+            if (nb) S->nb = utg__carve_act(m, c, N * d);
+            S->qn = utg__carve_act(m, c, N * d); S->rq = utg__carve(c, N * m->H);
+            S->kn = utg__carve_act(m, c, N * kv); S->rk = utg__carve(c, N * m->Hkv);
+            S->qg = utg__carve_act(m, c, N * d);
+            S->kr = utg__carve_act(m, c, N * kv); S->v = utg__carve_act(m, c, N * kv);
+            S->y = utg__carve_act(m, c, N * d);
+            S->lse = utg__carve(c, N * m->H);
+            S->a = utg__carve_act(m, c, N * d);
+            if (m->cfg.xsa_last_n > 0) S->yx = utg__carve_act(m, c, N * d);
+            if (m->gate_win) { S->yg = utg__carve_act(m, c, N * d); S->g = utg__carve(c, N * m->H); }
+            A->hmid[k] = utg__carve_act(m, c, N * d);
         }
-        if (m->lane_mode == UTG_LANE_TWO) { A->hin_m = utg__carve(c, N * d); A->l0a = utg__carve(c, N * d); A->l1a = utg__carve(c, N * d); }
-        if (m->lanes_any) { A->sa = utg__carve(c, N * d); A->sm = utg__carve(c, N * d); A->out1 = utg__carve(c, N * d); }
-        M->n = utg__carve(c, N * d); M->r = utg__carve(c, N);
-        if (nb) M->nb = utg__carve(c, N * d);
-        M->u = utg__carve(c, N * F); M->ua = utg__carve(c, N * F);
-        if (m->mlp3) { M->u2 = utg__carve(c, N * F); M->ua2 = utg__carve(c, N * F); }
-        M->m = utg__carve(c, N * d);
-        if (iter) { A->blk = utg__carve(c, N * d); A->delta = utg__carve(c, N * d); }
-        if (iter && m->t_hcb >= 0 && m->t_iter_scale >= 0) A->dsc = utg__carve(c, N * d);
-        A->out = utg__carve(c, N * d);
+        if (m->lane_mode == UTG_LANE_TWO) {
+            A->hin_m = utg__carve_act(m, c, N * d);
+            A->l0a = utg__carve_act(m, c, N * d);
+            A->l1a = utg__carve_act(m, c, N * d);
+        }
+        if (m->lanes_any) {
+            A->sa = utg__carve_act(m, c, N * d);
+            A->sm = utg__carve_act(m, c, N * d);
+            A->out1 = utg__carve_act(m, c, N * d);
+        }
+        M->n = utg__carve_act(m, c, N * d); M->r = utg__carve(c, N);
+        if (nb) M->nb = utg__carve_act(m, c, N * d);
+        M->u = utg__carve_act(m, c, N * F); M->ua = utg__carve_act(m, c, N * F);
+        if (m->mlp3) { M->u2 = utg__carve_act(m, c, N * F); M->ua2 = utg__carve_act(m, c, N * F); }
+        M->m = utg__carve_act(m, c, N * d);
+        if (iter) { A->blk = utg__carve_act(m, c, N * d); A->delta = utg__carve_act(m, c, N * d); }
+        if (iter && m->t_hcb >= 0 && m->t_iter_scale >= 0) A->dsc = utg__carve_act(m, c, N * d);
+        A->out = utg__carve_act(m, c, N * d);
     }
-    m->emb = utg__carve(c, N * d); m->x0 = utg__carve(c, N * d); m->r0 = utg__carve(c, N);
-    m->hlast = m->lanes_any ? utg__carve(c, N * d) : NULL;
-    m->hf = utg__carve(c, N * d); m->rf = utg__carve(c, N);
-    m->logits = utg__carve(c, N * V); m->row_loss = utg__carve(c, N);
+    m->emb = utg__carve_act(m, c, N * d); m->x0 = utg__carve_act(m, c, N * d); m->r0 = utg__carve(c, N);
+    m->hlast = m->lanes_any ? utg__carve_act(m, c, N * d) : NULL;
+    m->hf = utg__carve_act(m, c, N * d); m->rf = utg__carve(c, N);
+    m->logits = utg__carve_act(m, c, N * V); m->row_loss = utg__carve(c, N);
     m->ids = (int32_t *)utg__carve(c, N); m->tgt = (int32_t *)utg__carve(c, N);
-    m->g_lane0 = utg__carve(c, N * d); m->g_lane0_spare = utg__carve(c, N * d); m->g_attn_out = utg__carve(c, N * d);
-    m->g_mix_out = utg__carve(c, N * d); m->g_normed = utg__carve(c, N * d); m->g_heads = utg__carve(c, N * d);
-    m->g_q = utg__carve(c, N * d); m->g_hidden = utg__carve(c, N * F); m->g_hidden_pre = utg__carve(c, N * F);
-    m->g_k = utg__carve(c, N * kv); m->g_k_raw = utg__carve(c, N * kv); m->g_v = utg__carve(c, N * kv);
-    m->g_x0 = utg__carve(c, N * d);
-    m->g_gate_in = m->gate_win ? utg__carve(c, N * d) : NULL;
+    m->g_lane0 = utg__carve_act(m, c, N * d);
+    m->g_lane0_spare = utg__carve_act(m, c, N * d);
+    m->g_attn_out = utg__carve_act(m, c, N * d);
+    m->g_mix_out = utg__carve_act(m, c, N * d);
+    m->g_normed = utg__carve_act(m, c, N * d);
+    m->g_heads = utg__carve_act(m, c, N * d);
+    m->g_q = utg__carve_act(m, c, N * d);
+    m->g_hidden = utg__carve_act(m, c, N * F);
+    m->g_hidden_pre = utg__carve_act(m, c, N * F);
+    m->g_k = utg__carve_act(m, c, N * kv);
+    m->g_k_raw = utg__carve_act(m, c, N * kv);
+    m->g_v = utg__carve_act(m, c, N * kv);
+    m->g_x0 = utg__carve_act(m, c, N * d);
+    m->g_gate_in = m->gate_win ? utg__carve_act(m, c, N * d) : NULL;
     utg__smear_gate_carve(m, c, N);
     utg__bigram_carve(m, c, N);
     utg__static_smear_carve(m, c, N);
     utg__value_embed_carve(m, c, N);
-    m->g_v0 = m->t_vrl >= 0 ? utg__carve(c, N * kv) : NULL;
-    m->g_depth_cond = iter ? utg__carve(c, 2 * N * d) : NULL; /* two buffers: the identity path and d(delta) */
+    m->g_v0 = m->t_vrl >= 0 ? utg__carve_act(m, c, N * kv) : NULL;
+    m->g_depth_cond =
+        iter ? utg__carve_act(m, c, 2 * N * d) : NULL; /* two buffers: the identity path and d(delta) */
     if (m->lanes_any) {
-        m->g_lane1 = utg__carve(c, N * d); m->g_lane1_spare = utg__carve(c, N * d); m->g_lane0_mid = utg__carve(c, N * d);
-        m->g_lane1_mid = utg__carve(c, N * d); m->g_attn_scaled = utg__carve(c, N * d); m->g_mlp_scaled = utg__carve(c, N * d);
+        m->g_lane1 = utg__carve_act(m, c, N * d);
+        m->g_lane1_spare = utg__carve_act(m, c, N * d);
+        m->g_lane0_mid = utg__carve_act(m, c, N * d);
+        m->g_lane1_mid = utg__carve_act(m, c, N * d);
+        m->g_attn_scaled = utg__carve_act(m, c, N * d);
+        m->g_mlp_scaled = utg__carve_act(m, c, N * d);
     }
-    m->g_skip = utg__carve(c, (size_t)m->max_slots * N * d);
+    m->g_skip = utg__carve_act(m, c, (size_t)m->max_slots * N * d);
 }
 
 /* Makes the activation arena hold N tokens: two carving passes (measure, then hand out), and
    nothing when the arena is already large enough. Checks N * max(V, F) against INT32_MAX, the
    largest int element count an op sees. */
+/* The activation arena's bytes per token for N tokens in each storage type (m->act_bytes), from
+   measuring passes of the carver (which leave NULL pointers, filled by the real pass after). */
+static void utg__measure_acts(utg_model *m, size_t N) {
+    size_t keep = m->at_size, sizes[2] = {4, 2};
+    int i;
+    for (i = 0; i < 2; i++) {
+        utg__carver c;
+        memset(&c, 0, sizeof c);
+        m->at_size = sizes[i];
+        utg__carve_all(m, &c, N);
+        m->act_bytes_per_token[i] = c.overflow ? 0.0 : (double)c.used / (double)N;
+    }
+    m->at_size = keep;
+}
+
 static utg_result utg__reserve_tokens(utg_model *m, size_t N) {
     utg__carver c;
     if (N <= (size_t)m->cap_tok) return UTG_OK;
@@ -3856,12 +4012,13 @@ static utg_result utg__reserve_tokens(utg_model *m, size_t N) {
         return UTG_ERR_INVALID;
     }
     m->acts = (utg__acts *)utg__alloc(&m->alloc, sizeof(utg__acts) * (size_t)m->n_depth);
-    m->slot_src = (float **)utg__alloc(&m->alloc, sizeof(float *) * (size_t)(m->max_slots + 1));
+    m->slot_src = (void **)utg__alloc(&m->alloc, sizeof(void *) * (size_t)(m->max_slots + 1));
     if (m->t_bg_embed >= 0) m->host_bigram_ids = (int32_t *)utg__alloc(&m->alloc, sizeof(int32_t) * N);
     if (!m->acts || !m->slot_src || (m->t_bg_embed >= 0 && !m->host_bigram_ids)) {
         utg__free_acts(m);
         return UTG_ERR_NOMEM;
     }
+    utg__measure_acts(m, N);
     memset(&c, 0, sizeof c);
     utg__carve_all(m, &c, N);
     if (c.overflow) {
@@ -3881,6 +4038,12 @@ static utg_result utg__reserve_tokens(utg_model *m, size_t N) {
     m->cap_tok = (int)N;
     utg__log(m, UTG_LOG_DEBUG, "activations: %.1f MiB for %zu tokens", (double)c.used / 1048576.0, N);
     return UTG_OK;
+}
+
+UTGDEF utg_dtype utg_model_activation_dtype(const utg_model *m) { return m ? m->at : UTG_DT_F32; }
+UTGDEF double utg_model_activation_bytes_per_token(const utg_model *m, utg_dtype dtype) {
+    if (!m || (dtype != UTG_DT_F32 && dtype != UTG_DT_BF16)) return 0.0;
+    return m->act_bytes_per_token[dtype == UTG_DT_BF16];
 }
 
 UTGDEF utg_result utg_model_reserve(utg_model *m, int n_seqs) {
@@ -3935,7 +4098,7 @@ static void utg__layer_ptrs(utg_model *m, int l, int which, utg__layer_weights *
 /* ---- sublayers: a = attention(norm(in) [+ bias]), m = MLP(norm(in) [+ bias]), both unscaled ---- */
 
 /* what the output projection reads: the attention output after XSA and the gate, where they run */
-static const float *utg__attn_out(const utg__layer_weights *w, int k, const utg__attn_acts *S) {
+static const void *utg__attn_out(const utg__layer_weights *w, int k, const utg__attn_acts *S) {
     return w->attn_gate[k] ? S->yg : w->xsa ? S->yx : S->y;
 }
 
@@ -3944,34 +4107,37 @@ static const float *utg__attn_out(const utg__layer_weights *w, int k, const utg_
    embedding and the value residual where on; XSA and the output gate on the heads where on.
    in NULL: the caller's mix_rmsnorm_fwd has already written the norm into S. */
 static void utg__attn_fwd(utg_model *m, const utg__layer_weights *w, int k, const float *nbias,
-                          utg__attn_acts *S, const float *in, int n_seqs) {
+                          utg__attn_acts *S, const void *in, int n_seqs) {
     utg_backend *be = m->be;
     int N = n_seqs * m->Tc, d = m->d;
-    const float *src;
-    if (in) be->rmsnorm_fwd(be, S->n, S->r, in, N, d, m->eps); /* NULL: mix_rmsnorm_fwd wrote S->n and S->r */
+    const void *src;
+    if (in)
+        be->rmsnorm_fwd(be, m->at, S->n, S->r, in, N, d,
+                        m->eps); /* NULL: mix_rmsnorm_fwd wrote S->n and S->r */
     src = S->n;
     if (nbias) { utg__add_bias(m, S->nb, S->n, nbias, N, d); src = S->nb; }
     /* raw q and k pass through gradient temporaries, which are free in forward */
-    m->mm(be, m->g_q, src, w->c_q[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, w->ln_scale, 0.0f);
-    be->qk_norm_rope_fwd(be, S->qg, S->qn, S->rq, m->g_q, m->rope_cur, w->q_gain[k], N, m->Tc, m->H, m->hd,
+    utg__model_mm(m, m->g_q, src, w->c_q[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, w->ln_scale, 0.0f);
+    be->qk_norm_rope_fwd(be, m->at, S->qg, S->qn, S->rq, m->g_q, m->rope_cur, w->q_gain[k], N, m->Tc, m->H,
+                         m->hd, m->rd, m->eps);
+    utg__model_mm(m, m->g_k, src, w->c_k[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->ln_scale, 0.0f);
+    be->qk_norm_rope_fwd(be, m->at, S->kr, S->kn, S->rk, m->g_k, m->rope_cur, NULL, N, m->Tc, m->Hkv, m->hd,
                          m->rd, m->eps);
-    m->mm(be, m->g_k, src, w->c_k[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->ln_scale, 0.0f);
-    be->qk_norm_rope_fwd(be, S->kr, S->kn, S->rk, m->g_k, m->rope_cur, NULL, N, m->Tc, m->Hkv, m->hd, m->rd,
-                         m->eps);
-    m->mm(be, S->v, src, w->c_v[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->ln_scale, 0.0f);
+    utg__model_mm(m, S->v, src, w->c_v[k], N, m->kvd, d, UTG_NO_TRANS, UTG_TRANS, w->ln_scale, 0.0f);
     if (w->ve_scale)
         utg__add_scaled_by_scalar(m, S->v, S->v, m->ve_scaled, w->ve_scale, N,
                                   m->kvd); /* + the value embedding */
     if (w->vrl_alpha) /* + sigmoid(alpha) * layer 0's values */
-        be->mix_fwd(be, S->v, S->v, NULL, m->acts[0].at[0].v, w->vrl_alpha, N, m->kvd,
+        be->mix_fwd(be, m->at, S->v, S->v, NULL, m->acts[0].at[0].v, w->vrl_alpha, N, m->kvd,
                     UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID);
-    be->attn_fwd(be, S->y, S->lse, S->qg, S->kr, S->v, n_seqs, m->Tc, m->H, m->Hkv, m->hd,
+    be->attn_fwd(be, m->at, S->y, S->lse, S->qg, S->kr, S->v, n_seqs, m->Tc, m->H, m->Hkv, m->hd,
                  1.0f / sqrtf((float)m->hd));
-    if (w->xsa) be->xsa_fwd(be, S->yx, S->y, S->v, N, m->H, m->Hkv, m->hd);
+    if (w->xsa) be->xsa_fwd(be, m->at, S->yx, S->y, S->v, N, m->H, m->Hkv, m->hd);
     if (w->attn_gate[k])
-        be->gate_fwd(be, S->yg, S->g, w->xsa ? S->yx : S->y, src, w->attn_gate[k], N, m->H, m->hd, d,
+        be->gate_fwd(be, m->at, S->yg, S->g, w->xsa ? S->yx : S->y, src, w->attn_gate[k], N, m->H, m->hd, d,
                      m->gate_win, m->gate_scale, m->gate_mult);
-    m->mm(be, S->a, utg__attn_out(w, k, S), w->attn_proj[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    utg__model_mm(m, S->a, utg__attn_out(w, k, S), w->attn_proj[k], N, d, d, UTG_NO_TRANS, UTG_TRANS, 1.0f,
+                  0.0f);
 }
 
 /* ga = dL/da (m->g_attn_out; consumed first); ADDS dL/din into gin. The gradient runs back through
@@ -3981,94 +4147,106 @@ static void utg__attn_fwd(utg_model *m, const utg__layer_weights *w, int k, cons
    tensors), q_gain/RoPE/head norms, and the three projections into g_normed [N, d], which
    rmsnorm_bwd turns into dL/din. Weight gradients are all ADDED (a block's visits sum). */
 static void utg__attn_bwd(utg_model *m, const utg__layer_weights *w, const utg__layer_weights *g, int k, const float *nbias, float *gbias,
-                          const utg__attn_acts *S, float *ga, float *gin) {
+                          const utg__attn_acts *S, void *ga, void *gin) {
     utg_backend *be = m->be;
     int N = m->n_tok, d = m->d, kv = m->kvd, n_seqs = m->n_tok / m->Tc;
     size_t Nd = (size_t)N * d;
-    const float *src = nbias ? S->nb : S->n;
-    float *gy = m->g_heads;
+    const void *src = nbias ? S->nb : S->n;
+    void *gy = m->g_heads;
     /* a = out proj^T, out = the attention output after XSA and the gate */
-    m->mm(be, m->g_heads, ga, w->attn_proj[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-    m->mm(be, g->attn_proj[k], ga, utg__attn_out(w, k, S), d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    utg__model_mm(m, m->g_heads, ga, w->attn_proj[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+    utg__model_mm(m, g->attn_proj[k], ga, utg__attn_out(w, k, S), d, d, N, UTG_TRANS, UTG_NO_TRANS, 1.0f,
+                  1.0f);
     /* attention core (attn_bwd writes g_q, g_k, g_v) */
     /* gy holds dL/d(the attention output) back through the gate and XSA: g_heads and g_normed take turns */
     if (w->attn_gate[k]) {
-        be->fill(be, m->g_normed, 0.0f, Nd);
-        be->fill(be, m->g_gate_in, 0.0f, Nd);
-        be->gate_bwd(be, m->g_normed, m->g_gate_in, g->attn_gate[k], gy, w->xsa ? S->yx : S->y, src, w->attn_gate[k], S->g, N, m->H, m->hd, d, m->gate_win,
-                     m->gate_scale, m->gate_mult);
+        be->fill(be, m->g_normed, m->at, 0.0f, Nd);
+        be->fill(be, m->g_gate_in, m->at, 0.0f, Nd);
+        be->gate_bwd(be, m->at, m->g_normed, m->g_gate_in, g->attn_gate[k], gy, w->xsa ? S->yx : S->y, src,
+                     w->attn_gate[k], S->g, N, m->H, m->hd, d, m->gate_win, m->gate_scale, m->gate_mult);
         gy = m->g_normed;
     }
     if (w->xsa) { /* dL/dv gets XSA's share, held in g_k_raw (free until k's backward) until attn_bwd has written g_v */
-        float *other = gy == m->g_heads ? m->g_normed : m->g_heads;
-        be->fill(be, other, 0.0f, Nd);
-        be->fill(be, m->g_k_raw, 0.0f, (size_t)N * kv);
-        be->xsa_bwd(be, other, m->g_k_raw, gy, S->y, S->v, N, m->H, m->Hkv, m->hd);
+        void *other = gy == m->g_heads ? m->g_normed : m->g_heads;
+        be->fill(be, other, m->at, 0.0f, Nd);
+        be->fill(be, m->g_k_raw, m->at, 0.0f, (size_t)N * kv);
+        be->xsa_bwd(be, m->at, other, m->g_k_raw, gy, S->y, S->v, N, m->H, m->Hkv, m->hd);
         gy = other;
     }
-    be->attn_bwd(be, m->g_q, m->g_k, m->g_v, gy, S->qg, S->kr, S->v, S->y, S->lse, n_seqs, m->Tc, m->H, m->Hkv,
-                 m->hd, 1.0f / sqrtf((float)m->hd));
+    be->attn_bwd(be, m->at, m->g_q, m->g_k, m->g_v, gy, S->qg, S->kr, S->v, S->y, S->lse, n_seqs, m->Tc, m->H,
+                 m->Hkv, m->hd, 1.0f / sqrtf((float)m->hd));
     if (w->xsa) utg__add(m, m->g_v, m->g_v, m->g_k_raw, N, kv);
     /* v = c_v(src) [+ ls * ve] [+ sigmoid(alpha) v0]; layer 0's v0 also reached every later layer */
     if (w->makes_v0 && k == 0) utg__add(m, m->g_v, m->g_v, m->g_v0, N, kv);
-    if (w->ve_scale) be->mix_bwd(be, NULL, m->g_ve_scaled, NULL, g->ve_scale, m->g_v, NULL, NULL, m->ve_scaled, w->ve_scale, N, kv, UTG_MIX_WZ_SCALAR);
+    if (w->ve_scale)
+        be->mix_bwd(be, m->at, NULL, m->g_ve_scaled, NULL, g->ve_scale, m->g_v, NULL, NULL, m->ve_scaled,
+                    w->ve_scale, N, kv, UTG_MIX_WZ_SCALAR);
     if (w->vrl_alpha)
-        be->mix_bwd(be, NULL, m->g_v0, NULL, g->vrl_alpha, m->g_v, NULL, NULL, m->acts[0].at[0].v, w->vrl_alpha, N, kv,
-                    UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID);
+        be->mix_bwd(be, m->at, NULL, m->g_v0, NULL, g->vrl_alpha, m->g_v, NULL, NULL, m->acts[0].at[0].v,
+                    w->vrl_alpha, N, kv, UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID);
     /* q_gain, RoPE and the per-head norms, back to raw q (written into g_heads) and k (into g_k_raw) */
-    be->qk_norm_rope_bwd(be, m->g_heads, g->q_gain[k], m->g_q, S->qn, S->rq, m->rope_cur, w->q_gain[k], N, m->Tc, m->H, m->hd, m->rd);
-    be->qk_norm_rope_bwd(be, m->g_k_raw, NULL, m->g_k, S->kn, S->rk, m->rope_cur, NULL, N, m->Tc, m->Hkv, m->hd, m->rd);
+    be->qk_norm_rope_bwd(be, m->at, m->g_heads, g->q_gain[k], m->g_q, S->qn, S->rq, m->rope_cur, w->q_gain[k],
+                         N, m->Tc, m->H, m->hd, m->rd);
+    be->qk_norm_rope_bwd(be, m->at, m->g_k_raw, NULL, m->g_k, S->kn, S->rk, m->rope_cur, NULL, N, m->Tc,
+                         m->Hkv, m->hd, m->rd);
     /* q, k, v = src W^T */
-    m->mm(be, m->g_normed, m->g_heads, w->c_q[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, w->ln_scale, 0.0f);
-    m->mm(be, m->g_normed, m->g_k_raw, w->c_k[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, w->ln_scale, 1.0f);
-    m->mm(be, m->g_normed, m->g_v, w->c_v[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, w->ln_scale, 1.0f);
-    m->mm(be, g->c_q[k], m->g_heads, src, d, d, N, UTG_TRANS, UTG_NO_TRANS, w->ln_scale, 1.0f);
-    m->mm(be, g->c_k[k], m->g_k_raw, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->ln_scale, 1.0f);
-    m->mm(be, g->c_v[k], m->g_v, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->ln_scale, 1.0f);
+    utg__model_mm(m, m->g_normed, m->g_heads, w->c_q[k], N, d, d, UTG_NO_TRANS, UTG_NO_TRANS, w->ln_scale,
+                  0.0f);
+    utg__model_mm(m, m->g_normed, m->g_k_raw, w->c_k[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, w->ln_scale,
+                  1.0f);
+    utg__model_mm(m, m->g_normed, m->g_v, w->c_v[k], N, d, kv, UTG_NO_TRANS, UTG_NO_TRANS, w->ln_scale, 1.0f);
+    utg__model_mm(m, g->c_q[k], m->g_heads, src, d, d, N, UTG_TRANS, UTG_NO_TRANS, w->ln_scale, 1.0f);
+    utg__model_mm(m, g->c_k[k], m->g_k_raw, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->ln_scale, 1.0f);
+    utg__model_mm(m, g->c_v[k], m->g_v, src, kv, d, N, UTG_TRANS, UTG_NO_TRANS, w->ln_scale, 1.0f);
     if (w->attn_gate[k]) utg__add(m, m->g_normed, m->g_normed, m->g_gate_in, N, d); /* the gate read src too */
-    if (nbias) be->mix_bwd(be, NULL, NULL, NULL, gbias, m->g_normed, NULL, NULL, NULL, nbias, N, d, 0);
-    be->rmsnorm_bwd(be, gin, m->g_normed, S->n, S->r, N, d);
+    if (nbias) be->mix_bwd(be, m->at, NULL, NULL, NULL, gbias, m->g_normed, NULL, NULL, NULL, nbias, N, d, 0);
+    be->rmsnorm_bwd(be, m->at, gin, m->g_normed, S->n, S->r, N, d);
 }
 
 /* The MLP sublayer: m = proj(act(fc(norm(in) [+ bias]))), act = leaky_relu(x, slope)^2, with a
    second hidden layer (mid) for MLP_LAYERS=3. in NULL: the norm is already in M. */
 static void utg__mlp_fwd(utg_model *m, const utg__layer_weights *w, const float *nbias, utg__mlp_acts *M,
-                         const float *in, int N) {
+                         const void *in, int N) {
     utg_backend *be = m->be;
     int d = m->d, F = m->F;
-    const float *src;
-    if (in) be->rmsnorm_fwd(be, M->n, M->r, in, N, d, m->eps); /* NULL: mix_rmsnorm_fwd wrote M->n and M->r */
+    const void *src;
+    if (in)
+        be->rmsnorm_fwd(be, m->at, M->n, M->r, in, N, d,
+                        m->eps); /* NULL: mix_rmsnorm_fwd wrote M->n and M->r */
     src = M->n;
     if (nbias) { utg__add_bias(m, M->nb, M->n, nbias, N, d); src = M->nb; }
-    m->mm(be, M->u, src, w->fc, N, F, d, UTG_NO_TRANS, UTG_TRANS, w->ln_scale, 0.0f);
-    be->relu2_fwd(be, M->ua, M->u, (size_t)N * F, m->slope);
+    utg__model_mm(m, M->u, src, w->fc, N, F, d, UTG_NO_TRANS, UTG_TRANS, w->ln_scale, 0.0f);
+    be->relu2_fwd(be, m->at, M->ua, M->u, (size_t)N * F, m->slope);
     if (m->mlp3) {
-        m->mm(be, M->u2, M->ua, w->mlp_mid, N, F, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
-        be->relu2_fwd(be, M->ua2, M->u2, (size_t)N * F, m->slope);
+        utg__model_mm(m, M->u2, M->ua, w->mlp_mid, N, F, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+        be->relu2_fwd(be, m->at, M->ua2, M->u2, (size_t)N * F, m->slope);
     }
-    m->mm(be, M->m, m->mlp3 ? M->ua2 : M->ua, w->mlp_proj, N, d, F, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    utg__model_mm(m, M->m, m->mlp3 ? M->ua2 : M->ua, w->mlp_proj, N, d, F, UTG_NO_TRANS, UTG_TRANS, 1.0f,
+                  0.0f);
 }
 
 /* gm = dL/dm (may be m->g_normed, reused once gm is consumed); ADDS dL/din into gin. Buffers:
    g_hidden [N, F] holds dL/d(activation output), g_hidden_pre [N, F] dL/d(fc output), g_normed
    [N, d] dL/d(norm output) before rmsnorm_bwd. */
 static void utg__mlp_bwd(utg_model *m, const utg__layer_weights *w, const utg__layer_weights *g,
-                         const float *nbias, float *gbias, const utg__mlp_acts *M, float *gm, float *gin) {
+                         const float *nbias, float *gbias, const utg__mlp_acts *M, void *gm, void *gin) {
     utg_backend *be = m->be;
     int N = m->n_tok, d = m->d, F = m->F;
-    const float *src = nbias ? M->nb : M->n;
-    m->mm(be, m->g_hidden, gm, w->mlp_proj, N, F, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-    m->mm(be, g->mlp_proj, gm, m->mlp3 ? M->ua2 : M->ua, d, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+    const void *src = nbias ? M->nb : M->n;
+    utg__model_mm(m, m->g_hidden, gm, w->mlp_proj, N, F, d, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+    utg__model_mm(m, g->mlp_proj, gm, m->mlp3 ? M->ua2 : M->ua, d, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
     if (m->mlp3) {
-        be->relu2_bwd(be, m->g_hidden_pre, m->g_hidden, M->u2, (size_t)N * F, m->slope);
-        m->mm(be, m->g_hidden, m->g_hidden_pre, w->mlp_mid, N, F, F, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
-        m->mm(be, g->mlp_mid, m->g_hidden_pre, M->ua, F, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
+        be->relu2_bwd(be, m->at, m->g_hidden_pre, m->g_hidden, M->u2, (size_t)N * F, m->slope);
+        utg__model_mm(m, m->g_hidden, m->g_hidden_pre, w->mlp_mid, N, F, F, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f,
+                      0.0f);
+        utg__model_mm(m, g->mlp_mid, m->g_hidden_pre, M->ua, F, F, N, UTG_TRANS, UTG_NO_TRANS, 1.0f, 1.0f);
     }
-    be->relu2_bwd(be, m->g_hidden_pre, m->g_hidden, M->u, (size_t)N * F, m->slope);
-    m->mm(be, m->g_normed, m->g_hidden_pre, w->fc, N, d, F, UTG_NO_TRANS, UTG_NO_TRANS, w->ln_scale, 0.0f);
-    m->mm(be, g->fc, m->g_hidden_pre, src, F, d, N, UTG_TRANS, UTG_NO_TRANS, w->ln_scale, 1.0f);
-    if (nbias) be->mix_bwd(be, NULL, NULL, NULL, gbias, m->g_normed, NULL, NULL, NULL, nbias, N, d, 0);
-    be->rmsnorm_bwd(be, gin, m->g_normed, M->n, M->r, N, d);
+    be->relu2_bwd(be, m->at, m->g_hidden_pre, m->g_hidden, M->u, (size_t)N * F, m->slope);
+    utg__model_mm(m, m->g_normed, m->g_hidden_pre, w->fc, N, d, F, UTG_NO_TRANS, UTG_NO_TRANS, w->ln_scale,
+                  0.0f);
+    utg__model_mm(m, g->fc, m->g_hidden_pre, src, F, d, N, UTG_TRANS, UTG_NO_TRANS, w->ln_scale, 1.0f);
+    if (nbias) be->mix_bwd(be, m->at, NULL, NULL, NULL, gbias, m->g_normed, NULL, NULL, NULL, nbias, N, d, 0);
+    be->rmsnorm_bwd(be, m->at, gin, m->g_normed, M->n, M->r, N, d);
 }
 
 #define UTG__SC (UTG_MIX_WX_SCALAR | UTG_MIX_WZ_SCALAR)
@@ -4076,16 +4254,19 @@ static void utg__mlp_bwd(utg_model *m, const utg__layer_weights *w, const utg__l
 #define UTG__NB(w, k) ((w)->norm_bias ? (w)->norm_bias + (size_t)(k) * m->d : NULL)
 
 /* The U-Net skip into a lane: h + w*skip, or with skip gates lerp(w*skip, h, sigmoid(gate)). */
-static void utg__skip_fwd(utg_model *m, float *out, const float *h, const float *skip, const float *w, const float *gate, int N) {
-    if (gate) m->be->lerp_fwd(m->be, out, h, skip, gate, w, N, m->d);
+static void utg__skip_fwd(utg_model *m, void *out, const void *h, const void *skip, const float *w,
+                          const float *gate, int N) {
+    if (gate) m->be->lerp_fwd(m->be, m->at, out, h, skip, gate, w, N, m->d);
     else utg__add_scaled(m, out, h, skip, w, N, m->d);
 }
 /* Its backward: G (dL/dout on entry) becomes dL/dh in place; dL/dskip, dL/dw, dL/dgate are added. */
-static void utg__skip_bwd(utg_model *m, float *G, float *gskip, float *gw, float *ggate, const float *out, const float *skip,
-                          const float *w, const float *gate) {
+static void utg__skip_bwd(utg_model *m, void *G, void *gskip, float *gw, float *ggate, const void *out,
+                          const void *skip, const float *w, const float *gate) {
     int N = m->n_tok;
-    if (gate) m->be->lerp_bwd(m->be, G, gskip, ggate, gw, G, out, skip, gate, w, N, m->d);
-    else m->be->mix_bwd(m->be, NULL, gskip, NULL, gw, G, NULL, NULL, skip, w, N, m->d, 0); /* dL/dh = G */
+    if (gate) m->be->lerp_bwd(m->be, m->at, G, gskip, ggate, gw, G, out, skip, gate, w, N, m->d);
+    else
+        m->be->mix_bwd(m->be, m->at, NULL, gskip, NULL, gw, G, NULL, NULL, skip, w, N, m->d,
+                       0); /* dL/dh = G */
 }
 
 /* Forward of virtual layer l from input lanes (h0, h1; h1 NULL on one lane); x0 is the normed
@@ -4127,15 +4308,15 @@ static void utg__layer_run_init(utg_model *m, int l, int n_seqs, utg__layer_run 
 }
 
 /* Two lanes (TWO_LANE, PARALLEL): the skip, the attention on lane 0, then the lane updates. */
-static void utg__layer_forward_lanes(utg_model *m, utg__layer_run *L, const float *h0, const float *h1) {
+static void utg__layer_forward_lanes(utg_model *m, utg__layer_run *L, const void *h0, const void *h1) {
     utg_backend *be = m->be;
     utg__acts *A = L->A;
     const utg__layer_weights *w = &L->w;
-    const float *l0 = h0, *l1 = h1 ? h1 : h0; /* lanes start as two copies of h */
+    const void *l0 = h0, *l1 = h1 ? h1 : h0; /* lanes start as two copies of h */
     const float *r = w->par_resid, *P = w->par_post;
     int N = L->N, d = L->d, two = L->pl->lane == UTG_LANE_TWO;
     if (L->skip_w) {
-        const float *skip = m->slot_src[L->pl->pop_slot];
+        const void *skip = m->slot_src[L->pl->pop_slot];
         utg__skip_fwd(m, A->hs, l0, skip, L->skip_w, L->skip_gate, N);
         l0 = A->hs;
         if (two) { /* PR #1204: the skip enters both lanes; PR #1530: lane 0 only */
@@ -4145,35 +4326,35 @@ static void utg__layer_forward_lanes(utg_model *m, utg__layer_run *L, const floa
     }
     A->xs = l0; /* kept for the backward: the lane inputs after the skip */
     A->xs1 = l1;
-    be->mix_rmsnorm_fwd(be, A->hin, A->at[0].n, A->at[0].r, l0, w->resid_mix, m->x0, w->resid_mix + d, N, d, 0,
-                        m->eps);
+    be->mix_rmsnorm_fwd(be, m->at, A->hin, A->at[0].n, A->at[0].r, l0, w->resid_mix, m->x0, w->resid_mix + d,
+                        N, d, 0, m->eps);
     utg__attn_fwd(m, w, 0, UTG__NB(w, 0), &A->at[0], NULL, L->n_seqs);
     utg__scale(m, A->sa, A->at[0].a, w->attn_scale[0], N, d);
     if (two) {
-        be->mix_fwd(be, A->l0a, l0, r + 0, A->sa, P + 0, N, d, UTG__SC);
-        be->mix_fwd(be, A->l1a, l1, r + 0, A->sa, P + 1, N, d, UTG__SC);
-        be->mix_rmsnorm_fwd(be, A->hin_m, A->ml.n, A->ml.r, A->l1a, w->resid_mix, m->x0, w->resid_mix + d, N, d, 0,
-                            m->eps);
+        be->mix_fwd(be, m->at, A->l0a, l0, r + 0, A->sa, P + 0, N, d, UTG__SC);
+        be->mix_fwd(be, m->at, A->l1a, l1, r + 0, A->sa, P + 1, N, d, UTG__SC);
+        be->mix_rmsnorm_fwd(be, m->at, A->hin_m, A->ml.n, A->ml.r, A->l1a, w->resid_mix, m->x0,
+                            w->resid_mix + d, N, d, 0, m->eps);
         utg__mlp_fwd(m, w, UTG__NB(w, 1), &A->ml, NULL, N);
         utg__scale(m, A->sm, A->ml.m, w->mlp_scale, N, d);
-        be->mix_fwd(be, A->out, A->l0a, r + 1, A->sm, P + 2, N, d, UTG__SC);
-        be->mix_fwd(be, A->out1, A->l1a, r + 1, A->sm, P + 3, N, d, UTG__SC);
+        be->mix_fwd(be, m->at, A->out, A->l0a, r + 1, A->sm, P + 2, N, d, UTG__SC);
+        be->mix_fwd(be, m->at, A->out1, A->l1a, r + 1, A->sm, P + 3, N, d, UTG__SC);
         return;
     }
     utg__mlp_fwd(m, w, UTG__NB(w, 1), &A->ml, l1, N);
     utg__scale(m, A->sm, A->ml.m, w->mlp_scale, N, d);
-    be->mix_fwd(be, A->out, l0, r + 0, A->sa, P + 0, N, d, UTG__SC);
+    be->mix_fwd(be, m->at, A->out, l0, r + 0, A->sa, P + 0, N, d, UTG__SC);
     utg__add_scaled_by_scalar(m, A->out, A->out, A->sm, P + 2, N, d);
-    be->mix_fwd(be, A->out1, l1, r + 1, A->sa, P + 1, N, d, UTG__SC);
+    be->mix_fwd(be, m->at, A->out1, l1, r + 1, A->sa, P + 1, N, d, UTG__SC);
     utg__add_scaled_by_scalar(m, A->out1, A->out1, A->sm, P + 3, N, d);
 }
 
 /* One lane's input: xs = h0 with the popped skip added, xc = xs after the depth conditioning. */
-static const float *utg__layer_forward_input(utg_model *m, utg__layer_run *L, const float *h0) {
+static const void *utg__layer_forward_input(utg_model *m, utg__layer_run *L, const void *h0) {
     utg_backend *be = m->be;
     utg__acts *A = L->A;
     const utg__layer_weights *w = &L->w;
-    const float *x = h0;
+    const void *x = h0;
     int N = L->N, d = L->d;
     if (L->skip_w) {
         utg__skip_fwd(m, A->hs, x, m->slot_src[L->pl->pop_slot], L->skip_w, L->skip_gate, N);
@@ -4181,10 +4362,10 @@ static const float *utg__layer_forward_input(utg_model *m, utg__layer_run *L, co
     }
     A->xs = x;
     if (w->film_gamma) {
-        be->mix_fwd(be, A->hc, x, w->film_gamma, NULL, w->film_beta, N, d, 0);
+        be->mix_fwd(be, m->at, A->hc, x, w->film_gamma, NULL, w->film_beta, N, d, 0);
         x = A->hc;
     } else if (w->iter_embed || w->hc_alpha) {
-        be->mix_fwd(be, A->hc, x, w->hc_alpha, NULL, w->iter_embed, N, d,
+        be->mix_fwd(be, m->at, A->hc, x, w->hc_alpha, NULL, w->iter_embed, N, d,
                     w->hc_alpha ? UTG_MIX_WX_SCALAR : 0);
         x = A->hc;
     }
@@ -4195,29 +4376,29 @@ static const float *utg__layer_forward_input(utg_model *m, utg__layer_run *L, co
 /* One lane's sublayers from xc; returns the stream before the MLP's residual add. GPT-J: both
    sublayers read norm(hin). Otherwise each residual add is fused with the norm of the sublayer that
    reads it next. */
-static const float *utg__layer_forward_sublayers(utg_model *m, utg__layer_run *L, const float *x) {
+static const void *utg__layer_forward_sublayers(utg_model *m, utg__layer_run *L, const void *x) {
     utg_backend *be = m->be;
     utg__acts *A = L->A;
     const utg__layer_weights *w = &L->w;
-    const float *cur = A->hin;
+    const void *cur = A->hin;
     int N = L->N, d = L->d, na = 0, k;
     if (L->pl->lane == UTG_LANE_GPTJ) { /* the attention's norm is fused; the MLP normalizes hin again */
-        be->mix_rmsnorm_fwd(be, A->hin, A->at[0].n, A->at[0].r, x, w->resid_mix, m->x0, w->resid_mix + d, N,
-                            d, 0, m->eps);
+        be->mix_rmsnorm_fwd(be, m->at, A->hin, A->at[0].n, A->at[0].r, x, w->resid_mix, m->x0,
+                            w->resid_mix + d, N, d, 0, m->eps);
         utg__attn_fwd(m, w, 0, UTG__NB(w, 0), &A->at[0], NULL, L->n_seqs);
         utg__mlp_fwd(m, w, UTG__NB(w, 1), &A->ml, A->hin, N);
         utg__add_scaled(m, A->hmid[0], A->hin, A->at[0].a, w->attn_scale[0], N, d);
         return A->hmid[0];
     }
     while (na < m->n_attn && w->c_q[na]) na++; /* (DISABLE_LAYER0_ATTN: block 0 has no attention matrices) */
-    be->mix_rmsnorm_fwd(be, A->hin, na ? A->at[0].n : A->ml.n, na ? A->at[0].r : A->ml.r, x, w->resid_mix,
-                        m->x0, w->resid_mix + d, N, d, 0, m->eps);
+    be->mix_rmsnorm_fwd(be, m->at, A->hin, na ? A->at[0].n : A->ml.n, na ? A->at[0].r : A->ml.r, x,
+                        w->resid_mix, m->x0, w->resid_mix + d, N, d, 0, m->eps);
     for (k = 0; k < na; k++) {
-        float *next_n = k + 1 < na ? A->at[k + 1].n : A->ml.n,
-              *next_r = k + 1 < na ? A->at[k + 1].r : A->ml.r;
+        void *next_n = k + 1 < na ? A->at[k + 1].n : A->ml.n;
+        float *next_r = k + 1 < na ? A->at[k + 1].r : A->ml.r;
         utg__attn_fwd(m, w, k, UTG__NB(w, k), &A->at[k], NULL, L->n_seqs);
-        be->mix_rmsnorm_fwd(be, A->hmid[k], next_n, next_r, cur, NULL, A->at[k].a, w->attn_scale[k], N, d, 0,
-                            m->eps);
+        be->mix_rmsnorm_fwd(be, m->at, A->hmid[k], next_n, next_r, cur, NULL, A->at[k].a, w->attn_scale[k], N,
+                            d, 0, m->eps);
         cur = A->hmid[k];
     }
     utg__mlp_fwd(m, w, UTG__NB(w, m->n_attn), &A->ml, NULL, N);
@@ -4225,7 +4406,7 @@ static const float *utg__layer_forward_sublayers(utg_model *m, utg__layer_run *L
 }
 
 /* One lane's output from the stream before the MLP's residual add. */
-static void utg__layer_forward_output(utg_model *m, utg__layer_run *L, const float *last) {
+static void utg__layer_forward_output(utg_model *m, utg__layer_run *L, const void *last) {
     utg__acts *A = L->A;
     const utg__layer_weights *w = &L->w;
     int N = L->N, d = L->d;
@@ -4244,7 +4425,7 @@ static void utg__layer_forward_output(utg_model *m, utg__layer_run *L, const flo
     }
 }
 
-static void utg__layer_forward(utg_model *m, int l, const float *h0, const float *h1, int n_seqs) {
+static void utg__layer_forward(utg_model *m, int l, const void *h0, const void *h1, int n_seqs) {
     utg__layer_run L;
     utg__layer_run_init(m, l, n_seqs, &L);
     if (L.pl->lane == UTG_LANE_TWO || L.pl->lane == UTG_LANE_PARALLEL) {
@@ -4262,7 +4443,8 @@ static utg_result utg__forward_losses(utg_model *m, int N, int grad, float *toke
     utg_backend *be = m->be;
     double *last = m->step_stats + UTG__STAT_LAST_LOSS;
     if (grad) {
-        be->reduce_f64(be, m->step_stats + UTG__STAT_LOSS_SUM, m->row_loss, (size_t)N, 1.0 / N, UTG_REDUCE_ADD);
+        be->reduce_f64(be, m->step_stats + UTG__STAT_LOSS_SUM, m->row_loss, (size_t)N, 1.0 / N,
+                       UTG_REDUCE_ADD);
         m->step_forwards++;
     }
     if (token_losses) be->download(be, token_losses, m->row_loss, (size_t)N * sizeof(float));
@@ -4283,10 +4465,11 @@ static utg_result utg__forward_losses(utg_model *m, int N, int grad, float *toke
 static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_t *targets, int n_seqs, int seq_len,
                                int grad, float *token_losses, double *loss) {
     utg_backend *be;
-    const float *h0, *h1, *head, *emb;
+    const void *h0, *h1, *head, *emb;
     size_t N, i;
     utg_result r;
-    if (!m || !m->be || !m->plan || !inputs || !targets) return UTG_ERR_INVALID; /* (no plan: a failed create) */
+    if (!m || !m->be || !m->plan || !inputs || !targets)
+        return UTG_ERR_INVALID; /* (no plan: a failed create) */
     m->have_forward = 0;
     if (n_seqs <= 0 || seq_len <= 0) { utg__msgf(&m->msg, "batch must hold at least one sequence"); return UTG_ERR_INVALID; }
     if (!utg__mul_ok((size_t)n_seqs, (size_t)seq_len, &N) || N > (size_t)INT32_MAX) {
@@ -4316,11 +4499,11 @@ static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_
         }
     be->upload(be, m->ids, inputs, N * sizeof(int32_t));
     be->upload(be, m->tgt, targets, N * sizeof(int32_t));
-    be->embed_fwd(be, m->emb, UTG__W(m->t_tok_emb), m->ids, (int)N, m->d);
+    be->embed_fwd(be, m->at, m->emb, UTG__W(m->t_tok_emb), m->ids, (int)N, m->d);
     if (m->t_bg_embed >= 0) utg__bigram_forward(m, inputs, (int)N);
     emb = m->t_smear_w >= 0 ? utg__smear_gate_forward(m, (int)N) : m->emb;
     if (m->t_smg >= 0) utg__static_smear_forward(m, emb, n_seqs);
-    else be->rmsnorm_fwd(be, m->x0, m->r0, emb, (int)N, m->d, m->eps);
+    else be->rmsnorm_fwd(be, m->at, m->x0, m->r0, emb, (int)N, m->d, m->eps);
     if (m->t_ve_embed >= 0) utg__value_embed_forward(m, (int)N);
     h0 = m->x0;
     h1 = NULL;
@@ -4337,11 +4520,12 @@ static utg_result utg__forward(utg_model *m, const int32_t *inputs, const int32_
             h0 = h1;
         }
     }
-    be->rmsnorm_fwd(be, m->hf, m->rf, h0, (int)N, m->d, m->eps);
+    be->rmsnorm_fwd(be, m->at, m->hf, m->rf, h0, (int)N, m->d, m->eps);
     head = m->t_lm_head >= 0 ? UTG__W(m->t_lm_head) : UTG__W(m->t_tok_emb);
-    m->mm(be, m->logits, m->hf, head, (int)N, m->V, m->d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+    utg__model_mm(m, m->logits, m->hf, head, (int)N, m->V, m->d, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
     /* the gradient of the mean loss is computed here, in place, while the logits are at hand */
-    be->xent_fwd(be, m->logits, m->row_loss, m->tgt, (int)N, m->V, m->softcap, grad ? 1.0f / (float)N : 0.0f);
+    be->xent_fwd(be, m->at, m->logits, m->row_loss, m->tgt, (int)N, m->V, m->softcap,
+                 grad ? 1.0f / (float)N : 0.0f);
     m->n_tok = (int)N;
     m->have_forward = grad ? 1 : 0;
     return utg__forward_losses(m, (int)N, grad, token_losses, loss);
@@ -4359,14 +4543,14 @@ UTGDEF utg_result utg_model_eval(utg_model *m, const int32_t *inputs, const int3
 }
 
 /* The running gradients of the backward: lane 0 and lane 1 (current and spare buffers). */
-typedef struct utg__gstate { float *lane0, *lane0_spare, *lane1, *lane1_spare; } utg__gstate;
+typedef struct utg__gstate { void *lane0, *lane0_spare, *lane1, *lane1_spare; } utg__gstate;
 
 /* What a layer's backward adds to the layer's forward state: the gradients of its weights and of
    the popped skip. */
 typedef struct utg__layer_grads {
     utg__layer_weights g;   /* where the weight gradients go (added) */
     float *g_skip_w, *g_skip_gate; /* the skip weights' and gates' gradients (NULL: none) */
-    float *g_slot;          /* dL/d(the popped slot's source), added (NULL: no pop) */
+    void *g_slot;          /* dL/d(the popped slot's source), added (NULL: no pop) */
 } utg__layer_grads;
 
 static void utg__layer_grads_init(utg_model *m, int l, const utg__layer_run *L, utg__layer_grads *G) {
@@ -4374,13 +4558,13 @@ static void utg__layer_grads_init(utg_model *m, int l, const utg__layer_run *L, 
     size_t row = (size_t)pl->skip_index * m->d;
     G->g_skip_w = pl->pop_slot >= 0 ? UTG__G(m->t_skip) + row : NULL;
     G->g_skip_gate = L->skip_gate ? UTG__G(m->t_skip_gates) + row : NULL;
-    G->g_slot = pl->pop_slot >= 0 ? m->g_skip + (size_t)pl->pop_slot * L->N * L->d : NULL;
+    G->g_slot = pl->pop_slot >= 0 ? utg__act_at(m, m->g_skip, (size_t)pl->pop_slot * L->N * L->d) : NULL;
     utg__layer_ptrs(m, l, 1, &G->g);
 }
 
 /* The popped skip's backward on one lane: dL/d(lane input) in place, the skip's gradients added. */
-static void utg__layer_backward_skip(utg_model *m, const utg__layer_run *L, utg__layer_grads *G, float *g_lane,
-                                     const float *out) {
+static void utg__layer_backward_skip(utg_model *m, const utg__layer_run *L, utg__layer_grads *G, void *g_lane,
+                                     const void *out) {
     if (!L->skip_w) return;
     utg__skip_bwd(m, g_lane, G->g_slot, G->g_skip_w, G->g_skip_gate, out, m->slot_src[L->pl->pop_slot], L->skip_w,
                   L->skip_gate);
@@ -4391,31 +4575,31 @@ static void utg__layer_backward_two_lane(utg_model *m, const utg__layer_run *L, 
     utg_backend *be = m->be;
     const utg__acts *A = L->A;
     const utg__layer_weights *w = &L->w, *g = &G->g;
-    float *G0 = gs->lane0, *G1 = gs->lane1, *Ga = m->g_lane0_mid, *Gb = m->g_lane1_mid;
+    void *G0 = gs->lane0, *G1 = gs->lane1, *Ga = m->g_lane0_mid, *Gb = m->g_lane1_mid;
     int N = L->N, d = L->d;
     size_t Nd = (size_t)N * d;
     /* out = r1*l0a + P[1,0]*sm;  out1 = r1*l1a + P[1,1]*sm;  sm = mlp_scale * MLP(resid_mix(l1a, x0)) */
-    be->mix_bwd(be, Ga, m->g_mlp_scaled, g->par_resid + 1, g->par_post + 2, G0, A->l0a, w->par_resid + 1, A->sm,
-                w->par_post + 2, N, d, UTG__SC | UTG__SET2);
-    be->mix_bwd(be, Gb, m->g_mlp_scaled, g->par_resid + 1, g->par_post + 3, G1, A->l1a, w->par_resid + 1, A->sm,
-                w->par_post + 3, N, d, UTG__SC | UTG_MIX_DX_SET);
-    be->mix_bwd(be, m->g_normed, NULL, g->mlp_scale, NULL, m->g_mlp_scaled, A->ml.m, w->mlp_scale, NULL, NULL, N, d,
-                UTG_MIX_DX_SET);
-    be->fill(be, m->g_mix_out, 0.0f, Nd);
+    be->mix_bwd(be, m->at, Ga, m->g_mlp_scaled, g->par_resid + 1, g->par_post + 2, G0, A->l0a,
+                w->par_resid + 1, A->sm, w->par_post + 2, N, d, UTG__SC | UTG__SET2);
+    be->mix_bwd(be, m->at, Gb, m->g_mlp_scaled, g->par_resid + 1, g->par_post + 3, G1, A->l1a,
+                w->par_resid + 1, A->sm, w->par_post + 3, N, d, UTG__SC | UTG_MIX_DX_SET);
+    be->mix_bwd(be, m->at, m->g_normed, NULL, g->mlp_scale, NULL, m->g_mlp_scaled, A->ml.m, w->mlp_scale,
+                NULL, NULL, N, d, UTG_MIX_DX_SET);
+    be->fill(be, m->g_mix_out, m->at, 0.0f, Nd);
     utg__mlp_bwd(m, w, g, UTG__NB(w, 1), UTG__NB(g, 1), &A->ml, m->g_normed, m->g_mix_out);
-    be->mix_bwd(be, Gb, m->g_x0, g->resid_mix, g->resid_mix + d, m->g_mix_out, A->l1a, w->resid_mix, m->x0,
-                w->resid_mix + d, N, d, 0);
+    be->mix_bwd(be, m->at, Gb, m->g_x0, g->resid_mix, g->resid_mix + d, m->g_mix_out, A->l1a, w->resid_mix,
+                m->x0, w->resid_mix + d, N, d, 0);
     /* l0a = r0*xs + P[0,0]*sa;  l1a = r0*xs1 + P[0,1]*sa;  sa = attn_scale * Attn(resid_mix(xs, x0)) */
-    be->mix_bwd(be, G0, m->g_attn_scaled, g->par_resid, g->par_post + 0, Ga, A->xs, w->par_resid, A->sa,
-                w->par_post + 0, N, d, UTG__SC | UTG__SET2);
-    be->mix_bwd(be, G1, m->g_attn_scaled, g->par_resid, g->par_post + 1, Gb, A->xs1, w->par_resid, A->sa,
-                w->par_post + 1, N, d, UTG__SC | UTG_MIX_DX_SET);
-    be->mix_bwd(be, m->g_attn_out, NULL, g->attn_scale[0], NULL, m->g_attn_scaled, A->at[0].a, w->attn_scale[0], NULL,
-                NULL, N, d, UTG_MIX_DX_SET);
-    be->fill(be, m->g_mix_out, 0.0f, Nd);
+    be->mix_bwd(be, m->at, G0, m->g_attn_scaled, g->par_resid, g->par_post + 0, Ga, A->xs, w->par_resid,
+                A->sa, w->par_post + 0, N, d, UTG__SC | UTG__SET2);
+    be->mix_bwd(be, m->at, G1, m->g_attn_scaled, g->par_resid, g->par_post + 1, Gb, A->xs1, w->par_resid,
+                A->sa, w->par_post + 1, N, d, UTG__SC | UTG_MIX_DX_SET);
+    be->mix_bwd(be, m->at, m->g_attn_out, NULL, g->attn_scale[0], NULL, m->g_attn_scaled, A->at[0].a,
+                w->attn_scale[0], NULL, NULL, N, d, UTG_MIX_DX_SET);
+    be->fill(be, m->g_mix_out, m->at, 0.0f, Nd);
     utg__attn_bwd(m, w, g, 0, UTG__NB(w, 0), UTG__NB(g, 0), &A->at[0], m->g_attn_out, m->g_mix_out);
-    be->mix_bwd(be, G0, m->g_x0, g->resid_mix, g->resid_mix + d, m->g_mix_out, A->xs, w->resid_mix, m->x0,
-                w->resid_mix + d, N, d, 0);
+    be->mix_bwd(be, m->at, G0, m->g_x0, g->resid_mix, g->resid_mix + d, m->g_mix_out, A->xs, w->resid_mix,
+                m->x0, w->resid_mix + d, N, d, 0);
     utg__layer_backward_skip(m, L, G, G0, A->hs);
     utg__layer_backward_skip(m, L, G, G1, A->hs1);
 }
@@ -4426,28 +4610,28 @@ static void utg__layer_backward_parallel(utg_model *m, const utg__layer_run *L, 
     utg_backend *be = m->be;
     const utg__acts *A = L->A;
     const utg__layer_weights *w = &L->w, *g = &G->g;
-    float *G0 = gs->lane0, *G1 = gs->lane1, *Ga = gs->lane0_spare, *Gb = gs->lane1_spare;
+    void *G0 = gs->lane0, *G1 = gs->lane1, *Ga = gs->lane0_spare, *Gb = gs->lane1_spare;
     int N = L->N, d = L->d;
     /* out = r0*xs + P[0,0]*sa + P[1,0]*sm;  out1 = r1*xs1 + P[0,1]*sa + P[1,1]*sm */
-    be->mix_bwd(be, Ga, m->g_attn_scaled, g->par_resid + 0, g->par_post + 0, G0, A->xs, w->par_resid + 0, A->sa,
-                w->par_post + 0, N, d, UTG__SC | UTG__SET2);
-    be->mix_bwd(be, NULL, m->g_mlp_scaled, NULL, g->par_post + 2, G0, NULL, NULL, A->sm, w->par_post + 2, N, d,
-                UTG_MIX_WZ_SCALAR | UTG_MIX_DZ_SET);
-    be->mix_bwd(be, Gb, m->g_attn_scaled, g->par_resid + 1, g->par_post + 1, G1, A->xs1, w->par_resid + 1, A->sa,
-                w->par_post + 1, N, d, UTG__SC | UTG_MIX_DX_SET);
-    be->mix_bwd(be, NULL, m->g_mlp_scaled, NULL, g->par_post + 3, G1, NULL, NULL, A->sm, w->par_post + 3, N, d,
-                UTG_MIX_WZ_SCALAR);
+    be->mix_bwd(be, m->at, Ga, m->g_attn_scaled, g->par_resid + 0, g->par_post + 0, G0, A->xs,
+                w->par_resid + 0, A->sa, w->par_post + 0, N, d, UTG__SC | UTG__SET2);
+    be->mix_bwd(be, m->at, NULL, m->g_mlp_scaled, NULL, g->par_post + 2, G0, NULL, NULL, A->sm,
+                w->par_post + 2, N, d, UTG_MIX_WZ_SCALAR | UTG_MIX_DZ_SET);
+    be->mix_bwd(be, m->at, Gb, m->g_attn_scaled, g->par_resid + 1, g->par_post + 1, G1, A->xs1,
+                w->par_resid + 1, A->sa, w->par_post + 1, N, d, UTG__SC | UTG_MIX_DX_SET);
+    be->mix_bwd(be, m->at, NULL, m->g_mlp_scaled, NULL, g->par_post + 3, G1, NULL, NULL, A->sm,
+                w->par_post + 3, N, d, UTG_MIX_WZ_SCALAR);
     /* sm = mlp_scale * MLP(xs1): the MLP reads lane 1 directly */
-    be->mix_bwd(be, m->g_normed, NULL, g->mlp_scale, NULL, m->g_mlp_scaled, A->ml.m, w->mlp_scale, NULL, NULL, N, d,
-                UTG_MIX_DX_SET);
+    be->mix_bwd(be, m->at, m->g_normed, NULL, g->mlp_scale, NULL, m->g_mlp_scaled, A->ml.m, w->mlp_scale,
+                NULL, NULL, N, d, UTG_MIX_DX_SET);
     utg__mlp_bwd(m, w, g, UTG__NB(w, 1), UTG__NB(g, 1), &A->ml, m->g_normed, Gb);
     /* sa = attn_scale * Attn(resid_mix(xs, x0)) */
-    be->mix_bwd(be, m->g_attn_out, NULL, g->attn_scale[0], NULL, m->g_attn_scaled, A->at[0].a, w->attn_scale[0], NULL,
-                NULL, N, d, UTG_MIX_DX_SET);
-    be->fill(be, m->g_mix_out, 0.0f, (size_t)N * d);
+    be->mix_bwd(be, m->at, m->g_attn_out, NULL, g->attn_scale[0], NULL, m->g_attn_scaled, A->at[0].a,
+                w->attn_scale[0], NULL, NULL, N, d, UTG_MIX_DX_SET);
+    be->fill(be, m->g_mix_out, m->at, 0.0f, (size_t)N * d);
     utg__attn_bwd(m, w, g, 0, UTG__NB(w, 0), UTG__NB(g, 0), &A->at[0], m->g_attn_out, m->g_mix_out);
-    be->mix_bwd(be, Ga, m->g_x0, g->resid_mix, g->resid_mix + d, m->g_mix_out, A->xs, w->resid_mix, m->x0,
-                w->resid_mix + d, N, d, 0);
+    be->mix_bwd(be, m->at, Ga, m->g_x0, g->resid_mix, g->resid_mix + d, m->g_mix_out, A->xs, w->resid_mix,
+                m->x0, w->resid_mix + d, N, d, 0);
     utg__layer_backward_skip(m, L, G, Ga, A->hs);
     gs->lane0 = Ga;
     gs->lane0_spare = G0;
@@ -4458,40 +4642,40 @@ static void utg__layer_backward_parallel(utg_model *m, const utg__layer_run *L, 
 /* One lane, ITER_SCALE / SHC: out = xs + [beta *] gamma * delta, delta = blk - xc. G = dL/dout
    becomes dL/dblk; the identity path's share stays in g_depth_cond[0] and d(delta) in [1]. */
 static void utg__layer_backward_iter_out(utg_model *m, const utg__layer_run *L, utg__layer_grads *G,
-                                         float *Gout) {
+                                         void *Gout) {
     utg_backend *be = m->be;
     const utg__acts *A = L->A;
     const utg__layer_weights *w = &L->w, *g = &G->g;
     int N = L->N, d = L->d;
     size_t Nd = (size_t)N * d;
-    float *ID = m->g_depth_cond, *DD = m->g_depth_cond + Nd;
-    be->copy(be, ID, Gout, Nd);
+    void *ID = m->g_depth_cond, *DD = utg__act_at(m, m->g_depth_cond, Nd);
+    be->copy(be, ID, Gout, Nd * m->at_size);
     if (w->hc_beta) { /* T1 = beta G (g_attn_out is free until the attention's backward) */
-        float *T1 = w->iter_scale ? m->g_attn_out : DD;
-        be->mix_bwd(be, NULL, T1, NULL, g->hc_beta, Gout, NULL, NULL, w->iter_scale ? A->dsc : A->delta,
-                    w->hc_beta, N, d, UTG_MIX_WZ_SCALAR | UTG_MIX_DZ_SET);
+        void *T1 = w->iter_scale ? m->g_attn_out : DD;
+        be->mix_bwd(be, m->at, NULL, T1, NULL, g->hc_beta, Gout, NULL, NULL,
+                    w->iter_scale ? A->dsc : A->delta, w->hc_beta, N, d, UTG_MIX_WZ_SCALAR | UTG_MIX_DZ_SET);
         if (w->iter_scale)
-            be->mix_bwd(be, NULL, DD, NULL, g->iter_scale, T1, NULL, NULL, A->delta, w->iter_scale, N, d,
-                        UTG_MIX_DZ_SET);
+            be->mix_bwd(be, m->at, NULL, DD, NULL, g->iter_scale, T1, NULL, NULL, A->delta, w->iter_scale, N,
+                        d, UTG_MIX_DZ_SET);
     } else {
-        be->mix_bwd(be, NULL, DD, NULL, g->iter_scale, Gout, NULL, NULL, A->delta, w->iter_scale, N, d,
+        be->mix_bwd(be, m->at, NULL, DD, NULL, g->iter_scale, Gout, NULL, NULL, A->delta, w->iter_scale, N, d,
                     UTG_MIX_DZ_SET);
     }
-    be->copy(be, Gout, DD, Nd); /* dL/dblk */
+    be->copy(be, Gout, DD, Nd * m->at_size); /* dL/dblk */
 }
 
 /* One lane's sublayers in reverse, from G = dL/d(the MLP's residual sum), which becomes dL/dhin. */
 static void utg__layer_backward_sublayers(utg_model *m, const utg__layer_run *L, utg__layer_grads *G,
-                                          float *Gh) {
+                                          void *Gh) {
     utg_backend *be = m->be;
     const utg__acts *A = L->A;
     const utg__layer_weights *w = &L->w, *g = &G->g;
     int N = L->N, d = L->d, k;
     /* (blk or out) = last + mlp_scale * m: the identity path keeps G */
-    be->mix_bwd(be, NULL, m->g_normed, NULL, g->mlp_scale, Gh, NULL, NULL, A->ml.m, w->mlp_scale, N, d,
+    be->mix_bwd(be, m->at, NULL, m->g_normed, NULL, g->mlp_scale, Gh, NULL, NULL, A->ml.m, w->mlp_scale, N, d,
                 UTG_MIX_DZ_SET);
     if (L->pl->lane == UTG_LANE_GPTJ) { /* hmid = hin + attn_scale * a; the MLP read hin too */
-        be->mix_bwd(be, NULL, m->g_attn_out, NULL, g->attn_scale[0], Gh, NULL, NULL, A->at[0].a,
+        be->mix_bwd(be, m->at, NULL, m->g_attn_out, NULL, g->attn_scale[0], Gh, NULL, NULL, A->at[0].a,
                     w->attn_scale[0], N, d, UTG_MIX_DZ_SET);
         utg__mlp_bwd(m, w, g, UTG__NB(w, 1), UTG__NB(g, 1), &A->ml, m->g_normed, Gh);
         utg__attn_bwd(m, w, g, 0, UTG__NB(w, 0), UTG__NB(g, 0), &A->at[0], m->g_attn_out, Gh);
@@ -4500,14 +4684,14 @@ static void utg__layer_backward_sublayers(utg_model *m, const utg__layer_run *L,
     utg__mlp_bwd(m, w, g, UTG__NB(w, m->n_attn), UTG__NB(g, m->n_attn), &A->ml, m->g_normed, Gh);
     for (k = m->n_attn - 1; k >= 0; k--) { /* hmid[k] = (hmid[k-1] or hin) + attn_scale_k * a_k */
         if (!w->c_q[k]) continue;
-        be->mix_bwd(be, NULL, m->g_attn_out, NULL, g->attn_scale[k], Gh, NULL, NULL, A->at[k].a,
+        be->mix_bwd(be, m->at, NULL, m->g_attn_out, NULL, g->attn_scale[k], Gh, NULL, NULL, A->at[k].a,
                     w->attn_scale[k], N, d, UTG_MIX_DZ_SET);
         utg__attn_bwd(m, w, g, k, UTG__NB(w, k), UTG__NB(g, k), &A->at[k], m->g_attn_out, Gh);
     }
 }
 
 static void utg__gstate_swap0(utg__gstate *gs) {
-    float *t = gs->lane0;
+    void *t = gs->lane0;
     gs->lane0 = gs->lane0_spare;
     gs->lane0_spare = t;
 }
@@ -4521,19 +4705,19 @@ static void utg__layer_backward_input(utg_model *m, const utg__layer_run *L, utg
     const utg__layer_weights *w = &L->w, *g = &G->g;
     int N = L->N, d = L->d;
     size_t Nd = (size_t)N * d;
-    be->mix_bwd(be, gs->lane0_spare, m->g_x0, g->resid_mix, g->resid_mix + d, gs->lane0, A->xc, w->resid_mix,
-                m->x0, w->resid_mix + d, N, d, UTG_MIX_DX_SET);
+    be->mix_bwd(be, m->at, gs->lane0_spare, m->g_x0, g->resid_mix, g->resid_mix + d, gs->lane0, A->xc,
+                w->resid_mix, m->x0, w->resid_mix + d, N, d, UTG_MIX_DX_SET);
     utg__gstate_swap0(gs);
     if (m->iter_any) { /* xc = [alpha *] xs [+ iter_embed]: dxc = (block path) - d(delta); dxs = [alpha *] dxc
                           + identity */
-        float *ID = m->g_depth_cond, *DD = m->g_depth_cond + Nd;
+        void *ID = m->g_depth_cond, *DD = utg__act_at(m, m->g_depth_cond, Nd);
         utg__sub(m, gs->lane0, gs->lane0, DD, N);
-        be->mix_bwd(be, ID, NULL, g->hc_alpha, g->iter_embed, gs->lane0, A->xs, w->hc_alpha, NULL,
+        be->mix_bwd(be, m->at, ID, NULL, g->hc_alpha, g->iter_embed, gs->lane0, A->xs, w->hc_alpha, NULL,
                     w->iter_embed, N, d, w->hc_alpha ? UTG_MIX_WX_SCALAR : 0);
-        be->copy(be, gs->lane0, ID, Nd);
+        be->copy(be, gs->lane0, ID, Nd * m->at_size);
     } else if (w->film_gamma) { /* xc = gamma * xs + beta */
-        be->mix_bwd(be, gs->lane0_spare, NULL, g->film_gamma, g->film_beta, gs->lane0, A->xs, w->film_gamma,
-                    NULL, w->film_beta, N, d, UTG_MIX_DX_SET);
+        be->mix_bwd(be, m->at, gs->lane0_spare, NULL, g->film_gamma, g->film_beta, gs->lane0, A->xs,
+                    w->film_gamma, NULL, w->film_beta, N, d, UTG_MIX_DX_SET);
         utg__gstate_swap0(gs);
     }
     utg__layer_backward_skip(m, L, G, gs->lane0, A->hs);
@@ -4557,7 +4741,8 @@ static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
         return;
     }
     if (pl->push_slot >= 0) /* a later layer read this output through the skip stack */
-        utg__add(m, gs->lane0, gs->lane0, m->g_skip + (size_t)pl->push_slot * L.N * L.d, L.N, L.d);
+        utg__add(m, gs->lane0, gs->lane0, utg__act_at(m, m->g_skip, (size_t)pl->push_slot * L.N * L.d), L.N,
+                 L.d);
     if (m->iter_any) utg__layer_backward_iter_out(m, &L, &G, gs->lane0);
     utg__layer_backward_sublayers(m, &L, &G, gs->lane0);
     utg__layer_backward_input(m, &L, &G, gs);
@@ -4565,40 +4750,41 @@ static void utg__layer_backward(utg_model *m, int l, utg__gstate *gs) {
 
 UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
     utg_backend *be;
-    const float *head;
-    float *dhead;
+    const void *head;
+    void *dhead;
     utg__gstate gs;
     size_t Nd;
     int l, N, lanes_out;
-    const float *gE;
+    const void *gE;
     if (!m || !m->be) return UTG_ERR_INVALID;
     if (!m->have_forward) { utg__msgf(&m->msg, "backward needs a successful forward first"); return UTG_ERR_INVALID; }
     m->have_forward = 0; /* the logits now hold gradients: one backward per forward */
     be = m->be;
     N = m->n_tok;
     Nd = (size_t)N * m->d;
-    be->fill(be, m->g_skip, 0.0f, (size_t)m->max_slots * Nd);
-    be->fill(be, m->g_x0, 0.0f, Nd);
-    if (m->g_ve_scaled) be->fill(be, m->g_ve_scaled, 0.0f, (size_t)N * m->kvd);
-    if (m->g_v0) be->fill(be, m->g_v0, 0.0f, (size_t)N * m->kvd);
+    be->fill(be, m->g_skip, m->at, 0.0f, (size_t)m->max_slots * Nd);
+    be->fill(be, m->g_x0, m->at, 0.0f, Nd);
+    if (m->g_ve_scaled) be->fill(be, m->g_ve_scaled, m->at, 0.0f, (size_t)N * m->kvd);
+    if (m->g_v0) be->fill(be, m->g_v0, m->at, 0.0f, (size_t)N * m->kvd);
     /* head: logits = hf head^T, the logits buffer holds dloss/dlogits already */
     head = m->t_lm_head >= 0 ? UTG__W(m->t_lm_head) : UTG__W(m->t_tok_emb);
     dhead = m->t_lm_head >= 0 ? UTG__G(m->t_lm_head) : UTG__G(m->t_tok_emb);
-    m->mm(be, m->g_normed, m->logits, head, N, m->d, m->V, UTG_NO_TRANS, UTG_NO_TRANS, loss_scale, 0.0f);
-    m->mm(be, dhead, m->logits, m->hf, m->V, m->d, N, UTG_TRANS, UTG_NO_TRANS, loss_scale, 1.0f);
+    utg__model_mm(m, m->g_normed, m->logits, head, N, m->d, m->V, UTG_NO_TRANS, UTG_NO_TRANS, loss_scale,
+                  0.0f);
+    utg__model_mm(m, dhead, m->logits, m->hf, m->V, m->d, N, UTG_TRANS, UTG_NO_TRANS, loss_scale, 1.0f);
     gs.lane0 = m->g_lane0; gs.lane0_spare = m->g_lane0_spare; gs.lane1 = m->g_lane1; gs.lane1_spare = m->g_lane1_spare;
-    be->fill(be, gs.lane0, 0.0f, Nd);
-    be->rmsnorm_bwd(be, gs.lane0, m->g_normed, m->hf, m->rf, N, m->d);
+    be->fill(be, gs.lane0, m->at, 0.0f, Nd);
+    be->rmsnorm_bwd(be, m->at, gs.lane0, m->g_normed, m->hf, m->rf, N, m->d);
     lanes_out = m->plan->lanes_from >= 0;
     if (lanes_out) { /* split the head's gradient over the lanes it read */
         if (m->final_lane == 0) {
             utg__halve(m, gs.lane1, gs.lane0, N);
             utg__halve(m, gs.lane0, gs.lane0, N);
         } else if (m->final_lane == 1) {
-            be->fill(be, gs.lane1, 0.0f, Nd);
+            be->fill(be, gs.lane1, m->at, 0.0f, Nd);
         } else {
-            be->copy(be, gs.lane1, gs.lane0, Nd);
-            be->fill(be, gs.lane0, 0.0f, Nd);
+            be->copy(be, gs.lane1, gs.lane0, Nd * m->at_size);
+            be->fill(be, gs.lane0, m->at, 0.0f, Nd);
         }
     }
     for (l = m->plan->n_layers - 1; l >= 0; l--) {
@@ -4609,13 +4795,13 @@ UTGDEF utg_result utg_model_backward(utg_model *m, float loss_scale) {
     /* x0 = RMSNorm(tok_emb[ids]): x0 fed the first layer and every resid_mix */
     utg__add(m, m->g_x0, m->g_x0, gs.lane0, N, m->d);
     if (m->t_ve_embed >= 0) utg__value_embed_backward(m, N);
-    be->fill(be, m->g_normed, 0.0f, Nd);
+    be->fill(be, m->g_normed, m->at, 0.0f, Nd);
     if (m->t_smg >= 0) utg__static_smear_backward(m, N);
-    else be->rmsnorm_bwd(be, m->g_normed, m->g_x0, m->x0, m->r0, N, m->d);
+    else be->rmsnorm_bwd(be, m->at, m->g_normed, m->g_x0, m->x0, m->r0, N, m->d);
     gE = m->g_normed; /* dL/d(the raw embedding) */
     if (m->t_smear_w >= 0) gE = utg__smear_gate_backward(m, gE, N);
     if (m->t_bg_embed >= 0) utg__bigram_backward(m, gE, N);
-    be->embed_bwd(be, UTG__G(m->t_tok_emb), gE, m->ids, N, m->d);
+    be->embed_bwd(be, m->at, UTG__G(m->t_tok_emb), gE, m->ids, N, m->d);
     return UTG_OK;
 }
 
@@ -4723,7 +4909,7 @@ static const float utg__ns_polar[5][3] = {
 UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int steps, int flags,
                               float *scratch) {
     int tall = rows > cols, mn = tall ? cols : rows, it, polar_express = (flags & UTG_NS_POLAR_EXPRESS) != 0;
-    void (*mm)(utg_backend *, float *, const float *, const float *, int, int, int, utg_trans, utg_trans,
+    void (*mm)(utg_backend *, int, void *, const void *, const void *, int, int, int, utg_trans, utg_trans,
                float, float) = (flags & UTG_NS_BF16) && be->matmul_bf16 ? be->matmul_bf16 : be->matmul;
     size_t n = (size_t)rows * cols;
     float *A = scratch, *B = A + (size_t)mn * mn, *Y = B + (size_t)mn * mn;
@@ -4731,15 +4917,15 @@ UTGDEF void utg_newton_schulz(utg_backend *be, float *X, int rows, int cols, int
     for (it = 0; it < steps; it++) {
         const float *k = polar_express ? utg__ns_polar[it < 5 ? it : 4] : utg__ns_base;
         if (!tall) { /* A = X X^T; B = b A + c A A; X = a X + B X (A and A A are symmetric: _SYM) */
-            mm(be, A, X, X, mn, mn, cols, UTG_NO_TRANS_SYM, UTG_TRANS, 1.0f, 0.0f);
-            mm(be, B, A, A, mn, mn, mn, UTG_NO_TRANS_SYM, UTG_NO_TRANS, k[2], 0.0f);
+            mm(be, UTG_MM_F32, A, X, X, mn, mn, cols, UTG_NO_TRANS_SYM, UTG_TRANS, 1.0f, 0.0f);
+            mm(be, UTG_MM_F32, B, A, A, mn, mn, mn, UTG_NO_TRANS_SYM, UTG_NO_TRANS, k[2], 0.0f);
             be->axpby(be, B, k[1], A, 1.0f, (size_t)mn * mn);
-            mm(be, Y, B, X, rows, cols, mn, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
+            mm(be, UTG_MM_F32, Y, B, X, rows, cols, mn, UTG_NO_TRANS, UTG_NO_TRANS, 1.0f, 0.0f);
         } else { /* the same on X^T: A = X^T X; X = a X + X B^T */
-            mm(be, A, X, X, mn, mn, rows, UTG_TRANS_SYM, UTG_NO_TRANS, 1.0f, 0.0f);
-            mm(be, B, A, A, mn, mn, mn, UTG_NO_TRANS_SYM, UTG_NO_TRANS, k[2], 0.0f);
+            mm(be, UTG_MM_F32, A, X, X, mn, mn, rows, UTG_TRANS_SYM, UTG_NO_TRANS, 1.0f, 0.0f);
+            mm(be, UTG_MM_F32, B, A, A, mn, mn, mn, UTG_NO_TRANS_SYM, UTG_NO_TRANS, k[2], 0.0f);
             be->axpby(be, B, k[1], A, 1.0f, (size_t)mn * mn);
-            mm(be, Y, X, B, rows, cols, mn, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
+            mm(be, UTG_MM_F32, Y, X, B, rows, cols, mn, UTG_NO_TRANS, UTG_TRANS, 1.0f, 0.0f);
         }
         be->axpby(be, X, 1.0f, Y, k[0], n);
     }
@@ -4842,10 +5028,11 @@ UTGDEF void utg_optim_reset(utg_optim *o) {
     utg_backend *be;
     if (!o) return;
     be = o->be;
-    be->fill(be, o->arena[UTG_OPTIM_MOMENTUM], 0.0f, o->m->arena_floats);
-    be->fill(be, o->arena[UTG_OPTIM_SECOND_MOMENT], 0.0f, o->m->arena_floats);
-    if (o->arena[UTG_OPTIM_EMA]) be->copy(be, o->arena[UTG_OPTIM_EMA], o->m->params, o->m->arena_floats);
-    if (o->arena[UTG_OPTIM_SWA]) be->fill(be, o->arena[UTG_OPTIM_SWA], 0.0f, o->m->arena_floats);
+    be->fill(be, o->arena[UTG_OPTIM_MOMENTUM], UTG_DT_F32, 0.0f, o->m->arena_floats);
+    be->fill(be, o->arena[UTG_OPTIM_SECOND_MOMENT], UTG_DT_F32, 0.0f, o->m->arena_floats);
+    if (o->arena[UTG_OPTIM_EMA])
+        be->copy(be, o->arena[UTG_OPTIM_EMA], o->m->params, o->m->arena_floats * sizeof(float));
+    if (o->arena[UTG_OPTIM_SWA]) be->fill(be, o->arena[UTG_OPTIM_SWA], UTG_DT_F32, 0.0f, o->m->arena_floats);
     o->adam_steps = 0;
     o->swa_count = 0;
 }
@@ -4972,7 +5159,7 @@ UTGDEF utg_average utg_optim_apply_average(utg_optim *o) {
     ema = o->arena[UTG_OPTIM_EMA];
     swa_sum = o->arena[UTG_OPTIM_SWA];
     if (ema) {
-        be->copy(be, o->m->params, ema, o->m->arena_floats);
+        be->copy(be, o->m->params, ema, o->m->arena_floats * sizeof(float));
         return UTG_AVERAGE_EMA;
     }
     if (swa_sum && o->swa_count > 0) {
@@ -6615,7 +6802,7 @@ UTGDEF utg_result utg_checkpoint_load(utg_model *m, utg_optim *o, utg_loader *ld
     memcpy(&ts->train_ms, &u, 8);
     ts->tokens_seen = (int64_t)utg__rd_u64le(stat + 16);
     utg_optim_set_counters(o, (int64_t)utg__rd_u64le(stat + 24), (int64_t)utg__rd_u64le(stat + 32));
-    m->be->fill(m->be, m->grads, 0.0f, m->arena_floats);
+    m->be->fill(m->be, m->grads, UTG_DT_F32, 0.0f, m->arena_floats);
     utg_model_set_phase(m, (int)phase, 0);
     return UTG_OK;
 }
@@ -7376,14 +7563,15 @@ static utg_result utg__eval_flush(utg__evaluator *e, int len) {
     return UTG_OK;
 }
 
-/* The next window in stream order: gathered when it is this rank's, run when the batch is full. */
-static utg_result utg__eval_window(utg__evaluator *e, size_t start, int from) {
+/* The next window in stream order, len tokens: gathered when it is this rank's, run when the batch
+   is full (every window of a batch has the same length). */
+static utg_result utg__eval_window(utg__evaluator *e, size_t start, int from, int len) {
     int mine = e->o.world <= 1 || e->window % e->o.world == e->o.rank;
     e->window++;
     if (!mine) return UTG_OK;
     e->starts[e->n] = start;
     e->from[e->n] = from;
-    return ++e->n == e->o.batch_seqs ? utg__eval_flush(e, e->o.seq_len) : UTG_OK;
+    return ++e->n == e->o.batch_seqs ? utg__eval_flush(e, len) : UTG_OK;
 }
 
 /* The windows of a pass: disjoint over whole windows, or sliding (see utg_eval_opts); a sliding
@@ -7392,15 +7580,15 @@ static utg_result utg__eval_windows(utg__evaluator *e, size_t n_tok) {
     size_t N = n_tok - 1, T = (size_t)e->o.seq_len, S = (size_t)e->o.stride, ws;
     utg_result res = UTG_OK;
     if (S == 0) {
-        for (ws = 0; ws + T <= N && res == UTG_OK; ws += T) res = utg__eval_window(e, ws, 0);
+        for (ws = 0; ws + T <= N && res == UTG_OK; ws += T) res = utg__eval_window(e, ws, 0, (int)T);
         return res == UTG_OK ? utg__eval_flush(e, (int)T) : res;
     }
     for (ws = 0; ws + (T - S) < N && res == UTG_OK; ws += S) {
         int from = ws == 0 ? 0 : (int)(T - S);
         if (ws + T <= N) {
-            res = utg__eval_window(e, ws, from);
-        } else if ((res = utg__eval_flush(e, (int)T)) == UTG_OK) {
-            res = utg__eval_window(e, ws, from);
+            res = utg__eval_window(e, ws, from, (int)T);
+        } else if ((res = utg__eval_flush(e, (int)T)) == UTG_OK) { /* the full windows, then this one */
+            res = utg__eval_window(e, ws, from, (int)(N - ws));
             if (res == UTG_OK) res = utg__eval_flush(e, (int)(N - ws));
         }
     }
@@ -7413,8 +7601,8 @@ static utg_result utg__eval_check(utg_model *m, const utg_eval_opts *o, size_t n
     if (o->seq_len <= 0 || o->batch_seqs <= 0 || o->stride < 0 || o->stride > o->seq_len ||
         o->world < 0 || o->rank < 0 || (o->world > 1 && o->rank >= o->world) ||
         (size_t)o->seq_len * (size_t)o->batch_seqs > (size_t)INT32_MAX) {
-        utg__msgf(&m->msg, "evaluation: seq_len %d, stride %d, batch %d, rank %d of %d are not valid", o->seq_len,
-                  o->stride, o->batch_seqs, o->rank, o->world);
+        utg__msgf(&m->msg, "evaluation: seq_len %d, stride %d, batch %d, rank %d of %d are not valid",
+                  o->seq_len, o->stride, o->batch_seqs, o->rank, o->world);
         return UTG_ERR_INVALID;
     }
     if (n_tok < 2 || (o->stride == 0 && n_tok - 1 < (size_t)o->seq_len)) {
@@ -7425,8 +7613,8 @@ static utg_result utg__eval_check(utg_model *m, const utg_eval_opts *o, size_t n
     return UTG_OK;
 }
 
-UTGDEF utg_result utg_model_eval_bpb(utg_model *m, const utg_tokenizer *tok, const int32_t *tokens, size_t n_tok,
-                                     const utg_eval_opts *opts, utg_bpb *acc) {
+UTGDEF utg_result utg_model_eval_bpb(utg_model *m, const utg_tokenizer *tok, const int32_t *tokens,
+                                     size_t n_tok, const utg_eval_opts *opts, utg_bpb *acc) {
     utg__evaluator e;
     size_t nb;
     utg_result res;
@@ -9100,11 +9288,13 @@ UTGDEF void utg_hessians_destroy(utg_hessians *h) {
 }
 
 /* H += alpha X^T X (alpha: the square of a scale the linear applies to X, as LN_SCALE does) */
-static void utg__hess_add(utg_hessians *h, int t, const float *X, int N, float alpha) {
+static void utg__hess_add(utg_hessians *h, int t, const void *X, int N, float alpha) {
+    utg_dtype at = h->m->at;
     int s, c;
     if (t < 0 || !X || (s = h->slot_of[t]) < 0) return;
     c = h->cols[s];
-    h->m->be->matmul(h->m->be, h->H[s], X, X, c, c, N, UTG_TRANS, UTG_NO_TRANS, alpha, 1.0f);
+    h->m->be->matmul(h->m->be, UTG_MM_TYPES(UTG_DT_F32, at, at), h->H[s], X, X, c, c, N, UTG_TRANS,
+                     UTG_NO_TRANS, alpha, 1.0f);
 }
 
 /* Reads the activations the last forward saved, so nothing runs again: per virtual layer the
@@ -9186,7 +9376,8 @@ UTGDEF utg_result utg_model_generate(utg_model *m, int n_seqs, int len, double t
         r = utg_model_eval(m, pref, pref, n_seqs, t, NULL, NULL);
         for (s = 0; s < n_seqs && r == UTG_OK; s++) {
             double mx = -1e300, sum = 0.0, u;
-            m->be->download(m->be, row, m->logits + ((size_t)s * t + (size_t)(t - 1)) * (size_t)V, sizeof(float) * (size_t)V);
+            utg__download_acts(
+                m, row, utg__act_at(m, m->logits, ((size_t)s * t + (size_t)(t - 1)) * (size_t)V), (size_t)V);
             for (v = 0; v < V; v++) { /* the eval forward left the softcapped logits c*tanh(z/c) */
                 p[v] = (double)row[v] / temperature;
                 if (p[v] > mx) mx = p[v];
@@ -9826,7 +10017,11 @@ UTGDEF utg_result utg_qat_create(utg_model *m, utg_qat **out) {
     q->bits = (int *)utg__alloc(&m->alloc, sizeof(int) * n);
     q->clip = (utg_clip_mode *)utg__alloc(&m->alloc, sizeof(utg_clip_mode) * n);
     q->param = (double *)utg__alloc(&m->alloc, sizeof(double) * n);
-    if (!q->idx || !q->bits || !q->clip || !q->param) { utg__free(&m->alloc, plan); utg_qat_destroy(q); return UTG_ERR_NOMEM; }
+    if (!q->idx || !q->bits || !q->clip || !q->param) {
+        utg__free(&m->alloc, plan);
+        utg_qat_destroy(q);
+        return UTG_ERR_NOMEM;
+    }
     utg_model_quant_plan(m, NULL, plan, m->n_tensors);
     utg__qat_pick(q, plan);
     utg__free(&m->alloc, plan);
@@ -9860,7 +10055,7 @@ UTGDEF void utg_qat_begin(utg_qat *q, int step) {
         const utg_tensor_info *t = &m->tensors[q->idx[i]];
         float *master = q->master + off, *w = m->params + t->offset;
         uint64_t key = q->noisy ? utg_qat_noise_key(m->cfg.seed, step, q->idx[i]) : 0;
-        be->copy(be, master, w, t->numel);
+        be->copy(be, master, w, t->numel * sizeof(float));
         be->fake_quant_rows(be, w, master, (int)t->shape[0], (int)t->shape[1], q->bits[i], (int)q->clip[i],
                             q->param[i], key);
         off += t->numel;
@@ -9876,7 +10071,7 @@ UTGDEF void utg_qat_end(utg_qat *q) {
     m = q->m;
     for (i = 0; i < q->n; i++) { /* the masters back into the parameter arena */
         const utg_tensor_info *t = &m->tensors[q->idx[i]];
-        m->be->copy(m->be, m->params + t->offset, q->master + off, t->numel);
+        m->be->copy(m->be, m->params + t->offset, q->master + off, t->numel * sizeof(float));
         off += t->numel;
     }
     q->active = 0;
@@ -10184,10 +10379,15 @@ static int utg__overlap(const float *a, size_t na, const float *b, size_t nb) {
     uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
     return na && nb && pa < pb + nb * sizeof(float) && pb < pa + na * sizeof(float);
 }
+/* whether two ranges of n bytes share memory */
+static int utg__overlap_bytes(const void *a, const void *b, size_t n) {
+    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
+    return n && pa < pb + n && pb < pa + n;
+}
 /* fill and copy: one memset/memcpy per 64 KiB chunk, spread over the threads from 256 KiB up (a
    training step clears and copies tens of MB of gradient buffers) */
 #define UTG__CHUNK ((size_t)16384)
-static void utg__cpu_fill(utg_backend *be, float *dst, float v, size_t n) {
+static void utg__cpu_fill_f32(utg_backend *be, float *dst, float v, size_t n) {
     long long c, nc = (long long)((n + UTG__CHUNK - 1) / UTG__CHUNK);
     size_t i;
     (void)be;
@@ -10204,18 +10404,19 @@ static void utg__cpu_fill(utg_backend *be, float *dst, float v, size_t n) {
     }
 }
 /* dst = src over n floats; overlapping ranges take one memmove (chunks could read what others wrote). */
-static void utg__cpu_copy(utg_backend *be, float *dst, const float *src, size_t n) {
-    long long c, nc = (long long)((n + UTG__CHUNK - 1) / UTG__CHUNK);
+static void utg__cpu_copy(utg_backend *be, void *dst, const void *src, size_t size_bytes) {
+    const size_t chunk = UTG__CHUNK * sizeof(float);
+    long long c, nc = (long long)((size_bytes + chunk - 1) / chunk);
     (void)be;
-    if (!n || dst == src) return;
-    if (n < 4 * UTG__CHUNK || utg__overlap(dst, n, src, n)) {
-        memmove(dst, src, n * sizeof(float));
+    if (!size_bytes || dst == src) return;
+    if (size_bytes < 4 * chunk || utg__overlap_bytes(dst, src, size_bytes)) { /* overlap: one memmove */
+        memmove(dst, src, size_bytes);
         return;
-    } /* overlap: one memmove */
+    }
     UTG__OMP_FOR
     for (c = 0; c < nc; c++) {
-        size_t i0 = (size_t)c * UTG__CHUNK, i1 = i0 + UTG__CHUNK > n ? n : i0 + UTG__CHUNK;
-        memcpy(dst + i0, src + i0, (i1 - i0) * sizeof(float));
+        size_t i0 = (size_t)c * chunk, i1 = i0 + chunk > size_bytes ? size_bytes : i0 + chunk;
+        memcpy((char *)dst + i0, (const char *)src + i0, i1 - i0);
     }
 }
 
@@ -11063,12 +11264,12 @@ static void utg__matmul_run(utg_backend *be, float *C, const float *A, const flo
     else utg__matmul_blocked(&p);
 }
 /* The table's matmul and matmul_bf16: one driver, bf16 as its last argument. */
-static void utg__cpu_matmul(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
-                            utg_trans tb, float alpha, float beta) {
+static void utg__cpu_matmul_f32(utg_backend *be, float *C, const float *A, const float *B, int M, int N,
+                                int K, utg_trans ta, utg_trans tb, float alpha, float beta) {
     utg__matmul_run(be, C, A, B, M, N, K, ta, tb, alpha, beta, 0);
 }
-static void utg__cpu_matmul_bf16(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
-                                 utg_trans tb, float alpha, float beta) {
+static void utg__cpu_matmul_bf16_f32(utg_backend *be, float *C, const float *A, const float *B, int M, int N,
+                                     int K, utg_trans ta, utg_trans tb, float alpha, float beta) {
     utg__matmul_run(be, C, A, B, M, N, K, ta, tb, alpha, beta, 1);
 }
 
@@ -11080,7 +11281,8 @@ static void utg__cpu_matmul_bf16(utg_backend *be, float *C, const float *A, cons
    ------------------------------------------------------------------------------------------------ */
 
 /* embed_fwd: out[i, :] = table[ids[i], :], rows [n, d]; each output row copied by one thread. */
-static void utg__cpu_embed_fwd(utg_backend *be, float *out, const float *table, const int32_t *ids, int n, int d) {
+static void utg__cpu_embed_fwd_f32(utg_backend *be, float *out, const float *table, const int32_t *ids, int n,
+                                   int d) {
     int i;
     (void)be;
     UTG__OMP_FOR
@@ -11098,7 +11300,8 @@ static void utg__embed_bwd_cols(float *dtable, const float *dout, const int32_t 
     }
 }
 
-static void utg__cpu_embed_bwd(utg_backend *be, float *dtable, const float *dout, const int32_t *ids, int n, int d) {
+static void utg__cpu_embed_bwd_f32(utg_backend *be, float *dtable, const float *dout, const int32_t *ids,
+                                   int n, int d) {
     int cb, nblk = (d + 63) / 64;
     (void)be;
     UTG__OMP_FOR
@@ -11192,7 +11395,8 @@ static float utg__rms_row(float *UTG_RESTRICT yr, const float *UTG_RESTRICT xr, 
     return rs;
 }
 /* rmsnorm_fwd: y[rows, cols] normalized rows of x, rstd[rows] = 1/rms per row (kept for the backward). */
-static void utg__cpu_rmsnorm_fwd(utg_backend *be, float *y, float *rstd, const float *x, int rows, int cols, float eps) {
+static void utg__cpu_rmsnorm_fwd_f32(utg_backend *be, float *y, float *rstd, const float *x, int rows,
+                                     int cols, float eps) {
     int r;
     (void)be;
     UTG__OMP_FOR
@@ -11207,8 +11411,8 @@ static void utg__rmsnorm_bwd_row(float *dxr, const float *dyr, const float *yr, 
     for (c = 0; c < cols; c++) dxr[c] += rs * (dyr[c] - yr[c] * m);
 }
 
-static void utg__cpu_rmsnorm_bwd(utg_backend *be, float *dx, const float *dy, const float *y, const float *rstd,
-                                 int rows, int cols) {
+static void utg__cpu_rmsnorm_bwd_f32(utg_backend *be, float *dx, const float *dy, const float *y,
+                                     const float *rstd, int rows, int cols) {
     int r;
     (void)be;
     UTG__OMP_FOR
@@ -11232,7 +11436,7 @@ static float utg__qk_row_fwd(float *UTG_RESTRICT y, float *UTG_RESTRICT xn, cons
 }
 /* qk_norm_rope_fwd: one thread per token, its heads in order; token row t sits at position
    t % seq_len of the RoPE table. */
-static void utg__cpu_qk_norm_rope_fwd(utg_backend *be, float *y, float *xn, float *rstd, const float *x,
+static void utg__cpu_qk_norm_rope_fwd_f32(utg_backend *be, float *y, float *xn, float *rstd, const float *x,
                                       const float *cos_sin, const float *gain, int n_tok, int seq_len,
                                       int n_heads, int head_dim, int rot_dims, float eps) {
     int t, half = rot_dims / 2;
@@ -11272,9 +11476,10 @@ static float utg__qk_row_bwd(float *UTG_RESTRICT out, float *UTG_RESTRICT r, flo
 }
 /* The backward by fixed chunks of tokens: each chunk writes its tokens' dx and sums its share of dgain
    in token order; the chunks' shares are added in chunk order, so no bit depends on the thread count. */
-static void utg__cpu_qk_norm_rope_bwd(utg_backend *be, float *dx, float *dgain, const float *dy, const float *xn, const float *rstd,
-                                      const float *cos_sin, const float *gain, int n_tok, int seq_len, int n_heads, int head_dim,
-                                      int rot_dims) {
+static void utg__cpu_qk_norm_rope_bwd_f32(utg_backend *be, float *dx, float *dgain, const float *dy,
+                                          const float *xn, const float *rstd, const float *cos_sin,
+                                          const float *gain, int n_tok, int seq_len, int n_heads,
+                                          int head_dim, int rot_dims) {
     int half = rot_dims / 2, nch = n_tok < UTG__CPU_RED_CHUNKS ? (n_tok > 0 ? n_tok : 1) : UTG__CPU_RED_CHUNKS, ch, h;
     size_t per = (2 * (size_t)head_dim + 15) / 16 * 16, base = ((size_t)nch * n_heads + 15) / 16 * 16; /* whole lines */
     const float *sin_tab = cos_sin + (size_t)seq_len * half;
@@ -11303,7 +11508,6 @@ static void utg__cpu_qk_norm_rope_bwd(utg_backend *be, float *dx, float *dgain, 
             dgain[h] += s;
         }
 }
-
 
 /* ------------------------------------------------------------------------------------------------
 // >>cpu_attention
@@ -11459,8 +11663,8 @@ static void utg__fa_colsum(float *UTG_RESTRICT sm, const float *UTG_RESTRICT t, 
    the key tiles up to the panel's last query with an online softmax: m = running max, sm = the
    running sum rescaled by al = e^(m_old - m_new), O rescaled by al too; y = O / sm and
    lse = m + log(sm) at the end. Tiles wholly above the diagonal are never computed. */
-static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float *q, const float *k, const float *v,
-                              int B, int T, int H, int Hkv, int hd, float scale) {
+static void utg__cpu_attn_fwd_f32(utg_backend *be, float *y, float *lse, const float *q, const float *k,
+                                  const float *v, int B, int T, int H, int Hkv, int hd, float scale) {
     int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
     const utg__gk *gk = utg__cpu_of(be)->gk;
     const int NR = gk->nr;
@@ -11470,7 +11674,7 @@ static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float
     if (!scr) return;
     UTG__OMP_FOR_DYN
     for (task = 0; task < B * Hkv; task++) {
-        int b = task % B, kh = task / B, g, p0, kb0, i, j; /* b fastest: see utg__cpu_attn_bwd */
+        int b = task % B, kh = task / B, g, p0, kb0, i, j; /* b fastest: see utg__cpu_attn_bwd_f32 */
         utg__fa_buf f = utg__fa_carve(scr + (size_t)utg__thread_id() * per, T, hd);
         float *mx = f.l0, *sm = f.l1, *mn = f.l2, *al = f.l3;
         size_t ko = (size_t)b * T * kw + (size_t)kh * hd;
@@ -11513,9 +11717,9 @@ static void utg__cpu_attn_fwd(utg_backend *be, float *y, float *lse, const float
 /* attn_bwd (FlashAttention-2's backward): D = rowsum(dO * O) per query, P recomputed from S and the
    saved lse, dS = P (dP - D) scale; dV += P^T dO, dK += dS^T Q, dQ += dS K. dK and dV rows belong
    to one task, so they are summed without atomics; dq rows are written by the task of their head. */
-static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, const float *dy, const float *q,
-                              const float *k, const float *v, const float *y, const float *lse, int B, int T, int H,
-                              int Hkv, int hd, float scale) {
+static void utg__cpu_attn_bwd_f32(utg_backend *be, float *dq, float *dk, float *dv, const float *dy,
+                                  const float *q, const float *k, const float *v, const float *y,
+                                  const float *lse, int B, int T, int H, int Hkv, int hd, float scale) {
     int task, group = H / Hkv, qw = H * hd, kw = Hkv * hd;
     const utg__gk *gk = utg__cpu_of(be)->gk;
     const int NR = gk->nr;
@@ -11580,14 +11784,15 @@ static void utg__cpu_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, 
    ------------------------------------------------------------------------------------------------ */
 
 /* relu2_fwd: y = leaky_relu(x, slope)^2 elementwise (train_gpt.py's relu(x).square() at slope 0). */
-static void utg__cpu_relu2_fwd(utg_backend *be, float *y, const float *x, size_t n, float slope) {
+static void utg__cpu_relu2_fwd_f32(utg_backend *be, float *y, const float *x, size_t n, float slope) {
     long long i;
     (void)be;
     UTG__OMP_FOR
     for (i = 0; i < (long long)n; i++) { float r = x[i] > 0.0f ? x[i] : slope * x[i]; y[i] = r * r; }
 }
 /* relu2_bwd: WRITES dx = dy * 2x * (x > 0 ? 1 : slope^2), which is 2 r r' with r = leaky_relu(x). */
-static void utg__cpu_relu2_bwd(utg_backend *be, float *dx, const float *dy, const float *x, size_t n, float slope) {
+static void utg__cpu_relu2_bwd_f32(utg_backend *be, float *dx, const float *dy, const float *x, size_t n,
+                                   float slope) {
     long long i;
     float s2 = slope * slope;
     (void)be;
@@ -11597,7 +11802,7 @@ static void utg__cpu_relu2_bwd(utg_backend *be, float *dx, const float *dy, cons
 
 /* xsa_fwd: removes from each query head's output its component along the token's own value
    vector (kv head h / (H / Hkv)); a zero value vector leaves the output as it is. */
-static void utg__cpu_xsa_fwd(utg_backend *be, float *y, const float *x, const float *v, int n_tok, int H,
+static void utg__cpu_xsa_fwd_f32(utg_backend *be, float *y, const float *x, const float *v, int n_tok, int H,
                              int Hkv, int hd) {
     int t, g = H / Hkv;
     (void)be;
@@ -11614,7 +11819,7 @@ static void utg__cpu_xsa_fwd(utg_backend *be, float *y, const float *x, const fl
     }
 }
 /* with u = v/|v| and s = x.u:  dx = dy - (dy.u) u;  du = -(s dy + (dy.u) x);  dv = (du - (du.u) u) / |v| */
-static void utg__cpu_xsa_bwd(utg_backend *be, float *dx, float *dv, const float *dy, const float *x,
+static void utg__cpu_xsa_bwd_f32(utg_backend *be, float *dx, float *dv, const float *dy, const float *x,
                              const float *v, int n_tok, int H, int Hkv, int hd) {
     int t, g = H / Hkv;
     (void)be;
@@ -11648,8 +11853,8 @@ static void utg__lerp_row(float *out, const float *x, const float *z, const floa
     }
 }
 
-static void utg__cpu_lerp_fwd(utg_backend *be, float *out, const float *x, const float *z, const float *g, const float *s,
-                              int rows, int cols) {
+static void utg__cpu_lerp_fwd_f32(utg_backend *be, float *out, const float *x, const float *z, const float *g,
+                                  const float *s, int rows, int cols) {
     int r;
     (void)be;
     UTG__OMP_FOR
@@ -11657,9 +11862,9 @@ static void utg__cpu_lerp_fwd(utg_backend *be, float *out, const float *x, const
         utg__lerp_row(out + (size_t)r * cols, x + (size_t)r * cols, z + (size_t)r * cols, g, s, cols);
 }
 /* column sums run down the rows in order (one column per thread): the same bits for any thread count */
-static void utg__cpu_lerp_bwd(utg_backend *be, float *dx, float *dz, float *dg, float *ds, const float *dout,
-                              const float *y, const float *z, const float *g, const float *s, int rows,
-                              int cols) {
+static void utg__cpu_lerp_bwd_f32(utg_backend *be, float *dx, float *dz, float *dg, float *ds,
+                                  const float *dout, const float *y, const float *z, const float *g,
+                                  const float *s, int rows, int cols) {
     int c, r;
     (void)be;
     UTG__OMP_FOR
@@ -11687,7 +11892,7 @@ static void utg__cpu_lerp_bwd(utg_backend *be, float *dx, float *dz, float *dg, 
 
 /* gate_fwd: per token and head, g = mult * sigmoid(scale * W[h, :win] . x[t, :win]) (saved for the
    backward) and y = g yin. */
-static void utg__cpu_gate_fwd(utg_backend *be, float *y, float *g, const float *yin, const float *x,
+static void utg__cpu_gate_fwd_f32(utg_backend *be, float *y, float *g, const float *yin, const float *x,
                               const float *W, int n_tok, int H, int hd, int x_cols, int win, float scale,
                               float mult) {
     int t;
@@ -11711,7 +11916,7 @@ static float utg__gate_dz(const float *dy, const float *yin, const float *g, int
     return utg__dot(dy + ((size_t)t * H + h) * hd, yin + ((size_t)t * H + h) * hd, hd) * gv * (1.0f - gv / mult);
 }
 /* gate_bwd: two passes, per token (dyin, dx) and per weight (dW, in double down the tokens). */
-static void utg__cpu_gate_bwd(utg_backend *be, float *dyin, float *dx, float *dW, const float *dy,
+static void utg__cpu_gate_bwd_f32(utg_backend *be, float *dyin, float *dx, float *dW, const float *dy,
                               const float *yin, const float *x, const float *W, const float *g, int n_tok,
                               int H, int hd, int x_cols, int win, float scale, float mult) {
     int t, hi;
@@ -11741,8 +11946,9 @@ static void utg__cpu_gate_bwd(utg_backend *be, float *dyin, float *dx, float *dW
    token (PR #1855's mask, so no document leaks into the next through the gate). */
 static int utg__smear_on(const int32_t *ids, int t, int seq_len, int bos) { return t % seq_len != 0 && ids[t] != bos; }
 /* smear_fwd (PR #1667): y_t = x_t + lam sigmoid(w . x_t[0:win]) x_{t-1} where utg__smear_on. */
-static void utg__cpu_smear_fwd(utg_backend *be, float *y, const float *x, const float *w, const float *lam,
-                               const int32_t *ids, int n_tok, int seq_len, int d, int win, int bos) {
+static void utg__cpu_smear_fwd_f32(utg_backend *be, float *y, const float *x, const float *w,
+                                   const float *lam, const int32_t *ids, int n_tok, int seq_len, int d,
+                                   int win, int bos) {
     int t;
     (void)be;
     UTG__OMP_FOR
@@ -11759,8 +11965,9 @@ static void utg__cpu_smear_fwd(utg_backend *be, float *y, const float *x, const 
 }
 /* smear_bwd: ADDS dx per token (its own dy, the next token's gate times its dy, and the gate's
    input term), then dw and dlam as double sums down the tokens, one after the other. */
-static void utg__cpu_smear_bwd(utg_backend *be, float *dx, float *dw, float *dlam, const float *dy, const float *x, const float *w,
-                               const float *lam, const int32_t *ids, int n_tok, int seq_len, int d, int win, int bos) {
+static void utg__cpu_smear_bwd_f32(utg_backend *be, float *dx, float *dw, float *dlam, const float *dy,
+                                   const float *x, const float *w, const float *lam, const int32_t *ids,
+                                   int n_tok, int seq_len, int d, int win, int bos) {
     int t, i;
     double sl = 0.0;
     (void)be;
@@ -11812,7 +12019,7 @@ static void utg__mix_row(float *out, const float *x, const float *wx, int sx, co
 }
 /* the residual add and the next norm in one pass: each row is mixed, then normalized while in L1
    (y NULL: the mix alone, mix_fwd) */
-static void utg__cpu_mix_rmsnorm_fwd(utg_backend *be, float *out, float *y, float *rstd, const float *x,
+static void utg__cpu_mix_rmsnorm_fwd_f32(utg_backend *be, float *out, float *y, float *rstd, const float *x,
                                      const float *wx, const float *z, const float *wz, int rows, int cols,
                                      int flags, float eps) {
     int r, sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1;
@@ -11827,17 +12034,17 @@ static void utg__cpu_mix_rmsnorm_fwd(utg_backend *be, float *out, float *y, floa
     }
 }
 /* mix_fwd: mix_rmsnorm_fwd without the norm (y NULL). */
-static void utg__cpu_mix_fwd(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
+static void utg__cpu_mix_fwd_f32(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
                              const float *wz, int rows, int cols, int flags) {
-    utg__cpu_mix_rmsnorm_fwd(be, out, NULL, NULL, x, wx, z, wz, rows, cols, flags, 0.0f);
+    utg__cpu_mix_rmsnorm_fwd_f32(be, out, NULL, NULL, x, wx, z, wz, rows, cols, flags, 0.0f);
 }
 
 /* One pass over the rows: each fixed chunk of rows sums its share of dwx (dout x) and dwz (dout z)
    in row order, then writes or adds dx and dz for the row (so dx may even alias dout); the chunks'
    shares are added in chunk order, so no bit depends on the thread count. */
-static void utg__cpu_mix_bwd(utg_backend *be, float *dx, float *dz, float *dwx, float *dwz, const float *dout,
-                             const float *x, const float *wx, const float *z, const float *wz, int rows, int cols,
-                             int flags) {
+static void utg__cpu_mix_bwd_f32(utg_backend *be, float *dx, float *dz, float *dwx, float *dwz,
+                                 const float *dout, const float *x, const float *wx, const float *z,
+                                 const float *wz, int rows, int cols, int flags) {
     int sx = (flags & UTG_MIX_WX_SCALAR) ? 0 : 1, sz = (flags & UTG_MIX_WZ_SCALAR) ? 0 : 1, sig_w = wz && (flags & UTG_MIX_WZ_SIGMOID);
     int nch = rows < UTG__CPU_RED_CHUNKS ? (rows > 0 ? rows : 1) : UTG__CPU_RED_CHUNKS, ch, c, set_x = flags & UTG_MIX_DX_SET,
         set_z = flags & UTG_MIX_DZ_SET;
@@ -11929,8 +12136,8 @@ static void utg__tanh_chunk(float *UTG_RESTRICT out, const float *UTG_RESTRICT y
 
 /* Softcapped cross-entropy of each row, and (dscale != 0) its gradient in place: rows are
    independent, each worked in chunks of UTG__XCHUNK (the same bits for any thread count). */
-static void utg__cpu_xent_fwd(utg_backend *be, float *logits, float *row_loss, const int32_t *targets, int rows,
-                              int V, float softcap, float dscale) {
+static void utg__cpu_xent_fwd_f32(utg_backend *be, float *logits, float *row_loss, const int32_t *targets,
+                                  int rows, int V, float softcap, float dscale) {
     int r;
     (void)be;
     UTG__OMP_FOR
@@ -12100,8 +12307,8 @@ static void utg__cpu_fake_quant_ste(float *out, const float *w, int rows, int co
             memcpy(o, wr, sizeof(float) * (size_t)cols);
         } else {
             float lo = clip == UTG_CLIP_SDCLIP ? 1e-10f : 1.0f / (float)r;
-            utg__quant_row(wr, cols, r, utg__row_clip_direct(wr, cols, (utg_clip_mode)clip, clip_param), lo, q,
-                           &scale16);
+            utg__quant_row(wr, cols, r, utg__row_clip_direct(wr, cols, (utg_clip_mode)clip, clip_param), lo,
+                           q, &scale16);
             s16 = utg_f16_to_f32(scale16);
             for (c = 0; c < cols; c++) o[c] = (float)q[c] * s16;
         }
@@ -12117,7 +12324,8 @@ static float utg__counter_uniform(uint64_t key, uint64_t i) {
 }
 
 /* fake_quant_rows, QAT=noisy: one quantization step of uniform noise per weight, scaled by the row max. */
-static void utg__cpu_fake_quant_noise(float *out, const float *w, int rows, int cols, int bits, uint64_t key) {
+static void utg__cpu_fake_quant_noise(float *out, const float *w, int rows, int cols, int bits,
+                                      uint64_t key) {
     int i, r = (1 << (bits - 1)) - 1;
     UTG__OMP_FOR
     for (i = 0; i < rows; i++) {
@@ -12133,8 +12341,8 @@ static void utg__cpu_fake_quant_noise(float *out, const float *w, int rows, int 
     }
 }
 
-static void utg__cpu_fake_quant_rows(utg_backend *be, float *out, const float *w, int rows, int cols, int bits,
-                                     int clip, double clip_param, uint64_t noise_key) {
+static void utg__cpu_fake_quant_rows(utg_backend *be, float *out, const float *w, int rows, int cols,
+                                     int bits, int clip, double clip_param, uint64_t noise_key) {
     (void)be;
     if (noise_key) utg__cpu_fake_quant_noise(out, w, rows, cols, bits, noise_key);
     else utg__cpu_fake_quant_ste(out, w, rows, cols, bits, clip, clip_param);
@@ -12155,6 +12363,377 @@ static void utg__cpu_adam_step(utg_backend *be, float *p, const float *g, float 
         v[i] = vi;
         p[i] = p[i] * decay - step * mi / (sqrtf(vi) * rbc2 + eps);
     }
+}
+
+/* ------------------------------------------------------------------------------------------------
+// >>cpu_storage
+   bf16 activation storage on the CPU. An op whose activation operands are BF16 converts each of them
+   to fp32 scratch (utg__stage), runs the fp32 kernel, and rounds what it wrote back to bf16 once
+   (utg__stage_end). This is the table's precision rule executed literally, so it is the reference
+   a GPU's native bf16 kernels are checked against; it is not a fast path (ACTIVATION_DTYPE=auto
+   picks F32 on the CPU). F32 operands go straight to the kernels.
+   ------------------------------------------------------------------------------------------------ */
+enum { UTG__STAGE_IN, UTG__STAGE_OUT, UTG__STAGE_INOUT };
+#define UTG__MAX_STAGED 12
+
+/* The fp32 views of one op's BF16 operands. On a failed allocation no kernel runs and every output
+   is filled with NaN (the step then refuses a non-finite loss) rather than left as it was. */
+typedef struct utg__stager {
+    utg_backend *be;
+    int n, failed;
+    struct {
+        const void *dev;
+        float *f; /* NULL after a failed allocation */
+        size_t n;
+        int write_back;
+    } slot[UTG__MAX_STAGED];
+} utg__stager;
+
+static void utg__stage_begin(utg__stager *st, utg_backend *be) { /* cheap: F32 ops stage nothing */
+    st->be = be;
+    st->n = st->failed = 0;
+}
+
+/* n floats of scratch for a view (the CPU allocator under the lock the scratch slots use) */
+static float *utg__stage_alloc(utg_backend *be, size_t n) {
+    utg__cpu *c = utg__cpu_of(be);
+    size_t bytes;
+    float *f = NULL;
+    if (!utg__mul_ok(n ? n : 1, sizeof(float), &bytes)) return NULL;
+#ifdef _OPENMP
+#pragma omp critical(utg__cpu_alloc)
+#endif
+    f = (float *)utg__aligned_alloc(&c->alloc, bytes);
+    return f;
+}
+
+/* The fp32 view of an operand of n elements stored as dtype (F32: the operand itself; NULL stays
+   NULL). An operand staged twice (an output that aliases an input) has one view. Every view is
+   loaded, so an output the op adds into keeps what it held. */
+static float *utg__stage(utg__stager *st, utg_dtype dtype, const void *dev, size_t n, int mode) {
+    const uint16_t *h = (const uint16_t *)dev;
+    ptrdiff_t k, nn = (ptrdiff_t)n;
+    float *f;
+    int i;
+    if (!dev || dtype == UTG_DT_F32) return (float *)(uintptr_t)dev;
+    for (i = 0; i < st->n; i++)
+        if (st->slot[i].dev == dev) {
+            st->slot[i].write_back |= mode != UTG__STAGE_IN;
+            return st->slot[i].f;
+        }
+    UTG_ASSERT(st->n < UTG__MAX_STAGED);
+    if (st->n >= UTG__MAX_STAGED) { st->failed = 1; return NULL; }
+    f = utg__stage_alloc(st->be, n);
+    st->slot[st->n].dev = dev, st->slot[st->n].f = f, st->slot[st->n].n = n;
+    st->slot[st->n++].write_back = mode != UTG__STAGE_IN;
+    if (!f) { st->failed = 1; return NULL; }
+    UTG__OMP_FOR
+    for (k = 0; k < nn; k++) f[k] = utg__bf16_to_f32(h[k]);
+    return f;
+}
+
+/* The outputs back to bf16 (each element rounded once; NaN after a failed allocation), and the
+   scratch freed. */
+static void utg__stage_end(utg__stager *st) {
+    utg__cpu *c = utg__cpu_of(st->be);
+    int i;
+    for (i = 0; i < st->n; i++) {
+        uint16_t *h = (uint16_t *)(uintptr_t)st->slot[i].dev;
+        const float *f = st->slot[i].f;
+        ptrdiff_t k, nn = (ptrdiff_t)st->slot[i].n;
+        if (st->slot[i].write_back) {
+            UTG__OMP_FOR
+            for (k = 0; k < nn; k++) h[k] = (uint16_t)(st->failed ? 0x7fc0u : utg__bf16_bits(f[k]));
+        }
+#ifdef _OPENMP
+#pragma omp critical(utg__cpu_alloc)
+#endif
+        utg__aligned_free(&c->alloc, st->slot[i].f);
+    }
+}
+
+/* matmul and matmul_bf16 with per-operand types: C is loaded too when beta is not 0. */
+static void utg__cpu_mm_typed(utg_backend *be, int bf16_products, int types, void *C, const void *A,
+                              const void *B, int M, int N, int K, utg_trans ta, utg_trans tb, float alpha,
+                              float beta) {
+    void (*mm)(utg_backend *, float *, const float *, const float *, int, int, int, utg_trans, utg_trans,
+               float, float) = bf16_products ? utg__cpu_matmul_bf16_f32 : utg__cpu_matmul_f32;
+    utg__stager st;
+    float *cf, *af, *bf;
+    utg__stage_begin(&st, be);
+    cf = utg__stage(&st, UTG_MM_TYPE_C(types), C, (size_t)M * N,
+                    beta != 0.0f ? UTG__STAGE_INOUT : UTG__STAGE_OUT);
+    af = utg__stage(&st, UTG_MM_TYPE_A(types), A, (size_t)M * K, UTG__STAGE_IN);
+    bf = utg__stage(&st, UTG_MM_TYPE_B(types), B, (size_t)K * N, UTG__STAGE_IN);
+    if (!st.failed) mm(be, cf, af, bf, M, N, K, ta, tb, alpha, beta);
+    utg__stage_end(&st);
+}
+static void utg__cpu_matmul(utg_backend *be, int types, void *C, const void *A, const void *B, int M, int N,
+                            int K, utg_trans ta, utg_trans tb, float alpha, float beta) {
+    utg__cpu_mm_typed(be, 0, types, C, A, B, M, N, K, ta, tb, alpha, beta);
+}
+static void utg__cpu_matmul_bf16(utg_backend *be, int types, void *C, const void *A, const void *B, int M,
+                                 int N, int K, utg_trans ta, utg_trans tb, float alpha, float beta) {
+    utg__cpu_mm_typed(be, 1, types, C, A, B, M, N, K, ta, tb, alpha, beta);
+}
+
+/* fill: F32 through the chunked fill; BF16 as the rounded value's 16 bits. */
+static void utg__cpu_fill(utg_backend *be, void *dst, utg_dtype dtype, float v, size_t n) {
+    uint16_t b = (uint16_t)utg__bf16_bits(v), *h = (uint16_t *)dst;
+    ptrdiff_t i, nn = (ptrdiff_t)n;
+    if (dtype != UTG_DT_BF16) {
+        utg__cpu_fill_f32(be, (float *)dst, v, n);
+        return;
+    }
+    UTG__OMP_FOR
+    for (i = 0; i < nn; i++) h[i] = b;
+}
+
+/* The table's ops on the CPU: each stages its BF16 operands (F32 ones pass through untouched) and
+   runs its fp32 kernel. */
+static void utg__cpu_embed_fwd(utg_backend *be, utg_dtype at, void *out, const float *table,
+                               const int32_t *ids, int n, int d) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *out_f = utg__stage(&st, at, out, (size_t)n * d, UTG__STAGE_OUT);
+    if (!st.failed) utg__cpu_embed_fwd_f32(be, out_f, table, ids, n, d);
+    utg__stage_end(&st);
+}
+static void utg__cpu_embed_bwd(utg_backend *be, utg_dtype at, float *dtable, const void *dout,
+                               const int32_t *ids, int n, int d) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *dout_f = utg__stage(&st, at, dout, (size_t)n * d, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_embed_bwd_f32(be, dtable, dout_f, ids, n, d);
+    utg__stage_end(&st);
+}
+static void utg__cpu_rmsnorm_fwd(utg_backend *be, utg_dtype at, void *y, float *rstd, const void *x, int rows,
+                                 int cols, float eps) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *y_f = utg__stage(&st, at, y, (size_t)rows * cols, UTG__STAGE_OUT);
+    float *x_f = utg__stage(&st, at, x, (size_t)rows * cols, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_rmsnorm_fwd_f32(be, y_f, rstd, x_f, rows, cols, eps);
+    utg__stage_end(&st);
+}
+static void utg__cpu_rmsnorm_bwd(utg_backend *be, utg_dtype at, void *dx, const void *dy, const void *y,
+                                 const float *rstd, int rows, int cols) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *dx_f = utg__stage(&st, at, dx, (size_t)rows * cols, UTG__STAGE_OUT);
+    float *dy_f = utg__stage(&st, at, dy, (size_t)rows * cols, UTG__STAGE_IN);
+    float *y_f = utg__stage(&st, at, y, (size_t)rows * cols, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_rmsnorm_bwd_f32(be, dx_f, dy_f, y_f, rstd, rows, cols);
+    utg__stage_end(&st);
+}
+static void utg__cpu_qk_norm_rope_fwd(utg_backend *be, utg_dtype at, void *y, void *xn, float *rstd,
+                                      const void *x, const float *cos_sin, const float *gain, int n_tok,
+                                      int seq_len, int n_heads, int head_dim, int rot_dims, float eps) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *y_f = utg__stage(&st, at, y, (size_t)n_tok * n_heads * head_dim, UTG__STAGE_OUT);
+    float *xn_f = utg__stage(&st, at, xn, (size_t)n_tok * n_heads * head_dim, UTG__STAGE_OUT);
+    float *x_f = utg__stage(&st, at, x, (size_t)n_tok * n_heads * head_dim, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_qk_norm_rope_fwd_f32(be, y_f, xn_f, rstd, x_f, cos_sin, gain, n_tok, seq_len,
+                                                  n_heads, head_dim, rot_dims, eps);
+    utg__stage_end(&st);
+}
+static void utg__cpu_qk_norm_rope_bwd(utg_backend *be, utg_dtype at, void *dx, float *dgain, const void *dy,
+                                      const void *xn, const float *rstd, const float *cos_sin,
+                                      const float *gain, int n_tok, int seq_len, int n_heads, int head_dim,
+                                      int rot_dims) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *dx_f = utg__stage(&st, at, dx, (size_t)n_tok * n_heads * head_dim, UTG__STAGE_OUT);
+    float *dy_f = utg__stage(&st, at, dy, (size_t)n_tok * n_heads * head_dim, UTG__STAGE_IN);
+    float *xn_f = utg__stage(&st, at, xn, (size_t)n_tok * n_heads * head_dim, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_qk_norm_rope_bwd_f32(be, dx_f, dgain, dy_f, xn_f, rstd, cos_sin, gain, n_tok,
+                                                  seq_len, n_heads, head_dim, rot_dims);
+    utg__stage_end(&st);
+}
+static void utg__cpu_attn_fwd(utg_backend *be, utg_dtype at, void *y, float *lse, const void *q,
+                              const void *k, const void *v, int B, int T, int H, int Hkv, int hd,
+                              float scale) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *y_f = utg__stage(&st, at, y, (size_t)B * T * H * hd, UTG__STAGE_OUT);
+    float *q_f = utg__stage(&st, at, q, (size_t)B * T * H * hd, UTG__STAGE_IN);
+    float *k_f = utg__stage(&st, at, k, (size_t)B * T * Hkv * hd, UTG__STAGE_IN);
+    float *v_f = utg__stage(&st, at, v, (size_t)B * T * Hkv * hd, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_attn_fwd_f32(be, y_f, lse, q_f, k_f, v_f, B, T, H, Hkv, hd, scale);
+    utg__stage_end(&st);
+}
+static void utg__cpu_attn_bwd(utg_backend *be, utg_dtype at, void *dq, void *dk, void *dv, const void *dy,
+                              const void *q, const void *k, const void *v, const void *y, const float *lse,
+                              int B, int T, int H, int Hkv, int hd, float scale) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *dq_f = utg__stage(&st, at, dq, (size_t)B * T * H * hd, UTG__STAGE_OUT);
+    float *dk_f = utg__stage(&st, at, dk, (size_t)B * T * Hkv * hd, UTG__STAGE_OUT);
+    float *dv_f = utg__stage(&st, at, dv, (size_t)B * T * Hkv * hd, UTG__STAGE_OUT);
+    float *dy_f = utg__stage(&st, at, dy, (size_t)B * T * H * hd, UTG__STAGE_IN);
+    float *q_f = utg__stage(&st, at, q, (size_t)B * T * H * hd, UTG__STAGE_IN);
+    float *k_f = utg__stage(&st, at, k, (size_t)B * T * Hkv * hd, UTG__STAGE_IN);
+    float *v_f = utg__stage(&st, at, v, (size_t)B * T * Hkv * hd, UTG__STAGE_IN);
+    float *y_f = utg__stage(&st, at, y, (size_t)B * T * H * hd, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_attn_bwd_f32(be, dq_f, dk_f, dv_f, dy_f, q_f, k_f, v_f, y_f, lse, B, T, H, Hkv,
+                                          hd, scale);
+    utg__stage_end(&st);
+}
+static void utg__cpu_relu2_fwd(utg_backend *be, utg_dtype at, void *y, const void *x, size_t n, float slope) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *y_f = utg__stage(&st, at, y, n, UTG__STAGE_OUT);
+    float *x_f = utg__stage(&st, at, x, n, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_relu2_fwd_f32(be, y_f, x_f, n, slope);
+    utg__stage_end(&st);
+}
+static void utg__cpu_relu2_bwd(utg_backend *be, utg_dtype at, void *dx, const void *dy, const void *x,
+                               size_t n, float slope) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *dx_f = utg__stage(&st, at, dx, n, UTG__STAGE_OUT);
+    float *dy_f = utg__stage(&st, at, dy, n, UTG__STAGE_IN);
+    float *x_f = utg__stage(&st, at, x, n, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_relu2_bwd_f32(be, dx_f, dy_f, x_f, n, slope);
+    utg__stage_end(&st);
+}
+static void utg__cpu_xsa_fwd(utg_backend *be, utg_dtype at, void *y, const void *x, const void *v, int n_tok,
+                             int H, int Hkv, int hd) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *y_f = utg__stage(&st, at, y, (size_t)n_tok * H * hd, UTG__STAGE_OUT);
+    float *x_f = utg__stage(&st, at, x, (size_t)n_tok * H * hd, UTG__STAGE_IN);
+    float *v_f = utg__stage(&st, at, v, (size_t)n_tok * Hkv * hd, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_xsa_fwd_f32(be, y_f, x_f, v_f, n_tok, H, Hkv, hd);
+    utg__stage_end(&st);
+}
+static void utg__cpu_xsa_bwd(utg_backend *be, utg_dtype at, void *dx, void *dv, const void *dy, const void *x,
+                             const void *v, int n_tok, int H, int Hkv, int hd) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *dx_f = utg__stage(&st, at, dx, (size_t)n_tok * H * hd, UTG__STAGE_INOUT);
+    float *dv_f = utg__stage(&st, at, dv, (size_t)n_tok * Hkv * hd, UTG__STAGE_INOUT);
+    float *dy_f = utg__stage(&st, at, dy, (size_t)n_tok * H * hd, UTG__STAGE_IN);
+    float *x_f = utg__stage(&st, at, x, (size_t)n_tok * H * hd, UTG__STAGE_IN);
+    float *v_f = utg__stage(&st, at, v, (size_t)n_tok * Hkv * hd, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_xsa_bwd_f32(be, dx_f, dv_f, dy_f, x_f, v_f, n_tok, H, Hkv, hd);
+    utg__stage_end(&st);
+}
+static void utg__cpu_lerp_fwd(utg_backend *be, utg_dtype at, void *out, const void *x, const void *z,
+                              const float *g, const float *s, int rows, int cols) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *out_f = utg__stage(&st, at, out, (size_t)rows * cols, UTG__STAGE_OUT);
+    float *x_f = utg__stage(&st, at, x, (size_t)rows * cols, UTG__STAGE_IN);
+    float *z_f = utg__stage(&st, at, z, (size_t)rows * cols, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_lerp_fwd_f32(be, out_f, x_f, z_f, g, s, rows, cols);
+    utg__stage_end(&st);
+}
+static void utg__cpu_lerp_bwd(utg_backend *be, utg_dtype at, void *dx, void *dz, float *dg, float *ds,
+                              const void *dout, const void *y, const void *z, const float *g, const float *s,
+                              int rows, int cols) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *dx_f = utg__stage(&st, at, dx, (size_t)rows * cols, UTG__STAGE_OUT);
+    float *dz_f = utg__stage(&st, at, dz, (size_t)rows * cols, UTG__STAGE_INOUT);
+    float *dout_f = utg__stage(&st, at, dout, (size_t)rows * cols, UTG__STAGE_IN);
+    float *y_f = utg__stage(&st, at, y, (size_t)rows * cols, UTG__STAGE_IN);
+    float *z_f = utg__stage(&st, at, z, (size_t)rows * cols, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_lerp_bwd_f32(be, dx_f, dz_f, dg, ds, dout_f, y_f, z_f, g, s, rows, cols);
+    utg__stage_end(&st);
+}
+static void utg__cpu_gate_fwd(utg_backend *be, utg_dtype at, void *y, float *g, const void *yin,
+                              const void *x, const float *W, int n_tok, int H, int hd, int x_cols, int win,
+                              float scale, float mult) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *y_f = utg__stage(&st, at, y, (size_t)n_tok * H * hd, UTG__STAGE_OUT);
+    float *yin_f = utg__stage(&st, at, yin, (size_t)n_tok * H * hd, UTG__STAGE_IN);
+    float *x_f = utg__stage(&st, at, x, (size_t)n_tok * x_cols, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_gate_fwd_f32(be, y_f, g, yin_f, x_f, W, n_tok, H, hd, x_cols, win, scale, mult);
+    utg__stage_end(&st);
+}
+static void utg__cpu_gate_bwd(utg_backend *be, utg_dtype at, void *dyin, void *dx, float *dW, const void *dy,
+                              const void *yin, const void *x, const float *W, const float *g, int n_tok,
+                              int H, int hd, int x_cols, int win, float scale, float mult) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *dyin_f = utg__stage(&st, at, dyin, (size_t)n_tok * H * hd, UTG__STAGE_INOUT);
+    float *dx_f = utg__stage(&st, at, dx, (size_t)n_tok * x_cols, UTG__STAGE_INOUT);
+    float *dy_f = utg__stage(&st, at, dy, (size_t)n_tok * H * hd, UTG__STAGE_IN);
+    float *yin_f = utg__stage(&st, at, yin, (size_t)n_tok * H * hd, UTG__STAGE_IN);
+    float *x_f = utg__stage(&st, at, x, (size_t)n_tok * x_cols, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_gate_bwd_f32(be, dyin_f, dx_f, dW, dy_f, yin_f, x_f, W, g, n_tok, H, hd, x_cols,
+                                          win, scale, mult);
+    utg__stage_end(&st);
+}
+static void utg__cpu_smear_fwd(utg_backend *be, utg_dtype at, void *y, const void *x, const float *w,
+                               const float *lam, const int32_t *ids, int n_tok, int seq_len, int d, int win,
+                               int bos) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *y_f = utg__stage(&st, at, y, (size_t)n_tok * d, UTG__STAGE_OUT);
+    float *x_f = utg__stage(&st, at, x, (size_t)n_tok * d, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_smear_fwd_f32(be, y_f, x_f, w, lam, ids, n_tok, seq_len, d, win, bos);
+    utg__stage_end(&st);
+}
+static void utg__cpu_smear_bwd(utg_backend *be, utg_dtype at, void *dx, float *dw, float *dlam,
+                               const void *dy, const void *x, const float *w, const float *lam,
+                               const int32_t *ids, int n_tok, int seq_len, int d, int win, int bos) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *dx_f = utg__stage(&st, at, dx, (size_t)n_tok * d, UTG__STAGE_INOUT);
+    float *dy_f = utg__stage(&st, at, dy, (size_t)n_tok * d, UTG__STAGE_IN);
+    float *x_f = utg__stage(&st, at, x, (size_t)n_tok * d, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_smear_bwd_f32(be, dx_f, dw, dlam, dy_f, x_f, w, lam, ids, n_tok, seq_len, d, win,
+                                           bos);
+    utg__stage_end(&st);
+}
+static void utg__cpu_mix_fwd(utg_backend *be, utg_dtype at, void *out, const void *x, const float *wx,
+                             const void *z, const float *wz, int rows, int cols, int flags) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *out_f = utg__stage(&st, at, out, (size_t)rows * cols, UTG__STAGE_OUT);
+    float *x_f = utg__stage(&st, at, x, (size_t)rows * cols, UTG__STAGE_IN);
+    float *z_f = utg__stage(&st, at, z, (size_t)rows * cols, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_mix_fwd_f32(be, out_f, x_f, wx, z_f, wz, rows, cols, flags);
+    utg__stage_end(&st);
+}
+static void utg__cpu_mix_bwd(utg_backend *be, utg_dtype at, void *dx, void *dz, float *dwx, float *dwz,
+                             const void *dout, const void *x, const float *wx, const void *z, const float *wz,
+                             int rows, int cols, int flags) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *dx_f = utg__stage(&st, at, dx, (size_t)rows * cols, UTG__STAGE_INOUT);
+    float *dz_f = utg__stage(&st, at, dz, (size_t)rows * cols, UTG__STAGE_INOUT);
+    float *dout_f = utg__stage(&st, at, dout, (size_t)rows * cols, UTG__STAGE_IN);
+    float *x_f = utg__stage(&st, at, x, (size_t)rows * cols, UTG__STAGE_IN);
+    float *z_f = utg__stage(&st, at, z, (size_t)rows * cols, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_mix_bwd_f32(be, dx_f, dz_f, dwx, dwz, dout_f, x_f, wx, z_f, wz, rows, cols,
+                                         flags);
+    utg__stage_end(&st);
+}
+static void utg__cpu_mix_rmsnorm_fwd(utg_backend *be, utg_dtype at, void *out, void *y, float *rstd,
+                                     const void *x, const float *wx, const void *z, const float *wz, int rows,
+                                     int cols, int flags, float eps) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *out_f = utg__stage(&st, at, out, (size_t)rows * cols, UTG__STAGE_OUT);
+    float *y_f = utg__stage(&st, at, y, (size_t)rows * cols, UTG__STAGE_OUT);
+    float *x_f = utg__stage(&st, at, x, (size_t)rows * cols, UTG__STAGE_IN);
+    float *z_f = utg__stage(&st, at, z, (size_t)rows * cols, UTG__STAGE_IN);
+    if (!st.failed) utg__cpu_mix_rmsnorm_fwd_f32(be, out_f, y_f, rstd, x_f, wx, z_f, wz, rows, cols, flags,
+                                                 eps);
+    utg__stage_end(&st);
+}
+static void utg__cpu_xent_fwd(utg_backend *be, utg_dtype at, void *logits, float *row_loss,
+                              const int32_t *targets, int rows, int V, float softcap, float dscale) {
+    utg__stager st;
+    utg__stage_begin(&st, be);
+    float *logits_f = utg__stage(&st, at, logits, (size_t)rows * V, UTG__STAGE_INOUT);
+    if (!st.failed) utg__cpu_xent_fwd_f32(be, logits_f, row_loss, targets, rows, V, softcap, dscale);
+    utg__stage_end(&st);
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -12205,6 +12784,8 @@ UTGDEF utg_result utg_backend_cpu_create(const utg_allocator *alloc, utg_backend
     be->name = "cpu";
     be->impl = c;
     be->flags = UTG_BACKEND_CONCURRENT;
+    be->storage_dtypes = 1u << UTG_DT_F32 | 1u << UTG_DT_BF16;
+    be->auto_activation_dtype = UTG_DT_F32; /* its bf16 storage converts around fp32 kernels */
     be->rank = 0;
     be->world = 1;
     be->buf_alloc = utg__cpu_buf_alloc;

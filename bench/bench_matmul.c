@@ -108,12 +108,12 @@ typedef void (*run_fn)(const mm_case *c, float *C, const float *A, const float *
 static utg_backend *g_be;
 
 static void run_utg(const mm_case *c, float *C, const float *A, const float *B) {
-    g_be->matmul(g_be, C, A, B, c->M, c->N, c->K, c->ta ? UTG_TRANS : UTG_NO_TRANS, c->tb ? UTG_TRANS : UTG_NO_TRANS,
+    g_be->matmul(g_be, UTG_MM_F32, C, A, B, c->M, c->N, c->K, c->ta ? UTG_TRANS : UTG_NO_TRANS, c->tb ? UTG_TRANS : UTG_NO_TRANS,
                  1.0f, 0.0f);
 }
 
 static void run_utg_bf16(const mm_case *c, float *C, const float *A, const float *B) {
-    g_be->matmul_bf16(g_be, C, A, B, c->M, c->N, c->K, c->ta ? UTG_TRANS : UTG_NO_TRANS, c->tb ? UTG_TRANS : UTG_NO_TRANS,
+    g_be->matmul_bf16(g_be, UTG_MM_F32, C, A, B, c->M, c->N, c->K, c->ta ? UTG_TRANS : UTG_NO_TRANS, c->tb ? UTG_TRANS : UTG_NO_TRANS,
                       1.0f, 0.0f);
 }
 

@@ -22,11 +22,12 @@
 static utg_backend orig; /* the real ops */
 static double t_mm, t_attn, f_mm;
 
-typedef void (*mm_fn)(utg_backend *, float *, const float *, const float *, int, int, int, utg_trans, utg_trans, float, float);
-static void timed_mm(mm_fn fn, utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
-                     utg_trans tb, float alpha, float beta) {
+typedef void (*mm_fn)(utg_backend *, int, void *, const void *, const void *, int, int, int, utg_trans, utg_trans,
+                      float, float);
+static void timed_mm(mm_fn fn, utg_backend *be, int types, void *C, const void *A, const void *B, int M, int N,
+                     int K, utg_trans ta, utg_trans tb, float alpha, float beta) {
     double t = now_ms();
-    fn(be, C, A, B, M, N, K, ta, tb, alpha, beta);
+    fn(be, types, C, A, B, M, N, K, ta, tb, alpha, beta);
     t = now_ms() - t;
 #ifdef _OPENMP
 #pragma omp atomic
@@ -37,24 +38,25 @@ static void timed_mm(mm_fn fn, utg_backend *be, float *C, const float *A, const 
 #endif
     f_mm += 2.0 * M * N * K;
 }
-static void w_matmul(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
-                     utg_trans tb, float alpha, float beta) {
-    timed_mm(orig.matmul, be, C, A, B, M, N, K, ta, tb, alpha, beta);
+static void w_matmul(utg_backend *be, int types, void *C, const void *A, const void *B, int M, int N, int K,
+                     utg_trans ta, utg_trans tb, float alpha, float beta) {
+    timed_mm(orig.matmul, be, types, C, A, B, M, N, K, ta, tb, alpha, beta);
 }
-static void w_matmul_bf16(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K, utg_trans ta,
-                          utg_trans tb, float alpha, float beta) {
-    timed_mm(orig.matmul_bf16, be, C, A, B, M, N, K, ta, tb, alpha, beta);
+static void w_matmul_bf16(utg_backend *be, int types, void *C, const void *A, const void *B, int M, int N, int K,
+                          utg_trans ta, utg_trans tb, float alpha, float beta) {
+    timed_mm(orig.matmul_bf16, be, types, C, A, B, M, N, K, ta, tb, alpha, beta);
 }
-static void w_attn_fwd(utg_backend *be, float *y, float *lse, const float *q, const float *k, const float *v, int B, int T,
-                       int H, int Hkv, int hd, float scale) {
+static void w_attn_fwd(utg_backend *be, utg_dtype at, void *y, float *lse, const void *q, const void *k,
+                       const void *v, int B, int T, int H, int Hkv, int hd, float scale) {
     double t = now_ms();
-    orig.attn_fwd(be, y, lse, q, k, v, B, T, H, Hkv, hd, scale);
+    orig.attn_fwd(be, at, y, lse, q, k, v, B, T, H, Hkv, hd, scale);
     t_attn += now_ms() - t;
 }
-static void w_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, const float *dy, const float *q, const float *k,
-                       const float *v, const float *y, const float *lse, int B, int T, int H, int Hkv, int hd, float scale) {
+static void w_attn_bwd(utg_backend *be, utg_dtype at, void *dq, void *dk, void *dv, const void *dy, const void *q,
+                       const void *k, const void *v, const void *y, const float *lse, int B, int T, int H, int Hkv,
+                       int hd, float scale) {
     double t = now_ms();
-    orig.attn_bwd(be, dq, dk, dv, dy, q, k, v, y, lse, B, T, H, Hkv, hd, scale);
+    orig.attn_bwd(be, at, dq, dk, dv, dy, q, k, v, y, lse, B, T, H, Hkv, hd, scale);
     t_attn += now_ms() - t;
 }
 

@@ -1285,6 +1285,11 @@ static int log_model(train_run *r) {
     logf_("world_size:1 grad_accum_steps:%d micro_batch:%dx%d tokens_per_step:%lld threads:%d", r->accum,
           r->micro_seqs, r->cfg->train_seq_len, (long long)r->tokens_per_step, utg_thread_count());
     logf_("eval: seq_len:%d stride:%d batch:%d windows", r->ev.seq_len, r->ev.stride, r->ev.batch_seqs);
+    logf_("activations:%s %.1f KB/token (fp32 storage: %.1f KB/token, bf16: %.1f KB/token)",
+          utg_model_activation_dtype(m) == UTG_DT_BF16 ? "bf16" : "fp32",
+          utg_model_activation_bytes_per_token(m, utg_model_activation_dtype(m)) / 1024.0,
+          utg_model_activation_bytes_per_token(m, UTG_DT_F32) / 1024.0,
+          utg_model_activation_bytes_per_token(m, UTG_DT_BF16) / 1024.0);
     return RUN_ON;
 }
 

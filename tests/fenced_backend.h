@@ -12,9 +12,12 @@
      time).
    - Range checks. Each op computes, from its shape arguments and the contract written above its
      field in utgolf.h, the bytes each pointer argument will touch (4-byte floats and int32 ids, an
-     8-byte double where the op says fp64), and checks that they lie inside one live buffer; NULL
-     only where the contract allows it. Outputs must not overlap other arguments unless the contract
-     says they may alias. A violation prints the op, the argument and the range, then abort()s.
+     8-byte double where the op says fp64; activation operands by the op's `at`, matmul's operands
+     each by its type in `types`, fill's by its dtype: 2 bytes for BF16), and checks that they lie
+     inside one live buffer; NULL only where the contract allows it. A storage type that is neither
+     F32 nor BF16, or that the inner table does not list in storage_dtypes, is refused. Outputs must
+     not overlap other arguments unless the contract says they may alias. A violation prints the op,
+     the argument and the range, then abort()s.
    - Counting. Calls per op, uploads and downloads with their bytes, and host waits: the calls that
      make the host wait for the device (download and synchronize; an op that returned a value to the
      host would count too). fenced_backend_stats reads them, fenced_backend_reset_stats zeroes them.
@@ -57,7 +60,7 @@
     X(reduce_f64, 0) X(normalize_frob, 0) X(axpby, 0) X(muon_momentum, 0) X(row_normalize, 0)        \
     X(adam_step, 0) X(synchronize, 1) X(destroy, 0)
 /* the data fields among the ops (copied from the inner table as they are) */
-#define FB_FIELDS(X) X(rank) X(world)
+#define FB_FIELDS(X) X(storage_dtypes) X(auto_activation_dtype) X(rank) X(world)
 
 #define FB__ENUM(op, waits) FB_OP_##op,
 enum { FB_OPS(FB__ENUM) FB_N_OPS };
@@ -78,6 +81,7 @@ typedef struct fenced_stats {
     uint64_t uploads, upload_bytes;
     uint64_t synchronizes;
     uint64_t ops;                          /* every call, buf_alloc and buf_free included */
+    uint64_t bf16_calls;                   /* calls with a BF16 operand (at, a matmul type, fill) */
     uint64_t calls[FB_N_OPS];              /* per op, FB_OP_<name> order */
     uint64_t live_buffers, live_bytes, peak_bytes;
 } fenced_stats;
@@ -113,6 +117,8 @@ typedef struct fb__call {
     utg_backend *in;
     int op;
     int n_args, n_alias;
+    int bf16;       /* an operand is BF16 (counted in bf16_calls) */
+    size_t at_size; /* bytes per element of the op's activation type (fb__at), 0 before */
     fb__arg a[FB__MAX_ARGS];
     const char *alias[2][2];
 } fb__call;
@@ -277,16 +283,39 @@ static void fb__end(fb__call *c) {
     int k;
     for (k = 0; k < s->n_opened; k++) fb__protect(s, &s->bufs[s->opened[k]], 0);
     s->n_opened = 0;
+    if (c->bf16) s->st.bf16_calls++;
     s->last_op = c->op;
     s->in_op = 0;
 }
 
-/* a*b*d elements of 4 bytes (floats, int32 ids), in bytes; a negative or overflowing shape dies */
-static size_t fb__b4(const fb__call *c, long long a, long long b, long long d) {
+/* a*b*d elements of es bytes (es <= 8), in bytes; a negative or overflowing shape dies */
+static size_t fb__bytes(const fb__call *c, size_t es, long long a, long long b, long long d) {
     if (a < 0 || b < 0 || d < 0) fb__die(c, "negative shape (%lld x %lld x %lld)", a, b, d);
     if (b && a > (long long)(SIZE_MAX / 8) / b) fb__die(c, "shape %lld x %lld overflows", a, b);
     if (d && a * b > (long long)(SIZE_MAX / 8) / d) fb__die(c, "shape %lld x %lld x %lld overflows", a, b, d);
-    return (size_t)(a * b * d) * 4;
+    return (size_t)(a * b * d) * es;
+}
+/* floats (weights, weight gradients, per-row statistics) and int32 ids */
+static size_t fb__b4(const fb__call *c, long long a, long long b, long long d) {
+    return fb__bytes(c, 4, a, b, d);
+}
+
+/* The element size of a storage type: dtype must be F32 or BF16 and listed in the inner table's
+   storage_dtypes (what names it in the message). */
+static size_t fb__dtype_size(fb__call *c, const char *what, utg_dtype dtype) {
+    if (dtype != UTG_DT_F32 && dtype != UTG_DT_BF16)
+        fb__die(c, "%s %d is neither F32 nor BF16", what, (int)dtype);
+    if (!(c->in->storage_dtypes & (1u << dtype)))
+        fb__die(c, "%s %s is not in the inner backend's storage_dtypes (0x%x)", what,
+                dtype == UTG_DT_BF16 ? "BF16" : "F32", (unsigned)c->in->storage_dtypes);
+    c->bf16 |= dtype == UTG_DT_BF16;
+    return dtype == UTG_DT_BF16 ? 2 : 4;
+}
+/* The op's activation type `at`, checked; fb__ba sizes its activation operands by it. */
+static void fb__at(fb__call *c, utg_dtype at) { c->at_size = fb__dtype_size(c, "at", at); }
+static size_t fb__ba(const fb__call *c, long long a, long long b, long long d) {
+    if (!c->at_size) fb__die(c, "an activation range before fb__at (a bug of the wrapper)");
+    return fb__bytes(c, c->at_size, a, b, d);
 }
 
 /* Checks that [p, p + n) lies in one live buffer, opens that buffer and records the range.
@@ -465,18 +494,19 @@ static void fb__op_download(utg_backend *be, void *host_dst, const void *src, si
     FB__RUN(c, download, (c.in, host_dst, src, n));
 }
 
-static void fb__op_fill(utg_backend *be, float *dst, float v, size_t n) {
+/* n elements of dtype (F32, or a storage type of the inner backend) */
+static void fb__op_fill(utg_backend *be, void *dst, utg_dtype dtype, float v, size_t n) {
     fb__call c;
     fb__begin(&c, be, FB_OP_fill);
-    fb__out(&c, "dst", dst, fb__b4(&c, (long long)n, 1, 1));
-    FB__RUN(c, fill, (c.in, dst, v, n));
+    fb__out(&c, "dst", dst, fb__bytes(&c, fb__dtype_size(&c, "dtype", dtype), (long long)n, 1, 1));
+    FB__RUN(c, fill, (c.in, dst, dtype, v, n));
 }
 
-static void fb__op_copy(utg_backend *be, float *dst, const float *src, size_t n) {
+static void fb__op_copy(utg_backend *be, void *dst, const void *src, size_t n) {
     fb__call c;
     fb__begin(&c, be, FB_OP_copy);
-    fb__out(&c, "dst", dst, fb__b4(&c, (long long)n, 1, 1));
-    fb__in(&c, "src", src, fb__b4(&c, (long long)n, 1, 1));
+    fb__out(&c, "dst", dst, n);
+    fb__in(&c, "src", src, n);
     FB__RUN(c, copy, (c.in, dst, src, n));
 }
 
@@ -512,30 +542,36 @@ static void fb__op_all_gather(utg_backend *be, void *dst, const void *src, size_
 /* ---------------------------------------------------------------- core ops */
 
 /* matmul and matmul_bf16: op(A) is [M,K] and op(B) [K,N] whether stored transposed or not, so the
-   extents do not depend on ta and tb; beta 1 reads C too (it is one output either way). */
-static void fb__mm(fb__call *c, const float *C, const float *A, const float *B, int M, int N, int K,
+   extents do not depend on ta and tb; beta 1 reads C too (it is one output either way). Each operand
+   is sized by its own type in `types`. */
+static void fb__mm(fb__call *c, int types, const void *C, const void *A, const void *B, int M, int N, int K,
                    utg_trans ta, utg_trans tb, float beta) {
+    size_t sc, sa, sb;
+    if (types & ~0xfff) fb__die(c, "types 0x%x has bits beyond C's, A's and B's", (unsigned)types);
+    sc = fb__dtype_size(c, "C's type", UTG_MM_TYPE_C(types));
+    sa = fb__dtype_size(c, "A's type", UTG_MM_TYPE_A(types));
+    sb = fb__dtype_size(c, "B's type", UTG_MM_TYPE_B(types));
     if ((unsigned)ta > 3u || (unsigned)tb > 1u) fb__die(c, "ta %d, tb %d", (int)ta, (int)tb);
     if (beta != 0.0f && beta != 1.0f) fb__die(c, "beta %g is neither 0 nor 1", (double)beta);
     if ((ta & 2) && (M != N || beta != 0.0f))
         fb__die(c, "a symmetric product needs M == N and beta 0 (M %d, N %d, beta %g)", M, N, (double)beta);
-    fb__out(c, "C", C, fb__b4(c, M, N, 1));
-    fb__in(c, "A", A, fb__b4(c, M, K, 1));
-    fb__in(c, "B", B, fb__b4(c, K, N, 1));
+    fb__out(c, "C", C, fb__bytes(c, sc, M, N, 1));
+    fb__in(c, "A", A, fb__bytes(c, sa, M, K, 1));
+    fb__in(c, "B", B, fb__bytes(c, sb, K, N, 1));
 }
-static void fb__op_matmul(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
-                          utg_trans ta, utg_trans tb, float alpha, float beta) {
+static void fb__op_matmul(utg_backend *be, int types, void *C, const void *A, const void *B, int M, int N,
+                          int K, utg_trans ta, utg_trans tb, float alpha, float beta) {
     fb__call c;
     fb__begin(&c, be, FB_OP_matmul);
-    fb__mm(&c, C, A, B, M, N, K, ta, tb, beta);
-    FB__RUN(c, matmul, (c.in, C, A, B, M, N, K, ta, tb, alpha, beta));
+    fb__mm(&c, types, C, A, B, M, N, K, ta, tb, beta);
+    FB__RUN(c, matmul, (c.in, types, C, A, B, M, N, K, ta, tb, alpha, beta));
 }
-static void fb__op_matmul_bf16(utg_backend *be, float *C, const float *A, const float *B, int M, int N, int K,
-                               utg_trans ta, utg_trans tb, float alpha, float beta) {
+static void fb__op_matmul_bf16(utg_backend *be, int types, void *C, const void *A, const void *B, int M,
+                               int N, int K, utg_trans ta, utg_trans tb, float alpha, float beta) {
     fb__call c;
     fb__begin(&c, be, FB_OP_matmul_bf16);
-    fb__mm(&c, C, A, B, M, N, K, ta, tb, beta);
-    FB__RUN(c, matmul_bf16, (c.in, C, A, B, M, N, K, ta, tb, alpha, beta));
+    fb__mm(&c, types, C, A, B, M, N, K, ta, tb, beta);
+    FB__RUN(c, matmul_bf16, (c.in, types, C, A, B, M, N, K, ta, tb, alpha, beta));
 }
 
 /* The table's extent comes from the ids (read here: the wrapper is the backend): rows 0 .. max id. */
@@ -550,41 +586,45 @@ static void fb__embed(fb__call *c, const char *tname, const float *table, int ta
     }
     fb__range(c, tname, table, fb__b4(c, (long long)mx + 1, d, 1), table_out, 0);
 }
-static void fb__op_embed_fwd(utg_backend *be, float *out, const float *table, const int32_t *ids, int n,
-                             int d) {
+static void fb__op_embed_fwd(utg_backend *be, utg_dtype at, void *out, const float *table, const int32_t *ids,
+                             int n, int d) {
     fb__call c;
     fb__begin(&c, be, FB_OP_embed_fwd);
-    fb__out(&c, "out", out, fb__b4(&c, n, d, 1));
+    fb__at(&c, at);
+    fb__out(&c, "out", out, fb__ba(&c, n, d, 1));
     fb__embed(&c, "table", table, 0, ids, n, d);
-    FB__RUN(c, embed_fwd, (c.in, out, table, ids, n, d));
+    FB__RUN(c, embed_fwd, (c.in, at, out, table, ids, n, d));
 }
-static void fb__op_embed_bwd(utg_backend *be, float *dtable, const float *dout, const int32_t *ids, int n,
-                             int d) {
+static void fb__op_embed_bwd(utg_backend *be, utg_dtype at, float *dtable, const void *dout,
+                             const int32_t *ids, int n, int d) {
     fb__call c;
     fb__begin(&c, be, FB_OP_embed_bwd);
-    fb__in(&c, "dout", dout, fb__b4(&c, n, d, 1));
+    fb__at(&c, at);
+    fb__in(&c, "dout", dout, fb__ba(&c, n, d, 1));
     fb__embed(&c, "dtable", dtable, 1, ids, n, d);
-    FB__RUN(c, embed_bwd, (c.in, dtable, dout, ids, n, d));
+    FB__RUN(c, embed_bwd, (c.in, at, dtable, dout, ids, n, d));
 }
 
-static void fb__op_rmsnorm_fwd(utg_backend *be, float *y, float *rstd, const float *x, int rows, int cols,
-                               float eps) {
+static void fb__op_rmsnorm_fwd(utg_backend *be, utg_dtype at, void *y, float *rstd, const void *x, int rows,
+                               int cols, float eps) {
     fb__call c;
     fb__begin(&c, be, FB_OP_rmsnorm_fwd);
-    fb__out(&c, "y", y, fb__b4(&c, rows, cols, 1));
+    fb__at(&c, at);
+    fb__out(&c, "y", y, fb__ba(&c, rows, cols, 1));
     fb__out(&c, "rstd", rstd, fb__b4(&c, rows, 1, 1));
-    fb__in(&c, "x", x, fb__b4(&c, rows, cols, 1));
-    FB__RUN(c, rmsnorm_fwd, (c.in, y, rstd, x, rows, cols, eps));
+    fb__in(&c, "x", x, fb__ba(&c, rows, cols, 1));
+    FB__RUN(c, rmsnorm_fwd, (c.in, at, y, rstd, x, rows, cols, eps));
 }
-static void fb__op_rmsnorm_bwd(utg_backend *be, float *dx, const float *dy, const float *y, const float *rstd,
-                               int rows, int cols) {
+static void fb__op_rmsnorm_bwd(utg_backend *be, utg_dtype at, void *dx, const void *dy, const void *y,
+                               const float *rstd, int rows, int cols) {
     fb__call c;
     fb__begin(&c, be, FB_OP_rmsnorm_bwd);
-    fb__out(&c, "dx", dx, fb__b4(&c, rows, cols, 1));
-    fb__in(&c, "dy", dy, fb__b4(&c, rows, cols, 1));
-    fb__in(&c, "y", y, fb__b4(&c, rows, cols, 1));
+    fb__at(&c, at);
+    fb__out(&c, "dx", dx, fb__ba(&c, rows, cols, 1));
+    fb__in(&c, "dy", dy, fb__ba(&c, rows, cols, 1));
+    fb__in(&c, "y", y, fb__ba(&c, rows, cols, 1));
     fb__in(&c, "rstd", rstd, fb__b4(&c, rows, 1, 1));
-    FB__RUN(c, rmsnorm_bwd, (c.in, dx, dy, y, rstd, rows, cols));
+    FB__RUN(c, rmsnorm_bwd, (c.in, at, dx, dy, y, rstd, rows, cols));
 }
 
 /* cos_sin holds [seq_len, rot_dims/2] cosines, then as many sines; gain is per head or NULL */
@@ -595,33 +635,35 @@ static void fb__qk_tables(fb__call *c, const float *cos_sin, const float *gain, 
     fb__in(c, "cos_sin", cos_sin, fb__b4(c, seq_len, rot_dims / 2, 2));
     fb__in_opt(c, "gain", gain, fb__b4(c, n_heads, 1, 1));
 }
-static void fb__op_qk_norm_rope_fwd(utg_backend *be, float *y, float *xn, float *rstd, const float *x,
-                                    const float *cos_sin, const float *gain, int n_tok, int seq_len,
-                                    int n_heads, int head_dim, int rot_dims, float eps) {
+static void fb__op_qk_norm_rope_fwd(utg_backend *be, utg_dtype at, void *y, void *xn, float *rstd,
+                                    const void *x, const float *cos_sin, const float *gain, int n_tok,
+                                    int seq_len, int n_heads, int head_dim, int rot_dims, float eps) {
     fb__call c;
     fb__begin(&c, be, FB_OP_qk_norm_rope_fwd);
-    fb__out(&c, "y", y, fb__b4(&c, n_tok, n_heads, head_dim));
-    fb__out(&c, "xn", xn, fb__b4(&c, n_tok, n_heads, head_dim));
+    fb__at(&c, at);
+    fb__out(&c, "y", y, fb__ba(&c, n_tok, n_heads, head_dim));
+    fb__out(&c, "xn", xn, fb__ba(&c, n_tok, n_heads, head_dim));
     fb__out(&c, "rstd", rstd, fb__b4(&c, n_tok, n_heads, 1));
-    fb__in(&c, "x", x, fb__b4(&c, n_tok, n_heads, head_dim));
+    fb__in(&c, "x", x, fb__ba(&c, n_tok, n_heads, head_dim));
     fb__qk_tables(&c, cos_sin, gain, seq_len, n_heads, head_dim, rot_dims);
-    FB__RUN(c, qk_norm_rope_fwd, (c.in, y, xn, rstd, x, cos_sin, gain, n_tok, seq_len, n_heads, head_dim,
+    FB__RUN(c, qk_norm_rope_fwd, (c.in, at, y, xn, rstd, x, cos_sin, gain, n_tok, seq_len, n_heads, head_dim,
                                   rot_dims, eps));
 }
 /* dgain may be NULL (nothing to add into; the contract only says it is added to "with a gain") */
-static void fb__op_qk_norm_rope_bwd(utg_backend *be, float *dx, float *dgain, const float *dy,
-                                    const float *xn, const float *rstd, const float *cos_sin,
+static void fb__op_qk_norm_rope_bwd(utg_backend *be, utg_dtype at, void *dx, float *dgain, const void *dy,
+                                    const void *xn, const float *rstd, const float *cos_sin,
                                     const float *gain, int n_tok, int seq_len, int n_heads, int head_dim,
                                     int rot_dims) {
     fb__call c;
     fb__begin(&c, be, FB_OP_qk_norm_rope_bwd);
-    fb__out(&c, "dx", dx, fb__b4(&c, n_tok, n_heads, head_dim));
+    fb__at(&c, at);
+    fb__out(&c, "dx", dx, fb__ba(&c, n_tok, n_heads, head_dim));
     fb__out_opt(&c, "dgain", dgain, fb__b4(&c, n_heads, 1, 1));
-    fb__in(&c, "dy", dy, fb__b4(&c, n_tok, n_heads, head_dim));
-    fb__in(&c, "xn", xn, fb__b4(&c, n_tok, n_heads, head_dim));
+    fb__in(&c, "dy", dy, fb__ba(&c, n_tok, n_heads, head_dim));
+    fb__in(&c, "xn", xn, fb__ba(&c, n_tok, n_heads, head_dim));
     fb__in(&c, "rstd", rstd, fb__b4(&c, n_tok, n_heads, 1));
     fb__qk_tables(&c, cos_sin, gain, seq_len, n_heads, head_dim, rot_dims);
-    FB__RUN(c, qk_norm_rope_bwd, (c.in, dx, dgain, dy, xn, rstd, cos_sin, gain, n_tok, seq_len, n_heads,
+    FB__RUN(c, qk_norm_rope_bwd, (c.in, at, dx, dgain, dy, xn, rstd, cos_sin, gain, n_tok, seq_len, n_heads,
                                   head_dim, rot_dims));
 }
 
@@ -630,236 +672,255 @@ static long long fb__bt(fb__call *c, int B, int T, int H, int Hkv) {
     if (B < 0 || T < 0 || H <= 0 || Hkv <= 0 || H % Hkv) fb__die(c, "B %d, T %d, H %d, Hkv %d", B, T, H, Hkv);
     return (long long)B * T;
 }
-static void fb__op_attn_fwd(utg_backend *be, float *y, float *lse, const float *q, const float *k,
-                            const float *v, int B, int T, int H, int Hkv, int hd, float scale) {
+static void fb__op_attn_fwd(utg_backend *be, utg_dtype at, void *y, float *lse, const void *q, const void *k,
+                            const void *v, int B, int T, int H, int Hkv, int hd, float scale) {
     fb__call c;
     long long bt;
     fb__begin(&c, be, FB_OP_attn_fwd);
+    fb__at(&c, at);
     bt = fb__bt(&c, B, T, H, Hkv);
-    fb__out(&c, "y", y, fb__b4(&c, bt, H, hd));
+    fb__out(&c, "y", y, fb__ba(&c, bt, H, hd));
     fb__out(&c, "lse", lse, fb__b4(&c, bt, H, 1));
-    fb__in(&c, "q", q, fb__b4(&c, bt, H, hd));
-    fb__in(&c, "k", k, fb__b4(&c, bt, Hkv, hd));
-    fb__in(&c, "v", v, fb__b4(&c, bt, Hkv, hd));
-    FB__RUN(c, attn_fwd, (c.in, y, lse, q, k, v, B, T, H, Hkv, hd, scale));
+    fb__in(&c, "q", q, fb__ba(&c, bt, H, hd));
+    fb__in(&c, "k", k, fb__ba(&c, bt, Hkv, hd));
+    fb__in(&c, "v", v, fb__ba(&c, bt, Hkv, hd));
+    FB__RUN(c, attn_fwd, (c.in, at, y, lse, q, k, v, B, T, H, Hkv, hd, scale));
 }
-static void fb__op_attn_bwd(utg_backend *be, float *dq, float *dk, float *dv, const float *dy, const float *q,
-                            const float *k, const float *v, const float *y, const float *lse, int B, int T,
-                            int H, int Hkv, int hd, float scale) {
+static void fb__op_attn_bwd(utg_backend *be, utg_dtype at, void *dq, void *dk, void *dv, const void *dy,
+                            const void *q, const void *k, const void *v, const void *y, const float *lse,
+                            int B, int T, int H, int Hkv, int hd, float scale) {
     fb__call c;
     long long bt;
     fb__begin(&c, be, FB_OP_attn_bwd);
+    fb__at(&c, at);
     bt = fb__bt(&c, B, T, H, Hkv);
-    fb__out(&c, "dq", dq, fb__b4(&c, bt, H, hd));
-    fb__out(&c, "dk", dk, fb__b4(&c, bt, Hkv, hd));
-    fb__out(&c, "dv", dv, fb__b4(&c, bt, Hkv, hd));
-    fb__in(&c, "dy", dy, fb__b4(&c, bt, H, hd));
-    fb__in(&c, "q", q, fb__b4(&c, bt, H, hd));
-    fb__in(&c, "k", k, fb__b4(&c, bt, Hkv, hd));
-    fb__in(&c, "v", v, fb__b4(&c, bt, Hkv, hd));
-    fb__in(&c, "y", y, fb__b4(&c, bt, H, hd));
+    fb__out(&c, "dq", dq, fb__ba(&c, bt, H, hd));
+    fb__out(&c, "dk", dk, fb__ba(&c, bt, Hkv, hd));
+    fb__out(&c, "dv", dv, fb__ba(&c, bt, Hkv, hd));
+    fb__in(&c, "dy", dy, fb__ba(&c, bt, H, hd));
+    fb__in(&c, "q", q, fb__ba(&c, bt, H, hd));
+    fb__in(&c, "k", k, fb__ba(&c, bt, Hkv, hd));
+    fb__in(&c, "v", v, fb__ba(&c, bt, Hkv, hd));
+    fb__in(&c, "y", y, fb__ba(&c, bt, H, hd));
     fb__in(&c, "lse", lse, fb__b4(&c, bt, H, 1));
-    FB__RUN(c, attn_bwd, (c.in, dq, dk, dv, dy, q, k, v, y, lse, B, T, H, Hkv, hd, scale));
+    FB__RUN(c, attn_bwd, (c.in, at, dq, dk, dv, dy, q, k, v, y, lse, B, T, H, Hkv, hd, scale));
 }
 
-static void fb__op_relu2_fwd(utg_backend *be, float *y, const float *x, size_t n, float slope) {
+static void fb__op_relu2_fwd(utg_backend *be, utg_dtype at, void *y, const void *x, size_t n, float slope) {
     fb__call c;
     fb__begin(&c, be, FB_OP_relu2_fwd);
-    fb__out(&c, "y", y, fb__b4(&c, (long long)n, 1, 1));
-    fb__in(&c, "x", x, fb__b4(&c, (long long)n, 1, 1));
-    FB__RUN(c, relu2_fwd, (c.in, y, x, n, slope));
+    fb__at(&c, at);
+    fb__out(&c, "y", y, fb__ba(&c, (long long)n, 1, 1));
+    fb__in(&c, "x", x, fb__ba(&c, (long long)n, 1, 1));
+    FB__RUN(c, relu2_fwd, (c.in, at, y, x, n, slope));
 }
-static void fb__op_relu2_bwd(utg_backend *be, float *dx, const float *dy, const float *x, size_t n,
+static void fb__op_relu2_bwd(utg_backend *be, utg_dtype at, void *dx, const void *dy, const void *x, size_t n,
                              float slope) {
     fb__call c;
     fb__begin(&c, be, FB_OP_relu2_bwd);
-    fb__out(&c, "dx", dx, fb__b4(&c, (long long)n, 1, 1));
-    fb__in(&c, "dy", dy, fb__b4(&c, (long long)n, 1, 1));
-    fb__in(&c, "x", x, fb__b4(&c, (long long)n, 1, 1));
-    FB__RUN(c, relu2_bwd, (c.in, dx, dy, x, n, slope));
+    fb__at(&c, at);
+    fb__out(&c, "dx", dx, fb__ba(&c, (long long)n, 1, 1));
+    fb__in(&c, "dy", dy, fb__ba(&c, (long long)n, 1, 1));
+    fb__in(&c, "x", x, fb__ba(&c, (long long)n, 1, 1));
+    FB__RUN(c, relu2_bwd, (c.in, at, dx, dy, x, n, slope));
 }
 
-/* The mix ops' inputs: x [rows, cols]; z [rows, cols] or NULL; each weight a vector of cols, one
-   scalar under its *_SCALAR flag, or NULL. The backward needs x only for dwx (NULL otherwise). */
-static void fb__mix_in(fb__call *c, const float *x, int x_nullable, const float *wx, const float *z,
+/* The mix ops' inputs: x [rows, cols] and z [rows, cols] or NULL, activations; each weight a vector of
+   cols floats, one scalar under its *_SCALAR flag, or NULL. The backward needs x only for dwx (NULL
+   otherwise). */
+static void fb__mix_in(fb__call *c, const void *x, int x_nullable, const float *wx, const void *z,
                        const float *wz, int rows, int cols, int flags, int allowed) {
     if (flags & ~allowed) fb__die(c, "unknown flags 0x%x", (unsigned)(flags & ~allowed));
     if ((flags & UTG_MIX_WZ_SIGMOID) && !(flags & UTG_MIX_WZ_SCALAR))
         fb__die(c, "UTG_MIX_WZ_SIGMOID without UTG_MIX_WZ_SCALAR");
-    fb__range(c, "x", x, fb__b4(c, rows, cols, 1), 0, x_nullable);
+    fb__range(c, "x", x, fb__ba(c, rows, cols, 1), 0, x_nullable);
     fb__in_opt(c, "wx", wx, fb__b4(c, (flags & UTG_MIX_WX_SCALAR) ? 1 : cols, 1, 1));
-    fb__in_opt(c, "z", z, fb__b4(c, rows, cols, 1));
+    fb__in_opt(c, "z", z, fb__ba(c, rows, cols, 1));
     fb__in_opt(c, "wz", wz, fb__b4(c, (flags & UTG_MIX_WZ_SCALAR) ? 1 : cols, 1, 1));
 }
 #define FB__MIX_FWD_FLAGS (UTG_MIX_WX_SCALAR | UTG_MIX_WZ_SCALAR | UTG_MIX_WZ_SIGMOID)
-static void fb__op_mix_fwd(utg_backend *be, float *out, const float *x, const float *wx, const float *z,
-                           const float *wz, int rows, int cols, int flags) {
+static void fb__op_mix_fwd(utg_backend *be, utg_dtype at, void *out, const void *x, const float *wx,
+                           const void *z, const float *wz, int rows, int cols, int flags) {
     fb__call c;
     fb__begin(&c, be, FB_OP_mix_fwd);
-    fb__out(&c, "out", out, fb__b4(&c, rows, cols, 1));
+    fb__at(&c, at);
+    fb__out(&c, "out", out, fb__ba(&c, rows, cols, 1));
     fb__mix_in(&c, x, 0, wx, z, wz, rows, cols, flags, FB__MIX_FWD_FLAGS);
     fb__may_alias(&c, "out", "x");
-    FB__RUN(c, mix_fwd, (c.in, out, x, wx, z, wz, rows, cols, flags));
+    FB__RUN(c, mix_fwd, (c.in, at, out, x, wx, z, wz, rows, cols, flags));
 }
-static void fb__op_mix_bwd(utg_backend *be, float *dx, float *dz, float *dwx, float *dwz, const float *dout,
-                           const float *x, const float *wx, const float *z, const float *wz, int rows,
-                           int cols, int flags) {
+static void fb__op_mix_bwd(utg_backend *be, utg_dtype at, void *dx, void *dz, float *dwx, float *dwz,
+                           const void *dout, const void *x, const float *wx, const void *z, const float *wz,
+                           int rows, int cols, int flags) {
     fb__call c;
     fb__begin(&c, be, FB_OP_mix_bwd);
-    fb__out_opt(&c, "dx", dx, fb__b4(&c, rows, cols, 1));
-    fb__out_opt(&c, "dz", dz, fb__b4(&c, rows, cols, 1));
+    fb__at(&c, at);
+    fb__out_opt(&c, "dx", dx, fb__ba(&c, rows, cols, 1));
+    fb__out_opt(&c, "dz", dz, fb__ba(&c, rows, cols, 1));
     fb__out_opt(&c, "dwx", dwx, fb__b4(&c, (flags & UTG_MIX_WX_SCALAR) ? 1 : cols, 1, 1));
     fb__out_opt(&c, "dwz", dwz, fb__b4(&c, (flags & UTG_MIX_WZ_SCALAR) ? 1 : cols, 1, 1));
-    fb__in(&c, "dout", dout, fb__b4(&c, rows, cols, 1));
+    fb__in(&c, "dout", dout, fb__ba(&c, rows, cols, 1));
     fb__mix_in(&c, x, dwx == NULL, wx, z, wz, rows, cols, flags,
                FB__MIX_FWD_FLAGS | UTG_MIX_DX_SET | UTG_MIX_DZ_SET);
-    FB__RUN(c, mix_bwd, (c.in, dx, dz, dwx, dwz, dout, x, wx, z, wz, rows, cols, flags));
+    FB__RUN(c, mix_bwd, (c.in, at, dx, dz, dwx, dwz, dout, x, wx, z, wz, rows, cols, flags));
 }
-static void fb__op_mix_rmsnorm_fwd(utg_backend *be, float *out, float *y, float *rstd, const float *x,
-                                   const float *wx, const float *z, const float *wz, int rows, int cols,
-                                   int flags, float eps) {
+static void fb__op_mix_rmsnorm_fwd(utg_backend *be, utg_dtype at, void *out, void *y, float *rstd,
+                                   const void *x, const float *wx, const void *z, const float *wz, int rows,
+                                   int cols, int flags, float eps) {
     fb__call c;
     fb__begin(&c, be, FB_OP_mix_rmsnorm_fwd);
-    fb__out(&c, "out", out, fb__b4(&c, rows, cols, 1));
-    fb__out(&c, "y", y, fb__b4(&c, rows, cols, 1));
+    fb__at(&c, at);
+    fb__out(&c, "out", out, fb__ba(&c, rows, cols, 1));
+    fb__out(&c, "y", y, fb__ba(&c, rows, cols, 1));
     fb__out(&c, "rstd", rstd, fb__b4(&c, rows, 1, 1));
     fb__mix_in(&c, x, 0, wx, z, wz, rows, cols, flags, FB__MIX_FWD_FLAGS);
     fb__may_alias(&c, "out", "x");
-    FB__RUN(c, mix_rmsnorm_fwd, (c.in, out, y, rstd, x, wx, z, wz, rows, cols, flags, eps));
+    FB__RUN(c, mix_rmsnorm_fwd, (c.in, at, out, y, rstd, x, wx, z, wz, rows, cols, flags, eps));
 }
 
 /* the logits are read and overwritten; every target indexes its row */
-static void fb__op_xent_fwd(utg_backend *be, float *logits, float *row_loss, const int32_t *targets, int rows,
-                            int V, float softcap, float dscale) {
+static void fb__op_xent_fwd(utg_backend *be, utg_dtype at, void *logits, float *row_loss,
+                            const int32_t *targets, int rows, int V, float softcap, float dscale) {
     fb__call c;
     int r;
     fb__begin(&c, be, FB_OP_xent_fwd);
-    fb__out(&c, "logits", logits, fb__b4(&c, rows, V, 1));
+    fb__at(&c, at);
+    fb__out(&c, "logits", logits, fb__ba(&c, rows, V, 1));
     fb__out(&c, "row_loss", row_loss, fb__b4(&c, rows, 1, 1));
     fb__in(&c, "targets", targets, fb__b4(&c, rows, 1, 1));
     for (r = 0; r < rows; r++)
         if (targets[r] < 0 || targets[r] >= V)
             fb__die(&c, "targets[%d] = %d outside [0, %d)", r, (int)targets[r], V);
-    FB__RUN(c, xent_fwd, (c.in, logits, row_loss, targets, rows, V, softcap, dscale));
+    FB__RUN(c, xent_fwd, (c.in, at, logits, row_loss, targets, rows, V, softcap, dscale));
 }
 
 /* ---------------------------------------------------------------- feature ops */
 
-static void fb__op_xsa_fwd(utg_backend *be, float *y, const float *x, const float *v, int n_tok, int H,
-                           int Hkv, int hd) {
+static void fb__op_xsa_fwd(utg_backend *be, utg_dtype at, void *y, const void *x, const void *v, int n_tok,
+                           int H, int Hkv, int hd) {
     fb__call c;
     fb__begin(&c, be, FB_OP_xsa_fwd);
+    fb__at(&c, at);
     fb__bt(&c, 1, n_tok, H, Hkv);
-    fb__out(&c, "y", y, fb__b4(&c, n_tok, H, hd));
-    fb__in(&c, "x", x, fb__b4(&c, n_tok, H, hd));
-    fb__in(&c, "v", v, fb__b4(&c, n_tok, Hkv, hd));
-    FB__RUN(c, xsa_fwd, (c.in, y, x, v, n_tok, H, Hkv, hd));
+    fb__out(&c, "y", y, fb__ba(&c, n_tok, H, hd));
+    fb__in(&c, "x", x, fb__ba(&c, n_tok, H, hd));
+    fb__in(&c, "v", v, fb__ba(&c, n_tok, Hkv, hd));
+    FB__RUN(c, xsa_fwd, (c.in, at, y, x, v, n_tok, H, Hkv, hd));
 }
-static void fb__op_xsa_bwd(utg_backend *be, float *dx, float *dv, const float *dy, const float *x,
-                           const float *v, int n_tok, int H, int Hkv, int hd) {
+static void fb__op_xsa_bwd(utg_backend *be, utg_dtype at, void *dx, void *dv, const void *dy, const void *x,
+                           const void *v, int n_tok, int H, int Hkv, int hd) {
     fb__call c;
     fb__begin(&c, be, FB_OP_xsa_bwd);
+    fb__at(&c, at);
     fb__bt(&c, 1, n_tok, H, Hkv);
-    fb__out(&c, "dx", dx, fb__b4(&c, n_tok, H, hd));
-    fb__out(&c, "dv", dv, fb__b4(&c, n_tok, Hkv, hd));
-    fb__in(&c, "dy", dy, fb__b4(&c, n_tok, H, hd));
-    fb__in(&c, "x", x, fb__b4(&c, n_tok, H, hd));
-    fb__in(&c, "v", v, fb__b4(&c, n_tok, Hkv, hd));
-    FB__RUN(c, xsa_bwd, (c.in, dx, dv, dy, x, v, n_tok, H, Hkv, hd));
+    fb__out(&c, "dx", dx, fb__ba(&c, n_tok, H, hd));
+    fb__out(&c, "dv", dv, fb__ba(&c, n_tok, Hkv, hd));
+    fb__in(&c, "dy", dy, fb__ba(&c, n_tok, H, hd));
+    fb__in(&c, "x", x, fb__ba(&c, n_tok, H, hd));
+    fb__in(&c, "v", v, fb__ba(&c, n_tok, Hkv, hd));
+    FB__RUN(c, xsa_bwd, (c.in, at, dx, dv, dy, x, v, n_tok, H, Hkv, hd));
 }
 
-static void fb__op_lerp_fwd(utg_backend *be, float *out, const float *x, const float *z, const float *g,
-                            const float *s, int rows, int cols) {
+static void fb__op_lerp_fwd(utg_backend *be, utg_dtype at, void *out, const void *x, const void *z,
+                            const float *g, const float *s, int rows, int cols) {
     fb__call c;
     fb__begin(&c, be, FB_OP_lerp_fwd);
-    fb__out(&c, "out", out, fb__b4(&c, rows, cols, 1));
-    fb__in(&c, "x", x, fb__b4(&c, rows, cols, 1));
-    fb__in(&c, "z", z, fb__b4(&c, rows, cols, 1));
+    fb__at(&c, at);
+    fb__out(&c, "out", out, fb__ba(&c, rows, cols, 1));
+    fb__in(&c, "x", x, fb__ba(&c, rows, cols, 1));
+    fb__in(&c, "z", z, fb__ba(&c, rows, cols, 1));
     fb__in(&c, "g", g, fb__b4(&c, cols, 1, 1));
     fb__in_opt(&c, "s", s, fb__b4(&c, cols, 1, 1));
-    FB__RUN(c, lerp_fwd, (c.in, out, x, z, g, s, rows, cols));
+    FB__RUN(c, lerp_fwd, (c.in, at, out, x, z, g, s, rows, cols));
 }
-static void fb__op_lerp_bwd(utg_backend *be, float *dx, float *dz, float *dg, float *ds, const float *dout,
-                            const float *y, const float *z, const float *g, const float *s, int rows,
-                            int cols) {
+static void fb__op_lerp_bwd(utg_backend *be, utg_dtype at, void *dx, void *dz, float *dg, float *ds,
+                            const void *dout, const void *y, const void *z, const float *g, const float *s,
+                            int rows, int cols) {
     fb__call c;
     fb__begin(&c, be, FB_OP_lerp_bwd);
+    fb__at(&c, at);
     if (!s && ds) fb__die(&c, "ds is not NULL although s is");
-    fb__out(&c, "dx", dx, fb__b4(&c, rows, cols, 1));
-    fb__out(&c, "dz", dz, fb__b4(&c, rows, cols, 1));
+    fb__out(&c, "dx", dx, fb__ba(&c, rows, cols, 1));
+    fb__out(&c, "dz", dz, fb__ba(&c, rows, cols, 1));
     fb__out(&c, "dg", dg, fb__b4(&c, cols, 1, 1));
     fb__out_opt(&c, "ds", ds, fb__b4(&c, cols, 1, 1));
-    fb__in(&c, "dout", dout, fb__b4(&c, rows, cols, 1));
-    fb__in(&c, "y", y, fb__b4(&c, rows, cols, 1));
-    fb__in(&c, "z", z, fb__b4(&c, rows, cols, 1));
+    fb__in(&c, "dout", dout, fb__ba(&c, rows, cols, 1));
+    fb__in(&c, "y", y, fb__ba(&c, rows, cols, 1));
+    fb__in(&c, "z", z, fb__ba(&c, rows, cols, 1));
     fb__in(&c, "g", g, fb__b4(&c, cols, 1, 1));
     fb__in_opt(&c, "s", s, fb__b4(&c, cols, 1, 1));
     fb__may_alias(&c, "dx", "dout");
-    FB__RUN(c, lerp_bwd, (c.in, dx, dz, dg, ds, dout, y, z, g, s, rows, cols));
+    FB__RUN(c, lerp_bwd, (c.in, at, dx, dz, dg, ds, dout, y, z, g, s, rows, cols));
 }
 
-/* yin, y: [n_tok, H*hd]; g: [n_tok, H]; x: [n_tok, x_cols] of which the first win are read; W: [H, win] */
+/* yin, y: [n_tok, H*hd] and x: [n_tok, x_cols] (of which the first win are read), activations;
+   g: [n_tok, H] and W: [H, win], floats */
 static void fb__gate_shape(fb__call *c, int x_cols, int win) {
     if (win < 0 || win > x_cols) fb__die(c, "win %d of x_cols %d", win, x_cols);
 }
-static void fb__op_gate_fwd(utg_backend *be, float *y, float *g, const float *yin, const float *x,
+static void fb__op_gate_fwd(utg_backend *be, utg_dtype at, void *y, float *g, const void *yin, const void *x,
                             const float *W, int n_tok, int H, int hd, int x_cols, int win, float scale,
                             float mult) {
     fb__call c;
     fb__begin(&c, be, FB_OP_gate_fwd);
+    fb__at(&c, at);
     fb__gate_shape(&c, x_cols, win);
-    fb__out(&c, "y", y, fb__b4(&c, n_tok, H, hd));
+    fb__out(&c, "y", y, fb__ba(&c, n_tok, H, hd));
     fb__out(&c, "g", g, fb__b4(&c, n_tok, H, 1));
-    fb__in(&c, "yin", yin, fb__b4(&c, n_tok, H, hd));
-    fb__in(&c, "x", x, fb__b4(&c, n_tok, x_cols, 1));
+    fb__in(&c, "yin", yin, fb__ba(&c, n_tok, H, hd));
+    fb__in(&c, "x", x, fb__ba(&c, n_tok, x_cols, 1));
     fb__in(&c, "W", W, fb__b4(&c, H, win, 1));
-    FB__RUN(c, gate_fwd, (c.in, y, g, yin, x, W, n_tok, H, hd, x_cols, win, scale, mult));
+    FB__RUN(c, gate_fwd, (c.in, at, y, g, yin, x, W, n_tok, H, hd, x_cols, win, scale, mult));
 }
-static void fb__op_gate_bwd(utg_backend *be, float *dyin, float *dx, float *dW, const float *dy,
-                            const float *yin, const float *x, const float *W, const float *g, int n_tok,
+static void fb__op_gate_bwd(utg_backend *be, utg_dtype at, void *dyin, void *dx, float *dW, const void *dy,
+                            const void *yin, const void *x, const float *W, const float *g, int n_tok,
                             int H, int hd, int x_cols, int win, float scale, float mult) {
     fb__call c;
     fb__begin(&c, be, FB_OP_gate_bwd);
+    fb__at(&c, at);
     fb__gate_shape(&c, x_cols, win);
-    fb__out(&c, "dyin", dyin, fb__b4(&c, n_tok, H, hd));
-    fb__out(&c, "dx", dx, fb__b4(&c, n_tok, x_cols, 1));
+    fb__out(&c, "dyin", dyin, fb__ba(&c, n_tok, H, hd));
+    fb__out(&c, "dx", dx, fb__ba(&c, n_tok, x_cols, 1));
     fb__out(&c, "dW", dW, fb__b4(&c, H, win, 1));
-    fb__in(&c, "dy", dy, fb__b4(&c, n_tok, H, hd));
-    fb__in(&c, "yin", yin, fb__b4(&c, n_tok, H, hd));
-    fb__in(&c, "x", x, fb__b4(&c, n_tok, x_cols, 1));
+    fb__in(&c, "dy", dy, fb__ba(&c, n_tok, H, hd));
+    fb__in(&c, "yin", yin, fb__ba(&c, n_tok, H, hd));
+    fb__in(&c, "x", x, fb__ba(&c, n_tok, x_cols, 1));
     fb__in(&c, "W", W, fb__b4(&c, H, win, 1));
     fb__in(&c, "g", g, fb__b4(&c, n_tok, H, 1));
-    FB__RUN(c, gate_bwd, (c.in, dyin, dx, dW, dy, yin, x, W, g, n_tok, H, hd, x_cols, win, scale, mult));
+    FB__RUN(c, gate_bwd, (c.in, at, dyin, dx, dW, dy, yin, x, W, g, n_tok, H, hd, x_cols, win, scale, mult));
 }
 
-/* x, y: [n_tok, d]; w: [win]; lam: one float; ids: [n_tok] (compared with bos only) */
-static void fb__smear_in(fb__call *c, const float *x, const float *w, const float *lam, const int32_t *ids,
+/* x, y: [n_tok, d], activations; w: [win] and lam: one float; ids: [n_tok] (compared with bos only) */
+static void fb__smear_in(fb__call *c, const void *x, const float *w, const float *lam, const int32_t *ids,
                          int n_tok, int seq_len, int d, int win) {
     if (seq_len <= 0 || win < 0 || win > d) fb__die(c, "seq_len %d, win %d of d %d", seq_len, win, d);
-    fb__in(c, "x", x, fb__b4(c, n_tok, d, 1));
+    fb__in(c, "x", x, fb__ba(c, n_tok, d, 1));
     fb__in(c, "w", w, fb__b4(c, win, 1, 1));
     fb__in(c, "lam", lam, 4);
     fb__in(c, "ids", ids, fb__b4(c, n_tok, 1, 1));
 }
-static void fb__op_smear_fwd(utg_backend *be, float *y, const float *x, const float *w, const float *lam,
-                             const int32_t *ids, int n_tok, int seq_len, int d, int win, int bos) {
+static void fb__op_smear_fwd(utg_backend *be, utg_dtype at, void *y, const void *x, const float *w,
+                             const float *lam, const int32_t *ids, int n_tok, int seq_len, int d, int win,
+                             int bos) {
     fb__call c;
     fb__begin(&c, be, FB_OP_smear_fwd);
-    fb__out(&c, "y", y, fb__b4(&c, n_tok, d, 1));
+    fb__at(&c, at);
+    fb__out(&c, "y", y, fb__ba(&c, n_tok, d, 1));
     fb__smear_in(&c, x, w, lam, ids, n_tok, seq_len, d, win);
-    FB__RUN(c, smear_fwd, (c.in, y, x, w, lam, ids, n_tok, seq_len, d, win, bos));
+    FB__RUN(c, smear_fwd, (c.in, at, y, x, w, lam, ids, n_tok, seq_len, d, win, bos));
 }
-static void fb__op_smear_bwd(utg_backend *be, float *dx, float *dw, float *dlam, const float *dy,
-                             const float *x, const float *w, const float *lam, const int32_t *ids, int n_tok,
+static void fb__op_smear_bwd(utg_backend *be, utg_dtype at, void *dx, float *dw, float *dlam, const void *dy,
+                             const void *x, const float *w, const float *lam, const int32_t *ids, int n_tok,
                              int seq_len, int d, int win, int bos) {
     fb__call c;
     fb__begin(&c, be, FB_OP_smear_bwd);
-    fb__out(&c, "dx", dx, fb__b4(&c, n_tok, d, 1));
+    fb__at(&c, at);
+    fb__out(&c, "dx", dx, fb__ba(&c, n_tok, d, 1));
     fb__out(&c, "dw", dw, fb__b4(&c, win, 1, 1));
     fb__out(&c, "dlam", dlam, 4);
-    fb__in(&c, "dy", dy, fb__b4(&c, n_tok, d, 1));
+    fb__in(&c, "dy", dy, fb__ba(&c, n_tok, d, 1));
     fb__smear_in(&c, x, w, lam, ids, n_tok, seq_len, d, win);
-    FB__RUN(c, smear_bwd, (c.in, dx, dw, dlam, dy, x, w, lam, ids, n_tok, seq_len, d, win, bos));
+    FB__RUN(c, smear_bwd, (c.in, at, dx, dw, dlam, dy, x, w, lam, ids, n_tok, seq_len, d, win, bos));
 }
 
 static void fb__op_fake_quant_rows(utg_backend *be, float *out, const float *w, int rows, int cols, int bits,

@@ -243,6 +243,9 @@ static void test_config_enums(void) {
         {"QAT", UTG_QAT_NONE, "none"},
         {"QAT", UTG_QAT_STE, "ste"},
         {"QAT", UTG_QAT_NOISY, "noisy"},
+        {"ACTIVATION_DTYPE", UTG_ACTIVATION_DTYPE_AUTO, "auto"},
+        {"ACTIVATION_DTYPE", UTG_ACTIVATION_DTYPE_FP32, "fp32"},
+        {"ACTIVATION_DTYPE", UTG_ACTIVATION_DTYPE_BF16, "bf16"},
         {"COMPRESSOR", UTG_COMPRESSOR_BROTLI, "brotli"},
         {"COMPRESSOR", UTG_COMPRESSOR_STORED, "stored"},
         {"TRAIN_LOADER", UTG_TRAIN_LOADER_SEQUENTIAL, "sequential"},
@@ -309,7 +312,7 @@ static void test_config_enums(void) {
             }
         }
     }
-    CHECK(n_enum == 13 && n_words_all == (int)(sizeof consts / sizeof consts[0]), "%d enum knobs, %d words",
+    CHECK(n_enum == 14 && n_words_all == (int)(sizeof consts / sizeof consts[0]), "%d enum knobs, %d words",
           n_enum, n_words_all);
     { /* utg_knob_info and --help show ranges too */
         const utg_knob_info *k = utg_config_knob(utg_config_find_knob("NUM_LAYERS"));
@@ -464,9 +467,12 @@ static void test_model_gradcheck_mqa(void) {
 }
 
 /* A planted error in one backend op must make the whole-model check fail. */
-static void bad_rmsnorm_bwd(utg_backend *be, float *dx, const float *dy, const float *y, const float *rstd, int rows, int cols) {
+static void bad_rmsnorm_bwd(utg_backend *be, utg_dtype at, void *dxv, const void *dyv, const void *y,
+                            const float *rstd, int rows, int cols) {
+    float *dx = (float *)dxv;
+    const float *dy = (const float *)dyv;
     int i;
-    (void)be; (void)y;
+    (void)be; (void)y; (void)at; /* the test model stores fp32 activations */
     for (i = 0; i < rows * cols; i++) dx[i] += rstd[i / cols] * dy[i]; /* projection term missing */
 }
 static void test_model_gradcheck_catches_planted_error(void) {
@@ -686,6 +692,62 @@ static void test_model_generate_distribution(void) {
     utg_model_destroy(m);
 }
 
+/* utg_model_eval_bpb: sliding windows score every target once (in batches of 3 windows, and of one:
+   stride < 0 below), disjoint windows the whole windows; two ranks' accumulators add up to one
+   process's (the same windows, split); bad options refused. */
+static void eval_pass(utg_model *m, const utg_tokenizer *tok, const int32_t *s, size_t n, int stride, int rank,
+                      int world, utg_bpb *acc) {
+    utg_eval_opts o;
+    memset(&o, 0, sizeof o);
+    o.seq_len = 16, o.stride = stride < 0 ? -stride : stride, o.batch_seqs = stride < 0 ? 1 : 3;
+    o.rank = rank, o.world = world;
+    memset(acc, 0, sizeof *acc);
+    CHECK(utg_model_eval_bpb(m, tok, s, n, &o, acc) == UTG_OK, "eval_bpb stride %d rank %d/%d: %s", stride, rank,
+          world, utg_model_message(m));
+}
+static void test_model_eval_bpb(void) {
+    utg_config c = tiny_config(2, 16, 4, 2, 40, 16, 1, 30.0);
+    utg_model_desc d;
+    utg_model *m = NULL;
+    utg_tokenizer tok;
+    utg_msg msg;
+    utg_bpb all, r0, r1;
+    utg_eval_opts bad;
+    int32_t s[101];
+    int i, k;
+    memset(&d, 0, sizeof d);
+    memset(&tok, 0, sizeof tok);
+    d.config = c;
+    for (i = 0; i < 101; i++) s[i] = (int32_t)((i * 7 + i / 5) % 40);
+    if (utg_model_create(&d, &m) != UTG_OK || utg_tokenizer_byte260(&tok, 40, NULL, &msg) != UTG_OK) {
+        CHECK(0, "setup");
+        utg_model_destroy(m);
+        return;
+    }
+    for (k = 0; k < 3; k++) { /* sliding (stride 5: shortened tail windows), one window a batch, disjoint */
+        int stride = k == 2 ? 0 : k ? -5 : 5;
+        eval_pass(m, &tok, s, 101, stride, 0, 1, &all);
+        eval_pass(m, &tok, s, 101, stride, 0, 2, &r0);
+        eval_pass(m, &tok, s, 101, stride, 1, 2, &r1);
+        CHECK(all.tokens == (k == 2 ? 96.0 : 100.0), "stride %d: %.0f targets scored", stride, all.tokens);
+        CHECK(r0.tokens + r1.tokens == all.tokens && r0.bytes + r1.bytes == all.bytes && r0.tokens > 0 &&
+                  r1.tokens > 0 && fabs(r0.loss_sum + r1.loss_sum - all.loss_sum) <= 1e-9 * all.loss_sum,
+              "stride %d: ranks %.0f + %.0f tokens, loss %.12g + %.12g vs %.12g", stride, r0.tokens, r1.tokens,
+              r0.loss_sum, r1.loss_sum, all.loss_sum);
+    }
+    memset(&bad, 0, sizeof bad);
+    bad.seq_len = 16, bad.stride = 17, bad.batch_seqs = 1;
+    CHECK(utg_model_eval_bpb(m, &tok, s, 101, &bad, &all) == UTG_ERR_INVALID, "a stride over the window");
+    bad.stride = 0, bad.rank = 2, bad.world = 2;
+    CHECK(utg_model_eval_bpb(m, &tok, s, 101, &bad, &all) == UTG_ERR_INVALID, "rank 2 of 2");
+    bad.rank = 0, bad.world = 1;
+    CHECK(utg_model_eval_bpb(m, &tok, s, 10, &bad, &all) == UTG_ERR_INVALID &&
+              strstr(utg_model_message(m), "fewer than one window"),
+          "a stream shorter than a window: %s", utg_model_message(m));
+    utg_tokenizer_free(&tok);
+    utg_model_destroy(m);
+}
+
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     RUN(test_config_zero_is_baseline);
@@ -705,5 +767,6 @@ int main(int argc, char **argv) {
     RUN(test_model_deterministic_across_threads);
     RUN(test_model_matmul_bf16);
     RUN(test_model_generate_distribution);
+    RUN(test_model_eval_bpb);
     return TEST_SUMMARY();
 }

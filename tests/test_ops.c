@@ -45,16 +45,16 @@ static int check_case(const char *what, gc_case *c, gc_opts o) {
 typedef struct { int M, N, K; utg_trans ta, tb; float alpha; float *A, *B, *C, *W, *gA, *gB; } mm_ctx;
 static double mm_obj(void *p) {
     mm_ctx *c = (mm_ctx *)p;
-    be->matmul(be, c->C, c->A, c->B, c->M, c->N, c->K, c->ta, c->tb, c->alpha, 0.0f);
+    be->matmul(be, UTG_MM_F32, c->C, c->A, c->B, c->M, c->N, c->K, c->ta, c->tb, c->alpha, 0.0f);
     return wdot(c->W, c->C, (size_t)c->M * c->N);
 }
 static void mm_grad(void *p) {
     mm_ctx *c = (mm_ctx *)p;
     /* dop(A) = W op(B)^T [M,K]; dop(B) = op(A)^T W [K,N]; stored in A's and B's own layouts */
-    if (!c->ta) be->matmul(be, c->gA, c->W, c->B, c->M, c->K, c->N, UTG_NO_TRANS, c->tb ? UTG_NO_TRANS : UTG_TRANS, c->alpha, 0.0f);
-    else be->matmul(be, c->gA, c->B, c->W, c->K, c->M, c->N, c->tb ? UTG_TRANS : UTG_NO_TRANS, UTG_TRANS, c->alpha, 0.0f);
-    if (!c->tb) be->matmul(be, c->gB, c->A, c->W, c->K, c->N, c->M, c->ta ? UTG_NO_TRANS : UTG_TRANS, UTG_NO_TRANS, c->alpha, 0.0f);
-    else be->matmul(be, c->gB, c->W, c->A, c->N, c->K, c->M, UTG_TRANS, c->ta ? UTG_TRANS : UTG_NO_TRANS, c->alpha, 0.0f);
+    if (!c->ta) be->matmul(be, UTG_MM_F32, c->gA, c->W, c->B, c->M, c->K, c->N, UTG_NO_TRANS, c->tb ? UTG_NO_TRANS : UTG_TRANS, c->alpha, 0.0f);
+    else be->matmul(be, UTG_MM_F32, c->gA, c->B, c->W, c->K, c->M, c->N, c->tb ? UTG_TRANS : UTG_NO_TRANS, UTG_TRANS, c->alpha, 0.0f);
+    if (!c->tb) be->matmul(be, UTG_MM_F32, c->gB, c->A, c->W, c->K, c->N, c->M, c->ta ? UTG_NO_TRANS : UTG_TRANS, UTG_NO_TRANS, c->alpha, 0.0f);
+    else be->matmul(be, UTG_MM_F32, c->gB, c->W, c->A, c->N, c->K, c->M, UTG_TRANS, c->ta ? UTG_TRANS : UTG_NO_TRANS, c->alpha, 0.0f);
 }
 static void test_matmul_grad(void) {
     int combo;
@@ -203,19 +203,20 @@ static void test_matmul_sym(void) {
             for (i = 0; i < n; i++)
                 for (j = 0; j < i; j++) S[(size_t)i * n + j] = S[(size_t)j * n + i];
             for (bf = 0; bf < 2; bf++) {
-                void (*mm)(utg_backend *, float *, const float *, const float *, int, int, int, utg_trans, utg_trans, float, float) =
+                void (*mm)(utg_backend *, int, void *, const void *, const void *, int, int, int, utg_trans, utg_trans,
+                           float, float) =
                     bf ? kb->matmul_bf16 : kb->matmul;
-                mm(kb, C0, X, X, n, n, k, UTG_NO_TRANS, UTG_TRANS, 0.5f, 0.0f);
+                mm(kb, UTG_MM_F32, C0, X, X, n, n, k, UTG_NO_TRANS, UTG_TRANS, 0.5f, 0.0f);
                 memset(C1, 0xff, nn * sizeof(float));
-                mm(kb, C1, X, X, n, n, k, UTG_NO_TRANS_SYM, UTG_TRANS, 0.5f, 0.0f);
+                mm(kb, UTG_MM_F32, C1, X, X, n, n, k, UTG_NO_TRANS_SYM, UTG_TRANS, 0.5f, 0.0f);
                 bad += sym_mismatch(C0, C1, n);
-                mm(kb, C0, X, X, n, n, k2, UTG_TRANS, UTG_NO_TRANS, 1.0f, 0.0f); /* X'^T X', X' = X viewed as [k2, n] */
+                mm(kb, UTG_MM_F32, C0, X, X, n, n, k2, UTG_TRANS, UTG_NO_TRANS, 1.0f, 0.0f); /* X'^T X', X' = X viewed as [k2, n] */
                 memset(C1, 0xff, nn * sizeof(float));
-                mm(kb, C1, X, X, n, n, k2, UTG_TRANS_SYM, UTG_NO_TRANS, 1.0f, 0.0f);
+                mm(kb, UTG_MM_F32, C1, X, X, n, n, k2, UTG_TRANS_SYM, UTG_NO_TRANS, 1.0f, 0.0f);
                 bad += sym_mismatch(C0, C1, n);
-                mm(kb, C0, S, S, n, n, n, UTG_NO_TRANS, UTG_NO_TRANS, -1.5f, 0.0f);
+                mm(kb, UTG_MM_F32, C0, S, S, n, n, n, UTG_NO_TRANS, UTG_NO_TRANS, -1.5f, 0.0f);
                 memset(C1, 0xff, nn * sizeof(float));
-                mm(kb, C1, S, S, n, n, n, UTG_NO_TRANS_SYM, UTG_NO_TRANS, -1.5f, 0.0f);
+                mm(kb, UTG_MM_F32, C1, S, S, n, n, n, UTG_NO_TRANS_SYM, UTG_NO_TRANS, -1.5f, 0.0f);
                 bad += sym_mismatch(C0, C1, n);
             }
             CHECK(bad == 0, "%s n=%d k=%d: %d elements differ from the full product's upper triangle or its mirror", names[kn], n, k, bad);
@@ -252,7 +253,7 @@ static void test_matmul_kernels(void) {
                 double worst = 0.0;
                 int same = 1;
                 memcpy(C0, C, sizeof(float) * M * N);
-                kb->matmul(kb, C, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
+                kb->matmul(kb, UTG_MM_F32, C, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
                 for (i = 0; i < M; i++)
                     for (j = 0; j < N; j++) {
                         double ref = C0[(size_t)i * N + j];
@@ -268,8 +269,8 @@ static void test_matmul_kernels(void) {
                     for (i = 0; i < M * K; i++) A2[i] = 2.0f * A[i];
                     memcpy(C1, C0, sizeof(float) * M * N);
                     memcpy(C2, C0, sizeof(float) * M * N);
-                    kb->matmul(kb, C1, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 1.0f, 1.0f);
-                    kb->matmul(kb, C2, A2, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
+                    kb->matmul(kb, UTG_MM_F32, C1, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 1.0f, 1.0f);
+                    kb->matmul(kb, UTG_MM_F32, C2, A2, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
                     CHECK(!memcmp(C1, C2, sizeof(float) * M * N), "%s %dx%dx%d ta=%d tb=%d: alpha 1 (A in place) and 2A at alpha 1/2 (packed) differ",
                           names[n], M, N, K, ta, tb);
                     free(A2); free(C2);
@@ -278,8 +279,8 @@ static void test_matmul_kernels(void) {
                     float *C2 = (float *)malloc(sizeof(float) * M * N);
                     int eq = 1;
                     for (i = 0; i < M * N; i++) { C1[i] = 0.0f; C2[i] = NAN; }
-                    kb->matmul(kb, C1, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
-                    kb->matmul(kb, C2, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 0.0f);
+                    kb->matmul(kb, UTG_MM_F32, C1, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
+                    kb->matmul(kb, UTG_MM_F32, C2, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 0.0f);
                     for (i = 0; i < M * N; i++) eq &= C1[i] == C2[i];
                     CHECK(eq, "%s %dx%dx%d ta=%d tb=%d: beta 0 differs from beta 1 on a zero C", names[n], M, N, K, ta, tb);
                     free(C2);
@@ -287,7 +288,7 @@ static void test_matmul_kernels(void) {
                 { /* matmul_bf16: the double reference of bf16(0.5 A) bf16(B), summed exactly (bf16 products are exact in fp32) */
                     double wb = 0.0, wr = 0.0;
                     memcpy(C1, C0, sizeof(float) * M * N);
-                    kb->matmul_bf16(kb, C1, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
+                    kb->matmul_bf16(kb, UTG_MM_F32, C1, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
                     for (i = 0; i < M; i++)
                         for (j = 0; j < N; j++) {
                             double ref = C0[(size_t)i * N + j], plain = ref;
@@ -308,7 +309,7 @@ static void test_matmul_kernels(void) {
                     int keep = omp_get_max_threads();
                     memcpy(C1, C0, sizeof(float) * M * N);
                     omp_set_num_threads(th);
-                    kb->matmul(kb, C1, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
+                    kb->matmul(kb, UTG_MM_F32, C1, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
                     omp_set_num_threads(keep);
                     same &= memcmp(C1, C, sizeof(float) * M * N) == 0;
                 }
@@ -319,9 +320,9 @@ static void test_matmul_kernels(void) {
                     float *C2 = (float *)malloc(sizeof(float) * M * N), *C3 = (float *)malloc(sizeof(float) * M * N);
                     memcpy(C2, C0, sizeof(float) * M * N);
                     memcpy(C3, C0, sizeof(float) * M * N);
-                    kb->matmul_bf16(kb, C2, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
+                    kb->matmul_bf16(kb, UTG_MM_F32, C2, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
                     omp_set_num_threads(th);
-                    kb->matmul_bf16(kb, C3, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
+                    kb->matmul_bf16(kb, UTG_MM_F32, C3, A, B, M, N, K, (utg_trans)ta, (utg_trans)tb, 0.5f, 1.0f);
                     omp_set_num_threads(keep);
                     same &= memcmp(C2, C3, sizeof(float) * M * N) == 0;
                     free(C2); free(C3);
@@ -342,13 +343,13 @@ static void test_matmul_kernels(void) {
 typedef struct { int n, d, V; int32_t ids[12]; float *E, *out, *W, *gE; } emb_ctx;
 static double emb_obj(void *p) {
     emb_ctx *c = (emb_ctx *)p;
-    be->embed_fwd(be, c->out, c->E, c->ids, c->n, c->d);
+    be->embed_fwd(be, UTG_DT_F32, c->out, c->E, c->ids, c->n, c->d);
     return wdot(c->W, c->out, (size_t)c->n * c->d);
 }
 static void emb_grad(void *p) {
     emb_ctx *c = (emb_ctx *)p;
     memset(c->gE, 0, sizeof(float) * c->V * c->d);
-    be->embed_bwd(be, c->gE, c->W, c->ids, c->n, c->d);
+    be->embed_bwd(be, UTG_DT_F32, c->gE, c->W, c->ids, c->n, c->d);
 }
 static void test_embed_grad(void) {
     emb_ctx c;
@@ -369,14 +370,14 @@ static void test_embed_grad(void) {
 typedef struct { int rows, cols; float *x, *y, *rstd, *W, *gx; } rms_ctx;
 static double rms_obj(void *p) {
     rms_ctx *c = (rms_ctx *)p;
-    be->rmsnorm_fwd(be, c->y, c->rstd, c->x, c->rows, c->cols, 1.1920929e-7f);
+    be->rmsnorm_fwd(be, UTG_DT_F32, c->y, c->rstd, c->x, c->rows, c->cols, 1.1920929e-7f);
     return wdot(c->W, c->y, (size_t)c->rows * c->cols);
 }
 static void rms_grad(void *p) {
     rms_ctx *c = (rms_ctx *)p;
     rms_obj(c);
     memset(c->gx, 0, sizeof(float) * c->rows * c->cols);
-    be->rmsnorm_bwd(be, c->gx, c->W, c->y, c->rstd, c->rows, c->cols);
+    be->rmsnorm_bwd(be, UTG_DT_F32, c->gx, c->W, c->y, c->rstd, c->rows, c->cols);
 }
 static gc_case rms_case(rms_ctx *c) {
     gc_case gc;
@@ -433,7 +434,7 @@ static void test_checker_catches_planted_errors(void) {
 typedef struct { int n_tok, T, H, hd, rd, gain; float *x, *y, *xn, *rstd, *cs, *g, *W, *gx, *gg; } qk_ctx;
 static double qk_obj(void *p) {
     qk_ctx *c = (qk_ctx *)p;
-    be->qk_norm_rope_fwd(be, c->y, c->xn, c->rstd, c->x, c->cs, c->gain ? c->g : NULL, c->n_tok, c->T, c->H, c->hd, c->rd, 1e-6f);
+    be->qk_norm_rope_fwd(be, UTG_DT_F32, c->y, c->xn, c->rstd, c->x, c->cs, c->gain ? c->g : NULL, c->n_tok, c->T, c->H, c->hd, c->rd, 1e-6f);
     return wdot(c->W, c->y, (size_t)c->n_tok * c->H * c->hd);
 }
 static void qk_grad(void *p) {
@@ -441,7 +442,7 @@ static void qk_grad(void *p) {
     qk_obj(c);
     nan_fill(c->gx, (size_t)c->n_tok * c->H * c->hd); /* dx is written, not added to */
     memset(c->gg, 0, sizeof(float) * (size_t)c->H);
-    be->qk_norm_rope_bwd(be, c->gx, c->gain ? c->gg : NULL, c->W, c->xn, c->rstd, c->cs, c->gain ? c->g : NULL, c->n_tok, c->T, c->H,
+    be->qk_norm_rope_bwd(be, UTG_DT_F32, c->gx, c->gain ? c->gg : NULL, c->W, c->xn, c->rstd, c->cs, c->gain ? c->g : NULL, c->n_tok, c->T, c->H,
                          c->hd, c->rd);
 }
 static void rope_table(float *cs, int T, int rd) {
@@ -520,7 +521,7 @@ static void test_qk_norm_rope(void) {
 typedef struct { int B, T, H, Hkv, hd; float scale; float *q, *k, *v, *y, *lse, *W, *gq, *gk, *gv; } at_ctx;
 static double at_obj(void *p) {
     at_ctx *c = (at_ctx *)p;
-    be->attn_fwd(be, c->y, c->lse, c->q, c->k, c->v, c->B, c->T, c->H, c->Hkv, c->hd, c->scale);
+    be->attn_fwd(be, UTG_DT_F32, c->y, c->lse, c->q, c->k, c->v, c->B, c->T, c->H, c->Hkv, c->hd, c->scale);
     return wdot(c->W, c->y, (size_t)c->B * c->T * c->H * c->hd);
 }
 static void at_grad(void *p) {
@@ -530,7 +531,7 @@ static void at_grad(void *p) {
     nan_fill(c->gq, nq); /* written, not added to */
     nan_fill(c->gk, nk);
     nan_fill(c->gv, nk);
-    be->attn_bwd(be, c->gq, c->gk, c->gv, c->W, c->q, c->k, c->v, c->y, c->lse, c->B, c->T, c->H, c->Hkv, c->hd, c->scale);
+    be->attn_bwd(be, UTG_DT_F32, c->gq, c->gk, c->gv, c->W, c->q, c->k, c->v, c->y, c->lse, c->B, c->T, c->H, c->Hkv, c->hd, c->scale);
 }
 static void test_attention_grad(void) {
     int variant;
@@ -633,9 +634,9 @@ static void test_attention_tiles(void) {
             double el = 0;
             size_t i;
             attn_ref(q, k, v, dy, B, T, H, Hkv, hd, scale, ry, rl, rq, rk, rv);
-            kb->attn_fwd(kb, y, lse, q, k, v, B, T, H, Hkv, hd, scale);
+            kb->attn_fwd(kb, UTG_DT_F32, y, lse, q, k, v, B, T, H, Hkv, hd, scale);
             nan_fill(dq, nq); nan_fill(dk, nk); nan_fill(dv, nk); /* written, not added to */
-            kb->attn_bwd(kb, dq, dk, dv, dy, q, k, v, y, lse, B, T, H, Hkv, hd, scale);
+            kb->attn_bwd(kb, UTG_DT_F32, dq, dk, dv, dy, q, k, v, y, lse, B, T, H, Hkv, hd, scale);
             for (i = 0; i < nl; i++) el = fmax(el, fabs(lse[i] - rl[i]));
             /* fp32 against double over up to 150 keys: 1e-5 of the largest entry (measured ~1e-6) */
             CHECK(max_err(y, ry, nq) < 1e-5 && el < 1e-5 && max_err(dq, rq, nq) < 1e-5 && max_err(dk, rk, nk) < 1e-5 &&
@@ -647,9 +648,9 @@ static void test_attention_tiles(void) {
                 int keep = omp_get_max_threads();
                 float *l1 = zeros(nl);
                 omp_set_num_threads(keep == 1 ? 3 : 1);
-                kb->attn_fwd(kb, y1, l1, q, k, v, B, T, H, Hkv, hd, scale);
+                kb->attn_fwd(kb, UTG_DT_F32, y1, l1, q, k, v, B, T, H, Hkv, hd, scale);
                 nan_fill(dq1, nq); nan_fill(dk1, nk); nan_fill(dv1, nk);
-                kb->attn_bwd(kb, dq1, dk1, dv1, dy, q, k, v, y1, l1, B, T, H, Hkv, hd, scale);
+                kb->attn_bwd(kb, UTG_DT_F32, dq1, dk1, dv1, dy, q, k, v, y1, l1, B, T, H, Hkv, hd, scale);
                 omp_set_num_threads(keep);
                 CHECK(!memcmp(y, y1, nq * 4) && !memcmp(lse, l1, nl * 4) && !memcmp(dq, dq1, nq * 4) && !memcmp(dk, dk1, nk * 4) &&
                           !memcmp(dv, dv1, nk * 4),
@@ -669,13 +670,13 @@ static void test_attention_tiles(void) {
 typedef struct { size_t n; float slope; float *x, *y, *W, *gx; } r2_ctx;
 static double r2_obj(void *p) {
     r2_ctx *c = (r2_ctx *)p;
-    be->relu2_fwd(be, c->y, c->x, c->n, c->slope);
+    be->relu2_fwd(be, UTG_DT_F32, c->y, c->x, c->n, c->slope);
     return wdot(c->W, c->y, c->n);
 }
 static void r2_grad(void *p) {
     r2_ctx *c = (r2_ctx *)p;
     nan_fill(c->gx, c->n); /* written, not added to */
-    be->relu2_bwd(be, c->gx, c->W, c->x, c->n, c->slope);
+    be->relu2_bwd(be, UTG_DT_F32, c->gx, c->W, c->x, c->n, c->slope);
 }
 static void test_relu2_grad(void) {
     r2_ctx c;
@@ -702,14 +703,14 @@ static void test_relu2_grad(void) {
 typedef struct { int n_tok, H, Hkv, hd; float *x, *v, *y, *W, *gx, *gv; } xsa_ctx;
 static double xsa_obj(void *p) {
     xsa_ctx *c = (xsa_ctx *)p;
-    be->xsa_fwd(be, c->y, c->x, c->v, c->n_tok, c->H, c->Hkv, c->hd);
+    be->xsa_fwd(be, UTG_DT_F32, c->y, c->x, c->v, c->n_tok, c->H, c->Hkv, c->hd);
     return wdot(c->W, c->y, (size_t)c->n_tok * c->H * c->hd);
 }
 static void xsa_grad(void *p) {
     xsa_ctx *c = (xsa_ctx *)p;
     memset(c->gx, 0, (size_t)c->n_tok * c->H * c->hd * sizeof(float));
     memset(c->gv, 0, (size_t)c->n_tok * c->Hkv * c->hd * sizeof(float));
-    be->xsa_bwd(be, c->gx, c->gv, c->W, c->x, c->v, c->n_tok, c->H, c->Hkv, c->hd);
+    be->xsa_bwd(be, UTG_DT_F32, c->gx, c->gv, c->W, c->x, c->v, c->n_tok, c->H, c->Hkv, c->hd);
 }
 static void test_xsa_grad(void) {
     int variant;
@@ -743,7 +744,7 @@ static void test_xsa_grad(void) {
 typedef struct { int rows, cols; float *x, *z, *g, *s, *y, *W, *dout, *gx, *gz, *gg, *gs; } lerp_ctx;
 static double lerp_obj(void *p) {
     lerp_ctx *c = (lerp_ctx *)p;
-    be->lerp_fwd(be, c->y, c->x, c->z, c->g, c->s, c->rows, c->cols);
+    be->lerp_fwd(be, UTG_DT_F32, c->y, c->x, c->z, c->g, c->s, c->rows, c->cols);
     return wdot(c->W, c->y, (size_t)c->rows * c->cols);
 }
 static void lerp_grad(void *p) {
@@ -752,7 +753,7 @@ static void lerp_grad(void *p) {
     lerp_obj(c);
     memset(c->gz, 0, n * sizeof(float)); memset(c->gg, 0, c->cols * sizeof(float)); memset(c->gs, 0, c->cols * sizeof(float));
     memcpy(c->gx, c->W, n * sizeof(float)); /* dx overwrites dout in place, as the model calls it */
-    be->lerp_bwd(be, c->gx, c->gz, c->gg, c->gs, c->gx, c->y, c->z, c->g, c->s, c->rows, c->cols);
+    be->lerp_bwd(be, UTG_DT_F32, c->gx, c->gz, c->gg, c->gs, c->gx, c->y, c->z, c->g, c->s, c->rows, c->cols);
 }
 static void test_lerp_grad(void) {
     lerp_ctx c;
@@ -786,7 +787,7 @@ static void test_lerp_grad(void) {
         memset(u.gz, 0, n * sizeof(float)); memset(u.gg, 0, 6 * sizeof(float));
         memcpy(u.gx, u.W, n * sizeof(float));
         lerp_obj(&u);
-        be->lerp_bwd(be, u.gx, u.gz, u.gg, NULL, u.gx, u.y, u.z, u.g, NULL, u.rows, u.cols);
+        be->lerp_bwd(be, UTG_DT_F32, u.gx, u.gz, u.gg, NULL, u.gx, u.y, u.z, u.g, NULL, u.rows, u.cols);
         lerp_grad(&c);
         CHECK(memcmp(u.gx, c.gx, n * sizeof(float)) == 0 && memcmp(u.gz, c.gz, n * sizeof(float)) == 0 &&
               memcmp(u.gg, c.gg, 6 * sizeof(float)) == 0, "the backward with s = NULL is the one with s = 1");
@@ -800,7 +801,7 @@ static void test_lerp_grad(void) {
 typedef struct { int n, H, hd, xc, win; float scale, mult; float *yin, *x, *W, *y, *g, *Wo, *gyin, *gx, *gW; } gate_ctx;
 static double gate_obj(void *p) {
     gate_ctx *c = (gate_ctx *)p;
-    be->gate_fwd(be, c->y, c->g, c->yin, c->x, c->W, c->n, c->H, c->hd, c->xc, c->win, c->scale, c->mult);
+    be->gate_fwd(be, UTG_DT_F32, c->y, c->g, c->yin, c->x, c->W, c->n, c->H, c->hd, c->xc, c->win, c->scale, c->mult);
     return wdot(c->Wo, c->y, (size_t)c->n * c->H * c->hd);
 }
 static void gate_grad(void *p) {
@@ -809,7 +810,7 @@ static void gate_grad(void *p) {
     memset(c->gyin, 0, sizeof(float) * (size_t)c->n * c->H * c->hd);
     memset(c->gx, 0, sizeof(float) * (size_t)c->n * c->xc);
     memset(c->gW, 0, sizeof(float) * (size_t)c->H * c->win);
-    be->gate_bwd(be, c->gyin, c->gx, c->gW, c->Wo, c->yin, c->x, c->W, c->g, c->n, c->H, c->hd, c->xc, c->win, c->scale, c->mult);
+    be->gate_bwd(be, UTG_DT_F32, c->gyin, c->gx, c->gW, c->Wo, c->yin, c->x, c->W, c->g, c->n, c->H, c->hd, c->xc, c->win, c->scale, c->mult);
 }
 static void test_gate_grad(void) {
     static const char *names[3] = {"sparse gate (window 5, scale 0.5)", "AttnOutGate (2 sigmoid)", "dense gate"};
@@ -840,7 +841,7 @@ static void test_gate_grad(void) {
 typedef struct { int n, T, d, win; int32_t ids[12]; float *x, *w, *lam, *y, *W, *gx, *gw, *gl; } smear_ctx;
 static double smear_obj(void *p) {
     smear_ctx *c = (smear_ctx *)p;
-    be->smear_fwd(be, c->y, c->x, c->w, c->lam, c->ids, c->n, c->T, c->d, c->win, 1);
+    be->smear_fwd(be, UTG_DT_F32, c->y, c->x, c->w, c->lam, c->ids, c->n, c->T, c->d, c->win, 1);
     return wdot(c->W, c->y, (size_t)c->n * c->d);
 }
 static void smear_grad(void *p) {
@@ -848,7 +849,7 @@ static void smear_grad(void *p) {
     memset(c->gx, 0, sizeof(float) * (size_t)c->n * c->d);
     memset(c->gw, 0, sizeof(float) * (size_t)c->win);
     c->gl[0] = 0.0f;
-    be->smear_bwd(be, c->gx, c->gw, c->gl, c->W, c->x, c->w, c->lam, c->ids, c->n, c->T, c->d, c->win, 1);
+    be->smear_bwd(be, UTG_DT_F32, c->gx, c->gw, c->gl, c->W, c->x, c->w, c->lam, c->ids, c->n, c->T, c->d, c->win, 1);
 }
 static void test_smear_grad(void) {
     smear_ctx c;
@@ -886,11 +887,11 @@ static void test_mix_rmsnorm(void) {
         float *x = rand_buf(n, 1), *z = rand_buf(n, 1), *wx = rand_buf(cols, 1), *wz = rand_buf(cols, 1), *x2 = zeros(n);
         float *o1 = zeros(n), *y1 = zeros(n), *r1 = zeros(rows), *o2 = zeros(n), *y2 = zeros(n), *r2 = zeros(rows), *out2;
         memcpy(x2, x, n * sizeof(float));
-        be->mix_fwd(be, o1, x, V[v].use_wx ? wx : NULL, V[v].use_z ? z : NULL, wz, rows, cols, V[v].flags);
-        be->rmsnorm_fwd(be, y1, r1, o1, rows, cols, 1e-6f);
+        be->mix_fwd(be, UTG_DT_F32, o1, x, V[v].use_wx ? wx : NULL, V[v].use_z ? z : NULL, wz, rows, cols, V[v].flags);
+        be->rmsnorm_fwd(be, UTG_DT_F32, y1, r1, o1, rows, cols, 1e-6f);
         out2 = V[v].alias ? x2 : o2;
         nan_fill(y2, n); nan_fill(r2, rows);
-        be->mix_rmsnorm_fwd(be, out2, y2, r2, x2, V[v].use_wx ? wx : NULL, V[v].use_z ? z : NULL, wz, rows, cols, V[v].flags, 1e-6f);
+        be->mix_rmsnorm_fwd(be, UTG_DT_F32, out2, y2, r2, x2, V[v].use_wx ? wx : NULL, V[v].use_z ? z : NULL, wz, rows, cols, V[v].flags, 1e-6f);
         CHECK(!memcmp(o1, out2, n * 4) && !memcmp(y1, y2, n * 4) && !memcmp(r1, r2, rows * 4),
               "variant %d: mix_rmsnorm_fwd gives the bits of mix_fwd + rmsnorm_fwd", v);
         free(x); free(z); free(wx); free(wz); free(x2); free(o1); free(y1); free(r1); free(o2); free(y2); free(r2);
@@ -904,12 +905,12 @@ static void test_mix_set(void) {
     size_t n = (size_t)rows * cols, i;
     float *x = rand_buf(n, 1), *z = rand_buf(n, 1), *wx = rand_buf(cols, 1), *wz = rand_buf(cols, 1), *dout = rand_buf(n, 1);
     float *rx = zeros(n), *rz = zeros(n), *gx = zeros(n), *gz = zeros(n);
-    be->mix_bwd(be, rx, rz, NULL, NULL, dout, x, wx, z, wz, rows, cols, 0);
+    be->mix_bwd(be, UTG_DT_F32, rx, rz, NULL, NULL, dout, x, wx, z, wz, rows, cols, 0);
     for (f = 1; f <= 3; f++) {
         int ok = 1;
         if (f & 1) nan_fill(gx, n); else for (i = 0; i < n; i++) gx[i] = 1.0f;
         if (f & 2) nan_fill(gz, n); else for (i = 0; i < n; i++) gz[i] = 1.0f;
-        be->mix_bwd(be, gx, gz, NULL, NULL, dout, x, wx, z, wz, rows, cols, ((f & 1) ? UTG_MIX_DX_SET : 0) | ((f & 2) ? UTG_MIX_DZ_SET : 0));
+        be->mix_bwd(be, UTG_DT_F32, gx, gz, NULL, NULL, dout, x, wx, z, wz, rows, cols, ((f & 1) ? UTG_MIX_DX_SET : 0) | ((f & 2) ? UTG_MIX_DZ_SET : 0));
         for (i = 0; i < n; i++) {
             if ((f & 1) ? gx[i] != rx[i] : fabsf(gx[i] - (1.0f + rx[i])) > 1e-6f) ok = 0; /* (1 + a*b may fuse) */
             if ((f & 2) ? gz[i] != rz[i] : fabsf(gz[i] - (1.0f + rz[i])) > 1e-6f) ok = 0;
@@ -923,14 +924,14 @@ static void test_mix_set(void) {
 typedef struct { int rows, cols, use_wx, use_z, flags; float *x, *wx, *z, *wz, *out, *W, *gx, *gwx, *gz, *gwz; } mix_ctx;
 static double mix_obj(void *p) {
     mix_ctx *c = (mix_ctx *)p;
-    be->mix_fwd(be, c->out, c->x, c->use_wx ? c->wx : NULL, c->use_z ? c->z : NULL, c->wz, c->rows, c->cols, c->flags);
+    be->mix_fwd(be, UTG_DT_F32, c->out, c->x, c->use_wx ? c->wx : NULL, c->use_z ? c->z : NULL, c->wz, c->rows, c->cols, c->flags);
     return wdot(c->W, c->out, (size_t)c->rows * c->cols);
 }
 static void mix_grad(void *p) {
     mix_ctx *c = (mix_ctx *)p;
     size_t n = (size_t)c->rows * c->cols;
     memset(c->gx, 0, n * 4); memset(c->gz, 0, n * 4); memset(c->gwx, 0, c->cols * 4); memset(c->gwz, 0, c->cols * 4);
-    be->mix_bwd(be, c->gx, c->gz, c->use_wx ? c->gwx : NULL, c->gwz, c->W, c->x, c->use_wx ? c->wx : NULL,
+    be->mix_bwd(be, UTG_DT_F32, c->gx, c->gz, c->use_wx ? c->gwx : NULL, c->gwz, c->W, c->x, c->use_wx ? c->wx : NULL,
                 c->use_z ? c->z : NULL, c->wz, c->rows, c->cols, c->flags);
 }
 static void test_mix_grad(void) {
@@ -991,14 +992,14 @@ static double xe_obj(void *p) {
     size_t i;
     double s = 0.0;
     memcpy(c->work, c->z, sizeof(float) * c->rows * c->V);
-    be->xent_fwd(be, c->work, c->loss, c->tgt, c->rows, c->V, c->cap, 0.0f);
+    be->xent_fwd(be, UTG_DT_F32, c->work, c->loss, c->tgt, c->rows, c->V, c->cap, 0.0f);
     for (i = 0; i < (size_t)c->rows; i++) s += c->loss[i];
     return s / c->rows;
 }
 static void xe_grad(void *p) {
     xe_ctx *c = (xe_ctx *)p;
     memcpy(c->gz, c->z, sizeof(float) * c->rows * c->V);
-    be->xent_fwd(be, c->gz, c->loss, c->tgt, c->rows, c->V, c->cap, 1.0f / c->rows);
+    be->xent_fwd(be, UTG_DT_F32, c->gz, c->loss, c->tgt, c->rows, c->V, c->cap, 1.0f / c->rows);
 }
 static void test_xent_grad(void) {
     int variant;
@@ -1070,7 +1071,7 @@ static void test_xent_long_rows(void) {
         float cap = v ? 0.0f : 30.0f;
         double worst_l = 0, worst_g = 0;
         for (j = 0; j < rows * V; j++) g[j] = z[j] * 20.0f; /* logits of +-20 */
-        be->xent_fwd(be, g, loss, tgt, rows, V, cap, 1.0f / rows);
+        be->xent_fwd(be, UTG_DT_F32, g, loss, tgt, rows, V, cap, 1.0f / rows);
         for (r = 0; r < rows; r++) {
             double zz[1030], mx = -1e300, sum = 0.0, lse;
             for (j = 0; j < V; j++) {
@@ -1103,14 +1104,14 @@ static void test_xent_logits_contract(void) {
     double worst = 0.0;
     int j;
     for (j = 0; j < rows * V; j++) w[j] = z[j] * 40.0f;
-    be->xent_fwd(be, w, loss, tgt, rows, V, 30.0f, 0.0f);
+    be->xent_fwd(be, UTG_DT_F32, w, loss, tgt, rows, V, 30.0f, 0.0f);
     for (j = 0; j < rows * V; j++) {
         double want = 30.0 * tanh(40.0 * (double)z[j] / 30.0);
         if (fabs(w[j] - want) > worst) worst = fabs(w[j] - want);
     }
     CHECK(worst < 3e-5, "softcapped logits kept: worst error %.3g (cap 30, logits of +-40)", worst);
     for (j = 0; j < rows * V; j++) w[j] = z[j] * 40.0f;
-    be->xent_fwd(be, w, loss, tgt, rows, V, 0.0f, 0.0f);
+    be->xent_fwd(be, UTG_DT_F32, w, loss, tgt, rows, V, 0.0f, 0.0f);
     for (j = 0; j < rows * V && w[j] == z[j] * 40.0f; j++) {}
     CHECK(j == rows * V, "no cap: the logits are left as they were (first change at %d)", j);
     free(z); free(w);
@@ -1135,7 +1136,7 @@ static void test_xent_nonfinite(void) {
         z[3 * V + 7] = 1e30f; /* row 3: a huge logit */
         z[4 * V + 8] = -1e30f;
         memcpy(work, z, sizeof z);
-        be->xent_fwd(be, work, loss, tgt, R, V, cap, dscale);
+        be->xent_fwd(be, UTG_DT_F32, work, loss, tgt, R, V, cap, dscale);
         CHECK(isnan(loss[1]) && isnan(loss[2]), "cap %g, dscale %g: NaN logits give row losses %g and %g", cap, dscale, loss[1], loss[2]);
         for (r = 3; r < R; r++) {
             double zz[V], mx = -1e300, sum = 0.0, ref;
@@ -1152,7 +1153,7 @@ static void test_xent_nonfinite(void) {
         }
         /* row 0 (all finite) as if alone: rows are independent */
         memcpy(alone, z, sizeof alone);
-        be->xent_fwd(be, alone, &loss1, tgt, 1, V, cap, dscale);
+        be->xent_fwd(be, UTG_DT_F32, alone, &loss1, tgt, 1, V, cap, dscale);
         for (k = 0, j = 0; j < V; j++) k += memcmp(&alone[j], &work[j], 4) != 0;
         CHECK(loss1 == loss[0] && k == 0, "cap %g, dscale %g: row 0 differs from row 0 alone (%d outputs)", cap, dscale, k);
     }
