@@ -62,7 +62,7 @@
        // >>impl_artifact
        // >>impl_public
        // >>backend_cpu    the CPU reference backend: packed gemm, blocked attention, OpenMP
-           // >>cpu_memory       state, aligned buffers, per-thread scratch, fill and copy
+           // >>cpu_memory       state, aligned buffers, scratch, fill, copy, one-process collectives
            // >>cpu_gemm         fp32 microkernels (portable, AVX-512, AVX2), transposing packers
            // >>cpu_bf16         bf16 rounding, bf16-pair packing, the avx512_bf16 microkernel
            // >>cpu_gemm_driver  panel packing, slivers, symmetric products, k split, the driver
@@ -71,7 +71,8 @@
            // >>cpu_attention    causal GQA attention, flash style, forward and backward
            // >>cpu_elementwise  relu^2, XSA, gated skip, output gate, SmearGate, channel mix
            // >>cpu_xent         libm-free tanh, softcapped cross-entropy and its gradient
-           // >>cpu_optim        axpby, Muon momentum, sum of squares, row normalize, Adam(W)
+           // >>cpu_optim        axpby, Muon momentum, reductions, row normalize, Adam(W), fake quant
+           // >>cpu_storage      bf16 activations: operands staged around the fp32 kernels
            // >>cpu_create       synchronize, destroy, the op table
 
    BUILD
@@ -4968,6 +4969,7 @@ UTGDEF utg_result utg_optim_create(utg_model *m, utg_optim **out) {
     o = (utg_optim *)utg__alloc(&m->alloc, sizeof *o);
     if (!o) return UTG_ERR_NOMEM;
     memset(o, 0, sizeof *o);
+    o->last_loss = NAN; /* no step yet */
     o->m = m;
     o->be = m->be;
     o->group = (int *)utg__alloc(&m->alloc, sizeof(int) * (size_t)m->n_tensors);
@@ -12292,18 +12294,20 @@ static void utg__cpu_row_normalize(utg_backend *be, float *x, int rows, int cols
 
 /* fake_quant_rows, QAT=ste: each row through utg__quant_row (the quantizer's own arithmetic, so
    the bits match utg_quantize_rows + utg_dequantize_rows) with symbols in a row-sized scratch. */
-static void utg__cpu_fake_quant_ste(float *out, const float *w, int rows, int cols, int bits, int clip,
-                                    double clip_param) {
+static void utg__cpu_fake_quant_ste(utg_backend *be, float *out, const float *w, int rows, int cols, int bits,
+                                    int clip, double clip_param) {
     int i, r = (1 << (bits - 1)) - 1;
     UTG__OMP_FOR
     for (i = 0; i < rows; i++) {
         const float *wr = w + (size_t)i * cols;
         float *o = out + (size_t)i * cols, s16;
-        int8_t sym[512], *q = cols <= 512 ? sym : (int8_t *)malloc((size_t)cols);
+        int8_t sym[512], *q = cols <= 512 ? sym : (int8_t *)utg__cpu_scratch(be, ((size_t)cols + 3) / 4);
         uint16_t scale16;
         int c, finite = 1;
         for (c = 0; c < cols; c++) finite &= isfinite(wr[c]) != 0;
-        if (!finite || !q) { /* nothing sensible to round: pass the row through */
+        if (!q) { /* out of memory: NaN, which the step refuses, rather than an unquantized row */
+            for (c = 0; c < cols; c++) o[c] = NAN;
+        } else if (!finite) { /* nothing sensible to round: pass the row through */
             memcpy(o, wr, sizeof(float) * (size_t)cols);
         } else {
             float lo = clip == UTG_CLIP_SDCLIP ? 1e-10f : 1.0f / (float)r;
@@ -12312,7 +12316,6 @@ static void utg__cpu_fake_quant_ste(float *out, const float *w, int rows, int co
             s16 = utg_f16_to_f32(scale16);
             for (c = 0; c < cols; c++) o[c] = (float)q[c] * s16;
         }
-        if (q != sym) free(q);
     }
 }
 
@@ -12343,9 +12346,8 @@ static void utg__cpu_fake_quant_noise(float *out, const float *w, int rows, int 
 
 static void utg__cpu_fake_quant_rows(utg_backend *be, float *out, const float *w, int rows, int cols,
                                      int bits, int clip, double clip_param, uint64_t noise_key) {
-    (void)be;
     if (noise_key) utg__cpu_fake_quant_noise(out, w, rows, cols, bits, noise_key);
-    else utg__cpu_fake_quant_ste(out, w, rows, cols, bits, clip, clip_param);
+    else utg__cpu_fake_quant_ste(be, out, w, rows, cols, bits, clip, clip_param);
 }
 
 /* adam_step: torch.optim.AdamW's update with the bias corrections folded into step and rbc2. */

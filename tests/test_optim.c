@@ -843,6 +843,46 @@ static void test_optim_rejects_bad_input(void) {
     utg_model_destroy(m);
 }
 
+/* The step's loss: the mean of its training forwards' losses, read with the gradient norm (NaN
+   before a step); a NaN weight makes the loss NaN, which the step refuses by name before any update. */
+static void test_optim_step_loss(void) {
+    utg_config c = small_config();
+    utg_model_desc d;
+    utg_model *m = NULL;
+    utg_optim *o = NULL;
+    int32_t x[64], y[64];
+    double l1 = 0, l2 = 0;
+    float *p;
+    size_t n, i;
+    memset(&d, 0, sizeof d);
+    d.config = c;
+    if (utg_model_create(&d, &m) != UTG_OK || utg_optim_create(m, &o) != UTG_OK) { CHECK(0, "setup"); return; }
+    CHECK(isnan(utg_optim_last_loss(o)), "NaN before the first step");
+    for (i = 0; i < 64; i++) x[i] = (int32_t)(i * 7 % 40), y[i] = (int32_t)(i * 11 % 40);
+    utg_model_zero_grads(m);
+    utg_model_forward(m, x, y, 64 / c.train_seq_len, &l1);
+    utg_model_backward(m, 0.5f);
+    utg_model_forward(m, y, x, 64 / c.train_seq_len, NULL);
+    utg_model_backward(m, 0.5f);
+    utg_model_eval(m, y, x, 64 / c.train_seq_len, c.train_seq_len, NULL, &l2); /* an eval adds nothing */
+    CHECK(utg_optim_step(o, 0, 1.0, NULL) == UTG_OK, "step: %s", utg_model_message(m));
+    CHECK(fabs(utg_optim_last_loss(o) - 0.5 * (l1 + l2)) < 1e-12 * l1, "step loss %.15g, forwards %.15g and %.15g",
+          utg_optim_last_loss(o), l1, l2);
+    n = utg_model_arena_floats(m);
+    p = falloc(n);
+    utg_model_get(m, UTG_ARENA_PARAMS, -1, p, n);
+    p[utg_model_tensor(m, utg_model_find_tensor(m, "tok_emb.weight"))->offset] = NAN;
+    utg_model_set(m, UTG_ARENA_PARAMS, -1, p, n);
+    utg_model_zero_grads(m);
+    CHECK(utg_model_forward(m, x, y, 64 / c.train_seq_len, NULL) == UTG_OK, "a forward without loss does not wait");
+    utg_model_backward(m, 1.0f);
+    CHECK(utg_optim_step(o, 1, 1.0, NULL) == UTG_ERR_BACKEND && strstr(utg_model_message(m), "loss is not finite"),
+          "NaN loss refused: %s", utg_model_message(m));
+    free(p);
+    utg_optim_destroy(o);
+    utg_model_destroy(m);
+}
+
 /* ---------------------------------------------------------------- 4. schedules */
 
 /* train_gpt.py's lr_mul (baseline) */
@@ -1404,5 +1444,6 @@ int main(int argc, char **argv) {
     RUN(test_state_round_trip);
     RUN(test_deterministic_across_threads);
     RUN(test_model_eval);
+    RUN(test_optim_step_loss);
     return TEST_SUMMARY();
 }
