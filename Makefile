@@ -18,6 +18,10 @@ TESTS   := $(BUILD)/test_ops $(BUILD)/test_ops_portable $(BUILD)/test_model $(BU
 TOOLS   := $(BUILD)/utg-grad $(BUILD)/utg-shards $(BUILD)/mk_artifact $(BUILD)/utg-inspect $(BUILD)/libiofault.so
 PROGS   := $(TESTS) $(TOOLS) $(BUILD)/minimal $(BUILD)/train $(BUILD)/bench_step \
            $(BUILD)/bench_depth
+# the CUDA emulator's suite (tests/cuda/): built only where the CUDA headers are installed
+CUDA_HOME ?= /usr/local/cuda
+CUDA_EMU  := $(if $(wildcard $(CUDA_HOME)/include/cuda_runtime.h),$(BUILD)/test_cuda_emu)
+PROGS   += $(CUDA_EMU)
 # the default run (make run): its knobs live in one file
 RUN_CONFIG ?= data/austen/run.env
 RUN_OUT    ?= runs/default
@@ -34,6 +38,9 @@ $(BUILD)/test_fenced: tests/fenced_backend.h # built by the rule above, with the
 # the same op tests on the plain-C paths (no GCC vector extensions)
 $(BUILD)/test_ops_portable: tests/test_ops.c $(HDR) tests/test.h tests/gradcheck.h tests/mdl.h | $(BUILD)
 	$(CC) $(CFLAGS) -DUTG_NO_VECTOR_EXT -o $@ $< $(LDLIBS)
+# a .cu file compiled as C++ against the emulator; no $(OPT): ASan would need fiber annotations
+$(BUILD)/test_cuda_emu: tests/cuda/test_emu.cu tests/cuda/emu.h tests/cuda/compat.h tests/test.h | $(BUILD)
+	$(CXX) -std=c++17 -O2 -fopenmp $(WARN) -x c++ -I$(CUDA_HOME)/include -include tests/cuda/compat.h -o $@ $<
 $(BUILD)/utg-grad: tools/utg-grad.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 $(BUILD)/utg-shards: tools/utg-shards.c $(HDR) | $(BUILD)

@@ -18,7 +18,8 @@ import sys
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 SOURCES = ["utgolf.h"] + sorted(glob.glob("examples/*.c") + glob.glob("tools/*.c") +
-                                glob.glob("tests/*.c") + glob.glob("tests/*.h") + glob.glob("bench/*.c"))
+                                glob.glob("tests/*.c") + glob.glob("tests/*.h") + glob.glob("tests/cuda/*.h") +
+                                glob.glob("bench/*.c"))
 PAGES = ["README.md"] + sorted(glob.glob("docs/*.md"))
 CODE_SPAN = re.compile(r"`([^`\n]+)`")
 CALL = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\(\)")
@@ -39,6 +40,8 @@ def symbols():
     # what a user defines before including the header, and the environment variables it reads
     names.update(re.findall(r"(?:#ifdef|#ifndef|defined\() *\(?(UTG_[A-Z0-9_]+)", header))
     names.update(re.findall(r'getenv\("([A-Z0-9_]+)"\)', header))
+    with open(os.path.join(ROOT, "tests/cuda/emu.h")) as f:  # the CUDA emulator's switches
+        names.update(re.findall(r'(?:getenv|env_is)\("([A-Z0-9_]+)"', f.read()))
     return names
 
 
